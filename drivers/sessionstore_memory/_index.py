@@ -1,0 +1,182 @@
+"""Secondary indexes of one in-memory namespace: sets by value, sorted lists by time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+from sortedcontainers import SortedList
+
+from sessionstore import Session, SessionFilter
+from sessionstore.clock import to_ms
+from sessionstore.query import OrderKey, SortField
+
+
+class Indexes:
+    """Set indexes (processor, status, tag) and ordered indexes (every sort field)."""
+
+    def __init__(self) -> None:
+        self.processor: dict[str, set[str]] = {}
+        self.status: dict[str, set[str]] = {}
+        self.tag: dict[str, set[str]] = {}
+        self.created = SortedList()  # (ms, id)
+        self.updated = SortedList()  # (ms, id)
+        self.expires = SortedList()  # (ms, id), sessions with an expiry
+        self.no_expiry = SortedList()  # id, sessions without one
+        self.ids = SortedList()  # id
+
+    @staticmethod
+    def _add(index: dict[str, set[str]], key: str, sid: str) -> None:
+        index.setdefault(key, set()).add(sid)
+
+    @staticmethod
+    def _discard(index: dict[str, set[str]], key: str, sid: str) -> None:
+        members = index.get(key)
+        if members is not None:
+            members.discard(sid)
+            if not members:
+                del index[key]
+
+    def add(self, s: Session) -> None:
+        """Index a session."""
+        if s.processor_id is not None:
+            self._add(self.processor, s.processor_id, s.id)
+        self._add(self.status, s.status.value, s.id)
+        for tag in s.tags:
+            self._add(self.tag, tag, s.id)
+        self.created.add((to_ms(s.created_at), s.id))
+        self.updated.add((to_ms(s.updated_at), s.id))
+        if s.expires_at is None:
+            self.no_expiry.add(s.id)
+        else:
+            self.expires.add((to_ms(s.expires_at), s.id))
+        self.ids.add(s.id)
+
+    def remove(self, s: Session) -> None:
+        """Forget a session (as it was indexed)."""
+        if s.processor_id is not None:
+            self._discard(self.processor, s.processor_id, s.id)
+        self._discard(self.status, s.status.value, s.id)
+        for tag in s.tags:
+            self._discard(self.tag, tag, s.id)
+        self.created.remove((to_ms(s.created_at), s.id))
+        self.updated.remove((to_ms(s.updated_at), s.id))
+        if s.expires_at is None:
+            self.no_expiry.remove(s.id)
+        else:
+            self.expires.remove((to_ms(s.expires_at), s.id))
+        self.ids.remove(s.id)
+
+    def replace(self, old: Session, new: Session) -> None:
+        """Re-index a changed session, touching only what changed."""
+        if old.processor_id != new.processor_id:
+            if old.processor_id is not None:
+                self._discard(self.processor, old.processor_id, old.id)
+            if new.processor_id is not None:
+                self._add(self.processor, new.processor_id, new.id)
+        if old.status is not new.status:
+            self._discard(self.status, old.status.value, old.id)
+            self._add(self.status, new.status.value, new.id)
+        if old.tags != new.tags:
+            for tag in old.tags - new.tags:
+                self._discard(self.tag, tag, old.id)
+            for tag in new.tags - old.tags:
+                self._add(self.tag, tag, new.id)
+        if old.created_at != new.created_at:
+            self.created.remove((to_ms(old.created_at), old.id))
+            self.created.add((to_ms(new.created_at), new.id))
+        if old.updated_at != new.updated_at:
+            self.updated.remove((to_ms(old.updated_at), old.id))
+            self.updated.add((to_ms(new.updated_at), new.id))
+        if old.expires_at != new.expires_at:
+            if old.expires_at is None:
+                self.no_expiry.remove(old.id)
+            else:
+                self.expires.remove((to_ms(old.expires_at), old.id))
+            if new.expires_at is None:
+                self.no_expiry.add(new.id)
+            else:
+                self.expires.add((to_ms(new.expires_at), new.id))
+
+    # ------------------------------------------------------------------ planning
+
+    def candidates(self, flt: SessionFilter) -> set[str] | None:
+        """Ids that can match the set-indexed conditions (``None``: no such condition)."""
+        sets: list[set[str]] = []
+        if flt.ids is not None:
+            sets.append(set(flt.ids))
+        if flt.processor_id is not None:
+            sets.append(set().union(*(self.processor.get(p, ()) for p in flt.processor_id)))
+        if flt.status is not None:
+            sets.append(set().union(*(self.status.get(s.value, ()) for s in flt.status)))
+        if flt.tags_all is not None:
+            sets.extend(self.tag.get(t, set()) for t in flt.tags_all)
+        if flt.tags_any is not None:
+            sets.append(set().union(*(self.tag.get(t, ()) for t in flt.tags_any)))
+        if not sets:
+            return None
+        sets.sort(key=len)
+        result = set(sets[0])
+        for other in sets[1:]:
+            result &= other
+            if not result:
+                break
+        return result
+
+    def walk(
+        self, sort_by: SortField, descending: bool, after: OrderKey | None, flt: SessionFilter
+    ) -> Iterator[str]:
+        """Ids in query order, starting after ``after``, bounded by the filter's range."""
+        if sort_by == "id":
+            lo = hi = None
+            if after is not None:
+                if descending:
+                    hi = after[2]
+                else:
+                    lo = after[2]
+            for sid in self.ids.irange(lo, hi, inclusive=(False, False), reverse=descending):
+                yield sid
+            return
+        if sort_by == "expires_at":
+            if after is None or after[0] == 0:
+                lo_key, hi_key = self._bounds(after, descending, None, flt.expires_before)
+                for _, sid in self.expires.irange(
+                    lo_key, hi_key, inclusive=(False, False), reverse=descending
+                ):
+                    yield sid
+            if flt.expires_before is not None:
+                return  # sessions without expiry never match expires_before
+            lo_id = hi_id = None
+            if after is not None and after[0] == 1:
+                if descending:
+                    hi_id = after[2]
+                else:
+                    lo_id = after[2]
+            yield from self.no_expiry.irange(
+                lo_id, hi_id, inclusive=(False, False), reverse=descending
+            )
+            return
+        index = self.created if sort_by == "created_at" else self.updated
+        if sort_by == "created_at":
+            low, high = flt.created_after, flt.created_before
+        else:
+            low, high = flt.updated_after, flt.updated_before
+        lo_key, hi_key = self._bounds(after, descending, low, high)
+        for _, sid in index.irange(lo_key, hi_key, inclusive=(False, False), reverse=descending):
+            yield sid
+
+    @staticmethod
+    def _bounds(
+        after: OrderKey | None, descending: bool, low: datetime | None, high: datetime | None
+    ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
+        # Exclusive bounds: (ms, "\U0010ffff") sorts after every id with that ms, (ms, "")
+        # before every id. Rows equal to a bound never match the exclusive filters anyway.
+        lo = None if low is None else (to_ms(low), "\U0010ffff")
+        hi = None if high is None else (to_ms(high), "")
+        if after is not None and after[0] == 0:
+            point = (int(after[1]), after[2])
+            if descending:
+                hi = point if hi is None else min(hi, point)
+            else:
+                lo = point if lo is None else max(lo, point)
+        return lo, hi

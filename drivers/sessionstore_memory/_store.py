@@ -1,0 +1,330 @@
+"""MemoryStore: per-store state, indexed queries, copies in and out, O(1) event appends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from sessionstore import (
+    BaseSessionStore,
+    Capabilities,
+    Checkpoint,
+    Event,
+    Mutation,
+    Page,
+    QueryOptions,
+    Session,
+    SessionConflictError,
+    SessionFilter,
+    StoreOptions,
+)
+from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
+from sessionstore.query import (
+    decode_cursor,
+    encode_cursor,
+    is_after,
+    matches,
+    order_key,
+    paginate,
+    query_fingerprint,
+    sort_sessions,
+)
+
+from ._index import Indexes
+
+__all__ = ["MemoryBackend", "MemoryOptions", "MemoryStore"]
+
+_EMPTY: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class MemoryOptions(StoreOptions):
+    """Options of ``memory://`` (only the common ones)."""
+
+
+@dataclass(slots=True)
+class _Doc:
+    head: Session  # data/metadata left empty: payloads live only as bytes
+    data_json: bytes
+    metadata_json: bytes
+
+
+@dataclass(slots=True)
+class _Log:
+    first_seq: int = 1  # seq of items[0]
+    items: list[tuple[int, str, datetime, bytes]] = field(default_factory=list)
+
+
+@dataclass
+class _Space:
+    docs: dict[str, _Doc] = field(default_factory=dict)
+    logs: dict[str, _Log] = field(default_factory=dict)
+    checkpoints: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    index: Indexes = field(default_factory=Indexes)
+
+
+class MemoryBackend:
+    """The data of one or more namespaces. Share one between stores to share data."""
+
+    def __init__(self) -> None:
+        self._spaces: dict[str, _Space] = {}
+
+    def space(self, namespace: str) -> _Space:
+        """The state of ``namespace`` (created empty on first use)."""
+        space = self._spaces.get(namespace)
+        if space is None:
+            space = self._spaces[namespace] = _Space()
+        return space
+
+    def drop(self, namespace: str) -> None:
+        """Forget a namespace entirely."""
+        self._spaces.pop(namespace, None)
+
+    @property
+    def namespaces(self) -> list[str]:
+        """Namespaces holding state."""
+        return sorted(self._spaces)
+
+
+def _materialize(doc: _Doc) -> Session:
+    h = doc.head
+    return Session(
+        h.id,
+        h.processor_id,
+        h.status,
+        orjson.loads(doc.data_json),
+        orjson.loads(doc.metadata_json),
+        h.tags,
+        h.created_at,
+        h.updated_at,
+        h.expires_at,
+        h.version,
+        h.event_count,
+        h.last_seq,
+        h.group,
+    )
+
+
+def _with_metadata(doc: _Doc) -> Session:
+    """A head with metadata decoded (enough for filters; never handed out)."""
+    h = doc.head
+    return Session(
+        h.id, h.processor_id, h.status, _EMPTY, orjson.loads(doc.metadata_json), h.tags,
+        h.created_at, h.updated_at, h.expires_at, h.version, h.event_count, h.last_seq, h.group,
+    )  # fmt: skip
+
+
+class MemoryStore(BaseSessionStore):
+    """In-process store. Fast, not durable, not shared across processes."""
+
+    Options = MemoryOptions
+    CAPABILITIES = Capabilities(
+        atomic_multi_session=True,
+        shared_namespace=True,
+        cross_process=False,
+        durable=False,
+        native_ttl=False,
+        indexed_query=True,
+    )
+
+    def __init__(self, *, backend: MemoryBackend | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.backend = backend if backend is not None else MemoryBackend()
+        self._space = self.backend.space(self.namespace)
+
+    # ------------------------------------------------------------------ primitives
+
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        docs = self._space.docs
+        return {sid: _materialize(doc) for sid in session_ids if (doc := docs.get(sid)) is not None}
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        # No await below: the check-then-write is atomic on the event loop.
+        space = self._space
+        for mut in mutations:
+            doc = space.docs.get(mut.session_id)
+            actual = 0 if doc is None else doc.head.version
+            if actual != mut.expect:
+                raise SessionConflictError(mut.session_id, mut.expect, actual)
+        for mut in mutations:
+            self._apply_one(space, mut)
+
+    def _apply_one(self, space: _Space, mut: Mutation) -> None:
+        sid = mut.session_id
+        old = space.docs.get(sid)
+        if mut.delete or mut.reset:
+            space.logs.pop(sid, None)
+            space.checkpoints.pop(sid, None)
+        if mut.delete:
+            if old is not None:
+                space.index.remove(old.head)
+                del space.docs[sid]
+            return
+        if mut.session is not None:
+            s = mut.session
+            assert mut.data_json is not None and mut.metadata_json is not None
+            head = Session(
+                s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at, s.updated_at,
+                s.expires_at, s.version, s.event_count, s.last_seq, s.group,
+            )  # fmt: skip
+            space.docs[sid] = _Doc(head, mut.data_json, mut.metadata_json)
+            if old is None:
+                space.index.add(head)
+            else:
+                space.index.replace(old.head, head)
+        if mut.append:
+            log = space.logs.get(sid)
+            if log is None:
+                log = space.logs[sid] = _Log(first_seq=mut.append[0].seq)
+            elif not log.items:
+                log.first_seq = mut.append[0].seq
+            log.items.extend((e.seq, e.type, e.at, orjson.dumps(e.data)) for e in mut.append)
+        if mut.trim_before:
+            log = space.logs.get(sid)
+            if log is not None and log.items:
+                drop = min(len(log.items), max(0, mut.trim_before - log.first_seq))
+                del log.items[:drop]
+                log.first_seq += drop
+        if mut.put_checkpoints or mut.delete_checkpoints:
+            cps = space.checkpoints.setdefault(sid, {})
+            for cp_id in mut.delete_checkpoints:
+                cps.pop(cp_id, None)
+            for cp in mut.put_checkpoints:
+                cps[cp.id] = dumps_record(checkpoint_to_record(cp))
+
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        log = self._space.logs.get(session_id)
+        if log is None or not log.items:
+            return []
+        start = max(0, after_seq + 1 - log.first_seq)
+        if last is not None:
+            start = max(start, len(log.items) - last)
+        end = len(log.items) if limit is None else start + limit
+        return [
+            Event(seq, etype, at, orjson.loads(raw)) for seq, etype, at, raw in log.items[start:end]
+        ]
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        cps = self._space.checkpoints.get(session_id, {})
+        out = [
+            checkpoint_from_record(orjson.loads(raw), f"{session_id}/{cp_id}")
+            for cp_id, raw in cps.items()
+        ]
+        out.sort(key=lambda cp: (cp.created_at, cp.id))
+        return out
+
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        for doc in list(self._space.docs.values()):
+            yield _materialize(doc)
+
+    # ------------------------------------------------------------------ fast paths
+
+    async def get_session(
+        self, session_id: str, *, include_expired: bool = False
+    ) -> Session | None:
+        """The session, or ``None`` (a private copy: mutate it freely)."""
+        doc = self._space.docs.get(session_id)
+        if doc is None:
+            from sessionstore.validation import validate_session_id
+
+            validate_session_id(session_id)
+            self._check_open()
+            return None
+        self._check_open()
+        if not include_expired and doc.head.is_expired(self.clock.now()):
+            return None
+        return _materialize(doc)
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        from sessionstore.clock import to_ms
+
+        space = self._space
+        due = space.index.expires.irange(None, (to_ms(now), "\U0010ffff"))
+        return [_materialize(space.docs[sid]) for _, sid in list(due)]
+
+    def _view(self, sid: str, flt: SessionFilter) -> Session:
+        doc = self._space.docs[sid]
+        return _with_metadata(doc) if flt.metadata else doc.head
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """Indexed: cost grows with the page (and the filter's selectivity), not the store."""
+        self._check_open()
+        flt = filter or SessionFilter()
+        opts = options or QueryOptions()
+        now = self.clock.now()
+        index = self._space.index
+        candidates = index.candidates(flt)
+        total = len(self._space.docs)
+        wanted = opts.offset + opts.limit + 1
+        walk_cost = wanted * total / max(1, len(candidates)) if candidates is not None else 0
+        if candidates is not None and len(candidates) <= max(walk_cost, 64):
+            heads = [h for sid in candidates if matches(h := self._view(sid, flt), flt, now)]
+            ordered = sort_sessions(heads, opts.sort_by, opts.descending)
+            page = paginate(ordered, flt, opts)
+            return Page(
+                [_materialize(self._space.docs[s.id]) for s in page.items], page.next_cursor
+            )
+        fingerprint = query_fingerprint(flt, opts)
+        after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
+        skip = opts.offset
+        picked: list[Session] = []
+        for sid in index.walk(opts.sort_by, opts.descending, after, flt):
+            if candidates is not None and sid not in candidates:
+                continue
+            head = self._view(sid, flt)
+            if not matches(head, flt, now):
+                continue
+            if after is not None and not is_after(
+                order_key(head, opts.sort_by), after, opts.descending
+            ):
+                continue
+            if skip:
+                skip -= 1
+                continue
+            picked.append(head)
+            if len(picked) > opts.limit:
+                break
+        items = picked[: opts.limit]
+        next_cursor = None
+        if len(picked) > opts.limit:
+            next_cursor = encode_cursor(fingerprint, order_key(items[-1], opts.sort_by))
+        return Page([_materialize(self._space.docs[h.id]) for h in items], next_cursor)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """Counted from the indexes where the filter allows."""
+        self._check_open()
+        flt = filter or SessionFilter()
+        now = self.clock.now()
+        candidates = self._space.index.candidates(flt)
+        ids = candidates if candidates is not None else self._space.docs.keys()
+        return sum(1 for sid in ids if matches(self._view(sid, flt), flt, now))
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """A scan of the (index-narrowed) candidates with the reference matcher."""
+        from sessionstore.query import evaluate, normalize_search_text
+
+        normalize_search_text(text)
+        self._check_open()
+        flt = filter or SessionFilter()
+        candidates = self._space.index.candidates(flt)
+        docs = self._space.docs
+        ids = list(candidates) if candidates is not None else list(docs)
+        return evaluate(
+            (_materialize(docs[sid]) for sid in ids), flt, options, self.clock.now(), search=text
+        )
+
+    async def _shutdown(self) -> None:
+        """Nothing to release: the data lives as long as the backend object."""

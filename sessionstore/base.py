@@ -1,0 +1,730 @@
+"""BaseSessionStore: the whole :class:`SessionStore` contract on top of a few primitives.
+
+A driver subclasses :class:`BaseSessionStore` and implements five primitives:
+
+* ``_load(ids)`` - the stored sessions for ``ids`` (expired ones included), as private
+  copies the caller may keep;
+* ``_apply(mutations, atomic=True)`` - write :class:`Mutation` s, all or nothing, checking
+  each ``expect`` version under the driver's own atomicity (a lock, a script, a
+  transaction) and raising :class:`SessionConflictError` on a mismatch;
+* ``_load_events(session_id, after_seq, limit, last)`` and ``_load_checkpoints``;
+* ``_iter_sessions()`` - every stored session (for generic queries, expiry, scans).
+
+Everything else (validation, version checks, retries on write races, transactions,
+checkpoints, queries through the reference evaluator, expiry, backup records, hooks) is
+implemented here once. Drivers override public methods for speed (indexes, native
+scripts) and must then keep the semantics, which the conformance suite checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Final, Self, TypeVar
+from urllib.parse import SplitResult
+
+from . import registry
+from ._batch import (
+    Limits,
+    Mutation,
+    Planner,
+    Prepared,
+    check_expected_version,
+    make_checkpoint,
+    prepare,
+)
+from .clock import Clock, SystemClock
+from .codec import checkpoint_digest, encode_user_dict
+from .errors import (
+    ConfigurationError,
+    IntegrityError,
+    InvalidArgumentError,
+    SessionConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreUnavailableError,
+    TransactionError,
+)
+from .model import (
+    TTL,
+    UNSET,
+    AppendOp,
+    Checkpoint,
+    CreateOp,
+    DeleteOp,
+    Event,
+    EventInput,
+    NewSession,
+    Op,
+    Session,
+    SessionRecord,
+    SessionUpdate,
+    Status,
+    Unset,
+    UpdateOp,
+)
+from .options import StoreOptions, build_options, options_from_query, redact_url, split_url
+from .protocol import Capabilities, MergeStrategy, PutResult
+from .query import Page, QueryOptions, SessionFilter, evaluate, matches
+from .transaction import Transaction
+from .validation import validate_label, validate_positive_int, validate_session_id, validate_ttl
+
+__all__ = ["BaseSessionStore", "Mutation"]
+
+log = logging.getLogger("sessionstore")
+T = TypeVar("T")
+
+MAX_EVENTS_PAGE: Final = 100_000
+_CAS_ATTEMPTS: Final = 100
+_STRATEGIES: Final = ("skip_existing", "overwrite", "update_newer", "fail_on_conflict")
+
+
+class BaseSessionStore(ABC):
+    """Generic implementation of the :class:`~sessionstore.SessionStore` protocol."""
+
+    #: The typed options of this driver (a :class:`StoreOptions` subclass).
+    Options: ClassVar[type[StoreOptions]] = StoreOptions
+    #: What this driver promises (instances may refine it through :attr:`capabilities`).
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, *, clock: Clock | None = None, **options: Any) -> None:
+        self.options = build_options(self.Options, options)
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigurationError("clock must provide now() and async sleep()")
+        self.clock: Clock = clock or SystemClock()
+        self._limits = Limits(self.options.max_session_bytes, self.options.max_event_bytes)
+        self._url: str | None = None
+        self._state = "new"  # new -> open -> closed
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Self:
+        """Build the store from its URL; query options are typed, keywords override them."""
+        parts, query = split_url(url)
+        values = cls._options_from_url(parts)
+        values.update(options_from_query(cls.Options, query))
+        values.update(overrides)
+        store = cls(**values)
+        store._url = url
+        return store
+
+    @classmethod
+    def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
+        """Options encoded in the URL outside its query (host, path...). Override."""
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigurationError(
+                f"{parts.scheme}:// URLs take no host or path, got {redact_url(parts.geturl())!r}"
+            )
+        return {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this store promises (see :class:`Capabilities`)."""
+        return self.CAPABILITIES
+
+    @property
+    def namespace(self) -> str:
+        """The namespace isolating this store's sessions."""
+        return self.options.namespace
+
+    @property
+    def url(self) -> str | None:
+        """The URL the store was opened with, password redacted."""
+        return None if self._url is None else redact_url(self._url)
+
+    def __repr__(self) -> str:
+        where = f"{self.url!r}, " if self._url else ""
+        return f"{type(self).__name__}({where}namespace={self.namespace!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def initialize(self) -> None:
+        """Connect / open the backend. Idempotent."""
+        if self._state == "open":
+            return
+        if self._state == "closed":
+            raise StoreUnavailableError(f"{self!r} was shut down; open a new store")
+        await self._initialize()
+        self._state = "open"
+
+    async def shutdown(self) -> None:
+        """Release the backend. Idempotent."""
+        if self._state == "open":
+            self._state = "closed"
+            await self._shutdown()
+        self._state = "closed"
+
+    async def __aenter__(self) -> Self:
+        await self.initialize()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            if self._state == "new":
+                raise StoreUnavailableError(
+                    f"{self!r} is not initialised: "
+                    "use 'async with store' or 'await store.initialize()'"
+                )
+            raise StoreUnavailableError(f"{self!r} was shut down")
+
+    async def _initialize(self) -> None:
+        """Driver hook: open connections, files, load scripts."""
+
+    async def _shutdown(self) -> None:
+        """Driver hook: close what ``_initialize`` opened."""
+
+    # ------------------------------------------------------------------ primitives
+
+    @abstractmethod
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        """Stored sessions for ``session_ids`` (expired included; absent ids left out)."""
+
+    @abstractmethod
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        """Write ``mutations`` all or nothing (``atomic=False``: each on its own).
+
+        Must raise :class:`SessionConflictError` without writing when a stored version
+        differs from ``Mutation.expect`` (``0``: the session must not exist).
+        """
+
+    @abstractmethod
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        """Events with ``seq > after_seq`` in order: the first ``limit`` or the last ``last``."""
+
+    @abstractmethod
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        """Every checkpoint of the session, oldest first (digests not verified)."""
+
+    @abstractmethod
+    def _iter_sessions(self) -> AsyncIterator[Session]:
+        """Every stored session, expired included, in any order."""
+
+    # ------------------------------------------------------------------ write engine
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        if registry.has_observers(hook):
+            registry.notify(hook, store=self, **kwargs)
+
+    def _after_write(self, mutations: Sequence[Mutation]) -> None:
+        for mut in mutations:
+            if mut.delete:
+                self._notify("sessionstore_session_deleted", session_id=mut.session_id)
+            elif mut.session is not None:
+                hook = (
+                    "sessionstore_session_created"
+                    if mut.created
+                    else "sessionstore_session_updated"
+                )
+                self._notify(hook, session=mut.session)
+
+    async def _execute(
+        self, load_ids: Sequence[str], plan: Callable[[Planner], T], *, atomic: bool = True
+    ) -> T:
+        """Load, plan, apply with CAS; re-plan on a write race (bounded)."""
+        self._check_open()
+        last_error: SessionConflictError | None = None
+        for attempt in range(_CAS_ATTEMPTS):
+            loaded = await self._load(load_ids) if load_ids else {}
+            planner = Planner(loaded, self.clock.now(), self._limits)
+            try:
+                result = plan(planner)
+            except SessionConflictError as exc:
+                self._notify(
+                    "sessionstore_conflict",
+                    session_id=exc.session_id,
+                    expected=exc.expected,
+                    actual=exc.actual,
+                )
+                raise
+            mutations = planner.mutations()
+            if not mutations:
+                return result
+            try:
+                await self._apply(mutations, atomic=atomic)
+            except SessionConflictError as exc:
+                # Another writer got in between our read and our write: re-read and
+                # re-plan. A caller's expected_version is re-checked by the new plan.
+                last_error = exc
+                await asyncio.sleep(0 if attempt < 3 else random.uniform(0, 0.001 * attempt))
+                continue
+            self._after_write(mutations)
+            return result
+        assert last_error is not None
+        raise last_error
+
+    async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        max_batch = self.capabilities.max_batch
+        if max_batch is not None and len(prepared) > max_batch:
+            raise TransactionError(
+                f"batch of {len(prepared)} ops is over this driver's max of {max_batch}"
+            )
+        load = [
+            p.session_id
+            for p in prepared
+            if not (isinstance(p.op, CreateOp) and p.op.new.id is None)
+        ]
+
+        def plan(planner: Planner) -> list[Session | bool]:
+            return [planner.apply(p) for p in prepared]
+
+        return await self._execute(list(dict.fromkeys(load)), plan)
+
+    async def _single(self, op: Op) -> Any:
+        prepared = prepare(op, self._limits)
+        results = await self._commit_prepared([prepared])
+        return results[0]
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(
+        self,
+        *,
+        processor_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        status: Status | str = Status.ACTIVE,
+        ttl: TTL | None = None,
+        expires_at: datetime | None = None,
+        id: str | None = None,
+        group: str | None = None,
+    ) -> Session:
+        """Create a session (a ULID id unless ``id`` is given). Version 1.
+
+        Raises :class:`SessionExistsError` when ``id`` is taken by a live session.
+        """
+        new = NewSession(processor_id, data, metadata, tags, status, ttl, expires_at, id, group)
+        result: Session = await self._single(CreateOp(new))
+        return result
+
+    async def get_session(
+        self, session_id: str, *, include_expired: bool = False
+    ) -> Session | None:
+        """The session, or ``None`` when it does not exist or has expired."""
+        validate_session_id(session_id)
+        self._check_open()
+        session = (await self._load([session_id])).get(session_id)
+        if session is None or (not include_expired and session.is_expired(self.clock.now())):
+            return None
+        return session
+
+    async def get_sessions(
+        self, session_ids: Iterable[str], *, include_expired: bool = False
+    ) -> dict[str, Session]:
+        """The live sessions among ``session_ids``, by id (missing ones left out)."""
+        if isinstance(session_ids, str):
+            raise InvalidArgumentError("get_sessions takes a collection of ids, not one string")
+        ids = list(dict.fromkeys(validate_session_id(i) for i in session_ids))
+        self._check_open()
+        if not ids:
+            return {}
+        loaded = await self._load(ids)
+        now = self.clock.now()
+        return {
+            sid: s
+            for sid in ids
+            if (s := loaded.get(sid)) is not None and (include_expired or not s.is_expired(now))
+        }
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        data: Mapping[str, Any] | None = None,
+        merge_data: Mapping[str, Any] | None = None,
+        remove_data_keys: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+        merge_metadata: Mapping[str, Any] | None = None,
+        remove_metadata_keys: Iterable[str] = (),
+        status: Status | str | None = None,
+        processor_id: str | Unset | None = UNSET,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+        tags: Iterable[str] | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+        ttl: TTL | None = None,
+        expected_version: int | None = None,
+    ) -> Session:
+        """Change part of a session; version + 1. See :class:`SessionUpdate`."""
+        update = SessionUpdate(
+            data=data,
+            merge_data=merge_data,
+            remove_data_keys=remove_data_keys,
+            metadata=metadata,
+            merge_metadata=merge_metadata,
+            remove_metadata_keys=remove_metadata_keys,
+            status=status,
+            processor_id=processor_id,
+            add_tags=add_tags,
+            remove_tags=remove_tags,
+            tags=tags,
+            expires_at=expires_at,
+            ttl=ttl,
+        )
+        result: Session = await self._single(UpdateOp(session_id, update, expected_version))
+        return result
+
+    async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete a session with its events and checkpoints; False if there was none."""
+        result: bool = await self._single(DeleteOp(session_id, expected_version, missing_ok=True))
+        return result
+
+    async def touch(
+        self, session_id: str, *, ttl: TTL | None = None, expected_version: int | None = None
+    ) -> Session:
+        """Sliding expiry: set ``updated_at``; with ``ttl`` also ``expires_at = now + ttl``."""
+        validate_session_id(session_id)
+        delta = None if ttl is None else validate_ttl(ttl)
+        expected = check_expected_version(expected_version)
+        return await self._execute(
+            [session_id], lambda planner: planner.touch(session_id, delta, expected)
+        )
+
+    # ------------------------------------------------------------------ events
+
+    async def append_events(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+    ) -> Session:
+        """Append events in one atomic step (version + 1 for the call, not per event)."""
+        result: Session = await self._single(AppendOp(session_id, events, expected_version))
+        return result
+
+    @staticmethod
+    def _check_event_window(after_seq: int, limit: int | None, last: int | None) -> None:
+        validate_positive_int(after_seq, "after_seq", maximum=2**62, allow_zero=True)
+        if limit is not None:
+            validate_positive_int(limit, "limit", maximum=MAX_EVENTS_PAGE)
+        if last is not None:
+            validate_positive_int(last, "last", maximum=MAX_EVENTS_PAGE)
+        if limit is not None and last is not None:
+            raise InvalidArgumentError("give limit or last, not both")
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Event]:
+        """Events in seq order: those after ``after_seq``, the first ``limit`` or last ``last``.
+
+        Raises :class:`SessionNotFoundError` for a missing or expired session.
+        """
+        validate_session_id(session_id)
+        self._check_event_window(after_seq, limit, last)
+        if await self.get_session(session_id) is None:
+            raise SessionNotFoundError(session_id)
+        return await self._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+
+    async def trim_events(
+        self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> Session:
+        """Drop all but the newest ``keep_last`` events (sequence numbers are never reused)."""
+        validate_session_id(session_id)
+        validate_positive_int(keep_last, "keep_last", maximum=2**62, allow_zero=True)
+        expected = check_expected_version(expected_version)
+        return await self._execute(
+            [session_id], lambda planner: planner.trim(session_id, keep_last, expected)
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def save_checkpoint(
+        self, session_id: str, *, label: str | None = None, keep_last: int | None = None
+    ) -> Checkpoint:
+        """Snapshot the session (data, metadata, status, tags, version, event counters).
+
+        ``keep_last`` (default: the ``checkpoint_keep_last`` option) prunes the oldest.
+        Saving a checkpoint does not change the session's version.
+        """
+        validate_session_id(session_id)
+        label = validate_label(label)
+        if keep_last is None:
+            keep_last = self.options.checkpoint_keep_last
+        if keep_last is not None:
+            validate_positive_int(keep_last, "keep_last", maximum=1_000_000)
+        self._check_open()
+        existing = [cp.id for cp in await self._load_checkpoints(session_id)]
+
+        def plan(planner: Planner) -> Checkpoint:
+            session = planner.require(session_id, None)
+            cp = make_checkpoint(session, label, planner.now)
+            drop = existing[: max(0, len(existing) + 1 - keep_last)] if keep_last else []
+            planner.add_checkpoint(cp, drop)
+            return cp
+
+        cp = await self._execute([session_id], plan)
+        self._notify("sessionstore_checkpoint_created", checkpoint=cp)
+        return cp
+
+    async def list_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        """The session's checkpoints, oldest first (digests are verified by ``get``)."""
+        if await self.get_session(session_id) is None:
+            raise SessionNotFoundError(session_id)
+        return await self._load_checkpoints(session_id)
+
+    async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        """One checkpoint, its digest verified (:class:`IntegrityError` on mismatch)."""
+        validate_session_id(checkpoint_id, "checkpoint id")
+        for cp in await self.list_checkpoints(session_id):
+            if cp.id == checkpoint_id:
+                if checkpoint_digest(cp) != cp.digest:
+                    raise IntegrityError(
+                        "checkpoint digest does not match its content",
+                        f"{session_id}/{checkpoint_id}",
+                    )
+                return cp
+        raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+
+    async def delete_checkpoint(self, session_id: str, checkpoint_id: str) -> bool:
+        """Delete one checkpoint; False when it did not exist."""
+        validate_session_id(session_id)
+        validate_session_id(checkpoint_id, "checkpoint id")
+        self._check_open()
+        if not any(cp.id == checkpoint_id for cp in await self._load_checkpoints(session_id)):
+            return False
+
+        def plan(planner: Planner) -> bool:
+            planner.require(session_id, None)
+            planner.drop_checkpoint(session_id, checkpoint_id)
+            return True
+
+        return await self._execute([session_id], plan)
+
+    async def restore_checkpoint(
+        self, session_id: str, checkpoint_id: str, *, expected_version: int | None = None
+    ) -> Session:
+        """Write the checkpoint's snapshot back as a new version; later events stay."""
+        expected = check_expected_version(expected_version)
+        cp = await self.get_checkpoint(session_id, checkpoint_id)
+        return await self._execute(
+            [session_id], lambda planner: planner.restore_checkpoint(cp, expected)
+        )
+
+    # ------------------------------------------------------------------ queries
+
+    async def _all_sessions(self) -> list[Session]:
+        self._check_open()
+        return [s async for s in self._iter_sessions()]
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """One page of sessions matching ``filter``, ordered and paged by ``options``."""
+        return evaluate(await self._all_sessions(), filter, options, self.clock.now())
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """How many sessions match ``filter``."""
+        flt = filter or SessionFilter()
+        now = self.clock.now()
+        return sum(1 for s in await self._all_sessions() if matches(s, flt, now))
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """Case-insensitive plain-text search over id, processor, tags and string values."""
+        return evaluate(await self._all_sessions(), filter, options, self.clock.now(), search=text)
+
+    # ------------------------------------------------------------------ batches
+
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        """Apply a batch of create/update/delete/append ops all or nothing."""
+        if isinstance(ops, CreateOp | UpdateOp | DeleteOp | AppendOp) or not isinstance(
+            ops, Sequence
+        ):
+            raise InvalidArgumentError("commit takes a list of ops")
+        prepared = [prepare(op, self._limits) for op in ops]
+        if not prepared:
+            return []
+        return await self._commit_prepared(prepared)
+
+    def transaction(self) -> Transaction:
+        """Stage writes in ``async with store.transaction() as tx:``; commit on exit."""
+        return Transaction(self)
+
+    # ------------------------------------------------------------------ expiry
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        """Stored sessions whose expiry is due (drivers with an expiry index override)."""
+        return [s for s in await self._all_sessions() if s.is_expired(now)]
+
+    async def expire_sessions(self) -> list[str]:
+        """Mark due sessions ``expired`` (version + 1); returns their ids."""
+        self._check_open()
+        now = self.clock.now()
+        done: list[str] = []
+        for session in await self._expired_sessions(now):
+            if session.status is Status.EXPIRED:
+                continue
+
+            def plan(planner: Planner, sid: str = session.id) -> bool:
+                current = planner.visible(sid) or (planner._current.get(sid))
+                if (
+                    current is None
+                    or not current.is_expired(planner.now)
+                    or current.status is Status.EXPIRED
+                ):
+                    return False
+                planner.set_status_unchecked(current, Status.EXPIRED)
+                return True
+
+            if await self._execute([session.id], plan):
+                done.append(session.id)
+                self._notify("sessionstore_session_expired", session_id=session.id)
+        return done
+
+    async def cleanup_expired_sessions(self) -> int:
+        """Remove due sessions with their events, checkpoints and index entries."""
+        self._check_open()
+        now = self.clock.now()
+        removed = 0
+        for session in await self._expired_sessions(now):
+
+            def plan(planner: Planner, sid: str = session.id) -> bool:
+                current = planner._current.get(sid)
+                if current is None or not current.is_expired(planner.now):
+                    return False
+                planner.delete(sid, None, missing_ok=True)
+                return True
+
+            if await self._execute([session.id], plan):
+                removed += 1
+                if session.status is not Status.EXPIRED:
+                    self._notify("sessionstore_session_expired", session_id=session.id)
+        return removed
+
+    # ------------------------------------------------------------------ bulk
+
+    async def scan(
+        self, *, include_expired: bool = False, filter: SessionFilter | None = None
+    ) -> AsyncIterator[SessionRecord]:
+        """Stream whole records (session, events, checkpoints) for backup."""
+        self._check_open()
+        flt = filter or SessionFilter(include_expired=include_expired)
+        if include_expired and not flt.include_expired:
+            raise InvalidArgumentError(
+                "give include_expired in the filter or the argument, not both"
+            )
+        now = self.clock.now()
+        async for session in self._iter_sessions():
+            if not matches(session, flt, now):
+                continue
+            events = await self._load_events(session.id, after_seq=0, limit=None, last=None)
+            checkpoints = await self._load_checkpoints(session.id)
+            yield SessionRecord(session, events, checkpoints)
+
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        if not isinstance(record, SessionRecord):
+            raise InvalidArgumentError(f"put_records takes SessionRecord values, got {record!r}")
+        s = record.session
+        validate_session_id(s.id)
+        if s.version < 1:
+            raise InvalidArgumentError(f"record {s.id!r} has version {s.version}")
+        data_json, _ = encode_user_dict(s.data, "data", self._limits.max_session_bytes)
+        meta_json, _ = encode_user_dict(s.metadata, "metadata", self._limits.max_session_bytes)
+        seqs = [e.seq for e in record.events]
+        if len(seqs) != s.event_count or (
+            seqs and (seqs[-1] != s.last_seq or seqs != sorted(set(seqs)))
+        ):
+            raise InvalidArgumentError(f"record {s.id!r}: events do not match event_count/last_seq")
+        for event in record.events:
+            encode_user_dict(event.data, f"events[{event.seq}].data", self._limits.max_event_bytes)
+        for cp in record.checkpoints:
+            if cp.session_id != s.id or checkpoint_digest(cp) != cp.digest:
+                raise IntegrityError(
+                    "checkpoint digest does not match its content", f"{s.id}/{cp.id}"
+                )
+        return data_json, meta_json
+
+    async def put_records(
+        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    ) -> PutResult:
+        """Write whole records back exactly (ids, versions, timestamps, events, checkpoints).
+
+        ``strategy`` decides what happens to a session that exists: ``skip_existing``,
+        ``overwrite``, ``update_newer`` (newer ``updated_at``, then higher ``version``
+        wins) or ``fail_on_conflict`` (:class:`SessionExistsError`, nothing of this call
+        written).
+        """
+        if strategy not in _STRATEGIES:
+            raise InvalidArgumentError(
+                f"unknown strategy {strategy!r} (allowed: {', '.join(_STRATEGIES)})"
+            )
+        batch = list(records)
+        encoded = [self._check_record(r) for r in batch]
+        self._check_open()
+        ids = [r.session.id for r in batch]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError("put_records got the same session twice in one call")
+        existing = await self._load(ids)
+        now = self.clock.now()
+        if strategy == "fail_on_conflict":
+            for sid in ids:
+                if (s := existing.get(sid)) is not None and not s.is_expired(now):
+                    raise SessionExistsError(sid)
+        total = PutResult()
+        for record, (data_json, meta_json) in zip(batch, encoded, strict=True):
+            total += await self._put_record(
+                record, data_json, meta_json, strategy, existing.get(record.session.id)
+            )
+        return total
+
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        new = record.session
+        for _ in range(_CAS_ATTEMPTS):
+            now = self.clock.now()
+            live = stored is not None and not stored.is_expired(now)
+            if live and stored is not None:
+                if strategy == "skip_existing":
+                    return PutResult(skipped=1)
+                if strategy == "fail_on_conflict":
+                    return PutResult(conflicts=1)
+                if strategy == "update_newer" and (new.updated_at, new.version) <= (
+                    stored.updated_at,
+                    stored.version,
+                ):
+                    return PutResult(skipped=1)
+            mut = Mutation(
+                session_id=new.id,
+                expect=0 if stored is None else stored.version,
+                session=new,
+                data_json=data_json,
+                metadata_json=meta_json,
+                reset=stored is not None,
+                append=list(record.events),
+                put_checkpoints=list(record.checkpoints),
+                created=not live,
+            )
+            try:
+                await self._apply([mut])
+            except SessionConflictError:
+                stored = (await self._load([new.id])).get(new.id)
+                continue
+            self._after_write([mut])
+            return PutResult(overwritten=1) if live else PutResult(created=1)
+        raise SessionConflictError(new.id, 0 if stored is None else stored.version, -1)

@@ -1,0 +1,339 @@
+"""Encoding: strict JSON-native values (orjson), record formats, limits and checksums.
+
+User values (session ``data``/``metadata`` and event ``data``) must be JSON-native: dicts
+with ``str`` keys, lists, ``str``, 64-bit ``int``, finite ``float``, ``bool`` and ``None``
+(subclasses of these, such as a ``StrEnum`` member, are stored as their base type). What
+you write is exactly what you read back; anything else raises :class:`SerializationError`
+naming the offending path *before* anything is written. Nothing is ever pickled.
+
+Stored records (used by on-disk and network drivers and by backups) carry a format version
+``"v"``; readers migrate older versions and refuse newer ones with
+:class:`UnsupportedFormatError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import orjson
+from ulid import ULID
+
+from .errors import IntegrityError, QuotaExceededError, SerializationError, UnsupportedFormatError
+from .model import Checkpoint, Event, JSONDict, Session, Status
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "DEFAULT_MAX_SESSION_BYTES",
+    "FORMAT_VERSION",
+    "canonical_json",
+    "checkpoint_digest",
+    "checkpoint_from_record",
+    "checkpoint_to_record",
+    "decode_json",
+    "dumps_record",
+    "encode_json",
+    "encode_user_dict",
+    "event_from_record",
+    "event_to_record",
+    "new_id",
+    "session_from_record",
+    "session_to_record",
+    "sha256_hex",
+]
+
+#: Current version of every stored record format (sessions, events, checkpoints, backups).
+FORMAT_VERSION: Final = 1
+DEFAULT_MAX_SESSION_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
+
+# Datetimes and dataclasses are not JSON-native: send them to ``_reject`` instead of letting
+# orjson serialize them silently. Tuples, UUIDs and non-finite floats are caught by the
+# round-trip comparison in ``encode_user_dict``.
+_STRICT_OPTS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_INT64_MIN: Final = -(2**63)
+_UINT64_MAX: Final = 2**64 - 1
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON-native")
+
+
+def new_id() -> str:
+    """A new ULID string (26 characters, lexicographically time-ordered)."""
+    return str(ULID())
+
+
+def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """Walk ``value`` (error path only) and name the first non-JSON-native spot."""
+    if depth > 254:
+        return path, "nested deeper than the encoder's limit (254 levels)"
+    if value is None or isinstance(value, bool | str):
+        return None
+    if isinstance(value, int):
+        if not _INT64_MIN <= value <= _UINT64_MAX:
+            return path, "integer outside the 64-bit range"
+        return None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return path, f"non-finite float {value!r} is not JSON"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{path}[{key!r}]",
+                    f"dict key of type {type(key).__name__} (keys must be str)",
+                )
+            found = _describe_invalid(item, f"{path}.{key}", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _describe_invalid(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    return (
+        path,
+        f"{type(value).__name__} is not JSON-native "
+        "(use dict, list, str, int, float, bool or None)",
+    )
+
+
+def _serialization_error(value: Any, what: str, cause: BaseException | None) -> SerializationError:
+    found = _describe_invalid(value, what)
+    if found is not None:
+        return SerializationError(found[1], found[0])
+    message = str(cause) if cause else "value does not survive a JSON round trip"
+    if "recursion" in message.lower():
+        message = "nested deeper than the encoder's limit (254 levels)"
+    return SerializationError(message, what)
+
+
+def encode_user_dict(value: Any, what: str, limit: int) -> tuple[bytes, JSONDict]:
+    """Encode a user dict strictly; return its JSON bytes and a private decoded copy.
+
+    Raises :class:`SerializationError` (naming the path) for non-JSON-native content or
+    too-deep nesting, and :class:`QuotaExceededError` above ``limit`` bytes.
+    """
+    if not isinstance(value, dict):
+        if isinstance(value, Mapping):
+            value = dict(value)
+        else:
+            raise SerializationError(f"must be a dict, not {type(value).__name__}", what)
+    try:
+        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
+    except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
+        raise _serialization_error(value, what, exc) from None
+    if len(raw) > limit:
+        raise QuotaExceededError(f"{what} is {len(raw)} bytes encoded, over the limit of {limit}")
+    copy = orjson.loads(raw)
+    if copy != value:
+        raise _serialization_error(value, what, None)
+    return raw, copy
+
+
+def encode_json(value: Any, what: str = "value") -> bytes:
+    """Encode a JSON-native value strictly (no size limit)."""
+    try:
+        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
+    except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
+        raise _serialization_error(value, what, exc) from None
+    if orjson.loads(raw) != value:
+        raise _serialization_error(value, what, None)
+    return raw
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys): the input of digests and fingerprints."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)
+
+
+def decode_json(raw: bytes | bytearray | memoryview | str, record: str = "") -> Any:
+    """Decode JSON bytes; undecodable input raises :class:`IntegrityError` naming ``record``."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise IntegrityError(f"undecodable JSON ({exc})", record) from None
+
+
+def sha256_hex(raw: bytes) -> str:
+    """Hex SHA-256 of ``raw``."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _ts(value: Any, field: str, record: str) -> datetime:
+    if not isinstance(value, str):
+        raise IntegrityError(f"field {field!r} is not a timestamp", record)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise IntegrityError(f"field {field!r} is not a timestamp", record) from None
+    if parsed.tzinfo is None:
+        raise IntegrityError(f"field {field!r} has no timezone", record)
+    return parsed
+
+
+def _check_version(rec: Mapping[str, Any], record: str) -> None:
+    version = rec.get("v")
+    if not isinstance(version, int) or version < 1:
+        raise IntegrityError("record has no format version", record)
+    if version > FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"record format version {version} is newer than this sessionstore understands "
+            f"({FORMAT_VERSION}); upgrade sessionstore to read it",
+            record,
+        )
+
+
+def session_to_record(
+    session: Session,
+    data_json: bytes | None = None,
+    metadata_json: bytes | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready dict for ``session`` (pre-encoded data/metadata bytes are reused)."""
+    return {
+        "v": FORMAT_VERSION,
+        "id": session.id,
+        "processor_id": session.processor_id,
+        "status": session.status.value,
+        "tags": sorted(session.tags),
+        "created_at": session.created_at,
+        "updated_at": session.updated_at,
+        "expires_at": session.expires_at,
+        "version": session.version,
+        "event_count": session.event_count,
+        "last_seq": session.last_seq,
+        "group": session.group,
+        "metadata": orjson.Fragment(metadata_json)
+        if metadata_json is not None
+        else session.metadata,
+        "data": orjson.Fragment(data_json) if data_json is not None else session.data,
+    }
+
+
+def session_from_record(rec: Any, record: str = "") -> Session:
+    """Rebuild a :class:`Session` from :func:`session_to_record` output (validated)."""
+    if not isinstance(rec, dict):
+        raise IntegrityError("session record is not an object", record)
+    _check_version(rec, record)
+    try:
+        expires = rec["expires_at"]
+        data = rec["data"]
+        metadata = rec["metadata"]
+        if not isinstance(data, dict) or not isinstance(metadata, dict):
+            raise IntegrityError("data/metadata is not an object", record)
+        tags = rec["tags"]
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise IntegrityError("tags is not a list of strings", record)
+        version, event_count, last_seq = rec["version"], rec["event_count"], rec["last_seq"]
+        if not all(isinstance(n, int) and n >= 0 for n in (version, event_count, last_seq)):
+            raise IntegrityError("version/event counters are not non-negative integers", record)
+        return Session(
+            id=str(rec["id"]),
+            processor_id=rec["processor_id"],
+            status=Status(rec["status"]),
+            data=data,
+            metadata=metadata,
+            tags=frozenset(tags),
+            created_at=_ts(rec["created_at"], "created_at", record),
+            updated_at=_ts(rec["updated_at"], "updated_at", record),
+            expires_at=None if expires is None else _ts(expires, "expires_at", record),
+            version=version,
+            event_count=event_count,
+            last_seq=last_seq,
+            group=rec.get("group"),
+        )
+    except KeyError as exc:
+        raise IntegrityError(f"session record lacks field {exc.args[0]!r}", record) from None
+    except ValueError as exc:
+        raise IntegrityError(f"session record is malformed: {exc}", record) from None
+
+
+def event_to_record(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict for ``event``."""
+    return {"seq": event.seq, "type": event.type, "at": event.at, "data": event.data}
+
+
+def event_from_record(rec: Any, record: str = "") -> Event:
+    """Rebuild an :class:`Event` (validated)."""
+    if not isinstance(rec, dict):
+        raise IntegrityError("event record is not an object", record)
+    try:
+        seq, etype, data = rec["seq"], rec["type"], rec["data"]
+        if not isinstance(seq, int) or not isinstance(etype, str) or not isinstance(data, dict):
+            raise IntegrityError("event record has fields of the wrong type", record)
+        return Event(seq=seq, type=etype, at=_ts(rec["at"], "at", record), data=data)
+    except KeyError as exc:
+        raise IntegrityError(f"event record lacks field {exc.args[0]!r}", record) from None
+
+
+def _checkpoint_body(cp: Checkpoint) -> dict[str, Any]:
+    return {
+        "v": FORMAT_VERSION,
+        "id": cp.id,
+        "session_id": cp.session_id,
+        "label": cp.label,
+        "created_at": cp.created_at,
+        "version": cp.version,
+        "status": cp.status.value,
+        "data": cp.data,
+        "metadata": cp.metadata,
+        "tags": sorted(cp.tags),
+        "event_count": cp.event_count,
+        "last_seq": cp.last_seq,
+    }
+
+
+def checkpoint_digest(cp: Checkpoint) -> str:
+    """SHA-256 over the canonical encoding of the checkpoint's content (all but digest)."""
+    return sha256_hex(canonical_json(_checkpoint_body(cp)))
+
+
+def checkpoint_to_record(cp: Checkpoint) -> dict[str, Any]:
+    """A JSON-ready dict for ``cp`` including its digest."""
+    body = _checkpoint_body(cp)
+    body["digest"] = cp.digest
+    return body
+
+
+def checkpoint_from_record(rec: Any, record: str = "") -> Checkpoint:
+    """Rebuild a :class:`Checkpoint`; the digest is NOT verified here (see ``verify``)."""
+    if not isinstance(rec, dict):
+        raise IntegrityError("checkpoint record is not an object", record)
+    _check_version(rec, record)
+    try:
+        tags = rec["tags"]
+        if not isinstance(tags, list) or not isinstance(rec["data"], dict):
+            raise IntegrityError("checkpoint record has fields of the wrong type", record)
+        return Checkpoint(
+            id=str(rec["id"]),
+            session_id=str(rec["session_id"]),
+            label=rec["label"],
+            created_at=_ts(rec["created_at"], "created_at", record),
+            version=int(rec["version"]),
+            status=Status(rec["status"]),
+            data=rec["data"],
+            metadata=rec["metadata"],
+            tags=frozenset(tags),
+            event_count=int(rec["event_count"]),
+            last_seq=int(rec["last_seq"]),
+            digest=str(rec["digest"]),
+        )
+    except KeyError as exc:
+        raise IntegrityError(f"checkpoint record lacks field {exc.args[0]!r}", record) from None
+    except ValueError as exc:
+        raise IntegrityError(f"checkpoint record is malformed: {exc}", record) from None
+
+
+def dumps_record(rec: Mapping[str, Any]) -> bytes:
+    """Encode a record dict built by the ``*_to_record`` helpers."""
+    return orjson.dumps(rec, option=orjson.OPT_UTC_Z)

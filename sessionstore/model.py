@@ -1,0 +1,215 @@
+"""The data model: sessions, events, checkpoints and the inputs that create or change them.
+
+All values are immutable: a write returns a new :class:`Session`. The ``data`` and
+``metadata`` dicts of a returned session are the caller's own copies; mutating them never
+changes the store.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, TypeAlias
+
+__all__ = [
+    "TTL",
+    "UNSET",
+    "AppendOp",
+    "Checkpoint",
+    "CreateOp",
+    "DeleteOp",
+    "Event",
+    "EventInput",
+    "JSONDict",
+    "NewSession",
+    "Op",
+    "Session",
+    "SessionRecord",
+    "SessionUpdate",
+    "Status",
+    "UpdateOp",
+]
+
+JSONDict: TypeAlias = dict[str, Any]
+TTL: TypeAlias = int | float | timedelta
+
+
+class Status(enum.StrEnum):
+    """Lifecycle status of a session (indexed)."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    TIMEOUT = "timeout"
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Marker for "leave this field unchanged" where ``None`` is a meaningful value
+#: (e.g. ``expires_at=None`` clears the expiry, ``expires_at=UNSET`` keeps it).
+UNSET: Final = _Unset.UNSET
+Unset: TypeAlias = Literal[_Unset.UNSET]
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One stored session.
+
+    ``version`` starts at 1 and grows by one on every write to the session (data, metadata,
+    status, tags, expiry, events). ``event_count`` is the number of events currently kept;
+    ``last_seq`` is the sequence number of the newest event ever appended (sequence numbers
+    are never reused, even after :meth:`~sessionstore.SessionStore.trim_events`).
+    """
+
+    id: str
+    processor_id: str | None
+    status: Status
+    data: JSONDict
+    metadata: JSONDict
+    tags: frozenset[str]
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    version: int
+    event_count: int = 0
+    last_seq: int = 0
+    group: str | None = None
+
+    def is_expired(self, now: datetime) -> bool:
+        """True when the session's expiry is at or before ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def has_events(self) -> bool:
+        """True when the session's event log is not empty."""
+        return self.event_count > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a session's event log (an interaction, a tool call, a status change)."""
+
+    seq: int
+    type: str
+    at: datetime
+    data: JSONDict
+
+
+@dataclass(frozen=True, slots=True)
+class EventInput:
+    """An event to append. Plain mappings ``{"type": ..., "data": {...}}`` work as well."""
+
+    type: str
+    data: JSONDict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A named snapshot of a session, verified by a SHA-256 ``digest`` when loaded."""
+
+    id: str
+    session_id: str
+    label: str | None
+    created_at: datetime
+    version: int
+    status: Status
+    data: JSONDict
+    metadata: JSONDict
+    tags: frozenset[str]
+    event_count: int
+    last_seq: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A whole session as moved by ``scan``/``put_records``: session, events, checkpoints."""
+
+    session: Session
+    events: Sequence[Event] = ()
+    checkpoints: Sequence[Checkpoint] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """What :meth:`create_session` takes, as a value (used by batched ``commit``)."""
+
+    processor_id: str | None = None
+    data: Mapping[str, Any] | None = None
+    metadata: Mapping[str, Any] | None = None
+    tags: Iterable[str] = ()
+    status: Status | str = Status.ACTIVE
+    ttl: TTL | None = None
+    expires_at: datetime | None = None
+    id: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdate:
+    """A partial change to a session (what :meth:`update_session` takes, as a value).
+
+    ``data``/``metadata`` replace wholesale; ``merge_data``/``merge_metadata`` shallow-merge
+    top-level keys (a key mapped to ``None`` is stored as ``None``, use ``remove_data_keys``
+    to delete keys). ``expires_at=None`` clears the expiry; ``ttl`` sets it to now + ttl.
+    """
+
+    data: Mapping[str, Any] | None = None
+    merge_data: Mapping[str, Any] | None = None
+    remove_data_keys: Iterable[str] = ()
+    metadata: Mapping[str, Any] | None = None
+    merge_metadata: Mapping[str, Any] | None = None
+    remove_metadata_keys: Iterable[str] = ()
+    status: Status | str | None = None
+    processor_id: str | Unset | None = UNSET
+    add_tags: Iterable[str] = ()
+    remove_tags: Iterable[str] = ()
+    tags: Iterable[str] | None = None
+    expires_at: datetime | Unset | None = UNSET
+    ttl: TTL | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOp:
+    """Create a session inside a batch. ``new.id`` is filled in when staged."""
+
+    new: NewSession
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOp:
+    """Update a session inside a batch."""
+
+    session_id: str
+    update: SessionUpdate
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    """Delete a session inside a batch (``missing_ok`` makes a missing session a no-op)."""
+
+    session_id: str
+    expected_version: int | None = None
+    missing_ok: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AppendOp:
+    """Append events to a session inside a batch."""
+
+    session_id: str
+    events: Sequence[EventInput | Mapping[str, Any]]
+    expected_version: int | None = None
+
+
+Op: TypeAlias = CreateOp | UpdateOp | DeleteOp | AppendOp

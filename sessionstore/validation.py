@@ -1,0 +1,156 @@
+"""Argument validation shared by every driver: ids, tags, ttl, event inputs.
+
+Everything here runs before any I/O and raises a typed error
+(:class:`InvalidSessionIdError`, :class:`InvalidArgumentError`) on bad input.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from .clock import truncate_ms
+from .errors import InvalidArgumentError, InvalidSessionIdError
+from .model import TTL, EventInput, Status
+
+__all__ = [
+    "MAX_LABEL_LENGTH",
+    "MAX_TAG_LENGTH",
+    "MAX_TTL_SECONDS",
+    "validate_event_input",
+    "validate_expires_at",
+    "validate_label",
+    "validate_processor_id",
+    "validate_session_id",
+    "validate_status",
+    "validate_tags",
+    "validate_ttl",
+]
+
+_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_TAG_LENGTH: Final = 256
+MAX_LABEL_LENGTH: Final = 256
+MAX_TTL_SECONDS: Final = 100 * 365 * 86_400  # a century: anything longer is a bug
+_MAX_TYPE_LENGTH: Final = 128
+
+
+def validate_session_id(value: object, what: str = "session id") -> str:
+    """Return ``value`` if it is a valid id, else raise :class:`InvalidSessionIdError`.
+
+    Allowed: ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}`` and no ``..``, so an id is always safe as
+    a file name and a Redis hash tag.
+    """
+    if type(value) is not str:
+        raise InvalidSessionIdError(value, f"{what} must be a str, not {type(value).__name__}")
+    if _ID_RE.fullmatch(value) is None:
+        raise InvalidSessionIdError(value, f"{what} has a disallowed character or length")
+    if ".." in value:
+        raise InvalidSessionIdError(value, f"{what} contains '..'")
+    return value
+
+
+def validate_processor_id(value: object) -> str | None:
+    """A processor id is ``None`` or a non-empty str of at most 256 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TAG_LENGTH or "\x00" in value:
+        raise InvalidArgumentError(
+            f"processor_id must be a non-empty str of at most {MAX_TAG_LENGTH} characters"
+        )
+    return str(value)
+
+
+def validate_tags(tags: Iterable[str] | None) -> frozenset[str]:
+    """Tags are non-empty strings of at most 256 characters (no NUL)."""
+    if tags is None:
+        return frozenset()
+    if isinstance(tags, str | bytes):
+        raise InvalidArgumentError("tags must be a collection of str, not a single string")
+    out = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or "\x00" in tag:
+            raise InvalidArgumentError(
+                f"invalid tag {tag!r}: tags are non-empty str of at most {MAX_TAG_LENGTH} chars"
+            )
+        out.append(str(tag))
+    return frozenset(out)
+
+
+def validate_status(value: object) -> Status:
+    """Coerce ``value`` (a :class:`Status` or its string) or raise."""
+    if isinstance(value, Status):
+        return value
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return Status(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise InvalidArgumentError(f"invalid status {value!r} (allowed: {allowed})") from None
+
+
+def validate_ttl(ttl: TTL) -> timedelta:
+    """A ttl is a positive number of seconds (or a timedelta) of at most a century."""
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float | timedelta):
+        raise InvalidArgumentError(f"ttl must be seconds (int/float) or a timedelta, not {ttl!r}")
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not seconds > 0:  # also rejects NaN
+        raise InvalidArgumentError(f"ttl must be positive, got {ttl!r}")
+    if seconds > MAX_TTL_SECONDS:
+        raise InvalidArgumentError(f"ttl {ttl!r} is absurdly long (max {MAX_TTL_SECONDS} s)")
+    delta = timedelta(seconds=seconds)
+    if delta < timedelta(milliseconds=1):
+        raise InvalidArgumentError(f"ttl {ttl!r} is below the 1 ms resolution")
+    return delta
+
+
+def validate_expires_at(value: object) -> datetime:
+    """An absolute expiry: a timezone-aware datetime (stored in UTC, millisecond precision)."""
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(f"expires_at must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgumentError("expires_at must be timezone-aware")
+    return truncate_ms(value)
+
+
+def validate_label(value: object) -> str | None:
+    """A checkpoint label: ``None`` or a str of at most 256 characters."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH:
+        raise InvalidArgumentError(f"label must be a str of at most {MAX_LABEL_LENGTH} chars")
+    return value
+
+
+def validate_event_input(value: EventInput | Mapping[str, Any]) -> tuple[str, Any]:
+    """Return ``(type, data)`` of an event to append; the data is validated by the codec."""
+    if isinstance(value, EventInput):
+        etype, data = value.type, value.data
+    elif isinstance(value, Mapping):
+        unknown = set(value) - {"type", "data"}
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown event field(s) {sorted(unknown)}: an event has 'type' and 'data'"
+            )
+        if "type" not in value:
+            raise InvalidArgumentError("an event needs a 'type'")
+        etype, data = value["type"], value.get("data", {})
+    else:
+        raise InvalidArgumentError(f"an event must be a mapping or EventInput, not {value!r}")
+    if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+        raise InvalidArgumentError(
+            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+        )
+    return etype, data
+
+
+def validate_positive_int(
+    value: object, what: str, *, maximum: int, allow_zero: bool = False
+) -> int:
+    """An int in ``[1, maximum]`` (or ``[0, maximum]``); bools are refused."""
+    low = 0 if allow_zero else 1
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= maximum:
+        raise InvalidArgumentError(f"{what} must be an int in [{low}, {maximum}], got {value!r}")
+    return value
