@@ -13,7 +13,7 @@ A write goes through three steps:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,6 +57,10 @@ from .validation import (
 __all__ = ["Limits", "Mutation", "Planner", "Prepared", "prepare"]
 
 _MAX_VERSION = 2**62
+_NO_TAGS: frozenset[str] = frozenset()
+# Planner.update/append build Session directly (dataclasses.replace costs about twice a
+# construction on these hot paths) and name every field: a new field must be added there.
+assert len(fields(Session)) == 13, "Session changed: update Planner.update and Planner.append"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +139,20 @@ def check_expected_version(value: object) -> int | None:
 
 
 def _keys(values: Iterable[str], what: str) -> tuple[str, ...]:
+    if type(values) is tuple and not values:  # the default: nothing to check
+        return ()
     if isinstance(values, str):
         raise InvalidArgumentError(f"{what} must be a collection of keys, not one string")
     out = tuple(values)
     if not all(isinstance(k, str) for k in out):
         raise InvalidArgumentError(f"{what} must hold str keys")
     return out
+
+
+def _tags(values: Iterable[str]) -> frozenset[str]:
+    if type(values) is tuple and not values:  # the default: nothing to check
+        return _NO_TAGS
+    return validate_tags(values)
 
 
 def prepare(op: Op, limits: Limits) -> Prepared:
@@ -204,8 +216,8 @@ def prepare(op: Op, limits: Limits) -> Prepared:
             processor_id=UNSET
             if up.processor_id is UNSET
             else validate_processor_id(up.processor_id),
-            add_tags=validate_tags(up.add_tags),
-            remove_tags=validate_tags(up.remove_tags),
+            add_tags=_tags(up.add_tags),
+            remove_tags=_tags(up.remove_tags),
             replace_tags=None if up.tags is None else validate_tags(up.tags),
             expires_at=expires,
             ttl=None if up.ttl is None else validate_ttl(up.ttl),
@@ -253,8 +265,10 @@ class Planner:
         self.limits = limits
         self._current: dict[str, Session | None] = dict(loaded)
         self._muts: dict[str, Mutation] = {}
-        self._data_json: dict[str, bytes] = {}
-        self._meta_json: dict[str, bytes] = {}
+        # Encoded payloads, remembered with the dict they encode: reused only while the
+        # session still holds that very dict (a later op may have replaced it).
+        self._data_json: dict[str, tuple[JSONDict, bytes]] = {}
+        self._meta_json: dict[str, tuple[JSONDict, bytes]] = {}
         self.conflicts: list[SessionConflictError] = []
 
     # -- views
@@ -293,9 +307,9 @@ class Planner:
         mut.delete = False
         self._current[session.id] = session
         if data_json is not None:
-            self._data_json[session.id] = data_json
+            self._data_json[session.id] = (session.data, data_json)
         if meta_json is not None:
-            self._meta_json[session.id] = meta_json
+            self._meta_json[session.id] = (session.metadata, meta_json)
         return session
 
     # -- ops
@@ -370,16 +384,20 @@ class Planner:
             expires = self.now + p.ttl
         elif p.expires_at is not UNSET:
             expires = p.expires_at
-        session = replace(
-            cur,
+        session = Session(
+            id=cur.id,
+            processor_id=cur.processor_id if p.processor_id is UNSET else p.processor_id,
+            status=p.status or cur.status,
             data=data,
             metadata=metadata,
             tags=tags,
-            status=p.status or cur.status,
-            processor_id=cur.processor_id if p.processor_id is UNSET else p.processor_id,
-            expires_at=expires,
+            created_at=cur.created_at,
             updated_at=self.now,
+            expires_at=expires,
             version=cur.version + 1,
+            event_count=cur.event_count,
+            last_seq=cur.last_seq,
+            group=cur.group,
         )
         return self.put(session, data_json, meta_json)
 
@@ -417,12 +435,20 @@ class Planner:
         for etype, payload in events:
             seq += 1
             mut.append.append(Event(seq=seq, type=etype, at=self.now, data=payload))
-        session = replace(
-            cur,
-            last_seq=seq,
-            event_count=cur.event_count + len(events),
+        session = Session(
+            id=cur.id,
+            processor_id=cur.processor_id,
+            status=cur.status,
+            data=cur.data,
+            metadata=cur.metadata,
+            tags=cur.tags,
+            created_at=cur.created_at,
             updated_at=self.now,
+            expires_at=cur.expires_at,
             version=cur.version + 1,
+            event_count=cur.event_count + len(events),
+            last_seq=seq,
+            group=cur.group,
         )
         return self.put(session)
 
@@ -484,8 +510,8 @@ class Planner:
         for sid, mut in self._muts.items():
             if mut.session is not None:
                 s = mut.session
-                mut.data_json = self._data_json.get(sid) or orjson.dumps(s.data)
-                mut.metadata_json = self._meta_json.get(sid) or orjson.dumps(s.metadata)
+                mut.data_json = _encoded(self._data_json.get(sid), s.data)
+                mut.metadata_json = _encoded(self._meta_json.get(sid), s.metadata)
                 size = len(mut.data_json) + len(mut.metadata_json)
                 if size > self.limits.max_session_bytes:
                     raise QuotaExceededError(
@@ -494,6 +520,12 @@ class Planner:
                     )
             out.append(mut)
         return out
+
+
+def _encoded(known: tuple[JSONDict, bytes] | None, value: JSONDict) -> bytes:
+    if known is not None and known[0] is value:
+        return known[1]
+    return orjson.dumps(value)
 
 
 def make_checkpoint(session: Session, label: str | None, now: datetime) -> Checkpoint:

@@ -27,7 +27,10 @@ class Indexes:
 
     @staticmethod
     def _add(index: dict[str, set[str]], key: str, sid: str) -> None:
-        index.setdefault(key, set()).add(sid)
+        members = index.get(key)
+        if members is None:  # not setdefault(key, set()): that builds a set every call
+            members = index[key] = set()
+        members.add(sid)
 
     @staticmethod
     def _discard(index: dict[str, set[str]], key: str, sid: str) -> None:
@@ -44,8 +47,10 @@ class Indexes:
         self._add(self.status, s.status.value, s.id)
         for tag in s.tags:
             self._add(self.tag, tag, s.id)
-        self.created.add((to_ms(s.created_at), s.id))
-        self.updated.add((to_ms(s.updated_at), s.id))
+        created = to_ms(s.created_at)
+        self.created.add((created, s.id))
+        updated = created if s.updated_at == s.created_at else to_ms(s.updated_at)
+        self.updated.add((updated, s.id))
         if s.expires_at is None:
             self.no_expiry.add(s.id)
         else:
@@ -104,7 +109,7 @@ class Indexes:
         """Ids that can match the set-indexed conditions (``None``: no such condition)."""
         sets: list[set[str]] = []
         if flt.ids is not None:
-            sets.append(set(flt.ids))
+            sets.append({sid for sid in flt.ids if sid in self.ids})
         if flt.processor_id is not None:
             sets.append(set().union(*(self.processor.get(p, ()) for p in flt.processor_id)))
         if flt.status is not None:
@@ -171,8 +176,10 @@ class Indexes:
     ) -> tuple[tuple[int, str] | None, tuple[int, str] | None]:
         # Exclusive bounds: (ms, "\U0010ffff") sorts after every id with that ms, (ms, "")
         # before every id. Rows equal to a bound never match the exclusive filters anyway.
+        # to_ms floors, so a sub-millisecond upper bound must round up (rows at its floor
+        # millisecond are before it).
         lo = None if low is None else (to_ms(low), "\U0010ffff")
-        hi = None if high is None else (to_ms(high), "")
+        hi = None if high is None else (to_ms(high) + (high.microsecond % 1000 > 0), "")
         if after is not None and after[0] == 0:
             point = (int(after[1]), after[2])
             if descending:

@@ -1,0 +1,54 @@
+"""The sessionstore conformance suite, shipped for driver authors (``sessionstore[testing]``).
+
+A driver's whole test file::
+
+    from sessionstore.testing import StoreConformance
+
+    class TestMyStore(StoreConformance):
+        def make_store(self, *, namespace, clock):     # fresh, isolated, uninitialised
+            return MyStore(namespace=namespace, clock=clock)
+
+The tests are synchronous pytest tests that run the store in a private event loop, so no
+pytest-asyncio configuration is needed. Tests skip only on a capability the driver
+declares it lacks. Test names are public API (see ``docs/driver-authors.md``).
+"""
+
+from __future__ import annotations
+
+from ._bad_input import BadInputTests
+from ._checkpoints import CheckpointTests
+from ._concurrency import ConcurrencyTests
+from ._crud import CrudTests
+from ._events import EventTests
+from ._expiry import ExpiryTests
+from ._harness import ConformanceContext, requires, store_test
+from ._isolation import IsolationTests
+from ._query import QueryTests, SearchTests
+from ._records import RecordTests
+from ._state_machine import StateMachineTests, make_state_machine
+from ._transactions import TransactionTests
+from ._versioning import VersioningTests
+from .suite import MIXINS, StoreConformance, StoreConformanceBase
+
+__all__ = [
+    "MIXINS",
+    "BadInputTests",
+    "CheckpointTests",
+    "ConcurrencyTests",
+    "ConformanceContext",
+    "CrudTests",
+    "EventTests",
+    "ExpiryTests",
+    "IsolationTests",
+    "QueryTests",
+    "RecordTests",
+    "SearchTests",
+    "StateMachineTests",
+    "StoreConformance",
+    "StoreConformanceBase",
+    "TransactionTests",
+    "VersioningTests",
+    "make_state_machine",
+    "requires",
+    "store_test",
+]

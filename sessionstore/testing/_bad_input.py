@@ -1,0 +1,241 @@
+"""Bad input: a typed error, nothing written, the store keeps working."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import pytest
+
+from sessionstore import (
+    InvalidArgumentError,
+    InvalidSessionIdError,
+    QueryOptions,
+    QuotaExceededError,
+    SerializationError,
+    Session,
+    SessionFilter,
+    SessionStore,
+)
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["BAD_IDS", "BAD_VALUES", "BadInputTests"]
+
+BAD_IDS: tuple[Any, ...] = (
+    "",
+    "a/b",
+    "a\\b",
+    "..",
+    "a..b",
+    "a\x00b",
+    "{tag}",
+    "a}",
+    "-leading-dash",
+    ".hidden",
+    "x" * 129,
+    "sp ace",
+    "ünï",
+    None,
+    123,
+    b"bytes",
+)
+
+
+class _Obj:
+    pass
+
+
+BAD_VALUES: dict[str, Any] = {
+    "set": {1, 2},
+    "tuple": (1, 2),
+    "bytes": b"raw",
+    "datetime": datetime(2030, 1, 1),
+    "nan": math.nan,
+    "inf": math.inf,
+    "uuid": uuid.uuid4(),
+    "decimal": Decimal("1.5"),
+    "object": _Obj(),
+    "int_key": {1: "x"},
+    "huge_int": 2**64,
+}
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"d": value}
+    return value
+
+
+async def _fingerprint(store: SessionStore) -> list[tuple[Session, list[object], int]]:
+    page = await store.list_sessions(
+        SessionFilter(include_expired=True), QueryOptions(sort_by="id", limit=1000)
+    )
+    return [
+        (s, list(await store.get_events(s.id)) if not s.is_expired(store.clock.now()) else [], 0)
+        for s in page.items
+    ]
+
+
+class BadInputTests:
+    """Every entry point refuses bad input before writing anything."""
+
+    async def _refused(
+        self, ctx: ConformanceContext, error: type[Exception], call: Callable[[], Awaitable[Any]]
+    ) -> None:
+        before = await _fingerprint(ctx.store)
+        with pytest.raises(error):
+            await call()
+        assert await _fingerprint(ctx.store) == before
+        probe = await ctx.store.create_session(data={"still": "working"})
+        assert await ctx.store.get_session(probe.id) == probe
+        await ctx.store.delete_session(probe.id)
+
+    @store_test
+    async def test_invalid_ids_refused_everywhere(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        good = await st.create_session(id="good")
+        cp = await st.save_checkpoint(good.id)
+        for bad in BAD_IDS:
+            calls: list[Callable[[], Awaitable[Any]]] = [
+                partial(st.get_session, bad),
+                partial(st.get_sessions, [bad]),
+                partial(st.update_session, bad, merge_data={"x": 1}),
+                partial(st.delete_session, bad),
+                partial(st.touch, bad),
+                partial(st.append_events, bad, [{"type": "x"}]),
+                partial(st.get_events, bad),
+                partial(st.trim_events, bad, keep_last=1),
+                partial(st.save_checkpoint, bad),
+                partial(st.list_checkpoints, bad),
+                partial(st.get_checkpoint, good.id, bad),
+                partial(st.get_checkpoint, bad, cp.id),
+                partial(st.restore_checkpoint, bad, cp.id),
+                partial(st.delete_checkpoint, good.id, bad),
+            ]
+            if bad is not None:  # id=None / group=None mean "generate" / "no group"
+                calls.append(partial(st.create_session, id=bad))
+                calls.append(partial(st.create_session, group=bad))
+            for call in calls:
+                await self._refused(ctx, InvalidSessionIdError, call)
+        assert issubclass(InvalidSessionIdError, ValueError)
+
+    @store_test
+    async def test_unencodable_values_refused(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(data={"ok": 1})
+        for name, value in BAD_VALUES.items():
+            nested = {"outer": [0, {"inner": value}]}
+            attempts: list[Callable[[], Awaitable[Any]]] = [
+                partial(st.create_session, data=nested),
+                partial(st.create_session, metadata=nested),
+                partial(st.update_session, s.id, merge_data=nested),
+                partial(st.update_session, s.id, data=nested),
+                partial(st.update_session, s.id, merge_metadata=nested),
+                partial(st.append_events, s.id, [{"type": "t", "data": nested}]),
+            ]
+            for call in attempts:
+                before = await _fingerprint(st)
+                with pytest.raises(SerializationError) as info:
+                    await call()
+                assert "outer[1].inner" in info.value.path, (name, info.value.path)
+                assert await _fingerprint(st) == before
+
+    @store_test
+    async def test_too_deep_refused(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        await self._refused(
+            ctx, SerializationError, lambda: ctx.store.create_session(data=_deep(600))
+        )
+        await self._refused(
+            ctx, SerializationError, lambda: ctx.store.update_session(s.id, merge_data=_deep(600))
+        )
+
+    @store_test
+    async def test_oversized_payloads_refused(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session()
+        limit = st.options.max_session_bytes  # type: ignore[attr-defined]
+        event_limit = st.options.max_event_bytes  # type: ignore[attr-defined]
+        big = {"blob": "x" * (limit + 1)}
+        await self._refused(ctx, QuotaExceededError, lambda: st.create_session(data=big))
+        await self._refused(ctx, QuotaExceededError, lambda: st.update_session(s.id, data=big))
+        half = {"blob": "y" * (limit // 2 + 10)}
+        await st.update_session(s.id, data=half)
+        await self._refused(ctx, QuotaExceededError, lambda: st.update_session(s.id, metadata=half))
+        await self._refused(
+            ctx,
+            QuotaExceededError,
+            lambda: st.append_events(
+                s.id, [{"type": "t", "data": {"blob": "z" * (event_limit + 1)}}]
+            ),
+        )
+
+    @store_test
+    async def test_bad_arguments_refused(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session()
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: st.create_session(ttl=0),
+            lambda: st.create_session(ttl=-5),
+            lambda: st.create_session(ttl=10**12),
+            lambda: st.create_session(ttl=math.nan),
+            lambda: st.create_session(ttl=5, expires_at=st.clock.now()),
+            lambda: st.create_session(expires_at=datetime(2030, 1, 1)),  # naive
+            lambda: st.create_session(status="sleeping"),
+            lambda: st.create_session(tags="prod"),
+            lambda: st.create_session(tags=[""]),
+            lambda: st.create_session(processor_id=""),
+            lambda: st.update_session(s.id, ttl=-1),
+            lambda: st.update_session(s.id, data={}, merge_data={}),
+            lambda: st.update_session(s.id, merge_data={}, expected_version=0),
+            lambda: st.update_session(s.id, merge_data={}, expected_version=True),
+            lambda: st.touch(s.id, ttl=0),
+            lambda: st.append_events(s.id, []),
+            lambda: st.append_events(s.id, [{"data": {}}]),
+            lambda: st.append_events(s.id, [{"type": "t", "bogus": 1}]),
+            lambda: st.append_events(s.id, {"type": "t"}),  # type: ignore[arg-type]
+            lambda: st.get_events(s.id, limit=0),
+            lambda: st.get_events(s.id, last=-1),
+            lambda: st.get_events(s.id, after_seq=-1),
+            lambda: st.trim_events(s.id, keep_last=-1),
+            lambda: st.save_checkpoint(s.id, keep_last=0),
+            lambda: st.search_sessions("x" * 5000),
+            lambda: st.commit([object()]),  # type: ignore[list-item]
+        ]
+        for call in calls:
+            await self._refused(ctx, InvalidArgumentError, call)
+
+    @store_test
+    async def test_bad_query_options_refused(self, ctx: ConformanceContext) -> None:
+        for kwargs in (
+            {"limit": 0},
+            {"limit": -1},
+            {"limit": 10**6},
+            {"limit": True},
+            {"offset": -1},
+            {"offset": 10**9},
+            {"sort_by": "priority"},
+            {"order": "sideways"},
+            {"cursor": "abc", "offset": 3},
+        ):
+            with pytest.raises(InvalidArgumentError):
+                QueryOptions(**kwargs)
+        for bad in ("", "not-a-cursor", "A" * 40):
+            await self._refused(
+                ctx,
+                InvalidArgumentError,
+                partial(ctx.store.list_sessions, None, QueryOptions(cursor=bad)),
+            )
+        with pytest.raises(InvalidArgumentError):
+            SessionFilter(created_after=datetime(2030, 1, 1))  # naive
+        with pytest.raises(InvalidArgumentError):
+            SessionFilter(status="sleeping")
+        with pytest.raises(InvalidArgumentError):
+            SessionFilter(metadata={"a..b": 1})

@@ -1,0 +1,81 @@
+"""Checkpoints: digests verified, restore as a new version, pruning."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionstore import SessionNotFoundError, Status
+from sessionstore.codec import checkpoint_digest
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["CheckpointTests"]
+
+
+class CheckpointTests:
+    """Named snapshots of a session."""
+
+    @store_test
+    async def test_save_and_get_checkpoint(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"a": [1, 2]}, metadata={"m": 1}, tags={"t"})
+        s = await ctx.store.append_events(s.id, [{"type": "e"}])
+        cp = await ctx.store.save_checkpoint(s.id, label="first")
+        assert cp.session_id == s.id
+        assert cp.label == "first"
+        assert (cp.data, cp.metadata, cp.status, cp.tags) == (s.data, s.metadata, s.status, s.tags)
+        assert (cp.version, cp.event_count, cp.last_seq) == (s.version, 1, 1)
+        assert cp.created_at == ctx.clock.now()
+        assert cp.digest == checkpoint_digest(cp)
+        assert await ctx.store.get_checkpoint(s.id, cp.id) == cp
+        assert await ctx.store.list_checkpoints(s.id) == [cp]
+
+    @store_test
+    async def test_restore_checkpoint(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"step": 1}, tags={"a"})
+        cp = await ctx.store.save_checkpoint(s.id)
+        await ctx.store.append_events(s.id, [{"type": "after"}])
+        s = await ctx.store.update_session(s.id, data={"step": 2}, status="failed", tags={"b"})
+        ctx.clock.advance(1)
+        restored = await ctx.store.restore_checkpoint(s.id, cp.id, expected_version=s.version)
+        assert restored.data == {"step": 1}
+        assert restored.status is Status.ACTIVE
+        assert restored.tags == frozenset({"a"})
+        assert restored.version == s.version + 1
+        assert restored.updated_at == ctx.clock.now()
+        assert restored.event_count == 1  # the events after the checkpoint stay
+        assert [e.type for e in await ctx.store.get_events(s.id)] == ["after"]
+        assert await ctx.store.get_session(s.id) == restored
+
+    @store_test
+    async def test_checkpoints_ordered_and_pruned(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        made = []
+        for i in range(4):
+            ctx.clock.advance(1)
+            s = await ctx.store.update_session(s.id, merge_data={"i": i})
+            made.append(await ctx.store.save_checkpoint(s.id, label=f"c{i}"))
+        assert [c.id for c in await ctx.store.list_checkpoints(s.id)] == [c.id for c in made]
+        ctx.clock.advance(1)
+        last = await ctx.store.save_checkpoint(s.id, label="c4", keep_last=2)
+        assert [c.label for c in await ctx.store.list_checkpoints(s.id)] == ["c3", "c4"]
+        assert (await ctx.store.get_checkpoint(s.id, last.id)).data == {"i": 3}
+
+    @store_test
+    async def test_delete_checkpoint(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        cp = await ctx.store.save_checkpoint(s.id)
+        assert await ctx.store.delete_checkpoint(s.id, cp.id) is True
+        assert await ctx.store.delete_checkpoint(s.id, cp.id) is False
+        assert await ctx.store.list_checkpoints(s.id) == []
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_checkpoint(s.id, cp.id)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.restore_checkpoint(s.id, cp.id)
+        assert (await ctx.store.get_session(s.id)) == s
+
+    @store_test
+    async def test_checkpoint_of_missing_session(self, ctx: ConformanceContext) -> None:
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.save_checkpoint("missing")
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.list_checkpoints("missing")

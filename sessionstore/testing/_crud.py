@@ -1,0 +1,188 @@
+"""CRUD: create, get, update, delete, and exact round trips of every field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from sessionstore import (
+    SessionExistsError,
+    SessionNotFoundError,
+    Status,
+)
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["CrudTests"]
+
+
+class CrudTests:
+    """Create, read, update and delete single sessions."""
+
+    @store_test
+    async def test_create_defaults(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        assert s.version == 1
+        assert s.status is Status.ACTIVE
+        assert s.data == {}
+        assert s.metadata == {}
+        assert s.tags == frozenset()
+        assert s.processor_id is None
+        assert s.expires_at is None
+        assert s.event_count == 0
+        assert s.last_seq == 0
+        assert s.created_at == s.updated_at == ctx.clock.now()
+        assert len(s.id) == 26  # a ULID
+
+    @store_test
+    async def test_create_and_get_round_trip_every_field(self, ctx: ConformanceContext) -> None:
+        data = {
+            "text": "héllo ☃ \u0000 end",
+            "empty_list": [],
+            "empty_dict": {},
+            "nested": {"a": [1, {"b": None}, [True, False]]},
+            "big": 2**63 - 1,
+            "neg": -(2**63),
+            "float": 0.1,
+            "neg_zero": -0.0,
+            "exp": 1e300,
+        }
+        expires = ctx.clock.now() + timedelta(hours=1, milliseconds=7)
+        s = await ctx.store.create_session(
+            id="custom.id-1_x",
+            processor_id="agent-7",
+            data=data,
+            metadata={"user": "u1", "tier": {"name": "gold"}},
+            tags={"prod", "eu"},
+            status="paused",
+            expires_at=expires,
+            group="g1",
+        )
+        got = await ctx.store.get_session("custom.id-1_x")
+        assert got == s
+        assert got is not None
+        assert got.data == data
+        assert isinstance(got.data["empty_list"], list)
+        assert isinstance(got.data["empty_dict"], dict)
+        assert type(got.data["big"]) is int
+        assert got.status is Status.PAUSED
+        assert got.tags == frozenset({"prod", "eu"})
+        assert got.expires_at == expires
+        assert got.group == "g1"
+        for stamp in (got.created_at, got.updated_at, got.expires_at):
+            assert stamp.tzinfo is not None
+            assert stamp.utcoffset() == timedelta(0)
+            assert stamp.microsecond % 1000 == 0
+
+    @store_test
+    async def test_expires_at_other_timezone_is_stored_in_utc(
+        self, ctx: ConformanceContext
+    ) -> None:
+        local = datetime(2031, 5, 1, 12, 0, 0, 123456, tzinfo=UTC).astimezone(
+            timezone(timedelta(hours=5))
+        )
+        s = await ctx.store.create_session(expires_at=local)
+        assert s.expires_at == datetime(2031, 5, 1, 12, 0, 0, 123000, tzinfo=UTC)
+        got = await ctx.store.get_session(s.id)
+        assert got is not None
+        assert got.expires_at == s.expires_at
+
+    @store_test
+    async def test_create_duplicate_id_raises(self, ctx: ConformanceContext) -> None:
+        await ctx.store.create_session(id="dup", data={"v": 1})
+        with pytest.raises(SessionExistsError):
+            await ctx.store.create_session(id="dup", data={"v": 2})
+        got = await ctx.store.get_session("dup")
+        assert got is not None
+        assert got.data == {"v": 1}
+
+    @store_test
+    async def test_get_missing_returns_none(self, ctx: ConformanceContext) -> None:
+        assert await ctx.store.get_session("nope") is None
+
+    @store_test
+    async def test_get_sessions_returns_found_only(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        b = await ctx.store.create_session()
+        got = await ctx.store.get_sessions([a.id, "missing", b.id, a.id])
+        assert got == {a.id: a, b.id: b}
+        assert await ctx.store.get_sessions([]) == {}
+
+    @store_test
+    async def test_update_merge_data_is_shallow(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"a": 1, "n": {"x": 1, "y": 2}})
+        s = await ctx.store.update_session(s.id, merge_data={"b": 2, "n": {"x": 9}})
+        assert s.data == {"a": 1, "b": 2, "n": {"x": 9}}
+        assert (await ctx.store.get_session(s.id)) == s
+
+    @store_test
+    async def test_update_replace_data_and_metadata(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"a": 1}, metadata={"m": 1})
+        s = await ctx.store.update_session(s.id, data={"z": []}, metadata={"k": "v"})
+        assert s.data == {"z": []}
+        assert s.metadata == {"k": "v"}
+        assert (await ctx.store.get_session(s.id)) == s
+
+    @store_test
+    async def test_update_merge_and_remove_keys(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"a": 1, "b": 2}, metadata={"x": 1, "y": 2})
+        s = await ctx.store.update_session(
+            s.id,
+            merge_data={"c": None},
+            remove_data_keys=["a", "absent"],
+            merge_metadata={"z": 3},
+            remove_metadata_keys=["x"],
+        )
+        assert s.data == {"b": 2, "c": None}
+        assert s.metadata == {"y": 2, "z": 3}
+        assert (await ctx.store.get_session(s.id)) == s
+
+    @store_test
+    async def test_update_status_tags_processor(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(processor_id="p1", tags={"a", "b"})
+        s = await ctx.store.update_session(
+            s.id, status=Status.COMPLETED, add_tags={"c"}, remove_tags={"a"}, processor_id="p2"
+        )
+        assert s.status is Status.COMPLETED
+        assert s.tags == frozenset({"b", "c"})
+        assert s.processor_id == "p2"
+        s = await ctx.store.update_session(s.id, tags={"only"}, processor_id=None)
+        assert s.tags == frozenset({"only"})
+        assert s.processor_id is None
+        assert (await ctx.store.get_session(s.id)) == s
+
+    @store_test
+    async def test_update_sets_updated_at_not_created_at(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        ctx.clock.advance(5)
+        s2 = await ctx.store.update_session(s.id, merge_data={"x": 1})
+        assert s2.created_at == s.created_at
+        assert s2.updated_at == ctx.clock.now()
+
+    @store_test
+    async def test_update_missing_raises_not_found(self, ctx: ConformanceContext) -> None:
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.update_session("ghost", merge_data={"a": 1})
+        assert await ctx.store.get_session("ghost") is None
+
+    @store_test
+    async def test_delete(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        keep = await ctx.store.create_session()
+        assert await ctx.store.delete_session(s.id) is True
+        assert await ctx.store.get_session(s.id) is None
+        assert await ctx.store.delete_session(s.id) is False
+        assert await ctx.store.get_session(keep.id) == keep
+        assert await ctx.store.count_sessions() == 1
+
+    @store_test
+    async def test_deleted_id_can_be_created_again(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(id="again", data={"v": 1})
+        await ctx.store.append_events(s.id, [{"type": "x"}])
+        await ctx.store.delete_session(s.id)
+        s2 = await ctx.store.create_session(id="again", data={"v": 2})
+        assert s2.version == 1
+        assert s2.event_count == 0
+        assert await ctx.store.get_events("again") == []
+        assert await ctx.store.list_checkpoints("again") == []

@@ -1,0 +1,113 @@
+"""Events: append, paging, trim, sequence numbers never reused."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionstore import EventInput, InvalidArgumentError, SessionNotFoundError
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["EventTests"]
+
+
+class EventTests:
+    """The per-session event log."""
+
+    @store_test
+    async def test_append_assigns_gap_free_seq(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(s.id, [{"type": "a", "data": {"i": 1}}, EventInput("b")])
+        ctx.clock.advance(1)
+        s = await ctx.store.append_events(s.id, [{"type": "c"}])
+        assert s.event_count == 3
+        assert s.last_seq == 3
+        assert s.updated_at == ctx.clock.now()
+        events = await ctx.store.get_events(s.id)
+        assert [(e.seq, e.type, e.data) for e in events] == [
+            (1, "a", {"i": 1}),
+            (2, "b", {}),
+            (3, "c", {}),
+        ]
+        assert (
+            events[0].at
+            == events[1].at
+            == s.updated_at.replace() - (ctx.clock.now() - events[0].at)
+        )
+        assert events[2].at == ctx.clock.now()
+
+    @store_test
+    async def test_get_events_paging(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        for chunk in range(5):
+            await ctx.store.append_events(s.id, [{"type": f"t{chunk}-{i}"} for i in range(10)])
+        seqs = [e.seq for e in await ctx.store.get_events(s.id)]
+        assert seqs == list(range(1, 51))
+        assert [e.seq for e in await ctx.store.get_events(s.id, last=3)] == [48, 49, 50]
+        assert [e.seq for e in await ctx.store.get_events(s.id, after_seq=10, limit=4)] == [
+            11,
+            12,
+            13,
+            14,
+        ]
+        assert [e.seq for e in await ctx.store.get_events(s.id, after_seq=47)] == [48, 49, 50]
+        assert [e.seq for e in await ctx.store.get_events(s.id, after_seq=45, last=2)] == [49, 50]
+        assert await ctx.store.get_events(s.id, after_seq=50) == []
+        assert [e.seq for e in await ctx.store.get_events(s.id, last=500)] == list(range(1, 51))
+        with pytest.raises(InvalidArgumentError):
+            await ctx.store.get_events(s.id, last=2, limit=2)
+
+    @store_test
+    async def test_trim_keeps_last_and_never_reuses_seq(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        await ctx.store.append_events(s.id, [{"type": str(i)} for i in range(10)])
+        s = await ctx.store.trim_events(s.id, keep_last=3)
+        assert s.event_count == 3
+        assert s.last_seq == 10
+        assert [e.seq for e in await ctx.store.get_events(s.id)] == [8, 9, 10]
+        s = await ctx.store.append_events(s.id, [{"type": "next"}])
+        assert [e.seq for e in await ctx.store.get_events(s.id)] == [8, 9, 10, 11]
+        s = await ctx.store.trim_events(s.id, keep_last=0)
+        assert s.event_count == 0
+        assert not s.has_events
+        assert await ctx.store.get_events(s.id) == []
+        s = await ctx.store.append_events(s.id, [{"type": "after-empty"}])
+        events = await ctx.store.get_events(s.id)
+        assert [e.seq for e in events] == [12]
+        assert [e.seq for e in await ctx.store.get_events(s.id, after_seq=5, limit=10)] == [12]
+
+    @store_test
+    async def test_trim_with_nothing_to_drop_writes_nothing(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(s.id, [{"type": "a"}])
+        same = await ctx.store.trim_events(s.id, keep_last=5)
+        assert same == s
+
+    @store_test
+    async def test_events_of_missing_session(self, ctx: ConformanceContext) -> None:
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_events("missing")
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.append_events("missing", [{"type": "x"}])
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.trim_events("missing", keep_last=1)
+
+    @store_test
+    async def test_deleting_session_deletes_events(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(id="ev")
+        await ctx.store.append_events(s.id, [{"type": "x"}] * 3)
+        await ctx.store.delete_session(s.id)
+        s = await ctx.store.create_session(id="ev")
+        assert await ctx.store.get_events("ev") == []
+        s = await ctx.store.append_events("ev", [{"type": "y"}])
+        assert [e.seq for e in await ctx.store.get_events("ev")] == [1]
+
+    @store_test
+    async def test_event_data_round_trips(self, ctx: ConformanceContext) -> None:
+        payload = {"list": [], "obj": {}, "n": 2**62, "f": 1.5, "s": "ü", "none": None}
+        s = await ctx.store.create_session()
+        await ctx.store.append_events(s.id, [{"type": "t", "data": payload}])
+        (event,) = await ctx.store.get_events(s.id)
+        assert event.data == payload
+        assert isinstance(event.data["list"], list)
+        assert event.at.utcoffset() is not None

@@ -1,0 +1,146 @@
+"""Expiry by the injected clock: exact boundary, touch, include_expired, cleanup."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from sessionstore import SessionFilter, SessionNotFoundError, Status
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["ExpiryTests"]
+
+
+class ExpiryTests:
+    """A session whose ``expires_at <= clock.now()`` is invisible unless asked for."""
+
+    @store_test
+    async def test_expiry_exact_boundary(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=10)
+        assert s.expires_at == ctx.clock.now() + timedelta(seconds=10)
+        ctx.clock.advance(timedelta(seconds=10) - timedelta(milliseconds=1))
+        assert await ctx.store.get_session(s.id) is not None
+        assert await ctx.store.count_sessions() == 1
+        ctx.clock.advance(timedelta(milliseconds=1))  # now == expires_at: expired
+        assert await ctx.store.get_session(s.id) is None
+        assert await ctx.store.get_sessions([s.id]) == {}
+        assert await ctx.store.count_sessions() == 0
+        assert (await ctx.store.list_sessions()).items == []
+
+    @store_test
+    async def test_include_expired(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=1)
+        live = await ctx.store.create_session()
+        ctx.clock.advance(2)
+        got = await ctx.store.get_session(s.id, include_expired=True)
+        assert got == s
+        page = await ctx.store.list_sessions(SessionFilter(include_expired=True))
+        assert sorted(page.ids) == sorted([s.id, live.id])
+        assert await ctx.store.count_sessions(SessionFilter(include_expired=True)) == 2
+        assert (await ctx.store.get_sessions([s.id], include_expired=True)) == {s.id: s}
+
+    @store_test
+    async def test_writes_to_expired_session_raise_not_found(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=1)
+        ctx.clock.advance(1)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.update_session(s.id, merge_data={"a": 1})
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.append_events(s.id, [{"type": "x"}])
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.touch(s.id, ttl=100)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_events(s.id)
+        assert (await ctx.store.get_session(s.id, include_expired=True)) == s
+
+    @store_test
+    async def test_touch_slides_expiry(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=10)
+        ctx.clock.advance(8)
+        s = await ctx.store.touch(s.id, ttl=10)
+        assert s.expires_at == ctx.clock.now() + timedelta(seconds=10)
+        assert s.updated_at == ctx.clock.now()
+        ctx.clock.advance(8)
+        assert await ctx.store.get_session(s.id) is not None
+        ctx.clock.advance(2)
+        assert await ctx.store.get_session(s.id) is None
+
+    @store_test
+    async def test_touch_without_ttl_keeps_expiry(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=10)
+        ctx.clock.advance(3)
+        t = await ctx.store.touch(s.id)
+        assert t.expires_at == s.expires_at
+        assert t.updated_at == ctx.clock.now()
+
+    @store_test
+    async def test_writes_never_change_expiry_implicitly(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=10)
+        ctx.clock.advance(5)
+        s2 = await ctx.store.update_session(s.id, merge_data={"a": 1}, status="paused")
+        s3 = await ctx.store.append_events(s.id, [{"type": "e"}])
+        assert s2.expires_at == s.expires_at
+        assert s3.expires_at == s.expires_at
+        ctx.clock.advance(5)
+        assert await ctx.store.get_session(s.id) is None
+
+    @store_test
+    async def test_set_and_clear_expiry(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        when = ctx.clock.now() + timedelta(seconds=30)
+        s = await ctx.store.update_session(s.id, expires_at=when)
+        assert s.expires_at == when
+        s = await ctx.store.update_session(s.id, expires_at=None)
+        assert s.expires_at is None
+        ctx.clock.advance(60)
+        assert await ctx.store.get_session(s.id) == s
+
+    @store_test
+    async def test_expire_sessions_marks_expired(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session(ttl=1)
+        b = await ctx.store.create_session(ttl=100)
+        ctx.clock.advance(1)
+        assert await ctx.store.expire_sessions() == [a.id]
+        got = await ctx.store.get_session(a.id, include_expired=True)
+        assert got is not None
+        assert got.status is Status.EXPIRED
+        assert got.version == a.version + 1
+        assert await ctx.store.expire_sessions() == []  # already marked
+        assert await ctx.store.get_session(b.id) == b
+
+    @store_test
+    async def test_cleanup_removes_everything(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        a = await st.create_session(ttl=1, tags={"t"}, processor_id="p", metadata={"k": 1})
+        await st.append_events(a.id, [{"type": "e"}])
+        await st.save_checkpoint(a.id)
+        b = await st.create_session(ttl=100, tags={"t"}, processor_id="p")
+        ctx.clock.advance(1)
+        assert await st.cleanup_expired_sessions() == 1
+        every = SessionFilter(include_expired=True)
+        assert await st.get_session(a.id, include_expired=True) is None
+        assert await st.count_sessions(every) == 1
+        assert (
+            await st.list_sessions(SessionFilter(include_expired=True, tags_all={"t"}))
+        ).ids == [b.id]
+        assert await st.count_sessions(SessionFilter(include_expired=True, processor_id="p")) == 1
+        assert await st.cleanup_expired_sessions() == 0
+        # the id is free again, with no leftovers
+        c = await st.create_session(id=a.id)
+        assert c.event_count == 0
+        assert await st.get_events(a.id) == []
+        assert await st.list_checkpoints(a.id) == []
+
+    @store_test
+    async def test_create_over_expired_id_replaces_it(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(id="reuse", ttl=1, data={"old": True})
+        await ctx.store.append_events(s.id, [{"type": "old"}])
+        ctx.clock.advance(1)
+        fresh = await ctx.store.create_session(id="reuse", data={"new": True})
+        assert fresh.version == 1
+        assert fresh.data == {"new": True}
+        assert fresh.expires_at is None
+        assert await ctx.store.get_events("reuse") == []
+        assert await ctx.store.get_session("reuse") == fresh

@@ -1,0 +1,113 @@
+"""Backup records: ``scan`` / ``put_records`` round trip every field exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from sessionstore import (
+    IntegrityError,
+    PutResult,
+    SessionExistsError,
+    SessionFilter,
+    SessionRecord,
+)
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["RecordTests"]
+
+
+async def _records(ctx: ConformanceContext, **kwargs: object) -> dict[str, SessionRecord]:
+    return {r.session.id: r async for r in ctx.store.scan(**kwargs)}  # type: ignore[arg-type]
+
+
+class RecordTests:
+    """Whole-record streaming for backup and restore."""
+
+    async def _populate(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        a = await st.create_session(
+            id="rec-a", processor_id="p", tags={"x"}, data={"l": []}, metadata={"m": {}}
+        )
+        await st.append_events(a.id, [{"type": "e", "data": {"i": i}} for i in range(5)])
+        await st.trim_events(a.id, keep_last=3)
+        await st.save_checkpoint(a.id, label="one")
+        ctx.clock.advance(1)
+        await st.update_session(a.id, merge_data={"after": True}, status="paused")
+        await st.create_session(id="rec-b", ttl=5, group="grp")
+        await st.create_session(id="rec-c", ttl=1)
+        ctx.clock.advance(1)  # rec-c is now expired
+
+    @store_test
+    async def test_scan_streams_whole_records(self, ctx: ConformanceContext) -> None:
+        await self._populate(ctx)
+        live = await _records(ctx)
+        assert sorted(live) == ["rec-a", "rec-b"]
+        a = live["rec-a"]
+        assert [e.seq for e in a.events] == [3, 4, 5]
+        assert a.session.event_count == 3
+        assert a.session.last_seq == 5
+        assert [c.label for c in a.checkpoints] == ["one"]
+        everything = await _records(ctx, include_expired=True)
+        assert sorted(everything) == ["rec-a", "rec-b", "rec-c"]
+        only = await _records(ctx, filter=SessionFilter(processor_id="p"))
+        assert sorted(only) == ["rec-a"]
+
+    @store_test
+    async def test_put_records_round_trip_exactly(self, ctx: ConformanceContext) -> None:
+        await self._populate(ctx)
+        source = await _records(ctx, include_expired=True)
+        target = await ctx.open_store(ctx.fresh_namespace())
+        result = await target.put_records(source.values())
+        assert result == PutResult(created=3)
+        copied = {r.session.id: r async for r in target.scan(include_expired=True)}
+        assert copied == source
+        assert await target.get_events("rec-a") == list(source["rec-a"].events)
+        cp = source["rec-a"].checkpoints[0]
+        assert await target.get_checkpoint("rec-a", cp.id) == cp
+        s = await target.append_events("rec-a", [{"type": "next"}])
+        assert s.last_seq == 6  # sequence numbers continue after the restored log
+
+    @store_test
+    async def test_put_records_strategies(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        old = await st.create_session(id="m1", data={"v": "old"})
+        ctx.clock.advance(1)
+        newer = await st.update_session(old.id, data={"v": "newer"})
+        record_old = SessionRecord(old)
+        record_new = SessionRecord(
+            replace(newer, data={"v": "incoming"}, updated_at=newer.updated_at.replace(year=2099))
+        )
+        assert await st.put_records([record_old], strategy="skip_existing") == PutResult(skipped=1)
+        assert (await st.get_session("m1")) == newer
+        assert await st.put_records([record_old], strategy="update_newer") == PutResult(skipped=1)
+        assert (await st.get_session("m1")) == newer
+        assert await st.put_records([record_new], strategy="update_newer") == PutResult(
+            overwritten=1
+        )
+        got = await st.get_session("m1")
+        assert got is not None
+        assert got.data == {"v": "incoming"}
+        with pytest.raises(SessionExistsError):
+            await st.put_records(
+                [record_old, SessionRecord(replace(old, id="m2"))], strategy="fail_on_conflict"
+            )
+        assert await st.get_session("m2") is None  # nothing of the failed call was written
+        assert await st.put_records([record_old], strategy="overwrite") == PutResult(overwritten=1)
+        assert (await st.get_session("m1")) == old
+        twice = await st.put_records([record_old], strategy="overwrite")
+        assert twice == PutResult(overwritten=1)
+        assert (await st.get_session("m1")) == old
+
+    @store_test
+    async def test_put_records_refuses_bad_checkpoint_digest(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(id="d1", data={"a": 1})
+        cp = await ctx.store.save_checkpoint(s.id)
+        record = SessionRecord(
+            replace(s, id="d2"), (), (replace(cp, session_id="d2", data={"a": 2}),)
+        )
+        with pytest.raises(IntegrityError):
+            await ctx.store.put_records([record])
+        assert await ctx.store.get_session("d2") is None

@@ -1,0 +1,163 @@
+"""Transactions: all or nothing on conflict, on error and on cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sessionstore import (
+    AppendOp,
+    CreateOp,
+    DeleteOp,
+    NewSession,
+    SerializationError,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionUpdate,
+    UpdateOp,
+)
+
+from ._harness import ConformanceContext, requires, store_test
+
+__all__ = ["TransactionTests"]
+
+
+async def _state(ctx: ConformanceContext) -> list[tuple[Session, list[object]]]:
+    from sessionstore import QueryOptions, SessionFilter
+
+    page = await ctx.store.list_sessions(
+        SessionFilter(include_expired=True), QueryOptions(sort_by="id", limit=1000)
+    )
+    return [(s, list(await ctx.store.get_events(s.id))) for s in page.items]
+
+
+class TransactionTests:
+    """``commit`` and ``transaction()``."""
+
+    @store_test
+    async def test_transaction_commits_on_exit(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(data={"a": 1})
+        async with ctx.store.transaction() as tx:
+            await tx.update_session(s.id, merge_data={"b": 2}, expected_version=1)
+            await tx.append_events(s.id, [{"type": "e"}], expected_version=2)
+            await tx.update_session(s.id, status="completed", expected_version=3)
+            assert await ctx.store.get_session(s.id) == s  # nothing visible before commit
+        assert len(tx.results) == 3
+        final = await ctx.store.get_session(s.id)
+        assert final is not None
+        assert final.version == 4
+        assert final.data == {"a": 1, "b": 2}
+        assert final.status == "completed"
+        assert final.event_count == 1
+        assert tx.results[-1] == final
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_multi_session_commit(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        b = await ctx.store.create_session()
+        results = await ctx.store.commit(
+            [
+                UpdateOp(a.id, SessionUpdate(merge_data={"x": 1}), expected_version=1),
+                DeleteOp(b.id, expected_version=1),
+                CreateOp(NewSession(id="fresh", data={"parent": a.id})),
+                AppendOp("fresh", [{"type": "born"}]),
+            ]
+        )
+        assert results[1] is True
+        assert await ctx.store.get_session(b.id) is None
+        fresh = await ctx.store.get_session("fresh")
+        assert fresh is not None
+        assert fresh.version == 2
+        assert fresh.event_count == 1
+        assert results[3] == fresh
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_conflict_in_batch_writes_nothing(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        b = await ctx.store.create_session()
+        b = await ctx.store.update_session(b.id, merge_data={"moved": True})
+        before = await _state(ctx)
+        with pytest.raises(SessionConflictError):
+            await ctx.store.commit(
+                [
+                    UpdateOp(a.id, SessionUpdate(merge_data={"x": 1}), expected_version=1),
+                    CreateOp(NewSession(id="never")),
+                    AppendOp(a.id, [{"type": "e"}]),
+                    UpdateOp(b.id, SessionUpdate(status="failed"), expected_version=1),  # stale
+                ]
+            )
+        assert await _state(ctx) == before
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_missing_session_in_batch_writes_nothing(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        before = await _state(ctx)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.commit(
+                [UpdateOp(a.id, SessionUpdate(merge_data={"x": 1})), DeleteOp("ghost")]
+            )
+        assert await _state(ctx) == before
+
+    @store_test
+    async def test_error_in_block_writes_nothing(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        before = await _state(ctx)
+        with pytest.raises(RuntimeError):
+            async with ctx.store.transaction() as tx:
+                await tx.update_session(a.id, merge_data={"x": 1})
+                await tx.create_session(id="tx-new")
+                raise RuntimeError("boom")
+        assert await _state(ctx) == before
+        with pytest.raises(SerializationError):
+            async with ctx.store.transaction() as tx:
+                await tx.update_session(a.id, merge_data={"x": 1})
+                await tx.update_session(a.id, merge_data={"bad": {1, 2}})
+        assert await _state(ctx) == before
+
+    @store_test
+    async def test_cancelled_block_writes_nothing(self, ctx: ConformanceContext) -> None:
+        a = await ctx.store.create_session()
+        before = await _state(ctx)
+        staged = asyncio.Event()
+
+        async def worker() -> None:
+            async with ctx.store.transaction() as tx:
+                await tx.update_session(a.id, merge_data={"x": 1})
+                await tx.create_session(id="tx-cancel")
+                staged.set()
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(worker())
+        await staged.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await _state(ctx) == before
+
+    @store_test
+    async def test_same_session_ops_apply_in_order(self, ctx: ConformanceContext) -> None:
+        results = await ctx.store.commit(
+            [
+                CreateOp(NewSession(id="seq", data={"n": 0})),
+                UpdateOp("seq", SessionUpdate(merge_data={"n": 1}), expected_version=1),
+                AppendOp("seq", [{"type": "a"}, {"type": "b"}], expected_version=2),
+                UpdateOp("seq", SessionUpdate(merge_data={"n": 2}), expected_version=3),
+            ]
+        )
+        assert [r.version for r in results if isinstance(r, Session)] == [1, 2, 3, 4]
+        got = await ctx.store.get_session("seq")
+        assert got is not None
+        assert got.data == {"n": 2}
+        assert [e.seq for e in await ctx.store.get_events("seq")] == [1, 2]
+
+    @store_test
+    async def test_empty_transaction_is_a_no_op(self, ctx: ConformanceContext) -> None:
+        async with ctx.store.transaction() as tx:
+            pass
+        assert tx.results == []
+        assert await ctx.store.commit([]) == []

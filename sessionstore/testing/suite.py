@@ -1,0 +1,80 @@
+"""``StoreConformance``: every mixin in one base class a driver's test file subclasses."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+
+from sessionstore import Clock, SessionStore
+
+from ._bad_input import BadInputTests
+from ._checkpoints import CheckpointTests
+from ._concurrency import ConcurrencyTests
+from ._crud import CrudTests
+from ._events import EventTests
+from ._expiry import ExpiryTests
+from ._isolation import IsolationTests
+from ._query import QueryTests, SearchTests
+from ._records import RecordTests
+from ._state_machine import StateMachineTests
+from ._transactions import TransactionTests
+from ._versioning import VersioningTests
+
+__all__ = ["MIXINS", "StoreConformance", "StoreConformanceBase"]
+
+
+class StoreConformanceBase:
+    """The factory contract. Subclass :class:`StoreConformance` (or chosen mixins + this).
+
+    Override :meth:`make_store` to return a fresh, *uninitialised* store on ``namespace``
+    using ``clock``. Several calls with the same namespace must see the same data when
+    the driver declares ``shared_namespace``.
+    """
+
+    #: Empty every namespace a test used when it ends (needed for live servers).
+    cleanup_namespaces: bool = True
+
+    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore | Awaitable[SessionStore]:
+        """A new store on ``namespace`` using ``clock`` (the suite initialises it)."""
+        raise NotImplementedError("a conformance test class must implement make_store()")
+
+    def namespace_for_test(self) -> str:
+        """A fresh namespace for one test."""
+        return f"conf-{uuid.uuid4().hex[:12]}"
+
+
+MIXINS: tuple[type, ...] = (
+    CrudTests,
+    VersioningTests,
+    ExpiryTests,
+    QueryTests,
+    SearchTests,
+    EventTests,
+    CheckpointTests,
+    TransactionTests,
+    ConcurrencyTests,
+    IsolationTests,
+    BadInputTests,
+    RecordTests,
+    StateMachineTests,
+)
+
+
+class StoreConformance(
+    CrudTests,
+    VersioningTests,
+    ExpiryTests,
+    QueryTests,
+    SearchTests,
+    EventTests,
+    CheckpointTests,
+    TransactionTests,
+    ConcurrencyTests,
+    IsolationTests,
+    BadInputTests,
+    RecordTests,
+    StateMachineTests,
+    StoreConformanceBase,
+):
+    """The whole conformance suite. Subclass it as ``TestMyStore`` and implement
+    :meth:`make_store`."""
