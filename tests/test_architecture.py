@@ -1,0 +1,72 @@
+"""Rules of the house that code review alone would not keep (DESIGN §1)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import sessionstore
+
+ROOT = Path(__file__).resolve().parent.parent
+DRIVERS = sorted(p.name for p in (ROOT / "drivers").iterdir() if (p / "__init__.py").exists())
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_framework_imports_no_driver() -> None:
+    assert DRIVERS, "no driver packages found"
+    offenders = []
+    for path in (ROOT / "sessionstore").rglob("*.py"):
+        for name in _imported_modules(path):
+            if name.split(".")[0] in DRIVERS:
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not offenders, offenders
+
+
+def test_drivers_use_only_public_api() -> None:
+    """Drivers import sessionstore's public modules only, as a third party would."""
+    private = []
+    for driver in DRIVERS:
+        for path in (ROOT / "drivers" / driver).rglob("*.py"):
+            for name in _imported_modules(path):
+                parts = name.split(".")
+                if parts[0] == "sessionstore" and any(p.startswith("_") for p in parts[1:]):
+                    private.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert not private, private
+
+
+def test_import_is_light_and_loads_no_driver() -> None:
+    code = (
+        "import sys, sessionstore;"
+        "print(sorted(m for m in sys.modules if m.startswith('sessionstore_')));"
+        "print('redis' in sys.modules, 'click' in sys.modules, 'pytest' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "False False False"]
+
+
+def test_public_names_are_exported() -> None:
+    assert sorted(sessionstore.__all__) == sorted(set(sessionstore.__all__))
+    for name in sessionstore.__all__:
+        assert hasattr(sessionstore, name), name
+
+
+def test_modules_stay_small() -> None:
+    big = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for p in list((ROOT / "sessionstore").rglob("*.py"))
+        + list((ROOT / "drivers").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 700
+    ]
+    assert not big, big
