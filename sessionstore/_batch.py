@@ -491,7 +491,8 @@ class Planner:
 
     def set_status_unchecked(self, session: Session, status: Status) -> Session:
         """Change status even on an expired session (used by ``expire_sessions``)."""
-        return self.put(replace(session, status=status, version=session.version + 1))
+        changed = replace(session, status=status, updated_at=self.now, version=session.version + 1)
+        return self.put(changed)
 
     def add_checkpoint(self, cp: Checkpoint, drop: Iterable[str] = ()) -> None:
         """Store a checkpoint (and drop older ones) without changing the session."""

@@ -641,9 +641,8 @@ class BaseSessionStore(ABC):
         data_json, _ = encode_user_dict(s.data, "data", self._limits.max_session_bytes)
         meta_json, _ = encode_user_dict(s.metadata, "metadata", self._limits.max_session_bytes)
         seqs = [e.seq for e in record.events]
-        if len(seqs) != s.event_count or (
-            seqs and (seqs[-1] != s.last_seq or seqs != sorted(set(seqs)))
-        ):
+        first = s.last_seq - len(seqs) + 1  # events are gap-free and end at last_seq
+        if len(seqs) != s.event_count or first < 1 or seqs != list(range(first, s.last_seq + 1)):
             raise InvalidArgumentError(f"record {s.id!r}: events do not match event_count/last_seq")
         for event in record.events:
             encode_user_dict(event.data, f"events[{event.seq}].data", self._limits.max_event_bytes)

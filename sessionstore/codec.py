@@ -69,7 +69,7 @@ def new_id() -> str:
 
 def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """Walk ``value`` (error path only) and name the first non-JSON-native spot."""
-    if depth > 254:
+    if depth >= 254 and isinstance(value, dict | list):  # the 255th container
         return path, "nested deeper than the encoder's limit (254 levels)"
     if value is None or isinstance(value, bool | str):
         return None
@@ -260,13 +260,20 @@ def session_from_record(rec: Any, record: str = "") -> Session:
 
 def event_to_record(event: Event) -> dict[str, Any]:
     """A JSON-ready dict for ``event``."""
-    return {"seq": event.seq, "type": event.type, "at": event.at, "data": event.data}
+    return {
+        "v": FORMAT_VERSION,
+        "seq": event.seq,
+        "type": event.type,
+        "at": event.at,
+        "data": event.data,
+    }
 
 
 def event_from_record(rec: Any, record: str = "") -> Event:
     """Rebuild an :class:`Event` (validated)."""
     if not isinstance(rec, dict):
         raise IntegrityError("event record is not an object", record)
+    _check_version(rec, record)
     try:
         seq, etype, data = rec["seq"], rec["type"], rec["data"]
         if not isinstance(seq, int) or not isinstance(etype, str) or not isinstance(data, dict):
@@ -312,7 +319,12 @@ def checkpoint_from_record(rec: Any, record: str = "") -> Checkpoint:
     _check_version(rec, record)
     try:
         tags = rec["tags"]
-        if not isinstance(tags, list) or not isinstance(rec["data"], dict):
+        if (
+            not isinstance(tags, list)
+            or not all(isinstance(t, str) for t in tags)
+            or not isinstance(rec["data"], dict)
+            or not isinstance(rec["metadata"], dict)
+        ):
             raise IntegrityError("checkpoint record has fields of the wrong type", record)
         return Checkpoint(
             id=str(rec["id"]),
@@ -330,7 +342,7 @@ def checkpoint_from_record(rec: Any, record: str = "") -> Checkpoint:
         )
     except KeyError as exc:
         raise IntegrityError(f"checkpoint record lacks field {exc.args[0]!r}", record) from None
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise IntegrityError(f"checkpoint record is malformed: {exc}", record) from None
 
 

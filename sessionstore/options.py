@@ -179,6 +179,8 @@ def split_url(url: str) -> tuple[SplitResult, dict[str, str]]:
 
 
 _PASSWORD_PARAMS: Final = ("password", "passwd", "pwd", "secret", "token")
+# "user:password@" anywhere in a string that did not parse as a URL with an authority.
+_USERINFO_RE: Final = re.compile(r"(?<=:)[^@/?#]*(?=@)")
 
 
 def redact_url(url: str) -> str:
@@ -188,15 +190,28 @@ def redact_url(url: str) -> str:
     except ValueError:
         return "<unparseable url>"
     netloc = parts.netloc
+    changed = False
     if "@" in netloc:
         userinfo, _, hostinfo = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         netloc = f"{user}:***@{hostinfo}" if ":" in userinfo or user else f"***@{hostinfo}"
+        changed = True
     query = parts.query
     if query:
         pieces = []
         for piece in query.split("&"):
             key = piece.split("=", 1)[0]
-            pieces.append(f"{key}=***" if key.lower() in _PASSWORD_PARAMS else piece)
+            secret = key.lower() in _PASSWORD_PARAMS
+            changed = changed or secret
+            pieces.append(f"{key}=***" if secret else piece)
         query = "&".join(pieces)
+    if not changed:
+        # Unchanged URLs are returned as given (urlunsplit would turn "memory://" into
+        # "memory:"); a malformed one may still hold "user:password@".
+        return _USERINFO_RE.sub("***", url) if "@" in url else url
+    if parts.scheme and url.startswith(f"{parts.scheme}://"):
+        text = f"{parts.scheme}://{netloc}{parts.path}"
+        if parts.query:
+            text += f"?{query}"
+        return text + (f"#{parts.fragment}" if parts.fragment else "")
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -70,3 +70,16 @@ def test_modules_stay_small() -> None:
         if (n := len(p.read_text().splitlines())) > 700
     ]
     assert not big, big
+
+
+def test_discovering_drivers_imports_none_of_them() -> None:
+    code = (
+        "import sys, sessionstore;"
+        "print(sorted(d.scheme for d in sessionstore.installed_drivers()));"
+        "print(sorted(m for m in sys.modules if m.startswith('sessionstore_') and '.plugin' not in m"
+        " and m not in ('sessionstore_memory',)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    schemes, loaded = out.stdout.split("\n")[:2]
+    assert "'memory'" in schemes
+    assert loaded == "[]", f"registering drivers imported {loaded}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,12 @@ from sessionstore import (
     SessionFilter,
     StoreOptions,
 )
-from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
+from sessionstore.codec import (
+    checkpoint_from_record,
+    checkpoint_to_record,
+    decode_json,
+    dumps_record,
+)
 from sessionstore.query import (
     decode_cursor,
     encode_cursor,
@@ -135,6 +140,16 @@ class MemoryStore(BaseSessionStore):
         super().__init__(**options)
         self.backend = backend if backend is not None else MemoryBackend()
         self._space = self.backend.space(self.namespace)
+        if backend is None:
+            # A private backend: another store object never sees this one's data.
+            self._capabilities = replace(self.CAPABILITIES, shared_namespace=False)
+        else:
+            self._capabilities = self.CAPABILITIES
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """``shared_namespace`` only when the backend was passed in (and so can be shared)."""
+        return self._capabilities
 
     # ------------------------------------------------------------------ primitives
 
@@ -212,10 +227,10 @@ class MemoryStore(BaseSessionStore):
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         cps = self._space.checkpoints.get(session_id, {})
-        out = [
-            checkpoint_from_record(orjson.loads(raw), f"{session_id}/{cp_id}")
-            for cp_id, raw in cps.items()
-        ]
+        out = []
+        for cp_id, raw in cps.items():
+            name = f"{session_id}/{cp_id}"
+            out.append(checkpoint_from_record(decode_json(raw, name), name))
         out.sort(key=lambda cp: (cp.created_at, cp.id))
         return out
 
@@ -229,7 +244,8 @@ class MemoryStore(BaseSessionStore):
         self, session_id: str, *, include_expired: bool = False
     ) -> Session | None:
         """The session, or ``None`` (a private copy: mutate it freely)."""
-        doc = self._space.docs.get(session_id)
+        # Only a str can be stored; anything else (even unhashable) goes to validation.
+        doc = self._space.docs.get(session_id) if type(session_id) is str else None
         if doc is None:
             from sessionstore.validation import validate_session_id
 

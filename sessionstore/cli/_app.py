@@ -23,6 +23,7 @@ from ._output import CliState, supports_json
 __all__ = ["COMMANDS", "cli"]
 
 COMMANDS: Final[dict[str, str]] = {
+    "conformance": "sessionstore.cli._conformance:conformance",
     "drivers": "sessionstore.cli._drivers:drivers",
 }
 
