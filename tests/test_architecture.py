@@ -76,8 +76,8 @@ def test_discovering_drivers_imports_none_of_them() -> None:
     code = (
         "import sys, sessionstore;"
         "print(sorted(d.scheme for d in sessionstore.installed_drivers()));"
-        "print(sorted(m for m in sys.modules if m.startswith('sessionstore_') and '.plugin' not in m"
-        " and m not in ('sessionstore_memory',)))"
+        "print(sorted(m for m in sys.modules if m.startswith('sessionstore_')"
+        " and '.plugin' not in m and m not in ('sessionstore_memory',)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     schemes, loaded = out.stdout.split("\n")[:2]
