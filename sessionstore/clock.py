@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -55,8 +56,10 @@ class SystemClock:
 
     def now(self) -> datetime:
         """The current UTC time, truncated to milliseconds."""
-        value = datetime.now(UTC)
-        return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+        # Whole milliseconds as a float divide exactly enough: fromtimestamp rounds to the
+        # nearest microsecond, which is the exact millisecond (3x faster than
+        # datetime.now(UTC).replace(...)).
+        return datetime.fromtimestamp(time.time_ns() // 1_000_000 / 1000, UTC)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep on the event loop."""

@@ -126,6 +126,8 @@ def encode_user_dict(value: Any, what: str, limit: int) -> tuple[bytes, JSONDict
             value = dict(value)
         else:
             raise SerializationError(f"must be a dict, not {type(value).__name__}", what)
+    if not value:  # the common empty metadata: nothing to check
+        return b"{}", {}
     try:
         raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
     except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
