@@ -96,6 +96,7 @@ class BaseSessionStore(BulkMixin, ABC):
         self._limits = Limits(self.options.max_session_bytes, self.options.max_event_bytes)
         self._url: str | None = None
         self._state = "new"  # new -> open -> closed
+        self._corrupt: dict[str, str] = {}
 
     # ------------------------------------------------------------------ construction
 
@@ -207,6 +208,23 @@ class BaseSessionStore(BulkMixin, ABC):
         """Every stored session, expired included, in any order."""
 
     # ------------------------------------------------------------------ write engine
+
+    _MAX_CORRUPT_REPORTS: ClassVar[int] = 1000
+
+    def _report_corrupt(self, error: IntegrityError) -> None:
+        """Record (and log) a corrupt record that a scan skipped.
+
+        Drivers call this from ``_iter_sessions`` (and similar scans) instead of raising, so
+        one corrupt record never takes a listing, a cleanup or a backup down.
+        """
+        log.warning("skipping corrupt record %s: %s", error.record or "?", error)
+        if len(self._corrupt) < self._MAX_CORRUPT_REPORTS:
+            self._corrupt[error.record or f"#{len(self._corrupt)}"] = str(error)
+
+    @property
+    def corrupt_records(self) -> dict[str, str]:
+        """Corrupt records skipped by scans so far: record name -> problem."""
+        return dict(self._corrupt)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
         if registry.has_observers(hook):

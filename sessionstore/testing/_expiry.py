@@ -137,10 +137,14 @@ class ExpiryTests:
     async def test_create_over_expired_id_replaces_it(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session(id="reuse", ttl=1, data={"old": True})
         await ctx.store.append_events(s.id, [{"type": "old"}])
+        await ctx.store.save_checkpoint(s.id, label="old")
         ctx.clock.advance(1)
         fresh = await ctx.store.create_session(id="reuse", data={"new": True})
         assert fresh.version == 1
         assert fresh.data == {"new": True}
         assert fresh.expires_at is None
         assert await ctx.store.get_events("reuse") == []
+        assert await ctx.store.list_checkpoints("reuse") == []  # nothing of the old one
         assert await ctx.store.get_session("reuse") == fresh
+        s = await ctx.store.append_events("reuse", [{"type": "new"}])
+        assert s.last_seq == 1

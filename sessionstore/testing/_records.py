@@ -102,6 +102,20 @@ class RecordTests:
         assert (await st.get_session("m1")) == old
 
     @store_test
+    async def test_put_records_overwrite_replaces_events_and_checkpoints(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        s = await st.create_session(id="ow")
+        snapshot = SessionRecord(s)  # no events, no checkpoints
+        await st.append_events(s.id, [{"type": "later"}] * 2)
+        await st.save_checkpoint(s.id, label="later")
+        assert await st.put_records([snapshot], strategy="overwrite") == PutResult(overwritten=1)
+        assert await st.get_session("ow") == s
+        assert await st.get_events("ow") == []
+        assert await st.list_checkpoints("ow") == []
+
+    @store_test
     async def test_put_records_refuses_bad_checkpoint_digest(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session(id="d1", data={"a": 1})
         cp = await ctx.store.save_checkpoint(s.id)

@@ -8,7 +8,7 @@ every class here. Each variant is named after the bug it plants.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -166,14 +166,11 @@ class DeleteLeavesEvents(MemoryStore):
                 self._space.logs[sid] = log
 
 
-class AcceptsNonJsonValues(MemoryStore):
-    async def create_session(self, **kwargs: Any) -> Session:
-        data = kwargs.get("data")
-        if isinstance(data, Mapping):
-            kwargs["data"] = {
-                k: (list(v) if isinstance(v, set | tuple) else v) for k, v in data.items()
-            }
-        return await super().create_session(**kwargs)
+class IgnoresReset(MemoryStore):
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:  # keep old events and checkpoints on re-create / overwrite
+            mut.reset = False
+        await super()._apply(mutations, atomic=atomic)
 
 
 VARIANTS: dict[str, type[MemoryStore]] = {
@@ -191,6 +188,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         NamespaceLeaks,
         LosesUpdatesWithoutCas,
         DeleteLeavesEvents,
+        IgnoresReset,
     )
 }
 
