@@ -2,14 +2,64 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from datetime import datetime
+from typing import Any
 
 from sortedcontainers import SortedList
 
 from sessionstore import Session, SessionFilter
 from sessionstore.clock import to_ms
 from sessionstore.query import OrderKey, SortField
+
+
+class Ordered:
+    """A sorted index whose writes are buffered until the next ordered read.
+
+    A write costs a set operation; the pending keys are merged into the ``SortedList`` in
+    one batch when a query needs the order (``SortedList.update`` sorts them together),
+    so a burst of writes between two queries pays O(k log n) once instead of k times.
+    """
+
+    __slots__ = ("_added", "_removed", "_sorted")
+
+    def __init__(self) -> None:
+        self._sorted = SortedList()
+        self._added: set[Any] = set()
+        self._removed: set[Any] = set()
+
+    def add(self, key: Hashable) -> None:
+        """Insert ``key`` (keys are unique)."""
+        if key in self._removed:
+            self._removed.discard(key)  # still in the sorted list: just keep it
+        else:
+            self._added.add(key)
+
+    def remove(self, key: Hashable) -> None:
+        """Remove ``key`` (it must be present)."""
+        if key in self._added:
+            self._added.discard(key)
+        else:
+            self._removed.add(key)
+
+    def __contains__(self, key: Hashable) -> bool:
+        if key in self._added:
+            return True
+        return key not in self._removed and key in self._sorted
+
+    def __len__(self) -> int:
+        return len(self._sorted) + len(self._added) - len(self._removed)
+
+    def sorted(self) -> SortedList:
+        """The up-to-date ``SortedList`` (pending writes merged in)."""
+        if self._removed:
+            for key in self._removed:
+                self._sorted.remove(key)
+            self._removed.clear()
+        if self._added:
+            self._sorted.update(self._added)
+            self._added.clear()
+        return self._sorted
 
 
 class Indexes:
@@ -19,11 +69,11 @@ class Indexes:
         self.processor: dict[str, set[str]] = {}
         self.status: dict[str, set[str]] = {}
         self.tag: dict[str, set[str]] = {}
-        self.created = SortedList()  # (ms, id)
-        self.updated = SortedList()  # (ms, id)
-        self.expires = SortedList()  # (ms, id), sessions with an expiry
-        self.no_expiry = SortedList()  # id, sessions without one
-        self.ids = SortedList()  # id
+        self.created = Ordered()  # (ms, id)
+        self.updated = Ordered()  # (ms, id)
+        self.expires = Ordered()  # (ms, id), sessions with an expiry
+        self.no_expiry = Ordered()  # id, sessions without one
+        self.ids = Ordered()  # id
 
     @staticmethod
     def _add(index: dict[str, set[str]], key: str, sid: str) -> None:
@@ -139,13 +189,15 @@ class Indexes:
                     hi = after[2]
                 else:
                     lo = after[2]
-            for sid in self.ids.irange(lo, hi, inclusive=(False, False), reverse=descending):
+            for sid in self.ids.sorted().irange(
+                lo, hi, inclusive=(False, False), reverse=descending
+            ):
                 yield sid
             return
         if sort_by == "expires_at":
             if after is None or after[0] == 0:
                 lo_key, hi_key = self._bounds(after, descending, None, flt.expires_before)
-                for _, sid in self.expires.irange(
+                for _, sid in self.expires.sorted().irange(
                     lo_key, hi_key, inclusive=(False, False), reverse=descending
                 ):
                     yield sid
@@ -157,7 +209,7 @@ class Indexes:
                     hi_id = after[2]
                 else:
                     lo_id = after[2]
-            yield from self.no_expiry.irange(
+            yield from self.no_expiry.sorted().irange(
                 lo_id, hi_id, inclusive=(False, False), reverse=descending
             )
             return
@@ -167,7 +219,9 @@ class Indexes:
         else:
             low, high = flt.updated_after, flt.updated_before
         lo_key, hi_key = self._bounds(after, descending, low, high)
-        for _, sid in index.irange(lo_key, hi_key, inclusive=(False, False), reverse=descending):
+        for _, sid in index.sorted().irange(
+            lo_key, hi_key, inclusive=(False, False), reverse=descending
+        ):
             yield sid
 
     @staticmethod

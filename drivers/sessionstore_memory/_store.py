@@ -261,7 +261,7 @@ class MemoryStore(BaseSessionStore):
         from sessionstore.clock import to_ms
 
         space = self._space
-        due = space.index.expires.irange(None, (to_ms(now), "\U0010ffff"))
+        due = space.index.expires.sorted().irange(None, (to_ms(now), "\U0010ffff"))
         return [_materialize(space.docs[sid]) for _, sid in list(due)]
 
     def _view(self, sid: str, flt: SessionFilter) -> Session:
