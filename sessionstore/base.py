@@ -23,8 +23,7 @@ import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, ClassVar, Final, Self, TypeVar
+from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
 from . import registry
@@ -51,7 +50,6 @@ from .errors import (
 )
 from .model import (
     TTL,
-    UNSET,
     AppendOp,
     Checkpoint,
     CreateOp,
@@ -59,11 +57,11 @@ from .model import (
     Event,
     EventInput,
     NewSession,
+    NewSessionFields,
     Op,
     Session,
+    SessionChanges,
     SessionUpdate,
-    Status,
-    Unset,
     UpdateOp,
 )
 from .options import StoreOptions, build_options, options_from_query, redact_url, split_url
@@ -301,25 +299,14 @@ class BaseSessionStore(BulkMixin, ABC):
 
     # ------------------------------------------------------------------ sessions
 
-    async def create_session(
-        self,
-        *,
-        processor_id: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        tags: Iterable[str] = (),
-        status: Status | str = Status.ACTIVE,
-        ttl: TTL | None = None,
-        expires_at: datetime | None = None,
-        id: str | None = None,
-        group: str | None = None,
-    ) -> Session:
+    async def create_session(self, **fields: Unpack[NewSessionFields]) -> Session:
         """Create a session (a ULID id unless ``id`` is given). Version 1.
 
-        Raises :class:`SessionExistsError` when ``id`` is taken by a live session.
+        Arguments: ``processor_id``, ``data``, ``metadata``, ``tags``, ``status``, ``ttl``
+        or ``expires_at``, ``id``, ``group`` (see :class:`NewSession`). Raises
+        :class:`SessionExistsError` when ``id`` is taken by a live session.
         """
-        new = NewSession(processor_id, data, metadata, tags, status, ttl, expires_at, id, group)
-        result: Session = await self._single(CreateOp(new))
+        result: Session = await self._single(CreateOp(NewSession(**fields)))
         return result
 
     async def get_session(
@@ -355,37 +342,14 @@ class BaseSessionStore(BulkMixin, ABC):
         self,
         session_id: str,
         *,
-        data: Mapping[str, Any] | None = None,
-        merge_data: Mapping[str, Any] | None = None,
-        remove_data_keys: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        merge_metadata: Mapping[str, Any] | None = None,
-        remove_metadata_keys: Iterable[str] = (),
-        status: Status | str | None = None,
-        processor_id: str | Unset | None = UNSET,
-        add_tags: Iterable[str] = (),
-        remove_tags: Iterable[str] = (),
-        tags: Iterable[str] | None = None,
-        expires_at: datetime | Unset | None = UNSET,
-        ttl: TTL | None = None,
         expected_version: int | None = None,
+        **changes: Unpack[SessionChanges],
     ) -> Session:
-        """Change part of a session; version + 1. See :class:`SessionUpdate`."""
-        update = SessionUpdate(
-            data=data,
-            merge_data=merge_data,
-            remove_data_keys=remove_data_keys,
-            metadata=metadata,
-            merge_metadata=merge_metadata,
-            remove_metadata_keys=remove_metadata_keys,
-            status=status,
-            processor_id=processor_id,
-            add_tags=add_tags,
-            remove_tags=remove_tags,
-            tags=tags,
-            expires_at=expires_at,
-            ttl=ttl,
-        )
+        """Change part of a session; version + 1. The changes are :class:`SessionUpdate`'s
+        fields (``data`` or ``merge_data``, ``metadata`` or ``merge_metadata``,
+        ``remove_*_keys``, ``status``, ``processor_id``, ``tags`` or ``add_tags`` /
+        ``remove_tags``, ``expires_at`` or ``ttl``)."""
+        update = SessionUpdate(**changes)
         result: Session = await self._single(UpdateOp(session_id, update, expected_version))
         return result
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias, TypedDict
 
 __all__ = [
     "TTL",
@@ -24,8 +24,10 @@ __all__ = [
     "EventInput",
     "JSONDict",
     "NewSession",
+    "NewSessionFields",
     "Op",
     "Session",
+    "SessionChanges",
     "SessionRecord",
     "SessionUpdate",
     "Status",
@@ -137,6 +139,38 @@ class SessionRecord:
     session: Session
     events: Sequence[Event] = ()
     checkpoints: Sequence[Checkpoint] = ()
+
+
+class NewSessionFields(TypedDict, total=False):
+    """Keyword arguments of ``create_session`` (see :class:`NewSession`)."""
+
+    processor_id: str | None
+    data: Mapping[str, Any] | None
+    metadata: Mapping[str, Any] | None
+    tags: Iterable[str]
+    status: Status | str
+    ttl: TTL | None
+    expires_at: datetime | None
+    id: str | None
+    group: str | None
+
+
+class SessionChanges(TypedDict, total=False):
+    """Keyword arguments of ``update_session`` (see :class:`SessionUpdate`)."""
+
+    data: Mapping[str, Any] | None
+    merge_data: Mapping[str, Any] | None
+    remove_data_keys: Iterable[str]
+    metadata: Mapping[str, Any] | None
+    merge_metadata: Mapping[str, Any] | None
+    remove_metadata_keys: Iterable[str]
+    status: Status | str | None
+    processor_id: str | Unset | None
+    add_tags: Iterable[str]
+    remove_tags: Iterable[str]
+    tags: Iterable[str] | None
+    expires_at: datetime | Unset | None
+    ttl: TTL | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,21 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, Unpack, runtime_checkable
 
 from .clock import Clock
 from .model import (
     TTL,
-    UNSET,
     Checkpoint,
     Event,
     EventInput,
+    NewSessionFields,
     Op,
     Session,
+    SessionChanges,
     SessionRecord,
-    Status,
-    Unset,
 )
 from .query import Page, QueryOptions, SessionFilter
 
@@ -102,19 +100,7 @@ class SessionStore(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     # -- sessions
-    async def create_session(
-        self,
-        *,
-        processor_id: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        tags: Iterable[str] = (),
-        status: Status | str = Status.ACTIVE,
-        ttl: TTL | None = None,
-        expires_at: datetime | None = None,
-        id: str | None = None,
-        group: str | None = None,
-    ) -> Session: ...
+    async def create_session(self, **fields: Unpack[NewSessionFields]) -> Session: ...
 
     async def get_session(
         self, session_id: str, *, include_expired: bool = False
@@ -128,20 +114,8 @@ class SessionStore(Protocol):
         self,
         session_id: str,
         *,
-        data: Mapping[str, Any] | None = None,
-        merge_data: Mapping[str, Any] | None = None,
-        remove_data_keys: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        merge_metadata: Mapping[str, Any] | None = None,
-        remove_metadata_keys: Iterable[str] = (),
-        status: Status | str | None = None,
-        processor_id: str | Unset | None = UNSET,
-        add_tags: Iterable[str] = (),
-        remove_tags: Iterable[str] = (),
-        tags: Iterable[str] | None = None,
-        expires_at: datetime | Unset | None = UNSET,
-        ttl: TTL | None = None,
         expected_version: int | None = None,
+        **changes: Unpack[SessionChanges],
     ) -> Session: ...
 
     async def delete_session(

@@ -9,25 +9,22 @@ exception or a cancellation inside the block discards the batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ._batch import Prepared, prepare
 from .errors import TransactionError
 from .model import (
-    TTL,
-    UNSET,
     AppendOp,
     CreateOp,
     DeleteOp,
     EventInput,
     NewSession,
+    NewSessionFields,
     Session,
+    SessionChanges,
     SessionUpdate,
-    Status,
-    Unset,
     UpdateOp,
 )
 
@@ -62,59 +59,19 @@ class Transaction:
         """How many writes are staged."""
         return len(self._prepared)
 
-    async def create_session(
-        self,
-        *,
-        processor_id: str | None = None,
-        data: Mapping[str, Any] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        tags: Iterable[str] = (),
-        status: Status | str = Status.ACTIVE,
-        ttl: TTL | None = None,
-        expires_at: datetime | None = None,
-        id: str | None = None,
-        group: str | None = None,
-    ) -> str:
+    async def create_session(self, **fields: Unpack[NewSessionFields]) -> str:
         """Stage a create; returns the new session's id (generated now if not given)."""
-        new = NewSession(processor_id, data, metadata, tags, status, ttl, expires_at, id, group)
-        return self._stage(CreateOp(new)).session_id
+        return self._stage(CreateOp(NewSession(**fields))).session_id
 
     async def update_session(
         self,
         session_id: str,
         *,
-        data: Mapping[str, Any] | None = None,
-        merge_data: Mapping[str, Any] | None = None,
-        remove_data_keys: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-        merge_metadata: Mapping[str, Any] | None = None,
-        remove_metadata_keys: Iterable[str] = (),
-        status: Status | str | None = None,
-        processor_id: str | Unset | None = UNSET,
-        add_tags: Iterable[str] = (),
-        remove_tags: Iterable[str] = (),
-        tags: Iterable[str] | None = None,
-        expires_at: datetime | Unset | None = UNSET,
-        ttl: TTL | None = None,
         expected_version: int | None = None,
+        **changes: Unpack[SessionChanges],
     ) -> None:
         """Stage an update (same arguments as ``store.update_session``)."""
-        update = SessionUpdate(
-            data=data,
-            merge_data=merge_data,
-            remove_data_keys=remove_data_keys,
-            metadata=metadata,
-            merge_metadata=merge_metadata,
-            remove_metadata_keys=remove_metadata_keys,
-            status=status,
-            processor_id=processor_id,
-            add_tags=add_tags,
-            remove_tags=remove_tags,
-            tags=tags,
-            expires_at=expires_at,
-            ttl=ttl,
-        )
-        self._stage(UpdateOp(session_id, update, expected_version))
+        self._stage(UpdateOp(session_id, SessionUpdate(**changes), expected_version))
 
     async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> None:
         """Stage a delete; inside a batch a missing session fails the whole batch."""
