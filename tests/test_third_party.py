@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 ACME = ROOT / "contrib" / "sessionstore-acme"
 BROKEN_REASON = "RuntimeError: broken-plugin refuses to import"
 
-pytestmark = pytest.mark.slow
 
 BROKEN_PYPROJECT = """\
 [build-system]

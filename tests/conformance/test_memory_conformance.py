@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import Clock
@@ -16,3 +17,10 @@ class TestMemoryStore(StoreConformance):
 
     def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
         return MemoryStore(backend=self.backend, namespace=namespace, clock=clock)
+
+    @pytest.mark.slow
+    def test_state_machine_long(self) -> None:
+        """The long state-machine budget, as a marked run (``pytest -m slow``)."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SESSIONSTORE_CONFORMANCE_LONG", "1")
+            super().test_state_machine_long()
