@@ -330,25 +330,8 @@ class Planner:
         stored = self._current.get(sid)
         if stored is not None and not stored.is_expired(self.now):
             raise SessionExistsError(sid)
-        assert p.data is not None and p.metadata is not None and p.status is not None
-        expires: datetime | None = None
-        if p.ttl is not None:
-            expires = self.now + p.ttl
-        elif p.expires_at is not UNSET and p.expires_at is not None:
-            expires = p.expires_at
-        session = Session(
-            id=sid,
-            processor_id=None if p.processor_id is UNSET else p.processor_id,
-            status=p.status,
-            data=p.data[1],
-            metadata=p.metadata[1],
-            tags=p.tags,
-            created_at=self.now,
-            updated_at=self.now,
-            expires_at=expires,
-            version=1,
-            group=p.group,
-        )
+        assert p.data is not None and p.metadata is not None
+        session = new_session(p, self.now)
         mut = self._mutation(sid)
         if stored is not None or mut.delete:
             mut.reset = True
@@ -521,6 +504,29 @@ class Planner:
                     )
             out.append(mut)
         return out
+
+
+def new_session(p: Prepared, now: datetime) -> Session:
+    """The version-1 session a prepared create makes at ``now``."""
+    assert p.data is not None and p.metadata is not None and p.status is not None
+    expires: datetime | None = None
+    if p.ttl is not None:
+        expires = now + p.ttl
+    elif p.expires_at is not UNSET and p.expires_at is not None:
+        expires = p.expires_at
+    return Session(
+        id=p.session_id,
+        processor_id=None if p.processor_id is UNSET else p.processor_id,
+        status=p.status,
+        data=p.data[1],
+        metadata=p.metadata[1],
+        tags=p.tags,
+        created_at=now,
+        updated_at=now,
+        expires_at=expires,
+        version=1,
+        group=p.group,
+    )
 
 
 def _encoded(known: tuple[JSONDict, bytes] | None, value: JSONDict) -> bytes:

@@ -34,6 +34,7 @@ from ._batch import (
     Prepared,
     check_expected_version,
     make_checkpoint,
+    new_session,
     prepare,
 )
 from ._bulk import _CAS_ATTEMPTS, BulkMixin
@@ -306,8 +307,30 @@ class BaseSessionStore(BulkMixin, ABC):
         or ``expires_at``, ``id``, ``group`` (see :class:`NewSession`). Raises
         :class:`SessionExistsError` when ``id`` is taken by a live session.
         """
-        result: Session = await self._single(CreateOp(NewSession(**fields)))
-        return result
+        prepared = prepare(CreateOp(NewSession(**fields)), self._limits)
+        if fields.get("id") is None:
+            # A fresh ULID cannot exist yet: no read, one conditional write (expect 0).
+            self._check_open()
+            session = new_session(prepared, self.clock.now())
+            assert prepared.data is not None and prepared.metadata is not None
+            mutation = Mutation(
+                prepared.session_id,
+                0,
+                session,
+                prepared.data[0],
+                prepared.metadata[0],
+                created=True,
+            )
+            try:
+                await self._apply([mutation])
+            except SessionConflictError:
+                pass  # an id collision after all: the general path reports it properly
+            else:
+                self._after_write([mutation])
+                return session
+        (created,) = await self._commit_prepared([prepared])
+        assert isinstance(created, Session)
+        return created
 
     async def get_session(
         self, session_id: str, *, include_expired: bool = False
