@@ -164,6 +164,14 @@ def prepare(op: Op, limits: Limits) -> Prepared:
         sid = new_id() if new.id is None else validate_session_id(new.id)
         if new.ttl is not None and new.expires_at is not None:
             raise InvalidArgumentError("give ttl or expires_at, not both")
+        data = encode_user_dict(new.data or {}, "data", limits.max_session_bytes)
+        metadata = encode_user_dict(new.metadata or {}, "metadata", limits.max_session_bytes)
+        size = len(data[0]) + len(metadata[0])
+        if size > limits.max_session_bytes:
+            raise QuotaExceededError(
+                f"session {sid!r} would be {size} bytes encoded, over the limit of "
+                f"{limits.max_session_bytes}"
+            )
         return Prepared(
             op=op,
             session_id=sid,
@@ -175,8 +183,8 @@ def prepare(op: Op, limits: Limits) -> Prepared:
             ttl=None if new.ttl is None else validate_ttl(new.ttl),
             expires_at=None if new.expires_at is None else validate_expires_at(new.expires_at),
             group=None if new.group is None else validate_session_id(new.group, "group"),
-            data=encode_user_dict(new.data or {}, "data", limits.max_session_bytes),
-            metadata=encode_user_dict(new.metadata or {}, "metadata", limits.max_session_bytes),
+            data=data,
+            metadata=metadata,
         )
     if isinstance(op, UpdateOp):
         sid = validate_session_id(op.session_id)
