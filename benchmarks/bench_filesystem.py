@@ -1,0 +1,326 @@
+"""Benchmark of the file driver (``file://``) against raw floors measured in the same run.
+
+Run::
+
+    .venv/bin/python -m benchmarks.bench_filesystem            # full sizes (100k sessions)
+    .venv/bin/python -m benchmarks.bench_filesystem --quick    # small sizes, ~20 s
+    .venv/bin/python -m benchmarks.bench_filesystem --json out.json --dir /var/tmp
+
+The store lives in a fresh directory under ``--dir`` (default: the system temp dir), which
+should be on the disk you care about: a tmpfs makes every fsync free.
+
+Targets (DESIGN §7a: ratios to floors, never absolute times). Every floor does its I/O in
+one ``asyncio.to_thread`` hop, as the driver does:
+
+1. durable save (``update_session(data=<2 KB>)``) <= 1.5x the raw floor: temp file,
+   write, fsync, ``os.replace``, fsync(directory);
+2. ``get_session`` <= 2x raw open + read + ``orjson.loads`` of the same document;
+3. durable ``append_events`` (one small event) <= 1.5x raw open(O_APPEND) + write +
+   fdatasync + close of one event line;
+4. the same append on a session with 10,000 events <= 1.3x on one with 10 events;
+5. the first page (100) of a tag + ``created_at`` range query over 100,000 sessions >= 50x
+   faster than reading every session file (``BaseSessionStore.list_sessions``: every
+   session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
+6. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
+   one task doing the same saves one after another.
+
+The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
+non-zero only if the indexed query and the full scan disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+from sessionstore_filesystem import FileStore
+
+from sessionstore import BaseSessionStore, ManualClock, QueryOptions, SessionFilter
+
+from . import bench_memory
+from ._harness import Report, Row, Target, compare
+from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big and how long each part runs."""
+
+    repeat: int
+    save_number: int
+    append_number: int
+    big_log: int
+    small_log: int
+    sessions: int
+    query_repeat: int
+    concurrent_saves: int
+
+
+FULL = Sizes(
+    repeat=9,
+    save_number=40,
+    append_number=60,
+    big_log=10_000,
+    small_log=10,
+    sessions=100_000,
+    query_repeat=3,
+    concurrent_saves=25,
+)
+QUICK = Sizes(
+    repeat=5,
+    save_number=20,
+    append_number=30,
+    big_log=10_000,
+    small_log=10,
+    sessions=5_000,
+    query_repeat=3,
+    concurrent_saves=10,
+)
+
+
+# --------------------------------------------------------------------------- raw floors
+
+
+def raw_save(directory: str, name: str, data: bytes) -> None:
+    """The durable-replace floor: temp, write, fsync, replace, fsync(dir)."""
+    tmp = os.path.join(directory, f".tmp.{name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(directory, name))
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def raw_get(path: str) -> Any:
+    """The read floor: open, read, close, decode."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        raw = os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+    return orjson.loads(raw)
+
+
+def raw_append(path: str, line: bytes) -> None:
+    """The append floor: open(O_APPEND), write one line, fdatasync, close."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- 1-4, 6
+
+
+async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
+    doc = session_doc()
+    floor_dir = os.path.join(base, "floor")
+    os.makedirs(floor_dir)
+    async with FileStore(root=os.path.join(base, "ops"), clock=NewMillisecondClock()) as store:
+        s = await store.create_session(processor_id="agent-7", data=doc, tags={"prod"})
+        sid = s.id
+        doc_bytes = orjson.dumps(doc)
+        report.info["document"] = f"{len(doc_bytes)} bytes of JSON data"
+        variants = [dict(doc, step=n) for n in range(2)]
+        flip = iter(range(10**9))
+
+        op, floor = await compare(
+            lambda: store.update_session(sid, data=variants[next(flip) % 2]),
+            lambda: asyncio.to_thread(raw_save, floor_dir, "doc.json", doc_bytes),
+            number=sizes.save_number,
+            floor_number=sizes.save_number,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                "durable save (update_session data=2 KB)",
+                op,
+                "temp+write+fsync+replace+fsync(dir), 1 hop",
+                floor,
+                Target.at_most(1.5),
+            )
+        )
+
+        raw_save(floor_dir, "get.json", orjson.dumps({"v": 1, "data": doc, "x": "y" * 300}))
+        get_path = os.path.join(floor_dir, "get.json")
+        op, floor = await compare(
+            lambda: store.get_session(sid),
+            lambda: asyncio.to_thread(raw_get, get_path),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                "get_session (~2 KB)", op, "open+read+orjson.loads, 1 hop", floor, Target.at_most(2)
+            )
+        )
+
+        line = orjson.dumps({"v": 1, "seq": 1, **EVENT, "sha256": "0" * 64}) + b"\n"
+        log_path = os.path.join(floor_dir, "events.jsonl")
+        small = (await store.create_session(processor_id="agent-7", data={"n": 1})).id
+        await store.append_events(small, [EVENT] * sizes.small_log)
+        op, floor = await compare(
+            lambda: store.append_events(small, [EVENT]),
+            lambda: asyncio.to_thread(raw_append, log_path, line),
+            number=sizes.append_number,
+            floor_number=sizes.append_number,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                "durable append_events (1 event)",
+                op,
+                "open+append+fdatasync+close, 1 hop",
+                floor,
+                Target.at_most(1.5),
+            )
+        )
+
+        big = (await store.create_session(processor_id="agent-7", data={"n": 2})).id
+        for start in range(0, sizes.big_log, 1000):
+            await store.append_events(big, [EVENT] * min(1000, sizes.big_log - start))
+        op, floor = await compare(
+            lambda: store.append_events(big, [EVENT]),
+            lambda: store.append_events(small, [EVENT]),
+            number=sizes.append_number,
+            floor_number=sizes.append_number,
+            repeat=sizes.repeat,
+            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
+            floor_setup=lambda: store.trim_events(small, keep_last=sizes.small_log),
+        )
+        report.add(
+            Row(
+                f"append_events, {sizes.big_log:,} events",
+                op,
+                f"same, {sizes.small_log} events",
+                floor,
+                Target.at_most(1.3),
+                note=f"batches of {sizes.append_number} appends start from {sizes.big_log:,} / "
+                f"{sizes.small_log} events (trimmed back, untimed)",
+            )
+        )
+
+        writers = [(await store.create_session(processor_id="w", data=doc)).id for _ in range(8)]
+        n = sizes.concurrent_saves
+
+        async def concurrent() -> None:
+            async def one(w: str) -> None:
+                for i in range(n):
+                    await store.update_session(w, data=variants[i % 2])
+
+            await asyncio.gather(*(one(w) for w in writers))
+
+        async def sequential() -> None:
+            for w in writers:
+                for i in range(n):
+                    await store.update_session(w, data=variants[i % 2])
+
+        op, floor = await compare(
+            concurrent, sequential, number=1, floor_number=1, repeat=sizes.repeat
+        )
+        report.add(
+            Row(
+                "8 concurrent durable savers (throughput)",
+                op,
+                "the same saves by 1 task",
+                floor,
+                Target.faster_by(1.2),
+                note=f"8 sessions x {n} saves of 2 KB each; ratio = sequential / concurrent time",
+            )
+        )
+
+
+# --------------------------------------------------------------------------- 5: query
+
+
+async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
+    t0 = ManualClock().now()
+    clock = ManualClock(t0)
+    root = os.path.join(base, "query")
+    async with FileStore(root=root, clock=clock, durability="none") as store:
+        load = bench_memory.Sizes(1, 1, 1, 1, sizes.sessions, 100, 1)
+        seconds = await load_sessions(store, clock, load)
+        report.info["load"] = (
+            f"{sizes.sessions:,} sessions via commit() in batches of 100 "
+            f"(durability=none): {seconds:.1f} s ({sizes.sessions / seconds:,.0f} sessions/s)"
+        )
+        report.meta["load_seconds"] = seconds
+    async with FileStore(root=root, clock=clock) as store:  # reopened: a cold page
+        span = clock.now() - t0
+        flt = SessionFilter(
+            tags_all={"tag-07"}, created_after=t0 + span * 0.25, created_before=t0 + span * 0.75
+        )
+        opts = QueryOptions(sort_by="created_at", order="desc", limit=100)
+        indexed = await store.list_sessions(flt, opts)
+        scanned = await BaseSessionStore.list_sessions(store, flt, opts)
+        if indexed.ids != scanned.ids or indexed.next_cursor != scanned.next_cursor:
+            raise SystemExit("BUG: the indexed query and the full scan disagree")
+        if len(indexed) != opts.limit:
+            raise SystemExit(f"BUG: expected a full page, got {len(indexed)} sessions")
+        matching = await store.count_sessions(flt)
+        op, floor = await compare(
+            lambda: store.list_sessions(flt, opts),
+            lambda: BaseSessionStore.list_sessions(store, flt, opts),
+            floor_number=1,
+            repeat=sizes.query_repeat,
+        )
+        row = report.add(
+            Row(
+                f"list_sessions tag+range, {sizes.sessions:,}",
+                op,
+                "read every file + evaluate",
+                floor,
+                Target.faster_by(50),
+                note=f"first page of 100 of {matching:,} matches, created_at desc; absolute "
+                f"{op.median * 1e3:.2f} ms (orientation: <= 20 ms at 100k)",
+            )
+        )
+        report.meta["query_ms"] = row.op.median * 1e3
+
+
+async def run(quick: bool, directory: str | None) -> Report:
+    sizes = QUICK if quick else FULL
+    report = Report("sessionstore file:// benchmark" + (" (quick)" if quick else ""))
+    report.meta.update({"quick": quick, "sizes": asdict(sizes)})
+    base = tempfile.mkdtemp(prefix="sessionstore-bench-", dir=directory)
+    report.info["directory"] = base
+    print(report.title, flush=True)
+    try:
+        await bench_single_ops(report, sizes, base)
+        await bench_query(report, sizes, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_filesystem")
+    parser.add_argument("--quick", action="store_true", help="small sizes (5k sessions)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args.quick, args.dir))
+    print()
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0  # a benchmark reports; it does not fail the build
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

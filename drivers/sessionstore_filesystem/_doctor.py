@@ -1,0 +1,206 @@
+"""``doctor``: verify every record, quarantine corrupt ones, remove leftovers, reindex.
+
+Safe while other processes use the store: each session is examined under its lock (a
+session busy with a writer is skipped and counted), nothing is deleted that a live
+writer could still need, and corrupt data is moved aside to ``quarantine/``, never
+deleted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sessionstore import IntegrityError
+from sessionstore.codec import checkpoint_digest
+from sessionstore.validation import validate_session_id
+
+from ._fs import is_temp_name, try_flock
+from ._session import State, _iter_lines, cp_dir_name, read_checkpoints, read_state, tidy
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+
+__all__ = ["DoctorReport", "run_doctor"]
+
+
+@dataclass
+class DoctorReport:
+    """What ``doctor`` found and did (``dry_run``: what it would do). JSON: ``to_dict()``."""
+
+    root: str
+    namespace: str
+    dry_run: bool
+    sessions_checked: int = 0
+    records_checked: int = 0
+    sessions_busy: int = 0
+    corrupt: list[dict[str, str]] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    journals_completed: int = 0
+    writers_repaired: int = 0
+    index_rebuilt: bool = False
+    indexed_sessions: int = 0
+
+    @property
+    def healthy(self) -> bool:
+        """True when no corrupt record was found."""
+        return not self.corrupt
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (the ``--json`` output of ``sessionstore doctor``)."""
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
+    """Examine (and unless ``dry_run``, repair) one namespace of a file store."""
+    report = DoctorReport(engine.root, engine.namespace, dry_run)
+    layout = engine.layout
+    # 1. interrupted transactions and writers first: they explain most leftovers
+    report.removed += [f"journal/{n}" for n in _dead_journal_temps(engine)]
+    if not dry_run:
+        engine.remove_dead_journal_temps()
+        report.journals_completed = engine.settle_journals(None)
+        report.writers_repaired = engine.reap_writers()
+    else:
+        blocker = engine.journal_blocking(None)
+        report.journals_completed = int(blocker is not None and blocker[1])
+    # 2. every session, under its lock
+    for shard in layout.shard_names():
+        sfd = layout.open_shard(shard)
+        try:
+            names = sorted(os.listdir(sfd))
+        finally:
+            os.close(sfd)
+        for name in names:
+            if name.startswith("."):
+                continue  # renamed-aside deletes: removed by tidy() of their session
+            try:
+                validate_session_id(name)
+            except ValueError:
+                report.corrupt.append(
+                    {"record": f"sessions/{shard}/{name}", "problem": "not a session directory"}
+                )
+                continue
+            _check_session(engine, name, report)
+    # 3. the index, from the files
+    if not dry_run:
+        report.indexed_sessions = engine.reindex(tidy_files=False)
+        report.index_rebuilt = True
+    return report
+
+
+def _dead_journal_temps(engine: Engine) -> list[str]:
+    jfd = engine.layout.journal_fd
+    dead = []
+    for name in os.listdir(jfd):
+        if not is_temp_name(name):
+            continue
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=jfd)
+        except FileNotFoundError:
+            continue
+        try:
+            if try_flock(fd):
+                dead.append(name)
+        finally:
+            os.close(fd)
+    return dead
+
+
+def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
+    from ._engine import _Held
+
+    held = _Held(engine)
+    if not held.add(sid, wait=False):
+        report.sessions_busy += 1
+        return
+    try:
+        report.sessions_checked += 1
+        try:
+            state = read_state(engine.layout, sid)
+        except IntegrityError as exc:
+            _corrupt_session(engine, sid, exc, report)
+            return
+        try:
+            if state.doc is None:  # nothing, or a create that never committed
+                report.removed += tidy(engine.layout, state, dry_run=report.dry_run)
+                return
+            report.records_checked += 1
+            try:
+                for _ in _iter_lines(state, state.doc.gen, 0, state.valid_end):
+                    report.records_checked += 1
+            except IntegrityError as exc:
+                _corrupt_session(engine, sid, exc, report, state)
+                return
+            _check_checkpoints(engine, state, report)
+            report.removed += tidy(engine.layout, state, dry_run=report.dry_run)
+        finally:
+            state.close()
+    finally:
+        held.release()
+
+
+def _check_checkpoints(engine: Engine, state: State, report: DoctorReport) -> None:
+    assert state.doc is not None
+    try:
+        cps = read_checkpoints(engine.layout, state.sid)
+    except IntegrityError as exc:
+        # find the bad file(s) one by one and move them aside; the session stays usable
+        cp_dir = cp_dir_name(state.doc.inc)
+        cp_fd = os.open(cp_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=state.dir_fd)
+        try:
+            from ._fs import read_file
+            from ._records import decode_checkpoint
+
+            for name in sorted(os.listdir(cp_fd)):
+                if is_temp_name(name):
+                    continue
+                record = f"{state.sid}/checkpoints/{name.removesuffix('.json')}"
+                try:
+                    raw = read_file(name, cp_fd, record)
+                    if raw is not None:
+                        cp = decode_checkpoint(raw, record)
+                        if checkpoint_digest(cp) != cp.digest:
+                            raise IntegrityError("checkpoint digest does not match", record)
+                    report.records_checked += 1
+                except IntegrityError as bad:
+                    report.corrupt.append({"record": record, "problem": str(bad)})
+                    if not report.dry_run:
+                        report.quarantined.append(engine.quarantine_file(cp_fd, name, state.sid))
+        finally:
+            os.close(cp_fd)
+        del exc
+        return
+    for cp in cps:
+        report.records_checked += 1
+        if checkpoint_digest(cp) != cp.digest:
+            record = f"{state.sid}/checkpoints/{cp.id}"
+            report.corrupt.append({"record": record, "problem": "checkpoint digest mismatch"})
+            if not report.dry_run:
+                cp_fd = os.open(
+                    cp_dir_name(state.doc.inc), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                    dir_fd=state.dir_fd,
+                )  # fmt: skip
+                try:
+                    report.quarantined.append(
+                        engine.quarantine_file(cp_fd, f"{cp.id}.json", state.sid)
+                    )
+                finally:
+                    os.close(cp_fd)
+
+
+def _corrupt_session(
+    engine: Engine, sid: str, exc: IntegrityError, report: DoctorReport, state: State | None = None
+) -> None:
+    report.corrupt.append({"record": exc.record or sid, "problem": str(exc)})
+    if report.dry_run:
+        return
+    if state is not None:
+        state.close()
+    shard = engine.layout.shard_fd("sessions", sid, create=False)
+    if shard is None:
+        return
+    report.quarantined.append(engine.quarantine_file(shard, sid, "session"))
+    engine.index.replace_rows([(sid, None)])

@@ -1,0 +1,104 @@
+"""Where things live inside one namespace directory, and the directory handles.
+
+::
+
+    <root>/_sessionstore.json               store marker (format version)
+    <root>/_default/ | <root>/<namespace>/  one directory per namespace
+        sessions/<xx>/<id>/                 one directory per session (<xx>: shard)
+            session.json                    the session document
+            events.<gen>.jsonl              the event log
+            checkpoints.<inc>/<cp-id>.json  checkpoints
+        locks/<xx>/<id>.lock                per-session flock files
+        journal/<tx>.json                   intent journal of multi-session writes
+        writers/<store>.<n>.writer          in-flight markers of live writers
+        index.sqlite3                       the query index (rebuildable)
+        quarantine/                         what doctor moved aside
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from typing import Final
+
+from ._fs import ensure_dir, open_dir, open_dir_or_none
+
+__all__ = ["Layout", "shard_of"]
+
+DEFAULT_NAMESPACE_DIR: Final = "_default"
+MARKER: Final = "_sessionstore.json"
+SUBDIRS: Final = ("sessions", "locks", "journal", "writers")
+
+
+def shard_of(session_id: str) -> str:
+    """The shard directory of a session: two hex digits of a hash of its id."""
+    return hashlib.blake2b(session_id.encode(), digest_size=1).hexdigest()
+
+
+def namespace_dir(namespace: str) -> str:
+    """The directory name of a namespace (validated names cannot start with ``_``)."""
+    return namespace or DEFAULT_NAMESPACE_DIR
+
+
+class Layout:
+    """Open directory handles of one namespace; shard handles are opened on demand."""
+
+    def __init__(self, ns_fd: int, *, durable: bool) -> None:
+        self.ns_fd = ns_fd
+        self.durable = durable
+        self.fds: dict[str, int] = {}
+        for name in SUBDIRS:
+            self.fds[name] = ensure_dir(name, ns_fd, durable=durable)
+        self._shards: dict[tuple[str, str], int] = {}
+        self._mutex = threading.Lock()
+
+    @property
+    def sessions_fd(self) -> int:
+        return self.fds["sessions"]
+
+    @property
+    def journal_fd(self) -> int:
+        return self.fds["journal"]
+
+    @property
+    def writers_fd(self) -> int:
+        return self.fds["writers"]
+
+    def shard_fd(self, area: str, session_id: str, *, create: bool) -> int | None:
+        """The open shard directory of ``session_id`` under ``area`` (sessions / locks)."""
+        key = (area, shard_of(session_id))
+        fd = self._shards.get(key)
+        if fd is not None:
+            return fd
+        with self._mutex:
+            fd = self._shards.get(key)
+            if fd is not None:
+                return fd
+            parent = self.fds[area]
+            if create:
+                fd = ensure_dir(key[1], parent, durable=self.durable and area == "sessions")
+            else:
+                fd = open_dir_or_none(key[1], parent, f"{area}/{key[1]}")
+                if fd is None:
+                    return None
+            self._shards[key] = fd
+            return fd
+
+    def shard_names(self) -> list[str]:
+        """Existing session shard directories (sorted)."""
+        return sorted(n for n in os.listdir(self.sessions_fd) if len(n) == 2 and n[0] != ".")
+
+    def open_shard(self, name: str) -> int:
+        """Open a session shard directory by name (for scans)."""
+        return open_dir(name, self.sessions_fd, f"sessions/{name}")
+
+    def close(self) -> None:
+        """Close every handle."""
+        with self._mutex:
+            for fd in [*self._shards.values(), *self.fds.values()]:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            self._shards.clear()
+            self.fds.clear()

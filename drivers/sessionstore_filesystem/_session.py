@@ -1,0 +1,624 @@
+"""One session's files: reading its state, applying one mutation atomically, tidying up.
+
+The session document (``session.json``) and the event log (``events.<gen>.jsonl``)
+together make the session's state:
+
+* ``session.json`` holds the session as of byte ``log_end`` of the log;
+* after ``log_end`` the log may hold more *committed* appends: complete groups of lines
+  whose last line carries ``"ver"`` (the version that append made) and no ``"doc"`` flag.
+  Each such append advances ``version``, ``updated_at`` (its events' time),
+  ``event_count`` and ``last_seq``. So an append writes only the log (O(1) in history
+  length) and one ``fdatasync``; every few appends the document is rewritten to cover
+  them again ("fold"), which changes nothing visible;
+* anything after the committed appends is not part of the state: a partial line or an
+  unfinished group (a crash or a writer in progress; trimmed by the next writer), or
+  lines flagged ``"doc"`` that a write which also changes the document put there before
+  replacing ``session.json`` (they count only once the document covers them).
+
+Every write below runs under the session's lock and commits with exactly one atomic step
+(a replace of ``session.json``, an append of committed lines, a checkpoint file replace,
+or a rename of the session directory), so a crash leaves the old or the new state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from sessionstore import Checkpoint, Event, IntegrityError, Mutation, Session
+from sessionstore.validation import validate_session_id
+
+from ._fs import (
+    FILE_MODE,
+    READ_FLAGS,
+    atomic_write,
+    ensure_dir,
+    is_temp_name,
+    open_dir_or_none,
+    pread_all,
+    read_file,
+    symlink_error,
+    sync_committed,
+    unlink_quiet,
+    write_all,
+)
+from ._layout import Layout
+from ._records import (
+    Doc,
+    decode_checkpoint,
+    decode_doc,
+    decode_line,
+    encode_batch,
+    encode_checkpoint,
+    encode_doc,
+)
+
+__all__ = [
+    "State",
+    "apply_one",
+    "cp_dir_name",
+    "log_name",
+    "read_checkpoints",
+    "read_events",
+    "read_state",
+    "tidy",
+]
+
+DOC: Final = "session.json"
+#: Rewrite the document once this many lines (or bytes) follow ``log_end``, so reading
+#: a session never reads more than that much of its log.
+FOLD_AFTER: Final = 64
+FOLD_BYTES: Final = 1 << 16
+_CHUNK: Final = 1 << 16
+
+
+def log_name(gen: int) -> str:
+    return f"events.{gen}.jsonl"
+
+
+def cp_dir_name(inc: str) -> str:
+    return f"checkpoints.{inc}"
+
+
+def new_inc() -> str:
+    return secrets.token_hex(4)
+
+
+@dataclass(slots=True)
+class State:
+    """A session's files as found under its lock (or read without one)."""
+
+    sid: str
+    dir_fd: int = -1  # -1: no session directory
+    doc: Doc | None = None  # None: absent (no directory, or an unfinished create)
+    session: Session | None = None  # the current state (document + committed appends)
+    valid_end: int = 0  # end of the committed part of the log
+    log_size: int = -1  # -1: no log file
+    tail_batches: int = 0  # committed appends (or their lines) past the document's log_end
+
+    def close(self) -> None:
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
+def _open_session_dir(layout: Layout, sid: str) -> int:
+    validate_session_id(sid)  # again: every path below is built from it
+    shard = layout.shard_fd("sessions", sid, create=False)
+    if shard is None:
+        return -1
+    fd = open_dir_or_none(sid, shard, sid)
+    return -1 if fd is None else fd
+
+
+class _Moved(Exception):
+    """The log named by the document we read was replaced meanwhile: read again."""
+
+
+def read_state(layout: Layout, sid: str) -> State:
+    """Read ``sid``'s document and the committed appends after it (the caller closes).
+
+    Without the lock a concurrent trim or re-create may replace the log between our
+    reading the document and opening the log: then we read again.
+    """
+    for _ in range(5):
+        try:
+            return _read_state(layout, sid, retry=True)
+        except _Moved:
+            continue
+    return _read_state(layout, sid, retry=False)
+
+
+def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
+    state = State(sid, _open_session_dir(layout, sid))
+    if state.dir_fd < 0:
+        return state
+    try:
+        raw = read_file(DOC, state.dir_fd, sid)
+        if raw is None:
+            return state
+        doc = decode_doc(raw, sid)
+        state.doc = doc
+        state.session = doc.session
+        state.valid_end = doc.log_end
+        try:
+            fd = os.open(log_name(doc.gen), READ_FLAGS, dir_fd=state.dir_fd)
+        except FileNotFoundError:
+            if doc.log_end:
+                if retry and read_file(DOC, state.dir_fd, sid) != raw:
+                    raise _Moved from None
+                raise IntegrityError(f"event log {log_name(doc.gen)} is missing", sid) from None
+            return state
+        except OSError as exc:
+            if (error := symlink_error(exc, sid)) is not None:
+                raise error from None
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise IntegrityError("event log is not a regular file", sid)
+            state.log_size = st.st_size
+            if st.st_size < doc.log_end:
+                raise IntegrityError(
+                    f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
+                )
+            if st.st_size > doc.log_end:
+                tail = pread_all(fd, doc.log_end, st.st_size, sid)
+                _derive(state, doc, tail)
+        finally:
+            os.close(fd)
+    except BaseException:
+        state.close()
+        raise
+    return state
+
+
+def _derive(state: State, doc: Doc, tail: bytes) -> None:
+    """Fold the committed appends found in ``tail`` (the log after ``log_end``) in.
+
+    Uncommitted bytes can only be at the very end (every writer trims them before it
+    appends), so when the last complete line ends a committed append, everything before
+    it is committed too: one line is decoded, the others only counted (they are checked
+    line by line when events are read). Otherwise the tail is walked line by line.
+    """
+    if tail.endswith(b"\n"):
+        start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+        record = f"{state.sid}/{log_name(doc.gen)}"
+        try:
+            event, ver, flagged = decode_line(tail[start:-1], record)
+        except IntegrityError:
+            ver = None
+        if ver is not None and not flagged:
+            base = doc.session
+            count = tail.count(b"\n")
+            if event.seq != base.last_seq + count or ver <= base.version:
+                raise IntegrityError(
+                    f"event log after byte {doc.log_end} does not continue the session "
+                    f"(seq {event.seq} after {count} lines from {base.last_seq})",
+                    record,
+                )
+            state.session = _advanced(base, ver, event.at, base.event_count + count, event.seq)
+            state.valid_end = doc.log_end + len(tail)
+            state.tail_batches = count  # lines; >= appends, good enough to pace folds
+            return
+    _derive_slowly(state, doc, tail)
+
+
+def _derive_slowly(state: State, doc: Doc, tail: bytes) -> None:
+    base = doc.session
+    record = f"{state.sid}/{log_name(doc.gen)}"
+    version, updated, last_seq = base.version, base.updated_at, base.last_seq
+    count = pending = batches = valid = pos = 0
+    expect_seq = base.last_seq + 1
+    while True:
+        nl = tail.find(b"\n", pos)
+        if nl < 0:
+            break  # a partial last line: torn by a crash, or being written right now
+        try:
+            event, ver, flagged = decode_line(tail[pos:nl], record)
+        except IntegrityError:
+            if tail.find(b"\n", nl + 1) >= 0:
+                raise  # a bad line with more lines after it: corruption, not a torn tail
+            break
+        if event.seq != expect_seq:
+            raise IntegrityError(
+                f"event sequence breaks at byte {doc.log_end + pos}: expected "
+                f"{expect_seq}, found {event.seq}",
+                record,
+            )
+        expect_seq += 1
+        pending += 1
+        if ver is not None:
+            if flagged:
+                break  # an uncommitted write's lines: never part of the state
+            if ver <= version:
+                raise IntegrityError(f"version goes back at byte {doc.log_end + pos}", record)
+            count += pending
+            pending = 0
+            version, updated, last_seq = ver, event.at, event.seq
+            valid = nl + 1
+            batches += 1
+        pos = nl + 1
+    if batches:
+        state.session = _advanced(base, version, updated, base.event_count + count, last_seq)
+    state.valid_end = doc.log_end + valid
+    state.tail_batches = batches
+
+
+# _advanced() names every field of Session positionally: a new field must be added there.
+assert len(fields(Session)) == 13, "Session changed: update _advanced()"
+
+
+def _advanced(s: Session, version: int, at: datetime, event_count: int, last_seq: int) -> Session:
+    """``s`` after appends (a direct construction: ``dataclasses.replace`` is slow)."""
+    return Session(
+        s.id, s.processor_id, s.status, s.data, s.metadata, s.tags, s.created_at, at,
+        s.expires_at, version, event_count, last_seq, s.group,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- writes
+
+
+def _is_pure_append(cur: Session | None, mut: Mutation) -> bool:
+    """True when ``mut`` only appends: the document would change in derived fields only."""
+    new = mut.session
+    if cur is None or new is None or not mut.append or mut.reset or mut.trim_before:
+        return False
+    first, last = mut.append[0], mut.append[-1]
+    return (
+        first.seq == cur.last_seq + 1
+        and new.last_seq == last.seq
+        and new.updated_at == last.at
+        and new.version > cur.version
+        and new.event_count == cur.event_count + len(mut.append)
+        and new.processor_id == cur.processor_id
+        and new.status is cur.status
+        and new.tags == cur.tags
+        and new.created_at == cur.created_at
+        and new.expires_at == cur.expires_at
+        and new.group == cur.group
+        and new.metadata == cur.metadata
+        and new.data == cur.data
+    )
+
+
+def _write_doc(
+    state: State, new: Session, mut: Mutation, gen: int, end: int, inc: str, durable: bool
+) -> None:
+    data_json, meta_json = mut.data_json, mut.metadata_json
+    if data_json is None or meta_json is None or mut.session is not new:
+        data_json, meta_json = orjson.dumps(new.data), orjson.dumps(new.metadata)
+    raw = encode_doc(new, data_json, meta_json, gen=gen, log_end=end, inc=inc)
+    atomic_write(state.dir_fd, DOC, raw, durable=durable)
+
+
+def _append(state: State, gen: int, data: bytes, durable: bool) -> int:
+    """Append committed-or-pending lines at the end of the committed log; the new end."""
+    created = state.log_size < 0
+    fd = os.open(
+        log_name(gen), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE,
+        dir_fd=state.dir_fd,
+    )  # fmt: skip
+    try:
+        if state.log_size > state.valid_end:
+            os.ftruncate(fd, state.valid_end)  # what a crashed writer left: never committed
+        try:
+            write_all(fd, data)
+            if durable:
+                os.fdatasync(fd)
+        except BaseException:
+            # readers ignore an unfinished group anyway; the next writer trims it
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, state.valid_end)
+            raise
+    finally:
+        os.close(fd)
+    if created and durable:
+        sync_committed(state.dir_fd, f"{state.sid}/{log_name(gen)}")  # its directory entry
+    return state.valid_end + len(data)
+
+
+def _all_events(state: State) -> list[Event]:
+    if state.doc is None or state.valid_end == 0:
+        return []
+    return list(_iter_lines(state, state.doc.gen, 0, state.valid_end))
+
+
+def _create_dir(layout: Layout, state: State) -> None:
+    shard = layout.shard_fd("sessions", state.sid, create=True)
+    assert shard is not None
+    state.dir_fd = ensure_dir(state.sid, shard, durable=layout.durable, record=state.sid)
+
+
+def apply_one(layout: Layout, state: State, mut: Mutation) -> Session | None:
+    """Write one mutation (the caller holds the lock and checked ``expect``).
+
+    Returns the new state of the session (``None``: deleted).
+    """
+    if mut.delete:
+        if state.dir_fd >= 0:
+            _remove_dir(layout, state)
+        return None
+    return _apply(layout, state, mut, layout.durable)
+
+
+def _apply(layout: Layout, state: State, mut: Mutation, durable: bool) -> Session:
+    cur = state.session
+    new = mut.session if mut.session is not None else cur
+    if new is None:
+        raise IntegrityError("checkpoint write for a session that does not exist", state.sid)
+    if mut.reset or state.doc is None:
+        return _apply_reset(layout, state, mut, new, durable)
+    doc = state.doc
+    gen, inc = doc.gen, doc.inc
+    if mut.trim_before:
+        kept = [e for e in _all_events(state) if e.seq >= mut.trim_before]
+        kept += [e for e in mut.append if e.seq >= mut.trim_before]
+        data = encode_batch(kept, version=new.version, pending=False) if kept else b""
+        if data:
+            atomic_write(state.dir_fd, log_name(gen + 1), data, durable=durable, commit=False)
+        _write_doc(state, new, mut, gen + 1, len(data), inc, durable)  # the commit
+        unlink_quiet(log_name(gen), state.dir_fd)
+    elif mut.append:
+        pure = _is_pure_append(cur, mut)
+        data = encode_batch(mut.append, version=new.version, pending=not pure)
+        end = _append(state, gen, data, durable)  # the commit of a pure append
+        if not pure or state.tail_batches + 1 >= FOLD_AFTER or end - doc.log_end > FOLD_BYTES:
+            _write_doc(state, new, mut, gen, end, inc, durable)  # the commit / a fold
+    elif mut.session is not None:
+        _write_doc(state, new, mut, gen, state.valid_end, inc, durable)  # the commit
+    _checkpoints(state, inc, mut, durable)
+    return new
+
+
+def _apply_reset(
+    layout: Layout, state: State, mut: Mutation, new: Session, durable: bool
+) -> Session:
+    """A fresh incarnation: new log, new checkpoint directory, then the document."""
+    if state.dir_fd < 0:
+        _create_dir(layout, state)
+    old = state.doc
+    gen = old.gen + 1 if old is not None else 1
+    inc = new_inc()
+    events = [e for e in mut.append if e.seq >= mut.trim_before]
+    data = encode_batch(events, version=new.version, pending=False) if events else b""
+    if data:
+        atomic_write(state.dir_fd, log_name(gen), data, durable=durable, commit=False)
+    _checkpoints(state, inc, mut, durable, commit=False)  # a new directory: not visible yet
+    _write_doc(state, new, mut, gen, len(data), inc, durable)  # the commit
+    if old is not None:
+        unlink_quiet(log_name(old.gen), state.dir_fd)
+        _rmtree_quiet(cp_dir_name(old.inc), state.dir_fd)
+    return new
+
+
+def _checkpoints(
+    state: State, inc: str, mut: Mutation, durable: bool, *, commit: bool = True
+) -> None:
+    if not mut.put_checkpoints and not mut.delete_checkpoints:
+        return
+    cp_fd = ensure_dir(cp_dir_name(inc), state.dir_fd, durable=durable, record=state.sid)
+    try:
+        for cp in mut.put_checkpoints:
+            atomic_write(
+                cp_fd, f"{cp.id}.json", encode_checkpoint(cp), durable=durable, commit=commit
+            )
+        removed = False
+        for cp_id in mut.delete_checkpoints:
+            removed = unlink_quiet(f"{cp_id}.json", cp_fd) or removed
+        if removed and durable:
+            sync_committed(cp_fd, f"{state.sid} checkpoints")
+    finally:
+        os.close(cp_fd)
+
+
+def _remove_dir(layout: Layout, state: State) -> None:
+    """Delete the session: rename its directory aside (the commit), then remove it."""
+    shard = layout.shard_fd("sessions", state.sid, create=False)
+    assert shard is not None
+    trash = f".trash.{state.sid}.{secrets.token_hex(4)}"
+    os.rename(state.sid, trash, src_dir_fd=shard, dst_dir_fd=shard)
+    try:
+        if layout.durable:
+            sync_committed(shard, f"the delete of {state.sid}")
+    finally:
+        state.close()
+        _rmtree_quiet(trash, shard)
+
+
+def _rmtree_quiet(name: str, dir_fd: int) -> None:
+    try:
+        shutil.rmtree(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        pass  # left for tidy()/doctor: it is out of the state already
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def _iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
+    if start >= end:
+        return
+    record = f"{state.sid}/{log_name(gen)}"
+    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
+    try:
+        rest = b""
+        pos = start
+        while pos < end:
+            chunk = pread_all(fd, pos, min(end, pos + _CHUNK), record)
+            pos += len(chunk)
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield decode_line(line, record)[0]
+        if rest:
+            raise IntegrityError("event log region does not end at a line end", record)
+    finally:
+        os.close(fd)
+
+
+def _iter_lines_backward(state: State, gen: int, end: int) -> Iterator[Event]:
+    record = f"{state.sid}/{log_name(gen)}"
+    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
+    try:
+        rest = b""
+        pos = end
+        while pos > 0:
+            start = max(0, pos - _CHUNK)
+            chunk = pread_all(fd, start, pos, record)
+            pos = start
+            lines = (chunk + rest).split(b"\n")
+            rest = lines[0] if pos > 0 else b""
+            for line in reversed(lines[1:] if pos > 0 else lines):
+                if line:
+                    yield decode_line(line, record)[0]
+    finally:
+        os.close(fd)
+
+
+def read_events(
+    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
+) -> list[Event]:
+    """Committed events with ``seq > after_seq``: the first ``limit`` or the last ``last``."""
+    for _ in range(5):
+        try:
+            return _read_events(layout, sid, after_seq, limit, last)
+        except FileNotFoundError:
+            continue  # the log was replaced (trim, re-create) while we read: read again
+    return _read_events(layout, sid, after_seq, limit, last)
+
+
+def _read_events(
+    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
+) -> list[Event]:
+    state = read_state(layout, sid)
+    try:
+        if state.doc is None or state.valid_end == 0:
+            return []
+        gen = state.doc.gen
+        if last is not None:
+            picked: list[Event] = []
+            for event in _iter_lines_backward(state, gen, state.valid_end):
+                if event.seq <= after_seq or len(picked) >= last:
+                    break
+                picked.append(event)
+            picked.reverse()
+            return picked
+        out: list[Event] = []
+        for event in _iter_lines(state, gen, 0, state.valid_end):
+            if event.seq <= after_seq:
+                continue
+            out.append(event)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+    finally:
+        state.close()
+
+
+def read_checkpoints(layout: Layout, sid: str) -> list[Checkpoint]:
+    """The checkpoints of the session's current incarnation, oldest first."""
+    state = read_state(layout, sid)
+    try:
+        if state.doc is None:
+            return []
+        cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
+        if cp_fd is None:
+            return []
+        try:
+            out = []
+            for name in os.listdir(cp_fd):
+                if is_temp_name(name) or not name.endswith(".json"):
+                    continue
+                record = f"{sid}/checkpoints/{name[:-5]}"
+                raw = read_file(name, cp_fd, record)
+                if raw is None:
+                    continue  # deleted while we listed
+                cp = decode_checkpoint(raw, record)
+                if cp.session_id != sid or f"{cp.id}.json" != name:
+                    raise IntegrityError("checkpoint file names another checkpoint", record)
+                out.append(cp)
+        finally:
+            os.close(cp_fd)
+        out.sort(key=lambda cp: (cp.created_at, cp.id))
+        return out
+    finally:
+        state.close()
+
+
+# --------------------------------------------------------------------------- tidy
+
+
+def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
+    """Remove leftovers of interrupted writes (the caller holds the lock).
+
+    Temp files, old log generations, other incarnations' checkpoint directories, the
+    uncommitted tail of the log, renamed-aside directories of a delete. Returns what was
+    (or, with ``dry_run``, would be) removed, as paths relative to the namespace.
+    """
+    sid = state.sid
+    removed: list[str] = []
+    shard = layout.shard_fd("sessions", sid, create=False)
+    if shard is not None:
+        for name in os.listdir(shard):
+            if name.startswith(f".trash.{sid}.") or (
+                is_temp_name(name) and name.startswith(f".tmp.{sid}.")
+            ):
+                removed.append(f"sessions/{name}")
+                if not dry_run:
+                    _rmtree_quiet(name, shard)
+    if state.dir_fd < 0:
+        return removed
+    if state.doc is None:  # a create that never committed its document
+        removed.append(f"{sid}/ (no session.json)")
+        if not dry_run and shard is not None:
+            state.close()
+            _rmtree_quiet(sid, shard)
+        return removed
+    keep = {DOC}
+    if state.doc is not None:
+        keep |= {log_name(state.doc.gen), cp_dir_name(state.doc.inc)}
+    for name in os.listdir(state.dir_fd):
+        if name in keep:
+            continue
+        if is_temp_name(name) or name.startswith(("events.", "checkpoints.")):
+            removed.append(f"{sid}/{name}")
+            if not dry_run and not unlink_quiet(name, state.dir_fd):
+                _rmtree_quiet(name, state.dir_fd)
+    if state.doc is not None:
+        cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
+        if cp_fd is not None:
+            try:
+                for name in os.listdir(cp_fd):
+                    if is_temp_name(name):
+                        removed.append(f"{sid}/{cp_dir_name(state.doc.inc)}/{name}")
+                        if not dry_run:
+                            unlink_quiet(name, cp_fd)
+            finally:
+                os.close(cp_fd)
+        if state.log_size > state.valid_end:
+            removed.append(f"{sid}/{log_name(state.doc.gen)} (uncommitted tail)")
+            if not dry_run:
+                fd = os.open(
+                    log_name(state.doc.gen), os.O_WRONLY | os.O_NOFOLLOW, dir_fd=state.dir_fd
+                )
+                try:
+                    os.ftruncate(fd, state.valid_end)
+                    if layout.durable:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                state.log_size = state.valid_end
+    return removed

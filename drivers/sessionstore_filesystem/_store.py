@@ -1,0 +1,260 @@
+"""FileStore: the ``file://`` driver. Durable, crash-safe, multi-process, indexed.
+
+Each call makes one worker-thread hop (``asyncio.to_thread``) into the synchronous
+:class:`~sessionstore_filesystem._engine.Engine`, which does the locking, the file I/O
+and the index update; no lock is ever waited for on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+from urllib.parse import SplitResult, unquote
+
+from sessionstore import (
+    BaseSessionStore,
+    Capabilities,
+    Checkpoint,
+    ConfigurationError,
+    Event,
+    IntegrityError,
+    Mutation,
+    Page,
+    QueryOptions,
+    Session,
+    SessionFilter,
+    StoreOptions,
+    StoreUnavailableError,
+)
+from sessionstore.options import redact_url
+from sessionstore.query import normalize_search_text
+
+from ._doctor import DoctorReport, run_doctor
+from ._engine import Engine
+
+__all__ = ["FileOptions", "FileStore"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class FileOptions(StoreOptions):
+    """Options of ``file://`` (besides the common ones).
+
+    * ``root`` - the store directory (from the URL: ``file:///abs/path`` or
+      ``file://./relative``); created (0700) if missing unless ``create=False``.
+    * ``durability`` - ``"fsync"`` (default): every acknowledged write has been fsynced
+      (file and directory), so it survives a power loss. ``"none"``: no fsync; writes are
+      still atomic and survive a crash of the *process*, but a power loss or kernel crash
+      may lose the last seconds of writes (for caches and tests).
+    * ``lock_timeout`` - seconds to wait for a session's lock before
+      :class:`StoreUnavailableError`.
+    """
+
+    root: str = ""
+    durability: Literal["fsync", "none"] = "fsync"
+    lock_timeout: float = 30.0
+    create: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.root:
+            raise ConfigurationError(
+                "the file store needs a root directory: file:///abs/path, file://./relative "
+                "or root=..."
+            )
+        if not self.lock_timeout > 0:
+            raise ConfigurationError("option 'lock_timeout' must be positive")
+
+
+class FileStore(BaseSessionStore):
+    """Sessions as files in a directory: human-inspectable, durable, safe across processes."""
+
+    Options = FileOptions
+    CAPABILITIES = Capabilities(
+        atomic_multi_session=True,
+        shared_namespace=True,
+        cross_process=True,
+        durable=True,
+        native_ttl=False,
+        indexed_query=True,
+    )
+    options: FileOptions
+
+    def __init__(self, **options: Any) -> None:
+        if sys.platform == "win32" or not hasattr(os, "O_NOFOLLOW"):
+            raise ConfigurationError(
+                "the file:// driver needs a POSIX system (flock, O_NOFOLLOW, directory "
+                "fsync); Windows is not supported: use memory:// or redis:// there"
+            )
+        super().__init__(**options)
+        self.root = os.path.abspath(os.path.expanduser(self.options.root))
+        self._engine = Engine(
+            self.root,
+            self.namespace,
+            durable=self.options.durability == "fsync",
+            lock_timeout=self.options.lock_timeout,
+            create=self.options.create,
+        )
+        self._capabilities = (
+            self.CAPABILITIES
+            if self.options.durability == "fsync"
+            else replace(self.CAPABILITIES, durable=False)
+        )
+
+    @classmethod
+    def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
+        """``file:///abs/path``, ``file://localhost/abs/path``, ``file://./relative``."""
+        host, path = parts.netloc, unquote(parts.path)
+        if host in ("", "localhost"):
+            root = path
+        elif host in (".", ".."):
+            root = host + path
+        else:
+            raise ConfigurationError(
+                f"file:// URLs take a path, not a host: {redact_url(parts.geturl())!r} "
+                "(use file:///abs/path or file://./relative)"
+            )
+        if root in ("", "/") and host in ("", "localhost"):
+            raise ConfigurationError(f"file:// URL has no directory: {parts.geturl()!r}")
+        return {"root": root}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """``durable`` only with ``durability="fsync"``."""
+        return self._capabilities
+
+    def __repr__(self) -> str:
+        return f"FileStore(root={self.root!r}, namespace={self.namespace!r})"
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise StoreUnavailableError(
+                f"I/O error in file store {self.root!r}: {exc.strerror or exc}{where}"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"index error in file store {self.root!r}: {exc}") from exc
+
+    def _report(self) -> None:
+        while self._engine.corrupt:
+            self._report_corrupt(self._engine.corrupt.pop(0))
+
+    async def _initialize(self) -> None:
+        await self._run(self._engine.open)
+        self._report()
+
+    async def _shutdown(self) -> None:
+        await asyncio.to_thread(self._engine.close)
+
+    # ------------------------------------------------------------------ primitives
+
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        return await self._run(self._engine.load, list(session_ids))
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await self._run(self._engine.apply, list(mutations))
+
+    async def _load_and_apply(
+        self,
+        load_ids: Sequence[str],
+        build: Callable[[Mapping[str, Session]], list[Mutation]],
+        *,
+        atomic: bool = True,
+    ) -> list[Mutation]:
+        """Lock, read, plan and write in one worker-thread hop."""
+        return await self._run(self._engine.transact, list(load_ids), build)
+
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        return await self._run(self._engine.events, session_id, after_seq, limit, last)
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        return await self._run(self._engine.checkpoints, session_id)
+
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        self._check_open()
+        shards = await self._run(self._engine.layout.shard_names)
+        for shard in shards:
+            try:
+                found, bad = await self._run(self._engine.shard_sessions, shard)
+            except IntegrityError as exc:
+                self._report_corrupt(exc)
+                continue
+            for error in bad:
+                self._report_corrupt(error)
+            for session in found:
+                yield session
+
+    # ------------------------------------------------------------------ indexed queries
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """Ordered and filtered by the index; only the page's files are read."""
+        self._check_open()
+        page = await self._run(
+            self._engine.list_page, filter or SessionFilter(), options or QueryOptions(),
+            self.clock.now(),
+        )  # fmt: skip
+        self._report()
+        return page
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """Counted by the index (no file is read)."""
+        self._check_open()
+        return await self._run(self._engine.count, filter or SessionFilter(), self.clock.now())
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """The index narrows by ``filter``; the candidates' files are searched."""
+        normalize_search_text(text)
+        self._check_open()
+        page = await self._run(
+            self._engine.search, text, filter or SessionFilter(), options, self.clock.now()
+        )
+        self._report()
+        return page
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        expired = await self._run(self._engine.expired, now)
+        self._report()
+        return expired
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def reindex(self) -> int:
+        """Rebuild the query index from the files; returns the number of sessions."""
+        self._check_open()
+        count = await self._run(self._engine.reindex)
+        self._report()
+        return count
+
+    async def optimize(self) -> dict[str, int]:
+        """Rebuild the index from the files and compact it (for the manager's ``optimize``)."""
+        count = await self.reindex()
+        await self._run(self._engine.index.optimize)
+        return {"indexed_sessions": count}
+
+    async def doctor(self, *, dry_run: bool = False) -> DoctorReport:
+        """Check every record, quarantine corrupt sessions, remove leftovers, reindex.
+
+        With ``dry_run`` nothing is changed; the report says what would be done.
+        """
+        self._check_open()
+        return await self._run(run_doctor, self._engine, dry_run)

@@ -1,0 +1,65 @@
+"""The file driver runs the whole conformance suite through the public path."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from sessionstore_filesystem import FileStore
+
+from sessionstore import Clock
+from sessionstore.testing import (
+    ConcurrencyTests,
+    CrudTests,
+    EventTests,
+    StoreConformance,
+    StoreConformanceBase,
+    TransactionTests,
+)
+
+
+def _scratch(prefix: str) -> Path:
+    """A directory for one test class, removed when the test run ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+class TestFileStore(StoreConformance):
+    """Every store of the class shares one root directory; each test its own namespace.
+
+    Writes skip fsync here (``durability="none"``) to keep the suite fast; the durable
+    path runs the same code plus the fsyncs, and ``TestFileStoreDurable`` runs a part of
+    the suite with them on.
+    """
+
+    cleanup_namespaces = False
+    durability = "none"
+    root = _scratch("sessionstore-conformance-")
+
+    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
+        return FileStore(
+            root=str(self.root), namespace=namespace, clock=clock, durability=self.durability
+        )
+
+    @pytest.mark.slow
+    def test_state_machine_long(self) -> None:
+        """The long state-machine budget, as a marked run (``pytest -m slow``)."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SESSIONSTORE_CONFORMANCE_LONG", "1")
+            super().test_state_machine_long()
+
+
+class TestFileStoreDurable(
+    CrudTests, EventTests, TransactionTests, ConcurrencyTests, StoreConformanceBase
+):
+    """The write paths again with ``durability="fsync"`` (every fsync really issued)."""
+
+    cleanup_namespaces = False
+    root = _scratch("sessionstore-conformance-durable-")
+
+    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
+        return FileStore(root=str(self.root), namespace=namespace, clock=clock)

@@ -1,0 +1,56 @@
+"""Fixtures for the file driver's own tests: a store root and stores on it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sessionstore_filesystem import FileStore
+from sessionstore_filesystem._layout import namespace_dir, shard_of
+
+from sessionstore import ManualClock
+
+MakeStore = Callable[..., FileStore]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """Where the store lives (created by the store on first use)."""
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def make_store(root: Path, clock: ManualClock) -> MakeStore:
+    """Build (not open) a store on ``root``; keyword arguments override the options."""
+
+    def make(**options: object) -> FileStore:
+        values: dict[str, object] = {"root": str(root), "clock": clock, "durability": "none"}
+        values.update(options)
+        return FileStore(**values)
+
+    return make
+
+
+@pytest_asyncio.fixture
+async def fstore(make_store: MakeStore) -> AsyncIterator[FileStore]:
+    """An open store (durability="none") on the manual clock."""
+    async with make_store() as store:
+        yield store
+
+
+def session_dir(root: Path, sid: str, namespace: str = "") -> Path:
+    """The directory of session ``sid``."""
+    return root / namespace_dir(namespace) / "sessions" / shard_of(sid) / sid
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp files and renamed-aside directories anywhere under ``root``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            if name.startswith((".tmp.", ".trash.")):
+                found.append(os.path.join(dirpath, name))
+    return found

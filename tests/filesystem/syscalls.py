@@ -1,0 +1,162 @@
+"""Record the file-system calls the driver makes, in order, with the paths behind each fd.
+
+Why a recorder and not a SIGKILL: a killed process leaves the page cache intact, so a
+crash test cannot tell a write that was fsynced from one that was not. What proves the
+durable order is the sequence of calls itself. The driver does all its file I/O through
+the ``os`` module (``os.open``/``os.write``/``os.fsync``/``os.fdatasync``/``os.replace``/
+``os.rename``, each a thin wrapper around exactly one system call), so wrapping those
+functions records the system calls it issues, in order, from whichever worker thread.
+(``strace`` would also see them, but is not installed everywhere and cannot attach in
+every container; ``tests/filesystem/test_syscalls.py`` cross-checks with it when it can.)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Call:
+    op: str  # open / write / fsync / fdatasync / replace / rename / close / ftruncate
+    fd: int = -1
+    path: str = ""  # open: the opened name; replace/rename: the source
+    target: str = ""  # replace/rename: the destination
+    dir_fd: int | None = None  # open/replace/rename: the directory fd used
+    dst_dir_fd: int | None = None
+
+
+@dataclass
+class Recorder:
+    calls: list[Call] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # fd -> path it was opened as
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, call: Call) -> None:
+        with self.lock:
+            self.calls.append(call)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+    def name(self, fd: int) -> str:
+        return self.names.get(fd, f"fd{fd}")
+
+
+@contextmanager
+def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    """Wrap the ``os`` functions the driver uses for file I/O."""
+    rec = Recorder()
+    real = {n: getattr(os, n) for n in ("open", "write", "fsync", "fdatasync", "replace",
+                                          "rename", "close", "ftruncate")}  # fmt: skip
+
+    def _open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd: int = real["open"](path, flags, mode, dir_fd=dir_fd)
+        name = os.fsdecode(path)
+        if dir_fd is not None:
+            name = f"{rec.name(dir_fd)}/{name}"
+        rec.names[fd] = name
+        rec.add(Call("open", fd, name, dir_fd=dir_fd))
+        return fd
+
+    def _write(fd: int, data: Any) -> int:
+        rec.add(Call("write", fd, rec.name(fd)))
+        written: int = real["write"](fd, data)
+        return written
+
+    def _sync(op: str) -> Any:
+        def sync(fd: int) -> None:
+            rec.add(Call(op, fd, rec.name(fd)))
+            real[op](fd)
+
+        return sync
+
+    def _move(op: str) -> Any:
+        def move(src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None) -> None:
+            real[op](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+            rec.add(Call(op, path=os.fsdecode(src), target=os.fsdecode(dst), dir_fd=src_dir_fd,
+                         dst_dir_fd=dst_dir_fd))  # fmt: skip
+
+        return move
+
+    def _close(fd: int) -> None:
+        rec.add(Call("close", fd, rec.name(fd)))
+        real["close"](fd)
+
+    def _ftruncate(fd: int, length: int) -> None:
+        rec.add(Call("ftruncate", fd, rec.name(fd)))
+        real["ftruncate"](fd, length)
+
+    monkeypatch.setattr(os, "open", _open)
+    monkeypatch.setattr(os, "write", _write)
+    monkeypatch.setattr(os, "fsync", _sync("fsync"))
+    monkeypatch.setattr(os, "fdatasync", _sync("fdatasync"))
+    monkeypatch.setattr(os, "replace", _move("replace"))
+    monkeypatch.setattr(os, "rename", _move("rename"))
+    monkeypatch.setattr(os, "close", _close)
+    monkeypatch.setattr(os, "ftruncate", _ftruncate)
+    try:
+        yield rec
+    finally:
+        for name, fn in real.items():
+            monkeypatch.setattr(os, name, fn)
+
+
+def durable_replaces(calls: list[Call]) -> list[str]:
+    """Check every replace: write(tmp) -> fsync(tmp) -> replace -> fsync(dir); their targets.
+
+    Raises AssertionError naming the first replace that breaks the order.
+    """
+    done = []
+    for index, call in enumerate(calls):
+        if call.op != "replace":
+            continue
+        opened = max(
+            (i for i, c in enumerate(calls[:index]) if c.op == "open" and c.path.endswith(
+                "/" + call.path) and c.dir_fd == call.dir_fd),
+            default=None,
+        )  # fmt: skip
+        assert opened is not None, f"replace of {call.target}: temp file never opened"
+        fd = calls[opened].fd
+        window = calls[opened:index]
+        writes = [i for i, c in enumerate(window) if c.op == "write" and c.fd == fd]
+        assert writes, f"replace of {call.target}: nothing written to the temp file"
+        synced = [i for i, c in enumerate(window) if c.op == "fsync" and c.fd == fd]
+        assert synced and synced[-1] > writes[-1], (
+            f"replace of {call.target}: temp file not fsynced after its last write"
+        )
+        after = calls[index + 1 :]
+        dir_sync = [i for i, c in enumerate(after) if c.op == "fsync" and c.fd == call.dst_dir_fd]
+        assert dir_sync, f"replace of {call.target}: directory not fsynced afterwards"
+        closed = [i for i, c in enumerate(after) if c.op == "close" and c.fd == call.dst_dir_fd]
+        assert not closed or dir_sync[0] < closed[0], (
+            f"replace of {call.target}: directory fd closed before its fsync"
+        )
+        done.append(call.target)
+    return done
+
+
+def durable_appends(calls: list[Call]) -> list[str]:
+    """Check every write to an event log is followed by fdatasync/fsync of that fd."""
+    done = []
+    for index, call in enumerate(calls):
+        if call.op != "write" or ".jsonl" not in call.path or "/.tmp." in call.path:
+            continue
+        later = calls[index + 1 :]
+        synced = next(
+            (i for i, c in enumerate(later) if c.op in ("fdatasync", "fsync") and c.fd == call.fd),
+            None,
+        )
+        closed = next((i for i, c in enumerate(later) if c.op == "close" and c.fd == call.fd), None)
+        assert synced is not None and (closed is None or synced < closed), (
+            f"append to {call.path} not synced before close"
+        )
+        done.append(call.path.rsplit("/", 1)[-1])
+    return done

@@ -1,0 +1,182 @@
+"""Crash safety with real processes: SIGKILL a writer at random moments, then check.
+
+A writer process (forked from a preloaded forkserver) creates, updates, appends, commits
+multi-session transactions, trims, checkpoints and deletes, acknowledging each write on a
+pipe once the call returned. The harness SIGKILLs it after a random few milliseconds,
+opens the store again (``initialize()`` runs recovery) and checks:
+
+* every acknowledged write is there, and at most the one write in flight beyond it;
+* every session is a state some sequence of whole writes produced (``counter``'s ``n``
+  always equals its version - 1; the log is gap-free);
+* the interrupted transaction is all or nothing (``ta`` and ``tb`` agree);
+* nothing a crash leaves behind remains after ``initialize()`` (temp files, renamed-aside
+  directories, uncommitted log tails, directories of creates that never committed);
+* every record's checksum verifies (``doctor(dry_run=True)`` finds nothing).
+
+A SIGKILL cannot prove an fsync happened (the page cache survives it); that is what
+``test_syscalls.py`` checks. This test proves the *ordering* and the recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import pytest
+from sessionstore_filesystem import FileStore
+
+from . import workers
+from .conftest import leftovers
+from .spawner import Spawner
+
+KILLS = int(os.environ.get("SESSIONSTORE_CRASH_KILLS", "200"))
+
+
+@dataclass
+class Acked:
+    """What the writers acknowledged so far (the floor every check must meet)."""
+
+    counter: int = 1  # version
+    log: int = -1  # last k
+    tx: int = -1
+    created: set[int] = field(default_factory=set)
+    deleted: set[int] = field(default_factory=set)
+    maybe_deleted: int = -1  # the delete that may have been in flight at the kill
+    fresh: set[int] = field(default_factory=set)  # created or deleted since the last check
+    rotate: int = 0
+
+
+@pytest.fixture
+def crash_root(tmp_path: Path) -> Iterator[Path]:
+    """On tmpfs when there is one (fsync is cheap there; the order is what is tested)."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        base = shm / f"sessionstore-crash-{os.getpid()}-{tmp_path.name}"
+        yield base
+        shutil.rmtree(base, ignore_errors=True)
+    else:
+        yield tmp_path / "crash"
+
+
+async def _seed(root: str) -> None:
+    async with FileStore(root=root) as store:
+        await store.create_session(id="counter", data={"n": 0})
+        await store.create_session(id="log")
+        await store.create_session(id="ta")
+        await store.create_session(id="tb")
+
+
+async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, int]:
+    """Check every invariant; return where the next writer starts."""
+    async with FileStore(root=root) as store:
+        assert leftovers(Path(root)) == [], "temp files survived initialize()"
+        counter = await store.get_session("counter")
+        assert counter is not None
+        assert counter.data["n"] == counter.version - 1, counter
+        assert acked.counter <= counter.version <= acked.counter + 1
+        acked.counter = counter.version
+
+        log = await store.get_session("log")
+        assert log is not None
+        events = await store.get_events("log")
+        first = log.last_seq - len(events) + 1
+        assert [e.seq for e in events] == list(range(first, log.last_seq + 1))
+        assert len(events) == log.event_count
+        assert all(e.data["k"] == e.seq - 1 for e in events)
+        assert acked.log + 1 <= log.last_seq <= acked.log + 2
+        acked.log = log.last_seq - 1
+
+        ta, tb = await store.get_session("ta"), await store.get_session("tb")
+        assert ta is not None and tb is not None
+        k = ta.data.get("k", -1)
+        assert tb.data.get("k", -1) == k, "a transaction was applied halfway"
+        assert acked.tx <= k <= acked.tx + 1
+        if k >= 0:
+            (last,) = await store.get_events("ta", last=1)
+            assert last.data == {"k": k}
+        acked.tx = k
+
+        live = sorted(acked.created - acked.deleted)
+        if not full:  # this cycle's creates and deletes, plus a rotating window of the rest
+            window = set(live[acked.rotate % max(1, len(live)) :][:25])
+            live = [c for c in live if c in acked.fresh or c in window]
+            acked.rotate += 25
+        for c in live:
+            got = await store.get_session(f"c{c}")
+            if got is None and c == acked.maybe_deleted:
+                acked.deleted.add(c)  # the delete in flight at the kill had landed
+                continue
+            assert got is not None and got.data == {"k": c}, f"acknowledged create c{c} lost"
+        for c in acked.deleted if full else acked.deleted & acked.fresh:
+            assert await store.get_session(f"c{c}") is None, f"acknowledged delete c{c} undone"
+        acked.fresh = set()
+        nxt = max(acked.created, default=-1) + 1
+        if await store.get_session(f"c{nxt}") is not None:  # the create in flight landed
+            acked.created.add(nxt)
+            nxt += 1
+
+        for cp in await store.list_checkpoints("counter"):
+            await store.get_checkpoint("counter", cp.id)  # digest verified
+
+        report = await store.doctor(dry_run=True)
+        assert report.healthy, report.corrupt
+        assert report.removed == [], f"initialize() left debris: {report.removed}"
+        return {
+            "counter_version": counter.version,
+            "log_next": log.last_seq,
+            "tx_next": k + 1,
+            "create_next": nxt,
+        }
+
+
+def _run_kills(root: str, kills: int, seed: int) -> None:
+    asyncio.run(_seed(root))
+    rnd = random.Random(seed)
+    acked = Acked()
+    start = asyncio.run(_verify(root, acked))
+    writes = 0
+    with Spawner() as spawner:
+        for cycle in range(kills):
+            child = spawner.start(workers.crash_writer, root=root, start=start, seed=seed + cycle)
+            deadline = time.monotonic() + rnd.uniform(0.002, 0.03)
+            raw: list[bytes] = []
+            while (left := deadline - time.monotonic()) > 0:
+                raw.extend(child.read(left))
+            raw.extend(child.kill())
+            messages = [orjson.loads(m) for m in raw]
+            creates = sum(1 for kind, *_ in messages if kind == "create")
+            acked.maybe_deleted = start["create_next"] + creates - 4
+            for kind, *value in messages:
+                writes += 1
+                if kind == "counter":
+                    acked.counter = max(acked.counter, value[0])
+                elif kind == "log":
+                    acked.log = max(acked.log, value[0])
+                elif kind == "tx":
+                    acked.tx = max(acked.tx, value[0])
+                elif kind == "create":
+                    acked.created.add(value[0])
+                    acked.fresh.add(value[0])
+                elif kind == "delete":
+                    acked.deleted.add(value[0])
+                    acked.fresh.add(value[0])
+            acked.fresh.add(acked.maybe_deleted)
+            start = asyncio.run(_verify(root, acked))
+    asyncio.run(_verify(root, acked, full=True))
+    assert writes > kills, "the writers hardly wrote anything before being killed"
+
+
+def test_sigkill_at_random_moments(crash_root: Path) -> None:
+    _run_kills(str(crash_root), KILLS, seed=1234)
+
+
+@pytest.mark.slow
+def test_sigkill_long_run(crash_root: Path) -> None:
+    _run_kills(str(crash_root), 2000, seed=99)

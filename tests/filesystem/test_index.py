@@ -1,0 +1,130 @@
+"""The query index: pages read only their own files, and answers match the reference."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sessionstore_filesystem import FileStore, _engine, _index, _session
+
+from sessionstore import (
+    BaseSessionStore,
+    CreateOp,
+    ManualClock,
+    NewSession,
+    QueryOptions,
+    SessionFilter,
+    Status,
+)
+from sessionstore.query import evaluate, matches
+
+from .conftest import MakeStore
+
+TAGS = [f"tag-{n}" for n in range(6)]
+
+
+async def _populate(store: FileStore, clock: ManualClock, count: int, seed: int = 7) -> None:
+    rnd = random.Random(seed)
+    for start in range(0, count, 50):
+        ops = [
+            CreateOp(
+                NewSession(
+                    processor_id=rnd.choice(["p1", "p2", "p3", None]),
+                    status=rnd.choice(list(Status)),
+                    tags=rnd.sample(TAGS, rnd.randint(0, 3)),
+                    metadata={"user": rnd.choice(["u1", "u2"]), "n": rnd.choice([1, 1.0, True])},
+                    ttl=rnd.choice([None, None, 30, 600]),
+                )
+            )
+            for _ in range(min(50, count - start))
+        ]
+        await store.commit(ops)
+        clock.advance(timedelta(milliseconds=rnd.randint(0, 3000)))
+        if rnd.random() < 0.3:
+            page = await store.list_sessions(None, QueryOptions(limit=1, sort_by="updated_at"))
+            if page.items:
+                s = await store.append_events(page.items[0].id, [{"type": "e"}])
+                await store.update_session(s.id, add_tags={"touched"})
+
+
+@pytest.mark.asyncio
+async def test_a_filtered_page_reads_only_its_own_files(
+    make_store: MakeStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with make_store() as store:
+        await _populate(store, clock, 600)
+        reads = [0]
+        real = _session.read_state
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            reads[0] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(_engine, "read_state", counting)
+        flt = SessionFilter(tags_any={"tag-1", "tag-2"}, status={"active", "paused"})
+        page = await store.list_sessions(flt, QueryOptions(sort_by="created_at", limit=10))
+        assert len(page) == 10
+        assert reads[0] == 10
+        reads[0] = 0
+        assert await store.count_sessions(flt) > 10
+        assert reads[0] == 0  # counted by the index alone
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("drive_below", [2000, 0], ids=["set-driven", "index-walk"])
+async def test_random_queries_match_the_reference_evaluator(
+    make_store: MakeStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, drive_below: int
+) -> None:
+    """Both query shapes: a small set drives (fetch, then sort), or the sort index is walked."""
+    monkeypatch.setattr(_index, "_DRIVE_BELOW", drive_below)
+    rnd = random.Random(3)
+    async with make_store() as store:
+        await _populate(store, clock, 300)
+        everything = [s async for s in store._iter_sessions()]
+        t0, t1 = min(s.created_at for s in everything), clock.now()
+        for _ in range(100):
+            kwargs: dict[str, Any] = {}
+            if rnd.random() < 0.3:
+                kwargs["tags_all"] = set(rnd.sample(TAGS, rnd.randint(1, 2)))
+            if rnd.random() < 0.3:
+                kwargs["tags_any"] = set(rnd.sample([*TAGS, "touched"], rnd.randint(0, 2)))
+            if rnd.random() < 0.3:
+                kwargs["processor_id"] = rnd.choice(["p1", ["p2", "p3"], []])
+            if rnd.random() < 0.3:
+                kwargs["status"] = rnd.sample([s.value for s in Status], rnd.randint(1, 3))
+            if rnd.random() < 0.3:
+                kwargs["metadata"] = rnd.choice([{"user": "u1"}, {"n": 1}, {"n": True}])
+            for name in ("created_after", "created_before", "updated_after", "expires_before"):
+                if rnd.random() < 0.2:  # sub-millisecond bounds on purpose
+                    kwargs[name] = t0 + (t1 - t0 + timedelta(seconds=700)) * rnd.random()
+            if rnd.random() < 0.2:
+                kwargs["has_events"] = rnd.choice([True, False])
+            kwargs["include_expired"] = rnd.random() < 0.3
+            flt = SessionFilter(**kwargs)
+            opts = QueryOptions(
+                sort_by=rnd.choice(["created_at", "updated_at", "expires_at", "id"]),
+                order=rnd.choice(["asc", "desc"]),
+                limit=rnd.choice([1, 7, 50]),
+                offset=rnd.choice([0, 0, 3]),
+            )
+            now = clock.now()
+            expected = evaluate(everything, flt, opts, now)
+            got = await store.list_sessions(flt, opts)
+            assert got.ids == expected.ids, (flt, opts)
+            assert got.next_cursor == expected.next_cursor
+            if got.next_cursor:  # the cursor continues exactly where the reference does
+                follow = QueryOptions(opts.sort_by, opts.order, opts.limit, cursor=got.next_cursor)
+                assert (await store.list_sessions(flt, follow)).ids == evaluate(
+                    everything, flt, follow, now
+                ).ids
+            assert await store.count_sessions(flt) == sum(matches(s, flt, now) for s in everything)
+        clock.advance(700)  # expiry moves sessions out of every query at once
+        assert await store.count_sessions() == await BaseSessionStore.count_sessions(store)
+        expired = await store.cleanup_expired_sessions()
+        assert expired > 0
+        assert (
+            await store.count_sessions(SessionFilter(include_expired=True))
+            == len(everything) - expired
+        )
