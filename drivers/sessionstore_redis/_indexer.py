@@ -1,0 +1,94 @@
+"""The index queue: index updates sent to the index shards in the background.
+
+On Cluster a write script cannot touch the index shards (other hash slots), so each write
+queues its index update here and returns after one round trip; a background task sends
+the queue, pipelined and grouped by shard (``lua/reindex.lua``, guarded by each record's
+(created_at, version), so late or repeated updates never go backwards). Every query of the
+same store waits for the queue first, so a client always sees its own writes; other
+clients see them once the queue is sent (about one more round trip). Readers' repairs of
+stale entries go through the same queue, on every topology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ._conn import Backend
+from ._keys import Keys
+from ._scripts import REINDEX
+
+__all__ = ["IndexQueue"]
+
+log = logging.getLogger("sessionstore.redis")
+
+#: One queued update: (session id, ["P", id, record] | ["D", id, ca, ver] | ["X", id, record])
+Item = tuple[str, list[Any]]
+
+
+class IndexQueue:
+    """Pending index updates of one store and the task that sends them.
+
+    Updates are held for up to :data:`DELAY` seconds so that a burst of writes shares one
+    pipelined call per shard; :meth:`flush` sends at once.
+    """
+
+    DELAY: float = 0.005
+
+    def __init__(self, backend: Backend, keys: Keys) -> None:
+        self._backend = backend
+        self._keys = keys
+        self._pending: list[Item] = []
+        self._timer: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def put(self, items: Sequence[Item]) -> None:
+        """Queue updates; they are sent soon, in order, by a background task."""
+        if not items:
+            return
+        self._pending.extend(items)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        await asyncio.sleep(self.DELAY)
+        self._timer = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Send everything queued so far (in order; one batch at a time)."""
+        async with self._lock:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.send(batch)
+                except Exception as exc:  # the writes succeeded: never fail them afterwards
+                    log.warning("index update failed, entries stay stale until repaired: %s", exc)
+
+    async def close(self) -> None:
+        """Flush, and stop the timer."""
+        await self.flush()
+        timer, self._timer = self._timer, None
+        if timer is not None and not timer.done():
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+
+    async def send(self, items: Sequence[Item]) -> None:
+        """Apply ``items`` now (pipelined, one script call per shard)."""
+        by_shard: dict[int, list[Any]] = {}
+        counts: dict[int, int] = {}
+        for sid, item in items:
+            shard = self._keys.shard(sid)
+            by_shard.setdefault(shard, []).extend(item)
+            counts[shard] = counts.get(shard, 0) + 1
+        calls = []
+        for shard, flat in by_shard.items():
+            ix = self._keys.index(shard)
+            calls.append(("script", REINDEX, [ix + "r"], [ix, counts[shard], *flat]))
+        await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="index update"
+        )

@@ -1,0 +1,83 @@
+"""The key layout (documented in ``docs/redis.md``).
+
+Every key of a namespace starts with ``P = <key_prefix><namespace or "_">:``.
+
+* a session: ``P{<id>}:doc`` (hash), ``P{<id>}:events`` (list), ``P{<id>}:ckpt`` (hash);
+* a session created with a ``group``: ``P{<group>}:<id>:doc|events|ckpt`` (one slot for
+  the whole group), plus a stub ``P{<id>}:doc`` = ``{grp: <group>}`` so that the session
+  is found from its id;
+* index shard ``k``: ``P{~<k>}:<name>`` (``~`` never starts an id, so index keys never
+  share a hash tag with a session).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["Keys", "Loc"]
+
+_GLOB_SPECIAL: Final = re.compile(r"([*?\[\]\\])")
+
+
+@dataclass(frozen=True, slots=True)
+class Loc:
+    """Where one session's keys live."""
+
+    id: str
+    group: str | None
+    doc: str
+    events: str
+    ckpt: str
+
+
+class Keys:
+    """Key names of one namespace."""
+
+    def __init__(self, key_prefix: str, namespace: str, shards: int) -> None:
+        self.prefix = f"{key_prefix}{namespace or '_'}:"
+        self.shards = shards
+        self.doc_pattern = _GLOB_SPECIAL.sub(r"\\\1", self.prefix) + "{*:doc"
+
+    def home(self, sid: str) -> Loc:
+        """The keys of an ungrouped session (and the stub of a grouped one)."""
+        base = f"{self.prefix}{{{sid}}}:"
+        return Loc(sid, None, base + "doc", base + "events", base + "ckpt")
+
+    def grouped(self, sid: str, group: str) -> Loc:
+        """The keys of a session in ``group``."""
+        base = f"{self.prefix}{{{group}}}:{sid}:"
+        return Loc(sid, group, base + "doc", base + "events", base + "ckpt")
+
+    def loc(self, sid: str, group: str | None) -> Loc:
+        """``grouped`` or ``home``."""
+        return self.home(sid) if group is None else self.grouped(sid, group)
+
+    def shard(self, sid: str) -> int:
+        """The index shard of a session (stable: CRC-32 of the id)."""
+        if self.shards == 1:
+            return 0
+        return zlib.crc32(sid.encode()) % self.shards
+
+    def index(self, shard: int) -> str:
+        """The key prefix of index shard ``shard``."""
+        return f"{self.prefix}{{~{shard}}}:"
+
+    def parse_doc_key(self, key: str) -> tuple[str, str | None] | None:
+        """``(id, group)`` of a doc key found by SCAN (``None`` for other keys)."""
+        if not key.startswith(self.prefix) or not key.endswith(":doc"):
+            return None
+        rest = key[len(self.prefix) : -4]
+        if not rest.startswith("{") or rest.startswith("{~"):
+            return None
+        close = rest.find("}")
+        if close < 0:
+            return None
+        tag, tail = rest[1:close], rest[close + 1 :]
+        if tail == "":
+            return tag, None
+        if tail.startswith(":") and tail[1:]:
+            return tail[1:], tag
+        return None

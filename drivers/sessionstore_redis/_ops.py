@@ -1,0 +1,202 @@
+"""Building calls of ``lua/write.lua`` and reading its replies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from sessionstore import (
+    UNSET,
+    IntegrityError,
+    Mutation,
+    QuotaExceededError,
+    SessionConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    UnsupportedFormatError,
+)
+from sessionstore.clock import to_ms
+from sessionstore.codec import checkpoint_to_record, dumps_record
+from sessionstore.planning import Prepared
+
+from ._doc import encode_event, json_pairs
+from ._keys import Loc
+
+__all__ = ["Moved", "WriteCall", "raise_failure"]
+
+_MS = timedelta(milliseconds=1)
+
+
+class Moved(Exception):
+    """The id's home key is a stub: the session lives in ``group`` (internal)."""
+
+    def __init__(self, session_id: str, group: str) -> None:
+        super().__init__(session_id, group)
+        self.session_id = session_id
+        self.group = group
+
+
+def _n(items: Sequence[Any]) -> list[Any]:
+    return [len(items), *items]
+
+
+def _np(flat: Sequence[Any]) -> list[Any]:
+    return [len(flat) // 2, *flat]
+
+
+def _ms(value: datetime | None) -> str:
+    return "" if value is None else str(to_ms(value))
+
+
+@dataclass
+class WriteCall:
+    """The keys and arguments of one call of the write script."""
+
+    now_ms: int
+    grace_ms: int
+    token: str
+    max_bytes: int
+    index_prefix: str
+    keys: list[str] = field(default_factory=list)
+    ops: list[Any] = field(default_factory=list)
+    count: int = 0
+    locs: list[Loc] = field(default_factory=list)
+
+    def args(self) -> list[Any]:
+        """ARGV of the call."""
+        head = [self.now_ms, self.grace_ms, self.token, self.max_bytes, self.index_prefix]
+        return [*head, self.count, *self.ops]
+
+    def _op(self, kind: str, loc: Loc, expect: int | str | None, payload: list[Any]) -> None:
+        base = len(self.keys) + 1
+        self.keys += [loc.doc, loc.events, loc.ckpt]
+        self.locs.append(loc)
+        self.ops += [kind, base, loc.id, loc.group or "", "" if expect is None else expect]
+        self.ops += payload
+        self.count += 1
+
+    def create(self, loc: Loc, p: Prepared, expires_ms: str) -> None:
+        assert p.data is not None and p.metadata is not None and p.status is not None
+        pid = p.processor_id if isinstance(p.processor_id, str) else ""
+        self._op(
+            "C",
+            loc,
+            None,
+            [
+                expires_ms,
+                p.status.value,
+                pid,
+                *_n(sorted(p.tags)),
+                *_np(json_pairs(p.data[1])),
+                *_np(json_pairs(p.metadata[1])),
+            ],
+        )
+
+    def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
+        payload: list[Any] = []
+        for replace, merge, remove in (
+            (p.data, p.merge_data, p.remove_data_keys),
+            (p.metadata, p.merge_metadata, p.remove_metadata_keys),
+        ):
+            if replace is not None:
+                payload += ["R", *_np(json_pairs(replace[1])), 0]
+            else:
+                flat = json_pairs(merge) if merge is not None else []
+                payload += ["M", *_np(flat), *_n([orjson.dumps(k) for k in remove])]
+        payload.append(p.status.value if p.status is not None else "")
+        if p.processor_id is UNSET:
+            payload += ["", ""]
+        elif p.processor_id is None:
+            payload += ["N", ""]
+        else:
+            payload += ["S", p.processor_id]
+        if p.replace_tags is not None:
+            payload += ["R", *_n(sorted(p.replace_tags)), 0]
+        elif p.add_tags or p.remove_tags:
+            payload += ["A", *_n(sorted(p.add_tags)), *_n(sorted(p.remove_tags))]
+        else:
+            payload += ["", 0, 0]
+        if p.ttl is not None:
+            payload += ["S", self.now_ms + p.ttl // _MS]
+        elif p.expires_at is UNSET:
+            payload += ["", ""]
+        elif p.expires_at is None:
+            payload += ["N", ""]
+        else:
+            assert isinstance(p.expires_at, datetime)
+            payload += ["S", to_ms(p.expires_at)]
+        self._op("U", loc, expect, payload)
+
+    def append(self, loc: Loc, events: Sequence[bytes], expect: int | None) -> None:
+        self._op("A", loc, expect, _n(events))
+
+    def touch(self, loc: Loc, expires_ms: int | None, expect: int | None) -> None:
+        self._op("T", loc, expect, ["", ""] if expires_ms is None else ["S", expires_ms])
+
+    def trim(self, loc: Loc, keep_last: int, expect: int | None) -> None:
+        self._op("R", loc, expect, [keep_last])
+
+    def delete(self, loc: Loc, expect: int | str | None) -> None:
+        """``expect="expired"`` deletes only a session that has expired."""
+        self._op("D", loc, expect, [])
+
+    def mutation(self, loc: Loc, mut: Mutation, expect: int | str) -> None:
+        """A generic mutation. ``expect`` is the stored version, or a merge strategy of
+        ``put_records`` decided in the script: ``"skip"``, ``"over"`` or ``"newer"``."""
+        flags = ("d" if mut.delete else "") + ("r" if mut.reset else "")
+        s = mut.session
+        payload: list[Any] = []
+        if s is not None and not mut.delete:
+            flags += "s"
+            payload += [
+                to_ms(s.created_at),
+                to_ms(s.updated_at),
+                _ms(s.expires_at),
+                s.status.value,
+                s.processor_id or "",
+                s.event_count,
+                s.last_seq,
+                *_n(sorted(s.tags)),
+                *_np(json_pairs(s.data)),
+                *_np(json_pairs(s.metadata)),
+            ]
+        events = [encode_event(e.type, to_ms(e.at), e.data) for e in mut.append]
+        cps: list[Any] = []
+        for cp in mut.put_checkpoints:
+            cps += [cp.id, dumps_record(checkpoint_to_record(cp))]
+        payload += [
+            *_n(events),
+            "1" if mut.trim_before else "",
+            *_np(cps),
+            *_n(mut.delete_checkpoints),
+        ]
+        newver = s.version if s is not None and not mut.delete else ""
+        self._op("F", loc, expect, [flags, newver, *payload])
+
+
+def raise_failure(reply: Sequence[Any]) -> None:
+    """Raise the typed error of a ``{'!', code, id, a, b}`` reply."""
+    code = reply[1].decode()
+    sid = reply[2].decode()
+    a, b = reply[3].decode(), reply[4].decode()
+    if code == "CONFLICT":
+        raise SessionConflictError(sid, int(a or 0), int(b or 0))
+    if code == "NOTFOUND":
+        raise SessionNotFoundError(sid)
+    if code == "EXISTS":
+        raise SessionExistsError(sid)
+    if code == "PTR":
+        raise Moved(sid, a)
+    if code == "QUOTA":
+        raise QuotaExceededError(
+            f"session {sid!r} would be {a} bytes encoded, over the limit of {b}"
+        )
+    if code == "FORMAT":
+        raise UnsupportedFormatError(
+            "the stored session was written by a newer sessionstore; upgrade to change it", sid
+        )
+    raise IntegrityError("the stored session document is corrupt", sid)

@@ -1,0 +1,398 @@
+"""Indexed queries: filtered, ordered pages in O(page), counts, search, expiry scans.
+
+Every index shard is walked by ``lua/walk.lua`` (one call per shard, pipelined), which
+either enumerates the smallest candidate set (processor / status / tags) or walks the
+order index from the cursor, checking set membership and the index record (expiry, time
+bounds, has_events) server-side. The client merges the shards' answers, loads the
+documents and checks each one with the reference matcher (``sessionstore.query``), so a
+stale index entry (possible on Cluster, where indexes are updated in a second step) is
+skipped and repaired, never returned.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+from sessionstore import Page, QueryOptions, Session, SessionFilter, StoreUnavailableError
+from sessionstore.clock import to_ms
+from sessionstore.query import (
+    OrderKey,
+    decode_cursor,
+    encode_cursor,
+    evaluate,
+    matches,
+    normalize_search_text,
+    order_key,
+    query_fingerprint,
+    search_matches,
+)
+
+from ._doc import record_of
+from ._scripts import WALK
+
+if TYPE_CHECKING:
+    from sessionstore import Clock
+
+    from ._conn import Backend
+    from ._indexer import IndexQueue
+    from ._keys import Keys
+
+__all__ = ["QueryMixin"]
+
+log = logging.getLogger("sessionstore.redis")
+_BUDGET: Final = 4_000  # index entries one walk call examines at most
+_COUNT_BUDGET: Final = 50_000
+_ALL: Final = 10**15
+_ONE_MS: Final = timedelta(milliseconds=1)
+
+
+@dataclass(frozen=True)
+class _Segment:
+    zset: str  # index name: c, u, x, n, i
+    lex: bool
+    missing: int  # the OrderKey "missing" flag of rows in this segment
+    lo: int | None = None
+    hi: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    key: tuple[int, str]  # (score, id) position in the segment
+    sid: str
+    record: str
+
+
+def _ceil_ms(value: datetime) -> int:
+    return to_ms(value) + (1 if value.microsecond % 1000 else 0)
+
+
+def _before(a: tuple[int, str], b: tuple[int, str], desc: bool) -> bool:
+    """``a`` comes strictly before ``b`` in the walk direction."""
+    return a > b if desc else a < b
+
+
+class QueryMixin:
+    """``list_sessions``, ``count_sessions``, ``search_sessions`` and the expiry scan."""
+
+    if TYPE_CHECKING:
+        clock: Clock
+        _backend: Backend
+        _keys: Keys
+        _cluster: bool
+        _index: IndexQueue
+
+        def _check_open(self) -> None: ...
+        def _iter_sessions(self) -> AsyncIterator[Session]: ...
+        async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]: ...
+        async def _release(self, sid: str, group: str) -> None: ...
+
+    # ------------------------------------------------------------------ public
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """One page in O(page): the indexes narrow and order, the documents confirm."""
+        self._check_open()
+        await self._index.flush()
+        return await self._query(filter or SessionFilter(), options or QueryOptions(), None)
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """Plain-text search: walks the (filtered) index in the requested order, checking
+        each document, until the page is full. Cost grows with the sessions examined."""
+        normalize_search_text(text)
+        self._check_open()
+        await self._index.flush()
+        return await self._query(filter or SessionFilter(), options or QueryOptions(), text)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """Counted on the server from the indexes (documents are read only for
+        ``ids`` and ``metadata`` conditions)."""
+        self._check_open()
+        await self._index.flush()
+        flt = filter or SessionFilter()
+        now = self.clock.now()
+        if flt.ids is not None:
+            found = await self._fetch(sorted(flt.ids), strict=False)
+            return sum(1 for s in found.values() if matches(s, flt, now))
+        if flt.metadata:
+            return len(await self._collect(flt, "id", False, now, None, _ALL, None))
+        if flt.created_after or flt.created_before:
+            seg = self._segments("created_at", flt, now)[0]
+        elif flt.updated_after or flt.updated_before:
+            seg = self._segments("updated_at", flt, now)[0]
+        else:
+            seg = _Segment("i", True, 0)
+        total = 0
+        starts: dict[int, tuple[int, str] | None] = dict.fromkeys(range(self._keys.shards))
+        while starts:
+            shards = list(starts)
+            calls = [self._walk_call(k, seg, starts[k], 0, flt, now, False) for k in shards]
+            results = await self._pipeline(calls)
+            for shard, res in zip(shards, results, strict=True):
+                total += int(res[3])
+                if res[0] == b"1":
+                    del starts[shard]
+                else:
+                    starts[shard] = (int(float(res[1] or 0)), res[2].decode())
+        return total
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        """From the expiry index (``expires_at <= now``), documents confirmed."""
+        self._check_open()
+        await self._index.flush()
+        flt = SessionFilter(include_expired=True, expires_before=now + _ONE_MS)
+        return await self._collect(flt, "expires_at", False, now, None, _ALL, None)
+
+    # ------------------------------------------------------------------ engine
+
+    async def _query(self, flt: SessionFilter, opts: QueryOptions, search: str | None) -> Page:
+        now = self.clock.now()
+        fingerprint = query_fingerprint(flt, opts, search)
+        after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
+        if flt.ids is not None:
+            found = await self._fetch(sorted(flt.ids), strict=False)
+            return evaluate(found.values(), flt, opts, now, search=search)
+        needle = normalize_search_text(search) if search is not None else None
+        end = opts.offset + opts.limit
+        picked = await self._collect(
+            flt, opts.sort_by, opts.descending, now, after, end + 1, needle
+        )
+        items = picked[opts.offset : end]
+        cursor = None
+        if len(picked) > end and items:
+            cursor = encode_cursor(fingerprint, order_key(items[-1], opts.sort_by))
+        return Page(items, cursor)
+
+    def _segments(self, sort_by: str, flt: SessionFilter, now: datetime) -> list[_Segment]:
+        if sort_by == "id":
+            return [_Segment("i", True, 0)]
+        if sort_by == "created_at":
+            lo = None if flt.created_after is None else to_ms(flt.created_after) + 1
+            hi = None if flt.created_before is None else _ceil_ms(flt.created_before) - 1
+            return [_Segment("c", False, 0, lo, hi)]
+        if sort_by == "updated_at":
+            lo = None if flt.updated_after is None else to_ms(flt.updated_after) + 1
+            hi = None if flt.updated_before is None else _ceil_ms(flt.updated_before) - 1
+            return [_Segment("u", False, 0, lo, hi)]
+        lo = None if flt.include_expired else to_ms(now) + 1
+        hi = None if flt.expires_before is None else _ceil_ms(flt.expires_before) - 1
+        segments = [_Segment("x", False, 0, lo, hi)]
+        if flt.expires_before is None:
+            segments.append(_Segment("n", True, 1))
+        return segments
+
+    def _walk_call(
+        self,
+        shard: int,
+        seg: _Segment,
+        start: tuple[int, str] | None,
+        want: int,
+        flt: SessionFilter,
+        now: datetime,
+        desc: bool,
+    ) -> tuple[Any, ...]:
+        ix = self._keys.index(shard)
+        groups: list[list[str]] = []
+        if flt.processor_id is not None:
+            groups.append([f"{ix}p:{p}" for p in sorted(flt.processor_id)])
+        if flt.status is not None:
+            groups.append([f"{ix}s:{s.value}" for s in sorted(flt.status)])
+        if flt.tags_all:
+            groups.extend([f"{ix}t:{t}"] for t in sorted(flt.tags_all))
+        if flt.tags_any is not None:
+            groups.append([f"{ix}t:{t}" for t in sorted(flt.tags_any)])
+
+        def opt(value: int | None) -> int | str:
+            return "" if value is None else value
+
+        has_events = "" if flt.has_events is None else ("1" if flt.has_events else "0")
+        args: list[Any] = [
+            "1" if seg.lex else "0",
+            "1" if desc else "0",
+            "" if start is None or seg.lex else start[0],
+            "" if start is None else start[1],
+            opt(seg.lo),
+            opt(seg.hi),
+            want,
+            _COUNT_BUDGET if want == 0 else _BUDGET,
+            "" if flt.include_expired else to_ms(now),
+            opt(None if flt.created_after is None else to_ms(flt.created_after) + 1),
+            opt(None if flt.created_before is None else _ceil_ms(flt.created_before) - 1),
+            opt(None if flt.updated_after is None else to_ms(flt.updated_after) + 1),
+            opt(None if flt.updated_before is None else _ceil_ms(flt.updated_before) - 1),
+            opt(None if flt.expires_before is None else _ceil_ms(flt.expires_before)),
+            has_events,
+            len(groups),
+            *(len(g) for g in groups),
+        ]
+        keys = [ix + "r", ix + seg.zset, ix + "x", ix + "c", ix + "u"]
+        keys += [key for g in groups for key in g]
+        return ("script", WALK, keys, args)
+
+    async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="query"
+        )
+        for res in results:
+            if isinstance(res, Exception):
+                raise StoreUnavailableError(f"query failed: {res}")
+        return results
+
+    async def _collect(
+        self,
+        flt: SessionFilter,
+        sort_by: str,
+        desc: bool,
+        now: datetime,
+        after: OrderKey | None,
+        need: int,
+        needle: str | None,
+    ) -> list[Session]:
+        """The first ``need`` matching sessions after ``after``, in order."""
+        out: list[Session] = []
+        for seg in self._segments(sort_by, flt, now):
+            if after is not None and seg.missing < after[0]:
+                continue
+            start: tuple[int, str] | None = None
+            if after is not None and seg.missing == after[0]:
+                value = after[1]
+                start = (value if isinstance(value, int) else 0, after[2])
+            while len(out) < need:
+                # the index checks everything but metadata and search text: ask for more
+                # candidates only when documents will reject some
+                want = need - len(out)
+                if flt.metadata or needle is not None:
+                    want = max(want, 64)
+                want = min(want, 2_000)
+                shards = self._keys.shards
+                # rows spread over the shards: ask each for its share (with a margin); a
+                # shard that holds more is asked again from the frontier
+                per_shard = want if shards == 1 else min(want, 2 * want // shards + 8)
+                results = await self._pipeline(
+                    [
+                        self._walk_call(k, seg, start, per_shard, flt, now, desc)
+                        for k in range(shards)
+                    ]
+                )
+                frontier, runs = self._parse(results, desc)
+                merged = heapq.merge(*runs, key=lambda e: e.key, reverse=desc)
+                final = [
+                    e for e in merged if frontier is None or not _before(frontier, e.key, desc)
+                ][:want]
+                await self._confirm(final, seg, flt, now, needle, need, out, sort_by)
+                if len(final) == want:
+                    start = final[-1].key  # cut short: continue right after the last row
+                elif frontier is None:
+                    break
+                else:
+                    start = frontier
+            if len(out) >= need:
+                break
+        return out
+
+    @staticmethod
+    def _parse(results: list[Any], desc: bool) -> tuple[tuple[int, str] | None, list[list[_Entry]]]:
+        frontier: tuple[int, str] | None = None
+        runs = []
+        for res in results:
+            entries = []
+            for row in res[4:]:
+                sid_b, score, record = row.split(b"\x01", 2)
+                sid = sid_b.decode()
+                entries.append(_Entry((int(float(score)), sid), sid, record.decode()))
+            runs.append(entries)
+            if res[0] != b"1":
+                last = (int(float(res[1] or 0)), res[2].decode())
+                if frontier is None or _before(last, frontier, desc):
+                    frontier = last
+        return frontier, runs
+
+    async def _confirm(
+        self,
+        entries: list[_Entry],
+        seg: _Segment,
+        flt: SessionFilter,
+        now: datetime,
+        needle: str | None,
+        need: int,
+        out: list[Session],
+        sort_by: str,
+    ) -> None:
+        if not entries:
+            return
+        docs = await self._fetch([e.sid for e in entries], strict=False)
+        repairs: list[tuple[str, list[Any]]] = []
+        for entry in entries:
+            s = docs.get(entry.sid)
+            if s is None:
+                repairs.append((entry.sid, ["X", entry.sid, entry.record]))
+                continue
+            if record_of(s) != entry.record:
+                repairs.append((entry.sid, ["P", entry.sid, record_of(s)]))
+                continue
+            key = order_key(s, sort_by)  # type: ignore[arg-type]
+            position = (key[1] if isinstance(key[1], int) else 0, s.id)
+            if key[0] != seg.missing or position != entry.key:
+                continue
+            if not matches(s, flt, now) or (needle is not None and not search_matches(s, needle)):
+                continue
+            if len(out) < need:
+                out.append(s)
+        if repairs:
+            await self._repair(repairs)
+
+    async def _repair(self, items: list[tuple[str, list[Any]]]) -> None:
+        """Fix index entries that point at deleted or changed sessions (lazily, queued)."""
+        for sid, item in items:
+            if item[0] == "X":
+                group = item[2].split("\0")[6]
+                if group:
+                    await self._release(sid, group)
+        self._index.put(items)
+
+    # ------------------------------------------------------------------ maintenance
+
+    async def rebuild_indexes(self) -> tuple[int, int]:
+        """Reconcile the indexes with the documents (after a crash between a Cluster write
+        and its queued index update, or data written behind the store's back): every
+        document is (re)indexed, every entry without a document removed. Safe to run
+        while the store is in use. Returns ``(indexed, removed)``."""
+        self._check_open()
+        await self._index.flush()
+        indexed = 0
+        batch: list[tuple[str, list[Any]]] = []
+        async for session in self._iter_sessions():
+            batch.append((session.id, ["P", session.id, record_of(session)]))
+            if len(batch) >= 500:
+                await self._index.send(batch)
+                indexed += len(batch)
+                batch = []
+        if batch:
+            await self._index.send(batch)
+            indexed += len(batch)
+        removed = 0
+        for shard in range(self._keys.shards):
+            key = self._keys.index(shard) + "r"
+            cursor = 0
+            while True:
+                cursor, chunk = await self._backend.client.hscan(key, cursor, count=500)
+                records = {k.decode(): v.decode() for k, v in chunk.items()}
+                found = await self._fetch(list(records), strict=False)
+                stale = [(sid, ["X", sid, rec]) for sid, rec in records.items() if sid not in found]
+                if stale:
+                    await self._repair(stale)
+                    removed += len(stale)
+                if not cursor:
+                    break
+        await self._index.flush()
+        return indexed, removed

@@ -1,0 +1,549 @@
+"""RedisStore: sessions in Redis (single server, Sentinel or Cluster), one round trip per
+operation. The layout is in ``_keys.py``, the scripts in ``lua/``, the query planner in
+``_query.py``; ``docs/redis.md`` describes all of it for users."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Unpack, cast
+from urllib.parse import SplitResult
+
+from sessionstore import (
+    AppendOp,
+    BaseSessionStore,
+    Capabilities,
+    Checkpoint,
+    CreateOp,
+    Event,
+    EventInput,
+    IntegrityError,
+    NewSession,
+    NewSessionFields,
+    OutcomeUnknownError,
+    QuotaExceededError,
+    Session,
+    SessionChanges,
+    SessionConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionUpdate,
+    UpdateOp,
+)
+from sessionstore.clock import to_ms
+from sessionstore.codec import checkpoint_from_record, decode_json
+from sessionstore.model import TTL
+from sessionstore.planning import check_expected_version, prepare
+from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
+
+from ._conn import Backend
+from ._doc import decode_doc, decode_events, encode_event, record_of
+from ._indexer import IndexQueue
+from ._keys import Keys, Loc
+from ._ops import Moved, WriteCall, raise_failure
+from ._options import RedisOptions, options_from_url
+from ._query import QueryMixin
+from ._records import RecordsMixin
+from ._scripts import EVENTS, READ, WRITE
+from ._writes import WritesMixin
+
+__all__ = ["RedisStore"]
+
+log = logging.getLogger("sessionstore.redis")
+_STATE_ERRORS = (b"CONFLICT", b"NOTFOUND", b"EXISTS")
+_MAX_GROUP_CACHE = 100_000
+
+
+@dataclass
+class _Reply:
+    results: list[Any]
+    done: bool  # a retried call found its own earlier write applied
+    ambiguous: bool  # an earlier attempt's outcome was unknown
+
+
+class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
+    """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``)."""
+
+    Options = RedisOptions
+    CAPABILITIES = Capabilities(
+        atomic_multi_session=True,
+        shared_namespace=True,
+        cross_process=True,
+        durable=False,
+        native_ttl=True,
+        indexed_query=True,
+    )
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._o = cast(RedisOptions, self.options)
+        self._cluster = self._o.mode == "cluster"
+        self._backend = Backend(self._o)
+        self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
+        self._index = IndexQueue(self._backend, self._keys)
+        self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
+        self._token_prefix = secrets.token_hex(6)
+        self._token_seq = itertools.count()
+        self._caps = (
+            replace(self.CAPABILITIES, atomic_multi_session=False)
+            if self._cluster
+            else self.CAPABILITIES
+        )
+
+    @classmethod
+    def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
+        return options_from_url(parts)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """On Cluster a batch is atomic only within one slot: ``atomic_multi_session`` is
+        false (a batch over several slots raises :class:`TransactionError`)."""
+        return self._caps
+
+    @property
+    def client(self) -> Any:
+        """The underlying redis-py client (``redis.asyncio.Redis`` or ``RedisCluster``)."""
+        return self._backend.client
+
+    def key_names(self, session_id: str, group: str | None = None) -> dict[str, str]:
+        """The Redis keys of a session (for operators; see ``docs/redis.md``)."""
+        loc = self._keys.loc(validate_session_id(session_id), group)
+        return {"doc": loc.doc, "events": loc.events, "ckpt": loc.ckpt}
+
+    async def _initialize(self) -> None:
+        await self._backend.open()
+
+    async def _shutdown(self) -> None:
+        try:
+            await self._index.close()
+        finally:
+            await self._backend.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _loc(self, sid: str) -> Loc:
+        return self._keys.loc(sid, self._groups.get(sid))
+
+    def _remember(self, sid: str, group: str | None) -> None:
+        if group is None:
+            self._groups.pop(sid, None)
+            return
+        if len(self._groups) >= _MAX_GROUP_CACHE:
+            self._groups.clear()
+        self._groups[sid] = group
+
+    def _call(self, now_ms: int) -> WriteCall:
+        token = f"{self._token_prefix}{next(self._token_seq):x}"
+        return WriteCall(
+            now_ms,
+            int(self._o.expiry_grace * 1000),
+            token,
+            self._limits.max_session_bytes,
+            "" if self._cluster else self._keys.index(0),
+        )
+
+    async def _exec(self, call: WriteCall, *, idempotent: bool, what: str) -> _Reply:
+        backend = self._backend
+        run_script = backend.script_wait if self._o.wait_replicas else backend.script
+
+        async def attempt() -> Any:
+            return await run_script(WRITE, call.keys, call.args())
+
+        reply, ambiguous = await backend.run(attempt, idempotent=idempotent, what=what)
+        tag = reply[0]
+        if tag == b"!":
+            if ambiguous and reply[1] in _STATE_ERRORS:
+                raise OutcomeUnknownError(
+                    f"{what}: a retried write found the session changed ({reply[1].decode()}); "
+                    "the first attempt may have been applied: re-read the session"
+                )
+            try:
+                raise_failure(reply)
+            except SessionConflictError as exc:
+                self._notify(
+                    "sessionstore_conflict",
+                    session_id=exc.session_id,
+                    expected=exc.expected,
+                    actual=exc.actual,
+                )
+                raise
+        if tag == b"DONE":
+            return _Reply([reply[1]], True, ambiguous)
+        return _Reply(list(reply[1:]), False, ambiguous)
+
+    async def _one_op(
+        self,
+        sid: str,
+        build: Callable[[WriteCall, Loc], None],
+        now_ms: int,
+        *,
+        idempotent: bool,
+        what: str,
+    ) -> tuple[_Reply, Loc]:
+        """One op on one session, following a grouped session's stub (and a stale cache)."""
+        tried: set[str | None] = set()
+        while True:
+            loc = self._loc(sid)
+            tried.add(loc.group)
+            call = self._call(now_ms)
+            build(call, loc)
+            try:
+                return await self._exec(call, idempotent=idempotent, what=what), loc
+            except Moved as moved:
+                if moved.group in tried:
+                    raise SessionNotFoundError(sid) from None
+                self._remember(sid, moved.group)
+            except SessionNotFoundError:
+                if loc.group is None or None in tried:
+                    raise
+                self._remember(sid, None)
+
+    def _session_of(self, reply: _Reply, sid: str) -> Session:
+        doc = decode_doc(reply.results[0], sid)
+        if not isinstance(doc, Session):
+            raise IntegrityError("the write script returned no session document", sid)
+        return doc
+
+    async def _reindex(self, items: Sequence[tuple[str, list[Any]]]) -> None:
+        """Cluster: queue the index update of a write (sent in the background, see
+        ``_indexer.py``); on a single server the write script did it already."""
+        if self._cluster:
+            self._index.put(items)
+
+    def _index_put(self, s: Session) -> tuple[str, list[Any]]:
+        return s.id, ["P", s.id, record_of(s)]
+
+    async def _script(self, script: Any, keys: list[str], args: list[Any], what: str) -> Any:
+        reply, _ = await self._backend.run(
+            lambda: self._backend.script(script, keys, args), idempotent=True, what=what
+        )
+        return reply
+
+    # ------------------------------------------------------------------ reads
+
+    async def _read_docs(self, locs: Sequence[Loc]) -> list[Any]:
+        """Documents as one string each (``lua/read.lua``): one call on a single server,
+        one per document (pipelined, grouped by node) on Cluster."""
+        calls: list[tuple[Any, ...]]
+        if len(locs) == 1:
+            reply, _ = await self._backend.run(
+                lambda: self._backend.script(READ, [locs[0].doc], []),
+                idempotent=True,
+                what="read",
+            )
+            return [reply[0]]
+        if self._cluster:
+            calls = [("script", READ, [loc.doc], []) for loc in locs]
+        else:
+            calls = [("script", READ, [loc.doc for loc in locs], [])]
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="read"
+        )
+        if self._cluster:
+            return [r[0] if isinstance(r, list) else r for r in results]
+        reply = results[0]
+        return list(reply) if isinstance(reply, list) else [reply] * len(locs)
+
+    async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
+        """Stored sessions (expired included), following stubs; corrupt ones raise
+        (``strict``) or are reported and skipped."""
+        out: dict[str, Session] = {}
+        pending = [(sid, self._loc(sid), {self._groups.get(sid)}) for sid in ids]
+        for _ in range(3):
+            if not pending:
+                break
+            results = []
+            for start in range(0, len(pending), 1000):
+                chunk = pending[start : start + 1000]
+                results += await self._read_docs([loc for _, loc, _ in chunk])
+            again = []
+            for (sid, loc, tried), raw in zip(pending, results, strict=True):
+                try:
+                    if isinstance(raw, Exception):
+                        raise IntegrityError(f"unreadable document ({raw})", sid)
+                    doc = decode_doc(raw, sid)
+                except IntegrityError as exc:
+                    if strict:
+                        raise
+                    self._report_corrupt(exc)
+                    continue
+                if isinstance(doc, Session):
+                    if doc.id != sid:
+                        raise IntegrityError("the document holds another session's id", sid)
+                    if doc.group is not None:
+                        self._remember(sid, doc.group)
+                    out[sid] = doc
+                elif isinstance(doc, str) and doc not in tried:
+                    self._remember(sid, doc)
+                    again.append((sid, self._keys.grouped(sid, doc), {*tried, doc}))
+                elif doc is None and loc.group is not None and None not in tried:
+                    self._remember(sid, None)
+                    again.append((sid, self._keys.home(sid), {*tried, None}))
+            pending = again
+        return out
+
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        return await self._fetch(session_ids, strict=True)
+
+    async def get_session(
+        self, session_id: str, *, include_expired: bool = False
+    ) -> Session | None:
+        """The session, or ``None`` when it does not exist or has expired. One HGETALL."""
+        validate_session_id(session_id)
+        self._check_open()
+        session = (await self._fetch([session_id], strict=True)).get(session_id)
+        if session is None or (not include_expired and session.is_expired(self.clock.now())):
+            return None
+        return session
+
+    async def _events(
+        self, sid: str, after_seq: int, limit: int | None, last: int | None, now: str
+    ) -> list[Event] | None:
+        tried: set[str | None] = set()
+        while True:
+            loc = self._loc(sid)
+            tried.add(loc.group)
+            args = [now, after_seq, "" if limit is None else limit, "" if last is None else last]
+            reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+            code = reply[0]
+            if code == b"OK":
+                return decode_events(reply[2], int(reply[1]), sid)
+            if code == b"PTR":
+                group = reply[1].decode()
+                if group in tried:
+                    return None
+                self._remember(sid, group)
+            elif code == b"NOTFOUND":
+                if loc.group is None or None in tried:
+                    return None
+                self._remember(sid, None)
+            else:
+                raise IntegrityError("the stored session document is corrupt", sid)
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Event]:
+        """A page of the event log in one round trip (SessionNotFoundError if absent)."""
+        validate_session_id(session_id)
+        self._check_event_window(after_seq, limit, last)
+        self._check_open()
+        now = str(to_ms(self.clock.now()))
+        events = await self._events(session_id, after_seq, limit, last, now)
+        if events is None:
+            raise SessionNotFoundError(session_id)
+        return events
+
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        return await self._events(session_id, after_seq, limit, last, "") or []
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        found = await self._fetch([session_id], strict=False)
+        loc = self._loc(session_id) if session_id in found else self._keys.home(session_id)
+        raw, _ = await self._backend.run(
+            lambda: self._backend.client.hgetall(loc.ckpt), idempotent=True, what="read"
+        )
+        out = []
+        for cp_id, blob in raw.items():
+            name = f"{session_id}/{cp_id.decode(errors='replace')}"
+            out.append(checkpoint_from_record(decode_json(blob, name), name))
+        out.sort(key=lambda cp: (cp.created_at, cp.id))
+        return out
+
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        batch: list[str] = []
+        async for key in self._backend.client.scan_iter(match=self._keys.doc_pattern, count=1000):
+            parsed = self._keys.parse_doc_key(key.decode(errors="replace"))
+            if parsed is None:
+                continue
+            sid, group = parsed
+            if group is not None:
+                self._remember(sid, group)
+            batch.append(sid)
+            if len(batch) >= 500:
+                for s in (await self._fetch(batch, strict=False)).values():
+                    yield s
+                batch = []
+        if batch:
+            for s in (await self._fetch(batch, strict=False)).values():
+                yield s
+
+    # ------------------------------------------------------------------ fast writes
+
+    async def create_session(self, **fields: Unpack[NewSessionFields]) -> Session:
+        """Create a session in one round trip (two with a ``group``: the id's stub first)."""
+        p = prepare(CreateOp(NewSession(**fields)), self._limits)
+        self._check_open()
+        assert p.data is not None and p.metadata is not None and p.status is not None
+        size = len(p.data[0]) + len(p.metadata[0])
+        if size > self._limits.max_session_bytes:
+            raise QuotaExceededError(
+                f"session {p.session_id!r} would be {size} bytes encoded, over the limit of "
+                f"{self._limits.max_session_bytes}"
+            )
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        expires: datetime | None = None
+        if p.ttl is not None:
+            expires = now + p.ttl
+        elif isinstance(p.expires_at, datetime):
+            expires = p.expires_at
+        session = Session(
+            p.session_id,
+            p.processor_id if isinstance(p.processor_id, str) else None,
+            p.status,
+            p.data[1],
+            p.metadata[1],
+            p.tags,
+            now,
+            now,
+            expires,
+            1,
+            0,
+            0,
+            p.group,
+        )
+        sid, group = session.id, session.group
+        if group is not None:
+            await self._claim(sid, group, now_ms)
+        loc = self._keys.loc(sid, group)
+        expires_ms = "" if expires is None else str(to_ms(expires))
+        for _ in range(4):
+            call = self._call(now_ms)
+            call.create(loc, p, expires_ms)
+            try:
+                await self._exec(call, idempotent=True, what=f"create {sid}")
+                break
+            except Moved as moved:  # an (expired?) grouped session holds the id
+                await self._delete_expired(self._keys.grouped(sid, moved.group), now_ms)
+                await self._release(sid, moved.group)
+        else:
+            raise SessionExistsError(sid)
+        self._remember(sid, group)
+        if self._cluster:
+            self._index.put([self._index_put(session)])
+        self._notify("sessionstore_session_created", session=session)
+        return session
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        expected_version: int | None = None,
+        **changes: Unpack[SessionChanges],
+    ) -> Session:
+        """Change part of a session in one round trip (merges are HSETs in the script)."""
+        p = prepare(UpdateOp(session_id, SessionUpdate(**changes), expected_version), self._limits)
+        self._check_open()
+        now_ms = to_ms(self.clock.now())
+        reply, _ = await self._one_op(
+            p.session_id,
+            lambda call, loc: call.update(loc, p, p.expected_version),
+            now_ms,
+            idempotent=p.expected_version is not None,
+            what=f"update {session_id}",
+        )
+        return await self._written(reply, p.session_id)
+
+    async def _written(self, reply: _Reply, sid: str) -> Session:
+        session = self._session_of(reply, sid)
+        if self._cluster:
+            self._index.put([self._index_put(session)])
+        self._notify("sessionstore_session_updated", session=session)
+        return session
+
+    async def append_events(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+    ) -> Session:
+        """Append events in one round trip: an RPUSH in the script, O(1) in history."""
+        p = prepare(AppendOp(session_id, events, expected_version), self._limits)
+        self._check_open()
+        now_ms = to_ms(self.clock.now())
+        blobs = [encode_event(etype, now_ms, data) for etype, data in p.events]
+        reply, _ = await self._one_op(
+            p.session_id,
+            lambda call, loc: call.append(loc, blobs, p.expected_version),
+            now_ms,
+            idempotent=p.expected_version is not None,
+            what=f"append to {session_id}",
+        )
+        return await self._written(reply, p.session_id)
+
+    async def touch(
+        self, session_id: str, *, ttl: TTL | None = None, expected_version: int | None = None
+    ) -> Session:
+        """Sliding expiry in one round trip."""
+        validate_session_id(session_id)
+        delta = None if ttl is None else validate_ttl(ttl)
+        expected = check_expected_version(expected_version)
+        self._check_open()
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        expires_ms = None if delta is None else to_ms(now + delta)
+        reply, _ = await self._one_op(
+            session_id,
+            lambda call, loc: call.touch(loc, expires_ms, expected),
+            now_ms,
+            idempotent=expected is not None,
+            what=f"touch {session_id}",
+        )
+        return await self._written(reply, session_id)
+
+    async def trim_events(
+        self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> Session:
+        """Drop all but the newest ``keep_last`` events, in one round trip."""
+        validate_session_id(session_id)
+        validate_positive_int(keep_last, "keep_last", maximum=2**62, allow_zero=True)
+        expected = check_expected_version(expected_version)
+        self._check_open()
+        now_ms = to_ms(self.clock.now())
+        reply, _ = await self._one_op(
+            session_id,
+            lambda call, loc: call.trim(loc, keep_last, expected),
+            now_ms,
+            idempotent=expected is not None,
+            what=f"trim {session_id}",
+        )
+        return await self._written(reply, session_id)
+
+    async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> bool:
+        """Delete a session with its events and checkpoints, in one round trip."""
+        validate_session_id(session_id)
+        expected = check_expected_version(expected_version)
+        self._check_open()
+        now_ms = to_ms(self.clock.now())
+        reply, loc = await self._one_op(
+            session_id,
+            lambda call, loc: call.delete(loc, expected),
+            now_ms,
+            idempotent=expected is not None,
+            what=f"delete {session_id}",
+        )
+        flag, ca, ver = reply.results[0]
+        if reply.ambiguous and not flag:
+            raise OutcomeUnknownError(
+                f"delete {session_id}: a retried delete found nothing; the first attempt "
+                "may have deleted it"
+            )
+        if int(ver):
+            if loc.group is not None:
+                await self._release(session_id, loc.group)
+            self._remember(session_id, None)
+            await self._reindex([(session_id, ["D", session_id, ca, ver])])
+            self._notify("sessionstore_session_deleted", session_id=session_id)
+        return bool(flag)

@@ -1,0 +1,211 @@
+-- The next matches of a filtered, ordered query on one index shard.
+-- KEYS[1] record hash, KEYS[2] order zset, KEYS[3] expires zset (x), KEYS[4] created zset
+-- (c), KEYS[5] updated zset (u), KEYS[6..] candidate sets (grouped, see ARGV 16)
+-- ARGV: 1 lex ('1': order by member, scores are 0), 2 desc ('1'),
+--   3 start score, 4 start member (exclusive keyset position; '' = from the beginning),
+--   5 lo, 6 hi (inclusive score bounds, '' = none), 7 want (0 = count every match),
+--   8 budget (entries examined before returning a partial answer),
+--   9 now ('' = expired sessions match too), 10 ca_lo, 11 ca_hi, 12 ua_lo, 13 ua_hi,
+--   14 ea_before (matches ea < X), 15 has_events ('', '0', '1'),
+--   16 group count, then each group's key count (a group matches when the id is in ANY
+--      of its sets; every group must match).
+-- Reply: {done, last_score, last_member, count, 'id\1score\1record', ...}
+-- The plan: enumerate the smallest candidate group when it is small, else walk the order.
+-- Time and expiry conditions are checked with ZSCORE on the time indexes; only the
+-- returned rows (and has_events) read the record.
+local LEX, DESC = ARGV[1] == '1', ARGV[2] == '1'
+local S0, M0 = ARGV[3], ARGV[4]
+local S0N = tonumber(S0)
+local LO, HI = tonumber(ARGV[5]), tonumber(ARGV[6])
+local WANT, BUDGET = tonumber(ARGV[7]), tonumber(ARGV[8])
+local NOWF = tonumber(ARGV[9])
+local CA_LO, CA_HI, UA_LO, UA_HI = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local EA_B, HE = tonumber(ARGV[14]), ARGV[15]
+local ORDER = KEYS[2]
+local groups, k = {}, 6
+for gi = 1, tonumber(ARGV[16]) do
+  local g = {}
+  for _ = 1, tonumber(ARGV[16 + gi]) do g[#g + 1] = KEYS[k]; k = k + 1 end
+  groups[gi] = g
+end
+
+local function blt(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local function after_start(s, m)
+  if M0 == '' then return true end
+  if not LEX and s ~= S0N then
+    if DESC then return s < S0N end
+    return s > S0N
+  end
+  if DESC then return blt(m, M0) end
+  return blt(M0, m)
+end
+
+local function in_sets(m, skip)
+  for gi = 1, #groups do
+    if gi ~= skip then
+      local hit = false
+      for _, key in ipairs(groups[gi]) do
+        if redis.call('SISMEMBER', key, m) == 1 then hit = true; break end
+      end
+      if not hit then return false end
+    end
+  end
+  return true
+end
+
+local function between(value, lo, hi)
+  return value and not (lo and value < lo) and not (hi and value > hi)
+end
+
+-- Does id m (at order score s) pass the time, expiry and has_events conditions?
+local function passes(m, s)
+  if NOWF or EA_B then
+    local ea = tonumber(redis.call('ZSCORE', KEYS[3], m))
+    if NOWF and ea and ea <= NOWF then return false end
+    if EA_B and not (ea and ea < EA_B) then return false end
+  end
+  if CA_LO or CA_HI then
+    local ca = (ORDER == KEYS[4]) and s or tonumber(redis.call('ZSCORE', KEYS[4], m))
+    if not between(ca, CA_LO, CA_HI) then return false end
+  end
+  if UA_LO or UA_HI then
+    local ua = (ORDER == KEYS[5]) and s or tonumber(redis.call('ZSCORE', KEYS[5], m))
+    if not between(ua, UA_LO, UA_HI) then return false end
+  end
+  if HE ~= '' then
+    local rec = redis.call('HGET', KEYS[1], m)
+    if not rec or split(rec)[8] ~= HE then return false end
+  end
+  return true
+end
+
+-- The record of a returned row ('' when only counting); false: a stale order entry.
+local function record(m)
+  if WANT == 0 then return '' end
+  return redis.call('HGET', KEYS[1], m)
+end
+
+local function in_range(s)
+  if LEX then return true end
+  if LO and s < LO then return false end
+  if HI and s > HI then return false end
+  return true
+end
+
+-- ------------------------------------------------------------------ plan
+local best, bestn = nil, nil
+for gi, g in ipairs(groups) do
+  local n = 0
+  for _, key in ipairs(g) do n = n + redis.call('SCARD', key) end
+  if not bestn or n < bestn then best, bestn = gi, n end
+end
+local total = redis.call('ZCARD', ORDER)
+local use_set = false
+if best then
+  if WANT == 0 then use_set = bestn < total
+  else use_set = bestn <= 256 or bestn * bestn <= WANT * total end
+end
+
+if use_set then
+  local seen, cands = {}, {}
+  for _, key in ipairs(groups[best]) do
+    for _, m in ipairs(redis.call('SMEMBERS', key)) do
+      if not seen[m] then
+        seen[m] = true
+        if in_sets(m, best) then cands[#cands + 1] = m end
+      end
+    end
+  end
+  local found = {}
+  for i = 1, #cands, 1000 do
+    local last = math.min(i + 999, #cands)
+    local scores = redis.call('ZMSCORE', ORDER, unpack(cands, i, last))
+    for j = i, last do
+      local m, sc = cands[j], scores[j - i + 1]
+      if sc then
+        local s = tonumber(sc)
+        if in_range(s) and after_start(s, m) and passes(m, s) then
+          found[#found + 1] = {m, s, sc}
+        end
+      end
+    end
+  end
+  if WANT == 0 then return {'1', '', '', #found} end
+  table.sort(found, function(a, b)
+    if not LEX and a[2] ~= b[2] then
+      if DESC then return a[2] > b[2] end
+      return a[2] < b[2]
+    end
+    if DESC then return blt(b[1], a[1]) end
+    return blt(a[1], b[1])
+  end)
+  local out, n = {'1', '', '', 0}, 0
+  for _, f in ipairs(found) do
+    if n >= WANT then break end
+    local rec = record(f[1])
+    if rec then
+      n = n + 1
+      out[#out + 1] = f[1] .. '\1' .. f[3] .. '\1' .. rec
+    end
+  end
+  out[4] = n
+  return out
+end
+
+-- ------------------------------------------------------------------ walk
+local CH = 256
+local out = {'1', '', '', 0}
+local count, examined, off = 0, 0, 0
+local lo, hi = LO, HI
+if not LEX and M0 ~= '' then
+  if DESC then hi = (hi and math.min(hi, S0N)) or S0N else lo = (lo and math.max(lo, S0N)) or S0N end
+end
+local function fmt(x, inf) if x then return string.format('%.0f', x) end; return inf end
+while true do
+  local batch, step
+  if LEX then
+    if DESC then
+      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '+', '-', 'BYLEX', 'REV', 'LIMIT', off, CH)
+    else
+      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '-', '+', 'BYLEX', 'LIMIT', off, CH)
+    end
+    step = 1
+  else
+    if DESC then
+      batch = redis.call('ZRANGE', ORDER, fmt(hi, '+inf'), fmt(lo, '-inf'), 'BYSCORE', 'REV', 'LIMIT', off, CH, 'WITHSCORES')
+    else
+      batch = redis.call('ZRANGE', ORDER, fmt(lo, '-inf'), fmt(hi, '+inf'), 'BYSCORE', 'LIMIT', off, CH, 'WITHSCORES')
+    end
+    step = 2
+  end
+  for i = 1, #batch, step do
+    local m = batch[i]
+    local sc = step == 2 and batch[i + 1] or '0'
+    local s = tonumber(sc)
+    examined = examined + 1
+    out[2], out[3] = sc, m
+    if after_start(s, m) and in_sets(m, nil) and passes(m, s) then
+      local rec = record(m)
+      if rec then
+        count = count + 1
+        if WANT > 0 then
+          out[#out + 1] = m .. '\1' .. sc .. '\1' .. rec
+          if count >= WANT then out[1] = '0'; out[4] = count; return out end
+        end
+      end
+    end
+    if examined >= BUDGET then out[1] = '0'; out[4] = count; return out end
+  end
+  if #batch < CH * step then break end
+  off = off + CH
+end
+out[4] = count
+return out

@@ -1,0 +1,320 @@
+-- Apply session writes atomically: phase 1 checks every op, phase 2 writes them all.
+-- No JSON is decoded or encoded here: values arrive as the JSON bytes the client encoded.
+--
+-- ARGV: now_ms, grace_ms, token, max_bytes, index prefix ('' = the client maintains the
+-- indexes, as on Cluster), op count, then the ops. Every op starts with
+--   kind, key base (doc = KEYS[kb], events = KEYS[kb+1], checkpoints = KEYS[kb+2]),
+--   id, group ('' none), expected version ('' none)
+-- Kinds: C create, F full mutation (the generic engine), U update, A append, T touch,
+-- R trim, D delete. Reply: {'OK', result per op} | {'DONE', doc} (a retried call that had
+-- already been applied) | {'!', code, id, a, b} (nothing was written).
+local NOW, GRACE, TOKEN = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local NOWN, MAXB, IX, NOPS = tonumber(ARGV[1]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local pos = 7
+local function nx() local v = ARGV[pos]; pos = pos + 1; return v end
+local function nxn() return tonumber(nx()) end
+local function plist() local n, t = nxn(), {}; for i = 1, n do t[i] = {nx(), nx()} end; return t end
+local function vlist() local n, t = nxn(), {}; for i = 1, n do t[i] = nx() end; return t end
+local function fail(code, id, a, b) return {'!', code, id, tostring(a or ''), tostring(b or '')} end
+
+local function call_chunked(cmd, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(cmd, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
+local function psize(ps) local s = 0; for _, p in ipairs(ps) do s = s + #p[1] + #p[2] + 2 end; return s end
+local function objsize(s) if s == 0 then return 2 end; return 1 + s end
+
+local function head(doc)
+  local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ca', 'ua')
+  local st = {ver = 0, wt = h[3], grp = h[4], ca = h[6] or '', ua = tonumber(h[7]) or 0}
+  if h[1] then
+    st.ver = tonumber(h[1])
+    local v = tonumber(h[5])
+    if not st.ver or not v then st.bad = 'CORRUPT'
+    elseif v > 1 then st.bad = 'FORMAT'
+    end
+    st.exists = true
+    st.live = (not h[2]) or tonumber(h[2]) > NOWN
+    st.ea = h[2]
+  elseif h[4] then
+    st.stub = true
+  elseif redis.call('EXISTS', doc) == 1 then
+    st.bad = 'CORRUPT'
+  end
+  return st
+end
+
+local function expire(o, ea)
+  if ea and ea ~= '' then
+    local at = string.format('%.0f', tonumber(ea) + GRACE)
+    redis.call('PEXPIREAT', o.doc, at)
+    redis.call('PEXPIREAT', o.ev, at)
+    redis.call('PEXPIREAT', o.ck, at)
+  else
+    redis.call('PERSIST', o.doc)
+    redis.call('PERSIST', o.ev)
+    redis.call('PERSIST', o.ck)
+  end
+end
+
+local function put_fields(doc, pre, ps, out)
+  for _, p in ipairs(ps) do out[#out + 1] = pre .. p[1]; out[#out + 1] = p[2] end
+end
+
+local function ix_refresh(o, tags)
+  local old = redis.call('HGET', IX .. 'r', o.id)
+  local h = redis.call('HMGET', o.doc, 'ver', 'ca', 'ua', 'ea', 'st', 'pid', 'grp', 'ec')
+  local r = {h[1], h[2], h[3], h[4] or '', h[5], h[6] or '', h[7] or '',
+             (tonumber(h[8]) or 0) > 0 and '1' or '0'}
+  if tags == 'keep' and old then
+    local s = split(old)
+    for k = 9, #s do r[#r + 1] = s[k] end
+  else
+    for _, f in ipairs(redis.call('HKEYS', o.doc)) do
+      if string.sub(f, 1, 2) == 't:' then r[#r + 1] = string.sub(f, 3) end
+    end
+  end
+  ix_set(IX, o.id, r, old)
+end
+
+-- ------------------------------------------------------------------ parse
+local ops = {}
+for i = 1, NOPS do
+  local o = {kind = nx()}
+  local kb = nxn()
+  o.doc, o.ev, o.ck = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2]
+  o.id, o.grp, o.expect = nx(), nx(), nx()
+  local k = o.kind
+  if k == 'C' then
+    o.ea, o.st, o.pid = nx(), nx(), nx()
+    o.tags, o.dp, o.mp = vlist(), plist(), plist()
+  elseif k == 'F' then
+    o.flags, o.newver = nx(), nx()
+    if string.find(o.flags, 's', 1, true) then
+      o.ca, o.ua, o.ea, o.st, o.pid, o.ec, o.ls = nx(), nx(), nx(), nx(), nx(), nx(), nx()
+      o.tags, o.dp, o.mp = vlist(), plist(), plist()
+    end
+    o.events, o.trim, o.cps, o.cpdel = vlist(), nx(), plist(), vlist()
+  elseif k == 'U' then
+    o.dmode, o.dp, o.drem = nx(), plist(), vlist()
+    o.mmode, o.mp, o.mrem = nx(), plist(), vlist()
+    o.st, o.pidmode, o.pid = nx(), nx(), nx()
+    o.tmode, o.tadd, o.trem = nx(), vlist(), vlist()
+    o.eamode, o.ea = nx(), nx()
+  elseif k == 'A' then
+    o.events = vlist()
+  elseif k == 'T' then
+    o.eamode, o.ea = nx(), nx()
+  elseif k == 'R' then
+    o.keep = nxn()
+  end
+  ops[i] = o
+end
+
+-- ------------------------------------------------------------------ phase 1: checks
+local function resize(o, pre, mode, ps, rem, size)
+  if mode == 'R' then return psize(ps) end
+  if #ps == 0 and #rem == 0 then return size end
+  local over = {}
+  local function oldlen(f)
+    local l = over[f]
+    if l == nil then l = redis.call('HSTRLEN', o.doc, f) end
+    return l
+  end
+  for _, p in ipairs(ps) do
+    local f = pre .. p[1]
+    local l = oldlen(f)
+    if l > 0 then size = size - (#p[1] + l + 2) end
+    size = size + #p[1] + #p[2] + 2
+    over[f] = #p[2]
+  end
+  for _, key in ipairs(rem) do
+    local f = pre .. key
+    local l = oldlen(f)
+    if l > 0 then size = size - (#key + l + 2) end
+    over[f] = 0
+  end
+  return size
+end
+
+for _, o in ipairs(ops) do
+  local cur = head(o.doc)
+  o.cur = cur
+  if cur.bad then return fail(cur.bad, o.id) end
+  if cur.stub then return fail('PTR', o.id, cur.grp) end
+  local k, expect = o.kind, tonumber(o.expect)
+  if k == 'C' then
+    if cur.exists and cur.live then
+      if cur.wt == TOKEN then return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')} end
+      return fail('EXISTS', o.id)
+    end
+    o.ds, o.ms = psize(o.dp), psize(o.mp)
+  elseif k == 'F' and (o.expect == 'skip' or o.expect == 'over' or o.expect == 'newer') then
+    -- put_records' merge strategies, decided here so a restore is one round trip
+    o.outcome = 'C'
+    if cur.exists and cur.live then
+      o.outcome = 'O'
+      local ua, ver = tonumber(o.ua), tonumber(o.newver)
+      if o.expect == 'skip' or (o.expect == 'newer'
+          and (ua < cur.ua or (ua == cur.ua and ver <= cur.ver))) then
+        o.skip = true
+      end
+    end
+    o.ds, o.ms = psize(o.dp), psize(o.mp)
+  elseif k == 'F' then
+    if cur.ver ~= expect then
+      if o.newver ~= '' and cur.wt == TOKEN and cur.ver == tonumber(o.newver) then
+        return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+      end
+      return fail('CONFLICT', o.id, expect, cur.ver)
+    end
+    if o.ca then o.ds, o.ms = psize(o.dp), psize(o.mp) end
+  elseif k == 'D' then
+    if o.expect == 'expired' then
+      if cur.exists and cur.live then return fail('EXISTS', o.id) end
+    elseif cur.exists and cur.live and expect and cur.ver ~= expect then
+      return fail('CONFLICT', o.id, expect, cur.ver)
+    end
+  else
+    if expect and cur.ver == expect + 1 and cur.wt == TOKEN then
+      return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+    end
+    if not (cur.exists and cur.live) then return fail('NOTFOUND', o.id) end
+    if expect and cur.ver ~= expect then return fail('CONFLICT', o.id, expect, cur.ver) end
+    if k == 'U' then
+      local sz = redis.call('HMGET', o.doc, 'ds', 'ms')
+      o.ds = resize(o, 'd:', o.dmode, o.dp, o.drem, tonumber(sz[1]) or 0)
+      o.ms = resize(o, 'm:', o.mmode, o.mp, o.mrem, tonumber(sz[2]) or 0)
+      local total = objsize(o.ds) + objsize(o.ms)
+      if total > MAXB then return fail('QUOTA', o.id, total, MAXB) end
+    end
+  end
+end
+
+-- ------------------------------------------------------------------ phase 2: writes
+local results = {'OK'}
+for _, o in ipairs(ops) do
+  local k, cur, res = o.kind, o.cur, 1
+  if o.skip then
+    k = 'skip'
+    res = 'S'
+  elseif o.outcome then
+    res = o.outcome
+  end
+  if k == 'C' or (k == 'F' and o.ca) then
+    if k == 'C' then
+      o.ca, o.ua, o.ec, o.ls, o.newver = NOW, NOW, '0', '0', '1'
+    end
+    if k == 'C' or string.find(o.flags, 'r', 1, true) then
+      redis.call('DEL', o.doc, o.ev, o.ck)
+    else
+      redis.call('DEL', o.doc)
+    end
+    local f = {'v', '1', 'id', o.id, 'ver', o.newver, 'ca', o.ca, 'ua', o.ua, 'ec', o.ec,
+               'ls', o.ls, 'st', o.st, 'wt', TOKEN, 'ds', o.ds, 'ms', o.ms}
+    if o.ea ~= '' then f[#f + 1] = 'ea'; f[#f + 1] = o.ea end
+    if o.pid ~= '' then f[#f + 1] = 'pid'; f[#f + 1] = o.pid end
+    if o.grp ~= '' then f[#f + 1] = 'grp'; f[#f + 1] = o.grp end
+    for _, t in ipairs(o.tags) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
+    put_fields(o.doc, 'd:', o.dp, f)
+    put_fields(o.doc, 'm:', o.mp, f)
+    call_chunked('HSET', o.doc, f)
+    if IX ~= '' then
+      local r = {o.newver, o.ca, o.ua, o.ea, o.st, o.pid, o.grp,
+                 tonumber(o.ec) > 0 and '1' or '0'}
+      for _, t in ipairs(o.tags) do r[#r + 1] = t end
+      ix_set(IX, o.id, r, redis.call('HGET', IX .. 'r', o.id))
+    end
+  end
+  if k == 'F' then
+    if string.find(o.flags, 'd', 1, true) then
+      redis.call('DEL', o.doc, o.ev, o.ck)
+      if IX ~= '' then ix_del(IX, o.id) end
+      res = {1, cur.ca, cur.ver}
+    else
+      if not o.ca and string.find(o.flags, 'r', 1, true) then redis.call('DEL', o.ev, o.ck) end
+      if #o.events > 0 then call_chunked('RPUSH', o.ev, o.events) end
+      if o.trim == '1' then
+        local ec = tonumber(redis.call('HGET', o.doc, 'ec')) or 0
+        if ec == 0 then redis.call('DEL', o.ev) else redis.call('LTRIM', o.ev, -ec, -1) end
+      end
+      if #o.cpdel > 0 then call_chunked('HDEL', o.ck, o.cpdel) end
+      if #o.cps > 0 then
+        local f = {}
+        put_fields(o.ck, '', o.cps, f)
+        call_chunked('HSET', o.ck, f)
+      end
+      expire(o, o.ca and o.ea or redis.call('HGET', o.doc, 'ea'))
+    end
+  elseif k == 'C' then
+    expire(o, o.ea)
+  elseif k == 'D' then
+    res = {(cur.exists and cur.live) and 1 or 0, cur.ca, cur.ver}
+    if cur.exists then
+      redis.call('DEL', o.doc, o.ev, o.ck)
+      if IX ~= '' then ix_del(IX, o.id) end
+    end
+  elseif k == 'U' then
+    if o.dmode == 'R' or o.mmode == 'R' or o.tmode == 'R' then
+      local del = {}
+      for _, f in ipairs(redis.call('HKEYS', o.doc)) do
+        local p = string.sub(f, 1, 2)
+        if (p == 'd:' and o.dmode == 'R') or (p == 'm:' and o.mmode == 'R')
+            or (p == 't:' and o.tmode == 'R') then
+          del[#del + 1] = f
+        end
+      end
+      if #del > 0 then call_chunked('HDEL', o.doc, del) end
+    end
+    local f = {'ua', NOW, 'wt', TOKEN, 'ds', o.ds, 'ms', o.ms}
+    put_fields(o.doc, 'd:', o.dp, f)
+    put_fields(o.doc, 'm:', o.mp, f)
+    if o.st ~= '' then f[#f + 1] = 'st'; f[#f + 1] = o.st end
+    if o.pidmode == 'S' then f[#f + 1] = 'pid'; f[#f + 1] = o.pid end
+    for _, t in ipairs(o.tadd) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
+    if o.eamode == 'S' then f[#f + 1] = 'ea'; f[#f + 1] = o.ea end
+    call_chunked('HSET', o.doc, f)
+    local del = {}
+    for _, key in ipairs(o.drem) do del[#del + 1] = 'd:' .. key end
+    for _, key in ipairs(o.mrem) do del[#del + 1] = 'm:' .. key end
+    for _, t in ipairs(o.trem) do del[#del + 1] = 't:' .. t end
+    if o.pidmode == 'N' then del[#del + 1] = 'pid' end
+    if o.eamode == 'N' then del[#del + 1] = 'ea' end
+    if #del > 0 then call_chunked('HDEL', o.doc, del) end
+    redis.call('HINCRBY', o.doc, 'ver', 1)
+    if o.eamode == 'S' then expire(o, o.ea) elseif o.eamode == 'N' then expire(o, nil) end
+    if IX ~= '' then ix_refresh(o, o.tmode == '' and 'keep' or 'scan') end
+    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+  elseif k == 'A' then
+    call_chunked('RPUSH', o.ev, o.events)
+    redis.call('HINCRBY', o.doc, 'ec', #o.events)
+    redis.call('HINCRBY', o.doc, 'ls', #o.events)
+    redis.call('HINCRBY', o.doc, 'ver', 1)
+    redis.call('HSET', o.doc, 'ua', NOW, 'wt', TOKEN)
+    if cur.ea then redis.call('PEXPIREAT', o.ev, string.format('%.0f', tonumber(cur.ea) + GRACE)) end
+    if IX ~= '' then ix_refresh(o, 'keep') end
+    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+  elseif k == 'T' then
+    redis.call('HINCRBY', o.doc, 'ver', 1)
+    redis.call('HSET', o.doc, 'ua', NOW, 'wt', TOKEN)
+    if o.eamode == 'S' then
+      redis.call('HSET', o.doc, 'ea', o.ea)
+      expire(o, o.ea)
+    end
+    if IX ~= '' then ix_refresh(o, 'keep') end
+    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+  elseif k == 'R' then
+    local ec = tonumber(redis.call('HGET', o.doc, 'ec')) or 0
+    if ec > o.keep then
+      if o.keep == 0 then redis.call('DEL', o.ev) else redis.call('LTRIM', o.ev, -o.keep, -1) end
+      redis.call('HSET', o.doc, 'ec', o.keep, 'ua', NOW, 'wt', TOKEN)
+      redis.call('HINCRBY', o.doc, 'ver', 1)
+      if IX ~= '' then ix_refresh(o, 'keep') end
+    end
+    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+  end
+  results[#results + 1] = res
+end
+return results

@@ -1,0 +1,67 @@
+"""The Redis driver runs the whole conformance suite on a single server, on Sentinel and on
+Cluster, through the public path (``open_store(url)``), exactly as a third party would."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sessionstore import Clock, SessionStore, open_store
+from sessionstore.testing import StoreConformance
+from tests.redis.servers import RedisCluster, SentinelSetup
+
+# A live server given by URL may hold other data: then every test empties its namespace.
+_LIVE = bool(os.environ.get("SESSIONSTORE_TEST_REDIS_URL"))
+
+
+class _LongRun:
+    @pytest.mark.slow
+    def test_state_machine_long(self) -> None:
+        """The long state-machine budget, as a marked run (``pytest -m slow``)."""
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("SESSIONSTORE_CONFORMANCE_LONG", "1")
+            super().test_state_machine_long()  # type: ignore[misc]
+
+
+class TestRedisSingle(_LongRun, StoreConformance):
+    """A private redis-server (or $SESSIONSTORE_TEST_REDIS_URL)."""
+
+    cleanup_namespaces = _LIVE
+    url = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url: str) -> None:
+        self.url = redis_url
+
+    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock)
+
+
+class TestRedisSentinel(_LongRun, StoreConformance):
+    """A master and a replica behind a sentinel (redis+sentinel://)."""
+
+    cleanup_namespaces = False
+    url = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_sentinel: SentinelSetup) -> None:
+        self.url = redis_sentinel.url
+
+    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock)
+
+
+class TestRedisCluster(_LongRun, StoreConformance):
+    """A 3-master Cluster with replicas (redis+cluster://): multi-slot batches are not
+    atomic there, and the capability says so (those tests skip)."""
+
+    cleanup_namespaces = False
+    url = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_cluster: RedisCluster) -> None:
+        self.url = redis_cluster.url
+
+    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock)

@@ -1,0 +1,156 @@
+"""Faults: a server that stops and comes back, a server that stops answering after a write
+was sent, and cancellation at random points (DESIGN §8: redis-py #3554, CVE-2023-28858)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sessionstore_redis import RedisStore
+
+from sessionstore import OutcomeUnknownError, StoreUnavailableError, open_store
+from tests.redis.servers import RedisBinaries, RedisServer, start_server
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def server(redis_binaries: RedisBinaries, tmp_path: Path) -> Iterator[RedisServer]:
+    """A private server this test may stop, pause and restart."""
+    started = start_server(redis_binaries, tmp_path)
+    try:
+        yield started
+    finally:
+        if started.process.poll() is None:
+            os.kill(started.process.pid, signal.SIGCONT)
+        started.stop()
+
+
+def _store(url: str, **options: object) -> RedisStore:
+    options = {"socket_timeout": 0.3, "connect_timeout": 0.3, **options}
+    store = open_store(url, **options)
+    assert isinstance(store, RedisStore)
+    return store
+
+
+async def test_server_stopped_then_back(server: RedisServer) -> None:
+    async with _store(server.url, retry_deadline=1.0) as store:
+        s = await store.create_session(data={"a": 1})
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.get_session(s.id)
+        assert 0.8 <= time.monotonic() - started < 5
+        assert "unavailable for 1 s" in str(info.value)
+        # nothing was sent (connection refused): a clear error, not "outcome unknown"
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.update_session(s.id, merge_data={"b": 2})
+        assert not isinstance(info.value, OutcomeUnknownError)
+        server.restart()  # the data is gone (no persistence), the store works again
+        assert await store.get_session(s.id) is None
+        t = await store.create_session(data={"back": True})
+        assert await store.get_session(t.id) == t
+
+
+async def test_outage_shorter_than_the_deadline_is_ridden_out(server: RedisServer) -> None:
+    async with _store(server.url, retry_deadline=10.0) as store:
+        s = await store.create_session()
+        server.stop()
+        read = asyncio.create_task(store.get_session(s.id))
+        write = asyncio.create_task(store.create_session(id="during-outage"))
+        await asyncio.sleep(0.8)
+        assert not read.done() and not write.done()
+        server.restart()
+        assert await read is None  # the restarted server is empty
+        assert (await write).id == "during-outage"
+
+
+async def test_unversioned_write_without_reply_is_outcome_unknown(server: RedisServer) -> None:
+    async with _store(server.url, retry_deadline=2.0) as store:
+        s = await store.create_session()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(OutcomeUnknownError, match="re-read"):
+                await store.update_session(s.id, merge_data={"x": 1})
+            # the next call cannot even finish connecting: it was never sent, so it is
+            # retried until the deadline and then reported as plainly unavailable
+            with pytest.raises(StoreUnavailableError) as info:
+                await store.append_events(s.id, [{"type": "e"}])
+            assert not isinstance(info.value, OutcomeUnknownError)
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        # the caller re-reads: the update was applied at most once, the append never
+        got = await store.get_session(s.id)
+        assert got is not None and got.version in (1, 2) and got.event_count == 0
+
+
+async def test_versioned_write_is_retried_and_applied_once(server: RedisServer) -> None:
+    async with _store(server.url, retry_deadline=15.0) as store:
+        s = await store.create_session()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            task = asyncio.create_task(
+                store.append_events(s.id, [{"type": "once"}], expected_version=s.version)
+            )
+            await asyncio.sleep(1.2)  # several timed-out attempts are queued on the server
+            assert not task.done()
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        done = await task
+        assert done.version == s.version + 1
+        got = await store.get_session(s.id)
+        assert got == done
+        assert [e.type for e in await store.get_events(s.id)] == ["once"]
+
+
+async def test_cancellation_never_leaves_a_connection_out_of_step(server: RedisServer) -> None:
+    """Cancel calls at random points, then check that every reply matches its request."""
+    rnd = random.Random(7)
+    async with _store(server.url, max_connections=3, socket_timeout=5.0) as store:
+        ids = [f"c{i}" for i in range(30)]
+        for sid in ids:
+            await store.create_session(id=sid, data={"me": sid})
+        client = store.client
+        await client.mset({f"k{i}": f"v{i}" for i in range(30)})
+
+        async def check_one(i: int) -> None:
+            sid = ids[i % len(ids)]
+            s = await store.get_session(sid)
+            assert s is not None and s.data["me"] == sid, (sid, s)
+            assert await client.get(f"k{i % 30}") == f"v{i % 30}".encode()
+            events = await store.get_events(sid)
+            assert all(e.data == {"by": sid} for e in events)
+
+        cancelled = 0
+        for round_ in range(150):
+            i = rnd.randrange(1000)
+            sid = ids[i % len(ids)]
+            calls = [
+                check_one(i),
+                store.append_events(sid, [{"type": "e", "data": {"by": sid}}]),
+                store.list_sessions(),
+            ]
+            tasks = [asyncio.create_task(c) for c in calls]
+            await asyncio.sleep(rnd.uniform(0, 0.003))
+            for task in tasks:
+                if not task.done() and rnd.random() < 0.7:
+                    task.cancel()
+                    cancelled += 1
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if round_ % 10 == 0:
+                await asyncio.gather(*(check_one(j) for j in range(40)))
+        assert cancelled > 30
+        await asyncio.gather(*(check_one(j) for j in range(100)))
+        for sid in ids:
+            s = await store.get_session(sid)
+            assert s is not None
+            assert s.event_count == len(await store.get_events(sid))

@@ -1,0 +1,265 @@
+"""The Redis driver on a single server: key layout, JSON fidelity, native expiry, scripts,
+integrity of stored records, and indexes (DESIGN §5 "redis", §8)."""
+
+from __future__ import annotations
+
+import pickle
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+from sessionstore_redis import RedisStore
+
+from sessionstore import (
+    CreateOp,
+    IntegrityError,
+    ManualClock,
+    NewSession,
+    QueryOptions,
+    SessionFilter,
+)
+from sessionstore.clock import to_ms
+
+pytestmark = pytest.mark.asyncio
+
+
+async def raw(store: RedisStore, *args: Any) -> Any:
+    return await store.client.execute_command(*args)
+
+
+async def test_key_layout_is_the_documented_one(open_redis: Any, redis_url: str) -> None:
+    store = await open_redis(redis_url, key_prefix="app:")
+    s = await store.create_session(
+        id="s1", data={"goal": "triage"}, metadata={"user": "u1"}, tags={"prod"}, processor_id="p"
+    )
+    await store.append_events(s.id, [{"type": "e", "data": {"n": 1}}])
+    await store.save_checkpoint(s.id, label="one")
+    names = store.key_names("s1")
+    prefix = f"app:{store.namespace}:"
+    assert names == {
+        "doc": prefix + "{s1}:doc",
+        "events": prefix + "{s1}:events",
+        "ckpt": prefix + "{s1}:ckpt",
+    }
+    assert await raw(store, "TYPE", names["doc"]) == b"hash"
+    assert await raw(store, "TYPE", names["events"]) == b"list"
+    assert await raw(store, "TYPE", names["ckpt"]) == b"hash"
+    doc = await store.client.hgetall(names["doc"])
+    # one field per top-level key holding its JSON bytes; tags as fields; header fields
+    assert doc[b'd:"goal"'] == b'"triage"'
+    assert doc[b'm:"user"'] == b'"u1"'
+    assert doc[b"t:prod"] == b""
+    assert doc[b"ver"] == b"2" and doc[b"v"] == b"1" and doc[b"pid"] == b"p"
+    assert doc[b"ec"] == b"1" and doc[b"ls"] == b"1"
+    # the indexes live under their own hash tag, never a session's
+    index_keys = await store.client.keys(prefix + "{~0}:*")
+    assert {k.decode()[len(prefix) :] for k in index_keys} >= {
+        "{~0}:r",
+        "{~0}:c",
+        "{~0}:u",
+        "{~0}:n",
+        "{~0}:i",
+        "{~0}:s:active",
+        "{~0}:p:p",
+        "{~0}:t:prod",
+    }
+
+
+async def test_group_colocates_and_is_found_by_id(open_redis: Any, redis_url: str) -> None:
+    store = await open_redis(redis_url)
+    a = await store.create_session(id="ga", group="team-1", data={"x": 1})
+    b = await store.create_session(id="gb", group="team-1")
+    slots = {
+        key_slot(name.encode())
+        for sid in (a.id, b.id)
+        for name in store.key_names(sid, "team-1").values()
+    }
+    assert len(slots) == 1, "a group's keys must share one hash slot"
+    assert "{team-1}:ga:doc" in store.key_names("ga", "team-1")["doc"]
+    home = store.key_names("ga")["doc"]
+    assert await store.client.hgetall(home) == {b"grp": b"team-1"}  # the id's stub
+    fresh = await open_redis(redis_url)  # no cached group: found through the stub
+    assert await fresh.get_session("ga") == a
+    assert (await fresh.update_session("ga", merge_data={"y": 2})).data == {"x": 1, "y": 2}
+    assert (await fresh.append_events("gb", [{"type": "e"}])).event_count == 1
+    assert [e.type for e in await fresh.get_events("gb")] == ["e"]
+    assert await fresh.delete_session("ga") is True
+    assert await store.client.exists(home) == 0  # the stub goes with the session
+    assert await store.get_session("ga") is None
+    c = await store.create_session(id="ga")  # the id is free again, ungrouped
+    assert c.group is None
+
+
+async def test_values_round_trip_exactly(open_redis: Any, redis_url: str) -> None:
+    """No JSON inside Lua: cjson would turn [] into {} and big integers into floats."""
+    store = await open_redis(redis_url)
+    tricky = {
+        "empty_list": [],
+        "empty_obj": {},
+        "nested": {"l": [[], {}], "s": 'ü\u2028"q"\\'},
+        "big": 2**63 - 1,
+        "neg": -(2**63),
+        "u64": 2**64 - 1,
+        "float": 0.1,
+        "none": None,
+        'key with spaces and "quotes"': True,
+    }
+    s = await store.create_session(data=tricky, metadata={"m": []})
+    assert (await store.get_session(s.id)).data == tricky
+    s = await store.update_session(s.id, merge_data={"more": [[]]}, merge_metadata={"n": {}})
+    assert s.data == {**tricky, "more": [[]]}
+    assert s.metadata == {"m": [], "n": {}}
+    s = await store.update_session(s.id, data=tricky)
+    assert s.data == tricky
+    s = await store.append_events(s.id, [{"type": "t", "data": tricky}])
+    assert (await store.get_events(s.id))[0].data == tricky
+    cp = await store.save_checkpoint(s.id)
+    assert (await store.get_checkpoint(s.id, cp.id)).data == tricky
+
+
+async def test_native_expiry_is_a_backstop_at_expiry_plus_grace(
+    open_redis: Any, redis_url: str
+) -> None:
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock, expiry_grace=30.0)
+    s = await store.create_session(ttl=60)
+    await store.append_events(s.id, [{"type": "e"}])
+    await store.save_checkpoint(s.id)
+    assert s.expires_at is not None
+    want = to_ms(s.expires_at) + 30_000
+    names = store.key_names(s.id)
+
+    async def expiry_times() -> set[int]:
+        return {int(await raw(store, "PEXPIRETIME", key)) for key in names.values()}
+
+    assert await expiry_times() == {want}
+    clock.advance(10)
+    await store.update_session(s.id, merge_data={"a": 1}, status="paused")
+    await store.append_events(s.id, [{"type": "e"}])
+    assert await expiry_times() == {want}, "a write must not change the absolute expiry"
+    t = await store.touch(s.id, ttl=120)
+    assert t.expires_at is not None
+    assert await expiry_times() == {to_ms(t.expires_at) + 30_000}
+    await store.update_session(s.id, expires_at=None)
+    assert await expiry_times() == {-1}
+
+
+async def test_scripts_are_reloaded_after_script_flush(open_redis: Any, redis_url: str) -> None:
+    store = await open_redis(redis_url)
+    s = await store.create_session(tags={"t"})
+    await raw(store, "SCRIPT", "FLUSH")
+    s = await store.update_session(s.id, merge_data={"a": 1}, expected_version=s.version)
+    await raw(store, "SCRIPT", "FLUSH")
+    assert len(await store.get_events(s.id)) == 0
+    await raw(store, "SCRIPT", "FLUSH")
+    assert (await store.list_sessions(SessionFilter(tags_all={"t"}))).ids == [s.id]
+    await raw(store, "SCRIPT", "FLUSH")
+    assert await store.count_sessions() == 1
+
+
+class _Bomb:
+    """Unpickling this creates a file: proof that nothing was ever unpickled."""
+
+    path = ""
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (Path(self.path),))
+
+
+async def test_garbage_and_pickles_are_integrity_errors(
+    open_redis: Any, redis_url: str, tmp_path: Path
+) -> None:
+    store = await open_redis(redis_url)
+    _Bomb.path = str(tmp_path / "executed")
+    payload = pickle.dumps(_Bomb())
+    # a string where a session document should be
+    await store.client.set(store.key_names("str")["doc"], payload)
+    # a document whose field holds a pickle instead of JSON
+    good = await store.create_session(id="field", data={"x": 1})
+    await store.client.hset(store.key_names("field")["doc"], 'd:"x"', payload)
+    # a hash without the header
+    await store.client.hset(store.key_names("nohead")["doc"], "junk", payload)
+    # garbage in an event log and a checkpoint
+    ev = await store.create_session(id="ev")
+    await store.append_events(ev.id, [{"type": "ok"}])
+    await store.client.rpush(store.key_names("ev")["events"], payload)
+    await store.client.hset(store.key_names("ev")["doc"], mapping={"ec": 2, "ls": 2})
+    await store.client.hset(store.key_names("ev")["ckpt"], "cp1", payload)
+    for sid in ("str", "field", "nohead"):
+        with pytest.raises(IntegrityError) as info:
+            await store.get_session(sid)
+        assert sid in str(info.value)
+    with pytest.raises(IntegrityError):
+        await store.update_session("str", merge_data={"a": 1})
+    with pytest.raises(IntegrityError):
+        await store.get_events("ev")
+    with pytest.raises(IntegrityError):
+        await store.list_checkpoints("ev")
+    with pytest.raises(IntegrityError):
+        await store.get_sessions(["field", good.id])
+    # a scan (backup) skips and reports corrupt records instead of failing
+    seen = [r.session.id async for r in store.scan(include_expired=True)]
+    assert "str" not in seen and "nohead" not in seen and "field" not in seen
+    assert {"field", "nohead"} <= set(store.corrupt_records)
+    assert not Path(_Bomb.path).exists(), "a stored payload was unpickled"  # noqa: ASYNC240
+    probe = await store.create_session(data={"still": "working"})
+    assert await store.get_session(probe.id) == probe
+
+
+async def test_filtered_page_reads_only_the_page(open_redis: Any, redis_url: str) -> None:
+    """O(page): a filtered, sorted page loads about a page of documents."""
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    for batch in range(12):
+        ops = [
+            CreateOp(NewSession(tags={"hot"} if (batch * 100 + i) % 10 == 0 else {"cold"}))
+            for i in range(100)
+        ]
+        await store.commit(ops)
+        clock.advance(1)
+    await raw(store, "CONFIG", "RESETSTAT")
+    flt = SessionFilter(tags_all={"hot"}, created_after=clock.now() - timedelta(seconds=8))
+    page = await store.list_sessions(flt, QueryOptions(limit=10, order="desc"))
+    assert len(page) == 10
+    stats = await store.client.info("commandstats")
+    hgetall = stats.get("cmdstat_hgetall", {}).get("calls", 0)
+    assert hgetall <= 11, f"read {hgetall} documents for a page of 10"
+    assert stats["cmdstat_evalsha"]["calls"] <= 2
+    assert await store.count_sessions(flt) == 70
+
+
+async def test_cleanup_removes_index_entries(open_redis: Any, redis_url: str) -> None:
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    s = await store.create_session(ttl=1, tags={"t"}, processor_id="p", group="g")
+    keep = await store.create_session(tags={"t"}, processor_id="p")
+    clock.advance(2)
+    assert await store.cleanup_expired_sessions() == 1
+    ix = store.key_names("x")["doc"].split("{")[0] + "{~0}:"
+    for key in ("r", "c", "u", "x", "n", "i"):
+        kind = await raw(store, "TYPE", ix + key)
+        if kind == b"hash":
+            assert not await store.client.hexists(ix + key, s.id)
+        elif kind == b"zset":
+            assert await store.client.zscore(ix + key, s.id) is None
+    for key in ("s:active", "p:p", "t:t"):
+        assert await store.client.smembers(ix + key) == {keep.id.encode()}
+    assert await store.client.exists(store.key_names(s.id)["doc"]) == 0  # the stub too
+
+
+async def test_stale_index_entries_are_skipped_and_repaired(
+    open_redis: Any, redis_url: str
+) -> None:
+    """A document reclaimed behind the store's back (native expiry) leaves index entries:
+    readers skip them and remove them."""
+    store = await open_redis(redis_url)
+    gone = await store.create_session(tags={"t"})
+    kept = await store.create_session(tags={"t"})
+    await store.client.delete(*store.key_names(gone.id).values())
+    assert (await store.list_sessions(SessionFilter(tags_all={"t"}))).ids == [kept.id]
+    assert await store.count_sessions(SessionFilter(tags_all={"t"})) == 1  # repaired first
+    ix = store.key_names("x")["doc"].split("{")[0] + "{~0}:"
+    assert not await store.client.hexists(ix + "r", gone.id)
+    assert await store.client.smembers(ix + "t:t") == {kept.id.encode()}
