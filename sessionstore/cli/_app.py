@@ -23,8 +23,18 @@ from ._output import CliState, supports_json
 __all__ = ["COMMANDS", "cli"]
 
 COMMANDS: Final[dict[str, str]] = {
+    "backup": "sessionstore.cli._backup:backup",
     "conformance": "sessionstore.cli._conformance:conformance",
+    "doctor": "sessionstore.cli._doctor:doctor",
     "drivers": "sessionstore.cli._drivers:drivers",
+    "ls": "sessionstore.cli._ls:ls",
+    "migrate": "sessionstore.cli._migrate:migrate",
+    "purge-expired": "sessionstore.cli._purge:purge_expired",
+    "restore": "sessionstore.cli._restore:restore",
+    "rm": "sessionstore.cli._rm:rm",
+    "show": "sessionstore.cli._show:show",
+    "stats": "sessionstore.cli._stats:stats",
+    "verify": "sessionstore.cli._verify:verify",
 }
 
 

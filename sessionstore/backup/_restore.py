@@ -1,0 +1,114 @@
+"""``verify_backup`` and ``restore_from_backup``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .._bulk import check_strategy
+from ..base import BaseSessionStore
+from ..errors import SessionExistsError
+from ..query import SessionFilter
+from ._catalog import read_info
+from ._engine import BATCH_SIZE, WriteEngine
+from ._format import SessionItem
+from ._reader import resolve_source, scan_backup
+from ._results import BackupInfo, ProgressCallback, RestoreResult
+from ._writer import check_store
+
+__all__ = ["restore_from_backup", "verify_backup"]
+
+
+async def verify_backup(
+    source: str | os.PathLike[str], *, progress: ProgressCallback | None = None
+) -> BackupInfo:
+    """Read the whole backup and check it; returns its :class:`BackupInfo` (``verified``).
+
+    Checks the header (a newer format raises :class:`UnsupportedFormatError`), every line's
+    structure, the order and consistency of sessions, events and checkpoints, checkpoint
+    digests, and the trailer's counts and SHA-256. A corrupt or truncated file raises
+    :class:`IntegrityError` naming the line. Memory stays flat (the file is streamed).
+    """
+    return await _run(resolve_source(source), None, None, progress=progress)
+
+
+async def _run(
+    path: Path,
+    store: BaseSessionStore | None,
+    engine: WriteEngine | None,
+    *,
+    check: bool = True,
+    progress: ProgressCallback | None = None,
+) -> BackupInfo:
+    """One pass over the file, feeding ``engine``; returns the verified info.
+
+    With ``check`` (and a store) payloads are checked against the store's size limits;
+    ``progress`` gets ``("verify", sessions read, total from the trailer)``.
+    """
+    limits = store._limits if store is not None and check else None
+    total = read_info(path).sessions if progress is not None else None
+    seen = 0
+    async for block in scan_backup(path, limits=limits):
+        if isinstance(block, BackupInfo):
+            if engine is not None:
+                await engine.finish()
+            return block
+        if engine is not None:
+            for item in block:
+                await engine.feed(item)
+        if progress is not None:
+            seen += sum(1 for item in block if isinstance(item, SessionItem))
+            progress("verify", seen, total)
+    raise AssertionError("scan_backup ends with the BackupInfo")  # pragma: no cover
+
+
+async def restore_from_backup(
+    store: BaseSessionStore,
+    source: str | os.PathLike[str],
+    *,
+    merge_strategy: str = "skip_existing",
+    dry_run: bool = False,
+    filter: SessionFilter | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: ProgressCallback | None = None,
+) -> RestoreResult:
+    """Restore the sessions of a backup file into ``store``, exactly as they were saved.
+
+    Ids, versions, timestamps, events and checkpoints are kept. ``merge_strategy`` decides
+    for sessions that exist in the store: ``skip_existing`` (default), ``overwrite``,
+    ``update_newer`` (the newer ``updated_at``, then the higher ``version``, wins) or
+    ``fail_on_conflict`` (:class:`SessionExistsError` if any of them exists, before
+    anything is written). An expired stored session counts as absent. ``filter`` restores
+    only the matching sessions.
+
+    The whole file is verified first (header version, structure, trailer counts and
+    SHA-256): a corrupt or truncated backup raises :class:`IntegrityError`, a newer format
+    :class:`UnsupportedFormatError`, a payload over this store's size limits
+    :class:`QuotaExceededError` -- and nothing is written. Then a second pass writes, in batches
+    of ``batch_size`` sessions per driver call. Restoring the same backup twice leaves the
+    same state as once. ``dry_run`` verifies and reports what would happen, writing nothing.
+    """
+    store = check_store(store)
+    strategy = check_strategy(merge_strategy)
+    store._check_open()
+    path = resolve_source(source)
+    checker: WriteEngine | None = None
+    if dry_run or strategy == "fail_on_conflict":
+        checker = WriteEngine(store, strategy, dry_run=True, filter=filter, batch_size=batch_size)
+    info = await _run(path, store, checker, progress=progress)
+    if checker is not None and dry_run:
+        return RestoreResult(str(path), strategy, True, info, checker.counts())
+    if checker is not None and checker.first_conflict is not None:
+        conflicts = checker.counts().conflicts
+        error = SessionExistsError(checker.first_conflict)
+        error.args = (
+            f"{conflicts} session(s) of the backup exist already (first: "
+            f"{checker.first_conflict!r}); nothing was restored (fail_on_conflict)",
+        )
+        raise error
+    engine = WriteEngine(
+        store, strategy, filter=filter, batch_size=batch_size, total=info.sessions,
+        progress=progress,
+    )  # fmt: skip
+    await _run(path, store, engine, check=False)
+    return RestoreResult(str(path), strategy, False, info, engine.counts())

@@ -1,0 +1,221 @@
+"""Streaming a store's sessions as backup items, with flat memory.
+
+Sessions come in pages of a keyset query sorted by id (``list_sessions(..., sort_by="id",
+cursor=...)``), never all at once; each session's events are read in chunks with the
+private ``_load_events(after_seq=..., limit=...)`` primitive, so one session with a million
+events is never held in memory either. ``scan()`` is not used: it loads whole event lists.
+
+Each session is copied consistently with its head: exactly the ``event_count`` events
+ending at ``last_seq`` (events appended meanwhile are left out; a head whose events were
+trimmed before we started is re-read), and the checkpoints taken at or before its version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Final
+
+from ..base import BaseSessionStore
+from ..codec import checkpoint_digest
+from ..errors import IntegrityError, SessionConflictError
+from ..model import Checkpoint, Event, Session
+from ..query import QueryOptions, SessionFilter
+from ._format import CheckpointItem, EventsItem, Item, PageEnd, SessionItem
+
+__all__ = ["ChangedWhileCopiedError", "ChunkSizer", "store_items", "with_include_expired"]
+
+log = logging.getLogger("sessionstore.backup")
+
+#: Sessions per page read from a source store.
+PAGE_SIZE: Final = 256
+_RETRIES: Final = 5
+#: Sessions whose checkpoints and first events are read at once, and how many events
+#: that first read takes (the rest of a long history is read chunk by chunk).
+_WINDOW: Final = 16
+_FIRST_EVENTS: Final = 256
+
+
+@dataclass
+class ChunkSizer:
+    """How many events to read at once: about ``target_bytes`` of encoded events.
+
+    The consumer reports what a chunk weighed (``observe``); the next read adapts, so a
+    session of 1 MiB events is read a few at a time and one of tiny events in big chunks.
+    """
+
+    limit: int = 256
+    target_bytes: int = 1 << 20
+    max_events: int = 5_000
+
+    def observe(self, count: int, nbytes: int) -> None:
+        """Record that ``count`` events took ``nbytes`` encoded."""
+        if count:
+            per_event = max(1, nbytes // count)
+            self.limit = max(1, min(self.max_events, self.target_bytes // per_event))
+
+
+def with_include_expired(flt: SessionFilter | None, include_expired: bool) -> SessionFilter:
+    """``flt`` (or an empty filter) with ``include_expired`` switched on if asked."""
+    if flt is None:
+        return SessionFilter(include_expired=include_expired)
+    if not include_expired or flt.include_expired:
+        return flt
+    return SessionFilter(
+        ids=flt.ids,
+        processor_id=flt.processor_id,
+        status=flt.status,
+        tags_all=flt.tags_all,
+        tags_any=flt.tags_any,
+        metadata=flt.metadata,
+        created_after=flt.created_after,
+        created_before=flt.created_before,
+        updated_after=flt.updated_after,
+        updated_before=flt.updated_before,
+        expires_before=flt.expires_before,
+        has_events=flt.has_events,
+        include_expired=True,
+    )
+
+
+async def store_items(
+    store: BaseSessionStore,
+    flt: SessionFilter,
+    sizer: ChunkSizer,
+    *,
+    cursor: str | None = None,
+    page_size: int = PAGE_SIZE,
+) -> AsyncIterator[Item]:
+    """Every session matching ``flt`` as items, in id order, a :class:`PageEnd` per page.
+
+    ``cursor`` continues an earlier run of the same query (a ``PageEnd.cursor``).
+    """
+    while True:
+        page = await store.list_sessions(
+            flt, QueryOptions(sort_by="id", limit=page_size, cursor=cursor)
+        )
+        for start in range(0, len(page.items), _WINDOW):
+            window = page.items[start : start + _WINDOW]
+            limit = min(sizer.limit, _FIRST_EVENTS)
+            for head in await _read_heads(store, window, flt, limit):
+                if head is not None:  # None: deleted or expired meanwhile
+                    async for item in _session_items(store, head, sizer):
+                        yield item
+        if page.items:
+            yield PageEnd(page.items[-1].id, page.next_cursor)
+        if page.next_cursor is None:
+            return
+        cursor = page.next_cursor
+
+
+class ChangedWhileCopiedError(SessionConflictError):
+    """A session was trimmed or replaced while its events were being copied."""
+
+    def __init__(self, session_id: str, version: int) -> None:
+        super().__init__(session_id, version, -1)
+        self.args = (
+            f"session {session_id!r} was trimmed or replaced while its events were being "
+            "copied; run the operation again",
+        )
+
+
+def _sound_checkpoints(
+    store: BaseSessionStore, session: Session, cps: list[Checkpoint]
+) -> list[Checkpoint]:
+    out = []
+    for cp in cps:
+        if cp.version > session.version:
+            continue  # saved after the head we copy
+        if checkpoint_digest(cp) != cp.digest:
+            store._report_corrupt(
+                IntegrityError(
+                    "checkpoint digest does not match; left out of the copy",
+                    f"{session.id}/{cp.id}",
+                )
+            )
+            continue
+        out.append(cp)
+    return out
+
+
+@dataclass
+class _Head:
+    """A session with its checkpoints and its first events, read consistently."""
+
+    session: Session
+    checkpoints: list[Checkpoint]
+    first: list[Event]
+
+
+async def _read_head(
+    store: BaseSessionStore, session: Session, flt: SessionFilter, limit: int
+) -> _Head | None:
+    """``None`` when the session was deleted (or expired) since the page was read."""
+    sid = session.id
+    first: list[Event] = []
+    for _ in range(_RETRIES):
+        start = session.last_seq - session.event_count  # events after this seq are copied
+        first = []
+        if session.event_count:
+            first = await store._load_events(sid, after_seq=start, limit=limit, last=None)
+            first = [e for e in first if e.seq <= session.last_seq]
+        if not session.event_count or (first and first[0].seq == start + 1):
+            break
+        # trimmed (or re-created) since we read the head: read the head again
+        reloaded = (await store._load([sid])).get(sid)
+        if reloaded is None or (not flt.include_expired and reloaded.is_expired(store.clock.now())):
+            return None
+        session = reloaded
+    else:
+        raise ChangedWhileCopiedError(sid, session.version)
+    checkpoints = _sound_checkpoints(store, session, await store._load_checkpoints(sid))
+    return _Head(session, checkpoints, first)
+
+
+async def _read_heads(
+    store: BaseSessionStore, sessions: list[Session], flt: SessionFilter, limit: int
+) -> list[_Head | None]:
+    """:func:`_read_head` for a few sessions at once (their reads overlap on I/O drivers).
+
+    An in-process store (neither durable nor shared across processes) never waits on
+    I/O: there the reads run one after another, sparing a task per session.
+    """
+    caps = store.capabilities
+    if not (caps.durable or caps.cross_process):
+        return [await _read_head(store, s, flt, limit) for s in sessions]
+    tasks = [asyncio.ensure_future(_read_head(store, s, flt, limit)) for s in sessions]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+async def _session_items(
+    store: BaseSessionStore, head: _Head, sizer: ChunkSizer
+) -> AsyncIterator[Item]:
+    session = head.session
+    sid = session.id
+    yield SessionItem(session)
+    for cp in head.checkpoints:
+        yield CheckpointItem(cp)
+    done = len(head.first)
+    chunk = head.first
+    while chunk:
+        yield EventsItem(sid, chunk)
+        if done >= session.event_count:
+            return
+        after = chunk[-1].seq
+        chunk = await store._load_events(sid, after_seq=after, limit=sizer.limit, last=None)
+        chunk = [e for e in chunk[: session.event_count - done] if e.seq <= session.last_seq]
+        if not chunk or chunk[0].seq != after + 1:
+            # events we had not copied yet were trimmed away while we read: this copy of
+            # the session can no longer be made consistent
+            raise ChangedWhileCopiedError(sid, session.version)
+        done += len(chunk)
+    if done != session.event_count:
+        raise ChangedWhileCopiedError(sid, session.version)

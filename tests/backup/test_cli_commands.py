@@ -1,0 +1,164 @@
+"""The store commands (ls, show, rm, stats, backup, verify, restore, migrate, purge-expired)
+driven as a user drives them: subprocesses, piped --json parsed, exit codes checked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionstore import ManualClock, open_store
+from sessionstore.backup import create_backup
+
+from .conftest import HAS_FILE, populate
+
+needs_file = pytest.mark.skipif(not HAS_FILE, reason="needs the file:// driver")
+
+
+def sessionstore(
+    *args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``sessionstore ARGS`` in a fresh interpreter, stdout piped (not a terminal)."""
+    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    for name in ("SESSIONSTORE_DEBUG", "SESSIONSTORE_URL"):
+        if name not in (env or {}):
+            full_env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "sessionstore.cli", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def ok_json(out: subprocess.CompletedProcess[str]) -> Any:
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # nothing but one JSON document on stdout
+
+
+def one_error_line(out: subprocess.CompletedProcess[str], code: int) -> str:
+    assert out.returncode == code, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    assert "Traceback" not in out.stderr
+    return lines[0]
+
+
+def make_backup(tmp_path: Path, name: str = "b.jsonl.gz") -> Path:
+    async def build() -> Path:
+        clock = ManualClock()
+        async with open_store("memory://", clock=clock) as store:
+            await populate(store, clock)
+            info = await create_backup(store, tmp_path / name, include_expired=True)
+        return Path(info.path)
+
+    return asyncio.run(build())
+
+
+def corrupt(path: Path) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_verify_and_dry_run_restore_with_json(tmp_path: Path) -> None:
+    backup = make_backup(tmp_path)
+    info = ok_json(sessionstore("verify", str(backup), "--json"))
+    assert info["verified"] is True and info["sessions"] == 16 and info["compression"] == "gzip"
+    dry = ok_json(sessionstore("restore", "memory://", str(backup), "--dry-run", "--json"))
+    assert (dry["dry_run"], dry["restored"], dry["events"]) == (True, 16, info["events"])
+    human = sessionstore("verify", str(backup))
+    assert human.returncode == 0 and human.stdout.startswith("ok: ")
+
+
+def test_a_corrupt_backup_exits_7_naming_the_problem(tmp_path: Path) -> None:
+    backup = make_backup(tmp_path, "b.jsonl")
+    corrupt(backup)
+    line = one_error_line(sessionstore("verify", str(backup)), 7)
+    assert "b.jsonl" in line
+    one_error_line(sessionstore("restore", "memory://", str(backup), "--json"), 7)
+    debug = sessionstore("--debug", "verify", str(backup))
+    assert debug.returncode == 7 and "Traceback" in debug.stderr
+
+
+def test_missing_arguments_and_sessions(tmp_path: Path) -> None:
+    assert "not found" in one_error_line(sessionstore("show", "memory://", "nope"), 5)
+    assert "not found" in one_error_line(sessionstore("rm", "memory://", "nope"), 5)
+    usage = sessionstore("show", "memory://")
+    assert usage.returncode == 2 and "missing argument" in usage.stderr
+    no_url = sessionstore("ls")
+    assert no_url.returncode == 2 and "SESSIONSTORE_URL" in no_url.stderr
+    assert one_error_line(sessionstore("verify", str(tmp_path / "none.jsonl")), 2)
+    bad = sessionstore("show", "nosuch://x", "id")
+    assert bad.returncode == 3
+
+
+@needs_file
+def test_store_commands_on_a_file_store(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+
+    async def fill() -> None:
+        # a day ago: the commands run on the real clock, so every ttl has passed by then
+        clock = ManualClock(datetime.now(UTC) - timedelta(days=1))
+        async with open_store(url, clock=clock) as store:
+            await populate(store, clock)
+            await store.create_session(id="gone-soon", ttl=0.001)
+
+    asyncio.run(fill())
+    page = ok_json(sessionstore("ls", url, "--processor", "agent-1", "--json", "--limit", "2"))
+    assert [s["id"] for s in page["items"]] == ["m-01", "m-04"] and page["next_cursor"]
+    more = ok_json(sessionstore("ls", url, "--processor", "agent-1", "--json", "--limit", "2",
+                                "--cursor", page["next_cursor"]))  # fmt: skip
+    assert [s["id"] for s in more["items"]] == ["m-07", "m-10"]
+    env_page = ok_json(sessionstore("ls", "--json", "--tag", "prod", env={"SESSIONSTORE_URL": url}))
+    assert sorted(s["id"] for s in env_page["items"]) == ["c-events"]  # a-full has expired
+    table = sessionstore("ls", url, "--status", "active")
+    assert table.returncode == 0 and "m-00" in table.stdout and "│" in table.stdout
+
+    shown = ok_json(sessionstore("show", url, "c-events", "--events", "3", "--json"))
+    assert shown["session"]["event_count"] == 25
+    assert [e["seq"] for e in shown["events"]] == [23, 24, 25]
+    assert ok_json(sessionstore("show", "c-events", "--json", env={"SESSIONSTORE_URL": url}))
+
+    stats = ok_json(sessionstore("stats", url, "--json"))
+    assert stats["sessions"] == 14 and stats["by_status"]["active"] == 14
+    assert stats["by_processor"] == {"-": 1, "agent-0": 4, "agent-1": 4, "agent-2": 5}
+    assert stats["expired_not_purged"] == 3 and stats["events"] == 25
+
+    backup = tmp_path / "b.jsonl.zst"
+    info = ok_json(sessionstore("backup", url, str(backup), "--include-expired", "--json"))
+    assert info["sessions"] == 17 and backup.exists()
+    bar = sessionstore("backup", url, str(tmp_path / "p.jsonl"), "--progress")
+    assert bar.returncode == 0 and "backup" in bar.stderr and "14/14" in bar.stderr
+
+    assert ok_json(sessionstore("rm", url, "m-00", "--json")) == {"deleted": "m-00"}
+    one_error_line(sessionstore("rm", url, "m-00"), 5)
+    one_error_line(sessionstore("rm", url, "m-01", "--expected-version", "99"), 6)
+    restored = ok_json(
+        sessionstore("restore", url, str(backup), "--strategy", "overwrite", "--json")
+    )
+    assert (restored["restored"], restored["overwritten"]) == (4, 13)  # m-00 + 3 expired
+    one_error_line(sessionstore("restore", url, str(backup), "--strategy", "fail_on_conflict"), 6)
+
+    purged = ok_json(sessionstore("purge-expired", url, "--json"))
+    assert purged == {"removed": 3}
+
+    moved = ok_json(
+        sessionstore("migrate", url, f"file://{tmp_path / 'copy'}", "--json", cwd=tmp_path)
+    )
+    assert moved["restored"] == 14 and moved["resumed_after"] is None
+    assert not list(tmp_path.glob(".sessionstore-migrate-*"))  # progress file removed
+    copied = ok_json(sessionstore("stats", f"file://{tmp_path / 'copy'}", "--json"))
+    assert copied["sessions"] == 14 and copied["events"] == 25
+
+    before = ok_json(sessionstore("ls", url, "--json", "--include-expired", "--limit", "100"))
+    corrupt(backup)
+    one_error_line(sessionstore("restore", url, str(backup), "--strategy", "overwrite"), 7)
+    after = ok_json(sessionstore("ls", url, "--json", "--include-expired", "--limit", "100"))
+    assert after == before  # live data untouched
