@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up and run sessionstore on a fresh machine that has only Python 3.11+.
 
-    python3 scripts/dev.py demo     # create .venv, install, run examples/quickstart.py
+    python3 scripts/dev.py demo     # create .venv, install, run the quickstart on file://./sessions
     python3 scripts/dev.py test     # create .venv, install dev extras, ruff + mypy + pytest
     python3 scripts/dev.py bench    # run the benchmarks (ratios to same-run floors)
 
@@ -54,7 +54,8 @@ def ensure_env(extras: str) -> None:
 
 def demo() -> None:
     ensure_env("cli")
-    run(PY, "examples/quickstart.py")
+    # file://: the sessions are files in ./sessions and survive the next run
+    run(PY, "examples/quickstart.py", "file://./sessions")
 
 
 def test(pytest_args: list[str]) -> None:

@@ -14,6 +14,9 @@ Drivers are found through the ``sessionstore`` entry-point group (see
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._batch import Mutation
 from ._version import __version__
 from .base import BaseSessionStore
@@ -69,9 +72,88 @@ from .registry import (
 )
 from .transaction import Transaction
 
+if TYPE_CHECKING:
+    from .backup import (
+        BackupInfo,
+        MigrateResult,
+        RestoreResult,
+        create_backup,
+        list_backups,
+        migrate,
+        prune_backups,
+        restore_from_backup,
+        verify_backup,
+    )
+    from .manager import (
+        FlushReport,
+        HealthReport,
+        Lease,
+        LeaseError,
+        LeaseHeldError,
+        LeaseLostError,
+        LifecycleError,
+        ManagedSession,
+        ManagedSessionConflictError,
+        ManagerClosedError,
+        ManagerConfig,
+        ManagerStats,
+        ManagerTransaction,
+        OptimizeReport,
+        SessionPersistenceManager,
+        SessionSummary,
+    )
+
+# The manager is imported on first use, so `import sessionstore` stays light.
+_MANAGER_NAMES = frozenset(
+    {
+        "FlushReport",
+        "HealthReport",
+        "Lease",
+        "LeaseError",
+        "LeaseHeldError",
+        "LeaseLostError",
+        "LifecycleError",
+        "ManagedSession",
+        "ManagedSessionConflictError",
+        "ManagerClosedError",
+        "ManagerConfig",
+        "ManagerStats",
+        "ManagerTransaction",
+        "OptimizeReport",
+        "SessionPersistenceManager",
+        "SessionSummary",
+    }
+)
+
+
+# Backup, restore and migration: imported on first use as well.
+_BACKUP_NAMES = frozenset(
+    {
+        "BackupInfo",
+        "MigrateResult",
+        "RestoreResult",
+        "create_backup",
+        "list_backups",
+        "migrate",
+        "prune_backups",
+        "restore_from_backup",
+        "verify_backup",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MANAGER_NAMES:
+        return getattr(importlib.import_module(".manager", __name__), name)
+    if name in _BACKUP_NAMES:
+        return getattr(importlib.import_module(".backup", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "UNSET",
     "AppendOp",
+    "BackupInfo",
     "BaseSessionStore",
     "Capabilities",
     "Checkpoint",
@@ -83,21 +165,37 @@ __all__ = [
     "DriverNotFoundError",
     "Event",
     "EventInput",
+    "FlushReport",
+    "HealthReport",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidCursorError",
     "InvalidSessionIdError",
+    "Lease",
+    "LeaseError",
+    "LeaseHeldError",
+    "LeaseLostError",
+    "LifecycleError",
+    "ManagedSession",
+    "ManagedSessionConflictError",
+    "ManagerClosedError",
+    "ManagerConfig",
+    "ManagerStats",
+    "ManagerTransaction",
     "ManualClock",
     "MergeStrategy",
+    "MigrateResult",
     "Mutation",
     "NewSession",
     "NewSessionFields",
     "Op",
+    "OptimizeReport",
     "OutcomeUnknownError",
     "Page",
     "PutResult",
     "QueryOptions",
     "QuotaExceededError",
+    "RestoreResult",
     "SerializationError",
     "Session",
     "SessionChanges",
@@ -105,9 +203,11 @@ __all__ = [
     "SessionExistsError",
     "SessionFilter",
     "SessionNotFoundError",
+    "SessionPersistenceManager",
     "SessionRecord",
     "SessionStore",
     "SessionStoreError",
+    "SessionSummary",
     "SessionUpdate",
     "Status",
     "StoreOptions",
@@ -119,11 +219,17 @@ __all__ = [
     "UpdateOp",
     "__version__",
     "broken_plugins",
+    "create_backup",
     "get_driver",
     "hookimpl",
     "installed_drivers",
+    "list_backups",
+    "migrate",
     "open_store",
     "plugin_manager",
+    "prune_backups",
     "redact_url",
     "register_driver",
+    "restore_from_backup",
+    "verify_backup",
 ]

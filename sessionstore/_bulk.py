@@ -24,11 +24,41 @@ from .protocol import MergeStrategy, PutResult
 from .query import SessionFilter, matches
 from .validation import validate_session_id
 
-__all__ = ["BulkMixin"]
+__all__ = ["STRATEGIES", "BulkMixin", "check_strategy", "merge_decision"]
 
 T = TypeVar("T")
 _CAS_ATTEMPTS: Final = 100
-_STRATEGIES: Final = ("skip_existing", "overwrite", "update_newer", "fail_on_conflict")
+STRATEGIES: Final = ("skip_existing", "overwrite", "update_newer", "fail_on_conflict")
+
+
+def check_strategy(strategy: object) -> MergeStrategy:
+    """``strategy`` if it is a merge strategy, else :class:`InvalidArgumentError`."""
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(
+            f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})"
+        )
+    return strategy
+
+
+def merge_decision(strategy: str, new: Session, stored: Session | None, now: datetime) -> str:
+    """What restoring ``new`` does when ``stored`` is the stored session (or ``None``).
+
+    ``"create"`` (absent or expired), ``"overwrite"``, ``"skip"`` or ``"conflict"``
+    (``fail_on_conflict`` and a live stored session). ``update_newer`` overwrites when
+    ``new`` has the newer ``updated_at``, then the higher ``version``.
+    """
+    if stored is None or stored.is_expired(now):
+        return "create"
+    if strategy == "skip_existing":
+        return "skip"
+    if strategy == "fail_on_conflict":
+        return "conflict"
+    if strategy == "update_newer" and (new.updated_at, new.version) <= (
+        stored.updated_at,
+        stored.version,
+    ):
+        return "skip"
+    return "overwrite"
 
 
 class BulkMixin:
@@ -40,6 +70,7 @@ class BulkMixin:
 
         def _check_open(self) -> None: ...
         def _notify(self, hook: str, **kwargs: Any) -> None: ...
+        def _report_corrupt(self, error: IntegrityError) -> None: ...
         def _after_write(self, mutations: Sequence[Mutation]) -> None: ...
         async def _all_sessions(self) -> list[Session]: ...
         async def _execute(
@@ -120,8 +151,12 @@ class BulkMixin:
         async for session in self._iter_sessions():
             if not matches(session, flt, now):
                 continue
-            events = await self._load_events(session.id, after_seq=0, limit=None, last=None)
-            checkpoints = await self._load_checkpoints(session.id)
+            try:
+                events = await self._load_events(session.id, after_seq=0, limit=None, last=None)
+                checkpoints = await self._load_checkpoints(session.id)
+            except IntegrityError as exc:  # a corrupt event log or checkpoint: skip, report
+                self._report_corrupt(exc)
+                continue
             yield SessionRecord(session, events, checkpoints)
 
     def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
@@ -156,10 +191,7 @@ class BulkMixin:
         wins) or ``fail_on_conflict`` (:class:`SessionExistsError`, nothing of this call
         written).
         """
-        if strategy not in _STRATEGIES:
-            raise InvalidArgumentError(
-                f"unknown strategy {strategy!r} (allowed: {', '.join(_STRATEGIES)})"
-            )
+        check_strategy(strategy)
         batch = list(records)
         encoded = [self._check_record(r) for r in batch]
         self._check_open()
@@ -189,18 +221,12 @@ class BulkMixin:
     ) -> PutResult:
         new = record.session
         for _ in range(_CAS_ATTEMPTS):
-            now = self.clock.now()
-            live = stored is not None and not stored.is_expired(now)
-            if live and stored is not None:
-                if strategy == "skip_existing":
-                    return PutResult(skipped=1)
-                if strategy == "fail_on_conflict":
-                    return PutResult(conflicts=1)
-                if strategy == "update_newer" and (new.updated_at, new.version) <= (
-                    stored.updated_at,
-                    stored.version,
-                ):
-                    return PutResult(skipped=1)
+            decision = merge_decision(strategy, new, stored, self.clock.now())
+            if decision == "skip":
+                return PutResult(skipped=1)
+            if decision == "conflict":
+                return PutResult(conflicts=1)
+            live = decision == "overwrite"
             mut = Mutation(
                 session_id=new.id,
                 expect=0 if stored is None else stored.version,

@@ -23,6 +23,7 @@ import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
@@ -77,6 +78,14 @@ log = logging.getLogger("sessionstore")
 T = TypeVar("T")
 
 MAX_EVENTS_PAGE: Final = 100_000
+
+
+class _PlanConflict(Exception):
+    """A conflict found while planning (the caller's ``expected_version``): not retried."""
+
+    def __init__(self, error: SessionConflictError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class BaseSessionStore(BulkMixin, ABC):
@@ -241,6 +250,28 @@ class BaseSessionStore(BulkMixin, ABC):
                 )
                 self._notify(hook, session=mut.session)
 
+    async def _load_and_apply(
+        self,
+        load_ids: Sequence[str],
+        build: Callable[[Mapping[str, Session]], list[Mutation]],
+        *,
+        atomic: bool = True,
+    ) -> list[Mutation]:
+        """Load ``load_ids``, plan with ``build``, apply the mutations it returns.
+
+        The default is ``_load`` then ``_apply`` (which re-checks every version). A driver
+        that can read and write under one lock (or in one round trip) may override this to
+        do all three in one step, e.g. one worker-thread hop. ``build`` is pure: no I/O and
+        no awaiting, so it may run in a worker thread; whatever it raises (not found,
+        exists, quota, a conflict with ``expected_version``) must propagate unchanged.
+        Returns the mutations written (empty: nothing to write).
+        """
+        loaded = await self._load(load_ids) if load_ids else {}
+        mutations = build(loaded)
+        if mutations:
+            await self._apply(mutations, atomic=atomic)
+        return mutations
+
     async def _execute(
         self, load_ids: Sequence[str], plan: Callable[[Planner], T], *, atomic: bool = True
     ) -> T:
@@ -248,31 +279,39 @@ class BaseSessionStore(BulkMixin, ABC):
         self._check_open()
         last_error: SessionConflictError | None = None
         for attempt in range(_CAS_ATTEMPTS):
-            loaded = await self._load(load_ids) if load_ids else {}
-            planner = Planner(loaded, self.clock.now(), self._limits)
+            now = self.clock.now()
+            outcome: list[T] = []
+
+            def build(
+                loaded: Mapping[str, Session], now: datetime = now, outcome: list[T] = outcome
+            ) -> list[Mutation]:
+                planner = Planner(loaded, now, self._limits)
+                try:
+                    outcome.append(plan(planner))
+                except SessionConflictError as error:
+                    raise _PlanConflict(error) from None
+                return planner.mutations()
+
             try:
-                result = plan(planner)
-            except SessionConflictError as exc:
+                mutations = await self._load_and_apply(load_ids, build, atomic=atomic)
+            except _PlanConflict as planned:
+                exc = planned.error
                 self._notify(
                     "sessionstore_conflict",
                     session_id=exc.session_id,
                     expected=exc.expected,
                     actual=exc.actual,
                 )
-                raise
-            mutations = planner.mutations()
-            if not mutations:
-                return result
-            try:
-                await self._apply(mutations, atomic=atomic)
+                raise exc from None
             except SessionConflictError as exc:
                 # Another writer got in between our read and our write: re-read and
                 # re-plan. A caller's expected_version is re-checked by the new plan.
                 last_error = exc
                 await asyncio.sleep(0 if attempt < 3 else random.uniform(0, 0.001 * attempt))
                 continue
-            self._after_write(mutations)
-            return result
+            if mutations:
+                self._after_write(mutations)
+            return outcome[-1]  # the plan that was applied (a driver may re-run it)
         assert last_error is not None
         raise last_error
 

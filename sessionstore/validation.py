@@ -103,7 +103,8 @@ def validate_ttl(ttl: TTL) -> timedelta:
     delta = timedelta(seconds=seconds)
     if delta < timedelta(milliseconds=1):
         raise InvalidArgumentError(f"ttl {ttl!r} is below the 1 ms resolution")
-    return delta
+    # Whole milliseconds: now + ttl must stay a millisecond-precision timestamp.
+    return timedelta(milliseconds=delta // timedelta(milliseconds=1))
 
 
 def validate_expires_at(value: object) -> datetime:

@@ -10,6 +10,10 @@ from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import ManualClock
 
+# Private Redis servers (session-scoped fixtures yielding URLs) for tests/redis and the
+# Redis conformance run; registered once here so every module shares the same servers.
+pytest_plugins = ["tests.redis.servers"]
+
 
 @pytest.fixture
 def clock() -> ManualClock:

@@ -80,3 +80,126 @@ def test_report_uses_medians_and_round_trips_to_json(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert [r["name"] for r in data["rows"]] == ["op", "slow"]
     assert data["all_passed"] is False
+
+
+def test_bench_manager_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_manager", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== sessionstore manager benchmark (quick) ==" in proc.stdout
+    report = json.loads(out.read_text())
+    names = {row["name"] for row in report["rows"]}
+    expected = {
+        f"{kind}: {what}"
+        for kind in report["meta"]["drivers"]
+        for what in ("add_interaction, per-interaction persist", "interval mode, per interaction")
+    }
+    assert "memory" in report["meta"]["drivers"] and names == expected
+    for row in report["rows"]:
+        for key in ("op_s", "floor_s", "ratio", "target_limit"):
+            assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
+
+
+FILESYSTEM_ROWS = {
+    "durable save (update_session data=2 KB)",
+    "get_session (~2 KB)",
+    "durable append_events (1 event)",
+    "append_events, 10,000 events",
+    "8 concurrent durable savers (throughput)",
+    "list_sessions tag+range, 5,000",
+}
+
+
+def test_bench_filesystem_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_filesystem", "--quick", "--json", str(out),
+         "--dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== sessionstore file:// benchmark (quick) ==" in proc.stdout
+    report = json.loads(out.read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == FILESYSTEM_ROWS
+    for row in rows.values():
+        for key in ("op_s", "floor_s", "ratio", "target_limit"):
+            assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
+        assert isinstance(row["passed"], bool)
+    assert _number(report["meta"]["load_seconds"]) and _number(report["meta"]["query_ms"])
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the store was removed
+
+
+def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
+    from tests.redis.servers import find_binaries
+
+    if find_binaries() is None:
+        import pytest
+
+        pytest.skip("no redis-server to benchmark against")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_redis", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== sessionstore redis benchmark (quick) ==" in proc.stdout
+    report = json.loads(out.read_text())
+    rows = {row["name"]: row for row in report["rows"]}
+    for topology in ("single", "cluster"):  # the same rows on a single server and Cluster
+        assert {name for name in rows if name.startswith(f"[{topology}]")} == {
+            f"[{topology}] {what}"
+            for what in (
+                "get_session (~2 KB)",
+                "create_session (~2 KB)",
+                "update_session merge_data",
+                "append_events, 10,000 events",
+                "append flatness 10,000 vs 10",
+                "put_records x100 pipelined",
+                "list_sessions tag+range, 4,000",
+            )
+        }
+        assert _number(report["meta"][f"query_ms_{topology}"])
+    for row in rows.values():
+        for key in ("op_s", "floor_s", "ratio", "target_limit"):
+            assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
+        assert isinstance(row["passed"], bool)
+
+
+def test_bench_backup_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_backup", "--quick", "--json", str(out),
+         "--drivers", "memory,file", "--dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "== sessionstore backup benchmark (quick) ==" in proc.stdout
+    report = json.loads(out.read_text())
+    drivers = report["meta"]["drivers"]
+    assert "memory" in drivers
+    sizes = report["meta"]["sizes"]
+    assert {row["name"] for row in report["rows"]} == {
+        f"{kind}: {what} {n:,}" for kind in drivers for what in ("backup", "restore") for n in sizes
+    }
+    for row in report["rows"]:
+        for key in ("op_s", "floor_s", "ratio", "target_limit"):
+            assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
+    for kind in drivers:
+        memory = report["meta"]["memory"][kind]
+        for n in sizes:
+            for key in ("backup_peak_mb", "restore_working_mb", "restore_sessions_per_s"):
+                assert _number(memory[str(n)][key]) and memory[str(n)][key] > 0
+        assert isinstance(memory["flat_backup_peak_mb"]["passed"], bool)
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores and files removed
