@@ -205,8 +205,8 @@ def flock_file(name: str, dir_fd: int, *, timeout: float, what: str, shared: boo
 
     Waits (polling, with growing pauses up to 2 ms) at most ``timeout`` seconds, then
     raises :class:`StoreUnavailableError`. Lock files are never removed while in use: a
-    holder re-checks after locking that the path still names the file it locked (so
-    ``doctor`` may prune lock files of deleted sessions safely).
+    holder re-checks after locking that the path still names the file it locked (so lock
+    files of deleted sessions can be pruned safely).
     """
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     deadline = time.monotonic() + timeout

@@ -171,3 +171,23 @@ def test_the_demo_keeps_its_sessions_across_runs(tmp_path: Path) -> None:
     assert "sessions now: 2" in runs[0].stdout
     assert "sessions now: 4" in runs[1].stdout  # the first run's sessions survived
     assert list((tmp_path / "sessions" / "_default" / "sessions").rglob("session.json"))
+
+
+@pytest.mark.asyncio
+async def test_sub_millisecond_ttl_gives_a_millisecond_expiry(
+    make_store: MakeStore, clock: ManualClock
+) -> None:
+    """The core now truncates a ttl to whole ms, so the index (in ms) and the files agree."""
+    from datetime import timedelta
+
+    from sessionstore import SessionFilter
+
+    async with make_store() as store:
+        s = await store.create_session(ttl=1.0005)
+        assert s.expires_at == clock.now() + timedelta(seconds=1)
+        clock.advance(timedelta(milliseconds=999))
+        assert await store.count_sessions() == 1
+        clock.advance(timedelta(milliseconds=1))
+        assert await store.get_session(s.id) is None
+        assert await store.count_sessions() == 0
+        assert await store.count_sessions(SessionFilter(include_expired=True)) == 1
