@@ -95,6 +95,15 @@ class MemoryBackend:
         return sorted(self._spaces)
 
 
+def _kept(raw: bytes) -> bytes:
+    """An exact-size copy of bytes the store keeps.
+
+    orjson returns even a 20-byte result in a buffer of at least 4 KiB (1 KiB before
+    3.12) and never shrinks it: keeping its output as is cost ~9 KB per tiny session.
+    """
+    return memoryview(raw).tobytes()
+
+
 def _materialize(doc: _Doc) -> Session:
     h = doc.head
     return Session(
@@ -186,7 +195,7 @@ class MemoryStore(BaseSessionStore):
                 s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at, s.updated_at,
                 s.expires_at, s.version, s.event_count, s.last_seq, s.group,
             )  # fmt: skip
-            space.docs[sid] = _Doc(head, mut.data_json, mut.metadata_json)
+            space.docs[sid] = _Doc(head, _kept(mut.data_json), _kept(mut.metadata_json))
             if old is None:
                 space.index.add(head)
             else:
@@ -197,7 +206,7 @@ class MemoryStore(BaseSessionStore):
                 log = space.logs[sid] = _Log(first_seq=mut.append[0].seq)
             elif not log.items:
                 log.first_seq = mut.append[0].seq
-            log.items.extend((e.seq, e.type, e.at, orjson.dumps(e.data)) for e in mut.append)
+            log.items.extend((e.seq, e.type, e.at, _kept(orjson.dumps(e.data))) for e in mut.append)
         if mut.trim_before:
             log = space.logs.get(sid)
             if log is not None and log.items:
@@ -209,7 +218,7 @@ class MemoryStore(BaseSessionStore):
             for cp_id in mut.delete_checkpoints:
                 cps.pop(cp_id, None)
             for cp in mut.put_checkpoints:
-                cps[cp.id] = dumps_record(checkpoint_to_record(cp))
+                cps[cp.id] = _kept(dumps_record(checkpoint_to_record(cp)))
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
