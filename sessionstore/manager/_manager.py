@@ -25,6 +25,7 @@ from ..errors import (
 from ..model import TTL, UNSET, Session, Unset
 from ..protocol import SessionStore
 from ..validation import validate_positive_int, validate_session_id
+from ._backups import BackupMixin
 from ._bookkeeping import MANAGER_KEY, Book, check_user_metadata
 from ._cas import CasMixin
 from ._config import ManagerConfig
@@ -44,7 +45,7 @@ T = TypeVar("T")
 _PERMANENT: Final = (SessionConflictError, LeaseError, SessionNotFoundError)
 
 
-class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin):
+class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin):
     """Managed sessions with auto-persist, lifecycle, leases, expiry, stats and health.
 
     ``store_or_url`` is a store object (initialised if needed, never shut down by the
@@ -107,6 +108,8 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin):
         if config.cleanup_enabled:
             self._supervisor.start("cleanup", config.cleanup_interval, self._cleanup_tick)
         self._state = "open"
+        if config.backup_interval is not None:
+            self._supervisor.start("backup", config.backup_interval, self._backup_tick)
 
     async def shutdown(self) -> FlushReport:
         """Stop the background loops and persist every pending change. Safe to call twice,
