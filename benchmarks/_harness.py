@@ -363,6 +363,65 @@ class Report:
             "rows": [row.to_dict() for row in self.rows],
         }
 
+    def publish(self, json_path: str | None) -> int:
+        """Print the table (and write JSON when asked); the exit code of a benchmark: 0.
+
+        A benchmark reports; it does not fail the build.
+        """
+        print()
+        print(self.table())
+        if json_path:
+            self.write_json(json_path)
+            print(f"wrote {json_path}")
+        return 0
+
     def write_json(self, path: str | os.PathLike[str]) -> None:
         """Write :meth:`to_dict` as indented JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+async def indexed_query_row(
+    report: Report,
+    store: Any,
+    flt: Any,
+    opts: Any,
+    *,
+    name: str,
+    floor_name: str,
+    target: Target,
+    orientation: str,
+    repeat: int,
+) -> Row:
+    """Time an indexed first page against the generic full scan of the same query.
+
+    First checks that both return the same full page (a disagreement is a bug, reported
+    by exiting non-zero), then times them interleaved and records ``meta["query_ms"]``.
+    """
+    from sessionstore import BaseSessionStore
+
+    indexed = await store.list_sessions(flt, opts)
+    scanned = await BaseSessionStore.list_sessions(store, flt, opts)
+    if indexed.ids != scanned.ids or indexed.next_cursor != scanned.next_cursor:
+        raise SystemExit("BUG: the indexed query and the full scan disagree")
+    if len(indexed) != opts.limit:
+        raise SystemExit(f"BUG: expected a full page, got {len(indexed)} sessions")
+    matching = await store.count_sessions(flt)
+    op, floor = await compare(
+        lambda: store.list_sessions(flt, opts),
+        lambda: BaseSessionStore.list_sessions(store, flt, opts),
+        floor_number=1,
+        repeat=repeat,
+    )
+    row = report.add(
+        Row(
+            name,
+            op,
+            floor_name,
+            floor,
+            target,
+            note=f"first page of {opts.limit} of {matching:,} matches, {opts.sort_by} "
+            f"{opts.order}; absolute {op.median * 1e3:.3f} ms ({orientation})",
+        )
+    )
+    report.meta["query_ms"] = row.op.median * 1e3
+    return row

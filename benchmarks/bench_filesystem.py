@@ -41,10 +41,10 @@ from typing import Any
 import orjson
 from sessionstore_filesystem import FileStore
 
-from sessionstore import BaseSessionStore, ManualClock, QueryOptions, SessionFilter
+from sessionstore import ManualClock, QueryOptions, SessionFilter
 
 from . import bench_memory
-from ._harness import Report, Row, Target, compare
+from ._harness import Report, Row, Target, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
 
 
@@ -265,31 +265,17 @@ async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
             tags_all={"tag-07"}, created_after=t0 + span * 0.25, created_before=t0 + span * 0.75
         )
         opts = QueryOptions(sort_by="created_at", order="desc", limit=100)
-        indexed = await store.list_sessions(flt, opts)
-        scanned = await BaseSessionStore.list_sessions(store, flt, opts)
-        if indexed.ids != scanned.ids or indexed.next_cursor != scanned.next_cursor:
-            raise SystemExit("BUG: the indexed query and the full scan disagree")
-        if len(indexed) != opts.limit:
-            raise SystemExit(f"BUG: expected a full page, got {len(indexed)} sessions")
-        matching = await store.count_sessions(flt)
-        op, floor = await compare(
-            lambda: store.list_sessions(flt, opts),
-            lambda: BaseSessionStore.list_sessions(store, flt, opts),
-            floor_number=1,
+        await indexed_query_row(
+            report,
+            store,
+            flt,
+            opts,
+            name=f"list_sessions tag+range, {sizes.sessions:,}",
+            floor_name="read every file + evaluate",
+            target=Target.faster_by(50),
+            orientation="orientation: <= 20 ms at 100k",
             repeat=sizes.query_repeat,
         )
-        row = report.add(
-            Row(
-                f"list_sessions tag+range, {sizes.sessions:,}",
-                op,
-                "read every file + evaluate",
-                floor,
-                Target.faster_by(50),
-                note=f"first page of 100 of {matching:,} matches, created_at desc; absolute "
-                f"{op.median * 1e3:.2f} ms (orientation: <= 20 ms at 100k)",
-            )
-        )
-        report.meta["query_ms"] = row.op.median * 1e3
 
 
 async def run(quick: bool, directory: str | None) -> Report:
@@ -313,13 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args.quick, args.dir))
-    print()
-    print(report.table())
-    if args.json:
-        report.write_json(args.json)
-        print(f"wrote {args.json}")
-    return 0  # a benchmark reports; it does not fail the build
+    return asyncio.run(run(args.quick, args.dir)).publish(args.json)
 
 
 if __name__ == "__main__":

@@ -212,13 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter batches")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args.quick))
-    print()
-    print(report.table())
-    if args.json:
-        report.write_json(args.json)
-        print(f"wrote {args.json}")
-    return 0
+    return asyncio.run(run(args.quick)).publish(args.json)
 
 
 if __name__ == "__main__":
