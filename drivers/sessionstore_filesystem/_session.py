@@ -469,6 +469,61 @@ def _iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]
         os.close(fd)
 
 
+def _line_from(fd: int, pos: int, end: int, record: str) -> tuple[int, int] | None:
+    """``(start, stop)`` of the first whole line starting at or after ``pos`` (``stop``
+    is past its newline), or ``None`` when no line starts before ``end``."""
+    start = pos
+    if pos > 0:  # skip to the byte after the previous newline
+        while True:
+            chunk = pread_all(fd, start - 1, min(end, start - 1 + 4096), record)
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                start = start - 1 + cut + 1
+                break
+            start += len(chunk)
+            if start >= end:
+                return None
+    if start >= end:
+        return None
+    stop = start
+    while True:
+        chunk = pread_all(fd, stop, min(end, stop + 4096), record)
+        cut = chunk.find(b"\n")
+        if cut >= 0:
+            return start, stop + cut + 1
+        stop += len(chunk)
+        if stop >= end:
+            raise IntegrityError("event log region does not end at a line end", record)
+
+
+def _offset_after(state: State, gen: int, end: int, after_seq: int) -> int:
+    """Byte offset of a line start at or before the first event with ``seq > after_seq``.
+
+    Sequence numbers grow along the log, so a binary search over byte positions finds it
+    with O(log size) line decodes: paging deep into a long history does not re-read it
+    from the start. The last stretch (under one read chunk) is left to the caller's scan.
+    """
+    if after_seq <= 0:
+        return 0
+    record = f"{state.sid}/{log_name(gen)}"
+    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
+    try:
+        lo, hi = 0, end  # every line before lo has seq <= after_seq; hi is a line start
+        while hi - lo > _CHUNK:
+            found = _line_from(fd, (lo + hi) // 2, hi, record)
+            if found is None:
+                break
+            start, stop = found
+            event = decode_line(pread_all(fd, start, stop - 1, record), record)[0]
+            if event.seq <= after_seq:
+                lo = stop
+            else:
+                hi = start
+        return lo
+    finally:
+        os.close(fd)
+
+
 def _iter_lines_backward(state: State, gen: int, end: int) -> Iterator[Event]:
     record = f"{state.sid}/{log_name(gen)}"
     fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
@@ -517,7 +572,8 @@ def _read_events(
             picked.reverse()
             return picked
         out: list[Event] = []
-        for event in _iter_lines(state, gen, 0, state.valid_end):
+        start = _offset_after(state, gen, state.valid_end, after_seq)
+        for event in _iter_lines(state, gen, start, state.valid_end):
             if event.seq <= after_seq:
                 continue
             out.append(event)
