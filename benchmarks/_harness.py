@@ -425,3 +425,43 @@ async def indexed_query_row(
     )
     report.meta["query_ms"] = row.op.median * 1e3
     return row
+
+
+async def append_flatness_row(
+    report: Report,
+    store: Any,
+    big: str,
+    small: str,
+    event: Any,
+    *,
+    name: str,
+    big_log: int,
+    small_log: int,
+    number: int,
+    repeat: int,
+) -> Row:
+    """One-event appends to a session holding ``big_log`` events vs one holding ``small_log``.
+
+    Before each batch (untimed) both logs are trimmed back to their stated length, so every
+    batch measures the same history lengths. Target: flat (at most 1.3x).
+    """
+    op, floor = await compare(
+        lambda: store.append_events(big, [event]),
+        lambda: store.append_events(small, [event]),
+        number=number,
+        floor_number=number,
+        repeat=repeat,
+        op_setup=lambda: store.trim_events(big, keep_last=big_log),
+        floor_setup=lambda: store.trim_events(small, keep_last=small_log),
+    )
+    return report.add(
+        Row(
+            name,
+            op,
+            f"same, {small_log} events",
+            floor,
+            Target.at_most(1.3),
+            note=f"each batch of {number} appends starts from {big_log:,} / {small_log} "
+            "events (trimmed back, untimed)",
+        )
+    )

@@ -44,7 +44,7 @@ from sessionstore_filesystem import FileStore
 from sessionstore import ManualClock, QueryOptions, SessionFilter
 
 from . import bench_memory
-from ._harness import Report, Row, Target, compare, indexed_query_row
+from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
 
 
@@ -193,25 +193,17 @@ async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
         big = (await store.create_session(processor_id="agent-7", data={"n": 2})).id
         for start in range(0, sizes.big_log, 1000):
             await store.append_events(big, [EVENT] * min(1000, sizes.big_log - start))
-        op, floor = await compare(
-            lambda: store.append_events(big, [EVENT]),
-            lambda: store.append_events(small, [EVENT]),
+        await append_flatness_row(
+            report,
+            store,
+            big,
+            small,
+            EVENT,
+            name=f"append_events, {sizes.big_log:,} events",
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
             number=sizes.append_number,
-            floor_number=sizes.append_number,
             repeat=sizes.repeat,
-            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
-            floor_setup=lambda: store.trim_events(small, keep_last=sizes.small_log),
-        )
-        report.add(
-            Row(
-                f"append_events, {sizes.big_log:,} events",
-                op,
-                f"same, {sizes.small_log} events",
-                floor,
-                Target.at_most(1.3),
-                note=f"batches of {sizes.append_number} appends start from {sizes.big_log:,} / "
-                f"{sizes.small_log} events (trimmed back, untimed)",
-            )
         )
 
         writers = [(await store.create_session(processor_id="w", data=doc)).id for _ in range(8)]

@@ -47,7 +47,7 @@ from sessionstore import (
     open_store,
 )
 
-from ._harness import Report, Row, Target, compare, indexed_query_row
+from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 
 EVENT: dict[str, Any] = {"type": "tool_call", "data": {"name": "search", "args": {"q": "weather"}}}
 TAGS = [f"tag-{n:02d}" for n in range(20)]
@@ -184,26 +184,17 @@ async def bench_single_ops(report: Report, sizes: Sizes) -> None:
             await store.append_events(big, [EVENT] * min(1000, sizes.big_log - start))
         await store.append_events(small, [EVENT] * sizes.small_log)
 
-        op, floor = await compare(
-            lambda: store.append_events(big, [EVENT]),
-            lambda: store.append_events(small, [EVENT]),
+        await append_flatness_row(
+            report,
+            store,
+            big,
+            small,
+            EVENT,
+            name=f"append_events, {sizes.big_log:,} events",
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
             number=sizes.append_number,
-            floor_number=sizes.append_number,
             repeat=sizes.repeat,
-            # untimed: each batch starts from the stated history length again
-            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
-            floor_setup=lambda: store.trim_events(small, keep_last=sizes.small_log),
-        )
-        report.add(
-            Row(
-                f"append_events, {sizes.big_log:,} events",
-                op,
-                f"same, {sizes.small_log} events",
-                floor,
-                Target.at_most(1.3),
-                note=f"each batch of {sizes.append_number} appends starts from "
-                f"{sizes.big_log:,} / {sizes.small_log} events (trimmed back, untimed)",
-            )
         )
 
 

@@ -57,7 +57,7 @@ from sessionstore import (
 from sessionstore.codec import new_id
 from sessionstore.planning import Mutation, prepare
 
-from ._harness import Report, Row, Target, compare
+from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, PROCESSORS, STATUSES, TAGS, NewMillisecondClock, session_doc
 
 
@@ -226,23 +226,17 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
                 Target.at_most(1.3),
             )
         )
-        op, floor = await compare(
-            lambda: store.append_events(big, [EVENT]),
-            lambda: store.append_events(small, [EVENT]),
+        await append_flatness_row(
+            report,
+            store,
+            big,
+            small,
+            EVENT,
+            name=f"[{label}] append flatness {sizes.big_log:,} vs {sizes.small_log}",
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
             number=sizes.append_number,
-            floor_number=sizes.append_number,
             repeat=sizes.repeat,
-            op_setup=lambda: store.trim_events(big, keep_last=sizes.big_log),
-            floor_setup=lambda: store.trim_events(small, keep_last=sizes.small_log),
-        )
-        report.add(
-            Row(
-                f"[{label}] append flatness {sizes.big_log:,} vs {sizes.small_log}",
-                op,
-                f"same, {sizes.small_log} events",
-                floor,
-                Target.at_most(1.3),
-            )
         )
         await bench_bulk(report, store, label, sizes)
 
