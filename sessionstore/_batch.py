@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -43,6 +43,7 @@ from .model import (
     Status,
     Unset,
     UpdateOp,
+    fast_session,
 )
 from .validation import (
     validate_event_input,
@@ -58,8 +59,9 @@ __all__ = ["Limits", "Mutation", "Planner", "Prepared", "prepare"]
 
 _MAX_VERSION = 2**62
 _NO_TAGS: frozenset[str] = frozenset()
-# Planner.update/append build Session directly (dataclasses.replace costs about twice a
-# construction on these hot paths) and name every field: a new field must be added there.
+# Planner.update/append and new_session build Session with fast_session (dataclasses.replace
+# costs about twice a construction, a frozen construction 3x fast_session) and name every
+# field: a new field must be added there.
 assert len(fields(Session)) == 13, "Session changed: update Planner.update and Planner.append"
 
 
@@ -107,8 +109,7 @@ class Prepared:
     op: Op
     session_id: str
     expected_version: int | None
-    # create
-    new: NewSession | None = None
+    # create (the first fields are positional in prepare_new: keep their order)
     tags: frozenset[str] = frozenset()
     status: Status | None = None
     ttl: timedelta | None = None
@@ -155,36 +156,82 @@ def _tags(values: Iterable[str]) -> frozenset[str]:
     return validate_tags(values)
 
 
+#: The op a :func:`prepare_new` call without one stands for: a create with a generated id.
+GENERATED_CREATE: Final = CreateOp(NewSession())
+_NEW_FIELDS: Final = frozenset(f.name for f in fields(NewSession))
+
+
+def check_new_fields(fields: Mapping[str, Any]) -> None:
+    """Raise ``TypeError`` (as a call would) for a key :class:`NewSession` does not have."""
+    if not _NEW_FIELDS.issuperset(fields):
+        unknown = sorted(set(fields) - _NEW_FIELDS)[0]
+        raise TypeError(f"create_session() got an unexpected keyword argument {unknown!r}")
+
+
+def prepare_new(
+    limits: Limits,
+    op: CreateOp = GENERATED_CREATE,
+    /,
+    *,
+    processor_id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = (),
+    status: Status | str = Status.ACTIVE,
+    ttl: Any = None,
+    expires_at: datetime | None = None,
+    id: str | None = None,
+    group: str | None = None,
+) -> Prepared:
+    """``prepare(CreateOp(NewSession(**fields)))`` without building the two values.
+
+    ``create_session`` calls this directly (check the keys with :func:`check_new_fields`
+    first); ``op`` is the :class:`CreateOp` the result stands for.
+    """
+    sid = new_id() if id is None else validate_session_id(id)
+    if ttl is not None and expires_at is not None:
+        raise InvalidArgumentError("give ttl or expires_at, not both")
+    encoded = encode_user_dict(data or {}, "data", limits.max_session_bytes)
+    meta = encode_user_dict(metadata or {}, "metadata", limits.max_session_bytes)
+    size = len(encoded[0]) + len(meta[0])
+    if size > limits.max_session_bytes:
+        raise QuotaExceededError(
+            f"session {sid!r} would be {size} bytes encoded, over the limit of "
+            f"{limits.max_session_bytes}"
+        )
+    return Prepared(
+        op,
+        sid,
+        None,
+        _tags(tags),
+        validate_status(status),
+        None if ttl is None else validate_ttl(ttl),
+        None if expires_at is None else validate_expires_at(expires_at),
+        validate_processor_id(processor_id),
+        None if group is None else validate_session_id(group, "group"),
+        encoded,
+        meta,
+    )
+
+
 def prepare(op: Op, limits: Limits) -> Prepared:
     """Validate and encode one op (no I/O). Raises typed errors on bad input."""
     if isinstance(op, CreateOp):
         new = op.new
         if not isinstance(new, NewSession):
             raise InvalidArgumentError("CreateOp.new must be a NewSession")
-        sid = new_id() if new.id is None else validate_session_id(new.id)
-        if new.ttl is not None and new.expires_at is not None:
-            raise InvalidArgumentError("give ttl or expires_at, not both")
-        data = encode_user_dict(new.data or {}, "data", limits.max_session_bytes)
-        metadata = encode_user_dict(new.metadata or {}, "metadata", limits.max_session_bytes)
-        size = len(data[0]) + len(metadata[0])
-        if size > limits.max_session_bytes:
-            raise QuotaExceededError(
-                f"session {sid!r} would be {size} bytes encoded, over the limit of "
-                f"{limits.max_session_bytes}"
-            )
-        return Prepared(
-            op=op,
-            session_id=sid,
-            expected_version=None,
-            new=new,
-            processor_id=validate_processor_id(new.processor_id),
-            tags=validate_tags(new.tags),
-            status=validate_status(new.status),
-            ttl=None if new.ttl is None else validate_ttl(new.ttl),
-            expires_at=None if new.expires_at is None else validate_expires_at(new.expires_at),
-            group=None if new.group is None else validate_session_id(new.group, "group"),
-            data=data,
-            metadata=metadata,
+        return prepare_new(
+            limits,
+            op,
+            processor_id=new.processor_id,
+            data=new.data,
+            metadata=new.metadata,
+            tags=new.tags,
+            status=new.status,
+            ttl=new.ttl,
+            expires_at=new.expires_at,
+            id=new.id,
+            group=new.group,
         )
     if isinstance(op, UpdateOp):
         sid = validate_session_id(op.session_id)
@@ -375,20 +422,20 @@ class Planner:
             expires = self.now + p.ttl
         elif p.expires_at is not UNSET:
             expires = p.expires_at
-        session = Session(
-            id=cur.id,
-            processor_id=cur.processor_id if p.processor_id is UNSET else p.processor_id,
-            status=p.status or cur.status,
-            data=data,
-            metadata=metadata,
-            tags=tags,
-            created_at=cur.created_at,
-            updated_at=self.now,
-            expires_at=expires,
-            version=cur.version + 1,
-            event_count=cur.event_count,
-            last_seq=cur.last_seq,
-            group=cur.group,
+        session = fast_session(
+            cur.id,
+            cur.processor_id if p.processor_id is UNSET else p.processor_id,
+            p.status or cur.status,
+            data,
+            metadata,
+            tags,
+            cur.created_at,
+            self.now,
+            expires,
+            cur.version + 1,
+            cur.event_count,
+            cur.last_seq,
+            cur.group,
         )
         return self.put(session, data_json, meta_json)
 
@@ -426,20 +473,20 @@ class Planner:
         for etype, payload in events:
             seq += 1
             mut.append.append(Event(seq=seq, type=etype, at=self.now, data=payload))
-        session = Session(
-            id=cur.id,
-            processor_id=cur.processor_id,
-            status=cur.status,
-            data=cur.data,
-            metadata=cur.metadata,
-            tags=cur.tags,
-            created_at=cur.created_at,
-            updated_at=self.now,
-            expires_at=cur.expires_at,
-            version=cur.version + 1,
-            event_count=cur.event_count + len(events),
-            last_seq=seq,
-            group=cur.group,
+        session = fast_session(
+            cur.id,
+            cur.processor_id,
+            cur.status,
+            cur.data,
+            cur.metadata,
+            cur.tags,
+            cur.created_at,
+            self.now,
+            cur.expires_at,
+            cur.version + 1,
+            cur.event_count + len(events),
+            seq,
+            cur.group,
         )
         return self.put(session)
 
@@ -522,18 +569,20 @@ def new_session(p: Prepared, now: datetime) -> Session:
         expires = now + p.ttl
     elif p.expires_at is not UNSET and p.expires_at is not None:
         expires = p.expires_at
-    return Session(
-        id=p.session_id,
-        processor_id=None if p.processor_id is UNSET else p.processor_id,
-        status=p.status,
-        data=p.data[1],
-        metadata=p.metadata[1],
-        tags=p.tags,
-        created_at=now,
-        updated_at=now,
-        expires_at=expires,
-        version=1,
-        group=p.group,
+    return fast_session(
+        p.session_id,
+        None if p.processor_id is UNSET else p.processor_id,
+        p.status,
+        p.data[1],
+        p.metadata[1],
+        p.tags,
+        now,
+        now,
+        expires,
+        1,
+        0,
+        0,
+        p.group,
     )
 
 

@@ -24,19 +24,23 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
 from . import registry
 from ._batch import (
+    GENERATED_CREATE,
     Limits,
     Mutation,
     Planner,
     Prepared,
     check_expected_version,
+    check_new_fields,
     make_checkpoint,
     new_session,
     prepare,
+    prepare_new,
 )
 from ._bulk import _CAS_ATTEMPTS, BulkMixin
 from .clock import Clock, SystemClock
@@ -58,13 +62,14 @@ from .model import (
     DeleteOp,
     Event,
     EventInput,
-    NewSession,
     NewSessionFields,
     Op,
     Session,
     SessionChanges,
-    SessionUpdate,
     UpdateOp,
+    fast_append_op,
+    fast_session_update,
+    fast_update_op,
 )
 from .options import StoreOptions, build_options, options_from_query, redact_url, split_url
 from .protocol import Capabilities
@@ -86,6 +91,10 @@ class _PlanConflict(Exception):
     def __init__(self, error: SessionConflictError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _apply_one(prepared: Prepared, planner: Planner) -> Session | bool:
+    return planner.apply(prepared)
 
 
 class BaseSessionStore(BulkMixin, ABC):
@@ -333,9 +342,9 @@ class BaseSessionStore(BulkMixin, ABC):
         return await self._execute(list(dict.fromkeys(load)), plan)
 
     async def _single(self, op: Op) -> Any:
+        """One update, delete or append (a create goes through ``create_session``)."""
         prepared = prepare(op, self._limits)
-        results = await self._commit_prepared([prepared])
-        return results[0]
+        return await self._execute([prepared.session_id], partial(_apply_one, prepared))
 
     # ------------------------------------------------------------------ sessions
 
@@ -346,7 +355,8 @@ class BaseSessionStore(BulkMixin, ABC):
         or ``expires_at``, ``id``, ``group`` (see :class:`NewSession`). Raises
         :class:`SessionExistsError` when ``id`` is taken by a live session.
         """
-        prepared = prepare(CreateOp(NewSession(**fields)), self._limits)
+        check_new_fields(fields)
+        prepared = prepare_new(self._limits, GENERATED_CREATE, **fields)
         if fields.get("id") is None:
             # A fresh ULID cannot exist yet: no read, one conditional write (expect 0).
             self._check_open()
@@ -367,7 +377,9 @@ class BaseSessionStore(BulkMixin, ABC):
             else:
                 self._after_write([mutation])
                 return session
-        (created,) = await self._commit_prepared([prepared])
+        created: Session | bool = await self._execute(
+            [prepared.session_id], partial(_apply_one, prepared)
+        )
         assert isinstance(created, Session)
         return created
 
@@ -411,8 +423,8 @@ class BaseSessionStore(BulkMixin, ABC):
         fields (``data`` or ``merge_data``, ``metadata`` or ``merge_metadata``,
         ``remove_*_keys``, ``status``, ``processor_id``, ``tags`` or ``add_tags`` /
         ``remove_tags``, ``expires_at`` or ``ttl``)."""
-        update = SessionUpdate(**changes)
-        result: Session = await self._single(UpdateOp(session_id, update, expected_version))
+        update = fast_session_update(**changes)
+        result: Session = await self._single(fast_update_op(session_id, update, expected_version))
         return result
 
     async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> bool:
@@ -441,7 +453,7 @@ class BaseSessionStore(BulkMixin, ABC):
         expected_version: int | None = None,
     ) -> Session:
         """Append events in one atomic step (version + 1 for the call, not per event)."""
-        result: Session = await self._single(AppendOp(session_id, events, expected_version))
+        result: Session = await self._single(fast_append_op(session_id, events, expected_version))
         return result
 
     @staticmethod

@@ -14,13 +14,16 @@ Stored records (used by on-disk and network drivers and by backups) carry a form
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
+import os
+import threading
+import time
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from ulid import ULID
 
 from .errors import IntegrityError, QuotaExceededError, SerializationError, UnsupportedFormatError
 from .model import Checkpoint, Event, JSONDict, Session, Status
@@ -62,9 +65,78 @@ def _reject(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-native")
 
 
+_CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_NEXT_CHAR: Final = dict(itertools.pairwise(_CROCKFORD))
+# Maps each byte to the Crockford character of its low 5 bits: 256 = 8 x 32, so 16 random
+# bytes give 16 uniformly random characters, exactly the 80 random bits of a ULID.
+_RANDOM_CHARS: Final = bytes(ord(_CROCKFORD[b & 31]) for b in range(256))
+
+
+class _IdState:
+    """The generator's state: the millisecond and random part of the last id."""
+
+    __slots__ = ("ms", "prefix", "rand")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last id (a forked child must not continue its parent's sequence)."""
+        self.ms = -1
+        self.prefix = ""
+        self.rand = ""
+
+
+_id_state = _IdState()
+_id_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_id_state.reset)
+
+
+def _time_prefix(ms: int) -> str:
+    """The 10 characters encoding a ULID's 48-bit millisecond timestamp."""
+    return "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -5, -5))
+
+
+def _fresh_random() -> str:
+    return os.urandom(16).translate(_RANDOM_CHARS).decode("ascii")
+
+
 def new_id() -> str:
-    """A new ULID string (26 characters, lexicographically time-ordered)."""
-    return str(ULID())
+    """A new ULID string (26 characters, Crockford base32, time-ordered).
+
+    The standard layout: 48-bit Unix milliseconds, then 80 random bits from
+    ``os.urandom``. Like python-ulid's default generator, ids are strictly increasing
+    within a process: in the same millisecond (or if the clock steps back) the random part
+    of the previous id is incremented. Unlike it, a forked child starts a fresh sequence,
+    so parent and child never make the same id in the same millisecond. Generated here
+    rather than by python-ulid for speed on the create path: ~0.5 us instead of ~3 us
+    (``docs/decisions.md``).
+    """
+    ms = time.time_ns() // 1_000_000
+    state = _id_state
+    with _id_lock:
+        if ms > state.ms:
+            state.ms, state.prefix, state.rand = ms, _time_prefix(ms), _fresh_random()
+        else:
+            rand = state.rand
+            last = rand[-1]
+            if last != "Z":
+                state.rand = rand[:-1] + _NEXT_CHAR[last]
+            else:
+                state.rand = _carry(state, rand)
+        return state.prefix + state.rand
+
+
+def _carry(state: _IdState, rand: str) -> str:
+    """Increment a random part ending in ``Z`` (1 in 32 increments)."""
+    zeros = len(rand) - len(rand.rstrip("Z"))
+    if zeros == len(rand):  # 80 bits used up within one millisecond: move to the next
+        state.ms += 1
+        state.prefix = _time_prefix(state.ms)
+        return _fresh_random()
+    pos = len(rand) - zeros - 1
+    return rand[:pos] + _NEXT_CHAR[rand[pos]] + "0" * zeros
 
 
 def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:

@@ -28,6 +28,7 @@ from sessionstore.codec import (
     decode_json,
     dumps_record,
 )
+from sessionstore.planning import fast_session
 from sessionstore.query import (
     decode_cursor,
     encode_cursor,
@@ -106,7 +107,7 @@ def _kept(raw: bytes) -> bytes:
 
 def _materialize(doc: _Doc) -> Session:
     h = doc.head
-    return Session(
+    return fast_session(
         h.id,
         h.processor_id,
         h.status,
@@ -126,7 +127,7 @@ def _materialize(doc: _Doc) -> Session:
 def _with_metadata(doc: _Doc) -> Session:
     """A head with metadata decoded (enough for filters; never handed out)."""
     h = doc.head
-    return Session(
+    return fast_session(
         h.id, h.processor_id, h.status, _EMPTY, orjson.loads(doc.metadata_json), h.tags,
         h.created_at, h.updated_at, h.expires_at, h.version, h.event_count, h.last_seq, h.group,
     )  # fmt: skip
@@ -169,8 +170,9 @@ class MemoryStore(BaseSessionStore):
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         # No await below: the check-then-write is atomic on the event loop.
         space = self._space
+        docs = space.docs
         for mut in mutations:
-            doc = space.docs.get(mut.session_id)
+            doc = docs.get(mut.session_id)
             actual = 0 if doc is None else doc.head.version
             if actual != mut.expect:
                 raise SessionConflictError(mut.session_id, mut.expect, actual)
@@ -191,15 +193,18 @@ class MemoryStore(BaseSessionStore):
         if mut.session is not None:
             s = mut.session
             assert mut.data_json is not None and mut.metadata_json is not None
-            head = Session(
+            head = fast_session(
                 s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at, s.updated_at,
                 s.expires_at, s.version, s.event_count, s.last_seq, s.group,
             )  # fmt: skip
-            space.docs[sid] = _Doc(head, _kept(mut.data_json), _kept(mut.metadata_json))
             if old is None:
+                space.docs[sid] = _Doc(head, _kept(mut.data_json), _kept(mut.metadata_json))
                 space.index.add(head)
             else:
                 space.index.replace(old.head, head)
+                old.head, old.data_json, old.metadata_json = (
+                    head, _kept(mut.data_json), _kept(mut.metadata_json)
+                )  # fmt: skip
         if mut.append:
             log = space.logs.get(sid)
             if log is None:
@@ -286,7 +291,7 @@ class MemoryStore(BaseSessionStore):
         opts = options or QueryOptions()
         now = self.clock.now()
         index = self._space.index
-        candidates = index.candidates(flt)
+        candidates = index.candidates(flt, self._space.docs)
         total = len(self._space.docs)
         wanted = opts.offset + opts.limit + 1
         walk_cost = wanted * total / max(1, len(candidates)) if candidates is not None else 0
@@ -328,7 +333,7 @@ class MemoryStore(BaseSessionStore):
         self._check_open()
         flt = filter or SessionFilter()
         now = self.clock.now()
-        candidates = self._space.index.candidates(flt)
+        candidates = self._space.index.candidates(flt, self._space.docs)
         ids = candidates if candidates is not None else self._space.docs.keys()
         return sum(1 for sid in ids if matches(self._view(sid, flt), flt, now))
 
@@ -344,7 +349,7 @@ class MemoryStore(BaseSessionStore):
         normalize_search_text(text)
         self._check_open()
         flt = filter or SessionFilter()
-        candidates = self._space.index.candidates(flt)
+        candidates = self._space.index.candidates(flt, self._space.docs)
         docs = self._space.docs
         ids = list(candidates) if candidates is not None else list(docs)
         return evaluate(

@@ -1,0 +1,186 @@
+"""The hot-path helpers: the ULID generator, the fast constructors, the buffered index."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sessionstore_memory._index import Ordered
+from ulid import ULID
+
+from sessionstore import CreateOp, NewSession, Session, SessionUpdate, Status, UpdateOp, codec
+from sessionstore.codec import new_id
+from sessionstore.model import (
+    fast_create_op,
+    fast_new_session,
+    fast_session,
+    fast_session_update,
+    fast_update_op,
+)
+
+NOW = datetime(2026, 11, 21, 12, 0, 0, 123000, tzinfo=UTC)
+
+# --------------------------------------------------------------------------- ids
+
+
+def test_new_ids_are_ulids_with_the_current_time() -> None:
+    before = datetime.now(UTC) - timedelta(milliseconds=1)
+    ids = [new_id() for _ in range(2000)]
+    after = datetime.now(UTC) + timedelta(milliseconds=1)
+    for sid in ids:
+        parsed = ULID.from_str(sid)  # python-ulid is the reference parser
+        assert str(parsed) == sid
+        assert before <= parsed.datetime <= after
+        assert set(sid) <= set(codec._CROCKFORD)
+
+
+def test_new_ids_strictly_increase_within_a_process() -> None:
+    ids = [new_id() for _ in range(50_000)]  # many share a millisecond
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_random_part_is_not_constant_across_milliseconds() -> None:
+    firsts = set()
+    for _ in range(20):
+        state = codec._id_state
+        state.reset()
+        firsts.add(new_id()[10:])
+    assert len(firsts) == 20
+
+
+def test_increment_carries_past_z() -> None:
+    state = codec._id_state
+    with codec._id_lock:
+        state.ms = 2**47  # far future: every call stays in this millisecond
+        state.prefix = codec._time_prefix(state.ms)
+        state.rand = "0000000000000ZZZ"
+    assert new_id()[10:] == "0000000000001000"
+    assert new_id()[10:] == "0000000000001001"
+    state.reset()
+
+
+def test_exhausted_millisecond_moves_to_the_next_one() -> None:
+    state = codec._id_state
+    with codec._id_lock:
+        state.ms = 2**47
+        state.prefix = codec._time_prefix(state.ms)
+        state.rand = "Z" * 16
+    last = state.prefix + state.rand
+    nxt = new_id()
+    assert nxt > last
+    assert ULID.from_str(nxt).milliseconds == 2**47 + 1
+    state.reset()
+
+
+def test_ids_are_unique_across_threads() -> None:
+    out: list[list[str]] = [[] for _ in range(4)]
+
+    def work(bucket: list[str]) -> None:
+        bucket.extend(new_id() for _ in range(20_000))
+
+    threads = [threading.Thread(target=work, args=(b,)) for b in out]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [sid for bucket in out for sid in bucket]
+    assert len(set(everything)) == len(everything)
+    for bucket in out:
+        assert bucket == sorted(bucket)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_starts_a_fresh_sequence() -> None:
+    new_id()  # the parent has a last id
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report whether the state was reset, then the next id
+        try:
+            was_reset = codec._id_state.ms == -1
+            os.write(write, f"{int(was_reset)} {new_id()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    parent_next = new_id()
+    with os.fdopen(read) as pipe:
+        fresh, child_id = pipe.read().split()
+    os.waitpid(pid, 0)
+    assert fresh == "1"
+    assert child_id != parent_next
+
+
+# --------------------------------------------------------------------------- constructors
+
+
+def test_fast_session_equals_the_constructor_and_stays_frozen() -> None:
+    args = ("s1", "p", Status.PAUSED, {"a": 1}, {"m": 2}, frozenset({"t"}), NOW, NOW,
+            None, 3, 4, 5, "g")  # fmt: skip
+    fast = fast_session(*args)
+    assert type(fast) is Session
+    assert fast == Session(*args)
+    assert repr(fast) == repr(Session(*args))
+    with pytest.raises(AttributeError):
+        fast.version = 9  # type: ignore[misc]
+
+
+def test_fast_inputs_equal_their_constructors_with_defaults() -> None:
+    assert fast_new_session(data={"a": 1}) == NewSession(data={"a": 1})
+    assert fast_new_session() == NewSession()
+    assert fast_session_update(merge_data={"x": 1}) == SessionUpdate(merge_data={"x": 1})
+    new = NewSession(processor_id="p")
+    assert fast_create_op(new) == CreateOp(new)
+    update = SessionUpdate(status="paused")
+    assert fast_update_op("s", update, 2) == UpdateOp("s", update, 2)
+
+
+def test_fast_constructors_reject_unknown_arguments_like_the_class() -> None:
+    with pytest.raises(TypeError, match=r"NewSession.__init__\(\) got an unexpected keyword"):
+        fast_new_session(bogus=1)
+    with pytest.raises(TypeError, match="SessionUpdate"):
+        fast_session_update(nope=True)
+
+
+# --------------------------------------------------------------------------- Ordered
+
+_ops = st.lists(
+    st.tuples(st.sampled_from(["add", "remove", "flush"]), st.integers(0, 12)), max_size=80
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_ordered_matches_a_sorted_set(ops: list[tuple[str, int]]) -> None:
+    index = Ordered()
+    model: set[int] = set()
+    for action, key in ops:
+        if action == "add" and key not in model:
+            index.add(key)
+            model.add(key)
+        elif action == "remove" and key in model:
+            index.remove(key)
+            model.discard(key)
+        elif action == "flush":
+            assert list(index.sorted()) == sorted(model)
+        assert len(index) == len(model)
+    assert list(index.sorted()) == sorted(model)
+
+
+# --------------------------------------------------------------------------- create_session
+
+
+@pytest.mark.asyncio
+async def test_create_session_rejects_an_unknown_keyword_naming_it() -> None:
+    from sessionstore import open_store
+
+    async with open_store("memory://") as store:
+        with pytest.raises(TypeError, match=r"create_session\(\) got an unexpected keyword "
+                           r"argument 'colour'"):  # fmt: skip
+            await store.create_session(colour="red")  # type: ignore[call-arg]
+        assert await store.count_sessions() == 0
+        made = await store.create_session(data={"a": 1}, id="chosen-1")
+        assert made.id == "chosen-1"
