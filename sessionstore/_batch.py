@@ -156,8 +156,9 @@ def _tags(values: Iterable[str]) -> frozenset[str]:
     return validate_tags(values)
 
 
-#: The op a :func:`prepare_new` call without one stands for: a create with a generated id.
-GENERATED_CREATE: Final = CreateOp(NewSession())
+#: The op a :func:`prepare_new` result stands for when none is given. It only tells the
+#: planner the kind of op: the values are the ``Prepared``'s own.
+CREATE_OP: Final = CreateOp(NewSession())
 _NEW_FIELDS: Final = frozenset(f.name for f in fields(NewSession))
 
 
@@ -170,7 +171,7 @@ def check_new_fields(fields: Mapping[str, Any]) -> None:
 
 def prepare_new(
     limits: Limits,
-    op: CreateOp = GENERATED_CREATE,
+    op: CreateOp = CREATE_OP,
     /,
     *,
     processor_id: str | None = None,

@@ -30,7 +30,7 @@ from urllib.parse import SplitResult
 
 from . import registry
 from ._batch import (
-    GENERATED_CREATE,
+    CREATE_OP,
     Limits,
     Mutation,
     Planner,
@@ -281,6 +281,22 @@ class BaseSessionStore(BulkMixin, ABC):
             await self._apply(mutations, atomic=atomic)
         return mutations
 
+    async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
+        """Write a new session whose id was just generated; ``False`` if the id is taken.
+
+        ``create_session`` without an ``id`` calls this instead of loading and planning: a
+        fresh ULID cannot exist, so one conditional write (expect version 0) is enough.
+        ``session`` is version 1 with its data and metadata encoded as given. The default
+        is ``_apply`` of one :class:`Mutation`; a driver may override it with a cheaper
+        insert-if-absent. Hooks are called by the caller, not here.
+        """
+        mutation = Mutation(session.id, 0, session, data_json, metadata_json, created=True)
+        try:
+            await self._apply([mutation])
+        except SessionConflictError:
+            return False
+        return True
+
     async def _execute(
         self, load_ids: Sequence[str], plan: Callable[[Planner], T], *, atomic: bool = True
     ) -> T:
@@ -356,27 +372,16 @@ class BaseSessionStore(BulkMixin, ABC):
         :class:`SessionExistsError` when ``id`` is taken by a live session.
         """
         check_new_fields(fields)
-        prepared = prepare_new(self._limits, GENERATED_CREATE, **fields)
+        prepared = prepare_new(self._limits, CREATE_OP, **fields)
         if fields.get("id") is None:
             # A fresh ULID cannot exist yet: no read, one conditional write (expect 0).
             self._check_open()
             session = new_session(prepared, self.clock.now())
             assert prepared.data is not None and prepared.metadata is not None
-            mutation = Mutation(
-                prepared.session_id,
-                0,
-                session,
-                prepared.data[0],
-                prepared.metadata[0],
-                created=True,
-            )
-            try:
-                await self._apply([mutation])
-            except SessionConflictError:
-                pass  # an id collision after all: the general path reports it properly
-            else:
-                self._after_write([mutation])
+            if await self._create_new(session, prepared.data[0], prepared.metadata[0]):
+                self._notify("sessionstore_session_created", session=session)
                 return session
+            # an id collision after all: the general path reports it properly
         created: Session | bool = await self._execute(
             [prepared.session_id], partial(_apply_one, prepared)
         )

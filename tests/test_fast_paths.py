@@ -184,3 +184,16 @@ async def test_create_session_rejects_an_unknown_keyword_naming_it() -> None:
         assert await store.count_sessions() == 0
         made = await store.create_session(data={"a": 1}, id="chosen-1")
         assert made.id == "chosen-1"
+
+
+def test_ordered_buffers_stay_bounded_without_queries() -> None:
+    index = Ordered()
+    for key in range(10):
+        index.add(key)
+    for round_ in range(5000):  # an update-heavy workload: move keys, never query
+        key = round_ % 10
+        index.remove(key)
+        index.add(key)
+    assert len(index._removed) <= 1025
+    assert len(index) == 10
+    assert list(index.sorted()) == list(range(10))

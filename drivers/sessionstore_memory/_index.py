@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Hashable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -16,35 +16,32 @@ from sessionstore.query import OrderKey, SortField
 class Ordered:
     """A sorted index whose writes are buffered until the next ordered read.
 
-    An insert appends to a list and a removal adds to a set; the pending keys are merged
-    into the ``SortedList`` in one batch when a query needs the order
-    (``SortedList.update`` sorts them together), so a burst of writes between two queries
-    pays O(k log k) once instead of k ``SortedList`` inserts. A list append is cheaper
-    than a set insert: a create adds four keys here.
+    Inserts and removals are appended to two lists (a multiset of each); they are merged
+    into the ``SortedList`` in one batch when a query needs the order: first every
+    pending insert (``SortedList.update`` sorts them together), then every pending
+    removal. So a burst of writes between two queries pays O(k log k) once instead of k
+    ``SortedList`` inserts, and ``add`` is a bare ``list.append`` (a create adds four
+    keys here). The ``SortedList`` may hold a key twice for a moment (removed, then
+    added again before a flush); the removal list takes the right number of copies out.
 
-    Invariant: a key is present iff it is in ``_sorted`` or ``_pending`` and not in
-    ``_removed``; a key is never in both ``_sorted`` and ``_pending``. So a flush adds the
-    pending keys first and then takes the removed ones out.
+    Removals also flush once they outnumber the sorted keys (and 1,024), so an update-heavy
+    workload that never queries keeps the buffers bounded.
     """
 
-    __slots__ = ("_pending", "_removed", "_sorted")
+    __slots__ = ("_pending", "_removed", "_sorted", "add")
 
     def __init__(self) -> None:
         self._sorted = SortedList()
         self._pending: list[Any] = []
-        self._removed: set[Any] = set()
-
-    def add(self, key: Hashable) -> None:
-        """Insert ``key`` (keys are unique: it must not be present)."""
-        removed = self._removed
-        if removed and key in removed:
-            removed.discard(key)  # removed, not flushed yet: it is still stored, keep it
-        else:
-            self._pending.append(key)
+        self._removed: list[Any] = []
+        #: Insert a key that is not present.
+        self.add: Callable[[Any], None] = self._pending.append
 
     def remove(self, key: Hashable) -> None:
         """Remove ``key`` (it must be present)."""
-        self._removed.add(key)
+        self._removed.append(key)
+        if len(self._removed) > 1024 and len(self._removed) > len(self._sorted):
+            self.sorted()
 
     def __len__(self) -> int:
         return len(self._sorted) + len(self._pending) - len(self._removed)

@@ -179,6 +179,25 @@ class MemoryStore(BaseSessionStore):
         for mut in mutations:
             self._apply_one(space, mut)
 
+    async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
+        """Insert-if-absent without building a :class:`Mutation` (the create hot path)."""
+        space = self._space
+        sid = session.id
+        if sid in space.docs:
+            return False
+        self._insert(space, session, data_json, metadata_json)
+        return True
+
+    @staticmethod
+    def _insert(space: _Space, s: Session, data_json: bytes, metadata_json: bytes) -> None:
+        """Store a session that is not stored yet (no events or checkpoints either)."""
+        head = fast_session(
+            s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at, s.updated_at,
+            s.expires_at, s.version, s.event_count, s.last_seq, s.group,
+        )  # fmt: skip
+        space.docs[s.id] = _Doc(head, _kept(data_json), _kept(metadata_json))
+        space.index.add(head)
+
     def _apply_one(self, space: _Space, mut: Mutation) -> None:
         sid = mut.session_id
         old = space.docs.get(sid)
@@ -193,14 +212,13 @@ class MemoryStore(BaseSessionStore):
         if mut.session is not None:
             s = mut.session
             assert mut.data_json is not None and mut.metadata_json is not None
-            head = fast_session(
-                s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at, s.updated_at,
-                s.expires_at, s.version, s.event_count, s.last_seq, s.group,
-            )  # fmt: skip
             if old is None:
-                space.docs[sid] = _Doc(head, _kept(mut.data_json), _kept(mut.metadata_json))
-                space.index.add(head)
+                self._insert(space, s, mut.data_json, mut.metadata_json)
             else:
+                head = fast_session(
+                    s.id, s.processor_id, s.status, _EMPTY, _EMPTY, s.tags, s.created_at,
+                    s.updated_at, s.expires_at, s.version, s.event_count, s.last_seq, s.group,
+                )  # fmt: skip
                 space.index.replace(old.head, head)
                 old.head, old.data_json, old.metadata_json = (
                     head, _kept(mut.data_json), _kept(mut.metadata_json)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from ulid import ULID
 
 from sessionstore import (
     SessionExistsError,
@@ -33,7 +34,9 @@ class CrudTests:
         assert s.event_count == 0
         assert s.last_seq == 0
         assert s.created_at == s.updated_at == ctx.clock.now()
-        assert len(s.id) == 26  # a ULID
+        assert str(ULID.from_str(s.id)) == s.id  # a canonical ULID
+        later = await ctx.store.create_session()
+        assert later.id != s.id
 
     @store_test
     async def test_create_and_get_round_trip_every_field(self, ctx: ConformanceContext) -> None:
