@@ -379,10 +379,19 @@ async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> Non
         report.meta[f"query_ms_{label}"] = op.median * 1e3
 
 
+def _hiredis() -> bool:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    return bool(HIREDIS_AVAILABLE)
+
+
 async def run(args: argparse.Namespace) -> Report:
     sizes = QUICK if args.quick else FULL
     report = Report("sessionstore redis benchmark" + (" (quick)" if args.quick else ""))
-    report.meta.update({"quick": args.quick, "sizes": asdict(sizes)})
+    report.meta.update({"quick": args.quick, "sizes": asdict(sizes), "hiredis": _hiredis()})
+    # hiredis speeds up redis-py's reply parser for the floors and the driver alike; the
+    # figures in docs/performance.md say which they were measured with
+    report.info["reply parser"] = "hiredis" if _hiredis() else "redis-py (pure Python)"
     print(report.title, flush=True)
     with private_servers(
         single=args.url is None, cluster=args.cluster_url is None and not args.no_cluster

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -56,14 +57,15 @@ from sessionstore import (
     StoreUnavailableError,
 )
 
+from ._lane import Lane
 from ._options import RedisOptions
-from ._scripts import CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
+from ._scripts import APPEND, CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
 
 __all__ = ["Backend", "Call"]
 
 log = logging.getLogger("sessionstore.redis")
 T = TypeVar("T")
-ALL_SCRIPTS = (WRITE, REINDEX, WALK, CLAIM, EVENTS, READ)
+ALL_SCRIPTS = (WRITE, APPEND, REINDEX, WALK, CLAIM, EVENTS, READ)
 #: One pipelined call: ("script", Script, keys, args) or ("cmd", name, *args).
 Call = tuple[Any, ...]
 
@@ -88,13 +90,41 @@ _RETRYABLE = (
 
 
 class _Unsent:
-    """Connection mixin: an error raised while connecting is marked as 'not sent'."""
+    """Connection mixin: an error raised while connecting is marked as 'not sent'; and
+    :meth:`send_request`, the lane's cheaper send (see ``_lane.py``)."""
 
     async def connect(self) -> None:
         try:
             await super().connect()  # type: ignore[misc]
         except Exception as exc:
             exc._sessionstore_unsent = True  # type: ignore[attr-defined]
+            raise
+
+    async def send_request(self, packed: bytes) -> None:
+        """Send one packed request. Like ``send_packed_command`` (same errors, the
+        connection dropped on any failure) without the task ``asyncio.wait_for`` starts
+        for every send: the timeout applies only when the socket buffer is full."""
+        conn: Any = self
+        if not conn.is_connected:
+            await self.connect()
+        writer = getattr(conn, "_writer", None)
+        if writer is None:  # a redis-py without the attribute: the ordinary path
+            await conn.send_packed_command(packed, check_health=False)
+            return
+        try:
+            writer.write(packed)
+            if writer.transport.get_write_buffer_size():
+                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+            else:
+                await writer.drain()  # returns at once; raises if the connection was lost
+        except TimeoutError:
+            await conn.disconnect(nowait=True)
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        except OSError as exc:
+            await conn.disconnect(nowait=True)
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        except BaseException:
+            await conn.disconnect(nowait=True)
             raise
 
 
@@ -141,6 +171,60 @@ def _transient_cluster(exc: RedisClusterException) -> bool:
     return isinstance(exc, SlotNotCoveredError) or "connect" in text or "no targets" in text
 
 
+#: TLS alerts and errors that mean "this server and these TLS settings do not agree":
+#: retrying cannot help, so they are configuration errors at once.
+_TLS_REFUSALS = (
+    "CERTIFICATE_VERIFY_FAILED",
+    "CERTIFICATE_REQUIRED",
+    "BAD_CERTIFICATE",
+    "UNKNOWN_CA",
+    "CERTIFICATE_UNKNOWN",
+    "WRONG_VERSION_NUMBER",
+    "UNSUPPORTED_PROTOCOL",
+    "PROTOCOL_VERSION",
+    "HANDSHAKE_FAILURE",
+)
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """Why the TLS handshake was refused, if that is what ``exc`` (or its cause) is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return f"certificate verification failed: {current.verify_message}"
+        if isinstance(current, ssl.SSLError):
+            reason = str(current.reason or current)
+            if any(name in reason for name in _TLS_REFUSALS):
+                return reason.lower().replace("_", " ")
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    for name in _TLS_REFUSALS:
+        if f"SSL: {name}" in text or f"ALERT_{name}" in text:
+            return name.lower().replace("_", " ")
+    return None
+
+
+def check_tls_files(options: RedisOptions) -> None:
+    """Load the TLS files once before connecting: a missing or unreadable file, or a key
+    that does not match its certificate, is a :class:`ConfigurationError` naming it."""
+    if not options.tls:
+        return
+    context = ssl.create_default_context()
+    try:
+        if options.ssl_ca_certs:
+            context.load_verify_locations(cafile=options.ssl_ca_certs)
+        if options.ssl_certfile:
+            context.load_cert_chain(options.ssl_certfile, options.ssl_keyfile)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot use the TLS files (ssl_ca_certs={options.ssl_ca_certs!r}, "
+            f"ssl_certfile={options.ssl_certfile!r}, ssl_keyfile={options.ssl_keyfile!r}): "
+            f"{exc}"
+        ) from None
+
+
 def _translate(exc: RedisError, where: str) -> Exception:
     """A redis-py error that retrying cannot fix, as a sessionstore error."""
     text = str(exc)
@@ -162,6 +246,7 @@ class Backend:
         self.options = options
         self.cluster = options.mode == "cluster"
         self.client: Any = None
+        self._lane: Lane | None = None
         self._sentinel: Sentinel | None = None
         self._wait_clients: dict[str, aioredis.Redis] = {}
         self._stale_topology = False
@@ -248,7 +333,9 @@ class Backend:
 
     async def open(self) -> None:
         """Connect and check that the server answers (and the credentials work)."""
+        check_tls_files(self.options)
         self.client = self._build(self.options.socket_timeout)
+        self._lane = Lane(self.client, cluster=self.cluster)
         if self.options.wait_replicas and not self.cluster:
             self._wait_clients["primary"] = self._build(self._wait_read_timeout)
         try:
@@ -265,6 +352,7 @@ class Backend:
     async def close(self) -> None:
         """Close every connection."""
         clients = [self.client, *self._wait_clients.values()]
+        self._lane = None
         self.client = None
         self._wait_clients.clear()
         for client in clients:
@@ -306,6 +394,12 @@ class Backend:
                 self._stale_topology = self.cluster
                 if isinstance(exc, AuthenticationError | AuthorizationError):
                     raise _translate(exc, self.options.target) from None
+                refused = _tls_refusal(exc) if self.options.tls else None
+                if refused is not None:
+                    raise ConfigurationError(
+                        f"{what}: {self.options.target}: the TLS handshake failed ({refused}); "
+                        "check ssl_ca_certs, ssl_certfile/ssl_keyfile and ssl_check_hostname"
+                    ) from exc
                 if isinstance(exc, RedisClusterException) and not _transient_cluster(exc):
                     raise StoreUnavailableError(f"{what}: {exc}") from exc
                 sent = not _unsent(exc)
@@ -331,11 +425,15 @@ class Backend:
     # ------------------------------------------------------------------ calls
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover)."""
+        """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover),
+        through the lean request path (``_lane.py``)."""
+        lane = self._lane
+        if lane is None:
+            raise StoreUnavailableError("the store is not connected")
         try:
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return await lane.script("EVALSHA", script.sha, keys, args)
         except NoScriptError:
-            return await self.client.eval(script.source, len(keys), *keys, *args)
+            return await lane.script("EVAL", script.source, keys, args)
 
     async def script_wait(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """A write script followed by WAIT on the same connection (``wait_replicas``)."""
@@ -415,6 +513,13 @@ class Backend:
         return results
 
     async def _pipeline_once(self, calls: Sequence[Call]) -> list[Any]:
+        lane = self._lane
+        if lane is None:
+            raise StoreUnavailableError("the store is not connected")
+        if all(call[0] == "script" for call in calls):
+            return await lane.pipeline(
+                [("EVALSHA", script.sha, keys, args) for _, script, keys, args in calls]
+            )
         pipe = (
             self.client.pipeline(transaction=False) if not self.cluster else self.client.pipeline()
         )

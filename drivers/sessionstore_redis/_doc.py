@@ -12,17 +12,20 @@ and decoding it once.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
 from sessionstore import Event, IntegrityError, Session, Status, UnsupportedFormatError
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import FORMAT_VERSION
+from sessionstore.planning import fast_session
 
 __all__ = [
+    "Doc",
     "decode_doc",
     "decode_events",
+    "decode_full",
     "encode_event",
     "json_pairs",
     "record_of",
@@ -55,22 +58,39 @@ def _split(blob: bytes, record: str) -> tuple[list[bytes], list[bytes]]:
     return parts[0::2], parts[1::2]
 
 
-def _object(parts: list[bytes], count: int, what: str, record: str) -> dict[str, Any]:
+def _object(parts: list[bytes], count: int, what: str, record: str) -> tuple[bytes, dict[str, Any]]:
+    """The JSON object the fields make, and its decoded value."""
     if not parts:
-        return {}
+        return b"{}", {}
+    raw = b"{" + b",".join(parts) + b"}"
     try:
-        value = orjson.loads(b"{" + b",".join(parts) + b"}")
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise IntegrityError(f"undecodable {what} field", record) from None
     if not isinstance(value, dict) or len(value) != count:
         raise IntegrityError(f"malformed {what} fields", record)
-    return value
+    return raw, value
+
+
+class Doc(NamedTuple):
+    """A decoded document with what the client-side cache keeps (``_cache.py``)."""
+
+    session: Session
+    token: str  # the last write's token ("wt")
+    data: bytes  # data as one JSON object
+    metadata: bytes
 
 
 def decode_doc(blob: bytes, record: str) -> Session | str | None:
     """A :class:`Session` from a document string; a ``str`` (the group) for a grouped
     session's stub; ``None`` for no document. Anything malformed raises
     :class:`IntegrityError`."""
+    doc = decode_full(blob, record)
+    return doc.session if isinstance(doc, Doc) else doc
+
+
+def decode_full(blob: bytes, record: str) -> Doc | str | None:
+    """:func:`decode_doc`, with the write token and the encoded data and metadata."""
     if not blob:
         return None
     names, values = _split(blob, record)
@@ -107,12 +127,14 @@ def decode_doc(blob: bytes, record: str) -> Session | str | None:
         ea = head.get(b"ea")
         pid = head.get(b"pid")
         grp = head.get(b"grp")
-        return Session(
+        data_raw, data_value = _object(data, len(data), "data", record)
+        meta_raw, meta_value = _object(meta, len(meta), "metadata", record)
+        session = fast_session(
             head[b"id"].decode(),
             None if pid is None else pid.decode(),
             status,
-            _object(data, len(data), "data", record),
-            _object(meta, len(meta), "metadata", record),
+            data_value,
+            meta_value,
             frozenset(tags),
             from_ms(int(head[b"ca"])),
             from_ms(int(head[b"ua"])),
@@ -122,6 +144,7 @@ def decode_doc(blob: bytes, record: str) -> Session | str | None:
             int(head[b"ls"]),
             None if grp is None else grp.decode(),
         )
+        return Doc(session, head.get(b"wt", b"").decode(), data_raw, meta_raw)
     except UnsupportedFormatError:
         raise
     except (KeyError, ValueError, UnicodeDecodeError, OverflowError) as exc:

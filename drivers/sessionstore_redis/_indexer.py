@@ -33,10 +33,13 @@ class IndexQueue:
     """Pending index updates of one store and the task that sends them.
 
     Updates are held for up to :data:`DELAY` seconds so that a burst of writes shares one
-    pipelined call per shard; :meth:`flush` sends at once.
+    pipelined call per shard; :meth:`flush` sends at once. 20 ms, measured: with 5 ms a
+    stream of creates paid ~40 % over the raw script on Cluster (a flush every dozen
+    writes, one request per node each time), with 20 ms ~10 %; 50 ms gained nothing more.
+    Only other clients wait for it (this store's queries flush first).
     """
 
-    DELAY: float = 0.005
+    DELAY: float = 0.02
 
     def __init__(self, backend: Backend, keys: Keys) -> None:
         self._backend = backend
@@ -59,18 +62,24 @@ class IndexQueue:
         await self.flush()
 
     async def flush(self) -> None:
-        """Send everything queued so far (in order; one batch at a time)."""
+        """Send everything queued before this call (in order; one batch at a time).
+
+        What is queued while a batch is on its way waits for the next one (its timer runs
+        already): a flush that kept sending until the queue was empty would, under a
+        steady stream of writes, send every few writes instead of once per burst."""
         async with self._lock:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self.send(batch)
-                except Exception as exc:  # the writes succeeded: never fail them afterwards
-                    log.warning("index update failed, entries stay stale until repaired: %s", exc)
+            if not self._pending:
+                return
+            batch, self._pending = self._pending, []
+            try:
+                await self.send(batch)
+            except Exception as exc:  # the writes succeeded: never fail them afterwards
+                log.warning("index update failed, entries stay stale until repaired: %s", exc)
 
     async def close(self) -> None:
         """Flush, and stop the timer."""
-        await self.flush()
+        while self._pending:
+            await self.flush()
         timer, self._timer = self._timer, None
         if timer is not None and not timer.done():
             timer.cancel()
@@ -81,7 +90,7 @@ class IndexQueue:
         """Apply ``items`` now (pipelined, one script call per shard)."""
         by_shard: dict[int, list[Any]] = {}
         counts: dict[int, int] = {}
-        for sid, item in items:
+        for sid, item in _newest_only(items):
             shard = self._keys.shard(sid)
             by_shard.setdefault(shard, []).extend(item)
             counts[shard] = counts.get(shard, 0) + 1
@@ -92,3 +101,27 @@ class IndexQueue:
         await self._backend.run(
             lambda: self._backend.pipeline(calls), idempotent=True, what="index update"
         )
+
+
+def _version(record: str) -> tuple[int, int]:
+    """``(created_at, version)`` of an index record (see ``lua/index.lua``)."""
+    ver, ca = record.split("\0", 2)[:2]
+    return int(ca), int(ver)
+
+
+def _newest_only(items: Sequence[Item]) -> list[Item]:
+    """``items`` without the upserts (``P``) that another upsert of the same session in the
+    batch supersedes: the script would refuse them anyway (it keeps the newest record by
+    ``(created_at, version)``), and a chatty session would otherwise cost one script
+    step per write. Deletes and repairs are kept as they are (they are conditional)."""
+    newest: dict[str, tuple[tuple[int, int], int]] = {}
+    for index, (sid, item) in enumerate(items):
+        if item[0] == "P":
+            key = _version(item[2])
+            best = newest.get(sid)
+            if best is None or key >= best[0]:
+                newest[sid] = (key, index)
+    if len(newest) == sum(1 for _, item in items if item[0] == "P"):
+        return list(items)
+    keep = {index for _, index in newest.values()}
+    return [entry for index, entry in enumerate(items) if entry[1][0] != "P" or index in keep]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,10 +24,20 @@ from sessionstore.planning import Prepared
 
 from ._doc import encode_event, json_pairs
 from ._keys import Loc
+from ._scripts import APPEND, WRITE, Script
 
-__all__ = ["Moved", "WriteCall", "raise_failure"]
+__all__ = ["Moved", "Unclaimed", "WriteCall", "raise_failure"]
 
 _MS = timedelta(milliseconds=1)
+
+
+class Unclaimed(Exception):
+    """The script could not claim a grouped session's id in the same step (another
+    session or stub holds it, or its home key is corrupt): claim it apart (internal)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(session_id)
+        self.session_id = session_id
 
 
 class Moved(Exception):
@@ -52,34 +61,65 @@ def _ms(value: datetime | None) -> str:
     return "" if value is None else str(to_ms(value))
 
 
-@dataclass
 class WriteCall:
-    """The keys and arguments of one call of the write script."""
+    """The keys and arguments of one call of the write script (or of ``lua/append.lua``)."""
 
-    now_ms: int
-    grace_ms: int
-    token: str
-    max_bytes: int
-    index_prefix: str
-    keys: list[str] = field(default_factory=list)
-    ops: list[Any] = field(default_factory=list)
-    count: int = 0
-    locs: list[Loc] = field(default_factory=list)
+    __slots__ = (
+        "count",
+        "grace_ms",
+        "index_prefix",
+        "keys",
+        "locs",
+        "max_bytes",
+        "now_ms",
+        "ops",
+        "script",
+        "token",
+    )
+
+    def __init__(
+        self, now_ms: int, grace_ms: int, token: str, max_bytes: int, index_prefix: str
+    ) -> None:
+        self.now_ms = now_ms
+        self.grace_ms = grace_ms
+        self.token = token
+        self.max_bytes = max_bytes
+        self.index_prefix = index_prefix
+        self.keys: list[str] = []
+        self.ops: list[Any] = []
+        self.count = 0
+        self.locs: list[Loc] = []
+        self.script: Script = WRITE
 
     def args(self) -> list[Any]:
         """ARGV of the call."""
+        if self.script is APPEND:
+            return [self.now_ms, self.grace_ms, self.token, self.index_prefix, *self.ops]
         head = [self.now_ms, self.grace_ms, self.token, self.max_bytes, self.index_prefix]
         return [*head, self.count, *self.ops]
 
-    def _op(self, kind: str, loc: Loc, expect: int | str | None, payload: list[Any]) -> None:
+    def _op(
+        self,
+        kind: str,
+        loc: Loc,
+        expect: int | str | None,
+        payload: list[Any],
+        home: str | None = None,
+    ) -> None:
         base = len(self.keys) + 1
         self.keys += [loc.doc, loc.events, loc.ckpt]
+        stub: int | str = ""
+        if home is not None:  # the id's home key, where the script writes the stub
+            self.keys.append(home)
+            stub = base + 3
         self.locs.append(loc)
-        self.ops += [kind, base, loc.id, loc.group or "", "" if expect is None else expect]
+        self.ops += [kind, base, loc.id, loc.group or "", "" if expect is None else expect, stub]
         self.ops += payload
         self.count += 1
 
-    def create(self, loc: Loc, p: Prepared, expires_ms: str) -> None:
+    def create(self, loc: Loc, p: Prepared, expires_ms: str, home: str | None = None) -> None:
+        """A create; ``home`` (a grouped session's home doc key) makes the script claim
+        the id's stub in the same step (only where one script may touch both slots)."""
         assert p.data is not None and p.metadata is not None and p.status is not None
         pid = p.processor_id if isinstance(p.processor_id, str) else ""
         self._op(
@@ -94,6 +134,7 @@ class WriteCall:
                 *_np(json_pairs(p.data[1])),
                 *_np(json_pairs(p.metadata[1])),
             ],
+            home,
         )
 
     def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
@@ -131,8 +172,14 @@ class WriteCall:
             payload += ["S", to_ms(p.expires_at)]
         self._op("U", loc, expect, payload)
 
-    def append(self, loc: Loc, events: Sequence[bytes], expect: int | None) -> None:
-        self._op("A", loc, expect, _n(events))
+    def append(self, loc: Loc, events: Sequence[bytes], expect: int | None, known: str) -> None:
+        """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is the
+        token of the document the client holds a copy of (``_cache.py``), or ``""``."""
+        self.script = APPEND
+        self.keys = [loc.doc, loc.events]
+        self.locs.append(loc)
+        self.count = 1
+        self.ops = [loc.id, "" if expect is None else expect, known, *events]
 
     def touch(self, loc: Loc, expires_ms: int | None, expect: int | None) -> None:
         self._op("T", loc, expect, ["", ""] if expires_ms is None else ["S", expires_ms])
@@ -144,9 +191,10 @@ class WriteCall:
         """``expect="expired"`` deletes only a session that has expired."""
         self._op("D", loc, expect, [])
 
-    def mutation(self, loc: Loc, mut: Mutation, expect: int | str) -> None:
+    def mutation(self, loc: Loc, mut: Mutation, expect: int | str, home: str | None = None) -> None:
         """A generic mutation. ``expect`` is the stored version, or a merge strategy of
-        ``put_records`` decided in the script: ``"skip"``, ``"over"`` or ``"newer"``."""
+        ``put_records`` decided in the script: ``"skip"``, ``"over"`` or ``"newer"``.
+        ``home``: as in :meth:`create`, for a grouped session written anew."""
         flags = ("d" if mut.delete else "") + ("r" if mut.reset else "")
         s = mut.session
         payload: list[Any] = []
@@ -175,7 +223,7 @@ class WriteCall:
             *_n(mut.delete_checkpoints),
         ]
         newver = s.version if s is not None and not mut.delete else ""
-        self._op("F", loc, expect, [flags, newver, *payload])
+        self._op("F", loc, expect, [flags, newver, *payload], home)
 
 
 def raise_failure(reply: Sequence[Any]) -> None:
@@ -191,6 +239,8 @@ def raise_failure(reply: Sequence[Any]) -> None:
         raise SessionExistsError(sid)
     if code == "PTR":
         raise Moved(sid, a)
+    if code == "CLAIM":
+        raise Unclaimed(sid)
     if code == "QUOTA":
         raise QuotaExceededError(
             f"session {sid!r} would be {a} bytes encoded, over the limit of {b}"

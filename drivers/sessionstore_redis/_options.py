@@ -40,11 +40,18 @@ class RedisOptions(StoreOptions):
     password: str | None = field(default=None, repr=False)
     sentinel_username: str | None = None
     sentinel_password: str | None = field(default=None, repr=False)
+    #: TLS (set by ``rediss://``; ``tls=true`` for Sentinel and Cluster URLs).
     tls: bool = False
+    #: PEM file of the CA(s) that sign the server's certificate (default: the system's).
     ssl_ca_certs: str | None = None
+    #: Client certificate (PEM; may hold the key too) for servers that require one
+    #: (``tls-auth-clients yes``), and its key.
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    #: Verification of the server's certificate; ``none`` encrypts without checking who
+    #: answers (tests only).
     ssl_cert_reqs: Literal["required", "optional", "none"] = "required"
+    #: The server's certificate must name the host of the URL.
     ssl_check_hostname: bool = True
     client_name: str | None = None
     #: Prefix of every key; the namespace follows it.
@@ -86,6 +93,7 @@ class RedisOptions(StoreOptions):
             raise ConfigurationError("option 'index_shards' must be in [0, 1024]")
         if not 0 <= self.db <= 1_000_000:
             raise ConfigurationError("option 'db' must be a non-negative database number")
+        self._check_tls()
         if self.mode == "cluster":
             if self.db != 0:
                 raise ConfigurationError(
@@ -102,6 +110,28 @@ class RedisOptions(StoreOptions):
         for host, port in self.node_list():
             if not host or not 0 < port < 65536:
                 raise ConfigurationError(f"invalid node address {host}:{port}")
+
+    def _check_tls(self) -> None:
+        given = [
+            name
+            for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+            if getattr(self, name) is not None
+        ]
+        if self.ssl_cert_reqs != "required":
+            given.append("ssl_cert_reqs")
+        if not self.ssl_check_hostname:
+            given.append("ssl_check_hostname")
+        if given and not self.tls:
+            raise ConfigurationError(
+                f"option(s) {', '.join(given)} need TLS: use a rediss:// URL "
+                "(or tls=true with redis+sentinel:// and redis+cluster://)"
+            )
+        if self.tls and self.unix_socket_path:
+            raise ConfigurationError("TLS over a Unix socket is not supported (use rediss://)")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigurationError(
+                "option 'ssl_keyfile' needs 'ssl_certfile' (the client certificate)"
+            )
 
     def node_list(self) -> list[tuple[str, int]]:
         """``nodes`` parsed into ``(host, port)`` pairs."""

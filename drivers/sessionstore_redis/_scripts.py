@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["CLAIM", "EVENTS", "READ", "REINDEX", "WALK", "WRITE", "Script"]
+__all__ = ["APPEND", "CLAIM", "EVENTS", "READ", "REINDEX", "WALK", "WRITE", "Script"]
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ def _load(name: str, *parts: str) -> Script:
 
 
 WRITE = _load("write", "index", "write")
+APPEND = _load("append", "index", "append")
 REINDEX = _load("reindex", "index", "reindex")
 WALK = _load("walk", "index", "walk")
 CLAIM = _load("claim", "claim")

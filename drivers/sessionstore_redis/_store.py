@@ -34,21 +34,22 @@ from sessionstore import (
     SessionUpdate,
     UpdateOp,
 )
-from sessionstore.clock import to_ms
+from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.model import TTL
 from sessionstore.planning import check_expected_version, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
+from ._cache import DocCache
 from ._conn import Backend
-from ._doc import decode_doc, decode_events, encode_event, record_of
+from ._doc import Doc, decode_doc, decode_events, decode_full, encode_event, record_of
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
-from ._ops import Moved, WriteCall, raise_failure
+from ._ops import Moved, Unclaimed, WriteCall, raise_failure
 from ._options import RedisOptions, options_from_url
 from ._query import QueryMixin
 from ._records import RecordsMixin
-from ._scripts import EVENTS, READ, WRITE
+from ._scripts import EVENTS, READ
 from ._writes import WritesMixin
 
 __all__ = ["RedisStore"]
@@ -58,11 +59,12 @@ _STATE_ERRORS = (b"CONFLICT", b"NOTFOUND", b"EXISTS")
 _MAX_GROUP_CACHE = 100_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Reply:
     results: list[Any]
     done: bool  # a retried call found its own earlier write applied
     ambiguous: bool  # an earlier attempt's outcome was unknown
+    token: str  # the write's token (what the document's "wt" now holds)
 
 
 class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
@@ -86,8 +88,12 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
         self._index = IndexQueue(self._backend, self._keys)
         self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
-        self._token_prefix = secrets.token_hex(6)
+        self._cache = DocCache()
+        self._token_prefix = secrets.token_hex(8)
         self._token_seq = itertools.count()
+        self._grace_ms = int(self._o.expiry_grace * 1000)
+        # the write scripts update the index themselves except on Cluster (see _indexer)
+        self._ix_prefix = "" if self._cluster else self._keys.index(0)
         self._caps = (
             replace(self.CAPABILITIES, atomic_multi_session=False)
             if self._cluster
@@ -139,11 +145,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     def _call(self, now_ms: int) -> WriteCall:
         token = f"{self._token_prefix}{next(self._token_seq):x}"
         return WriteCall(
-            now_ms,
-            int(self._o.expiry_grace * 1000),
-            token,
-            self._limits.max_session_bytes,
-            "" if self._cluster else self._keys.index(0),
+            now_ms, self._grace_ms, token, self._limits.max_session_bytes, self._ix_prefix
         )
 
     async def _exec(self, call: WriteCall, *, idempotent: bool, what: str) -> _Reply:
@@ -151,9 +153,11 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         run_script = backend.script_wait if self._o.wait_replicas else backend.script
 
         async def attempt() -> Any:
-            return await run_script(WRITE, call.keys, call.args())
+            return await run_script(call.script, call.keys, call.args())
 
         reply, ambiguous = await backend.run(attempt, idempotent=idempotent, what=what)
+        if type(reply) is not list:  # append.lua's bare success reply
+            return _Reply([reply], False, ambiguous, call.token)
         tag = reply[0]
         if tag == b"!":
             if ambiguous and reply[1] in _STATE_ERRORS:
@@ -172,8 +176,8 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                 )
                 raise
         if tag == b"DONE":
-            return _Reply([reply[1]], True, ambiguous)
-        return _Reply(list(reply[1:]), False, ambiguous)
+            return _Reply([reply[1]], True, ambiguous, call.token)
+        return _Reply(reply[1:], False, ambiguous, call.token)
 
     async def _one_op(
         self,
@@ -203,10 +207,11 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                 self._remember(sid, None)
 
     def _session_of(self, reply: _Reply, sid: str) -> Session:
-        doc = decode_doc(reply.results[0], sid)
-        if not isinstance(doc, Session):
+        doc = decode_full(reply.results[0], sid)
+        if not isinstance(doc, Doc):
             raise IntegrityError("the write script returned no session document", sid)
-        return doc
+        self._cache.put(doc.token, doc.session, doc.data, doc.metadata)
+        return doc.session
 
     async def _reindex(self, items: Sequence[tuple[str, list[Any]]]) -> None:
         """Cluster: queue the index update of a write (sent in the background, see
@@ -381,7 +386,9 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     # ------------------------------------------------------------------ fast writes
 
     async def create_session(self, **fields: Unpack[NewSessionFields]) -> Session:
-        """Create a session in one round trip (two with a ``group``: the id's stub first)."""
+        """Create a session in one round trip (also with a ``group``, whose id's stub the
+        script writes; on Cluster two when the id and the group hash to different slots:
+        the stub is claimed first)."""
         p = prepare(CreateOp(NewSession(**fields)), self._limits)
         self._check_open()
         assert p.data is not None and p.metadata is not None and p.status is not None
@@ -414,22 +421,30 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             p.group,
         )
         sid, group = session.id, session.group
-        if group is not None:
-            await self._claim(sid, group, now_ms)
         loc = self._keys.loc(sid, group)
+        stub = None
+        if group is not None:
+            stub = self._stub_key(loc)  # the id's stub, written by the same script
+            if stub is None:  # Cluster, another slot: claim the id first
+                await self._claim(sid, group, now_ms)
         expires_ms = "" if expires is None else str(to_ms(expires))
         for _ in range(4):
             call = self._call(now_ms)
-            call.create(loc, p, expires_ms)
+            call.create(loc, p, expires_ms, stub)
             try:
                 await self._exec(call, idempotent=True, what=f"create {sid}")
                 break
+            except Unclaimed:  # something holds the id: the separate claim sorts it out
+                assert group is not None
+                await self._claim(sid, group, now_ms)
+                stub = None
             except Moved as moved:  # an (expired?) grouped session holds the id
                 await self._delete_expired(self._keys.grouped(sid, moved.group), now_ms)
                 await self._release(sid, moved.group)
         else:
             raise SessionExistsError(sid)
         self._remember(sid, group)
+        self._cache.put(call.token, session, p.data[0], p.metadata[0])
         if self._cluster:
             self._index.put([self._index_put(session)])
         self._notify("sessionstore_session_created", session=session)
@@ -469,19 +484,45 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         *,
         expected_version: int | None = None,
     ) -> Session:
-        """Append events in one round trip: an RPUSH in the script, O(1) in history."""
+        """Append events in one round trip (``lua/append.lua``): an RPUSH, O(1) in history;
+        the reply is the new version alone when this store holds the document the append
+        started from (``_cache.py``)."""
         p = prepare(AppendOp(session_id, events, expected_version), self._limits)
         self._check_open()
         now_ms = to_ms(self.clock.now())
         blobs = [encode_event(etype, now_ms, data) for etype, data in p.events]
-        reply, _ = await self._one_op(
-            p.session_id,
-            lambda call, loc: call.append(loc, blobs, p.expected_version),
-            now_ms,
-            idempotent=p.expected_version is not None,
-            what=f"append to {session_id}",
-        )
-        return await self._written(reply, p.session_id)
+        sid, expected = p.session_id, p.expected_version
+        cached = self._cache.get(sid)
+        known = "" if cached is None else cached.token
+        what = f"append to {session_id}"
+        reply = None
+        if sid not in self._groups:  # the common case, without _one_op's bookkeeping
+            call = self._call(now_ms)
+            call.append(self._keys.home(sid), blobs, expected, known)
+            try:
+                reply = await self._exec(call, idempotent=expected is not None, what=what)
+            except Moved as moved:  # a grouped session: follow its stub
+                self._remember(sid, moved.group)
+        if reply is None:
+            reply, _ = await self._one_op(
+                sid,
+                lambda call, loc: call.append(loc, blobs, expected, known),
+                now_ms,
+                idempotent=expected is not None,
+                what=what,
+            )
+        result = reply.results[0]
+        if type(result) is not int:
+            return await self._written(reply, sid)
+        # the script found the document this store holds a copy of (see _cache.py)
+        if cached is None or result != cached.session.version + 1:
+            self._cache.drop(sid)
+            raise IntegrityError("the append script's reply does not match the session", sid)
+        session = self._cache.appended(cached, reply.token, result, from_ms(now_ms), len(blobs))
+        if self._cluster:
+            self._index.put([self._index_put(session)])
+        self._notify("sessionstore_session_updated", session=session)
+        return session
 
     async def touch(
         self, session_id: str, *, ttl: TTL | None = None, expected_version: int | None = None
@@ -540,6 +581,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                 f"delete {session_id}: a retried delete found nothing; the first attempt "
                 "may have deleted it"
             )
+        self._cache.drop(session_id)
         if int(ver):
             if loc.group is not None:
                 await self._release(session_id, loc.group)

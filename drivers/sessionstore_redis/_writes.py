@@ -1,14 +1,20 @@
 """Grouped sessions' stubs and the generic write path (``_apply``) of :class:`RedisStore`.
 
-A grouped session is found from its id through a stub at the id's home key
-(``lua/claim.lua``); ``_apply`` writes the base engine's mutations (batches, checkpoints,
-expiry, restores) in one script over all their keys.
+A grouped session is found from its id through a stub at the id's home key. The write
+script creating the session writes the stub in the same step when it may touch the home
+key (always on a single server and Sentinel; on Cluster only when the id and the group
+hash to the same slot); otherwise, or when something already holds the id, the id is
+claimed first by a call of its own (``lua/claim.lua``). ``_apply`` writes the base
+engine's mutations (batches, checkpoints, expiry, restores) in one script over all their
+keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from redis.crc import key_slot
 
 from sessionstore import (
     IntegrityError,
@@ -21,12 +27,13 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 
 from ._keys import Keys, Loc
-from ._ops import Moved, WriteCall
+from ._ops import Moved, Unclaimed, WriteCall
 from ._scripts import CLAIM
 
 if TYPE_CHECKING:
     from sessionstore import Clock, Session
 
+    from ._cache import DocCache
     from ._conn import Backend
 
 __all__ = ["WritesMixin"]
@@ -41,6 +48,7 @@ class WritesMixin:
         _keys: Keys
         _cluster: bool
         _groups: dict[str, str]
+        _cache: DocCache
 
         def _call(self, now_ms: int) -> WriteCall: ...
         def _remember(self, sid: str, group: str | None) -> None: ...
@@ -52,6 +60,16 @@ class WritesMixin:
         ) -> Any: ...
 
     # ------------------------------------------------------------------ grouped sessions
+
+    def _stub_key(self, loc: Loc) -> str | None:
+        """The home doc key of a grouped session when the write script may touch it
+        together with the session's keys (always on a single server and Sentinel; on
+        Cluster only when both hash to one slot), else ``None``: the id is then claimed
+        by a call of its own (``lua/claim.lua``) before the session is written."""
+        home = self._keys.home(loc.id).doc
+        if not self._cluster or key_slot(home.encode()) == key_slot(loc.doc.encode()):
+            return home
+        return None
 
     async def _claim(self, sid: str, group: str, now_ms: int) -> None:
         """Point the id's home key at ``group`` (see ``lua/claim.lua``)."""
@@ -114,20 +132,34 @@ class WritesMixin:
                     "a batch over sessions in different hash slots cannot be atomic on Redis "
                     "Cluster: create them with one group= to keep them in one slot"
                 )
-        call = self._call(now_ms)
+        expects: list[int | str] = []
+        stubs: list[str | None] = []
         for mut, old, new in plans:
             expect = mut.expect
             if expect and old != new:  # re-created (or restored) with another group
                 await self._relocate(mut.session_id, old, expect, now_ms)
                 expect = 0
+            stub = None
             if new is not None and expect == 0:
-                try:
-                    await self._claim(mut.session_id, new, now_ms)
-                except SessionExistsError:
-                    raise SessionConflictError(mut.session_id, 0, -1) from None
-            call.mutation(self._keys.loc(mut.session_id, new), mut, expect)
+                loc = self._keys.loc(mut.session_id, new)
+                stub = self._stub_key(loc)
+                if stub is None:  # another slot: claim first (a round trip of its own)
+                    await self._claim_for_batch(mut.session_id, new, now_ms)
+            expects.append(expect)
+            stubs.append(stub)
         try:
-            reply = await self._exec(call, idempotent=True, what="write")
+            try:
+                reply = await self._exec(
+                    self._batch_call(plans, expects, stubs, now_ms), idempotent=True, what="write"
+                )
+            except Unclaimed:  # the script could not claim an id: claim apart, then write
+                for (mut, _, new), stub in zip(plans, stubs, strict=True):
+                    if stub is not None and new is not None:
+                        await self._claim_for_batch(mut.session_id, new, now_ms)
+                stubs = [None] * len(plans)
+                reply = await self._exec(
+                    self._batch_call(plans, expects, stubs, now_ms), idempotent=True, what="write"
+                )
         except Moved as moved:
             await self._delete_expired(self._keys.grouped(moved.session_id, moved.group), now_ms)
             await self._release(moved.session_id, moved.group)
@@ -136,6 +168,7 @@ class WritesMixin:
         results = reply.results if not reply.done else [None] * len(plans)
         for (mut, _, new), result in zip(plans, results, strict=True):
             sid = mut.session_id
+            self._cache.drop(sid)
             if mut.delete:
                 if new is not None:
                     await self._release(sid, new)
@@ -147,6 +180,24 @@ class WritesMixin:
                 if mut.session is not None:
                     index.append(self._index_put(mut.session))
         await self._reindex(index)
+
+    def _batch_call(
+        self,
+        plans: Sequence[tuple[Mutation, str | None, str | None]],
+        expects: Sequence[int | str],
+        stubs: Sequence[str | None],
+        now_ms: int,
+    ) -> WriteCall:
+        call = self._call(now_ms)
+        for (mut, _, new), expect, stub in zip(plans, expects, stubs, strict=True):
+            call.mutation(self._keys.loc(mut.session_id, new), mut, expect, stub)
+        return call
+
+    async def _claim_for_batch(self, sid: str, group: str, now_ms: int) -> None:
+        try:
+            await self._claim(sid, group, now_ms)
+        except SessionExistsError:
+            raise SessionConflictError(sid, 0, -1) from None
 
     async def _relocate(self, sid: str, old: str | None, expect: int, now_ms: int) -> None:
         call = self._call(now_ms)

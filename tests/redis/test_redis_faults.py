@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from sessionstore_redis import RedisStore
 
-from sessionstore import OutcomeUnknownError, StoreUnavailableError, open_store
+from sessionstore import (
+    OutcomeUnknownError,
+    SessionNotFoundError,
+    StoreUnavailableError,
+    open_store,
+)
 from tests.redis.servers import RedisBinaries, RedisServer, start_server
 
 pytestmark = pytest.mark.asyncio
@@ -72,6 +77,20 @@ async def test_outage_shorter_than_the_deadline_is_ridden_out(server: RedisServe
         assert (await write).id == "during-outage"
 
 
+async def test_a_connection_the_server_closed_is_not_used(server: RedisServer) -> None:
+    """After a restart the pooled connections are closed: a write must not be sent on one
+    (its reply would be lost and an unversioned write reported as "outcome unknown")."""
+    async with _store(server.url, retry_deadline=5.0) as store:
+        s = await store.create_session()
+        await store.update_session(s.id, merge_data={"warm": True})
+        server.restart()  # no persistence: the session is gone
+        await asyncio.sleep(0.05)  # the event loop sees the closed connections
+        with pytest.raises(SessionNotFoundError):
+            await store.update_session(s.id, merge_data={"after": "restart"})
+        with pytest.raises(SessionNotFoundError):
+            await store.append_events(s.id, [{"type": "e"}])
+
+
 async def test_unversioned_write_without_reply_is_outcome_unknown(server: RedisServer) -> None:
     async with _store(server.url, retry_deadline=2.0) as store:
         s = await store.create_session()
@@ -110,10 +129,13 @@ async def test_versioned_write_is_retried_and_applied_once(server: RedisServer) 
         assert [e.type for e in await store.get_events(s.id)] == ["once"]
 
 
-async def test_cancellation_never_leaves_a_connection_out_of_step(server: RedisServer) -> None:
+@pytest.mark.parametrize("connections", [3, 32])
+async def test_cancellation_never_leaves_a_connection_out_of_step(
+    server: RedisServer, connections: int
+) -> None:
     """Cancel calls at random points, then check that every reply matches its request."""
     rnd = random.Random(7)
-    async with _store(server.url, max_connections=3, socket_timeout=5.0) as store:
+    async with _store(server.url, max_connections=connections, socket_timeout=5.0) as store:
         ids = [f"c{i}" for i in range(30)]
         for sid in ids:
             await store.create_session(id=sid, data={"me": sid})

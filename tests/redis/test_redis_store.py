@@ -18,6 +18,7 @@ from sessionstore import (
     ManualClock,
     NewSession,
     QueryOptions,
+    SessionExistsError,
     SessionFilter,
 )
 from sessionstore.clock import to_ms
@@ -263,3 +264,55 @@ async def test_stale_index_entries_are_skipped_and_repaired(
     ix = store.key_names("x")["doc"].split("{")[0] + "{~0}:"
     assert not await store.client.hexists(ix + "r", gone.id)
     assert await store.client.smembers(ix + "t:t") == {kept.id.encode()}
+
+
+async def _script_calls(store: RedisStore) -> int:
+    """Script calls since CONFIG RESETSTAT (each is a round trip; commands run inside a
+    script have their own counters)."""
+    stats = await store.client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+
+
+async def test_grouped_create_is_one_round_trip(open_redis: Any, redis_url: str) -> None:
+    """The write script claims the id's stub and writes the session in one step."""
+    store = await open_redis(redis_url)
+    await store.create_session(id="warm", group="g")  # scripts loaded
+    await raw(store, "CONFIG", "RESETSTAT")
+    s = await store.create_session(id="one", group="g", data={"a": 1})
+    assert await _script_calls(store) == 1
+    assert await store.client.hgetall(store.key_names("one")["doc"]) == {b"grp": b"g"}
+    await raw(store, "CONFIG", "RESETSTAT")
+    results = await store.commit([CreateOp(NewSession(id=f"tx{i}", group="g")) for i in range(3)])
+    assert [r.version for r in results] == [1, 1, 1]
+    assert await _script_calls(store) <= 2  # the batch's read + one script
+    fresh = await open_redis(redis_url)  # found through the stubs
+    assert await fresh.get_session("one") == s
+    assert {x.id for x in (await fresh.get_sessions(["tx0", "tx2"])).values()} == {"tx0", "tx2"}
+
+
+async def test_grouped_create_when_the_id_is_taken(open_redis: Any, redis_url: str) -> None:
+    """When something holds the id the script leaves it to the separate claim, which
+    refuses a live session and clears an expired one (ungrouped or in another group)."""
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    await store.create_session(id="live")
+    with pytest.raises(SessionExistsError):
+        await store.create_session(id="live", group="g")
+    await store.create_session(id="grouped", group="a")
+    with pytest.raises(SessionExistsError):
+        await store.create_session(id="grouped", group="b")
+    with pytest.raises(SessionExistsError):
+        await store.commit([CreateOp(NewSession(id="grouped", group="b"))])
+    await store.create_session(id="old", ttl=1)
+    await store.create_session(id="old-tx", ttl=1)
+    await store.create_session(id="old-grouped", group="a", ttl=1)
+    clock.advance(5)
+    s = await store.create_session(id="old", group="g")
+    (tx,) = await store.commit([CreateOp(NewSession(id="old-tx", group="g"))])
+    t = await store.create_session(id="old-grouped", group="b", data={"new": True})
+    fresh = await open_redis(redis_url, clock=clock)
+    assert await fresh.get_session("old") == s
+    assert await fresh.get_session("old-tx") == tx
+    assert await fresh.get_session("old-grouped") == t
+    assert await store.client.hgetall(store.key_names("old-grouped")["doc"]) == {b"grp": b"b"}
+    assert await store.client.exists(store.key_names("old-grouped", "a")["doc"]) == 0

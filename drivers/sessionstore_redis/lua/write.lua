@@ -4,10 +4,13 @@
 -- ARGV: now_ms, grace_ms, token, max_bytes, index prefix ('' = the client maintains the
 -- indexes, as on Cluster), op count, then the ops. Every op starts with
 --   kind, key base (doc = KEYS[kb], events = KEYS[kb+1], checkpoints = KEYS[kb+2]),
---   id, group ('' none), expected version ('' none)
--- Kinds: C create, F full mutation (the generic engine), U update, A append, T touch,
--- R trim, D delete. Reply: {'OK', result per op} | {'DONE', doc} (a retried call that had
--- already been applied) | {'!', code, id, a, b} (nothing was written).
+--   id, group ('' none), expected version ('' none), stub key ('' none: KEYS[n] is the
+--   id's home key, where a grouped session written anew gets its stub, see claim.lua;
+--   only where one script may touch both slots)
+-- Kinds: C create, F full mutation (the generic engine), U update, T touch, R trim,
+-- D delete (append_events has its own, smaller script: append.lua).
+-- Reply: {'OK', result per op} | {'DONE', doc} (a retried call that had already been
+-- applied) | {'!', code, id, a, b} (nothing was written).
 local NOW, GRACE, TOKEN = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local NOWN, MAXB, IX, NOPS = tonumber(ARGV[1]), tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
 local pos = 7
@@ -86,6 +89,8 @@ for i = 1, NOPS do
   local kb = nxn()
   o.doc, o.ev, o.ck = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2]
   o.id, o.grp, o.expect = nx(), nx(), nx()
+  local hb = nx()
+  if hb ~= '' then o.home = KEYS[tonumber(hb)] end
   local k = o.kind
   if k == 'C' then
     o.ea, o.st, o.pid = nx(), nx(), nx()
@@ -103,8 +108,6 @@ for i = 1, NOPS do
     o.st, o.pidmode, o.pid = nx(), nx(), nx()
     o.tmode, o.tadd, o.trem = nx(), vlist(), vlist()
     o.eamode, o.ea = nx(), nx()
-  elseif k == 'A' then
-    o.events = vlist()
   elseif k == 'T' then
     o.eamode, o.ea = nx(), nx()
   elseif k == 'R' then
@@ -144,6 +147,16 @@ for _, o in ipairs(ops) do
   o.cur = cur
   if cur.bad then return fail(cur.bad, o.id) end
   if cur.stub then return fail('PTR', o.id, cur.grp) end
+  if o.home then
+    -- claim.lua's 'claim' in the same step: fine when the home key is free or already
+    -- points here; anything else (a session or another group holds the id, a corrupt
+    -- home key) is left to the client's separate claim, which sorts it out
+    local h = redis.call('HMGET', o.home, 'ver', 'grp')
+    if h[1] or (h[2] and h[2] ~= o.grp) or (not h[2] and redis.call('EXISTS', o.home) == 1) then
+      return fail('CLAIM', o.id)
+    end
+    o.claim = not h[2]
+  end
   local k, expect = o.kind, tonumber(o.expect)
   if k == 'C' then
     if cur.exists and cur.live then
@@ -203,6 +216,7 @@ for _, o in ipairs(ops) do
   elseif o.outcome then
     res = o.outcome
   end
+  if o.claim and k ~= 'skip' then redis.call('HSET', o.home, 'grp', o.grp) end
   if k == 'C' or (k == 'F' and o.ca) then
     if k == 'C' then
       o.ca, o.ua, o.ec, o.ls, o.newver = NOW, NOW, '0', '0', '1'
@@ -286,15 +300,6 @@ for _, o in ipairs(ops) do
     redis.call('HINCRBY', o.doc, 'ver', 1)
     if o.eamode == 'S' then expire(o, o.ea) elseif o.eamode == 'N' then expire(o, nil) end
     if IX ~= '' then ix_refresh(o, o.tmode == '' and 'keep' or 'scan') end
-    res = table.concat(redis.call('HGETALL', o.doc), '\0')
-  elseif k == 'A' then
-    call_chunked('RPUSH', o.ev, o.events)
-    redis.call('HINCRBY', o.doc, 'ec', #o.events)
-    redis.call('HINCRBY', o.doc, 'ls', #o.events)
-    redis.call('HINCRBY', o.doc, 'ver', 1)
-    redis.call('HSET', o.doc, 'ua', NOW, 'wt', TOKEN)
-    if cur.ea then redis.call('PEXPIREAT', o.ev, string.format('%.0f', tonumber(cur.ea) + GRACE)) end
-    if IX ~= '' then ix_refresh(o, 'keep') end
     res = table.concat(redis.call('HGETALL', o.doc), '\0')
   elseif k == 'T' then
     redis.call('HINCRBY', o.doc, 'ver', 1)

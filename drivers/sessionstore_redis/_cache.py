@@ -1,0 +1,106 @@
+"""A client-side copy of recently written session documents, validated by the server.
+
+Every write stores a unique token in the document (``wt``), so a document whose ``wt`` is
+the token of a write this store made (or read) is exactly the document that write left.
+``append_events`` sends the token of the copy it holds; the script, which checks the
+version anyway, compares it with the stored ``wt``: when they are equal it returns only
+the new version, and the client builds the new session from its copy (the append changes
+only the version, the event counters and ``updated_at``, all known to the client);
+otherwise it returns the whole document as before. The server decides, inside the same
+atomic script as the write, so a copy made stale by another client, a restore or a
+re-created session can never be used.
+
+The copy keeps ``data``/``metadata`` as their JSON bytes: every session returned is decoded
+from them afresh, so callers never share mutable state with the cache or each other.
+Memory is bounded (entries, bytes per entry and in total); eviction is oldest first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from sessionstore import Session
+from sessionstore.planning import fast_session
+
+__all__ = ["Cached", "DocCache"]
+
+
+class Cached:
+    """One document as a write or a read left it (treat as read-only)."""
+
+    __slots__ = ("data", "metadata", "session", "token")
+
+    def __init__(self, token: str, session: Session, data: bytes, metadata: bytes) -> None:
+        self.token = token
+        self.session = session  # only its immutable fields are used (never data/metadata)
+        self.data = data
+        self.metadata = metadata
+
+
+class DocCache:
+    """Recently written or read documents of one store, by session id."""
+
+    MAX_ENTRIES: Final = 10_000
+    MAX_ENTRY_BYTES: Final = 256 * 1024
+    MAX_BYTES: Final = 32 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, Cached] = OrderedDict()  # O(1) eviction of the oldest
+        self._bytes = 0
+
+    def get(self, sid: str) -> Cached | None:
+        """The copy of ``sid``'s document, if any."""
+        return self._items.get(sid)
+
+    def put(self, token: str, session: Session, data: bytes, metadata: bytes) -> None:
+        """Remember the document ``token``'s write left (or a read found)."""
+        sid = session.id
+        items = self._items
+        old = items.pop(sid, None)
+        if old is not None:
+            self._bytes -= len(old.data) + len(old.metadata)
+        size = len(data) + len(metadata)
+        if not token or size > self.MAX_ENTRY_BYTES:
+            return
+        items[sid] = Cached(token, session, data, metadata)
+        self._bytes += size
+        while len(items) > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
+            _, gone = items.popitem(last=False)
+            self._bytes -= len(gone.data) + len(gone.metadata)
+
+    def appended(
+        self, cached: Cached, token: str, version: int, updated_at: datetime, count: int
+    ) -> Session:
+        """The session after an append of ``count`` events to ``cached``'s document (the
+        script said it was current): a new copy, with data and metadata of its own."""
+        c = cached.session
+        session = fast_session(
+            c.id,
+            c.processor_id,
+            c.status,
+            orjson.loads(cached.data),
+            orjson.loads(cached.metadata),
+            c.tags,
+            c.created_at,
+            updated_at,
+            c.expires_at,
+            version,
+            c.event_count + count,
+            c.last_seq + count,
+            c.group,
+        )
+        self.put(token, session, cached.data, cached.metadata)
+        return session
+
+    def drop(self, sid: str) -> None:
+        """Forget ``sid`` (deleted, or written by a path that does not keep copies)."""
+        old = self._items.pop(sid, None)
+        if old is not None:
+            self._bytes -= len(old.data) + len(old.metadata)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,217 @@
+"""The lean request path of the script calls (every single-session operation).
+
+redis-py's ``execute_command`` costs ~25 µs of client CPU per call on top of the socket
+work (observability hooks, a retry wrapper, the pool's lock and bookkeeping, packing each
+argument through the encoder, a task for ``asyncio.wait_for`` around every send): a third
+of a whole round trip on loopback. A script call here packs its own RESP request, sends
+it with the connection's ``send_request`` (``_conn._Unsent``: a direct write, the timeout only when
+the socket buffer is full) and reads with its ``read_response``, which keeps redis-py's
+protection: a failure or a cancellation between sending and reading the reply
+disconnects the connection, so it is never left one reply behind (CVE-2023-28858/9).
+Connections come from the client's own pool and go back to it after every call (taken
+directly from its idle list when it has one, see :class:`Lane`), and a connection the
+server has closed is reconnected before sending, as the pool does. Retries stay with
+:meth:`Backend.run`.
+
+On Cluster the request goes straight to the primary of the key's slot (from redis-py's
+slot map); a ``MOVED``/``ASK`` reply falls back to redis-py's cluster client, which
+follows the redirection and updates the map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+__all__ = ["Lane", "pack"]
+
+
+def pack(args: Sequence[Any]) -> bytes:
+    """One RESP request (an array of bulk strings) from str, bytes and int arguments."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode()
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            arg = _other(arg)
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+def _other(arg: Any) -> bytes:
+    """Subclasses and the rarer types, as redis-py's encoder writes them."""
+    if isinstance(arg, bytes | bytearray | memoryview):
+        return bytes(arg)
+    if isinstance(arg, str):  # a str enum: its value
+        return str.encode(arg)
+    if isinstance(arg, bool):
+        raise TypeError("a bool is not a Redis argument")
+    if isinstance(arg, int):  # an int enum: its value
+        return b"%d" % arg
+    if isinstance(arg, float):
+        return repr(arg).encode()
+    raise TypeError(f"not a Redis argument: {type(arg).__name__}")
+
+
+async def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
+    """Send ``count`` packed requests, read their replies (error replies as exception
+    objects: the connection stays in step). Any other failure, a cancellation included,
+    leaves the connection disconnected (redis-py's ``read_response`` sees to it)."""
+    if conn.is_connected and await _stale(conn):
+        await conn.disconnect()  # closed by the server, or data nobody asked for
+    if not conn.is_connected:
+        await conn.connect()  # a failure here is marked "not sent" (_conn._Unsent)
+    await _send(conn, packed)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(await conn.read_response())
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
+
+
+async def _stale(conn: Any) -> bool:
+    """What the pool checks before handing out a connection: has the server closed it,
+    or is there unread data on it? Sending on such a connection would count as "sent"
+    and make an unversioned write's outcome unknown for nothing."""
+    check = getattr(conn, "can_read", None) or getattr(conn, "can_read_destructive", None)
+    if check is None:
+        return False
+    try:
+        return bool(await check())
+    except (OSError, RedisConnectionError):
+        return True
+
+
+async def _on_node(node: Any, packed: bytes, count: int) -> list[Any]:
+    conn = node.acquire_connection()
+    try:
+        return await _exchange(conn, packed, count)
+    except BaseException:
+        await conn.disconnect(nowait=True)
+        raise
+    finally:
+        node.release(conn)
+
+
+async def _send(conn: Any, packed: bytes) -> None:
+    send = getattr(conn, "send_request", None)  # the driver's connection classes have it
+    if send is not None:
+        await send(packed)
+    else:
+        await conn.send_packed_command(packed, check_health=False)
+
+
+class Lane:
+    """Script calls over the connections of one redis-py client (see the module doc)."""
+
+    def __init__(self, client: Any, *, cluster: bool) -> None:
+        self._client = client
+        self._cluster = cluster
+        pool = None if cluster else client.connection_pool
+        self._pool = pool
+        # redis-py 5 wants a command name here (ignored); newer ones warn about it
+        self._get_args: tuple[str, ...] = ()
+        # the pool's idle and busy connections, when they are the list and set redis-py
+        # (4.2 to 8) keeps: an idle connection is then checked out and back without the
+        # pool's lock, metrics and event dispatch (~6 µs a call); else the public calls
+        self._idle: list[AbstractConnection] | None = None
+        self._busy: set[AbstractConnection] | None = None
+        if pool is not None:
+            param = inspect.signature(pool.get_connection).parameters.get("command_name")
+            if param is not None and param.default is inspect.Parameter.empty:
+                self._get_args = ("EVALSHA",)
+            idle = getattr(pool, "_available_connections", None)
+            busy = getattr(pool, "_in_use_connections", None)
+            if isinstance(idle, list) and isinstance(busy, set):
+                self._idle, self._busy = idle, busy
+
+    async def script(
+        self, command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        """``EVALSHA sha`` or ``EVAL source`` (``command``, ``ref``) with keys and args."""
+        packed = pack([command, ref, len(keys), *keys, *args])
+        if self._cluster:
+            node = self._client.get_node_from_key(keys[0])
+            (reply,) = await _on_node(node, packed, 1)
+            if isinstance(reply, MovedError | AskError):
+                # redis-py's cluster client follows redirections and updates its map
+                return await self._client.execute_command(command, ref, len(keys), *keys, *args)
+        else:
+            (reply,) = await self._on_pool(packed, 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
+
+    async def pipeline(
+        self, calls: Sequence[tuple[str, str | bytes, Sequence[str], Sequence[Any]]]
+    ) -> list[Any]:
+        """Script calls pipelined: all sent, then all replies read, on one connection (per
+        node on Cluster, the nodes concurrently). Error replies come back as exception
+        objects in their places; a failure of the connection itself raises."""
+        if not self._cluster:
+            packed = b"".join(
+                pack([c, ref, len(keys), *keys, *args]) for c, ref, keys, args in calls
+            )
+            return await self._on_pool(packed, len(calls))
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for index, (_, _, keys, _) in enumerate(calls):
+            node = self._client.get_node_from_key(keys[0])
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        groups = list(by_node.values())
+
+        async def one(node: Any, indices: list[int]) -> list[Any]:
+            packed = b"".join(
+                pack([calls[i][0], calls[i][1], len(calls[i][2]), *calls[i][2], *calls[i][3]])
+                for i in indices
+            )
+            return await _on_node(node, packed, len(indices))
+
+        if len(groups) == 1:
+            answers = [await one(*groups[0])]
+        else:
+            answers = await asyncio.gather(*(one(node, idx) for node, idx in groups))
+        out: list[Any] = [None] * len(calls)
+        for (_, indices), replies in zip(groups, answers, strict=True):
+            for index, reply in zip(indices, replies, strict=True):
+                out[index] = reply
+        return out
+
+    async def _on_pool(self, packed: bytes, count: int) -> list[Any]:
+        pool: Any = self._pool
+        idle, busy = self._idle, self._busy
+        direct = idle is not None and busy is not None and bool(idle)
+        if direct:  # no await between taking it and marking it busy: atomic for asyncio
+            conn = idle.pop()  # type: ignore[union-attr]
+            busy.add(conn)  # type: ignore[union-attr]
+        else:
+            conn = await pool.get_connection(*self._get_args)
+        try:
+            replies = await _exchange(conn, packed, count)
+        except BaseException:
+            await conn.disconnect(nowait=True)  # redis-py did already; be sure
+            await self._give_back(conn, direct)
+            raise
+        await self._give_back(conn, direct)
+        return replies
+
+    async def _give_back(self, conn: Any, direct: bool) -> None:
+        if not direct:
+            await self._pool.release(conn)  # type: ignore[union-attr]
+            return
+        marked = getattr(conn, "should_reconnect", None)  # redis-py >= 6
+        if marked is not None and marked():
+            await conn.disconnect()
+        if conn in self._busy:  # type: ignore[operator]
+            self._busy.remove(conn)  # type: ignore[union-attr]
+            self._idle.append(conn)  # type: ignore[union-attr]

@@ -1,0 +1,195 @@
+"""The hot path of single-session writes: the client-side document copy that lets an append
+return only the new version (``_cache.py``), validated by the server so that it can never
+be stale, and the lean request path (``_lane.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sessionstore_redis import RedisStore
+
+from sessionstore import ManualClock, Session, SessionRecord, Status
+
+pytestmark = pytest.mark.asyncio
+NOW = ManualClock().now()
+
+
+async def _hgetall_in_scripts(store: RedisStore) -> int:
+    """HGETALLs since CONFIG RESETSTAT: an append that returns the whole document runs one."""
+    stats = await store.client.info("commandstats")
+    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+
+
+async def test_append_returns_the_version_only_when_the_copy_is_current(
+    open_redis: Any, redis_url: str
+) -> None:
+    store = await open_redis(redis_url)
+    other = await open_redis(redis_url)
+    s = await store.create_session(data={"a": 1}, metadata={"m": [1]}, tags={"t"})
+    await store.client.config_resetstat()
+    for n in range(1, 4):
+        s = await store.append_events(s.id, [{"type": "e", "data": {"n": n}}])
+    assert await _hgetall_in_scripts(store) == 0, "the copy should have been used"
+    assert (s.version, s.event_count, s.last_seq) == (4, 3, 3)
+    assert await store.get_session(s.id) == s
+    # another client writes: the copy is stale, the script sends the whole document
+    await other.update_session(s.id, merge_data={"b": 2}, add_tags={"u"})
+    await store.client.config_resetstat()
+    s = await store.append_events(s.id, [{"type": "e"}])
+    assert await _hgetall_in_scripts(store) == 1
+    assert s.data == {"a": 1, "b": 2} and s.tags == {"t", "u"} and s.version == 6
+    assert await other.get_session(s.id) == s
+
+
+async def test_a_recreated_session_is_never_taken_for_the_copy(
+    open_redis: Any, redis_url: str
+) -> None:
+    """Versions repeat (delete + re-create, a restore): the copy is keyed by the unique
+    token of the write that made the document, never by the version."""
+    store = await open_redis(redis_url)
+    other = await open_redis(redis_url)
+    s = await store.create_session(id="same", data={"old": True})
+    await other.delete_session("same")
+    await other.create_session(id="same", data={"new": True})  # version 1 again
+    got = await store.append_events("same", [{"type": "e"}])
+    assert got.data == {"new": True} and got.version == 2
+    # a restore of a record with the version the copy has, but other content
+    assert got == await store.get_session("same")
+    replaced = Session(
+        "same",
+        None,
+        got.status,
+        {"restored": True},
+        {},
+        frozenset(),
+        got.created_at,
+        got.updated_at,
+        None,
+        got.version,  # the very version the copy has
+    )
+    await other.put_records([SessionRecord(replaced)], strategy="overwrite")
+    after = await store.append_events("same", [{"type": "e"}])
+    assert after.data == {"restored": True} and after.event_count == 1
+    assert after == await other.get_session("same")
+    assert s.data == {"old": True}
+
+
+async def test_returned_sessions_share_no_state_with_the_copy(
+    open_redis: Any, redis_url: str
+) -> None:
+    store = await open_redis(redis_url)
+    s = await store.create_session(data={"list": [1]}, metadata={"k": {"v": 1}})
+    s.data["list"].append("mutated by the caller")
+    s.metadata["k"]["v"] = "mutated"
+    a = await store.append_events(s.id, [{"type": "e"}])
+    b = await store.append_events(s.id, [{"type": "e"}])
+    assert a.data == {"list": [1]} and a.metadata == {"k": {"v": 1}}
+    assert a.data is not b.data and a.data["list"] is not b.data["list"]
+    a.data["list"].clear()
+    c = await store.append_events(s.id, [{"type": "e"}])
+    assert c.data == {"list": [1]} and c == await store.get_session(s.id)
+
+
+async def test_expiry_and_conflicts_are_still_decided_by_the_script(
+    open_redis: Any, redis_url: str
+) -> None:
+    from sessionstore import SessionConflictError, SessionNotFoundError
+
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    s = await store.create_session(ttl=10)
+    s = await store.append_events(s.id, [{"type": "e"}], expected_version=1)
+    with pytest.raises(SessionConflictError):
+        await store.append_events(s.id, [{"type": "e"}], expected_version=1)
+    clock.advance(11)
+    with pytest.raises(SessionNotFoundError):
+        await store.append_events(s.id, [{"type": "e"}])
+
+
+async def test_concurrent_appends_from_two_stores(open_redis: Any, redis_url: str) -> None:
+    a = await open_redis(redis_url)
+    b = await open_redis(redis_url)
+    s = await a.create_session()
+    await b.get_session(s.id)
+
+    async def burst(store: RedisStore, tag: str) -> list[Session]:
+        return [await store.append_events(s.id, [{"type": tag}]) for _ in range(30)]
+
+    ra, rb = await asyncio.gather(burst(a, "a"), burst(b, "b"))
+    versions = sorted(x.version for x in ra + rb)
+    assert versions == list(range(2, 62)), "every append got its own version"
+    for got in ra + rb:
+        assert got.event_count == got.version - 1 == got.last_seq
+    final = await a.get_session(s.id)
+    assert final is not None and final.version == 61 and final.event_count == 60
+    assert [e.seq for e in await a.get_events(s.id)] == list(range(1, 61))
+
+
+async def test_few_connections_are_shared_with_the_pool(open_redis: Any, redis_url: str) -> None:
+    """The lean path gives every connection back to the pool after each call: with
+    max_connections=1 plain redis-py calls on the same client still get it."""
+    store = await open_redis(redis_url, max_connections=1)
+    s = await store.create_session()
+    for _ in range(3):
+        s = await store.append_events(s.id, [{"type": "e"}])
+        assert await store.client.ping()
+    page = await store.list_sessions()
+    assert page.ids == [s.id]
+
+
+async def test_the_copies_are_bounded() -> None:
+    """Oldest first out, by count and by bytes; big documents are not kept at all."""
+    from sessionstore_redis._cache import DocCache
+
+    def session(sid: str) -> Session:
+        return Session(sid, None, Status.ACTIVE, {}, {}, frozenset(), NOW, NOW, None, 1)
+
+    cache = DocCache()
+    for n in range(cache.MAX_ENTRIES + 5):
+        cache.put(f"t{n}", session(f"s{n}"), b"{}", b"{}")
+    assert len(cache) == cache.MAX_ENTRIES
+    assert cache.get("s0") is None and cache.get(f"s{cache.MAX_ENTRIES + 4}") is not None
+    cache.put("big", session("big"), b"x" * (cache.MAX_ENTRY_BYTES + 1), b"{}")
+    assert cache.get("big") is None
+    chunk = b"y" * (cache.MAX_ENTRY_BYTES - 2)
+    for n in range(cache.MAX_BYTES // cache.MAX_ENTRY_BYTES + 10):
+        cache.put(f"b{n}", session(f"b{n}"), chunk, b"{}")
+    assert sum(len(c.data) for c in (cache.get(f"b{n}") for n in range(200)) if c) <= (
+        cache.MAX_BYTES
+    )
+    cache.put("", session("no-token"), b"{}", b"{}")  # no token: nothing to validate with
+    assert cache.get("no-token") is None
+    cache.drop("b150")
+    assert cache.get("b150") is None
+
+
+async def test_requests_are_packed_as_redis_py_packs_them() -> None:
+    from enum import IntEnum
+
+    from redis.asyncio.connection import Connection
+    from sessionstore_redis._lane import pack
+
+    class Level(IntEnum):
+        HIGH = 3
+
+    args: list[Any] = [
+        "EVALSHA",
+        "ab" * 20,
+        2,
+        "k{1}:doc",
+        "k{1}:events",
+        -5,
+        1.5,
+        b"\x00\xff",
+        "ü",
+        "",
+    ]
+    args += [Status.ACTIVE, b"x" * 10_000]
+    assert pack(args) == b"".join(Connection().pack_command(*args))
+    assert pack([Level.HIGH]) == b"*1\r\n$1\r\n3\r\n"  # its value (redis-py sends its repr)
+    with pytest.raises(TypeError):
+        pack(["SET", "k", True])
+    with pytest.raises(TypeError):
+        pack(["SET", "k", object()])
