@@ -3,7 +3,8 @@
 Safe while other processes use the store: each session is examined under its lock (a
 session busy with a writer is skipped and counted), nothing is deleted that a live
 writer could still need, and corrupt data is moved aside to ``quarantine/``, never
-deleted.
+deleted. Lock files of sessions that do not exist are removed under the lock itself
+(see ``_locks``), which is safe against a process waiting for it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from sessionstore import IntegrityError
 from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
-from ._fs import is_temp_name, try_flock
-from ._session import State, _iter_lines, cp_dir_name, read_checkpoints, read_state, tidy
+from ._fs import is_temp_name, open_dir, try_flock
+from ._locks import Held
+from ._session import DOC, State, cp_dir_name, iter_lines, read_checkpoints, read_state, tidy
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -73,9 +75,13 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
             names = sorted(os.listdir(sfd))
         finally:
             os.close(sfd)
+        for sid in sorted(_orphans(names)):
+            # leftovers of a session that is gone (a delete interrupted after its commit):
+            # uniquely named, so they can go without the lock
+            report.removed += tidy(layout, State(sid), dry_run=dry_run)
         for name in names:
             if name.startswith("."):
-                continue  # renamed-aside deletes: removed by tidy() of their session
+                continue  # temp / renamed-aside entries: removed by tidy() of their session
             try:
                 validate_session_id(name)
             except ValueError:
@@ -84,11 +90,71 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
                 )
                 continue
             _check_session(engine, name, report)
-    # 3. the index, from the files
+    # 3. lock files of sessions that do not exist
+    _stale_locks(engine, report)
+    # 4. the index, from the files
     if not dry_run:
         report.indexed_sessions = engine.reindex(tidy_files=False)
         report.index_rebuilt = True
     return report
+
+
+def _orphans(names: list[str]) -> set[str]:
+    """Ids of sessions with leftovers (``.trash.<id>.*``, ``.tmp.<id>.*``) but no directory."""
+    found = set()
+    for name in names:
+        for prefix in (".trash.", ".tmp."):
+            if name.startswith(prefix):
+                sid = name[len(prefix) :].rpartition(".")[0]
+                try:
+                    validate_session_id(sid)
+                except ValueError:
+                    continue
+                found.add(sid)
+    return found - set(names)
+
+
+def _stale_locks(engine: Engine, report: DoctorReport) -> None:
+    """Remove (or with ``dry_run`` report) lock files whose session does not exist."""
+    layout = engine.layout
+    locks_fd = layout.fds["locks"]
+    for shard in sorted(n for n in os.listdir(locks_fd) if len(n) == 2 and n[0] != "."):
+        lfd = open_dir(shard, locks_fd, f"locks/{shard}")
+        try:
+            names = sorted(n for n in os.listdir(lfd) if n.endswith(".lock"))
+        finally:
+            os.close(lfd)
+        for name in names:
+            sid = name[:-5]
+            try:
+                validate_session_id(sid)
+            except ValueError:
+                continue
+            sessions = layout.shard_fd("sessions", sid, create=False)
+            if sessions is not None:
+                try:
+                    os.stat(f"{sid}/{DOC}", dir_fd=sessions, follow_symlinks=False)
+                    continue  # a session (or a corrupt one, which step 2 reported)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    continue
+            held = Held(engine, bump=not report.dry_run)
+            if not held.add(sid, wait=False):
+                report.sessions_busy += 1  # being written: not stale
+                continue
+            try:
+                try:
+                    state = read_state(layout, sid)
+                except IntegrityError:
+                    continue
+                state.close()
+                if state.session is None:
+                    report.removed.append(f"locks/{shard}/{name}")
+                    if not report.dry_run:
+                        held.prune.add(sid)
+            finally:
+                held.release()
 
 
 def _dead_journal_temps(engine: Engine) -> list[str]:
@@ -110,9 +176,7 @@ def _dead_journal_temps(engine: Engine) -> list[str]:
 
 
 def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
-    from ._engine import _Held
-
-    held = _Held(engine)
+    held = Held(engine, bump=not report.dry_run)
     if not held.add(sid, wait=False):
         report.sessions_busy += 1
         return
@@ -129,7 +193,7 @@ def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
                 return
             report.records_checked += 1
             try:
-                for _ in _iter_lines(state, state.doc.gen, 0, state.valid_end):
+                for _ in iter_lines(state, state.doc.gen, 0, state.valid_end):
                     report.records_checked += 1
             except IntegrityError as exc:
                 _corrupt_session(engine, sid, exc, report, state)

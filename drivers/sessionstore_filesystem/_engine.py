@@ -1,10 +1,14 @@
 """The synchronous core of the file store: every call runs in one worker-thread hop.
 
-Writes: lock the sessions (sorted ``flock``), step past any unfinished transaction, read
-their state, plan (the base store's pure planner), check versions, mark the write
-in-flight, write the files durably, update the index, clear the mark. A multi-session
-write first makes its intent journal durable; each session's part then commits with one
-atomic step (see ``_session``), and recovery completes a journal a crash interrupted.
+Writes: lock the sessions (sorted ``flock``; each lock replaces the session's change
+token, see ``_heads``), step past any unfinished transaction, read their state (from the
+head cache when the token says nobody wrote since), plan (the base store's pure
+planner), check versions, mark the write in-flight, write the files durably, update the
+index. One session's write syncs each step as it goes; a write of several sessions
+stages all of them, then shares two durability barriers (see ``_write`` and
+``_durable``). An atomic multi-session write first writes its intent journal; recovery
+completes a journal a crash interrupted. A lock whose session does not exist when the
+operation ends is removed before it is released (see ``_locks``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from sessionstore import (
     ConfigurationError,
     Event,
     IntegrityError,
+    InvalidArgumentError,
     Mutation,
     OutcomeUnknownError,
     Page,
@@ -46,22 +51,24 @@ from sessionstore.query import (
     order_key,
     query_fingerprint,
 )
-from sessionstore.validation import validate_session_id
 
+from ._durable import BatchSync, Sync, syncfs_supported
 from ._fs import (
     FILE_MODE,
     atomic_write,
     ensure_dir,
-    flock_file,
     read_file,
     temp_name,
     write_all,
 )
+from ._heads import HeadCache, Tokens
 from ._index import Index
 from ._layout import MARKER, Layout, namespace_dir
+from ._locks import Held
 from ._records import encode_journal
 from ._recovery import RecoveryMixin
-from ._session import State, apply_one, read_checkpoints, read_events, read_state
+from ._session import State, read_checkpoints, read_events, read_state
+from ._write import Steps, apply_one, finish, steps
 
 __all__ = ["Engine"]
 
@@ -71,49 +78,11 @@ STORE_FORMAT: Final = 1
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
+#: Batches of at least this many sessions share ``syncfs`` barriers where available;
+#: smaller ones fsync each file and each directory once.
+SYNCFS_FROM: Final = 4
 
 Build = Callable[[Mapping[str, Session]], list[Mutation]]
-
-
-class _Held:
-    """Session locks held by one operation (fds by session id)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.fds: dict[str, int] = {}
-
-    def add(self, sid: str, *, wait: bool = True) -> bool:
-        validate_session_id(sid)  # again: the lock file's name is built from it
-        lock_dir = self.engine.layout.shard_fd("locks", sid, create=True)
-        assert lock_dir is not None
-        try:
-            fd = flock_file(
-                f"{sid}.lock",
-                lock_dir,
-                timeout=self.engine.lock_timeout if wait else 0.0,
-                what=f"session {sid!r}",
-            )
-        except StoreUnavailableError:
-            if wait:
-                raise
-            return False
-        self.fds[sid] = fd
-        return True
-
-    def try_add(self, sids: Sequence[str]) -> bool:
-        added: list[str] = []
-        for sid in sorted(sids):
-            if not self.add(sid, wait=False):
-                for done in added:
-                    os.close(self.fds.pop(done))
-                return False
-            added.append(sid)
-        return True
-
-    def release(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)  # closing the only descriptor releases the flock
-        self.fds.clear()
 
 
 class Engine(RecoveryMixin):
@@ -129,6 +98,8 @@ class Engine(RecoveryMixin):
         self.create_root = create
         self.layout: Layout = None  # type: ignore[assignment]  # set by open()
         self.index: Index = None  # type: ignore[assignment]
+        self.tokens: Tokens = None  # type: ignore[assignment]
+        self.heads = HeadCache()
         self.writer_id = secrets.token_hex(6)
         self._local = threading.local()
         self._markers: dict[str, int] = {}
@@ -166,6 +137,7 @@ class Engine(RecoveryMixin):
                 record=f"namespace {self.namespace!r}",
             )  # fmt: skip
             self.layout = Layout(ns_fd, durable=self.durable)
+            self.tokens = Tokens(self.layout.fds["locks"])
             index_path = os.path.join(self.root, namespace_dir(self.namespace), "index.sqlite3")
             fd = os.open(
                 "index.sqlite3", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, FILE_MODE,
@@ -199,6 +171,10 @@ class Engine(RecoveryMixin):
         """Release every handle (the store is shut down)."""
         if self.index is not None:
             self.index.close()
+        if self.tokens is not None:
+            self.tokens.close()
+            self.tokens = None  # type: ignore[assignment]
+        self.heads.clear()
         with self._mutex:
             for name, fd in self._markers.items():
                 if self.layout is not None:
@@ -231,18 +207,28 @@ class Engine(RecoveryMixin):
         return fd
 
     def _mark(self, sids: Sequence[str]) -> None:
-        """Record the sessions this thread is about to write ("id\n...\n\n")."""
-        os.pwrite(self._marker_fd(), "".join(f"{sid}\n" for sid in sids).encode() + b"\n", 0)
+        """Record the sessions this thread is about to lock and write ("id\n...\n\n").
 
-    def _unmark(self) -> None:
-        """Nothing in flight: an empty first line ends the list (one pwrite, no truncate)."""
-        os.pwrite(self._marker_fd(), b"\n", 0)
+        Written before their lock files are taken (or created), so a writer that dies
+        anywhere after that leaves their ids for recovery: leftovers tidied, index rows
+        matched to the files, and the lock file of a session that does not exist
+        removed. The list stays until the thread's next write (a dead writer's marker
+        may name sessions it had finished with: repairing them is harmless), so a
+        thread that writes the same session again skips the ``pwrite``.
+        """
+        listed = "".join(f"{sid}\n" for sid in sids)
+        if getattr(self._local, "marked", None) == listed:
+            return
+        self._local.marked = None
+        os.pwrite(self._marker_fd(), listed.encode() + b"\n", 0)
+        self._local.marked = listed
 
     # ------------------------------------------------------------------ locking
 
     @contextmanager
-    def _locked(self, sids: set[str]) -> Iterator[_Held]:
-        held = _Held(self)
+    def _locked(self, sids: set[str]) -> Iterator[Held]:
+        """Lock ``sids`` (sorted), replacing their change tokens."""
+        held = Held(self)
         try:
             for sid in sorted(sids):
                 held.add(sid)
@@ -298,38 +284,50 @@ class Engine(RecoveryMixin):
 
     # ------------------------------------------------------------------ writes
 
-    def transact(self, load_ids: Sequence[str], build: Build) -> list[Mutation]:
-        """Lock, read, plan with ``build``, check, write: one atomic step."""
+    def transact(
+        self, load_ids: Sequence[str], build: Build, *, atomic: bool = True
+    ) -> list[Mutation]:
+        """Lock, read, plan with ``build``, check, write: one atomic step (``atomic=False``:
+        several sessions' writes are each atomic, not all together: no journal)."""
         ids = set(load_ids)
         for _ in range(_ATTEMPTS):
-            with self._locked(ids) as held:
+            self._mark(sorted(ids))  # before any lock file is created: see _mark
+            held = Held(self)
+            try:
+                for sid in sorted(ids):
+                    held.add(sid)
                 blocker = self.journal_blocking(ids)
                 if blocker is None:
                     states: dict[str, State] = {}
+                    outcome = "read"
                     try:
                         for sid in sorted(ids):
-                            states[sid] = read_state(self.layout, sid)
+                            states[sid] = self._read_locked(held, sid)
                         loaded = {s: st.session for s, st in states.items() if st.session}
                         mutations = build(loaded)
                         if not mutations:
                             return mutations
                         extra = sorted({m.session_id for m in mutations} - ids)
                         if extra:
+                            self._mark(sorted(ids.union(extra)))
                             if not held.try_add(extra):
                                 ids.update(extra)
                                 continue  # lock them in order with the rest, and re-plan
                             for sid in extra:
-                                states[sid] = read_state(self.layout, sid)
+                                states[sid] = self._read_locked(held, sid)
                         for mut in mutations:
                             current = states[mut.session_id].session
                             actual = 0 if current is None else current.version
                             if actual != mut.expect:
                                 raise SessionConflictError(mut.session_id, mut.expect, actual)
-                        self._write(mutations, states)
+                        outcome = "failed"
+                        self._write(mutations, states, atomic=atomic)
+                        outcome = "written"
                         return mutations
                     finally:
-                        for state in states.values():
-                            state.close()
+                        self._settle(held, states, outcome)
+            finally:
+                held.release()
             name, dead = blocker
             if dead:
                 self.recover_journal(name)
@@ -337,45 +335,119 @@ class Engine(RecoveryMixin):
                 time.sleep(0.001)
         raise StoreUnavailableError("a pending transaction journal kept blocking this write")
 
-    def apply(self, mutations: Sequence[Mutation]) -> None:
+    def apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         """``_apply``: write ``mutations`` if every ``expect`` holds (else a conflict)."""
         muts = list(mutations)
-        self.transact([m.session_id for m in muts], lambda _loaded: muts)
+        sids = [m.session_id for m in muts]
+        if len(set(sids)) != len(sids):
+            raise InvalidArgumentError("a batch of writes names the same session twice")
+        self.transact(sids, lambda _loaded: muts, atomic=atomic)
 
-    def _write(self, mutations: Sequence[Mutation], states: dict[str, State]) -> None:
-        sids = [m.session_id for m in mutations]
-        self._mark(sids)
-        journal: tuple[str, int] | None = None
-        try:
-            if len(mutations) > 1:
-                journal = self._write_journal(mutations)
-            changes: list[tuple[str, Session | None, Session | None]] = []
+    def _read_locked(self, held: Held, sid: str) -> State:
+        """``sid``'s state under its lock: the head cache's when the token allows."""
+        head = held.heads.pop(sid, None)
+        if head is not None:
+            tokens = held.tokens.get(sid)
+            state = None if tokens is None else self.heads.revive(self.layout, sid, head, tokens[0])
+            head.close_files()
+            if state is not None:
+                return state
+        return read_state(self.layout, sid)
+
+    def _settle(self, held: Held, states: dict[str, State], outcome: str) -> None:
+        """Before unlocking: keep what we know for the next write (one session only),
+        mark the lock files of sessions that do not exist for removal, close."""
+        single = len(states) == 1
+        for sid, state in states.items():
+            if outcome != "failed" and state.session is None:
+                held.prune.add(sid)
+            elif outcome != "failed" and single and sid in held.tokens:
+                try:
+                    head = self.heads.make(
+                        state, held.tokens[sid][1], held.fds[sid], held.inos[sid]
+                    )
+                except OSError:
+                    head = None  # not worth an error: the next write reads the files
+                if head is not None:
+                    held.keep[sid] = head
+            state.close()
+
+    def _write(
+        self, mutations: Sequence[Mutation], states: dict[str, State], *, atomic: bool
+    ) -> None:
+        sids = [m.session_id for m in mutations]  # marked in flight by transact()
+        if len(mutations) == 1:
+            mut = mutations[0]
+            state = states[mut.session_id]
+            old = state.session
             try:
-                for mut in mutations:
-                    state = states[mut.session_id]
-                    old = state.session
-                    changes.append((mut.session_id, old, apply_one(self.layout, state, mut)))
-            except BaseException as exc:
-                if journal is not None:
-                    os.close(journal[1])  # unlocked: recovery completes it
-                    journal = None
-                    self._resync(sids)
+                new = apply_one(self.layout, state, mut)
+            except BaseException:
+                self._resync(sids)
+                raise
+            self._index_write([(mut.session_id, old, new)])
+        else:
+            self._write_batch(mutations, states, atomic=atomic)
+
+    def _write_batch(
+        self, mutations: Sequence[Mutation], states: dict[str, State], *, atomic: bool
+    ) -> None:
+        """Several sessions: stage all, barrier, commit all, barrier, finish all."""
+        sids = [m.session_id for m in mutations]
+        sync: Sync = (
+            BatchSync(
+                self.layout.ns_fd,
+                use_syncfs=syncfs_supported() and len(mutations) >= SYNCFS_FROM,
+            )
+            if self.durable
+            else Sync()
+        )
+        journal: tuple[str, int] | None = None
+        gens: list[tuple[str, Session | None, Steps]] = []
+        try:
+            if atomic:
+                journal = self._write_journal(mutations, sync)
+            for mut in mutations:
+                state = states[mut.session_id]
+                gens.append((mut.session_id, state.session, steps(self.layout, state, mut, sync)))
+                next(gens[-1][2])  # stage
+            sync.barrier()  # the journal and everything staged are durable
+            for _, _, gen in gens:
+                next(gen)  # commit
+            sync.barrier(commit=True)
+            changes = [(sid, old, finish(gen)) for sid, old, gen in gens]
+        except BaseException as exc:
+            for _, _, gen in gens:
+                gen.close()  # removes what it staged
+            self._resync(sids)
+            committed = any(state.committed for state in states.values())
+            if journal is not None:
+                name, fd = journal
+                journal = None
+                if not committed:  # nothing was applied: withdraw the transaction
+                    self._withdraw_journal(name)
+                os.close(fd)  # unlocked: a journal left in place is completed by recovery
+                if committed:
                     raise OutcomeUnknownError(
                         "a transaction was committed to the journal but applying it failed "
                         f"({exc}); it is completed by recovery: re-read the sessions"
                     ) from exc
-                self._resync(sids)
-                raise
-            self._index_write(changes)
-            if journal is not None:
+            elif committed and not isinstance(exc, OutcomeUnknownError):
+                raise OutcomeUnknownError(
+                    f"a batch of writes failed part way ({exc}); some sessions were "
+                    "written: re-read them"
+                ) from exc
+            raise
+        self._index_write(changes)
+        if journal is not None:
+            try:
                 os.unlink(journal[0], dir_fd=self.layout.journal_fd)
-        finally:
-            if journal is not None:
+            finally:
                 os.close(journal[1])
-            self._unmark()
 
-    def _write_journal(self, mutations: Sequence[Mutation]) -> tuple[str, int]:
-        """Write the intent journal durably; returns its name and its (locked) fd."""
+    def _write_journal(self, mutations: Sequence[Mutation], sync: Sync) -> tuple[str, int]:
+        """Write the intent journal (its data fsynced before it is renamed into place, its
+        directory entry durable by the next barrier); returns its name and locked fd."""
         jfd = self.layout.journal_fd
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}.json"
         tmp = temp_name(name)
@@ -387,23 +459,23 @@ class Engine(RecoveryMixin):
             fcntl.flock(fd, fcntl.LOCK_EX)  # held until the transaction is applied
             write_all(fd, encode_journal(name[:-5], mutations))
             if self.durable:
-                os.fsync(fd)
+                os.fsync(fd)  # whole before it is visible: a torn journal is never renamed in
             os.replace(tmp, name, src_dir_fd=jfd, dst_dir_fd=jfd)
         except BaseException:
             os.close(fd)
             with suppress(OSError):
                 os.unlink(tmp, dir_fd=jfd)
             raise
-        if self.durable:
-            try:
-                os.fsync(jfd)
-            except BaseException:
-                # not known durable: withdraw it (nothing was applied yet), then fail
-                with suppress(OSError):
-                    os.unlink(name, dir_fd=jfd)
-                os.close(fd)
-                raise
+        sync.dir(jfd, "the transaction journal")
         return name, fd
+
+    def _withdraw_journal(self, name: str) -> None:
+        """Remove a journal whose transaction was not applied at all (best effort)."""
+        jfd = self.layout.journal_fd
+        with suppress(OSError):
+            os.unlink(name, dir_fd=jfd)
+            if self.durable:
+                os.fsync(jfd)
 
     def _index_write(self, changes: list[tuple[str, Session | None, Session | None]]) -> None:
         try:

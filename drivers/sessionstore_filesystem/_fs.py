@@ -26,10 +26,12 @@ __all__ = [
     "ensure_dir",
     "flock_file",
     "is_temp_name",
+    "lock_file",
     "open_dir",
     "open_dir_or_none",
     "pread_all",
     "read_file",
+    "read_file_stat",
     "symlink_error",
     "sync_committed",
     "unlink_quiet",
@@ -90,6 +92,12 @@ def ensure_dir(name: str, dir_fd: int | None, *, durable: bool, record: str = ""
 
 def read_file(name: str, dir_fd: int, record: str = "") -> bytes | None:
     """The whole content of regular file ``name``; ``None`` when it does not exist."""
+    found = read_file_stat(name, dir_fd, record)
+    return None if found is None else found[0]
+
+
+def read_file_stat(name: str, dir_fd: int, record: str = "") -> tuple[bytes, os.stat_result] | None:
+    """Like :func:`read_file`, with the file's ``fstat``."""
     try:
         fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -102,7 +110,7 @@ def read_file(name: str, dir_fd: int, record: str = "") -> bytes | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise IntegrityError("not a regular file", record or name)
-        return pread_all(fd, 0, st.st_size, record or name)
+        return pread_all(fd, 0, st.st_size, record or name), st
     finally:
         os.close(fd)
 
@@ -205,21 +213,41 @@ def flock_file(name: str, dir_fd: int, *, timeout: float, what: str, shared: boo
 
     Waits (polling, with growing pauses up to 2 ms) at most ``timeout`` seconds, then
     raises :class:`StoreUnavailableError`. Lock files are never removed while in use: a
-    holder re-checks after locking that the path still names the file it locked (so lock
-    files of deleted sessions can be pruned safely).
+    holder re-checks after locking that the path still names the file it locked, and
+    locks the current file if not, so a lock file may be removed by whoever holds it
+    (the lock files of sessions that do not exist are: see ``_locks``).
     """
+    return lock_file(name, dir_fd, timeout=timeout, what=what, shared=shared)[0]
+
+
+def lock_file(
+    name: str,
+    dir_fd: int,
+    *,
+    timeout: float,
+    what: str,
+    shared: bool = False,
+    fd: int = -1,
+    ino: int = 0,
+) -> tuple[int, int]:
+    """:func:`flock_file`, returning ``(fd, inode)``. With ``fd`` (a descriptor of the lock
+    file kept open from an earlier lock, of inode ``ino``) that one is locked first; if
+    the path no longer names it, it is closed and the current file is locked instead."""
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     deadline = time.monotonic() + timeout
     delay = 0.00005
     while True:
-        try:
-            fd = os.open(
-                name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, FILE_MODE, dir_fd=dir_fd
-            )
-        except OSError as exc:
-            if (error := symlink_error(exc, what)) is not None:
-                raise error from None
-            raise
+        if fd < 0:
+            try:
+                fd = os.open(
+                    name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, FILE_MODE,
+                    dir_fd=dir_fd,
+                )  # fmt: skip
+            except OSError as exc:
+                if (error := symlink_error(exc, what)) is not None:
+                    raise error from None
+                raise
+            ino = 0
         try:
             while True:
                 try:
@@ -232,19 +260,19 @@ def flock_file(name: str, dir_fd: int, *, timeout: float, what: str, shared: boo
                         ) from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.002)
+            if not ino:
+                ino = os.fstat(fd).st_ino
             try:
-                same = (
-                    os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
-                    == os.fstat(fd).st_ino
-                )
+                same = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino == ino
             except FileNotFoundError:
                 same = False
         except BaseException:
             os.close(fd)
             raise
         if same:
-            return fd
-        os.close(fd)  # the lock file was pruned while we waited: lock the new one
+            return fd, ino
+        os.close(fd)  # the lock file was removed while we waited: lock the current one
+        fd = -1
 
 
 def try_flock(fd: int) -> bool:

@@ -18,12 +18,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import threading
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from ._fs import ensure_dir, open_dir, open_dir_or_none
+from ._fs import DIR_MODE, ensure_dir, open_dir, open_dir_or_none
+
+if TYPE_CHECKING:
+    from ._durable import Sync
 
 __all__ = ["Layout", "shard_of"]
 
@@ -32,6 +36,7 @@ MARKER: Final = "_sessionstore.json"
 SUBDIRS: Final = ("sessions", "locks", "journal", "writers")
 
 
+@functools.lru_cache(maxsize=256)
 def shard_of(session_id: str) -> str:
     """The shard directory of a session: two hex digits of a hash of its id."""
     return hashlib.blake2b(session_id.encode(), digest_size=1).hexdigest()
@@ -66,8 +71,14 @@ class Layout:
     def writers_fd(self) -> int:
         return self.fds["writers"]
 
-    def shard_fd(self, area: str, session_id: str, *, create: bool) -> int | None:
-        """The open shard directory of ``session_id`` under ``area`` (sessions / locks)."""
+    def shard_fd(
+        self, area: str, session_id: str, *, create: bool, sync: Sync | None = None
+    ) -> int | None:
+        """The open shard directory of ``session_id`` under ``area`` (sessions / locks).
+
+        A new session shard is made durable in ``sessions/`` at once, or, with ``sync``
+        (a write of several sessions), by that write's next barrier.
+        """
         key = (area, shard_of(session_id))
         fd = self._shards.get(key)
         if fd is not None:
@@ -77,7 +88,15 @@ class Layout:
             if fd is not None:
                 return fd
             parent = self.fds[area]
-            if create:
+            if create and sync is not None and area == "sessions":
+                try:
+                    os.mkdir(key[1], DIR_MODE, dir_fd=parent)
+                except FileExistsError:
+                    pass
+                else:
+                    sync.dir(parent, f"{area}/{key[1]}")
+                fd = open_dir(key[1], parent, f"{area}/{key[1]}")
+            elif create:
                 fd = ensure_dir(key[1], parent, durable=self.durable and area == "sessions")
             else:
                 fd = open_dir_or_none(key[1], parent, f"{area}/{key[1]}")

@@ -28,11 +28,12 @@ from sessionstore.validation import validate_session_id
 
 from ._fs import ensure_dir, flock_file, is_temp_name, pread_all, try_flock, unlink_quiet
 from ._index import INDEX_FORMAT
+from ._locks import Held
 from ._records import decode_journal, journal_sessions
-from ._session import State, apply_one, read_state, tidy
+from ._session import State, read_state, tidy
+from ._write import apply_one
 
 if TYPE_CHECKING:
-    from ._engine import _Held
     from ._index import Index
     from ._layout import Layout
 
@@ -72,7 +73,6 @@ class RecoveryMixin:
             self, changes: list[tuple[str, Session | None, Session | None]]
         ) -> None: ...
         def _mark(self, sids: list[str]) -> None: ...
-        def _unmark(self) -> None: ...
 
     # ------------------------------------------------------------------ startup
 
@@ -156,11 +156,11 @@ class RecoveryMixin:
                 self.quarantine_file(jfd, name, "journal")
                 return True
             sids = {m.session_id for m in mutations}
-            with self._locked(sids):
+            self._mark(sorted(sids))
+            with self._locked(sids) as held:
                 states = {sid: read_state(self.layout, sid) for sid in sorted(sids)}
                 try:
                     changes: list[tuple[str, Session | None, Session | None]] = []
-                    self._mark(sorted(sids))
                     for mut in mutations:
                         state = states[mut.session_id]
                         current = state.session
@@ -176,10 +176,10 @@ class RecoveryMixin:
                                 name, mut.session_id, actual, mut.expect,
                             )  # fmt: skip
                     self._index_write(changes)
+                    held.prune.update(sid for sid, st in states.items() if st.session is None)
                 finally:
                     for state in states.values():
                         state.close()
-                    self._unmark()
             os.unlink(name, dir_fd=jfd)
             if self.durable:
                 os.fsync(jfd)
@@ -255,8 +255,9 @@ class RecoveryMixin:
         return reaped
 
     def repair(self, sid: str) -> list[str]:
-        """Under the lock: remove leftovers, make the index row match the files."""
-        with self._locked({sid}):
+        """Under the lock: remove leftovers, make the index row match the files (and
+        remove the lock file of a session that does not exist)."""
+        with self._locked({sid}) as held:
             try:
                 state = read_state(self.layout, sid)
             except IntegrityError as exc:
@@ -266,6 +267,8 @@ class RecoveryMixin:
             try:
                 removed = tidy(self.layout, state)
                 self.index.replace_rows([(sid, state.session)])
+                if state.session is None:
+                    held.prune.add(sid)
                 return removed
             finally:
                 state.close()
@@ -314,10 +317,9 @@ class RecoveryMixin:
             os.close(lock)
 
     def _index_batch(self, sids: list[str], *, tidy_files: bool) -> int:
-        from ._engine import _Held
-
-        held: _Held = _Held(self)  # type: ignore[arg-type]
+        held: Held = Held(self, bump=tidy_files)  # type: ignore[arg-type]
         rows: list[tuple[str, Session | None]] = []
+        absent: list[str] = []
         try:
             for sid in sids:
                 try:
@@ -336,9 +338,12 @@ class RecoveryMixin:
                     if tidy_files:
                         tidy(self.layout, state)
                     rows.append((sid, state.session))
+                    if state.session is None:
+                        absent.append(sid)
                 finally:
                     state.close()
             self.index.replace_rows(rows)
+            held.prune.update(absent)  # their lock files (we hold them): no session
         finally:
             held.release()
         return sum(1 for _, s in rows if s is not None)

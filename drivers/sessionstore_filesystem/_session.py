@@ -1,4 +1,4 @@
-"""One session's files: reading its state, applying one mutation atomically, tidying up.
+"""One session's files: reading its state, reading its events and checkpoints, tidying up.
 
 The session document (``session.json``) and the event log (``events.<gen>.jsonl``)
 together make the session's state:
@@ -15,9 +15,9 @@ together make the session's state:
   lines flagged ``"doc"`` that a write which also changes the document put there before
   replacing ``session.json`` (they count only once the document covers them).
 
-Every write below runs under the session's lock and commits with exactly one atomic step
-(a replace of ``session.json``, an append of committed lines, a checkpoint file replace,
-or a rename of the session directory), so a crash leaves the old or the new state.
+Every write (``_write``) runs under the session's lock and commits with exactly one atomic
+step (a replace of ``session.json``, an append of committed lines, a checkpoint file
+replace, or a rename of the session directory), so a crash leaves the old or the new state.
 """
 
 from __future__ import annotations
@@ -32,24 +32,18 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Final
 
-import orjson
-
-from sessionstore import Checkpoint, Event, IntegrityError, Mutation, Session
+from sessionstore import Checkpoint, Event, IntegrityError, Session
 from sessionstore.validation import validate_session_id
 
 from ._fs import (
-    FILE_MODE,
     READ_FLAGS,
-    atomic_write,
-    ensure_dir,
     is_temp_name,
     open_dir_or_none,
     pread_all,
     read_file,
+    read_file_stat,
     symlink_error,
-    sync_committed,
     unlink_quiet,
-    write_all,
 )
 from ._layout import Layout
 from ._records import (
@@ -57,19 +51,21 @@ from ._records import (
     decode_checkpoint,
     decode_doc,
     decode_line,
-    encode_batch,
-    encode_checkpoint,
-    encode_doc,
 )
 
 __all__ = [
+    "DOC",
     "State",
-    "apply_one",
+    "advanced",
     "cp_dir_name",
+    "iter_lines",
     "log_name",
+    "new_inc",
+    "open_session_dir",
     "read_checkpoints",
     "read_events",
     "read_state",
+    "rmtree_quiet",
     "tidy",
 ]
 
@@ -104,14 +100,36 @@ class State:
     valid_end: int = 0  # end of the committed part of the log
     log_size: int = -1  # -1: no log file
     tail_batches: int = 0  # committed appends (or their lines) past the document's log_end
+    #: (st_ino, st_size, st_mtime_ns) of ``session.json`` as read or written (head cache)
+    doc_key: tuple[int, int, int] | None = None
+    #: the JSON of ``doc.session``'s data and metadata, when known (written or cached)
+    doc_json: tuple[bytes, bytes] | None = None
+    #: set by a write once one of its commit points is passed (visible to readers)
+    committed: bool = False
+    #: the log of generation ``doc.gen`` opened for appending (kept by a write), or -1
+    log_fd: int = -1
+    #: the inode of the directory ``dir_fd`` when known (0: not known)
+    dir_ino: int = 0
 
     def close(self) -> None:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+        self.close_log()
+
+    def close_log(self) -> None:
+        if self.log_fd >= 0:
+            os.close(self.log_fd)
+            self.log_fd = -1
+
+    def forget(self) -> None:
+        """The session is gone (deleted): close, and describe an absent session."""
+        self.close()
+        self.doc = self.session = self.doc_key = self.doc_json = None
+        self.valid_end, self.log_size, self.tail_batches = 0, -1, 0
 
 
-def _open_session_dir(layout: Layout, sid: str) -> int:
+def open_session_dir(layout: Layout, sid: str) -> int:
     validate_session_id(sid)  # again: every path below is built from it
     shard = layout.shard_fd("sessions", sid, create=False)
     if shard is None:
@@ -139,15 +157,17 @@ def read_state(layout: Layout, sid: str) -> State:
 
 
 def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
-    state = State(sid, _open_session_dir(layout, sid))
+    state = State(sid, open_session_dir(layout, sid))
     if state.dir_fd < 0:
         return state
     try:
-        raw = read_file(DOC, state.dir_fd, sid)
-        if raw is None:
+        found = read_file_stat(DOC, state.dir_fd, sid)
+        if found is None:
             return state
+        raw, st = found
         doc = decode_doc(raw, sid)
         state.doc = doc
+        state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
         state.session = doc.session
         state.valid_end = doc.log_end
         try:
@@ -206,7 +226,7 @@ def _derive(state: State, doc: Doc, tail: bytes) -> None:
                     f"(seq {event.seq} after {count} lines from {base.last_seq})",
                     record,
                 )
-            state.session = _advanced(base, ver, event.at, base.event_count + count, event.seq)
+            state.session = advanced(base, ver, event.at, base.event_count + count, event.seq)
             state.valid_end = doc.log_end + len(tail)
             state.tail_batches = count  # lines; >= appends, good enough to pace folds
             return
@@ -249,16 +269,16 @@ def _derive_slowly(state: State, doc: Doc, tail: bytes) -> None:
             batches += 1
         pos = nl + 1
     if batches:
-        state.session = _advanced(base, version, updated, base.event_count + count, last_seq)
+        state.session = advanced(base, version, updated, base.event_count + count, last_seq)
     state.valid_end = doc.log_end + valid
     state.tail_batches = batches
 
 
-# _advanced() names every field of Session positionally: a new field must be added there.
-assert len(fields(Session)) == 13, "Session changed: update _advanced()"
+# advanced() names every field of Session positionally: a new field must be added there.
+assert len(fields(Session)) == 13, "Session changed: update advanced()"
 
 
-def _advanced(s: Session, version: int, at: datetime, event_count: int, last_seq: int) -> Session:
+def advanced(s: Session, version: int, at: datetime, event_count: int, last_seq: int) -> Session:
     """``s`` after appends (a direct construction: ``dataclasses.replace`` is slow)."""
     return Session(
         s.id, s.processor_id, s.status, s.data, s.metadata, s.tags, s.created_at, at,
@@ -266,189 +286,16 @@ def _advanced(s: Session, version: int, at: datetime, event_count: int, last_seq
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- writes
-
-
-def _is_pure_append(cur: Session | None, mut: Mutation) -> bool:
-    """True when ``mut`` only appends: the document would change in derived fields only."""
-    new = mut.session
-    if cur is None or new is None or not mut.append or mut.reset or mut.trim_before:
-        return False
-    first, last = mut.append[0], mut.append[-1]
-    return (
-        first.seq == cur.last_seq + 1
-        and new.last_seq == last.seq
-        and new.updated_at == last.at
-        and new.version > cur.version
-        and new.event_count == cur.event_count + len(mut.append)
-        and new.processor_id == cur.processor_id
-        and new.status is cur.status
-        and new.tags == cur.tags
-        and new.created_at == cur.created_at
-        and new.expires_at == cur.expires_at
-        and new.group == cur.group
-        and new.metadata == cur.metadata
-        and new.data == cur.data
-    )
-
-
-def _write_doc(
-    state: State, new: Session, mut: Mutation, gen: int, end: int, inc: str, durable: bool
-) -> None:
-    data_json, meta_json = mut.data_json, mut.metadata_json
-    if data_json is None or meta_json is None or mut.session is not new:
-        data_json, meta_json = orjson.dumps(new.data), orjson.dumps(new.metadata)
-    raw = encode_doc(new, data_json, meta_json, gen=gen, log_end=end, inc=inc)
-    atomic_write(state.dir_fd, DOC, raw, durable=durable)
-
-
-def _append(state: State, gen: int, data: bytes, durable: bool) -> int:
-    """Append committed-or-pending lines at the end of the committed log; the new end."""
-    created = state.log_size < 0
-    fd = os.open(
-        log_name(gen), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, FILE_MODE,
-        dir_fd=state.dir_fd,
-    )  # fmt: skip
-    try:
-        if state.log_size > state.valid_end:
-            os.ftruncate(fd, state.valid_end)  # what a crashed writer left: never committed
-        try:
-            write_all(fd, data)
-            if durable:
-                os.fdatasync(fd)
-        except BaseException:
-            # readers ignore an unfinished group anyway; the next writer trims it
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, state.valid_end)
-            raise
-    finally:
-        os.close(fd)
-    if created and durable:
-        sync_committed(state.dir_fd, f"{state.sid}/{log_name(gen)}")  # its directory entry
-    return state.valid_end + len(data)
-
-
-def _all_events(state: State) -> list[Event]:
-    if state.doc is None or state.valid_end == 0:
-        return []
-    return list(_iter_lines(state, state.doc.gen, 0, state.valid_end))
-
-
-def _create_dir(layout: Layout, state: State) -> None:
-    shard = layout.shard_fd("sessions", state.sid, create=True)
-    assert shard is not None
-    state.dir_fd = ensure_dir(state.sid, shard, durable=layout.durable, record=state.sid)
-
-
-def apply_one(layout: Layout, state: State, mut: Mutation) -> Session | None:
-    """Write one mutation (the caller holds the lock and checked ``expect``).
-
-    Returns the new state of the session (``None``: deleted).
-    """
-    if mut.delete:
-        if state.dir_fd >= 0:
-            _remove_dir(layout, state)
-        return None
-    return _apply(layout, state, mut, layout.durable)
-
-
-def _apply(layout: Layout, state: State, mut: Mutation, durable: bool) -> Session:
-    cur = state.session
-    new = mut.session if mut.session is not None else cur
-    if new is None:
-        raise IntegrityError("checkpoint write for a session that does not exist", state.sid)
-    if mut.reset or state.doc is None:
-        return _apply_reset(layout, state, mut, new, durable)
-    doc = state.doc
-    gen, inc = doc.gen, doc.inc
-    if mut.trim_before:
-        kept = [e for e in _all_events(state) if e.seq >= mut.trim_before]
-        kept += [e for e in mut.append if e.seq >= mut.trim_before]
-        data = encode_batch(kept, version=new.version, pending=False) if kept else b""
-        if data:
-            atomic_write(state.dir_fd, log_name(gen + 1), data, durable=durable, commit=False)
-        _write_doc(state, new, mut, gen + 1, len(data), inc, durable)  # the commit
-        unlink_quiet(log_name(gen), state.dir_fd)
-    elif mut.append:
-        pure = _is_pure_append(cur, mut)
-        data = encode_batch(mut.append, version=new.version, pending=not pure)
-        end = _append(state, gen, data, durable)  # the commit of a pure append
-        if not pure or state.tail_batches + 1 >= FOLD_AFTER or end - doc.log_end > FOLD_BYTES:
-            _write_doc(state, new, mut, gen, end, inc, durable)  # the commit / a fold
-    elif mut.session is not None:
-        _write_doc(state, new, mut, gen, state.valid_end, inc, durable)  # the commit
-    _checkpoints(state, inc, mut, durable)
-    return new
-
-
-def _apply_reset(
-    layout: Layout, state: State, mut: Mutation, new: Session, durable: bool
-) -> Session:
-    """A fresh incarnation: new log, new checkpoint directory, then the document."""
-    if state.dir_fd < 0:
-        _create_dir(layout, state)
-    old = state.doc
-    gen = old.gen + 1 if old is not None else 1
-    inc = new_inc()
-    events = [e for e in mut.append if e.seq >= mut.trim_before]
-    data = encode_batch(events, version=new.version, pending=False) if events else b""
-    if data:
-        atomic_write(state.dir_fd, log_name(gen), data, durable=durable, commit=False)
-    _checkpoints(state, inc, mut, durable, commit=False)  # a new directory: not visible yet
-    _write_doc(state, new, mut, gen, len(data), inc, durable)  # the commit
-    if old is not None:
-        unlink_quiet(log_name(old.gen), state.dir_fd)
-        _rmtree_quiet(cp_dir_name(old.inc), state.dir_fd)
-    return new
-
-
-def _checkpoints(
-    state: State, inc: str, mut: Mutation, durable: bool, *, commit: bool = True
-) -> None:
-    if not mut.put_checkpoints and not mut.delete_checkpoints:
-        return
-    cp_fd = ensure_dir(cp_dir_name(inc), state.dir_fd, durable=durable, record=state.sid)
-    try:
-        for cp in mut.put_checkpoints:
-            atomic_write(
-                cp_fd, f"{cp.id}.json", encode_checkpoint(cp), durable=durable, commit=commit
-            )
-        removed = False
-        for cp_id in mut.delete_checkpoints:
-            removed = unlink_quiet(f"{cp_id}.json", cp_fd) or removed
-        if removed and durable:
-            sync_committed(cp_fd, f"{state.sid} checkpoints")
-    finally:
-        os.close(cp_fd)
-
-
-def _remove_dir(layout: Layout, state: State) -> None:
-    """Delete the session: rename its directory aside (the commit), then remove it."""
-    shard = layout.shard_fd("sessions", state.sid, create=False)
-    assert shard is not None
-    trash = f".trash.{state.sid}.{secrets.token_hex(4)}"
-    os.rename(state.sid, trash, src_dir_fd=shard, dst_dir_fd=shard)
-    try:
-        if layout.durable:
-            sync_committed(shard, f"the delete of {state.sid}")
-    finally:
-        state.close()
-        _rmtree_quiet(trash, shard)
-
-
-def _rmtree_quiet(name: str, dir_fd: int) -> None:
-    try:
+def rmtree_quiet(name: str, dir_fd: int) -> None:
+    """Remove a directory tree; what cannot be removed is left for ``tidy()``/``doctor``."""
+    with contextlib.suppress(OSError):  # out of the state already
         shutil.rmtree(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        pass  # left for tidy()/doctor: it is out of the state already
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def _iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
+def iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
     if start >= end:
         return
     record = f"{state.sid}/{log_name(gen)}"
@@ -573,7 +420,7 @@ def _read_events(
             return picked
         out: list[Event] = []
         start = _offset_after(state, gen, state.valid_end, after_seq)
-        for event in _iter_lines(state, gen, start, state.valid_end):
+        for event in iter_lines(state, gen, start, state.valid_end):
             if event.seq <= after_seq:
                 continue
             out.append(event)
@@ -634,14 +481,14 @@ def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
             ):
                 removed.append(f"sessions/{name}")
                 if not dry_run:
-                    _rmtree_quiet(name, shard)
+                    rmtree_quiet(name, shard)
     if state.dir_fd < 0:
         return removed
     if state.doc is None:  # a create that never committed its document
         removed.append(f"{sid}/ (no session.json)")
         if not dry_run and shard is not None:
             state.close()
-            _rmtree_quiet(sid, shard)
+            rmtree_quiet(sid, shard)
         return removed
     keep = {DOC}
     if state.doc is not None:
@@ -652,7 +499,7 @@ def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
         if is_temp_name(name) or name.startswith(("events.", "checkpoints.")):
             removed.append(f"{sid}/{name}")
             if not dry_run and not unlink_quiet(name, state.dir_fd):
-                _rmtree_quiet(name, state.dir_fd)
+                rmtree_quiet(name, state.dir_fd)
     if state.doc is not None:
         cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
         if cp_fd is not None:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, unquote
 
@@ -163,7 +164,9 @@ class FileStore(BaseSessionStore):
         return await self._run(self._engine.load, list(session_ids))
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
-        await self._run(self._engine.apply, list(mutations))
+        """Write ``mutations``; several share their fsyncs (``atomic=False``: no journal,
+        each session's write atomic on its own)."""
+        await self._run(partial(self._engine.apply, list(mutations), atomic=atomic))
 
     async def _load_and_apply(
         self,
@@ -173,7 +176,7 @@ class FileStore(BaseSessionStore):
         atomic: bool = True,
     ) -> list[Mutation]:
         """Lock, read, plan and write in one worker-thread hop."""
-        return await self._run(self._engine.transact, list(load_ids), build)
+        return await self._run(partial(self._engine.transact, list(load_ids), build, atomic=atomic))
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None

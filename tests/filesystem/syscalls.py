@@ -4,8 +4,10 @@ Why a recorder and not a SIGKILL: a killed process leaves the page cache intact,
 crash test cannot tell a write that was fsynced from one that was not. What proves the
 durable order is the sequence of calls itself. The driver does all its file I/O through
 the ``os`` module (``os.open``/``os.write``/``os.fsync``/``os.fdatasync``/``os.replace``/
-``os.rename``, each a thin wrapper around exactly one system call), so wrapping those
-functions records the system calls it issues, in order, from whichever worker thread.
+``os.rename``, each a thin wrapper around exactly one system call) and, for the barriers
+of batched writes, ``_durable.syncfs`` (one ``syncfs(2)`` call through ctypes), so
+wrapping those functions records the system calls it issues, in order, from whichever
+worker thread.
 (``strace`` would also see them, but is not installed everywhere and cannot attach in
 every container; ``tests/filesystem/test_syscalls.py`` cross-checks with it when it can.)
 """
@@ -20,16 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from sessionstore_filesystem import _durable
 
 
 @dataclass
 class Call:
-    op: str  # open / write / fsync / fdatasync / replace / rename / close / ftruncate
+    op: str  # open / write / fsync / fdatasync / replace / rename / close / ftruncate / syncfs
     fd: int = -1
     path: str = ""  # open: the opened name; replace/rename: the source
     target: str = ""  # replace/rename: the destination
     dir_fd: int | None = None  # open/replace/rename: the directory fd used
     dst_dir_fd: int | None = None
+    flags: int = 0  # open
 
 
 @dataclass
@@ -47,7 +51,13 @@ class Recorder:
             self.calls.clear()
 
     def name(self, fd: int) -> str:
-        return self.names.get(fd, f"fd{fd}")
+        """The path ``fd`` was opened as (while recording), else what the kernel says."""
+        if fd in self.names:
+            return self.names[fd]
+        try:  # opened before the recording started (the driver keeps some open)
+            return os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return f"fd{fd}"
 
 
 @contextmanager
@@ -63,7 +73,7 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         if dir_fd is not None:
             name = f"{rec.name(dir_fd)}/{name}"
         rec.names[fd] = name
-        rec.add(Call("open", fd, name, dir_fd=dir_fd))
+        rec.add(Call("open", fd, name, dir_fd=dir_fd, flags=flags))
         return fd
 
     def _write(fd: int, data: Any) -> int:
@@ -94,6 +104,13 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         rec.add(Call("ftruncate", fd, rec.name(fd)))
         real["ftruncate"](fd, length)
 
+    real_syncfs = _durable.syncfs
+
+    def _syncfs(fd: int) -> None:
+        rec.add(Call("syncfs", fd, rec.name(fd)))
+        real_syncfs(fd)
+
+    monkeypatch.setattr(_durable, "syncfs", _syncfs)
     monkeypatch.setattr(os, "open", _open)
     monkeypatch.setattr(os, "write", _write)
     monkeypatch.setattr(os, "fsync", _sync("fsync"))
@@ -107,12 +124,16 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     finally:
         for name, fn in real.items():
             monkeypatch.setattr(os, name, fn)
+        monkeypatch.setattr(_durable, "syncfs", real_syncfs)
 
 
 def durable_replaces(calls: list[Call]) -> list[str]:
     """Check every replace: write(tmp) -> fsync(tmp) -> replace -> fsync(dir); their targets.
 
-    Raises AssertionError naming the first replace that breaks the order.
+    A ``syncfs`` (a batch's barrier: it makes every file and directory of the file system
+    durable) counts as the fsync of the temp file when it comes after the file's last
+    write and before the replace, and as the fsync of the directory when it comes after
+    the replace. Raises AssertionError naming the first replace that breaks the order.
     """
     done = []
     for index, call in enumerate(calls):
@@ -126,20 +147,69 @@ def durable_replaces(calls: list[Call]) -> list[str]:
         assert opened is not None, f"replace of {call.target}: temp file never opened"
         fd = calls[opened].fd
         window = calls[opened:index]
-        writes = [i for i, c in enumerate(window) if c.op == "write" and c.fd == fd]
+        closed = next(
+            (i for i, c in enumerate(window) if c.op == "close" and c.fd == fd), len(window)
+        )  # later calls on this descriptor number are another file's
+        writes = [i for i, c in enumerate(window[:closed]) if c.op == "write" and c.fd == fd]
         assert writes, f"replace of {call.target}: nothing written to the temp file"
-        synced = [i for i, c in enumerate(window) if c.op == "fsync" and c.fd == fd]
+        synced = [
+            i
+            for i, c in enumerate(window)
+            if (c.op == "fsync" and c.fd == fd and i < closed) or c.op == "syncfs"
+        ]
         assert synced and synced[-1] > writes[-1], (
             f"replace of {call.target}: temp file not fsynced after its last write"
         )
         after = calls[index + 1 :]
-        dir_sync = [i for i, c in enumerate(after) if c.op == "fsync" and c.fd == call.dst_dir_fd]
+        dir_sync = [
+            i
+            for i, c in enumerate(after)
+            if (c.op == "fsync" and c.fd == call.dst_dir_fd) or c.op == "syncfs"
+        ]
         assert dir_sync, f"replace of {call.target}: directory not fsynced afterwards"
-        closed = [i for i, c in enumerate(after) if c.op == "close" and c.fd == call.dst_dir_fd]
-        assert not closed or dir_sync[0] < closed[0], (
+        dir_closed = [i for i, c in enumerate(after) if c.op == "close" and c.fd == call.dst_dir_fd]
+        assert not dir_closed or dir_sync[0] < dir_closed[0], (
             f"replace of {call.target}: directory fd closed before its fsync"
         )
         done.append(call.target)
+    return done
+
+
+def durable_new_files(calls: list[Call]) -> list[str]:
+    """Check every file written in place under a name no reader follows yet (a new log
+    generation, the checkpoints of a new incarnation: opened ``O_CREAT|O_TRUNC``): its
+    data and its directory entry are durable before the next ``session.json`` replace
+    (the commit that names it). Returns their names.
+    """
+    done = []
+    for index, call in enumerate(calls):
+        if call.op != "open" or not call.flags & os.O_TRUNC or "/.tmp." in call.path:
+            continue
+        name = call.path.rsplit("/", 1)[-1]
+        later = calls[index + 1 :]
+        commit = next(
+            (i for i, c in enumerate(later) if c.op == "replace" and c.target == "session.json"),
+            len(later),
+        )
+        closed = next(
+            (i for i, c in enumerate(later) if c.op == "close" and c.fd == call.fd), len(later)
+        )
+        window = later[: min(commit, closed)]  # while the descriptor is this file's
+        writes = [i for i, c in enumerate(window) if c.op == "write" and c.fd == call.fd]
+        assert writes, f"{name}: nothing written"
+        synced = [
+            i for i, c in enumerate(later[:commit])
+            if (c.op == "fsync" and c.fd == call.fd and i < closed) or c.op == "syncfs"
+        ]  # fmt: skip
+        assert synced and synced[-1] > writes[-1], f"{name}: not fsynced before its commit"
+        entry = [
+            i for i, c in enumerate(later[:commit])
+            if (c.op == "fsync" and c.fd == call.dir_fd) or c.op == "syncfs"
+        ]  # fmt: skip
+        assert entry and entry[-1] > writes[-1], (
+            f"{name}: directory entry not synced before its commit"
+        )
+        done.append(name)
     return done
 
 
@@ -155,7 +225,8 @@ def durable_appends(calls: list[Call]) -> list[str]:
             None,
         )
         closed = next((i for i, c in enumerate(later) if c.op == "close" and c.fd == call.fd), None)
-        assert synced is not None and (closed is None or synced < closed), (
+        in_batch = any(c.op == "syncfs" for c in later)  # a barrier syncs it after the close
+        assert in_batch or (synced is not None and (closed is None or synced < closed)), (
             f"append to {call.path} not synced before close"
         )
         done.append(call.path.rsplit("/", 1)[-1])

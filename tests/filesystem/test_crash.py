@@ -9,6 +9,9 @@ opens the store again (``initialize()`` runs recovery) and checks:
 * every session is a state some sequence of whole writes produced (``counter``'s ``n``
   always equals its version - 1; the log is gap-free);
 * the interrupted transaction is all or nothing (``ta`` and ``tb`` agree);
+* every session of an acknowledged batch write (several sessions sharing two ``syncfs``
+  barriers, ``atomic=False``) is there with its events; a session of the batch in flight
+  is either absent or whole;
 * nothing a crash leaves behind remains after ``initialize()`` (temp files, renamed-aside
   directories, uncommitted log tails, directories of creates that never committed);
 * every record's checksum verifies (``doctor(dry_run=True)`` finds nothing).
@@ -51,6 +54,9 @@ class Acked:
     maybe_deleted: int = -1  # the delete that may have been in flight at the kill
     fresh: set[int] = field(default_factory=set)  # created or deleted since the last check
     rotate: int = 0
+    batch: int = -1  # last acknowledged batch
+    batch_checked: int = -1  # batches up to this one were checked
+    partial: set[int] = field(default_factory=set)  # batches in flight at a kill, part landed
 
 
 @pytest.fixture
@@ -122,6 +128,8 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
             acked.created.add(nxt)
             nxt += 1
 
+        nxt_batch = await _check_batches(store, acked, full)
+
         for cp in await store.list_checkpoints("counter"):
             await store.get_checkpoint("counter", cp.id)  # digest verified
 
@@ -133,7 +141,29 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
             "log_next": log.last_seq,
             "tx_next": k + 1,
             "create_next": nxt,
+            "batch_next": nxt_batch,
         }
+
+
+async def _check_batches(store: FileStore, acked: Acked, full: bool) -> int:
+    """Acknowledged batches whole; the one in flight: each session absent or whole."""
+    first = 0 if full else acked.batch_checked + 1
+    for k in range(first, acked.batch + 2):
+        for j in range(workers.BATCH):
+            s = await store.get_session(f"b{k}.{j}")
+            if s is None:
+                assert k > acked.batch or k in acked.partial, f"acknowledged b{k}.{j} lost"
+                continue
+            assert s.data == {"k": k, "j": j} and s.event_count == 2, s
+            events = await store.get_events(s.id)
+            assert [e.data for e in events] == [{"k": k, "j": j, "seq": q} for q in (1, 2)]
+    landed = [await store.get_session(f"b{acked.batch + 1}.{j}") for j in range(workers.BATCH)]
+    if any(s is not None for s in landed):  # some of the batch in flight landed: go past it
+        acked.batch += 1
+        if not all(landed):
+            acked.partial.add(acked.batch)
+    acked.batch_checked = acked.batch
+    return acked.batch + 1
 
 
 def _run_kills(root: str, kills: int, seed: int) -> None:
@@ -164,6 +194,8 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
                 elif kind == "create":
                     acked.created.add(value[0])
                     acked.fresh.add(value[0])
+                elif kind == "batch":
+                    acked.batch = max(acked.batch, value[0])
                 elif kind == "delete":
                     acked.deleted.add(value[0])
                     acked.fresh.add(value[0])
@@ -171,6 +203,7 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
             start = asyncio.run(_verify(root, acked))
     asyncio.run(_verify(root, acked, full=True))
     assert writes > kills, "the writers hardly wrote anything before being killed"
+    assert acked.batch > 0, "no batch write was acknowledged"
 
 
 def test_sigkill_at_random_moments(crash_root: Path) -> None:

@@ -20,14 +20,16 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
-from sessionstore_filesystem import FileStore
+from sessionstore_filesystem import FileStore, _durable
 
 from sessionstore import (
     AppendOp,
     CreateOp,
     DeleteOp,
+    Mutation,
     NewSession,
     OutcomeUnknownError,
     QueryOptions,
@@ -39,8 +41,22 @@ from sessionstore import (
 
 from .conftest import MakeStore, leftovers
 from .syscalls import recording
+from .test_batch import _restore, _session
 
 Op = Callable[[FileStore], Awaitable[Any]]
+
+
+async def _batch(store: FileStore, *, use_syncfs: bool) -> None:
+    """A restore-like batch (``atomic=False``): two new sessions with events and a
+    checkpoint, one overwritten, one deleted; barriers by syncfs or by fsyncs."""
+    now = store.clock.now()
+    muts = [_restore(_session(f"n{i}", now), now) for i in range(2)]
+    muts.append(_restore(_session("b", now, version=3, v=2), now, expect=1))
+    muts.append(Mutation("c", 1, delete=True))
+    syncfs = vars(_durable)["_SYNCFS"] if use_syncfs else None
+    with mock.patch.object(_durable, "_SYNCFS", syncfs):
+        await store._apply(muts, atomic=False)
+
 
 OPS: dict[str, Op] = {
     "create": lambda st: st.create_session(id="new", data={"v": 1}),
@@ -51,6 +67,8 @@ OPS: dict[str, Op] = {
     "checkpoint": lambda st: st.save_checkpoint("a", keep_last=1),
     "trim": lambda st: st.trim_events("a", keep_last=1),
     "delete": lambda st: st.delete_session("b"),
+    "batch": lambda st: _batch(st, use_syncfs=True),
+    "batch_fsync": lambda st: _batch(st, use_syncfs=False),
     "commit": lambda st: st.commit(
         [
             UpdateOp("a", SessionUpdate(merge_data={"tx": 1})),

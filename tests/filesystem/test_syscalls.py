@@ -14,7 +14,7 @@ import pytest
 from sessionstore import AppendOp, CreateOp, NewSession, SessionUpdate, UpdateOp
 
 from .conftest import MakeStore
-from .syscalls import Call, durable_appends, durable_replaces, recording
+from .syscalls import Call, durable_appends, durable_new_files, durable_replaces, recording
 
 JOURNAL = re.compile(r"^\d{20}-[0-9a-f]{8}\.json$")
 
@@ -64,7 +64,8 @@ async def test_every_mutating_path_is_durable_in_order(
             assert len(targets) == 1 and targets[0].endswith(".json")
             rec.clear()
 
-            # commit over two sessions: the journal is durable before any session is touched
+            # commit over two sessions: the journal is durable before any session commits,
+            # and every session's staged files before the first of them commits
             await store.commit(
                 [
                     UpdateOp(base.id, SessionUpdate(merge_data={"n": 3})),
@@ -75,24 +76,32 @@ async def test_every_mutating_path_is_durable_in_order(
             targets = durable_replaces(rec.calls)
             assert JOURNAL.match(targets[0]), targets
             assert targets[1:] == ["session.json", "session.json"]
-            journal_sync = _first(
-                rec.calls, lambda c: c.op == "replace" and JOURNAL.match(c.target)
+            journal = _first(rec.calls, lambda c: c.op == "replace" and JOURNAL.match(c.target))
+            journal_data_sync = max(
+                i for i, c in enumerate(rec.calls[:journal]) if c.op == "fsync"
+            )  # the journal's own file, before it is renamed into place
+            assert rec.calls[journal_data_sync].path.rsplit("/", 1)[-1].startswith(".tmp.")
+            journal_dir_sync = journal + _first(
+                rec.calls[journal:],
+                lambda c: c.op == "fsync" and c.fd == rec.calls[journal].dst_dir_fd,
             )
-            journal_dir_sync = _first(
-                rec.calls[journal_sync:],
-                lambda c: c.op == "fsync" and c.fd == rec.calls[journal_sync].dst_dir_fd,
+            first_commit = _first(
+                rec.calls, lambda c: c.op == "replace" and c.target == "session.json"
             )
-            first_session_write = _first(
-                rec.calls,
-                lambda c: c.op == "write" and ("/base/" in c.path or "/born/" in c.path),
-            )
-            assert journal_sync + journal_dir_sync < first_session_write
+            assert journal_dir_sync < first_commit
+            staged_syncs = [
+                i for i, c in enumerate(rec.calls) if c.op in ("fsync", "fdatasync")
+                and ("/base/" in c.path or "/born/" in c.path) and "/.tmp." in c.path
+            ]  # fmt: skip
+            assert len(staged_syncs) == 2 and max(staged_syncs) < first_commit
             assert durable_appends(rec.calls) == ["events.1.jsonl"]  # the staged lines
             rec.clear()
 
-            # trim: a new log generation replaced in durably, then the document
+            # trim: a new log generation written and made durable (file and directory
+            # entry) under a name nothing follows yet, then the document names it
             await store.trim_events(base.id, keep_last=1)
-            assert durable_replaces(rec.calls) == ["events.2.jsonl", "session.json"]
+            assert durable_new_files(rec.calls) == ["events.2.jsonl"]
+            assert durable_replaces(rec.calls) == ["session.json"]
             rec.clear()
 
             # delete: the directory is renamed aside, then its parent fsynced
@@ -158,3 +167,55 @@ def test_strace_agrees(tmp_path: Path) -> None:
     # the create (which also syncs the new directory), then the update
     assert steps[-4:] == ["write", "fsync(file)", "replace", "fsync(dir)"], steps
     assert steps.count("replace") == 2
+
+
+_STRACE_BATCH = """
+import asyncio, sys
+import orjson
+from sessionstore import Mutation, Session, Status
+from sessionstore_filesystem import FileStore
+
+async def main() -> None:
+    async with FileStore(root=sys.argv[1], durability="fsync") as store:
+        now = store.clock.now()
+        muts = []
+        for i in range(4):
+            s = Session(f"traced{i}", None, Status.ACTIVE, {"i": i}, {}, frozenset(), now, now,
+                        None, 1)
+            muts.append(Mutation(s.id, 0, s, orjson.dumps(s.data), b"{}", created=True))
+        await store._apply(muts, atomic=False)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_strace_agrees_on_a_batch(tmp_path: Path) -> None:
+    """The kernel's view of a batch: every document staged, syncfs, every rename, syncfs."""
+    from sessionstore_filesystem._durable import syncfs_supported
+
+    if not syncfs_supported():
+        pytest.skip("no syncfs(2) here")
+    script = tmp_path / "traced.py"
+    script.write_text(textwrap.dedent(_STRACE_BATCH))
+    out = tmp_path / "trace.txt"
+    proc = subprocess.run(
+        ["strace", "-f", "-y", "-o", str(out), "-e",
+         "trace=write,fsync,fdatasync,rename,renameat,renameat2,syncfs",
+         sys.executable, str(script), str(tmp_path / "store")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
+        pytest.skip(f"strace cannot attach here: {proc.stderr.strip()[:200]}")
+    assert proc.returncode == 0, proc.stderr
+    steps = []
+    for line in out.read_text().splitlines():
+        if re.search(r"\bwrite\(\d+<[^>]*/traced\d/\.tmp\.session\.json", line):
+            steps.append("write")
+        elif re.search(r"\bsyncfs\(", line):
+            steps.append("syncfs")
+        elif re.search(r"\brename(at2?)?\(.*\.tmp\.session\.json.*session\.json", line):
+            steps.append("replace")
+        elif re.search(r"\bf(data)?sync\(\d+<[^>]*/traced\d", line):
+            steps.append("fsync")
+    assert steps == ["write"] * 4 + ["syncfs"] + ["replace"] * 4 + ["syncfs"], steps

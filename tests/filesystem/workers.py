@@ -5,12 +5,24 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sessionstore_filesystem import FileStore
 
-from sessionstore import AppendOp, SessionConflictError, SessionUpdate, UpdateOp
+from sessionstore import (
+    AppendOp,
+    Event,
+    Mutation,
+    Session,
+    SessionConflictError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionUpdate,
+    Status,
+    UpdateOp,
+)
 
 Send = Callable[[bytes], None]
 
@@ -43,6 +55,65 @@ async def _cas_increments(root: str, sid: str, times: int) -> int:
     return conflicts
 
 
+# --------------------------------------------------------------------------- lock pruning
+
+
+def lock_race(send: Send, root: str, sid: str, times: int, role: str) -> None:
+    """Race over one id whose lock file deletes remove: ``inc`` creates it or
+    CAS-increments it ``times`` times and reports how many increments (a create counts
+    one) it made; ``del`` deletes it (at the version it read) in ``times`` tries and
+    reports the counter of every session it deleted."""
+    send(orjson.dumps(asyncio.run(_lock_race(root, sid, times, role))))
+
+
+async def _lock_race(root: str, sid: str, times: int, role: str) -> int | list[int]:
+    async with FileStore(root=root, durability="none") as store:
+        if role == "inc":
+            done = 0
+            while done < times:
+                current = await store.get_session(sid)
+                try:
+                    if current is None:
+                        await store.create_session(id=sid, data={"n": 1})
+                    else:
+                        await store.update_session(
+                            sid,
+                            merge_data={"n": current.data["n"] + 1},
+                            expected_version=current.version,
+                        )
+                except (SessionExistsError, SessionConflictError, SessionNotFoundError):
+                    continue
+                done += 1
+            return done
+        removed: list[int] = []
+        for _ in range(times):
+            current = await store.get_session(sid)
+            if current is None:
+                await asyncio.sleep(0.0002)
+                continue
+            try:
+                if await store.delete_session(sid, expected_version=current.version):
+                    removed.append(current.data["n"])
+            except SessionConflictError:
+                pass
+        return removed
+
+
+# --------------------------------------------------------------------------- appends
+
+
+def appender(send: Send, root: str, sid: str, times: int, tag: str) -> None:
+    """``times`` appends of one event ``{"by": tag, "i": i}`` to ``sid`` (no CAS)."""
+    asyncio.run(_appender(root, sid, times, tag))
+    send(b"done")
+
+
+async def _appender(root: str, sid: str, times: int, tag: str) -> None:
+    async with FileStore(root=root, durability="none") as store:
+        for i in range(times):
+            await store.append_events(sid, [{"type": "e", "data": {"by": tag, "i": i}}])
+
+
 # --------------------------------------------------------------------------- crash writer
 
 
@@ -55,10 +126,30 @@ def _ack(send: Send, *message: Any) -> None:
     send(orjson.dumps(message))
 
 
+def batch_mutations(k: int, now: datetime) -> list[Mutation]:
+    """A restore-like batch: sessions ``b<k>.0`` .. ``b<k>.2``, two events each."""
+    out = []
+    for j in range(BATCH):
+        data = {"k": k, "j": j}
+        session = Session(
+            f"b{k}.{j}", None, Status.ACTIVE, data, {}, frozenset({"batch"}), now, now, None, 1,
+            2, 2,
+        )  # fmt: skip
+        events = [Event(seq, "e", now, {"k": k, "j": j, "seq": seq}) for seq in (1, 2)]
+        out.append(
+            Mutation(session.id, 0, session, orjson.dumps(data), b"{}", append=events, created=True)
+        )
+    return out
+
+
+BATCH = 3
+
+
 async def _crash_writer(send: Send, root: str, start: dict[str, int], seed: int) -> None:
     rnd = random.Random(seed)
     version = start["counter_version"]
     log_k, tx_k, create_k = start["log_next"], start["tx_next"], start["create_next"]
+    batch_k = start["batch_next"]
     async with FileStore(root=root, durability="fsync") as store:
         _ack(send, "ready")
         while True:
@@ -91,9 +182,13 @@ async def _crash_writer(send: Send, root: str, start: dict[str, int], seed: int)
                 gone = create_k - 4
                 await store.delete_session(f"c{gone}")
                 _ack(send, "delete", gone)
-            elif pick < 0.94:
+            elif pick < 0.91:
                 await store.trim_events("log", keep_last=20)
                 _ack(send, "trim")
+            elif pick < 0.96:  # several sessions sharing their fsyncs (atomic=False)
+                await store._apply(batch_mutations(batch_k, store.clock.now()), atomic=False)
+                _ack(send, "batch", batch_k)
+                batch_k += 1
             else:
                 await store.save_checkpoint("counter", keep_last=2)
                 _ack(send, "checkpoint")
@@ -106,22 +201,29 @@ def crash_at(send: Send, root: str, point: str) -> None:
     """Die (``os._exit``, like a SIGKILL: no cleanup) at ``point`` of one write."""
     import os
 
-    from sessionstore_filesystem import _engine, _index, _session
+    from sessionstore_filesystem import _engine, _index
 
     def die(*args: Any, **kwargs: Any) -> Any:
         os._exit(17)
 
     if point == "between_sessions":  # the journal is durable, one session applied
-        real_apply = _session.apply_one
+        real_steps = vars(_engine)["steps"]
         calls = [0]
 
-        def apply_then_die(*args: Any, **kwargs: Any) -> Any:
+        def steps_then_die(*args: Any, **kwargs: Any) -> Any:
             calls[0] += 1
-            if calls[0] == 2:
-                die()
-            return real_apply(*args, **kwargs)
+            gen = real_steps(*args, **kwargs)
+            if calls[0] != 2:
+                return gen
 
-        vars(_engine)["apply_one"] = apply_then_die
+            def staged_then_die() -> Any:
+                next(gen)  # staged with the others (the barrier makes it all durable)
+                yield
+                die()  # the first session is committed, this one never is
+
+            return staged_then_die()
+
+        vars(_engine)["steps"] = steps_then_die
     elif point == "before_journal_rename":  # the journal was written, never renamed in
         real_replace = os.replace
 

@@ -1,0 +1,151 @@
+"""How the steps of a write are made durable: at once, not at all, or at shared barriers.
+
+A write (see ``_write``) tells a :class:`Sync` what must be durable and when:
+
+* ``file(fd)`` - the data just written to ``fd`` must be durable before the next barrier
+  (the caller may close ``fd`` right after the call);
+* ``dir(fd, commit=...)`` - the entries just added to or removed from directory ``fd``
+  must be durable before the next barrier (``fd`` stays open until then);
+* ``barrier(commit=...)`` - everything registered so far is durable when it returns.
+
+A write goes: pre-commit steps, barrier, the commit step, barrier, tidying. One session
+(:class:`EachSync`) syncs every step as it is made (``fsync(file)`` before the replace,
+``fsync(dir)`` right after it: barriers have nothing left to do). A batch of sessions
+(:class:`BatchSync`) runs every session's pre-commit steps, then one barrier, then every
+commit, then one barrier. On Linux >= 5.8 a barrier is one ``syncfs(2)`` of the store's
+file system (which writes back every dirty file and commits the journal once, and
+reports write-back errors); elsewhere each file is fsynced as it is written and each
+distinct directory once per barrier. A failure at a barrier after commits (``commit=True``)
+is an :class:`OutcomeUnknownError`: the writes are visible, their durability unknown.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+from typing import Final
+
+from sessionstore import OutcomeUnknownError
+
+from ._fs import sync_committed
+
+__all__ = ["BatchSync", "EachSync", "NoSync", "Sync", "syncfs_supported"]
+
+
+def _load_syncfs() -> object | None:
+    """libc's ``syncfs`` where it reports write-back errors (Linux >= 5.8), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(x) for x in os.uname().release.split(".", 2)[:2])
+    except ValueError:
+        return None
+    if (major, minor) < (5, 8):  # before 5.8 syncfs returned 0 even when write-back failed
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNCFS: Final = _load_syncfs()
+
+
+def syncfs_supported() -> bool:
+    """True when batches use one ``syncfs`` per barrier."""
+    return _SYNCFS is not None
+
+
+def syncfs(fd: int) -> None:
+    """``syncfs(2)`` of the file system holding ``fd`` (raises ``OSError``)."""
+    assert _SYNCFS is not None
+    if _SYNCFS(fd) != 0:  # type: ignore[operator]
+        code = ctypes.get_errno() or errno.EIO
+        raise OSError(code, os.strerror(code))
+
+
+class Sync:
+    """No durability at all (``durability="none"``): every step is a no-op."""
+
+    durable = False
+
+    def file(self, fd: int, *, data_only: bool = False) -> None:
+        """The data written to ``fd`` must be durable by the next barrier."""
+
+    def dir(self, fd: int, what: str, *, commit: bool = False) -> None:
+        """The entries changed in directory ``fd`` must be durable by the next barrier."""
+
+    def barrier(self, *, commit: bool = False) -> None:
+        """Everything registered so far is durable when this returns."""
+
+
+NoSync = Sync
+
+
+class EachSync(Sync):
+    """One session: every step is synced as it is made (the barriers are no-ops)."""
+
+    durable = True
+
+    def file(self, fd: int, *, data_only: bool = False) -> None:
+        if data_only:
+            os.fdatasync(fd)
+        else:
+            os.fsync(fd)
+
+    def dir(self, fd: int, what: str, *, commit: bool = False) -> None:
+        if commit:
+            sync_committed(fd, what)
+        else:
+            os.fsync(fd)
+
+
+class BatchSync(Sync):
+    """Many sessions: one ``syncfs`` per barrier, or per-file fsyncs and each distinct
+    directory fsynced once per barrier where ``syncfs`` is not available."""
+
+    durable = True
+
+    def __init__(self, fs_fd: int, *, use_syncfs: bool | None = None) -> None:
+        self.fs_fd = fs_fd
+        self.use_syncfs = syncfs_supported() if use_syncfs is None else use_syncfs
+        self.dirty = False
+        self.dirs: dict[int, str] = {}  # fd -> what (for the error message)
+
+    def file(self, fd: int, *, data_only: bool = False) -> None:
+        if self.use_syncfs:
+            self.dirty = True
+        elif data_only:
+            os.fdatasync(fd)
+        else:
+            os.fsync(fd)
+
+    def dir(self, fd: int, what: str, *, commit: bool = False) -> None:
+        if self.use_syncfs:
+            self.dirty = True
+        else:
+            self.dirs.setdefault(fd, what)
+
+    def barrier(self, *, commit: bool = False) -> None:
+        try:
+            if self.use_syncfs:
+                if self.dirty:
+                    syncfs(self.fs_fd)
+            else:
+                for fd in self.dirs:
+                    os.fsync(fd)
+        except OSError as exc:
+            if commit:
+                raise OutcomeUnknownError(
+                    "a batch of writes was made but could not be made durable "
+                    f"({exc.strerror or exc}); re-read the sessions before relying on them"
+                ) from exc
+            raise
+        finally:
+            self.dirty = False
+            self.dirs.clear()
