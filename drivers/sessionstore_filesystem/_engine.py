@@ -74,7 +74,9 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("sessionstore.filesystem")
 
-STORE_FORMAT: Final = 1
+# 2: lock-time change tokens in locks/tokens (a head cache trusts them). A layout-1 store
+# is upgraded on open, so a process of a version before the tokens refuses it afterwards.
+STORE_FORMAT: Final = 2
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
@@ -166,6 +168,9 @@ class Engine(RecoveryMixin):
                 f"({STORE_FORMAT}); upgrade sessionstore to open it",
                 self.root,
             )
+        if layout < STORE_FORMAT:  # nothing to convert: newer writers only add files
+            rec = {"v": FORMAT_VERSION, "format": "sessionstore-file", "layout": STORE_FORMAT}
+            atomic_write(self._root_fd, MARKER, dumps_record(rec) + b"\n", durable=self.durable)
 
     def close(self) -> None:
         """Release every handle (the store is shut down)."""

@@ -7,6 +7,7 @@ import stat
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 from sessionstore_filesystem import FileStore
 
@@ -110,6 +111,20 @@ async def test_newer_store_layout_is_refused(root: Path, make_store: MakeStore) 
     (root / "_sessionstore.json").write_text('{"v":1,"format":"sessionstore-file","layout":99}\n')
     with pytest.raises(UnsupportedFormatError, match="newer"):
         await make_store().initialize()
+
+
+@pytest.mark.asyncio
+async def test_layout_1_store_is_upgraded_on_open(root: Path, make_store: MakeStore) -> None:
+    async with make_store() as store:
+        made = await store.create_session(data={"n": 1})
+    # A store written before the change tokens (layout 1): its files are unchanged.
+    (root / "_sessionstore.json").write_text('{"v":1,"format":"sessionstore-file","layout":1}\n')
+    async with make_store() as store:
+        assert (await store.get_session(made.id)) == made
+        updated = await store.append_events(made.id, [{"type": "t"}])
+        assert updated.version == 2
+    marker = orjson.loads((root / "_sessionstore.json").read_bytes())
+    assert marker["layout"] == 2
 
 
 @pytest.mark.asyncio
