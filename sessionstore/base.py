@@ -220,6 +220,29 @@ class BaseSessionStore(BulkMixin, ABC):
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         """Every checkpoint of the session, oldest first (digests not verified)."""
 
+    async def _load_checkpoints_many(
+        self, session_ids: Sequence[str]
+    ) -> dict[str, list[Checkpoint]]:
+        """``_load_checkpoints`` of several sessions: id -> checkpoints (absent ids: ``[]``
+        or left out). Used by backup, a window of sessions at a time.
+
+        Optional primitive: the default calls ``_load_checkpoints`` per id (concurrently on
+        a driver that does I/O). Override it to read them all in one round trip (one
+        pipeline, one thread hop).
+        """
+        caps = self.capabilities
+        if len(session_ids) < 2 or not (caps.durable or caps.cross_process):
+            return {sid: await self._load_checkpoints(sid) for sid in session_ids}
+        tasks = [asyncio.ensure_future(self._load_checkpoints(sid)) for sid in session_ids]
+        try:
+            found = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        return dict(zip(session_ids, found, strict=True))
+
     @abstractmethod
     def _iter_sessions(self) -> AsyncIterator[Session]:
         """Every stored session, expired included, in any order."""

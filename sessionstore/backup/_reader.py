@@ -1,9 +1,25 @@
-"""Reading a backup: every line parsed and checked, the digest recomputed, in blocks.
+"""Reading a backup: every line decoded and checked, the digest recomputed, streamed.
 
-:class:`BackupScan` is synchronous (it runs in a worker thread, one block at a time);
-:func:`scan_backup` drives it from async code. Any problem raises :class:`IntegrityError`
-naming the file and line (:class:`UnsupportedFormatError` for a newer format), so a
-backup that is corrupt, truncated, or not a backup at all is refused as a whole.
+Two halves, so that reading and parsing overlap and no block of parsed sessions is held:
+
+* :class:`HashedLines` (synchronous; all its calls run in one worker thread of its own)
+  reads the file -- decompressing it -- in blocks of complete lines and keeps the running
+  SHA-256 of the content, which covers every line but the file's last (the trailer's
+  place). It hands the lines over in :class:`Segment` s, each with the digest of the
+  content up to its end. While the event loop parses one segment, the thread reads,
+  decompresses and hashes the next (file reads, zlib, zstd and hashlib release the GIL).
+* :class:`BackupScan` (on the event loop) decodes and checks one line at a time, and
+  :func:`scan_backup` hands each item to its consumer at once: a line's objects live only
+  as long as the consumer keeps them (a write batch), never a whole block of them.
+
+Any problem raises :class:`IntegrityError` naming the file and line
+(:class:`UnsupportedFormatError` for a newer format), so a backup that is corrupt,
+truncated, or not a backup at all is refused as a whole.
+
+A restore reads the file twice: verify, then write. The first pass returns each segment's
+digest (:class:`Verified`: 32 bytes per 256 KiB of content); the second pass checks every
+segment against it *before* using a line of it, so it repeats none of the checks: a file
+changed between the passes is refused before anything of the changed part is written.
 """
 
 from __future__ import annotations
@@ -11,8 +27,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -43,7 +62,11 @@ from ._format import (
 from ._results import BackupInfo
 from ._streams import LineReader
 
-__all__ = ["BackupScan", "info_from", "scan_backup"]
+__all__ = ["BackupScan", "HashedLines", "Verified", "info_from", "resolve_source", "scan_backup"]
+
+T = TypeVar("T")
+_DIGEST = hashlib.sha256().digest_size
+_HASH_LINES = 128  # lines hashed per update
 
 
 def info_from(
@@ -71,28 +94,138 @@ def info_from(
     )
 
 
+# --------------------------------------------------------------------------- lines
+
+
+@dataclass(slots=True)
+class Segment:
+    """Complete lines of the file, in order.
+
+    ``digest`` is the SHA-256 of the content from the first byte through these lines.
+    The ``final`` segment is the file's last line alone, which the digest never covers
+    (it is the trailer's place): its ``digest`` is that of all the content before it.
+    """
+
+    lines: list[bytes]
+    digest: bytes
+    final: bool = False
+
+
+class HashedLines:
+    """The lines of a backup file in segments, hashed as they are read (see the module).
+
+    Synchronous and blocking: :class:`SegmentStream` runs every call in one thread.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self.reader = LineReader(path, name)
+        self._blocks = self.reader.blocks()
+        self._hash = hashlib.sha256()
+        self._held: bytes | None = None  # the last line read: hashed once another follows
+        self._done = False
+
+    @property
+    def compression(self) -> str:
+        """The file's compression (from its first bytes)."""
+        return self.reader.compression
+
+    def next(self) -> Segment | None:
+        """The next segment; ``None`` after the final one (or for an empty file)."""
+        if self._done:
+            return None
+        for lines in self._blocks:
+            if self._held is not None:
+                lines.insert(0, self._held)
+            self._held = lines.pop()
+            if lines:
+                for start in range(0, len(lines), _HASH_LINES):  # no copy of the whole block
+                    self._hash.update(b"\n".join(lines[start : start + _HASH_LINES]))
+                    self._hash.update(b"\n")
+                return Segment(lines, self._hash.digest())
+        self._done = True
+        if self._held is None:
+            return None
+        return Segment([self._held], self._hash.digest(), final=True)
+
+    def close(self) -> None:
+        """Release the file."""
+        self.reader.close()
+
+
+class SegmentStream:
+    """:class:`HashedLines` driven from async code, reading one segment ahead.
+
+    Every call on the :class:`HashedLines` (opening, reading, closing) runs in one
+    dedicated worker thread, in order, so the file is never touched by two threads, and
+    closing waits for a read still under way even when the caller was cancelled.
+    """
+
+    def __init__(self, path: Path, name: str) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sessionstore-backup-read")
+        self._opened = self._pool.submit(HashedLines, path, name)
+        self._ahead: Future[Segment | None] | None = None
+        self._lines: HashedLines | None = None
+
+    async def _wait(self, future: Future[T]) -> T:
+        return await asyncio.wrap_future(future)
+
+    @property
+    def compression(self) -> str:
+        """The file's compression (after the first :meth:`next`)."""
+        assert self._lines is not None
+        return self._lines.compression
+
+    async def next(self) -> Segment | None:
+        """The next segment (``None`` at the end); the one after it is read meanwhile."""
+        if self._lines is None:
+            self._lines = await self._wait(self._opened)
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            ahead = self._pool.submit(self._lines.next)
+        segment = await self._wait(ahead)
+        if segment is not None and not segment.final:
+            self._ahead = self._pool.submit(self._lines.next)
+        return segment
+
+    async def aclose(self) -> None:
+        """Close the file once any read under way is done; stop the thread."""
+
+        def close() -> None:
+            if self._opened.exception() is None:  # waits for the open (same thread: done)
+                self._opened.result().close()
+
+        closing = self._pool.submit(close)
+        self._pool.shutdown(wait=False)
+        if self._ahead is not None:
+            self._ahead.cancel()  # not started yet: never runs; running: finishes first
+        await asyncio.shield(self._wait(closing))
+
+
+# --------------------------------------------------------------------------- checks
+
+
 class BackupScan:
-    """One pass over a backup file.
+    """The checks of one pass over a backup, one line at a time.
 
     Checks, besides each line's own structure: the header comes first and the trailer
     last; session ids are valid and strictly ascending (so a session appears once);
     checkpoints and events follow their session; events are gap-free and exactly the
     ``event_count`` events ending at ``last_seq``; checkpoint digests match; the trailer's
-    counts and SHA-256 match what was read. With ``limits``, payloads must also fit the
-    destination store's size limits.
+    counts and the content's SHA-256 match. With ``limits``, payloads must also fit the
+    destination store's size limits. A ``trusted`` scan (the second pass of a restore,
+    whose segments were checked against the first pass's digests) only decodes.
     """
 
-    def __init__(self, path: Path, *, limits: Limits | None = None) -> None:
+    def __init__(self, path: Path, *, limits: Limits | None = None, trusted: bool = False) -> None:
         self.path = path
         self.name = path.name
         self.limits = limits
-        self.reader = LineReader(path, self.name)
+        self.trusted = trusted
         self.header: Header | None = None
         self.trailer: Trailer | None = None
-        self._hash = hashlib.sha256()
-        self._blocks = self.reader.blocks()
+        self.sessions = 0
         self._line = 0
-        self._sessions = self._events = self._checkpoints = 0
+        self._events = self._checkpoints = 0
         self._current: SessionItem | None = None
         self._next_seq = 0
         self._seen_events = 0
@@ -101,43 +234,61 @@ class BackupScan:
     def _where(self, line: int | None = None) -> str:
         return f"{self.name}, line {self._line if line is None else line}"
 
-    def next_block(self) -> list[Item] | None:
-        """The items of the next block of lines; ``None`` once the trailer was checked."""
-        try:
-            lines = next(self._blocks)
-        except StopIteration:
-            if self.trailer is not None:
-                return None
-            raise IntegrityError(
-                f"truncated: no trailer after line {self._line}", self.name
-            ) from None
-        items: list[Item] = []
-        trailer_at: int | None = None
-        for index, raw in enumerate(lines):
-            self._line += 1
-            if self.trailer is not None:
-                raise IntegrityError("data after the trailer", self._where())
-            if self.header is None:
+    def line(self, raw: bytes) -> Item | None:
+        """The checked item of the next line (``None`` for the header)."""
+        self._line += 1
+        if self._line == 1:
+            if not self.trusted:
                 self.header = decode_header(raw, self._where())
-                continue
-            parsed = decode_line(raw, self._where())
-            if isinstance(parsed, Trailer):
-                trailer_at = index
-                if index:
-                    self._hash.update(b"\n".join(lines[:index]) + b"\n")
-                self._end_session()
-                self._check_trailer(parsed)
-                self.trailer = parsed
-                continue
-            items.append(self._check(parsed))
-        if trailer_at is None:
-            self._hash.update(b"\n".join(lines) + b"\n")
-        return items
+            return None
+        if self.trusted:  # checked by the first pass, and compared with it
+            parsed = decode_line(raw, self.name)
+            if isinstance(parsed, SessionItem):
+                self.sessions += 1
+            return None if isinstance(parsed, Trailer) else parsed
+        parsed = decode_line(raw, self._where())
+        if isinstance(parsed, Trailer):
+            raise IntegrityError("data after the trailer", self._where(self._line + 1))
+        return self._check(parsed, len(raw))
 
-    def _check(self, item: SessionItem | CheckpointItem | EventsItem) -> Item:
+    def last(self, raw: bytes, digest: bytes) -> None:
+        """The file's last line: the trailer, checked against the counts and ``digest``."""
+        self._line += 1
+        where = self._where()
+        if self._line == 1:
+            self.header = decode_header(raw, where)
+            parsed = None
+        else:
+            parsed = decode_line(raw, where)
+        if not isinstance(parsed, Trailer):
+            if parsed is not None:
+                self._check(parsed, len(raw))  # its own problems first
+            raise IntegrityError(f"truncated: no trailer after line {self._line}", self.name)
+        self._end_session()
+        got = (self.sessions, self._events, self._checkpoints, self._line - 1)
+        want = (parsed.sessions, parsed.events, parsed.checkpoints, parsed.lines)
+        if got != want:
+            raise IntegrityError(
+                "content does not match the trailer's counts (sessions, events, checkpoints, "
+                f"lines): read {got}, trailer says {want}",
+                where,
+            )
+        if digest.hex() != parsed.sha256:
+            raise IntegrityError(
+                "SHA-256 of the content does not match the trailer: the file was altered",
+                where,
+            )
+        self.trailer = parsed
+
+    def _check(self, item: SessionItem | CheckpointItem | EventsItem, size: int) -> Item:
+        """Check ``item``, decoded from a line of ``size`` bytes.
+
+        A payload is never longer encoded than the line that holds it, so the payloads
+        of a line that fits the limits are not encoded again to be measured.
+        """
         try:
             if isinstance(item, SessionItem):
-                return self._check_session(item)
+                return self._check_session(item, size)
             current = self._current
             if current is None:
                 raise IntegrityError("a record before the first session", self._where())
@@ -157,6 +308,8 @@ class BackupScan:
             if item.session_id != sid:
                 raise IntegrityError(f"events of {item.session_id!r} under {sid!r}", "")
             limit = None if self.limits is None else self.limits.max_event_bytes
+            if limit is not None and size <= limit:
+                limit = None  # every event fits
             for event in item.events:
                 if event.seq != self._next_seq:
                     raise IntegrityError(
@@ -182,7 +335,7 @@ class BackupScan:
         message = exc.args[0] if isinstance(exc, IntegrityError) else str(exc)
         return IntegrityError(message, self._where())
 
-    def _check_session(self, item: SessionItem) -> SessionItem:
+    def _check_session(self, item: SessionItem, line_size: int) -> SessionItem:
         self._end_session()
         s = item.session
         validate_session_id(s.id)
@@ -194,7 +347,7 @@ class BackupScan:
             validate_session_id(s.group, "group")
         if s.version < 1 or s.event_count > s.last_seq:
             raise IntegrityError(f"session {s.id!r} has inconsistent version/event counters", "")
-        if self.limits is not None:
+        if self.limits is not None and line_size > self.limits.max_session_bytes:
             size = len(orjson.dumps(s.data)) + len(orjson.dumps(s.metadata))
             if size > self.limits.max_session_bytes:
                 raise QuotaExceededError(
@@ -205,7 +358,7 @@ class BackupScan:
         self._current = item
         self._next_seq = s.last_seq - s.event_count + 1
         self._seen_events = 0
-        self._sessions += 1
+        self.sessions += 1
         return item
 
     def _end_session(self) -> None:
@@ -218,32 +371,29 @@ class BackupScan:
             )
         self._current = None
 
-    def _check_trailer(self, trailer: Trailer) -> None:
-        where = self._where()
-        got = (self._sessions, self._events, self._checkpoints, self._line - 1)
-        want = (trailer.sessions, trailer.events, trailer.checkpoints, trailer.lines)
-        if got != want:
-            raise IntegrityError(
-                "content does not match the trailer's counts (sessions, events, checkpoints, "
-                f"lines): read {got}, trailer says {want}",
-                where,
-            )
-        if self._hash.hexdigest() != trailer.sha256:
-            raise IntegrityError(
-                "SHA-256 of the content does not match the trailer: the file was altered",
-                where,
-            )
 
-    def info(self) -> BackupInfo:
-        """The verified :class:`BackupInfo` (after the last block)."""
-        assert self.header is not None and self.trailer is not None
-        return info_from(
-            self.path, self.header, self.reader.compression, self.trailer, verified=True
-        )
+# --------------------------------------------------------------------------- passes
 
-    def close(self) -> None:
-        """Release the file."""
-        self.reader.close()
+
+@dataclass(frozen=True)
+class Verified:
+    """What a checking pass found: the verified info and each segment's digest."""
+
+    info: BackupInfo
+    digests: bytes  # the digests of the segments before the final one, concatenated
+
+    def check(self, index: int, segment: Segment, name: str) -> None:
+        """Refuse a segment that differs from what was verified (the file changed)."""
+        if segment.final:
+            same = index * _DIGEST == len(self.digests) and segment.digest.hex() == self.info.sha256
+        else:
+            same = self.digests[index * _DIGEST : (index + 1) * _DIGEST] == segment.digest
+        if not same:
+            raise IntegrityError(
+                "the file changed since it was verified (do not change a backup while it is "
+                "restored); nothing of the changed part was written",
+                name,
+            )
 
 
 def resolve_source(source: str | os.PathLike[str]) -> Path:
@@ -255,23 +405,52 @@ def resolve_source(source: str | os.PathLike[str]) -> Path:
 
 
 async def scan_backup(
-    path: Path, *, limits: Limits | None = None
-) -> AsyncIterator[list[Item] | BackupInfo]:
-    """Yield blocks of checked items, then the verified :class:`BackupInfo` last.
+    path: Path,
+    *,
+    limits: Limits | None = None,
+    feed: Callable[[Item], Awaitable[None]] | None = None,
+    verified: Verified | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Verified:
+    """One pass over the backup at ``path``: every item to ``feed`` as soon as it is read.
 
-    Each block is read and parsed in a worker thread. Any problem raises
-    :class:`IntegrityError` (nothing is yielded after it).
+    Without ``verified`` every line is checked (see :class:`BackupScan`) and the result
+    is the verified info with the segments' digests. With the :class:`Verified` of an
+    earlier pass, each segment is compared with it before any of its items is fed, and
+    nothing else is checked again. ``on_progress(sessions read)`` is called after each
+    segment. Any problem raises :class:`IntegrityError`.
     """
-    scan = await asyncio.to_thread(BackupScan, path, limits=limits)
+    scan = BackupScan(path, limits=limits, trusted=verified is not None)
+    stream = SegmentStream(path, scan.name)
+    digests = bytearray()
+    index = 0
     try:
-        first = await asyncio.to_thread(scan.next_block)
-        if scan.header is None:
-            raise IntegrityError("empty file: not a sessionstore backup", scan.name)
-        block = first
-        while block is not None:
-            if block:
-                yield block
-            block = await asyncio.to_thread(scan.next_block)
-        yield scan.info()
+        while True:
+            segment = await stream.next()
+            if segment is None:
+                raise IntegrityError("empty file: not a sessionstore backup", scan.name)
+            if verified is not None:
+                verified.check(index, segment, scan.name)
+            if segment.final:
+                if verified is None:
+                    scan.last(segment.lines[0], segment.digest)
+                break
+            digests += segment.digest
+            index += 1
+            lines, segment = segment.lines, None
+            for raw in lines:
+                item = scan.line(raw)
+                if item is not None and feed is not None:
+                    await feed(item)
+            del lines  # not held while the next segment is read
+            if on_progress is not None:
+                on_progress(scan.sessions)
+            await asyncio.sleep(0)  # parsing holds the event loop: let others run
+        compression = stream.compression
     finally:
-        await asyncio.to_thread(scan.close)
+        await stream.aclose()
+    if verified is not None:
+        return verified
+    assert scan.header is not None and scan.trailer is not None
+    info = info_from(path, scan.header, compression, scan.trailer, verified=True)
+    return Verified(info, bytes(digests))

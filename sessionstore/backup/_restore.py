@@ -11,8 +11,7 @@ from ..errors import SessionExistsError
 from ..query import SessionFilter
 from ._catalog import read_info
 from ._engine import BATCH_SIZE, WriteEngine
-from ._format import SessionItem
-from ._reader import resolve_source, scan_backup
+from ._reader import Verified, resolve_source, scan_backup
 from ._results import BackupInfo, ProgressCallback, RestoreResult
 from ._writer import check_store
 
@@ -29,7 +28,7 @@ async def verify_backup(
     digests, and the trailer's counts and SHA-256. A corrupt or truncated file raises
     :class:`IntegrityError` naming the line. Memory stays flat (the file is streamed).
     """
-    return await _run(resolve_source(source), None, None, progress=progress)
+    return (await _run(resolve_source(source), None, None, progress=progress)).info
 
 
 async def _run(
@@ -37,29 +36,33 @@ async def _run(
     store: BaseSessionStore | None,
     engine: WriteEngine | None,
     *,
-    check: bool = True,
+    verified: Verified | None = None,
     progress: ProgressCallback | None = None,
-) -> BackupInfo:
-    """One pass over the file, feeding ``engine``; returns the verified info.
+) -> Verified:
+    """One pass over the file, feeding ``engine``; returns what was verified.
 
-    With ``check`` (and a store) payloads are checked against the store's size limits;
+    With a store, payloads are checked against its size limits; with the ``verified``
+    result of an earlier pass the file is only compared with it (nothing is checked again);
     ``progress`` gets ``("verify", sessions read, total from the trailer)``.
     """
-    limits = store._limits if store is not None and check else None
-    total = read_info(path).sessions if progress is not None else None
-    seen = 0
-    async for block in scan_backup(path, limits=limits):
-        if isinstance(block, BackupInfo):
-            if engine is not None:
-                await engine.finish()
-            return block
-        if engine is not None:
-            for item in block:
-                await engine.feed(item)
-        if progress is not None:
-            seen += sum(1 for item in block if isinstance(item, SessionItem))
+    limits = store._limits if store is not None else None
+    on_progress = None
+    if progress is not None:
+        total = read_info(path).sessions
+
+        def on_progress(seen: int) -> None:
             progress("verify", seen, total)
-    raise AssertionError("scan_backup ends with the BackupInfo")  # pragma: no cover
+
+    result = await scan_backup(
+        path,
+        limits=limits,
+        feed=None if engine is None else engine.feed,
+        verified=verified,
+        on_progress=on_progress,
+    )
+    if engine is not None:
+        await engine.finish()
+    return result
 
 
 async def restore_from_backup(
@@ -95,7 +98,8 @@ async def restore_from_backup(
     checker: WriteEngine | None = None
     if dry_run or strategy == "fail_on_conflict":
         checker = WriteEngine(store, strategy, dry_run=True, filter=filter, batch_size=batch_size)
-    info = await _run(path, store, checker, progress=progress)
+    verified = await _run(path, store, checker, progress=progress)
+    info = verified.info
     if checker is not None and dry_run:
         return RestoreResult(str(path), strategy, True, info, checker.counts())
     if checker is not None and checker.first_conflict is not None:
@@ -110,5 +114,5 @@ async def restore_from_backup(
         store, strategy, filter=filter, batch_size=batch_size, total=info.sessions,
         progress=progress,
     )  # fmt: skip
-    await _run(path, store, engine, check=False)
+    await _run(path, store, engine, verified=verified)
     return RestoreResult(str(path), strategy, False, info, engine.counts())

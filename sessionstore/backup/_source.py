@@ -170,29 +170,38 @@ async def _read_head(
         session = reloaded
     else:
         raise ChangedWhileCopiedError(sid, session.version)
-    checkpoints = _sound_checkpoints(store, session, await store._load_checkpoints(sid))
-    return _Head(session, checkpoints, first)
+    return _Head(session, [], first)
 
 
 async def _read_heads(
     store: BaseSessionStore, sessions: list[Session], flt: SessionFilter, limit: int
 ) -> list[_Head | None]:
-    """:func:`_read_head` for a few sessions at once (their reads overlap on I/O drivers).
+    """:func:`_read_head` for a few sessions at once (their reads overlap on I/O drivers),
+    then their checkpoints with one ``_load_checkpoints_many`` call.
 
     An in-process store (neither durable nor shared across processes) never waits on
-    I/O: there the reads run one after another, sparing a task per session.
+    I/O: there the reads run one after another, sparing a task per session. Checkpoints
+    are read after the events, and only those taken at or before the head's version are
+    kept, so they are consistent with the head copied.
     """
     caps = store.capabilities
     if not (caps.durable or caps.cross_process):
-        return [await _read_head(store, s, flt, limit) for s in sessions]
-    tasks = [asyncio.ensure_future(_read_head(store, s, flt, limit)) for s in sessions]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        heads = [await _read_head(store, s, flt, limit) for s in sessions]
+    else:
+        tasks = [asyncio.ensure_future(_read_head(store, s, flt, limit)) for s in sessions]
+        try:
+            heads = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    found = [head for head in heads if head is not None]
+    if found:
+        cps = await store._load_checkpoints_many([head.session.id for head in found])
+        for head in found:
+            head.checkpoints = _sound_checkpoints(store, head.session, cps.get(head.session.id, []))
+    return heads
 
 
 async def _session_items(

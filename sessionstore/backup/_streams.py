@@ -199,12 +199,17 @@ class LineReader:
         except BaseException:
             self._raw.close()
             raise
-        self._rest = b""
         self._eof = False
         self._errors = _stream_errors()
 
     def blocks(self) -> Iterator[list[bytes]]:
-        """Yield lists of complete lines (without their newlines); the last may be short."""
+        """Yield lists of complete lines (without their newlines); the last may be short.
+
+        A line longer than a block is kept in pieces until it ends (joined once), and no
+        block is copied but by the split into lines.
+        """
+        pending: list[bytes] = []  # the pieces of a line that has not ended yet
+        pending_size = 0
         while not self._eof:
             try:
                 block = self._body.read(_BLOCK)
@@ -216,24 +221,28 @@ class LineReader:
                 ) from None
             if not block:
                 self._eof = True
-                if self._rest:
+                if pending:
                     raise IntegrityError(
                         f"truncated: line {self.lines_read + 1} has no end", self.name
                     )
                 return
-            data = self._rest + block
-            end = data.rfind(b"\n")
-            if end < 0:
-                if len(data) > MAX_LINE:
+            if block.find(b"\n") < 0:
+                pending.append(block)
+                pending_size += len(block)
+                if pending_size > MAX_LINE:
                     raise IntegrityError(
                         f"line {self.lines_read + 1} is longer than {MAX_LINE} bytes: "
                         "not a sessionstore backup, or corrupt",
                         self.name,
                     )
-                self._rest = data
                 continue
-            self._rest = data[end + 1 :]
-            lines = data[:end].split(b"\n")
+            lines = block.split(b"\n")
+            block = b""
+            rest = lines.pop()  # the start of the next line (or b"")
+            if pending:
+                pending.append(lines[0])
+                lines[0] = b"".join(pending)
+            pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
             self.lines_read += len(lines)
             yield lines
 

@@ -8,9 +8,17 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sessionstore import open_store
+from sessionstore import SessionFilter, open_store
 
-from ._common import progress_option, progress_reporter, run, strategy_option, url_and_args
+from ._common import (
+    build_filter,
+    filter_options,
+    progress_option,
+    progress_reporter,
+    run,
+    strategy_option,
+    url_and_args,
+)
 from ._errors import CliError, ExitCode
 from ._output import console, echo_json, json_option
 
@@ -18,15 +26,17 @@ __all__ = ["print_counts", "restore"]
 
 
 async def _restore(
-    url: str, path: str, strategy: str, dry_run: bool, show: bool | None, json_output: bool
-) -> dict[str, Any]:
+    url: str, path: str, strategy: str, dry_run: bool, flt: SessionFilter | None,
+    show: bool | None, json_output: bool,
+) -> dict[str, Any]:  # fmt: skip
     from sessionstore.backup import restore_from_backup
 
     async with open_store(url) as store:
         with progress_reporter(show, json_output) as progress:
             result = await restore_from_backup(
-                store, path, merge_strategy=strategy, dry_run=dry_run, progress=progress
-            )
+                store, path, merge_strategy=strategy, dry_run=dry_run, filter=flt,
+                progress=progress,
+            )  # fmt: skip
     return result.to_dict()
 
 
@@ -58,12 +68,17 @@ def fail_if_incomplete(result: dict[str, Any]) -> None:
 
 @click.command(short_help="Restore a backup file into a store.")
 @click.argument("args", nargs=-1, metavar="[URL] FILE")
+@filter_options
 @strategy_option
 @click.option("--dry-run", is_flag=True, help="Verify and report what would happen; write nothing.")
 @progress_option
 @json_option
 def restore(
     args: tuple[str, ...],
+    processors: tuple[str, ...],
+    statuses: tuple[str, ...],
+    tags: tuple[str, ...],
+    include_expired: bool,
     strategy: str,
     dry_run: bool,
     show_progress: bool | None,
@@ -75,10 +90,18 @@ def restore(
     and nothing is written. Sessions come back exactly (ids, versions, timestamps, events,
     checkpoints). --strategy decides for sessions that exist: skip_existing, overwrite,
     update_newer (newer updated_at, then version, wins) or fail_on_conflict (exit 6,
-    nothing written). --json prints the counts and the backup's info.
+    nothing written). Filters restore only some of the backup's sessions, as for 'ls'
+    (then sessions past their expiry only with --include-expired); without one, every
+    session in FILE is restored. --json prints the counts (filtered_out: the sessions
+    left out) and the backup's info.
     """
     url, (file_name,) = url_and_args(args, ["FILE"])
-    result = run(_restore(url, file_name, strategy, dry_run, show_progress, json_output))
+    flt = (
+        build_filter(processors, statuses, tags, include_expired)
+        if processors or statuses or tags
+        else None
+    )
+    result = run(_restore(url, file_name, strategy, dry_run, flt, show_progress, json_output))
     if json_output:
         echo_json(result)
     else:

@@ -6,7 +6,9 @@ the Redis tests' server helper (``tests/redis/servers.py``, whose session-scoped
 ``redis_url`` fixture starts a private server on first use, or skips) are there. Another
 driver joins by adding an entry to ``STORE_KINDS`` (kind -> function
 ``(request, tmp_path, name) -> URL`` of a fresh, isolated store); each test gets its
-stores from ``open_kind``.
+stores from ``open_kind``. ``EXTRA_KINDS`` can be opened by name but are not run by every
+test: ``cluster``, a 3-master Redis Cluster (the session-scoped ``redis_cluster`` fixture
+of ``tests/redis/servers.py``), used by the round trip.
 """
 
 from __future__ import annotations
@@ -42,7 +44,14 @@ def _redis_url(request: pytest.FixtureRequest, _tmp: Path, name: str) -> str:
     return f"{url}{sep}namespace=bk-{name}-{uuid.uuid4().hex[:10]}"
 
 
+def _cluster_url(request: pytest.FixtureRequest, _tmp: Path, name: str) -> str:
+    cluster = request.getfixturevalue("redis_cluster")  # starts the cluster on first use
+    return f"{cluster.url}?namespace=bk-{name}-{uuid.uuid4().hex[:10]}"
+
+
 STORE_KINDS: dict[str, UrlMaker] = {"memory": _memory_url}
+#: Opened by name only (``open_kind("cluster")``), not run by every ``kind`` test.
+EXTRA_KINDS: dict[str, UrlMaker] = {}
 if importlib.util.find_spec("sessionstore_filesystem") is not None:
     STORE_KINDS["file"] = _file_url
 if (
@@ -52,6 +61,7 @@ if (
     from tests.redis.servers import redis_url  # noqa: F401 - the session fixture
 
     STORE_KINDS["redis"] = _redis_url
+    EXTRA_KINDS["cluster"] = _cluster_url  # a 3-master Redis Cluster (redis_cluster)
 
 HAS_FILE = "file" in STORE_KINDS
 
@@ -70,7 +80,7 @@ async def open_kind(
     async with AsyncExitStack() as stack:
 
         async def opener(kind: str, name: str = "store", **options: Any) -> BaseSessionStore:
-            url = STORE_KINDS[kind](request, tmp_path, name)
+            url = {**STORE_KINDS, **EXTRA_KINDS}[kind](request, tmp_path, name)
             store = open_store(url, clock=clock, **options)
             return await stack.enter_async_context(store)
 

@@ -162,3 +162,47 @@ def test_store_commands_on_a_file_store(tmp_path: Path) -> None:
     one_error_line(sessionstore("restore", url, str(backup), "--strategy", "overwrite"), 7)
     after = ok_json(sessionstore("ls", url, "--json", "--include-expired", "--limit", "100"))
     assert after == before  # live data untouched
+
+
+def test_restore_takes_the_filters_of_ls_and_backup(tmp_path: Path) -> None:
+    backup = make_backup(tmp_path)  # 16 sessions, none expired on the real clock (2030)
+    help_text = sessionstore("restore", "--help").stdout
+    for option in ("--processor", "--status", "--tag", "--include-expired"):
+        assert option in help_text
+    only = ok_json(
+        sessionstore("restore", "memory://", str(backup), "--processor", "agent-1", "--json")
+    )
+    assert (only["restored"], only["filtered_out"]) == (5, 11)  # a-full, m-01/04/07/10
+    both = ok_json(
+        sessionstore("restore", "memory://", str(backup), "--dry-run", "--json",
+                     "--tag", "prod", "--status", "active", "--status", "paused")
+    )  # fmt: skip
+    assert (both["dry_run"], both["restored"], both["filtered_out"]) == (True, 2, 14)
+    everything = ok_json(sessionstore("restore", "memory://", str(backup), "--json"))
+    assert (everything["restored"], everything["filtered_out"]) == (16, 0)
+    bad = sessionstore("restore", "memory://", str(backup), "--status", "sleeping")
+    assert bad.returncode == 2 and "sleeping" in bad.stderr
+
+
+@needs_file
+def test_restore_filters_leave_out_expired_sessions_unless_asked(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+
+    async def fill() -> Path:
+        # a day ago: on the real clock every ttl has passed (a-full and d-expiring expired)
+        clock = ManualClock(datetime.now(UTC) - timedelta(days=1))
+        async with open_store(url, clock=clock) as store:
+            await populate(store, clock)
+            info = await create_backup(store, tmp_path / "b.jsonl", include_expired=True)
+        return Path(info.path)
+
+    backup = asyncio.run(fill())
+    first, second = f"file://{tmp_path / 'a'}", f"file://{tmp_path / 'b'}"
+    live = ok_json(sessionstore("restore", first, str(backup), "--tag", "prod", "--json"))
+    assert (live["restored"], live["filtered_out"]) == (1, 15)  # c-events
+    with_expired = ok_json(
+        sessionstore("restore", second, str(backup), "--tag", "prod", "--include-expired", "--json")
+    )
+    assert (with_expired["restored"], with_expired["filtered_out"]) == (2, 14)  # + a-full
+    shown = ok_json(sessionstore("ls", second, "--include-expired", "--json"))
+    assert sorted(s["id"] for s in shown["items"]) == ["a-full", "c-events"]
