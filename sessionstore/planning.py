@@ -11,6 +11,7 @@ apart:
 * :class:`Planner` applies prepared ops to loaded sessions and yields :class:`Mutation` s;
 * :class:`Limits` carries the size limits (``store._limits`` on a base store);
 * :func:`make_checkpoint` builds a checkpoint with its digest;
+* :func:`new_session` is the version-1 session a prepared create makes at a given time;
 * :func:`check_expected_version` validates an ``expected_version`` argument;
 * :func:`fast_session` builds a :class:`~sessionstore.Session` from all 13 fields
   positionally, several times faster than ``Session(...)`` (for decoding hot paths);
@@ -29,6 +30,7 @@ from ._batch import (
     Prepared,
     check_expected_version,
     make_checkpoint,
+    new_session,
     prepare,
 )
 from ._bulk import check_strategy, merge_decision
@@ -44,5 +46,6 @@ __all__ = [
     "fast_session",
     "make_checkpoint",
     "merge_decision",
+    "new_session",
     "prepare",
 ]

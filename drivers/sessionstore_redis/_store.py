@@ -9,7 +9,6 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, Unpack, cast
 from urllib.parse import SplitResult
 
@@ -37,7 +36,7 @@ from sessionstore import (
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.model import TTL
-from sessionstore.planning import check_expected_version, prepare
+from sessionstore.planning import check_expected_version, new_session, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
 from ._cache import DocCache
@@ -400,26 +399,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             )
         now = self.clock.now()
         now_ms = to_ms(now)
-        expires: datetime | None = None
-        if p.ttl is not None:
-            expires = now + p.ttl
-        elif isinstance(p.expires_at, datetime):
-            expires = p.expires_at
-        session = Session(
-            p.session_id,
-            p.processor_id if isinstance(p.processor_id, str) else None,
-            p.status,
-            p.data[1],
-            p.metadata[1],
-            p.tags,
-            now,
-            now,
-            expires,
-            1,
-            0,
-            0,
-            p.group,
-        )
+        session = new_session(p, now)
         sid, group = session.id, session.group
         loc = self._keys.loc(sid, group)
         stub = None
@@ -427,6 +407,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             stub = self._stub_key(loc)  # the id's stub, written by the same script
             if stub is None:  # Cluster, another slot: claim the id first
                 await self._claim(sid, group, now_ms)
+        expires = session.expires_at
         expires_ms = "" if expires is None else str(to_ms(expires))
         for _ in range(4):
             call = self._call(now_ms)
