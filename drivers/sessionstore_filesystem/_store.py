@@ -1,6 +1,7 @@
 """FileStore: the ``file://`` driver. Durable, crash-safe, multi-process, indexed.
 
-Each call makes one worker-thread hop (``asyncio.to_thread``) into the synchronous
+Each call makes one worker-thread hop (the store's own :class:`HotThreads`, which reuses
+the most recently idle thread) into the synchronous
 :class:`~sessionstore_filesystem._engine.Engine`, which does the locking, the file I/O
 and the index update; no lock is ever waited for on the event loop.
 """
@@ -38,6 +39,7 @@ from sessionstore.query import normalize_search_text
 
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
+from ._threads import HotThreads
 
 __all__ = ["FileOptions", "FileStore"]
 
@@ -103,6 +105,7 @@ class FileStore(BaseSessionStore):
             lock_timeout=self.options.lock_timeout,
             create=self.options.create,
         )
+        self._threads: HotThreads | None = None
         self._capabilities = (
             self.CAPABILITIES
             if self.options.durability == "fsync"
@@ -137,8 +140,11 @@ class FileStore(BaseSessionStore):
     # ------------------------------------------------------------------ plumbing
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        threads = self._threads
+        if threads is None:
+            threads = self._threads = HotThreads("sessionstore-file")
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await threads.run(fn, *args)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise StoreUnavailableError(
@@ -156,7 +162,12 @@ class FileStore(BaseSessionStore):
         self._report()
 
     async def _shutdown(self) -> None:
-        await asyncio.to_thread(self._engine.close)
+        threads, self._threads = self._threads, None
+        try:
+            await asyncio.to_thread(self._engine.close)
+        finally:
+            if threads is not None:
+                threads.shutdown(wait=False)  # idle workers exit at once
 
     # ------------------------------------------------------------------ primitives
 
