@@ -70,10 +70,14 @@ __all__ = [
 ]
 
 DOC: Final = "session.json"
-#: Rewrite the document once this many lines (or bytes) follow ``log_end``, so reading
-#: a session never reads more than that much of its log.
-FOLD_AFTER: Final = 64
-FOLD_BYTES: Final = 1 << 16
+#: Rewrite the document once this many lines (or bytes) follow ``log_end``. A reader
+#: reads only the end of the log when its last line is committed (``_derive_from_end``),
+#: so the fold bounds what a reader racing a writer (or finding a torn tail) walks, and
+#: how far apart the document and the log get; each fold costs two fsyncs.
+FOLD_AFTER: Final = 256
+FOLD_BYTES: Final = 1 << 18
+#: How much of the log's end a reader reads first to find its last line.
+_END_CHUNK: Final = 1 << 13
 _CHUNK: Final = 1 << 16
 
 
@@ -191,7 +195,7 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 raise IntegrityError(
                     f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
                 )
-            if st.st_size > doc.log_end:
+            if st.st_size > doc.log_end and not _derive_from_end(state, doc, fd, st.st_size):
                 tail = pread_all(fd, doc.log_end, st.st_size, sid)
                 _derive(state, doc, tail)
         finally:
@@ -200,6 +204,46 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
         state.close()
         raise
     return state
+
+
+def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
+    """Fold the committed appends after ``log_end`` in from the log's last line alone.
+
+    Uncommitted bytes can only be at the very end (every writer trims them before it
+    appends), so when the log ends with a complete, committed line, everything between
+    ``log_end`` and it is committed too, and the line's ``seq`` says how many events
+    follow the document (each line is one event, numbered without gaps). Only the last
+    ``_END_CHUNK`` bytes are read: O(1) however long the tail. When that chunk holds the
+    whole tail its lines are counted against ``seq`` as well (as ``_derive`` does); in a
+    longer tail the other lines are checked when the events are read. Returns False
+    (nothing changed) when the end is not a committed line: the caller walks the tail.
+    """
+    start = max(doc.log_end, size - _END_CHUNK)
+    chunk = pread_all(fd, start, size, state.sid)
+    if not chunk.endswith(b"\n"):
+        return False
+    cut = chunk.rfind(b"\n", 0, len(chunk) - 1)
+    if cut < 0 and start > doc.log_end:
+        return False  # a last line longer than the chunk: walk the tail
+    record = f"{state.sid}/{log_name(doc.gen)}"
+    try:
+        event, ver, flagged = decode_line(chunk[cut + 1 : -1], record)
+    except IntegrityError:
+        return False
+    if ver is None or flagged:
+        return False
+    base = doc.session
+    count = event.seq - base.last_seq
+    if count < 1 or ver <= base.version or (start == doc.log_end and chunk.count(b"\n") != count):
+        raise IntegrityError(
+            f"event log after byte {doc.log_end} does not continue the session "
+            f"(seq {event.seq} after {base.last_seq}, version {ver} after {base.version})",
+            record,
+        )
+    state.session = advanced(base, ver, event.at, base.event_count + count, event.seq)
+    state.valid_end = size
+    state.tail_batches = count  # lines; >= appends, good enough to pace folds
+    return True
 
 
 def _derive(state: State, doc: Doc, tail: bytes) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from sessionstore_filesystem import FileStore
+from sessionstore_filesystem._session import _END_CHUNK
 
 from sessionstore import IntegrityError, QueryOptions, SessionFilter, StoreUnavailableError
 
@@ -110,6 +111,74 @@ async def test_unfinished_group_of_lines_is_not_visible(root: Path, make_store: 
         got = await store.get_session("g")
         assert got is not None and got.version == 1 and got.event_count == 0
         assert await store.get_events("g") == []
+
+
+@pytest.mark.asyncio
+async def test_a_long_tail_is_read_from_its_end(
+    root: Path, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pad = "x" * 150
+    async with make_store() as store:
+        s = await store.create_session(id="long")
+        for i in range(120):  # ~30 KB of lines after the document, no fold yet
+            s = await store.append_events(s.id, [{"type": "e", "data": {"i": i, "pad": pad}}])
+    log = session_dir(root, "long") / "events.1.jsonl"
+    assert log.stat().st_size > 3 * _END_CHUNK
+    read: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        data = real_pread(fd, n, offset)
+        read.append(len(data))
+        return data
+
+    async with make_store() as store:  # a new store: no head cache, the files are read
+        monkeypatch.setattr(os, "pread", counting_pread)
+        assert await store.get_session("long") == s
+        monkeypatch.undo()
+        assert sum(read) < 2 * _END_CHUNK  # the document and the log's end, not the tail
+        assert [e.data["i"] for e in await store.get_events("long", last=2)] == [118, 119]
+
+
+@pytest.mark.asyncio
+async def test_a_line_missing_from_the_tail_is_corruption(
+    root: Path, make_store: MakeStore
+) -> None:
+    async with make_store() as store:
+        await _three(store)
+        log = session_dir(root, "b") / "events.1.jsonl"
+        lines = log.read_bytes().splitlines(keepends=True)
+        log.write_bytes(b"".join(lines[:1] + lines[2:]))  # an event cut out of the middle
+        await _assert_only_b_is_broken(store)
+
+
+@pytest.mark.asyncio
+async def test_a_last_line_longer_than_the_end_chunk(root: Path, make_store: MakeStore) -> None:
+    async with make_store() as store:
+        s = await store.create_session(id="big")
+        await store.append_events(s.id, [{"type": "small"}])
+        s = await store.append_events(
+            s.id, [{"type": "big", "data": {"x": "y" * (3 * _END_CHUNK)}}]
+        )
+    async with make_store() as store:
+        assert await store.get_session("big") == s
+        s2 = await store.append_events("big", [{"type": "after"}])
+        assert s2.event_count == 3 and s2.version == s.version + 1
+
+
+@pytest.mark.asyncio
+async def test_an_uncommitted_group_after_a_long_tail(root: Path, make_store: MakeStore) -> None:
+    async with make_store() as store:
+        s = await store.create_session(id="u")
+        for i in range(60):
+            s = await store.append_events(s.id, [{"type": "e", "data": {"i": i, "pad": "p" * 200}}])
+        await store.append_events(s.id, [{"type": "one"}, {"type": "two"}])
+    log = session_dir(root, "u") / "events.1.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-1]))  # the last group lost its "ver" line: not committed
+    async with make_store() as store:
+        assert await store.get_session("u") == s
+        assert len(await store.get_events("u")) == 60
 
 
 @pytest.mark.asyncio
