@@ -162,4 +162,16 @@ def _after_fork() -> None:
         pool._forget_after_fork()
 
 
+def _at_exit() -> None:
+    """At interpreter exit, let a call still running finish (as the default executor
+    does): the workers are daemon threads only so that idle ones never hold exit up."""
+    for pool in list(_POOLS):
+        pool.shutdown(wait=True)
+
+
 os.register_at_fork(after_in_child=_after_fork)
+# threading's own exit hook runs before the interpreter stops its threads (atexit runs
+# after); concurrent.futures uses it the same way
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_at_exit)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sessionstore_filesystem._threads import HotThreads
 
-pytestmark = pytest.mark.asyncio
 
-
+@pytest.mark.asyncio
 async def test_sequential_calls_stay_on_one_thread() -> None:
     pool = HotThreads("t")
     try:
@@ -22,6 +24,7 @@ async def test_sequential_calls_stay_on_one_thread() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_concurrent_calls_run_in_parallel() -> None:
     pool = HotThreads("t", max_workers=4)
     barrier = threading.Barrier(4, timeout=5)
@@ -35,6 +38,7 @@ async def test_concurrent_calls_run_in_parallel() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_results_exceptions_and_arguments() -> None:
     pool = HotThreads("t")
     try:
@@ -46,6 +50,7 @@ async def test_results_exceptions_and_arguments() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_beyond_max_workers_calls_queue_in_order() -> None:
     pool = HotThreads("t", max_workers=1)
     order: list[int] = []
@@ -62,6 +67,7 @@ async def test_beyond_max_workers_calls_queue_in_order() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_a_call_cancelled_while_queued_never_runs() -> None:
     pool = HotThreads("t", max_workers=1)
     release = threading.Event()
@@ -82,6 +88,7 @@ async def test_a_call_cancelled_while_queued_never_runs() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_a_running_call_that_is_cancelled_still_finishes() -> None:
     pool = HotThreads("t")
     done = threading.Event()
@@ -102,6 +109,7 @@ async def test_a_running_call_that_is_cancelled_still_finishes() -> None:
         pool.shutdown()
 
 
+@pytest.mark.asyncio
 async def test_shutdown_stops_the_workers_and_refuses_new_calls() -> None:
     pool = HotThreads("t", max_workers=3)
     await asyncio.gather(*(pool.run(time.sleep, 0.01) for _ in range(3)))
@@ -114,3 +122,23 @@ async def test_shutdown_stops_the_workers_and_refuses_new_calls() -> None:
     with pytest.raises(RuntimeError):
         await pool.run(lambda: None)
     pool.shutdown()  # idempotent
+
+
+def test_a_running_call_finishes_before_the_interpreter_exits(tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    script = (
+        "import asyncio, sys, time\n"
+        "from sessionstore_filesystem._threads import HotThreads\n"
+        "pool = HotThreads('x')\n"
+        "def slow():\n"
+        "    time.sleep(0.3)\n"
+        f"    open({str(flag)!r}, 'w').write('done')\n"
+        "async def main():\n"
+        "    asyncio.ensure_future(pool.run(slow))\n"
+        "    await asyncio.sleep(0.05)\n"
+        "asyncio.run(main())\n"
+    )
+    began = time.monotonic()
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    assert flag.read_text() == "done"
+    assert time.monotonic() - began < 30  # and idle workers did not hold the exit up
