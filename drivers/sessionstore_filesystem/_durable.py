@@ -25,6 +25,7 @@ import ctypes
 import errno
 import os
 import sys
+from collections.abc import Callable
 from typing import Final
 
 from sessionstore import OutcomeUnknownError
@@ -88,12 +89,23 @@ NoSync = Sync
 
 
 class EachSync(Sync):
-    """One session: every step is synced as it is made (the barriers are no-ops)."""
+    """One session: every step is synced as it is made (the barriers are no-ops).
+
+    ``before_data``: called once, just before the first ``fdatasync`` (a pure append's
+    commit), to do work that need not wait for the disk (the index row, see ``_engine``).
+    """
 
     durable = True
 
+    def __init__(self, before_data: Callable[[], None] | None = None) -> None:
+        self.before_data = before_data
+
     def file(self, fd: int, *, data_only: bool = False) -> None:
         if data_only:
+            hook = self.before_data
+            if hook is not None:
+                self.before_data = None
+                hook()
             os.fdatasync(fd)
         else:
             os.fsync(fd)

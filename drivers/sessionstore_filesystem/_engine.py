@@ -68,7 +68,7 @@ from ._locks import Held
 from ._records import encode_journal
 from ._recovery import RecoveryMixin
 from ._session import State, read_checkpoints, read_events, read_state
-from ._write import Steps, apply_one, finish, steps
+from ._write import Steps, apply_one, finish, is_pure_append, steps
 
 __all__ = ["Engine"]
 
@@ -80,6 +80,8 @@ STORE_FORMAT: Final = 2
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
+#: Write a pure append's index row before its fdatasync (see ``Engine._write``).
+EARLY_INDEX = True
 #: Batches of at least this many sessions share ``syncfs`` barriers where available;
 #: smaller ones fsync each file and each directory once.
 SYNCFS_FROM: Final = 4
@@ -385,12 +387,28 @@ class Engine(RecoveryMixin):
             mut = mutations[0]
             state = states[mut.session_id]
             old = state.session
+            early: list[bool] = []
+            hook = None
+            if EARLY_INDEX and old is not None and is_pure_append(old, mut):
+                # The index row of a pure append is written just before its fdatasync:
+                # on a thread whose caches are still warm, instead of after the disk
+                # wait. Readers see the row and the appended line (page cache) at the
+                # same time, as ever; a failed sync is undone in the log and the row
+                # resynced below; a crash before the sync is repaired from the in-flight
+                # marker like any crash between the two.
+                change = (mut.session_id, old, mut.session)
+
+                def hook() -> None:
+                    self._index_write([change])
+                    early.append(True)
+
             try:
-                new = apply_one(self.layout, state, mut)
+                new = apply_one(self.layout, state, mut, before_data=hook)
             except BaseException:
                 self._resync(sids)
                 raise
-            self._index_write([(mut.session_id, old, new)])
+            if not early:
+                self._index_write([(mut.session_id, old, new)])
         else:
             self._write_batch(mutations, states, atomic=atomic)
 

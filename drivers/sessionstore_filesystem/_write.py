@@ -32,7 +32,7 @@ import contextlib
 import logging
 import os
 import secrets
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Final
 
 import orjson
@@ -62,7 +62,7 @@ from ._session import (
     rmtree_quiet,
 )
 
-__all__ = ["Steps", "apply_one", "finish", "steps", "sync_for"]
+__all__ = ["Steps", "apply_one", "finish", "is_pure_append", "steps", "sync_for"]
 
 log = logging.getLogger("sessionstore.filesystem")
 
@@ -81,9 +81,15 @@ def sync_for(durable: bool) -> Sync:
     return EachSync() if durable else Sync()
 
 
-def apply_one(layout: Layout, state: State, mut: Mutation) -> Session | None:
-    """Write one mutation straight through, every step synced as it is made."""
-    return finish(steps(layout, state, mut, sync_for(layout.durable)))
+def apply_one(
+    layout: Layout, state: State, mut: Mutation, *, before_data: Callable[[], None] | None = None
+) -> Session | None:
+    """Write one mutation straight through, every step synced as it is made.
+
+    ``before_data`` (durable stores only): called once just before the first
+    ``fdatasync``; for a pure append that is its commit (see :class:`EachSync`)."""
+    sync: Sync = EachSync(before_data) if layout.durable else Sync()
+    return finish(steps(layout, state, mut, sync))
 
 
 def finish(gen: Steps) -> Session | None:
@@ -236,7 +242,7 @@ def _append(state: State, gen: int, data: bytes, sync: Sync, *, commit: bool) ->
     return end
 
 
-def _is_pure_append(cur: Session | None, mut: Mutation) -> bool:
+def is_pure_append(cur: Session | None, mut: Mutation) -> bool:
     """True when ``mut`` only appends: the document would change in derived fields only."""
     new = mut.session
     if cur is None or new is None or not mut.append or mut.reset or mut.trim_before:
@@ -404,7 +410,7 @@ def _change(
         yield
         unlink_quiet(log_name(gen), state.dir_fd)
         return new
-    pure = _is_pure_append(cur, mut)
+    pure = is_pure_append(cur, mut)
     if mut.append and not pure:  # lines that count once the document covers them
         data = encode_batch(mut.append, version=new.version, pending=True)
         end = _append(state, gen, data, sync, commit=False)

@@ -180,3 +180,34 @@ async def test_injected_errors_leave_no_half_state(
                 probe = await store.update_session("a", merge_data={"probe": True})
                 assert probe.data["probe"] is True  # and the store keeps working
     assert outcomes["unavailable"] > 0
+
+
+@pytest.mark.asyncio
+async def test_a_failed_append_sync_leaves_the_index_row_as_the_files(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a pure append writes its index row just before its fdatasync (warm caches): when the
+    # sync fails, the append is cut from the log and the row must follow it back
+    def row(store: FileStore) -> tuple[Any, ...]:
+        got = (
+            store._engine.index.conn()
+            .execute("SELECT version, updated_ms, event_count FROM sessions WHERE id = 'a'")
+            .fetchone()
+        )
+        assert got is not None
+        return tuple(got)
+
+    async with make_store(durability="fsync") as store:
+        await _seed(store)
+        before = await store.get_session("a")
+        assert before is not None
+        row_before = row(store)
+        assert row_before[0] == before.version
+        with monkeypatch.context() as patch:
+            _fail_nth(patch, "fdatasync", 1, errno.EIO)
+            with pytest.raises(StoreUnavailableError):
+                await store.append_events("a", [{"type": "lost"}])
+        assert await store.get_session("a") == before
+        assert row(store) == row_before
+        after = await store.append_events("a", [{"type": "kept"}])
+        assert row(store)[0] == after.version == before.version + 1
