@@ -17,7 +17,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from sessionstore import Session
+from sessionstore.clock import to_ms
+
 from ._conn import Backend
+from ._doc import record_of
 from ._keys import Keys
 from ._scripts import REINDEX
 
@@ -25,7 +29,10 @@ __all__ = ["IndexQueue"]
 
 log = logging.getLogger("sessionstore.redis")
 
-#: One queued update: (session id, ["P", id, record] | ["D", id, ca, ver] | ["X", id, record])
+#: One queued update: (session id, ["P", id, record] | ["D", id, ca, ver] | ["X", id, record]);
+#: the record of an upsert may be the :class:`Session` itself, turned into its record
+#: (``record_of``) only if it is the one sent: a stream of writes to one session builds
+#: one record per batch instead of one per write (a session's fields are immutable).
 Item = tuple[str, list[Any]]
 
 
@@ -91,6 +98,8 @@ class IndexQueue:
         by_shard: dict[int, list[Any]] = {}
         counts: dict[int, int] = {}
         for sid, item in _newest_only(items):
+            if item[0] == "P" and not isinstance(item[2], str):
+                item = ["P", item[1], record_of(item[2])]
             shard = self._keys.shard(sid)
             by_shard.setdefault(shard, []).extend(item)
             counts[shard] = counts.get(shard, 0) + 1
@@ -103,8 +112,10 @@ class IndexQueue:
         )
 
 
-def _version(record: str) -> tuple[int, int]:
+def _version(record: str | Session) -> tuple[int, int]:
     """``(created_at, version)`` of an index record (see ``lua/index.lua``)."""
+    if not isinstance(record, str):
+        return to_ms(record.created_at), record.version
     ver, ca = record.split("\0", 2)[:2]
     return int(ca), int(ver)
 

@@ -29,13 +29,39 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["Lane", "pack"]
+__all__ = ["Lane", "pack", "pack_call"]
 
 
 def pack(args: Sequence[Any]) -> bytes:
     """One RESP request (an array of bulk strings) from str, bytes and int arguments."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
+        kind = type(arg)
+        if kind is str:
+            arg = arg.encode()
+        elif kind is int:
+            arg = b"%d" % arg
+        elif kind is not bytes:
+            arg = _other(arg)
+        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+    return b"".join(out)
+
+
+#: The packed ``command ref numkeys`` of the script calls made (a handful: the scripts).
+_HEADS: dict[tuple[str, str | bytes, int], bytes] = {}
+
+
+def pack_call(command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+    """:func:`pack` of ``[command, ref, len(keys), *keys, *args]``, the first three from a
+    cache (they are the same for every call of a script)."""
+    head_key = (command, ref, len(keys))
+    head = _HEADS.get(head_key)
+    if head is None:
+        if len(_HEADS) > 256:  # only EVAL of a script source grows it; stay bounded
+            _HEADS.clear()
+        head = _HEADS[head_key] = pack(head_key)[4:]  # without the "*3\r\n"
+    out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
+    for arg in (*keys, *args):
         kind = type(arg)
         if kind is str:
             arg = arg.encode()
@@ -140,7 +166,7 @@ class Lane:
         self, command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any]
     ) -> Any:
         """``EVALSHA sha`` or ``EVAL source`` (``command``, ``ref``) with keys and args."""
-        packed = pack([command, ref, len(keys), *keys, *args])
+        packed = pack_call(command, ref, keys, args)
         if self._cluster:
             node = self._client.get_node_from_key(keys[0])
             (reply,) = await _on_node(node, packed, 1)
@@ -160,9 +186,7 @@ class Lane:
         node on Cluster, the nodes concurrently). Error replies come back as exception
         objects in their places; a failure of the connection itself raises."""
         if not self._cluster:
-            packed = b"".join(
-                pack([c, ref, len(keys), *keys, *args]) for c, ref, keys, args in calls
-            )
+            packed = b"".join(pack_call(c, ref, keys, args) for c, ref, keys, args in calls)
             return await self._on_pool(packed, len(calls))
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for index, (_, _, keys, _) in enumerate(calls):
@@ -171,10 +195,7 @@ class Lane:
         groups = list(by_node.values())
 
         async def one(node: Any, indices: list[int]) -> list[Any]:
-            packed = b"".join(
-                pack([calls[i][0], calls[i][1], len(calls[i][2]), *calls[i][2], *calls[i][3]])
-                for i in indices
-            )
+            packed = b"".join(pack_call(*calls[i]) for i in indices)
             return await _on_node(node, packed, len(indices))
 
         if len(groups) == 1:

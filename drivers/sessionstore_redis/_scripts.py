@@ -24,10 +24,10 @@ def _load(name: str, *parts: str) -> Script:
     return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
-WRITE = _load("write", "index", "write")
-APPEND = _load("append", "index", "append")
-REINDEX = _load("reindex", "index", "reindex")
-WALK = _load("walk", "index", "walk")
+WRITE = _load("write", "ixadd", "index", "write")
+APPEND = _load("append", "ixadd", "append")
+REINDEX = _load("reindex", "ixadd", "index", "reindex")
+WALK = _load("walk", "ixadd", "index", "walk")
 CLAIM = _load("claim", "claim")
 EVENTS = _load("events", "events")
 READ = _load("read", "read")

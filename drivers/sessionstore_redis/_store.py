@@ -41,7 +41,7 @@ from sessionstore.validation import validate_positive_int, validate_session_id, 
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_doc, decode_events, decode_full, encode_event, record_of
+from ._doc import Doc, decode_doc, decode_events, decode_full, encode_event
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._ops import Moved, Unclaimed, WriteCall, raise_failure
@@ -219,7 +219,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             self._index.put(items)
 
     def _index_put(self, s: Session) -> tuple[str, list[Any]]:
-        return s.id, ["P", s.id, record_of(s)]
+        return s.id, ["P", s.id, s]  # the record is built when it is sent (_indexer.py)
 
     async def _script(self, script: Any, keys: list[str], args: list[Any], what: str) -> Any:
         reply, _ = await self._backend.run(

@@ -193,3 +193,77 @@ async def test_requests_are_packed_as_redis_py_packs_them() -> None:
         pack(["SET", "k", True])
     with pytest.raises(TypeError):
         pack(["SET", "k", object()])
+
+
+async def test_script_requests_are_packed_as_pack_packs_them() -> None:
+    from sessionstore_redis._lane import pack, pack_call
+
+    keys = ["k{1}:doc", "k{1}:events"]
+    for args in ([], [1, "", b"\x00", "ü", Status.ACTIVE, b"y" * 5000]):
+        for ref in ("ab" * 20, b"return 1"):
+            want = pack(["EVALSHA", ref, len(keys), *keys, *args])
+            assert pack_call("EVALSHA", ref, keys, args) == want
+            assert pack_call("EVALSHA", ref, keys, args) == want  # the cached head
+    assert pack_call("EVALSHA", "cd" * 20, [], [7]) == pack(["EVALSHA", "cd" * 20, 0, 7])
+    with pytest.raises(TypeError):
+        pack_call("EVALSHA", "ab" * 20, keys, [True])
+
+
+async def test_appends_keep_the_index_record_in_step(open_redis: Any, redis_url: str) -> None:
+    """append.lua rewrites the session's index record in place (version, updated_at, "has
+    events"); a missing or malformed record is rebuilt in full."""
+    from sessionstore_redis._doc import record_of
+
+    store = await open_redis(redis_url)
+    ix = store.key_names("x")["doc"].split("{")[0] + "{~0}:"
+    s = await store.create_session(
+        processor_id="p", tags={"b", "a"}, ttl=3600, metadata={"m": 1}, group="g"
+    )
+    plain = await store.create_session()
+    for sess in (s, plain):
+        for _ in range(2):
+            sess = await store.append_events(sess.id, [{"type": "e"}])
+        assert (await store.client.hget(ix + "r", sess.id)).decode() == record_of(sess)
+        updated = float(record_of(sess).split("\0")[2])
+        assert await store.client.zscore(ix + "u", sess.id) == updated
+    for broken in (None, b"garbage", b"1\x002"):
+        if broken is None:
+            await store.client.hdel(ix + "r", s.id)
+        else:
+            await store.client.hset(ix + "r", s.id, broken)
+        s = await store.append_events(s.id, [{"type": "e"}])
+        assert (await store.client.hget(ix + "r", s.id)).decode() == record_of(s)
+        for key in ("c", "u", "x", "i"):
+            assert await store.client.zscore(ix + key, s.id) is not None
+        for key in ("s:active", "p:p", "t:a", "t:b"):
+            assert await store.client.sismember(ix + key, s.id)
+
+
+async def test_queued_index_records_are_built_for_the_newest_upsert_only() -> None:
+    """Cluster's index queue holds the written sessions themselves and builds the record of
+    the newest upsert of each session when it sends a batch."""
+    from dataclasses import replace
+
+    from sessionstore_redis._doc import record_of
+    from sessionstore_redis._indexer import _newest_only
+
+    s = await open_memory_session()
+    v2, v3 = replace(s, version=2), replace(s, version=3)
+    other = replace(s, id="other")
+    items: list[Any] = [
+        (s.id, ["P", s.id, v3]),
+        (s.id, ["P", s.id, record_of(v2)]),  # a repair's record: older, dropped
+        (other.id, ["P", other.id, other]),
+        (s.id, ["D", s.id, "1", "1"]),  # deletes are kept as they are
+        (s.id, ["P", s.id, s]),  # older than v3: dropped
+    ]
+    assert _newest_only(items) == [items[0], items[2], items[3]]
+    only_str = [(s.id, ["P", s.id, record_of(v2)]), (s.id, ["P", s.id, record_of(v3)])]
+    assert _newest_only(only_str) == [only_str[1]]
+
+
+async def open_memory_session() -> Session:
+    from sessionstore import open_store
+
+    async with open_store("memory://") as store:
+        return await store.create_session(processor_id="p", tags={"t"}, data={"a": 1})

@@ -14,6 +14,7 @@ local doc, ev = KEYS[1], KEYS[2]
 local NOW, TOKEN, IX, ID, KNOWN = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[7]
 local function fail(code, a, b) return {'!', code, ID, tostring(a or ''), tostring(b or '')} end
 local function int(x) return string.format('%.0f', x) end
+local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
 local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
 if not h[1] then
@@ -38,18 +39,20 @@ redis.call('HSET', doc, 'ver', nv, 'ec', int((tonumber(h[6]) or 0) + n),
 if h[2] then redis.call('PEXPIREAT', ev, int(tonumber(h[2]) + tonumber(ARGV[2]))) end
 if IX ~= '' then
   local old = redis.call('HGET', IX .. 'r', ID)
-  if old then  -- only the version, updated_at and "has events" change
-    local r = split(old)
-    if r[3] ~= NOW then redis.call('ZADD', IX .. 'u', NOW, ID) end
-    r[1], r[3], r[8] = nv, NOW, '1'
-    redis.call('HSET', IX .. 'r', ID, table.concat(r, SEP))
-  else  -- not indexed yet (an index entry lost or removed): index it in full
+  local ca, ua, mid, tags
+  if old then  -- ver, ca, ua, then ea..grp kept, ev, then the tags (one match, no split)
+    ca, ua, mid, tags = string.match(old, RECORD)
+  end
+  if ca then  -- only the version, updated_at and "has events" change
+    if ua ~= NOW then redis.call('ZADD', IX .. 'u', NOW, ID) end
+    redis.call('HSET', IX .. 'r', ID, nv .. SEP .. ca .. SEP .. NOW .. SEP .. mid .. SEP .. '1' .. tags)
+  else  -- not indexed yet (an index entry lost or removed) or malformed: index it in full
     local f = redis.call('HMGET', doc, 'ca', 'ea', 'st', 'pid', 'grp')
     local r = {nv, f[1], NOW, f[2] or '', f[3], f[4] or '', f[5] or '', '1'}
     for _, k in ipairs(redis.call('HKEYS', doc)) do
       if string.sub(k, 1, 2) == 't:' then r[#r + 1] = string.sub(k, 3) end
     end
-    ix_set(IX, ID, r, false)
+    ix_add(IX, ID, r)
   end
 end
 if KNOWN ~= '' and h[3] == KNOWN then return ver + 1 end

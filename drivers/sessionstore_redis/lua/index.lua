@@ -8,7 +8,7 @@
 --   IX.."i"         zset  id, score 0 (every session, ordered by id)
 --   IX.."s:"..st, IX.."p:"..pid, IX.."t:"..tag   sets of ids
 -- Empty strings stand for "none" (ea, pid, grp); ev is "1" when the session has events.
-local SEP = '\0'
+-- SEP and ix_add are in ixadd.lua, loaded before this file.
 
 local function split(s)
   local out, start = {}, 1
@@ -65,13 +65,7 @@ local function ix_set(ix, id, r, old)
       if seen[r[k]] then redis.call('SADD', ix .. 't:' .. r[k], id) end
     end
   else
-    redis.call('ZADD', ix .. 'c', r[2], id)
-    redis.call('ZADD', ix .. 'u', r[3], id)
-    if r[4] == '' then redis.call('ZADD', ix .. 'n', 0, id) else redis.call('ZADD', ix .. 'x', r[4], id) end
-    redis.call('ZADD', ix .. 'i', 0, id)
-    redis.call('SADD', ix .. 's:' .. r[5], id)
-    if r[6] ~= '' then redis.call('SADD', ix .. 'p:' .. r[6], id) end
-    for k = 9, #r do redis.call('SADD', ix .. 't:' .. r[k], id) end
+    return ix_add(ix, id, r)
   end
   redis.call('HSET', ix .. 'r', id, table.concat(r, SEP))
 end
