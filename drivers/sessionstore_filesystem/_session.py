@@ -169,6 +169,7 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
         if found is None:
             return state
         raw, st = found
+        doc_ino = st.st_ino
         doc = decode_doc(raw, sid)
         state.doc = doc
         state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -195,15 +196,30 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 raise IntegrityError(
                     f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
                 )
-            if st.st_size > doc.log_end and not _derive_from_end(state, doc, fd, st.st_size):
-                tail = pread_all(fd, doc.log_end, st.st_size, sid)
-                _derive(state, doc, tail)
+            if st.st_size > doc.log_end:
+                if not _derive_from_end(state, doc, fd, st.st_size):
+                    tail = pread_all(fd, doc.log_end, st.st_size, sid)
+                    _derive(state, doc, tail)
+                # Lines after log_end that a write flagged as its own count once that
+                # write's new document covers them; if the document was replaced
+                # since we read it, an append after it can make those lines look
+                # committed under our old document: read both again.
+                if retry and _doc_ino(state.dir_fd) != doc_ino:
+                    raise _Moved
         finally:
             os.close(fd)
     except BaseException:
         state.close()
         raise
     return state
+
+
+def _doc_ino(dir_fd: int) -> int:
+    """The inode ``session.json`` names now (0: none)."""
+    try:
+        return os.stat(DOC, dir_fd=dir_fd, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        return 0
 
 
 def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sessionstore_filesystem import FileStore
+from sessionstore_filesystem import FileStore, _session
 from sessionstore_filesystem._session import _END_CHUNK
 
-from sessionstore import IntegrityError, QueryOptions, SessionFilter, StoreUnavailableError
+from sessionstore import (
+    AppendOp,
+    IntegrityError,
+    QueryOptions,
+    SessionFilter,
+    SessionUpdate,
+    StoreUnavailableError,
+    UpdateOp,
+)
 
 from .conftest import MakeStore, leftovers, session_dir
 
@@ -277,3 +288,45 @@ async def test_corrupt_checkpoint_only_fails_that_checkpoint(
             await store.get_checkpoint(s.id, cp.id)
         assert (await store.get_session("c")) == s
         assert leftovers(root) == []
+
+
+@pytest.mark.asyncio
+async def test_a_reader_racing_a_document_rewrite_and_an_append_reads_again(
+    root: Path, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reader reads session.json; before it reads the log, another process rewrites the
+    # document with a write that also appends (its lines are flagged until the new
+    # document covers them) and then appends once more. The log now ends with a committed
+    # line, but the reader's document is the old one: it must read again, not combine
+    # the old data with the new version.
+    async with make_store() as writer, make_store() as reader:
+        s = await writer.create_session(id="r", data={"step": 1})
+        await writer.append_events(s.id, [{"type": "e"}])
+        real = _session.read_file_stat  # type: ignore[attr-defined]
+        raced: list[bool] = []
+
+        def racing(name: str, dir_fd: int, record: str) -> Any:
+            found = real(name, dir_fd, record)
+            if name == _session.DOC and not raced:
+                raced.append(True)
+
+                async def write() -> None:
+                    await writer.commit(
+                        [
+                            UpdateOp("r", SessionUpdate(merge_data={"step": 2})),
+                            AppendOp("r", [{"type": "with-update"}]),
+                        ]
+                    )
+                    await writer.append_events("r", [{"type": "after"}])
+
+                thread = threading.Thread(target=asyncio.run, args=(write(),))
+                thread.start()
+                thread.join()
+            return found
+
+        monkeypatch.setattr(_session, "read_file_stat", racing)
+        got = await reader.get_session("r")
+        monkeypatch.undo()
+        assert raced
+        assert got == await writer.get_session("r")
+        assert got is not None and got.data == {"step": 2} and got.event_count == 3
