@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -34,7 +34,11 @@ __all__ = ["Lane", "pack", "pack_call"]
 
 def pack(args: Sequence[Any]) -> bytes:
     """One RESP request (an array of bulk strings) from str, bytes and int arguments."""
-    out = [b"*%d\r\n" % len(args)]
+    return b"".join(_bulk([b"*%d\r\n" % len(args)], args))
+
+
+def _bulk(out: list[bytes], args: Iterable[Any]) -> list[bytes]:
+    """``out`` with each argument appended as a RESP bulk string."""
     for arg in args:
         kind = type(arg)
         if kind is str:
@@ -44,7 +48,7 @@ def pack(args: Sequence[Any]) -> bytes:
         elif kind is not bytes:
             arg = _other(arg)
         out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
+    return out
 
 
 #: The packed ``command ref numkeys`` of the script calls made (a handful: the scripts).
@@ -61,16 +65,7 @@ def pack_call(command: str, ref: str | bytes, keys: Sequence[str], args: Sequenc
             _HEADS.clear()
         head = _HEADS[head_key] = pack(head_key)[4:]  # without the "*3\r\n"
     out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
-    for arg in (*keys, *args):
-        kind = type(arg)
-        if kind is str:
-            arg = arg.encode()
-        elif kind is int:
-            arg = b"%d" % arg
-        elif kind is not bytes:
-            arg = _other(arg)
-        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
-    return b"".join(out)
+    return b"".join(_bulk(out, (*keys, *args)))
 
 
 def _other(arg: Any) -> bytes:
