@@ -23,6 +23,7 @@ from .codec import encode_user_dict, new_id
 from .errors import (
     InvalidArgumentError,
     QuotaExceededError,
+    SerializationError,
     SessionConflictError,
     SessionExistsError,
     SessionNotFoundError,
@@ -55,7 +56,7 @@ from .validation import (
     validate_ttl,
 )
 
-__all__ = ["Limits", "Mutation", "Planner", "Prepared", "prepare"]
+__all__ = ["Limits", "Mutation", "Planner", "Prepared", "encode_events", "prepare"]
 
 _MAX_VERSION = 2**62
 _NO_TAGS: frozenset[str] = frozenset()
@@ -297,19 +298,7 @@ def prepare(op: Op, limits: Limits) -> Prepared:
         )
     if isinstance(op, AppendOp):
         sid = validate_session_id(op.session_id)
-        if isinstance(op.events, Mapping | EventInput | str) or not isinstance(op.events, Sequence):
-            raise InvalidArgumentError("events must be a list of events")
-        if not op.events:
-            raise InvalidArgumentError("append_events needs at least one event")
-        events: list[tuple[str, JSONDict]] = []
-        for index, raw in enumerate(op.events):
-            etype, payload = validate_event_input(raw)
-            events.append(
-                (
-                    etype,
-                    encode_user_dict(payload, f"events[{index}].data", limits.max_event_bytes)[1],
-                )
-            )
+        events = [(etype, copy) for etype, _, copy in encode_events(op.events, limits)]
         return Prepared(
             op=op,
             session_id=sid,
@@ -630,6 +619,30 @@ def involved_ids(prepared: Sequence[Prepared]) -> list[str]:
     for p in prepared:
         seen.setdefault(p.session_id, None)
     return list(seen)
+
+
+def encode_events(events: object, limits: Limits) -> list[tuple[str, bytes, JSONDict]]:
+    """Validate and encode the events of an append: ``(type, data JSON, private copy of
+    the data)`` for each, the rules of ``AppendOp`` (``prepare`` uses this). Drivers that
+    store the JSON as it is (Redis) splice the bytes into their event record instead of
+    encoding the copy again."""
+    if type(events) is not list and (
+        isinstance(events, Mapping | EventInput | str) or not isinstance(events, Sequence)
+    ):
+        raise InvalidArgumentError("events must be a list of events")
+    if not events:
+        raise InvalidArgumentError("append_events needs at least one event")
+    limit = limits.max_event_bytes
+    out: list[tuple[str, bytes, JSONDict]] = []
+    for index, raw in enumerate(events):
+        etype, payload = validate_event_input(raw)
+        try:
+            data, copy = encode_user_dict(payload, "events[].data", limit)
+        except (SerializationError, QuotaExceededError):
+            # again, naming the event in the error (its name is built only on this path)
+            data, copy = encode_user_dict(payload, f"events[{index}].data", limit)
+        out.append((etype, data, copy))
+    return out
 
 
 def event_payloads(

@@ -13,6 +13,8 @@ apart:
 * :func:`make_checkpoint` builds a checkpoint with its digest;
 * :func:`new_session` is the version-1 session a prepared create makes at a given time;
 * :func:`check_expected_version` validates an ``expected_version`` argument;
+* :func:`encode_events` validates and encodes the events of an append, keeping each
+  event's data JSON (for drivers that store it as it is);
 * :func:`fast_session` builds a :class:`~sessionstore.Session` from all 13 fields
   positionally, several times faster than ``Session(...)`` (for decoding hot paths);
 * :func:`check_strategy` and :func:`merge_decision` are ``put_records``' merge rules
@@ -29,6 +31,7 @@ from ._batch import (
     Planner,
     Prepared,
     check_expected_version,
+    encode_events,
     make_checkpoint,
     new_session,
     prepare,
@@ -43,6 +46,7 @@ __all__ = [
     "Prepared",
     "check_expected_version",
     "check_strategy",
+    "encode_events",
     "fast_session",
     "make_checkpoint",
     "merge_decision",

@@ -125,12 +125,19 @@ def validate_label(value: object) -> str | None:
     return value
 
 
+_EVENT_FIELDS: Final = frozenset({"type", "data"})
+
+
 def validate_event_input(value: EventInput | Mapping[str, Any]) -> tuple[str, Any]:
     """Return ``(type, data)`` of an event to append; the data is validated by the codec."""
-    if isinstance(value, EventInput):
+    if type(value) is dict and value.keys() <= _EVENT_FIELDS:  # the common case, first
+        if "type" not in value:
+            raise InvalidArgumentError("an event needs a 'type'")
+        etype, data = value["type"], value.get("data", {})
+    elif isinstance(value, EventInput):
         etype, data = value.type, value.data
     elif isinstance(value, Mapping):
-        unknown = set(value) - {"type", "data"}
+        unknown = set(value) - _EVENT_FIELDS
         if unknown:
             raise InvalidArgumentError(
                 f"unknown event field(s) {sorted(unknown)}: an event has 'type' and 'data'"

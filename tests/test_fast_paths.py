@@ -1,11 +1,14 @@
-"""The hot-path helpers: the ULID generator, the fast constructors, the buffered index."""
+"""The hot-path helpers: the ULID generator, the fast constructors, the buffered index,
+the event encoding of appends."""
 
 from __future__ import annotations
 
 import os
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -197,3 +200,40 @@ def test_ordered_buffers_stay_bounded_without_queries() -> None:
     assert len(index._removed) <= 1025
     assert len(index) == 10
     assert list(index.sorted()) == list(range(10))
+
+
+# --------------------------------------------------------------------------- events
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text()
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    etype=st.text(min_size=1, max_size=64),
+    data=st.dictionaries(st.text(), _json, max_size=5),
+    at=st.integers(0, 2**48),
+)
+def test_event_blob_is_the_encoded_event(etype: str, data: dict[str, Any], at: int) -> None:
+    """The append splices the data's JSON (as ``encode_events`` checked it) into the
+    stored event instead of encoding it again: the bytes are those of ``encode_event``."""
+    from sessionstore_redis._doc import encode_event, event_blob
+
+    from sessionstore.planning import Limits, encode_events
+
+    [(t, raw, copy)] = encode_events([{"type": etype, "data": data}], Limits(2**30, 2**30))
+    assert t == etype and copy == data
+    assert event_blob(etype, at, raw) == encode_event(etype, at, copy)
+    assert orjson.loads(event_blob(etype, at, raw)) == {
+        "v": 1,
+        "type": etype,
+        "at": at,
+        "data": data,
+    }

@@ -24,7 +24,10 @@ from typing import Final
 import orjson
 
 from sessionstore import Session
+from sessionstore.clock import to_ms
 from sessionstore.planning import fast_session
+
+from ._doc import record_tail
 
 __all__ = ["Cached", "DocCache"]
 
@@ -32,13 +35,31 @@ __all__ = ["Cached", "DocCache"]
 class Cached:
     """One document as a write or a read left it (treat as read-only)."""
 
-    __slots__ = ("data", "metadata", "session", "token")
+    __slots__ = ("data", "ix", "metadata", "session", "token")
 
-    def __init__(self, token: str, session: Session, data: bytes, metadata: bytes) -> None:
+    def __init__(
+        self,
+        token: str,
+        session: Session,
+        data: bytes,
+        metadata: bytes,
+        ix: tuple[str, str] | None = None,
+    ) -> None:
         self.token = token
         self.session = session  # only its immutable fields are used (never data/metadata)
         self.data = data
         self.metadata = metadata
+        # the parts of the session's index record an append keeps, made on first use
+        self.ix = ix
+
+    def append_record(self, now_ms: int) -> str:
+        """The index record (``lua/index.lua``) of this document after an append at
+        ``now_ms``: the version one up, ``updated_at`` now, "has events" set."""
+        ix = self.ix
+        s = self.session
+        if ix is None:
+            ix = self.ix = (f"\0{to_ms(s.created_at)}\0", "\0" + record_tail(s, True))
+        return f"{s.version + 1}{ix[0]}{now_ms}{ix[1]}"
 
 
 class DocCache:
@@ -56,7 +77,14 @@ class DocCache:
         """The copy of ``sid``'s document, if any."""
         return self._items.get(sid)
 
-    def put(self, token: str, session: Session, data: bytes, metadata: bytes) -> None:
+    def put(
+        self,
+        token: str,
+        session: Session,
+        data: bytes,
+        metadata: bytes,
+        ix: tuple[str, str] | None = None,
+    ) -> None:
         """Remember the document ``token``'s write left (or a read found)."""
         sid = session.id
         items = self._items
@@ -66,19 +94,19 @@ class DocCache:
         size = len(data) + len(metadata)
         if not token or size > self.MAX_ENTRY_BYTES:
             return
-        items[sid] = Cached(token, session, data, metadata)
+        items[sid] = Cached(token, session, data, metadata, ix)
         self._bytes += size
         while len(items) > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
             _, gone = items.popitem(last=False)
             self._bytes -= len(gone.data) + len(gone.metadata)
 
-    def appended(
-        self, cached: Cached, token: str, version: int, updated_at: datetime, count: int
-    ) -> Session:
-        """The session after an append of ``count`` events to ``cached``'s document (the
-        script said it was current): a new copy, with data and metadata of its own."""
+    @staticmethod
+    def after_append(cached: Cached, updated_at: datetime, count: int) -> Session:
+        """The session ``cached``'s document becomes after an append of ``count`` events,
+        should the script find it current: a new copy, with data and metadata of its own.
+        Built while the append's reply is on its way (see ``RedisStore.append_events``)."""
         c = cached.session
-        session = fast_session(
+        return fast_session(
             c.id,
             c.processor_id,
             c.status,
@@ -88,13 +116,16 @@ class DocCache:
             c.created_at,
             updated_at,
             c.expires_at,
-            version,
+            c.version + 1,
             c.event_count + count,
             c.last_seq + count,
             c.group,
         )
-        self.put(token, session, cached.data, cached.metadata)
-        return session
+
+    def appended(self, cached: Cached, token: str, session: Session) -> None:
+        """Remember ``session`` (:meth:`after_append` of ``cached``), which the append
+        with ``token`` left."""
+        self.put(token, session, cached.data, cached.metadata, cached.ix)
 
     def drop(self, sid: str) -> None:
         """Forget ``sid`` (deleted, or written by a path that does not keep copies)."""

@@ -424,14 +424,21 @@ class Backend:
 
     # ------------------------------------------------------------------ calls
 
-    async def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def script(
+        self,
+        script: Script,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        during: Callable[[], object] | None = None,
+    ) -> Any:
         """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover),
-        through the lean request path (``_lane.py``)."""
+        through the lean request path (``_lane.py``). ``during`` is called once the
+        request is sent, before its reply is read (at most once; see ``_lane._exchange``)."""
         lane = self._lane
         if lane is None:
             raise StoreUnavailableError("the store is not connected")
         try:
-            return await lane.script("EVALSHA", script.sha, keys, args)
+            return await lane.script("EVALSHA", script.sha, keys, args, during, script.fixed)
         except NoScriptError:
             return await lane.script("EVAL", script.source, keys, args)
 

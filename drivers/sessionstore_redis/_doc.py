@@ -27,8 +27,10 @@ __all__ = [
     "decode_events",
     "decode_full",
     "encode_event",
+    "event_blob",
     "json_pairs",
     "record_of",
+    "record_tail",
 ]
 
 _HEADER: Final = frozenset(
@@ -153,23 +155,38 @@ def decode_full(blob: bytes, record: str) -> Doc | str | None:
 
 def record_of(s: Session) -> str:
     """The index record of ``s`` (see ``lua/index.lua``)."""
-    parts = [
-        str(s.version),
-        str(to_ms(s.created_at)),
-        str(to_ms(s.updated_at)),
-        "" if s.expires_at is None else str(to_ms(s.expires_at)),
-        s.status.value,
-        s.processor_id or "",
-        s.group or "",
-        "1" if s.event_count > 0 else "0",
-        *sorted(s.tags),
-    ]
-    return "\0".join(parts)
+    head = f"{s.version}\0{to_ms(s.created_at)}\0{to_ms(s.updated_at)}\0"
+    return head + record_tail(s, s.event_count > 0)
+
+
+def record_tail(s: Session, has_events: bool) -> str:
+    """The part of ``s``'s index record after ``updated_at``: what an append keeps
+    (``has_events`` aside), so an append sends it from the copy it holds (``_cache.py``)."""
+    return "\0".join(
+        [
+            "" if s.expires_at is None else str(to_ms(s.expires_at)),
+            s.status.value,
+            s.processor_id or "",
+            s.group or "",
+            "1" if has_events else "0",
+            *sorted(s.tags),
+        ]
+    )
 
 
 def encode_event(etype: str, at_ms: int, data: Mapping[str, Any]) -> bytes:
     """One stored event (its seq is its position in the log)."""
     return orjson.dumps({"v": FORMAT_VERSION, "type": etype, "at": at_ms, "data": data})
+
+
+_EVENT_HEAD: Final = b'{"v":%d,"type":' % FORMAT_VERSION
+
+
+def event_blob(etype: str, at_ms: int, data_json: bytes) -> bytes:
+    """:func:`encode_event` from the data's JSON as ``encode_events`` made it (the same
+    bytes: orjson writes a decoded copy back exactly as it read it), without encoding
+    the data a second time."""
+    return b'%b%b,"at":%d,"data":%b}' % (_EVENT_HEAD, orjson.dumps(etype), at_ms, data_json)
 
 
 def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[Event]:

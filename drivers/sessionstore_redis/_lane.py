@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
@@ -53,17 +53,35 @@ def _bulk(out: list[bytes], args: Iterable[Any]) -> list[bytes]:
 
 #: The packed ``command ref numkeys`` of the script calls made (a handful: the scripts).
 _HEADS: dict[tuple[str, str | bytes, int], bytes] = {}
+#: The packed ``command ref numkeys keys fixed-args`` of calls whose keys and first
+#: arguments are the same for every call on one session (``pack_call``'s ``fixed``).
+_SESSION_HEADS: dict[tuple[Any, ...], bytes] = {}
+_MAX_SESSION_HEADS = 4096
 
 
-def pack_call(command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any]) -> bytes:
+def pack_call(
+    command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any], fixed: int = 0
+) -> bytes:
     """:func:`pack` of ``[command, ref, len(keys), *keys, *args]``, the first three from a
-    cache (they are the same for every call of a script)."""
-    head_key = (command, ref, len(keys))
-    head = _HEADS.get(head_key)
+    cache (they are the same for every call of a script); with ``fixed``, the keys and
+    the first ``fixed`` arguments too (the same for every call on one session: the cache
+    keeps the latest few thousand)."""
+    if fixed:
+        head_key: tuple[Any, ...] = (command, ref, *keys, *args[:fixed])
+        head = _SESSION_HEADS.get(head_key)
+        if head is None:
+            if len(_SESSION_HEADS) >= _MAX_SESSION_HEADS:
+                _SESSION_HEADS.clear()
+            fixed_part = (command, ref, len(keys), *keys, *args[:fixed])
+            head = _SESSION_HEADS[head_key] = b"".join(_bulk([], fixed_part))
+        out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
+        return b"".join(_bulk(out, args[fixed:]))
+    script_key = (command, ref, len(keys))
+    head = _HEADS.get(script_key)
     if head is None:
         if len(_HEADS) > 256:  # only EVAL of a script source grows it; stay bounded
             _HEADS.clear()
-        head = _HEADS[head_key] = pack(head_key)[4:]  # without the "*3\r\n"
+        head = _HEADS[script_key] = pack(script_key)[4:]  # without the "*3\r\n"
     out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
     return b"".join(_bulk(out, (*keys, *args)))
 
@@ -83,15 +101,21 @@ def _other(arg: Any) -> bytes:
     raise TypeError(f"not a Redis argument: {type(arg).__name__}")
 
 
-async def _exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
+async def _exchange(
+    conn: Any, packed: bytes, count: int, during: Callable[[], object] | None = None
+) -> list[Any]:
     """Send ``count`` packed requests, read their replies (error replies as exception
     objects: the connection stays in step). Any other failure, a cancellation included,
-    leaves the connection disconnected (redis-py's ``read_response`` sees to it)."""
+    leaves the connection disconnected (redis-py's ``read_response`` sees to it).
+    ``during`` is called once the requests are sent, before the replies are read: work
+    that does not need them runs while the server works (it must not raise)."""
     if conn.is_connected and await _stale(conn):
         await conn.disconnect()  # closed by the server, or data nobody asked for
     if not conn.is_connected:
         await conn.connect()  # a failure here is marked "not sent" (_conn._Unsent)
     await _send(conn, packed)
+    if during is not None:
+        during()
     replies: list[Any] = []
     for _ in range(count):
         try:
@@ -114,10 +138,12 @@ async def _stale(conn: Any) -> bool:
         return True
 
 
-async def _on_node(node: Any, packed: bytes, count: int) -> list[Any]:
+async def _on_node(
+    node: Any, packed: bytes, count: int, during: Callable[[], object] | None = None
+) -> list[Any]:
     conn = node.acquire_connection()
     try:
-        return await _exchange(conn, packed, count)
+        return await _exchange(conn, packed, count, during)
     except BaseException:
         await conn.disconnect(nowait=True)
         raise
@@ -158,18 +184,25 @@ class Lane:
                 self._idle, self._busy = idle, busy
 
     async def script(
-        self, command: str, ref: str | bytes, keys: Sequence[str], args: Sequence[Any]
+        self,
+        command: str,
+        ref: str | bytes,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        during: Callable[[], object] | None = None,
+        fixed: int = 0,
     ) -> Any:
-        """``EVALSHA sha`` or ``EVAL source`` (``command``, ``ref``) with keys and args."""
-        packed = pack_call(command, ref, keys, args)
+        """``EVALSHA sha`` or ``EVAL source`` (``command``, ``ref``) with keys and args;
+        ``during`` as in :func:`_exchange`, ``fixed`` as in :func:`pack_call`."""
+        packed = pack_call(command, ref, keys, args, fixed)
         if self._cluster:
             node = self._client.get_node_from_key(keys[0])
-            (reply,) = await _on_node(node, packed, 1)
+            (reply,) = await _on_node(node, packed, 1, during)
             if isinstance(reply, MovedError | AskError):
                 # redis-py's cluster client follows redirections and updates its map
                 return await self._client.execute_command(command, ref, len(keys), *keys, *args)
         else:
-            (reply,) = await self._on_pool(packed, 1)
+            (reply,) = await self._on_pool(packed, 1, during)
         if isinstance(reply, ResponseError):
             raise reply
         return reply
@@ -203,7 +236,9 @@ class Lane:
                 out[index] = reply
         return out
 
-    async def _on_pool(self, packed: bytes, count: int) -> list[Any]:
+    async def _on_pool(
+        self, packed: bytes, count: int, during: Callable[[], object] | None = None
+    ) -> list[Any]:
         pool: Any = self._pool
         idle, busy = self._idle, self._busy
         direct = idle is not None and busy is not None and bool(idle)
@@ -213,7 +248,7 @@ class Lane:
         else:
             conn = await pool.get_connection(*self._get_args)
         try:
-            replies = await _exchange(conn, packed, count)
+            replies = await _exchange(conn, packed, count, during)
         except BaseException:
             await conn.disconnect(nowait=True)  # redis-py did already; be sure
             await self._give_back(conn, direct)

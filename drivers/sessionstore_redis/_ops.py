@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -29,6 +29,8 @@ from ._scripts import APPEND, WRITE, Script
 __all__ = ["Moved", "Unclaimed", "WriteCall", "raise_failure"]
 
 _MS = timedelta(milliseconds=1)
+#: ``WriteCall.append``'s ``after`` when the client holds no usable copy.
+_NOT_KNOWN: Final = ("", "", "", "", "")
 
 
 class Unclaimed(Exception):
@@ -94,7 +96,7 @@ class WriteCall:
     def args(self) -> list[Any]:
         """ARGV of the call."""
         if self.script is APPEND:
-            return [self.now_ms, self.grace_ms, self.token, self.index_prefix, *self.ops]
+            return [self.grace_ms, self.index_prefix, *self.ops]
         head = [self.now_ms, self.grace_ms, self.token, self.max_bytes, self.index_prefix]
         return [*head, self.count, *self.ops]
 
@@ -172,14 +174,25 @@ class WriteCall:
             payload += ["S", to_ms(p.expires_at)]
         self._op("U", loc, expect, payload)
 
-    def append(self, loc: Loc, events: Sequence[bytes], expect: int | None, known: str) -> None:
+    def append(
+        self,
+        loc: Loc,
+        events: Sequence[bytes],
+        expect: int | None,
+        known: str,
+        after: Sequence[Any] = _NOT_KNOWN,
+    ) -> None:
         """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is the
-        token of the document the client holds a copy of (``_cache.py``), or ``""``."""
+        token of the document the client holds a copy of (``_cache.py``), or ``""``;
+        ``after`` what that copy says the append leaves (new version, event count, last
+        seq, the events key's expiry, index record; see the script), used by the script
+        only if the document still is that copy."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events]
         self.locs.append(loc)
         self.count = 1
-        self.ops = [loc.id, "" if expect is None else expect, known, *events]
+        e = "" if expect is None else expect
+        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, *events]
 
     def touch(self, loc: Loc, expires_ms: int | None, expect: int | None) -> None:
         self._op("T", loc, expect, ["", ""] if expires_ms is None else ["S", expires_ms])

@@ -16,16 +16,20 @@ class Script:
     name: str
     source: bytes
     sha: str
+    #: how many leading arguments are the same for every call on one session (packed once
+    #: with the keys, see ``_lane.pack_call``)
+    fixed: int = 0
 
 
-def _load(name: str, *parts: str) -> Script:
+def _load(name: str, *parts: str, fixed: int = 0) -> Script:
     root = resources.files(__package__).joinpath("lua")
     source = b"\n".join(root.joinpath(f"{part}.lua").read_bytes() for part in parts)
-    return Script(name, source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
+    sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()
+    return Script(name, source, sha, fixed)
 
 
 WRITE = _load("write", "ixadd", "index", "write")
-APPEND = _load("append", "ixadd", "append")
+APPEND = _load("append", "ixadd", "append", fixed=3)  # grace, index prefix, id
 REINDEX = _load("reindex", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixadd", "index", "walk")
 CLAIM = _load("claim", "claim")

@@ -13,7 +13,6 @@ from typing import Any, Unpack, cast
 from urllib.parse import SplitResult
 
 from sessionstore import (
-    AppendOp,
     BaseSessionStore,
     Capabilities,
     Checkpoint,
@@ -36,12 +35,12 @@ from sessionstore import (
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.model import TTL
-from sessionstore.planning import check_expected_version, new_session, prepare
+from sessionstore.planning import check_expected_version, encode_events, new_session, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_doc, decode_events, decode_full, encode_event
+from ._doc import Doc, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._ops import Moved, Unclaimed, WriteCall, raise_failure
@@ -147,12 +146,26 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             now_ms, self._grace_ms, token, self._limits.max_session_bytes, self._ix_prefix
         )
 
-    async def _exec(self, call: WriteCall, *, idempotent: bool, what: str) -> _Reply:
+    async def _exec(
+        self,
+        call: WriteCall,
+        *,
+        idempotent: bool,
+        what: str,
+        during: Callable[[], object] | None = None,
+    ) -> _Reply:
+        """Run ``call`` (with retries); ``during`` as in :meth:`Backend.script`."""
         backend = self._backend
-        run_script = backend.script_wait if self._o.wait_replicas else backend.script
+        if self._o.wait_replicas:
+            run_script = backend.script_wait
 
-        async def attempt() -> Any:
-            return await run_script(call.script, call.keys, call.args())
+            async def attempt() -> Any:
+                return await run_script(call.script, call.keys, call.args())
+        else:
+            script = backend.script
+
+            async def attempt() -> Any:
+                return await script(call.script, call.keys, call.args(), during)
 
         reply, ambiguous = await backend.run(attempt, idempotent=idempotent, what=what)
         if type(reply) is not list:  # append.lua's bare success reply
@@ -468,26 +481,51 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         """Append events in one round trip (``lua/append.lua``): an RPUSH, O(1) in history;
         the reply is the new version alone when this store holds the document the append
         started from (``_cache.py``)."""
-        p = prepare(AppendOp(session_id, events, expected_version), self._limits)
+        sid = validate_session_id(session_id)
+        items = encode_events(events, self._limits)
+        expected = check_expected_version(expected_version)
         self._check_open()
         now_ms = to_ms(self.clock.now())
-        blobs = [encode_event(etype, now_ms, data) for etype, data in p.events]
-        sid, expected = p.session_id, p.expected_version
+        blobs = [event_blob(etype, now_ms, data) for etype, data, _ in items]
         cached = self._cache.get(sid)
-        known = "" if cached is None else cached.token
         what = f"append to {session_id}"
+        known = ""
+        after: Sequence[Any] = ("", "", "", "", "")
+        during = None
+        made: list[Session] = []
+        if cached is not None:
+            known = cached.token
+            c = cached.session
+            ea = None if c.expires_at is None else to_ms(c.expires_at)
+            if (expected is None or expected == c.version) and (ea is None or ea > now_ms):
+                # what the append leaves if the document still is this copy (append.lua
+                # checks that and uses these instead of reading the document)
+                n = len(blobs)
+                after = (
+                    c.version + 1,
+                    c.event_count + n,
+                    c.last_seq + n,
+                    "" if ea is None else ea + self._grace_ms,
+                    "" if self._cluster else cached.append_record(now_ms),
+                )
+
+            def during() -> None:  # the session the append makes, should the copy be current
+                made.append(self._cache.after_append(cached, from_ms(now_ms), len(blobs)))
+
         reply = None
         if sid not in self._groups:  # the common case, without _one_op's bookkeeping
             call = self._call(now_ms)
-            call.append(self._keys.home(sid), blobs, expected, known)
+            call.append(self._keys.home(sid), blobs, expected, known, after)
             try:
-                reply = await self._exec(call, idempotent=expected is not None, what=what)
+                reply = await self._exec(
+                    call, idempotent=expected is not None, what=what, during=during
+                )
             except Moved as moved:  # a grouped session: follow its stub
                 self._remember(sid, moved.group)
         if reply is None:
             reply, _ = await self._one_op(
                 sid,
-                lambda call, loc: call.append(loc, blobs, expected, known),
+                lambda call, loc: call.append(loc, blobs, expected, known, after),
                 now_ms,
                 idempotent=expected is not None,
                 what=what,
@@ -499,7 +537,10 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         if cached is None or result != cached.session.version + 1:
             self._cache.drop(sid)
             raise IntegrityError("the append script's reply does not match the session", sid)
-        session = self._cache.appended(cached, reply.token, result, from_ms(now_ms), len(blobs))
+        session = (
+            made[-1] if made else self._cache.after_append(cached, from_ms(now_ms), len(blobs))
+        )
+        self._cache.appended(cached, reply.token, session)
         if self._cluster:
             self._index.put([self._index_put(session)])
         self._notify("sessionstore_session_updated", session=session)

@@ -5,12 +5,21 @@ be stale, and the lean request path (``_lane.py``)."""
 from __future__ import annotations
 
 import asyncio
+import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sessionstore_redis import RedisStore
 
-from sessionstore import ManualClock, Session, SessionRecord, Status
+from sessionstore import (
+    ManualClock,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionRecord,
+    Status,
+)
 
 pytestmark = pytest.mark.asyncio
 NOW = ManualClock().now()
@@ -204,14 +213,32 @@ async def test_script_requests_are_packed_as_pack_packs_them() -> None:
             want = pack(["EVALSHA", ref, len(keys), *keys, *args])
             assert pack_call("EVALSHA", ref, keys, args) == want
             assert pack_call("EVALSHA", ref, keys, args) == want  # the cached head
+            for fixed in range(1, len(args) + 1):  # the keys and first args cached too
+                assert pack_call("EVALSHA", ref, keys, args, fixed) == want
+                assert pack_call("EVALSHA", ref, keys, args, fixed) == want
+    # a cached session head is only reused for the same keys and fixed arguments
+    assert pack_call("EVALSHA", "ab" * 20, ["a", "b"], [1, 2, 3], 2) == pack(
+        ["EVALSHA", "ab" * 20, 2, "a", "b", 1, 2, 3]
+    )
+    assert pack_call("EVALSHA", "ab" * 20, ["a", "b"], [1, 9, 3], 2) == pack(
+        ["EVALSHA", "ab" * 20, 2, "a", "b", 1, 9, 3]
+    )
+    assert pack_call("EVALSHA", "ab" * 20, ["a", "c"], [1, 9], 2) == pack(
+        ["EVALSHA", "ab" * 20, 2, "a", "c", 1, 9]
+    )
     assert pack_call("EVALSHA", "cd" * 20, [], [7]) == pack(["EVALSHA", "cd" * 20, 0, 7])
     with pytest.raises(TypeError):
         pack_call("EVALSHA", "ab" * 20, keys, [True])
 
 
-async def test_appends_keep_the_index_record_in_step(open_redis: Any, redis_url: str) -> None:
-    """append.lua rewrites the session's index record in place (version, updated_at, "has
-    events"); a missing or malformed record is rebuilt in full."""
+@pytest.mark.parametrize("copy", [True, False], ids=["from-copy", "read-stored"])
+async def test_appends_keep_the_index_record_in_step(
+    open_redis: Any, redis_url: str, copy: bool
+) -> None:
+    """append.lua rewrites the session's index record: from the client's copy when the
+    document is that copy, else by rewriting the stored record in place (version,
+    updated_at, "has events"). A missing record is rebuilt in full either way; a
+    malformed one is replaced (from the copy) or rebuilt in full (read)."""
     from sessionstore_redis._doc import record_of
 
     store = await open_redis(redis_url)
@@ -220,23 +247,83 @@ async def test_appends_keep_the_index_record_in_step(open_redis: Any, redis_url:
         processor_id="p", tags={"b", "a"}, ttl=3600, metadata={"m": 1}, group="g"
     )
     plain = await store.create_session()
+
+    async def append(sid: str) -> Session:
+        if not copy:
+            store._cache.drop(sid)  # no copy: the script reads what it needs
+        out: Session = await store.append_events(sid, [{"type": "e"}])
+        return out
+
     for sess in (s, plain):
         for _ in range(2):
-            sess = await store.append_events(sess.id, [{"type": "e"}])
+            sess = await append(sess.id)
         assert (await store.client.hget(ix + "r", sess.id)).decode() == record_of(sess)
         updated = float(record_of(sess).split("\0")[2])
         assert await store.client.zscore(ix + "u", sess.id) == updated
+        assert sess == await store.get_session(sess.id)
     for broken in (None, b"garbage", b"1\x002"):
         if broken is None:
             await store.client.hdel(ix + "r", s.id)
         else:
             await store.client.hset(ix + "r", s.id, broken)
-        s = await store.append_events(s.id, [{"type": "e"}])
+        s = await append(s.id)
         assert (await store.client.hget(ix + "r", s.id)).decode() == record_of(s)
         for key in ("c", "u", "x", "i"):
             assert await store.client.zscore(ix + key, s.id) is not None
         for key in ("s:active", "p:p", "t:a", "t:b"):
             assert await store.client.sismember(ix + key, s.id)
+    assert s == await store.get_session(s.id)
+
+
+async def test_an_append_from_a_copy_writes_what_an_append_without_one_writes(
+    open_redis: Any, redis_url: str
+) -> None:
+    """The head an append writes from the client's copy (version, counters, updated_at,
+    the events key's expiry, the index record) is byte for byte what the script writes
+    when it reads the document itself."""
+    store = await open_redis(redis_url)
+    keys: list[dict[str, str]] = []
+    for copy in (True, False):
+        s = await store.create_session(
+            processor_id="p", tags={"t"}, ttl=3600, data={"k": 1}, group="g" if copy else None
+        )
+        s = await store.append_events(s.id, [{"type": "a"}])
+        if not copy:
+            store._cache.drop(s.id)
+        s = await store.append_events(s.id, [{"type": "b"}, {"type": "c", "data": {"x": 1}}])
+        assert (s.version, s.event_count, s.last_seq) == (3, 3, 3)
+        assert s == await store.get_session(s.id)
+        keys.append(store.key_names(s.id, s.group))
+    (with_copy, without) = keys
+    head = ["ver", "ec", "ls", "ea", "v", "st", "pid"]
+    assert await store.client.hmget(with_copy["doc"], head) == await store.client.hmget(
+        without["doc"], head
+    )
+    for k in keys:  # the events key expires at expires_at + grace (PTTL: Redis 6 too)
+        expires_ms = int(await store.client.hget(k["doc"], "ea"))
+        left = await store.client.pttl(k["events"])
+        assert abs(expires_ms + store._grace_ms - (time.time() * 1000 + left)) < 5000
+
+
+async def test_an_append_from_a_stale_copy_reads_the_document(
+    open_redis: Any, redis_url: str
+) -> None:
+    """A copy made stale by another client, or one whose expected version or expiry says
+    the append would fail, is not used for the append's new head: the script reads."""
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    other = await open_redis(redis_url, clock=clock)
+    s = await store.create_session(ttl=60)
+    await store.append_events(s.id, [{"type": "a"}])
+    await other.append_events(s.id, [{"type": "b"}])  # store's copy is stale now
+    s = await store.append_events(s.id, [{"type": "c"}])
+    assert (s.version, s.event_count) == (4, 3)
+    assert s == await other.get_session(s.id)
+    with pytest.raises(SessionConflictError):
+        await store.append_events(s.id, [{"type": "d"}], expected_version=3)
+    clock.advance(timedelta(seconds=61))  # expired by the store's clock
+    with pytest.raises(SessionNotFoundError):
+        await store.append_events(s.id, [{"type": "e"}])
 
 
 async def test_queued_index_records_are_built_for_the_newest_upsert_only() -> None:
