@@ -387,6 +387,8 @@ class Backend:
                 if self._stale_topology:
                     # a failover or a dead node: re-read the slot map (cluster pipelines
                     # do not do it by themselves)
+                    if self.client is None:  # closed while this call waited to retry
+                        raise StoreUnavailableError(f"{what}: the store is not connected")
                     await self.client.nodes_manager.initialize()
                     self._stale_topology = False
                 return await attempt(), ambiguous

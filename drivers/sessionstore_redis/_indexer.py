@@ -84,14 +84,17 @@ class IndexQueue:
                 log.warning("index update failed, entries stay stale until repaired: %s", exc)
 
     async def close(self) -> None:
-        """Flush, and stop the timer."""
-        while self._pending:
-            await self.flush()
+        """Stop the timer and send everything queued, including a batch the timer is
+        sending (the connection closes after this)."""
         timer, self._timer = self._timer, None
         if timer is not None and not timer.done():
-            timer.cancel()
+            timer.cancel()  # still asleep: a timer that flushes has cleared self._timer
             with contextlib.suppress(asyncio.CancelledError):
                 await timer
+        async with self._lock:  # wait for a batch on its way
+            pass
+        while self._pending:
+            await self.flush()
 
     async def send(self, items: Sequence[Item]) -> None:
         """Apply ``items`` now (pipelined, one script call per shard)."""

@@ -354,3 +354,34 @@ async def open_memory_session() -> Session:
 
     async with open_store("memory://") as store:
         return await store.create_session(processor_id="p", tags={"t"}, data={"a": 1})
+
+
+async def test_shutdown_waits_for_an_index_batch_on_its_way(
+    open_redis: Any, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch of the index queue that its timer is sending when the store shuts down is
+    sent in full before the connection closes (it used to fail, logged as 'index update
+    failed', and the entries stayed stale)."""
+    store = await open_redis(redis_url)
+    queue = store._index
+    started, release = asyncio.Event(), asyncio.Event()
+    sent: list[int] = []
+    original = queue.send
+
+    async def slow_send(items: Any) -> None:
+        started.set()
+        await release.wait()
+        await original(items)
+        sent.append(len(items))
+
+    queue.send = slow_send
+    s = await store.create_session(processor_id="p")
+    queue.put([(s.id, ["X", s.id, "1\x000"])])  # a repair: removes nothing that is current
+    await asyncio.wait_for(started.wait(), 5)  # the timer's batch is on its way
+    closing = asyncio.create_task(store.shutdown())
+    await asyncio.sleep(0.05)
+    assert not closing.done(), "shutdown must wait for the batch"
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert sent == [1]
+    assert "index update failed" not in caplog.text
