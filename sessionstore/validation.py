@@ -30,6 +30,10 @@ __all__ = [
 ]
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Ids that passed the check lately (the same session is named again and again: a set
+#: lookup is a fraction of the regex); bounded, cleared when full.
+_VALID_IDS: set[str] = set()
+_MAX_VALID_IDS: Final = 8192
 MAX_TAG_LENGTH: Final = 256
 MAX_LABEL_LENGTH: Final = 256
 MAX_TTL_SECONDS: Final = 100 * 365 * 86_400  # a century: anything longer is a bug
@@ -44,10 +48,15 @@ def validate_session_id(value: object, what: str = "session id") -> str:
     """
     if type(value) is not str:
         raise InvalidSessionIdError(value, f"{what} must be a str, not {type(value).__name__}")
+    if value in _VALID_IDS:  # checked before (a str is immutable): a set lookup, no regex
+        return value
     if _ID_RE.fullmatch(value) is None:
         raise InvalidSessionIdError(value, f"{what} has a disallowed character or length")
     if ".." in value:
         raise InvalidSessionIdError(value, f"{what} contains '..'")
+    if len(_VALID_IDS) >= _MAX_VALID_IDS:
+        _VALID_IDS.clear()
+    _VALID_IDS.add(value)
     return value
 
 

@@ -237,3 +237,32 @@ def test_event_blob_is_the_encoded_event(etype: str, data: dict[str, Any], at: i
         "at": at,
         "data": data,
     }
+
+
+def test_the_valid_id_cache_is_bounded_and_never_admits_a_bad_id() -> None:
+    from sessionstore import InvalidSessionIdError
+    from sessionstore import validation as v
+
+    for n in range(v._MAX_VALID_IDS + 10):
+        assert v.validate_session_id(f"s{n}") == f"s{n}"
+        assert len(v._VALID_IDS) <= v._MAX_VALID_IDS
+    for bad in ("a..b", "", "-x", "x" * 129, "a/b"):
+        for _ in range(2):  # the second time too: a refused id is never remembered
+            with pytest.raises(InvalidSessionIdError):
+                v.validate_session_id(bad)
+    assert not {"a..b", "", "-x", "a/b"} & v._VALID_IDS
+
+
+def test_redis_key_and_event_type_caches_are_bounded() -> None:
+    from sessionstore_redis import _doc
+    from sessionstore_redis._keys import Keys
+
+    keys = Keys("app:", "ns", 1)
+    for n in range(5000):
+        loc = keys.home(f"s{n}")
+        assert loc.doc == f"app:ns:{{s{n}}}:doc" and keys.home(f"s{n}") is loc
+        assert len(keys._homes) <= 4096
+    for n in range(1100):
+        blob = _doc.event_blob(f"t{n}", 5, b"{}")
+        assert orjson.loads(blob) == {"v": 1, "type": f"t{n}", "at": 5, "data": {}}
+        assert len(_doc._EVENT_TYPES) <= 1024

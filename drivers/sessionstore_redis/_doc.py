@@ -182,11 +182,19 @@ def encode_event(etype: str, at_ms: int, data: Mapping[str, Any]) -> bytes:
 _EVENT_HEAD: Final = b'{"v":%d,"type":' % FORMAT_VERSION
 
 
+_EVENT_TYPES: dict[str, bytes] = {}  # "type" values as JSON (an application uses a few)
+
+
 def event_blob(etype: str, at_ms: int, data_json: bytes) -> bytes:
     """:func:`encode_event` from the data's JSON as ``encode_events`` made it (the same
     bytes: orjson writes a decoded copy back exactly as it read it), without encoding
     the data a second time."""
-    return b'%b%b,"at":%d,"data":%b}' % (_EVENT_HEAD, orjson.dumps(etype), at_ms, data_json)
+    head = _EVENT_TYPES.get(etype)
+    if head is None:
+        if len(_EVENT_TYPES) >= 1024:
+            _EVENT_TYPES.clear()
+        head = _EVENT_TYPES[etype] = _EVENT_HEAD + orjson.dumps(etype)
+    return b'%b,"at":%d,"data":%b}' % (head, at_ms, data_json)
 
 
 def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[Event]:

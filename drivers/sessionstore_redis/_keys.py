@@ -39,11 +39,17 @@ class Keys:
         self.prefix = f"{key_prefix}{namespace or '_'}:"
         self.shards = shards
         self.doc_pattern = _GLOB_SPECIAL.sub(r"\\\1", self.prefix) + "{*:doc"
+        self._homes: dict[str, Loc] = {}
 
     def home(self, sid: str) -> Loc:
         """The keys of an ungrouped session (and the stub of a grouped one)."""
-        base = f"{self.prefix}{{{sid}}}:"
-        return Loc(sid, None, base + "doc", base + "events", base + "ckpt")
+        loc = self._homes.get(sid)
+        if loc is None:  # the same few sessions are written again and again: keep them
+            if len(self._homes) >= 4096:
+                self._homes.clear()
+            base = f"{self.prefix}{{{sid}}}:"
+            loc = self._homes[sid] = Loc(sid, None, base + "doc", base + "events", base + "ckpt")
+        return loc
 
     def grouped(self, sid: str, group: str) -> Loc:
         """The keys of a session in ``group``."""
