@@ -352,6 +352,8 @@ class Backend:
     async def close(self) -> None:
         """Close every connection."""
         clients = [self.client, *self._wait_clients.values()]
+        if self._lane is not None:
+            self._lane.deadlines.close()
         self._lane = None
         self.client = None
         self._wait_clients.clear()

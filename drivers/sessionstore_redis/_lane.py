@@ -4,10 +4,12 @@ redis-py's ``execute_command`` costs ~25 µs of client CPU per call on top of th
 work (observability hooks, a retry wrapper, the pool's lock and bookkeeping, packing each
 argument through the encoder, a task for ``asyncio.wait_for`` around every send): a third
 of a whole round trip on loopback. A script call here packs its own RESP request, sends
-it with the connection's ``send_request`` (``_conn._Unsent``: a direct write, the timeout only when
-the socket buffer is full) and reads with its ``read_response``, which keeps redis-py's
-protection: a failure or a cancellation between sending and reading the reply
-disconnects the connection, so it is never left one reply behind (CVE-2023-28858/9).
+it with the connection's ``send_request`` (``_conn._Unsent``: a direct write, the timeout
+only when the socket buffer is full) and reads the reply with the connection's parser,
+the read timeout enforced by :class:`Deadlines` (one timer per lane, not one per reply).
+It keeps redis-py's protection: a failure or a cancellation between sending and reading
+the reply disconnects the connection, so it is never left one reply behind
+(CVE-2023-28858/9).
 Connections come from the client's own pool and go back to it after every call (taken
 directly from its idle list when it has one, see :class:`Lane`), and a connection the
 server has closed is reconnected before sending, as the pool does. Retries stay with
@@ -28,8 +30,9 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-__all__ = ["Lane", "pack", "pack_call"]
+__all__ = ["Deadlines", "Lane", "pack", "pack_call"]
 
 
 def pack(args: Sequence[Any]) -> bytes:
@@ -102,13 +105,18 @@ def _other(arg: Any) -> bytes:
 
 
 async def _exchange(
-    conn: Any, packed: bytes, count: int, during: Callable[[], object] | None = None
+    conn: Any,
+    packed: bytes,
+    count: int,
+    during: Callable[[], object] | None = None,
+    watch: Deadlines | None = None,
 ) -> list[Any]:
     """Send ``count`` packed requests, read their replies (error replies as exception
     objects: the connection stays in step). Any other failure, a cancellation included,
-    leaves the connection disconnected (redis-py's ``read_response`` sees to it).
-    ``during`` is called once the requests are sent, before the replies are read: work
-    that does not need them runs while the server works (it must not raise)."""
+    leaves the connection disconnected. ``during`` is called once the requests are sent,
+    before the replies are read: work that does not need them runs while the server
+    works (it must not raise). ``watch`` enforces the read timeout (else redis-py's
+    ``read_response`` does, with a timer per reply)."""
     if conn.is_connected and await _stale(conn):
         await conn.disconnect()  # closed by the server, or data nobody asked for
     if not conn.is_connected:
@@ -117,12 +125,93 @@ async def _exchange(
     if during is not None:
         during()
     replies: list[Any] = []
+    parser = getattr(conn, "_parser", None)
+    if watch is None or parser is None:  # (RESP2 or 3: the parser reads either)
+        for _ in range(count):
+            try:
+                replies.append(await conn.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+        return replies
     for _ in range(count):
+        watch.begin(conn, conn.socket_timeout)
         try:
-            replies.append(await conn.read_response())
-        except ResponseError as exc:
-            replies.append(exc)
+            reply = await parser.read_response()
+        except BaseException as exc:
+            # as redis-py's read_response: never leave the connection a reply behind
+            late = watch.end(conn)
+            await conn.disconnect(nowait=True)
+            if late:
+                raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+            if isinstance(exc, OSError):
+                where = conn._host_error()
+                raise RedisConnectionError(f"Error while reading from {where}: {exc}") from exc
+            raise
+        watch.end(conn)
+        replies.append(reply)  # an error reply is a ResponseError object here
     return replies
+
+
+class Deadlines:
+    """The read timeout (``socket_timeout``) of one lane's connections, enforced by one
+    timer that looks at the reads in progress every :attr:`TICK` seconds (at most a
+    quarter of the timeout) instead of a timer per reply: redis-py's ``read_response``
+    arms an ``asyncio.timeout`` around every reply, whose timer handle, its cancellation
+    and the event loop's upkeep of cancelled handles were 39k of the 279k client
+    instructions of an append (callgrind; mostly spent while the reply is on its way,
+    so it is CPU saved rather than latency, see ``docs/performance.md``). A read past
+    its deadline has its connection aborted, and fails with redis-py's ``TimeoutError``,
+    as there."""
+
+    TICK: float = 0.1
+
+    def __init__(self) -> None:
+        self._reading: dict[Any, float] = {}  # connection -> deadline (loop time)
+        self._late: set[Any] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def begin(self, conn: Any, timeout: float | None) -> None:
+        """A read on ``conn`` starts (``timeout`` None: no deadline)."""
+        if timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._reading[conn] = loop.time() + timeout
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(min(self.TICK, timeout / 4), self._check, timeout)
+
+    def end(self, conn: Any) -> bool:
+        """The read on ``conn`` is over; was it aborted for being late?"""
+        self._reading.pop(conn, None)
+        if conn in self._late:
+            self._late.discard(conn)
+            return True
+        return False
+
+    def _check(self, timeout: float) -> None:
+        self._timer = None
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        now = loop.time()
+        for conn, deadline in list(self._reading.items()):
+            if now >= deadline:
+                del self._reading[conn]
+                self._late.add(conn)
+                writer = getattr(conn, "_writer", None)
+                if writer is not None:
+                    writer.transport.abort()  # the read sees the connection end
+        if self._reading:
+            self._timer = loop.call_later(min(self.TICK, timeout / 4), self._check, timeout)
+
+    def close(self) -> None:
+        """Stop the timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._reading.clear()
+        self._late.clear()
 
 
 async def _stale(conn: Any) -> bool:
@@ -139,11 +228,15 @@ async def _stale(conn: Any) -> bool:
 
 
 async def _on_node(
-    node: Any, packed: bytes, count: int, during: Callable[[], object] | None = None
+    node: Any,
+    packed: bytes,
+    count: int,
+    during: Callable[[], object] | None = None,
+    watch: Deadlines | None = None,
 ) -> list[Any]:
     conn = node.acquire_connection()
     try:
-        return await _exchange(conn, packed, count, during)
+        return await _exchange(conn, packed, count, during, watch)
     except BaseException:
         await conn.disconnect(nowait=True)
         raise
@@ -165,6 +258,7 @@ class Lane:
     def __init__(self, client: Any, *, cluster: bool) -> None:
         self._client = client
         self._cluster = cluster
+        self.deadlines = Deadlines()
         pool = None if cluster else client.connection_pool
         self._pool = pool
         # redis-py 5 wants a command name here (ignored); newer ones warn about it
@@ -197,7 +291,7 @@ class Lane:
         packed = pack_call(command, ref, keys, args, fixed)
         if self._cluster:
             node = self._client.get_node_from_key(keys[0])
-            (reply,) = await _on_node(node, packed, 1, during)
+            (reply,) = await _on_node(node, packed, 1, during, self.deadlines)
             if isinstance(reply, MovedError | AskError):
                 # redis-py's cluster client follows redirections and updates its map
                 return await self._client.execute_command(command, ref, len(keys), *keys, *args)
@@ -224,7 +318,7 @@ class Lane:
 
         async def one(node: Any, indices: list[int]) -> list[Any]:
             packed = b"".join(pack_call(*calls[i]) for i in indices)
-            return await _on_node(node, packed, len(indices))
+            return await _on_node(node, packed, len(indices), None, self.deadlines)
 
         if len(groups) == 1:
             answers = [await one(*groups[0])]
@@ -248,7 +342,7 @@ class Lane:
         else:
             conn = await pool.get_connection(*self._get_args)
         try:
-            replies = await _exchange(conn, packed, count, during)
+            replies = await _exchange(conn, packed, count, during, self.deadlines)
         except BaseException:
             await conn.disconnect(nowait=True)  # redis-py did already; be sure
             await self._give_back(conn, direct)

@@ -176,3 +176,34 @@ async def test_cancellation_never_leaves_a_connection_out_of_step(
             s = await store.get_session(sid)
             assert s is not None
             assert s.event_count == len(await store.get_events(sid))
+
+
+async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServer) -> None:
+    """The lane's reads have no timer each (``_lane.Deadlines``): one timer looks at the
+    reads in progress. A read past ``socket_timeout`` still fails with redis-py's
+    TimeoutError soon after it, its connection dropped, and the timer stops once no read
+    is in progress."""
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sessionstore_redis._scripts import READ
+
+    async with _store(server.url, socket_timeout=0.4) as store:
+        s = await store.create_session()
+        lane = store._backend._lane
+        assert lane is not None
+        keys = [store.key_names(s.id)["doc"]]
+        await store._backend.script(READ, keys, [])  # connected, the script loaded
+        assert lane.deadlines._timer is not None  # armed by the read, not yet stopped
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(RedisTimeoutError, match="Timeout reading"):
+                await asyncio.wait_for(lane.script("EVALSHA", READ.sha, keys, []), 3)
+            waited = time.monotonic() - started
+            assert 0.4 <= waited < 0.4 + 0.1 + 0.5  # the timeout, a tick, slack
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        assert not lane._idle or all(not c.is_connected for c in lane._idle)
+        await asyncio.sleep(0.25)  # a tick with no read in progress: the timer stops
+        assert lane.deadlines._timer is None
+        # the next call reconnects and is answered
+        assert await lane.script("EVALSHA", READ.sha, keys, []) is not None
