@@ -11,6 +11,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sessionstore_redis import RedisStore
@@ -178,6 +179,11 @@ async def test_cancellation_never_leaves_a_connection_out_of_step(
             assert s.event_count == len(await store.get_events(sid))
 
 
+def _armed(lane: Any) -> bool:
+    """Is the lane's read-deadline timer running?"""
+    return lane.deadlines._timer is not None
+
+
 async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServer) -> None:
     """The lane's reads have no timer each (``_lane.Deadlines``): one timer looks at the
     reads in progress. A read past ``socket_timeout`` still fails with redis-py's
@@ -192,7 +198,7 @@ async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServ
         assert lane is not None
         keys = [store.key_names(s.id)["doc"]]
         await store._backend.script(READ, keys, [])  # connected, the script loaded
-        assert lane.deadlines._timer is not None  # armed by the read, not yet stopped
+        assert _armed(lane)  # by the read, and not stopped yet
         os.kill(server.process.pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -204,6 +210,6 @@ async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServ
             os.kill(server.process.pid, signal.SIGCONT)
         assert not lane._idle or all(not c.is_connected for c in lane._idle)
         await asyncio.sleep(0.25)  # a tick with no read in progress: the timer stops
-        assert lane.deadlines._timer is None
+        assert not _armed(lane)
         # the next call reconnects and is answered
         assert await lane.script("EVALSHA", READ.sha, keys, []) is not None
