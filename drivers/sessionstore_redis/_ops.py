@@ -26,11 +26,11 @@ from ._doc import encode_event, json_pairs
 from ._keys import Loc
 from ._scripts import APPEND, WRITE, Script
 
-__all__ = ["Moved", "Unclaimed", "WriteCall", "raise_failure"]
+__all__ = ["NO_COPY", "Moved", "Unclaimed", "WriteCall", "raise_failure"]
 
 _MS = timedelta(milliseconds=1)
 #: ``WriteCall.append``'s ``after`` when the client holds no usable copy.
-_NOT_KNOWN: Final = ("", "", "", "", "")
+NO_COPY: Final = ("", "", "", "", "")
 
 
 class Unclaimed(Exception):
@@ -180,7 +180,7 @@ class WriteCall:
         events: Sequence[bytes],
         expect: int | None,
         known: str,
-        after: Sequence[Any] = _NOT_KNOWN,
+        after: Sequence[Any] = NO_COPY,
     ) -> None:
         """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is the
         token of the document the client holds a copy of (``_cache.py``), or ``""``;

@@ -43,7 +43,7 @@ from ._conn import Backend
 from ._doc import Doc, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
-from ._ops import Moved, Unclaimed, WriteCall, raise_failure
+from ._ops import NO_COPY, Moved, Unclaimed, WriteCall, raise_failure
 from ._options import RedisOptions, options_from_url
 from ._query import QueryMixin
 from ._records import RecordsMixin
@@ -490,7 +490,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         cached = self._cache.get(sid)
         what = f"append to {session_id}"
         known = ""
-        after: Sequence[Any] = ("", "", "", "", "")
+        after: Sequence[Any] = NO_COPY
         during = None
         made: list[Session] = []
         if cached is not None:
