@@ -307,9 +307,7 @@ class Backend:
                     sentinel_kwargs["password"] = o.sentinel_password
                 if o.sentinel_username is not None:
                     sentinel_kwargs["username"] = o.sentinel_username
-                self._sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                    o.node_list(), sentinel_kwargs=sentinel_kwargs
-                )
+                self._sentinel = Sentinel(o.node_list(), sentinel_kwargs=sentinel_kwargs)
             kwargs["connection_class"] = _SentinelSSLConn if o.tls else _SentinelConn
             kwargs["db"] = o.db
             assert o.service_name is not None
