@@ -139,6 +139,45 @@ def _carry(state: _IdState, rand: str) -> str:
     return rand[:pos] + _NEXT_CHAR[rand[pos]] + "0" * zeros
 
 
+#: The deepest nesting a stored value may have, in containers (the top-level dict is 1).
+#: orjson's own recursion limit sets it: since orjson 3.10.1 it refuses the 255th container.
+MAX_DEPTH = 254
+#: The fewest encoded bytes a value nested deeper than MAX_DEPTH can have (two brackets
+#: per container).
+_MIN_TOO_DEEP_BYTES = 2 * (MAX_DEPTH + 1)
+
+
+def _encoder_allows_too_deep() -> bool:
+    """Whether the installed orjson encodes one container more than :data:`MAX_DEPTH`.
+
+    orjson 3.10.0 does (its limit was one level higher); the codec then checks the depth
+    itself, for values long enough to be that deep, so the limit is the same on every
+    supported orjson (tested by the lowest-versions run).
+    """
+    value: list[Any] = []
+    for _ in range(MAX_DEPTH):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+_CHECK_DEPTH = _encoder_allows_too_deep()
+
+
+def _too_deep(value: Any, depth: int = 1) -> bool:
+    """Whether ``value`` nests more than :data:`MAX_DEPTH` containers."""
+    if depth > MAX_DEPTH:
+        return True
+    if isinstance(value, dict):
+        return any(_too_deep(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return any(_too_deep(item, depth + 1) for item in value)
+    return False
+
+
 def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """Walk ``value`` (error path only) and name the first non-JSON-native spot."""
     if depth >= 254 and isinstance(value, dict | list):  # the 255th container
@@ -204,6 +243,8 @@ def encode_user_dict(value: Any, what: str, limit: int) -> tuple[bytes, JSONDict
         raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
     except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
         raise _serialization_error(value, what, exc) from None
+    if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
+        raise _serialization_error(value, what, None)
     if len(raw) > limit:
         raise QuotaExceededError(f"{what} is {len(raw)} bytes encoded, over the limit of {limit}")
     copy = orjson.loads(raw)
@@ -218,6 +259,8 @@ def encode_json(value: Any, what: str = "value") -> bytes:
         raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
     except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
         raise _serialization_error(value, what, exc) from None
+    if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
+        raise _serialization_error(value, what, None)
     if orjson.loads(raw) != value:
         raise _serialization_error(value, what, None)
     return raw

@@ -22,6 +22,7 @@ from sessionstore import (
     Session,
     Status,
     UnsupportedFormatError,
+    codec,
 )
 from sessionstore.codec import (
     FORMAT_VERSION,
@@ -197,6 +198,14 @@ def test_nesting_within_the_limit_is_fine() -> None:
     value = {"a": _nested_lists(200)}
     _, copy = encode_user_dict(value, "data", LIMIT)
     assert copy == value
+
+
+def test_the_deepest_allowed_nesting_round_trips() -> None:
+    """MAX_DEPTH containers (the dict and 253 lists) is the limit, on every orjson."""
+    value = {"a": _nested_lists(codec.MAX_DEPTH - 1)}
+    raw, copy = encode_user_dict(value, "data", 10_000)
+    assert copy == value
+    assert encode_json(value) == raw
 
 
 @pytest.mark.parametrize("depth", [254, 255, 300, 5000])
