@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 __all__ = [
+    "BlockingCallError",
     "ConfigurationError",
     "DriverNotFoundError",
     "IntegrityError",
@@ -168,3 +169,12 @@ class DriverNotFoundError(ConfigurationError):
         self.scheme = scheme
         self.installed = sorted(installed)
         self.extra = extra
+
+
+class BlockingCallError(SessionStoreError, RuntimeError):
+    """A blocking call of the sync facade (:mod:`sessionstore.sync`) was made from a thread
+    that runs an event loop.
+
+    Blocking there would stall that loop (and deadlock, when the facade's own loop is the
+    one calling). Use the async store in async code; in sync code the facade is fine.
+    """

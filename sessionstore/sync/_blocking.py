@@ -1,0 +1,154 @@
+"""Blocking twins of async methods: typed from the async signature, run on a loop thread.
+
+``get_session = blocking(SessionStore.get_session)`` in a facade class gives it a method
+with exactly the async method's parameters (mypy checks calls against them) that runs
+``await target.get_session(...)`` on the facade's :class:`LoopThread` and returns the
+result. One definition per method, no hand-copied signatures to drift.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+
+from ._loop_thread import LoopThread
+
+__all__ = ["Facade", "attribute", "blocking", "blocking_iter", "blocking_wrap"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+W = TypeVar("W")
+T = TypeVar("T")
+
+#: How many items of an async iterator one loop-thread round trip fetches.
+ITER_CHUNK = 256
+
+
+class Facade:
+    """A synchronous view of one async object, run on a :class:`LoopThread`."""
+
+    _target: Any
+    _loop_thread: LoopThread
+
+    def _call(self, awaitable: Awaitable[R]) -> R:
+        return self._loop_thread.call(_await(awaitable))
+
+
+async def _await(awaitable: Awaitable[R]) -> R:
+    return await awaitable
+
+
+def _doc(method: Any, name: str) -> str:
+    doc = inspect.getdoc(method) or ""
+    head = f"Blocking form of the async ``{name}`` (same arguments, same errors)."
+    return f"{head}\n\n{doc}" if doc else head
+
+
+def blocking(
+    method: Callable[Concatenate[Any, P], Awaitable[R]],
+) -> Callable[Concatenate[Facade, P], R]:
+    """A facade method that awaits ``target.<name>(...)`` on the loop thread."""
+    name = method.__name__
+
+    def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return cast(R, self._loop_thread.call(_call_method(self._target, name, args, kwargs)))
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = _doc(method, name)
+    return call
+
+
+async def _call_method(target: Any, name: str, args: Any, kwargs: Any) -> Any:
+    return await getattr(target, name)(*args, **kwargs)
+
+
+def blocking_wrap(
+    method: Callable[Concatenate[Any, P], Awaitable[R]],
+    wrap: Callable[[Facade, R], W],
+) -> Callable[Concatenate[Facade, P], W]:
+    """Like :func:`blocking`, the result passed through ``wrap(facade, result)`` (e.g. a
+    managed session wrapped in its own facade)."""
+    inner = blocking(method)
+
+    def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> W:
+        return wrap(self, inner(self, *args, **kwargs))
+
+    call.__name__ = call.__qualname__ = inner.__name__
+    call.__doc__ = inner.__doc__
+    return call
+
+
+def blocking_iter(
+    method: Callable[Concatenate[Any, P], AsyncIterator[T]],
+) -> Callable[Concatenate[Facade, P], Generator[T, None, None]]:
+    """A facade method returning a plain iterator over ``target.<name>(...)``, an async
+    iterator, fetched in chunks of :data:`ITER_CHUNK` per loop-thread round trip.
+
+    Stopping early (``break``) closes the async iterator on the loop thread.
+    """
+    name = method.__name__
+
+    def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> Generator[T, None, None]:
+        return _iterate(self, getattr(self._target, name), args, kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = _doc(method, name)
+    return call
+
+
+def _iterate(
+    facade: Facade, open_iter: Callable[..., AsyncIterator[T]], args: Any, kwargs: Any
+) -> Generator[T, None, None]:
+    holder: list[AsyncIterator[T]] = []
+
+    async def chunk() -> tuple[list[T], bool]:
+        if not holder:
+            holder.append(aiter(open_iter(*args, **kwargs)))
+        items: list[T] = []
+        iterator = holder[0]
+        try:
+            while len(items) < ITER_CHUNK:
+                items.append(await anext(iterator))
+        except StopAsyncIteration:
+            return items, True
+        return items, False
+
+    async def close() -> None:
+        aclose = getattr(holder[0], "aclose", None) if holder else None
+        if aclose is not None:
+            await aclose()
+
+    done = False
+    try:
+        while not done:
+            items, done = facade._loop_thread.call(chunk())
+            yield from items
+    finally:
+        if not done and not facade._loop_thread.closed:
+            facade._loop_thread.call(close())
+
+
+class attribute(Generic[R]):
+    """A read-only facade attribute that reads the same attribute of the target.
+
+    ``version = attribute(ManagedSession.version)``: typed from the target's property.
+    Reading does not go through the loop thread (a plain attribute read).
+    """
+
+    def __init__(self, prop: Callable[[Any], R]) -> None:
+        getter = getattr(prop, "fget", prop)  # a property at run time, a callable to mypy
+        self.name: str = getter.__name__
+        self.__doc__ = inspect.getdoc(getter)
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> attribute[R]: ...
+
+    @overload
+    def __get__(self, obj: Facade, owner: type) -> R: ...
+
+    def __get__(self, obj: Facade | None, owner: type) -> R | attribute[R]:
+        if obj is None:
+            return self
+        value: R = getattr(obj._target, self.name)
+        return value

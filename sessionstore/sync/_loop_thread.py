@@ -1,0 +1,150 @@
+"""The private event-loop thread that the sync facade runs its async store on."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..errors import BlockingCallError, StoreUnavailableError
+
+__all__ = ["LoopThread", "run_before_threads_stop"]
+
+log = logging.getLogger("sessionstore.sync")
+
+R = TypeVar("R")
+
+#: How long closing waits for tasks still running on the loop (seconds).
+CLOSE_GRACE = 5.0
+
+
+def run_before_threads_stop(hook: Callable[[], object]) -> None:
+    """Call ``hook`` at interpreter exit *before* worker pools refuse new work.
+
+    ``atexit`` runs too late for a store to shut down cleanly: by then
+    ``concurrent.futures`` (so ``asyncio.to_thread``) and the file driver's worker
+    threads have stopped taking calls, from their hooks in ``threading``'s exit list.
+    That list (``threading._register_atexit``, CPython 3.9+, private; guarded by
+    ``tests/sync/test_sync_store.py``) runs its hooks newest first, so a facade that
+    registers after its store's driver was imported shuts down before the driver's pool.
+    Without it, ``atexit`` is the fallback.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover - another Python
+        atexit.register(hook)
+        return
+    try:
+        register(hook)
+    except RuntimeError:  # already shutting down: nothing will run it
+        log.debug("interpreter exit under way; exit hook not registered")
+
+
+class LoopThread:
+    """An event loop on a daemon thread of its own, started by the first call.
+
+    :meth:`call` runs a coroutine there and blocks the calling thread until it finishes;
+    any number of threads may call at once (the loop serialises nothing but itself).
+    :meth:`close` stops the loop after cancelling what still runs on it.
+
+    The thread is a daemon so that a facade nobody closed cannot hang interpreter exit;
+    the facades register their own close with :mod:`atexit` (which runs while daemon
+    threads still run) to shut their stores down first.
+    """
+
+    def __init__(self, name: str = "sessionstore-sync") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def started(self) -> bool:
+        """Whether the thread has been started (and not closed)."""
+        return self._loop is not None and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def call(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` on the loop thread and return its result (or raise its error).
+
+        Raises :class:`BlockingCallError` when the calling thread runs an event loop
+        itself, and :class:`StoreUnavailableError` after :meth:`close`. An interrupt of
+        the waiting thread (``KeyboardInterrupt``) cancels the coroutine.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise BlockingCallError(
+                "a blocking sessionstore.sync call was made from a thread that runs an "
+                "event loop; in async code use the async store (await store.method(...))"
+            )
+        loop = self._loop if not self._closed else None
+        if loop is None:
+            loop = self._start(coro)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()  # a no-op when the coroutine itself raised
+            raise
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._closed:
+                coro.close()
+                raise StoreUnavailableError("this sessionstore.sync facade is closed")
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+                thread = threading.Thread(
+                    target=self._run, args=(loop, ready), name=self._name, daemon=True
+                )
+                thread.start()
+                ready.wait()
+                self._thread, self._loop = thread, loop
+            return self._loop
+
+    @staticmethod
+    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(ready.set)
+        try:
+            loop.run_forever()
+            pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                gather = asyncio.gather(*pending, return_exceptions=True)
+                loop.run_until_complete(asyncio.wait_for(gather, CLOSE_GRACE))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        except Exception:  # pragma: no cover - a task that refuses to end
+            log.exception("sessionstore.sync loop thread did not wind down cleanly")
+        finally:
+            loop.close()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the loop (tasks still running are cancelled) and join the thread.
+
+        Idempotent. Called from the loop thread itself it only asks the loop to stop.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        if threading.current_thread() is not thread:
+            thread.join(timeout)

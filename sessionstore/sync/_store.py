@@ -1,0 +1,222 @@
+"""``SyncSessionStore``: every method of a :class:`SessionStore`, blocking."""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, Self
+
+from ..clock import Clock
+from ..errors import BlockingCallError
+from ..model import Session
+from ..protocol import SessionStore
+from ..registry import open_store
+from ..transaction import Transaction
+from ._blocking import Facade, attribute, blocking, blocking_iter
+from ._loop_thread import LoopThread, run_before_threads_stop
+
+__all__ = ["SyncSessionStore", "SyncTransaction", "open_sync_store"]
+
+log = logging.getLogger("sessionstore.sync")
+
+#: How long closing at interpreter exit (or on garbage collection) may take, seconds.
+EXIT_TIMEOUT = 10.0
+
+
+def open_sync_store(url: str | None = None, **options: Any) -> SyncSessionStore:
+    """Open the store for ``url`` behind a blocking facade, initialised and ready.
+
+    The same URLs and options as :func:`sessionstore.open_store` (``$SESSIONSTORE_URL``,
+    else ``memory://``). Close it with :meth:`SyncSessionStore.shutdown` or a ``with``
+    block; one left open is shut down at interpreter exit.
+    """
+    loop_thread = LoopThread()
+    store = loop_thread.call(_build(url, options))
+    facade = SyncSessionStore(store, loop_thread=loop_thread)
+    try:
+        facade.initialize()
+    except BaseException:
+        facade.shutdown()
+        raise
+    return facade
+
+
+async def _build(url: str | None, options: dict[str, Any]) -> SessionStore:
+    return open_store(url, **options)  # built on the loop thread that will run it
+
+
+class SyncSessionStore(Facade):
+    """A blocking view of an async :class:`SessionStore`, safe from many threads at once.
+
+    Every store method has its blocking twin with the same arguments, results and typed
+    errors; ``scan()`` is a plain iterator and ``transaction()`` a ``with`` block. The
+    async store runs on a private event-loop thread that the facade owns: started by the
+    first call, stopped by :meth:`shutdown` (or at interpreter exit). Calling the facade
+    from a thread that runs an event loop raises :class:`BlockingCallError` instead of
+    blocking that loop.
+
+    Wrap a store you built yourself with ``SyncSessionStore(store)``; the facade then
+    owns it (``shutdown`` shuts it down). Do not use that store from other event loops
+    at the same time.
+    """
+
+    _target: SessionStore
+
+    def __init__(self, store: SessionStore, *, loop_thread: LoopThread | None = None) -> None:
+        self._target = store
+        self._loop_thread = loop_thread or LoopThread()
+        self._finalizer = weakref.finalize(self, _close_quietly, self._loop_thread, store)
+        run_before_threads_stop(self._finalizer)
+
+    @property
+    def store(self) -> SessionStore:
+        """The async store behind the facade (use it only from the facade's loop)."""
+        return self._target
+
+    @property
+    def loop_thread(self) -> LoopThread:
+        """The loop thread the store runs on (shared by facades built on this one)."""
+        return self._loop_thread
+
+    def __repr__(self) -> str:
+        return f"SyncSessionStore({self._target!r})"
+
+    capabilities = attribute(SessionStore.capabilities)
+    namespace = attribute(SessionStore.namespace)
+
+    @property
+    def clock(self) -> Clock:
+        """The store's clock."""
+        return self._target.clock
+
+    # -- lifecycle
+    initialize = blocking(SessionStore.initialize)
+
+    def shutdown(self) -> None:
+        """Shut the store down and stop the loop thread. Idempotent."""
+        if self._loop_thread.closed:
+            return
+        try:
+            if self._loop_thread.started:
+                self._loop_thread.call(self._target.shutdown())
+        finally:
+            self._finalizer.detach()
+            self._loop_thread.close()
+
+    def __enter__(self) -> Self:
+        self.initialize()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- sessions
+    create_session = blocking(SessionStore.create_session)
+    get_session = blocking(SessionStore.get_session)
+    get_sessions = blocking(SessionStore.get_sessions)
+    update_session = blocking(SessionStore.update_session)
+    delete_session = blocking(SessionStore.delete_session)
+    touch = blocking(SessionStore.touch)
+    # -- events
+    append_events = blocking(SessionStore.append_events)
+    get_events = blocking(SessionStore.get_events)
+    trim_events = blocking(SessionStore.trim_events)
+    # -- checkpoints
+    save_checkpoint = blocking(SessionStore.save_checkpoint)
+    list_checkpoints = blocking(SessionStore.list_checkpoints)
+    get_checkpoint = blocking(SessionStore.get_checkpoint)
+    delete_checkpoint = blocking(SessionStore.delete_checkpoint)
+    restore_checkpoint = blocking(SessionStore.restore_checkpoint)
+    # -- queries
+    list_sessions = blocking(SessionStore.list_sessions)
+    count_sessions = blocking(SessionStore.count_sessions)
+    search_sessions = blocking(SessionStore.search_sessions)
+    # -- batches
+    commit = blocking(SessionStore.commit)
+
+    def transaction(self) -> SyncTransaction:
+        """A ``with`` block that stages writes and commits them all or nothing on exit
+        (an exception inside the block discards them)."""
+        return SyncTransaction(self._target.transaction(), self._loop_thread)
+
+    # -- expiry
+    expire_sessions = blocking(SessionStore.expire_sessions)
+    cleanup_expired_sessions = blocking(SessionStore.cleanup_expired_sessions)
+    # -- bulk
+    scan = blocking_iter(SessionStore.scan)
+    put_records = blocking(SessionStore.put_records)
+
+
+class SyncTransaction(Facade):
+    """The blocking form of :class:`sessionstore.Transaction` (``with store.transaction()
+    as tx:``). Staging calls validate at once; the batch commits when the block exits."""
+
+    _target: Transaction | None
+
+    def __init__(self, manager: Any, loop_thread: LoopThread) -> None:
+        self._manager = manager  # the async context manager store.transaction() returned
+        self._loop_thread = loop_thread
+        self._target: Transaction | None = None
+
+    def __enter__(self) -> Self:
+        self._target = self._call(self._manager.__aenter__())
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._call(self._manager.__aexit__(exc_type, exc, tb))
+
+    @property
+    def results(self) -> list[Session | bool]:
+        """After the commit: one entry per staged call (a ``Session``, or a bool)."""
+        return list(self._entered().results)
+
+    @property
+    def staged(self) -> int:
+        """How many writes are staged."""
+        return self._entered().staged
+
+    def _entered(self) -> Transaction:
+        if self._target is None:
+            raise RuntimeError("use the transaction as 'with store.transaction() as tx:'")
+        return self._target
+
+    create_session = blocking(Transaction.create_session)
+    update_session = blocking(Transaction.update_session)
+    delete_session = blocking(Transaction.delete_session)
+    append_events = blocking(Transaction.append_events)
+    commit = blocking(Transaction.commit)
+
+    def rollback(self) -> None:
+        """Discard every staged write."""
+        self._entered().rollback()
+
+
+def _close_quietly(loop_thread: LoopThread, store: SessionStore) -> None:
+    """Shut down a facade nobody closed (at interpreter exit, or when it is collected)."""
+    if not loop_thread.started:
+        loop_thread.close()
+        return
+    try:
+        loop_thread.call(_shutdown(store), timeout=EXIT_TIMEOUT)
+    except BlockingCallError:
+        pass  # collected inside an event loop: only stop the thread
+    except Exception:
+        log.exception("sessionstore.sync: shutting down %r at exit failed", store)
+    finally:
+        loop_thread.close(timeout=EXIT_TIMEOUT)
+
+
+def _shutdown(store: SessionStore) -> Coroutine[Any, Any, None]:
+    return store.shutdown()

@@ -1,0 +1,85 @@
+"""The whole conformance suite through the sync facade (``sessionstore.sync``), on memory,
+file and Redis: every call goes thread -> blocking facade -> the facade's loop thread."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sessionstore_memory import MemoryBackend, MemoryStore
+
+from sessionstore import Clock, open_store
+from sessionstore.sync import SyncSessionStore
+from sessionstore.testing import (
+    ConcurrencyTests,
+    CrudTests,
+    EventTests,
+    StoreConformance,
+    StoreConformanceBase,
+    TransactionTests,
+)
+from tests.redis.servers import RedisCluster, SentinelSetup
+from tests.sync.via_sync import AsyncViaSync
+
+
+def _via_sync(store: Any) -> Any:
+    return AsyncViaSync(SyncSessionStore(store))
+
+
+class TestSyncMemory(StoreConformance):
+    cleanup_namespaces = False
+    backend = MemoryBackend()
+
+    def make_store(self, *, namespace: str, clock: Clock) -> Any:
+        return _via_sync(MemoryStore(backend=self.backend, namespace=namespace, clock=clock))
+
+
+class TestSyncFile(StoreConformance):
+    cleanup_namespaces = False
+    root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-"))
+    atexit.register(shutil.rmtree, root, True)
+
+    def make_store(self, *, namespace: str, clock: Clock) -> Any:
+        store = open_store(f"file://{self.root}?durability=none", namespace=namespace, clock=clock)
+        return _via_sync(store)
+
+
+class TestSyncRedis(StoreConformance):
+    cleanup_namespaces = False
+    url = ""
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url: str) -> None:
+        self.url = redis_url
+
+    def make_store(self, *, namespace: str, clock: Clock) -> Any:
+        return _via_sync(open_store(self.url, namespace=namespace, clock=clock))
+
+
+class _SyncRedisTopology(
+    CrudTests, EventTests, TransactionTests, ConcurrencyTests, StoreConformanceBase
+):
+    """A part of the suite through the facade on the other Redis topologies (the whole
+    suite runs through the facade on a single server above, and directly on each)."""
+
+    cleanup_namespaces = False
+    url = ""
+
+    def make_store(self, *, namespace: str, clock: Clock) -> Any:
+        return _via_sync(open_store(self.url, namespace=namespace, clock=clock))
+
+
+class TestSyncRedisCluster(_SyncRedisTopology):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_cluster: RedisCluster) -> None:
+        self.url = redis_cluster.url
+
+
+class TestSyncRedisSentinel(_SyncRedisTopology):
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_sentinel: SentinelSetup) -> None:
+        self.url = redis_sentinel.url

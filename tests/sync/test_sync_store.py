@@ -1,0 +1,243 @@
+"""The sync facade over a store: blocking twins, threads, errors, lifecycle, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessionstore import (
+    InvalidSessionIdError,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionStore,
+    StoreUnavailableError,
+)
+from sessionstore.sync import (
+    BlockingCallError,
+    LoopThread,
+    SyncSessionStore,
+    open_sync_store,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(params=["memory", "file", "redis"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "file":
+        return f"file://{tmp_path}/store?durability=none"
+    redis_url: str = request.getfixturevalue("redis_url")
+    return redis_url
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SyncSessionStore]:
+    with open_sync_store(url, namespace=f"sync-{uuid.uuid4().hex[:12]}") as opened:
+        yield opened
+
+
+def _protocol_methods() -> list[str]:
+    return sorted(
+        name
+        for name, member in inspect.getmembers(SessionStore)
+        if not name.startswith("_") and (callable(member) or isinstance(member, property))
+    )
+
+
+def test_every_protocol_member_has_a_blocking_twin() -> None:
+    missing = [name for name in _protocol_methods() if not hasattr(SyncSessionStore, name)]
+    assert not missing
+    for name in _protocol_methods():
+        if inspect.iscoroutinefunction(getattr(SessionStore, name)):
+            twin = getattr(SyncSessionStore, name)
+            assert not inspect.iscoroutinefunction(twin), name
+            assert twin.__doc__, name
+
+
+def test_a_round_of_every_kind_of_call(store: SyncSessionStore) -> None:
+    s = store.create_session(processor_id="p", data={"n": 0}, tags={"t"})
+    s = store.update_session(s.id, merge_data={"n": 1}, expected_version=s.version)
+    s = store.append_events(s.id, [{"type": "a", "data": {"i": 1}}, {"type": "b"}])
+    assert [e.type for e in store.get_events(s.id)] == ["a", "b"]
+    assert store.get_events(s.id, last=1)[0].seq == 2
+    cp = store.save_checkpoint(s.id, label="one")
+    assert [c.id for c in store.list_checkpoints(s.id)] == [cp.id]
+    store.update_session(s.id, merge_data={"n": 2})
+    restored = store.restore_checkpoint(s.id, cp.id)
+    assert restored.data == {"n": 1}
+    assert store.count_sessions() == 1
+    assert store.list_sessions().ids == [s.id]
+    assert store.get_sessions([s.id, "missing"]).keys() == {s.id}
+    assert store.delete_checkpoint(s.id, cp.id) is True
+    assert [r.session.id for r in store.scan()] == [s.id]
+    assert store.delete_session(s.id) is True
+    assert store.get_session(s.id) is None
+
+
+def test_typed_errors_surface_unchanged(store: SyncSessionStore) -> None:
+    s = store.create_session()
+    with pytest.raises(SessionConflictError):
+        store.update_session(s.id, data={}, expected_version=s.version + 5)
+    with pytest.raises(SessionNotFoundError):
+        store.update_session("01ARZ3NDEKTSV4RRFFQ69G5FAV", data={})
+    with pytest.raises(InvalidSessionIdError):
+        store.get_session("../etc/passwd")
+
+
+def test_many_threads_at_once_lose_no_update(store: SyncSessionStore) -> None:
+    s = store.create_session(data={"n": 0})
+    threads, per_thread = 8, 25
+
+    def work() -> None:
+        for _ in range(per_thread):
+            while True:
+                current = store.get_session(s.id)
+                assert current is not None
+                try:
+                    store.update_session(
+                        s.id,
+                        merge_data={"n": current.data["n"] + 1},
+                        expected_version=current.version,
+                    )
+                    break
+                except SessionConflictError:
+                    continue
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    final = store.get_session(s.id)
+    assert final is not None
+    assert final.data["n"] == threads * per_thread
+
+
+def test_transaction_commits_on_exit_and_discards_on_error(store: SyncSessionStore) -> None:
+    with store.transaction() as tx:
+        first = tx.create_session(processor_id="tx")
+        tx.create_session(processor_id="tx")
+        assert tx.staged == 2
+    assert next(r.id for r in tx.results if not isinstance(r, bool)) == first
+    assert store.count_sessions() == 2
+    with pytest.raises(RuntimeError, match="boom"), store.transaction() as tx2:
+        tx2.create_session(processor_id="lost")
+        raise RuntimeError("boom")
+    assert store.count_sessions() == 2
+
+
+def test_scan_is_a_plain_iterator_that_can_stop_early(store: SyncSessionStore) -> None:
+    with store.transaction() as tx:
+        for i in range(600):  # more than one chunk of the iterator
+            tx.create_session(data={"i": i})
+    ids = [record.session.id for record in store.scan()]
+    assert len(ids) == len(set(ids)) == 600
+    scan = store.scan()
+    first = next(scan)
+    scan.close()  # closes the async iterator on the loop thread
+    assert first.session.id in ids
+    assert store.count_sessions() == 600  # the store is still usable
+
+
+def test_a_call_from_a_running_event_loop_raises_instead_of_blocking() -> None:
+    with open_sync_store("memory://") as store:
+
+        async def misuse() -> None:
+            store.get_session("01ARZ3NDEKTSV4RRFFQ69G5FAV")
+
+        with pytest.raises(BlockingCallError, match="event loop"):
+            asyncio.run(misuse())
+
+        async def from_its_own_loop() -> None:  # would deadlock: the loop waits on itself
+            store.count_sessions()
+
+        with pytest.raises(BlockingCallError):
+            store.loop_thread.call(from_its_own_loop(), timeout=10)
+        assert store.count_sessions() == 0
+
+
+def test_the_loop_thread_starts_lazily_and_stops_with_the_facade() -> None:
+    from sessionstore_memory import MemoryStore
+
+    facade = SyncSessionStore(MemoryStore())
+    assert not facade.loop_thread.started
+    before = {t.name for t in threading.enumerate()}
+    assert "sessionstore-sync" not in before
+    facade.initialize()
+    thread = next(t for t in threading.enumerate() if t.name == "sessionstore-sync")
+    facade.create_session()
+    facade.shutdown()
+    thread.join(5)
+    assert not thread.is_alive()
+    facade.shutdown()  # idempotent
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        facade.count_sessions()
+
+
+def test_loop_thread_cancels_the_call_when_the_waiter_gives_up() -> None:
+    loop_thread = LoopThread()
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError):
+        loop_thread.call(slow(), timeout=0.2)
+    assert started.is_set()
+    assert cancelled.wait(5)
+    loop_thread.close(timeout=5)
+
+
+@pytest.mark.parametrize("kind", ["store", "manager"])
+def test_a_facade_left_open_is_shut_down_at_exit_without_hanging(kind: str, tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    script = textwrap.dedent(
+        f"""
+        from sessionstore import ManagerConfig
+        from sessionstore.sync import SyncSessionPersistenceManager, open_sync_store
+        url = "file://{root}"
+        if {kind!r} == "store":
+            store = open_sync_store(url)
+            store.create_session(id="left-open", data={{"v": 1}})
+        else:
+            config = ManagerConfig(persist_interval=None, persist_on_interaction=False)
+            manager = SyncSessionPersistenceManager(url, config=config)
+            manager.initialize()
+            ms = manager.create_managed_session(id="left-open", data={{"v": 1}})
+            ms.update(v=2)  # staged only: written by the shutdown at exit
+        print("exiting")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "exiting" in done.stdout
+    with open_sync_store(f"file://{root}") as store:
+        session = store.get_session("left-open")
+        assert session is not None
+        assert session.data == {"v": 1 if kind == "store" else 2}
+
+
+def test_the_exit_hook_list_the_facade_relies_on_exists() -> None:
+    """``run_before_threads_stop`` uses CPython's private ``threading._register_atexit``;
+    this fails loudly if a Python release moves it (the facade would fall back to
+    ``atexit``, too late for the file driver's worker threads)."""
+    assert callable(getattr(threading, "_register_atexit", None))
