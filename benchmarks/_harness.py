@@ -19,6 +19,7 @@ Drivers' benchmarks build on :func:`compare`, :class:`Target`, :class:`Row` and
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import json
@@ -56,8 +57,20 @@ async def _settle(value: object) -> None:
         await value
 
 
-async def _batch(fn: Call, number: int, is_async: bool) -> float:
-    """Seconds taken by ``number`` calls of ``fn`` (awaiting each result if async)."""
+def _blocking_batch(fn: Call, number: int) -> float:
+    """Seconds taken by ``number`` calls of a blocking ``fn`` (run on a worker thread)."""
+    perf = time.perf_counter
+    start = perf()
+    for _ in range(number):
+        fn()
+    return perf() - start
+
+
+async def _batch(fn: Call, number: int, is_async: bool | None) -> float:
+    """Seconds taken by ``number`` calls of ``fn`` (awaiting each result if async;
+    ``is_async=None``: a blocking call, timed on a worker thread with no event loop)."""
+    if is_async is None:
+        return await asyncio.to_thread(_blocking_batch, fn, number)
     perf = time.perf_counter
     loop = range(number)
     if is_async:
@@ -72,8 +85,12 @@ async def _batch(fn: Call, number: int, is_async: bool) -> float:
     return perf() - start
 
 
-async def _is_async(fn: Call) -> bool:
-    """Call ``fn`` once (a warm-up) and tell whether it returns awaitables."""
+async def _is_async(fn: Call, blocking: bool = False) -> bool | None:
+    """Call ``fn`` once (a warm-up) and tell whether it returns awaitables (``None`` for a
+    ``blocking`` call, warmed up on a worker thread)."""
+    if blocking:
+        await asyncio.to_thread(fn)
+        return None
     result = fn()
     if inspect.isawaitable(result):
         await result
@@ -81,12 +98,14 @@ async def _is_async(fn: Call) -> bool:
     return False
 
 
-async def calibrate(fn: Call, *, min_seconds: float = 0.005, max_number: int = 1_000_000) -> int:
+async def calibrate(
+    fn: Call, *, min_seconds: float = 0.005, max_number: int = 1_000_000, blocking: bool = False
+) -> int:
     """The smallest count in 1, 2, 5, 10, 20, 50... whose batch lasts ``min_seconds``.
 
     Like :meth:`timeit.Timer.autorange`; the calibration batches double as a warm-up.
     """
-    is_async = await _is_async(fn)
+    is_async = await _is_async(fn, blocking)
     number = 1
     while True:
         for factor in (1, 2, 5):
@@ -156,25 +175,28 @@ async def compare(
     op_setup: Setup = None,
     floor_setup: Setup = None,
     min_batch_seconds: float = 0.005,
+    blocking: bool = False,
 ) -> tuple[Timing, Timing]:
     """Time ``op`` and ``floor`` in interleaved batches; returns both timings.
 
     ``number``/``floor_number`` are the calls per batch (calibrated to last at least
     ``min_batch_seconds`` when ``None``). The order alternates (op first, then floor
     first) so neither side always runs on a cache warmed by the other. With
-    ``floor=None`` only ``op`` is timed (the second timing is then empty).
+    ``floor=None`` only ``op`` is timed (the second timing is then empty). ``blocking``:
+    both sides are blocking calls that must not run on an event loop's thread (the sync
+    facade); each batch runs on a worker thread.
     """
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
-    sides: list[tuple[Call, int, bool, Setup, list[float]]] = []
+    sides: list[tuple[Call, int, bool | None, Setup, list[float]]] = []
     for fn, count, setup in ((op, number, op_setup), (floor, floor_number, floor_setup)):
         if fn is None:
             continue
         if setup is not None:
             await _settle(setup())
-        is_async = await _is_async(fn)
+        is_async = await _is_async(fn, blocking)
         if count is None:
-            count = await calibrate(fn, min_seconds=min_batch_seconds)
+            count = await calibrate(fn, min_seconds=min_batch_seconds, blocking=blocking)
         sides.append((fn, count, is_async, setup, []))
     for index in range(repeat):
         order = sides if index % 2 == 0 else sides[::-1]

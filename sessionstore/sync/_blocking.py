@@ -9,7 +9,7 @@ result. One definition per method, no hand-copied signatures to drift.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from ._loop_thread import LoopThread
@@ -52,15 +52,14 @@ def blocking(
     name = method.__name__
 
     def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return cast(R, self._loop_thread.call(_call_method(self._target, name, args, kwargs)))
+        awaitable = getattr(self._target, name)(*args, **kwargs)
+        if not isinstance(awaitable, Coroutine):  # e.g. a driver method returning a Future
+            awaitable = _await(awaitable)
+        return cast(R, self._loop_thread.call(awaitable))
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = _doc(method, name)
     return call
-
-
-async def _call_method(target: Any, name: str, args: Any, kwargs: Any) -> Any:
-    return await getattr(target, name)(*args, **kwargs)
 
 
 def blocking_wrap(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -60,6 +62,9 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._queue: deque[_Call] = deque()
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
 
     @property
     def started(self) -> bool:
@@ -75,8 +80,9 @@ class LoopThread:
         """Run ``coro`` on the loop thread and return its result (or raise its error).
 
         Raises :class:`BlockingCallError` when the calling thread runs an event loop
-        itself, and :class:`StoreUnavailableError` after :meth:`close`. An interrupt of
-        the waiting thread (``KeyboardInterrupt``) cancels the coroutine.
+        itself, :class:`StoreUnavailableError` after :meth:`close`, and ``TimeoutError``
+        after ``timeout`` seconds. A timeout or an interrupt of the waiting thread
+        (``KeyboardInterrupt``) cancels the coroutine.
         """
         try:
             asyncio.get_running_loop()
@@ -91,12 +97,36 @@ class LoopThread:
         loop = self._loop if not self._closed else None
         if loop is None:
             loop = self._start(coro)
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        call = _Call(loop, coro)
+        self._submit(loop, call)
+        result: R = call.wait(timeout)
+        return result
+
+    def _submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
+        """Queue ``call`` for the loop; wake the loop only if no wake-up is pending.
+
+        Under load (many threads calling while the loop is busy) one wake-up, one write
+        to the loop's self-pipe, starts every call queued by then.
+        """
+        self._queue.append(call)
+        with self._wake_lock:
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         try:
-            return future.result(timeout)
-        except BaseException:
-            future.cancel()  # a no-op when the coroutine itself raised
-            raise
+            loop.call_soon_threadsafe(self._start_queued)
+        except RuntimeError:  # the loop was closed meanwhile
+            with self._wake_lock:
+                self._wake_pending = False
+            call.coro.close()
+            raise StoreUnavailableError("this sessionstore.sync facade is closed") from None
+
+    def _start_queued(self) -> None:  # on the loop thread
+        with self._wake_lock:
+            self._wake_pending = False
+        queue = self._queue
+        while queue:
+            queue.popleft().start()
 
     def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -148,3 +178,62 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         if threading.current_thread() is not thread:
             thread.join(timeout)
+
+
+class _Call:
+    """One coroutine handed to the loop thread, and the calling thread waiting for it.
+
+    Leaner than ``asyncio.run_coroutine_threadsafe`` (no ``concurrent.futures.Future``,
+    no condition variable, no future chaining): the waiter blocks on a plain lock that
+    the task's done-callback releases.
+    """
+
+    __slots__ = ("coro", "done", "loop", "outcome", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        self.loop = loop
+        self.coro = coro
+        self.task: asyncio.Task[Any] | None = None
+        self.outcome: asyncio.Task[Any] | BaseException | None = None
+        self.done = threading.Lock()
+        self.done.acquire()
+
+    def start(self) -> None:  # on the loop thread
+        try:
+            task = self.loop.create_task(self.coro)
+        except BaseException as exc:  # the loop is closing
+            self.coro.close()
+            self.outcome = exc
+            self.done.release()
+            return
+        self.task = task
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:  # on the loop thread
+        self.outcome = task
+        self.done.release()
+
+    def cancel(self) -> None:  # on the loop thread
+        if self.task is not None:
+            self.task.cancel()
+        elif self.outcome is None:  # not started yet: it never will
+            self.coro.close()
+
+    def wait(self, timeout: float | None) -> Any:
+        try:
+            finished = self.done.acquire(timeout=-1 if timeout is None else timeout)
+        except BaseException:  # KeyboardInterrupt in the waiting thread
+            self._cancel_soon()
+            raise
+        if not finished:
+            self._cancel_soon()
+            raise TimeoutError(f"the call did not finish within {timeout} s (cancelled)")
+        outcome = self.outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        assert outcome is not None
+        return outcome.result()  # its result, or its exception (CancelledError included)
+
+    def _cancel_soon(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self.loop.call_soon_threadsafe(self.cancel)

@@ -1,0 +1,180 @@
+"""Benchmark of the sync facade (``sessionstore.sync``) against floors in the same run.
+
+Run::
+
+    .venv/bin/python -m benchmarks.bench_sync            # full
+    .venv/bin/python -m benchmarks.bench_sync --quick    # a few seconds
+    .venv/bin/python -m benchmarks.bench_sync --json out.json [--url redis://...]
+
+Targets:
+
+1. a facade call (``get_session`` on ``memory://``) costs <= 1.2x the floor of any
+   sync-over-async design: a bare ``asyncio.run_coroutine_threadsafe(store.get_session(id),
+   loop).result()`` on a private loop thread, from a thread with no event loop;
+2. 8 threads calling the facade on Redis reach >= 0.8x the throughput of 8 concurrent
+   tasks on the async store (shown as time for the same work, target <= 1.25x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sessionstore import SessionStore, open_store
+from sessionstore.sync import SyncSessionStore, open_sync_store
+
+from ._harness import Report, Row, Target, compare
+from .bench_memory import session_doc
+from .bench_redis import private_servers
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How long each part runs."""
+
+    repeat: int
+    threads: int
+    calls_per_thread: int
+
+
+FULL = Sizes(repeat=15, threads=8, calls_per_thread=400)
+QUICK = Sizes(repeat=5, threads=8, calls_per_thread=100)
+
+
+class RawLoopThread:
+    """The floor's own loop thread: nothing but a loop running forever."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+async def bench_call_overhead(report: Report, sizes: Sizes) -> None:
+    """Target 1: one facade call against a bare run_coroutine_threadsafe(...).result()."""
+    from sessionstore_memory import MemoryBackend, MemoryStore
+
+    backend = MemoryBackend()
+    facade = SyncSessionStore(MemoryStore(backend=backend))
+    raw = RawLoopThread()
+    raw_store = MemoryStore(backend=backend)
+    try:
+        await asyncio.to_thread(facade.initialize)
+        await asyncio.to_thread(raw.run, raw_store.initialize())
+        sid = (await asyncio.to_thread(facade.create_session, data=session_doc())).id
+        get = facade.get_session
+        store_get = raw_store.get_session
+        run = raw.run
+        op, floor = await compare(
+            lambda: get(sid),
+            lambda: run(store_get(sid)),
+            repeat=sizes.repeat,
+            blocking=True,
+        )
+        report.add(
+            Row(
+                "facade get_session (memory)",
+                op,
+                "run_coroutine_threadsafe(...).result()",
+                floor,
+                Target.at_most(1.2),
+            )
+        )
+    finally:
+        await asyncio.to_thread(facade.shutdown)
+        await asyncio.to_thread(raw.run, raw_store.shutdown())
+        raw.close()
+
+
+async def bench_threads_vs_tasks(report: Report, url: str, sizes: Sizes) -> None:
+    """Target 2: 8 threads on the facade against 8 tasks on the async store (Redis)."""
+    namespace = f"bench-sync-{uuid.uuid4().hex[:8]}"
+    facade = await asyncio.to_thread(open_sync_store, url, namespace=namespace)
+    store: SessionStore = open_store(url, namespace=namespace)
+    await store.initialize()
+    try:
+        ids = [
+            (await store.create_session(data=session_doc(512, seed=n))).id
+            for n in range(sizes.threads)
+        ]
+        calls = sizes.calls_per_thread
+
+        def threaded() -> None:
+            def work(sid: str) -> None:
+                get = facade.get_session
+                for _ in range(calls):
+                    get(sid)
+
+            _run_threads([lambda sid=sid: work(sid) for sid in ids])
+
+        async def tasks() -> None:
+            async def work(sid: str) -> None:
+                get = store.get_session
+                for _ in range(calls):
+                    await get(sid)
+
+            await asyncio.gather(*(work(sid) for sid in ids))
+
+        # both sides run the same 8 x calls reads; the facade side from 8 threads
+        op, _ = await compare(threaded, None, number=1, repeat=sizes.repeat, blocking=True)
+        floor, _ = await compare(tasks, None, number=1, repeat=sizes.repeat)
+        report.add(
+            Row(
+                f"{sizes.threads} threads x {calls} facade get_session (Redis)",
+                op,
+                f"{sizes.threads} tasks on the async store",
+                floor,
+                Target.at_most(1.25),
+                note="time for the same work; <= 1.25x time is >= 0.8x throughput",
+            )
+        )
+    finally:
+        await asyncio.to_thread(facade.shutdown)
+        await store.shutdown()
+
+
+def _run_threads(bodies: list[Callable[[], None]]) -> None:
+    threads = [threading.Thread(target=body) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+async def run(args: argparse.Namespace) -> Report:
+    sizes = QUICK if args.quick else FULL
+    report = Report("sessionstore sync facade benchmark" + (" (quick)" if args.quick else ""))
+    report.meta.update({"quick": args.quick, "sizes": asdict(sizes)})
+    print(report.title, flush=True)
+    await bench_call_overhead(report, sizes)
+    if args.url:
+        await bench_threads_vs_tasks(report, args.url, sizes)
+    else:
+        with private_servers(single=True, cluster=False) as urls:
+            await bench_threads_vs_tasks(report, urls["single"], sizes)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_sync")
+    parser.add_argument("--quick", action="store_true", help="short runs")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--url", help="an existing Redis server (default: a private one)")
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args)).publish(args.json)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
