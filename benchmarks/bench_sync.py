@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -117,7 +118,7 @@ async def bench_threads_vs_tasks(report: Report, url: str, sizes: Sizes) -> None
                 for _ in range(calls):
                     get(sid)
 
-            _run_threads([lambda sid=sid: work(sid) for sid in ids])
+            _run_threads([functools.partial(work, sid) for sid in ids])
 
         async def tasks() -> None:
             async def work(sid: str) -> None:
