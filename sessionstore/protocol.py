@@ -45,6 +45,10 @@ class Capabilities:
     * ``native_ttl`` - the backend reclaims expired data by itself (a backstop).
     * ``indexed_query`` - filtered, sorted pages cost O(page), not O(sessions).
     * ``max_batch`` - the largest ``commit`` accepted (``None``: unbounded).
+    * ``any_event_loop`` - one store may be used from any event loop: several in turn
+      (``asyncio.run`` twice), several at once (threads with loops of their own), and
+      shut down from another loop than the one that opened it. Without it, use a store
+      only from the loop that initialised it (or through :mod:`sessionstore.sync`).
     """
 
     atomic_multi_session: bool = True
@@ -54,6 +58,7 @@ class Capabilities:
     native_ttl: bool = False
     indexed_query: bool = False
     max_batch: int | None = None
+    any_event_loop: bool = False
 
 
 @dataclass(frozen=True)

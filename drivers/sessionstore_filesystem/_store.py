@@ -87,6 +87,7 @@ class FileStore(BaseSessionStore):
         durable=True,
         native_ttl=False,
         indexed_query=True,
+        any_event_loop=True,
     )
     options: FileOptions
 

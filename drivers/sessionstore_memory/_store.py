@@ -144,6 +144,7 @@ class MemoryStore(BaseSessionStore):
         durable=False,
         native_ttl=False,
         indexed_query=True,
+        any_event_loop=True,
     )
 
     def __init__(self, *, backend: MemoryBackend | None = None, **options: Any) -> None:

@@ -19,6 +19,7 @@ from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
 from ._concurrency import ConcurrencyTests
 from ._crud import CrudTests
+from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._harness import ConformanceContext, requires, store_test
@@ -37,6 +38,7 @@ __all__ = [
     "ConcurrencyTests",
     "ConformanceContext",
     "CrudTests",
+    "EventLoopTests",
     "EventTests",
     "ExpiryTests",
     "IsolationTests",

@@ -11,6 +11,7 @@ from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
 from ._concurrency import ConcurrencyTests
 from ._crud import CrudTests
+from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._isolation import IsolationTests
@@ -53,6 +54,7 @@ class StoreConformance(
     CheckpointTests,
     TransactionTests,
     ConcurrencyTests,
+    EventLoopTests,
     IsolationTests,
     BadInputTests,
     RecordTests,
