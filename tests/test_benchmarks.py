@@ -168,3 +168,9 @@ def test_bench_backup_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
                 assert _number(memory[str(n)][key]) and memory[str(n)][key] > 0
         assert isinstance(memory["flat_backup_peak_mb"]["passed"], bool)
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores and files removed
+
+
+def test_bench_sync_quick_runs_and_writes_every_row(tmp_path: Path, redis_url: str) -> None:
+    report, _ = _run_quick("bench_sync", tmp_path, "--url", redis_url, title="sync facade")
+    rows = {row["name"] for row in report["rows"]}
+    assert rows == {"facade get_session (memory)", "8 threads x 100 facade get_session (Redis)"}
