@@ -111,7 +111,18 @@ class SerializationError(SessionStoreError, ValueError):
 
 
 class QuotaExceededError(SessionStoreError):
-    """A payload or a count is over a configured limit (nothing was written)."""
+    """A payload or a count is over a configured limit (nothing was written).
+
+    ``option`` names the option that raises the limit (``max_session_bytes``,
+    ``max_event_bytes`` -- store options, in the URL or as keywords -- or the manager's
+    ``max_sessions``); the message ends with it, so the reader knows what to change.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, where: str = "store") -> None:
+        if option:
+            message = f"{message} (raise it with the {where} option {option!r})"
+        super().__init__(message)
+        self.option = option
 
 
 class IntegrityError(SessionStoreError):
