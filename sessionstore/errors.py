@@ -24,6 +24,7 @@ __all__ = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionStoreError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "TransactionError",
     "UnsupportedFormatError",
@@ -179,3 +180,13 @@ class DriverNotFoundError(ConfigurationError):
         self.scheme = scheme
         self.installed = sorted(installed)
         self.extra = extra
+
+
+class StoreNotFoundError(ConfigurationError):
+    """No store exists where an *existing* store was asked for, and nothing was created.
+
+    Raised when a store is opened "existing only" (the ``file://`` driver's
+    ``create=false``) and its location is missing or holds something that is not a store
+    of that driver (an ordinary folder). The read-only ``sessionstore`` commands open stores
+    this way (exit code 8).
+    """

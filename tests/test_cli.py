@@ -3,6 +3,7 @@ layer in-process with click's CliRunner."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from sessionstore import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
+from sessionstore.backup import create_backup
 from sessionstore.cli import _drivers
 from sessionstore.cli._app import COMMANDS, cli
 from sessionstore.cli._errors import CliError, ExitCode, GuardedGroup, error_line, exit_code_for
@@ -336,3 +338,55 @@ def test_driver_not_found_end_to_end_through_the_real_group() -> None:
     assert result.exit_code == 3
     assert result.stderr.startswith("error: no driver for scheme 'nosuchscheme'")
     assert len(result.stderr.splitlines()) == 1
+
+
+# --- store commands never create a store ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ls"],
+        ["show", "s1"],
+        ["stats"],
+        ["doctor", "--dry-run"],
+        ["doctor"],
+        ["rm", "s1"],
+        ["purge-expired"],
+        ["backup", "OUT"],
+    ],
+)
+def test_commands_on_no_store_exit_8_and_write_nothing(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    args = [str(tmp_path / "b.jsonl") if a == "OUT" else a for a in command]
+    for url, gone in ((f"file://{folder}", "not a sessionstore file store"),
+                      (f"file://{tmp_path / 'absent'}", "does not exist")):  # fmt: skip
+        out = run_cli(args[0], url, *args[1:])
+        assert out.returncode == ExitCode.NO_STORE == 8, (out.stdout, out.stderr)
+        assert out.stderr.startswith("error: ") and gone in out.stderr
+        assert len(out.stderr.splitlines()) == 1
+        assert out.stdout == ""
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "absent").exists()
+    assert not (tmp_path / "b.jsonl").exists()
+
+
+def test_commands_on_an_existing_file_store_still_work(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    restored = run_cli("restore", url, str(_tiny_backup(tmp_path)), "--json")  # creates it
+    assert restored.returncode == 0, restored.stderr
+    listed = run_cli("ls", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["id"] for s in json.loads(listed.stdout)["items"]] == ["s1"]
+
+
+def _tiny_backup(tmp_path: Path) -> Path:
+    async def build() -> Path:
+        async with sessionstore.open_store("memory://") as store:
+            await store.create_session(id="s1")
+            info = await create_backup(store, tmp_path / "tiny.jsonl")
+        return Path(info.path)
+
+    return asyncio.run(build())

@@ -51,7 +51,10 @@ class FileOptions(StoreOptions):
     """Options of ``file://`` (besides the common ones).
 
     * ``root`` - the store directory (from the URL: ``file:///abs/path`` or
-      ``file://./relative``); created (0700) if missing unless ``create=False``.
+      ``file://./relative``); created (0700) if missing.
+    * ``create`` - ``False``: open an existing store only, creating nothing; a missing root,
+      a directory that is not a store (no ``_sessionstore.json``) or a namespace never
+      written to is a :class:`~sessionstore.StoreNotFoundError`.
     * ``durability`` - ``"fsync"`` (default): every acknowledged write has been fsynced
       (file and directory), so it survives a power loss. ``"none"``: no fsync; writes are
       still atomic and survive a crash of the *process*, but a power loss or kernel crash

@@ -7,11 +7,12 @@ from pathlib import Path
 import click
 from rich.text import Text
 
-from sessionstore import SessionFilter, open_store
+from sessionstore import SessionFilter
 
 from ._common import (
     build_filter,
     filter_options,
+    open_existing,
     progress_option,
     progress_reporter,
     run,
@@ -28,7 +29,7 @@ async def _backup(
 ) -> dict[str, object]:  # fmt: skip
     from sessionstore.backup import create_backup
 
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         with progress_reporter(show, json_output) as progress:
             info = await create_backup(
                 store, path, filter=flt, compression=compression, progress=progress

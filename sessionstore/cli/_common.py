@@ -4,6 +4,8 @@
   (:func:`url_and_args`); a lone ``URL`` argument takes the variable as its default.
 * :func:`filter_options` adds ``--processor/--status/--tag/--include-expired`` and
   :func:`build_filter` turns them into a :class:`~sessionstore.SessionFilter`.
+* :func:`open_existing` opens a store without creating it (the commands that only read or
+  change what exists: every command but ``restore`` and ``migrate``'s destination).
 * :func:`progress_reporter` shows a rich progress bar (rate and ETA) on stderr when it is
   a terminal, and nothing otherwise or with ``--json``.
 """
@@ -11,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from sessionstore import Event, Session, SessionFilter
+from sessionstore import Event, Session, SessionFilter, get_driver, open_store
 from sessionstore.codec import dumps_record, event_to_record, session_to_record
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from sessionstore.backup import ProgressCallback
+    from sessionstore.base import BaseSessionStore
 
 __all__ = [
     "ENV_URL",
@@ -35,6 +39,7 @@ __all__ = [
     "event_json",
     "filter_options",
     "iso",
+    "open_existing",
     "progress_option",
     "progress_reporter",
     "run",
@@ -68,6 +73,21 @@ def url_and_args(args: Sequence[str], names: Sequence[str]) -> tuple[str, list[s
             raise click.UsageError(f"give a store URL or set {ENV_URL}")
         return url, list(args)
     raise click.UsageError(f"expected [URL] {' '.join(names)}, got {len(args)} argument(s)")
+
+
+def open_existing(url: str) -> BaseSessionStore:
+    """The store at ``url``, opened "existing only": nothing is created.
+
+    A driver whose opening creates a store offers a boolean ``create`` option (the
+    ``file://`` driver does); it is passed as ``create=False``, so a missing store, or a
+    location holding something else (an ordinary folder), is a ``StoreNotFoundError``
+    (exit 8) instead of a new, empty store. Other drivers create nothing on open.
+    """
+    if "://" in url:
+        options = get_driver(url.split("://", 1)[0]).Options
+        if any(f.name == "create" for f in dataclasses.fields(options)):
+            return open_store(url, create=False)
+    return open_store(url)
 
 
 def require_url(url: str | None) -> str:

@@ -14,6 +14,7 @@ from sessionstore_filesystem import FileStore
 from sessionstore import (
     ConfigurationError,
     ManualClock,
+    StoreNotFoundError,
     StoreUnavailableError,
     UnsupportedFormatError,
     open_store,
@@ -100,8 +101,34 @@ async def test_root_that_is_a_file_is_refused(tmp_path: Path, clock: ManualClock
 
 @pytest.mark.asyncio
 async def test_missing_root_without_create_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="does not exist"):
+    with pytest.raises(StoreNotFoundError, match="does not exist"):
         await FileStore(root=str(tmp_path / "absent"), create=False).initialize()
+    assert issubclass(StoreNotFoundError, ConfigurationError)
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.asyncio
+async def test_create_false_opens_only_an_existing_store(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(StoreNotFoundError, match="not a sessionstore file store"):
+        await FileStore.from_url(f"file://{folder}?create=false").initialize()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written
+
+    store_root = tmp_path / "store"
+    async with FileStore(root=str(store_root)) as store:
+        await store.create_session(id="s1")
+    before = sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*"))
+    async with FileStore(root=str(store_root), create=False) as existing:
+        assert [s.id for s in await existing.list_sessions()] == ["s1"]
+    with pytest.raises(StoreNotFoundError, match="no namespace 'other'"):
+        await FileStore(root=str(store_root), namespace="other", create=False).initialize()
+    assert not (store_root / "other").exists()
+    after = sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*"))
+    assert [p for p in after if not p.endswith(".writer")] == [
+        p for p in before if not p.endswith(".writer")
+    ]
 
 
 @pytest.mark.asyncio
