@@ -206,3 +206,17 @@ def test_restore_filters_leave_out_expired_sessions_unless_asked(tmp_path: Path)
     assert (with_expired["restored"], with_expired["filtered_out"]) == (2, 14)  # + a-full
     shown = ok_json(sessionstore("ls", second, "--include-expired", "--json"))
     assert sorted(s["id"] for s in shown["items"]) == ["a-full", "c-events"]
+
+
+def test_backup_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    source = make_backup(tmp_path, "src.jsonl")
+    ok_json(sessionstore("restore", url, str(source), "--json"))
+    target = tmp_path / "b.jsonl"
+    target.write_bytes(b"an older backup")
+    line = one_error_line(sessionstore("backup", url, str(target)), 6)
+    assert str(target) in line and "--force" in line
+    assert target.read_bytes() == b"an older backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "src.jsonl", "store"]
+    info = ok_json(sessionstore("backup", url, str(target), "--force", "--json"))
+    assert info["sessions"] == 16 and ok_json(sessionstore("verify", str(target), "--json"))
