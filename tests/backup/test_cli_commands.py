@@ -220,3 +220,19 @@ def test_backup_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "src.jsonl", "store"]
     info = ok_json(sessionstore("backup", url, str(target), "--force", "--json"))
     assert info["sessions"] == 16 and ok_json(sessionstore("verify", str(target), "--json"))
+
+
+def test_a_dry_run_exits_as_the_real_run_would(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    backup = make_backup(tmp_path)
+    ok_json(sessionstore("restore", url, str(backup), "--json"))
+    args = ("restore", url, str(backup), "--strategy", "fail_on_conflict")
+    real = sessionstore(*args)
+    dry = sessionstore(*args, "--dry-run")
+    assert real.returncode == dry.returncode == 6, (real.stderr, dry.stderr)
+    assert "16 session(s) of the backup exist already" in one_error_line(dry, 6)
+    assert "conflicts" in dry.stdout  # the counts are printed first
+    dry_json = sessionstore(*args, "--dry-run", "--json")
+    assert dry_json.returncode == 6 and json.loads(dry_json.stdout)["conflicts"] == 16
+    fine = ok_json(sessionstore("restore", url, str(backup), "--dry-run", "--json"))
+    assert (fine["skipped"], fine["conflicts"]) == (16, 0)  # skip_existing: no conflict
