@@ -236,3 +236,13 @@ def test_a_dry_run_exits_as_the_real_run_would(tmp_path: Path) -> None:
     assert dry_json.returncode == 6 and json.loads(dry_json.stdout)["conflicts"] == 16
     fine = ok_json(sessionstore("restore", url, str(backup), "--dry-run", "--json"))
     assert (fine["skipped"], fine["conflicts"]) == (16, 0)  # skip_existing: no conflict
+
+
+def test_migrate_json_names_no_state_file_it_removed(tmp_path: Path) -> None:
+    src, dst = f"file://{tmp_path / 'src'}", f"file://{tmp_path / 'dst'}"
+    ok_json(sessionstore("restore", src, str(make_backup(tmp_path)), "--json"))
+    for extra in ([], ["--state", str(tmp_path / "progress.json")]):
+        moved = ok_json(sessionstore("migrate", src, dst, "--json", *extra, cwd=tmp_path))
+        assert moved["state_file"] is None
+        assert not list(tmp_path.glob(".sessionstore-migrate-*"))
+        assert not (tmp_path / "progress.json").exists()
