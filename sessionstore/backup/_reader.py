@@ -218,7 +218,7 @@ class BackupScan:
 
     def __init__(self, path: Path, *, limits: Limits | None = None, trusted: bool = False) -> None:
         self.path = path
-        self.name = path.name
+        self.name = str(path)  # as given: the error names the file the user named
         self.limits = limits
         self.trusted = trusted
         self.header: Header | None = None

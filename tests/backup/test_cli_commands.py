@@ -246,3 +246,20 @@ def test_migrate_json_names_no_state_file_it_removed(tmp_path: Path) -> None:
         assert moved["state_file"] is None
         assert not list(tmp_path.glob(".sessionstore-migrate-*"))
         assert not (tmp_path / "progress.json").exists()
+
+
+def test_errors_about_a_backup_file_name_the_path_given(tmp_path: Path) -> None:
+    sub = tmp_path / "nightly"
+    sub.mkdir()
+    altered = make_backup(sub, "b.jsonl")
+    corrupt(altered)
+    truncated = make_backup(sub, "t.jsonl")
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    garbage = sub / "notes.jsonl"
+    garbage.write_text("not json at all\n")
+    for bad in (altered, truncated, garbage):
+        relative = f"nightly/{bad.name}"
+        for given, cwd in ((relative, tmp_path), (str(bad), None)):
+            for command in (["verify", given], ["restore", "memory://", given, "--dry-run"]):
+                line = one_error_line(sessionstore(*command, cwd=cwd), 7)
+                assert line.startswith((f"error: {given}, ", f"error: {given}: ")), line
