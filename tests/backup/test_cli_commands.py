@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -263,3 +264,28 @@ def test_errors_about_a_backup_file_name_the_path_given(tmp_path: Path) -> None:
             for command in (["verify", given], ["restore", "memory://", given, "--dry-run"]):
                 line = one_error_line(sessionstore(*command, cwd=cwd), 7)
                 assert line.startswith((f"error: {given}, ", f"error: {given}: ")), line
+
+
+def test_progress_into_a_redirected_file_is_plain_text(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    backup = make_backup(tmp_path)
+    ok_json(sessionstore("restore", url, str(backup), "--json"))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "SESSIONSTORE_URL")}
+    env.update(FORCE_COLOR="", TERM="xterm-256color", COLUMNS="120")
+    commands = [
+        ["backup", url, str(tmp_path / "again.jsonl")],
+        ["verify", str(backup)],
+        ["restore", url, str(backup), "--dry-run"],
+        ["migrate", url, f"file://{tmp_path / 'copy'}", "--no-resume"],
+    ]
+    for command in commands:
+        log = tmp_path / "progress.log"
+        with log.open("wb") as stderr:
+            done = subprocess.run(
+                [sys.executable, "-m", "sessionstore.cli", *command, "--progress"],
+                stdout=subprocess.DEVNULL, stderr=stderr, env=env, timeout=60, check=False,
+            )  # fmt: skip
+        text = log.read_bytes().decode()
+        assert done.returncode == 0, text
+        assert "\x1b" not in text and "\r" not in text, repr(text)
+        assert re.search(r"^(backup|verify|restore|migrate): 16/16 sessions, ", text, re.M), text
