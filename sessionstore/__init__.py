@@ -65,6 +65,7 @@ from .query import Page, QueryOptions, SessionFilter
 from .registry import (
     DriverInfo,
     broken_plugins,
+    check_driver,
     get_driver,
     installed_drivers,
     open_store,
@@ -221,6 +222,7 @@ __all__ = [
     "UpdateOp",
     "__version__",
     "broken_plugins",
+    "check_driver",
     "create_backup",
     "get_driver",
     "hookimpl",

@@ -180,6 +180,7 @@ class DriverNotFoundError(ConfigurationError):
         self.scheme = scheme
         self.installed = sorted(installed)
         self.extra = extra
+        self.reason = reason
 
 
 class StoreNotFoundError(ConfigurationError):

@@ -118,8 +118,61 @@ def test_drivers_json() -> None:
         "target": "sessionstore_memory:MemoryStore",
         "plugin": "memory",
         "extra": None,
+        "package": "sessionstore",
+        "version": sessionstore.__version__,
+        "available": True,
+        "problem": None,
     }
+    assert by_scheme["redis"]["available"] is True  # redis-py is installed here
     assert doc["broken"] == {}
+
+
+_BLOCK_IMPORT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {blocked!r} or name.startswith({blocked!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+for name in [m for m in sys.modules if m == {blocked!r} or m.startswith({blocked!r} + ".")]:
+    del sys.modules[name]
+sys.meta_path.insert(0, Block())
+sys.argv = ["sessionstore", *{args!r}]
+from sessionstore.cli import main
+main()
+"""
+
+
+def run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sessionstore ARGS`` in an interpreter where ``module`` cannot be imported."""
+    code = _BLOCK_IMPORT.format(blocked=module, args=list(args))
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def test_drivers_shows_a_driver_whose_dependency_is_missing_as_unavailable() -> None:
+    out = run_without("redis", "drivers", "--json")
+    assert out.returncode == 0, out.stderr
+    by_scheme = {d["scheme"]: d for d in json.loads(out.stdout)["drivers"]}
+    for scheme in ("redis", "rediss", "redis+cluster", "redis+sentinel", "unix"):
+        row = by_scheme[scheme]
+        assert row["available"] is False, row
+        assert "No module named 'redis'" in row["problem"]
+        assert "pip install 'sessionstore[redis]'" in row["problem"]
+    assert by_scheme["memory"]["available"] is True and by_scheme["memory"]["problem"] is None
+    table = run_without("redis", "drivers")
+    assert table.returncode == 0, table.stderr
+    redis_row = next(line for line in table.stdout.splitlines() if "│ redis " in line)
+    assert "unavailable: ModuleNotFoundError: No module named 'redis'" in redis_row
+    assert f"sessionstore {sessionstore.__version__}" in redis_row
+    memory_row = next(line for line in table.stdout.splitlines() if "│ memory " in line)
+    assert "│ ok" in memory_row
 
 
 def test_global_json_option_means_the_same() -> None:
