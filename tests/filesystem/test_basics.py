@@ -13,6 +13,7 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import (
     ConfigurationError,
+    InvalidArgumentError,
     ManualClock,
     StoreNotFoundError,
     StoreUnavailableError,
@@ -233,3 +234,26 @@ async def test_sub_millisecond_ttl_gives_a_millisecond_expiry(
         assert await store.get_session(s.id) is None
         assert await store.count_sessions() == 0
         assert await store.count_sessions(SessionFilter(include_expired=True)) == 1
+
+
+@pytest.mark.asyncio
+async def test_drop_namespace_removes_only_an_empty_namespace(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    async with FileStore(root=str(root)) as default:
+        await default.create_session(id="keep")
+    used = FileStore(root=str(root), namespace="scratch")
+    await used.initialize()
+    s = await used.create_session(id="s1")
+    await used.append_events(s.id, [{"type": "t", "data": {}}])
+    await used.save_checkpoint(s.id)
+    with pytest.raises(InvalidArgumentError, match=r"not empty .*s1"):
+        await used.drop_namespace()
+    assert (root / "scratch").is_dir()  # nothing removed
+    async with FileStore(root=str(root), namespace="scratch") as again:
+        assert await again.get_session("s1") is not None
+        await again.delete_session("s1")
+        await again.drop_namespace()
+        await again.drop_namespace()  # idempotent on a shut-down store
+    assert sorted(p.name for p in root.iterdir()) == ["_default", "_sessionstore.json"]
+    async with FileStore(root=str(root), create=False) as default:
+        assert [x.id for x in await default.list_sessions()] == ["keep"]
