@@ -407,13 +407,15 @@ def test_driver_not_found_end_to_end_through_the_real_group() -> None:
         ["rm", "s1"],
         ["purge-expired"],
         ["backup", "OUT"],
+        ["migrate", "DST"],
     ],
 )
 def test_commands_on_no_store_exit_8_and_write_nothing(tmp_path: Path, command: list[str]) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     (folder / "notes.txt").write_text("mine")
-    args = [str(tmp_path / "b.jsonl") if a == "OUT" else a for a in command]
+    replace = {"OUT": str(tmp_path / "b.jsonl"), "DST": f"file://{tmp_path / 'dst'}"}
+    args = [replace.get(a, a) for a in command]
     for url, gone in ((f"file://{folder}", "not a sessionstore file store"),
                       (f"file://{tmp_path / 'absent'}", "does not exist")):  # fmt: skip
         out = run_cli(args[0], url, *args[1:])
@@ -424,6 +426,7 @@ def test_commands_on_no_store_exit_8_and_write_nothing(tmp_path: Path, command: 
     assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
     assert not (tmp_path / "absent").exists()
     assert not (tmp_path / "b.jsonl").exists()
+    assert not (tmp_path / "dst").exists()
 
 
 def test_commands_on_an_existing_file_store_still_work(tmp_path: Path) -> None:
