@@ -244,6 +244,66 @@ def test_missing_cli_extra_prints_install_hint() -> None:
     assert lines[0].startswith("error: ")
 
 
+@pytest.mark.parametrize("missing", ["click", "rich"])
+def test_version_works_without_the_cli_extra(missing: str) -> None:
+    out = run_without(missing, "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"sessionstore {sessionstore.__version__}\n"
+    assert out.stderr.splitlines() == [
+        f"note: the other commands need {missing!r}, which is not installed; install the "
+        "cli extra: pip install 'sessionstore[cli]'"
+    ]
+    other = run_without(missing, "drivers")
+    assert other.returncode == 1 and other.stderr.startswith("error: ")
+
+
+def test_python_dash_m_sessionstore_is_the_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sessionstore", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"sessionstore {sessionstore.__version__}\n"
+    helped = subprocess.run(
+        [sys.executable, "-m", "sessionstore", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "Usage: sessionstore" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("shell", "expected"),
+    [
+        ("bash", "complete -o nosort -F _sessionstore_completion sessionstore"),
+        ("zsh", "#compdef sessionstore"),
+        ("fish", "complete --no-files --command sessionstore"),
+    ],
+)
+def test_shell_completion_scripts(shell: str, expected: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sessionstore"], capture_output=True, text=True, timeout=60,
+        check=False, env={**os.environ, "_SESSIONSTORE_COMPLETE": f"{shell}_source"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert expected in out.stdout
+    assert "_SESSIONSTORE_COMPLETE=" in out.stdout  # the script calls back into the command
+
+
+def test_completion_completes_commands_and_options() -> None:
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_SESSIONSTORE_COMPLETE": "bash_complete", "COMP_WORDS": words,
+               "COMP_CWORD": str(cword)}  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "sessionstore"], capture_output=True, text=True,
+            timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert complete("sessionstore dr", 1) == ["plain,drivers"]
+    assert "plain,--status" in complete("sessionstore ls --st", 2)
+
+
 def test_cli_package_import_does_not_need_click() -> None:
     code = "import sys, sessionstore.cli;print('click' in sys.modules, 'rich' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
