@@ -410,6 +410,7 @@ def test_click_usage_errors_pass_through() -> None:
         (InvalidSessionIdError("../x"), ExitCode.USAGE),
         (DriverNotFoundError("nope", ["memory"]), ExitCode.CONFIG),
         (sessionstore.ConfigurationError("unknown option 'x'"), ExitCode.CONFIG),
+        (sessionstore.StoreNotFoundError("no store at /x"), ExitCode.NO_STORE),
         (StoreUnavailableError("down"), ExitCode.UNAVAILABLE),
         (OutcomeUnknownError("maybe"), ExitCode.UNAVAILABLE),
         (SessionNotFoundError("s1"), ExitCode.NOT_FOUND),
@@ -479,7 +480,7 @@ def test_commands_on_no_store_exit_8_and_write_nothing(tmp_path: Path, command: 
     for url, gone in ((f"file://{folder}", "not a sessionstore file store"),
                       (f"file://{tmp_path / 'absent'}", "does not exist")):  # fmt: skip
         out = run_cli(args[0], url, *args[1:])
-        assert out.returncode == ExitCode.NO_STORE == 8, (out.stdout, out.stderr)
+        assert out.returncode == 8 == int(ExitCode.NO_STORE), (out.stdout, out.stderr)
         assert out.stderr.startswith("error: ") and gone in out.stderr
         assert len(out.stderr.splitlines()) == 1
         assert out.stdout == ""
