@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import orjson
 
-from .codec import encode_user_dict, new_id
+from .codec import MAX_EVENT, MAX_SESSION, encode_user_dict, new_id
 from .errors import (
     InvalidArgumentError,
     QuotaExceededError,
@@ -201,13 +201,14 @@ def prepare_new(
     sid = new_id() if id is None else validate_session_id(id)
     if ttl is not None and expires_at is not None:
         raise InvalidArgumentError("give ttl or expires_at, not both")
-    encoded = encode_user_dict(data or {}, "data", limits.max_session_bytes)
-    meta = encode_user_dict(metadata or {}, "metadata", limits.max_session_bytes)
+    encoded = encode_user_dict(data or {}, "data", limits.max_session_bytes, MAX_SESSION)
+    meta = encode_user_dict(metadata or {}, "metadata", limits.max_session_bytes, MAX_SESSION)
     size = len(encoded[0]) + len(meta[0])
     if size > limits.max_session_bytes:
         raise QuotaExceededError(
             f"session {sid!r} would be {size} bytes encoded, over the limit of "
-            f"{limits.max_session_bytes}"
+            f"{limits.max_session_bytes}",
+            option=MAX_SESSION,
         )
     return Prepared(
         op,
@@ -263,17 +264,21 @@ def prepare(op: Op, limits: Limits) -> Prepared:
         # positionally: keyword construction of Prepared costs twice as much.
         limit = limits.max_session_bytes
         expected = check_expected_version(op.expected_version)
-        data = None if up.data is None else encode_user_dict(up.data, "data", limit)
-        meta = None if up.metadata is None else encode_user_dict(up.metadata, "metadata", limit)
+        data = None if up.data is None else encode_user_dict(up.data, "data", limit, MAX_SESSION)
+        meta = (
+            None
+            if up.metadata is None
+            else encode_user_dict(up.metadata, "metadata", limit, MAX_SESSION)
+        )
         merge_data = (
             None
             if up.merge_data is None
-            else encode_user_dict(up.merge_data, "merge_data", limit)[1]
+            else encode_user_dict(up.merge_data, "merge_data", limit, MAX_SESSION)[1]
         )
         merge_meta = (
             None
             if up.merge_metadata is None
-            else encode_user_dict(up.merge_metadata, "merge_metadata", limit)[1]
+            else encode_user_dict(up.merge_metadata, "merge_metadata", limit, MAX_SESSION)[1]
         )
         remove_data = _keys(up.remove_data_keys, "remove_data_keys")
         remove_meta = _keys(up.remove_metadata_keys, "remove_metadata_keys")
@@ -555,7 +560,8 @@ class Planner:
                 if size > self.limits.max_session_bytes:
                     raise QuotaExceededError(
                         f"session {sid!r} would be {size} bytes encoded, over the limit of "
-                        f"{self.limits.max_session_bytes}"
+                        f"{self.limits.max_session_bytes}",
+                        option=MAX_SESSION,
                     )
             out.append(mut)
         return out
@@ -637,10 +643,10 @@ def encode_events(events: object, limits: Limits) -> list[tuple[str, bytes, JSON
     for index, raw in enumerate(events):
         etype, payload = validate_event_input(raw)
         try:
-            data, copy = encode_user_dict(payload, "events[].data", limit)
+            data, copy = encode_user_dict(payload, "events[].data", limit, MAX_EVENT)
         except (SerializationError, QuotaExceededError):
             # again, naming the event in the error (its name is built only on this path)
-            data, copy = encode_user_dict(payload, f"events[{index}].data", limit)
+            data, copy = encode_user_dict(payload, f"events[{index}].data", limit, MAX_EVENT)
         out.append((etype, data, copy))
     return out
 

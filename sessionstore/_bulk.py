@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ._batch import Limits, Mutation, Planner
 from .clock import Clock
-from .codec import checkpoint_digest, encode_user_dict
+from .codec import MAX_EVENT, MAX_SESSION, checkpoint_digest, encode_user_dict
 from .errors import (
     IntegrityError,
     InvalidArgumentError,
@@ -166,14 +166,18 @@ class BulkMixin:
         validate_session_id(s.id)
         if s.version < 1:
             raise InvalidArgumentError(f"record {s.id!r} has version {s.version}")
-        data_json, _ = encode_user_dict(s.data, "data", self._limits.max_session_bytes)
-        meta_json, _ = encode_user_dict(s.metadata, "metadata", self._limits.max_session_bytes)
+        data_json, _ = encode_user_dict(s.data, "data", self._limits.max_session_bytes, MAX_SESSION)
+        meta_json, _ = encode_user_dict(
+            s.metadata, "metadata", self._limits.max_session_bytes, MAX_SESSION
+        )
         seqs = [e.seq for e in record.events]
         first = s.last_seq - len(seqs) + 1  # events are gap-free and end at last_seq
         if len(seqs) != s.event_count or first < 1 or seqs != list(range(first, s.last_seq + 1)):
             raise InvalidArgumentError(f"record {s.id!r}: events do not match event_count/last_seq")
         for event in record.events:
-            encode_user_dict(event.data, f"events[{event.seq}].data", self._limits.max_event_bytes)
+            encode_user_dict(
+                event.data, f"events[{event.seq}].data", self._limits.max_event_bytes, MAX_EVENT
+            )
         for cp in record.checkpoints:
             if cp.session_id != s.id or checkpoint_digest(cp) != cp.digest:
                 raise IntegrityError(

@@ -32,6 +32,8 @@ __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_SESSION_BYTES",
     "FORMAT_VERSION",
+    "MAX_EVENT",
+    "MAX_SESSION",
     "canonical_json",
     "checkpoint_digest",
     "checkpoint_from_record",
@@ -52,6 +54,9 @@ __all__ = [
 FORMAT_VERSION: Final = 1
 DEFAULT_MAX_SESSION_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
+#: The store options that set those limits (named by :class:`QuotaExceededError`).
+MAX_SESSION: Final = "max_session_bytes"
+MAX_EVENT: Final = "max_event_bytes"
 
 # Datetimes and dataclasses are not JSON-native: send them to ``_reject`` instead of letting
 # orjson serialize them silently. Tuples, UUIDs and non-finite floats are caught by the
@@ -226,11 +231,14 @@ def _serialization_error(value: Any, what: str, cause: BaseException | None) -> 
     return SerializationError(message, what)
 
 
-def encode_user_dict(value: Any, what: str, limit: int) -> tuple[bytes, JSONDict]:
+def encode_user_dict(
+    value: Any, what: str, limit: int, option: str | None = None
+) -> tuple[bytes, JSONDict]:
     """Encode a user dict strictly; return its JSON bytes and a private decoded copy.
 
     Raises :class:`SerializationError` (naming the path) for non-JSON-native content or
-    too-deep nesting, and :class:`QuotaExceededError` above ``limit`` bytes.
+    too-deep nesting, and :class:`QuotaExceededError` above ``limit`` bytes (naming
+    ``option``, the store option that sets ``limit``).
     """
     if not isinstance(value, dict):
         if isinstance(value, Mapping):
@@ -246,7 +254,9 @@ def encode_user_dict(value: Any, what: str, limit: int) -> tuple[bytes, JSONDict
     if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
         raise _serialization_error(value, what, None)
     if len(raw) > limit:
-        raise QuotaExceededError(f"{what} is {len(raw)} bytes encoded, over the limit of {limit}")
+        raise QuotaExceededError(
+            f"{what} is {len(raw)} bytes encoded, over the limit of {limit}", option=option
+        )
     copy = orjson.loads(raw)
     if copy != value:
         raise _serialization_error(value, what, None)

@@ -25,6 +25,7 @@ __all__ = [
     "SessionExistsError",
     "SessionNotFoundError",
     "SessionStoreError",
+    "StoreNotFoundError",
     "StoreUnavailableError",
     "TransactionError",
     "UnsupportedFormatError",
@@ -112,7 +113,18 @@ class SerializationError(SessionStoreError, ValueError):
 
 
 class QuotaExceededError(SessionStoreError):
-    """A payload or a count is over a configured limit (nothing was written)."""
+    """A payload or a count is over a configured limit (nothing was written).
+
+    ``option`` names the option that raises the limit (``max_session_bytes``,
+    ``max_event_bytes`` -- store options, in the URL or as keywords -- or the manager's
+    ``max_sessions``); the message ends with it, so the reader knows what to change.
+    """
+
+    def __init__(self, message: str, *, option: str | None = None, where: str = "store") -> None:
+        if option:
+            message = f"{message} (raise it with the {where} option {option!r})"
+        super().__init__(message)
+        self.option = option
 
 
 class IntegrityError(SessionStoreError):
@@ -169,6 +181,17 @@ class DriverNotFoundError(ConfigurationError):
         self.scheme = scheme
         self.installed = sorted(installed)
         self.extra = extra
+        self.reason = reason
+
+
+class StoreNotFoundError(ConfigurationError):
+    """No store exists where an *existing* store was asked for, and nothing was created.
+
+    Raised when a store is opened "existing only" (the ``file://`` driver's
+    ``create=false``) and its location is missing or holds something that is not a store
+    of that driver (an ordinary folder). The read-only ``sessionstore`` commands open stores
+    this way (exit code 8).
+    """
 
 
 class BlockingCallError(SessionStoreError, RuntimeError):

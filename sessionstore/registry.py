@@ -4,6 +4,8 @@ Drivers are found through pluggy plugins in the ``sessionstore`` entry-point gro
 built-in drivers are registered exactly that way), or registered at run time with
 :func:`register_driver`. Picking a driver imports only that driver. A plugin that fails to
 import is logged and reported by :func:`broken_plugins`; it never breaks the others.
+:func:`check_driver` imports one driver on purpose, to tell whether its dependencies are
+installed (``sessionstore drivers`` shows that for each driver).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DriverInfo",
     "broken_plugins",
+    "check_driver",
     "get_driver",
     "installed_drivers",
     "notify",
@@ -44,12 +47,18 @@ _SCHEME_CHARS: Final = set("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 
 @dataclass(frozen=True)
 class DriverInfo:
-    """One registered driver: its URL scheme, where it lives, and who registered it."""
+    """One registered driver: its URL scheme, where it lives, and who registered it.
+
+    ``package`` and ``version`` name the installed distribution whose entry point
+    registered the driver (``None`` for a driver registered at run time).
+    """
 
     scheme: str
     target: str
     plugin: str
     extra: str | None = None
+    package: str | None = None
+    version: str | None = None
 
 
 class _Registry:
@@ -61,7 +70,9 @@ class _Registry:
         self.broken: dict[str, str] = {}
         self.loaded = False
 
-    def _registrar(self, plugin: str) -> Callable[..., None]:
+    def _registrar(
+        self, plugin: str, package: str | None = None, version: str | None = None
+    ) -> Callable[..., None]:
         def register(scheme: str, target: str, *, extra: str | None = None) -> None:
             scheme = _check_scheme(scheme)
             if scheme in self.drivers and self.drivers[scheme].target != target:
@@ -71,7 +82,7 @@ class _Registry:
                     plugin,
                     self.drivers[scheme],
                 )
-            self.drivers[scheme] = DriverInfo(scheme, target, plugin, extra)
+            self.drivers[scheme] = DriverInfo(scheme, target, plugin, extra, package, version)
 
         return register
 
@@ -91,14 +102,20 @@ class _Registry:
                     "sessionstore plugin %r failed to load: %s", ep.name, self.broken[ep.name]
                 )
                 continue
-            self._call_register(ep.name, plugin)
+            dist = ep.dist
+            if dist is None:
+                self._call_register(ep.name, plugin)
+            else:
+                self._call_register(ep.name, plugin, dist.metadata["Name"], dist.version)
 
-    def _call_register(self, name: str, plugin: Any) -> None:
+    def _call_register(
+        self, name: str, plugin: Any, package: str | None = None, version: str | None = None
+    ) -> None:
         for impl in self.pm.hook.sessionstore_register_drivers.get_hookimpls():
             if impl.plugin is not plugin:
                 continue
             try:
-                impl.function(register=self._registrar(name))
+                impl.function(register=self._registrar(name, package, version))
             except Exception as exc:
                 self.broken[name] = f"{type(exc).__name__}: {exc}"
                 log.warning("sessionstore plugin %r failed to register drivers: %s", name, exc)
@@ -153,6 +170,24 @@ def broken_plugins() -> dict[str, str]:
     """Plugins that failed to load: name -> reason."""
     _registry.load()
     return dict(_registry.broken)
+
+
+def check_driver(scheme: str) -> str | None:
+    """Why the driver for ``scheme`` cannot be used, or ``None`` when it loads.
+
+    Imports the driver (and so its dependencies, e.g. redis-py for ``redis://``): a
+    driver whose extra is not installed answers ``"ModuleNotFoundError: No module named
+    'redis'; install it with: pip install 'sessionstore[redis]'"``. A scheme no driver
+    is registered for answers with the :class:`DriverNotFoundError` message.
+    """
+    try:
+        get_driver(scheme)
+    except DriverNotFoundError as exc:
+        reason = exc.reason or str(exc)
+        if exc.extra:
+            reason += f"; install it with: pip install 'sessionstore[{exc.extra}]'"
+        return reason
+    return None
 
 
 def get_driver(scheme: str) -> type[BaseSessionStore]:

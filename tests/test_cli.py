@@ -3,6 +3,7 @@ layer in-process with click's CliRunner."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ from sessionstore import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
+from sessionstore.backup import create_backup
 from sessionstore.cli import _drivers
 from sessionstore.cli._app import COMMANDS, cli
 from sessionstore.cli._errors import CliError, ExitCode, GuardedGroup, error_line, exit_code_for
@@ -116,8 +118,61 @@ def test_drivers_json() -> None:
         "target": "sessionstore_memory:MemoryStore",
         "plugin": "memory",
         "extra": None,
+        "package": "sessionstore",
+        "version": sessionstore.__version__,
+        "available": True,
+        "problem": None,
     }
+    assert by_scheme["redis"]["available"] is True  # redis-py is installed here
     assert doc["broken"] == {}
+
+
+_BLOCK_IMPORT = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Block(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == {blocked!r} or name.startswith({blocked!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+for name in [m for m in sys.modules if m == {blocked!r} or m.startswith({blocked!r} + ".")]:
+    del sys.modules[name]
+sys.meta_path.insert(0, Block())
+sys.argv = ["sessionstore", *{args!r}]
+from sessionstore.cli import main
+main()
+"""
+
+
+def run_without(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``sessionstore ARGS`` in an interpreter where ``module`` cannot be imported."""
+    code = _BLOCK_IMPORT.format(blocked=module, args=list(args))
+    env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1"}
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def test_drivers_shows_a_driver_whose_dependency_is_missing_as_unavailable() -> None:
+    out = run_without("redis", "drivers", "--json")
+    assert out.returncode == 0, out.stderr
+    by_scheme = {d["scheme"]: d for d in json.loads(out.stdout)["drivers"]}
+    for scheme in ("redis", "rediss", "redis+cluster", "redis+sentinel", "unix"):
+        row = by_scheme[scheme]
+        assert row["available"] is False, row
+        assert "No module named 'redis'" in row["problem"]
+        assert "pip install 'sessionstore[redis]'" in row["problem"]
+    assert by_scheme["memory"]["available"] is True and by_scheme["memory"]["problem"] is None
+    table = run_without("redis", "drivers")
+    assert table.returncode == 0, table.stderr
+    redis_row = next(line for line in table.stdout.splitlines() if "│ redis " in line)
+    assert "unavailable: ModuleNotFoundError: No module named 'redis'" in redis_row
+    assert f"sessionstore {sessionstore.__version__}" in redis_row
+    memory_row = next(line for line in table.stdout.splitlines() if "│ memory " in line)
+    assert "│ ok" in memory_row
 
 
 def test_global_json_option_means_the_same() -> None:
@@ -187,6 +242,66 @@ def test_missing_cli_extra_prints_install_hint() -> None:
     assert len(lines) == 1, out.stderr
     assert "pip install 'sessionstore[cli]'" in lines[0]
     assert lines[0].startswith("error: ")
+
+
+@pytest.mark.parametrize("missing", ["click", "rich"])
+def test_version_works_without_the_cli_extra(missing: str) -> None:
+    out = run_without(missing, "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"sessionstore {sessionstore.__version__}\n"
+    assert out.stderr.splitlines() == [
+        f"note: the other commands need {missing!r}, which is not installed; install the "
+        "cli extra: pip install 'sessionstore[cli]'"
+    ]
+    other = run_without(missing, "drivers")
+    assert other.returncode == 1 and other.stderr.startswith("error: ")
+
+
+def test_python_dash_m_sessionstore_is_the_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sessionstore", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"sessionstore {sessionstore.__version__}\n"
+    helped = subprocess.run(
+        [sys.executable, "-m", "sessionstore", "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert helped.returncode == 0 and "Usage: sessionstore" in helped.stdout
+
+
+@pytest.mark.parametrize(
+    ("shell", "expected"),
+    [
+        ("bash", "complete -o nosort -F _sessionstore_completion sessionstore"),
+        ("zsh", "#compdef sessionstore"),
+        ("fish", "complete --no-files --command sessionstore"),
+    ],
+)
+def test_shell_completion_scripts(shell: str, expected: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sessionstore"], capture_output=True, text=True, timeout=60,
+        check=False, env={**os.environ, "_SESSIONSTORE_COMPLETE": f"{shell}_source"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert expected in out.stdout
+    assert "_SESSIONSTORE_COMPLETE=" in out.stdout  # the script calls back into the command
+
+
+def test_completion_completes_commands_and_options() -> None:
+    def complete(words: str, cword: int) -> list[str]:
+        env = {**os.environ, "_SESSIONSTORE_COMPLETE": "bash_complete", "COMP_WORDS": words,
+               "COMP_CWORD": str(cword)}  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "sessionstore"], capture_output=True, text=True,
+            timeout=60, check=False, env=env,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert complete("sessionstore dr", 1) == ["plain,drivers"]
+    assert "plain,--status" in complete("sessionstore ls --st", 2)
 
 
 def test_cli_package_import_does_not_need_click() -> None:
@@ -295,6 +410,7 @@ def test_click_usage_errors_pass_through() -> None:
         (InvalidSessionIdError("../x"), ExitCode.USAGE),
         (DriverNotFoundError("nope", ["memory"]), ExitCode.CONFIG),
         (sessionstore.ConfigurationError("unknown option 'x'"), ExitCode.CONFIG),
+        (sessionstore.StoreNotFoundError("no store at /x"), ExitCode.NO_STORE),
         (StoreUnavailableError("down"), ExitCode.UNAVAILABLE),
         (OutcomeUnknownError("maybe"), ExitCode.UNAVAILABLE),
         (SessionNotFoundError("s1"), ExitCode.NOT_FOUND),
@@ -336,3 +452,58 @@ def test_driver_not_found_end_to_end_through_the_real_group() -> None:
     assert result.exit_code == 3
     assert result.stderr.startswith("error: no driver for scheme 'nosuchscheme'")
     assert len(result.stderr.splitlines()) == 1
+
+
+# --- store commands never create a store ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ls"],
+        ["show", "s1"],
+        ["stats"],
+        ["doctor", "--dry-run"],
+        ["doctor"],
+        ["rm", "s1"],
+        ["purge-expired"],
+        ["backup", "OUT"],
+        ["migrate", "DST"],
+    ],
+)
+def test_commands_on_no_store_exit_8_and_write_nothing(tmp_path: Path, command: list[str]) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    replace = {"OUT": str(tmp_path / "b.jsonl"), "DST": f"file://{tmp_path / 'dst'}"}
+    args = [replace.get(a, a) for a in command]
+    for url, gone in ((f"file://{folder}", "not a sessionstore file store"),
+                      (f"file://{tmp_path / 'absent'}", "does not exist")):  # fmt: skip
+        out = run_cli(args[0], url, *args[1:])
+        assert out.returncode == 8 == int(ExitCode.NO_STORE), (out.stdout, out.stderr)
+        assert out.stderr.startswith("error: ") and gone in out.stderr
+        assert len(out.stderr.splitlines()) == 1
+        assert out.stdout == ""
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert not (tmp_path / "absent").exists()
+    assert not (tmp_path / "b.jsonl").exists()
+    assert not (tmp_path / "dst").exists()
+
+
+def test_commands_on_an_existing_file_store_still_work(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    restored = run_cli("restore", url, str(_tiny_backup(tmp_path)), "--json")  # creates it
+    assert restored.returncode == 0, restored.stderr
+    listed = run_cli("ls", url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["id"] for s in json.loads(listed.stdout)["items"]] == ["s1"]
+
+
+def _tiny_backup(tmp_path: Path) -> Path:
+    async def build() -> Path:
+        async with sessionstore.open_store("memory://") as store:
+            await store.create_session(id="s1")
+            info = await create_backup(store, tmp_path / "tiny.jsonl")
+        return Path(info.path)
+
+    return asyncio.run(build())

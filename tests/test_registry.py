@@ -109,10 +109,29 @@ def test_installed_drivers_include_memory_from_its_entry_point() -> None:
     memory = drivers["memory"]
     assert memory.target == "sessionstore_memory:MemoryStore"
     assert memory.plugin == "memory"  # the entry point's name, not a runtime registration
+    assert (memory.package, memory.version) == ("sessionstore", sessionstore.__version__)
     assert get_driver("memory") is MemoryStore
     eps = {ep.name: ep.value for ep in real_entry_points(group="sessionstore")}
     assert eps.get("memory") == "sessionstore_memory.plugin"
     assert [d.scheme for d in installed_drivers()] == sorted(drivers)
+
+
+def test_check_driver_says_why_a_driver_cannot_load(
+    fresh_registry: sessionstore.registry._Registry,
+) -> None:
+    assert sessionstore.check_driver("memory") is None
+    register_driver("ghost", "no_such_module_for_sessionstore_tests:Store", extra="ghost")
+    problem = sessionstore.check_driver("ghost")
+    assert problem is not None
+    assert problem.startswith("ModuleNotFoundError: No module named 'no_such_module_for")
+    assert problem.endswith("; install it with: pip install 'sessionstore[ghost]'")
+    register_driver("notastore", "sessionstore.codec:new_id")
+    assert "is not a store class" in (sessionstore.check_driver("notastore") or "")
+    info = {d.scheme: d for d in installed_drivers()}["ghost"]
+    assert (info.package, info.version) == (None, None)  # registered at run time
+    assert "no driver for scheme 'nosuchscheme'" in (
+        sessionstore.check_driver("nosuchscheme") or ""
+    )
 
 
 @pytest.mark.asyncio

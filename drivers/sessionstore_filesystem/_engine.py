@@ -39,6 +39,7 @@ from sessionstore import (
     Session,
     SessionConflictError,
     SessionFilter,
+    StoreNotFoundError,
     StoreUnavailableError,
     UnsupportedFormatError,
 )
@@ -57,6 +58,7 @@ from ._fs import (
     FILE_MODE,
     atomic_write,
     ensure_dir,
+    open_dir_or_none,
     read_file,
     temp_name,
     write_all,
@@ -118,7 +120,12 @@ class Engine(RecoveryMixin):
     # ------------------------------------------------------------------ open / close
 
     def open(self) -> None:
-        """Create or open the store directory and namespace; recover; ready the index."""
+        """Create or open the store directory and namespace; recover; ready the index.
+
+        With ``create=False`` only an existing store opens: a missing root, a directory
+        without the store marker (an ordinary folder) or a missing namespace directory is
+        a :class:`StoreNotFoundError`, and nothing is created.
+        """
         if self.create_root:
             try:
                 os.makedirs(self.root, mode=0o700, exist_ok=True)
@@ -133,13 +140,24 @@ class Engine(RecoveryMixin):
         except NotADirectoryError:
             raise ConfigurationError(f"file store root {self.root!r} is not a directory") from None
         except FileNotFoundError:
-            raise ConfigurationError(f"file store root {self.root!r} does not exist") from None
+            raise StoreNotFoundError(f"file store root {self.root!r} does not exist") from None
         try:
             self._check_marker()
-            ns_fd = ensure_dir(
-                namespace_dir(self.namespace), self._root_fd, durable=self.durable,
-                record=f"namespace {self.namespace!r}",
-            )  # fmt: skip
+            if self.create_root:
+                ns_fd = ensure_dir(
+                    namespace_dir(self.namespace), self._root_fd, durable=self.durable,
+                    record=f"namespace {self.namespace!r}",
+                )  # fmt: skip
+            else:
+                found = open_dir_or_none(
+                    namespace_dir(self.namespace), self._root_fd, f"namespace {self.namespace!r}"
+                )
+                if found is None:
+                    raise StoreNotFoundError(
+                        f"file store {self.root!r} has no namespace {self.namespace!r} "
+                        "(nothing was ever written to it)"
+                    )
+                ns_fd = found
             self.layout = Layout(ns_fd, durable=self.durable)
             self.tokens = Tokens(self.layout.fds["locks"])
             index_path = os.path.join(self.root, namespace_dir(self.namespace), "index.sqlite3")
@@ -156,6 +174,11 @@ class Engine(RecoveryMixin):
 
     def _check_marker(self) -> None:
         raw = read_file(MARKER, self._root_fd, MARKER)
+        if raw is None and not self.create_root:
+            raise StoreNotFoundError(
+                f"{self.root!r} is not a sessionstore file store (it has no {MARKER}); "
+                "nothing was written to it"
+            )
         if raw is None:
             rec = {"v": FORMAT_VERSION, "format": "sessionstore-file", "layout": STORE_FORMAT}
             atomic_write(self._root_fd, MARKER, dumps_record(rec) + b"\n", durable=self.durable)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -26,6 +27,7 @@ from sessionstore import (
     ConfigurationError,
     Event,
     IntegrityError,
+    InvalidArgumentError,
     Mutation,
     Page,
     QueryOptions,
@@ -39,6 +41,7 @@ from sessionstore.query import normalize_search_text
 
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
+from ._layout import namespace_dir
 from ._threads import HotThreads
 
 __all__ = ["FileOptions", "FileStore"]
@@ -51,7 +54,10 @@ class FileOptions(StoreOptions):
     """Options of ``file://`` (besides the common ones).
 
     * ``root`` - the store directory (from the URL: ``file:///abs/path`` or
-      ``file://./relative``); created (0700) if missing unless ``create=False``.
+      ``file://./relative``); created (0700) if missing.
+    * ``create`` - ``False``: open an existing store only, creating nothing; a missing root,
+      a directory that is not a store (no ``_sessionstore.json``) or a namespace never
+      written to is a :class:`~sessionstore.StoreNotFoundError`.
     * ``durability`` - ``"fsync"`` (default): every acknowledged write has been fsynced
       (file and directory), so it survives a power loss. ``"none"``: no fsync; writes are
       still atomic and survive a crash of the *process*, but a power loss or kernel crash
@@ -273,3 +279,35 @@ class FileStore(BaseSessionStore):
         """
         self._check_open()
         return await self._run(run_doctor, self._engine, dry_run)
+
+    async def drop_namespace(self) -> None:
+        """Shut the store down and remove its namespace directory, which must be empty.
+
+        For tools and test suites that made a namespace of their own (the conformance
+        suite drops each test's namespace, so a run leaves nothing behind). Only a
+        namespace without sessions is removed; one that still holds a session (expired
+        included) or an unfinished transaction raises :class:`InvalidArgumentError` and
+        nothing is removed. No other store object or process may use the namespace
+        meanwhile. Works on a store that was already shut down.
+        """
+        await self.shutdown()
+        await asyncio.to_thread(_remove_empty_namespace, self.root, self.namespace)
+
+
+def _remove_empty_namespace(root: str, namespace: str) -> None:
+    path = os.path.join(root, namespace_dir(namespace))
+    if not os.path.isdir(path):
+        return
+    leftovers: list[str] = []
+    sessions = os.path.join(path, "sessions")
+    if os.path.isdir(sessions):
+        for shard in os.scandir(sessions):
+            if shard.is_dir(follow_symlinks=False):
+                leftovers += (entry.name for entry in os.scandir(shard.path))
+    journal = os.path.join(path, "journal")
+    if leftovers or (os.path.isdir(journal) and os.listdir(journal)):
+        shown = ", ".join(sorted(leftovers)[:5]) or "an unfinished transaction"
+        raise InvalidArgumentError(
+            f"namespace {namespace!r} of {root!r} is not empty ({shown}); nothing was removed"
+        )
+    shutil.rmtree(path)

@@ -19,7 +19,7 @@ from sessionstore import (
     UnsupportedFormatError,
 )
 from sessionstore.clock import to_ms
-from sessionstore.codec import checkpoint_to_record, dumps_record
+from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
 from ._doc import encode_event, json_pairs
@@ -256,7 +256,8 @@ def raise_failure(reply: Sequence[Any]) -> None:
         raise Unclaimed(sid)
     if code == "QUOTA":
         raise QuotaExceededError(
-            f"session {sid!r} would be {a} bytes encoded, over the limit of {b}"
+            f"session {sid!r} would be {a} bytes encoded, over the limit of {b}",
+            option=MAX_SESSION,
         )
     if code == "FORMAT":
         raise UnsupportedFormatError(

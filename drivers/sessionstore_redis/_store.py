@@ -33,7 +33,7 @@ from sessionstore import (
     UpdateOp,
 )
 from sessionstore.clock import from_ms, to_ms
-from sessionstore.codec import checkpoint_from_record, decode_json
+from sessionstore.codec import MAX_SESSION, checkpoint_from_record, decode_json
 from sessionstore.model import TTL
 from sessionstore.planning import check_expected_version, encode_events, new_session, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
@@ -408,7 +408,8 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         if size > self._limits.max_session_bytes:
             raise QuotaExceededError(
                 f"session {p.session_id!r} would be {size} bytes encoded, over the limit of "
-                f"{self._limits.max_session_bytes}"
+                f"{self._limits.max_session_bytes}",
+                option=MAX_SESSION,
             )
         now = self.clock.now()
         now_ms = to_ms(now)

@@ -26,12 +26,12 @@ def read_info(path: Path) -> BackupInfo:
     trailer (truncated, or being written) gives ``complete=False``.
     """
     head, compression = read_head_line(path)
-    header = decode_header(head, f"{path.name}, line 1")
+    header = decode_header(head, f"{path}, line 1")
     trailer: Trailer | None = None
     tail = read_tail_line(path, compression)
     if tail is not None:
         try:
-            parsed = decode_line(tail, f"{path.name}, trailer")
+            parsed = decode_line(tail, f"{path}, trailer")
         except IntegrityError:
             parsed = None
         if isinstance(parsed, Trailer):

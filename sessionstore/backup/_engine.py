@@ -27,6 +27,7 @@ import orjson
 from .._batch import Mutation
 from .._bulk import _CAS_ATTEMPTS, merge_decision
 from ..base import BaseSessionStore
+from ..codec import MAX_EVENT, MAX_SESSION
 from ..errors import (
     InvalidArgumentError,
     QuotaExceededError,
@@ -184,7 +185,8 @@ class WriteEngine:
         if self.check_sizes and size > self.store._limits.max_session_bytes:
             raise QuotaExceededError(
                 f"session {s.id!r} is {size} bytes encoded, over the destination's limit of "
-                f"{self.store._limits.max_session_bytes}"
+                f"{self.store._limits.max_session_bytes}",
+                option=MAX_SESSION,
             )
         if (
             len(self._batch) >= self.batch_size
@@ -205,7 +207,8 @@ class WriteEngine:
             if size > limit:
                 raise QuotaExceededError(
                     f"event {event.seq} of session {item.session_id!r} is {size} bytes "
-                    f"encoded, over the destination's limit of {limit}"
+                    f"encoded, over the destination's limit of {limit}",
+                    option=MAX_EVENT,
                 )
             total += size + 64
         if self.sizer is not None:

@@ -170,6 +170,6 @@ async def migrate(
             strategy=strategy,
             resumed_after=resumed_after,
             last_id=state.last_id,
-            state_file=None if state_path is None else str(state_path),
+            state_file=None,  # the completed run removed it: nothing left to name
             counts=counts,
         )

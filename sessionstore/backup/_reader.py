@@ -36,7 +36,7 @@ from typing import TypeVar
 import orjson
 
 from .._batch import Limits
-from ..codec import checkpoint_digest
+from ..codec import MAX_EVENT, MAX_SESSION, checkpoint_digest
 from ..errors import (
     IntegrityError,
     InvalidArgumentError,
@@ -218,7 +218,7 @@ class BackupScan:
 
     def __init__(self, path: Path, *, limits: Limits | None = None, trusted: bool = False) -> None:
         self.path = path
-        self.name = path.name
+        self.name = str(path)  # as given: the error names the file the user named
         self.limits = limits
         self.trusted = trusted
         self.header: Header | None = None
@@ -319,7 +319,8 @@ class BackupScan:
                 if limit is not None and (size := len(orjson.dumps(event.data))) > limit:
                     raise QuotaExceededError(
                         f"{self._where()}: event {event.seq} of {sid!r} is {size} bytes "
-                        f"encoded, over the destination's max_event_bytes ({limit})"
+                        f"encoded, over the destination's max_event_bytes ({limit})",
+                        option=MAX_EVENT,
                     )
             self._seen_events += len(item.events)
             if self._seen_events > current.session.event_count:
@@ -352,7 +353,8 @@ class BackupScan:
             if size > self.limits.max_session_bytes:
                 raise QuotaExceededError(
                     f"{self._where()}: session {s.id!r} is {size} bytes encoded, over the "
-                    f"destination's max_session_bytes ({self.limits.max_session_bytes})"
+                    f"destination's max_session_bytes ({self.limits.max_session_bytes})",
+                    option=MAX_SESSION,
                 )
         self._last_id = s.id
         self._current = item

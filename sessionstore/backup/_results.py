@@ -186,7 +186,8 @@ class MigrateResult(_CountsView):
 
     ``resumed_after`` is the last session id a previous, interrupted run had completed
     (``None``: this run started from the beginning); ``last_id`` the last id completed
-    now; ``state_file`` where progress was recorded (removed once the run completes).
+    now; ``state_file`` a progress file left on disk (``None``: a run that completes
+    removes its file, so none is left to name).
     """
 
     source: str | None

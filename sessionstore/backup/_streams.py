@@ -108,10 +108,12 @@ class Sink:
         """Append content bytes (already encoded lines)."""
         self._body.write(data)
 
-    def commit(self, trailer: bytes) -> int:
+    def commit(self, trailer: bytes, *, overwrite: bool = True) -> int:
         """End the body, append the trailer (its own member/frame), fsync, rename.
 
-        Returns the size of the finished file in bytes.
+        Returns the size of the finished file in bytes. With ``overwrite=False`` the file
+        is linked into place, never replacing one that appeared meanwhile
+        (:class:`FileExistsError`; the temporary file stays for :meth:`abort`).
         """
         if self.compression == "gzip":
             self._body.close()
@@ -130,7 +132,11 @@ class Sink:
         os.fsync(self._raw.fileno())
         size = os.fstat(self._raw.fileno()).st_size
         self._raw.close()
-        os.replace(self._tmp, self.path)
+        if overwrite:
+            os.replace(self._tmp, self.path)
+        else:
+            os.link(self._tmp, self.path)  # atomic, and fails if the name is taken
+            self._tmp.unlink()
         _fsync_dir(self.path.parent)
         return size
 

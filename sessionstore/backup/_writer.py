@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import Callable
@@ -84,6 +85,7 @@ async def create_backup(
     include_expired: bool = False,
     compression: str | None = None,
     progress: ProgressCallback | None = None,
+    overwrite: bool = True,
 ) -> BackupInfo:
     """Write the store's sessions (with events and checkpoints) into one backup file.
 
@@ -97,11 +99,16 @@ async def create_backup(
     a temporary file, fsynced, renamed). Each session is copied consistently with its own
     head; the backup as a whole is not one point in time (sessions written while it runs
     may or may not be in it). Fires the ``sessionstore_backup_created`` hook.
+
+    ``overwrite=False`` refuses an existing file of that name with :class:`FileExistsError`
+    (before anything is read, and again atomically when the file is put into place).
     """
     store = check_store(store)
     store._check_open()
     flt = with_include_expired(filter, include_expired)
     path, comp = _target(store, destination, compression)
+    if not overwrite and await asyncio.to_thread(os.path.lexists, path):
+        raise _exists(path)
     header = Header(
         format_version=BACKUP_FORMAT_VERSION,
         created_at=truncate_ms(store.clock.now()),
@@ -116,7 +123,12 @@ async def create_backup(
     sink = await asyncio.to_thread(Sink, path, comp)
     try:
         trailer = await _write_body(store, flt, sink, header, total, progress)
-        size = await asyncio.to_thread(sink.commit, encode_trailer(trailer))
+        try:
+            size = await asyncio.to_thread(
+                sink.commit, encode_trailer(trailer), overwrite=overwrite
+            )
+        except FileExistsError:
+            raise _exists(path) from None
     except BaseException:
         await asyncio.to_thread(sink.abort)
         raise
@@ -124,6 +136,12 @@ async def create_backup(
     if registry.has_observers("sessionstore_backup_created"):
         registry.notify("sessionstore_backup_created", info=info)
     return info
+
+
+def _exists(path: Path) -> FileExistsError:
+    return FileExistsError(
+        errno.EEXIST, "backup file already exists (overwrite=True replaces it)", str(path)
+    )
 
 
 async def _write_body(

@@ -1,8 +1,10 @@
 """The ``sessionstore`` command (needs the ``cli`` extra: click and rich).
 
 This module imports neither click nor rich at import time: :func:`main` checks for them
-first, so that a missing ``cli`` extra ends in one clear line instead of a traceback.
-See ``docs/cli.md`` for the commands, options and exit codes.
+first, so that a missing ``cli`` extra ends in one clear line instead of a traceback --
+except for ``sessionstore --version``, which needs neither and answers anyway (with a
+second line saying what to install for the rest). See ``docs/cli.md`` for the commands,
+options and exit codes.
 """
 
 from __future__ import annotations
@@ -41,10 +43,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     Exits the process with the code documented in ``docs/cli.md``.
     """
+    args = list(argv) if argv is not None else sys.argv[1:]
     for name in _CLI_REQUIREMENTS:
         try:
             importlib.import_module(name)
         except ImportError:
+            if args == ["--version"]:
+                from sessionstore import __version__
+
+                print(f"sessionstore {__version__}")
+                print(
+                    f"note: the other commands need {name!r}, which is not installed; "
+                    f"install the cli extra: {INSTALL_HINT}",
+                    file=sys.stderr,
+                )
+                raise SystemExit(0) from None
             print(
                 f"error: the sessionstore command needs {name!r}, which is not installed; "
                 f"install the cli extra: {INSTALL_HINT}",
@@ -54,4 +67,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     _configure_logging()
     from ._app import cli
 
-    cli.main(args=list(argv) if argv is not None else None, prog_name="sessionstore")
+    cli.main(args=args, prog_name="sessionstore")

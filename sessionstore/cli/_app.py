@@ -85,7 +85,7 @@ def cli(ctx: click.Context, debug: bool, json_output: bool) -> None:
 
     Errors are reported as one 'error: ...' line on stderr, with an exit code
     from the table in docs/cli.md (0 ok, 1 error, 2 usage, 3 configuration or
-    driver not found, 4 store unavailable, ...).
+    driver not found, 4 store unavailable, ..., 8 no store at the URL).
     """
     ctx.obj = CliState(debug=debug, json=json_output)
     if debug:

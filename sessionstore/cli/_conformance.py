@@ -1,7 +1,13 @@
-"""``sessionstore conformance URL``: the whole conformance suite against a live store."""
+"""``sessionstore conformance URL``: the whole conformance suite against a live store.
+
+pytest runs in a subprocess; its own output (progress dots, summary line, warnings) is
+kept back unless ``--verbose``: the command prints its per-mixin table and the failures,
+read from pytest's JUnit XML report.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -63,15 +69,28 @@ def summarize(report: Path) -> dict[str, Any]:
 @click.option("-k", "keyword", default=None, help="Only tests matching this pytest -k expression.")
 @click.option("--long", "long_run", is_flag=True, help="Also run the long state-machine budget.")
 @click.option("-x", "--exitfirst", is_flag=True, help="Stop at the first failure.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also show pytest's own output: progress, summary line, warnings (on stderr with --json).",
+)
 @json_option
 def conformance(
-    url: str | None, keyword: str | None, long_run: bool, exitfirst: bool, json_output: bool
+    url: str | None,
+    keyword: str | None,
+    long_run: bool,
+    exitfirst: bool,
+    verbose: bool,
+    json_output: bool,
 ) -> None:
     """Run the conformance suite against the store at URL (default: $SESSIONSTORE_URL).
 
-    Every test runs in a fresh namespace that is emptied afterwards, so the store may hold
-    real data in other namespaces. Prints a summary per mixin; exits 1 if any test fails.
-    Needs the testing extra: pip install 'sessionstore[testing]'.
+    Every test runs in a fresh namespace that is emptied and removed afterwards, so the
+    store may hold real data in other namespaces and is left as it was. Prints a summary
+    per mixin and the failures; exits 1 if any test fails. -k takes a pytest -k
+    expression over test names and the mixin names of the summary (-k CrudTests, -k
+    crud). Needs the testing extra: pip install 'sessionstore[testing]'.
     """
     if not url:
         raise click.UsageError("give a store URL or set SESSIONSTORE_URL")
@@ -86,7 +105,12 @@ def conformance(
         ) from None
     with tempfile.TemporaryDirectory(prefix="sessionstore-conformance-") as tmp:
         report = Path(tmp) / "report.xml"
-        (Path(tmp) / "pytest.ini").write_text("[pytest]\n")
+        ini = "[pytest]\n"
+        if importlib.util.find_spec("pytest_asyncio") is not None:
+            # the suite runs its own event loops; this only silences pytest-asyncio's
+            # deprecation warning about the unset option
+            ini += "asyncio_default_fixture_loop_scope = function\n"
+        (Path(tmp) / "pytest.ini").write_text(ini)
         cmd = [
             sys.executable, "-m", "pytest", "--pyargs", "sessionstore.testing.live",
             "-p", "sessionstore.testing.plugin", "--sessionstore-url", url,
@@ -100,18 +124,23 @@ def conformance(
             cmd.append("-x")
         env = dict(os.environ)
         env.pop("SESSIONSTORE_CONFORMANCE_URL", None)
+        live = verbose and not json_output  # pytest writes straight to our stdout
         result = subprocess.run(
             cmd,
             cwd=tmp,
             env=env,
-            stdout=subprocess.PIPE if json_output else None,
-            stderr=subprocess.STDOUT if json_output else None,
+            stdout=None if live else subprocess.PIPE,
+            stderr=None if live else subprocess.STDOUT,
             text=True,
             check=False,
         )
+        if verbose and not live:
+            click.echo(result.stdout, err=True, nl=False)  # --json keeps stdout for JSON
         if result.returncode == 5:
             raise CliError(f"no conformance test matched -k {keyword!r}", ExitCode.USAGE)
         if not report.exists():
+            if not verbose and result.stdout:
+                click.echo(result.stdout, err=True, nl=False)  # why pytest did not run
             raise CliError(f"pytest did not run (exit code {result.returncode})")
         summary = summarize(report)
     summary["url"] = redact_url(url)

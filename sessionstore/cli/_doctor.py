@@ -15,8 +15,9 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sessionstore import open_store, redact_url
+from sessionstore import redact_url
 
+from ._common import open_existing
 from ._errors import CliError, ExitCode
 from ._output import console, echo_json, json_option
 
@@ -24,7 +25,7 @@ __all__ = ["doctor"]
 
 
 async def _run_doctor(url: str, dry_run: bool) -> dict[str, Any]:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         run = getattr(store, "doctor", None)
         if not callable(run):
             scheme = url.split("://", 1)[0]

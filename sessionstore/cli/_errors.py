@@ -26,6 +26,7 @@ from sessionstore import (
     SessionExistsError,
     SessionNotFoundError,
     SessionStoreError,
+    StoreNotFoundError,
     StoreUnavailableError,
 )
 
@@ -50,6 +51,8 @@ class ExitCode(enum.IntEnum):
     """Version conflict, or the session already exists."""
     INTEGRITY = 7
     """Corrupt or unreadable stored data."""
+    NO_STORE = 8
+    """No store at the URL (a missing or foreign location); nothing was created."""
     INTERRUPTED = 130
     """Interrupted with Ctrl-C (128 + SIGINT, as shells report it)."""
 
@@ -57,6 +60,7 @@ class ExitCode(enum.IntEnum):
 # Most specific first: the first matching class wins.
 _EXIT_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (InvalidArgumentError, ExitCode.USAGE),
+    (StoreNotFoundError, ExitCode.NO_STORE),
     (ConfigurationError, ExitCode.CONFIG),  # includes DriverNotFoundError
     (StoreUnavailableError, ExitCode.UNAVAILABLE),  # includes OutcomeUnknownError
     (SessionNotFoundError, ExitCode.NOT_FOUND),

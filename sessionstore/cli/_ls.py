@@ -6,9 +6,17 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sessionstore import Page, QueryOptions, SessionFilter, open_store
+from sessionstore import Page, QueryOptions, SessionFilter
 
-from ._common import build_filter, filter_options, require_url, run, session_json, url_argument
+from ._common import (
+    build_filter,
+    filter_options,
+    open_existing,
+    require_url,
+    run,
+    session_json,
+    url_argument,
+)
 from ._output import console, echo_json, json_option
 
 __all__ = ["ls"]
@@ -22,7 +30,7 @@ async def _page(
     limit: int,
     cursor: str | None,
 ) -> Page:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         return await store.list_sessions(
             flt,
             QueryOptions(

@@ -14,6 +14,7 @@ from sessionstore import SessionFilter, redact_url
 from ._common import (
     build_filter,
     filter_options,
+    open_existing,
     progress_option,
     progress_reporter,
     run,
@@ -38,10 +39,12 @@ async def _migrate(
 ) -> dict[str, Any]:  # fmt: skip
     from sessionstore.backup import migrate as run_migrate
 
-    with progress_reporter(show, json_output) as progress:
-        result = await run_migrate(
-            src, dst, filter=flt, strategy=strategy, checkpoint_file=state, progress=progress
-        )
+    async with open_existing(src) as source:  # the source is never created
+        with progress_reporter(show, json_output) as progress:
+            result = await run_migrate(
+                source, dst, filter=flt, strategy=strategy, checkpoint_file=state,
+                progress=progress,
+            )  # fmt: skip
     return result.to_dict()
 
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
-from sessionstore import open_store
-
-from ._common import require_url, run, url_argument
+from ._common import open_existing, require_url, run, url_argument
 from ._output import console, echo_json, json_option
 
 __all__ = ["purge_expired"]
 
 
 async def _purge(url: str) -> int:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         return await store.cleanup_expired_sessions()
 
 

@@ -90,7 +90,8 @@ def restore(
     and nothing is written. Sessions come back exactly (ids, versions, timestamps, events,
     checkpoints). --strategy decides for sessions that exist: skip_existing, overwrite,
     update_newer (newer updated_at, then version, wins) or fail_on_conflict (exit 6,
-    nothing written). Filters restore only some of the backup's sessions, as for 'ls'
+    nothing written; --dry-run exits 6 too, after printing the counts). Filters restore
+    only some of the backup's sessions, as for 'ls'
     (then sessions past their expiry only with --include-expired); without one, every
     session in FILE is restored. --json prints the counts (filtered_out: the sessions
     left out) and the backup's info.
@@ -107,4 +108,10 @@ def restore(
     else:
         what = "Dry run: would restore" if dry_run else "Restored"
         print_counts(f"{what} from {result['source']} ({strategy})", result)
+    if dry_run and result["conflicts"]:  # the exit code the real run would end with
+        raise CliError(
+            f"{result['conflicts']} session(s) of the backup exist already; the real run "
+            "would restore nothing (fail_on_conflict)",
+            ExitCode.CONFLICT,
+        )
     fail_if_incomplete(result)

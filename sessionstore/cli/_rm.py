@@ -5,16 +5,16 @@ from __future__ import annotations
 import click
 from rich.text import Text
 
-from sessionstore import SessionNotFoundError, open_store
+from sessionstore import SessionNotFoundError
 
-from ._common import run, url_and_args
+from ._common import open_existing, run, url_and_args
 from ._output import console, echo_json, json_option
 
 __all__ = ["rm"]
 
 
 async def _delete(url: str, session_id: str, expected_version: int | None) -> None:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         if not await store.delete_session(session_id, expected_version=expected_version):
             raise SessionNotFoundError(session_id)
 

@@ -9,16 +9,16 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sessionstore import SessionNotFoundError, open_store
+from sessionstore import SessionNotFoundError
 
-from ._common import event_json, iso, run, session_json, url_and_args
+from ._common import event_json, iso, open_existing, run, session_json, url_and_args
 from ._output import console, echo_json, json_option
 
 __all__ = ["show"]
 
 
 async def _load(url: str, session_id: str, events: int) -> dict[str, Any]:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         session = await store.get_session(session_id)
         if session is None:
             raise SessionNotFoundError(session_id)

@@ -9,9 +9,9 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from sessionstore import QueryOptions, SessionFilter, Status, open_store, redact_url
+from sessionstore import QueryOptions, SessionFilter, Status, redact_url
 
-from ._common import require_url, run, url_argument
+from ._common import open_existing, require_url, run, url_argument
 from ._output import console, echo_json, json_option
 
 __all__ = ["stats"]
@@ -20,7 +20,7 @@ _PAGE = 1000
 
 
 async def _stats(url: str) -> dict[str, Any]:
-    async with open_store(url) as store:
+    async with open_existing(url) as store:
         total = await store.count_sessions(SessionFilter())
         everything = await store.count_sessions(SessionFilter(include_expired=True))
         by_status = {

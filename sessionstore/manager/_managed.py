@@ -16,7 +16,13 @@ from datetime import datetime, timedelta
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..codec import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_SESSION_BYTES, encode_user_dict
+from ..codec import (
+    DEFAULT_MAX_EVENT_BYTES,
+    DEFAULT_MAX_SESSION_BYTES,
+    MAX_EVENT,
+    MAX_SESSION,
+    encode_user_dict,
+)
 from ..errors import (
     InvalidArgumentError,
     SessionConflictError,
@@ -197,8 +203,8 @@ class ManagedSession(LifecycleMixin):
             self.pending_since = self._store.clock.now()
         self._manager._mark_dirty(self)
 
-    def _encode(self, value: Mapping[str, Any], what: str, limit: int) -> JSONDict:
-        return encode_user_dict(value, what, limit)[1]
+    def _encode(self, value: Mapping[str, Any], what: str, limit: int, option: str) -> JSONDict:
+        return encode_user_dict(value, what, limit, option)[1]
 
     async def update(
         self,
@@ -222,12 +228,12 @@ class ManagedSession(LifecycleMixin):
         """
         self._check_writable()
         merged = {**(changes or {}), **more}
-        data = self._encode(merged, "data", self._max_session_bytes) if merged else {}
+        data = self._encode(merged, "data", self._max_session_bytes, MAX_SESSION) if merged else {}
         drop = _keys(remove, "remove")
         meta: JSONDict = {}
         if metadata is not None:
             check_user_metadata(metadata)
-            meta = self._encode(metadata, "metadata", self._max_session_bytes)
+            meta = self._encode(metadata, "metadata", self._max_session_bytes, MAX_SESSION)
         drop_meta = _keys(remove_metadata, "remove_metadata")
         check_user_metadata(drop_meta)
         add, rem = validate_tags(add_tags), validate_tags(remove_tags)
@@ -265,7 +271,7 @@ class ManagedSession(LifecycleMixin):
         """
         self._check_writable()
         etype, payload = validate_event_input({"type": type, "data": data or {}})
-        encoded = self._encode(payload, "interaction.data", self._max_event_bytes)
+        encoded = self._encode(payload, "interaction.data", self._max_event_bytes, MAX_EVENT)
         self._pending.event(etype, encoded)
         self._staged()
         config = self._manager.config
@@ -275,7 +281,7 @@ class ManagedSession(LifecycleMixin):
             await self.persist()
 
     def _stage_event(self, etype: str, data: JSONDict) -> None:
-        encoded = self._encode(data, f"{etype}.data", self._max_event_bytes)
+        encoded = self._encode(data, f"{etype}.data", self._max_event_bytes, MAX_EVENT)
         self._pending.event(etype, encoded)
         self._staged()
 

@@ -250,7 +250,11 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
             if limit is not None:
                 live = await self.store.count_sessions()
                 if live >= limit:
-                    raise QuotaExceededError(f"max_sessions={limit} reached ({live} live sessions)")
+                    raise QuotaExceededError(
+                        f"max_sessions={limit} reached ({live} live sessions)",
+                        option="max_sessions",
+                        where="manager",
+                    )
             session = await self.store.create_session(
                 processor_id=processor_id,
                 data=data,

@@ -160,7 +160,9 @@ class ManagerTransaction:
                 if live + self._creates > limit:
                     raise QuotaExceededError(
                         f"creating {self._creates} session(s) would exceed max_sessions={limit} "
-                        f"({live} live)"
+                        f"({live} live)",
+                        option="max_sessions",
+                        where="manager",
                     )
             results = await self._tx.commit()
         except BaseException as exc:

@@ -83,19 +83,26 @@ async def _fingerprint(store: SessionStore) -> list[tuple[Session, list[object],
     ]
 
 
+def _names_option(err: Exception, option: str) -> None:
+    assert isinstance(err, QuotaExceededError)
+    assert err.option == option, (err.option, str(err))
+    assert f"raise it with the store option {option!r}" in str(err), str(err)
+
+
 class BadInputTests:
     """Every entry point refuses bad input before writing anything."""
 
     async def _refused(
         self, ctx: ConformanceContext, error: type[Exception], call: Callable[[], Awaitable[Any]]
-    ) -> None:
+    ) -> Exception:
         before = await _fingerprint(ctx.store)
-        with pytest.raises(error):
+        with pytest.raises(error) as info:
             await call()
         assert await _fingerprint(ctx.store) == before
         probe = await ctx.store.create_session(data={"still": "working"})
         assert await ctx.store.get_session(probe.id) == probe
         await ctx.store.delete_session(probe.id)
+        return info.value
 
     @store_test
     async def test_invalid_ids_refused_everywhere(self, ctx: ConformanceContext) -> None:
@@ -159,23 +166,35 @@ class BadInputTests:
 
     @store_test
     async def test_oversized_payloads_refused(self, ctx: ConformanceContext) -> None:
+        """Refused with nothing written, and the error names the option that raises the
+        limit (``max_session_bytes`` / ``max_event_bytes``)."""
         st = ctx.store
         s = await st.create_session()
         limit = st.options.max_session_bytes  # type: ignore[attr-defined]
         event_limit = st.options.max_event_bytes  # type: ignore[attr-defined]
         big = {"blob": "x" * (limit + 1)}
-        await self._refused(ctx, QuotaExceededError, lambda: st.create_session(data=big))
-        await self._refused(ctx, QuotaExceededError, lambda: st.update_session(s.id, data=big))
         half = {"blob": "y" * (limit // 2 + 10)}
+        session_calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: st.create_session(data=big),
+            lambda: st.create_session(data=half, metadata=half),  # each fits, not together
+            lambda: st.update_session(s.id, data=big),
+        ]
+        for call in session_calls:
+            _names_option(await self._refused(ctx, QuotaExceededError, call), "max_session_bytes")
         await st.update_session(s.id, data=half)
-        await self._refused(ctx, QuotaExceededError, lambda: st.update_session(s.id, metadata=half))
-        await self._refused(
+        for call in (
+            lambda: st.update_session(s.id, metadata=half),
+            lambda: st.update_session(s.id, merge_metadata=half),  # grows the stored document
+        ):
+            _names_option(await self._refused(ctx, QuotaExceededError, call), "max_session_bytes")
+        err = await self._refused(
             ctx,
             QuotaExceededError,
             lambda: st.append_events(
                 s.id, [{"type": "t", "data": {"blob": "z" * (event_limit + 1)}}]
             ),
         )
+        _names_option(err, "max_event_bytes")
 
     @store_test
     async def test_bad_arguments_refused(self, ctx: ConformanceContext) -> None:

@@ -82,15 +82,40 @@ class ConformanceContext:
         return f"conf-{uuid.uuid4().hex[:12]}"
 
     async def close(self) -> None:
+        emptied = False
         try:
             if self.suite.cleanup_namespaces and self._opened:
                 for ns in sorted(self._namespaces):
                     store = next((s for s in self._opened if s.namespace == ns), None)
                     if store is not None:
                         await empty_namespace(store)
+                emptied = True
         finally:
+            droppers: dict[str, SessionStore] = {}
             for store in self._opened:
+                if emptied and store.namespace not in droppers and _can_drop(store):
+                    droppers[store.namespace] = store  # dropped once the others are shut
+                    continue
                 await store.shutdown()
+            for store in droppers.values():
+                await drop_namespace(store)
+
+
+def _can_drop(store: SessionStore) -> bool:
+    return callable(getattr(store, "drop_namespace", None))
+
+
+async def drop_namespace(store: SessionStore) -> None:
+    """Shut the store down and remove its emptied namespace, where the driver can.
+
+    A driver whose namespaces leave something behind when emptied (the file driver's
+    directory) offers an optional ``drop_namespace()`` operation; the suite calls it on
+    every namespace it made, so a run against a live store leaves nothing behind.
+    """
+    if _can_drop(store):
+        await store.drop_namespace()  # type: ignore[attr-defined]
+    else:
+        await store.shutdown()
 
 
 async def empty_namespace(store: SessionStore) -> None:

@@ -40,7 +40,7 @@ from sessionstore import (
     UpdateOp,
 )
 
-from ._harness import empty_namespace
+from ._harness import drop_namespace, empty_namespace
 
 if TYPE_CHECKING:
     from .suite import StoreConformanceBase
@@ -96,7 +96,8 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
             try:
                 if suite.cleanup_namespaces:
                     self.run(empty_namespace(self.store))
-                self.run(self.store.shutdown())
+                    self.run(drop_namespace(self.store))
+                self.run(self.store.shutdown())  # idempotent
             finally:
                 self.loop.close()
 

@@ -7,6 +7,11 @@ changes nobody's pytest run.
   (:mod:`sessionstore.testing.live`) runs against; each test gets a fresh namespace and
   empties it afterwards.
 * ``--sessionstore-long`` - also run the long state-machine budget.
+
+It also lets ``-k`` select conformance tests by the mixin that defines them, by the
+names the ``sessionstore conformance`` summary shows: ``-k CrudTests`` (or ``-k crud``:
+pytest matches case-insensitive substrings) runs the tests of
+:class:`~sessionstore.testing.CrudTests` in any conformance class.
 """
 
 from __future__ import annotations
@@ -41,6 +46,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[_URL_ENV] = url
     if config.getoption("--sessionstore-long", default=False):
         os.environ["SESSIONSTORE_CONFORMANCE_LONG"] = "1"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -k deselection
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Add the defining mixin's name to each conformance test's ``-k`` keywords."""
+    from .suite import MIXINS
+
+    for item in items:
+        cls = getattr(item, "cls", None)
+        name = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+        if cls is None:
+            continue
+        for base in cls.__mro__:
+            if base in MIXINS and name in vars(base):
+                item.extra_keyword_matches.add(base.__name__)
+                break
 
 
 def live_url() -> str | None:

@@ -251,3 +251,34 @@ async def test_list_and_prune_backups(
     assert names(tmp_path) == sorted(["three.jsonl.zst", "four.jsonl", "notes.txt", "cut.jsonl"])
     with pytest.raises(ValueError, match="max_backups"):
         await prune_backups(tmp_path, max_backups=0)
+
+
+async def test_overwrite_false_refuses_an_existing_file(open_kind: Opener, tmp_path: Path) -> None:
+    store = await open_kind("memory", "src")
+    await store.create_session(id="s1")
+    target = tmp_path / "b.jsonl"
+    target.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists") as refused:
+        await create_backup(store, target, overwrite=False)
+    assert refused.value.filename == str(target)
+    assert target.read_bytes() == b"precious"
+    assert _names(tmp_path) == ["b.jsonl"]  # no temporary left
+    info = await create_backup(store, target)  # the default replaces it
+    assert (await verify_backup(info.path)).sessions == 1
+    fresh = await create_backup(store, tmp_path / "new.jsonl", overwrite=False)
+    assert fresh.sessions == 1
+
+    # a file that appears while the backup runs is not replaced either
+    late = tmp_path / "late.jsonl"
+
+    def someone_else_writes(phase: str, done: int, total: int | None) -> None:
+        late.write_bytes(b"theirs")
+
+    with pytest.raises(FileExistsError, match="already exists"):
+        await create_backup(store, late, overwrite=False, progress=someone_else_writes)
+    assert late.read_bytes() == b"theirs"
+    assert _names(tmp_path) == ["b.jsonl", "late.jsonl", "new.jsonl"]
+
+
+def _names(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())

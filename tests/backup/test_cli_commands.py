@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -206,3 +207,85 @@ def test_restore_filters_leave_out_expired_sessions_unless_asked(tmp_path: Path)
     assert (with_expired["restored"], with_expired["filtered_out"]) == (2, 14)  # + a-full
     shown = ok_json(sessionstore("ls", second, "--include-expired", "--json"))
     assert sorted(s["id"] for s in shown["items"]) == ["a-full", "c-events"]
+
+
+def test_backup_refuses_an_existing_file_without_force(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    source = make_backup(tmp_path, "src.jsonl")
+    ok_json(sessionstore("restore", url, str(source), "--json"))
+    target = tmp_path / "b.jsonl"
+    target.write_bytes(b"an older backup")
+    line = one_error_line(sessionstore("backup", url, str(target)), 6)
+    assert str(target) in line and "--force" in line
+    assert target.read_bytes() == b"an older backup"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "src.jsonl", "store"]
+    info = ok_json(sessionstore("backup", url, str(target), "--force", "--json"))
+    assert info["sessions"] == 16 and ok_json(sessionstore("verify", str(target), "--json"))
+
+
+def test_a_dry_run_exits_as_the_real_run_would(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    backup = make_backup(tmp_path)
+    ok_json(sessionstore("restore", url, str(backup), "--json"))
+    args = ("restore", url, str(backup), "--strategy", "fail_on_conflict")
+    real = sessionstore(*args)
+    dry = sessionstore(*args, "--dry-run")
+    assert real.returncode == dry.returncode == 6, (real.stderr, dry.stderr)
+    assert "16 session(s) of the backup exist already" in one_error_line(dry, 6)
+    assert "conflicts" in dry.stdout  # the counts are printed first
+    dry_json = sessionstore(*args, "--dry-run", "--json")
+    assert dry_json.returncode == 6 and json.loads(dry_json.stdout)["conflicts"] == 16
+    fine = ok_json(sessionstore("restore", url, str(backup), "--dry-run", "--json"))
+    assert (fine["skipped"], fine["conflicts"]) == (16, 0)  # skip_existing: no conflict
+
+
+def test_migrate_json_names_no_state_file_it_removed(tmp_path: Path) -> None:
+    src, dst = f"file://{tmp_path / 'src'}", f"file://{tmp_path / 'dst'}"
+    ok_json(sessionstore("restore", src, str(make_backup(tmp_path)), "--json"))
+    for extra in ([], ["--state", str(tmp_path / "progress.json")]):
+        moved = ok_json(sessionstore("migrate", src, dst, "--json", *extra, cwd=tmp_path))
+        assert moved["state_file"] is None
+        assert not list(tmp_path.glob(".sessionstore-migrate-*"))
+        assert not (tmp_path / "progress.json").exists()
+
+
+def test_errors_about_a_backup_file_name_the_path_given(tmp_path: Path) -> None:
+    sub = tmp_path / "nightly"
+    sub.mkdir()
+    altered = make_backup(sub, "b.jsonl")
+    corrupt(altered)
+    truncated = make_backup(sub, "t.jsonl")
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    garbage = sub / "notes.jsonl"
+    garbage.write_text("not json at all\n")
+    for bad in (altered, truncated, garbage):
+        relative = f"nightly/{bad.name}"
+        for given, cwd in ((relative, tmp_path), (str(bad), None)):
+            for command in (["verify", given], ["restore", "memory://", given, "--dry-run"]):
+                line = one_error_line(sessionstore(*command, cwd=cwd), 7)
+                assert line.startswith((f"error: {given}, ", f"error: {given}: ")), line
+
+
+def test_progress_into_a_redirected_file_is_plain_text(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'store'}"
+    backup = make_backup(tmp_path)
+    ok_json(sessionstore("restore", url, str(backup), "--json"))
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "SESSIONSTORE_URL")}
+    env.update(FORCE_COLOR="", TERM="xterm-256color", COLUMNS="120")
+    commands = [
+        ["backup", url, str(tmp_path / "again.jsonl")],
+        ["verify", str(backup)],
+        ["restore", url, str(backup), "--dry-run"],
+        ["migrate", url, f"file://{tmp_path / 'copy'}", "--no-resume"],
+    ]
+    for command in commands:
+        log = tmp_path / "progress.log"
+        with log.open("wb") as stderr:
+            done = subprocess.run(
+                [sys.executable, "-m", "sessionstore.cli", *command, "--progress"],
+                stdout=subprocess.DEVNULL, stderr=stderr, env=env, timeout=60, check=False,
+            )  # fmt: skip
+        text = log.read_bytes().decode()
+        assert done.returncode == 0, text
+        assert "\x1b" not in text and "\r" not in text, repr(text)
+        assert re.search(r"^(backup|verify|restore|migrate): 16/16 sessions, ", text, re.M), text

@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from sessionstore import ConfigurationError, ManualClock, SessionFilter
+from sessionstore import ConfigurationError, ManualClock, QuotaExceededError, SessionFilter
 from sessionstore.backup import migrate
 
 from .conftest import HAS_FILE, Opener, populate, snapshot
@@ -110,3 +110,23 @@ async def test_migrate_between_urls(open_kind: Opener, clock: ManualClock, tmp_p
     got = await snapshot(dest)
     assert sorted(got) == sorted(expected)
     assert [got[k][1] for k in sorted(got)] == [expected[k][1] for k in sorted(expected)]
+
+
+async def test_migrate_names_the_destination_option_a_payload_is_over(
+    open_kind: Opener,
+) -> None:
+    source = await open_kind("memory", "src")
+    await source.create_session(id="big", data={"x": "x" * 2000})
+    long = await source.create_session(id="long")
+    await source.append_events(long.id, [{"type": "e", "data": {"x": "y" * 800}}])
+    small_sessions = await open_kind("memory", "dst", max_session_bytes=1000)
+    with pytest.raises(QuotaExceededError) as info:
+        await migrate(source, small_sessions)
+    assert info.value.option == "max_session_bytes"
+    assert "raise it with the store option 'max_session_bytes'" in str(info.value)
+    await source.delete_session("big")
+    small_events = await open_kind("memory", "dst2", max_event_bytes=500)
+    with pytest.raises(QuotaExceededError) as info:
+        await migrate(source, small_events)
+    assert info.value.option == "max_event_bytes"
+    assert "raise it with the store option 'max_event_bytes'" in str(info.value)

@@ -169,4 +169,6 @@ async def test_size_limits_are_exact_for_lines_over_the_limit(
     async with MemoryStore(clock=clock, max_event_bytes=500) as target:
         with pytest.raises(QuotaExceededError, match=r"event 1 of 'long-events'.*max_event_bytes"):
             await restore_from_backup(target, info.path)
+        with pytest.raises(QuotaExceededError, match="raise it with the store option 'max_event"):
+            await restore_from_backup(target, info.path)
         assert await snapshot(target) == {}  # refused before anything was written

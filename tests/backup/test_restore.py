@@ -210,8 +210,10 @@ async def test_payloads_over_the_destination_limits_are_refused_before_writing(
     await source.create_session(id="b", data={"big": "x" * 5000})
     info = await create_backup(source, tmp_path / "b.jsonl")
     dest = await open_kind("memory", "dst", max_session_bytes=1000)
-    with pytest.raises(QuotaExceededError, match=r"'b'.*max_session_bytes"):
+    with pytest.raises(QuotaExceededError, match=r"'b'.*max_session_bytes") as refused:
         await restore_from_backup(dest, info.path)
+    assert refused.value.option == "max_session_bytes"
+    assert "raise it with the store option 'max_session_bytes'" in str(refused.value)
     assert await snapshot(dest) == {}
 
 

@@ -13,7 +13,9 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import (
     ConfigurationError,
+    InvalidArgumentError,
     ManualClock,
+    StoreNotFoundError,
     StoreUnavailableError,
     UnsupportedFormatError,
     open_store,
@@ -100,8 +102,34 @@ async def test_root_that_is_a_file_is_refused(tmp_path: Path, clock: ManualClock
 
 @pytest.mark.asyncio
 async def test_missing_root_without_create_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="does not exist"):
+    with pytest.raises(StoreNotFoundError, match="does not exist"):
         await FileStore(root=str(tmp_path / "absent"), create=False).initialize()
+    assert issubclass(StoreNotFoundError, ConfigurationError)
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.asyncio
+async def test_create_false_opens_only_an_existing_store(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(StoreNotFoundError, match="not a sessionstore file store"):
+        await FileStore.from_url(f"file://{folder}?create=false").initialize()
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]  # nothing written
+
+    store_root = tmp_path / "store"
+    async with FileStore(root=str(store_root)) as store:
+        await store.create_session(id="s1")
+    before = sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*"))
+    async with FileStore(root=str(store_root), create=False) as existing:
+        assert [s.id for s in await existing.list_sessions()] == ["s1"]
+    with pytest.raises(StoreNotFoundError, match="no namespace 'other'"):
+        await FileStore(root=str(store_root), namespace="other", create=False).initialize()
+    assert not (store_root / "other").exists()
+    after = sorted(str(p.relative_to(store_root)) for p in store_root.rglob("*"))
+    assert [p for p in after if not p.endswith(".writer")] == [
+        p for p in before if not p.endswith(".writer")
+    ]
 
 
 @pytest.mark.asyncio
@@ -206,3 +234,26 @@ async def test_sub_millisecond_ttl_gives_a_millisecond_expiry(
         assert await store.get_session(s.id) is None
         assert await store.count_sessions() == 0
         assert await store.count_sessions(SessionFilter(include_expired=True)) == 1
+
+
+@pytest.mark.asyncio
+async def test_drop_namespace_removes_only_an_empty_namespace(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    async with FileStore(root=str(root)) as default:
+        await default.create_session(id="keep")
+    used = FileStore(root=str(root), namespace="scratch")
+    await used.initialize()
+    s = await used.create_session(id="s1")
+    await used.append_events(s.id, [{"type": "t", "data": {}}])
+    await used.save_checkpoint(s.id)
+    with pytest.raises(InvalidArgumentError, match=r"not empty .*s1"):
+        await used.drop_namespace()
+    assert (root / "scratch").is_dir()  # nothing removed
+    async with FileStore(root=str(root), namespace="scratch") as again:
+        assert await again.get_session("s1") is not None
+        await again.delete_session("s1")
+        await again.drop_namespace()
+        await again.drop_namespace()  # idempotent on a shut-down store
+    assert sorted(p.name for p in root.iterdir()) == ["_default", "_sessionstore.json"]
+    async with FileStore(root=str(root), create=False) as default:
+        assert [x.id for x in await default.list_sessions()] == ["keep"]

@@ -108,8 +108,10 @@ async def test_max_sessions_quota(make_manager: MakeManager, store: SessionStore
     manager = await make_manager(ManagerConfig(max_sessions=2, persist_interval=None))
     await manager.create_managed_session()
     second = await manager.create_managed_session()
-    with pytest.raises(QuotaExceededError):
+    with pytest.raises(QuotaExceededError) as info:
         await manager.create_managed_session()
+    assert info.value.option == "max_sessions"
+    assert "raise it with the manager option 'max_sessions'" in str(info.value)
     assert await store.count_sessions() == 2
     await manager.delete_session(second.id)
     await manager.create_managed_session()

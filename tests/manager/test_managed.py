@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sessionstore_memory import MemoryStore
 
 from sessionstore import (
     InvalidArgumentError,
     ManagedSession,
     ManagerClosedError,
     ManagerConfig,
+    QuotaExceededError,
     SerializationError,
     SessionNotFoundError,
     SessionPersistenceManager,
@@ -262,3 +264,23 @@ async def test_bad_constructor_arguments() -> None:
         SessionPersistenceManager(42)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError):
         SessionPersistenceManager("memory://", config={"auto_persist": True})  # type: ignore[arg-type]
+
+
+async def test_staged_payloads_name_the_option_that_raises_their_limit(
+    make_manager: MakeManager,
+) -> None:
+    store = MemoryStore(max_session_bytes=1000, max_event_bytes=500)
+    await store.initialize()
+    try:
+        manager = await make_manager(store_=store)
+        ms = await manager.create_managed_session()
+        with pytest.raises(QuotaExceededError) as info:
+            await ms.update({"x": "x" * 2000})
+        assert info.value.option == "max_session_bytes"
+        assert "raise it with the store option 'max_session_bytes'" in str(info.value)
+        with pytest.raises(QuotaExceededError) as info:
+            await ms.add_interaction({"x": "y" * 800})
+        assert info.value.option == "max_event_bytes"
+        assert "raise it with the store option 'max_event_bytes'" in str(info.value)
+    finally:
+        await store.shutdown()

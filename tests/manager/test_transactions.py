@@ -163,10 +163,12 @@ async def test_with_transaction(manager: SessionPersistenceManager, store: Sessi
 async def test_quota_and_reserved_key_in_transactions(make_manager: MakeManager) -> None:
     manager = await make_manager(ManagerConfig(max_sessions=2, persist_interval=None))
     await manager.create_managed_session()
-    with pytest.raises(QuotaExceededError):
+    with pytest.raises(QuotaExceededError) as info:
         async with manager.transaction() as tx:
             await tx.create_session()
             await tx.create_session()
+    assert info.value.option == "max_sessions"
+    assert "raise it with the manager option 'max_sessions'" in str(info.value)
     assert await manager.count_sessions() == 1
     async with manager.transaction() as tx:
         with pytest.raises(InvalidArgumentError):
