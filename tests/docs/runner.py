@@ -32,7 +32,7 @@ DOC_REDIS_URL = re.compile(r"redis://localhost:6379(?:/\d+)?")
 # Fence openers and closers (CommonMark: ``` or ~~~, up to three spaces of indent).
 FENCE = re.compile(r"^ {0,3}(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$", re.MULTILINE)
 PYTHON_SPELLINGS = frozenset({"python", "py", "python3", "pycon", "ipython", "python-repl"})
-INVISIBLE = re.compile(r"<!--\s*invisible-code(?:-block)?:\s*python\b")
+INVISIBLE = re.compile(r"^[ \t]*<!--\s*invisible-code(?:-block)?:\s*python\b", re.MULTILINE)
 
 
 class DocExampleError(AssertionError):
