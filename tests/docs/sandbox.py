@@ -1,5 +1,5 @@
 """A fence around documentation examples: writes only under one directory, network only
-to the test's own servers.
+to the test's own servers, no processes.
 
 An audit hook (PEP 578) sees every ``open`` for writing, ``mkdir``, ``rename``,
 ``remove`` ..., every ``connect`` and every name lookup of the process. While a
@@ -38,6 +38,10 @@ _PATH_EVENTS: dict[str, tuple[tuple[int, int | None], ...]] = {
     "shutil.copytree": ((1, None),),
     "shutil.move": ((1, None),),
 }
+# A process started by an example would be outside the hook's sight.
+_PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.spawn", "os.fork"}
+)
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -86,6 +90,8 @@ class Sandbox:
                 if not self.allows_path(full):
                     return f"{event} of {full!r} outside {self.root}"
             return None
+        if event in _PROCESS_EVENTS:
+            return f"{event} {args[0]!r}: examples start no processes"
         if event == "socket.connect":
             address = args[1]
             if isinstance(address, tuple) and (str(address[0]), address[1]) in self._resolved():

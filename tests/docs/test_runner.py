@@ -91,6 +91,13 @@ def test_only_the_given_servers_can_be_reached(tmp_path: Path) -> None:
     assert "6379" in fence.violations[0]
 
 
+def test_examples_start_no_processes(tmp_path: Path) -> None:
+    page = _page(tmp_path, '```python\nimport subprocess\nsubprocess.run(["true"])\n```\n')
+    with sandboxed(tmp_path, set()) as fence, pytest.raises(DocExampleError):
+        run_page(page)
+    assert fence.violations and "subprocess.Popen" in fence.violations[0]
+
+
 def test_redis_urls_of_the_pages_point_at_the_private_server() -> None:
     rewrite = redis_rewrite("redis://127.0.0.1:7001/15")
     source = (
