@@ -98,6 +98,17 @@ def test_every_fence_names_its_language(page: Path) -> None:
         )
 
 
+def test_architecture_page_names_real_files() -> None:
+    """Every file and module the architecture page names exists: a module moved or
+    renamed must take the page along."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    homes = [ROOT, ROOT / "sessionstore", *ROOT.glob("sessionstore/*/"), *ROOT.glob("drivers/*/")]
+    named = set(re.findall(r"`([\w/.]+\.py|[\w/]+/)`", text))
+    assert len(named) > 40, "the page should say where things live"
+    missing = sorted(n for n in named if not any((home / n).exists() for home in homes))
+    assert not missing, f"docs/architecture.md names what does not exist: {missing}"
+
+
 def test_few_blocks_are_skipped() -> None:
     actions = [a for p in PAGES for a in SKIP.findall(p.read_text())]
     assert set(actions) <= {"next"}, "skip only single blocks (`skip: next`), each with its reason"
