@@ -54,19 +54,19 @@ def redis_rewrite(url: str) -> Callable[[str], str]:
     return lambda source: DOC_REDIS_URL.sub(url, source)
 
 
-def _identity(source: str) -> str:
-    return source
-
-
 class _Evaluator:
     """Compile a block with top-level await allowed; await it on the page's loop."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rewrite: Callable[[str], str]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, rewrite: Callable[[str], str] | None
+    ) -> None:
         self.loop = loop
         self.rewrite = rewrite
 
     def __call__(self, example: Example) -> None:
-        source = self.rewrite(str(example.parsed))
+        source = str(example.parsed)
+        if self.rewrite is not None:
+            source = self.rewrite(source)
         # Leading newlines: a traceback names the line of the page.
         padded = "\n" * (example.line + example.parsed.line_offset) + source
         flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
@@ -91,7 +91,7 @@ def fences(text: str) -> list[tuple[int, str]]:
     return found
 
 
-def run_page(path: Path, *, rewrite: Callable[[str], str] = _identity) -> PageRun:
+def run_page(path: Path, *, rewrite: Callable[[str], str] | None = None) -> PageRun:
     """Run every Python block of ``path`` in order; :class:`DocExampleError` on the
     first that fails (skipped blocks are recorded with their reasons)."""
     loop = asyncio.new_event_loop()

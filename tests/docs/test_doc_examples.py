@@ -64,12 +64,13 @@ def test_page_runs(
         server = urlsplit(request.getfixturevalue("redis_url"))
         assert server.hostname is not None and server.port is not None
         url = server._replace(path=f"/{DOCS_DB}").geturl()
-        redis.Redis.from_url(url).flushdb()
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
         endpoints.add((server.hostname, server.port))
         rewrite = redis_rewrite(url)
     before = set(ROOT.iterdir())
     with sandboxed(workdir, endpoints) as fence:
-        run = run_page(page, rewrite=rewrite) if rewrite else run_page(page)
+        run = run_page(page, rewrite=rewrite)
     assert not fence.violations, fence.violations
     assert set(ROOT.iterdir()) == before, "a page wrote into the checkout"
     text = page.read_text()
