@@ -13,7 +13,7 @@ Drivers: ``memory``, ``file`` (a fresh directory under ``--dir``, durable fsync 
 each store; or ``--redis-url``, where each store's namespace is deleted afterwards) when
 available. Sessions are small (~200 bytes of data and metadata, a tag, a processor).
 
-Rows (DESIGN §7a: ratios to floors measured in the same run):
+Rows (ratios to floors measured in the same run: docs/performance.md, "Method"):
 
 * **restore** throughput >= 0.7x the driver's raw batch-write floor: the floor is
   ``_apply`` of pre-built mutations in batches of 256 (``atomic=False``), exactly the call

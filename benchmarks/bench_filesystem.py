@@ -9,8 +9,8 @@ Run::
 The store lives in a fresh directory under ``--dir`` (default: the system temp dir), which
 should be on the disk you care about: a tmpfs makes every fsync free.
 
-Targets (DESIGN §7a: ratios to floors, never absolute times). Every floor does its I/O in
-one ``asyncio.to_thread`` hop, as the driver does:
+Targets (ratios to floors, never absolute times: docs/performance.md, "Method"). Every
+floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
 
 1. durable save (``update_session(data=<2 KB>)``) <= 1.5x the raw floor: temp file,
    write, fsync, ``os.replace``, fsync(directory);

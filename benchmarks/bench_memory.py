@@ -6,7 +6,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_memory --quick    # small sizes, a few seconds
     .venv/bin/python -m benchmarks.bench_memory --json out.json
 
-Targets (DESIGN §7a: ratios to floors, never absolute times):
+Targets (ratios to floors, never absolute times: docs/performance.md, "Method"):
 
 1. ``get_session`` of a ~2 KB session <= 3x ``orjson.loads`` of its data bytes;
 2. ``create_session`` and ``update_session(merge_data=...)`` <= 2x one ``orjson.dumps`` +

@@ -1,4 +1,4 @@
-"""The five-minute tour (DESIGN §1a): create, update, events, query, transaction.
+"""The five-minute tour (the README's first example): create, update, events, query, transaction.
 
 Run it with ``python3 scripts/dev.py demo`` (or ``python examples/quickstart.py``).
 The URL comes from the first argument, else $SESSIONSTORE_URL, else memory://.

@@ -2,10 +2,11 @@
 """Set up and run sessionstore on a fresh machine that has only Python 3.11+.
 
     python3 scripts/dev.py demo           # create .venv, install, run the quickstart on file://./sessions
-    python3 scripts/dev.py test           # create .venv from the lock, ruff + mypy + pytest
+    python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py bench          # run the benchmarks (ratios to same-run floors)
     python3 scripts/dev.py lock           # refresh requirements/*.txt from pyproject.toml
+    python3 scripts/dev.py docs           # serve the docs site (mkdocs serve) on 127.0.0.1:8000
 
 Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``).
 
@@ -100,7 +101,47 @@ def test(pytest_args: list[str]) -> None:
     run(py, "-m", "ruff", "check", ".")
     run(py, "-m", "ruff", "format", "--check", ".")
     run(py, "-m", "mypy")
+    build_site(py)
     code = run(py, "-m", "pytest", *pytest_args, check=False)
+    sys.exit(code)
+
+
+# Pages of the built site and what each must show: the API reference pages an entry that
+# mkdocstrings rendered (its anchor), so a reference that silently rendered nothing fails.
+SITE_CHECKS = {
+    "reference/store/index.html": 'id="sessionstore.registry.open_store"',
+    "reference/manager/index.html": 'id="sessionstore.manager.SessionPersistenceManager"',
+    "reference/backup/index.html": 'id="sessionstore.backup.create_backup"',
+    "reference/testing/index.html": 'id="sessionstore.testing.StoreConformance"',
+    "reference/errors/index.html": 'id="sessionstore.errors.SessionConflictError"',
+    "reference/query/index.html": 'id="sessionstore.query.SessionFilter"',
+    "architecture/index.html": "The data flow of one write",
+}
+
+
+def mkdocs_env() -> dict[str, str]:
+    # mkdocs-material prints a multi-line notice about its successor on every run.
+    return {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+
+
+def build_site(py: Path) -> None:
+    """``mkdocs build --strict`` into site/ (a broken link or reference fails), then check
+    that the generated pages have content."""
+    # Not --quiet: it hides warnings from --strict, which then passes a broken reference.
+    run(py, "-m", "mkdocs", "build", "--strict", env=mkdocs_env())
+    site = ROOT / "site"
+    for page, needle in SITE_CHECKS.items():
+        path = site / page
+        text = path.read_text(encoding="utf-8") if path.exists() else ""
+        if needle not in text:
+            sys.exit(f"[dev] the built site lacks {needle!r} in {path}")
+    say(f"docs site built: {site}")
+
+
+def docs(args: list[str]) -> None:
+    """Serve the docs site, rebuilt on every change (``mkdocs serve``; extra args go to it)."""
+    py = ensure_env("dev")
+    code = run(py, "-m", "mkdocs", "serve", *args, check=False, env=mkdocs_env())
     sys.exit(code)
 
 
@@ -143,7 +184,7 @@ def lock(args: list[str]) -> None:
 
 
 def main() -> None:
-    commands = {"demo", "test", "bench", "lock"}
+    commands = {"demo", "test", "bench", "lock", "docs"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     command, rest = sys.argv[1], sys.argv[2:]
@@ -153,6 +194,8 @@ def main() -> None:
         test(rest)
     elif command == "lock":
         lock(rest)
+    elif command == "docs":
+        docs(rest)
     else:
         bench(rest)
 

@@ -1,7 +1,7 @@
 """The exception hierarchy.
 
 Every error the library raises on purpose is a :class:`SessionStoreError`. Errors that are
-about the caller's input also subclass :class:`ValueError` so that generic handlers keep
+about the caller's input also subclass ``ValueError`` so that generic handlers keep
 working. Messages never contain secrets (passwords in URLs are redacted before they get
 here).
 """

@@ -70,7 +70,7 @@ class Session:
     ``version`` starts at 1 and grows by one on every write to the session (data, metadata,
     status, tags, expiry, events). ``event_count`` is the number of events currently kept;
     ``last_seq`` is the sequence number of the newest event ever appended (sequence numbers
-    are never reused, even after :meth:`~sessionstore.SessionStore.trim_events`).
+    are never reused, even after :meth:`~sessionstore.base.BaseSessionStore.trim_events`).
     """
 
     id: str
@@ -176,7 +176,8 @@ class SessionChanges(TypedDict, total=False):
 
 @dataclass(frozen=True, slots=True)
 class NewSession:
-    """What :meth:`create_session` takes, as a value (used by batched ``commit``)."""
+    """What :meth:`~sessionstore.base.BaseSessionStore.create_session` takes, as a value
+    (used by batched ``commit``)."""
 
     processor_id: str | None = None
     data: Mapping[str, Any] | None = None
@@ -191,7 +192,8 @@ class NewSession:
 
 @dataclass(frozen=True, slots=True)
 class SessionUpdate:
-    """A partial change to a session (what :meth:`update_session` takes, as a value).
+    """A partial change to a session, as a value: what
+    :meth:`~sessionstore.base.BaseSessionStore.update_session` takes.
 
     ``data``/``metadata`` replace wholesale; ``merge_data``/``merge_metadata`` shallow-merge
     top-level keys (a key mapped to ``None`` is stored as ``None``, use ``remove_data_keys``
@@ -283,8 +285,9 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
     return build
 
 
-#: ``Session(...)``, several times faster (the planner and drivers build a few per write).
 fast_session: Callable[..., Session] = _fast_constructor(Session)
+"""``Session(...)`` from all 13 fields positionally, several times faster (the planner
+and drivers build a few per write)."""
 #: Fast constructors of the write inputs, for the single-op store methods.
 fast_new_session: Callable[..., NewSession] = _fast_constructor(NewSession)
 fast_session_update: Callable[..., SessionUpdate] = _fast_constructor(SessionUpdate)

@@ -46,6 +46,7 @@ class Transaction:
         self._prepared: list[Prepared] = []
         self._done = False
         self.results: list[Session | bool] = []
+        """One entry per staged call after a successful commit, in order."""
 
     def _stage(self, op: Any) -> Prepared:
         if self._done:

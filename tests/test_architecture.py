@@ -1,4 +1,4 @@
-"""Rules of the house that code review alone would not keep (DESIGN §1)."""
+"""Rules of the house that code review alone would not keep (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Connections (single server, Sentinel, Cluster), script calls and the retry policy.
 
-Retries (DESIGN §5): a call that failed because the server could not be reached is
+Retries (see docs/redis.md): a call that failed because the server could not be reached is
 retried with backoff until ``retry_deadline``, then :class:`StoreUnavailableError`.
 Whether a failed call may be repeated depends on whether it was *sent*: a failure while
 connecting (marked by :class:`_Unsent`) or a cluster redirection/CLUSTERDOWN means the

@@ -105,7 +105,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     @property
     def capabilities(self) -> Capabilities:
         """On Cluster a batch is atomic only within one slot: ``atomic_multi_session`` is
-        false (a batch over several slots raises :class:`TransactionError`)."""
+        false (a batch over several slots raises :class:`~sessionstore.errors.TransactionError`)."""
         return self._caps
 
     @property

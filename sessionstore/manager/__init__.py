@@ -1,4 +1,4 @@
-"""The session persistence manager: managed sessions on top of any store (DESIGN §6).
+"""The session persistence manager: managed sessions on top of any store.
 
 ``SessionPersistenceManager(store_or_url, config=ManagerConfig(...))`` hands out
 :class:`ManagedSession` objects whose changes are tracked and persisted automatically

@@ -60,9 +60,10 @@ class ManagedSession(LifecycleMixin):
     """A session held by a :class:`SessionPersistenceManager` (one object per id).
 
     * Views: :attr:`data`, :attr:`metadata` (without the reserved ``_manager`` key),
-      :attr:`tags`, :attr:`status`, :attr:`iterations` - the persisted state with the
-      pending changes applied. The views are read-only at the top level; change them
-      with :meth:`update` (nested values must not be mutated in place).
+      :attr:`tags`, :attr:`status`, :attr:`~sessionstore.manager.ManagedSession.iterations`:
+      the persisted state with the pending changes applied. The views are read-only at the
+      top level; change them with :meth:`update` (nested values must not be mutated in
+      place).
     * Changes: :meth:`add_interaction`, :meth:`update`, lifecycle methods (``pause``,
       ``resume``, ``complete``, ``fail``, ``next_iteration``), checkpoints, leases.
     * Persistence: :meth:`persist` writes everything pending in one atomic write;

@@ -1,4 +1,4 @@
-"""SessionPersistenceManager: the object an application holds (DESIGN §6).
+"""SessionPersistenceManager: the object an application holds (docs/manager.md).
 
 One manager per process (or per store): it hands out :class:`ManagedSession` objects,
 runs the supervised background loops (auto-persist, cleanup) on the store's clock, and
@@ -275,7 +275,8 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
     ) -> ManagedSession:
         """The managed session for ``session_id`` (the same object while it is held).
 
-        ``lease`` fences this object's writes with a lease from :meth:`claim`. Raises
+        ``lease`` fences this object's writes with a lease from
+        :meth:`~sessionstore.manager.SessionPersistenceManager.claim`. Raises
         :class:`SessionNotFoundError` for a missing or expired session.
         """
         self._check_open()

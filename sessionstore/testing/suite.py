@@ -62,7 +62,7 @@ class StoreConformance(
     StoreConformanceBase,
 ):
     """The whole conformance suite. Subclass it as ``TestMyStore`` and implement
-    :meth:`make_store`."""
+    :meth:`~sessionstore.testing.StoreConformanceBase.make_store`."""
 
 
 #: The mixins of the whole suite, in order (for per-mixin reports).

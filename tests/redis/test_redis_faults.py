@@ -1,5 +1,6 @@
 """Faults: a server that stops and comes back, a server that stops answering after a write
-was sent, and cancellation at random points (DESIGN §8: redis-py #3554, CVE-2023-28858)."""
+was sent, and cancellation at random points (known failures of redis clients: redis-py
+#3554, CVE-2023-28858; docs/redis.md, "Retries, failover and cancellation")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Redis driver on a single server: key layout, JSON fidelity, native expiry, scripts,
-integrity of stored records, and indexes (DESIGN §5 "redis", §8)."""
+integrity of stored records, and indexes (docs/redis.md)."""
 
 from __future__ import annotations
 
