@@ -100,7 +100,7 @@ async def create_backup(
     head; the backup as a whole is not one point in time (sessions written while it runs
     may or may not be in it). Fires the ``sessionstore_backup_created`` hook.
 
-    ``overwrite=False`` refuses an existing file of that name with :class:`FileExistsError`
+    ``overwrite=False`` refuses an existing file of that name with ``FileExistsError``
     (before anything is read, and again atomically when the file is put into place).
     """
     store = check_store(store)

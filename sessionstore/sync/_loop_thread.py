@@ -52,8 +52,8 @@ class LoopThread:
     :meth:`close` stops the loop after cancelling what still runs on it.
 
     The thread is a daemon so that a facade nobody closed cannot hang interpreter exit;
-    the facades register their own close with :mod:`atexit` (which runs while daemon
-    threads still run) to shut their stores down first.
+    the facades register their own close with ``run_before_threads_stop`` to shut
+    their stores down first.
     """
 
     def __init__(self, name: str = "sessionstore-sync") -> None:

@@ -34,7 +34,7 @@ class SyncSessionPersistenceManager(Facade):
     which then runs on this facade's loop thread), or a :class:`SyncSessionStore`, whose
     loop thread the manager then shares (the manager never shuts down a store it was
     given). The manager's background loops (auto-persist, cleanup, backups) run on the
-    loop thread between :meth:`initialize` and :meth:`shutdown`; a manager left open is
+    loop thread between ``initialize()`` and ``shutdown()``; a manager left open is
     shut down (its pending changes persisted) at interpreter exit.
     """
 
