@@ -33,14 +33,13 @@ from sessionstore import (
     UpdateOp,
 )
 from sessionstore.clock import from_ms, to_ms
-from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.model import TTL
 from sessionstore.planning import check_expected_version, encode_events, new_session, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_doc, decode_events, decode_full, event_blob
+from ._doc import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._ops import NO_COPY, Moved, Unclaimed, WriteCall, raise_failure
@@ -364,18 +363,42 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     ) -> list[Event]:
         return await self._events(session_id, after_seq, limit, last, "") or []
 
-    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+    async def _checkpoints_key(self, session_id: str) -> str:
         found = await self._fetch([session_id], strict=False)
         loc = self._loc(session_id) if session_id in found else self._keys.home(session_id)
-        raw, _ = await self._backend.run(
-            lambda: self._backend.client.hgetall(loc.ckpt), idempotent=True, what="read"
-        )
+        return loc.ckpt
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        key = await self._checkpoints_key(session_id)
+        try:
+            raw, _ = await self._backend.run(
+                lambda: self._backend.client.hgetall(key),
+                idempotent=True,
+                what=f"{session_id}/checkpoints",
+            )
+        except IntegrityError as exc:  # the key holds no hash: no checkpoint is readable
+            self._report_corrupt(exc)
+            return []
         out = []
         for cp_id, blob in raw.items():
-            name = f"{session_id}/{cp_id.decode(errors='replace')}"
-            out.append(checkpoint_from_record(decode_json(blob, name), name))
+            try:
+                out.append(decode_checkpoint(session_id, cp_id, blob))
+            except IntegrityError as exc:  # left out and reported (see the base class)
+                self._report_corrupt(exc)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
         return out
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        """One field of the checkpoints hash (``HGET``); a corrupt record raises."""
+        key = await self._checkpoints_key(session_id)
+        blob, _ = await self._backend.run(
+            lambda: self._backend.client.hget(key, checkpoint_id),
+            idempotent=True,
+            what=f"{session_id}/checkpoints",
+        )
+        if blob is None:
+            return None
+        return decode_checkpoint(session_id, checkpoint_id.encode(), blob)
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         batch: list[str] = []

@@ -57,9 +57,7 @@ class Seen:
         return max(self.numbers[kind], default=0)
 
 
-def run_and_kill(
-    url: str, mode: str, after: int, workdir: Path, worker: Path = WORKER
-) -> Seen:
+def run_and_kill(url: str, mode: str, after: int, workdir: Path, worker: Path = WORKER) -> Seen:
     """Start the worker, SIGKILL it once it reported ``after`` interactions.
 
     Every line the worker printed is read from the one buffered ``proc.stdout``, up to

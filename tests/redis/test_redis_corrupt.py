@@ -1,0 +1,48 @@
+"""Corrupt records on Redis: one bad checkpoint blocks neither its session nor a backup
+(issue #13, item 9); wrong-type keys and a tampered event list (issue #14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sessionstore_redis import RedisStore
+
+from sessionstore import BaseSessionStore, ManualClock
+from tests.corrupt_checkpoints import check_corrupt_checkpoint_is_skipped_and_reported
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.mark.parametrize("damage", ["garbage", "another_id", "digest"])
+async def test_a_corrupt_checkpoint_is_skipped_and_reported(
+    open_redis: Any, redis_url: str, tmp_path: Path, damage: str
+) -> None:
+    clock = ManualClock()
+    store: RedisStore = await open_redis(redis_url, clock=clock)
+
+    async def corrupt(st: BaseSessionStore, sid: str, cp_id: str) -> None:
+        key = store.key_names(sid)["ckpt"]
+        if damage == "garbage":
+            await store.client.hset(key, cp_id, b"\x80not json")
+        elif damage == "another_id":
+            fields = await store.client.hgetall(key)
+            other = next(v for k, v in fields.items() if k != cp_id.encode())
+            await store.client.hset(key, cp_id, other)
+        else:  # readable, but not what was saved
+            raw = await store.client.hget(key, cp_id)
+            await store.client.hset(key, cp_id, raw.replace(b'"step":2', b'"step":7'))
+
+    await check_corrupt_checkpoint_is_skipped_and_reported(
+        store, corrupt, tmp_path, advance=lambda: clock.advance(1)
+    )
+
+
+async def test_a_checkpoints_key_of_the_wrong_type(open_redis: Any, redis_url: str) -> None:
+    """No checkpoint is readable: the listing is empty and reports the key."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="w")
+    await store.client.set(store.key_names("w")["ckpt"], b"not a hash")
+    assert await store.list_checkpoints("w") == []
+    assert "w/checkpoints" in store.corrupt_records
