@@ -28,7 +28,7 @@ Corrupt = Callable[[BaseSessionStore, str, str], Awaitable[None]]
 
 
 async def check_corrupt_checkpoint_is_skipped_and_reported(
-    store: BaseSessionStore, corrupt: Corrupt, tmp_path: Path, *, advance: Callable[[], None]
+    store: BaseSessionStore, corrupt: Corrupt, tmp_path: Path, *, advance: Callable[[], object]
 ) -> None:
     """The whole contract, on one store: ``advance()`` moves the store's clock on."""
     s = await store.create_session(id="cp-s", data={"step": 0})

@@ -64,6 +64,14 @@ class _Reply:
     token: str  # the write's token (what the document's "wt" now holds)
 
 
+def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
+    """``exc`` (which names the operation) as an error naming the session's record."""
+    message = str(exc)
+    if exc.record and message.startswith(f"{exc.record}: "):
+        message = message[len(exc.record) + 2 :]
+    return IntegrityError(message, sid)
+
+
 class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``)."""
 
@@ -324,7 +332,10 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             loc = self._loc(sid)
             tried.add(loc.group)
             args = [now, after_seq, "" if limit is None else limit, "" if last is None else last]
-            reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+            try:
+                reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+            except IntegrityError as exc:  # a key of the session holds the wrong type
+                raise _of_session(exc, sid) from None
             code = reply[0]
             if code == b"OK":
                 return decode_events(reply[2], int(reply[1]), sid)
