@@ -111,7 +111,7 @@ class BaseSessionStore(BulkMixin, ABC):
             raise ConfigurationError("clock must provide now() and async sleep()")
         self.clock: Clock = clock or SystemClock()
         self._limits = Limits(self.options.max_session_bytes, self.options.max_event_bytes)
-        self._url: str | None = None
+        self._url: str | None = None  # redacted: no password is kept with the store
         self._state = "new"  # new -> open -> closed
         self._corrupt: dict[str, str] = {}
 
@@ -125,7 +125,7 @@ class BaseSessionStore(BulkMixin, ABC):
         values.update(options_from_query(cls.Options, query))
         values.update(overrides)
         store = cls(**values)
-        store._url = url
+        store._url = redact_url(url)  # the password is never kept (only the options use it)
         return store
 
     @classmethod
@@ -150,7 +150,7 @@ class BaseSessionStore(BulkMixin, ABC):
     @property
     def url(self) -> str | None:
         """The URL the store was opened with, password redacted."""
-        return None if self._url is None else redact_url(self._url)
+        return self._url
 
     def __repr__(self) -> str:
         where = f"{self.url!r}, " if self._url else ""

@@ -47,6 +47,7 @@ from ._options import RedisOptions, options_from_url
 from ._query import QueryMixin
 from ._records import RecordsMixin
 from ._scripts import EVENTS, READ
+from ._secret import HIDDEN, Credentials
 from ._writes import WritesMixin
 
 __all__ = ["RedisStore"]
@@ -87,9 +88,23 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._o = cast(RedisOptions, self.options)
+        given = cast(RedisOptions, self.options)
+        # the passwords go to redis-py as credential providers and nowhere else: the
+        # options keep "***" (see _secret.py)
+        main = None if given.password is None else Credentials(given.username, given.password)
+        sentinel = (
+            None
+            if given.sentinel_password is None
+            else Credentials(given.sentinel_username, given.sentinel_password)
+        )
+        self._o = replace(
+            given,
+            password=None if main is None else HIDDEN,
+            sentinel_password=None if sentinel is None else HIDDEN,
+        )
+        self.options = self._o
         self._cluster = self._o.mode == "cluster"
-        self._backend = Backend(self._o)
+        self._backend = Backend(self._o, main, sentinel)
         self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
         self._index = IndexQueue(self._backend, self._keys)
         self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
