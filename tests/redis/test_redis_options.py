@@ -97,7 +97,7 @@ async def test_no_attribute_of_the_store_holds_the_password(
             await store.append_events(s.id, [{"type": "e"}])
             await asyncio.gather(*(store.get_session(s.id) for _ in range(8)))  # a few conns
             assert find_secret(store, secret, depth=6) == []
-            assert store.options.password == "***"
+            assert isinstance(store.options, RedisOptions) and store.options.password == "***"
             for text in (repr(store), str(store), str(store.url), repr(store.options)):
                 assert secret not in text
             creds = store.client.connection_pool.connection_kwargs["credential_provider"]
