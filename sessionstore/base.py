@@ -150,7 +150,8 @@ class BaseSessionStore(BulkMixin, ABC):
     @property
     def url(self) -> str | None:
         """The URL the store was opened with, password redacted."""
-        return self._url
+        # `_url` is kept redacted; redacting again guards a subclass that sets it itself
+        return None if self._url is None else redact_url(self._url)
 
     def __repr__(self) -> str:
         where = f"{self.url!r}, " if self._url else ""
