@@ -111,7 +111,7 @@ class BaseSessionStore(BulkMixin, ABC):
             raise ConfigurationError("clock must provide now() and async sleep()")
         self.clock: Clock = clock or SystemClock()
         self._limits = Limits(self.options.max_session_bytes, self.options.max_event_bytes)
-        self._url: str | None = None
+        self._url: str | None = None  # redacted: no password is kept with the store
         self._state = "new"  # new -> open -> closed
         self._corrupt: dict[str, str] = {}
 
@@ -125,7 +125,7 @@ class BaseSessionStore(BulkMixin, ABC):
         values.update(options_from_query(cls.Options, query))
         values.update(overrides)
         store = cls(**values)
-        store._url = url
+        store._url = redact_url(url)  # the password is never kept (only the options use it)
         return store
 
     @classmethod
@@ -150,6 +150,7 @@ class BaseSessionStore(BulkMixin, ABC):
     @property
     def url(self) -> str | None:
         """The URL the store was opened with, password redacted."""
+        # `_url` is kept redacted; redacting again guards a subclass that sets it itself
         return None if self._url is None else redact_url(self._url)
 
     def __repr__(self) -> str:
@@ -218,7 +219,26 @@ class BaseSessionStore(BulkMixin, ABC):
 
     @abstractmethod
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
-        """Every checkpoint of the session, oldest first (digests not verified)."""
+        """Every readable checkpoint of the session, oldest first (digests not verified).
+
+        A checkpoint record that cannot be read (undecodable, wrong type, a symlink) is
+        left out and reported with :meth:`_report_corrupt` (an :class:`IntegrityError`
+        whose ``record`` is ``<session id>/checkpoints/<checkpoint id>``), never raised:
+        one bad record must not take the session's listing, its next checkpoint or a
+        backup down. :meth:`_load_checkpoint` still raises for it.
+        """
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        """One checkpoint (digest not verified), ``None`` when there is none by that id.
+
+        Optional primitive: a corrupt record raises :class:`IntegrityError`. The default
+        looks the id up in :meth:`_load_checkpoints` (so a record that method leaves out
+        reads as missing); override it to read the one record, strictly.
+        """
+        for cp in await self._load_checkpoints(session_id):
+            if cp.id == checkpoint_id:
+                return cp
+        return None
 
     async def _load_checkpoints_many(
         self, session_ids: Sequence[str]
@@ -260,6 +280,21 @@ class BaseSessionStore(BulkMixin, ABC):
         log.warning("skipping corrupt record %s: %s", error.record or "?", error)
         if len(self._corrupt) < self._MAX_CORRUPT_REPORTS:
             self._corrupt[error.record or f"#{len(self._corrupt)}"] = str(error)
+
+    def _sound_checkpoints(self, session_id: str, cps: Iterable[Checkpoint]) -> list[Checkpoint]:
+        """``cps`` without those whose digest does not match their content (reported)."""
+        out = []
+        for cp in cps:
+            if checkpoint_digest(cp) != cp.digest:
+                self._report_corrupt(
+                    IntegrityError(
+                        "checkpoint digest does not match its content; left out",
+                        f"{session_id}/checkpoints/{cp.id}",
+                    )
+                )
+                continue
+            out.append(cp)
+        return out
 
     @property
     def corrupt_records(self) -> dict[str, str]:
@@ -540,7 +575,13 @@ class BaseSessionStore(BulkMixin, ABC):
         if keep_last is not None:
             validate_positive_int(keep_last, "keep_last", maximum=1_000_000)
         self._check_open()
-        existing = [cp.id for cp in await self._load_checkpoints(session_id)]
+        existing: list[str] = []
+        if keep_last:
+            # Only sound checkpoints count and are pruned: a corrupt one (unreadable, or
+            # its digest does not match) is left where it is, reported, for `doctor` to
+            # quarantine or `delete_checkpoint` to remove; pruning never destroys it.
+            loaded = await self._load_checkpoints(session_id)
+            existing = [cp.id for cp in self._sound_checkpoints(session_id, loaded)]
 
         def plan(planner: Planner) -> Checkpoint:
             session = planner.require(session_id, None)
@@ -554,30 +595,42 @@ class BaseSessionStore(BulkMixin, ABC):
         return cp
 
     async def list_checkpoints(self, session_id: str) -> list[Checkpoint]:
-        """The session's checkpoints, oldest first (digests are verified by ``get``)."""
+        """The session's checkpoints, oldest first, each digest verified.
+
+        A corrupt checkpoint (unreadable, or its digest does not match) is left out and
+        reported in :attr:`corrupt_records` and the ``sessionstore`` log;
+        :meth:`get_checkpoint` of it raises :class:`IntegrityError`.
+        """
         if await self.get_session(session_id) is None:
             raise SessionNotFoundError(session_id)
-        return await self._load_checkpoints(session_id)
+        return self._sound_checkpoints(session_id, await self._load_checkpoints(session_id))
 
     async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
-        """One checkpoint, its digest verified (:class:`IntegrityError` on mismatch)."""
+        """One checkpoint, its digest verified (:class:`IntegrityError` when the record is
+        corrupt or the digest does not match)."""
         validate_session_id(checkpoint_id, "checkpoint id")
-        for cp in await self.list_checkpoints(session_id):
-            if cp.id == checkpoint_id:
-                if checkpoint_digest(cp) != cp.digest:
-                    raise IntegrityError(
-                        "checkpoint digest does not match its content",
-                        f"{session_id}/{checkpoint_id}",
-                    )
-                return cp
-        raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+        if await self.get_session(session_id) is None:
+            raise SessionNotFoundError(session_id)
+        cp = await self._load_checkpoint(session_id, checkpoint_id)
+        if cp is None:
+            raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+        if checkpoint_digest(cp) != cp.digest:
+            raise IntegrityError(
+                "checkpoint digest does not match its content",
+                f"{session_id}/checkpoints/{checkpoint_id}",
+            )
+        return cp
 
     async def delete_checkpoint(self, session_id: str, checkpoint_id: str) -> bool:
-        """Delete one checkpoint; False when it did not exist."""
+        """Delete one checkpoint (a corrupt one too); False when it did not exist."""
         validate_session_id(session_id)
         validate_session_id(checkpoint_id, "checkpoint id")
         self._check_open()
-        if not any(cp.id == checkpoint_id for cp in await self._load_checkpoints(session_id)):
+        try:
+            found = await self._load_checkpoint(session_id, checkpoint_id) is not None
+        except IntegrityError:
+            found = True  # there, but corrupt: deleting it is how a caller gets rid of it
+        if not found:
             return False
 
         def plan(planner: Planner) -> bool:

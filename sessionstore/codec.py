@@ -1,7 +1,8 @@
 """Encoding: strict JSON-native values (orjson), record formats, limits and checksums.
 
 User values (session ``data``/``metadata`` and event ``data``) must be JSON-native: dicts
-with ``str`` keys, lists, ``str``, 64-bit ``int``, finite ``float``, ``bool`` and ``None``
+with ``str`` keys, lists, ``str``, signed 64-bit ``int`` (-2**63 .. 2**63 - 1), finite
+``float``, ``bool`` and ``None``
 (subclasses of these, such as a ``StrEnum`` member, are stored as their base type). What
 you write is exactly what you read back; anything else raises :class:`SerializationError`
 naming the offending path *before* anything is written. Nothing is ever pickled.
@@ -60,10 +61,14 @@ MAX_EVENT: Final = "max_event_bytes"
 
 # Datetimes and dataclasses are not JSON-native: send them to ``_reject`` instead of letting
 # orjson serialize them silently. Tuples, UUIDs and non-finite floats are caught by the
-# round-trip comparison in ``encode_user_dict``.
-_STRICT_OPTS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# round-trip comparison in ``encode_user_dict``. Integers are signed 64-bit: orjson alone
+# accepts up to 2**64 - 1, so values are first encoded with OPT_STRICT_INTEGER (at most
+# 2**53 in magnitude, no cost); only a value holding a larger integer takes the slow path
+# (``_dumps_strict``), which walks it and checks every integer against the signed range.
+_WIDE_OPTS: Final = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_STRICT_OPTS: Final = _WIDE_OPTS | orjson.OPT_STRICT_INTEGER
 _INT64_MIN: Final = -(2**63)
-_UINT64_MAX: Final = 2**64 - 1
+_INT64_MAX: Final = 2**63 - 1
 
 
 def _reject(value: Any) -> Any:
@@ -190,8 +195,8 @@ def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] 
     if value is None or isinstance(value, bool | str):
         return None
     if isinstance(value, int):
-        if not _INT64_MIN <= value <= _UINT64_MAX:
-            return path, "integer outside the 64-bit range"
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            return path, "integer outside the signed 64-bit range (-2**63 .. 2**63 - 1)"
         return None
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -231,6 +236,26 @@ def _serialization_error(value: Any, what: str, cause: BaseException | None) -> 
     return SerializationError(message, what)
 
 
+def _dumps_strict(value: Any, what: str) -> bytes:
+    """``value`` as JSON, refusing what is not JSON-native, integers outside the signed
+    64-bit range and nesting deeper than :data:`MAX_DEPTH` (:class:`SerializationError`
+    naming the path)."""
+    try:
+        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
+    except (orjson.JSONEncodeError, TypeError, RecursionError):
+        # also an integer beyond 2**53 (the strict-integer limit): the walk decides
+        found = _describe_invalid(value, what)
+        if found is not None:
+            raise SerializationError(found[1], found[0]) from None
+        try:  # only integers within the signed 64-bit range were over the strict limit
+            raw = orjson.dumps(value, default=_reject, option=_WIDE_OPTS)
+        except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
+            raise _serialization_error(value, what, exc) from None
+    if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
+        raise _serialization_error(value, what, None)
+    return raw
+
+
 def encode_user_dict(
     value: Any, what: str, limit: int, option: str | None = None
 ) -> tuple[bytes, JSONDict]:
@@ -247,12 +272,7 @@ def encode_user_dict(
             raise SerializationError(f"must be a dict, not {type(value).__name__}", what)
     if not value:  # the common empty metadata: nothing to check
         return b"{}", {}
-    try:
-        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
-    except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
-        raise _serialization_error(value, what, exc) from None
-    if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
-        raise _serialization_error(value, what, None)
+    raw = _dumps_strict(value, what)
     if len(raw) > limit:
         raise QuotaExceededError(
             f"{what} is {len(raw)} bytes encoded, over the limit of {limit}", option=option
@@ -265,12 +285,7 @@ def encode_user_dict(
 
 def encode_json(value: Any, what: str = "value") -> bytes:
     """Encode a JSON-native value strictly (no size limit)."""
-    try:
-        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
-    except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
-        raise _serialization_error(value, what, exc) from None
-    if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):
-        raise _serialization_error(value, what, None)
+    raw = _dumps_strict(value, what)
     if orjson.loads(raw) != value:
         raise _serialization_error(value, what, None)
     return raw

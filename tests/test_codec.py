@@ -86,6 +86,8 @@ BAD_VALUES: list[tuple[str, Any, str]] = [
     ("dataclass", _Point(1, 2), "_Point"),
     ("timedelta", timedelta(seconds=1), "timedelta"),
     ("too-big-int", 2**64, "64-bit"),
+    ("int64-max-plus-one", 2**63, "signed 64-bit"),
+    ("uint64-max", 2**64 - 1, "signed 64-bit"),
     ("too-small-int", -(2**63) - 1, "64-bit"),
     ("huge-int", 10**40, "64-bit"),
 ]
@@ -151,7 +153,9 @@ def test_json_native_values_round_trip_exactly() -> None:
         "neg": -7,
         "int64_max": 2**63 - 1,
         "int64_min": -(2**63),
-        "uint64_max": 2**64 - 1,
+        "strict_int_limit": 2**53,  # orjson's strict-integer limit: the fast path
+        "over_strict_int_limit": 2**53 + 1,  # the walk (and a second encoding)
+        "under_strict_int_limit": -(2**53) - 1,
         "float": 1.5,
         "float_int": 1.0,
         "neg_zero": -0.0,
@@ -561,3 +565,21 @@ def test_garbage_event_record_raises_integrity_error(rec: Any) -> None:
     with pytest.raises(IntegrityError) as info:
         event_from_record(rec, "ev-x")
     assert info.value.record == "ev-x"
+
+
+def test_integers_are_signed_64_bit_in_every_encoder() -> None:
+    """Signed 64-bit: the bounds pass, one past either bound is refused naming its path,
+    by ``encode_user_dict`` (data, metadata, events) and ``encode_json`` (filters)."""
+    for ok in (2**63 - 1, -(2**63), 2**53 + 1):
+        assert orjson.loads(encode_user_dict({"n": [ok]}, "data", LIMIT)[0]) == {"n": [ok]}
+        assert orjson.loads(encode_json({"n": ok})) == {"n": ok}
+    for bad in (2**63, 2**64 - 1, -(2**63) - 1):
+        with pytest.raises(SerializationError, match="signed 64-bit") as info:
+            encode_user_dict({"n": [1, bad]}, "data", LIMIT)
+        assert info.value.path == "data.n[1]"
+        with pytest.raises(SerializationError, match="signed 64-bit"):
+            encode_json({"n": bad}, "filter")
+    # a big but valid integer next to something else that is bad: the other one is named
+    with pytest.raises(SerializationError, match="datetime") as info:
+        encode_user_dict({"n": 2**60, "when": datetime.now()}, "data", LIMIT)
+    assert info.value.path == "data.when"

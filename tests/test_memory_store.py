@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import (
     AppendOp,
+    BaseSessionStore,
     CreateOp,
     DeleteOp,
     EventInput,
@@ -37,6 +39,7 @@ from sessionstore import (
     UpdateOp,
     open_store,
 )
+from tests.corrupt_checkpoints import check_corrupt_checkpoint_is_skipped_and_reported
 
 CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -1347,3 +1350,29 @@ async def test_capabilities_and_repr(store: MemoryStore) -> None:
     assert not caps.cross_process
     assert "MemoryStore" in repr(store)
     assert store.namespace == ""
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("damage", ["undecodable", "another_id", "digest"])
+async def test_a_corrupt_checkpoint_is_skipped_and_reported(
+    store: MemoryStore, clock: ManualClock, tmp_path: Path, damage: str
+) -> None:
+    """The memory driver keeps checkpoints as JSON bytes: damage them in its space."""
+
+    async def corrupt(st: BaseSessionStore, sid: str, cp_id: str) -> None:
+        assert st is store
+        cps = store._space.checkpoints[sid]
+        if damage == "undecodable":
+            cps[cp_id] = cps[cp_id][:-7]
+        elif damage == "another_id":  # a record moved under another checkpoint's name
+            other = next(k for k in cps if k != cp_id)
+            cps[cp_id] = cps[other]
+        else:  # readable, but not what was saved
+            cps[cp_id] = cps[cp_id].replace(b'"step":2', b'"step":7')
+
+    await check_corrupt_checkpoint_is_skipped_and_reported(
+        store, corrupt, tmp_path, advance=lambda: clock.advance(1)
+    )

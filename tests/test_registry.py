@@ -32,6 +32,7 @@ from sessionstore import (
     redact_url,
     register_driver,
 )
+from tests.secrets_walk import find_secret
 
 
 class AcmeStore(MemoryStore):
@@ -223,6 +224,8 @@ async def test_passwords_never_appear_in_repr_or_errors(
     for text in (repr(store), str(store), store.url or ""):
         assert "s3cret" not in text
         assert "***" in text
+    # no attribute keeps the raw URL (BaseSessionStore kept it in `_url`)
+    assert find_secret(store, "s3cret") == []
     assert "db.example" in repr(store)
     # an error mentioning the store does not leak it either
     with pytest.raises(StoreUnavailableError) as info:

@@ -10,6 +10,7 @@ deleted. Lock files of sessions that do not exist are removed under the lock its
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,17 @@ from sessionstore import IntegrityError
 from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
-from ._fs import is_temp_name, open_dir, try_flock
+from ._fs import is_temp_name, open_dir, open_dir_or_none, try_flock
 from ._locks import Held
-from ._session import DOC, State, cp_dir_name, iter_lines, read_checkpoints, read_state, tidy
+from ._session import (
+    DOC,
+    State,
+    cp_dir_name,
+    iter_lines,
+    read_checkpoint_file,
+    read_state,
+    tidy,
+)
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -198,6 +207,7 @@ def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
             except IntegrityError as exc:
                 _corrupt_session(engine, sid, exc, report, state)
                 return
+            _check_symlinks(engine, state, report)
             _check_checkpoints(engine, state, report)
             report.removed += tidy(engine.layout, state, dry_run=report.dry_run)
         finally:
@@ -207,52 +217,62 @@ def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
 
 
 def _check_checkpoints(engine: Engine, state: State, report: DoctorReport) -> None:
+    """Verify each checkpoint file of the current incarnation (seal and digest); move a
+    corrupt one, or a checkpoint directory that is a symlink, to quarantine."""
     assert state.doc is not None
+    sid = state.sid
+    cp_dir = cp_dir_name(state.doc.inc)
     try:
-        cps = read_checkpoints(engine.layout, state.sid)
-    except IntegrityError as exc:
-        # find the bad file(s) one by one and move them aside; the session stays usable
-        cp_dir = cp_dir_name(state.doc.inc)
-        cp_fd = os.open(cp_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=state.dir_fd)
-        try:
-            from ._fs import read_file
-            from ._records import decode_checkpoint
-
-            for name in sorted(os.listdir(cp_fd)):
-                if is_temp_name(name):
-                    continue
-                record = f"{state.sid}/checkpoints/{name.removesuffix('.json')}"
-                try:
-                    raw = read_file(name, cp_fd, record)
-                    if raw is not None:
-                        cp = decode_checkpoint(raw, record)
-                        if checkpoint_digest(cp) != cp.digest:
-                            raise IntegrityError("checkpoint digest does not match", record)
-                    report.records_checked += 1
-                except IntegrityError as bad:
-                    report.corrupt.append({"record": record, "problem": str(bad)})
-                    if not report.dry_run:
-                        report.quarantined.append(engine.quarantine_file(cp_fd, name, state.sid))
-        finally:
-            os.close(cp_fd)
-        del exc
+        cp_fd = open_dir_or_none(cp_dir, state.dir_fd, f"{sid}/{cp_dir}")
+    except IntegrityError as exc:  # a symlink (or a file) where the directory belongs
+        _quarantine(engine, state.dir_fd, cp_dir, exc, report, sid)
         return
-    for cp in cps:
-        report.records_checked += 1
-        if checkpoint_digest(cp) != cp.digest:
-            record = f"{state.sid}/checkpoints/{cp.id}"
-            report.corrupt.append({"record": record, "problem": "checkpoint digest mismatch"})
-            if not report.dry_run:
-                cp_fd = os.open(
-                    cp_dir_name(state.doc.inc), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-                    dir_fd=state.dir_fd,
-                )  # fmt: skip
-                try:
-                    report.quarantined.append(
-                        engine.quarantine_file(cp_fd, f"{cp.id}.json", state.sid)
-                    )
-                finally:
-                    os.close(cp_fd)
+    if cp_fd is None:
+        return
+    try:
+        for name in sorted(os.listdir(cp_fd)):
+            if is_temp_name(name):
+                continue  # tidy() removes it
+            try:
+                cp = read_checkpoint_file(cp_fd, sid, name)
+                if cp is not None and checkpoint_digest(cp) != cp.digest:
+                    raise IntegrityError("checkpoint digest mismatch", f"{sid}/checkpoints/{cp.id}")
+                report.records_checked += 1
+            except IntegrityError as bad:
+                _quarantine(engine, cp_fd, name, bad, report, sid)
+    finally:
+        os.close(cp_fd)
+
+
+def _check_symlinks(engine: Engine, state: State, report: DoctorReport) -> None:
+    """Symlinks in the session's directory (they are never followed): each is a corrupt
+    record, moved to quarantine like any other (never silently removed as a leftover)."""
+    assert state.doc is not None
+    current = cp_dir_name(state.doc.inc)  # _check_checkpoints reports that one
+    for name in sorted(os.listdir(state.dir_fd)):
+        if name == current:
+            continue
+        try:
+            st = os.stat(name, dir_fd=state.dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            error = IntegrityError("a symlink in the session directory (not followed)")
+            _quarantine(engine, state.dir_fd, name, error, report, state.sid, f"{state.sid}/{name}")
+
+
+def _quarantine(
+    engine: Engine,
+    dir_fd: int,
+    name: str,
+    exc: IntegrityError,
+    report: DoctorReport,
+    sid: str,
+    record: str = "",
+) -> None:
+    report.corrupt.append({"record": record or exc.record or name, "problem": str(exc)})
+    if not report.dry_run:
+        report.quarantined.append(engine.quarantine_file(dir_fd, name, sid))
 
 
 def _corrupt_session(

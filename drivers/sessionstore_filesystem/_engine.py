@@ -69,7 +69,7 @@ from ._layout import MARKER, Layout, namespace_dir
 from ._locks import Held
 from ._records import encode_journal
 from ._recovery import RecoveryMixin
-from ._session import State, read_checkpoints, read_events, read_state
+from ._session import State, read_checkpoint, read_checkpoints, read_events, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps
 
 __all__ = ["Engine"]
@@ -284,8 +284,15 @@ class Engine(RecoveryMixin):
         return read_events(self.layout, sid, after_seq, limit, last)
 
     def checkpoints(self, sid: str) -> list[Checkpoint]:
+        """The readable checkpoints; unreadable ones go to ``corrupt`` (reported)."""
         self.settle_journals({sid})
-        return read_checkpoints(self.layout, sid)
+        found, bad = read_checkpoints(self.layout, sid)
+        self.corrupt.extend(bad)
+        return found
+
+    def checkpoint(self, sid: str, cp_id: str) -> Checkpoint | None:
+        self.settle_journals({sid})
+        return read_checkpoint(self.layout, sid, cp_id)
 
     def shard_sessions(self, shard: str) -> tuple[list[Session], list[IntegrityError]]:
         """Every session of one shard directory (corrupt ones returned apart)."""

@@ -62,6 +62,8 @@ __all__ = [
     "log_name",
     "new_inc",
     "open_session_dir",
+    "read_checkpoint",
+    "read_checkpoint_file",
     "read_checkpoints",
     "read_events",
     "read_state",
@@ -491,37 +493,83 @@ def _read_events(
         state.close()
 
 
-def read_checkpoints(layout: Layout, sid: str) -> list[Checkpoint]:
-    """The checkpoints of the session's current incarnation, oldest first."""
+def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[IntegrityError]]:
+    """The readable checkpoints of the session's current incarnation, oldest first, and an
+    :class:`IntegrityError` per checkpoint file that cannot be read (left out: one bad
+    file must not hide the others). A checkpoint directory that is not a directory (a
+    symlink) is one such error, and no checkpoint is readable."""
     state = read_state(layout, sid)
     try:
         if state.doc is None:
-            return []
-        cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
-        if cp_fd is None:
-            return []
+            return [], []
+        dir_record = f"{sid}/{cp_dir_name(state.doc.inc)}"
         try:
-            out = []
+            cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, dir_record)
+        except IntegrityError as exc:
+            return [], [exc]
+        if cp_fd is None:
+            return [], []
+        out: list[Checkpoint] = []
+        bad: list[IntegrityError] = []
+        try:
             for name in os.listdir(cp_fd):
                 if is_temp_name(name) or not name.endswith(".json"):
                     continue
-                record = f"{sid}/checkpoints/{name[:-5]}"
-                raw = read_file(name, cp_fd, record)
-                if raw is None:
-                    continue  # deleted while we listed
-                cp = decode_checkpoint(raw, record)
-                if cp.session_id != sid or f"{cp.id}.json" != name:
-                    raise IntegrityError("checkpoint file names another checkpoint", record)
-                out.append(cp)
+                try:
+                    cp = read_checkpoint_file(cp_fd, sid, name)
+                except IntegrityError as exc:
+                    bad.append(exc)
+                    continue
+                if cp is not None:  # None: deleted while we listed
+                    out.append(cp)
         finally:
             os.close(cp_fd)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
-        return out
+        return out, bad
     finally:
         state.close()
 
 
+def read_checkpoint(layout: Layout, sid: str, cp_id: str) -> Checkpoint | None:
+    """One checkpoint of the current incarnation (``None``: none by that id); a corrupt
+    file raises :class:`IntegrityError`."""
+    state = read_state(layout, sid)
+    try:
+        if state.doc is None:
+            return None
+        dir_record = f"{sid}/{cp_dir_name(state.doc.inc)}"
+        cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, dir_record)
+        if cp_fd is None:
+            return None
+        try:
+            return read_checkpoint_file(cp_fd, sid, f"{cp_id}.json")
+        finally:
+            os.close(cp_fd)
+    finally:
+        state.close()
+
+
+def read_checkpoint_file(cp_fd: int, sid: str, name: str) -> Checkpoint | None:
+    """Checkpoint file ``name`` of directory ``cp_fd`` (``None``: absent); a corrupt file
+    raises :class:`IntegrityError`."""
+    record = f"{sid}/checkpoints/{name.removesuffix('.json')}"
+    raw = read_file(name, cp_fd, record)
+    if raw is None:
+        return None
+    cp = decode_checkpoint(raw, record)
+    if cp.session_id != sid or f"{cp.id}.json" != name:
+        raise IntegrityError("checkpoint file names another checkpoint", record)
+    return cp
+
+
 # --------------------------------------------------------------------------- tidy
+
+
+def _is_symlink(name: str, dir_fd: int) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
@@ -557,11 +605,16 @@ def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
         if name in keep:
             continue
         if is_temp_name(name) or name.startswith(("events.", "checkpoints.")):
+            if _is_symlink(name, state.dir_fd):
+                continue  # planted, not a leftover: `doctor` reports and quarantines it
             removed.append(f"{sid}/{name}")
             if not dry_run and not unlink_quiet(name, state.dir_fd):
                 rmtree_quiet(name, state.dir_fd)
     if state.doc is not None:
-        cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
+        try:
+            cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, sid)
+        except IntegrityError:  # a symlink: `doctor` reports and quarantines it
+            cp_fd = None
         if cp_fd is not None:
             try:
                 for name in os.listdir(cp_fd):

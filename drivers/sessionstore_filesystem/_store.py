@@ -202,7 +202,13 @@ class FileStore(BaseSessionStore):
         return await self._run(self._engine.events, session_id, after_seq, limit, last)
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
-        return await self._run(self._engine.checkpoints, session_id)
+        found = await self._run(self._engine.checkpoints, session_id)
+        self._report()  # the unreadable ones, left out
+        return found
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        """One checkpoint file, read strictly."""
+        return await self._run(self._engine.checkpoint, session_id, checkpoint_id)
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         self._check_open()

@@ -14,6 +14,7 @@ from sessionstore import (
     Capabilities,
     Checkpoint,
     Event,
+    IntegrityError,
     Mutation,
     Page,
     QueryOptions,
@@ -103,6 +104,14 @@ def _kept(raw: bytes) -> bytes:
     3.12) and never shrinks it: keeping its output as is cost ~9 KB per tiny session.
     """
     return memoryview(raw).tobytes()
+
+
+def _decode_checkpoint(session_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
+    record = f"{session_id}/checkpoints/{checkpoint_id}"
+    cp = checkpoint_from_record(decode_json(raw, record), record)
+    if cp.session_id != session_id or cp.id != checkpoint_id:
+        raise IntegrityError("the checkpoint record names another checkpoint", record)
+    return cp
 
 
 def _materialize(doc: _Doc) -> Session:
@@ -262,10 +271,16 @@ class MemoryStore(BaseSessionStore):
         cps = self._space.checkpoints.get(session_id, {})
         out = []
         for cp_id, raw in cps.items():
-            name = f"{session_id}/{cp_id}"
-            out.append(checkpoint_from_record(decode_json(raw, name), name))
+            try:
+                out.append(_decode_checkpoint(session_id, cp_id, raw))
+            except IntegrityError as exc:  # left out and reported (see the base class)
+                self._report_corrupt(exc)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
         return out
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        raw = self._space.checkpoints.get(session_id, {}).get(checkpoint_id)
+        return None if raw is None else _decode_checkpoint(session_id, checkpoint_id, raw)
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         for doc in list(self._space.docs.values()):

@@ -60,6 +60,7 @@ from sessionstore import (
 from ._lane import Lane
 from ._options import RedisOptions
 from ._scripts import APPEND, CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
+from ._secret import Credentials
 
 __all__ = ["Backend", "Call"]
 
@@ -242,8 +243,16 @@ def _translate(exc: RedisError, where: str) -> Exception:
 class Backend:
     """The connected client of one store plus script execution and retries."""
 
-    def __init__(self, options: RedisOptions) -> None:
+    def __init__(
+        self,
+        options: RedisOptions,
+        credentials: Credentials | None = None,
+        sentinel_credentials: Credentials | None = None,
+    ) -> None:
         self.options = options
+        # the passwords, held apart from the options (see _secret.py)
+        self._credentials = credentials
+        self._sentinel_credentials = sentinel_credentials
         self.cluster = options.mode == "cluster"
         self.client: Any = None
         self._lane: Lane | None = None
@@ -260,8 +269,8 @@ class Backend:
             "socket_connect_timeout": o.connect_timeout,
             "retry": Retry(NoBackoff(), 0),
             "max_connections": o.max_connections,
-            "username": o.username,
-            "password": o.password,
+            "username": None if self._credentials else o.username,
+            "credential_provider": self._credentials,
             "client_name": o.client_name,
             "decode_responses": False,
             "health_check_interval": 0,
@@ -303,9 +312,9 @@ class Backend:
                     "socket_connect_timeout": o.connect_timeout,
                     "retry": Retry(NoBackoff(), 0),
                 }
-                if o.sentinel_password is not None:
-                    sentinel_kwargs["password"] = o.sentinel_password
-                if o.sentinel_username is not None:
+                if self._sentinel_credentials is not None:
+                    sentinel_kwargs["credential_provider"] = self._sentinel_credentials
+                elif o.sentinel_username is not None:
                     sentinel_kwargs["username"] = o.sentinel_username
                 self._sentinel = Sentinel(o.node_list(), sentinel_kwargs=sentinel_kwargs)
             kwargs["connection_class"] = _SentinelSSLConn if o.tls else _SentinelConn

@@ -16,13 +16,21 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from sessionstore import Event, IntegrityError, Session, Status, UnsupportedFormatError
+from sessionstore import (
+    Checkpoint,
+    Event,
+    IntegrityError,
+    Session,
+    Status,
+    UnsupportedFormatError,
+)
 from sessionstore.clock import from_ms, to_ms
-from sessionstore.codec import FORMAT_VERSION
+from sessionstore.codec import FORMAT_VERSION, checkpoint_from_record, decode_json
 from sessionstore.planning import fast_session
 
 __all__ = [
     "Doc",
+    "decode_checkpoint",
     "decode_doc",
     "decode_events",
     "decode_full",
@@ -219,3 +227,14 @@ def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[E
     if len(out) != len(blobs):
         raise IntegrityError("malformed event log", record)
     return out
+
+
+def decode_checkpoint(session_id: str, field: bytes, blob: bytes) -> Checkpoint:
+    """The checkpoint stored in field ``field`` of the session's ``ckpt`` hash; a record
+    that is undecodable, malformed or names another checkpoint raises
+    :class:`IntegrityError` naming ``<session id>/checkpoints/<field>``."""
+    record = f"{session_id}/checkpoints/{field.decode(errors='replace')}"
+    cp = checkpoint_from_record(decode_json(blob, record), record)
+    if cp.session_id != session_id or cp.id.encode() != field:
+        raise IntegrityError("the checkpoint record names another checkpoint", record)
+    return cp

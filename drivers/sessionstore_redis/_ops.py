@@ -263,4 +263,10 @@ def raise_failure(reply: Sequence[Any]) -> None:
         raise UnsupportedFormatError(
             "the stored session was written by a newer sessionstore; upgrade to change it", sid
         )
+    if code == "EVLEN":
+        raise IntegrityError(
+            f"the event list holds {a} item(s) but the document counts {b}: appending would "
+            "give the new events the wrong sequence numbers (nothing was written)",
+            sid,
+        )
     raise IntegrityError("the stored session document is corrupt", sid)

@@ -33,14 +33,14 @@ from sessionstore import (
     UpdateOp,
 )
 from sessionstore.clock import from_ms, to_ms
-from sessionstore.codec import MAX_SESSION, checkpoint_from_record, decode_json
+from sessionstore.codec import MAX_SESSION
 from sessionstore.model import TTL
 from sessionstore.planning import check_expected_version, encode_events, new_session, prepare
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_doc, decode_events, decode_full, event_blob
+from ._doc import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._ops import NO_COPY, Moved, Unclaimed, WriteCall, raise_failure
@@ -48,6 +48,7 @@ from ._options import RedisOptions, options_from_url
 from ._query import QueryMixin
 from ._records import RecordsMixin
 from ._scripts import EVENTS, READ
+from ._secret import HIDDEN, Credentials
 from ._writes import WritesMixin
 
 __all__ = ["RedisStore"]
@@ -65,6 +66,14 @@ class _Reply:
     token: str  # the write's token (what the document's "wt" now holds)
 
 
+def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
+    """``exc`` (which names the operation) as an error naming the session's record."""
+    message = str(exc)
+    if exc.record and message.startswith(f"{exc.record}: "):
+        message = message[len(exc.record) + 2 :]
+    return IntegrityError(message, sid)
+
+
 class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``)."""
 
@@ -80,9 +89,23 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._o = cast(RedisOptions, self.options)
+        given = cast(RedisOptions, self.options)
+        # the passwords go to redis-py as credential providers and nowhere else: the
+        # options keep "***" (see _secret.py)
+        main = None if given.password is None else Credentials(given.username, given.password)
+        sentinel = (
+            None
+            if given.sentinel_password is None
+            else Credentials(given.sentinel_username, given.sentinel_password)
+        )
+        self._o = replace(
+            given,
+            password=None if main is None else HIDDEN,
+            sentinel_password=None if sentinel is None else HIDDEN,
+        )
+        self.options = self._o
         self._cluster = self._o.mode == "cluster"
-        self._backend = Backend(self._o)
+        self._backend = Backend(self._o, main, sentinel)
         self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
         self._index = IndexQueue(self._backend, self._keys)
         self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
@@ -325,7 +348,10 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             loc = self._loc(sid)
             tried.add(loc.group)
             args = [now, after_seq, "" if limit is None else limit, "" if last is None else last]
-            reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+            try:
+                reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+            except IntegrityError as exc:  # a key of the session holds the wrong type
+                raise _of_session(exc, sid) from None
             code = reply[0]
             if code == b"OK":
                 return decode_events(reply[2], int(reply[1]), sid)
@@ -364,18 +390,42 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     ) -> list[Event]:
         return await self._events(session_id, after_seq, limit, last, "") or []
 
-    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+    async def _checkpoints_key(self, session_id: str) -> str:
         found = await self._fetch([session_id], strict=False)
         loc = self._loc(session_id) if session_id in found else self._keys.home(session_id)
-        raw, _ = await self._backend.run(
-            lambda: self._backend.client.hgetall(loc.ckpt), idempotent=True, what="read"
-        )
+        return loc.ckpt
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        key = await self._checkpoints_key(session_id)
+        try:
+            raw, _ = await self._backend.run(
+                lambda: self._backend.client.hgetall(key),
+                idempotent=True,
+                what=f"{session_id}/checkpoints",
+            )
+        except IntegrityError as exc:  # the key holds no hash: no checkpoint is readable
+            self._report_corrupt(exc)
+            return []
         out = []
         for cp_id, blob in raw.items():
-            name = f"{session_id}/{cp_id.decode(errors='replace')}"
-            out.append(checkpoint_from_record(decode_json(blob, name), name))
+            try:
+                out.append(decode_checkpoint(session_id, cp_id, blob))
+            except IntegrityError as exc:  # left out and reported (see the base class)
+                self._report_corrupt(exc)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
         return out
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        """One field of the checkpoints hash (``HGET``); a corrupt record raises."""
+        key = await self._checkpoints_key(session_id)
+        blob, _ = await self._backend.run(
+            lambda: self._backend.client.hget(key, checkpoint_id),
+            idempotent=True,
+            what=f"{session_id}/checkpoints",
+        )
+        if blob is None:
+            return None
+        return decode_checkpoint(session_id, checkpoint_id.encode(), blob)
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         batch: list[str] = []

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..base import BaseSessionStore
-from ..codec import checkpoint_digest
-from ..errors import IntegrityError, SessionConflictError
+from ..errors import SessionConflictError
 from ..model import Checkpoint, Event, Session
 from ..query import QueryOptions, SessionFilter
 from ._format import CheckpointItem, EventsItem, Item, PageEnd, SessionItem
@@ -124,20 +123,11 @@ class ChangedWhileCopiedError(SessionConflictError):
 def _sound_checkpoints(
     store: BaseSessionStore, session: Session, cps: list[Checkpoint]
 ) -> list[Checkpoint]:
-    out = []
-    for cp in cps:
-        if cp.version > session.version:
-            continue  # saved after the head we copy
-        if checkpoint_digest(cp) != cp.digest:
-            store._report_corrupt(
-                IntegrityError(
-                    "checkpoint digest does not match; left out of the copy",
-                    f"{session.id}/{cp.id}",
-                )
-            )
-            continue
-        out.append(cp)
-    return out
+    """The checkpoints taken at or before the copied head, without corrupt ones: a
+    checkpoint whose digest does not match is left out and reported (unreadable ones were
+    already left out and reported by ``_load_checkpoints``)."""
+    taken = [cp for cp in cps if cp.version <= session.version]  # later: after the head
+    return store._sound_checkpoints(session.id, taken)
 
 
 @dataclass

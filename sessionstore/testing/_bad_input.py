@@ -63,6 +63,7 @@ BAD_VALUES: dict[str, Any] = {
     "object": _Obj(),
     "int_key": {1: "x"},
     "huge_int": 2**64,
+    "int64_over": 2**63,
 }
 
 

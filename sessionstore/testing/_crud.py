@@ -8,7 +8,9 @@ import pytest
 from ulid import ULID
 
 from sessionstore import (
+    SerializationError,
     SessionExistsError,
+    SessionFilter,
     SessionNotFoundError,
     Status,
 )
@@ -18,8 +20,38 @@ from ._harness import ConformanceContext, store_test
 __all__ = ["CrudTests"]
 
 
+#: Integers are signed 64-bit: these round trip exactly everywhere...
+INT64_BOUNDS = {"max": 2**63 - 1, "min": -(2**63), "over_2_53": 2**53 + 1}
+#: ...and these are refused everywhere (one past either bound; the unsigned maximum).
+INT64_OUTSIDE = (2**63, 2**64 - 1, -(2**63) - 1)
+
+
 class CrudTests:
     """Create, read, update and delete single sessions."""
+
+    @store_test
+    async def test_integers_are_signed_64_bit(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(data=INT64_BOUNDS, metadata=INT64_BOUNDS)
+        s = await st.append_events(s.id, [{"type": "n", "data": INT64_BOUNDS}])
+        cp = await st.save_checkpoint(s.id)
+        got = await st.get_session(s.id)
+        assert got is not None and got.data == INT64_BOUNDS and got.metadata == INT64_BOUNDS
+        assert [e.data for e in await st.get_events(s.id)] == [INT64_BOUNDS]
+        assert (await st.get_checkpoint(s.id, cp.id)).data == INT64_BOUNDS
+        for key, value in INT64_BOUNDS.items():
+            page = await st.list_sessions(SessionFilter(metadata={key: value}))
+            assert page.ids == [s.id], key
+        for bad in INT64_OUTSIDE:
+            with pytest.raises(SerializationError, match="signed 64-bit"):
+                await st.create_session(data={"n": bad})
+            with pytest.raises(SerializationError, match="signed 64-bit"):
+                await st.create_session(metadata={"n": bad})
+            with pytest.raises(SerializationError, match="signed 64-bit"):
+                await st.update_session(s.id, merge_data={"n": bad})
+            with pytest.raises(SerializationError, match="signed 64-bit"):
+                await st.append_events(s.id, [{"type": "n", "data": {"n": bad}}])
+        assert await st.get_session(s.id) == s  # nothing was written
 
     @store_test
     async def test_create_defaults(self, ctx: ConformanceContext) -> None:

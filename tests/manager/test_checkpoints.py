@@ -57,14 +57,14 @@ async def test_restore_verifies_the_digest(
     ms = await manager.create_managed_session(data={"secret": "good"})
     cp = await ms.checkpoint()
     await ms.update(secret="newer", persist=True)
-    real = type(store)._load_checkpoints  # type: ignore[attr-defined]
+    real = type(store)._load_checkpoint  # type: ignore[attr-defined]
 
-    async def tampered(self: Any, session_id: str) -> list[Checkpoint]:
-        return [
-            dataclasses.replace(c, data={"secret": "evil"}) for c in await real(self, session_id)
-        ]
+    async def tampered(self: Any, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        c = await real(self, session_id, checkpoint_id)
+        return None if c is None else dataclasses.replace(c, data={"secret": "evil"})
 
-    monkeypatch.setattr(type(store), "_load_checkpoints", tampered)
+    # get_checkpoint (and so restore) reads the one checkpoint through this primitive
+    monkeypatch.setattr(type(store), "_load_checkpoint", tampered)
     with pytest.raises(IntegrityError):
         await ms.restore_checkpoint(cp.id)
     monkeypatch.undo()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -259,10 +260,10 @@ class RedisServer:
             self.process.kill()
             self.process.wait(5)
 
-    def restart(self) -> None:
-        """Start again on the same port with the same arguments."""
+    def restart(self, *extra: str) -> None:
+        """Start again on the same port with the same arguments (and ``extra`` ones)."""
         self.stop()
-        self.process = _spawn(self.args, self.workdir, self.port)
+        self.process = _spawn([*self.args, *extra], self.workdir, self.port)
         self.wait_ready()
 
 
@@ -534,9 +535,18 @@ class SentinelSetup:
         for server in (self.sentinel, self.replica, self.master):
             server.stop()
 
+    def master_port(self) -> int:
+        """The master's port as the sentinel reports it now."""
+        reply = _command(self.sentinel.port, "SENTINEL", "get-master-addr-by-name", self.service)
+        found = re.findall(rb"\$\d+\r\n(\d+)\r\n", reply)
+        return int(found[-1]) if found else 0
 
-def start_sentinel(binaries: RedisBinaries, workdir: Path) -> SentinelSetup:
-    """Master + replica (in sync) + a sentinel (quorum 1) on free loopback ports."""
+
+def start_sentinel(
+    binaries: RedisBinaries, workdir: Path, *, down_after_ms: int = 2000
+) -> SentinelSetup:
+    """Master + replica (in sync) + a sentinel (quorum 1) on free loopback ports. The
+    sentinel calls the master down after ``down_after_ms`` without an answer."""
     assert binaries.sentinel is not None
     for name in ("master", "replica", "sentinel"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -550,7 +560,7 @@ def start_sentinel(binaries: RedisBinaries, workdir: Path) -> SentinelSetup:
     conf.write_text(
         f"port {port}\nbind 127.0.0.1\ndir {sdir}\n"
         f"sentinel monitor mymaster 127.0.0.1 {master.port} 1\n"
-        "sentinel down-after-milliseconds mymaster 2000\n"
+        f"sentinel down-after-milliseconds mymaster {down_after_ms}\n"
         "sentinel failover-timeout mymaster 10000\n"
     )
     if binaries.sentinel[-1] == "--sentinel":  # redis-server <conf> --sentinel

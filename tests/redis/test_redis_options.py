@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import pickle
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sessionstore_redis import RedisOptions, RedisStore
 
-from sessionstore import ConfigurationError, OutcomeUnknownError, open_store
+from sessionstore import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+    open_store,
+)
 from tests.redis.servers import RedisBinaries, SentinelSetup, start_server
+from tests.secrets_walk import find_secret
 
 
 def _opts(url: str, **kwargs: Any) -> RedisOptions:
@@ -21,13 +30,8 @@ def _opts(url: str, **kwargs: Any) -> RedisOptions:
 
 def test_url_forms() -> None:
     o = _opts("redis://:s3cret@cache.local:6380/2?key_prefix=app:&socket_timeout=1.5")
-    assert (o.mode, o.host, o.port, o.db, o.password) == (
-        "single",
-        "cache.local",
-        6380,
-        2,
-        "s3cret",
-    )
+    # the password is parsed, handed to redis-py apart, and not kept in the options
+    assert (o.mode, o.host, o.port, o.db, o.password) == ("single", "cache.local", 6380, 2, "***")
     assert o.key_prefix == "app:" and o.socket_timeout == 1.5
     o = _opts("rediss://user:pw@h:6390?ssl_cert_reqs=none&ssl_ca_certs=/ca.pem")
     assert o.tls and o.username == "user" and o.ssl_cert_reqs == "none"
@@ -71,6 +75,44 @@ def test_password_is_redacted_everywhere() -> None:
     with pytest.raises(ConfigurationError) as info:
         open_store("redis+cluster://:hunter2@h1:7000/4")
     assert "hunter2" not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_no_attribute_of_the_store_holds_the_password(
+    redis_binaries: RedisBinaries, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Walk ``vars()`` of the store five levels deep, through its options, its redis-py
+    client, pool, connections and their ``connection_kwargs``: the password is in none of
+    them (redis-py gets it from a credential provider that keeps it in a slot). Nor in
+    repr/str, errors or the log."""
+    secret = "pw-Xq7-very-secret"
+    server = start_server(redis_binaries, tmp_path, "--requirepass", secret)
+    caplog.set_level(logging.DEBUG)
+    try:
+        url = f"redis://:{secret}@127.0.0.1:{server.port}/0?socket_timeout=2"
+        store = open_store(url, wait_replicas=0)
+        assert isinstance(store, RedisStore)
+        async with store:
+            s = await store.create_session(data={"x": 1})
+            await store.append_events(s.id, [{"type": "e"}])
+            await asyncio.gather(*(store.get_session(s.id) for _ in range(8)))  # a few conns
+            assert find_secret(store, secret, depth=6) == []
+            assert isinstance(store.options, RedisOptions) and store.options.password == "***"
+            for text in (repr(store), str(store), str(store.url), repr(store.options)):
+                assert secret not in text
+            creds = store.client.connection_pool.connection_kwargs["credential_provider"]
+            assert secret not in repr(creds) and vars(creds) == {}
+            with pytest.raises(TypeError):
+                pickle.dumps(creds)
+        # errors: a refused connection, then a wrong password, with the same URL shape
+        server.stop()
+        down = open_store(url, retry_deadline=0.3, connect_timeout=0.1)
+        with pytest.raises(StoreUnavailableError) as info:
+            await down.initialize()
+        assert secret not in str(info.value) and secret not in repr(info.value.__cause__)
+    finally:
+        server.stop()
+    assert secret not in caplog.text
 
 
 @pytest.mark.asyncio

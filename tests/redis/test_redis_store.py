@@ -102,7 +102,7 @@ async def test_values_round_trip_exactly(open_redis: Any, redis_url: str) -> Non
         "nested": {"l": [[], {}], "s": 'ü\u2028"q"\\'},
         "big": 2**63 - 1,
         "neg": -(2**63),
-        "u64": 2**64 - 1,
+        "over_2_53": 2**53 + 1,  # beyond a double: still exact
         "float": 0.1,
         "none": None,
         'key with spaces and "quotes"': True,
@@ -196,8 +196,11 @@ async def test_garbage_and_pickles_are_integrity_errors(
         await store.update_session("str", merge_data={"a": 1})
     with pytest.raises(IntegrityError):
         await store.get_events("ev")
-    with pytest.raises(IntegrityError):
-        await store.list_checkpoints("ev")
+    # a corrupt checkpoint is left out of the listing and reported; reading it raises
+    assert await store.list_checkpoints("ev") == []
+    assert "ev/checkpoints/cp1" in store.corrupt_records
+    with pytest.raises(IntegrityError, match="ev/checkpoints/cp1"):
+        await store.get_checkpoint("ev", "cp1")
     with pytest.raises(IntegrityError):
         await store.get_sessions(["field", good.id])
     # a scan (backup) skips and reports corrupt records instead of failing

@@ -16,21 +16,26 @@
 -- the document (one string, as read.lua); a table only for {'DONE', doc} (a retried call
 -- that had already been applied) and {'!', code, id, a, b} (nothing was written), as
 -- write.lua. The bare replies save the client parsing an array on the hot path.
+-- The events are pushed before the head is written, and RPUSH's reply (the list's new
+-- length) must be the new event count: an event's sequence number is its position, so a
+-- list holding more or fewer items than the document counts (an item pushed by hand, a
+-- lost list) would give the new events the wrong numbers. Then the push is undone and the
+-- reply is {'!', 'EVLEN', id, list length, event count}: nothing was written.
 local doc, ev = KEYS[1], KEYS[2]
 local IX, ID, NOW, TOKEN, KNOWN, NV = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[8]
 local FIRST = 13  -- the first event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
-local nv, current
+local function fail(code, a, b) return {'!', code, ID, tostring(a or ''), tostring(b or '')} end
+local n = #ARGV - FIRST + 1
+local nv, current, ec, ls, expire_at
 if NV ~= '' and redis.call('HGET', doc, 'wt') == KNOWN then
   -- The document is the client's copy (the write token says so): the version check, the
   -- expiry check and the new head were done from it, nothing else to read. (The client
   -- sends these only when its copy has the expected version and has not expired.)
-  nv, current = NV, true
-  redis.call('HSET', doc, 'ver', NV, 'ec', ARGV[9], 'ls', ARGV[10], 'ua', NOW, 'wt', TOKEN)
-  if ARGV[11] ~= '' then redis.call('PEXPIREAT', ev, ARGV[11]) end
+  nv, current, ec, ls = NV, true, ARGV[9], ARGV[10]
+  if ARGV[11] ~= '' then expire_at = ARGV[11] end
 else
-  local function fail(code, a, b) return {'!', code, ID, tostring(a or ''), tostring(b or '')} end
   local function int(x) return string.format('%.0f', x) end
   local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
   if not h[1] then
@@ -47,13 +52,20 @@ else
   end
   if h[2] and tonumber(h[2]) <= tonumber(NOW) then return fail('NOTFOUND') end
   if expect and ver ~= expect then return fail('CONFLICT', expect, ver) end
-  local n = #ARGV - FIRST + 1
   nv, current = int(ver + 1), KNOWN ~= '' and h[3] == KNOWN
-  redis.call('HSET', doc, 'ver', nv, 'ec', int((tonumber(h[6]) or 0) + n),
-             'ls', int((tonumber(h[7]) or 0) + n), 'ua', NOW, 'wt', TOKEN)
-  if h[2] then redis.call('PEXPIREAT', ev, int(tonumber(h[2]) + tonumber(ARGV[1]))) end
+  ec, ls = int((tonumber(h[6]) or 0) + n), int((tonumber(h[7]) or 0) + n)
+  if h[2] then expire_at = int(tonumber(h[2]) + tonumber(ARGV[1])) end
 end
-for i = FIRST, #ARGV, 1000 do redis.call('RPUSH', ev, unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+local len = 0
+for i = FIRST, #ARGV, 1000 do len = redis.call('RPUSH', ev, unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+if n == 0 then len = redis.call('LLEN', ev) end
+if len ~= tonumber(ec) then
+  if n > 0 then redis.call('LTRIM', ev, 0, -(n + 1)) end  -- undo the push
+  return fail('EVLEN', len - n, tonumber(ec) - n)
+end
+redis.call('HSET', doc, 'ver', nv, 'ec', ec, 'ls', ls, 'ua', NOW, 'wt', TOKEN)
+-- after the push: PEXPIREAT of a list that does not exist yet (a first append) is a no-op
+if expire_at then redis.call('PEXPIREAT', ev, expire_at) end
 
 if IX ~= '' then
   local full = false  -- not indexed yet (an index entry lost or removed): index in full

@@ -184,6 +184,11 @@ for _, o in ipairs(ops) do
       return fail('CONFLICT', o.id, expect, cur.ver)
     end
     if o.ca then o.ds, o.ms = psize(o.dp), psize(o.mp) end
+    if #o.events > 0 and not string.find(o.flags, 'r', 1, true) then
+      -- appended events take the positions after the last counted one (see append.lua)
+      local ec, len = tonumber(redis.call('HGET', o.doc, 'ec')) or 0, redis.call('LLEN', o.ev)
+      if len ~= ec then return fail('EVLEN', o.id, len, ec) end
+    end
   elseif k == 'D' then
     if o.expect == 'expired' then
       if cur.exists and cur.live then return fail('EXISTS', o.id) end
