@@ -12,8 +12,10 @@ rotating threads (see ``docs/performance.md``).
 :class:`HotThreads` keeps its idle workers on a stack: a call goes to the worker that
 finished last, so sequential calls stay on one thread, and concurrent calls still get as
 many threads as they need (up to ``max_workers``; beyond that they queue in order). The
-hand-off is one lock release each way (no ``concurrent.futures`` future, no context
-copy): the result comes back with ``loop.call_soon_threadsafe``.
+hand-off is one lock release each way (no ``concurrent.futures`` future): the result
+comes back with ``loop.call_soon_threadsafe``. As with ``asyncio.to_thread``, the call runs
+in a copy of the caller's :mod:`contextvars` context, so context variables (tracing spans,
+request ids) set by the caller are visible inside it.
 
 Cancellation matches ``asyncio.to_thread``: a call cancelled before a worker picks it up
 never runs; one already running runs to its end (its result is dropped).
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import os
 import threading
 import weakref
@@ -103,7 +106,8 @@ class HotThreads:
         """Run ``fn(*args)`` in a worker thread and return (or raise) what it does."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        job: _Job = (loop, fut, fn, args)
+        # the caller's context, as asyncio.to_thread passes it (a cheap copy: an immutable map)
+        job: _Job = (loop, fut, contextvars.copy_context().run, (fn, *args))
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store's worker threads were shut down")

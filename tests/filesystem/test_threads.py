@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sessionstore_filesystem import FileStore
 from sessionstore_filesystem._threads import HotThreads
 
 
@@ -142,3 +145,44 @@ def test_a_running_call_finishes_before_the_interpreter_exits(tmp_path: Path) ->
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
     assert flag.read_text() == "done"
     assert time.monotonic() - began < 30  # and idle workers did not hold the exit up
+
+
+_REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+@pytest.mark.asyncio
+async def test_a_call_sees_the_callers_context_variables() -> None:
+    """As with asyncio.to_thread, a worker runs in a copy of the caller's context."""
+    pool = HotThreads("t")
+    try:
+        token = _REQUEST_ID.set("req-1")
+        assert await pool.run(_REQUEST_ID.get) == "req-1"
+        _REQUEST_ID.reset(token)
+        assert await pool.run(_REQUEST_ID.get) == "unset"  # same warm thread, fresh copy
+
+        def set_inside() -> str:
+            _REQUEST_ID.set("changed-in-worker")
+            return _REQUEST_ID.get()
+
+        assert await pool.run(set_inside) == "changed-in-worker"
+        assert _REQUEST_ID.get() == "unset"  # a copy: the caller's context is untouched
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_a_file_store_operation_runs_in_the_callers_context(tmp_path: Path) -> None:
+    store = FileStore(root=str(tmp_path))
+    async with store:
+        s = await store.create_session()
+        seen: list[str] = []
+        load = store._engine.load
+
+        def observed_load(*args: Any, **kwargs: Any) -> Any:
+            seen.append(_REQUEST_ID.get())
+            return load(*args, **kwargs)
+
+        store._engine.load = observed_load  # type: ignore[method-assign]
+        _REQUEST_ID.set("req-42")
+        assert await store.get_session(s.id) is not None
+        assert seen == ["req-42"]
