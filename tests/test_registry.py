@@ -511,3 +511,66 @@ async def test_broken_plugins_are_reported_and_isolated(
     monkeypatch.undo()
     assert sessionstore.registry._registry is not fresh_registry
     assert "broken-import" not in broken_plugins()
+
+
+class _Ordered:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+
+    def _record(self) -> None:
+        self.log.append(self.name)
+
+
+class _First(_Ordered):
+    @hookimpl(tryfirst=True)
+    def sessionstore_session_created(self, session: Session) -> None:
+        self._record()
+
+
+class _Plain(_Ordered):
+    @hookimpl
+    def sessionstore_session_created(self, session: Session) -> None:
+        self._record()
+
+
+class _Last(_Ordered):
+    @hookimpl(trylast=True)
+    def sessionstore_session_created(self, session: Session) -> None:
+        self._record()
+
+
+class _Wrapper(_Ordered):
+    @hookimpl(wrapper=True)
+    def sessionstore_session_created(self, session: Session) -> Iterator[None]:
+        self._record()
+        yield
+
+
+@pytest.mark.asyncio
+async def test_observers_run_in_pluggys_order_tryfirst_and_trylast_honoured(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[str] = []
+    # registered so that registration order alone would give the opposite order
+    plugins = [
+        _Last("last", calls),
+        _Plain("plain-1", calls),
+        _Plain("plain-2", calls),
+        _First("first", calls),
+        _Wrapper("wrapper", calls),
+        Raiser(),
+    ]
+    pm = plugin_manager()
+    for plugin in plugins:
+        pm.register(plugin)
+    try:
+        await store.create_session()
+    finally:
+        for plugin in plugins:
+            pm.unregister(plugin)
+    # tryfirst first, then the newest plain one first (pluggy's LIFO), trylast last; the
+    # raising observer in between stops nobody; the wrapper is skipped with a warning
+    assert calls == ["first", "plain-2", "plain-1", "last"]
+    assert any("hook wrapper" in r.getMessage() for r in caplog.records)
+    assert any("observer exploded" in str(r.exc_info) for r in caplog.records if r.exc_info)
