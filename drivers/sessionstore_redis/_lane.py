@@ -11,9 +11,13 @@ It keeps redis-py's protection: a failure or a cancellation between sending and 
 the reply disconnects the connection, so it is never left one reply behind
 (CVE-2023-28858/9).
 Connections come from the client's own pool and go back to it after every call (taken
-directly from its idle list when it has one, see :class:`Lane`), and a connection the
-server has closed is reconnected before sending, as the pool does. Retries stay with
-:meth:`Backend.run`.
+directly from its idle list when it has one and nobody waits, see :class:`Lane` and
+``_gate.py``), and a connection the server has closed is reconnected before sending, as
+the pool does. Retries stay with :meth:`Backend.run`.
+
+The private parts of redis-py used here (the parser, the stream writer, the pool's idle
+list, a cluster node's connections) are reached only through ``_redis_internals.py``,
+checked before the first call; ``lean=false`` leaves this module unused.
 
 On Cluster the request goes straight to the primary of the key's slot (from redis-py's
 slot map); a ``MOVED``/``ASK`` reply falls back to redis-py's cluster client, which

@@ -6,12 +6,13 @@ installed redis-py, each doing what the driver needs of it; a missing one fails 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
 import pytest
 import redis
-from sessionstore_redis import RedisInternalsError, RedisStore
+from sessionstore_redis import RedisInternalsError, RedisOptions, RedisStore
 from sessionstore_redis import _redis_internals as internals
 
 from sessionstore import ConfigurationError, StoreUnavailableError, open_store
@@ -62,7 +63,7 @@ def missing_idle_list(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_a_missing_internal_fails_loudly_and_lean_false_still_works(
     redis_url: str, namespace: str
 ) -> None:
-    store = open_store(redis_url, namespace=namespace)
+    store = open_store(redis_url, namespace=namespace, lean=True)
     with pytest.raises(RedisInternalsError, match=r"pool idle list.*lean=false") as info:
         await store.initialize()
     assert isinstance(info.value, ConfigurationError)
@@ -128,8 +129,12 @@ def test_connection_options_parse() -> None:
     store = open_store("redis://h/0?lean=false&pool_timeout=2.5&connect_retry=3")
     options: Any = store.options
     assert (options.lean, options.pool_timeout, options.connect_retry) == (False, 2.5, 3.0)
-    options = open_store("redis://h/0").options
-    assert (options.lean, options.pool_timeout, options.connect_retry) == (True, 10.0, 0.0)
+    defaults = {f.name: f.default for f in dataclasses.fields(RedisOptions)}
+    assert (defaults["lean"], defaults["pool_timeout"], defaults["connect_retry"]) == (
+        True,
+        10.0,
+        0.0,
+    )
 
 
 @pytest.mark.asyncio
