@@ -14,8 +14,10 @@ repeat non-idempotent writes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -99,6 +101,15 @@ class _Unsent:
     async def connect(self) -> None:
         try:
             await super().connect()  # type: ignore[misc]
+        except AttributeError as exc:
+            # redis-py 5.0: another task closed the connection during the handshake
+            # (its cluster client closes every connection on any connection error), and
+            # the handshake's send found no writer: a connection failure, nothing sent
+            if internals.stream_writer(self) is not None:  # type: ignore[arg-type]
+                raise
+            error = RedisConnectionError("the connection was closed while connecting")
+            error._sessionstore_unsent = True  # type: ignore[attr-defined]
+            raise error from exc
         except Exception as exc:
             exc._sessionstore_unsent = True  # type: ignore[attr-defined]
             raise
@@ -165,6 +176,28 @@ def _unsent(exc: BaseException) -> bool:
     return bool(getattr(exc, "_sessionstore_unsent", False)) or isinstance(
         exc, (*_UNSENT_ERRORS, RedisClusterException, MasterNotFoundError)
     )
+
+
+#: errno values of "nothing to connect to": refused, no route, no such address.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Did ``exc`` (or its cause) come from a connection that could not be opened at all
+    (refused, no route, a host name that does not resolve)? Not a reset or a timeout
+    after connecting, nor a TLS handshake (those are retried, or classified)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror | ConnectionRefusedError):
+            return True
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _transient_cluster(exc: RedisClusterException) -> bool:
@@ -356,9 +389,11 @@ class Backend:
                 )
             if o.wait_replicas and not self.cluster:
                 self._wait_clients["primary"] = self._build(self._wait_read_timeout)
-            # a server that refuses (or does not answer) now is most likely a wrong
-            # address: fail within connect_retry, not the retry deadline of a blip
-            await self.run(self._ping, idempotent=True, what="connect", deadline=o.connect_retry)
+            # a server that refuses the connection now is most likely a wrong address:
+            # fail within connect_retry, not the retry deadline of a blip
+            await self.run(
+                self._ping, idempotent=True, what="connect", unreachable_for=o.connect_retry
+            )
         except BaseException:
             await self.close()
             raise
@@ -398,11 +433,12 @@ class Backend:
         *,
         idempotent: bool,
         what: str,
-        deadline: float | None = None,
+        unreachable_for: float | None = None,
     ) -> tuple[T, bool]:
-        """Run ``attempt`` with retries (for ``deadline`` seconds, by default
-        ``retry_deadline``); returns its result and whether an earlier try's outcome was
-        unknown (it may have been applied).
+        """Run ``attempt`` with retries for ``retry_deadline`` seconds (for
+        ``unreachable_for`` seconds when given and the server refuses the connection or
+        cannot be reached at all); returns its result and whether an earlier try's
+        outcome was unknown (it may have been applied).
 
         A cancellation is always honoured: if the task was cancelled while ``attempt``
         ran and redis-py swallowed it (``asyncio.wait_for`` on Python 3.11 returns the
@@ -413,8 +449,7 @@ class Backend:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
-        budget = self.options.retry_deadline if deadline is None else deadline
-        deadline_at = loop.time() + budget
+        started = loop.time()
         delay = 0.02
         ambiguous = False
         while True:
@@ -446,9 +481,15 @@ class Backend:
                         f"({type(exc).__name__}); re-read the session before retrying"
                     ) from exc
                 ambiguous = ambiguous or sent
-                remaining = deadline_at - loop.time()
+                fast = unreachable_for is not None and _unreachable(exc)
+                budget = (
+                    unreachable_for
+                    if fast and unreachable_for is not None
+                    else (self.options.retry_deadline)
+                )
+                remaining = started + budget - loop.time()
                 if remaining <= 0:
-                    if deadline is not None:
+                    if fast:
                         raise StoreUnavailableError(
                             f"{what}: cannot reach {self.options.target} "
                             f"({type(exc).__name__}: {exc}); gave up after "
@@ -468,13 +509,22 @@ class Backend:
     async def _refresh_topology(self, what: str) -> None:
         """Re-read the cluster's slot map, one caller at a time (the others wait for it):
         redis-py 5.0's ``NodesManager.initialize`` has no lock of its own, and two at
-        once fail with "dictionary changed size during iteration"."""
+        once fail with "dictionary changed size during iteration". The seeds redis-py 5.0
+        dropped are put back first (``restore_seeds``)."""
         async with self._topology_lock:
             if not self._stale_topology:
                 return  # another caller refreshed it while this one waited
             if self.client is None:  # closed while this call waited to retry
                 raise StoreUnavailableError(f"{what}: the store is not connected")
-            await self.client.nodes_manager.initialize()
+            internals.restore_seeds(self.client, self.options.node_list())
+            try:
+                await self.client.nodes_manager.initialize()
+            except RuntimeError as exc:
+                # redis-py 5.0: its own cluster client dropped a node from the dict being
+                # read (on a connection error elsewhere); the map stays stale, retried
+                raise RedisClusterException(
+                    f"could not connect: the slot map changed while it was read ({exc})"
+                ) from exc
             self._stale_topology = False
 
     # ------------------------------------------------------------------ calls

@@ -41,6 +41,7 @@ __all__ = [
     "node_acquire",
     "node_release",
     "reply_reader",
+    "restore_seeds",
     "should_reconnect",
     "stream_writer",
     "verify",
@@ -61,7 +62,7 @@ PROBES: Final = {
         "NodesManager.startup_nodes (a dict of ClusterNode)"
     ),
     "cluster node connections": (
-        "ClusterNode.acquire_connection() and ClusterNode.release() (redis-py >= 5.1) "
+        "ClusterNode.acquire_connection() and ClusterNode.release() (redis-py 8) "
         "or ClusterNode._free (a deque, redis-py 5.0)"
     ),
 }
@@ -73,14 +74,19 @@ class RedisInternalsError(ConfigurationError):
 
 # ---------------------------------------------------------------- the version shapes
 
-#: redis-py 5.1+ returns a node's connection with ``ClusterNode.release`` (which also
-#: honours ``should_reconnect``); 5.0 had the caller append it to ``_free`` itself.
+# Each shape is chosen by what the installed redis-py has (5.0.1 and 8.2 are tested):
+#: newer redis-py (8 has it) returns a node's connection with ``ClusterNode.release``
+#: (which also honours ``should_reconnect``); 5.0 has the caller append it to ``_free``.
 _NODE_HAS_RELEASE: Final = callable(getattr(ClusterNode, "release", None))
-#: redis-py 6+ can mark a connection for reconnection (maintenance notifications);
-#: before, no connection is ever so marked.
+#: newer redis-py (8) can mark a connection for reconnection (maintenance
+#: notifications); in 5.0 no connection is ever so marked.
 _HAS_SHOULD_RECONNECT: Final = callable(getattr(AbstractConnection, "should_reconnect", None))
-#: redis-py 5.0 requires ``get_connection``'s ``command_name`` (ignored); 5.3+ warns
-#: when it is given.
+#: newer redis-py (8) checks for unread data without consuming it (``can_read``); 5.0
+#: has only ``can_read_destructive``, which consumes a byte (the connection is dropped
+#: then anyway).
+_HAS_CAN_READ: Final = callable(getattr(AbstractConnection, "can_read", None))
+#: redis-py 5.0 requires ``get_connection``'s ``command_name`` (ignored); 8 warns when
+#: it is given.
 _NEEDS_COMMAND_NAME: Final = (
     inspect.signature(ConnectionPool.get_connection).parameters.get("command_name") is not None
     and inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
@@ -148,9 +154,10 @@ async def is_stale(conn: AbstractConnection) -> bool:
     reader: asyncio.StreamReader | None = conn._reader
     if reader is None or reader.at_eof() or reader.exception() is not None:
         return True
-    check = getattr(conn, "can_read", None) or conn.can_read_destructive
     try:
-        return bool(await check())
+        if _HAS_CAN_READ:
+            return bool(await conn.can_read())  # type: ignore[attr-defined,unused-ignore]
+        return bool(await conn.can_read_destructive())  # type: ignore[no-untyped-call,unused-ignore]
     except (OSError, redis.ConnectionError):
         return True
 
@@ -166,6 +173,18 @@ def mark_cluster_connections(client: RedisCluster, cls: type[Connection]) -> Non
     manager.connection_kwargs["connection_class"] = cls
     for node in manager.startup_nodes.values():
         node.connection_class = cls
+
+
+def restore_seeds(client: RedisCluster, seeds: list[tuple[str, int]]) -> None:
+    """Put back the configured seed nodes the cluster client dropped: redis-py 5.0 removes
+    a node from ``startup_nodes`` on any connection error to it (8 moves it to the end),
+    and once all are gone it can never read the slot map again ("Redis Cluster cannot be
+    connected. Please provide at least one reachable node: None")."""
+    manager: Any = client.nodes_manager
+    startup: dict[str, ClusterNode] = manager.startup_nodes
+    for host, port in seeds:
+        node = ClusterNode(host, port, **manager.connection_kwargs)
+        startup.setdefault(node.name, node)
 
 
 def node_acquire(node: ClusterNode) -> Connection:

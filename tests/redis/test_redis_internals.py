@@ -149,6 +149,11 @@ async def test_a_refused_connection_fails_initialize_fast() -> None:
     assert time.monotonic() - started < 5  # far from the 30 s retry deadline
     message = str(info.value)
     assert f"127.0.0.1:{port}" in message and "connect_retry=0" in message
+    cluster = open_store(f"redis+cluster://127.0.0.1:{port}", retry_deadline=30.0)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match="connect_retry=0"):
+        await cluster.initialize()
+    assert time.monotonic() - started < 5
     # connect_retry keeps trying (a server that is still starting)
     store = open_store(f"redis://127.0.0.1:{port}/0", connect_retry=0.5)
     started = time.monotonic()
