@@ -11,9 +11,13 @@ Where redis-py 5.0 and 8 differ, both shapes are spelled out here, chosen once a
 from what the installed redis-py has. There is no silent fallback: :func:`verify` checks
 every probe against real redis-py objects and raises :class:`RedisInternalsError`,
 naming the probe and the option that avoids it (``lean=false``), when one does not
-resolve; the lane calls it before its first request, and ``tests/redis/test_redis_
-internals.py`` runs it on the installed redis-py, so an upgrade that moves one of these
-fails loudly instead of getting silently slower or wrong.
+resolve; the lane calls it before its first request, and
+``tests/redis/test_redis_internals.py`` runs it on the installed redis-py, so an upgrade
+that moves one of these fails loudly instead of getting silently slower or wrong.
+
+``lean=false`` leaves all but the Cluster ones unused: a cluster client needs its
+connection class set (to tell "not sent" from "sent") and its seeds kept
+(:func:`restore_seeds`) on either path; a change there fails when the store is built.
 """
 
 from __future__ import annotations
