@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -13,6 +15,23 @@ from sessionstore import ManualClock
 # Private Redis servers (session-scoped fixtures yielding URLs) for tests/redis and the
 # Redis conformance run; registered once here so every module shares the same servers.
 pytest_plugins = ["tests.redis.servers"]
+
+
+@pytest.fixture(autouse=True)
+def _redis_lean_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``SESSIONSTORE_TEST_REDIS_LEAN=false``: every Redis store of the run opens with
+    ``lean=false`` (redis-py's public API only) unless the test sets it."""
+    if os.environ.get("SESSIONSTORE_TEST_REDIS_LEAN", "true").lower() not in ("0", "false"):
+        return
+    from sessionstore_redis import RedisOptions
+
+    init = RedisOptions.__init__
+
+    def lean_off(self: RedisOptions, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("lean", False)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(RedisOptions, "__init__", lean_off)
 
 
 @pytest.fixture

@@ -14,12 +14,19 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._gate import PoolTimeoutError
     from ._options import RedisOptions
+    from ._redis_internals import RedisInternalsError
     from ._store import RedisStore
 
-__all__ = ["RedisOptions", "RedisStore"]
+__all__ = ["PoolTimeoutError", "RedisInternalsError", "RedisOptions", "RedisStore"]
 
-_HOMES = {"RedisStore": "._store", "RedisOptions": "._options"}
+_HOMES = {
+    "RedisStore": "._store",
+    "RedisOptions": "._options",
+    "PoolTimeoutError": "._gate",
+    "RedisInternalsError": "._redis_internals",
+}
 
 
 def __getattr__(name: str) -> Any:

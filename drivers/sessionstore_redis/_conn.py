@@ -14,8 +14,10 @@ repeat non-idempotent writes.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import random
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -27,6 +29,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
     Sentinel,
+    SentinelConnectionPool,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
@@ -57,6 +60,8 @@ from sessionstore import (
     StoreUnavailableError,
 )
 
+from . import _redis_internals as internals
+from ._gate import FairPool
 from ._lane import Lane
 from ._options import RedisOptions
 from ._scripts import APPEND, CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
@@ -97,6 +102,15 @@ class _Unsent:
     async def connect(self) -> None:
         try:
             await super().connect()  # type: ignore[misc]
+        except AttributeError as exc:
+            # redis-py 5.0: another task closed the connection during the handshake
+            # (its cluster client closes every connection on any connection error), and
+            # the handshake's send found no writer: a connection failure, nothing sent
+            if internals.stream_writer(self) is not None:  # type: ignore[arg-type]
+                raise
+            error = RedisConnectionError("the connection was closed while connecting")
+            error._sessionstore_unsent = True  # type: ignore[attr-defined]
+            raise error from exc
         except Exception as exc:
             exc._sessionstore_unsent = True  # type: ignore[attr-defined]
             raise
@@ -108,14 +122,16 @@ class _Unsent:
         conn: Any = self
         if not conn.is_connected:
             await self.connect()
-        writer = getattr(conn, "_writer", None)
-        if writer is None:  # a redis-py without the attribute: the ordinary path
-            await conn.send_packed_command(packed, check_health=False)
-            return
+        writer = internals.stream_writer(conn)
+        if writer is None:
+            raise RedisConnectionError("the connection closed before sending")
         try:
             writer.write(packed)
             if writer.transport.get_write_buffer_size():
-                await asyncio.wait_for(writer.drain(), conn.socket_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that arrives as the drain finishes
+                async with asyncio.timeout(conn.socket_timeout):
+                    await writer.drain()
             else:
                 await writer.drain()  # returns at once; raises if the connection was lost
         except TimeoutError:
@@ -149,21 +165,40 @@ class _SentinelSSLConn(_Unsent, SentinelManagedSSLConnection):
     pass
 
 
-def _mark_cluster_connections(client: RedisCluster, cls: type[Connection]) -> None:
-    """Make the cluster client's node connections mark connect failures as 'not sent'
-    (``RedisCluster`` takes no ``connection_class``; its nodes are built from these)."""
-    for holder in (client, client.nodes_manager):
-        kwargs = getattr(holder, "connection_kwargs", None)
-        if isinstance(kwargs, dict):
-            kwargs["connection_class"] = cls
-    for node in client.nodes_manager.startup_nodes.values():
-        node.connection_class = cls
+class _FairConnectionPool(FairPool, aioredis.ConnectionPool):
+    pass
+
+
+class _FairSentinelPool(FairPool, SentinelConnectionPool):
+    pass
 
 
 def _unsent(exc: BaseException) -> bool:
     return bool(getattr(exc, "_sessionstore_unsent", False)) or isinstance(
         exc, (*_UNSENT_ERRORS, RedisClusterException, MasterNotFoundError)
     )
+
+
+#: errno values of "nothing to connect to": refused, no route, no such address.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+)
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Did ``exc`` (or its cause) come from a connection that could not be opened at all
+    (refused, no route, a host name that does not resolve)? Not a reset or a timeout
+    after connecting, nor a TLS handshake (those are retried, or classified)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, socket.gaierror | ConnectionRefusedError):
+            return True
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _transient_cluster(exc: RedisClusterException) -> bool:
@@ -259,6 +294,7 @@ class Backend:
         self._sentinel: Sentinel | None = None
         self._wait_clients: dict[str, aioredis.Redis] = {}
         self._stale_topology = False
+        self._topology_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -281,7 +317,9 @@ class Backend:
                 ssl_certfile=o.ssl_certfile,
                 ssl_keyfile=o.ssl_keyfile,
                 ssl_cert_reqs=o.ssl_cert_reqs,
-                ssl_check_hostname=o.ssl_check_hostname,
+                # a name cannot be checked on a certificate that is not verified (and
+                # redis-py 5.0 sets verify_mode after check_hostname, which then fails)
+                ssl_check_hostname=o.ssl_check_hostname and o.ssl_cert_reqs != "none",
             )
         return kwargs
 
@@ -303,7 +341,7 @@ class Backend:
                 require_full_coverage=False,
                 **kwargs,
             )
-            _mark_cluster_connections(client, _SSLConn if o.tls else _Conn)
+            internals.mark_cluster_connections(client, _SSLConn if o.tls else _Conn)
             return client
         if o.mode == "sentinel":
             if self._sentinel is None:
@@ -320,16 +358,23 @@ class Backend:
             kwargs["connection_class"] = _SentinelSSLConn if o.tls else _SentinelConn
             kwargs["db"] = o.db
             assert o.service_name is not None
-            return self._sentinel.master_for(o.service_name, **kwargs)
+            return self._sentinel.master_for(
+                o.service_name,
+                connection_pool_class=_FairSentinelPool,
+                pool_timeout=o.pool_timeout,
+                **kwargs,
+            )
         if o.unix_socket_path:
-            pool = aioredis.ConnectionPool(
+            pool = _FairConnectionPool(
                 connection_class=_UnixConn,
                 path=o.unix_socket_path,
                 db=o.db,
+                pool_timeout=o.pool_timeout,
                 **kwargs,
             )
             return aioredis.Redis.from_pool(pool)
-        pool = aioredis.ConnectionPool(
+        pool = _FairConnectionPool(
+            pool_timeout=o.pool_timeout,
             connection_class=_SSLConn if o.tls else _Conn,
             host=o.host,
             port=o.port,
@@ -340,13 +385,24 @@ class Backend:
 
     async def open(self) -> None:
         """Connect and check that the server answers (and the credentials work)."""
-        check_tls_files(self.options)
-        self.client = self._build(self.options.socket_timeout)
-        self._lane = Lane(self.client, cluster=self.cluster)
-        if self.options.wait_replicas and not self.cluster:
-            self._wait_clients["primary"] = self._build(self._wait_read_timeout)
+        o = self.options
+        check_tls_files(o)
+        self.client = self._build(o.socket_timeout)
         try:
-            await self.run(self._ping, idempotent=True, what="connect")
+            if o.lean:
+                self._lane = Lane(
+                    self.client,
+                    cluster=self.cluster,
+                    max_connections=o.max_connections,
+                    pool_timeout=o.pool_timeout,
+                )
+            if o.wait_replicas and not self.cluster:
+                self._wait_clients["primary"] = self._build(self._wait_read_timeout)
+            # a server that refuses the connection now is most likely a wrong address:
+            # fail within connect_retry, not the retry deadline of a blip
+            await self.run(
+                self._ping, idempotent=True, what="connect", unreachable_for=o.connect_retry
+            )
         except BaseException:
             await self.close()
             raise
@@ -381,14 +437,28 @@ class Backend:
     # ------------------------------------------------------------------ retries
 
     async def run(
-        self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool, what: str
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        *,
+        idempotent: bool,
+        what: str,
+        unreachable_for: float | None = None,
     ) -> tuple[T, bool]:
-        """Run ``attempt`` with retries; returns its result and whether an earlier try's
-        outcome was unknown (it may have been applied)."""
+        """Run ``attempt`` with retries for ``retry_deadline`` seconds (for
+        ``unreachable_for`` seconds when given and the server refuses the connection or
+        cannot be reached at all); returns its result and whether an earlier try's
+        outcome was unknown (it may have been applied).
+
+        A cancellation is always honoured: if the task was cancelled while ``attempt``
+        ran and redis-py swallowed it (``asyncio.wait_for`` on Python 3.11 returns the
+        result when it finishes in the same loop turn), the call raises
+        ``CancelledError`` instead of returning (a write may then have been applied)."""
         if self.client is None:
             raise StoreUnavailableError(f"{what}: the store is not connected")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.options.retry_deadline
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        started = loop.time()
         delay = 0.02
         ambiguous = False
         while True:
@@ -396,11 +466,11 @@ class Backend:
                 if self._stale_topology:
                     # a failover or a dead node: re-read the slot map (cluster pipelines
                     # do not do it by themselves)
-                    if self.client is None:  # closed while this call waited to retry
-                        raise StoreUnavailableError(f"{what}: the store is not connected")
-                    await self.client.nodes_manager.initialize()
-                    self._stale_topology = False
-                return await attempt(), ambiguous
+                    await self._refresh_topology(what)
+                result = await attempt()
+                if task is not None and task.cancelling() > cancels:
+                    raise asyncio.CancelledError
+                return result, ambiguous
             except _RETRYABLE as exc:
                 self._stale_topology = self.cluster
                 if isinstance(exc, AuthenticationError | AuthorizationError):
@@ -420,11 +490,23 @@ class Backend:
                         f"({type(exc).__name__}); re-read the session before retrying"
                     ) from exc
                 ambiguous = ambiguous or sent
-                remaining = deadline - loop.time()
+                fast = unreachable_for is not None and _unreachable(exc)
+                budget = (
+                    unreachable_for
+                    if fast and unreachable_for is not None
+                    else (self.options.retry_deadline)
+                )
+                remaining = started + budget - loop.time()
                 if remaining <= 0:
+                    if fast:
+                        raise StoreUnavailableError(
+                            f"{what}: cannot reach {self.options.target} "
+                            f"({type(exc).__name__}: {exc}); gave up after "
+                            f"connect_retry={budget:g} s"
+                        ) from exc
                     raise StoreUnavailableError(
                         f"{what}: {self.options.target} unavailable for "
-                        f"{self.options.retry_deadline:g} s ({type(exc).__name__}: {exc})"
+                        f"{budget:g} s ({type(exc).__name__}: {exc})"
                     ) from exc
                 pause = min(delay * random.uniform(0.5, 1.0), remaining)
                 log.debug("%s: %s, retrying in %.3f s", what, exc, pause)
@@ -432,6 +514,27 @@ class Backend:
                 delay = min(delay * 2, 0.5)
             except RedisError as exc:
                 raise _translate(exc, what) from exc
+
+    async def _refresh_topology(self, what: str) -> None:
+        """Re-read the cluster's slot map, one caller at a time (the others wait for it):
+        redis-py 5.0's ``NodesManager.initialize`` has no lock of its own, and two at
+        once fail with "dictionary changed size during iteration". The seeds redis-py 5.0
+        dropped are put back first (``restore_seeds``)."""
+        async with self._topology_lock:
+            if not self._stale_topology:
+                return  # another caller refreshed it while this one waited
+            if self.client is None:  # closed while this call waited to retry
+                raise StoreUnavailableError(f"{what}: the store is not connected")
+            internals.restore_seeds(self.client, self.options.node_list())
+            try:
+                await self.client.nodes_manager.initialize()
+            except RuntimeError as exc:
+                # redis-py 5.0: its own cluster client dropped a node from the dict being
+                # read (on a connection error elsewhere); the map stays stale, retried
+                raise RedisClusterException(
+                    f"could not connect: the slot map changed while it was read ({exc})"
+                ) from exc
+            self._stale_topology = False
 
     # ------------------------------------------------------------------ calls
 
@@ -445,9 +548,20 @@ class Backend:
         """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover),
         through the lean request path (``_lane.py``). ``during`` is called once the
         request is sent, before its reply is read (at most once; see ``_lane._exchange``)."""
-        lane = self._lane
-        if lane is None:
+        if self.client is None:
             raise StoreUnavailableError("the store is not connected")
+        lane = self._lane
+        if lane is None:  # lean=false: redis-py's public API only
+            if during is not None:
+                during()
+            try:
+                return await self.client.execute_command(
+                    "EVALSHA", script.sha, len(keys), *keys, *args
+                )
+            except NoScriptError:
+                return await self.client.execute_command(
+                    "EVAL", script.source, len(keys), *keys, *args
+                )
         try:
             return await lane.script("EVALSHA", script.sha, keys, args, during, script.fixed)
         except NoScriptError:
@@ -494,13 +608,13 @@ class Backend:
         """A plain client on the primary serving ``key`` (WAIT must follow the write on
         the same connection, which a cluster client cannot promise)."""
         if self._stale_topology:
-            await self.client.nodes_manager.initialize()
-            self._stale_topology = False
+            await self._refresh_topology("write")
         node = self.client.get_node_from_key(key)
         client = self._wait_clients.get(node.name)
         if client is None:
             kwargs = self._common(self._wait_read_timeout)
-            pool = aioredis.ConnectionPool(
+            pool = _FairConnectionPool(
+                pool_timeout=self.options.pool_timeout,
                 connection_class=_SSLConn if self.options.tls else _Conn,
                 host=node.host,
                 port=node.port,
@@ -531,10 +645,10 @@ class Backend:
         return results
 
     async def _pipeline_once(self, calls: Sequence[Call]) -> list[Any]:
-        lane = self._lane
-        if lane is None:
+        if self.client is None:
             raise StoreUnavailableError("the store is not connected")
-        if all(call[0] == "script" for call in calls):
+        lane = self._lane
+        if lane is not None and all(call[0] == "script" for call in calls):
             return await lane.pipeline(
                 [("EVALSHA", script.sha, keys, args) for _, script, keys, args in calls]
             )

@@ -11,9 +11,13 @@ It keeps redis-py's protection: a failure or a cancellation between sending and 
 the reply disconnects the connection, so it is never left one reply behind
 (CVE-2023-28858/9).
 Connections come from the client's own pool and go back to it after every call (taken
-directly from its idle list when it has one, see :class:`Lane`), and a connection the
-server has closed is reconnected before sending, as the pool does. Retries stay with
-:meth:`Backend.run`.
+directly from its idle list when it has one and nobody waits, see :class:`Lane` and
+``_gate.py``), and a connection the server has closed is reconnected before sending, as
+the pool does. Retries stay with :meth:`Backend.run`.
+
+The private parts of redis-py used here (the parser, the stream writer, the pool's idle
+list, a cluster node's connections) are reached only through ``_redis_internals.py``,
+checked before the first call; ``lean=false`` leaves this module unused.
 
 On Cluster the request goes straight to the primary of the key's slot (from redis-py's
 slot map); a ``MOVED``/``ASK`` reply falls back to redis-py's cluster client, which
@@ -23,14 +27,17 @@ follows the redirection and updates the map.
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import AskError, MovedError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from . import _redis_internals as internals
+from ._gate import FairGate, FairPool
 
 __all__ = ["Deadlines", "Lane", "pack", "pack_call"]
 
@@ -108,48 +115,54 @@ async def _exchange(
     conn: Any,
     packed: bytes,
     count: int,
-    during: Callable[[], object] | None = None,
-    watch: Deadlines | None = None,
+    during: Callable[[], object] | None,
+    watch: Deadlines,
 ) -> list[Any]:
     """Send ``count`` packed requests, read their replies (error replies as exception
     objects: the connection stays in step). Any other failure, a cancellation included,
     leaves the connection disconnected. ``during`` is called once the requests are sent,
     before the replies are read: work that does not need them runs while the server
-    works (it must not raise). ``watch`` enforces the read timeout (else redis-py's
-    ``read_response`` does, with a timer per reply)."""
-    if conn.is_connected and await _stale(conn):
+    works (it must not raise). ``watch`` enforces the read timeout."""
+    if conn.is_connected and await internals.is_stale(conn):
         await conn.disconnect()  # closed by the server, or data nobody asked for
     if not conn.is_connected:
-        await conn.connect()  # a failure here is marked "not sent" (_conn._Unsent)
-    await _send(conn, packed)
+        await _connect(conn)
+    await conn.send_request(packed)  # _conn._Unsent.send_request
     if during is not None:
         during()
     replies: list[Any] = []
-    parser = getattr(conn, "_parser", None)
-    if watch is None or parser is None:  # (RESP2 or 3: the parser reads either)
-        for _ in range(count):
-            try:
-                replies.append(await conn.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
-        return replies
+    read = internals.reply_reader(conn)  # (RESP2 or 3: the parser reads either)
     for _ in range(count):
         watch.begin(conn, conn.socket_timeout)
         try:
-            reply = await parser.read_response()
+            reply = await read()
         except BaseException as exc:
             # as redis-py's read_response: never leave the connection a reply behind
             late = watch.end(conn)
             await conn.disconnect(nowait=True)
             if late:
-                raise RedisTimeoutError(f"Timeout reading from {conn._host_error()}") from None
+                where = internals.host_error(conn)
+                raise RedisTimeoutError(f"Timeout reading from {where}") from None
             if isinstance(exc, OSError):
-                where = conn._host_error()
+                where = internals.host_error(conn)
                 raise RedisConnectionError(f"Error while reading from {where}: {exc}") from exc
             raise
         watch.end(conn)
         replies.append(reply)  # an error reply is a ResponseError object here
     return replies
+
+
+async def _connect(conn: Any) -> None:
+    """Connect (a failure here is marked "not sent", see ``_conn._Unsent``), honouring a
+    cancellation redis-py's handshake swallowed: its ``send_packed_command`` sends under
+    ``asyncio.wait_for``, which on Python 3.11 returns normally when the send finishes
+    in the same loop turn as the cancellation. Nothing of the request has been sent yet,
+    so the call ends here as cancelled, its connection intact."""
+    task = asyncio.current_task()
+    before = task.cancelling() if task is not None else 0
+    await conn.connect()
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError
 
 
 class Deadlines:
@@ -199,7 +212,7 @@ class Deadlines:
             if now >= deadline:
                 del self._reading[conn]
                 self._late.add(conn)
-                writer = getattr(conn, "_writer", None)
+                writer = internals.stream_writer(conn)
                 if writer is not None:
                     writer.transport.abort()  # the read sees the connection end
         if self._reading:
@@ -214,68 +227,63 @@ class Deadlines:
         self._late.clear()
 
 
-async def _stale(conn: Any) -> bool:
-    """What the pool checks before handing out a connection: has the server closed it,
-    or is there unread data on it? Sending on such a connection would count as "sent"
-    and make an unversioned write's outcome unknown for nothing."""
-    check = getattr(conn, "can_read", None) or getattr(conn, "can_read_destructive", None)
-    if check is None:
-        return False
-    try:
-        return bool(await check())
-    except (OSError, RedisConnectionError):
-        return True
-
-
 async def _on_node(
-    node: Any,
+    node: ClusterNode,
+    gate: FairGate,
     packed: bytes,
     count: int,
-    during: Callable[[], object] | None = None,
-    watch: Deadlines | None = None,
+    during: Callable[[], object] | None,
+    watch: Deadlines,
 ) -> list[Any]:
-    conn = node.acquire_connection()
+    await gate.acquire()
     try:
-        return await _exchange(conn, packed, count, during, watch)
-    except BaseException:
-        await conn.disconnect(nowait=True)
-        raise
+        conn = internals.node_acquire(node)
+        try:
+            return await _exchange(conn, packed, count, during, watch)
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            internals.node_release(node, conn)
     finally:
-        node.release(conn)
-
-
-async def _send(conn: Any, packed: bytes) -> None:
-    send = getattr(conn, "send_request", None)  # the driver's connection classes have it
-    if send is not None:
-        await send(packed)
-    else:
-        await conn.send_packed_command(packed, check_health=False)
+        gate.release()
 
 
 class Lane:
-    """Script calls over the connections of one redis-py client (see the module doc)."""
+    """Script calls over the connections of one redis-py client (see the module doc).
 
-    def __init__(self, client: Any, *, cluster: bool) -> None:
+    On a single server and Sentinel the client's pool is a :class:`~._gate.FairPool`:
+    a call takes a permit of its gate, then an idle connection straight from the pool's
+    idle list when it has one (without the pool's lock, metrics and event dispatch, ~6 µs
+    a call), else through the pool. On Cluster each node has a gate of its own here
+    (redis-py's nodes keep a plain list and raise when it is empty)."""
+
+    def __init__(
+        self, client: Any, *, cluster: bool, max_connections: int, pool_timeout: float
+    ) -> None:
+        internals.verify()  # the probes below resolve, or a clear error now
         self._client = client
         self._cluster = cluster
         self.deadlines = Deadlines()
-        pool = None if cluster else client.connection_pool
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self._node_gates: dict[str, FairGate] = {}
+        self._get_args = internals.get_connection_args()
+        if cluster:
+            return
+        pool: FairPool = client.connection_pool
         self._pool = pool
-        # redis-py 5 wants a command name here (ignored); newer ones warn about it
-        self._get_args: tuple[str, ...] = ()
-        # the pool's idle and busy connections, when they are the list and set redis-py
-        # (4.2 to 8) keeps: an idle connection is then checked out and back without the
-        # pool's lock, metrics and event dispatch (~6 µs a call); else the public calls
-        self._idle: list[AbstractConnection] | None = None
-        self._busy: set[AbstractConnection] | None = None
-        if pool is not None:
-            param = inspect.signature(pool.get_connection).parameters.get("command_name")
-            if param is not None and param.default is inspect.Parameter.empty:
-                self._get_args = ("EVALSHA",)
-            idle = getattr(pool, "_available_connections", None)
-            busy = getattr(pool, "_in_use_connections", None)
-            if isinstance(idle, list) and isinstance(busy, set):
-                self._idle, self._busy = idle, busy
+        self._gate = pool.gate
+        self._idle = internals.idle_connections(pool)
+        self._busy = internals.busy_connections(pool)
+
+    def gate(self, node: ClusterNode) -> FairGate:
+        """The gate of one cluster node's connections."""
+        gate = self._node_gates.get(node.name)
+        if gate is None:
+            gate = FairGate(self._max_connections, self._pool_timeout, f"node {node.name}")
+            self._node_gates[node.name] = gate
+        return gate
 
     async def script(
         self,
@@ -291,7 +299,7 @@ class Lane:
         packed = pack_call(command, ref, keys, args, fixed)
         if self._cluster:
             node = self._client.get_node_from_key(keys[0])
-            (reply,) = await _on_node(node, packed, 1, during, self.deadlines)
+            (reply,) = await _on_node(node, self.gate(node), packed, 1, during, self.deadlines)
             if isinstance(reply, MovedError | AskError):
                 # redis-py's cluster client follows redirections and updates its map
                 return await self._client.execute_command(command, ref, len(keys), *keys, *args)
@@ -316,9 +324,9 @@ class Lane:
             by_node.setdefault(node.name, (node, []))[1].append(index)
         groups = list(by_node.values())
 
-        async def one(node: Any, indices: list[int]) -> list[Any]:
+        async def one(node: ClusterNode, indices: list[int]) -> list[Any]:
             packed = b"".join(pack_call(*calls[i]) for i in indices)
-            return await _on_node(node, packed, len(indices), None, self.deadlines)
+            return await _on_node(node, self.gate(node), packed, len(indices), None, self.deadlines)
 
         if len(groups) == 1:
             answers = [await one(*groups[0])]
@@ -333,14 +341,17 @@ class Lane:
     async def _on_pool(
         self, packed: bytes, count: int, during: Callable[[], object] | None = None
     ) -> list[Any]:
-        pool: Any = self._pool
-        idle, busy = self._idle, self._busy
-        direct = idle is not None and busy is not None and bool(idle)
-        if direct:  # no await between taking it and marking it busy: atomic for asyncio
-            conn = idle.pop()  # type: ignore[union-attr]
-            busy.add(conn)  # type: ignore[union-attr]
-        else:
-            conn = await pool.get_connection(*self._get_args)
+        idle = self._idle
+        direct = False
+        if self._gate.try_acquire():  # a free permit and nobody in line
+            if idle:  # no await between taking it and marking it busy: atomic for asyncio
+                conn = idle.pop()
+                self._busy.add(conn)
+                direct = True
+            else:
+                conn = await self._pool.checkout(*self._get_args)
+        else:  # wait in line
+            conn = await self._pool.get_connection(*self._get_args)
         try:
             replies = await _exchange(conn, packed, count, during, self.deadlines)
         except BaseException:
@@ -350,13 +361,15 @@ class Lane:
         await self._give_back(conn, direct)
         return replies
 
-    async def _give_back(self, conn: Any, direct: bool) -> None:
+    async def _give_back(self, conn: AbstractConnection, direct: bool) -> None:
         if not direct:
-            await self._pool.release(conn)  # type: ignore[union-attr]
+            await self._pool.release(conn)  # the permit goes back with it
             return
-        marked = getattr(conn, "should_reconnect", None)  # redis-py >= 6
-        if marked is not None and marked():
-            await conn.disconnect()
-        if conn in self._busy:  # type: ignore[operator]
-            self._busy.remove(conn)  # type: ignore[union-attr]
-            self._idle.append(conn)  # type: ignore[union-attr]
+        try:
+            if internals.should_reconnect(conn):
+                await conn.disconnect()
+        finally:
+            if conn in self._busy:
+                self._busy.remove(conn)
+                self._idle.append(conn)
+            self._gate.release()

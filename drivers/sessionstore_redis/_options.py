@@ -63,6 +63,15 @@ class RedisOptions(StoreOptions):
     retry_deadline: float = 10.0
     #: Connections per server.
     max_connections: int = 64
+    #: Seconds a call waits for a connection when all ``max_connections`` are busy
+    #: (callers are served in order); then :class:`~sessionstore_redis.PoolTimeoutError`.
+    pool_timeout: float = 10.0
+    #: Seconds ``initialize()`` keeps retrying a server that refuses or does not answer
+    #: (0: fail at the first attempt). ``retry_deadline`` is for an open store.
+    connect_retry: float = 0.0
+    #: The lean request path (``_lane.py``, redis-py internals for speed); ``false``:
+    #: only redis-py's public API.
+    lean: bool = True
     #: After every write, wait until this many replicas acknowledged it (Redis WAIT).
     wait_replicas: int = 0
     #: Seconds WAIT may block.
@@ -80,9 +89,12 @@ class RedisOptions(StoreOptions):
                 f"invalid key_prefix {self.key_prefix!r} (allowed: [A-Za-z0-9:._/-], "
                 "at most 100 characters; no braces)"
             )
-        for name in ("socket_timeout", "connect_timeout", "retry_deadline", "wait_timeout"):
+        positive = ("socket_timeout", "connect_timeout", "retry_deadline", "wait_timeout")
+        for name in (*positive, "pool_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"option {name!r} must be positive")
+        if not 0 <= self.connect_retry <= 3600:
+            raise ConfigurationError("option 'connect_retry' must be in [0, 3600] seconds")
         if self.expiry_grace < 0:
             raise ConfigurationError("option 'expiry_grace' must not be negative")
         if self.max_connections < 1:

@@ -288,3 +288,16 @@ async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis:
     owner = await client.execute_command("EXISTS", doc, target_nodes=target)
     assert owner == 1
     assert await store.get_session(sid) == s
+
+
+async def test_concurrent_slot_map_refreshes(redis_cluster: RedisCluster, open_redis: Any) -> None:
+    """Many calls find the slot map stale at once (as after a failover): one re-reads it,
+    the others wait (redis-py 5.0's ``NodesManager.initialize`` has no lock: two at once
+    failed with "dictionary changed size during iteration")."""
+    store = await open_redis(redis_cluster.url)
+    ids = [(await store.create_session(data={"i": i})).id for i in range(30)]
+    for _ in range(3):
+        store._backend._stale_topology = True
+        got = await asyncio.gather(*(store.get_session(sid) for sid in ids))
+        assert [s.data["i"] for s in got] == list(range(30))
+        assert not store._backend._stale_topology

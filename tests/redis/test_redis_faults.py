@@ -193,7 +193,7 @@ async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServ
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sessionstore_redis._scripts import READ
 
-    async with _store(server.url, socket_timeout=0.4) as store:
+    async with _store(server.url, socket_timeout=0.4, lean=True) as store:
         s = await store.create_session()
         lane = store._backend._lane
         assert lane is not None
