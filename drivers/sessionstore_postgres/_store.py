@@ -112,6 +112,8 @@ class PostgresStore(BaseSessionStore):
         where = f"{opts.host}:{opts.port}/{opts.database or opts.user or ''}"
         self._pool = Pool(opts, where)
         self._cache = RowCache()
+        #: The schema version ``initialize()`` upgrades to (tests pin older ones).
+        self._target_schema = LATEST
         self._sql_write = f"SELECT {p}write({', '.join(f'${i}' for i in range(1, 30))})"
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
         self._sql_load_many = (
@@ -145,19 +147,20 @@ class PostgresStore(BaseSessionStore):
             await conn.execute(VERSION_TABLE.replace("{P}", p))
             version = await conn.fetchval(f"SELECT version FROM {p}schema")
             current = 0 if version is None else int(version)
+            target = self._target_schema
             if current > LATEST:
                 raise UnsupportedFormatError(
                     f"the schema of table prefix {p!r} is version {current}, newer than this "
                     f"driver's {LATEST}: upgrade sessionstore"
                 )
-            for step in range(current + 1, LATEST + 1):
+            for step in range(current + 1, target + 1):
                 await conn.execute(migration(step, p))
-            if current < LATEST:
+            if current < target:
                 await conn.execute(
                     f"INSERT INTO {p}schema (one, version) VALUES (true, $1) "
                     "ON CONFLICT (one) DO UPDATE SET version = excluded.version, "
                     "upgraded_at = now()",
-                    LATEST,
+                    target,
                 )
 
     async def _shutdown(self) -> None:
@@ -228,13 +231,8 @@ class PostgresStore(BaseSessionStore):
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         self._check_open()
-        order, count = ("DESC", last) if last is not None else ("ASC", limit)
-        sql = (
-            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data FROM {self._t_sessions} s "
-            f"LEFT JOIN LATERAL (SELECT seq, type, at, data FROM {self._t_events} "
-            "WHERE ns = s.ns AND session_id = s.id AND seq > $3 "
-            f"ORDER BY seq {order} LIMIT $4) e ON true WHERE s.ns = $1 AND s.id = $2"
-        )
+        count = last if last is not None else limit
+        sql = self._events_sql(descending=last is not None)
         ns = self.namespace
         rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, count))
         if not rows:
@@ -246,6 +244,17 @@ class PostgresStore(BaseSessionStore):
         if last is not None:
             events.reverse()
         return events
+
+    def _events_sql(self, *, descending: bool) -> str:
+        """The session's expiry joined with one page of its events ($1 namespace, $2 id,
+        $3 after_seq, $4 limit or NULL): the PRIMARY KEY index yields exactly the page."""
+        order = "DESC" if descending else "ASC"
+        return (
+            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data FROM {self._t_sessions} s "
+            f"LEFT JOIN LATERAL (SELECT seq, type, at, data FROM {self._t_events} "
+            "WHERE ns = s.ns AND session_id = s.id AND seq > $3 "
+            f"ORDER BY seq {order} LIMIT $4) e ON true WHERE s.ns = $1 AND s.id = $2"
+        )
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         return (await self._load_checkpoints_many([session_id])).get(session_id, [])
