@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -44,6 +45,7 @@ _CONNECTION_ERRORS: Final = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.exceptions.InterfaceError,  # "connection is closed" and the like
+    asyncpg.exceptions.InternalClientError,  # a protocol state broken by a lost connection
 )
 # Settings that retrying cannot fix.
 _FATAL_CONNECT: Final = (
@@ -191,7 +193,10 @@ class Pool:
 
     @staticmethod
     async def _release(pool: asyncpg.Pool, conn: Any) -> None:
+        # A connection lost mid-statement fails its reset on release: drop it (the pool
+        # opens a new one). Cleanup never raises over the operation's own outcome.
         try:
             await pool.release(conn)
-        except _CONNECTION_ERRORS:
-            conn.terminate()
+        except (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
+            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
+                conn.terminate()

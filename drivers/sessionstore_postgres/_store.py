@@ -315,9 +315,7 @@ class PostgresStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ writes
 
-    def _args(
-        self, mut: Mutation, expect_wt: str | None, token: str
-    ) -> tuple[Any, ...]:
+    def _args(self, mut: Mutation, expect_wt: str | None, token: str) -> tuple[Any, ...]:
         s = mut.session
         ev = mut.append
         cps = mut.put_checkpoints
@@ -430,10 +428,14 @@ class PostgresStore(BaseSessionStore):
             seen: set[bool] = set()
             for mut in mutations:
                 stored = rows.get(mut.session_id)
-                before = stored is None if mut.expect == 0 else (
-                    stored is not None
-                    and stored[0] == mut.expect
-                    and (mut.session_id not in wts or stored[1] == wts[mut.session_id])
+                before = (
+                    stored is None
+                    if mut.expect == 0
+                    else (
+                        stored is not None
+                        and stored[0] == mut.expect
+                        and (mut.session_id not in wts or stored[1] == wts[mut.session_id])
+                    )
                 )
                 if mut.delete:
                     done = stored is None

@@ -8,12 +8,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sessionstore_postgres import PostgresStore
 
 from sessionstore import ManualClock, open_store
-
-pytest.importorskip("asyncpg")
-
-from sessionstore_postgres import PostgresStore  # noqa: E402
 
 
 @pytest.fixture
@@ -23,9 +20,7 @@ def namespace() -> str:
 
 
 @pytest_asyncio.fixture
-async def open_pg(
-    postgres_url: str, namespace: str
-) -> AsyncIterator[Callable[..., Any]]:
+async def open_pg(postgres_url: str, namespace: str) -> AsyncIterator[Callable[..., Any]]:
     """``await open_pg(**options)``: an initialised store on the test server, shut down
     afterwards (``url=`` to open another URL)."""
     opened: list[PostgresStore] = []

@@ -138,7 +138,14 @@ class PostgresServer:
             "-c shared_buffers=64MB"
         )
         result = self._pg_ctl(
-            "-w", "-t", "30", "-l", str(self.workdir / "server.log"), "-o", options, "start",
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.workdir / "server.log"),
+            "-o",
+            options,
+            "start",
             check=False,
         )
         if result.returncode != 0:
@@ -149,8 +156,9 @@ class PostgresServer:
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                ("127.0.0.1", self.port), timeout=0.5
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
             ):
                 return
             time.sleep(0.05)

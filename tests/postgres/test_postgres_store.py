@@ -40,7 +40,11 @@ def test_url_sets_connection_and_pool_options() -> None:
     assert isinstance(store, PostgresStore)
     o = store.options
     assert (o.user, o.password, o.host, o.port, o.database) == (
-        "app", PASSWORD, "db.internal", 6543, "sessions"
+        "app",
+        PASSWORD,
+        "db.internal",
+        6543,
+        "sessions",
     )
     assert (o.min_size, o.max_size, o.connect_timeout, o.command_timeout) == (2, 7, 1.5, 9.0)
     assert (o.sslmode, o.application_name) == ("require", "worker")
@@ -196,14 +200,19 @@ async def test_get_events_last_reads_only_the_page(open_pg: OpenPg) -> None:
     store = await open_pg()
     s = await store.create_session()
     for chunk in range(5):
-        await store.append_events(s.id, [{"type": "t", "data": {"i": chunk * 40 + i}} for i in range(40)])
+        await store.append_events(
+            s.id, [{"type": "t", "data": {"i": chunk * 40 + i}} for i in range(40)]
+        )
     events = await store.get_events(s.id, last=7)
     assert [e.seq for e in events] == list(range(194, 201))
     conn = await asyncpg.connect(**_connect_args(store))
     try:
         plan = await conn.fetchval(
             "EXPLAIN (ANALYZE, FORMAT JSON) " + store._events_sql(descending=True),
-            store.namespace, s.id, 0, 7,
+            store.namespace,
+            s.id,
+            0,
+            7,
         )
     finally:
         await conn.close()
@@ -300,7 +309,9 @@ async def test_no_lost_updates_under_concurrent_writers(open_pg: OpenPg) -> None
         for i in range(times):
             await store.append_events(s.id, [{"type": "t", "data": {"i": i}}])
 
-    await asyncio.gather(*(bump(st, 10) for st in stores[:3]), *(append(st, 10) for st in stores[3:]))
+    await asyncio.gather(
+        *(bump(st, 10) for st in stores[:3]), *(append(st, 10) for st in stores[3:])
+    )
     final = await stores[0].get_session(s.id)
     assert final is not None
     assert final.data["n"] == 30
