@@ -14,12 +14,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Literal, TypeVar
+from typing import Final, Literal, TypeVar
 
 import asyncpg
 
@@ -62,45 +62,66 @@ def _describe(exc: BaseException) -> str:
 
 
 class Pool:
-    """An asyncpg pool with the retry rules of the module docstring."""
+    """A small connection pool with the retry rules of the module docstring.
+
+    asyncpg's own pool costs a task and a reset query per release (about as much as a
+    round trip on loopback); here acquire and release are plain list operations when a
+    connection is idle. A connection is dropped (never reused) when its statement failed
+    with a connection error or was cancelled, or when it is left inside a transaction.
+    """
 
     def __init__(self, options: PostgresOptions, target: str) -> None:
         self.options = options
         self.target = target  # "host:port/db", for messages (never the password)
-        self._pool: asyncpg.Pool | None = None
+        self._idle: list[asyncpg.Connection] = []
+        self._size = 0  # connections open or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._open = False
 
     def _scrub(self, text: str) -> str:
         password = self.options.password
         return text.replace(password, "***") if password else text
 
-    async def open(self) -> None:
-        """Create the pool (retrying an unreachable server until the deadline)."""
+    async def _connect(self) -> asyncpg.Connection:
         opts = self.options
-        deadline = time.monotonic() + opts.retry_deadline
+        return await asyncpg.connect(
+            host=opts.host,
+            port=opts.port,
+            user=opts.user,
+            password=opts.password,
+            database=opts.database,
+            ssl=opts.sslmode,
+            timeout=opts.connect_timeout,
+            command_timeout=opts.command_timeout,
+            server_settings={"application_name": opts.application_name},
+        )
+
+    def _refused(self, exc: BaseException) -> ConfigurationError:
+        return ConfigurationError(
+            f"PostgreSQL at {self.target} refused the connection: {self._scrub(_describe(exc))}"
+        )
+
+    async def open(self) -> None:
+        """Open ``min_size`` connections (at least one, to check the settings), retrying
+        an unreachable server until the deadline."""
+        self._open = True
+        deadline = time.monotonic() + self.options.retry_deadline
         delay = 0.05
-        while True:
+        while self._size < max(1, self.options.min_size):
             try:
-                self._pool = await asyncpg.create_pool(
-                    host=opts.host,
-                    port=opts.port,
-                    user=opts.user,
-                    password=opts.password,
-                    database=opts.database,
-                    ssl=opts.sslmode,
-                    min_size=opts.min_size,
-                    max_size=opts.max_size,
-                    timeout=opts.connect_timeout,
-                    command_timeout=opts.command_timeout,
-                    server_settings={"application_name": opts.application_name},
-                )
-                return
+                self._size += 1
+                try:
+                    conn = await self._connect()
+                except BaseException:
+                    self._size -= 1
+                    raise
+                self._idle.append(conn)
             except _FATAL_CONNECT as exc:
-                raise ConfigurationError(
-                    f"PostgreSQL at {self.target} refused the connection: "
-                    f"{self._scrub(_describe(exc))}"
-                ) from None
+                await self.close()
+                raise self._refused(exc) from None
             except _CONNECTION_ERRORS as exc:
                 if time.monotonic() + delay > deadline:
+                    await self.close()
                     raise StoreUnavailableError(
                         f"PostgreSQL at {self.target} is unreachable: {self._scrub(_describe(exc))}"
                     ) from None
@@ -108,13 +129,61 @@ class Pool:
                 delay = min(delay * 2, 1.0)
 
     async def close(self) -> None:
-        """Close every connection (terminate them if a clean close takes over 5 s)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
+        """Close the idle connections (those in use are closed when released)."""
+        self._open = False
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._size -= 1
             try:
-                await asyncio.wait_for(pool.close(), 5)
-            except (TimeoutError, *_CONNECTION_ERRORS):
-                pool.terminate()
+                await asyncio.wait_for(conn.close(), 2)
+            except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
+                conn.terminate()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _acquire(self) -> asyncpg.Connection:
+        while True:
+            if not self._open:
+                raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+                self._size -= 1
+            if self._size < self.options.max_size:
+                self._size += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._size -= 1
+                    self._wake()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass the wake-up on
+                raise
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _release(self, conn: asyncpg.Connection, broken: bool) -> None:
+        if broken or not self._open or conn.is_closed() or conn.is_in_transaction():
+            self._size -= 1
+            conn.terminate()
+        else:
+            self._idle.append(conn)
+        self._wake()
 
     async def run(
         self,
@@ -130,9 +199,6 @@ class Pool:
         back with ``verify``; ``"applied"`` returns ``applied()``, ``"not_applied"``
         sends the write again, ``"unknown"`` raises :class:`OutcomeUnknownError`.
         """
-        pool = self._pool
-        if pool is None:
-            raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
         deadline = time.monotonic() + self.options.retry_deadline
         delay = 0.02
         sent = False
@@ -150,22 +216,27 @@ class Pool:
                     )
                 sent = False
             try:
-                conn = await pool.acquire()
+                conn = await self._acquire()
             except _FATAL_CONNECT as exc:
-                raise ConfigurationError(
-                    f"PostgreSQL at {self.target} refused the connection: "
-                    f"{self._scrub(_describe(exc))}"
-                ) from None
+                raise self._refused(exc) from None
             except _CONNECTION_ERRORS as exc:
                 last = exc
             else:
+                broken = True
                 try:
-                    return await call(conn)
+                    result = await call(conn)
+                    broken = False
+                    return result
                 except _CONNECTION_ERRORS as exc:
                     last, sent = exc, True
                     log.info("postgres: connection lost (%s), retrying", _describe(exc))
+                except Exception:
+                    # an SQL error or the caller's own (a conflict in a batch): the
+                    # connection is fine (one left inside a transaction is dropped)
+                    broken = False
+                    raise
                 finally:
-                    await self._release(pool, conn)
+                    self._release(conn, broken)
             if time.monotonic() + delay > deadline:
                 if sent and write:
                     raise OutcomeUnknownError(
@@ -190,13 +261,3 @@ class Pool:
             return await self.run(verify)
         except StoreUnavailableError:
             return "unknown"
-
-    @staticmethod
-    async def _release(pool: asyncpg.Pool, conn: Any) -> None:
-        # A connection lost mid-statement fails its reset on release: drop it (the pool
-        # opens a new one). Cleanup never raises over the operation's own outcome.
-        try:
-            await pool.release(conn)
-        except (*_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
-            with contextlib.suppress(asyncpg.exceptions.InterfaceError):
-                conn.terminate()

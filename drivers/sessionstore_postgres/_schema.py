@@ -65,50 +65,70 @@ CREATE FUNCTION {P}write(
 -- -1: written; -2: the version matched but the write token did not (the session was
 -- re-created, or the caller's copy is stale); otherwise the stored version (0: absent),
 -- which did not match p_expect. Nothing is written unless -1 is returned.
+-- p_data / p_metadata NULL on an existing session: unchanged (not sent, not rewritten).
 DECLARE
     cur bigint;
     cur_wt text;
 BEGIN
-    SELECT version, wt INTO cur, cur_wt FROM {P}sessions
-        WHERE ns = p_ns AND id = p_id FOR UPDATE;
-    IF NOT FOUND THEN
-        cur := 0;
-    END IF;
-    IF cur <> p_expect THEN
-        RETURN cur;
-    END IF;
-    IF p_expect_wt IS NOT NULL AND cur_wt IS DISTINCT FROM p_expect_wt THEN
-        RETURN -2;
-    END IF;
-    IF p_delete OR p_reset THEN
+    IF p_expect = 0 THEN
+        IF NOT p_doc THEN
+            RETURN coalesce((SELECT version FROM {P}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;
+        INSERT INTO {P}sessions VALUES (
+            p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_created, p_updated,
+            p_expires, p_version, p_event_count, p_last_seq, p_data, p_metadata,
+            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt
+        ) ON CONFLICT (ns, id) DO NOTHING;
+        IF NOT FOUND THEN  -- it exists (a concurrent creator committed first)
+            RETURN coalesce((SELECT version FROM {P}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;
+        -- a new session may still have leftovers of a crashed write: none by construction
+        -- (a delete removes events and checkpoints in the same transaction)
+    ELSIF p_delete THEN
+        DELETE FROM {P}sessions WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
+        END IF;
         DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
         DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
-    END IF;
-    IF p_delete THEN
-        DELETE FROM {P}sessions WHERE ns = p_ns AND id = p_id;
         RETURN -1;
-    END IF;
-    IF p_doc THEN
-        IF cur = 0 THEN
-            INSERT INTO {P}sessions VALUES (
-                p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_created, p_updated,
-                p_expires, p_version, p_event_count, p_last_seq, p_data, p_metadata,
-                replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt
-            ) ON CONFLICT (ns, id) DO NOTHING;
-            IF NOT FOUND THEN
-                -- another writer created it first (it waited for that one to commit)
-                SELECT version INTO cur FROM {P}sessions WHERE ns = p_ns AND id = p_id;
-                RETURN coalesce(cur, 0);
-            END IF;
-        ELSE
-            UPDATE {P}sessions SET
-                processor_id = p_processor, status = p_status, grp = p_grp, tags = p_tags,
-                created_at = p_created, updated_at = p_updated, expires_at = p_expires,
-                version = p_version, event_count = p_event_count, last_seq = p_last_seq,
-                data = p_data, metadata = p_metadata,
-                metadata_jsonb = replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, wt = p_wt
-            WHERE ns = p_ns AND id = p_id;
+    ELSIF p_doc THEN
+        -- the compare-and-set and the write in one statement (no separate row lock)
+        UPDATE {P}sessions SET
+            processor_id = p_processor, status = p_status, grp = p_grp, tags = p_tags,
+            created_at = p_created, updated_at = p_updated, expires_at = p_expires,
+            version = p_version, event_count = p_event_count, last_seq = p_last_seq,
+            data = coalesce(p_data, data), metadata = coalesce(p_metadata, metadata),
+            metadata_jsonb = CASE WHEN p_metadata IS NULL THEN metadata_jsonb
+                ELSE replace(p_metadata, '\\u0000', '\\ufffd')::jsonb END,
+            wt = p_wt
+        WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
         END IF;
+    ELSE
+        -- checkpoints only (the version does not change): lock the row for the check
+        SELECT version, wt INTO cur, cur_wt FROM {P}sessions
+            WHERE ns = p_ns AND id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN 0;
+        END IF;
+        IF cur <> p_expect THEN
+            RETURN cur;
+        END IF;
+        IF p_expect_wt IS NOT NULL AND cur_wt IS DISTINCT FROM p_expect_wt THEN
+            RETURN -2;
+        END IF;
+    END IF;
+    IF p_reset THEN
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
+        DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
     END IF;
     IF p_trim_before > 0 THEN
         DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id AND seq < p_trim_before;

@@ -315,20 +315,28 @@ class PostgresStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ writes
 
-    def _args(self, mut: Mutation, expect_wt: str | None, token: str) -> tuple[Any, ...]:
+    def _args(self, mut: Mutation, base: Cached | None, token: str) -> tuple[Any, ...]:
+        """The write function's arguments; ``base`` is the row the plan was made from
+        (its token is checked; data/metadata equal to it are not sent again)."""
         s = mut.session
         ev = mut.append
         cps = mut.put_checkpoints
-        doc = s is not None
+        data = metadata = None
+        if s is not None and mut.data_json is not None and mut.metadata_json is not None:
+            data = mut.data_json.decode()
+            metadata = mut.metadata_json.decode()
+            if base is not None and not mut.reset:
+                data = None if data == base.data else data
+                metadata = None if metadata == base.metadata else metadata
         return (
             self.namespace,
             mut.session_id,
             mut.expect,
-            expect_wt,
+            None if base is None else base.token,
             token,
             mut.delete,
             mut.reset,
-            doc,
+            s is not None,
             s.processor_id if s else None,
             s.status.value if s else None,
             s.group if s else None,
@@ -339,8 +347,8 @@ class PostgresStore(BaseSessionStore):
             s.version if s else None,
             s.event_count if s else None,
             s.last_seq if s else None,
-            mut.data_json.decode() if s and mut.data_json is not None else None,
-            mut.metadata_json.decode() if s and mut.metadata_json is not None else None,
+            data,
+            metadata,
             [e.seq for e in ev],
             [e.type for e in ev],
             [to_ms(e.at) for e in ev],
@@ -361,19 +369,19 @@ class PostgresStore(BaseSessionStore):
         raise SessionConflictError(mut.session_id, mut.expect, result)
 
     async def _write(
-        self, mutations: Sequence[Mutation], wts: Mapping[str, str], *, atomic: bool = True
+        self, mutations: Sequence[Mutation], bases: Mapping[str, Cached], *, atomic: bool = True
     ) -> None:
         """Write ``mutations`` with version (and token) checks: one statement for one
         session, one transaction (ids in order, so batches never deadlock) for several."""
         token = secrets.token_hex(12)
         sql = self._sql_write
-        calls = [(m, self._args(m, wts.get(m.session_id), token)) for m in mutations]
+        calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
         if len(calls) == 1 or not atomic:
             for mut, args in calls:
                 result = await self._pool.run(
                     lambda c, args=args: c.fetchval(sql, *args),  # type: ignore[misc]
                     write=True,
-                    verify=self._verifier([mut], token, wts),
+                    verify=self._verifier([mut], token, bases),
                     applied=lambda: -1,
                 )
                 self._check(mut, result)
@@ -390,7 +398,7 @@ class PostgresStore(BaseSessionStore):
             await self._pool.run(
                 batch,
                 write=True,
-                verify=self._verifier([m for m, _ in calls], token, wts),
+                verify=self._verifier([m for m, _ in calls], token, bases),
                 applied=lambda: None,
             )
         except (SessionConflictError, _Stale):
@@ -411,7 +419,7 @@ class PostgresStore(BaseSessionStore):
                 )
 
     def _verifier(
-        self, mutations: Sequence[Mutation], token: str, wts: Mapping[str, str]
+        self, mutations: Sequence[Mutation], token: str, bases: Mapping[str, Cached]
     ) -> Callable[[asyncpg.Connection], Any]:
         """After a lost connection: did the write with ``token`` happen?"""
         ns = self.namespace
@@ -434,7 +442,7 @@ class PostgresStore(BaseSessionStore):
                     else (
                         stored is not None
                         and stored[0] == mut.expect
-                        and (mut.session_id not in wts or stored[1] == wts[mut.session_id])
+                        and ((base := bases.get(mut.session_id)) is None or stored[1] == base.token)
                     )
                 )
                 if mut.delete:
@@ -476,24 +484,24 @@ class PostgresStore(BaseSessionStore):
         rows = [cache.get(sid) for sid in load_ids]
         if rows and all(r is not None for r in rows):
             loaded = {r.head.id: r.materialize() for r in rows if r is not None}
-            wts = {r.head.id: r.token for r in rows if r is not None}
+            bases = {r.head.id: r for r in rows if r is not None}
             try:
                 mutations = build(loaded)
             except Exception:
                 mutations = []
             if mutations:
                 try:
-                    await self._write(mutations, wts, atomic=atomic)
+                    await self._write(mutations, bases, atomic=atomic)
                     return mutations
                 except (_Stale, SessionConflictError):
                     cache.discard_all(load_ids)
         fresh = await self._load_rows(load_ids) if load_ids else []
         loaded = self._remember(fresh)
-        wts = {r[0]: r[13] for r in fresh}
+        bases = {r[0]: Cached(loaded[r[0]], r[3], r[4], r[13]) for r in fresh}
         mutations = build(loaded)
         if mutations:
             try:
-                await self._write(mutations, wts, atomic=atomic)
+                await self._write(mutations, bases, atomic=atomic)
             except _Stale as stale:
                 cache.discard_all(load_ids)
                 raise SessionConflictError(str(stale), -1, -1) from None

