@@ -33,6 +33,7 @@ from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dum
 from sessionstore.model import Status
 from sessionstore.planning import fast_session
 from sessionstore.query import (
+    OrderKey,
     decode_cursor,
     encode_cursor,
     matches,
@@ -549,9 +550,11 @@ class PostgresStore(BaseSessionStore):
             w = Where(list(base.clauses), list(base.params))
             if after is not None:
                 seek_sql(w, opts.sort_by, opts.descending, after)
-            for r in await self._fetch_page(w, opts, wanted, opts.offset):
-                picked.append(self._row_or_report(r))
-        else:
+            rows = await self._fetch_page(w, opts, wanted, opts.offset)
+            picked = [self._row_or_report(r) for r in rows]
+            if any(s is _CORRUPT for s in picked):
+                exact, picked = False, []  # page again, skipping the corrupt rows
+        if not exact:
             skip = opts.offset
             batch = max(64, min(wanted + skip, 2000))
             position = after
@@ -561,11 +564,11 @@ class PostgresStore(BaseSessionStore):
                     seek_sql(w, opts.sort_by, opts.descending, position)
                 rows = await self._fetch_page(w, opts, batch, 0)
                 for r in rows:
+                    position = _row_key(r, opts.sort_by)
                     s = self._row_or_report(r)
-                    position = order_key(s, opts.sort_by)
-                    if not matches(s, flt, now) or (
-                        needle is not None and not search_matches(s, needle)
-                    ):
+                    if s is _CORRUPT or not matches(s, flt, now):
+                        continue
+                    if needle is not None and not search_matches(s, needle):
                         continue
                     if skip:
                         skip -= 1
@@ -575,9 +578,6 @@ class PostgresStore(BaseSessionStore):
                         break
                 if len(rows) < batch:
                     break
-        corrupt = [s for s in picked if s is _CORRUPT]
-        if corrupt:
-            picked = [s for s in picked if s is not _CORRUPT]
         items = picked[: opts.limit]
         next_cursor = None
         if len(picked) > opts.limit:
@@ -631,6 +631,16 @@ class PostgresStore(BaseSessionStore):
             if s is not _CORRUPT and matches(s, flt, now):
                 total += 1
         return total
+
+
+def _row_key(r: Any, sort_by: str) -> OrderKey:
+    """The keyset position of a row of ``_COLS`` (read from its columns, so a corrupt
+    row still moves the scan on)."""
+    sid = r[0]
+    if sort_by == "id":
+        return (0, sid, sid)
+    value = {"created_at": r[6], "updated_at": r[7], "expires_at": r[8]}[sort_by]
+    return (1, 0, sid) if value is None else (0, value, sid)
 
 
 _CORRUPT: Final = fast_session(

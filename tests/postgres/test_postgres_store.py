@@ -18,6 +18,7 @@ from sessionstore_postgres._schema import LATEST
 from sessionstore import (
     ConfigurationError,
     OutcomeUnknownError,
+    QueryOptions,
     SessionConflictError,
     SessionFilter,
     StoreUnavailableError,
@@ -379,3 +380,29 @@ async def test_a_lost_reply_with_a_changed_session_is_outcome_unknown(
     _lose_reply(store, monkeypatch, apply=True, meddle=meddle)
     with pytest.raises(OutcomeUnknownError):
         await store.append_events(s.id, [{"type": "once"}])
+
+
+@pytest.mark.asyncio
+async def test_a_corrupt_row_is_skipped_by_listings_and_reported(open_pg: OpenPg) -> None:
+    from sessionstore import IntegrityError
+
+    store = await open_pg()
+    ids = [(await store.create_session(processor_id="p")).id for _ in range(5)]
+    conn = await asyncpg.connect(**_connect_args(store))
+    try:
+        await conn.execute(
+            "UPDATE sessionstore_sessions SET data = 'not json' WHERE ns = $1 AND id = $2",
+            store.namespace,
+            ids[1],
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(IntegrityError):
+        await store.get_session(ids[1])
+    expected = [i for i in ids if i != ids[1]]
+    page = await store.list_sessions(options=QueryOptions(limit=2))
+    assert page.ids == expected[:2] and page.next_cursor is not None
+    rest = await store.list_sessions(options=QueryOptions(limit=10, cursor=page.next_cursor))
+    assert rest.ids == expected[2:]
+    assert (await store.search_sessions("p", QueryOptions(limit=10))).ids == expected
+    assert any(ids[1] in key for key in store.corrupt_records)
