@@ -152,6 +152,33 @@ BEGIN
     RETURN -1;
 END
 $fn$;
+-- The same write for a batch sent with executemany (one pipelined, atomic round trip):
+-- a failed check raises SQLSTATE SS409 (DETAIL: the session id, HINT: the result), which
+-- rolls the whole batch back.
+CREATE FUNCTION {P}write_or_raise(
+    p_ns text, p_id text, p_expect bigint, p_expect_wt text, p_wt text,
+    p_delete boolean, p_reset boolean, p_doc boolean,
+    p_processor text, p_status text, p_grp text, p_tags text[],
+    p_created bigint, p_updated bigint, p_expires bigint,
+    p_version bigint, p_event_count bigint, p_last_seq bigint,
+    p_data text, p_metadata text,
+    p_ev_seq bigint[], p_ev_type text[], p_ev_at bigint[], p_ev_data text[],
+    p_trim_before bigint,
+    p_cp_id text[], p_cp_created bigint[], p_cp_body text[], p_cp_drop text[]
+) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    r bigint;
+BEGIN
+    r := {P}write(p_ns, p_id, p_expect, p_expect_wt, p_wt, p_delete, p_reset, p_doc,
+        p_processor, p_status, p_grp, p_tags, p_created, p_updated, p_expires, p_version,
+        p_event_count, p_last_seq, p_data, p_metadata, p_ev_seq, p_ev_type, p_ev_at,
+        p_ev_data, p_trim_before, p_cp_id, p_cp_created, p_cp_body, p_cp_drop);
+    IF r <> -1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'SS409', MESSAGE = 'sessionstore version check failed',
+            DETAIL = p_id, HINT = r::text;
+    END IF;
+END
+$fn$;
 """
 
 # Version 2: the indexes of the listings and filters. Each ordered listing has an index

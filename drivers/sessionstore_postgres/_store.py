@@ -115,7 +115,9 @@ class PostgresStore(BaseSessionStore):
         self._cache = RowCache()
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
-        self._sql_write = f"SELECT {p}write({', '.join(f'${i}' for i in range(1, 30))})"
+        params = ", ".join(f"${i}" for i in range(1, 30))
+        self._sql_write = f"SELECT {p}write({params})"
+        self._sql_write_batch = f"SELECT {p}write_or_raise({params})"
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
         self._sql_load_many = (
             f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
@@ -373,11 +375,13 @@ class PostgresStore(BaseSessionStore):
         self, mutations: Sequence[Mutation], bases: Mapping[str, Cached], *, atomic: bool = True
     ) -> None:
         """Write ``mutations`` with version (and token) checks: one statement for one
-        session, one transaction (ids in order, so batches never deadlock) for several."""
+        session; for several, one pipelined atomic ``executemany`` (ids in order, so
+        batches never deadlock). ``atomic=False`` (restores) is written the same way: all
+        or nothing is allowed, and a conflict makes the caller retry one by one."""
         token = secrets.token_hex(12)
         sql = self._sql_write
         calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
-        if len(calls) == 1 or not atomic:
+        if len(calls) == 1:
             for mut, args in calls:
                 result = await self._pool.run(
                     lambda c, args=args: c.fetchval(sql, *args),  # type: ignore[misc]
@@ -388,12 +392,21 @@ class PostgresStore(BaseSessionStore):
                 self._check(mut, result)
                 self._remember_written([mut], token)
             return
-        calls.sort(key=lambda item: item[0].session_id)
+        calls.sort(key=lambda item: item[0].session_id)  # a fixed lock order: no deadlock
+        expects = {m.session_id: m.expect for m in mutations}
+        batch_sql = self._sql_write_batch
 
         async def batch(conn: asyncpg.Connection) -> None:
-            async with conn.transaction():
-                for mut, args in calls:
-                    self._check(mut, await conn.fetchval(sql, *args))
+            # one pipelined round trip, all or nothing (asyncpg's executemany is atomic)
+            try:
+                await conn.executemany(batch_sql, [args for _, args in calls])
+            except asyncpg.exceptions.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) != "SS409":
+                    raise
+                sid, result = str(exc.detail), int(str(exc.hint))
+                if result == -2:
+                    raise _Stale(sid) from None
+                raise SessionConflictError(sid, expects.get(sid, -1), result) from None
 
         try:
             await self._pool.run(
@@ -479,13 +492,24 @@ class PostgresStore(BaseSessionStore):
         *,
         atomic: bool = True,
     ) -> list[Mutation]:
-        """Plan from the cached copy when it holds every id (one round trip: the write,
-        whose version and token checks reject a stale copy), else read, plan, write."""
+        """Plan from what this store already knows, then write in one round trip; read,
+        plan and write again only when the write's checks say the guess was wrong.
+
+        A session in the cache is planned from its copy (the write checks its version
+        and token); one not in the cache is first assumed absent (right for a create
+        with a given id; the write checks that it does not exist). A plan that fails on
+        the guess (not found, exists, a version mismatch) is simply made again on fresh
+        rows: ``build`` is pure.
+        """
         cache = self._cache
-        rows = [cache.get(sid) for sid in load_ids]
-        if rows and all(r is not None for r in rows):
-            loaded = {r.head.id: r.materialize() for r in rows if r is not None}
-            bases = {r.head.id: r for r in rows if r is not None}
+        bases: dict[str, Cached] = {}
+        loaded: dict[str, Session] = {}
+        for sid in load_ids:
+            row = cache.get(sid)
+            if row is not None:
+                bases[sid] = row
+                loaded[sid] = row.materialize()
+        if load_ids:
             try:
                 mutations = build(loaded)
             except Exception:

@@ -16,13 +16,16 @@ from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
+    AppendOp,
     ConfigurationError,
     OutcomeUnknownError,
     QueryOptions,
     SessionConflictError,
     SessionFilter,
+    SessionUpdate,
     StoreUnavailableError,
     UnsupportedFormatError,
+    UpdateOp,
     open_store,
 )
 
@@ -180,6 +183,16 @@ async def test_one_round_trip_per_single_session_operation(
     assert await trips(store.list_sessions(SessionFilter(processor_id="p"))) == 1
     assert await trips(store.count_sessions(SessionFilter(processor_id="p"))) == 1
     assert await trips(store.delete_session(s.id)) == 1
+    # a given id is assumed free (the write checks it); a batch is one atomic executemany
+    assert await trips(store.create_session(id="given-1")) == 1
+    assert await trips(store.create_session(id="given-2")) == 1
+    batch = store.commit(
+        [
+            UpdateOp("given-1", SessionUpdate(merge_data={"a": 1})),
+            AppendOp("given-2", [{"type": "t"}]),
+        ]
+    )
+    assert await trips(batch) == 1
 
 
 @pytest.mark.asyncio
