@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import SplitResult
 
@@ -60,6 +60,7 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # as sessionstore.clock.from_ms
 
 
 class _Stale(Exception):
@@ -79,8 +80,10 @@ def _session(r: Any, ns: str) -> Session:
         raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
     expires = r[8]
     return fast_session(
-        sid, r[1], status, data, metadata, frozenset(r[5]), from_ms(r[6]), from_ms(r[7]),
-        None if expires is None else from_ms(expires), r[9], r[10], r[11], r[12],
+        sid, r[1], status, data, metadata, frozenset(r[5]),
+        _EPOCH + timedelta(milliseconds=r[6]), _EPOCH + timedelta(milliseconds=r[7]),
+        None if expires is None else _EPOCH + timedelta(milliseconds=expires),
+        r[9], r[10], r[11], r[12],
     )  # fmt: skip
 
 
@@ -243,7 +246,15 @@ class PostgresStore(BaseSessionStore):
         expires = rows[0][0]
         if expires is not None and expires <= to_ms(self.clock.now()):
             raise SessionNotFoundError(session_id)
-        events = [self._event(session_id, r[1:]) for r in rows if r[1] is not None]
+        if rows[0][1] is None:
+            return []
+        try:
+            events = [
+                Event(r[1], r[2], _EPOCH + timedelta(milliseconds=r[3]), orjson.loads(r[4]))
+                for r in rows
+            ]
+        except orjson.JSONDecodeError:
+            events = [self._event(session_id, r[1:]) for r in rows]  # names the bad one
         if last is not None:
             events.reverse()
         return events
