@@ -248,9 +248,16 @@ class PostgresStore(BaseSessionStore):
             raise SessionNotFoundError(session_id)
         if rows[0][1] is None:
             return []
+        times: dict[int, datetime] = {}  # events appended together share their time
         try:
             events = [
-                Event(r[1], r[2], _EPOCH + timedelta(milliseconds=r[3]), orjson.loads(r[4]))
+                Event(
+                    r[1],
+                    r[2],
+                    times.get(r[3])
+                    or times.setdefault(r[3], _EPOCH + timedelta(milliseconds=r[3])),
+                    orjson.loads(r[4]),
+                )
                 for r in rows
             ]
         except orjson.JSONDecodeError:

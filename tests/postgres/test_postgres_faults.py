@@ -84,7 +84,7 @@ async def test_several_processes_lose_no_update(
 
 
 @pytest.fixture
-def restartable(request: pytest.FixtureRequest) -> PostgresServer:
+def private_server(request: pytest.FixtureRequest) -> PostgresServer:
     if os.environ.get(ENV_URL):
         pytest.skip(f"{ENV_URL} names a server this test must not restart")
     server: PostgresServer = request.getfixturevalue("postgres_server")
@@ -92,7 +92,7 @@ def restartable(request: pytest.FixtureRequest) -> PostgresServer:
 
 
 @pytest.mark.asyncio
-async def test_server_restart_under_load(open_pg: OpenPg, restartable: PostgresServer) -> None:
+async def test_server_restart_under_load(open_pg: OpenPg, private_server: PostgresServer) -> None:
     store = await open_pg(retry_deadline=30.0)
     sessions = [(await store.create_session()).id for _ in range(6)]
     acked = dict.fromkeys(sessions, 0)
@@ -116,7 +116,7 @@ async def test_server_restart_under_load(open_pg: OpenPg, restartable: PostgresS
     await asyncio.sleep(0.5)
     before = sum(acked.values())
     started = time.monotonic()
-    thread = threading.Thread(target=restartable.restart, args=("fast",))
+    thread = threading.Thread(target=private_server.restart, args=("fast",))
     thread.start()
     await asyncio.to_thread(thread.join)
     restart_took = time.monotonic() - started
@@ -131,3 +131,14 @@ async def test_server_restart_under_load(open_pg: OpenPg, restartable: PostgresS
         assert s is not None
         assert acked[sid] <= s.event_count <= acked[sid] + unknown[sid]
         assert [e.seq for e in await store.get_events(sid)] == list(range(1, s.event_count + 1))
+
+
+@pytest.mark.asyncio
+async def test_unix_socket_through_the_host_option(
+    open_pg: OpenPg, private_server: PostgresServer
+) -> None:
+    url = f"postgresql://postgres@/postgres?host={private_server.socket_dir}&port={private_server.port}"
+    store = await open_pg(url)
+    s = await store.create_session(data={"over": "unix"})
+    got = await store.get_session(s.id)
+    assert got is not None and got.data == {"over": "unix"}
