@@ -60,7 +60,9 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)  # as sessionstore.clock.from_ms
+# as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
+# twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class _Stale(Exception):
@@ -81,8 +83,8 @@ def _session(r: Any, ns: str) -> Session:
     expires = r[8]
     return fast_session(
         sid, r[1], status, data, metadata, frozenset(r[5]),
-        _EPOCH + timedelta(milliseconds=r[6]), _EPOCH + timedelta(milliseconds=r[7]),
-        None if expires is None else _EPOCH + timedelta(milliseconds=expires),
+        _EPOCH + timedelta(0, 0, 0, r[6]), _EPOCH + timedelta(0, 0, 0, r[7]),
+        None if expires is None else _EPOCH + timedelta(0, 0, 0, expires),
         r[9], r[10], r[11], r[12],
     )  # fmt: skip
 
@@ -254,8 +256,7 @@ class PostgresStore(BaseSessionStore):
                 Event(
                     r[1],
                     r[2],
-                    times.get(r[3])
-                    or times.setdefault(r[3], _EPOCH + timedelta(milliseconds=r[3])),
+                    times.get(r[3]) or times.setdefault(r[3], _EPOCH + timedelta(0, 0, 0, r[3])),
                     orjson.loads(r[4]),
                 )
                 for r in rows

@@ -419,3 +419,16 @@ async def test_a_corrupt_row_is_skipped_by_listings_and_reported(open_pg: OpenPg
     assert rest.ids == expected[2:]
     assert (await store.search_sessions("p", QueryOptions(limit=10))).ids == expected
     assert any(ids[1] in key for key in store.corrupt_records)
+
+
+@pytest.mark.asyncio
+async def test_a_server_older_than_the_minimum_is_refused(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sessionstore_postgres._store as store_module
+
+    monkeypatch.setattr(store_module, "MIN_SERVER_VERSION", 1000)
+    store = open_store(postgres_url, namespace="too-old")
+    with pytest.raises(ConfigurationError, match="too old"):
+        await store.initialize()
+    await store.shutdown()
