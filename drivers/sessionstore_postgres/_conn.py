@@ -229,7 +229,8 @@ class Pool:
                     return result
                 except _CONNECTION_ERRORS as exc:
                     last, sent = exc, True
-                    log.info("postgres: connection lost (%s), retrying", _describe(exc))
+                    reason = self._scrub(_describe(exc))
+                    log.info("postgres: connection lost (%s), retrying", reason)
                 except Exception:
                     # an SQL error or the caller's own (a conflict in a batch): the
                     # connection is fine (one left inside a transaction is dropped)

@@ -11,6 +11,7 @@ from urllib.parse import SplitResult
 
 import asyncpg
 import orjson
+from orjson import loads
 
 from sessionstore import (
     BaseSessionStore,
@@ -71,19 +72,19 @@ class _Stale(Exception):
 
 def _session(r: Any, ns: str) -> Session:
     """A row of ``_COLS`` as a Session (IntegrityError for a corrupt row)."""
-    sid = r[0]
+    sid, processor, status, data, metadata, tags, created, updated, expires = r[:9]
     try:
-        data = orjson.loads(r[3])
-        metadata = orjson.loads(r[4])
-        status = _STATUS[r[2]]
+        data = loads(data)
+        metadata = loads(metadata)
+        status = _STATUS[status]
     except (orjson.JSONDecodeError, KeyError) as exc:
         raise IntegrityError(f"corrupt session row ({type(exc).__name__})", f"{ns}/{sid}") from None
     if type(data) is not dict or type(metadata) is not dict:
         raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
-    expires = r[8]
+    created_at = _EPOCH + timedelta(0, 0, 0, created)
     return fast_session(
-        sid, r[1], status, data, metadata, frozenset(r[5]),
-        _EPOCH + timedelta(0, 0, 0, r[6]), _EPOCH + timedelta(0, 0, 0, r[7]),
+        sid, processor, status, data, metadata, frozenset(tags), created_at,
+        created_at if updated == created else _EPOCH + timedelta(0, 0, 0, updated),
         None if expires is None else _EPOCH + timedelta(0, 0, 0, expires),
         r[9], r[10], r[11], r[12],
     )  # fmt: skip
