@@ -432,3 +432,21 @@ async def test_a_server_older_than_the_minimum_is_refused(
     with pytest.raises(ConfigurationError, match="too old"):
         await store.initialize()
     await store.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_pool_options_reach_the_connections(open_pg: OpenPg) -> None:
+    store = await open_pg(application_name="ss-test-app", sslmode="disable", min_size=2, max_size=3)
+    assert store._pool._size == 2  # min_size connections opened by initialize()
+    name = await store._pool.run(
+        lambda c: c.fetchval(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+    )
+    assert name == "ss-test-app"
+
+    async def hold(seconds: float) -> Any:
+        return await store._pool.run(lambda c: c.fetchval("SELECT pg_sleep($1)", seconds))
+
+    await asyncio.gather(*(hold(0.2) for _ in range(6)))  # 6 callers share 3 connections
+    assert store._pool._size == 3
