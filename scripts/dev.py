@@ -33,12 +33,14 @@ LOWEST_VENV = ROOT / ".venv-lowest"
 # The lock tool. Pinned here because it makes the locks; refresh it by hand, on purpose.
 UV = "uv==0.13.9"
 # The part of the suite that runs against the lowest supported versions: what touches
-# the runtime dependencies directly (orjson, pluggy, sortedcontainers, redis-py).
+# the runtime dependencies directly (orjson, pluggy, sortedcontainers, redis-py, asyncpg).
 LOWEST_TESTS = [
     "tests/test_codec.py",
     "tests/test_registry.py",
     "tests/test_query.py",
     "tests/redis",
+    "tests/postgres",
+    "tests/conformance/test_postgres_conformance.py",
 ]
 
 

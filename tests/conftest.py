@@ -12,9 +12,9 @@ from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import ManualClock
 
-# Private Redis servers (session-scoped fixtures yielding URLs) for tests/redis and the
-# Redis conformance run; registered once here so every module shares the same servers.
-pytest_plugins = ["tests.redis.servers"]
+# Private Redis and PostgreSQL servers (session-scoped fixtures yielding URLs) for the driver
+# tests and conformance runs; registered once here so every module shares the same servers.
+pytest_plugins = ["tests.redis.servers", "tests.postgres.servers"]
 
 
 @pytest.fixture(autouse=True)

@@ -174,3 +174,22 @@ def test_bench_sync_quick_runs_and_writes_every_row(tmp_path: Path, redis_url: s
     report, _ = _run_quick("bench_sync", tmp_path, "--url", redis_url, title="sync facade")
     rows = {row["name"] for row in report["rows"]}
     assert rows == {"facade get_session (memory)", "8 threads x 100 facade get_session (Redis)"}
+
+
+POSTGRES_ROWS = {
+    "create + get (2 KB session)",
+    "append_events (1 event, 2,000 in the log)",
+    "get_events last 20 of 2,000",
+    "append flatness 2,000 vs 10",
+    "100 newest of a processor's 200 among 1,000",
+    "8 writers x 10 updates, distinct sessions",
+}
+
+
+def test_bench_postgres_quick_runs_and_writes_every_row(tmp_path: Path, postgres_url: str) -> None:
+    # on the test server (fast settings): this checks that the benchmark runs, not figures
+    report, _ = _run_quick("bench_postgres", tmp_path, "--url", postgres_url, title="postgres")
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == POSTGRES_ROWS
+    assert all(isinstance(row["passed"], bool) for row in rows.values())
+    assert report["info"]["client"].startswith("asyncpg ")

@@ -3,7 +3,9 @@
 ``STORE_KINDS`` lists the drivers the tests run against: ``memory`` always, ``file`` when
 ``sessionstore_filesystem`` is importable, and ``redis`` when ``sessionstore_redis`` and
 the Redis tests' server helper (``tests/redis/servers.py``, whose session-scoped
-``redis_url`` fixture starts a private server on first use, or skips) are there. Another
+``redis_url`` fixture starts a private server on first use, or skips) are there, and
+``postgres`` when ``sessionstore_postgres`` and asyncpg are (``tests/postgres/servers.py``'s
+``postgres_url``, registered in ``tests/conftest.py``). Another
 driver joins by adding an entry to ``STORE_KINDS`` (kind -> function
 ``(request, tmp_path, name) -> URL`` of a fresh, isolated store); each test gets its
 stores from ``open_kind``. ``EXTRA_KINDS`` can be opened by name but are not run by every
@@ -62,6 +64,18 @@ if (
 
     STORE_KINDS["redis"] = _redis_url
     EXTRA_KINDS["cluster"] = _cluster_url  # a 3-master Redis Cluster (redis_cluster)
+
+if (
+    importlib.util.find_spec("sessionstore_postgres") is not None
+    and importlib.util.find_spec("asyncpg") is not None
+):
+
+    def _postgres_url(request: pytest.FixtureRequest, _tmp: Path, name: str) -> str:
+        url = str(request.getfixturevalue("postgres_url"))  # starts the server on first use
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}namespace=bk-{name}-{uuid.uuid4().hex[:10]}"
+
+    STORE_KINDS["postgres"] = _postgres_url
 
 HAS_FILE = "file" in STORE_KINDS
 

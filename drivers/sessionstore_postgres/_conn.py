@@ -1,0 +1,264 @@
+"""The connection pool and the rules for riding out an outage or a server restart.
+
+* A failure to get a connection (refused, the server starting up or shutting down, too
+  many clients, a connect timeout) means nothing was sent: the operation is retried with
+  backoff until ``retry_deadline``, then :class:`StoreUnavailableError` is raised.
+* A connection lost (or a statement timed out) *after* a statement was sent leaves the
+  outcome unknown. Reads are simply retried. A write is resolved by the caller's
+  ``verify`` callback, which reads the stored state back (every write stores a unique
+  token): applied -> success; not applied -> sent again; anything else ->
+  :class:`OutcomeUnknownError`.
+* Errors never carry the password: messages are built here, never copied from a DSN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Final, Literal, TypeVar
+
+import asyncpg
+
+from sessionstore import ConfigurationError, OutcomeUnknownError, StoreUnavailableError
+
+from ._options import PostgresOptions
+
+__all__ = ["Outcome", "Pool"]
+
+log = logging.getLogger("sessionstore.postgres")
+T = TypeVar("T")
+Outcome = Literal["applied", "not_applied", "unknown"]
+
+# The connection could not be had or was lost; the server is restarting or shutting down.
+_CONNECTION_ERRORS: Final = (
+    OSError,
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: admin/crash shutdown
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,  # "connection is closed" and the like
+    asyncpg.exceptions.InternalClientError,  # a protocol state broken by a lost connection
+)
+# Settings that retrying cannot fix.
+_FATAL_CONNECT: Final = (
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000, 28P01
+    asyncpg.exceptions.InvalidCatalogNameError,  # no such database
+)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short description of a driver error (its class and SQLSTATE, no DSN)."""
+    code = getattr(exc, "sqlstate", None)
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}{f' [{code}]' if code else ''}{f': {text}' if text else ''}"
+
+
+class Pool:
+    """A small connection pool with the retry rules of the module docstring.
+
+    asyncpg's own pool costs a task and a reset query per release (about as much as a
+    round trip on loopback); here acquire and release are plain list operations when a
+    connection is idle. A connection is dropped (never reused) when its statement failed
+    with a connection error or was cancelled, or when it is left inside a transaction.
+    """
+
+    def __init__(self, options: PostgresOptions, target: str) -> None:
+        self.options = options
+        self.target = target  # "host:port/db", for messages (never the password)
+        self._idle: list[asyncpg.Connection] = []
+        self._size = 0  # connections open or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._open = False
+
+    def _scrub(self, text: str) -> str:
+        password = self.options.password
+        return text.replace(password, "***") if password else text
+
+    async def _connect(self) -> asyncpg.Connection:
+        opts = self.options
+        return await asyncpg.connect(
+            host=opts.host,
+            port=opts.port,
+            user=opts.user,
+            password=opts.password,
+            database=opts.database,
+            ssl=opts.sslmode,
+            timeout=opts.connect_timeout,
+            command_timeout=opts.command_timeout,
+            server_settings={"application_name": opts.application_name},
+        )
+
+    def _refused(self, exc: BaseException) -> ConfigurationError:
+        return ConfigurationError(
+            f"PostgreSQL at {self.target} refused the connection: {self._scrub(_describe(exc))}"
+        )
+
+    async def open(self) -> None:
+        """Open ``min_size`` connections (at least one, to check the settings), retrying
+        an unreachable server until the deadline."""
+        self._open = True
+        deadline = time.monotonic() + self.options.retry_deadline
+        delay = 0.05
+        while self._size < max(1, self.options.min_size):
+            try:
+                self._size += 1
+                try:
+                    conn = await self._connect()
+                except BaseException:
+                    self._size -= 1
+                    raise
+                self._idle.append(conn)
+            except _FATAL_CONNECT as exc:
+                await self.close()
+                raise self._refused(exc) from None
+            except _CONNECTION_ERRORS as exc:
+                if time.monotonic() + delay > deadline:
+                    await self.close()
+                    raise StoreUnavailableError(
+                        f"PostgreSQL at {self.target} is unreachable: {self._scrub(_describe(exc))}"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    async def close(self) -> None:
+        """Close the idle connections (those in use are closed when released)."""
+        self._open = False
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._size -= 1
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
+                conn.terminate()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _acquire(self) -> asyncpg.Connection:
+        while True:
+            if not self._open:
+                raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.is_closed():
+                    return conn
+                self._size -= 1
+            if self._size < self.options.max_size:
+                self._size += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._size -= 1
+                    self._wake()
+                    raise
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # pass the wake-up on
+                raise
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _release(self, conn: asyncpg.Connection, broken: bool) -> None:
+        if broken or not self._open or conn.is_closed() or conn.is_in_transaction():
+            self._size -= 1
+            conn.terminate()
+        else:
+            self._idle.append(conn)
+        self._wake()
+
+    async def run(
+        self,
+        call: Callable[[asyncpg.Connection], Awaitable[T]],
+        *,
+        write: bool = False,
+        verify: Callable[[asyncpg.Connection], Awaitable[Outcome]] | None = None,
+        applied: Callable[[], T] | None = None,
+    ) -> T:
+        """Run ``call`` on a pooled connection under the retry rules.
+
+        ``write=True`` with ``verify``: after a lost connection the stored state is read
+        back with ``verify``; ``"applied"`` returns ``applied()``, ``"not_applied"``
+        sends the write again, ``"unknown"`` raises :class:`OutcomeUnknownError`.
+        """
+        deadline = time.monotonic() + self.options.retry_deadline
+        delay = 0.02
+        sent = False
+        last: BaseException | None = None
+        while True:
+            if sent and write:
+                outcome = await self._resolve(verify, deadline)
+                if outcome == "applied":
+                    assert applied is not None
+                    return applied()
+                if outcome == "unknown":
+                    raise OutcomeUnknownError(
+                        f"the connection to PostgreSQL at {self.target} was lost during a "
+                        "write and the stored state does not tell whether it was applied"
+                    )
+                sent = False
+            try:
+                conn = await self._acquire()
+            except _FATAL_CONNECT as exc:
+                raise self._refused(exc) from None
+            except _CONNECTION_ERRORS as exc:
+                last = exc
+            else:
+                broken = True
+                try:
+                    result = await call(conn)
+                    broken = False
+                    return result
+                except _CONNECTION_ERRORS as exc:
+                    last, sent = exc, True
+                    reason = self._scrub(_describe(exc))
+                    log.info("postgres: connection lost (%s), retrying", reason)
+                except Exception:
+                    # an SQL error or the caller's own (a conflict in a batch): the
+                    # connection is fine (one left inside a transaction is dropped)
+                    broken = False
+                    raise
+                finally:
+                    self._release(conn, broken)
+            if time.monotonic() + delay > deadline:
+                if sent and write:
+                    raise OutcomeUnknownError(
+                        f"PostgreSQL at {self.target} stayed unreachable after a write was "
+                        f"sent: {self._scrub(_describe(last))}"
+                    )
+                raise StoreUnavailableError(
+                    f"PostgreSQL at {self.target} is unreachable: {self._scrub(_describe(last))}"
+                )
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+    async def _resolve(
+        self, verify: Callable[[asyncpg.Connection], Awaitable[Outcome]] | None, deadline: float
+    ) -> Outcome:
+        if verify is None:
+            return "unknown"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return "unknown"
+        try:
+            return await self.run(verify)
+        except StoreUnavailableError:
+            return "unknown"

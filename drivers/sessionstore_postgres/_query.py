@@ -1,0 +1,141 @@
+"""SessionFilter / QueryOptions / keyset cursors translated to one indexed SQL query.
+
+The SQL selects a superset of the reference evaluator's result only where PostgreSQL
+cannot decide exactly (metadata values are compared with ``jsonb`` containment, where
+``1`` equals ``1.0`` and an array contains its sub-arrays; search text is matched by the
+reference matcher): those rows are checked again in Python with
+``sessionstore.query.matches`` / ``search_matches``, so results always equal the
+reference evaluator's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from sessionstore import SessionFilter
+from sessionstore.clock import to_ms
+from sessionstore.codec import canonical_json
+from sessionstore.query import OrderKey, status_values
+
+__all__ = ["Where", "bound_after", "bound_before", "build_where", "order_sql", "seek_sql"]
+
+_SORT_COLUMN = {"created_at": "created_at", "updated_at": "updated_at", "expires_at": "expires_at"}
+
+
+@dataclass
+class Where:
+    """A WHERE clause with its parameters (``$1`` is always the namespace)."""
+
+    clauses: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+    exact: bool = True  # False: rows must be re-checked with the reference matcher
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def add(self, clause: str) -> None:
+        self.clauses.append(clause)
+
+    def sql(self) -> str:
+        return " AND ".join(self.clauses) if self.clauses else "true"
+
+
+def _us(value: datetime) -> int:
+    delta = value - datetime(1970, 1, 1, tzinfo=value.tzinfo)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def bound_after(value: datetime) -> int:
+    """``stored_ms > bound_after(v)`` exactly when ``from_ms(stored_ms) > v``."""
+    return _us(value) // 1000
+
+
+def bound_before(value: datetime) -> int:
+    """``stored_ms < bound_before(v)`` exactly when ``from_ms(stored_ms) < v``."""
+    return -(-_us(value) // 1000)
+
+
+def _metadata_doc(parts: tuple[str, ...], value: Any) -> str:
+    node: Any = value
+    for part in reversed(parts):
+        node = {part: node}
+    text = orjson.dumps(node).decode()
+    return text.replace("\\u0000", "\\ufffd")  # as the stored jsonb copy (see _schema)
+
+
+def build_where(namespace: str, flt: SessionFilter, now: datetime) -> Where:
+    """The SQL conditions of ``flt`` over the sessions table."""
+    w = Where()
+    w.add(f"ns = {w.param(namespace)}")
+    if not flt.include_expired:
+        w.add(f"(expires_at IS NULL OR expires_at > {w.param(to_ms(now))})")
+    if flt.ids is not None:
+        w.add(f"id = ANY({w.param(sorted(flt.ids))}::text[])")
+    if flt.processor_id is not None:
+        values = sorted(flt.processor_id)
+        if len(values) == 1:  # an equality keeps the (processor, time) index ordered
+            w.add(f"processor_id = {w.param(values[0])}")
+        else:
+            w.add(f"processor_id = ANY({w.param(values)}::text[])")
+    if flt.status is not None:
+        statuses = status_values(flt.status)
+        if len(statuses) == 1:
+            w.add(f"status = {w.param(statuses[0])}")
+        else:
+            w.add(f"status = ANY({w.param(statuses)}::text[])")
+    if flt.tags_all is not None:
+        w.add(f"tags @> {w.param(sorted(flt.tags_all))}::text[]")
+    if flt.tags_any is not None:
+        w.add(f"tags && {w.param(sorted(flt.tags_any))}::text[]")
+    for name, column in (("created", "created_at"), ("updated", "updated_at")):
+        after = getattr(flt, f"{name}_after")
+        before = getattr(flt, f"{name}_before")
+        if after is not None:
+            w.add(f"{column} > {w.param(bound_after(after))}")
+        if before is not None:
+            w.add(f"{column} < {w.param(bound_before(before))}")
+    if flt.expires_before is not None:
+        w.add(f"expires_at < {w.param(bound_before(flt.expires_before))}")
+    if flt.has_events is not None:
+        w.add("event_count > 0" if flt.has_events else "event_count = 0")
+    if flt.metadata:
+        for path, value in flt.metadata.items():
+            parts = tuple(path.split("."))
+            canonical = orjson.loads(canonical_json(orjson.loads(orjson.dumps(value))))
+            w.add(f"metadata_jsonb @> {w.param(_metadata_doc(parts, canonical))}::jsonb")
+        w.exact = False
+    return w
+
+
+def order_sql(sort_by: str, descending: bool) -> str:
+    """ORDER BY of the keyset ``(sort key, id)``; a missing expiry sorts last either way."""
+    direction = "DESC" if descending else "ASC"
+    if sort_by == "id":
+        return f"id {direction}"
+    column = _SORT_COLUMN[sort_by]
+    nulls = " NULLS LAST" if sort_by == "expires_at" else ""
+    return f"{column} {direction}{nulls}, id {direction}"
+
+
+def seek_sql(w: Where, sort_by: str, descending: bool, after: OrderKey) -> None:
+    """Add the keyset condition "strictly after ``after``" to ``w``."""
+    missing, value, sid = after
+    op = "<" if descending else ">"
+    if sort_by == "id":
+        w.add(f"id {op} {w.param(sid)}")
+        return
+    column = _SORT_COLUMN[sort_by]
+    if missing:  # only rows without the sort value remain, after sid
+        w.add(f"{column} IS NULL AND id {op} {w.param(sid)}")
+        return
+    assert isinstance(value, int)
+    seek = f"({column}, id) {op} ({w.param(value)}::bigint, {w.param(sid)}::text)"
+    if sort_by == "expires_at":
+        w.add(f"({column} IS NULL OR {seek})")
+    else:
+        w.add(seek)

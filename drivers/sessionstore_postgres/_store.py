@@ -1,0 +1,693 @@
+"""PostgresStore: sessions, events and checkpoints in three tables, one round trip per
+single-session operation (see ``docs/postgres.md``)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from urllib.parse import SplitResult
+
+import asyncpg
+import orjson
+from orjson import loads
+
+from sessionstore import (
+    BaseSessionStore,
+    Capabilities,
+    Checkpoint,
+    ConfigurationError,
+    Event,
+    IntegrityError,
+    Mutation,
+    Page,
+    QueryOptions,
+    Session,
+    SessionConflictError,
+    SessionFilter,
+    SessionNotFoundError,
+    UnsupportedFormatError,
+)
+from sessionstore.clock import from_ms, to_ms
+from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
+from sessionstore.model import Status
+from sessionstore.planning import fast_session
+from sessionstore.query import (
+    OrderKey,
+    decode_cursor,
+    encode_cursor,
+    matches,
+    normalize_search_text,
+    order_key,
+    query_fingerprint,
+    search_matches,
+)
+from sessionstore.validation import validate_session_id
+
+from ._cache import Cached, RowCache
+from ._conn import Outcome, Pool
+from ._options import PostgresOptions, options_from_url
+from ._query import Where, build_where, order_sql, seek_sql
+from ._schema import LATEST, VERSION_TABLE, advisory_key, migration
+
+__all__ = ["PostgresStore"]
+
+#: The oldest server accepted (see docs/postgres.md, "Versions").
+MIN_SERVER_VERSION: Final = 13
+_STATUS: Final = {s.value: s for s in Status}
+_COLS: Final = (
+    "id, processor_id, status, data, metadata, tags, created_at, updated_at, expires_at, "
+    "version, event_count, last_seq, grp, wt"
+)
+_SCAN_BATCH: Final = 500
+# as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
+# twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class _Stale(Exception):
+    """The version matched but the write token did not: the plan's copy was stale."""
+
+
+def _session(r: Any, ns: str) -> Session:
+    """A row of ``_COLS`` as a Session (IntegrityError for a corrupt row)."""
+    sid, processor, status, data, metadata, tags, created, updated, expires = r[:9]
+    try:
+        data = loads(data)
+        metadata = loads(metadata)
+        status = _STATUS[status]
+    except (orjson.JSONDecodeError, KeyError) as exc:
+        raise IntegrityError(f"corrupt session row ({type(exc).__name__})", f"{ns}/{sid}") from None
+    if type(data) is not dict or type(metadata) is not dict:
+        raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
+    created_at = _EPOCH + timedelta(0, 0, 0, created)
+    return fast_session(
+        sid, processor, status, data, metadata, frozenset(tags), created_at,
+        created_at if updated == created else _EPOCH + timedelta(0, 0, 0, updated),
+        None if expires is None else _EPOCH + timedelta(0, 0, 0, expires),
+        r[9], r[10], r[11], r[12],
+    )  # fmt: skip
+
+
+def _cached(session: Session, data: str, metadata: str, token: str) -> Cached:
+    return Cached(session, data, metadata, token)
+
+
+class PostgresStore(BaseSessionStore):
+    """Sessions in PostgreSQL (asyncpg). Durable, shared across processes, ACID batches."""
+
+    Options = PostgresOptions
+    CAPABILITIES = Capabilities(
+        atomic_multi_session=True,
+        shared_namespace=True,
+        cross_process=True,
+        durable=True,
+        native_ttl=False,
+        indexed_query=True,
+    )
+    options: PostgresOptions
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        opts = self.options
+        p = opts.table_prefix
+        self._t_sessions = f"{p}sessions"
+        self._t_events = f"{p}events"
+        self._t_checkpoints = f"{p}checkpoints"
+        self._prefix = p
+        where = f"{opts.host}:{opts.port}/{opts.database or opts.user or ''}"
+        self._pool = Pool(opts, where)
+        self._cache = RowCache()
+        #: The schema version ``initialize()`` upgrades to (tests pin older ones).
+        self._target_schema = LATEST
+        params = ", ".join(f"${i}" for i in range(1, 30))
+        self._sql_write = f"SELECT {p}write({params})"
+        self._sql_write_batch = f"SELECT {p}write_or_raise({params})"
+        self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
+        self._sql_load_many = (
+            f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
+        )
+
+    @classmethod
+    def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
+        return options_from_url(parts)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _initialize(self) -> None:
+        await self._pool.open()
+        try:
+            await self._pool.run(self._migrate)
+        except BaseException:
+            await self._pool.close()
+            raise
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        """Upgrade the schema to :data:`LATEST` under the prefix's advisory lock."""
+        major = conn.get_server_version().major
+        if major < MIN_SERVER_VERSION:
+            raise ConfigurationError(
+                f"PostgreSQL {major} is too old: the driver needs {MIN_SERVER_VERSION} or later"
+            )
+        p = self._prefix
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", advisory_key(p))
+            await conn.execute(VERSION_TABLE.replace("{P}", p))
+            version = await conn.fetchval(f"SELECT version FROM {p}schema")
+            current = 0 if version is None else int(version)
+            target = self._target_schema
+            if current > LATEST:
+                raise UnsupportedFormatError(
+                    f"the schema of table prefix {p!r} is version {current}, newer than this "
+                    f"driver's {LATEST}: upgrade sessionstore"
+                )
+            for step in range(current + 1, target + 1):
+                await conn.execute(migration(step, p))
+            if current < target:
+                await conn.execute(
+                    f"INSERT INTO {p}schema (one, version) VALUES (true, $1) "
+                    "ON CONFLICT (one) DO UPDATE SET version = excluded.version, "
+                    "upgraded_at = now()",
+                    target,
+                )
+
+    async def _shutdown(self) -> None:
+        await self._pool.close()
+
+    # ------------------------------------------------------------------ reads
+
+    async def _load_rows(self, session_ids: Sequence[str]) -> list[Any]:
+        ns = self.namespace
+        if len(session_ids) == 1:
+            sid = session_ids[0]
+            return await self._pool.run(lambda c: c.fetch(self._sql_load_one, ns, sid))
+        ids = list(session_ids)
+        return await self._pool.run(lambda c: c.fetch(self._sql_load_many, ns, ids))
+
+    def _remember(self, rows: Sequence[Any]) -> dict[str, Session]:
+        out: dict[str, Session] = {}
+        ns = self.namespace
+        for r in rows:
+            s = _session(r, ns)
+            out[s.id] = s
+            self._cache.put(s.id, Cached(s, r[3], r[4], r[13]))
+        return out
+
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        if not session_ids:
+            return {}
+        return self._remember(await self._load_rows(session_ids))
+
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        t = self._t_events
+        ns = self.namespace
+        if last is not None:
+            sql = (
+                f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
+                "AND seq > $3 ORDER BY seq DESC LIMIT $4"
+            )
+            rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, last))
+            rows.reverse()
+        else:
+            sql = (
+                f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
+                "AND seq > $3 ORDER BY seq LIMIT $4"
+            )
+            rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, limit))
+        return [self._event(session_id, r) for r in rows]
+
+    def _event(self, session_id: str, r: Any) -> Event:
+        try:
+            data = orjson.loads(r[3])
+        except orjson.JSONDecodeError:
+            raise IntegrityError(
+                "corrupt event row", f"{self.namespace}/{session_id}/{r[0]}"
+            ) from None
+        return Event(r[0], r[1], from_ms(r[2]), data)
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        limit: int | None = None,
+        last: int | None = None,
+    ) -> list[Event]:
+        """Events in seq order (one statement: the session's liveness and the page)."""
+        validate_session_id(session_id)
+        self._check_event_window(after_seq, limit, last)
+        self._check_open()
+        count = last if last is not None else limit
+        sql = self._events_sql(descending=last is not None)
+        ns = self.namespace
+        rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, count))
+        if not rows:
+            raise SessionNotFoundError(session_id)
+        expires = rows[0][0]
+        if expires is not None and expires <= to_ms(self.clock.now()):
+            raise SessionNotFoundError(session_id)
+        if rows[0][1] is None:
+            return []
+        times: dict[int, datetime] = {}  # events appended together share their time
+        try:
+            events = [
+                Event(
+                    r[1],
+                    r[2],
+                    times.get(r[3]) or times.setdefault(r[3], _EPOCH + timedelta(0, 0, 0, r[3])),
+                    orjson.loads(r[4]),
+                )
+                for r in rows
+            ]
+        except orjson.JSONDecodeError:
+            events = [self._event(session_id, r[1:]) for r in rows]  # names the bad one
+        if last is not None:
+            events.reverse()
+        return events
+
+    def _events_sql(self, *, descending: bool) -> str:
+        """The session's expiry joined with one page of its events ($1 namespace, $2 id,
+        $3 after_seq, $4 limit or NULL): the PRIMARY KEY index yields exactly the page."""
+        order = "DESC" if descending else "ASC"
+        return (
+            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data FROM {self._t_sessions} s "
+            f"LEFT JOIN LATERAL (SELECT seq, type, at, data FROM {self._t_events} "
+            "WHERE ns = s.ns AND session_id = s.id AND seq > $3 "
+            f"ORDER BY seq {order} LIMIT $4) e ON true WHERE s.ns = $1 AND s.id = $2"
+        )
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        return (await self._load_checkpoints_many([session_id])).get(session_id, [])
+
+    async def _load_checkpoints_many(
+        self, session_ids: Sequence[str]
+    ) -> dict[str, list[Checkpoint]]:
+        sql = (
+            f"SELECT session_id, id, body FROM {self._t_checkpoints} "
+            "WHERE ns = $1 AND session_id = ANY($2::text[]) ORDER BY created_at, id"
+        )
+        ns = self.namespace
+        ids = list(session_ids)
+        rows = await self._pool.run(lambda c: c.fetch(sql, ns, ids))
+        out: dict[str, list[Checkpoint]] = {sid: [] for sid in ids}
+        for sid, cp_id, body in rows:
+            name = f"{sid}/{cp_id}"
+            try:
+                rec = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise IntegrityError("corrupt checkpoint row", name) from None
+            out[sid].append(checkpoint_from_record(rec, name))
+        return out
+
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        after = ""
+        sql = (
+            f"SELECT {_COLS} FROM {self._t_sessions} WHERE ns = $1 AND id > $2 "
+            f"ORDER BY id LIMIT {_SCAN_BATCH}"
+        )
+        ns = self.namespace
+        while True:
+            start = after
+            rows = await self._pool.run(lambda c, start=start: c.fetch(sql, ns, start))  # type: ignore[misc]
+            for r in rows:
+                try:
+                    yield _session(r, ns)
+                except IntegrityError as exc:
+                    self._report_corrupt(exc)
+            if len(rows) < _SCAN_BATCH:
+                return
+            after = rows[-1][0]
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        sql = (
+            f"SELECT {_COLS} FROM {self._t_sessions} WHERE ns = $1 AND expires_at <= $2 "
+            "ORDER BY expires_at, id"
+        )
+        ns = self.namespace
+        rows = await self._pool.run(lambda c: c.fetch(sql, ns, to_ms(now)))
+        out = []
+        for r in rows:
+            try:
+                out.append(_session(r, ns))
+            except IntegrityError as exc:
+                self._report_corrupt(exc)
+        return out
+
+    # ------------------------------------------------------------------ writes
+
+    def _args(self, mut: Mutation, base: Cached | None, token: str) -> tuple[Any, ...]:
+        """The write function's arguments; ``base`` is the row the plan was made from
+        (its token is checked; data/metadata equal to it are not sent again)."""
+        s = mut.session
+        ev = mut.append
+        cps = mut.put_checkpoints
+        data = metadata = None
+        if s is not None and mut.data_json is not None and mut.metadata_json is not None:
+            data = mut.data_json.decode()
+            metadata = mut.metadata_json.decode()
+            if base is not None and not mut.reset:
+                data = None if data == base.data else data
+                metadata = None if metadata == base.metadata else metadata
+        return (
+            self.namespace,
+            mut.session_id,
+            mut.expect,
+            None if base is None else base.token,
+            token,
+            mut.delete,
+            mut.reset,
+            s is not None,
+            s.processor_id if s else None,
+            s.status.value if s else None,
+            s.group if s else None,
+            sorted(s.tags) if s else None,
+            to_ms(s.created_at) if s else None,
+            to_ms(s.updated_at) if s else None,
+            (None if s.expires_at is None else to_ms(s.expires_at)) if s else None,
+            s.version if s else None,
+            s.event_count if s else None,
+            s.last_seq if s else None,
+            data,
+            metadata,
+            [e.seq for e in ev],
+            [e.type for e in ev],
+            [to_ms(e.at) for e in ev],
+            [orjson.dumps(e.data).decode() for e in ev],
+            mut.trim_before,
+            [cp.id for cp in cps],
+            [to_ms(cp.created_at) for cp in cps],
+            [dumps_record(checkpoint_to_record(cp)).decode() for cp in cps],
+            list(mut.delete_checkpoints),
+        )
+
+    @staticmethod
+    def _check(mut: Mutation, result: int) -> None:
+        if result == -1:
+            return
+        if result == -2:
+            raise _Stale(mut.session_id)
+        raise SessionConflictError(mut.session_id, mut.expect, result)
+
+    async def _write(
+        self, mutations: Sequence[Mutation], bases: Mapping[str, Cached], *, atomic: bool = True
+    ) -> None:
+        """Write ``mutations`` with version (and token) checks: one statement for one
+        session; for several, one pipelined atomic ``executemany`` (ids in order, so
+        batches never deadlock). ``atomic=False`` (restores) is written the same way: all
+        or nothing is allowed, and a conflict makes the caller retry one by one."""
+        token = secrets.token_hex(12)
+        sql = self._sql_write
+        calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
+        if len(calls) == 1:
+            for mut, args in calls:
+                result = await self._pool.run(
+                    lambda c, args=args: c.fetchval(sql, *args),  # type: ignore[misc]
+                    write=True,
+                    verify=self._verifier([mut], token, bases),
+                    applied=lambda: -1,
+                )
+                self._check(mut, result)
+                self._remember_written([mut], token)
+            return
+        calls.sort(key=lambda item: item[0].session_id)  # a fixed lock order: no deadlock
+        expects = {m.session_id: m.expect for m in mutations}
+        batch_sql = self._sql_write_batch
+
+        async def batch(conn: asyncpg.Connection) -> None:
+            # one pipelined round trip, all or nothing (asyncpg's executemany is atomic)
+            try:
+                await conn.executemany(batch_sql, [args for _, args in calls])
+            except asyncpg.exceptions.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) != "SS409":
+                    raise
+                sid, result = str(exc.detail), int(str(exc.hint))
+                if result == -2:
+                    raise _Stale(sid) from None
+                raise SessionConflictError(sid, expects.get(sid, -1), result) from None
+
+        try:
+            await self._pool.run(
+                batch,
+                write=True,
+                verify=self._verifier([m for m, _ in calls], token, bases),
+                applied=lambda: None,
+            )
+        except (SessionConflictError, _Stale):
+            self._cache.discard_all(m.session_id for m in mutations)
+            raise
+        self._remember_written(mutations, token)
+
+    def _remember_written(self, mutations: Sequence[Mutation], token: str) -> None:
+        cache = self._cache
+        for mut in mutations:
+            s = mut.session
+            if mut.delete:
+                cache.discard(mut.session_id)
+            elif s is not None and mut.data_json is not None and mut.metadata_json is not None:
+                cache.put(
+                    mut.session_id,
+                    Cached(s, mut.data_json.decode(), mut.metadata_json.decode(), token),
+                )
+
+    def _verifier(
+        self, mutations: Sequence[Mutation], token: str, bases: Mapping[str, Cached]
+    ) -> Callable[[asyncpg.Connection], Any]:
+        """After a lost connection: did the write with ``token`` happen?"""
+        ns = self.namespace
+        ids = [m.session_id for m in mutations]
+        sql = f"SELECT id, version, wt FROM {self._t_sessions} WHERE ns = $1 AND id = ANY($2)"
+        cp_sql = (
+            f"SELECT session_id, id FROM {self._t_checkpoints} "
+            "WHERE ns = $1 AND session_id = ANY($2)"
+        )
+
+        async def verify(conn: asyncpg.Connection) -> Outcome:
+            rows = {r[0]: (r[1], r[2]) for r in await conn.fetch(sql, ns, ids)}
+            cps = {(r[0], r[1]) for r in await conn.fetch(cp_sql, ns, ids)}
+            seen: set[bool] = set()
+            for mut in mutations:
+                stored = rows.get(mut.session_id)
+                before = (
+                    stored is None
+                    if mut.expect == 0
+                    else (
+                        stored is not None
+                        and stored[0] == mut.expect
+                        and ((base := bases.get(mut.session_id)) is None or stored[1] == base.token)
+                    )
+                )
+                if mut.delete:
+                    done = stored is None
+                elif mut.session is not None:
+                    done = stored is not None and stored[1] == token
+                else:  # checkpoints only: the version does not change
+                    done = all((mut.session_id, cp.id) in cps for cp in mut.put_checkpoints) and (
+                        not any((mut.session_id, c) in cps for c in mut.delete_checkpoints)
+                    )
+                    before = before and not done
+                if done == before:
+                    return "unknown"
+                seen.add(done)
+            if seen == {True}:
+                return "applied"
+            if seen == {False}:
+                return "not_applied"
+            return "unknown"
+
+        return verify
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        try:
+            await self._write(mutations, {}, atomic=atomic)
+        except _Stale as stale:  # not possible without tokens; kept for safety
+            raise SessionConflictError(str(stale), -1, -1) from None
+
+    async def _load_and_apply(
+        self,
+        load_ids: Sequence[str],
+        build: Callable[[Mapping[str, Session]], list[Mutation]],
+        *,
+        atomic: bool = True,
+    ) -> list[Mutation]:
+        """Plan from what this store already knows, then write in one round trip; read,
+        plan and write again only when the write's checks say the guess was wrong.
+
+        A session in the cache is planned from its copy (the write checks its version
+        and token); one not in the cache is first assumed absent (right for a create
+        with a given id; the write checks that it does not exist). A plan that fails on
+        the guess (not found, exists, a version mismatch) is simply made again on fresh
+        rows: ``build`` is pure.
+        """
+        cache = self._cache
+        bases: dict[str, Cached] = {}
+        loaded: dict[str, Session] = {}
+        for sid in load_ids:
+            row = cache.get(sid)
+            if row is not None:
+                bases[sid] = row
+                loaded[sid] = row.materialize()
+        if load_ids:
+            try:
+                mutations = build(loaded)
+            except Exception:
+                mutations = []
+            if mutations:
+                try:
+                    await self._write(mutations, bases, atomic=atomic)
+                    return mutations
+                except (_Stale, SessionConflictError):
+                    cache.discard_all(load_ids)
+        fresh = await self._load_rows(load_ids) if load_ids else []
+        loaded = self._remember(fresh)
+        bases = {r[0]: Cached(loaded[r[0]], r[3], r[4], r[13]) for r in fresh}
+        mutations = build(loaded)
+        if mutations:
+            try:
+                await self._write(mutations, bases, atomic=atomic)
+            except _Stale as stale:
+                cache.discard_all(load_ids)
+                raise SessionConflictError(str(stale), -1, -1) from None
+        return mutations
+
+    async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
+        """One INSERT through the write function (expect 0: must not exist)."""
+        mutation = Mutation(session.id, 0, session, data_json, metadata_json, created=True)
+        try:
+            await self._write([mutation], {})
+        except SessionConflictError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ queries
+
+    async def _fetch_page(
+        self, w: Where, opts: QueryOptions, limit: int | None, offset: int
+    ) -> list[Any]:
+        sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()} ORDER BY " + order_sql(
+            opts.sort_by, opts.descending
+        )
+        params = list(w.params)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        if offset:
+            sql += f" OFFSET {int(offset)}"
+        return await self._pool.run(lambda c: c.fetch(sql, *params))
+
+    async def _query(
+        self,
+        flt: SessionFilter,
+        opts: QueryOptions,
+        needle: str | None,
+        fingerprint: str,
+    ) -> Page:
+        now = self.clock.now()
+        ns = self.namespace
+        after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
+        base = build_where(ns, flt, now)
+        exact = base.exact and needle is None
+        picked: list[Session] = []
+        wanted = opts.limit + 1
+        if exact:
+            w = Where(list(base.clauses), list(base.params))
+            if after is not None:
+                seek_sql(w, opts.sort_by, opts.descending, after)
+            rows = await self._fetch_page(w, opts, wanted, opts.offset)
+            picked = [self._row_or_report(r) for r in rows]
+            if any(s is _CORRUPT for s in picked):
+                exact, picked = False, []  # page again, skipping the corrupt rows
+        if not exact:
+            skip = opts.offset
+            batch = max(64, min(wanted + skip, 2000))
+            position = after
+            while len(picked) < wanted:
+                w = Where(list(base.clauses), list(base.params))
+                if position is not None:
+                    seek_sql(w, opts.sort_by, opts.descending, position)
+                rows = await self._fetch_page(w, opts, batch, 0)
+                for r in rows:
+                    position = _row_key(r, opts.sort_by)
+                    s = self._row_or_report(r)
+                    if s is _CORRUPT or not matches(s, flt, now):
+                        continue
+                    if needle is not None and not search_matches(s, needle):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    picked.append(s)
+                    if len(picked) >= wanted:
+                        break
+                if len(rows) < batch:
+                    break
+        items = picked[: opts.limit]
+        next_cursor = None
+        if len(picked) > opts.limit:
+            next_cursor = encode_cursor(fingerprint, order_key(items[-1], opts.sort_by))
+        return Page(items, next_cursor)
+
+    def _row_or_report(self, r: Any) -> Session:
+        try:
+            return _session(r, self.namespace)
+        except IntegrityError as exc:
+            self._report_corrupt(exc)
+            return _CORRUPT
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """One indexed query (plus re-checks for metadata filters, see ``_query.py``)."""
+        self._check_open()
+        flt = filter or SessionFilter()
+        opts = options or QueryOptions()
+        return await self._query(flt, opts, None, query_fingerprint(flt, opts))
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """The filter in SQL, the text checked by the reference matcher, page by page."""
+        needle = normalize_search_text(text)
+        self._check_open()
+        flt = filter or SessionFilter()
+        opts = options or QueryOptions()
+        return await self._query(flt, opts, needle, query_fingerprint(flt, opts, text))
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """``count(*)`` over the indexes (metadata conditions re-checked on the rows)."""
+        self._check_open()
+        flt = filter or SessionFilter()
+        now = self.clock.now()
+        w = build_where(self.namespace, flt, now)
+        params = list(w.params)
+        if w.exact:
+            sql = f"SELECT count(*) FROM {self._t_sessions} WHERE {w.sql()}"
+            return int(await self._pool.run(lambda c: c.fetchval(sql, *params)))
+        sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()}"
+        rows = await self._pool.run(lambda c: c.fetch(sql, *params))
+        total = 0
+        for r in rows:
+            s = self._row_or_report(r)
+            if s is not _CORRUPT and matches(s, flt, now):
+                total += 1
+        return total
+
+
+def _row_key(r: Any, sort_by: str) -> OrderKey:
+    """The keyset position of a row of ``_COLS`` (read from its columns, so a corrupt
+    row still moves the scan on)."""
+    sid = r[0]
+    if sort_by == "id":
+        return (0, sid, sid)
+    value = {"created_at": r[6], "updated_at": r[7], "expires_at": r[8]}[sort_by]
+    return (1, 0, sid) if value is None else (0, value, sid)
+
+
+_CORRUPT: Final = fast_session(
+    "corrupt", None, Status.ACTIVE, {}, {}, frozenset(), from_ms(0), from_ms(0), None, 1, 0, 0,
+    None,
+)  # fmt: skip

@@ -1,0 +1,144 @@
+"""Crashes, several processes and a server restart under load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from sessionstore_postgres import PostgresStore
+
+from sessionstore import OutcomeUnknownError, StoreUnavailableError
+from tests.postgres.servers import ENV_URL, PostgresServer
+
+OpenPg = Callable[..., Awaitable[PostgresStore]]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _writer(url: str, namespace: str, mode: str, *ids: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.postgres._writer", url, namespace, mode, *ids],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.asyncio
+async def test_sigkill_mid_transaction_loses_no_acknowledged_write(
+    open_pg: OpenPg, postgres_url: str, namespace: str
+) -> None:
+    store = await open_pg()
+    ids = [(await store.create_session()).id for _ in range(4)]
+    for round_ in range(3):
+        proc = _writer(postgres_url, namespace, "batch", *ids)
+        acked = 0
+        try:
+            assert proc.stdout is not None
+            target = 20 + 7 * round_
+            while acked < target:
+                line = await asyncio.to_thread(proc.stdout.readline)
+                assert line, proc.stderr.read() if proc.stderr else "writer died"
+                acked = int(line)
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if proc.stderr is not None:
+                proc.stderr.close()
+        logs = [[e.data["i"] for e in await store.get_events(sid)] for sid in ids]
+        assert all(log == logs[0] for log in logs), "a batch was applied to some sessions only"
+        seen = set(logs[0])
+        # every acknowledged batch of this round is there (0 acknowledged writes lost)
+        assert set(range(1, acked + 1)) <= seen
+        assert len(logs[0]) == len(seen)
+        for sid in ids:  # the next writer starts from an empty log again
+            await store.trim_events(sid, keep_last=0)
+
+
+@pytest.mark.asyncio
+async def test_several_processes_lose_no_update(
+    open_pg: OpenPg, postgres_url: str, namespace: str
+) -> None:
+    store = await open_pg()
+    s = await store.create_session(data={"n": 0})
+    procs = [_writer(postgres_url, namespace, "bump", s.id) for _ in range(3)]
+    for proc in procs:
+        out, err = await asyncio.to_thread(proc.communicate, timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == "done"
+    final = await store.get_session(s.id)
+    assert final is not None
+    assert final.data["n"] == 75
+    assert final.event_count == 75
+    assert [e.seq for e in await store.get_events(s.id)] == list(range(1, 76))
+
+
+@pytest.fixture
+def private_server(request: pytest.FixtureRequest) -> PostgresServer:
+    if os.environ.get(ENV_URL):
+        pytest.skip(f"{ENV_URL} names a server this test must not restart")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server
+
+
+@pytest.mark.asyncio
+async def test_server_restart_under_load(open_pg: OpenPg, private_server: PostgresServer) -> None:
+    store = await open_pg(retry_deadline=30.0)
+    sessions = [(await store.create_session()).id for _ in range(6)]
+    acked = dict.fromkeys(sessions, 0)
+    unknown = dict.fromkeys(sessions, 0)
+    errors: list[BaseException] = []
+    stop = asyncio.Event()
+
+    async def load(sid: str) -> None:
+        while not stop.is_set():
+            try:
+                await store.append_events(sid, [{"type": "t", "data": {"n": acked[sid]}}])
+            except OutcomeUnknownError:
+                unknown[sid] += 1
+            except StoreUnavailableError as exc:
+                errors.append(exc)
+                await asyncio.sleep(0.05)
+            else:
+                acked[sid] += 1
+
+    tasks = [asyncio.create_task(load(sid)) for sid in sessions]
+    await asyncio.sleep(0.5)
+    before = sum(acked.values())
+    started = time.monotonic()
+    thread = threading.Thread(target=private_server.restart, args=("fast",))
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    restart_took = time.monotonic() - started
+    mark = sum(acked.values())
+    await asyncio.sleep(1.0)
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert sum(acked.values()) > mark > before, (before, mark, restart_took)
+    assert not errors, errors[:3]  # a restart within retry_deadline is ridden out
+    for sid in sessions:
+        s = await store.get_session(sid)
+        assert s is not None
+        assert acked[sid] <= s.event_count <= acked[sid] + unknown[sid]
+        assert [e.seq for e in await store.get_events(sid)] == list(range(1, s.event_count + 1))
+
+
+@pytest.mark.asyncio
+async def test_unix_socket_through_the_host_option(
+    open_pg: OpenPg, private_server: PostgresServer
+) -> None:
+    url = f"postgresql://postgres@/postgres?host={private_server.socket_dir}&port={private_server.port}"
+    store = await open_pg(url)
+    s = await store.create_session(data={"over": "unix"})
+    got = await store.get_session(s.id)
+    assert got is not None and got.data == {"over": "unix"}

@@ -1,0 +1,452 @@
+"""The PostgreSQL driver beyond the conformance suite: URL options, secrets, exact JSON,
+round trips, migrations, concurrent writers and the outcome-unknown rules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from sessionstore_postgres import PostgresStore
+from sessionstore_postgres._schema import LATEST
+
+from sessionstore import (
+    AppendOp,
+    ConfigurationError,
+    OutcomeUnknownError,
+    QueryOptions,
+    SessionConflictError,
+    SessionFilter,
+    SessionUpdate,
+    StoreUnavailableError,
+    UnsupportedFormatError,
+    UpdateOp,
+    open_store,
+)
+
+OpenPg = Callable[..., Awaitable[PostgresStore]]
+PASSWORD = "pg-s3cret-Pw"
+
+
+# ------------------------------------------------------------------ URL and options
+
+
+def test_url_sets_connection_and_pool_options() -> None:
+    store = open_store(
+        f"postgresql://app:{PASSWORD}@db.internal:6543/sessions?min_size=2&max_size=7"
+        "&connect_timeout=1.5&command_timeout=9&sslmode=require&application_name=worker"
+    )
+    assert isinstance(store, PostgresStore)
+    o = store.options
+    assert (o.user, o.password, o.host, o.port, o.database) == (
+        "app",
+        PASSWORD,
+        "db.internal",
+        6543,
+        "sessions",
+    )
+    assert (o.min_size, o.max_size, o.connect_timeout, o.command_timeout) == (2, 7, 1.5, 9.0)
+    assert (o.sslmode, o.application_name) == ("require", "worker")
+    assert isinstance(open_store("postgres://localhost/x"), PostgresStore)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "pool_size=3",  # unknown
+        "max_size=0",
+        "min_size=5&max_size=2",
+        "sslmode=sometimes",
+        "connect_timeout=-1",
+        "table_prefix=Bad-Prefix",
+        "max_size=lots",
+    ],
+)
+def test_bad_options_are_refused(query: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        open_store(f"postgresql://app:{PASSWORD}@localhost/db?{query}")
+    assert PASSWORD not in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_password_never_in_repr_errors_or_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # Nothing listens on port 1: the store retries until the deadline, then gives up.
+    url = f"postgresql://app:{PASSWORD}@127.0.0.1:1/db?retry_deadline=0.3&connect_timeout=0.2"
+    store = open_store(url)
+    assert PASSWORD not in repr(store)
+    assert PASSWORD not in repr(store.options)
+    assert PASSWORD not in str(store.url)
+    with pytest.raises(StoreUnavailableError) as info:
+        await store.initialize()
+    text = f"{info.value!s} {info.value!r} {info.value.__cause__!r} {info.value.__context__!r}"
+    assert PASSWORD not in text
+    assert "127.0.0.1:1" in str(info.value)
+    assert PASSWORD not in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_unknown_role_is_a_configuration_error_without_password(
+    postgres_url: str,
+) -> None:
+    base = postgres_url.split("@", 1)[1]
+    store = open_store(f"postgresql://nobody_here:{PASSWORD}@{base}")
+    with pytest.raises(ConfigurationError) as info:
+        await store.initialize()
+    assert PASSWORD not in f"{info.value} {info.value!r}"
+
+
+# ------------------------------------------------------------------ exact JSON
+
+
+@pytest.mark.asyncio
+async def test_data_and_metadata_come_back_byte_identical(open_pg: OpenPg) -> None:
+    store = await open_pg()
+    data = {
+        "z": 1, "a": 1.0, "m": 0.1, "big": 2**63 - 1, "neg": -(2**63), "tiny": 1e-300,
+        "nested": {"b": [3, 2, 1], "a": {"y": None, "x": True}}, "text": "é\u0000\n\"",
+    }  # fmt: skip
+    metadata = {"k2": 10, "k1": [1.5, "x"], "n": 1.0}
+    s = await store.create_session(data=data, metadata=metadata)
+    got = await store.get_session(s.id)
+    assert got is not None
+    assert orjson.dumps(got.data) == orjson.dumps(data)
+    assert orjson.dumps(got.metadata) == orjson.dumps(metadata)
+    assert type(got.data["a"]) is float and type(got.data["z"]) is int
+    pool = await asyncpg.connect(**_connect_args(store))
+    try:
+        row = await pool.fetchrow(
+            "SELECT data, metadata FROM sessionstore_sessions WHERE ns = $1 AND id = $2",
+            store.namespace,
+            s.id,
+        )
+    finally:
+        await pool.close()
+    assert row["data"].encode() == orjson.dumps(data)
+    assert row["metadata"].encode() == orjson.dumps(metadata)
+
+
+@pytest.mark.asyncio
+async def test_metadata_filter_is_exact_where_jsonb_is_not(open_pg: OpenPg) -> None:
+    store = await open_pg()
+    one = await store.create_session(metadata={"n": 1, "t": "a\u0000b"})
+    await store.create_session(metadata={"n": 1.0, "t": "a\ufffdb"})
+    await store.create_session(metadata={"n": [1, 2]})
+    await store.create_session(metadata={"n": True})
+    for flt, expected in (
+        ({"n": 1}, [one.id]),
+        ({"t": "a\u0000b"}, [one.id]),
+        ({"n": [1]}, []),
+    ):
+        page = await store.list_sessions(SessionFilter(metadata=flt))
+        assert page.ids == expected, flt
+        assert await store.count_sessions(SessionFilter(metadata=flt)) == len(expected)
+
+
+# ------------------------------------------------------------------ round trips
+
+
+@pytest.mark.asyncio
+async def test_one_round_trip_per_single_session_operation(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_pg()
+    calls: list[int] = []
+    real_run = store._pool.run
+
+    async def counting(call: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real_run(call, **kwargs)
+
+    monkeypatch.setattr(store._pool, "run", counting)
+
+    async def trips(op: Awaitable[Any]) -> int:
+        calls.clear()
+        await op
+        return len(calls)
+
+    assert await trips(store.create_session(processor_id="p", data={"x": 1})) == 1
+    s = (await store.list_sessions()).items[0]
+    assert await trips(store.get_session(s.id)) == 1
+    assert await trips(store.update_session(s.id, merge_data={"y": 2})) == 1
+    assert await trips(store.append_events(s.id, [{"type": "t", "data": {"i": 1}}])) == 1
+    assert await trips(store.get_events(s.id, last=1)) == 1
+    assert await trips(store.touch(s.id, ttl=60)) == 1
+    assert await trips(store.trim_events(s.id, keep_last=0)) == 1
+    assert await trips(store.list_sessions(SessionFilter(processor_id="p"))) == 1
+    assert await trips(store.count_sessions(SessionFilter(processor_id="p"))) == 1
+    assert await trips(store.delete_session(s.id)) == 1
+    # a given id is assumed free (the write checks it); a batch is one atomic executemany
+    assert await trips(store.create_session(id="given-1")) == 1
+    assert await trips(store.create_session(id="given-2")) == 1
+    batch = store.commit(
+        [
+            UpdateOp("given-1", SessionUpdate(merge_data={"a": 1})),
+            AppendOp("given-2", [{"type": "t"}]),
+        ]
+    )
+    assert await trips(batch) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stale_copy_is_never_used(open_pg: OpenPg) -> None:
+    """Another store deletes and re-creates the session with the same version: this
+    store's cached copy has the right version but the wrong token, and must not be used."""
+    a = await open_pg()
+    b = await open_pg()
+    s = await a.create_session(id="same", data={"who": "a", "keep": 1})
+    assert await b.delete_session(s.id)
+    await b.create_session(id="same", data={"who": "b"})
+    updated = await a.update_session("same", merge_data={"n": 1})
+    assert updated.data == {"who": "b", "n": 1}
+    assert updated.version == 2
+
+
+@pytest.mark.asyncio
+async def test_get_events_last_reads_only_the_page(open_pg: OpenPg) -> None:
+    store = await open_pg()
+    s = await store.create_session()
+    for chunk in range(5):
+        await store.append_events(
+            s.id, [{"type": "t", "data": {"i": chunk * 40 + i}} for i in range(40)]
+        )
+    events = await store.get_events(s.id, last=7)
+    assert [e.seq for e in events] == list(range(194, 201))
+    conn = await asyncpg.connect(**_connect_args(store))
+    try:
+        plan = await conn.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._events_sql(descending=True),
+            store.namespace,
+            s.id,
+            0,
+            7,
+        )
+    finally:
+        await conn.close()
+    scans = [n for n in _plan_nodes(orjson.loads(plan)[0]["Plan"])
+             if n.get("Relation Name") == "sessionstore_events"]  # fmt: skip
+    assert scans and all(n["Actual Rows"] == 7 for n in scans)
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [node]
+    for child in node.get("Plans", []):
+        out.extend(_plan_nodes(child))
+    return out
+
+
+def _connect_args(store: PostgresStore) -> dict[str, Any]:
+    o = store.options
+    return {"host": o.host, "port": o.port, "user": o.user, "database": o.database}
+
+
+# ------------------------------------------------------------------ migrations
+
+
+@pytest.mark.asyncio
+async def test_migrations_from_the_first_version(open_pg: OpenPg) -> None:
+    prefix = f"mig{uuid.uuid4().hex[:8]}_"
+    old = open_store(_url(open_pg), table_prefix=prefix, namespace="m")
+    assert isinstance(old, PostgresStore)
+    old._target_schema = 1
+    await old.initialize()
+    s = await old.create_session(processor_id="p", data={"v": 1}, tags=["x"])
+    await old.append_events(s.id, [{"type": "t"}])
+    await old.shutdown()
+    conn = await asyncpg.connect(**_connect_args(old))
+    try:
+        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == 1
+        assert not await _indexes(conn, prefix)
+        stores = [open_store(_url(open_pg), table_prefix=prefix, namespace="m") for _ in range(4)]
+        await asyncio.gather(*(st.initialize() for st in stores))  # concurrent upgrades
+        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST
+        assert f"{prefix}sessions_proc_updated" in await _indexes(conn, prefix)
+        got = await stores[0].get_session(s.id)
+        assert got is not None and got.data == {"v": 1} and got.event_count == 1
+        assert (await stores[1].list_sessions(SessionFilter(tags_all=["x"]))).ids == [s.id]
+        for st in stores:
+            await st.shutdown()
+        await conn.execute(f"UPDATE {prefix}schema SET version = {LATEST + 1}")
+        newer = open_store(_url(open_pg), table_prefix=prefix, namespace="m")
+        with pytest.raises(UnsupportedFormatError, match="newer"):
+            await newer.initialize()
+        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST + 1
+    finally:
+        await conn.close()
+
+
+def _url(open_pg: Any) -> str:
+    # the fixture's URL (closure cell of the factory): keep tests on the private server
+    for cell in open_pg.__closure__ or ():
+        if isinstance(cell.cell_contents, str) and cell.cell_contents.startswith("postgres"):
+            return cell.cell_contents
+    raise AssertionError("no URL")
+
+
+async def _indexes(conn: asyncpg.Connection, prefix: str) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%pkey'",
+        f"{prefix}sessions",
+    )
+    return {r[0] for r in rows}
+
+
+# ------------------------------------------------------------------ concurrency
+
+
+@pytest.mark.asyncio
+async def test_no_lost_updates_under_concurrent_writers(open_pg: OpenPg) -> None:
+    stores = [await open_pg() for _ in range(6)]
+    s = await stores[0].create_session(data={"n": 0})
+
+    async def bump(store: PostgresStore, times: int) -> None:
+        for _ in range(times):
+            while True:
+                cur = await store.get_session(s.id)
+                assert cur is not None
+                try:
+                    await store.update_session(
+                        s.id, data={"n": cur.data["n"] + 1}, expected_version=cur.version
+                    )
+                    break
+                except SessionConflictError:
+                    continue
+
+    async def append(store: PostgresStore, times: int) -> None:
+        for i in range(times):
+            await store.append_events(s.id, [{"type": "t", "data": {"i": i}}])
+
+    await asyncio.gather(
+        *(bump(st, 10) for st in stores[:3]), *(append(st, 10) for st in stores[3:])
+    )
+    final = await stores[0].get_session(s.id)
+    assert final is not None
+    assert final.data["n"] == 30
+    assert final.event_count == 30 and final.last_seq == 30
+    assert final.version == 61
+    assert [e.seq for e in await stores[1].get_events(s.id)] == list(range(1, 31))
+
+
+# ------------------------------------------------------------------ outcome unknown
+
+
+def _lose_reply(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, *, apply: bool,
+                meddle: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
+    """The next write's connection is lost: after the statement ran (``apply``) or before."""
+    real_run = store._pool.run
+    armed = [True]
+
+    async def run(call: Any, **kwargs: Any) -> Any:
+        if kwargs.get("write") and armed[0]:
+            armed[0] = False
+
+            first = [True]
+
+            async def lost(conn: Any) -> Any:
+                if not first[0]:  # the write sent again after the check
+                    return await call(conn)
+                first[0] = False
+                if apply:
+                    await call(conn)
+                if meddle is not None:
+                    await meddle()
+                raise asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+
+            return await real_run(lost, **kwargs)
+        return await real_run(call, **kwargs)
+
+    monkeypatch.setattr(store._pool, "run", run)
+
+
+@pytest.mark.parametrize("apply", [True, False])
+@pytest.mark.asyncio
+async def test_a_lost_reply_is_resolved_by_the_write_token(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch, apply: bool
+) -> None:
+    store = await open_pg()
+    s = await store.create_session()
+    _lose_reply(store, monkeypatch, apply=apply)
+    after = await store.append_events(s.id, [{"type": "once"}])
+    assert after.event_count == 1
+    stored = await store.get_session(s.id)
+    assert stored is not None and stored.event_count == 1 and stored.version == 2
+
+
+@pytest.mark.asyncio
+async def test_a_lost_reply_with_a_changed_session_is_outcome_unknown(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_pg()
+    other = await open_pg()
+    s = await store.create_session()
+
+    async def meddle() -> None:
+        await other.update_session(s.id, merge_data={"other": 1})
+
+    _lose_reply(store, monkeypatch, apply=True, meddle=meddle)
+    with pytest.raises(OutcomeUnknownError):
+        await store.append_events(s.id, [{"type": "once"}])
+
+
+@pytest.mark.asyncio
+async def test_a_corrupt_row_is_skipped_by_listings_and_reported(open_pg: OpenPg) -> None:
+    from sessionstore import IntegrityError
+
+    store = await open_pg()
+    ids = [(await store.create_session(processor_id="p")).id for _ in range(5)]
+    conn = await asyncpg.connect(**_connect_args(store))
+    try:
+        await conn.execute(
+            "UPDATE sessionstore_sessions SET data = 'not json' WHERE ns = $1 AND id = $2",
+            store.namespace,
+            ids[1],
+        )
+    finally:
+        await conn.close()
+    with pytest.raises(IntegrityError):
+        await store.get_session(ids[1])
+    expected = [i for i in ids if i != ids[1]]
+    page = await store.list_sessions(options=QueryOptions(limit=2))
+    assert page.ids == expected[:2] and page.next_cursor is not None
+    rest = await store.list_sessions(options=QueryOptions(limit=10, cursor=page.next_cursor))
+    assert rest.ids == expected[2:]
+    assert (await store.search_sessions("p", QueryOptions(limit=10))).ids == expected
+    assert any(ids[1] in key for key in store.corrupt_records)
+
+
+@pytest.mark.asyncio
+async def test_a_server_older_than_the_minimum_is_refused(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sessionstore_postgres._store as store_module
+
+    monkeypatch.setattr(store_module, "MIN_SERVER_VERSION", 1000)
+    store = open_store(postgres_url, namespace="too-old")
+    with pytest.raises(ConfigurationError, match="too old"):
+        await store.initialize()
+    await store.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_pool_options_reach_the_connections(open_pg: OpenPg) -> None:
+    store = await open_pg(application_name="ss-test-app", sslmode="disable", min_size=2, max_size=3)
+    assert store._pool._size == 2  # min_size connections opened by initialize()
+    name = await store._pool.run(
+        lambda c: c.fetchval(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        )
+    )
+    assert name == "ss-test-app"
+
+    async def hold(seconds: float) -> Any:
+        return await store._pool.run(lambda c: c.fetchval("SELECT pg_sleep($1)", seconds))
+
+    await asyncio.gather(*(hold(0.2) for _ in range(6)))  # 6 callers share 3 connections
+    assert store._pool._size == 3
