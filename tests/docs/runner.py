@@ -54,6 +54,29 @@ def redis_rewrite(url: str) -> Callable[[str], str]:
     return lambda source: DOC_REDIS_URL.sub(url, source)
 
 
+# The PostgreSQL server a reader has: postgresql://[user[:password]@]localhost:5432/db
+DOC_POSTGRES_URL = re.compile(r"postgres(?:ql)?://(?:[^@/\s\"']*@)?localhost:5432/\w+")
+
+
+def postgres_rewrite(url: str) -> Callable[[str], str]:
+    """Replace every ``postgresql://...@localhost:5432/<db>`` of a block with ``url``
+    (a query string after it is kept)."""
+    return lambda source: DOC_POSTGRES_URL.sub(url, source)
+
+
+def rewrites(*steps: Callable[[str], str]) -> Callable[[str], str] | None:
+    """One rewrite doing each of ``steps`` in turn (``None`` when there are none)."""
+    if not steps:
+        return None
+
+    def rewrite(source: str) -> str:
+        for step in steps:
+            source = step(source)
+        return source
+
+    return rewrite
+
+
 class _Evaluator:
     """Compile a block with top-level await allowed; await it on the page's loop."""
 

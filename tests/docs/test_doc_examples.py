@@ -13,7 +13,16 @@ import pytest
 
 import sessionstore
 
-from .runner import INVISIBLE, PYTHON_SPELLINGS, fences, redis_rewrite, run_page
+from .runner import (
+    DOC_POSTGRES_URL,
+    INVISIBLE,
+    PYTHON_SPELLINGS,
+    fences,
+    postgres_rewrite,
+    redis_rewrite,
+    rewrites,
+    run_page,
+)
 from .sandbox import sandboxed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -57,7 +66,12 @@ def test_page_runs(
     request: pytest.FixtureRequest,
 ) -> None:
     workdir, endpoints = page_env
-    rewrite = None
+    steps = []
+    if DOC_POSTGRES_URL.search(page.read_text()):
+        server = urlsplit(request.getfixturevalue("postgres_url"))
+        assert server.hostname is not None and server.port is not None
+        endpoints.add((server.hostname, server.port))
+        steps.append(postgres_rewrite(server.geturl()))
     if "redis://localhost:6379" in page.read_text():
         import redis
 
@@ -67,7 +81,8 @@ def test_page_runs(
         with redis.Redis.from_url(url) as client:
             client.flushdb()
         endpoints.add((server.hostname, server.port))
-        rewrite = redis_rewrite(url)
+        steps.append(redis_rewrite(url))
+    rewrite = rewrites(*steps)
     before = set(ROOT.iterdir())
     with sandboxed(workdir, endpoints) as fence:
         run = run_page(page, rewrite=rewrite)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .runner import DocExampleError, fences, redis_rewrite, run_page
+from .runner import DocExampleError, fences, postgres_rewrite, redis_rewrite, run_page
 from .sandbox import SandboxViolation, sandboxed
 
 
@@ -105,6 +105,20 @@ def test_redis_urls_of_the_pages_point_at_the_private_server() -> None:
     )
     assert rewrite(source) == (
         'open_store("redis://127.0.0.1:7001/15?key_prefix=a:")\nmigrate(x, "redis://127.0.0.1:7001/15")'
+    )
+
+
+def test_postgres_urls_of_the_pages_point_at_the_private_server() -> None:
+    rewrite = postgres_rewrite("postgresql://postgres@127.0.0.1:7002/postgres")
+    source = (
+        'open_store("postgresql://app:secret@localhost:5432/app?max_size=20")\n'
+        'open_store("postgres://localhost:5432/other")\n'
+        'open_store("postgresql://db.example:5432/app")'
+    )
+    assert rewrite(source) == (
+        'open_store("postgresql://postgres@127.0.0.1:7002/postgres?max_size=20")\n'
+        'open_store("postgresql://postgres@127.0.0.1:7002/postgres")\n'
+        'open_store("postgresql://db.example:5432/app")'
     )
 
 
