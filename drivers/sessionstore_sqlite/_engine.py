@@ -258,9 +258,7 @@ class Engine:
         rows = self._retry(lambda: self._rows(self.conn(), ids))
         return {sid: self._session(row) for sid, row in rows.items()}
 
-    def events(
-        self, sid: str, after_seq: int, limit: int | None, last: int | None
-    ) -> list[Event]:
+    def events(self, sid: str, after_seq: int, limit: int | None, last: int | None) -> list[Event]:
         """Events with ``seq > after_seq``: the first ``limit`` or the last ``last`` (only
         those rows are read)."""
         conn = self.conn()
@@ -295,7 +293,8 @@ class Engine:
             rows = conn.execute(sql + "ORDER BY seq DESC LIMIT ?", [*args, last]).fetchall()
             rows.reverse()
         else:
-            sql = f"SELECT seq, type, at_ms, data FROM events WHERE {where} AND seq > ? ORDER BY seq"
+            sql = f"SELECT seq, type, at_ms, data FROM events WHERE {where} AND seq > ? "
+            sql += "ORDER BY seq"
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(limit)
@@ -309,7 +308,8 @@ class Engine:
                     f"corrupt event ({exc})", f"{self._name(sid)}/events/{seq}"
                 ) from None
             if type(payload) is not dict:
-                raise IntegrityError("event data is not an object", f"{self._name(sid)}/events/{seq}")
+                name = f"{self._name(sid)}/events/{seq}"
+                raise IntegrityError("event data is not an object", name)
             out.append(Event(seq, etype, from_ms(at_ms), payload))
         return out
 
@@ -346,13 +346,15 @@ class Engine:
         """Up to ``size`` sessions with ids after ``after_id`` in id order (corrupt ones
         returned apart) and the next page's ``after_id`` (``None``: this was the last)."""
         rows = self._retry(
-            lambda: self.conn()
-            .execute(
-                f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND s.id > ? "
-                "ORDER BY s.id LIMIT ?",
-                (self.namespace, after_id, size),
+            lambda: (
+                self.conn()
+                .execute(
+                    f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND s.id > ? "
+                    "ORDER BY s.id LIMIT ?",
+                    (self.namespace, after_id, size),
+                )
+                .fetchall()
             )
-            .fetchall()
         )
         good, bad = self._sessions(rows)
         return good, bad, rows[-1][1] if len(rows) == size else None
@@ -369,13 +371,15 @@ class Engine:
     def expired(self, now: datetime) -> tuple[list[Session], list[IntegrityError]]:
         """Sessions whose expiry is at or before ``now``, soonest first."""
         rows = self._retry(
-            lambda: self.conn()
-            .execute(
-                f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND "
-                "s.expires_ms IS NOT NULL AND s.expires_ms <= ? ORDER BY s.expires_ms, s.id",
-                (self.namespace, floor_ms(now)),
+            lambda: (
+                self.conn()
+                .execute(
+                    f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND "
+                    "s.expires_ms IS NOT NULL AND s.expires_ms <= ? ORDER BY s.expires_ms, s.id",
+                    (self.namespace, floor_ms(now)),
+                )
+                .fetchall()
             )
-            .fetchall()
         )
         return self._sessions(rows)
 

@@ -37,6 +37,8 @@ __all__ = ["after_sql", "canonical_at", "floor_ms", "order_sql", "where_sql"]
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _INT64: Final = (-(2**63), 2**63 - 1)
 _META: Final = "CAST(s.metadata AS TEXT)"
+#: ``json_type`` of a decoded value whose equality the canonical bytes decide.
+_JSON_TYPES: Final[dict[type, str]] = {float: "real", dict: "object", list: "array"}
 
 
 def _us(value: datetime) -> int:
@@ -76,6 +78,7 @@ def _spellable(part: str) -> bool:
 
 
 def _metadata(parts: tuple[str, ...], expected: bytes) -> tuple[str, list[Any]]:
+    args: list[Any]
     value = orjson.loads(expected)
     if all(_spellable(p) for p in parts):
         path = "$" + "".join(f'."{p}"' for p in parts)
@@ -88,7 +91,7 @@ def _metadata(parts: tuple[str, ...], expected: bytes) -> tuple[str, list[Any]]:
             test = f"{kind} = 'integer' AND json_extract({_META}, ?) = ?"
             args = [path, path, value]
         else:
-            want = "real" if isinstance(value, float) else "object" if isinstance(value, dict) else "array" if isinstance(value, list) else None  # fmt: skip
+            want = _JSON_TYPES.get(type(value))
             test, args = "ss_canonical(s.metadata, ?) = ?", [orjson.dumps(list(parts)), expected]
             if want is not None:
                 test = f"{kind} = '{want}' AND " + test
