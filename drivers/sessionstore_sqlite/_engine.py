@@ -45,7 +45,7 @@ from sessionstore.planning import fast_session
 from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
 
 from ._query import canonical_at, floor_ms, page_sql, where_sql
-from ._schema import migrate
+from ._schema import check, migrate
 
 __all__ = ["Engine"]
 
@@ -145,6 +145,7 @@ class Engine:
             raise ConfigurationError(f"sqlite store {self.path!r} does not exist (create=false)")
         try:
             conn = self.conn()
+            self._retry(lambda: check(conn, self.path))  # before WAL changes the file
             mode = self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if str(mode).lower() != "wal":
                 raise ConfigurationError(f"sqlite store {self.path!r} cannot use WAL ({mode})")

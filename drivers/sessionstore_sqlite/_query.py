@@ -10,8 +10,10 @@ Exact translations of ``sessionstore.query``'s reference rules:
   in both directions; a cursor continues strictly after its row (``query.is_after``);
 * metadata equality is canonical-JSON equality (``docs/decisions.md``). SQLite's JSON
   functions decide it in SQL where their answer provably is the same: a string (type
-  ``text`` and equal text), ``true``/``false``/``null`` (by type), an integer in SQLite's
-  64-bit range (type ``integer`` and equal value). Floats (``-0.0`` vs ``0.0``, decimal
+  ``text`` and equal text; ``json_extract`` cuts a string at a NUL, so a document with
+  an escaped NUL anywhere is confirmed by the canonical bytes, and a filter string
+  holding one goes there directly), ``true``/``false``/``null`` (by type), an integer in
+  SQLite's 64-bit range (type ``integer`` and equal value). Floats (``-0.0`` vs ``0.0``, decimal
   rounding), objects, arrays, larger integers and keys a SQLite JSON path cannot spell
   are compared by :func:`canonical_at`, registered on every connection as
   ``ss_canonical(metadata, path)``: the canonical bytes of the value, computed by
@@ -83,8 +85,14 @@ def _metadata(parts: tuple[str, ...], expected: bytes) -> tuple[str, list[Any]]:
     if all(_spellable(p) for p in parts):
         path = "$" + "".join(f'."{p}"' for p in parts)
         kind = f"json_type({_META}, ?)"
-        if isinstance(value, str):
-            test, args = f"{kind} = 'text' AND json_extract({_META}, ?) = ?", [path, path, value]
+        if isinstance(value, str) and "\x00" not in value:
+            # json_extract cuts a string at a NUL character: a document holding one (the
+            # encoder always escapes it as \u0000) is confirmed by the canonical bytes
+            test = (
+                f"{kind} = 'text' AND json_extract({_META}, ?) = ? AND "
+                f"(instr({_META}, '\\u0000') = 0 OR ss_canonical(s.metadata, ?) = ?)"
+            )
+            args = [path, path, value, orjson.dumps(list(parts)), expected]
         elif value is True or value is False or value is None:
             test, args = f"{kind} = ?", [path, orjson.dumps(value).decode()]
         elif isinstance(value, int) and _INT64[0] <= value <= _INT64[1]:

@@ -22,7 +22,7 @@ from typing import Final
 
 from sessionstore import ConfigurationError, UnsupportedFormatError
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_VERSION", "check", "migrate"]
 
 #: ``PRAGMA application_id`` of a sessionstore database ("ssdb").
 APPLICATION_ID: Final = 0x73736462
@@ -95,27 +95,34 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
             conn.execute(statement)
 
 
+def check(conn: sqlite3.Connection, path: str) -> int:
+    """The schema version of the database (0: empty); refuses a database of another
+    application or of a newer schema, without changing it."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    app = int(conn.execute("PRAGMA application_id").fetchone()[0])
+    if app not in (0, APPLICATION_ID) or (
+        found == 0
+        and app == 0
+        and conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sessions'").fetchone()
+    ):
+        raise ConfigurationError(
+            f"{path!r} is a SQLite database of another application, not a sessionstore one"
+        )
+    if found > SCHEMA_VERSION:
+        raise UnsupportedFormatError(
+            f"sqlite store schema version {found} is newer than this sessionstore "
+            f"understands ({SCHEMA_VERSION}); upgrade sessionstore to open it",
+            path,
+        )
+    return found
+
+
 def migrate(conn: sqlite3.Connection, path: str, *, target: int = SCHEMA_VERSION) -> int:
     """Bring the database to ``target`` (creating it from nothing); returns the version
     found. Runs in one ``BEGIN IMMEDIATE`` transaction; ``conn`` must be in autocommit."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        app = int(conn.execute("PRAGMA application_id").fetchone()[0])
-        if app not in (0, APPLICATION_ID) or (
-            found == 0
-            and app == 0
-            and conn.execute("SELECT 1 FROM sqlite_schema WHERE name = 'sessions'").fetchone()
-        ):
-            raise ConfigurationError(
-                f"{path!r} is a SQLite database of another application, not a sessionstore one"
-            )
-        if found > SCHEMA_VERSION:
-            raise UnsupportedFormatError(
-                f"sqlite store schema version {found} is newer than this sessionstore "
-                f"understands ({SCHEMA_VERSION}); upgrade sessionstore to open it",
-                path,
-            )
+        found = check(conn, path)
         for version in range(found, target):
             _script(conn, MIGRATIONS[version])
         if found < target:

@@ -27,7 +27,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from sessionstore_sqlite import SqliteStore
 
 from sessionstore import QueryOptions, SessionFilter
@@ -82,8 +81,8 @@ async def _check(path: str, acked: dict[str, int], created: set[int]) -> int:
             numbers.add(s.data["i"])
         assert created <= numbers
         assert store.corrupt_records == {}
-        return counter.version
-    return 0
+        version: int = counter.version
+    return version
 
 
 @pytest.fixture
