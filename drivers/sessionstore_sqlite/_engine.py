@@ -18,7 +18,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
+from dataclasses import fields, make_dataclass
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -64,21 +65,40 @@ _INSERT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_NEW: Final = _INSERT + " ON CONFLICT(namespace, id) DO NOTHING"
-_UPDATE: Final = (
-    "UPDATE sessions SET processor_id = ?, status = ?, session_group = ?, created_ms = ?, "
-    "updated_ms = ?, expires_ms = ?, version = ?, event_count = ?, last_seq = ?, tags = ?, "
-    "data = ?, metadata = ? WHERE sk = ?"
-)
-#: The same without the payloads (an append, a touch, a status change: data unchanged).
-_UPDATE_HEAD: Final = (
-    "UPDATE sessions SET processor_id = ?, status = ?, session_group = ?, created_ms = ?, "
-    "updated_ms = ?, expires_ms = ?, version = ?, event_count = ?, last_seq = ?, tags = ? "
-    "WHERE sk = ?"
-)
+#: ``sessions`` columns a write may change, as ``_values`` orders them (from index 2).
+_SET_COLUMNS: Final = (
+    "processor_id", "status", "session_group", "created_ms", "updated_ms", "expires_ms",
+    "version", "event_count", "last_seq", "tags", "data", "metadata",
+)  # fmt: skip
 _SK: Final = "(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)"
 _EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data) VALUES (?, ?, ?, ?, ?)"
+_STATUS: Final = {status.value: status for status in Status}
+_EPOCH: Final = from_ms(0)
+_ms: Final = timedelta  # timedelta(0, 0, 0, ms): milliseconds, positionally (faster)
+_loads: Final = orjson.loads
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _CHUNK: Final = 500  # ids per IN (...) list
+
+
+def _fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """``cls(...)`` for a frozen slots dataclass without its frozen ``__init__`` (which
+    costs an ``object.__setattr__`` per field): fill a mutable twin with the same slots,
+    then re-class it (as ``sessionstore.planning.fast_session`` does for sessions)."""
+    spec = [(f.name, f.type) for f in fields(cls)]  # type: ignore[arg-type]
+    twin = make_dataclass(cls.__name__, spec, slots=True, eq=False, repr=False)
+    assert twin.__slots__ == cls.__slots__  # type: ignore[attr-defined]
+
+    def build(*args: Any) -> T:
+        obj = twin(*args)
+        obj.__class__ = cls
+        result: T = obj
+        return result
+
+    return build
+
+
+#: ``Event(seq, type, at, data)``, a read of 20 events builds 20.
+_event: Callable[..., Event] = _fast_constructor(Event)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -221,19 +241,20 @@ class Engine:
         """The session of a ``COLUMNS`` row; a corrupt row raises :class:`IntegrityError`."""
         sid = row[1]
         try:
-            data = orjson.loads(row[12])
-            metadata = orjson.loads(row[13])
-            tags = orjson.loads(row[11])
-            status = Status(row[3])
-        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
-            raise IntegrityError(f"corrupt session row ({exc})", self._name(sid)) from None
+            data = _loads(row[12])
+            metadata = _loads(row[13])
+            tags = _loads(row[11])
+            status = _STATUS[row[3]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"corrupt session row ({exc!r})", self._name(sid)) from None
         if type(data) is not dict or type(metadata) is not dict or type(tags) is not list:
             raise IntegrityError("data/metadata/tags of the wrong JSON type", self._name(sid))
         expires = row[7]
+        if expires is not None:
+            expires = _EPOCH + _ms(0, 0, 0, expires)
         return fast_session(
-            sid, row[2], status, data, metadata, frozenset(tags), from_ms(row[5]),
-            from_ms(row[6]), None if expires is None else from_ms(expires), row[8], row[9],
-            row[10], row[4],
+            sid, row[2], status, data, metadata, frozenset(tags), _EPOCH + _ms(0, 0, 0, row[5]),
+            _EPOCH + _ms(0, 0, 0, row[6]), expires, row[8], row[9], row[10], row[4],
         )  # fmt: skip
 
     def _name(self, sid: str) -> str:
@@ -268,39 +289,42 @@ class Engine:
     def live_events(
         self, sid: str, now: datetime, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event] | None:
-        """``get_events`` in one hop: ``None`` when the session is missing or expired."""
+        """``get_events`` in one hop: ``None`` when the session is missing or expired.
+
+        One ``SELECT`` of the events of the live session; only an empty result costs a
+        second one (to tell "no events" from "no session")."""
         conn = self.conn()
+        live = f"{_SK[:-1]} AND (expires_ms IS NULL OR expires_ms > ?))"
+        ref = (live, [self.namespace, sid, floor_ms(now)])
 
         def read() -> list[Event] | None:
-            head = conn.execute(
-                "SELECT sk, expires_ms FROM sessions WHERE namespace = ? AND id = ?",
-                (self.namespace, sid),
-            ).fetchone()
-            if head is None or (head[1] is not None and head[1] <= floor_ms(now)):
-                return None
-            return self._events(conn, sid, head[0], after_seq, limit, last)
+            found = self._events(conn, sid, ref, after_seq, limit, last)
+            if found:
+                return found
+            head = conn.execute(f"SELECT 1 FROM sessions WHERE sk = {live}", ref[1]).fetchone()
+            return None if head is None else []
 
         return self._retry(read)
 
     def _events(
-        self, conn: sqlite3.Connection, sid: str, sk: int | None, after_seq: int,
-        limit: int | None, last: int | None,
+        self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
+        after_seq: int, limit: int | None, last: int | None,
     ) -> list[Event]:  # fmt: skip
-        where = "sk = ?" if sk is not None else f"sk = {_SK}"
-        args: list[Any] = [sk] if sk is not None else [self.namespace, sid]
-        args.append(after_seq)
+        where, head = ref if ref is not None else (_SK, [self.namespace, sid])
+        args: list[Any] = [*head, after_seq]
         if last is not None:
-            sql = f"SELECT seq, type, at_ms, data FROM events WHERE {where} AND seq > ? "
+            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
             rows = conn.execute(sql + "ORDER BY seq DESC LIMIT ?", [*args, last]).fetchall()
             rows.reverse()
         else:
-            sql = f"SELECT seq, type, at_ms, data FROM events WHERE {where} AND seq > ? "
+            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
             sql += "ORDER BY seq"
             if limit is not None:
                 sql += " LIMIT ?"
                 args.append(limit)
             rows = conn.execute(sql, args).fetchall()
         out = []
+        stamps: dict[int, datetime] = {}  # the events of one append share their time
         for seq, etype, at_ms, data in rows:
             try:
                 payload = orjson.loads(data)
@@ -311,7 +335,10 @@ class Engine:
             if type(payload) is not dict:
                 name = f"{self._name(sid)}/events/{seq}"
                 raise IntegrityError("event data is not an object", name)
-            out.append(Event(seq, etype, from_ms(at_ms), payload))
+            at = stamps.get(at_ms)
+            if at is None:
+                at = stamps[at_ms] = from_ms(at_ms)
+            out.append(_event(seq, etype, at, payload))
         return out
 
     def checkpoints_many(self, ids: Sequence[str]) -> dict[str, list[Checkpoint]]:
@@ -558,10 +585,15 @@ class Engine:
             self._put_tags(conn, sk, s.tags)
             return sk
         sk = int(row[0])
-        if values[12] == row[12] and values[13] == row[13]:  # payloads unchanged
-            conn.execute(_UPDATE_HEAD, (*values[2:12], sk))
-        else:
-            conn.execute(_UPDATE, (*values[2:], sk))
+        # only the columns that changed: SQLite rewrites the entries of every index that
+        # holds a column named in SET, changed or not (an append changes 4 columns and
+        # touches the 3 updated_at indexes, not all 7)
+        changed = [i for i in range(2, 14) if values[i] != row[i]]
+        if changed:
+            sets = ", ".join(f"{_SET_COLUMNS[i - 2]} = ?" for i in changed)
+            conn.execute(
+                f"UPDATE sessions SET {sets} WHERE sk = ?", [*(values[i] for i in changed), sk]
+            )
         if values[11] != row[11]:
             conn.execute("DELETE FROM tags WHERE sk = ?", (sk,))
             self._put_tags(conn, sk, s.tags)
