@@ -48,8 +48,9 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in raw.splitlines()]
 
 
-#: The issue's round trip: every leg is a backup of the previous store restored into the next.
-ROUND_TRIP = ("memory", "file", "redis", "cluster", "memory")
+#: The issue's round trip: every leg is a backup of the previous store restored into the next
+#: (``sqlite`` joined with the SQLite driver).
+ROUND_TRIP = ("memory", "file", "redis", "cluster", "sqlite", "memory")
 
 
 @pytest.mark.parametrize("name", ["b.jsonl", "b.jsonl.gz", "b.jsonl.zst"])
