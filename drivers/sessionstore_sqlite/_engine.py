@@ -165,6 +165,13 @@ class Engine:
             raise ConfigurationError(f"sqlite store {self.path!r} does not exist (create=false)")
         try:
             conn = self.conn()
+            try:
+                conn.execute("SELECT json_valid('{}'), (1, 2) < (1, 3)").fetchone()
+            except sqlite3.OperationalError as exc:
+                raise ConfigurationError(
+                    f"this SQLite ({sqlite3.sqlite_version}) lacks the JSON functions or "
+                    f"row values the sqlite:// driver needs: {exc}"
+                ) from None
             self._retry(lambda: check(conn, self.path))  # before WAL changes the file
             mode = self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
             if str(mode).lower() != "wal":
@@ -529,11 +536,12 @@ class Engine:
                 raise SessionConflictError(mut.session_id, mut.expect, actual)
 
     def _values(self, s: Session, data_json: bytes, metadata_json: bytes) -> tuple[Any, ...]:
+        """The ``sessions`` row of ``s`` (the status binds as the str it is: a StrEnum)."""
         return (
-            self.namespace, s.id, s.processor_id, s.status.value, s.group, to_ms(s.created_at),
+            self.namespace, s.id, s.processor_id, s.status, s.group, to_ms(s.created_at),
             to_ms(s.updated_at), None if s.expires_at is None else to_ms(s.expires_at),
-            s.version, s.event_count, s.last_seq, orjson.dumps(sorted(s.tags)), data_json,
-            metadata_json,
+            s.version, s.event_count, s.last_seq, orjson.dumps(sorted(s.tags)) if s.tags else b"[]",
+            data_json, metadata_json,
         )  # fmt: skip
 
     @staticmethod
