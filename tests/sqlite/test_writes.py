@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from sessionstore_sqlite import SqliteStore
 
-from sessionstore import AppendOp, QueryOptions, SessionFilter, SessionUpdate, UpdateOp
+from sessionstore import AppendOp, Op, QueryOptions, SessionFilter, SessionUpdate, UpdateOp
 
 
 def test_every_operation_is_one_thread_hop(tmp_path: Path) -> None:
@@ -27,7 +27,11 @@ def test_every_operation_is_one_thread_hop(tmp_path: Path) -> None:
                 return await real_run(fn, *args)
 
             threads.run = counting  # type: ignore[method-assign]
-            ops = {
+            batch: list[Op] = [
+                UpdateOp("s", SessionUpdate(status="paused")),
+                AppendOp("warm", [{"type": "e"}]),
+            ]
+            ops: dict[str, Callable[[], Awaitable[object]]] = {
                 "create (generated id)": lambda: store.create_session(data={"a": 1}, tags=["t"]),
                 "create (given id)": lambda: store.create_session(id="s", data={"a": 1}),
                 "get": lambda: store.get_session("s"),
@@ -39,10 +43,7 @@ def test_every_operation_is_one_thread_hop(tmp_path: Path) -> None:
                 "list": lambda: store.list_sessions(SessionFilter(tags_all=["t"]), QueryOptions()),
                 "count": lambda: store.count_sessions(SessionFilter(processor_id="p")),
                 "search": lambda: store.search_sessions("a"),
-                "commit of 2": lambda: store.commit([
-                    UpdateOp("s", SessionUpdate(status="paused")),
-                    AppendOp("warm", [{"type": "e"}]),
-                ]),  # fmt: skip
+                "commit of 2": lambda: store.commit(batch),
                 "delete": lambda: store.delete_session("s"),
             }
             for name, op in ops.items():
