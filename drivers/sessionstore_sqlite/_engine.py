@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields, make_dataclass
@@ -108,6 +109,17 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for engine in list(_ENGINES):
+        engine._forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class Engine:
     """One namespace of a SQLite store, synchronous and thread-safe."""
 
@@ -123,6 +135,15 @@ class Engine:
         self._all: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
         self.corrupt: list[IntegrityError] = []
+        _ENGINES.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without closing them (a
+        SQLite connection must not be used, or closed, across ``fork()``: closing it could
+        checkpoint and remove the WAL the parent is using); the child opens its own."""
+        self._mutex = threading.Lock()
+        self._all = []
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ connections
 

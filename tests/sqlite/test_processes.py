@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -67,3 +68,42 @@ def test_a_lock_held_too_long_is_store_unavailable_and_writes_nothing(tmp_path: 
             assert updated.version == 2
 
     asyncio.run(main())
+
+
+def test_a_forked_child_using_the_store_leaves_the_parents_connections_alone(
+    tmp_path: Path,
+) -> None:
+    """The child opens its own connections and never closes the parent's (closing an
+    inherited connection could checkpoint and delete the WAL the parent still writes to)."""
+    path = str(tmp_path / "fork.db")
+
+    async def parent_part(store: SqliteStore, sid: str) -> None:
+        await store.create_session(id=sid, data={"by": "parent"})
+
+    async def main() -> None:
+        store = SqliteStore(path=path)
+        await store.initialize()
+        await parent_part(store, "before")
+        pid = os.fork()
+        if pid == 0:  # the child: use the inherited store from a new loop, then close it
+            code = 1
+            try:
+                asyncio.run(_child(store))
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        await parent_part(store, "after")
+        assert (await store.get_session("by-child")) is not None
+        await store.shutdown()
+        async with SqliteStore(path=path) as again:
+            found = await again.get_sessions(["before", "by-child", "after"])
+            assert sorted(found) == ["after", "before", "by-child"]
+
+    asyncio.run(main())
+
+
+async def _child(store: SqliteStore) -> None:
+    await store.create_session(id="by-child")
+    await store.shutdown()
