@@ -117,7 +117,8 @@ def _after_fork() -> None:
         engine._forget_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 class Engine:
@@ -175,7 +176,9 @@ class Engine:
         schema version found (0: created)."""
         if self.create:
             try:
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                os.close(
+                    os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+                )
             except IsADirectoryError:
                 raise ConfigurationError(f"sqlite store {self.path!r} is a directory") from None
             except FileNotFoundError:

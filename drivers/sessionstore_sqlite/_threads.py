@@ -166,7 +166,8 @@ def _at_exit() -> None:
         pool.shutdown(wait=True)
 
 
-os.register_at_fork(after_in_child=_after_fork)
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)
 # threading's own exit hook runs before the interpreter stops its threads (atexit runs
 # after); concurrent.futures uses it the same way
 _register = getattr(threading, "_register_atexit", None)
