@@ -110,6 +110,7 @@ FILESYSTEM_ROWS = {
     "durable save (update_session data=2 KB)",
     "get_session (~2 KB)",
     "durable append_events (1 event)",
+    "durable append_events (1 event), same statements",
     "append_events, 10,000 events",
     "8 concurrent durable savers (throughput)",
     "list_sessions tag+range, 5,000",
@@ -179,6 +180,7 @@ def test_bench_sync_quick_runs_and_writes_every_row(tmp_path: Path, redis_url: s
 SQLITE_ROWS = {
     "create_session + get_session (2 KB)",
     "durable append_events (1 event)",
+    "durable append_events (1 event), same statements",
     "append_events, 10,000 events",
     "get_events(last=20) of 10,000",
     "100 newest of a processor's 1,000 among 10,000",
