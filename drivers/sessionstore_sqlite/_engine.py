@@ -506,8 +506,10 @@ class Engine:
                 rows = self._rows(conn, load_ids) if load_ids else {}
                 loaded = {sid: self._session(row) for sid, row in rows.items()}
                 mutations = build(loaded)
+                looked = set(load_ids)
                 for _ in range(3):  # sessions the plan created with generated ids
-                    extra = [m.session_id for m in mutations if m.session_id not in rows]
+                    extra = [m.session_id for m in mutations if m.session_id not in looked]
+                    looked.update(extra)
                     found = self._rows(conn, extra) if extra else {}
                     if not found:
                         break
