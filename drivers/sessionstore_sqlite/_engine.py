@@ -548,7 +548,7 @@ class Engine:
                 cur = conn.execute(_INSERT_NEW, values)
                 if not cur.rowcount:
                     return False
-                self._put_tags(conn, cur.lastrowid, s.tags)
+                self._put_tags(conn, cur.lastrowid, s)
                 return True
 
         return self._retry(run)
@@ -570,9 +570,12 @@ class Engine:
             data_json, metadata_json,
         )  # fmt: skip
 
-    @staticmethod
-    def _put_tags(conn: sqlite3.Connection, sk: int | None, tags: frozenset[str]) -> None:
-        conn.executemany("INSERT INTO tags(sk, tag) VALUES (?, ?)", [(sk, t) for t in tags])
+    def _put_tags(self, conn: sqlite3.Connection, sk: int | None, s: Session) -> None:
+        created = to_ms(s.created_at)
+        conn.executemany(
+            "INSERT INTO tags(sk, tag, namespace, created_ms, id) VALUES (?, ?, ?, ?, ?)",
+            [(sk, tag, self.namespace, created, s.id) for tag in s.tags],
+        )
 
     def _write_all(
         self, conn: sqlite3.Connection, mutations: Sequence[Mutation], rows: Mapping[str, Row]
@@ -616,7 +619,7 @@ class Engine:
         if row is None:
             sk = conn.execute(_INSERT, values).lastrowid
             assert sk is not None
-            self._put_tags(conn, sk, s.tags)
+            self._put_tags(conn, sk, s)
             return sk
         sk = int(row[0])
         # only the columns that changed: SQLite rewrites the entries of every index that
@@ -628,7 +631,7 @@ class Engine:
             conn.execute(
                 f"UPDATE sessions SET {sets} WHERE sk = ?", [*(values[i] for i in changed), sk]
             )
-        if values[11] != row[11]:
+        if values[11] != row[11] or values[5] != row[5]:  # tags, or created_ms (re-create)
             conn.execute("DELETE FROM tags WHERE sk = ?", (sk,))
-            self._put_tags(conn, sk, s.tags)
+            self._put_tags(conn, sk, s)
         return sk

@@ -115,8 +115,11 @@ def _in(column: str, values: Iterable[str]) -> tuple[str, list[Any]]:
     return f"{column} IN ({', '.join('?' * len(items))})", list(items)
 
 
-def where_sql(namespace: str, flt: SessionFilter, now: datetime) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (without the keyword) selecting ``flt`` at ``now``."""
+def where_sql(
+    namespace: str, flt: SessionFilter, now: datetime, driving_tag: str | None = None
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (without the keyword) selecting ``flt`` at ``now`` (less the
+    ``driving_tag``, which the caller's join on ``tags`` already requires)."""
     where = ["s.namespace = ?"]
     params: list[Any] = [namespace]
     if not flt.include_expired:
@@ -141,6 +144,8 @@ def where_sql(namespace: str, flt: SessionFilter, now: datetime) -> tuple[str, l
         where.append(sql)
         params.extend(args)
     for tag in sorted(flt.tags_all or ()):
+        if tag == driving_tag:
+            continue
         where.append("s.sk IN (SELECT t.sk FROM tags t WHERE t.tag = ?)")
         params.append(tag)
     if flt.tags_any is not None:
@@ -200,11 +205,32 @@ def page_sql(
     columns: str, namespace: str, flt: SessionFilter, options: QueryOptions, now: datetime,
     after: OrderKey | None,
 ) -> tuple[str, list[Any]]:  # fmt: skip
-    """The ordered ``SELECT`` of a listing (no ``LIMIT``), continuing after ``after``."""
+    """The ordered ``SELECT`` of a listing (no ``LIMIT``), continuing after ``after``.
+
+    A listing by ``created_at`` with a ``tags_all`` filter walks the tag's rows of
+    ``tags(namespace, tag, created_ms, id)`` in order (a ``CROSS JOIN`` keeps that loop
+    outside) and stops once the page is full; any other listing is ordered by a
+    ``sessions`` index.
+    """
+    desc = options.descending
+    if options.sort_by == "created_at" and flt.tags_all:
+        tag = min(flt.tags_all)
+        where, params = where_sql(namespace, flt, now, driving_tag=tag)
+        where = f"d.namespace = ? AND d.tag = ? AND s.sk = d.sk AND {where}"
+        params = [namespace, tag, *params]
+        if after is not None:
+            where += f" AND (d.created_ms, d.id) {'<' if desc else '>'} (?, ?)"
+            params.extend((after[1], after[2]))
+        d = "DESC" if desc else "ASC"
+        return (
+            f"SELECT {columns} FROM tags d CROSS JOIN sessions s WHERE {where} "
+            f"ORDER BY d.created_ms {d}, d.id {d}",
+            params,
+        )
     where, params = where_sql(namespace, flt, now)
     if after is not None:
-        cond, more = after_sql(options.sort_by, options.descending, after)
+        cond, more = after_sql(options.sort_by, desc, after)
         where += " AND " + cond
         params.extend(more)
-    order = order_sql(options.sort_by, options.descending)
+    order = order_sql(options.sort_by, desc)
     return f"SELECT {columns} FROM sessions s WHERE {where} ORDER BY {order}", params

@@ -1,12 +1,14 @@
 """The database schema and its versioned migrations (``PRAGMA user_version``).
 
 Version 1 holds the tables; version 2 adds the composite indexes of the common listings
-(a processor's or a status's sessions by time). A database is upgraded step by step on
-open, every step and the new version number in the one ``BEGIN IMMEDIATE`` transaction
-(SQLite DDL is transactional), so a crash mid-upgrade leaves the old version, and two
-processes opening an old database at once upgrade it once. A database of a newer version
-than this code knows is refused with :class:`UnsupportedFormatError`; a SQLite file of
-another application (its ``application_id`` is not ours) with :class:`ConfigurationError`.
+(a processor's or a status's sessions by time); version 3 gives tag rows the session's
+namespace, creation time and id, indexed, for a tag's sessions in creation order. A
+database is upgraded step by step on open, every step and the new version number in the
+one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is transactional), so a crash mid-upgrade
+leaves the old version, and two processes opening an old database at once upgrade it
+once. A database of a newer version than this code knows is refused with
+:class:`UnsupportedFormatError`; a SQLite file of another application (its
+``application_id`` is not ours) with :class:`ConfigurationError`.
 
 Times are epoch milliseconds (the model's resolution and the query order key); ``data``
 and ``metadata`` are the exact JSON bytes the codec produced (a BLOB, never re-encoded);
@@ -81,6 +83,25 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         ON sessions(namespace, processor_id, created_ms, id);
     CREATE INDEX sessions_status_updated ON sessions(namespace, status, updated_ms, id);
     CREATE INDEX sessions_status_created ON sessions(namespace, status, created_ms, id);
+    """,
+    # 3: a tag's sessions in creation order: tag rows carry the session's namespace,
+    # created_ms and id (never changed by a write, except a re-create, which rewrites them)
+    """
+    CREATE TABLE tags_v3(
+        sk INTEGER NOT NULL,
+        tag TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        PRIMARY KEY(sk, tag)
+    ) WITHOUT ROWID;
+    INSERT INTO tags_v3(sk, tag, namespace, created_ms, id)
+        SELECT t.sk, t.tag, s.namespace, s.created_ms, s.id
+        FROM tags t JOIN sessions s ON s.sk = t.sk;
+    DROP TABLE tags;
+    ALTER TABLE tags_v3 RENAME TO tags;
+    CREATE INDEX tags_tag ON tags(tag, sk);
+    CREATE INDEX tags_created ON tags(namespace, tag, created_ms, id);
     """,
 )
 

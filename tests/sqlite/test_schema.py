@@ -50,7 +50,13 @@ def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_data(tmp_path: P
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA application_id").fetchone() == (APPLICATION_ID,)
-    assert {"sessions_processor_updated", "sessions_status_created"} <= _indexes(path)
+        # version 3 copied the tag with its session's namespace, creation time and id
+        assert conn.execute("SELECT sk, tag, namespace, created_ms, id FROM tags").fetchall() == [
+            (1, "t", "", 1000, "old")
+        ]
+    assert {
+        "sessions_processor_updated", "sessions_status_created", "tags_created"
+    } <= _indexes(path)  # fmt: skip
 
 
 def test_every_migration_step_runs_from_nothing(tmp_path: Path) -> None:
