@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import Any
 
 from sessionstore_sqlite import SqliteStore
 
@@ -59,6 +60,29 @@ async def crash(path: str) -> None:
             _ack(f"created {i}")
 
 
+async def midway(path: str) -> None:
+    """Commit a two-session batch, but stop inside its transaction after writing the first
+    session's rows (the test SIGKILLs the process there)."""
+    import time
+
+    from sessionstore_sqlite._engine import Engine
+
+    real = Engine._write_all
+
+    def half(self: Engine, conn: Any, mutations: Any, rows: Any) -> None:
+        real(self, conn, mutations[:1], rows)
+        _ack("midway")
+        time.sleep(60)
+
+    Engine._write_all = half  # type: ignore[method-assign]
+    async with SqliteStore(path=path) as store:
+        await store.commit([
+            UpdateOp("a", SessionUpdate(data={"x": 1})),
+            UpdateOp("b", SessionUpdate(data={"x": 1})),
+            AppendOp("a", [{"type": "half"}]),
+        ])  # fmt: skip
+
+
 async def bump(path: str, times: int) -> None:
     async with SqliteStore(path=path) as store:
         for _ in range(times):
@@ -81,5 +105,7 @@ if __name__ == "__main__":
     kind, db = sys.argv[1], sys.argv[2]
     if kind == "crash":
         asyncio.run(crash(db))
+    elif kind == "midway":
+        asyncio.run(midway(db))
     else:
         asyncio.run(bump(db, int(sys.argv[3])))

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from sessionstore_sqlite import SqliteStore
 
-from sessionstore import QueryOptions, SessionFilter
+from sessionstore import QueryOptions, SessionFilter, SessionUpdate, UpdateOp
 
 from .conftest import spawn
 
@@ -119,5 +119,39 @@ def test_sigkill_mid_write_loses_no_acknowledged_write(crash_dir: Path) -> None:
         progress.append(asyncio.run(_check(path, _acked(lines, created), created)))
     assert progress == sorted(progress) and progress[-1] > progress[0]
     assert len(created) > KILLS  # the kills landed at many different moments
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_sigkill_inside_a_transaction_leaves_no_half_and_no_lock(crash_dir: Path) -> None:
+    """Killed after the first session of a batch was written inside the open transaction:
+    nothing of it is visible, the write lock died with the process, the next writer writes."""
+    path = str(crash_dir / "midway.db")
+
+    async def seed() -> None:
+        async with SqliteStore(path=path) as store:
+            await store.create_session(id="a", data={"x": 0})
+            await store.create_session(id="b", data={"x": 0})
+
+    asyncio.run(seed())
+    child = spawn("midway", path)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "midway"  # inside BEGIN IMMEDIATE, half written
+    child.send_signal(signal.SIGKILL)
+    child.communicate()
+
+    async def check() -> None:
+        async with SqliteStore(path=path, lock_timeout=5) as store:
+            a, b = await store.get_session("a"), await store.get_session("b")
+            assert a is not None and b is not None
+            assert (a.version, a.data, a.event_count) == (1, {"x": 0}, 0)
+            assert (b.version, b.data) == (1, {"x": 0})
+            done = await store.commit([
+                UpdateOp("a", SessionUpdate(data={"x": 2})),
+                UpdateOp("b", SessionUpdate(data={"x": 2})),
+            ])  # fmt: skip
+            assert [s.version for s in done if not isinstance(s, bool)] == [2, 2]
+
+    asyncio.run(check())
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
