@@ -453,37 +453,46 @@ class Engine:
         fingerprint: str, needle: str | None,
     ) -> tuple[Page, list[IntegrityError]]:  # fmt: skip
         """One page in keyset order after ``after``; ``needle``: only sessions it is found
-        in (checked here, row by row, as the rows come in order)."""
+        in (checked here, row by row, as the rows come in order).
+
+        Without a needle the statement is limited to the rows the page needs (which lets
+        the planner prefer the index that gives the order); if a corrupt row among them
+        was skipped, it runs again without the limit, so a skipped row never ends the
+        paging early."""
         sql, params = page_sql(COLUMNS, self.namespace, flt, options, now, after)
-        if needle is None:  # LIMIT lets the planner prefer the index that gives the order
-            sql += " LIMIT ?"
-            params.append(options.offset + options.limit + 1)
-        return self._retry(lambda: self._page(sql, params, options, fingerprint, needle))
+        if needle is None:
+            wanted = options.offset + options.limit + 1
+            page, bad, read = self._retry(
+                lambda: self._page(f"{sql} LIMIT ?", [*params, wanted], options, fingerprint, None)
+            )
+            if not bad or read < wanted:
+                return page, bad
+        page, bad, _ = self._retry(lambda: self._page(sql, params, options, fingerprint, needle))
+        return page, bad
 
     def _page(
         self, sql: str, params: list[Any], options: QueryOptions, fingerprint: str,
         needle: str | None,
-    ) -> tuple[Page, list[IntegrityError]]:  # fmt: skip
+    ) -> tuple[Page, list[IntegrityError], int]:  # fmt: skip
+        """The page, the corrupt rows skipped, and how many rows were read."""
         skip, limit = options.offset, options.limit
         picked: list[Session] = []
         bad: list[IntegrityError] = []
+        read = 0
         cur = self.conn().execute(sql, params)
         try:
             for row in cur:
-                if skip and needle is None:
-                    skip -= 1
-                    continue
+                read += 1
                 try:
                     session = self._session(row)
                 except IntegrityError as exc:
                     bad.append(exc)
                     continue
-                if needle is not None:
-                    if not search_matches(session, needle):
-                        continue
-                    if skip:
-                        skip -= 1
-                        continue
+                if needle is not None and not search_matches(session, needle):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
                 picked.append(session)
                 if len(picked) > limit:
                     break
@@ -493,7 +502,7 @@ class Engine:
         cursor = None
         if len(picked) > limit:
             cursor = encode_cursor(fingerprint, order_key(items[-1], options.sort_by))
-        return Page(items, cursor), bad
+        return Page(items, cursor), bad, read
 
     # ------------------------------------------------------------------ writes
 

@@ -66,3 +66,31 @@ def test_a_corrupt_event_or_checkpoint(tmp_path: Path) -> None:
                 await store.list_checkpoints("s")
 
     asyncio.run(main())
+
+
+def test_paging_past_a_corrupt_row_loses_no_session(tmp_path: Path) -> None:
+    """A skipped row inside a page's window must not end the paging early."""
+    path = tmp_path / "p.db"
+
+    async def main() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            for sid in ("a", "bad", "c", "d", "e"):
+                await store.create_session(id=sid)
+            _corrupt(path, "UPDATE sessions SET data = x'00' WHERE id = 'bad'")
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = await store.list_sessions(
+                    None, QueryOptions(sort_by="id", limit=2, cursor=cursor)
+                )
+                seen += page.ids
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            assert seen == ["a", "c", "d", "e"]
+            offset = await store.list_sessions(None, QueryOptions(sort_by="id", offset=1, limit=2))
+            assert offset.ids == ["c", "d"]
+            offset = await store.list_sessions(None, QueryOptions(sort_by="id", offset=2, limit=2))
+            assert offset.ids == ["d", "e"]  # the corrupt row is not one of the skipped
+
+    asyncio.run(main())
