@@ -105,7 +105,10 @@ class Raw:
             "metadata) VALUES ('', ?, 'agent-7', 'active', NULL, ?, ?, NULL, 1, 0, 0, ?, ?, ?)",
             (sid, ms, ms, b'["prod"]', doc, b"{}"),
         ).lastrowid
-        conn.execute("INSERT INTO tags(sk, tag) VALUES (?, 'prod')", (sk,))
+        conn.execute(
+            "INSERT INTO tags(sk, tag, namespace, created_ms, id) VALUES (?, 'prod', '', ?, ?)",
+            (sk, ms, sid),
+        )
         conn.execute("COMMIT")
 
     def get(self, sid: str) -> Any:

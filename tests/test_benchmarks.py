@@ -110,7 +110,6 @@ FILESYSTEM_ROWS = {
     "durable save (update_session data=2 KB)",
     "get_session (~2 KB)",
     "durable append_events (1 event)",
-    "durable append_events (1 event), same statements",
     "append_events, 10,000 events",
     "8 concurrent durable savers (throughput)",
     "list_sessions tag+range, 5,000",
