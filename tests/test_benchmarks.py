@@ -193,3 +193,21 @@ def test_bench_postgres_quick_runs_and_writes_every_row(tmp_path: Path, postgres
     assert set(rows) == POSTGRES_ROWS
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert report["info"]["client"].startswith("asyncpg ")
+
+
+SQLITE_ROWS = {
+    "create_session + get_session (2 KB)",
+    "durable append_events (1 event)",
+    "durable append_events (1 event), same statements",
+    "append_events, 10,000 events",
+    "get_events(last=20) of 10,000",
+    "100 newest of a processor's 1,000 among 10,000",
+}
+
+
+def test_bench_sqlite_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
+    report, _ = _run_quick("bench_sqlite", tmp_path, "--dir", str(tmp_path), title="sqlite://")
+    rows = {row["name"]: row for row in report["rows"]}
+    assert set(rows) == SQLITE_ROWS
+    assert all(isinstance(row["passed"], bool) for row in rows.values())
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the databases were removed

@@ -1,7 +1,7 @@
 """Fixtures for the backup tests: every available driver, and a varied data set.
 
-``STORE_KINDS`` lists the drivers the tests run against: ``memory`` always, ``file`` when
-``sessionstore_filesystem`` is importable, and ``redis`` when ``sessionstore_redis`` and
+``STORE_KINDS`` lists the drivers the tests run against: ``memory`` always, ``file`` and
+``sqlite`` when their packages are importable, and ``redis`` when ``sessionstore_redis`` and
 the Redis tests' server helper (``tests/redis/servers.py``, whose session-scoped
 ``redis_url`` fixture starts a private server on first use, or skips) are there, and
 ``postgres`` when ``sessionstore_postgres`` and asyncpg are (``tests/postgres/servers.py``'s
@@ -40,6 +40,10 @@ def _file_url(_request: pytest.FixtureRequest, tmp: Path, name: str) -> str:
     return f"file://{tmp / name}"
 
 
+def _sqlite_url(_request: pytest.FixtureRequest, tmp: Path, name: str) -> str:
+    return f"sqlite://{tmp / name}.db?durability=none"
+
+
 def _redis_url(request: pytest.FixtureRequest, _tmp: Path, name: str) -> str:
     url = str(request.getfixturevalue("redis_url"))  # starts the server on first use
     sep = "&" if "?" in url else "?"
@@ -56,6 +60,8 @@ STORE_KINDS: dict[str, UrlMaker] = {"memory": _memory_url}
 EXTRA_KINDS: dict[str, UrlMaker] = {}
 if importlib.util.find_spec("sessionstore_filesystem") is not None:
     STORE_KINDS["file"] = _file_url
+if importlib.util.find_spec("sessionstore_sqlite") is not None:
+    STORE_KINDS["sqlite"] = _sqlite_url
 if (
     importlib.util.find_spec("sessionstore_redis") is not None
     and importlib.util.find_spec("tests.redis.servers") is not None

@@ -49,11 +49,11 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
 
 
 #: The issue's round trip: every leg is a backup of the previous store restored into the next.
-ROUND_TRIP = ("memory", "file", "redis", "cluster", "postgres", "memory")
+ROUND_TRIP = ("memory", "file", "redis", "cluster", "postgres", "sqlite", "memory")
 
 
 @pytest.mark.parametrize("name", ["b.jsonl", "b.jsonl.gz", "b.jsonl.zst"])
-async def test_round_trip_memory_file_redis_cluster_postgres_memory_keeps_every_field(
+async def test_round_trip_memory_file_redis_cluster_postgres_sqlite_memory_keeps_every_field(
     open_kind: Opener, clock: ManualClock, tmp_path: Path, name: str
 ) -> None:
     if name.endswith(".zst"):

@@ -1,8 +1,9 @@
 """Fixtures of the manager tests, parametrized over every driver that is installed.
 
 ``store_factory`` opens stores on one shared data set (so a test can play two workers or
-two processes) on a ``ManualClock``. It covers ``memory://`` always and ``file://`` (in a
-temporary directory) as soon as the ``sessionstore_filesystem`` driver is importable.
+two processes) on a ``ManualClock``. It covers ``memory://`` and ``sqlite://`` always,
+``file://`` (in a temporary directory) as soon as the ``sessionstore_filesystem`` driver is
+importable, and ``redis://`` when its test servers are available.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ DRIVERS = [
         "file", id="file", marks=pytest.mark.skipif(not HAVE_FILESYSTEM, reason=NO_FILESYSTEM)
     ),
     pytest.param("redis", id="redis", marks=pytest.mark.skipif(not HAVE_REDIS, reason=NO_REDIS)),
+    pytest.param("sqlite", id="sqlite"),
 ]
 
 
@@ -139,6 +141,9 @@ async def store_factory(
         factory = StoreFactory(
             "file", clock, lambda: open_store(url, clock=clock, **options), url=url
         )
+    elif request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'store.db'}?durability=none"
+        factory = StoreFactory("sqlite", clock, lambda: open_store(url, clock=clock), url=url)
     else:
         # a private server for the whole run (tests/redis/servers.py), a namespace per test
         server = request.getfixturevalue("redis_url")

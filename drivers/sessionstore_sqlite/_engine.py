@@ -1,0 +1,646 @@
+"""The synchronous core of the SQLite store: every method runs in one worker-thread hop.
+
+Each worker thread has its own connection (``threading.local``), kept for the store's
+life, so its prepared statements (the ``sqlite3`` statement cache) and page cache stay
+warm. A write is one ``BEGIN IMMEDIATE`` transaction: it takes the database's write lock
+first (so the rows it reads cannot change before it writes), reads the sessions, calls
+the base store's pure planner, checks every ``Mutation.expect``, writes and commits. A
+reader never blocks a writer (WAL). Another process holding the write lock is waited for
+by SQLite's busy handler, then retried, up to ``lock_timeout`` seconds in all; then the
+call fails with :class:`StoreUnavailableError` and nothing was written.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import fields, make_dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
+
+import orjson
+
+from sessionstore import (
+    Checkpoint,
+    ConfigurationError,
+    Event,
+    IntegrityError,
+    Mutation,
+    OutcomeUnknownError,
+    Page,
+    QueryOptions,
+    Session,
+    SessionConflictError,
+    SessionFilter,
+    Status,
+    StoreUnavailableError,
+)
+from sessionstore.clock import from_ms, to_ms
+from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
+from sessionstore.planning import fast_session
+from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
+
+from ._query import canonical_at, floor_ms, page_sql, where_sql
+from ._schema import check, migrate
+
+__all__ = ["Engine"]
+
+T = TypeVar("T")
+Build = Callable[[Mapping[str, Session]], list[Mutation]]
+Row = tuple[Any, ...]
+
+COLUMNS: Final = (
+    "s.sk, s.id, s.processor_id, s.status, s.session_group, s.created_ms, s.updated_ms, "
+    "s.expires_ms, s.version, s.event_count, s.last_seq, s.tags, s.data, s.metadata"
+)
+_ONE: Final = f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND s.id = ?"
+_INSERT: Final = (
+    "INSERT INTO sessions(namespace, id, processor_id, status, session_group, created_ms, "
+    "updated_ms, expires_ms, version, event_count, last_seq, tags, data, metadata) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_NEW: Final = _INSERT + " ON CONFLICT(namespace, id) DO NOTHING"
+#: ``sessions`` columns a write may change, as ``_values`` orders them (from index 2).
+_SET_COLUMNS: Final = (
+    "processor_id", "status", "session_group", "created_ms", "updated_ms", "expires_ms",
+    "version", "event_count", "last_seq", "tags", "data", "metadata",
+)  # fmt: skip
+_SK: Final = "(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)"
+_EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data) VALUES (?, ?, ?, ?, ?)"
+_STATUS: Final = {status.value: status for status in Status}
+_EPOCH: Final = from_ms(0)
+_ms: Final = timedelta  # timedelta(0, 0, 0, ms): milliseconds, positionally (faster)
+_loads: Final = orjson.loads
+_BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+_CHUNK: Final = 500  # ids per IN (...) list
+
+
+def _fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """``cls(...)`` for a frozen slots dataclass without its frozen ``__init__`` (which
+    costs an ``object.__setattr__`` per field): fill a mutable twin with the same slots,
+    then re-class it (as ``sessionstore.planning.fast_session`` does for sessions)."""
+    spec = [(f.name, f.type) for f in fields(cls)]  # type: ignore[arg-type]
+    twin = make_dataclass(cls.__name__, spec, slots=True, eq=False, repr=False)
+    assert twin.__slots__ == cls.__slots__  # type: ignore[attr-defined]
+
+    def build(*args: Any) -> T:
+        obj = twin(*args)
+        obj.__class__ = cls
+        result: T = obj
+        return result
+
+    return build
+
+
+#: ``Event(seq, type, at, data)``, a read of 20 events builds 20.
+_event: Callable[..., Event] = _fast_constructor(Event)
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for engine in list(_ENGINES):
+        engine._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+class Engine:
+    """One namespace of a SQLite store, synchronous and thread-safe."""
+
+    def __init__(
+        self, path: str, namespace: str, *, durable: bool, lock_timeout: float, create: bool
+    ) -> None:
+        self.path = path
+        self.namespace = namespace
+        self.durable = durable
+        self.lock_timeout = lock_timeout
+        self.create = create
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._mutex = threading.Lock()
+        self.corrupt: list[IntegrityError] = []
+        _ENGINES.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's connections without closing them (a
+        SQLite connection must not be used, or closed, across ``fork()``: closing it could
+        checkpoint and remove the WAL the parent is using); the child opens its own."""
+        self._mutex = threading.Lock()
+        self._all = []
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ connections
+
+    def conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened on first use)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                f"file:{quote(self.path)}?mode=rw",
+                uri=True,
+                timeout=self.lock_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                cached_statements=256,
+            )
+            try:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if self.durable else 'NORMAL'}")
+                conn.create_function("ss_canonical", 2, canonical_at, deterministic=True)
+            except BaseException:
+                conn.close()
+                raise
+            self._local.conn = conn
+            with self._mutex:
+                self._all.append(conn)
+        return conn
+
+    def open(self) -> int:
+        """Create the file if allowed, switch to WAL, migrate the schema; returns the
+        schema version found (0: created)."""
+        if self.create:
+            try:
+                os.close(
+                    os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+                )
+            except IsADirectoryError:
+                raise ConfigurationError(f"sqlite store {self.path!r} is a directory") from None
+            except FileNotFoundError:
+                raise ConfigurationError(
+                    f"the directory of sqlite store {self.path!r} does not exist"
+                ) from None
+        elif not os.path.isfile(self.path):
+            raise ConfigurationError(f"sqlite store {self.path!r} does not exist (create=false)")
+        try:
+            conn = self.conn()
+            try:
+                conn.execute("SELECT json_valid('{}'), (1, 2) < (1, 3)").fetchone()
+            except sqlite3.OperationalError as exc:
+                raise ConfigurationError(
+                    f"this SQLite ({sqlite3.sqlite_version}) lacks the JSON functions or "
+                    f"row values the sqlite:// driver needs: {exc}"
+                ) from None
+            self._retry(lambda: check(conn, self.path))  # before WAL changes the file
+            mode = self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            if str(mode).lower() != "wal":
+                raise ConfigurationError(f"sqlite store {self.path!r} cannot use WAL ({mode})")
+            return self._retry(lambda: migrate(conn, self.path))
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError):
+                raise
+            raise ConfigurationError(
+                f"{self.path!r} is not a usable SQLite database: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        """Close every connection (of every thread)."""
+        with self._mutex:
+            conns, self._all = self._all, []
+        for index, conn in enumerate(conns):
+            if index == 0:
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize")
+            conn.close()
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ transactions
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """``fn()``, again while the database stays locked, up to ``lock_timeout``."""
+        deadline = time.monotonic() + self.lock_timeout
+        pause = 0.001
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailableError(
+                        f"sqlite store {self.path!r} stayed locked by another connection for "
+                        f"more than lock_timeout={self.lock_timeout:g} s"
+                    ) from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+
+    @contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``; ``ROLLBACK`` on any error.
+
+        A failed ``COMMIT`` (I/O error, disk full) leaves the outcome to SQLite's journal:
+        :class:`OutcomeUnknownError`, as for a lost connection to a server.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+            if _is_busy(exc):
+                raise
+            raise OutcomeUnknownError(
+                f"commit to sqlite store {self.path!r} failed ({exc}); the write may or may "
+                "not have been applied"
+            ) from exc
+
+    # ------------------------------------------------------------------ rows
+
+    def _session(self, row: Row) -> Session:
+        """The session of a ``COLUMNS`` row; a corrupt row raises :class:`IntegrityError`."""
+        sid = row[1]
+        try:
+            data = _loads(row[12])
+            metadata = _loads(row[13])
+            tags = _loads(row[11])
+            status = _STATUS[row[3]]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"corrupt session row ({exc!r})", self._name(sid)) from None
+        if type(data) is not dict or type(metadata) is not dict or type(tags) is not list:
+            raise IntegrityError("data/metadata/tags of the wrong JSON type", self._name(sid))
+        expires = row[7]
+        if expires is not None:
+            expires = _EPOCH + _ms(0, 0, 0, expires)
+        return fast_session(
+            sid, row[2], status, data, metadata, frozenset(tags), _EPOCH + _ms(0, 0, 0, row[5]),
+            _EPOCH + _ms(0, 0, 0, row[6]), expires, row[8], row[9], row[10], row[4],
+        )  # fmt: skip
+
+    def _name(self, sid: str) -> str:
+        return f"{self.path}#{self.namespace}/{sid}"
+
+    def _rows(self, conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, Row]:
+        if len(ids) == 1:
+            row = conn.execute(_ONE, (self.namespace, ids[0])).fetchone()
+            return {} if row is None else {ids[0]: row}
+        out: dict[str, Row] = {}
+        for start in range(0, len(ids), _CHUNK):
+            chunk = list(ids[start : start + _CHUNK])
+            sql = f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND s.id IN "
+            sql += f"({', '.join('?' * len(chunk))})"
+            for row in conn.execute(sql, [self.namespace, *chunk]):
+                out[row[1]] = row
+        return out
+
+    # ------------------------------------------------------------------ reads
+
+    def load(self, ids: Sequence[str]) -> dict[str, Session]:
+        """The stored sessions among ``ids`` (a corrupt one raises IntegrityError)."""
+        rows = self._retry(lambda: self._rows(self.conn(), ids))
+        return {sid: self._session(row) for sid, row in rows.items()}
+
+    def events(self, sid: str, after_seq: int, limit: int | None, last: int | None) -> list[Event]:
+        """Events with ``seq > after_seq``: the first ``limit`` or the last ``last`` (only
+        those rows are read)."""
+        conn = self.conn()
+        return self._retry(lambda: self._events(conn, sid, None, after_seq, limit, last))
+
+    def live_events(
+        self, sid: str, now: datetime, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event] | None:
+        """``get_events`` in one hop: ``None`` when the session is missing or expired.
+
+        One ``SELECT`` of the events of the live session; only an empty result costs a
+        second one (to tell "no events" from "no session")."""
+        conn = self.conn()
+        live = f"{_SK[:-1]} AND (expires_ms IS NULL OR expires_ms > ?))"
+        ref = (live, [self.namespace, sid, floor_ms(now)])
+
+        def read() -> list[Event] | None:
+            found = self._events(conn, sid, ref, after_seq, limit, last)
+            if found:
+                return found
+            head = conn.execute(f"SELECT 1 FROM sessions WHERE sk = {live}", ref[1]).fetchone()
+            return None if head is None else []
+
+        return self._retry(read)
+
+    def _events(
+        self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
+        after_seq: int, limit: int | None, last: int | None,
+    ) -> list[Event]:  # fmt: skip
+        where, head = ref if ref is not None else (_SK, [self.namespace, sid])
+        args: list[Any] = [*head, after_seq]
+        if last is not None:
+            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
+            rows = conn.execute(sql + "ORDER BY seq DESC LIMIT ?", [*args, last]).fetchall()
+            rows.reverse()
+        else:
+            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
+            sql += "ORDER BY seq"
+            if limit is not None:
+                sql += " LIMIT ?"
+                args.append(limit)
+            rows = conn.execute(sql, args).fetchall()
+        out = []
+        stamps: dict[int, datetime] = {}  # the events of one append share their time
+        for seq, etype, at_ms, data in rows:
+            try:
+                payload = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise IntegrityError(
+                    f"corrupt event ({exc})", f"{self._name(sid)}/events/{seq}"
+                ) from None
+            if type(payload) is not dict:
+                name = f"{self._name(sid)}/events/{seq}"
+                raise IntegrityError("event data is not an object", name)
+            at = stamps.get(at_ms)
+            if at is None:
+                at = stamps[at_ms] = from_ms(at_ms)
+            out.append(_event(seq, etype, at, payload))
+        return out
+
+    def checkpoints_many(self, ids: Sequence[str]) -> dict[str, list[Checkpoint]]:
+        """Every checkpoint of each of ``ids``, oldest first (digests not verified)."""
+        conn = self.conn()
+        out: dict[str, list[Checkpoint]] = {sid: [] for sid in ids}
+
+        def read() -> list[Row]:
+            rows: list[Row] = []
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                rows += conn.execute(
+                    "SELECT s.id, c.id, c.body FROM sessions s JOIN checkpoints c ON c.sk = s.sk"
+                    f" WHERE s.namespace = ? AND s.id IN ({', '.join('?' * len(chunk))})",
+                    [self.namespace, *chunk],
+                ).fetchall()
+            return rows
+
+        for sid, cp_id, body in self._retry(read):
+            name = f"{self._name(sid)}/checkpoints/{cp_id}"
+            try:
+                record = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise IntegrityError(f"corrupt checkpoint ({exc})", name) from None
+            out[sid].append(checkpoint_from_record(record, name))
+        for cps in out.values():
+            cps.sort(key=lambda cp: (cp.created_at, cp.id))
+        return out
+
+    def scan_page(
+        self, after_id: str, size: int
+    ) -> tuple[list[Session], list[IntegrityError], str | None]:
+        """Up to ``size`` sessions with ids after ``after_id`` in id order (corrupt ones
+        returned apart) and the next page's ``after_id`` (``None``: this was the last)."""
+        rows = self._retry(
+            lambda: (
+                self.conn()
+                .execute(
+                    f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND s.id > ? "
+                    "ORDER BY s.id LIMIT ?",
+                    (self.namespace, after_id, size),
+                )
+                .fetchall()
+            )
+        )
+        good, bad = self._sessions(rows)
+        return good, bad, rows[-1][1] if len(rows) == size else None
+
+    def _sessions(self, rows: Sequence[Row]) -> tuple[list[Session], list[IntegrityError]]:
+        good, bad = [], []
+        for row in rows:
+            try:
+                good.append(self._session(row))
+            except IntegrityError as exc:
+                bad.append(exc)
+        return good, bad
+
+    def expired(self, now: datetime) -> tuple[list[Session], list[IntegrityError]]:
+        """Sessions whose expiry is at or before ``now``, soonest first."""
+        rows = self._retry(
+            lambda: (
+                self.conn()
+                .execute(
+                    f"SELECT {COLUMNS} FROM sessions s WHERE s.namespace = ? AND "
+                    "s.expires_ms IS NOT NULL AND s.expires_ms <= ? ORDER BY s.expires_ms, s.id",
+                    (self.namespace, floor_ms(now)),
+                )
+                .fetchall()
+            )
+        )
+        return self._sessions(rows)
+
+    def count(self, flt: SessionFilter, now: datetime) -> int:
+        """How many sessions match (counted by SQLite)."""
+        where, params = where_sql(self.namespace, flt, now)
+        sql = f"SELECT COUNT(*) FROM sessions s WHERE {where}"
+        return int(self._retry(lambda: self.conn().execute(sql, params).fetchone()[0]))
+
+    def page(
+        self, flt: SessionFilter, options: QueryOptions, now: datetime, after: OrderKey | None,
+        fingerprint: str, needle: str | None,
+    ) -> tuple[Page, list[IntegrityError]]:  # fmt: skip
+        """One page in keyset order after ``after``; ``needle``: only sessions it is found
+        in (checked here, row by row, as the rows come in order).
+
+        Without a needle the statement is limited to the rows the page needs (which lets
+        the planner prefer the index that gives the order); if a corrupt row among them
+        was skipped, it runs again without the limit, so a skipped row never ends the
+        paging early."""
+        sql, params = page_sql(COLUMNS, self.namespace, flt, options, now, after)
+        if needle is None:
+            wanted = options.offset + options.limit + 1
+            page, bad, read = self._retry(
+                lambda: self._page(f"{sql} LIMIT ?", [*params, wanted], options, fingerprint, None)
+            )
+            if not bad or read < wanted:
+                return page, bad
+        page, bad, _ = self._retry(lambda: self._page(sql, params, options, fingerprint, needle))
+        return page, bad
+
+    def _page(
+        self, sql: str, params: list[Any], options: QueryOptions, fingerprint: str,
+        needle: str | None,
+    ) -> tuple[Page, list[IntegrityError], int]:  # fmt: skip
+        """The page, the corrupt rows skipped, and how many rows were read."""
+        skip, limit = options.offset, options.limit
+        picked: list[Session] = []
+        bad: list[IntegrityError] = []
+        read = 0
+        cur = self.conn().execute(sql, params)
+        try:
+            for row in cur:
+                read += 1
+                try:
+                    session = self._session(row)
+                except IntegrityError as exc:
+                    bad.append(exc)
+                    continue
+                if needle is not None and not search_matches(session, needle):
+                    continue
+                if skip:
+                    skip -= 1
+                    continue
+                picked.append(session)
+                if len(picked) > limit:
+                    break
+        finally:
+            cur.close()
+        items = picked[:limit]
+        cursor = None
+        if len(picked) > limit:
+            cursor = encode_cursor(fingerprint, order_key(items[-1], options.sort_by))
+        return Page(items, cursor), bad, read
+
+    # ------------------------------------------------------------------ writes
+
+    def transact(self, load_ids: Sequence[str], build: Build, *, atomic: bool) -> list[Mutation]:
+        """Lock, read ``load_ids``, plan with ``build``, check and write: one transaction."""
+        conn = self.conn()
+
+        def run() -> list[Mutation]:
+            with self._write(conn):
+                rows = self._rows(conn, load_ids) if load_ids else {}
+                loaded = {sid: self._session(row) for sid, row in rows.items()}
+                mutations = build(loaded)
+                looked = set(load_ids)
+                for _ in range(3):  # sessions the plan created with generated ids
+                    extra = [m.session_id for m in mutations if m.session_id not in looked]
+                    looked.update(extra)
+                    found = self._rows(conn, extra) if extra else {}
+                    if not found:
+                        break
+                    rows.update(found)
+                    loaded.update((sid, self._session(row)) for sid, row in found.items())
+                    mutations = build(loaded)
+                if mutations:
+                    self._check(mutations, rows)
+                    self._write_all(conn, mutations, rows)
+                return mutations
+
+        return self._retry(run)
+
+    def apply(self, mutations: Sequence[Mutation]) -> None:
+        """Check every ``expect`` against the stored versions, then write all of them."""
+        conn = self.conn()
+
+        def run() -> None:
+            with self._write(conn):
+                rows = self._rows(conn, list(dict.fromkeys(m.session_id for m in mutations)))
+                self._check(mutations, rows)
+                self._write_all(conn, mutations, rows)
+
+        self._retry(run)
+
+    def create_new(self, s: Session, data_json: bytes, metadata_json: bytes) -> bool:
+        """Insert a version-1 session if its id is free (no read; one statement without
+        tags, which is its own transaction)."""
+        conn = self.conn()
+        values = self._values(s, data_json, metadata_json)
+
+        def run() -> bool:
+            if not s.tags:
+                return bool(conn.execute(_INSERT_NEW, values).rowcount)
+            with self._write(conn):
+                cur = conn.execute(_INSERT_NEW, values)
+                if not cur.rowcount:
+                    return False
+                self._put_tags(conn, cur.lastrowid, s)
+                return True
+
+        return self._retry(run)
+
+    @staticmethod
+    def _check(mutations: Sequence[Mutation], rows: Mapping[str, Row]) -> None:
+        for mut in mutations:
+            row = rows.get(mut.session_id)
+            actual = 0 if row is None else row[8]
+            if actual != mut.expect:
+                raise SessionConflictError(mut.session_id, mut.expect, actual)
+
+    def _values(self, s: Session, data_json: bytes, metadata_json: bytes) -> tuple[Any, ...]:
+        """The ``sessions`` row of ``s`` (the status binds as the str it is: a StrEnum)."""
+        return (
+            self.namespace, s.id, s.processor_id, s.status, s.group, to_ms(s.created_at),
+            to_ms(s.updated_at), None if s.expires_at is None else to_ms(s.expires_at),
+            s.version, s.event_count, s.last_seq, orjson.dumps(sorted(s.tags)) if s.tags else b"[]",
+            data_json, metadata_json,
+        )  # fmt: skip
+
+    def _put_tags(self, conn: sqlite3.Connection, sk: int | None, s: Session) -> None:
+        created = to_ms(s.created_at)
+        conn.executemany(
+            "INSERT INTO tags(sk, tag, namespace, created_ms, id) VALUES (?, ?, ?, ?, ?)",
+            [(sk, tag, self.namespace, created, s.id) for tag in s.tags],
+        )
+
+    def _write_all(
+        self, conn: sqlite3.Connection, mutations: Sequence[Mutation], rows: Mapping[str, Row]
+    ) -> None:
+        for mut in mutations:
+            row = rows.get(mut.session_id)
+            sk: int | None = None if row is None else row[0]
+            if mut.delete or (mut.reset and sk is not None):
+                if sk is not None:
+                    conn.execute("DELETE FROM events WHERE sk = ?", (sk,))
+                    conn.execute("DELETE FROM checkpoints WHERE sk = ?", (sk,))
+                if mut.delete:
+                    if sk is not None:
+                        conn.execute("DELETE FROM tags WHERE sk = ?", (sk,))
+                        conn.execute("DELETE FROM sessions WHERE sk = ?", (sk,))
+                    continue
+            if mut.session is not None:
+                sk = self._put_session(conn, mut, row)
+            if sk is None:
+                continue  # nothing stored to attach events or checkpoints to
+            if mut.append:
+                conn.executemany(
+                    _EVENT,
+                    [(sk, e.seq, e.type, to_ms(e.at), orjson.dumps(e.data)) for e in mut.append],
+                )
+            if mut.trim_before:
+                conn.execute("DELETE FROM events WHERE sk = ? AND seq < ?", (sk, mut.trim_before))
+            for cp_id in mut.delete_checkpoints:
+                conn.execute("DELETE FROM checkpoints WHERE sk = ? AND id = ?", (sk, cp_id))
+            for cp in mut.put_checkpoints:
+                conn.execute(
+                    "INSERT OR REPLACE INTO checkpoints(sk, id, created_ms, body) "
+                    "VALUES (?, ?, ?, ?)",
+                    (sk, cp.id, to_ms(cp.created_at), dumps_record(checkpoint_to_record(cp))),
+                )
+
+    def _put_session(self, conn: sqlite3.Connection, mut: Mutation, row: Row | None) -> int:
+        s = mut.session
+        assert s is not None and mut.data_json is not None and mut.metadata_json is not None
+        values = self._values(s, mut.data_json, mut.metadata_json)
+        if row is None:
+            sk = conn.execute(_INSERT, values).lastrowid
+            assert sk is not None
+            self._put_tags(conn, sk, s)
+            return sk
+        sk = int(row[0])
+        # only the columns that changed: SQLite rewrites the entries of every index that
+        # holds a column named in SET, changed or not (an append changes 4 columns and
+        # touches the 3 updated_at indexes, not all 7)
+        changed = [i for i in range(2, 14) if values[i] != row[i]]
+        if changed:
+            sets = ", ".join(f"{_SET_COLUMNS[i - 2]} = ?" for i in changed)
+            conn.execute(
+                f"UPDATE sessions SET {sets} WHERE sk = ?", [*(values[i] for i in changed), sk]
+            )
+        if values[11] != row[11] or values[5] != row[5]:  # tags, or created_ms (re-create)
+            conn.execute("DELETE FROM tags WHERE sk = ?", (sk,))
+            self._put_tags(conn, sk, s)
+        return sk

@@ -1,0 +1,175 @@
+"""Worker threads for the driver's blocking SQLite calls, the most recently used one first.
+
+The same pool as the file driver's (``sessionstore_filesystem._threads``; a driver imports
+only sessionstore's public API, so each carries its own copy). Why it matters more here:
+each worker thread owns one SQLite connection (see ``_engine``), so a store making one
+call after another stays on one thread and therefore on one connection, whose page cache
+and prepared-statement cache stay warm. ``asyncio.to_thread`` rotates over the default
+executor's threads, and every switch to another connection re-reads pages the previous
+connection's write invalidated.
+
+Sequential calls stay on one thread; concurrent calls get as many threads as they need
+(up to ``max_workers``; beyond that they queue in order). The result comes back with
+``loop.call_soon_threadsafe`` to whichever event loop made the call.
+
+Cancellation matches ``asyncio.to_thread``: a call cancelled before a worker picks it up
+never runs; one already running runs to its end (its result is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["HotThreads"]
+
+T = TypeVar("T")
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_STOP: Any = object()  # a worker's job meaning "exit"
+
+
+def _deliver(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.cancelled():
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
+
+
+class _Worker:
+    __slots__ = ("job", "pool", "thread", "wake")
+
+    def __init__(self, pool: HotThreads, job: _Job) -> None:
+        self.pool = pool
+        self.job: _Job | None = job
+        self.wake = threading.Lock()
+        self.wake.acquire()
+        self.thread = threading.Thread(target=self._main, name=pool.name, daemon=True)
+
+    def _main(self) -> None:
+        pool = self.pool
+        job = self.job
+        self.job = None
+        while True:
+            if job is None:
+                self.wake.acquire()
+                job = self.job
+                self.job = None
+            if job is _STOP or job is None:
+                return
+            loop, fut, fn, args = job
+            job = None
+            if fut.cancelled():  # cancelled while queued: never run (as to_thread)
+                job = pool._next(self)
+                continue
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # handed to the awaiting task
+                outcome = (False, exc)
+            del fn, args
+            # back on the idle stack *before* the caller hears of the result, so the
+            # caller's next call finds this (warm) thread idle rather than starting one
+            job = pool._next(self)
+            with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits
+                loop.call_soon_threadsafe(_deliver, fut, *outcome)
+            del outcome, fut, loop
+
+
+class HotThreads:
+    """A small thread pool for one store: ``await pool.run(fn, *args)``."""
+
+    def __init__(self, name: str, max_workers: int | None = None) -> None:
+        self.name = name
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []  # a stack: the last one to finish is reused first
+        self._backlog: collections.deque[_Job] = collections.deque()
+        self._workers: set[_Worker] = set()
+        self._closed = False
+        _POOLS.add(self)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in a worker thread and return (or raise) what it does."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        job: _Job = (loop, fut, fn, args)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store's worker threads were shut down")
+            if self._idle:
+                worker = self._idle.pop()
+                worker.job = job
+                worker.wake.release()
+            elif len(self._workers) < self.max_workers:
+                worker = _Worker(self, job)
+                self._workers.add(worker)
+                worker.thread.start()
+            else:
+                self._backlog.append(job)
+        return await fut
+
+    def _next(self, worker: _Worker) -> _Job | None:
+        """A finished worker's next job: the oldest queued one, else None (it is idle)."""
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._closed:
+                self._workers.discard(worker)
+                return _STOP  # type: ignore[no-any-return]
+            self._idle.append(worker)
+            return None
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop the workers once the queued calls are done (idempotent)."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            for worker in idle:
+                self._workers.discard(worker)
+                worker.job = _STOP
+                worker.wake.release()
+            threads = [w.thread for w in (*idle, *self._workers)]
+        if wait:
+            current = threading.current_thread()
+            for thread in threads:
+                if thread is not current and thread.is_alive():
+                    thread.join()
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child the workers do not exist: start again from none."""
+        self._lock = threading.Lock()
+        self._idle = []
+        self._workers = set()
+        self._backlog.clear()
+
+
+_POOLS: weakref.WeakSet[HotThreads] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for pool in list(_POOLS):
+        pool._forget_after_fork()
+
+
+def _at_exit() -> None:
+    """At interpreter exit, let a call still running finish (as the default executor
+    does): the workers are daemon threads only so that idle ones never hold exit up."""
+    for pool in list(_POOLS):
+        pool.shutdown(wait=True)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork)
+# threading's own exit hook runs before the interpreter stops its threads (atexit runs
+# after); concurrent.futures uses it the same way
+_register = getattr(threading, "_register_atexit", None)
+if _register is not None:
+    _register(_at_exit)

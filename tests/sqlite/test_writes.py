@@ -1,0 +1,80 @@
+"""The write path's shape: one worker-thread hop per operation, few pages per commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from sessionstore_sqlite import SqliteStore
+
+from sessionstore import AppendOp, Op, QueryOptions, SessionFilter, SessionUpdate, UpdateOp
+
+
+def test_every_operation_is_one_thread_hop(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStore(path=str(tmp_path / "hops.db")) as store:
+            await store.create_session(id="warm")
+            threads = store._threads
+            assert threads is not None
+            hops: list[str] = []
+            real_run = threads.run
+
+            async def counting(fn: Callable[..., Any], *args: Any) -> Any:
+                hops.append(getattr(fn, "__name__", repr(fn)))
+                return await real_run(fn, *args)
+
+            threads.run = counting  # type: ignore[method-assign]
+            batch: list[Op] = [
+                UpdateOp("s", SessionUpdate(status="paused")),
+                AppendOp("warm", [{"type": "e"}]),
+            ]
+            ops: dict[str, Callable[[], Awaitable[object]]] = {
+                "create (generated id)": lambda: store.create_session(data={"a": 1}, tags=["t"]),
+                "create (given id)": lambda: store.create_session(id="s", data={"a": 1}),
+                "get": lambda: store.get_session("s"),
+                "update": lambda: store.update_session("s", merge_data={"b": 2}),
+                "append": lambda: store.append_events("s", [{"type": "e"}]),
+                "get_events last": lambda: store.get_events("s", last=1),
+                "touch": lambda: store.touch("s", ttl=60),
+                "trim": lambda: store.trim_events("s", keep_last=0),
+                "list": lambda: store.list_sessions(SessionFilter(tags_all=["t"]), QueryOptions()),
+                "count": lambda: store.count_sessions(SessionFilter(processor_id="p")),
+                "search": lambda: store.search_sessions("a"),
+                "commit of 2": lambda: store.commit(batch),
+                "delete": lambda: store.delete_session("s"),
+            }
+            for name, op in ops.items():
+                hops.clear()
+                await op()
+                assert len(hops) == 1, (name, hops)
+
+    asyncio.run(main())
+
+
+def test_an_append_writes_only_the_pages_it_changes(tmp_path: Path) -> None:
+    """An append updates four columns of the session row: its commit holds the events
+    page, the row's page and the ``updated_at`` indexes' pages, not every index's."""
+    path = tmp_path / "frames.db"
+
+    async def main() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            for n in range(200):  # a realistic table: several pages per index
+                await store.create_session(
+                    processor_id=f"p{n % 5}", tags=[f"t{n % 3}"], data={"n": n}, ttl=3600
+                )
+            s = await store.create_session(id="s", processor_id="p1", tags=["x"], ttl=3600)
+            await store.append_events(s.id, [{"type": "e"}])
+            conn = sqlite3.connect(path)
+            frames = []
+            for _ in range(5):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                await store.append_events(s.id, [{"type": "e", "data": {"k": 1}}])
+                frames.append(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+            conn.close()
+            # events + row + 3 updated_at indexes (7 indexes on sessions in all)
+            assert max(frames) <= 5, frames
+
+    asyncio.run(main())
