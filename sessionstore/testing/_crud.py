@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from ulid import ULID
 
 from sessionstore import (
+    AppendOp,
     SessionExistsError,
+    SessionFilter,
     SessionNotFoundError,
+    SessionUpdate,
     Status,
+    UpdateOp,
 )
 
 from ._harness import ConformanceContext, store_test
@@ -189,3 +194,43 @@ class CrudTests:
         assert s2.event_count == 0
         assert await ctx.store.get_events("again") == []
         assert await ctx.store.list_checkpoints("again") == []
+
+    @store_test
+    async def test_group_survives_every_write(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(id="grouped", group="team-1", ttl=100, data={"a": 1})
+        other = await st.create_session(id="plain", ttl=100)
+        cp = await st.save_checkpoint(s.id)
+        writes: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("merge", lambda: st.update_session(s.id, merge_data={"b": 2})),
+            ("replace", lambda: st.update_session(s.id, data={"c": 3}, metadata={"m": 1})),
+            ("status", lambda: st.update_session(s.id, status="paused", add_tags={"t"})),
+            ("processor", lambda: st.update_session(s.id, processor_id="p", tags={"u"})),
+            ("expiry", lambda: st.update_session(s.id, ttl=200)),
+            ("append", lambda: st.append_events(s.id, [{"type": "e"}] * 3)),
+            ("touch", lambda: st.touch(s.id, ttl=300)),
+            ("trim", lambda: st.trim_events(s.id, keep_last=1)),
+            ("checkpoint", lambda: st.save_checkpoint(s.id)),
+            ("restore", lambda: st.restore_checkpoint(s.id, cp.id)),
+            ("commit", lambda: st.commit([UpdateOp(s.id, SessionUpdate(merge_data={"d": 4}))])),
+            ("batch_append", lambda: st.commit([AppendOp(s.id, [{"type": "b"}])])),
+        ]
+        for name, write in writes:
+            ctx.clock.advance(1)
+            await write()
+            got = await st.get_session(s.id)
+            assert got is not None and got.group == "team-1", name
+            assert (await st.get_session(other.id)).group is None  # type: ignore[union-attr]
+            (listed,) = (await st.list_sessions(SessionFilter(ids=[s.id]))).items
+            assert listed.group == "team-1", name
+        ctx.clock.advance(400)
+        assert sorted(await st.expire_sessions()) == sorted([s.id, other.id])
+        got = await st.get_session(s.id, include_expired=True)
+        assert got is not None and got.group == "team-1"
+        (record,) = [
+            r async for r in st.scan(filter=SessionFilter(ids=[s.id], include_expired=True))
+        ]
+        assert record.session.group == "team-1"
+        await st.put_records([record], strategy="overwrite")
+        again = await st.get_session(s.id, include_expired=True)
+        assert again is not None and again.group == "team-1"

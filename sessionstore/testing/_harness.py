@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from sessionstore import ManualClock, SessionFilter, SessionStore
+from sessionstore import ManualClock, SessionFilter, SessionRecord, SessionStore
 from sessionstore.query import QueryOptions
 
 if TYPE_CHECKING:
     from .suite import StoreConformance
 
-__all__ = ["ConformanceContext", "requires", "store_test"]
+__all__ = ["ConformanceContext", "requires", "snapshot", "store_test"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 TestBody = Callable[[Any, "ConformanceContext"], Awaitable[None]]
@@ -102,6 +102,13 @@ async def empty_namespace(store: SessionStore) -> None:
             return
         for session in page.items:
             await store.delete_session(session.id)
+
+
+async def snapshot(store: SessionStore) -> list[SessionRecord]:
+    """Every record the store holds (expired ones too): sessions, events and checkpoints,
+    in id order. What "nothing was written" compares."""
+    records = [r async for r in store.scan(include_expired=True)]
+    return sorted(records, key=lambda r: r.session.id)
 
 
 def store_test(func: TestBody) -> Callable[..., None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
@@ -14,7 +15,7 @@ from sessionstore import (
     SessionRecord,
 )
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, snapshot, store_test
 
 __all__ = ["RecordTests"]
 
@@ -125,3 +126,53 @@ class RecordTests:
         with pytest.raises(IntegrityError):
             await ctx.store.put_records([record])
         assert await ctx.store.get_session("d2") is None
+
+    @store_test
+    async def test_update_newer_decides_by_updated_at(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        stored = await st.create_session(id="un", data={"v": "stored"})
+        for i in range(4):
+            stored = await st.update_session(stored.id, merge_data={"i": i})  # version 5
+        later = stored.updated_at + timedelta(seconds=1)
+        earlier = stored.updated_at - timedelta(seconds=1)
+        cases = [
+            # (incoming updated_at, incoming version, overwritten?)
+            (earlier, stored.version + 10, False),  # higher version, older: kept
+            (stored.updated_at, stored.version - 1, False),  # same time, lower version: kept
+            (stored.updated_at, stored.version, False),  # identical: kept
+            (later, 1, True),  # newer with a lower version: replaced
+        ]
+        for updated_at, version, replaced in cases:
+            incoming = replace(
+                stored, data={"v": "incoming"}, updated_at=updated_at, version=version
+            )
+            result = await st.put_records([SessionRecord(incoming)], strategy="update_newer")
+            got = await st.get_session("un")
+            if replaced:
+                assert result == PutResult(overwritten=1), (updated_at, version)
+                assert got == incoming
+            else:
+                assert result == PutResult(skipped=1), (updated_at, version)
+                assert got == stored
+        tie = await st.create_session(id="tie")
+        newer = replace(tie, data={"v": "higher"}, version=tie.version + 1)
+        assert await st.put_records([SessionRecord(newer)], strategy="update_newer") == PutResult(
+            overwritten=1
+        )
+        assert await st.get_session("tie") == newer
+
+    @store_test
+    async def test_fail_on_conflict_writes_nothing_wherever_the_conflict(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        taken = await st.create_session(id="taken", data={"v": "stored"})
+        snap = await snapshot(st)
+        incoming = [SessionRecord(replace(taken, id=f"new{i}", data={"v": i})) for i in range(4)]
+        clash = SessionRecord(replace(taken, data={"v": "incoming"}))
+        for position in range(len(incoming) + 1):
+            batch = [*incoming[:position], clash, *incoming[position:]]
+            with pytest.raises(SessionExistsError):
+                await st.put_records(batch, strategy="fail_on_conflict")
+            assert await snapshot(st) == snap, position
+        assert await st.put_records(incoming, strategy="fail_on_conflict") == PutResult(created=4)

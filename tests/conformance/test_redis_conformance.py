@@ -16,6 +16,15 @@ _LIVE = bool(os.environ.get("SESSIONSTORE_TEST_REDIS_URL"))
 
 
 class _LongRun:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="Redis driver bug found by this test: a sorted, filtered page skips a session "
+        "whose index record is older than its document (_query._confirm repairs the entry "
+        "and drops the row instead of re-checking the document)",
+    )
+    def test_indexes_follow_changes_after_create(self) -> None:
+        super().test_indexes_follow_changes_after_create()  # type: ignore[misc]
+
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:
         """The long state-machine budget, as a marked run (``pytest -m slow``)."""
