@@ -23,8 +23,9 @@ from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
-from ._query import QueryTests, SearchTests
+from ._query import QueryTests
 from ._records import RecordTests
+from ._search import SearchTests
 from ._state_machine import StateMachineTests, make_state_machine
 from ._transactions import TransactionTests
 from ._versioning import VersioningTests

@@ -14,8 +14,9 @@ from ._crud import CrudTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._isolation import IsolationTests
-from ._query import QueryTests, SearchTests
+from ._query import QueryTests
 from ._records import RecordTests
+from ._search import SearchTests
 from ._state_machine import StateMachineTests
 from ._transactions import TransactionTests
 from ._versioning import VersioningTests
