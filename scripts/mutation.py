@@ -98,9 +98,9 @@ def _skipped_lines(tree: ast.Module) -> set[int]:
         return range(node.lineno, (node.end_lineno or node.lineno) + 1)  # type: ignore[attr-defined]
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assert):
-            skip.update(span(node))
-        elif isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if isinstance(node, ast.Assert) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
             skip.update(span(node))
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             skip.update(span(node))  # docstrings
@@ -109,9 +109,7 @@ def _skipped_lines(tree: ast.Module) -> set[int]:
             and isinstance(node.func, ast.Attribute)
             and isinstance(node.func.value, ast.Name)
             and node.func.value.id == "log"
-        ):
-            skip.update(span(node))
-        elif isinstance(node, ast.AnnAssign) and node.value is None:
+        ) or (isinstance(node, ast.AnnAssign) and node.value is None):
             skip.update(span(node))
     return skip
 
@@ -169,9 +167,7 @@ def mutate(tree: ast.Module, index: int) -> tuple[ast.Module, int, str]:
         kind = how[0]
         if kind == "cmp":
             node.ops[how[1]] = how[2]()  # type: ignore[attr-defined]
-        elif kind == "binop":
-            node.op = how[1]()  # type: ignore[attr-defined]
-        elif kind == "boolop":
+        elif kind == "binop" or kind == "boolop":
             node.op = how[1]()  # type: ignore[attr-defined]
         elif kind == "unnot":
             node.op = ast.UAdd()  # type: ignore[attr-defined]  # +x: truthiness kept as x

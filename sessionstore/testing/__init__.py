@@ -21,6 +21,7 @@ from ._concurrency import ConcurrencyTests
 from ._crud import CrudTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
+from ._faults import CorruptKind, FaultTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
 from ._query import QueryTests
@@ -37,9 +38,11 @@ __all__ = [
     "CheckpointTests",
     "ConcurrencyTests",
     "ConformanceContext",
+    "CorruptKind",
     "CrudTests",
     "EventTests",
     "ExpiryTests",
+    "FaultTests",
     "IsolationTests",
     "QueryTests",
     "RecordTests",

@@ -13,6 +13,7 @@ from ._concurrency import ConcurrencyTests
 from ._crud import CrudTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
+from ._faults import FaultTests
 from ._isolation import IsolationTests
 from ._query import QueryTests
 from ._records import RecordTests
@@ -57,6 +58,7 @@ class StoreConformance(
     IsolationTests,
     BadInputTests,
     RecordTests,
+    FaultTests,
     StateMachineTests,
     StoreConformanceBase,
 ):

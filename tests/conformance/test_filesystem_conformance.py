@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from sessionstore_filesystem import FileStore
 
-from sessionstore import Clock
+from sessionstore import Clock, SessionStore
 from sessionstore.testing import (
     ConcurrencyTests,
+    CorruptKind,
     CrudTests,
     EventTests,
     StoreConformance,
     StoreConformanceBase,
     TransactionTests,
 )
+from tests.filesystem.conftest import session_dir
 
 
 def _scratch(prefix: str) -> Path:
@@ -44,6 +46,24 @@ class TestFileStore(StoreConformance):
         return FileStore(
             root=str(self.root), namespace=namespace, clock=clock, durability=self.durability
         )
+
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Garbage over the start of the session's document, event log or checkpoint file."""
+        where = session_dir(self.root, session_id, store.namespace)
+        if kind == "session":
+            target = where / "session.json"
+        elif kind == "events":
+            (target,) = where.glob("events.*.jsonl")
+        else:
+            (target,) = where.glob(f"checkpoints.*/{checkpoint_id}.json")
+        raw = target.read_bytes()
+        target.write_bytes(b"\x80{garbage" + raw[10:])
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:

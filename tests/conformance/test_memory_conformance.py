@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
-from sessionstore import Clock
-from sessionstore.testing import StoreConformance
+from sessionstore import Clock, SessionStore
+from sessionstore.testing import CorruptKind, StoreConformance
 
 
 class TestMemoryStore(StoreConformance):
@@ -17,6 +17,24 @@ class TestMemoryStore(StoreConformance):
 
     def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
         return MemoryStore(backend=self.backend, namespace=namespace, clock=clock)
+
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Undecodable bytes where the driver keeps the record's JSON."""
+        space = self.backend.space(store.namespace)
+        if kind == "session":
+            space.docs[session_id].data_json = b'{"torn'
+        elif kind == "events":
+            seq, etype, at, _ = space.logs[session_id].items[0]
+            space.logs[session_id].items[0] = (seq, etype, at, b"\x80garbage")
+        else:
+            assert checkpoint_id is not None
+            space.checkpoints[session_id][checkpoint_id] = b'{"torn'
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from sessionstore import Clock, SessionStore, open_store
-from sessionstore.testing import StoreConformance
+from sessionstore.testing import CorruptKind, StoreConformance
 from tests.redis.servers import RedisCluster, SentinelSetup
 
 # A live server given by URL may hold other data: then every test empties its namespace.
@@ -16,6 +16,23 @@ _LIVE = bool(os.environ.get("SESSIONSTORE_TEST_REDIS_URL"))
 
 
 class _LongRun:
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Bytes that are not JSON in a data field, an event or a checkpoint."""
+        keys = store.key_names(session_id)  # type: ignore[attr-defined]
+        client = store.client  # type: ignore[attr-defined]
+        if kind == "session":
+            await client.hset(keys["doc"], 'd:"x"', b"\x80garbage")
+        elif kind == "events":
+            await client.lset(keys["events"], 0, b"\x80garbage")
+        else:
+            await client.hset(keys["ckpt"], checkpoint_id, b"\x80garbage")
+
     @pytest.mark.xfail(
         strict=True,
         reason="Redis driver bug found by this test: a sorted, filtered page skips a session "
