@@ -8,7 +8,7 @@ every class here. Each variant is named after the bug it plants.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from functools import partial
@@ -48,6 +48,7 @@ from sessionstore.query import (
     query_fingerprint,
 )
 from sessionstore.testing import StoreConformance
+from tests.conformance import test_memory_conformance as memory_conformance
 
 
 class IgnoresExpectedVersion(MemoryStore):
@@ -560,6 +561,12 @@ class CombinedFilterDropsTimeBounds(MemoryStore):
         return await super().count_sessions(self._drop(filter))
 
 
+class ScanRaisesOnCorruptRecord(MemoryStore):
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        for doc in list(self._space.docs.values()):  # one bad record ends the scan
+            yield (await self._load([doc.head.id]))[doc.head.id]
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -603,6 +610,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         SaveCheckpointValidatesLate,
         EventTimesFromSessionUpdate,
         CombinedFilterDropsTimeBounds,
+        ScanRaisesOnCorruptRecord,
     )
 }
 
@@ -635,6 +643,7 @@ CAUGHT_BY: dict[str, str] = {
     "SaveCheckpointValidatesLate": "test_bad_arguments_refused",
     "EventTimesFromSessionUpdate": "test_append_assigns_gap_free_seq",
     "CombinedFilterDropsTimeBounds": "test_filter_combined",
+    "ScanRaisesOnCorruptRecord": "test_corrupt_session_refused_and_skipped",
 }  # fmt: skip
 
 
@@ -647,6 +656,8 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
 
         def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
             return variant(backend=self.backend, namespace=namespace, clock=clock)
+
+        corrupt = memory_conformance.TestMemoryStore.corrupt
 
     Suite.__name__ = Suite.__qualname__ = f"TestBroken{variant.__name__}"
     return Suite
