@@ -143,15 +143,18 @@ class CheckpointTests:
 
     @store_test
     async def test_checkpoint_retention_option(self, ctx: ConformanceContext) -> None:
-        """``checkpoint_keep_last`` (an option every driver takes) is the default pruning."""
-        keep = getattr(getattr(ctx.store, "options", None), "checkpoint_keep_last", None)
-        s = await ctx.store.create_session()
+        """The ``checkpoint_keep_last`` option is the default pruning of ``save_checkpoint``."""
+        st = await ctx.open_store(ctx.fresh_namespace(), checkpoint_keep_last=2)
+        s = await st.create_session()
         made = []
         for i in range(4):
             ctx.clock.advance(1)
-            made.append(await ctx.store.save_checkpoint(s.id, label=f"c{i}"))
-        kept = [c.id for c in await ctx.store.list_checkpoints(s.id)]
-        assert kept == [c.id for c in made][-(keep or 4) :]
+            made.append(await st.save_checkpoint(s.id, label=f"c{i}"))
+        assert [c.id for c in await st.list_checkpoints(s.id)] == [c.id for c in made[-2:]]
         ctx.clock.advance(1)
-        last = await ctx.store.save_checkpoint(s.id, label="one", keep_last=1)
-        assert await ctx.store.list_checkpoints(s.id) == [last]
+        wider = await st.save_checkpoint(s.id, label="wide", keep_last=3)  # the argument wins
+        kept = [c.id for c in await st.list_checkpoints(s.id)]
+        assert kept == [made[-2].id, made[-1].id, wider.id]
+        ctx.clock.advance(1)
+        last = await st.save_checkpoint(s.id, label="one", keep_last=1)
+        assert await st.list_checkpoints(s.id) == [last]

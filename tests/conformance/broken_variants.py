@@ -567,6 +567,15 @@ class ScanRaisesOnCorruptRecord(MemoryStore):
             yield (await self._load([doc.head.id]))[doc.head.id]
 
 
+class IgnoresCheckpointRetentionOption(MemoryStore):
+    async def save_checkpoint(
+        self, session_id: str, *, label: str | None = None, keep_last: int | None = None
+    ) -> Checkpoint:
+        if keep_last is None:  # the checkpoint_keep_last option is never read
+            keep_last = 1_000_000
+        return await super().save_checkpoint(session_id, label=label, keep_last=keep_last)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -611,6 +620,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         EventTimesFromSessionUpdate,
         CombinedFilterDropsTimeBounds,
         ScanRaisesOnCorruptRecord,
+        IgnoresCheckpointRetentionOption,
     )
 }
 
@@ -644,6 +654,7 @@ CAUGHT_BY: dict[str, str] = {
     "EventTimesFromSessionUpdate": "test_append_assigns_gap_free_seq",
     "CombinedFilterDropsTimeBounds": "test_filter_combined",
     "ScanRaisesOnCorruptRecord": "test_corrupt_session_refused_and_skipped",
+    "IgnoresCheckpointRetentionOption": "test_checkpoint_retention_option",
 }  # fmt: skip
 
 
@@ -654,8 +665,8 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
         state_machine_examples = 10
         state_machine_shrink = False
 
-        def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
-            return variant(backend=self.backend, namespace=namespace, clock=clock)
+        def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
+            return variant(backend=self.backend, namespace=namespace, clock=clock, **options)
 
         corrupt = memory_conformance.TestMemoryStore.corrupt
 

@@ -6,6 +6,7 @@ import atexit
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sessionstore_filesystem import FileStore
@@ -42,9 +43,13 @@ class TestFileStore(StoreConformance):
     durability = "none"
     root = _scratch("sessionstore-conformance-")
 
-    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
         return FileStore(
-            root=str(self.root), namespace=namespace, clock=clock, durability=self.durability
+            root=str(self.root),
+            namespace=namespace,
+            clock=clock,
+            durability=self.durability,
+            **options,
         )
 
     async def corrupt(
@@ -81,5 +86,5 @@ class TestFileStoreDurable(
     cleanup_namespaces = False
     root = _scratch("sessionstore-conformance-durable-")
 
-    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
-        return FileStore(root=str(self.root), namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
+        return FileStore(root=str(self.root), namespace=namespace, clock=clock, **options)

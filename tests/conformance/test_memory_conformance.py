@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
@@ -15,8 +17,8 @@ class TestMemoryStore(StoreConformance):
     cleanup_namespaces = False
     backend = MemoryBackend()
 
-    def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
-        return MemoryStore(backend=self.backend, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
+        return MemoryStore(backend=self.backend, namespace=namespace, clock=clock, **options)
 
     async def corrupt(
         self,

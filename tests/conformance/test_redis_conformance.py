@@ -4,6 +4,7 @@ Cluster, through the public path (``open_store(url)``), exactly as a third party
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -60,8 +61,8 @@ class TestRedisSingle(_LongRun, StoreConformance):
     def _server(self, redis_url: str) -> None:
         self.url = redis_url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
 class TestRedisSentinel(_LongRun, StoreConformance):
@@ -74,8 +75,8 @@ class TestRedisSentinel(_LongRun, StoreConformance):
     def _server(self, redis_sentinel: SentinelSetup) -> None:
         self.url = redis_sentinel.url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
 class TestRedisCluster(_LongRun, StoreConformance):
@@ -89,5 +90,5 @@ class TestRedisCluster(_LongRun, StoreConformance):
     def _server(self, redis_cluster: RedisCluster) -> None:
         self.url = redis_cluster.url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)
