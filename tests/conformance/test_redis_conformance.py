@@ -16,7 +16,7 @@ from tests.redis.servers import RedisCluster, SentinelSetup
 _LIVE = bool(os.environ.get("SESSIONSTORE_TEST_REDIS_URL"))
 
 
-class _LongRun:
+class _RedisSuite:
     async def corrupt(
         self,
         store: SessionStore,
@@ -42,7 +42,7 @@ class _LongRun:
             super().test_state_machine_long()  # type: ignore[misc]
 
 
-class TestRedisSingle(_LongRun, StoreConformance):
+class TestRedisSingle(_RedisSuite, StoreConformance):
     """A private redis-server (or $SESSIONSTORE_TEST_REDIS_URL)."""
 
     cleanup_namespaces = _LIVE
@@ -56,7 +56,7 @@ class TestRedisSingle(_LongRun, StoreConformance):
         return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
-class TestRedisSentinel(_LongRun, StoreConformance):
+class TestRedisSentinel(_RedisSuite, StoreConformance):
     """A master and a replica behind a sentinel (redis+sentinel://)."""
 
     cleanup_namespaces = False
@@ -70,7 +70,7 @@ class TestRedisSentinel(_LongRun, StoreConformance):
         return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
-class TestRedisCluster(_LongRun, StoreConformance):
+class TestRedisCluster(_RedisSuite, StoreConformance):
     """A 3-master Cluster with replicas (redis+cluster://): multi-slot batches are not
     atomic there, and the capability says so (those tests skip)."""
 
