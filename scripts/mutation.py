@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import hashlib
 import importlib.abc
 import importlib.util
 import json
@@ -170,12 +171,9 @@ def mutate(tree: ast.Module, index: int) -> tuple[ast.Module, int, str]:
         elif kind == "binop" or kind == "boolop":
             node.op = how[1]()  # type: ignore[attr-defined]
         elif kind == "unnot":
-            node.op = ast.UAdd()  # type: ignore[attr-defined]  # +x: truthiness kept as x
-            node.operand = ast.Call(  # type: ignore[attr-defined]
-                ast.Name("bool", ast.Load()),
-                [node.operand],
-                [],  # type: ignore[attr-defined]
-            )
+            assert isinstance(node, ast.UnaryOp)
+            node.op = ast.UAdd()  # +bool(x): the truth of x itself
+            node.operand = ast.Call(ast.Name("bool", ast.Load()), [node.operand], [])
         elif kind == "const":
             node.value = how[1]  # type: ignore[attr-defined]
         elif kind == "negate":
@@ -250,17 +248,12 @@ _install()  # imported as a pytest plugin (-p), before the suite imports the tar
 
 _lines: dict[str, set[tuple[str, int]]] = {}
 
-
-def pytest_runtest_call(item: Any) -> Iterator[None]:  # pragma: no cover - child only
-    raise NotImplementedError  # replaced below when coverage is on
-
-
 if os.environ.get(_ENV_COVERAGE):
     import pytest
 
     _files = {str(p): m for m, p in TARGETS.items()}
 
-    @pytest.hookimpl(wrapper=True)  # type: ignore[no-redef]
+    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(item: Any) -> Iterator[None]:
         hits: set[tuple[str, int]] = set()
 
@@ -285,15 +278,13 @@ if os.environ.get(_ENV_COVERAGE):
             return (yield)
         finally:
             sys.settrace(None)
-            threading.settrace(None)  # type: ignore[arg-type]
+            threading.settrace(None)  # type: ignore[arg-type,unused-ignore]
             _lines[item.nodeid] = hits
 
     def pytest_sessionfinish(session: Any) -> None:
         Path(os.environ[_ENV_COVERAGE]).write_text(
             json.dumps({k: sorted(v) for k, v in _lines.items()})
         )
-else:
-    del pytest_runtest_call
 
 
 # --------------------------------------------------------------------------- parent side
@@ -315,12 +306,19 @@ def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
 def coverage_map() -> dict[tuple[str, int], list[str]]:
     """(module, line) -> the suite's tests that execute it (built once, cached)."""
     cached = OUT / "coverage.json"
-    if not cached.exists():
+    stamp = OUT / "coverage.digest"
+    digest = hashlib.sha256()
+    sources = [*TARGETS.values(), *sorted((ROOT / "sessionstore/testing").glob("*.py"))]
+    for source in [*sources, ROOT / SUITE]:
+        digest.update(source.read_bytes())
+    if not cached.exists() or not stamp.exists() or stamp.read_text() != digest.hexdigest():
         OUT.mkdir(exist_ok=True)
+        cached.unlink(missing_ok=True)
         env = {**os.environ, _ENV_COVERAGE: str(cached)}
         code = _pytest([SUITE], env, timeout=1800)
         if code != 0:
             sys.exit(f"the suite does not pass on the unmutated code (exit {code})")
+        stamp.write_text(digest.hexdigest())
     raw: dict[str, list[list[Any]]] = json.loads(cached.read_text())
     out: dict[tuple[str, int], list[str]] = {}
     for test, hits in raw.items():
@@ -338,7 +336,9 @@ def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
     code = _pytest(tests, env, timeout=120)
     mutant.seconds = round(time.monotonic() - start, 2)
     mutant.tests = len(tests)
-    mutant.status = {0: "survived", -1: "timeout"}.get(code, "killed")
+    # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
+    # usage error, no tests) says nothing about the mutant and is not counted as a kill
+    mutant.status = {0: "survived", 1: "killed", -1: "timeout"}.get(code, f"error{code}")
     return mutant
 
 
@@ -366,9 +366,19 @@ def main() -> None:
     cover = coverage_map()
     print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
     started = time.monotonic()
+
+    def one(m: Mutant) -> Mutant:
+        run_mutant(m, [t for t in cover.get((m.module, m.line), []) if "_long" not in t])
+        print(f"{m.status:9s} {m.module}:{m.index} line {m.line}: {m.change}", flush=True)
+        return m
+
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda m: run_mutant(m, cover.get((m.module, m.line), [])), mutants))
+        done = list(pool.map(one, mutants))
     killed = sum(m.status in ("killed", "timeout") for m in done)
+    errors = [m for m in done if m.status.startswith("error")]
+    if errors:
+        print(f"{len(errors)} mutants could not be run (not scored): {errors[:3]}")
+    done = [m for m in done if not m.status.startswith("error")]
     score = killed / len(done) if done else 0.0
     survivors = [m for m in done if m.status in ("survived", "uncovered")]
     report = {
