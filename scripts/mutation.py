@@ -115,12 +115,25 @@ def _skipped_lines(tree: ast.Module) -> set[int]:
     return skip
 
 
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """Ids of nodes inside annotations: never evaluated (``from __future__ import
+    annotations``), so a mutant there is equivalent by construction."""
+    roots: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign | ast.arg) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            roots.append(node.returns)
+    return {id(n) for root in roots for n in ast.walk(root)}
+
+
 def _sites(tree: ast.Module) -> Iterator[tuple[ast.AST, str, Any]]:
     """``(node, description, apply)`` for every mutation in ``tree`` (in a fixed order)."""
     skip = _skipped_lines(tree)
+    annotations = _annotation_nodes(tree)
     for node in ast.walk(tree):
         line = getattr(node, "lineno", None)
-        if line is None or line in skip:
+        if line is None or line in skip or id(node) in annotations:
             continue
         if isinstance(node, ast.Compare):
             for i, op in enumerate(node.ops):

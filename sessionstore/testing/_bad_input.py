@@ -199,6 +199,24 @@ class BadInputTests:
             lambda: st.create_session(processor_id=""),
             lambda: st.update_session(s.id, ttl=-1),
             lambda: st.update_session(s.id, data={}, merge_data={}),
+            lambda: st.update_session(s.id, metadata={}, merge_metadata={}),
+            lambda: st.update_session(s.id, tags={"a"}, add_tags={"b"}),
+            lambda: st.update_session(s.id, tags={"a"}, remove_tags={"b"}),
+            lambda: st.update_session(s.id, ttl=5, expires_at=st.clock.now()),
+            lambda: st.update_session(s.id, expires_at=datetime(2030, 1, 1)),  # naive
+            lambda: st.update_session(s.id, remove_data_keys="a"),
+            lambda: st.update_session(s.id, remove_metadata_keys=[1]),  # type: ignore[list-item]
+            lambda: st.update_session(s.id, status="sleeping"),
+            lambda: st.update_session(s.id, processor_id=""),
+            lambda: st.update_session(s.id, add_tags=[""]),
+            lambda: st.delete_session(s.id, expected_version=0),
+            lambda: st.trim_events(s.id, keep_last=1, expected_version=-1),
+            lambda: st.restore_checkpoint(s.id, "cp", expected_version=False),
+            lambda: st.get_sessions(s.id),
+            lambda: st.commit(UpdateOp(s.id, SessionUpdate())),  # type: ignore[arg-type]
+            lambda: st.commit([UpdateOp(s.id, {"merge_data": {}})]),  # type: ignore[arg-type]
+            lambda: st.commit([CreateOp({"id": "x"})]),  # type: ignore[arg-type]
+            lambda: st.put_records([], strategy="newest"),  # type: ignore[arg-type]
             lambda: st.update_session(s.id, merge_data={}, expected_version=0),
             lambda: st.update_session(s.id, merge_data={}, expected_version=True),
             lambda: st.touch(s.id, ttl=0),
