@@ -168,6 +168,24 @@ class BadInputTests:
             event_limit = ctx.store.options.max_event_bytes  # type: ignore[attr-defined]
         st = ctx.store
         s = await st.create_session()
+        # the limits are on compact encoded JSON: data and metadata together, at most
+        exact = {"blob": "x" * (limit - len(b'{"blob":""}') - len(b"{}"))}
+        at_limit = await st.create_session(data=exact)
+        assert (await st.get_session(at_limit.id)) == at_limit
+        await self._refused(
+            ctx, QuotaExceededError, lambda: st.create_session(data={"blob": exact["blob"] + "x"})
+        )
+        await st.append_events(
+            at_limit.id, [{"type": "t", "data": {"b": "e" * (event_limit - len(b'{"b":""}'))}}]
+        )
+        await self._refused(
+            ctx,
+            QuotaExceededError,
+            lambda: st.append_events(
+                at_limit.id, [{"type": "t", "data": {"b": "e" * (event_limit - 7)}}]
+            ),
+        )
+        await st.delete_session(at_limit.id)
         big = {"blob": "x" * (limit + 1)}
         await self._refused(ctx, QuotaExceededError, lambda: st.create_session(data=big))
         await self._refused(ctx, QuotaExceededError, lambda: st.update_session(s.id, data=big))

@@ -234,3 +234,24 @@ class CrudTests:
         await st.put_records([record], strategy="overwrite")
         again = await st.get_session(s.id, include_expired=True)
         assert again is not None and again.group == "team-1"
+
+    @store_test
+    async def test_tags_accept_any_collection(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        a = await st.create_session(tags=("t1", "t2"))
+        assert a.tags == frozenset({"t1", "t2"})
+        b = await st.create_session(tags=["t3", "t3"])
+        assert b.tags == frozenset({"t3"})
+        c = await st.create_session(tags=(t for t in ("t4",)))
+        assert c.tags == frozenset({"t4"})
+        a = await st.update_session(a.id, add_tags=("t5",), remove_tags=("t1",))
+        assert a.tags == frozenset({"t2", "t5"})
+        a = await st.update_session(a.id, tags=("t6",))
+        assert a.tags == frozenset({"t6"})
+        a = await st.update_session(a.id, remove_data_keys=("x",), remove_metadata_keys=["y"])
+        assert a.tags == frozenset({"t6"})
+        for sid, tags in ((a.id, {"t6"}), (b.id, {"t3"}), (c.id, {"t4"})):
+            got = await st.get_session(sid)
+            assert got is not None and got.tags == frozenset(tags)
+        page = await st.list_sessions(SessionFilter(tags_any=("t3", "t4")))
+        assert sorted(page.ids) == sorted([b.id, c.id])
