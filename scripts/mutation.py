@@ -260,6 +260,7 @@ def _install() -> None:
 _install()  # imported as a pytest plugin (-p), before the suite imports the targets
 
 _lines: dict[str, set[tuple[str, int]]] = {}
+_seconds: dict[str, float] = {}
 
 if os.environ.get(_ENV_COVERAGE):
     import pytest
@@ -287,17 +288,18 @@ if os.environ.get(_ENV_COVERAGE):
         import threading
 
         threading.settrace(tracer)
+        started = time.perf_counter()
         try:
             return (yield)
         finally:
             sys.settrace(None)
             threading.settrace(None)  # type: ignore[arg-type,unused-ignore]
+            _seconds[item.nodeid] = time.perf_counter() - started
             _lines[item.nodeid] = hits
 
     def pytest_sessionfinish(session: Any) -> None:
-        Path(os.environ[_ENV_COVERAGE]).write_text(
-            json.dumps({k: sorted(v) for k, v in _lines.items()})
-        )
+        report = {"lines": {k: sorted(v) for k, v in _lines.items()}, "seconds": _seconds}
+        Path(os.environ[_ENV_COVERAGE]).write_text(json.dumps(report))
 
 
 # --------------------------------------------------------------------------- parent side
@@ -332,10 +334,11 @@ def coverage_map() -> dict[tuple[str, int], list[str]]:
         if code != 0:
             sys.exit(f"the suite does not pass on the unmutated code (exit {code})")
         stamp.write_text(digest.hexdigest())
-    raw: dict[str, list[list[Any]]] = json.loads(cached.read_text())
+    raw: dict[str, Any] = json.loads(cached.read_text())
+    seconds: dict[str, float] = raw["seconds"]
     out: dict[tuple[str, int], list[str]] = {}
-    for test, hits in raw.items():
-        for module, line in hits:
+    for test in sorted(raw["lines"], key=seconds.__getitem__):  # fastest first: with -x,
+        for module, line in raw["lines"][test]:  # a kill usually comes early
             out.setdefault((module, int(line)), []).append(test)
     return out
 
