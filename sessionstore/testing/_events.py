@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sessionstore import EventInput, InvalidArgumentError, SessionNotFoundError
+from sessionstore import (
+    AppendOp,
+    EventInput,
+    InvalidArgumentError,
+    Session,
+    SessionNotFoundError,
+)
 
 from ._harness import ConformanceContext, store_test
 
@@ -139,3 +145,13 @@ class EventTests:
                     assert [e.type for e in got] == [
                         f"e{q - 1}" if q <= 7 else f"f{q - 8}" for q in want
                     ]
+
+    @store_test
+    async def test_append_accepts_any_sequence(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(s.id, ({"type": "a"}, EventInput("b", {"k": 1})))
+        assert (s.event_count, s.last_seq) == (2, 2)
+        (done,) = await ctx.store.commit([AppendOp(s.id, (EventInput("c"),))])
+        assert isinstance(done, Session) and done.last_seq == 3
+        events = await ctx.store.get_events(s.id)
+        assert [(e.type, e.data) for e in events] == [("a", {}), ("b", {"k": 1}), ("c", {})]
