@@ -83,6 +83,7 @@ class Mutant:
     index: int
     line: int
     change: str
+    function: str = ""
     status: str = "pending"  # killed | survived | timeout | error<exit code>
     tests: int = 0
     seconds: float = 0.0
@@ -215,13 +216,54 @@ def _replace_raise(tree: ast.Module, target: ast.AST) -> ast.Module:
     return out  # type: ignore[no-any-return]
 
 
+def _functions(tree: ast.Module) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualified name) of every function, innermost last."""
+    out: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    out.append((child.lineno, child.end_lineno or child.lineno, name))
+                visit(child, f"{name}.")
+
+    visit(tree, "")
+    return out
+
+
 def all_mutants() -> list[Mutant]:
     out = []
     for module, path in TARGETS.items():
         tree = ast.parse(path.read_text(), str(path))
+        functions = _functions(tree)
         for i, (node, what, _) in enumerate(_sites(tree)):
-            out.append(Mutant(module, i, node.lineno, what))  # type: ignore[attr-defined]
+            line: int = node.lineno  # type: ignore[attr-defined]
+            where = [name for first, last, name in functions if first <= line <= last]
+            out.append(Mutant(module, i, line, what, where[-1] if where else "<module>"))
     return out
+
+
+def overridden_by_memory(m: Mutant) -> bool:
+    """A base-store method that the memory driver replaces: the suite on memory cannot
+    reach the mutant (the method still runs for drivers that do not override it)."""
+    cls, _, method = m.function.partition(".")
+    if cls not in ("BaseSessionStore", "BulkMixin") or not method:
+        return False
+    import inspect
+
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import BaseSessionStore
+
+    name = method.split(".")[0]
+    mro = MemoryStore.__mro__
+    for klass in mro[: mro.index(BaseSessionStore)]:  # MemoryStore (and anything between)
+        override = vars(klass).get(name)
+        if override is not None:
+            func = getattr(override, "fget", override)
+            return "super()" not in inspect.getsource(func)  # replaced, not extended
+    return False
 
 
 # --------------------------------------------------------------------------- child side
@@ -408,7 +450,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=1))
     for m in survivors:
-        print(f"SURVIVED {m.module}:{m.index} line {m.line}: {m.change}")
+        note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
+        print(f"SURVIVED {m.module}:{m.index} line {m.line} {m.function}: {m.change}{note}")
     print(f"score {killed}/{len(done)} = {score:.1%} in {report['seconds']} s")
 
 
