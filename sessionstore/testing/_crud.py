@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -13,8 +14,10 @@ from sessionstore import (
     SessionExistsError,
     SessionFilter,
     SessionNotFoundError,
+    SessionStore,
     SessionUpdate,
     Status,
+    StoreUnavailableError,
     UpdateOp,
 )
 
@@ -255,3 +258,24 @@ class CrudTests:
             assert got is not None and got.tags == frozenset(tags)
         page = await st.list_sessions(SessionFilter(tags_any=("t3", "t4")))
         assert sorted(page.ids) == sorted([b.id, c.id])
+
+    @store_test
+    async def test_store_refuses_calls_before_initialize_and_after_shutdown(
+        self, ctx: ConformanceContext
+    ) -> None:
+        made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=ctx.clock)
+        fresh: SessionStore = await made if inspect.isawaitable(made) else made
+        with pytest.raises(StoreUnavailableError):
+            await fresh.create_session()
+        with pytest.raises(StoreUnavailableError):
+            await fresh.get_session("any")
+        async with fresh:
+            s = await fresh.create_session()
+            assert await fresh.get_session(s.id) == s
+            await fresh.delete_session(s.id)
+        with pytest.raises(StoreUnavailableError):
+            await fresh.get_session(s.id)
+        with pytest.raises(StoreUnavailableError):
+            await fresh.create_session()
+        with pytest.raises(StoreUnavailableError):
+            await fresh.initialize()  # a store that was shut down stays closed

@@ -18,7 +18,7 @@ from ._harness import ConformanceContext, store_test
 
 __all__ = ["CorruptKind", "FaultTests"]
 
-CorruptKind = Literal["session", "events", "checkpoint"]
+CorruptKind = Literal["session", "events", "checkpoint", "checkpoint_content"]
 
 
 class FaultTests:
@@ -33,8 +33,10 @@ class FaultTests:
     ) -> None:
         """Damage one stored record of ``session_id`` so that it cannot be decoded.
 
-        ``kind`` is ``"session"`` (the document), ``"events"`` (one event of its log) or
-        ``"checkpoint"`` (``checkpoint_id``). Override to enable the fault-injection tests.
+        ``kind`` is ``"session"`` (the document), ``"events"`` (one event of its log),
+        ``"checkpoint"`` (``checkpoint_id``, made undecodable) or ``"checkpoint_content"``
+        (a value of ``checkpoint_id``'s ``data`` edited, still valid JSON: only its digest
+        tells). Override to enable the fault-injection tests.
         """
         raise NotImplementedError
 
@@ -95,3 +97,16 @@ class FaultTests:
             await ctx.store.restore_checkpoint("fb", cp_id)
         assert await ctx.store.get_session("fb") == before  # nothing restored
         await self._skipped_by_scan(ctx)
+
+    @store_test
+    async def test_edited_checkpoint_refused(self, ctx: ConformanceContext) -> None:
+        cp_id = await self._three(ctx)
+        before = await ctx.store.get_session("fb")
+        await self._corrupt_or_skip(ctx, "checkpoint_content", "fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.restore_checkpoint("fb", cp_id)
+        assert await ctx.store.get_session("fb") == before  # nothing restored
+        fresh = await ctx.store.save_checkpoint("fa")  # other sessions are not affected
+        assert await ctx.store.get_checkpoint("fa", fresh.id) == fresh

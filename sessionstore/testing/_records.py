@@ -10,10 +10,13 @@ import pytest
 from sessionstore import (
     IntegrityError,
     PutResult,
+    QueryOptions,
     SessionExistsError,
     SessionFilter,
     SessionRecord,
+    Status,
 )
+from sessionstore.query import SORT_FIELDS
 
 from ._harness import ConformanceContext, snapshot, store_test
 
@@ -176,3 +179,45 @@ class RecordTests:
                 await st.put_records(batch, strategy="fail_on_conflict")
             assert await snapshot(st) == snap, position
         assert await st.put_records(incoming, strategy="fail_on_conflict") == PutResult(created=4)
+
+    @store_test
+    async def test_put_records_overwrite_reindexes(self, ctx: ConformanceContext) -> None:
+        """An overwrite may change every indexed field, ``created_at`` included."""
+        st = ctx.store
+        old = await st.create_session(id="ri", processor_id="p1", tags={"a"}, ttl=50)
+        other = await st.create_session(id="other")
+        ctx.clock.advance(10)
+        incoming = replace(
+            old,
+            processor_id="p2",
+            status=Status.PAUSED,
+            tags=frozenset({"b"}),
+            created_at=old.created_at + timedelta(seconds=5),
+            updated_at=old.updated_at + timedelta(seconds=6),
+            expires_at=None,
+            version=7,
+        )
+        assert await st.put_records([SessionRecord(incoming)], strategy="overwrite") == PutResult(
+            overwritten=1
+        )
+        mid = old.created_at + timedelta(seconds=2)
+        cases: list[tuple[SessionFilter, list[str]]] = [
+            (SessionFilter(processor_id="p1"), []),
+            (SessionFilter(processor_id="p2"), ["ri"]),
+            (SessionFilter(status="active"), ["other"]),
+            (SessionFilter(status="paused"), ["ri"]),
+            (SessionFilter(tags_any={"a"}), []),
+            (SessionFilter(tags_all={"b"}), ["ri"]),
+            (SessionFilter(created_after=mid), ["ri"]),
+            (SessionFilter(created_before=mid), ["other"]),
+            (SessionFilter(updated_after=mid), ["ri"]),
+            (SessionFilter(expires_before=ctx.clock.now() + timedelta(days=1)), []),
+        ]
+        for flt, want in cases:
+            for sort_by in SORT_FIELDS:
+                page = await st.list_sessions(flt, QueryOptions(sort_by=sort_by))
+                assert page.ids == want, (flt, sort_by)
+            assert await st.count_sessions(flt) == len(want), flt
+        by_created = await st.list_sessions(None, QueryOptions(sort_by="created_at", order="desc"))
+        assert by_created.ids == ["ri", other.id]
+        assert await st.get_session("ri") == incoming

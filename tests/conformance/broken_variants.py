@@ -576,6 +576,14 @@ class IgnoresCheckpointRetentionOption(MemoryStore):
         return await super().save_checkpoint(session_id, label=label, keep_last=keep_last)
 
 
+class CheckpointDigestNotVerified(MemoryStore):
+    async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        for cp in await self.list_checkpoints(session_id):  # trusts what it reads back
+            if cp.id == checkpoint_id:
+                return cp
+        raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -621,6 +629,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CombinedFilterDropsTimeBounds,
         ScanRaisesOnCorruptRecord,
         IgnoresCheckpointRetentionOption,
+        CheckpointDigestNotVerified,
     )
 }
 
@@ -655,6 +664,7 @@ CAUGHT_BY: dict[str, str] = {
     "CombinedFilterDropsTimeBounds": "test_filter_combined",
     "ScanRaisesOnCorruptRecord": "test_corrupt_session_refused_and_skipped",
     "IgnoresCheckpointRetentionOption": "test_checkpoint_retention_option",
+    "CheckpointDigestNotVerified": "test_edited_checkpoint_refused",
 }  # fmt: skip
 
 

@@ -65,9 +65,12 @@ class TestFileStore(StoreConformance):
             target = where / "session.json"
         elif kind == "events":
             (target,) = where.glob("events.*.jsonl")
-        else:
+        else:  # "checkpoint" or "checkpoint_content"
             (target,) = where.glob(f"checkpoints.*/{checkpoint_id}.json")
         raw = target.read_bytes()
+        if kind == "checkpoint_content":  # an edited value: valid JSON, wrong digest
+            target.write_bytes(raw.replace(b'"x":"fb"', b'"x":"ed"', 1))
+            return
         target.write_bytes(b"\x80{garbage" + raw[10:])
 
     @pytest.mark.slow

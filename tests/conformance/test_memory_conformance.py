@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
@@ -34,9 +35,14 @@ class TestMemoryStore(StoreConformance):
         elif kind == "events":
             seq, etype, at, _ = space.logs[session_id].items[0]
             space.logs[session_id].items[0] = (seq, etype, at, b"\x80garbage")
-        else:
+        elif kind == "checkpoint":
             assert checkpoint_id is not None
             space.checkpoints[session_id][checkpoint_id] = b'{"torn'
+        else:  # an edited value: valid JSON, wrong digest
+            assert checkpoint_id is not None
+            record = orjson.loads(space.checkpoints[session_id][checkpoint_id])
+            record["data"]["x"] = "edited"
+            space.checkpoints[session_id][checkpoint_id] = orjson.dumps(record)
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:

@@ -31,8 +31,13 @@ class _RedisSuite:
             await client.hset(keys["doc"], 'd:"x"', b"\x80garbage")
         elif kind == "events":
             await client.lset(keys["events"], 0, b"\x80garbage")
-        else:
+        elif kind == "checkpoint":
             await client.hset(keys["ckpt"], checkpoint_id, b"\x80garbage")
+        else:  # an edited value: valid JSON, wrong digest
+            raw = await client.hget(keys["ckpt"], checkpoint_id)
+            edited = raw.replace(b'"x":"fb"', b'"x":"ed"', 1)
+            assert edited != raw
+            await client.hset(keys["ckpt"], checkpoint_id, edited)
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:
