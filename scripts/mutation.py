@@ -156,7 +156,11 @@ def _sites(tree: ast.Module) -> Iterator[tuple[ast.AST, str, Any]]:
             yield node, f"{node.value} -> {new}", ("const", new)
         elif isinstance(node, ast.If | ast.While):
             yield node, "condition -> not condition", ("negate",)
-        elif isinstance(node, ast.Return) and node.value is not None:
+        elif (
+            isinstance(node, ast.Return)
+            and node.value is not None
+            and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+        ):
             yield node, "return x -> return None", ("return_none",)
         elif isinstance(node, ast.Raise) and node.exc is not None:
             yield node, "raise -> pass", ("drop_raise",)

@@ -221,3 +221,43 @@ class RecordTests:
         by_created = await st.list_sessions(None, QueryOptions(sort_by="created_at", order="desc"))
         assert by_created.ids == ["ri", other.id]
         assert await st.get_session("ri") == incoming
+
+    @store_test
+    async def test_put_records_created_sessions_are_indexed_by_their_times(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Restored sessions keep their own created_at/updated_at/expires_at, in every index."""
+        st = ctx.store
+        base = await st.create_session(id="t0")
+        t0 = base.created_at
+        records = [
+            SessionRecord(
+                replace(
+                    base,
+                    id=f"t{i}",
+                    created_at=t0 + timedelta(seconds=i),
+                    updated_at=t0 + timedelta(seconds=10 - i),
+                    expires_at=t0 + timedelta(hours=1, seconds=i),
+                )
+            )
+            for i in (1, 2, 3)
+        ]
+        assert await st.put_records(records) == PutResult(created=3)
+        by_updated = await st.list_sessions(None, QueryOptions(sort_by="updated_at"))
+        assert by_updated.ids == ["t0", "t3", "t2", "t1"]
+        by_created = await st.list_sessions(None, QueryOptions(sort_by="created_at"))
+        assert by_created.ids == ["t0", "t1", "t2", "t3"]
+        by_expiry = await st.list_sessions(None, QueryOptions(sort_by="expires_at"))
+        assert by_expiry.ids == ["t1", "t2", "t3", "t0"]
+        late = SessionFilter(updated_after=t0 + timedelta(seconds=7, milliseconds=500))
+        page = await st.list_sessions(late, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t2", "t1"]
+        assert await st.count_sessions(late) == 2
+        ctx.clock.advance(20)
+        for sid in ("t3", "t2"):  # a later write moves each index entry
+            await st.update_session(sid, merge_data={"v": 1})
+        page = await st.list_sessions(late, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t1", "t2", "t3"]
+        assert await st.delete_session("t3") is True
+        page = await st.list_sessions(None, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t0", "t1", "t2"]
