@@ -279,3 +279,23 @@ class CrudTests:
             await fresh.create_session()
         with pytest.raises(StoreUnavailableError):
             await fresh.initialize()  # a store that was shut down stays closed
+
+    @store_test
+    async def test_update_each_change_alone(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(data={"a": 1, "b": 2}, metadata={"x": 1, "y": 2})
+        steps: list[tuple[dict[str, object], dict[str, object], dict[str, object]]] = [
+            ({"merge_data": {"c": 3}}, {"a": 1, "b": 2, "c": 3}, {"x": 1, "y": 2}),
+            ({"remove_data_keys": ["a"]}, {"b": 2, "c": 3}, {"x": 1, "y": 2}),
+            ({"merge_metadata": {"z": 3}}, {"b": 2, "c": 3}, {"x": 1, "y": 2, "z": 3}),
+            ({"remove_metadata_keys": ["x"]}, {"b": 2, "c": 3}, {"y": 2, "z": 3}),
+            ({"data": {"only": True}}, {"only": True}, {"y": 2, "z": 3}),
+            ({"metadata": {}}, {"only": True}, {}),
+        ]
+        for change, data, metadata in steps:
+            s = await st.update_session(s.id, **change)  # type: ignore[arg-type]
+            assert (s.data, s.metadata) == (data, metadata), change
+            assert await st.get_session(s.id) == s
+        with pytest.raises(TypeError, match="bogus"):
+            await st.create_session(bogus=1)  # type: ignore[call-arg]
+        assert await st.count_sessions() == 1
