@@ -410,6 +410,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--module", action="append", help="only these modules")
+    parser.add_argument(
+        "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
+    )
     args = parser.parse_args()
     mutants = all_mutants()
     if args.module:
@@ -419,7 +422,11 @@ def main() -> None:
             print(f"{m.module}:{m.index}\tline {m.line}\t{m.change}")
         print(f"{len(mutants)} mutants")
         return
-    if args.sample:
+    if args.rerun:
+        previous = json.loads(args.rerun.read_text())["results"]
+        wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
+        mutants = [m for m in mutants if (m.module, m.index) in wanted]
+    elif args.sample:
         mutants = sorted(
             random.Random(args.seed).sample(mutants, min(args.sample, len(mutants))),
             key=lambda m: (m.module, m.index),

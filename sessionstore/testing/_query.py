@@ -437,6 +437,21 @@ class QueryTests:
                     )
 
     @store_test
+    async def test_offset_paging_every_order(self, ctx: ConformanceContext) -> None:
+        """Offsets without a set-indexed condition (and with one), in every order."""
+        seeded = await seed(ctx)
+        universe = await everything(ctx.store, [s.id for s in seeded])
+        for flt in (None, SessionFilter(include_expired=True), SessionFilter(status="active")):
+            for sort_by in SORT_FIELDS:
+                for order in ("asc", "desc"):
+                    full = QueryOptions(sort_by=sort_by, order=order, limit=1000)
+                    want = evaluate(universe, flt, full, ctx.clock.now()).ids
+                    for offset in (0, 1, 5, len(want) - 1, len(want) + 3):
+                        opts = QueryOptions(sort_by=sort_by, order=order, limit=4, offset=offset)
+                        page = await ctx.store.list_sessions(flt, opts)
+                        assert page.ids == want[offset : offset + 4], (flt, sort_by, order, offset)
+
+    @store_test
     async def test_offset_paging(self, ctx: ConformanceContext) -> None:
         seeded = await seed(ctx)
         universe = await everything(ctx.store, [s.id for s in seeded])
