@@ -394,7 +394,9 @@ def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
         tests = [SUITE]
     env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
     start = time.monotonic()
-    code = _pytest(tests, env, timeout=120)
+    # generous: on a loaded machine the whole suite can take minutes, and a timeout counts
+    # as a kill (a mutant that hangs the suite is caught by any CI timeout)
+    code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
     mutant.seconds = round(time.monotonic() - start, 2)
     mutant.tests = len(tests)
     # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
@@ -443,6 +445,9 @@ def main() -> None:
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(one, mutants))
     killed = sum(m.status in ("killed", "timeout") for m in done)
+    timeouts = [m for m in done if m.status == "timeout"]
+    if timeouts:
+        print(f"{len(timeouts)} kills are timeouts (check them): {timeouts[:3]}")
     errors = [m for m in done if m.status.startswith("error")]
     if errors:
         print(f"{len(errors)} mutants could not be run (not scored): {errors[:3]}")
