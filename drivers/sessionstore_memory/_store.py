@@ -116,12 +116,16 @@ def _decode_checkpoint(session_id: str, checkpoint_id: str, raw: bytes) -> Check
 
 def _materialize(doc: _Doc) -> Session:
     h = doc.head
+    try:
+        data, metadata = orjson.loads(doc.data_json), orjson.loads(doc.metadata_json)
+    except orjson.JSONDecodeError:
+        raise IntegrityError("undecodable session document", h.id) from None
     return fast_session(
         h.id,
         h.processor_id,
         h.status,
-        orjson.loads(doc.data_json),
-        orjson.loads(doc.metadata_json),
+        data,
+        metadata,
         h.tags,
         h.created_at,
         h.updated_at,
@@ -263,9 +267,13 @@ class MemoryStore(BaseSessionStore):
         if last is not None:
             start = max(start, len(log.items) - last)
         end = len(log.items) if limit is None else start + limit
-        return [
-            Event(seq, etype, at, orjson.loads(raw)) for seq, etype, at, raw in log.items[start:end]
-        ]
+        try:
+            return [
+                Event(seq, etype, at, orjson.loads(raw))
+                for seq, etype, at, raw in log.items[start:end]
+            ]
+        except orjson.JSONDecodeError:
+            raise IntegrityError("undecodable event", f"{session_id}/events") from None
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         cps = self._space.checkpoints.get(session_id, {})
@@ -284,7 +292,12 @@ class MemoryStore(BaseSessionStore):
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         for doc in list(self._space.docs.values()):
-            yield _materialize(doc)
+            try:
+                session = _materialize(doc)
+            except IntegrityError as exc:  # skipped and reported, never raised by a scan
+                self._report_corrupt(exc)
+                continue
+            yield session
 
     # ------------------------------------------------------------------ fast paths
 

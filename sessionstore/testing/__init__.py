@@ -22,10 +22,12 @@ from ._crud import CrudTests
 from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
+from ._faults import CorruptKind, FaultTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
-from ._query import QueryTests, SearchTests
+from ._query import QueryTests
 from ._records import RecordTests
+from ._search import SearchTests
 from ._state_machine import StateMachineTests, make_state_machine
 from ._transactions import TransactionTests
 from ._versioning import VersioningTests
@@ -37,10 +39,12 @@ __all__ = [
     "CheckpointTests",
     "ConcurrencyTests",
     "ConformanceContext",
+    "CorruptKind",
     "CrudTests",
     "EventLoopTests",
     "EventTests",
     "ExpiryTests",
+    "FaultTests",
     "IsolationTests",
     "QueryTests",
     "RecordTests",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -13,17 +14,22 @@ from typing import Any
 import pytest
 
 from sessionstore import (
+    AppendOp,
+    CreateOp,
     InvalidArgumentError,
     InvalidSessionIdError,
+    NewSession,
     QueryOptions,
     QuotaExceededError,
     SerializationError,
-    Session,
     SessionFilter,
+    SessionRecord,
     SessionStore,
+    SessionUpdate,
+    UpdateOp,
 )
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, accepts_options, snapshot, store_test
 
 __all__ = ["BAD_IDS", "BAD_VALUES", "BadInputTests"]
 
@@ -74,14 +80,9 @@ def _deep(levels: int) -> dict[str, Any]:
     return value
 
 
-async def _fingerprint(store: SessionStore) -> list[tuple[Session, list[object], int]]:
-    page = await store.list_sessions(
-        SessionFilter(include_expired=True), QueryOptions(sort_by="id", limit=1000)
-    )
-    return [
-        (s, list(await store.get_events(s.id)) if not s.is_expired(store.clock.now()) else [], 0)
-        for s in page.items
-    ]
+async def _fingerprint(store: SessionStore) -> list[SessionRecord]:
+    """Sessions with their events and checkpoints, expired ones included."""
+    return await snapshot(store)
 
 
 def _names_option(err: Exception, option: str) -> None:
@@ -169,10 +170,32 @@ class BadInputTests:
     async def test_oversized_payloads_refused(self, ctx: ConformanceContext) -> None:
         """Refused with nothing written, and the error names the option that raises the
         limit (``max_session_bytes`` / ``max_event_bytes``)."""
+        limit, event_limit = 8192, 2048
+        if accepts_options(self.make_store, {"max_session_bytes": 1, "max_event_bytes": 1}):  # type: ignore[attr-defined]
+            ctx.store = await ctx.open_store(max_session_bytes=limit, max_event_bytes=event_limit)
+        else:  # the driver's own limits
+            limit = ctx.store.options.max_session_bytes  # type: ignore[attr-defined]
+            event_limit = ctx.store.options.max_event_bytes  # type: ignore[attr-defined]
         st = ctx.store
         s = await st.create_session()
-        limit = st.options.max_session_bytes  # type: ignore[attr-defined]
-        event_limit = st.options.max_event_bytes  # type: ignore[attr-defined]
+        # the limits are on compact encoded JSON: data and metadata together, at most
+        exact = {"blob": "x" * (limit - len(b'{"blob":""}') - len(b"{}"))}
+        at_limit = await st.create_session(data=exact)
+        assert (await st.get_session(at_limit.id)) == at_limit
+        await self._refused(
+            ctx, QuotaExceededError, lambda: st.create_session(data={"blob": exact["blob"] + "x"})
+        )
+        await st.append_events(
+            at_limit.id, [{"type": "t", "data": {"b": "e" * (event_limit - len(b'{"b":""}'))}}]
+        )
+        await self._refused(
+            ctx,
+            QuotaExceededError,
+            lambda: st.append_events(
+                at_limit.id, [{"type": "t", "data": {"b": "e" * (event_limit - 7)}}]
+            ),
+        )
+        await st.delete_session(at_limit.id)
         big = {"blob": "x" * (limit + 1)}
         half = {"blob": "y" * (limit // 2 + 10)}
         session_calls: list[Callable[[], Awaitable[Any]]] = [
@@ -214,6 +237,24 @@ class BadInputTests:
             lambda: st.create_session(processor_id=""),
             lambda: st.update_session(s.id, ttl=-1),
             lambda: st.update_session(s.id, data={}, merge_data={}),
+            lambda: st.update_session(s.id, metadata={}, merge_metadata={}),
+            lambda: st.update_session(s.id, tags={"a"}, add_tags={"b"}),
+            lambda: st.update_session(s.id, tags={"a"}, remove_tags={"b"}),
+            lambda: st.update_session(s.id, ttl=5, expires_at=st.clock.now()),
+            lambda: st.update_session(s.id, expires_at=datetime(2030, 1, 1)),  # naive
+            lambda: st.update_session(s.id, remove_data_keys="a"),
+            lambda: st.update_session(s.id, remove_metadata_keys=[1]),  # type: ignore[list-item]
+            lambda: st.update_session(s.id, status="sleeping"),
+            lambda: st.update_session(s.id, processor_id=""),
+            lambda: st.update_session(s.id, add_tags=[""]),
+            lambda: st.delete_session(s.id, expected_version=0),
+            lambda: st.trim_events(s.id, keep_last=1, expected_version=-1),
+            lambda: st.restore_checkpoint(s.id, "cp", expected_version=False),
+            lambda: st.get_sessions(s.id),
+            lambda: st.commit(UpdateOp(s.id, SessionUpdate())),  # type: ignore[arg-type]
+            lambda: st.commit([UpdateOp(s.id, {"merge_data": {}})]),  # type: ignore[arg-type]
+            lambda: st.commit([CreateOp({"id": "x"})]),  # type: ignore[arg-type]
+            lambda: st.put_records([], strategy="newest"),  # type: ignore[arg-type]
             lambda: st.update_session(s.id, merge_data={}, expected_version=0),
             lambda: st.update_session(s.id, merge_data={}, expected_version=True),
             lambda: st.touch(s.id, ttl=0),
@@ -259,3 +300,91 @@ class BadInputTests:
             SessionFilter(status="sleeping")
         with pytest.raises(InvalidArgumentError):
             SessionFilter(metadata={"a..b": 1})
+
+    @store_test
+    async def test_unencodable_values_refused_on_every_write_path(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        s = await st.create_session(id="bv", data={"ok": 1})
+        await st.append_events(s.id, [{"type": "e"}])
+        (good,) = [r async for r in st.scan()]
+        for name in ("set", "bytes", "nan", "object", "int_key", "huge_int"):
+            nested = {"outer": [0, {"inner": BAD_VALUES[name]}]}
+            fresh = replace(good.session, id="bv-new", event_count=0, last_seq=0)
+            attempts: list[Callable[[], Awaitable[Any]]] = [
+                partial(st.update_session, s.id, metadata=nested),
+                partial(st.update_session, s.id, merge_metadata=nested, merge_data={"x": 1}),
+                partial(st.commit, [CreateOp(NewSession(id="bv-c", data=nested))]),
+                partial(st.commit, [CreateOp(NewSession(metadata=nested))]),
+                partial(
+                    st.commit,
+                    [
+                        UpdateOp(s.id, SessionUpdate(merge_data={"fine": 1})),
+                        UpdateOp(s.id, SessionUpdate(metadata=nested)),
+                    ],
+                ),
+                partial(
+                    st.commit,
+                    [
+                        AppendOp(s.id, [{"type": "fine"}]),
+                        AppendOp(s.id, [{"type": "t", "data": nested}]),
+                    ],
+                ),
+                partial(self._in_transaction, st, s.id, nested),
+                partial(st.put_records, [SessionRecord(replace(fresh, data=nested))]),
+                partial(st.put_records, [SessionRecord(replace(fresh, metadata=nested))]),
+                partial(
+                    st.put_records,
+                    [
+                        SessionRecord(replace(fresh, id="bv-ok")),
+                        SessionRecord(
+                            replace(good.session, data={"v": 1}),
+                            [replace(good.events[0], data=nested)],
+                        ),
+                    ],
+                    strategy="overwrite",
+                ),
+            ]
+            for index, call in enumerate(attempts):
+                before = await _fingerprint(st)
+                with pytest.raises(SerializationError) as info:
+                    await call()
+                assert "outer[1].inner" in info.value.path, (name, index, info.value.path)
+                assert await _fingerprint(st) == before, (name, index)
+
+    @staticmethod
+    async def _in_transaction(store: SessionStore, sid: str, bad: dict[str, Any]) -> None:
+        async with store.transaction() as tx:
+            await tx.append_events(sid, [{"type": "fine"}])
+            await tx.create_session(id="bv-tx", data={"fine": True})
+            await tx.update_session(sid, merge_metadata=bad)
+
+    @store_test
+    async def test_bad_records_refused(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(id="br", data={"a": 1})
+        await st.append_events(s.id, [{"type": "e"}] * 2)
+        await st.save_checkpoint(s.id)
+        (good,) = [r async for r in st.scan()]
+        fresh = replace(good.session, id="br-new", event_count=0, last_seq=0)
+        bad_records: list[tuple[type[Exception], list[Any]]] = [
+            (InvalidSessionIdError, [SessionRecord(replace(fresh, id="bad/id"))]),
+            (InvalidArgumentError, [SessionRecord(replace(fresh, version=0))]),
+            (InvalidArgumentError, [SessionRecord(fresh, good.events[:1])]),  # count wrong
+            (InvalidArgumentError, [SessionRecord(fresh), SessionRecord(fresh)]),  # twice
+            (InvalidArgumentError, [SessionRecord(replace(fresh, id="x1")), {"not": "a record"}]),
+            (
+                QuotaExceededError,
+                [
+                    SessionRecord(
+                        replace(
+                            fresh,
+                            data={"b": "x" * (st.options.max_session_bytes + 1)},  # type: ignore[attr-defined]
+                        )
+                    )
+                ],
+            ),
+        ]
+        for error, records in bad_records:
+            await self._refused(ctx, error, partial(st.put_records, records, strategy="overwrite"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessionstore import SessionNotFoundError, Status
+from sessionstore import SessionFilter, SessionNotFoundError, Status
 from sessionstore.codec import checkpoint_digest
 
 from ._harness import ConformanceContext, store_test
@@ -79,3 +79,82 @@ class CheckpointTests:
             await ctx.store.save_checkpoint("missing")
         with pytest.raises(SessionNotFoundError):
             await ctx.store.list_checkpoints("missing")
+
+    @store_test
+    async def test_restore_brings_back_every_snapshotted_field(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        s = await st.create_session(
+            data={"d": [1, {"x": "y"}]},
+            metadata={"m": {"deep": True}, "keep": 1},
+            tags={"a", "b"},
+            status="paused",
+            processor_id="p1",
+            group="g1",
+            ttl=500,
+        )
+        cp = await st.save_checkpoint(s.id, label="snap")
+        ctx.clock.advance(2)
+        changed = await st.update_session(
+            s.id,
+            data={"other": 1},
+            metadata={"new": "meta"},
+            tags={"c"},
+            status="failed",
+            processor_id="p2",
+            ttl=900,
+        )
+        changed = await st.append_events(s.id, [{"type": "later"}])
+        ctx.clock.advance(1)
+        restored = await st.restore_checkpoint(s.id, cp.id)
+        snapshot = (cp.data, cp.metadata, cp.status, cp.tags)
+        assert (restored.data, restored.metadata, restored.status, restored.tags) == snapshot
+        assert snapshot == (s.data, s.metadata, s.status, s.tags)
+        # what a checkpoint does not hold stays as it is now
+        assert restored.processor_id == "p2"
+        assert restored.expires_at == changed.expires_at
+        assert restored.group == "g1"
+        assert (restored.event_count, restored.last_seq) == (1, 1)
+        assert restored.created_at == s.created_at
+        assert restored.updated_at == ctx.clock.now()
+        assert await st.get_session(s.id) == restored
+        page = await st.list_sessions(SessionFilter(metadata={"m.deep": True}, tags_all={"a"}))
+        assert page.ids == [s.id]
+        assert await st.count_sessions(SessionFilter(status="paused")) == 1
+
+    @store_test
+    async def test_checkpoint_of_another_session(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        a = await st.create_session(data={"owner": "a"})
+        b = await st.create_session(data={"owner": "b"})
+        cp = await st.save_checkpoint(a.id)
+        a = await st.update_session(a.id, data={"owner": "a2"})
+        with pytest.raises(SessionNotFoundError):
+            await st.get_checkpoint(b.id, cp.id)
+        with pytest.raises(SessionNotFoundError):
+            await st.restore_checkpoint(b.id, cp.id)
+        assert await st.delete_checkpoint(b.id, cp.id) is False
+        assert await st.get_session(a.id) == a
+        assert await st.get_session(b.id) == b
+        assert await st.list_checkpoints(b.id) == []
+        assert await st.list_checkpoints(a.id) == [cp]
+        assert await st.get_checkpoint(a.id, cp.id) == cp
+
+    @store_test
+    async def test_checkpoint_retention_option(self, ctx: ConformanceContext) -> None:
+        """The ``checkpoint_keep_last`` option is the default pruning of ``save_checkpoint``."""
+        st = await ctx.open_store(ctx.fresh_namespace(), checkpoint_keep_last=2)
+        s = await st.create_session()
+        made = []
+        for i in range(4):
+            ctx.clock.advance(1)
+            made.append(await st.save_checkpoint(s.id, label=f"c{i}"))
+        assert [c.id for c in await st.list_checkpoints(s.id)] == [c.id for c in made[-2:]]
+        ctx.clock.advance(1)
+        wider = await st.save_checkpoint(s.id, label="wide", keep_last=3)  # the argument wins
+        kept = [c.id for c in await st.list_checkpoints(s.id)]
+        assert kept == [made[-2].id, made[-1].id, wider.id]
+        ctx.clock.advance(1)
+        last = await st.save_checkpoint(s.id, label="one", keep_last=1)
+        assert await st.list_checkpoints(s.id) == [last]

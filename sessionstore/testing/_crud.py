@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from ulid import ULID
 
 from sessionstore import (
+    AppendOp,
     SerializationError,
     SessionExistsError,
     SessionFilter,
     SessionNotFoundError,
+    SessionStore,
+    SessionUpdate,
     Status,
+    StoreUnavailableError,
+    UpdateOp,
 )
 
 from ._harness import ConformanceContext, store_test
@@ -221,3 +228,105 @@ class CrudTests:
         assert s2.event_count == 0
         assert await ctx.store.get_events("again") == []
         assert await ctx.store.list_checkpoints("again") == []
+
+    @store_test
+    async def test_group_survives_every_write(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(id="grouped", group="team-1", ttl=100, data={"a": 1})
+        other = await st.create_session(id="plain", ttl=100)
+        cp = await st.save_checkpoint(s.id)
+        writes: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("merge", lambda: st.update_session(s.id, merge_data={"b": 2})),
+            ("replace", lambda: st.update_session(s.id, data={"c": 3}, metadata={"m": 1})),
+            ("status", lambda: st.update_session(s.id, status="paused", add_tags={"t"})),
+            ("processor", lambda: st.update_session(s.id, processor_id="p", tags={"u"})),
+            ("expiry", lambda: st.update_session(s.id, ttl=200)),
+            ("append", lambda: st.append_events(s.id, [{"type": "e"}] * 3)),
+            ("touch", lambda: st.touch(s.id, ttl=300)),
+            ("trim", lambda: st.trim_events(s.id, keep_last=1)),
+            ("checkpoint", lambda: st.save_checkpoint(s.id)),
+            ("restore", lambda: st.restore_checkpoint(s.id, cp.id)),
+            ("commit", lambda: st.commit([UpdateOp(s.id, SessionUpdate(merge_data={"d": 4}))])),
+            ("batch_append", lambda: st.commit([AppendOp(s.id, [{"type": "b"}])])),
+        ]
+        for name, write in writes:
+            ctx.clock.advance(1)
+            await write()
+            got = await st.get_session(s.id)
+            assert got is not None and got.group == "team-1", name
+            assert (await st.get_session(other.id)).group is None  # type: ignore[union-attr]
+            (listed,) = (await st.list_sessions(SessionFilter(ids=[s.id]))).items
+            assert listed.group == "team-1", name
+        ctx.clock.advance(400)
+        assert sorted(await st.expire_sessions()) == sorted([s.id, other.id])
+        got = await st.get_session(s.id, include_expired=True)
+        assert got is not None and got.group == "team-1"
+        (record,) = [
+            r async for r in st.scan(filter=SessionFilter(ids=[s.id], include_expired=True))
+        ]
+        assert record.session.group == "team-1"
+        await st.put_records([record], strategy="overwrite")
+        again = await st.get_session(s.id, include_expired=True)
+        assert again is not None and again.group == "team-1"
+
+    @store_test
+    async def test_tags_accept_any_collection(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        a = await st.create_session(tags=("t1", "t2"))
+        assert a.tags == frozenset({"t1", "t2"})
+        b = await st.create_session(tags=["t3", "t3"])
+        assert b.tags == frozenset({"t3"})
+        c = await st.create_session(tags=(t for t in ("t4",)))
+        assert c.tags == frozenset({"t4"})
+        a = await st.update_session(a.id, add_tags=("t5",), remove_tags=("t1",))
+        assert a.tags == frozenset({"t2", "t5"})
+        a = await st.update_session(a.id, tags=("t6",))
+        assert a.tags == frozenset({"t6"})
+        a = await st.update_session(a.id, remove_data_keys=("x",), remove_metadata_keys=["y"])
+        assert a.tags == frozenset({"t6"})
+        for sid, tags in ((a.id, {"t6"}), (b.id, {"t3"}), (c.id, {"t4"})):
+            got = await st.get_session(sid)
+            assert got is not None and got.tags == frozenset(tags)
+        page = await st.list_sessions(SessionFilter(tags_any=("t3", "t4")))
+        assert sorted(page.ids) == sorted([b.id, c.id])
+
+    @store_test
+    async def test_store_refuses_calls_before_initialize_and_after_shutdown(
+        self, ctx: ConformanceContext
+    ) -> None:
+        made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=ctx.clock)
+        fresh: SessionStore = await made if inspect.isawaitable(made) else made
+        with pytest.raises(StoreUnavailableError):
+            await fresh.create_session()
+        with pytest.raises(StoreUnavailableError):
+            await fresh.get_session("any")
+        async with fresh:
+            s = await fresh.create_session()
+            assert await fresh.get_session(s.id) == s
+            await fresh.delete_session(s.id)
+        with pytest.raises(StoreUnavailableError):
+            await fresh.get_session(s.id)
+        with pytest.raises(StoreUnavailableError):
+            await fresh.create_session()
+        with pytest.raises(StoreUnavailableError):
+            await fresh.initialize()  # a store that was shut down stays closed
+
+    @store_test
+    async def test_update_each_change_alone(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(data={"a": 1, "b": 2}, metadata={"x": 1, "y": 2})
+        steps: list[tuple[dict[str, object], dict[str, object], dict[str, object]]] = [
+            ({"merge_data": {"c": 3}}, {"a": 1, "b": 2, "c": 3}, {"x": 1, "y": 2}),
+            ({"remove_data_keys": ["a"]}, {"b": 2, "c": 3}, {"x": 1, "y": 2}),
+            ({"merge_metadata": {"z": 3}}, {"b": 2, "c": 3}, {"x": 1, "y": 2, "z": 3}),
+            ({"remove_metadata_keys": ["x"]}, {"b": 2, "c": 3}, {"y": 2, "z": 3}),
+            ({"data": {"only": True}}, {"only": True}, {"y": 2, "z": 3}),
+            ({"metadata": {}}, {"only": True}, {}),
+        ]
+        for change, data, metadata in steps:
+            s = await st.update_session(s.id, **change)  # type: ignore[arg-type]
+            assert (s.data, s.metadata) == (data, metadata), change
+            assert await st.get_session(s.id) == s
+        with pytest.raises(TypeError, match="bogus"):
+            await st.create_session(bogus=1)  # type: ignore[call-arg]
+        assert await st.count_sessions() == 1

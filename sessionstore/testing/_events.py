@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sessionstore import EventInput, InvalidArgumentError, SessionNotFoundError
+from sessionstore import (
+    AppendOp,
+    EventInput,
+    InvalidArgumentError,
+    Session,
+    SessionNotFoundError,
+)
 
 from ._harness import ConformanceContext, store_test
 
@@ -17,7 +23,10 @@ class EventTests:
     @store_test
     async def test_append_assigns_gap_free_seq(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session()
+        ctx.clock.advance(1)
+        first_at = ctx.clock.now()
         s = await ctx.store.append_events(s.id, [{"type": "a", "data": {"i": 1}}, EventInput("b")])
+        assert s.updated_at == first_at
         ctx.clock.advance(1)
         s = await ctx.store.append_events(s.id, [{"type": "c"}])
         assert s.event_count == 3
@@ -29,12 +38,11 @@ class EventTests:
             (2, "b", {}),
             (3, "c", {}),
         ]
-        assert (
-            events[0].at
-            == events[1].at
-            == s.updated_at.replace() - (ctx.clock.now() - events[0].at)
-        )
-        assert events[2].at == ctx.clock.now()
+        # each event carries the time of its own append
+        assert [e.at for e in events] == [first_at, first_at, ctx.clock.now()]
+        assert first_at != ctx.clock.now()
+        ctx.clock.advance(1)
+        assert [e.at for e in await ctx.store.get_events(s.id)] == [e.at for e in events]
 
     @store_test
     async def test_get_events_paging(self, ctx: ConformanceContext) -> None:
@@ -111,3 +119,39 @@ class EventTests:
         assert event.data == payload
         assert isinstance(event.data["list"], list)
         assert event.at.utcoffset() is not None
+
+    @store_test
+    async def test_get_events_every_window(self, ctx: ConformanceContext) -> None:
+        """Every combination of ``after_seq`` / ``limit`` / ``last`` on a trimmed log."""
+        s = await ctx.store.create_session()
+        await ctx.store.append_events(s.id, [{"type": f"e{i}"} for i in range(7)])
+        await ctx.store.append_events(s.id, [{"type": f"f{i}"} for i in range(5)])
+        await ctx.store.trim_events(s.id, keep_last=9)  # kept: seq 4..12
+        kept = list(range(4, 13))
+        for after_seq in (0, 2, 3, 4, 7, 11, 12, 40):
+            for limit in (None, 1, 2, 5, 9, 50):
+                for last in (None, 1, 2, 5, 9, 50):
+                    if limit is not None and last is not None:
+                        continue
+                    want = [q for q in kept if q > after_seq]
+                    if limit is not None:
+                        want = want[:limit]
+                    if last is not None:
+                        want = want[-last:]
+                    got = await ctx.store.get_events(
+                        s.id, after_seq=after_seq, limit=limit, last=last
+                    )
+                    assert [e.seq for e in got] == want, (after_seq, limit, last)
+                    assert [e.type for e in got] == [
+                        f"e{q - 1}" if q <= 7 else f"f{q - 8}" for q in want
+                    ]
+
+    @store_test
+    async def test_append_accepts_any_sequence(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(s.id, ({"type": "a"}, EventInput("b", {"k": 1})))
+        assert (s.event_count, s.last_seq) == (2, 2)
+        (done,) = await ctx.store.commit([AppendOp(s.id, (EventInput("c"),))])
+        assert isinstance(done, Session) and done.last_seq == 3
+        events = await ctx.store.get_events(s.id)
+        assert [(e.type, e.data) for e in events] == [("a", {}), ("b", {"k": 1}), ("c", {})]

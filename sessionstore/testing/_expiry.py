@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
-from sessionstore import SessionFilter, SessionNotFoundError, Status
+from sessionstore import PutResult, SessionFilter, SessionNotFoundError, SessionRecord, Status
 
 from ._harness import ConformanceContext, store_test
 
@@ -148,3 +149,89 @@ class ExpiryTests:
         assert await ctx.store.get_session("reuse") == fresh
         s = await ctx.store.append_events("reuse", [{"type": "new"}])
         assert s.last_seq == 1
+
+    @store_test
+    async def test_update_ttl_sets_new_expiry(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session(ttl=10)
+        ctx.clock.advance(4)
+        s = await ctx.store.update_session(s.id, ttl=30)
+        assert s.expires_at == ctx.clock.now() + timedelta(seconds=30)
+        assert await ctx.store.get_session(s.id) == s
+        s = await ctx.store.update_session(s.id, ttl=timedelta(seconds=5), merge_data={"a": 1})
+        assert s.expires_at == ctx.clock.now() + timedelta(seconds=5)
+        ctx.clock.advance(timedelta(seconds=5) - timedelta(milliseconds=1))
+        assert await ctx.store.get_session(s.id) == s
+        assert (await ctx.store.list_sessions(SessionFilter(ids=[s.id]))).ids == [s.id]
+        ctx.clock.advance(timedelta(milliseconds=1))
+        assert await ctx.store.get_session(s.id) is None
+        assert await ctx.store.count_sessions() == 0
+        assert await ctx.store.expire_sessions() == [s.id]
+        never = await ctx.store.create_session()
+        never = await ctx.store.update_session(never.id, ttl=1)
+        assert never.expires_at == ctx.clock.now() + timedelta(seconds=1)
+
+    @store_test
+    async def test_delete_expired_session(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(id="gone", ttl=1, tags={"t"}, processor_id="p")
+        await st.append_events(s.id, [{"type": "e"}])
+        await st.save_checkpoint(s.id)
+        keep = await st.create_session(ttl=100, tags={"t"}, processor_id="p")
+        ctx.clock.advance(1)
+        assert await st.delete_session(s.id) is False  # it was not visible...
+        assert await st.get_session(s.id, include_expired=True) is None  # ...but is removed
+        every = SessionFilter(include_expired=True)
+        assert (await st.list_sessions(every)).ids == [keep.id]
+        assert await st.count_sessions(SessionFilter(include_expired=True, tags_all={"t"})) == 1
+        assert [r.session.id async for r in st.scan(include_expired=True)] == [keep.id]
+        assert await st.cleanup_expired_sessions() == 0
+        fresh = await st.create_session(id="gone")
+        assert (fresh.version, fresh.event_count, fresh.last_seq) == (1, 0, 0)
+        assert await st.get_events("gone") == []
+        assert await st.list_checkpoints("gone") == []
+        other = await st.create_session(ttl=1)
+        ctx.clock.advance(1)
+        assert await st.delete_session(other.id, expected_version=other.version + 3) is False
+        assert await st.get_session(other.id, include_expired=True) is None
+
+    @store_test
+    async def test_checkpoints_of_expired_session(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(ttl=5, data={"v": 1})
+        cp = await st.save_checkpoint(s.id, label="before")
+        ctx.clock.advance(5)
+        with pytest.raises(SessionNotFoundError):
+            await st.save_checkpoint(s.id)
+        with pytest.raises(SessionNotFoundError):
+            await st.list_checkpoints(s.id)
+        with pytest.raises(SessionNotFoundError):
+            await st.get_checkpoint(s.id, cp.id)
+        with pytest.raises(SessionNotFoundError):
+            await st.restore_checkpoint(s.id, cp.id)
+        try:
+            deleted = await st.delete_checkpoint(s.id, cp.id)
+        except SessionNotFoundError:
+            deleted = False
+        assert deleted is False
+        (record,) = [r async for r in st.scan(include_expired=True)]
+        assert record.session == s  # nothing of the above wrote to it
+        assert list(record.checkpoints) == [cp]
+
+    @store_test
+    async def test_put_records_over_expired_session(self, ctx: ConformanceContext) -> None:
+        """An expired stored session counts as absent: every strategy replaces it."""
+        st = ctx.store
+        for strategy in ("skip_existing", "update_newer", "fail_on_conflict", "overwrite"):
+            await st.delete_session("exp")
+            base = await st.create_session(id="exp", ttl=1, data={"v": "old"})
+            # older than what will be stored (update_newer would skip it over a live one)
+            incoming = replace(base, data={"v": "backup"}, expires_at=None)
+            ctx.clock.advance(0.5)
+            await st.append_events(base.id, [{"type": "old"}] * 2)
+            await st.save_checkpoint(base.id)
+            ctx.clock.advance(0.5)
+            result = await st.put_records([SessionRecord(incoming)], strategy=strategy)
+            assert result == PutResult(created=1), strategy
+            assert await st.get_session("exp") == incoming, strategy
+            assert await st.get_events("exp") == [], strategy
+            assert await st.list_checkpoints("exp") == [], strategy

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from sessionstore import ManualClock, SessionFilter, SessionStore
+from sessionstore import ManualClock, SessionFilter, SessionRecord, SessionStore
 from sessionstore.query import QueryOptions
 
 if TYPE_CHECKING:
     from .suite import StoreConformance
 
-__all__ = ["ConformanceContext", "requires", "store_test"]
+__all__ = ["ConformanceContext", "requires", "snapshot", "store_test"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 TestBody = Callable[[Any, "ConformanceContext"], Awaitable[None]]
@@ -62,11 +62,18 @@ class ConformanceContext:
         self.store = await self.open_store()
         return self.store
 
-    async def open_store(self, namespace: str | None = None) -> SessionStore:
-        """Another initialised store on this test's namespace (or on ``namespace``)."""
+    async def open_store(self, namespace: str | None = None, **options: Any) -> SessionStore:
+        """Another initialised store on this test's namespace (or on ``namespace``).
+
+        ``options`` are driver options (:class:`~sessionstore.StoreOptions` fields such as
+        ``checkpoint_keep_last``) handed to ``make_store``; the test skips when the test
+        class's ``make_store`` takes none.
+        """
         ns = namespace or self.namespace
+        if options and not accepts_options(self.suite.make_store, options):
+            pytest.skip(f"make_store() takes no driver options ({', '.join(sorted(options))})")
         self._namespaces.add(ns)
-        store = self.suite.make_store(namespace=ns, clock=self.clock)
+        store = self.suite.make_store(namespace=ns, clock=self.clock, **options)
         if inspect.isawaitable(store):
             store = await store
         await store.initialize()
@@ -118,6 +125,15 @@ async def drop_namespace(store: SessionStore) -> None:
         await store.shutdown()
 
 
+def accepts_options(make_store: Callable[..., Any], options: dict[str, Any]) -> bool:
+    """True when ``make_store`` takes these keyword arguments (or ``**options``)."""
+    params = inspect.signature(make_store).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return True
+    names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+    return set(options) <= names
+
+
 async def empty_namespace(store: SessionStore) -> None:
     """Delete every session (expired included) the store can see."""
     flt = SessionFilter(include_expired=True)
@@ -127,6 +143,13 @@ async def empty_namespace(store: SessionStore) -> None:
             return
         for session in page.items:
             await store.delete_session(session.id)
+
+
+async def snapshot(store: SessionStore) -> list[SessionRecord]:
+    """Every record the store holds (expired ones too): sessions, events and checkpoints,
+    in id order. What "nothing was written" compares."""
+    records = [r async for r in store.scan(include_expired=True)]
+    return sorted(records, key=lambda r: r.session.id)
 
 
 def store_test(func: TestBody) -> Callable[..., None]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sessionstore import QueryOptions, SessionFilter
+import pytest
+
+from sessionstore import AppendOp, QueryOptions, Session, SessionFilter, SessionNotFoundError
 
 from ._harness import ConformanceContext, requires, store_test
 
@@ -90,3 +92,83 @@ class IsolationTests:
         assert await twin.get_session(s.id) == s
         s2 = await twin.update_session(s.id, merge_data={"y": 2})
         assert await ctx.store.get_session(s.id) == s2
+
+    @store_test
+    async def test_every_read_path_returns_copies(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        s = await st.create_session(id="iso", data={"d": [1]}, metadata={"m": {"k": "v"}})
+        s = await st.append_events(s.id, [{"type": "e", "data": {"v": [1]}}])
+        cp = await st.save_checkpoint(s.id)
+        original = await st.get_session(s.id)
+        assert original is not None
+
+        def spoil(session: Session) -> None:
+            session.data["d"].append("spoiled")
+            session.data["new"] = 1
+            session.metadata["m"]["k"] = "spoiled"
+
+        spoil((await st.get_sessions([s.id]))[s.id])
+        spoil((await st.search_sessions("iso")).items[0])
+        spoil((await st.list_sessions(SessionFilter(ids=[s.id]))).items[0])
+        (listed,) = await st.list_checkpoints(s.id)
+        listed.data["d"].append("spoiled")
+        listed.metadata["m"]["k"] = "spoiled"
+        async for record in st.scan():
+            spoil(record.session)
+            record.events[0].data["v"].append("spoiled")
+            record.checkpoints[0].data["d"].append("spoiled")
+        (event,) = await st.get_events(s.id)
+        event.data["v"].append("spoiled")
+        assert await st.get_session(s.id) == original
+        assert await st.get_checkpoint(s.id, cp.id) == cp
+        assert (await st.get_events(s.id))[0].data == {"v": [1]}
+
+        results = await st.commit([AppendOp(s.id, [{"type": "e2"}])])
+        assert isinstance(results[0], Session)
+        spoil(results[0])
+        async with st.transaction() as tx:
+            await tx.update_session(s.id, add_tags={"t"})
+        assert isinstance(tx.results[0], Session)
+        spoil(tx.results[0])
+        touched = await st.touch(s.id)
+        spoil(touched)
+        final = await st.get_session(s.id)
+        assert final is not None
+        assert (final.data, final.metadata) == (original.data, original.metadata)
+        assert (await st.list_checkpoints(s.id)) == [cp]
+        (record,) = [r async for r in st.scan()]
+        assert record.session == final
+        assert [e.data for e in record.events] == [{"v": [1]}, {}]
+
+    @store_test
+    async def test_namespaces_isolate_events_and_checkpoints(self, ctx: ConformanceContext) -> None:
+        other = await ctx.open_store(ctx.fresh_namespace())
+        mine = await ctx.store.create_session(id="same", data={"who": "me"})
+        theirs = await other.create_session(id="same", data={"who": "them"})
+        await ctx.store.append_events("same", [{"type": "m"}] * 3)
+        await other.append_events("same", [{"type": "t"}])
+        their_cp = await other.save_checkpoint("same", label="theirs")
+        assert await ctx.store.list_checkpoints("same") == []
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_checkpoint("same", their_cp.id)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.restore_checkpoint("same", their_cp.id)
+        assert await ctx.store.delete_checkpoint("same", their_cp.id) is False
+        my_cp = await ctx.store.save_checkpoint("same", label="mine", keep_last=1)
+        assert await other.list_checkpoints("same") == [their_cp]  # not pruned by mine
+        assert [e.type for e in await ctx.store.get_events("same")] == ["m"] * 3
+        assert [e.seq for e in await other.get_events("same")] == [1]
+        await other.trim_events("same", keep_last=0)
+        assert len(await ctx.store.get_events("same")) == 3
+        assert (await ctx.store.get_session("same")).last_seq == 3  # type: ignore[union-attr]
+        await other.delete_session("same")
+        assert await ctx.store.list_checkpoints("same") == [my_cp]
+        assert len(await ctx.store.get_events("same")) == 3
+        again = await other.create_session(id="same")
+        assert await other.list_checkpoints("same") == []
+        assert await other.get_events("same") == []
+        assert mine.id == theirs.id == again.id
+        assert [r.session.id async for r in other.scan()] == ["same"]
+        (record,) = [r async for r in ctx.store.scan()]
+        assert [c.label for c in record.checkpoints] == ["mine"]
+        assert len(record.events) == 3

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 
 from sessionstore import (
     IntegrityError,
     PutResult,
+    QueryOptions,
     SessionExistsError,
     SessionFilter,
     SessionRecord,
+    Status,
 )
+from sessionstore.query import SORT_FIELDS
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, snapshot, store_test
 
 __all__ = ["RecordTests"]
 
@@ -125,3 +129,135 @@ class RecordTests:
         with pytest.raises(IntegrityError):
             await ctx.store.put_records([record])
         assert await ctx.store.get_session("d2") is None
+
+    @store_test
+    async def test_update_newer_decides_by_updated_at(self, ctx: ConformanceContext) -> None:
+        st = ctx.store
+        stored = await st.create_session(id="un", data={"v": "stored"})
+        for i in range(4):
+            stored = await st.update_session(stored.id, merge_data={"i": i})  # version 5
+        later = stored.updated_at + timedelta(seconds=1)
+        earlier = stored.updated_at - timedelta(seconds=1)
+        cases = [
+            # (incoming updated_at, incoming version, overwritten?)
+            (earlier, stored.version + 10, False),  # higher version, older: kept
+            (stored.updated_at, stored.version - 1, False),  # same time, lower version: kept
+            (stored.updated_at, stored.version, False),  # identical: kept
+            (later, 1, True),  # newer with a lower version: replaced
+        ]
+        for updated_at, version, replaced in cases:
+            incoming = replace(
+                stored, data={"v": "incoming"}, updated_at=updated_at, version=version
+            )
+            result = await st.put_records([SessionRecord(incoming)], strategy="update_newer")
+            got = await st.get_session("un")
+            if replaced:
+                assert result == PutResult(overwritten=1), (updated_at, version)
+                assert got == incoming
+            else:
+                assert result == PutResult(skipped=1), (updated_at, version)
+                assert got == stored
+        tie = await st.create_session(id="tie")
+        newer = replace(tie, data={"v": "higher"}, version=tie.version + 1)
+        assert await st.put_records([SessionRecord(newer)], strategy="update_newer") == PutResult(
+            overwritten=1
+        )
+        assert await st.get_session("tie") == newer
+
+    @store_test
+    async def test_fail_on_conflict_writes_nothing_wherever_the_conflict(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        taken = await st.create_session(id="taken", data={"v": "stored"})
+        snap = await snapshot(st)
+        incoming = [SessionRecord(replace(taken, id=f"new{i}", data={"v": i})) for i in range(4)]
+        clash = SessionRecord(replace(taken, data={"v": "incoming"}))
+        for position in range(len(incoming) + 1):
+            batch = [*incoming[:position], clash, *incoming[position:]]
+            with pytest.raises(SessionExistsError):
+                await st.put_records(batch, strategy="fail_on_conflict")
+            assert await snapshot(st) == snap, position
+        assert await st.put_records(incoming, strategy="fail_on_conflict") == PutResult(created=4)
+
+    @store_test
+    async def test_put_records_overwrite_reindexes(self, ctx: ConformanceContext) -> None:
+        """An overwrite may change every indexed field, ``created_at`` included."""
+        st = ctx.store
+        old = await st.create_session(id="ri", processor_id="p1", tags={"a"}, ttl=50)
+        other = await st.create_session(id="other")
+        ctx.clock.advance(10)
+        incoming = replace(
+            old,
+            processor_id="p2",
+            status=Status.PAUSED,
+            tags=frozenset({"b"}),
+            created_at=old.created_at + timedelta(seconds=5),
+            updated_at=old.updated_at + timedelta(seconds=6),
+            expires_at=None,
+            version=7,
+        )
+        assert await st.put_records([SessionRecord(incoming)], strategy="overwrite") == PutResult(
+            overwritten=1
+        )
+        mid = old.created_at + timedelta(seconds=2)
+        cases: list[tuple[SessionFilter, list[str]]] = [
+            (SessionFilter(processor_id="p1"), []),
+            (SessionFilter(processor_id="p2"), ["ri"]),
+            (SessionFilter(status="active"), ["other"]),
+            (SessionFilter(status="paused"), ["ri"]),
+            (SessionFilter(tags_any={"a"}), []),
+            (SessionFilter(tags_all={"b"}), ["ri"]),
+            (SessionFilter(created_after=mid), ["ri"]),
+            (SessionFilter(created_before=mid), ["other"]),
+            (SessionFilter(updated_after=mid), ["ri"]),
+            (SessionFilter(expires_before=ctx.clock.now() + timedelta(days=1)), []),
+        ]
+        for flt, want in cases:
+            for sort_by in SORT_FIELDS:
+                page = await st.list_sessions(flt, QueryOptions(sort_by=sort_by))
+                assert page.ids == want, (flt, sort_by)
+            assert await st.count_sessions(flt) == len(want), flt
+        by_created = await st.list_sessions(None, QueryOptions(sort_by="created_at", order="desc"))
+        assert by_created.ids == ["ri", other.id]
+        assert await st.get_session("ri") == incoming
+
+    @store_test
+    async def test_put_records_created_sessions_are_indexed_by_their_times(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Restored sessions keep their own created_at/updated_at/expires_at, in every index."""
+        st = ctx.store
+        base = await st.create_session(id="t0")
+        t0 = base.created_at
+        records = [
+            SessionRecord(
+                replace(
+                    base,
+                    id=f"t{i}",
+                    created_at=t0 + timedelta(seconds=i),
+                    updated_at=t0 + timedelta(seconds=10 - i),
+                    expires_at=t0 + timedelta(hours=1, seconds=i),
+                )
+            )
+            for i in (1, 2, 3)
+        ]
+        assert await st.put_records(records) == PutResult(created=3)
+        by_updated = await st.list_sessions(None, QueryOptions(sort_by="updated_at"))
+        assert by_updated.ids == ["t0", "t3", "t2", "t1"]
+        by_created = await st.list_sessions(None, QueryOptions(sort_by="created_at"))
+        assert by_created.ids == ["t0", "t1", "t2", "t3"]
+        by_expiry = await st.list_sessions(None, QueryOptions(sort_by="expires_at"))
+        assert by_expiry.ids == ["t1", "t2", "t3", "t0"]
+        late = SessionFilter(updated_after=t0 + timedelta(seconds=7, milliseconds=500))
+        page = await st.list_sessions(late, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t2", "t1"]
+        assert await st.count_sessions(late) == 2
+        ctx.clock.advance(20)
+        for sid in ("t3", "t2"):  # a later write moves each index entry
+            await st.update_session(sid, merge_data={"v": 1})
+        page = await st.list_sessions(late, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t1", "t2", "t3"]
+        assert await st.delete_session("t3") is True
+        page = await st.list_sessions(None, QueryOptions(sort_by="updated_at"))
+        assert page.ids == ["t0", "t1", "t2"]

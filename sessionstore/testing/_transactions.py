@@ -11,26 +11,23 @@ from sessionstore import (
     CreateOp,
     DeleteOp,
     NewSession,
+    Op,
     SerializationError,
     Session,
     SessionConflictError,
     SessionNotFoundError,
+    SessionRecord,
     SessionUpdate,
     UpdateOp,
 )
 
-from ._harness import ConformanceContext, requires, store_test
+from ._harness import ConformanceContext, requires, snapshot, store_test
 
 __all__ = ["TransactionTests"]
 
 
-async def _state(ctx: ConformanceContext) -> list[tuple[Session, list[object]]]:
-    from sessionstore import QueryOptions, SessionFilter
-
-    page = await ctx.store.list_sessions(
-        SessionFilter(include_expired=True), QueryOptions(sort_by="id", limit=1000)
-    )
-    return [(s, list(await ctx.store.get_events(s.id))) for s in page.items]
+async def _state(ctx: ConformanceContext) -> list[SessionRecord]:
+    return await snapshot(ctx.store)
 
 
 class TransactionTests:
@@ -161,3 +158,93 @@ class TransactionTests:
             pass
         assert tx.results == []
         assert await ctx.store.commit([]) == []
+
+    @store_test
+    async def test_stale_append_and_delete_in_batch_write_nothing(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Every op kind checks ``expected_version`` inside a batch, against the batch's view."""
+        st = ctx.store
+        a = await st.create_session(data={"a": 1})
+        a = await st.append_events(a.id, [{"type": "first"}])
+        before = await _state(ctx)
+        batches: list[list[Op]] = [
+            [AppendOp(a.id, [{"type": "x"}], expected_version=a.version - 1)],
+            [DeleteOp(a.id, expected_version=a.version - 1)],
+            # the update moves the version on: the second op's (once right) version is stale
+            [
+                UpdateOp(a.id, SessionUpdate(merge_data={"b": 2})),
+                AppendOp(a.id, [{"type": "x"}], expected_version=a.version),
+            ],
+            [
+                AppendOp(a.id, [{"type": "x"}], expected_version=a.version),
+                DeleteOp(a.id, expected_version=a.version),
+            ],
+            [
+                UpdateOp(a.id, SessionUpdate(merge_data={"b": 2}), expected_version=a.version),
+                AppendOp(a.id, [{"type": "y"}], expected_version=a.version + 1),
+                DeleteOp(a.id, expected_version=a.version + 7),
+            ],
+        ]
+        for ops in batches:
+            with pytest.raises(SessionConflictError) as info:
+                await st.commit(ops)
+            assert info.value.session_id == a.id
+            assert await _state(ctx) == before, ops
+        # right versions in the same shapes succeed
+        done = await st.commit(
+            [
+                UpdateOp(a.id, SessionUpdate(merge_data={"b": 2}), expected_version=a.version),
+                AppendOp(a.id, [{"type": "y"}], expected_version=a.version + 1),
+                DeleteOp(a.id, expected_version=a.version + 2),
+            ]
+        )
+        assert done[2] is True
+        assert await st.get_session(a.id) is None
+
+    @store_test
+    async def test_stale_append_and_delete_in_transaction_write_nothing(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        a = await st.create_session(data={"a": 1})
+        a = await st.update_session(a.id, merge_data={"a": 2})
+        before = await _state(ctx)
+        with pytest.raises(SessionConflictError):
+            async with st.transaction() as tx:
+                await tx.update_session(a.id, merge_data={"c": 3})
+                await tx.append_events(a.id, [{"type": "x"}], expected_version=a.version - 1)
+        assert await _state(ctx) == before
+        with pytest.raises(SessionConflictError):
+            async with st.transaction() as tx:
+                await tx.append_events(a.id, [{"type": "x"}])
+                await tx.delete_session(a.id, expected_version=a.version)
+        assert await _state(ctx) == before
+        async with st.transaction() as tx:
+            await tx.append_events(a.id, [{"type": "x"}], expected_version=a.version)
+            await tx.delete_session(a.id, expected_version=a.version + 1)
+        assert tx.results[1] is True
+        assert await st.get_session(a.id) is None
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_stale_op_on_another_session_writes_nothing(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        a = await st.create_session()
+        b = await st.create_session()
+        b = await st.append_events(b.id, [{"type": "e"}])
+        before = await _state(ctx)
+        for stale in (
+            AppendOp(b.id, [{"type": "x"}], expected_version=b.version - 1),
+            DeleteOp(b.id, expected_version=b.version - 1),
+        ):
+            for ops in (
+                [UpdateOp(a.id, SessionUpdate(merge_data={"x": 1})), stale],
+                [stale, AppendOp(a.id, [{"type": "y"}])],
+                [CreateOp(NewSession(id="never")), stale, DeleteOp(a.id)],
+            ):
+                with pytest.raises(SessionConflictError):
+                    await st.commit(ops)
+                assert await _state(ctx) == before, ops

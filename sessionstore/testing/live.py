@@ -8,6 +8,8 @@ store that holds real data in other namespaces.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sessionstore import Clock, SessionStore, open_store
@@ -23,8 +25,8 @@ class TestLiveStore(StoreConformance):
 
     cleanup_namespaces = True
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
         url = live_url()
         if url is None:
             pytest.skip("no --sessionstore-url given")
-        return open_store(url, namespace=namespace, clock=clock)
+        return open_store(url, namespace=namespace, clock=clock, **options)

@@ -14,9 +14,11 @@ from ._crud import CrudTests
 from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
+from ._faults import FaultTests
 from ._isolation import IsolationTests
-from ._query import QueryTests, SearchTests
+from ._query import QueryTests
 from ._records import RecordTests
+from ._search import SearchTests
 from ._state_machine import StateMachineTests
 from ._transactions import TransactionTests
 from ._versioning import VersioningTests
@@ -29,14 +31,20 @@ class StoreConformanceBase:
 
     Override :meth:`make_store` to return a fresh, *uninitialised* store on ``namespace``
     using ``clock``. Several calls with the same namespace must see the same data when
-    the driver declares ``shared_namespace``.
+    the driver declares ``shared_namespace``. Accept ``**options`` and pass them to the
+    store to run the tests of driver options (e.g. ``checkpoint_keep_last``); without
+    them those tests skip.
     """
 
     #: Empty every namespace a test used when it ends (needed for live servers).
     cleanup_namespaces: bool = True
 
     def make_store(self, *, namespace: str, clock: Clock) -> SessionStore | Awaitable[SessionStore]:
-        """A new store on ``namespace`` using ``clock`` (the suite initialises it)."""
+        """A new store on ``namespace`` using ``clock`` (the suite initialises it).
+
+        An override may also take ``**options`` (driver options a test asks for, such as
+        ``checkpoint_keep_last``); the base signature leaves them out so that existing
+        overrides stay type-correct."""
         raise NotImplementedError("a conformance test class must implement make_store()")
 
     def namespace_for_test(self) -> str:
@@ -58,6 +66,7 @@ class StoreConformance(
     IsolationTests,
     BadInputTests,
     RecordTests,
+    FaultTests,
     StateMachineTests,
     StoreConformanceBase,
 ):

@@ -8,23 +8,47 @@ every class here. Each variant is named after the bug it plants.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
+import orjson
 from sessionstore_memory import MemoryBackend, MemoryStore
+from sessionstore_memory._index import Indexes
 
 from sessionstore import (
+    AppendOp,
+    Checkpoint,
     Clock,
+    DeleteOp,
     Event,
+    InvalidArgumentError,
+    InvalidCursorError,
     Mutation,
     Op,
     Page,
+    PutResult,
     QueryOptions,
     Session,
     SessionFilter,
+    SessionNotFoundError,
+    SessionRecord,
+)
+from sessionstore.planning import Planner, Prepared
+from sessionstore.protocol import MergeStrategy
+from sessionstore.query import (
+    SORT_FIELDS,
+    decode_cursor,
+    encode_cursor,
+    evaluate,
+    matches,
+    order_key,
+    query_fingerprint,
 )
 from sessionstore.testing import StoreConformance
+from tests.conformance import test_memory_conformance as memory_conformance
 
 
 class IgnoresExpectedVersion(MemoryStore):
@@ -173,6 +197,393 @@ class IgnoresReset(MemoryStore):
         await super()._apply(mutations, atomic=atomic)
 
 
+# --------------------------------------------------------------------------- issue 16
+
+
+_FILTER_FIELDS = (
+    "ids", "processor_id", "status", "tags_all", "tags_any", "metadata", "created_after",
+    "created_before", "updated_after", "updated_before", "expires_before", "has_events",
+    "include_expired",
+)  # fmt: skip
+
+
+def _filter_with(flt: SessionFilter | None, **changes: Any) -> SessionFilter:
+    values = {name: getattr(flt or SessionFilter(), name) for name in _FILTER_FIELDS}
+    values.update(changes)
+    return SessionFilter(**values)
+
+
+class _ScanningQueries(MemoryStore):
+    """Queries by a scan through a per-variant view of each session (for query bugs)."""
+
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        return session
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        return flt
+
+    async def _query(
+        self, flt: SessionFilter, opts: QueryOptions | None, search: str | None
+    ) -> Page:
+        sessions = await self._all_sessions()
+        views = {s.id: s for s in sessions}
+        mine = self._filter_for(flt)
+        page = evaluate(
+            [self._view_for(s, flt) for s in sessions], mine, opts, self.clock.now(), search=search
+        )
+        items = [views[s.id] for s in page.items]
+        if mine is not flt and page.next_cursor is not None:  # a cursor of the asked query
+            o = opts or QueryOptions()
+            key = order_key(items[-1], o.sort_by)
+            return Page(items, encode_cursor(query_fingerprint(flt, o, search), key))
+        return Page(items, page.next_cursor)
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        flt = filter or SessionFilter()
+        if options is not None and options.cursor is not None:
+            o = options
+            key = decode_cursor(o.cursor, query_fingerprint(flt, o))  # type: ignore[arg-type]
+            mine = self._filter_for(flt)
+            if mine is not flt:
+                o = replace(o, cursor=encode_cursor(query_fingerprint(mine, o), key))
+            return await self._query(flt, o, None)
+        return await self._query(flt, options, None)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        flt = filter or SessionFilter()
+        now = self.clock.now()
+        mine = self._filter_for(flt)
+        return sum(
+            1 for s in await self._all_sessions() if matches(self._view_for(s, flt), mine, now)
+        )
+
+
+class IgnoresExpectedVersionOfBatchAppendsAndDeletes(MemoryStore):
+    async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        for p in prepared:  # only updates are checked inside a batch
+            if isinstance(p.op, AppendOp | DeleteOp):
+                p.expected_version = None
+        return await super()._commit_prepared(prepared)
+
+
+class UpdateTtlKeepsExpiry(MemoryStore):
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        kwargs.pop("ttl", None)  # the version moves, the expiry does not
+        return await super().update_session(session_id, **kwargs)
+
+
+class DeleteOfExpiredReportsTrue(MemoryStore):
+    async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> bool:
+        stored = await self.get_session(session_id, include_expired=True)
+        deleted = await super().delete_session(session_id, expected_version=expected_version)
+        return deleted or stored is not None
+
+
+class CheckpointsOfExpiredStayReadable(MemoryStore):
+    async def list_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        if await self.get_session(session_id, include_expired=True) is None:
+            raise SessionNotFoundError(session_id)
+        return await self._load_checkpoints(session_id)
+
+
+class PutRecordsSeesExpiredAsExisting(MemoryStore):
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        if stored is not None and strategy == "skip_existing":
+            return PutResult(skipped=1)  # an existing key, expired or not
+        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+
+
+class MetadataNoneMatchesMissingKey(_ScanningQueries):
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        missing = {k: None for k, v in (flt.metadata or {}).items() if v is None and "." not in k}
+        if not missing:
+            return session
+        return replace(session, metadata={**missing, **session.metadata})
+
+
+class CountIgnoresUpdatedRange(MemoryStore):
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        flt = _filter_with(filter, updated_after=None, updated_before=None)
+        return await super().count_sessions(flt)
+
+
+class ExpiresBeforeIsInclusive(_ScanningQueries):
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if flt.expires_before is None:
+            return flt
+        return _filter_with(flt, expires_before=flt.expires_before + timedelta(milliseconds=1))
+
+
+class HasEventsFromLastSeq(_ScanningQueries):
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        return replace(session, event_count=session.last_seq)  # "ever had events"
+
+
+class _ProcessorIndexNotMoved(Indexes):
+    def replace(self, old: Session, new: Session) -> None:
+        super().replace(old, replace(new, processor_id=old.processor_id))
+
+
+class ProcessorIndexIgnoresUpdates(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self._space.docs and not isinstance(self._space.index, _ProcessorIndexNotMoved):
+            self._space.index = _ProcessorIndexNotMoved()
+
+
+class NoDefaultPageLimit(MemoryStore):
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        if options is None:
+            options = QueryOptions(limit=10_000)
+        return await super().list_sessions(filter, options)
+
+
+class SearchIgnoresOrder(MemoryStore):
+    async def search_sessions(
+        self, text: str, options: QueryOptions | None = None, filter: SessionFilter | None = None
+    ) -> Page:
+        opts = options or QueryOptions()
+        by_id = replace(opts, sort_by="id", order="asc")
+        if opts.cursor is not None:
+            return await super().search_sessions(text, opts, filter)
+        page = await super().search_sessions(text, by_id, filter)
+        return Page(page.items, page.next_cursor and None)
+
+
+class CursorResumesFromRowsCurrentPosition(_ScanningQueries):
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        flt = filter or SessionFilter()
+        if options is None or options.cursor is None or options.sort_by == "id":
+            return await super().list_sessions(filter, options)
+        fp = query_fingerprint(flt, options)
+        key = decode_cursor(options.cursor, fp)
+        row = (await self._load([key[2]])).get(key[2])
+        if row is None:
+            return Page([], None)  # the row the cursor points at is gone
+        moved = replace(options, cursor=encode_cursor(fp, order_key(row, options.sort_by)))
+        return await super().list_sessions(filter, moved)
+
+
+class CursorOnFullLastPage(MemoryStore):
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        page = await super().list_sessions(filter, options)
+        opts = options or QueryOptions()
+        if page.next_cursor is None and len(page.items) == opts.limit:
+            fp = query_fingerprint(filter or SessionFilter(), opts)
+            return Page(page.items, encode_cursor(fp, order_key(page.items[-1], opts.sort_by)))
+        return page
+
+
+class CursorNotBoundToSortField(MemoryStore):
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        try:
+            return await super().list_sessions(filter, options)
+        except InvalidCursorError:
+            assert options is not None and options.cursor is not None
+            flt = filter or SessionFilter()
+            for other in SORT_FIELDS:  # a cursor of the same query sorted otherwise is fine
+                try:
+                    key = decode_cursor(
+                        options.cursor, query_fingerprint(flt, replace(options, sort_by=other))
+                    )
+                except InvalidCursorError:
+                    continue
+                fixed = encode_cursor(query_fingerprint(flt, options), key)
+                return await super().list_sessions(filter, replace(options, cursor=fixed))
+            raise
+
+
+class LastIgnoresAfterSeq(MemoryStore):
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        if last is not None:
+            after_seq = 0
+        return await super()._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+
+
+class RestoreKeepsMetadata(MemoryStore):
+    async def restore_checkpoint(
+        self, session_id: str, checkpoint_id: str, *, expected_version: int | None = None
+    ) -> Session:
+        cp = await self.get_checkpoint(session_id, checkpoint_id)
+
+        def plan(planner: Planner) -> Session:
+            current = planner.require(session_id, expected_version)
+            return planner.restore_checkpoint(replace(cp, metadata=current.metadata), None)
+
+        return await self._execute([session_id], plan)
+
+
+class CheckpointIdsAcrossSessions(MemoryStore):
+    async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        await super().list_checkpoints(session_id)  # the session must exist
+        for owner in list(self._space.checkpoints):  # checkpoints looked up by id alone
+            for cp in await self._load_checkpoints(owner):
+                if cp.id == checkpoint_id:
+                    return cp
+        raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+
+
+_SHARED_CHECKPOINTS: dict[str, dict[str, bytes]] = {}
+
+
+class CheckpointsShareNamespaces(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._space.checkpoints = _SHARED_CHECKPOINTS  # keyed by session id only
+
+
+class LoadedSessionsShared(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._loaded: dict[tuple[str, int], Session] = {}
+
+    async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        loaded = await super()._load(session_ids)
+        return {sid: self._loaded.setdefault((sid, s.version), s) for sid, s in loaded.items()}
+
+
+class AppendDropsGroup(MemoryStore):
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:  # the append path rebuilds the document without the group
+            if mut.append and mut.session is not None:
+                mut.session = replace(mut.session, group=None)
+        await super()._apply(mutations, atomic=atomic)
+
+
+class PutRecordsStoresValuesUnchecked(MemoryStore):
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        if not isinstance(record, SessionRecord):
+            raise InvalidArgumentError("put_records takes SessionRecord values")
+        s = record.session
+        dump = partial(orjson.dumps, default=repr)  # "lenient" encoding
+        return dump(s.data), dump(s.metadata)
+
+
+class UpdateNewerComparesVersions(MemoryStore):
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        live = stored is not None and not stored.is_expired(self.clock.now())
+        if strategy == "update_newer" and live:
+            assert stored is not None
+            if record.session.version <= stored.version:
+                return PutResult(skipped=1)
+            strategy = "overwrite"
+        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+
+
+class FailOnConflictWritesEarlierRecords(MemoryStore):
+    async def put_records(
+        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    ) -> PutResult:
+        if strategy != "fail_on_conflict":
+            return await super().put_records(records, strategy=strategy)
+        total = PutResult()
+        for record in records:  # checked one record at a time, as it is written
+            total += await super().put_records([record], strategy=strategy)
+        return total
+
+
+class SaveCheckpointValidatesLate(MemoryStore):
+    async def save_checkpoint(
+        self, session_id: str, *, label: str | None = None, keep_last: int | None = None
+    ) -> Checkpoint:
+        cp = await super().save_checkpoint(session_id, label=label)
+        if keep_last is not None and keep_last < 1:
+            raise InvalidArgumentError("keep_last must be positive")
+        if keep_last is not None:
+            return await self._prune(session_id, cp, keep_last)
+        return cp
+
+    async def _prune(self, session_id: str, cp: Checkpoint, keep_last: int) -> Checkpoint:
+        existing = [c.id for c in await self._load_checkpoints(session_id)]
+        drop = existing[: max(0, len(existing) - keep_last)]
+
+        def plan(planner: Planner) -> Checkpoint:
+            for cp_id in drop:
+                planner.drop_checkpoint(session_id, cp_id)
+            return cp
+
+        return await self._execute([session_id], plan)
+
+
+class EventTimesFromSessionUpdate(MemoryStore):
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        events = await super()._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+        doc = self._space.docs.get(session_id)
+        if doc is None:
+            return events
+        return [replace(e, at=doc.head.updated_at) for e in events]  # one stamp per log
+
+
+class CombinedFilterDropsTimeBounds(MemoryStore):
+    def _drop(self, flt: SessionFilter | None) -> SessionFilter | None:
+        if flt is None or (flt.processor_id is None and flt.tags_any is None):
+            return flt  # set-indexed conditions present: the time bounds are "already" used
+        return _filter_with(flt, created_after=None, created_before=None)
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        dropped = self._drop(filter)
+        if dropped is filter:
+            return await super().list_sessions(filter, options)
+        page = await super().list_sessions(dropped, options and replace(options, cursor=None))
+        return Page(page.items, None)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        return await super().count_sessions(self._drop(filter))
+
+
+class ScanRaisesOnCorruptRecord(MemoryStore):
+    async def _iter_sessions(self) -> AsyncIterator[Session]:
+        for doc in list(self._space.docs.values()):  # one bad record ends the scan
+            yield (await self._load([doc.head.id]))[doc.head.id]
+
+
+class IgnoresCheckpointRetentionOption(MemoryStore):
+    async def save_checkpoint(
+        self, session_id: str, *, label: str | None = None, keep_last: int | None = None
+    ) -> Checkpoint:
+        if keep_last is None:  # the checkpoint_keep_last option is never read
+            keep_last = 1_000_000
+        return await super().save_checkpoint(session_id, label=label, keep_last=keep_last)
+
+
+class CheckpointDigestNotVerified(MemoryStore):
+    async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
+        for cp in await self.list_checkpoints(session_id):  # trusts what it reads back
+            if cp.id == checkpoint_id:
+                return cp
+        raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -189,8 +600,72 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         LosesUpdatesWithoutCas,
         DeleteLeavesEvents,
         IgnoresReset,
+        IgnoresExpectedVersionOfBatchAppendsAndDeletes,
+        UpdateTtlKeepsExpiry,
+        DeleteOfExpiredReportsTrue,
+        CheckpointsOfExpiredStayReadable,
+        PutRecordsSeesExpiredAsExisting,
+        MetadataNoneMatchesMissingKey,
+        CountIgnoresUpdatedRange,
+        ExpiresBeforeIsInclusive,
+        HasEventsFromLastSeq,
+        ProcessorIndexIgnoresUpdates,
+        NoDefaultPageLimit,
+        SearchIgnoresOrder,
+        CursorResumesFromRowsCurrentPosition,
+        CursorOnFullLastPage,
+        CursorNotBoundToSortField,
+        LastIgnoresAfterSeq,
+        RestoreKeepsMetadata,
+        CheckpointIdsAcrossSessions,
+        CheckpointsShareNamespaces,
+        LoadedSessionsShared,
+        AppendDropsGroup,
+        PutRecordsStoresValuesUnchecked,
+        UpdateNewerComparesVersions,
+        FailOnConflictWritesEarlierRecords,
+        SaveCheckpointValidatesLate,
+        EventTimesFromSessionUpdate,
+        CombinedFilterDropsTimeBounds,
+        ScanRaisesOnCorruptRecord,
+        IgnoresCheckpointRetentionOption,
+        CheckpointDigestNotVerified,
     )
 }
+
+#: The test that must catch each variant of issue 16 (others may fail too).
+CAUGHT_BY: dict[str, str] = {
+    "IgnoresExpectedVersionOfBatchAppendsAndDeletes": "test_stale_append_and_delete_in_batch_write_nothing",  # noqa: E501
+    "UpdateTtlKeepsExpiry": "test_update_ttl_sets_new_expiry",
+    "DeleteOfExpiredReportsTrue": "test_delete_expired_session",
+    "CheckpointsOfExpiredStayReadable": "test_checkpoints_of_expired_session",
+    "PutRecordsSeesExpiredAsExisting": "test_put_records_over_expired_session",
+    "MetadataNoneMatchesMissingKey": "test_filter_metadata_none_needs_the_key",
+    "CountIgnoresUpdatedRange": "test_count_matches_list_for_every_filter",
+    "ExpiresBeforeIsInclusive": "test_every_range_bound_is_exclusive",
+    "HasEventsFromLastSeq": "test_has_events_after_trim_to_zero",
+    "ProcessorIndexIgnoresUpdates": "test_indexes_follow_changes_after_create",
+    "NoDefaultPageLimit": "test_default_page_size",
+    "SearchIgnoresOrder": "test_search_fields_exactly_in_every_order",
+    "CursorResumesFromRowsCurrentPosition": "test_cursor_every_sort_with_page_end_changed",
+    "CursorOnFullLastPage": "test_full_last_page_has_no_cursor",
+    "CursorNotBoundToSortField": "test_cursor_refused_for_another_sort_or_text",
+    "LastIgnoresAfterSeq": "test_get_events_every_window",
+    "RestoreKeepsMetadata": "test_restore_brings_back_every_snapshotted_field",
+    "CheckpointIdsAcrossSessions": "test_checkpoint_of_another_session",
+    "CheckpointsShareNamespaces": "test_namespaces_isolate_events_and_checkpoints",
+    "LoadedSessionsShared": "test_every_read_path_returns_copies",
+    "AppendDropsGroup": "test_group_survives_every_write",
+    "PutRecordsStoresValuesUnchecked": "test_unencodable_values_refused_on_every_write_path",
+    "UpdateNewerComparesVersions": "test_update_newer_decides_by_updated_at",
+    "FailOnConflictWritesEarlierRecords": "test_fail_on_conflict_writes_nothing_wherever_the_conflict",  # noqa: E501
+    "SaveCheckpointValidatesLate": "test_bad_arguments_refused",
+    "EventTimesFromSessionUpdate": "test_append_assigns_gap_free_seq",
+    "CombinedFilterDropsTimeBounds": "test_filter_combined",
+    "ScanRaisesOnCorruptRecord": "test_corrupt_session_refused_and_skipped",
+    "IgnoresCheckpointRetentionOption": "test_checkpoint_retention_option",
+    "CheckpointDigestNotVerified": "test_edited_checkpoint_refused",
+}  # fmt: skip
 
 
 def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
@@ -200,8 +675,10 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
         state_machine_examples = 10
         state_machine_shrink = False
 
-        def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
-            return variant(backend=self.backend, namespace=namespace, clock=clock)
+        def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
+            return variant(backend=self.backend, namespace=namespace, clock=clock, **options)
+
+        corrupt = memory_conformance.TestMemoryStore.corrupt
 
     Suite.__name__ = Suite.__qualname__ = f"TestBroken{variant.__name__}"
     return Suite

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from tests.conformance.broken_variants import VARIANTS
+from tests.conformance.broken_variants import CAUGHT_BY, VARIANTS
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -37,6 +37,7 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
     )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     failures: Counter[str] = Counter()
+    failed: set[tuple[str, str]] = set()
     tests: Counter[str] = Counter()
     machine_failures: list[str] = []
     for case in ET.parse(report).getroot().iter("testcase"):
@@ -44,6 +45,7 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
         tests[cls] += 1
         if case.find("failure") is not None:
             failures[cls] += 1
+            failed.add((cls, case.get("name", "")))
             if case.get("name") == "test_state_machine":
                 machine_failures.append(cls)
         assert case.find("error") is None, f"{cls}::{case.get('name')} errored instead of failing"
@@ -51,9 +53,12 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
         cls = f"TestBroken{name}"
         assert tests[cls] > 50, f"{cls} did not run the suite"
         assert failures[cls] >= 1, f"the conformance suite does not catch {name}"
+    for name, test in CAUGHT_BY.items():
+        assert (f"TestBroken{name}", test) in failed, f"{test} does not catch {name}"
     # The state machine on its own catches several of the planted bugs.
     assert len(machine_failures) >= 3, machine_failures
 
 
 def test_enough_variants() -> None:
-    assert len(VARIANTS) >= 10
+    assert len(VARIANTS) >= 43
+    assert set(CAUGHT_BY) <= set(VARIANTS)

@@ -6,19 +6,22 @@ import atexit
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sessionstore_filesystem import FileStore
 
-from sessionstore import Clock
+from sessionstore import Clock, SessionStore
 from sessionstore.testing import (
     ConcurrencyTests,
+    CorruptKind,
     CrudTests,
     EventTests,
     StoreConformance,
     StoreConformanceBase,
     TransactionTests,
 )
+from tests.filesystem.conftest import session_dir
 
 
 def _scratch(prefix: str) -> Path:
@@ -40,10 +43,35 @@ class TestFileStore(StoreConformance):
     durability = "none"
     root = _scratch("sessionstore-conformance-")
 
-    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
         return FileStore(
-            root=str(self.root), namespace=namespace, clock=clock, durability=self.durability
+            root=str(self.root),
+            namespace=namespace,
+            clock=clock,
+            durability=self.durability,
+            **options,
         )
+
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Garbage over the start of the session's document, event log or checkpoint file."""
+        where = session_dir(self.root, session_id, store.namespace)
+        if kind == "session":
+            target = where / "session.json"
+        elif kind == "events":
+            (target,) = where.glob("events.*.jsonl")
+        else:  # "checkpoint" or "checkpoint_content"
+            (target,) = where.glob(f"checkpoints.*/{checkpoint_id}.json")
+        raw = target.read_bytes()
+        if kind == "checkpoint_content":  # an edited value: valid JSON, wrong digest
+            target.write_bytes(raw.replace(b'"x":"fb"', b'"x":"ed"', 1))
+            return
+        target.write_bytes(b"\x80{garbage" + raw[10:])
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:
@@ -61,5 +89,5 @@ class TestFileStoreDurable(
     cleanup_namespaces = False
     root = _scratch("sessionstore-conformance-durable-")
 
-    def make_store(self, *, namespace: str, clock: Clock) -> FileStore:
-        return FileStore(root=str(self.root), namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
+        return FileStore(root=str(self.root), namespace=namespace, clock=clock, **options)

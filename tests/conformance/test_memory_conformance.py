@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
-from sessionstore import Clock
-from sessionstore.testing import StoreConformance
+from sessionstore import Clock, SessionStore
+from sessionstore.testing import CorruptKind, StoreConformance
 
 
 class TestMemoryStore(StoreConformance):
@@ -15,8 +18,31 @@ class TestMemoryStore(StoreConformance):
     cleanup_namespaces = False
     backend = MemoryBackend()
 
-    def make_store(self, *, namespace: str, clock: Clock) -> MemoryStore:
-        return MemoryStore(backend=self.backend, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
+        return MemoryStore(backend=self.backend, namespace=namespace, clock=clock, **options)
+
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Undecodable bytes where the driver keeps the record's JSON."""
+        space = self.backend.space(store.namespace)
+        if kind == "session":
+            space.docs[session_id].data_json = b'{"torn'
+        elif kind == "events":
+            seq, etype, at, _ = space.logs[session_id].items[0]
+            space.logs[session_id].items[0] = (seq, etype, at, b"\x80garbage")
+        elif kind == "checkpoint":
+            assert checkpoint_id is not None
+            space.checkpoints[session_id][checkpoint_id] = b'{"torn'
+        else:  # an edited value: valid JSON, wrong digest
+            assert checkpoint_id is not None
+            record = orjson.loads(space.checkpoints[session_id][checkpoint_id])
+            record["data"]["x"] = "edited"
+            space.checkpoints[session_id][checkpoint_id] = orjson.dumps(record)
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:

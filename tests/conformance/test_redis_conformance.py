@@ -4,18 +4,41 @@ Cluster, through the public path (``open_store(url)``), exactly as a third party
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
 from sessionstore import Clock, SessionStore, open_store
-from sessionstore.testing import StoreConformance
+from sessionstore.testing import CorruptKind, StoreConformance
 from tests.redis.servers import RedisCluster, SentinelSetup
 
 # A live server given by URL may hold other data: then every test empties its namespace.
 _LIVE = bool(os.environ.get("SESSIONSTORE_TEST_REDIS_URL"))
 
 
-class _LongRun:
+class _RedisSuite:
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Bytes that are not JSON in a data field, an event or a checkpoint."""
+        keys = store.key_names(session_id)  # type: ignore[attr-defined]
+        client = store.client  # type: ignore[attr-defined]
+        if kind == "session":
+            await client.hset(keys["doc"], 'd:"x"', b"\x80garbage")
+        elif kind == "events":
+            await client.lset(keys["events"], 0, b"\x80garbage")
+        elif kind == "checkpoint":
+            await client.hset(keys["ckpt"], checkpoint_id, b"\x80garbage")
+        else:  # an edited value: valid JSON, wrong digest
+            raw = await client.hget(keys["ckpt"], checkpoint_id)
+            edited = raw.replace(b'"x":"fb"', b'"x":"ed"', 1)
+            assert edited != raw
+            await client.hset(keys["ckpt"], checkpoint_id, edited)
+
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:
         """The long state-machine budget, as a marked run (``pytest -m slow``)."""
@@ -24,7 +47,7 @@ class _LongRun:
             super().test_state_machine_long()  # type: ignore[misc]
 
 
-class TestRedisSingle(_LongRun, StoreConformance):
+class TestRedisSingle(_RedisSuite, StoreConformance):
     """A private redis-server (or $SESSIONSTORE_TEST_REDIS_URL)."""
 
     cleanup_namespaces = _LIVE
@@ -34,11 +57,11 @@ class TestRedisSingle(_LongRun, StoreConformance):
     def _server(self, redis_url: str) -> None:
         self.url = redis_url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
-class TestRedisSinglePublic(StoreConformance):
+class TestRedisSinglePublic(_RedisSuite, StoreConformance):
     """``lean=false``: the script calls through redis-py's public API only, the path a
     redis-py whose internals moved still has (see ``_redis_internals.py``)."""
 
@@ -49,11 +72,11 @@ class TestRedisSinglePublic(StoreConformance):
     def _server(self, redis_url: str) -> None:
         self.url = redis_url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock, lean=False)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, lean=False, **options)
 
 
-class TestRedisSentinel(_LongRun, StoreConformance):
+class TestRedisSentinel(_RedisSuite, StoreConformance):
     """A master and a replica behind a sentinel (redis+sentinel://)."""
 
     cleanup_namespaces = False
@@ -63,11 +86,11 @@ class TestRedisSentinel(_LongRun, StoreConformance):
     def _server(self, redis_sentinel: SentinelSetup) -> None:
         self.url = redis_sentinel.url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)
 
 
-class TestRedisCluster(_LongRun, StoreConformance):
+class TestRedisCluster(_RedisSuite, StoreConformance):
     """A 3-master Cluster with replicas (redis+cluster://): multi-slot batches are not
     atomic there, and the capability says so (those tests skip)."""
 
@@ -78,5 +101,5 @@ class TestRedisCluster(_LongRun, StoreConformance):
     def _server(self, redis_cluster: RedisCluster) -> None:
         self.url = redis_cluster.url
 
-    def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        return open_store(self.url, namespace=namespace, clock=clock, **options)

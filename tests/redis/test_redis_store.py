@@ -212,6 +212,24 @@ async def test_garbage_and_pickles_are_integrity_errors(
     assert await store.get_session(probe.id) == probe
 
 
+async def test_tags_added_out_of_order_keep_the_session_in_sorted_pages(
+    open_redis: Any, redis_url: str
+) -> None:
+    """The index record lists tags sorted whatever order the document holds them in; a
+    record that differed from the document's made readers drop the row as stale."""
+    store = await open_redis(redis_url)
+    s = await store.create_session(id="late", processor_id="p", tags={"zz"})
+    await store.update_session(s.id, add_tags={"aa", "mm"})
+    for sort_by in ("created_at", "updated_at", "expires_at", "id"):
+        flt = SessionFilter(processor_id="p")
+        page = await store.list_sessions(flt, QueryOptions(sort_by=sort_by))
+        assert page.ids == ["late"], sort_by
+    page = await store.list_sessions(
+        SessionFilter(tags_all={"aa"}), QueryOptions(sort_by="updated_at")
+    )
+    assert page.ids == ["late"]
+
+
 async def test_filtered_page_reads_only_the_page(open_redis: Any, redis_url: str) -> None:
     """O(page): a filtered, sorted page loads about a page of documents."""
     clock = ManualClock()

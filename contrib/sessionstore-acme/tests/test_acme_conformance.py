@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from acme_sessionstore import AcmeKV, AcmeStore
 
 from sessionstore import Clock
@@ -13,5 +15,5 @@ class TestAcmeStore(StoreConformance):
 
     kv = AcmeKV()
 
-    def make_store(self, *, namespace: str, clock: Clock) -> AcmeStore:
-        return AcmeStore(kv=self.kv, namespace=namespace, clock=clock)
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> AcmeStore:
+        return AcmeStore(kv=self.kv, namespace=namespace, clock=clock, **options)

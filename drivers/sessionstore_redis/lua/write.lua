@@ -75,9 +75,21 @@ local function ix_refresh(o, tags)
     local s = split(old)
     for k = 9, #s do r[#r + 1] = s[k] end
   else
+    -- in byte order, as record_of sorts them (HKEYS gives insertion order): a record that
+    -- differs from the document's makes readers drop the row as stale
+    local tl = {}
     for _, f in ipairs(redis.call('HKEYS', o.doc)) do
-      if string.sub(f, 1, 2) == 't:' then r[#r + 1] = string.sub(f, 3) end
+      if string.sub(f, 1, 2) == 't:' then tl[#tl + 1] = string.sub(f, 3) end
     end
+    table.sort(tl, function(a, b)
+      local n = math.min(#a, #b)
+      for i = 1, n do
+        local x, y = string.byte(a, i), string.byte(b, i)
+        if x ~= y then return x < y end
+      end
+      return #a < #b
+    end)
+    for _, t in ipairs(tl) do r[#r + 1] = t end
   end
   ix_set(IX, o.id, r, old)
 end

@@ -1,0 +1,475 @@
+#!/usr/bin/env python3
+"""Mutation testing of the conformance suite: how many planted bugs does it catch?
+
+    .venv/bin/python scripts/mutation.py                  # every mutant (about 2 h, 2 cores)
+    .venv/bin/python scripts/mutation.py --sample 120     # a seeded random sample
+    .venv/bin/python scripts/mutation.py --list           # the mutants, not run
+
+A small AST mutator (mutmut 3 rewrites the sources into a ``mutants/`` tree that our
+src-less layout with three top-level packages and editable installs does not fit; see
+docs/decisions.md). Each mutant changes one operator or constant in one of the modules
+under test: the memory driver (``drivers/sessionstore_memory/``) and the base store with
+its write planner (``sessionstore/base.py``, ``_batch.py``, ``_bulk.py``).
+
+How a mutant runs: a child ``pytest`` gets ``-p mutation``, a plugin (this file)
+that installs an import hook compiling the mutated AST for the one module, before the
+suite imports anything. Only the conformance tests that execute the mutated line run
+(a line-coverage map per test, built once by the same plugin), with ``-x``: the first
+failure kills the mutant. The suite is ``TestMemoryStore`` in
+``tests/conformance/test_memory_conformance.py`` (its state machine is derandomized, so a
+kill is reproducible). Results go to ``.mutation/results.json``; survivors are listed
+with their file, line and change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import hashlib
+import importlib.abc
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / ".mutation"
+SUITE = "tests/conformance/test_memory_conformance.py"
+TARGETS = {
+    "sessionstore_memory._store": ROOT / "drivers/sessionstore_memory/_store.py",
+    "sessionstore_memory._index": ROOT / "drivers/sessionstore_memory/_index.py",
+    "sessionstore.base": ROOT / "sessionstore/base.py",
+    "sessionstore._batch": ROOT / "sessionstore/_batch.py",
+    "sessionstore._bulk": ROOT / "sessionstore/_bulk.py",
+}
+_ENV_MUTANT = "SESSIONSTORE_MUTANT"  # "module:index"
+_ENV_COVERAGE = "SESSIONSTORE_MUTATION_COVERAGE"  # where to write the per-test line map
+
+_COMPARE_SWAPS: dict[type, type] = {
+    ast.Lt: ast.LtE,
+    ast.LtE: ast.Lt,
+    ast.Gt: ast.GtE,
+    ast.GtE: ast.Gt,
+    ast.Eq: ast.NotEq,
+    ast.NotEq: ast.Eq,
+    ast.Is: ast.IsNot,
+    ast.IsNot: ast.Is,
+    ast.In: ast.NotIn,
+    ast.NotIn: ast.In,
+}
+_BINOP_SWAPS: dict[type, type] = {
+    ast.Add: ast.Sub,
+    ast.Sub: ast.Add,
+    ast.Mult: ast.FloorDiv,
+    ast.FloorDiv: ast.Mult,
+    ast.Mod: ast.FloorDiv,
+    ast.BitOr: ast.BitAnd,
+    ast.BitAnd: ast.BitOr,
+}
+
+
+@dataclass
+class Mutant:
+    module: str
+    index: int
+    line: int
+    change: str
+    function: str = ""
+    status: str = "pending"  # killed | survived | timeout | error<exit code>
+    tests: int = 0
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------------- mutations
+
+
+def _skipped_lines(tree: ast.Module) -> set[int]:
+    """Lines not worth mutating: asserts, docstrings, log calls, TYPE_CHECKING blocks."""
+    skip: set[int] = set()
+
+    def span(node: ast.AST) -> range:
+        return range(node.lineno, (node.end_lineno or node.lineno) + 1)  # type: ignore[attr-defined]
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
+            skip.update(span(node))
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            skip.update(span(node))  # docstrings
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "log"
+        ) or (isinstance(node, ast.AnnAssign) and node.value is None):
+            skip.update(span(node))
+    return skip
+
+
+def _annotation_nodes(tree: ast.Module) -> set[int]:
+    """Ids of nodes inside annotations: never evaluated (``from __future__ import
+    annotations``), so a mutant there is equivalent by construction."""
+    roots: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.AnnAssign | ast.arg) and node.annotation is not None:
+            roots.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns:
+            roots.append(node.returns)
+    return {id(n) for root in roots for n in ast.walk(root)}
+
+
+def _sites(tree: ast.Module) -> Iterator[tuple[ast.AST, str, Any]]:
+    """``(node, description, apply)`` for every mutation in ``tree`` (in a fixed order)."""
+    skip = _skipped_lines(tree)
+    annotations = _annotation_nodes(tree)
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", None)
+        if line is None or line in skip or id(node) in annotations:
+            continue
+        if isinstance(node, ast.Compare):
+            for i, op in enumerate(node.ops):
+                swap = _COMPARE_SWAPS.get(type(op))
+                if swap is not None:
+                    yield node, f"{type(op).__name__} -> {swap.__name__}", ("cmp", i, swap)
+        elif isinstance(node, ast.BinOp) and type(node.op) in _BINOP_SWAPS:
+            swap = _BINOP_SWAPS[type(node.op)]
+            yield node, f"{type(node.op).__name__} -> {swap.__name__}", ("binop", swap)
+        elif isinstance(node, ast.BoolOp):
+            other = ast.Or if isinstance(node.op, ast.And) else ast.And
+            yield node, f"{type(node.op).__name__} -> {other.__name__}", ("boolop", other)
+        elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            yield node, "not x -> x", ("unnot",)
+        elif isinstance(node, ast.Constant) and type(node.value) is bool:
+            yield node, f"{node.value} -> {not node.value}", ("const", not node.value)
+        elif isinstance(node, ast.Constant) and type(node.value) is int:
+            new = 1 if node.value == 0 else node.value + 1
+            yield node, f"{node.value} -> {new}", ("const", new)
+        elif isinstance(node, ast.If | ast.While):
+            yield node, "condition -> not condition", ("negate",)
+        elif (
+            isinstance(node, ast.Return)
+            and node.value is not None
+            and not (isinstance(node.value, ast.Constant) and node.value.value is None)
+        ):
+            yield node, "return x -> return None", ("return_none",)
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            yield node, "raise -> pass", ("drop_raise",)
+
+
+class _Apply(ast.NodeTransformer):
+    def __init__(self, target: int, how: Any) -> None:
+        self.target = target
+        self.how = how
+        self.seen = -1
+
+    def _count(self, node: ast.AST) -> bool:
+        self.seen += 1
+        return self.seen == self.target
+
+
+def mutate(tree: ast.Module, index: int) -> tuple[ast.Module, int, str]:
+    """A copy of ``tree`` with mutation ``index`` applied: (tree, line, description)."""
+    tree = copy.deepcopy(tree)
+    for i, (node, what, how) in enumerate(_sites(tree)):
+        if i != index:
+            continue
+        kind = how[0]
+        if kind == "cmp":
+            node.ops[how[1]] = how[2]()  # type: ignore[attr-defined]
+        elif kind == "binop" or kind == "boolop":
+            node.op = how[1]()  # type: ignore[attr-defined]
+        elif kind == "unnot":
+            assert isinstance(node, ast.UnaryOp)
+            node.op = ast.UAdd()  # +bool(x): the truth of x itself
+            node.operand = ast.Call(ast.Name("bool", ast.Load()), [node.operand], [])
+        elif kind == "const":
+            node.value = how[1]  # type: ignore[attr-defined]
+        elif kind == "negate":
+            node.test = ast.UnaryOp(ast.Not(), node.test)  # type: ignore[attr-defined]
+        elif kind == "return_none":
+            node.value = ast.Constant(None)  # type: ignore[attr-defined]
+        elif kind == "drop_raise":
+            node.exc = None  # type: ignore[attr-defined]
+            node.cause = None  # type: ignore[attr-defined]
+            # a bare raise outside except is a RuntimeError: use an expression instead
+            return _replace_raise(tree, node), node.lineno, what  # type: ignore[attr-defined]
+        ast.fix_missing_locations(tree)
+        return tree, node.lineno, what  # type: ignore[attr-defined]
+    raise IndexError(index)
+
+
+def _replace_raise(tree: ast.Module, target: ast.AST) -> ast.Module:
+    class Swap(ast.NodeTransformer):
+        def visit_Raise(self, node: ast.Raise) -> ast.AST:
+            if node is target:
+                return ast.copy_location(ast.Pass(), node)
+            return node
+
+    out = Swap().visit(tree)
+    ast.fix_missing_locations(out)
+    return out  # type: ignore[no-any-return]
+
+
+def _functions(tree: ast.Module) -> list[tuple[int, int, str]]:
+    """(first line, last line, qualified name) of every function, innermost last."""
+    out: list[tuple[int, int, str]] = []
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                name = f"{prefix}{child.name}"
+                if not isinstance(child, ast.ClassDef):
+                    out.append((child.lineno, child.end_lineno or child.lineno, name))
+                visit(child, f"{name}.")
+
+    visit(tree, "")
+    return out
+
+
+def all_mutants() -> list[Mutant]:
+    out = []
+    for module, path in TARGETS.items():
+        tree = ast.parse(path.read_text(), str(path))
+        functions = _functions(tree)
+        for i, (node, what, _) in enumerate(_sites(tree)):
+            line: int = node.lineno  # type: ignore[attr-defined]
+            where = [name for first, last, name in functions if first <= line <= last]
+            out.append(Mutant(module, i, line, what, where[-1] if where else "<module>"))
+    return out
+
+
+def overridden_by_memory(m: Mutant) -> bool:
+    """A base-store method that the memory driver replaces: the suite on memory cannot
+    reach the mutant (the method still runs for drivers that do not override it)."""
+    cls, _, method = m.function.partition(".")
+    if cls not in ("BaseSessionStore", "BulkMixin") or not method:
+        return False
+    import inspect
+
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import BaseSessionStore
+
+    name = method.split(".")[0]
+    mro = MemoryStore.__mro__
+    for klass in mro[: mro.index(BaseSessionStore)]:  # MemoryStore (and anything between)
+        override = vars(klass).get(name)
+        if override is not None:
+            func = getattr(override, "fget", override)
+            return "super()" not in inspect.getsource(func)  # replaced, not extended
+    return False
+
+
+# --------------------------------------------------------------------------- child side
+
+
+class _MutantFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Compiles the mutated AST for one module instead of its source."""
+
+    def __init__(self, module: str, index: int) -> None:
+        self.module = module
+        self.index = index
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != self.module:
+            return None
+        return importlib.util.spec_from_file_location(
+            name, TARGETS[name], loader=self, submodule_search_locations=None
+        )
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        path = TARGETS[self.module]
+        tree, _, _ = mutate(ast.parse(path.read_text(), str(path)), self.index)
+        exec(compile(tree, str(path), "exec"), module.__dict__)  # noqa: S102 - our own source
+
+
+def _install() -> None:
+    spec = os.environ.get(_ENV_MUTANT)
+    if spec:
+        module, index = spec.rsplit(":", 1)
+        sys.meta_path.insert(0, _MutantFinder(module, int(index)))
+
+
+_install()  # imported as a pytest plugin (-p), before the suite imports the targets
+
+_lines: dict[str, set[tuple[str, int]]] = {}
+_seconds: dict[str, float] = {}
+
+if os.environ.get(_ENV_COVERAGE):
+    import pytest
+
+    _files = {str(p): m for m, p in TARGETS.items()}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(item: Any) -> Iterator[None]:
+        hits: set[tuple[str, int]] = set()
+
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            module = _files.get(frame.f_code.co_filename)
+            if module is None:
+                return None
+
+            def local(frame: Any, event: str, arg: Any) -> Any:
+                if event == "line":
+                    hits.add((module, frame.f_lineno))
+                return local
+
+            hits.add((module, frame.f_lineno))
+            return local
+
+        sys.settrace(tracer)
+        import threading
+
+        threading.settrace(tracer)
+        started = time.perf_counter()
+        try:
+            return (yield)
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)  # type: ignore[arg-type,unused-ignore]
+            _seconds[item.nodeid] = time.perf_counter() - started
+            _lines[item.nodeid] = hits
+
+    def pytest_sessionfinish(session: Any) -> None:
+        report = {"lines": {k: sorted(v) for k, v in _lines.items()}, "seconds": _seconds}
+        Path(os.environ[_ENV_COVERAGE]).write_text(json.dumps(report))
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
+    cmd = [
+        sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p",
+        "mutation", "-o", "addopts=", "--no-header", "-W", "ignore", *args,
+    ]  # fmt: skip
+    env = {**env, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1
+    return done.returncode
+
+
+def coverage_map() -> dict[tuple[str, int], list[str]]:
+    """(module, line) -> the suite's tests that execute it (built once, cached)."""
+    cached = OUT / "coverage.json"
+    stamp = OUT / "coverage.digest"
+    digest = hashlib.sha256()
+    sources = [*TARGETS.values(), *sorted((ROOT / "sessionstore/testing").glob("*.py"))]
+    for source in [*sources, ROOT / SUITE]:
+        digest.update(source.read_bytes())
+    if not cached.exists() or not stamp.exists() or stamp.read_text() != digest.hexdigest():
+        OUT.mkdir(exist_ok=True)
+        cached.unlink(missing_ok=True)
+        env = {**os.environ, _ENV_COVERAGE: str(cached)}
+        code = _pytest([SUITE], env, timeout=1800)
+        if code != 0:
+            sys.exit(f"the suite does not pass on the unmutated code (exit {code})")
+        stamp.write_text(digest.hexdigest())
+    raw: dict[str, Any] = json.loads(cached.read_text())
+    seconds: dict[str, float] = raw["seconds"]
+    out: dict[tuple[str, int], list[str]] = {}
+    for test in sorted(raw["lines"], key=seconds.__getitem__):  # fastest first: with -x,
+        for module, line in raw["lines"][test]:  # a kill usually comes early
+            out.setdefault((module, int(line)), []).append(test)
+    return out
+
+
+def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
+    if not tests:  # a line no test executes, or one run at import (module level): all
+        tests = [SUITE]
+    env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
+    start = time.monotonic()
+    # generous: on a loaded machine the whole suite can take minutes, and a timeout counts
+    # as a kill (a mutant that hangs the suite is caught by any CI timeout)
+    code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
+    mutant.seconds = round(time.monotonic() - start, 2)
+    mutant.tests = len(tests)
+    # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
+    # usage error, no tests) says nothing about the mutant and is not counted as a kill
+    mutant.status = {0: "survived", 1: "killed", -1: "timeout"}.get(code, f"error{code}")
+    return mutant
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", type=int, default=0, help="run a seeded random sample")
+    parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--module", action="append", help="only these modules")
+    parser.add_argument(
+        "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
+    )
+    args = parser.parse_args()
+    mutants = all_mutants()
+    if args.module:
+        mutants = [m for m in mutants if m.module in args.module]
+    if args.list:
+        for m in mutants:
+            print(f"{m.module}:{m.index}\tline {m.line}\t{m.change}")
+        print(f"{len(mutants)} mutants")
+        return
+    if args.rerun:
+        previous = json.loads(args.rerun.read_text())["results"]
+        wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
+        mutants = [m for m in mutants if (m.module, m.index) in wanted]
+    elif args.sample:
+        mutants = sorted(
+            random.Random(args.seed).sample(mutants, min(args.sample, len(mutants))),
+            key=lambda m: (m.module, m.index),
+        )
+    cover = coverage_map()
+    print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
+    started = time.monotonic()
+
+    def one(m: Mutant) -> Mutant:
+        run_mutant(m, [t for t in cover.get((m.module, m.line), []) if "_long" not in t])
+        print(f"{m.status:9s} {m.module}:{m.index} line {m.line}: {m.change}", flush=True)
+        return m
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(one, mutants))
+    killed = sum(m.status in ("killed", "timeout") for m in done)
+    timeouts = [m for m in done if m.status == "timeout"]
+    if timeouts:
+        print(f"{len(timeouts)} kills are timeouts (check them): {timeouts[:3]}")
+    errors = [m for m in done if m.status.startswith("error")]
+    if errors:
+        print(f"{len(errors)} mutants could not be run (not scored): {errors[:3]}")
+    done = [m for m in done if not m.status.startswith("error")]
+    score = killed / len(done) if done else 0.0
+    survivors = [m for m in done if m.status == "survived"]
+    report = {
+        "mutants": len(done),
+        "killed": killed,
+        "score": round(score, 4),
+        "seconds": round(time.monotonic() - started, 1),
+        "sample": args.sample,
+        "seed": args.seed,
+        "results": [asdict(m) for m in done],
+    }
+    OUT.mkdir(exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps(report, indent=1))
+    for m in survivors:
+        note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
+        print(f"SURVIVED {m.module}:{m.index} line {m.line} {m.function}: {m.change}{note}")
+    print(f"score {killed}/{len(done)} = {score:.1%} in {report['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()

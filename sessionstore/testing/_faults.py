@@ -1,0 +1,112 @@
+"""Fault injection (optional): a corrupt stored record is refused by reads, skipped by scans.
+
+A test class opts in by implementing :meth:`FaultTests.corrupt`, which damages one stored
+session document, event log or checkpoint so that it can no longer be decoded (as a torn
+write, a bad disk or a hand edit would). Classes that do not implement it skip these
+tests, saying so.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+
+from sessionstore import IntegrityError, SessionStore
+
+from ._harness import ConformanceContext, store_test
+
+__all__ = ["CorruptKind", "FaultTests"]
+
+CorruptKind = Literal["session", "events", "checkpoint", "checkpoint_content"]
+
+
+class FaultTests:
+    """Reads refuse a corrupt record with :class:`IntegrityError`; scans skip and report it."""
+
+    async def corrupt(
+        self,
+        store: SessionStore,
+        kind: CorruptKind,
+        session_id: str,
+        checkpoint_id: str | None = None,
+    ) -> None:
+        """Damage one stored record of ``session_id`` so that it cannot be decoded.
+
+        ``kind`` is ``"session"`` (the document), ``"events"`` (one event of its log),
+        ``"checkpoint"`` (``checkpoint_id``, made undecodable) or ``"checkpoint_content"``
+        (a value of ``checkpoint_id``'s ``data`` edited, still valid JSON: only its digest
+        tells). Override to enable the fault-injection tests.
+        """
+        raise NotImplementedError
+
+    async def _corrupt_or_skip(
+        self, ctx: ConformanceContext, kind: CorruptKind, sid: str, cp_id: str | None = None
+    ) -> None:
+        try:
+            await self.corrupt(ctx.store, kind, sid, cp_id)
+        except NotImplementedError:
+            pytest.skip("the test class offers no corrupt() hook (fault injection)")
+
+    async def _three(self, ctx: ConformanceContext) -> str:
+        for sid in ("fa", "fb", "fc"):
+            await ctx.store.create_session(id=sid, data={"x": sid}, tags={"t"})
+            await ctx.store.append_events(sid, [{"type": "e", "data": {"i": i}} for i in range(3)])
+        cp = await ctx.store.save_checkpoint("fb", label="cp")
+        return cp.id
+
+    async def _skipped_by_scan(self, ctx: ConformanceContext) -> None:
+        scanned = sorted([r.session.id async for r in ctx.store.scan()])
+        assert scanned == ["fa", "fc"]
+        reported = getattr(ctx.store, "corrupt_records", None)
+        if reported is not None:
+            assert any("fb" in name for name in reported), reported
+        fresh = await ctx.store.create_session(data={"still": "working"})
+        assert await ctx.store.get_session(fresh.id) == fresh
+        assert await ctx.store.get_events("fa") != []
+
+    @store_test
+    async def test_corrupt_session_refused_and_skipped(self, ctx: ConformanceContext) -> None:
+        await self._three(ctx)
+        await self._corrupt_or_skip(ctx, "session", "fb")
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_session("fb")
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_sessions(["fa", "fb"])
+        with pytest.raises(IntegrityError):
+            await ctx.store.update_session("fb", merge_data={"y": 1})
+        assert (await ctx.store.get_session("fa")) is not None
+        await self._skipped_by_scan(ctx)
+
+    @store_test
+    async def test_corrupt_event_refused_and_skipped(self, ctx: ConformanceContext) -> None:
+        await self._three(ctx)
+        await self._corrupt_or_skip(ctx, "events", "fb")
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_events("fb")
+        await self._skipped_by_scan(ctx)
+
+    @store_test
+    async def test_corrupt_checkpoint_refused_and_skipped(self, ctx: ConformanceContext) -> None:
+        cp_id = await self._three(ctx)
+        before = await ctx.store.get_session("fb")
+        await self._corrupt_or_skip(ctx, "checkpoint", "fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.restore_checkpoint("fb", cp_id)
+        assert await ctx.store.get_session("fb") == before  # nothing restored
+        await self._skipped_by_scan(ctx)
+
+    @store_test
+    async def test_edited_checkpoint_refused(self, ctx: ConformanceContext) -> None:
+        cp_id = await self._three(ctx)
+        before = await ctx.store.get_session("fb")
+        await self._corrupt_or_skip(ctx, "checkpoint_content", "fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.restore_checkpoint("fb", cp_id)
+        assert await ctx.store.get_session("fb") == before  # nothing restored
+        fresh = await ctx.store.save_checkpoint("fa")  # other sessions are not affected
+        assert await ctx.store.get_checkpoint("fa", fresh.id) == fresh
