@@ -7,6 +7,14 @@ the queue, pipelined and grouped by shard (``lua/reindex.lua``, guarded by each 
 same store waits for the queue first, so a client always sees its own writes; other
 clients see them once the queue is sent (about one more round trip). Readers' repairs of
 stale entries go through the same queue, on every topology.
+
+Each event loop that uses the store has a queue of its own (its timer task and lock
+belong to that loop; see ``_loops.py``): a query flushes the queue of its loop, so a loop
+sees its own writes at once and the writes of another loop of the same store within
+:data:`IndexQueue.DELAY`, as another client would. A loop's queue is sent when that loop
+winds down or the store shuts down; the updates of a loop that cannot send them (closed,
+or not answering) are handed over to another loop's queue (``LoopState.adopt``,
+``Backend.close``): none is lost.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from typing import Any
 from sessionstore import Session
 from sessionstore.clock import to_ms
 
-from ._conn import Backend
+from ._conn import Backend, LoopState
 from ._doc import record_of
 from ._keys import Keys
 from ._scripts import REINDEX
@@ -37,7 +45,7 @@ Item = tuple[str, list[Any]]
 
 
 class IndexQueue:
-    """Pending index updates of one store and the task that sends them.
+    """Pending index updates of one store on one event loop and the task that sends them.
 
     Updates are held for up to :data:`DELAY` seconds so that a burst of writes shares one
     pipelined call per shard; :meth:`flush` sends at once. 20 ms, measured: with 5 ms a
@@ -48,9 +56,10 @@ class IndexQueue:
 
     DELAY: float = 0.02
 
-    def __init__(self, backend: Backend, keys: Keys) -> None:
+    def __init__(self, backend: Backend, keys: Keys, here: LoopState) -> None:
         self._backend = backend
         self._keys = keys
+        self._here = here  # the loop state whose connections send the updates
         self._pending: list[Item] = []
         self._timer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -62,6 +71,11 @@ class IndexQueue:
         self._pending.extend(items)
         if self._timer is None:
             self._timer = asyncio.get_running_loop().create_task(self._later())
+
+    def take(self) -> list[Item]:
+        """Remove and return the updates not sent yet (handed over to another loop)."""
+        taken, self._pending = self._pending, []
+        return taken
 
     async def _later(self) -> None:
         await asyncio.sleep(self.DELAY)
@@ -110,8 +124,9 @@ class IndexQueue:
         for shard, flat in by_shard.items():
             ix = self._keys.index(shard)
             calls.append(("script", REINDEX, [ix + "r"], [ix, counts[shard], *flat]))
-        await self._backend.run(
-            lambda: self._backend.pipeline(calls), idempotent=True, what="index update"
+        backend, here = self._backend, self._here
+        await backend.run(
+            lambda: backend.pipeline(calls, here), idempotent=True, what="index update", here=here
         )
 
 
