@@ -326,21 +326,25 @@ class LoopState:
                 await self.index.close()
         finally:
             self.closed = True
-            if self.lane is not None:
-                self.lane.deadlines.close()
-            for client in self._clients():
-                try:
-                    await client.aclose()
-                except Exception as exc:  # closing must not fail shutdown
-                    log.debug("closing a redis client failed: %s", exc)
+            await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self.lane is not None:
+            self.lane.deadlines.close()
+        for client in self._clients():
+            try:
+                await client.aclose()
+            except Exception as exc:  # closing must not fail shutdown
+                log.debug("closing a redis client failed: %s", exc)
 
     def abandon(self) -> None:
-        """Close without the loop (closed, or not answering): every socket is shut down
-        directly (the server drops the connection at once), nothing is awaited; on a loop
-        that is not closed the transports are also closed there when it runs again."""
+        """Close without running the loop (closed, stopped, or not answering), from any
+        thread: every socket is shut down at once (the server drops the connection),
+        nothing is awaited here. A loop that is not closed closes the clients itself
+        when it runs again; a closed loop's connections are detached from their
+        streams (asyncio may still warn about the transports when they are collected)."""
         self._closing = self.closed = True
-        loop_alive = not self.loop.is_closed()
-        connections = []
+        connections: list[Any] = []
         for client in self._clients():
             try:
                 connections += internals.connections_of(client)
@@ -348,16 +352,22 @@ class LoopState:
                 log.debug("cannot list a client's connections: %s", exc)
         for conn in connections:
             writer = internals.stream_writer(conn)
-            if writer is None:
-                continue
-            transport = writer.transport
-            sock = transport.get_extra_info("socket")
+            sock = None if writer is None else writer.transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-            if loop_alive:
-                with contextlib.suppress(RuntimeError):  # closed meanwhile
-                    self.loop.call_soon_threadsafe(transport.abort)
+        if not self.loop.is_closed():
+            try:
+                if self.index is not None:
+                    self.loop.call_soon_threadsafe(self.index.abandon)
+                asyncio.run_coroutine_threadsafe(self._close_clients(), self.loop)
+                return
+            except RuntimeError:  # closed meanwhile
+                pass
+        if self.index is not None:
+            self.index.abandon()
+        for conn in connections:
+            internals.forget_streams(conn)
 
     def adopt(self, other: LoopState) -> None:
         """Take over the pending index updates of an abandoned state (on this loop)."""

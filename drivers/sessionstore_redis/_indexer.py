@@ -20,7 +20,6 @@ or not answering) are handed over to another loop's queue (``LoopState.adopt``,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -61,7 +60,10 @@ class IndexQueue:
         self._keys = keys
         self._here = here  # the loop state whose connections send the updates
         self._pending: list[Item] = []
-        self._timer: asyncio.Task[None] | None = None
+        # a timer handle, not a sleeping task: a loop closed without running it again
+        # drops it silently (a pending task would be "destroyed but pending")
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None  # the timer's flush, while it runs
         self._lock = asyncio.Lock()
 
     def put(self, items: Sequence[Item]) -> None:
@@ -69,18 +71,32 @@ class IndexQueue:
         if not items:
             return
         self._pending.extend(items)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().create_task(self._later())
+        if self._timer is None and self._sending is None:
+            self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._fire)
 
     def take(self) -> list[Item]:
         """Remove and return the updates not sent yet (handed over to another loop)."""
         taken, self._pending = self._pending, []
         return taken
 
-    async def _later(self) -> None:
-        await asyncio.sleep(self.DELAY)
+    def abandon(self) -> None:
+        """Stop the timer without the loop (see ``LoopState.abandon``); what is queued
+        stays for :meth:`take`."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _fire(self) -> None:
         self._timer = None
-        await self.flush()
+        self._sending = asyncio.get_running_loop().create_task(self._later())
+
+    async def _later(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            self._sending = None
+            if self._pending and self._timer is None:  # queued while it was sent
+                self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._fire)
 
     async def flush(self) -> None:
         """Send everything queued before this call (in order; one batch at a time).
@@ -96,15 +112,18 @@ class IndexQueue:
                 await self.send(batch)
             except Exception as exc:  # the writes succeeded: never fail them afterwards
                 log.warning("index update failed, entries stay stale until repaired: %s", exc)
+            except BaseException:
+                # cancelled (a loop winding down cancels its tasks before its keeper
+                # closes the queue): queued again, sent by close (sending twice is safe)
+                self._pending[:0] = batch
+                raise
 
     async def close(self) -> None:
         """Stop the timer and send everything queued, including a batch the timer is
         sending (the connection closes after this)."""
         timer, self._timer = self._timer, None
-        if timer is not None and not timer.done():
-            timer.cancel()  # still asleep: a timer that flushes has cleared self._timer
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+        if timer is not None:
+            timer.cancel()
         async with self._lock:  # wait for a batch on its way
             pass
         while self._pending:

@@ -39,6 +39,7 @@ __all__ = [
     "RedisInternalsError",
     "busy_connections",
     "connections_of",
+    "forget_streams",
     "get_connection_args",
     "host_error",
     "idle_connections",
@@ -157,6 +158,14 @@ def stream_writer(conn: AbstractConnection) -> asyncio.StreamWriter | None:
     """The connection's stream writer (None while it is not connected)."""
     writer: asyncio.StreamWriter | None = conn._writer
     return writer
+
+
+def forget_streams(conn: AbstractConnection) -> None:
+    """Detach the connection from its streams, as its ``disconnect`` does last (used when
+    its transport was aborted without its loop, see ``_conn.LoopState.abandon``; redis-py
+    warns "unclosed Connection" about a connection that still holds them)."""
+    conn._writer = None
+    conn._reader = None
 
 
 def should_reconnect(conn: AbstractConnection) -> bool:
