@@ -558,20 +558,8 @@ class Backend:
             if state.closed:  # abandoned earlier: only its queue is left
                 handed += state.take_pending()
                 continue
-            if state.loop.is_running():
-                try:
-                    done = asyncio.run_coroutine_threadsafe(state.aclose(), state.loop)
-                    await asyncio.wait_for(asyncio.wrap_future(done), self._close_wait)
-                    continue
-                except (TimeoutError, RuntimeError) as exc:  # not answering, or just closed
-                    log.warning(
-                        "shutdown: the event loop %r did not close its connections (%s); "
-                        "closing them directly",
-                        state.loop,
-                        type(exc).__name__,
-                    )
-                except Exception as exc:  # its own close failed: what is left goes here
-                    log.debug("closing another loop's connections failed: %s", exc)
+            if state.loop.is_running() and await self._close_there(state):
+                continue
             handed += state.take_pending()
             state.abandon()
         if handed:
@@ -581,6 +569,32 @@ class Backend:
                 mine[0].index.put(handed)
         for state in mine:
             await state.aclose()
+
+    async def _close_there(self, state: LoopState) -> bool:
+        """Close ``state`` on its own (running) loop; False when that loop closes first or
+        does not answer within :attr:`_close_wait` (then it is abandoned)."""
+        try:
+            done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(state.aclose(), state.loop))
+        except RuntimeError:  # closed meanwhile
+            return False
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._close_wait
+        while not done.done():
+            # in slices: a loop that closes meanwhile (asyncio.run ending) never runs it
+            await asyncio.wait({done}, timeout=0.05)
+            if not done.done() and (state.loop.is_closed() or loop.time() > give_up):
+                if not state.loop.is_closed():  # (a closed loop cannot be told to stop)
+                    done.cancel()
+                log.warning(
+                    "shutdown: the event loop %r did not close its connections; closing "
+                    "them directly",
+                    state.loop,
+                )
+                return False
+        if done.cancelled() or done.exception() is not None:
+            log.debug("closing another loop's connections failed: %r", done)
+            return False
+        return True
 
     @property
     def _close_wait(self) -> float:

@@ -314,3 +314,31 @@ def _connections(state: Any) -> list[Any]:
     from sessionstore_redis import _redis_internals as internals
 
     return internals.connections_of(state.client)
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("slow_index")
+async def test_shutdown_does_not_wait_for_ever_on_a_loop_that_does_not_answer(
+    target: tuple[str, dict[str, Any]], clean_warnings: list[warnings.WarningMessage]
+) -> None:
+    """Another loop is running but blocked (its thread stuck in a call): shutdown waits
+    ``retry_deadline + socket_timeout`` for it, then shuts its sockets down and sends its
+    queued index updates from here; the blocked loop closes its clients once it runs."""
+    url, options = target
+    store = _store(url, retry_deadline=0.3, socket_timeout=0.3, **options)
+    await store.initialize()
+    other = _LoopThread()
+    blocked = threading.Event()
+    try:
+        made = await other.call(
+            lambda: asyncio.gather(*(store.create_session(tags={"b"}) for _ in range(10)))
+        )
+        other.loop.call_soon_threadsafe(blocked.wait, 30)  # the loop's thread is stuck
+        started = asyncio.get_running_loop().time()
+        await store.shutdown()
+        assert asyncio.get_running_loop().time() - started < 5
+        assert store._backend.loops == 0
+    finally:
+        blocked.set()
+        other.close()
+    assert await _tagged(url, store.namespace, "b") == {s.id for s in made}
