@@ -282,6 +282,20 @@ class LoopState:
     their pools, gates and connections), its lane and its lane's timer, its Sentinel, its
     Cluster slot-map state and lock, and its Cluster index queue (``index``)."""
 
+    __slots__ = (
+        "_closing",
+        "client",
+        "closed",
+        "index",
+        "lane",
+        "loop",
+        "mapped",
+        "sentinel",
+        "stale_topology",
+        "topology_lock",
+        "wait_clients",
+    )
+
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,

@@ -39,6 +39,7 @@ from sessionstore import StoreUnavailableError
 __all__ = ["LoopBound", "PerLoop"]
 
 log = logging.getLogger("sessionstore.redis")
+_running_loop = asyncio.get_running_loop  # (one lookup less on the hot path)
 
 
 class LoopBound(Protocol):
@@ -81,10 +82,10 @@ class PerLoop(Generic[S]):
     def here(self) -> S:
         """The state of the running event loop, made on its first call from it.
         :class:`StoreUnavailableError` once the store is shut down."""
-        loop = asyncio.get_running_loop()
-        last_loop, state = self._last
-        if last_loop is loop and state is not None:
-            return state
+        loop = _running_loop()
+        last = self._last
+        if last[0] is loop:
+            return last[1]  # type: ignore[return-value]  # (never None with a loop)
         return self._switch(loop)
 
     def _switch(self, loop: asyncio.AbstractEventLoop) -> S:
