@@ -14,13 +14,14 @@ repeat non-idempotent writes.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import contextlib
 import errno
 import logging
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -284,6 +285,7 @@ class LoopState:
 
     __slots__ = (
         "_closing",
+        "_jobs",
         "client",
         "closed",
         "index",
@@ -319,6 +321,7 @@ class LoopState:
         self.index: Any = None  # the store's IndexQueue of this loop (set by the store)
         self.closed = False
         self._closing = False
+        self._jobs: set[asyncio.Task[None]] = set()  # on_its_loop's, while they run
 
     def _clients(self) -> list[Any]:
         clients = [self.client, *self.wait_clients.values()]
@@ -374,7 +377,7 @@ class LoopState:
             try:
                 if self.index is not None:
                     self.loop.call_soon_threadsafe(self.index.abandon)
-                asyncio.run_coroutine_threadsafe(self._close_clients(), self.loop)
+                self.on_its_loop(self._close_clients)
                 return
             except RuntimeError:  # closed meanwhile
                 pass
@@ -382,6 +385,32 @@ class LoopState:
             self.index.abandon()
         for conn in connections:
             internals.forget_streams(conn)
+
+    def on_its_loop(self, job: Callable[[], Coroutine[Any, Any, None]]) -> cf.Future[None]:
+        """Run ``job()`` on this state's loop (from any thread). The coroutine is made only
+        when that loop runs the callback: a loop closed before that leaves no coroutine
+        "never awaited" behind. RuntimeError when the loop is closed already."""
+        future: cf.Future[None] = cf.Future()
+
+        def start() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            task = self.loop.create_task(job())
+            self._jobs.add(task)
+
+            def done(task: asyncio.Task[None]) -> None:
+                self._jobs.discard(task)
+                if task.cancelled():
+                    future.set_exception(asyncio.CancelledError())
+                elif task.exception() is not None:
+                    future.set_exception(task.exception())
+                else:
+                    future.set_result(None)
+
+            task.add_done_callback(done)
+
+        self.loop.call_soon_threadsafe(start)
+        return future
 
     def adopt(self, other: LoopState) -> None:
         """Take over the pending index updates of an abandoned state (on this loop)."""
@@ -588,7 +617,7 @@ class Backend:
         """Close ``state`` on its own (running) loop; False when that loop closes first or
         does not answer within :attr:`_close_wait` (then it is abandoned)."""
         try:
-            done = asyncio.wrap_future(asyncio.run_coroutine_threadsafe(state.aclose(), state.loop))
+            done = asyncio.wrap_future(state.on_its_loop(state.aclose))
         except RuntimeError:  # closed meanwhile
             return False
         loop = asyncio.get_running_loop()
@@ -597,8 +626,6 @@ class Backend:
             # in slices: a loop that closes meanwhile (asyncio.run ending) never runs it
             await asyncio.wait({done}, timeout=0.05)
             if not done.done() and (state.loop.is_closed() or loop.time() > give_up):
-                if not state.loop.is_closed():  # (a closed loop cannot be told to stop)
-                    done.cancel()
                 log.warning(
                     "shutdown: the event loop %r did not close its connections; closing "
                     "them directly",

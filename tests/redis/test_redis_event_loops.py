@@ -269,6 +269,24 @@ async def test_shutdown_hands_over_a_stopped_loops_index_updates(
     assert await _tagged(url, store.namespace, "s") == {s.id for s in made}
 
 
+@pytest.mark.asyncio
+async def test_a_stopped_loop_closed_without_running_again(redis_url: str) -> None:
+    """The close that shutdown scheduled on a stopped loop is made only if that loop runs
+    again: closed without running, it leaves no coroutine "never awaited" behind."""
+    store = _store(redis_url)
+    await store.initialize()
+    other = _LoopThread()
+    await other.call(lambda: store.create_session())
+    other.stop()
+    await store.shutdown()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        other.loop.close()  # by hand: asyncio may warn about its transports (documented)
+        del other
+        gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, RuntimeWarning)] == []
+
+
 def test_a_loop_closed_by_hand_is_dropped_when_noticed(
     target: tuple[str, dict[str, Any]],
 ) -> None:
