@@ -149,6 +149,7 @@ def test_two_threads_with_their_own_loops_at_once(target: tuple[str, dict[str, A
         t.start()
     for t in threads:
         t.join(60)
+    assert not any(t.is_alive() for t in threads)
     assert errors == []
 
     async def check() -> None:
