@@ -128,7 +128,7 @@ def get_connection_args() -> tuple[str, ...]:
 def connections_of(client: Any) -> list[AbstractConnection]:
     """Every connection a redis-py client holds (idle and checked out; every node's on
     Cluster), to close them without awaiting when their event loop cannot run them any
-    more (see ``_conn.LoopState.abandon``, which survives its failure: the sockets are
+    more (see ``_loopstate.LoopState.abandon``, which survives its failure: the sockets are
     then closed when collected)."""
     if isinstance(client, RedisCluster):
         manager: Any = client.nodes_manager
@@ -162,7 +162,7 @@ def stream_writer(conn: AbstractConnection) -> asyncio.StreamWriter | None:
 
 def forget_streams(conn: AbstractConnection) -> None:
     """Detach the connection from its streams, as its ``disconnect`` does last (used when
-    its transport was aborted without its loop, see ``_conn.LoopState.abandon``; redis-py
+    its transport was aborted without its loop, see ``_loopstate.LoopState.abandon``; redis-py
     warns "unclosed Connection" about a connection that still holds them)."""
     conn._writer = None
     conn._reader = None
