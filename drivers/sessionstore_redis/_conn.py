@@ -63,11 +63,13 @@ from sessionstore import (
 from . import _redis_internals as internals
 from ._gate import FairPool
 from ._lane import Lane
+from ._loops import PerLoop
+from ._loopstate import LoopState, close_states
 from ._options import RedisOptions
 from ._scripts import APPEND, CLAIM, EVENTS, READ, REINDEX, WALK, WRITE, Script
 from ._secret import Credentials
 
-__all__ = ["Backend", "Call"]
+__all__ = ["Backend", "Call", "LoopState"]
 
 log = logging.getLogger("sessionstore.redis")
 T = TypeVar("T")
@@ -276,7 +278,8 @@ def _translate(exc: RedisError, where: str) -> Exception:
 
 
 class Backend:
-    """The connected client of one store plus script execution and retries."""
+    """The connected clients of one store (one set per event loop, see ``_loops.py``)
+    plus script execution and retries."""
 
     def __init__(
         self,
@@ -289,12 +292,25 @@ class Backend:
         self._credentials = credentials
         self._sentinel_credentials = sentinel_credentials
         self.cluster = options.mode == "cluster"
-        self.client: Any = None
-        self._lane: Lane | None = None
-        self._sentinel: Sentinel | None = None
-        self._wait_clients: dict[str, aioredis.Redis] = {}
-        self._stale_topology = False
-        self._topology_lock = asyncio.Lock()
+        #: makes a loop's index queue (set by the store; None: no queue)
+        self.make_index: Callable[[LoopState], Any] | None = None
+        self._loops: PerLoop[LoopState] = PerLoop(self._new_state, options.target)
+        #: the state of the running loop (made on its first call from it)
+        self.here = self._loops.here
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client of the running event loop (None outside a loop, or once
+        the store is closed)."""
+        try:
+            return self.here().client
+        except (RuntimeError, StoreUnavailableError):
+            return None
+
+    @property
+    def loops(self) -> int:
+        """How many event loops have connections open now."""
+        return len(self._loops)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -328,7 +344,20 @@ class Backend:
         """A write followed by WAIT may take the command timeout plus WAIT's own."""
         return self.options.socket_timeout + self.options.wait_timeout
 
-    def _build(self, read_timeout: float) -> Any:
+    def _new_sentinel(self) -> Sentinel:
+        o = self.options
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": o.socket_timeout,
+            "socket_connect_timeout": o.connect_timeout,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        if self._sentinel_credentials is not None:
+            sentinel_kwargs["credential_provider"] = self._sentinel_credentials
+        elif o.sentinel_username is not None:
+            sentinel_kwargs["username"] = o.sentinel_username
+        return Sentinel(o.node_list(), sentinel_kwargs=sentinel_kwargs)
+
+    def _build(self, read_timeout: float, sentinel: Sentinel | None) -> Any:
         o = self.options
         kwargs = self._common(read_timeout)
         if o.mode == "cluster":
@@ -344,21 +373,10 @@ class Backend:
             internals.mark_cluster_connections(client, _SSLConn if o.tls else _Conn)
             return client
         if o.mode == "sentinel":
-            if self._sentinel is None:
-                sentinel_kwargs: dict[str, Any] = {
-                    "socket_timeout": o.socket_timeout,
-                    "socket_connect_timeout": o.connect_timeout,
-                    "retry": Retry(NoBackoff(), 0),
-                }
-                if self._sentinel_credentials is not None:
-                    sentinel_kwargs["credential_provider"] = self._sentinel_credentials
-                elif o.sentinel_username is not None:
-                    sentinel_kwargs["username"] = o.sentinel_username
-                self._sentinel = Sentinel(o.node_list(), sentinel_kwargs=sentinel_kwargs)
+            assert sentinel is not None and o.service_name is not None
             kwargs["connection_class"] = _SentinelSSLConn if o.tls else _SentinelConn
             kwargs["db"] = o.db
-            assert o.service_name is not None
-            return self._sentinel.master_for(
+            return sentinel.master_for(
                 o.service_name,
                 connection_pool_class=_FairSentinelPool,
                 pool_timeout=o.pool_timeout,
@@ -383,56 +401,57 @@ class Backend:
         )
         return aioredis.Redis.from_pool(pool)
 
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> LoopState:
+        """The clients of one event loop (nothing connects before the first call)."""
+        o = self.options
+        sentinel = self._new_sentinel() if o.mode == "sentinel" else None
+        client = self._build(o.socket_timeout, sentinel)
+        lane = None
+        if o.lean:
+            lane = Lane(
+                client,
+                cluster=self.cluster,
+                max_connections=o.max_connections,
+                pool_timeout=o.pool_timeout,
+            )
+        wait: dict[str, aioredis.Redis] = {}
+        if o.wait_replicas and not self.cluster:
+            wait["primary"] = self._build(self._wait_read_timeout, sentinel)
+        state = LoopState(loop, client, lane, sentinel, wait, cluster=self.cluster)
+        if self.make_index is not None:
+            state.index = self.make_index(state)
+        return state
+
     async def open(self) -> None:
         """Connect and check that the server answers (and the credentials work)."""
         o = self.options
         check_tls_files(o)
-        self.client = self._build(o.socket_timeout)
         try:
-            if o.lean:
-                self._lane = Lane(
-                    self.client,
-                    cluster=self.cluster,
-                    max_connections=o.max_connections,
-                    pool_timeout=o.pool_timeout,
-                )
-            if o.wait_replicas and not self.cluster:
-                self._wait_clients["primary"] = self._build(self._wait_read_timeout)
+            self.here()
             # a server that refuses the connection now is most likely a wrong address:
             # fail within connect_retry, not the retry deadline of a blip
             await self.run(
                 self._ping, idempotent=True, what="connect", unreachable_for=o.connect_retry
             )
         except BaseException:
-            await self.close()
+            await self.close(final=False)
             raise
 
     async def _ping(self) -> None:
+        client = self.here().client
         if self.cluster:
-            await self.client.initialize()
-        await self.client.ping()
+            await client.initialize()
+        await client.ping()
 
-    async def close(self) -> None:
-        """Close every connection."""
-        clients = [self.client, *self._wait_clients.values()]
-        if self._lane is not None:
-            self._lane.deadlines.close()
-        self._lane = None
-        self.client = None
-        self._wait_clients.clear()
-        for client in clients:
-            if client is not None:
-                try:
-                    await client.aclose()
-                except Exception as exc:  # closing must not fail shutdown
-                    log.debug("closing a redis client failed: %s", exc)
-        if self._sentinel is not None:
-            for sentinel in self._sentinel.sentinels:
-                try:
-                    await sentinel.aclose()
-                except Exception as exc:
-                    log.debug("closing a sentinel client failed: %s", exc)
-            self._sentinel = None
+    async def close(self, *, final: bool = True) -> None:
+        """Close every connection of every event loop (see ``docs/redis.md``, *Event
+        loops*, and :func:`~._loopstate.close_states`). ``final``: later calls raise
+        :class:`StoreUnavailableError` (``False`` after a failed :meth:`open`, which may be
+        tried again)."""
+        states = self._loops.take_all(final=final)
+        # another loop may first send its index updates, retried for retry_deadline
+        wait = self.options.retry_deadline + self.options.socket_timeout
+        await close_states(states, self._new_state, wait)
 
     # ------------------------------------------------------------------ retries
 
@@ -443,6 +462,7 @@ class Backend:
         idempotent: bool,
         what: str,
         unreachable_for: float | None = None,
+        here: LoopState | None = None,
     ) -> tuple[T, bool]:
         """Run ``attempt`` with retries for ``retry_deadline`` seconds (for
         ``unreachable_for`` seconds when given and the server refuses the connection or
@@ -452,9 +472,12 @@ class Backend:
         A cancellation is always honoured: if the task was cancelled while ``attempt``
         ran and redis-py swallowed it (``asyncio.wait_for`` on Python 3.11 returns the
         result when it finishes in the same loop turn), the call raises
-        ``CancelledError`` instead of returning (a write may then have been applied)."""
-        if self.client is None:
-            raise StoreUnavailableError(f"{what}: the store is not connected")
+        ``CancelledError`` instead of returning (a write may then have been applied).
+
+        ``here``: the loop state to use (the index queue of a state being closed);
+        default: the running loop's, looked up again before every retry (the store may
+        have been shut down meanwhile)."""
+        state = self.here() if here is None else here
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
@@ -463,16 +486,16 @@ class Backend:
         ambiguous = False
         while True:
             try:
-                if self._stale_topology:
+                if state.stale_topology:
                     # a failover or a dead node: re-read the slot map (cluster pipelines
-                    # do not do it by themselves)
-                    await self._refresh_topology(what)
+                    # do not do it by themselves); a new loop's client reads it first
+                    await self._refresh_topology(state, what)
                 result = await attempt()
                 if task is not None and task.cancelling() > cancels:
                     raise asyncio.CancelledError
                 return result, ambiguous
             except _RETRYABLE as exc:
-                self._stale_topology = self.cluster
+                state.stale_topology = self.cluster
                 if isinstance(exc, AuthenticationError | AuthorizationError):
                     raise _translate(exc, self.options.target) from None
                 refused = _tls_refusal(exc) if self.options.tls else None
@@ -512,29 +535,37 @@ class Backend:
                 log.debug("%s: %s, retrying in %.3f s", what, exc, pause)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, 0.5)
+                if here is None:
+                    state = self.here()  # StoreUnavailableError once shut down
             except RedisError as exc:
                 raise _translate(exc, what) from exc
 
-    async def _refresh_topology(self, what: str) -> None:
+    async def _refresh_topology(self, state: LoopState, what: str) -> None:
         """Re-read the cluster's slot map, one caller at a time (the others wait for it):
         redis-py 5.0's ``NodesManager.initialize`` has no lock of its own, and two at
         once fail with "dictionary changed size during iteration". The seeds redis-py 5.0
         dropped are put back first (``restore_seeds``)."""
-        async with self._topology_lock:
-            if not self._stale_topology:
+        async with state.topology_lock:
+            if not state.stale_topology:
                 return  # another caller refreshed it while this one waited
-            if self.client is None:  # closed while this call waited to retry
+            if state.closed:  # closed while this call waited to retry
                 raise StoreUnavailableError(f"{what}: the store is not connected")
-            internals.restore_seeds(self.client, self.options.node_list())
+            client = state.client
+            if not state.mapped:  # a new loop's client: its first read of the map
+                await client.initialize()
+                state.mapped = True
+                state.stale_topology = False
+                return
+            internals.restore_seeds(client, self.options.node_list())
             try:
-                await self.client.nodes_manager.initialize()
+                await client.nodes_manager.initialize()
             except RuntimeError as exc:
                 # redis-py 5.0: its own cluster client dropped a node from the dict being
                 # read (on a connection error elsewhere); the map stays stale, retried
                 raise RedisClusterException(
                     f"could not connect: the slot map changed while it was read ({exc})"
                 ) from exc
-            self._stale_topology = False
+            state.stale_topology = False
 
     # ------------------------------------------------------------------ calls
 
@@ -548,20 +579,16 @@ class Backend:
         """EVALSHA, loading the script on NOSCRIPT (after SCRIPT FLUSH or a failover),
         through the lean request path (``_lane.py``). ``during`` is called once the
         request is sent, before its reply is read (at most once; see ``_lane._exchange``)."""
-        if self.client is None:
-            raise StoreUnavailableError("the store is not connected")
-        lane = self._lane
+        state = self.here()
+        lane = state.lane
         if lane is None:  # lean=false: redis-py's public API only
             if during is not None:
                 during()
+            client = state.client
             try:
-                return await self.client.execute_command(
-                    "EVALSHA", script.sha, len(keys), *keys, *args
-                )
+                return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             except NoScriptError:
-                return await self.client.execute_command(
-                    "EVAL", script.source, len(keys), *keys, *args
-                )
+                return await client.execute_command("EVAL", script.source, len(keys), *keys, *args)
         try:
             return await lane.script("EVALSHA", script.sha, keys, args, during, script.fixed)
         except NoScriptError:
@@ -569,14 +596,15 @@ class Backend:
 
     async def script_wait(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """A write script followed by WAIT on the same connection (``wait_replicas``)."""
+        state = self.here()
         if self.cluster:
-            client = await self._client_for(keys[0])
+            client = await self._client_for(state, keys[0])
         else:
-            client = self._wait_clients["primary"]
+            client = state.wait_clients["primary"]
         try:
             return await self._script_wait(client, script, keys, args)
         except (*_RETRYABLE, ResponseError):
-            self._stale_topology = self.cluster  # a moved slot or a failover: re-read the map
+            state.stale_topology = self.cluster  # a moved slot or a failover: re-read the map
             raise
 
     async def _script_wait(
@@ -604,13 +632,13 @@ class Backend:
             return result
         raise StoreUnavailableError("the server keeps refusing the script (NOSCRIPT)")
 
-    async def _client_for(self, key: str) -> aioredis.Redis:
+    async def _client_for(self, state: LoopState, key: str) -> aioredis.Redis:
         """A plain client on the primary serving ``key`` (WAIT must follow the write on
         the same connection, which a cluster client cannot promise)."""
-        if self._stale_topology:
-            await self._refresh_topology("write")
-        node = self.client.get_node_from_key(key)
-        client = self._wait_clients.get(node.name)
+        if state.stale_topology:
+            await self._refresh_topology(state, "write")
+        node = state.client.get_node_from_key(key)
+        client = state.wait_clients.get(node.name)
         if client is None:
             kwargs = self._common(self._wait_read_timeout)
             pool = _FairConnectionPool(
@@ -621,22 +649,23 @@ class Backend:
                 **kwargs,
             )
             client = aioredis.Redis.from_pool(pool)
-            self._wait_clients[node.name] = client
+            state.wait_clients[node.name] = client
         return client
 
-    async def pipeline(self, calls: Sequence[Call]) -> list[Any]:
+    async def pipeline(self, calls: Sequence[Call], here: LoopState | None = None) -> list[Any]:
         """Run ``calls`` pipelined (grouped by node on Cluster); results in order.
 
         Errors come back as exception objects; a NOSCRIPT reply is repaired by loading the
-        script and re-running only the calls that got it.
+        script and re-running only the calls that got it. ``here`` as in :meth:`run`.
         """
         if not calls:
             return []
-        results = await self._pipeline_once(calls)
+        state = self.here() if here is None else here
+        results = await self._pipeline_once(state, calls)
         missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if missing:
-            await self.load_scripts()
-            again = await self._pipeline_once([calls[i] for i in missing])
+            await self.load_scripts(state)
+            again = await self._pipeline_once(state, [calls[i] for i in missing])
             for i, value in zip(missing, again, strict=True):
                 results[i] = value
         for value in results:
@@ -644,17 +673,14 @@ class Backend:
                 raise value
         return results
 
-    async def _pipeline_once(self, calls: Sequence[Call]) -> list[Any]:
-        if self.client is None:
-            raise StoreUnavailableError("the store is not connected")
-        lane = self._lane
+    async def _pipeline_once(self, state: LoopState, calls: Sequence[Call]) -> list[Any]:
+        lane = state.lane
         if lane is not None and all(call[0] == "script" for call in calls):
             return await lane.pipeline(
                 [("EVALSHA", script.sha, keys, args) for _, script, keys, args in calls]
             )
-        pipe = (
-            self.client.pipeline(transaction=False) if not self.cluster else self.client.pipeline()
-        )
+        client = state.client
+        pipe = client.pipeline(transaction=False) if not self.cluster else client.pipeline()
         for call in calls:
             if call[0] == "script":
                 _, script, keys, args = call
@@ -665,7 +691,9 @@ class Backend:
                 pipe.execute_command(*call[1:])
         return list(await pipe.execute(raise_on_error=False))
 
-    async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script (on every primary on Cluster)."""
+    async def load_scripts(self, here: LoopState | None = None) -> None:
+        """SCRIPT LOAD every script (on every primary on Cluster). The scripts are named
+        by their SHA-1, the same for every loop: each server loads them once."""
+        client = (self.here() if here is None else here).client
         for script in ALL_SCRIPTS:
-            await self.client.script_load(script.source)
+            await client.script_load(script.source)

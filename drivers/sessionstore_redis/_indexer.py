@@ -7,12 +7,19 @@ the queue, pipelined and grouped by shard (``lua/reindex.lua``, guarded by each 
 same store waits for the queue first, so a client always sees its own writes; other
 clients see them once the queue is sent (about one more round trip). Readers' repairs of
 stale entries go through the same queue, on every topology.
+
+Each event loop that uses the store has a queue of its own (its timer task and lock
+belong to that loop; see ``_loops.py``): a query flushes the queue of its loop, so a loop
+sees its own writes at once and the writes of another loop of the same store within
+:data:`IndexQueue.DELAY`, as another client would. A loop's queue is sent when that loop
+winds down or the store shuts down; the updates of a loop that cannot send them (closed,
+or not answering) are handed over to another loop's queue (``LoopState.adopt``,
+``Backend.close``): none is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +27,7 @@ from typing import Any
 from sessionstore import Session
 from sessionstore.clock import to_ms
 
-from ._conn import Backend
+from ._conn import Backend, LoopState
 from ._doc import record_of
 from ._keys import Keys
 from ._scripts import REINDEX
@@ -37,7 +44,7 @@ Item = tuple[str, list[Any]]
 
 
 class IndexQueue:
-    """Pending index updates of one store and the task that sends them.
+    """Pending index updates of one store on one event loop and the task that sends them.
 
     Updates are held for up to :data:`DELAY` seconds so that a burst of writes shares one
     pipelined call per shard; :meth:`flush` sends at once. 20 ms, measured: with 5 ms a
@@ -48,11 +55,15 @@ class IndexQueue:
 
     DELAY: float = 0.02
 
-    def __init__(self, backend: Backend, keys: Keys) -> None:
+    def __init__(self, backend: Backend, keys: Keys, here: LoopState) -> None:
         self._backend = backend
         self._keys = keys
+        self._here = here  # the loop state whose connections send the updates
         self._pending: list[Item] = []
-        self._timer: asyncio.Task[None] | None = None
+        # a timer handle, not a sleeping task: a loop closed without running it again
+        # drops it silently (a pending task would be "destroyed but pending")
+        self._timer: asyncio.TimerHandle | None = None
+        self._sending: asyncio.Task[None] | None = None  # the timer's flush, while it runs
         self._lock = asyncio.Lock()
 
     def put(self, items: Sequence[Item]) -> None:
@@ -60,13 +71,32 @@ class IndexQueue:
         if not items:
             return
         self._pending.extend(items)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().create_task(self._later())
+        if self._timer is None and self._sending is None:
+            self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._fire)
+
+    def take(self) -> list[Item]:
+        """Remove and return the updates not sent yet (handed over to another loop)."""
+        taken, self._pending = self._pending, []
+        return taken
+
+    def abandon(self) -> None:
+        """Stop the timer without the loop (see ``LoopState.abandon``); what is queued
+        stays for :meth:`take`."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._sending = asyncio.get_running_loop().create_task(self._later())
 
     async def _later(self) -> None:
-        await asyncio.sleep(self.DELAY)
-        self._timer = None
-        await self.flush()
+        try:
+            await self.flush()
+        finally:
+            self._sending = None
+            if self._pending and self._timer is None:  # queued while it was sent
+                self._timer = asyncio.get_running_loop().call_later(self.DELAY, self._fire)
 
     async def flush(self) -> None:
         """Send everything queued before this call (in order; one batch at a time).
@@ -82,15 +112,18 @@ class IndexQueue:
                 await self.send(batch)
             except Exception as exc:  # the writes succeeded: never fail them afterwards
                 log.warning("index update failed, entries stay stale until repaired: %s", exc)
+            except BaseException:
+                # cancelled (a loop winding down cancels its tasks before its keeper
+                # closes the queue): queued again, sent by close (sending twice is safe)
+                self._pending[:0] = batch
+                raise
 
     async def close(self) -> None:
         """Stop the timer and send everything queued, including a batch the timer is
         sending (the connection closes after this)."""
         timer, self._timer = self._timer, None
-        if timer is not None and not timer.done():
-            timer.cancel()  # still asleep: a timer that flushes has cleared self._timer
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
+        if timer is not None:
+            timer.cancel()
         async with self._lock:  # wait for a batch on its way
             pass
         while self._pending:
@@ -110,8 +143,9 @@ class IndexQueue:
         for shard, flat in by_shard.items():
             ix = self._keys.index(shard)
             calls.append(("script", REINDEX, [ix + "r"], [ix, counts[shard], *flat]))
-        await self._backend.run(
-            lambda: self._backend.pipeline(calls), idempotent=True, what="index update"
+        backend, here = self._backend, self._here
+        await backend.run(
+            lambda: backend.pipeline(calls, here), idempotent=True, what="index update", here=here
         )
 
 

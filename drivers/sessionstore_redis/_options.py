@@ -61,7 +61,7 @@ class RedisOptions(StoreOptions):
     connect_timeout: float = 2.0
     #: Seconds an operation keeps retrying (with backoff) through outages and failovers.
     retry_deadline: float = 10.0
-    #: Connections per server.
+    #: Connections per server, per event loop that uses the store (see ``_loops.py``).
     max_connections: int = 64
     #: Seconds a call waits for a connection when all ``max_connections`` are busy
     #: (callers are served in order); then :class:`~sessionstore_redis.PoolTimeoutError`.

@@ -84,7 +84,9 @@ class QueryMixin:
         _backend: Backend
         _keys: Keys
         _cluster: bool
-        _index: IndexQueue
+
+        @property
+        def _index(self) -> IndexQueue: ...
 
         def _check_open(self) -> None: ...
         def _iter_sessions(self) -> AsyncIterator[Session]: ...

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any, Final
 
 import redis
+import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 
@@ -37,6 +38,8 @@ __all__ = [
     "PROBES",
     "RedisInternalsError",
     "busy_connections",
+    "connections_of",
+    "forget_streams",
     "get_connection_args",
     "host_error",
     "idle_connections",
@@ -68,6 +71,10 @@ PROBES: Final = {
     "cluster node connections": (
         "ClusterNode.acquire_connection() and ClusterNode.release() (redis-py 8) "
         "or ClusterNode._free (a deque, redis-py 5.0)"
+    ),
+    "every connection of a client": (
+        "the pool's idle list and busy set; ClusterNode._connections (a list) of every node "
+        "of NodesManager.nodes_cache and startup_nodes"
     ),
 }
 
@@ -118,6 +125,19 @@ def get_connection_args() -> tuple[str, ...]:
     return ("EVALSHA",) if _NEEDS_COMMAND_NAME else ()
 
 
+def connections_of(client: Any) -> list[AbstractConnection]:
+    """Every connection a redis-py client holds (idle and checked out; every node's on
+    Cluster), to close them without awaiting when their event loop cannot run them any
+    more (see ``_loopstate.LoopState.abandon``, which survives its failure: the sockets are
+    then closed when collected)."""
+    if isinstance(client, RedisCluster):
+        manager: Any = client.nodes_manager
+        nodes = {**manager.startup_nodes, **manager.nodes_cache}
+        return [conn for node in nodes.values() for conn in node._connections]
+    pool = client.connection_pool
+    return [*idle_connections(pool), *busy_connections(pool)]
+
+
 # ---------------------------------------------------------------- a connection
 
 
@@ -138,6 +158,14 @@ def stream_writer(conn: AbstractConnection) -> asyncio.StreamWriter | None:
     """The connection's stream writer (None while it is not connected)."""
     writer: asyncio.StreamWriter | None = conn._writer
     return writer
+
+
+def forget_streams(conn: AbstractConnection) -> None:
+    """Detach the connection from its streams, as its ``disconnect`` does last (used when
+    its transport was aborted without its loop, see ``_loopstate.LoopState.abandon``; redis-py
+    warns "unclosed Connection" about a connection that still holds them)."""
+    conn._writer = None
+    conn._reader = None
 
 
 def should_reconnect(conn: AbstractConnection) -> bool:
@@ -246,6 +274,7 @@ def _problems() -> list[tuple[str, str]]:
     check("stream reader", lambda: hasattr(conn, "_reader") and conn._reader is None)
     check("cluster connection arguments", _cluster_kwargs_resolve)
     check("cluster node connections", _node_connections_resolve)
+    check("every connection of a client", _all_connections_resolve)
     return out
 
 
@@ -258,6 +287,18 @@ def _cluster_kwargs_resolve() -> bool:
         and isinstance(manager.startup_nodes, dict)
         and all(isinstance(n, ClusterNode) for n in manager.startup_nodes.values())
     )
+
+
+def _all_connections_resolve() -> bool:
+    pool = ConnectionPool(connection_class=Connection)
+    conn = Connection()
+    busy_connections(pool).add(conn)
+    cluster = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", 7000)])
+    node = next(iter(cluster.nodes_manager.startup_nodes.values()))
+    taken = node_acquire(node)
+    return connections_of(redis.asyncio.Redis.from_pool(pool)) == [conn] and connections_of(
+        cluster
+    ) == [taken]
 
 
 def _node_connections_resolve() -> bool:

@@ -79,6 +79,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     Options = RedisOptions
     CAPABILITIES = Capabilities(
+        any_event_loop=True,
         atomic_multi_session=True,
         shared_namespace=True,
         cross_process=True,
@@ -107,7 +108,8 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         self._cluster = self._o.mode == "cluster"
         self._backend = Backend(self._o, main, sentinel)
         self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
-        self._index = IndexQueue(self._backend, self._keys)
+        keys = self._keys
+        self._backend.make_index = lambda here: IndexQueue(self._backend, keys, here)
         self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
         self._cache = DocCache()
         self._token_prefix = secrets.token_hex(8)
@@ -133,8 +135,16 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     @property
     def client(self) -> Any:
-        """The underlying redis-py client (``redis.asyncio.Redis`` or ``RedisCluster``)."""
+        """The underlying redis-py client (``redis.asyncio.Redis`` or ``RedisCluster``) of
+        the calling event loop: each loop that uses the store has its own (see
+        ``docs/redis.md``, *Event loops*); ``None`` outside a running loop."""
         return self._backend.client
+
+    @property
+    def _index(self) -> IndexQueue:
+        """The index queue of the calling event loop (``_indexer.py``)."""
+        index: IndexQueue = self._backend.here().index
+        return index
 
     def key_names(self, session_id: str, group: str | None = None) -> dict[str, str]:
         """The Redis keys of a session (for operators; see ``docs/redis.md``)."""
@@ -145,10 +155,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         await self._backend.open()
 
     async def _shutdown(self) -> None:
-        try:
-            await self._index.close()
-        finally:
-            await self._backend.close()
+        await self._backend.close()  # every loop's index queue is sent first
 
     # ------------------------------------------------------------------ plumbing
 

@@ -297,7 +297,7 @@ async def test_concurrent_slot_map_refreshes(redis_cluster: RedisCluster, open_r
     store = await open_redis(redis_cluster.url)
     ids = [(await store.create_session(data={"i": i})).id for i in range(30)]
     for _ in range(3):
-        store._backend._stale_topology = True
+        store._backend.here().stale_topology = True
         got = await asyncio.gather(*(store.get_session(sid) for sid in ids))
         assert [s.data["i"] for s in got] == list(range(30))
-        assert not store._backend._stale_topology
+        assert not store._backend.here().stale_topology

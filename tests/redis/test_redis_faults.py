@@ -195,7 +195,7 @@ async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServ
 
     async with _store(server.url, socket_timeout=0.4, lean=True) as store:
         s = await store.create_session()
-        lane = store._backend._lane
+        lane = store._backend.here().lane
         assert lane is not None
         keys = [store.key_names(s.id)["doc"]]
         await store._backend.script(READ, keys, [])  # connected, the script loaded
