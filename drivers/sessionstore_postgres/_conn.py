@@ -108,6 +108,7 @@ class Pool:
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._open = False
         self._conns: set[asyncpg.Connection] = set()  # every connection open, idle or not
+        self._filling = False
 
     def _scrub(self, text: str) -> str:
         password = self.options.password
@@ -133,9 +134,14 @@ class Pool:
         return conn
 
     async def _fill(self) -> None:
-        """Open connections up to ``min_size`` together (the first use of a loop)."""
+        """Open connections up to ``min_size`` together (the first use of a loop, or the
+        first connection after an outage); one fill at a time."""
 
         async def one() -> None:
+            # counted when it starts (a task cancelled before that never runs this), and
+            # never past min_size (<= max_size), whatever opened on demand meanwhile
+            if not self._open or self._size >= self.options.min_size:
+                return
             self._size += 1
             try:
                 conn = await self._connect()
@@ -143,11 +149,17 @@ class Pool:
                 self._size -= 1
                 raise
             self._idle.append(conn)
+            self._wake()
 
-        missing = self.options.min_size - self._size
-        # a failed one is opened again on demand; the operation goes on with its own
-        await asyncio.gather(*(one() for _ in range(missing)), return_exceptions=True)
-        self._wake()
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            missing = self.options.min_size - self._size
+            # a failed one is opened again on demand; the operation goes on with its own
+            await asyncio.gather(*(one() for _ in range(missing)), return_exceptions=True)
+        finally:
+            self._filling = False
 
     def _dispose(self, conn: asyncpg.Connection) -> None:
         self._size -= 1

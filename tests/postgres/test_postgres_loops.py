@@ -241,7 +241,7 @@ async def test_shutdown_from_another_loop_closes_a_live_loops_connections(
 
 
 def test_a_loop_first_used_opens_min_size_connections(postgres_url: str, app_name: str) -> None:
-    store = make_store(postgres_url, app_name, min_size=2, max_size=5)
+    store = make_store(postgres_url, app_name, min_size=2, max_size=3)
     run(store.initialize)
     sizes: list[int] = []
 
@@ -249,13 +249,18 @@ def test_a_loop_first_used_opens_min_size_connections(postgres_url: str, app_nam
         async def main() -> None:
             await store.count_sessions()
             sizes.append(store._pools.get()._size)
+            await asyncio.gather(*(store.count_sessions() for _ in range(12)))
+            sizes.append(store._pools.get()._size)
 
         asyncio.run(main())
 
     t = threading.Thread(target=worker)
     t.start()
     t.join(30)
-    assert sizes == [2]
+    assert sizes[0] == 2  # min_size, opened by the loop's first operation
+    assert 2 <= sizes[1] <= 3  # never past max_size, however many callers
+    # only the worker loop's: the opening loop (closed) was swept at the worker's first call
+    assert wait_connections(postgres_url, app_name, sizes[1]) == sizes[1]
     run(store.shutdown)
     assert wait_connections(postgres_url, app_name, 0) == 0
 
@@ -277,3 +282,29 @@ def test_the_schema_is_migrated_once_per_store(
         run(store.count_sessions)
     run(store.shutdown)
     assert calls == [1]
+
+
+@pytest.mark.asyncio
+async def test_the_same_loop_takes_the_cached_pool(
+    postgres_url: str, app_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = make_store(postgres_url, app_name)
+    await store.initialize()
+    try:
+        misses: list[object] = []
+        real_miss = store._pools._miss
+
+        def counting(loop: asyncio.AbstractEventLoop) -> Any:
+            misses.append(loop)
+            return real_miss(loop)
+
+        monkeypatch.setattr(store._pools, "_miss", counting)
+        s = await store.create_session(data={"a": 1})
+        for _ in range(5):
+            await store.get_session(s.id)
+        assert misses == []  # the loop that initialised the store is the cached one
+        await asyncio.to_thread(run, lambda: store.get_session(s.id))  # another loop: a miss
+        await store.get_session(s.id)  # back here: a miss again (the cache holds one pair)
+        assert len(misses) == 2 and misses[1] is asyncio.get_running_loop()
+    finally:
+        await store.shutdown()
