@@ -9,11 +9,13 @@ again. So the copy saves the read of a load-plan-write without ever being truste
 
 Reads never use the copy. ``data``/``metadata`` are kept as their JSON text and decoded
 afresh for every plan, so no caller shares mutable state with the cache. Memory is
-bounded (entries, bytes per entry and in total); eviction is oldest first.
+bounded (entries, bytes per entry and in total); eviction is oldest first. Threads that
+run loops of their own share the copy: its updates are made under a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, NamedTuple
@@ -53,6 +55,7 @@ class RowCache:
     def __init__(self) -> None:
         self._rows: OrderedDict[str, Cached] = OrderedDict()
         self._bytes = 0
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -61,21 +64,27 @@ class RowCache:
         return self._rows.get(session_id)
 
     def put(self, session_id: str, row: Cached) -> None:
-        self.discard(session_id)
         size = len(row.data) + len(row.metadata)
-        if size > MAX_ENTRY_BYTES:
-            return
-        self._rows[session_id] = row
-        self._bytes += size
-        while len(self._rows) > MAX_ENTRIES or self._bytes > MAX_TOTAL_BYTES:
-            _, old = self._rows.popitem(last=False)
-            self._bytes -= len(old.data) + len(old.metadata)
+        with self._lock:
+            self._discard(session_id)
+            if size > MAX_ENTRY_BYTES:
+                return
+            self._rows[session_id] = row
+            self._bytes += size
+            while len(self._rows) > MAX_ENTRIES or self._bytes > MAX_TOTAL_BYTES:
+                _, old = self._rows.popitem(last=False)
+                self._bytes -= len(old.data) + len(old.metadata)
 
-    def discard(self, session_id: str) -> None:
+    def _discard(self, session_id: str) -> None:
         old = self._rows.pop(session_id, None)
         if old is not None:
             self._bytes -= len(old.data) + len(old.metadata)
 
+    def discard(self, session_id: str) -> None:
+        with self._lock:
+            self._discard(session_id)
+
     def discard_all(self, session_ids: Iterable[str]) -> None:
-        for sid in session_ids:
-            self.discard(sid)
+        with self._lock:
+            for sid in session_ids:
+                self._discard(sid)

@@ -27,7 +27,7 @@ from sessionstore import ConfigurationError, OutcomeUnknownError, StoreUnavailab
 
 from ._options import PostgresOptions
 
-__all__ = ["Outcome", "Pool"]
+__all__ = ["Outcome", "Pool", "drop"]
 
 log = logging.getLogger("sessionstore.postgres")
 T = TypeVar("T")
@@ -61,8 +61,35 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}{f' [{code}]' if code else ''}{f': {text}' if text else ''}"
 
 
+def drop(conn: asyncpg.Connection) -> None:
+    """Close ``conn`` at once, without awaiting, even after its event loop has closed.
+
+    ``Connection.terminate()`` aborts the transport, which asks the loop to run
+    ``connection_lost`` (that closes the socket) soon; a closed loop refuses
+    (``RuntimeError``), so the socket is closed here as the loop would have closed it.
+    """
+    loop = conn._loop  # asyncpg keeps the loop it was opened on
+    try:
+        conn.terminate()
+    except RuntimeError:
+        if not loop.is_closed():
+            raise
+    if not loop.is_closed():
+        return
+    transport = conn._transport
+    raw = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)  # TLS
+    for t in (transport, raw):
+        lost = getattr(t, "_call_connection_lost", None)
+        if lost is not None and getattr(t, "_sock", None) is not None:
+            try:
+                lost(None)  # closes the socket in `finally`
+            except RuntimeError:  # connection_lost wanted the closed loop: the socket is shut
+                log.debug("postgres: connection of a closed event loop dropped")
+
+
 class Pool:
-    """A small connection pool with the retry rules of the module docstring.
+    """A small connection pool with the retry rules of the module docstring, on one event
+    loop (:class:`~._loops.LoopPools` keeps one per loop).
 
     asyncpg's own pool costs a task and a reset query per release (about as much as a
     round trip on loopback); here acquire and release are plain list operations when a
@@ -70,13 +97,18 @@ class Pool:
     with a connection error or was cancelled, or when it is left inside a transaction.
     """
 
-    def __init__(self, options: PostgresOptions, target: str) -> None:
+    def __init__(
+        self, options: PostgresOptions, target: str, loop: asyncio.AbstractEventLoop | None
+    ) -> None:
         self.options = options
+        self.loop = loop  # the loop its connections belong to
         self.target = target  # "host:port/db", for messages (never the password)
         self._idle: list[asyncpg.Connection] = []
         self._size = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._open = False
+        self._conns: set[asyncpg.Connection] = set()  # every connection open, idle or not
+        self._filling = False
 
     def _scrub(self, text: str) -> str:
         password = self.options.password
@@ -84,7 +116,7 @@ class Pool:
 
     async def _connect(self) -> asyncpg.Connection:
         opts = self.options
-        return await asyncpg.connect(
+        conn: asyncpg.Connection = await asyncpg.connect(
             host=opts.host,
             port=opts.port,
             user=opts.user,
@@ -95,11 +127,69 @@ class Pool:
             command_timeout=opts.command_timeout,
             server_settings={"application_name": opts.application_name},
         )
+        if not self._open:  # closed while connecting (a shutdown from another loop)
+            conn.terminate()
+            raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
+        self._conns.add(conn)
+        return conn
+
+    async def _fill(self) -> None:
+        """Open connections up to ``min_size`` together (the first use of a loop, or the
+        first connection after an outage); one fill at a time."""
+
+        async def one() -> None:
+            # counted when it starts (a task cancelled before that never runs this), and
+            # never past min_size (<= max_size), whatever opened on demand meanwhile
+            if not self._open or self._size >= self.options.min_size:
+                return
+            self._size += 1
+            try:
+                conn = await self._connect()
+            except BaseException:
+                self._size -= 1
+                raise
+            self._idle.append(conn)
+            self._wake()
+
+        if self._filling:
+            return
+        self._filling = True
+        try:
+            missing = self.options.min_size - self._size
+            # a failed one is opened again on demand; the operation goes on with its own
+            await asyncio.gather(*(one() for _ in range(missing)), return_exceptions=True)
+        finally:
+            self._filling = False
+
+    def _dispose(self, conn: asyncpg.Connection) -> None:
+        self._size -= 1
+        self._conns.discard(conn)
+        drop(conn)
+
+    def abandon(self) -> None:
+        """Close the pool without awaiting: on its own loop's thread, or once that loop
+        has closed (then every connection goes, in use or not: no task is left to release
+        one). Connections in use on a live loop are dropped when released."""
+        self._open = False
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._dispose(conn)
+        if self.loop is not None and self.loop.is_closed():
+            for conn in list(self._conns):
+                self._dispose(conn)
+        else:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def _refused(self, exc: BaseException) -> ConfigurationError:
         return ConfigurationError(
             f"PostgreSQL at {self.target} refused the connection: {self._scrub(_describe(exc))}"
         )
+
+    def start(self) -> None:
+        """Open the pool without connecting (a loop's first use connects on demand)."""
+        self._open = True
 
     async def open(self) -> None:
         """Open ``min_size`` connections (at least one, to check the settings), retrying
@@ -134,6 +224,7 @@ class Pool:
         idle, self._idle = self._idle, []
         for conn in idle:
             self._size -= 1
+            self._conns.discard(conn)
             try:
                 await asyncio.wait_for(conn.close(), 2)
             except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
@@ -151,14 +242,22 @@ class Pool:
                 if not conn.is_closed():
                     return conn
                 self._size -= 1
+                self._conns.discard(conn)
             if self._size < self.options.max_size:
                 self._size += 1
                 try:
-                    return await self._connect()
+                    conn = await self._connect()
                 except BaseException:
                     self._size -= 1
                     self._wake()
                     raise
+                if self._size < self.options.min_size:
+                    try:
+                        await self._fill()
+                    except BaseException:  # cancelled: the connection is fine
+                        self._release(conn, False)
+                        raise
+                return conn
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
@@ -179,8 +278,7 @@ class Pool:
 
     def _release(self, conn: asyncpg.Connection, broken: bool) -> None:
         if broken or not self._open or conn.is_closed() or conn.is_in_transaction():
-            self._size -= 1
-            conn.terminate()
+            self._dispose(conn)
         else:
             self._idle.append(conn)
         self._wake()

@@ -46,7 +46,8 @@ from sessionstore.query import (
 from sessionstore.validation import validate_session_id
 
 from ._cache import Cached, RowCache
-from ._conn import Outcome, Pool
+from ._conn import Outcome
+from ._loops import LoopPools
 from ._options import PostgresOptions, options_from_url
 from ._query import Where, build_where, order_sql, seek_sql
 from ._schema import LATEST, VERSION_TABLE, advisory_key, migration
@@ -105,6 +106,7 @@ class PostgresStore(BaseSessionStore):
         durable=True,
         native_ttl=False,
         indexed_query=True,
+        any_event_loop=True,
     )
     options: PostgresOptions
 
@@ -117,7 +119,7 @@ class PostgresStore(BaseSessionStore):
         self._t_checkpoints = f"{p}checkpoints"
         self._prefix = p
         where = f"{opts.host}:{opts.port}/{opts.database or opts.user or ''}"
-        self._pool = Pool(opts, where)
+        self._pools = LoopPools(opts, where)
         self._cache = RowCache()
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
@@ -136,11 +138,11 @@ class PostgresStore(BaseSessionStore):
     # ------------------------------------------------------------------ lifecycle
 
     async def _initialize(self) -> None:
-        await self._pool.open()
+        pool = await self._pools.open()
         try:
-            await self._pool.run(self._migrate)
+            await pool.run(self._migrate)  # once per store, whichever loops use it later
         except BaseException:
-            await self._pool.close()
+            await self._pools.close(final=False)
             raise
 
     async def _migrate(self, conn: asyncpg.Connection) -> None:
@@ -173,7 +175,7 @@ class PostgresStore(BaseSessionStore):
                 )
 
     async def _shutdown(self) -> None:
-        await self._pool.close()
+        await self._pools.close()
 
     # ------------------------------------------------------------------ reads
 
@@ -181,9 +183,9 @@ class PostgresStore(BaseSessionStore):
         ns = self.namespace
         if len(session_ids) == 1:
             sid = session_ids[0]
-            return await self._pool.run(lambda c: c.fetch(self._sql_load_one, ns, sid))
+            return await self._pools.get().run(lambda c: c.fetch(self._sql_load_one, ns, sid))
         ids = list(session_ids)
-        return await self._pool.run(lambda c: c.fetch(self._sql_load_many, ns, ids))
+        return await self._pools.get().run(lambda c: c.fetch(self._sql_load_many, ns, ids))
 
     def _remember(self, rows: Sequence[Any]) -> dict[str, Session]:
         out: dict[str, Session] = {}
@@ -209,14 +211,18 @@ class PostgresStore(BaseSessionStore):
                 f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
                 "AND seq > $3 ORDER BY seq DESC LIMIT $4"
             )
-            rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, last))
+            rows = await self._pools.get().run(
+                lambda c: c.fetch(sql, ns, session_id, after_seq, last)
+            )
             rows.reverse()
         else:
             sql = (
                 f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
                 "AND seq > $3 ORDER BY seq LIMIT $4"
             )
-            rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, limit))
+            rows = await self._pools.get().run(
+                lambda c: c.fetch(sql, ns, session_id, after_seq, limit)
+            )
         return [self._event(session_id, r) for r in rows]
 
     def _event(self, session_id: str, r: Any) -> Event:
@@ -243,7 +249,7 @@ class PostgresStore(BaseSessionStore):
         count = last if last is not None else limit
         sql = self._events_sql(descending=last is not None)
         ns = self.namespace
-        rows = await self._pool.run(lambda c: c.fetch(sql, ns, session_id, after_seq, count))
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, after_seq, count))
         if not rows:
             raise SessionNotFoundError(session_id)
         expires = rows[0][0]
@@ -291,7 +297,7 @@ class PostgresStore(BaseSessionStore):
         )
         ns = self.namespace
         ids = list(session_ids)
-        rows = await self._pool.run(lambda c: c.fetch(sql, ns, ids))
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, ids))
         out: dict[str, list[Checkpoint]] = {sid: [] for sid in ids}
         for sid, cp_id, body in rows:
             name = f"{sid}/{cp_id}"
@@ -311,7 +317,7 @@ class PostgresStore(BaseSessionStore):
         ns = self.namespace
         while True:
             start = after
-            rows = await self._pool.run(lambda c, start=start: c.fetch(sql, ns, start))  # type: ignore[misc]
+            rows = await self._pools.get().run(lambda c, start=start: c.fetch(sql, ns, start))  # type: ignore[misc]
             for r in rows:
                 try:
                     yield _session(r, ns)
@@ -327,7 +333,7 @@ class PostgresStore(BaseSessionStore):
             "ORDER BY expires_at, id"
         )
         ns = self.namespace
-        rows = await self._pool.run(lambda c: c.fetch(sql, ns, to_ms(now)))
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, to_ms(now)))
         out = []
         for r in rows:
             try:
@@ -403,7 +409,7 @@ class PostgresStore(BaseSessionStore):
         calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
         if len(calls) == 1:
             for mut, args in calls:
-                result = await self._pool.run(
+                result = await self._pools.get().run(
                     lambda c, args=args: c.fetchval(sql, *args),  # type: ignore[misc]
                     write=True,
                     verify=self._verifier([mut], token, bases),
@@ -429,7 +435,7 @@ class PostgresStore(BaseSessionStore):
                 raise SessionConflictError(sid, expects.get(sid, -1), result) from None
 
         try:
-            await self._pool.run(
+            await self._pools.get().run(
                 batch,
                 write=True,
                 verify=self._verifier([m for m, _ in calls], token, bases),
@@ -574,7 +580,7 @@ class PostgresStore(BaseSessionStore):
             sql += f" LIMIT {int(limit)}"
         if offset:
             sql += f" OFFSET {int(offset)}"
-        return await self._pool.run(lambda c: c.fetch(sql, *params))
+        return await self._pools.get().run(lambda c: c.fetch(sql, *params))
 
     async def _query(
         self,
@@ -666,9 +672,9 @@ class PostgresStore(BaseSessionStore):
         params = list(w.params)
         if w.exact:
             sql = f"SELECT count(*) FROM {self._t_sessions} WHERE {w.sql()}"
-            return int(await self._pool.run(lambda c: c.fetchval(sql, *params)))
+            return int(await self._pools.get().run(lambda c: c.fetchval(sql, *params)))
         sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()}"
-        rows = await self._pool.run(lambda c: c.fetch(sql, *params))
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, *params))
         total = 0
         for r in rows:
             s = self._row_or_report(r)

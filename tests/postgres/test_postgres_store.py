@@ -159,13 +159,13 @@ async def test_one_round_trip_per_single_session_operation(
 ) -> None:
     store = await open_pg()
     calls: list[int] = []
-    real_run = store._pool.run
+    real_run = store._pools.get().run
 
     async def counting(call: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return await real_run(call, **kwargs)
 
-    monkeypatch.setattr(store._pool, "run", counting)
+    monkeypatch.setattr(store._pools.get(), "run", counting)
 
     async def trips(op: Awaitable[Any]) -> int:
         calls.clear()
@@ -340,7 +340,7 @@ async def test_no_lost_updates_under_concurrent_writers(open_pg: OpenPg) -> None
 def _lose_reply(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, *, apply: bool,
                 meddle: Callable[[], Awaitable[None]] | None = None) -> None:  # fmt: skip
     """The next write's connection is lost: after the statement ran (``apply``) or before."""
-    real_run = store._pool.run
+    real_run = store._pools.get().run
     armed = [True]
 
     async def run(call: Any, **kwargs: Any) -> Any:
@@ -362,7 +362,7 @@ def _lose_reply(store: PostgresStore, monkeypatch: pytest.MonkeyPatch, *, apply:
             return await real_run(lost, **kwargs)
         return await real_run(call, **kwargs)
 
-    monkeypatch.setattr(store._pool, "run", run)
+    monkeypatch.setattr(store._pools.get(), "run", run)
 
 
 @pytest.mark.parametrize("apply", [True, False])
@@ -437,8 +437,8 @@ async def test_a_server_older_than_the_minimum_is_refused(
 @pytest.mark.asyncio
 async def test_pool_options_reach_the_connections(open_pg: OpenPg) -> None:
     store = await open_pg(application_name="ss-test-app", sslmode="disable", min_size=2, max_size=3)
-    assert store._pool._size == 2  # min_size connections opened by initialize()
-    name = await store._pool.run(
+    assert store._pools.get()._size == 2  # min_size connections opened by initialize()
+    name = await store._pools.get().run(
         lambda c: c.fetchval(
             "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
         )
@@ -446,7 +446,7 @@ async def test_pool_options_reach_the_connections(open_pg: OpenPg) -> None:
     assert name == "ss-test-app"
 
     async def hold(seconds: float) -> Any:
-        return await store._pool.run(lambda c: c.fetchval("SELECT pg_sleep($1)", seconds))
+        return await store._pools.get().run(lambda c: c.fetchval("SELECT pg_sleep($1)", seconds))
 
     await asyncio.gather(*(hold(0.2) for _ in range(6)))  # 6 callers share 3 connections
-    assert store._pool._size == 3
+    assert store._pools.get()._size == 3
