@@ -294,7 +294,8 @@ class CrudTests:
     async def test_store_refuses_calls_before_initialize_and_after_shutdown(
         self, ctx: ConformanceContext
     ) -> None:
-        made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=ctx.clock)
+        namespace = ctx.fresh_namespace()
+        made = ctx.suite.make_store(namespace=namespace, clock=ctx.clock)
         fresh: SessionStore = await made if inspect.isawaitable(made) else made
         with pytest.raises(StoreUnavailableError):
             await fresh.create_session()
@@ -310,6 +311,7 @@ class CrudTests:
             await fresh.create_session()
         with pytest.raises(StoreUnavailableError):
             await fresh.initialize()  # a store that was shut down stays closed
+        await ctx.open_store(namespace)  # so the namespace is emptied and dropped at the end
 
     @store_test
     async def test_update_each_change_alone(self, ctx: ConformanceContext) -> None:
