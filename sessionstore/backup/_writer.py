@@ -11,8 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from .. import observers
-from .._version import __version__
+from .. import __version__, observers
 from ..clock import truncate_ms
 from ..driver import primitives_of
 from ..errors import ConfigurationError, InvalidArgumentError

@@ -24,6 +24,7 @@ from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
+from ._primitives import PrimitiveTests
 from ._query import QueryTests, SearchTests
 from ._records import RecordTests
 from ._state_machine import StateMachineTests, make_state_machine
@@ -42,6 +43,7 @@ __all__ = [
     "EventTests",
     "ExpiryTests",
     "IsolationTests",
+    "PrimitiveTests",
     "QueryTests",
     "RecordTests",
     "SearchTests",

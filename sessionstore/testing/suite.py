@@ -15,6 +15,7 @@ from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._isolation import IsolationTests
+from ._primitives import PrimitiveTests
 from ._query import QueryTests, SearchTests
 from ._records import RecordTests
 from ._state_machine import StateMachineTests
@@ -58,6 +59,7 @@ class StoreConformance(
     IsolationTests,
     BadInputTests,
     RecordTests,
+    PrimitiveTests,
     StateMachineTests,
     StoreConformanceBase,
 ):
