@@ -142,19 +142,22 @@ def _absolute(node: ast.ImportFrom, package: str) -> str:
     return ".".join([*base, node.module] if node.module else base)
 
 
-def _defined_private_names(tree: ast.AST) -> set[str]:
+def _defined_private_members(tree: ast.AST) -> set[str]:
+    """Private names a module defines as members of objects: methods, class attributes,
+    ``self._x = ...`` (a module-level ``_helper`` is no member: ``store._helper`` in the
+    same package still reaches into another package's object)."""
     names: set[str] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    names.add(item.name)
+                elif isinstance(item, ast.Assign):
+                    names.update(t.id for t in item.targets if isinstance(t, ast.Name))
+                elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                    names.add(item.target.id)
         elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
             names.add(node.attr)
-        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-        elif isinstance(node, ast.arg):
-            names.add(node.arg)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[-1])
     return {n for n in names if _is_private(n)}
 
 
@@ -175,7 +178,7 @@ def private_reach(modules: dict[str, Path]) -> list[str]:
     packages = {m: _package_of(m, p) for m, p in modules.items()}
     defined: dict[str, set[str]] = {}
     for module, tree in trees.items():
-        defined.setdefault(packages[module], set()).update(_defined_private_names(tree))
+        defined.setdefault(packages[module], set()).update(_defined_private_members(tree))
     found = []
     for module, tree in trees.items():
         package = packages[module]
