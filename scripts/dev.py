@@ -115,6 +115,7 @@ SITE_CHECKS = {
     "reference/manager/index.html": 'id="sessionstore.manager.SessionPersistenceManager"',
     "reference/backup/index.html": 'id="sessionstore.backup.create_backup"',
     "reference/testing/index.html": 'id="sessionstore.testing.StoreConformance"',
+    "reference/driver/index.html": 'id="sessionstore.driver.StorePrimitives"',
     "reference/errors/index.html": 'id="sessionstore.errors.SessionConflictError"',
     "reference/query/index.html": 'id="sessionstore.query.SessionFilter"',
     "architecture/index.html": "The data flow of one write",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._batch import Mutation
+from ._planner import Mutation
 from ._version import __version__
 from .base import BaseSessionStore
 from .clock import Clock, ManualClock, SystemClock

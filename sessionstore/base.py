@@ -24,12 +24,13 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
-from . import registry
-from ._batch import (
+from . import observers
+from ._expiry import expire_due, remove_due
+from ._planner import (
     CREATE_OP,
     Limits,
     Mutation,
@@ -42,7 +43,8 @@ from ._batch import (
     prepare,
     prepare_new,
 )
-from ._bulk import _CAS_ATTEMPTS, BulkMixin
+from ._primitives import CAS_ATTEMPTS, StorePrimitives, sound_checkpoints
+from ._record_copy import check_record, check_strategy, put_record, scan_records
 from .clock import Clock, SystemClock
 from .codec import checkpoint_digest
 from .errors import (
@@ -50,6 +52,7 @@ from .errors import (
     IntegrityError,
     InvalidArgumentError,
     SessionConflictError,
+    SessionExistsError,
     SessionNotFoundError,
     StoreUnavailableError,
     TransactionError,
@@ -66,13 +69,14 @@ from .model import (
     Op,
     Session,
     SessionChanges,
+    SessionRecord,
     UpdateOp,
     fast_append_op,
     fast_session_update,
     fast_update_op,
 )
 from .options import StoreOptions, build_options, options_from_query, redact_url, split_url
-from .protocol import Capabilities
+from .protocol import Capabilities, MergeStrategy, PutResult
 from .query import Page, QueryOptions, SessionFilter, evaluate, matches
 from .transaction import Transaction
 from .validation import validate_label, validate_positive_int, validate_session_id, validate_ttl
@@ -97,7 +101,71 @@ def _apply_one(prepared: Prepared, planner: Planner) -> Session | bool:
     return planner.apply(prepared)
 
 
-class BaseSessionStore(BulkMixin, ABC):
+class _BasePrimitives:
+    """A base store's :class:`StorePrimitives`: its ``_``-methods under public names.
+
+    It calls through the store on every call, so a driver's overrides (and a test's
+    patches) of ``_load``, ``_apply`` ... are what backup, migrate and transactions use.
+    """
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: BaseSessionStore) -> None:
+        self._store = store
+
+    @property
+    def limits(self) -> Limits:
+        return self._store._limits
+
+    @property
+    def clock(self) -> Clock:
+        return self._store.clock
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._store.capabilities
+
+    def check_open(self) -> None:
+        self._store._check_open()
+
+    async def load(self, session_ids: Sequence[str]) -> dict[str, Session]:
+        return await self._store._load(session_ids)
+
+    async def apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await self._store._apply(mutations, atomic=atomic)
+
+    async def load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        return await self._store._load_events(
+            session_id, after_seq=after_seq, limit=limit, last=last
+        )
+
+    async def load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        return await self._store._load_checkpoint(session_id, checkpoint_id)
+
+    async def load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        return await self._store._load_checkpoints(session_id)
+
+    async def load_checkpoints_many(
+        self, session_ids: Sequence[str]
+    ) -> dict[str, list[Checkpoint]]:
+        return await self._store._load_checkpoints_many(session_ids)
+
+    def iter_sessions(self) -> AsyncIterator[Session]:
+        return self._store._iter_sessions()
+
+    def report_corrupt(self, error: IntegrityError) -> None:
+        self._store._report_corrupt(error)
+
+    def after_write(self, mutations: Sequence[Mutation]) -> None:
+        self._store._after_write(mutations)
+
+    async def commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        return await self._store._commit_prepared(prepared)
+
+
+class BaseSessionStore(ABC):
     """Generic implementation of the :class:`~sessionstore.SessionStore` protocol."""
 
     #: The typed options of this driver (a :class:`StoreOptions` subclass).
@@ -281,20 +349,12 @@ class BaseSessionStore(BulkMixin, ABC):
         if len(self._corrupt) < self._MAX_CORRUPT_REPORTS:
             self._corrupt[error.record or f"#{len(self._corrupt)}"] = str(error)
 
-    def _sound_checkpoints(self, session_id: str, cps: Iterable[Checkpoint]) -> list[Checkpoint]:
-        """``cps`` without those whose digest does not match their content (reported)."""
-        out = []
-        for cp in cps:
-            if checkpoint_digest(cp) != cp.digest:
-                self._report_corrupt(
-                    IntegrityError(
-                        "checkpoint digest does not match its content; left out",
-                        f"{session_id}/checkpoints/{cp.id}",
-                    )
-                )
-                continue
-            out.append(cp)
-        return out
+    @cached_property
+    def primitives(self) -> StorePrimitives:
+        """This store's :class:`~sessionstore.driver.StorePrimitives` (what backup,
+        migrate and transactions use): the ``_``-methods the driver implements, under
+        public names."""
+        return _BasePrimitives(self)
 
     @property
     def corrupt_records(self) -> dict[str, str]:
@@ -302,8 +362,8 @@ class BaseSessionStore(BulkMixin, ABC):
         return dict(self._corrupt)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
-        if registry.has_observers(hook):
-            registry.notify(hook, store=self, **kwargs)
+        if observers.has_observers(hook):
+            observers.notify(hook, store=self, **kwargs)
 
     def _after_write(self, mutations: Sequence[Mutation]) -> None:
         for mut in mutations:
@@ -361,7 +421,7 @@ class BaseSessionStore(BulkMixin, ABC):
         """Load, plan, apply with CAS; re-plan on a write race (bounded)."""
         self._check_open()
         last_error: SessionConflictError | None = None
-        for attempt in range(_CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             now = self.clock.now()
             outcome: list[T] = []
 
@@ -581,7 +641,7 @@ class BaseSessionStore(BulkMixin, ABC):
             # its digest does not match) is left where it is, reported, for `doctor` to
             # quarantine or `delete_checkpoint` to remove; pruning never destroys it.
             loaded = await self._load_checkpoints(session_id)
-            existing = [cp.id for cp in self._sound_checkpoints(session_id, loaded)]
+            existing = [cp.id for cp in sound_checkpoints(self.primitives, session_id, loaded)]
 
         def plan(planner: Planner) -> Checkpoint:
             session = planner.require(session_id, None)
@@ -603,7 +663,8 @@ class BaseSessionStore(BulkMixin, ABC):
         """
         if await self.get_session(session_id) is None:
             raise SessionNotFoundError(session_id)
-        return self._sound_checkpoints(session_id, await self._load_checkpoints(session_id))
+        loaded = await self._load_checkpoints(session_id)
+        return sound_checkpoints(self.primitives, session_id, loaded)
 
     async def get_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint:
         """One checkpoint, its digest verified (:class:`IntegrityError` when the record is
@@ -693,3 +754,81 @@ class BaseSessionStore(BulkMixin, ABC):
     def transaction(self) -> Transaction:
         """Stage writes in ``async with store.transaction() as tx:``; commit on exit."""
         return Transaction(self)
+
+    # ------------------------------------------------------------------ expiry
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        """Stored sessions whose expiry is due (drivers with an expiry index override)."""
+        return [s for s in await self._all_sessions() if s.is_expired(now)]
+
+    async def expire_sessions(self) -> list[str]:
+        """Mark due sessions ``expired`` (version + 1); returns their ids."""
+        self._check_open()
+        due = await self._expired_sessions(self.clock.now())
+        return await expire_due(due, self._execute, self._notify)
+
+    async def cleanup_expired_sessions(self) -> int:
+        """Remove due sessions with their events, checkpoints and index entries."""
+        self._check_open()
+        due = await self._expired_sessions(self.clock.now())
+        return await remove_due(due, self._execute, self._notify)
+
+    # ------------------------------------------------------------------ whole records
+
+    async def scan(
+        self, *, include_expired: bool = False, filter: SessionFilter | None = None
+    ) -> AsyncIterator[SessionRecord]:
+        """Stream whole records (session, events, checkpoints) for backup."""
+        self._check_open()
+        flt = filter or SessionFilter(include_expired=include_expired)
+        if include_expired and not flt.include_expired:
+            raise InvalidArgumentError(
+                "give include_expired in the filter or the argument, not both"
+            )
+        async for record in scan_records(self.primitives, flt):
+            yield record
+
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        """A record's data and metadata JSON, checked for ``put_records``."""
+        return check_record(record, self._limits)
+
+    async def put_records(
+        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    ) -> PutResult:
+        """Write whole records back exactly (ids, versions, timestamps, events, checkpoints).
+
+        ``strategy`` decides what happens to a session that exists: ``skip_existing``,
+        ``overwrite``, ``update_newer`` (newer ``updated_at``, then higher ``version``
+        wins) or ``fail_on_conflict`` (:class:`SessionExistsError`, nothing of this call
+        written).
+        """
+        check_strategy(strategy)
+        batch = list(records)
+        encoded = [self._check_record(r) for r in batch]
+        self._check_open()
+        ids = [r.session.id for r in batch]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError("put_records got the same session twice in one call")
+        existing = await self._load(ids)
+        now = self.clock.now()
+        if strategy == "fail_on_conflict":
+            for sid in ids:
+                if (s := existing.get(sid)) is not None and not s.is_expired(now):
+                    raise SessionExistsError(sid)
+        total = PutResult()
+        for record, (data_json, meta_json) in zip(batch, encoded, strict=True):
+            total += await self._put_record(
+                record, data_json, meta_json, strategy, existing.get(record.session.id)
+            )
+        return total
+
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        """Write one checked record (a driver that batches restores calls this per record)."""
+        return await put_record(self.primitives, record, data_json, meta_json, strategy, stored)

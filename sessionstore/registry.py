@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, observers
 from .errors import ConfigurationError, DriverNotFoundError
+from .observers import has_observers, notify
 from .options import redact_url
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ __all__ = [
     "broken_plugins",
     "check_driver",
     "get_driver",
+    "has_observers",
     "installed_drivers",
     "notify",
     "open_store",
@@ -111,9 +113,13 @@ class _Registry:
     def _call_register(
         self, name: str, plugin: Any, package: str | None = None, version: str | None = None
     ) -> None:
-        caller = _only(self.pm, "sessionstore_register_drivers", plugin)
         try:
-            caller(register=self._registrar(name, package, version))
+            observers.call_one(
+                self.pm,
+                "sessionstore_register_drivers",
+                plugin,
+                register=self._registrar(name, package, version),
+            )
         except Exception as exc:
             self.broken[name] = f"{type(exc).__name__}: {exc}"
             log.warning("sessionstore plugin %r failed to register drivers: %s", name, exc)
@@ -239,39 +245,6 @@ def open_store(url: str | None = None, **options: Any) -> BaseSessionStore:
     return get_driver(scheme).from_url(url, **options)
 
 
-def _only(pm: pluggy.PluginManager, hook: str, plugin: object) -> pluggy.HookCaller:
-    """A caller of ``hook`` that reaches ``plugin``'s implementation only (pluggy's own
-    ``subset_hook_caller``: argument selection and call rules stay pluggy's)."""
-    others = [p for p in pm.get_plugins() if p is not plugin]
-    return pm.subset_hook_caller(hook, remove_plugins=others)
-
-
-def notify(hook: str, **kwargs: Any) -> None:
-    """Call every implementation of an observer hook, each in isolation: one that raises
-    is logged and the others still run.
-
-    The order is pluggy's own call order (``tryfirst`` first, ``trylast`` last, otherwise
-    the most recently registered first), each implementation called through pluggy's
-    public API. Observer hooks take no hook wrappers: a wrapper implementation of one is
-    skipped (with a warning), since a wrapper around one isolated call would wrap nothing.
-    """
-    pm = _registry.pm
-    # get_hookimpls() lists them in the reverse of pluggy's call order
-    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):
-        if impl.wrapper or impl.hookwrapper:
-            log.warning(
-                "sessionstore observer %r implements %s as a hook wrapper: skipped "
-                "(observer hooks take no wrappers)",
-                impl.plugin_name,
-                hook,
-            )
-            continue
-        try:
-            _only(pm, hook, impl.plugin)(**kwargs)
-        except Exception:
-            log.exception("sessionstore observer %r failed in %s (ignored)", impl.plugin_name, hook)
-
-
-def has_observers(hook: str) -> bool:
-    """True when some plugin implements ``hook`` (lets stores skip building arguments)."""
-    return bool(getattr(_registry.pm.hook, hook).get_hookimpls())
+# Observers are called by sessionstore.observers (base and backup use that module);
+# the registry only tells it where the plugin manager is.
+observers.attach(lambda: _registry.pm)

@@ -3,17 +3,20 @@
 ``async with store.transaction() as tx:`` stages ``create_session``, ``update_session``,
 ``delete_session`` and ``append_events``; each staged call validates its input at once
 (so bad input raises inside the block) and nothing touches the store until the block
-exits normally, when the batch is committed atomically through ``store.commit``. An
-exception or a cancellation inside the block discards the batch.
+exits normally, when the batch is committed atomically through the store's
+:class:`~sessionstore.driver.StorePrimitives` (``commit_prepared``, what ``store.commit``
+does after preparing), so any store that offers them can run transactions. An exception
+or a cancellation inside the block discards the batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import Any, Unpack
 
-from ._batch import Prepared, prepare
+from ._planner import Prepared, prepare
+from ._primitives import primitives_of
 from .errors import TransactionError
 from .model import (
     AppendOp,
@@ -28,9 +31,6 @@ from .model import (
     UpdateOp,
 )
 
-if TYPE_CHECKING:
-    from .base import BaseSessionStore
-
 __all__ = ["Transaction"]
 
 
@@ -41,8 +41,8 @@ class Transaction:
     the new :class:`Session` (or a bool for ``delete_session``).
     """
 
-    def __init__(self, store: BaseSessionStore) -> None:
-        self._store = store
+    def __init__(self, store: object) -> None:
+        self._primitives = primitives_of(store)
         self._prepared: list[Prepared] = []
         self._done = False
         self.results: list[Session | bool] = []
@@ -51,7 +51,7 @@ class Transaction:
     def _stage(self, op: Any) -> Prepared:
         if self._done:
             raise TransactionError("this transaction is already finished")
-        prepared = prepare(op, self._store._limits)
+        prepared = prepare(op, self._primitives.limits)
         self._prepared.append(prepared)
         return prepared
 
@@ -94,7 +94,7 @@ class Transaction:
             raise TransactionError("this transaction is already finished")
         self._done = True
         if self._prepared:
-            self.results = await self._store._commit_prepared(self._prepared)
+            self.results = await self._primitives.commit_prepared(self._prepared)
         return self.results
 
     def rollback(self) -> None:

@@ -161,6 +161,15 @@ def test_acme_conformance_suite_passes_from_its_own_test_file(venv: Venv) -> Non
     assert counts["passed"] >= 0.9 * total, summary
 
 
+def test_acme_backs_up_restores_and_migrates_from_its_own_test_file(venv: Venv) -> None:
+    """A driver written only against ``sessionstore.driver`` (installed as a third party
+    would) is backed up, restored and migrated by ``sessionstore.backup``."""
+    result = venv.run("-m", "pytest", "tests/test_acme_backup.py", "-q", cwd=venv.acme, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "4 passed" in result.stdout, output
+
+
 def test_a_broken_plugin_breaks_nothing_and_is_reported(venv: Venv) -> None:
     broken = venv.workdir / "broken-plugin"
     (broken / "broken_plugin").mkdir(parents=True)

@@ -2,11 +2,12 @@
 
 Items arrive as a stream (a session, its checkpoints, its event chunks, the next session
 ...). Sessions are collected into batches (up to ``batch_size`` sessions or about 4 MiB);
-for a batch the engine loads the stored versions with one ``_load``, decides per session
-by the merge strategy, and writes all of them with one ``_apply(mutations, atomic=False)``
-(a pipeline on Redis, one journaled commit on files). Every mutation carries ``expect``
-(the stored version it decided against), so a concurrent writer is never overwritten
-blindly: on a conflict the batch is redone one session at a time, re-reading each.
+for a batch the engine loads the stored versions with one ``load`` of the destination's
+:class:`~sessionstore.driver.StorePrimitives`, decides per session by the merge strategy,
+and writes all of them with one ``apply(mutations, atomic=False)`` (a pipeline on Redis,
+one journaled commit on files). Every mutation carries ``expect`` (the stored version it
+decided against), so a concurrent writer is never overwritten blindly: on a conflict the
+batch is redone one session at a time, re-reading each.
 
 A session whose events do not fit in a batch is written in chunks: the first mutation
 (``reset=True``) writes the document with its final version and the first events, then
@@ -24,10 +25,8 @@ from typing import Final
 
 import orjson
 
-from .._batch import Mutation
-from .._bulk import _CAS_ATTEMPTS, merge_decision
-from ..base import BaseSessionStore
 from ..codec import MAX_EVENT, MAX_SESSION
+from ..driver import CAS_ATTEMPTS, Mutation, StorePrimitives, merge_decision
 from ..errors import (
     InvalidArgumentError,
     QuotaExceededError,
@@ -78,7 +77,7 @@ class WriteEngine:
 
     def __init__(
         self,
-        store: BaseSessionStore,
+        store: StorePrimitives,
         strategy: str,
         *,
         dry_run: bool = False,
@@ -182,10 +181,10 @@ class WriteEngine:
         data_json = item.data_json if item.data_json is not None else _encoded(s.data)
         meta_json = item.metadata_json if item.metadata_json is not None else _encoded(s.metadata)
         size = len(data_json) + len(meta_json)
-        if self.check_sizes and size > self.store._limits.max_session_bytes:
+        if self.check_sizes and size > self.store.limits.max_session_bytes:
             raise QuotaExceededError(
                 f"session {s.id!r} is {size} bytes encoded, over the destination's limit of "
-                f"{self.store._limits.max_session_bytes}",
+                f"{self.store.limits.max_session_bytes}",
                 option=MAX_SESSION,
             )
         if (
@@ -200,7 +199,7 @@ class WriteEngine:
     def _weigh(self, item: EventsItem) -> int:
         if not self.check_sizes:
             return item.nbytes or _EVENT_ESTIMATE * len(item.events)
-        limit = self.store._limits.max_event_bytes
+        limit = self.store.limits.max_event_bytes
         total = 0
         for event in item.events:
             size = len(orjson.dumps(event.data))
@@ -220,7 +219,7 @@ class WriteEngine:
         if not batch:
             return
         store = self.store
-        stored = await store._load([u.id for u in batch])
+        stored = await store.load([u.id for u in batch])
         now = store.clock.now()
         for unit in batch:
             unit.decision = merge_decision(self.strategy, unit.session, stored.get(unit.id), now)
@@ -232,11 +231,11 @@ class WriteEngine:
             muts = [self._first_mutation(u, stored.get(u.id)) for u in batch if self._writes(u)]
             if muts:
                 try:
-                    await store._apply(muts, atomic=False)
+                    await store.apply(muts, atomic=False)
                 except SessionConflictError:
                     await self._one_by_one(batch)
                 else:
-                    store._after_write(muts)
+                    store.after_write(muts)
         for unit in batch:
             self._counts[unit.decision] += 1
             if self._writes(unit):
@@ -276,8 +275,8 @@ class WriteEngine:
         for unit in batch:
             if not self._writes(unit):
                 continue
-            for _ in range(_CAS_ATTEMPTS):
-                stored = (await store._load([unit.id])).get(unit.id)
+            for _ in range(CAS_ATTEMPTS):
+                stored = (await store.load([unit.id])).get(unit.id)
                 if stored is not None and _same_head(stored, unit.session):
                     break  # written by the batch (atomic=False may write part of it)
                 unit.decision = merge_decision(
@@ -289,10 +288,10 @@ class WriteEngine:
                     break
                 mut = self._first_mutation(unit, stored)
                 try:
-                    await store._apply([mut], atomic=False)
+                    await store.apply([mut], atomic=False)
                 except SessionConflictError:
                     continue
-                store._after_write([mut])
+                store.after_write([mut])
                 break
             else:
                 raise SessionConflictError(unit.id, unit.session.version, -1)
@@ -320,7 +319,7 @@ class WriteEngine:
                 session_id=unit.id, expect=unit.session.version, append=events, put_checkpoints=cps
             )
             try:
-                await self.store._apply([mut], atomic=False)
+                await self.store.apply([mut], atomic=False)
             except SessionConflictError:
                 log.warning(
                     "session %r was changed by another writer while its events were being "

@@ -22,16 +22,16 @@ from typing import Any, Final
 
 import orjson
 
-from .._bulk import check_strategy
-from ..base import BaseSessionStore
+from ..driver import check_strategy, primitives_of
 from ..errors import ConfigurationError, IntegrityError
+from ..protocol import SessionStore
 from ..query import SessionFilter
 from ..registry import open_store
 from ._engine import BATCH_SIZE, WriteEngine
 from ._format import PageEnd
 from ._results import MigrateResult, ProgressCallback
 from ._source import ChunkSizer, store_items, with_include_expired
-from ._writer import check_store
+from ._writer import check_store, store_url
 
 __all__ = ["migrate"]
 
@@ -45,11 +45,12 @@ class _State:
     done: int = 0
 
 
-async def _open(target: str | BaseSessionStore, stack: AsyncExitStack, what: str) -> Any:
+async def _open(target: str | SessionStore, stack: AsyncExitStack, what: str) -> SessionStore:
     if isinstance(target, str):
-        return await stack.enter_async_context(open_store(target))
+        opened: SessionStore = await stack.enter_async_context(open_store(target))
+        return opened
     store = check_store(target, what)
-    store._check_open()
+    primitives_of(store).check_open()
     return store
 
 
@@ -57,11 +58,11 @@ def _state_path(value: str | os.PathLike[str]) -> Path:
     return Path(value).expanduser()
 
 
-def _describe(store: BaseSessionStore) -> str:
-    return store.url or repr(store)
+def _describe(store: SessionStore) -> str:
+    return store_url(store) or repr(store)
 
 
-def _identity(src: BaseSessionStore, dst: BaseSessionStore, flt: SessionFilter) -> dict[str, Any]:
+def _identity(src: SessionStore, dst: SessionStore, flt: SessionFilter) -> dict[str, Any]:
     return {"source": _describe(src), "destination": _describe(dst), "filter": flt.to_dict()}
 
 
@@ -113,8 +114,8 @@ def _write_state(path: Path, identity: dict[str, Any], state: _State) -> None:
 
 
 async def migrate(
-    source: str | BaseSessionStore,
-    destination: str | BaseSessionStore,
+    source: str | SessionStore,
+    destination: str | SessionStore,
     *,
     filter: SessionFilter | None = None,
     include_expired: bool = False,
@@ -138,8 +139,8 @@ async def migrate(
     strategy = check_strategy(strategy)
     state_path = None if checkpoint_file is None else _state_path(checkpoint_file)
     async with AsyncExitStack() as stack:
-        src: BaseSessionStore = await _open(source, stack, "source")
-        dst: BaseSessionStore = await _open(destination, stack, "destination")
+        src = await _open(source, stack, "source")
+        dst = await _open(destination, stack, "destination")
         flt = with_include_expired(filter, include_expired)
         identity = _identity(src, dst, flt)
         state = _State() if state_path is None else _read_state(state_path, identity)
@@ -147,7 +148,7 @@ async def migrate(
         sizer = ChunkSizer()
         total = await src.count_sessions(flt) if progress is not None else None
         engine = WriteEngine(
-            dst, strategy, check_sizes=True, batch_size=batch_size, phase="migrate",
+            primitives_of(dst), strategy, check_sizes=True, batch_size=batch_size, phase="migrate",
             total=total, progress=progress, sizer=sizer,
         )  # fmt: skip
         engine.done = state.done
@@ -165,8 +166,8 @@ async def migrate(
             with contextlib.suppress(FileNotFoundError):
                 state_path.unlink()
         return MigrateResult(
-            source=src.url,
-            destination=dst.url,
+            source=store_url(src),
+            destination=store_url(dst),
             strategy=strategy,
             resumed_after=resumed_after,
             last_id=state.last_id,

@@ -35,8 +35,8 @@ from typing import TypeVar
 
 import orjson
 
-from .._batch import Limits
 from ..codec import MAX_EVENT, MAX_SESSION, checkpoint_digest
+from ..driver import Limits
 from ..errors import (
     IntegrityError,
     InvalidArgumentError,

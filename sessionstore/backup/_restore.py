@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._bulk import check_strategy
-from ..base import BaseSessionStore
+from ..driver import StorePrimitives, check_strategy, primitives_of
 from ..errors import SessionExistsError
+from ..protocol import SessionStore
 from ..query import SessionFilter
 from ._catalog import read_info
 from ._engine import BATCH_SIZE, WriteEngine
@@ -33,7 +33,7 @@ async def verify_backup(
 
 async def _run(
     path: Path,
-    store: BaseSessionStore | None,
+    store: StorePrimitives | None,
     engine: WriteEngine | None,
     *,
     verified: Verified | None = None,
@@ -45,7 +45,7 @@ async def _run(
     result of an earlier pass the file is only compared with it (nothing is checked again);
     ``progress`` gets ``("verify", sessions read, total from the trailer)``.
     """
-    limits = store._limits if store is not None else None
+    limits = store.limits if store is not None else None
     on_progress = None
     if progress is not None:
         total = read_info(path).sessions
@@ -66,7 +66,7 @@ async def _run(
 
 
 async def restore_from_backup(
-    store: BaseSessionStore,
+    store: SessionStore,
     source: str | os.PathLike[str],
     *,
     merge_strategy: str = "skip_existing",
@@ -91,14 +91,14 @@ async def restore_from_backup(
     of ``batch_size`` sessions per driver call. Restoring the same backup twice leaves the
     same state as once. ``dry_run`` verifies and reports what would happen, writing nothing.
     """
-    store = check_store(store)
+    prims = primitives_of(check_store(store))
     strategy = check_strategy(merge_strategy)
-    store._check_open()
+    prims.check_open()
     path = resolve_source(source)
     checker: WriteEngine | None = None
     if dry_run or strategy == "fail_on_conflict":
-        checker = WriteEngine(store, strategy, dry_run=True, filter=filter, batch_size=batch_size)
-    verified = await _run(path, store, checker, progress=progress)
+        checker = WriteEngine(prims, strategy, dry_run=True, filter=filter, batch_size=batch_size)
+    verified = await _run(path, prims, checker, progress=progress)
     info = verified.info
     if checker is not None and dry_run:
         return RestoreResult(str(path), strategy, True, info, checker.counts())
@@ -111,8 +111,8 @@ async def restore_from_backup(
         )
         raise error
     engine = WriteEngine(
-        store, strategy, filter=filter, batch_size=batch_size, total=info.sessions,
+        prims, strategy, filter=filter, batch_size=batch_size, total=info.sessions,
         progress=progress,
     )  # fmt: skip
-    await _run(path, store, engine, verified=verified)
+    await _run(path, prims, engine, verified=verified)
     return RestoreResult(str(path), strategy, False, info, engine.counts())

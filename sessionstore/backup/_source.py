@@ -2,7 +2,7 @@
 
 Sessions come in pages of a keyset query sorted by id (``list_sessions(..., sort_by="id",
 cursor=...)``), never all at once; each session's events are read in chunks with the
-private ``_load_events(after_seq=..., limit=...)`` primitive, so one session with a million
+store's ``primitives.load_events(after_seq=..., limit=...)``, so one session with a million
 events is never held in memory either. ``scan()`` is not used: it loads whole event lists.
 
 Each session is copied consistently with its head: exactly the ``event_count`` events
@@ -18,9 +18,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
-from ..base import BaseSessionStore
+from ..driver import StorePrimitives, primitives_of, sound_checkpoints
 from ..errors import SessionConflictError
 from ..model import Checkpoint, Event, Session
+from ..protocol import SessionStore
 from ..query import QueryOptions, SessionFilter
 from ._format import CheckpointItem, EventsItem, Item, PageEnd, SessionItem
 
@@ -80,7 +81,7 @@ def with_include_expired(flt: SessionFilter | None, include_expired: bool) -> Se
 
 
 async def store_items(
-    store: BaseSessionStore,
+    store: SessionStore,
     flt: SessionFilter,
     sizer: ChunkSizer,
     *,
@@ -91,6 +92,7 @@ async def store_items(
 
     ``cursor`` continues an earlier run of the same query (a ``PageEnd.cursor``).
     """
+    prims = primitives_of(store)
     while True:
         page = await store.list_sessions(
             flt, QueryOptions(sort_by="id", limit=page_size, cursor=cursor)
@@ -98,9 +100,9 @@ async def store_items(
         for start in range(0, len(page.items), _WINDOW):
             window = page.items[start : start + _WINDOW]
             limit = min(sizer.limit, _FIRST_EVENTS)
-            for head in await _read_heads(store, window, flt, limit):
+            for head in await _read_heads(prims, window, flt, limit):
                 if head is not None:  # None: deleted or expired meanwhile
-                    async for item in _session_items(store, head, sizer):
+                    async for item in _session_items(prims, head, sizer):
                         yield item
         if page.items:
             yield PageEnd(page.items[-1].id, page.next_cursor)
@@ -121,13 +123,13 @@ class ChangedWhileCopiedError(SessionConflictError):
 
 
 def _sound_checkpoints(
-    store: BaseSessionStore, session: Session, cps: list[Checkpoint]
+    store: StorePrimitives, session: Session, cps: list[Checkpoint]
 ) -> list[Checkpoint]:
     """The checkpoints taken at or before the copied head, without corrupt ones: a
     checkpoint whose digest does not match is left out and reported (unreadable ones were
-    already left out and reported by ``_load_checkpoints``)."""
+    already left out and reported by ``load_checkpoints``)."""
     taken = [cp for cp in cps if cp.version <= session.version]  # later: after the head
-    return store._sound_checkpoints(session.id, taken)
+    return sound_checkpoints(store, session.id, taken)
 
 
 @dataclass
@@ -140,7 +142,7 @@ class _Head:
 
 
 async def _read_head(
-    store: BaseSessionStore, session: Session, flt: SessionFilter, limit: int
+    store: StorePrimitives, session: Session, flt: SessionFilter, limit: int
 ) -> _Head | None:
     """``None`` when the session was deleted (or expired) since the page was read."""
     sid = session.id
@@ -149,12 +151,12 @@ async def _read_head(
         start = session.last_seq - session.event_count  # events after this seq are copied
         first = []
         if session.event_count:
-            first = await store._load_events(sid, after_seq=start, limit=limit, last=None)
+            first = await store.load_events(sid, after_seq=start, limit=limit, last=None)
             first = [e for e in first if e.seq <= session.last_seq]
         if not session.event_count or (first and first[0].seq == start + 1):
             break
         # trimmed (or re-created) since we read the head: read the head again
-        reloaded = (await store._load([sid])).get(sid)
+        reloaded = (await store.load([sid])).get(sid)
         if reloaded is None or (not flt.include_expired and reloaded.is_expired(store.clock.now())):
             return None
         session = reloaded
@@ -164,10 +166,10 @@ async def _read_head(
 
 
 async def _read_heads(
-    store: BaseSessionStore, sessions: list[Session], flt: SessionFilter, limit: int
+    store: StorePrimitives, sessions: list[Session], flt: SessionFilter, limit: int
 ) -> list[_Head | None]:
     """:func:`_read_head` for a few sessions at once (their reads overlap on I/O drivers),
-    then their checkpoints with one ``_load_checkpoints_many`` call.
+    then their checkpoints with one ``load_checkpoints_many`` call.
 
     An in-process store (neither durable nor shared across processes) never waits on
     I/O: there the reads run one after another, sparing a task per session. Checkpoints
@@ -188,14 +190,14 @@ async def _read_heads(
             raise
     found = [head for head in heads if head is not None]
     if found:
-        cps = await store._load_checkpoints_many([head.session.id for head in found])
+        cps = await store.load_checkpoints_many([head.session.id for head in found])
         for head in found:
             head.checkpoints = _sound_checkpoints(store, head.session, cps.get(head.session.id, []))
     return heads
 
 
 async def _session_items(
-    store: BaseSessionStore, head: _Head, sizer: ChunkSizer
+    store: StorePrimitives, head: _Head, sizer: ChunkSizer
 ) -> AsyncIterator[Item]:
     session = head.session
     sid = session.id
@@ -209,7 +211,7 @@ async def _session_items(
         if done >= session.event_count:
             return
         after = chunk[-1].seq
-        chunk = await store._load_events(sid, after_seq=after, limit=sizer.limit, last=None)
+        chunk = await store.load_events(sid, after_seq=after, limit=sizer.limit, last=None)
         chunk = [e for e in chunk[: session.event_count - done] if e.seq <= session.last_seq]
         if not chunk or chunk[0].seq != after + 1:
             # events we had not copied yet were trimmed away while we read: this copy of

@@ -11,11 +11,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from .. import registry
-from .._version import __version__
-from ..base import BaseSessionStore
+from .. import __version__, observers
 from ..clock import truncate_ms
-from ..errors import InvalidArgumentError
+from ..driver import primitives_of
+from ..errors import ConfigurationError, InvalidArgumentError
+from ..protocol import SessionStore
 from ..query import SessionFilter
 from ._format import (
     BACKUP_FORMAT_VERSION,
@@ -42,30 +42,39 @@ _FLUSH_BYTES: Final = 256 * 1024
 _EXTENSIONS: Final = {"none": ".jsonl", "gzip": ".jsonl.gz", "zstd": ".jsonl.zst"}
 
 
-def check_store(store: object, what: str = "store") -> BaseSessionStore:
-    """Backup and restore work on stores built on :class:`BaseSessionStore`."""
-    if not isinstance(store, BaseSessionStore):
-        raise InvalidArgumentError(
-            f"{what} must be a sessionstore store (a BaseSessionStore), got {store!r}"
-        )
+def check_store(store: object, what: str = "store") -> SessionStore:
+    """Backup, restore and migrate work on any store that offers
+    :class:`~sessionstore.driver.StorePrimitives` (every ``BaseSessionStore`` does)."""
+    if not isinstance(store, SessionStore):
+        raise InvalidArgumentError(f"{what} must be a sessionstore store, got {store!r}")
+    try:
+        primitives_of(store, what)
+    except ConfigurationError as exc:
+        raise InvalidArgumentError(str(exc)) from None
     return store
 
 
-def backup_file_name(store: BaseSessionStore, compression: str) -> str:
+def store_url(store: SessionStore) -> str | None:
+    """The store's URL (password redacted) when it has one."""
+    url = getattr(store, "url", None)
+    return url if isinstance(url, str) else None
+
+
+def backup_file_name(store: SessionStore, compression: str) -> str:
     """``sessionstore-backup-<driver>-<UTC time>.jsonl[.gz|.zst]`` for a directory target."""
     stamp = truncate_ms(store.clock.now()).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
     return f"sessionstore-backup-{_driver(store)}-{stamp}{_EXTENSIONS[compression]}"
 
 
-def _driver(store: BaseSessionStore) -> str:
-    url = store.url
+def _driver(store: SessionStore) -> str:
+    url = store_url(store)
     if url and "://" in url:
         return url.split("://", 1)[0]
     return type(store).__name__
 
 
 def _target(
-    store: BaseSessionStore, destination: str | os.PathLike[str], compression: str | None
+    store: SessionStore, destination: str | os.PathLike[str], compression: str | None
 ) -> tuple[Path, Compression]:
     """The file to write and its compression."""
     path = Path(destination).expanduser()
@@ -78,7 +87,7 @@ def _target(
 
 
 async def create_backup(
-    store: BaseSessionStore,
+    store: SessionStore,
     destination: str | os.PathLike[str],
     *,
     filter: SessionFilter | None = None,
@@ -104,7 +113,7 @@ async def create_backup(
     (before anything is read, and again atomically when the file is put into place).
     """
     store = check_store(store)
-    store._check_open()
+    primitives_of(store).check_open()
     flt = with_include_expired(filter, include_expired)
     path, comp = _target(store, destination, compression)
     if not overwrite and await asyncio.to_thread(os.path.lexists, path):
@@ -112,7 +121,7 @@ async def create_backup(
     header = Header(
         format_version=BACKUP_FORMAT_VERSION,
         created_at=truncate_ms(store.clock.now()),
-        source=store.url,
+        source=store_url(store),
         driver=_driver(store),
         namespace=store.namespace,
         filter=flt.to_dict() or None,
@@ -133,8 +142,8 @@ async def create_backup(
         await asyncio.to_thread(sink.abort)
         raise
     info = replace(info_from(path, header, comp, trailer, verified=False), size=size)
-    if registry.has_observers("sessionstore_backup_created"):
-        registry.notify("sessionstore_backup_created", info=info)
+    if observers.has_observers("sessionstore_backup_created"):
+        observers.notify("sessionstore_backup_created", info=info)
     return info
 
 
@@ -145,7 +154,7 @@ def _exists(path: Path) -> FileExistsError:
 
 
 async def _write_body(
-    store: BaseSessionStore,
+    store: SessionStore,
     flt: SessionFilter,
     sink: Sink,
     header: Header,

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base import BaseSessionStore
+from ..driver import primitives_of
 from ..errors import ConfigurationError
 from ..query import SessionFilter
 
@@ -27,9 +27,11 @@ class BackupMixin:
 
         def _check_open(self) -> None: ...
 
-    def _base_store(self) -> BaseSessionStore:
-        if not isinstance(self.store, BaseSessionStore):
-            raise ConfigurationError("backups need a store built on sessionstore.BaseSessionStore")
+    def _backup_store(self) -> SessionStore:
+        """The store, if it offers :class:`~sessionstore.driver.StorePrimitives` (what
+        backup and restore use): any store that does can be backed up, not only a
+        ``BaseSessionStore``."""
+        primitives_of(self.store, "the manager's store")  # ConfigurationError if not
         return self.store
 
     def _backup_dir(self, directory: str | os.PathLike[str] | None) -> Path:
@@ -61,7 +63,7 @@ class BackupMixin:
         if destination is None:
             target.mkdir(parents=True, exist_ok=True, mode=0o700)
         info = await create_backup(
-            self._base_store(),
+            self._backup_store(),
             target,
             filter=filter,
             include_expired=include_expired,
@@ -85,7 +87,7 @@ class BackupMixin:
 
         self._check_open()
         return await restore_from_backup(
-            self._base_store(),
+            self._backup_store(),
             source,
             merge_strategy=merge_strategy,
             dry_run=dry_run,

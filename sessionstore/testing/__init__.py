@@ -25,6 +25,7 @@ from ._expiry import ExpiryTests
 from ._faults import CorruptKind, FaultTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
+from ._primitives import PrimitiveTests
 from ._query import QueryTests
 from ._records import RecordTests
 from ._search import SearchTests
@@ -46,6 +47,7 @@ __all__ = [
     "ExpiryTests",
     "FaultTests",
     "IsolationTests",
+    "PrimitiveTests",
     "QueryTests",
     "RecordTests",
     "SearchTests",

@@ -16,6 +16,7 @@ from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._faults import FaultTests
 from ._isolation import IsolationTests
+from ._primitives import PrimitiveTests
 from ._query import QueryTests
 from ._records import RecordTests
 from ._search import SearchTests
@@ -67,6 +68,7 @@ class StoreConformance(
     BadInputTests,
     RecordTests,
     FaultTests,
+    PrimitiveTests,
     StateMachineTests,
     StoreConformanceBase,
 ):

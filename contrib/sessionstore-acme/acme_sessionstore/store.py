@@ -1,5 +1,9 @@
 """AcmeStore: the whole sessionstore contract on a key-value service, from five primitives.
 
+Written against the public driver interface only (:mod:`sessionstore.driver`, plus the
+public API and :mod:`sessionstore.codec`): being a ``BaseSessionStore``, it offers
+``store.primitives``, so backup, restore, migrate and transactions work on it unchanged.
+
 Keys, all under the namespace prefix ``<ns>/`` (ids never contain ``:`` or ``/``)::
 
     <ns>/doc:<id>            the session document
@@ -15,16 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sessionstore import (
-    BaseSessionStore,
-    Capabilities,
-    Checkpoint,
-    Event,
-    Mutation,
-    Session,
-    SessionConflictError,
-    StoreOptions,
-)
+from sessionstore import Checkpoint, Event, Session, SessionConflictError
 from sessionstore.codec import (
     checkpoint_from_record,
     checkpoint_to_record,
@@ -35,6 +30,7 @@ from sessionstore.codec import (
     session_from_record,
     session_to_record,
 )
+from sessionstore.driver import BaseSessionStore, Capabilities, Mutation, StoreOptions
 
 from .kv import AcmeKV, ConditionFailed
 

@@ -1,4 +1,6 @@
-"""Pure write planning shared by every driver built on :class:`BaseSessionStore`.
+"""The write planner: prepare → plan → :class:`Mutation` s, shared by every driver.
+
+Public for drivers through :mod:`sessionstore.driver` (this module is its implementation).
 
 A write goes through three steps:
 
@@ -338,6 +340,11 @@ class Planner:
         if current is None or current.is_expired(self.now):
             return None
         return current
+
+    def stored(self, session_id: str) -> Session | None:
+        """The session as this batch sees it now, expired ones included (``None``: absent
+        or deleted by an earlier op of the batch). Expiry planning uses it."""
+        return self._current.get(session_id)
 
     def _mutation(self, session_id: str) -> Mutation:
         mut = self._muts.get(session_id)

@@ -1,0 +1,142 @@
+"""Whole-record copy: ``scan``, ``put_records`` and the merge rules of a restore.
+
+Plain functions over :class:`~sessionstore.driver.StorePrimitives`, so they work for any
+store that offers them; :class:`~sessionstore.BaseSessionStore` calls them for its
+``scan`` and ``put_records``, and backup's restore engine uses the same merge rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Final
+
+from ._planner import Limits, Mutation
+from ._primitives import CAS_ATTEMPTS, StorePrimitives
+from .codec import MAX_EVENT, MAX_SESSION, checkpoint_digest, encode_user_dict
+from .errors import IntegrityError, InvalidArgumentError, SessionConflictError
+from .model import Session, SessionRecord
+from .protocol import MergeStrategy, PutResult
+from .query import SessionFilter, matches
+from .validation import validate_session_id
+
+__all__ = [
+    "STRATEGIES",
+    "check_record",
+    "check_strategy",
+    "merge_decision",
+    "put_record",
+    "scan_records",
+]
+
+STRATEGIES: Final = ("skip_existing", "overwrite", "update_newer", "fail_on_conflict")
+
+
+def check_strategy(strategy: object) -> MergeStrategy:
+    """``strategy`` if it is a merge strategy, else :class:`InvalidArgumentError`."""
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(
+            f"unknown strategy {strategy!r} (allowed: {', '.join(STRATEGIES)})"
+        )
+    return strategy
+
+
+def merge_decision(strategy: str, new: Session, stored: Session | None, now: datetime) -> str:
+    """What restoring ``new`` does when ``stored`` is the stored session (or ``None``).
+
+    ``"create"`` (absent or expired), ``"overwrite"``, ``"skip"`` or ``"conflict"``
+    (``fail_on_conflict`` and a live stored session). ``update_newer`` overwrites when
+    ``new`` has the newer ``updated_at``, then the higher ``version``.
+    """
+    if stored is None or stored.is_expired(now):
+        return "create"
+    if strategy == "skip_existing":
+        return "skip"
+    if strategy == "fail_on_conflict":
+        return "conflict"
+    if strategy == "update_newer" and (new.updated_at, new.version) <= (
+        stored.updated_at,
+        stored.version,
+    ):
+        return "skip"
+    return "overwrite"
+
+
+async def scan_records(
+    primitives: StorePrimitives, flt: SessionFilter
+) -> AsyncIterator[SessionRecord]:
+    """Every stored session matching ``flt`` as a whole record (session, events,
+    checkpoints); one whose events or checkpoints are corrupt is skipped and reported."""
+    now = primitives.clock.now()
+    async for session in primitives.iter_sessions():
+        if not matches(session, flt, now):
+            continue
+        try:
+            events = await primitives.load_events(session.id, after_seq=0, limit=None, last=None)
+            checkpoints = await primitives.load_checkpoints(session.id)
+        except IntegrityError as exc:  # a corrupt event log or checkpoint: skip, report
+            primitives.report_corrupt(exc)
+            continue
+        yield SessionRecord(session, events, checkpoints)
+
+
+def check_record(record: SessionRecord, limits: Limits) -> tuple[bytes, bytes]:
+    """Validate a record for ``put_records``: its data and metadata JSON, or a typed error
+    (:class:`InvalidArgumentError`, :class:`IntegrityError` for a bad checkpoint digest)."""
+    if not isinstance(record, SessionRecord):
+        raise InvalidArgumentError(f"put_records takes SessionRecord values, got {record!r}")
+    s = record.session
+    validate_session_id(s.id)
+    if s.version < 1:
+        raise InvalidArgumentError(f"record {s.id!r} has version {s.version}")
+    data_json, _ = encode_user_dict(s.data, "data", limits.max_session_bytes, MAX_SESSION)
+    meta_json, _ = encode_user_dict(s.metadata, "metadata", limits.max_session_bytes, MAX_SESSION)
+    seqs = [e.seq for e in record.events]
+    first = s.last_seq - len(seqs) + 1  # events are gap-free and end at last_seq
+    if len(seqs) != s.event_count or first < 1 or seqs != list(range(first, s.last_seq + 1)):
+        raise InvalidArgumentError(f"record {s.id!r}: events do not match event_count/last_seq")
+    for event in record.events:
+        encode_user_dict(event.data, f"events[{event.seq}].data", limits.max_event_bytes, MAX_EVENT)
+    for cp in record.checkpoints:
+        if cp.session_id != s.id or checkpoint_digest(cp) != cp.digest:
+            raise IntegrityError("checkpoint digest does not match its content", f"{s.id}/{cp.id}")
+    return data_json, meta_json
+
+
+async def put_record(
+    primitives: StorePrimitives,
+    record: SessionRecord,
+    data_json: bytes,
+    meta_json: bytes,
+    strategy: str,
+    stored: Session | None,
+) -> PutResult:
+    """Write one checked record by ``strategy`` given the ``stored`` session (re-read and
+    decided again when a concurrent writer changed it)."""
+    new = record.session
+    for _ in range(CAS_ATTEMPTS):
+        decision = merge_decision(strategy, new, stored, primitives.clock.now())
+        if decision == "skip":
+            return PutResult(skipped=1)
+        if decision == "conflict":
+            return PutResult(conflicts=1)
+        live = decision == "overwrite"
+        mut = Mutation(
+            session_id=new.id,
+            expect=0 if stored is None else stored.version,
+            session=new,
+            data_json=data_json,
+            metadata_json=meta_json,
+            reset=stored is not None,
+            append=list(record.events),
+            put_checkpoints=list(record.checkpoints),
+            created=not live,
+        )
+        try:
+            await primitives.apply([mut])
+        except SessionConflictError:
+            stored = (await primitives.load([new.id])).get(new.id)
+            continue
+        primitives.after_write([mut])
+        return PutResult(overwritten=1) if live else PutResult(created=1)
+    raise SessionConflictError(new.id, 0 if stored is None else stored.version, -1)

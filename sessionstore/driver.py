@@ -1,0 +1,60 @@
+"""The public driver interface: everything a driver builds on, in one module.
+
+A driver subclasses :class:`BaseSessionStore` and implements its primitives (``_load``,
+``_apply``, ``_load_events``, ``_load_checkpoints``, ``_iter_sessions``), declares its
+:class:`Capabilities` and typed :class:`StoreOptions`, and interprets :class:`Mutation` s.
+A driver that overrides a public write method to do it natively (a server-side script,
+one SQL statement) refuses bad input exactly like the base does with the write-planning
+helpers below (:func:`prepare`, :class:`Planner`, :func:`new_session`, ...).
+
+:class:`StorePrimitives` is the level below the public protocol that backup, restore,
+migrate and transactions use. Every :class:`BaseSessionStore` offers it as
+``store.primitives``; a store that implements :class:`~sessionstore.SessionStore`
+directly offers an object of its own there and can then be backed up, restored,
+migrated and batched too. See ``docs/driver-authors.md``.
+
+Built-in and third-party drivers import from ``sessionstore`` only its public API
+(``sessionstore.__all__`` and its public modules) and this module.
+"""
+
+from __future__ import annotations
+
+from ._planner import (
+    Limits,
+    Mutation,
+    Planner,
+    Prepared,
+    check_expected_version,
+    encode_events,
+    make_checkpoint,
+    new_session,
+    prepare,
+)
+from ._primitives import CAS_ATTEMPTS, StorePrimitives, primitives_of, sound_checkpoints
+from ._record_copy import STRATEGIES, check_record, check_strategy, merge_decision
+from .base import BaseSessionStore
+from .options import StoreOptions
+from .protocol import Capabilities
+
+__all__ = [
+    "CAS_ATTEMPTS",
+    "STRATEGIES",
+    "BaseSessionStore",
+    "Capabilities",
+    "Limits",
+    "Mutation",
+    "Planner",
+    "Prepared",
+    "StoreOptions",
+    "StorePrimitives",
+    "check_expected_version",
+    "check_record",
+    "check_strategy",
+    "encode_events",
+    "make_checkpoint",
+    "merge_decision",
+    "new_session",
+    "prepare",
+    "primitives_of",
+    "sound_checkpoints",
+]
