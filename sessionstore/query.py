@@ -111,6 +111,14 @@ class SessionFilter:
     include_expired: bool
     _metadata_keys: tuple[tuple[tuple[str, ...], bytes], ...] = field(repr=False, compare=False)
 
+    @property
+    def metadata_conditions(self) -> tuple[tuple[tuple[str, ...], bytes], ...]:
+        """The metadata equality conditions, parsed once: for each, the path's keys (a
+        dotted key ``"a.b"`` gives ``("a", "b")``) and the canonical JSON of the expected
+        value (:func:`sessionstore.codec.canonical_json`), which a stored value must equal.
+        For drivers that translate a filter into their own query language."""
+        return self._metadata_keys
+
     def __init__(
         self,
         *,

@@ -61,20 +61,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}{f' [{code}]' if code else ''}{f': {text}' if text else ''}"
 
 
-def drop(conn: asyncpg.Connection) -> None:
-    """Close ``conn`` at once, without awaiting, even after its event loop has closed.
+def drop(conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop | None) -> None:
+    """Close ``conn`` (opened on ``loop``) at once, without awaiting, even after its event
+    loop has closed.
 
     ``Connection.terminate()`` aborts the transport, which asks the loop to run
     ``connection_lost`` (that closes the socket) soon; a closed loop refuses
     (``RuntimeError``), so the socket is closed here as the loop would have closed it.
     """
-    loop = conn._loop  # asyncpg keeps the loop it was opened on
     try:
         conn.terminate()
     except RuntimeError:
-        if not loop.is_closed():
+        if loop is None or not loop.is_closed():
             raise
-    if not loop.is_closed():
+    if loop is None or not loop.is_closed():
         return
     transport = conn._transport
     raw = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)  # TLS
@@ -164,7 +164,7 @@ class Pool:
     def _dispose(self, conn: asyncpg.Connection) -> None:
         self._size -= 1
         self._conns.discard(conn)
-        drop(conn)
+        drop(conn, self.loop)
 
     def abandon(self) -> None:
         """Close the pool without awaiting: on its own loop's thread, or once that loop

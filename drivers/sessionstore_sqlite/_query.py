@@ -169,7 +169,7 @@ def where_sql(
         params.append(_ceil_ms(flt.expires_before))
     if flt.has_events is not None:
         where.append("s.event_count > 0" if flt.has_events else "s.event_count = 0")
-    for parts, expected in flt._metadata_keys:
+    for parts, expected in flt.metadata_conditions:
         sql, args = _metadata(parts, expected)
         where.append(sql)
         params.extend(args)
