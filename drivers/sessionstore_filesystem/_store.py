@@ -36,13 +36,13 @@ from sessionstore import (
     StoreOptions,
     StoreUnavailableError,
 )
+from sessionstore.driver import HotThreads
 from sessionstore.options import redact_url
 from sessionstore.query import normalize_search_text
 
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
 from ._layout import namespace_dir
-from ._threads import HotThreads
 
 __all__ = ["FileOptions", "FileStore"]
 

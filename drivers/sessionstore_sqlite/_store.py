@@ -34,12 +34,12 @@ from sessionstore import (
     StoreOptions,
     StoreUnavailableError,
 )
+from sessionstore.driver import HotThreads
 from sessionstore.options import redact_url
 from sessionstore.query import decode_cursor, normalize_search_text, query_fingerprint
 from sessionstore.validation import validate_session_id
 
 from ._engine import Engine
-from ._threads import HotThreads
 
 __all__ = ["SqliteOptions", "SqliteStore"]
 

@@ -1,4 +1,4 @@
-"""The file driver's worker threads (``_threads.HotThreads``)."""
+"""The drivers' worker threads (``sessionstore.worker_threads.HotThreads``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from sessionstore_filesystem import FileStore
-from sessionstore_filesystem._threads import HotThreads
+
+from sessionstore.worker_threads import HotThreads
 
 
 @pytest.mark.asyncio
@@ -131,7 +132,7 @@ def test_a_running_call_finishes_before_the_interpreter_exits(tmp_path: Path) ->
     flag = tmp_path / "flag"
     script = (
         "import asyncio, sys, time\n"
-        "from sessionstore_filesystem._threads import HotThreads\n"
+        "from sessionstore.worker_threads import HotThreads\n"
         "pool = HotThreads('x')\n"
         "def slow():\n"
         "    time.sleep(0.3)\n"
@@ -186,3 +187,26 @@ async def test_a_file_store_operation_runs_in_the_callers_context(tmp_path: Path
         _REQUEST_ID.set("req-42")
         assert await store.get_session(s.id) is not None
         assert seen == ["req-42"]
+
+
+@pytest.mark.asyncio
+async def test_a_sqlite_store_operation_runs_in_the_callers_context(tmp_path: Path) -> None:
+    from sessionstore import open_store
+
+    store: Any = open_store(f"sqlite://{tmp_path}/s.db")
+    async with store:
+        s = await store.create_session()
+        seen: list[str] = []
+        run = store._threads.run
+
+        async def observed_run(fn: Any, *args: Any) -> Any:
+            def inside(*a: Any) -> Any:
+                seen.append(_REQUEST_ID.get())
+                return fn(*a)
+
+            return await run(inside, *args)
+
+        store._threads.run = observed_run
+        _REQUEST_ID.set("req-7")
+        assert await store.get_session(s.id) is not None
+        assert seen and set(seen) == {"req-7"}
