@@ -97,7 +97,7 @@ def test_modules_stay_readable() -> None:
 
 
 def _classes(root: Path) -> list[tuple[Path, ast.ClassDef]]:
-    found = []
+    found: list[tuple[Path, ast.ClassDef]] = []
     for path in sorted(root.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
         found.extend((path, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
