@@ -9,6 +9,7 @@ for its lease and expiry. The manager builds one host and hands it to every sess
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,17 @@ __all__ = ["SessionHost"]
 class SessionHost:
     """The narrow interface between the manager and its managed sessions."""
 
-    __slots__ = ("_cas", "_tracker", "config", "store")
+    __slots__ = (
+        "_cas",
+        "_counters",
+        "_tracker",
+        "config",
+        "detach",
+        "settled",
+        "staged",
+        "store",
+        "track",
+    )
 
     def __init__(
         self, store: SessionStore, config: ManagerConfig, tracker: SessionTracker, cas: CasWriter
@@ -39,40 +50,34 @@ class SessionHost:
         #: The manager's configuration.
         self.config = config
         self._tracker = tracker
+        self._counters = tracker.counters
         self._cas = cas
+        # The tracker's own methods, bound once (no extra call on the write path).
+        #: ``staged(ms)``: ``ms`` has pending changes (the manager persists them on its
+        #: interval and at shutdown).
+        self.staged: Callable[[ManagedSession], None] = tracker.mark_dirty
+        #: ``settled(ms)``: ``ms`` has nothing pending any more.
+        self.settled: Callable[[ManagedSession], None] = tracker.mark_clean
+        #: ``detach(ms)``: ``ms`` is closed; the manager stops holding it.
+        self.detach: Callable[[ManagedSession], None] = tracker.forget
+        #: ``track(task)``: a write of a managed session runs in ``task``; shutdown waits.
+        self.track: Callable[[asyncio.Task[Any]], None] = tracker.track
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def staged(self, ms: ManagedSession) -> None:
-        """``ms`` has pending changes (the manager persists them on its interval and at
-        shutdown)."""
-        self._tracker.mark_dirty(ms)
-
-    def settled(self, ms: ManagedSession) -> None:
-        """``ms`` has nothing pending any more."""
-        self._tracker.mark_clean(ms)
-
-    def detach(self, ms: ManagedSession) -> None:
-        """``ms`` is closed: the manager stops holding it."""
-        self._tracker.forget(ms)
-
-    def track(self, task: asyncio.Task[Any]) -> None:
-        """A write of a managed session runs in ``task``: shutdown waits for it."""
-        self._tracker.track(task)
-
     def wrote(self) -> None:
         """A managed session persisted (counted in ``get_stats``)."""
-        self._tracker.counters.writes += 1
+        self._counters.writes += 1
 
     def reapplied(self) -> None:
         """A managed session re-applied its changes on a newer version."""
-        self._tracker.counters.reapplied += 1
+        self._counters.reapplied += 1
 
     def write_failed(self, session_id: str, exc: Exception) -> None:
         """A managed session's write failed with ``exc`` (reported by ``health_check``)."""
         self._tracker.record_error(exc, session_id)
         if isinstance(exc, SessionConflictError):
-            self._tracker.counters.conflicts += 1
+            self._counters.conflicts += 1
 
     # ------------------------------------------------------------------ leases and expiry
 
