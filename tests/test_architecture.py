@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sessionstore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,7 @@ def test_drivers_use_only_public_api() -> None:
     assert not private, private
 
 
+@pytest.mark.integration
 def test_import_is_light_and_loads_no_driver() -> None:
     code = (
         "import sys, sessionstore;"
@@ -127,6 +130,7 @@ def test_manager_classes_restate_no_host_members() -> None:
     assert not restating, restating
 
 
+@pytest.mark.integration
 def test_discovering_drivers_imports_none_of_them() -> None:
     code = (
         "import sys, sessionstore;"
