@@ -375,7 +375,7 @@ class SessionPersistenceManager:
             self._tracker.forget(ms)
         return deleted
 
-    # ------------------------------------------------------------------ cas (CasWriter)
+    # ---------------------------------------------------- leases and expiry: CasWriter
 
     async def claim(self, session_id: str, owner: str, ttl: TTL | None = None) -> Lease:
         """Take the session's lease for ``owner`` for ``ttl`` seconds (default: config).
@@ -420,7 +420,7 @@ class SessionPersistenceManager:
         """Remove due sessions with their events and checkpoints; returns the count."""
         return await self._cas.cleanup_expired_sessions()
 
-    # ------------------------------------------------------------------ queries (SessionQueries)
+    # ------------------------------------------- queries, bulk operations: SessionQueries
 
     async def list_sessions(
         self, filter: SessionFilter | None = None, options: QueryOptions | None = None
@@ -509,7 +509,7 @@ class SessionPersistenceManager:
         """
         return await self._queries.bulk_delete(filter)
 
-    # ------------------------------------------------------------------ observe (Observability)
+    # ---------------------------------------------------- observability: Observability
 
     async def get_stats(self) -> ManagerStats:
         """Totals, by status and processor, success rate and average iterations (one
@@ -530,7 +530,7 @@ class SessionPersistenceManager:
         ``optimize()`` if it has one (reindex, compaction...); reports what was done."""
         return await self._observe.optimize()
 
-    # ------------------------------------------------------------------ backups (BackupScheduler)
+    # ------------------------------------------------------- backups: BackupScheduler
 
     async def create_backup(
         self,
