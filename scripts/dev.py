@@ -3,6 +3,7 @@
 
     python3 scripts/dev.py demo           # create .venv, install, run the quickstart on file://./sessions
     python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest
+    python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py bench          # run the benchmarks (ratios to same-run floors)
     python3 scripts/dev.py lock           # refresh requirements/*.txt from pyproject.toml
@@ -108,6 +109,16 @@ def test(pytest_args: list[str]) -> None:
     sys.exit(code)
 
 
+def fast(pytest_args: list[str]) -> None:
+    """The fast set while developing: ruff, then ``pytest -m "not integration"`` (no
+    Redis/PostgreSQL server, no subprocess, no soak; tests/integration.py). CI runs both
+    sets through ``test``."""
+    py = ensure_env("dev")
+    run(py, "-m", "ruff", "check", ".")
+    code = run(py, "-m", "pytest", "-m", "not integration", *pytest_args, check=False)
+    sys.exit(code)
+
+
 # Pages of the built site and what each must show: the API reference pages an entry that
 # mkdocstrings rendered (its anchor), so a reference that silently rendered nothing fails.
 SITE_CHECKS = {
@@ -187,7 +198,7 @@ def lock(args: list[str]) -> None:
 
 
 def main() -> None:
-    commands = {"demo", "test", "bench", "lock", "docs"}
+    commands = {"demo", "test", "fast", "bench", "lock", "docs"}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     command, rest = sys.argv[1], sys.argv[2:]
@@ -195,6 +206,8 @@ def main() -> None:
         demo()
     elif command == "test":
         test(rest)
+    elif command == "fast":
+        fast(rest)
     elif command == "lock":
         lock(rest)
     elif command == "docs":

@@ -11,10 +11,18 @@ import pytest_asyncio
 from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import ManualClock
+from tests.integration import mark_items
 
 # Private Redis and PostgreSQL servers (session-scoped fixtures yielding URLs) for the driver
-# tests and conformance runs; registered once here so every module shares the same servers.
-pytest_plugins = ["tests.redis.servers", "tests.postgres.servers"]
+# tests and conformance runs; registered once here so every module shares the same servers
+# (and pytester, for the tests of the test tooling).
+pytest_plugins = ["pytester", "tests.redis.servers", "tests.postgres.servers"]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Server-backed and slow tests are ``integration`` (tests/integration.py)."""
+    mark_items(items)
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sessionstore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +48,7 @@ def test_drivers_use_only_public_api() -> None:
     assert not private, private
 
 
+@pytest.mark.integration
 def test_import_is_light_and_loads_no_driver() -> None:
     code = (
         "import sys, sessionstore;"
@@ -62,19 +65,68 @@ def test_public_names_are_exported() -> None:
         assert hasattr(sessionstore, name), name
 
 
+# "One concept per module" is the rule (docs/architecture.md), kept by review: every module
+# opens with a docstring naming its concept. The line cap below is only a sanity check,
+# far above any module that keeps to one concept; modules are not split to stay under it.
+SANITY_CAP = 1200
+# Mixins left where a collaborator cannot fit yet, each justified in docs/decisions.md.
+ALLOWED_MIXINS: set[str] = set()
+
+
+def _modules() -> list[Path]:
+    return sorted((ROOT / "sessionstore").rglob("*.py")) + sorted((ROOT / "drivers").rglob("*.py"))
+
+
+def test_every_module_names_its_concept() -> None:
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in _modules()
+        if not ast.get_docstring(ast.parse(p.read_text(), filename=str(p)))
+    ]
+    assert not missing, f"modules without a docstring naming their concept: {missing}"
+
+
 def test_modules_stay_readable() -> None:
-    """The rule is one concept per module (review keeps it); this only catches a module
-    that grew past readability. It is no reason to split a concept (issue 15: splits made
-    for a line cap hid who depends on whom, e.g. the base store's mixin)."""
     big = [
         f"{p.relative_to(ROOT)}: {n} lines"
-        for p in list((ROOT / "sessionstore").rglob("*.py"))
-        + list((ROOT / "drivers").rglob("*.py"))
-        if (n := len(p.read_text().splitlines())) > 1000
+        for p in _modules()
+        if (n := len(p.read_text().splitlines())) > SANITY_CAP
     ]
     assert not big, big
 
 
+def _classes(root: Path) -> list[tuple[Path, ast.ClassDef]]:
+    found: list[tuple[Path, ast.ClassDef]] = []
+    for path in sorted(root.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found.extend((path, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
+    return found
+
+
+def test_no_mixins_in_the_framework() -> None:
+    """Collaborators, not mixins: a class that needs another's members holds that object."""
+    mixins = [
+        f"{path.relative_to(ROOT)}: {cls.name}"
+        for path, cls in _classes(ROOT / "sessionstore")
+        if cls.name.endswith("Mixin") and cls.name not in ALLOWED_MIXINS
+    ]
+    assert not mixins, mixins
+
+
+def test_manager_classes_restate_no_host_members() -> None:
+    """No class in the manager declares its host's members under ``TYPE_CHECKING``."""
+    restating = [
+        f"{path.relative_to(ROOT)}: {cls.name}"
+        for path, cls in _classes(ROOT / "sessionstore" / "manager")
+        for stmt in cls.body
+        if isinstance(stmt, ast.If)
+        and isinstance(stmt.test, ast.Name)
+        and stmt.test.id == "TYPE_CHECKING"
+    ]
+    assert not restating, restating
+
+
+@pytest.mark.integration
 def test_discovering_drivers_imports_none_of_them() -> None:
     code = (
         "import sys, sessionstore;"

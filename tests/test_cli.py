@@ -31,6 +31,9 @@ from sessionstore.cli import _drivers
 from sessionstore.cli._app import COMMANDS, cli
 from sessionstore.cli._errors import CliError, ExitCode, GuardedGroup, error_line, exit_code_for
 
+# integration: the command runs in subprocesses
+pytestmark = pytest.mark.integration
+
 
 def run_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """``sessionstore ARGS`` in a fresh interpreter, as a user would run it."""

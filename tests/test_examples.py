@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# integration: the examples run as scripts
+pytestmark = pytest.mark.integration
+
 EXAMPLES = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.py"))
 
 

@@ -9,6 +9,8 @@ import tomllib
 from importlib.metadata import metadata
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 CHANGELOG_SECTIONS = {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}
@@ -58,6 +60,7 @@ def test_changelog_follows_keep_a_changelog() -> None:
     assert re.search(r"^### Added\n\n- ", body, re.MULTILINE)
 
 
+@pytest.mark.integration
 def test_contributing_map_names_only_what_exists() -> None:
     text = (ROOT / "CONTRIBUTING.md").read_text()
     for command in ("demo", "test", "test --lowest", "bench", "lock"):

@@ -29,6 +29,9 @@ import pytest
 
 from sessionstore.testing import StoreConformance
 
+# integration: installs and runs the example third-party driver
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 ACME = ROOT / "contrib" / "sessionstore-acme"
 BROKEN_REASON = "RuntimeError: broken-plugin refuses to import"

@@ -1,8 +1,10 @@
-"""Backups from the manager: on demand, on a schedule (store clock), with retention."""
+"""Backups from the manager (:class:`BackupScheduler`): on demand, on a schedule (store
+clock), with retention."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,17 +17,20 @@ if TYPE_CHECKING:
     from ..protocol import SessionStore
     from ._config import ManagerConfig
 
-__all__ = ["BackupMixin"]
+__all__ = ["BackupScheduler"]
 
 
-class BackupMixin:
+class BackupScheduler:
     """``create_backup``, ``restore_from_backup``, ``list_backups`` and the scheduled loop."""
 
-    if TYPE_CHECKING:
-        store: SessionStore
-        config: ManagerConfig
+    __slots__ = ("_check_open", "config", "store")
 
-        def _check_open(self) -> None: ...
+    def __init__(
+        self, store: SessionStore, config: ManagerConfig, check_open: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._check_open = check_open
 
     def _backup_store(self) -> SessionStore:
         """The store, if it offers :class:`~sessionstore.driver.StorePrimitives` (what
@@ -102,5 +107,6 @@ class BackupMixin:
 
         return await list_backups(self._backup_dir(directory))
 
-    async def _backup_tick(self) -> None:
+    async def tick(self) -> None:
+        """One run of the scheduled loop (``config.backup_interval``)."""
         await self.create_backup()

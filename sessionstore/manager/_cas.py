@@ -1,4 +1,4 @@
-"""Compare-and-set writes of the manager: leases and expiry (a mixin).
+"""Compare-and-set writes of the manager: leases and expiry (:class:`CasWriter`).
 
 Each operation reads the session, decides, and writes with ``expected_version``,
 retrying on a race. A managed session held by the manager is locked meanwhile and adopts
@@ -20,27 +20,31 @@ from ._leases import Lease, check_owner, plan_claim, plan_release, plan_renew
 from ._writes import update_kwargs
 
 if TYPE_CHECKING:
-    import weakref
-
     from ..protocol import SessionStore
-    from ._managed import ManagedSession
-    from ._stats import Counters
+    from ._tracker import SessionTracker
 
-__all__ = ["CasMixin"]
+__all__ = ["CasWriter"]
 
 _CAS_ATTEMPTS: Final = 50
 
 
-class CasMixin:
-    """``claim`` / ``renew`` / ``release`` and ``set/extend_expiration`` / ``refresh``."""
+class CasWriter:
+    """``claim`` / ``renew`` / ``release`` and ``set/extend_expiration`` / ``refresh``:
+    the manager's writes made on top of what the store holds, with compare-and-set."""
 
-    if TYPE_CHECKING:
-        store: SessionStore
-        config: ManagerConfig
-        _live: weakref.WeakValueDictionary[str, ManagedSession]
-        _stats: Counters
+    __slots__ = ("_check_open", "_tracker", "config", "store")
 
-        def _check_open(self) -> None: ...
+    def __init__(
+        self,
+        store: SessionStore,
+        config: ManagerConfig,
+        tracker: SessionTracker,
+        check_open: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._tracker = tracker
+        self._check_open = check_open
 
     # ------------------------------------------------------------------ CAS writes
 
@@ -54,7 +58,7 @@ class CasMixin:
         """
         self._check_open()
         validate_session_id(session_id)
-        ms = self._live.get(session_id)
+        ms = self._tracker.get(session_id)
 
         async def body() -> Session:
             for _ in range(_CAS_ATTEMPTS):
@@ -179,5 +183,5 @@ class CasMixin:
         """Remove due sessions with their events and checkpoints; returns the count."""
         self._check_open()
         removed = await self.store.cleanup_expired_sessions()
-        self._stats.cleaned += removed
+        self._tracker.counters.cleaned += removed
         return removed

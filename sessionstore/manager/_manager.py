@@ -3,17 +3,24 @@
 One manager per process (or per store): it hands out :class:`ManagedSession` objects,
 runs the supervised background loops (auto-persist, cleanup) on the store's clock, and
 on ``shutdown()`` stops them and persists every pending change.
+
+The manager owns the lifecycle and the managed sessions; the rest it delegates to small
+collaborators, one concept each: :class:`SessionTracker` (live and dirty sessions,
+in-flight writes, counters), :class:`CasWriter` (leases and expiry),
+:class:`SessionQueries` (queries and bulk operations), :class:`Observability` (stats,
+health, optimize), :class:`BackupScheduler` (backups). Managed sessions reach the
+manager only through a :class:`SessionHost`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from ..errors import (
     InvalidArgumentError,
@@ -22,21 +29,34 @@ from ..errors import (
     SessionNotFoundError,
     StoreUnavailableError,
 )
-from ..model import TTL, UNSET, Session, Unset
+from ..model import TTL, UNSET, Session, SessionUpdate, Status, Unset
 from ..protocol import SessionStore
+from ..query import Page, QueryOptions, SessionFilter
 from ..validation import validate_positive_int, validate_session_id
-from ._backups import BackupMixin
+from ._backups import BackupScheduler
 from ._bookkeeping import MANAGER_KEY, Book, check_user_metadata
-from ._cas import CasMixin
+from ._cas import CasWriter
 from ._config import ManagerConfig
 from ._errors import LeaseError, ManagerClosedError
+from ._host import SessionHost
 from ._leases import Lease
 from ._managed import ManagedSession
-from ._observe import ObserveMixin
-from ._queries import QueryMixin
-from ._stats import Counters, FlushReport
+from ._observe import Observability
+from ._queries import SessionQueries
+from ._stats import (
+    Counters,
+    FlushReport,
+    HealthReport,
+    ManagerStats,
+    OptimizeReport,
+    SessionSummary,
+)
 from ._tasks import Supervisor
+from ._tracker import SessionTracker
 from ._transaction import ManagerTransaction
+
+if TYPE_CHECKING:
+    from ..backup import BackupInfo, RestoreResult
 
 __all__ = ["SessionPersistenceManager"]
 
@@ -45,7 +65,7 @@ T = TypeVar("T")
 _PERMANENT: Final = (SessionConflictError, LeaseError, SessionNotFoundError)
 
 
-class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin):
+class SessionPersistenceManager:
     """Managed sessions with auto-persist, lifecycle, leases, expiry, stats and health.
 
     ``store_or_url`` is a store object (initialised if needed, never shut down by the
@@ -73,17 +93,28 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
                 f"expected a store or a URL, not {type(store_or_url).__name__}"
             )
         self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._live: weakref.WeakValueDictionary[str, ManagedSession] = weakref.WeakValueDictionary()
-        self._dirty: dict[str, ManagedSession] = {}
-        self._inflight: set[asyncio.Task[Any]] = set()
         self._create_lock = asyncio.Lock()
         self._supervisor = Supervisor(
             self.store.clock, restart_delay=self.config.task_restart_delay
         )
-        self._stats = Counters()
-        self._last_error: str | None = None
-        self._last_error_at: datetime | None = None
         self._shutdown_report: FlushReport | None = None
+        store, config, check_open = self.store, self.config, self._check_open
+        self._tracker = SessionTracker(store.clock)
+        self._cas = CasWriter(store, config, self._tracker, check_open)
+        self._queries = SessionQueries(store, config, check_open)
+        self._backups = BackupScheduler(store, config, check_open)
+        self._observe = Observability(
+            store,
+            config,
+            tracker=self._tracker,
+            supervisor=self._supervisor,
+            queries=self._queries,
+            cas=self._cas,
+            state=lambda: self._state,
+            check_open=check_open,
+            persist_all=self._persist_all,
+        )
+        self._host = SessionHost(store, config, self._tracker, self._cas)
 
     def __repr__(self) -> str:
         return f"SessionPersistenceManager({self.store!r}, state={self._state!r})"
@@ -109,7 +140,7 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
             self._supervisor.start("cleanup", config.cleanup_interval, self._cleanup_tick)
         self._state = "open"
         if config.backup_interval is not None:
-            self._supervisor.start("backup", config.backup_interval, self._backup_tick)
+            self._supervisor.start("backup", config.backup_interval, self._backups.tick)
 
     async def shutdown(self) -> FlushReport:
         """Stop the background loops and persist every pending change. Safe to call twice,
@@ -131,12 +162,13 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
             return self._shutdown_report
         self._state = "closing"
         await self._supervisor.stop()
-        await self._wait_inflight()
+        await self._tracker.wait_inflight()
         report = await self._persist_all()
         transient = {
             sid: msg
             for sid, msg in report.failed.items()
-            if (ms := self._dirty.get(sid)) is not None and not isinstance(ms.blocked, _PERMANENT)
+            if (ms := self._tracker.dirty_session(sid)) is not None
+            and not isinstance(ms.blocked, _PERMANENT)
         }
         for sid, msg in report.failed.items():
             if sid not in transient:
@@ -147,7 +179,7 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
                 f"({'; '.join(f'{k}: {v}' for k, v in list(transient.items())[:3])}); "
                 "their changes are kept: call shutdown() again"
             )
-        for ms in list(self._live.values()):
+        for ms in self._tracker.live():
             ms._closed = True
         self._state = "closed"
         self._shutdown_report = report
@@ -182,38 +214,9 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
                 )
             raise ManagerClosedError("the manager was shut down")
 
-    # ------------------------------------------------------------------ bookkeeping
-
-    def _track(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.add(task)
-        task.add_done_callback(self._untrack)
-
-    def _untrack(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a caller that went away must not leave a warning
-
-    async def _wait_inflight(self) -> None:
-        while self._inflight:
-            await asyncio.gather(*list(self._inflight), return_exceptions=True)
-
-    def _mark_dirty(self, ms: ManagedSession) -> None:
-        self._dirty[ms.id] = ms
-
-    def _mark_clean(self, ms: ManagedSession) -> None:
-        if self._dirty.get(ms.id) is ms:
-            del self._dirty[ms.id]
-
-    def _forget(self, ms: ManagedSession) -> None:
-        self._mark_clean(ms)
-        if self._live.get(ms.id) is ms:
-            del self._live[ms.id]
-
-    def _record_error(self, exc: BaseException, session_id: str | None = None) -> None:
-        self._stats.errors += 1
-        where = f"session {session_id}: " if session_id else ""
-        self._last_error = f"{where}{type(exc).__name__}: {exc}"
-        self._last_error_at = self.store.clock.now()
+    @property
+    def _stats(self) -> Counters:
+        return self._tracker.counters
 
     # ------------------------------------------------------------------ managed sessions
 
@@ -266,8 +269,8 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
                 group=group,
             )
         self._stats.created += 1
-        ms = ManagedSession(self, session)
-        self._live[session.id] = ms
+        ms = ManagedSession(self._host, session)
+        self._tracker.add(ms)
         return ms
 
     async def load_managed_session(
@@ -283,15 +286,15 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
         validate_session_id(session_id)
         if lease is not None and lease.session_id != session_id:
             raise InvalidArgumentError("the lease is for another session")
-        ms = self._live.get(session_id)
-        if ms is None or ms.closed:
+        ms = self._tracker.open(session_id)
+        if ms is None:
             session = await self.store.get_session(session_id)
             if session is None:
                 raise SessionNotFoundError(session_id)
-            ms = self._live.get(session_id)  # another task may have loaded it meanwhile
-            if ms is None or ms.closed:
-                ms = ManagedSession(self, session)
-                self._live[session_id] = ms
+            ms = self._tracker.open(session_id)  # another task may have loaded it meanwhile
+            if ms is None:
+                ms = ManagedSession(self._host, session)
+                self._tracker.add(ms)
                 self._stats.loaded += 1
         if lease is not None:
             ms.lease = lease
@@ -300,7 +303,7 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
     @property
     def managed_sessions(self) -> list[ManagedSession]:
         """The managed sessions this manager holds (open ones)."""
-        return [ms for ms in list(self._live.values()) if not ms.closed]
+        return [ms for ms in self._tracker.live() if not ms.closed]
 
     async def persist_all(self) -> FlushReport:
         """Persist every managed session with pending changes (each on its own)."""
@@ -310,7 +313,7 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
     async def _persist_all(self) -> FlushReport:
         written = 0
         failed: dict[str, str] = {}
-        for ms in list(self._dirty.values()):
+        for ms in self._tracker.dirty():
             try:
                 await ms.persist()
             except Exception as exc:
@@ -364,10 +367,204 @@ class SessionPersistenceManager(CasMixin, ObserveMixin, QueryMixin, BackupMixin)
     async def delete_session(self, session_id: str) -> bool:
         """Delete a session (a managed one held here is closed, its changes dropped)."""
         self._check_open()
-        ms = self._live.get(session_id)
+        ms = self._tracker.get(session_id)
         deleted = await self.store.delete_session(session_id)
         if ms is not None:
             ms._pending = type(ms._pending)()
             ms._closed = True
-            self._forget(ms)
+            self._tracker.forget(ms)
         return deleted
+
+    # ---------------------------------------------------- leases and expiry: CasWriter
+
+    async def claim(self, session_id: str, owner: str, ttl: TTL | None = None) -> Lease:
+        """Take the session's lease for ``owner`` for ``ttl`` seconds (default: config).
+
+        Free, expired, or already ``owner``'s: taken (with a new token). Held by another
+        owner and not expired: :class:`LeaseHeldError`.
+        """
+        return await self._cas.claim(session_id, owner, ttl)
+
+    async def renew(self, lease: Lease, ttl: TTL | None = None) -> Lease:
+        """Extend ``lease`` by ``ttl`` from now; :class:`LeaseLostError` if taken over."""
+        return await self._cas.renew(lease, ttl)
+
+    async def release(self, lease: Lease) -> bool:
+        """Give ``lease`` up; False when it was not held any more (nothing written)."""
+        return await self._cas.release(lease)
+
+    async def set_expiration(
+        self,
+        session_id: str,
+        ttl: TTL | None = None,
+        *,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> Session:
+        """Absolute expiry: ``ttl`` seconds from now, or ``expires_at`` (``None`` clears)."""
+        return await self._cas.set_expiration(session_id, ttl, expires_at=expires_at)
+
+    async def extend_expiration(self, session_id: str, seconds: TTL) -> Session:
+        """Move the expiry ``seconds`` later (from now if the session has none)."""
+        return await self._cas.extend_expiration(session_id, seconds)
+
+    async def refresh(self, session_id: str, ttl: TTL | None = None) -> Session:
+        """Sliding expiry (``store.touch``): ``expires_at = now + ttl`` (default: the
+        config's ``default_ttl``; with neither, only ``updated_at`` moves)."""
+        return await self._cas.refresh(session_id, ttl)
+
+    async def expire_sessions(self) -> list[str]:
+        """Mark due sessions ``expired`` (the store's ``expire_sessions``)."""
+        return await self._cas.expire_sessions()
+
+    async def cleanup_expired_sessions(self) -> int:
+        """Remove due sessions with their events and checkpoints; returns the count."""
+        return await self._cas.cleanup_expired_sessions()
+
+    # ------------------------------------------- queries, bulk operations: SessionQueries
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """One page of sessions (the store's query; see :class:`SessionFilter`)."""
+        return await self._queries.list_sessions(filter, options)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """How many live sessions match ``filter``."""
+        return await self._queries.count_sessions(filter)
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """Case-insensitive plain-text search (the store's ``search_sessions``)."""
+        return await self._queries.search_sessions(text, options, filter)
+
+    async def iter_pages(
+        self, filter: SessionFilter | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[list[Session]]:
+        """Every matching session, a page at a time, in id order (keyset cursors)."""
+        async for item in self._queries.iter_pages(filter, page_size=page_size):
+            yield item
+
+    async def iter_sessions(
+        self, filter: SessionFilter | None = None, *, page_size: int | None = None
+    ) -> AsyncIterator[Session]:
+        """Every matching session, in id order, one page in memory at a time."""
+        async for item in self._queries.iter_sessions(filter, page_size=page_size):
+            yield item
+
+    async def find_sessions(
+        self,
+        *,
+        since: datetime | None = None,
+        updated_since: datetime | None = None,
+        status: Status | str | Iterable[Status | str] | None = None,
+        processor_id: str | Iterable[str] | None = None,
+        tags: Iterable[str] | None = None,
+        has_interactions: bool | None = None,
+        limit: int = 100,
+    ) -> list[Session]:
+        """The newest sessions (by ``created_at``) matching every given condition.
+
+        ``since`` / ``updated_since`` are exclusive bounds on ``created_at`` /
+        ``updated_at``; ``has_interactions`` tests ``event_count > 0``; ``tags`` must all
+        be present. At most ``limit`` sessions (paged underneath when over 10,000).
+        """
+        return await self._queries.find_sessions(
+            since=since,
+            updated_since=updated_since,
+            status=status,
+            processor_id=processor_id,
+            tags=tags,
+            has_interactions=has_interactions,
+            limit=limit,
+        )
+
+    async def get_sessions_by_processor(
+        self,
+        processor_id: str,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of one processor's sessions, newest first; follow ``next_cursor``."""
+        return await self._queries.get_sessions_by_processor(
+            processor_id, status=status, limit=limit, cursor=cursor
+        )
+
+    async def bulk_update(
+        self, filter: SessionFilter | None, changes: SessionUpdate | Mapping[str, Any]
+    ) -> int:
+        """Apply ``changes`` (a :class:`SessionUpdate` or a mapping of its fields) to every
+        matching session; returns how many were updated. Version-checked per session."""
+        return await self._queries.bulk_update(filter, changes)
+
+    async def bulk_delete(self, filter: SessionFilter | None) -> int:
+        """Delete every matching session (with events and checkpoints); returns the count.
+
+        ``bulk_delete(None)`` deletes every live session of the store's namespace.
+        """
+        return await self._queries.bulk_delete(filter)
+
+    # ---------------------------------------------------- observability: Observability
+
+    async def get_stats(self) -> ManagerStats:
+        """Totals, by status and processor, success rate and average iterations (one
+        paged scan: one page of sessions in memory at a time)."""
+        return await self._observe.get_stats()
+
+    async def get_session_summary(self, session_id: str) -> SessionSummary:
+        """Age, interactions, checkpoints, managed or not, last persisted, lease, pending."""
+        return await self._observe.get_session_summary(session_id)
+
+    async def health_check(self) -> HealthReport:
+        """Is the manager well? Store reachable, background loops alive (dead ones are
+        restarted), pending changes that cannot be written, the last error."""
+        return await self._observe.health_check()
+
+    async def optimize(self) -> OptimizeReport:
+        """Persist pending changes, purge expired sessions, then run the driver's own
+        ``optimize()`` if it has one (reindex, compaction...); reports what was done."""
+        return await self._observe.optimize()
+
+    # ------------------------------------------------------- backups: BackupScheduler
+
+    async def create_backup(
+        self,
+        destination: str | os.PathLike[str] | None = None,
+        *,
+        filter: SessionFilter | None = None,
+        include_expired: bool = False,
+        compression: str | None = None,
+    ) -> BackupInfo:
+        """Back the store up (see :func:`sessionstore.backup.create_backup`).
+
+        ``destination`` defaults to ``config.backup_dir`` (a directory: the file gets a
+        time-stamped name). With ``config.max_backups`` the oldest complete backups in
+        that directory are pruned afterwards. The ``sessionstore_backup_created`` hook fires.
+        """
+        return await self._backups.create_backup(
+            destination, filter=filter, include_expired=include_expired, compression=compression
+        )
+
+    async def restore_from_backup(
+        self,
+        source: str | os.PathLike[str],
+        *,
+        merge_strategy: str = "skip_existing",
+        dry_run: bool = False,
+        filter: SessionFilter | None = None,
+    ) -> RestoreResult:
+        """Restore a backup into the store (verified before anything is written)."""
+        return await self._backups.restore_from_backup(
+            source, merge_strategy=merge_strategy, dry_run=dry_run, filter=filter
+        )
+
+    async def list_backups(
+        self, directory: str | os.PathLike[str] | None = None
+    ) -> list[BackupInfo]:
+        """The backups in ``directory`` (default ``config.backup_dir``), oldest first."""
+        return await self._backups.list_backups(directory)

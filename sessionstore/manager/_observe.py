@@ -1,17 +1,15 @@
-"""Observability of the manager: stats, health, optimize, session summaries (a mixin)."""
+"""Observability of the manager (:class:`Observability`): stats, health, optimize,
+session summaries."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import SessionNotFoundError, SessionStoreError
-from ..model import Session
-from ..query import SessionFilter
 from ._config import ManagerConfig
 from ._stats import (
     HealthReport,
@@ -22,40 +20,55 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
-    import weakref
-
     from ..protocol import SessionStore
-    from ._managed import ManagedSession
-    from ._stats import Counters, FlushReport
+    from ._cas import CasWriter
+    from ._queries import SessionQueries
+    from ._stats import FlushReport
     from ._tasks import Supervisor
+    from ._tracker import SessionTracker
 
-__all__ = ["ObserveMixin"]
+__all__ = ["Observability"]
 
 _PROBE_ID: Final = "sessionstore-health-probe"
 
 
-class ObserveMixin:
+class Observability:
     """``get_stats``, ``get_session_summary``, ``health_check``, ``optimize``."""
 
-    if TYPE_CHECKING:
-        store: SessionStore
-        config: ManagerConfig
-        _state: str
-        _live: weakref.WeakValueDictionary[str, ManagedSession]
-        _dirty: dict[str, ManagedSession]
-        _stats: Counters
-        _supervisor: Supervisor
-        _last_error: str | None
-        _last_error_at: datetime | None
+    __slots__ = (
+        "_cas",
+        "_check_open",
+        "_persist_all",
+        "_queries",
+        "_state",
+        "_supervisor",
+        "_tracker",
+        "config",
+        "store",
+    )
 
-        def _check_open(self) -> None: ...
-        async def _persist_all(self) -> FlushReport: ...
-        async def cleanup_expired_sessions(self) -> int: ...
-        def iter_pages(
-            self, filter: SessionFilter | None = None, *, page_size: int | None = None
-        ) -> AsyncIterator[list[Session]]: ...
-        @property
-        def managed_sessions(self) -> list[ManagedSession]: ...
+    def __init__(
+        self,
+        store: SessionStore,
+        config: ManagerConfig,
+        *,
+        tracker: SessionTracker,
+        supervisor: Supervisor,
+        queries: SessionQueries,
+        cas: CasWriter,
+        state: Callable[[], str],
+        check_open: Callable[[], None],
+        persist_all: Callable[[], Awaitable[FlushReport]],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._tracker = tracker
+        self._supervisor = supervisor
+        self._queries = queries
+        self._cas = cas
+        self._state = state
+        self._check_open = check_open
+        self._persist_all = persist_all
 
     # ------------------------------------------------------------------ observability
 
@@ -64,13 +77,13 @@ class ObserveMixin:
         paged scan: one page of sessions in memory at a time)."""
         self._check_open()
         acc = StatsAccumulator()
-        async for page in self.iter_pages():
+        async for page in self._queries.iter_pages():
             for session in page:
                 acc.add(session)
         return acc.result(
-            live_managed=len(self.managed_sessions),
-            dirty=len(self._dirty),
-            counters=self._stats,
+            live_managed=sum(not ms.closed for ms in self._tracker.live()),
+            dirty=len(self._tracker.dirty()),
+            counters=self._tracker.counters,
             now=self.store.clock.now(),
         )
 
@@ -81,7 +94,7 @@ class ObserveMixin:
         if session is None:
             raise SessionNotFoundError(session_id)
         checkpoints = len(await self.store.list_checkpoints(session_id))
-        ms = self._live.get(session_id)
+        ms = self._tracker.get(session_id)
         return SessionSummary.build(
             session,
             self.store.clock.now(),
@@ -95,8 +108,9 @@ class ObserveMixin:
         """Is the manager well? Store reachable, background loops alive (dead ones are
         restarted), pending changes that cannot be written, the last error."""
         issues: list[str] = []
-        if self._state != "open":
-            issues.append(f"manager is {self._state}")
+        state = self._state()
+        if state != "open":
+            issues.append(f"manager is {state}")
         reachable, latency = await self._probe_store(issues)
         for name in self._supervisor.ensure_running():
             issues.append(f"background task {name!r} was not running (restarted)")
@@ -108,7 +122,7 @@ class ObserveMixin:
                     f"in a row, last: {task.last_error} (restarted)"
                 )
         now = self.store.clock.now()
-        dirty = list(self._dirty.values())
+        dirty = self._tracker.dirty()
         for ms in dirty:
             if ms.blocked is not None:
                 issues.append(f"session {ms.id} cannot persist: {ms.blocked}")
@@ -124,8 +138,8 @@ class ObserveMixin:
             pending_sessions=len(dirty),
             pending_changes=sum(ms.pending_changes for ms in dirty),
             oldest_pending_seconds=None if oldest is None else (now - oldest).total_seconds(),
-            last_error=self._last_error,
-            last_error_at=self._last_error_at,
+            last_error=self._tracker.last_error,
+            last_error_at=self._tracker.last_error_at,
             checked_at=now,
         )
 
@@ -147,7 +161,7 @@ class ObserveMixin:
         actions: list[str] = []
         flushed = await self._persist_all()
         actions.append(f"persisted {flushed.written} managed session(s)")
-        removed = await self.cleanup_expired_sessions()
+        removed = await self._cas.cleanup_expired_sessions()
         actions.append(f"removed {removed} expired session(s)")
         hook = getattr(self.store, "optimize", None)
         report: Any = None

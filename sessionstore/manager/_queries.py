@@ -1,6 +1,6 @@
-"""Queries and bulk operations of the manager (a mixin), paged so that they stay safe at
-100,000+ sessions: every scan walks the store with keyset cursors ordered by id, one page
-(``config.page_size`` sessions) in memory at a time.
+"""Queries and bulk operations of the manager (:class:`SessionQueries`), paged so that
+they stay safe at 100,000+ sessions: every scan walks the store with keyset cursors
+ordered by id, one page (``config.page_size`` sessions) in memory at a time.
 
 ``bulk_update`` / ``bulk_delete`` write each page as one batch with every session's
 ``expected_version``; if the batch meets a concurrent change (or the driver cannot
@@ -10,7 +10,7 @@ the filter on the fresh session. Nothing is ever overwritten blindly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -30,7 +30,7 @@ from ._writes import update_kwargs
 if TYPE_CHECKING:
     from ..protocol import SessionStore
 
-__all__ = ["QueryMixin"]
+__all__ = ["SessionQueries"]
 
 _ATTEMPTS: Final = 20
 _UPDATE_FIELDS: Final = frozenset(f.name for f in fields(SessionUpdate))
@@ -62,14 +62,17 @@ def _for_session(update: SessionUpdate, session: Session) -> SessionUpdate:
     return replace(update, metadata={**update.metadata, MANAGER_KEY: session.metadata[MANAGER_KEY]})
 
 
-class QueryMixin:
+class SessionQueries:
     """``list/search/count/find/iter_sessions``, ``get_sessions_by_processor``, bulk ops."""
 
-    if TYPE_CHECKING:
-        store: SessionStore
-        config: ManagerConfig
+    __slots__ = ("_check_open", "config", "store")
 
-        def _check_open(self) -> None: ...
+    def __init__(
+        self, store: SessionStore, config: ManagerConfig, check_open: Callable[[], None]
+    ) -> None:
+        self.store = store
+        self.config = config
+        self._check_open = check_open
 
     async def list_sessions(
         self, filter: SessionFilter | None = None, options: QueryOptions | None = None

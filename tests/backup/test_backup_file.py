@@ -52,6 +52,7 @@ def lines_of(path: Path) -> list[dict[str, Any]]:
 ROUND_TRIP = ("memory", "file", "redis", "cluster", "postgres", "sqlite", "memory")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", ["b.jsonl", "b.jsonl.gz", "b.jsonl.zst"])
 async def test_round_trip_memory_file_redis_cluster_postgres_sqlite_memory_keeps_every_field(
     open_kind: Opener, clock: ManualClock, tmp_path: Path, name: str

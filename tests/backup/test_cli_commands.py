@@ -21,6 +21,9 @@ from sessionstore.backup import create_backup
 
 from .conftest import HAS_FILE, populate
 
+# integration: the backup commands run in subprocesses
+pytestmark = pytest.mark.integration
+
 needs_file = pytest.mark.skipif(not HAS_FILE, reason="needs the file:// driver")
 
 

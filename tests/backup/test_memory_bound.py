@@ -15,7 +15,8 @@ from sessionstore.backup import create_backup, restore_from_backup
 
 from .conftest import HAS_FILE, Opener
 
-pytestmark = pytest.mark.asyncio
+# integration: 100,000-event sessions under a memory bound
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio]
 
 EVENTS = 100_000
 MB = 1 << 20

@@ -8,7 +8,12 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from tests.conformance.broken_variants import CAUGHT_BY, VARIANTS
+
+# integration: runs the conformance suite against every broken variant
+pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent

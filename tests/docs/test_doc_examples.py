@@ -59,7 +59,21 @@ def page_env(
         del sys.modules[name]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def _needs_server(page: Path) -> bool:
+    text = page.read_text()
+    return bool(DOC_POSTGRES_URL.search(text)) or "redis://localhost:6379" in text
+
+
+# integration: a page that names a server runs against a private one
+RUNNABLE = [
+    pytest.param(page, id=_page_id(page), marks=[pytest.mark.integration])
+    if _needs_server(page)
+    else pytest.param(page, id=_page_id(page))
+    for page in PAGES
+]
+
+
+@pytest.mark.parametrize("page", RUNNABLE)
 def test_page_runs(
     page: Path,
     page_env: tuple[Path, set[tuple[str, int]]],

@@ -91,6 +91,7 @@ def test_only_the_given_servers_can_be_reached(tmp_path: Path) -> None:
     assert "6379" in fence.violations[0]
 
 
+@pytest.mark.integration
 def test_examples_start_no_processes(tmp_path: Path) -> None:
     page = _page(tmp_path, '```python\nimport subprocess\nsubprocess.run(["true"])\n```\n')
     with sandboxed(tmp_path, set()) as fence, pytest.raises(DocExampleError):

@@ -201,6 +201,7 @@ async def test_closed_store_refuses_work(make_store: MakeStore) -> None:
         await store.get_session("x")
 
 
+@pytest.mark.integration
 def test_the_demo_keeps_its_sessions_across_runs(tmp_path: Path) -> None:
     """``scripts/dev.py demo`` runs the quickstart on ``file://./sessions``: run it twice."""
     import subprocess

@@ -116,6 +116,7 @@ async def test_doctor_reports_a_stray_symlink_in_a_session_directory(
         assert not link.is_symlink() and target.is_dir()
 
 
+@pytest.mark.integration
 def test_cli_doctor_exits_7_on_a_symlinked_checkpoint_directory(
     root: Path, make_store: MakeStore, tmp_path: Path
 ) -> None:

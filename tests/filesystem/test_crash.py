@@ -39,6 +39,9 @@ from . import workers
 from .conftest import leftovers
 from .spawner import Spawner
 
+# integration: crash soaks: processes killed at random moments
+pytestmark = pytest.mark.integration
+
 KILLS = int(os.environ.get("SESSIONSTORE_CRASH_KILLS", "200"))
 
 

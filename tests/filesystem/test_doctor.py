@@ -97,6 +97,7 @@ async def test_repair(root: Path, make_store: MakeStore) -> None:
     assert again.healthy and again.removed == [] and again.quarantined == []
 
 
+@pytest.mark.integration
 def test_cli_doctor_json_and_exit_codes(root: Path, make_store: MakeStore) -> None:
     import asyncio
 
@@ -115,6 +116,7 @@ def test_cli_doctor_json_and_exit_codes(root: Path, make_store: MakeStore) -> No
     assert json.loads(healthy.stdout)["healthy"] is True
 
 
+@pytest.mark.integration
 def test_cli_doctor_needs_a_driver_with_doctor() -> None:
     out = _cli("doctor", "memory://")
     assert out.returncode == 1

@@ -144,6 +144,7 @@ def test_a_forked_child_does_not_inherit_heads(tmp_path: Path) -> None:
         asyncio.run(store.shutdown())
 
 
+@pytest.mark.integration
 def test_processes_appending_to_one_session(tmp_path: Path) -> None:
     """Three processes append to one session at once, each through its head cache: no
     append is lost or duplicated, the sequence has no gap, each writer's order holds."""

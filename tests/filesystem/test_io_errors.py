@@ -43,6 +43,9 @@ from .conftest import MakeStore, leftovers
 from .syscalls import recording
 from .test_batch import _restore, _session
 
+# integration: every write path under injected I/O errors, each with real fsyncs
+pytestmark = pytest.mark.integration
+
 Op = Callable[[FileStore], Awaitable[Any]]
 
 

@@ -113,6 +113,7 @@ def test_a_waiter_on_a_removed_lock_file_locks_the_current_one(tmp_path: Path) -
         os.close(dfd)
 
 
+@pytest.mark.integration
 def test_processes_racing_create_update_and_delete_of_one_id(tmp_path: Path) -> None:
     """Two processes create-or-increment one id while a third deletes it (CAS on the
     version it read), each delete removing the lock file under it. Every increment is

@@ -14,6 +14,9 @@ from sessionstore import QueryOptions, SessionFilter
 from . import workers
 from .spawner import Spawner
 
+# integration: several processes on one store
+pytestmark = pytest.mark.integration
+
 LOOPS = 500
 
 

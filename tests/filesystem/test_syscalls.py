@@ -16,6 +16,9 @@ from sessionstore import AppendOp, CreateOp, NewSession, SessionUpdate, UpdateOp
 from .conftest import MakeStore
 from .syscalls import Call, durable_appends, durable_new_files, durable_replaces, recording
 
+# integration: strace of a child process
+pytestmark = pytest.mark.integration
+
 JOURNAL = re.compile(r"^\d{20}-[0-9a-f]{8}\.json$")
 
 

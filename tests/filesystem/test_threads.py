@@ -128,6 +128,7 @@ async def test_shutdown_stops_the_workers_and_refuses_new_calls() -> None:
     pool.shutdown()  # idempotent
 
 
+@pytest.mark.integration
 def test_a_running_call_finishes_before_the_interpreter_exits(tmp_path: Path) -> None:
     flag = tmp_path / "flag"
     script = (

@@ -37,6 +37,7 @@ def test_public_names_are_re_exported() -> None:
     assert set(sessionstore.manager.__all__) >= PUBLIC
 
 
+@pytest.mark.integration
 def test_import_sessionstore_does_not_load_the_manager() -> None:
     code = (
         "import sys, sessionstore\n"

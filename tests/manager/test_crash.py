@@ -28,10 +28,14 @@ from sessionstore import open_store
 
 from .conftest import HAVE_FILESYSTEM, file_url
 
-pytestmark = pytest.mark.skipif(
-    not HAVE_FILESYSTEM,
-    reason="needs a durable, cross-process driver (file://): memory:// lives in one process",
-)
+# integration: killed worker processes
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not HAVE_FILESYSTEM,
+        reason="needs a durable, cross-process driver (file://): memory:// lives in one process",
+    ),
+]
 
 WORKER = Path(__file__).with_name("_crash_worker.py")
 KILLS_PER_MODE = 3

@@ -166,7 +166,7 @@ async def test_a_cancelled_caller_does_not_desynchronise_the_session(
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    await manager._wait_inflight()  # the write itself was not interrupted
+    await manager._tracker.wait_inflight()  # the write itself was not interrupted
     stored = await store.get_session(ms.id)
     assert stored is not None and stored.event_count == 1
     assert ms.version == stored.version and not ms.dirty

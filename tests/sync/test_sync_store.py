@@ -205,6 +205,7 @@ def test_loop_thread_cancels_the_call_when_the_waiter_gives_up() -> None:
     loop_thread.close(timeout=5)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("kind", ["store", "manager"])
 def test_a_facade_left_open_is_shut_down_at_exit_without_hanging(kind: str, tmp_path: Path) -> None:
     root = tmp_path / "store"
