@@ -115,7 +115,7 @@ class SessionFilter:
     def metadata_conditions(self) -> tuple[tuple[tuple[str, ...], bytes], ...]:
         """The metadata equality conditions, parsed once: for each, the path's keys (a
         dotted key ``"a.b"`` gives ``("a", "b")``) and the canonical JSON of the expected
-        value (:func:`sessionstore.codec.canonical_json`), which a stored value must equal.
+        value (``sessionstore.codec.canonical_json``), which a stored value must equal.
         For drivers that translate a filter into their own query language."""
         return self._metadata_keys
 
