@@ -64,6 +64,19 @@ _SCAN_BATCH: Final = 500
 # as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
 # twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: ``timedelta(milliseconds=i)`` for i in 0..999 (see ``_at``).
+_MS_STEPS: Final = tuple(timedelta(0, 0, i * 1000) for i in range(1000))
+_fromtimestamp: Final = datetime.fromtimestamp
+
+
+def _at(ms: int) -> datetime:
+    """``sessionstore.clock.from_ms(ms)``, exactly, ~2.5x faster: the whole seconds by
+    ``datetime.fromtimestamp`` of an int (no float is involved) plus one of 1,000
+    precomputed millisecond steps (``timedelta``'s constructor dominates otherwise)."""
+    try:
+        return _fromtimestamp(ms // 1000, UTC) + _MS_STEPS[ms % 1000]
+    except (OverflowError, OSError, ValueError):  # outside the platform's time_t
+        return _EPOCH + timedelta(0, 0, 0, ms)
 
 
 class _Stale(Exception):
@@ -81,11 +94,11 @@ def _session(r: Any, ns: str) -> Session:
         raise IntegrityError(f"corrupt session row ({type(exc).__name__})", f"{ns}/{sid}") from None
     if type(data) is not dict or type(metadata) is not dict:
         raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
-    created_at = _EPOCH + timedelta(0, 0, 0, created)
+    created_at = _at(created)
     return fast_session(
         sid, processor, status, data, metadata, frozenset(tags), created_at,
-        created_at if updated == created else _EPOCH + timedelta(0, 0, 0, updated),
-        None if expires is None else _EPOCH + timedelta(0, 0, 0, expires),
+        created_at if updated == created else _at(updated),
+        None if expires is None else _at(expires),
         r[9], r[10], r[11], r[12],
     )  # fmt: skip
 
@@ -226,7 +239,7 @@ class PostgresStore(BaseSessionStore):
             raise IntegrityError(
                 "corrupt event row", f"{self.namespace}/{session_id}/{r[0]}"
             ) from None
-        return Event(r[0], r[1], from_ms(r[2]), data)
+        return Event(r[0], r[1], _at(r[2]), data)
 
     async def get_events(
         self,
@@ -257,7 +270,7 @@ class PostgresStore(BaseSessionStore):
                 Event(
                     r[1],
                     r[2],
-                    times.get(r[3]) or times.setdefault(r[3], _EPOCH + timedelta(0, 0, 0, r[3])),
+                    times.get(r[3]) or times.setdefault(r[3], _at(r[3])),
                     orjson.loads(r[4]),
                 )
                 for r in rows
