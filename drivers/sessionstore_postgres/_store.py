@@ -64,19 +64,15 @@ _SCAN_BATCH: Final = 500
 # as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
 # twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-#: ``timedelta(milliseconds=i)`` for i in 0..999 (see ``_at``).
-_MS_STEPS: Final = tuple(timedelta(0, 0, i * 1000) for i in range(1000))
-_fromtimestamp: Final = datetime.fromtimestamp
+_ONE_MS: Final = timedelta(milliseconds=1)
 
 
 def _at(ms: int) -> datetime:
-    """``sessionstore.clock.from_ms(ms)``, exactly, ~2.5x faster: the whole seconds by
-    ``datetime.fromtimestamp`` of an int (no float is involved) plus one of 1,000
-    precomputed millisecond steps (``timedelta``'s constructor dominates otherwise)."""
-    try:
-        return _fromtimestamp(ms // 1000, UTC) + _MS_STEPS[ms % 1000]
-    except (OverflowError, OSError, ValueError):  # outside the platform's time_t
-        return _EPOCH + timedelta(0, 0, 0, ms)
+    """``sessionstore.clock.from_ms(ms)``, exactly: ``timedelta * int`` is integer
+    microsecond arithmetic in C, while ``timedelta``'s constructor parses its arguments
+    (callgrind: ~4,000 instructions a conversion against ~5,700 for
+    ``timedelta(0, 0, 0, ms)`` and ~4,900 for ``fromtimestamp``)."""
+    return _EPOCH + _ONE_MS * ms
 
 
 class _Stale(Exception):

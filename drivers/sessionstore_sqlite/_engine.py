@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields, make_dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -75,22 +75,18 @@ _SK: Final = "(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)"
 _EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data) VALUES (?, ?, ?, ?, ?)"
 _STATUS: Final = {status.value: status for status in Status}
 _EPOCH: Final = from_ms(0)
-#: ``timedelta(milliseconds=i)`` for i in 0..999 (see ``_at``).
-_MS_STEPS: Final = tuple(timedelta(0, 0, i * 1000) for i in range(1000))
-_fromtimestamp: Final = datetime.fromtimestamp
+_ONE_MS: Final = timedelta(milliseconds=1)
 _loads: Final = orjson.loads
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _CHUNK: Final = 500  # ids per IN (...) list
 
 
 def _at(ms: int) -> datetime:
-    """``sessionstore.clock.from_ms(ms)``, exactly, ~2.5x faster: the whole seconds by
-    ``datetime.fromtimestamp`` of an int (no float is involved) plus one of 1,000
-    precomputed millisecond steps (``timedelta``'s constructor dominates otherwise)."""
-    try:
-        return _fromtimestamp(ms // 1000, UTC) + _MS_STEPS[ms % 1000]
-    except (OverflowError, OSError, ValueError):  # outside the platform's time_t
-        return _EPOCH + timedelta(0, 0, 0, ms)
+    """``sessionstore.clock.from_ms(ms)``, exactly: ``timedelta * int`` is integer
+    microsecond arithmetic in C, while ``timedelta``'s constructor parses its arguments
+    (callgrind: ~4,000 instructions a conversion against ~5,700 for
+    ``timedelta(0, 0, 0, ms)`` and ~4,900 for ``fromtimestamp``)."""
+    return _EPOCH + _ONE_MS * ms
 
 
 def _fast_constructor(cls: type[T]) -> Callable[..., T]:
