@@ -604,9 +604,10 @@ class PostgresStore(BaseSessionStore):
             if after is not None:
                 seek_sql(w, opts.sort_by, opts.descending, after)
             rows = await self._fetch_page(w, opts, wanted, opts.offset)
-            picked = [self._row_or_report(r) for r in rows]
-            if any(s is _CORRUPT for s in picked):
-                exact, picked = False, []  # page again, skipping the corrupt rows
+            try:
+                picked = [_session(r, ns) for r in rows]
+            except IntegrityError:  # page again, reporting and skipping the corrupt rows
+                exact, picked = False, []
         if not exact:
             skip = opts.offset
             batch = max(64, min(wanted + skip, 2000))
