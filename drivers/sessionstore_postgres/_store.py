@@ -61,17 +61,13 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
-# as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
-# twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
 
 
 def _at(ms: int) -> datetime:
-    """``sessionstore.clock.from_ms(ms)``, exactly: ``timedelta * int`` is integer
-    microsecond arithmetic in C, while ``timedelta``'s constructor parses its arguments
-    (callgrind: ~4,000 instructions a conversion against ~5,700 for
-    ``timedelta(0, 0, 0, ms)`` and ~4,900 for ``fromtimestamp``)."""
+    """``clock.from_ms(ms)``, exactly and cheaper: ``timedelta * int`` is integer
+    arithmetic in C (the constructor parses its arguments; ``docs/decisions.md``)."""
     return _EPOCH + _ONE_MS * ms
 
 
