@@ -6,6 +6,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_postgres --quick    # small sizes, ~15 s
     .venv/bin/python -m benchmarks.bench_postgres --json out.json
     .venv/bin/python -m benchmarks.bench_postgres --url postgresql://u@127.0.0.1:5544/db
+    .venv/bin/python -m benchmarks.bench_postgres --million  # + row 4 at 1,000,000 sessions
 
 Without ``--url`` it starts a private server (initdb + pg_ctl on a free loopback port, as
 the tests do). Floors are the same statements issued raw through asyncpg on the driver's
@@ -20,7 +21,11 @@ own tables, plus the JSON decoding the result needs (issue 20):
    SELECT (+ decoding);
 5. append flat in history (10,000 vs 10 events <= 1.3x);
 6. 8 writers on distinct sessions >= 0.7x the throughput of 8 raw connections issuing the
-   same write statement (time <= 1/0.7 = 1.43x).
+   same write statement (time <= 1/0.7 = 1.43x);
+7. (``--million`` only, minutes) row 4 at 1,000,000 sessions, loaded through the store's
+   own ``commit()`` of ``MILLION_BATCH`` creates per transaction; the load time and the table's
+   size per session (``pg_total_relation_size``: heap, TOAST and every index) are
+   reported.
 """
 
 from __future__ import annotations
@@ -31,12 +36,13 @@ import itertools
 import random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import orjson
@@ -51,6 +57,7 @@ from sessionstore import (
     Status,
     open_store,
 )
+from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
 
@@ -203,31 +210,93 @@ async def _ops(
     )  # fmt: skip
 
 
-async def bench_query(report: Report, url: str, sizes: Sizes) -> None:
-    from sessionstore_postgres import PostgresStore
+#: ``--million``: sessions, of which the queried processor's, and creates per ``commit()``.
+MILLION: Final = 1_000_000
+MILLION_HOT: Final = 1_000
+MILLION_BATCH: Final = 1_000
 
-    t0 = ManualClock().now()
-    clock = ManualClock(t0)
-    rnd = random.Random(42)
-    records = []
-    for i in range(sizes.sessions):
+
+def _records(total: int, hot: int, start_ms: int, rnd: random.Random) -> Iterator[SessionRecord]:
+    """``total`` sessions, ``hot`` of them (evenly spread) of ``agent-hot``, ~1 s apart."""
+    clock = ManualClock(from_ms(start_ms))
+    every = total // hot
+    for i in range(total):
         clock.advance(timedelta(milliseconds=rnd.randrange(1, 2_000)))
         now = clock.now()
-        proc = "agent-hot" if i % (sizes.sessions // sizes.hot) == 0 else f"agent-{i % 9}"
+        proc = "agent-hot" if i % every == 0 else f"agent-{i % 9}"
         session = Session(new_id(), proc, Status.ACTIVE,
                           {"goal": "answer", "summary": "y" * rnd.randrange(100, 400)},
                           {"user": f"u-{rnd.randrange(500)}"}, frozenset({"t"}), now, now,
                           None, 1)  # fmt: skip
-        records.append(SessionRecord(session))
-    store = open_store(url, namespace=f"bench-q-{RUN}", clock=clock)
+        yield SessionRecord(session)
+
+
+async def _load_records(store: Any, total: int, hot: int, clock: ManualClock) -> None:
+    """The 10,000-session row's data: whole records (each its own time) by ``put_records``
+    in calls of 500 (which writes them one transaction each)."""
+    records = _records(total, hot, to_ms(clock.now()), random.Random(42))
+    while chunk := list(itertools.islice(records, 500)):
+        await store.put_records(chunk)
+
+
+async def _load_commits(store: Any, total: int, hot: int, clock: ManualClock) -> None:
+    """``--million``: ``commit()`` of ``MILLION_BATCH`` creates per ACID transaction (one
+    pipelined ``executemany`` round trip), the clock ~1 s per session on between batches."""
+    from sessionstore import CreateOp, NewSession
+
+    rnd = random.Random(42)
+    every = total // hot
+    for start in range(0, total, MILLION_BATCH):
+        ops = []
+        for i in range(start, min(start + MILLION_BATCH, total)):
+            proc = "agent-hot" if i % every == 0 else f"agent-{i % 9}"
+            ops.append(CreateOp(NewSession(
+                processor_id=proc, tags={"t"}, metadata={"user": f"u-{rnd.randrange(500)}"},
+                data={"goal": "answer", "summary": "y" * rnd.randrange(100, 400)},
+            )))  # fmt: skip
+        await store.commit(ops)
+        clock.advance(timedelta(seconds=len(ops)))
+        if (start + MILLION_BATCH) % 100_000 == 0:
+            print(f"  loaded {start + MILLION_BATCH:,} sessions", flush=True)
+
+
+async def bench_query(
+    report: Report, url: str, sizes: Sizes, *, sessions: int | None = None,
+    hot: int | None = None, million: bool = False,
+) -> None:  # fmt: skip
+    from sessionstore_postgres import PostgresStore
+
+    total = sessions or sizes.sessions
+    hot = hot or sizes.hot
+    clock = ManualClock()
+    store = open_store(url, namespace=f"bench-q{total}-{RUN}", clock=clock)
     assert isinstance(store, PostgresStore)
     async with store:
-        for i in range(0, len(records), 500):
-            await store.put_records(records[i : i + 500])
+        started = time.perf_counter()
+        if million:
+            await _load_commits(store, total, hot, clock)
+            how = f"commit() of {MILLION_BATCH:,} creates per transaction"
+        else:
+            await _load_records(store, total, hot, clock)
+            how = "put_records() (one transaction per record)"
+        load = time.perf_counter() - started
+        size = await store._pool.run(
+            lambda c: c.fetchval("SELECT pg_total_relation_size($1::regclass)", store._t_sessions)
+        )
+        rows = await store._pool.run(
+            lambda c: c.fetchval(f"SELECT count(*) FROM {store._t_sessions}")
+        )
+        report.info[f"load {total:,}"] = (
+            f"{total:,} sessions through {how}: {load:.1f} s ({total / load:,.0f} sessions/s)"
+        )
+        report.info[f"size {total:,}"] = (
+            f"sessions table with TOAST and indexes {size / 2**20:,.1f} MiB for {rows:,} rows "
+            f"(all runs on this server): {size / rows:,.0f} bytes a session"
+        )
         flt = SessionFilter(processor_id="agent-hot")
         opts = QueryOptions(sort_by="created_at", order="desc", limit=100)
         page = await store.list_sessions(flt, opts)
-        if len(page) != 100 or await store.count_sessions(flt) != sizes.hot:
+        if len(page) != 100 or await store.count_sessions(flt) != hot:
             raise SystemExit("BUG: unexpected page or count")
         conn = await asyncpg.connect(**_connect_args(store))
         from sessionstore_postgres._store import _COLS
@@ -236,6 +305,8 @@ async def bench_query(report: Report, url: str, sizes: Sizes) -> None:
             f"SELECT {_COLS} FROM {store._t_sessions} WHERE ns = $1 AND processor_id = $2 "
             "ORDER BY created_at DESC, id DESC LIMIT 100"
         )
+        if [r[0] for r in await conn.fetch(sql, store.namespace, "agent-hot")] != page.ids:
+            raise SystemExit("BUG: the driver's page and the raw indexed SELECT disagree")
 
         async def raw_page() -> object:
             rows = await conn.fetch(sql, store.namespace, "agent-hot")
@@ -248,7 +319,7 @@ async def bench_query(report: Report, url: str, sizes: Sizes) -> None:
             )  # fmt: skip
         finally:
             await conn.close()
-        report.add(Row(f"100 newest of a processor's {sizes.hot:,} among {sizes.sessions:,}",
+        report.add(Row(f"100 newest of a processor's {hot:,} among {total:,}",
                        op, "raw indexed SELECT + decode", floor, Target.at_most(2.0)))  # fmt: skip
 
 
@@ -301,21 +372,23 @@ async def bench_writers(report: Report, url: str, sizes: Sizes) -> None:
 async def run(args: argparse.Namespace) -> Report:
     sizes = QUICK if args.quick else FULL
     report = Report("sessionstore postgres benchmark" + (" (quick)" if args.quick else ""))
-    report.meta.update({"quick": args.quick, "sizes": asdict(sizes)})
+    report.meta.update({"quick": args.quick, "million": args.million, "sizes": asdict(sizes)})
     report.info["client"] = f"asyncpg {asyncpg.__version__}"
     print(report.title, flush=True)
     if args.url:
-        await _all(report, args.url, sizes)
+        await _all(report, args.url, sizes, args.million)
     else:
         with private_server() as url:
-            await _all(report, url, sizes)
+            await _all(report, url, sizes, args.million)
     return report
 
 
-async def _all(report: Report, url: str, sizes: Sizes) -> None:
+async def _all(report: Report, url: str, sizes: Sizes, million: bool = False) -> None:
     await bench_single_ops(report, url, sizes)
     await bench_query(report, url, sizes)
     await bench_writers(report, url, sizes)
+    if million:
+        await bench_query(report, url, sizes, sessions=MILLION, hot=MILLION_HOT, million=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -323,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--url", help="an existing server (default: a private one)")
+    parser.add_argument(
+        "--million", action="store_true",
+        help="also time the listing row at 1,000,000 sessions (loads them: minutes)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     return asyncio.run(run(args)).publish(args.json)
 

@@ -5,6 +5,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_sqlite            # full sizes
     .venv/bin/python -m benchmarks.bench_sqlite --quick    # fewer repetitions, ~20 s
     .venv/bin/python -m benchmarks.bench_sqlite --json out.json --dir /var/tmp
+    .venv/bin/python -m benchmarks.bench_sqlite --million  # + row 4 at 1,000,000 sessions
 
 The database lives in a fresh directory under ``--dir`` (default: the system temp dir),
 which should be on the disk you care about: a tmpfs makes every fsync free.
@@ -24,7 +25,11 @@ call, as the driver makes one worker-thread hop. Targets (ratios, never absolute
    ``SELECT ... ORDER BY seq DESC LIMIT 20`` and decode;
 4. the 100 newest (``updated_at`` desc) of a processor's 1,000 sessions among 10,000
    <= 2x the raw indexed ``SELECT ... LIMIT 100`` and decode;
-5. the one-event append on a session with 10,000 events <= 1.3x on one with 10 events.
+5. the one-event append on a session with 10,000 events <= 1.3x on one with 10 events;
+6. (``--million`` only, minutes) row 4 at 1,000,000 sessions: a fresh database loaded
+   through the store's own ``commit()`` in durable batches of ``MILLION_BATCH`` creates,
+   1,000 processors of 1,000 sessions each; the load time and the database's size per
+   session are reported.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the native query and the reference evaluator disagree.
@@ -38,8 +43,9 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from sessionstore_sqlite import SqliteStore
@@ -162,6 +168,14 @@ class Raw:
         ).fetchall()
         return [(orjson.loads(r[12]), orjson.loads(r[13]), orjson.loads(r[11])) for r in rows]
 
+    def newest_ids(self, processor: str, n: int) -> list[Any]:
+        """The page's rows undecoded (``[3]`` is the id), to check the driver's page."""
+        return self.conn.execute(
+            "SELECT updated_ms, sk, processor_id, id FROM sessions WHERE namespace = '' "
+            "AND processor_id = ? ORDER BY updated_ms DESC, id DESC LIMIT ?",
+            (processor, n),
+        ).fetchall()
+
 
 async def bench(report: Report, sizes: Sizes, base: str) -> None:
     doc = session_doc()
@@ -259,28 +273,40 @@ async def bench(report: Report, sizes: Sizes, base: str) -> None:
         )  # fmt: skip
 
     async with SqliteStore(path=floor_path) as store:  # the same database, through the driver
-        flt = SessionFilter(processor_id="agent-3")
-        opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
-        page = await store.list_sessions(flt, opts)
+        await _page_row(report, store, raw, "agent-3", sizes.sessions, sizes)
+    raw.conn.close()
+
+
+async def _page_row(
+    report: Report, store: SqliteStore, raw: Raw, processor: str, total: int, sizes: Sizes
+) -> None:
+    """Row 4: the 100 newest of ``processor``'s sessions, checked against the reference
+    evaluator first, then timed against the raw indexed ``SELECT``."""
+    flt = SessionFilter(processor_id=processor)
+    opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+    page = await store.list_sessions(flt, opts)
+    if total <= 10_000:  # the reference evaluator scans every session
         reference = await BaseSessionStore.list_sessions(store, flt, opts)
         if page.ids != reference.ids or page.next_cursor != reference.next_cursor:
             raise SystemExit("BUG: the native query and the reference evaluator disagree")
-        matching = await store.count_sessions(flt)
-        op, floor = await compare(
-            lambda: store.list_sessions(flt, opts),
-            lambda: asyncio.to_thread(raw.newest, "agent-3", 100),
-            repeat=sizes.repeat,
+    raw_ids = [s[3] for s in await asyncio.to_thread(raw.newest_ids, processor, 100)]
+    if page.ids != raw_ids:
+        raise SystemExit("BUG: the driver's page and the raw indexed SELECT disagree")
+    matching = await store.count_sessions(flt)
+    op, floor = await compare(
+        lambda: store.list_sessions(flt, opts),
+        lambda: asyncio.to_thread(raw.newest, processor, 100),
+        repeat=sizes.repeat,
+    )
+    report.add(
+        Row(
+            f"100 newest of a processor's {matching:,} among {total:,}", op,
+            "SELECT .. WHERE processor_id ORDER BY updated_ms DESC LIMIT 100 + decode, 1 hop",
+            floor, Target.at_most(2),
+            note=f"absolute {op.median * 1e3:.3f} ms; the driver also excludes expired "
+            "sessions and builds Session objects and the next cursor",
         )
-        report.add(
-            Row(
-                f"100 newest of a processor's {matching:,} among {sizes.sessions:,}", op,
-                "SELECT .. WHERE processor_id ORDER BY updated_ms DESC LIMIT 100 + decode, 1 hop",
-                floor, Target.at_most(2),
-                note=f"absolute {op.median * 1e3:.3f} ms; the driver also excludes expired "
-                "sessions and builds Session objects and the next cursor",
-            )
-        )  # fmt: skip
-    raw.conn.close()
+    )  # fmt: skip
 
 
 async def _load(store: SqliteStore, sizes: Sizes) -> None:
@@ -297,15 +323,63 @@ async def _load(store: SqliteStore, sizes: Sizes) -> None:
         ])  # fmt: skip
 
 
-async def run(quick: bool, directory: str | None) -> Report:
+#: ``--million``: sessions, processors (1,000 sessions each) and creates per ``commit()``.
+MILLION: Final = 1_000_000
+MILLION_PROCESSORS: Final = 1_000
+MILLION_BATCH: Final = 2_000
+
+
+async def bench_million(report: Report, sizes: Sizes, base: str, total: int = MILLION) -> None:
+    """Row 4 on a fresh database of ``total`` sessions, loaded through ``commit()``."""
+    from sessionstore import CreateOp, NewSession
+
+    path = os.path.join(base, "million.db")
+    processors = max(1, total // 1_000)
+    started = time.perf_counter()
+    async with SqliteStore(path=path) as store:
+        for start in range(0, total, MILLION_BATCH):
+            await store.commit([
+                CreateOp(NewSession(
+                    processor_id=f"agent-{n % processors}", tags=[f"tag-{n % 7}"],
+                    data={"summary": "y" * 300, "n": n}, metadata={"user": f"u-{n % 97}"},
+                ))
+                for n in range(start, min(start + MILLION_BATCH, total))
+            ])  # fmt: skip
+            if start and start % 100_000 == 0:
+                print(f"  loaded {start:,} sessions", flush=True)
+    load = time.perf_counter() - started
+    raw = Raw(path)
+    raw.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = _size_or_zero(path) + _size_or_zero(path + "-wal")
+    report.info["million load"] = (
+        f"{total:,} sessions through commit() in batches of {MILLION_BATCH:,}: {load:.1f} s "
+        f"({total / load:,.0f} sessions/s)"
+    )
+    report.info["million size"] = f"{size / 2**20:,.1f} MiB, {size / total:,.0f} bytes a session"
+    async with SqliteStore(path=path) as store:
+        await _page_row(report, store, raw, f"agent-{processors // 2}", total, sizes)
+    raw.conn.close()
+
+
+def _size_or_zero(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+async def run(quick: bool, directory: str | None, million: bool = False) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore sqlite:// benchmark" + (" (quick)" if quick else ""))
-    report.meta.update({"quick": quick, "sizes": asdict(sizes), "sqlite": sqlite3.sqlite_version})
+    report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes),
+                        "sqlite": sqlite3.sqlite_version})  # fmt: skip
     base = tempfile.mkdtemp(prefix="sessionstore-bench-sqlite-", dir=directory)
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
         await bench(report, sizes, base)
+        if million:
+            await bench_million(report, sizes, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report
@@ -316,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the databases (default: temp dir)")
+    parser.add_argument(
+        "--million", action="store_true",
+        help="also time the listing row at 1,000,000 sessions (loads them: minutes, ~1 GB)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir)).publish(args.json)
+    return asyncio.run(run(args.quick, args.dir, args.million)).publish(args.json)
 
 
 if __name__ == "__main__":

@@ -198,6 +198,28 @@ def test_bench_postgres_quick_runs_and_writes_every_row(tmp_path: Path, postgres
     assert set(rows) == POSTGRES_ROWS
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert report["info"]["client"].startswith("asyncpg ")
+    assert report["meta"]["million"] is False  # --million is opt-in: no million-session load
+
+
+def test_bench_postgres_million_mode_loads_through_commit_and_times_the_page(
+    postgres_url: str,
+) -> None:
+    """``--million``'s code path at a small size: loaded by ``commit()``, size and load
+    reported, the page checked against the raw statement, the row added."""
+    import asyncio
+
+    from benchmarks import bench_postgres
+
+    report = Report("t")
+    asyncio.run(
+        bench_postgres.bench_query(
+            report, postgres_url, bench_postgres.QUICK, sessions=2_000, hot=200, million=True
+        )
+    )
+    (row,) = report.rows
+    assert row.name == "100 newest of a processor's 200 among 2,000"
+    assert "through commit() of 1,000 creates" in report.info["load 2,000"]
+    assert "bytes a session" in report.info["size 2,000"]
 
 
 SQLITE_ROWS = {
@@ -216,3 +238,20 @@ def test_bench_sqlite_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     assert set(rows) == SQLITE_ROWS
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the databases were removed
+    assert report["meta"]["million"] is False  # --million is opt-in: no million-session load
+
+
+def test_bench_sqlite_million_mode_loads_through_commit_and_times_the_page(
+    tmp_path: Path,
+) -> None:
+    """``--million``'s code path at a small size (3 processors of 1,000 sessions)."""
+    import asyncio
+
+    from benchmarks import bench_sqlite
+
+    report = Report("t")
+    asyncio.run(bench_sqlite.bench_million(report, bench_sqlite.QUICK, str(tmp_path), total=3_000))
+    (row,) = report.rows
+    assert row.name == "100 newest of a processor's 1,000 among 3,000"
+    assert "3,000 sessions through commit()" in report.info["million load"]
+    assert "bytes a session" in report.info["million size"]

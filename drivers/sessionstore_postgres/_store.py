@@ -62,9 +62,14 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
-# as sessionstore.clock.from_ms; ``timedelta(0, 0, 0, ms)`` (positional milliseconds) is
-# twice as fast as ``timedelta(milliseconds=ms)`` and exact alike
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+
+
+def _at(ms: int) -> datetime:
+    """``clock.from_ms(ms)``, exactly and cheaper: ``timedelta * int`` is integer
+    arithmetic in C (the constructor parses its arguments; ``docs/decisions.md``)."""
+    return _EPOCH + _ONE_MS * ms
 
 
 class _Stale(Exception):
@@ -82,11 +87,11 @@ def _session(r: Any, ns: str) -> Session:
         raise IntegrityError(f"corrupt session row ({type(exc).__name__})", f"{ns}/{sid}") from None
     if type(data) is not dict or type(metadata) is not dict:
         raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
-    created_at = _EPOCH + timedelta(0, 0, 0, created)
+    created_at = _at(created)
     return fast_session(
         sid, processor, status, data, metadata, frozenset(tags), created_at,
-        created_at if updated == created else _EPOCH + timedelta(0, 0, 0, updated),
-        None if expires is None else _EPOCH + timedelta(0, 0, 0, expires),
+        created_at if updated == created else _at(updated),
+        None if expires is None else _at(expires),
         r[9], r[10], r[11], r[12],
     )  # fmt: skip
 
@@ -232,7 +237,7 @@ class PostgresStore(BaseSessionStore):
             raise IntegrityError(
                 "corrupt event row", f"{self.namespace}/{session_id}/{r[0]}"
             ) from None
-        return Event(r[0], r[1], from_ms(r[2]), data)
+        return Event(r[0], r[1], _at(r[2]), data)
 
     async def get_events(
         self,
@@ -263,7 +268,7 @@ class PostgresStore(BaseSessionStore):
                 Event(
                     r[1],
                     r[2],
-                    times.get(r[3]) or times.setdefault(r[3], _EPOCH + timedelta(0, 0, 0, r[3])),
+                    times.get(r[3]) or times.setdefault(r[3], _at(r[3])),
                     orjson.loads(r[4]),
                 )
                 for r in rows
@@ -601,9 +606,10 @@ class PostgresStore(BaseSessionStore):
             if after is not None:
                 seek_sql(w, opts.sort_by, opts.descending, after)
             rows = await self._fetch_page(w, opts, wanted, opts.offset)
-            picked = [self._row_or_report(r) for r in rows]
-            if any(s is _CORRUPT for s in picked):
-                exact, picked = False, []  # page again, skipping the corrupt rows
+            try:
+                picked = [_session(r, ns) for r in rows]
+            except IntegrityError:  # page again, reporting and skipping the corrupt rows
+                exact, picked = False, []
         if not exact:
             skip = opts.offset
             batch = max(64, min(wanted + skip, 2000))
