@@ -280,10 +280,10 @@ async def bench_query(
             await _load_records(store, total, hot, clock)
             how = "put_records() (one transaction per record)"
         load = time.perf_counter() - started
-        size = await store._pool.run(
+        size = await store._pools.get().run(
             lambda c: c.fetchval("SELECT pg_total_relation_size($1::regclass)", store._t_sessions)
         )
-        rows = await store._pool.run(
+        rows = await store._pools.get().run(
             lambda c: c.fetchval(f"SELECT count(*) FROM {store._t_sessions}")
         )
         report.info[f"load {total:,}"] = (
