@@ -363,7 +363,7 @@ async def test_shutdown_waits_for_an_index_batch_on_its_way(
     sent in full before the connection closes (it used to fail, logged as 'index update
     failed', and the entries stayed stale)."""
     store = await open_redis(redis_url)
-    queue = store._index
+    queue = store._here_index()
     started, release = asyncio.Event(), asyncio.Event()
     sent: list[int] = []
     original = queue.send
