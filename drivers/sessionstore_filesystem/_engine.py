@@ -54,6 +54,7 @@ from sessionstore.query import (
 )
 
 from ._durable import BatchSync, Sync, syncfs_supported
+from ._file_formats import encode_journal
 from ._fs import (
     FILE_MODE,
     atomic_write,
@@ -67,7 +68,6 @@ from ._heads import HeadCache, Tokens
 from ._index import Index
 from ._layout import MARKER, Layout, namespace_dir
 from ._locks import Held, Locks
-from ._records import encode_journal
 from ._recovery import Recovery
 from ._session import State, read_checkpoint, read_checkpoints, read_events, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps

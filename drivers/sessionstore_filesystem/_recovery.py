@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any, Final
 from sessionstore import IntegrityError, Session
 from sessionstore.validation import validate_session_id
 
+from ._file_formats import decode_journal, journal_sessions
 from ._fs import ensure_dir, flock_file, is_temp_name, pread_all, try_flock, unlink_quiet
 from ._index import INDEX_FORMAT
 from ._locks import Held, Locks
-from ._records import decode_journal, journal_sessions
 from ._session import State, read_state, tidy
 from ._write import apply_one
 

@@ -32,7 +32,7 @@ from sessionstore.query import (
     search_matches,
 )
 
-from ._doc import record_of
+from ._encoding import record_of
 from ._scripts import WALK
 from ._writes import Writes
 

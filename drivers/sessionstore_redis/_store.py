@@ -54,15 +54,15 @@ from sessionstore.validation import validate_positive_int, validate_session_id, 
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
+from ._encoding import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
-from ._ops import NO_COPY, Moved, Unclaimed
 from ._options import RedisOptions, options_from_url
+from ._put_records import RecordWriter
 from ._query import Queries
-from ._records import RecordWriter
 from ._scripts import EVENTS, READ
 from ._secret import HIDDEN, Credentials
+from ._write_call import NO_COPY, Moved, Unclaimed
 from ._writes import Reply, Writes
 
 __all__ = ["RedisStore"]
@@ -107,19 +107,20 @@ class RedisStore(BaseSessionStore):
             if given.sentinel_password is None
             else Credentials(given.sentinel_username, given.sentinel_password)
         )
-        self._o = replace(
+        self._redis_options = replace(
             given,
             password=None if main is None else HIDDEN,
             sentinel_password=None if sentinel is None else HIDDEN,
         )
-        self.options = self._o
-        self._cluster = self._o.mode == "cluster"
-        self._backend = Backend(self._o, main, sentinel)
-        self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
+        self.options = self._redis_options
+        self._cluster = self._redis_options.mode == "cluster"
+        self._backend = Backend(self._redis_options, main, sentinel)
+        opts = self._redis_options
+        self._keys = Keys(opts.key_prefix, self.namespace, opts.shards)
         keys = self._keys
         self._backend.make_index = lambda here: IndexQueue(self._backend, keys, here)
         self._cache = DocCache()
-        self._grace_ms = int(self._o.expiry_grace * 1000)
+        self._grace_ms = int(self._redis_options.expiry_grace * 1000)
         self._writes = writes = Writes(
             self._backend,
             keys,
@@ -128,7 +129,7 @@ class RedisStore(BaseSessionStore):
             self._cache,
             cluster=self._cluster,
             grace_ms=self._grace_ms,
-            wait_replicas=bool(self._o.wait_replicas),
+            wait_replicas=bool(self._redis_options.wait_replicas),
             index=self._here_index,
             on_conflict=self._conflicted,
         )

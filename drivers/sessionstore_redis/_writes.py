@@ -38,8 +38,8 @@ from sessionstore.driver import Limits
 from ._cache import DocCache
 from ._conn import Backend
 from ._keys import Keys, Loc
-from ._ops import Moved, Unclaimed, WriteCall, raise_failure
 from ._scripts import CLAIM
+from ._write_call import Moved, Unclaimed, WriteCall, raise_failure
 
 if TYPE_CHECKING:
     from ._indexer import IndexQueue
