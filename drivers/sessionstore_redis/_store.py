@@ -82,7 +82,7 @@ class RedisStore(BaseSessionStore):
     """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``).
 
     The store reads and runs the single-session writes itself; it holds the write path
-    (:class:`~._writes.Writes`: calls, retries, stubs, the generic ``_apply``), the
+    (``Writes`` in ``_writes.py``: calls, retries, stubs, the generic ``_apply``), the
     record writer (``put_records``) and the queries as collaborators."""
 
     Options = RedisOptions
