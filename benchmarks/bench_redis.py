@@ -155,7 +155,7 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             store._limits,
         )
         counter = itertools.count()
-        template = store._call(0)
+        template = store._writes.call(0)
         template.create(store._keys.home("ID"), prepared, "")
         args_template = template.args()
         id_at = args_template.index("ID")
@@ -182,7 +182,7 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
         )
 
         step = itertools.count()
-        upd = store._call(0)
+        upd = store._writes.call(0)
         from sessionstore import SessionUpdate, UpdateOp
 
         upd.update(
@@ -286,7 +286,7 @@ async def bench_bulk(report: Report, store: Any, label: str, sizes: Sizes) -> No
         pipe = store.client.pipeline() if store._cluster else store.client.pipeline(False)
         for record in batch:
             s = record.session
-            call = store._call(now_ms)
+            call = store._writes.call(now_ms)
             mut = Mutation(s.id, 0, s, b"", b"", created=True)
             call.mutation(store._keys.home(s.id), mut, 0)
             pipe.execute_command("EVALSHA", WRITE.sha, 3, *call.keys, *call.args())

@@ -224,7 +224,7 @@ _json = st.recursive(
 def test_event_blob_is_the_encoded_event(etype: str, data: dict[str, Any], at: int) -> None:
     """The append splices the data's JSON (as ``encode_events`` checked it) into the
     stored event instead of encoding it again: the bytes are those of ``encode_event``."""
-    from sessionstore_redis._doc import encode_event, event_blob
+    from sessionstore_redis._encoding import encode_event, event_blob
 
     from sessionstore.planning import Limits, encode_events
 
@@ -254,7 +254,7 @@ def test_the_valid_id_cache_is_bounded_and_never_admits_a_bad_id() -> None:
 
 
 def test_redis_key_and_event_type_caches_are_bounded() -> None:
-    from sessionstore_redis import _doc
+    from sessionstore_redis import _encoding
     from sessionstore_redis._keys import Keys
 
     keys = Keys("app:", "ns", 1)
@@ -263,6 +263,6 @@ def test_redis_key_and_event_type_caches_are_bounded() -> None:
         assert loc.doc == f"app:ns:{{s{n}}}:doc" and keys.home(f"s{n}") is loc
         assert len(keys._homes) <= 4096
     for n in range(1100):
-        blob = _doc.event_blob(f"t{n}", 5, b"{}")
+        blob = _encoding.event_blob(f"t{n}", 5, b"{}")
         assert orjson.loads(blob) == {"v": 1, "type": f"t{n}", "at": 5, "data": {}}
-        assert len(_doc._EVENT_TYPES) <= 1024
+        assert len(_encoding._EVENT_TYPES) <= 1024

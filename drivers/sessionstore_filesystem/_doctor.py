@@ -19,7 +19,6 @@ from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
 from ._fs import is_temp_name, open_dir, open_dir_or_none, try_flock
-from ._locks import Held
 from ._session import (
     DOC,
     State,
@@ -71,11 +70,11 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
     # 1. interrupted transactions and writers first: they explain most leftovers
     report.removed += [f"journal/{n}" for n in _dead_journal_temps(engine)]
     if not dry_run:
-        engine.remove_dead_journal_temps()
-        report.journals_completed = engine.settle_journals(None)
-        report.writers_repaired = engine.reap_writers()
+        engine.recovery.remove_dead_journal_temps()
+        report.journals_completed = engine.recovery.settle_journals(None)
+        report.writers_repaired = engine.recovery.reap_writers()
     else:
-        blocker = engine.journal_blocking(None)
+        blocker = engine.recovery.journal_blocking(None)
         report.journals_completed = int(blocker is not None and blocker[1])
     # 2. every session, under its lock
     for shard in layout.shard_names():
@@ -103,7 +102,7 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
     _stale_locks(engine, report)
     # 4. the index, from the files
     if not dry_run:
-        report.indexed_sessions = engine.reindex(tidy_files=False)
+        report.indexed_sessions = engine.recovery.reindex(tidy_files=False)
         report.index_rebuilt = True
     return report
 
@@ -148,7 +147,7 @@ def _stale_locks(engine: Engine, report: DoctorReport) -> None:
                     pass
                 except OSError:
                     continue
-            held = Held(engine, bump=not report.dry_run)
+            held = engine.locks.hold(bump=not report.dry_run)
             if not held.add(sid, wait=False):
                 report.sessions_busy += 1  # being written: not stale
                 continue
@@ -185,7 +184,7 @@ def _dead_journal_temps(engine: Engine) -> list[str]:
 
 
 def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:
-    held = Held(engine, bump=not report.dry_run)
+    held = engine.locks.hold(bump=not report.dry_run)
     if not held.add(sid, wait=False):
         report.sessions_busy += 1
         return
@@ -272,7 +271,7 @@ def _quarantine(
 ) -> None:
     report.corrupt.append({"record": record or exc.record or name, "problem": str(exc)})
     if not report.dry_run:
-        report.quarantined.append(engine.quarantine_file(dir_fd, name, sid))
+        report.quarantined.append(engine.recovery.quarantine_file(dir_fd, name, sid))
 
 
 def _corrupt_session(
@@ -286,5 +285,5 @@ def _corrupt_session(
     shard = engine.layout.shard_fd("sessions", sid, create=False)
     if shard is None:
         return
-    report.quarantined.append(engine.quarantine_file(shard, sid, "session"))
+    report.quarantined.append(engine.recovery.quarantine_file(shard, sid, "session"))
     engine.index.replace_rows([(sid, None)])

@@ -54,6 +54,7 @@ from sessionstore.query import (
 )
 
 from ._durable import BatchSync, Sync, syncfs_supported
+from ._file_formats import encode_journal
 from ._fs import (
     FILE_MODE,
     atomic_write,
@@ -66,9 +67,8 @@ from ._fs import (
 from ._heads import HeadCache, Tokens
 from ._index import Index
 from ._layout import MARKER, Layout, namespace_dir
-from ._locks import Held
-from ._records import encode_journal
-from ._recovery import RecoveryMixin
+from ._locks import Held, Locks
+from ._recovery import Recovery
 from ._session import State, read_checkpoint, read_checkpoints, read_events, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps
 
@@ -91,8 +91,10 @@ SYNCFS_FROM: Final = 4
 Build = Callable[[Mapping[str, Session]], list[Mutation]]
 
 
-class Engine(RecoveryMixin):
-    """One namespace of a file store, synchronous and thread-safe."""
+class Engine:
+    """One namespace of a file store, synchronous and thread-safe; its recovery (journals,
+    dead writers, index rebuilds) is the ``recovery`` collaborator, its lock holding
+    ``locks`` (both set by :meth:`open`)."""
 
     def __init__(
         self, root: str, namespace: str, *, durable: bool, lock_timeout: float, create: bool
@@ -105,13 +107,14 @@ class Engine(RecoveryMixin):
         self.layout: Layout = None  # type: ignore[assignment]  # set by open()
         self.index: Index = None  # type: ignore[assignment]
         self.tokens: Tokens = None  # type: ignore[assignment]
+        self.locks: Locks = None  # type: ignore[assignment]  # set by open()
+        self.recovery: Recovery = None  # type: ignore[assignment]  # set by open()
         self.heads = HeadCache()
         self.writer_id = secrets.token_hex(6)
         self._local = threading.local()
         self._markers: dict[str, int] = {}
         self._counter = itertools.count()
         self._mutex = threading.Lock()
-        self._journal_clean: int | None = None
         self._last_reap = 0.0
         self._dirty: set[str] = set()
         self._root_fd = -1
@@ -160,6 +163,7 @@ class Engine(RecoveryMixin):
                 ns_fd = found
             self.layout = Layout(ns_fd, durable=self.durable)
             self.tokens = Tokens(self.layout.fds["locks"])
+            self.locks = Locks(self.layout, self.heads, self.tokens, self.lock_timeout)
             index_path = os.path.join(self.root, namespace_dir(self.namespace), "index.sqlite3")
             fd = os.open(
                 "index.sqlite3", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, FILE_MODE,
@@ -167,7 +171,12 @@ class Engine(RecoveryMixin):
             )  # fmt: skip
             os.close(fd)
             self.index = Index(index_path, timeout=max(self.lock_timeout, 5.0))
-            self.recover()
+            self.recovery = Recovery(
+                self.layout, self.index, self.locks,
+                durable=self.durable, corrupt=self.corrupt, own_markers=self._markers,
+                locked=self._locked, index_write=self._index_write, mark=self._mark,
+            )  # fmt: skip
+            self.recovery.recover()
         except BaseException:
             self.close()
             raise
@@ -258,7 +267,7 @@ class Engine(RecoveryMixin):
     @contextmanager
     def _locked(self, sids: set[str]) -> Iterator[Held]:
         """Lock ``sids`` (sorted), replacing their change tokens."""
-        held = Held(self)
+        held = self.locks.hold()
         try:
             for sid in sorted(sids):
                 held.add(sid)
@@ -270,7 +279,7 @@ class Engine(RecoveryMixin):
 
     def load(self, sids: Sequence[str]) -> dict[str, Session]:
         """Stored sessions (expired included) for ``sids``; absent ones left out."""
-        self.settle_journals(set(sids))
+        self.recovery.settle_journals(set(sids))
         out = {}
         for sid in sids:
             state = read_state(self.layout, sid)
@@ -280,18 +289,18 @@ class Engine(RecoveryMixin):
         return out
 
     def events(self, sid: str, after_seq: int, limit: int | None, last: int | None) -> list[Event]:
-        self.settle_journals({sid})
+        self.recovery.settle_journals({sid})
         return read_events(self.layout, sid, after_seq, limit, last)
 
     def checkpoints(self, sid: str) -> list[Checkpoint]:
         """The readable checkpoints; unreadable ones go to ``corrupt`` (reported)."""
-        self.settle_journals({sid})
+        self.recovery.settle_journals({sid})
         found, bad = read_checkpoints(self.layout, sid)
         self.corrupt.extend(bad)
         return found
 
     def checkpoint(self, sid: str, cp_id: str) -> Checkpoint | None:
-        self.settle_journals({sid})
+        self.recovery.settle_journals({sid})
         return read_checkpoint(self.layout, sid, cp_id)
 
     def shard_sessions(self, shard: str) -> tuple[list[Session], list[IntegrityError]]:
@@ -329,11 +338,11 @@ class Engine(RecoveryMixin):
         ids = set(load_ids)
         for _ in range(_ATTEMPTS):
             self._mark(sorted(ids))  # before any lock file is created: see _mark
-            held = Held(self)
+            held = self.locks.hold()
             try:
                 for sid in sorted(ids):
                     held.add(sid)
-                blocker = self.journal_blocking(ids)
+                blocker = self.recovery.journal_blocking(ids)
                 if blocker is None:
                     states: dict[str, State] = {}
                     outcome = "read"
@@ -367,7 +376,7 @@ class Engine(RecoveryMixin):
                 held.release()
             name, dead = blocker
             if dead:
-                self.recover_journal(name)
+                self.recovery.recover_journal(name)
             else:
                 time.sleep(0.001)
         raise StoreUnavailableError("a pending transaction journal kept blocking this write")
@@ -559,16 +568,16 @@ class Engine(RecoveryMixin):
 
     def maintain(self) -> None:
         """Before a query: finish dead transactions, repair dead writers' index rows."""
-        self.settle_journals(None)
+        self.recovery.settle_journals(None)
         now = time.monotonic()
         if now - self._last_reap >= _REAP_EVERY:
             self._last_reap = now
-            self.reap_writers()
+            self.recovery.reap_writers()
         if self._dirty:
             with self._mutex:
                 dirty, self._dirty = sorted(self._dirty), set()
             for sid in dirty:
-                self.repair(sid)
+                self.recovery.repair(sid)
 
     def _query_load(self, sid: str) -> Session | None:
         try:
@@ -608,7 +617,7 @@ class Engine(RecoveryMixin):
                 items.append(session)
             if stale:
                 for sid in stale:
-                    self.repair(sid)
+                    self.recovery.repair(sid)
                 continue  # the index was behind the files: ask it again
             if not more and bound is not None and seen >= bound:
                 bound = None  # rows were skipped: the page needs more of them

@@ -50,9 +50,9 @@ import orjson
 
 from sessionstore import IntegrityError, Session
 
+from ._file_formats import Doc
 from ._fs import FILE_MODE, symlink_error
 from ._layout import Layout
-from ._records import Doc
 from ._session import DOC, State, log_name, open_session_dir
 
 __all__ = ["HeadCache", "Tokens"]

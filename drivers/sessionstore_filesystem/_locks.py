@@ -14,18 +14,33 @@ from __future__ import annotations
 import fcntl
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from sessionstore import StoreUnavailableError
 from sessionstore.validation import validate_session_id
 
 from ._fs import lock_file
+from ._heads import Head, HeadCache, Tokens
+from ._layout import Layout
 
-if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._heads import Head
+__all__ = ["Held", "Locks"]
 
-__all__ = ["Held"]
+
+@dataclass(frozen=True, slots=True)
+class Locks:
+    """What holding session locks needs, and nothing more: where the lock files are
+    (``layout``), the head cache (a writer locks through the descriptor its previous
+    operation kept, and hands it back on release), the change tokens to bump, and how
+    long to wait for a lock."""
+
+    layout: Layout
+    heads: HeadCache
+    tokens: Tokens
+    timeout: float
+
+    def hold(self, *, bump: bool = True) -> Held:
+        """A new, empty set of held locks (see :class:`Held`)."""
+        return Held(self, bump=bump)
 
 
 class Held:
@@ -39,8 +54,8 @@ class Held:
     the inode after locking) and locks the current file instead.
     """
 
-    def __init__(self, engine: Engine, *, bump: bool = True) -> None:
-        self.engine = engine
+    def __init__(self, locks: Locks, *, bump: bool = True) -> None:
+        self.locks = locks
         self.bump = bump
         self.fds: dict[str, int] = {}
         self.inos: dict[str, int] = {}
@@ -51,10 +66,10 @@ class Held:
 
     def add(self, sid: str, *, wait: bool = True) -> bool:
         validate_session_id(sid)  # again: the lock file's name is built from it
-        lock_dir = self.engine.layout.shard_fd("locks", sid, create=True)
+        lock_dir = self.locks.layout.shard_fd("locks", sid, create=True)
         assert lock_dir is not None
         # a writer locks through the descriptor its last operation on sid kept, if any
-        head = self.engine.heads.take(sid) if self.bump else None
+        head = self.locks.heads.take(sid) if self.bump else None
         fd, ino = (head.lock_fd, head.lock_ino) if head is not None else (-1, 0)
         if head is not None:
             head.lock_fd = -1  # lock_file() owns it now (it closes it if it is stale)
@@ -62,7 +77,7 @@ class Held:
             fd, ino = lock_file(
                 f"{sid}.lock",
                 lock_dir,
-                timeout=self.engine.lock_timeout if wait else 0.0,
+                timeout=self.locks.timeout if wait else 0.0,
                 what=f"session {sid!r}",
                 fd=fd,
                 ino=ino,
@@ -79,7 +94,7 @@ class Held:
             self.heads[sid] = head
         if self.bump:
             try:
-                self.tokens[sid] = self.engine.tokens.bump(sid)
+                self.tokens[sid] = self.locks.tokens.bump(sid)
             except BaseException:
                 self._forget(sid)
                 raise
@@ -114,7 +129,7 @@ class Held:
                 except OSError:
                     keep.close()  # closes fd too: that releases the lock
                 else:
-                    self.engine.heads.put(sid, keep)
+                    self.locks.heads.put(sid, keep)
                 continue
             if sid in self.prune:
                 self._unlink(sid, fd)
@@ -128,7 +143,7 @@ class Held:
 
     def _unlink(self, sid: str, fd: int) -> None:
         """Remove ``sid``'s lock file (we hold it) if the path still names it."""
-        lock_dir = self.engine.layout.shard_fd("locks", sid, create=False)
+        lock_dir = self.locks.layout.shard_fd("locks", sid, create=False)
         if lock_dir is None:
             return
         name = f"{sid}.lock"

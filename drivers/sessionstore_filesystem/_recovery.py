@@ -21,15 +21,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Container
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
 from sessionstore import IntegrityError, Session
 from sessionstore.validation import validate_session_id
 
+from ._file_formats import decode_journal, journal_sessions
 from ._fs import ensure_dir, flock_file, is_temp_name, pread_all, try_flock, unlink_quiet
 from ._index import INDEX_FORMAT
-from ._locks import Held
-from ._records import decode_journal, journal_sessions
+from ._locks import Held, Locks
 from ._session import State, read_state, tidy
 from ._write import apply_one
 
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from ._index import Index
     from ._layout import Layout
 
-__all__ = ["RecoveryMixin", "boot_id"]
+__all__ = ["Recovery", "boot_id"]
 
 log = logging.getLogger("sessionstore.filesystem")
 
@@ -56,23 +58,38 @@ def boot_id() -> str:
         return ""
 
 
-class RecoveryMixin:
-    """Journal completion, dead-writer repair and index rebuilds (part of ``Engine``)."""
+class Recovery:
+    """Journal completion, dead-writer repair and index rebuilds for one namespace.
 
-    if TYPE_CHECKING:
-        layout: Layout
-        index: Index
-        durable: bool
-        lock_timeout: float
-        corrupt: list[IntegrityError]
-        _markers: dict[str, int]
-        _journal_clean: int | None
+    Held by the ``Engine``; it depends on the namespace's directories (``layout``), its
+    index, the session locks (``locks``), the engine's list of corrupt records, the names
+    of the engine's own writer markers (never reaped), and three engine callables: ``locked``
+    (hold locks on sessions), ``index_write`` (update index rows) and ``mark`` (list the
+    sessions this thread is about to write in its marker)."""
 
-        def _locked(self, sids: set[str]) -> Any: ...
-        def _index_write(
-            self, changes: list[tuple[str, Session | None, Session | None]]
-        ) -> None: ...
-        def _mark(self, sids: list[str]) -> None: ...
+    def __init__(
+        self,
+        layout: Layout,
+        index: Index,
+        locks: Locks,
+        *,
+        durable: bool,
+        corrupt: list[IntegrityError],
+        own_markers: Container[str],
+        locked: Callable[[set[str]], AbstractContextManager[Held]],
+        index_write: Callable[[list[tuple[str, Session | None, Session | None]]], None],
+        mark: Callable[[list[str]], None],
+    ) -> None:
+        self.layout = layout
+        self.index = index
+        self.durable = durable
+        self.corrupt = corrupt
+        self._locks = locks
+        self._markers = own_markers
+        self._journal_clean: int | None = None
+        self._locked = locked
+        self._index_write = index_write
+        self._mark = mark
 
     # ------------------------------------------------------------------ startup
 
@@ -284,7 +301,7 @@ class RecoveryMixin:
         """
         ns_fd = self.layout.ns_fd
         lock = flock_file(
-            "index.lock", ns_fd, timeout=max(self.lock_timeout, 600.0), what="the index rebuild"
+            "index.lock", ns_fd, timeout=max(self._locks.timeout, 600.0), what="the index rebuild"
         )
         try:
             boot = boot_id()
@@ -317,7 +334,7 @@ class RecoveryMixin:
             os.close(lock)
 
     def _index_batch(self, sids: list[str], *, tidy_files: bool) -> int:
-        held: Held = Held(self, bump=tidy_files)  # type: ignore[arg-type]
+        held = self._locks.hold(bump=tidy_files)
         rows: list[tuple[str, Session | None]] = []
         absent: list[str] = []
         try:

@@ -35,6 +35,12 @@ from typing import Final
 from sessionstore import Checkpoint, Event, IntegrityError, Session
 from sessionstore.validation import validate_session_id
 
+from ._file_formats import (
+    Doc,
+    decode_checkpoint,
+    decode_doc,
+    decode_line,
+)
 from ._fs import (
     READ_FLAGS,
     is_temp_name,
@@ -46,12 +52,6 @@ from ._fs import (
     unlink_quiet,
 )
 from ._layout import Layout
-from ._records import (
-    Doc,
-    decode_checkpoint,
-    decode_doc,
-    decode_line,
-)
 
 __all__ = [
     "DOC",

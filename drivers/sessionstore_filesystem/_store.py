@@ -268,7 +268,7 @@ class FileStore(BaseSessionStore):
     async def reindex(self) -> int:
         """Rebuild the query index from the files; returns the number of sessions."""
         self._check_open()
-        count = await self._run(self._engine.reindex)
+        count = await self._run(self._engine.recovery.reindex)
         self._report()
         return count
 

@@ -40,6 +40,7 @@ import orjson
 from sessionstore import Event, IntegrityError, Mutation, OutcomeUnknownError, Session
 
 from ._durable import EachSync, Sync
+from ._file_formats import Doc, encode_batch, encode_checkpoint, encode_doc
 from ._fs import (
     DIR_MODE,
     FILE_MODE,
@@ -49,7 +50,6 @@ from ._fs import (
     write_all,
 )
 from ._layout import Layout
-from ._records import Doc, encode_batch, encode_checkpoint, encode_doc
 from ._session import (
     DOC,
     FOLD_AFTER,

@@ -27,7 +27,7 @@ from sessionstore import Session
 from sessionstore.clock import to_ms
 from sessionstore.planning import fast_session
 
-from ._doc import record_tail
+from ._encoding import record_tail
 
 __all__ = ["Cached", "DocCache"]
 

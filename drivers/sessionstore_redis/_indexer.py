@@ -28,7 +28,7 @@ from sessionstore import Session
 from sessionstore.clock import to_ms
 
 from ._conn import Backend, LoopState
-from ._doc import record_of
+from ._encoding import record_of
 from ._keys import Keys
 from ._scripts import REINDEX
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -32,17 +32,14 @@ from sessionstore.query import (
     search_matches,
 )
 
-from ._doc import record_of
+from ._encoding import record_of
 from ._scripts import WALK
+from ._writes import Writes
 
 if TYPE_CHECKING:
-    from sessionstore import Clock
-
-    from ._conn import Backend
     from ._indexer import IndexQueue
-    from ._keys import Keys
 
-__all__ = ["QueryMixin"]
+__all__ = ["Queries"]
 
 log = logging.getLogger("sessionstore.redis")
 _BUDGET: Final = 4_000  # index entries one walk call examines at most
@@ -76,22 +73,29 @@ def _before(a: tuple[int, str], b: tuple[int, str], desc: bool) -> bool:
     return a > b if desc else a < b
 
 
-class QueryMixin:
-    """``list_sessions``, ``count_sessions``, ``search_sessions`` and the expiry scan."""
+class Queries:
+    """``list_sessions``, ``count_sessions``, ``search_sessions``, the expiry scan and
+    ``rebuild_indexes`` for :class:`RedisStore` (which checks that it is open first).
 
-    if TYPE_CHECKING:
-        clock: Clock
-        _backend: Backend
-        _keys: Keys
-        _cluster: bool
+    It reads the indexes through ``writes`` (connection, key layout, clock; ``release``
+    of a stale stub), documents through ``fetch``, every stored session through
+    ``iter_sessions``, and queues index repairs on ``index`` (the calling loop's queue)."""
 
-        @property
-        def _index(self) -> IndexQueue: ...
-
-        def _check_open(self) -> None: ...
-        def _iter_sessions(self) -> AsyncIterator[Session]: ...
-        async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]: ...
-        async def _release(self, sid: str, group: str) -> None: ...
+    def __init__(
+        self,
+        writes: Writes,
+        *,
+        fetch: Callable[..., Awaitable[dict[str, Session]]],
+        iter_sessions: Callable[[], AsyncIterator[Session]],
+        index: Callable[[], IndexQueue],
+    ) -> None:
+        self._writes = writes
+        self._backend = writes.backend
+        self._keys = writes.keys
+        self._clock = writes.clock
+        self._fetch = fetch
+        self._iter_sessions = iter_sessions
+        self._index = index
 
     # ------------------------------------------------------------------ public
 
@@ -99,8 +103,7 @@ class QueryMixin:
         self, filter: SessionFilter | None = None, options: QueryOptions | None = None
     ) -> Page:
         """One page in O(page): the indexes narrow and order, the documents confirm."""
-        self._check_open()
-        await self._index.flush()
+        await self._index().flush()
         return await self._query(filter or SessionFilter(), options or QueryOptions(), None)
 
     async def search_sessions(
@@ -112,17 +115,15 @@ class QueryMixin:
         """Plain-text search: walks the (filtered) index in the requested order, checking
         each document, until the page is full. Cost grows with the sessions examined."""
         normalize_search_text(text)
-        self._check_open()
-        await self._index.flush()
+        await self._index().flush()
         return await self._query(filter or SessionFilter(), options or QueryOptions(), text)
 
     async def count_sessions(self, filter: SessionFilter | None = None) -> int:
         """Counted on the server from the indexes (documents are read only for
         ``ids`` and ``metadata`` conditions)."""
-        self._check_open()
-        await self._index.flush()
+        await self._index().flush()
         flt = filter or SessionFilter()
-        now = self.clock.now()
+        now = self._clock.now()
         if flt.ids is not None:
             found = await self._fetch(sorted(flt.ids), strict=False)
             return sum(1 for s in found.values() if matches(s, flt, now))
@@ -148,17 +149,16 @@ class QueryMixin:
                     starts[shard] = (int(float(res[1] or 0)), res[2].decode())
         return total
 
-    async def _expired_sessions(self, now: datetime) -> list[Session]:
+    async def expired_sessions(self, now: datetime) -> list[Session]:
         """From the expiry index (``expires_at <= now``), documents confirmed."""
-        self._check_open()
-        await self._index.flush()
+        await self._index().flush()
         flt = SessionFilter(include_expired=True, expires_before=now + _ONE_MS)
         return await self._collect(flt, "expires_at", False, now, None, _ALL, None)
 
     # ------------------------------------------------------------------ engine
 
     async def _query(self, flt: SessionFilter, opts: QueryOptions, search: str | None) -> Page:
-        now = self.clock.now()
+        now = self._clock.now()
         fingerprint = query_fingerprint(flt, opts, search)
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
         if flt.ids is not None:
@@ -359,8 +359,8 @@ class QueryMixin:
             if item[0] == "X":
                 group = item[2].split("\0")[6]
                 if group:
-                    await self._release(sid, group)
-        self._index.put(items)
+                    await self._writes.release(sid, group)
+        self._index().put(items)
 
     # ------------------------------------------------------------------ maintenance
 
@@ -369,18 +369,17 @@ class QueryMixin:
         and its queued index update, or data written behind the store's back): every
         document is (re)indexed, every entry without a document removed. Safe to run
         while the store is in use. Returns ``(indexed, removed)``."""
-        self._check_open()
-        await self._index.flush()
+        await self._index().flush()
         indexed = 0
         batch: list[tuple[str, list[Any]]] = []
         async for session in self._iter_sessions():
             batch.append((session.id, ["P", session.id, record_of(session)]))
             if len(batch) >= 500:
-                await self._index.send(batch)
+                await self._index().send(batch)
                 indexed += len(batch)
                 batch = []
         if batch:
-            await self._index.send(batch)
+            await self._index().send(batch)
             indexed += len(batch)
         removed = 0
         for shard in range(self._keys.shards):
@@ -396,5 +395,5 @@ class QueryMixin:
                     removed += len(stale)
                 if not cursor:
                     break
-        await self._index.flush()
+        await self._index().flush()
         return indexed, removed

@@ -4,11 +4,10 @@ operation. The layout is in ``_keys.py``, the scripts in ``lua/``, the query pla
 
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, Unpack, cast
 from urllib.parse import SplitResult
 
@@ -20,50 +19,55 @@ from sessionstore import (
     Event,
     EventInput,
     IntegrityError,
+    InvalidArgumentError,
+    MergeStrategy,
+    Mutation,
     NewSession,
     NewSessionFields,
     OutcomeUnknownError,
+    Page,
+    PutResult,
+    QueryOptions,
     QuotaExceededError,
     Session,
     SessionChanges,
     SessionConflictError,
     SessionExistsError,
+    SessionFilter,
     SessionNotFoundError,
+    SessionRecord,
     SessionUpdate,
     UpdateOp,
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import MAX_SESSION
 from sessionstore.model import TTL
-from sessionstore.planning import check_expected_version, encode_events, new_session, prepare
+from sessionstore.planning import (
+    check_expected_version,
+    check_strategy,
+    encode_events,
+    new_session,
+    prepare,
+)
+from sessionstore.query import normalize_search_text
 from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
 
 from ._cache import DocCache
 from ._conn import Backend
-from ._doc import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
+from ._encoding import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
-from ._ops import NO_COPY, Moved, Unclaimed, WriteCall, raise_failure
 from ._options import RedisOptions, options_from_url
-from ._query import QueryMixin
-from ._records import RecordsMixin
+from ._put_records import RecordWriter
+from ._query import Queries
 from ._scripts import EVENTS, READ
 from ._secret import HIDDEN, Credentials
-from ._writes import WritesMixin
+from ._write_call import NO_COPY, Moved, Unclaimed
+from ._writes import Reply, Writes
 
 __all__ = ["RedisStore"]
 
 log = logging.getLogger("sessionstore.redis")
-_STATE_ERRORS = (b"CONFLICT", b"NOTFOUND", b"EXISTS")
-_MAX_GROUP_CACHE = 100_000
-
-
-@dataclass(slots=True)
-class _Reply:
-    results: list[Any]
-    done: bool  # a retried call found its own earlier write applied
-    ambiguous: bool  # an earlier attempt's outcome was unknown
-    token: str  # the write's token (what the document's "wt" now holds)
 
 
 def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
@@ -74,8 +78,12 @@ def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
     return IntegrityError(message, sid)
 
 
-class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
-    """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``)."""
+class RedisStore(BaseSessionStore):
+    """Sessions in Redis. ``open_store("redis://host:6379/0")`` (see ``docs/redis.md``).
+
+    The store reads and runs the single-session writes itself; it holds the write path
+    (``Writes`` in ``_writes.py``: calls, retries, stubs, the generic ``_apply``), the
+    record writer (``put_records``) and the queries as collaborators."""
 
     Options = RedisOptions
     CAPABILITIES = Capabilities(
@@ -99,24 +107,39 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
             if given.sentinel_password is None
             else Credentials(given.sentinel_username, given.sentinel_password)
         )
-        self._o = replace(
+        self._redis_options = replace(
             given,
             password=None if main is None else HIDDEN,
             sentinel_password=None if sentinel is None else HIDDEN,
         )
-        self.options = self._o
-        self._cluster = self._o.mode == "cluster"
-        self._backend = Backend(self._o, main, sentinel)
-        self._keys = Keys(self._o.key_prefix, self.namespace, self._o.shards)
+        self.options = self._redis_options
+        self._cluster = self._redis_options.mode == "cluster"
+        self._backend = Backend(self._redis_options, main, sentinel)
+        opts = self._redis_options
+        self._keys = Keys(opts.key_prefix, self.namespace, opts.shards)
         keys = self._keys
         self._backend.make_index = lambda here: IndexQueue(self._backend, keys, here)
-        self._groups: dict[str, str] = {}  # id -> group of grouped sessions seen
         self._cache = DocCache()
-        self._token_prefix = secrets.token_hex(8)
-        self._token_seq = itertools.count()
-        self._grace_ms = int(self._o.expiry_grace * 1000)
-        # the write scripts update the index themselves except on Cluster (see _indexer)
-        self._ix_prefix = "" if self._cluster else self._keys.index(0)
+        self._grace_ms = int(self._redis_options.expiry_grace * 1000)
+        self._writes = writes = Writes(
+            self._backend,
+            keys,
+            self.clock,
+            self._limits,
+            self._cache,
+            cluster=self._cluster,
+            grace_ms=self._grace_ms,
+            wait_replicas=bool(self._redis_options.wait_replicas),
+            index=self._here_index,
+            on_conflict=self._conflicted,
+        )
+        self._groups = writes.groups
+        self._records = RecordWriter(
+            writes, load=self._load, put_record=self._put_record, after_write=self._after_write
+        )
+        self._queries = Queries(
+            writes, fetch=self._fetch, iter_sessions=self._iter_sessions, index=self._here_index
+        )
         self._caps = (
             replace(self.CAPABILITIES, atomic_multi_session=False)
             if self._cluster
@@ -140,12 +163,6 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         ``docs/redis.md``, *Event loops*); ``None`` outside a running loop."""
         return self._backend.client
 
-    @property
-    def _index(self) -> IndexQueue:
-        """The index queue of the calling event loop (``_indexer.py``)."""
-        index: IndexQueue = self._backend.here().index
-        return index
-
     def key_names(self, session_id: str, group: str | None = None) -> dict[str, str]:
         """The Redis keys of a session (for operators; see ``docs/redis.md``)."""
         loc = self._keys.loc(validate_session_id(session_id), group)
@@ -159,116 +176,24 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _loc(self, sid: str) -> Loc:
-        return self._keys.loc(sid, self._groups.get(sid))
+    def _here_index(self) -> IndexQueue:
+        index: IndexQueue = self._backend.here().index
+        return index
 
-    def _remember(self, sid: str, group: str | None) -> None:
-        if group is None:
-            self._groups.pop(sid, None)
-            return
-        if len(self._groups) >= _MAX_GROUP_CACHE:
-            self._groups.clear()
-        self._groups[sid] = group
-
-    def _call(self, now_ms: int) -> WriteCall:
-        token = f"{self._token_prefix}{next(self._token_seq):x}"
-        return WriteCall(
-            now_ms, self._grace_ms, token, self._limits.max_session_bytes, self._ix_prefix
+    def _conflicted(self, exc: SessionConflictError) -> None:
+        self._notify(
+            "sessionstore_conflict",
+            session_id=exc.session_id,
+            expected=exc.expected,
+            actual=exc.actual,
         )
 
-    async def _exec(
-        self,
-        call: WriteCall,
-        *,
-        idempotent: bool,
-        what: str,
-        during: Callable[[], object] | None = None,
-    ) -> _Reply:
-        """Run ``call`` (with retries); ``during`` as in :meth:`Backend.script`."""
-        backend = self._backend
-        if self._o.wait_replicas:
-            run_script = backend.script_wait
-
-            async def attempt() -> Any:
-                return await run_script(call.script, call.keys, call.args())
-        else:
-            script = backend.script
-
-            async def attempt() -> Any:
-                return await script(call.script, call.keys, call.args(), during)
-
-        reply, ambiguous = await backend.run(attempt, idempotent=idempotent, what=what)
-        if type(reply) is not list:  # append.lua's bare success reply
-            return _Reply([reply], False, ambiguous, call.token)
-        tag = reply[0]
-        if tag == b"!":
-            if ambiguous and reply[1] in _STATE_ERRORS:
-                raise OutcomeUnknownError(
-                    f"{what}: a retried write found the session changed ({reply[1].decode()}); "
-                    "the first attempt may have been applied: re-read the session"
-                )
-            try:
-                raise_failure(reply)
-            except SessionConflictError as exc:
-                self._notify(
-                    "sessionstore_conflict",
-                    session_id=exc.session_id,
-                    expected=exc.expected,
-                    actual=exc.actual,
-                )
-                raise
-        if tag == b"DONE":
-            return _Reply([reply[1]], True, ambiguous, call.token)
-        return _Reply(reply[1:], False, ambiguous, call.token)
-
-    async def _one_op(
-        self,
-        sid: str,
-        build: Callable[[WriteCall, Loc], None],
-        now_ms: int,
-        *,
-        idempotent: bool,
-        what: str,
-    ) -> tuple[_Reply, Loc]:
-        """One op on one session, following a grouped session's stub (and a stale cache)."""
-        tried: set[str | None] = set()
-        while True:
-            loc = self._loc(sid)
-            tried.add(loc.group)
-            call = self._call(now_ms)
-            build(call, loc)
-            try:
-                return await self._exec(call, idempotent=idempotent, what=what), loc
-            except Moved as moved:
-                if moved.group in tried:
-                    raise SessionNotFoundError(sid) from None
-                self._remember(sid, moved.group)
-            except SessionNotFoundError:
-                if loc.group is None or None in tried:
-                    raise
-                self._remember(sid, None)
-
-    def _session_of(self, reply: _Reply, sid: str) -> Session:
+    def _session_of(self, reply: Reply, sid: str) -> Session:
         doc = decode_full(reply.results[0], sid)
         if not isinstance(doc, Doc):
             raise IntegrityError("the write script returned no session document", sid)
         self._cache.put(doc.token, doc.session, doc.data, doc.metadata)
         return doc.session
-
-    async def _reindex(self, items: Sequence[tuple[str, list[Any]]]) -> None:
-        """Cluster: queue the index update of a write (sent in the background, see
-        ``_indexer.py``); on a single server the write script did it already."""
-        if self._cluster:
-            self._index.put(items)
-
-    def _index_put(self, s: Session) -> tuple[str, list[Any]]:
-        return s.id, ["P", s.id, s]  # the record is built when it is sent (_indexer.py)
-
-    async def _script(self, script: Any, keys: list[str], args: list[Any], what: str) -> Any:
-        reply, _ = await self._backend.run(
-            lambda: self._backend.script(script, keys, args), idempotent=True, what=what
-        )
-        return reply
 
     # ------------------------------------------------------------------ reads
 
@@ -299,7 +224,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         """Stored sessions (expired included), following stubs; corrupt ones raise
         (``strict``) or are reported and skipped."""
         out: dict[str, Session] = {}
-        pending = [(sid, self._loc(sid), {self._groups.get(sid)}) for sid in ids]
+        pending = [(sid, self._writes.loc(sid), {self._groups.get(sid)}) for sid in ids]
         for _ in range(3):
             if not pending:
                 break
@@ -322,13 +247,13 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                     if doc.id != sid:
                         raise IntegrityError("the document holds another session's id", sid)
                     if doc.group is not None:
-                        self._remember(sid, doc.group)
+                        self._writes.remember(sid, doc.group)
                     out[sid] = doc
                 elif isinstance(doc, str) and doc not in tried:
-                    self._remember(sid, doc)
+                    self._writes.remember(sid, doc)
                     again.append((sid, self._keys.grouped(sid, doc), {*tried, doc}))
                 elif doc is None and loc.group is not None and None not in tried:
-                    self._remember(sid, None)
+                    self._writes.remember(sid, None)
                     again.append((sid, self._keys.home(sid), {*tried, None}))
             pending = again
         return out
@@ -352,11 +277,13 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
     ) -> list[Event] | None:
         tried: set[str | None] = set()
         while True:
-            loc = self._loc(sid)
+            loc = self._writes.loc(sid)
             tried.add(loc.group)
             args = [now, after_seq, "" if limit is None else limit, "" if last is None else last]
             try:
-                reply = await self._script(EVENTS, [loc.doc, loc.events], args, "read events")
+                reply = await self._writes.script(
+                    EVENTS, [loc.doc, loc.events], args, "read events"
+                )
             except IntegrityError as exc:  # a key of the session holds the wrong type
                 raise _of_session(exc, sid) from None
             code = reply[0]
@@ -366,11 +293,11 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                 group = reply[1].decode()
                 if group in tried:
                     return None
-                self._remember(sid, group)
+                self._writes.remember(sid, group)
             elif code == b"NOTFOUND":
                 if loc.group is None or None in tried:
                     return None
-                self._remember(sid, None)
+                self._writes.remember(sid, None)
             else:
                 raise IntegrityError("the stored session document is corrupt", sid)
 
@@ -399,7 +326,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
     async def _checkpoints_key(self, session_id: str) -> str:
         found = await self._fetch([session_id], strict=False)
-        loc = self._loc(session_id) if session_id in found else self._keys.home(session_id)
+        loc = self._writes.loc(session_id) if session_id in found else self._keys.home(session_id)
         return loc.ckpt
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
@@ -442,7 +369,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
                 continue
             sid, group = parsed
             if group is not None:
-                self._remember(sid, group)
+                self._writes.remember(sid, group)
             batch.append(sid)
             if len(batch) >= 500:
                 for s in (await self._fetch(batch, strict=False)).values():
@@ -475,30 +402,30 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         loc = self._keys.loc(sid, group)
         stub = None
         if group is not None:
-            stub = self._stub_key(loc)  # the id's stub, written by the same script
+            stub = self._writes.stub_key(loc)  # the id's stub, written by the same script
             if stub is None:  # Cluster, another slot: claim the id first
-                await self._claim(sid, group, now_ms)
+                await self._writes.claim(sid, group, now_ms)
         expires = session.expires_at
         expires_ms = "" if expires is None else str(to_ms(expires))
         for _ in range(4):
-            call = self._call(now_ms)
+            call = self._writes.call(now_ms)
             call.create(loc, p, expires_ms, stub)
             try:
-                await self._exec(call, idempotent=True, what=f"create {sid}")
+                await self._writes.run(call, idempotent=True, what=f"create {sid}")
                 break
             except Unclaimed:  # something holds the id: the separate claim sorts it out
                 assert group is not None
-                await self._claim(sid, group, now_ms)
+                await self._writes.claim(sid, group, now_ms)
                 stub = None
             except Moved as moved:  # an (expired?) grouped session holds the id
-                await self._delete_expired(self._keys.grouped(sid, moved.group), now_ms)
-                await self._release(sid, moved.group)
+                await self._writes.delete_expired(self._keys.grouped(sid, moved.group), now_ms)
+                await self._writes.release(sid, moved.group)
         else:
             raise SessionExistsError(sid)
-        self._remember(sid, group)
+        self._writes.remember(sid, group)
         self._cache.put(call.token, session, p.data[0], p.metadata[0])
         if self._cluster:
-            self._index.put([self._index_put(session)])
+            self._writes.reindex_later([session])
         self._notify("sessionstore_session_created", session=session)
         return session
 
@@ -513,7 +440,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         p = prepare(UpdateOp(session_id, SessionUpdate(**changes), expected_version), self._limits)
         self._check_open()
         now_ms = to_ms(self.clock.now())
-        reply, _ = await self._one_op(
+        reply, _ = await self._writes.run_on(
             p.session_id,
             lambda call, loc: call.update(loc, p, p.expected_version),
             now_ms,
@@ -522,10 +449,10 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         )
         return await self._written(reply, p.session_id)
 
-    async def _written(self, reply: _Reply, sid: str) -> Session:
+    async def _written(self, reply: Reply, sid: str) -> Session:
         session = self._session_of(reply, sid)
         if self._cluster:
-            self._index.put([self._index_put(session)])
+            self._writes.reindex_later([session])
         self._notify("sessionstore_session_updated", session=session)
         return session
 
@@ -572,16 +499,16 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
 
         reply = None
         if sid not in self._groups:  # the common case, without _one_op's bookkeeping
-            call = self._call(now_ms)
+            call = self._writes.call(now_ms)
             call.append(self._keys.home(sid), blobs, expected, known, after)
             try:
-                reply = await self._exec(
+                reply = await self._writes.run(
                     call, idempotent=expected is not None, what=what, during=during
                 )
             except Moved as moved:  # a grouped session: follow its stub
-                self._remember(sid, moved.group)
+                self._writes.remember(sid, moved.group)
         if reply is None:
-            reply, _ = await self._one_op(
+            reply, _ = await self._writes.run_on(
                 sid,
                 lambda call, loc: call.append(loc, blobs, expected, known, after),
                 now_ms,
@@ -600,7 +527,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         )
         self._cache.appended(cached, reply.token, session)
         if self._cluster:
-            self._index.put([self._index_put(session)])
+            self._writes.reindex_later([session])
         self._notify("sessionstore_session_updated", session=session)
         return session
 
@@ -615,7 +542,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         now = self.clock.now()
         now_ms = to_ms(now)
         expires_ms = None if delta is None else to_ms(now + delta)
-        reply, _ = await self._one_op(
+        reply, _ = await self._writes.run_on(
             session_id,
             lambda call, loc: call.touch(loc, expires_ms, expected),
             now_ms,
@@ -633,7 +560,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         expected = check_expected_version(expected_version)
         self._check_open()
         now_ms = to_ms(self.clock.now())
-        reply, _ = await self._one_op(
+        reply, _ = await self._writes.run_on(
             session_id,
             lambda call, loc: call.trim(loc, keep_last, expected),
             now_ms,
@@ -648,7 +575,7 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         expected = check_expected_version(expected_version)
         self._check_open()
         now_ms = to_ms(self.clock.now())
-        reply, loc = await self._one_op(
+        reply, loc = await self._writes.run_on(
             session_id,
             lambda call, loc: call.delete(loc, expected),
             now_ms,
@@ -664,8 +591,64 @@ class RedisStore(WritesMixin, RecordsMixin, QueryMixin, BaseSessionStore):
         self._cache.drop(session_id)
         if int(ver):
             if loc.group is not None:
-                await self._release(session_id, loc.group)
-            self._remember(session_id, None)
-            await self._reindex([(session_id, ["D", session_id, ca, ver])])
+                await self._writes.release(session_id, loc.group)
+            self._writes.remember(session_id, None)
+            await self._writes.reindex([(session_id, ["D", session_id, ca, ver])])
             self._notify("sessionstore_session_deleted", session_id=session_id)
         return bool(flag)
+
+    # ------------------------------------------------------------------ collaborators
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await self._writes.apply(mutations, atomic=atomic)
+
+    async def put_records(
+        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    ) -> PutResult:
+        """Write whole records back exactly, pipelined in chunks of 500 (one write script
+        per record, the merge strategy decided in the script; not atomic across records)."""
+        check_strategy(strategy)
+        batch = list(records)
+        encoded = [self._check_record(r) for r in batch]
+        self._check_open()
+        ids = [r.session.id for r in batch]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError("put_records got the same session twice in one call")
+        return await self._records.put(batch, encoded, strategy)
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        """One page in O(page): the indexes narrow and order, the documents confirm."""
+        self._check_open()
+        return await self._queries.list_sessions(filter, options)
+
+    async def search_sessions(
+        self,
+        text: str,
+        options: QueryOptions | None = None,
+        filter: SessionFilter | None = None,
+    ) -> Page:
+        """Plain-text search: walks the (filtered) index in the requested order, checking
+        each document, until the page is full. Cost grows with the sessions examined."""
+        normalize_search_text(text)
+        self._check_open()
+        return await self._queries.search_sessions(text, options, filter)
+
+    async def count_sessions(self, filter: SessionFilter | None = None) -> int:
+        """Counted on the server from the indexes (documents are read only for
+        ``ids`` and ``metadata`` conditions)."""
+        self._check_open()
+        return await self._queries.count_sessions(filter)
+
+    async def _expired_sessions(self, now: datetime) -> list[Session]:
+        self._check_open()
+        return await self._queries.expired_sessions(now)
+
+    async def rebuild_indexes(self) -> tuple[int, int]:
+        """Reconcile the indexes with the documents (after a crash between a Cluster write
+        and its queued index update, or data written behind the store's back): every
+        document is (re)indexed, every entry without a document removed. Safe to run
+        while the store is in use. Returns ``(indexed, removed)``."""
+        self._check_open()
+        return await self._queries.rebuild_indexes()

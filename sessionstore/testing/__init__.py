@@ -27,7 +27,7 @@ from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
 from ._primitives import PrimitiveTests
 from ._query import QueryTests
-from ._records import RecordTests
+from ._record_round_trip import RecordTests
 from ._search import SearchTests
 from ._state_machine import StateMachineTests, make_state_machine
 from ._transactions import TransactionTests

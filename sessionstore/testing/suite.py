@@ -18,7 +18,7 @@ from ._faults import FaultTests
 from ._isolation import IsolationTests
 from ._primitives import PrimitiveTests
 from ._query import QueryTests
-from ._records import RecordTests
+from ._record_round_trip import RecordTests
 from ._search import SearchTests
 from ._state_machine import StateMachineTests
 from ._transactions import TransactionTests

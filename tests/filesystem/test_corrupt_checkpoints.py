@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from sessionstore_filesystem._records import decode_checkpoint, encode_checkpoint
+from sessionstore_filesystem._file_formats import decode_checkpoint, encode_checkpoint
 
 from sessionstore import BaseSessionStore, ManualClock
 from tests.corrupt_checkpoints import check_corrupt_checkpoint_is_skipped_and_reported

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sessionstore_filesystem import FileStore, _session
-from sessionstore_filesystem._records import decode_line
+from sessionstore_filesystem._file_formats import decode_line
 
 from sessionstore import Event
 

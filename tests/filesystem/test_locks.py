@@ -177,3 +177,38 @@ async def test_doctor_removes_stale_lock_files(root: Path, make_store: MakeStore
         again = await store.doctor()
         assert again.removed == []
         assert (await store.get_session("live")) is not None
+
+
+def test_lock_holding_needs_only_its_narrow_dependencies(tmp_path: Path) -> None:
+    """``Locks`` (layout, head cache, tokens, timeout) is all that holding locks takes:
+    no ``Engine``. A second holder cannot take a held lock, gets it after release, and a
+    pruned lock file is removed by its holder on release."""
+    from sessionstore_filesystem._heads import HeadCache, Tokens
+    from sessionstore_filesystem._layout import Layout
+    from sessionstore_filesystem._locks import Locks
+
+    ns_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    layout = Layout(ns_fd, durable=False)
+    tokens = Tokens(layout.fds["locks"])
+    try:
+        locks = Locks(layout, HeadCache(), tokens, timeout=0.2)
+        first, second = locks.hold(), locks.hold()
+        assert first.add("s1")
+        before, ours = first.tokens["s1"]
+        assert before != ours  # taking the lock replaced the change token
+        assert not second.add("s1", wait=False)
+        assert not second.try_add(["s0", "s1"])
+        assert not second.fds  # "s0", taken first, was given back
+        first.prune.add("s1")
+        first.release()
+        assert not (tmp_path / "locks" / shard_of("s1") / "s1.lock").exists()
+        assert second.add("s1", wait=False)
+        assert (tmp_path / "locks" / shard_of("s1") / "s1.lock").exists()
+        second.release()
+        reader = locks.hold(bump=False)  # a read-only holder leaves the token alone
+        assert reader.add("s1") and not reader.tokens
+        reader.release()
+    finally:
+        tokens.close()
+        layout.close()
+        os.close(ns_fd)

@@ -109,7 +109,7 @@ async def test_deleted_index_is_rebuilt(tmp_path: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_planted_journal_with_a_traversal_id_is_quarantined(tmp_path: Path) -> None:
-    from sessionstore_filesystem._records import seal
+    from sessionstore_filesystem._file_formats import seal
 
     root = tmp_path / "store"
     await _seed(str(root))

@@ -239,7 +239,7 @@ async def test_appends_keep_the_index_record_in_step(
     document is that copy, else by rewriting the stored record in place (version,
     updated_at, "has events"). A missing record is rebuilt in full either way; a
     malformed one is replaced (from the copy) or rebuilt in full (read)."""
-    from sessionstore_redis._doc import record_of
+    from sessionstore_redis._encoding import record_of
 
     store = await open_redis(redis_url)
     ix = store.key_names("x")["doc"].split("{")[0] + "{~0}:"
@@ -331,7 +331,7 @@ async def test_queued_index_records_are_built_for_the_newest_upsert_only() -> No
     the newest upsert of each session when it sends a batch."""
     from dataclasses import replace
 
-    from sessionstore_redis._doc import record_of
+    from sessionstore_redis._encoding import record_of
     from sessionstore_redis._indexer import _newest_only
 
     s = await open_memory_session()
@@ -363,7 +363,7 @@ async def test_shutdown_waits_for_an_index_batch_on_its_way(
     sent in full before the connection closes (it used to fail, logged as 'index update
     failed', and the entries stayed stale)."""
     store = await open_redis(redis_url)
-    queue = store._index
+    queue = store._here_index()
     started, release = asyncio.Event(), asyncio.Event()
     sent: list[int] = []
     original = queue.send

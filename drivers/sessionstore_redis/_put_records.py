@@ -5,12 +5,10 @@ grouped session (or one that meets a grouped session's stub) takes the generic p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
 
 from sessionstore import (
-    InvalidArgumentError,
-    MergeStrategy,
     Mutation,
     PutResult,
     Session,
@@ -18,18 +16,13 @@ from sessionstore import (
     SessionRecord,
 )
 from sessionstore.clock import to_ms
-from sessionstore.planning import check_strategy
 
-from ._ops import WriteCall
 from ._scripts import WRITE
+from ._writes import Writes
 
-if TYPE_CHECKING:
-    from sessionstore import Clock
+__all__ = ["RecordWriter"]
 
-    from ._conn import Backend
-    from ._keys import Keys
-
-__all__ = ["RecordsMixin"]
+PutOne = Callable[[SessionRecord, bytes, bytes, str, Session | None], Awaitable[PutResult]]
 
 _CHUNK: Final = 500
 _MODES: Final = {
@@ -45,45 +38,33 @@ _OUTCOMES: Final = {
 }
 
 
-class RecordsMixin:
-    """Pipelined ``put_records`` for :class:`RedisStore`."""
+class RecordWriter:
+    """Writes whole records (``put_records``) for :class:`RedisStore` through its
+    :class:`~._writes.Writes`; a record the pipelined script cannot take goes to
+    ``put_record`` (the base engine's generic path, given the stored session from
+    ``load``); ``after_write`` tells the base engine what was written."""
 
-    if TYPE_CHECKING:
-        clock: Clock
-        _backend: Backend
-        _keys: Keys
+    def __init__(
+        self,
+        writes: Writes,
+        *,
+        load: Callable[[Sequence[str]], Awaitable[dict[str, Session]]],
+        put_record: PutOne,
+        after_write: Callable[[Sequence[Mutation]], None],
+    ) -> None:
+        self._writes = writes
+        self._load = load
+        self._put_record = put_record
+        self._after_write = after_write
 
-        def _check_open(self) -> None: ...
-        def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]: ...
-        def _after_write(self, mutations: Sequence[Mutation]) -> None: ...
-        def _call(self, now_ms: int) -> WriteCall: ...
-        def _remember(self, sid: str, group: str | None) -> None: ...
-        def _index_put(self, s: Session) -> tuple[str, list[Any]]: ...
-        async def _reindex(self, items: Sequence[tuple[str, list[Any]]]) -> None: ...
-        async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]: ...
-        async def _put_record(
-            self,
-            record: SessionRecord,
-            data_json: bytes,
-            meta_json: bytes,
-            strategy: str,
-            stored: Session | None,
-        ) -> PutResult: ...
-
-    async def put_records(
-        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    async def put(
+        self, batch: list[SessionRecord], encoded: list[tuple[bytes, bytes]], strategy: str
     ) -> PutResult:
-        """Write whole records back exactly; pipelined (see the module docstring)."""
-        check_strategy(strategy)
-        batch = list(records)
-        encoded = [self._check_record(r) for r in batch]
-        self._check_open()
+        """Write checked, encoded records (no id twice) with ``strategy``."""
         ids = [r.session.id for r in batch]
-        if len(set(ids)) != len(ids):
-            raise InvalidArgumentError("put_records got the same session twice in one call")
         if strategy == "fail_on_conflict":  # nothing may be written if any exists: read first
             existing = await self._load(ids)
-            now = self.clock.now()
+            now = self._writes.clock.now()
             for sid in ids:
                 stored = existing.get(sid)
                 if stored is not None and not stored.is_expired(now):
@@ -99,7 +80,8 @@ class RecordsMixin:
         self, chunk: list[SessionRecord], encoded: list[tuple[bytes, bytes]], strategy: str
     ) -> PutResult:
         mode = _MODES[strategy]
-        now_ms = to_ms(self.clock.now())
+        writes = self._writes
+        now_ms = to_ms(writes.clock.now())
         plain: list[tuple[SessionRecord, Mutation]] = []
         slow: list[tuple[SessionRecord, tuple[bytes, bytes]]] = []
         calls = []
@@ -118,14 +100,15 @@ class RecordsMixin:
                 append=list(record.events),
                 put_checkpoints=list(record.checkpoints),
             )
-            call = self._call(now_ms)
-            call.mutation(self._keys.home(new.id), mut, mode)
+            call = writes.call(now_ms)
+            call.mutation(writes.keys.home(new.id), mut, mode)
             calls.append(("script", WRITE, call.keys, call.args()))
             plain.append((record, mut))
         replies: list[Any] = []
         if calls:
-            replies, _ = await self._backend.run(
-                lambda: self._backend.pipeline(calls), idempotent=True, what="put_records"
+            backend = writes.backend
+            replies, _ = await backend.run(
+                lambda: backend.pipeline(calls), idempotent=True, what="put_records"
             )
         total = PutResult()
         written: list[Mutation] = []
@@ -140,9 +123,9 @@ class RecordsMixin:
             if outcome.skipped or outcome.conflicts:
                 continue
             mut.created = bool(outcome.created)
-            self._remember(mut.session_id, None)
+            writes.remember(mut.session_id, None)
             written.append(mut)
-        await self._reindex([self._index_put(m.session) for m in written if m.session])
+        writes.reindex_later([m.session for m in written if m.session])
         self._after_write(written)
         for record, (data_json, meta_json) in slow:
             stored = (await self._load([record.session.id])).get(record.session.id)

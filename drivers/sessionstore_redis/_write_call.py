@@ -22,7 +22,7 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
-from ._doc import encode_event, json_pairs
+from ._encoding import encode_event, json_pairs
 from ._keys import Loc
 from ._scripts import APPEND, WRITE, Script
 
