@@ -9,7 +9,8 @@ A small AST mutator (mutmut 3 rewrites the sources into a ``mutants/`` tree that
 src-less layout with three top-level packages and editable installs does not fit; see
 docs/decisions.md). Each mutant changes one operator or constant in one of the modules
 under test: the memory driver (``drivers/sessionstore_memory/``) and the base store with
-its write planner (``sessionstore/base.py``, ``_batch.py``, ``_bulk.py``).
+its write planner (``sessionstore/base.py``, ``_planner.py``, and the expiry and
+record-copy helpers ``_expiry.py`` and ``_record_copy.py``).
 
 How a mutant runs: a child ``pytest`` gets ``-p mutation``, a plugin (this file)
 that installs an import hook compiling the mutated AST for the one module, before the
@@ -48,8 +49,9 @@ TARGETS = {
     "sessionstore_memory._store": ROOT / "drivers/sessionstore_memory/_store.py",
     "sessionstore_memory._index": ROOT / "drivers/sessionstore_memory/_index.py",
     "sessionstore.base": ROOT / "sessionstore/base.py",
-    "sessionstore._batch": ROOT / "sessionstore/_batch.py",
-    "sessionstore._bulk": ROOT / "sessionstore/_bulk.py",
+    "sessionstore._planner": ROOT / "sessionstore/_planner.py",
+    "sessionstore._expiry": ROOT / "sessionstore/_expiry.py",
+    "sessionstore._record_copy": ROOT / "sessionstore/_record_copy.py",
 }
 _ENV_MUTANT = "SESSIONSTORE_MUTANT"  # "module:index"
 _ENV_COVERAGE = "SESSIONSTORE_MUTATION_COVERAGE"  # where to write the per-test line map
@@ -252,7 +254,7 @@ def overridden_by_memory(m: Mutant) -> bool:
     """A base-store method that the memory driver replaces: the suite on memory cannot
     reach the mutant (the method still runs for drivers that do not override it)."""
     cls, _, method = m.function.partition(".")
-    if cls not in ("BaseSessionStore", "BulkMixin") or not method:
+    if cls != "BaseSessionStore" or not method:
         return False
     import inspect
 
