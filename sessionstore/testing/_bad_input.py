@@ -16,6 +16,7 @@ import pytest
 from sessionstore import (
     AppendOp,
     CreateOp,
+    EventInput,
     InvalidArgumentError,
     InvalidSessionIdError,
     NewSession,
@@ -262,6 +263,8 @@ class BadInputTests:
             lambda: st.append_events(s.id, [{"data": {}}]),
             lambda: st.append_events(s.id, [{"type": "t", "bogus": 1}]),
             lambda: st.append_events(s.id, {"type": "t"}),  # type: ignore[arg-type]
+            lambda: st.append_events(s.id, EventInput(type="t")),  # type: ignore[arg-type]
+            lambda: st.append_events(s.id, 5),  # type: ignore[arg-type]
             lambda: st.get_events(s.id, limit=0),
             lambda: st.get_events(s.id, last=-1),
             lambda: st.get_events(s.id, after_seq=-1),
