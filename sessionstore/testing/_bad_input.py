@@ -272,6 +272,7 @@ class BadInputTests:
             lambda: st.save_checkpoint(s.id, keep_last=0),
             lambda: st.search_sessions("x" * 5000),
             lambda: st.commit([object()]),  # type: ignore[list-item]
+            lambda: st.commit(5),  # type: ignore[arg-type]
         ]
         for call in calls:
             await self._refused(ctx, InvalidArgumentError, call)
