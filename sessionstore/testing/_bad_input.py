@@ -278,6 +278,13 @@ class BadInputTests:
             await self._refused(ctx, InvalidArgumentError, call)
 
     @store_test
+    async def test_scan_refuses_include_expired_twice(self, ctx: ConformanceContext) -> None:
+        """``include_expired`` goes in the filter or the argument, not both."""
+        await ctx.store.create_session()
+        with pytest.raises(InvalidArgumentError):
+            [r async for r in ctx.store.scan(include_expired=True, filter=SessionFilter())]
+
+    @store_test
     async def test_bad_query_options_refused(self, ctx: ConformanceContext) -> None:
         for kwargs in (
             {"limit": 0},
