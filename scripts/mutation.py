@@ -18,8 +18,11 @@ suite imports anything. Only the conformance tests that execute the mutated line
 (a line-coverage map per test, built once by the same plugin), with ``-x``: the first
 failure kills the mutant. The suite is ``TestMemoryStore`` in
 ``tests/conformance/test_memory_conformance.py`` (its state machine is derandomized, so a
-kill is reproducible). Results go to ``.mutation/results.json``; survivors are listed
-with their file, line and change.
+kill is reproducible). A mutant of the shared modules (base, planner, expiry, record
+copy) that survives on memory runs again with the suite on the acme example driver,
+which keeps every base method. Score: killed / (mutants - recorded equivalents, see
+``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json``;
+survivors are listed with their file, line, change and source line.
 """
 
 from __future__ import annotations
