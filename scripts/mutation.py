@@ -9,7 +9,8 @@ A small AST mutator (mutmut 3 rewrites the sources into a ``mutants/`` tree that
 src-less layout with three top-level packages and editable installs does not fit; see
 docs/decisions.md). Each mutant changes one operator or constant in one of the modules
 under test: the memory driver (``drivers/sessionstore_memory/``) and the base store with
-its write planner (``sessionstore/base.py``, ``_batch.py``, ``_bulk.py``).
+its write planner (``sessionstore/base.py``, ``_planner.py``, and the expiry and
+record-copy helpers ``_expiry.py`` and ``_record_copy.py``).
 
 How a mutant runs: a child ``pytest`` gets ``-p mutation``, a plugin (this file)
 that installs an import hook compiling the mutated AST for the one module, before the
@@ -17,8 +18,11 @@ suite imports anything. Only the conformance tests that execute the mutated line
 (a line-coverage map per test, built once by the same plugin), with ``-x``: the first
 failure kills the mutant. The suite is ``TestMemoryStore`` in
 ``tests/conformance/test_memory_conformance.py`` (its state machine is derandomized, so a
-kill is reproducible). Results go to ``.mutation/results.json``; survivors are listed
-with their file, line and change.
+kill is reproducible). A mutant of the shared modules (base, planner, expiry, record
+copy) that survives on memory runs again with the suite on the acme example driver,
+which keeps every base method. Score: killed / (mutants - recorded equivalents, see
+``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json``;
+survivors are listed with their file, line, change and source line.
 """
 
 from __future__ import annotations
@@ -44,12 +48,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / ".mutation"
 SUITE = "tests/conformance/test_memory_conformance.py"
+# The second test command: the same suite on the acme example driver, which keeps every
+# public method of BaseSessionStore (it implements only the storage primitives). A
+# mutant of the shared modules that survives on memory runs there too, because memory
+# replaces several base methods (listing, counting, creation) that other drivers use.
+ACME = ROOT / "contrib/sessionstore-acme"
+SECOND_SUITE = "contrib/sessionstore-acme/tests/test_acme_conformance.py"
+SHARED = ("sessionstore.base", "sessionstore._planner", "sessionstore._expiry",
+          "sessionstore._record_copy")  # fmt: skip
+# Mutants recorded as equivalent, each with a reason: matched by module, function, change
+# and the text of the mutated line (not by index, which moves when the code does).
+EQUIVALENT = ROOT / "scripts/mutation_equivalent.json"
 TARGETS = {
     "sessionstore_memory._store": ROOT / "drivers/sessionstore_memory/_store.py",
     "sessionstore_memory._index": ROOT / "drivers/sessionstore_memory/_index.py",
     "sessionstore.base": ROOT / "sessionstore/base.py",
-    "sessionstore._batch": ROOT / "sessionstore/_batch.py",
-    "sessionstore._bulk": ROOT / "sessionstore/_bulk.py",
+    "sessionstore._planner": ROOT / "sessionstore/_planner.py",
+    "sessionstore._expiry": ROOT / "sessionstore/_expiry.py",
+    "sessionstore._record_copy": ROOT / "sessionstore/_record_copy.py",
 }
 _ENV_MUTANT = "SESSIONSTORE_MUTANT"  # "module:index"
 _ENV_COVERAGE = "SESSIONSTORE_MUTATION_COVERAGE"  # where to write the per-test line map
@@ -84,7 +100,10 @@ class Mutant:
     line: int
     change: str
     function: str = ""
+    code: str = ""  # the mutated line's text, stripped
     status: str = "pending"  # killed | survived | timeout | error<exit code>
+    killed_by: str = ""  # "memory" or "acme" (the second test command)
+    equivalent: str = ""  # the recorded reason, when this survivor is equivalent
     tests: int = 0
     seconds: float = 0.0
 
@@ -239,12 +258,15 @@ def _functions(tree: ast.Module) -> list[tuple[int, int, str]]:
 def all_mutants() -> list[Mutant]:
     out = []
     for module, path in TARGETS.items():
-        tree = ast.parse(path.read_text(), str(path))
+        text = path.read_text()
+        lines = text.splitlines()
+        tree = ast.parse(text, str(path))
         functions = _functions(tree)
         for i, (node, what, _) in enumerate(_sites(tree)):
             line: int = node.lineno  # type: ignore[attr-defined]
             where = [name for first, last, name in functions if first <= line <= last]
-            out.append(Mutant(module, i, line, what, where[-1] if where else "<module>"))
+            function = where[-1] if where else "<module>"
+            out.append(Mutant(module, i, line, what, function, lines[line - 1].strip()))
     return out
 
 
@@ -252,7 +274,7 @@ def overridden_by_memory(m: Mutant) -> bool:
     """A base-store method that the memory driver replaces: the suite on memory cannot
     reach the mutant (the method still runs for drivers that do not override it)."""
     cls, _, method = m.function.partition(".")
-    if cls not in ("BaseSessionStore", "BulkMixin") or not method:
+    if cls != "BaseSessionStore" or not method:
         return False
     import inspect
 
@@ -389,6 +411,9 @@ def coverage_map() -> dict[tuple[str, int], list[str]]:
     return out
 
 
+_STATUS = {0: "survived", 1: "killed", -1: "timeout"}
+
+
 def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
     if not tests:  # a line no test executes, or one run at import (module level): all
         tests = [SUITE]
@@ -397,12 +422,27 @@ def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
     # generous: on a loaded machine the whole suite can take minutes, and a timeout counts
     # as a kill (a mutant that hangs the suite is caught by any CI timeout)
     code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
-    mutant.seconds = round(time.monotonic() - start, 2)
     mutant.tests = len(tests)
     # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
     # usage error, no tests) says nothing about the mutant and is not counted as a kill
-    mutant.status = {0: "survived", 1: "killed", -1: "timeout"}.get(code, f"error{code}")
+    mutant.status = _STATUS.get(code, f"error{code}")
+    mutant.killed_by = "memory" if mutant.status in ("killed", "timeout") else ""
+    if mutant.status == "survived" and mutant.module in SHARED:
+        # the second test command: the whole suite on acme (a few seconds), -x
+        acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+        status = _STATUS.get(_pytest([SECOND_SUITE], acme_env, timeout=300), "survived")
+        if status in ("killed", "timeout"):
+            mutant.status, mutant.killed_by = status, "acme"
+    mutant.seconds = round(time.monotonic() - start, 2)
     return mutant
+
+
+def load_equivalent() -> dict[tuple[str, str, str, str], str]:
+    """(module, function, change, line text) -> why that mutant is equivalent."""
+    if not EQUIVALENT.exists():
+        return {}
+    rows = json.loads(EQUIVALENT.read_text())
+    return {(r["module"], r["function"], r["change"], r["code"]): r["reason"] for r in rows}
 
 
 def main() -> None:
@@ -444,6 +484,10 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(one, mutants))
+    equivalent = load_equivalent()
+    for m in done:
+        if m.status == "survived":
+            m.equivalent = equivalent.get((m.module, m.function, m.change, m.code), "")
     killed = sum(m.status in ("killed", "timeout") for m in done)
     timeouts = [m for m in done if m.status == "timeout"]
     if timeouts:
@@ -452,11 +496,17 @@ def main() -> None:
     if errors:
         print(f"{len(errors)} mutants could not be run (not scored): {errors[:3]}")
     done = [m for m in done if not m.status.startswith("error")]
-    score = killed / len(done) if done else 0.0
-    survivors = [m for m in done if m.status == "survived"]
+    # the score: killed / (scored mutants - those recorded as equivalent, with a reason)
+    n_equivalent = sum(bool(m.equivalent) for m in done)
+    denominator = len(done) - n_equivalent
+    score = killed / denominator if denominator else 0.0
+    survivors = [m for m in done if m.status == "survived" and not m.equivalent]
     report = {
         "mutants": len(done),
         "killed": killed,
+        "killed_by_acme": sum(m.killed_by == "acme" for m in done),
+        "equivalent": n_equivalent,
+        "survived": len(survivors),
         "score": round(score, 4),
         "seconds": round(time.monotonic() - started, 1),
         "sample": args.sample,
@@ -468,7 +518,12 @@ def main() -> None:
     for m in survivors:
         note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
         print(f"SURVIVED {m.module}:{m.index} line {m.line} {m.function}: {m.change}{note}")
-    print(f"score {killed}/{len(done)} = {score:.1%} in {report['seconds']} s")
+        print(f"    {m.code}")
+    print(
+        f"killed {killed} (acme {report['killed_by_acme']}), equivalent {n_equivalent}, "
+        f"survived {len(survivors)}: score {killed}/{denominator} = {score:.1%} "
+        f"in {report['seconds']} s"
+    )
 
 
 if __name__ == "__main__":

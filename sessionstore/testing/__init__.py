@@ -25,6 +25,7 @@ from ._expiry import ExpiryTests
 from ._faults import CorruptKind, FaultTests
 from ._harness import ConformanceContext, requires, store_test
 from ._isolation import IsolationTests
+from ._observers import ObserverTests
 from ._primitives import PrimitiveTests
 from ._query import QueryTests
 from ._record_round_trip import RecordTests
@@ -47,6 +48,7 @@ __all__ = [
     "ExpiryTests",
     "FaultTests",
     "IsolationTests",
+    "ObserverTests",
     "PrimitiveTests",
     "QueryTests",
     "RecordTests",

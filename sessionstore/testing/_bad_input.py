@@ -16,6 +16,7 @@ import pytest
 from sessionstore import (
     AppendOp,
     CreateOp,
+    EventInput,
     InvalidArgumentError,
     InvalidSessionIdError,
     NewSession,
@@ -262,6 +263,8 @@ class BadInputTests:
             lambda: st.append_events(s.id, [{"data": {}}]),
             lambda: st.append_events(s.id, [{"type": "t", "bogus": 1}]),
             lambda: st.append_events(s.id, {"type": "t"}),  # type: ignore[arg-type]
+            lambda: st.append_events(s.id, EventInput(type="t")),  # type: ignore[arg-type]
+            lambda: st.append_events(s.id, 5),  # type: ignore[arg-type]
             lambda: st.get_events(s.id, limit=0),
             lambda: st.get_events(s.id, last=-1),
             lambda: st.get_events(s.id, after_seq=-1),
@@ -269,9 +272,17 @@ class BadInputTests:
             lambda: st.save_checkpoint(s.id, keep_last=0),
             lambda: st.search_sessions("x" * 5000),
             lambda: st.commit([object()]),  # type: ignore[list-item]
+            lambda: st.commit(5),  # type: ignore[arg-type]
         ]
         for call in calls:
             await self._refused(ctx, InvalidArgumentError, call)
+
+    @store_test
+    async def test_scan_refuses_include_expired_twice(self, ctx: ConformanceContext) -> None:
+        """``include_expired`` goes in the filter or the argument, not both."""
+        await ctx.store.create_session()
+        with pytest.raises(InvalidArgumentError):
+            [r async for r in ctx.store.scan(include_expired=True, filter=SessionFilter())]
 
     @store_test
     async def test_bad_query_options_refused(self, ctx: ConformanceContext) -> None:

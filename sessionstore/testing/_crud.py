@@ -301,7 +301,8 @@ class CrudTests:
             await fresh.create_session()
         with pytest.raises(StoreUnavailableError):
             await fresh.get_session("any")
-        async with fresh:
+        async with fresh as entered:
+            assert entered is fresh  # `async with store as s` gives the store itself
             s = await fresh.create_session()
             assert await fresh.get_session(s.id) == s
             await fresh.delete_session(s.id)

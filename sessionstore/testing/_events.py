@@ -90,6 +90,8 @@ class EventTests:
         s = await ctx.store.append_events(s.id, [{"type": "a"}])
         same = await ctx.store.trim_events(s.id, keep_last=5)
         assert same == s
+        same = await ctx.store.trim_events(s.id, keep_last=1)  # exactly as many as stored
+        assert same == s
 
     @store_test
     async def test_events_of_missing_session(self, ctx: ConformanceContext) -> None:

@@ -311,6 +311,21 @@ class QueryTests:
             assert await st.count_sessions(flt) == len(want), name
 
     @store_test
+    async def test_filter_matching_half_of_many_sessions(self, ctx: ConformanceContext) -> None:
+        """A tag that half of 160 sessions carry, a small page: a store that plans the
+        query by walking an index and checking tag membership still finds the tagged."""
+        st = ctx.store
+        tagged = set()
+        for i in range(160):
+            s = await st.create_session(tags=("half",) if i % 2 else ())
+            if i % 2:
+                tagged.add(s.id)
+        flt = SessionFilter(tags_any=("half",))
+        page = await st.list_sessions(flt, QueryOptions(limit=10, sort_by="created_at"))
+        assert len(page.items) == 10 and set(page.ids) <= tagged
+        assert await st.count_sessions(flt) == 80
+
+    @store_test
     async def test_has_events_after_trim_to_zero(self, ctx: ConformanceContext) -> None:
         st = ctx.store
         emptied = await st.create_session(id="emptied")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sessionstore import Session, SessionConflictError
+from sessionstore import InvalidArgumentError, Session, SessionConflictError
 
 from ._harness import ConformanceContext, store_test
 
@@ -54,6 +54,18 @@ class VersioningTests:
         s = await ctx.store.touch(s.id, expected_version=3)
         assert s.version == 4
         assert await ctx.store.delete_session(s.id, expected_version=4) is True
+
+    @store_test
+    async def test_expected_version_accepts_every_positive_int(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Up to 2**62 (the largest version a store keeps) it is a conflict, not bad input."""
+        s = await ctx.store.create_session()
+        with pytest.raises(SessionConflictError):
+            await ctx.store.update_session(s.id, merge_data={"x": 1}, expected_version=2**62)
+        with pytest.raises(InvalidArgumentError):
+            await ctx.store.update_session(s.id, merge_data={"x": 1}, expected_version=2**62 + 1)
+        assert await ctx.store.get_session(s.id) == s
 
     @store_test
     async def test_stale_update_raises_and_writes_nothing(self, ctx: ConformanceContext) -> None:

@@ -16,6 +16,7 @@ from ._events import EventTests
 from ._expiry import ExpiryTests
 from ._faults import FaultTests
 from ._isolation import IsolationTests
+from ._observers import ObserverTests
 from ._primitives import PrimitiveTests
 from ._query import QueryTests
 from ._record_round_trip import RecordTests
@@ -65,6 +66,7 @@ class StoreConformance(
     ConcurrencyTests,
     EventLoopTests,
     IsolationTests,
+    ObserverTests,
     BadInputTests,
     RecordTests,
     FaultTests,

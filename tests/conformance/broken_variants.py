@@ -584,6 +584,13 @@ class CheckpointDigestNotVerified(MemoryStore):
         raise SessionNotFoundError(f"{session_id}/checkpoint/{checkpoint_id}")
 
 
+class UpdateReportedAsCreate(MemoryStore):
+    def _after_write(self, mutations: Sequence[Mutation]) -> None:
+        for mut in mutations:  # every write with a session tells observers "created"
+            mut.created = mut.session is not None
+        super()._after_write(mutations)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -630,6 +637,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         ScanRaisesOnCorruptRecord,
         IgnoresCheckpointRetentionOption,
         CheckpointDigestNotVerified,
+        UpdateReportedAsCreate,
     )
 }
 
@@ -665,6 +673,7 @@ CAUGHT_BY: dict[str, str] = {
     "ScanRaisesOnCorruptRecord": "test_corrupt_session_refused_and_skipped",
     "IgnoresCheckpointRetentionOption": "test_checkpoint_retention_option",
     "CheckpointDigestNotVerified": "test_edited_checkpoint_refused",
+    "UpdateReportedAsCreate": "test_writes_fire_the_matching_hook",
 }  # fmt: skip
 
 

@@ -26,7 +26,9 @@ local IX, ID, NOW, TOKEN, KNOWN, NV = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7
 local FIRST = 13  -- the first event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
-local function fail(code, a, b) return {'!', code, ID, tostring(a or ''), tostring(b or '')} end
+-- numbers as integers: tostring would print a version near 2^62 as 4.6116860184274e+18
+local function str(x) if type(x) == 'number' then return string.format('%d', x) end return tostring(x or '') end
+local function fail(code, a, b) return {'!', code, ID, str(a), str(b)} end
 local n = #ARGV - FIRST + 1
 local nv, current, ec, ls, expire_at
 if NV ~= '' and redis.call('HGET', doc, 'wt') == KNOWN then

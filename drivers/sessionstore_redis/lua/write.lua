@@ -18,7 +18,9 @@ local function nx() local v = ARGV[pos]; pos = pos + 1; return v end
 local function nxn() return tonumber(nx()) end
 local function plist() local n, t = nxn(), {}; for i = 1, n do t[i] = {nx(), nx()} end; return t end
 local function vlist() local n, t = nxn(), {}; for i = 1, n do t[i] = nx() end; return t end
-local function fail(code, id, a, b) return {'!', code, id, tostring(a or ''), tostring(b or '')} end
+-- numbers as integers: tostring would print a version near 2^62 as 4.6116860184274e+18
+local function str(x) if type(x) == 'number' then return string.format('%d', x) end return tostring(x or '') end
+local function fail(code, id, a, b) return {'!', code, id, str(a), str(b)} end
 
 local function call_chunked(cmd, key, items)
   for i = 1, #items, 1000 do
