@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import SplitResult
 
@@ -62,14 +62,6 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
-
-
-def _at(ms: int) -> datetime:
-    """``clock.from_ms(ms)``, exactly and cheaper: ``timedelta * int`` is integer
-    arithmetic in C (the constructor parses its arguments; ``docs/decisions.md``)."""
-    return _EPOCH + _ONE_MS * ms
 
 
 class _Stale(Exception):
@@ -87,11 +79,11 @@ def _session(r: Any, ns: str) -> Session:
         raise IntegrityError(f"corrupt session row ({type(exc).__name__})", f"{ns}/{sid}") from None
     if type(data) is not dict or type(metadata) is not dict:
         raise IntegrityError("corrupt session row (data/metadata not objects)", f"{ns}/{sid}")
-    created_at = _at(created)
+    created_at = from_ms(created)
     return fast_session(
         sid, processor, status, data, metadata, frozenset(tags), created_at,
-        created_at if updated == created else _at(updated),
-        None if expires is None else _at(expires),
+        created_at if updated == created else from_ms(updated),
+        None if expires is None else from_ms(expires),
         r[9], r[10], r[11], r[12],
     )  # fmt: skip
 
@@ -237,7 +229,7 @@ class PostgresStore(BaseSessionStore):
             raise IntegrityError(
                 "corrupt event row", f"{self.namespace}/{session_id}/{r[0]}"
             ) from None
-        return Event(r[0], r[1], _at(r[2]), data)
+        return Event(r[0], r[1], from_ms(r[2]), data)
 
     async def get_events(
         self,
@@ -268,7 +260,7 @@ class PostgresStore(BaseSessionStore):
                 Event(
                     r[1],
                     r[2],
-                    times.get(r[3]) or times.setdefault(r[3], _at(r[3])),
+                    times.get(r[3]) or times.setdefault(r[3], from_ms(r[3])),
                     orjson.loads(r[4]),
                 )
                 for r in rows

@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields, make_dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
@@ -74,19 +74,9 @@ _SET_COLUMNS: Final = (
 _SK: Final = "(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)"
 _EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data) VALUES (?, ?, ?, ?, ?)"
 _STATUS: Final = {status.value: status for status in Status}
-_EPOCH: Final = from_ms(0)
-_ONE_MS: Final = timedelta(milliseconds=1)
 _loads: Final = orjson.loads
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _CHUNK: Final = 500  # ids per IN (...) list
-
-
-def _at(ms: int) -> datetime:
-    """``sessionstore.clock.from_ms(ms)``, exactly: ``timedelta * int`` is integer
-    microsecond arithmetic in C, while ``timedelta``'s constructor parses its arguments
-    (callgrind: ~4,000 instructions a conversion against ~5,700 for
-    ``timedelta(0, 0, 0, ms)`` and ~4,900 for ``fromtimestamp``)."""
-    return _EPOCH + _ONE_MS * ms
 
 
 def _fast_constructor(cls: type[T]) -> Callable[..., T]:
@@ -290,12 +280,12 @@ class Engine:
             raise IntegrityError("data/metadata/tags of the wrong JSON type", self._name(sid))
         expires = row[7]
         if expires is not None:
-            expires = _at(expires)
+            expires = from_ms(expires)
         created = row[5]
-        created_at = _at(created)
+        created_at = from_ms(created)
         return fast_session(
             sid, row[2], status, data, metadata, frozenset(tags), created_at,
-            created_at if row[6] == created else _at(row[6]), expires, row[8], row[9], row[10],
+            created_at if row[6] == created else from_ms(row[6]), expires, row[8], row[9], row[10],
             row[4],
         )  # fmt: skip
 
@@ -379,7 +369,7 @@ class Engine:
                 raise IntegrityError("event data is not an object", name)
             at = stamps.get(at_ms)
             if at is None:
-                at = stamps[at_ms] = _at(at_ms)
+                at = stamps[at_ms] = from_ms(at_ms)
             out.append(_event(seq, etype, at, payload))
         return out
 
