@@ -270,10 +270,16 @@ async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis:
     its slot map), and the session lands on the new owner."""
     store = await open_redis(redis_cluster.url)
     client = store.client
-    sid = "moving-1"
-    doc = store.key_names(sid)["doc"]
-    slot = key_slot(doc.encode())
-    assert await client.cluster_countkeysinslot(slot) == 0
+    # The cluster is shared by the module's tests: take an id whose slot holds no key yet,
+    # so that moving the slot strands nothing another test wrote.
+    for n in range(1000):
+        sid = f"moving-{n}"
+        doc = store.key_names(sid)["doc"]
+        slot = key_slot(doc.encode())
+        if await client.cluster_countkeysinslot(slot) == 0:
+            break
+    else:
+        raise AssertionError("no empty slot among 1,000 candidate ids")
     source = client.get_node_from_key(doc)
     target = next(n for n in client.get_primaries() if n.name != source.name)
     ids = await client.execute_command("CLUSTER", "MYID", target_nodes=target)
