@@ -16,7 +16,13 @@ Targets (ratios to floors, never absolute times: docs/performance.md, "Method"):
 4. the first page (100) of a tag + ``created_at`` range query over 100,000 sessions: the
    indexed ``list_sessions`` >= 20x faster than the generic full scan (every session
    loaded through the store's ``_iter_sessions`` and run through
-   ``sessionstore.query.evaluate``, i.e. ``BaseSessionStore.list_sessions``).
+   ``sessionstore.query.evaluate``, i.e. ``BaseSessionStore.list_sessions``);
+5. the 100 newest (by ``updated_at``) of one processor's 1,000 sessions among 10,000
+   <= 2x the floor: an in-memory SQLite table with a ``(processor, updated_at)`` index,
+   the same 100 rows selected and each row's document decoded with ``orjson``;
+6. the plan sweep: at every selectivity from 0.01 % to 100 % (one tag on 1 to all of
+   10,000 sessions; and a processor + tag filter that no composite list covers) the plan
+   the planner picks takes <= 3x the best of all plans, each forced in turn.
 
 The script always exits 0 when it ran (a missed target is a finding, not a crash); it
 exits non-zero only if the indexed query and the full scan disagree.
@@ -26,13 +32,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
+import sqlite3
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from sessionstore_memory import MemoryStore
+from sessionstore_memory._store import ListingPlan
 from ulid import ULID
 
 from sessionstore import (
@@ -41,13 +53,24 @@ from sessionstore import (
     ManualClock,
     NewSession,
     QueryOptions,
+    Session,
     SessionFilter,
     Status,
     SystemClock,
     open_store,
 )
+from sessionstore.clock import to_ms
 
-from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
+from ._harness import (
+    Report,
+    Row,
+    Target,
+    append_flatness_row,
+    compare,
+    format_seconds,
+    indexed_query_row,
+    measure,
+)
 
 EVENT: dict[str, Any] = {"type": "tool_call", "data": {"name": "search", "args": {"q": "weather"}}}
 TAGS = [f"tag-{n:02d}" for n in range(20)]
@@ -261,6 +284,138 @@ async def bench_query(report: Report, sizes: Sizes) -> None:
         )
 
 
+# --------------------------------------------------------------------------- 5, 6: plans
+
+
+def _newest_of_processor_floor(sessions: list[Session]) -> Callable[[], object]:
+    """The raw index: SQLite in memory, a (processor, updated_at) index, 100 rows decoded."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE s (id TEXT PRIMARY KEY, processor TEXT, updated INT, doc BLOB)")
+    db.execute("CREATE INDEX s_proc_updated ON s (processor, updated)")
+    db.executemany(
+        "INSERT INTO s VALUES (?, ?, ?, ?)",
+        [
+            (
+                s.id,
+                s.processor_id,
+                to_ms(s.updated_at),
+                orjson.dumps({"data": s.data, "metadata": s.metadata, "tags": sorted(s.tags)}),
+            )
+            for s in sessions
+        ],
+    )
+    db.commit()
+    query = "SELECT id, doc FROM s WHERE processor = ? ORDER BY updated DESC, id DESC LIMIT 100"
+    loads = orjson.loads
+
+    def floor() -> object:
+        return [(sid, loads(doc)) for sid, doc in db.execute(query, ("p-1000",))]
+
+    return floor
+
+
+async def bench_plans(report: Report, sizes: Sizes) -> None:
+    """Rows 5 and 6: the listing a composite list serves, and the plan sweep."""
+    clock = ManualClock()
+    total = 10_000
+    async with open_store("memory://", clock=clock) as store:
+        assert isinstance(store, MemoryStore)
+        # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
+        # processor "p-1000" on 1,000 of them, the others on 9 more processors
+        for start in range(0, total, 500):
+            ops = []
+            for i in range(start, start + 500):
+                tags = [f"sel-{n}" for n in SWEEP if i % (total // n) == 0]
+                processor = "p-1000" if i % 10 == 0 else f"p-{i % 10}"
+                ops.append(CreateOp(NewSession(processor_id=processor, tags=tags, data=_SMALL)))
+            await store.commit(ops)
+            clock.advance(timedelta(seconds=1))
+        sessions = [r.session async for r in store.scan()]
+        opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+        newest = SessionFilter(processor_id="p-1000")
+        want = [
+            sid
+            for sid, _ in _newest_of_processor_floor(sessions)()  # type: ignore[attr-defined]
+        ]
+        got = (await store.list_sessions(newest, opts)).ids
+        if got != want:
+            raise SystemExit(f"the listing and its floor disagree: {got[:3]} vs {want[:3]}")
+        op_t, floor_t = await compare(
+            lambda: store.list_sessions(newest, opts),
+            _newest_of_processor_floor(sessions),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"list 100 newest of a processor's 1,000 among {total:,}",
+                op_t,
+                "SQLite (processor, updated) index + orjson",
+                floor_t,
+                Target.at_most(2.0),
+            )
+        )
+        sweep: dict[str, dict[str, Any]] = {}
+        for label, flt in _sweep_filters():
+            chosen = store._plan(flt, opts)
+            plans = {"chosen": chosen, **_forced_plans(store, flt, opts)}
+            # every plan in interleaved rounds (a noisy spell hits them all), medians
+            samples: dict[str, list[float]] = {name: [] for name in plans}
+            for _ in range(sizes.repeat):
+                for name, plan in plans.items():
+                    timing = await measure(
+                        functools.partial(store._listing, flt, opts, plan), repeat=1
+                    )
+                    samples[name].append(timing.median)
+            seconds = {name: statistics.median(values) for name, values in samples.items()}
+            best = min(v for k, v in seconds.items() if k != "chosen")
+            ratio = seconds["chosen"] / best
+            sweep[label] = {"plan": chosen.kind, "ratio_to_best": ratio, "seconds": seconds}
+            print(
+                f"  {'PASS' if ratio <= 3 else 'FAIL'}  plan sweep {label}: {chosen.kind} "
+                f"{format_seconds(seconds['chosen'])}, best {format_seconds(best)} -> "
+                f"{ratio:.2f}x (target <= 3x)",
+                flush=True,
+            )
+        report.meta["plan_sweep"] = sweep
+        worst = max(v["ratio_to_best"] for v in sweep.values())
+        report.info["plan sweep"] = (
+            f"worst chosen/best ratio {worst:.2f}x over {len(sweep)} filters"
+        )
+
+
+#: How many of the 10,000 sessions carry each sweep tag (0.01 % ... 100 %).
+SWEEP = (1, 10, 100, 1_000, 10_000)
+_SMALL = {"goal": "answer", "summary": "x" * 200}
+
+
+def _sweep_filters() -> list[tuple[str, SessionFilter]]:
+    out = []
+    for n in SWEEP:
+        pct = f"{100 * n / 10_000:g}%"
+        out.append((f"tag on {pct}", SessionFilter(tags_all={f"sel-{n}"})))
+        out.append(
+            (
+                f"processor 10% + tag on {pct}",
+                SessionFilter(processor_id="p-1000", tags_all={f"sel-{n}"}),
+            )
+        )
+    return out
+
+
+def _forced_plans(store: MemoryStore, flt: SessionFilter, opts: QueryOptions) -> dict[str, Any]:
+    index = store._space.index
+    candidates = index.candidates(flt, store._space.docs)
+    source = index.composite_source(flt, opts.sort_by, store._heads)
+    plans = {"walk the global list": ListingPlan("walk", candidates, None)}
+    if candidates is not None:
+        plans["sort the candidates"] = ListingPlan("sort", candidates, None)
+    if source is not None:
+        plans["walk a composite list"] = ListingPlan("walk", candidates, source[0])
+        if source[1]:
+            plans["composite"] = ListingPlan("composite", None, source[0])
+    return plans
+
+
 async def run(quick: bool) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore memory:// benchmark" + (" (quick)" if quick else ""))
@@ -268,6 +423,7 @@ async def run(quick: bool) -> Report:
     print(report.title, flush=True)
     await bench_single_ops(report, sizes)
     await bench_query(report, sizes)
+    await bench_plans(report, sizes)
     return report
 
 

@@ -24,6 +24,7 @@ MEMORY_ROWS = {
     "update_session merge_data",
     "append_events, 10,000 events",
     "list_sessions tag+range, 10,000",
+    "list 100 newest of a processor's 1,000 among 10,000",
 }
 
 
@@ -68,6 +69,11 @@ def test_bench_memory_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
         assert ("PASS" if row["passed"] else "FAIL") in printed
     assert report["meta"]["quick"] is True
     assert _number(report["meta"]["load_seconds"])
+    sweep = report["meta"]["plan_sweep"]
+    assert len(sweep) == 10  # five selectivities, two filter shapes
+    for entry in sweep.values():
+        assert entry["plan"] in ("sort", "walk", "composite")
+        assert _number(entry["ratio_to_best"]) and entry["ratio_to_best"] > 0
 
 
 def _timing(*seconds: float) -> Timing:

@@ -1,8 +1,9 @@
-"""Secondary indexes of one in-memory namespace: sets by value, sorted lists by time."""
+"""Secondary indexes of one in-memory namespace: sets by value, sorted lists by time, and
+composite indexes (one sorted list per value of an indexed field) built on first use."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Hashable, Iterator
+from collections.abc import Callable, Container, Hashable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -58,8 +59,83 @@ class Ordered:
         return self._sorted
 
 
+#: The fields a composite index is kept for: a session's values of each (a session with
+#: no processor has none for ``processor`` and ``processor+status``).
+_FIELD_VALUES: dict[str, Callable[[Session], tuple[str, ...]]] = {
+    "processor": lambda s: () if s.processor_id is None else (s.processor_id,),
+    "status": lambda s: (s.status.value,),
+    "tag": lambda s: tuple(s.tags),
+    "processor+status": lambda s: (
+        () if s.processor_id is None else (f"{s.processor_id}\x00{s.status.value}",)
+    ),
+}
+#: The sort fields a composite index orders by, and each one's key.
+_SORT_KEYS: dict[str, Callable[[Session], tuple[int, str]]] = {
+    "created_at": lambda s: (to_ms(s.created_at), s.id),
+    "updated_at": lambda s: (to_ms(s.updated_at), s.id),
+}
+
+
+class Composite:
+    """One ordered index per value of one field, in one sort order.
+
+    For ``("processor", "updated_at")``: per processor, that processor's sessions as
+    ``(updated ms, id)`` in order, so "the 100 newest of processor P" is one range read of
+    P's list, whatever P's share of the store (the global list would be walked past
+    every other processor's sessions; sorting P's whole set costs O(P log P)).
+    """
+
+    __slots__ = ("by_value", "sort_key", "values")
+
+    def __init__(self, field_name: str, sort_by: str) -> None:
+        self.values = _FIELD_VALUES[field_name]
+        self.sort_key = _SORT_KEYS[sort_by]
+        self.by_value: dict[str, Ordered] = {}
+
+    def add(self, s: Session) -> None:
+        """Index a session under each of its values."""
+        key = self.sort_key(s)
+        for value in self.values(s):
+            ordered = self.by_value.get(value)
+            if ordered is None:
+                ordered = self.by_value[value] = Ordered()
+            ordered.add(key)
+
+    def remove(self, s: Session) -> None:
+        """Forget a session (as it was indexed)."""
+        key = self.sort_key(s)
+        for value in self.values(s):
+            self.by_value[value].remove(key)
+
+    def replace(self, old: Session, new: Session) -> None:
+        """Re-index a changed session, touching only the lists whose entry changed."""
+        old_key, new_key = self.sort_key(old), self.sort_key(new)
+        old_values, new_values = self.values(old), self.values(new)
+        if old_key == new_key and old_values == new_values:
+            return
+        for value in old_values:
+            if old_key != new_key or value not in new_values:
+                self.by_value[value].remove(old_key)
+        for value in new_values:
+            if old_key != new_key or value not in old_values:
+                ordered = self.by_value.get(value)
+                if ordered is None:
+                    ordered = self.by_value[value] = Ordered()
+                ordered.add(new_key)
+
+    def size(self, value: str) -> int:
+        """How many sessions have ``value``."""
+        ordered = self.by_value.get(value)
+        return 0 if ordered is None else len(ordered)
+
+
+def _single(values: frozenset[str] | None) -> str | None:
+    return next(iter(values)) if values is not None and len(values) == 1 else None
+
+
 class Indexes:
-    """Set indexes (processor, status, tag) and ordered indexes (every sort field)."""
+    """Set indexes (processor, status, tag), ordered indexes (every sort field) and the
+    composite indexes (:class:`Composite`) that queries have asked for so far."""
 
     def __init__(self) -> None:
         self.processor: dict[str, set[str]] = {}
@@ -70,6 +146,9 @@ class Indexes:
         self.expires = Ordered()  # (ms, id), sessions with an expiry
         self.no_expiry = Ordered()  # id, sessions without one
         self.ids = Ordered()  # id
+        #: (field, sort field) -> its composite index, built by the first query that can
+        #: use it (:meth:`composite`) and kept by every write from then on.
+        self.composites: dict[tuple[str, str], Composite] = {}
 
     @staticmethod
     def _add(index: dict[str, set[str]], key: str, sid: str) -> None:
@@ -114,6 +193,9 @@ class Indexes:
         else:
             self.expires.add((to_ms(s.expires_at), sid))
         self.ids.add(sid)
+        if self.composites:
+            for composite in self.composites.values():
+                composite.add(s)
 
     def remove(self, s: Session) -> None:
         """Forget a session (as it was indexed)."""
@@ -129,6 +211,9 @@ class Indexes:
         else:
             self.expires.remove((to_ms(s.expires_at), s.id))
         self.ids.remove(s.id)
+        if self.composites:
+            for composite in self.composites.values():
+                composite.remove(s)
 
     def replace(self, old: Session, new: Session) -> None:
         """Re-index a changed session, touching only what changed."""
@@ -160,6 +245,9 @@ class Indexes:
                 self.no_expiry.add(new.id)
             else:
                 self.expires.add((to_ms(new.expires_at), new.id))
+        if self.composites:
+            for composite in self.composites.values():
+                composite.replace(old, new)
 
     # ------------------------------------------------------------------ planning
 
@@ -189,10 +277,67 @@ class Indexes:
                 break
         return result
 
+    def composite_source(
+        self, flt: SessionFilter, sort_by: SortField, heads: Callable[[], Iterable[Session]]
+    ) -> tuple[Ordered, bool] | None:
+        """The smallest composite list holding every session ``flt`` can match, in
+        ``sort_by`` order, and whether it covers all of the filter's set conditions
+        (processor, status, tags): then nothing but the filter's other conditions can
+        skip a row of the walk. ``None`` when no composite index applies (sorting by id
+        or expiry, an ``ids`` filter, no single-valued set condition).
+
+        The composite is built from ``heads()`` (every stored session) the first time.
+        """
+        if sort_by not in _SORT_KEYS or flt.ids is not None:
+            return None
+        processor = _single(flt.processor_id)
+        status = None if flt.status is None or len(flt.status) != 1 else next(iter(flt.status))
+        tags = tuple(flt.tags_all or ())
+        one_tag_any = _single(flt.tags_any)
+        choices: list[tuple[int, str, str]] = []  # (size, field, value)
+        if processor is not None and status is not None:
+            size = len(self.processor.get(processor, ()))  # an upper bound: it is smaller
+            choices.append((size, "processor+status", f"{processor}\x00{status.value}"))
+        elif processor is not None:
+            choices.append((len(self.processor.get(processor, ())), "processor", processor))
+        elif status is not None:
+            choices.append((len(self.status.get(status.value, ())), "status", status.value))
+        for tag in (*tags, *((one_tag_any,) if one_tag_any is not None else ())):
+            choices.append((len(self.tag.get(tag, ())), "tag", tag))
+        if not choices:
+            return None
+        _, field_name, value = min(choices)
+        composite = self.composites.get((field_name, sort_by))
+        if composite is None:
+            composite = self.composites[field_name, sort_by] = Composite(field_name, sort_by)
+            for head in heads():
+                composite.add(head)
+        ordered = composite.by_value.get(value)
+        if ordered is None:
+            ordered = Ordered()  # no session has that value (yet): an empty walk
+        set_conditions = (
+            (flt.processor_id is not None)
+            + (flt.status is not None)
+            + len(tags)
+            + (flt.tags_any is not None)
+        )
+        covered = set_conditions == (2 if field_name == "processor+status" else 1) and (
+            flt.tags_any is None or (field_name == "tag" and not tags)
+        )
+        return ordered, covered
+
     def walk(
-        self, sort_by: SortField, descending: bool, after: OrderKey | None, flt: SessionFilter
+        self,
+        sort_by: SortField,
+        descending: bool,
+        after: OrderKey | None,
+        flt: SessionFilter,
+        ordered: Ordered | None = None,
     ) -> Iterator[str]:
-        """Ids in query order, starting after ``after``, bounded by the filter's range."""
+        """Ids in query order, starting after ``after``, bounded by the filter's range.
+
+        ``ordered`` walks that composite list (of ``sort_by``) instead of the global one.
+        """
         if sort_by == "id":
             lo = hi = None
             if after is not None:
@@ -225,6 +370,8 @@ class Indexes:
             )
             return
         index = self.created if sort_by == "created_at" else self.updated
+        if ordered is not None:
+            index = ordered
         if sort_by == "created_at":
             low, high = flt.created_after, flt.created_before
         else:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -41,7 +41,7 @@ from sessionstore.query import (
     sort_sessions,
 )
 
-from ._index import Indexes
+from ._index import Indexes, Ordered
 
 __all__ = ["MemoryBackend", "MemoryOptions", "MemoryStore"]
 
@@ -51,6 +51,21 @@ _EMPTY: dict[str, Any] = {}
 @dataclass(frozen=True)
 class MemoryOptions(StoreOptions):
     """Options of ``memory://`` (only the common ones)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListingPlan:
+    """How :meth:`MemoryStore.list_sessions` reads a page.
+
+    * ``"sort"``: match every candidate (from the set indexes), sort them, cut the page;
+    * ``"walk"``: walk an ordered list (``ordered``, a composite list, or the global one
+      of the sort field) and keep the rows that match, until the page is full;
+    * ``"composite"``: the same walk over a composite list that holds only candidates.
+    """
+
+    kind: Literal["sort", "walk", "composite"]
+    candidates: set[str] | None
+    ordered: Ordered | None
 
 
 @dataclass(slots=True)
@@ -336,13 +351,41 @@ class MemoryStore(BaseSessionStore):
         self._check_open()
         flt = filter or SessionFilter()
         opts = options or QueryOptions()
-        now = self.clock.now()
+        return self._listing(flt, opts, self._plan(flt, opts))
+
+    def _plan(self, flt: SessionFilter, opts: QueryOptions) -> ListingPlan:
+        """Choose how to read a page (see ``docs/decisions.md``, "Listing plans").
+
+        The costs compared are rows touched: a walk of an ordered list touches about
+        ``wanted * walked / matching`` rows before it has ``wanted`` matches (the matches
+        spread evenly along the order); sorting the candidate set touches all of them.
+        A composite list that covers the filter's set conditions holds only candidates,
+        so its walk touches about ``wanted`` rows and needs no candidate set at all.
+        """
         index = self._space.index
-        candidates = index.candidates(flt, self._space.docs)
-        total = len(self._space.docs)
         wanted = opts.offset + opts.limit + 1
-        walk_cost = wanted * total / max(1, len(candidates)) if candidates is not None else 0
-        if candidates is not None and len(candidates) <= max(walk_cost, 64):
+        source = index.composite_source(flt, opts.sort_by, self._heads)
+        if source is not None and source[1]:
+            return ListingPlan("composite", None, source[0])
+        candidates = index.candidates(flt, self._space.docs)
+        if candidates is None:
+            return ListingPlan("walk", None, None)
+        walked = len(self._space.docs) if source is None else len(source[0])
+        walk_rows = wanted * walked / max(1, len(candidates))
+        if len(candidates) <= max(walk_rows, 64):
+            return ListingPlan("sort", candidates, None)
+        return ListingPlan("walk", candidates, None if source is None else source[0])
+
+    def _heads(self) -> Iterator[Session]:
+        return (doc.head for doc in self._space.docs.values())
+
+    def _listing(self, flt: SessionFilter, opts: QueryOptions, plan: ListingPlan) -> Page:
+        """Read a page with ``plan`` (every plan returns the same page: the benchmark's
+        plan sweep forces each in turn)."""
+        now = self.clock.now()
+        candidates = plan.candidates
+        if plan.kind == "sort":
+            assert candidates is not None
             heads = [h for sid in candidates if matches(h := self._view(sid, flt), flt, now)]
             ordered = sort_sessions(heads, opts.sort_by, opts.descending)
             page = paginate(ordered, flt, opts)
@@ -353,7 +396,8 @@ class MemoryStore(BaseSessionStore):
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
         skip = opts.offset
         picked: list[Session] = []
-        for sid in index.walk(opts.sort_by, opts.descending, after, flt):
+        walk = self._space.index.walk(opts.sort_by, opts.descending, after, flt, plan.ordered)
+        for sid in walk:
             if candidates is not None and sid not in candidates:
                 continue
             head = self._view(sid, flt)
