@@ -159,11 +159,66 @@ class _UnixConn(_Unsent, UnixDomainSocketConnection):
     pass
 
 
-class _SentinelConn(_Unsent, SentinelManagedConnection):
+class _MasterOnly:
+    """Sentinel connection mixin: a connection meant for the master checks that the server
+    it reached says it is one, and gives up on it (a connection error, nothing sent, so
+    the call is retried through the sentinel) when it says it is a replica.
+
+    redis-py takes the sentinel's word: ``discover_master`` accepts the entry ``SENTINEL
+    MASTERS`` lists for the service unless it carries a down flag. That entry can name a
+    replica: a master that died and was started again as a replica before the sentinel
+    called it down (as an operator or a supervisor does), or, during a failover, an old
+    master that came back as a replica and answered the sentinel's ping before the
+    sentinel switched to the promoted one. Such a replica, not yet synchronised, answers
+    reads from its empty or stale data set: a store that trusted the sentinel read an
+    acknowledged session as missing (the failover test's clean-clone failure, see
+    docs/decisions.md). The check is one round trip per new connection, never per call:
+    ``HELLO`` without arguments (Redis 6.2+, allowed to every user), else ``ROLE``;
+    when neither is allowed, the sentinel's word stands."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        await super().connect_to(address)  # type: ignore[misc]
+        conn: Any = self
+        if not conn.connection_pool.is_master:
+            return
+        role = await _server_role(conn)
+        if role not in (None, "master"):
+            await conn.disconnect()
+            raise RedisConnectionError(
+                f"the sentinel names {address[0]}:{address[1]} as the master of "
+                f"{conn.connection_pool.service_name!r}, but that server is a {role} "
+                "(a failover under way, or a master started again as a replica); "
+                "asking the sentinel again"
+            )
+
+
+async def _server_role(conn: Any) -> str | None:
+    """``"master"``, ``"replica"`` (or ROLE's ``"slave"``), or None if not allowed."""
+    for command in ("HELLO", "ROLE"):
+        try:
+            await conn.send_command(command)
+            reply = await conn.read_response()
+        except ResponseError:  # HELLO needs a version before Redis 6.2; ACLs may refuse
+            continue
+        if command == "ROLE":
+            return _text(reply[0])
+        if isinstance(reply, dict):
+            fields = {_text(k): v for k, v in reply.items()}
+        else:  # RESP2: a flat list of names and values
+            fields = {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+        return _text(fields["role"])
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _SentinelConn(_Unsent, _MasterOnly, SentinelManagedConnection):
     pass
 
 
-class _SentinelSSLConn(_Unsent, SentinelManagedSSLConnection):
+class _SentinelSSLConn(_Unsent, _MasterOnly, SentinelManagedSSLConnection):
     pass
 
 

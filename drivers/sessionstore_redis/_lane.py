@@ -32,7 +32,7 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import AskError, MovedError, ReadOnlyError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -276,6 +276,8 @@ class Lane:
         self._gate = pool.gate
         self._idle = internals.idle_connections(pool)
         self._busy = internals.busy_connections(pool)
+        #: a Sentinel pool for the master (redis-py's ``SentinelConnectionPool``)
+        self._follows_master = bool(getattr(pool, "is_master", False))
 
     def gate(self, node: ClusterNode) -> FairGate:
         """The gate of one cluster node's connections."""
@@ -354,6 +356,11 @@ class Lane:
             conn = await self._pool.get_connection(*self._get_args)
         try:
             replies = await _exchange(conn, packed, count, during, self.deadlines)
+            if self._follows_master and any(type(r) is ReadOnlyError for r in replies):
+                # as redis-py's SentinelManagedConnection.read_response: the master was
+                # demoted, so the retry connects again through the sentinel (the reply
+                # is read here, not there)
+                await conn.disconnect()
         except BaseException:
             await conn.disconnect(nowait=True)  # redis-py did already; be sure
             await self._give_back(conn, direct)

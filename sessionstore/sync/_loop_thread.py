@@ -6,6 +6,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import selectors
 import threading
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -62,9 +63,16 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        # calls waiting to start, and the loop's state, under _wake_lock: whether it is
+        # blocked waiting for events (then a new call must wake it), whether a wake-up
+        # is already on its way, whether it is gone (no call will ever start)
         self._queue: deque[_Call] = deque()
         self._wake_lock = threading.Lock()
+        self._polling = False
         self._wake_pending = False
+        self._gone = False
+        #: finished calls whose threads are woken when the loop next waits for events
+        self._finished: deque[_Call] = deque()
 
     @property
     def started(self) -> bool:
@@ -84,11 +92,7 @@ class LoopThread:
         after ``timeout`` seconds. A timeout or an interrupt of the waiting thread
         (``KeyboardInterrupt``) cancels the coroutine.
         """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
+        if asyncio._get_running_loop() is not None:  # (public in asyncio.events.__all__)
             coro.close()
             raise BlockingCallError(
                 "a blocking sessionstore.sync call was made from a thread that runs an "
@@ -97,29 +101,30 @@ class LoopThread:
         loop = self._loop if not self._closed else None
         if loop is None:
             loop = self._start(coro)
-        call = _Call(loop, coro)
+        call = _Call(loop, coro, self._finished)
         self._submit(loop, call)
         result: R = call.wait(timeout)
         return result
 
     def _submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
-        """Queue ``call`` for the loop; wake the loop only if no wake-up is pending.
+        """Queue ``call`` for the loop; wake the loop only if it is blocked waiting for
+        events and no wake-up is on its way.
 
-        Under load (many threads calling while the loop is busy) one wake-up, one write
-        to the loop's self-pipe, starts every call queued by then.
+        A loop that is running a turn takes the queued calls itself before it next waits
+        (``_WakingSelector``), so under load (many threads calling while the loop is
+        busy) most calls cost no wake-up at all, no write to the loop's self-pipe.
         """
-        self._queue.append(call)
         with self._wake_lock:
-            if self._wake_pending:
+            if self._gone:
+                call.coro.close()
+                raise StoreUnavailableError("this sessionstore.sync facade is closed")
+            self._queue.append(call)
+            if not self._polling or self._wake_pending:
                 return
             self._wake_pending = True
-        try:
+        # a loop closed meanwhile raises RuntimeError: _run fails what is queued
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._start_queued)
-        except RuntimeError:  # the loop was closed meanwhile
-            with self._wake_lock:
-                self._wake_pending = False
-            call.coro.close()
-            raise StoreUnavailableError("this sessionstore.sync facade is closed") from None
 
     def _start_queued(self) -> None:  # on the loop thread
         with self._wake_lock:
@@ -128,13 +133,40 @@ class LoopThread:
         while queue:
             queue.popleft().start()
 
+    def _before_wait(self, timeout: float | None) -> float | None:  # on the loop thread
+        """Called by the selector before the loop waits for events: wakes the threads
+        whose calls finished, starts the calls queued meanwhile (then the loop does not
+        wait: ``timeout`` 0), else marks the loop as blocked until :meth:`_after_wait`."""
+        _wake(self._finished)
+        with self._wake_lock:
+            if not self._queue:
+                self._polling = timeout != 0
+                return timeout
+        self._start_queued()
+        return 0
+
+    def _after_wait(self) -> None:  # on the loop thread
+        if self._polling:
+            with self._wake_lock:
+                self._polling = False
+
+    def _fail_queued(self) -> None:  # on the loop thread, its loop stopped for good
+        with self._wake_lock:
+            self._gone = True
+            queued = list(self._queue)
+            self._queue.clear()
+        for call in queued:
+            call.coro.close()
+            call.outcome = StoreUnavailableError("this sessionstore.sync facade is closed")
+            call.done.release()
+
     def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._closed:
                 coro.close()
                 raise StoreUnavailableError("this sessionstore.sync facade is closed")
             if self._loop is None:
-                loop = asyncio.new_event_loop()
+                loop = asyncio.SelectorEventLoop(_WakingSelector(self))
                 ready = threading.Event()
                 thread = threading.Thread(
                     target=self._run, args=(loop, ready), name=self._name, daemon=True
@@ -144,12 +176,12 @@ class LoopThread:
                 self._thread, self._loop = thread, loop
             return self._loop
 
-    @staticmethod
-    def _run(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
         loop.call_soon(ready.set)
         try:
             loop.run_forever()
+            _wake(self._finished)  # the last turn ended without waiting for events
             pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
             for task in pending:
                 task.cancel()
@@ -161,6 +193,8 @@ class LoopThread:
         except Exception:  # pragma: no cover - a task that refuses to end
             log.exception("sessionstore.sync loop thread did not wind down cleanly")
         finally:
+            self._fail_queued()
+            _wake(self._finished)
             loop.close()
 
     def close(self, timeout: float | None = None) -> None:
@@ -180,19 +214,59 @@ class LoopThread:
             thread.join(timeout)
 
 
+def _wake(finished: deque[_Call]) -> None:
+    """Wake the threads of the calls that finished."""
+    while finished:
+        finished.popleft().done.release()
+
+
+class _WakingSelector(selectors.DefaultSelector):
+    """The loop thread's selector: between two turns of the loop, before it waits for
+    events, it wakes the threads whose calls finished during the turn, all at once, and
+    starts the calls queued meanwhile (``LoopThread._before_wait``).
+
+    A thread woken by its call's done-callback wants the GIL at once, while the loop
+    thread still runs the rest of its turn: every system call the loop thread makes then
+    (each socket send, reading its self-pipe) lets a caller take the GIL, and the loop
+    waits for it to block again. Woken here, the callers run while the loop thread waits
+    for events with the GIL released; and a call queued while the loop runs a turn needs
+    no wake-up (see ``docs/decisions.md``, *The sync facade's loop thread hands calls
+    over between turns*).
+    """
+
+    def __init__(self, owner: LoopThread) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        owner = self._owner
+        timeout = owner._before_wait(timeout)
+        try:
+            return super().select(timeout)
+        finally:
+            owner._after_wait()
+
+
 class _Call:
     """One coroutine handed to the loop thread, and the calling thread waiting for it.
 
     Leaner than ``asyncio.run_coroutine_threadsafe`` (no ``concurrent.futures.Future``,
     no condition variable, no future chaining): the waiter blocks on a plain lock that
-    the task's done-callback releases.
+    the loop thread releases when it next waits for events (``_WakingSelector``), after
+    the task's done-callback queued it in ``finished``.
     """
 
-    __slots__ = ("coro", "done", "loop", "outcome", "task")
+    __slots__ = ("coro", "done", "finished", "loop", "outcome", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        coro: Coroutine[Any, Any, Any],
+        finished: deque[_Call],
+    ) -> None:
         self.loop = loop
         self.coro = coro
+        self.finished = finished
         self.task: asyncio.Task[Any] | None = None
         self.outcome: asyncio.Task[Any] | BaseException | None = None
         self.done = threading.Lock()
@@ -211,7 +285,7 @@ class _Call:
 
     def _finished(self, task: asyncio.Task[Any]) -> None:  # on the loop thread
         self.outcome = task
-        self.done.release()
+        self.finished.append(self)
 
     def cancel(self) -> None:  # on the loop thread
         if self.task is not None:

@@ -55,8 +55,16 @@ def start_sentinel(
     for name in ("master", "replica", "sentinel"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
     master = start_server(binaries, workdir / "master", "--repl-diskless-sync-delay", "0")
+    # no diskless-sync delay on the replica either: promoted by a failover, it would make
+    # the old master, back as its replica, wait 5 s (the default) for its first sync
     replica = start_server(
-        binaries, workdir / "replica", "--replicaof", "127.0.0.1", str(master.port)
+        binaries,
+        workdir / "replica",
+        "--replicaof",
+        "127.0.0.1",
+        str(master.port),
+        "--repl-diskless-sync-delay",
+        "0",
     )
     sdir = workdir / "sentinel"
     port = free_port()

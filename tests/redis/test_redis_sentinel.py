@@ -1,18 +1,21 @@
 """Sentinel: the store follows the master across a failover under load, and no
-acknowledged write is lost. Part of the default run (about 10 s: the sentinel calls the
+acknowledged write is lost. Part of the default run (about 5 s: the sentinel calls the
 master down after 1 s of silence, then elects the replica)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
+from redis import Redis as SyncRedis
 from sessionstore_redis import RedisStore
 
 from sessionstore import (
@@ -21,6 +24,7 @@ from sessionstore import (
     StoreUnavailableError,
     open_store,
 )
+from tests.redis.processes import command, free_port
 from tests.redis.servers import RedisBinaries, SentinelSetup, start_sentinel
 
 pytestmark = pytest.mark.asyncio
@@ -31,12 +35,11 @@ BEFORE, AFTER = 3, 5
 DEADLINE = 40.0
 
 
-@pytest.fixture
-def failover_sentinel(redis_binaries: RedisBinaries) -> Iterator[SentinelSetup]:
-    """A master, a replica and a sentinel of its own: the test kills the master."""
+@contextlib.contextmanager
+def _own_sentinel(binaries: RedisBinaries, down_after_ms: int) -> Iterator[SentinelSetup]:
     workdir = Path(tempfile.mkdtemp(prefix="sessionstore-sentinel-fo-"))
     try:
-        setup = start_sentinel(redis_binaries, workdir, down_after_ms=1000)
+        setup = start_sentinel(binaries, workdir, down_after_ms=down_after_ms)
     except (RuntimeError, OSError) as exc:
         shutil.rmtree(workdir, ignore_errors=True)
         pytest.skip(f"cannot run a sentinel here: {exc}")
@@ -45,6 +48,20 @@ def failover_sentinel(redis_binaries: RedisBinaries) -> Iterator[SentinelSetup]:
     finally:
         setup.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def failover_sentinel(redis_binaries: RedisBinaries) -> Iterator[SentinelSetup]:
+    """A master, a replica and a sentinel of its own: the test kills the master."""
+    with _own_sentinel(redis_binaries, down_after_ms=1000) as setup:
+        yield setup
+
+
+@pytest.fixture
+def patient_sentinel(redis_binaries: RedisBinaries) -> Iterator[SentinelSetup]:
+    """The same, with a sentinel slow to call the master down (20 s)."""
+    with _own_sentinel(redis_binaries, down_after_ms=20_000) as setup:
+        yield setup
 
 
 @dataclass
@@ -87,7 +104,6 @@ async def _write(store: RedisStore, w: Writer, killed: asyncio.Event, stop: asyn
         n, w.version = n + 1, s.version
 
 
-@pytest.mark.slow  # a clean-clone run once read a session as missing after the failover
 async def test_failover_under_load_loses_no_acknowledged_write(
     failover_sentinel: SentinelSetup,
 ) -> None:
@@ -97,7 +113,15 @@ async def test_failover_under_load_loses_no_acknowledged_write(
     stored history, which has no gap and no duplicate; writes resume within the deadline.
     ``wait_replicas=1`` is what makes "acknowledged" mean "on the replica too": with
     asynchronous replication alone the last acknowledged writes may be lost in a failover
-    (docs/redis.md)."""
+    (docs/redis.md).
+
+    The sessions are created (acknowledged, on the replica) before the kill, so a re-read
+    that finds one missing is a lost write, never an allowed outcome of an unknown one.
+    One clean-clone run saw it, and loops under CPU load reproduced it (2 runs of 8): the
+    sentinel's fresh link to the new master missed its 1 s deadline, a second failover
+    promoted the restarted old master before its first sync, and its empty data set
+    replaced the new master's. A setup fault, not the driver's (the restarted replica now
+    has ``replica-priority 0``; see docs/decisions.md)."""
     setup = failover_sentinel
     store = open_store(
         setup.url,
@@ -133,9 +157,19 @@ async def test_failover_under_load_loses_no_acknowledged_write(
                 new_port = 0 if restarted else setup.master_port()
                 if new_port not in (0, old_port):
                     # the sentinel switched: the old master comes back as a replica of
-                    # the new one (as an operator would start it), so WAIT 1 holds again
+                    # the new one (as an operator would start it), so WAIT 1 holds again.
+                    # Empty until its first sync, it must not be promoted: with this
+                    # sentinel's 1 s down-after, a fresh link to the new master can miss
+                    # its ping deadline and start a second failover at once, which chose
+                    # this replica, still empty, and wiped every acknowledged write
+                    # (docs/decisions.md). replica-priority 0: never promoted.
                     await asyncio.to_thread(
-                        setup.master.restart, "--replicaof", "127.0.0.1", str(new_port)
+                        setup.master.restart,
+                        "--replicaof",
+                        "127.0.0.1",
+                        str(new_port),
+                        "--replica-priority",
+                        "0",
                     )
                     restarted = True
                 await asyncio.sleep(0.02)
@@ -159,3 +193,63 @@ async def test_failover_under_load_loses_no_acknowledged_write(
             f"{sum(w.unknown for w in writers)} of unknown outcome re-read, "
             f"writes resumed {recovered:.1f} s after the kill"
         )
+
+
+async def test_a_replica_the_sentinel_still_names_master_is_never_read(
+    patient_sentinel: SentinelSetup,
+) -> None:
+    """The master dies and is started again, as a replica, before the sentinel has called
+    it down: the sentinel still names it master, with no down flag. That replica is empty
+    (its master link is down), so a store that took the sentinel's word would read the
+    acknowledged session as missing: the failover test's one clean-clone failure, where
+    the old master came back while the sentinel had not yet switched. The store checks
+    the role of every server it connects to as master; it refuses this one, and reads
+    the session once the sentinel has promoted the replica that holds it."""
+    setup = patient_sentinel
+    store = open_store(setup.url, wait_replicas=1, retry_deadline=1.0, connect_timeout=0.5)
+    sentinel = SyncRedis(port=setup.sentinel.port, decode_responses=True)
+    async with store:
+        await store.create_session(id="kept", data={"n": 1})  # on the replica too (WAIT)
+        setup.master.kill()
+        nowhere = free_port()  # a master link that never comes up: the replica stays empty
+        await asyncio.to_thread(setup.master.restart, "--replicaof", "127.0.0.1", str(nowhere))
+        named = cast(dict[str, Any], sentinel.sentinel_masters())[setup.service]
+        # the precondition: redis-py's discover_master takes this entry for the master
+        assert named["port"] == setup.master.port
+        assert named["is_master"] and not named["is_sdown"] and not named["is_odown"]
+        assert b"role:slave" in command(setup.master.port, "INFO", "replication")
+
+        with pytest.raises(StoreUnavailableError, match="but that server is a replica"):
+            await store.get_session("kept")  # (it returned None: the replica's answer)
+        with pytest.raises(StoreUnavailableError, match="but that server is a replica"):
+            await store.create_session(id="other")
+        # the operator's way out: fail over to the replica that holds the data
+        assert command(setup.sentinel.port, "SENTINEL", "FAILOVER", setup.service) == b"+OK\r\n"
+        deadline = time.monotonic() + DEADLINE
+        while setup.master_port() == setup.master.port:
+            assert time.monotonic() < deadline, "the sentinel did not fail over"
+            await asyncio.sleep(0.05)
+        session = None
+        while session is None:
+            assert time.monotonic() < deadline, "the promoted replica was not read"
+            with contextlib.suppress(StoreUnavailableError):
+                session = await store.get_session("kept")
+        assert session.data == {"n": 1}
+    sentinel.close()
+
+
+async def test_a_master_demoted_behind_the_sentinels_back_is_left_at_the_first_write(
+    patient_sentinel: SentinelSetup,
+) -> None:
+    """The master is made a replica by hand (no ``CLIENT KILL``, which the sentinel's own
+    demotion sends): the store's connection to it stays open. The first write's READONLY
+    drops that connection, so the retry asks the sentinel again (as redis-py does for its
+    own replies; the lean path reads the reply itself) and refuses the replica it names,
+    instead of sending every retry to the same replica."""
+    setup = patient_sentinel
+    store = open_store(setup.url, retry_deadline=1.0, connect_timeout=0.5)
+    async with store:
+        await store.create_session(id="kept")
+        command(setup.master.port, "REPLICAOF", "127.0.0.1", str(free_port()))
+        with pytest.raises(StoreUnavailableError, match="but that server is a replica"):
+            await store.create_session(id="other")
