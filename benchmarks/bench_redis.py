@@ -18,6 +18,10 @@ and on Cluster:
    driver's write script with the same arguments (the same writes);
 3. ``append_events`` <= 1.3x a raw ``RPUSH`` of the event, and flat in history length
    (10,000 events <= 1.3x 10 events);
+3a. the event log (issue 17): ``pop_events(n=1)``, ``get_event(key=)``,
+   ``get_events(types=..., last=20)``, a backwards page and ``get_events(last=20)`` at
+   10,000 events <= 1.3x the same at 10 events; ``get_events(last=20)`` <= 1.5x a raw
+   ``ZRANGE`` of the 20 records + decoding;
 4. the first page of 100 filtered by tag + created_at range over 100,000 sessions >= 100x
    faster than SCAN + decode + filter (``BaseSessionStore.list_sessions``);
 5. ``put_records`` of 500 records, pipelined, >= 0.8x the throughput of the same write
@@ -45,6 +49,7 @@ import orjson
 from sessionstore import (
     BaseSessionStore,
     CreateOp,
+    EventInput,
     ManualClock,
     NewSession,
     QueryOptions,
@@ -166,7 +171,8 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             args = list(args_template)
             args[id_at] = sid
             args[0] = int(time.time() * 1000)
-            return client.evalsha(WRITE.sha, 3, base.doc, base.events, base.ckpt, *args)
+            keys = (base.doc, base.events, base.ckpt, base.etypes, base.ekeys)
+            return client.evalsha(WRITE.sha, len(keys), *keys, *args)
 
         op, floor = await compare(
             lambda: store.create_session(
@@ -194,7 +200,7 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
 
         def raw_update() -> object:
             upd_args[0] = int(time.time() * 1000)
-            return client.evalsha(WRITE.sha, 3, *upd_keys, *upd_args)
+            return client.evalsha(WRITE.sha, len(upd_keys), *upd_keys, *upd_args)
 
         op, floor = await compare(
             lambda: store.update_session(s.id, merge_data={"step": next(step)}),
@@ -223,7 +229,7 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
 
         op, floor = await compare(
             lambda: store.append_events(big, [EVENT]),
-            lambda: client.rpush(raw_list, blob),
+            lambda: client.rpush(raw_list, blob),  # the floor of the list layout, kept
             number=sizes.append_number,
             floor_number=sizes.append_number,
             repeat=sizes.repeat,
@@ -251,6 +257,125 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             repeat=sizes.repeat,
         )
         await bench_bulk(report, store, label, sizes)
+        await bench_event_log(report, store, label, sizes)
+
+
+_TYPES = ("message", "tool_call", "tool_result", "state")
+
+
+async def _fill(store: Any, sid: str, count: int) -> None:
+    """Append events until ``sid`` keeps ``count`` (types in turn, each with a key)."""
+    session = await store.get_session(sid)
+    have, seq = session.event_count, session.last_seq
+    while have < count:
+        n = min(1000, count - have)
+        batch = [
+            EventInput(_TYPES[(seq + i) % 4], EVENT["data"], key=f"k{seq + i + 1}")
+            for i in range(n)
+        ]
+        await store.append_events(sid, batch)
+        have += n
+        seq += n
+
+
+async def bench_event_log(report: Report, store: Any, label: str, sizes: Sizes) -> None:
+    """The event log of issue #17 at ``big_log`` vs ``small_log`` events (flat: <= 1.3x),
+    and ``get_events(last=20)`` against a raw ``ZRANGE`` of the same records."""
+    big = (await store.create_session(processor_id="agent-7")).id
+    small = (await store.create_session(processor_id="agent-7")).id
+    await _fill(store, big, sizes.big_log)
+    await _fill(store, small, sizes.small_log)
+    key_big = f"k{sizes.big_log // 2}"
+    key_small = f"k{sizes.small_log // 2}"
+    client = store.client
+    events_key = store.key_names(big)["events"]
+    # pages of the same size on both sides (the small log holds 10 events, of 4 types in
+    # turn: 5 of the pair, 5 below seq 6), so only the history length differs
+    pair = ["tool_call", "tool_result"]
+
+    async def raw_last() -> object:
+        records = await client.zrange(events_key, -20, -1)
+        return orjson.loads(b"[" + b",".join(records) + b"]")
+
+    op, floor = await compare(
+        lambda: store.get_events(big, last=20),
+        raw_last,
+        number=sizes.append_number,
+        floor_number=sizes.append_number,
+        repeat=sizes.repeat,
+    )
+    report.add(
+        Row(
+            f"[{label}] get_events(last=20) of {sizes.big_log:,}",
+            op,
+            "raw ZRANGE -20 -1 + decode",
+            floor,
+            Target.at_most(1.5),
+            note="the floor reads the same 20 records and decodes them",
+        )
+    )
+    reads: list[tuple[str, Any, Any]] = [
+        (
+            "get_events(last=10)",
+            lambda: store.get_events(big, last=10),
+            lambda: store.get_events(small, last=10),
+        ),
+        (
+            "get_event(key=)",
+            lambda: store.get_event(big, key=key_big),
+            lambda: store.get_event(small, key=key_small),
+        ),
+        (
+            "get_events(types=2 of 4, last=5)",
+            lambda: store.get_events(big, types=pair, last=5),
+            lambda: store.get_events(small, types=pair, last=5),
+        ),
+        (
+            "backwards page (before_seq=, last=5)",
+            lambda: store.get_events(big, before_seq=sizes.big_log // 2, last=5),
+            lambda: store.get_events(small, before_seq=6, last=5),
+        ),
+    ]
+    for name, on_big, on_small in reads:
+        op, floor = await compare(
+            on_big,
+            on_small,
+            number=sizes.append_number,
+            floor_number=sizes.append_number,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"[{label}] {name} flatness {sizes.big_log:,} vs {sizes.small_log}",
+                op,
+                f"same, {sizes.small_log} events",
+                floor,
+                Target.at_most(1.3),
+            )
+        )
+    # pops: each batch starts from the stated lengths (topped up, untimed); a batch of
+    # small_log pops empties the small log at most
+    pops = max(1, sizes.small_log)
+    op, floor = await compare(
+        lambda: store.pop_events(big),
+        lambda: store.pop_events(small),
+        number=pops,
+        floor_number=pops,
+        repeat=sizes.repeat * 3,
+        op_setup=lambda: _fill(store, big, sizes.big_log),
+        floor_setup=lambda: _fill(store, small, sizes.small_log),
+    )
+    report.add(
+        Row(
+            f"[{label}] pop_events(n=1) flatness {sizes.big_log:,} vs {sizes.small_log}",
+            op,
+            f"same, {sizes.small_log} events",
+            floor,
+            Target.at_most(1.3),
+            note=f"batches of {pops} pops, each from {sizes.big_log:,} / {sizes.small_log} "
+            "events (topped up, untimed)",
+        )
+    )
 
 
 async def bench_bulk(report: Report, store: Any, label: str, sizes: Sizes) -> None:
@@ -289,7 +414,7 @@ async def bench_bulk(report: Report, store: Any, label: str, sizes: Sizes) -> No
             call = store._writes.call(now_ms)
             mut = Mutation(s.id, 0, s, b"", b"", created=True)
             call.mutation(store._keys.home(s.id), mut, 0)
-            pipe.execute_command("EVALSHA", WRITE.sha, 3, *call.keys, *call.args())
+            pipe.execute_command("EVALSHA", WRITE.sha, len(call.keys), *call.keys, *call.args())
         await pipe.execute()
 
     op, floor = await compare(

@@ -150,6 +150,12 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
                 "append flatness 10,000 vs 10",
                 "put_records x100 pipelined",
                 "list_sessions tag+range, 4,000",
+                "get_events(last=20) of 10,000",
+                "get_events(last=10) flatness 10,000 vs 10",
+                "get_event(key=) flatness 10,000 vs 10",
+                "get_events(types=2 of 4, last=5) flatness 10,000 vs 10",
+                "backwards page (before_seq=, last=5) flatness 10,000 vs 10",
+                "pop_events(n=1) flatness 10,000 vs 10",
             )
         }
         assert _number(report["meta"][f"query_ms_{topology}"])
