@@ -6,7 +6,9 @@ A session's ``doc`` hash holds header fields (``v`` format version, ``id``, ``ve
 tag (``t:<tag>``) and per top-level key of ``data`` (``d:<json key>``) and ``metadata``
 (``m:<json key>``) holding that value's JSON bytes. The field name carries the key
 already JSON-encoded, so ``data`` is rebuilt by joining the fields into one JSON object
-and decoding it once.
+and decoding it once. Event records (``lua/evlog.lua``) are JSON objects with short
+field names (``v`` layout, ``s`` seq, ``t`` type, ``a`` at, ``k`` key, ``d`` data), a page
+of them decoded with one ``orjson.loads``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ _HEADER: Final = frozenset(
     (b"v", b"id", b"ver", b"ca", b"ua", b"ea", b"ec", b"ls", b"st", b"pid", b"grp", b"wt")
 )
 _STATUSES: Final = {s.value.encode(): s for s in Status}
+
+#: The document layout this driver writes (field ``v``): 2 since the event log became a
+#: sorted set (``lua/evlog.lua``); layout 1 documents are read, and their logs converted
+#: by the first script that touches the events.
+DOC_FORMAT: Final = 2
 
 
 def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
@@ -185,11 +192,6 @@ def record_tail(s: Session, has_events: bool) -> str:
         ]
     )
 
-
-#: The document layout this driver writes (field ``v``): 2 since the event log became a
-#: sorted set (``lua/evlog.lua``); layout 1 documents are read, and their logs converted
-#: by the first script that touches the events.
-DOC_FORMAT: Final = 2
 
 _TYPES: dict[str, bytes] = {}  # event types as JSON (an application uses a few)
 
