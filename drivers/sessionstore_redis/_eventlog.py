@@ -103,8 +103,8 @@ class EventLog:
             "" if at_before is None else to_ms(at_before),
         ]
         if types is not None:
-            if not types:
-                args[3] = 0  # no type at all: an empty page (the session is still checked)
+            if not types:  # no type at all: an empty page (the session is still checked)
+                args[3], args[4] = 0, ""
             args += sorted(type_json(t) for t in types)
         records = await self._read(sid, EVENTS, lambda loc: [loc.doc, loc.events, loc.etypes], args)
         return None if records is None else decode_events(records, sid)

@@ -23,6 +23,7 @@ from sessionstore import (
     PopOp,
     Session,
     SessionFilter,
+    SessionNotFoundError,
     TruncateOp,
     UnsupportedFormatError,
 )
@@ -300,3 +301,13 @@ async def test_an_append_that_creates_or_sets_the_expiry_is_one_round_trip(
     # nothing new, no expiry change: no write
     again = await store.append_events("made", [EventInput("a", key="k")], expires_at=UNSET)
     assert again == r.session
+
+
+async def test_no_types_is_an_empty_page_of_a_live_session(open_redis: Any, redis_url: str) -> None:
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="nt")
+    await store.append_events("nt", [{"type": "a"}, {"type": "b"}])
+    assert await store.get_events("nt", types=[], last=5) == []
+    assert await store.get_events("nt", types=set(), limit=5) == []
+    with pytest.raises(SessionNotFoundError):
+        await store.get_events("missing", types=[], last=5)
