@@ -670,11 +670,16 @@ class RedisStore(BaseSessionStore):
                 )
 
                 if not keyed:  # number the records here: the script need not build them
-                    numbered = c.last_seq
+                    numbered = seq = c.last_seq
+                    whole: list[Any] = []
                     for i in range(0, len(args), 5):
-                        seq = numbered + 1 + i // 5
-                        args[i] = b'{"v":2,"s":%d,%b' % (seq, args[i])
-                        args[i + 1] = b"%b\0%016x" % (args[i + 1], seq)
+                        seq += 1
+                        whole += (
+                            b'{"v":2,"s":%d,%b' % (seq, args[i]),
+                            b"%b\0%016x" % (args[i + 1], seq),
+                            args[i + 2],
+                        )
+                    args = whole
 
             if not keyed:
 

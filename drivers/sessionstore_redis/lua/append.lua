@@ -16,9 +16,10 @@
 --   14 the seq the client numbered the events after ('' none, see below),
 --   15... the events, five arguments each: the record's tail ('"t":..,"a":..,["k":..,]
 --   "d":..}', see evlog.lua), type json, at ms, key json ('' none), content digest.
---   When 14 is given (no keys, the client's copy of the document at hand) the first two
---   are instead the whole record and type index entry, numbered from 14 + 1: used as
---   they are when that is the stored last seq (no string is built here), else renumbered.
+--   When 14 is given (no keys, the client's copy of the document at hand) each event is
+--   three arguments instead: the whole record and type index entry, numbered from 14 + 1,
+--   and at ms; used as they are when 14 is the stored last seq (no string is built
+--   here), else renumbered.
 -- Reply: the new version (an integer) when the stored write token is the known one, else
 -- the document (one string, as read.lua); a table for {'DONE', doc} (a retried call
 -- that had already been applied), {'!', code, id, a, b} (nothing was written) and, for a
@@ -29,7 +30,7 @@
 local doc, ev, et, ek = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IX, ID, NOW, TOKEN, KNOWN, NV = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[8]
 local KEYED, PRED = ARGV[13] == '1', tonumber(ARGV[14])
-local FIRST = 15  -- the first event
+local FIRST, STEP = 15, PRED and 3 or 5  -- the first event, arguments per event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
 -- numbers as integers: tostring would print a version near 2^62 as 4.6116860184274e+18
@@ -76,19 +77,19 @@ end
 local flags, new = {}, 0
 if KEYED then
   local bad
-  flags, new, bad = ev_dedupe(ev, ek, ARGV, FIRST, 5, 3)
+  flags, new, bad = ev_dedupe(ev, ek, ARGV, FIRST, STEP, 3)
   if bad then return fail('EVKEY', bad) end
   if new == 0 then  -- every event is stored already: nothing to write
     if current then return {'K', ver, ev_flags_out(flags)} end
     return {'K', table.concat(redis.call('HGETALL', doc), '\0'), ev_flags_out(flags)}
   end
 else
-  new = (#ARGV - FIRST + 1) / 5
+  new = (#ARGV - FIRST + 1) / STEP
 end
 
 local am, tu = tonumber(w[2]), w[4] == '1'
 local seq, j = ls, 0
-for i = FIRST, #ARGV, 5 do
+for i = FIRST, #ARGV, STEP do
   j = j + 1
   if not KEYED or flags[j] == true then
     seq = seq + 1
