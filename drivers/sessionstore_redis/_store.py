@@ -652,6 +652,7 @@ class RedisStore(BaseSessionStore):
         known = ""
         after: Sequence[Any] = NO_COPY
         numbered: int | str = ""
+        leaves: tuple[Any, ...] = ("", "", "")
         during = None
         made: list[Session] = []
         if cached is not None:
@@ -675,11 +676,13 @@ class RedisStore(BaseSessionStore):
                     for i in range(0, len(args), 5):
                         seq += 1
                         whole += (
+                            seq,
                             b'{"v":2,"s":%d,%b' % (seq, args[i]),
                             b"%b\0%016x" % (args[i + 1], seq),
                             args[i + 2],
                         )
                     args = whole
+                    leaves = (c.version + 1, c.event_count + n, seq)
 
             if not keyed:
 
@@ -690,7 +693,14 @@ class RedisStore(BaseSessionStore):
         if sid not in self._groups:  # the common case, without run_on's bookkeeping
             call = self._writes.call(now_ms)
             call.append(
-                self._keys.home(sid), args, expected, known, after, keyed=keyed, numbered=numbered
+                self._keys.home(sid),
+                args,
+                expected,
+                known,
+                after,
+                keyed=keyed,
+                numbered=numbered,
+                leaves=leaves,
             )
             try:
                 reply = await self._writes.run(
@@ -702,7 +712,14 @@ class RedisStore(BaseSessionStore):
             reply, _ = await self._writes.run_on(
                 sid,
                 lambda call, loc: call.append(
-                    loc, args, expected, known, after, keyed=keyed, numbered=numbered
+                    loc,
+                    args,
+                    expected,
+                    known,
+                    after,
+                    keyed=keyed,
+                    numbered=numbered,
+                    leaves=leaves,
                 ),
                 now_ms,
                 idempotent=expected is not None,

@@ -185,6 +185,7 @@ class WriteCall:
         *,
         keyed: bool = False,
         numbered: int | str = "",
+        leaves: Sequence[Any] = ("", "", ""),
     ) -> None:
         """An ``append_events`` call: its own script (``lua/append.lua``). ``events`` are
         five arguments per event (``_encoding.event_args``); ``known`` is the token of the
@@ -193,14 +194,16 @@ class WriteCall:
         index record after the append; see the script), used by the script only if the
         document still is that copy. ``keyed``: some event has a key; ``numbered``: the
         seq the events were numbered after (their records and type index entries made
-        whole by the client, see the script), ``""``: not numbered."""
+        whole by the client, see the script), ``""``: not numbered; ``leaves``: with
+        ``numbered``, the version, event count and last seq the append leaves."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect
         k = "1" if keyed else ""
-        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, k, numbered, *events]
+        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, k, numbered, *leaves]
+        self.ops += events
 
     def append_with(
         self,

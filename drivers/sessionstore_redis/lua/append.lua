@@ -13,13 +13,15 @@
 --   events keys' PEXPIREAT ('' none), 12 the session's index record after the append
 --   ('' none),
 --   13 '1' when some event has a key (the reply then says which events were new),
---   14 the seq the client numbered the events after ('' none, see below),
---   15... the events, five arguments each: the record's tail ('"t":..,"a":..,["k":..,]
+--   14 the seq the client numbered the events after ('' none, see below), 15-17 the
+--   version, event count and last seq its copy says the append leaves (with 14),
+--   18... the events, five arguments each: the record's tail ('"t":..,"a":..,["k":..,]
 --   "d":..}', see evlog.lua), type json, at ms, key json ('' none), content digest.
 --   When 14 is given (no keys, the client's copy of the document at hand) each event is
---   three arguments instead: the whole record and type index entry, numbered from 14 + 1,
---   and at ms; used as they are when 14 is the stored last seq (no string is built
---   here), else renumbered.
+--   four arguments instead: its seq, the whole record and type index entry numbered
+--   from 14 + 1, and at ms; used as they are when 14 is the stored last seq, else
+--   renumbered. When the copy is current the script then handles strings only (Lua
+--   formats and parses numbers with printf/strtod: a third of an append's instructions).
 -- Reply: the new version (an integer) when the stored write token is the known one, else
 -- the document (one string, as read.lua); a table for {'DONE', doc} (a retried call
 -- that had already been applied), {'!', code, id, a, b} (nothing was written) and, for a
@@ -30,7 +32,7 @@
 local doc, ev, et, ek = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IX, ID, NOW, TOKEN, KNOWN, NV = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[8]
 local KEYED, PRED = ARGV[13] == '1', tonumber(ARGV[14])
-local FIRST, STEP = 15, PRED and 3 or 5  -- the first event, arguments per event
+local FIRST, STEP = 18, PRED and 4 or 5  -- the first event, arguments per event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
 -- numbers as integers: tostring would print a version near 2^62 as 4.6116860184274e+18
@@ -43,7 +45,7 @@ if NV ~= '' and w[1] == KNOWN and w[3] == '2' then
   -- The document is the client's copy (the write token says so): the version check and
   -- the expiry check were done from it, nothing else to read. (The client sends these
   -- only when its copy has the expected version and has not expired.)
-  ver, current, ec, ls = tonumber(NV), true, tonumber(ARGV[9]), tonumber(ARGV[10])
+  ver, current, ec, ls = NV, true, ARGV[9], ARGV[10]  -- strings, see below
   if ARGV[11] ~= '' then expire_at = ARGV[11] end
 else
   local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
@@ -80,39 +82,69 @@ if KEYED then
   flags, new, bad = ev_dedupe(ev, ek, ARGV, FIRST, STEP, 3)
   if bad then return fail('EVKEY', bad) end
   if new == 0 then  -- every event is stored already: nothing to write
-    if current then return {'K', ver, ev_flags_out(flags)} end
+    if current then return {'K', tonumber(ver), ev_flags_out(flags)} end
     return {'K', table.concat(redis.call('HGETALL', doc), '\0'), ev_flags_out(flags)}
   end
 else
   new = (#ARGV - FIRST + 1) / STEP
 end
 
-local am, tu = tonumber(w[2]), w[4] == '1'
-local seq, j = ls, 0
-for i = FIRST, #ARGV, STEP do
-  j = j + 1
-  if not KEYED or flags[j] == true then
-    seq = seq + 1
-    if PRED == ls then  -- numbered by the client, rightly
-      redis.call('ZADD', ev, seq, ARGV[i])
-      redis.call('ZADD', et, 0, ARGV[i + 1])
-    elseif PRED then  -- numbered by the client from another seq: renumber
-      local tail = string.match(ARGV[i], '^{"v":2,"s":%d+,(.*)$')
-      ev_add(ev, et, ek, seq, tail, string.sub(ARGV[i + 1], 1, -18), '', '')
-    else
-      ev_add(ev, et, ek, seq, ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4])
+local nv
+if current and PRED then
+  -- numbered from the copy, which is the document: strings only (no number is formatted
+  -- or parsed; two `at` of the same number of digits compare as strings)
+  local am, tu = w[2], w[4] == '1'
+  local function gt(x, y)
+    if #x ~= #y or string.byte(x) == 45 or string.byte(y) == 45 then
+      return tonumber(x) > tonumber(y)
     end
-    if KEYED then flags[j] = seq end
-    local at = tonumber(ARGV[i + 2])
-    if am and at < am then tu = true end
-    if not am or at > am then am = at end
+    return x > y
   end
-end
-local nv = int(ver + 1)
-if tu and w[4] ~= '1' then
-  redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am), 'tu', '1')
+  for i = FIRST, #ARGV, 4 do
+    redis.call('ZADD', ev, ARGV[i], ARGV[i + 1])
+    redis.call('ZADD', et, '0', ARGV[i + 2])
+    local at = ARGV[i + 3]
+    if not am or gt(at, am) then am = at elseif gt(am, at) then tu = true end
+  end
+  nv = ARGV[15]
+  if tu and w[4] ~= '1' then
+    redis.call('HSET', doc, 'ver', nv, 'ec', ARGV[16], 'ls', ARGV[17], 'ua', NOW, 'wt', TOKEN, 'am', am, 'tu', '1')
+  else
+    redis.call('HSET', doc, 'ver', nv, 'ec', ARGV[16], 'ls', ARGV[17], 'ua', NOW, 'wt', TOKEN, 'am', am)
+  end
 else
-  redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am))
+  ver, ec, ls = tonumber(ver), tonumber(ec), tonumber(ls)
+  local am, tu = tonumber(w[2]), w[4] == '1'
+  local seq, j = ls, 0
+  for i = FIRST, #ARGV, STEP do
+    j = j + 1
+    if not KEYED or flags[j] == true then
+      seq = seq + 1
+      local at
+      if PRED == ls then  -- numbered by the client, rightly
+        redis.call('ZADD', ev, ARGV[i], ARGV[i + 1])
+        redis.call('ZADD', et, '0', ARGV[i + 2])
+        at = ARGV[i + 3]
+      elseif PRED then  -- numbered by the client from another seq: renumber
+        local tail = string.match(ARGV[i + 1], '^{"v":2,"s":%d+,(.*)$')
+        ev_add(ev, et, ek, seq, tail, string.sub(ARGV[i + 2], 1, -18), '', '')
+        at = ARGV[i + 3]
+      else
+        ev_add(ev, et, ek, seq, ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4])
+        at = ARGV[i + 2]
+      end
+      if KEYED then flags[j] = seq end
+      at = tonumber(at)
+      if am and at < am then tu = true end
+      if not am or at > am then am = at end
+    end
+  end
+  nv = int(ver + 1)
+  if tu and w[4] ~= '1' then
+    redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am), 'tu', '1')
+  else
+    redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am))
+  end
 end
 -- after the writes: PEXPIREAT of a key that does not exist yet (a first append) is a no-op
 if expire_at then

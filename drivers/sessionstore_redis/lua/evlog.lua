@@ -18,7 +18,7 @@ local function ev_hex(seq) return string.format('%016x', seq) end
 local function ev_add(ev, et, ek, seq, tail, ty, key, dig)
   local s = string.format('%d', seq)
   redis.call('ZADD', ev, s, '{"v":2,"s":' .. s .. ',' .. tail)
-  redis.call('ZADD', et, 0, ty .. '\0' .. ev_hex(seq))
+  redis.call('ZADD', et, '0', ty .. '\0' .. ev_hex(seq))
   if key ~= '' then redis.call('HSET', ek, key, s .. '\0' .. dig) end
 end
 
