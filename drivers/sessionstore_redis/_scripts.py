@@ -43,6 +43,6 @@ APPEND = _load("append", "ixadd", "evlog", "append", fixed=3)  # grace, index pr
 REINDEX = _load("reindex", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixadd", "index", "walk")
 CLAIM = _load("claim", "claim")
-EVENTS = _load("events", "evlog", "events")
+EVENTS = _load("events", "evlog", "evdrop", "events")
 EVENT = _load("event", "event")
 READ = _load("read", "read")

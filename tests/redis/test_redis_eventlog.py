@@ -101,10 +101,10 @@ async def test_a_layout_1_log_is_read_and_converted(
     assert await store.client.type(keys["events"]) == b"zset"
     assert await store.client.hget(keys["doc"], "v") == b"2"
     assert await store.client.pttl(keys["events"]) > 0
-    assert await store.client.pttl(keys["etypes"]) > 0
     assert [(e.seq, e.type) for e in await store.get_events("old")] == expected
     want_a = [seq for seq, t in expected if t == "a"]
     assert [e.seq for e in await store.get_events("old", types=["a"])] == want_a
+    assert await store.client.pttl(keys["etypes"]) > 0  # built by the read, expiring alike
     session = await store.get_session("old")
     assert session is not None and session.event_count == len(expected)
 
@@ -170,6 +170,7 @@ async def test_deleting_and_expiring_cover_the_index_keys(open_redis: Any, redis
     store: RedisStore = await open_redis(redis_url)
     await store.create_session(id="ttl", ttl=3600)
     await store.append_events("ttl", [EventInput("a", key="k")])
+    await store.get_events("ttl", types=["a"])  # the type index is built
     keys = store.key_names("ttl")
     for name in ("events", "etypes", "ekeys"):
         assert await store.client.pttl(keys[name]) > 0
@@ -293,7 +294,7 @@ async def test_an_append_that_creates_or_sets_the_expiry_is_one_round_trip(
     keys = store.key_names("made")
     assert r.session.expires_at is not None
     backstop = to_ms(r.session.expires_at) + store._grace_ms
-    for name in ("doc", "events", "etypes", "ekeys"):
+    for name in ("doc", "events", "ekeys"):  # (no type index before a read by type)
         assert await store.client.execute_command("PEXPIRETIME", keys[name]) == backstop
     fresh: RedisStore = await open_redis(redis_url, clock=clock)
     assert await fresh.get_session("made") == r.session
@@ -311,3 +312,33 @@ async def test_no_types_is_an_empty_page_of_a_live_session(open_redis: Any, redi
     assert await store.get_events("nt", types=set(), limit=5) == []
     with pytest.raises(SessionNotFoundError):
         await store.get_events("missing", types=[], last=5)
+
+
+async def test_the_type_index_is_built_by_the_first_read_by_type(
+    open_redis: Any, redis_url: str
+) -> None:
+    """Appends keep no type index until a read by type built it (once, O(events)); from
+    then on every way of adding or removing events keeps it in step."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="ti")
+    await store.append_events("ti", [{"type": "a"}, {"type": "b"}, {"type": "a"}])
+    keys = store.key_names("ti")
+    assert await store.client.exists(keys["etypes"]) == 0
+    assert await store.client.hget(keys["doc"], "ti") is None
+    assert [e.seq for e in await store.get_events("ti", types=["a"])] == [1, 3]
+    assert await store.client.zcard(keys["etypes"]) == 3
+    assert await store.client.hget(keys["doc"], "ti") == b"1"
+    other: RedisStore = await open_redis(redis_url)  # no copy: append.lua's read path
+    await other.append_events("ti", [{"type": "a"}])
+    await store.append_events("ti", [EventInput("a", key="k")])  # keyed
+    await store.append_events("ti", [{"type": "b"}], ttl=60)  # write.lua's A op
+    await store.commit([AppendOp("ti", [{"type": "a"}]), PopOp("ti", 1)])  # the F op
+    await store.pop_events("ti")
+    await store.delete_events("ti", seqs=[1])
+    await store.append_events("ti", [{"type": "a"}, {"type": "c"}])  # the copy's path
+    log = await store.get_events("ti")
+    assert await store.client.zcard(keys["etypes"]) == len(log)
+    for t in "abc":
+        assert [e.seq for e in await store.get_events("ti", types=[t])] == [
+            e.seq for e in log if e.type == t
+        ]

@@ -37,6 +37,7 @@ async def test_key_layout_is_the_documented_one(open_redis: Any, redis_url: str)
     )
     await store.append_events(s.id, [{"type": "e", "data": {"n": 1}, "key": "k1"}])
     await store.save_checkpoint(s.id, label="one")
+    await store.get_events(s.id, types=["e"])  # builds the type index
     names = store.key_names("s1")
     prefix = f"app:{store.namespace}:"
     assert names == {

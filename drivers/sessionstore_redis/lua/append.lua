@@ -39,7 +39,7 @@ local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[
 local function str(x) if type(x) == 'number' then return string.format('%d', x) end return tostring(x or '') end
 local function int(x) return string.format('%.0f', x) end
 local function fail(code, a, b) return {'!', code, ID, str(a), str(b)} end
-local w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'tu')
+local w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'tu', 'ti')
 local ver, ec, ls, expire_at, current
 if NV ~= '' and w[1] == KNOWN and w[3] == '2' then
   -- The document is the client's copy (the write token says so): the version check and
@@ -66,7 +66,7 @@ else
   if expect and ver ~= expect then return fail('CONFLICT', expect, ver) end
   if format < 2 then
     if not ev_upgrade(doc, ev, et) then return fail('CORRUPT') end
-    w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'tu')
+    w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'tu', 'ti')
     h[6] = redis.call('HGET', doc, 'ec')
   end
   current = KNOWN ~= '' and h[3] == KNOWN
@@ -74,6 +74,7 @@ else
   if h[2] then expire_at = int(tonumber(h[2]) + tonumber(ARGV[1])) end
 end
 
+local TI = w[5] == '1'  -- the type index is kept (evlog.lua)
 -- keyed events: one already stored with the same content is not written again; with
 -- other content the call fails before anything is written
 local flags, new = {}, 0
@@ -102,7 +103,7 @@ if current and PRED then
   end
   for i = FIRST, #ARGV, 4 do
     redis.call('ZADD', ev, ARGV[i], ARGV[i + 1])
-    redis.call('ZADD', et, '0', ARGV[i + 2])
+    if TI then redis.call('ZADD', et, '0', ARGV[i + 2]) end
     local at = ARGV[i + 3]
     if not am or gt(at, am) then am = at elseif gt(am, at) then tu = true end
   end
@@ -123,14 +124,14 @@ else
       local at
       if PRED == ls then  -- numbered by the client, rightly
         redis.call('ZADD', ev, ARGV[i], ARGV[i + 1])
-        redis.call('ZADD', et, '0', ARGV[i + 2])
+        if TI then redis.call('ZADD', et, '0', ARGV[i + 2]) end
         at = ARGV[i + 3]
       elseif PRED then  -- numbered by the client from another seq: renumber
         local tail = string.match(ARGV[i + 1], '^{"v":2,"s":%d+,(.*)$')
-        ev_add(ev, et, ek, seq, tail, string.sub(ARGV[i + 2], 1, -18), '', '')
+        ev_add(ev, et, ek, seq, tail, string.sub(ARGV[i + 2], 1, -18), '', '', TI)
         at = ARGV[i + 3]
       else
-        ev_add(ev, et, ek, seq, ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4])
+        ev_add(ev, et, ek, seq, ARGV[i], ARGV[i + 1], ARGV[i + 3], ARGV[i + 4], TI)
         at = ARGV[i + 2]
       end
       if KEYED then flags[j] = seq end

@@ -28,6 +28,26 @@ local function ev_unindex(et, ek, recs, step)
   return true
 end
 
+-- Build the type index of a log that has none (doc field 'ti' unset), keeping the log's
+-- expiry: the first read by type pays O(events) once, later appends keep the index.
+-- false if a record is malformed (nothing is then written).
+local function ev_types(doc, ev, et)
+  local recs = redis.call('ZRANGE', ev, 0, -1)
+  local tys = {}
+  for _, rec in ipairs(recs) do
+    local seq, ty = ev_parse(rec)
+    if not seq then return false end
+    tys[#tys + 1] = '0'
+    tys[#tys + 1] = ty .. '\0' .. ev_hex(seq)
+  end
+  redis.call('DEL', et)
+  for i = 1, #tys, 1000 do redis.call('ZADD', et, unpack(tys, i, math.min(i + 999, #tys))) end
+  local ttl = redis.call('PTTL', ev)
+  if ttl > 0 and #tys > 0 then redis.call('PEXPIRE', et, ttl) end
+  redis.call('HSET', doc, 'ti', '1')
+  return true
+end
+
 -- After events were removed: the greatest `at` is the last record's while `at` is sorted
 -- (else it stays, which only keeps the log marked unsorted); an empty log is sorted.
 local function ev_settle(doc, ev)

@@ -9,7 +9,7 @@
 -- `at` than one before it ('tu'), a time bound is applied by filtering (O(events in the
 -- other bounds)).
 local doc, ev, et = KEYS[1], KEYS[2], KEYS[3]
-local h = redis.call('HMGET', doc, 'ver', 'ea', 'v', 'tu', 'grp')
+local h = redis.call('HMGET', doc, 'ver', 'ea', 'v', 'tu', 'grp', 'ti')
 if not h[1] then
   if h[5] then return {'PTR', h[5]} end
   if redis.call('EXISTS', doc) == 1 then return {'CORRUPT'} end
@@ -30,6 +30,9 @@ local aa, ab = tonumber(ARGV[6]), tonumber(ARGV[7])
 local types = {}
 for i = 8, #ARGV do types[#types + 1] = ARGV[i] end
 if want == 0 or lo + 1 >= hi then return {'OK', {}} end
+if #types > 0 and (format < 2 or h[6] ~= '1') and not ev_types(doc, ev, et) then
+  return {'CORRUPT'}
+end
 
 local function bound(x) if x == math.huge then return '+inf' end return '(' .. string.format('%d', x) end
 local function at_of(rec) return tonumber(string.match(rec, '^{"v":2,"s":%d+,"t":".-","a":(%-?%d+),')) end

@@ -5,20 +5,24 @@
 --              members are unique; the scripts never decode the JSON: they read seq, type,
 --              at and key with one anchored match, see ev_parse)
 --   et  zset   the type index: score 0, member '<type json>\0<seq as 16 hex digits>', so
---              the events of one type in seq order are one lexicographic range
+--              the events of one type in seq order are one lexicographic range. Built
+--              by the first read with types= (ev_types), kept from then on: the
+--              document's 'ti' = '1' says it is (a session never read by type pays
+--              nothing for it)
 --   ek  hash   the key index: key json -> '<seq>\0<content digest>' (keyed events only)
 -- and two fields of the document: 'am' the greatest `at` appended so far, 'tu' = '1' once
 -- an event was appended with an `at` below it (then `at` is not sorted by seq and a time
 -- bound cannot be turned into a seq bound by binary search).
--- Layout 1 (sessionstore < 0.x, document field v = '1') kept the events in a list whose
+-- Layout 1 (before issue #17, document field v = '1') kept the events in a list whose
 -- positions were the seqs; ev_upgrade converts it in place on first use.
 local function ev_hex(seq) return string.format('%016x', seq) end
 
--- Store one event: its record, its type index entry and (keyed) its key index entry.
-local function ev_add(ev, et, ek, seq, tail, ty, key, dig)
+-- Store one event: its record, its type index entry (ti: the index is kept) and (keyed)
+-- its key index entry.
+local function ev_add(ev, et, ek, seq, tail, ty, key, dig, ti)
   local s = string.format('%d', seq)
   redis.call('ZADD', ev, s, '{"v":2,"s":' .. s .. ',' .. tail)
-  redis.call('ZADD', et, '0', ty .. '\0' .. ev_hex(seq))
+  if ti then redis.call('ZADD', et, '0', ty .. '\0' .. ev_hex(seq)) end
   if key ~= '' then redis.call('HSET', ek, key, s .. '\0' .. dig) end
 end
 
@@ -31,15 +35,13 @@ local function ev_upgrade(doc, ev, et)
   if redis.call('TYPE', ev)['ok'] == 'list' then
     local items = redis.call('LRANGE', ev, 0, -1)
     local first = ls - #items + 1
-    local recs, tys = {}, {}
+    local recs = {}
     for i, b in ipairs(items) do
       local t, a, rest = string.match(b, '^{"v":1,"type":(".-"),"at":(%-?%d+),"data":(.*)$')
       if not t then return false end
       local s = string.format('%d', first + i - 1)
       recs[#recs + 1] = s
       recs[#recs + 1] = '{"v":2,"s":' .. s .. ',"t":' .. t .. ',"a":' .. a .. ',"d":' .. rest
-      tys[#tys + 1] = 0
-      tys[#tys + 1] = t .. '\0' .. ev_hex(first + i - 1)
       local n = tonumber(a)
       if am and n < am then tu = true end
       if not am or n > am then am = n end
@@ -47,13 +49,11 @@ local function ev_upgrade(doc, ev, et)
     local ttl = redis.call('PTTL', ev)
     redis.call('DEL', ev)
     for i = 1, #recs, 1000 do redis.call('ZADD', ev, unpack(recs, i, math.min(i + 999, #recs))) end
-    for i = 1, #tys, 1000 do redis.call('ZADD', et, unpack(tys, i, math.min(i + 999, #tys))) end
-    if ttl > 0 and #recs > 0 then
-      redis.call('PEXPIRE', ev, ttl)
-      redis.call('PEXPIRE', et, ttl)
-    end
+    if ttl > 0 and #recs > 0 then redis.call('PEXPIRE', ev, ttl) end
     ec = #items
   end
+  redis.call('DEL', et)  -- the type index is built on the first read by type
+  redis.call('HDEL', doc, 'ti')
   local f = {'v', '2', 'ec', string.format('%d', ec)}
   if am then f[#f + 1] = 'am'; f[#f + 1] = string.format('%d', am) end
   if tu then f[#f + 1] = 'tu'; f[#f + 1] = '1' end

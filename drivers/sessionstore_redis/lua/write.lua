@@ -295,7 +295,7 @@ for _, o in ipairs(ops) do
     if k ~= 'F' or string.find(o.flags, 'r', 1, true) then
       redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
     else
-      keep_t = redis.call('HMGET', o.doc, 'am', 'tu')
+      keep_t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
       redis.call('DEL', o.doc)
     end
     local f = {'v', '2', 'id', o.id, 'ver', o.newver, 'ca', o.ca, 'ua', o.ua, 'ec', o.ec,
@@ -305,6 +305,7 @@ for _, o in ipairs(ops) do
     if o.grp ~= '' then f[#f + 1] = 'grp'; f[#f + 1] = o.grp end
     if keep_t and keep_t[1] then f[#f + 1] = 'am'; f[#f + 1] = keep_t[1] end
     if keep_t and keep_t[2] then f[#f + 1] = 'tu'; f[#f + 1] = keep_t[2] end
+    if keep_t and keep_t[3] then f[#f + 1] = 'ti'; f[#f + 1] = keep_t[3] end
     for _, t in ipairs(o.tags) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
     put_fields(o.doc, 'd:', o.dp, f)
     put_fields(o.doc, 'm:', o.mp, f)
@@ -324,7 +325,7 @@ for _, o in ipairs(ops) do
     else
       if not o.ca and string.find(o.flags, 'r', 1, true) then
         redis.call('DEL', o.ev, o.ck, o.et, o.ek)
-        redis.call('HDEL', o.doc, 'am', 'tu')
+        redis.call('HDEL', o.doc, 'am', 'tu', 'ti')
       end
       -- removals first (they concern stored events), then the appended events
       local removed = false
@@ -340,11 +341,11 @@ for _, o in ipairs(ops) do
       if o.trim ~= '' then drop('-inf', '(' .. o.trim) end
       for _, s in ipairs(o.dseqs) do drop(s, s) end
       if #o.events > 0 then
-        local t = redis.call('HMGET', o.doc, 'am', 'tu')
-        local am, tu = tonumber(t[1]), t[2] == '1'
+        local t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
+        local am, tu, ti = tonumber(t[1]), t[2] == '1', t[3] == '1'
         for i = 1, #o.events, 6 do
           local e = o.events
-          ev_add(o.ev, o.et, o.ek, tonumber(e[i]), e[i + 1], e[i + 2], e[i + 4], e[i + 5])
+          ev_add(o.ev, o.et, o.ek, tonumber(e[i]), e[i + 1], e[i + 2], e[i + 4], e[i + 5], ti)
           local at = tonumber(e[i + 3])
           if am and at < am then tu = true end
           if not am or at > am then am = at end
@@ -369,8 +370,8 @@ for _, o in ipairs(ops) do
     if o.eamode == 'S' then ea = o.newea elseif o.eamode == 'N' then ea = '' end
     local changed = o.creating or o.new > 0 or o.force == '1' or ea ~= (cur.ea or '')
     if changed then
-      local h = redis.call('HMGET', o.doc, 'ec', 'ls', 'am', 'tu')
-      local seq, am, tu = tonumber(h[2]) or 0, tonumber(h[3]), h[4] == '1'
+      local h = redis.call('HMGET', o.doc, 'ec', 'ls', 'am', 'tu', 'ti')
+      local seq, am, tu, ti = tonumber(h[2]) or 0, tonumber(h[3]), h[4] == '1', h[5] == '1'
       local j = 0
       for i = 1, #o.events, 5 do
         j = j + 1
@@ -378,7 +379,7 @@ for _, o in ipairs(ops) do
           seq = seq + 1
           o.flags[j] = seq
           local e = o.events
-          ev_add(o.ev, o.et, o.ek, seq, e[i], e[i + 1], e[i + 3], e[i + 4])
+          ev_add(o.ev, o.et, o.ek, seq, e[i], e[i + 1], e[i + 3], e[i + 4], ti)
           local at = tonumber(e[i + 2])
           if am and at < am then tu = true end
           if not am or at > am then am = at end
