@@ -342,3 +342,25 @@ async def test_the_type_index_is_built_by_the_first_read_by_type(
         assert [e.seq for e in await store.get_events("ti", types=[t])] == [
             e.seq for e in log if e.type == t
         ]
+
+
+async def test_an_append_from_a_copy_of_a_layout_1_document_converts_first(
+    open_redis: Any, redis_url: str
+) -> None:
+    """The store's copy of the document (``_cache.py``) was made by a write to a layout-1
+    session: the append script does not take the copy's short path (the stored layout
+    says 1), converts the log, then numbers the events after it."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="c1")
+    await _layout_1(store, "c1", ["a", "b"], first_seq=3)
+    other: RedisStore = await open_redis(redis_url)
+    s = await other.update_session("c1", merge_data={"x": 1})  # other now holds a copy
+    assert (s.event_count, s.last_seq) == (2, 4)
+    s = await other.append_events("c1", [{"type": "c"}, {"type": "d"}])
+    assert (s.event_count, s.last_seq, s.version) == (4, 6, 3)
+    log = await other.get_events("c1")
+    assert [(e.seq, e.type) for e in log] == [(3, "a"), (4, "b"), (5, "c"), (6, "d")]
+    assert await other.get_session("c1") == s
+    s = await other.append_events("c1", [{"type": "e"}])  # the copy's short path now
+    assert (s.event_count, s.last_seq) == (5, 7)
+    assert [e.seq for e in await store.get_events("c1", types=["e", "a"])] == [3, 7]
