@@ -160,6 +160,12 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
                 "append flatness 10,000 vs 10",
                 "put_records x100 pipelined",
                 "list_sessions tag+range, 4,000",
+                "get_events(last=20) of 10,000",
+                "get_events(last=10), 10,000 events",
+                "pop_events(n=1), 10,000 events",
+                "get_event(key=), 10,000 events",
+                "get_events(types, last=20), 10,000 events",
+                "backwards page (before_seq, last=5), 10,000 events",
             )
         }
         assert _number(report["meta"][f"query_ms_{topology}"])

@@ -219,24 +219,43 @@ _json = st.recursive(
 @given(
     etype=st.text(min_size=1, max_size=64),
     data=st.dictionaries(st.text(), _json, max_size=5),
-    at=st.integers(0, 2**48),
+    at=st.integers(-(2**45), 2**45),
+    key=st.none() | st.text(min_size=1, max_size=20),
+    seq=st.integers(1, 2**53),
 )
-def test_event_blob_is_the_encoded_event(etype: str, data: dict[str, Any], at: int) -> None:
+def test_event_record_is_the_encoded_event(
+    etype: str, data: dict[str, Any], at: int, key: str | None, seq: int
+) -> None:
     """The append splices the data's JSON (as ``encode_events`` checked it) into the
-    stored event instead of encoding it again: the bytes are those of ``encode_event``."""
-    from sessionstore_redis._encoding import encode_event, event_blob
+    stored record instead of encoding it again, and the script prepends the head: the
+    bytes are those of encoding the whole record, and they decode to the event."""
+    from sessionstore_redis._encoding import decode_events, event_tail, type_json
 
+    from sessionstore import Event
+    from sessionstore.clock import from_ms
     from sessionstore.planning import Limits, encode_events
 
     [(t, raw, copy)] = encode_events([{"type": etype, "data": data}], Limits(2**30, 2**30))
     assert t == etype and copy == data
-    assert event_blob(etype, at, raw) == encode_event(etype, at, copy)
-    assert orjson.loads(event_blob(etype, at, raw)) == {
-        "v": 1,
-        "type": etype,
-        "at": at,
-        "data": data,
-    }
+    kj = None if key is None else orjson.dumps(key)
+    record = b'{"v":2,"s":%d,' % seq + event_tail(type_json(etype), at, kj, raw)
+    whole: dict[str, Any] = {"v": 2, "s": seq, "t": etype, "a": at}
+    if key is not None:
+        whole["k"] = key
+    whole["d"] = data
+    assert record == orjson.dumps(whole)
+    assert decode_events([record], "r") == [Event(seq, etype, from_ms(at), data, key)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.dictionaries(st.text(), _json, max_size=5), etype=st.text(min_size=1))
+def test_the_content_digest_ignores_key_order_only(data: dict[str, Any], etype: str) -> None:
+    from sessionstore_redis._encoding import content_digest
+
+    backwards = dict(reversed(list(data.items())))
+    assert content_digest(etype, backwards) == content_digest(etype, data)
+    assert content_digest(etype + "x", data) != content_digest(etype, data)
+    assert content_digest(etype, {**data, "\0extra": 1}) != content_digest(etype, data)
 
 
 def test_the_valid_id_cache_is_bounded_and_never_admits_a_bad_id() -> None:
@@ -263,6 +282,5 @@ def test_redis_key_and_event_type_caches_are_bounded() -> None:
         assert loc.doc == f"app:ns:{{s{n}}}:doc" and keys.home(f"s{n}") is loc
         assert len(keys._homes) <= 4096
     for n in range(1100):
-        blob = _encoding.event_blob(f"t{n}", 5, b"{}")
-        assert orjson.loads(blob) == {"v": 1, "type": f"t{n}", "at": 5, "data": {}}
-        assert len(_encoding._EVENT_TYPES) <= 1024
+        assert orjson.loads(_encoding.type_json(f"t{n}")) == f"t{n}"
+        assert len(_encoding._TYPES) <= 1024

@@ -122,6 +122,26 @@ class DocCache:
             c.group,
         )
 
+    @staticmethod
+    def copy(cached: Cached) -> Session:
+        """The session of ``cached``'s document, with data and metadata of its own."""
+        c = cached.session
+        return fast_session(
+            c.id,
+            c.processor_id,
+            c.status,
+            orjson.loads(cached.data),
+            orjson.loads(cached.metadata),
+            c.tags,
+            c.created_at,
+            c.updated_at,
+            c.expires_at,
+            c.version,
+            c.event_count,
+            c.last_seq,
+            c.group,
+        )
+
     def appended(self, cached: Cached, token: str, session: Session) -> None:
         """Remember ``session`` (:meth:`after_append` of ``cached``), which the append
         with ``token`` left."""

@@ -6,11 +6,14 @@ A session's ``doc`` hash holds header fields (``v`` format version, ``id``, ``ve
 tag (``t:<tag>``) and per top-level key of ``data`` (``d:<json key>``) and ``metadata``
 (``m:<json key>``) holding that value's JSON bytes. The field name carries the key
 already JSON-encoded, so ``data`` is rebuilt by joining the fields into one JSON object
-and decoding it once.
+and decoding it once. Event records (``lua/evlog.lua``) are JSON objects with short
+field names (``v`` layout, ``s`` seq, ``t`` type, ``a`` at, ``k`` key, ``d`` data), a page
+of them decoded with one ``orjson.loads``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -25,26 +28,34 @@ from sessionstore import (
     UnsupportedFormatError,
 )
 from sessionstore.clock import from_ms, to_ms
-from sessionstore.codec import FORMAT_VERSION, checkpoint_from_record, decode_json
+from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.planning import fast_session
 
 __all__ = [
+    "DOC_FORMAT",
     "Doc",
+    "content_digest",
     "decode_checkpoint",
     "decode_doc",
     "decode_events",
     "decode_full",
-    "encode_event",
-    "event_blob",
+    "event_args",
+    "event_tail",
     "json_pairs",
     "record_of",
     "record_tail",
+    "type_json",
 ]
 
 _HEADER: Final = frozenset(
     (b"v", b"id", b"ver", b"ca", b"ua", b"ea", b"ec", b"ls", b"st", b"pid", b"grp", b"wt")
 )
 _STATUSES: Final = {s.value.encode(): s for s in Status}
+
+#: The document layout this driver writes (field ``v``): 2 since the event log became a
+#: sorted set (``lua/evlog.lua``); layout 1 documents are read, and their logs converted
+#: by the first script that touches the events.
+DOC_FORMAT: Final = 2
 
 
 def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
@@ -127,10 +138,10 @@ def decode_full(blob: bytes, record: str) -> Doc | str | None:
         raise IntegrityError("not a session document (no version field)", record)
     try:
         version = int(head[b"v"])
-        if version > FORMAT_VERSION:
+        if version > DOC_FORMAT:
             raise UnsupportedFormatError(
                 f"record format version {version} is newer than this sessionstore "
-                f"understands ({FORMAT_VERSION}); upgrade sessionstore to read it",
+                f"understands ({DOC_FORMAT}); upgrade sessionstore to read it",
                 record,
             )
         status = _STATUSES[head[b"st"]]
@@ -182,31 +193,49 @@ def record_tail(s: Session, has_events: bool) -> str:
     )
 
 
-def encode_event(etype: str, at_ms: int, data: Mapping[str, Any]) -> bytes:
-    """One stored event (its seq is its position in the log)."""
-    return orjson.dumps({"v": FORMAT_VERSION, "type": etype, "at": at_ms, "data": data})
+_TYPES: dict[str, bytes] = {}  # event types as JSON (an application uses a few)
 
 
-_EVENT_HEAD: Final = b'{"v":%d,"type":' % FORMAT_VERSION
+def type_json(etype: str) -> bytes:
+    """``etype`` as JSON, as the records and the type index hold it."""
+    out = _TYPES.get(etype)
+    if out is None:
+        if len(_TYPES) >= 1024:
+            _TYPES.clear()
+        out = _TYPES[etype] = orjson.dumps(etype)
+    return out
 
 
-_EVENT_TYPES: dict[str, bytes] = {}  # "type" values as JSON (an application uses a few)
+def event_tail(etype: bytes, at_ms: int, key: bytes | None, data_json: bytes) -> bytes:
+    """An event record without its head (``{"v":2,"s":<seq>,``, which the script adds
+    once the seq is known): ``"t":<type>,"a":<at>[,"k":<key>],"d":<data>}``. ``etype``
+    and ``key`` are JSON, ``data_json`` the data's JSON as ``encode_events`` made it."""
+    if key is None:
+        return b'"t":%b,"a":%d,"d":%b}' % (etype, at_ms, data_json)
+    return b'"t":%b,"a":%d,"k":%b,"d":%b}' % (etype, at_ms, key, data_json)
 
 
-def event_blob(etype: str, at_ms: int, data_json: bytes) -> bytes:
-    """:func:`encode_event` from the data's JSON as ``encode_events`` made it (the same
-    bytes: orjson writes a decoded copy back exactly as it read it), without encoding
-    the data a second time."""
-    head = _EVENT_TYPES.get(etype)
-    if head is None:
-        if len(_EVENT_TYPES) >= 1024:
-            _EVENT_TYPES.clear()
-        head = _EVENT_TYPES[etype] = _EVENT_HEAD + orjson.dumps(etype)
-    return b'%b,"at":%d,"data":%b}' % (head, at_ms, data_json)
+def content_digest(etype: str, data: Mapping[str, Any]) -> bytes:
+    """What a keyed event's content is compared by (type and data; keys of objects in
+    any order): a BLAKE2b digest of the type and the data with sorted keys."""
+    canon = orjson.dumps(etype) + b"\0" + orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canon, digest_size=16).hexdigest().encode()
 
 
-def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[Event]:
-    """Events from stored blobs; the first one has ``first_seq``."""
+def event_args(
+    etype: str, at_ms: int, key: str | None, data: Mapping[str, Any], data_json: bytes
+) -> list[Any]:
+    """The five arguments of one appended event (``lua/append.lua``): the record's tail,
+    the type and the key as JSON, ``at`` and the content digest (keyed events only)."""
+    tj = type_json(etype)
+    if key is None:
+        return [event_tail(tj, at_ms, None, data_json), tj, at_ms, b"", b""]
+    kj = orjson.dumps(key)
+    return [event_tail(tj, at_ms, kj, data_json), tj, at_ms, kj, content_digest(etype, data)]
+
+
+def decode_events(blobs: Sequence[bytes], record: str) -> list[Event]:
+    """Events from stored records (``lua/evlog.lua``), in the order given."""
     if not blobs:
         return []
     try:
@@ -214,16 +243,24 @@ def decode_events(blobs: Sequence[bytes], first_seq: int, record: str) -> list[E
     except orjson.JSONDecodeError:
         raise IntegrityError("undecodable event", record) from None
     out = []
-    for offset, item in enumerate(items):
+    for item in items:
         try:
-            if not isinstance(item, dict) or item["v"] > FORMAT_VERSION:
+            if not isinstance(item, dict) or item["v"] != DOC_FORMAT:
                 raise ValueError
-            etype, at, data = item["type"], item["at"], item["data"]
-            if not isinstance(etype, str) or not isinstance(at, int) or not isinstance(data, dict):
+            seq, etype, at, data = item["s"], item["t"], item["a"], item["d"]
+            key = item.get("k")
+            if not (
+                type(seq) is int
+                and isinstance(etype, str)
+                and type(at) is int
+                and isinstance(data, dict)
+                and (key is None or isinstance(key, str))
+            ):
                 raise ValueError
-        except (KeyError, ValueError, TypeError):
-            raise IntegrityError(f"malformed event #{first_seq + offset}", record) from None
-        out.append(Event(first_seq + offset, etype, from_ms(at), data))
+            when = from_ms(at)
+        except (KeyError, ValueError, TypeError, OverflowError):
+            raise IntegrityError("malformed event record", record) from None
+        out.append(Event(seq, etype, when, data, key))
     if len(out) != len(blobs):
         raise IntegrityError("malformed event log", record)
     return out

@@ -2,8 +2,10 @@
 
 Every key of a namespace starts with ``P = <key_prefix><namespace or "_">:``.
 
-* a session: ``P{<id>}:doc`` (hash), ``P{<id>}:events`` (list), ``P{<id>}:ckpt`` (hash);
-* a session created with a ``group``: ``P{<group>}:<id>:doc|events|ckpt`` (one slot for
+* a session: ``P{<id>}:doc`` (hash), ``P{<id>}:events`` (sorted set; a list in layout
+  1, see ``lua/evlog.lua``), ``P{<id>}:etypes`` (sorted set, the event type index),
+  ``P{<id>}:ekeys`` (hash, the event key index), ``P{<id>}:ckpt`` (hash);
+* a session created with a ``group``: ``P{<group>}:<id>:doc|events|etypes|ekeys|ckpt`` (one slot for
   the whole group), plus a stub ``P{<id>}:doc`` = ``{grp: <group>}`` so that the session
   is found from its id;
 * index shard ``k``: ``P{~<k>}:<name>`` (``~`` never starts an id, so index keys never
@@ -30,6 +32,8 @@ class Loc(NamedTuple):
     doc: str
     events: str
     ckpt: str
+    etypes: str
+    ekeys: str
 
 
 class Keys:
@@ -48,13 +52,29 @@ class Keys:
             if len(self._homes) >= 4096:
                 self._homes.clear()
             base = f"{self.prefix}{{{sid}}}:"
-            loc = self._homes[sid] = Loc(sid, None, base + "doc", base + "events", base + "ckpt")
+            loc = self._homes[sid] = Loc(
+                sid,
+                None,
+                base + "doc",
+                base + "events",
+                base + "ckpt",
+                base + "etypes",
+                base + "ekeys",
+            )
         return loc
 
     def grouped(self, sid: str, group: str) -> Loc:
         """The keys of a session in ``group``."""
         base = f"{self.prefix}{{{group}}}:{sid}:"
-        return Loc(sid, group, base + "doc", base + "events", base + "ckpt")
+        return Loc(
+            sid,
+            group,
+            base + "doc",
+            base + "events",
+            base + "ckpt",
+            base + "etypes",
+            base + "ekeys",
+        )
 
     def loc(self, sid: str, group: str | None) -> Loc:
         """``grouped`` or ``home``."""

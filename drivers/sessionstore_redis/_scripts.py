@@ -6,7 +6,17 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["APPEND", "CLAIM", "EVENTS", "READ", "REINDEX", "WALK", "WRITE", "Script"]
+__all__ = [
+    "APPEND",
+    "CLAIM",
+    "EVENT",
+    "EVENTS",
+    "READ",
+    "REINDEX",
+    "WALK",
+    "WRITE",
+    "Script",
+]
 
 
 @dataclass(frozen=True)
@@ -28,10 +38,11 @@ def _load(name: str, *parts: str, fixed: int = 0) -> Script:
     return Script(name, source, sha, fixed)
 
 
-WRITE = _load("write", "ixadd", "index", "write")
-APPEND = _load("append", "ixadd", "append", fixed=3)  # grace, index prefix, id
+WRITE = _load("write", "ixadd", "index", "evlog", "evdrop", "write")
+APPEND = _load("append", "ixadd", "evlog", "append", fixed=3)  # grace, index prefix, id
 REINDEX = _load("reindex", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixadd", "index", "walk")
 CLAIM = _load("claim", "claim")
-EVENTS = _load("events", "events")
+EVENTS = _load("events", "evlog", "evdrop", "events")
+EVENT = _load("event", "event")
 READ = _load("read", "read")

@@ -12,10 +12,14 @@ from typing import Any, Unpack, cast
 from urllib.parse import SplitResult
 
 from sessionstore import (
+    UNSET,
+    AppendOp,
+    AppendResult,
     BaseSessionStore,
     Capabilities,
     Checkpoint,
     CreateOp,
+    DeleteEventsOp,
     Event,
     EventInput,
     IntegrityError,
@@ -26,6 +30,7 @@ from sessionstore import (
     NewSessionFields,
     OutcomeUnknownError,
     Page,
+    PoppedEvents,
     PutResult,
     QueryOptions,
     QuotaExceededError,
@@ -39,43 +44,47 @@ from sessionstore import (
     SessionUpdate,
     UpdateOp,
 )
-from sessionstore.clock import from_ms, to_ms
+from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION
-from sessionstore.model import TTL, UNSET, Unset
+from sessionstore.model import TTL, Unset
 from sessionstore.planning import (
     check_expected_version,
     check_strategy,
-    encode_events,
     new_session,
     prepare,
 )
 from sessionstore.query import normalize_search_text
-from sessionstore.validation import validate_positive_int, validate_session_id, validate_ttl
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_positive_int,
+    validate_session_id,
+    validate_ttl,
+)
 
+from ._appends import Appends
 from ._cache import DocCache
 from ._conn import Backend
-from ._encoding import Doc, decode_checkpoint, decode_doc, decode_events, decode_full, event_blob
+from ._encoding import (
+    Doc,
+    decode_checkpoint,
+    decode_doc,
+    decode_full,
+)
+from ._eventlog import EventLog
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._options import RedisOptions, options_from_url
 from ._put_records import RecordWriter
 from ._query import Queries
-from ._scripts import EVENTS, READ
+from ._scripts import READ
 from ._secret import HIDDEN, Credentials
-from ._write_call import NO_COPY, Moved, Unclaimed
+from ._write_call import Moved, Unclaimed
 from ._writes import Reply, Writes
 
 __all__ = ["RedisStore"]
 
 log = logging.getLogger("sessionstore.redis")
-
-
-def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
-    """``exc`` (which names the operation) as an error naming the session's record."""
-    message = str(exc)
-    if exc.record and message.startswith(f"{exc.record}: "):
-        message = message[len(exc.record) + 2 :]
-    return IntegrityError(message, sid)
 
 
 class RedisStore(BaseSessionStore):
@@ -94,6 +103,7 @@ class RedisStore(BaseSessionStore):
         durable=False,
         native_ttl=True,
         indexed_query=True,
+        event_log=True,
     )
 
     def __init__(self, **options: Any) -> None:
@@ -140,6 +150,26 @@ class RedisStore(BaseSessionStore):
         self._queries = Queries(
             writes, fetch=self._fetch, iter_sessions=self._iter_sessions, index=self._here_index
         )
+        self._log = EventLog(writes, self._written, self._session_of)
+        self._appends = Appends(
+            writes,
+            self._cache,
+            self._limits,
+            cluster=self._cluster,
+            grace_ms=self._grace_ms,
+            session_of=self._session_of,
+            written=self._written,
+            notify=self._notify,
+            generic=lambda op: BaseSessionStore.append_events_detailed(
+                self,
+                op.session_id,
+                op.events,
+                expected_version=op.expected_version,
+                create=op.create,
+                ttl=op.ttl,
+                expires_at=op.expires_at,
+            ),
+        )
         self._caps = (
             replace(self.CAPABILITIES, atomic_multi_session=False)
             if self._cluster
@@ -166,7 +196,13 @@ class RedisStore(BaseSessionStore):
     def key_names(self, session_id: str, group: str | None = None) -> dict[str, str]:
         """The Redis keys of a session (for operators; see ``docs/redis.md``)."""
         loc = self._keys.loc(validate_session_id(session_id), group)
-        return {"doc": loc.doc, "events": loc.events, "ckpt": loc.ckpt}
+        return {
+            "doc": loc.doc,
+            "events": loc.events,
+            "ckpt": loc.ckpt,
+            "etypes": loc.etypes,
+            "ekeys": loc.ekeys,
+        }
 
     async def _initialize(self) -> None:
         await self._backend.open()
@@ -272,35 +308,6 @@ class RedisStore(BaseSessionStore):
             return None
         return session
 
-    async def _events(
-        self, sid: str, after_seq: int, limit: int | None, last: int | None, now: str
-    ) -> list[Event] | None:
-        tried: set[str | None] = set()
-        while True:
-            loc = self._writes.loc(sid)
-            tried.add(loc.group)
-            args = [now, after_seq, "" if limit is None else limit, "" if last is None else last]
-            try:
-                reply = await self._writes.script(
-                    EVENTS, [loc.doc, loc.events], args, "read events"
-                )
-            except IntegrityError as exc:  # a key of the session holds the wrong type
-                raise _of_session(exc, sid) from None
-            code = reply[0]
-            if code == b"OK":
-                return decode_events(reply[2], int(reply[1]), sid)
-            if code == b"PTR":
-                group = reply[1].decode()
-                if group in tried:
-                    return None
-                self._writes.remember(sid, group)
-            elif code == b"NOTFOUND":
-                if loc.group is None or None in tried:
-                    return None
-                self._writes.remember(sid, None)
-            else:
-                raise IntegrityError("the stored session document is corrupt", sid)
-
     async def get_events(
         self,
         session_id: str,
@@ -313,23 +320,24 @@ class RedisStore(BaseSessionStore):
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event]:
-        """A page of the event log in one round trip (SessionNotFoundError if absent)."""
-        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
-            return await super().get_events(
-                session_id,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                last=last,
-                types=types,
-                at_after=at_after,
-                at_before=at_before,
-            )
+        """A page of the event log in one round trip, O(log n + page) for every filter
+        (``lua/events.lua``; SessionNotFoundError if absent)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         now = str(to_ms(self.clock.now()))
-        events = await self._events(session_id, after_seq, limit, last, now)
+        events = await self._log.query(
+            session_id,
+            now,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            last=last,
+            types=kinds,
+            at_after=low,
+            at_before=high,
+        )
         if events is None:
             raise SessionNotFoundError(session_id)
         return events
@@ -337,7 +345,54 @@ class RedisStore(BaseSessionStore):
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        return await self._events(session_id, after_seq, limit, last, "") or []
+        return (
+            await self._log.query(session_id, "", after_seq=after_seq, limit=limit, last=last) or []
+        )
+
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        if limit == 0 or last == 0:
+            return []
+        found = await self._log.query(
+            session_id,
+            "",
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            last=last,
+            types=types,
+            at_after=at_after,
+            at_before=at_before,
+        )
+        return found or []
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        if not seqs and not keys:
+            return []
+        return await self._log.find(session_id, "", seqs=seqs, keys=keys) or []
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """The kept event with this ``key`` (``None``: none), in one round trip: the key
+        index gives its seq, the log its record (``lua/event.lua``)."""
+        validate_session_id(session_id)
+        validate_event_key(key, "key")
+        self._check_open()
+        found = await self._log.find(session_id, str(to_ms(self.clock.now())), keys=[key])
+        if found is None:
+            raise SessionNotFoundError(session_id)
+        return found[0] if found else None
 
     async def _checkpoints_key(self, session_id: str) -> str:
         found = await self._fetch([session_id], strict=False)
@@ -481,83 +536,42 @@ class RedisStore(BaseSessionStore):
         ttl: TTL | None = None,
         expires_at: datetime | Unset | None = UNSET,
     ) -> Session:
-        """Append events in one round trip (``lua/append.lua``): an RPUSH, O(1) in history;
-        the reply is the new version alone when this store holds the document the append
-        started from (``_cache.py``). With ``create``, ``ttl`` or ``expires_at`` the
-        base's planned write does it."""
-        if create is not False or ttl is not None or expires_at is not UNSET:
-            return await super().append_events(
-                session_id,
-                events,
-                expected_version=expected_version,
-                create=create,
-                ttl=ttl,
-                expires_at=expires_at,
-            )
-        sid = validate_session_id(session_id)
-        items = encode_events(events, self._limits)
-        expected = check_expected_version(expected_version)
+        """Append events in one round trip (``lua/append.lua``): O(1) in history (a
+        ``ZADD`` per event and one to the type index); the reply is the new version
+        alone when this store holds the document the append started from
+        (``_cache.py``). Keyed events are checked against the key index in the same
+        script. With ``create`` / ``ttl`` / ``expires_at``: ``lua/write.lua``'s append
+        op, also one round trip (``_appends.py``)."""
         self._check_open()
-        now_ms = to_ms(self.clock.now())
-        blobs = [event_blob(etype, now_ms, data) for etype, data, _ in items]
-        cached = self._cache.get(sid)
-        what = f"append to {session_id}"
-        known = ""
-        after: Sequence[Any] = NO_COPY
-        during = None
-        made: list[Session] = []
-        if cached is not None:
-            known = cached.token
-            c = cached.session
-            ea = None if c.expires_at is None else to_ms(c.expires_at)
-            if (expected is None or expected == c.version) and (ea is None or ea > now_ms):
-                # what the append leaves if the document still is this copy (append.lua
-                # checks that and uses these instead of reading the document)
-                n = len(blobs)
-                after = (
-                    c.version + 1,
-                    c.event_count + n,
-                    c.last_seq + n,
-                    "" if ea is None else ea + self._grace_ms,
-                    "" if self._cluster else cached.append_record(now_ms),
-                )
-
-            def during() -> None:  # the session the append makes, should the copy be current
-                made.append(self._cache.after_append(cached, from_ms(now_ms), len(blobs)))
-
-        reply = None
-        if sid not in self._groups:  # the common case, without _one_op's bookkeeping
-            call = self._writes.call(now_ms)
-            call.append(self._keys.home(sid), blobs, expected, known, after)
-            try:
-                reply = await self._writes.run(
-                    call, idempotent=expected is not None, what=what, during=during
-                )
-            except Moved as moved:  # a grouped session: follow its stub
-                self._writes.remember(sid, moved.group)
-        if reply is None:
-            reply, _ = await self._writes.run_on(
-                sid,
-                lambda call, loc: call.append(loc, blobs, expected, known, after),
-                now_ms,
-                idempotent=expected is not None,
-                what=what,
-            )
-        result = reply.results[0]
-        if type(result) is not int:
-            return await self._written(reply, sid)
-        # the script found the document this store holds a copy of (see _cache.py)
-        if cached is None or result != cached.session.version + 1:
-            self._cache.drop(sid)
-            raise IntegrityError("the append script's reply does not match the session", sid)
-        session = (
-            made[-1] if made else self._cache.after_append(cached, from_ms(now_ms), len(blobs))
+        if create is not False or ttl is not None or expires_at is not UNSET:
+            op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
+            return (await self._appends.append_with(op)).session
+        session, _ = await self._appends.append(
+            session_id, events, expected_version, detailed=False
         )
-        self._cache.appended(cached, reply.token, session)
-        if self._cluster:
-            self._writes.reindex_later([session])
-        self._notify("sessionstore_session_updated", session=session)
         return session
+
+    async def append_events_detailed(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> AppendResult:
+        """:meth:`append_events`, telling which events were new (one round trip)."""
+        self._check_open()
+        if create is not False or ttl is not None or expires_at is not UNSET:
+            op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
+            return await self._appends.append_with(op)
+        session, result = await self._appends.append(
+            session_id, events, expected_version, detailed=True
+        )
+        assert result is not None
+        stored, new = result
+        return AppendResult(session, stored, new)
 
     async def touch(
         self, session_id: str, *, ttl: TTL | None = None, expected_version: int | None = None
@@ -587,15 +601,70 @@ class RedisStore(BaseSessionStore):
         validate_positive_int(keep_last, "keep_last", maximum=2**62, allow_zero=True)
         expected = check_expected_version(expected_version)
         self._check_open()
-        now_ms = to_ms(self.clock.now())
-        reply, _ = await self._writes.run_on(
+        session, _ = await self._log.remove(
             session_id,
             lambda call, loc: call.trim(loc, keep_last, expected),
-            now_ms,
+            to_ms(self.clock.now()),
             idempotent=expected is not None,
             what=f"trim {session_id}",
         )
-        return await self._written(reply, session_id)
+        return session
+
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents:
+        """Remove the newest ``n`` events in one round trip (``ZPOPMAX``). Never retried
+        once sent (a retry could not return what the first attempt popped): an unknown
+        outcome raises :class:`~sessionstore.errors.OutcomeUnknownError`."""
+        validate_session_id(session_id)
+        validate_positive_int(n, "n", maximum=2**62)
+        expected = check_expected_version(expected_version)
+        self._check_open()
+        session, popped = await self._log.remove(
+            session_id,
+            lambda call, loc: call.pop(loc, n, expected),
+            to_ms(self.clock.now()),
+            idempotent=False,
+            what=f"pop {session_id}",
+        )
+        return PoppedEvents(popped, session)
+
+    async def truncate_events(
+        self, session_id: str, after_seq: int, *, expected_version: int | None = None
+    ) -> Session:
+        """Drop every event with ``seq > after_seq``, in one round trip."""
+        validate_session_id(session_id)
+        validate_positive_int(after_seq, "after_seq", maximum=2**62, allow_zero=True)
+        expected = check_expected_version(expected_version)
+        self._check_open()
+        session, _ = await self._log.remove(
+            session_id,
+            lambda call, loc: call.truncate(loc, after_seq, expected),
+            to_ms(self.clock.now()),
+            idempotent=expected is not None,
+            what=f"truncate {session_id}",
+        )
+        return session
+
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
+    ) -> Session:
+        """Drop events by seq and by key (missing ones ignored), in one round trip."""
+        p = prepare(DeleteEventsOp(session_id, seqs, keys, expected_version), self._limits)
+        self._check_open()
+        session, _ = await self._log.remove(
+            p.session_id,
+            lambda call, loc: call.delete_events(loc, p.seqs, p.keys, p.expected_version),
+            to_ms(self.clock.now()),
+            idempotent=p.expected_version is not None,
+            what=f"delete events of {session_id}",
+        )
+        return session
 
     async def delete_session(self, session_id: str, *, expected_version: int | None = None) -> bool:
         """Delete a session with its events and checkpoints, in one round trip."""

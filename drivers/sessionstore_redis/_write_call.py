@@ -10,6 +10,7 @@ import orjson
 
 from sessionstore import (
     UNSET,
+    EventKeyConflictError,
     IntegrityError,
     Mutation,
     QuotaExceededError,
@@ -22,7 +23,7 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
-from ._encoding import encode_event, json_pairs
+from ._encoding import event_args, json_pairs
 from ._keys import Loc
 from ._scripts import APPEND, WRITE, Script
 
@@ -109,11 +110,11 @@ class WriteCall:
         home: str | None = None,
     ) -> None:
         base = len(self.keys) + 1
-        self.keys += [loc.doc, loc.events, loc.ckpt]
+        self.keys += [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
         stub: int | str = ""
         if home is not None:  # the id's home key, where the script writes the stub
             self.keys.append(home)
-            stub = base + 3
+            stub = base + 5
         self.locs.append(loc)
         self.ops += [kind, base, loc.id, loc.group or "", "" if expect is None else expect, stub]
         self.ops += payload
@@ -177,28 +178,90 @@ class WriteCall:
     def append(
         self,
         loc: Loc,
-        events: Sequence[bytes],
+        events: Sequence[Any],
         expect: int | None,
         known: str,
         after: Sequence[Any] = NO_COPY,
+        *,
+        keyed: bool = False,
+        numbered: int | str = "",
+        leaves: Sequence[Any] = ("", "", ""),
     ) -> None:
-        """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is the
-        token of the document the client holds a copy of (``_cache.py``), or ``""``;
-        ``after`` what that copy says the append leaves (new version, event count, last
-        seq, the events key's expiry, index record; see the script), used by the script
-        only if the document still is that copy."""
+        """An ``append_events`` call: its own script (``lua/append.lua``). ``events`` are
+        five arguments per event (``_encoding.event_args``); ``known`` is the token of the
+        document the client holds a copy of (``_cache.py``), or ``""``; ``after`` what
+        that copy says (version, event count, last seq, the events keys' expiry, the
+        index record after the append; see the script), used by the script only if the
+        document still is that copy. ``keyed``: some event has a key; ``numbered``: the
+        seq the events were numbered after (their records and type index entries made
+        whole by the client, see the script), ``""``: not numbered; ``leaves``: with
+        ``numbered``, the version, event count and last seq the append leaves."""
         self.script = APPEND
-        self.keys = [loc.doc, loc.events]
+        self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect
-        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, *events]
+        k = "1" if keyed else ""
+        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, k, numbered, *leaves]
+        self.ops += events
+
+    def append_with(
+        self,
+        loc: Loc,
+        events: Sequence[Any],
+        expect: int | None,
+        *,
+        keyed: bool,
+        create: Prepared | None,
+        expiry: tuple[str, Any],
+        force: bool,
+    ) -> None:
+        """An append that creates the session when it is missing (``create``: the
+        create's prepared fields) and/or sets its expiry (``expiry``: ``("S", ms)``,
+        ``("N", "")`` or ``("", "")``; ``force``: write even if nothing else changes, as
+        a ``ttl`` does). ``events`` as for :meth:`append`."""
+        payload: list[Any] = []
+        if create is None:
+            payload.append("")
+        else:
+            assert create.data is not None and create.metadata is not None
+            assert create.status is not None
+            pid = create.processor_id if isinstance(create.processor_id, str) else ""
+            expires: Any = ""
+            if create.ttl is not None:
+                expires = self.now_ms + create.ttl // _MS
+            elif isinstance(create.expires_at, datetime):
+                expires = to_ms(create.expires_at)
+            payload += [
+                "c",
+                expires,
+                create.status.value,
+                pid,
+                *_n(sorted(create.tags)),
+                *_np(json_pairs(create.data[1])),
+                *_np(json_pairs(create.metadata[1])),
+            ]
+        payload += [*expiry, "1" if force else "", "1" if keyed else "", *_n(events)]
+        self._op("A", loc, expect, payload)
 
     def touch(self, loc: Loc, expires_ms: int | None, expect: int | None) -> None:
         self._op("T", loc, expect, ["", ""] if expires_ms is None else ["S", expires_ms])
 
     def trim(self, loc: Loc, keep_last: int, expect: int | None) -> None:
         self._op("R", loc, expect, [keep_last])
+
+    def pop(self, loc: Loc, n: int, expect: int | None) -> None:
+        """Remove the newest ``n`` events (the result is the document and the records)."""
+        self._op("P", loc, expect, [n])
+
+    def truncate(self, loc: Loc, after_seq: int, expect: int | None) -> None:
+        self._op("X", loc, expect, [after_seq])
+
+    def delete_events(
+        self, loc: Loc, seqs: Sequence[int], keys: Sequence[str], expect: int | None
+    ) -> None:
+        """Remove events by seq and by key (missing ones are ignored)."""
+        self._op("E", loc, expect, [*_n(seqs), *_n([orjson.dumps(k) for k in keys])])
 
     def delete(self, loc: Loc, expect: int | str | None) -> None:
         """``expect="expired"`` deletes only a session that has expired."""
@@ -225,13 +288,19 @@ class WriteCall:
                 *_np(json_pairs(s.data)),
                 *_np(json_pairs(s.metadata)),
             ]
-        events = [encode_event(e.type, to_ms(e.at), e.data) for e in mut.append]
+        events: list[Any] = []
+        for e in mut.append:
+            data_json = orjson.dumps(e.data)
+            events.append(e.seq)
+            events += event_args(e.type, to_ms(e.at), e.key, e.data, data_json)
         cps: list[Any] = []
         for cp in mut.put_checkpoints:
             cps += [cp.id, dumps_record(checkpoint_to_record(cp))]
         payload += [
             *_n(events),
-            "1" if mut.trim_before else "",
+            mut.trim_before or "",
+            "" if mut.truncate_after is None else mut.truncate_after,
+            *_n(mut.delete_seqs),
             *_np(cps),
             *_n(mut.delete_checkpoints),
         ]
@@ -263,10 +332,6 @@ def raise_failure(reply: Sequence[Any]) -> None:
         raise UnsupportedFormatError(
             "the stored session was written by a newer sessionstore; upgrade to change it", sid
         )
-    if code == "EVLEN":
-        raise IntegrityError(
-            f"the event list holds {a} item(s) but the document counts {b}: appending would "
-            "give the new events the wrong sequence numbers (nothing was written)",
-            sid,
-        )
+    if code == "EVKEY":
+        raise EventKeyConflictError(sid, orjson.loads(a))
     raise IntegrityError("the stored session document is corrupt", sid)

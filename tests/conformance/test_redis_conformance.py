@@ -29,8 +29,10 @@ class _RedisSuite:
         client = store.client  # type: ignore[attr-defined]
         if kind == "session":
             await client.hset(keys["doc"], 'd:"x"', b"\x80garbage")
-        elif kind == "events":
-            await client.lset(keys["events"], 0, b"\x80garbage")
+        elif kind == "events":  # the oldest record of the log (a sorted set by seq)
+            ((record, seq),) = await client.zrange(keys["events"], 0, 0, withscores=True)
+            await client.zrem(keys["events"], record)
+            await client.zadd(keys["events"], {b"\x80garbage": seq})
         elif kind == "checkpoint":
             await client.hset(keys["ckpt"], checkpoint_id, b"\x80garbage")
         else:  # an edited value: valid JSON, wrong digest

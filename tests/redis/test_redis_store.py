@@ -35,24 +35,34 @@ async def test_key_layout_is_the_documented_one(open_redis: Any, redis_url: str)
     s = await store.create_session(
         id="s1", data={"goal": "triage"}, metadata={"user": "u1"}, tags={"prod"}, processor_id="p"
     )
-    await store.append_events(s.id, [{"type": "e", "data": {"n": 1}}])
+    await store.append_events(s.id, [{"type": "e", "data": {"n": 1}, "key": "k1"}])
     await store.save_checkpoint(s.id, label="one")
+    await store.get_events(s.id, types=["e"])  # builds the type index
     names = store.key_names("s1")
     prefix = f"app:{store.namespace}:"
     assert names == {
         "doc": prefix + "{s1}:doc",
         "events": prefix + "{s1}:events",
         "ckpt": prefix + "{s1}:ckpt",
+        "etypes": prefix + "{s1}:etypes",
+        "ekeys": prefix + "{s1}:ekeys",
     }
     assert await raw(store, "TYPE", names["doc"]) == b"hash"
-    assert await raw(store, "TYPE", names["events"]) == b"list"
+    assert await raw(store, "TYPE", names["events"]) == b"zset"
     assert await raw(store, "TYPE", names["ckpt"]) == b"hash"
+    # the event log (lua/evlog.lua): records by seq, the type index, the key index
+    ((record, seq),) = await store.client.zrange(names["events"], 0, -1, withscores=True)
+    assert seq == 1 and record.startswith(b'{"v":2,"s":1,"t":"e","a":')
+    assert record.endswith(b',"k":"k1","d":{"n":1}}')
+    assert await store.client.zrange(names["etypes"], 0, -1) == [b'"e"\x00' + b"0" * 15 + b"1"]
+    (entry,) = (await store.client.hgetall(names["ekeys"])).items()
+    assert entry[0] == b'"k1"' and entry[1].startswith(b"1\x00")
     doc = await store.client.hgetall(names["doc"])
     # one field per top-level key holding its JSON bytes; tags as fields; header fields
     assert doc[b'd:"goal"'] == b'"triage"'
     assert doc[b'm:"user"'] == b'"u1"'
     assert doc[b"t:prod"] == b""
-    assert doc[b"ver"] == b"2" and doc[b"v"] == b"1" and doc[b"pid"] == b"p"
+    assert doc[b"ver"] == b"2" and doc[b"v"] == b"2" and doc[b"pid"] == b"p"
     assert doc[b"ec"] == b"1" and doc[b"ls"] == b"1"
     # the indexes live under their own hash tag, never a session's
     index_keys = await store.client.keys(prefix + "{~0}:*")
@@ -132,8 +142,8 @@ async def test_native_expiry_is_a_backstop_at_expiry_plus_grace(
     want = to_ms(s.expires_at) + 30_000
     names = store.key_names(s.id)
 
-    async def expiry_times() -> set[int]:
-        return {int(await raw(store, "PEXPIRETIME", key)) for key in names.values()}
+    async def expiry_times() -> set[int]:  # of the keys there are (-2: no such key)
+        return {int(await raw(store, "PEXPIRETIME", key)) for key in names.values()} - {-2}
 
     assert await expiry_times() == {want}
     clock.advance(10)
@@ -185,7 +195,7 @@ async def test_garbage_and_pickles_are_integrity_errors(
     # garbage in an event log and a checkpoint
     ev = await store.create_session(id="ev")
     await store.append_events(ev.id, [{"type": "ok"}])
-    await store.client.rpush(store.key_names("ev")["events"], payload)
+    await store.client.zadd(store.key_names("ev")["events"], {payload: 2})
     await store.client.hset(store.key_names("ev")["doc"], mapping={"ec": 2, "ls": 2})
     await store.client.hset(store.key_names("ev")["ckpt"], "cp1", payload)
     for sid in ("str", "field", "nohead"):

@@ -3,12 +3,16 @@
 --
 -- ARGV: now_ms, grace_ms, token, max_bytes, index prefix ('' = the client maintains the
 -- indexes, as on Cluster), op count, then the ops. Every op starts with
---   kind, key base (doc = KEYS[kb], events = KEYS[kb+1], checkpoints = KEYS[kb+2]),
+--   kind, key base (doc = KEYS[kb], events = KEYS[kb+1], checkpoints = KEYS[kb+2],
+--   event types = KEYS[kb+3], event keys = KEYS[kb+4]; the event log is in evlog.lua),
 --   id, group ('' none), expected version ('' none), stub key ('' none: KEYS[n] is the
 --   id's home key, where a grouped session written anew gets its stub, see claim.lua;
 --   only where one script may touch both slots)
 -- Kinds: C create, F full mutation (the generic engine), U update, T touch, R trim,
--- D delete (append_events has its own, smaller script: append.lua).
+-- P pop, X truncate, E delete events, A append that creates the session or sets its
+-- expiry, D delete (a plain append_events has its own, smaller script: append.lua).
+-- R, P, X and E's result is {document, number removed, popped record (P only)...}; A's {document, per event as append.lua's
+-- keyed reply, '1' if it created the session}.
 -- Reply: {'OK', result per op} | {'DONE', doc} (a retried call that had already been
 -- applied) | {'!', code, id, a, b} (nothing was written).
 local NOW, GRACE, TOKEN = ARGV[1], tonumber(ARGV[2]), ARGV[3]
@@ -38,8 +42,9 @@ local function head(doc)
     st.ver = tonumber(h[1])
     local v = tonumber(h[5])
     if not st.ver or not v then st.bad = 'CORRUPT'
-    elseif v > 1 then st.bad = 'FORMAT'
+    elseif v > 2 then st.bad = 'FORMAT'
     end
+    st.v = v
     st.exists = true
     st.live = (not h[2]) or tonumber(h[2]) > NOWN
     st.ea = h[2]
@@ -57,10 +62,14 @@ local function expire(o, ea)
     redis.call('PEXPIREAT', o.doc, at)
     redis.call('PEXPIREAT', o.ev, at)
     redis.call('PEXPIREAT', o.ck, at)
+    redis.call('PEXPIREAT', o.et, at)
+    redis.call('PEXPIREAT', o.ek, at)
   else
     redis.call('PERSIST', o.doc)
     redis.call('PERSIST', o.ev)
     redis.call('PERSIST', o.ck)
+    redis.call('PERSIST', o.et)
+    redis.call('PERSIST', o.ek)
   end
 end
 
@@ -101,7 +110,7 @@ local ops = {}
 for i = 1, NOPS do
   local o = {kind = nx()}
   local kb = nxn()
-  o.doc, o.ev, o.ck = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2]
+  o.doc, o.ev, o.ck, o.et, o.ek = KEYS[kb], KEYS[kb + 1], KEYS[kb + 2], KEYS[kb + 3], KEYS[kb + 4]
   o.id, o.grp, o.expect = nx(), nx(), nx()
   local hb = nx()
   if hb ~= '' then o.home = KEYS[tonumber(hb)] end
@@ -115,7 +124,8 @@ for i = 1, NOPS do
       o.ca, o.ua, o.ea, o.st, o.pid, o.ec, o.ls = nx(), nx(), nx(), nx(), nx(), nx(), nx()
       o.tags, o.dp, o.mp = vlist(), plist(), plist()
     end
-    o.events, o.trim, o.cps, o.cpdel = vlist(), nx(), plist(), vlist()
+    o.events, o.trim, o.trunc, o.dseqs = vlist(), nx(), nx(), vlist()
+    o.cps, o.cpdel = plist(), vlist()
   elseif k == 'U' then
     o.dmode, o.dp, o.drem = nx(), plist(), vlist()
     o.mmode, o.mp, o.mrem = nx(), plist(), vlist()
@@ -126,6 +136,20 @@ for i = 1, NOPS do
     o.eamode, o.ea = nx(), nx()
   elseif k == 'R' then
     o.keep = nxn()
+  elseif k == 'P' then
+    o.n = nxn()
+  elseif k == 'X' then
+    o.after = nxn()
+  elseif k == 'E' then
+    o.seqs, o.keys = vlist(), vlist()
+  elseif k == 'A' then
+    o.create = nx()
+    if o.create == 'c' then
+      o.ea, o.st, o.pid = nx(), nx(), nx()
+      o.tags, o.dp, o.mp = vlist(), plist(), plist()
+    end
+    o.eamode, o.newea, o.force, o.keyed = nx(), nx(), nx(), nx()
+    o.events = vlist()
   end
   ops[i] = o
 end
@@ -178,6 +202,20 @@ for _, o in ipairs(ops) do
       return fail('EXISTS', o.id)
     end
     o.ds, o.ms = psize(o.dp), psize(o.mp)
+  elseif k == 'A' then
+    if cur.exists and cur.live and cur.wt == TOKEN then  -- this call, applied by an earlier try
+      return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+    end
+    if not (cur.exists and cur.live) then
+      if o.create ~= 'c' then return fail('NOTFOUND', o.id) end
+      if expect then return fail('CONFLICT', o.id, expect, 0) end
+      o.creating = true
+      o.ds, o.ms = psize(o.dp), psize(o.mp)
+      local total = objsize(o.ds) + objsize(o.ms)
+      if total > MAXB then return fail('QUOTA', o.id, total, MAXB) end
+    elseif expect and cur.ver ~= expect then
+      return fail('CONFLICT', o.id, expect, cur.ver)
+    end
   elseif k == 'F' and (o.expect == 'skip' or o.expect == 'over' or o.expect == 'newer') then
     -- put_records' merge strategies, decided here so a restore is one round trip
     o.outcome = 'C'
@@ -198,11 +236,6 @@ for _, o in ipairs(ops) do
       return fail('CONFLICT', o.id, expect, cur.ver)
     end
     if o.ca then o.ds, o.ms = psize(o.dp), psize(o.mp) end
-    if #o.events > 0 and not string.find(o.flags, 'r', 1, true) then
-      -- appended events take the positions after the last counted one (see append.lua)
-      local ec, len = tonumber(redis.call('HGET', o.doc, 'ec')) or 0, redis.call('LLEN', o.ev)
-      if len ~= ec then return fail('EVLEN', o.id, len, ec) end
-    end
   elseif k == 'D' then
     if o.expect == 'expired' then
       if cur.exists and cur.live then return fail('EXISTS', o.id) end
@@ -223,6 +256,24 @@ for _, o in ipairs(ops) do
       if total > MAXB then return fail('QUOTA', o.id, total, MAXB) end
     end
   end
+  if cur.exists and cur.v < 2 and not o.creating and (k == 'R' or k == 'P' or k == 'X' or k == 'E' or k == 'A'
+      or (k == 'F' and not string.find(o.flags, 'd', 1, true)
+          and not string.find(o.flags, 'r', 1, true))) then
+    -- a layout-1 log, converted before anything is decided on it (evlog.lua): the same
+    -- events in the new layout, so this is no change of the session even if a later op
+    -- of the call fails its check
+    if not ev_upgrade(o.doc, o.ev, o.et) then return fail('CORRUPT', o.id) end
+  end
+  if k == 'A' then
+    if o.keyed == '1' then  -- a session being created has no stored keys (yet)
+      local bad
+      o.flags, o.new, bad = ev_dedupe(o.ev, (not o.creating) and o.ek or nil, o.events, 1, 5, 3)
+      if bad then return fail('EVKEY', o.id, bad) end
+    else
+      o.flags, o.new = {}, #o.events / 5
+      for j = 1, o.new do o.flags[j] = true end
+    end
+  end
 end
 
 -- ------------------------------------------------------------------ phase 2: writes
@@ -236,20 +287,25 @@ for _, o in ipairs(ops) do
     res = o.outcome
   end
   if o.claim and k ~= 'skip' then redis.call('HSET', o.home, 'grp', o.grp) end
-  if k == 'C' or (k == 'F' and o.ca) then
-    if k == 'C' then
+  if k == 'C' or (k == 'F' and o.ca) or (k == 'A' and o.creating) then
+    if k ~= 'F' then
       o.ca, o.ua, o.ec, o.ls, o.newver = NOW, NOW, '0', '0', '1'
     end
-    if k == 'C' or string.find(o.flags, 'r', 1, true) then
-      redis.call('DEL', o.doc, o.ev, o.ck)
+    local keep_t = nil  -- the log's time order (evlog.lua) outlives the document
+    if k ~= 'F' or string.find(o.flags, 'r', 1, true) then
+      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
     else
+      keep_t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
       redis.call('DEL', o.doc)
     end
-    local f = {'v', '1', 'id', o.id, 'ver', o.newver, 'ca', o.ca, 'ua', o.ua, 'ec', o.ec,
+    local f = {'v', '2', 'id', o.id, 'ver', o.newver, 'ca', o.ca, 'ua', o.ua, 'ec', o.ec,
                'ls', o.ls, 'st', o.st, 'wt', TOKEN, 'ds', o.ds, 'ms', o.ms}
     if o.ea ~= '' then f[#f + 1] = 'ea'; f[#f + 1] = o.ea end
     if o.pid ~= '' then f[#f + 1] = 'pid'; f[#f + 1] = o.pid end
     if o.grp ~= '' then f[#f + 1] = 'grp'; f[#f + 1] = o.grp end
+    if keep_t and keep_t[1] then f[#f + 1] = 'am'; f[#f + 1] = keep_t[1] end
+    if keep_t and keep_t[2] then f[#f + 1] = 'tu'; f[#f + 1] = keep_t[2] end
+    if keep_t and keep_t[3] then f[#f + 1] = 'ti'; f[#f + 1] = keep_t[3] end
     for _, t in ipairs(o.tags) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
     put_fields(o.doc, 'd:', o.dp, f)
     put_fields(o.doc, 'm:', o.mp, f)
@@ -263,15 +319,41 @@ for _, o in ipairs(ops) do
   end
   if k == 'F' then
     if string.find(o.flags, 'd', 1, true) then
-      redis.call('DEL', o.doc, o.ev, o.ck)
+      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
       if IX ~= '' then ix_del(IX, o.id) end
       res = {1, cur.ca, cur.ver}
     else
-      if not o.ca and string.find(o.flags, 'r', 1, true) then redis.call('DEL', o.ev, o.ck) end
-      if #o.events > 0 then call_chunked('RPUSH', o.ev, o.events) end
-      if o.trim == '1' then
-        local ec = tonumber(redis.call('HGET', o.doc, 'ec')) or 0
-        if ec == 0 then redis.call('DEL', o.ev) else redis.call('LTRIM', o.ev, -ec, -1) end
+      if not o.ca and string.find(o.flags, 'r', 1, true) then
+        redis.call('DEL', o.ev, o.ck, o.et, o.ek)
+        redis.call('HDEL', o.doc, 'am', 'tu', 'ti')
+      end
+      -- removals first (they concern stored events), then the appended events
+      local removed = false
+      local function drop(lo, hi)
+        local recs = redis.call('ZRANGEBYSCORE', o.ev, lo, hi)
+        if #recs > 0 then
+          ev_unindex(o.et, o.ek, recs, 1)
+          redis.call('ZREMRANGEBYSCORE', o.ev, lo, hi)
+          removed = true
+        end
+      end
+      if o.trunc ~= '' then drop('(' .. o.trunc, '+inf') end
+      if o.trim ~= '' then drop('-inf', '(' .. o.trim) end
+      for _, s in ipairs(o.dseqs) do drop(s, s) end
+      if #o.events > 0 then
+        local t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
+        local am, tu, ti = tonumber(t[1]), t[2] == '1', t[3] == '1'
+        for i = 1, #o.events, 6 do
+          local e = o.events
+          ev_add(o.ev, o.et, o.ek, tonumber(e[i]), e[i + 1], e[i + 2], e[i + 4], e[i + 5], ti)
+          local at = tonumber(e[i + 3])
+          if am and at < am then tu = true end
+          if not am or at > am then am = at end
+        end
+        redis.call('HSET', o.doc, 'am', string.format('%d', am))
+        if tu then redis.call('HSET', o.doc, 'tu', '1') end
+      elseif removed then
+        ev_settle(o.doc, o.ev)
       end
       if #o.cpdel > 0 then call_chunked('HDEL', o.ck, o.cpdel) end
       if #o.cps > 0 then
@@ -283,10 +365,42 @@ for _, o in ipairs(ops) do
     end
   elseif k == 'C' then
     expire(o, o.ea)
+  elseif k == 'A' then
+    local ea = o.creating and o.ea or (cur.ea or '')
+    if o.eamode == 'S' then ea = o.newea elseif o.eamode == 'N' then ea = '' end
+    local changed = o.creating or o.new > 0 or o.force == '1' or ea ~= (cur.ea or '')
+    if changed then
+      local h = redis.call('HMGET', o.doc, 'ec', 'ls', 'am', 'tu', 'ti')
+      local seq, am, tu, ti = tonumber(h[2]) or 0, tonumber(h[3]), h[4] == '1', h[5] == '1'
+      local j = 0
+      for i = 1, #o.events, 5 do
+        j = j + 1
+        if o.flags[j] == true then
+          seq = seq + 1
+          o.flags[j] = seq
+          local e = o.events
+          ev_add(o.ev, o.et, o.ek, seq, e[i], e[i + 1], e[i + 3], e[i + 4], ti)
+          local at = tonumber(e[i + 2])
+          if am and at < am then tu = true end
+          if not am or at > am then am = at end
+        end
+      end
+      local f = {'ec', string.format('%d', (tonumber(h[1]) or 0) + o.new),
+                 'ls', string.format('%d', seq), 'ua', NOW, 'wt', TOKEN}
+      if am then f[#f + 1] = 'am'; f[#f + 1] = string.format('%d', am) end
+      if tu then f[#f + 1] = 'tu'; f[#f + 1] = '1' end
+      if ea ~= '' then f[#f + 1] = 'ea'; f[#f + 1] = ea else redis.call('HDEL', o.doc, 'ea') end
+      redis.call('HSET', o.doc, unpack(f))
+      if not o.creating then redis.call('HINCRBY', o.doc, 'ver', 1) end
+      expire(o, ea)
+      if IX ~= '' then ix_refresh(o, o.creating and 'scan' or 'keep') end
+    end
+    res = {table.concat(redis.call('HGETALL', o.doc), '\0'), ev_flags_out(o.flags),
+           o.creating and '1' or '0'}
   elseif k == 'D' then
     res = {(cur.exists and cur.live) and 1 or 0, cur.ca, cur.ver}
     if cur.exists then
-      redis.call('DEL', o.doc, o.ev, o.ck)
+      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
       if IX ~= '' then ix_del(IX, o.id) end
     end
   elseif k == 'U' then
@@ -329,15 +443,52 @@ for _, o in ipairs(ops) do
     end
     if IX ~= '' then ix_refresh(o, 'keep') end
     res = table.concat(redis.call('HGETALL', o.doc), '\0')
-  elseif k == 'R' then
-    local ec = tonumber(redis.call('HGET', o.doc, 'ec')) or 0
-    if ec > o.keep then
-      if o.keep == 0 then redis.call('DEL', o.ev) else redis.call('LTRIM', o.ev, -o.keep, -1) end
-      redis.call('HSET', o.doc, 'ec', o.keep, 'ua', NOW, 'wt', TOKEN)
+  elseif k == 'R' or k == 'P' or k == 'X' or k == 'E' then
+    -- trim, pop, truncate, delete events: no write when nothing is removed
+    local recs = {}
+    if k == 'P' then
+      local got = redis.call('ZPOPMAX', o.ev, o.n)
+      for i = 1, #got, 2 do recs[#recs + 1] = got[i] end
+    elseif k == 'X' then
+      local lo = '(' .. string.format('%d', o.after)
+      recs = redis.call('ZRANGEBYSCORE', o.ev, lo, '+inf')
+      if #recs > 0 then redis.call('ZREMRANGEBYSCORE', o.ev, lo, '+inf') end
+    elseif k == 'R' then
+      local n = redis.call('ZCARD', o.ev) - o.keep
+      if n > 0 then
+        recs = redis.call('ZRANGE', o.ev, 0, n - 1)
+        redis.call('ZREMRANGEBYRANK', o.ev, 0, n - 1)
+      end
+    else
+      local seqs = {}
+      for _, s in ipairs(o.seqs) do seqs[#seqs + 1] = s end
+      for _, key in ipairs(o.keys) do
+        local stored = redis.call('HGET', o.ek, key)
+        if stored then seqs[#seqs + 1] = string.match(stored, '^(%d+)') end
+      end
+      local gone = {}
+      for _, s in ipairs(seqs) do
+        if not gone[s] then
+          gone[s] = true
+          local rec = redis.call('ZRANGEBYSCORE', o.ev, s, s)[1]
+          if rec then
+            recs[#recs + 1] = rec
+            redis.call('ZREM', o.ev, rec)
+          end
+        end
+      end
+    end
+    if #recs > 0 then
+      ev_unindex(o.et, o.ek, recs, 1)
+      redis.call('HSET', o.doc, 'ec', redis.call('ZCARD', o.ev), 'ua', NOW, 'wt', TOKEN)
       redis.call('HINCRBY', o.doc, 'ver', 1)
+      ev_settle(o.doc, o.ev)
       if IX ~= '' then ix_refresh(o, 'keep') end
     end
-    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+    res = {table.concat(redis.call('HGETALL', o.doc), '\0'), #recs}
+    if k == 'P' then
+      for _, rec in ipairs(recs) do res[#res + 1] = rec end
+    end
   end
   results[#results + 1] = res
 end
