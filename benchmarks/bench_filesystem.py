@@ -22,7 +22,12 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    faster than reading every session file (``BaseSessionStore.list_sessions``: every
    session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
 6. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
-   one task doing the same saves one after another.
+   one task doing the same saves one after another;
+7. ``pop_events(n=1)``, ``get_event(key=)``, ``get_events(types=, last=20)`` and a
+   backwards page (``before_seq=, last=20``) on a session with 10,000 events <= 1.3x the
+   same on one with 10 events (issue 17);
+8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
+   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop).
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -236,6 +241,130 @@ async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
+# --------------------------------------------------------------------------- 7-8: event log
+
+
+def raw_last_lines(path: str, n: int) -> list[Any]:
+    """The last-``n``-events floor: open, read the log's last 8 KiB, split, decode ``n``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        chunk = os.pread(fd, 8192, max(0, size - 8192))
+    finally:
+        os.close(fd)
+    return [orjson.loads(line) for line in chunk.split(b"\n")[-n - 1 : -1]]
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _event(i: int, *, rare: bool = False) -> dict[str, Any]:
+    kind = "tool_result" if rare or i % 4 == 0 else "message"
+    return {"type": kind, "key": f"k{i}", "data": {"i": i, "text": "x" * 60}}
+
+
+async def _log_of(store: FileStore, n: int, *, all_rare: bool = False) -> str:
+    sid = (await store.create_session(processor_id="agent-7")).id
+    for start in range(0, n, 1000):
+        end = min(n, start + 1000)
+        await store.append_events(sid, [_event(i, rare=all_rare) for i in range(start, end)])
+    return sid
+
+
+async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
+    """Issue 17's flatness rows (10,000 vs 10 events) and issue 21's last-20 read."""
+    big_n, small_n = sizes.big_log, sizes.small_log
+    async with FileStore(root=os.path.join(base, "events"), clock=NewMillisecondClock()) as store:
+        big = await _log_of(store, big_n)
+        small = await _log_of(store, small_n, all_rare=True)
+        fill = iter(range(10**9, 2 * 10**9))
+        number = sizes.append_number
+
+        def refill(sid: str) -> Any:  # untimed: give back what a batch of pops takes
+            return store.append_events(sid, [_event(next(fill)) for _ in range(number)])
+
+        flat = Target.at_most(1.3)
+        op, floor = await compare(
+            lambda: store.pop_events(big),
+            lambda: store.pop_events(small),
+            number=number,
+            floor_number=number,
+            repeat=sizes.repeat,
+            op_setup=lambda: refill(big),
+            floor_setup=lambda: refill(small),
+        )
+        report.add(
+            Row(
+                f"pop_events(n=1), {big_n:,} events",
+                op,
+                f"same, {small_n} events",
+                floor,
+                flat,
+                note=f"durable; each batch of {number} pops starts from {big_n:,} / {small_n} "
+                "events (refilled, untimed)",
+            )
+        )
+        mid_big, mid_small = f"k{big_n // 2}", f"k{small_n // 2}"
+        op, floor = await compare(
+            lambda: store.get_event(big, key=mid_big),
+            lambda: store.get_event(small, key=mid_small),
+            repeat=sizes.repeat,
+        )
+        report.add(Row(f"get_event(key=), {big_n:,} events", op, f"same, {small_n}", floor, flat))
+        op, floor = await compare(
+            lambda: store.get_events(big, types=["tool_result"], last=20),
+            lambda: store.get_events(small, types=["tool_result"], last=20),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"get_events(types=, last=20), {big_n:,} events",
+                op,
+                f"same, {small_n}",
+                floor,
+                flat,
+                note="1 in 4 events of the type in the big log (20 returned); "
+                f"all {small_n} of it in the small one",
+            )
+        )
+        op, floor = await compare(
+            lambda: store.get_events(big, before_seq=big_n // 2, last=20),
+            lambda: store.get_events(small, before_seq=small_n // 2 + 1, last=20),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"backwards page (before_seq=, last=20), {big_n:,} events",
+                op,
+                f"same, {small_n}",
+                floor,
+                flat,
+                note=f"a page ending mid-log: 20 events vs {small_n // 2}",
+            )
+        )
+        lines = orjson.dumps({"v": 1, "seq": 1, **_event(1), "at": "2030-01-01T00:00:00Z"})
+        floor_path = os.path.join(base, "events-floor.jsonl")
+        sealed = lines[:-1] + b',"sha256":"' + b"0" * 64 + b'"}\n'
+        await asyncio.to_thread(_write_file, floor_path, sealed * 200)
+        op, floor = await compare(
+            lambda: store.get_events(big, last=20),
+            lambda: asyncio.to_thread(raw_last_lines, floor_path, 20),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"get_events(last=20), {big_n:,} events",
+                op,
+                "1 hop: open+pread 8 KiB+orjson.loads of 20 lines",
+                floor,
+                Target.at_most(1.5),
+                note="issue 21: liveness checked in the same hop",
+            )
+        )
+
+
 # --------------------------------------------------------------------------- 5: query
 
 
@@ -279,6 +408,7 @@ async def run(quick: bool, directory: str | None) -> Report:
     print(report.title, flush=True)
     try:
         await bench_single_ops(report, sizes, base)
+        await bench_event_log(report, sizes, base)
         await bench_query(report, sizes, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)

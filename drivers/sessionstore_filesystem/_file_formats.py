@@ -9,8 +9,11 @@ it needs no re-encoding: drop the fixed-length suffix, put back the ``}``, hash.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -141,7 +144,7 @@ def encode_batch(events: Sequence[Event], *, version: int, pending: bool) -> byt
     out = []
     last = len(events) - 1
     for index, event in enumerate(events):
-        rec = event_to_record(event)
+        rec = _event_record(event)
         if index == last:
             rec["ver"] = version
             if pending:
@@ -152,9 +155,80 @@ def encode_batch(events: Sequence[Event], *, version: int, pending: bool) -> byt
 
 
 def decode_line(line: bytes, record: str) -> tuple[Event, int | None, bool]:
-    """One event line: the event, the version its write made (last line only), pending."""
-    rec = _decode_sealed(line, record)
+    """One event line: the event, the version its write made (last line only), pending.
+
+    Reading events is mostly this, so a line of the usual shape is checked and decoded
+    inline (the same checks: checksum, format version, field types, an aware ``at``);
+    anything else takes :func:`_decode_line_slowly`, which names what is wrong."""
+    cut = len(line) - _SEAL_LEN
+    if (
+        cut > 0
+        and line.startswith(_SEAL, cut)
+        and line.endswith(b'"}')
+        and _sha256(body := line[:cut] + b"}").hexdigest().encode() == line[-66:-2]
+    ):
+        try:
+            rec = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            rec = None
+        if type(rec) is dict and len(rec) <= 8 and rec.keys() <= _LINE_FIELDS:
+            v, seq, etype, at = rec.get("v"), rec.get("seq"), rec.get("type"), rec.get("at")
+            data, key, ver = rec.get("data"), rec.get("key"), rec.get("ver")
+            if (
+                type(v) is int
+                and 1 <= v <= FORMAT_VERSION
+                and type(seq) is int
+                and type(etype) is str
+                and type(data) is dict
+                and type(at) is str
+                and (key is None or type(key) is str)
+                and (ver is None or (type(ver) is int and ver >= 1))
+            ):
+                when = _parse_at(at)
+                if when is not None:
+                    event = Event(seq, etype, when, data, key)
+                    return event, ver, rec.get("doc") is True
+    return _decode_line_slowly(line, record)
+
+
+_sha256: Final = hashlib.sha256
+_LINE_FIELDS: Final = frozenset(("v", "seq", "type", "at", "data", "key", "ver", "doc"))
+# Event(seq, type, at, data, key) is built positionally above.
+assert [f.name for f in fields(Event)] == ["seq", "type", "at", "data", "key"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_at(value: str) -> datetime | None:
+    """An aware timestamp (events of one append share theirs), or None."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _event_record(event: Event) -> dict[str, Any]:
+    """``event_to_record`` with the event's key (``"key"``, only when it has one)."""
+    rec = event_to_record(event)
+    if event.key is not None:
+        rec["key"] = event.key
+    return rec
+
+
+def _event_of(rec: Any, record: str) -> Event:
+    """``event_from_record`` with the event's key."""
     event = event_from_record(rec, record)
+    key = rec.get("key")
+    if key is not None and event.key is None:
+        if not isinstance(key, str):
+            raise IntegrityError("event record has an invalid 'key'", record)
+        event = Event(event.seq, event.type, event.at, event.data, key)
+    return event
+
+
+def _decode_line_slowly(line: bytes, record: str) -> tuple[Event, int | None, bool]:
+    rec = _decode_sealed(line, record)
+    event = _event_of(rec, record)
     version = rec.get("ver")
     if version is not None and (not isinstance(version, int) or version < 1):
         raise IntegrityError("event line has an invalid 'ver'", record)
@@ -189,8 +263,10 @@ def _mutation_record(mut: Mutation) -> dict[str, Any]:
         "delete": mut.delete,
         "reset": mut.reset,
         "trim_before": mut.trim_before,
+        "truncate_after": mut.truncate_after,
+        "delete_seqs": list(mut.delete_seqs),
         "session": session,
-        "append": [event_to_record(e) for e in mut.append],
+        "append": [_event_record(e) for e in mut.append],
         "put_checkpoints": [checkpoint_to_record(cp) for cp in mut.put_checkpoints],
         "delete_checkpoints": list(mut.delete_checkpoints),
         "created": mut.created,
@@ -219,6 +295,10 @@ def journal_sessions(raw: bytes, record: str) -> list[str]:
         raise IntegrityError("journal entry names an invalid session id", record) from None
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def decode_journal(raw: bytes, record: str) -> list[Mutation]:
     """The mutations of a journal entry (checked against its session list)."""
     listed = journal_sessions(raw, record)
@@ -242,8 +322,10 @@ def decode_journal(raw: bytes, record: str) -> list[Mutation]:
                     metadata_json=metadata_json,
                     delete=bool(m["delete"]),
                     reset=bool(m["reset"]),
-                    append=[event_from_record(e, record) for e in m["append"]],
+                    append=[_event_of(e, record) for e in m["append"]],
                     trim_before=int(m["trim_before"]),
+                    truncate_after=_opt_int(m.get("truncate_after")),
+                    delete_seqs=[int(q) for q in m.get("delete_seqs", ())],
                     put_checkpoints=[
                         checkpoint_from_record(c, record) for c in m["put_checkpoints"]
                     ],

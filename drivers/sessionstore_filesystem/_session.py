@@ -27,10 +27,10 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from sessionstore import Checkpoint, Event, IntegrityError, Session
 from sessionstore.validation import validate_session_id
@@ -53,11 +53,19 @@ from ._fs import (
 )
 from ._layout import Layout
 
+if TYPE_CHECKING:
+    from ._event_index import EventChange
+
 __all__ = [
     "DOC",
+    "Changed",
+    "LogReader",
     "State",
+    "Window",
     "advanced",
+    "check_ascending",
     "cp_dir_name",
+    "doc_changed",
     "iter_lines",
     "log_name",
     "new_inc",
@@ -67,8 +75,10 @@ __all__ = [
     "read_checkpoints",
     "read_events",
     "read_state",
+    "read_with_log",
     "rmtree_quiet",
     "tidy",
+    "window_events",
 ]
 
 DOC: Final = "session.json"
@@ -81,6 +91,14 @@ FOLD_BYTES: Final = 1 << 18
 #: How much of the log's end a reader reads first to find its last line.
 _END_CHUNK: Final = 1 << 13
 _CHUNK: Final = 1 << 16
+#: A binary search over the log stops when its window is this small (then lines are read).
+_NEAR: Final = 1 << 11
+#: How much a binary search's probe reads at a time.
+_PROBE: Final = 1 << 10
+#: How many lines from the end ``offset_after`` reads backwards before searching.
+_BACK_LINES: Final = 32
+
+T = TypeVar("T")
 
 
 def log_name(gen: int) -> str:
@@ -116,11 +134,20 @@ class State:
     log_fd: int = -1
     #: the inode of the directory ``dir_fd`` when known (0: not known)
     dir_ino: int = 0
+    #: what a write did to the log, for the event index (set by the write's steps)
+    ev: EventChange | None = None
+    #: the log of generation ``doc.gen`` as opened for reading by ``read_state``, or -1
+    read_fd: int = -1
+    #: (offset, bytes) of the log's end as ``read_state`` read it, when it did
+    end_chunk: tuple[int, bytes] | None = None
 
     def close(self) -> None:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
         self.close_log()
 
     def close_log(self) -> None:
@@ -195,6 +222,8 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 raise IntegrityError("event log is not a regular file", sid)
             state.log_size = st.st_size
             if st.st_size < doc.log_end:
+                if retry and _doc_ino(state.dir_fd) != doc_ino:
+                    raise _Moved  # a cut (pop, truncate) replaced the document meanwhile
                 raise IntegrityError(
                     f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
                 )
@@ -208,8 +237,10 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 # committed under our old document: read both again.
                 if retry and _doc_ino(state.dir_fd) != doc_ino:
                     raise _Moved
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        state.read_fd = fd  # the log of this document, for reading its events
     except BaseException:
         state.close()
         raise
@@ -238,6 +269,7 @@ def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
     """
     start = max(doc.log_end, size - _END_CHUNK)
     chunk = pread_all(fd, start, size, state.sid)
+    state.end_chunk = (start, chunk)
     if not chunk.endswith(b"\n"):
         return False
     cut = chunk.rfind(b"\n", 0, len(chunk) - 1)
@@ -251,6 +283,9 @@ def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
     if ver is None or flagged:
         return False
     base = doc.session
+    if event.seq <= base.last_seq:
+        state.valid_end = doc.log_end  # lines a cut dropped (see _stale): none committed
+        return True
     count = event.seq - base.last_seq
     if count < 1 or ver <= base.version or (start == doc.log_end and chunk.count(b"\n") != count):
         raise IntegrityError(
@@ -281,6 +316,9 @@ def _derive(state: State, doc: Doc, tail: bytes) -> None:
             ver = None
         if ver is not None and not flagged:
             base = doc.session
+            if event.seq <= base.last_seq:
+                state.valid_end = doc.log_end  # lines a cut dropped: none committed
+                return
             count = tail.count(b"\n")
             if event.seq != base.last_seq + count or ver <= base.version:
                 raise IntegrityError(
@@ -311,6 +349,8 @@ def _derive_slowly(state: State, doc: Doc, tail: bytes) -> None:
             if tail.find(b"\n", nl + 1) >= 0:
                 raise  # a bad line with more lines after it: corruption, not a torn tail
             break
+        if pos == 0 and event.seq <= base.last_seq:
+            break  # lines a cut (pop, truncate) dropped, not yet cut off the file
         if event.seq != expect_seq:
             raise IntegrityError(
                 f"event sequence breaks at byte {doc.log_end + pos}: expected "
@@ -358,139 +398,293 @@ def rmtree_quiet(name: str, dir_fd: int) -> None:
 
 
 def iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
+    """The events of the lines in bytes ``[start, end)`` of log ``gen`` (line bounds)."""
     if start >= end:
         return
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
+    reader = LogReader(state.dir_fd, state.sid, gen, end)
     try:
-        rest = b""
-        pos = start
-        while pos < end:
-            chunk = pread_all(fd, pos, min(end, pos + _CHUNK), record)
-            pos += len(chunk)
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield decode_line(line, record)[0]
-        if rest:
-            raise IntegrityError("event log region does not end at a line end", record)
+        for _, raw in reader.lines(start, end):
+            yield reader.decode(raw)
     finally:
-        os.close(fd)
+        reader.close()
 
 
-def _line_from(fd: int, pos: int, end: int, record: str) -> tuple[int, int] | None:
-    """``(start, stop)`` of the first whole line starting at or after ``pos`` (``stop``
-    is past its newline), or ``None`` when no line starts before ``end``."""
-    start = pos
-    if pos > 0:  # skip to the byte after the previous newline
+class LogReader:
+    """One log generation opened for reading, up to ``end`` (the end of its committed
+    part): lines forwards and backwards with their offsets, a line by offset, and the
+    offset of a sequence number found by binary search (sequence numbers grow along the
+    log, with gaps where events were deleted)."""
+
+    __slots__ = ("cache", "cache_at", "end", "fd", "owned", "record")
+
+    def __init__(
+        self,
+        dir_fd: int,
+        sid: str,
+        gen: int,
+        end: int,
+        *,
+        fd: int = -1,
+        cache: tuple[int, bytes] | None = None,
+    ) -> None:
+        self.record = f"{sid}/{log_name(gen)}"
+        self.end = end
+        self.owned = fd < 0
+        self.fd = os.open(log_name(gen), READ_FLAGS, dir_fd=dir_fd) if fd < 0 else fd
+        self.cache_at, self.cache = cache if cache is not None else (0, b"")
+
+    @classmethod
+    def of(cls, state: State) -> LogReader:
+        """The committed log of ``state`` (read with the descriptor and the end that
+        ``read_state`` already has, when it has them)."""
+        assert state.doc is not None
+        return cls(
+            state.dir_fd, state.sid, state.doc.gen, state.valid_end,
+            fd=state.read_fd, cache=state.end_chunk,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self.fd >= 0 and self.owned:
+            os.close(self.fd)
+        self.fd = -1
+
+    def decode(self, raw: bytes) -> Event:
+        return decode_line(raw, self.record)[0]
+
+    def read(self, start: int, stop: int) -> bytes:
+        at = self.cache_at
+        if at <= start and stop <= at + len(self.cache):
+            return self.cache[start - at : stop - at]
+        return pread_all(self.fd, start, stop, self.record)
+
+    def lines(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, line without its newline)`` of the lines in ``[start, end)``."""
+        rest = b""
+        rest_at = pos = start
+        while pos < end:
+            chunk = self.read(pos, min(end, pos + _CHUNK))
+            pos += len(chunk)
+            buf = rest + chunk if rest else chunk
+            at = 0
+            while (nl := buf.find(b"\n", at)) >= 0:
+                yield rest_at + at, buf[at:nl]
+                at = nl + 1
+            rest, rest_at = buf[at:], rest_at + at
+        if rest:
+            raise IntegrityError("event log region does not end at a line end", self.record)
+
+    def lines_back(self, end: int) -> Iterator[tuple[int, bytes]]:
+        """``(offset, line)`` of the lines before ``end`` (a line start), newest first.
+
+        The first read is small (a page of recent events is usually a few KiB), later
+        ones grow to ``_CHUNK``."""
+        if end <= 0:
+            return
+        lo = max(0, end - _END_CHUNK)
+        buf = self.read(lo, end)  # bytes [lo, lo + len(buf)); lines in buf[:stop] unread
+        if not buf.endswith(b"\n"):
+            raise IntegrityError("event log region does not end at a line end", self.record)
+        stop = len(buf)
         while True:
-            chunk = pread_all(fd, start - 1, min(end, start - 1 + 4096), record)
+            nl = buf.rfind(b"\n", 0, stop - 1)
+            if nl >= 0:
+                yield lo + nl + 1, buf[nl + 1 : stop - 1]
+                stop = nl + 1
+            elif lo == 0:
+                yield 0, buf[: stop - 1]
+                return
+            else:
+                start = max(0, lo - _CHUNK)
+                buf = self.read(start, lo) + buf[:stop]
+                stop = len(buf)
+                lo = start
+
+    def _line_from(self, pos: int, end: int) -> tuple[int, int] | None:
+        """``(start, stop)`` of the first whole line starting at or after ``pos`` (``stop``
+        is past its newline), or ``None`` when no line starts before ``end``."""
+        start = pos
+        if pos > 0:  # skip to the byte after the previous newline
+            while True:
+                chunk = self.read(start - 1, min(end, start - 1 + _PROBE))
+                cut = chunk.find(b"\n")
+                if cut >= 0:
+                    start = start - 1 + cut + 1
+                    break
+                start += len(chunk)
+                if start >= end:
+                    return None
+        if start >= end:
+            return None
+        stop = start
+        while True:
+            chunk = self.read(stop, min(end, stop + _PROBE))
             cut = chunk.find(b"\n")
             if cut >= 0:
-                start = start - 1 + cut + 1
-                break
-            start += len(chunk)
-            if start >= end:
-                return None
-    if start >= end:
-        return None
-    stop = start
-    while True:
-        chunk = pread_all(fd, stop, min(end, stop + 4096), record)
-        cut = chunk.find(b"\n")
-        if cut >= 0:
-            return start, stop + cut + 1
-        stop += len(chunk)
-        if stop >= end:
-            raise IntegrityError("event log region does not end at a line end", record)
+                return start, stop + cut + 1
+            stop += len(chunk)
+            if stop >= end:
+                raise IntegrityError("event log region does not end at a line end", self.record)
 
+    def seq_of(self, raw: bytes) -> int:
+        """The ``seq`` of a line, read from its start without checking the line (to find
+        positions; what is returned is decoded and checked)."""
+        at = raw.find(b'"seq":', 0, 32)
+        if at >= 0:
+            stop = raw.find(b",", at + 6, at + 32)
+            digits = raw[at + 6 : stop]
+            if stop > 0 and digits.isdigit():
+                return int(digits)
+        return self.decode(raw).seq
 
-def _offset_after(state: State, gen: int, end: int, after_seq: int) -> int:
-    """Byte offset of a line start at or before the first event with ``seq > after_seq``.
+    def near(self, seq: int, end: int | None = None) -> int:
+        """A line start at or before the first line with a ``seq`` greater than ``seq``,
+        less than ``_NEAR`` bytes before it.
 
-    Sequence numbers grow along the log, so a binary search over byte positions finds it
-    with O(log size) line decodes: paging deep into a long history does not re-read it
-    from the start. The last stretch (under one read chunk) is left to the caller's scan.
-    """
-    if after_seq <= 0:
-        return 0
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
-    try:
-        lo, hi = 0, end  # every line before lo has seq <= after_seq; hi is a line start
-        while hi - lo > _CHUNK:
-            found = _line_from(fd, (lo + hi) // 2, hi, record)
+        A binary search over byte positions: O(log size) line probes, so paging deep
+        into a long history does not re-read it from the start."""
+        end = self.end if end is None else end
+        if seq <= 0:
+            return 0
+        lo, hi = 0, end  # every line before lo has seq <= seq; hi is a line start
+        while hi - lo > _NEAR:
+            found = self._line_from((lo + hi) // 2, hi)
             if found is None:
                 break
             start, stop = found
-            event = decode_line(pread_all(fd, start, stop - 1, record), record)[0]
-            if event.seq <= after_seq:
+            if self.seq_of(self.read(start, stop - 1)) <= seq:
                 lo = stop
             else:
                 hi = start
         return lo
-    finally:
-        os.close(fd)
+
+    def offset_after(self, seq: int) -> int:
+        """The exact offset of the first line with a ``seq`` greater than ``seq`` (the end
+        when there is none). Near the end (a pop) the last lines are read backwards;
+        elsewhere a binary search finds it."""
+        after = self.end
+        for off, raw in self.lines_back(self.end):
+            line_seq = self.seq_of(raw)
+            if line_seq <= seq:
+                return after
+            if line_seq - seq > _BACK_LINES:
+                break  # far from the end (seqs grow by at least one a line): search
+            after = off
+        else:
+            return after  # every line is after seq
+        for off, raw in self.lines(self.near(seq), self.end):
+            if self.seq_of(raw) > seq:
+                return off
+        return self.end
 
 
-def _iter_lines_backward(state: State, gen: int, end: int) -> Iterator[Event]:
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
-    try:
-        rest = b""
-        pos = end
-        while pos > 0:
-            start = max(0, pos - _CHUNK)
-            chunk = pread_all(fd, start, pos, record)
-            pos = start
-            lines = (chunk + rest).split(b"\n")
-            rest = lines[0] if pos > 0 else b""
-            for line in reversed(lines[1:] if pos > 0 else lines):
-                if line:
-                    yield decode_line(line, record)[0]
-    finally:
-        os.close(fd)
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which events of a log to read: ``seq`` in ``(after_seq, before_seq)``, the first
+    ``limit`` or the last ``last`` of them (neither: all)."""
+
+    after_seq: int = 0
+    before_seq: int | None = None
+    limit: int | None = None
+    last: int | None = None
 
 
-def read_events(
-    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
-) -> list[Event]:
-    """Committed events with ``seq > after_seq``: the first ``limit`` or the last ``last``."""
-    for _ in range(5):
-        try:
-            return _read_events(layout, sid, after_seq, limit, last)
-        except FileNotFoundError:
-            continue  # the log was replaced (trim, re-create) while we read: read again
-    return _read_events(layout, sid, after_seq, limit, last)
+class Changed(Exception):
+    """What was read does not fit together: a writer changed the log meanwhile."""
 
 
-def _read_events(
-    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
-) -> list[Event]:
-    state = read_state(layout, sid)
-    try:
-        if state.doc is None or state.valid_end == 0:
-            return []
-        gen = state.doc.gen
-        if last is not None:
-            picked: list[Event] = []
-            for event in _iter_lines_backward(state, gen, state.valid_end):
-                if event.seq <= after_seq or len(picked) >= last:
-                    break
-                picked.append(event)
-            picked.reverse()
-            return picked
-        out: list[Event] = []
-        start = _offset_after(state, gen, state.valid_end, after_seq)
-        for event in iter_lines(state, gen, start, state.valid_end):
-            if event.seq <= after_seq:
+def window_events(reader: LogReader, window: Window, last_seq: int) -> list[Event]:
+    """The events of ``window`` from the log (no index needed: the log holds exactly the
+    kept events, in ``seq`` order). Raises :class:`Changed` when the lines read do not
+    fit the state they were read for (``last_seq``)."""
+    if window.limit == 0 or window.last == 0:
+        return []
+    stop = reader.end
+    if window.before_seq is not None:
+        stop = reader.offset_after(window.before_seq - 1)
+    out: list[Event] = []
+    if window.last is not None:
+        for _, raw in reader.lines_back(stop):
+            if len(out) >= window.last:
+                break
+            event = reader.decode(raw)
+            if event.seq <= window.after_seq:
+                break
+            out.append(event)
+        out.reverse()
+    else:
+        for _, raw in reader.lines(reader.near(window.after_seq, stop), stop):
+            event = reader.decode(raw)
+            if event.seq <= window.after_seq:
                 continue
             out.append(event)
-            if limit is not None and len(out) >= limit:
+            if window.limit is not None and len(out) >= window.limit:
                 break
-        return out
-    finally:
-        state.close()
+    check_ascending(out, last_seq)
+    return out
+
+
+def check_ascending(events: list[Event], last_seq: int) -> None:
+    """Raise :class:`Changed` unless ``events`` ascend and none is past ``last_seq``."""
+    prev = 0
+    for event in events:
+        if event.seq <= prev or event.seq > last_seq:
+            raise Changed
+        prev = event.seq
+
+
+def doc_changed(state: State) -> bool:
+    """True when ``session.json`` is no longer the one ``state`` was read from."""
+    try:
+        st = os.stat(DOC, dir_fd=state.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    return (st.st_ino, st.st_size, st.st_mtime_ns) != state.doc_key
+
+
+_READ_ATTEMPTS: Final = 5
+
+
+def read_with_log(layout: Layout, sid: str, fn: Callable[[State, LogReader | None], T]) -> T:
+    """``fn(state, reader)`` on a consistent read of ``sid`` without its lock: the state
+    and its committed log (``reader`` None: no events). Read again when a writer replaced
+    the document meanwhile (a cut of the log rewrites bytes in place; a trim or delete
+    writes a new generation): ``fn`` may raise :class:`Changed`, ``IntegrityError`` or
+    ``FileNotFoundError`` for what it read, which count only if the document stayed."""
+    for attempt in range(_READ_ATTEMPTS):
+        final = attempt == _READ_ATTEMPTS - 1
+        state = read_state(layout, sid)
+        try:
+            reader = None
+            try:
+                if state.doc is not None and state.valid_end > 0:
+                    reader = LogReader.of(state)
+                result = fn(state, reader)
+            except (Changed, IntegrityError, FileNotFoundError):
+                if final or not doc_changed(state):
+                    raise
+                continue
+            finally:
+                if reader is not None:
+                    reader.close()
+            if final or state.doc is None or not doc_changed(state):
+                return result
+        finally:
+            state.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def read_events(layout: Layout, sid: str, window: Window) -> list[Event]:
+    """Committed events of ``window`` (none for an absent session)."""
+
+    def read(state: State, reader: LogReader | None) -> list[Event]:
+        if reader is None or state.session is None:
+            return []
+        return window_events(reader, window, state.session.last_seq)
+
+    try:
+        return read_with_log(layout, sid, read)
+    except Changed:
+        raise IntegrityError("event log is out of order", sid) from None
 
 
 def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[IntegrityError]]:
