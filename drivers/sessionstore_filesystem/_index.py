@@ -231,7 +231,10 @@ class Index:
         with _tx(conn):
             for sid, session in rows:
                 self._put(conn, sid, None, session)
-                invalidate(conn, (sid,))
+                if session is None:
+                    apply_changes(conn, [EventChange(sid, None, None)])  # rows and cover
+                else:
+                    invalidate(conn, (sid,))
 
     def optimize(self) -> None:
         """Refresh the planner's statistics and fold the WAL back into the database."""

@@ -314,3 +314,18 @@ def test_inline_and_full_line_decoding_agree() -> None:
     bad = lines[0].split(b"\n")[0].replace(b'"seq":7', b'"seq":9')
     with pytest.raises(Exception, match="checksum"):
         ff.decode_line(bad, "r")
+
+
+@pytest.mark.asyncio
+async def test_a_reindex_drops_the_rows_of_sessions_gone(fstore: FileStore, root: Path) -> None:
+    sid = await _filled(fstore, 5)
+    keep = await _filled(fstore, 3)
+    import shutil
+
+    shutil.rmtree(session_dir(root, sid))  # gone behind the store's back
+    await fstore.reindex()
+    with _index(root) as conn:
+        ids = {r[0] for r in conn.execute("SELECT DISTINCT id FROM events")}
+        covers = {r[0] for r in conn.execute("SELECT id FROM ev_cover")}
+    assert sid not in ids and sid not in covers
+    assert [e.key for e in await fstore.get_events(keep, types=["t0"])] == ["k0"]
