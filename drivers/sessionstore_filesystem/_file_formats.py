@@ -20,6 +20,7 @@ import orjson
 
 from sessionstore import Checkpoint, Event, IntegrityError, Mutation, Session
 from sessionstore.codec import (
+    EVENT_FORMAT_VERSION,
     FORMAT_VERSION,
     checkpoint_from_record,
     checkpoint_to_record,
@@ -144,7 +145,7 @@ def encode_batch(events: Sequence[Event], *, version: int, pending: bool) -> byt
     out = []
     last = len(events) - 1
     for index, event in enumerate(events):
-        rec = _event_record(event)
+        rec = event_to_record(event)
         if index == last:
             rec["ver"] = version
             if pending:
@@ -176,12 +177,12 @@ def decode_line(line: bytes, record: str) -> tuple[Event, int | None, bool]:
             data, key, ver = rec.get("data"), rec.get("key"), rec.get("ver")
             if (
                 type(v) is int
-                and 1 <= v <= FORMAT_VERSION
+                and 1 <= v <= EVENT_FORMAT_VERSION
                 and type(seq) is int
                 and type(etype) is str
                 and type(data) is dict
                 and type(at) is str
-                and (key is None or type(key) is str)
+                and (key is None or (type(key) is str and key))
                 and (ver is None or (type(ver) is int and ver >= 1))
             ):
                 when = _parse_at(at)
@@ -207,28 +208,9 @@ def _parse_at(value: str) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def _event_record(event: Event) -> dict[str, Any]:
-    """``event_to_record`` with the event's key (``"key"``, only when it has one)."""
-    rec = event_to_record(event)
-    if event.key is not None:
-        rec["key"] = event.key
-    return rec
-
-
-def _event_of(rec: Any, record: str) -> Event:
-    """``event_from_record`` with the event's key."""
-    event = event_from_record(rec, record)
-    key = rec.get("key")
-    if key is not None and event.key is None:
-        if not isinstance(key, str):
-            raise IntegrityError("event record has an invalid 'key'", record)
-        event = Event(event.seq, event.type, event.at, event.data, key)
-    return event
-
-
 def _decode_line_slowly(line: bytes, record: str) -> tuple[Event, int | None, bool]:
     rec = _decode_sealed(line, record)
-    event = _event_of(rec, record)
+    event = event_from_record(rec, record)
     version = rec.get("ver")
     if version is not None and (not isinstance(version, int) or version < 1):
         raise IntegrityError("event line has an invalid 'ver'", record)
@@ -266,7 +248,7 @@ def _mutation_record(mut: Mutation) -> dict[str, Any]:
         "truncate_after": mut.truncate_after,
         "delete_seqs": list(mut.delete_seqs),
         "session": session,
-        "append": [_event_record(e) for e in mut.append],
+        "append": [event_to_record(e) for e in mut.append],
         "put_checkpoints": [checkpoint_to_record(cp) for cp in mut.put_checkpoints],
         "delete_checkpoints": list(mut.delete_checkpoints),
         "created": mut.created,
@@ -322,7 +304,7 @@ def decode_journal(raw: bytes, record: str) -> list[Mutation]:
                     metadata_json=metadata_json,
                     delete=bool(m["delete"]),
                     reset=bool(m["reset"]),
-                    append=[_event_of(e, record) for e in m["append"]],
+                    append=[event_from_record(e, record) for e in m["append"]],
                     trim_before=int(m["trim_before"]),
                     truncate_after=_opt_int(m.get("truncate_after")),
                     delete_seqs=[int(q) for q in m.get("delete_seqs", ())],

@@ -39,7 +39,11 @@ from sessionstore import (
 from sessionstore.driver import EventFacts, EventRequest, HotThreads
 from sessionstore.options import redact_url
 from sessionstore.query import normalize_search_text
-from sessionstore.validation import validate_event_key, validate_session_id
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
@@ -222,7 +226,7 @@ class FileStore(BaseSessionStore):
         binary search, types and time bounds through the event index (O(page))."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
-        kinds, low, high = self._check_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         return await self._run(
             self._engine.read_events, session_id, self.clock.now(),

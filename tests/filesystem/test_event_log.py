@@ -12,6 +12,7 @@ from sessionstore_filesystem import FileStore, _session, _write
 from sessionstore_filesystem._file_formats import decode_line
 
 from sessionstore import Event, EventKeyConflictError, ManualClock, SessionNotFoundError
+from sessionstore.codec import EVENT_FORMAT_VERSION
 
 from .conftest import MakeStore, session_dir
 
@@ -262,11 +263,15 @@ async def test_a_store_of_the_previous_layout_is_upgraded(tmp_path: Path) -> Non
         assert await store.get_checkpoint("mixed", (await store.list_checkpoints("mixed"))[0].id)
         report = await store.doctor(dry_run=True)
         assert report.healthy, report.corrupt
-    log = session_dir(root, "folded") / "events.2.jsonl"
-    first = json.loads(log.read_bytes().split(b"\n", 1)[0])
-    from sessionstore.codec import FORMAT_VERSION
-
-    assert first["seq"] == 2 and first["v"] == FORMAT_VERSION
+    # the log rewritten by the delete: the old lines as they were (format 1, no key),
+    # the keyed one at the format that carries keys
+    lines = [
+        json.loads(ln)
+        for ln in (session_dir(root, "folded") / "events.2.jsonl").read_bytes().splitlines()
+    ]
+    assert [ln["seq"] for ln in lines] == list(range(2, 302))
+    assert {ln["v"] for ln in lines[:-1]} == {1} and "key" not in lines[0]
+    assert (lines[-1]["v"], lines[-1]["key"]) == (EVENT_FORMAT_VERSION, "k")
 
 
 @pytest.mark.asyncio
