@@ -9,18 +9,14 @@ it needs no re-encoding: drop the fixed-length suffix, put back the ``}``, hash.
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 
 from sessionstore import Checkpoint, Event, IntegrityError, Mutation, Session
 from sessionstore.codec import (
-    EVENT_FORMAT_VERSION,
     FORMAT_VERSION,
     checkpoint_from_record,
     checkpoint_to_record,
@@ -156,59 +152,7 @@ def encode_batch(events: Sequence[Event], *, version: int, pending: bool) -> byt
 
 
 def decode_line(line: bytes, record: str) -> tuple[Event, int | None, bool]:
-    """One event line: the event, the version its write made (last line only), pending.
-
-    Reading events is mostly this, so a line of the usual shape is checked and decoded
-    inline (the same checks: checksum, format version, field types, an aware ``at``);
-    anything else takes :func:`_decode_line_slowly`, which names what is wrong."""
-    cut = len(line) - _SEAL_LEN
-    if (
-        cut > 0
-        and line.startswith(_SEAL, cut)
-        and line.endswith(b'"}')
-        and _sha256(body := line[:cut] + b"}").hexdigest().encode() == line[-66:-2]
-    ):
-        try:
-            rec = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            rec = None
-        if type(rec) is dict and len(rec) <= 8 and rec.keys() <= _LINE_FIELDS:
-            v, seq, etype, at = rec.get("v"), rec.get("seq"), rec.get("type"), rec.get("at")
-            data, key, ver = rec.get("data"), rec.get("key"), rec.get("ver")
-            if (
-                type(v) is int
-                and 1 <= v <= EVENT_FORMAT_VERSION
-                and type(seq) is int
-                and type(etype) is str
-                and type(data) is dict
-                and type(at) is str
-                and (key is None or (type(key) is str and key))
-                and (ver is None or (type(ver) is int and ver >= 1))
-            ):
-                when = _parse_at(at)
-                if when is not None:
-                    event = Event(seq, etype, when, data, key)
-                    return event, ver, rec.get("doc") is True
-    return _decode_line_slowly(line, record)
-
-
-_sha256: Final = hashlib.sha256
-_LINE_FIELDS: Final = frozenset(("v", "seq", "type", "at", "data", "key", "ver", "doc"))
-# Event(seq, type, at, data, key) is built positionally above.
-assert [f.name for f in fields(Event)] == ["seq", "type", "at", "data", "key"]
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_at(value: str) -> datetime | None:
-    """An aware timestamp (events of one append share theirs), or None."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
-
-
-def _decode_line_slowly(line: bytes, record: str) -> tuple[Event, int | None, bool]:
+    """One event line: the event, the version its write made (last line only), pending."""
     rec = _decode_sealed(line, record)
     event = event_from_record(rec, record)
     version = rec.get("ver")

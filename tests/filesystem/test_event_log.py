@@ -301,26 +301,6 @@ async def test_a_pop_and_a_keyed_append_take_two_hops(
     assert len(hops) == 2, hops
 
 
-def test_inline_and_full_line_decoding_agree() -> None:
-    from datetime import UTC, datetime
-
-    from sessionstore_filesystem import _file_formats as ff
-
-    at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    lines = [
-        ff.encode_batch([Event(7, "t", at, {"a": [1, {"b": None}]})], version=3, pending=False),
-        ff.encode_batch([Event(8, "t", at, {}, key="k\u00e9y")], version=4, pending=True),
-        ff.encode_batch([Event(1, "x", at, {}), Event(2, "y", at, {"z": 1.5})], version=2,
-                        pending=False),
-    ]  # fmt: skip
-    for batch in lines:
-        for line in batch.split(b"\n")[:-1]:
-            assert ff.decode_line(line, "r") == ff._decode_line_slowly(line, "r")
-    bad = lines[0].split(b"\n")[0].replace(b'"seq":7', b'"seq":9')
-    with pytest.raises(Exception, match="checksum"):
-        ff.decode_line(bad, "r")
-
-
 @pytest.mark.asyncio
 async def test_a_reindex_drops_the_rows_of_sessions_gone(fstore: FileStore, root: Path) -> None:
     sid = await _filled(fstore, 5)
