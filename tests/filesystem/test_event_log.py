@@ -314,3 +314,41 @@ async def test_a_reindex_drops_the_rows_of_sessions_gone(fstore: FileStore, root
         covers = {r[0] for r in conn.execute("SELECT id FROM ev_cover")}
     assert sid not in ids and sid not in covers
     assert [e.key for e in await fstore.get_events(keep, types=["t0"])] == ["k0"]
+
+
+@pytest.mark.asyncio
+async def test_readers_racing_pops_and_appends(make_store: MakeStore) -> None:
+    """A reader without the lock while another store object pops and appends over the
+    same bytes: every read is one consistent state (it reads again when the document
+    changed under it), never an error or a mix."""
+    import asyncio
+
+    async with make_store() as writer, make_store() as reader:
+        sid = await _filled(writer, 30)
+        stop = False
+
+        async def churn() -> None:
+            k = 1000
+            while not stop:
+                await writer.pop_events(sid, 2)
+                await writer.append_events(
+                    sid,
+                    [{"type": f"t{j % 3}", "key": f"k{j}", "data": {"i": j}} for j in (k, k + 1)],
+                )
+                k += 2
+
+        task = asyncio.ensure_future(churn())
+        try:
+            for _ in range(150):
+                tail = await reader.get_events(sid, last=6)
+                typed = await reader.get_events(sid, types=["t1"], last=4)
+                back = await reader.get_events(sid, before_seq=20, last=3)
+                for page in (tail, typed, back):
+                    seqs = [e.seq for e in page]
+                    assert seqs == sorted(set(seqs))
+                    assert all(e.key == f"k{e.data['i']}" for e in page)
+                assert len(tail) == 6 and all(e.type == "t1" for e in typed)
+                assert [e.seq for e in back] == [17, 18, 19]
+        finally:
+            stop = True
+            await task
