@@ -54,7 +54,7 @@ from sessionstore.query import (
 )
 
 from ._durable import BatchSync, Sync, syncfs_supported
-from ._event_index import EventChange, EventQuery, to_us
+from ._event_index import STALE, Cover, EventChange, EventQuery, classify, read_cover, to_us
 from ._event_reads import EventReads
 from ._file_formats import encode_journal
 from ._fs import (
@@ -71,7 +71,7 @@ from ._index import Index
 from ._layout import MARKER, Layout, namespace_dir
 from ._locks import Held, Locks
 from ._recovery import Recovery
-from ._session import State, Window, read_checkpoint, read_checkpoints, read_state
+from ._session import LogReader, State, Window, read_checkpoint, read_checkpoints, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps
 
 __all__ = ["Engine"]
@@ -96,9 +96,18 @@ SYNCFS_FROM: Final = 4
 Build = Callable[[Mapping[str, Session]], list[Mutation]]
 
 
-def _evs(state: State) -> list[EventChange]:
-    """What ``state``'s write did to its event rows (see ``_event_index``)."""
-    return [] if state.ev is None else [state.ev]
+def _evs(state: State, proven: Cover | None = None) -> list[EventChange]:
+    """What ``state``'s write did to its event rows (see ``_event_index``): a rewrite's
+    or a delete's change as it is; a cut's only when the cover was ``proven`` before the
+    write and reaches past the cut (one that does not stays a valid prefix)."""
+    ev = state.ev
+    if ev is None:
+        return []
+    if ev.cut:
+        if proven is None or ev.new is None or proven[2] <= ev.new[2]:
+            return []
+        ev.old = proven
+    return [ev]
 
 
 class Engine:
@@ -482,15 +491,31 @@ class Engine:
                     self._index_write([change], _evs(state))
                     early.append(True)
 
+            proven = None
+            if mut.removes_events and not mut.reset and state.valid_end:
+                proven = self._proven_cover(state)
             try:
                 new = apply_one(self.layout, state, mut, before_data=hook)
             except BaseException:
                 self._resync(sids)
                 raise
             if not early:
-                self._index_write([(mut.session_id, old, new)], _evs(state))
+                self._index_write([(mut.session_id, old, new)], _evs(state, proven))
         else:
             self._write_batch(mutations, states, atomic=atomic)
+
+    def _proven_cover(self, state: State) -> Cover | None:
+        """The session's event-index cover if it is proven against ``state`` (before a
+        write that may cut the log), else None."""
+        try:
+            cover = read_cover(self.index.conn(), state.sid)
+        except sqlite3.Error:
+            return None
+        reader = LogReader.of(state)
+        try:
+            return None if classify(cover, state, reader) == STALE else cover
+        finally:
+            reader.close()
 
     def _write_batch(
         self, mutations: Sequence[Mutation], states: dict[str, State], *, atomic: bool
@@ -541,7 +566,7 @@ class Engine:
                     "written: re-read them"
                 ) from exc
             raise
-        self._index_write(changes, [ev for st in states.values() for ev in _evs(st)])
+        self._index_write(changes, [ev for st in states.values() for ev in _evs(st)])  # no cuts
         if journal is not None:
             try:
                 os.unlink(journal[0], dir_fd=self.layout.journal_fd)

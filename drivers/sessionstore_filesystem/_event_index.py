@@ -1,22 +1,27 @@
 """The event index: per event its line's place in the log, its type, time and key.
 
 Rows live in the namespace's SQLite index (``events``), beside a *cover* per session
-(``ev_cover``): the log the rows describe, as ``(inc, gen, end, last_seq)`` - the
-incarnation, the log generation, the byte end of its committed part and the session's
-``last_seq``. The rows are trusted only while the cover equals those values of the
-session as read from its files. That equality proves the log is the one the rows were
-made from: within one generation the log only grows at its end (an append, which raises
-``last_seq``) or is cut back (a pop or truncate, which lowers the end and leaves
-``last_seq``); a trim, a delete in the middle or a re-create writes a new generation or
-incarnation. Sequence numbers are never reused, so no later log can show the same four.
+(``ev_cover``): the stretch of the log the rows describe, as ``(inc, gen, end, tail)`` -
+the incarnation, the log generation, a byte offset and the ``seq`` of the line that ends
+there (0 at offset 0). Rows are trusted only as far as the cover is proven against the
+session as just read from its files (:func:`classify`): same incarnation and generation,
+``end`` not past the committed log, and the line ending at ``end`` still holding
+``tail``. That proves the bytes before ``end`` are the ones the rows were made from:
+within one generation the log only grows at its end or is cut back (a pop, a truncate),
+and a cut followed by appends puts lines with new sequence numbers (never reused) where
+the old ones were. A trim, a delete in the middle or a re-create writes a new
+generation or incarnation.
 
-Every write that finds the cover valid keeps it valid in the same SQLite transaction as
-the session's row (its new lines, the rows a cut dropped, or all rows of a rewritten
-log); a write that finds it stale leaves it stale. A stale or missing cover (a store
-written before the index existed, a crash between a file write and its index update, a
-failed index write, a batch of several sessions) is rebuilt from the log under the
-session's lock the next time a keyed write or an indexed read needs it: O(history) once,
-not per call. The files stay the truth; the index never holds what the log does not.
+Appends do not touch the rows (an append stays as cheap as before the index: one
+``UPDATE`` of the session's row). A read that needs the index and finds the cover a
+proven *prefix* of the log indexes the lines after it first (O(lines appended since)),
+with a conditional update of the cover, so two readers or a reader and a writer never
+both extend it. A cut that finds the cover proven moves it back and drops the rows
+after the cut in the same transaction as the session's row; a rewrite replaces every
+row. A stale or missing cover (a store of the previous layout, a crash between a file
+write and its index update, a repair, a reindex) is rebuilt from the log under the
+session's lock the next time it is needed: O(history) once, not per call. The files
+stay the truth.
 """
 
 from __future__ import annotations
@@ -29,17 +34,21 @@ from typing import Final
 
 import orjson
 
-from sessionstore import Event
+from sessionstore import Event, IntegrityError
 
-from ._session import State
+from ._session import LogReader, State
 
 __all__ = [
+    "EXACT",
+    "PREFIX",
+    "STALE",
     "Cover",
     "EvRow",
     "EventChange",
     "EventQuery",
     "Hit",
     "apply_changes",
+    "classify",
     "cover_of",
     "invalidate",
     "lookup_keys",
@@ -50,7 +59,7 @@ __all__ = [
     "to_us",
 ]
 
-#: (incarnation, log generation, end of the committed log, last_seq)
+#: (incarnation, log generation, an offset of the log, the seq of the line ending there)
 Cover = tuple[str, int, int, int]
 #: (seq, offset, length, type, at in µs since the epoch, key)
 EvRow = tuple[int, int, int, str, int, str | None]
@@ -67,11 +76,37 @@ def to_us(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def cover_of(state: State) -> Cover | None:
-    """What the rows of ``state``'s session must describe (None: no session)."""
+def cover_of(state: State, tail: int) -> Cover | None:
+    """The cover of the whole committed log of ``state`` whose last line is ``tail``."""
     if state.doc is None or state.session is None:
         return None
-    return (state.doc.inc, state.doc.gen, state.valid_end, state.session.last_seq)
+    return (state.doc.inc, state.doc.gen, state.valid_end, tail)
+
+
+EXACT, PREFIX, STALE = "exact", "prefix", "stale"
+
+
+def classify(cover: Cover | None, state: State, reader: LogReader | None) -> str:
+    """What ``cover`` proves about the committed log of ``state`` (``reader``: that log,
+    None when it is empty): :data:`EXACT` (the rows describe all of it), :data:`PREFIX`
+    (its start: the lines after ``cover``'s end are not indexed yet) or :data:`STALE`."""
+    doc = state.doc
+    if cover is None or doc is None or (cover[0], cover[1]) != (doc.inc, doc.gen):
+        return STALE
+    end, tail = cover[2], cover[3]
+    if end > state.valid_end:
+        return STALE
+    if end == 0:
+        return EXACT if state.valid_end == 0 else PREFIX
+    if reader is None:
+        return STALE
+    try:
+        _, raw = next(reader.lines_back(end))
+        if reader.decode(raw).seq != tail:
+            return STALE
+    except (IntegrityError, StopIteration):
+        return STALE  # not a line end: the log changed under the cover
+    return EXACT if end == state.valid_end else PREFIX
 
 
 def row_of(event: Event, off: int, length: int) -> EvRow:
@@ -91,22 +126,25 @@ def rows_of_lines(events: Sequence[Event], data: bytes, start: int) -> list[EvRo
 
 @dataclass(slots=True)
 class EventChange:
-    """How one write changed a session's log, for its rows.
+    """What a write did to a session's rows.
 
-    ``old`` None: the rows are replaced by ``rows`` whatever they were (a new log that
-    the write made whole); else the change applies only if the cover is ``old`` (rows
-    with a ``seq`` above ``drop_after`` go, ``rows`` are added). ``new`` None: the
-    session is gone."""
+    ``old`` None: the rows are replaced by ``rows`` whatever they were (a log the write
+    made whole); else the change applies only if the cover is still ``old`` (rows with a
+    ``seq`` above ``drop_after`` go, ``rows`` are added). ``new`` None: the session is
+    gone. ``cut``: the change a cut would make, to be applied by the engine only when it
+    proved the cover before the write (see ``Engine._write``)."""
 
     sid: str
     old: Cover | None
     new: Cover | None
     rows: list[EvRow] = field(default_factory=list)
     drop_after: int | None = None
+    cut: bool = False
 
 
 _INSERT: Final = (
-    "INSERT INTO events(id, seq, off, len, type, at_us, key) VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT OR REPLACE INTO events(id, seq, off, len, type, at_us, key) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -121,7 +159,7 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[EventChange]) -> N
         if ch.old is None:
             conn.execute("DELETE FROM events WHERE id = ?", (sid,))
             conn.execute(
-                "INSERT OR REPLACE INTO ev_cover(id, inc, gen, end_off, last_seq) "
+                "INSERT OR REPLACE INTO ev_cover(id, inc, gen, end_off, tail_seq) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (sid, *ch.new),
             )
@@ -129,15 +167,15 @@ def apply_changes(conn: sqlite3.Connection, changes: Iterable[EventChange]) -> N
             if ch.old == ch.new and not ch.rows and ch.drop_after is None:
                 continue
             cur = conn.execute(
-                "UPDATE ev_cover SET inc = ?, gen = ?, end_off = ?, last_seq = ? "
-                "WHERE id = ? AND inc = ? AND gen = ? AND end_off = ? AND last_seq = ?",
+                "UPDATE ev_cover SET inc = ?, gen = ?, end_off = ?, tail_seq = ? "
+                "WHERE id = ? AND inc = ? AND gen = ? AND end_off = ? AND tail_seq = ?",
                 (*ch.new, sid, *ch.old),
             )
             if cur.rowcount != 1:
                 continue  # stale: left for a rebuild
             if ch.drop_after is not None:
                 conn.execute("DELETE FROM events WHERE id = ? AND seq > ?", (sid, ch.drop_after))
-        if ch.rows:
+        if ch.rows:  # (OR REPLACE: rows a cut left behind a stale cover give way)
             conn.executemany(_INSERT, [(sid, *row) for row in ch.rows])
 
 
@@ -148,7 +186,7 @@ def invalidate(conn: sqlite3.Connection, sids: Iterable[str]) -> None:
 
 def read_cover(conn: sqlite3.Connection, sid: str) -> Cover | None:
     row = conn.execute(
-        "SELECT inc, gen, end_off, last_seq FROM ev_cover WHERE id = ?", (sid,)
+        "SELECT inc, gen, end_off, tail_seq FROM ev_cover WHERE id = ?", (sid,)
     ).fetchone()
     return None if row is None else (str(row[0]), int(row[1]), int(row[2]), int(row[3]))
 

@@ -24,9 +24,13 @@ from sessionstore import Event, IntegrityError, Session, SessionNotFoundError
 from sessionstore.driver import EventFacts, EventRequest
 
 from ._event_index import (
+    PREFIX,
+    STALE,
+    Cover,
     EventChange,
     EventQuery,
     Hit,
+    classify,
     cover_of,
     lookup_keys,
     query_rows,
@@ -70,23 +74,49 @@ class _Stale(Exception):
 
 @dataclass(slots=True)
 class _View:
-    """The event index as seen with one state of a session: ``hits`` runs a query and
-    checks, in the same read transaction, that the rows cover that state."""
+    """The event index as seen with one state of a session (``reader``: its committed
+    log). ``hits`` proves the cover against that state, indexes the lines appended since
+    it when it is a prefix, and runs a query in a read transaction that sees that same
+    cover; a cover that cannot be proven raises :class:`_Stale`."""
 
-    conn: sqlite3.Connection
+    index: Index
     state: State
+    reader: LogReader | None
 
     def hits(self, select: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self.conn
-        conn.execute("BEGIN")
-        try:
-            cover = read_cover(conn, self.state.sid)
-            found = select(conn)
-        finally:
-            conn.execute("COMMIT")
-        if cover != cover_of(self.state):
-            raise _Stale
-        return found
+        conn = self.index.conn()
+        sid = self.state.sid
+        for _ in range(3):
+            cover = read_cover(conn, sid)
+            status = classify(cover, self.state, self.reader)
+            if status == STALE:
+                raise _Stale
+            assert cover is not None
+            if status == PREFIX:
+                cover = self.catch_up(cover)
+            conn.execute("BEGIN")
+            try:
+                seen = read_cover(conn, sid)
+                found = select(conn)
+            finally:
+                conn.execute("COMMIT")
+            if seen == cover:
+                return found
+        raise _Stale  # the cover kept moving: read under the lock
+
+    def catch_up(self, cover: Cover) -> Cover:
+        """Index the lines after ``cover`` (a proven prefix); the cover that gives. The
+        update is conditional on ``cover``: whoever moved it first wins, and the caller
+        sees the cover did not become this one."""
+        reader = self.reader
+        assert reader is not None
+        rows = [
+            row_of(reader.decode(raw), off, len(raw))
+            for off, raw in reader.lines(cover[2], reader.end)
+        ]
+        new = (cover[0], cover[1], reader.end, rows[-1][0] if rows else cover[3])
+        self.index.write([], [EventChange(self.state.sid, cover, new, rows)])
+        return new
 
 
 def _lines_at(reader: LogReader, hits: Sequence[Hit]) -> Iterator[Event]:
@@ -151,12 +181,11 @@ class EventReads:
     ) -> T:
         """``fn`` on a consistent read of ``sid`` (live at ``now``, if given)."""
         self._settle({sid})
-        conn = self.index.conn()
 
         def read(state: State, reader: LogReader | None) -> T:
             if now is not None and (state.session is None or state.session.is_expired(now)):
                 raise SessionNotFoundError(sid)
-            return fn(state, reader, _View(conn, state))
+            return fn(state, reader, _View(self.index, state, reader))
 
         try:
             try:
@@ -167,26 +196,31 @@ class EventReads:
             raise IntegrityError("event log is out of order", sid) from None
 
     def _rebuilt(self, sid: str, read: Callable[[State, LogReader | None], T]) -> T:
-        """Rebuild ``sid``'s event rows from its log under its lock, then read there."""
+        """Bring ``sid``'s event rows up to its log under its lock (indexing what was
+        appended, or all of it when the cover cannot be proven), then read there."""
         self._mark([sid])
         with self._locked({sid}) as held:
             state = read_state(self.layout, sid)
             reader = None
             try:
-                cover = cover_of(state)
-                if cover is None:
+                if state.doc is None or state.session is None:
                     held.prune.add(sid)  # no session: its lock file goes (see _locks)
                     self.index.write([], [EventChange(sid, None, None)])
-                else:
-                    reader = (
-                        LogReader.of(state) if state.doc is not None and state.valid_end else None
-                    )
-                    if read_cover(self.index.conn(), sid) != cover:
-                        rows = []
-                        if reader is not None:
-                            for off, raw in reader.lines(0, reader.end):
-                                rows.append(row_of(reader.decode(raw), off, len(raw)))
-                        self.index.write([], [EventChange(sid, None, cover, rows)])
+                    return read(state, reader)
+                if state.valid_end:
+                    reader = LogReader.of(state)
+                cover = read_cover(self.index.conn(), sid)
+                status = classify(cover, state, reader)
+                if status == PREFIX:
+                    assert cover is not None
+                    _View(self.index, state, reader).catch_up(cover)
+                elif status == STALE:
+                    rows = []
+                    if reader is not None:
+                        for off, raw in reader.lines(0, reader.end):
+                            rows.append(row_of(reader.decode(raw), off, len(raw)))
+                    whole = cover_of(state, rows[-1][0] if rows else 0)
+                    self.index.write([], [EventChange(sid, None, whole, rows)])
                 return read(state, reader)
             finally:
                 if reader is not None:

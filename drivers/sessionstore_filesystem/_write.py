@@ -376,7 +376,8 @@ def _reset(
     yield
     doc.commit(sync, temps)  # the commit
     state.log_size = len(data) if data else -1
-    state.ev = EventChange(state.sid, None, cover_of(state), rows_of_lines(events, data, 0))
+    tail = events[-1].seq if events else 0
+    state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(events, data, 0))
     yield
     if old is not None:
         unlink_quiet(log_name(old.gen), state.dir_fd)
@@ -396,7 +397,6 @@ def _change(
     """A write to the current incarnation: removals, append, document, checkpoints."""
     assert state.doc is not None
     gen, inc = state.doc.gen, state.doc.inc
-    before = cover_of(state)
     doc: _DocStage | None = None
     removal = _plan_removal(state, mut) if mut.removes_events else None
     if isinstance(removal, _Cut) and not mut.append:
@@ -410,7 +410,13 @@ def _change(
         doc.commit(sync, temps)  # the commit
         if cps is not None:
             cps.commit(sync, temps)
-        state.ev = EventChange(state.sid, before, cover_of(state), drop_after=removal.kept_last)
+        state.ev = EventChange(
+            state.sid,
+            None,
+            cover_of(state, removal.kept_last),
+            drop_after=removal.kept_last,
+            cut=True,
+        )  # fmt: skip (applied by the engine if it proved the cover before the write)
         yield
         _cut_file(state, gen, removal.offset)
         return new
@@ -431,20 +437,16 @@ def _change(
         state.log_size = len(data) if data else -1
         if cps is not None:
             cps.commit(sync, temps)
-        state.ev = EventChange(state.sid, None, cover_of(state), rows_of_lines(kept, data, 0))
+        tail = kept[-1].seq if kept else 0
+        state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(kept, data, 0))
         yield
         unlink_quiet(log_name(gen), state.dir_fd)
         return new
     pure = is_pure_append(cur, mut)
     if mut.append and not pure:  # lines that count once the document covers them
         data = encode_batch(mut.append, version=new.version, pending=True)
-        start = state.valid_end
         end = _append(state, gen, data, sync, commit=False)
         doc = _DocStage(state, new, mut, gen, end, inc)
-        state.ev = EventChange(
-            state.sid, before, (inc, gen, end, new.last_seq),
-            rows_of_lines(mut.append, data, start),
-        )  # fmt: skip
     elif not mut.append and mut.session is not None:
         doc = _DocStage(state, new, mut, gen, state.valid_end, inc)
     if doc is not None:
@@ -453,13 +455,6 @@ def _change(
     yield
     if pure:  # the commit of a pure append: whole lines, then fdatasync
         data = encode_batch(mut.append, version=new.version, pending=False)
-        start = state.valid_end
-        state.ev = EventChange(
-            state.sid,
-            before,
-            (inc, gen, start + len(data), new.last_seq),
-            rows_of_lines(mut.append, data, start),
-        )  # fmt: skip (set before the commit: the engine's early index write reads it)
         end = _append(state, gen, data, sync, commit=True)
         state.session = new
         state.valid_end = end

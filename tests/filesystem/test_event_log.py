@@ -207,21 +207,47 @@ async def test_a_stale_cover_is_rebuilt_from_the_log(fstore: FileStore, root: Pa
 
 
 @pytest.mark.asyncio
-async def test_rows_follow_every_write(fstore: FileStore, root: Path) -> None:
-    """Writes keep a valid cover valid (no rebuild needed): the rows equal the log's."""
+async def test_rows_follow_every_write(
+    fstore: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends leave the rows alone and the next indexed read indexes what they added;
+    cuts and rewrites keep a proven cover proven: no write forces a rebuild under the
+    lock, and the rows always equal the log's."""
+    from sessionstore_filesystem._event_reads import EventReads
+
     sid = await _filled(fstore, 20)
+    rebuilt: list[str] = []
+    real = EventReads._rebuilt
+
+    def spy(self: EventReads, sid: str, read: object) -> object:
+        rebuilt.append(sid)
+        return real(self, sid, read)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventReads, "_rebuilt", spy)
+
+    async def check() -> None:
+        events = await fstore.get_events(sid)
+        assert await fstore.get_events(sid, types=["t0", "t1", "t2", "x"]) == events
+        with _index(root) as conn:
+            rows = conn.execute(
+                "SELECT seq, type, key FROM events WHERE id = ? ORDER BY seq", (sid,)
+            ).fetchall()
+        assert rows == [(e.seq, e.type, e.key) for e in events]
+
+    await check()
     await fstore.pop_events(sid)
+    await check()
     await fstore.delete_events(sid, seqs=[4])
+    await check()
     await fstore.append_events(sid, [{"type": "x", "key": "new"}])
     await fstore.update_session(sid, merge_data={"a": 1})
-    await fstore.truncate_events(sid, 15)
+    await check()
+    await fstore.append_events(sid, [{"type": "x", "key": "n2"}, {"type": "x", "key": "n3"}])
+    await fstore.truncate_events(sid, 15)  # the cover reached past the cut: moved back
+    await check()
     await fstore.trim_events(sid, keep_last=10)
-    events = await fstore.get_events(sid)
-    with _index(root) as conn:
-        rows = conn.execute(
-            "SELECT seq, type, key FROM events WHERE id = ? ORDER BY seq", (sid,)
-        ).fetchall()
-    assert rows == [(e.seq, e.type, e.key) for e in events]
+    await check()
+    assert rebuilt == []
 
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layout2"
