@@ -329,6 +329,21 @@ async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
                 f"all {small_n} of it in the small one",
             )
         )
+        op, floor = await compare(
+            lambda: store.get_events(big, types=["tool_result"], last=small_n),
+            lambda: store.get_events(small, types=["tool_result"], last=small_n),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"get_events(types=, last={small_n}), {big_n:,} events",
+                op,
+                f"same, {small_n}",
+                floor,
+                flat,
+                note=f"the row above with equal pages ({small_n} events returned on both sides)",
+            )
+        )
         page = min(5, small_n // 2)
         op, floor = await compare(
             lambda: store.get_events(big, before_seq=big_n // 2, last=page),
