@@ -23,9 +23,9 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
 6. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
    one task doing the same saves one after another;
-7. ``pop_events(n=1)``, ``get_event(key=)``, ``get_events(types=, last=20)`` and a
-   backwards page (``before_seq=, last=5``) on a session with 10,000 events <= 1.3x the
-   same on one with 10 events (issue 17);
+7. the event-log rows shared with the other drivers (``_event_log``): ``pop_events(n=1)``,
+   ``get_event(key=)``, ``get_events(types=, last=20)`` and a backwards page on a session
+   with 10,000 events <= 1.3x the same on a short one (issue 17);
 8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
    and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop).
 
@@ -49,6 +49,7 @@ from sessionstore_filesystem import FileStore
 from sessionstore import ManualClock, QueryOptions, SessionFilter
 
 from . import bench_memory
+from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
 
@@ -260,109 +261,29 @@ def _write_file(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def _event(i: int, *, rare: bool = False) -> dict[str, Any]:
-    kind = "tool_result" if rare or i % 4 == 0 else "message"
-    return {"type": kind, "key": f"k{i}", "data": {"i": i, "text": "x" * 60}}
-
-
-async def _log_of(store: FileStore, n: int, *, all_rare: bool = False) -> str:
-    sid = (await store.create_session(processor_id="agent-7")).id
-    for start in range(0, n, 1000):
-        end = min(n, start + 1000)
-        await store.append_events(sid, [_event(i, rare=all_rare) for i in range(start, end)])
-    return sid
+def _event(i: int) -> dict[str, Any]:
+    return {"type": "message", "key": f"k{i}", "data": {"i": i, "text": "x" * 60}}
 
 
 async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
-    """Issue 17's flatness rows (10,000 vs 10 events) and issue 21's last-20 read."""
-    big_n, small_n = sizes.big_log, sizes.small_log
+    """Issue 17's flatness rows (shared with the other drivers, ``_event_log``; durable
+    here) and issue 21's last-20 read against one hop that reads and decodes 20 lines."""
     async with FileStore(root=os.path.join(base, "events"), clock=NewMillisecondClock()) as store:
-        big = await _log_of(store, big_n)
-        small = await _log_of(store, small_n, all_rare=True)
-        fill = iter(range(10**9, 2 * 10**9))
-        number = sizes.append_number
-
-        def refill(sid: str) -> Any:  # untimed: give back what a batch of pops takes
-            return store.append_events(sid, [_event(next(fill)) for _ in range(number)])
-
-        flat = Target.at_most(1.3)
-        op, floor = await compare(
-            lambda: store.pop_events(big),
-            lambda: store.pop_events(small),
-            number=number,
-            floor_number=number,
-            repeat=sizes.repeat,
-            op_setup=lambda: refill(big),
-            floor_setup=lambda: refill(small),
-        )
-        report.add(
-            Row(
-                f"pop_events(n=1), {big_n:,} events",
-                op,
-                f"same, {small_n} events",
-                floor,
-                flat,
-                note=f"durable; each batch of {number} pops starts from {big_n:,} / {small_n} "
-                "events (refilled, untimed)",
-            )
-        )
-        mid_big, mid_small = f"k{big_n // 2}", f"k{small_n // 2}"
-        op, floor = await compare(
-            lambda: store.get_event(big, key=mid_big),
-            lambda: store.get_event(small, key=mid_small),
+        await event_log_rows(
+            report,
+            store,
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
+            number=sizes.append_number,
             repeat=sizes.repeat,
         )
-        report.add(Row(f"get_event(key=), {big_n:,} events", op, f"same, {small_n}", floor, flat))
-        op, floor = await compare(
-            lambda: store.get_events(big, types=["tool_result"], last=20),
-            lambda: store.get_events(small, types=["tool_result"], last=20),
-            repeat=sizes.repeat,
-        )
-        report.add(
-            Row(
-                f"get_events(types=, last=20), {big_n:,} events",
-                op,
-                f"same, {small_n}",
-                floor,
-                flat,
-                note="1 in 4 events of the type in the big log (20 returned); "
-                f"all {small_n} of it in the small one",
-            )
-        )
-        op, floor = await compare(
-            lambda: store.get_events(big, types=["tool_result"], last=small_n),
-            lambda: store.get_events(small, types=["tool_result"], last=small_n),
-            repeat=sizes.repeat,
-        )
-        report.add(
-            Row(
-                f"get_events(types=, last={small_n}), {big_n:,} events",
-                op,
-                f"same, {small_n}",
-                floor,
-                flat,
-                note=f"the row above with equal pages ({small_n} events returned on both sides)",
-            )
-        )
-        page = min(5, small_n // 2)
-        op, floor = await compare(
-            lambda: store.get_events(big, before_seq=big_n // 2, last=page),
-            lambda: store.get_events(small, before_seq=page + 1, last=page),
-            repeat=sizes.repeat,
-        )
-        report.add(
-            Row(
-                f"backwards page (before_seq=, last={page}), {big_n:,} events",
-                op,
-                f"same, {small_n}",
-                floor,
-                flat,
-                note=f"a page of {page} ending mid-log (a binary search) vs the first {page}",
-            )
-        )
-        lines = orjson.dumps({"v": 1, "seq": 1, **_event(1), "at": "2030-01-01T00:00:00Z"})
+        big = (await store.create_session(processor_id="agent-7")).id
+        for start in range(0, sizes.big_log, 1000):
+            chunk = [_event(i) for i in range(start, min(sizes.big_log, start + 1000))]
+            await store.append_events(big, chunk)
+        line = orjson.dumps({"v": 2, "seq": 1, **_event(1), "at": "2030-01-01T00:00:00Z"})
+        sealed = line[:-1] + b',"sha256":"' + b"0" * 64 + b'"}\n'
         floor_path = os.path.join(base, "events-floor.jsonl")
-        sealed = lines[:-1] + b',"sha256":"' + b"0" * 64 + b'"}\n'
         await asyncio.to_thread(_write_file, floor_path, sealed * 200)
         op, floor = await compare(
             lambda: store.get_events(big, last=20),
@@ -371,12 +292,12 @@ async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
         )
         report.add(
             Row(
-                f"get_events(last=20), {big_n:,} events",
+                f"get_events(last=20), {sizes.big_log:,} events",
                 op,
                 "1 hop: open+pread 8 KiB+orjson.loads of 20 lines",
                 floor,
                 Target.at_most(1.5),
-                note="issue 21: liveness checked in the same hop",
+                note="issue 21: the liveness check is in the same hop",
             )
         )
 
