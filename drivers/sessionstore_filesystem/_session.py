@@ -13,7 +13,14 @@ together make the session's state:
 * anything after the committed appends is not part of the state: a partial line or an
   unfinished group (a crash or a writer in progress; trimmed by the next writer), or
   lines flagged ``"doc"`` that a write which also changes the document put there before
-  replacing ``session.json`` (they count only once the document covers them).
+  replacing ``session.json`` (they count only once the document covers them);
+* lines after ``log_end`` whose ``seq`` is not above the document's ``last_seq`` are
+  events a pop or truncate dropped (its new document ends the log before them; they are
+  cut off the file right after, or by the next writer after a crash): not part of the
+  state either. An append's lines always are above it (``last_seq`` never goes down).
+
+The log holds exactly the kept events, in ``seq`` order; their numbering may have gaps
+(a pop, truncate, trim or delete), the lines after ``log_end`` never do (appends).
 
 Every write (``_write``) runs under the session's lock and commits with exactly one atomic
 step (a replace of ``session.json``, an append of committed lines, a checkpoint file
@@ -73,7 +80,6 @@ __all__ = [
     "read_checkpoint",
     "read_checkpoint_file",
     "read_checkpoints",
-    "read_events",
     "read_state",
     "read_with_log",
     "rmtree_quiet",
@@ -95,7 +101,8 @@ _CHUNK: Final = 1 << 16
 _NEAR: Final = 1 << 11
 #: How much a binary search's probe reads at a time.
 _PROBE: Final = 1 << 10
-#: How many lines from the end ``offset_after`` reads backwards before searching.
+#: ``offset_after`` reads lines backwards from the end while the seq it looks for is at
+#: most this far below theirs (at most this many lines: seqs grow by one or more a line).
 _BACK_LINES: Final = 32
 
 T = TypeVar("T")
@@ -261,7 +268,8 @@ def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
     Uncommitted bytes can only be at the very end (every writer trims them before it
     appends), so when the log ends with a complete, committed line, everything between
     ``log_end`` and it is committed too, and the line's ``seq`` says how many events
-    follow the document (each line is one event, numbered without gaps). Only the last
+    follow the document (each line is one event, and appends are numbered without gaps;
+    a last line not above the document's ``last_seq`` ends lines a cut dropped). Only the last
     ``_END_CHUNK`` bytes are read: O(1) however long the tail. When that chunk holds the
     whole tail its lines are counted against ``seq`` as well (as ``_derive`` does); in a
     longer tail the other lines are checked when the events are read. Returns False
@@ -671,20 +679,6 @@ def read_with_log(layout: Layout, sid: str, fn: Callable[[State, LogReader | Non
         finally:
             state.close()
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-def read_events(layout: Layout, sid: str, window: Window) -> list[Event]:
-    """Committed events of ``window`` (none for an absent session)."""
-
-    def read(state: State, reader: LogReader | None) -> list[Event]:
-        if reader is None or state.session is None:
-            return []
-        return window_events(reader, window, state.session.last_seq)
-
-    try:
-        return read_with_log(layout, sid, read)
-    except Changed:
-        raise IntegrityError("event log is out of order", sid) from None
 
 
 def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[IntegrityError]]:
