@@ -188,10 +188,11 @@ class EventReads:
             return fn(state, reader, _View(self.index, state, reader))
 
         try:
-            try:
-                return read_with_log(self.layout, sid, read)
-            except _Stale:
-                return self._rebuilt(sid, read)
+            return read_with_log(self.layout, sid, read)
+        except (_Stale, Changed):
+            pass  # the index is behind, or writers kept changing the log: under the lock
+        try:
+            return self._rebuilt(sid, read)
         except Changed:
             raise IntegrityError("event log is out of order", sid) from None
 

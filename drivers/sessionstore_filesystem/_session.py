@@ -657,9 +657,10 @@ def read_with_log(layout: Layout, sid: str, fn: Callable[[State, LogReader | Non
     and its committed log (``reader`` None: no events). Read again when a writer replaced
     the document meanwhile (a cut of the log rewrites bytes in place; a trim or delete
     writes a new generation): ``fn`` may raise :class:`Changed`, ``IntegrityError`` or
-    ``FileNotFoundError`` for what it read, which count only if the document stayed."""
-    for attempt in range(_READ_ATTEMPTS):
-        final = attempt == _READ_ATTEMPTS - 1
+    ``FileNotFoundError`` for what it read, which count only if the document stayed.
+    Raises :class:`Changed` when writers kept changing the session through every attempt
+    (the caller reads under the lock then)."""
+    for _ in range(_READ_ATTEMPTS):
         state = read_state(layout, sid)
         try:
             reader = None
@@ -668,17 +669,17 @@ def read_with_log(layout: Layout, sid: str, fn: Callable[[State, LogReader | Non
                     reader = LogReader.of(state)
                 result = fn(state, reader)
             except (Changed, IntegrityError, FileNotFoundError):
-                if final or not doc_changed(state):
+                if not doc_changed(state):
                     raise
                 continue
             finally:
                 if reader is not None:
                     reader.close()
-            if final or state.doc is None or not doc_changed(state):
+            if state.doc is None or not doc_changed(state):
                 return result
         finally:
             state.close()
-    raise AssertionError("unreachable")  # pragma: no cover
+    raise Changed
 
 
 def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[IntegrityError]]:
