@@ -378,3 +378,15 @@ async def test_readers_racing_pops_and_appends(make_store: MakeStore) -> None:
         finally:
             stop = True
             await task
+
+
+@pytest.mark.asyncio
+async def test_a_read_that_keeps_losing_races_reads_under_the_lock(
+    fstore: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sid = await _filled(fstore, 12)
+    want = await fstore.get_events(sid, last=3)
+    monkeypatch.setattr(_session, "doc_changed", lambda state: True)  # always a new document
+    assert await fstore.get_events(sid, last=3) == want
+    assert [e.seq for e in await fstore.get_events(sid, types=["t0"], last=2)] == [7, 10]
+    assert (await fstore.get_event(sid, key="k4")) is not None
