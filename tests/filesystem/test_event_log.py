@@ -390,3 +390,25 @@ async def test_a_read_that_keeps_losing_races_reads_under_the_lock(
     assert await fstore.get_events(sid, last=3) == want
     assert [e.seq for e in await fstore.get_events(sid, types=["t0"], last=2)] == [7, 10]
     assert (await fstore.get_event(sid, key="k4")) is not None
+
+
+def test_the_journal_carries_the_new_mutation_fields() -> None:
+    """A transaction's intent journal keeps removals and keyed events (recovery replays
+    them)."""
+    from datetime import UTC, datetime
+
+    from sessionstore_filesystem._file_formats import decode_journal, encode_journal
+
+    from sessionstore import Mutation
+
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    muts = [
+        Mutation("a", 3, truncate_after=7, delete_seqs=[2, 5]),
+        Mutation("b", 1, append=[Event(4, "t", at, {"x": 1}, key="k")], trim_before=2),
+    ]
+    back = decode_journal(encode_journal("tx", muts), "journal/tx")
+    assert [(m.truncate_after, m.delete_seqs, m.trim_before) for m in back] == [
+        (7, [2, 5], 0),
+        (None, [], 2),
+    ]
+    assert back[1].append == muts[1].append and back[1].append[0].key == "k"
