@@ -13,8 +13,10 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import (
     AppendOp,
+    DeleteEventsOp,
     Event,
     Mutation,
+    PopOp,
     Session,
     SessionConflictError,
     SessionExistsError,
@@ -234,7 +236,7 @@ def crash_at(send: Send, root: str, point: str) -> None:
     def die(*args: Any, **kwargs: Any) -> Any:
         os._exit(17)
 
-    if point == "between_sessions":  # the journal is durable, one session applied
+    if point in ("between_sessions", "pop_between_sessions"):  # journal durable, one applied
         real_steps = vars(_engine)["steps"]
         calls = [0]
 
@@ -276,6 +278,18 @@ async def _crash_at(send: Send, root: str, point: str) -> None:
     async with FileStore(root=root, durability="fsync") as store:
         if point == "before_index":
             await store.update_session("ta", merge_data={"k": 1}, add_tags={"moved"})
+        elif point == "pop_between_sessions":
+            for sid in ("ta", "tb"):
+                await store.append_events(
+                    sid, [{"type": "e", "key": f"k{i}", "data": {"i": i}} for i in range(5)]
+                )
+            await store.commit(
+                [
+                    PopOp("ta", 2),
+                    DeleteEventsOp("tb", keys=["k1"]),
+                    AppendOp("tb", [{"type": "e", "key": "k9", "data": {"i": 9}}]),
+                ]
+            )
         elif point == "after_cut_commit":
             await store.append_events(
                 "ta", [{"type": "e", "key": f"k{i}", "data": {"i": i}} for i in range(6)]
