@@ -70,8 +70,9 @@ from ._heads import HeadCache, Tokens
 from ._index import Index
 from ._layout import MARKER, Layout, namespace_dir
 from ._locks import Held, Locks
+from ._log import LogReader, Window
 from ._recovery import Recovery
-from ._session import LogReader, State, Window, read_checkpoint, read_checkpoints, read_state
+from ._session import State, read_checkpoint, read_checkpoints, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps
 
 __all__ = ["Engine"]

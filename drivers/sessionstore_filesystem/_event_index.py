@@ -36,7 +36,8 @@ import orjson
 
 from sessionstore import Event, IntegrityError
 
-from ._session import LogReader, State
+from ._log import LogReader
+from ._session import State
 
 __all__ = [
     "EXACT",

@@ -40,15 +40,17 @@ from ._event_index import (
 from ._index import Index
 from ._layout import Layout
 from ._locks import Held
-from ._session import (
+from ._log import (
     Changed,
     LogReader,
-    State,
     Window,
     check_ascending,
-    read_state,
     read_with_log,
     window_events,
+)
+from ._session import (
+    State,
+    read_state,
 )
 
 __all__ = ["EventReads"]

@@ -51,14 +51,16 @@ from ._fs import (
     write_all,
 )
 from ._layout import Layout
+from ._log import (
+    LogReader,
+    iter_lines,
+)
 from ._session import (
     DOC,
     FOLD_AFTER,
     FOLD_BYTES,
-    LogReader,
     State,
     cp_dir_name,
-    iter_lines,
     log_name,
     new_inc,
     rmtree_quiet,

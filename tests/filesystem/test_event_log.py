@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sessionstore_filesystem import FileStore, _session, _write
+from sessionstore_filesystem import FileStore, _log, _write
 from sessionstore_filesystem._file_formats import decode_line
 
 from sessionstore import Event, EventKeyConflictError, ManualClock, SessionNotFoundError
@@ -67,7 +67,7 @@ async def test_pop_reads_few_lines(fstore: FileStore, monkeypatch: pytest.Monkey
         decoded += 1
         return real(line, record)
 
-    monkeypatch.setattr(_session, "decode_line", counting)
+    monkeypatch.setattr(_log, "decode_line", counting)
     popped = await fstore.pop_events(sid, 2)
     assert [e.seq for e in popped.events] == [1999, 2000]
     assert decoded < 50, decoded
@@ -386,7 +386,7 @@ async def test_a_read_that_keeps_losing_races_reads_under_the_lock(
 ) -> None:
     sid = await _filled(fstore, 12)
     want = await fstore.get_events(sid, last=3)
-    monkeypatch.setattr(_session, "doc_changed", lambda state: True)  # always a new document
+    monkeypatch.setattr(_log, "doc_changed", lambda state: True)  # always a new document
     assert await fstore.get_events(sid, last=3) == want
     assert [e.seq for e in await fstore.get_events(sid, types=["t0"], last=2)] == [7, 10]
     assert (await fstore.get_event(sid, key="k4")) is not None
