@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from sessionstore import Event, IntegrityError, Session, SessionNotFoundError
 from sessionstore.driver import EventFacts, EventRequest
@@ -122,12 +122,13 @@ class _View:
 
 
 def _lines_at(reader: LogReader, hits: Sequence[Hit]) -> Iterator[Event]:
-    """The events at ``hits`` (ascending offsets), adjacent lines read in one go; each
-    line must hold the seq its row names."""
+    """The events at ``hits`` (ascending offsets), lines less than ``_GAP`` bytes apart
+    read in one go (a page of one type is spread over the lines between); each line must
+    hold the seq its row names."""
     i = 0
     while i < len(hits):
         j = i
-        while j + 1 < len(hits) and hits[j + 1][1] == hits[j][1] + hits[j][2] + 1:
+        while j + 1 < len(hits) and hits[j + 1][1] - (hits[j][1] + hits[j][2]) <= _GAP:
             j += 1
         start, stop = hits[i][1], hits[j][1] + hits[j][2]
         if stop > reader.end:
@@ -139,6 +140,10 @@ def _lines_at(reader: LogReader, hits: Sequence[Hit]) -> Iterator[Event]:
                 raise Changed
             yield event
         i = j + 1
+
+
+#: Lines of a page at most this many bytes apart are read with one ``pread``.
+_GAP: Final = 1 << 12
 
 
 @dataclass(slots=True)
