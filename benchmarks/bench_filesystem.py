@@ -22,7 +22,12 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    faster than reading every session file (``BaseSessionStore.list_sessions``: every
    session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
 6. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
-   one task doing the same saves one after another.
+   one task doing the same saves one after another;
+7. the event-log rows shared with the other drivers (``_event_log``): ``pop_events(n=1)``,
+   ``get_event(key=)``, ``get_events(types=, last=20)`` and a backwards page on a session
+   with 10,000 events <= 1.3x the same on a short one (issue 17);
+8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
+   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop).
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -44,6 +49,7 @@ from sessionstore_filesystem import FileStore
 from sessionstore import ManualClock, QueryOptions, SessionFilter
 
 from . import bench_memory
+from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
 
@@ -236,6 +242,66 @@ async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
+# --------------------------------------------------------------------------- 7-8: event log
+
+
+def raw_last_lines(path: str, n: int) -> list[Any]:
+    """The last-``n``-events floor: open, read the log's last 8 KiB, split, decode ``n``."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        chunk = os.pread(fd, 8192, max(0, size - 8192))
+    finally:
+        os.close(fd)
+    return [orjson.loads(line) for line in chunk.split(b"\n")[-n - 1 : -1]]
+
+
+def _write_file(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _event(i: int) -> dict[str, Any]:
+    return {"type": "message", "key": f"k{i}", "data": {"i": i, "text": "x" * 60}}
+
+
+async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
+    """Issue 17's flatness rows (shared with the other drivers, ``_event_log``; durable
+    here) and issue 21's last-20 read against one hop that reads and decodes 20 lines."""
+    async with FileStore(root=os.path.join(base, "events"), clock=NewMillisecondClock()) as store:
+        await event_log_rows(
+            report,
+            store,
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
+            number=sizes.append_number,
+            repeat=sizes.repeat,
+        )
+        big = (await store.create_session(processor_id="agent-7")).id
+        for start in range(0, sizes.big_log, 1000):
+            chunk = [_event(i) for i in range(start, min(sizes.big_log, start + 1000))]
+            await store.append_events(big, chunk)
+        line = orjson.dumps({"v": 2, "seq": 1, **_event(1), "at": "2030-01-01T00:00:00Z"})
+        sealed = line[:-1] + b',"sha256":"' + b"0" * 64 + b'"}\n'
+        floor_path = os.path.join(base, "events-floor.jsonl")
+        await asyncio.to_thread(_write_file, floor_path, sealed * 200)
+        op, floor = await compare(
+            lambda: store.get_events(big, last=20),
+            lambda: asyncio.to_thread(raw_last_lines, floor_path, 20),
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"get_events(last=20), {sizes.big_log:,} events",
+                op,
+                "1 hop: open+pread 8 KiB+orjson.loads of 20 lines",
+                floor,
+                Target.at_most(1.5),
+                note="issue 21: the liveness check is in the same hop",
+            )
+        )
+
+
 # --------------------------------------------------------------------------- 5: query
 
 
@@ -279,6 +345,7 @@ async def run(quick: bool, directory: str | None) -> Report:
     print(report.title, flush=True)
     try:
         await bench_single_ops(report, sizes, base)
+        await bench_event_log(report, sizes, base)
         await bench_query(report, sizes, base)
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -127,6 +127,11 @@ FILESYSTEM_ROWS = {
     "durable append_events (1 event)",
     "append_events, 10,000 events",
     "8 concurrent durable savers (throughput)",
+    "pop_events(n=1), 10,000 events",
+    "get_event(key=), 10,000 events",
+    "get_events(types, last=20), 10,000 events",
+    "backwards page (before_seq, last=5), 10,000 events",
+    "get_events(last=20), 10,000 events",
     "list_sessions tag+range, 5,000",
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from sessionstore_memory import MemoryStore
 
 from sessionstore import (
     AppendOp,
+    Capabilities,
     DeleteEventsOp,
     Event,
     EventInput,
@@ -116,9 +118,18 @@ async def test_version_1_backup_still_restores(tmp_path: Path) -> None:
         assert [e.type for e in await target.get_events("old")] == ["a", "b"]
 
 
+class _WithoutEventLog(FileStore):
+    """A file store that does not declare ``event_log`` (every built-in driver does)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(super().capabilities, event_log=False)
+
+
 @pytest.mark.asyncio
 async def test_a_store_without_event_log_refuses_keys_and_gaps(tmp_path: Path) -> None:
-    async with MemoryStore() as source, FileStore(root=str(tmp_path / "files")) as target:
+    target_store = _WithoutEventLog(root=str(tmp_path / "files"))
+    async with MemoryStore() as source, target_store as target:
         assert not target.capabilities.event_log
         records = await _gapped(source)
         with pytest.raises(UnsupportedOperationError):

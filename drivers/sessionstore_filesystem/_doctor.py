@@ -19,11 +19,13 @@ from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
 from ._fs import is_temp_name, open_dir, open_dir_or_none, try_flock
+from ._log import (
+    iter_lines,
+)
 from ._session import (
     DOC,
     State,
     cp_dir_name,
-    iter_lines,
     read_checkpoint_file,
     read_state,
     tidy,

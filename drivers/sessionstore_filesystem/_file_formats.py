@@ -189,6 +189,8 @@ def _mutation_record(mut: Mutation) -> dict[str, Any]:
         "delete": mut.delete,
         "reset": mut.reset,
         "trim_before": mut.trim_before,
+        "truncate_after": mut.truncate_after,
+        "delete_seqs": list(mut.delete_seqs),
         "session": session,
         "append": [event_to_record(e) for e in mut.append],
         "put_checkpoints": [checkpoint_to_record(cp) for cp in mut.put_checkpoints],
@@ -219,6 +221,10 @@ def journal_sessions(raw: bytes, record: str) -> list[str]:
         raise IntegrityError("journal entry names an invalid session id", record) from None
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
 def decode_journal(raw: bytes, record: str) -> list[Mutation]:
     """The mutations of a journal entry (checked against its session list)."""
     listed = journal_sessions(raw, record)
@@ -244,6 +250,8 @@ def decode_journal(raw: bytes, record: str) -> list[Mutation]:
                     reset=bool(m["reset"]),
                     append=[event_from_record(e, record) for e in m["append"]],
                     trim_before=int(m["trim_before"]),
+                    truncate_after=_opt_int(m.get("truncate_after")),
+                    delete_seqs=[int(q) for q in m.get("delete_seqs", ())],
                     put_checkpoints=[
                         checkpoint_from_record(c, record) for c in m["put_checkpoints"]
                     ],

@@ -27,9 +27,12 @@ from sessionstore import QueryOptions, Session, SessionFilter, Status
 from sessionstore.clock import to_ms
 from sessionstore.query import OrderKey, matches
 
+from ._event_index import EventChange, apply_changes, invalidate
+
 __all__ = ["INDEX_FORMAT", "Index", "Row"]
 
-INDEX_FORMAT: Final = "1"
+# 2: the event index (events, ev_cover); a format-1 index is rebuilt on open.
+INDEX_FORMAT: Final = "2"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(
@@ -52,6 +55,18 @@ CREATE TABLE IF NOT EXISTS tags(
     tag TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(tag, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_id ON tags(id);
+CREATE TABLE IF NOT EXISTS ev_cover(
+    id TEXT PRIMARY KEY, inc TEXT NOT NULL, gen INTEGER NOT NULL,
+    end_off INTEGER NOT NULL, tail_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events(
+    id TEXT NOT NULL, seq INTEGER NOT NULL, off INTEGER NOT NULL, len INTEGER NOT NULL,
+    type TEXT NOT NULL, at_us INTEGER NOT NULL, key TEXT,
+    PRIMARY KEY(id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_type ON events(id, type, seq);
+CREATE INDEX IF NOT EXISTS events_at ON events(id, at_us, seq);
+CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(id, key) WHERE key IS NOT NULL;
 """
 _UPSERT: Final = """
 INSERT INTO sessions(id, processor_id, status, created_ms, updated_ms, expires_ms, version,
@@ -62,6 +77,7 @@ ON CONFLICT(id) DO UPDATE SET processor_id = excluded.processor_id, status = exc
     expires_ms = excluded.expires_ms, version = excluded.version,
     event_count = excluded.event_count, metadata = excluded.metadata
 """
+_BUMP: Final = "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ? WHERE id = ?"
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _PLACEHOLDER: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -156,8 +172,13 @@ class Index:
 
     # ------------------------------------------------------------------ writes
 
-    def write(self, changes: Sequence[tuple[str, Session | None, Session | None]]) -> None:
-        """Apply ``(id, old, new)`` changes in one transaction (``new`` None: deleted)."""
+    def write(
+        self,
+        changes: Sequence[tuple[str, Session | None, Session | None]],
+        events: Sequence[EventChange] = (),
+    ) -> None:
+        """Apply ``(id, old, new)`` changes (``new`` None: deleted) and the event rows'
+        ``events`` in one transaction."""
         conn = self.conn()
         if len(changes) == 1:
             sid, old, new = changes[0]
@@ -171,15 +192,21 @@ class Index:
                 and old.created_at == new.created_at
                 and old.expires_at == new.expires_at
             ):
-                cur = conn.execute(
-                    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ? WHERE id = ?",
-                    (to_ms(new.updated_at), new.version, new.event_count, sid),
-                )
-                if cur.rowcount == 1:
+                args = (to_ms(new.updated_at), new.version, new.event_count, sid)
+                if not events:
+                    cur = conn.execute(_BUMP, args)
+                    if cur.rowcount == 1:
+                        return
+                else:
+                    with _tx(conn):
+                        if conn.execute(_BUMP, args).rowcount != 1:
+                            self._put(conn, sid, old, new)
+                        apply_changes(conn, events)
                     return
         with _tx(conn):
             for sid, old, new in changes:
                 self._put(conn, sid, old, new)
+            apply_changes(conn, events)
 
     def _put(
         self, conn: sqlite3.Connection, sid: str, old: Session | None, new: Session | None
@@ -197,11 +224,17 @@ class Index:
             )
 
     def replace_rows(self, rows: Iterable[tuple[str, Session | None]]) -> None:
-        """Make rows exactly match the given sessions (tags rewritten)."""
+        """Make rows exactly match the given sessions (tags rewritten); their event rows
+        are rebuilt when next needed (a repair follows a write that may have failed
+        after its index update, whose lines were then cut off: their seqs come again)."""
         conn = self.conn()
         with _tx(conn):
             for sid, session in rows:
                 self._put(conn, sid, None, session)
+                if session is None:
+                    apply_changes(conn, [EventChange(sid, None, None)])  # rows and cover
+                else:
+                    invalidate(conn, (sid,))
 
     def optimize(self) -> None:
         """Refresh the planner's statistics and fold the WAL back into the database."""
@@ -214,6 +247,8 @@ class Index:
         with _tx(conn):
             conn.execute("DELETE FROM sessions")
             conn.execute("DELETE FROM tags")
+            conn.execute("DELETE FROM events")
+            conn.execute("DELETE FROM ev_cover")
             conn.execute("DELETE FROM meta WHERE key = 'complete'")
 
     # ------------------------------------------------------------------ reads

@@ -13,7 +13,14 @@ together make the session's state:
 * anything after the committed appends is not part of the state: a partial line or an
   unfinished group (a crash or a writer in progress; trimmed by the next writer), or
   lines flagged ``"doc"`` that a write which also changes the document put there before
-  replacing ``session.json`` (they count only once the document covers them).
+  replacing ``session.json`` (they count only once the document covers them);
+* lines after ``log_end`` whose ``seq`` is not above the document's ``last_seq`` are
+  events a pop or truncate dropped (its new document ends the log before them; they are
+  cut off the file right after, or by the next writer after a crash): not part of the
+  state either. An append's lines always are above it (``last_seq`` never goes down).
+
+The log holds exactly the kept events, in ``seq`` order; their numbering may have gaps
+(a pop, truncate, trim or delete), the lines after ``log_end`` never do (appends).
 
 Every write (``_write``) runs under the session's lock and commits with exactly one atomic
 step (a replace of ``session.json``, an append of committed lines, a checkpoint file
@@ -27,12 +34,11 @@ import os
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from sessionstore import Checkpoint, Event, IntegrityError, Session
+from sessionstore import Checkpoint, IntegrityError, Session
 from sessionstore.validation import validate_session_id
 
 from ._file_formats import (
@@ -53,19 +59,21 @@ from ._fs import (
 )
 from ._layout import Layout
 
+if TYPE_CHECKING:
+    from ._event_index import EventChange
+
 __all__ = [
     "DOC",
+    "END_CHUNK",
     "State",
     "advanced",
     "cp_dir_name",
-    "iter_lines",
     "log_name",
     "new_inc",
     "open_session_dir",
     "read_checkpoint",
     "read_checkpoint_file",
     "read_checkpoints",
-    "read_events",
     "read_state",
     "rmtree_quiet",
     "tidy",
@@ -79,8 +87,7 @@ DOC: Final = "session.json"
 FOLD_AFTER: Final = 256
 FOLD_BYTES: Final = 1 << 18
 #: How much of the log's end a reader reads first to find its last line.
-_END_CHUNK: Final = 1 << 13
-_CHUNK: Final = 1 << 16
+END_CHUNK: Final = 1 << 13
 
 
 def log_name(gen: int) -> str:
@@ -116,11 +123,20 @@ class State:
     log_fd: int = -1
     #: the inode of the directory ``dir_fd`` when known (0: not known)
     dir_ino: int = 0
+    #: what a write did to the log, for the event index (set by the write's steps)
+    ev: EventChange | None = None
+    #: the log of generation ``doc.gen`` as opened for reading by ``read_state``, or -1
+    read_fd: int = -1
+    #: (offset, bytes) of the log's end as ``read_state`` read it, when it did
+    end_chunk: tuple[int, bytes] | None = None
 
     def close(self) -> None:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
+        if self.read_fd >= 0:
+            os.close(self.read_fd)
+            self.read_fd = -1
         self.close_log()
 
     def close_log(self) -> None:
@@ -195,21 +211,32 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 raise IntegrityError("event log is not a regular file", sid)
             state.log_size = st.st_size
             if st.st_size < doc.log_end:
+                if retry and _doc_ino(state.dir_fd) != doc_ino:
+                    raise _Moved  # a cut (pop, truncate) replaced the document meanwhile
                 raise IntegrityError(
                     f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
                 )
             if st.st_size > doc.log_end:
-                if not _derive_from_end(state, doc, fd, st.st_size):
-                    tail = pread_all(fd, doc.log_end, st.st_size, sid)
-                    _derive(state, doc, tail)
+                try:
+                    if not _derive_from_end(state, doc, fd, st.st_size):
+                        tail = pread_all(fd, doc.log_end, st.st_size, sid)
+                        _derive(state, doc, tail)
+                except IntegrityError:
+                    # a pop or truncate since we read the document cuts the log in
+                    # place and appends go where the cut lines were: read both again
+                    if retry and _doc_ino(state.dir_fd) != doc_ino:
+                        raise _Moved from None
+                    raise
                 # Lines after log_end that a write flagged as its own count once that
                 # write's new document covers them; if the document was replaced
                 # since we read it, an append after it can make those lines look
                 # committed under our old document: read both again.
                 if retry and _doc_ino(state.dir_fd) != doc_ino:
                     raise _Moved
-        finally:
+        except BaseException:
             os.close(fd)
+            raise
+        state.read_fd = fd  # the log of this document, for reading its events
     except BaseException:
         state.close()
         raise
@@ -230,14 +257,16 @@ def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
     Uncommitted bytes can only be at the very end (every writer trims them before it
     appends), so when the log ends with a complete, committed line, everything between
     ``log_end`` and it is committed too, and the line's ``seq`` says how many events
-    follow the document (each line is one event, numbered without gaps). Only the last
-    ``_END_CHUNK`` bytes are read: O(1) however long the tail. When that chunk holds the
+    follow the document (each line is one event, and appends are numbered without gaps;
+    a last line not above the document's ``last_seq`` ends lines a cut dropped). Only the last
+    ``END_CHUNK`` bytes are read: O(1) however long the tail. When that chunk holds the
     whole tail its lines are counted against ``seq`` as well (as ``_derive`` does); in a
     longer tail the other lines are checked when the events are read. Returns False
     (nothing changed) when the end is not a committed line: the caller walks the tail.
     """
-    start = max(doc.log_end, size - _END_CHUNK)
+    start = max(doc.log_end, size - END_CHUNK)
     chunk = pread_all(fd, start, size, state.sid)
+    state.end_chunk = (start, chunk)
     if not chunk.endswith(b"\n"):
         return False
     cut = chunk.rfind(b"\n", 0, len(chunk) - 1)
@@ -251,6 +280,9 @@ def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
     if ver is None or flagged:
         return False
     base = doc.session
+    if event.seq <= base.last_seq:
+        state.valid_end = doc.log_end  # lines a cut dropped (see _stale): none committed
+        return True
     count = event.seq - base.last_seq
     if count < 1 or ver <= base.version or (start == doc.log_end and chunk.count(b"\n") != count):
         raise IntegrityError(
@@ -281,6 +313,9 @@ def _derive(state: State, doc: Doc, tail: bytes) -> None:
             ver = None
         if ver is not None and not flagged:
             base = doc.session
+            if event.seq <= base.last_seq:
+                state.valid_end = doc.log_end  # lines a cut dropped: none committed
+                return
             count = tail.count(b"\n")
             if event.seq != base.last_seq + count or ver <= base.version:
                 raise IntegrityError(
@@ -311,6 +346,8 @@ def _derive_slowly(state: State, doc: Doc, tail: bytes) -> None:
             if tail.find(b"\n", nl + 1) >= 0:
                 raise  # a bad line with more lines after it: corruption, not a torn tail
             break
+        if pos == 0 and event.seq <= base.last_seq:
+            break  # lines a cut (pop, truncate) dropped, not yet cut off the file
         if event.seq != expect_seq:
             raise IntegrityError(
                 f"event sequence breaks at byte {doc.log_end + pos}: expected "
@@ -354,143 +391,7 @@ def rmtree_quiet(name: str, dir_fd: int) -> None:
         shutil.rmtree(name, dir_fd=dir_fd)
 
 
-# --------------------------------------------------------------------------- reads
-
-
-def iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
-    if start >= end:
-        return
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
-    try:
-        rest = b""
-        pos = start
-        while pos < end:
-            chunk = pread_all(fd, pos, min(end, pos + _CHUNK), record)
-            pos += len(chunk)
-            lines = (rest + chunk).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                yield decode_line(line, record)[0]
-        if rest:
-            raise IntegrityError("event log region does not end at a line end", record)
-    finally:
-        os.close(fd)
-
-
-def _line_from(fd: int, pos: int, end: int, record: str) -> tuple[int, int] | None:
-    """``(start, stop)`` of the first whole line starting at or after ``pos`` (``stop``
-    is past its newline), or ``None`` when no line starts before ``end``."""
-    start = pos
-    if pos > 0:  # skip to the byte after the previous newline
-        while True:
-            chunk = pread_all(fd, start - 1, min(end, start - 1 + 4096), record)
-            cut = chunk.find(b"\n")
-            if cut >= 0:
-                start = start - 1 + cut + 1
-                break
-            start += len(chunk)
-            if start >= end:
-                return None
-    if start >= end:
-        return None
-    stop = start
-    while True:
-        chunk = pread_all(fd, stop, min(end, stop + 4096), record)
-        cut = chunk.find(b"\n")
-        if cut >= 0:
-            return start, stop + cut + 1
-        stop += len(chunk)
-        if stop >= end:
-            raise IntegrityError("event log region does not end at a line end", record)
-
-
-def _offset_after(state: State, gen: int, end: int, after_seq: int) -> int:
-    """Byte offset of a line start at or before the first event with ``seq > after_seq``.
-
-    Sequence numbers grow along the log, so a binary search over byte positions finds it
-    with O(log size) line decodes: paging deep into a long history does not re-read it
-    from the start. The last stretch (under one read chunk) is left to the caller's scan.
-    """
-    if after_seq <= 0:
-        return 0
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
-    try:
-        lo, hi = 0, end  # every line before lo has seq <= after_seq; hi is a line start
-        while hi - lo > _CHUNK:
-            found = _line_from(fd, (lo + hi) // 2, hi, record)
-            if found is None:
-                break
-            start, stop = found
-            event = decode_line(pread_all(fd, start, stop - 1, record), record)[0]
-            if event.seq <= after_seq:
-                lo = stop
-            else:
-                hi = start
-        return lo
-    finally:
-        os.close(fd)
-
-
-def _iter_lines_backward(state: State, gen: int, end: int) -> Iterator[Event]:
-    record = f"{state.sid}/{log_name(gen)}"
-    fd = os.open(log_name(gen), READ_FLAGS, dir_fd=state.dir_fd)
-    try:
-        rest = b""
-        pos = end
-        while pos > 0:
-            start = max(0, pos - _CHUNK)
-            chunk = pread_all(fd, start, pos, record)
-            pos = start
-            lines = (chunk + rest).split(b"\n")
-            rest = lines[0] if pos > 0 else b""
-            for line in reversed(lines[1:] if pos > 0 else lines):
-                if line:
-                    yield decode_line(line, record)[0]
-    finally:
-        os.close(fd)
-
-
-def read_events(
-    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
-) -> list[Event]:
-    """Committed events with ``seq > after_seq``: the first ``limit`` or the last ``last``."""
-    for _ in range(5):
-        try:
-            return _read_events(layout, sid, after_seq, limit, last)
-        except FileNotFoundError:
-            continue  # the log was replaced (trim, re-create) while we read: read again
-    return _read_events(layout, sid, after_seq, limit, last)
-
-
-def _read_events(
-    layout: Layout, sid: str, after_seq: int, limit: int | None, last: int | None
-) -> list[Event]:
-    state = read_state(layout, sid)
-    try:
-        if state.doc is None or state.valid_end == 0:
-            return []
-        gen = state.doc.gen
-        if last is not None:
-            picked: list[Event] = []
-            for event in _iter_lines_backward(state, gen, state.valid_end):
-                if event.seq <= after_seq or len(picked) >= last:
-                    break
-                picked.append(event)
-            picked.reverse()
-            return picked
-        out: list[Event] = []
-        start = _offset_after(state, gen, state.valid_end, after_seq)
-        for event in iter_lines(state, gen, start, state.valid_end):
-            if event.seq <= after_seq:
-                continue
-            out.append(event)
-            if limit is not None and len(out) >= limit:
-                break
-        return out
-    finally:
-        state.close()
+# --------------------------------------------------------------------------- checkpoints
 
 
 def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[IntegrityError]]:

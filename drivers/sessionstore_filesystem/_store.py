@@ -13,7 +13,7 @@ import os
 import shutil
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -36,9 +36,14 @@ from sessionstore import (
     StoreOptions,
     StoreUnavailableError,
 )
-from sessionstore.driver import HotThreads
+from sessionstore.driver import EventFacts, EventRequest, HotThreads
 from sessionstore.options import redact_url
 from sessionstore.query import normalize_search_text
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
@@ -94,6 +99,7 @@ class FileStore(BaseSessionStore):
         native_ttl=False,
         indexed_query=True,
         any_event_loop=True,
+        event_log=True,
     )
     options: FileOptions
 
@@ -200,6 +206,76 @@ class FileStore(BaseSessionStore):
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
         return await self._run(self._engine.events, session_id, after_seq, limit, last)
+
+    # ------------------------------------------------------------------ the event log
+
+    async def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        """Events in ascending seq order (see the protocol), read in one worker-thread
+        hop that also checks the session is there and live: a window of the log by
+        binary search, types and time bounds through the event index (O(page))."""
+        validate_session_id(session_id)
+        self._check_event_window(after_seq, limit, last)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        self._check_open()
+        return await self._run(
+            self._engine.read_events, session_id, self.clock.now(),
+            after_seq, before_seq, limit, last, kinds, low, high,
+        )  # fmt: skip
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """The kept event with ``key`` (``None``: none), looked up in the event index
+        in the hop that checks the session is there and live."""
+        validate_session_id(session_id)
+        validate_event_key(key, "key")
+        self._check_open()
+        found = await self._run(self._engine.reads.find, session_id, self.clock.now(), (), (key,))
+        return found[0] if found else None
+
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        return await self._run(
+            self._engine.read_events, session_id, None,
+            after_seq, before_seq, limit, last, types, at_after, at_before,
+        )  # fmt: skip
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        if not seqs and not keys:
+            return []
+        return await self._run(self._engine.reads.find, session_id, None, seqs, keys)
+
+    async def _load_event_seqs(
+        self, session_id: str, *, after_seq: int = 0, last: int | None = None
+    ) -> list[int]:
+        return await self._run(self._engine.reads.seqs, session_id, after_seq, last)
+
+    async def _read_event_facts(
+        self, requests: Mapping[str, EventRequest], facts: dict[str, EventFacts]
+    ) -> None:
+        """What the planner asks of the sessions' stored events, in one hop."""
+        await self._run(self._engine.reads.facts, dict(requests), facts)
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         found = await self._run(self._engine.checkpoints, session_id)

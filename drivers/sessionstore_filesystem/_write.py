@@ -40,6 +40,7 @@ import orjson
 from sessionstore import Event, IntegrityError, Mutation, OutcomeUnknownError, Session
 
 from ._durable import EachSync, Sync
+from ._event_index import EventChange, cover_of, rows_of_lines
 from ._file_formats import Doc, encode_batch, encode_checkpoint, encode_doc
 from ._fs import (
     DIR_MODE,
@@ -50,13 +51,16 @@ from ._fs import (
     write_all,
 )
 from ._layout import Layout
+from ._log import (
+    LogReader,
+    iter_lines,
+)
 from ._session import (
     DOC,
     FOLD_AFTER,
     FOLD_BYTES,
     State,
     cp_dir_name,
-    iter_lines,
     log_name,
     new_inc,
     rmtree_quiet,
@@ -223,6 +227,7 @@ def _append(state: State, gen: int, data: bytes, sync: Sync, *, commit: bool) ->
             FILE_MODE, dir_fd=state.dir_fd,
         )  # fmt: skip
         state.log_fd = fd  # kept for the next append (see _heads); closed with the state
+    state.end_chunk = None  # the log changes: what read_state read of its end is stale
     if state.log_size > state.valid_end:
         os.ftruncate(fd, state.valid_end)  # what a crashed writer left: never committed
     try:
@@ -245,7 +250,7 @@ def _append(state: State, gen: int, data: bytes, sync: Sync, *, commit: bool) ->
 def is_pure_append(cur: Session | None, mut: Mutation) -> bool:
     """True when ``mut`` only appends: the document would change in derived fields only."""
     new = mut.session
-    if cur is None or new is None or not mut.append or mut.reset or mut.trim_before:
+    if cur is None or new is None or not mut.append or mut.reset or mut.removes_events:
         return False
     first, last = mut.append[0], mut.append[-1]
     return (
@@ -343,6 +348,7 @@ def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
     try:
         state.forget()
         state.committed = True
+        state.ev = EventChange(sid, None, None)
         sync.dir(shard, f"the delete of {sid}", commit=True)
         yield
     finally:
@@ -361,7 +367,7 @@ def _reset(
     old = state.doc
     gen = old.gen + 1 if old is not None else 1
     inc = new_inc()
-    events = [e for e in mut.append if e.seq >= mut.trim_before]
+    events = mut.append  # removals apply to stored events, and a reset drops them all
     data = encode_batch(events, version=new.version, pending=False) if events else b""
     if data:  # not named until the document is replaced
         what = f"{state.sid}/{log_name(gen)}"
@@ -372,6 +378,8 @@ def _reset(
     yield
     doc.commit(sync, temps)  # the commit
     state.log_size = len(data) if data else -1
+    tail = events[-1].seq if events else 0
+    state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(events, data, 0))
     yield
     if old is not None:
         unlink_quiet(log_name(old.gen), state.dir_fd)
@@ -388,13 +396,37 @@ def _change(
     sync: Sync,
     temps: _Temps,
 ) -> Steps:
-    """A write to the current incarnation: trim, append, document, checkpoints."""
+    """A write to the current incarnation: removals, append, document, checkpoints."""
     assert state.doc is not None
     gen, inc = state.doc.gen, state.doc.inc
     doc: _DocStage | None = None
-    if mut.trim_before:
-        kept = [e for e in _all_events(state) if e.seq >= mut.trim_before]
-        kept += [e for e in mut.append if e.seq >= mut.trim_before]
+    removal = _plan_removal(state, mut) if mut.removes_events else None
+    if isinstance(removal, _Cut) and not mut.append:
+        # The newest events go: the new document ends the log before them (the commit);
+        # the lines after it are cut off the file afterwards (readers ignore them: their
+        # seqs are not above the document's last_seq, see _session).
+        doc = _DocStage(state, new, mut, gen, removal.offset, inc)
+        doc.stage(sync, temps)
+        cps = _checkpoints(state, inc, mut, sync, temps)
+        yield
+        doc.commit(sync, temps)  # the commit
+        if cps is not None:
+            cps.commit(sync, temps)
+        state.ev = EventChange(
+            state.sid,
+            None,
+            cover_of(state, removal.kept_last),
+            drop_after=removal.kept_last,
+            cut=True,
+        )  # fmt: skip (applied by the engine if it proved the cover before the write)
+        yield
+        _cut_file(state, gen, removal.offset)
+        return new
+    if removal is not None:
+        removal = _Rewrite(mut)
+        # Events go from the middle (or the oldest: trim), or the newest go and others
+        # come in the same write: a new log generation with the kept events and the new.
+        kept = [e for e in _all_events(state) if removal.keeps(e.seq)] + mut.append
         data = encode_batch(kept, version=new.version, pending=False) if kept else b""
         if data:  # not named until the document is replaced
             what = f"{state.sid}/{log_name(gen + 1)}"
@@ -407,6 +439,8 @@ def _change(
         state.log_size = len(data) if data else -1
         if cps is not None:
             cps.commit(sync, temps)
+        tail = kept[-1].seq if kept else 0
+        state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(kept, data, 0))
         yield
         unlink_quiet(log_name(gen), state.dir_fd)
         return new
@@ -457,6 +491,88 @@ def _fold(state: State, new: Session, mut: Mutation, gen: int, inc: str, durable
         log.warning("could not fold the event log of %s into its document: %s", state.sid, exc)
     finally:
         temps.cleanup()
+
+
+class _Cut:
+    """Removing the newest events: the log ends at ``offset``; ``kept_last`` is the seq
+    of the last line before it (0: none)."""
+
+    __slots__ = ("kept_last", "offset")
+
+    def __init__(self, offset: int, kept_last: int) -> None:
+        self.offset = offset
+        self.kept_last = kept_last
+
+
+class _Rewrite:
+    """Removing events anywhere: the kept ones are written to a new log generation."""
+
+    __slots__ = ("deleted", "floor", "top")
+
+    def __init__(self, mut: Mutation) -> None:
+        self.floor = mut.trim_before
+        self.top = mut.truncate_after
+        self.deleted = set(mut.delete_seqs)
+
+    def keeps(self, seq: int) -> bool:
+        return (
+            seq >= self.floor and (self.top is None or seq <= self.top) and seq not in self.deleted
+        )
+
+
+def _plan_removal(state: State, mut: Mutation) -> _Cut | _Rewrite | None:
+    """How ``mut`` removes stored events: a cut of the log's end (the newest events go:
+    O(removed), found by binary search), a rewrite, or None (none of them is stored)."""
+    if state.doc is None or state.valid_end == 0:
+        return None
+    if mut.trim_before:
+        return _Rewrite(mut)
+    reader = LogReader.of(state)
+    try:
+        cut = reader.end
+        if mut.truncate_after is not None:
+            cut = reader.offset_after(mut.truncate_after)
+        dels = set(mut.delete_seqs)
+        kept_last = 0
+        for off, raw in reader.lines_back(cut):
+            seq = reader.decode(raw).seq
+            if seq in dels:
+                dels.discard(seq)
+                cut = off
+            else:
+                kept_last = seq
+                break
+        # a deleted seq below the last kept line: only if it is stored is a rewrite due
+        for seq in sorted(q for q in dels if q < kept_last):
+            off = reader.offset_after(seq - 1)
+            if off < reader.end and reader.seq_of(next(reader.lines(off, reader.end))[1]) == seq:
+                return _Rewrite(mut)
+        if cut == reader.end:
+            return None
+        reader.decode(next(reader.lines(cut, reader.end))[1])  # the boundary, checked
+        return _Cut(cut, kept_last)
+    finally:
+        reader.close()
+
+
+def _cut_file(state: State, gen: int, offset: int) -> None:
+    """Cut the lines after ``offset`` off the log (after the commit that dropped them:
+    a failure leaves them to the next writer, which cuts them before appending)."""
+    state.end_chunk = None
+    try:
+        fd = state.log_fd
+        if fd < 0:
+            fd = os.open(log_name(gen), os.O_WRONLY | os.O_NOFOLLOW | _CLOEXEC, dir_fd=state.dir_fd)
+            try:
+                os.ftruncate(fd, offset)
+            finally:
+                os.close(fd)
+        else:
+            os.ftruncate(fd, offset)
+    except OSError as exc:
+        log.warning("could not cut the event log of %s: %s", state.sid, exc)
+        return
+    state.log_size = offset
 
 
 def _all_events(state: State) -> list[Event]:

@@ -58,6 +58,7 @@ class Acked:
     fresh: set[int] = field(default_factory=set)  # created or deleted since the last check
     rotate: int = 0
     batch: int = -1  # last acknowledged batch
+    stack: int = -1  # last acknowledged k appended to "stack"
     batch_checked: int = -1  # batches up to this one were checked
     partial: set[int] = field(default_factory=set)  # batches in flight at a kill, part landed
 
@@ -80,6 +81,7 @@ async def _seed(root: str) -> None:
         await store.create_session(id="log")
         await store.create_session(id="ta")
         await store.create_session(id="tb")
+        await store.create_session(id="stack")
 
 
 async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, int]:
@@ -132,6 +134,7 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
             nxt += 1
 
         nxt_batch = await _check_batches(store, acked, full)
+        stack_next = await _check_stack(store, acked)
 
         for cp in await store.list_checkpoints("counter"):
             await store.get_checkpoint("counter", cp.id)  # digest verified
@@ -145,7 +148,35 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
             "tx_next": k + 1,
             "create_next": nxt,
             "batch_next": nxt_batch,
+            "stack_next": stack_next,
         }
+
+
+async def _check_stack(store: FileStore, acked: Acked) -> int:
+    """The event log after pops, truncates and deletes at random moments: its events
+    ascend and match their keys, and the event index agrees with the log."""
+    stack = await store.get_session("stack")
+    assert stack is not None
+    events = await store.get_events("stack")
+    assert len(events) == stack.event_count
+    seqs = [e.seq for e in events]
+    assert seqs == sorted(set(seqs)) and all(q <= stack.last_seq for q in seqs)
+    ks = [e.data["k"] for e in events]
+    assert ks == sorted(set(ks))
+    for e in events:
+        assert (e.key, e.type) == (f"s{e.data['k']}", f"t{e.data['k'] % 3}"), e
+    for e in events[-5:]:
+        assert e.key is not None and await store.get_event("stack", key=e.key) == e
+    for t in ("t0", "t1", "t2"):
+        want = [e for e in events if e.type == t]
+        assert await store.get_events("stack", types=[t], last=3) == want[-3:]
+    if events:
+        middle = events[len(events) // 2].seq
+        assert (
+            await store.get_events("stack", before_seq=middle, last=2)
+            == [e for e in events if e.seq < middle][-2:]
+        )
+    return int(max([acked.stack, *ks])) + 1
 
 
 async def _check_batches(store: FileStore, acked: Acked, full: bool) -> int:
@@ -197,6 +228,8 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
                 elif kind == "create":
                     acked.created.add(value[0])
                     acked.fresh.add(value[0])
+                elif kind == "stack":
+                    acked.stack = max(acked.stack, value[0])
                 elif kind == "batch":
                     acked.batch = max(acked.batch, value[0])
                 elif kind == "delete":
@@ -207,6 +240,7 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
     asyncio.run(_verify(root, acked, full=True))
     assert writes > kills, "the writers hardly wrote anything before being killed"
     assert acked.batch > 0, "no batch write was acknowledged"
+    assert acked.stack > 0, "no keyed append was acknowledged"
 
 
 def test_sigkill_at_random_moments(crash_root: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sessionstore_filesystem import FileStore, _session
+from sessionstore_filesystem import FileStore, _log
 from sessionstore_filesystem._file_formats import decode_line
 
 from sessionstore import Event
@@ -58,7 +58,7 @@ async def test_deep_page_decodes_few_lines(
         decoded += 1
         return real(line, record)
 
-    monkeypatch.setattr(_session, "decode_line", counting)
+    monkeypatch.setattr(_log, "decode_line", counting)
     page = await fstore.get_events(sid, after_seq=N - 20, limit=10)
     assert [e.seq for e in page] == list(range(N - 19, N - 9))
     # A page near the end of a 4,000-event log reads one chunk's worth of lines plus a

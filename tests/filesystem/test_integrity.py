@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from sessionstore_filesystem import FileStore, _session
-from sessionstore_filesystem._session import _END_CHUNK
+from sessionstore_filesystem._session import END_CHUNK
 
 from sessionstore import (
     AppendOp,
@@ -134,7 +134,7 @@ async def test_a_long_tail_is_read_from_its_end(
         for i in range(120):  # ~30 KB of lines after the document, no fold yet
             s = await store.append_events(s.id, [{"type": "e", "data": {"i": i, "pad": pad}}])
     log = session_dir(root, "long") / "events.1.jsonl"
-    assert log.stat().st_size > 3 * _END_CHUNK
+    assert log.stat().st_size > 3 * END_CHUNK
     read: list[int] = []
     real_pread = os.pread
 
@@ -147,7 +147,7 @@ async def test_a_long_tail_is_read_from_its_end(
         monkeypatch.setattr(os, "pread", counting_pread)
         assert await store.get_session("long") == s
         monkeypatch.undo()
-        assert sum(read) < 2 * _END_CHUNK  # the document and the log's end, not the tail
+        assert sum(read) < 2 * END_CHUNK  # the document and the log's end, not the tail
         assert [e.data["i"] for e in await store.get_events("long", last=2)] == [118, 119]
 
 
@@ -168,9 +168,7 @@ async def test_a_last_line_longer_than_the_end_chunk(root: Path, make_store: Mak
     async with make_store() as store:
         s = await store.create_session(id="big")
         await store.append_events(s.id, [{"type": "small"}])
-        s = await store.append_events(
-            s.id, [{"type": "big", "data": {"x": "y" * (3 * _END_CHUNK)}}]
-        )
+        s = await store.append_events(s.id, [{"type": "big", "data": {"x": "y" * (3 * END_CHUNK)}}])
     async with make_store() as store:
         assert await store.get_session("big") == s
         s2 = await store.append_events("big", [{"type": "after"}])

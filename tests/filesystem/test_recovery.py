@@ -91,6 +91,46 @@ async def test_index_behind_the_files_is_repaired(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_pop_and_delete_transaction_interrupted_between_sessions(tmp_path: Path) -> None:
+    """The journal replays removals and keyed appends; the event index follows."""
+    root = tmp_path / "store"
+    await asyncio.to_thread(_crash, str(root), "pop_between_sessions")
+    assert len(_pending(root, "journal")) == 1
+    async with FileStore(root=str(root)) as store:
+        assert _pending(root, "journal") == []
+        ta, tb = await store.get_session("ta"), await store.get_session("tb")
+        assert ta is not None and tb is not None
+        assert [e.key for e in await store.get_events("ta")] == ["k0", "k1", "k2"]
+        assert [e.key for e in await store.get_events("tb")] == ["k0", "k2", "k3", "k4", "k9"]
+        assert (ta.event_count, ta.last_seq, tb.event_count, tb.last_seq) == (3, 5, 5, 6)
+        assert await store.get_event("ta", key="k3") is None
+        assert await store.get_event("tb", key="k1") is None
+        found = await store.get_event("tb", key="k9")
+        assert found is not None and found.seq == 6
+        assert [e.key for e in await store.get_events("tb", types=["e"], last=2)] == ["k4", "k9"]
+        assert leftovers(root) == []
+
+
+@pytest.mark.asyncio
+async def test_pop_interrupted_before_the_cut(tmp_path: Path) -> None:
+    """The document that drops the popped events is in place; their lines are not cut
+    off the log yet. Readers ignore them; recovery cuts them; the keys are free."""
+    root = tmp_path / "store"
+    await asyncio.to_thread(_crash, str(root), "after_cut_commit")
+    async with FileStore(root=str(root)) as store:
+        ta = await store.get_session("ta")
+        assert ta is not None and (ta.event_count, ta.last_seq) == (4, 6)
+        assert [e.key for e in await store.get_events("ta")] == ["k0", "k1", "k2", "k3"]
+        assert await store.get_event("ta", key="k5") is None
+        assert [e.seq for e in await store.get_events("ta", types=["e"], last=2)] == [3, 4]
+        assert leftovers(root) == []
+        report = await store.doctor(dry_run=True)
+        assert report.healthy and report.removed == []  # the writer's marker led to a tidy
+        s = await store.append_events("ta", [{"type": "e", "key": "k5"}])
+        assert (s.event_count, s.last_seq) == (5, 7)
+
+
+@pytest.mark.asyncio
 async def test_deleted_index_is_rebuilt(tmp_path: Path) -> None:
     root = tmp_path / "store"
     async with FileStore(root=str(root)) as store:

@@ -105,6 +105,26 @@ async def test_every_mutating_path_is_durable_in_order(
             await store.trim_events(base.id, keep_last=1)
             assert durable_new_files(rec.calls) == ["events.2.jsonl"]
             assert durable_replaces(rec.calls) == ["session.json"]
+            await store.append_events(base.id, [{"type": "p1", "key": "a"}, {"type": "p2"}])
+            rec.clear()
+
+            # pop: the document that ends the log before the popped lines is the commit;
+            # the lines are cut off the file only after it (readers ignore them meanwhile)
+            await store.pop_events(base.id)
+            assert durable_replaces(rec.calls) == ["session.json"]
+            assert not durable_new_files(rec.calls)
+            replace = _first(rec.calls, lambda c: c.op == "replace")
+            doc_dir = rec.calls[replace].dst_dir_fd
+            dir_sync = _first(rec.calls, lambda c: c.op == "fsync" and c.fd == doc_dir)
+            cut = _first(rec.calls, lambda c: c.op == "ftruncate")
+            assert replace < dir_sync < cut
+            first = (await store.get_events(base.id, limit=1))[0].seq
+            rec.clear()
+
+            # delete of an event in the middle: a new log generation, as trim
+            await store.delete_events(base.id, seqs=[first])
+            assert durable_new_files(rec.calls) == ["events.3.jsonl"]
+            assert durable_replaces(rec.calls) == ["session.json"]
             rec.clear()
 
             # delete: the directory is renamed aside, then its parent fsynced

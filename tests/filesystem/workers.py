@@ -13,8 +13,10 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import (
     AppendOp,
+    DeleteEventsOp,
     Event,
     Mutation,
+    PopOp,
     Session,
     SessionConflictError,
     SessionExistsError,
@@ -150,9 +152,13 @@ async def _crash_writer(send: Send, root: str, start: dict[str, int], seed: int)
     version = start["counter_version"]
     log_k, tx_k, create_k = start["log_next"], start["tx_next"], start["create_next"]
     batch_k = start["batch_next"]
+    stack_k = start["stack_next"]
     async with FileStore(root=root, durability="fsync") as store:
         _ack(send, "ready")
         while True:
+            if rnd.random() < 0.25:  # the event log: keyed appends, pops, deletes, truncates
+                stack_k = await _stack_op(store, rnd, stack_k, send)
+                continue
             pick = rnd.random()
             if pick < 0.25:
                 s = await store.update_session(
@@ -194,6 +200,30 @@ async def _crash_writer(send: Send, root: str, start: dict[str, int], seed: int)
                 _ack(send, "checkpoint")
 
 
+def stack_event(k: int) -> dict[str, Any]:
+    """The ``k``-th event appended to the crash test's "stack" session."""
+    return {"type": f"t{k % 3}", "key": f"s{k}", "data": {"k": k}}
+
+
+async def _stack_op(store: FileStore, rnd: random.Random, k: int, send: Send) -> int:
+    pick = rnd.random()
+    if pick < 0.55:
+        n = rnd.randint(1, 3)
+        await store.append_events("stack", [stack_event(k + i) for i in range(n)])
+        _ack(send, "stack", k + n - 1)
+        return k + n
+    if pick < 0.75:
+        await store.pop_events("stack", rnd.randint(1, 2))
+    elif pick < 0.9:
+        await store.delete_events("stack", keys=[f"s{k - rnd.randint(1, 12)}"])
+    else:
+        s = await store.get_session("stack")
+        assert s is not None
+        await store.truncate_events("stack", max(0, s.last_seq - 3))
+    _ack(send, "stack-drop")
+    return k
+
+
 # --------------------------------------------------------------------------- crash points
 
 
@@ -206,7 +236,7 @@ def crash_at(send: Send, root: str, point: str) -> None:
     def die(*args: Any, **kwargs: Any) -> Any:
         os._exit(17)
 
-    if point == "between_sessions":  # the journal is durable, one session applied
+    if point in ("between_sessions", "pop_between_sessions"):  # journal durable, one applied
         real_steps = vars(_engine)["steps"]
         calls = [0]
 
@@ -235,6 +265,10 @@ def crash_at(send: Send, root: str, point: str) -> None:
         vars(os)["replace"] = replace_or_die
     elif point == "before_index":  # the files are written, the index is not
         setattr(_index.Index, "write", die)  # noqa: B010
+    elif point == "after_cut_commit":  # a pop's document is in place, its lines are not cut
+        from sessionstore_filesystem import _write
+
+        setattr(_write, "_cut_file", die)  # noqa: B010
     else:
         raise ValueError(point)
     asyncio.run(_crash_at(send, root, point))
@@ -244,6 +278,23 @@ async def _crash_at(send: Send, root: str, point: str) -> None:
     async with FileStore(root=root, durability="fsync") as store:
         if point == "before_index":
             await store.update_session("ta", merge_data={"k": 1}, add_tags={"moved"})
+        elif point == "pop_between_sessions":
+            for sid in ("ta", "tb"):
+                await store.append_events(
+                    sid, [{"type": "e", "key": f"k{i}", "data": {"i": i}} for i in range(5)]
+                )
+            await store.commit(
+                [
+                    PopOp("ta", 2),
+                    DeleteEventsOp("tb", keys=["k1"]),
+                    AppendOp("tb", [{"type": "e", "key": "k9", "data": {"i": 9}}]),
+                ]
+            )
+        elif point == "after_cut_commit":
+            await store.append_events(
+                "ta", [{"type": "e", "key": f"k{i}", "data": {"i": i}} for i in range(6)]
+            )
+            await store.pop_events("ta", 2)
         else:
             await store.commit(
                 [
