@@ -62,6 +62,10 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
+#: Arguments of the write functions (schema version 3 added event keys, truncate_after
+#: and delete_seqs to the 29 of versions 1 and 2).
+_WRITE_ARITY: Final = 32
+_WRITE_ARITY_V1: Final = 29
 
 
 class _Stale(Exception):
@@ -120,9 +124,7 @@ class PostgresStore(BaseSessionStore):
         self._cache = RowCache()
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
-        params = ", ".join(f"${i}" for i in range(1, 30))
-        self._sql_write = f"SELECT {p}write({params})"
-        self._sql_write_batch = f"SELECT {p}write_or_raise({params})"
+        self._write_statements(LATEST)
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
         self._sql_load_many = (
             f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
@@ -131,6 +133,14 @@ class PostgresStore(BaseSessionStore):
     @classmethod
     def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
         return options_from_url(parts)
+
+    def _write_statements(self, schema: int) -> None:
+        """The calls of the write functions of schema version ``schema`` (a store pinned
+        to an older schema, as the migration tests pin one, calls the older functions)."""
+        self._write_arity = _WRITE_ARITY if schema >= 3 else _WRITE_ARITY_V1
+        params = ", ".join(f"${i}" for i in range(1, self._write_arity + 1))
+        self._sql_write = f"SELECT {self._prefix}write({params})"
+        self._sql_write_batch = f"SELECT {self._prefix}write_or_raise({params})"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,6 +171,7 @@ class PostgresStore(BaseSessionStore):
                     f"the schema of table prefix {p!r} is version {current}, newer than this "
                     f"driver's {LATEST}: upgrade sessionstore"
                 )
+            self._write_statements(target)
             for step in range(current + 1, target + 1):
                 await conn.execute(migration(step, p))
             if current < target:
@@ -384,6 +395,9 @@ class PostgresStore(BaseSessionStore):
             [to_ms(cp.created_at) for cp in cps],
             [dumps_record(checkpoint_to_record(cp)).decode() for cp in cps],
             list(mut.delete_checkpoints),
+            [getattr(e, "key", None) for e in ev],
+            getattr(mut, "truncate_after", None),
+            list(getattr(mut, "delete_seqs", ())),
         )
 
     @staticmethod
@@ -403,7 +417,8 @@ class PostgresStore(BaseSessionStore):
         or nothing is allowed, and a conflict makes the caller retry one by one."""
         token = secrets.token_hex(12)
         sql = self._sql_write
-        calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
+        arity = self._write_arity
+        calls = [(m, self._args(m, bases.get(m.session_id), token)[:arity]) for m in mutations]
         if len(calls) == 1:
             for mut, args in calls:
                 result = await self._pools.get().run(

@@ -271,6 +271,10 @@ async def test_migrations_from_the_first_version(open_pg: OpenPg) -> None:
         await asyncio.gather(*(st.initialize() for st in stores))  # concurrent upgrades
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST
         assert f"{prefix}sessions_proc_updated" in await _indexes(conn, prefix)
+        assert {f"{prefix}events_key", f"{prefix}events_type", f"{prefix}events_at"} <= (
+            await _indexes(conn, prefix, "events")
+        )
+        assert await conn.fetch(f"SELECT seq, key FROM {prefix}events") == [(1, None)]
         got = await stores[0].get_session(s.id)
         assert got is not None and got.data == {"v": 1} and got.event_count == 1
         assert (await stores[1].list_sessions(SessionFilter(tags_all=["x"]))).ids == [s.id]
@@ -293,10 +297,10 @@ def _url(open_pg: Any) -> str:
     raise AssertionError("no URL")
 
 
-async def _indexes(conn: asyncpg.Connection, prefix: str) -> set[str]:
+async def _indexes(conn: asyncpg.Connection, prefix: str, table: str = "sessions") -> set[str]:
     rows = await conn.fetch(
         "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%pkey'",
-        f"{prefix}sessions",
+        f"{prefix}{table}",
     )
     return {r[0] for r in rows}
 
