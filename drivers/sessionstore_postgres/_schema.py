@@ -349,7 +349,8 @@ END
 $fn$;
 -- The event-log operations of one session in one call, under the session row's lock.
 -- p_op: 'append' (p_ev_*; p_create: make a missing or expired session first, from
--- p_processor .. p_new_expires; p_set_expires: set expires_at to p_expires), 'pop'
+-- p_processor .. p_new_expires, version 1 with the events; p_expires_mode 1 / 2: set
+-- expires_at to p_expires, 1 counting as a write only if it changes), 'pop'
 -- (the newest p_n), 'truncate' (seq > p_n), 'delete' (p_seqs, p_keys), 'trim' (keep the
 -- newest p_n). p_expect NULL: any version. r_code: 1 written, 2 nothing to write (the
 -- stored session returned), 3 created (and written), 0 no live session, -1 p_expect did
@@ -363,7 +364,7 @@ CREATE FUNCTION {P}events_op(
     p_ns text, p_id text, p_op text, p_expect bigint, p_known_wt text, p_wt text,
     p_now bigint, p_n bigint, p_seqs bigint[], p_keys text[],
     p_ev_type text[], p_ev_at bigint[], p_ev_data text[], p_ev_key text[],
-    p_set_expires boolean, p_expires bigint,
+    p_expires_mode integer, p_expires bigint,
     p_create boolean, p_processor text, p_status text, p_grp text, p_tags text[],
     p_data text, p_metadata text, p_new_expires bigint,
     OUT r_code integer, OUT r_new boolean[],
@@ -383,6 +384,8 @@ DECLARE
     j integer;
     st text;
     sd text;
+    sq bigint;
+    sa bigint;
     cut bigint;
     before_wt text;
 BEGIN
@@ -391,6 +394,11 @@ BEGIN
     IF NOT FOUND OR (s.expires_at IS NOT NULL AND s.expires_at <= p_now) THEN
         IF p_op <> 'append' OR NOT p_create THEN
             r_code := 0;
+            RETURN;
+        END IF;
+        IF p_expect IS NOT NULL THEN  -- an expected version, but nothing (live) stored
+            r_code := -1;
+            version := 0;
             RETURN;
         END IF;
         IF FOUND THEN  -- an expired session not cleaned up yet: replaced, as by a create
@@ -409,42 +417,59 @@ BEGIN
         RETURN;
     END IF;
     IF p_op = 'append' THEN
+        -- r_ev_seq / r_ev_at: for each input, the event written or the one already stored
         r_new := array_fill(true, ARRAY[n]);
+        r_ev_seq := array_fill(NULL::bigint, ARRAY[n]);
+        r_ev_at := array_fill(NULL::bigint, ARRAY[n]);
         FOR i IN 1..n LOOP
-            CONTINUE WHEN p_ev_key[i] IS NULL;
-            j := array_position(p_ev_key, p_ev_key[i]);
-            IF j < i THEN  -- the same key earlier in this call
-                st := p_ev_type[j];
-                sd := p_ev_data[j];
-            ELSE
-                SELECT e.type, e.data INTO st, sd FROM {P}events AS e
-                    WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = p_ev_key[i];
-                CONTINUE WHEN NOT FOUND;
+            IF p_ev_key[i] IS NOT NULL THEN
+                j := array_position(p_ev_key, p_ev_key[i]);
+                IF j < i THEN  -- the same key earlier in this call
+                    st := p_ev_type[j];
+                    sd := p_ev_data[j];
+                    sq := r_ev_seq[j];
+                    sa := r_ev_at[j];
+                ELSE
+                    sq := NULL;
+                    SELECT e.type, e.data, e.seq, e.at INTO st, sd, sq, sa FROM {P}events AS e
+                        WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = p_ev_key[i];
+                END IF;
+                IF sq IS NOT NULL THEN
+                    IF st = p_ev_type[i] AND (sd = p_ev_data[i] OR (
+                            strpos(sd, '\\u0000') = 0 AND strpos(p_ev_data[i], '\\u0000') = 0
+                            AND sd::jsonb = p_ev_data[i]::jsonb)) THEN
+                        r_new[i] := false;
+                        r_ev_seq[i] := sq;
+                        r_ev_at[i] := sa;
+                        CONTINUE;
+                    END IF;
+                    -- nothing of the call is written (a session it created included)
+                    RAISE EXCEPTION USING ERRCODE = 'SS412', MESSAGE = 'event key conflict',
+                        DETAIL = p_ev_key[i];
+                END IF;
             END IF;
-            IF st = p_ev_type[i] AND (sd = p_ev_data[i] OR (
-                    strpos(sd, '\\u0000') = 0 AND strpos(p_ev_data[i], '\\u0000') = 0
-                    AND sd::jsonb = p_ev_data[i]::jsonb)) THEN
-                r_new[i] := false;
-            ELSE
-                -- nothing of the call is written (a session it created included)
-                RAISE EXCEPTION USING ERRCODE = 'SS412', MESSAGE = 'event key conflict',
-                    DETAIL = p_ev_key[i];
-            END IF;
+            k := k + 1;
+            r_ev_seq[i] := s.last_seq + k;
+            r_ev_at[i] := coalesce(p_ev_at[i], p_now);
         END LOOP;
-        INSERT INTO {P}events AS e (ns, session_id, seq, type, at, data, key)
-            SELECT p_ns, p_id, s.last_seq + row_number() OVER (ORDER BY v.i), v.type,
-                coalesce(v.at, p_now), v.data, v.key
-            FROM unnest(p_ev_type, p_ev_at, p_ev_data, p_ev_key, r_new)
-                WITH ORDINALITY AS v(type, at, data, key, new, i)
-            WHERE v.new;
-        GET DIAGNOSTICS k = ROW_COUNT;
-        IF k = 0 AND NOT created AND NOT p_set_expires THEN
+        IF k > 0 THEN
+            INSERT INTO {P}events AS e (ns, session_id, seq, type, at, data, key)
+                SELECT p_ns, p_id, v.seq, v.type, v.at, v.data, v.key
+                FROM unnest(r_ev_seq, p_ev_type, r_ev_at, p_ev_data, p_ev_key, r_new)
+                    AS v(seq, type, at, data, key, new)
+                WHERE v.new;
+        END IF;
+        -- p_expires_mode 1 (expires_at given): a write only if it changes; 2 (a ttl): always
+        IF k = 0 AND NOT created AND (p_expires_mode = 0
+                OR (p_expires_mode = 1 AND s.expires_at IS NOT DISTINCT FROM p_expires)) THEN
             r_code := 2;
         ELSE
-            s.version := CASE WHEN created AND k = 0 THEN 1 ELSE s.version + 1 END;
+            IF NOT created THEN
+                s.version := s.version + 1;
+            END IF;
             s.event_count := s.event_count + k;
             s.last_seq := s.last_seq + k;
-            IF p_set_expires THEN
+            IF p_expires_mode > 0 THEN
                 s.expires_at := p_expires;
             END IF;
             r_code := CASE WHEN created THEN 3 ELSE 1 END;

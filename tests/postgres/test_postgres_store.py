@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
+from sessionstore_postgres._events import EventWindow, page_sql
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
@@ -224,12 +225,9 @@ async def test_get_events_last_reads_only_the_page(open_pg: OpenPg) -> None:
         # statistics as autovacuum would have them: the plan then depends on this data,
         # not on what earlier tests of the run left in the table's statistics
         await conn.execute("ANALYZE sessionstore_events")
+        sql, args = page_sql(store._t_sessions, store._t_events, EventWindow(last=7))
         plan = await conn.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._events_sql(descending=True),
-            store.namespace,
-            s.id,
-            0,
-            7,
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, store.namespace, s.id, *args
         )
     finally:
         await conn.close()
