@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -209,3 +210,17 @@ async def test_a_key_conflict_writes_nothing_not_even_the_created_session(
         await store.append_events("old", [{"type": "x"}, EventInput("t", {"a": 2}, key="k")])
     stored = await store.get_session("old")
     assert stored is not None and stored.event_count == 1
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ELSQL_SEEDS", "4"))))
+@pytest.mark.asyncio
+async def test_the_event_log_behaves_as_the_memory_store(open_pg: OpenPg, seed: int) -> None:
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import ManualClock
+    from tests.eventlog_differential import run_differential
+
+    clock = ManualClock()
+    sut = await open_pg(clock=clock)
+    async with MemoryStore(clock=clock) as ref:
+        await run_differential(ref, sut, clock, seed)

@@ -4,6 +4,7 @@ through the indexes, concurrent writers in several stores on one file."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -213,5 +214,23 @@ def test_a_key_conflict_writes_nothing_not_even_the_created_session(tmp_path: Pa
                     create=True,
                 )
             assert await store.get_session("fresh") is None
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ELSQL_SEEDS", "4"))))
+def test_the_event_log_behaves_as_the_memory_store(tmp_path: Path, seed: int) -> None:
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import ManualClock
+    from tests.eventlog_differential import run_differential
+
+    async def main() -> None:
+        clock = ManualClock()
+        async with (
+            MemoryStore(clock=clock) as ref,
+            SqliteStore(path=str(tmp_path / "diff.db"), clock=clock, durability="none") as sut,
+        ):
+            await run_differential(ref, sut, clock, seed)
 
     asyncio.run(main())
