@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._planner import Mutation
 from ._version import __version__
-from .base import AppendResult, BaseSessionStore
+from .base import BaseSessionStore
 from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     ConfigurationError,
@@ -46,6 +46,7 @@ from .hookspecs import hookimpl
 from .model import (
     UNSET,
     AppendOp,
+    AppendResult,
     Checkpoint,
     CreateOp,
     DeleteEventsOp,

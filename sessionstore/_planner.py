@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import orjson
 
+from ._eventlog import MAX_SEQ, EventFacts, EventRequest, LogView, NeedEvents, session_tag
 from .codec import MAX_EVENT, MAX_SESSION, encode_user_dict, new_id
 from .errors import (
     EventKeyConflictError,
@@ -79,7 +80,7 @@ __all__ = [
     "prepare",
 ]
 
-_MAX_SEQ: Final = 2**62
+_MAX_SEQ: Final = MAX_SEQ
 
 _MAX_VERSION = 2**62
 _NO_TAGS: frozenset[str] = frozenset()
@@ -455,93 +456,6 @@ def _prepare_append(op: AppendOp, limits: Limits) -> Prepared:
     )
 
 
-@dataclass(slots=True)
-class EventRequest:
-    """What the planner must know of one session's stored events (read before planning).
-
-    * ``tail`` - the newest ``tail`` events; ``seq_tail`` - the seqs of the newest
-      ``seq_tail`` events; ``after`` - for each value, the seqs above it;
-      ``seqs`` / ``keys`` - the stored events with these seqs / keys.
-    """
-
-    tail: int = 0
-    seq_tail: int = 0
-    after: set[int] = field(default_factory=set)
-    seqs: set[int] = field(default_factory=set)
-    keys: set[str] = field(default_factory=set)
-
-    def merge(self, other: EventRequest) -> None:
-        """Ask for ``other``'s reads as well."""
-        self.tail = max(self.tail, other.tail)
-        self.seq_tail = max(self.seq_tail, other.seq_tail)
-        self.after |= other.after
-        self.seqs |= other.seqs
-        self.keys |= other.keys
-
-
-def session_tag(session: Session | None) -> tuple[int, datetime, int, int] | None:
-    """What identifies a stored state of a session (event facts are read at one)."""
-    if session is None:
-        return None
-    return (session.version, session.created_at, session.last_seq, session.event_count)
-
-
-@dataclass(slots=True)
-class EventFacts:
-    """Stored events of one session, read at one stored state (``tag``, see
-    ``session_tag``): the answers to :class:`EventRequest` s. The planner uses them
-    only while the session it loaded has that same tag; the write's version check then
-    guarantees nothing changed in between."""
-
-    tag: tuple[int, datetime, int, int] | None
-    tail: list[Event] = field(default_factory=list)  # ascending
-    tail_n: int = 0
-    seq_tail: list[int] = field(default_factory=list)  # ascending
-    seq_tail_n: int = 0
-    after: dict[int, list[int]] = field(default_factory=dict)
-    by_seq: dict[int, Event | None] = field(default_factory=dict)
-    by_key: dict[str, Event | None] = field(default_factory=dict)
-
-    def missing(self, req: EventRequest) -> EventRequest | None:
-        """The part of ``req`` these facts do not answer (``None``: all answered)."""
-        out = EventRequest(
-            tail=req.tail if req.tail > self.tail_n else 0,
-            seq_tail=req.seq_tail if req.seq_tail > self.seq_tail_n else 0,
-            after={a for a in req.after if a not in self.after},
-            seqs={q for q in req.seqs if q not in self.by_seq},
-            keys={k for k in req.keys if k not in self.by_key},
-        )
-        if out.tail or out.seq_tail or out.after or out.seqs or out.keys:
-            return out
-        return None
-
-
-class NeedEvents(Exception):
-    """Raised by the planner when it needs reads of a session's events it was not given;
-    the store reads them (:class:`EventFacts`) and plans again."""
-
-    def __init__(self, session_id: str, request: EventRequest) -> None:
-        super().__init__(session_id)
-        self.session_id = session_id
-        self.request = request
-
-
-@dataclass(slots=True)
-class _LogView:
-    """The batch's changes to one session's stored events (appended ones live in the
-    mutation). A stored seq ``q`` is still kept when ``floor <= q <= ceiling`` and ``q``
-    is not in ``removed`` (and the log was not ``reset``)."""
-
-    reset: bool = False
-    floor: int = 0
-    ceiling: int = _MAX_SEQ
-    removed: set[int] = field(default_factory=set)
-    dropped: int = 0  # stored events the batch dropped so far (by any means)
-
-    def kept(self, seq: int) -> bool:
-        return not self.reset and self.floor <= seq <= self.ceiling and seq not in self.removed
-
-
 def static_request(p: Prepared, gapless: bool) -> EventRequest | None:
     """The event reads one prepared op needs (before planning; the planner asks for more
     through :class:`NeedEvents` when earlier ops of a batch change the picture)."""
@@ -584,7 +498,7 @@ class Planner:
         self.facts = facts or {}
         self.gapless = gapless
         self._loaded = loaded
-        self._views: dict[str, _LogView] = {}
+        self._views: dict[str, LogView] = {}
         #: ``pop`` results of the batch, in order (the popped events of each pop).
         self.popped: list[list[Event]] = []
         #: per append (in order): the stored event for each input, and whether it is new.
@@ -688,7 +602,7 @@ class Planner:
             mut.put_checkpoints.clear()
             mut.trim_before, mut.truncate_after = 0, None
             mut.delete_seqs.clear()
-            self._views[sid] = _LogView(reset=True)
+            self._views[sid] = LogView(reset=True)
         mut.created = True
         return self.put(session, p.data[0], p.metadata[0])
 
@@ -759,7 +673,7 @@ class Planner:
         mut.put_checkpoints.clear()
         mut.trim_before, mut.truncate_after = 0, None
         mut.delete_seqs.clear()
-        self._views[session_id] = _LogView(reset=True)
+        self._views[session_id] = LogView(reset=True)
         self._current[session_id] = None
         return current is not None
 
@@ -805,10 +719,10 @@ class Planner:
 
     # -- the event log beyond appends
 
-    def _view(self, session_id: str) -> _LogView:
+    def _view(self, session_id: str) -> LogView:
         view = self._views.get(session_id)
         if view is None:
-            view = self._views[session_id] = _LogView()
+            view = self._views[session_id] = LogView()
         return view
 
     def _facts(self, session_id: str, req: EventRequest) -> EventFacts:

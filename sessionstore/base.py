@@ -28,13 +28,13 @@ import logging
 import random
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property, partial
 from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
 from . import observers
+from ._eventlog import read_event_facts
 from ._expiry import expire_due, remove_due
 from ._planner import (
     CREATE_OP,
@@ -51,7 +51,6 @@ from ._planner import (
     new_session,
     prepare,
     prepare_new,
-    session_tag,
     static_request,
 )
 from ._primitives import CAS_ATTEMPTS, StorePrimitives, sound_checkpoints
@@ -73,6 +72,7 @@ from .model import (
     TTL,
     UNSET,
     AppendOp,
+    AppendResult,
     Checkpoint,
     CreateOp,
     DeleteEventsOp,
@@ -100,7 +100,7 @@ from .protocol import Capabilities, MergeStrategy, PutResult
 from .query import Page, QueryOptions, SessionFilter, evaluate, matches
 from .transaction import Transaction
 from .validation import (
-    validate_datetime,
+    validate_event_filters,
     validate_event_key,
     validate_label,
     validate_positive_int,
@@ -108,13 +108,12 @@ from .validation import (
     validate_ttl,
 )
 
-__all__ = ["AppendResult", "BaseSessionStore", "Mutation"]
+__all__ = ["BaseSessionStore", "Mutation"]
 
 log = logging.getLogger("sessionstore")
 T = TypeVar("T")
 
 MAX_EVENTS_PAGE: Final = 100_000
-_ONE_MS: Final = timedelta(milliseconds=1)
 
 
 class _PlanConflict(Exception):
@@ -130,17 +129,6 @@ def _apply_one(prepared: Prepared, planner: Planner) -> Session | bool:
 
 
 _OPS: Final = (CreateOp, UpdateOp, DeleteOp, AppendOp, PopOp, TruncateOp, TrimOp, DeleteEventsOp)
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    """What ``append_events_detailed`` returns: the new ``session``, and for each input
-    event (in order) the stored event (``events``) and whether this call wrote it
-    (``new``; ``False``: its key was already stored with the same content)."""
-
-    session: Session
-    events: list[Event]
-    new: list[bool]
 
 
 class _BasePrimitives:
@@ -446,44 +434,16 @@ class BaseSessionStore(ABC):
     async def _read_event_facts(
         self, requests: Mapping[str, EventRequest], facts: dict[str, EventFacts]
     ) -> None:
-        """Read what ``requests`` ask of the sessions' stored events into ``facts``.
-
-        Each session is loaded first and its facts are tagged with that state (see
-        :class:`~sessionstore.driver.EventFacts`): the planner uses them only if it loads
-        the same state again, and the write's version check covers the rest.
-        """
-        loaded = await self._load(list(requests))
-        for sid, req in requests.items():
-            tag = session_tag(loaded.get(sid))
-            have = facts.get(sid)
-            if have is None or have.tag != tag:
-                have = facts[sid] = EventFacts(tag)
-            if tag is None:
-                continue
-            missing = have.missing(req)
-            if missing is None:
-                continue
-            if missing.tail:
-                have.tail = await self._query_events(sid, last=missing.tail)
-                have.tail_n = missing.tail
-            if missing.seq_tail:
-                have.seq_tail = await self._load_event_seqs(sid, last=missing.seq_tail)
-                have.seq_tail_n = missing.seq_tail
-            for after in sorted(missing.after):
-                have.after[after] = await self._load_event_seqs(sid, after_seq=after)
-            if missing.seqs or missing.keys:
-                found = await self._find_events(
-                    sid, seqs=sorted(missing.seqs), keys=sorted(missing.keys)
-                )
-                for q in missing.seqs:
-                    have.by_seq[q] = None
-                for k in missing.keys:
-                    have.by_key[k] = None
-                for e in found:
-                    if e.seq in missing.seqs:
-                        have.by_seq[e.seq] = e
-                    if e.key is not None and e.key in missing.keys:
-                        have.by_key[e.key] = e
+        """Read what ``requests`` ask of the stored events into ``facts`` (through the
+        primitives above; see :mod:`sessionstore.driver`'s ``EventFacts``)."""
+        await read_event_facts(
+            requests,
+            facts,
+            load=self._load,
+            query_events=self._query_events,
+            load_event_seqs=self._load_event_seqs,
+            find_events=self._find_events,
+        )
 
     # ------------------------------------------------------------------ write engine
 
@@ -830,30 +790,6 @@ class BaseSessionStore(ABC):
         if limit is not None and last is not None:
             raise InvalidArgumentError("give limit or last, not both")
 
-    @staticmethod
-    def _check_event_filters(
-        before_seq: int | None,
-        types: Iterable[str] | None,
-        at_after: datetime | None,
-        at_before: datetime | None,
-    ) -> tuple[frozenset[str] | None, datetime | None, datetime | None]:
-        if before_seq is not None:
-            validate_positive_int(before_seq, "before_seq", maximum=2**62)
-        kinds: frozenset[str] | None = None
-        if types is not None:
-            if isinstance(types, str | bytes) or not isinstance(types, Iterable):
-                raise InvalidArgumentError("types must be a collection of event types")
-            kinds = frozenset(types)
-            if not all(isinstance(t, str) and t for t in kinds):
-                raise InvalidArgumentError("types must hold non-empty str event types")
-        low = None if at_after is None else validate_datetime(at_after, "at_after")
-        high = None
-        if at_before is not None:
-            # exclusive: an `at` of a finer precision than stored rounds up
-            exact = validate_datetime(at_before, "at_before")
-            high = exact if exact == at_before else exact + _ONE_MS
-        return kinds, low, high
-
     async def get_events(
         self,
         session_id: str,
@@ -874,7 +810,7 @@ class BaseSessionStore(ABC):
         """
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
-        kinds, low, high = self._check_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         if await self.get_session(session_id) is None:
             raise SessionNotFoundError(session_id)
         if limit == 0 or last == 0:
@@ -1148,7 +1084,7 @@ class BaseSessionStore(ABC):
 
     def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
         """A record's data and metadata JSON, checked for ``put_records``."""
-        return check_record(record, self._limits)
+        return check_record(record, self._limits, event_log=self.capabilities.event_log)
 
     async def put_records(
         self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"

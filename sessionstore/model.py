@@ -17,6 +17,7 @@ __all__ = [
     "TTL",
     "UNSET",
     "AppendOp",
+    "AppendResult",
     "Checkpoint",
     "CreateOp",
     "DeleteEventsOp",
@@ -144,6 +145,17 @@ class PoppedEvents:
 
     events: list[Event]
     session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What ``append_events_detailed`` returns: the new ``session``, and for each input
+    event (in order) the stored event (``events``) and whether this call wrote it
+    (``new``; ``False``: its key was already stored with the same content)."""
+
+    session: Session
+    events: list[Event]
+    new: list[bool]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_TTL_SECONDS",
     "validate_datetime",
     "validate_event",
+    "validate_event_filters",
     "validate_event_input",
     "validate_event_key",
     "validate_expires_at",
@@ -42,6 +43,7 @@ MAX_TAG_LENGTH: Final = 256
 MAX_LABEL_LENGTH: Final = 256
 MAX_TTL_SECONDS: Final = 100 * 365 * 86_400  # a century: anything longer is a bug
 _MAX_TYPE_LENGTH: Final = 128
+_ONE_MS: Final = timedelta(milliseconds=1)
 MAX_EVENT_KEY_LENGTH: Final = 256
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -156,6 +158,33 @@ def validate_event_key(value: object, what: str = "event key") -> str:
             f"without control characters, got {value!r}"
         )
     return value
+
+
+def validate_event_filters(
+    before_seq: int | None,
+    types: Iterable[str] | None,
+    at_after: datetime | None,
+    at_before: datetime | None,
+) -> tuple[frozenset[str] | None, datetime | None, datetime | None]:
+    """``get_events``' filters checked: ``(types as a frozenset, at_after, at_before)``,
+    the times in UTC at millisecond precision (an exclusive ``at_before`` finer than
+    that rounds up, so nothing before it is lost)."""
+    if before_seq is not None:
+        validate_positive_int(before_seq, "before_seq", maximum=2**62)
+    kinds: frozenset[str] | None = None
+    if types is not None:
+        if isinstance(types, str | bytes) or not isinstance(types, Iterable):
+            raise InvalidArgumentError("types must be a collection of event types")
+        kinds = frozenset(types)
+        if not all(isinstance(t, str) and t for t in kinds):
+            raise InvalidArgumentError("types must hold non-empty str event types")
+    low = None if at_after is None else validate_datetime(at_after, "at_after")
+    high = None
+    if at_before is not None:
+        # exclusive: an `at` of a finer precision than stored rounds up
+        exact = validate_datetime(at_before, "at_before")
+        high = exact if exact == at_before else exact + _ONE_MS
+    return kinds, low, high
 
 
 def validate_label(value: object) -> str | None:
