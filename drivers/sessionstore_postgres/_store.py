@@ -54,7 +54,11 @@ from sessionstore.query import (
     query_fingerprint,
     search_matches,
 )
-from sessionstore.validation import validate_event_key, validate_session_id
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._cache import Cached, RowCache
 from ._conn import Outcome
@@ -328,7 +332,7 @@ class PostgresStore(BaseSessionStore):
         through the index that yields it in order, see ``_events.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
-        kinds, low, high = self._check_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         # a zero count reads one row: the statement still tells a missing session
         window = _window(

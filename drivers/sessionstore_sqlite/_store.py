@@ -50,7 +50,11 @@ from sessionstore.driver import (
 )
 from sessionstore.options import redact_url
 from sessionstore.query import decode_cursor, normalize_search_text, query_fingerprint
-from sessionstore.validation import validate_event_key, validate_session_id
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._engine import Engine
 from ._events import EventWindow
@@ -379,7 +383,7 @@ class SqliteStore(BaseSessionStore):
         reading only the page, see ``_events.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
-        kinds, low, high = self._check_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         window = _window(after_seq, before_seq, limit, last, kinds, low, high)
         found = await self._run(self._engine.live_events, session_id, self.clock.now(), window)
