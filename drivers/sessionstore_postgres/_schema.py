@@ -476,11 +476,14 @@ BEGIN
         END IF;
     ELSE
         IF p_op = 'pop' THEN
+            -- the n-th newest seq from the end of the primary key, then a range delete
+            -- (a DELETE ... IN (SELECT ... LIMIT n) was planned as a scan of the log)
+            SELECT f.seq INTO cut FROM {P}events AS f
+                WHERE f.ns = p_ns AND f.session_id = p_id
+                ORDER BY f.seq DESC OFFSET p_n - 1 LIMIT 1;
             WITH d AS (
                 DELETE FROM {P}events AS e
-                WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq IN (
-                    SELECT f.seq FROM {P}events AS f
-                    WHERE f.ns = p_ns AND f.session_id = p_id ORDER BY f.seq DESC LIMIT p_n)
+                WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq >= coalesce(cut, 0)
                 RETURNING e.seq, e.type, e.at, e.data, e.key)
             SELECT array_agg(d.seq ORDER BY d.seq), array_agg(d.type ORDER BY d.seq),
                 array_agg(d.at ORDER BY d.seq), array_agg(d.data ORDER BY d.seq),
