@@ -495,12 +495,28 @@ BEGIN
                 WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq > p_n;
             GET DIAGNOSTICS k = ROW_COUNT;
         ELSIF p_op = 'delete' THEN
-            DELETE FROM {P}events AS e WHERE e.ns = p_ns AND e.session_id = p_id
-                AND (e.seq = ANY(p_seqs) OR e.key = ANY(p_keys));
-            GET DIAGNOSTICS k = ROW_COUNT;
+            -- one equality lookup per seq and per key (= ANY(array) was planned, in the
+            -- function's cached generic plan, as a filter over the session's events)
+            FOREACH cut IN ARRAY p_seqs LOOP
+                DELETE FROM {P}events AS e
+                    WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq = cut;
+                GET DIAGNOSTICS j = ROW_COUNT;
+                k := k + j;
+            END LOOP;
+            FOREACH st IN ARRAY p_keys LOOP
+                DELETE FROM {P}events AS e
+                    WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = st;
+                GET DIAGNOSTICS j = ROW_COUNT;
+                k := k + j;
+            END LOOP;
         ELSIF p_op = 'trim' AND s.event_count > p_n THEN
+            -- the first kept seq, counted from the nearer end of the primary key
             IF p_n = 0 THEN
                 cut := s.last_seq + 1;
+            ELSIF s.event_count - p_n <= p_n THEN
+                SELECT f.seq INTO cut FROM {P}events AS f
+                    WHERE f.ns = p_ns AND f.session_id = p_id
+                    ORDER BY f.seq ASC OFFSET s.event_count - p_n LIMIT 1;
             ELSE
                 SELECT f.seq INTO cut FROM {P}events AS f
                     WHERE f.ns = p_ns AND f.session_id = p_id
