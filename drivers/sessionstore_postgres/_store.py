@@ -366,9 +366,15 @@ class PostgresStore(BaseSessionStore):
     ) -> list[Event]:
         if not seqs and not keys:
             return []
+        # one equality lookup per seq and per key (LATERAL): "= ANY(array)" may be
+        # planned as a filter over all the session's events once the plan is generic
+        t = self._t_events
         sql = (
-            f"SELECT {EVENT_COLS} FROM {self._t_events} WHERE ns = $1 AND session_id = $2 "
-            "AND (seq = ANY($3::bigint[]) OR key = ANY($4::text[])) ORDER BY seq"
+            f"SELECT e.* FROM unnest($3::bigint[]) AS q(seq) CROSS JOIN LATERAL ("
+            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND seq = q.seq"
+            f") e UNION SELECT e.* FROM unnest($4::text[]) AS k(key) CROSS JOIN LATERAL ("
+            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND key = k.key"
+            ") e ORDER BY seq"
         )
         ns = self.namespace
         q, k = list(seqs), list(keys)
