@@ -22,7 +22,7 @@ own tables, plus the JSON decoding the result needs (issue 20):
 5. append flat in history (10,000 vs 10 events <= 1.3x);
 6. 8 writers on distinct sessions >= 0.7x the throughput of 8 raw connections issuing the
    same write statement (time <= 1/0.7 = 1.43x);
-7. the event log (issue 17, ``_eventlog_rows.py``): ``pop_events(n=1)``,
+7. the event log (issue 17, ``_event_log.py``): ``pop_events(n=1)``,
    ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
    append on a session of 10,000 events <= 1.3x the same on one of 10 events;
 8. (``--million`` only, minutes) row 4 at 1,000,000 sessions, loaded through the store's
@@ -64,7 +64,7 @@ from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
 
-from ._eventlog_rows import event_log_rows
+from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
 
@@ -213,8 +213,12 @@ async def _ops(
         repeat=sizes.repeat,
     )  # fmt: skip
     await event_log_rows(
-        report, store, big=sizes.big_log, small=sizes.small_log, number=sizes.op_number,
-        repeat=sizes.repeat, what="each one statement (events_op or an indexed SELECT)",
+        report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+        number=sizes.op_number, repeat=sizes.repeat,
+    )  # fmt: skip
+    await keyed_append_row(
+        report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+        number=sizes.op_number, repeat=sizes.repeat,
     )  # fmt: skip
 
 

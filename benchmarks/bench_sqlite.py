@@ -26,7 +26,7 @@ call, as the driver makes one worker-thread hop. Targets (ratios, never absolute
 4. the 100 newest (``updated_at`` desc) of a processor's 1,000 sessions among 10,000
    <= 2x the raw indexed ``SELECT ... LIMIT 100`` and decode;
 5. the one-event append on a session with 10,000 events <= 1.3x on one with 10 events;
-6. the event log (issue 17, ``_eventlog_rows.py``), durable: ``pop_events(n=1)``,
+6. the event log (issue 17, ``_event_log.py``), durable: ``pop_events(n=1)``,
    ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
    append on a session of 10,000 events <= 1.3x the same on one of 10 events;
 7. (``--million`` only, minutes) row 4 at 1,000,000 sessions: a fresh database loaded
@@ -56,7 +56,7 @@ from sessionstore_sqlite import SqliteStore
 from sessionstore import BaseSessionStore, QueryOptions, SessionFilter
 from sessionstore.codec import new_id
 
-from ._eventlog_rows import event_log_rows
+from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
 
@@ -276,9 +276,12 @@ async def bench(report: Report, sizes: Sizes, base: str) -> None:
             )
         )  # fmt: skip
         await event_log_rows(
-            report, store, big=sizes.big_log, small=sizes.small_log,
+            report, store, big_log=sizes.big_log, small_log=sizes.small_log,
             number=sizes.append_number, repeat=sizes.repeat,
-            what="durable, one worker-thread hop and one transaction each",
+        )  # fmt: skip
+        await keyed_append_row(
+            report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+            number=sizes.append_number, repeat=sizes.repeat,
         )  # fmt: skip
 
     async with SqliteStore(path=floor_path) as store:  # the same database, through the driver
