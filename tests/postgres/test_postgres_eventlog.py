@@ -224,3 +224,56 @@ async def test_the_event_log_behaves_as_the_memory_store(open_pg: OpenPg, seed: 
     sut = await open_pg(clock=clock)
     async with MemoryStore(clock=clock) as ref:
         await run_differential(ref, sut, clock, seed)
+
+
+@pytest.mark.parametrize("apply", [True, False])
+@pytest.mark.asyncio
+async def test_a_lost_reply_of_a_keyed_append_is_sent_again_safely(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch, apply: bool
+) -> None:
+    """This store holds no copy of the row and gives no expected version: only the keys
+    make sending the append again safe (it writes nothing twice)."""
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    other = await open_pg()
+    await other.create_session(id="s")
+    await other.append_events("s", [{"type": "before"}])
+    _lose_reply(store, monkeypatch, apply=apply)
+    after = await store.append_events("s", [EventInput("t", {"n": 1}, key="once")])
+    assert after.event_count == 2
+    assert [e.key for e in await other.get_events("s")] == [None, "once"]
+
+
+@pytest.mark.asyncio
+async def test_a_lost_reply_of_an_applied_pop_is_outcome_unknown(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionstore import OutcomeUnknownError
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    await store.create_session(id="s")
+    await store.append_events("s", [{"type": "a"}, {"type": "b"}])
+    _lose_reply(store, monkeypatch, apply=True)
+    with pytest.raises(OutcomeUnknownError, match="was applied"):
+        await store.pop_events("s")
+    stored = await store.get_session("s")
+    assert stored is not None and stored.event_count == 1  # popped once, not twice
+
+
+@pytest.mark.asyncio
+async def test_an_unkeyed_append_lost_without_a_copy_is_outcome_unknown(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionstore import OutcomeUnknownError
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    other = await open_pg()
+    await other.create_session(id="s")
+    _lose_reply(store, monkeypatch, apply=False)
+    with pytest.raises(OutcomeUnknownError):
+        await store.append_events("s", [{"type": "t"}])
+    stored = await other.get_session("s")
+    assert stored is not None and stored.event_count == 0
