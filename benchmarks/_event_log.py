@@ -147,3 +147,44 @@ async def event_log_rows(
         )
     )
     return rows
+
+
+async def keyed_append_row(
+    report: Report,
+    store: Any,
+    *,
+    big_log: int = 10_000,
+    small_log: int = 10,
+    number: int = 100,
+    repeat: int = 7,
+) -> Row:
+    """One appended event with a new key (looked up in the store's key index first),
+    ``big_log`` vs ``small_log`` keyed events; both logs trimmed back (untimed) before
+    each batch. Target: flat (at most 1.3x)."""
+    big = await _log(store, big_log, TYPES)
+    small = await _log(store, small_log, TYPES)
+    fresh = iter(range(10**9, 2 * 10**9))
+
+    def one() -> list[EventInput]:
+        return [EventInput("message", {"text": "x" * 40}, key=f"new-{next(fresh)}")]
+
+    op, floor = await compare(
+        lambda: store.append_events(big, one()),
+        lambda: store.append_events(small, one()),
+        number=number,
+        floor_number=number,
+        repeat=repeat,
+        op_setup=lambda: store.trim_events(big, keep_last=big_log),
+        floor_setup=lambda: store.trim_events(small, keep_last=small_log),
+    )
+    return report.add(
+        Row(
+            f"append_events (1 event, new key), {big_log:,} events",
+            op,
+            f"same, {small_log} events",
+            floor,
+            Target.at_most(1.3),
+            note=f"each batch of {number} appends starts from {big_log:,} / {small_log} "
+            "events (trimmed back, untimed)",
+        )
+    )

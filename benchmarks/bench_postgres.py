@@ -22,7 +22,10 @@ own tables, plus the JSON decoding the result needs (issue 20):
 5. append flat in history (10,000 vs 10 events <= 1.3x);
 6. 8 writers on distinct sessions >= 0.7x the throughput of 8 raw connections issuing the
    same write statement (time <= 1/0.7 = 1.43x);
-7. (``--million`` only, minutes) row 4 at 1,000,000 sessions, loaded through the store's
+7. the event log (issue 17, ``_event_log.py``): ``pop_events(n=1)``,
+   ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
+   append on a session of 10,000 events <= 1.3x the same on one of 10 events;
+8. (``--million`` only, minutes) row 4 at 1,000,000 sessions, loaded through the store's
    own ``commit()`` of ``MILLION_BATCH`` creates per transaction; the load time and the table's
    size per session (``pg_total_relation_size``: heap, TOAST and every index) are
    reported.
@@ -61,6 +64,7 @@ from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
 
+from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
 
@@ -207,6 +211,19 @@ async def _ops(
         name=f"append flatness {sizes.big_log:,} vs {sizes.small_log}",
         big_log=sizes.big_log, small_log=sizes.small_log, number=sizes.op_number,
         repeat=sizes.repeat,
+    )  # fmt: skip
+    # statistics as autovacuum keeps them (the table holds the logs of the rows above):
+    # on a never-analysed table PostgreSQL expects one event per session, every index on
+    # (ns, session_id) looks alike, and get_event may filter the log instead of using the
+    # key index (docs/postgres.md, "Event-log indexes")
+    await conn.execute(f"ANALYZE {t_events}")
+    await event_log_rows(
+        report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+        number=sizes.op_number, repeat=sizes.repeat,
+    )  # fmt: skip
+    await keyed_append_row(
+        report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+        number=sizes.op_number, repeat=sizes.repeat,
     )  # fmt: skip
 
 

@@ -26,7 +26,10 @@ call, as the driver makes one worker-thread hop. Targets (ratios, never absolute
 4. the 100 newest (``updated_at`` desc) of a processor's 1,000 sessions among 10,000
    <= 2x the raw indexed ``SELECT ... LIMIT 100`` and decode;
 5. the one-event append on a session with 10,000 events <= 1.3x on one with 10 events;
-6. (``--million`` only, minutes) row 4 at 1,000,000 sessions: a fresh database loaded
+6. the event log (issue 17, ``_event_log.py``), durable: ``pop_events(n=1)``,
+   ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
+   append on a session of 10,000 events <= 1.3x the same on one of 10 events;
+7. (``--million`` only, minutes) row 4 at 1,000,000 sessions: a fresh database loaded
    through the store's own ``commit()`` in durable batches of ``MILLION_BATCH`` creates,
    1,000 processors of 1,000 sessions each; the load time and the database's size per
    session are reported.
@@ -53,6 +56,7 @@ from sessionstore_sqlite import SqliteStore
 from sessionstore import BaseSessionStore, QueryOptions, SessionFilter
 from sessionstore.codec import new_id
 
+from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
 
@@ -270,6 +274,14 @@ async def bench(report: Report, sizes: Sizes, base: str) -> None:
                 "SELECT .. ORDER BY seq DESC LIMIT 20 + decode, 1 hop", floor,
                 Target.at_most(1.5), note="the driver also checks the session exists and is live",
             )
+        )  # fmt: skip
+        await event_log_rows(
+            report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+            number=sizes.append_number, repeat=sizes.repeat,
+        )  # fmt: skip
+        await keyed_append_row(
+            report, store, big_log=sizes.big_log, small_log=sizes.small_log,
+            number=sizes.append_number, repeat=sizes.repeat,
         )  # fmt: skip
 
     async with SqliteStore(path=floor_path) as store:  # the same database, through the driver

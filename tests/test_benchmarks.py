@@ -207,6 +207,11 @@ POSTGRES_ROWS = {
     "append_events (1 event, 2,000 in the log)",
     "get_events last 20 of 2,000",
     "append flatness 2,000 vs 10",
+    "pop_events(n=1), 2,000 events",
+    "get_event(key=), 2,000 events",
+    "get_events(types, last=20), 2,000 events",
+    "backwards page (before_seq, last=5), 2,000 events",
+    "append_events (1 event, new key), 2,000 events",
     "100 newest of a processor's 200 among 1,000",
     "8 writers x 10 updates, distinct sessions",
 }
@@ -249,6 +254,11 @@ SQLITE_ROWS = {
     "durable append_events (1 event), same statements",
     "append_events, 10,000 events",
     "get_events(last=20) of 10,000",
+    "pop_events(n=1), 10,000 events",
+    "get_event(key=), 10,000 events",
+    "get_events(types, last=20), 10,000 events",
+    "backwards page (before_seq, last=5), 10,000 events",
+    "append_events (1 event, new key), 10,000 events",
     "100 newest of a processor's 1,000 among 10,000",
 }
 

@@ -195,8 +195,375 @@ CREATE INDEX {P}sessions_tags ON {P}sessions USING gin (tags);
 CREATE INDEX {P}sessions_metadata ON {P}sessions USING gin (metadata_jsonb jsonb_path_ops);
 """
 
+# The write functions' argument types before version 3 (DROP FUNCTION needs them).
+_OLD_SIG: Final = (
+    "text, text, bigint, text, text, boolean, boolean, boolean, text, text, text, text[], "
+    "bigint, bigint, bigint, bigint, bigint, bigint, text, text, bigint[], text[], bigint[], "
+    "text[], bigint, text[], bigint[], text[], text[]"
+)
+
+# Version 3: the event log of agent frameworks (issue #17). Events get an optional
+# caller-chosen ``key`` (unique within the session, NULL for none); a page of events of
+# some types, or in a time range, is an index range scan (seq is in every index, so a
+# backwards page by seq is the primary key's). The write function learns the new
+# Mutation fields (``truncate_after``, ``delete_seqs``, event keys) and ``events_op``
+# does append (create, expiry, keys), pop, truncate, delete and trim in one call.
+_V3: Final = """
+ALTER TABLE {P}events ADD COLUMN key text COLLATE "C";
+CREATE UNIQUE INDEX {P}events_key ON {P}events (ns, session_id, key) WHERE key IS NOT NULL;
+CREATE INDEX {P}events_type ON {P}events (ns, session_id, type, seq);
+CREATE INDEX {P}events_at ON {P}events (ns, session_id, at, seq);
+DROP FUNCTION {P}write_or_raise(OLD_SIG);
+DROP FUNCTION {P}write(OLD_SIG);
+CREATE FUNCTION {P}write(
+    p_ns text, p_id text, p_expect bigint, p_expect_wt text, p_wt text,
+    p_delete boolean, p_reset boolean, p_doc boolean,
+    p_processor text, p_status text, p_grp text, p_tags text[],
+    p_created bigint, p_updated bigint, p_expires bigint,
+    p_version bigint, p_event_count bigint, p_last_seq bigint,
+    p_data text, p_metadata text,
+    p_ev_seq bigint[], p_ev_type text[], p_ev_at bigint[], p_ev_data text[],
+    p_trim_before bigint,
+    p_cp_id text[], p_cp_created bigint[], p_cp_body text[], p_cp_drop text[],
+    p_ev_key text[], p_truncate_after bigint, p_delete_seqs bigint[]
+) RETURNS bigint LANGUAGE plpgsql AS $fn$
+-- -1: written; -2: the version matched but the write token did not (the session was
+-- re-created, or the caller's copy is stale); otherwise the stored version (0: absent),
+-- which did not match p_expect. Nothing is written unless -1 is returned.
+-- p_data / p_metadata NULL on an existing session: unchanged (not sent, not rewritten).
+DECLARE
+    cur bigint;
+    cur_wt text;
+BEGIN
+    IF p_expect = 0 THEN
+        IF NOT p_doc THEN
+            RETURN coalesce((SELECT version FROM {P}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;
+        INSERT INTO {P}sessions VALUES (
+            p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_created, p_updated,
+            p_expires, p_version, p_event_count, p_last_seq, p_data, p_metadata,
+            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt
+        ) ON CONFLICT (ns, id) DO NOTHING;
+        IF NOT FOUND THEN  -- it exists (a concurrent creator committed first)
+            RETURN coalesce((SELECT version FROM {P}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;
+    ELSIF p_delete THEN
+        DELETE FROM {P}sessions WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
+        END IF;
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
+        DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
+        RETURN -1;
+    ELSIF p_doc THEN
+        UPDATE {P}sessions SET
+            processor_id = p_processor, status = p_status, grp = p_grp, tags = p_tags,
+            created_at = p_created, updated_at = p_updated, expires_at = p_expires,
+            version = p_version, event_count = p_event_count, last_seq = p_last_seq,
+            data = coalesce(p_data, data), metadata = coalesce(p_metadata, metadata),
+            metadata_jsonb = CASE WHEN p_metadata IS NULL THEN metadata_jsonb
+                ELSE replace(p_metadata, '\\u0000', '\\ufffd')::jsonb END,
+            wt = p_wt
+        WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
+        END IF;
+    ELSE
+        SELECT version, wt INTO cur, cur_wt FROM {P}sessions
+            WHERE ns = p_ns AND id = p_id FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN 0;
+        END IF;
+        IF cur <> p_expect THEN
+            RETURN cur;
+        END IF;
+        IF p_expect_wt IS NOT NULL AND cur_wt IS DISTINCT FROM p_expect_wt THEN
+            RETURN -2;
+        END IF;
+    END IF;
+    IF p_reset THEN
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
+        DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
+    END IF;
+    IF p_trim_before > 0 THEN
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id AND seq < p_trim_before;
+    END IF;
+    IF p_truncate_after IS NOT NULL THEN
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id AND seq > p_truncate_after;
+    END IF;
+    IF cardinality(p_delete_seqs) > 0 THEN
+        DELETE FROM {P}events
+            WHERE ns = p_ns AND session_id = p_id AND seq = ANY(p_delete_seqs);
+    END IF;
+    IF cardinality(p_ev_seq) > 0 THEN
+        INSERT INTO {P}events (ns, session_id, seq, type, at, data, key)
+            SELECT p_ns, p_id, e.seq, e.type, e.at, e.data, e.key
+            FROM unnest(p_ev_seq, p_ev_type, p_ev_at, p_ev_data, p_ev_key)
+                AS e(seq, type, at, data, key);
+    END IF;
+    IF cardinality(p_cp_drop) > 0 THEN
+        DELETE FROM {P}checkpoints
+            WHERE ns = p_ns AND session_id = p_id AND id = ANY(p_cp_drop);
+    END IF;
+    IF cardinality(p_cp_id) > 0 THEN
+        INSERT INTO {P}checkpoints (ns, session_id, id, created_at, body)
+            SELECT p_ns, p_id, c.id, c.created_at, c.body
+            FROM unnest(p_cp_id, p_cp_created, p_cp_body) AS c(id, created_at, body)
+            ON CONFLICT (ns, session_id, id) DO UPDATE
+                SET created_at = excluded.created_at, body = excluded.body;
+    END IF;
+    RETURN -1;
+END
+$fn$;
+CREATE FUNCTION {P}write_or_raise(
+    p_ns text, p_id text, p_expect bigint, p_expect_wt text, p_wt text,
+    p_delete boolean, p_reset boolean, p_doc boolean,
+    p_processor text, p_status text, p_grp text, p_tags text[],
+    p_created bigint, p_updated bigint, p_expires bigint,
+    p_version bigint, p_event_count bigint, p_last_seq bigint,
+    p_data text, p_metadata text,
+    p_ev_seq bigint[], p_ev_type text[], p_ev_at bigint[], p_ev_data text[],
+    p_trim_before bigint,
+    p_cp_id text[], p_cp_created bigint[], p_cp_body text[], p_cp_drop text[],
+    p_ev_key text[], p_truncate_after bigint, p_delete_seqs bigint[]
+) RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    r bigint;
+BEGIN
+    r := {P}write(p_ns, p_id, p_expect, p_expect_wt, p_wt, p_delete, p_reset, p_doc,
+        p_processor, p_status, p_grp, p_tags, p_created, p_updated, p_expires, p_version,
+        p_event_count, p_last_seq, p_data, p_metadata, p_ev_seq, p_ev_type, p_ev_at,
+        p_ev_data, p_trim_before, p_cp_id, p_cp_created, p_cp_body, p_cp_drop,
+        p_ev_key, p_truncate_after, p_delete_seqs);
+    IF r <> -1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'SS409', MESSAGE = 'sessionstore version check failed',
+            DETAIL = p_id, HINT = r::text;
+    END IF;
+END
+$fn$;
+-- The event-log operations of one session in one call, under the session row's lock.
+-- p_op: 'append' (p_ev_*; p_create: make a missing or expired session first, from
+-- p_processor .. p_new_expires, version 1 with the events; p_expires_mode 1 / 2: set
+-- expires_at to p_expires, 1 counting as a write only if it changes), 'pop'
+-- (the newest p_n), 'truncate' (seq > p_n), 'delete' (p_seqs, p_keys), 'trim' (keep the
+-- newest p_n). p_expect NULL: any version. r_code: 1 written, 2 nothing to write (the
+-- stored session returned), 3 created (and written), 0 no live session, -1 p_expect did
+-- not match (version holds the stored one); a key conflict raises SQLSTATE SS412
+-- (DETAIL: the key) so that nothing of the call is written. The row
+-- is returned in the driver's column order; data/metadata are NULL when the row's write
+-- token before the call was p_known_wt (the caller holds them). A keyed event whose key
+-- is stored with the same type and data (equal JSON text, or equal jsonb where no NUL
+-- escape is involved) is not written again (r_new false).
+CREATE FUNCTION {P}events_op(
+    p_ns text, p_id text, p_op text, p_expect bigint, p_known_wt text, p_wt text,
+    p_now bigint, p_n bigint, p_seqs bigint[], p_keys text[],
+    p_ev_type text[], p_ev_at bigint[], p_ev_data text[], p_ev_key text[],
+    p_expires_mode integer, p_expires bigint,
+    p_create boolean, p_processor text, p_status text, p_grp text, p_tags text[],
+    p_data text, p_metadata text, p_new_expires bigint,
+    OUT r_code integer, OUT r_new boolean[],
+    OUT r_ev_seq bigint[], OUT r_ev_type text[], OUT r_ev_at bigint[], OUT r_ev_data text[],
+    OUT r_ev_key text[],
+    OUT id text, OUT processor_id text, OUT status text, OUT data text, OUT metadata text,
+    OUT tags text[], OUT created_at bigint, OUT updated_at bigint, OUT expires_at bigint,
+    OUT version bigint, OUT event_count bigint, OUT last_seq bigint, OUT grp text,
+    OUT wt text
+) LANGUAGE plpgsql AS $fn$
+DECLARE
+    s {P}sessions%ROWTYPE;
+    created boolean := false;
+    k bigint := 0;
+    n integer := coalesce(cardinality(p_ev_type), 0);
+    i integer;
+    j integer;
+    st text;
+    sd text;
+    sq bigint;
+    sa bigint;
+    cut bigint;
+    before_wt text;
+BEGIN
+    SELECT * INTO s FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id FOR UPDATE;
+    before_wt := s.wt;
+    IF NOT FOUND OR (s.expires_at IS NOT NULL AND s.expires_at <= p_now) THEN
+        IF p_op <> 'append' OR NOT p_create THEN
+            r_code := 0;
+            RETURN;
+        END IF;
+        IF p_expect IS NOT NULL THEN  -- an expected version, but nothing (live) stored
+            r_code := -1;
+            version := 0;
+            RETURN;
+        END IF;
+        IF FOUND THEN  -- an expired session not cleaned up yet: replaced, as by a create
+            DELETE FROM {P}events AS e WHERE e.ns = p_ns AND e.session_id = p_id;
+            DELETE FROM {P}checkpoints AS c WHERE c.ns = p_ns AND c.session_id = p_id;
+            DELETE FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id;
+        END IF;
+        s := ROW(p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_now, p_now,
+            p_new_expires, 1, 0, 0, p_data, p_metadata,
+            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt);
+        INSERT INTO {P}sessions VALUES (s.*);
+        created := true;
+    ELSIF p_expect IS NOT NULL AND s.version <> p_expect THEN
+        r_code := -1;
+        version := s.version;
+        RETURN;
+    END IF;
+    IF p_op = 'append' THEN
+        -- r_ev_seq / r_ev_at: for each input, the event written or the one already stored
+        r_new := array_fill(true, ARRAY[n]);
+        r_ev_seq := array_fill(NULL::bigint, ARRAY[n]);
+        r_ev_at := array_fill(NULL::bigint, ARRAY[n]);
+        FOR i IN 1..n LOOP
+            IF p_ev_key[i] IS NOT NULL THEN
+                j := array_position(p_ev_key, p_ev_key[i]);
+                IF j < i THEN  -- the same key earlier in this call
+                    st := p_ev_type[j];
+                    sd := p_ev_data[j];
+                    sq := r_ev_seq[j];
+                    sa := r_ev_at[j];
+                ELSE
+                    sq := NULL;
+                    SELECT e.type, e.data, e.seq, e.at INTO st, sd, sq, sa FROM {P}events AS e
+                        WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = p_ev_key[i];
+                END IF;
+                IF sq IS NOT NULL THEN
+                    IF st = p_ev_type[i] AND (sd = p_ev_data[i] OR (
+                            strpos(sd, '\\u0000') = 0 AND strpos(p_ev_data[i], '\\u0000') = 0
+                            AND sd::jsonb = p_ev_data[i]::jsonb)) THEN
+                        r_new[i] := false;
+                        r_ev_seq[i] := sq;
+                        r_ev_at[i] := sa;
+                        CONTINUE;
+                    END IF;
+                    -- nothing of the call is written (a session it created included)
+                    RAISE EXCEPTION USING ERRCODE = 'SS412', MESSAGE = 'event key conflict',
+                        DETAIL = p_ev_key[i];
+                END IF;
+            END IF;
+            k := k + 1;
+            r_ev_seq[i] := s.last_seq + k;
+            r_ev_at[i] := coalesce(p_ev_at[i], p_now);
+        END LOOP;
+        IF k > 0 THEN
+            INSERT INTO {P}events AS e (ns, session_id, seq, type, at, data, key)
+                SELECT p_ns, p_id, v.seq, v.type, v.at, v.data, v.key
+                FROM unnest(r_ev_seq, p_ev_type, r_ev_at, p_ev_data, p_ev_key, r_new)
+                    AS v(seq, type, at, data, key, new)
+                WHERE v.new;
+        END IF;
+        -- p_expires_mode 1 (expires_at given): a write only if it changes; 2 (a ttl): always
+        IF k = 0 AND NOT created AND (p_expires_mode = 0
+                OR (p_expires_mode = 1 AND s.expires_at IS NOT DISTINCT FROM p_expires)) THEN
+            r_code := 2;
+        ELSE
+            IF NOT created THEN
+                s.version := s.version + 1;
+            END IF;
+            s.event_count := s.event_count + k;
+            s.last_seq := s.last_seq + k;
+            IF p_expires_mode > 0 THEN
+                s.expires_at := p_expires;
+            END IF;
+            r_code := CASE WHEN created THEN 3 ELSE 1 END;
+        END IF;
+    ELSE
+        IF p_op = 'pop' THEN
+            -- the n-th newest seq from the end of the primary key, then a range delete
+            -- (a DELETE ... IN (SELECT ... LIMIT n) was planned as a scan of the log)
+            SELECT f.seq INTO cut FROM {P}events AS f
+                WHERE f.ns = p_ns AND f.session_id = p_id
+                ORDER BY f.seq DESC OFFSET p_n - 1 LIMIT 1;
+            WITH d AS (
+                DELETE FROM {P}events AS e
+                WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq >= coalesce(cut, 0)
+                RETURNING e.seq, e.type, e.at, e.data, e.key)
+            SELECT array_agg(d.seq ORDER BY d.seq), array_agg(d.type ORDER BY d.seq),
+                array_agg(d.at ORDER BY d.seq), array_agg(d.data ORDER BY d.seq),
+                array_agg(d.key ORDER BY d.seq)
+            INTO r_ev_seq, r_ev_type, r_ev_at, r_ev_data, r_ev_key FROM d;
+            k := coalesce(cardinality(r_ev_seq), 0);
+        ELSIF p_op = 'truncate' THEN
+            DELETE FROM {P}events AS e
+                WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq > p_n;
+            GET DIAGNOSTICS k = ROW_COUNT;
+        ELSIF p_op = 'delete' THEN
+            -- one equality lookup per seq and per key (= ANY(array) was planned, in the
+            -- function's cached generic plan, as a filter over the session's events)
+            FOREACH cut IN ARRAY p_seqs LOOP
+                DELETE FROM {P}events AS e
+                    WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq = cut;
+                GET DIAGNOSTICS j = ROW_COUNT;
+                k := k + j;
+            END LOOP;
+            FOREACH st IN ARRAY p_keys LOOP
+                DELETE FROM {P}events AS e
+                    WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = st;
+                GET DIAGNOSTICS j = ROW_COUNT;
+                k := k + j;
+            END LOOP;
+        ELSIF p_op = 'trim' AND s.event_count > p_n THEN
+            -- the first kept seq, counted from the nearer end of the primary key
+            IF p_n = 0 THEN
+                cut := s.last_seq + 1;
+            ELSIF s.event_count - p_n <= p_n THEN
+                SELECT f.seq INTO cut FROM {P}events AS f
+                    WHERE f.ns = p_ns AND f.session_id = p_id
+                    ORDER BY f.seq ASC OFFSET s.event_count - p_n LIMIT 1;
+            ELSE
+                SELECT f.seq INTO cut FROM {P}events AS f
+                    WHERE f.ns = p_ns AND f.session_id = p_id
+                    ORDER BY f.seq DESC OFFSET p_n - 1 LIMIT 1;
+            END IF;
+            DELETE FROM {P}events AS e
+                WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq < cut;
+            GET DIAGNOSTICS k = ROW_COUNT;
+        END IF;
+        IF k = 0 THEN
+            r_code := 2;
+        ELSE
+            s.version := s.version + 1;
+            s.event_count := s.event_count - k;
+            r_code := 1;
+        END IF;
+    END IF;
+    IF r_code <> 2 THEN
+        s.updated_at := p_now;
+        s.wt := p_wt;
+        UPDATE {P}sessions AS x SET updated_at = s.updated_at, expires_at = s.expires_at,
+            version = s.version, event_count = s.event_count, last_seq = s.last_seq,
+            wt = s.wt
+        WHERE x.ns = p_ns AND x.id = p_id;
+    END IF;
+    id := s.id;
+    processor_id := s.processor_id;
+    status := s.status;
+    tags := s.tags;
+    created_at := s.created_at;
+    updated_at := s.updated_at;
+    expires_at := s.expires_at;
+    version := s.version;
+    event_count := s.event_count;
+    last_seq := s.last_seq;
+    grp := s.grp;
+    wt := s.wt;
+    IF created OR p_known_wt IS NULL OR before_wt IS DISTINCT FROM p_known_wt THEN
+        data := s.data;
+        metadata := s.metadata;
+    END IF;
+END
+$fn$;
+""".replace("OLD_SIG", _OLD_SIG)
+
 #: Migration ``n`` (1-based) upgrades a schema of version ``n - 1`` to version ``n``.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
 LATEST: Final = len(MIGRATIONS)
 
 #: The schema-version table: one row, created before any migration runs.

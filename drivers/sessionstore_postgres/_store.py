@@ -14,24 +14,35 @@ import orjson
 from orjson import loads
 
 from sessionstore import (
+    UNSET,
+    AppendOp,
+    AppendResult,
     BaseSessionStore,
     Capabilities,
     Checkpoint,
     ConfigurationError,
+    DeleteEventsOp,
     Event,
+    EventInput,
     IntegrityError,
     Mutation,
+    NewSession,
     Page,
+    PopOp,
+    PoppedEvents,
     QueryOptions,
     Session,
     SessionConflictError,
     SessionFilter,
     SessionNotFoundError,
+    TrimOp,
+    TruncateOp,
     UnsupportedFormatError,
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
-from sessionstore.model import Status
+from sessionstore.driver import new_session, prepare
+from sessionstore.model import TTL, Status, Unset
 from sessionstore.planning import fast_session
 from sessionstore.query import (
     OrderKey,
@@ -43,10 +54,16 @@ from sessionstore.query import (
     query_fingerprint,
     search_matches,
 )
-from sessionstore.validation import validate_session_id
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._cache import Cached, RowCache
 from ._conn import Outcome
+from ._eventlog import EventLog, NewRow, OpResult
+from ._events import EVENT_COLS, EventWindow, page_sql
 from ._loops import LoopPools
 from ._options import PostgresOptions, options_from_url
 from ._query import Where, build_where, order_sql, seek_sql
@@ -62,6 +79,10 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
+#: Arguments of the write functions (schema version 3 added event keys, truncate_after
+#: and delete_seqs to the 29 of versions 1 and 2).
+_WRITE_ARITY: Final = 32
+_WRITE_ARITY_V1: Final = 29
 
 
 class _Stale(Exception):
@@ -88,6 +109,26 @@ def _session(r: Any, ns: str) -> Session:
     )  # fmt: skip
 
 
+def _window(
+    after_seq: int,
+    before_seq: int | None,
+    limit: int | None,
+    last: int | None,
+    types: frozenset[str] | None,
+    at_after: datetime | None,
+    at_before: datetime | None,
+) -> EventWindow:
+    return EventWindow(
+        after_seq,
+        before_seq,
+        limit,
+        last,
+        None if types is None else sorted(types),
+        None if at_after is None else to_ms(at_after),
+        None if at_before is None else to_ms(at_before),
+    )
+
+
 def _cached(session: Session, data: str, metadata: str, token: str) -> Cached:
     return Cached(session, data, metadata, token)
 
@@ -104,6 +145,7 @@ class PostgresStore(BaseSessionStore):
         native_ttl=False,
         indexed_query=True,
         any_event_loop=True,
+        event_log=True,
     )
     options: PostgresOptions
 
@@ -120,10 +162,14 @@ class PostgresStore(BaseSessionStore):
         self._cache = RowCache()
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
-        params = ", ".join(f"${i}" for i in range(1, 30))
-        self._sql_write = f"SELECT {p}write({params})"
-        self._sql_write_batch = f"SELECT {p}write_or_raise({params})"
+        self._write_statements(LATEST)
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
+        self._sql_event_by_key = (
+            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data, e.key FROM {p}sessions s "
+            f"LEFT JOIN {p}events e ON e.ns = s.ns AND e.session_id = s.id AND e.key = $3 "
+            "WHERE s.ns = $1 AND s.id = $2"
+        )
+        self._eventlog = EventLog(self._pools, self._cache, self.namespace, p, self._decode)
         self._sql_load_many = (
             f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
         )
@@ -131,6 +177,15 @@ class PostgresStore(BaseSessionStore):
     @classmethod
     def _options_from_url(cls, parts: SplitResult) -> dict[str, Any]:
         return options_from_url(parts)
+
+    def _write_statements(self, schema: int) -> None:
+        """The calls of the write functions of schema version ``schema`` (a store pinned
+        to an older schema, as the migration tests pin one, calls the older functions)."""
+        self._write_arity = _WRITE_ARITY if schema >= 3 else _WRITE_ARITY_V1
+        self._native_events = schema >= 3  # events_op
+        params = ", ".join(f"${i}" for i in range(1, self._write_arity + 1))
+        self._sql_write = f"SELECT {self._prefix}write({params})"
+        self._sql_write_batch = f"SELECT {self._prefix}write_or_raise({params})"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -161,6 +216,7 @@ class PostgresStore(BaseSessionStore):
                     f"the schema of table prefix {p!r} is version {current}, newer than this "
                     f"driver's {LATEST}: upgrade sessionstore"
                 )
+            self._write_statements(target)
             for step in range(current + 1, target + 1):
                 await conn.execute(migration(step, p))
             if current < target:
@@ -184,6 +240,9 @@ class PostgresStore(BaseSessionStore):
         ids = list(session_ids)
         return await self._pools.get().run(lambda c: c.fetch(self._sql_load_many, ns, ids))
 
+    def _decode(self, row: Sequence[Any]) -> Session:
+        return _session(row, self.namespace)
+
     def _remember(self, rows: Sequence[Any]) -> dict[str, Session]:
         out: dict[str, Session] = {}
         ns = self.namespace
@@ -201,26 +260,52 @@ class PostgresStore(BaseSessionStore):
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        t = self._t_events
+        return await self._query_events(session_id, after_seq=after_seq, limit=limit, last=last)
+
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        if limit == 0 or last == 0:
+            return []
+        window = _window(after_seq, before_seq, limit, last, types, at_after, at_before)
+        rows = await self._page(session_id, window)
+        return self._events_of(session_id, rows, window)
+
+    async def _page(self, session_id: str, window: EventWindow) -> list[Any]:
+        """The rows of :func:`page_sql` (one statement)."""
+        sql, args = page_sql(self._t_sessions, self._t_events, window)
         ns = self.namespace
-        if last is not None:
-            sql = (
-                f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
-                "AND seq > $3 ORDER BY seq DESC LIMIT $4"
-            )
-            rows = await self._pools.get().run(
-                lambda c: c.fetch(sql, ns, session_id, after_seq, last)
-            )
-            rows.reverse()
-        else:
-            sql = (
-                f"SELECT seq, type, at, data FROM {t} WHERE ns = $1 AND session_id = $2 "
-                "AND seq > $3 ORDER BY seq LIMIT $4"
-            )
-            rows = await self._pools.get().run(
-                lambda c: c.fetch(sql, ns, session_id, after_seq, limit)
-            )
-        return [self._event(session_id, r) for r in rows]
+        return await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, *args))
+
+    def _events_of(self, session_id: str, rows: Sequence[Any], window: EventWindow) -> list[Event]:
+        if not rows or rows[0][1] is None:
+            return []
+        times: dict[int, datetime] = {}  # events appended together share their time
+        try:
+            events = [
+                Event(
+                    r[1],
+                    r[2],
+                    times.get(r[3]) or times.setdefault(r[3], from_ms(r[3])),
+                    orjson.loads(r[4]),
+                    r[5],
+                )
+                for r in rows
+            ]
+        except orjson.JSONDecodeError:
+            events = [self._event(session_id, r[1:]) for r in rows]  # names the bad one
+        if window.last is not None:
+            events.reverse()
+        return events
 
     def _event(self, session_id: str, r: Any) -> Event:
         try:
@@ -229,7 +314,7 @@ class PostgresStore(BaseSessionStore):
             raise IntegrityError(
                 "corrupt event row", f"{self.namespace}/{session_id}/{r[0]}"
             ) from None
-        return Event(r[0], r[1], from_ms(r[2]), data)
+        return Event(r[0], r[1], from_ms(r[2]), data, r[4])
 
     async def get_events(
         self,
@@ -243,59 +328,73 @@ class PostgresStore(BaseSessionStore):
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event]:
-        """Events in seq order (one statement: the session's liveness and the page)."""
-        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
-            return await super().get_events(
-                session_id,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                last=last,
-                types=types,
-                at_after=at_after,
-                at_before=at_before,
-            )
+        """Events in seq order (one statement: the session's liveness and the page, read
+        through the index that yields it in order, see ``_events.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
-        count = last if last is not None else limit
-        sql = self._events_sql(descending=last is not None)
-        ns = self.namespace
-        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, after_seq, count))
+        # a zero count reads one row: the statement still tells a missing session
+        window = _window(
+            after_seq, before_seq, limit or (None if limit is None else 1),
+            last or (None if last is None else 1), kinds, low, high,
+        )  # fmt: skip
+        rows = await self._page(session_id, window)
         if not rows:
             raise SessionNotFoundError(session_id)
         expires = rows[0][0]
         if expires is not None and expires <= to_ms(self.clock.now()):
             raise SessionNotFoundError(session_id)
-        if rows[0][1] is None:
+        if limit == 0 or last == 0:
             return []
-        times: dict[int, datetime] = {}  # events appended together share their time
-        try:
-            events = [
-                Event(
-                    r[1],
-                    r[2],
-                    times.get(r[3]) or times.setdefault(r[3], from_ms(r[3])),
-                    orjson.loads(r[4]),
-                )
-                for r in rows
-            ]
-        except orjson.JSONDecodeError:
-            events = [self._event(session_id, r[1:]) for r in rows]  # names the bad one
-        if last is not None:
-            events.reverse()
-        return events
+        return self._events_of(session_id, rows, window)
 
-    def _events_sql(self, *, descending: bool) -> str:
-        """The session's expiry joined with one page of its events ($1 namespace, $2 id,
-        $3 after_seq, $4 limit or NULL): the PRIMARY KEY index yields exactly the page."""
-        order = "DESC" if descending else "ASC"
-        return (
-            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data FROM {self._t_sessions} s "
-            f"LEFT JOIN LATERAL (SELECT seq, type, at, data FROM {self._t_events} "
-            "WHERE ns = s.ns AND session_id = s.id AND seq > $3 "
-            f"ORDER BY seq {order} LIMIT $4) e ON true WHERE s.ns = $1 AND s.id = $2"
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """One lookup in the event-key index, with the session's liveness (one statement)."""
+        validate_session_id(session_id)
+        validate_event_key(key, "key")
+        self._check_open()
+        sql = self._sql_event_by_key
+        ns = self.namespace
+        row = await self._pools.get().run(lambda c: c.fetchrow(sql, ns, session_id, key))
+        if row is None or (row[0] is not None and row[0] <= to_ms(self.clock.now())):
+            raise SessionNotFoundError(session_id)
+        return None if row[1] is None else self._event(session_id, row[1:])
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        if not seqs and not keys:
+            return []
+        # one equality lookup per seq and per key (LATERAL): "= ANY(array)" may be
+        # planned as a filter over all the session's events once the plan is generic
+        t = self._t_events
+        sql = (
+            f"SELECT e.* FROM unnest($3::bigint[]) AS q(seq) CROSS JOIN LATERAL ("
+            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND seq = q.seq"
+            f") e UNION SELECT e.* FROM unnest($4::text[]) AS k(key) CROSS JOIN LATERAL ("
+            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND key = k.key"
+            ") e ORDER BY seq"
         )
+        ns = self.namespace
+        q, k = list(seqs), list(keys)
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, q, k))
+        return [self._event(session_id, r) for r in rows]
+
+    async def _load_event_seqs(
+        self, session_id: str, *, after_seq: int = 0, last: int | None = None
+    ) -> list[int]:
+        order = "ASC" if last is None else "DESC"
+        sql = (
+            f"SELECT seq FROM {self._t_events} WHERE ns = $1 AND session_id = $2 AND seq > $3 "
+            f"ORDER BY seq {order} LIMIT $4"
+        )
+        ns = self.namespace
+        rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, after_seq, last))
+        seqs = [r[0] for r in rows]
+        if last is not None:
+            seqs.reverse()
+        return seqs
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         return (await self._load_checkpoints_many([session_id])).get(session_id, [])
@@ -399,6 +498,9 @@ class PostgresStore(BaseSessionStore):
             [to_ms(cp.created_at) for cp in cps],
             [dumps_record(checkpoint_to_record(cp)).decode() for cp in cps],
             list(mut.delete_checkpoints),
+            [e.key for e in ev],
+            mut.truncate_after,
+            list(mut.delete_seqs),
         )
 
     @staticmethod
@@ -418,7 +520,8 @@ class PostgresStore(BaseSessionStore):
         or nothing is allowed, and a conflict makes the caller retry one by one."""
         token = secrets.token_hex(12)
         sql = self._sql_write
-        calls = [(m, self._args(m, bases.get(m.session_id), token)) for m in mutations]
+        arity = self._write_arity
+        calls = [(m, self._args(m, bases.get(m.session_id), token)[:arity]) for m in mutations]
         if len(calls) == 1:
             for mut, args in calls:
                 result = await self._pools.get().run(
@@ -578,6 +681,148 @@ class PostgresStore(BaseSessionStore):
         except SessionConflictError:
             return False
         return True
+
+    # ------------------------------------------------------------------ event log writes
+
+    async def append_events(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> Session:
+        """Append in one call of ``events_op`` (keys, ``create`` and expiry included)."""
+        if not self._native_events:  # a store pinned to a schema before version 3
+            return await super().append_events(
+                session_id, events, expected_version=expected_version, create=create, ttl=ttl,
+                expires_at=expires_at,
+            )  # fmt: skip
+        op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
+        _, session = await self._append(op, detailed=False)
+        return session
+
+    async def append_events_detailed(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> AppendResult:
+        """:meth:`append_events` with the stored event for each input and whether it is new."""
+        op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
+        result, session = await self._append(op, detailed=True)
+        return AppendResult(session, result.events, result.new)
+
+    async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
+        p = prepare(op, self._limits)
+        self._check_open()
+        now = self.clock.now()
+        keys = p.event_keys
+        ats = p.event_ats
+        events = [
+            (
+                etype,
+                orjson.dumps(data),
+                None if keys is None else keys[i],
+                None if ats is None else ats[i],
+            )
+            for i, (etype, data) in enumerate(p.events)
+        ]
+        mode, expires = 0, None
+        if p.ttl is not None:
+            mode, expires = 2, now + p.ttl
+        elif p.expires_at is not UNSET:
+            mode, expires = 1, p.expires_at
+        new_row = None
+        if p.create is not None:
+            fresh = new_session(p.create, now)
+            assert p.create.data is not None and p.create.metadata is not None
+            new_row = NewRow(
+                fresh.processor_id, fresh.status.value, fresh.group, sorted(fresh.tags),
+                p.create.data[0].decode(), p.create.metadata[0].decode(),
+                None if fresh.expires_at is None else to_ms(fresh.expires_at),
+            )  # fmt: skip
+        return await self._event_op(
+            p.session_id, "append", now, p.expected_version,
+            events=events, expires_mode=mode, expires=expires, create=new_row,
+            need_events=detailed,
+        )  # fmt: skip
+
+    async def _event_op(
+        self, sid: str, op: str, now: datetime, expected: int | None, **kwargs: Any
+    ) -> tuple[OpResult, Session]:
+        try:
+            result, session = await self._eventlog.run(sid, op, now, expected=expected, **kwargs)
+        except SessionConflictError as exc:
+            self._notify(
+                "sessionstore_conflict",
+                session_id=exc.session_id,
+                expected=exc.expected,
+                actual=exc.actual,
+            )
+            raise
+        if result.created:
+            self._notify("sessionstore_session_created", session=session)
+        elif result.written:
+            self._notify("sessionstore_session_updated", session=session)
+        return result, session
+
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents:
+        """The newest ``n`` events deleted and returned by one call of ``events_op``."""
+        p = prepare(PopOp(session_id, n, expected_version), self._limits)
+        self._check_open()
+        result, session = await self._event_op(
+            p.session_id, "pop", self.clock.now(), p.expected_version, n=p.count,
+            need_events=True,
+        )  # fmt: skip
+        return PoppedEvents(result.events, session)
+
+    async def truncate_events(
+        self, session_id: str, after_seq: int, *, expected_version: int | None = None
+    ) -> Session:
+        """One ``DELETE`` of the events after ``after_seq`` (in ``events_op``)."""
+        p = prepare(TruncateOp(session_id, after_seq, expected_version), self._limits)
+        self._check_open()
+        _, session = await self._event_op(
+            p.session_id, "truncate", self.clock.now(), p.expected_version, n=p.after_seq
+        )
+        return session
+
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
+    ) -> Session:
+        """One ``DELETE`` by seqs and keys (primary key and key index, in ``events_op``)."""
+        p = prepare(DeleteEventsOp(session_id, seqs, keys, expected_version), self._limits)
+        self._check_open()
+        _, session = await self._event_op(
+            p.session_id, "delete", self.clock.now(), p.expected_version, seqs=p.seqs, keys=p.keys
+        )
+        return session
+
+    async def trim_events(
+        self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> Session:
+        """The first kept seq found from the newest end of the primary key and one
+        ``DELETE`` below it (in ``events_op``): gaps in the numbering are fine."""
+        p = prepare(TrimOp(session_id, keep_last, expected_version), self._limits)
+        self._check_open()
+        _, session = await self._event_op(
+            p.session_id, "trim", self.clock.now(), p.expected_version, n=p.count
+        )
+        return session
 
     # ------------------------------------------------------------------ queries
 

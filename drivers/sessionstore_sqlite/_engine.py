@@ -43,9 +43,11 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
+from sessionstore.driver import EventFacts, EventRequest, NeedEvents
 from sessionstore.planning import fast_session
 from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
 
+from ._events import EventWindow, events_sql
 from ._query import canonical_at, floor_ms, page_sql, where_sql
 from ._schema import check, migrate
 
@@ -53,6 +55,7 @@ __all__ = ["Engine"]
 
 T = TypeVar("T")
 Build = Callable[[Mapping[str, Session]], list[Mutation]]
+BuildWithFacts = Callable[[Mapping[str, Session], Mapping[str, EventFacts]], list[Mutation]]
 Row = tuple[Any, ...]
 
 COLUMNS: Final = (
@@ -72,11 +75,13 @@ _SET_COLUMNS: Final = (
     "version", "event_count", "last_seq", "tags", "data", "metadata",
 )  # fmt: skip
 _SK: Final = "(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)"
-_EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data) VALUES (?, ?, ?, ?, ?)"
+_EVENT_COLS: Final = "seq, type, at_ms, data, key"
+_EVENT: Final = "INSERT INTO events(sk, seq, type, at_ms, data, key) VALUES (?, ?, ?, ?, ?, ?)"
 _STATUS: Final = {status.value: status for status in Status}
 _loads: Final = orjson.loads
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 _CHUNK: Final = 500  # ids per IN (...) list
+_MAX_EVENT_READS: Final = 1000  # each read answers what was asked: a bound against a bug only
 
 
 def _fast_constructor(cls: type[T]) -> Callable[..., T]:
@@ -99,8 +104,16 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
     return build
 
 
-#: ``Event(seq, type, at, data)``, a read of 20 events builds 20.
+#: ``Event(seq, type, at, data, key)``, a read of 20 events builds 20.
 _event: Callable[..., Event] = _fast_constructor(Event)
+
+
+def session_tag(session: Session | None) -> tuple[int, datetime, int, int] | None:
+    """The stored state :class:`EventFacts` are read at, as the planner tags it (the
+    driver interface: "tagged with (version, created_at, last_seq, event_count)")."""
+    if session is None:
+        return None
+    return (session.version, session.created_at, session.last_seq, session.event_count)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -319,48 +332,110 @@ class Engine:
         """Events with ``seq > after_seq``: the first ``limit`` or the last ``last`` (only
         those rows are read)."""
         conn = self.conn()
-        return self._retry(lambda: self._events(conn, sid, None, after_seq, limit, last))
+        window = EventWindow(after_seq, None, limit, last)
+        return self._retry(lambda: self._events(conn, sid, None, window))
 
-    def live_events(
-        self, sid: str, now: datetime, after_seq: int, limit: int | None, last: int | None
-    ) -> list[Event] | None:
+    def live_events(self, sid: str, now: datetime, window: EventWindow) -> list[Event] | None:
         """``get_events`` in one hop: ``None`` when the session is missing or expired.
 
         One ``SELECT`` of the events of the live session; only an empty result costs a
         second one (to tell "no events" from "no session")."""
         conn = self.conn()
-        live = f"{_SK[:-1]} AND (expires_ms IS NULL OR expires_ms > ?))"
-        ref = (live, [self.namespace, sid, floor_ms(now)])
+        ref = self._live_ref(sid, now)
 
         def read() -> list[Event] | None:
-            found = self._events(conn, sid, ref, after_seq, limit, last)
+            found = self._events(conn, sid, ref, window)
             if found:
                 return found
-            head = conn.execute(f"SELECT 1 FROM sessions WHERE sk = {live}", ref[1]).fetchone()
-            return None if head is None else []
+            return [] if self._is_live(conn, ref) else None
 
         return self._retry(read)
 
+    def _live_ref(self, sid: str, now: datetime) -> tuple[str, list[Any]]:
+        """The ``sk`` subquery of the live session ``sid`` and its arguments."""
+        live = f"{_SK[:-1]} AND (expires_ms IS NULL OR expires_ms > ?))"
+        return live, [self.namespace, sid, floor_ms(now)]
+
+    @staticmethod
+    def _is_live(conn: sqlite3.Connection, ref: tuple[str, list[Any]]) -> bool:
+        row = conn.execute(f"SELECT 1 FROM sessions WHERE sk = {ref[0]}", ref[1]).fetchone()
+        return row is not None
+
+    def live_event(self, sid: str, now: datetime, key: str) -> tuple[bool, Event | None]:
+        """``get_event(key=)`` in one hop: (the session is live, the event or ``None``);
+        one lookup in the key index."""
+        conn = self.conn()
+        ref = self._live_ref(sid, now)
+
+        def read() -> tuple[bool, Event | None]:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE sk = {ref[0]} AND key = ?",
+                [*ref[1], key],
+            ).fetchall()
+            if rows:
+                return True, self._decode_events(sid, rows)[0]
+            return self._is_live(conn, ref), None
+
+        return self._retry(read)
+
+    def query_events(self, sid: str, window: EventWindow) -> list[Event]:
+        """A window of the session's events (missing session: ``[]``)."""
+        conn = self.conn()
+        return self._retry(lambda: self._events(conn, sid, None, window))
+
+    def find_events(self, sid: str, seqs: Sequence[int], keys: Sequence[str]) -> list[Event]:
+        """The stored events with these seqs or keys (primary key and key index lookups),
+        ascending."""
+        conn = self.conn()
+        return self._retry(lambda: self._find_events(conn, sid, seqs, keys))
+
+    def _find_events(
+        self, conn: sqlite3.Connection, sid: str, seqs: Sequence[int], keys: Sequence[str]
+    ) -> list[Event]:
+        rows: dict[int, Row] = {}
+        head = [self.namespace, sid]
+        for column, values in (("seq", list(seqs)), ("key", list(keys))):
+            for start in range(0, len(values), _CHUNK):
+                chunk = values[start : start + _CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                sql = f"SELECT {_EVENT_COLS} FROM events WHERE sk = {_SK} AND {column} IN ({marks})"
+                for row in conn.execute(sql, [*head, *chunk]):
+                    rows[row[0]] = row
+        return self._decode_events(sid, [rows[q] for q in sorted(rows)])
+
+    def event_seqs(self, sid: str, after_seq: int, last: int | None) -> list[int]:
+        """The seqs above ``after_seq`` (the newest ``last``), ascending: the primary key
+        alone, no event row decoded."""
+        conn = self.conn()
+        return self._retry(lambda: self._event_seqs(conn, sid, after_seq, last))
+
+    def _event_seqs(
+        self, conn: sqlite3.Connection, sid: str, after_seq: int, last: int | None
+    ) -> list[int]:
+        sql = f"SELECT seq FROM events WHERE sk = {_SK} AND seq > ? ORDER BY seq"
+        args: list[Any] = [self.namespace, sid, after_seq]
+        if last is not None:
+            sql += " DESC LIMIT ?"
+            args.append(last)
+        found = [q for (q,) in conn.execute(sql, args)]
+        if last is not None:
+            found.reverse()
+        return found
+
     def _events(
         self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
-        after_seq: int, limit: int | None, last: int | None,
+        window: EventWindow,
     ) -> list[Event]:  # fmt: skip
-        where, head = ref if ref is not None else (_SK, [self.namespace, sid])
-        args: list[Any] = [*head, after_seq]
-        if last is not None:
-            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
-            rows = conn.execute(sql + "ORDER BY seq DESC LIMIT ?", [*args, last]).fetchall()
+        sql, args = events_sql(_EVENT_COLS, ref or (_SK, [self.namespace, sid]), window)
+        rows = conn.execute(sql, args).fetchall()
+        if window.last is not None:
             rows.reverse()
-        else:
-            sql = f"SELECT seq, type, at_ms, data FROM events WHERE sk = {where} AND seq > ? "
-            sql += "ORDER BY seq"
-            if limit is not None:
-                sql += " LIMIT ?"
-                args.append(limit)
-            rows = conn.execute(sql, args).fetchall()
+        return self._decode_events(sid, rows)
+
+    def _decode_events(self, sid: str, rows: Sequence[Row]) -> list[Event]:
         out = []
         stamps: dict[int, datetime] = {}  # the events of one append share their time
-        for seq, etype, at_ms, data in rows:
+        for seq, etype, at_ms, data, key in rows:
             try:
                 payload = orjson.loads(data)
             except orjson.JSONDecodeError as exc:
@@ -373,7 +448,7 @@ class Engine:
             at = stamps.get(at_ms)
             if at is None:
                 at = stamps[at_ms] = from_ms(at_ms)
-            out.append(_event(seq, etype, at, payload))
+            out.append(_event(seq, etype, at, payload, key))
         return out
 
     def checkpoints_many(self, ids: Sequence[str]) -> dict[str, list[Checkpoint]]:
@@ -510,31 +585,89 @@ class Engine:
 
     # ------------------------------------------------------------------ writes
 
-    def transact(self, load_ids: Sequence[str], build: Build, *, atomic: bool) -> list[Mutation]:
-        """Lock, read ``load_ids``, plan with ``build``, check and write: one transaction."""
+    def transact(
+        self, load_ids: Sequence[str], build: BuildWithFacts, requests: Mapping[str, EventRequest]
+    ) -> list[Mutation]:
+        """Lock, read ``load_ids``, plan with ``build``, check and write: one transaction.
+
+        What ``requests`` ask of the stored events is read first, and what the planner
+        asks for more (:class:`NeedEvents`) is read and the plan made again, all under
+        the one write lock, so the facts are those of the rows the plan sees."""
         conn = self.conn()
 
         def run() -> list[Mutation]:
+            facts: dict[str, EventFacts] = {}
+
+            def plan(loaded: Mapping[str, Session]) -> list[Mutation]:
+                self._read_facts(conn, requests, loaded, facts)
+                for _ in range(_MAX_EVENT_READS):
+                    try:
+                        return build(loaded, facts)
+                    except NeedEvents as need:
+                        self._read_facts(conn, {need.session_id: need.request}, loaded, facts)
+                raise StoreUnavailableError("the plan kept asking for more events")  # a bug
+
             with self._write(conn):
-                rows = self._rows(conn, load_ids) if load_ids else {}
-                loaded = {sid: self._session(row) for sid, row in rows.items()}
-                mutations = build(loaded)
-                looked = set(load_ids)
-                for _ in range(3):  # sessions the plan created with generated ids
-                    extra = [m.session_id for m in mutations if m.session_id not in looked]
-                    looked.update(extra)
-                    found = self._rows(conn, extra) if extra else {}
-                    if not found:
-                        break
-                    rows.update(found)
-                    loaded.update((sid, self._session(row)) for sid, row in found.items())
-                    mutations = build(loaded)
-                if mutations:
-                    self._check(mutations, rows)
-                    self._write_all(conn, mutations, rows)
-                return mutations
+                return self._plan_and_write(conn, load_ids, plan)
 
         return self._retry(run)
+
+    def _plan_and_write(
+        self, conn: sqlite3.Connection, load_ids: Sequence[str], build: Build
+    ) -> list[Mutation]:
+        rows = self._rows(conn, load_ids) if load_ids else {}
+        loaded = {sid: self._session(row) for sid, row in rows.items()}
+        mutations = build(loaded)
+        looked = set(load_ids)
+        for _ in range(3):  # sessions the plan created with generated ids
+            extra = [m.session_id for m in mutations if m.session_id not in looked]
+            looked.update(extra)
+            found = self._rows(conn, extra) if extra else {}
+            if not found:
+                break
+            rows.update(found)
+            loaded.update((sid, self._session(row)) for sid, row in found.items())
+            mutations = build(loaded)
+        if mutations:
+            self._check(mutations, rows)
+            self._write_all(conn, mutations, rows)
+        return mutations
+
+    def _read_facts(
+        self,
+        conn: sqlite3.Connection,
+        requests: Mapping[str, EventRequest],
+        loaded: Mapping[str, Session],
+        facts: dict[str, EventFacts],
+    ) -> None:
+        """Answer ``requests`` about the stored events of sessions in ``loaded`` (the
+        engine's reads, inside the caller's transaction) into ``facts``."""
+        for sid, req in requests.items():
+            tag = session_tag(loaded.get(sid))
+            have = facts.get(sid)
+            if have is None or have.tag != tag:
+                have = facts[sid] = EventFacts(tag)
+            missing = None if tag is None else have.missing(req)
+            if missing is None:
+                continue
+            if missing.tail:
+                window = EventWindow(last=missing.tail)
+                have.tail = self._events(conn, sid, None, window)
+                have.tail_n = missing.tail
+            if missing.seq_tail:
+                have.seq_tail = self._event_seqs(conn, sid, 0, missing.seq_tail)
+                have.seq_tail_n = missing.seq_tail
+            for after in sorted(missing.after):
+                have.after[after] = self._event_seqs(conn, sid, after, None)
+            if missing.seqs or missing.keys:
+                found = self._find_events(conn, sid, sorted(missing.seqs), sorted(missing.keys))
+                have.by_seq.update((q, None) for q in missing.seqs)
+                have.by_key.update((k, None) for k in missing.keys)
+                for e in found:
+                    if e.seq in missing.seqs:
+                        have.by_seq[e.seq] = e
+                    if e.key is not None and e.key in missing.keys:
+                        have.by_key[e.key] = e
 
     def apply(self, mutations: Sequence[Mutation]) -> None:
         """Check every ``expect`` against the stored versions, then write all of them."""
@@ -609,13 +742,26 @@ class Engine:
                 sk = self._put_session(conn, mut, row)
             if sk is None:
                 continue  # nothing stored to attach events or checkpoints to
+            # removals apply to the events stored before the mutation: before the append
+            if mut.trim_before:
+                conn.execute("DELETE FROM events WHERE sk = ? AND seq < ?", (sk, mut.trim_before))
+            if mut.truncate_after is not None:
+                conn.execute(
+                    "DELETE FROM events WHERE sk = ? AND seq > ?", (sk, mut.truncate_after)
+                )
+            if mut.delete_seqs:
+                conn.executemany(
+                    "DELETE FROM events WHERE sk = ? AND seq = ?",
+                    [(sk, seq) for seq in mut.delete_seqs],
+                )
             if mut.append:
                 conn.executemany(
                     _EVENT,
-                    [(sk, e.seq, e.type, to_ms(e.at), orjson.dumps(e.data)) for e in mut.append],
+                    [
+                        (sk, e.seq, e.type, to_ms(e.at), orjson.dumps(e.data), e.key)
+                        for e in mut.append
+                    ],
                 )
-            if mut.trim_before:
-                conn.execute("DELETE FROM events WHERE sk = ? AND seq < ?", (sk, mut.trim_before))
             for cp_id in mut.delete_checkpoints:
                 conn.execute("DELETE FROM checkpoints WHERE sk = ? AND id = ?", (sk, cp_id))
             for cp in mut.put_checkpoints:

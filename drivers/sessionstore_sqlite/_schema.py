@@ -2,7 +2,9 @@
 
 Version 1 holds the tables; version 2 adds the composite indexes of the common listings
 (a processor's or a status's sessions by time); version 3 gives tag rows the session's
-namespace, creation time and id, indexed, for a tag's sessions in creation order. A
+namespace, creation time and id, indexed, for a tag's sessions in creation order;
+version 4 gives events their optional ``key`` (unique per session) and the indexes of
+event queries by type and by time. A
 database is upgraded step by step on open, every step and the new version number in the
 one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is transactional), so a crash mid-upgrade
 leaves the old version, and two processes opening an old database at once upgrade it
@@ -102,6 +104,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE tags_v3 RENAME TO tags;
     CREATE INDEX tags_tag ON tags(tag, sk);
     CREATE INDEX tags_created ON tags(namespace, tag, created_ms, id);
+    """,
+    # 4: the event log of agent frameworks: a caller-chosen key per event, unique within
+    # its session (NULL for events without one), and the indexes that make a page of
+    # events of some types, or of a time range, a range scan (seq is the table's key, so
+    # each index entry carries it: backwards paging by seq needs no index of its own)
+    """
+    ALTER TABLE events ADD COLUMN key TEXT;
+    CREATE UNIQUE INDEX events_key ON events(sk, key) WHERE key IS NOT NULL;
+    CREATE INDEX events_type ON events(sk, type, seq);
+    CREATE INDEX events_at ON events(sk, at_ms, seq);
     """,
 )
 

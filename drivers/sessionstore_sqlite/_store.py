@@ -14,7 +14,6 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, unquote
 
@@ -25,21 +24,40 @@ from sessionstore import (
     ConfigurationError,
     Event,
     IntegrityError,
+    InvalidArgumentError,
+    MergeStrategy,
     Mutation,
     Page,
+    PutResult,
     QueryOptions,
     Session,
+    SessionConflictError,
+    SessionExistsError,
     SessionFilter,
     SessionNotFoundError,
+    SessionRecord,
     StoreOptions,
     StoreUnavailableError,
 )
-from sessionstore.driver import HotThreads
+from sessionstore.clock import to_ms
+from sessionstore.driver import (
+    EventFacts,
+    EventRequest,
+    HotThreads,
+    Planner,
+    check_strategy,
+    merge_decision,
+)
 from sessionstore.options import redact_url
 from sessionstore.query import decode_cursor, normalize_search_text, query_fingerprint
-from sessionstore.validation import validate_session_id
+from sessionstore.validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_session_id,
+)
 
 from ._engine import Engine
+from ._events import EventWindow
 
 __all__ = ["SqliteOptions", "SqliteStore"]
 
@@ -83,6 +101,36 @@ class SqliteOptions(StoreOptions):
             raise ConfigurationError("option 'lock_timeout' must be positive")
 
 
+def _window(
+    after_seq: int,
+    before_seq: int | None,
+    limit: int | None,
+    last: int | None,
+    types: frozenset[str] | None,
+    at_after: datetime | None,
+    at_before: datetime | None,
+) -> EventWindow:
+    """The engine's window (``0`` counts read nothing: one row keeps the liveness check
+    in the statement; the caller returns ``[]``)."""
+    return EventWindow(
+        after_seq,
+        before_seq,
+        1 if limit == 0 else limit,
+        1 if last == 0 else last,
+        None if types is None else tuple(sorted(types)),
+        None if at_after is None else to_ms(at_after),
+        None if at_before is None else to_ms(at_before),
+    )
+
+
+class _Refused(Exception):
+    """The plan refused the write (the caller's expected version): not retried."""
+
+    def __init__(self, error: SessionConflictError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class SqliteStore(BaseSessionStore):
     """Sessions in one SQLite database file: durable, safe across processes, indexed."""
 
@@ -95,6 +143,7 @@ class SqliteStore(BaseSessionStore):
         native_ttl=False,
         indexed_query=True,
         any_event_loop=True,
+        event_log=True,
     )
     options: SqliteOptions
 
@@ -186,15 +235,107 @@ class SqliteStore(BaseSessionStore):
         """Write ``mutations`` in one transaction (also with ``atomic=False``)."""
         await self._run(self._engine.apply, list(mutations))
 
-    async def _load_and_apply(
+    async def _execute(
         self,
         load_ids: Sequence[str],
-        build: Callable[[Mapping[str, Session]], list[Mutation]],
+        plan: Callable[[Planner], T],
         *,
         atomic: bool = True,
-    ) -> list[Mutation]:
-        """Lock, read, plan and write in one worker-thread hop and one transaction."""
-        return await self._run(partial(self._engine.transact, list(load_ids), build, atomic=atomic))
+        requests: Mapping[str, EventRequest] | None = None,
+    ) -> T:
+        """Every planned write in one worker-thread hop and one ``BEGIN IMMEDIATE``
+        transaction: read the rows and the stored events the plan needs (``requests``,
+        then whatever the planner asks for with ``NeedEvents``), plan, write. The write
+        lock is held from the first read, so the plan never meets a concurrent change
+        (the base store reads events, then loads, plans and writes with a version check,
+        and plans again when a writer came in between)."""
+        self._check_open()
+        now = self.clock.now()
+        outcome: list[T] = []
+        limits = self._limits
+
+        def build(loaded: Mapping[str, Session], facts: Mapping[str, EventFacts]) -> list[Mutation]:
+            planner = Planner(loaded, now, limits, facts)
+            try:
+                outcome.append(plan(planner))
+            except SessionConflictError as error:
+                raise _Refused(error) from None
+            return planner.mutations()
+
+        try:
+            mutations = await self._run(
+                self._engine.transact, list(load_ids), build, dict(requests or {})
+            )
+        except _Refused as refused:
+            exc = refused.error
+            self._notify(
+                "sessionstore_conflict",
+                session_id=exc.session_id,
+                expected=exc.expected,
+                actual=exc.actual,
+            )
+            raise exc from None
+        if mutations:
+            self._after_write(mutations)
+        return outcome[-1]
+
+    async def put_records(
+        self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"
+    ) -> PutResult:
+        """Write whole records back exactly, all of the call in one transaction (one
+        commit, one fsync; the base store writes one transaction per record). The merge
+        strategy is decided on the rows read under the write lock."""
+        check_strategy(strategy)
+        batch = list(records)
+        encoded = [self._check_record(r) for r in batch]
+        self._check_open()
+        ids = [r.session.id for r in batch]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgumentError("put_records got the same session twice in one call")
+        if not batch:
+            return PutResult()
+        now = self.clock.now()
+        totals: list[PutResult] = []
+
+        def build(loaded: Mapping[str, Session], _: Mapping[str, EventFacts]) -> list[Mutation]:
+            if strategy == "fail_on_conflict":
+                for sid in ids:
+                    if (s := loaded.get(sid)) is not None and not s.is_expired(now):
+                        raise SessionExistsError(sid)
+            total = PutResult()
+            mutations = []
+            for record, (data_json, meta_json) in zip(batch, encoded, strict=True):
+                new = record.session
+                stored = loaded.get(new.id)
+                decision = merge_decision(strategy, new, stored, now)
+                if decision == "skip":
+                    total += PutResult(skipped=1)
+                    continue
+                if decision == "conflict":
+                    total += PutResult(conflicts=1)
+                    continue
+                live = decision == "overwrite"
+                mutations.append(
+                    Mutation(
+                        session_id=new.id,
+                        expect=0 if stored is None else stored.version,
+                        session=new,
+                        data_json=data_json,
+                        metadata_json=meta_json,
+                        reset=stored is not None,
+                        append=list(record.events),
+                        put_checkpoints=list(record.checkpoints),
+                        created=not live,
+                    )
+                )
+                total += PutResult(overwritten=1) if live else PutResult(created=1)
+            totals[:] = [total]
+            return mutations
+
+        mutations = await self._run(self._engine.transact, ids, build, {})
+        if mutations:
+            self._after_write(mutations)
+        return totals[-1]
 
     async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
         """One ``INSERT ... ON CONFLICT DO NOTHING`` (a fresh id needs no read)."""
@@ -238,27 +379,58 @@ class SqliteStore(BaseSessionStore):
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event]:
-        """Events in seq order (one hop: the session check and the indexed ``SELECT``)."""
-        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
-            return await super().get_events(
-                session_id,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                last=last,
-                types=types,
-                at_after=at_after,
-                at_before=at_before,
-            )
+        """Events in seq order (one hop: the session check and one indexed ``SELECT``
+        reading only the page, see ``_events.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
-        found = await self._run(
-            self._engine.live_events, session_id, self.clock.now(), after_seq, limit, last
-        )
+        window = _window(after_seq, before_seq, limit, last, kinds, low, high)
+        found = await self._run(self._engine.live_events, session_id, self.clock.now(), window)
         if found is None:
             raise SessionNotFoundError(session_id)
+        if limit == 0 or last == 0:
+            return []
         return found
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """One lookup in the event-key index, with the session check (one hop)."""
+        validate_session_id(session_id)
+        validate_event_key(key, "key")
+        self._check_open()
+        live, event = await self._run(self._engine.live_event, session_id, self.clock.now(), key)
+        if not live:
+            raise SessionNotFoundError(session_id)
+        return event
+
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        if limit == 0 or last == 0:
+            return []
+        window = _window(after_seq, before_seq, limit, last, types, at_after, at_before)
+        return await self._run(self._engine.query_events, session_id, window)
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        if not seqs and not keys:
+            return []
+        return await self._run(self._engine.find_events, session_id, list(seqs), list(keys))
+
+    async def _load_event_seqs(
+        self, session_id: str, *, after_seq: int = 0, last: int | None = None
+    ) -> list[int]:
+        return await self._run(self._engine.event_seqs, session_id, after_seq, last)
 
     async def _expired_sessions(self, now: datetime) -> list[Session]:
         expired, bad = await self._run(self._engine.expired, now)

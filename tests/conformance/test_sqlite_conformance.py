@@ -14,6 +14,7 @@ from sessionstore import Clock
 from sessionstore.testing import (
     ConcurrencyTests,
     CrudTests,
+    EventLogTests,
     EventTests,
     StoreConformance,
     StoreConformanceBase,
@@ -53,7 +54,12 @@ class TestSqliteStore(StoreConformance):
 
 
 class TestSqliteStoreDurable(
-    CrudTests, EventTests, TransactionTests, ConcurrencyTests, StoreConformanceBase
+    CrudTests,
+    EventTests,
+    EventLogTests,
+    TransactionTests,
+    ConcurrencyTests,
+    StoreConformanceBase,
 ):
     """The write paths again with ``durability="fsync"`` (``synchronous=FULL``)."""
 

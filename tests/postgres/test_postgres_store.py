@@ -13,6 +13,7 @@ import asyncpg
 import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
+from sessionstore_postgres._events import EventWindow, page_sql
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
@@ -224,12 +225,9 @@ async def test_get_events_last_reads_only_the_page(open_pg: OpenPg) -> None:
         # statistics as autovacuum would have them: the plan then depends on this data,
         # not on what earlier tests of the run left in the table's statistics
         await conn.execute("ANALYZE sessionstore_events")
+        sql, args = page_sql(store._t_sessions, store._t_events, EventWindow(last=7))
         plan = await conn.fetchval(
-            "EXPLAIN (ANALYZE, FORMAT JSON) " + store._events_sql(descending=True),
-            store.namespace,
-            s.id,
-            0,
-            7,
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, store.namespace, s.id, *args
         )
     finally:
         await conn.close()
@@ -271,6 +269,10 @@ async def test_migrations_from_the_first_version(open_pg: OpenPg) -> None:
         await asyncio.gather(*(st.initialize() for st in stores))  # concurrent upgrades
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST
         assert f"{prefix}sessions_proc_updated" in await _indexes(conn, prefix)
+        assert {f"{prefix}events_key", f"{prefix}events_type", f"{prefix}events_at"} <= (
+            await _indexes(conn, prefix, "events")
+        )
+        assert await conn.fetch(f"SELECT seq, key FROM {prefix}events") == [(1, None)]
         got = await stores[0].get_session(s.id)
         assert got is not None and got.data == {"v": 1} and got.event_count == 1
         assert (await stores[1].list_sessions(SessionFilter(tags_all=["x"]))).ids == [s.id]
@@ -293,10 +295,10 @@ def _url(open_pg: Any) -> str:
     raise AssertionError("no URL")
 
 
-async def _indexes(conn: asyncpg.Connection, prefix: str) -> set[str]:
+async def _indexes(conn: asyncpg.Connection, prefix: str, table: str = "sessions") -> set[str]:
     rows = await conn.fetch(
         "SELECT indexname FROM pg_indexes WHERE tablename = $1 AND indexname NOT LIKE '%pkey'",
-        f"{prefix}sessions",
+        f"{prefix}{table}",
     )
     return {r[0] for r in rows}
 

@@ -55,8 +55,14 @@ def test_a_version_1_database_is_upgraded_on_open_and_keeps_its_data(tmp_path: P
             (1, "t", "", 1000, "old")
         ]
     assert {
-        "sessions_processor_updated", "sessions_status_created", "tags_created"
+        "sessions_processor_updated", "sessions_status_created", "tags_created",
+        "events_key", "events_type", "events_at",
     } <= _indexes(path)  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        # version 4: the old event has no key; the new one neither (none was given)
+        assert conn.execute("SELECT seq, key FROM events ORDER BY seq").fetchall() == [
+            (1, None), (2, None)
+        ]  # fmt: skip
 
 
 def test_every_migration_step_runs_from_nothing(tmp_path: Path) -> None:

@@ -1,0 +1,227 @@
+"""The event-log writes of one session as one call of the schema's ``events_op``.
+
+Append (with ``create``, expiry and keys), pop, truncate, delete and trim each run as
+one statement: the function locks the session row, checks the expected version, reads
+what it needs of the events (the newest n, the stored keys) through the indexes and
+writes the events and the session's head, all in the statement's transaction. So none
+of them reads before it writes from the client, and a concurrent writer can neither
+slip in between nor make the call plan again.
+
+The function returns the session's row; its ``data``/``metadata`` only when the row's
+write token before the call is not the one of this store's copy (``_cache.py``), so an
+append to a session this store wrote or read last sends and receives no document.
+
+After a lost connection the outcome is resolved as for every write (``_conn.py``): the
+row's write token tells an applied call; a row that still has the token of this store's
+copy, or a call with an expected version whose row still has that version, was not
+applied, and the call is sent again, as is an append whose every event carries a key
+(sending it again writes nothing twice). Anything else, or
+an applied pop or detailed append whose reply (the popped or stored events) was lost,
+is :class:`~sessionstore.OutcomeUnknownError`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from sessionstore import (
+    Event,
+    EventKeyConflictError,
+    IntegrityError,
+    OutcomeUnknownError,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+)
+from sessionstore.clock import from_ms, to_ms
+
+from ._cache import Cached, RowCache
+from ._conn import Outcome
+from ._loops import LoopPools
+
+__all__ = ["EventLog", "NewRow", "OpResult"]
+
+_WRITTEN: Final = 1
+_UNCHANGED: Final = 2
+_CREATED: Final = 3
+_ABSENT: Final = 0
+_MISMATCH: Final = -1
+_ARITY: Final = 24
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    """The session an append with ``create`` makes when there is none (its fields)."""
+
+    processor_id: str | None
+    status: str
+    group: str | None
+    tags: list[str]
+    data: str
+    metadata: str
+    expires_ms: int | None
+
+
+@dataclass(slots=True)
+class OpResult:
+    """What a call did: ``row`` is the session row (``_COLS`` order, data and metadata
+    filled in), ``new``/``events`` the per-input flags and events of an append or the
+    popped events of a pop."""
+
+    code: int
+    row: list[Any]
+    new: list[bool] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    @property
+    def written(self) -> bool:
+        return self.code in (_WRITTEN, _CREATED)
+
+    @property
+    def created(self) -> bool:
+        return self.code == _CREATED
+
+
+class EventLog:
+    """Runs ``events_op`` for a store (its pools, its row cache, its namespace)."""
+
+    def __init__(
+        self,
+        pools: LoopPools,
+        cache: RowCache,
+        namespace: str,
+        prefix: str,
+        decode: Callable[[Sequence[Any]], Session],
+    ) -> None:
+        self._pools = pools
+        self._cache = cache
+        self._ns = namespace
+        self._decode = decode
+        params = ", ".join(f"${i}" for i in range(1, _ARITY + 1))
+        self._sql = f"SELECT * FROM {prefix}events_op({params})"
+        self._verify_sql = (
+            "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
+            f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
+            "WHERE ns = $1 AND id = $2"
+        )
+
+    async def run(
+        self,
+        sid: str,
+        op: str,
+        now: datetime,
+        *,
+        expected: int | None = None,
+        n: int = 0,
+        seqs: Sequence[int] = (),
+        keys: Sequence[str] = (),
+        events: Sequence[tuple[str, bytes, str | None, datetime | None]] = (),
+        expires_mode: int = 0,
+        expires: datetime | None = None,
+        create: NewRow | None = None,
+        need_events: bool = False,
+    ) -> tuple[OpResult, Session]:
+        """One ``events_op`` call; raises the typed errors (missing session, version
+        mismatch, key conflict) and returns the result with the session it leaves."""
+        token = secrets.token_hex(12)
+        cached = self._cache.get(sid)
+        now_ms = to_ms(now)
+        args = (
+            self._ns, sid, op, expected, None if cached is None else cached.token, token,
+            now_ms, n, list(seqs), list(keys),
+            [e[0] for e in events],
+            [None if e[3] is None else to_ms(e[3]) for e in events],
+            [e[1].decode() for e in events],
+            [e[2] for e in events],
+            expires_mode, None if expires is None else to_ms(expires),
+            create is not None,
+            None if create is None else create.processor_id,
+            None if create is None else create.status,
+            None if create is None else create.group,
+            None if create is None else create.tags,
+            None if create is None else create.data,
+            None if create is None else create.metadata,
+            None if create is None else create.expires_ms,
+        )  # fmt: skip
+        sql = self._sql
+        stashed: list[Any] = []
+
+        async def call(conn: asyncpg.Connection) -> Any:
+            try:
+                return await conn.fetchrow(sql, *args)
+            except asyncpg.exceptions.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) == "SS412":
+                    raise EventKeyConflictError(sid, str(exc.detail)) from None
+                raise
+
+        async def verify(conn: asyncpg.Connection) -> Outcome:
+            row = await conn.fetchrow(self._verify_sql, self._ns, sid)
+            if row is not None and row[13] == token:
+                stashed.append(row)
+                return "applied"
+            if row is not None and cached is not None and row[13] == cached.token:
+                return "not_applied"  # every write changes the token: none happened
+            if expected is not None and row is not None and row[9] == expected:
+                return "not_applied"
+            if op == "append" and events and all(e[2] is not None for e in events):
+                return "not_applied"  # sending it again writes nothing twice
+            return "unknown"
+
+        def applied() -> Any:
+            if need_events:
+                raise OutcomeUnknownError(
+                    f"the {op} of session {sid!r} was applied, but its reply (the events) "
+                    "was lost with the connection"
+                )
+            return ("applied", stashed[-1])
+
+        reply = await self._pools.get().run(call, write=True, verify=verify, applied=applied)
+        if type(reply) is tuple:  # resolved after a lost connection
+            row = list(reply[1])
+            self._cache.discard(sid)
+            session = self._decode(row)
+            self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
+            return OpResult(_WRITTEN, row), session
+        code = reply[0]
+        if code == _ABSENT:
+            raise SessionNotFoundError(sid)
+        if code == _MISMATCH:
+            assert expected is not None
+            raise SessionConflictError(sid, expected, int(reply["version"]))
+        row = list(reply[7:])
+        if row[3] is None or row[4] is None:  # the copy this store holds is current
+            if cached is None:
+                raise IntegrityError("events_op left out a document it was not sent", sid)
+            row[3], row[4] = cached.data, cached.metadata
+        session = self._decode(row)
+        self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
+        result = OpResult(code, row)
+        if op == "append":
+            result.new = list(reply[1])
+            result.events = [
+                Event(seq, etype, from_ms(at), orjson.loads(data), key)
+                for seq, at, (etype, data, key, _) in zip(reply[2], reply[4], events, strict=True)
+            ]
+        elif op == "pop" and reply[2] is not None:
+            result.events = [
+                Event(seq, etype, from_ms(at), _data(sid, seq, data), key)
+                for seq, etype, at, data, key in zip(*reply[2:7], strict=True)
+            ]
+        return result, session
+
+
+def _data(sid: str, seq: int, text: str) -> Any:
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise IntegrityError("corrupt event row", f"{sid}/{seq}") from None
+    if type(data) is not dict:
+        raise IntegrityError("corrupt event row (data not an object)", f"{sid}/{seq}")
+    return data

@@ -1,0 +1,83 @@
+"""Reads of one session's event log as single statements that read only the page.
+
+``events`` is keyed ``(ns, session_id, seq)``; schema version 3 adds ``events_type (ns,
+session_id, type, seq)``, ``events_at (ns, session_id, at, seq)`` and the unique
+``events_key (ns, session_id, key)``. A window is ``after_seq < seq < before_seq``, of
+one of ``types``, with ``at_after < at < at_before``, the first ``limit`` or the newest
+``last``:
+
+* no type: the primary key in seq order (either direction) from the seq bound, the
+  time bounds filtering it (or ``events_at`` for a narrow range, the planner's choice);
+* types with a page size: for each type a ``LATERAL`` subquery on ``events_type`` in seq
+  order, limited, then merged and limited again: at most types x page rows are read (a
+  ``= ANY`` would read every event of the types and sort them);
+* the session's expiry comes in the same statement (``LEFT JOIN LATERAL`` from its row),
+  so ``get_events`` is one round trip that also tells a missing session from an empty
+  page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["EventWindow", "page_sql"]
+
+EVENT_COLS = "seq, type, at, data, key"
+
+
+@dataclass(frozen=True, slots=True)
+class EventWindow:
+    """Which events of a session to read (times in epoch milliseconds, exclusive)."""
+
+    after_seq: int = 0
+    before_seq: int | None = None
+    limit: int | None = None
+    last: int | None = None
+    types: list[str] | None = None
+    after_ms: int | None = None
+    before_ms: int | None = None
+
+
+def page_sql(t_sessions: str, t_events: str, w: EventWindow) -> tuple[str, list[Any]]:
+    """``SELECT expires_at, seq, type, at, data, key`` for the session ``$1``/``$2``: one
+    row with NULL event columns when the window is empty, none when there is no session.
+    Rows come in seq order, descending for ``last``."""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args) + 2}"
+
+    where = ["ns = s.ns", "session_id = s.id", f"seq > {arg(w.after_seq)}"]
+    if w.before_seq is not None:
+        where.append(f"seq < {arg(w.before_seq)}")
+    if w.after_ms is not None:
+        where.append(f"at > {arg(w.after_ms)}")
+    if w.before_ms is not None:
+        where.append(f"at < {arg(w.before_ms)}")
+    order = "DESC" if w.last is not None else "ASC"
+    count = w.last if w.last is not None else w.limit
+    limit = "" if count is None else f" LIMIT {arg(count)}"
+    cols = EVENT_COLS
+    if w.types is not None and (len(w.types) == 1 or count is None):
+        where.append(f"type = ANY({arg(w.types)}::text[])")
+        page = f"SELECT {cols} FROM {t_events} WHERE {' AND '.join(where)} ORDER BY seq {order}"
+        page += limit
+    elif w.types is not None:
+        types = arg(w.types)
+        where.append("type = k.type")
+        page = (
+            f"SELECT f.* FROM unnest({types}::text[]) AS k(type) CROSS JOIN LATERAL ("
+            f"SELECT {cols} FROM {t_events} WHERE {' AND '.join(where)} "
+            f"ORDER BY seq {order}{limit}) f ORDER BY f.seq {order}{limit}"
+        )
+    else:
+        page = f"SELECT {cols} FROM {t_events} WHERE {' AND '.join(where)} ORDER BY seq {order}"
+        page += limit
+    sql = (
+        f"SELECT s.expires_at, e.seq, e.type, e.at, e.data, e.key FROM {t_sessions} s "
+        f"LEFT JOIN LATERAL ({page}) e ON true WHERE s.ns = $1 AND s.id = $2 "
+        f"ORDER BY e.seq {order}"
+    )
+    return sql, args

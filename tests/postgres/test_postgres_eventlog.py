@@ -1,0 +1,279 @@
+"""The event log on PostgreSQL (#17): one round trip per operation (one call of
+``events_op`` for the writes), pages read through the indexes, concurrent writers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import orjson
+import pytest
+from sessionstore_postgres import PostgresStore
+from sessionstore_postgres._events import EventWindow, page_sql
+
+from sessionstore import (
+    AppendOp,
+    EventInput,
+    EventKeyConflictError,
+    Op,
+    PopOp,
+    SessionConflictError,
+    TruncateOp,
+)
+
+OpenPg = Callable[..., Awaitable[PostgresStore]]
+
+
+def _trips(store: PostgresStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real_run = store._pools.get().run
+
+    async def counting(call: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await real_run(call, **kwargs)
+
+    monkeypatch.setattr(store._pools.get(), "run", counting)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_every_event_log_operation_is_one_round_trip(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_pg()
+    other = await open_pg()  # writes this store holds no copy of
+    await other.create_session(id="s")
+    await other.append_events("s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)])
+    calls = _trips(store, monkeypatch)
+    ops: dict[str, Callable[[], Awaitable[object]]] = {
+        "keyed append (no copy held)": lambda: store.append_events(
+            "s", [EventInput("t", {"i": 10}, key="k10")]
+        ),
+        "keyed append again (nothing new)": lambda: store.append_events(
+            "s", [EventInput("t", {"i": 10}, key="k10")]
+        ),
+        "append with create and ttl": lambda: store.append_events(
+            "new", [{"type": "t"}], create=True, ttl=60
+        ),
+        "detailed append": lambda: store.append_events_detailed(
+            "s", [EventInput("t", {"i": 11}, key="k11")]
+        ),
+        "pop": lambda: store.pop_events("s", 2),
+        "truncate": lambda: store.truncate_events("s", 7),
+        "delete by seq and key": lambda: store.delete_events("s", seqs=[1], keys=["k2"]),
+        "trim": lambda: store.trim_events("s", keep_last=3),
+        "get_event": lambda: store.get_event("s", key="k5"),
+        "get_events types last": lambda: store.get_events("s", types=["t", "u"], last=2),
+        "get_events before_seq": lambda: store.get_events("s", before_seq=6, last=2),
+    }
+    for name, op in ops.items():
+        calls.clear()
+        await op()
+        assert len(calls) == 1, name
+
+
+@pytest.mark.asyncio
+async def test_a_batch_of_event_ops_is_one_transaction(open_pg: OpenPg) -> None:
+    store = await open_pg()
+    await store.create_session(id="s")
+    await store.append_events("s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)])
+    batch: list[Op] = [
+        TruncateOp("s", 8),
+        AppendOp("s", [EventInput("t", {"i": 99}, key="k99")]),
+        PopOp("s"),
+    ]
+    await store.commit(batch)
+    events = await store.get_events("s")
+    assert [e.seq for e in events] == list(range(1, 9))
+    s = await store.get_session("s")
+    assert s is not None and s.event_count == 8 and s.last_seq == 11 and s.version == 5
+    with pytest.raises(SessionConflictError):
+        await store.commit([PopOp("s", 3), TruncateOp("s", 1, expected_version=4)])
+    assert [e.seq for e in await store.get_events("s")] == list(range(1, 9))
+
+
+async def _plan_rows(store: PostgresStore, window: EventWindow) -> list[dict[str, Any]]:
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ANALYZE {store._t_events}")
+        sql, args = page_sql(store._t_sessions, store._t_events, window)
+        plan = await conn.fetchval(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, store.namespace, "s", *args
+        )
+    finally:
+        await conn.close()
+    out: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == store._t_events:
+            out.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(orjson.loads(plan)[0]["Plan"])
+    return out
+
+
+@pytest.mark.asyncio
+async def test_event_pages_read_only_the_page(open_pg: OpenPg) -> None:
+    """A page of one or two types, and a backwards page by seq, read about the page's
+    rows from the index (not every event of the session or of the types).
+
+    Tables of its own: the plan follows the table's statistics, and the tables shared by
+    the other tests hold thousands of tiny sessions, which make PostgreSQL expect a few
+    events per session and type (then reading them all and sorting looks as cheap)."""
+    store = await open_pg(table_prefix=f"pages{uuid.uuid4().hex[:8]}_")
+    await store.create_session(id="s")
+    for chunk in range(4):
+        await store.append_events(
+            "s",
+            [
+                {"type": f"t{i % 4}", "data": {"i": i}}
+                for i in range(chunk * 250, chunk * 250 + 250)
+            ],
+        )
+    for window, most in (
+        (EventWindow(types=["t1"], last=20), 20),
+        (EventWindow(types=["t1", "t2"], last=20), 40),
+        (EventWindow(before_seq=500, last=20), 20),
+    ):
+        scans = await _plan_rows(store, window)
+        assert scans, window
+        # a nested loop runs the inner index scan once per type: rows are per loop
+        read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
+        assert read <= most, (window, read, [(n["Node Type"], n.get("Index Name")) for n in scans])
+
+
+@pytest.mark.asyncio
+async def test_concurrent_pops_from_several_stores_take_each_event_once(open_pg: OpenPg) -> None:
+    stores = [await open_pg() for _ in range(4)]
+    await stores[0].create_session(id="s")
+    await stores[0].append_events("s", [{"type": "t", "data": {"i": i}} for i in range(40)])
+
+    async def popper(st: PostgresStore) -> list[int]:
+        got: list[int] = []
+        while True:
+            popped = await st.pop_events("s")
+            if not popped.events:
+                return got
+            got.extend(e.seq for e in popped.events)
+
+    results = await asyncio.gather(*(popper(st) for st in stores))
+    assert sorted(q for r in results for q in r) == list(range(1, 41))
+    final = await stores[0].get_session("s")
+    assert final is not None and final.event_count == 0 and final.last_seq == 40
+
+
+@pytest.mark.asyncio
+async def test_concurrent_keyed_appends_write_each_key_once(open_pg: OpenPg) -> None:
+    stores = [await open_pg() for _ in range(4)]
+    await stores[0].create_session(id="s")
+
+    async def deliver(st: PostgresStore) -> list[bool]:
+        new: list[bool] = []
+        for i in range(10):
+            result = await st.append_events_detailed("s", [EventInput("t", {"i": i}, key=f"k{i}")])
+            new.extend(result.new)
+        return new
+
+    results = await asyncio.gather(*(deliver(st) for st in stores))
+    assert sum(sum(r) for r in results) == 10
+    events = await stores[0].get_events("s")
+    assert sorted(e.key for e in events if e.key) == sorted(f"k{i}" for i in range(10))
+
+
+@pytest.mark.asyncio
+async def test_a_key_conflict_writes_nothing_not_even_the_created_session(
+    open_pg: OpenPg,
+) -> None:
+    store = await open_pg()
+    with pytest.raises(EventKeyConflictError):
+        await store.append_events(
+            "fresh",
+            [EventInput("t", {"a": 1}, key="k"), EventInput("t", {"a": 2}, key="k")],
+            create=True,
+        )
+    assert await store.get_session("fresh") is None
+    s = await store.create_session(id="old")
+    await store.append_events("old", [EventInput("t", {"a": 1, "b": [1, 2.5]}, key="k")])
+    # the same content in another key order is the same event
+    again = await store.append_events_detailed(
+        "old", [EventInput("t", {"b": [1, 2.5], "a": 1}, key="k")]
+    )
+    assert again.new == [False] and again.session.version == s.version + 1
+    with pytest.raises(EventKeyConflictError):
+        await store.append_events("old", [{"type": "x"}, EventInput("t", {"a": 2}, key="k")])
+    stored = await store.get_session("old")
+    assert stored is not None and stored.event_count == 1
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ELSQL_SEEDS", "4"))))
+@pytest.mark.asyncio
+async def test_the_event_log_behaves_as_the_memory_store(open_pg: OpenPg, seed: int) -> None:
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import ManualClock
+    from tests.eventlog_differential import run_differential
+
+    clock = ManualClock()
+    sut = await open_pg(clock=clock)
+    async with MemoryStore(clock=clock) as ref:
+        await run_differential(ref, sut, clock, seed)
+
+
+@pytest.mark.parametrize("apply", [True, False])
+@pytest.mark.asyncio
+async def test_a_lost_reply_of_a_keyed_append_is_sent_again_safely(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch, apply: bool
+) -> None:
+    """This store holds no copy of the row and gives no expected version: only the keys
+    make sending the append again safe (it writes nothing twice)."""
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    other = await open_pg()
+    await other.create_session(id="s")
+    await other.append_events("s", [{"type": "before"}])
+    _lose_reply(store, monkeypatch, apply=apply)
+    after = await store.append_events("s", [EventInput("t", {"n": 1}, key="once")])
+    assert after.event_count == 2
+    assert [e.key for e in await other.get_events("s")] == [None, "once"]
+
+
+@pytest.mark.asyncio
+async def test_a_lost_reply_of_an_applied_pop_is_outcome_unknown(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionstore import OutcomeUnknownError
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    await store.create_session(id="s")
+    await store.append_events("s", [{"type": "a"}, {"type": "b"}])
+    _lose_reply(store, monkeypatch, apply=True)
+    with pytest.raises(OutcomeUnknownError, match="was applied"):
+        await store.pop_events("s")
+    stored = await store.get_session("s")
+    assert stored is not None and stored.event_count == 1  # popped once, not twice
+
+
+@pytest.mark.asyncio
+async def test_an_unkeyed_append_lost_without_a_copy_is_outcome_unknown(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sessionstore import OutcomeUnknownError
+    from tests.postgres.test_postgres_store import _lose_reply
+
+    store = await open_pg()
+    other = await open_pg()
+    await other.create_session(id="s")
+    _lose_reply(store, monkeypatch, apply=False)
+    with pytest.raises(OutcomeUnknownError):
+        await store.append_events("s", [{"type": "t"}])
+    stored = await other.get_session("s")
+    assert stored is not None and stored.event_count == 0

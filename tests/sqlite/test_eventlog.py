@@ -1,0 +1,236 @@
+"""The event log on SQLite (#17): one hop and one transaction per operation, pages read
+through the indexes, concurrent writers in several stores on one file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sessionstore_sqlite import SqliteStore
+from sessionstore_sqlite._events import EventWindow, events_sql
+
+from sessionstore import (
+    AppendOp,
+    EventInput,
+    EventKeyConflictError,
+    Op,
+    PopOp,
+    SessionRecord,
+    TruncateOp,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _hops(store: SqliteStore) -> list[str]:
+    threads = store._threads
+    assert threads is not None
+    hops: list[str] = []
+    real_run = threads.run
+
+    async def counting(fn: Callable[..., Any], *args: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await real_run(fn, *args)
+
+    threads.run = counting  # type: ignore[method-assign]
+    return hops
+
+
+def test_every_event_log_operation_is_one_thread_hop(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStore(path=str(tmp_path / "hops.db")) as store:
+            s = await store.create_session(id="s")
+            await store.append_events(
+                s.id, [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)]
+            )
+            hops = _hops(store)
+            batch: list[Op] = [
+                TruncateOp("s", 8),
+                AppendOp("s", [EventInput("t", {"i": 99}, key="k99")]),
+                PopOp("s"),
+            ]
+            ops: dict[str, Callable[[], Awaitable[object]]] = {
+                "keyed append": lambda: store.append_events(
+                    "s", [EventInput("t", {"i": 10}, key="k10")]
+                ),
+                "keyed append again (nothing new)": lambda: store.append_events(
+                    "s", [EventInput("t", {"i": 10}, key="k10")]
+                ),
+                "append with create": lambda: store.append_events(
+                    "new", [{"type": "t"}], create=True, ttl=60
+                ),
+                "detailed append": lambda: store.append_events_detailed(
+                    "s", [EventInput("t", {"i": 11}, key="k11")]
+                ),
+                "pop": lambda: store.pop_events("s", 2),
+                "truncate": lambda: store.truncate_events("s", 7),
+                "delete by seq and key": lambda: store.delete_events("s", seqs=[1], keys=["k2"]),
+                "trim": lambda: store.trim_events("s", keep_last=3),
+                "get_event": lambda: store.get_event("s", key="k5"),
+                "get_events types last": lambda: store.get_events("s", types=["t"], last=2),
+                "get_events before_seq": lambda: store.get_events("s", before_seq=6, last=2),
+                "commit truncate+append+pop": lambda: store.commit(batch),
+            }
+            for name, op in ops.items():
+                hops.clear()
+                await op()
+                assert len(hops) == 1, (name, hops)
+
+    asyncio.run(main())
+
+
+def test_put_records_is_one_transaction(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStore(path=str(tmp_path / "src.db")) as src:
+            for n in range(20):
+                await src.create_session(id=f"s{n}", data={"n": n})
+                await src.append_events(f"s{n}", [EventInput("t", {}, key="k")])
+            records: list[SessionRecord] = [r async for r in src.scan()]
+        async with SqliteStore(path=str(tmp_path / "dst.db")) as dst:
+            hops = _hops(dst)
+            result = await dst.put_records(records)
+            assert result.created == 20
+            assert len(hops) == 1, hops
+            assert (await dst.get_event("s3", key="k")) is not None
+            # a second restore of the same records skips all of them, still one hop
+            hops.clear()
+            assert (await dst.put_records(records)).skipped == 20
+            assert len(hops) == 1, hops
+
+    asyncio.run(main())
+
+
+def _plan(path: Path, sql: str, args: list[Any]) -> str:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
+    return " | ".join(str(r[-1]) for r in rows)
+
+
+def test_event_pages_are_index_range_scans(tmp_path: Path) -> None:
+    """The page of one or several types, of a time range and a backwards page by seq
+    each read through an index in seq order (no temporary b-tree sorts all events of
+    the session)."""
+    path = tmp_path / "plans.db"
+
+    async def main() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            await store.create_session(id="s")
+            await store.append_events("s", [{"type": f"t{i % 5}"} for i in range(500)])
+
+    asyncio.run(main())
+    ref = ("(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)", ["", "s"])
+    cols = "seq, type, at_ms, data, key"
+    one_type = _plan(path, *events_sql(cols, ref, EventWindow(types=("t1",), last=20)))
+    assert "events_type" in one_type and "TEMP B-TREE" not in one_type, one_type
+    back = _plan(path, *events_sql(cols, ref, EventWindow(before_seq=300, last=20)))
+    assert "PRIMARY KEY" in back and "TEMP B-TREE" not in back, back
+    two = _plan(path, *events_sql(cols, ref, EventWindow(types=("t1", "t2"), last=20)))
+    # one ordered, limited arm per type: only the merge of 2 x 20 rows is sorted
+    assert two.count("events_type") == 2, two
+
+
+def test_filters_and_pages_agree_with_a_scan(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStore(path=str(tmp_path / "q.db")) as store:
+            await store.create_session(id="s")
+            events = [
+                EventInput(f"t{i % 3}", {"i": i}, at=T0 + timedelta(seconds=i)) for i in range(60)
+            ]
+            await store.append_events("s", events)
+            await store.delete_events("s", seqs=[10, 11, 12, 40])
+            every = await store.get_events("s")
+            assert len(every) == 56
+            windows: list[dict[str, Any]] = [
+                {"last": 5},
+                {"limit": 7, "after_seq": 9},
+                {"before_seq": 41, "last": 4},
+                {"at_after": T0 + timedelta(seconds=20), "at_before": T0 + timedelta(seconds=45)},
+            ]
+            for types in (None, ["t0"], ["t0", "t2"], []):
+                for kw in windows:
+                    got = await store.get_events("s", types=types, **kw)
+                    want = [
+                        e
+                        for e in every
+                        if (types is None or e.type in types)
+                        and e.seq > kw.get("after_seq", 0)
+                        and ("before_seq" not in kw or e.seq < kw["before_seq"])
+                        and ("at_after" not in kw or e.at > kw["at_after"])
+                        and ("at_before" not in kw or e.at < kw["at_before"])
+                    ]
+                    if "last" in kw:
+                        want = want[-kw["last"] :]
+                    if "limit" in kw:
+                        want = want[: kw["limit"]]
+                    assert got == want, (types, kw)
+
+    asyncio.run(main())
+
+
+def test_concurrent_pops_from_several_stores_take_each_event_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "pops.db")
+
+    async def main() -> None:
+        stores = [SqliteStore(path=path) for _ in range(4)]
+        for st in stores:
+            await st.initialize()
+        try:
+            await stores[0].create_session(id="s")
+            await stores[0].append_events("s", [{"type": "t", "data": {"i": i}} for i in range(40)])
+
+            async def popper(st: SqliteStore) -> list[int]:
+                got: list[int] = []
+                while True:
+                    popped = await st.pop_events("s")
+                    if not popped.events:
+                        return got
+                    got.extend(e.seq for e in popped.events)
+
+            results = await asyncio.gather(*(popper(st) for st in stores))
+            taken = sorted(q for r in results for q in r)
+            assert taken == list(range(1, 41))
+            final = await stores[0].get_session("s")
+            assert final is not None and final.event_count == 0 and final.last_seq == 40
+        finally:
+            for st in stores:
+                await st.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_key_conflict_writes_nothing_not_even_the_created_session(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with SqliteStore(path=str(tmp_path / "k.db")) as store:
+            with pytest.raises(EventKeyConflictError):
+                await store.append_events(
+                    "fresh",
+                    [EventInput("t", {"a": 1}, key="k"), EventInput("t", {"a": 2}, key="k")],
+                    create=True,
+                )
+            assert await store.get_session("fresh") is None
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("ELSQL_SEEDS", "4"))))
+def test_the_event_log_behaves_as_the_memory_store(tmp_path: Path, seed: int) -> None:
+    from sessionstore_memory import MemoryStore
+
+    from sessionstore import ManualClock
+    from tests.eventlog_differential import run_differential
+
+    async def main() -> None:
+        clock = ManualClock()
+        async with (
+            MemoryStore(clock=clock) as ref,
+            SqliteStore(path=str(tmp_path / "diff.db"), clock=clock, durability="none") as sut,
+        ):
+            await run_differential(ref, sut, clock, seed)
+
+    asyncio.run(main())
