@@ -19,8 +19,10 @@ Fixtures:
   after the test. It **skips** the test when the driver does not declare
   ``Capabilities.event_log`` (the event-log API the adapters build on); the run's summary
   lists the drivers that did and did not (``adapter drivers with event_log``).
-* ``adapter_open_store`` - ``await adapter_open_store()`` opens another store object on the
-  same data (same URL, namespace and, for ``memory``, backend), shut down after the test.
+* ``adapter_open_store`` - ``await adapter_open_store(**options)`` opens another store
+  object on the same data (same URL, namespace and, for ``memory``, backend), shut down
+  after the test; ``options`` go to ``open_store`` (``clock=``, or ``namespace=`` for
+  another namespace on the same server or file).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ pytest_plugins = ["tests.redis.servers", "tests.postgres.servers"]
 #: The built-in drivers every adapter runs on (``redis`` and ``postgres``: private servers).
 ADAPTER_DRIVERS: Final = ("memory", "file", "sqlite", "redis", "postgres")
 
-OpenStore = Callable[[], Awaitable[SessionStore]]
+OpenStore = Callable[..., Awaitable[SessionStore]]
 
 _CAPABLE_KEY = pytest.StashKey[dict[str, bool]]()
 
@@ -107,18 +109,19 @@ def adapter_store_url(adapter_driver: str, request: pytest.FixtureRequest, tmp_p
 async def adapter_open_store(
     adapter_driver: str, adapter_store_url: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[OpenStore]:
-    """``await adapter_open_store()``: a store object on this test's data, initialised;
-    every one is shut down after the test."""
+    """``await adapter_open_store(**options)``: a store object on this test's data,
+    initialised; every one is shut down after the test."""
     namespace = f"a-{uuid.uuid4().hex[:12]}"
     backend = MemoryBackend()
     opened: list[SessionStore] = []
 
-    async def open_one() -> SessionStore:
+    async def open_one(**options: Any) -> SessionStore:
+        options.setdefault("namespace", namespace)
         store: SessionStore
         if adapter_driver == "memory":
-            store = MemoryStore(backend=backend, namespace=namespace)
+            store = MemoryStore(backend=backend, **options)
         else:
-            store = open_store(adapter_store_url, namespace=namespace)
+            store = open_store(adapter_store_url, **options)
         await store.initialize()
         opened.append(store)
         seen = request.config.stash[_CAPABLE_KEY]
