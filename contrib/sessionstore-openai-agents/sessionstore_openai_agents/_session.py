@@ -16,6 +16,7 @@ compaction (SDK hooks)    ``commit([TruncateOp, AppendOp])``: one atomic batch
 from __future__ import annotations
 
 import asyncio
+import functools
 import types
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
@@ -57,73 +58,65 @@ _MAX_LAST: Final = 100_000
 _T = TypeVar("_T")
 
 
+def _relay(proxy: asyncio.Future[None], _inner: object) -> None:
+    if not proxy.done():
+        proxy.set_result(None)
+
+
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, _T], awaiting: Any) -> Generator[Any, Any, _T]:
-    """Go on running ``coro``, which suspended on ``awaiting``, inside the task that awaits
-    this: what the task sends or throws in goes on to ``coro``."""
-    while True:
-        try:
-            sent = yield awaiting
-        except BaseException as exc:
-            try:
-                awaiting = coro.throw(exc)
-            except StopIteration as done:
-                return cast(_T, done.value)
-        else:
-            try:
-                awaiting = coro.send(sent)
-            except StopIteration as done:
-                return cast(_T, done.value)
-
-
-async def _run_rest(coro: Coroutine[Any, Any, _T], awaiting: Any) -> _T:
-    return await _resume(coro, awaiting)
-
-
-def _start(write: Awaitable[_T]) -> tuple[bool, Any]:
-    """Start ``write`` in the caller's task: ``(True, result)`` when it completed without
-    suspending, else ``(False, task)`` with the rest of it running in a task of its own."""
-    if type(write) is types.CoroutineType or isinstance(write, Coroutine):
-        try:
-            awaiting = write.send(None)
-        except StopIteration as done:
-            return True, done.value
-        return False, asyncio.ensure_future(_run_rest(write, awaiting))
-    return False, asyncio.ensure_future(write)
-
-
-async def _settle(task: asyncio.Future[_T]) -> _T:
-    """Wait for ``task`` through any number of cancellations of the caller, then raise
-    the first of them (or the task's outcome when there was none)."""
+def _uncancellable(write: Coroutine[Any, Any, _T]) -> Generator[Any, Any, _T]:
+    """Drive ``write`` inside the caller's task, keeping the task's cancellation away from
+    it: where ``write`` waits on a future, the task waits on a proxy future of ours (a
+    ``Task.cancel`` cancels the future its task waits on: the proxy, not the write's own),
+    a cancellation thrown in is kept, and the proxy is renewed until the write's future is
+    done. Once ``write`` is over, the first cancellation is raised (its outcome known);
+    with none, the write's result or error. No task, no extra loop turn but the relay."""
+    loop = asyncio.get_running_loop()
     cancellation: asyncio.CancelledError | None = None
-    while not task.done():
-        try:
-            await asyncio.wait({task})
-        except asyncio.CancelledError as exc:
-            if cancellation is None:
-                cancellation = exc
     try:
-        result = task.result()
+        awaiting = write.send(None)
+        while True:
+            if awaiting is None:  # a bare yield (asyncio.sleep(0)): give the loop a turn
+                try:
+                    yield None
+                except asyncio.CancelledError as exc:
+                    cancellation = cancellation or exc
+            elif isinstance(awaiting, asyncio.Future):
+                while not awaiting.done():
+                    proxy = loop.create_future()
+                    awaiting.add_done_callback(functools.partial(_relay, proxy))
+                    try:
+                        yield from proxy
+                    except asyncio.CancelledError as exc:
+                        cancellation = cancellation or exc
+                awaiting._asyncio_future_blocking = False
+            else:  # not a future: hand it to the task as is (unprotected, as asyncio would)
+                yield awaiting
+            awaiting = write.send(None)
+    except StopIteration as done:
+        if cancellation is not None:
+            raise cancellation from None
+        return cast(_T, done.value)
     except BaseException:
         if cancellation is not None:
             raise cancellation from None
         raise
-    if cancellation is not None:
-        raise cancellation
-    return result
 
 
 async def finish_despite_cancellation(write: Awaitable[_T]) -> _T:
     """Run a write to its end even when the caller is cancelled meanwhile (as the SDK's
-    own sessions do): the caller's ``CancelledError`` is raised once the outcome is known,
-    so a cancelled ``add_items`` has written everything or nothing, never a part, and the
-    caller never mistakes a committed write for a lost one.
+    own sessions do): the caller's ``CancelledError`` is raised once the outcome is known
+    (a failure of the write is then not reported: the caller asked to stop), so a
+    cancelled ``add_items`` has written everything or nothing, never a part, and the
+    caller never mistakes a committed write for a lost one. The write runs in the
+    caller's task (no task is created; see ``_uncancellable``)."""
+    if isinstance(write, Coroutine):
+        return await _uncancellable(write)
+    return await _uncancellable(_awaited(write))
 
-    The write starts at once in the caller's task; a write that completes without
-    suspending (the memory store) costs nothing more. One that suspends goes on in a task
-    of its own, which the caller's cancellation does not reach."""
-    done, value = _start(write)
-    return cast(_T, value) if done else await _settle(value)
+
+async def _awaited(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
 
 
 def _item_events(items: Sequence[TResponseInputItem]) -> list[Mapping[str, Any]]:
@@ -287,11 +280,9 @@ class SessionStoreSession:
             # cheapest write); if it was deleted since, the append wrote nothing and the
             # creating append below runs.
             try:
-                done, task = _start(
+                await _uncancellable(
                     store.append_events(self.store_session_id, events, ttl=self.ttl)
                 )
-                if not done:
-                    await _settle(task)
                 return
             except SessionNotFoundError:
                 self._exists = False
