@@ -4,6 +4,7 @@ Run (in the adapters environment, from contrib/sessionstore-openai-agents/)::
 
     ../../.venv-adapters/bin/python benchmarks/bench_openai_agents.py            # full
     ../../.venv-adapters/bin/python benchmarks/bench_openai_agents.py --quick    # seconds
+    ../../.venv-adapters/bin/python benchmarks/bench_openai_agents.py --smoke    # runs, no figures
     ... --drivers memory,file,redis --redis-url redis://127.0.0.1:PORT/0 --json out.json
 
 Without ``--redis-url`` a private redis-server is started on a free port (never 6379).
@@ -196,10 +197,8 @@ def _start_redis(workdir: Path) -> tuple[str, Callable[[], None]]:
     return server.url, server.stop
 
 
-async def run(
-    drivers: list[str], *, quick: bool, redis_url: str | None, workdir: Path
-) -> list[Row]:
-    repeat, min_seconds = (5, 0.02) if quick else (15, 0.1)
+async def run(drivers: list[str], *, mode: str, redis_url: str | None, workdir: Path) -> list[Row]:
+    repeat, min_seconds = {"smoke": (1, 0.0005), "quick": (5, 0.02), "full": (15, 0.1)}[mode]
     rows: list[Row] = []
     stop: Callable[[], None] | None = None
     try:
@@ -228,6 +227,9 @@ async def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, noisier")
+    parser.add_argument(
+        "--smoke", action="store_true", help="checks that it runs (figures meaningless)"
+    )
     parser.add_argument("--drivers", default="memory,file,redis")
     parser.add_argument("--redis-url", default=None, help="an existing server (else private)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
@@ -235,18 +237,17 @@ def main(argv: list[str] | None = None) -> int:
     drivers = [d for d in args.drivers.split(",") if d]
     workdir = Path(tempfile.mkdtemp(prefix="bench-openai-agents-"))
     (workdir / "redis").mkdir()
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     try:
-        rows = asyncio.run(
-            run(drivers, quick=args.quick, redis_url=args.redis_url, workdir=workdir)
-        )
+        rows = asyncio.run(run(drivers, mode=mode, redis_url=args.redis_url, workdir=workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"== OpenAI Agents SDK adapter ({'quick' if args.quick else 'full'}) ==")
+    print(f"== OpenAI Agents SDK adapter ({mode}) ==")
     for row in rows:
         print(row.line())
     if args.json is not None:
         out = [{**asdict(row), "ratio": row.ratio, "passed": row.passed} for row in rows]
-        args.json.write_text(json.dumps({"quick": args.quick, "rows": out}, indent=2))
+        args.json.write_text(json.dumps({"mode": mode, "rows": out}, indent=2))
     return 0 if all(row.passed for row in rows) else 1
 
 
