@@ -5,7 +5,7 @@ each item is one event of type :data:`ITEM_TYPE` whose data is the item itself. 
 call is one store call (one round trip on Redis):
 
 ========================  =========================================================
-``add_items(items)``      ``append_events(id, items, create=..., ttl=...)``
+``add_items(items)``      ``append_events(id, items, ttl=...)`` (``create=`` on first use)
 ``get_items(limit)``      ``get_events(id, last=limit)`` (all events without a limit)
 ``pop_item()``            ``pop_events(id, 1)``
 ``clear_session()``       ``delete_session(id)``
