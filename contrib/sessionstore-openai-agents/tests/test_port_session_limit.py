@@ -88,7 +88,9 @@ async def test_session_limit_parameter(runner_method: str) -> None:
 
 @pytest.mark.parametrize("runner_method", ["run", "run_sync", "run_streamed"])
 @pytest.mark.asyncio
-async def test_session_limit_drops_unmatched_history_function_call_output(runner_method: str) -> None:
+async def test_session_limit_drops_unmatched_history_function_call_output(
+    runner_method: str,
+) -> None:
     """A limit boundary must not pass an output whose matching call was excluded."""
     with tempfile.TemporaryDirectory() as temp_dir:
         session = SQLiteSession("limit_tool_pair", Path(temp_dir) / "test_limit_tool_pair.db")
