@@ -5,8 +5,10 @@
     python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest
     python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
+    python3 scripts/dev.py test --adapters  # the framework adapters (contrib/), from their wheels
     python3 scripts/dev.py bench          # run the benchmarks (ratios to same-run floors)
     python3 scripts/dev.py lock           # refresh requirements/*.txt from pyproject.toml
+    python3 scripts/dev.py lock adapters  # ... only requirements/adapters.txt (or dev, ...)
     python3 scripts/dev.py docs           # serve the docs site (mkdocs serve) on 127.0.0.1:8000
 
 Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``).
@@ -14,16 +16,20 @@ Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``).
 Every install comes from a lock file in ``requirements/`` with pinned versions and
 hashes (``pip install --require-hashes``), including the build backend of the editable
 install, so a fresh clone tests exactly the versions that were tested before it. The
-virtualenvs live in ``.venv`` and ``.venv-lowest`` (override the first with
-$SESSIONSTORE_VENV); each is reinstalled only when its lock file or pyproject.toml changes.
+virtualenvs live in ``.venv``, ``.venv-lowest`` and ``.venv-adapters`` (override the first
+with $SESSIONSTORE_VENV); each is reinstalled only when its lock file or pyproject.toml
+changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 import venv
 from pathlib import Path
 
@@ -31,6 +37,11 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENTS = ROOT / "requirements"
 VENV = Path(os.environ.get("SESSIONSTORE_VENV", ROOT / ".venv"))
 LOWEST_VENV = ROOT / ".venv-lowest"
+ADAPTERS_VENV = ROOT / ".venv-adapters"
+# The framework adapters: the extra of the main package -> its distribution's directory
+# (contrib/sessionstore-<extra>/, package sessionstore_<extra with _>). One environment
+# holds the three frameworks (requirements/adapters.txt, from requirements/adapters.in).
+ADAPTERS = ("openai-agents", "langgraph", "adk")
 # The lock tool. Pinned here because it makes the locks; refresh it by hand, on purpose.
 UV = "uv==0.13.9"
 # The part of the suite that runs against the lowest supported versions: what touches
@@ -49,9 +60,14 @@ def say(message: str) -> None:
     print(f"[dev] {message}", flush=True)
 
 
-def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None) -> int:
-    say(" ".join(str(c) for c in cmd))
-    result = subprocess.run([str(c) for c in cmd], cwd=ROOT, check=False, env=env)
+def run(
+    *cmd: str | Path,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+    cwd: Path = ROOT,
+) -> int:
+    say(" ".join(str(c) for c in cmd) + ("" if cwd == ROOT else f"  (in {cwd.relative_to(ROOT)})"))
+    result = subprocess.run([str(c) for c in cmd], cwd=cwd, check=False, env=env)
     if check and result.returncode != 0:
         sys.exit(result.returncode)
     return result.returncode
@@ -62,8 +78,9 @@ def python_in(env_dir: Path) -> Path:
     return bin_dir / ("python.exe" if os.name == "nt" else "python")
 
 
-def ensure_env(lock: str, env_dir: Path = VENV) -> Path:
-    """A virtualenv holding exactly ``requirements/<lock>.txt`` and sessionstore, editable."""
+def ensure_env(lock: str, env_dir: Path = VENV, *, editable: bool = True) -> Path:
+    """A virtualenv holding exactly ``requirements/<lock>.txt`` and (``editable``)
+    sessionstore, editable."""
     if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before any install
         sys.exit(f"sessionstore needs Python 3.11+, this is {sys.version.split()[0]}")
     py = python_in(env_dir)
@@ -83,8 +100,9 @@ def ensure_env(lock: str, env_dir: Path = VENV) -> Path:
     # set, nothing is resolved at install time.
     pip = (py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
     run(*pip, "--require-hashes", "--no-deps", "-r", lock_file)
-    run(*pip, "--no-deps", "--no-build-isolation", "-e", ".")
-    run(py, "-m", "pip", "check")
+    if editable:
+        run(*pip, "--no-deps", "--no-build-isolation", "-e", ".")
+        run(py, "-m", "pip", "check")
     stamp.write_text(digest.hexdigest())
     return py
 
@@ -99,6 +117,9 @@ def test(pytest_args: list[str]) -> None:
     if "--lowest" in pytest_args:
         pytest_args = [a for a in pytest_args if a != "--lowest"]
         test_lowest(pytest_args)
+        return
+    if "--adapters" in pytest_args:
+        test_adapters([a for a in pytest_args if a != "--adapters"])
         return
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
@@ -168,6 +189,76 @@ def test_lowest(pytest_args: list[str]) -> None:
     sys.exit(code)
 
 
+def adapter_dir(extra: str) -> Path:
+    return ROOT / "contrib" / f"sessionstore-{extra}"
+
+
+def link_repo_tests(py: Path, env_dir: Path) -> None:
+    """Make this repository's ``tests`` package importable in ``env_dir`` (the adapters'
+    tests reuse its server fixtures, tests/adapters/plugin.py) without putting the source
+    tree on ``sys.path``: sessionstore itself must come from its wheel there."""
+    holder = env_dir / "repo-tests"
+    link = holder / "tests"
+    holder.mkdir(exist_ok=True)
+    if not link.is_symlink() or link.resolve() != (ROOT / "tests").resolve():
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(ROOT / "tests", target_is_directory=True)
+    out = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(out.stdout.strip(), "sessionstore_repo_tests.pth").write_text(f"{holder}\n")
+
+
+def test_adapters(pytest_args: list[str]) -> None:
+    """The framework adapters, as their users get them: every ``contrib/sessionstore-<x>``
+    adapter and sessionstore are built into wheels, installed into ``.venv-adapters``
+    (the three frameworks, requirements/adapters.txt) as extras of sessionstore from those
+    wheels only (``--no-index --find-links``), then each adapter's mypy --strict and its
+    tests run (in the adapter's directory, its own pytest config). An adapter whose
+    directory does not exist yet is skipped."""
+    started = time.monotonic()
+    present = [extra for extra in ADAPTERS if (adapter_dir(extra) / "pyproject.toml").exists()]
+    for extra in ADAPTERS:
+        if extra not in present:
+            say(f"adapter {extra}: {adapter_dir(extra).relative_to(ROOT)} does not exist, skipped")
+    if not present:
+        say("no adapter to test")
+        return
+    py = ensure_env("adapters", ADAPTERS_VENV, editable=False)
+    pip = (py, "-m", "pip", "--disable-pip-version-check")
+    wheels = Path(tempfile.mkdtemp(prefix="sessionstore-wheels-"))
+    try:
+        for source in (ROOT, *(adapter_dir(extra) for extra in present)):
+            # The build backend comes from the lock too (no build isolation).
+            run(*pip, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", wheels, source)
+        ours = ["sessionstore", *(f"sessionstore-{extra}" for extra in present)]
+        run(*pip, "uninstall", "--quiet", "--yes", *ours)
+        # Our own packages from the wheels only; every dependency is already installed
+        # from the lock, so an extra naming something the lock lacks fails here.
+        spec = f"sessionstore[{','.join(present)}]"
+        run(*pip, "install", "--quiet", "--no-index", "--find-links", wheels, spec)
+        run(*pip, "check")
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+    link_repo_tests(py, ADAPTERS_VENV)
+    failed: list[str] = []
+    for extra in present:
+        where = adapter_dir(extra)
+        say(f"adapter {extra}")
+        if run(py, "-m", "mypy", check=False, cwd=where) != 0:
+            failed.append(f"{extra} (mypy)")
+        pytest = (py, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args)
+        if run(*pytest, check=False, cwd=where) != 0:
+            failed.append(f"{extra} (pytest)")
+    say(f"adapters: {', '.join(present)} in {time.monotonic() - started:.0f} s")
+    if failed:
+        sys.exit(f"[dev] adapters failed: {', '.join(failed)}")
+
+
 def bench(args: list[str]) -> None:
     py = ensure_env("dev")
     for module in sorted((ROOT / "benchmarks").glob("bench_*.py")):
@@ -184,16 +275,21 @@ def lock(args: list[str]) -> None:
     run(py, "-m", "pip", "install", "--quiet", UV)
     uv = python_in(VENV).parent / "uv"
     common = ("pip", "compile", "--universal", "--python-version", "3.11")
-    common += ("--generate-hashes", "--no-header", "--quiet", *args)
     build = REQUIREMENTS / "build.in"
     locks = {
         "demo": ("pyproject.toml", build, "--extra", "cli"),
         "dev": ("pyproject.toml", build, "--extra", "dev"),
         "lowest": ("pyproject.toml", build, "--extra", "dev", "-c", REQUIREMENTS / "lowest.in"),
+        # The three frameworks of the adapters and their test dependencies, with the dev
+        # toolchain (the adapters' mypy, pytest, the private servers' fallbacks).
+        "adapters": ("pyproject.toml", build, REQUIREMENTS / "adapters.in", "--extra", "dev"),
     }
-    for name, sources in locks.items():
+    # `lock adapters` refreshes that lock only; the other arguments go to uv.
+    chosen = [a for a in args if a in locks] or list(locks)
+    common += ("--generate-hashes", "--no-header", "--quiet", *(a for a in args if a not in locks))
+    for name in chosen:
         out = REQUIREMENTS / f"{name}.txt"
-        run(uv, *common, *sources, "-o", out)
+        run(uv, *common, *locks[name], "-o", out)
     say("locks refreshed: run `python3 scripts/dev.py test` and commit requirements/")
 
 

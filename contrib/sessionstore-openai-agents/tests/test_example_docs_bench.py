@@ -1,0 +1,123 @@
+"""The example runs, the docs page's Python blocks run, the benchmark runs (its figures
+are not asserted here: speed is measured as ratios by the benchmark itself)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+from sessionstore import open_store
+from tests.adapters.plugin import supports_event_log
+from tests.docs.runner import redis_rewrite, run_page
+from tests.docs.sandbox import sandboxed
+
+ADAPTER = Path(__file__).resolve().parent.parent
+DOCS_PAGE = ADAPTER.parent.parent / "docs" / "adapters" / "openai-agents.md"
+DOCS_DB = 15
+
+
+def _offline_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    env["OPENAI_AGENTS_DISABLE_TRACING"] = "1"
+    return env
+
+
+async def _require_event_log(url: str) -> None:
+    async with open_store(url) as store:
+        if not supports_event_log(store):
+            pytest.skip(f"{url.split(':')[0]} does not declare Capabilities.event_log")
+
+
+@pytest.mark.integration
+def test_the_example_runs_and_continues_the_conversation(tmp_path: Path) -> None:
+    """On a durable store (file: the subprocess's imports of the SDK dominate its time,
+    so one driver; the session code is the same on every driver, tested above)."""
+    url = f"file://{tmp_path / 'sessions'}"
+    asyncio.run(_require_event_log(url))
+    runs = [
+        subprocess.run(
+            [sys.executable, str(ADAPTER / "examples" / "support_chat.py"), url],
+            capture_output=True,
+            text=True,
+            env=_offline_env(),
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    first, second = (run.stdout for run in runs)
+    assert "history: 0 items" in first
+    assert "agent: Found it: it arrives tomorrow." in first
+    assert "history: 6 items" in first
+    assert "popped: assistant" in first
+    assert "sessions: ['customer 17/support']" in first
+    assert "history: 5 items" in second  # the first run's conversation, less the pop
+    assert "history: 11 items" in second
+
+
+@pytest.mark.integration
+def test_the_docs_page_runs(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_AGENTS_DISABLE_TRACING", "1")
+    for name in [k for k in os.environ if k.startswith("OPENAI_API")]:
+        monkeypatch.delenv(name)
+    asyncio.run(_require_event_log("memory://"))
+    parts = urlsplit(redis_url)
+    url = f"redis://{parts.hostname}:{parts.port}/{DOCS_DB}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    assert parts.hostname is not None and parts.port is not None
+    with sandboxed(tmp_path, {(parts.hostname, parts.port)}) as fence:
+        run = run_page(DOCS_PAGE, rewrite=redis_rewrite(url))
+    assert not fence.violations, fence.violations
+    assert len(run.ran) >= 8
+    assert not run.skipped
+
+
+@pytest.mark.integration
+def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str) -> None:
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ADAPTER / "benchmarks" / "bench_openai_agents.py"),
+            "--smoke",
+            "--drivers",
+            "memory,redis",
+            "--redis-url",
+            redis_url,
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=ADAPTER,
+        timeout=300,
+        check=False,
+    )
+    assert out.exists(), run.stdout[-2000:] + run.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    names = [(row["driver"], row["name"], row["floor_name"]) for row in rows]
+    assert names == [
+        ("memory", "add_items([1 item])", "append_events"),
+        ("memory", "get_items(limit=20)", "get_events(last=20)"),
+        ("redis", "add_items([1 item])", "append_events"),
+        ("redis", "get_items(limit=20)", "get_events(last=20)"),
+        ("redis", "add_items([1 item])", "RedisSession"),
+        ("redis", "get_items(limit=20)", "RedisSession"),
+    ]
+    assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
