@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite, get_checkpoint_id
 
-from sessionstore import Event
-
 from ._ids import blob_key, checkpoint_key, checkpoint_type, thread_session_id
-from ._records import CheckpointRecord, decode
+from ._records import MISSING, CheckpointRecord
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -83,7 +81,6 @@ class _Walk:
         self.seed_at: dict[str, int] = {}
         self._next = dict.fromkeys(channels, 0)  # per open channel: next index to decide
         self._decided: dict[tuple[str, Any], bool] = {}
-        self._found: dict[tuple[str, Any], Event | None] = {}
 
     async def run(self, target: CheckpointRecord) -> None:
         loaded: dict[str, CheckpointRecord] = {}
@@ -132,7 +129,6 @@ class _Walk:
                         event = await self.saver._event(
                             self.session_id, blob_key(self.ns, ch, version)
                         )
-                        self._found[pair] = event
                         has = event is not None
                     self._decided[pair] = has
                 if has:
@@ -154,10 +150,6 @@ class _Walk:
 
     async def value(self, ch: str) -> Any:
         """The seed value of ``ch`` (its walk found one)."""
-        pair = (ch, self.chain[self.seed_at[ch]].versions[ch])
-        event = self._found.get(pair)
-        if event is None:
-            event = await self.saver._event(self.session_id, blob_key(self.ns, *pair))
-        if event is None:  # deleted meanwhile
-            return None
-        return decode(self.saver.serde, (event.data["t"], event.data["b"]))
+        version = self.chain[self.seed_at[ch]].versions[ch]
+        value = await self.saver._value(self.session_id, blob_key(self.ns, ch, version))
+        return None if value is MISSING else value

@@ -22,7 +22,7 @@ from ._ids import (
     thread_session_id,
     writes_type,
 )
-from ._records import CheckpointRecord
+from ._records import CheckpointRecord, blob_base
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -74,7 +74,7 @@ async def _remove(
     kept = [r for r in thread.records if id(r) not in doomed_ids]
     used = {blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()}
     keys = [checkpoint_key(r.ns, r.id) for r in gone]
-    keys.extend(k for k in thread.blobs if k not in used)
+    keys.extend(k for k in thread.blobs if blob_base(k) not in used)
     seqs = [seq for r in gone for seq in thread.writes.get(writes_type(r.ns, r.id), ())]
     with contextlib.suppress(SessionNotFoundError):  # deleted meanwhile
         await saver.store.delete_events(session_id, seqs=seqs, keys=keys)

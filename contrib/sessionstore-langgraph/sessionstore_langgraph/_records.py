@@ -12,17 +12,21 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from langgraph.checkpoint.base import WRITES_IDX_MAP, PendingWrite
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from sessionstore import Event
+from sessionstore import Event, EventInput
 
-from ._ids import digest
+from ._ids import BLOB_TYPE, digest
 
 __all__ = [
+    "CHUNK",
+    "MISSING",
     "CheckpointRecord",
+    "blob_base",
+    "blob_events",
     "decode",
     "encode",
     "pending_writes",
@@ -31,6 +35,14 @@ __all__ = [
 ]
 
 Versions = dict[str, str | int | float]
+
+#: What a read of a channel value gives when none is stored (``None`` is a value).
+MISSING: Final = object()
+
+#: The most base64 characters one channel-value event holds: a longer value (a message
+#: list of thousands of messages) is split over events keyed ``<key>.1``, ``<key>.2``, ...
+#: so that each stays well below sessionstore's default 1 MiB per event.
+CHUNK: Final = 512 * 1024
 
 
 def encode(serde: SerializerProtocol, value: Any) -> list[str]:
@@ -80,6 +92,26 @@ class CheckpointRecord:
         """The checkpoint's metadata."""
         value: dict[str, Any] = decode(serde, self.event.data["md"])
         return value
+
+
+def blob_events(serde: SerializerProtocol, key: str, value: Any) -> list[EventInput]:
+    """The events holding one channel value: one, or one per :data:`CHUNK` of its
+    encoding (the first says how many)."""
+    kind, raw = encode(serde, value)
+    if len(raw) <= CHUNK:
+        return [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": raw})]
+    parts = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]
+    events = [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": parts[0], "n": len(parts)})]
+    events.extend(
+        EventInput(type=BLOB_TYPE, key=f"{key}.{i}", data={"b": part})
+        for i, part in enumerate(parts[1:], start=1)
+    )
+    return events
+
+
+def blob_base(key: str) -> str:
+    """The key of a channel value's first event, from the key of any of its events."""
+    return key if key.count(".") == 1 else key.rsplit(".", 1)[0]
 
 
 def checkpoint_data(

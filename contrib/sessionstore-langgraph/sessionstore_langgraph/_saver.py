@@ -49,7 +49,6 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
 from ._ids import (
-    BLOB_TYPE,
     RUN_TYPE,
     blob_key,
     checkpoint_key,
@@ -61,10 +60,11 @@ from ._ids import (
     writes_type,
 )
 from ._records import (
+    MISSING,
     CheckpointRecord,
+    blob_events,
     checkpoint_data,
     decode,
-    encode,
     pending_writes,
     write_rows,
     writes_digest,
@@ -243,13 +243,28 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     ) -> dict[str, Any]:
         channels = list(versions)
         found = await asyncio.gather(
-            *(self._event(session_id, blob_key(ns, ch, versions[ch])) for ch in channels)
+            *(self._value(session_id, blob_key(ns, ch, versions[ch])) for ch in channels)
         )
         return {
-            ch: decode(self.serde, (event.data["t"], event.data["b"]))
-            for ch, event in zip(channels, found, strict=True)
-            if event is not None
+            ch: value for ch, value in zip(channels, found, strict=True) if value is not MISSING
         }
+
+    async def _value(self, session_id: str, key: str) -> Any:
+        """The channel value stored under ``key`` (over several events if it was
+        split), or ``MISSING``."""
+        event = await self._event(session_id, key)
+        if event is None:
+            return MISSING
+        data = event.data
+        raw = data["b"]
+        if "n" in data:
+            rest = await asyncio.gather(
+                *(self._event(session_id, f"{key}.{i}") for i in range(1, data["n"]))
+            )
+            if any(part is None for part in rest):  # deleted meanwhile
+                return MISSING
+            raw = "".join([raw, *(part.data["b"] for part in rest if part is not None)])
+        return decode(self.serde, (data["t"], raw))
 
     async def _writes(self, session_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])
@@ -399,14 +414,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         stored: list[str] = []
         for channel, version in new_versions.items():
             if channel in values:
-                kind, raw = encode(self.serde, values[channel])
-                events.append(
-                    EventInput(
-                        type=BLOB_TYPE,
-                        key=blob_key(ns, channel, version),
-                        data={"t": kind, "b": raw},
-                    )
-                )
+                events += blob_events(self.serde, blob_key(ns, channel, version), values[channel])
                 stored.append(channel)
         events.append(
             EventInput(

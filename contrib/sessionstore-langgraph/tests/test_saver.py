@@ -11,7 +11,7 @@ import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from scenarios import delta_graph, review_graph
-from sessionstore_langgraph import SessionStoreSaver, thread_session_id
+from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
 
 from sessionstore import Event, SessionStore
 from sessionstore.sync import BlockingCallError
@@ -178,3 +178,18 @@ def test_next_versions_increase_and_never_repeat() -> None:
     assert versions == sorted(versions)
     assert len({saver.get_next_version(versions[3], None) for _ in range(20)}) == 20
     assert saver.get_next_version(7, None).startswith("0" * 31 + "8.")
+
+
+async def test_a_value_too_big_for_one_event_is_split_and_rebuilt(
+    adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_records, "CHUNK", 64)
+    saver = SessionStoreSaver(adapter_store)
+    graph = review_graph(saver)
+    await graph.ainvoke({"log": [f"line {i}" for i in range(40)], "approved": ""}, _config("t"))
+    blobs = [e for e in await _events(adapter_store, "t") if e.type == "lg.blob"]
+    assert any("n" in e.data for e in blobs)
+    state = await graph.aget_state(_config("t"))
+    assert state.values["log"][:40] == [f"line {i}" for i in range(40)]
+    await saver.aprune(["t"])
+    assert (await graph.aget_state(_config("t"))).values == state.values
