@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._planner import Mutation
 from ._version import __version__
-from .base import BaseSessionStore
+from .base import AppendResult, BaseSessionStore
 from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     ConfigurationError,
     DriverNotFoundError,
+    EventKeyConflictError,
     IntegrityError,
     InvalidArgumentError,
     InvalidCursorError,
@@ -39,6 +40,7 @@ from .errors import (
     StoreUnavailableError,
     TransactionError,
     UnsupportedFormatError,
+    UnsupportedOperationError,
 )
 from .hookspecs import hookimpl
 from .model import (
@@ -46,17 +48,22 @@ from .model import (
     AppendOp,
     Checkpoint,
     CreateOp,
+    DeleteEventsOp,
     DeleteOp,
     Event,
     EventInput,
     NewSession,
     NewSessionFields,
     Op,
+    PopOp,
+    PoppedEvents,
     Session,
     SessionChanges,
     SessionRecord,
     SessionUpdate,
     Status,
+    TrimOp,
+    TruncateOp,
     UpdateOp,
 )
 from .options import StoreOptions, redact_url
@@ -155,6 +162,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "UNSET",
     "AppendOp",
+    "AppendResult",
     "BackupInfo",
     "BaseSessionStore",
     "Capabilities",
@@ -162,11 +170,13 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "CreateOp",
+    "DeleteEventsOp",
     "DeleteOp",
     "DriverInfo",
     "DriverNotFoundError",
     "Event",
     "EventInput",
+    "EventKeyConflictError",
     "FlushReport",
     "HealthReport",
     "IntegrityError",
@@ -194,6 +204,8 @@ __all__ = [
     "OptimizeReport",
     "OutcomeUnknownError",
     "Page",
+    "PopOp",
+    "PoppedEvents",
     "PutResult",
     "QueryOptions",
     "QuotaExceededError",
@@ -218,7 +230,10 @@ __all__ = [
     "SystemClock",
     "Transaction",
     "TransactionError",
+    "TrimOp",
+    "TruncateOp",
     "UnsupportedFormatError",
+    "UnsupportedOperationError",
     "UpdateOp",
     "__version__",
     "broken_plugins",
