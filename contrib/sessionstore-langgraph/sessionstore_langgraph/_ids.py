@@ -1,11 +1,12 @@
 """How LangGraph's free-text names map onto sessionstore's validated ids, keys and types.
 
 A thread is one session. Its id is ``lg.`` + the thread id with every character outside
-``[A-Za-z0-9_-]`` written as ``.`` + two hex digits per UTF-8 byte (``.`` itself too),
-so distinct thread ids give distinct session ids; an id that would pass sessionstore's
-128 characters becomes ``lg_`` + the SHA-256 of the thread id. The two prefixes differ,
-so the rule stays collision-free. The thread id itself is kept in the session's
-metadata, which is what listing reads back.
+``[A-Za-z0-9-]`` written as ``_`` + two hex digits per UTF-8 byte (``_`` itself too), so
+distinct thread ids give distinct session ids (and no ``..``, which sessionstore
+refuses); an id that would pass sessionstore's 128 characters becomes ``lgh.`` + the
+SHA-256 of the thread id. The two prefixes differ, so the rule stays collision-free.
+The thread id itself is kept in the session's metadata, which is what listing reads
+back.
 
 Inside a thread, events are found by key and type: a checkpoint by a key made of its
 namespace and id, a channel value by its namespace, channel and version, and a
@@ -34,7 +35,7 @@ __all__ = [
     "writes_type",
 ]
 
-_SAFE: Final = re.compile(r"[A-Za-z0-9_-]")
+_SAFE: Final = re.compile(r"[A-Za-z0-9-]")
 _MAX_ID: Final = 128
 #: The type of every channel-value event (they are found by key, never by type).
 BLOB_TYPE: Final = "lg.blob"
@@ -48,7 +49,7 @@ def _escape(text: str) -> str:
         if _SAFE.fullmatch(char):
             out.append(char)
         else:
-            out.extend(f".{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
+            out.extend(f"_{byte:02x}" for byte in char.encode("utf-8", "surrogatepass"))
     return "".join(out)
 
 
@@ -56,18 +57,18 @@ def _mapped(prefix: str, name: str) -> str:
     escaped = f"{prefix}.{_escape(name)}"
     if len(escaped) <= _MAX_ID:
         return escaped
-    return f"{prefix}_{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()}"
+    return f"{prefix}h.{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def thread_session_id(thread_id: str) -> str:
     """The session id of a LangGraph thread: ``lg.`` + the escaped thread id, or
-    ``lg_`` + its SHA-256 when that would be longer than 128 characters."""
+    ``lgh.`` + its SHA-256 when that would be longer than 128 characters."""
     return _mapped("lg", thread_id)
 
 
 def run_index_id(run_id: str) -> str:
     """The session id of a run's index (the threads it wrote to): ``lgrun.`` + the
-    escaped run id, or ``lgrun_`` + its SHA-256 when too long."""
+    escaped run id, or ``lgrunh.`` + its SHA-256 when too long."""
     return _mapped("lgrun", run_id)
 
 

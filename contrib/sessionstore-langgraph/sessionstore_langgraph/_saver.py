@@ -33,6 +33,8 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from sessionstore import (
     AppendOp,
+    ConfigurationError,
+    DeleteEventsOp,
     Event,
     EventInput,
     EventKeyConflictError,
@@ -44,7 +46,6 @@ from sessionstore import (
     SessionStore,
     open_store,
 )
-from sessionstore.model import DeleteEventsOp
 from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
@@ -91,9 +92,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     use and stops in :meth:`close`. Calling a sync twin from a thread that runs an event
     loop raises ``BlockingCallError`` (use the async method there).
 
-    ``processor_id`` tags the thread sessions (listing all threads reads exactly those),
-    and ``processor_id + ".runs"`` the small per-run index sessions that let
-    ``delete_for_runs`` find a run's threads.
+    The store must declare ``Capabilities.event_log`` (every built-in driver does), else
+    :class:`~sessionstore.ConfigurationError`. ``processor_id`` tags the thread sessions
+    (listing all threads reads exactly those), and ``processor_id + ".runs"`` the small
+    per-run index sessions that let ``delete_for_runs`` find a run's threads.
     """
 
     def __init__(
@@ -104,6 +106,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         processor_id: str = "langgraph",
     ) -> None:
         super().__init__(serde=serde)
+        if not getattr(store.capabilities, "event_log", False):
+            raise ConfigurationError(
+                f"SessionStoreSaver needs a store with the event_log capability "
+                f"(keyed events, delete_events); {type(store).__name__} does not declare it"
+            )
         if isinstance(store, SyncSessionStore):
             self._store: SessionStore = store.store
             self._loop_thread: LoopThread | None = store.loop_thread

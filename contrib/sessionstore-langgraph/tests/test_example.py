@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _support import skip_without_event_log
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "review_agent.py"
 
 
@@ -24,6 +26,7 @@ def _run(*args: str, cwd: Path) -> str:
 
 def test_the_example_pauses_and_resumes_across_processes(tmp_path: Path) -> None:
     url = f"file://{tmp_path / 'threads'}"
+    skip_without_event_log(url)
     assert _run(url, cwd=tmp_path) == "paused: publish the release notes?\n"
     out = _run(url, "--resume", "yes", cwd=tmp_path)
     assert out.splitlines() == [

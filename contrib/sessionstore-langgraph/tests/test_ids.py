@@ -36,7 +36,10 @@ TRICKY = [
     "a" * 500,
     "a" * 499 + "b",
     "lg.x",
-    "lg_" + "0" * 64,
+    "lgh." + "0" * 64,
+    "_",
+    "_5f",
+    "a..b",
     "{slot}",
     "😀" * 40,
 ]
@@ -57,8 +60,8 @@ def test_distinct_thread_ids_give_distinct_sessions() -> None:
 
 def test_readable_ids_stay_readable() -> None:
     assert thread_session_id("thread-1") == "lg.thread-1"
-    assert thread_session_id("a b.c") == "lg.a.20b.2ec"
-    assert thread_session_id("a" * 500).startswith("lg_")
+    assert thread_session_id("a b.c_d") == "lg.a_20b_2ec_5fd"
+    assert thread_session_id("a" * 500).startswith("lgh.")
 
 
 @pytest.mark.parametrize("ns", ["", "child:1", "a" * 1000, "\x00|\n"])

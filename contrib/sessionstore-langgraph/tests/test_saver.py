@@ -4,6 +4,8 @@ bad input is refused with typed errors."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from typing import Any
 
@@ -12,8 +14,9 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
+from sessionstore_memory import MemoryStore
 
-from sessionstore import Event, SessionStore
+from sessionstore import Capabilities, ConfigurationError, Event, SessionStore
 from sessionstore.sync import BlockingCallError
 
 
@@ -99,6 +102,7 @@ async def test_listing_all_threads_gives_the_newest_first(adapter_store: Session
     saver = SessionStoreSaver(adapter_store)
     for thread in ("old", "middle", "new"):
         await saver.aput(_config(thread), empty_checkpoint(), {"source": "input"}, {})
+        await asyncio.sleep(0.003)  # updated_at has millisecond precision
     got = [t.config["configurable"]["thread_id"] async for t in saver.alist(None, limit=2)]
     assert got == ["new", "middle"]
     filtered = [t async for t in saver.alist(None, filter={"source": "loop"})]
@@ -109,9 +113,11 @@ async def test_deleting_a_run_keeps_the_other_runs_working(adapter_store: Sessio
     saver = SessionStoreSaver(adapter_store)
     graph = delta_graph(saver)
     run_1, run_2 = str(uuid.uuid4()), str(uuid.uuid4())
-    await graph.ainvoke({"messages": ["a"], "turns": 0}, _config("t", run_id=run_1))
-    await graph.ainvoke({"messages": ["b"], "turns": 1}, _config("other", run_id=run_1))
-    await graph.ainvoke({"messages": ["c"], "turns": 2}, _config("t", run_id=run_2))
+    await graph.ainvoke({"messages": ["a"], "turns": 0}, _config("t", metadata={"run_id": run_1}))
+    await graph.ainvoke(
+        {"messages": ["b"], "turns": 1}, _config("other", metadata={"run_id": run_1})
+    )
+    await graph.ainvoke({"messages": ["c"], "turns": 2}, _config("t", metadata={"run_id": run_2}))
     state = await graph.aget_state(_config("t"))
     await saver.adelete_for_runs([run_1])
     runs = {t.metadata.get("run_id") async for t in saver.alist(_config("t"))}
@@ -160,6 +166,17 @@ async def test_a_copied_thread_goes_on_by_itself(adapter_store: SessionStore) ->
         "only-dst",
         "reply-50",
     ]
+
+
+class _WithoutEventLog(MemoryStore):
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, event_log=False)
+
+
+def test_a_store_without_the_event_log_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="event_log"):
+        SessionStoreSaver(_WithoutEventLog())
 
 
 async def test_bad_prune_arguments_are_refused(adapter_store: SessionStore) -> None:
