@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import json
 import statistics
 import sys
@@ -30,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +54,7 @@ class Sizes:
     message_steps: int
 
 
-FULL = Sizes(early=100, late=3000, window=60, messages=(100, 1000, 3000), message_steps=12)
+FULL = Sizes(early=100, late=3000, window=100, messages=(100, 1000, 3000), message_steps=15)
 QUICK = Sizes(early=50, late=300, window=10, messages=(100, 1000), message_steps=2)
 
 
@@ -148,27 +147,35 @@ class _Thread:
         self.step += 1
 
 
-async def _timed(fn: Callable[[], Awaitable[Any]], n: int) -> float:
-    """The median of ``n`` calls, in milliseconds."""
-    times = []
+async def _interleaved(
+    early: Callable[[], Awaitable[Any]], late: Callable[[], Awaitable[Any]], n: int
+) -> tuple[float, float]:
+    """Median ms of ``early`` and of ``late``, their calls alternating (so that a load
+    change on the shared machine hits both sides alike)."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(n):
-        start = time.perf_counter()
-        await fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+        for side, fn in enumerate((early, late)):
+            start = time.perf_counter()
+            await fn()
+            times[side].append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
 
 
 async def flat_steps(driver: str, sizes: Sizes, workdir: Path, redis_url: str | None) -> list[Row]:
+    """Two threads of one store, one at step ``early`` and one at step ``late``; their
+    steps (and newest-checkpoint reads) alternate."""
     async with _saver(driver, workdir, redis_url) as saver:
-        thread = _Thread(saver, "flat")
-        while thread.step < sizes.early:
-            await thread.step_delta()
-        step_early = await _timed(thread.step_delta, sizes.window)
-        get_early = await _timed(lambda: saver.aget_tuple(thread.config), sizes.window)
-        while thread.step < sizes.late:
-            await thread.step_delta()
-        step_late = await _timed(thread.step_delta, sizes.window)
-        get_late = await _timed(lambda: saver.aget_tuple(thread.config), sizes.window)
+        short, long = _Thread(saver, "short"), _Thread(saver, "long")
+        while short.step < sizes.early:
+            await short.step_delta()
+        while long.step < sizes.late:
+            await long.step_delta()
+        step_early, step_late = await _interleaved(short.step_delta, long.step_delta, sizes.window)
+        get_early, get_late = await _interleaved(
+            lambda: saver.aget_tuple(short.config),
+            lambda: saver.aget_tuple(long.config),
+            sizes.window,
+        )
     rows = []
     for name, late, early in (
         (f"put + put_writes at step {sizes.late} / step {sizes.early}", step_late, step_early),
@@ -191,48 +198,32 @@ async def _other(kind: str, workdir: Path) -> AsyncIterator[BaseCheckpointSaver[
 async def message_list(
     sizes: Sizes, workdir: Path, drivers: list[str], redis_url: str | None
 ) -> list[Row]:
+    """Per n: a thread on every saver, their steps alternating round by round."""
     rows: list[Row] = []
     for n in sizes.messages:
         messages = [_message(i) for i in range(n)]
-        cost: dict[str, float] = {}
-        for kind in ("InMemorySaver", "AsyncSqliteSaver"):
-            async with _other(kind, workdir) as other:
-                thread = _Thread(other, "m")
-                cost[kind] = await _timed(
-                    functools.partial(thread.step_messages, messages), sizes.message_steps
-                )
+        async with AsyncExitStack() as stack:
+            savers: dict[str, BaseCheckpointSaver[Any]] = {}
+            for kind in ("InMemorySaver", "AsyncSqliteSaver"):
+                savers[kind] = await stack.enter_async_context(_other(kind, workdir))
+            for driver in drivers:
+                savers[driver] = await stack.enter_async_context(_saver(driver, workdir, redis_url))
+            threads = {name: _Thread(saver, "m") for name, saver in savers.items()}
+            times: dict[str, list[float]] = {name: [] for name in savers}
+            for _ in range(sizes.message_steps):
+                for name, thread in threads.items():
+                    start = time.perf_counter()
+                    await thread.step_messages(messages)
+                    times[name].append(time.perf_counter() - start)
+        cost = {name: statistics.median(t) * 1000 for name, t in times.items()}
         for driver in drivers:
-            async with _saver(driver, workdir, redis_url) as saver:
-                thread = _Thread(saver, "m")
-                ours = await _timed(
-                    functools.partial(thread.step_messages, messages), sizes.message_steps
-                )
-            sqlite = cost["AsyncSqliteSaver"]
+            ours, sqlite, memory = cost[driver], cost["AsyncSqliteSaver"], cost["InMemorySaver"]
             target = "< 1.0 (faster)" if (driver, n) == ("file", 1000) else "report"
             met = ours / sqlite < 1.0 if target != "report" else None
-            rows.append(
-                Row(
-                    f"{n} messages: ours / AsyncSqliteSaver",
-                    driver,
-                    ours,
-                    sqlite,
-                    ours / sqlite,
-                    target,
-                    met,
-                )
-            )
-            memory = cost["InMemorySaver"]
-            rows.append(
-                Row(
-                    f"{n} messages: ours / InMemorySaver",
-                    driver,
-                    ours,
-                    memory,
-                    ours / memory,
-                    "report",
-                    None,
-                )
-            )
+            name = f"{n} messages: ours / AsyncSqliteSaver"
+            rows.append(Row(name, driver, ours, sqlite, ours / sqlite, target, met))
+            name = f"{n} messages: ours / InMemorySaver"
+            rows.append(Row(name, driver, ours, memory, ours / memory, "report", None))
     return rows
 
 
