@@ -93,7 +93,8 @@ async def delete_for_runs(saver: SessionStoreSaver, run_ids: Sequence[str]) -> N
         await _remove(saver, session_id, thread, [r for r in thread.records if r.run_id in runs])
     for run_id in runs:
         await saver.store.delete_session(run_index_id(run_id))
-    saver._indexed_runs.clear()
+    with saver._lock:
+        saver._indexed_runs.clear()
 
 
 async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -122,6 +123,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self.processor_id = processor_id
         self.runs_processor_id = f"{processor_id}.runs"
         self._indexed_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
 
     # -- opening and closing
 
@@ -219,16 +221,16 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         the write itself, so a crash can only leave an index entry too many)."""
         pair = (session_id, run_id)
         if pair in self._indexed_runs:
-            self._indexed_runs.move_to_end(pair)
             return
         await self._store.append_events(
             run_index_id(run_id),
             [EventInput(type=RUN_TYPE, key=f"t.{digest(thread_id)}", data={"t": thread_id})],
             create=NewSession(processor_id=self.runs_processor_id, metadata={"run_id": run_id}),
         )
-        self._indexed_runs[pair] = None
-        if len(self._indexed_runs) > _RUN_CACHE:
-            self._indexed_runs.popitem(last=False)
+        with self._lock:  # the async and the sync methods may run on two threads
+            self._indexed_runs[pair] = None
+            if len(self._indexed_runs) > _RUN_CACHE:
+                self._indexed_runs.popitem(last=False)
 
     async def _append(self, session_id: str, thread_id: str, events: list[EventInput]) -> None:
         """Append ``events``, creating the thread's session if needed. A key stored with

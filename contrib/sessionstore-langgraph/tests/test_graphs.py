@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from scenarios import delta_scenario, review_scenario, sync_scenario
 from sessionstore_langgraph import SessionStoreSaver
 
 from sessionstore import SessionStore
+from sessionstore.sync import open_sync_store
 
 
 async def test_interrupt_resume_fork_and_time_travel(adapter_store: SessionStore) -> None:
@@ -62,3 +64,25 @@ async def test_free_text_thread_ids(adapter_store: SessionStore, thread_id: str)
         assert await review_scenario(saver, thread_id) == expected
         listed = {t.config["configurable"]["thread_id"] async for t in saver.alist(None)}
     assert listed == {thread_id}
+
+
+async def test_a_sync_store_facade_serves_the_sync_twins(adapter_store_url: str) -> None:
+    expected = sync_scenario(InMemorySaver(), "facade")
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        with open_sync_store(adapter_store_url, namespace=f"f-{uuid.uuid4().hex[:8]}") as facade:
+            if not facade.capabilities.event_log:
+                result["skip"] = type(facade.store).__name__
+                return
+            saver = SessionStoreSaver(facade)
+            result["got"] = sync_scenario(saver, "facade")
+            result["threads"] = [t.config["configurable"]["thread_id"] for t in saver.list(None)]
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    if "skip" in result:
+        pytest.skip(f"{result['skip']} does not declare Capabilities.event_log")
+    assert result["got"] == expected
+    assert set(result["threads"]) == {"facade"}
