@@ -18,5 +18,5 @@ def test_the_langgraph_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     skip_without_event_log(f"file://{tmp_path}")  # the page's examples use file://
     monkeypatch.chdir(tmp_path)
     run = run_page(PAGE)
-    assert len(run.ran) == 4 and not run.skipped
+    assert len(run.ran) == 3 and not run.skipped
     assert (tmp_path / "threads").is_dir()  # the file store of the first example
