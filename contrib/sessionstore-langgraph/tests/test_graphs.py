@@ -10,12 +10,15 @@ import uuid
 from typing import Any
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
-from scenarios import delta_scenario, review_scenario, sync_scenario
+from langgraph.types import Command
+from scenarios import delta_scenario, review_graph, review_scenario, sync_scenario
 from sessionstore_langgraph import SessionStoreSaver
 
 from sessionstore import SessionStore
 from sessionstore.sync import open_sync_store
+from tests.adapters.plugin import OpenStore
 
 
 async def test_interrupt_resume_fork_and_time_travel(adapter_store: SessionStore) -> None:
@@ -86,3 +89,23 @@ async def test_a_sync_store_facade_serves_the_sync_twins(adapter_store_url: str)
         pytest.skip(f"{result['skip']} does not declare Capabilities.event_log")
     assert result["got"] == expected
     assert set(result["threads"]) == {"facade"}
+
+
+async def test_a_second_process_resumes_the_thread(
+    adapter_store: SessionStore, adapter_open_store: OpenStore
+) -> None:
+    """Pause on one store object, resume on another over the same data (what a second
+    worker process sees): nothing the saver keeps in memory is needed."""
+    config: RunnableConfig = {
+        "configurable": {"thread_id": "handover"},
+        "metadata": {"run_id": "r1"},
+    }
+    first = review_graph(SessionStoreSaver(adapter_store))
+    paused = await first.ainvoke({"log": ["start"], "approved": ""}, config)
+    assert "__interrupt__" in paused
+    other = SessionStoreSaver(await adapter_open_store())
+    second = review_graph(other)
+    done = await second.ainvoke(Command(resume="from-b"), config)
+    assert done["log"] == ["start", "draft-1", "review:from-b", "publish:from-b"]
+    await other.adelete_for_runs(["r1"])
+    assert [t async for t in SessionStoreSaver(adapter_store).alist(config)] == []
