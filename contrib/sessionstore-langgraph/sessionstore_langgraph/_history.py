@@ -95,6 +95,8 @@ class _Walk:
                 )
                 for event in page:
                     loaded.setdefault(event.data["id"], CheckpointRecord.of(event))
+                if page:
+                    below = page[0].seq
                 record = loaded.get(parent)
                 if record is None:  # not just before its child (a fork): fetch it by key
                     found = await self.saver._event(
@@ -103,7 +105,7 @@ class _Walk:
                     if found is None:
                         break
                     record = CheckpointRecord.of(found)
-                below = record.event.seq
+                    below = record.event.seq
             self.chain.append(record)
             await self._settle(at_end=False)
             parent = record.parent
