@@ -106,7 +106,9 @@ async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> Non
     runs: dict[str, None] = {}
 
     async def flush() -> None:
-        await saver.store.append_events(target_id, batch, create=saver._new_thread(target))
+        await saver.store.append_events(
+            target_id, batch, create=saver._new_thread(target), ttl=saver.ttl
+        )
         batch.clear()
 
     async for event in saver._all_events(source_id):

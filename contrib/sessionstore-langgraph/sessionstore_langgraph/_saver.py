@@ -47,6 +47,7 @@ from sessionstore import (
     SessionStore,
     open_store,
 )
+from sessionstore.model import TTL
 from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
@@ -97,6 +98,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     :class:`~sessionstore.ConfigurationError`. ``processor_id`` tags the thread sessions
     (listing all threads reads exactly those), and ``processor_id + ".runs"`` the small
     per-run index sessions that let ``delete_for_runs`` find a run's threads.
+
+    ``ttl`` (seconds or a ``timedelta``) makes threads expire that long after their
+    last write: each write sets the thread's expiry in the same atomic append (sliding
+    expiry); an expired thread reads as missing and the store's cleanup removes it.
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         *,
         serde: SerializerProtocol | None = None,
         processor_id: str = "langgraph",
+        ttl: TTL | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if not getattr(store.capabilities, "event_log", False):
@@ -121,6 +127,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             self._loop_thread = None
             self._owns_loop_thread = True
         self.processor_id = processor_id
+        self.ttl = ttl
         self.runs_processor_id = f"{processor_id}.runs"
         self._indexed_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._lock = threading.Lock()
@@ -130,12 +137,17 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     @classmethod
     @asynccontextmanager
     async def from_url(
-        cls, url: str | None = None, *, processor_id: str = "langgraph", **options: Any
+        cls,
+        url: str | None = None,
+        *,
+        processor_id: str = "langgraph",
+        ttl: TTL | None = None,
+        **options: Any,
     ) -> AsyncIterator[SessionStoreSaver]:
         """``async with SessionStoreSaver.from_url("redis://...") as saver:`` — a saver
         over a store it opens (``open_store(url, **options)``) and shuts down on exit."""
         async with open_store(url, **options) as store:
-            saver = cls(store, processor_id=processor_id)
+            saver = cls(store, processor_id=processor_id, ttl=ttl)
             try:
                 yield saver
             finally:
@@ -144,12 +156,17 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     @classmethod
     @contextmanager
     def from_url_sync(
-        cls, url: str | None = None, *, processor_id: str = "langgraph", **options: Any
+        cls,
+        url: str | None = None,
+        *,
+        processor_id: str = "langgraph",
+        ttl: TTL | None = None,
+        **options: Any,
     ) -> Iterator[SessionStoreSaver]:
         """``with SessionStoreSaver.from_url_sync("file://./threads") as saver:`` — the
         same for sync code, over a :class:`~sessionstore.sync.SyncSessionStore`."""
         with open_sync_store(url, **options) as facade:
-            yield cls(facade, processor_id=processor_id)
+            yield cls(facade, processor_id=processor_id, ttl=ttl)
 
     @property
     def store(self) -> SessionStore:
@@ -226,6 +243,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             run_index_id(run_id),
             [EventInput(type=RUN_TYPE, key=f"t.{digest(thread_id)}", data={"t": thread_id})],
             create=NewSession(processor_id=self.runs_processor_id, metadata={"run_id": run_id}),
+            ttl=self.ttl,
         )
         with self._lock:  # the async and the sync methods may run on two threads
             self._indexed_runs[pair] = None
@@ -237,13 +255,15 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         other content (a checkpoint id or channel version put twice with new content)
         is replaced, as LangGraph's own savers overwrite it."""
         try:
-            await self._store.append_events(session_id, events, create=self._new_thread(thread_id))
+            await self._store.append_events(
+                session_id, events, create=self._new_thread(thread_id), ttl=self.ttl
+            )
         except EventKeyConflictError:
             keys = [e.key for e in events if e.key is not None]
             await self._store.commit(
                 [
                     DeleteEventsOp(session_id, keys=keys),
-                    AppendOp(session_id, events),
+                    AppendOp(session_id, events, ttl=self.ttl),
                 ]
             )
 

@@ -7,16 +7,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
 from sessionstore_memory import MemoryStore
 
-from sessionstore import Capabilities, ConfigurationError, Event, SessionStore
+from sessionstore import (
+    Capabilities,
+    ConfigurationError,
+    Event,
+    ManualClock,
+    SessionStore,
+    open_store,
+)
 from sessionstore.sync import BlockingCallError
 
 
@@ -210,3 +219,20 @@ async def test_a_value_too_big_for_one_event_is_split_and_rebuilt(
     assert state.values["log"][:40] == [f"line {i}" for i in range(40)]
     await saver.aprune(["t"])
     assert (await graph.aget_state(_config("t"))).values == state.values
+
+
+async def test_threads_expire_a_ttl_after_their_last_write() -> None:
+    clock = ManualClock()
+    async with open_store("memory://", clock=clock) as store:
+        saver = SessionStoreSaver(store, ttl=timedelta(hours=1))
+        graph = review_graph(saver)
+        await graph.ainvoke({"log": ["start"], "approved": ""}, _config("t"))
+        clock.advance(timedelta(minutes=50))
+        await graph.ainvoke(Command(resume="ok"), _config("t"))  # a write slides the expiry
+        session = await store.get_session(thread_session_id("t"))
+        assert session is not None and session.expires_at == clock.now() + timedelta(hours=1)
+        clock.advance(timedelta(minutes=50))
+        assert await saver.aget_tuple(_config("t")) is not None
+        clock.advance(timedelta(minutes=11))
+        assert await saver.aget_tuple(_config("t")) is None
+        assert [t async for t in saver.alist(None)] == []
