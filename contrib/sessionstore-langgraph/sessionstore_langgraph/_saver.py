@@ -268,9 +268,19 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             )
 
     async def _values(
-        self, session_id: str, ns: str, versions: Mapping[str, str | int | float]
+        self,
+        session_id: str,
+        ns: str,
+        versions: Mapping[str, str | int | float],
+        record: CheckpointRecord | None = None,
     ) -> dict[str, Any]:
-        channels = list(versions)
+        # A version this very step wrote without a value (a delta channel's sentinel) has
+        # no event to look for.
+        channels = [
+            ch
+            for ch, version in versions.items()
+            if record is None or ch in record.stored or record.new_versions.get(ch) != version
+        ]
         found = await asyncio.gather(
             *(self._value(session_id, blob_key(ns, ch, versions[ch])) for ch in channels)
         )
@@ -303,7 +313,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         session_id = thread_session_id(thread_id)
         checkpoint = record.checkpoint(self.serde)
         values, writes = await asyncio.gather(
-            self._values(session_id, record.ns, checkpoint["channel_versions"]),
+            self._values(session_id, record.ns, checkpoint["channel_versions"], record),
             self._writes(session_id, record.ns, record.id),
         )
         return CheckpointTuple(
