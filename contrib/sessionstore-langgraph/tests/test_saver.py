@@ -11,8 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from delta_spec import build_delta_chain
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
@@ -236,3 +237,37 @@ async def test_threads_expire_a_ttl_after_their_last_write() -> None:
         clock.advance(timedelta(minutes=11))
         assert await saver.aget_tuple(_config("t")) is None
         assert [t async for t in saver.alist(None)] == []
+
+
+class _CountingStore(MemoryStore):
+    """A memory store that counts its event reads."""
+
+    reads = 0
+
+    async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        self.reads += 1
+        return await super().get_events(session_id, **query)
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        self.reads += 1
+        return await super().get_event(session_id, key=key)
+
+
+@pytest.mark.parametrize("snapshots", [[0], [0, 30], [], [45]])
+async def test_the_native_delta_history_equals_the_default_walk_with_fewer_reads(
+    snapshots: list[int],
+) -> None:
+    store = _CountingStore()
+    async with store:
+        saver = SessionStoreSaver(store)
+        configs = await build_delta_chain(
+            saver, channel="ch", snapshots_at_steps=snapshots, total_steps=60
+        )
+        store.reads = 0
+        native = await saver.aget_delta_channel_history(config=configs[-1], channels=["ch"])
+        native_reads, store.reads = store.reads, 0
+        default = await BaseCheckpointSaver.aget_delta_channel_history(
+            saver, config=configs[-1], channels=["ch"]
+        )
+        assert native == default
+        assert native_reads <= 4 < store.reads / 5  # the target, one page, the writes, a seed
