@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any, Final
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite, get_checkpoint_id
 
-from sessionstore import Event
-
-from ._ids import blob_key, checkpoint_key, checkpoint_type, thread_session_id, writes_type
-from ._records import MISSING, CheckpointRecord, pending_writes
+from ._ids import blob_key, checkpoint_key, checkpoint_type, thread_session_id
+from ._records import MISSING, CheckpointRecord
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -31,8 +29,6 @@ __all__ = ["delta_channel_history"]
 
 #: Checkpoint events read per backwards page while walking a chain.
 PAGE: Final = 64
-#: Checkpoints whose writes one read fetches.
-TYPES_PER_READ: Final = 256
 
 
 async def delta_channel_history(
@@ -52,7 +48,7 @@ async def delta_channel_history(
     reach = {ch: walk.seed_at[ch] + 1 if ch in walk.seed_at else len(chain) for ch in channels}
     depth = max(reach.values(), default=0)
     writes, seeds = await asyncio.gather(
-        _writes_of(saver, session_id, ns, chain[:depth]),
+        saver._writes_many(session_id, chain[:depth]),
         asyncio.gather(*(walk.value(ch) for ch in walk.seed_at)),
     )
     seed_of = dict(zip(walk.seed_at, seeds, strict=True))
@@ -66,22 +62,6 @@ async def delta_channel_history(
             entry["seed"] = seed_of[ch]
         result[ch] = entry
     return result
-
-
-async def _writes_of(
-    saver: SessionStoreSaver, session_id: str, ns: str, chain: Sequence[CheckpointRecord]
-) -> list[list[PendingWrite]]:
-    """The pending writes of each checkpoint of ``chain``: one read per
-    :data:`TYPES_PER_READ` checkpoints (each checkpoint's writes have a type of their
-    own, and one read takes a set of types)."""
-    kinds = [writes_type(ns, r.id) for r in chain]
-    events: list[Event] = []
-    for i in range(0, len(kinds), TYPES_PER_READ):
-        events += await saver._events(session_id, types=kinds[i : i + TYPES_PER_READ])
-    by_kind: dict[str, list[Event]] = {}
-    for event in events:
-        by_kind.setdefault(event.type, []).append(event)
-    return [pending_writes(saver.serde, by_kind.get(kind, ())) for kind in kinds]
 
 
 _MORE: Final = "more"  # the version's stretch reaches the end of the chain loaded so far

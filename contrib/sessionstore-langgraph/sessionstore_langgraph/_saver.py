@@ -14,7 +14,7 @@ import asyncio
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -27,6 +27,7 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
+    PendingWrite,
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
@@ -79,6 +80,8 @@ R = TypeVar("R")
 
 #: How many checkpoint events one backwards read fetches while listing.
 PAGE: Final = 50
+#: Checkpoints whose writes one read fetches.
+TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
 _RUN_CACHE: Final = 4096
 
@@ -309,20 +312,50 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])
         return pending_writes(self.serde, events)
 
+    async def _writes_many(
+        self, session_id: str, records: Sequence[CheckpointRecord]
+    ) -> list[list[PendingWrite]]:
+        """The pending writes of each of ``records``: one read per :data:`TYPES_PER_READ`
+        checkpoints (each checkpoint's writes have a type, a read takes a set of types)."""
+        kinds = [writes_type(r.ns, r.id) for r in records]
+        events: list[Event] = []
+        for i in range(0, len(kinds), TYPES_PER_READ):
+            events += await self._events(session_id, types=kinds[i : i + TYPES_PER_READ])
+        by_kind: dict[str, list[Event]] = {}
+        for event in events:
+            by_kind.setdefault(event.type, []).append(event)
+        return [pending_writes(self.serde, by_kind.get(kind, ())) for kind in kinds]
+
     async def _tuple(self, thread_id: str, record: CheckpointRecord) -> CheckpointTuple:
+        return (await self._tuples(thread_id, [record]))[0]
+
+    async def _tuples(
+        self, thread_id: str, records: Sequence[CheckpointRecord]
+    ) -> list[CheckpointTuple]:
+        """The tuples of ``records``: their writes in one read, their values concurrently."""
         session_id = thread_session_id(thread_id)
-        checkpoint = record.checkpoint(self.serde)
-        values, writes = await asyncio.gather(
-            self._values(session_id, record.ns, checkpoint["channel_versions"], record),
-            self._writes(session_id, record.ns, record.id),
+        checkpoints = [r.checkpoint(self.serde) for r in records]
+        writes, values = await asyncio.gather(
+            self._writes_many(session_id, records)
+            if len(records) > 1
+            else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
+            asyncio.gather(
+                *(
+                    self._values(session_id, r.ns, cp["channel_versions"], r)
+                    for r, cp in zip(records, checkpoints, strict=True)
+                )
+            ),
         )
-        return CheckpointTuple(
-            config=_config(thread_id, record.ns, record.id),
-            checkpoint={**checkpoint, "channel_values": values},  # type: ignore[typeddict-item]
-            metadata=record.metadata(self.serde),  # type: ignore[arg-type]
-            parent_config=(_config(thread_id, record.ns, record.parent) if record.parent else None),
-            pending_writes=writes,
-        )
+        return [
+            CheckpointTuple(
+                config=_config(thread_id, r.ns, r.id),
+                checkpoint={**cp, "channel_values": v},  # type: ignore[typeddict-item]
+                metadata=r.metadata(self.serde),  # type: ignore[arg-type]
+                parent_config=_config(thread_id, r.ns, r.parent) if r.parent else None,
+                pending_writes=w,
+            )
+            for r, cp, v, w in zip(records, checkpoints, values, writes, strict=True)
+        ]
 
     async def _record(
         self, session_id: str, ns: str, checkpoint_id: str | None
@@ -372,16 +405,29 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             ns = None
             only_id = None
         async for thread_id in threads:
-            async for record in self._records(thread_id, ns, before_id, only_id):
-                if filter:
-                    metadata = record.metadata(self.serde)
-                    if not all(metadata.get(k) == v for k, v in filter.items()):
+            batch: list[CheckpointRecord] = []
+            records = self._records(thread_id, ns, before_id, only_id)
+            while True:  # a page of records at a time: their writes in one read
+                record = await anext(records, None)
+                if record is not None:
+                    if filter:
+                        metadata = record.metadata(self.serde)
+                        if not all(metadata.get(k) == v for k, v in filter.items()):
+                            continue
+                    batch.append(record)
+                    if len(batch) < min(PAGE, remaining or PAGE):
                         continue
-                yield await self._tuple(thread_id, record)
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining == 0:
-                        return
+                if batch:
+                    for tup in await self._tuples(thread_id, batch):
+                        yield tup
+                        if remaining is not None:
+                            remaining -= 1
+                            if remaining == 0:
+                                await records.aclose()
+                                return
+                    batch = []
+                if record is None:
+                    break
 
     async def _threads(self) -> AsyncIterator[str]:
         cursor: str | None = None
@@ -398,7 +444,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
 
     async def _records(
         self, thread_id: str, ns: str | None, before_id: str | None, only_id: str | None
-    ) -> AsyncIterator[CheckpointRecord]:
+    ) -> AsyncGenerator[CheckpointRecord, None]:
         session_id = thread_session_id(thread_id)
         if ns is not None and only_id is not None:
             record = await self._record(session_id, ns, only_id)
