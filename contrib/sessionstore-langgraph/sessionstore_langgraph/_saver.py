@@ -1,0 +1,667 @@
+"""``SessionStoreSaver``: LangGraph's ``BaseCheckpointSaver`` over any sessionstore store.
+
+One thread is one session (ids mapped by :func:`~sessionstore_langgraph.thread_session_id`).
+Each step appends events and never rewrites what is stored: ``put`` appends the
+channel values that changed (one event each, keyed by namespace, channel and version)
+and the checkpoint itself (keyed by namespace and id) in one atomic append;
+``put_writes`` appends one keyed event, so a re-delivered call is stored once. Reads go
+by key and type, so their cost follows what they return, not the thread's history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from sessionstore import (
+    AppendOp,
+    ConfigurationError,
+    DeleteEventsOp,
+    Event,
+    EventInput,
+    EventKeyConflictError,
+    NewSession,
+    QueryOptions,
+    Session,
+    SessionFilter,
+    SessionNotFoundError,
+    SessionStore,
+    open_store,
+)
+from sessionstore.model import TTL
+from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
+
+from . import _history, _maintenance
+from ._ids import (
+    RUN_TYPE,
+    blob_key,
+    checkpoint_key,
+    checkpoint_type,
+    digest,
+    run_index_id,
+    thread_session_id,
+    writes_key,
+    writes_type,
+)
+from ._records import (
+    MISSING,
+    CheckpointRecord,
+    blob_events,
+    checkpoint_data,
+    decode,
+    pending_writes,
+    write_rows,
+    writes_digest,
+)
+
+__all__ = ["SessionStoreSaver"]
+
+R = TypeVar("R")
+
+#: How many checkpoint events one backwards read fetches while listing.
+PAGE: Final = 50
+#: Checkpoints whose writes one read fetches.
+TYPES_PER_READ: Final = 256
+#: How many (thread, run) pairs the saver remembers having indexed.
+_RUN_CACHE: Final = 4096
+
+
+class SessionStoreSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer that keeps each thread in one sessionstore session.
+
+    ``store`` is any sessionstore store (memory, file, Redis, SQL, a third-party driver
+    with the ``event_log`` capability), or a :class:`~sessionstore.sync.SyncSessionStore`.
+    The async methods (``aput``, ``aget_tuple``, ...) run on the caller's event loop;
+    their sync twins (``put``, ``get_tuple``, ...) run the same code on a loop thread:
+    the facade's when given a ``SyncSessionStore``, else one the saver starts on first
+    use and stops in :meth:`close`. Calling a sync twin from a thread that runs an event
+    loop raises ``BlockingCallError`` (use the async method there).
+
+    The store must declare ``Capabilities.event_log`` (every built-in driver does), else
+    :class:`~sessionstore.ConfigurationError`. ``processor_id`` tags the thread sessions
+    (listing all threads reads exactly those), and ``processor_id + ".runs"`` the small
+    per-run index sessions that let ``delete_for_runs`` find a run's threads.
+
+    ``ttl`` (seconds or a ``timedelta``) makes threads expire that long after their
+    last write: each write sets the thread's expiry in the same atomic append (sliding
+    expiry); an expired thread reads as missing and the store's cleanup removes it.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | SyncSessionStore,
+        *,
+        serde: SerializerProtocol | None = None,
+        processor_id: str = "langgraph",
+        ttl: TTL | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if not getattr(store.capabilities, "event_log", False):
+            raise ConfigurationError(
+                f"SessionStoreSaver needs a store with the event_log capability "
+                f"(keyed events, delete_events); {type(store).__name__} does not declare it"
+            )
+        if isinstance(store, SyncSessionStore):
+            self._store: SessionStore = store.store
+            self._loop_thread: LoopThread | None = store.loop_thread
+            self._owns_loop_thread = False
+        else:
+            self._store = store
+            self._loop_thread = None
+            self._owns_loop_thread = True
+        self.processor_id = processor_id
+        self.ttl = ttl
+        self.runs_processor_id = f"{processor_id}.runs"
+        self._indexed_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- opening and closing
+
+    @classmethod
+    @asynccontextmanager
+    async def from_url(
+        cls,
+        url: str | None = None,
+        *,
+        processor_id: str = "langgraph",
+        ttl: TTL | None = None,
+        **options: Any,
+    ) -> AsyncIterator[SessionStoreSaver]:
+        """``async with SessionStoreSaver.from_url("redis://...") as saver:`` — a saver
+        over a store it opens (``open_store(url, **options)``) and shuts down on exit."""
+        async with open_store(url, **options) as store:
+            saver = cls(store, processor_id=processor_id, ttl=ttl)
+            try:
+                yield saver
+            finally:
+                saver.close()
+
+    @classmethod
+    @contextmanager
+    def from_url_sync(
+        cls,
+        url: str | None = None,
+        *,
+        processor_id: str = "langgraph",
+        ttl: TTL | None = None,
+        **options: Any,
+    ) -> Iterator[SessionStoreSaver]:
+        """``with SessionStoreSaver.from_url_sync("file://./threads") as saver:`` — the
+        same for sync code, over a :class:`~sessionstore.sync.SyncSessionStore`."""
+        with open_sync_store(url, **options) as facade:
+            yield cls(facade, processor_id=processor_id, ttl=ttl)
+
+    @property
+    def store(self) -> SessionStore:
+        """The async store the saver writes to."""
+        return self._store
+
+    def close(self) -> None:
+        """Stop the loop thread the sync methods started (the store stays open)."""
+        if self._owns_loop_thread and self._loop_thread is not None:
+            self._loop_thread.close()
+            self._loop_thread = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _call(self, coro: Coroutine[Any, Any, R]) -> R:
+        if self._loop_thread is None:
+            self._loop_thread = LoopThread(name="sessionstore-langgraph")
+        return self._loop_thread.call(coro)
+
+    # -- helpers
+
+    def _new_thread(self, thread_id: str) -> NewSession:
+        return NewSession(processor_id=self.processor_id, metadata={"thread_id": thread_id})
+
+    async def _events(self, session_id: str, **query: Any) -> list[Event]:
+        try:
+            return await self._store.get_events(session_id, **query)
+        except SessionNotFoundError:
+            return []
+
+    async def _event(self, session_id: str, key: str) -> Event | None:
+        try:
+            return await self._store.get_event(session_id, key=key)
+        except SessionNotFoundError:
+            return None
+
+    async def _all_events(self, session_id: str, page: int = 500) -> AsyncIterator[Event]:
+        after = 0
+        while True:
+            events = await self._events(session_id, after_seq=after, limit=page)
+            for event in events:
+                yield event
+            if len(events) < page:
+                return
+            after = events[-1].seq
+
+    async def _index_run(self, thread_id: str, session_id: str, run_id: str) -> None:
+        """Record in the run's index session that the run wrote to this thread (before
+        the write itself, so a crash can only leave an index entry too many)."""
+        pair = (session_id, run_id)
+        if pair in self._indexed_runs:
+            return
+        await self._store.append_events(
+            run_index_id(run_id),
+            [EventInput(type=RUN_TYPE, key=f"t.{digest(thread_id)}", data={"t": thread_id})],
+            create=NewSession(processor_id=self.runs_processor_id, metadata={"run_id": run_id}),
+            ttl=self.ttl,
+        )
+        with self._lock:  # the async and the sync methods may run on two threads
+            self._indexed_runs[pair] = None
+            if len(self._indexed_runs) > _RUN_CACHE:
+                self._indexed_runs.popitem(last=False)
+
+    async def _append(self, session_id: str, thread_id: str, events: list[EventInput]) -> None:
+        """Append ``events``, creating the thread's session if needed. A key stored with
+        other content (a checkpoint id or channel version put twice with new content)
+        is replaced, as LangGraph's own savers overwrite it."""
+        try:
+            await self._store.append_events(
+                session_id, events, create=self._new_thread(thread_id), ttl=self.ttl
+            )
+        except EventKeyConflictError:
+            keys = [e.key for e in events if e.key is not None]
+            await self._store.commit(
+                [
+                    DeleteEventsOp(session_id, keys=keys),
+                    AppendOp(session_id, events, ttl=self.ttl),
+                ]
+            )
+
+    async def _values(
+        self,
+        session_id: str,
+        ns: str,
+        versions: Mapping[str, str | int | float],
+        record: CheckpointRecord | None = None,
+    ) -> dict[str, Any]:
+        # A version this very step wrote without a value (a delta channel's sentinel) has
+        # no event to look for.
+        channels = [
+            ch
+            for ch, version in versions.items()
+            if record is None or ch in record.stored or record.new_versions.get(ch) != version
+        ]
+        found = await asyncio.gather(
+            *(self._value(session_id, blob_key(ns, ch, versions[ch])) for ch in channels)
+        )
+        return {
+            ch: value for ch, value in zip(channels, found, strict=True) if value is not MISSING
+        }
+
+    async def _value(self, session_id: str, key: str) -> Any:
+        """The channel value stored under ``key`` (over several events if it was
+        split), or ``MISSING``."""
+        event = await self._event(session_id, key)
+        if event is None:
+            return MISSING
+        data = event.data
+        raw = data["b"]
+        if "n" in data:
+            rest = await asyncio.gather(
+                *(self._event(session_id, f"{key}.{i}") for i in range(1, data["n"]))
+            )
+            if any(part is None for part in rest):  # deleted meanwhile
+                return MISSING
+            raw = "".join([raw, *(part.data["b"] for part in rest if part is not None)])
+        return decode(self.serde, (data["t"], raw))
+
+    async def _writes(self, session_id: str, ns: str, checkpoint_id: str) -> list[Any]:
+        events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])
+        return pending_writes(self.serde, events)
+
+    async def _writes_many(
+        self, session_id: str, records: Sequence[CheckpointRecord]
+    ) -> list[list[PendingWrite]]:
+        """The pending writes of each of ``records``: one read per :data:`TYPES_PER_READ`
+        checkpoints (each checkpoint's writes have a type, a read takes a set of types)."""
+        kinds = [writes_type(r.ns, r.id) for r in records]
+        events: list[Event] = []
+        for i in range(0, len(kinds), TYPES_PER_READ):
+            events += await self._events(session_id, types=kinds[i : i + TYPES_PER_READ])
+        by_kind: dict[str, list[Event]] = {}
+        for event in events:
+            by_kind.setdefault(event.type, []).append(event)
+        return [pending_writes(self.serde, by_kind.get(kind, ())) for kind in kinds]
+
+    async def _tuple(self, thread_id: str, record: CheckpointRecord) -> CheckpointTuple:
+        return (await self._tuples(thread_id, [record]))[0]
+
+    async def _tuples(
+        self, thread_id: str, records: Sequence[CheckpointRecord]
+    ) -> list[CheckpointTuple]:
+        """The tuples of ``records``: their writes in one read, their values concurrently."""
+        session_id = thread_session_id(thread_id)
+        checkpoints = [r.checkpoint(self.serde) for r in records]
+        writes, values = await asyncio.gather(
+            self._writes_many(session_id, records)
+            if len(records) > 1
+            else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
+            asyncio.gather(
+                *(
+                    self._values(session_id, r.ns, cp["channel_versions"], r)
+                    for r, cp in zip(records, checkpoints, strict=True)
+                )
+            ),
+        )
+        return [
+            CheckpointTuple(
+                config=_config(thread_id, r.ns, r.id),
+                checkpoint={**cp, "channel_values": v},  # type: ignore[typeddict-item]
+                metadata=r.metadata(self.serde),  # type: ignore[arg-type]
+                parent_config=_config(thread_id, r.ns, r.parent) if r.parent else None,
+                pending_writes=w,
+            )
+            for r, cp, v, w in zip(records, checkpoints, values, writes, strict=True)
+        ]
+
+    async def _record(
+        self, session_id: str, ns: str, checkpoint_id: str | None
+    ) -> CheckpointRecord | None:
+        if checkpoint_id:
+            event = await self._event(session_id, checkpoint_key(ns, checkpoint_id))
+        else:
+            newest = await self._events(session_id, types=[checkpoint_type(ns)], last=1)
+            event = newest[0] if newest else None
+        return CheckpointRecord.of(event) if event is not None else None
+
+    # -- the async interface
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (``checkpoint_id``), else the thread's newest in
+        the namespace, with its channel values and pending writes; ``None`` if missing."""
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = configurable.get("checkpoint_ns", "")
+        record = await self._record(thread_session_id(thread_id), ns, get_checkpoint_id(config))
+        if record is None:
+            return None
+        return await self._tuple(thread_id, record)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Checkpoints newest first: of one thread (``config``; one namespace when it names
+        ``checkpoint_ns``), or of every thread, most recently written threads first.
+        ``filter`` matches metadata keys by equality, ``before`` keeps checkpoints whose
+        id is smaller than its ``checkpoint_id``."""
+        if limit is not None and limit <= 0:
+            return
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        if config is not None:
+            threads: AsyncIterator[str] = _one(str(config["configurable"]["thread_id"]))
+            ns = config["configurable"].get("checkpoint_ns")
+            only_id = get_checkpoint_id(config)
+        else:
+            threads = self._threads()
+            ns = None
+            only_id = None
+        async for thread_id in threads:
+            batch: list[CheckpointRecord] = []
+            records = self._records(thread_id, ns, before_id, only_id)
+            while True:  # a page of records at a time: their writes in one read
+                record = await anext(records, None)
+                if record is not None:
+                    if filter:
+                        metadata = record.metadata(self.serde)
+                        if not all(metadata.get(k) == v for k, v in filter.items()):
+                            continue
+                    batch.append(record)
+                    if len(batch) < min(PAGE, remaining or PAGE):
+                        continue
+                if batch:
+                    for tup in await self._tuples(thread_id, batch):
+                        yield tup
+                        if remaining is not None:
+                            remaining -= 1
+                            if remaining == 0:
+                                await records.aclose()
+                                return
+                    batch = []
+                if record is None:
+                    break
+
+    async def _threads(self) -> AsyncIterator[str]:
+        cursor: str | None = None
+        flt = SessionFilter(processor_id=self.processor_id)
+        while True:
+            page = await self._store.list_sessions(
+                flt, QueryOptions(sort_by="updated_at", order="desc", limit=100, cursor=cursor)
+            )
+            for session in page.items:
+                yield _thread_of(session)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def _records(
+        self, thread_id: str, ns: str | None, before_id: str | None, only_id: str | None
+    ) -> AsyncGenerator[CheckpointRecord, None]:
+        session_id = thread_session_id(thread_id)
+        if ns is not None and only_id is not None:
+            record = await self._record(session_id, ns, only_id)
+            if record is not None and (before_id is None or record.id < before_id):
+                yield record
+            return
+        if ns is None:  # every namespace: one pass over the thread, newest id first
+            records = [
+                CheckpointRecord.of(e)
+                async for e in self._all_events(session_id)
+                if e.type.startswith("lg.cp.")
+            ]
+            records.sort(key=lambda r: r.id, reverse=True)
+            for record in records:
+                if only_id is not None and record.id != only_id:
+                    continue
+                if before_id is None or record.id < before_id:
+                    yield record
+            return
+        kind = checkpoint_type(ns)
+        before_seq: int | None = None
+        if before_id is not None:
+            start = await self._event(session_id, checkpoint_key(ns, before_id))
+            before_seq = start.seq if start is not None else None
+        while True:
+            page = await self._events(session_id, types=[kind], before_seq=before_seq, last=PAGE)
+            for event in reversed(page):
+                record = CheckpointRecord.of(event)
+                if before_id is None or record.id < before_id:
+                    yield record
+            if len(page) < PAGE:
+                return
+            before_seq = page[0].seq
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Append the channel values in ``new_versions`` and the checkpoint, in one atomic
+        append to the thread's session (created on the first put)."""
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = configurable.get("checkpoint_ns", "")
+        session_id = thread_session_id(thread_id)
+        saved: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = saved.pop("channel_values")
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        events: list[EventInput] = []
+        stored: list[str] = []
+        for channel, version in new_versions.items():
+            if channel in values:
+                events += blob_events(self.serde, blob_key(ns, channel, version), values[channel])
+                stored.append(channel)
+        events.append(
+            EventInput(
+                type=checkpoint_type(ns),
+                key=checkpoint_key(ns, checkpoint["id"]),
+                data=checkpoint_data(
+                    self.serde,
+                    ns=ns,
+                    checkpoint=saved,
+                    parent=configurable.get("checkpoint_id"),
+                    metadata=full_metadata,
+                    new_versions=new_versions,
+                    stored=stored,
+                ),
+            )
+        )
+        run_id = full_metadata.get("run_id")
+        if isinstance(run_id, str) and run_id:
+            await self._index_run(thread_id, session_id, run_id)
+        await self._append(session_id, thread_id, events)
+        return _config(thread_id, ns, checkpoint["id"])
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Append one event holding the writes, keyed by their content: the same call
+        delivered twice is stored once."""
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = configurable.get("checkpoint_ns", "")
+        checkpoint_id = configurable["checkpoint_id"]
+        rows = write_rows(self.serde, writes)
+        event = EventInput(
+            type=writes_type(ns, checkpoint_id),
+            key=writes_key(ns, checkpoint_id, task_id, writes_digest(task_path, rows)),
+            data={"cid": checkpoint_id, "task": task_id, "path": task_path, "w": rows},
+        )
+        await self._append(thread_session_id(thread_id), thread_id, [event])
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Delete the thread's session: every checkpoint, value and write of it."""
+        await self._store.delete_session(thread_session_id(str(thread_id)))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete every checkpoint the runs wrote, in every thread and namespace, with
+        its pending writes and the channel values no remaining checkpoint uses."""
+        await _maintenance.delete_for_runs(self, [str(r) for r in run_ids])
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, value and write of a thread to another (the whole
+        parent chain, so delta channels rebuild on the copy)."""
+        await _maintenance.copy_thread(self, str(source_thread_id), str(target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``"keep_latest"``: keep each namespace's newest checkpoint (and, for a delta
+        channel, its ancestors back to the nearest stored value); ``"delete"``: delete
+        the threads."""
+        await _maintenance.prune(self, thread_ids, strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """The writes of ``channels`` along the parent chain of the checkpoint, back to the
+        nearest ancestor holding each channel's value (its ``seed``), read natively: the
+        chain from checkpoint events fetched a page at a time, then the writes and seeds
+        it needs, concurrently."""
+        return await _history.delta_channel_history(self, config, channels)
+
+    # -- the sync twins
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Blocking :meth:`aget_tuple`."""
+        return self._call(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Blocking :meth:`alist` (the tuples are read before the first is returned)."""
+
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        return iter(self._call(collect()))
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Blocking :meth:`aput`."""
+        return self._call(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Blocking :meth:`aput_writes`."""
+        self._call(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Blocking :meth:`adelete_thread`."""
+        self._call(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Blocking :meth:`adelete_for_runs`."""
+        self._call(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Blocking :meth:`acopy_thread`."""
+        self._call(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Blocking :meth:`aprune`."""
+        self._call(self.aprune(thread_ids, strategy=strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Blocking :meth:`aget_delta_channel_history`."""
+        return self._call(self.aget_delta_channel_history(config=config, channels=channels))
+
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
+        """The next channel version: a zero-padded counter and a random fraction, as
+        LangGraph's own savers make them, so versions sort and two forks that step
+        the same channel from the same version still get distinct versions."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+
+def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def _thread_of(session: Session) -> str:
+    thread_id = session.metadata.get("thread_id")
+    return thread_id if isinstance(thread_id, str) else session.id
+
+
+async def _one(thread_id: str) -> AsyncIterator[str]:
+    yield thread_id

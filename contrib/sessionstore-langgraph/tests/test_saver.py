@@ -1,0 +1,273 @@
+"""What the saver promises beyond LangGraph's suite: a step appends and never rewrites,
+re-delivered writes are stored once, runs, copies and prunes keep graphs working, and
+bad input is refused with typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from delta_spec import build_delta_chain
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.types import Command
+from scenarios import delta_graph, review_graph
+from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
+from sessionstore_memory import MemoryStore
+
+from sessionstore import (
+    Capabilities,
+    ConfigurationError,
+    Event,
+    ManualClock,
+    SessionStore,
+    open_store,
+)
+from sessionstore.sync import BlockingCallError
+
+
+def _config(thread: str, **extra: Any) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread}, **extra}  # type: ignore[typeddict-item]
+
+
+async def _events(store: SessionStore, thread: str) -> list[Event]:
+    return await store.get_events(thread_session_id(thread))
+
+
+async def test_a_step_appends_and_never_rewrites_what_is_stored(
+    adapter_store: SessionStore,
+) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    graph = delta_graph(saver)
+    await graph.ainvoke({"messages": ["hi"], "turns": 0}, _config("t"))
+    before = await _events(adapter_store, "t")
+    for turn in range(1, 4):
+        await graph.ainvoke({"messages": [f"m{turn}"], "turns": turn}, _config("t"))
+    after = await _events(adapter_store, "t")
+    assert after[: len(before)] == before  # every earlier event kept as it was
+    session = await adapter_store.get_session(thread_session_id("t"))
+    assert session is not None and session.processor_id == "langgraph"
+    assert session.metadata == {"thread_id": "t"}
+
+
+async def test_put_writes_only_the_channels_that_changed(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"big": ["x"] * 100, "small": 1}
+    cp["channel_versions"] = {"big": "1", "small": "1"}
+    first = await saver.aput(_config("t"), cp, {"step": 0}, {"big": "1", "small": "1"})
+    cp2 = empty_checkpoint()
+    cp2["channel_values"] = {"big": ["x"] * 100, "small": 2}
+    cp2["channel_versions"] = {"big": "1", "small": "2"}
+    count = len(await _events(adapter_store, "t"))
+    second = await saver.aput(first, cp2, {"step": 1}, {"small": "2"})
+    added = (await _events(adapter_store, "t"))[count:]
+    assert [e.type for e in added] == ["lg.blob", added[-1].type]  # one value, one checkpoint
+    assert "big" not in str(added[0].data)
+    tup = await saver.aget_tuple(second)
+    assert tup is not None and tup.checkpoint["channel_values"] == cp2["channel_values"]
+
+
+async def test_re_delivered_writes_are_stored_once(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    stored = await saver.aput(_config("t"), empty_checkpoint(), {}, {})
+    for _ in range(3):
+        await saver.aput_writes(stored, [("a", 1), ("b", {"x": [1, 2]})], "task-1", "p")
+    writes = [e for e in await _events(adapter_store, "t") if e.type.startswith("lg.w.")]
+    assert len(writes) == 1
+    # the same task and index written again with another value keeps the first value
+    await saver.aput_writes(stored, [("a", 99)], "task-1", "p")
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    assert sorted(tup.pending_writes or []) == [("task-1", "a", 1), ("task-1", "b", {"x": [1, 2]})]
+
+
+async def test_a_checkpoint_put_again_with_new_content_replaces_it(
+    adapter_store: SessionStore,
+) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"a": "old"}
+    cp["channel_versions"] = {"a": 1}
+    stored = await saver.aput(_config("t"), cp, {"step": 1}, {"a": 1})
+    cp["channel_values"] = {"a": "new"}
+    await saver.aput(_config("t"), cp, {"step": 2}, {"a": 1})
+    tup = await saver.aget_tuple(stored)
+    assert tup is not None
+    assert tup.checkpoint["channel_values"] == {"a": "new"}
+    assert tup.metadata["step"] == 2
+    assert len([t async for t in saver.alist(_config("t"))]) == 1
+
+
+async def test_a_sync_twin_called_from_a_running_loop_refuses(adapter_store: SessionStore) -> None:
+    with SessionStoreSaver(adapter_store) as saver, pytest.raises(BlockingCallError):
+        saver.get_tuple(_config("t"))
+
+
+async def test_listing_all_threads_gives_the_newest_first(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    for thread in ("old", "middle", "new"):
+        await saver.aput(_config(thread), empty_checkpoint(), {"source": "input"}, {})
+        await asyncio.sleep(0.003)  # updated_at has millisecond precision
+    got = [t.config["configurable"]["thread_id"] async for t in saver.alist(None, limit=2)]
+    assert got == ["new", "middle"]
+    filtered = [t async for t in saver.alist(None, filter={"source": "loop"})]
+    assert filtered == []
+
+
+async def test_deleting_a_run_keeps_the_other_runs_working(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    graph = delta_graph(saver)
+    run_1, run_2 = str(uuid.uuid4()), str(uuid.uuid4())
+    await graph.ainvoke({"messages": ["a"], "turns": 0}, _config("t", metadata={"run_id": run_1}))
+    await graph.ainvoke(
+        {"messages": ["b"], "turns": 1}, _config("other", metadata={"run_id": run_1})
+    )
+    await graph.ainvoke({"messages": ["c"], "turns": 2}, _config("t", metadata={"run_id": run_2}))
+    state = await graph.aget_state(_config("t"))
+    await saver.adelete_for_runs([run_1])
+    runs = {t.metadata.get("run_id") async for t in saver.alist(_config("t"))}
+    assert runs == {run_2}
+    assert [t async for t in saver.alist(_config("other"))] == []
+    assert (await graph.aget_state(_config("t"))).values == state.values
+
+
+async def test_prune_keeps_a_delta_channel_rebuildable(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    graph = delta_graph(saver)
+    for turn in range(7):
+        await graph.ainvoke({"messages": [f"m{turn}"], "turns": turn}, _config("t"))
+    state = (await graph.aget_state(_config("t"))).values
+    before = len(await _events(adapter_store, "t"))
+    await saver.aprune(["t"], strategy="keep_latest")
+    assert len(await _events(adapter_store, "t")) < before
+    assert (await graph.aget_state(_config("t"))).values == state
+    result = await graph.ainvoke({"messages": ["after"], "turns": 9}, _config("t"))
+    assert result["messages"] == [*state["messages"], "after", "reply-9"]
+
+
+async def test_prune_keep_latest_keeps_one_checkpoint_without_delta_channels(
+    adapter_store: SessionStore,
+) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    graph = review_graph(saver)
+    await graph.ainvoke({"log": ["start"], "approved": ""}, _config("t"))
+    state = await graph.aget_state(_config("t"))
+    await saver.aprune(["t"])
+    assert len([t async for t in saver.alist(_config("t"))]) == 1
+    assert (await graph.aget_state(_config("t"))).values == state.values
+
+
+async def test_a_copied_thread_goes_on_by_itself(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    graph = delta_graph(saver)
+    for turn in range(5):
+        await graph.ainvoke({"messages": [f"m{turn}"], "turns": turn}, _config("src"))
+    await saver.acopy_thread("src", "dst")
+    source = (await graph.aget_state(_config("src"))).values
+    assert (await graph.aget_state(_config("dst"))).values == source
+    await graph.ainvoke({"messages": ["only-dst"], "turns": 50}, _config("dst"))
+    assert (await graph.aget_state(_config("src"))).values == source
+    assert (await graph.aget_state(_config("dst"))).values["messages"][-2:] == [
+        "only-dst",
+        "reply-50",
+    ]
+
+
+class _WithoutEventLog(MemoryStore):
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, event_log=False)
+
+
+def test_a_store_without_the_event_log_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="event_log"):
+        SessionStoreSaver(_WithoutEventLog())
+
+
+async def test_bad_prune_arguments_are_refused(adapter_store: SessionStore) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    with pytest.raises(ValueError, match="strategy"):
+        await saver.aprune(["t"], strategy="keep_some")
+    with pytest.raises(TypeError, match="sequence"):
+        await saver.aprune("t")
+
+
+def test_next_versions_increase_and_never_repeat() -> None:
+    saver = SessionStoreSaver.__new__(SessionStoreSaver)
+    versions = [saver.get_next_version(None, None)]
+    for _ in range(50):
+        versions.append(saver.get_next_version(versions[-1], None))
+    assert versions == sorted(versions)
+    assert len({saver.get_next_version(versions[3], None) for _ in range(20)}) == 20
+    assert saver.get_next_version(7, None).startswith("0" * 31 + "8.")
+
+
+async def test_a_value_too_big_for_one_event_is_split_and_rebuilt(
+    adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_records, "CHUNK", 64)
+    saver = SessionStoreSaver(adapter_store)
+    graph = review_graph(saver)
+    await graph.ainvoke({"log": [f"line {i}" for i in range(40)], "approved": ""}, _config("t"))
+    blobs = [e for e in await _events(adapter_store, "t") if e.type == "lg.blob"]
+    assert any("n" in e.data for e in blobs)
+    state = await graph.aget_state(_config("t"))
+    assert state.values["log"][:40] == [f"line {i}" for i in range(40)]
+    await saver.aprune(["t"])
+    assert (await graph.aget_state(_config("t"))).values == state.values
+
+
+async def test_threads_expire_a_ttl_after_their_last_write() -> None:
+    clock = ManualClock()
+    async with open_store("memory://", clock=clock) as store:
+        saver = SessionStoreSaver(store, ttl=timedelta(hours=1))
+        graph = review_graph(saver)
+        await graph.ainvoke({"log": ["start"], "approved": ""}, _config("t"))
+        clock.advance(timedelta(minutes=50))
+        await graph.ainvoke(Command(resume="ok"), _config("t"))  # a write slides the expiry
+        session = await store.get_session(thread_session_id("t"))
+        assert session is not None and session.expires_at == clock.now() + timedelta(hours=1)
+        clock.advance(timedelta(minutes=50))
+        assert await saver.aget_tuple(_config("t")) is not None
+        clock.advance(timedelta(minutes=11))
+        assert await saver.aget_tuple(_config("t")) is None
+        assert [t async for t in saver.alist(None)] == []
+
+
+class _CountingStore(MemoryStore):
+    """A memory store that counts its event reads."""
+
+    reads = 0
+
+    async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        self.reads += 1
+        return await super().get_events(session_id, **query)
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        self.reads += 1
+        return await super().get_event(session_id, key=key)
+
+
+@pytest.mark.parametrize("snapshots", [[0], [0, 30], [], [45]])
+async def test_the_native_delta_history_equals_the_default_walk_with_fewer_reads(
+    snapshots: list[int],
+) -> None:
+    store = _CountingStore()
+    async with store:
+        saver = SessionStoreSaver(store)
+        configs = await build_delta_chain(
+            saver, channel="ch", snapshots_at_steps=snapshots, total_steps=60
+        )
+        store.reads = 0
+        native = await saver.aget_delta_channel_history(config=configs[-1], channels=["ch"])
+        native_reads, store.reads = store.reads, 0
+        default = await BaseCheckpointSaver.aget_delta_channel_history(
+            saver, config=configs[-1], channels=["ch"]
+        )
+        assert native == default
+        assert native_reads <= 4 < store.reads / 5  # the target, one page, the writes, a seed
