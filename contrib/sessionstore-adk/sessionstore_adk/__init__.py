@@ -7,6 +7,7 @@ service registry (``adk web --session_service_uri sessionstore+redis://...``).
 
 from __future__ import annotations
 
+from .migrate import copy_sessions
 from .registry import register_session_services, session_service_factory
 from .service import EVENT_TYPE, SCHEME_PREFIX, SessionStoreService, store_url
 
@@ -14,6 +15,7 @@ __all__ = [
     "EVENT_TYPE",
     "SCHEME_PREFIX",
     "SessionStoreService",
+    "copy_sessions",
     "register_session_services",
     "session_service_factory",
     "store_url",

@@ -77,6 +77,7 @@ _USER: Final = "adk_user"
 _SESSION: Final = "adk_session"
 _TIME: Final = "adk_time"
 _LIST_PAGE: Final = 1000
+_IMPORT_BATCH: Final = 1000
 # A create or an append retries when a concurrent writer created the app or user state
 # session it was about to create (or someone deleted one it was about to update).
 _ATTEMPTS: Final = 5
@@ -424,6 +425,78 @@ class SessionStoreService(BaseSessionService):
         store = await self._ready()
         stored = await store.get_session(_ids.user_state_id(app_name, user_id))
         return dict(stored.data) if stored is not None else {}
+
+    # -- moving data in
+
+    async def import_session(self, session: AdkSession) -> bool:
+        """Store ``session`` as it is: read from another ADK session service (with all
+        its events), it keeps its id, session state, events and ``last_update_time``; its
+        ``app:`` and ``user:`` keys are merged into the app's and the user's state. One
+        atomic commit for the session and its first 1,000 events, one append per further
+        1,000. ``False`` (nothing written) when the session exists here already, so a
+        copy that stopped half-way can simply run again."""
+        store = await self._ready()
+        app_name, user_id, name = session.app_name, session.user_id, session.id
+        sid = _ids.session_id(app_name, user_id, name)
+        group = _ids.group_id(app_name)
+        deltas = _split(session.state)
+        records = []
+        for event in session.events:
+            raw, record = _event_record(event)
+            records.append(
+                EventInput(
+                    type=EVENT_TYPE,
+                    data=record,
+                    key=_event_key(event, raw),
+                    at=_at(event.timestamp),
+                )
+            )
+        new = NewSession(
+            id=sid,
+            group=group,
+            processor_id=_ids.PROCESSOR_ID,
+            data=deltas.session,
+            metadata={
+                _KIND: "session",
+                _APP: app_name,
+                _USER: user_id,
+                _SESSION: name,
+                _TIME: session.last_update_time,
+            },
+            tags={_ids.app_tag(app_name), _ids.user_tag(app_name, user_id)},
+            ttl=self._ttl,
+        )
+        scoped = (
+            (_ids.app_state_id(app_name), deltas.app, {_KIND: "app", _APP: app_name}),
+            (
+                _ids.user_state_id(app_name, user_id),
+                deltas.user,
+                {_KIND: "user", _APP: app_name, _USER: user_id},
+            ),
+        )
+        for attempt in range(_ATTEMPTS):
+            found = await store.get_sessions([sid, *(i for i, _, _ in scoped)])
+            if sid in found:
+                return False
+            ops: list[Op] = [
+                CreateOp(self._scoped(i, group, d, m))
+                if i not in found
+                else UpdateOp(i, SessionUpdate(merge_data=d))
+                for i, d, m in scoped
+                if i not in found or d
+            ]
+            ops.append(CreateOp(new))
+            if records:
+                ops.append(AppendOp(sid, records[:_IMPORT_BATCH]))
+            try:
+                await store.commit(ops)
+                break
+            except SessionExistsError:
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        for start in range(_IMPORT_BATCH, len(records), _IMPORT_BATCH):
+            await store.append_events(sid, records[start : start + _IMPORT_BATCH])
+        return True
 
     # -- append
 

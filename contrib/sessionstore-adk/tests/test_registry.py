@@ -17,9 +17,9 @@ from google.adk.cli.service_registry import ServiceRegistry, load_services_modul
 from google.adk.cli.utils.service_factory import create_session_service_from_options
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.adk.sessions.sqlite_session_service import SqliteSessionService
-from sessionstore_adk import SessionStoreService, register_session_services, store_url
+from sessionstore_adk import SessionStoreService, _ids, register_session_services, store_url
 
-from sessionstore import installed_drivers
+from sessionstore import SessionFilter, installed_drivers, open_store
 
 ADK_SCHEMES = ("memory", "sqlite", "postgresql", "mysql", "agentengine")
 
@@ -107,16 +107,25 @@ def test_services_yaml_names_the_class(tmp_path: Path, fresh_registry: None) -> 
     assert isinstance(service, SessionStoreService)
 
 
-def test_store_options_come_from_the_url_and_session_db_kwargs(
+async def test_store_options_come_from_the_url_and_session_db_kwargs(
     tmp_path: Path, fresh_registry: None
 ) -> None:
     register_session_services()
+    root = tmp_path / "sessions"
     service = create_session_service_from_options(
         base_dir=tmp_path,
-        session_service_uri="sessionstore+memory://?namespace=from-url",
+        session_service_uri=f"sessionstore+file://{root}?namespace=from-url",
         session_db_kwargs={"ttl": 3600},
     )
     assert isinstance(service, SessionStoreService)
+    async with service:
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+    async with open_store(f"file://{root}", namespace="from-url") as store:
+        [stored] = (
+            await store.list_sessions(SessionFilter(tags_all={_ids.user_tag("a", "u")}))
+        ).items
+        assert stored.metadata["adk_session"] == "s"
+        assert stored.expires_at is not None  # ttl=3600 from --session_db_kwargs
 
 
 def test_the_adk_web_app_serves_sessions_from_the_store(

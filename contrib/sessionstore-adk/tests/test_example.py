@@ -1,0 +1,44 @@
+"""The example runs as a reader runs it, twice on the same file store (the second run
+sees the first's app and user counts), and prints what its docstring promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sessionstore import SessionStore
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "counter_agent.py"
+
+
+def _run(url: str, cwd: Path) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE), url],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("adapter_driver", ["file"], indirect=True)
+def test_counter_agent_example(adapter_store: SessionStore, tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'adk-sessions'}"
+    first = _run(url, tmp_path)
+    assert first == [
+        "ada <- message 1 of this session, 1 of yours, 1 in the app",
+        "ada <- message 2 of this session, 2 of yours, 2 in the app",
+        "ada <- message 1 of this session, 3 of yours, 3 in the app",
+        "grace <- message 1 of this session, 1 of yours, 4 in the app",
+        "ada's first session: 4 events, state {'count': 2, 'app:count': 4, 'user:count': 3}",
+        "ada has 2 sessions",
+    ]
+    second = _run(url, tmp_path)
+    assert second[0] == "ada <- message 1 of this session, 4 of yours, 5 in the app"
+    assert second[-1] == "ada has 4 sessions"
