@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from sessionstore import SessionStore
 from sessionstore_adk import SessionStoreService
+
+from sessionstore import SessionStore
 from tests.adapters.plugin import ADAPTER_DRIVERS
 
 pytest_plugins = ["tests.adapters.plugin"]
