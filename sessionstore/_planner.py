@@ -14,15 +14,17 @@ A write goes through three steps:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
 import orjson
 
+from ._eventlog import MAX_SEQ, EventFacts, EventRequest, LogView, NeedEvents, session_tag
 from .codec import MAX_EVENT, MAX_SESSION, encode_user_dict, new_id
 from .errors import (
+    EventKeyConflictError,
     InvalidArgumentError,
     QuotaExceededError,
     SerializationError,
@@ -35,22 +37,29 @@ from .model import (
     AppendOp,
     Checkpoint,
     CreateOp,
+    DeleteEventsOp,
     DeleteOp,
     Event,
     EventInput,
     JSONDict,
     NewSession,
     Op,
+    PopOp,
     Session,
     SessionUpdate,
     Status,
+    TrimOp,
+    TruncateOp,
     Unset,
     UpdateOp,
     fast_session,
 )
 from .validation import (
+    validate_event,
     validate_event_input,
+    validate_event_key,
     validate_expires_at,
+    validate_positive_int,
     validate_processor_id,
     validate_session_id,
     validate_status,
@@ -58,7 +67,20 @@ from .validation import (
     validate_ttl,
 )
 
-__all__ = ["Limits", "Mutation", "Planner", "Prepared", "encode_events", "prepare"]
+__all__ = [
+    "EventFacts",
+    "EventRequest",
+    "Limits",
+    "Mutation",
+    "NeedEvents",
+    "Planner",
+    "Prepared",
+    "encode_event_inputs",
+    "encode_events",
+    "prepare",
+]
+
+_MAX_SEQ: Final = MAX_SEQ
 
 _MAX_VERSION = 2**62
 _NO_TAGS: frozenset[str] = frozenset()
@@ -86,8 +108,16 @@ class Mutation:
       ``metadata_json`` are its encoded ``data``/``metadata`` (always set with ``session``).
     * ``delete`` - remove the session with its events and checkpoints.
     * ``reset`` - drop existing events and checkpoints before applying the rest.
-    * ``append`` - events to add (their ``seq`` is final); ``trim_before`` - drop events
-      with a smaller ``seq``; ``put_checkpoints`` / ``delete_checkpoints`` - by id.
+    * ``append`` - events to add (their ``seq`` is final, above every stored seq; each
+      carries its ``key`` and its ``at``, the caller's or the write's time).
+    * event removals, applied to the events stored *before* this mutation (so never to
+      ``append``; apply them before the append): ``trim_before`` - drop events with a
+      smaller ``seq`` (``0``: none); ``truncate_after`` - drop events with a larger
+      ``seq`` (``None``: none); ``delete_seqs`` - drop these seqs (missing ones
+      ignored). A dropped event's key is free again. The planner sets
+      ``truncate_after`` and ``delete_seqs`` only for a driver that declares
+      ``Capabilities.event_log``.
+    * ``put_checkpoints`` / ``delete_checkpoints`` - by id.
     """
 
     session_id: str
@@ -103,6 +133,13 @@ class Mutation:
     delete_checkpoints: list[str] = field(default_factory=list)
     # bookkeeping for hooks (not for drivers)
     created: bool = False
+    truncate_after: int | None = None
+    delete_seqs: list[int] = field(default_factory=list)
+
+    @property
+    def removes_events(self) -> bool:
+        """True when the mutation drops stored events (trim, truncate or delete)."""
+        return bool(self.trim_before or self.truncate_after is not None or self.delete_seqs)
 
 
 @dataclass(slots=True)
@@ -131,6 +168,24 @@ class Prepared:
     replace_tags: frozenset[str] | None = None
     events: list[tuple[str, JSONDict]] = field(default_factory=list)
     missing_ok: bool = False
+    # event log: keys/ats of the events (None: none given), the create of an append,
+    # pop n / trim keep_last, truncate after_seq, delete seqs/keys
+    event_keys: list[str | None] | None = None
+    event_ats: list[datetime | None] | None = None
+    create: Prepared | None = None
+    count: int = 0
+    after_seq: int = 0
+    seqs: tuple[int, ...] = ()
+    keys: tuple[str, ...] = ()
+
+    @property
+    def needs_event_log(self) -> bool:
+        """True when the op needs the ``event_log`` capability."""
+        return (
+            isinstance(self.op, PopOp | TruncateOp | DeleteEventsOp)
+            or self.event_keys is not None
+            or self.event_ats is not None
+        )
 
 
 # prepare and prepare_new build Prepared positionally (twice as fast as by keyword).
@@ -304,15 +359,118 @@ def prepare(op: Op, limits: Limits) -> Prepared:
             missing_ok=bool(op.missing_ok),
         )
     if isinstance(op, AppendOp):
+        return _prepare_append(op, limits)
+    if isinstance(op, PopOp):
+        return Prepared(
+            op=op,
+            session_id=validate_session_id(op.session_id),
+            expected_version=check_expected_version(op.expected_version),
+            count=validate_positive_int(op.n, "n", maximum=_MAX_SEQ),
+        )
+    if isinstance(op, TrimOp):
+        return Prepared(
+            op=op,
+            session_id=validate_session_id(op.session_id),
+            expected_version=check_expected_version(op.expected_version),
+            count=validate_positive_int(
+                op.keep_last, "keep_last", maximum=_MAX_SEQ, allow_zero=True
+            ),
+        )
+    if isinstance(op, TruncateOp):
+        return Prepared(
+            op=op,
+            session_id=validate_session_id(op.session_id),
+            expected_version=check_expected_version(op.expected_version),
+            after_seq=validate_positive_int(
+                op.after_seq, "after_seq", maximum=_MAX_SEQ, allow_zero=True
+            ),
+        )
+    if isinstance(op, DeleteEventsOp):
         sid = validate_session_id(op.session_id)
-        events = [(etype, copy) for etype, _, copy in encode_events(op.events, limits)]
+        seqs = _seq_list(op.seqs)
+        keys = _key_list(op.keys)
         return Prepared(
             op=op,
             session_id=sid,
             expected_version=check_expected_version(op.expected_version),
-            events=events,
+            seqs=seqs,
+            keys=keys,
         )
     raise InvalidArgumentError(f"not a write op: {op!r}")
+
+
+def _seq_list(values: object) -> tuple[int, ...]:
+    if isinstance(values, str | bytes | int) or not isinstance(values, Iterable):
+        raise InvalidArgumentError("seqs must be a collection of ints")
+    return tuple(
+        dict.fromkeys(validate_positive_int(v, "seqs[]", maximum=_MAX_SEQ) for v in values)
+    )
+
+
+def _key_list(values: object) -> tuple[str, ...]:
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise InvalidArgumentError("keys must be a collection of event keys, not one string")
+    return tuple(dict.fromkeys(validate_event_key(v, "keys[]") for v in values))
+
+
+def _prepare_append(op: AppendOp, limits: Limits) -> Prepared:
+    sid = validate_session_id(op.session_id)
+    expected = check_expected_version(op.expected_version)
+    encoded = encode_event_inputs(op.events, limits)
+    events = [(etype, copy) for etype, _, copy, _, _ in encoded]
+    keys: list[str | None] | None = None
+    ats: list[datetime | None] | None = None
+    if any(e[3] is not None for e in encoded):
+        keys = [e[3] for e in encoded]
+    if any(e[4] is not None for e in encoded):
+        ats = [e[4] for e in encoded]
+    create: Prepared | None = None
+    if op.create is not False:
+        if op.create is True:
+            create = prepare_new(limits, CreateOp(NewSession(id=sid)), id=sid)
+        elif isinstance(op.create, NewSession):
+            if op.create.id is not None and op.create.id != sid:
+                raise InvalidArgumentError(
+                    f"create names session {op.create.id!r}, the append session {sid!r}"
+                )
+            new = replace(op.create, id=sid)
+            create = prepare(CreateOp(new), limits)
+        else:
+            raise InvalidArgumentError("create must be a bool or a NewSession")
+    ttl = None if op.ttl is None else validate_ttl(op.ttl)
+    expires: datetime | Unset | None = UNSET
+    if op.expires_at is not UNSET:
+        if ttl is not None:
+            raise InvalidArgumentError("give ttl or expires_at, not both")
+        expires = None if op.expires_at is None else validate_expires_at(op.expires_at)
+    return Prepared(
+        op=op,
+        session_id=sid,
+        expected_version=expected,
+        ttl=ttl,
+        expires_at=expires,
+        events=events,
+        event_keys=keys,
+        event_ats=ats,
+        create=create,
+    )
+
+
+def static_request(p: Prepared, gapless: bool) -> EventRequest | None:
+    """The event reads one prepared op needs (before planning; the planner asks for more
+    through :class:`NeedEvents` when earlier ops of a batch change the picture)."""
+    op = p.op
+    if isinstance(op, PopOp):
+        return EventRequest(tail=p.count)
+    if isinstance(op, TrimOp):
+        return None if gapless or not p.count else EventRequest(seq_tail=p.count)
+    if isinstance(op, TruncateOp):
+        return EventRequest(after={p.after_seq})
+    if isinstance(op, DeleteEventsOp):
+        return EventRequest(seqs=set(p.seqs), keys=set(p.keys))
+    if isinstance(op, AppendOp) and p.event_keys is not None:
+        return EventRequest(keys={k for k in p.event_keys if k is not None})
+    return None
 
 
 class Planner:
@@ -320,11 +478,31 @@ class Planner:
 
     ``loaded`` maps ids to the stored sessions (expired ones included). Each op sees the
     effect of the ops before it; ``expected_version`` is checked against that view.
+    ``facts`` holds what was read of the stored events (ops that remove events or append
+    keyed ones need it: without it they raise :class:`NeedEvents`). ``gapless``: the
+    driver cannot have gaps in its numbering (it does not declare ``event_log``), so a
+    trim computes its first kept seq without a read.
     """
 
-    def __init__(self, loaded: Mapping[str, Session], now: datetime, limits: Limits) -> None:
+    def __init__(
+        self,
+        loaded: Mapping[str, Session],
+        now: datetime,
+        limits: Limits,
+        facts: Mapping[str, EventFacts] | None = None,
+        *,
+        gapless: bool = False,
+    ) -> None:
         self.now = now
         self.limits = limits
+        self.facts = facts or {}
+        self.gapless = gapless
+        self._loaded = loaded
+        self._views: dict[str, LogView] = {}
+        #: ``pop`` results of the batch, in order (the popped events of each pop).
+        self.popped: list[list[Event]] = []
+        #: per append (in order): the stored event for each input, and whether it is new.
+        self.appended: list[tuple[list[Event], list[bool]]] = []
         self._current: dict[str, Session | None] = dict(loaded)
         self._muts: dict[str, Mutation] = {}
         # Encoded payloads, remembered with the dict they encode: reused only while the
@@ -389,7 +567,25 @@ class Planner:
             return self.update(p)
         if isinstance(op, DeleteOp):
             return self.delete(p.session_id, p.expected_version, missing_ok=p.missing_ok)
-        return self.append(p.session_id, p.events, p.expected_version)
+        if isinstance(op, AppendOp):
+            if (
+                p.create is None
+                and p.event_keys is None
+                and p.event_ats is None
+                and p.ttl is None
+                and p.expires_at is UNSET
+            ):
+                return self.append(p.session_id, p.events, p.expected_version)
+            return self.append_prepared(p)
+        if isinstance(op, PopOp):
+            return self.pop(p.session_id, p.count, p.expected_version)
+        if isinstance(op, TrimOp):
+            return self.trim(p.session_id, p.count, p.expected_version)
+        if isinstance(op, TruncateOp):
+            return self.truncate(p.session_id, p.after_seq, p.expected_version)
+        if isinstance(op, DeleteEventsOp):
+            return self.delete_events(p.session_id, p.seqs, p.keys, p.expected_version)
+        raise InvalidArgumentError(f"not a write op: {op!r}")
 
     def create(self, p: Prepared) -> Session:
         """Create a session; an expired, not yet cleaned-up one with the id is replaced."""
@@ -404,6 +600,9 @@ class Planner:
             mut.reset = True
             mut.append.clear()
             mut.put_checkpoints.clear()
+            mut.trim_before, mut.truncate_after = 0, None
+            mut.delete_seqs.clear()
+            self._views[sid] = LogView(reset=True)
         mut.created = True
         return self.put(session, p.data[0], p.metadata[0])
 
@@ -472,6 +671,9 @@ class Planner:
         mut.delete, mut.session, mut.created = True, None, False
         mut.append.clear()
         mut.put_checkpoints.clear()
+        mut.trim_before, mut.truncate_after = 0, None
+        mut.delete_seqs.clear()
+        self._views[session_id] = LogView(reset=True)
         self._current[session_id] = None
         return current is not None
 
@@ -515,14 +717,232 @@ class Planner:
         )
         return self.put(session)
 
+    # -- the event log beyond appends
+
+    def _view(self, session_id: str) -> LogView:
+        view = self._views.get(session_id)
+        if view is None:
+            view = self._views[session_id] = LogView()
+        return view
+
+    def _facts(self, session_id: str, req: EventRequest) -> EventFacts:
+        """The facts of ``session_id``'s stored events answering ``req`` (read at the
+        loaded state), or :class:`NeedEvents`."""
+        tag = session_tag(self._loaded.get(session_id))
+        facts = self.facts.get(session_id)
+        if facts is None or facts.tag != tag:
+            raise NeedEvents(session_id, req)
+        missing = facts.missing(req)
+        if missing is not None:
+            raise NeedEvents(session_id, missing)
+        return facts
+
+    def _stored_events_exist(self, session_id: str) -> bool:
+        view = self._views.get(session_id)
+        if view is not None and view.reset:
+            return False
+        loaded = self._loaded.get(session_id)
+        return loaded is not None and loaded.event_count > 0
+
+    def _bump(self, cur: Session, event_count: int) -> Session:
+        return fast_session(
+            cur.id, cur.processor_id, cur.status, cur.data, cur.metadata, cur.tags,
+            cur.created_at, self.now, cur.expires_at, cur.version + 1, event_count,
+            cur.last_seq, cur.group,
+        )  # fmt: skip
+
+    def _newest_stored(self, session_id: str, n: int, *, full: bool) -> list[Any]:
+        """The newest ``n`` kept stored events (``full``) or seqs, newest first."""
+        if n <= 0 or not self._stored_events_exist(session_id):
+            return []
+        view = self._view(session_id)
+        loaded = self._loaded[session_id]
+        # the newest n kept stored events are among the newest n + (dropped by the batch)
+        want = min(loaded.event_count, n + view.dropped)
+        if full:
+            facts = self._facts(session_id, EventRequest(tail=want))
+            items: list[Any] = [e for e in reversed(facts.tail) if view.kept(e.seq)]
+        else:
+            facts = self._facts(session_id, EventRequest(seq_tail=want))
+            items = [q for q in reversed(facts.seq_tail) if view.kept(q)]
+        return items[:n]
+
+    def _remove_appended(self, session_id: str, drop: Callable[[Event], bool]) -> int:
+        """Take the batch's own appended events that ``drop`` selects back out."""
+        mut = self._muts.get(session_id)
+        if mut is None or not mut.append:
+            return 0
+        keep = [e for e in mut.append if not drop(e)]
+        dropped = len(mut.append) - len(keep)
+        mut.append[:] = keep
+        return dropped
+
+    def pop(self, session_id: str, n: int, expected_version: int | None) -> Session:
+        """Remove the newest ``n`` events (fewer if fewer are kept); the popped events
+        are added to ``popped``. Nothing to pop: no write."""
+        cur = self.require(session_id, expected_version)
+        k = min(n, cur.event_count)
+        if not k:
+            self.popped.append([])
+            return cur
+        mut = self._mutation(session_id)
+        from_batch = mut.append[-k:] if mut.append else []
+        popped_new = list(reversed(from_batch))
+        stored = self._newest_stored(session_id, k - len(popped_new), full=True)
+        if popped_new:
+            del mut.append[len(mut.append) - len(popped_new) :]
+        if stored:
+            view = self._view(session_id)
+            view.dropped += len(stored)
+            oldest = stored[-1].seq
+            view.ceiling = min(view.ceiling, oldest - 1)
+            mut.truncate_after = (
+                oldest - 1 if mut.truncate_after is None else min(mut.truncate_after, oldest - 1)
+            )
+        events = list(reversed(popped_new + stored))
+        self.popped.append(events)
+        return self.put(self._bump(cur, cur.event_count - len(events)))
+
     def trim(self, session_id: str, keep_last: int, expected_version: int | None) -> Session:
         """Keep only the newest ``keep_last`` events (no-op when there are not more)."""
         cur = self.require(session_id, expected_version)
         if cur.event_count <= keep_last:
             return cur
         mut = self._mutation(session_id)
-        mut.trim_before = cur.last_seq - keep_last + 1
-        session = replace(cur, event_count=keep_last, updated_at=self.now, version=cur.version + 1)
+        fresh = len(mut.append)
+        if keep_last <= fresh:
+            first_kept = mut.append[-keep_last].seq if keep_last else cur.last_seq + 1
+            self._remove_appended(session_id, lambda e: e.seq < first_kept)
+            stored_floor = first_kept
+        elif self.gapless and session_id not in self._views:
+            stored_floor = cur.last_seq - keep_last + 1
+        else:
+            seqs = self._newest_stored(session_id, keep_last - fresh, full=False)
+            stored_floor = seqs[-1]
+        if self._stored_events_exist(session_id):
+            view = self._view(session_id)
+            view.dropped += (cur.event_count - fresh) - max(0, keep_last - fresh)
+            view.floor = max(view.floor, stored_floor)
+            mut.trim_before = max(mut.trim_before, stored_floor)
+        return self.put(self._bump(cur, keep_last))
+
+    def truncate(self, session_id: str, after_seq: int, expected_version: int | None) -> Session:
+        """Drop every event with ``seq > after_seq`` (none there: no write)."""
+        cur = self.require(session_id, expected_version)
+        dropped = self._remove_appended(session_id, lambda e: e.seq > after_seq)
+        loaded = self._loaded.get(session_id)
+        if self._stored_events_exist(session_id) and loaded is not None:  # noqa: SIM102
+            if after_seq < loaded.last_seq:
+                mut = self._mutation(session_id)
+                view = self._view(session_id)
+                facts = self._facts(session_id, EventRequest(after={after_seq}))
+                gone = sum(1 for q in facts.after[after_seq] if view.kept(q))
+                view.dropped += gone
+                dropped += gone
+                view.ceiling = min(view.ceiling, after_seq)
+                if mut.truncate_after is None or after_seq < mut.truncate_after:
+                    mut.truncate_after = after_seq
+        if not dropped:
+            return cur
+        return self.put(self._bump(cur, cur.event_count - dropped))
+
+    def delete_events(
+        self,
+        session_id: str,
+        seqs: Sequence[int],
+        keys: Sequence[str],
+        expected_version: int | None,
+    ) -> Session:
+        """Drop the events with these seqs or keys (missing ones ignored; none: no write)."""
+        cur = self.require(session_id, expected_version)
+        seq_set, key_set = set(seqs), set(keys)
+        dropped = self._remove_appended(session_id, lambda e: e.seq in seq_set or e.key in key_set)
+        if self._stored_events_exist(session_id) and (seq_set or key_set):
+            mut = self._mutation(session_id)
+            view = self._view(session_id)
+            facts = self._facts(session_id, EventRequest(seqs=seq_set, keys=key_set))
+            found = {e.seq for q in seq_set if (e := facts.by_seq.get(q)) is not None}
+            found |= {e.seq for k in key_set if (e := facts.by_key.get(k)) is not None}
+            for q in sorted(found):
+                if view.kept(q):
+                    view.removed.add(q)
+                    mut.delete_seqs.append(q)
+                    view.dropped += 1
+                    dropped += 1
+        if not dropped:
+            return cur
+        return self.put(self._bump(cur, cur.event_count - dropped))
+
+    def append_prepared(self, p: Prepared) -> Session:
+        """An append with any of: ``create``, ``ttl``/``expires_at``, keys, own ``at``.
+
+        Keyed events already kept with the same content are not written again (the same
+        key with other content: :class:`EventKeyConflictError`); the stored event for each
+        input and whether it is new go to ``appended``. Nothing to write (all there,
+        no create, no expiry change): no write.
+        """
+        sid = p.session_id
+        created = False
+        if p.create is not None and self.visible(sid) is None:
+            if p.expected_version is not None:
+                error = SessionConflictError(sid, p.expected_version, 0)
+                self.conflicts.append(error)
+                raise error
+            self.create(p.create)
+            created = True
+        cur = self.require(sid, None if created else p.expected_version)
+        batch = self._muts.get(sid)
+        fresh: list[Event] = [] if batch is None else batch.append
+        keys = p.event_keys
+        out: list[Event] = []
+        new: list[bool] = []
+        seq = cur.last_seq
+        if keys is not None:
+            batch_keys = {e.key: e for e in fresh if e.key is not None}
+            wanted = {k for k in keys if k is not None and k not in batch_keys}
+            stored_keys: dict[str, Event | None] = {}
+            if wanted and self._stored_events_exist(sid):
+                facts = self._facts(sid, EventRequest(keys=wanted))
+                view = self._view(sid)
+                stored_keys = {
+                    k: e
+                    for k in wanted
+                    if (e := facts.by_key.get(k)) is not None and view.kept(e.seq)
+                }
+        for index, (etype, payload) in enumerate(p.events):
+            key = None if keys is None else keys[index]
+            if key is not None:
+                have = batch_keys.get(key) or stored_keys.get(key)
+                if have is not None:
+                    if have.type != etype or have.data != payload:
+                        raise EventKeyConflictError(sid, key)
+                    out.append(have)
+                    new.append(False)
+                    continue
+            seq += 1
+            at = self.now if p.event_ats is None else (p.event_ats[index] or self.now)
+            event = Event(seq=seq, type=etype, at=at, data=payload, key=key)
+            if key is not None:
+                batch_keys[key] = event
+            if batch is None:
+                batch = self._mutation(sid)
+            batch.append.append(event)
+            out.append(event)
+            new.append(True)
+        self.appended.append((out, new))
+        added = sum(new)
+        expires = cur.expires_at
+        if p.ttl is not None:
+            expires = self.now + p.ttl
+        elif p.expires_at is not UNSET:
+            expires = p.expires_at
+        if not added and not created and expires == cur.expires_at and p.ttl is None:
+            return cur
+        session = fast_session(
+            cur.id, cur.processor_id, cur.status, cur.data, cur.metadata, cur.tags,
+            cur.created_at, self.now, expires, cur.version if created else cur.version + 1,
+            cur.event_count + added, seq, cur.group,
+        )  # fmt: skip
         return self.put(session)
 
     def restore_checkpoint(self, cp: Checkpoint, expected_version: int | None) -> Session:
@@ -634,11 +1054,38 @@ def involved_ids(prepared: Sequence[Prepared]) -> list[str]:
     return list(seen)
 
 
+def encode_event_inputs(
+    events: object, limits: Limits
+) -> list[tuple[str, bytes, JSONDict, str | None, datetime | None]]:
+    """Validate and encode the events of an append: ``(type, data JSON, private copy of
+    the data, key, at)`` for each (``key``/``at``: ``None`` when not given; ``at`` in UTC
+    at millisecond precision). :func:`encode_events` for a driver path that stores
+    neither."""
+    if type(events) is not list and (
+        isinstance(events, Mapping | EventInput | str) or not isinstance(events, Sequence)
+    ):
+        raise InvalidArgumentError("events must be a list of events")
+    if not events:
+        raise InvalidArgumentError("append_events needs at least one event")
+    limit = limits.max_event_bytes
+    out: list[tuple[str, bytes, JSONDict, str | None, datetime | None]] = []
+    for index, raw in enumerate(events):
+        etype, payload, key, at = validate_event(raw)
+        try:
+            data, copy = encode_user_dict(payload, "events[].data", limit, MAX_EVENT)
+        except (SerializationError, QuotaExceededError):
+            data, copy = encode_user_dict(payload, f"events[{index}].data", limit, MAX_EVENT)
+        out.append((etype, data, copy, key, at))
+    return out
+
+
 def encode_events(events: object, limits: Limits) -> list[tuple[str, bytes, JSONDict]]:
     """Validate and encode the events of an append: ``(type, data JSON, private copy of
-    the data)`` for each, the rules of ``AppendOp`` (``prepare`` uses this). Drivers that
-    store the JSON as it is (Redis) splice the bytes into their event record instead of
-    encoding the copy again."""
+    the data)`` for each, the rules of ``AppendOp``. Drivers that store the JSON as it
+    is (Redis) splice the bytes into their event record instead of encoding the copy
+    again. An event with a ``key`` or ``at`` raises
+    :class:`~sessionstore.UnsupportedOperationError` (a path that cannot store them);
+    :func:`encode_event_inputs` returns them."""
     if type(events) is not list and (
         isinstance(events, Mapping | EventInput | str) or not isinstance(events, Sequence)
     ):

@@ -10,6 +10,11 @@ A driver subclasses :class:`BaseSessionStore` and implements five primitives:
 * ``_load_events(session_id, after_seq, limit, last)`` and ``_load_checkpoints``;
 * ``_iter_sessions()`` - every stored session (for generic queries, expiry, scans).
 
+Optional primitives with O(history) defaults, for the event log (a driver that declares
+``Capabilities.event_log`` overrides them natively): ``_query_events`` (a filtered,
+paged read), ``_find_events`` (stored events by seqs / keys) and ``_load_event_seqs``
+(seqs only).
+
 Everything else (validation, version checks, retries on write races, transactions,
 checkpoints, queries through the reference evaluator, expiry, backup records, hooks) is
 implemented here once. Drivers override public methods for speed (indexes, native
@@ -29,11 +34,15 @@ from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
 from . import observers
+from ._eventlog import read_event_facts
 from ._expiry import expire_due, remove_due
 from ._planner import (
     CREATE_OP,
+    EventFacts,
+    EventRequest,
     Limits,
     Mutation,
+    NeedEvents,
     Planner,
     Prepared,
     check_expected_version,
@@ -42,6 +51,7 @@ from ._planner import (
     new_session,
     prepare,
     prepare_new,
+    static_request,
 )
 from ._primitives import CAS_ATTEMPTS, StorePrimitives, sound_checkpoints
 from ._record_copy import check_record, check_strategy, put_record, scan_records
@@ -56,20 +66,30 @@ from .errors import (
     SessionNotFoundError,
     StoreUnavailableError,
     TransactionError,
+    UnsupportedOperationError,
 )
 from .model import (
     TTL,
+    UNSET,
     AppendOp,
+    AppendResult,
     Checkpoint,
     CreateOp,
+    DeleteEventsOp,
     DeleteOp,
     Event,
     EventInput,
+    NewSession,
     NewSessionFields,
     Op,
+    PopOp,
+    PoppedEvents,
     Session,
     SessionChanges,
     SessionRecord,
+    TrimOp,
+    TruncateOp,
+    Unset,
     UpdateOp,
     fast_append_op,
     fast_session_update,
@@ -79,7 +99,14 @@ from .options import StoreOptions, build_options, options_from_query, redact_url
 from .protocol import Capabilities, MergeStrategy, PutResult
 from .query import Page, QueryOptions, SessionFilter, evaluate, matches
 from .transaction import Transaction
-from .validation import validate_label, validate_positive_int, validate_session_id, validate_ttl
+from .validation import (
+    validate_event_filters,
+    validate_event_key,
+    validate_label,
+    validate_positive_int,
+    validate_session_id,
+    validate_ttl,
+)
 
 __all__ = ["BaseSessionStore", "Mutation"]
 
@@ -99,6 +126,9 @@ class _PlanConflict(Exception):
 
 def _apply_one(prepared: Prepared, planner: Planner) -> Session | bool:
     return planner.apply(prepared)
+
+
+_OPS: Final = (CreateOp, UpdateOp, DeleteOp, AppendOp, PopOp, TruncateOp, TrimOp, DeleteEventsOp)
 
 
 class _BasePrimitives:
@@ -335,6 +365,86 @@ class BaseSessionStore(ABC):
     def _iter_sessions(self) -> AsyncIterator[Session]:
         """Every stored session, expired included, in any order."""
 
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        """Events with ``after_seq < seq < before_seq``, of one of ``types``, with
+        ``at_after < at < at_before`` (each bound optional), ascending: the first
+        ``limit`` or the newest ``last`` of them (``0``: ``[]``).
+
+        Optional primitive: the default filters :meth:`_load_events` in Python, O(history)
+        for anything but a plain window. A driver declaring ``event_log`` overrides it
+        with an indexed read (O(page)).
+        """
+        if limit == 0 or last == 0:
+            return []
+        if before_seq is None and types is None and at_after is None and at_before is None:
+            return await self._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+        events = await self._load_events(session_id, after_seq=after_seq, limit=None, last=None)
+        out = [
+            e
+            for e in events
+            if (before_seq is None or e.seq < before_seq)
+            and (types is None or e.type in types)
+            and (at_after is None or e.at > at_after)
+            and (at_before is None or e.at < at_before)
+        ]
+        if limit is not None:
+            return out[:limit]
+        if last is not None:
+            return out[-last:]
+        return out
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        """The stored events whose seq is in ``seqs`` or whose key is in ``keys``
+        (missing ones left out), ascending.
+
+        Optional primitive: the default scans :meth:`_load_events` (O(history)); a driver
+        declaring ``event_log`` overrides it with lookups (O(len(seqs) + len(keys))).
+        """
+        if not seqs and not keys:
+            return []
+        seq_set, key_set = set(seqs), set(keys)
+        events = await self._load_events(session_id, after_seq=0, limit=None, last=None)
+        return [e for e in events if e.seq in seq_set or (e.key is not None and e.key in key_set)]
+
+    async def _load_event_seqs(
+        self, session_id: str, *, after_seq: int = 0, last: int | None = None
+    ) -> list[int]:
+        """The seqs of the stored events above ``after_seq``, ascending (the newest
+        ``last`` of them when given).
+
+        Optional primitive: the default reads the events with :meth:`_load_events`; a
+        driver may read the seqs only.
+        """
+        events = await self._load_events(session_id, after_seq=after_seq, limit=None, last=last)
+        return [e.seq for e in events]
+
+    async def _read_event_facts(
+        self, requests: Mapping[str, EventRequest], facts: dict[str, EventFacts]
+    ) -> None:
+        """Read what ``requests`` ask of the stored events into ``facts`` (through the
+        primitives above; see :mod:`sessionstore.driver`'s ``EventFacts``)."""
+        await read_event_facts(
+            requests,
+            facts,
+            load=self._load,
+            query_events=self._query_events,
+            load_event_seqs=self._load_event_seqs,
+            find_events=self._find_events,
+        )
+
     # ------------------------------------------------------------------ write engine
 
     _MAX_CORRUPT_REPORTS: ClassVar[int] = 1000
@@ -416,11 +526,25 @@ class BaseSessionStore(ABC):
         return True
 
     async def _execute(
-        self, load_ids: Sequence[str], plan: Callable[[Planner], T], *, atomic: bool = True
+        self,
+        load_ids: Sequence[str],
+        plan: Callable[[Planner], T],
+        *,
+        atomic: bool = True,
+        requests: Mapping[str, EventRequest] | None = None,
     ) -> T:
-        """Load, plan, apply with CAS; re-plan on a write race (bounded)."""
+        """Load, plan, apply with CAS; re-plan on a write race (bounded).
+
+        ``requests``: event reads the plan needs (read first); the planner asks for
+        more with :class:`~sessionstore.driver.NeedEvents`, then they are read and the
+        plan runs again.
+        """
         self._check_open()
         last_error: SessionConflictError | None = None
+        facts: dict[str, EventFacts] = {}
+        gapless = not self.capabilities.event_log
+        if requests:
+            await self._read_event_facts(requests, facts)
         for attempt in range(CAS_ATTEMPTS):
             now = self.clock.now()
             outcome: list[T] = []
@@ -428,7 +552,7 @@ class BaseSessionStore(ABC):
             def build(
                 loaded: Mapping[str, Session], now: datetime = now, outcome: list[T] = outcome
             ) -> list[Mutation]:
-                planner = Planner(loaded, now, self._limits)
+                planner = Planner(loaded, now, self._limits, facts, gapless=gapless)
                 try:
                     outcome.append(plan(planner))
                 except SessionConflictError as error:
@@ -446,6 +570,9 @@ class BaseSessionStore(ABC):
                     actual=exc.actual,
                 )
                 raise exc from None
+            except NeedEvents as need:
+                await self._read_event_facts({need.session_id: need.request}, facts)
+                continue
             except SessionConflictError as exc:
                 # Another writer got in between our read and our write: re-read and
                 # re-plan. A caller's expected_version is re-checked by the new plan.
@@ -455,10 +582,23 @@ class BaseSessionStore(ABC):
             if mutations:
                 self._after_write(mutations)
             return outcome[-1]  # the plan that was applied (a driver may re-run it)
-        assert last_error is not None
+        if last_error is None:
+            raise StoreUnavailableError(
+                "the session's events kept changing while a write was planned; try again"
+            )
         raise last_error
 
+    def _check_capable(self, prepared: Prepared) -> None:
+        if prepared.needs_event_log and not self.capabilities.event_log:
+            raise UnsupportedOperationError(
+                f"{type(self).__name__} does not support this event-log operation "
+                f"({type(prepared.op).__name__} with keys, caller-set 'at', pop, truncate "
+                "or delete of events need the event_log capability)"
+            )
+
     async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        for p in prepared:
+            self._check_capable(p)
         max_batch = self.capabilities.max_batch
         if max_batch is not None and len(prepared) > max_batch:
             raise TransactionError(
@@ -473,12 +613,31 @@ class BaseSessionStore(ABC):
         def plan(planner: Planner) -> list[Session | bool]:
             return [planner.apply(p) for p in prepared]
 
-        return await self._execute(list(dict.fromkeys(load)), plan)
+        return await self._execute(
+            list(dict.fromkeys(load)), plan, requests=self._requests(prepared)
+        )
+
+    def _requests(self, prepared: Sequence[Prepared]) -> dict[str, EventRequest]:
+        gapless = not self.capabilities.event_log
+        out: dict[str, EventRequest] = {}
+        for p in prepared:
+            req = static_request(p, gapless)
+            if req is not None:
+                if p.session_id in out:
+                    out[p.session_id].merge(req)
+                else:
+                    out[p.session_id] = req
+        return out
 
     async def _single(self, op: Op) -> Any:
         """One update, delete or append (a create goes through ``create_session``)."""
         prepared = prepare(op, self._limits)
-        return await self._execute([prepared.session_id], partial(_apply_one, prepared))
+        self._check_capable(prepared)
+        return await self._execute(
+            [prepared.session_id],
+            partial(_apply_one, prepared),
+            requests=self._requests([prepared]),
+        )
 
     # ------------------------------------------------------------------ sessions
 
@@ -574,18 +733,60 @@ class BaseSessionStore(ABC):
         events: Sequence[EventInput | Mapping[str, Any]],
         *,
         expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
     ) -> Session:
-        """Append events in one atomic step (version + 1 for the call, not per event)."""
-        result: Session = await self._single(fast_append_op(session_id, events, expected_version))
+        """Append events in one atomic step (version + 1 for the call, not per event).
+
+        * ``create`` - ``True`` (or a :class:`NewSession` whose ``id`` is ``None`` or
+          ``session_id``, for its fields): a missing session is created with the events,
+          in the same step (version 1).
+        * ``ttl`` / ``expires_at`` - set the session's expiry in the same write.
+        * Keyed events (``EventInput(key=...)``): one whose key is already kept with the
+          same ``type`` and ``data`` is not written again; other content raises
+          :class:`EventKeyConflictError` and nothing is written. A call that has nothing
+          to write (every event already there, no create, no expiry) leaves the version.
+          :meth:`append_events_detailed` tells which events were new.
+        """
+        if create is False and ttl is None and expires_at is UNSET:
+            op = fast_append_op(session_id, events, expected_version)
+        else:
+            op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
+        result: Session = await self._single(op)
         return result
+
+    async def append_events_detailed(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> AppendResult:
+        """:meth:`append_events`, returning an :class:`AppendResult`: the new session and,
+        for each input event, the stored event and whether this call wrote it."""
+        prepared = prepare(
+            AppendOp(session_id, events, expected_version, create, ttl, expires_at), self._limits
+        )
+        self._check_capable(prepared)
+
+        def plan(planner: Planner) -> AppendResult:
+            session = planner.append_prepared(prepared)
+            stored, new = planner.appended[-1]
+            return AppendResult(session, stored, new)
+
+        return await self._execute([prepared.session_id], plan, requests=self._requests([prepared]))
 
     @staticmethod
     def _check_event_window(after_seq: int, limit: int | None, last: int | None) -> None:
         validate_positive_int(after_seq, "after_seq", maximum=2**62, allow_zero=True)
         if limit is not None:
-            validate_positive_int(limit, "limit", maximum=MAX_EVENTS_PAGE)
+            validate_positive_int(limit, "limit", maximum=MAX_EVENTS_PAGE, allow_zero=True)
         if last is not None:
-            validate_positive_int(last, "last", maximum=MAX_EVENTS_PAGE)
+            validate_positive_int(last, "last", maximum=MAX_EVENTS_PAGE, allow_zero=True)
         if limit is not None and last is not None:
             raise InvalidArgumentError("give limit or last, not both")
 
@@ -594,29 +795,121 @@ class BaseSessionStore(ABC):
         session_id: str,
         *,
         after_seq: int = 0,
+        before_seq: int | None = None,
         limit: int | None = None,
         last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
     ) -> list[Event]:
-        """Events in seq order: those after ``after_seq``, the first ``limit`` or last ``last``.
+        """Events in ascending seq order: those with ``after_seq < seq < before_seq``, of
+        one of ``types``, with ``at_after < at < at_before`` (bounds exclusive, each
+        optional); the first ``limit`` or the newest ``last`` of them (``0``: ``[]``).
 
         Raises :class:`SessionNotFoundError` for a missing or expired session.
         """
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
+        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         if await self.get_session(session_id) is None:
             raise SessionNotFoundError(session_id)
-        return await self._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+        if limit == 0 or last == 0:
+            return []
+        if before_seq is None and kinds is None and low is None and high is None:
+            return await self._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+        return await self._query_events(
+            session_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            last=last,
+            types=kinds,
+            at_after=low,
+            at_before=high,
+        )
+
+    @staticmethod
+    def _plain_events_read(
+        before_seq: int | None,
+        limit: int | None,
+        last: int | None,
+        types: Iterable[str] | None,
+        at_after: datetime | None,
+        at_before: datetime | None,
+    ) -> bool:
+        """True for a ``get_events`` call a driver's older native read (a window after
+        ``after_seq``, the first ``limit`` or last ``last``) answers: no filters, no
+        ``0`` page. Drivers without a native filtered read hand the others to the base."""
+        return (
+            before_seq is None
+            and types is None
+            and at_after is None
+            and at_before is None
+            and limit != 0
+            and last != 0
+        )
+
+    def _require_event_log(self, what: str) -> None:
+        if not self.capabilities.event_log:
+            raise UnsupportedOperationError(
+                f"{type(self).__name__} does not support {what} "
+                "(its driver does not declare the event_log capability)"
+            )
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """The kept event with this ``key``, ``None`` when there is none.
+
+        Raises :class:`SessionNotFoundError` for a missing or expired session.
+        """
+        validate_session_id(session_id)
+        validate_event_key(key, "key")
+        self._require_event_log("get_event")
+        if await self.get_session(session_id) is None:
+            raise SessionNotFoundError(session_id)
+        found = await self._find_events(session_id, keys=[key])
+        return next((e for e in found if e.key == key), None)
 
     async def trim_events(
         self, session_id: str, *, keep_last: int, expected_version: int | None = None
     ) -> Session:
         """Drop all but the newest ``keep_last`` events (sequence numbers are never reused)."""
-        validate_session_id(session_id)
-        validate_positive_int(keep_last, "keep_last", maximum=2**62, allow_zero=True)
-        expected = check_expected_version(expected_version)
-        return await self._execute(
-            [session_id], lambda planner: planner.trim(session_id, keep_last, expected)
-        )
+        result: Session = await self._single(TrimOp(session_id, keep_last, expected_version))
+        return result
+
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents:
+        """Remove the newest ``n`` events atomically (fewer when fewer are kept) and
+        return them (ascending seq) with the new session; an empty log: no write."""
+        prepared = prepare(PopOp(session_id, n, expected_version), self._limits)
+        self._check_capable(prepared)
+
+        def plan(planner: Planner) -> PoppedEvents:
+            session = planner.pop(prepared.session_id, prepared.count, prepared.expected_version)
+            return PoppedEvents(planner.popped[-1], session)
+
+        return await self._execute([prepared.session_id], plan, requests=self._requests([prepared]))
+
+    async def truncate_events(
+        self, session_id: str, after_seq: int, *, expected_version: int | None = None
+    ) -> Session:
+        """Drop every event with ``seq > after_seq`` (none there: no write)."""
+        result: Session = await self._single(TruncateOp(session_id, after_seq, expected_version))
+        return result
+
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
+    ) -> Session:
+        """Drop the events with these ``seqs`` or ``keys`` atomically (missing ones
+        ignored; none found: no write)."""
+        op = DeleteEventsOp(session_id, seqs, keys, expected_version)
+        result: Session = await self._single(op)
+        return result
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -741,10 +1034,11 @@ class BaseSessionStore(ABC):
     # ------------------------------------------------------------------ batches
 
     async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
-        """Apply a batch of create/update/delete/append ops all or nothing."""
-        if isinstance(ops, CreateOp | UpdateOp | DeleteOp | AppendOp) or not isinstance(
-            ops, Sequence
-        ):
+        """Apply a batch of ops all or nothing: :class:`CreateOp`, :class:`UpdateOp`,
+        :class:`DeleteOp`, :class:`AppendOp`, :class:`PopOp`, :class:`TruncateOp`,
+        :class:`TrimOp`, :class:`DeleteEventsOp`. One result per op: the new session
+        (a bool for a delete)."""
+        if isinstance(ops, _OPS) or not isinstance(ops, Sequence):
             raise InvalidArgumentError("commit takes a list of ops")
         prepared = [prepare(op, self._limits) for op in ops]
         if not prepared:

@@ -14,6 +14,7 @@ __all__ = [
     "BlockingCallError",
     "ConfigurationError",
     "DriverNotFoundError",
+    "EventKeyConflictError",
     "IntegrityError",
     "InvalidArgumentError",
     "InvalidCursorError",
@@ -29,6 +30,7 @@ __all__ = [
     "StoreUnavailableError",
     "TransactionError",
     "UnsupportedFormatError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -95,6 +97,23 @@ class SessionConflictError(SessionStoreError):
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
+
+
+class EventKeyConflictError(SessionStoreError):
+    """An appended event's ``key`` is already stored (or given twice in one call) with
+    other content (another ``type`` or ``data``). Nothing of the call was written."""
+
+    def __init__(self, session_id: str, key: str) -> None:
+        super().__init__(
+            f"event key {key!r} of session {session_id!r} is already stored with other content"
+        )
+        self.session_id = session_id
+        self.key = key
+
+
+class UnsupportedOperationError(SessionStoreError):
+    """The store's driver does not support this operation (a capability it does not
+    declare, e.g. ``Capabilities.event_log``). Nothing was written."""
 
 
 class TransactionError(SessionStoreError):

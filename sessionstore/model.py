@@ -17,8 +17,10 @@ __all__ = [
     "TTL",
     "UNSET",
     "AppendOp",
+    "AppendResult",
     "Checkpoint",
     "CreateOp",
+    "DeleteEventsOp",
     "DeleteOp",
     "Event",
     "EventInput",
@@ -26,11 +28,15 @@ __all__ = [
     "NewSession",
     "NewSessionFields",
     "Op",
+    "PopOp",
+    "PoppedEvents",
     "Session",
     "SessionChanges",
     "SessionRecord",
     "SessionUpdate",
     "Status",
+    "TrimOp",
+    "TruncateOp",
     "UpdateOp",
 ]
 
@@ -69,8 +75,10 @@ class Session:
 
     ``version`` starts at 1 and grows by one on every write to the session (data, metadata,
     status, tags, expiry, events). ``event_count`` is the number of events currently kept;
-    ``last_seq`` is the sequence number of the newest event ever appended (sequence numbers
-    are never reused, even after :meth:`~sessionstore.base.BaseSessionStore.trim_events`).
+    ``last_seq`` is the sequence number of the newest event ever appended. Sequence numbers
+    are never reused and ``last_seq`` never goes down; after a trim, pop, truncate or
+    delete of events the kept numbering may have gaps (anywhere), so nothing may assume
+    ``first seq == last_seq - event_count + 1``.
     """
 
     id: str
@@ -99,20 +107,55 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a session's event log (an interaction, a tool call, a status change)."""
+    """One entry of a session's event log (an interaction, a tool call, a status change).
+
+    ``key`` is the caller-chosen idempotency key the event was appended with (unique among
+    the session's kept events), ``None`` when it had none.
+    """
 
     seq: int
     type: str
     at: datetime
     data: JSONDict
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EventInput:
-    """An event to append. Plain mappings ``{"type": ..., "data": {...}}`` work as well."""
+    """An event to append. Plain mappings ``{"type", "data", "key", "at"}`` work as well.
+
+    * ``key`` - an idempotency key, unique within the session: an event whose key is
+      already stored with the same ``type`` and ``data`` is not written again; the same
+      key with other content raises :class:`~sessionstore.EventKeyConflictError`.
+      A non-empty str of at most 256 characters, without control characters.
+    * ``at`` - the event's time, chosen by the caller (a timezone-aware datetime, stored
+      in UTC at millisecond precision); ``None``: the store's clock at the write.
+    """
 
     type: str
     data: JSONDict = field(default_factory=dict)
+    key: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PoppedEvents:
+    """What ``pop_events`` returns: the removed ``events`` (ascending seq) and the new
+    ``session`` (unchanged, same version, when there was nothing to pop)."""
+
+    events: list[Event]
+    session: Session
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What ``append_events_detailed`` returns: the new ``session``, and for each input
+    event (in order) the stored event (``events``) and whether this call wrote it
+    (``new``; ``False``: its key was already stored with the same content)."""
+
+    session: Session
+    events: list[Event]
+    new: list[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,14 +285,64 @@ class DeleteOp:
 
 @dataclass(frozen=True, slots=True)
 class AppendOp:
-    """Append events to a session inside a batch."""
+    """Append events to a session inside a batch.
+
+    ``create`` (``True`` or a :class:`NewSession` whose ``id`` is ``None`` or the
+    session's id) creates a missing session first, in the same atomic step; ``ttl`` /
+    ``expires_at`` set the session's expiry in the same write (``expires_at=None``
+    clears it).
+    """
 
     session_id: str
     events: Sequence[EventInput | Mapping[str, Any]]
     expected_version: int | None = None
+    create: bool | NewSession = False
+    ttl: TTL | None = None
+    expires_at: datetime | Unset | None = UNSET
 
 
-Op: TypeAlias = CreateOp | UpdateOp | DeleteOp | AppendOp
+@dataclass(frozen=True, slots=True)
+class PopOp:
+    """Remove the newest ``n`` events of a session inside a batch (fewer if fewer kept)."""
+
+    session_id: str
+    n: int = 1
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateOp:
+    """Drop every event with ``seq > after_seq`` inside a batch."""
+
+    session_id: str
+    after_seq: int
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrimOp:
+    """Keep only the newest ``keep_last`` events inside a batch."""
+
+    session_id: str
+    keep_last: int
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteEventsOp:
+    """Delete events by ``seqs`` and/or ``keys`` inside a batch (missing ones ignored)."""
+
+    session_id: str
+    seqs: Iterable[int] = ()
+    keys: Iterable[str] = ()
+    expected_version: int | None = None
+
+
+Op: TypeAlias = (
+    CreateOp | UpdateOp | DeleteOp | AppendOp | PopOp | TruncateOp | TrimOp | DeleteEventsOp
+)
+#: The ops that change a session's event log beyond a plain append.
+EVENT_LOG_OPS: Final = (PopOp, TruncateOp, TrimOp, DeleteEventsOp)
 
 
 def _fast_constructor(cls: type[T]) -> Callable[..., T]:

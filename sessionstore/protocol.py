@@ -9,19 +9,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, Unpack, runtime_checkable
 
 from .clock import Clock
 from .model import (
     TTL,
+    UNSET,
     Checkpoint,
     Event,
     EventInput,
+    NewSession,
     NewSessionFields,
     Op,
+    PoppedEvents,
     Session,
     SessionChanges,
     SessionRecord,
+    Unset,
 )
 from .query import Page, QueryOptions, SessionFilter
 
@@ -49,6 +54,12 @@ class Capabilities:
       (``asyncio.run`` twice), several at once (threads with loops of their own), and
       shut down from another loop than the one that opened it. Without it, use a store
       only from the loop that initialised it (or through :mod:`sessionstore.sync`).
+    * ``event_log`` - the full event log: event ``key`` s and caller-set ``at`` are
+      stored, and the driver interprets the event-removal fields of
+      :class:`~sessionstore.Mutation` (``truncate_after``, ``delete_seqs``). Without it
+      the store refuses ``pop_events``, ``truncate_events``, ``delete_events``,
+      ``get_event``, keyed or timed events and the event ops in a batch with
+      :class:`~sessionstore.UnsupportedOperationError`.
     """
 
     atomic_multi_session: bool = True
@@ -59,6 +70,7 @@ class Capabilities:
     indexed_query: bool = False
     max_batch: int | None = None
     any_event_loop: bool = False
+    event_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,9 @@ class SessionStore(Protocol):
         events: Sequence[EventInput | Mapping[str, Any]],
         *,
         expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
     ) -> Session: ...
 
     async def get_events(
@@ -145,12 +160,35 @@ class SessionStore(Protocol):
         session_id: str,
         *,
         after_seq: int = 0,
+        before_seq: int | None = None,
         limit: int | None = None,
         last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
     ) -> list[Event]: ...
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None: ...
 
     async def trim_events(
         self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> Session: ...
+
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents: ...
+
+    async def truncate_events(
+        self, session_id: str, after_seq: int, *, expected_version: int | None = None
+    ) -> Session: ...
+
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
     ) -> Session: ...
 
     # -- checkpoints

@@ -1,7 +1,8 @@
 """Transactions: stage writes, commit them all or nothing.
 
 ``async with store.transaction() as tx:`` stages ``create_session``, ``update_session``,
-``delete_session`` and ``append_events``; each staged call validates its input at once
+``delete_session``, ``append_events``, ``pop_events``, ``truncate_events``,
+``trim_events`` and ``delete_events``; each staged call validates its input at once
 (so bad input raises inside the block) and nothing touches the store until the block
 exits normally, when the batch is committed atomically through the store's
 :class:`~sessionstore.driver.StorePrimitives` (``commit_prepared``, what ``store.commit``
@@ -11,7 +12,8 @@ or a cancellation inside the block discards the batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Unpack
 
@@ -19,15 +21,22 @@ from ._planner import Prepared, prepare
 from ._primitives import primitives_of
 from .errors import TransactionError
 from .model import (
+    TTL,
+    UNSET,
     AppendOp,
     CreateOp,
+    DeleteEventsOp,
     DeleteOp,
     EventInput,
     NewSession,
     NewSessionFields,
+    PopOp,
     Session,
     SessionChanges,
     SessionUpdate,
+    TrimOp,
+    TruncateOp,
+    Unset,
     UpdateOp,
 )
 
@@ -84,9 +93,41 @@ class Transaction:
         events: Sequence[EventInput | Mapping[str, Any]],
         *,
         expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
     ) -> None:
-        """Stage an event append."""
-        self._stage(AppendOp(session_id, events, expected_version))
+        """Stage an event append (same arguments as ``store.append_events``)."""
+        self._stage(AppendOp(session_id, events, expected_version, create, ttl, expires_at))
+
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> None:
+        """Stage removing the newest ``n`` events (its result is the new session)."""
+        self._stage(PopOp(session_id, n, expected_version))
+
+    async def truncate_events(
+        self, session_id: str, after_seq: int, *, expected_version: int | None = None
+    ) -> None:
+        """Stage dropping every event with ``seq > after_seq``."""
+        self._stage(TruncateOp(session_id, after_seq, expected_version))
+
+    async def trim_events(
+        self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> None:
+        """Stage keeping only the newest ``keep_last`` events."""
+        self._stage(TrimOp(session_id, keep_last, expected_version))
+
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
+    ) -> None:
+        """Stage deleting events by seq or key (missing ones ignored)."""
+        self._stage(DeleteEventsOp(session_id, seqs, keys, expected_version))
 
     async def commit(self) -> list[Session | bool]:
         """Commit now (normally done on exit of the ``async with`` block)."""

@@ -16,10 +16,15 @@ from .errors import InvalidArgumentError, InvalidSessionIdError
 from .model import TTL, EventInput, Status
 
 __all__ = [
+    "MAX_EVENT_KEY_LENGTH",
     "MAX_LABEL_LENGTH",
     "MAX_TAG_LENGTH",
     "MAX_TTL_SECONDS",
+    "validate_datetime",
+    "validate_event",
+    "validate_event_filters",
     "validate_event_input",
+    "validate_event_key",
     "validate_expires_at",
     "validate_label",
     "validate_processor_id",
@@ -38,6 +43,9 @@ MAX_TAG_LENGTH: Final = 256
 MAX_LABEL_LENGTH: Final = 256
 MAX_TTL_SECONDS: Final = 100 * 365 * 86_400  # a century: anything longer is a bug
 _MAX_TYPE_LENGTH: Final = 128
+_ONE_MS: Final = timedelta(milliseconds=1)
+MAX_EVENT_KEY_LENGTH: Final = 256
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def validate_session_id(value: object, what: str = "session id") -> str:
@@ -125,6 +133,60 @@ def validate_expires_at(value: object) -> datetime:
     return truncate_ms(value)
 
 
+def validate_datetime(value: object, what: str) -> datetime:
+    """A timezone-aware datetime, returned in UTC at millisecond precision."""
+    if not isinstance(value, datetime):
+        raise InvalidArgumentError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgumentError(f"{what} must be timezone-aware")
+    try:
+        return truncate_ms(value)
+    except OverflowError:
+        raise InvalidArgumentError(f"{what} is out of range: {value!r}") from None
+
+
+def validate_event_key(value: object, what: str = "event key") -> str:
+    """An event key: a non-empty str of at most 256 characters, no control characters."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_EVENT_KEY_LENGTH
+        or _CONTROL_RE.search(value) is not None
+    ):
+        raise InvalidArgumentError(
+            f"{what} must be a non-empty str of at most {MAX_EVENT_KEY_LENGTH} characters "
+            f"without control characters, got {value!r}"
+        )
+    return value
+
+
+def validate_event_filters(
+    before_seq: int | None,
+    types: Iterable[str] | None,
+    at_after: datetime | None,
+    at_before: datetime | None,
+) -> tuple[frozenset[str] | None, datetime | None, datetime | None]:
+    """``get_events``' filters checked: ``(types as a frozenset, at_after, at_before)``,
+    the times in UTC at millisecond precision (an exclusive ``at_before`` finer than
+    that rounds up, so nothing before it is lost)."""
+    if before_seq is not None:
+        validate_positive_int(before_seq, "before_seq", maximum=2**62)
+    kinds: frozenset[str] | None = None
+    if types is not None:
+        if isinstance(types, str | bytes) or not isinstance(types, Iterable):
+            raise InvalidArgumentError("types must be a collection of event types")
+        kinds = frozenset(types)
+        if not all(isinstance(t, str) and t for t in kinds):
+            raise InvalidArgumentError("types must hold non-empty str event types")
+    low = None if at_after is None else validate_datetime(at_after, "at_after")
+    high = None
+    if at_before is not None:
+        # exclusive: an `at` of a finer precision than stored rounds up
+        exact = validate_datetime(at_before, "at_before")
+        high = exact if exact == at_before else exact + _ONE_MS
+    return kinds, low, high
+
+
 def validate_label(value: object) -> str | None:
     """A checkpoint label: ``None`` or a str of at most 256 characters."""
     if value is None:
@@ -135,18 +197,66 @@ def validate_label(value: object) -> str | None:
 
 
 _EVENT_FIELDS: Final = frozenset({"type", "data"})
+_FULL_EVENT_FIELDS: Final = frozenset({"type", "data", "key", "at"})
+
+
+def validate_event(
+    value: EventInput | Mapping[str, Any],
+) -> tuple[str, Any, str | None, datetime | None]:
+    """Return ``(type, data, key, at)`` of an event to append (``key``/``at`` checked,
+    ``at`` in UTC at millisecond precision); the data is validated by the codec."""
+    if isinstance(value, EventInput):
+        etype, data, key, at = value.type, value.data, value.key, value.at
+    elif isinstance(value, Mapping):
+        unknown = set(value) - _FULL_EVENT_FIELDS
+        if unknown:
+            raise InvalidArgumentError(
+                f"unknown event field(s) {sorted(unknown)}: an event has 'type', 'data', "
+                "'key' and 'at'"
+            )
+        if "type" not in value:
+            raise InvalidArgumentError("an event needs a 'type'")
+        etype, data = value["type"], value.get("data", {})
+        key, at = value.get("key"), value.get("at")
+    else:
+        raise InvalidArgumentError(f"an event must be a mapping or EventInput, not {value!r}")
+    if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+        raise InvalidArgumentError(
+            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+        )
+    return (
+        etype,
+        data,
+        None if key is None else validate_event_key(key),
+        None if at is None else validate_datetime(at, "event at"),
+    )
+
+
+def _refuse_key_at() -> None:
+    from .errors import UnsupportedOperationError
+
+    raise UnsupportedOperationError(
+        "this store does not support event keys or caller-set 'at' "
+        "(its driver does not declare the event_log capability)"
+    )
 
 
 def validate_event_input(value: EventInput | Mapping[str, Any]) -> tuple[str, Any]:
-    """Return ``(type, data)`` of an event to append; the data is validated by the codec."""
+    """Return ``(type, data)`` of an event to append without a ``key`` or ``at`` (a
+    driver path that cannot store them: :class:`UnsupportedOperationError` for one that
+    has them); the data is validated by the codec. See :func:`validate_event`."""
     if type(value) is dict and value.keys() <= _EVENT_FIELDS:  # the common case, first
         if "type" not in value:
             raise InvalidArgumentError("an event needs a 'type'")
         etype, data = value["type"], value.get("data", {})
     elif isinstance(value, EventInput):
+        if value.key is not None or value.at is not None:
+            _refuse_key_at()
         etype, data = value.type, value.data
     elif isinstance(value, Mapping):
-        unknown = set(value) - _EVENT_FIELDS
+        if value.get("key") is not None or value.get("at") is not None:
+            _refuse_key_at()
+        unknown = set(value) - _FULL_EVENT_FIELDS
         if unknown:
             raise InvalidArgumentError(
                 f"unknown event field(s) {sorted(unknown)}: an event has 'type' and 'data'"

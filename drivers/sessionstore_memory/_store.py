@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -62,8 +63,99 @@ class _Doc:
 
 @dataclass(slots=True)
 class _Log:
-    first_seq: int = 1  # seq of items[0]
-    items: list[tuple[int, str, datetime, bytes]] = field(default_factory=list)
+    """One session's kept events with its indexes (all kept in step):
+
+    * ``seqs`` - kept seqs ascending (gaps allowed) and ``items`` - ``(type, at, data
+      JSON, key)`` in the same order: a seq's position is one bisect away;
+    * ``by_key`` - key -> seq; ``by_type`` - type -> its seqs ascending;
+    * ``at_sorted`` - every ``at`` is >= the one before it (in seq order): a time
+      bound is then a bisect over ``items`` too (caller-set ``at`` may break it).
+    """
+
+    seqs: list[int] = field(default_factory=list)
+    items: list[tuple[str, datetime, bytes, str | None]] = field(default_factory=list)
+    by_key: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, list[int]] = field(default_factory=dict)
+    at_sorted: bool = True
+
+    def add(self, events: Sequence[Event]) -> None:
+        """Append events whose seqs are above every kept one."""
+        seqs, items, by_type, by_key = self.seqs, self.items, self.by_type, self.by_key
+        for e in events:
+            if self.at_sorted and items and e.at < items[-1][1]:
+                self.at_sorted = False
+            seqs.append(e.seq)
+            items.append((e.type, e.at, _kept(orjson.dumps(e.data)), e.key))
+            typed = by_type.get(e.type)
+            if typed is None:
+                by_type[e.type] = [e.seq]
+            else:
+                typed.append(e.seq)
+            if e.key is not None:
+                by_key[e.key] = e.seq
+
+    def _forget(self, seq: int, item: tuple[str, datetime, bytes, str | None]) -> None:
+        etype, _, _, key = item
+        if key is not None and self.by_key.get(key) == seq:
+            del self.by_key[key]
+        typed = self.by_type[etype]
+        if typed[-1] == seq:
+            typed.pop()
+        else:
+            del typed[bisect_left(typed, seq)]
+        if not typed:
+            del self.by_type[etype]
+
+    def drop_range(self, start: int, end: int) -> None:
+        """Drop the kept events at positions ``[start, end)``."""
+        if start >= end:
+            return
+        seqs, items = self.seqs, self.items
+        if end - start == 1:
+            self._forget(seqs[start], items[start])
+        else:
+            gone: dict[str, list[int]] = {}
+            for pos in range(start, end):
+                etype, _, _, key = items[pos]
+                if key is not None and self.by_key.get(key) == seqs[pos]:
+                    del self.by_key[key]
+                gone.setdefault(etype, []).append(seqs[pos])
+            for etype, dropped in gone.items():
+                typed = self.by_type[etype]
+                lo, hi = bisect_left(typed, dropped[0]), bisect_right(typed, dropped[-1])
+                if hi - lo == len(dropped):
+                    del typed[lo:hi]
+                else:
+                    drop = set(dropped)
+                    typed[lo:hi] = [q for q in typed[lo:hi] if q not in drop]
+                if not typed:
+                    del self.by_type[etype]
+        del seqs[start:end]
+        del items[start:end]
+
+    def remove(self, mut: Mutation) -> None:
+        """Apply a mutation's removals (trim, truncate, delete) to the kept events."""
+        if mut.trim_before:
+            self.drop_range(0, bisect_left(self.seqs, mut.trim_before))
+        if mut.truncate_after is not None:
+            self.drop_range(bisect_right(self.seqs, mut.truncate_after), len(self.seqs))
+        for seq in mut.delete_seqs:
+            pos = bisect_left(self.seqs, seq)
+            if pos < len(self.seqs) and self.seqs[pos] == seq:
+                self.drop_range(pos, pos + 1)
+
+    def event(self, pos: int, session_id: str) -> Event:
+        etype, at, raw, key = self.items[pos]
+        try:
+            return Event(self.seqs[pos], etype, at, orjson.loads(raw), key)
+        except orjson.JSONDecodeError:
+            raise IntegrityError("undecodable event", f"{session_id}/events") from None
+
+    def positions(self, after_seq: int, before_seq: int | None) -> tuple[int, int]:
+        """The positions of the kept events with ``after_seq < seq < before_seq``."""
+        start = bisect_right(self.seqs, after_seq) if after_seq else 0
+        end = len(self.seqs) if before_seq is None else bisect_left(self.seqs, before_seq)
+        return start, end
 
 
 @dataclass
@@ -104,6 +196,10 @@ def _kept(raw: bytes) -> bytes:
     3.12) and never shrinks it: keeping its output as is cost ~9 KB per tiny session.
     """
     return memoryview(raw).tobytes()
+
+
+def _at(item: tuple[str, datetime, bytes, str | None]) -> datetime:
+    return item[1]
 
 
 def _decode_checkpoint(session_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
@@ -158,6 +254,7 @@ class MemoryStore(BaseSessionStore):
         native_ttl=False,
         indexed_query=True,
         any_event_loop=True,
+        event_log=True,
     )
 
     def __init__(self, *, backend: MemoryBackend | None = None, **options: Any) -> None:
@@ -237,19 +334,15 @@ class MemoryStore(BaseSessionStore):
                 old.head, old.data_json, old.metadata_json = (
                     head, _kept(mut.data_json), _kept(mut.metadata_json)
                 )  # fmt: skip
+        if mut.trim_before or mut.truncate_after is not None or mut.delete_seqs:
+            log = space.logs.get(sid)
+            if log is not None:
+                log.remove(mut)
         if mut.append:
             log = space.logs.get(sid)
             if log is None:
-                log = space.logs[sid] = _Log(first_seq=mut.append[0].seq)
-            elif not log.items:
-                log.first_seq = mut.append[0].seq
-            log.items.extend((e.seq, e.type, e.at, _kept(orjson.dumps(e.data))) for e in mut.append)
-        if mut.trim_before:
-            log = space.logs.get(sid)
-            if log is not None and log.items:
-                drop = min(len(log.items), max(0, mut.trim_before - log.first_seq))
-                del log.items[:drop]
-                log.first_seq += drop
+                log = space.logs[sid] = _Log()
+            log.add(mut.append)
         if mut.put_checkpoints or mut.delete_checkpoints:
             cps = space.checkpoints.setdefault(sid, {})
             for cp_id in mut.delete_checkpoints:
@@ -261,19 +354,115 @@ class MemoryStore(BaseSessionStore):
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
         log = self._space.logs.get(session_id)
+        if log is None or not log.items or limit == 0 or last == 0:
+            return []
+        start, end = log.positions(after_seq, None)
+        if last is not None:
+            start = max(start, end - last)
+        if limit is not None:
+            end = min(end, start + limit)
+        return [log.event(pos, session_id) for pos in range(start, end)]
+
+    async def _query_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: frozenset[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        """Indexed: seq bounds and (while ``at`` grows with seq) time bounds are bisects,
+        ``types`` walks the per-type seq lists; the cost grows with the page."""
+        log = self._space.logs.get(session_id)
+        if log is None or not log.items or limit == 0 or last == 0:
+            return []
+        start, end = log.positions(after_seq, before_seq)
+        timed = at_after is not None or at_before is not None
+        if timed and log.at_sorted:
+            items = log.items
+            if at_after is not None:
+                start = max(start, bisect_right(items, at_after, start, end, key=_at))
+            if at_before is not None:
+                end = min(end, bisect_left(items, at_before, start, max(start, end), key=_at))
+            timed = False
+        if start >= end:
+            return []
+        want = limit if limit is not None else last
+        backwards = last is not None
+        if types is None:
+            candidates: Any = range(end - 1, start - 1, -1) if backwards else range(start, end)
+        else:
+            candidates = self._typed_positions(log, types, start, end, backwards)
+        out: list[Event] = []
+        for pos in candidates:
+            if timed:
+                at = log.items[pos][1]
+                if (at_after is not None and at <= at_after) or (
+                    at_before is not None and at >= at_before
+                ):
+                    continue
+            out.append(log.event(pos, session_id))
+            if want is not None and len(out) >= want:
+                break
+        if backwards:
+            out.reverse()
+        return out
+
+    @staticmethod
+    def _typed_positions(
+        log: _Log, types: frozenset[str], start: int, end: int, backwards: bool
+    ) -> Any:
+        """Positions in ``[start, end)`` of events of ``types``, in seq order (reversed
+        when ``backwards``), merged lazily from the per-type seq lists."""
+        import heapq
+
+        if start >= end:
+            return iter(())
+        lo_seq, hi_seq = log.seqs[start], log.seqs[end - 1]
+        runs = []
+        for etype in types:
+            typed = log.by_type.get(etype)
+            if not typed:
+                continue
+            a, b = bisect_left(typed, lo_seq), bisect_right(typed, hi_seq)
+            if a < b:
+                runs.append(reversed(typed[a:b]) if backwards else iter(typed[a:b]))
+        if len(runs) == 1:
+            merged: Any = runs[0]
+        else:
+            merged = heapq.merge(*runs, reverse=backwards)
+        seqs = log.seqs
+        return (bisect_left(seqs, q, start, end) for q in merged)
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        log = self._space.logs.get(session_id)
         if log is None or not log.items:
             return []
-        start = max(0, after_seq + 1 - log.first_seq)
+        wanted = set(seqs)
+        wanted.update(q for k in keys if (q := log.by_key.get(k)) is not None)
+        out = []
+        for q in sorted(wanted):
+            pos = bisect_left(log.seqs, q)
+            if pos < len(log.seqs) and log.seqs[pos] == q:
+                out.append(log.event(pos, session_id))
+        return out
+
+    async def _load_event_seqs(
+        self, session_id: str, *, after_seq: int = 0, last: int | None = None
+    ) -> list[int]:
+        log = self._space.logs.get(session_id)
+        if log is None or not log.seqs:
+            return []
+        start, end = log.positions(after_seq, None)
         if last is not None:
-            start = max(start, len(log.items) - last)
-        end = len(log.items) if limit is None else start + limit
-        try:
-            return [
-                Event(seq, etype, at, orjson.loads(raw))
-                for seq, etype, at, raw in log.items[start:end]
-            ]
-        except orjson.JSONDecodeError:
-            raise IntegrityError("undecodable event", f"{session_id}/events") from None
+            start = max(start, end - last)
+        return log.seqs[start:end]
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
         cps = self._space.checkpoints.get(session_id, {})

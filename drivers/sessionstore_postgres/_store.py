@@ -4,7 +4,7 @@ single-session operation (see ``docs/postgres.md``)."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import SplitResult
@@ -236,10 +236,25 @@ class PostgresStore(BaseSessionStore):
         session_id: str,
         *,
         after_seq: int = 0,
+        before_seq: int | None = None,
         limit: int | None = None,
         last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
     ) -> list[Event]:
         """Events in seq order (one statement: the session's liveness and the page)."""
+        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
+            return await super().get_events(
+                session_id,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         self._check_open()

@@ -41,7 +41,7 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import MAX_SESSION
-from sessionstore.model import TTL
+from sessionstore.model import TTL, UNSET, Unset
 from sessionstore.planning import (
     check_expected_version,
     check_strategy,
@@ -306,10 +306,25 @@ class RedisStore(BaseSessionStore):
         session_id: str,
         *,
         after_seq: int = 0,
+        before_seq: int | None = None,
         limit: int | None = None,
         last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
     ) -> list[Event]:
         """A page of the event log in one round trip (SessionNotFoundError if absent)."""
+        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
+            return await super().get_events(
+                session_id,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         self._check_open()
@@ -462,10 +477,23 @@ class RedisStore(BaseSessionStore):
         events: Sequence[EventInput | Mapping[str, Any]],
         *,
         expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
     ) -> Session:
         """Append events in one round trip (``lua/append.lua``): an RPUSH, O(1) in history;
         the reply is the new version alone when this store holds the document the append
-        started from (``_cache.py``)."""
+        started from (``_cache.py``). With ``create``, ``ttl`` or ``expires_at`` the
+        base's planned write does it."""
+        if create is not False or ttl is not None or expires_at is not UNSET:
+            return await super().append_events(
+                session_id,
+                events,
+                expected_version=expected_version,
+                create=create,
+                ttl=ttl,
+                expires_at=expires_at,
+            )
         sid = validate_session_id(session_id)
         items = encode_events(events, self._limits)
         expected = check_expected_version(expected_version)

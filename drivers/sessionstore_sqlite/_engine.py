@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import fields, make_dataclass
+from dataclasses import MISSING, fields, make_dataclass
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import quote
@@ -83,7 +83,10 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
     """``cls(...)`` for a frozen slots dataclass without its frozen ``__init__`` (which
     costs an ``object.__setattr__`` per field): fill a mutable twin with the same slots,
     then re-class it (as ``sessionstore.planning.fast_session`` does for sessions)."""
-    spec = [(f.name, f.type) for f in fields(cls)]  # type: ignore[arg-type]
+    spec = [
+        (f.name, f.type) if f.default is MISSING else (f.name, f.type, f.default)
+        for f in fields(cls)  # type: ignore[arg-type]
+    ]
     twin = make_dataclass(cls.__name__, spec, slots=True, eq=False, repr=False)
     assert twin.__slots__ == cls.__slots__  # type: ignore[attr-defined]
 

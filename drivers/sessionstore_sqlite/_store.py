@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
@@ -231,10 +231,25 @@ class SqliteStore(BaseSessionStore):
         session_id: str,
         *,
         after_seq: int = 0,
+        before_seq: int | None = None,
         limit: int | None = None,
         last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
     ) -> list[Event]:
         """Events in seq order (one hop: the session check and the indexed ``SELECT``)."""
+        if not self._plain_events_read(before_seq, limit, last, types, at_after, at_before):
+            return await super().get_events(
+                session_id,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         self._check_open()

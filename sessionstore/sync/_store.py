@@ -128,6 +128,10 @@ class SyncSessionStore(Facade):
     append_events = blocking(SessionStore.append_events)
     get_events = blocking(SessionStore.get_events)
     trim_events = blocking(SessionStore.trim_events)
+    get_event = blocking(SessionStore.get_event)
+    pop_events = blocking(SessionStore.pop_events)
+    truncate_events = blocking(SessionStore.truncate_events)
+    delete_events = blocking(SessionStore.delete_events)
     # -- checkpoints
     save_checkpoint = blocking(SessionStore.save_checkpoint)
     list_checkpoints = blocking(SessionStore.list_checkpoints)
@@ -196,6 +200,10 @@ class SyncTransaction(Facade):
     update_session = blocking(Transaction.update_session)
     delete_session = blocking(Transaction.delete_session)
     append_events = blocking(Transaction.append_events)
+    pop_events = blocking(Transaction.pop_events)
+    truncate_events = blocking(Transaction.truncate_events)
+    trim_events = blocking(Transaction.trim_events)
+    delete_events = blocking(Transaction.delete_events)
     commit = blocking(Transaction.commit)
 
     def rollback(self) -> None:

@@ -265,7 +265,6 @@ class BadInputTests:
             lambda: st.append_events(s.id, {"type": "t"}),  # type: ignore[arg-type]
             lambda: st.append_events(s.id, EventInput(type="t")),  # type: ignore[arg-type]
             lambda: st.append_events(s.id, 5),  # type: ignore[arg-type]
-            lambda: st.get_events(s.id, limit=0),
             lambda: st.get_events(s.id, last=-1),
             lambda: st.get_events(s.id, after_seq=-1),
             lambda: st.trim_events(s.id, keep_last=-1),

@@ -33,8 +33,8 @@ class TestMemoryStore(StoreConformance):
         if kind == "session":
             space.docs[session_id].data_json = b'{"torn'
         elif kind == "events":
-            seq, etype, at, _ = space.logs[session_id].items[0]
-            space.logs[session_id].items[0] = (seq, etype, at, b"\x80garbage")
+            etype, at, _, key = space.logs[session_id].items[0]
+            space.logs[session_id].items[0] = (etype, at, b"\x80garbage", key)
         elif kind == "checkpoint":
             assert checkpoint_id is not None
             space.checkpoints[session_id][checkpoint_id] = b'{"torn'
