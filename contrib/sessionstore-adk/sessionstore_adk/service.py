@@ -78,6 +78,10 @@ _SESSION: Final = "adk_session"
 _TIME: Final = "adk_time"
 _LIST_PAGE: Final = 1000
 _IMPORT_BATCH: Final = 1000
+# How far back append_event looks in the caller's session for an equal re-delivery:
+# a bounded look keeps the append O(1) in history (older ones are found by key on a
+# version conflict, see append_event).
+_RECENT_CHECK: Final = 16
 # A create or an append retries when a concurrent writer created the app or user state
 # session it was about to create (or someone deleted one it was about to update).
 _ATTEMPTS: Final = 5
@@ -511,7 +515,7 @@ class SessionStoreService(BaseSessionService):
         """
         if event.partial:
             return event
-        if any(e.id == event.id and e == event for e in session.events):
+        if any(e.id == event.id and e == event for e in session.events[-_RECENT_CHECK:]):
             return event  # the caller's session already holds this very event
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
