@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sessionstore_adk import SessionStoreService
 
 from sessionstore import SessionStore
 
@@ -42,3 +43,22 @@ def test_counter_agent_example(adapter_store: SessionStore, tmp_path: Path) -> N
     second = _run(url, tmp_path)
     assert second[0] == "ada <- message 1 of this session, 4 of yours, 5 in the app"
     assert second[-1] == "ada has 4 sessions"
+
+
+async def test_the_example_agent_on_every_driver(
+    adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ADK's ``Runner`` drives the example's agent over this test's store (each service
+    object of the example wraps the same store, as separate processes would share it)."""
+    monkeypatch.syspath_prepend(str(EXAMPLE.parent))
+    import counter_agent
+
+    monkeypatch.setattr(
+        counter_agent, "SessionStoreService", lambda url: SessionStoreService(adapter_store)
+    )
+    await counter_agent.main("unused://")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3] == "grace <- message 1 of this session, 1 of yours, 4 in the app"
+    assert lines[4] == (
+        "ada's first session: 4 events, state {'count': 2, 'app:count': 4, 'user:count': 3}"
+    )
