@@ -4,11 +4,15 @@ own schemes stay ADK's."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from google.adk.cli import service_registry
@@ -159,4 +163,56 @@ def test_the_adk_web_app_serves_sessions_from_the_store(
         assert got.json()["state"] == {"user:lang": "en", "n": 1}
         listed = client.get("/apps/hello_agent/users/u1/sessions")
         assert [s["id"] for s in listed.json()] == [sid]
+    assert any(sessions.iterdir()), "the file store holds the session"
+
+
+@pytest.mark.integration
+def test_adk_api_server_command_uses_the_prefixed_scheme(tmp_path: Path) -> None:
+    """The real command line: ``adk api_server --session_service_uri sessionstore+file://...``
+    (``adk web`` is the same server with the web UI) serves sessions from the store."""
+    agents = _agents_dir(
+        tmp_path,
+        services_py="""
+            from sessionstore_adk import register_session_services
+
+            register_session_services()
+        """,
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sessions = tmp_path / "sessions"
+    adk = Path(sys.executable).with_name("adk")
+    server = subprocess.Popen(
+        [
+            str(adk),
+            "api_server",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--session_service_uri=sessionstore+file://{sessions}",
+            str(agents),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                httpx.get(f"{base}/list-apps", timeout=2).raise_for_status()
+                break
+            except httpx.HTTPError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(server.stderr.read().decode() if server.stderr else "")
+                time.sleep(0.3)
+        made = httpx.post(f"{base}/apps/hello_agent/users/u1/sessions", json={"state": {"k": 1}})
+        assert made.status_code == 200, made.text
+        sid = made.json()["id"]
+        got = httpx.get(f"{base}/apps/hello_agent/users/u1/sessions/{sid}")
+        assert got.json()["state"] == {"k": 1}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
     assert any(sessions.iterdir()), "the file store holds the session"
