@@ -203,9 +203,10 @@ def test_adk_api_server_command_uses_the_prefixed_scheme(tmp_path: Path) -> None
             try:
                 httpx.get(f"{base}/list-apps", timeout=2).raise_for_status()
                 break
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(server.stderr.read().decode() if server.stderr else "")
+                    why = server.stderr.read().decode() if server.stderr else ""
+                    raise AssertionError(why) from exc
                 time.sleep(0.3)
         made = httpx.post(f"{base}/apps/hello_agent/users/u1/sessions", json={"state": {"k": 1}})
         assert made.status_code == 200, made.text
