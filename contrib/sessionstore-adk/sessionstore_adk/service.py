@@ -50,6 +50,7 @@ from sessionstore import (
     SessionNotFoundError,
     SessionStore,
     SessionUpdate,
+    UnsupportedOperationError,
     UpdateOp,
     open_store,
 )
@@ -206,6 +207,17 @@ class SessionStoreService(BaseSessionService):
                     await self._store.initialize()
                     self._initialized = True
         return self._store
+
+    async def _writable(self) -> SessionStore:
+        """The store, for a write of events (keyed, with their own times)."""
+        store = await self._ready()
+        if not store.capabilities.event_log:
+            raise UnsupportedOperationError(
+                f"{type(store).__name__} does not declare Capabilities.event_log, which "
+                "SessionStoreService needs to store events (keyed, with ADK's timestamps); "
+                "every built-in driver declares it"
+            )
+        return store
 
     async def close(self) -> None:
         """Close the store if the service opened it (a store object stays open)."""
@@ -439,7 +451,7 @@ class SessionStoreService(BaseSessionService):
         atomic commit for the session and its first 1,000 events, one append per further
         1,000. ``False`` (nothing written) when the session exists here already, so a
         copy that stopped half-way can simply run again."""
-        store = await self._ready()
+        store = await self._writable()
         app_name, user_id, name = session.app_name, session.user_id, session.id
         sid = _ids.session_id(app_name, user_id, name)
         group = _ids.group_id(app_name)
@@ -519,7 +531,7 @@ class SessionStoreService(BaseSessionService):
             return event  # the caller's session already holds this very event
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
-        store = await self._ready()
+        store = await self._writable()
         app_name, user_id, name = session.app_name, session.user_id, session.id
         sid = _ids.session_id(app_name, user_id, name)
         raw, record = _event_record(event)

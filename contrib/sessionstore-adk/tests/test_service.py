@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
 from sessionstore_adk import EVENT_TYPE, SessionStoreService, _ids
 
-from sessionstore import SessionStore
+from sessionstore import SessionStore, UnsupportedOperationError, open_store
 
 APP = "my_app"
 OpenService = Callable[[], Awaitable[SessionStoreService]]
@@ -240,3 +241,22 @@ async def test_a_service_opened_from_a_url_owns_its_store(tmp_path: Any) -> None
         assert await again.get_session(app_name=APP, user_id="u", session_id="s") == created
     with pytest.raises(TypeError):
         SessionStoreService(again.store, namespace="x")
+
+
+async def test_a_store_without_the_event_log_is_refused_with_a_clear_error() -> None:
+    async with open_store("memory://") as store:
+        # the same memory store, declaring no event log (as a third-party driver might)
+        plain = type(store).capabilities.fget  # type: ignore[attr-defined]
+        no_log = type(
+            "NoEventLog",
+            (type(store),),
+            {"capabilities": property(lambda self: replace(plain(self), event_log=False))},
+        )
+        store.__class__ = no_log
+        service = SessionStoreService(store)
+        session = await service.create_session(app_name=APP, user_id="u")
+        with pytest.raises(UnsupportedOperationError, match=r"Capabilities\.event_log"):
+            await service.append_event(session, _event(delta={"x": 1}))
+        got = await service.get_session(app_name=APP, user_id="u", session_id=session.id)
+        assert got is not None
+        assert (got.state, got.events) == ({}, [])
