@@ -55,10 +55,15 @@ async def test_same_results_as_adks_in_memory_service(
         app, user, name = rng.choice(APPS), rng.choice(USERS), rng.choice(NAMES)
         op = rng.random()
         if op < 0.2:
-            state = {f"k{rng.randrange(3)}": step, f"app:a{rng.randrange(2)}": step}
+            state: dict[str, Any] = {f"k{rng.randrange(3)}": step, f"app:a{rng.randrange(2)}": step}
             if rng.random() < 0.5:
                 state[f"user:u{rng.randrange(2)}"] = [step, {"n": step}]
-            names = {"app_name": app, "user_id": user, "session_id": name, "state": state}
+            names: dict[str, Any] = {
+                "app_name": app,
+                "user_id": user,
+                "session_id": name,
+                "state": state,
+            }
             want = await _create(reference, **names)
             got = await _create(service, **names)
             assert _view_without_time(got) == _view_without_time(want), step
@@ -78,7 +83,11 @@ async def test_same_results_as_adks_in_memory_service(
                 delta[f"user:u{rng.randrange(2)}"] = {"v": step}
             if rng.random() < 0.3:
                 delta["temp:t"] = step
-            fields = {"author": "agent", "invocation_id": f"i{step}", "timestamp": clock}
+            fields: dict[str, Any] = {
+                "author": "agent",
+                "invocation_id": f"i{step}",
+                "timestamp": clock,
+            }
             for side, session in ((reference, ref), (service, ours)):
                 event = Event(
                     actions=EventActions(state_delta=dict(delta)), id=f"e{step}", **fields
@@ -95,9 +104,14 @@ async def test_same_results_as_adks_in_memory_service(
                     GetSessionConfig(num_recent_events=2, after_timestamp=clock - 1.0),
                 ]
             )
-            names = {"app_name": app, "user_id": user, "session_id": name, "config": config}
-            want = _view(await reference.get_session(**names))
-            got = _view(await service.get_session(**names))
+            read: dict[str, Any] = {
+                "app_name": app,
+                "user_id": user,
+                "session_id": name,
+                "config": config,
+            }
+            want = _view(await reference.get_session(**read))
+            got = _view(await service.get_session(**read))
             assert _view_without_time(got) == _view_without_time(want), (step, config)
         elif op < 0.93:
             who = rng.choice((*USERS, None))
