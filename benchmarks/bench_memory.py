@@ -12,7 +12,9 @@ Targets (ratios to floors, never absolute times: docs/performance.md, "Method"):
 2. ``create_session`` and ``update_session(merge_data=...)`` <= 2x one ``orjson.dumps`` +
    one ``orjson.loads`` of the ~2 KB document + one ``str(ULID())``;
 3. ``append_events`` (one small event) on a session with 10,000 events <= 1.3x the same on
-   a session with 10 events;
+   a session with 10 events; likewise (issue 17, ``benchmarks/_event_log.py``)
+   ``pop_events(n=1)``, ``get_event(key=)``, ``get_events(types=..., last=20)`` and a
+   backwards page (``before_seq=..., last=5``);
 4. the first page (100) of a tag + ``created_at`` range query over 100,000 sessions: the
    indexed ``list_sessions`` >= 20x faster than the generic full scan (every session
    loaded through the store's ``_iter_sessions`` and run through
@@ -47,6 +49,7 @@ from sessionstore import (
     open_store,
 )
 
+from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 
 EVENT: dict[str, Any] = {"type": "tool_call", "data": {"name": "search", "args": {"q": "weather"}}}
@@ -191,6 +194,14 @@ async def bench_single_ops(report: Report, sizes: Sizes) -> None:
             small,
             EVENT,
             name=f"append_events, {sizes.big_log:,} events",
+            big_log=sizes.big_log,
+            small_log=sizes.small_log,
+            number=sizes.append_number,
+            repeat=sizes.repeat,
+        )
+        await event_log_rows(
+            report,
+            store,
             big_log=sizes.big_log,
             small_log=sizes.small_log,
             number=sizes.append_number,

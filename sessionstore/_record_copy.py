@@ -7,6 +7,7 @@ store that offers them; :class:`~sessionstore.BaseSessionStore` calls them for i
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Final
@@ -14,11 +15,16 @@ from typing import Final
 from ._planner import Limits, Mutation
 from ._primitives import CAS_ATTEMPTS, StorePrimitives
 from .codec import MAX_EVENT, MAX_SESSION, checkpoint_digest, encode_user_dict
-from .errors import IntegrityError, InvalidArgumentError, SessionConflictError
+from .errors import (
+    IntegrityError,
+    InvalidArgumentError,
+    SessionConflictError,
+    UnsupportedOperationError,
+)
 from .model import Session, SessionRecord
 from .protocol import MergeStrategy, PutResult
 from .query import SessionFilter, matches
-from .validation import validate_session_id
+from .validation import validate_event_key, validate_session_id
 
 __all__ = [
     "STRATEGIES",
@@ -80,9 +86,46 @@ async def scan_records(
         yield SessionRecord(session, events, checkpoints)
 
 
-def check_record(record: SessionRecord, limits: Limits) -> tuple[bytes, bytes]:
+def _check_events(record: SessionRecord, event_log: bool) -> None:
+    """The record's events against its counters: ascending seqs in ``[1, last_seq]``,
+    ``event_count`` of them, keys valid and unique. A store without the ``event_log``
+    capability takes only a gap-free log ending at ``last_seq`` without keys."""
+    s = record.session
+    seqs = [e.seq for e in record.events]
+    bad = f"record {s.id!r}: events do not match event_count/last_seq"
+    if len(seqs) != s.event_count:
+        raise InvalidArgumentError(bad)
+    if seqs and (
+        seqs[0] < 1 or seqs[-1] > s.last_seq or any(a >= b for a, b in itertools.pairwise(seqs))
+    ):
+        raise InvalidArgumentError(bad)
+    keys = [e.key for e in record.events if e.key is not None]
+    for key in keys:
+        validate_event_key(key, f"record {s.id!r}: event key")
+    if len(set(keys)) != len(keys):
+        raise InvalidArgumentError(f"record {s.id!r}: an event key is there twice")
+    if event_log:
+        return
+    if seqs and seqs != list(range(s.last_seq - len(seqs) + 1, s.last_seq + 1)):
+        raise UnsupportedOperationError(
+            f"record {s.id!r}: its event log has gaps, which this store cannot hold "
+            "(its driver does not declare the event_log capability)"
+        )
+    if keys:
+        raise UnsupportedOperationError(
+            f"record {s.id!r}: its events have keys, which this store cannot hold "
+            "(its driver does not declare the event_log capability)"
+        )
+
+
+def check_record(
+    record: SessionRecord, limits: Limits, *, event_log: bool = False
+) -> tuple[bytes, bytes]:
     """Validate a record for ``put_records``: its data and metadata JSON, or a typed error
-    (:class:`InvalidArgumentError`, :class:`IntegrityError` for a bad checkpoint digest)."""
+    (:class:`InvalidArgumentError`, :class:`IntegrityError` for a bad checkpoint digest).
+
+    ``event_log``: the store declares that capability, so events may have gaps and keys
+    (else such a record raises :class:`UnsupportedOperationError`)."""
     if not isinstance(record, SessionRecord):
         raise InvalidArgumentError(f"put_records takes SessionRecord values, got {record!r}")
     s = record.session
@@ -91,10 +134,7 @@ def check_record(record: SessionRecord, limits: Limits) -> tuple[bytes, bytes]:
         raise InvalidArgumentError(f"record {s.id!r} has version {s.version}")
     data_json, _ = encode_user_dict(s.data, "data", limits.max_session_bytes, MAX_SESSION)
     meta_json, _ = encode_user_dict(s.metadata, "metadata", limits.max_session_bytes, MAX_SESSION)
-    seqs = [e.seq for e in record.events]
-    first = s.last_seq - len(seqs) + 1  # events are gap-free and end at last_seq
-    if len(seqs) != s.event_count or first < 1 or seqs != list(range(first, s.last_seq + 1)):
-        raise InvalidArgumentError(f"record {s.id!r}: events do not match event_count/last_seq")
+    _check_events(record, event_log)
     for event in record.events:
         encode_user_dict(event.data, f"events[{event.seq}].data", limits.max_event_bytes, MAX_EVENT)
     for cp in record.checkpoints:

@@ -1084,7 +1084,7 @@ class BaseSessionStore(ABC):
 
     def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
         """A record's data and metadata JSON, checked for ``put_records``."""
-        return check_record(record, self._limits)
+        return check_record(record, self._limits, event_log=self.capabilities.event_log)
 
     async def put_records(
         self, records: Iterable[SessionRecord], *, strategy: MergeStrategy = "skip_existing"

@@ -32,6 +32,7 @@ from .model import Checkpoint, Event, JSONDict, Session, Status
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_SESSION_BYTES",
+    "EVENT_FORMAT_VERSION",
     "FORMAT_VERSION",
     "MAX_EVENT",
     "MAX_SESSION",
@@ -53,6 +54,9 @@ __all__ = [
 
 #: Current version of every stored record format (sessions, events, checkpoints, backups).
 FORMAT_VERSION: Final = 1
+#: Newest event record format: 2 adds the event's ``key`` (events without one are still
+#: written as version 1).
+EVENT_FORMAT_VERSION: Final = 2
 DEFAULT_MAX_SESSION_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES: Final = 1024 * 1024
 #: The store options that set those limits (named by :class:`QuotaExceededError`).
@@ -324,14 +328,14 @@ def _ts(value: Any, field: str, record: str) -> datetime:
     return parsed
 
 
-def _check_version(rec: Mapping[str, Any], record: str) -> None:
+def _check_version(rec: Mapping[str, Any], record: str, newest: int = FORMAT_VERSION) -> None:
     version = rec.get("v")
     if not isinstance(version, int) or version < 1:
         raise IntegrityError("record has no format version", record)
-    if version > FORMAT_VERSION:
+    if version > newest:
         raise UnsupportedFormatError(
             f"record format version {version} is newer than this sessionstore understands "
-            f"({FORMAT_VERSION}); upgrade sessionstore to read it",
+            f"({newest}); upgrade sessionstore to read it",
             record,
         )
 
@@ -401,26 +405,45 @@ def session_from_record(rec: Any, record: str = "") -> Session:
 
 
 def event_to_record(event: Event) -> dict[str, Any]:
-    """A JSON-ready dict for ``event``."""
+    """A JSON-ready dict for ``event``.
+
+    An event with a ``key`` is written as format version :data:`EVENT_FORMAT_VERSION`
+    (2: it adds ``"key"``); one without stays version 1, readable by every release.
+    """
+    if event.key is None:
+        return {
+            "v": FORMAT_VERSION,
+            "seq": event.seq,
+            "type": event.type,
+            "at": event.at,
+            "data": event.data,
+        }
     return {
-        "v": FORMAT_VERSION,
+        "v": EVENT_FORMAT_VERSION,
         "seq": event.seq,
         "type": event.type,
         "at": event.at,
         "data": event.data,
+        "key": event.key,
     }
 
 
 def event_from_record(rec: Any, record: str = "") -> Event:
-    """Rebuild an :class:`Event` (validated)."""
+    """Rebuild an :class:`Event` (validated); versions 1 (no key) and 2 are read."""
     if not isinstance(rec, dict):
         raise IntegrityError("event record is not an object", record)
-    _check_version(rec, record)
+    _check_version(rec, record, EVENT_FORMAT_VERSION)
     try:
         seq, etype, data = rec["seq"], rec["type"], rec["data"]
-        if not isinstance(seq, int) or not isinstance(etype, str) or not isinstance(data, dict):
+        key = rec.get("key")
+        if (
+            not isinstance(seq, int)
+            or not isinstance(etype, str)
+            or not isinstance(data, dict)
+            or not (key is None or (isinstance(key, str) and key))
+        ):
             raise IntegrityError("event record has fields of the wrong type", record)
-        return Event(seq=seq, type=etype, at=_ts(rec["at"], "at", record), data=data)
+        return Event(seq, etype, _ts(rec["at"], "at", record), data, key)
     except KeyError as exc:
         raise IntegrityError(f"event record lacks field {exc.args[0]!r}", record) from None
 

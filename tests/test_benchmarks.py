@@ -23,6 +23,10 @@ MEMORY_ROWS = {
     "create_session (~2 KB)",
     "update_session merge_data",
     "append_events, 10,000 events",
+    "pop_events(n=1), 10,000 events",
+    "get_event(key=), 10,000 events",
+    "get_events(types, last=20), 10,000 events",
+    "backwards page (before_seq, last=5), 10,000 events",
     "list_sessions tag+range, 10,000",
 }
 

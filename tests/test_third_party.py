@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from sessionstore.testing import StoreConformance
+from sessionstore.testing import EventLogTests, StoreConformance
 
 # integration: installs and runs the example third-party driver
 pytestmark = pytest.mark.integration
@@ -161,7 +161,13 @@ def test_acme_conformance_suite_passes_from_its_own_test_file(venv: Venv) -> Non
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (\w+)", summary)}
     total = sum(1 for name in dir(StoreConformance) if name.startswith("test_"))
     assert counts.get("passed", 0) + counts.get("skipped", 0) == total, summary
-    assert counts["passed"] >= 0.9 * total, summary
+    # acme does not declare event_log: those tests skip (all but the refusal test)
+    event_log = sum(
+        1
+        for name in dir(EventLogTests)
+        if name.startswith("test_") and name != "test_event_log_refused_without_capability"
+    )
+    assert counts["passed"] >= 0.9 * (total - event_log), summary
 
 
 def test_acme_backs_up_restores_and_migrates_from_its_own_test_file(venv: Venv) -> None:

@@ -2,7 +2,7 @@
 
 A backup is one stream of lines (see ``docs/backup.md``)::
 
-    {"kind": "header", "format": "sessionstore-backup", "format_version": 1, ...}
+    {"kind": "header", "format": "sessionstore-backup", "format_version": 2, ...}
     {"kind": "session", "session": {<session record>}}
     {"kind": "checkpoint", "checkpoint": {<checkpoint record>}}        (0..n per session)
     {"kind": "events", "session_id": "...", "events": [{<event record>}, ...]}   (0..n)
@@ -56,7 +56,9 @@ __all__ = [
 BACKUP_FORMAT: Final = "sessionstore-backup"
 #: Version of the backup file layout (lines and their kinds). Readers accept older
 #: versions and refuse newer ones with :class:`UnsupportedFormatError`.
-BACKUP_FORMAT_VERSION: Final = 1
+#: 2: event records may carry a ``key`` (event record format 2); version 1 backups are
+#: read as before.
+BACKUP_FORMAT_VERSION: Final = 2
 
 
 @dataclass(slots=True)
@@ -77,7 +79,7 @@ class CheckpointItem:
 
 @dataclass(slots=True)
 class EventsItem:
-    """A chunk of the current session's events (ascending, gap-free ``seq``)."""
+    """A chunk of the current session's events (ascending ``seq``, gaps allowed)."""
 
     session_id: str
     events: list[Event]

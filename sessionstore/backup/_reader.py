@@ -209,11 +209,12 @@ class BackupScan:
 
     Checks, besides each line's own structure: the header comes first and the trailer
     last; session ids are valid and strictly ascending (so a session appears once);
-    checkpoints and events follow their session; events are gap-free and exactly the
-    ``event_count`` events ending at ``last_seq``; checkpoint digests match; the trailer's
-    counts and the content's SHA-256 match. With ``limits``, payloads must also fit the
-    destination store's size limits. A ``trusted`` scan (the second pass of a restore,
-    whose segments were checked against the first pass's digests) only decodes.
+    checkpoints and events follow their session; events have ascending seqs up to
+    ``last_seq`` (gaps allowed) and are exactly ``event_count`` of them; checkpoint
+    digests match; the trailer's counts and the content's SHA-256 match. With
+    ``limits``, payloads must also fit the destination store's size limits. A
+    ``trusted`` scan (the second pass of a restore, whose segments were checked against
+    the first pass's digests) only decodes.
     """
 
     def __init__(self, path: Path, *, limits: Limits | None = None, trusted: bool = False) -> None:
@@ -310,12 +311,15 @@ class BackupScan:
             limit = None if self.limits is None else self.limits.max_event_bytes
             if limit is not None and size <= limit:
                 limit = None  # every event fits
+            last_seq = current.session.last_seq
             for event in item.events:
-                if event.seq != self._next_seq:
+                if not self._next_seq <= event.seq <= last_seq:
                     raise IntegrityError(
-                        f"event seq {event.seq} where {self._next_seq} was expected", ""
+                        f"event seq {event.seq} out of order (expected {self._next_seq} to "
+                        f"{last_seq}, ascending)",
+                        "",
                     )
-                self._next_seq += 1
+                self._next_seq = event.seq + 1
                 if limit is not None and (size := len(orjson.dumps(event.data))) > limit:
                     raise QuotaExceededError(
                         f"{self._where()}: event {event.seq} of {sid!r} is {size} bytes "
@@ -358,7 +362,7 @@ class BackupScan:
                 )
         self._last_id = s.id
         self._current = item
-        self._next_seq = s.last_seq - s.event_count + 1
+        self._next_seq = 1  # seqs ascend, may have gaps, end at or before last_seq
         self._seen_events = 0
         self.sessions += 1
         return item

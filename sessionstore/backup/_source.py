@@ -5,9 +5,12 @@ cursor=...)``), never all at once; each session's events are read in chunks with
 store's ``primitives.load_events(after_seq=..., limit=...)``, so one session with a million
 events is never held in memory either. ``scan()`` is not used: it loads whole event lists.
 
-Each session is copied consistently with its head: exactly the ``event_count`` events
-ending at ``last_seq`` (events appended meanwhile are left out; a head whose events were
-trimmed before we started is re-read), and the checkpoints taken at or before its version.
+Each session is copied consistently with its head: exactly its ``event_count`` events with
+``seq <= last_seq`` (the numbering may have gaps; events appended meanwhile are left out;
+a head whose events were removed before we started is re-read; removal while we copy
+fails the copy of that session), and the checkpoints taken at or before its version.
+Events with a seq up to the head's ``last_seq`` can only go away after the head was read,
+never come, so reading ``event_count`` of them proves the copy consistent.
 """
 
 from __future__ import annotations
@@ -148,14 +151,13 @@ async def _read_head(
     sid = session.id
     first: list[Event] = []
     for _ in range(_RETRIES):
-        start = session.last_seq - session.event_count  # events after this seq are copied
         first = []
         if session.event_count:
-            first = await store.load_events(sid, after_seq=start, limit=limit, last=None)
+            first = await store.load_events(sid, after_seq=0, limit=limit, last=None)
             first = [e for e in first if e.seq <= session.last_seq]
-        if not session.event_count or (first and first[0].seq == start + 1):
+        if len(first) == min(limit, session.event_count):
             break
-        # trimmed (or re-created) since we read the head: read the head again
+        # events removed (or the session re-created) since we read the head: read it again
         reloaded = (await store.load([sid])).get(sid)
         if reloaded is None or (not flt.include_expired and reloaded.is_expired(store.clock.now())):
             return None
@@ -213,9 +215,9 @@ async def _session_items(
         after = chunk[-1].seq
         chunk = await store.load_events(sid, after_seq=after, limit=sizer.limit, last=None)
         chunk = [e for e in chunk[: session.event_count - done] if e.seq <= session.last_seq]
-        if not chunk or chunk[0].seq != after + 1:
-            # events we had not copied yet were trimmed away while we read: this copy of
-            # the session can no longer be made consistent
+        if not chunk:
+            # events we had not copied yet were removed while we read: this copy of the
+            # session can no longer be made consistent
             raise ChangedWhileCopiedError(sid, session.version)
         done += len(chunk)
     if done != session.event_count:

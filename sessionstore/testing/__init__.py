@@ -19,6 +19,7 @@ from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
 from ._concurrency import ConcurrencyTests
 from ._crud import CrudTests
+from ._event_log import EventLogTests
 from ._event_loops import EventLoopTests
 from ._events import EventTests
 from ._expiry import ExpiryTests
@@ -43,6 +44,7 @@ __all__ = [
     "ConformanceContext",
     "CorruptKind",
     "CrudTests",
+    "EventLogTests",
     "EventLoopTests",
     "EventTests",
     "ExpiryTests",

@@ -29,8 +29,11 @@ from hypothesis.stateful import (
 from sessionstore import (
     AppendOp,
     CreateOp,
+    EventInput,
+    EventKeyConflictError,
     ManualClock,
     NewSession,
+    Op,
     QueryOptions,
     SessionConflictError,
     SessionExistsError,
@@ -39,6 +42,7 @@ from sessionstore import (
     SessionStore,
     SessionUpdate,
     Status,
+    TruncateOp,
     UpdateOp,
 )
 
@@ -77,6 +81,14 @@ class _ModelSession:
     )
     processor_id: str | None = None
     group: str | None = None
+    key_of: dict[int, str] = field(default_factory=dict)  # seq -> event key (event_log)
+
+    def kept_key(self, key: str) -> tuple[int, str, dict[str, Any]] | None:
+        """The kept event with ``key``, if any."""
+        for event in self.events:
+            if self.key_of.get(event[0]) == key:
+                return event
+        return None
 
 
 def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachine]:
@@ -94,6 +106,7 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
                 made = self.run(made)
             self.store: SessionStore = made
             self.run(self.store.initialize())
+            self.event_log = self.store.capabilities.event_log
 
         def run(self, coro: Any) -> Any:
             return self.loop.run_until_complete(coro)
@@ -255,6 +268,125 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
                 m.events = m.events[len(m.events) - keep :]
                 m.version += 1
 
+        # -- the full event log (drivers that declare event_log)
+        def _stale_or_missing(self, sid: str, expected: int | None, call: Any) -> bool:
+            m = self.live(sid)
+            if m is None:
+                with pytest.raises(SessionNotFoundError):
+                    self.run(call())
+                return True
+            if expected is not None and expected != m.version:
+                with pytest.raises(SessionConflictError):
+                    self.run(call())
+                return True
+            return False
+
+        @precondition(lambda self: self.event_log)
+        @rule(sid=ids, n=st.integers(1, 3), choice=versions)
+        def pop(self, sid: str, n: int, choice: str) -> None:
+            expected = self.expected(sid, choice)
+
+            def call() -> Any:
+                return self.store.pop_events(sid, n, expected_version=expected)
+
+            if self._stale_or_missing(sid, expected, call):
+                return
+            m = self.model[sid]
+            popped = self.run(call())
+            want = m.events[-n:]
+            assert [(e.seq, e.type, e.data) for e in popped.events] == want
+            if want:
+                del m.events[-len(want) :]
+                m.version += 1
+            assert popped.session.version == m.version
+
+        @precondition(lambda self: self.event_log)
+        @rule(sid=ids, after=st.integers(0, 12), choice=versions)
+        def truncate(self, sid: str, after: int, choice: str) -> None:
+            expected = self.expected(sid, choice)
+
+            def call() -> Any:
+                return self.store.truncate_events(sid, after, expected_version=expected)
+
+            if self._stale_or_missing(sid, expected, call):
+                return
+            m = self.model[sid]
+            self.run(call())
+            kept = [e for e in m.events if e[0] <= after]
+            if len(kept) != len(m.events):
+                m.events = kept
+                m.version += 1
+
+        @precondition(lambda self: self.event_log)
+        @rule(
+            sid=ids,
+            seqs=st.lists(st.integers(1, 12), max_size=3),
+            keyed=st.lists(keys, max_size=2),
+        )
+        def delete_events(self, sid: str, seqs: list[int], keyed: list[str]) -> None:
+            def call() -> Any:
+                return self.store.delete_events(sid, seqs=seqs, keys=keyed)
+
+            if self._stale_or_missing(sid, None, call):
+                return
+            m = self.model[sid]
+            self.run(call())
+            kept = [e for e in m.events if e[0] not in seqs and m.key_of.get(e[0]) not in keyed]
+            if len(kept) != len(m.events):
+                m.events = kept
+                m.version += 1
+
+        @precondition(lambda self: self.event_log)
+        @rule(sid=ids, key=keys, data=st.sampled_from([{}, {"x": 1}]), more=st.booleans())
+        def keyed_append(self, sid: str, key: str, data: dict[str, Any], more: bool) -> None:
+            events = [EventInput("kt", data, key=key)]
+            if more:
+                events.append(EventInput("plain"))
+
+            def call() -> Any:
+                return self.store.append_events(sid, events)
+
+            if self._stale_or_missing(sid, None, call):
+                return
+            m = self.model[sid]
+            have = m.kept_key(key)
+            if have is not None and have[1:] != ("kt", data):
+                with pytest.raises(EventKeyConflictError):
+                    self.run(call())
+                return
+            s = self.run(call())
+            written = 0
+            if have is None:
+                m.last_seq += 1
+                m.events.append((m.last_seq, "kt", dict(data)))
+                m.key_of[m.last_seq] = key
+                written += 1
+            if more:
+                m.last_seq += 1
+                m.events.append((m.last_seq, "plain", {}))
+                written += 1
+            if written:
+                m.version += 1
+            assert (s.version, s.last_seq) == (m.version, m.last_seq)
+
+        @precondition(lambda self: self.event_log)
+        @rule(sid=ids, after=st.integers(0, 12))
+        def replace_tail(self, sid: str, after: int) -> None:
+            ops: list[Op] = [TruncateOp(sid, after), AppendOp(sid, [{"type": "summary"}])]
+            if self.live(sid) is None:
+                with pytest.raises(SessionNotFoundError):
+                    self.run(self.store.commit(ops))
+                return
+            m = self.model[sid]
+            self.run(self.store.commit(ops))
+            kept = [e for e in m.events if e[0] <= after]
+            if len(kept) != len(m.events):
+                m.events = kept
+                m.version += 1
+            m.last_seq += 1
+            m.events.append((m.last_seq, "summary", {}))
+            m.version += 1
+
         @rule(sid=ids, ttl=ttls)
         def touch(self, sid: str, ttl: int | None) -> None:
             m = self.live(sid)
@@ -387,6 +519,8 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
                 assert s.event_count == len(m.events), sid
                 events = self.run(self.store.get_events(sid))
                 assert [(e.seq, e.type, e.data) for e in events] == m.events, sid
+                if self.event_log:
+                    assert [e.key for e in events] == [m.key_of.get(e.seq) for e in events]
                 cps = self.run(self.store.list_checkpoints(sid))
                 assert [c.id for c in cps] == [c[0] for c in m.checkpoints], sid
             live = sorted(sid for sid in IDS if self.live(sid) is not None)

@@ -161,7 +161,12 @@ async def test_newer_format_version_is_refused(open_kind: Opener, tmp_path: Path
     store = await open_kind("memory")
     await store.create_session(id="x")
     info = await create_backup(store, tmp_path / "b.jsonl")
-    rewrite(info.path, lambda raw: raw.replace(b'"format_version":1', b'"format_version":99', 1))
+    rewrite(
+        info.path,
+        lambda raw: raw.replace(
+            b'"format_version":%d' % BACKUP_FORMAT_VERSION, b'"format_version":99', 1
+        ),
+    )
     with pytest.raises(UnsupportedFormatError, match="newer"):
         await verify_backup(info.path)
 

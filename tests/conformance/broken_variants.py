@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -24,11 +24,14 @@ from sessionstore import (
     Clock,
     DeleteOp,
     Event,
+    EventInput,
+    EventKeyConflictError,
     InvalidArgumentError,
     InvalidCursorError,
     Mutation,
     Op,
     Page,
+    PoppedEvents,
     PutResult,
     QueryOptions,
     Session,
@@ -48,6 +51,7 @@ from sessionstore.query import (
     query_fingerprint,
 )
 from sessionstore.testing import StoreConformance
+from sessionstore.validation import validate_event
 from tests.conformance import test_memory_conformance as memory_conformance
 
 
@@ -591,6 +595,211 @@ class UpdateReportedAsCreate(MemoryStore):
         super()._after_write(mutations)
 
 
+# --------------------------------------------------------------------------- event log (#17)
+
+
+def _without(events: Sequence[Any], field: str) -> list[EventInput]:
+    """The events as ``EventInput`` s with ``field`` (``key`` or ``at``) dropped."""
+    out = []
+    for raw in events:
+        etype, data, key, at = validate_event(raw)
+        out.append(
+            EventInput(etype, data, None if field == "key" else key, None if field == "at" else at)
+        )
+    return out
+
+
+class PopRemovesOldest(MemoryStore):
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents:
+        oldest = await self.get_events(session_id, limit=n)  # the wrong end
+        session = await self.delete_events(
+            session_id, seqs=[e.seq for e in oldest], expected_version=expected_version
+        )
+        return PoppedEvents(oldest, session)
+
+
+class PopLowersLastSeq(MemoryStore):
+    async def pop_events(
+        self, session_id: str, n: int = 1, *, expected_version: int | None = None
+    ) -> PoppedEvents:
+        popped = await super().pop_events(session_id, n, expected_version=expected_version)
+        if popped.events:  # "last_seq is the newest kept": popped seqs get reused
+            kept = await self.get_events(session_id, last=1)
+            doc = self._space.docs[session_id]
+            doc.head = replace(doc.head, last_seq=kept[0].seq if kept else 0)
+            popped = PoppedEvents(
+                popped.events, replace(popped.session, last_seq=doc.head.last_seq)
+            )
+        return popped
+
+
+class TruncateKeepsEventCount(MemoryStore):
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:
+            doc = self._space.docs.get(mut.session_id)
+            if mut.truncate_after is not None and mut.session is not None and doc is not None:
+                mut.session = replace(mut.session, event_count=doc.head.event_count)
+        await super()._apply(mutations, atomic=atomic)
+
+
+class DeleteEventsIgnoresKeys(MemoryStore):
+    async def delete_events(
+        self,
+        session_id: str,
+        *,
+        seqs: Iterable[int] = (),
+        keys: Iterable[str] = (),
+        expected_version: int | None = None,
+    ) -> Session:
+        return await super().delete_events(
+            session_id, seqs=seqs, keys=(), expected_version=expected_version
+        )
+
+
+class TrimAssumesGapFree(MemoryStore):
+    async def trim_events(
+        self, session_id: str, *, keep_last: int, expected_version: int | None = None
+    ) -> Session:
+        s = await self.get_session(session_id)
+        if s is None or s.event_count <= keep_last:
+            return await super().trim_events(
+                session_id, keep_last=keep_last, expected_version=expected_version
+            )
+        first_kept = s.last_seq - keep_last + 1  # the old arithmetic
+        return await self.delete_events(
+            session_id, seqs=range(1, first_kept), expected_version=expected_version
+        )
+
+
+class AppendsBeforeRemovals(MemoryStore):
+    def _apply_one(self, space: Any, mut: Mutation) -> None:
+        if not (mut.append and mut.removes_events):
+            super()._apply_one(space, mut)
+            return
+        head = Mutation(
+            mut.session_id, mut.expect, mut.session, mut.data_json, mut.metadata_json,
+            reset=mut.reset, append=mut.append,
+        )  # fmt: skip
+        super()._apply_one(space, head)  # the new events first ...
+        rest = Mutation(
+            mut.session_id, mut.expect, trim_before=mut.trim_before,
+            truncate_after=mut.truncate_after, delete_seqs=mut.delete_seqs,
+            put_checkpoints=mut.put_checkpoints, delete_checkpoints=mut.delete_checkpoints,
+        )  # fmt: skip
+        super()._apply_one(space, rest)  # ... then the removals hit them too
+
+
+class AppendIgnoresCreate(MemoryStore):
+    async def append_events(self, session_id: str, events: Any, **kwargs: Any) -> Session:
+        kwargs.pop("create", None)
+        return await super().append_events(session_id, events, **kwargs)
+
+
+class AppendIgnoresExpiry(MemoryStore):
+    async def append_events(self, session_id: str, events: Any, **kwargs: Any) -> Session:
+        kwargs.pop("ttl", None)
+        kwargs.pop("expires_at", None)
+        return await super().append_events(session_id, events, **kwargs)
+
+
+class KeyedEventsWrittenAgain(MemoryStore):
+    async def append_events(self, session_id: str, events: Any, **kwargs: Any) -> Session:
+        keys = [validate_event(e)[2] for e in events]
+        stored = [await self.get_event(session_id, key=k) if k else None for k in keys]
+        if any(stored) and await self.get_session(session_id) is not None:
+            # a re-delivered event is appended again, under no key
+            fresh = _without(events, "key")
+            kept = [e for e, had in zip(events, stored, strict=True) if not had]
+            session = await super().append_events(session_id, fresh[: len(events) - len(kept)])
+            if kept:
+                session = await super().append_events(session_id, kept, **kwargs)
+            return session
+        return await super().append_events(session_id, events, **kwargs)
+
+
+class KeyConflictWritesTheRest(MemoryStore):
+    async def append_events(self, session_id: str, events: Any, **kwargs: Any) -> Session:
+        try:
+            return await super().append_events(session_id, events, **kwargs)
+        except EventKeyConflictError as exc:
+            rest = [e for e in events if validate_event(e)[2] != exc.key]
+            if rest:
+                await super().append_events(session_id, rest, **kwargs)
+            raise
+
+
+class GetEventSeesRemovedEvents(MemoryStore):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._ever: dict[tuple[str, str], Event] = {}
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await super()._apply(mutations, atomic=atomic)
+        for mut in mutations:
+            for e in mut.append:
+                if e.key is not None:
+                    self._ever[(mut.session_id, e.key)] = e
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        found = await super().get_event(session_id, key=key)
+        return found if found is not None else self._ever.get((session_id, key))
+
+
+class TypesIgnoredWithLast(MemoryStore):
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        if window.get("last") is not None:
+            window.pop("types", None)
+        return await super().get_events(session_id, **window)
+
+
+class BeforeSeqIsInclusive(MemoryStore):
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        if isinstance(window.get("before_seq"), int) and window["before_seq"] > 0:
+            window["before_seq"] += 1
+        return await super().get_events(session_id, **window)
+
+
+class EmptyPageRefused(MemoryStore):
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        if window.get("last") == 0 or window.get("limit") == 0:
+            raise InvalidArgumentError("last must be >= 1")
+        return await super().get_events(session_id, **window)
+
+
+class CallerAtIgnored(MemoryStore):
+    async def append_events(self, session_id: str, events: Any, **kwargs: Any) -> Session:
+        return await super().append_events(session_id, _without(events, "at"), **kwargs)
+
+
+class EventTimeBoundsInclusive(MemoryStore):
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        tick = timedelta(milliseconds=1)
+        if isinstance(window.get("at_after"), datetime):
+            window["at_after"] -= tick
+        if isinstance(window.get("at_before"), datetime):
+            window["at_before"] += tick
+        return await super().get_events(session_id, **window)
+
+
+class RestoreRollsBackEvents(MemoryStore):
+    async def restore_checkpoint(
+        self, session_id: str, checkpoint_id: str, *, expected_version: int | None = None
+    ) -> Session:
+        cp = await self.get_checkpoint(session_id, checkpoint_id)
+        await self.truncate_events(session_id, cp.last_seq)  # events after it go
+        return await super().restore_checkpoint(session_id, checkpoint_id)
+
+
+class RecordsDropEventKeys(MemoryStore):
+    async def _load_events(
+        self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
+    ) -> list[Event]:
+        events = await super()._load_events(session_id, after_seq=after_seq, limit=limit, last=last)
+        return [replace(e, key=None) for e in events]
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -638,6 +847,24 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         IgnoresCheckpointRetentionOption,
         CheckpointDigestNotVerified,
         UpdateReportedAsCreate,
+        PopRemovesOldest,
+        PopLowersLastSeq,
+        TruncateKeepsEventCount,
+        DeleteEventsIgnoresKeys,
+        TrimAssumesGapFree,
+        AppendsBeforeRemovals,
+        AppendIgnoresCreate,
+        AppendIgnoresExpiry,
+        KeyedEventsWrittenAgain,
+        KeyConflictWritesTheRest,
+        GetEventSeesRemovedEvents,
+        TypesIgnoredWithLast,
+        BeforeSeqIsInclusive,
+        EmptyPageRefused,
+        CallerAtIgnored,
+        EventTimeBoundsInclusive,
+        RestoreRollsBackEvents,
+        RecordsDropEventKeys,
     )
 }
 
@@ -674,6 +901,25 @@ CAUGHT_BY: dict[str, str] = {
     "IgnoresCheckpointRetentionOption": "test_checkpoint_retention_option",
     "CheckpointDigestNotVerified": "test_edited_checkpoint_refused",
     "UpdateReportedAsCreate": "test_writes_fire_the_matching_hook",
+    # issue 17: the event log
+    "PopRemovesOldest": "test_pop_events_removes_the_newest",
+    "PopLowersLastSeq": "test_seq_never_reused_after_any_removal",
+    "TruncateKeepsEventCount": "test_truncate_events_drops_after_seq",
+    "DeleteEventsIgnoresKeys": "test_delete_events_by_seq_and_key",
+    "TrimAssumesGapFree": "test_trim_is_gap_aware",
+    "AppendsBeforeRemovals": "test_replace_the_tail_in_one_batch",
+    "AppendIgnoresCreate": "test_append_creates_a_missing_session",
+    "AppendIgnoresExpiry": "test_append_sets_expiry_in_the_same_write",
+    "KeyedEventsWrittenAgain": "test_keyed_events_are_idempotent",
+    "KeyConflictWritesTheRest": "test_event_key_conflict_writes_nothing",
+    "GetEventSeesRemovedEvents": "test_get_event_by_key",
+    "TypesIgnoredWithLast": "test_get_events_by_type_and_backwards",
+    "BeforeSeqIsInclusive": "test_get_events_by_type_and_backwards",
+    "EmptyPageRefused": "test_get_events_by_type_and_backwards",
+    "CallerAtIgnored": "test_caller_set_at_and_time_bounds",
+    "EventTimeBoundsInclusive": "test_caller_set_at_and_time_bounds",
+    "RestoreRollsBackEvents": "test_restore_checkpoint_leaves_the_event_log",
+    "RecordsDropEventKeys": "test_records_carry_keys_times_and_gaps",
 }  # fmt: skip
 
 

@@ -37,7 +37,7 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,
         check=False,
     )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,0 +1,638 @@
+"""The full event log (issue 17): pop, truncate, delete, keys, caller-set ``at``, filters.
+
+Every test here runs only on a store that declares ``Capabilities.event_log``, except
+:meth:`EventLogTests.test_event_log_refused_without_capability`, which runs only on one
+that does not (the typed refusal an honest third-party driver gives).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from sessionstore import (
+    AppendOp,
+    DeleteEventsOp,
+    EventInput,
+    EventKeyConflictError,
+    InvalidArgumentError,
+    NewSession,
+    PopOp,
+    Session,
+    SessionConflictError,
+    SessionNotFoundError,
+    SessionRecord,
+    SessionUpdate,
+    TrimOp,
+    TruncateOp,
+    UnsupportedOperationError,
+    UpdateOp,
+)
+
+from ._harness import ConformanceContext, requires, snapshot, store_test
+
+__all__ = ["EventLogTests"]
+
+_T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+async def _seqs(ctx: ConformanceContext, sid: str, **window: Any) -> list[int]:
+    return [e.seq for e in await ctx.store.get_events(sid, **window)]
+
+
+async def _numbered(ctx: ConformanceContext, n: int, sid: str = "log") -> Session:
+    """A session holding events 1..n of types ``a``/``b`` alternating, keys ``k<seq>``."""
+    s = await ctx.store.create_session(id=sid)
+    events = [EventInput("a" if i % 2 else "b", {"i": i}, key=f"k{i}") for i in range(1, n + 1)]
+    return await ctx.store.append_events(s.id, events)
+
+
+async def _unchanged(
+    ctx: ConformanceContext, error: type[Exception], call: Callable[[], Awaitable[Any]]
+) -> Exception:
+    before = await snapshot(ctx.store)
+    with pytest.raises(error) as info:
+        await call()
+    assert await snapshot(ctx.store) == before
+    return info.value
+
+
+class EventLogTests:
+    """Removing events from either end or the middle, idempotent keyed appends, filtered
+    and backwards reads, the new batch ops."""
+
+    # ------------------------------------------------------------------ pop
+
+    @store_test
+    @requires("event_log")
+    async def test_pop_events_removes_the_newest(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 6)
+        popped = await ctx.store.pop_events(s.id)
+        assert [e.seq for e in popped.events] == [6]
+        assert popped.events[0].data == {"i": 6} and popped.events[0].key == "k6"
+        assert popped.session.version == s.version + 1
+        assert (popped.session.event_count, popped.session.last_seq) == (5, 6)
+        assert await ctx.store.get_session(s.id) == popped.session
+        popped = await ctx.store.pop_events(s.id, 3, expected_version=popped.session.version)
+        assert [e.seq for e in popped.events] == [3, 4, 5]  # ascending
+        assert [e.type for e in popped.events] == ["a", "b", "a"]
+        assert await _seqs(ctx, s.id) == [1, 2]
+        # sequence numbers are never reused: the next append continues after 6
+        s = await ctx.store.append_events(s.id, [{"type": "next"}])
+        assert (s.last_seq, s.event_count) == (7, 3)
+        assert await _seqs(ctx, s.id) == [1, 2, 7]
+        # more than kept: all of them; an empty log: nothing, and no write
+        popped = await ctx.store.pop_events(s.id, 10)
+        assert [e.seq for e in popped.events] == [1, 2, 7]
+        assert (popped.session.event_count, popped.session.last_seq) == (0, 7)
+        assert not popped.session.has_events
+        again = await ctx.store.pop_events(s.id)
+        assert again.events == [] and again.session == popped.session
+        s = await ctx.store.append_events(s.id, [{"type": "after"}])
+        assert await _seqs(ctx, s.id) == [8]
+
+    @store_test
+    @requires("event_log")
+    async def test_pop_events_checks_expected_version(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 3)
+        await _unchanged(
+            ctx, SessionConflictError, lambda: ctx.store.pop_events(s.id, expected_version=1)
+        )
+        popped = await ctx.store.pop_events(s.id, expected_version=s.version)
+        assert [e.seq for e in popped.events] == [3]
+
+    # ------------------------------------------------------------------ truncate
+
+    @store_test
+    @requires("event_log")
+    async def test_truncate_events_drops_after_seq(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 8)
+        t = await ctx.store.truncate_events(s.id, 5)
+        assert (t.event_count, t.last_seq, t.version) == (5, 8, s.version + 1)
+        assert await _seqs(ctx, s.id) == [1, 2, 3, 4, 5]
+        same = await ctx.store.truncate_events(s.id, 5)  # nothing above 5: no write
+        assert same == t
+        same = await ctx.store.truncate_events(s.id, 100)
+        assert same == t
+        s = await ctx.store.append_events(s.id, [{"type": "c"}, {"type": "c"}])
+        assert await _seqs(ctx, s.id) == [1, 2, 3, 4, 5, 9, 10]
+        t = await ctx.store.truncate_events(s.id, 7)  # inside a gap
+        assert await _seqs(ctx, s.id) == [1, 2, 3, 4, 5]
+        assert (t.event_count, t.last_seq) == (5, 10)
+        t = await ctx.store.truncate_events(s.id, 0, expected_version=t.version)
+        assert (t.event_count, t.last_seq) == (0, 10)
+        assert await ctx.store.get_events(s.id) == []
+
+    # ------------------------------------------------------------------ delete
+
+    @store_test
+    @requires("event_log")
+    async def test_delete_events_by_seq_and_key(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 10)
+        d = await ctx.store.delete_events(s.id, seqs=[2, 5, 99], keys=["k7", "nope"])
+        assert (d.event_count, d.last_seq, d.version) == (7, 10, s.version + 1)
+        assert await _seqs(ctx, s.id) == [1, 3, 4, 6, 8, 9, 10]
+        assert await ctx.store.get_event(s.id, key="k7") is None
+        # nothing of it there: no write
+        same = await ctx.store.delete_events(s.id, seqs=[2, 5], keys=["k2"])
+        assert same == d
+        same = await ctx.store.delete_events(s.id)
+        assert same == d
+        # every window over the gaps
+        kept = [1, 3, 4, 6, 8, 9, 10]
+        for after_seq in (0, 1, 2, 5, 7, 10):
+            for limit in (None, 1, 2, 4):
+                want = [q for q in kept if q > after_seq]
+                got = await _seqs(ctx, s.id, after_seq=after_seq, limit=limit)
+                assert got == (want if limit is None else want[:limit]), (after_seq, limit)
+            for last in (1, 2, 4, 50):
+                got = await _seqs(ctx, s.id, after_seq=after_seq, last=last)
+                assert got == [q for q in kept if q > after_seq][-last:], (after_seq, last)
+        # the newest and the oldest too
+        d = await ctx.store.delete_events(s.id, seqs=[1, 10])
+        assert await _seqs(ctx, s.id) == [3, 4, 6, 8, 9]
+        assert (d.event_count, d.last_seq) == (5, 10)
+        s = await ctx.store.append_events(s.id, [{"type": "z"}])
+        assert s.last_seq == 11
+
+    @store_test
+    @requires("event_log")
+    async def test_trim_is_gap_aware(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 10)
+        await ctx.store.delete_events(s.id, seqs=[8, 9])
+        t = await ctx.store.trim_events(s.id, keep_last=3)
+        assert await _seqs(ctx, s.id) == [6, 7, 10]
+        assert (t.event_count, t.last_seq) == (3, 10)
+        await ctx.store.pop_events(s.id)
+        t = await ctx.store.trim_events(s.id, keep_last=1)
+        assert await _seqs(ctx, s.id) == [7]
+        assert (t.event_count, t.last_seq) == (1, 10)
+
+    @store_test
+    @requires("event_log")
+    async def test_seq_never_reused_after_any_removal(self, ctx: ConformanceContext) -> None:
+        """The sequence model: appends number consecutively after ``last_seq``; removals
+        leave gaps anywhere; ``last_seq`` never goes down; ``event_count`` is what is kept."""
+        s = await _numbered(ctx, 4)
+        seen = {1, 2, 3, 4}
+        last = s.last_seq
+        steps: list[Callable[[str], Awaitable[Any]]] = [
+            lambda sid: ctx.store.pop_events(sid, 2),
+            lambda sid: ctx.store.truncate_events(sid, 0),
+            lambda sid: ctx.store.delete_events(sid, seqs=[5]),
+            lambda sid: ctx.store.trim_events(sid, keep_last=0),
+        ]
+        for step in steps:
+            await step(s.id)
+            s = await ctx.store.append_events(s.id, [{"type": "x"}, {"type": "y"}])
+            new = await ctx.store.get_events(s.id, last=2)
+            assert [e.seq for e in new] == [last + 1, last + 2]
+            assert not seen & {e.seq for e in new}
+            seen |= {e.seq for e in new}
+            assert s.last_seq == last + 2
+            last = s.last_seq
+            assert s.event_count == len(await ctx.store.get_events(s.id))
+
+    # ------------------------------------------------------------------ batches
+
+    @store_test
+    @requires("event_log")
+    async def test_replace_the_tail_in_one_batch(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 5)
+        results = await ctx.store.commit(
+            [
+                TruncateOp(s.id, 3, expected_version=s.version),
+                AppendOp(s.id, [{"type": "summary", "data": {"of": [4, 5]}}]),
+            ]
+        )
+        assert all(isinstance(r, Session) for r in results)
+        first, second = results
+        assert isinstance(first, Session) and isinstance(second, Session)
+        assert (first.event_count, first.last_seq) == (3, 5)
+        assert (second.event_count, second.last_seq) == (4, 6)
+        assert await _seqs(ctx, s.id) == [1, 2, 3, 6]
+        assert await ctx.store.get_session(s.id) == second
+        # each event op in a batch, with its result
+        results = await ctx.store.commit(
+            [
+                PopOp(s.id),
+                DeleteEventsOp(s.id, seqs=[1], keys=["k2"]),
+                TrimOp(s.id, keep_last=0),
+                AppendOp(s.id, [{"type": "fresh"}]),
+            ]
+        )
+        counts = [(r.event_count, r.last_seq) for r in results if isinstance(r, Session)]
+        assert counts == [(3, 6), (1, 6), (0, 6), (1, 7)]
+        assert await _seqs(ctx, s.id) == [7]
+
+    @store_test
+    @requires("event_log")
+    async def test_batch_event_ops_see_earlier_ops(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 4)
+        results = await ctx.store.commit(
+            [
+                AppendOp(s.id, [{"type": "n1"}, {"type": "n2"}]),  # 5, 6
+                PopOp(s.id, 3),  # 6, 5, 4
+                DeleteEventsOp(s.id, keys=["k1"]),
+                AppendOp(s.id, [EventInput("re", key="k1")]),  # the key is free again: 7
+                TrimOp(s.id, keep_last=2),  # keeps 3, 7
+            ]
+        )
+        final = results[-1]
+        assert isinstance(final, Session)
+        events = await ctx.store.get_events(s.id)
+        assert [e.seq for e in events] == [3, 7]
+        assert [e.key for e in events] == ["k3", "k1"]
+        assert (final.event_count, final.last_seq) == (2, 7)
+        assert final.version == s.version + 5  # a version step per op, as for every batch
+        got = await ctx.store.get_event(s.id, key="k1")
+        assert got is not None and (got.seq, got.type) == (7, "re")
+
+    @store_test
+    @requires("event_log")
+    async def test_event_ops_in_a_failed_batch_write_nothing(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 4)
+        other = await ctx.store.create_session()
+        for op in (
+            PopOp(s.id, 2),
+            TruncateOp(s.id, 1),
+            TrimOp(s.id, 1),
+            DeleteEventsOp(s.id, seqs=[1, 2]),
+        ):
+            batch = [op, UpdateOp(other.id, SessionUpdate(data={"x": 1}), expected_version=9)]
+            await _unchanged(ctx, SessionConflictError, lambda b=batch: ctx.store.commit(b))  # type: ignore[misc]
+        await _unchanged(
+            ctx, SessionConflictError, lambda: ctx.store.commit([PopOp(s.id, expected_version=1)])
+        )
+        await _unchanged(
+            ctx, SessionNotFoundError, lambda: ctx.store.commit([PopOp(s.id), PopOp("missing")])
+        )
+
+    @store_test
+    @requires("event_log")
+    async def test_transaction_stages_event_ops(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 6)
+        async with ctx.store.transaction() as tx:
+            await tx.pop_events(s.id, 2)
+            await tx.delete_events(s.id, seqs=[1])
+            await tx.truncate_events(s.id, 3)
+            await tx.trim_events(s.id, keep_last=1)
+            await tx.append_events(s.id, [{"type": "t"}])
+            assert await _seqs(ctx, s.id) == [1, 2, 3, 4, 5, 6]  # nothing before commit
+        assert len(tx.results) == 5
+        assert await _seqs(ctx, s.id) == [3, 7]
+        final = tx.results[-1]
+        assert isinstance(final, Session) and final == await ctx.store.get_session(s.id)
+
+    # ------------------------------------------------------------------ append + create / ttl
+
+    @store_test
+    @requires("event_log")
+    async def test_append_creates_a_missing_session(self, ctx: ConformanceContext) -> None:
+        made = await ctx.store.append_events("new-1", [{"type": "hello"}], create=True)
+        assert (made.id, made.version, made.event_count, made.last_seq) == ("new-1", 1, 1, 1)
+        assert await ctx.store.get_session("new-1") == made
+        more = await ctx.store.append_events("new-1", [{"type": "again"}], create=True)
+        assert (more.version, more.event_count) == (2, 2)  # it existed: a plain append
+        fields = NewSession(processor_id="p", data={"d": 1}, tags={"t"}, group="g1")
+        made = await ctx.store.append_events("new-2", [{"type": "x"}], create=fields)
+        assert (made.processor_id, made.data, made.tags, made.group) == (
+            "p",
+            {"d": 1},
+            frozenset({"t"}),
+            "g1",
+        )
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.append_events("new-3", [{"type": "x"}])
+        await _unchanged(
+            ctx,
+            InvalidArgumentError,
+            lambda: ctx.store.append_events(
+                "new-3", [{"type": "x"}], create=NewSession(id="other")
+            ),
+        )
+        await _unchanged(
+            ctx,
+            SessionConflictError,
+            lambda: ctx.store.append_events(
+                "new-3", [{"type": "x"}], create=True, expected_version=2
+            ),
+        )
+        in_batch = await ctx.store.commit([AppendOp("new-4", [{"type": "b"}], create=True)])
+        assert isinstance(in_batch[0], Session) and in_batch[0].event_count == 1
+
+    @store_test
+    @requires("event_log")
+    async def test_append_sets_expiry_in_the_same_write(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        a = await ctx.store.append_events(s.id, [{"type": "x"}], ttl=60)
+        assert a.expires_at == ctx.clock.now() + timedelta(seconds=60)
+        assert a.version == s.version + 1
+        ctx.clock.advance(30)
+        a = await ctx.store.append_events(s.id, [{"type": "y"}], ttl=timedelta(seconds=60))
+        assert a.expires_at == ctx.clock.now() + timedelta(seconds=60)  # sliding
+        at = _T0 + timedelta(days=400)
+        a = await ctx.store.append_events(s.id, [{"type": "z"}], expires_at=at)
+        assert a.expires_at == at
+        a = await ctx.store.append_events(s.id, [{"type": "z"}], expires_at=None)
+        assert a.expires_at is None
+        made = await ctx.store.append_events("ttl-new", [{"type": "x"}], create=True, ttl=5)
+        assert made.expires_at == ctx.clock.now() + timedelta(seconds=5)
+        ctx.clock.advance(6)
+        assert await ctx.store.get_session("ttl-new") is None
+        await _unchanged(
+            ctx,
+            InvalidArgumentError,
+            lambda: ctx.store.append_events(s.id, [{"type": "x"}], ttl=5, expires_at=at),
+        )
+
+    # ------------------------------------------------------------------ keys
+
+    @store_test
+    @requires("event_log")
+    async def test_keyed_events_are_idempotent(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        one = EventInput("msg", {"text": "hi"}, key="m-1")
+        a = await ctx.store.append_events(s.id, [one, {"type": "plain"}])
+        assert (a.event_count, a.last_seq) == (2, 2)
+        # delivered again: nothing written, no version step
+        again = await ctx.store.append_events(s.id, [one])
+        assert again == a
+        assert await _seqs(ctx, s.id) == [1, 2]
+        # with a new one: only the new one is written
+        two = {"type": "msg", "data": {"text": "there"}, "key": "m-2"}
+        b = await ctx.store.append_events(s.id, [one, two])
+        assert (b.event_count, b.last_seq, b.version) == (3, 3, a.version + 1)
+        events = await ctx.store.get_events(s.id)
+        assert [(e.seq, e.key) for e in events] == [(1, "m-1"), (2, None), (3, "m-2")]
+        # twice in one call: once
+        c = await ctx.store.append_events(
+            s.id, [EventInput("x", key="m-3"), EventInput("x", key="m-3")]
+        )
+        assert (c.event_count, c.last_seq) == (4, 4)
+        detailed = getattr(ctx.store, "append_events_detailed", None)
+        if detailed is not None:
+            result = await detailed(s.id, [one, EventInput("y", key="m-4")])
+            assert result.new == [False, True]
+            assert [e.seq for e in result.events] == [1, 5]
+            assert result.session == await ctx.store.get_session(s.id)
+
+    @store_test
+    @requires("event_log")
+    async def test_event_key_conflict_writes_nothing(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        await ctx.store.append_events(s.id, [EventInput("msg", {"v": 1}, key="k")])
+        for clash in (
+            [EventInput("fresh"), EventInput("msg", {"v": 2}, key="k")],  # other data
+            [EventInput("other", {"v": 1}, key="k")],  # other type
+            [EventInput("a", {}, key="n"), EventInput("a", {"x": 1}, key="n")],  # in one call
+        ):
+            err = await _unchanged(
+                ctx,
+                EventKeyConflictError,
+                lambda c=clash: ctx.store.append_events(s.id, c),  # type: ignore[misc]
+            )
+            assert isinstance(err, EventKeyConflictError) and err.session_id == s.id
+        err = await _unchanged(
+            ctx,
+            EventKeyConflictError,
+            lambda: ctx.store.commit(
+                [AppendOp(s.id, [{"type": "ok"}]), AppendOp(s.id, [EventInput("x", key="k")])]
+            ),
+        )
+        assert isinstance(err, EventKeyConflictError) and err.key == "k"
+
+    @store_test
+    @requires("event_log")
+    async def test_get_event_by_key(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 5)
+        got = await ctx.store.get_event(s.id, key="k3")
+        assert got is not None and (got.seq, got.type, got.data, got.key) == (
+            3,
+            "a",
+            {"i": 3},
+            "k3",
+        )
+        assert await ctx.store.get_event(s.id, key="k99") is None
+        await ctx.store.pop_events(s.id)
+        assert await ctx.store.get_event(s.id, key="k5") is None
+        # a removed event's key is free again
+        s = await ctx.store.append_events(s.id, [EventInput("new", {"n": 1}, key="k5")])
+        got = await ctx.store.get_event(s.id, key="k5")
+        assert got is not None and (got.seq, got.type) == (6, "new")
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_event("missing", key="k1")
+        await ctx.store.update_session(s.id, ttl=1)
+        ctx.clock.advance(2)
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_event(s.id, key="k1")
+
+    # ------------------------------------------------------------------ reads
+
+    @store_test
+    @requires("event_log")
+    async def test_get_events_by_type_and_backwards(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 30)  # odd seqs: "a", even: "b"
+        await ctx.store.append_events(s.id, [{"type": "c"}] * 3)  # 31-33
+        await ctx.store.delete_events(s.id, seqs=[5, 6, 29])
+        kept = [q for q in range(1, 34) if q not in (5, 6, 29)]
+
+        def kind(q: int) -> str:
+            return "c" if q > 30 else ("a" if q % 2 else "b")
+
+        for types in (None, ["a"], ["b"], ["c"], ["a", "c"], ["a", "b", "c"], [], ["zzz"]):
+            for after_seq, before_seq in ((0, None), (4, None), (0, 20), (3, 8), (10, 11)):
+                match = [
+                    q
+                    for q in kept
+                    if q > after_seq
+                    and (before_seq is None or q < before_seq)
+                    and (types is None or kind(q) in types)
+                ]
+                window = {"after_seq": after_seq, "before_seq": before_seq, "types": types}
+                assert await _seqs(ctx, s.id, **window) == match, window
+                for n in (1, 2, 5, 20):
+                    assert await _seqs(ctx, s.id, last=n, **window) == match[-n:], (window, n)
+                    assert await _seqs(ctx, s.id, limit=n, **window) == match[:n], (window, n)
+        # a backwards page walk
+        pages: list[list[int]] = []
+        before: int | None = None
+        while True:
+            page = await _seqs(ctx, s.id, before_seq=before, last=7)
+            if not page:
+                break
+            pages.append(page)
+            before = page[0]
+        assert [q for page in reversed(pages) for q in page] == kept
+        assert await ctx.store.get_events(s.id, last=0) == []
+        assert await ctx.store.get_events(s.id, limit=0) == []
+        assert await ctx.store.get_events(s.id, types=["a"], last=0) == []
+
+    @store_test
+    @requires("event_log")
+    async def test_caller_set_at_and_time_bounds(self, ctx: ConformanceContext) -> None:
+        s = await ctx.store.create_session()
+        east = timezone(timedelta(hours=2))
+        given = [
+            _T0,
+            _T0 + timedelta(seconds=1, microseconds=1500),  # stored at millisecond precision
+            datetime(2030, 1, 1, 2, 0, 2, tzinfo=east),  # = _T0 + 2 s, another zone
+            None,  # the store's clock
+            _T0 - timedelta(days=1),  # out of order: still filtered right
+        ]
+        ctx.clock.set(_T0 + timedelta(seconds=3))
+        await ctx.store.append_events(
+            s.id, [EventInput("t", {"i": i}, at=at) for i, at in enumerate(given)]
+        )
+        events = await ctx.store.get_events(s.id)
+        stored = [e.at for e in events]
+        assert stored == [
+            _T0,
+            _T0 + timedelta(seconds=1, milliseconds=1),
+            _T0 + timedelta(seconds=2),
+            _T0 + timedelta(seconds=3),
+            _T0 - timedelta(days=1),
+        ]
+        assert all(at.utcoffset() == timedelta(0) for at in stored)
+
+        async def between(low: datetime | None, high: datetime | None, **kw: Any) -> list[int]:
+            return await _seqs(ctx, s.id, at_after=low, at_before=high, **kw)
+
+        assert await between(_T0, None) == [2, 3, 4]  # exclusive
+        assert await between(None, _T0 + timedelta(seconds=2)) == [1, 2, 5]  # exclusive
+        assert await between(_T0 - timedelta(hours=1), _T0 + timedelta(seconds=3)) == [1, 2, 3]
+        # a bound finer than a millisecond loses nothing
+        assert await between(None, _T0 + timedelta(microseconds=1)) == [1, 5]
+        assert await between(_T0 + timedelta(seconds=1, microseconds=1500), None) == [3, 4]
+        assert await between(None, None, types=["t"], last=2) == [4, 5]
+        assert await between(_T0, None, last=1) == [4]
+        assert await between(_T0 - timedelta(days=2), _T0, last=1) == [5]
+
+    # ------------------------------------------------------------------ other contracts
+
+    @store_test
+    @requires("event_log")
+    async def test_restore_checkpoint_leaves_the_event_log(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 5)
+        await ctx.store.update_session(s.id, data={"before": True})
+        cp = await ctx.store.save_checkpoint(s.id)
+        await ctx.store.pop_events(s.id, 2)
+        await ctx.store.truncate_events(s.id, 2)
+        s = await ctx.store.append_events(s.id, [{"type": "later"}])
+        restored = await ctx.store.restore_checkpoint(s.id, cp.id)
+        assert restored.data == {"before": True}
+        assert (restored.event_count, restored.last_seq) == (3, 6)
+        assert await _seqs(ctx, s.id) == [1, 2, 6]  # popped/truncated events stay gone
+
+    @store_test
+    @requires("event_log")
+    async def test_records_carry_keys_times_and_gaps(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 6)
+        await ctx.store.append_events(s.id, [EventInput("old", {}, key="o", at=_T0)])
+        await ctx.store.delete_events(s.id, seqs=[2, 4])
+        await ctx.store.pop_events(s.id, 1)
+        await ctx.store.append_events(s.id, [EventInput("new", {}, key="o", at=_T0)])
+        records = [r async for r in ctx.store.scan()]
+        (record,) = [r for r in records if r.session.id == s.id]
+        assert [(e.seq, e.key) for e in record.events] == [
+            (1, "k1"),
+            (3, "k3"),
+            (5, "k5"),
+            (6, "k6"),
+            (8, "o"),
+        ]
+        other = await ctx.open_store(ctx.fresh_namespace())
+        result = await other.put_records(records)
+        assert result.created == len(records)
+        copied = [r async for r in other.scan()]
+        (again,) = [r for r in copied if r.session.id == s.id]
+        assert again == record
+        got = await other.get_event(s.id, key="o")
+        assert got is not None and (got.seq, got.at) == (8, _T0)
+        bad = SessionRecord(
+            record.session, [*record.events[:-1], record.events[0]], record.checkpoints
+        )
+        with pytest.raises(InvalidArgumentError):
+            await other.put_records([bad], strategy="overwrite")
+
+    @store_test
+    @requires("event_log")
+    async def test_event_log_ops_on_missing_session(self, ctx: ConformanceContext) -> None:
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: ctx.store.pop_events("missing"),
+            lambda: ctx.store.truncate_events("missing", 0),
+            lambda: ctx.store.delete_events("missing", seqs=[1]),
+            lambda: ctx.store.get_event("missing", key="k"),
+            lambda: ctx.store.get_events("missing", types=["x"]),
+            lambda: ctx.store.append_events("missing", [EventInput("x", key="k")]),
+        ]
+        for call in calls:
+            await _unchanged(ctx, SessionNotFoundError, call)
+
+    @store_test
+    @requires("event_log")
+    async def test_bad_event_log_arguments_refused(self, ctx: ConformanceContext) -> None:
+        s = await _numbered(ctx, 3)
+        naive = datetime(2030, 1, 1)
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: ctx.store.pop_events(s.id, 0),
+            lambda: ctx.store.pop_events(s.id, -1),
+            lambda: ctx.store.pop_events(s.id, True),
+            lambda: ctx.store.truncate_events(s.id, -1),
+            lambda: ctx.store.truncate_events(s.id, "1"),  # type: ignore[arg-type]
+            lambda: ctx.store.delete_events(s.id, seqs=[0]),
+            lambda: ctx.store.delete_events(s.id, seqs=5),  # type: ignore[arg-type]
+            lambda: ctx.store.delete_events(s.id, keys="k1"),
+            lambda: ctx.store.delete_events(s.id, keys=[""]),
+            lambda: ctx.store.get_event(s.id, key=""),
+            lambda: ctx.store.get_event(s.id, key="x" * 257),
+            lambda: ctx.store.get_event(s.id, key=5),  # type: ignore[arg-type]
+            lambda: ctx.store.append_events(s.id, [EventInput("t", key="")]),
+            lambda: ctx.store.append_events(s.id, [EventInput("t", key="a\nb")]),
+            lambda: ctx.store.append_events(s.id, [EventInput("t", key="x" * 257)]),
+            lambda: ctx.store.append_events(s.id, [{"type": "t", "key": 7}]),
+            lambda: ctx.store.append_events(s.id, [EventInput("t", at=naive)]),
+            lambda: ctx.store.append_events(s.id, [{"type": "t", "at": "2030-01-01"}]),
+            lambda: ctx.store.append_events(s.id, [{"type": "t"}], create="yes"),  # type: ignore[arg-type]
+            lambda: ctx.store.append_events(s.id, [{"type": "t"}], ttl=0),
+            lambda: ctx.store.get_events(s.id, types="a"),
+            lambda: ctx.store.get_events(s.id, types=[""]),
+            lambda: ctx.store.get_events(s.id, before_seq=0),
+            lambda: ctx.store.get_events(s.id, at_after=naive),
+            lambda: ctx.store.get_events(s.id, at_before="x"),  # type: ignore[arg-type]
+            lambda: ctx.store.get_events(s.id, last=-1),
+            lambda: ctx.store.commit([PopOp(s.id, 0)]),
+            lambda: ctx.store.commit([TrimOp(s.id, -1)]),
+            lambda: ctx.store.commit([DeleteEventsOp(s.id, keys="k")]),
+        ]
+        for call in calls:
+            await _unchanged(ctx, InvalidArgumentError, call)
+        assert await ctx.store.get_event(s.id, key="x" * 256) is None  # the longest allowed
+
+    @store_test
+    async def test_event_log_refused_without_capability(self, ctx: ConformanceContext) -> None:
+        """A driver that does not declare ``event_log`` refuses the operations it cannot
+        store with :class:`UnsupportedOperationError` and writes nothing."""
+        if ctx.store.capabilities.event_log:
+            pytest.skip("the driver declares event_log")
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(s.id, [{"type": "a"}, {"type": "b"}])
+        calls: list[Callable[[], Awaitable[Any]]] = [
+            lambda: ctx.store.pop_events(s.id),
+            lambda: ctx.store.truncate_events(s.id, 1),
+            lambda: ctx.store.delete_events(s.id, seqs=[1]),
+            lambda: ctx.store.get_event(s.id, key="k"),
+            lambda: ctx.store.append_events(s.id, [EventInput("t", key="k")]),
+            lambda: ctx.store.append_events(s.id, [EventInput("t", at=_T0)]),
+            lambda: ctx.store.commit([PopOp(s.id)]),
+            lambda: ctx.store.commit([AppendOp(s.id, [{"type": "t", "key": "k"}])]),
+        ]
+        for call in calls:
+            await _unchanged(ctx, UnsupportedOperationError, call)
+        # what works on every driver: trim (also batched) and plain windows
+        t = await ctx.store.trim_events(s.id, keep_last=1)
+        assert await _seqs(ctx, s.id) == [2] and t.event_count == 1
+        assert await ctx.store.get_events(s.id, last=0) == []
