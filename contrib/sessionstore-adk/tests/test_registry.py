@@ -68,6 +68,10 @@ def test_every_installed_driver_gets_a_prefixed_scheme_and_no_builtin_is_touched
     assert isinstance(registry.create_session_service("memory://"), InMemorySessionService)
     ours = registry.create_session_service("sessionstore+memory://", agents_dir="/x")
     assert isinstance(ours, SessionStoreService)
+    # schemes with a "+" of their own resolve too (nothing connects before first use)
+    cluster = registry.create_session_service("sessionstore+redis+cluster://127.0.0.1:1")
+    assert isinstance(cluster, SessionStoreService)
+    assert type(cluster.store).__name__ == "RedisStore"
 
 
 async def test_services_py_registers_for_adk_web(tmp_path: Path, fresh_registry: None) -> None:
