@@ -3,6 +3,7 @@ sees the first's app and user counts), and prints what its docstring promises.""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,37 @@ async def test_the_example_agent_on_every_driver(
     assert lines[4] == (
         "ada's first session: 4 events, state {'count': 2, 'app:count': 4, 'user:count': 3}"
     )
+
+
+def test_runner_run_sync_and_other_event_loops(
+    adapter_store: SessionStore, adapter_store_url: str, tmp_path: Path
+) -> None:
+    """``Runner.run`` (ADK's sync entry point) runs the agent on a thread with a loop of
+    its own; the service, opened from a URL, is used from three loops in turn."""
+    from google.adk.runners import Runner
+    from google.genai import types
+
+    sys.path.insert(0, str(EXAMPLE.parent))
+    try:
+        from counter_agent import APP, CounterAgent
+    finally:
+        sys.path.remove(str(EXAMPLE.parent))
+    service = SessionStoreService(adapter_store_url, namespace=f"sync-{tmp_path.name}")
+    session = asyncio.run(service.create_session(app_name=APP, user_id="ada"))
+    runner = Runner(app_name=APP, agent=CounterAgent(name="counter"), session_service=service)
+    message = types.Content(role="user", parts=[types.Part(text="hi")])
+    for _ in range(2):
+        replies = [
+            e.content.parts[0].text
+            for e in runner.run(user_id="ada", session_id=session.id, new_message=message)
+            if e.content and e.content.parts and e.author == "counter"
+        ]
+    assert replies == ["message 2 of this session, 2 of yours, 2 in the app"]
+
+    async def read() -> tuple[int, dict[str, object]]:
+        got = await service.get_session(app_name=APP, user_id="ada", session_id=session.id)
+        assert got is not None
+        await service.close()
+        return len(got.events), got.state
+
+    assert asyncio.run(read()) == (4, {"count": 2, "app:count": 2, "user:count": 2})
