@@ -266,3 +266,31 @@ async def _agree(store: MemoryStore, model: list[Event], rng: random.Random) -> 
         assert await store.get_events("m", **window) == match, window
         assert await store.get_events("m", last=n, **window) == match[-n:], window
         assert await store.get_events("m", limit=n, **window) == match[:n], window
+
+
+@pytest.mark.asyncio
+async def test_memory_event_log_paths_never_read_the_whole_log() -> None:
+    """The memory driver answers every event-log read and write through its indexes: the
+    O(history) defaults of the base (which read the whole log) are never used."""
+    async with MemoryStore() as store:
+        s = await store.create_session()
+        await store.append_events(
+            s.id, [EventInput("ab"[i % 2], {"i": i}, key=f"k{i}") for i in range(200)]
+        )
+
+        async def whole_log(*args: Any, **kwargs: Any) -> list[Event]:
+            raise AssertionError("the whole event log was read")
+
+        store._load_events = whole_log  # type: ignore[method-assign]
+        assert len(await store.get_events(s.id, types=["a"], last=5)) == 5
+        assert len(await store.get_events(s.id, before_seq=100, last=5)) == 5
+        assert len(await store.get_events(s.id, at_after=T0 - timedelta(days=9999))) == 200
+        assert await store.get_event(s.id, key="k7") is not None
+        assert len((await store.pop_events(s.id, 2)).events) == 2
+        await store.truncate_events(s.id, 150)
+        await store.delete_events(s.id, seqs=[3], keys=["k4"])
+        await store.trim_events(s.id, keep_last=50)
+        await store.append_events(s.id, [EventInput("a", {"i": 1}, key="k1")])
+        await store.commit([PopOp(s.id), TruncateOp(s.id, 140), TrimOp(s.id, 10)])
+        session = await store.get_session(s.id)
+        assert session is not None and session.event_count == 10

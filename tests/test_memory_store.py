@@ -369,18 +369,27 @@ async def test_put_records_rejects_bad_records(store: MemoryStore, clock: Manual
         bad: list[tuple[list[Any], type[Exception]]] = [
             ([SessionRecord(a.session, a.events, [bad_cp])], IntegrityError),
             ([SessionRecord(a.session, a.events[:1], a.checkpoints)], InvalidArgumentError),
-            # events must be gap-free and end at last_seq
+            # events ascend (gaps allowed: the store declares event_log), none after last_seq
             (
                 [
                     SessionRecord(
                         dataclasses.replace(a.session, event_count=2),
-                        [a.events[0], a.events[2]],
+                        [a.events[2], a.events[0]],
                     )
                 ],
                 InvalidArgumentError,
             ),
             (
-                [SessionRecord(dataclasses.replace(a.session, last_seq=6), a.events)],
+                [SessionRecord(dataclasses.replace(a.session, last_seq=2), a.events)],
+                InvalidArgumentError,
+            ),
+            (
+                [
+                    SessionRecord(
+                        a.session,
+                        [dataclasses.replace(e, key="same") for e in a.events],
+                    )
+                ],
                 InvalidArgumentError,
             ),
             ([a, a], InvalidArgumentError),
@@ -396,6 +405,16 @@ async def test_put_records_rejects_bad_records(store: MemoryStore, clock: Manual
             assert await target.count_sessions(SessionFilter(include_expired=True)) == 0
         with pytest.raises(InvalidArgumentError):
             await target.put_records([a], strategy="merge")  # type: ignore[arg-type]
+        # a gapped log, and a last_seq above the newest kept event (after a pop), are fine
+        gapped = SessionRecord(
+            dataclasses.replace(a.session, event_count=2, last_seq=a.session.last_seq + 3),
+            [a.events[0], a.events[2]],
+        )
+        assert (await target.put_records([gapped])).created == 1
+        assert [e.seq for e in await target.get_events(a.session.id)] == [
+            a.events[0].seq,
+            a.events[2].seq,
+        ]
 
 
 # --------------------------------------------------------------------------- lifecycle

@@ -636,3 +636,12 @@ class EventLogTests:
         t = await ctx.store.trim_events(s.id, keep_last=1)
         assert await _seqs(ctx, s.id) == [2] and t.event_count == 1
         assert await ctx.store.get_events(s.id, last=0) == []
+        done = await ctx.store.commit(
+            [AppendOp(s.id, [{"type": "c"}, {"type": "d"}]), TrimOp(s.id, keep_last=2)]
+        )
+        assert await _seqs(ctx, s.id) == [3, 4]
+        final = done[-1]
+        assert isinstance(final, Session) and (final.event_count, final.last_seq) == (2, 4)
+        made = await ctx.store.append_events("made", [{"type": "x"}], create=True, ttl=60)
+        assert (made.version, made.event_count) == (1, 1)
+        assert made.expires_at == ctx.clock.now() + timedelta(seconds=60)
