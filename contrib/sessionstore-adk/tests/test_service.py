@@ -19,7 +19,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
 from sessionstore_adk import EVENT_TYPE, SessionStoreService, _ids
 
-from sessionstore import SessionStore, UnsupportedOperationError, open_store
+from sessionstore import ManualClock, SessionStore, UnsupportedOperationError, open_store
 
 APP = "my_app"
 OpenService = Callable[[], Awaitable[SessionStoreService]]
@@ -260,3 +260,21 @@ async def test_a_store_without_the_event_log_is_refused_with_a_clear_error() -> 
         got = await service.get_session(app_name=APP, user_id="u", session_id=session.id)
         assert got is not None
         assert (got.state, got.events) == ({}, [])
+
+
+async def test_an_expired_session_is_gone_and_its_id_free() -> None:
+    clock = ManualClock()
+    async with open_store("memory://", clock=clock) as store:
+        service = SessionStoreService(store, ttl=10)
+        session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        clock.advance(5)
+        await service.append_event(session, _event(delta={"user:kept": True}))  # slides
+        clock.advance(8)
+        assert await service.get_session(app_name=APP, user_id="u", session_id="s") is not None
+        clock.advance(3)
+        assert await service.get_session(app_name=APP, user_id="u", session_id="s") is None
+        assert (await service.list_sessions(app_name=APP)).sessions == []
+        with pytest.raises(SessionNotFoundError):
+            await service.append_event(session, _event())
+        again = await service.create_session(app_name=APP, user_id="u", session_id="s")
+        assert again.state == {"user:kept": True}  # user state never expires
