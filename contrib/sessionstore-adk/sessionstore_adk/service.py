@@ -343,6 +343,9 @@ class SessionStoreService(BaseSessionService):
         stored = found.get(sid)
         if stored is None or not self._names_match(stored, app_name, user_id, name):
             return None
+        # The events are read after the session, never together: events newer than the
+        # version recorded below only make a later append refuse as stale (safe), while
+        # a version newer than the events would let an append pass over an unseen event.
         events: list[AdkEvent] = []
         if config is None or config.num_recent_events != 0:
             try:
