@@ -1,0 +1,139 @@
+"""The adapter against ADK's own ``InMemorySessionService`` as the reference: the same
+random sequence of creates, appends (with session, ``app:``, ``user:`` and ``temp:``
+deltas), reads with every ``GetSessionConfig`` shape, listings and deletes must give the
+same observable results on every driver."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions import BaseSessionService, Session
+from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.in_memory_session_service import InMemorySessionService
+from sessionstore_adk import SessionStoreService
+
+APPS = ("app", "other app")
+USERS = ("ada", "grace", "")
+NAMES = ("s1", "s2", "s/3")
+
+
+def _view(session: Session | None) -> Any:
+    if session is None:
+        return None
+    return (
+        session.app_name,
+        session.user_id,
+        session.id,
+        session.state,
+        [(e.id, e.invocation_id, e.timestamp, e.actions.state_delta) for e in session.events],
+        session.last_update_time,
+    )
+
+
+async def _create(service: BaseSessionService, **names: Any) -> Any:
+    try:
+        return _view(await service.create_session(**names))
+    except AlreadyExistsError:
+        return "exists"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_same_results_as_adks_in_memory_service(
+    service: SessionStoreService, seed: int
+) -> None:
+    rng = random.Random(seed)
+    reference = InMemorySessionService()
+    # each side's own session objects (what a caller holds), by (app, user, name)
+    held: dict[tuple[str, str, str], tuple[Session, Session]] = {}
+    clock = 1_700_000_000.0
+    for step in range(80):
+        app, user, name = rng.choice(APPS), rng.choice(USERS), rng.choice(NAMES)
+        op = rng.random()
+        if op < 0.2:
+            state: dict[str, Any] = {f"k{rng.randrange(3)}": step, f"app:a{rng.randrange(2)}": step}
+            if rng.random() < 0.5:
+                state[f"user:u{rng.randrange(2)}"] = [step, {"n": step}]
+            names: dict[str, Any] = {
+                "app_name": app,
+                "user_id": user,
+                "session_id": name,
+                "state": state,
+            }
+            want = await _create(reference, **names)
+            got = await _create(service, **names)
+            assert _view_without_time(got) == _view_without_time(want), step
+            if want != "exists":
+                ref = await reference.get_session(app_name=app, user_id=user, session_id=name)
+                ours = await service.get_session(app_name=app, user_id=user, session_id=name)
+                assert ref is not None and ours is not None
+                held[(app, user, name)] = (ref, ours)
+        elif op < 0.6 and held:
+            key = rng.choice(sorted(held))
+            ref, ours = held[key]
+            clock += rng.choice((0.0, 0.0004, 1.5))
+            delta: dict[str, Any] = {f"k{rng.randrange(3)}": step}
+            if rng.random() < 0.4:
+                delta[f"app:a{rng.randrange(2)}"] = step
+            if rng.random() < 0.4:
+                delta[f"user:u{rng.randrange(2)}"] = {"v": step}
+            if rng.random() < 0.3:
+                delta["temp:t"] = step
+            fields: dict[str, Any] = {
+                "author": "agent",
+                "invocation_id": f"i{step}",
+                "timestamp": clock,
+            }
+            for side, session in ((reference, ref), (service, ours)):
+                event = Event(
+                    actions=EventActions(state_delta=dict(delta)), id=f"e{step}", **fields
+                )
+                await side.append_event(session, event)
+            assert _view(ours)[3:] == _view(ref)[3:], step
+        elif op < 0.8:
+            config = rng.choice(
+                [
+                    None,
+                    GetSessionConfig(num_recent_events=0),
+                    GetSessionConfig(num_recent_events=rng.randrange(1, 6)),
+                    GetSessionConfig(after_timestamp=clock - rng.choice((0.0, 0.0004, 2.0))),
+                    GetSessionConfig(num_recent_events=2, after_timestamp=clock - 1.0),
+                ]
+            )
+            read: dict[str, Any] = {
+                "app_name": app,
+                "user_id": user,
+                "session_id": name,
+                "config": config,
+            }
+            want = _view(await reference.get_session(**read))
+            got = _view(await service.get_session(**read))
+            assert _view_without_time(got) == _view_without_time(want), (step, config)
+        elif op < 0.93:
+            who = rng.choice((*USERS, None))
+            want_list = await reference.list_sessions(app_name=app, user_id=who)
+            got_list = await service.list_sessions(app_name=app, user_id=who)
+            assert sorted(map(_key, got_list.sessions)) == sorted(map(_key, want_list.sessions))
+            for u in USERS:
+                assert await service.get_user_state(app_name=app, user_id=u) == (
+                    await reference.get_user_state(app_name=app, user_id=u)
+                )
+        else:
+            for side in (reference, service):
+                await side.delete_session(app_name=app, user_id=user, session_id=name)
+            held.pop((app, user, name), None)
+
+
+def _key(session: Session) -> Any:
+    return (session.user_id, session.id, sorted(session.state.items(), key=repr))
+
+
+def _view_without_time(view: Any) -> Any:
+    # a new session's last_update_time is each service's own clock
+    if not isinstance(view, tuple):
+        return view
+    return view[:5]
