@@ -114,10 +114,14 @@ class Layout:
         return open_dir(name, self.sessions_fd, f"sessions/{name}")
 
     def close(self) -> None:
-        """Close every handle."""
+        """Close every handle, the namespace directory's included (the layout owns it)."""
         with self._mutex:
             for fd in [*self._shards.values(), *self.fds.values()]:
                 with contextlib.suppress(OSError):
                     os.close(fd)
             self._shards.clear()
             self.fds.clear()
+            if self.ns_fd >= 0:  # the namespace directory is ours too
+                with contextlib.suppress(OSError):
+                    os.close(self.ns_fd)
+                self.ns_fd = -1

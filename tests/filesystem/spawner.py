@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -72,7 +72,11 @@ class Child:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            ready, _, _ = select.select([self.fd], [], [], left)
+            # a selector, not select.select: that refuses fds above 1023, which a long
+            # test session reaches
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.fd, selectors.EVENT_READ)
+                ready = selector.select(left)
             if not ready:
                 break
             data = os.read(self.fd, 65536)

@@ -210,5 +210,4 @@ def test_lock_holding_needs_only_its_narrow_dependencies(tmp_path: Path) -> None
         reader.release()
     finally:
         tokens.close()
-        layout.close()
-        os.close(ns_fd)
+        layout.close()  # closes ns_fd too: the layout owns it
