@@ -389,33 +389,42 @@ DECLARE
     cut bigint;
     before_wt text;
 BEGIN
-    SELECT * INTO s FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id FOR UPDATE;
-    before_wt := s.wt;
-    IF NOT FOUND OR (s.expires_at IS NOT NULL AND s.expires_at <= p_now) THEN
-        IF p_op <> 'append' OR NOT p_create THEN
-            r_code := 0;
-            RETURN;
-        END IF;
-        IF p_expect IS NOT NULL THEN  -- an expected version, but nothing (live) stored
+    -- A missing row cannot be locked: two calls creating the same session both find
+    -- nothing. The insert then skips a row another call committed meanwhile, and the
+    -- loop reads (and locks) that row and appends to it like any existing session.
+    LOOP
+        SELECT * INTO s FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id FOR UPDATE;
+        before_wt := s.wt;
+        IF NOT FOUND OR (s.expires_at IS NOT NULL AND s.expires_at <= p_now) THEN
+            IF p_op <> 'append' OR NOT p_create THEN
+                r_code := 0;
+                RETURN;
+            END IF;
+            IF p_expect IS NOT NULL THEN  -- an expected version, but nothing (live) stored
+                r_code := -1;
+                version := 0;
+                RETURN;
+            END IF;
+            IF FOUND THEN  -- an expired session not cleaned up yet: replaced, as by a create
+                DELETE FROM {P}events AS e WHERE e.ns = p_ns AND e.session_id = p_id;
+                DELETE FROM {P}checkpoints AS c WHERE c.ns = p_ns AND c.session_id = p_id;
+                DELETE FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id;
+            END IF;
+            s := ROW(p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_now, p_now,
+                p_new_expires, 1, 0, 0, p_data, p_metadata,
+                replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt);
+            INSERT INTO {P}sessions VALUES (s.*) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                CONTINUE;  -- created by a concurrent call: read it
+            END IF;
+            created := true;
+        ELSIF p_expect IS NOT NULL AND s.version <> p_expect THEN
             r_code := -1;
-            version := 0;
+            version := s.version;
             RETURN;
         END IF;
-        IF FOUND THEN  -- an expired session not cleaned up yet: replaced, as by a create
-            DELETE FROM {P}events AS e WHERE e.ns = p_ns AND e.session_id = p_id;
-            DELETE FROM {P}checkpoints AS c WHERE c.ns = p_ns AND c.session_id = p_id;
-            DELETE FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id;
-        END IF;
-        s := ROW(p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_now, p_now,
-            p_new_expires, 1, 0, 0, p_data, p_metadata,
-            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt);
-        INSERT INTO {P}sessions VALUES (s.*);
-        created := true;
-    ELSIF p_expect IS NOT NULL AND s.version <> p_expect THEN
-        r_code := -1;
-        version := s.version;
-        RETURN;
-    END IF;
+        EXIT;
+    END LOOP;
     IF p_op = 'append' THEN
         -- r_ev_seq / r_ev_at: for each input, the event written or the one already stored
         r_new := array_fill(true, ARRAY[n]);

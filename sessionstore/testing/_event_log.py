@@ -326,6 +326,29 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_concurrent_appends_that_create_lose_nothing(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Several appends with ``create=`` race on one missing session (a framework's
+        first two writes of a new thread often do): exactly one creates it, none fails,
+        and every event is kept once."""
+        import asyncio
+
+        for round_ in range(3):
+            sid = f"race-create-{round_}"
+            results = await asyncio.gather(
+                *(
+                    ctx.store.append_events(sid, [{"type": "e", "data": {"i": i}}], create=True)
+                    for i in range(8)
+                )
+            )
+            assert sorted(s.version for s in results) == list(range(1, 9))
+            events = await ctx.store.get_events(sid)
+            assert sorted(e.data["i"] for e in events) == list(range(8))
+            assert [e.seq for e in events] == sorted({e.seq for e in events})
+
+    @store_test
+    @requires("event_log")
     async def test_append_sets_expiry_in_the_same_write(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session()
         a = await ctx.store.append_events(s.id, [{"type": "x"}], ttl=60)
