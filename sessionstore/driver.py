@@ -19,6 +19,7 @@ Built-in and third-party drivers import from ``sessionstore`` only its public AP
 
 from __future__ import annotations
 
+from ._eventlog import session_tag
 from ._planner import (
     EventFacts,
     EventRequest,
@@ -66,5 +67,6 @@ __all__ = [
     "new_session",
     "prepare",
     "primitives_of",
+    "session_tag",
     "sound_checkpoints",
 ]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final, TypeVar
 
-from sessionstore import Event, IntegrityError, Session, SessionNotFoundError
-from sessionstore.driver import EventFacts, EventRequest
+from sessionstore import Event, IntegrityError, SessionNotFoundError
+from sessionstore.driver import EventFacts, EventRequest, session_tag
 
 from ._event_index import (
     PREFIX,
@@ -56,15 +56,6 @@ from ._session import (
 __all__ = ["EventReads"]
 
 Tag = tuple[int, datetime, int, int] | None
-
-
-def session_tag(session: Session | None) -> Tag:
-    """The state a session's event facts are read at, as the base store tags them (see
-    :class:`~sessionstore.driver.EventFacts`: version, created_at, last_seq,
-    event_count); ``test_event_log`` checks a pop plans on the facts read here."""
-    if session is None:
-        return None
-    return (session.version, session.created_at, session.last_seq, session.event_count)
 
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
-from sessionstore.driver import EventFacts, EventRequest, NeedEvents
+from sessionstore.driver import EventFacts, EventRequest, NeedEvents, session_tag
 from sessionstore.planning import fast_session
 from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
 
@@ -106,14 +106,6 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
 
 #: ``Event(seq, type, at, data, key)``, a read of 20 events builds 20.
 _event: Callable[..., Event] = _fast_constructor(Event)
-
-
-def session_tag(session: Session | None) -> tuple[int, datetime, int, int] | None:
-    """The stored state :class:`EventFacts` are read at, as the planner tags it (the
-    driver interface: "tagged with (version, created_at, last_seq, event_count)")."""
-    if session is None:
-        return None
-    return (session.version, session.created_at, session.last_seq, session.event_count)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
