@@ -187,7 +187,6 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
         if found is None:
             return state
         raw, st = found
-        doc_ino = st.st_ino
         doc = decode_doc(raw, sid)
         state.doc = doc
         state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -211,7 +210,7 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                 raise IntegrityError("event log is not a regular file", sid)
             state.log_size = st.st_size
             if st.st_size < doc.log_end:
-                if retry and _doc_ino(state.dir_fd) != doc_ino:
+                if retry and _doc_key(state.dir_fd) != state.doc_key:
                     raise _Moved  # a cut (pop, truncate) replaced the document meanwhile
                 raise IntegrityError(
                     f"event log {log_name(doc.gen)} is shorter than committed (truncated)", sid
@@ -223,15 +222,20 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                         _derive(state, doc, tail)
                 except IntegrityError:
                     # a pop or truncate since we read the document cuts the log in
-                    # place and appends go where the cut lines were: read both again
-                    if retry and _doc_ino(state.dir_fd) != doc_ino:
+                    # place and appends go where the cut lines were: read both again.
+                    # A cut replaces the document first and truncates the log after it,
+                    # so a reader of the new document can still find the log shrinking.
+                    if retry and (
+                        _doc_key(state.dir_fd) != state.doc_key
+                        or os.fstat(fd).st_size < st.st_size
+                    ):
                         raise _Moved from None
                     raise
                 # Lines after log_end that a write flagged as its own count once that
                 # write's new document covers them; if the document was replaced
                 # since we read it, an append after it can make those lines look
                 # committed under our old document: read both again.
-                if retry and _doc_ino(state.dir_fd) != doc_ino:
+                if retry and _doc_key(state.dir_fd) != state.doc_key:
                     raise _Moved
         except BaseException:
             os.close(fd)
@@ -243,12 +247,15 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
     return state
 
 
-def _doc_ino(dir_fd: int) -> int:
-    """The inode ``session.json`` names now (0: none)."""
+def _doc_key(dir_fd: int) -> tuple[int, int, int] | None:
+    """``(inode, size, mtime)`` of the ``session.json`` there now (``None``: none). Not the
+    inode alone: a replaced document's inode is free again, and the next replacement can
+    get it back while a reader is between its two looks."""
     try:
-        return os.stat(DOC, dir_fd=dir_fd, follow_symlinks=False).st_ino
+        st = os.stat(DOC, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return 0
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _derive_from_end(state: State, doc: Doc, fd: int, size: int) -> bool:
