@@ -226,8 +226,7 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
                     # A cut replaces the document first and truncates the log after it,
                     # so a reader of the new document can still find the log shrinking.
                     if retry and (
-                        _doc_key(state.dir_fd) != state.doc_key
-                        or os.fstat(fd).st_size < st.st_size
+                        _doc_key(state.dir_fd) != state.doc_key or os.fstat(fd).st_size < st.st_size
                     ):
                         raise _Moved from None
                     raise
