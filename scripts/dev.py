@@ -136,7 +136,13 @@ def fast(pytest_args: list[str]) -> None:
     sets through ``test``."""
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
-    code = run(py, "-m", "pytest", "-m", "not integration", *pytest_args, check=False)
+    # One pytest worker per core (pytest-xdist), unless the caller chose (-n / -p no:xdist).
+    spread = (
+        []
+        if any(a.startswith(("-n", "--numprocesses", "-p")) for a in pytest_args)
+        else ["-n", "auto"]
+    )
+    code = run(py, "-m", "pytest", "-m", "not integration", *spread, *pytest_args, check=False)
     sys.exit(code)
 
 

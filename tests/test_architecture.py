@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVERS = sorted(p.name for p in (ROOT / "drivers").iterdir() if (p / "__init__.py").exists())
 
 
+@functools.cache
+def _parse(path: Path) -> ast.Module:
+    """One parse per file for the whole module's tests (the tree is only read)."""
+    return ast.parse(path.read_text(), filename=str(path))
+
+
 def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
+    tree = _parse(path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -78,11 +85,7 @@ def _modules() -> list[Path]:
 
 
 def test_every_module_names_its_concept() -> None:
-    missing = [
-        str(p.relative_to(ROOT))
-        for p in _modules()
-        if not ast.get_docstring(ast.parse(p.read_text(), filename=str(p)))
-    ]
+    missing = [str(p.relative_to(ROOT)) for p in _modules() if not ast.get_docstring(_parse(p))]
     assert not missing, f"modules without a docstring naming their concept: {missing}"
 
 
@@ -98,7 +101,7 @@ def test_modules_stay_readable() -> None:
 def _classes(root: Path) -> list[tuple[Path, ast.ClassDef]]:
     found: list[tuple[Path, ast.ClassDef]] = []
     for path in sorted(root.rglob("*.py")):
-        tree = ast.parse(path.read_text(), filename=str(path))
+        tree = _parse(path)
         found.extend((path, node) for node in ast.walk(tree) if isinstance(node, ast.ClassDef))
     return found
 
@@ -232,11 +235,15 @@ def _is_own(value: ast.expr) -> bool:
 
 def private_reach(modules: dict[str, Path]) -> list[str]:
     """Every place where one package reaches into another's private names."""
-    trees = {m: ast.parse(p.read_text(), filename=str(p)) for m, p in modules.items()}
+    trees = {m: _parse(p) for m, p in modules.items()}
     packages = {m: _package_of(m, p) for m, p in modules.items()}
     defined: dict[str, set[str]] = {}
     for module, tree in trees.items():
         defined.setdefault(packages[module], set()).update(_defined_private_members(tree))
+    definers: dict[str, set[str]] = {}  # private name -> the packages that define it
+    for package_name, names in defined.items():
+        for name in names:
+            definers.setdefault(name, set()).add(package_name)
     found = []
     for module, tree in trees.items():
         package = packages[module]
@@ -278,7 +285,7 @@ def private_reach(modules: dict[str, Path]) -> list[str]:
                 and _is_private(node.attr)
                 and not _is_own(node.value)
                 and node.attr not in defined[package]
-                and any(node.attr in names for p, names in defined.items() if p != package)
+                and definers.get(node.attr, set()) - {package}
             ):
                 line = getattr(node, "lineno", 0)
                 found.append(f"{where}:{line} reads {ast.unparse(node)} of another package")

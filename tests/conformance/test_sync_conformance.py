@@ -38,6 +38,9 @@ class TestSyncMemory(StoreConformance):
         return _via_sync(MemoryStore(backend=self.backend, namespace=namespace, clock=clock))
 
 
+# The whole suite through the facade on file takes ~25 s: the full run has it, the fast
+# run keeps the facade on memory and the file driver's own suite.
+@pytest.mark.integration
 class TestSyncFile(StoreConformance):
     cleanup_namespaces = False
     root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-"))

@@ -15,6 +15,9 @@ from . import workers
 from .conftest import leftovers
 from .spawner import Spawner
 
+# Real child processes (crashes, several writers): left out of the fast run.
+pytestmark = pytest.mark.integration
+
 
 async def _seed(root: str) -> None:
     async with FileStore(root=root) as store:

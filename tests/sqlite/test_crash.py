@@ -33,6 +33,9 @@ from sessionstore import QueryOptions, SessionFilter, SessionUpdate, UpdateOp
 
 from .conftest import spawn
 
+# Real child processes (crashes, several writers): left out of the fast run.
+pytestmark = pytest.mark.integration
+
 KILLS = int(os.environ.get("SESSIONSTORE_CRASH_KILLS", "12"))
 
 

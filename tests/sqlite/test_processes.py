@@ -15,6 +15,9 @@ from sessionstore import StoreUnavailableError
 
 from .conftest import spawn
 
+# Real child processes (crashes, several writers): left out of the fast run.
+pytestmark = pytest.mark.integration
+
 WRITERS = 4
 BUMPS = 40
 
