@@ -126,7 +126,9 @@ def test(pytest_args: list[str]) -> None:
     run(py, "-m", "ruff", "format", "--check", ".")
     run(py, "-m", "mypy")
     build_site(py)
-    code = run(py, "-m", "pytest", *pytest_args, check=False)
+    # The slowest tests are printed at the end: the main suite has a time budget in CI.
+    durations = [] if any(a.startswith("--durations") for a in pytest_args) else ["--durations=15"]
+    code = run(py, "-m", "pytest", *durations, *pytest_args, check=False)
     sys.exit(code)
 
 
