@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Final
 
 from ._planner import Limits, Mutation
-from ._primitives import CAS_ATTEMPTS, StorePrimitives
+from ._primitives import CAS_ATTEMPTS, StorePrimitives, sound_checkpoints
 from .codec import MAX_EVENT, MAX_SESSION, checkpoint_digest, encode_user_dict
 from .errors import (
     IntegrityError,
@@ -72,18 +72,20 @@ async def scan_records(
     primitives: StorePrimitives, flt: SessionFilter
 ) -> AsyncIterator[SessionRecord]:
     """Every stored session matching ``flt`` as a whole record (session, events,
-    checkpoints); one whose events or checkpoints are corrupt is skipped and reported."""
+    checkpoints); one whose events or checkpoints cannot be read is skipped and reported,
+    a checkpoint whose digest does not match is left out of its record and reported."""
     now = primitives.clock.now()
     async for session in primitives.iter_sessions():
         if not matches(session, flt, now):
             continue
         try:
             events = await primitives.load_events(session.id, after_seq=0, limit=None, last=None)
-            checkpoints = await primitives.load_checkpoints(session.id)
+            loaded = await primitives.load_checkpoints(session.id)
         except IntegrityError as exc:  # a corrupt event log or checkpoint: skip, report
             primitives.report_corrupt(exc)
             continue
-        yield SessionRecord(session, events, checkpoints)
+        # as a backup does: a checkpoint whose digest does not match is left out, reported
+        yield SessionRecord(session, events, sound_checkpoints(primitives, session.id, loaded))
 
 
 def _check_events(record: SessionRecord, event_log: bool) -> None:

@@ -119,5 +119,10 @@ class FaultTests:
         with pytest.raises(IntegrityError):
             await ctx.store.restore_checkpoint("fb", cp_id)
         assert await ctx.store.get_session("fb") == before  # nothing restored
+        # a scan (so a backup) never carries it: its record leaves the checkpoint out
+        records = {r.session.id: r async for r in ctx.store.scan()}
+        assert sorted(records) == ["fa", "fb", "fc"]
+        assert cp_id not in [c.id for c in records["fb"].checkpoints]
+        assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
         fresh = await ctx.store.save_checkpoint("fa")  # other sessions are not affected
         assert await ctx.store.get_checkpoint("fa", fresh.id) == fresh
