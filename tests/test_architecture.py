@@ -241,9 +241,9 @@ def private_reach(modules: dict[str, Path]) -> list[str]:
     for module, tree in trees.items():
         defined.setdefault(packages[module], set()).update(_defined_private_members(tree))
     definers: dict[str, set[str]] = {}  # private name -> the packages that define it
-    for package_name, names in defined.items():
-        for name in names:
-            definers.setdefault(name, set()).add(package_name)
+    for package_name, members in defined.items():
+        for member in members:
+            definers.setdefault(member, set()).add(package_name)
     found = []
     for module, tree in trees.items():
         package = packages[module]
