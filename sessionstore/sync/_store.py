@@ -88,11 +88,8 @@ class SyncSessionStore(Facade):
         loop_thread: LoopThread | None = None,
         per_thread_loops: bool = False,
     ) -> None:
-        if per_thread_loops and not store.capabilities.any_event_loop:
-            raise ValueError(
-                f"per_thread_loops=True needs a store that works from any event loop; "
-                f"{store!r} does not (capability any_event_loop)"
-            )
+        if per_thread_loops:
+            _check_per_thread_loops(store)
         self._target = store
         self._loop_thread = loop_thread or LoopThread()
         self._thread_loops = ThreadLoops() if per_thread_loops else None
@@ -203,6 +200,26 @@ class SyncSessionStore(Facade):
     # -- bulk
     scan = blocking_iter(SessionStore.scan)
     put_records = blocking(SessionStore.put_records)
+
+
+def _check_per_thread_loops(store: SessionStore) -> None:
+    """``ValueError`` unless ``store`` may run on per-thread loops: it works from any event
+    loop, and leaves no work on a loop between calls (a thread's loop runs only while
+    one of its calls does)."""
+    if not store.capabilities.any_event_loop:
+        raise ValueError(
+            f"per_thread_loops=True needs a store that works from any event loop; "
+            f"{store!r} does not (capability any_event_loop)"
+        )
+    if type(store).__module__.startswith("sessionstore_redis") and (
+        getattr(getattr(store, "options", None), "mode", None) == "cluster"
+    ):
+        raise ValueError(
+            "per_thread_loops=True is not for Redis Cluster: its index updates wait on "
+            "the calling loop for 20 ms, and a thread's loop, idle between the thread's "
+            "calls, would hold them (queries from other threads would miss the writes); "
+            "use the default loop thread"
+        )
 
 
 class SyncTransaction(Facade):

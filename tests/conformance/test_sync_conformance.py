@@ -1,6 +1,7 @@
 """The whole conformance suite through the sync facade (``sessionstore.sync``), on memory,
 file and Redis: every call goes thread -> blocking facade -> the facade's loop thread;
-and again with ``per_thread_loops=True`` (each call on the calling thread's own loop)."""
+and again with ``per_thread_loops=True`` (each call on the calling thread's own loop;
+not on Redis Cluster, which refuses it: ``tests/sync/test_sync_store.py``)."""
 
 from __future__ import annotations
 
@@ -103,10 +104,6 @@ class TestSyncRedisSentinel(_SyncRedisTopology):
     @pytest.fixture(autouse=True)
     def _server(self, redis_sentinel: SentinelSetup) -> None:
         self.url = redis_sentinel.url
-
-
-class TestSyncRedisClusterPerThreadLoops(TestSyncRedisCluster):
-    per_thread_loops = True
 
 
 class TestSyncRedisSentinelPerThreadLoops(TestSyncRedisSentinel):

@@ -19,6 +19,7 @@ from sessionstore import (
     Capabilities,
     InvalidSessionIdError,
     SessionConflictError,
+    SessionFilter,
     SessionNotFoundError,
     SessionStore,
     StoreUnavailableError,
@@ -30,6 +31,7 @@ from sessionstore.sync import (
     ThreadLoops,
     open_sync_store,
 )
+from tests.redis.servers import RedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,6 +250,24 @@ def test_per_thread_loops_need_a_store_for_any_loop() -> None:
     facade.create_session()
     assert facade.loop_thread.started
     facade.shutdown()
+
+
+@pytest.mark.integration
+def test_per_thread_loops_refuse_redis_cluster(redis_cluster: RedisCluster) -> None:
+    """Cluster index updates wait 20 ms on the loop that queued them: a thread's loop,
+    idle between its calls, would hold them, and other threads' queries miss the write."""
+    with pytest.raises(ValueError, match="Redis Cluster"):
+        open_sync_store(redis_cluster.url, per_thread_loops=True)
+    with open_sync_store(redis_cluster.url, namespace=f"sync-{uuid.uuid4().hex[:12]}") as store:
+        assert not store.per_thread_loops  # the loop thread: its loop runs between calls
+        s = store.create_session(metadata={"k": 1})
+        found: list[list[str]] = []
+        reader = threading.Thread(
+            target=lambda: found.append(store.list_sessions(SessionFilter(metadata={"k": 1})).ids)
+        )
+        reader.start()
+        reader.join(10)
+        assert found == [[s.id]]
 
 
 def _thread_loop_states(facade: SyncSessionStore) -> int:
