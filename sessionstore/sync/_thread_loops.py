@@ -43,15 +43,15 @@ class ThreadLoops:
     another thread, no wake-up of one.
 
     For a store whose capabilities declare ``any_event_loop`` (memory, file, SQLite,
-    PostgreSQL, Redis), with ``SyncSessionStore(store, per_thread_loops=True)``: every
-    thread that calls gets a loop of its own, made on its first
-    call and run only while one of its calls runs (``run_until_complete``). A loop of a
-    thread that has ended is closed (as ``asyncio.run`` closes one, so that the store
-    closes what it opened on it) when the next thread makes its first call, and at the
-    latest by :meth:`close`. :meth:`close` closes every loop that is idle and marks the
-    others, which their threads close as soon as their call returns.
+    PostgreSQL, Redis but Cluster), with ``SyncSessionStore(store,
+    per_thread_loops=True)``: every thread that calls gets a loop of its own, made on its
+    first call and run only while one of its calls runs. A loop of a thread that has
+    ended is closed (as ``asyncio.run`` closes one, so that the store closes what it
+    opened on it) when the next thread makes its first call, and at the latest by
+    :meth:`close`. :meth:`close` closes every loop that is idle and marks the others,
+    which their threads close as soon as their call returns.
 
-    See ``docs/decisions.md``, *The sync facade runs calls on the calling thread's loop*.
+    See ``docs/decisions.md``, *The sync facade: per-thread loops, opt-in*.
     """
 
     def __init__(self) -> None:
