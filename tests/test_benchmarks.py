@@ -199,7 +199,12 @@ def test_bench_backup_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
 def test_bench_sync_quick_runs_and_writes_every_row(tmp_path: Path, redis_url: str) -> None:
     report, _ = _run_quick("bench_sync", tmp_path, "--url", redis_url, title="sync facade")
     rows = {row["name"] for row in report["rows"]}
-    assert rows == {"facade get_session (memory)", "8 threads x 100 facade get_session (Redis)"}
+    assert rows == {
+        "facade get_session (memory)",
+        "facade get_session (memory, per-thread loops)",
+        "8 threads x 100 facade get_session (Redis)",
+        "8 threads x 100 facade get_session (Redis, per-thread loops)",
+    }
 
 
 POSTGRES_ROWS = {

@@ -2,8 +2,10 @@
 
 ``open_sync_store(url)`` opens a store behind :class:`SyncSessionStore`: every store
 method, blocking, with the same arguments, results and typed errors. The async store runs
-on a private event-loop thread the facade owns (started lazily, stopped by ``shutdown()``
-or at interpreter exit). :class:`SyncSessionPersistenceManager` does the same for the
+on a private event-loop thread the facade owns (:class:`LoopThread`, started lazily,
+stopped by ``shutdown()`` or at interpreter exit), or with ``per_thread_loops=True`` (a
+store that works from any event loop) each call on an event loop of the calling thread
+(:class:`ThreadLoops`). :class:`SyncSessionPersistenceManager` does the same for the
 manager and its managed sessions. See ``docs/sync.md``.
 """
 
@@ -13,6 +15,7 @@ from ..errors import BlockingCallError
 from ._loop_thread import LoopThread
 from ._manager import SyncManagedSession, SyncManagerTransaction, SyncSessionPersistenceManager
 from ._store import SyncSessionStore, SyncTransaction, open_sync_store
+from ._thread_loops import ThreadLoops
 
 __all__ = [
     "BlockingCallError",
@@ -22,5 +25,6 @@ __all__ = [
     "SyncSessionPersistenceManager",
     "SyncSessionStore",
     "SyncTransaction",
+    "ThreadLoops",
     "open_sync_store",
 ]

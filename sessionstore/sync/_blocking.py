@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
 from ._loop_thread import LoopThread
 
@@ -25,14 +25,28 @@ T = TypeVar("T")
 ITER_CHUNK = 256
 
 
+class Runner(Protocol):
+    """Where a facade's calls run: its :class:`LoopThread`, or (a store that works from
+    any event loop) the calling thread's own loop (``ThreadLoops``)."""
+
+    @property
+    def closed(self) -> bool:
+        """Whether it was closed."""
+
+    def call(self, coro: Coroutine[Any, Any, R], timeout: float | None = None) -> R:
+        """Run ``coro`` to completion and return its result."""
+
+
 class Facade:
-    """A synchronous view of one async object, run on a :class:`LoopThread`."""
+    """A synchronous view of one async object: its calls run on ``_runner``; the calls
+    that span several round trips (transactions, iterators) on ``_loop_thread``."""
 
     _target: Any
     _loop_thread: LoopThread
+    _runner: Runner
 
     def _call(self, awaitable: Awaitable[R]) -> R:
-        return self._loop_thread.call(_await(awaitable))
+        return self._runner.call(_await(awaitable))
 
 
 async def _await(awaitable: Awaitable[R]) -> R:
@@ -48,14 +62,14 @@ def _doc(method: Any, name: str) -> str:
 def blocking(
     method: Callable[Concatenate[Any, P], Awaitable[R]],
 ) -> Callable[Concatenate[Facade, P], R]:
-    """A facade method that awaits ``target.<name>(...)`` on the loop thread."""
+    """A facade method that awaits ``target.<name>(...)`` on the facade's runner."""
     name = method.__name__
 
     def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> R:
         awaitable = getattr(self._target, name)(*args, **kwargs)
         if not isinstance(awaitable, Coroutine):  # e.g. a driver method returning a Future
             awaitable = _await(awaitable)
-        return cast(R, self._loop_thread.call(awaitable))
+        return cast(R, self._runner.call(awaitable))
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = _doc(method, name)

@@ -54,6 +54,7 @@ class SyncSessionPersistenceManager(Facade):
             self._loop_thread = LoopThread("sessionstore-sync-manager")
             self._owns_loop_thread = True
             target = store_or_url
+        self._runner = self._loop_thread  # the manager's background loops need one loop
         self._target = self._call(_build(target, config))
         self._finalizer = weakref.finalize(
             self, _shutdown_quietly, self._loop_thread, self._target, self._owns_loop_thread
@@ -189,7 +190,7 @@ class SyncManagedSession(Facade):
 
     def __init__(self, owner: Facade, managed: ManagedSession) -> None:
         self._target = managed
-        self._loop_thread = owner._loop_thread
+        self._loop_thread = self._runner = owner._loop_thread
 
     def __repr__(self) -> str:
         return f"Sync{self._target!r}"
@@ -269,7 +270,7 @@ class SyncManagerTransaction(Facade):
 
     def __init__(self, tx: ManagerTransaction, loop_thread: LoopThread) -> None:
         self._target = tx
-        self._loop_thread = loop_thread
+        self._loop_thread = self._runner = loop_thread
 
     @property
     def results(self) -> list[Session | bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import weakref
 from collections.abc import Coroutine
@@ -9,13 +10,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from ..clock import Clock
-from ..errors import BlockingCallError
 from ..model import Session
 from ..protocol import SessionStore
 from ..registry import open_store
 from ..transaction import Transaction
-from ._blocking import Facade, attribute, blocking, blocking_iter
+from ._blocking import Facade, Runner, attribute, blocking, blocking_iter
 from ._loop_thread import LoopThread, run_before_threads_stop
+from ._thread_loops import ThreadLoops, blocking_call_error, in_plain_thread, run_on_new_loop
 
 __all__ = ["SyncSessionStore", "SyncTransaction", "open_sync_store"]
 
@@ -25,16 +26,23 @@ log = logging.getLogger("sessionstore.sync")
 EXIT_TIMEOUT = 10.0
 
 
-def open_sync_store(url: str | None = None, **options: Any) -> SyncSessionStore:
+def open_sync_store(
+    url: str | None = None, *, per_thread_loops: bool = False, **options: Any
+) -> SyncSessionStore:
     """Open the store for ``url`` behind a blocking facade, initialised and ready.
 
     The same URLs and options as :func:`sessionstore.open_store` (``$SESSIONSTORE_URL``,
-    else ``memory://``). Close it with :meth:`SyncSessionStore.shutdown` or a ``with``
-    block; one left open is shut down at interpreter exit.
+    else ``memory://``); ``per_thread_loops`` as in :class:`SyncSessionStore`. Close it
+    with :meth:`SyncSessionStore.shutdown` or a ``with`` block; one left open is shut
+    down at interpreter exit.
     """
     loop_thread = LoopThread()
     store = loop_thread.call(_build(url, options))
-    facade = SyncSessionStore(store, loop_thread=loop_thread)
+    try:
+        facade = SyncSessionStore(store, loop_thread=loop_thread, per_thread_loops=per_thread_loops)
+    except ValueError:
+        loop_thread.close()
+        raise
     try:
         facade.initialize()
     except BaseException:
@@ -51,23 +59,47 @@ class SyncSessionStore(Facade):
     """A blocking view of an async :class:`SessionStore`, safe from many threads at once.
 
     Every store method has its blocking twin with the same arguments, results and typed
-    errors; ``scan()`` is a plain iterator and ``transaction()`` a ``with`` block. The
-    async store runs on a private event-loop thread that the facade owns: started by the
-    first call, stopped by :meth:`shutdown` (or at interpreter exit). Calling the facade
-    from a thread that runs an event loop raises :class:`BlockingCallError` instead of
-    blocking that loop.
+    errors; ``scan()`` is a plain iterator and ``transaction()`` a ``with`` block.
+    Calling the facade from a thread that runs an event loop raises
+    :class:`BlockingCallError` instead of blocking that loop.
+
+    Where the calls run: on a private event-loop thread that the facade owns
+    (:attr:`loop_thread`), started by the first call. With ``per_thread_loops=True``
+    (only for a store whose capabilities declare ``any_event_loop``, as every built-in
+    driver's do) each call runs instead on an event loop of the calling thread, made on
+    its first call and closed once the thread has ended or the facade shuts down: no
+    hand-off to another thread, much cheaper for one or a few threads, dearer in CPU for
+    many threads calling at once (see ``docs/sync.md``). Transaction blocks and
+    ``scan()`` iterators, which span several calls and may be passed between threads,
+    always run on the loop thread. :meth:`shutdown` (or interpreter exit) stops the loop
+    thread and closes every loop the facade opened.
 
     Wrap a store you built yourself with ``SyncSessionStore(store)``; the facade then
     owns it (``shutdown`` shuts it down). Do not use that store from other event loops
-    at the same time.
+    at the same time unless it works from any event loop.
     """
 
     _target: SessionStore
 
-    def __init__(self, store: SessionStore, *, loop_thread: LoopThread | None = None) -> None:
+    def __init__(
+        self,
+        store: SessionStore,
+        *,
+        loop_thread: LoopThread | None = None,
+        per_thread_loops: bool = False,
+    ) -> None:
+        if per_thread_loops:
+            _check_per_thread_loops(store)
         self._target = store
         self._loop_thread = loop_thread or LoopThread()
-        self._finalizer = weakref.finalize(self, _close_quietly, self._loop_thread, store)
+        self._thread_loops = ThreadLoops() if per_thread_loops else None
+        self._runner: Runner = self._loop_thread
+        if self._thread_loops is not None:
+            self._runner = self._thread_loops
+        self._closed = False
+        self._finalizer = weakref.finalize(
+            self, _close_quietly, self._loop_thread, self._thread_loops, store
+        )
         run_before_threads_stop(self._finalizer)
 
     @property
@@ -77,8 +109,15 @@ class SyncSessionStore(Facade):
 
     @property
     def loop_thread(self) -> LoopThread:
-        """The loop thread the store runs on (shared by facades built on this one)."""
+        """The facade's loop thread (shared by facades built on this one): where a store
+        that needs one loop runs, and where transactions and iterators run."""
         return self._loop_thread
+
+    @property
+    def per_thread_loops(self) -> bool:
+        """Whether each call runs on an event loop of the calling thread (else on
+        :attr:`loop_thread`)."""
+        return self._thread_loops is not None
 
     def __repr__(self) -> str:
         return f"SyncSessionStore({self._target!r})"
@@ -95,15 +134,20 @@ class SyncSessionStore(Facade):
     initialize = blocking(SessionStore.initialize)
 
     def shutdown(self) -> None:
-        """Shut the store down and stop the loop thread. Idempotent."""
-        if self._loop_thread.closed:
+        """Shut the store down, close the calling threads' loops and stop the loop
+        thread. Idempotent; from any thread (calls still running in other threads end
+        first, or fail with :class:`StoreUnavailableError`)."""
+        if self._closed:
             return
+        loops = self._thread_loops
+        started = self._loop_thread.started or (loops is not None and loops.used)
+        if started and asyncio._get_running_loop() is not None:
+            raise blocking_call_error()
+        self._closed = True
         try:
-            if self._loop_thread.started:
-                self._loop_thread.call(self._target.shutdown())
+            _shut_down(self._loop_thread, self._thread_loops, self._target, None)
         finally:
             self._finalizer.detach()
-            self._loop_thread.close()
 
     def __enter__(self) -> Self:
         self.initialize()
@@ -158,6 +202,26 @@ class SyncSessionStore(Facade):
     put_records = blocking(SessionStore.put_records)
 
 
+def _check_per_thread_loops(store: SessionStore) -> None:
+    """``ValueError`` unless ``store`` may run on per-thread loops: it works from any event
+    loop, and leaves no work on a loop between calls (a thread's loop runs only while
+    one of its calls does)."""
+    if not store.capabilities.any_event_loop:
+        raise ValueError(
+            f"per_thread_loops=True needs a store that works from any event loop; "
+            f"{store!r} does not (capability any_event_loop)"
+        )
+    if type(store).__module__.startswith("sessionstore_redis") and (
+        getattr(getattr(store, "options", None), "mode", None) == "cluster"
+    ):
+        raise ValueError(
+            "per_thread_loops=True is not for Redis Cluster: its index updates wait on "
+            "the calling loop for 20 ms, and a thread's loop, idle between the thread's "
+            "calls, would hold them (queries from other threads would miss the writes); "
+            "use the default loop thread"
+        )
+
+
 class SyncTransaction(Facade):
     """The blocking form of :class:`sessionstore.Transaction` (``with store.transaction()
     as tx:``). Staging calls validate at once; the batch commits when the block exits."""
@@ -166,7 +230,7 @@ class SyncTransaction(Facade):
 
     def __init__(self, manager: Any, loop_thread: LoopThread) -> None:
         self._manager = manager  # the async context manager store.transaction() returned
-        self._loop_thread = loop_thread
+        self._loop_thread = self._runner = loop_thread
         self._target: Transaction | None = None
 
     def __enter__(self) -> Self:
@@ -211,19 +275,40 @@ class SyncTransaction(Facade):
         self._entered().rollback()
 
 
-def _close_quietly(loop_thread: LoopThread, store: SessionStore) -> None:
+def _shut_down(
+    loop_thread: LoopThread,
+    thread_loops: ThreadLoops | None,
+    store: SessionStore,
+    timeout: float | None,
+) -> None:
+    """Close the threads' idle loops (their connections closed there, gracefully), shut
+    the store down (on the loop thread if it runs, else on a loop of its own: the store
+    closes what every other loop opened) and stop the loop thread."""
+    try:
+        used = thread_loops is not None and thread_loops.used
+        if thread_loops is not None:
+            thread_loops.close()
+        if loop_thread.started:
+            loop_thread.call(_shutdown(store), timeout=timeout)
+        elif used:
+            run_on_new_loop(_shutdown(store), timeout)
+    finally:
+        loop_thread.close(timeout=timeout)
+
+
+def _close_quietly(
+    loop_thread: LoopThread, thread_loops: ThreadLoops | None, store: SessionStore
+) -> None:
     """Shut down a facade nobody closed (at interpreter exit, or when it is collected)."""
-    if not loop_thread.started:
-        loop_thread.close()
+    if asyncio._get_running_loop() is not None:  # collected inside an event loop
+        in_plain_thread(
+            lambda: _close_quietly(loop_thread, thread_loops, store), "sessionstore-sync-close"
+        )
         return
     try:
-        loop_thread.call(_shutdown(store), timeout=EXIT_TIMEOUT)
-    except BlockingCallError:
-        pass  # collected inside an event loop: only stop the thread
+        _shut_down(loop_thread, thread_loops, store, EXIT_TIMEOUT)
     except Exception:
         log.exception("sessionstore.sync: shutting down %r at exit failed", store)
-    finally:
-        loop_thread.close(timeout=EXIT_TIMEOUT)
 
 
 def _shutdown(store: SessionStore) -> Coroutine[Any, Any, None]:

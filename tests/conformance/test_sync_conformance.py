@@ -1,5 +1,7 @@
 """The whole conformance suite through the sync facade (``sessionstore.sync``), on memory,
-file and Redis: every call goes thread -> blocking facade -> the facade's loop thread."""
+file and Redis: every call goes thread -> blocking facade -> the facade's loop thread;
+and again with ``per_thread_loops=True`` (each call on the calling thread's own loop;
+not on Redis Cluster, which refuses it: ``tests/sync/test_sync_store.py``)."""
 
 from __future__ import annotations
 
@@ -26,16 +28,22 @@ from tests.redis.servers import RedisCluster, SentinelSetup
 from tests.sync.via_sync import AsyncViaSync
 
 
-def _via_sync(store: Any) -> Any:
-    return AsyncViaSync(SyncSessionStore(store))
+def _via_sync(store: Any, per_thread_loops: bool = False) -> Any:
+    return AsyncViaSync(SyncSessionStore(store, per_thread_loops=per_thread_loops))
 
 
 class TestSyncMemory(StoreConformance):
     cleanup_namespaces = False
     backend = MemoryBackend()
+    per_thread_loops = False
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
-        return _via_sync(MemoryStore(backend=self.backend, namespace=namespace, clock=clock))
+        store = MemoryStore(backend=self.backend, namespace=namespace, clock=clock)
+        return _via_sync(store, self.per_thread_loops)
+
+
+class TestSyncMemoryPerThreadLoops(TestSyncMemory):
+    per_thread_loops = True
 
 
 # The whole suite through the facade on file takes ~25 s: the full run has it, the fast
@@ -45,22 +53,33 @@ class TestSyncFile(StoreConformance):
     cleanup_namespaces = False
     root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-"))
     atexit.register(shutil.rmtree, root, True)
+    per_thread_loops = False
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
         store = open_store(f"file://{self.root}?durability=none", namespace=namespace, clock=clock)
-        return _via_sync(store)
+        return _via_sync(store, self.per_thread_loops)
+
+
+class TestSyncFilePerThreadLoops(TestSyncFile):
+    per_thread_loops = True
 
 
 class TestSyncRedis(StoreConformance):
     cleanup_namespaces = False
     url = ""
+    per_thread_loops = False
 
     @pytest.fixture(autouse=True)
     def _server(self, redis_url: str) -> None:
         self.url = redis_url
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
-        return _via_sync(open_store(self.url, namespace=namespace, clock=clock))
+        store = open_store(self.url, namespace=namespace, clock=clock)
+        return _via_sync(store, self.per_thread_loops)
+
+
+class TestSyncRedisPerThreadLoops(TestSyncRedis):
+    per_thread_loops = True
 
 
 class _SyncRedisTopology(
@@ -71,9 +90,11 @@ class _SyncRedisTopology(
 
     cleanup_namespaces = False
     url = ""
+    per_thread_loops = False
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
-        return _via_sync(open_store(self.url, namespace=namespace, clock=clock))
+        store = open_store(self.url, namespace=namespace, clock=clock)
+        return _via_sync(store, self.per_thread_loops)
 
 
 class TestSyncRedisCluster(_SyncRedisTopology):
@@ -86,3 +107,7 @@ class TestSyncRedisSentinel(_SyncRedisTopology):
     @pytest.fixture(autouse=True)
     def _server(self, redis_sentinel: SentinelSetup) -> None:
         self.url = redis_sentinel.url
+
+
+class TestSyncRedisSentinelPerThreadLoops(TestSyncRedisSentinel):
+    per_thread_loops = True

@@ -10,13 +10,16 @@ import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from sessionstore import (
+    Capabilities,
     InvalidSessionIdError,
     SessionConflictError,
+    SessionFilter,
     SessionNotFoundError,
     SessionStore,
     StoreUnavailableError,
@@ -25,8 +28,10 @@ from sessionstore.sync import (
     BlockingCallError,
     LoopThread,
     SyncSessionStore,
+    ThreadLoops,
     open_sync_store,
 )
+from tests.redis.servers import RedisCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,9 +46,12 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return redis_url
 
 
-@pytest.fixture
-def store(url: str) -> Iterator[SyncSessionStore]:
-    with open_sync_store(url, namespace=f"sync-{uuid.uuid4().hex[:12]}") as opened:
+@pytest.fixture(params=["loop-thread", "per-thread-loops"])
+def store(url: str, request: pytest.FixtureRequest) -> Iterator[SyncSessionStore]:
+    per_thread_loops = request.param == "per-thread-loops"
+    namespace = f"sync-{uuid.uuid4().hex[:12]}"
+    with open_sync_store(url, namespace=namespace, per_thread_loops=per_thread_loops) as opened:
+        assert opened.per_thread_loops is per_thread_loops
         yield opened
 
 
@@ -150,8 +158,11 @@ def test_scan_is_a_plain_iterator_that_can_stop_early(store: SyncSessionStore) -
     assert store.count_sessions() == 600  # the store is still usable
 
 
-def test_a_call_from_a_running_event_loop_raises_instead_of_blocking() -> None:
-    with open_sync_store("memory://") as store:
+@pytest.mark.parametrize("per_thread_loops", [False, True])
+def test_a_call_from_a_running_event_loop_raises_instead_of_blocking(
+    per_thread_loops: bool,
+) -> None:
+    with open_sync_store("memory://", per_thread_loops=per_thread_loops) as store:
 
         async def misuse() -> None:
             store.get_session("01ARZ3NDEKTSV4RRFFQ69G5FAV")
@@ -170,7 +181,8 @@ def test_a_call_from_a_running_event_loop_raises_instead_of_blocking() -> None:
 def test_the_loop_thread_starts_lazily_and_stops_with_the_facade() -> None:
     from sessionstore_memory import MemoryStore
 
-    facade = SyncSessionStore(MemoryStore())
+    facade = SyncSessionStore(MemoryStore(), per_thread_loops=False)
+    assert not facade.per_thread_loops
     assert not facade.loop_thread.started
     before = {t.name for t in threading.enumerate()}
     assert "sessionstore-sync" not in before
@@ -183,6 +195,206 @@ def test_the_loop_thread_starts_lazily_and_stops_with_the_facade() -> None:
     facade.shutdown()  # idempotent
     with pytest.raises(StoreUnavailableError, match="closed"):
         facade.count_sessions()
+
+
+def test_a_store_for_any_loop_runs_each_call_on_the_calling_thread() -> None:
+    from sessionstore_memory import MemoryStore
+
+    facade = SyncSessionStore(MemoryStore(), per_thread_loops=True)
+    assert facade.per_thread_loops
+    facade.initialize()
+    s = facade.create_session()
+    seen: list[int] = []
+
+    def work() -> None:
+        for _ in range(20):
+            assert facade.get_session(s.id) is not None
+        seen.append(threading.get_ident())
+
+    workers = [threading.Thread(target=work) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(seen) == 4
+
+    def loop_thread_started() -> bool:
+        return facade.loop_thread.started
+
+    # no hand-off: the loop thread never started, no thread of the facade's exists
+    assert not loop_thread_started()
+    assert "sessionstore-sync" not in {t.name for t in threading.enumerate()}
+    with facade.transaction() as tx:  # transactions (and scan) run on the loop thread
+        tx.update_session(s.id, data={"n": 1})
+    assert loop_thread_started()
+    facade.shutdown()
+    assert not loop_thread_started()
+    with pytest.raises(StoreUnavailableError, match="closed"):
+        facade.count_sessions()
+
+
+def test_per_thread_loops_need_a_store_for_any_loop() -> None:
+    from sessionstore_memory import MemoryStore
+
+    class LoopBound(MemoryStore):
+        @property
+        def capabilities(self) -> Capabilities:
+            return replace(super().capabilities, any_event_loop=False)
+
+    store = LoopBound()
+    with pytest.raises(ValueError, match="any event loop"):
+        SyncSessionStore(store, per_thread_loops=True)
+    facade = SyncSessionStore(store)
+    assert not facade.per_thread_loops
+    facade.initialize()
+    facade.create_session()
+    assert facade.loop_thread.started
+    facade.shutdown()
+
+
+@pytest.mark.integration
+def test_per_thread_loops_refuse_redis_cluster(redis_cluster: RedisCluster) -> None:
+    """Cluster index updates wait 20 ms on the loop that queued them: a thread's loop,
+    idle between its calls, would hold them, and other threads' queries miss the write."""
+    with pytest.raises(ValueError, match="Redis Cluster"):
+        open_sync_store(redis_cluster.url, per_thread_loops=True)
+    with open_sync_store(redis_cluster.url, namespace=f"sync-{uuid.uuid4().hex[:12]}") as store:
+        assert not store.per_thread_loops  # the loop thread: its loop runs between calls
+        s = store.create_session(metadata={"k": 1})
+        found: list[list[str]] = []
+        reader = threading.Thread(
+            target=lambda: found.append(store.list_sessions(SessionFilter(metadata={"k": 1})).ids)
+        )
+        reader.start()
+        reader.join(10)
+        assert found == [[s.id]]
+
+
+def _thread_loop_states(facade: SyncSessionStore) -> int:
+    """How many event loops the Redis store behind ``facade`` holds connections for."""
+    backend = facade.store._backend  # type: ignore[attr-defined]
+    loops: int = backend.loops
+    return loops
+
+
+@pytest.mark.integration
+def test_loops_of_threads_that_ended_are_closed_with_their_connections(redis_url: str) -> None:
+    namespace = f"sync-{uuid.uuid4().hex[:12]}"
+    facade = open_sync_store(redis_url, namespace=namespace, per_thread_loops=True)
+    s = facade.create_session()
+
+    def work() -> None:
+        for _ in range(5):
+            assert facade.get_session(s.id) is not None
+
+    for _ in range(3):  # three rounds of four short-lived threads
+        workers = [threading.Thread(target=work) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    # the main thread's loop and the last round's four: the earlier rounds' loops were
+    # closed (their connections with them) as the next round's threads made their first call
+    assert _thread_loop_states(facade) <= 5
+    assert facade._thread_loops is not None
+    assert facade._thread_loops.open_loops <= 5
+    facade.shutdown()
+    assert _thread_loop_states(facade) == 0
+    assert facade._thread_loops.open_loops == 0
+
+
+@pytest.mark.parametrize("url", ["memory", "redis"], indirect=True)
+def test_shutdown_from_another_thread_closes_idle_and_busy_threads_loops(url: str) -> None:
+    namespace = f"sync-{uuid.uuid4().hex[:12]}"
+    facade = open_sync_store(url, namespace=namespace, per_thread_loops=True)
+    runner = facade._thread_loops
+    assert runner is not None
+    s = facade.create_session()
+    idle_ready, busy_started, release, done = (threading.Event() for _ in range(4))
+    errors: list[BaseException] = []
+
+    def idle() -> None:  # made a call, now waits with its loop idle
+        facade.get_session(s.id)
+        idle_ready.set()
+        release.wait(10)
+        try:
+            facade.get_session(s.id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    async def slow() -> str:
+        busy_started.set()
+        await asyncio.sleep(0.5)
+        return "finished"
+
+    results: list[str] = []
+
+    def busy() -> None:  # a call is running on its loop while the facade shuts down
+        facade.get_session(s.id)
+        results.append(runner.call(slow()))
+        done.set()
+
+    threads = [threading.Thread(target=idle), threading.Thread(target=busy)]
+    for thread in threads:
+        thread.start()
+    assert idle_ready.wait(10) and busy_started.wait(10)
+    facade.shutdown()  # from the main thread
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert done.is_set() and results == ["finished"]  # the running call ended normally
+    assert len(errors) == 1 and isinstance(errors[0], StoreUnavailableError)
+    assert runner.open_loops == 0  # every loop closed, the busy one by its own thread
+
+
+def test_a_facade_collected_inside_an_event_loop_closes_without_blocking_it() -> None:
+    import gc
+
+    from sessionstore_memory import MemoryStore
+
+    facade = SyncSessionStore(MemoryStore(), per_thread_loops=True)
+    facade.initialize()
+    facade.create_session()
+    runner = facade._thread_loops
+    store = facade.store
+    assert runner is not None
+
+    async def drop() -> None:
+        nonlocal facade
+        del facade
+        gc.collect()  # the finalizer runs here, inside this running loop
+
+    asyncio.run(drop())
+    closer = next((t for t in threading.enumerate() if t.name == "sessionstore-sync-close"), None)
+    if closer is not None:  # closing on a thread of its own, never on the running loop
+        closer.join(10)
+    assert runner.closed and runner.open_loops == 0
+    with pytest.raises(StoreUnavailableError):  # the store itself was shut down
+        asyncio.run(store.count_sessions())
+
+
+def test_a_thread_loop_call_is_cancelled_on_timeout() -> None:
+    runner = ThreadLoops()
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError):
+        runner.call(slow(), timeout=0.2)
+    assert cancelled.is_set()
+
+    async def quick() -> int:
+        return 7
+
+    assert runner.call(quick()) == 7  # the loop is still usable
+    runner.close()
+    with pytest.raises(StoreUnavailableError):
+        runner.call(quick())
 
 
 def test_loop_thread_cancels_the_call_when_the_waiter_gives_up() -> None:
@@ -235,6 +447,54 @@ def test_a_facade_left_open_is_shut_down_at_exit_without_hanging(kind: str, tmp_
         session = store.get_session("left-open")
         assert session is not None
         assert session.data == {"v": 1 if kind == "store" else 2}
+
+
+@pytest.mark.integration
+def test_threads_loops_are_closed_at_exit_without_hanging(redis_url: str) -> None:
+    """At interpreter exit a facade left open closes the loops of threads that ended and
+    of a daemon thread still alive (idle), and the store, cleanly and without hanging."""
+    namespace = f"sync-{uuid.uuid4().hex[:12]}"
+    script = textwrap.dedent(
+        f"""
+        import threading
+        from sessionstore.sync import open_sync_store
+        store = open_sync_store({redis_url!r}, namespace={namespace!r}, per_thread_loops=True)
+        store.create_session(id="left-open", data={{"v": 1}})
+
+        def work():
+            for _ in range(5):
+                store.get_session("left-open")
+
+        ended = threading.Thread(target=work)
+        ended.start()
+        ended.join()
+        ready, never = threading.Event(), threading.Event()
+
+        def idle():
+            work()
+            ready.set()
+            never.wait()
+
+        threading.Thread(target=idle, daemon=True).start()
+        ready.wait()
+        print("exiting", store._thread_loops.open_loops)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    # the main thread's loop and the idle thread's (the ended thread's loop was closed
+    # when the idle thread made its first call); the exit hook closes both
+    assert "exiting 2" in done.stdout
+    assert "Traceback" not in done.stderr and "ResourceWarning" not in done.stderr, done.stderr
+    with open_sync_store(redis_url, namespace=namespace) as store:
+        session = store.get_session("left-open")
+        assert session is not None and session.data == {"v": 1}
 
 
 def test_the_exit_hook_list_the_facade_relies_on_exists() -> None:
