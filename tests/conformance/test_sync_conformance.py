@@ -60,10 +60,6 @@ class TestSyncFile(StoreConformance):
         return _via_sync(store, self.per_thread_loops)
 
 
-class TestSyncFilePerThreadLoops(TestSyncFile):
-    per_thread_loops = True
-
-
 class TestSyncRedis(StoreConformance):
     cleanup_namespaces = False
     url = ""
@@ -78,15 +74,13 @@ class TestSyncRedis(StoreConformance):
         return _via_sync(store, self.per_thread_loops)
 
 
-class TestSyncRedisPerThreadLoops(TestSyncRedis):
-    per_thread_loops = True
-
-
 class _SyncRedisTopology(
     CrudTests, EventTests, TransactionTests, ConcurrencyTests, StoreConformanceBase
 ):
-    """A part of the suite through the facade on the other Redis topologies (the whole
-    suite runs through the facade on a single server above, and directly on each)."""
+    """A part of the suite through the facade (CRUD, events, transactions, concurrency):
+    on the other Redis topologies, and in per-thread mode on file and a single server
+    (the whole suite runs through the facade on memory, file and a single server above,
+    and directly on each driver)."""
 
     cleanup_namespaces = False
     url = ""
@@ -111,3 +105,24 @@ class TestSyncRedisSentinel(_SyncRedisTopology):
 
 class TestSyncRedisSentinelPerThreadLoops(TestSyncRedisSentinel):
     per_thread_loops = True
+
+
+# Per-thread loops on file and a single Redis server: the same part of the suite (the
+# whole suite runs per-thread on memory above, and through the loop thread on each).
+@pytest.mark.integration
+class TestSyncFilePerThreadLoops(_SyncRedisTopology):
+    root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-pt-"))
+    atexit.register(shutil.rmtree, root, True)
+    per_thread_loops = True
+
+    def make_store(self, *, namespace: str, clock: Clock) -> Any:
+        store = open_store(f"file://{self.root}?durability=none", namespace=namespace, clock=clock)
+        return _via_sync(store, self.per_thread_loops)
+
+
+class TestSyncRedisPerThreadLoops(_SyncRedisTopology):
+    per_thread_loops = True
+
+    @pytest.fixture(autouse=True)
+    def _server(self, redis_url: str) -> None:
+        self.url = redis_url
