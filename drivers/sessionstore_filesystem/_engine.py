@@ -571,8 +571,9 @@ class Engine:
             raise
         self._index_write(changes, [ev for st in states.values() for ev in _evs(st)])  # no cuts
         if journal is not None:
-            try:
-                os.unlink(journal[0], dir_fd=self.layout.journal_fd)
+            try:  # applied: a journal left (a failed unlink) is completed as a no-op later
+                with suppress(OSError):
+                    os.unlink(journal[0], dir_fd=self.layout.journal_fd)
             finally:
                 os.close(journal[1])
 
