@@ -169,7 +169,8 @@ class SqliteCreate:
         self.conn.execute("COMMIT")
 
     def select(self, sid: str) -> Any:
-        return orjson.loads(self.conn.execute("SELECT doc FROM s WHERE id = ?", (sid,)).fetchone()[0])
+        row = self.conn.execute("SELECT doc FROM s WHERE id = ?", (sid,)).fetchone()
+        return orjson.loads(row[0])
 
 
 async def bench_create(report: Report, sizes: Sizes, base: str) -> None:
