@@ -27,7 +27,12 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    ``get_event(key=)``, ``get_events(types=, last=20)`` and a backwards page on a session
    with 10,000 events <= 1.3x the same on a short one (issue 17);
 8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
-   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop).
+   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop);
+9. durable ``create_session`` + ``get_session`` of a 2 KB session <= 1.5x a raw floor of
+   one new durable file read back: temp file, write, fsync, rename into place,
+   fsync(directory), then open + read + ``orjson.loads`` (issue 21 item 2), each side in
+   two hops as the store's; a durable SQLite insert + commit + select (WAL,
+   ``synchronous=FULL``) of the same document is reported beside it.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -39,6 +44,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import sqlite3
 import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -128,6 +134,103 @@ def raw_append(path: str, line: bytes) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def raw_create(directory: str, name: str, data: bytes) -> None:
+    """The create floor's write: a new file made durable under its name."""
+    tmp = os.path.join(directory, f".tmp.{name}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, os.path.join(directory, name))
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class SqliteCreate:
+    """The durable SQLite row beside the create floor: insert + commit (WAL, FULL), then
+    select + ``orjson.loads``, each on one worker-thread hop."""
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("CREATE TABLE s (id TEXT PRIMARY KEY, doc BLOB NOT NULL)")
+
+    def insert(self, sid: str, data: bytes) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("INSERT INTO s VALUES (?, ?)", (sid, data))
+        self.conn.execute("COMMIT")
+
+    def select(self, sid: str) -> Any:
+        row = self.conn.execute("SELECT doc FROM s WHERE id = ?", (sid,)).fetchone()
+        return orjson.loads(row[0])
+
+
+async def bench_create(report: Report, sizes: Sizes, base: str) -> None:
+    """Row 9: create + get of a new 2 KB session against one new durable file."""
+    doc = session_doc()
+    floor_dir = os.path.join(base, "create-floor")
+    os.makedirs(floor_dir)
+    sql = SqliteCreate(os.path.join(base, "create.sqlite3"))
+    names = iter(range(10**9))
+    async with FileStore(root=os.path.join(base, "create"), clock=NewMillisecondClock()) as store:
+        for _ in range(1024):  # every shard directory exists (the steady state)
+            await store.create_session(processor_id="warm", data={"n": 0})
+        doc_bytes = orjson.dumps(
+            {"v": 1, "id": "01J9", "processor_id": "agent-7", "data": doc, "x": "y" * 300}
+        )
+        report.info["create document"] = f"{len(doc_bytes)} bytes of JSON (floor)"
+
+        async def create_get() -> None:
+            s = await store.create_session(processor_id="agent-7", data=doc, tags={"prod"})
+            await store.get_session(s.id)
+
+        async def floor_create_get() -> None:
+            name = f"{next(names)}.json"
+            await asyncio.to_thread(raw_create, floor_dir, name, doc_bytes)
+            await asyncio.to_thread(raw_get, os.path.join(floor_dir, name))
+
+        async def sqlite_create_get() -> None:
+            sid = f"s{next(names)}"
+            await asyncio.to_thread(sql.insert, sid, doc_bytes)
+            await asyncio.to_thread(sql.select, sid)
+
+        op, floor = await compare(
+            create_get,
+            floor_create_get,
+            number=sizes.save_number,
+            floor_number=sizes.save_number,
+            repeat=sizes.repeat,
+        )
+        lite, floor2 = await compare(
+            sqlite_create_get,
+            floor_create_get,
+            number=sizes.save_number,
+            floor_number=sizes.save_number,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                "durable create_session + get_session (2 KB)",
+                op,
+                "new file+fsync+rename+fsync(dir), read+orjson.loads; 2 hops",
+                floor,
+                Target.at_most(1.5),
+                note=(
+                    f"beside it: durable SQLite insert+commit+select (WAL, FULL), 2 hops: "
+                    f"{lite.median * 1e6:.0f} us, {lite.median / floor2.median:.2f}x the "
+                    f"floor ({floor2.median * 1e6:.0f} us) in its own interleaved run"
+                ),
+            )
+        )
+    sql.conn.close()
 
 
 # --------------------------------------------------------------------------- 1-4, 6
@@ -345,6 +448,7 @@ async def run(quick: bool, directory: str | None) -> Report:
     print(report.title, flush=True)
     try:
         await bench_single_ops(report, sizes, base)
+        await bench_create(report, sizes, base)
         await bench_event_log(report, sizes, base)
         await bench_query(report, sizes, base)
     finally:

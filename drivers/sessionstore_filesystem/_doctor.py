@@ -9,6 +9,7 @@ deleted. Lock files of sessions that do not exist are removed under the lock its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,7 @@ from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
 from ._fs import is_temp_name, open_dir, open_dir_or_none, try_flock
+from ._layout import COMPACT_SUFFIX, compact_name, session_ids
 from ._log import (
     iter_lines,
 )
@@ -89,9 +91,7 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
             # leftovers of a session that is gone (a delete interrupted after its commit):
             # uniquely named, so they can go without the lock
             report.removed += tidy(layout, State(sid), dry_run=dry_run)
-        for name in names:
-            if name.startswith("."):
-                continue  # temp / renamed-aside entries: removed by tidy() of their session
+        for name in session_ids(names):  # temp / renamed-aside entries: tidy() removes them
             try:
                 validate_session_id(name)
             except ValueError:
@@ -110,18 +110,19 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
 
 
 def _orphans(names: list[str]) -> set[str]:
-    """Ids of sessions with leftovers (``.trash.<id>.*``, ``.tmp.<id>.*``) but no directory."""
+    """Ids of sessions with leftovers (``.trash.<id>.*``, ``.tmp.<id>.*``,
+    ``.tmp.<id>~.json.*``) but neither a directory nor a compact document."""
     found = set()
     for name in names:
         for prefix in (".trash.", ".tmp."):
             if name.startswith(prefix):
-                sid = name[len(prefix) :].rpartition(".")[0]
+                sid = name[len(prefix) :].rpartition(".")[0].removesuffix(COMPACT_SUFFIX)
                 try:
                     validate_session_id(sid)
                 except ValueError:
                     continue
                 found.add(sid)
-    return found - set(names)
+    return found - set(session_ids(names))
 
 
 def _stale_locks(engine: Engine, report: DoctorReport) -> None:
@@ -145,6 +146,13 @@ def _stale_locks(engine: Engine, report: DoctorReport) -> None:
                 try:
                     os.stat(f"{sid}/{DOC}", dir_fd=sessions, follow_symlinks=False)
                     continue  # a session (or a corrupt one, which step 2 reported)
+                except FileNotFoundError:
+                    pass
+                except OSError:
+                    continue
+                try:
+                    os.stat(compact_name(sid), dir_fd=sessions, follow_symlinks=False)
+                    continue  # a compact session
                 except FileNotFoundError:
                     pass
                 except OSError:
@@ -221,6 +229,8 @@ def _check_checkpoints(engine: Engine, state: State, report: DoctorReport) -> No
     """Verify each checkpoint file of the current incarnation (seal and digest); move a
     corrupt one, or a checkpoint directory that is a symlink, to quarantine."""
     assert state.doc is not None
+    if state.compact:
+        return  # no checkpoints
     sid = state.sid
     cp_dir = cp_dir_name(state.doc.inc)
     try:
@@ -249,6 +259,8 @@ def _check_symlinks(engine: Engine, state: State, report: DoctorReport) -> None:
     """Symlinks in the session's directory (they are never followed): each is a corrupt
     record, moved to quarantine like any other (never silently removed as a leftover)."""
     assert state.doc is not None
+    if state.compact:
+        return  # no session directory
     current = cp_dir_name(state.doc.inc)  # _check_checkpoints reports that one
     for name in sorted(os.listdir(state.dir_fd)):
         if name == current:
@@ -287,5 +299,8 @@ def _corrupt_session(
     shard = engine.layout.shard_fd("sessions", sid, create=False)
     if shard is None:
         return
-    report.quarantined.append(engine.recovery.quarantine_file(shard, sid, "session"))
+    for name in (sid, compact_name(sid)):
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(name, dir_fd=shard, follow_symlinks=False)
+            report.quarantined.append(engine.recovery.quarantine_file(shard, name, "session"))
     engine.index.replace_rows([(sid, None)])

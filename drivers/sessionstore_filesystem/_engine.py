@@ -68,7 +68,7 @@ from ._fs import (
 )
 from ._heads import HeadCache, Tokens
 from ._index import Index
-from ._layout import MARKER, Layout, namespace_dir
+from ._layout import MARKER, Layout, namespace_dir, session_ids
 from ._locks import Held, Locks
 from ._log import LogReader, Window
 from ._recovery import Recovery
@@ -84,7 +84,9 @@ log = logging.getLogger("sessionstore.filesystem")
 # 3: the event log may be cut in place (pop, truncate: lines past the document's end
 # whose seq is not above its last_seq are dropped ones) and event lines carry keys; an
 # older process would read dropped lines as corruption, so it must refuse the store.
-STORE_FORMAT: Final = 3
+# 4: a session without events or checkpoints may be one file, <shard>/<id>~.json, with no
+# directory (a create is one new durable file); an older process would not see it.
+STORE_FORMAT: Final = 4
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
@@ -360,7 +362,7 @@ class Engine:
         bad: list[IntegrityError] = []
         fd = self.layout.open_shard(shard)
         try:
-            names = sorted(n for n in os.listdir(fd) if not n.startswith("."))
+            names = session_ids(os.listdir(fd))
         finally:
             os.close(fd)
         for sid in names:
@@ -569,8 +571,9 @@ class Engine:
             raise
         self._index_write(changes, [ev for st in states.values() for ev in _evs(st)])  # no cuts
         if journal is not None:
-            try:
-                os.unlink(journal[0], dir_fd=self.layout.journal_fd)
+            try:  # applied: a journal left (a failed unlink) is completed as a no-op later
+                with suppress(OSError):
+                    os.unlink(journal[0], dir_fd=self.layout.journal_fd)
             finally:
                 os.close(journal[1])
 

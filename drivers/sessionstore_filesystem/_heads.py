@@ -52,7 +52,7 @@ from sessionstore import IntegrityError, Session
 
 from ._file_formats import Doc
 from ._fs import FILE_MODE, symlink_error
-from ._layout import Layout
+from ._layout import Layout, compact_name
 from ._session import DOC, State, log_name, open_session_dir
 
 __all__ = ["HeadCache", "Tokens"]
@@ -135,7 +135,7 @@ class Head:
     """
 
     __slots__ = (
-        "data_json", "dir_fd", "dir_ino", "doc", "doc_key", "lock_fd", "lock_ino",
+        "compact", "data_json", "dir_fd", "dir_ino", "doc", "doc_key", "lock_fd", "lock_ino",
         "log_fd", "log_size", "meta_json", "tail", "tail_batches", "token", "valid_end",
     )  # fmt: skip
 
@@ -162,6 +162,7 @@ class Head:
         self.tail = tail
         self.lock_fd = self.dir_fd = self.log_fd = -1
         self.lock_ino = self.dir_ino = 0
+        self.compact = False  # the document is the compact <id>~.json (no directory)
 
     def holds_fds(self) -> bool:
         return self.lock_fd >= 0 or self.dir_fd >= 0 or self.log_fd >= 0
@@ -249,10 +250,14 @@ class HeadCache:
         head.dir_fd = head.log_fd = -1  # ours now
         dir_ino = head.dir_ino
         try:
-            if dir_fd >= 0:  # still the directory of the session?
-                shard = layout.shard_fd("sessions", sid, create=False)
-                if shard is None:
+            shard = layout.shard_fd("sessions", sid, create=False)
+            if shard is None:
+                raise _Miss
+            if head.compact:  # still the same document (and no directory: see below)
+                st = os.stat(compact_name(sid), dir_fd=shard, follow_symlinks=False)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != head.doc_key:
                     raise _Miss
+            elif dir_fd >= 0:  # still the directory of the session?
                 st = os.stat(sid, dir_fd=shard, follow_symlinks=False)
                 if st.st_ino != dir_ino or not stat.S_ISDIR(st.st_mode):
                     raise _Miss
@@ -261,22 +266,23 @@ class HeadCache:
                 if dir_fd < 0:
                     raise _Miss
                 dir_ino = 0
-            st = os.stat(DOC, dir_fd=dir_fd, follow_symlinks=False)
-            if (st.st_ino, st.st_size, st.st_mtime_ns) != head.doc_key:
-                raise _Miss
-            if log_fd >= 0:
-                st = os.fstat(log_fd)
-                if st.st_size != head.log_size or st.st_nlink == 0:
+            if not head.compact:  # (compact: no log; a write that makes one bumps the token)
+                st = os.stat(DOC, dir_fd=dir_fd, follow_symlinks=False)
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != head.doc_key:
                     raise _Miss
-            else:
-                try:
-                    st = os.stat(log_name(head.doc.gen), dir_fd=dir_fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    if head.log_size >= 0:
-                        raise _Miss from None
-                else:
-                    if not stat.S_ISREG(st.st_mode) or st.st_size != head.log_size:
+                if log_fd >= 0:
+                    st = os.fstat(log_fd)
+                    if st.st_size != head.log_size or st.st_nlink == 0:
                         raise _Miss
+                else:
+                    try:
+                        st = os.stat(log_name(head.doc.gen), dir_fd=dir_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        if head.log_size >= 0:
+                            raise _Miss from None
+                    else:
+                        if not stat.S_ISREG(st.st_mode) or st.st_size != head.log_size:
+                            raise _Miss
         except (_Miss, FileNotFoundError):
             for fd in (dir_fd, log_fd):
                 if fd >= 0:
@@ -302,6 +308,7 @@ class HeadCache:
         return State(
             sid, dir_fd, head.doc, session, head.valid_end, head.log_size, head.tail_batches,
             head.doc_key, (head.data_json, head.meta_json), log_fd=log_fd, dir_ino=dir_ino,
+            compact=head.compact, shard_fd=shard,
         )  # fmt: skip
 
     def make(self, state: State, token: bytes, lock_fd: int, lock_ino: int) -> Head | None:
@@ -309,7 +316,7 @@ class HeadCache:
         ``token``, taking over the state's directory and log descriptors and the lock's;
         None when the session is not worth keeping (absent, or too big)."""
         doc, session, key = state.doc, state.session, state.doc_key
-        if doc is None or session is None or key is None or state.dir_fd < 0:
+        if doc is None or session is None or key is None or (state.dir_fd < 0) != state.compact:
             return None
         if state.doc_json is not None:
             data_json, meta_json = state.doc_json
@@ -325,7 +332,9 @@ class HeadCache:
             token, key, state.log_size, state.valid_end, state.tail_batches, doc, data_json,
             meta_json, tail,
         )  # fmt: skip
-        head.dir_ino = state.dir_ino or os.fstat(state.dir_fd).st_ino
+        head.compact = state.compact
+        if not state.compact:
+            head.dir_ino = state.dir_ino or os.fstat(state.dir_fd).st_ino
         head.dir_fd, head.log_fd = state.dir_fd, state.log_fd
         state.dir_fd = state.log_fd = -1
         head.lock_fd, head.lock_ino = lock_fd, lock_ino

@@ -4,7 +4,8 @@
 
     <root>/_sessionstore.json               store marker (format version)
     <root>/_default/ | <root>/<namespace>/  one directory per namespace
-        sessions/<xx>/<id>/                 one directory per session (<xx>: shard)
+        sessions/<xx>/<id>~.json            a compact session: its document alone
+        sessions/<xx>/<id>/                 a session with events or checkpoints (<xx>: shard)
             session.json                    the session document
             events.<gen>.jsonl              the event log
             checkpoints.<inc>/<cp-id>.json  checkpoints
@@ -29,11 +30,28 @@ from ._fs import DIR_MODE, ensure_dir, open_dir, open_dir_or_none
 if TYPE_CHECKING:
     from ._durable import Sync
 
-__all__ = ["Layout", "shard_of"]
+__all__ = ["COMPACT_SUFFIX", "Layout", "compact_name", "session_ids", "shard_of"]
 
 DEFAULT_NAMESPACE_DIR: Final = "_default"
 MARKER: Final = "_sessionstore.json"
 SUBDIRS: Final = ("sessions", "locks", "journal", "writers")
+#: A session that has never had events or checkpoints is one file in its shard,
+#: ``<id>~.json`` (``~`` is not allowed in an id, so it never names a session directory).
+COMPACT_SUFFIX: Final = "~.json"
+
+
+def compact_name(session_id: str) -> str:
+    """The name of a compact session's document in its shard directory."""
+    return session_id + COMPACT_SUFFIX
+
+
+def session_ids(names: list[str]) -> list[str]:
+    """The session ids named by the entries of a shard directory (sorted, each once):
+    ``<id>/`` and ``<id>~.json``; names starting with ``.`` (temp files, renamed-aside
+    directories) are left out. Other names are returned as they are (the caller validates
+    them: a stray entry is reported, not read)."""
+    cut = len(COMPACT_SUFFIX)
+    return sorted({n[:-cut] if n.endswith(COMPACT_SUFFIX) else n for n in names if n[:1] != "."})
 
 
 @functools.lru_cache(maxsize=256)

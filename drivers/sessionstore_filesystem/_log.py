@@ -22,7 +22,7 @@ from sessionstore import Event, IntegrityError
 from ._file_formats import decode_line
 from ._fs import READ_FLAGS, pread_all
 from ._layout import Layout
-from ._session import DOC, END_CHUNK, State, log_name, read_state
+from ._session import END_CHUNK, State, doc_key_now, log_name, read_state
 
 __all__ = [
     "Changed",
@@ -284,12 +284,9 @@ def check_ascending(events: list[Event], last_seq: int) -> None:
 
 
 def doc_changed(state: State) -> bool:
-    """True when ``session.json`` is no longer the one ``state`` was read from."""
-    try:
-        st = os.stat(DOC, dir_fd=state.dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return True
-    return (st.st_ino, st.st_size, st.st_mtime_ns) != state.doc_key
+    """True when the document is no longer the one ``state`` was read from."""
+    key = doc_key_now(state)
+    return key is None or key != state.doc_key
 
 
 _READ_ATTEMPTS: Final = 5

@@ -22,9 +22,19 @@ together make the session's state:
 The log holds exactly the kept events, in ``seq`` order; their numbering may have gaps
 (a pop, truncate, trim or delete), the lines after ``log_end`` never do (appends).
 
+A session that never had events or checkpoints is *compact*: its document alone, the
+file ``<id>~.json`` in its shard directory, with no session directory (so a create is one
+new file: one fsync of it and one of the shard). The first write that needs the
+directory (an append, a checkpoint) creates it, with its ``session.json``, as a re-create
+does, and then removes the compact file. A session directory holding a ``session.json``
+wins over a compact file (one its writer had not removed yet when it crashed); a session
+directory without one (an unfinished create, or a conversion that never committed) is
+not the session: the compact file, if any, is.
+
 Every write (``_write``) runs under the session's lock and commits with exactly one atomic
-step (a replace of ``session.json``, an append of committed lines, a checkpoint file
-replace, or a rename of the session directory), so a crash leaves the old or the new state.
+step (a replace of ``session.json`` or of the compact document, an append of committed
+lines, a checkpoint file replace, or a rename of the session directory or an unlink of the
+compact document), so a crash leaves the old or the new state.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ from ._fs import (
     symlink_error,
     unlink_quiet,
 )
-from ._layout import Layout
+from ._layout import Layout, compact_name
 
 if TYPE_CHECKING:
     from ._event_index import EventChange
@@ -68,6 +78,7 @@ __all__ = [
     "State",
     "advanced",
     "cp_dir_name",
+    "doc_key_now",
     "log_name",
     "new_inc",
     "open_session_dir",
@@ -129,6 +140,11 @@ class State:
     read_fd: int = -1
     #: (offset, bytes) of the log's end as ``read_state`` read it, when it did
     end_chunk: tuple[int, bytes] | None = None
+    #: the document is the compact file ``<id>~.json`` in the shard (no events, no
+    #: checkpoints, ``dir_fd`` is -1); False: ``session.json`` in the session directory
+    compact: bool = False
+    #: the session's shard directory when known (the layout's descriptor: never closed)
+    shard_fd: int = -1
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -178,14 +194,52 @@ def read_state(layout: Layout, sid: str) -> State:
     return _read_state(layout, sid, retry=False)
 
 
-def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
-    state = State(sid, open_session_dir(layout, sid))
-    if state.dir_fd < 0:
+def _read_compact(layout: Layout, state: State, *, retry: bool) -> State:
+    """The compact document, when the session directory has no ``session.json``."""
+    sid = state.sid
+    shard = state.shard_fd
+    found = read_file_stat(compact_name(sid), shard, sid)
+    if found is None:
+        # A conversion (the first append) may have committed its session.json and removed
+        # the compact file between our two looks: look at the directory again.
+        if retry and _has_doc(shard, sid):
+            raise _Moved
         return state
+    if state.dir_fd >= 0:  # a conversion that has not committed (or never will)
+        os.close(state.dir_fd)
+        state.dir_fd = -1
+    raw, st = found
+    doc = decode_doc(raw, sid)
+    if doc.log_end:
+        raise IntegrityError("a compact session document names events", sid)
+    state.compact = True
+    state.doc = doc
+    state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    state.session = doc.session
+    return state
+
+
+def _has_doc(shard: int, sid: str) -> bool:
     try:
-        found = read_file_stat(DOC, state.dir_fd, sid)
+        os.stat(f"{sid}/{DOC}", dir_fd=shard, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
+    validate_session_id(sid)  # again: every path below is built from it
+    state = State(sid)
+    shard = layout.shard_fd("sessions", sid, create=False)
+    if shard is None:
+        return state
+    state.shard_fd = shard
+    fd = open_dir_or_none(sid, shard, sid)
+    state.dir_fd = -1 if fd is None else fd
+    try:
+        found = None if fd is None else read_file_stat(DOC, fd, sid)
         if found is None:
-            return state
+            return _read_compact(layout, state, retry=retry)
         raw, st = found
         doc = decode_doc(raw, sid)
         state.doc = doc
@@ -244,6 +298,18 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
         state.close()
         raise
     return state
+
+
+def doc_key_now(state: State) -> tuple[int, int, int] | None:
+    """``(inode, size, mtime)`` of the document ``state`` was read from as it is now
+    (``None``: gone), the compact one's or ``session.json``'s."""
+    if state.compact:
+        try:
+            st = os.stat(compact_name(state.sid), dir_fd=state.shard_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+    return _doc_key(state.dir_fd)
 
 
 def _doc_key(dir_fd: int) -> tuple[int, int, int] | None:
@@ -407,7 +473,7 @@ def read_checkpoints(layout: Layout, sid: str) -> tuple[list[Checkpoint], list[I
     symlink) is one such error, and no checkpoint is readable."""
     state = read_state(layout, sid)
     try:
-        if state.doc is None:
+        if state.doc is None or state.compact:
             return [], []
         dir_record = f"{sid}/{cp_dir_name(state.doc.inc)}"
         try:
@@ -442,7 +508,7 @@ def read_checkpoint(layout: Layout, sid: str, cp_id: str) -> Checkpoint | None:
     file raises :class:`IntegrityError`."""
     state = read_state(layout, sid)
     try:
-        if state.doc is None:
+        if state.doc is None or state.compact:
             return None
         dir_record = f"{sid}/{cp_dir_name(state.doc.inc)}"
         cp_fd = open_dir_or_none(cp_dir_name(state.doc.inc), state.dir_fd, dir_record)
@@ -472,6 +538,14 @@ def read_checkpoint_file(cp_fd: int, sid: str, name: str) -> Checkpoint | None:
 # --------------------------------------------------------------------------- tidy
 
 
+def _exists(name: str, dir_fd: int) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _is_symlink(name: str, dir_fd: int) -> bool:
     try:
         return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
@@ -492,11 +566,23 @@ def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
     if shard is not None:
         for name in os.listdir(shard):
             if name.startswith(f".trash.{sid}.") or (
-                is_temp_name(name) and name.startswith(f".tmp.{sid}.")
+                is_temp_name(name)
+                and name.startswith((f".tmp.{sid}.", f".tmp.{compact_name(sid)}."))
             ):
                 removed.append(f"sessions/{name}")
-                if not dry_run:
+                if not dry_run and not unlink_quiet(name, shard):
                     rmtree_quiet(name, shard)
+        if state.compact:
+            if _exists(sid, shard):  # a conversion that never committed
+                removed.append(f"{sid}/ (no session.json)")
+                if not dry_run:
+                    rmtree_quiet(sid, shard)
+        elif state.doc is not None and _exists(compact_name(sid), shard):
+            # the compact document of a session converted to a directory (its writer
+            # died before removing it): the directory's session.json is the session
+            removed.append(f"sessions/{compact_name(sid)} (converted)")
+            if not dry_run:
+                unlink_quiet(compact_name(sid), shard)
     if state.dir_fd < 0:
         return removed
     if state.doc is None:  # a create that never committed its document

@@ -50,7 +50,7 @@ from ._fs import (
     unlink_quiet,
     write_all,
 )
-from ._layout import Layout
+from ._layout import Layout, compact_name
 from ._log import (
     LogReader,
     iter_lines,
@@ -180,12 +180,25 @@ def _make_dir(
 
 
 class _DocStage:
-    """The new ``session.json`` staged in a temp file, to be renamed in as the commit."""
+    """The new ``session.json`` staged in a temp file, to be renamed in as the commit;
+    with ``shard`` (a descriptor) the compact document ``<id>~.json`` in that shard."""
 
     def __init__(
-        self, state: State, new: Session, mut: Mutation, gen: int, end: int, inc: str
+        self,
+        state: State,
+        new: Session,
+        mut: Mutation,
+        gen: int,
+        end: int,
+        inc: str,
+        *,
+        shard: int = -1,
     ) -> None:
         self.state = state
+        self.shard = shard
+        self.dir_fd, self.name = (
+            (shard, compact_name(state.sid)) if shard >= 0 else (state.dir_fd, DOC)
+        )
         self.doc = Doc(new, gen, end, inc)
         data_json, meta_json = mut.data_json, mut.metadata_json
         if data_json is None or meta_json is None or mut.session is not new:
@@ -196,15 +209,21 @@ class _DocStage:
         self.key = (0, 0, 0)
 
     def stage(self, sync: Sync, temps: _Temps) -> None:
-        self.tmp, self.key = _stage(self.state.dir_fd, DOC, self.raw, sync, temps)
+        self.tmp, self.key = _stage(self.dir_fd, self.name, self.raw, sync, temps)
 
     def commit(self, sync: Sync, temps: _Temps) -> None:
         """Rename the new document into place: the commit point."""
         state = self.state
-        os.replace(self.tmp, DOC, src_dir_fd=state.dir_fd, dst_dir_fd=state.dir_fd)
-        temps.files.remove((state.dir_fd, self.tmp))
+        os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        temps.files.remove((self.dir_fd, self.tmp))
         temps.named.clear()  # what the new document names is the session's now
         state.committed = True
+        state.compact = self.shard >= 0
+        if state.compact:
+            state.shard_fd = self.shard
+            if state.dir_fd >= 0:  # a directory without session.json: not the session's
+                os.close(state.dir_fd)
+                state.dir_fd = -1
         if state.doc is None or state.doc.gen != self.doc.gen:
             state.close_log()  # a new log generation: the open one is not the session's
         state.doc = self.doc
@@ -213,7 +232,7 @@ class _DocStage:
         state.doc_json = self.json
         state.valid_end = self.doc.log_end
         state.tail_batches = 0
-        sync.dir(state.dir_fd, DOC, commit=True)
+        sync.dir(self.dir_fd, f"{state.sid}/{self.name}", commit=True)
 
 
 def _append(state: State, gen: int, data: bytes, sync: Sync, *, commit: bool) -> int:
@@ -327,20 +346,105 @@ def steps(layout: Layout, state: State, mut: Mutation, sync: Sync) -> Steps:
         new = mut.session if mut.session is not None else cur
         if new is None:
             raise IntegrityError("checkpoint write for a session that does not exist", state.sid)
-        if mut.reset or state.doc is None:
+        if (state.doc is None or state.compact) and _compactable(mut):
+            return (yield from _compact(layout, state, mut, new, sync, temps))
+        if state.compact and is_pure_append(cur, mut):
+            return (yield from _first_append(state, mut, new, sync, temps))
+        if mut.reset or state.doc is None or state.compact:  # (compact: its first events)
             return (yield from _reset(layout, state, mut, new, sync, temps))
         return (yield from _change(layout, state, mut, cur, new, sync, temps))
     finally:
         temps.cleanup()
 
 
+def _compactable(mut: Mutation) -> bool:
+    """True when ``mut`` leaves a compact session (or none) compact: no events, no
+    checkpoints (deleting checkpoints of a compact session deletes nothing)."""
+    return not mut.append and not mut.put_checkpoints
+
+
+def _compact(
+    layout: Layout, state: State, mut: Mutation, new: Session, sync: Sync, temps: _Temps
+) -> Steps:
+    """Create, re-create or change a compact session: its document ``<id>~.json``
+    replaced in the shard directory (made once) is the commit: one new file, one fsync of
+    it and one of the shard, as a raw durable file would cost."""
+    shard = layout.shard_fd("sessions", state.sid, create=True, sync=sync)
+    assert shard is not None
+    old = state.doc
+    fresh = old is None or mut.reset
+    gen = 1 if old is None else old.gen + 1 if mut.reset else old.gen
+    inc = new_inc() if fresh or old is None else old.inc
+    doc = _DocStage(state, new, mut, gen, 0, inc, shard=shard)
+    doc.stage(sync, temps)
+    yield
+    doc.commit(sync, temps)  # the commit
+    state.log_size = -1
+    if fresh:  # an empty log: its cover is exact (no rows)
+        state.ev = EventChange(state.sid, None, cover_of(state, 0), [])
+    yield
+    return new
+
+
+def _first_append(state: State, mut: Mutation, new: Session, sync: Sync, temps: _Temps) -> Steps:
+    """The first events of a compact session (a pure append): its directory is made
+    (synced into the shard) with the log of the appended lines (``fdatasync``), then the
+    compact document is hard-linked in as ``session.json`` (the commit: the document is
+    unchanged, its ``log_end`` is 0, so the lines after it are committed appends) and the
+    directory synced; then the compact name is removed. Three syncs, one more than the
+    first append of a session made with a directory: the one the create saved."""
+    assert state.doc is not None
+    sid, shard = state.sid, state.shard_fd
+    rmtree_quiet(sid, shard)  # what a conversion that never committed left (we hold the lock)
+    state.dir_fd = _make_dir(sid, shard, sync, sid, temps)  # removed if given up
+    gen = state.doc.gen
+    data = encode_batch(mut.append, version=new.version, pending=False)
+    fd = os.open(log_name(gen), _NEW_NAMED | os.O_APPEND, FILE_MODE, dir_fd=state.dir_fd)
+    state.log_fd = fd  # kept for the next append (see _heads); closed with the state
+    write_all(fd, data)
+    sync.file(fd, data_only=True)
+    yield
+    os.link(
+        compact_name(sid), DOC, src_dir_fd=shard, dst_dir_fd=state.dir_fd, follow_symlinks=False
+    )
+    temps.named.clear()  # the directory is the session's now
+    state.committed = True
+    state.compact = False
+    state.session = new
+    state.log_size = state.valid_end = len(data)
+    state.tail_batches = 1
+    sync.dir(state.dir_fd, f"{sid}/{DOC}", commit=True)  # the link and the log's entry
+    yield
+    unlink_quiet(compact_name(sid), shard)  # a leftover loses to session.json anyway
+    return new
+
+
 def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
-    """Rename the session's directory aside (the commit), then remove it."""
+    """Rename the session's directory aside (the commit), then remove it; a compact
+    session's commit is the unlink of its document."""
+    sid = state.sid
+    if state.compact:
+        yield
+        os.unlink(compact_name(sid), dir_fd=state.shard_fd)
+        state.forget()
+        state.committed = True
+        state.ev = EventChange(sid, None, None)
+        sync.dir(state.shard_fd, f"the delete of {sid}", commit=True)
+        yield
+        return None
+    # a compact document its conversion did not remove (a crash): gone durably before
+    # the directory is, or it would be the session again
+    if (
+        state.dir_fd >= 0
+        and state.doc is not None
+        and state.shard_fd >= 0
+        and unlink_quiet(compact_name(sid), state.shard_fd)
+    ):
+        sync.dir(state.shard_fd, f"{sid} (converted)")
     yield
     if state.dir_fd < 0:
         yield
         return None
-    sid = state.sid
     shard = layout.shard_fd("sessions", sid, create=False)
     assert shard is not None
     trash = f".trash.{sid}.{secrets.token_hex(4)}"
@@ -359,14 +463,21 @@ def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
 def _reset(
     layout: Layout, state: State, mut: Mutation, new: Session, sync: Sync, temps: _Temps
 ) -> Steps:
-    """A fresh incarnation: new log, new checkpoint directory, then the document."""
+    """A fresh incarnation: new log, new checkpoint directory, then the document. Also the
+    first events or checkpoints of a compact session (``convert``): its directory is
+    made, then the compact document is removed once ``session.json`` is committed."""
+    convert = state.compact
     if state.dir_fd < 0:
         shard = layout.shard_fd("sessions", state.sid, create=True, sync=sync)
         assert shard is not None
+        if convert:  # what a conversion that never committed left (we hold the lock)
+            rmtree_quiet(state.sid, shard)
         state.dir_fd = _make_dir(state.sid, shard, sync, state.sid, temps)
     old = state.doc
-    gen = old.gen + 1 if old is not None else 1
-    inc = new_inc()
+    if convert and old is not None and not mut.reset:  # the same incarnation, first files
+        gen, inc = old.gen, old.inc
+    else:
+        gen, inc = (old.gen + 1 if old is not None else 1), new_inc()
     events = mut.append  # removals apply to stored events, and a reset drops them all
     data = encode_batch(events, version=new.version, pending=False) if events else b""
     if data:  # not named until the document is replaced
@@ -381,7 +492,9 @@ def _reset(
     tail = events[-1].seq if events else 0
     state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(events, data, 0))
     yield
-    if old is not None:
+    if convert:  # the directory's session.json is the session now
+        unlink_quiet(compact_name(state.sid), state.shard_fd)
+    elif old is not None:
         unlink_quiet(log_name(old.gen), state.dir_fd)
         rmtree_quiet(cp_dir_name(old.inc), state.dir_fd)
     return new

@@ -27,7 +27,8 @@ from sessionstore_filesystem import _durable
 
 @dataclass
 class Call:
-    op: str  # open / write / fsync / fdatasync / replace / rename / close / ftruncate / syncfs
+    op: str  # open / write / fsync / fdatasync / replace / rename / link / unlink / close /
+    # ftruncate / syncfs
     fd: int = -1
     path: str = ""  # open: the opened name; replace/rename: the source
     target: str = ""  # replace/rename: the destination
@@ -65,7 +66,8 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     """Wrap the ``os`` functions the driver uses for file I/O."""
     rec = Recorder()
     real = {n: getattr(os, n) for n in ("open", "write", "fsync", "fdatasync", "replace",
-                                          "rename", "close", "ftruncate")}  # fmt: skip
+                                          "rename", "close", "ftruncate", "link",
+                                          "unlink")}  # fmt: skip
 
     def _open(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
         fd: int = real["open"](path, flags, mode, dir_fd=dir_fd)
@@ -96,6 +98,19 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
 
         return move
 
+    def _link(
+        src: Any, dst: Any, *, src_dir_fd: Any = None, dst_dir_fd: Any = None,
+        follow_symlinks: bool = True,
+    ) -> None:  # fmt: skip
+        real["link"](src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd,
+                     follow_symlinks=follow_symlinks)  # fmt: skip
+        rec.add(Call("link", path=os.fsdecode(src), target=os.fsdecode(dst), dir_fd=src_dir_fd,
+                     dst_dir_fd=dst_dir_fd))  # fmt: skip
+
+    def _unlink(path: Any, *, dir_fd: Any = None) -> None:
+        real["unlink"](path, dir_fd=dir_fd)
+        rec.add(Call("unlink", path=os.fsdecode(path), dir_fd=dir_fd))
+
     def _close(fd: int) -> None:
         rec.add(Call("close", fd, rec.name(fd)))
         real["close"](fd)
@@ -118,6 +133,8 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
     monkeypatch.setattr(os, "replace", _move("replace"))
     monkeypatch.setattr(os, "rename", _move("rename"))
     monkeypatch.setattr(os, "close", _close)
+    monkeypatch.setattr(os, "link", _link)
+    monkeypatch.setattr(os, "unlink", _unlink)
     monkeypatch.setattr(os, "ftruncate", _ftruncate)
     try:
         yield rec

@@ -124,7 +124,7 @@ async def test_a_batch_shares_two_syncfs_barriers(
         # every file staged (written) before the first barrier, every commit between them
         writes = [i for i, c in enumerate(calls) if c.op == "write"]
         assert max(writes) < first < min(docs) and max(docs) < second
-        delete = next(i for i, c in enumerate(calls) if c.op == "rename" and c.path == "gone")
+        delete = next(i for i, c in enumerate(calls) if c.op == "unlink" and c.path == "gone~.json")
         assert first < delete < second
         assert len(durable_replaces(calls)) == len(replaces)
         assert sorted(durable_new_files(calls)) == ["cp1.json"] * 4 + ["events.1.jsonl"] * 3 + [

@@ -107,6 +107,7 @@ async def test_doctor_reports_a_stray_symlink_in_a_session_directory(
     as a leftover and the store called healthy."""
     async with make_store() as store:
         await store.create_session(id="s")
+        await store.append_events("s", [{"type": "e"}])  # a session directory now
         target = tmp_path / "target"
         target.mkdir()
         link = session_dir(root, "s") / "checkpoints.0000000000000000"

@@ -9,6 +9,9 @@ opens the store again (``initialize()`` runs recovery) and checks:
 * every session is a state some sequence of whole writes produced (``counter``'s ``n``
   always equals its version - 1; the log is gap-free);
 * the interrupted transaction is all or nothing (``ta`` and ``tb`` agree);
+* a session created compact (one file) and then given its first event (its directory
+  made, the document linked in) has that event once acknowledged, and whole or not at
+  all when the kill came in between;
 * every session of an acknowledged batch write (several sessions sharing two ``syncfs``
   barriers, ``atomic=False``) is there with its events; a session of the batch in flight
   is either absent or whole;
@@ -53,6 +56,7 @@ class Acked:
     log: int = -1  # last k
     tx: int = -1
     created: set[int] = field(default_factory=set)
+    first: set[int] = field(default_factory=set)  # odd creates whose first event was acked
     deleted: set[int] = field(default_factory=set)
     maybe_deleted: int = -1  # the delete that may have been in flight at the kill
     fresh: set[int] = field(default_factory=set)  # created or deleted since the last check
@@ -125,6 +129,11 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
                 acked.deleted.add(c)  # the delete in flight at the kill had landed
                 continue
             assert got is not None and got.data == {"k": c}, f"acknowledged create c{c} lost"
+            # odd ones get a first event (compact document -> directory): acknowledged,
+            # it is there; in flight at the kill, it is there whole or not at all
+            events = await store.get_events(f"c{c}")
+            assert [e.data for e in events] == [{"k": c}] * got.event_count
+            assert got.event_count == (1 if c in acked.first else got.event_count) <= c % 2, got
         for c in acked.deleted if full else acked.deleted & acked.fresh:
             assert await store.get_session(f"c{c}") is None, f"acknowledged delete c{c} undone"
         acked.fresh = set()
@@ -228,6 +237,8 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
                 elif kind == "create":
                     acked.created.add(value[0])
                     acked.fresh.add(value[0])
+                elif kind == "first":
+                    acked.first.add(value[0])
                 elif kind == "stack":
                     acked.stack = max(acked.stack, value[0])
                 elif kind == "batch":

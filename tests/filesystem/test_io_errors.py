@@ -69,7 +69,8 @@ OPS: dict[str, Op] = {
     "first_append": lambda st: st.append_events("b", [{"type": "e"}]),
     "checkpoint": lambda st: st.save_checkpoint("a", keep_last=1),
     "trim": lambda st: st.trim_events("a", keep_last=1),
-    "delete": lambda st: st.delete_session("b"),
+    "delete": lambda st: st.delete_session("b"),  # compact: an unlink
+    "delete_dir": lambda st: st.delete_session("d"),  # a directory: a rename
     "batch": lambda st: _batch(st, use_syncfs=True),
     "batch_fsync": lambda st: _batch(st, use_syncfs=False),
     "commit": lambda st: st.commit(
@@ -88,6 +89,7 @@ FAILURES = {
     "fdatasync": errno.EIO,
     "replace": errno.EACCES,
     "rename": errno.EIO,
+    "unlink": errno.EIO,
 }
 
 
@@ -97,6 +99,8 @@ async def _seed(store: FileStore) -> None:
     await store.save_checkpoint(a.id)
     await store.create_session(id="b", data={"v": 1})
     await store.create_session(id="c", data={"v": 1})
+    await store.create_session(id="d", data={"v": 1})
+    await store.append_events("d", [{"type": "e"}])  # a directory (b and c are compact)
 
 
 async def _snapshot(store: FileStore) -> list[Any]:
@@ -145,7 +149,7 @@ async def test_injected_errors_leave_no_half_state(
 ) -> None:
     op = OPS[op_name]
     counts = await _count_calls(make_store, op, monkeypatch)
-    assert counts.get("write", 0) + counts.get("rename", 0) > 0
+    assert counts.get("write", 0) + counts.get("rename", 0) + counts.get("unlink", 0) > 0
     outcomes: dict[str, int] = {"unavailable": 0, "outcome_unknown": 0, "after_commit": 0}
     for fn, code in FAILURES.items():
         for nth in range(1, counts.get(fn, 0) + 1):

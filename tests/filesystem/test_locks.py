@@ -154,6 +154,7 @@ async def test_doctor_removes_stale_lock_files(root: Path, make_store: MakeStore
     async with make_store() as store:
         await store.create_session(id="live", data={})
         await store.create_session(id="leftover", data={})
+        await store.append_events("leftover", [{"type": "e"}])  # a session directory now
     # lock files of sessions that are gone (an older version, a crash, a hand removal)
     for sid in ("ghost", "leftover"):
         path = lock_path(root, sid)

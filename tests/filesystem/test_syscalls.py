@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sessionstore_filesystem._layout import shard_of
 
 from sessionstore import AppendOp, CreateOp, NewSession, SessionUpdate, UpdateOp
 
@@ -31,14 +32,26 @@ async def test_every_mutating_path_is_durable_in_order(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with make_store(durability="fsync") as store:
+        twin = next(f"t{i}" for i in range(10**4) if shard_of(f"t{i}") == shard_of("fresh"))
+        await store.create_session(id=twin)  # the shard of "fresh" exists (made once)
         base = await store.create_session(id="base", data={"n": 0})
         await store.append_events(base.id, [{"type": "warm"}])  # the log file exists now
         with recording(monkeypatch) as rec:
-            # create: document replaced durably, and the new directory itself made durable
+            # create: one new file in the shard (compact), replaced durably; two fsyncs,
+            # the file's and the shard's, and no session directory
             await store.create_session(id="fresh", data={"n": 1})
-            assert durable_replaces(rec.calls) == ["session.json"]
-            mkdir_sync = [c for c in rec.calls if c.op == "fsync" and c.path.endswith("/fresh")]
-            assert mkdir_sync, "the new session directory was not fsynced"
+            assert durable_replaces(rec.calls) == ["fresh~.json"]
+            syncs = [c for c in rec.calls if c.op in ("fsync", "fdatasync")]
+            assert len(syncs) == 2, syncs
+            assert syncs[0].path.rsplit("/", 1)[-1].startswith(".tmp.fresh~.json.")
+            assert syncs[1].path.endswith(f"/sessions/{shard_of('fresh')}")
+            assert not [c for c in rec.calls if c.path.endswith("/fresh")]
+            rec.clear()
+
+            # update of a compact session: its document replaced in the shard, as a create
+            await store.update_session("fresh", merge_data={"n": 2})
+            assert durable_replaces(rec.calls) == ["fresh~.json"]
+            assert len([c for c in rec.calls if c.op in ("fsync", "fdatasync")]) == 2
             rec.clear()
 
             # update
@@ -52,13 +65,22 @@ async def test_every_mutating_path_is_durable_in_order(
             assert not [c for c in rec.calls if c.op == "replace"]
             rec.clear()
 
-            # first append of a session: the new log file's directory entry is synced too
+            # first append of a compact session: its directory made durable in the shard,
+            # the log written and fdatasynced, then the document hard-linked in as
+            # session.json (the commit) and the directory fsynced (the link and the log's
+            # entry), and only then the compact name removed
             await store.append_events("fresh", [{"type": "first"}])
             assert durable_appends(rec.calls) == ["events.1.jsonl"]
+            shard = f"/sessions/{shard_of('fresh')}"
+            made = _first(rec.calls, lambda c: c.op == "fsync" and c.path.endswith(shard))
             write = _first(rec.calls, lambda c: c.op == "write")
-            assert any(c.op == "fsync" and c.path.endswith("/fresh") for c in rec.calls[write:]), (
-                "directory of the new log file not fsynced"
-            )
+            data = _first(rec.calls, lambda c: c.op == "fdatasync")
+            link = _first(rec.calls, lambda c: c.op == "link")
+            assert (rec.calls[link].path, rec.calls[link].target) == ("fresh~.json", "session.json")
+            entry = _first(rec.calls, lambda c: c.op == "fsync" and c.path.endswith("/fresh"))
+            gone = _first(rec.calls, lambda c: c.op == "unlink" and c.path == "fresh~.json")
+            assert made < write < data < link < entry < gone
+            assert len([c for c in rec.calls if c.op in ("fsync", "fdatasync")]) == 3
             rec.clear()
 
             # checkpoint
@@ -78,7 +100,7 @@ async def test_every_mutating_path_is_durable_in_order(
             )
             targets = durable_replaces(rec.calls)
             assert JOURNAL.match(targets[0]), targets
-            assert targets[1:] == ["session.json", "session.json"]
+            assert targets[1:] == ["session.json", "born~.json"]  # born: compact
             journal = _first(rec.calls, lambda c: c.op == "replace" and JOURNAL.match(c.target))
             journal_data_sync = max(
                 i for i, c in enumerate(rec.calls[:journal]) if c.op == "fsync"
@@ -88,13 +110,12 @@ async def test_every_mutating_path_is_durable_in_order(
                 rec.calls[journal:],
                 lambda c: c.op == "fsync" and c.fd == rec.calls[journal].dst_dir_fd,
             )
-            first_commit = _first(
-                rec.calls, lambda c: c.op == "replace" and c.target == "session.json"
-            )
+            commits = ("session.json", "born~.json")
+            first_commit = _first(rec.calls, lambda c: c.op == "replace" and c.target in commits)
             assert journal_dir_sync < first_commit
             staged_syncs = [
                 i for i, c in enumerate(rec.calls) if c.op in ("fsync", "fdatasync")
-                and ("/base/" in c.path or "/born/" in c.path) and "/.tmp." in c.path
+                and ("/base/" in c.path or "/.tmp.born~.json." in c.path) and "/.tmp." in c.path
             ]  # fmt: skip
             assert len(staged_syncs) == 2 and max(staged_syncs) < first_commit
             assert durable_appends(rec.calls) == ["events.1.jsonl"]  # the staged lines
@@ -134,6 +155,17 @@ async def test_every_mutating_path_is_durable_in_order(
                 c.op == "fsync" and c.fd == rec.calls[rename].dst_dir_fd
                 for c in rec.calls[rename + 1 :]
             )
+            rec.clear()
+
+            # delete of a compact session: its document unlinked, then the shard fsynced
+            await store.create_session(id="brief", data={"n": 1})
+            rec.clear()
+            await store.delete_session("brief")
+            unlink = _first(rec.calls, lambda c: c.op == "unlink" and c.path == "brief~.json")
+            assert any(
+                c.op == "fsync" and c.fd == rec.calls[unlink].dir_fd
+                for c in rec.calls[unlink + 1 :]
+            )
 
 
 @pytest.mark.asyncio
@@ -146,50 +178,83 @@ async def test_durability_none_skips_every_fsync(
             await store.append_events(s.id, [{"type": "e"}])
             await store.update_session(s.id, merge_data={"n": 2})
         assert not [c for c in rec.calls if c.op in ("fsync", "fdatasync")]
-        assert [c.target for c in rec.calls if c.op == "replace"] == ["session.json"] * 2
+        replaced = [c.target for c in rec.calls if c.op == "replace"]
+        assert replaced == [f"{s.id}~.json", "session.json"]  # the append linked it in
 
 
 _STRACE_SCRIPT = """
-import asyncio, sys
+import asyncio, os, sys
 from sessionstore_filesystem import FileStore
+from sessionstore_filesystem._layout import shard_of
 
 async def main() -> None:
     async with FileStore(root=sys.argv[1], durability="fsync") as store:
+        twin = next(f"t{i}" for i in range(10**4) if shard_of(f"t{i}") == shard_of("traced"))
+        await store.create_session(id=twin)  # its shard directory exists (made once)
+        os.access("/__create__", os.F_OK)
         s = await store.create_session(id="traced", data={"n": 1})
+        os.access("/__append__", os.F_OK)
+        await store.append_events(s.id, [{"type": "first"}])
+        os.access("/__update__", os.F_OK)
         await store.update_session(s.id, merge_data={"n": 2})
+        os.access("/__done__", os.F_OK)
 
 asyncio.run(main())
 """
 
 
+def _kernel_steps(lines: list[str]) -> list[str]:
+    steps = []
+    for line in lines:
+        if mark := re.search(r'access\("/__(\w+)__"', line):
+            steps.append(mark.group(1))
+        elif re.search(r"\bwrite\(\d+<[^>]*/\.tmp\.(session\.json|traced~\.json)", line):
+            steps.append("write")
+        elif re.search(r"\bfsync\(\d+<[^>]*/\.tmp\.(session\.json|traced~\.json)", line):
+            steps.append("fsync(file)")
+        elif re.search(r"\brename(at2?)?\(.*\.tmp\.(session|traced~)\.json.*\.json", line):
+            steps.append("replace")
+        elif re.search(r"\bfsync\(\d+<[^>]*/traced>\)", line):
+            steps.append("fsync(dir)")
+        elif re.search(r"\bfsync\(\d+<[^>]*/sessions/[0-9a-f]{2}>\)", line):
+            steps.append("fsync(shard)")
+        elif re.search(r"\bmkdir(at)?\(.*\"traced\"", line):
+            steps.append("mkdir")
+        elif re.search(r"\bwrite\(\d+<[^>]*/traced/events\.1\.jsonl", line):
+            steps.append("write(log)")
+        elif re.search(r"\bfdatasync\(\d+<[^>]*/traced/events\.1\.jsonl", line):
+            steps.append("fdatasync(log)")
+        elif re.search(r"\blink(at)?\(.*traced~\.json.*session\.json", line):
+            steps.append("link")
+        elif re.search(r"\bf(data)?sync\(", line):
+            steps.append("other sync")
+    return steps
+
+
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_strace_agrees(tmp_path: Path) -> None:
-    """The kernel's view of an update: write, fsync(tmp), rename, fsync(dir)."""
+    """The kernel's view of a create (one new file in the shard: two fsyncs), the first
+    append (directory, log, link of the document: three) and an update (two)."""
     script = tmp_path / "traced.py"
     script.write_text(textwrap.dedent(_STRACE_SCRIPT))
     out = tmp_path / "trace.txt"
     proc = subprocess.run(
-        ["strace", "-f", "-y", "-o", str(out), "-e", "trace=write,fsync,rename,renameat,renameat2",
+        ["strace", "-f", "-y", "-o", str(out), "-e",
+         "trace=access,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat",
          sys.executable, str(script), str(tmp_path / "store")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
         pytest.skip(f"strace cannot attach here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
-    lines = [ln for ln in out.read_text().splitlines() if "/traced" in ln]
-    steps = []
-    for line in lines:
-        if re.search(r"\bwrite\(\d+<[^>]*/\.tmp\.session\.json", line):
-            steps.append("write")
-        elif re.search(r"\bfsync\(\d+<[^>]*/\.tmp\.session\.json", line):
-            steps.append("fsync(file)")
-        elif re.search(r"\brename(at2?)?\(.*\.tmp\.session\.json.*session\.json", line):
-            steps.append("replace")
-        elif re.search(r"\bfsync\(\d+<[^>]*/traced>\)", line):
-            steps.append("fsync(dir)")
-    # the create (which also syncs the new directory), then the update
-    assert steps[-4:] == ["write", "fsync(file)", "replace", "fsync(dir)"], steps
-    assert steps.count("replace") == 2
+    steps = _kernel_steps(out.read_text().splitlines())
+    steps = steps[steps.index("create") : steps.index("done") + 1]
+    assert steps == [
+        "create", "write", "fsync(file)", "replace", "fsync(shard)",
+        "append", "mkdir", "fsync(shard)", "write(log)", "fdatasync(log)", "link", "fsync(dir)",
+        "update", "write", "fsync(file)", "replace", "fsync(dir)",
+        "done",
+    ], steps  # fmt: skip
 
 
 _STRACE_BATCH = """
@@ -233,12 +298,12 @@ def test_strace_agrees_on_a_batch(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     steps = []
     for line in out.read_text().splitlines():
-        if re.search(r"\bwrite\(\d+<[^>]*/traced\d/\.tmp\.session\.json", line):
+        if re.search(r"\bwrite\(\d+<[^>]*/\.tmp\.traced\d~\.json", line):
             steps.append("write")
         elif re.search(r"\bsyncfs\(", line):
             steps.append("syncfs")
-        elif re.search(r"\brename(at2?)?\(.*\.tmp\.session\.json.*session\.json", line):
+        elif re.search(r"\brename(at2?)?\(.*\.tmp\.traced\d~\.json.*traced\d~\.json", line):
             steps.append("replace")
-        elif re.search(r"\bf(data)?sync\(\d+<[^>]*/traced\d", line):
+        elif re.search(r"\bf(data)?sync\(\d+<[^>]*/(\.tmp\.)?traced\d", line):
             steps.append("fsync")
     assert steps == ["write"] * 4 + ["syncfs"] + ["replace"] * 4 + ["syncfs"], steps

@@ -183,6 +183,10 @@ async def _crash_writer(send: Send, root: str, start: dict[str, int], seed: int)
             elif pick < 0.8:
                 await store.create_session(id=f"c{create_k}", data={"k": create_k})
                 _ack(send, "create", create_k)
+                if create_k % 2:  # its first event: the compact document gets a directory
+                    first = [{"type": "first", "data": {"k": create_k}}]
+                    await store.append_events(f"c{create_k}", first)
+                    _ack(send, "first", create_k)
                 create_k += 1
             elif pick < 0.88:
                 gone = create_k - 4
