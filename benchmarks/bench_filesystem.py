@@ -5,6 +5,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_filesystem            # full sizes (100k sessions)
     .venv/bin/python -m benchmarks.bench_filesystem --quick    # small sizes, ~20 s
     .venv/bin/python -m benchmarks.bench_filesystem --json out.json --dir /var/tmp
+    .venv/bin/python -m benchmarks.bench_filesystem --million --dir /var/tmp  # + 1M: long
 
 The store lives in a fresh directory under ``--dir`` (default: the system temp dir), which
 should be on the disk you care about: a tmpfs makes every fsync free.
@@ -27,7 +28,11 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    ``get_event(key=)``, ``get_events(types=, last=20)`` and a backwards page on a session
    with 10,000 events <= 1.3x the same on a short one (issue 17);
 8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
-   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop).
+   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop);
+9. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions on durable
+   stores: load by ``commit()`` of 1,000 creates, the bytes allocated on disk under the
+   root (and the index's share), the listing against an on-disk SQLite floor of every
+   session read in one hop, counts, backup and restore.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -48,7 +53,7 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import ManualClock, QueryOptions, SessionFilter
 
-from . import bench_memory
+from . import _million, bench_memory
 from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
@@ -336,10 +341,57 @@ async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
-async def run(quick: bool, directory: str | None) -> Report:
+async def bench_million(report: Report, base: str, total: int) -> None:
+    """Row 7: ``_million.py``'s steps on fresh durable stores under ``base``."""
+    source, target = os.path.join(base, "million"), os.path.join(base, "million-restored")
+
+    async def on_disk(_store: object) -> int:
+        return await asyncio.to_thread(_million.disk_bytes, source)
+
+    def index_files() -> dict[str, int]:
+        return {
+            os.path.relpath(os.path.join(parent, name), source): os.lstat(
+                os.path.join(parent, name)).st_blocks * 512
+            for parent, _, files in os.walk(source) for name in files
+            if name.startswith("index.sqlite3")
+        }  # fmt: skip
+
+    async def index(_store: object) -> str:
+        files = await asyncio.to_thread(index_files)
+        size = sum(files.values())
+        return (
+            f"of which the index ({', '.join(sorted(files))}) {size / 2**20:,.1f} MiB, "
+            f"{size / total:,.0f} bytes a session"
+        )
+
+    async def floor(store: Any, _hot: object) -> _million.Floor:
+        return await _million.sqlite_floor(store, os.path.join(base, "floor.db"), hop=True)
+
+    async def drop() -> None:
+        await asyncio.to_thread(shutil.rmtree, source)
+
+    await _million.run_million(
+        report,
+        _million.MillionSteps(
+            label="file",
+            open_source=lambda clock: FileStore(root=source, clock=clock),
+            open_target=lambda: FileStore(root=target),
+            floor=floor,
+            footprint=_million.Footprint(
+                "bytes allocated on disk under the store's root", on_disk, index
+            ),
+            workdir=base,
+            total=total,
+            drop_source=drop,
+        ),
+    )
+    await asyncio.to_thread(shutil.rmtree, target)
+
+
+async def run(quick: bool, directory: str | None, million: int | None = None) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore file:// benchmark" + (" (quick)" if quick else ""))
-    report.meta.update({"quick": quick, "sizes": asdict(sizes)})
+    report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
     base = tempfile.mkdtemp(prefix="sessionstore-bench-", dir=directory)
     report.info["directory"] = base
     print(report.title, flush=True)
@@ -347,6 +399,8 @@ async def run(quick: bool, directory: str | None) -> Report:
         await bench_single_ops(report, sizes, base)
         await bench_event_log(report, sizes, base)
         await bench_query(report, sizes, base)
+        if million:
+            await bench_million(report, base, million)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report
@@ -357,8 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (5k sessions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
+    _million.add_arguments(parser, "durable: long; see docs/performance.md")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir)).publish(args.json)
+    return asyncio.run(run(args.quick, args.dir, _million.million_size(args))).publish(args.json)
 
 
 if __name__ == "__main__":
