@@ -374,9 +374,13 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         "--million", action="store_true",
         help=f"also load 1,000,000 sessions and list, count, back up and restore ({what})",
     )  # fmt: skip
+    parser.add_argument(
+        "--million-only", action="store_true",
+        help="run only the --million steps (none of the other rows)",
+    )  # fmt: skip
     parser.add_argument("--million-size", type=size_arg, default=MILLION, help=argparse.SUPPRESS)
 
 
 def million_size(args: argparse.Namespace) -> int | None:
-    """The ``--million`` run's size, or ``None`` without ``--million``."""
-    return int(args.million_size) if args.million else None
+    """The ``--million`` run's size, or ``None`` without ``--million`` / ``--million-only``."""
+    return int(args.million_size) if args.million or args.million_only else None

@@ -388,7 +388,9 @@ async def bench_million(report: Report, base: str, total: int) -> None:
     await asyncio.to_thread(shutil.rmtree, target)
 
 
-async def run(quick: bool, directory: str | None, million: int | None = None) -> Report:
+async def run(
+    quick: bool, directory: str | None, million: int | None = None, only: bool = False
+) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore file:// benchmark" + (" (quick)" if quick else ""))
     report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
@@ -396,9 +398,10 @@ async def run(quick: bool, directory: str | None, million: int | None = None) ->
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
-        await bench_single_ops(report, sizes, base)
-        await bench_event_log(report, sizes, base)
-        await bench_query(report, sizes, base)
+        if not only:
+            await bench_single_ops(report, sizes, base)
+            await bench_event_log(report, sizes, base)
+            await bench_query(report, sizes, base)
         if million:
             await bench_million(report, base, million)
     finally:
@@ -413,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
     _million.add_arguments(parser, "durable: long; see docs/performance.md")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir, _million.million_size(args))).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, args.dir, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":

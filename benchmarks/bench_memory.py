@@ -455,14 +455,15 @@ async def bench_million(report: Report, total: int) -> None:
         )
 
 
-async def run(quick: bool, million: int | None = None) -> Report:
+async def run(quick: bool, million: int | None = None, only: bool = False) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore memory:// benchmark" + (" (quick)" if quick else ""))
     report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
     print(report.title, flush=True)
-    await bench_single_ops(report, sizes)
-    await bench_query(report, sizes)
-    await bench_plans(report, sizes)
+    if not only:
+        await bench_single_ops(report, sizes)
+        await bench_query(report, sizes)
+        await bench_plans(report, sizes)
     if million:
         await bench_million(report, million)
     return report
@@ -474,7 +475,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     _million.add_arguments(parser, "~2 GB of RAM")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, _million.million_size(args))).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":

@@ -396,17 +396,20 @@ async def run(args: argparse.Namespace) -> Report:
     report.info["client"] = f"asyncpg {asyncpg.__version__}"
     print(report.title, flush=True)
     if args.url:
-        await _all(report, args.url, sizes, million)
+        await _all(report, args.url, sizes, million, args.million_only)
     else:
         with private_server() as url:
-            await _all(report, url, sizes, million)
+            await _all(report, url, sizes, million, args.million_only)
     return report
 
 
-async def _all(report: Report, url: str, sizes: Sizes, million: int | None = None) -> None:
-    await bench_single_ops(report, url, sizes)
-    await bench_query(report, url, sizes)
-    await bench_writers(report, url, sizes)
+async def _all(
+    report: Report, url: str, sizes: Sizes, million: int | None = None, only: bool = False
+) -> None:
+    if not only:
+        await bench_single_ops(report, url, sizes)
+        await bench_query(report, url, sizes)
+        await bench_writers(report, url, sizes)
     if million:
         with tempfile.TemporaryDirectory(prefix="sessionstore-bench-million-") as workdir:
             await bench_million(report, url, million, workdir)

@@ -568,7 +568,8 @@ def _hiredis() -> bool:
 async def run(args: argparse.Namespace) -> Report:
     sizes = QUICK if args.quick else FULL
     report = Report("sessionstore redis benchmark" + (" (quick)" if args.quick else ""))
-    report.meta.update({"quick": args.quick, "sizes": asdict(sizes), "hiredis": _hiredis()})
+    report.meta.update({"quick": args.quick, "sizes": asdict(sizes), "hiredis": _hiredis(),
+                        "million": _million.million_size(args)})  # fmt: skip
     # hiredis speeds up redis-py's reply parser for the floors and the driver alike; the
     # figures in docs/performance.md say which they were measured with
     report.info["reply parser"] = "hiredis" if _hiredis() else "redis-py (pure Python)"
@@ -580,6 +581,8 @@ async def run(args: argparse.Namespace) -> Report:
         if not args.no_cluster:
             urls["cluster"] = args.cluster_url or started["cluster"]
         for label, url in urls.items():
+            if args.million_only:
+                break
             await bench_single_ops(report, url, label, sizes)
             await bench_query(report, url, label, replace(sizes))
         million = _million.million_size(args)

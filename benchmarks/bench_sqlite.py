@@ -384,7 +384,9 @@ def _size_or_zero(path: str) -> int:
         return 0
 
 
-async def run(quick: bool, directory: str | None, million: int | None = None) -> Report:
+async def run(
+    quick: bool, directory: str | None, million: int | None = None, only: bool = False
+) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore sqlite:// benchmark" + (" (quick)" if quick else ""))
     report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes),
@@ -393,7 +395,8 @@ async def run(quick: bool, directory: str | None, million: int | None = None) ->
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
-        await bench(report, sizes, base)
+        if not only:
+            await bench(report, sizes, base)
         if million:
             await bench_million(report, base, million)
     finally:
@@ -408,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", help="where to create the databases (default: temp dir)")
     _million.add_arguments(parser, "minutes, ~2 GB of disk")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir, _million.million_size(args))).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, args.dir, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":
