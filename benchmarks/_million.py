@@ -302,9 +302,24 @@ async def _counts(report: Report, store: SessionStore, steps: MillionSteps) -> N
         except Exception as exc:  # a finding (e.g. a server busy past its script limit)
             parts.append(f"{name} FAILED: {type(exc).__name__}: {exc}")
             print(f"  [{steps.label}] {name} failed: {exc}", flush=True)
+            await _until_answering(store)
             continue
         parts.append(f"{name} = {want:,}: {format_seconds(timing.median)}")
     report.info[f"[{steps.label}] {steps.total:,} count"] = "; ".join(parts) + " (medians of 3)"
+
+
+async def _until_answering(store: SessionStore, seconds: float = 600) -> None:
+    """After a failed call, wait (up to ``seconds``) until the store answers again (a
+    Redis server running a script past its time limit answers ``BUSY`` meanwhile)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await store.get_session("no-such-session")
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 # ------------------------------------------------------------------ footprints
