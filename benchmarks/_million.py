@@ -193,7 +193,6 @@ class MillionSteps:
 async def run_million(report: Report, steps: MillionSteps) -> None:
     """Load, size, list, count, back up and restore (see the module docstring)."""
     total, label = steps.total, steps.label
-    info = report.info
     print(f"  [{label}] --million: {total:,} sessions", flush=True)
     clock = ManualClock()
     backup = os.path.join(steps.workdir, f"million-{label}.jsonl")
@@ -205,9 +204,11 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         cpu = time.process_time() - cpu
         how = f"{steps.via}() of {steps.batch:,}" if steps.via == "commit" else (
             f"put_records() of {steps.batch:,}")  # fmt: skip
-        info[f"[{label}] {total:,} load"] = (
+        _note(
+            report,
+            f"[{label}] {total:,} load",
             f"{total:,} sessions by {how}: {seconds:.1f} s ({total / seconds:,.0f} sessions/s); "
-            f"{_cpu(cpu, total)}"
+            f"{_cpu(cpu, total)}",
         )
         gc.collect()
         gc.freeze()
@@ -215,9 +216,11 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         grown = after - before
         detail = steps.footprint.detail
         more = f"; {await detail(store)}" if detail is not None else ""
-        info[f"[{label}] {total:,} footprint"] = (
+        _note(
+            report,
+            f"[{label}] {total:,} footprint",
             f"{steps.footprint.what}: +{grown / 2**20:,.1f} MiB, "
-            f"{grown / total:,.0f} bytes a session{more}"
+            f"{grown / total:,.0f} bytes a session{more}",
         )
         report.meta[f"million_{label}"] = {"total": total, "load_s": seconds,
                                            "bytes_per_session": grown / total}  # fmt: skip
@@ -229,9 +232,11 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
         if made.sessions != total:
             raise SystemExit(f"BUG [{label}]: the backup holds {made.sessions} of {total}")
-        info[f"[{label}] {total:,} backup"] = (
+        _note(
+            report,
+            f"[{label}] {total:,} backup",
             f"create_backup of {total:,} sessions ({made.size / 2**20:,.0f} MiB "
-            f"JSON Lines): {took:.1f} s ({total / took:,.0f} sessions/s); {_cpu(cpu, total)}"
+            f"JSON Lines): {took:.1f} s ({total / took:,.0f} sessions/s); {_cpu(cpu, total)}",
         )
     del store
     gc.unfreeze()
@@ -244,12 +249,20 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
         if result.restored != total or await target.count_sessions() != total:
             raise SystemExit(f"BUG [{label}]: restored {result.restored} of {total}")
-        info[f"[{label}] {total:,} restore"] = (
+        _note(
+            report,
+            f"[{label}] {total:,} restore",
             f"restore_from_backup of {total:,} sessions into a fresh store: {took:.1f} s "
-            f"({total / took:,.0f} sessions/s); {_cpu(cpu, total)}"
+            f"({total / took:,.0f} sessions/s); {_cpu(cpu, total)}",
         )
     os.unlink(backup)
     gc.collect()
+
+
+def _note(report: Report, key: str, text: str) -> None:
+    """Record a finding and print it at once (a long run stopped early keeps it)."""
+    report.info[key] = text
+    print(f"  {key}: {text}", flush=True)
 
 
 def _cpu(seconds: float, total: int) -> str:
@@ -305,7 +318,7 @@ async def _counts(report: Report, store: SessionStore, steps: MillionSteps) -> N
             await _until_answering(store)
             continue
         parts.append(f"{name} = {want:,}: {format_seconds(timing.median)}")
-    report.info[f"[{steps.label}] {steps.total:,} count"] = "; ".join(parts) + " (medians of 3)"
+    _note(report, f"[{steps.label}] {steps.total:,} count", "; ".join(parts) + " (medians of 3)")
 
 
 async def _until_answering(store: SessionStore, seconds: float = 600) -> None:
