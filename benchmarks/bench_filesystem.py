@@ -5,6 +5,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_filesystem            # full sizes (100k sessions)
     .venv/bin/python -m benchmarks.bench_filesystem --quick    # small sizes, ~20 s
     .venv/bin/python -m benchmarks.bench_filesystem --json out.json --dir /var/tmp
+    .venv/bin/python -m benchmarks.bench_filesystem --million --dir /var/tmp  # + 1M: long
 
 The store lives in a fresh directory under ``--dir`` (default: the system temp dir), which
 should be on the disk you care about: a tmpfs makes every fsync free.
@@ -33,6 +34,10 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    fsync(directory), then open + read + ``orjson.loads`` (issue 21 item 2), each side in
    two hops as the store's; a durable SQLite insert + commit + select (WAL,
    ``synchronous=FULL``) of the same document is reported beside it.
+10. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions on durable
+    stores: load by ``commit()`` of 1,000 creates, the bytes allocated on disk under the
+    root (and the index's share), the listing against an on-disk SQLite floor of every
+    session read in one hop, counts, backup and restore.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -54,7 +59,7 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import ManualClock, QueryOptions, SessionFilter
 
-from . import bench_memory
+from . import _million, bench_memory
 from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
@@ -439,18 +444,70 @@ async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
-async def run(quick: bool, directory: str | None) -> Report:
+async def bench_million(report: Report, base: str, total: int) -> None:
+    """Row 7: ``_million.py``'s steps on fresh durable stores under ``base``."""
+    source, target = os.path.join(base, "million"), os.path.join(base, "million-restored")
+
+    async def on_disk(_store: object) -> int:
+        return await asyncio.to_thread(_million.disk_bytes, source)
+
+    def index_files() -> dict[str, int]:
+        return {
+            os.path.relpath(os.path.join(parent, name), source): os.lstat(
+                os.path.join(parent, name)).st_blocks * 512
+            for parent, _, files in os.walk(source) for name in files
+            if name.startswith("index.sqlite3")
+        }  # fmt: skip
+
+    async def index(_store: object) -> str:
+        files = await asyncio.to_thread(index_files)
+        size = sum(files.values())
+        return (
+            f"of which the index ({', '.join(sorted(files))}) {size / 2**20:,.1f} MiB, "
+            f"{size / total:,.0f} bytes a session"
+        )
+
+    async def floor(store: Any, _hot: object) -> _million.Floor:
+        return await _million.sqlite_floor(store, os.path.join(base, "floor.db"), hop=True)
+
+    async def drop() -> None:
+        await asyncio.to_thread(shutil.rmtree, source)
+
+    await _million.run_million(
+        report,
+        _million.MillionSteps(
+            label="file",
+            open_source=lambda clock: FileStore(root=source, clock=clock),
+            open_target=lambda: FileStore(root=target),
+            floor=floor,
+            footprint=_million.Footprint(
+                "bytes allocated on disk under the store's root", on_disk, index
+            ),
+            workdir=base,
+            total=total,
+            drop_source=drop,
+        ),
+    )
+    await asyncio.to_thread(shutil.rmtree, target)
+
+
+async def run(
+    quick: bool, directory: str | None, million: int | None = None, only: bool = False
+) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore file:// benchmark" + (" (quick)" if quick else ""))
-    report.meta.update({"quick": quick, "sizes": asdict(sizes)})
+    report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
     base = tempfile.mkdtemp(prefix="sessionstore-bench-", dir=directory)
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
-        await bench_single_ops(report, sizes, base)
-        await bench_create(report, sizes, base)
-        await bench_event_log(report, sizes, base)
-        await bench_query(report, sizes, base)
+        if not only:
+            await bench_single_ops(report, sizes, base)
+            await bench_create(report, sizes, base)
+            await bench_event_log(report, sizes, base)
+            await bench_query(report, sizes, base)
+        if million:
+            await bench_million(report, base, million)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report
@@ -461,8 +518,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (5k sessions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
+    _million.add_arguments(parser, "durable: long; see docs/performance.md")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir)).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, args.dir, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_memory            # full sizes (100k sessions)
     .venv/bin/python -m benchmarks.bench_memory --quick    # small sizes, a few seconds
     .venv/bin/python -m benchmarks.bench_memory --json out.json
+    .venv/bin/python -m benchmarks.bench_memory --million  # + 1,000,000 sessions (minutes)
 
 Targets (ratios to floors, never absolute times: docs/performance.md, "Method"):
 
@@ -26,6 +27,10 @@ Targets (ratios to floors, never absolute times: docs/performance.md, "Method"):
    10,000 sessions; and a processor + tag filter that no composite list covers) the plan
    the planner picks takes <= 3x the best of all plans, each forced in turn.
 
+7. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions: load by
+   ``commit()`` of 1,000 creates, the footprint as the process's RSS delta, the listing
+   of row 5 against the same floor holding all of them, counts, backup and restore.
+
 The script always exits 0 when it ran (a missed target is a finding, not a crash); it
 exits non-zero only if the indexed query and the full scan disagree.
 """
@@ -38,6 +43,7 @@ import functools
 import random
 import sqlite3
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -63,6 +69,7 @@ from sessionstore import (
 )
 from sessionstore.clock import to_ms
 
+from . import _million
 from ._event_log import event_log_rows
 from ._harness import (
     Report,
@@ -427,14 +434,38 @@ def _forced_plans(store: MemoryStore, flt: SessionFilter, opts: QueryOptions) ->
     return plans
 
 
-async def run(quick: bool) -> Report:
+async def bench_million(report: Report, total: int) -> None:
+    """Row 7: ``_million.py``'s steps on fresh ``memory://`` stores."""
+
+    async def rss(_store: object) -> int:
+        return _million.rss_bytes()
+
+    with tempfile.TemporaryDirectory(prefix="sessionstore-bench-million-") as workdir:
+        await _million.run_million(
+            report,
+            _million.MillionSteps(
+                label="memory",
+                open_source=lambda clock: open_store("memory://", clock=clock),
+                open_target=lambda: open_store("memory://"),
+                floor=lambda store, _hot: _million.sqlite_floor(store),
+                footprint=_million.Footprint("RSS of this process", rss),
+                workdir=workdir,
+                total=total,
+            ),
+        )
+
+
+async def run(quick: bool, million: int | None = None, only: bool = False) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore memory:// benchmark" + (" (quick)" if quick else ""))
-    report.meta.update({"quick": quick, "sizes": asdict(sizes)})
+    report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
     print(report.title, flush=True)
-    await bench_single_ops(report, sizes)
-    await bench_query(report, sizes)
-    await bench_plans(report, sizes)
+    if not only:
+        await bench_single_ops(report, sizes)
+        await bench_query(report, sizes)
+        await bench_plans(report, sizes)
+    if million:
+        await bench_million(report, million)
     return report
 
 
@@ -442,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_memory")
     parser.add_argument("--quick", action="store_true", help="small sizes (10k sessions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    _million.add_arguments(parser, "~2 GB of RAM")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick)).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":

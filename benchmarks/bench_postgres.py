@@ -25,10 +25,11 @@ own tables, plus the JSON decoding the result needs (issue 20):
 7. the event log (issue 17, ``_event_log.py``): ``pop_events(n=1)``,
    ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
    append on a session of 10,000 events <= 1.3x the same on one of 10 events;
-8. (``--million`` only, minutes) row 4 at 1,000,000 sessions, loaded through the store's
-   own ``commit()`` of ``MILLION_BATCH`` creates per transaction; the load time and the table's
-   size per session (``pg_total_relation_size``: heap, TOAST and every index) are
-   reported.
+8. (``--million`` only, minutes) the steps of ``_million.py`` at 1,000,000 sessions in a
+   fresh namespace: load by ``commit()`` of 1,000 creates per transaction, the growth of
+   the sessions table (``pg_total_relation_size``: heap, TOAST and every index), the
+   listing (``updated_at`` desc) against the raw indexed ``SELECT`` + decoding, counts,
+   backup, and restore into another fresh namespace.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 import orjson
@@ -64,6 +65,7 @@ from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
 
+from . import _million
 from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
@@ -227,12 +229,6 @@ async def _ops(
     )  # fmt: skip
 
 
-#: ``--million``: sessions, of which the queried processor's, and creates per ``commit()``.
-MILLION: Final = 1_000_000
-MILLION_HOT: Final = 1_000
-MILLION_BATCH: Final = 1_000
-
-
 def _records(total: int, hot: int, start_ms: int, rnd: random.Random) -> Iterator[SessionRecord]:
     """``total`` sessions, ``hot`` of them (evenly spread) of ``agent-hot``, ~1 s apart."""
     clock = ManualClock(from_ms(start_ms))
@@ -256,59 +252,20 @@ async def _load_records(store: Any, total: int, hot: int, clock: ManualClock) ->
         await store.put_records(chunk)
 
 
-async def _load_commits(store: Any, total: int, hot: int, clock: ManualClock) -> None:
-    """``--million``: ``commit()`` of ``MILLION_BATCH`` creates per ACID transaction (one
-    pipelined ``executemany`` round trip), the clock ~1 s per session on between batches."""
-    from sessionstore import CreateOp, NewSession
-
-    rnd = random.Random(42)
-    every = total // hot
-    for start in range(0, total, MILLION_BATCH):
-        ops = []
-        for i in range(start, min(start + MILLION_BATCH, total)):
-            proc = "agent-hot" if i % every == 0 else f"agent-{i % 9}"
-            ops.append(CreateOp(NewSession(
-                processor_id=proc, tags={"t"}, metadata={"user": f"u-{rnd.randrange(500)}"},
-                data={"goal": "answer", "summary": "y" * rnd.randrange(100, 400)},
-            )))  # fmt: skip
-        await store.commit(ops)
-        clock.advance(timedelta(seconds=len(ops)))
-        if (start + MILLION_BATCH) % 100_000 == 0:
-            print(f"  loaded {start + MILLION_BATCH:,} sessions", flush=True)
-
-
-async def bench_query(
-    report: Report, url: str, sizes: Sizes, *, sessions: int | None = None,
-    hot: int | None = None, million: bool = False,
-) -> None:  # fmt: skip
+async def bench_query(report: Report, url: str, sizes: Sizes) -> None:
     from sessionstore_postgres import PostgresStore
 
-    total = sessions or sizes.sessions
-    hot = hot or sizes.hot
+    total, hot = sizes.sessions, sizes.hot
     clock = ManualClock()
     store = open_store(url, namespace=f"bench-q{total}-{RUN}", clock=clock)
     assert isinstance(store, PostgresStore)
     async with store:
         started = time.perf_counter()
-        if million:
-            await _load_commits(store, total, hot, clock)
-            how = f"commit() of {MILLION_BATCH:,} creates per transaction"
-        else:
-            await _load_records(store, total, hot, clock)
-            how = "put_records() (one transaction per record)"
+        await _load_records(store, total, hot, clock)
         load = time.perf_counter() - started
-        size = await store._pools.get().run(
-            lambda c: c.fetchval("SELECT pg_total_relation_size($1::regclass)", store._t_sessions)
-        )
-        rows = await store._pools.get().run(
-            lambda c: c.fetchval(f"SELECT count(*) FROM {store._t_sessions}")
-        )
         report.info[f"load {total:,}"] = (
-            f"{total:,} sessions through {how}: {load:.1f} s ({total / load:,.0f} sessions/s)"
-        )
-        report.info[f"size {total:,}"] = (
-            f"sessions table with TOAST and indexes {size / 2**20:,.1f} MiB for {rows:,} rows "
-            f"(all runs on this server): {size / rows:,.0f} bytes a session"
+            f"{total:,} sessions through put_records() (one transaction per record): "
+            f"{load:.1f} s ({total / load:,.0f} sessions/s)"
         )
         flt = SessionFilter(processor_id="agent-hot")
         opts = QueryOptions(sort_by="created_at", order="desc", limit=100)
@@ -338,6 +295,51 @@ async def bench_query(
             await conn.close()
         report.add(Row(f"100 newest of a processor's {hot:,} among {total:,}",
                        op, "raw indexed SELECT + decode", floor, Target.at_most(2.0)))  # fmt: skip
+
+
+async def bench_million(report: Report, url: str, total: int, workdir: str) -> None:
+    """Row 8: ``_million.py``'s steps in fresh namespaces of this server."""
+    from sessionstore_postgres._store import _COLS
+
+    async def table_size(store: Any) -> int:
+        async def size(c: asyncpg.Connection) -> int:
+            return int(await c.fetchval("SELECT pg_total_relation_size($1::regclass)",
+                                        store._t_sessions))  # fmt: skip
+
+        return int(await store._pools.get().run(size))
+
+    async def floor(store: Any, _hot: object) -> _million.Floor:
+        conn = await asyncpg.connect(**_connect_args(store))
+        await conn.execute(f"ANALYZE {store._t_sessions}")  # as autovacuum would by now
+        sql = (
+            f"SELECT {_COLS} FROM {store._t_sessions} WHERE ns = $1 AND processor_id = $2 "
+            "ORDER BY updated_at DESC, id DESC LIMIT 100"
+        )
+        args = (store.namespace, _million.HOT)
+
+        async def ids() -> list[str]:
+            return [r[0] for r in await conn.fetch(sql, *args)]
+
+        async def raw_page() -> object:
+            return [_decode_row(r) for r in await conn.fetch(sql, *args)]
+
+        return _million.Floor("raw indexed SELECT + decode", ids, raw_page, conn.close)
+
+    run = new_id()[-8:].lower()
+    await _million.run_million(
+        report,
+        _million.MillionSteps(
+            label="postgres",
+            open_source=lambda clock: open_store(url, namespace=f"million-{run}", clock=clock),
+            open_target=lambda: open_store(url, namespace=f"million-restored-{run}"),
+            floor=floor,
+            footprint=_million.Footprint(
+                "sessions table with TOAST and every index (pg_total_relation_size)", table_size
+            ),
+            workdir=workdir,
+            total=total,
+        ),
+    )
 
 
 async def bench_writers(report: Report, url: str, sizes: Sizes) -> None:
@@ -389,23 +391,28 @@ async def bench_writers(report: Report, url: str, sizes: Sizes) -> None:
 async def run(args: argparse.Namespace) -> Report:
     sizes = QUICK if args.quick else FULL
     report = Report("sessionstore postgres benchmark" + (" (quick)" if args.quick else ""))
-    report.meta.update({"quick": args.quick, "million": args.million, "sizes": asdict(sizes)})
+    million = _million.million_size(args)
+    report.meta.update({"quick": args.quick, "million": million, "sizes": asdict(sizes)})
     report.info["client"] = f"asyncpg {asyncpg.__version__}"
     print(report.title, flush=True)
     if args.url:
-        await _all(report, args.url, sizes, args.million)
+        await _all(report, args.url, sizes, million, args.million_only)
     else:
         with private_server() as url:
-            await _all(report, url, sizes, args.million)
+            await _all(report, url, sizes, million, args.million_only)
     return report
 
 
-async def _all(report: Report, url: str, sizes: Sizes, million: bool = False) -> None:
-    await bench_single_ops(report, url, sizes)
-    await bench_query(report, url, sizes)
-    await bench_writers(report, url, sizes)
+async def _all(
+    report: Report, url: str, sizes: Sizes, million: int | None = None, only: bool = False
+) -> None:
+    if not only:
+        await bench_single_ops(report, url, sizes)
+        await bench_query(report, url, sizes)
+        await bench_writers(report, url, sizes)
     if million:
-        await bench_query(report, url, sizes, sessions=MILLION, hot=MILLION_HOT, million=True)
+        with tempfile.TemporaryDirectory(prefix="sessionstore-bench-million-") as workdir:
+            await bench_million(report, url, million, workdir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,10 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--url", help="an existing server (default: a private one)")
-    parser.add_argument(
-        "--million", action="store_true",
-        help="also time the listing row at 1,000,000 sessions (loads them: minutes)",
-    )  # fmt: skip
+    _million.add_arguments(parser, "minutes")
     args = parser.parse_args(argv)
     return asyncio.run(run(args)).publish(args.json)
 

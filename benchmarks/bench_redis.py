@@ -6,6 +6,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_redis --quick    # small sizes, ~20 s
     .venv/bin/python -m benchmarks.bench_redis --json out.json
     .venv/bin/python -m benchmarks.bench_redis --url redis://127.0.0.1:7777/0 --no-cluster
+    .venv/bin/python -m benchmarks.bench_redis --million  # + 1,000,000 sessions, both
 
 Without ``--url`` / ``--cluster-url`` it starts private servers (a single server and a
 3-master Cluster with replicas) on free loopback ports, as the tests do.
@@ -26,7 +27,14 @@ and on Cluster:
 4. the first page of 100 filtered by tag + created_at range over 100,000 sessions >= 100x
    faster than SCAN + decode + filter (``BaseSessionStore.list_sessions``);
 5. ``put_records`` of 500 records, pipelined, >= 0.8x the throughput of the same write
-   scripts pipelined raw (i.e. <= 1.25x their time).
+   scripts pipelined raw (i.e. <= 1.25x their time);
+6. (``--million`` only, private servers only) the steps of ``_million.py`` at 1,000,000
+   sessions on the single server and on Cluster: load by ``put_records`` of 2,000 whole
+   records, the footprint as the growth of ``INFO memory`` ``used_memory`` (summed over
+   the Cluster's masters), the listing <= 2x (Cluster <= 3x) a raw ``ZREVRANGE`` of a
+   sorted set holding the processor's sessions by ``updated_at`` + ``MGET`` of the 100
+   documents + decoding them, counts, backup, and restore into a fresh namespace (the
+   source is flushed first, so one copy is held at a time).
 """
 
 from __future__ import annotations
@@ -59,9 +67,11 @@ from sessionstore import (
     Status,
     open_store,
 )
+from sessionstore.clock import to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import Mutation, prepare
 
+from . import _million
 from ._event_log import event_log_rows
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, PROCESSORS, STATUSES, TAGS, NewMillisecondClock, session_doc
@@ -472,6 +482,85 @@ async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> Non
         report.meta[f"query_ms_{label}"] = op.median * 1e3
 
 
+async def used_memory(client: Any, cluster: bool) -> int:
+    """``INFO memory`` ``used_memory`` of the server, or summed over the masters."""
+    if not cluster:
+        return int((await client.info("memory"))["used_memory"])
+    got = await client.info("memory", target_nodes=client.PRIMARIES)
+    if "used_memory" in got:
+        return int(got["used_memory"])
+    return sum(int(node["used_memory"]) for node in got.values())
+
+
+async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
+    """``ZREVRANGE`` of a sorted set of the processor's sessions by ``updated_at`` (ms)
+    + ``MGET`` of their documents (one hash slot, so it also runs on Cluster) + decode."""
+    client, tag = store.client, f"{{bench-floor-{new_id()[-8:]}}}"
+    zset, doc = f"{tag}:by-updated", f"{tag}:doc:"
+    pipe = client.pipeline() if store._cluster else client.pipeline(False)
+    for s in hot:
+        value = {"id": s.id, "processor_id": s.processor_id, "status": s.status.value,
+                 "data": s.data, "metadata": s.metadata, "tags": sorted(s.tags),
+                 "created_ms": to_ms(s.created_at), "updated_ms": to_ms(s.updated_at),
+                 "version": s.version}  # fmt: skip
+        pipe.set(doc + s.id, orjson.dumps(value))
+        pipe.zadd(zset, {s.id: to_ms(s.updated_at)})
+    await pipe.execute()
+
+    async def ids() -> list[str]:
+        return [i.decode() for i in await client.zrevrange(zset, 0, 99)]
+
+    async def call() -> object:
+        got = await client.zrevrange(zset, 0, 99)
+        return [orjson.loads(v) for v in await client.mget([doc + i.decode() for i in got])]
+
+    async def close() -> None:
+        await client.delete(zset)
+
+    return _million.Floor("ZREVRANGE (sorted set by updated_at) + MGET + decode", ids, call,
+                          close)  # fmt: skip
+
+
+async def bench_million(report: Report, url: str, label: str, total: int, workdir: str) -> None:
+    """Row 6: ``_million.py``'s steps; the server must be private (it is flushed)."""
+    run = new_id()[-8:].lower()
+    cluster = label == "cluster"
+
+    async def footprint(store: Any) -> int:
+        return await used_memory(store.client, cluster)
+
+    async def flush() -> None:
+        store: Any = open_store(url, namespace=f"million-flush-{run}")
+        async with store:
+            client = store.client
+            # ASYNC: freed in the background (a blocking flush of a million keys on a
+            # busy server outlasts the client's socket timeout)
+            if cluster:
+                await client.flushall(asynchronous=True, target_nodes=client.PRIMARIES)
+            else:
+                await client.flushall(asynchronous=True)
+
+    await _million.run_million(
+        report,
+        _million.MillionSteps(
+            label=label,
+            open_source=lambda clock: open_store(url, namespace=f"million-{run}", clock=clock),
+            open_target=lambda: open_store(url, namespace=f"million-restored-{run}"),
+            floor=redis_floor,
+            footprint=_million.Footprint(
+                "INFO memory used_memory" + (" (sum over the 3 masters)" if cluster else ""),
+                footprint,
+            ),
+            workdir=workdir,
+            total=total,
+            batch=2_000,
+            via="put_records",
+            target=3.0 if cluster else 2.0,
+            drop_source=flush,
+        ),
+    )
+
+
 def _hiredis() -> bool:
     from redis.utils import HIREDIS_AVAILABLE
 
@@ -481,7 +570,8 @@ def _hiredis() -> bool:
 async def run(args: argparse.Namespace) -> Report:
     sizes = QUICK if args.quick else FULL
     report = Report("sessionstore redis benchmark" + (" (quick)" if args.quick else ""))
-    report.meta.update({"quick": args.quick, "sizes": asdict(sizes), "hiredis": _hiredis()})
+    report.meta.update({"quick": args.quick, "sizes": asdict(sizes), "hiredis": _hiredis(),
+                        "million": _million.million_size(args)})  # fmt: skip
     # hiredis speeds up redis-py's reply parser for the floors and the driver alike; the
     # figures in docs/performance.md say which they were measured with
     report.info["reply parser"] = "hiredis" if _hiredis() else "redis-py (pure Python)"
@@ -493,8 +583,15 @@ async def run(args: argparse.Namespace) -> Report:
         if not args.no_cluster:
             urls["cluster"] = args.cluster_url or started["cluster"]
         for label, url in urls.items():
+            if args.million_only:
+                break
             await bench_single_ops(report, url, label, sizes)
             await bench_query(report, url, label, replace(sizes))
+        million = _million.million_size(args)
+        if million:
+            with tempfile.TemporaryDirectory(prefix="sessionstore-bench-million-") as workdir:
+                for label in started:  # never a server given by --url: it is flushed
+                    await bench_million(report, started[label], label, million, workdir)
     return report
 
 
@@ -505,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing single server (default: a private one)")
     parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
+    _million.add_arguments(parser, "private servers only: they are flushed")
     args = parser.parse_args(argv)
     return asyncio.run(run(args)).publish(args.json)
 

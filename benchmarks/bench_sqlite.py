@@ -29,10 +29,10 @@ call, as the driver makes one worker-thread hop. Targets (ratios, never absolute
 6. the event log (issue 17, ``_event_log.py``), durable: ``pop_events(n=1)``,
    ``get_event(key=)``, ``get_events(types=, last=20)``, a backwards page and a keyed
    append on a session of 10,000 events <= 1.3x the same on one of 10 events;
-7. (``--million`` only, minutes) row 4 at 1,000,000 sessions: a fresh database loaded
-   through the store's own ``commit()`` in durable batches of ``MILLION_BATCH`` creates,
-   1,000 processors of 1,000 sessions each; the load time and the database's size per
-   session are reported.
+7. (``--million`` only, minutes) the steps of ``_million.py`` at 1,000,000 sessions on a
+   fresh database: load by ``commit()`` in durable batches of 2,000 creates, the
+   database's size (+ WAL, checkpointed), row 4 for the processor with 1,000 of them
+   against the same raw ``SELECT``, counts, backup, and restore into a second database.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the native query and the reference evaluator disagree.
@@ -46,9 +46,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
 from dataclasses import asdict, dataclass
-from typing import Any, Final
+from typing import Any
 
 import orjson
 from sessionstore_sqlite import SqliteStore
@@ -56,6 +55,7 @@ from sessionstore_sqlite import SqliteStore
 from sessionstore import BaseSessionStore, QueryOptions, SessionFilter
 from sessionstore.codec import new_id
 
+from . import _million
 from ._event_log import event_log_rows, keyed_append_row
 from ._harness import Report, Row, Target, append_flatness_row, compare
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
@@ -335,42 +335,46 @@ async def _load(store: SqliteStore, sizes: Sizes) -> None:
         ])  # fmt: skip
 
 
-#: ``--million``: sessions, processors (1,000 sessions each) and creates per ``commit()``.
-MILLION: Final = 1_000_000
-MILLION_PROCESSORS: Final = 1_000
-MILLION_BATCH: Final = 2_000
+async def bench_million(report: Report, base: str, total: int) -> None:
+    """Row 7: ``_million.py``'s steps on fresh databases under ``base``."""
+    source, target = os.path.join(base, "million.db"), os.path.join(base, "million-restored.db")
 
+    async def on_disk(_store: object) -> int:
+        def checkpointed() -> int:
+            if os.path.exists(source):
+                with sqlite3.connect(source) as conn:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return _size_or_zero(source) + _size_or_zero(source + "-wal")
 
-async def bench_million(report: Report, sizes: Sizes, base: str, total: int = MILLION) -> None:
-    """Row 4 on a fresh database of ``total`` sessions, loaded through ``commit()``."""
-    from sessionstore import CreateOp, NewSession
+        return await asyncio.to_thread(checkpointed)
 
-    path = os.path.join(base, "million.db")
-    processors = max(1, total // 1_000)
-    started = time.perf_counter()
-    async with SqliteStore(path=path) as store:
-        for start in range(0, total, MILLION_BATCH):
-            await store.commit([
-                CreateOp(NewSession(
-                    processor_id=f"agent-{n % processors}", tags=[f"tag-{n % 7}"],
-                    data={"summary": "y" * 300, "n": n}, metadata={"user": f"u-{n % 97}"},
-                ))
-                for n in range(start, min(start + MILLION_BATCH, total))
-            ])  # fmt: skip
-            if start and start % 100_000 == 0:
-                print(f"  loaded {start:,} sessions", flush=True)
-    load = time.perf_counter() - started
-    raw = Raw(path)
-    raw.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    size = _size_or_zero(path) + _size_or_zero(path + "-wal")
-    report.info["million load"] = (
-        f"{total:,} sessions through commit() in batches of {MILLION_BATCH:,}: {load:.1f} s "
-        f"({total / load:,.0f} sessions/s)"
+    async def floor(_store: object, _hot: object) -> _million.Floor:
+        raw = Raw(source)
+
+        async def ids() -> list[str]:
+            return [r[3] for r in await asyncio.to_thread(raw.newest_ids, _million.HOT, 100)]
+
+        async def close() -> None:
+            raw.conn.close()
+
+        return _million.Floor(
+            "SELECT .. WHERE processor_id ORDER BY updated_ms DESC LIMIT 100 + decode, 1 hop",
+            ids, lambda: asyncio.to_thread(raw.newest, _million.HOT, 100), close,
+        )  # fmt: skip
+
+    await _million.run_million(
+        report,
+        _million.MillionSteps(
+            label="sqlite",
+            open_source=lambda clock: SqliteStore(path=source, clock=clock),
+            open_target=lambda: SqliteStore(path=target),
+            floor=floor,
+            footprint=_million.Footprint("database file + WAL (checkpointed)", on_disk),
+            workdir=base,
+            total=total,
+            batch=2_000,
+        ),
     )
-    report.info["million size"] = f"{size / 2**20:,.1f} MiB, {size / total:,.0f} bytes a session"
-    async with SqliteStore(path=path) as store:
-        await _page_row(report, store, raw, f"agent-{processors // 2}", total, sizes)
-    raw.conn.close()
 
 
 def _size_or_zero(path: str) -> int:
@@ -380,7 +384,9 @@ def _size_or_zero(path: str) -> int:
         return 0
 
 
-async def run(quick: bool, directory: str | None, million: bool = False) -> Report:
+async def run(
+    quick: bool, directory: str | None, million: int | None = None, only: bool = False
+) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore sqlite:// benchmark" + (" (quick)" if quick else ""))
     report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes),
@@ -389,9 +395,10 @@ async def run(quick: bool, directory: str | None, million: bool = False) -> Repo
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
-        await bench(report, sizes, base)
+        if not only:
+            await bench(report, sizes, base)
         if million:
-            await bench_million(report, sizes, base)
+            await bench_million(report, base, million)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return report
@@ -402,12 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the databases (default: temp dir)")
-    parser.add_argument(
-        "--million", action="store_true",
-        help="also time the listing row at 1,000,000 sessions (loads them: minutes, ~1 GB)",
-    )  # fmt: skip
+    _million.add_arguments(parser, "minutes, ~2 GB of disk")
     args = parser.parse_args(argv)
-    return asyncio.run(run(args.quick, args.dir, args.million)).publish(args.json)
+    million = _million.million_size(args)
+    return asyncio.run(run(args.quick, args.dir, million, args.million_only)).publish(args.json)
 
 
 if __name__ == "__main__":

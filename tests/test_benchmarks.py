@@ -229,28 +229,7 @@ def test_bench_postgres_quick_runs_and_writes_every_row(tmp_path: Path, postgres
     assert set(rows) == POSTGRES_ROWS
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert report["info"]["client"].startswith("asyncpg ")
-    assert report["meta"]["million"] is False  # --million is opt-in: no million-session load
-
-
-def test_bench_postgres_million_mode_loads_through_commit_and_times_the_page(
-    postgres_url: str,
-) -> None:
-    """``--million``'s code path at a small size: loaded by ``commit()``, size and load
-    reported, the page checked against the raw statement, the row added."""
-    import asyncio
-
-    from benchmarks import bench_postgres
-
-    report = Report("t")
-    asyncio.run(
-        bench_postgres.bench_query(
-            report, postgres_url, bench_postgres.QUICK, sessions=2_000, hot=200, million=True
-        )
-    )
-    (row,) = report.rows
-    assert row.name == "100 newest of a processor's 200 among 2,000"
-    assert "through commit() of 1,000 creates" in report.info["load 2,000"]
-    assert "bytes a session" in report.info["size 2,000"]
+    assert report["meta"]["million"] is None  # --million is opt-in: no million-session load
 
 
 SQLITE_ROWS = {
@@ -274,20 +253,56 @@ def test_bench_sqlite_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     assert set(rows) == SQLITE_ROWS
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the databases were removed
-    assert report["meta"]["million"] is False  # --million is opt-in: no million-session load
+    assert report["meta"]["million"] is None  # --million is opt-in: no million-session load
 
 
-def test_bench_sqlite_million_mode_loads_through_commit_and_times_the_page(
-    tmp_path: Path,
+MILLION_DRIVERS = {
+    "bench_memory": ("memory://", ["memory"]),
+    "bench_filesystem": ("file://", ["file"]),
+    "bench_sqlite": ("sqlite://", ["sqlite"]),
+    "bench_redis": ("redis", ["single", "cluster"]),
+    "bench_postgres": ("postgres", ["postgres"]),
+}
+
+
+@pytest.mark.parametrize("module", sorted(MILLION_DRIVERS))
+def test_bench_million_mode_runs_every_step_at_a_small_size(
+    module: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """``--million``'s code path at a small size (3 processors of 1,000 sessions)."""
-    import asyncio
+    """``--million``'s code path (``benchmarks/_million.py``) at 2,000 sessions, so it
+    cannot rot: the load, the footprint, the listing row (checked against its floor by
+    the benchmark itself), both counts, the backup and the restore, for every driver."""
+    title, labels = MILLION_DRIVERS[module]
+    extra = ["--dir", str(tmp_path)] if module in ("bench_filesystem", "bench_sqlite") else []
+    if module == "bench_redis":
+        from tests.redis.servers import find_binaries
 
-    from benchmarks import bench_sqlite
-
-    report = Report("t")
-    asyncio.run(bench_sqlite.bench_million(report, bench_sqlite.QUICK, str(tmp_path), total=3_000))
-    (row,) = report.rows
-    assert row.name == "100 newest of a processor's 1,000 among 3,000"
-    assert "3,000 sessions through commit()" in report.info["million load"]
-    assert "bytes a session" in report.info["million size"]
+        if find_binaries() is None:
+            pytest.skip("no redis-server to benchmark against")
+    if module == "bench_postgres":
+        extra = ["--url", request.getfixturevalue("postgres_url")]
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--million-only", "--million-size",
+         "2000", "--json", str(out), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"== sessionstore {title} benchmark ==" in proc.stdout
+    report: dict[str, Any] = json.loads(out.read_text())
+    assert report["meta"]["million"] == 2_000
+    assert [row["name"] for row in report["rows"]] == [
+        f"[{label}] 100 newest of a processor's 1,000 among 2,000" for label in labels
+    ]
+    for row in report["rows"]:
+        for key in ("op_s", "floor_s", "ratio", "target_limit"):
+            assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
+    info = report["info"]
+    for label in labels:
+        assert "2,000 sessions by " in info[f"[{label}] 2,000 load"]
+        assert "bytes a session" in info[f"[{label}] 2,000 footprint"]
+        assert "count_sessions(processor) = 1,000" in info[f"[{label}] 2,000 count"]
+        assert "create_backup of 2,000 sessions" in info[f"[{label}] 2,000 backup"]
+        assert "restore_from_backup of 2,000 sessions" in info[f"[{label}] 2,000 restore"]
+    if module in ("bench_filesystem", "bench_sqlite"):
+        assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores removed
