@@ -509,3 +509,22 @@ async def test_a_corrupt_checkpoint_is_skipped_and_reported(
     await check_corrupt_checkpoint_is_skipped_and_reported(
         store, corrupt, tmp_path, advance=lambda: clock.advance(1)
     )
+
+
+@pytest.mark.asyncio
+async def test_an_unfiltered_count_leaves_out_exactly_the_expired_sessions() -> None:
+    """The unfiltered count comes from the expiry index (O(log n)), not the matcher: it
+    must still agree with the listing at every instant, the expiry's own millisecond
+    and sub-millisecond clocks included."""
+    clock = ManualClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = MemoryStore(clock=clock)
+    await store.initialize()
+    for i, ttl in enumerate([None, None, 1, 1, 2, 2.5, 3, 10, None, 0.001]):
+        await store.create_session(id=f"s{i}", ttl=ttl)
+    await store.create_session(id="gone", ttl=5)
+    await store.delete_session("gone")
+    for step in [0, 0.0005, 0.0005, 0.9994, 0.0006, 0.5, 0.9999, 0.0001, 1, 10]:
+        clock.advance(step)
+        live = await store.list_sessions()
+        assert await store.count_sessions() == len(live.items), clock.now()
+        assert await store.count_sessions(SessionFilter(include_expired=True)) == 10
