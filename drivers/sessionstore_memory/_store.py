@@ -631,7 +631,7 @@ class MemoryStore(BaseSessionStore):
         now_ms = to_ms(now)
         # every expiry in an earlier millisecond is past; those in now's own millisecond
         # are compared exactly
-        past = expires.bisect_left((now_ms, ""))
+        past: int = expires.bisect_left((now_ms, ""))
         edge = expires.irange((now_ms, ""), (now_ms + 1, ""), inclusive=(True, False))
         return len(docs) - past - sum(1 for _, sid in edge if docs[sid].head.is_expired(now))
 
