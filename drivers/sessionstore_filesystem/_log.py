@@ -98,8 +98,14 @@ class _Decoded:
                     lines.popitem(last=False)
         return event
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (a thread of the parent may have held it)."""
+        self._lock = threading.Lock()
+
 
 _DECODED = _Decoded()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_DECODED.after_fork)
 
 
 def iter_lines(state: State, gen: int, start: int, end: int) -> Iterator[Event]:
