@@ -248,6 +248,10 @@ def _select(
     source = "events"
     timed = q.at_after is not None or q.at_before is not None
     if types is not None:
+        # The type index drives: without statistics SQLite prefers walking the primary
+        # key (id, seq), which gives the order for free but reads every row of the
+        # session (O(history) for a type that holds a few of them).
+        source = "events INDEXED BY events_type"
         if len(types) == 1:
             where.append("type = ?")
             params.append(types[0])
@@ -297,10 +301,11 @@ def lookup_keys(conn: sqlite3.Connection, sid: str, keys: Sequence[str]) -> list
         rows = conn.execute(
             "SELECT key, seq, off, len FROM events WHERE id = ? AND key = ?", (sid, keys[0])
         )
-    else:
+    else:  # the keys drive (CROSS JOIN fixes the order): one index descent per key,
+        # where ``key IN (...)`` made SQLite walk the session's rows by seq (O(history))
         rows = conn.execute(
-            "SELECT key, seq, off, len FROM events WHERE id = ? AND key IN "
-            "(SELECT value FROM json_each(?)) AND key IS NOT NULL",
-            (sid, orjson.dumps(list(keys)).decode()),
+            "SELECT e.key, e.seq, e.off, e.len FROM json_each(?) AS j "
+            "CROSS JOIN events AS e INDEXED BY events_key WHERE e.id = ? AND e.key = j.value",
+            (orjson.dumps(sorted(set(keys))).decode(), sid),
         )
     return [(str(k), (int(a), int(b), int(c))) for k, a, b, c in rows]

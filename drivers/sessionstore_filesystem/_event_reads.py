@@ -41,6 +41,7 @@ from ._index import Index
 from ._layout import Layout
 from ._locks import Held
 from ._log import (
+    KEEP_PAGE,
     Changed,
     LogReader,
     Window,
@@ -116,6 +117,7 @@ def _lines_at(reader: LogReader, hits: Sequence[Hit]) -> Iterator[Event]:
     """The events at ``hits`` (ascending offsets), lines less than ``_GAP`` bytes apart
     read in one go (a page of one type is spread over the lines between); each line must
     hold the seq its row names."""
+    keep = len(hits) <= KEEP_PAGE
     i = 0
     while i < len(hits):
         j = i
@@ -126,7 +128,7 @@ def _lines_at(reader: LogReader, hits: Sequence[Hit]) -> Iterator[Event]:
             raise Changed
         buf = reader.read(start, stop)
         for seq, off, length in hits[i : j + 1]:
-            event = reader.decode(buf[off - start : off - start + length])
+            event = reader.decode(buf[off - start : off - start + length], keep=keep)
             if event.seq != seq:
                 raise Changed
             yield event
@@ -326,10 +328,11 @@ def _tail(reader: LogReader | None, n: int) -> list[Event]:
     if reader is None:
         return []
     out: list[Event] = []
+    keep = n <= KEEP_PAGE
     for _, raw in reader.lines_back(reader.end):
         if len(out) >= n:
             break
-        out.append(reader.decode(raw))
+        out.append(reader.decode(raw, keep=keep))
     out.reverse()
     return out
 
@@ -346,7 +349,7 @@ def _by_seqs(reader: LogReader, seqs: Collection[int]) -> Iterator[Event]:
     for seq in sorted(seqs):
         off = reader.offset_after(seq - 1)
         if off < reader.end:
-            event = reader.decode(next(reader.lines(off, reader.end))[1])
+            event = reader.decode(next(reader.lines(off, reader.end))[1], keep=True)
             if event.seq == seq:
                 yield event
 

@@ -11,7 +11,13 @@ import pytest
 from sessionstore_filesystem import FileStore, _log, _write
 from sessionstore_filesystem._file_formats import decode_line
 
-from sessionstore import Event, EventKeyConflictError, ManualClock, SessionNotFoundError
+from sessionstore import (
+    Event,
+    EventKeyConflictError,
+    IntegrityError,
+    ManualClock,
+    SessionNotFoundError,
+)
 from sessionstore.codec import EVENT_FORMAT_VERSION
 
 from .conftest import MakeStore, session_dir
@@ -412,3 +418,35 @@ def test_the_journal_carries_the_new_mutation_fields() -> None:
         (None, [], 2),
     ]
     assert back[1].append == muts[1].append and back[1].append[0].key == "k"
+
+
+@pytest.mark.asyncio
+async def test_lines_read_again_are_not_decoded_again(
+    fstore: FileStore, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tail a caller reads again comes from the decoded lines the first read kept;
+    each read gets its own data dicts, and bytes that changed are checked in full."""
+    sid = await _filled(fstore, 40)
+    first = await fstore.get_events(sid, last=20)
+    decoded = 0
+    real = decode_line
+
+    def counting(line: bytes, record: str) -> tuple[Event, int | None, bool]:
+        nonlocal decoded
+        decoded += 1
+        return real(line, record)
+
+    monkeypatch.setattr(_log, "decode_line", counting)
+    again = await fstore.get_events(sid, last=20)
+    assert again == first and decoded == 0
+    again[0].data["i"] = "changed by a caller"
+    assert (await fstore.get_events(sid, last=20)) == first  # nothing shared
+    assert first[0].data == {"i": 20}
+    # the same bytes on disk changed (one digit of a line's data): decoded, and refused
+    path = session_dir(root, sid) / "events.1.jsonl"
+    raw = path.read_bytes()
+    at = raw.index(b'"i":25')
+    path.write_bytes(raw[:at] + b'"i":26' + raw[at + 6 :])
+    with pytest.raises(IntegrityError, match="checksum"):
+        await fstore.get_events(sid, last=20)
+    assert decoded > 0

@@ -1,7 +1,10 @@
 """What a LangGraph checkpoint, channel value or write looks like as a sessionstore event.
 
 Values go through the saver's serializer (LangGraph's ``serde``: msgpack with type tags)
-and are kept as ``[type, base64]`` pairs, since event data is JSON only. A checkpoint
+and are kept as ``[type, base64]`` pairs, since event data is JSON only. A channel value
+whose encoding is long (a message list) is stored zlib-compressed when that saves at
+least a quarter (``"z": 1`` in its event): a plain message channel is stored whole at
+every step, so what each step writes and syncs is mostly that value. A checkpoint
 event carries the checkpoint without its channel values, the metadata, and in plain
 JSON what reading needs without decoding: the parent id, the run id, the channel
 versions, the versions this step wrote (``nv``) and which of those had a value (``sv``).
@@ -10,6 +13,7 @@ versions, the versions this step wrote (``nv``) and which of those had a value (
 from __future__ import annotations
 
 import base64
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,6 +31,7 @@ __all__ = [
     "CheckpointRecord",
     "blob_base",
     "blob_events",
+    "blob_value",
     "decode",
     "encode",
     "pending_writes",
@@ -43,6 +48,10 @@ MISSING: Final = object()
 #: list of thousands of messages) is split over events keyed ``<key>.1``, ``<key>.2``, ...
 #: so that each stays well below sessionstore's default 1 MiB per event.
 CHUNK: Final = 512 * 1024
+#: Channel values whose encoding is at least this many bytes are compressed (zlib level 1:
+#: ~0.4 ms for 225 KB, a fifth of what base64 and the write's checksum cost without it)
+#: when that makes them at least a quarter smaller (not, e.g., an encrypting serde's output).
+COMPRESS_FROM: Final = 1024
 
 
 def encode(serde: SerializerProtocol, value: Any) -> list[str]:
@@ -96,17 +105,32 @@ class CheckpointRecord:
 
 def blob_events(serde: SerializerProtocol, key: str, value: Any) -> list[EventInput]:
     """The events holding one channel value: one, or one per :data:`CHUNK` of its
-    encoding (the first says how many)."""
-    kind, raw = encode(serde, value)
+    encoding (the first says how many, and whether the encoding is compressed)."""
+    kind, packed = serde.dumps_typed(value)
+    head: dict[str, Any] = {"t": kind}
+    if len(packed) >= COMPRESS_FROM:
+        small = zlib.compress(packed, 1)
+        if len(small) * 4 <= len(packed) * 3:
+            packed, head["z"] = small, 1
+    raw = base64.b64encode(packed).decode("ascii")
     if len(raw) <= CHUNK:
-        return [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": raw})]
+        return [EventInput(type=BLOB_TYPE, key=key, data={**head, "b": raw})]
     parts = [raw[i : i + CHUNK] for i in range(0, len(raw), CHUNK)]
-    events = [EventInput(type=BLOB_TYPE, key=key, data={"t": kind, "b": parts[0], "n": len(parts)})]
+    events = [EventInput(type=BLOB_TYPE, key=key, data={**head, "b": parts[0], "n": len(parts)})]
     events.extend(
         EventInput(type=BLOB_TYPE, key=f"{key}.{i}", data={"b": part})
         for i, part in enumerate(parts[1:], start=1)
     )
     return events
+
+
+def blob_value(serde: SerializerProtocol, head: Mapping[str, Any], raw: str) -> Any:
+    """The channel value of a first blob event's data ``head`` and the whole base64
+    ``raw`` (its own ``"b"`` and those of the events it was split over, in order)."""
+    packed = base64.b64decode(raw)
+    if head.get("z"):
+        packed = zlib.decompress(packed)
+    return serde.loads_typed((head["t"], packed))
 
 
 def blob_base(key: str) -> str:

@@ -67,8 +67,8 @@ from ._records import (
     MISSING,
     CheckpointRecord,
     blob_events,
+    blob_value,
     checkpoint_data,
-    decode,
     pending_writes,
     write_rows,
     writes_digest,
@@ -306,7 +306,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             if any(part is None for part in rest):  # deleted meanwhile
                 return MISSING
             raw = "".join([raw, *(part.data["b"] for part in rest if part is not None)])
-        return decode(self.serde, (data["t"], raw))
+        return blob_value(self.serde, data, raw)
 
     async def _writes(self, session_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
+from sessionstore_langgraph._ids import blob_key
 from sessionstore_memory import MemoryStore
 
 from sessionstore import (
@@ -220,6 +222,32 @@ async def test_a_value_too_big_for_one_event_is_split_and_rebuilt(
     assert state.values["log"][:40] == [f"line {i}" for i in range(40)]
     await saver.aprune(["t"])
     assert (await graph.aget_state(_config("t"))).values == state.values
+
+
+async def test_a_long_value_is_stored_compressed_and_read_back(
+    adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saver = SessionStoreSaver(adapter_store)
+    messages = [f"message {i}: the quick brown fox jumps over the lazy dog" for i in range(500)]
+    noise = os.urandom(4096)  # incompressible: stored as it is
+    monkeypatch.setattr(_records, "CHUNK", 1024)  # and split over several events
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"messages": messages, "noise": noise}
+    cp["channel_versions"] = {"messages": "1", "noise": "1"}
+    config = await saver.aput(_config("t"), cp, {"step": 0}, {"messages": "1", "noise": "1"})
+    blobs = {
+        e.key: e.data for e in await _events(adapter_store, "t") if e.type == "lg.blob" and e.key
+    }
+    first = {ch: blob_key("", ch, "1") for ch in ("messages", "noise")}
+    assert blobs[first["messages"]].get("z") == 1 and "z" not in blobs[first["noise"]]
+    stored = sum(len(str(d["b"])) for k, d in blobs.items() if k.startswith(first["messages"]))
+    assert stored * 5 < len(saver.serde.dumps_typed(messages)[1])
+    assert blobs[first["noise"]]["n"] > 1
+    tup = await saver.aget_tuple(config)
+    assert tup is not None and tup.checkpoint["channel_values"] == {
+        "messages": messages,
+        "noise": noise,
+    }
 
 
 async def test_threads_expire_a_ttl_after_their_last_write() -> None:
