@@ -18,6 +18,7 @@ from sessionstore import (
     UNSET,
     AppendOp,
     EventInput,
+    IntegrityError,
     ManualClock,
     NewSession,
     PopOp,
@@ -420,3 +421,31 @@ async def test_an_append_from_a_copy_of_a_layout_1_document_converts_first(
     s = await other.append_events("c1", [{"type": "e"}])  # the copy's short path now
     assert (s.event_count, s.last_seq) == (5, 7)
     assert [e.seq for e in await store.get_events("c1", types=["e", "a"])] == [3, 7]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"[1]",
+        b'"text"',
+        b'{"v":1,"s":2,"t":"a","a":0,"d":{}}',
+        b'{"v":2,"s":"2","t":"a","a":0,"d":{}}',
+        b'{"v":2,"s":2,"t":3,"a":0,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0.5,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0,"d":[]}',
+        b'{"v":2,"s":2,"t":"a","a":0,"k":7,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0,"d":{}',
+    ],
+)
+async def test_a_malformed_record_is_reported(
+    open_redis: Any, redis_url: str, record: bytes
+) -> None:
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="bad")
+    await store.append_events("bad", [{"type": "a", "key": "k1"}])
+    await store.client.zadd(store.key_names("bad")["events"], {record: 2})
+    with pytest.raises(IntegrityError):
+        await store.get_events("bad", last=5)
+    (first,) = await store.get_events("bad", limit=1)
+    assert (first.seq, first.type, first.key, first.data) == (1, "a", "k1", {})
