@@ -139,7 +139,15 @@ class EventLog:
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event] | None:
-        """A page of the log (``lua/events.lua``); ``now`` ``""``: ignore expiry."""
+        """A page of the log; ``now`` ``""``: ignore expiry. A plain window (no type or
+        time filter) by ``_plain``, anything else (or what ``_plain`` leaves) by
+        ``lua/events.lua``."""
+        if types is None and at_after is None and at_before is None:
+            window = _window(after_seq, before_seq, limit, last)
+            if window is not None:
+                page = await self._plain(sid, now, window)
+                if page is not None:
+                    return decode_events(page, sid) if page else []
         args: list[Any] = [
             now,
             after_seq,
@@ -149,12 +157,6 @@ class EventLog:
             "" if at_after is None else to_ms(at_after),
             "" if at_before is None else to_ms(at_before),
         ]
-        if types is None and at_after is None and at_before is None:
-            window = _window(after_seq, before_seq, limit, last)
-            if window is not None:
-                page = await self._plain(sid, now, window)
-                if page is not None:
-                    return decode_events(page, sid) if page else []
         if types is not None:
             if not types:  # no type at all: an empty page (the session is still checked)
                 args[3], args[4] = 0, ""

@@ -168,9 +168,7 @@ async def test_every_event_operation_is_one_round_trip(open_redis: Any, redis_ur
     assert s.id == "rt"
 
 
-async def test_a_plain_window_is_read_without_a_script(
-    open_redis: Any, redis_url: str
-) -> None:
+async def test_a_plain_window_is_read_without_a_script(open_redis: Any, redis_url: str) -> None:
     """``get_events`` without a type or time filter is one ``MULTI``/``EXEC`` (the
     liveness fields and one range command), the same page as the script reads."""
     clock = ManualClock()
