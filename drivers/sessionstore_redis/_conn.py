@@ -649,6 +649,14 @@ class Backend:
         except NoScriptError:
             return await lane.script("EVAL", script.source, keys, args)
 
+    async def commands(self, key: str, packed: bytes, count: int) -> list[Any] | None:
+        """Plain commands through the lean request path (:meth:`._lane.Lane.commands`);
+        ``None`` when there is no lane (``lean=false``): the caller then uses a script."""
+        lane = self.here().lane
+        if lane is None:
+            return None
+        return await lane.commands(key, packed, count)
+
     async def script_wait(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """A write script followed by WAIT on the same connection (``wait_replicas``)."""
         state = self.here()

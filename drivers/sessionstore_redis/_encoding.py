@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -234,33 +236,64 @@ def event_args(
     return [event_tail(tj, at_ms, kj, data_json), tj, at_ms, kj, content_digest(etype, data)]
 
 
+#: ``Event``'s fields, set one by one through their slot descriptors by
+#: ``decode_events`` (the frozen dataclass's ``__init__`` goes through
+#: ``object.__setattr__`` per field: ~3.5k instructions an event more, callgrind)
+_EVENT_SLOTS: Final = tuple(f.name for f in fields(Event))
+if _EVENT_SLOTS != ("seq", "type", "at", "data", "key") or hasattr(Event, "__post_init__"):
+    raise ImportError("sessionstore.Event changed: update decode_events")  # pragma: no cover
+_SET_SEQ, _SET_TYPE, _SET_AT, _SET_DATA, _SET_KEY = (
+    getattr(Event, name).__set__ for name in _EVENT_SLOTS
+)
+#: epoch milliseconds -> datetime of the events decoded lately (a page is read again and
+#: again; a datetime is immutable, so sharing one is safe)
+_AT: dict[int, datetime] = {}
+_MAX_AT = 8192
+
+
 def decode_events(blobs: Sequence[bytes], record: str) -> list[Event]:
-    """Events from stored records (``lua/evlog.lua``), in the order given."""
+    """Events from stored records (``lua/evlog.lua``), in the order given; each record
+    checked field by field (:class:`IntegrityError` naming ``record`` when one is not a
+    layout-2 event)."""
     if not blobs:
         return []
     try:
         items = orjson.loads(b"[" + b",".join(blobs) + b"]")
     except orjson.JSONDecodeError:
         raise IntegrityError("undecodable event", record) from None
-    out = []
+    out: list[Event] = []
+    append = out.append
+    new = object.__new__
+    times = _AT
     for item in items:
         try:
-            if not isinstance(item, dict) or item["v"] != DOC_FORMAT:
+            if item["v"] != DOC_FORMAT:
                 raise ValueError
             seq, etype, at, data = item["s"], item["t"], item["a"], item["d"]
-            key = item.get("k")
+            key = item.get("k") if len(item) > 5 else None
+            # orjson makes exact types: ``type() is`` is ``isinstance`` here
             if not (
                 type(seq) is int
-                and isinstance(etype, str)
+                and type(etype) is str
                 and type(at) is int
-                and isinstance(data, dict)
-                and (key is None or isinstance(key, str))
+                and type(data) is dict
+                and (key is None or type(key) is str)
             ):
                 raise ValueError
-            when = from_ms(at)
-        except (KeyError, ValueError, TypeError, OverflowError):
+            when = times.get(at)
+            if when is None:
+                if len(times) >= _MAX_AT:
+                    times.clear()
+                when = times[at] = from_ms(at)
+        except (KeyError, ValueError, TypeError, OverflowError, AttributeError):
             raise IntegrityError("malformed event record", record) from None
-        out.append(Event(seq, etype, when, data, key))
+        event = new(Event)
+        _SET_SEQ(event, seq)
+        _SET_TYPE(event, etype)
+        _SET_AT(event, when)
+        _SET_DATA(event, data)
+        _SET_KEY(event, key)
+        append(event)
     if len(out) != len(blobs):
         raise IntegrityError("malformed event log", record)
     return out

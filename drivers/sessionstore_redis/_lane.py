@@ -311,6 +311,16 @@ class Lane:
             raise reply
         return reply
 
+    async def commands(self, key: str, packed: bytes, count: int) -> list[Any]:
+        """Plain commands the caller packed (``count`` of them, e.g. ``MULTI`` ... ``EXEC``
+        on the keys of one slot), sent as one request to the node of ``key``; their
+        replies, error replies (a redirection included) as exception objects in their
+        places: the caller decides what to do with them."""
+        if self._cluster:
+            node = self._client.get_node_from_key(key)
+            return await _on_node(node, self.gate(node), packed, count, None, self.deadlines)
+        return await self._on_pool(packed, count)
+
     async def pipeline(
         self, calls: Sequence[tuple[str, str | bytes, Sequence[str], Sequence[Any]]]
     ) -> list[Any]:

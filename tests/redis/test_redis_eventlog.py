@@ -18,6 +18,7 @@ from sessionstore import (
     UNSET,
     AppendOp,
     EventInput,
+    IntegrityError,
     ManualClock,
     NewSession,
     PopOp,
@@ -33,9 +34,18 @@ from tests.redis.servers import RedisCluster
 pytestmark = pytest.mark.asyncio
 
 
-async def _script_calls(store: RedisStore) -> int:
+async def _calls(store: RedisStore, *names: str) -> int:
     stats = await store.client.info("commandstats")
-    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in ("evalsha", "eval"))
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
+
+
+async def _script_calls(store: RedisStore) -> int:
+    return await _calls(store, "evalsha", "eval")
+
+
+async def _round_trips(store: RedisStore) -> int:
+    """Script calls and transactions (a plain window is read by ``MULTI``/``EXEC``)."""
+    return await _calls(store, "evalsha", "eval", "exec")
 
 
 async def _layout_1(store: RedisStore, sid: str, types: list[str], first_seq: int) -> None:
@@ -154,8 +164,53 @@ async def test_every_event_operation_is_one_round_trip(open_redis: Any, redis_ur
     for call in calls:
         await store.client.execute_command("CONFIG", "RESETSTAT")
         await call()
-        assert await _script_calls(store) == 1
+        assert await _round_trips(store) == 1
     assert s.id == "rt"
+
+
+async def test_a_plain_window_is_read_without_a_script(open_redis: Any, redis_url: str) -> None:
+    """``get_events`` without a type or time filter is one ``MULTI``/``EXEC`` (the
+    liveness fields and one range command), the same page as the script reads."""
+    clock = ManualClock()
+    store: RedisStore = await open_redis(redis_url, clock=clock)
+    await store.create_session(id="pw", ttl=timedelta(seconds=60))
+    await store.append_events("pw", [{"type": "ab"[i % 2], "data": {"i": i}} for i in range(40)])
+    await store.get_events("pw", types=["a"])  # the script loaded
+    windows: list[dict[str, Any]] = [
+        {},
+        {"last": 20},
+        {"last": 50},
+        {"limit": 5},
+        {"after_seq": 10},
+        {"after_seq": 10, "limit": 5},
+        {"after_seq": 10, "last": 5},
+        {"before_seq": 20, "last": 5},
+        {"before_seq": 20, "limit": 5},
+        {"after_seq": 3, "before_seq": 9},
+        {"after_seq": 38, "before_seq": 45, "last": 4},
+    ]
+    for window in windows:
+        await store.client.execute_command("CONFIG", "RESETSTAT")
+        got = await store.get_events("pw", **window)
+        assert await _script_calls(store) == 0, window
+        assert await _calls(store, "exec") == 1, window
+        # the script's page (a type filter naming every type takes the script's path)
+        same = await store.get_events("pw", types=["a", "b"], **window)
+        assert got == same, window
+        assert [e.seq for e in got] == [e.seq for e in await _memory_page(window)], window
+    clock.advance(60)  # expired: the script decides, as before
+    with pytest.raises(SessionNotFoundError):
+        await store.get_events("pw", last=20)
+    assert await store._load_events("pw", after_seq=0, limit=None, last=3) != []
+
+
+async def _memory_page(window: dict[str, Any]) -> list[Any]:
+    from sessionstore import open_store
+
+    async with open_store("memory://") as memory:
+        await memory.create_session(id="pw")
+        await memory.append_events("pw", [{"type": "x"}] * 40)
+        return await memory.get_events("pw", **window)
 
 
 async def test_the_keys_of_a_session_share_its_slot(open_redis: Any, redis_url: str) -> None:
@@ -364,3 +419,31 @@ async def test_an_append_from_a_copy_of_a_layout_1_document_converts_first(
     s = await other.append_events("c1", [{"type": "e"}])  # the copy's short path now
     assert (s.event_count, s.last_seq) == (5, 7)
     assert [e.seq for e in await store.get_events("c1", types=["e", "a"])] == [3, 7]
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        b"[1]",
+        b'"text"',
+        b'{"v":1,"s":2,"t":"a","a":0,"d":{}}',
+        b'{"v":2,"s":"2","t":"a","a":0,"d":{}}',
+        b'{"v":2,"s":2,"t":3,"a":0,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0.5,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0,"d":[]}',
+        b'{"v":2,"s":2,"t":"a","a":0,"k":7,"d":{}}',
+        b'{"v":2,"s":2,"t":"a","d":{}}',
+        b'{"v":2,"s":2,"t":"a","a":0,"d":{}',
+    ],
+)
+async def test_a_malformed_record_is_reported(
+    open_redis: Any, redis_url: str, record: bytes
+) -> None:
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="bad")
+    await store.append_events("bad", [{"type": "a", "key": "k1"}])
+    await store.client.zadd(store.key_names("bad")["events"], {record: 2})
+    with pytest.raises(IntegrityError):
+        await store.get_events("bad", last=5)
+    (first,) = await store.get_events("bad", limit=1)
+    assert (first.seq, first.type, first.key, first.data) == (1, "a", "k1", {})
