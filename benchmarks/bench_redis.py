@@ -198,6 +198,41 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             Row(f"[{label}] create_session (~2 KB)", op, "raw EVALSHA", floor, Target.at_most(1.3))
         )
 
+        # create + get (issue 21): the store's pair vs a raw SET of the JSON document and
+        # a GET of it, decoded: the cheapest way to keep and read back a document in Redis
+        payload = orjson.dumps(
+            {"processor_id": "agent-7", "data": doc, "tags": ["eu", "prod"], "meta": {"u": 1}}
+        )
+        raw_ids = itertools.count()
+
+        async def create_get() -> object:
+            made = await store.create_session(
+                processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
+            )
+            return await store.get_session(made.id)
+
+        async def set_get() -> object:
+            raw_key = f"bench-{label}-raw:{{{next(raw_ids)}}}"
+            await client.set(raw_key, payload)
+            return orjson.loads(await client.get(raw_key))
+
+        op, floor = await compare(
+            create_get,
+            set_get,
+            number=sizes.op_number,
+            floor_number=sizes.op_number,
+            repeat=sizes.repeat,
+        )
+        report.add(
+            Row(
+                f"[{label}] create_session + get_session (~2 KB)",
+                op,
+                "SET+GET+decode",
+                floor,
+                Target.at_most(1.3),
+            )
+        )
+
         step = itertools.count()
         upd = store._writes.call(0)
         from sessionstore import SessionUpdate, UpdateOp
