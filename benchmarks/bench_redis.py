@@ -26,7 +26,14 @@ and on Cluster:
 4. the first page of 100 filtered by tag + created_at range over 100,000 sessions >= 100x
    faster than SCAN + decode + filter (``BaseSessionStore.list_sessions``);
 5. ``put_records`` of 500 records, pipelined, >= 0.8x the throughput of the same write
-   scripts pipelined raw (i.e. <= 1.25x their time).
+   scripts pipelined raw (i.e. <= 1.25x their time);
+6. (issue 21) the 100 newest (by ``updated_at``) of one processor's 1,000 sessions among
+   10,000 <= 2x a raw ``ZREVRANGE`` of a sorted set holding exactly those sessions plus
+   the 100 documents' pipelined ``HGETALL`` + decoding (<= 3x on Cluster);
+7. the plan sweep: at every selectivity from 0.01 % to 100 % (one tag on 1 to all of
+   10,000 sessions, alone and with a processor on 10 %) the planner's choice in
+   ``lua/walk.lua`` is within 3x of the best forced plan (walk the order index, sort
+   the candidate set, walk a composite index).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import asyncio
 import itertools
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -59,12 +67,31 @@ from sessionstore import (
     Status,
     open_store,
 )
+from sessionstore.clock import to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import Mutation, prepare
 
 from ._event_log import event_log_rows
-from ._harness import Report, Row, Target, append_flatness_row, compare
-from .bench_memory import EVENT, PROCESSORS, STATUSES, TAGS, NewMillisecondClock, session_doc
+from ._harness import (
+    Report,
+    Row,
+    Target,
+    append_flatness_row,
+    compare,
+    format_seconds,
+    measure,
+)
+from .bench_memory import (
+    _SMALL,
+    EVENT,
+    PROCESSORS,
+    STATUSES,
+    SWEEP,
+    TAGS,
+    NewMillisecondClock,
+    _sweep_filters,
+    session_doc,
+)
 
 
 @dataclass(frozen=True)
@@ -472,6 +499,113 @@ async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> Non
         report.meta[f"query_ms_{label}"] = op.median * 1e3
 
 
+async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> None:
+    """Rows 6 and 7: the listing a composite index serves, and the plan sweep (the same
+    sessions and filters as ``bench_memory``'s)."""
+    from sessionstore_redis import RedisStore
+
+    clock = ManualClock()
+    total = 10_000
+    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock)
+    assert isinstance(store, RedisStore)
+    async with store:
+        # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
+        # processor "p-1000" on 1,000 of them, the others on 9 more processors
+        for start in range(0, total, 500):
+            ops = []
+            for i in range(start, start + 500):
+                tags = [f"sel-{n}" for n in SWEEP if i % (total // n) == 0]
+                processor = "p-1000" if i % 10 == 0 else f"p-{i % 10}"
+                ops.append(CreateOp(NewSession(processor_id=processor, tags=tags, data=_SMALL)))
+            await store.commit(ops)
+            clock.advance(timedelta(seconds=1))
+        client = store.client
+        # the floor's index: a sorted set of exactly that processor's sessions by updated_at
+        floor_key = f"bench-floor:{label}:{{p-1000}}:updated"
+        await client.delete(floor_key)
+        mine = [r.session async for r in store.scan(filter=SessionFilter(processor_id="p-1000"))]
+        await client.zadd(floor_key, {s.id: to_ms(s.updated_at) for s in mine})
+        doc_keys = {s.id: store.key_names(s.id)["doc"] for s in mine}
+
+        async def floor() -> object:
+            # ZREVRANGE by score, ties by id descending, as the listing orders them
+            ids = await client.zrange(floor_key, 0, 99, desc=True)
+            pipe = client.pipeline(transaction=False) if label == "single" else client.pipeline()
+            for sid in ids:
+                pipe.hgetall(doc_keys[sid.decode()])
+            out = []
+            for fields in await pipe.execute():
+                data = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"d:"]
+                meta = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"m:"]
+                out.append(
+                    (
+                        orjson.loads(b"{" + b",".join(data) + b"}"),
+                        orjson.loads(b"{" + b",".join(meta) + b"}"),
+                    )
+                )
+            return ids, out
+
+        opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+        newest = SessionFilter(processor_id="p-1000")
+        want = [sid.decode() for sid in (await floor())[0]]  # type: ignore[index]
+        got = (await store.list_sessions(newest, opts)).ids
+        if got != want:
+            raise SystemExit(f"BUG [{label}]: the listing and its floor disagree")
+        op, floor_t = await compare(
+            lambda: store.list_sessions(newest, opts), floor, repeat=sizes.repeat
+        )
+        report.add(
+            Row(
+                f"[{label}] list 100 newest of a processor's 1,000 among {total:,}",
+                op,
+                "ZREVRANGE + pipelined HGETALL of 100 + decode",
+                floor_t,
+                Target.at_most(2.0 if label == "single" else 3.0),
+                note=f"absolute {op.median * 1e3:.2f} ms",
+            )
+        )
+        await client.delete(floor_key)
+        queries = store._queries
+        if not hasattr(queries, "force_plan"):  # a driver without plans (a before run)
+            return
+        sweep: dict[str, dict[str, Any]] = {}
+        for name, flt in _sweep_filters():
+            plans = ("", "walk", "sort", "comp")
+            reference = None
+            for plan in plans:
+                queries.force_plan = plan
+                ids = (await store.list_sessions(flt, opts)).ids
+                if reference is not None and ids != reference:
+                    raise SystemExit(f"BUG [{label}]: plan {plan!r} disagrees on {name}")
+                reference = ids
+            samples: dict[str, list[float]] = {plan: [] for plan in plans}
+            for _ in range(max(3, sizes.repeat // 4)):
+                for plan in plans:
+                    queries.force_plan = plan
+                    timing = await measure(
+                        lambda: store.list_sessions(flt, opts),  # noqa: B023
+                        repeat=1,
+                        min_batch_seconds=0.002,
+                    )
+                    samples[plan].append(timing.median)
+            queries.force_plan = ""
+            seconds = {plan: statistics.median(v) for plan, v in samples.items()}
+            best = min(v for plan, v in seconds.items() if plan)
+            ratio = seconds[""] / best
+            sweep[name] = {"ratio_to_best": ratio, "seconds": seconds}
+            forced = ", ".join(f"{p} {format_seconds(seconds[p])}" for p in plans if p)
+            print(
+                f"  {'PASS' if ratio <= 3 else 'FAIL'}  [{label}] plan sweep {name}: chosen "
+                f"{format_seconds(seconds[''])} ({forced}) -> {ratio:.2f}x best (target <= 3x)",
+                flush=True,
+            )
+        report.meta[f"plan_sweep_{label}"] = sweep
+        worst = max(v["ratio_to_best"] for v in sweep.values())
+        report.info[f"plan sweep {label}"] = (
+            f"worst chosen/best ratio {worst:.2f}x over {len(sweep)} filters"
+        )
+
+
 def _hiredis() -> bool:
     from redis.utils import HIREDIS_AVAILABLE
 
@@ -493,8 +627,10 @@ async def run(args: argparse.Namespace) -> Report:
         if not args.no_cluster:
             urls["cluster"] = args.cluster_url or started["cluster"]
         for label, url in urls.items():
-            await bench_single_ops(report, url, label, sizes)
-            await bench_query(report, url, label, replace(sizes))
+            if not args.plans_only:
+                await bench_single_ops(report, url, label, sizes)
+                await bench_query(report, url, label, replace(sizes))
+            await bench_plans(report, url, label, sizes)
     return report
 
 
@@ -505,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing single server (default: a private one)")
     parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
+    parser.add_argument(
+        "--plans-only", action="store_true", help="only the listing and the plan sweep"
+    )
     args = parser.parse_args(argv)
     return asyncio.run(run(args)).publish(args.json)
 
