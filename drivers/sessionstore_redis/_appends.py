@@ -151,7 +151,6 @@ class Appends:
         what = f"append to {session_id}"
         known = ""
         after: Sequence[Any] = NO_COPY
-        composites: Sequence[str] = ()
         numbered: int | str = ""
         leaves: tuple[Any, ...] = ("", "", "")
         during = None
@@ -163,15 +162,12 @@ class Appends:
             if (expected is None or expected == c.version) and (ea is None or ea > now_ms):
                 # the copy's counters (append.lua uses them instead of reading the
                 # document if the document still is this copy)
-                record = ""
-                if not self._cluster:  # and its index record and composites
-                    record, composites = cached.append_record(now_ms, self._writes.ix_prefix)
                 after = (
                     c.version,
                     c.event_count,
                     c.last_seq,
                     "" if ea is None else ea + self._grace_ms,
-                    record,
+                    "" if self._cluster else cached.append_record(now_ms),
                 )
 
                 if not keyed:  # number the records here: the script need not build them
@@ -205,7 +201,6 @@ class Appends:
                 keyed=keyed,
                 numbered=numbered,
                 leaves=leaves,
-                composites=composites,
             )
             try:
                 reply = await self._writes.run(
@@ -225,7 +220,6 @@ class Appends:
                     keyed=keyed,
                     numbered=numbered,
                     leaves=leaves,
-                    composites=composites,
                 ),
                 now_ms,
                 idempotent=expected is not None,

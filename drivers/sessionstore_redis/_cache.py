@@ -43,7 +43,7 @@ class Cached:
         session: Session,
         data: bytes,
         metadata: bytes,
-        ix: tuple[str, str, list[str]] | None = None,
+        ix: tuple[str, str] | None = None,
     ) -> None:
         self.token = token
         self.session = session  # only its immutable fields are used (never data/metadata)
@@ -52,25 +52,14 @@ class Cached:
         # the parts of the session's index record an append keeps, made on first use
         self.ix = ix
 
-    def append_record(self, now_ms: int, prefix: str) -> tuple[str, list[str]]:
+    def append_record(self, now_ms: int) -> str:
         """The index record (``lua/index.lua``) of this document after an append at
-        ``now_ms`` (the version one up, ``updated_at`` now, "has events" set) and the
-        ``updated_at`` composites (``lua/ixadd.lua``) of index prefix ``prefix`` that
-        hold it, which the append re-scores."""
+        ``now_ms``: the version one up, ``updated_at`` now, "has events" set."""
         ix = self.ix
         s = self.session
         if ix is None:
-            st, pid = s.status.value, s.processor_id
-            composites = [f"{prefix}su:{st}"]
-            if pid:
-                composites += [f"{prefix}pu:{pid}", f"{prefix}qu:{st}:{pid}"]
-            composites += [f"{prefix}tu:{tag}" for tag in sorted(s.tags)]
-            ix = self.ix = (
-                f"\0{to_ms(s.created_at)}\0",
-                "\0" + record_tail(s, True),
-                composites,
-            )
-        return f"{s.version + 1}{ix[0]}{now_ms}{ix[1]}", ix[2]
+            ix = self.ix = (f"\0{to_ms(s.created_at)}\0", "\0" + record_tail(s, True))
+        return f"{s.version + 1}{ix[0]}{now_ms}{ix[1]}"
 
 
 class DocCache:
@@ -94,7 +83,7 @@ class DocCache:
         session: Session,
         data: bytes,
         metadata: bytes,
-        ix: tuple[str, str, list[str]] | None = None,
+        ix: tuple[str, str] | None = None,
     ) -> None:
         """Remember the document ``token``'s write left (or a read found)."""
         sid = session.id

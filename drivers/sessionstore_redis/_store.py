@@ -206,9 +206,6 @@ class RedisStore(BaseSessionStore):
 
     async def _initialize(self) -> None:
         await self._backend.open()
-        # the composite indexes: one check per shard, a back-fill the first time a store
-        # written before they existed is opened
-        await self._queries.compose()
 
     async def _shutdown(self) -> None:
         await self._backend.close()  # every loop's index queue is sent first

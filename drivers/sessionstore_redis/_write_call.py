@@ -186,7 +186,6 @@ class WriteCall:
         keyed: bool = False,
         numbered: int | str = "",
         leaves: Sequence[Any] = ("", "", ""),
-        composites: Sequence[str] = (),
     ) -> None:
         """An ``append_events`` call: its own script (``lua/append.lua``). ``events`` are
         five arguments per event (``_encoding.event_args``); ``known`` is the token of the
@@ -196,11 +195,9 @@ class WriteCall:
         document still is that copy. ``keyed``: some event has a key; ``numbered``: the
         seq the events were numbered after (their records and type index entries made
         whole by the client, see the script), ``""``: not numbered; ``leaves``: with
-        ``numbered``, the version, event count and last seq the append leaves;
-        ``composites``: with the copy's index record, the ``updated_at`` composites that
-        hold the session (single server: the script re-scores them)."""
+        ``numbered``, the version, event count and last seq the append leaves."""
         self.script = APPEND
-        self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys, *composites]
+        self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect

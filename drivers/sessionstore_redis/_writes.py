@@ -98,8 +98,6 @@ class Writes:
         self._token_seq = itertools.count()
         # the write scripts update the index themselves except on Cluster (see _indexer)
         self._ix_prefix = "" if cluster else keys.index(0)
-        #: the index prefix the write scripts maintain ("" on Cluster: the client does)
-        self.ix_prefix = self._ix_prefix
 
     # ------------------------------------------------------------------ calls
 

@@ -59,35 +59,43 @@ async def _composites(store: RedisStore) -> dict[str, dict[str, int]]:
     return found
 
 
-def _expected(store: RedisStore, records: dict[int, dict[str, list[str]]]) -> dict[str, Any]:
-    """The composites the index records call for."""
+def _expected(
+    store: RedisStore, records: dict[int, dict[str, list[str]]], families: set[str]
+) -> dict[str, Any]:
+    """The composites of ``families`` the index records call for."""
     want: dict[str, dict[str, int]] = {}
 
-    def put(key: str, sid: str, score: str) -> None:
-        want.setdefault(key, {})[sid] = int(score)
+    def put(family: str, value: str, sid: str, score: str) -> None:
+        if family in families:
+            want.setdefault(f"{ix}{family}:{value}", {})[sid] = int(score)
 
     for shard, recs in records.items():
         ix = store._keys.index(shard)
         for sid, r in recs.items():
             ca, ua, st, pid = r[1], r[2], r[4], r[5]
-            put(f"{ix}sc:{st}", sid, ca)
-            put(f"{ix}su:{st}", sid, ua)
+            put("sc", st, sid, ca)
+            put("su", st, sid, ua)
             if pid:
-                put(f"{ix}pc:{pid}", sid, ca)
-                put(f"{ix}pu:{pid}", sid, ua)
-                put(f"{ix}qc:{st}:{pid}", sid, ca)
-                put(f"{ix}qu:{st}:{pid}", sid, ua)
+                put("pc", pid, sid, ca)
+                put("pu", pid, sid, ua)
+                put("qc", f"{st}:{pid}", sid, ca)
+                put("qu", f"{st}:{pid}", sid, ua)
             for tag in r[8:]:
-                put(f"{ix}tc:{tag}", sid, ca)
-                put(f"{ix}tu:{tag}", sid, ua)
+                put("tc", tag, sid, ca)
+                put("tu", tag, sid, ua)
     return want
 
 
-async def _check(store: RedisStore) -> None:
+async def _check(store: RedisStore, families: set[str]) -> None:
     records = await _records(store)
     live = {r.session.id async for r in store.scan(include_expired=True)}
     assert {sid for recs in records.values() for sid in recs} == live
-    assert await _composites(store) == _expected(store, records)
+    assert await _composites(store) == _expected(store, records, families)
+    for shard in range(store._keys.shards):
+        ix = store._keys.index(shard)
+        for mark in ("cf", "cd"):
+            value = (await store.client.get(ix + mark) or b",").decode()
+            assert set(value.strip(",").split(",")) - {""} == families, (shard, mark)
 
 
 async def _workload(store: RedisStore, clock: ManualClock, rnd: random.Random) -> list[str]:
@@ -131,77 +139,90 @@ async def _workload(store: RedisStore, clock: ManualClock, rnd: random.Random) -
 async def test_writes_keep_the_composites(open_redis: Any, url: str) -> None:
     clock = ManualClock()
     store = await open_redis(url, clock=clock)
+    await _check(store, set())
+    await store._queries.compose(_FAMILIES)
     rnd = random.Random(5)
     await _workload(store, clock, rnd)
-    await _check(store)
+    await _check(store, set(_FAMILIES))
     clock.advance(timedelta(seconds=40))
     assert await store.cleanup_expired_sessions() > 0
-    await _check(store)
-    # restore: put_records over existing sessions and new ones
+    await _check(store, set(_FAMILIES))
+    # restore: put_records over existing sessions and deleted ones
     records = [r async for r in store.scan(include_expired=True)]
     for r in records[:5]:
         await store.delete_session(r.session.id)
     await store.put_records(records, strategy="overwrite")
-    await _check(store)
+    await _check(store, set(_FAMILIES))
 
 
-async def _strip(store: RedisStore) -> None:
-    """Make the store look as one written before composites: their keys and marks gone."""
-    for key in await _composites(store):
-        await store.client.delete(key)
-    for shard in range(store._keys.shards):
-        await store.client.delete(store._keys.index(shard) + "cl")
+async def test_writes_keep_only_the_families_in_use(open_redis: Any, url: str) -> None:
+    """A family is kept from its first use on: before, writes (and appends) pay nothing
+    for it; a listing that can use one makes it complete."""
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    await _workload(store, clock, random.Random(8))
+    await _check(store, set())
+    await store.list_sessions(
+        SessionFilter(processor_id="a"), QueryOptions(sort_by="updated_at", order="desc")
+    )
+    await _check(store, {"pu"})
+    await _workload(store, clock, random.Random(9))
+    await _check(store, {"pu"})
+    await store.list_sessions(
+        SessionFilter(processor_id="a", status="active", tags_all={"x"}),
+        QueryOptions(sort_by="created_at"),
+    )
+    await _check(store, {"pu", "pc", "sc", "qc", "tc"})
 
 
 async def test_a_store_written_before_composites_is_back_filled(
     open_redis: Any, url: str, namespace: str
 ) -> None:
+    """A store written before composites existed holds none (as one whose listings never
+    used them): the first use back-fills a family in batches, and writes between two
+    batches keep the sessions they touch."""
     clock = ManualClock()
     store = await open_redis(url, clock=clock)
-    rnd = random.Random(11)
-    await _workload(store, clock, rnd)
-    await _strip(store)
-    assert await _composites(store) == {}
-    # the back-fill runs in batches; writes between two batches keep their composites
+    await _workload(store, clock, random.Random(11))
+    await _check(store, set())
     records = await _records(store)
     shard = max(records, key=lambda k: len(records[k]))
     mine = sorted(records[shard])
     assert len(mine) >= 5
     ix = store._keys.index(shard)
-    after = ""
-    for step in range(4):
-        res = await store._backend.pipeline([("script", COMPOSE, [ix + "r"], [ix, after, 1])])
-        assert res[0] == [b"0", mine[step].encode()]
-        after = res[0][1].decode()
-        # one done, one not yet
-        sid = mine[step + (step % 2)]
-        clock.advance(timedelta(milliseconds=5))
-        try:
-            await store.update_session(sid, status="completed", add_tags={"late"})
-            await store.append_events(sid, [{"type": "msg"}])
-        except Exception as exc:
-            assert type(exc).__name__ == "SessionNotFoundError", exc
-    # a store opened on it completes the back-fill
+    for family in _FAMILIES:
+        after = ""
+        for step in range(3):
+            res = await store._backend.pipeline(
+                [("script", COMPOSE, [ix + "r"], [ix, family, after, 1])]
+            )
+            assert res[0] == [b"0", mine[step].encode()]
+            after = res[0][1].decode()
+            # one done, one not yet
+            sid = mine[step + (step % 2)]
+            clock.advance(timedelta(milliseconds=5))
+            try:
+                await store.update_session(sid, status="completed", add_tags={"late"})
+                await store.get_session(sid)
+                await store.append_events(sid, [{"type": "msg"}])
+            except Exception as exc:
+                assert type(exc).__name__ == "SessionNotFoundError", exc
+    # another store completes the back-fill
     again = await open_redis(url, clock=clock, namespace=store.namespace)
-    await _check(again)
-    assert await again.client.get(ix + "cl") == b"1"
-    page = await again.list_sessions(
-        SessionFilter(processor_id="a"), QueryOptions(sort_by="updated_at", order="desc")
-    )
-    full = await again.list_sessions(
-        SessionFilter(processor_id="a"),
-        QueryOptions(sort_by="updated_at", order="desc"),
-    )
-    assert page.ids == full.ids
+    await again._queries.compose(_FAMILIES)
+    await _check(again, set(_FAMILIES))
 
 
 async def test_rebuild_indexes_restores_the_composites(open_redis: Any, url: str) -> None:
     clock = ManualClock()
     store = await open_redis(url, clock=clock)
+    await store._queries.compose(_FAMILIES)
     await _workload(store, clock, random.Random(3))
-    await _strip(store)
+    for key in await _composites(store):  # lost (say, written behind the store's back)
+        await store.client.delete(key)
     await store.rebuild_indexes()
-    await _check(store)
+    await store._queries.compose(_FAMILIES)
+    await _check(store, set(_FAMILIES))
 
 
 _FILTERS = [
@@ -268,8 +289,9 @@ async def test_a_processor_listing_reads_only_the_page(open_redis: Any, redis_ur
             [CreateOp(NewSession(processor_id=f"p-{j % 4}")) for j in range(i, i + 500)]
         )
         clock.advance(timedelta(seconds=1))
-    await store.client.execute_command("CONFIG", "RESETSTAT")
     opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+    await store.list_sessions(SessionFilter(processor_id="p-1"), opts)  # composes "pu"
+    await store.client.execute_command("CONFIG", "RESETSTAT")
     page = await store.list_sessions(SessionFilter(processor_id="p-1"), opts)
     assert len(page) == 100
     stats = await store.client.info("commandstats")

@@ -3,8 +3,7 @@
 -- (the order index and the composites), atomically. Kept apart from write.lua so a call carries and parses only what an append
 -- needs (an append that creates the session or sets its expiry is write.lua's 'A').
 --
--- KEYS: doc, events, types, keys, then (with 12) the updated_at composites that hold the
--- session (ixadd.lua; the client's copy names them). ARGV:
+-- KEYS: doc, events, types, keys. ARGV:
 --   1 grace_ms, 2 index prefix ('' = the client maintains the indexes, as on Cluster),
 --   3 id (these three are the same for every append to a session), 4 now_ms, 5 token,
 --   6 expected version ('' none), 7 known token ('' none: the write token of the
@@ -164,7 +163,7 @@ if IX ~= '' then
       full = true
     else
       redis.call('ZADD', IX .. 'u', NOW, ID)
-      for i = 5, #KEYS do redis.call('ZADD', KEYS[i], NOW, ID) end
+      ix_touch(IX, ID, NOW, ARGV[12])
     end
   else
     local old = redis.call('HGET', IX .. 'r', ID)
@@ -175,8 +174,7 @@ if IX ~= '' then
     if ca then  -- only the version, updated_at and "has events" change
       if ua ~= NOW then
         redis.call('ZADD', IX .. 'u', NOW, ID)
-        local st, pid = string.match(mid, '^[^%z]*%z([^%z]*)%z([^%z]*)')
-        ix_touch(IX, ID, NOW, st, pid, tags)
+        ix_touch(IX, ID, NOW, old)
       end
       redis.call('HSET', IX .. 'r', ID, nv .. SEP .. ca .. SEP .. NOW .. SEP .. mid .. SEP .. '1' .. tags)
     else  -- missing or malformed

@@ -31,61 +31,43 @@ local function ix_unset(ix, id, o)
   redis.call('SREM', ix .. 's:' .. o[5], id)
   if o[6] ~= '' then redis.call('SREM', ix .. 'p:' .. o[6], id) end
   for k = 9, #o do redis.call('SREM', ix .. 't:' .. o[k], id) end
-  redis.call('ZREM', ix .. 'sc:' .. o[5], id)
-  redis.call('ZREM', ix .. 'su:' .. o[5], id)
-  if o[6] ~= '' then
-    redis.call('ZREM', ix .. 'pc:' .. o[6], id)
-    redis.call('ZREM', ix .. 'pu:' .. o[6], id)
-    redis.call('ZREM', ix .. 'qc:' .. o[5] .. ':' .. o[6], id)
-    redis.call('ZREM', ix .. 'qu:' .. o[5] .. ':' .. o[6], id)
-  end
-  for k = 9, #o do
-    redis.call('ZREM', ix .. 'tc:' .. o[k], id)
-    redis.call('ZREM', ix .. 'tu:' .. o[k], id)
-  end
-end
-
--- Move id from composite key ok (false: none) at score os to nk (false: none) at ns.
-local function comp_move(ok, nk, os, ns, id)
-  if ok ~= nk then
-    if ok then redis.call('ZREM', ok, id) end
-    if nk then redis.call('ZADD', nk, ns, id) end
-  elseif nk and os ~= ns then
-    redis.call('ZADD', nk, ns, id)
-  end
-end
-
--- Update id's composites from record o to record r (tables).
-local function ix_comp_set(ix, id, o, r)
-  local cc, uc = o[2] ~= r[2], o[3] ~= r[3]
-  if o[5] ~= r[5] or cc then comp_move(ix .. 'sc:' .. o[5], ix .. 'sc:' .. r[5], o[2], r[2], id) end
-  if o[5] ~= r[5] or uc then comp_move(ix .. 'su:' .. o[5], ix .. 'su:' .. r[5], o[3], r[3], id) end
-  if o[6] ~= r[6] or (r[6] ~= '' and (cc or uc or o[5] ~= r[5])) then
-    local op = o[6] ~= '' and o[6]
-    local np = r[6] ~= '' and r[6]
-    comp_move(op and (ix .. 'pc:' .. op), np and (ix .. 'pc:' .. np), o[2], r[2], id)
-    comp_move(op and (ix .. 'pu:' .. op), np and (ix .. 'pu:' .. np), o[3], r[3], id)
-    comp_move(op and (ix .. 'qc:' .. o[5] .. ':' .. op), np and (ix .. 'qc:' .. r[5] .. ':' .. np), o[2], r[2], id)
-    comp_move(op and (ix .. 'qu:' .. o[5] .. ':' .. op), np and (ix .. 'qu:' .. r[5] .. ':' .. np), o[3], r[3], id)
-  end
-  local had = {}
-  for k = 9, #o do had[o[k]] = true end
-  for k = 9, #r do
-    local t = r[k]
-    if had[t] then
-      had[t] = false
-      if cc then redis.call('ZADD', ix .. 'tc:' .. t, r[2], id) end
-      if uc then redis.call('ZADD', ix .. 'tu:' .. t, r[3], id) end
-    elseif had[t] == nil then
-      had[t] = false
-      redis.call('ZADD', ix .. 'tc:' .. t, r[2], id)
-      redis.call('ZADD', ix .. 'tu:' .. t, r[3], id)
+  local cf = comp_families(ix)
+  if cf then
+    for f in string.gmatch(cf, '%a%a') do
+      for _, key in ipairs(comp_keys(ix, f, o)) do redis.call('ZREM', key, id) end
     end
   end
-  for k = 9, #o do
-    if had[o[k]] then
-      redis.call('ZREM', ix .. 'tc:' .. o[k], id)
-      redis.call('ZREM', ix .. 'tu:' .. o[k], id)
+end
+
+local function same_tags(o, r)
+  if #o ~= #r then return false end
+  for k = 9, #o do if o[k] ~= r[k] then return false end end
+  return true
+end
+
+-- Update id's composites (of the families the writes keep) from record o to record r.
+local function ix_comp_set(ix, id, o, r)
+  local cf = comp_families(ix)
+  if not cf then return end
+  local changed = {
+    s = o[5] ~= r[5],
+    p = o[6] ~= r[6],
+    q = o[5] ~= r[5] or o[6] ~= r[6],
+    t = not same_tags(o, r),
+  }
+  for f in string.gmatch(cf, '%a%a') do
+    local at = string.sub(f, 2, 2) == 'c' and 2 or 3
+    if changed[string.sub(f, 1, 1)] then
+      local keep = {}
+      for _, key in ipairs(comp_keys(ix, f, r)) do
+        keep[key] = true
+        redis.call('ZADD', key, r[at], id)
+      end
+      for _, key in ipairs(comp_keys(ix, f, o)) do
+        if not keep[key] then redis.call('ZREM', key, id) end
+      end
+    elseif o[at] ~= r[at] then
+      comp_add(ix, f, id, r)
     end
   end
 end

@@ -12,8 +12,8 @@
 --      composite the groups it covers ('1,3'); the last argument forces a plan ('' the
 --      planner's choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep).
 --   The composites' keys (sorted sets in the order's sort key, see ixadd.lua) follow the
---   groups' keys in KEYS; the client passes them only for created_at / updated_at orders
---   and once the shard's composites are complete.
+--   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
+--   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, 'id\1score\1record', ...}
 -- The plan: walk the smallest composite when it is no larger than the smallest candidate
 -- group (it holds only candidates, already in order), else enumerate the smallest
@@ -39,13 +39,19 @@ for gi = 1, NG do
   groups[gi] = g
 end
 local comps, a = {}, 17 + NG
-for ci = 1, tonumber(ARGV[a] or '0') do
+local NC = tonumber(ARGV[a] or '0')
+-- a composite is read only if its family is complete on this shard (the client's view
+-- may be older than the shard's: a namespace emptied meanwhile)
+local DONE = NC > 0 and redis.call('GET', string.sub(KEYS[1], 1, -2) .. 'cd') or false
+for ci = 1, NC do
   local cov = {}
   for gi in string.gmatch(ARGV[a + ci], '%d+') do cov[tonumber(gi)] = true end
-  comps[ci] = {KEYS[k], cov}
+  local key = KEYS[k]
+  local fam = string.sub(key, #KEYS[1], #KEYS[1] + 1)
+  if DONE and string.find(DONE, fam, 1, true) then comps[#comps + 1] = {key, cov} end
   k = k + 1
 end
-local FORCE = ARGV[a + #comps + 1] or ''
+local FORCE = ARGV[a + NC + 1] or ''
 local SKIP = {}  -- groups the walked composite covers
 
 local function blt(a, b)
