@@ -29,7 +29,7 @@ and on Cluster:
    scripts pipelined raw (i.e. <= 1.25x their time);
 6. (issue 21) the 100 newest (by ``updated_at``) of one processor's 1,000 sessions among
    10,000 <= 2x a raw ``ZREVRANGE`` of a sorted set holding exactly those sessions plus
-   the 100 documents' pipelined ``HGETALL`` + decoding (<= 3x on Cluster);
+   an ``MGET`` of the 100 documents as JSON strings + orjson (<= 3x on Cluster);
 7. the plan sweep: at every selectivity from 0.01 % to 100 % (one tag on 1 to all of
    10,000 sessions, alone and with a processor on 10 %) the planner's choice in
    ``lua/walk.lua`` is within 3x of the best forced plan (walk the order index, sort
@@ -528,30 +528,23 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
             await store.put_records(batch)
             clock.advance(timedelta(seconds=1))
         client = store.client
-        # the floor's index: a sorted set of exactly that processor's sessions by updated_at
-        floor_key = f"bench-floor:{label}:{{p-1000}}:updated"
-        await client.delete(floor_key)
+        # the floor: a sorted set of exactly that processor's sessions by updated_at, and
+        # each session's document as one JSON string (all under one hash tag: one MGET,
+        # on Cluster too), the raw backend with the right index
+        tag = f"bench-floor:{label}:{{p-1000}}:"
         mine = [r.session async for r in store.scan(filter=SessionFilter(processor_id="p-1000"))]
-        await client.zadd(floor_key, {s.id: to_ms(s.updated_at) for s in mine})
-        doc_keys = {s.id: store.key_names(s.id)["doc"] for s in mine}
+        await client.zadd(tag + "updated", {s.id: to_ms(s.updated_at) for s in mine})
+        for s in mine:
+            await client.set(
+                tag + s.id, orjson.dumps({"data": s.data, "metadata": s.metadata, "v": s.version})
+            )
+        loads = orjson.loads
 
         async def floor() -> object:
-            # ZREVRANGE by score, ties by id descending, as the listing orders them
-            ids = await client.zrange(floor_key, 0, 99, desc=True)
-            pipe = client.pipeline(transaction=False) if label == "single" else client.pipeline()
-            for sid in ids:
-                pipe.hgetall(doc_keys[sid.decode()])
-            out = []
-            for fields in await pipe.execute():
-                data = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"d:"]
-                meta = [k[2:] + b":" + v for k, v in fields.items() if k[:2] == b"m:"]
-                out.append(
-                    (
-                        orjson.loads(b"{" + b",".join(data) + b"}"),
-                        orjson.loads(b"{" + b",".join(meta) + b"}"),
-                    )
-                )
-            return ids, out
+            # ZREVRANGE by score (ties by id descending, as the listing orders them) + MGET
+            ids = await client.zrange(tag + "updated", 0, 99, desc=True)
+            docs = await client.mget([tag + sid.decode() for sid in ids])
+            return ids, [loads(doc) for doc in docs]
 
         opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
         newest = SessionFilter(processor_id="p-1000")
@@ -566,13 +559,14 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
             Row(
                 f"[{label}] list 100 newest of a processor's 1,000 among {total:,}",
                 op,
-                "ZREVRANGE + pipelined HGETALL of 100 + decode",
+                "ZREVRANGE + MGET of 100 + orjson",
                 floor_t,
                 Target.at_most(2.0 if label == "single" else 3.0),
                 note=f"absolute {op.median * 1e3:.2f} ms",
             )
         )
-        await client.delete(floor_key)
+        for key in [tag + "updated", *(tag + s.id for s in mine)]:
+            await client.delete(key)
         queries = store._queries
         if not hasattr(queries, "force_plan"):  # a driver without plans (a before run)
             return
@@ -587,13 +581,13 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
                     raise SystemExit(f"BUG [{label}]: plan {plan!r} disagrees on {name}")
                 reference = ids
             samples: dict[str, list[float]] = {plan: [] for plan in plans}
-            for _ in range(max(3, sizes.repeat // 4)):
+            for _ in range(max(7, sizes.repeat // 4)):
                 for plan in plans:
                     queries.force_plan = plan
                     timing = await measure(
                         lambda: store.list_sessions(flt, opts),  # noqa: B023
                         repeat=1,
-                        min_batch_seconds=0.002,
+                        min_batch_seconds=0.005,
                     )
                     samples[plan].append(timing.median)
             queries.force_plan = ""
