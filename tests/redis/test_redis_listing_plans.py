@@ -182,7 +182,8 @@ async def test_a_store_written_before_composites_is_back_filled(
     used them): the first use back-fills a family in batches, and writes between two
     batches keep the sessions they touch."""
     clock = ManualClock()
-    store = await open_redis(url, clock=clock)
+    # two index shards (Cluster: 16 by default): each holds enough sessions for the steps
+    store = await open_redis(url, clock=clock, index_shards=2)
     await _workload(store, clock, random.Random(11))
     await _check(store, set())
     records = await _records(store)
@@ -208,7 +209,7 @@ async def test_a_store_written_before_composites_is_back_filled(
             except Exception as exc:
                 assert type(exc).__name__ == "SessionNotFoundError", exc
     # another store completes the back-fill
-    again = await open_redis(url, clock=clock, namespace=store.namespace)
+    again = await open_redis(url, clock=clock, namespace=store.namespace, index_shards=2)
     await again._queries.compose(_FAMILIES)
     await _check(again, set(_FAMILIES))
 
