@@ -572,7 +572,9 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
             return
         sweep: dict[str, dict[str, Any]] = {}
         for name, flt in _sweep_filters():
-            plans = ("", "walk", "sort", "comp")
+            # sorting all 10,000 candidates in one script can outlast Redis's busy-script
+            # limit on a loaded machine (BUSY replies): no planner picks it there
+            plans = ("", "walk", "comp") if name == "tag on 100%" else ("", "walk", "sort", "comp")
             reference = None
             for plan in plans:
                 queries.force_plan = plan
