@@ -35,6 +35,13 @@ and on Cluster:
    sorted set holding the processor's sessions by ``updated_at`` + ``MGET`` of the 100
    documents + decoding them, counts, backup, and restore into a fresh namespace (the
    source is flushed first, so one copy is held at a time).
+7. (issue 21) the 100 newest (by ``updated_at``) of one processor's 1,000 sessions among
+   10,000 <= 2x a raw ``ZREVRANGE`` of a sorted set holding exactly those sessions plus
+   an ``MGET`` of the 100 documents as JSON strings + orjson (<= 3x on Cluster);
+8. the plan sweep: at every selectivity from 0.01 % to 100 % (one tag on 1 to all of
+   10,000 sessions, alone and with a processor on 10 %) the planner's choice in
+   ``lua/walk.lua`` is within 3x of the best forced plan (walk the order index, sort
+   the candidate set, walk a composite index).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import asyncio
 import itertools
 import random
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Iterator
@@ -73,8 +81,26 @@ from sessionstore.planning import Mutation, prepare
 
 from . import _million
 from ._event_log import event_log_rows
-from ._harness import Report, Row, Target, append_flatness_row, compare
-from .bench_memory import EVENT, PROCESSORS, STATUSES, TAGS, NewMillisecondClock, session_doc
+from ._harness import (
+    Report,
+    Row,
+    Target,
+    append_flatness_row,
+    compare,
+    format_seconds,
+    measure,
+)
+from .bench_memory import (
+    _SMALL,
+    EVENT,
+    PROCESSORS,
+    STATUSES,
+    SWEEP,
+    TAGS,
+    NewMillisecondClock,
+    _sweep_filters,
+    session_doc,
+)
 
 
 @dataclass(frozen=True)
@@ -596,6 +622,119 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
     )
 
 
+async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> None:
+    """Rows 6 and 7: the listing a composite index serves, and the plan sweep (the same
+    sessions and filters as ``bench_memory``'s)."""
+    from sessionstore_redis import RedisStore
+
+    clock = ManualClock()
+    total = 10_000
+    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock)
+    assert isinstance(store, RedisStore)
+    async with store:
+        # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
+        # processor "p-1000" on 1,000 of them, the others on 9 more processors
+        # (restored as records: a batch of creates over many slots is refused on Cluster)
+        for start in range(0, total, 500):
+            now = clock.now()
+            batch = []
+            for i in range(start, start + 500):
+                tags = frozenset(f"sel-{n}" for n in SWEEP if i % (total // n) == 0)
+                processor = "p-1000" if i % 10 == 0 else f"p-{i % 10}"
+                batch.append(
+                    SessionRecord(
+                        Session(
+                            new_id(), processor, Status.ACTIVE, _SMALL, {}, tags, now, now, None, 1
+                        )
+                    )
+                )
+            await store.put_records(batch)
+            clock.advance(timedelta(seconds=1))
+        client = store.client
+        # the floor: a sorted set of exactly that processor's sessions by updated_at, and
+        # each session's document as one JSON string (all under one hash tag: one MGET,
+        # on Cluster too), the raw backend with the right index
+        tag = f"bench-floor:{label}:{{p-1000}}:"
+        mine = [r.session async for r in store.scan(filter=SessionFilter(processor_id="p-1000"))]
+        await client.zadd(tag + "updated", {s.id: to_ms(s.updated_at) for s in mine})
+        for s in mine:
+            await client.set(
+                tag + s.id, orjson.dumps({"data": s.data, "metadata": s.metadata, "v": s.version})
+            )
+        loads = orjson.loads
+
+        async def floor() -> object:
+            # ZREVRANGE by score (ties by id descending, as the listing orders them) + MGET
+            ids = await client.zrange(tag + "updated", 0, 99, desc=True)
+            docs = await client.mget([tag + sid.decode() for sid in ids])
+            return ids, [loads(doc) for doc in docs]
+
+        opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+        newest = SessionFilter(processor_id="p-1000")
+        want = [sid.decode() for sid in (await floor())[0]]  # type: ignore[index]
+        got = (await store.list_sessions(newest, opts)).ids
+        if got != want:
+            raise SystemExit(f"BUG [{label}]: the listing and its floor disagree")
+        op, floor_t = await compare(
+            lambda: store.list_sessions(newest, opts),
+            floor,
+            repeat=sizes.repeat if sizes.repeat < 7 else max(sizes.repeat, 11),
+        )
+        report.add(
+            Row(
+                f"[{label}] list 100 newest of a processor's 1,000 among {total:,}",
+                op,
+                "ZREVRANGE + MGET of 100 + orjson",
+                floor_t,
+                Target.at_most(2.0 if label == "single" else 3.0),
+                note=f"absolute {op.median * 1e3:.2f} ms",
+            )
+        )
+        for key in [tag + "updated", *(tag + s.id for s in mine)]:
+            await client.delete(key)
+        queries = store._queries
+        if not hasattr(queries, "force_plan"):  # a driver without plans (a before run)
+            return
+        sweep: dict[str, dict[str, Any]] = {}
+        for name, flt in _sweep_filters():
+            # sorting all 10,000 candidates in one script can outlast Redis's busy-script
+            # limit on a loaded machine (BUSY replies): no planner picks it there
+            plans = ("", "walk", "comp") if name == "tag on 100%" else ("", "walk", "sort", "comp")
+            reference = None
+            for plan in plans:
+                queries.force_plan = plan
+                ids = (await store.list_sessions(flt, opts)).ids
+                if reference is not None and ids != reference:
+                    raise SystemExit(f"BUG [{label}]: plan {plan!r} disagrees on {name}")
+                reference = ids
+            samples: dict[str, list[float]] = {plan: [] for plan in plans}
+            for _ in range(sizes.repeat if sizes.repeat < 7 else max(7, sizes.repeat // 4)):
+                for plan in plans:
+                    queries.force_plan = plan
+                    timing = await measure(
+                        lambda: store.list_sessions(flt, opts),  # noqa: B023
+                        repeat=1,
+                        min_batch_seconds=0.005,
+                    )
+                    samples[plan].append(timing.median)
+            queries.force_plan = ""
+            seconds = {plan: statistics.median(v) for plan, v in samples.items()}
+            best = min(v for plan, v in seconds.items() if plan)
+            ratio = seconds[""] / best
+            sweep[name] = {"ratio_to_best": ratio, "seconds": seconds}
+            forced = ", ".join(f"{p} {format_seconds(seconds[p])}" for p in plans if p)
+            print(
+                f"  {'PASS' if ratio <= 3 else 'FAIL'}  [{label}] plan sweep {name}: chosen "
+                f"{format_seconds(seconds[''])} ({forced}) -> {ratio:.2f}x best (target <= 3x)",
+                flush=True,
+            )
+        report.meta[f"plan_sweep_{label}"] = sweep
+        worst = max(v["ratio_to_best"] for v in sweep.values())
+        report.info[f"plan sweep {label}"] = (
+            f"worst chosen/best ratio {worst:.2f}x over {len(sweep)} filters"
+        )
+
+
 def _hiredis() -> bool:
     from redis.utils import HIREDIS_AVAILABLE
 
@@ -620,8 +759,10 @@ async def run(args: argparse.Namespace) -> Report:
         for label, url in urls.items():
             if args.million_only:
                 break
-            await bench_single_ops(report, url, label, sizes)
-            await bench_query(report, url, label, replace(sizes))
+            if not args.plans_only:
+                await bench_single_ops(report, url, label, sizes)
+                await bench_query(report, url, label, replace(sizes))
+            await bench_plans(report, url, label, sizes)
         million = _million.million_size(args)
         if million:
             with tempfile.TemporaryDirectory(prefix="sessionstore-bench-million-") as workdir:
@@ -638,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
     _million.add_arguments(parser, "private servers only: they are flushed")
+    parser.add_argument(
+        "--plans-only", action="store_true", help="only the listing and the plan sweep"
+    )
     args = parser.parse_args(argv)
     return asyncio.run(run(args)).publish(args.json)
 

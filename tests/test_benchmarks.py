@@ -171,9 +171,11 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
                 "get_event(key=), 10,000 events",
                 "get_events(types, last=20), 10,000 events",
                 "backwards page (before_seq, last=5), 10,000 events",
+                "list 100 newest of a processor's 1,000 among 10,000",
             )
         }
         assert _number(report["meta"][f"query_ms_{topology}"])
+        assert len(report["meta"][f"plan_sweep_{topology}"]) == 10
     assert all(isinstance(row["passed"], bool) for row in rows.values())
 
 

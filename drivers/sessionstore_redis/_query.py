@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
@@ -33,7 +33,7 @@ from sessionstore.query import (
 )
 
 from ._encoding import record_of
-from ._scripts import WALK
+from ._scripts import COMPOSE, WALK
 from ._writes import Writes
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = ["Queries"]
 log = logging.getLogger("sessionstore.redis")
 _BUDGET: Final = 4_000  # index entries one walk call examines at most
 _COUNT_BUDGET: Final = 50_000
+_COMPOSE_BATCH: Final = 500  # sessions one back-fill call adds to the composites
 _ALL: Final = 10**15
 _ONE_MS: Final = timedelta(milliseconds=1)
 
@@ -62,6 +63,23 @@ class _Entry:
     key: tuple[int, str]  # (score, id) position in the segment
     sid: str
     record: str
+
+
+def _families(flt: SessionFilter, z: str) -> set[str]:
+    """The composite families (``lua/ixadd.lua``) that could serve ``flt`` in sort key
+    ``z`` (``"c"`` created_at, ``"u"`` updated_at)."""
+    out = set()
+    one_pid = flt.processor_id is not None and len(flt.processor_id) == 1
+    one_st = flt.status is not None and len(flt.status) == 1
+    if one_pid:
+        out.add("p" + z)
+    if one_st:
+        out.add("s" + z)
+    if one_pid and one_st:
+        out.add("q" + z)
+    if flt.tags_all or (flt.tags_any is not None and len(flt.tags_any) == 1):
+        out.add("t" + z)
+    return out
 
 
 def _ceil_ms(value: datetime) -> int:
@@ -96,6 +114,11 @@ class Queries:
         self._fetch = fetch
         self._iter_sessions = iter_sessions
         self._index = index
+        #: the composite families (``lua/ixadd.lua``) known complete on every shard
+        self._families: set[str] = set()
+        #: force a plan in ``lua/walk.lua`` ("walk", "sort", "comp"; "" the planner's
+        #: choice): the benchmark's plan sweep times each
+        self.force_plan = ""
 
     # ------------------------------------------------------------------ public
 
@@ -165,6 +188,10 @@ class Queries:
             found = await self._fetch(sorted(flt.ids), strict=False)
             return evaluate(found.values(), flt, opts, now, search=search)
         needle = normalize_search_text(search) if search is not None else None
+        if opts.sort_by in ("created_at", "updated_at"):
+            wanted = _families(flt, "c" if opts.sort_by == "created_at" else "u")
+            if not wanted <= self._families:
+                await self.compose(wanted - self._families)
         end = opts.offset + opts.limit
         picked = await self._collect(
             flt, opts.sort_by, opts.descending, now, after, end + 1, needle
@@ -217,6 +244,35 @@ class Queries:
         def opt(value: int | None) -> int | str:
             return "" if value is None else value
 
+        # composites (sorted sets of one value's sessions in this order) covering groups
+        comps: list[tuple[str, str]] = []
+        if want > 0 and not seg.lex and seg.zset in ("c", "u"):
+            z, at = seg.zset, 1
+            one_pid = one_st = None
+            pid_at = 0
+            if flt.processor_id is not None:
+                if len(flt.processor_id) == 1:
+                    (one_pid,) = flt.processor_id
+                    comps.append((f"{ix}p{z}:{one_pid}", str(at)))
+                    pid_at = at
+                at += 1
+            if flt.status is not None:
+                if len(flt.status) == 1:
+                    (one,) = flt.status
+                    one_st = one.value
+                    comps.append((f"{ix}s{z}:{one_st}", str(at)))
+                    if one_pid is not None:
+                        comps.append((f"{ix}q{z}:{one_st}:{one_pid}", f"{pid_at},{at}"))
+                at += 1
+            if flt.tags_all:
+                for t in sorted(flt.tags_all):
+                    comps.append((f"{ix}t{z}:{t}", str(at)))
+                    at += 1
+            if flt.tags_any is not None and len(flt.tags_any) == 1:
+                (t,) = flt.tags_any
+                comps.append((f"{ix}t{z}:{t}", str(at)))
+
+        comps = [c for c in comps if c[0][len(ix) : len(ix) + 2] in self._families]
         has_events = "" if flt.has_events is None else ("1" if flt.has_events else "0")
         args: list[Any] = [
             "1" if seg.lex else "0",
@@ -236,10 +292,39 @@ class Queries:
             has_events,
             len(groups),
             *(len(g) for g in groups),
+            len(comps),
+            *(covered for _, covered in comps),
+            self.force_plan,
         ]
         keys = [ix + "r", ix + seg.zset, ix + "x", ix + "c", ix + "u"]
         keys += [key for g in groups for key in g]
+        keys += [key for key, _ in comps]
         return ("script", WALK, keys, args)
+
+    async def compose(self, families: Iterable[str]) -> None:
+        """Make composite ``families`` (``"pu"``: by processor and ``updated_at``, ...;
+        ``lua/ixadd.lua``) complete on every shard: the first call has the writes keep a
+        family from then on, the next ones back-fill the sessions written before
+        (``lua/compose.lua``, in batches). A family complete already costs one call."""
+        for family in sorted(families):
+            after = dict.fromkeys(range(self._keys.shards), "")
+            while after:
+                shards = list(after)
+                calls = [
+                    (
+                        "script",
+                        COMPOSE,
+                        [self._keys.index(k) + "r"],
+                        [self._keys.index(k), family, after[k], _COMPOSE_BATCH],
+                    )
+                    for k in shards
+                ]
+                for shard, res in zip(shards, await self._pipeline(calls), strict=True):
+                    if res[0] == b"1":
+                        del after[shard]
+                    else:
+                        after[shard] = res[1].decode()
+            self._families.add(family)
 
     async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         results, _ = await self._backend.run(
@@ -396,4 +481,9 @@ class Queries:
                 if not cursor:
                     break
         await self._index().flush()
+        # the composites: back-filled again on their next use (a session written behind
+        # the store's back, e.g. by an older version, may be missing from them)
+        shards = range(self._keys.shards)
+        await self._pipeline([("cmd", "DEL", self._keys.index(k) + "cd") for k in shards])
+        self._families.clear()
         return indexed, removed

@@ -9,6 +9,7 @@ from importlib import resources
 __all__ = [
     "APPEND",
     "CLAIM",
+    "COMPOSE",
     "EVENT",
     "EVENTS",
     "READ",
@@ -42,6 +43,7 @@ WRITE = _load("write", "ixadd", "index", "evlog", "evdrop", "write")
 APPEND = _load("append", "ixadd", "evlog", "append", fixed=3)  # grace, index prefix, id
 REINDEX = _load("reindex", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixadd", "index", "walk")
+COMPOSE = _load("compose", "ixadd", "index", "compose")
 CLAIM = _load("claim", "claim")
 EVENTS = _load("events", "evlog", "evdrop", "events")
 EVENT = _load("event", "event")

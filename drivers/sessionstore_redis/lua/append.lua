@@ -1,6 +1,6 @@
 -- Append events to one session (append_events, the hot path): the version check, the
--- events (evlog.lua), the new head in one HSET and the session's updated_at index entry,
--- atomically. Kept apart from write.lua so a call carries and parses only what an append
+-- events (evlog.lua), the new head in one HSET and the session's updated_at index entries
+-- (the order index and the composites), atomically. Kept apart from write.lua so a call carries and parses only what an append
 -- needs (an append that creates the session or sets its expiry is write.lua's 'A').
 --
 -- KEYS: doc, events, types, keys. ARGV:
@@ -163,6 +163,7 @@ if IX ~= '' then
       full = true
     else
       redis.call('ZADD', IX .. 'u', NOW, ID)
+      ix_touch(IX, ID, NOW, ARGV[12])
     end
   else
     local old = redis.call('HGET', IX .. 'r', ID)
@@ -171,7 +172,10 @@ if IX ~= '' then
       ca, ua, mid, tags = string.match(old, RECORD)
     end
     if ca then  -- only the version, updated_at and "has events" change
-      if ua ~= NOW then redis.call('ZADD', IX .. 'u', NOW, ID) end
+      if ua ~= NOW then
+        redis.call('ZADD', IX .. 'u', NOW, ID)
+        ix_touch(IX, ID, NOW, old)
+      end
       redis.call('HSET', IX .. 'r', ID, nv .. SEP .. ca .. SEP .. NOW .. SEP .. mid .. SEP .. '1' .. tags)
     else  -- missing or malformed
       full = true

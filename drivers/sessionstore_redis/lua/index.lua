@@ -31,6 +31,45 @@ local function ix_unset(ix, id, o)
   redis.call('SREM', ix .. 's:' .. o[5], id)
   if o[6] ~= '' then redis.call('SREM', ix .. 'p:' .. o[6], id) end
   for k = 9, #o do redis.call('SREM', ix .. 't:' .. o[k], id) end
+  local cf = comp_families(ix)
+  if cf then
+    for f in string.gmatch(cf, '%a%a') do
+      for _, key in ipairs(comp_keys(ix, f, o)) do redis.call('ZREM', key, id) end
+    end
+  end
+end
+
+local function same_tags(o, r)
+  if #o ~= #r then return false end
+  for k = 9, #o do if o[k] ~= r[k] then return false end end
+  return true
+end
+
+-- Update id's composites (of the families the writes keep) from record o to record r.
+local function ix_comp_set(ix, id, o, r)
+  local cf = comp_families(ix)
+  if not cf then return end
+  local changed = {
+    s = o[5] ~= r[5],
+    p = o[6] ~= r[6],
+    q = o[5] ~= r[5] or o[6] ~= r[6],
+    t = not same_tags(o, r),
+  }
+  for f in string.gmatch(cf, '%a%a') do
+    local at = string.sub(f, 2, 2) == 'c' and 2 or 3
+    if changed[string.sub(f, 1, 1)] then
+      local keep = {}
+      for _, key in ipairs(comp_keys(ix, f, r)) do
+        keep[key] = true
+        redis.call('ZADD', key, r[at], id)
+      end
+      for _, key in ipairs(comp_keys(ix, f, o)) do
+        if not keep[key] then redis.call('ZREM', key, id) end
+      end
+    elseif o[at] ~= r[at] then
+      comp_add(ix, f, id, r)
+    end
+  end
 end
 
 -- Index id with record r (a table in record order); old is the stored record string or false.
@@ -64,6 +103,7 @@ local function ix_set(ix, id, r, old)
     for k = 9, #r do
       if seen[r[k]] then redis.call('SADD', ix .. 't:' .. r[k], id) end
     end
+    ix_comp_set(ix, id, o, r)
   else
     return ix_add(ix, id, r)
   end

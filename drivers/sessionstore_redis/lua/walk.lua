@@ -8,11 +8,19 @@
 --   9 now ('' = expired sessions match too), 10 ca_lo, 11 ca_hi, 12 ua_lo, 13 ua_hi,
 --   14 ea_before (matches ea < X), 15 has_events ('', '0', '1'),
 --   16 group count, then each group's key count (a group matches when the id is in ANY
---      of its sets; every group must match).
+--      of its sets; every group must match), then the composite count, then per
+--      composite the groups it covers ('1,3'); the last argument forces a plan ('' the
+--      planner's choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep).
+--   The composites' keys (sorted sets in the order's sort key, see ixadd.lua) follow the
+--   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
+--   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, 'id\1score\1record', ...}
--- The plan: enumerate the smallest candidate group when it is small, else walk the order.
--- Time and expiry conditions are checked with ZSCORE on the time indexes; only the
--- returned rows (and has_events) read the record.
+-- The plan: walk the smallest composite when it is no larger than the smallest candidate
+-- group (it holds only candidates, already in order), else enumerate the smallest
+-- candidate group when it is small, else walk the order (a composite's, if any).
+-- Time and expiry conditions are checked with ZSCORE on the time indexes (expiry only
+-- when some session of the shard has expired); only the returned rows (and has_events)
+-- read the record, in one HMGET.
 local LEX, DESC = ARGV[1] == '1', ARGV[2] == '1'
 local S0, M0 = ARGV[3], ARGV[4]
 local S0N = tonumber(S0)
@@ -22,12 +30,29 @@ local NOWF = tonumber(ARGV[9])
 local CA_LO, CA_HI, UA_LO, UA_HI = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
 local EA_B, HE = tonumber(ARGV[14]), ARGV[15]
 local ORDER = KEYS[2]
+local ORDK = (ORDER == KEYS[4] and 'c') or (ORDER == KEYS[5] and 'u') or ''
+local NG = tonumber(ARGV[16])
 local groups, k = {}, 6
-for gi = 1, tonumber(ARGV[16]) do
+for gi = 1, NG do
   local g = {}
   for _ = 1, tonumber(ARGV[16 + gi]) do g[#g + 1] = KEYS[k]; k = k + 1 end
   groups[gi] = g
 end
+local comps, a = {}, 17 + NG
+local NC = tonumber(ARGV[a] or '0')
+-- a composite is read only if its family is complete on this shard (the client's view
+-- may be older than the shard's: a namespace emptied meanwhile)
+local DONE = NC > 0 and redis.call('GET', string.sub(KEYS[1], 1, -2) .. 'cd') or false
+for ci = 1, NC do
+  local cov = {}
+  for gi in string.gmatch(ARGV[a + ci], '%d+') do cov[tonumber(gi)] = true end
+  local key = KEYS[k]
+  local fam = string.sub(key, #KEYS[1], #KEYS[1] + 1)
+  if DONE and string.find(DONE, fam, 1, true) then comps[#comps + 1] = {key, cov} end
+  k = k + 1
+end
+local FORCE = ARGV[a + NC + 1] or ''
+local SKIP = {}  -- groups the walked composite covers
 
 local function blt(a, b)
   local n = math.min(#a, #b)
@@ -50,7 +75,7 @@ end
 
 local function in_sets(m, skip)
   for gi = 1, #groups do
-    if gi ~= skip then
+    if gi ~= skip and not SKIP[gi] then
       local hit = false
       for _, key in ipairs(groups[gi]) do
         if redis.call('SISMEMBER', key, m) == 1 then hit = true; break end
@@ -66,6 +91,12 @@ local function between(value, lo, hi)
 end
 
 -- Does id m (at order score s) pass the time, expiry and has_events conditions?
+-- no session of the shard has expired: the expiry check is skipped
+if NOWF and not EA_B then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if not first[2] or tonumber(first[2]) > NOWF then NOWF = nil end
+end
+
 local function passes(m, s)
   if NOWF or EA_B then
     local ea = tonumber(redis.call('ZSCORE', KEYS[3], m))
@@ -73,11 +104,11 @@ local function passes(m, s)
     if EA_B and not (ea and ea < EA_B) then return false end
   end
   if CA_LO or CA_HI then
-    local ca = (ORDER == KEYS[4]) and s or tonumber(redis.call('ZSCORE', KEYS[4], m))
+    local ca = (ORDK == 'c') and s or tonumber(redis.call('ZSCORE', KEYS[4], m))
     if not between(ca, CA_LO, CA_HI) then return false end
   end
   if UA_LO or UA_HI then
-    local ua = (ORDER == KEYS[5]) and s or tonumber(redis.call('ZSCORE', KEYS[5], m))
+    local ua = (ORDK == 'u') and s or tonumber(redis.call('ZSCORE', KEYS[5], m))
     if not between(ua, UA_LO, UA_HI) then return false end
   end
   if HE ~= '' then
@@ -87,10 +118,21 @@ local function passes(m, s)
   return true
 end
 
--- The record of a returned row ('' when only counting); false: a stale order entry.
-local function record(m)
-  if WANT == 0 then return '' end
-  return redis.call('HGET', KEYS[1], m)
+-- The rows {id, score string} with their records, in one HMGET, appended to out;
+-- returns how many (a row whose record is gone, a stale order entry, is left out).
+local function emit(rows, out)
+  if #rows == 0 then return 0 end
+  local ids = {}
+  for i, f in ipairs(rows) do ids[i] = f[1] end
+  local recs = redis.call('HMGET', KEYS[1], unpack(ids))
+  local n = 0
+  for i, f in ipairs(rows) do
+    if recs[i] then
+      n = n + 1
+      out[#out + 1] = f[1] .. '\1' .. f[2] .. '\1' .. recs[i]
+    end
+  end
+  return n
 end
 
 local function in_range(s)
@@ -107,14 +149,31 @@ for gi, g in ipairs(groups) do
   for _, key in ipairs(g) do n = n + redis.call('SCARD', key) end
   if not bestn or n < bestn then best, bestn = gi, n end
 end
-local total = redis.call('ZCARD', ORDER)
-local use_set = false
-if best then
-  if WANT == 0 then use_set = bestn < total
-  else use_set = bestn <= 256 or bestn * bestn <= WANT * total end
+local comp, compn = nil, nil
+if WANT > 0 and not LEX then
+  for _, c in ipairs(comps) do
+    local n = redis.call('ZCARD', c[1])
+    if not compn or n < compn then comp, compn = c, n end
+  end
 end
+local total = compn or redis.call('ZCARD', ORDER)
+local plan
+if FORCE ~= '' then
+  plan = FORCE
+  if plan == 'sort' and not best then plan = 'walk' end
+  if plan == 'comp' and not comp then plan = 'walk' end
+elseif comp and compn <= bestn then
+  plan = 'comp'
+elseif best and WANT == 0 then
+  plan = bestn < total and 'sort' or 'walk'
+elseif best and (bestn <= 256 or bestn * bestn <= WANT * total) then
+  plan = 'sort'
+else
+  plan = comp and 'comp' or 'walk'
+end
+if plan == 'comp' then ORDER, SKIP = comp[1], comp[2] end
 
-if use_set then
+if plan == 'sort' then
   local seen, cands = {}, {}
   for _, key in ipairs(groups[best]) do
     for _, m in ipairs(redis.call('SMEMBERS', key)) do
@@ -147,14 +206,12 @@ if use_set then
     if DESC then return blt(b[1], a[1]) end
     return blt(a[1], b[1])
   end)
-  local out, n = {'1', '', '', 0}, 0
-  for _, f in ipairs(found) do
-    if n >= WANT then break end
-    local rec = record(f[1])
-    if rec then
-      n = n + 1
-      out[#out + 1] = f[1] .. '\1' .. f[3] .. '\1' .. rec
-    end
+  local out, n, i = {'1', '', '', 0}, 0, 1
+  while n < WANT and i <= #found do
+    local rows = {}
+    for j = i, math.min(#found, i + WANT - n - 1) do rows[#rows + 1] = {found[j][1], found[j][3]} end
+    i = i + #rows
+    n = n + emit(rows, out)
   end
   out[4] = n
   return out
@@ -164,25 +221,35 @@ end
 local CH = 256
 local out = {'1', '', '', 0}
 local count, examined, off = 0, 0, 0
+local rows = {}  -- matches whose records are not read yet
 local lo, hi = LO, HI
 if not LEX and M0 ~= '' then
   if DESC then hi = (hi and math.min(hi, S0N)) or S0N else lo = (lo and math.max(lo, S0N)) or S0N end
 end
 local function fmt(x, inf) if x then return string.format('%.0f', x) end; return inf end
+-- a page's walk reads about the page when most entries match: start there, then double
+local size = WANT > 0 and math.min(CH, math.max(16, WANT)) or CH
+-- a partial answer (page full or budget spent): the rows read, resumable after out[2..3]
+local function partial()
+  local n = emit(rows, out)
+  out[1] = '0'
+  out[4] = WANT > 0 and n or count
+  return out
+end
 while true do
   local batch, step
   if LEX then
     if DESC then
-      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '+', '-', 'BYLEX', 'REV', 'LIMIT', off, CH)
+      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '+', '-', 'BYLEX', 'REV', 'LIMIT', off, size)
     else
-      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '-', '+', 'BYLEX', 'LIMIT', off, CH)
+      batch = redis.call('ZRANGE', ORDER, M0 ~= '' and ('(' .. M0) or '-', '+', 'BYLEX', 'LIMIT', off, size)
     end
     step = 1
   else
     if DESC then
-      batch = redis.call('ZRANGE', ORDER, fmt(hi, '+inf'), fmt(lo, '-inf'), 'BYSCORE', 'REV', 'LIMIT', off, CH, 'WITHSCORES')
+      batch = redis.call('ZRANGE', ORDER, fmt(hi, '+inf'), fmt(lo, '-inf'), 'BYSCORE', 'REV', 'LIMIT', off, size, 'WITHSCORES')
     else
-      batch = redis.call('ZRANGE', ORDER, fmt(lo, '-inf'), fmt(hi, '+inf'), 'BYSCORE', 'LIMIT', off, CH, 'WITHSCORES')
+      batch = redis.call('ZRANGE', ORDER, fmt(lo, '-inf'), fmt(hi, '+inf'), 'BYSCORE', 'LIMIT', off, size, 'WITHSCORES')
     end
     step = 2
   end
@@ -193,19 +260,22 @@ while true do
     examined = examined + 1
     out[2], out[3] = sc, m
     if after_start(s, m) and in_sets(m, nil) and passes(m, s) then
-      local rec = record(m)
-      if rec then
-        count = count + 1
-        if WANT > 0 then
-          out[#out + 1] = m .. '\1' .. sc .. '\1' .. rec
-          if count >= WANT then out[1] = '0'; out[4] = count; return out end
-        end
+      count = count + 1
+      if WANT > 0 then
+        rows[#rows + 1] = {m, sc}
+        if count >= WANT then return partial() end
       end
     end
-    if examined >= BUDGET then out[1] = '0'; out[4] = count; return out end
+    if examined >= BUDGET then return partial() end
   end
-  if #batch < CH * step then break end
-  off = off + CH
+  if #batch < size * step then break end
+  off = off + size
+  size = math.min(CH * 4, size * 2)
 end
-out[4] = count
+local n = emit(rows, out)
+if WANT > 0 and n < #rows then
+  -- stale entries among the rows: the caller asks again from the last position
+  out[1] = '0'
+end
+out[4] = WANT > 0 and n or count
 return out

@@ -1,0 +1,301 @@
+"""Composite indexes of the Redis driver (``lua/ixadd.lua``): one sorted set per field value
+and sort key, kept by every write, back-filled in stores written before them, and read
+by the planner (``lua/walk.lua``) so that a listing walks only the page."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sessionstore_redis import RedisStore
+from sessionstore_redis._scripts import COMPOSE
+
+from sessionstore import (
+    ManualClock,
+    QueryOptions,
+    SessionFilter,
+    Status,
+)
+from tests.redis.servers import RedisCluster
+
+pytestmark = pytest.mark.asyncio
+
+_FAMILIES = ("pc", "pu", "sc", "su", "tc", "tu", "qc", "qu")
+
+
+@pytest.fixture(params=["single", "cluster"])
+def url(request: pytest.FixtureRequest) -> str:
+    if request.param == "single":
+        return str(request.getfixturevalue("redis_url"))
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    return cluster.url
+
+
+async def _records(store: RedisStore) -> dict[int, dict[str, list[str]]]:
+    """Every shard's index records, split (``lua/index.lua``)."""
+    await store._here_index().flush()  # Cluster: the queued index updates first
+    out = {}
+    for shard in range(store._keys.shards):
+        raw = await store.client.hgetall(store._keys.index(shard) + "r")
+        out[shard] = {k.decode(): v.decode().split("\0") for k, v in raw.items()}
+    return out
+
+
+async def _composites(store: RedisStore) -> dict[str, dict[str, int]]:
+    """Every composite sorted set of the namespace: key -> {id: score}."""
+    await store._here_index().flush()
+    found: dict[str, dict[str, int]] = {}
+    for shard in range(store._keys.shards):
+        ix = store._keys.index(shard)
+        for fam in _FAMILIES:
+            async for key in store.client.scan_iter(match=f"{ix}{fam}:*".replace("{", "\\{")):
+                name = key.decode()
+                pairs = await store.client.zrange(name, 0, -1, withscores=True)
+                if pairs:
+                    found[name] = {m.decode(): int(s) for m, s in pairs}
+    return found
+
+
+def _expected(
+    store: RedisStore, records: dict[int, dict[str, list[str]]], families: set[str]
+) -> dict[str, Any]:
+    """The composites of ``families`` the index records call for."""
+    want: dict[str, dict[str, int]] = {}
+
+    def put(family: str, value: str, sid: str, score: str) -> None:
+        if family in families:
+            want.setdefault(f"{ix}{family}:{value}", {})[sid] = int(score)
+
+    for shard, recs in records.items():
+        ix = store._keys.index(shard)
+        for sid, r in recs.items():
+            ca, ua, st, pid = r[1], r[2], r[4], r[5]
+            put("sc", st, sid, ca)
+            put("su", st, sid, ua)
+            if pid:
+                put("pc", pid, sid, ca)
+                put("pu", pid, sid, ua)
+                put("qc", f"{st}:{pid}", sid, ca)
+                put("qu", f"{st}:{pid}", sid, ua)
+            for tag in r[8:]:
+                put("tc", tag, sid, ca)
+                put("tu", tag, sid, ua)
+    return want
+
+
+async def _check(store: RedisStore, families: set[str]) -> None:
+    records = await _records(store)
+    live = {r.session.id async for r in store.scan(include_expired=True)}
+    assert {sid for recs in records.values() for sid in recs} == live
+    assert await _composites(store) == _expected(store, records, families)
+    for shard in range(store._keys.shards):
+        ix = store._keys.index(shard)
+        for mark in ("cf", "cd"):
+            value = (await store.client.get(ix + mark) or b",").decode()
+            assert set(value.strip(",").split(",")) - {""} == families, (shard, mark)
+
+
+async def _workload(store: RedisStore, clock: ManualClock, rnd: random.Random) -> list[str]:
+    ids = []
+    for i in range(40):
+        s = await store.create_session(
+            processor_id=rnd.choice(["a", "b", None]),
+            status=rnd.choice(list(Status)),
+            tags=rnd.sample(["x", "y", "z"], rnd.randint(0, 2)),
+            ttl=timedelta(seconds=rnd.randint(1, 30)) if i % 4 == 0 else None,
+        )
+        ids.append(s.id)
+        clock.advance(timedelta(milliseconds=rnd.randint(1, 50)))
+    for step in range(160):
+        sid = rnd.choice(ids)
+        clock.advance(timedelta(milliseconds=rnd.randint(1, 300)))
+        try:
+            kind = step % 6
+            if kind == 0:
+                await store.update_session(sid, status=rnd.choice(list(Status)))
+            elif kind == 1:
+                await store.update_session(
+                    sid, processor_id=rnd.choice(["a", "b", "c", None]), add_tags={"w"}
+                )
+            elif kind == 2:
+                await store.update_session(
+                    sid, tags=rnd.sample(["x", "y", "z", "w"], rnd.randint(0, 3))
+                )
+            elif kind in (3, 4):
+                await store.get_session(sid)  # the client's copy: the append's fast path
+                await store.append_events(sid, [{"type": "msg", "data": {"n": step}}])
+            elif step % 12 == 5:
+                await store.delete_session(sid)
+            else:
+                await store.touch(sid)
+        except Exception as exc:  # an expired or deleted session
+            assert type(exc).__name__ in ("SessionNotFoundError",), exc
+    return ids
+
+
+async def test_writes_keep_the_composites(open_redis: Any, url: str) -> None:
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    await _check(store, set())
+    await store._queries.compose(_FAMILIES)
+    rnd = random.Random(5)
+    await _workload(store, clock, rnd)
+    await _check(store, set(_FAMILIES))
+    clock.advance(timedelta(seconds=40))
+    assert await store.cleanup_expired_sessions() > 0
+    await _check(store, set(_FAMILIES))
+    # restore: put_records over existing sessions and deleted ones
+    records = [r async for r in store.scan(include_expired=True)]
+    for r in records[:5]:
+        await store.delete_session(r.session.id)
+    await store.put_records(records, strategy="overwrite")
+    await _check(store, set(_FAMILIES))
+
+
+async def test_writes_keep_only_the_families_in_use(open_redis: Any, url: str) -> None:
+    """A family is kept from its first use on: before, writes (and appends) pay nothing
+    for it; a listing that can use one makes it complete."""
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    await _workload(store, clock, random.Random(8))
+    await _check(store, set())
+    await store.list_sessions(
+        SessionFilter(processor_id="a"), QueryOptions(sort_by="updated_at", order="desc")
+    )
+    await _check(store, {"pu"})
+    await _workload(store, clock, random.Random(9))
+    await _check(store, {"pu"})
+    await store.list_sessions(
+        SessionFilter(processor_id="a", status="active", tags_all={"x"}),
+        QueryOptions(sort_by="created_at"),
+    )
+    await _check(store, {"pu", "pc", "sc", "qc", "tc"})
+
+
+async def test_a_store_written_before_composites_is_back_filled(
+    open_redis: Any, url: str, namespace: str
+) -> None:
+    """A store written before composites existed holds none (as one whose listings never
+    used them): the first use back-fills a family in batches, and writes between two
+    batches keep the sessions they touch."""
+    clock = ManualClock()
+    # two index shards (Cluster: 16 by default): each holds enough sessions for the steps
+    store = await open_redis(url, clock=clock, index_shards=2)
+    await _workload(store, clock, random.Random(11))
+    await _check(store, set())
+    records = await _records(store)
+    shard = max(records, key=lambda k: len(records[k]))
+    mine = sorted(records[shard])
+    assert len(mine) >= 5
+    ix = store._keys.index(shard)
+    for family in _FAMILIES:
+        after = ""
+        for step in range(3):
+            res = await store._backend.pipeline(
+                [("script", COMPOSE, [ix + "r"], [ix, family, after, 1])]
+            )
+            assert res[0] == [b"0", mine[step].encode()]
+            after = res[0][1].decode()
+            # one done, one not yet
+            sid = mine[step + (step % 2)]
+            clock.advance(timedelta(milliseconds=5))
+            try:
+                await store.update_session(sid, status="completed", add_tags={"late"})
+                await store.get_session(sid)
+                await store.append_events(sid, [{"type": "msg"}])
+            except Exception as exc:
+                assert type(exc).__name__ == "SessionNotFoundError", exc
+    # another store completes the back-fill
+    again = await open_redis(url, clock=clock, namespace=store.namespace, index_shards=2)
+    await again._queries.compose(_FAMILIES)
+    await _check(again, set(_FAMILIES))
+
+
+async def test_rebuild_indexes_restores_the_composites(open_redis: Any, url: str) -> None:
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    await store._queries.compose(_FAMILIES)
+    await _workload(store, clock, random.Random(3))
+    for key in await _composites(store):  # lost (say, written behind the store's back)
+        await store.client.delete(key)
+    await store.rebuild_indexes()
+    await store._queries.compose(_FAMILIES)
+    await _check(store, set(_FAMILIES))
+
+
+_FILTERS = [
+    SessionFilter(processor_id="a"),
+    SessionFilter(status=Status.ACTIVE),
+    SessionFilter(tags_all={"x"}),
+    SessionFilter(tags_any={"y"}),
+    SessionFilter(processor_id="b", status=Status.ACTIVE),
+    SessionFilter(processor_id="a", tags_all={"x", "z"}),
+    SessionFilter(processor_id={"a", "b"}, tags_any={"x", "y"}),
+    SessionFilter(status={Status.ACTIVE, Status.PAUSED}, tags_all={"z"}),
+    SessionFilter(processor_id="a", include_expired=True),
+    SessionFilter(tags_all={"x"}, has_events=True),
+]
+
+
+@pytest.mark.parametrize("sort_by", ["updated_at", "created_at", "expires_at", "id"])
+async def test_every_plan_gives_the_same_pages_and_cursors(
+    open_redis: Any, url: str, sort_by: str
+) -> None:
+    """The planner's choice and each forced plan return the same pages, cursor after
+    cursor, expired sessions excluded (the memory store's pages are the reference)."""
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    rnd = random.Random(sort_by)
+    await _workload(store, clock, rnd)
+    clock.advance(timedelta(seconds=10))  # some have expired, not swept
+    reference = [r async for r in store.scan(include_expired=True)]
+    from sessionstore import open_store
+
+    async with open_store("memory://", clock=clock) as memory:
+        await memory.put_records(reference)
+        for flt in _FILTERS:
+            for order in ("asc", "desc"):
+                opts = QueryOptions(sort_by=sort_by, order=order, limit=7)  # type: ignore[arg-type]
+                want = await _all_pages(memory, flt, opts)
+                for plan in ("", "walk", "sort", "comp"):
+                    store._queries.force_plan = plan
+                    got = await _all_pages(store, flt, opts)
+                    assert got == want, (flt, order, plan)
+    store._queries.force_plan = ""
+
+
+async def _all_pages(store: Any, flt: SessionFilter, opts: QueryOptions) -> list[list[str]]:
+    pages = []
+    cursor = None
+    while True:
+        page = await store.list_sessions(flt, dataclasses.replace(opts, cursor=cursor))
+        pages.append(page.ids)
+        cursor = page.next_cursor
+        if cursor is None:
+            return pages
+
+
+async def test_a_processor_listing_reads_only_the_page(open_redis: Any, redis_url: str) -> None:
+    """The 100 newest of one processor's sessions: the walk reads the processor's composite
+    from the top (no candidate set, no order index, no expiry look-ups)."""
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    for i in range(0, 2_000, 500):
+        from sessionstore import CreateOp, NewSession
+
+        await store.commit(
+            [CreateOp(NewSession(processor_id=f"p-{j % 4}")) for j in range(i, i + 500)]
+        )
+        clock.advance(timedelta(seconds=1))
+    opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+    await store.list_sessions(SessionFilter(processor_id="p-1"), opts)  # composes "pu"
+    await store.client.execute_command("CONFIG", "RESETSTAT")
+    page = await store.list_sessions(SessionFilter(processor_id="p-1"), opts)
+    assert len(page) == 100
+    stats = await store.client.info("commandstats")
+    for command in ("smembers", "zmscore", "zscore", "sismember", "hget"):
+        assert f"cmdstat_{command}" not in stats, command
+    assert stats["cmdstat_evalsha"]["calls"] == 2  # the walk, the documents
