@@ -165,7 +165,10 @@ if FORCE ~= '' then
 elseif comp and compn <= bestn then
   plan = 'comp'
 elseif best and WANT == 0 then
-  plan = bestn < total and 'sort' or 'walk'
+  -- a count enumerates a candidate set in one go only within the budget; a larger one
+  -- is walked in budgeted, resumable steps (one script must never hold the server for
+  -- long: a million-member SMEMBERS ran past the busy-script limit)
+  plan = (bestn < total and bestn <= BUDGET) and 'sort' or 'walk'
 elseif best and (bestn <= 256 or bestn * bestn <= WANT * total) then
   plan = 'sort'
 else
