@@ -277,3 +277,84 @@ async def test_an_unkeyed_append_lost_without_a_copy_is_outcome_unknown(
         await store.append_events("s", [{"type": "t"}])
     stored = await other.get_session("s")
     assert stored is not None and stored.event_count == 0
+
+
+def _scans_of(plan: str, table: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == table:
+            out.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(orjson.loads(plan)[0]["Plan"])
+    return out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analysed", "analysed"])
+async def test_key_and_seq_lookups_use_their_index_whatever_the_statistics(
+    open_pg: OpenPg, analyzed: bool
+) -> None:
+    """``get_event`` and the keyed/seq fact reads of a planned write (``_find_events``)
+    descend the key index / the primary key once per value, in custom and generic plans,
+    on a table that was never analysed (PostgreSQL then expects one event per session and
+    every ``(ns, session_id)`` index looks alike: the former statements read the whole
+    log) as on an analysed one."""
+    store = await open_pg(table_prefix=f"look{uuid.uuid4().hex[:8]}_")
+    t = store._t_events
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        await store.create_session(id="other")
+        await store.append_events(
+            "other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)]
+        )
+        await store.create_session(id="s")
+        for start in range(0, 3000, 1000):
+            await store.append_events(
+                "s",
+                [
+                    EventInput(f"t{i % 4}", {"i": i}, key=f"k{i}")
+                    for i in range(start, start + 1000)
+                ],
+            )
+        if analyzed:
+            await conn.execute(f"ANALYZE {t}")
+        else:
+            assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
+        ns = store.namespace
+        lookups: list[tuple[str, str, str, int]] = [
+            (store._sql_find_events, "text, text, bigint[], text[]",
+             f"{_lit(ns)}, 's', '{{5,1500,99999}}', '{{k7,k2999,nope}}'", 6),
+            (store._sql_event_by_key, "text, text, text", f"{_lit(ns)}, 's', 'k1234'", 1),
+            (store._sql_event_by_key, "text, text, text", f"{_lit(ns)}, 's', 'nope'", 1),
+        ]  # fmt: skip
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for i, (sql, types, args, most) in enumerate(lookups):
+                name = f"lookup_{mode[6:12]}_{i}"
+                await conn.execute(f"PREPARE {name}({types}) AS {sql}")
+                plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})")
+                scans = _scans_of(plan, t)
+                shapes = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in scans]
+                read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
+                assert scans and read <= most, (mode, sql, read, shapes)
+                assert all(
+                    n["Node Type"] == "Index Scan"
+                    and n["Index Name"] in (f"{t}_pkey", f"{t}_key")
+                    and ("seq >=" in n["Index Cond"] or "key >=" in n["Index Cond"])
+                    for n in scans
+                ), (mode, sql, shapes)
+        found = await store._find_events("s", seqs=[5, 1500, 99999], keys=["k4", "k7", "nope"])
+        assert [(e.seq, e.key) for e in found] == [(5, "k4"), (8, "k7"), (1500, "k1499")]
+        assert (await store.get_event("s", key="k1234")) is not None
+        assert await store.get_event("s", key="k12345") is None
+    finally:
+        await conn.close()
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
