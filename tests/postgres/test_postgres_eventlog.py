@@ -17,11 +17,13 @@ from sessionstore_postgres._events import EventWindow, page_sql
 
 from sessionstore import (
     AppendOp,
+    DeleteEventsOp,
     EventInput,
     EventKeyConflictError,
     Op,
     PopOp,
     SessionConflictError,
+    TrimOp,
     TruncateOp,
 )
 
@@ -358,3 +360,93 @@ async def test_key_and_seq_lookups_use_their_index_whatever_the_statistics(
 
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.mark.asyncio
+async def test_event_log_writes_find_events_through_the_ordering_index_on_a_fresh_table(
+    open_pg: OpenPg,
+) -> None:
+    """The statements inside the write functions (``events_op``, ``write``) that find
+    events by seq or key: pop, truncate, delete by seq and key, trim, a keyed append's
+    stored-key check, and a commit's truncate / delete / trim, on a never-analysed table
+    (statements seen through ``auto_explain`` on the store's one connection). Schema
+    version 3's read the session's whole log through ``events_at`` for pop, truncate and
+    delete by seq."""
+    store = await open_pg(table_prefix=f"fn{uuid.uuid4().hex[:8]}_", min_size=1, max_size=1)
+    t = store._t_events
+    plans: list[dict[str, Any]] = []
+
+    def listen(_conn: object, message: Any) -> None:
+        text = str(message.message)
+        if "plan:" in text:
+            plans.append(orjson.loads(text.split("plan:", 1)[1])["Plan"])
+
+    async def setup(conn: asyncpg.Connection) -> bool:
+        try:
+            await conn.execute("LOAD 'auto_explain'")
+        except asyncpg.PostgresError:
+            return False
+        for name, value in (
+            ("log_min_duration", "0"), ("log_nested_statements", "on"),
+            ("log_analyze", "on"), ("log_format", "json"),
+        ):  # fmt: skip
+            await conn.execute(f"SET auto_explain.{name} = '{value}'")
+        await conn.execute("SET client_min_messages = log")
+        conn.add_log_listener(listen)
+        return True
+
+    await store.create_session(id="other")
+    await store.append_events("other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)])
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        await store.create_session(id="s")
+        for start in range(0, 3000, 1000):
+            await store.append_events(
+                "s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(start, start + 1000)]
+            )
+        assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
+    finally:
+        await conn.close()
+    if not await store._pools.get().run(setup):
+        pytest.skip("auto_explain is not installed with this server")
+    stored, fresh = EventInput("t", {"i": 7}, key="k7"), EventInput("t", {}, key="new")
+    ops: list[tuple[str, Callable[[], Awaitable[object]], int]] = [
+        ("keyed append, stored key", lambda: store.append_events("s", [stored]), 1),
+        ("keyed append, new key", lambda: store.append_events("s", [fresh]), 1),
+        ("pop", lambda: store.pop_events("s", n=2), 2),
+        ("truncate", lambda: store.truncate_events("s", after_seq=2990), 9),
+        ("delete by seq and key", lambda: store.delete_events("s", seqs=[5], keys=["k9"]), 2),
+        ("trim", lambda: store.trim_events("s", keep_last=2975), 10),
+        ("commit truncate", lambda: store.commit([TruncateOp("s", 2985)]), 5),
+        ("commit delete", lambda: store.commit([DeleteEventsOp("s", seqs=[2000, 2001])]), 2),
+        ("commit trim", lambda: store.commit([TrimOp("s", 2960)]), 2960),
+    ]  # fmt: skip
+    for name, op, most in ops:
+        plans.clear()
+        await op()
+        nodes = [n for p in plans for n in _plan_nodes(p) if _on_table(n, t)]
+        shapes = [(n["Node Type"], n.get("Index Name"), n.get("Actual Rows")) for n in nodes]
+        assert plans, name
+        assert not any(
+            n["Node Type"] == "Seq Scan" or n.get("Index Name") in (f"{t}_at", f"{t}_type")
+            for n in nodes
+        ), (name, shapes)
+        scanned = [n for n in nodes if "Scan" in n["Node Type"] and n["Node Type"] != "Tid Scan"]
+        read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scanned)
+        # each statement reads about the rows it touches (the whole log is 3,000)
+        assert read <= 3 * most + 2, (name, read, shapes)
+    events = await store.get_events("s")
+    assert len(events) == 2960 and events[-1].seq == 2985 and 5 not in {e.seq for e in events}
+
+
+def _on_table(node: dict[str, Any], table: str) -> bool:
+    return node.get("Relation Name") == table or str(node.get("Index Name", "")).startswith(table)
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [node]
+    for child in node.get("Plans", []):
+        out.extend(_plan_nodes(child))
+    return out
