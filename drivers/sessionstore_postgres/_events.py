@@ -14,6 +14,18 @@ one of ``types``, with ``at_after < at < at_before``, the first ``limit`` or the
 * the session's expiry comes in the same statement (``LEFT JOIN LATERAL`` from its row),
   so ``get_events`` is one round trip that also tells a missing session from an empty
   page.
+
+Lookups by key or seq (``get_event``, the keyed-fact reads before a planned write) must
+not depend on the table's statistics. On a table never analysed PostgreSQL expects about
+one event per session, so every index on ``(ns, session_id)`` costs the same to it: a
+``LATERAL`` equality join was flattened into one scan of the session's whole log filtered
+by the keys, and an equality on ``seq`` was answered through ``events_at`` (seq is not
+a leading column there: the session's log again). :func:`find_sql` and
+:func:`event_by_key_sql` ask instead for the first row at or above the value in the
+column's order (``key >= $k ORDER BY key LIMIT 1``, kept only if equal): only the key
+index (for a key) or the primary key (for a seq) yields that order without a sort, so
+the planner picks it whatever it believes about row counts, and the ``LIMIT`` keeps the
+subquery a parameterised scan per value (one index descent, one row).
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EventWindow", "page_sql"]
+__all__ = ["EventWindow", "event_by_key_sql", "find_sql", "page_sql"]
 
 EVENT_COLS = "seq, type, at, data, key"
 
@@ -81,3 +93,30 @@ def page_sql(t_sessions: str, t_events: str, w: EventWindow) -> tuple[str, list[
         f"ORDER BY e.seq {order}"
     )
     return sql, args
+
+
+def find_sql(t_events: str) -> str:
+    """The stored events of session ``$1``/``$2`` whose seq is in ``$3`` (``bigint[]``)
+    or whose key is in ``$4`` (``text[]``): one index descent per value (see the module
+    docstring). An event asked for by both its seq and its key comes twice."""
+    return (
+        f"SELECT e.* FROM unnest($3::bigint[]) AS q(seq) CROSS JOIN LATERAL ("
+        f"SELECT {EVENT_COLS} FROM {t_events} WHERE ns = $1 AND session_id = $2 "
+        f"AND seq >= q.seq ORDER BY seq LIMIT 1) e WHERE e.seq = q.seq "
+        f"UNION ALL SELECT e.* FROM unnest($4::text[]) AS k(key) CROSS JOIN LATERAL ("
+        f"SELECT {EVENT_COLS} FROM {t_events} WHERE ns = $1 AND session_id = $2 "
+        f'AND key >= k.key COLLATE "C" ORDER BY key LIMIT 1) e WHERE e.key = k.key '
+        "ORDER BY seq"
+    )
+
+
+def event_by_key_sql(t_sessions: str, t_events: str) -> str:
+    """``SELECT expires_at, seq, type, at, data, key``: the session ``$1``/``$2``'s row
+    (none when it is missing) with its event of key ``$3`` (NULL columns when none), the
+    key looked up as in :func:`find_sql`."""
+    return (
+        f"SELECT s.expires_at, e.seq, e.type, e.at, e.data, e.key FROM {t_sessions} s "
+        f"LEFT JOIN LATERAL (SELECT {EVENT_COLS} FROM {t_events} WHERE ns = s.ns "
+        f'AND session_id = s.id AND key >= $3 COLLATE "C" ORDER BY key LIMIT 1) e '
+        "ON e.key = $3 WHERE s.ns = $1 AND s.id = $2"
+    )

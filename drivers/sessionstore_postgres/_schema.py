@@ -571,8 +571,103 @@ END
 $fn$;
 """.replace("OLD_SIG", _OLD_SIG)
 
+
+def _ordered(table: str, where: str, order: str, limit: str = "") -> str:
+    """The ``ctid`` s of the rows of ``table`` (alias ``f``) matching ``where``, read in
+    ``order``: only the index that yields that order unsorted (the primary key for seq,
+    the key index for key) is cheaper than a sort, so PostgreSQL reads through it
+    whatever its statistics say (see ``_events.py``)."""
+    return (
+        f"ctid = ANY(ARRAY(SELECT f.ctid FROM {table} AS f WHERE {where} ORDER BY {order}{limit}))"
+    )
+
+
+_SESSION_F: Final = "f.ns = p_ns AND f.session_id = p_id"
+
+# Version 4: the same functions, their event lookups by seq and key made independent of
+# the table's statistics. On a never-analysed events table PostgreSQL expects about one
+# event per session, every index on (ns, session_id) costs the same to it, and it
+# answered "seq > n" or "seq = n" through events_at (seq is not a leading column there):
+# a pop, a truncate or a delete by seq read the session's whole log. Each delete now
+# removes the rows whose ctid an ordered (hence primary-key / key-index) scan found, and
+# the stored key of an append is the first key at or above it in the key index's order.
+_V4_EDITS: Final = (
+    (
+        """SELECT e.type, e.data, e.seq, e.at INTO st, sd, sq, sa FROM {P}events AS e
+                        WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = p_ev_key[i];""",
+        """SELECT f.type, f.data, f.seq, f.at INTO st, sd, sq, sa FROM (
+                        SELECT e.type, e.data, e.seq, e.at, e.key FROM {P}events AS e
+                        WHERE e.ns = p_ns AND e.session_id = p_id
+                            AND e.key >= p_ev_key[i] COLLATE "C"
+                        ORDER BY e.key LIMIT 1) AS f WHERE f.key = p_ev_key[i];""",
+    ),
+    (
+        "WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq >= coalesce(cut, 0)",
+        "WHERE e." + _ordered("{P}events", f"{_SESSION_F} AND f.seq >= coalesce(cut, 0)", "f.seq"),
+    ),
+    (
+        "WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq > p_n;",
+        "WHERE e." + _ordered("{P}events", f"{_SESSION_F} AND f.seq > p_n", "f.seq") + ";",
+    ),
+    (
+        "WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq = cut;",
+        "WHERE e."
+        + _ordered("{P}events", f"{_SESSION_F} AND f.seq >= cut", "f.seq", " LIMIT 1")
+        + " AND e.seq = cut;",
+    ),
+    (
+        "WHERE e.ns = p_ns AND e.session_id = p_id AND e.key = st;",
+        "WHERE e."
+        + _ordered("{P}events", f'{_SESSION_F} AND f.key >= st COLLATE "C"', "f.key", " LIMIT 1")
+        + " AND e.key = st;",
+    ),
+    (
+        "WHERE e.ns = p_ns AND e.session_id = p_id AND e.seq < cut;",
+        "WHERE e." + _ordered("{P}events", f"{_SESSION_F} AND f.seq < cut", "f.seq") + ";",
+    ),
+    (
+        "DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id AND seq < p_trim_before;",
+        "DELETE FROM {P}events AS e WHERE e."
+        + _ordered("{P}events", f"{_SESSION_F} AND f.seq < p_trim_before", "f.seq")
+        + ";",
+    ),
+    (
+        "DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id AND seq > p_truncate_after;",
+        "DELETE FROM {P}events AS e WHERE e."
+        + _ordered("{P}events", f"{_SESSION_F} AND f.seq > p_truncate_after", "f.seq")
+        + ";",
+    ),
+    (
+        """DELETE FROM {P}events
+            WHERE ns = p_ns AND session_id = p_id AND seq = ANY(p_delete_seqs);""",
+        """DELETE FROM {P}events AS e WHERE e.ctid = ANY(ARRAY(
+            SELECT f.ctid FROM unnest(p_delete_seqs) AS q(seq) CROSS JOIN LATERAL (
+                SELECT g.ctid, g.seq FROM {P}events AS g
+                WHERE g.ns = p_ns AND g.session_id = p_id AND g.seq >= q.seq
+                ORDER BY g.seq LIMIT 1) AS f
+            WHERE f.seq = q.seq));""",
+    ),
+)
+
+
+def _v4() -> str:
+    """``CREATE OR REPLACE`` of version 3's ``write`` and ``events_op`` with
+    :data:`_V4_EDITS` applied (each edit must match exactly once)."""
+    start = _V3.index("CREATE FUNCTION {P}write(")
+    end = _V3.index("CREATE FUNCTION {P}write_or_raise(", start)
+    ops = _V3.index("CREATE FUNCTION {P}events_op(")
+    text = _V3[start:end] + _V3[ops:]
+    for old, new in _V4_EDITS:
+        if text.count(old) != 1:  # pragma: no cover - a broken edit fails at import
+            raise AssertionError(f"schema v4 edit matches {text.count(old)} times: {old!r}")
+        text = text.replace(old, new)
+    return text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+
+
+_V4: Final = _v4()
+
 #: Migration ``n`` (1-based) upgrades a schema of version ``n - 1`` to version ``n``.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
 LATEST: Final = len(MIGRATIONS)
 
 #: The schema-version table: one row, created before any migration runs.

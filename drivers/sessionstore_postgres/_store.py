@@ -63,7 +63,7 @@ from sessionstore.validation import (
 from ._cache import Cached, RowCache
 from ._conn import Outcome
 from ._eventlog import EventLog, NewRow, OpResult
-from ._events import EVENT_COLS, EventWindow, page_sql
+from ._events import EventWindow, event_by_key_sql, find_sql, page_sql
 from ._loops import LoopPools
 from ._options import PostgresOptions, options_from_url
 from ._query import Where, build_where, order_sql, seek_sql
@@ -164,11 +164,8 @@ class PostgresStore(BaseSessionStore):
         self._target_schema = LATEST
         self._write_statements(LATEST)
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
-        self._sql_event_by_key = (
-            f"SELECT s.expires_at, e.seq, e.type, e.at, e.data, e.key FROM {p}sessions s "
-            f"LEFT JOIN {p}events e ON e.ns = s.ns AND e.session_id = s.id AND e.key = $3 "
-            "WHERE s.ns = $1 AND s.id = $2"
-        )
+        self._sql_event_by_key = event_by_key_sql(self._t_sessions, self._t_events)
+        self._sql_find_events = find_sql(self._t_events)
         self._eventlog = EventLog(self._pools, self._cache, self.namespace, p, self._decode)
         self._sql_load_many = (
             f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
@@ -366,20 +363,17 @@ class PostgresStore(BaseSessionStore):
     ) -> list[Event]:
         if not seqs and not keys:
             return []
-        # one equality lookup per seq and per key (LATERAL): "= ANY(array)" may be
-        # planned as a filter over all the session's events once the plan is generic
-        t = self._t_events
-        sql = (
-            f"SELECT e.* FROM unnest($3::bigint[]) AS q(seq) CROSS JOIN LATERAL ("
-            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND seq = q.seq"
-            f") e UNION SELECT e.* FROM unnest($4::text[]) AS k(key) CROSS JOIN LATERAL ("
-            f"SELECT {EVENT_COLS} FROM {t} WHERE ns = $1 AND session_id = $2 AND key = k.key"
-            ") e ORDER BY seq"
-        )
+        # one index descent per seq and per key, whatever the table's statistics
+        # (``_events.py``); an event asked for by seq and by key comes back once
+        sql = self._sql_find_events
         ns = self.namespace
         q, k = list(seqs), list(keys)
         rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, q, k))
-        return [self._event(session_id, r) for r in rows]
+        out: list[Event] = []
+        for r in rows:
+            if not out or out[-1].seq != r[0]:
+                out.append(self._event(session_id, r))
+        return out
 
     async def _load_event_seqs(
         self, session_id: str, *, after_seq: int = 0, last: int | None = None

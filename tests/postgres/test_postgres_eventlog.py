@@ -17,11 +17,13 @@ from sessionstore_postgres._events import EventWindow, page_sql
 
 from sessionstore import (
     AppendOp,
+    DeleteEventsOp,
     EventInput,
     EventKeyConflictError,
     Op,
     PopOp,
     SessionConflictError,
+    TrimOp,
     TruncateOp,
 )
 
@@ -277,3 +279,174 @@ async def test_an_unkeyed_append_lost_without_a_copy_is_outcome_unknown(
         await store.append_events("s", [{"type": "t"}])
     stored = await other.get_session("s")
     assert stored is not None and stored.event_count == 0
+
+
+def _scans_of(plan: str, table: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Relation Name") == table:
+            out.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(orjson.loads(plan)[0]["Plan"])
+    return out
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analysed", "analysed"])
+async def test_key_and_seq_lookups_use_their_index_whatever_the_statistics(
+    open_pg: OpenPg, analyzed: bool
+) -> None:
+    """``get_event`` and the keyed/seq fact reads of a planned write (``_find_events``)
+    descend the key index / the primary key once per value, in custom and generic plans,
+    on a table that was never analysed (PostgreSQL then expects one event per session and
+    every ``(ns, session_id)`` index looks alike: the former statements read the whole
+    log) as on an analysed one."""
+    store = await open_pg(table_prefix=f"look{uuid.uuid4().hex[:8]}_")
+    t = store._t_events
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        await store.create_session(id="other")
+        await store.append_events(
+            "other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)]
+        )
+        await store.create_session(id="s")
+        for start in range(0, 3000, 1000):
+            await store.append_events(
+                "s",
+                [
+                    EventInput(f"t{i % 4}", {"i": i}, key=f"k{i}")
+                    for i in range(start, start + 1000)
+                ],
+            )
+        if analyzed:
+            await conn.execute(f"ANALYZE {t}")
+        else:
+            assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
+        ns = store.namespace
+        lookups: list[tuple[str, str, str, int]] = [
+            (store._sql_find_events, "text, text, bigint[], text[]",
+             f"{_lit(ns)}, 's', '{{5,1500,99999}}', '{{k7,k2999,nope}}'", 6),
+            (store._sql_event_by_key, "text, text, text", f"{_lit(ns)}, 's', 'k1234'", 1),
+            (store._sql_event_by_key, "text, text, text", f"{_lit(ns)}, 's', 'nope'", 1),
+        ]  # fmt: skip
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for i, (sql, types, args, most) in enumerate(lookups):
+                name = f"lookup_{mode[6:12]}_{i}"
+                await conn.execute(f"PREPARE {name}({types}) AS {sql}")
+                plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})")
+                scans = _scans_of(plan, t)
+                shapes = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in scans]
+                read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
+                assert scans and read <= most, (mode, sql, read, shapes)
+                assert all(
+                    n["Node Type"] == "Index Scan"
+                    and n["Index Name"] in (f"{t}_pkey", f"{t}_key")
+                    and ("seq >=" in n["Index Cond"] or "key >=" in n["Index Cond"])
+                    for n in scans
+                ), (mode, sql, shapes)
+        found = await store._find_events("s", seqs=[5, 1500, 99999], keys=["k4", "k7", "nope"])
+        assert [(e.seq, e.key) for e in found] == [(5, "k4"), (8, "k7"), (1500, "k1499")]
+        assert (await store.get_event("s", key="k1234")) is not None
+        assert await store.get_event("s", key="k12345") is None
+    finally:
+        await conn.close()
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.mark.asyncio
+async def test_event_log_writes_find_events_through_the_ordering_index_on_a_fresh_table(
+    open_pg: OpenPg,
+) -> None:
+    """The statements inside the write functions (``events_op``, ``write``) that find
+    events by seq or key: pop, truncate, delete by seq and key, trim, a keyed append's
+    stored-key check, and a commit's truncate / delete / trim, on a never-analysed table
+    (statements seen through ``auto_explain`` on the store's one connection). Schema
+    version 3's read the session's whole log through ``events_at`` for pop, truncate and
+    delete by seq."""
+    store = await open_pg(table_prefix=f"fn{uuid.uuid4().hex[:8]}_", min_size=1, max_size=1)
+    t = store._t_events
+    plans: list[dict[str, Any]] = []
+
+    def listen(_conn: object, message: Any) -> None:
+        text = str(message.message)
+        if "plan:" in text:
+            plans.append(orjson.loads(text.split("plan:", 1)[1])["Plan"])
+
+    async def setup(conn: asyncpg.Connection) -> bool:
+        try:
+            await conn.execute("LOAD 'auto_explain'")
+        except asyncpg.PostgresError:
+            return False
+        for name, value in (
+            ("log_min_duration", "0"), ("log_nested_statements", "on"),
+            ("log_analyze", "on"), ("log_format", "json"),
+        ):  # fmt: skip
+            await conn.execute(f"SET auto_explain.{name} = '{value}'")
+        await conn.execute("SET client_min_messages = log")
+        conn.add_log_listener(listen)
+        return True
+
+    await store.create_session(id="other")
+    await store.append_events("other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)])
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        await store.create_session(id="s")
+        for start in range(0, 3000, 1000):
+            await store.append_events(
+                "s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(start, start + 1000)]
+            )
+        assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
+    finally:
+        await conn.close()
+    if not await store._pools.get().run(setup):
+        pytest.skip("auto_explain is not installed with this server")
+    stored, fresh = EventInput("t", {"i": 7}, key="k7"), EventInput("t", {}, key="new")
+    ops: list[tuple[str, Callable[[], Awaitable[object]], int]] = [
+        ("keyed append, stored key", lambda: store.append_events("s", [stored]), 1),
+        ("keyed append, new key", lambda: store.append_events("s", [fresh]), 1),
+        ("pop", lambda: store.pop_events("s", n=2), 2),
+        ("truncate", lambda: store.truncate_events("s", after_seq=2990), 9),
+        ("delete by seq and key", lambda: store.delete_events("s", seqs=[5], keys=["k9"]), 2),
+        ("trim", lambda: store.trim_events("s", keep_last=2975), 10),
+        ("commit truncate", lambda: store.commit([TruncateOp("s", 2985)]), 5),
+        ("commit delete", lambda: store.commit([DeleteEventsOp("s", seqs=[2000, 2001])]), 2),
+        ("commit trim", lambda: store.commit([TrimOp("s", 2960)]), 2960),
+    ]  # fmt: skip
+    for name, op, most in ops:
+        plans.clear()
+        await op()
+        nodes = [n for p in plans for n in _plan_nodes(p) if _on_table(n, t)]
+        shapes = [(n["Node Type"], n.get("Index Name"), n.get("Actual Rows")) for n in nodes]
+        assert plans, name
+        assert not any(
+            n["Node Type"] == "Seq Scan" or n.get("Index Name") in (f"{t}_at", f"{t}_type")
+            for n in nodes
+        ), (name, shapes)
+        scanned = [n for n in nodes if "Scan" in n["Node Type"] and n["Node Type"] != "Tid Scan"]
+        read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scanned)
+        # each statement reads about the rows it touches (the whole log is 3,000)
+        assert read <= 3 * most + 2, (name, read, shapes)
+    events = await store.get_events("s")
+    assert len(events) == 2960 and events[-1].seq == 2985 and 5 not in {e.seq for e in events}
+
+
+def _on_table(node: dict[str, Any], table: str) -> bool:
+    return node.get("Relation Name") == table or str(node.get("Index Name", "")).startswith(table)
+
+
+def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [node]
+    for child in node.get("Plans", []):
+        out.extend(_plan_nodes(child))
+    return out

@@ -11,6 +11,13 @@ directory; add ``--url redis://...`` and ``--url postgresql://...``):
   events decoded into ADK ``Event`` objects (what any read must do).
 
 ADK's own ``InMemorySessionService`` runs the same two flatness rows for comparison.
+
+A PostgreSQL URL is measured twice, each time on tables of its own (a fresh
+``table_prefix``, dropped afterwards): ``never analysed`` (autovacuum off for the events
+table, so PostgreSQL plans with no statistics, as on a store whose table autovacuum has
+not analysed yet) and ``analysed`` (``ANALYZE`` after the fill, as autovacuum keeps a
+grown table and as ``benchmarks/bench_postgres.py`` does). The driver's lookups by key
+and seq must be index-driven either way (docs/postgres.md, "Event-log indexes").
 Each pair is timed in interleaved batches (a, b, b, a, ...), each side's figure being the
 median over the batches of the mean time per call. ``N`` is 10,000 (``--quick``: 1,000).
 
@@ -27,9 +34,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
@@ -120,12 +130,23 @@ async def _fill(service: BaseSessionService, store: SessionStore | None, n: int)
 
 
 async def bench_service(
-    label: str, service: BaseSessionService, store: SessionStore | None, n: int, quick: bool
+    label: str,
+    service: BaseSessionService,
+    store: SessionStore | None,
+    n: int,
+    quick: bool,
+    filled: Callable[[], Awaitable[None]] | None = None,
 ) -> list[Row]:
+    """The rows of one service; ``filled`` runs once every session is written."""
     rounds, number = (5, 20) if quick else (9, 50)
     small = await _fill(service, store, 100)
     big = await _fill(service, store, n)
     tiny = await _fill(service, store, 100)
+    # the store floors append to a twin of ``big`` (appending to ``big`` itself behind
+    # the service's back would make its session object stale)
+    twin = None if store is None else await _fill(service, store, n)
+    if filled is not None:
+        await filled()
     counter = iter(range(10**9))
 
     def append_to(session: Session) -> Call:
@@ -144,10 +165,7 @@ async def bench_service(
     rows.append(
         Row(label, f"get_session(num_recent_events=20) of {n:,} / of 100", big_n, tiny_n, 1.3)
     )
-    if store is not None:
-        # the floor appends to a twin of ``big`` (appending to ``big`` itself behind the
-        # service's back would make its session object stale)
-        twin = await _fill(service, store, n)
+    if store is not None and twin is not None:
         sid = _ids.session_id(APP, "u", twin.id)
         scoped = [sid, _ids.app_state_id(APP), _ids.user_state_id(APP, "u")]
 
@@ -179,11 +197,48 @@ async def run(urls: list[str], n: int, quick: bool) -> list[Row]:
         "ADK InMemorySessionService", InMemorySessionService(), None, n, quick
     )
     for url in urls:
-        store = open_store(url)
-        async with store:
-            service = SessionStoreService(store)
-            rows += await bench_service(url.split("://")[0] + "://", service, store, n, quick)
+        scheme = url.split("://")[0]
+        if scheme not in ("postgresql", "postgres"):
+            store = open_store(url)
+            async with store:
+                service = SessionStoreService(store)
+                rows += await bench_service(f"{scheme}://", service, store, n, quick)
+            continue
+        for analyse in (False, True):
+            async with _postgres_tables(url) as (pg_store, conn, events):
+                await conn.execute(f"ALTER TABLE {events} SET (autovacuum_enabled = off)")
+
+                async def filled(analyse: bool = analyse, events: str = events) -> None:
+                    if analyse:
+                        await conn.execute(f"ANALYZE {events}")
+
+                label = f"{scheme}:// ({'analysed' if analyse else 'never analysed'})"
+                service = SessionStoreService(pg_store)
+                rows += await bench_service(label, service, pg_store, n, quick, filled)
     return rows
+
+
+@asynccontextmanager
+async def _postgres_tables(url: str) -> AsyncIterator[tuple[SessionStore, Any, str]]:
+    """A store on tables of its own (dropped on exit), a raw connection to the same
+    database (asyncpg, from the store's own options) and the events table's name."""
+    import asyncpg  # type: ignore[import-untyped]  # the PostgreSQL driver's dependency
+
+    prefix = f"adkbench{uuid.uuid4().hex[:8]}_"
+    store = open_store(url, table_prefix=prefix)
+    where = {k: getattr(store.options, k) for k in ("host", "port", "user", "password", "database")}
+    conn = await asyncpg.connect(**where)
+    try:
+        async with store:
+            yield store, conn, f"{prefix}events"
+    finally:
+        try:
+            for table in ("events", "checkpoints", "sessions", "schema"):
+                await conn.execute(f"DROP TABLE IF EXISTS {prefix}{table} CASCADE")
+            for function in ("events_op", "write_or_raise", "write"):
+                await conn.execute(f"DROP FUNCTION IF EXISTS {prefix}{function}")
+        finally:
+            await conn.close()
 
 
 def main(argv: list[str] | None = None) -> None:
