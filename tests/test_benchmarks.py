@@ -133,6 +133,7 @@ FILESYSTEM_ROWS = {
     "backwards page (before_seq, last=5), 10,000 events",
     "get_events(last=20), 10,000 events",
     "list_sessions tag+range, 5,000",
+    "durable create_session + get_session (2 KB)",
 }
 
 
@@ -160,6 +161,7 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
             for what in (
                 "get_session (~2 KB)",
                 "create_session (~2 KB)",
+                "create_session + get_session (~2 KB)",
                 "update_session merge_data",
                 "append_events, 10,000 events",
                 "append flatness 10,000 vs 10",

@@ -24,6 +24,7 @@ from tests.redis.servers import RedisCluster
 pytestmark = pytest.mark.asyncio
 
 _FAMILIES = ("pc", "pu", "sc", "su", "tc", "tu", "qc", "qu")
+_FAMILY_KEYS = frozenset(f"{family}:" for family in _FAMILIES)
 
 
 @pytest.fixture(params=["single", "cluster"])
@@ -45,17 +46,21 @@ async def _records(store: RedisStore) -> dict[int, dict[str, list[str]]]:
 
 
 async def _composites(store: RedisStore) -> dict[str, dict[str, int]]:
-    """Every composite sorted set of the namespace: key -> {id: score}."""
+    """Every composite sorted set of the namespace: key -> {id: score}. One SCAN of the
+    namespace's index keys (the shared test Cluster holds many other tests' keys: a scan
+    per shard and family took minutes there)."""
     await store._here_index().flush()
+    prefixes = {store._keys.index(shard) for shard in range(store._keys.shards)}
     found: dict[str, dict[str, int]] = {}
-    for shard in range(store._keys.shards):
-        ix = store._keys.index(shard)
-        for fam in _FAMILIES:
-            async for key in store.client.scan_iter(match=f"{ix}{fam}:*".replace("{", "\\{")):
-                name = key.decode()
-                pairs = await store.client.zrange(name, 0, -1, withscores=True)
-                if pairs:
-                    found[name] = {m.decode(): int(s) for m, s in pairs}
+    pattern = (store._keys.prefix + "{~*}:*").replace("{", "\\{").replace("}", "\\}")
+    async for key in store.client.scan_iter(match=pattern, count=1000):
+        name = key.decode()
+        ix = next((p for p in prefixes if name.startswith(p)), None)
+        if ix is None or name[len(ix) : len(ix) + 3] not in _FAMILY_KEYS:
+            continue
+        pairs = await store.client.zrange(name, 0, -1, withscores=True)
+        if pairs:
+            found[name] = {m.decode(): int(s) for m, s in pairs}
     return found
 
 
