@@ -55,7 +55,7 @@ SUITE = "tests/conformance/test_memory_conformance.py"
 ACME = ROOT / "contrib/sessionstore-acme"
 SECOND_SUITE = "contrib/sessionstore-acme/tests/test_acme_conformance.py"
 SHARED = ("sessionstore.base", "sessionstore._planner", "sessionstore._expiry",
-          "sessionstore._record_copy")  # fmt: skip
+          "sessionstore._record_copy", "sessionstore._eventlog")  # fmt: skip
 # Mutants recorded as equivalent, each with a reason: matched by module, function, change
 # and the text of the mutated line (not by index, which moves when the code does).
 EQUIVALENT = ROOT / "scripts/mutation_equivalent.json"
@@ -66,6 +66,8 @@ TARGETS = {
     "sessionstore._planner": ROOT / "sessionstore/_planner.py",
     "sessionstore._expiry": ROOT / "sessionstore/_expiry.py",
     "sessionstore._record_copy": ROOT / "sessionstore/_record_copy.py",
+    # the base store's event-log primitives (facts read before planning, seq tags)
+    "sessionstore._eventlog": ROOT / "sessionstore/_eventlog.py",
 }
 _ENV_MUTANT = "SESSIONSTORE_MUTANT"  # "module:index"
 _ENV_COVERAGE = "SESSIONSTORE_MUTATION_COVERAGE"  # where to write the per-test line map
@@ -455,6 +457,18 @@ def main() -> None:
     parser.add_argument(
         "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
     )
+    parser.add_argument(
+        "--full",
+        action="append",
+        default=[],
+        help="run every mutant of this module first (with --sample/--stop-at: the rest after)",
+    )
+    parser.add_argument(
+        "--stop-at",
+        help="HH:MM (UTC): start no mutant after this; the rest run in a seeded random order"
+        " (--seed), so what ran is a seeded random sample of them",
+    )
+    parser.add_argument("--out", type=Path, default=OUT / "results.json")
     args = parser.parse_args()
     mutants = all_mutants()
     if args.module:
@@ -468,22 +482,48 @@ def main() -> None:
         previous = json.loads(args.rerun.read_text())["results"]
         wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
         mutants = [m for m in mutants if (m.module, m.index) in wanted]
-    elif args.sample:
-        mutants = sorted(
-            random.Random(args.seed).sample(mutants, min(args.sample, len(mutants))),
-            key=lambda m: (m.module, m.index),
-        )
+    else:
+        first = [m for m in mutants if m.module in args.full]
+        rest = [m for m in mutants if m.module not in args.full]
+        if args.sample:
+            rest = sorted(
+                random.Random(args.seed).sample(rest, min(args.sample, len(rest))),
+                key=lambda m: (m.module, m.index),
+            )
+        elif args.stop_at:
+            random.Random(args.seed).shuffle(rest)
+        mutants = first + rest
+    deadline = None
+    if args.stop_at:
+        hour, minute = (int(x) for x in args.stop_at.split(":"))
+        now = time.gmtime()
+        deadline = time.time() + ((hour * 60 + minute) - (now.tm_hour * 60 + now.tm_min)) * 60
     cover = coverage_map()
     print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
     started = time.monotonic()
+    OUT.mkdir(exist_ok=True)
+    progress = args.out.with_suffix(".progress.jsonl")
+    progress.write_text("")
+    import threading
+
+    lock = threading.Lock()
 
     def one(m: Mutant) -> Mutant:
+        if deadline is not None and time.time() > deadline:
+            m.status = "not run"
+            return m
         run_mutant(m, [t for t in cover.get((m.module, m.line), []) if "_long" not in t])
         print(f"{m.status:9s} {m.module}:{m.index} line {m.line}: {m.change}", flush=True)
+        with lock, progress.open("a") as out:
+            out.write(json.dumps(asdict(m)) + "\n")
         return m
 
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(one, mutants))
+    not_run = [m for m in done if m.status == "not run"]
+    done = [m for m in done if m.status != "not run"]
+    if not_run:
+        print(f"{len(not_run)} mutants not run (--stop-at {args.stop_at})")
     equivalent = load_equivalent()
     for m in done:
         if m.status == "survived":
@@ -511,10 +551,13 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "sample": args.sample,
         "seed": args.seed,
+        "full": args.full,
+        "stop_at": args.stop_at,
+        "not_run": len(not_run),
+        "rerun": str(args.rerun or ""),
         "results": [asdict(m) for m in done],
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(report, indent=1))
+    args.out.write_text(json.dumps(report, indent=1))
     for m in survivors:
         note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
         print(f"SURVIVED {m.module}:{m.index} line {m.line} {m.function}: {m.change}{note}")
