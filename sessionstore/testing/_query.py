@@ -311,6 +311,47 @@ class QueryTests:
             assert await st.count_sessions(flt) == len(want), name
 
     @store_test
+    async def test_sub_millisecond_upper_bounds(self, ctx: ConformanceContext) -> None:
+        """Times are stored at millisecond precision and the bounds are exclusive, so an
+        upper bound with a sub-millisecond part keeps the rows at its own millisecond:
+        ``created_before=X.0005`` matches a row created at ``X.000``, and
+        ``created_before=X.001001`` one at ``X.001`` (a store that floors the bound to
+        milliseconds, or rounds it up only past some threshold, loses them)."""
+        st = ctx.store
+        now = ctx.clock.now()
+        second = now.replace(microsecond=0) + timedelta(seconds=1)
+        us = timedelta(microseconds=1)
+        rows = []
+        for i, at in enumerate((second, second + 1000 * us)):
+            ctx.clock.set(at)
+            rows.append(await st.create_session(id=f"sub{i}", ttl=60))
+        ctx.clock.set(second + timedelta(seconds=1))
+        rows = [await st.touch(rows[0].id, ttl=60)] + rows[1:]
+        ctx.clock.set(second + timedelta(seconds=1, microseconds=1000))
+        rows[1] = await st.touch(rows[1].id, ttl=60)
+        a, b = rows
+        assert a.expires_at is not None and b.expires_at is not None
+        assert (a.created_at.microsecond, b.created_at.microsecond) == (0, 1000)
+        cases: dict[str, tuple[SessionFilter, list[Session]]] = {}
+        for field, at_a, at_b in (
+            ("created_before", a.created_at, b.created_at),
+            ("updated_before", a.updated_at, b.updated_at),
+            ("expires_before", a.expires_at, b.expires_at),
+        ):
+            cases[f"{field} +500us"] = (SessionFilter(**{field: at_a + 500 * us}), [a])
+            cases[f"{field} +1us"] = (SessionFilter(**{field: at_b + us}), [a, b])
+            cases[f"{field} exact"] = (SessionFilter(**{field: at_b}), [a])
+        for name, (flt, want) in cases.items():
+            for sort_by in SORT_FIELDS:
+                for order in ("asc", "desc"):
+                    opts = QueryOptions(sort_by=sort_by, order=order)
+                    got = await st.list_sessions(flt, opts)
+                    assert got.ids == evaluate(want, flt, opts, ctx.clock.now()).ids, (
+                        f"{name} {sort_by} {order}"
+                    )
+            assert await st.count_sessions(flt) == len(want), name
+
+    @store_test
     async def test_filter_matching_half_of_many_sessions(self, ctx: ConformanceContext) -> None:
         """A tag that half of 160 sessions carry, a small page: a store that plans the
         query by walking an index and checking tag membership still finds the tagged."""
