@@ -18,9 +18,7 @@ from ._harness import ConformanceContext, store_test
 
 __all__ = ["CorruptKind", "FaultTests"]
 
-CorruptKind = Literal[
-    "session", "events", "checkpoint", "checkpoint_content", "checkpoint_moved"
-]
+CorruptKind = Literal["session", "events", "checkpoint", "checkpoint_content", "checkpoint_moved"]
 
 
 class FaultTests:
@@ -51,7 +49,7 @@ class FaultTests:
         try:
             await self.corrupt(ctx.store, kind, sid, cp_id)
         except NotImplementedError:
-            pytest.skip(f"the test class's corrupt() hook does not offer {kind!r} (fault injection)")
+            pytest.skip(f"the test class's corrupt() hook does not offer {kind!r} (faults)")
 
     async def _three(self, ctx: ConformanceContext) -> str:
         for sid in ("fa", "fb", "fc"):

@@ -321,15 +321,14 @@ class QueryTests:
         now = ctx.clock.now()
         second = now.replace(microsecond=0) + timedelta(seconds=1)
         us = timedelta(microseconds=1)
-        rows = []
-        for i, at in enumerate((second, second + 1000 * us)):
-            ctx.clock.set(at)
-            rows.append(await st.create_session(id=f"sub{i}", ttl=60))
-        ctx.clock.set(second + timedelta(seconds=1))
-        rows = [await st.touch(rows[0].id, ttl=60)] + rows[1:]
+        ctx.clock.set(second)
+        await st.create_session(id="sub0", ttl=60)
+        ctx.clock.set(second + 1000 * us)
+        await st.create_session(id="sub1", ttl=60)
+        ctx.clock.set(second + timedelta(seconds=1))  # updated_at / expires_at: X.000, X.001
+        a = await st.touch("sub0", ttl=60)
         ctx.clock.set(second + timedelta(seconds=1, microseconds=1000))
-        rows[1] = await st.touch(rows[1].id, ttl=60)
-        a, b = rows
+        b = await st.touch("sub1", ttl=60)
         assert a.expires_at is not None and b.expires_at is not None
         assert (a.created_at.microsecond, b.created_at.microsecond) == (0, 1000)
         cases: dict[str, tuple[SessionFilter, list[Session]]] = {}

@@ -39,6 +39,7 @@ from sessionstore import (
     SessionNotFoundError,
     SessionRecord,
 )
+from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.planning import Planner, Prepared
 from sessionstore.protocol import MergeStrategy
 from sessionstore.query import (
@@ -800,6 +801,43 @@ class RecordsDropEventKeys(MemoryStore):
         return [replace(e, key=None) for e in events]
 
 
+# --------------------------------------------------------------------------- mutation survivors
+
+
+def _nearest_ms(at: datetime) -> datetime:
+    return at.replace(microsecond=0) + timedelta(milliseconds=round(at.microsecond / 1000))
+
+
+class UpperBoundsRoundedToNearestMs(_ScanningQueries):
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        fields = ("created_before", "updated_before", "expires_before")
+        changes = {f: _nearest_ms(getattr(flt, f)) for f in fields if getattr(flt, f) is not None}
+        return _filter_with(flt, **changes) if changes else flt  # X.001001 -> X.001
+
+
+class EventPagesUncapped(MemoryStore):
+    async def get_events(self, session_id: str, **kwargs: Any) -> list[Event]:
+        for name in ("limit", "last"):  # a page over the cap silently means "all of them"
+            if kwargs.get(name) is not None and kwargs[name] > 100_000:
+                kwargs[name] = None
+        return await super().get_events(session_id, **kwargs)
+
+
+class CheckpointIdNotChecked(MemoryStore):
+    def _decode(self, session_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
+        where = f"{session_id}/checkpoints/{checkpoint_id}"
+        return checkpoint_from_record(decode_json(raw, where), where)  # trusts the id in it
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        stored = self._space.checkpoints.get(session_id, {})
+        out = [self._decode(session_id, cp_id, raw) for cp_id, raw in stored.items()]
+        return sorted(out, key=lambda cp: (cp.created_at, cp.id))
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        raw = self._space.checkpoints.get(session_id, {}).get(checkpoint_id)
+        return None if raw is None else self._decode(session_id, checkpoint_id, raw)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -865,6 +903,9 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         EventTimeBoundsInclusive,
         RestoreRollsBackEvents,
         RecordsDropEventKeys,
+        UpperBoundsRoundedToNearestMs,
+        EventPagesUncapped,
+        CheckpointIdNotChecked,
     )
 }
 
@@ -920,6 +961,10 @@ CAUGHT_BY: dict[str, str] = {
     "EventTimeBoundsInclusive": "test_caller_set_at_and_time_bounds",
     "RestoreRollsBackEvents": "test_restore_checkpoint_leaves_the_event_log",
     "RecordsDropEventKeys": "test_records_carry_keys_times_and_gaps",
+    # mutation-testing survivors
+    "UpperBoundsRoundedToNearestMs": "test_sub_millisecond_upper_bounds",
+    "EventPagesUncapped": "test_documented_caps",
+    "CheckpointIdNotChecked": "test_checkpoint_naming_another_refused",
 }  # fmt: skip
 
 
