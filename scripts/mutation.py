@@ -388,21 +388,28 @@ def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
     return done.returncode
 
 
-def coverage_map() -> dict[tuple[str, int], list[str]]:
-    """(module, line) -> the suite's tests that execute it (built once, cached)."""
-    cached = OUT / "coverage.json"
-    stamp = OUT / "coverage.digest"
+def coverage_map(acme: bool = False) -> dict[tuple[str, int], list[str]]:
+    """(module, line) -> the suite's tests that execute it (built once, cached): on
+    memory, or with ``acme`` on the acme example driver (the second test command)."""
+    name = "coverage-acme" if acme else "coverage"
+    suite = SECOND_SUITE if acme else SUITE
+    cached = OUT / f"{name}.json"
+    stamp = OUT / f"{name}.digest"
     digest = hashlib.sha256()
     sources = [*TARGETS.values(), *sorted((ROOT / "sessionstore/testing").glob("*.py"))]
-    for source in [*sources, ROOT / SUITE]:
+    if acme:
+        sources += sorted((ACME / "acme_sessionstore").glob("*.py"))
+    for source in [*sources, ROOT / suite]:
         digest.update(source.read_bytes())
     if not cached.exists() or not stamp.exists() or stamp.read_text() != digest.hexdigest():
         OUT.mkdir(exist_ok=True)
         cached.unlink(missing_ok=True)
         env = {**os.environ, _ENV_COVERAGE: str(cached)}
-        code = _pytest([SUITE], env, timeout=1800)
+        if acme:
+            env["PYTHONPATH"] = f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        code = _pytest([suite], env, timeout=3600)
         if code != 0:
-            sys.exit(f"the suite does not pass on the unmutated code (exit {code})")
+            sys.exit(f"the suite does not pass on the unmutated code (exit {code}, {suite})")
         stamp.write_text(digest.hexdigest())
     raw: dict[str, Any] = json.loads(cached.read_text())
     seconds: dict[str, float] = raw["seconds"]
@@ -413,28 +420,64 @@ def coverage_map() -> dict[tuple[str, int], list[str]]:
     return out
 
 
+def in_body(mutant: Mutant) -> bool:
+    """The mutated line is inside a function's body (not a signature, class body or
+    module level): it runs only when a test calls the function, so a line no test
+    executes cannot change what any test sees."""
+    return any(first <= mutant.line <= last for first, last in _BODIES[mutant.module])
+
+
+def _body_spans(path: Path) -> list[tuple[int, int]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.append((node.body[0].lineno, node.end_lineno or node.lineno))
+    return out
+
+
+_BODIES = {module: _body_spans(path) for module, path in TARGETS.items()}
 _STATUS = {0: "survived", 1: "killed", -1: "timeout"}
+_COVER: dict[bool, dict[tuple[str, int], list[str]]] = {}
 
 
-def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
-    if not tests:  # a line no test executes, or one run at import (module level): all
-        tests = [SUITE]
+def _tests_for(mutant: Mutant, acme: bool) -> list[str] | None:
+    """The tests to run (fastest first), or ``None``: no test executes the line."""
+    if acme not in _COVER:
+        _COVER[acme] = coverage_map(acme)
+    tests = [t for t in _COVER[acme].get((mutant.module, mutant.line), []) if "_long" not in t]
+    if tests:
+        return tests
+    if in_body(mutant):
+        return None
+    return [SECOND_SUITE if acme else SUITE]  # run at import (module level): all of them
+
+
+def run_mutant(mutant: Mutant) -> Mutant:
     env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
     start = time.monotonic()
-    # generous: on a loaded machine the whole suite can take minutes, and a timeout counts
-    # as a kill (a mutant that hangs the suite is caught by any CI timeout)
-    code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
-    mutant.tests = len(tests)
-    # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
-    # usage error, no tests) says nothing about the mutant and is not counted as a kill
-    mutant.status = _STATUS.get(code, f"error{code}")
+    tests = _tests_for(mutant, acme=False)
+    mutant.status = "survived"  # no test executes the line
+    if tests is not None:
+        # generous: on a loaded machine the whole suite can take minutes, and a timeout
+        # counts as a kill (a mutant that hangs the suite is caught by any CI timeout)
+        code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
+        mutant.tests = len(tests)
+        # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
+        # usage error, no tests) says nothing about the mutant and is not counted as a kill
+        mutant.status = _STATUS.get(code, f"error{code}")
     mutant.killed_by = "memory" if mutant.status in ("killed", "timeout") else ""
     if mutant.status == "survived" and mutant.module in SHARED:
-        # the second test command: the whole suite on acme (a few seconds), -x
-        acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
-        status = _STATUS.get(_pytest([SECOND_SUITE], acme_env, timeout=300), "survived")
-        if status in ("killed", "timeout"):
-            mutant.status, mutant.killed_by = status, "acme"
+        # the second test command: the suite on acme, the tests that execute the line
+        acme_tests = _tests_for(mutant, acme=True)
+        if acme_tests is not None:
+            acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+            code = _pytest(acme_tests, acme_env, timeout=900)
+            mutant.tests += len(acme_tests)
+            status = _STATUS.get(code, f"error{code}")
+            if status in ("killed", "timeout"):
+                mutant.status, mutant.killed_by = status, "acme"
+            elif status.startswith("error"):
+                mutant.status = status
     mutant.seconds = round(time.monotonic() - start, 2)
     return mutant
 
@@ -498,7 +541,9 @@ def main() -> None:
         hour, minute = (int(x) for x in args.stop_at.split(":"))
         now = time.gmtime()
         deadline = time.time() + ((hour * 60 + minute) - (now.tm_hour * 60 + now.tm_min)) * 60
-    cover = coverage_map()
+    _COVER[False] = coverage_map()
+    if any(m.module in SHARED for m in mutants):
+        _COVER[True] = coverage_map(acme=True)
     print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
     started = time.monotonic()
     OUT.mkdir(exist_ok=True)
@@ -512,7 +557,7 @@ def main() -> None:
         if deadline is not None and time.time() > deadline:
             m.status = "not run"
             return m
-        run_mutant(m, [t for t in cover.get((m.module, m.line), []) if "_long" not in t])
+        run_mutant(m)
         print(f"{m.status:9s} {m.module}:{m.index} line {m.line}: {m.change}", flush=True)
         with lock, progress.open("a") as out:
             out.write(json.dumps(asdict(m)) + "\n")
