@@ -378,7 +378,7 @@ if os.environ.get(_ENV_COVERAGE):
 def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p",
-        "mutation", "-o", "addopts=", "--no-header", "-W", "ignore", *args,
+        "mutation", "-o", "addopts=", "-m", "not slow", "--no-header", "-W", "ignore", *args,
     ]  # fmt: skip
     env = {**env, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{env.get('PYTHONPATH', '')}"}
     try:
@@ -512,6 +512,17 @@ def main() -> None:
         " (--seed), so what ran is a seeded random sample of them",
     )
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="a .progress.jsonl of an interrupted run with the same sources: its mutants"
+        " are taken from it, not run again",
+    )
+    parser.add_argument(
+        "--module-level-last",
+        action="store_true",
+        help="mutants outside function bodies (each runs the whole suite) after the others",
+    )
     args = parser.parse_args()
     mutants = all_mutants()
     if args.module:
@@ -536,6 +547,13 @@ def main() -> None:
         elif args.stop_at:
             random.Random(args.seed).shuffle(rest)
         mutants = first + rest
+        if args.module_level_last:  # a stable partition: the seeded order is kept
+            mutants = [m for m in mutants if in_body(m)] + [m for m in mutants if not in_body(m)]
+    resumed: dict[tuple[str, int], dict[str, Any]] = {}
+    if args.resume:
+        for line in args.resume.read_text().splitlines():
+            row = json.loads(line)
+            resumed[(row["module"], row["index"])] = row
     deadline = None
     if args.stop_at:
         hour, minute = (int(x) for x in args.stop_at.split(":"))
@@ -548,12 +566,16 @@ def main() -> None:
     started = time.monotonic()
     OUT.mkdir(exist_ok=True)
     progress = args.out.with_suffix(".progress.jsonl")
-    progress.write_text("")
+    if args.resume is None or args.resume.resolve() != progress.resolve():
+        progress.write_text("".join(json.dumps(r) + "\n" for r in resumed.values()))
     import threading
 
     lock = threading.Lock()
 
     def one(m: Mutant) -> Mutant:
+        done_before = resumed.get((m.module, m.index))
+        if done_before is not None:
+            return Mutant(**done_before)
         if deadline is not None and time.time() > deadline:
             m.status = "not run"
             return m
