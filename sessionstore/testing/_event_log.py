@@ -253,6 +253,23 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_batch_removals_see_earlier_bounds(self, ctx: ConformanceContext) -> None:
+        """Inside one batch a removal sees exactly what earlier removals kept: the event a
+        trim keeps last (its oldest) and the one a truncate keeps at ``after_seq`` are
+        still there for a following pop."""
+        s = await _numbered(ctx, 6, "trimmed")
+        # keeps 4..6, then pops 4..6 (4, the oldest kept, included); one more pop: nothing
+        await ctx.store.commit([TrimOp(s.id, keep_last=3), PopOp(s.id, 2), PopOp(s.id, 1)])
+        assert await _seqs(ctx, s.id) == []
+        s = await _numbered(ctx, 6, "truncated")
+        # keeps 1..4, then pops 4 and 3 (4, at after_seq, kept until popped)
+        await ctx.store.commit([TruncateOp(s.id, after_seq=4), PopOp(s.id, 2)])
+        assert await _seqs(ctx, s.id) == [1, 2]
+        final = await ctx.store.get_session(s.id)
+        assert final is not None and (final.event_count, final.last_seq) == (2, 6)
+
+    @store_test
+    @requires("event_log")
     async def test_event_ops_in_a_failed_batch_write_nothing(self, ctx: ConformanceContext) -> None:
         s = await _numbered(ctx, 4)
         other = await ctx.store.create_session()
