@@ -22,6 +22,7 @@ from sessionstore import (
     AppendOp,
     Checkpoint,
     Clock,
+    DeleteEventsOp,
     DeleteOp,
     Event,
     EventInput,
@@ -31,6 +32,7 @@ from sessionstore import (
     Mutation,
     Op,
     Page,
+    PopOp,
     PoppedEvents,
     PutResult,
     QueryOptions,
@@ -38,6 +40,8 @@ from sessionstore import (
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
+    TrimOp,
+    TruncateOp,
 )
 from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.planning import Planner, Prepared
@@ -838,6 +842,21 @@ class CheckpointIdNotChecked(MemoryStore):
         return None if raw is None else self._decode(session_id, checkpoint_id, raw)
 
 
+class BatchPopIgnoresEarlierRemovals(MemoryStore):
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        planned: list[Op] = []
+        removed: set[str] = set()
+        for op in ops:
+            if isinstance(op, PopOp) and op.session_id in removed:
+                # the newest n of the log as stored before the batch, not as the batch left it
+                newest = await self.get_events(op.session_id, last=op.n)
+                op = DeleteEventsOp(op.session_id, seqs=[e.seq for e in newest])
+            if isinstance(op, PopOp | TruncateOp | TrimOp | DeleteEventsOp):
+                removed.add(op.session_id)
+            planned.append(op)
+        return await super().commit(planned)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -906,6 +925,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         UpperBoundsRoundedToNearestMs,
         EventPagesUncapped,
         CheckpointIdNotChecked,
+        BatchPopIgnoresEarlierRemovals,
     )
 }
 
@@ -965,6 +985,7 @@ CAUGHT_BY: dict[str, str] = {
     "UpperBoundsRoundedToNearestMs": "test_sub_millisecond_upper_bounds",
     "EventPagesUncapped": "test_documented_caps",
     "CheckpointIdNotChecked": "test_checkpoint_naming_another_refused",
+    "BatchPopIgnoresEarlierRemovals": "test_batch_removals_see_earlier_bounds",
 }  # fmt: skip
 
 
