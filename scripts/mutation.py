@@ -415,8 +415,12 @@ def coverage_map(acme: bool = False) -> dict[tuple[str, int], list[str]]:
     seconds: dict[str, float] = raw["seconds"]
     out: dict[tuple[str, int], list[str]] = {}
     for test in sorted(raw["lines"], key=seconds.__getitem__):  # fastest first: with -x,
+        # node ids are relative to the suite's rootdir (acme has its own pyproject.toml)
+        node = (
+            test if (ROOT / test.split("::")[0]).exists() else f"{Path(suite).parent.parent}/{test}"
+        )
         for module, line in raw["lines"][test]:  # a kill usually comes early
-            out.setdefault((module, int(line)), []).append(test)
+            out.setdefault((module, int(line)), []).append(node)
     return out
 
 
@@ -553,7 +557,8 @@ def main() -> None:
     if args.resume:
         for line in args.resume.read_text().splitlines():
             row = json.loads(line)
-            resumed[(row["module"], row["index"])] = row
+            if not row["status"].startswith("error"):  # run again what could not be run
+                resumed[(row["module"], row["index"])] = row
     deadline = None
     if args.stop_at:
         hour, minute = (int(x) for x in args.stop_at.split(":"))
