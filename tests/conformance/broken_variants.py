@@ -857,6 +857,13 @@ class BatchPopIgnoresEarlierRemovals(MemoryStore):
         return await super().commit(planned)
 
 
+class ClockNotChecked(MemoryStore):
+    def __init__(self, *, clock: Any = None, **options: Any) -> None:
+        super().__init__(**options)
+        if clock is not None:
+            self.clock = clock  # whatever it is: the first write finds out
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -926,6 +933,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         EventPagesUncapped,
         CheckpointIdNotChecked,
         BatchPopIgnoresEarlierRemovals,
+        ClockNotChecked,
     )
 }
 
@@ -986,6 +994,7 @@ CAUGHT_BY: dict[str, str] = {
     "EventPagesUncapped": "test_documented_caps",
     "CheckpointIdNotChecked": "test_checkpoint_naming_another_refused",
     "BatchPopIgnoresEarlierRemovals": "test_batch_removals_see_earlier_bounds",
+    "ClockNotChecked": "test_store_refuses_a_clock_that_is_not_one",
 }  # fmt: skip
 
 
