@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
 """Mutation testing of the conformance suite: how many planted bugs does it catch?
 
-    .venv/bin/python scripts/mutation.py                  # every mutant (about 2 h, 2 cores)
+    .venv/bin/python scripts/mutation.py                  # every mutant (hours on a busy machine)
     .venv/bin/python scripts/mutation.py --sample 120     # a seeded random sample
+    .venv/bin/python scripts/mutation.py --full sessionstore._eventlog --stop-at 07:30 \
+        --module-level-last                               # one module whole, the rest in a
+                                                          # seeded order until a time
+    .venv/bin/python scripts/mutation.py --rerun .mutation/results.json   # its survivors
     .venv/bin/python scripts/mutation.py --list           # the mutants, not run
 
 A small AST mutator (mutmut 3 rewrites the sources into a ``mutants/`` tree that our
 src-less layout with three top-level packages and editable installs does not fit; see
 docs/decisions.md). Each mutant changes one operator or constant in one of the modules
 under test: the memory driver (``drivers/sessionstore_memory/``) and the base store with
-its write planner (``sessionstore/base.py``, ``_planner.py``, and the expiry and
-record-copy helpers ``_expiry.py`` and ``_record_copy.py``).
+its write planner (``sessionstore/base.py``, ``_planner.py``, the expiry and record-copy
+helpers ``_expiry.py`` and ``_record_copy.py``, and ``_eventlog.py``, the base's event-log
+primitives: the facts read before planning and the batch's view of a log).
 
 How a mutant runs: a child ``pytest`` gets ``-p mutation``, a plugin (this file)
 that installs an import hook compiling the mutated AST for the one module, before the
 suite imports anything. Only the conformance tests that execute the mutated line run
-(a line-coverage map per test, built once by the same plugin), with ``-x``: the first
-failure kills the mutant. The suite is ``TestMemoryStore`` in
-``tests/conformance/test_memory_conformance.py`` (its state machine is derandomized, so a
-kill is reproducible). A mutant of the shared modules (base, planner, expiry, record
-copy) that survives on memory runs again with the suite on the acme example driver,
-which keeps every base method. Score: killed / (mutants - recorded equivalents, see
-``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json``;
+(a line-coverage map per test, built once per suite by the same plugin), with ``-x``:
+the first failure kills the mutant. A line inside a function body that no test executes
+cannot change what a test sees: it survives without a run. A line outside function
+bodies (module or class level, signatures) runs at import: the whole suite runs. The
+suite is ``TestMemoryStore`` in ``tests/conformance/test_memory_conformance.py`` (its
+state machine is derandomized, so a kill is reproducible). A mutant of the shared modules
+(base, planner, expiry, record copy, event log) that survives on memory runs again with
+the suite on the acme example driver (the tests that execute the line there), which
+keeps every base method. Score: killed / (mutants - recorded equivalents, see
+``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json`` (and, as
+each mutant finishes, ``.mutation/results.progress.jsonl``, which ``--resume`` takes);
 survivors are listed with their file, line, change and source line.
 """
 
