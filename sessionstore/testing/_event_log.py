@@ -513,6 +513,47 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_time_bounds_on_a_log_in_time_order(self, ctx: ConformanceContext) -> None:
+        """The usual log, each event later than the one before (a store may bisect it):
+        the time bounds are exclusive at an event's exact ``at`` and combine with the seq
+        window, ``types``, ``limit`` and ``last``."""
+        s = await ctx.store.create_session()
+        ctx.clock.set(_T0)
+        for i in range(12):
+            ctx.clock.advance(timedelta(milliseconds=1 + i % 3))
+            s = await ctx.store.append_events(s.id, [{"type": "ab"[i % 2], "data": {"i": i}}])
+        await ctx.store.delete_events(s.id, seqs=[5])
+        stored = await ctx.store.get_events(s.id)
+        ats = [e.at for e in stored]
+        assert ats == sorted(ats) and len(set(ats)) == len(ats)
+        ms = timedelta(milliseconds=1)
+        bounds = [None, ats[0], ats[3], ats[3] - ms, ats[7] + ms, ats[-1]]
+        for low in bounds:
+            for high in bounds:
+                for window in ({}, {"after_seq": 2}, {"before_seq": 10}, {"types": ["a"]}):
+                    want = [
+                        e.seq
+                        for e in stored
+                        if (low is None or e.at > low)
+                        and (high is None or e.at < high)
+                        and e.seq > window.get("after_seq", 0)
+                        and e.seq < window.get("before_seq", 99)
+                        and e.type in window.get("types", ["a", "b"])
+                    ]
+                    got = await _seqs(ctx, s.id, at_after=low, at_before=high, **window)
+                    assert got == want, (low, high, window)
+                    for n in (1, 3):
+                        assert (
+                            await _seqs(ctx, s.id, at_after=low, at_before=high, limit=n, **window)
+                            == want[:n]
+                        ), (low, high, window, n)
+                        assert (
+                            await _seqs(ctx, s.id, at_after=low, at_before=high, last=n, **window)
+                            == want[-n:]
+                        ), (low, high, window, n)
+
+    @store_test
+    @requires("event_log")
     async def test_caller_set_at_and_time_bounds(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session()
         east = timezone(timedelta(hours=2))

@@ -864,6 +864,15 @@ class ClockNotChecked(MemoryStore):
             self.clock = clock  # whatever it is: the first write finds out
 
 
+class TimeOrderedLogBoundInclusive(MemoryStore):
+    async def _query_events(self, session_id: str, **window: Any) -> list[Event]:
+        log = self._space.logs.get(session_id)
+        if log is not None and log.at_sorted and window.get("at_before") is not None:
+            # the fast path (a bisect over a log in time order) keeps an event at the bound
+            window["at_before"] += timedelta(microseconds=1)
+        return await super()._query_events(session_id, **window)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -934,6 +943,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CheckpointIdNotChecked,
         BatchPopIgnoresEarlierRemovals,
         ClockNotChecked,
+        TimeOrderedLogBoundInclusive,
     )
 }
 
@@ -995,6 +1005,7 @@ CAUGHT_BY: dict[str, str] = {
     "CheckpointIdNotChecked": "test_checkpoint_naming_another_refused",
     "BatchPopIgnoresEarlierRemovals": "test_batch_removals_see_earlier_bounds",
     "ClockNotChecked": "test_store_refuses_a_clock_that_is_not_one",
+    "TimeOrderedLogBoundInclusive": "test_time_bounds_on_a_log_in_time_order",
 }  # fmt: skip
 
 
