@@ -267,6 +267,17 @@ class EventLogTests:
         assert await _seqs(ctx, s.id) == [1, 2]
         final = await ctx.store.get_session(s.id)
         assert final is not None and (final.event_count, final.last_seq) == (2, 6)
+        # a log without stored events: a pop and a trim in the batch see only its appends
+        empty = await ctx.store.create_session(id="empty")
+        await ctx.store.commit(
+            [
+                PopOp(empty.id, 2),
+                AppendOp(empty.id, [{"type": "x"}, {"type": "y"}, {"type": "z"}]),
+                PopOp(empty.id, 1),
+                TrimOp(empty.id, keep_last=1),
+            ]
+        )
+        assert await _seqs(ctx, empty.id) == [2]
 
     @store_test
     @requires("event_log")
