@@ -8,7 +8,9 @@ that does not (the typed refusal an honest third-party driver gives).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from sessionstore import (
     PopOp,
     Session,
     SessionConflictError,
+    SessionFilter,
     SessionNotFoundError,
     SessionRecord,
     SessionUpdate,
@@ -737,3 +740,15 @@ class EventLogTests:
         made = await ctx.store.append_events("made", [{"type": "x"}], create=True, ttl=60)
         assert (made.version, made.event_count) == (1, 1)
         assert made.expires_at == ctx.clock.now() + timedelta(seconds=60)
+        # records from a store with the event log: a gap or a key cannot be held here
+        three = await ctx.store.append_events("three", [{"type": "e"}] * 3, create=True)
+        (record,) = [r async for r in ctx.store.scan(filter=SessionFilter(ids=[three.id]))]
+        first, _, last = record.events
+        gapped = SessionRecord(
+            replace(record.session, id="gapped", event_count=2), [first, last], []
+        )
+        keyed = SessionRecord(
+            replace(record.session, id="keyed"), [replace(first, key="k"), *record.events[1:]]
+        )
+        for bad in (gapped, keyed):
+            await _unchanged(ctx, UnsupportedOperationError, lambda: ctx.store.put_records([bad]))
