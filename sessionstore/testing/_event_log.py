@@ -751,4 +751,4 @@ class EventLogTests:
             replace(record.session, id="keyed"), [replace(first, key="k"), *record.events[1:]]
         )
         for bad in (gapped, keyed):
-            await _unchanged(ctx, UnsupportedOperationError, lambda: ctx.store.put_records([bad]))
+            await _unchanged(ctx, UnsupportedOperationError, partial(ctx.store.put_records, [bad]))
