@@ -43,6 +43,7 @@ from sessionstore import (
     TrimOp,
     TruncateOp,
 )
+from sessionstore._record_copy import check_record
 from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.planning import Planner, Prepared
 from sessionstore.protocol import MergeStrategy
@@ -873,6 +874,13 @@ class TimeOrderedLogBoundInclusive(MemoryStore):
         return await super()._query_events(session_id, **window)
 
 
+class WithoutEventLogTakesGappedRecords(MemoryStore):
+    CAPABILITIES = replace(MemoryStore.CAPABILITIES, event_log=False)
+
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        return check_record(record, self._limits, event_log=True)  # not what it declares
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -944,6 +952,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         BatchPopIgnoresEarlierRemovals,
         ClockNotChecked,
         TimeOrderedLogBoundInclusive,
+        WithoutEventLogTakesGappedRecords,
     )
 }
 
@@ -1006,6 +1015,7 @@ CAUGHT_BY: dict[str, str] = {
     "BatchPopIgnoresEarlierRemovals": "test_batch_removals_see_earlier_bounds",
     "ClockNotChecked": "test_store_refuses_a_clock_that_is_not_one",
     "TimeOrderedLogBoundInclusive": "test_time_bounds_on_a_log_in_time_order",
+    "WithoutEventLogTakesGappedRecords": "test_event_log_refused_without_capability",
 }  # fmt: skip
 
 
