@@ -63,6 +63,9 @@ SUITE = "tests/conformance/test_memory_conformance.py"
 # replaces several base methods (listing, counting, creation) that other drivers use.
 ACME = ROOT / "contrib/sessionstore-acme"
 SECOND_SUITE = "contrib/sessionstore-acme/tests/test_acme_conformance.py"
+# The third: memory with the base's generic event reads (an event-log driver that keeps
+# them; memory has its own and acme no event log), for the shared survivors of both.
+THIRD_SUITE = "scripts/mutation_suites/test_memory_base_event_reads.py"
 SHARED = ("sessionstore.base", "sessionstore._planner", "sessionstore._expiry",
           "sessionstore._record_copy", "sessionstore._eventlog")  # fmt: skip
 # Mutants recorded as equivalent, each with a reason: matched by module, function, change
@@ -397,17 +400,22 @@ def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
     return done.returncode
 
 
-def coverage_map(acme: bool = False) -> dict[tuple[str, int], list[str]]:
+def coverage_map(acme: bool | str = False) -> dict[tuple[str, int], list[str]]:
     """(module, line) -> the suite's tests that execute it (built once, cached): on
-    memory, or with ``acme`` on the acme example driver (the second test command)."""
-    name = "coverage-acme" if acme else "coverage"
-    suite = SECOND_SUITE if acme else SUITE
+    memory, with ``acme`` on the acme example driver (the second test command), with
+    ``"base-events"`` the third (memory with the base's generic event reads)."""
+    third = acme == "base-events"
+    name = "coverage-base-events" if third else "coverage-acme" if acme else "coverage"
+    suite = THIRD_SUITE if third else SECOND_SUITE if acme else SUITE
+    acme = bool(acme) and not third
     cached = OUT / f"{name}.json"
     stamp = OUT / f"{name}.digest"
     digest = hashlib.sha256()
     sources = [*TARGETS.values(), *sorted((ROOT / "sessionstore/testing").glob("*.py"))]
     if acme:
         sources += sorted((ACME / "acme_sessionstore").glob("*.py"))
+    if third:
+        sources += [ROOT / SUITE]
     for source in [*sources, ROOT / suite]:
         digest.update(source.read_bytes())
     if not cached.exists() or not stamp.exists() or stamp.read_text() != digest.hexdigest():
@@ -450,10 +458,10 @@ def _body_spans(path: Path) -> list[tuple[int, int]]:
 
 _BODIES = {module: _body_spans(path) for module, path in TARGETS.items()}
 _STATUS = {0: "survived", 1: "killed", -1: "timeout"}
-_COVER: dict[bool, dict[tuple[str, int], list[str]]] = {}
+_COVER: dict[bool | str, dict[tuple[str, int], list[str]]] = {}
 
 
-def _tests_for(mutant: Mutant, acme: bool) -> list[str] | None:
+def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
     """The tests to run (fastest first), or ``None``: no test executes the line."""
     if acme not in _COVER:
         _COVER[acme] = coverage_map(acme)
@@ -462,6 +470,8 @@ def _tests_for(mutant: Mutant, acme: bool) -> list[str] | None:
         return tests
     if in_body(mutant):
         return None
+    if acme == "base-events":
+        return [THIRD_SUITE]
     return [SECOND_SUITE if acme else SUITE]  # run at import (module level): all of them
 
 
@@ -489,6 +499,16 @@ def run_mutant(mutant: Mutant) -> Mutant:
             status = _STATUS.get(code, f"error{code}")
             if status in ("killed", "timeout"):
                 mutant.status, mutant.killed_by = status, "acme"
+            elif status.startswith("error"):
+                mutant.status = status
+    if mutant.status == "survived" and mutant.module in SHARED:
+        third_tests = _tests_for(mutant, acme="base-events")
+        if third_tests is not None:
+            code = _pytest(third_tests, env, timeout=900)
+            mutant.tests += len(third_tests)
+            status = _STATUS.get(code, f"error{code}")
+            if status in ("killed", "timeout"):
+                mutant.status, mutant.killed_by = status, "base-events"
             elif status.startswith("error"):
                 mutant.status = status
     mutant.seconds = round(time.monotonic() - start, 2)
@@ -576,6 +596,7 @@ def main() -> None:
     _COVER[False] = coverage_map()
     if any(m.module in SHARED for m in mutants):
         _COVER[True] = coverage_map(acme=True)
+        _COVER["base-events"] = coverage_map(acme="base-events")
     print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
     started = time.monotonic()
     OUT.mkdir(exist_ok=True)
