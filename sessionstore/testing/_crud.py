@@ -323,7 +323,7 @@ class CrudTests:
         for bad in (object(), "2030-01-01", datetime.now(UTC)):
             store: SessionStore | None = None
             with pytest.raises(ConfigurationError):
-                made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=bad)
+                made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=bad)  # type: ignore[arg-type]
                 store = await made if inspect.isawaitable(made) else made
                 await store.initialize()
             if store is not None:

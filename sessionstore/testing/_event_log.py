@@ -544,15 +544,20 @@ class EventLogTests:
         bounds = [None, ats[0], ats[3], ats[3] - ms, ats[7] + ms, ats[-1]]
         for low in bounds:
             for high in bounds:
-                for window in ({}, {"after_seq": 2}, {"before_seq": 10}, {"types": ["a"]}):
+                windows: list[tuple[int, int, list[str], dict[str, Any]]] = [
+                    (0, 99, ["a", "b"], {}),
+                    (2, 99, ["a", "b"], {"after_seq": 2}),
+                    (0, 10, ["a", "b"], {"before_seq": 10}),
+                    (0, 99, ["a"], {"types": ["a"]}),
+                ]
+                for after, before, types, window in windows:
                     want = [
                         e.seq
                         for e in stored
                         if (low is None or e.at > low)
                         and (high is None or e.at < high)
-                        and e.seq > window.get("after_seq", 0)
-                        and e.seq < window.get("before_seq", 99)
-                        and e.type in window.get("types", ["a", "b"])
+                        and after < e.seq < before
+                        and e.type in types
                     ]
                     got = await _seqs(ctx, s.id, at_after=low, at_before=high, **window)
                     assert got == want, (low, high, window)

@@ -6,6 +6,7 @@ Results are checked two ways: against explicit expectations, and against
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -332,14 +333,30 @@ class QueryTests:
         assert a.expires_at is not None and b.expires_at is not None
         assert (a.created_at.microsecond, b.created_at.microsecond) == (0, 1000)
         cases: dict[str, tuple[SessionFilter, list[Session]]] = {}
-        for field, at_a, at_b in (
-            ("created_before", a.created_at, b.created_at),
-            ("updated_before", a.updated_at, b.updated_at),
-            ("expires_before", a.expires_at, b.expires_at),
-        ):
-            cases[f"{field} +500us"] = (SessionFilter(**{field: at_a + 500 * us}), [a])
-            cases[f"{field} +1us"] = (SessionFilter(**{field: at_b + us}), [a, b])
-            cases[f"{field} exact"] = (SessionFilter(**{field: at_b}), [a])
+        makers: list[tuple[str, Callable[[datetime], SessionFilter], datetime, datetime]] = [
+            (
+                "created_before",
+                lambda t: SessionFilter(created_before=t),
+                a.created_at,
+                b.created_at,
+            ),
+            (
+                "updated_before",
+                lambda t: SessionFilter(updated_before=t),
+                a.updated_at,
+                b.updated_at,
+            ),
+            (
+                "expires_before",
+                lambda t: SessionFilter(expires_before=t),
+                a.expires_at,
+                b.expires_at,
+            ),
+        ]
+        for field, make, at_a, at_b in makers:
+            cases[f"{field} +500us"] = (make(at_a + 500 * us), [a])
+            cases[f"{field} +1us"] = (make(at_b + us), [a, b])
+            cases[f"{field} exact"] = (make(at_b), [a])
         for name, (flt, want) in cases.items():
             for sort_by in SORT_FIELDS:
                 for order in ("asc", "desc"):
