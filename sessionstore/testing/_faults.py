@@ -38,7 +38,7 @@ class FaultTests:
         (a value of ``checkpoint_id``'s ``data`` edited, still valid JSON: only its digest
         tells) or ``"checkpoint_moved"`` (``checkpoint_id``'s record replaced by a copy of
         the record of another checkpoint of the same session, valid and with its digest:
-        only the id it names tells; raise :class:`NotImplementedError` for a kind you do
+        only the id it names tells; raise ``NotImplementedError`` for a kind you do
         not offer, and its test is skipped). Override to enable the fault-injection tests.
         """
         raise NotImplementedError
