@@ -1,27 +1,36 @@
 #!/usr/bin/env python3
 """Mutation testing of the conformance suite: how many planted bugs does it catch?
 
-    .venv/bin/python scripts/mutation.py                  # every mutant (about 2 h, 2 cores)
+    .venv/bin/python scripts/mutation.py                  # every mutant (hours on a busy machine)
     .venv/bin/python scripts/mutation.py --sample 120     # a seeded random sample
+    .venv/bin/python scripts/mutation.py --full sessionstore._eventlog --stop-at 07:30 \
+        --module-level-last                               # one module whole, the rest in a
+                                                          # seeded order until a time
+    .venv/bin/python scripts/mutation.py --rerun .mutation/results.json   # its survivors
     .venv/bin/python scripts/mutation.py --list           # the mutants, not run
 
 A small AST mutator (mutmut 3 rewrites the sources into a ``mutants/`` tree that our
 src-less layout with three top-level packages and editable installs does not fit; see
 docs/decisions.md). Each mutant changes one operator or constant in one of the modules
 under test: the memory driver (``drivers/sessionstore_memory/``) and the base store with
-its write planner (``sessionstore/base.py``, ``_planner.py``, and the expiry and
-record-copy helpers ``_expiry.py`` and ``_record_copy.py``).
+its write planner (``sessionstore/base.py``, ``_planner.py``, the expiry and record-copy
+helpers ``_expiry.py`` and ``_record_copy.py``, and ``_eventlog.py``, the base's event-log
+primitives: the facts read before planning and the batch's view of a log).
 
 How a mutant runs: a child ``pytest`` gets ``-p mutation``, a plugin (this file)
 that installs an import hook compiling the mutated AST for the one module, before the
 suite imports anything. Only the conformance tests that execute the mutated line run
-(a line-coverage map per test, built once by the same plugin), with ``-x``: the first
-failure kills the mutant. The suite is ``TestMemoryStore`` in
-``tests/conformance/test_memory_conformance.py`` (its state machine is derandomized, so a
-kill is reproducible). A mutant of the shared modules (base, planner, expiry, record
-copy) that survives on memory runs again with the suite on the acme example driver,
-which keeps every base method. Score: killed / (mutants - recorded equivalents, see
-``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json``;
+(a line-coverage map per test, built once per suite by the same plugin), with ``-x``:
+the first failure kills the mutant. A line inside a function body that no test executes
+cannot change what a test sees: it survives without a run. A line outside function
+bodies (module or class level, signatures) runs at import: the whole suite runs. The
+suite is ``TestMemoryStore`` in ``tests/conformance/test_memory_conformance.py`` (its
+state machine is derandomized, so a kill is reproducible). A mutant of the shared modules
+(base, planner, expiry, record copy, event log) that survives on memory runs again with
+the suite on the acme example driver (the tests that execute the line there), which
+keeps every base method. Score: killed / (mutants - recorded equivalents, see
+``scripts/mutation_equivalent.json``). Results go to ``.mutation/results.json`` (and, as
+each mutant finishes, ``.mutation/results.progress.jsonl``, which ``--resume`` takes);
 survivors are listed with their file, line, change and source line.
 """
 
@@ -54,8 +63,11 @@ SUITE = "tests/conformance/test_memory_conformance.py"
 # replaces several base methods (listing, counting, creation) that other drivers use.
 ACME = ROOT / "contrib/sessionstore-acme"
 SECOND_SUITE = "contrib/sessionstore-acme/tests/test_acme_conformance.py"
+# The third: memory with the base's generic event reads (an event-log driver that keeps
+# them; memory has its own and acme no event log), for the shared survivors of both.
+THIRD_SUITE = "scripts/mutation_suites/test_memory_base_event_reads.py"
 SHARED = ("sessionstore.base", "sessionstore._planner", "sessionstore._expiry",
-          "sessionstore._record_copy")  # fmt: skip
+          "sessionstore._record_copy", "sessionstore._eventlog")  # fmt: skip
 # Mutants recorded as equivalent, each with a reason: matched by module, function, change
 # and the text of the mutated line (not by index, which moves when the code does).
 EQUIVALENT = ROOT / "scripts/mutation_equivalent.json"
@@ -66,6 +78,8 @@ TARGETS = {
     "sessionstore._planner": ROOT / "sessionstore/_planner.py",
     "sessionstore._expiry": ROOT / "sessionstore/_expiry.py",
     "sessionstore._record_copy": ROOT / "sessionstore/_record_copy.py",
+    # the base store's event-log primitives (facts read before planning, seq tags)
+    "sessionstore._eventlog": ROOT / "sessionstore/_eventlog.py",
 }
 _ENV_MUTANT = "SESSIONSTORE_MUTANT"  # "module:index"
 _ENV_COVERAGE = "SESSIONSTORE_MUTATION_COVERAGE"  # where to write the per-test line map
@@ -376,7 +390,7 @@ if os.environ.get(_ENV_COVERAGE):
 def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
     cmd = [
         sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p",
-        "mutation", "-o", "addopts=", "--no-header", "-W", "ignore", *args,
+        "mutation", "-o", "addopts=", "-m", "not slow", "--no-header", "-W", "ignore", *args,
     ]  # fmt: skip
     env = {**env, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{env.get('PYTHONPATH', '')}"}
     try:
@@ -386,53 +400,117 @@ def _pytest(args: list[str], env: dict[str, str], timeout: float) -> int:
     return done.returncode
 
 
-def coverage_map() -> dict[tuple[str, int], list[str]]:
-    """(module, line) -> the suite's tests that execute it (built once, cached)."""
-    cached = OUT / "coverage.json"
-    stamp = OUT / "coverage.digest"
+def coverage_map(acme: bool | str = False) -> dict[tuple[str, int], list[str]]:
+    """(module, line) -> the suite's tests that execute it (built once, cached): on
+    memory, with ``acme`` on the acme example driver (the second test command), with
+    ``"base-events"`` the third (memory with the base's generic event reads)."""
+    third = acme == "base-events"
+    name = "coverage-base-events" if third else "coverage-acme" if acme else "coverage"
+    suite = THIRD_SUITE if third else SECOND_SUITE if acme else SUITE
+    acme = bool(acme) and not third
+    cached = OUT / f"{name}.json"
+    stamp = OUT / f"{name}.digest"
     digest = hashlib.sha256()
     sources = [*TARGETS.values(), *sorted((ROOT / "sessionstore/testing").glob("*.py"))]
-    for source in [*sources, ROOT / SUITE]:
+    if acme:
+        sources += sorted((ACME / "acme_sessionstore").glob("*.py"))
+    if third:
+        sources += [ROOT / SUITE]
+    for source in [*sources, ROOT / suite]:
         digest.update(source.read_bytes())
     if not cached.exists() or not stamp.exists() or stamp.read_text() != digest.hexdigest():
         OUT.mkdir(exist_ok=True)
         cached.unlink(missing_ok=True)
         env = {**os.environ, _ENV_COVERAGE: str(cached)}
-        code = _pytest([SUITE], env, timeout=1800)
+        if acme:
+            env["PYTHONPATH"] = f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"
+        code = _pytest([suite], env, timeout=3600)
         if code != 0:
-            sys.exit(f"the suite does not pass on the unmutated code (exit {code})")
+            sys.exit(f"the suite does not pass on the unmutated code (exit {code}, {suite})")
         stamp.write_text(digest.hexdigest())
     raw: dict[str, Any] = json.loads(cached.read_text())
     seconds: dict[str, float] = raw["seconds"]
     out: dict[tuple[str, int], list[str]] = {}
     for test in sorted(raw["lines"], key=seconds.__getitem__):  # fastest first: with -x,
+        # node ids are relative to the suite's rootdir (acme has its own pyproject.toml)
+        node = (
+            test if (ROOT / test.split("::")[0]).exists() else f"{Path(suite).parent.parent}/{test}"
+        )
         for module, line in raw["lines"][test]:  # a kill usually comes early
-            out.setdefault((module, int(line)), []).append(test)
+            out.setdefault((module, int(line)), []).append(node)
     return out
 
 
+def in_body(mutant: Mutant) -> bool:
+    """The mutated line is inside a function's body (not a signature, class body or
+    module level): it runs only when a test calls the function, so a line no test
+    executes cannot change what any test sees."""
+    return any(first <= mutant.line <= last for first, last in _BODIES[mutant.module])
+
+
+def _body_spans(path: Path) -> list[tuple[int, int]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            out.append((node.body[0].lineno, node.end_lineno or node.lineno))
+    return out
+
+
+_BODIES = {module: _body_spans(path) for module, path in TARGETS.items()}
 _STATUS = {0: "survived", 1: "killed", -1: "timeout"}
+_COVER: dict[bool | str, dict[tuple[str, int], list[str]]] = {}
 
 
-def run_mutant(mutant: Mutant, tests: list[str]) -> Mutant:
-    if not tests:  # a line no test executes, or one run at import (module level): all
-        tests = [SUITE]
+def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
+    """The tests to run (fastest first), or ``None``: no test executes the line."""
+    if acme not in _COVER:
+        _COVER[acme] = coverage_map(acme)
+    tests = [t for t in _COVER[acme].get((mutant.module, mutant.line), []) if "_long" not in t]
+    if tests:
+        return tests
+    if in_body(mutant):
+        return None
+    if acme == "base-events":
+        return [THIRD_SUITE]
+    return [SECOND_SUITE if acme else SUITE]  # run at import (module level): all of them
+
+
+def run_mutant(mutant: Mutant) -> Mutant:
     env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
     start = time.monotonic()
-    # generous: on a loaded machine the whole suite can take minutes, and a timeout counts
-    # as a kill (a mutant that hangs the suite is caught by any CI timeout)
-    code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
-    mutant.tests = len(tests)
-    # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
-    # usage error, no tests) says nothing about the mutant and is not counted as a kill
-    mutant.status = _STATUS.get(code, f"error{code}")
+    tests = _tests_for(mutant, acme=False)
+    mutant.status = "survived"  # no test executes the line
+    if tests is not None:
+        # generous: on a loaded machine the whole suite can take minutes, and a timeout
+        # counts as a kill (a mutant that hangs the suite is caught by any CI timeout)
+        code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
+        mutant.tests = len(tests)
+        # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
+        # usage error, no tests) says nothing about the mutant and is not counted as a kill
+        mutant.status = _STATUS.get(code, f"error{code}")
     mutant.killed_by = "memory" if mutant.status in ("killed", "timeout") else ""
     if mutant.status == "survived" and mutant.module in SHARED:
-        # the second test command: the whole suite on acme (a few seconds), -x
-        acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
-        status = _STATUS.get(_pytest([SECOND_SUITE], acme_env, timeout=300), "survived")
-        if status in ("killed", "timeout"):
-            mutant.status, mutant.killed_by = status, "acme"
+        # the second test command: the suite on acme, the tests that execute the line
+        acme_tests = _tests_for(mutant, acme=True)
+        if acme_tests is not None:
+            acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+            code = _pytest(acme_tests, acme_env, timeout=900)
+            mutant.tests += len(acme_tests)
+            status = _STATUS.get(code, f"error{code}")
+            if status in ("killed", "timeout"):
+                mutant.status, mutant.killed_by = status, "acme"
+            elif status.startswith("error"):
+                mutant.status = status
+    if mutant.status == "survived" and mutant.module in SHARED:
+        third_tests = _tests_for(mutant, acme="base-events")
+        if third_tests is not None:
+            code = _pytest(third_tests, env, timeout=900)
+            mutant.tests += len(third_tests)
+            status = _STATUS.get(code, f"error{code}")
+            if status in ("killed", "timeout"):
+                mutant.status, mutant.killed_by = status, "base-events"
+            elif status.startswith("error"):
+                mutant.status = status
     mutant.seconds = round(time.monotonic() - start, 2)
     return mutant
 
@@ -455,6 +533,29 @@ def main() -> None:
     parser.add_argument(
         "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
     )
+    parser.add_argument(
+        "--full",
+        action="append",
+        default=[],
+        help="run every mutant of this module first (with --sample/--stop-at: the rest after)",
+    )
+    parser.add_argument(
+        "--stop-at",
+        help="HH:MM (UTC): start no mutant after this; the rest run in a seeded random order"
+        " (--seed), so what ran is a seeded random sample of them",
+    )
+    parser.add_argument("--out", type=Path, default=OUT / "results.json")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="a .progress.jsonl of an interrupted run with the same sources: its mutants"
+        " are taken from it, not run again",
+    )
+    parser.add_argument(
+        "--module-level-last",
+        action="store_true",
+        help="mutants outside function bodies (each runs the whole suite) after the others",
+    )
     args = parser.parse_args()
     mutants = all_mutants()
     if args.module:
@@ -468,22 +569,63 @@ def main() -> None:
         previous = json.loads(args.rerun.read_text())["results"]
         wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
         mutants = [m for m in mutants if (m.module, m.index) in wanted]
-    elif args.sample:
-        mutants = sorted(
-            random.Random(args.seed).sample(mutants, min(args.sample, len(mutants))),
-            key=lambda m: (m.module, m.index),
-        )
-    cover = coverage_map()
+    else:
+        first = [m for m in mutants if m.module in args.full]
+        rest = [m for m in mutants if m.module not in args.full]
+        if args.sample:
+            rest = sorted(
+                random.Random(args.seed).sample(rest, min(args.sample, len(rest))),
+                key=lambda m: (m.module, m.index),
+            )
+        elif args.stop_at:
+            random.Random(args.seed).shuffle(rest)
+        mutants = first + rest
+        if args.module_level_last:  # a stable partition: the seeded order is kept
+            mutants = [m for m in mutants if in_body(m)] + [m for m in mutants if not in_body(m)]
+    resumed: dict[tuple[str, int], dict[str, Any]] = {}
+    if args.resume:
+        for line in args.resume.read_text().splitlines():
+            row = json.loads(line)
+            if not row["status"].startswith("error"):  # run again what could not be run
+                resumed[(row["module"], row["index"])] = row
+    deadline = None
+    if args.stop_at:
+        hour, minute = (int(x) for x in args.stop_at.split(":"))
+        now = time.gmtime()
+        deadline = time.time() + ((hour * 60 + minute) - (now.tm_hour * 60 + now.tm_min)) * 60
+    _COVER[False] = coverage_map()
+    if any(m.module in SHARED for m in mutants):
+        _COVER[True] = coverage_map(acme=True)
+        _COVER["base-events"] = coverage_map(acme="base-events")
     print(f"{len(mutants)} mutants, {args.jobs} jobs", flush=True)
     started = time.monotonic()
+    OUT.mkdir(exist_ok=True)
+    progress = args.out.with_suffix(".progress.jsonl")
+    if args.resume is None or args.resume.resolve() != progress.resolve():
+        progress.write_text("".join(json.dumps(r) + "\n" for r in resumed.values()))
+    import threading
+
+    lock = threading.Lock()
 
     def one(m: Mutant) -> Mutant:
-        run_mutant(m, [t for t in cover.get((m.module, m.line), []) if "_long" not in t])
+        done_before = resumed.get((m.module, m.index))
+        if done_before is not None:
+            return Mutant(**done_before)
+        if deadline is not None and time.time() > deadline:
+            m.status = "not run"
+            return m
+        run_mutant(m)
         print(f"{m.status:9s} {m.module}:{m.index} line {m.line}: {m.change}", flush=True)
+        with lock, progress.open("a") as out:
+            out.write(json.dumps(asdict(m)) + "\n")
         return m
 
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(one, mutants))
+    not_run = [m for m in done if m.status == "not run"]
+    done = [m for m in done if m.status != "not run"]
+    if not_run:
+        print(f"{len(not_run)} mutants not run (--stop-at {args.stop_at})")
     equivalent = load_equivalent()
     for m in done:
         if m.status == "survived":
@@ -511,10 +653,13 @@ def main() -> None:
         "seconds": round(time.monotonic() - started, 1),
         "sample": args.sample,
         "seed": args.seed,
+        "full": args.full,
+        "stop_at": args.stop_at,
+        "not_run": len(not_run),
+        "rerun": str(args.rerun or ""),
         "results": [asdict(m) for m in done],
     }
-    OUT.mkdir(exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps(report, indent=1))
+    args.out.write_text(json.dumps(report, indent=1))
     for m in survivors:
         note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
         print(f"SURVIVED {m.module}:{m.index} line {m.line} {m.function}: {m.change}{note}")

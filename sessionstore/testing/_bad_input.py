@@ -27,6 +27,7 @@ from sessionstore import (
     SessionRecord,
     SessionStore,
     SessionUpdate,
+    TrimOp,
     UpdateOp,
 )
 
@@ -274,6 +275,42 @@ class BadInputTests:
             lambda: st.commit(5),  # type: ignore[arg-type]
         ]
         for call in calls:
+            await self._refused(ctx, InvalidArgumentError, call)
+
+    @store_test
+    async def test_documented_caps(self, ctx: ConformanceContext) -> None:
+        """The documented caps (docs/guide.md, Events): ``limit``/``last`` of a
+        ``get_events`` page at most 100,000; sequence numbers and the seq arguments
+        (``after_seq``, ``before_seq``, ``keep_last``, ``n``, ``seqs``) at most ``2**62``;
+        a checkpoint ``keep_last`` at most 1,000,000. The cap itself is accepted, one more
+        is refused with ``InvalidArgumentError`` and writes nothing."""
+        st = ctx.store
+        s = await st.append_events("caps", [{"type": "e"}] * 3, create=True)
+        page, seq = 100_000, 2**62
+        assert len(await st.get_events(s.id, limit=page)) == 3
+        assert len(await st.get_events(s.id, last=page)) == 3
+        assert await st.get_events(s.id, after_seq=seq) == []
+        assert len(await st.get_events(s.id, before_seq=seq)) == 3
+        assert (await st.trim_events(s.id, keep_last=seq)).event_count == 3
+        await st.save_checkpoint(s.id, keep_last=1_000_000)
+        refused: list[Callable[[], Awaitable[Any]]] = [
+            partial(st.get_events, s.id, limit=page + 1),
+            partial(st.get_events, s.id, last=page + 1),
+            partial(st.get_events, s.id, after_seq=seq + 1),
+            partial(st.get_events, s.id, before_seq=seq + 1),
+            partial(st.trim_events, s.id, keep_last=seq + 1),
+            partial(st.commit, [TrimOp(s.id, seq + 1)]),
+            partial(st.save_checkpoint, s.id, keep_last=1_000_001),
+        ]
+        if st.capabilities.event_log:
+            assert (await st.truncate_events(s.id, seq)).event_count == 3
+            assert await st.delete_events(s.id, seqs=[seq]) == await st.get_session(s.id)
+            refused += [
+                partial(st.pop_events, s.id, seq + 1),
+                partial(st.truncate_events, s.id, seq + 1),
+                partial(st.delete_events, s.id, seqs=[seq + 1]),
+            ]
+        for call in refused:
             await self._refused(ctx, InvalidArgumentError, call)
 
     @store_test

@@ -11,6 +11,7 @@ from ulid import ULID
 
 from sessionstore import (
     AppendOp,
+    ConfigurationError,
     SerializationError,
     SessionExistsError,
     SessionFilter,
@@ -313,6 +314,20 @@ class CrudTests:
         with pytest.raises(StoreUnavailableError):
             await fresh.initialize()  # a store that was shut down stays closed
         await ctx.open_store(namespace)  # so the namespace is emptied and dropped at the end
+
+    @store_test
+    async def test_store_refuses_a_clock_that_is_not_one(self, ctx: ConformanceContext) -> None:
+        """``clock`` is a store option: a value without ``now()`` and async ``sleep()``
+        raises ``ConfigurationError`` when the store is made or initialised, never later
+        in the middle of a write."""
+        for bad in (object(), "2030-01-01", datetime.now(UTC)):
+            store: SessionStore | None = None
+            with pytest.raises(ConfigurationError):
+                made = ctx.suite.make_store(namespace=ctx.fresh_namespace(), clock=bad)  # type: ignore[arg-type]
+                store = await made if inspect.isawaitable(made) else made
+                await store.initialize()
+            if store is not None:
+                await store.shutdown()
 
     @store_test
     async def test_update_each_change_alone(self, ctx: ConformanceContext) -> None:

@@ -8,7 +8,9 @@ that does not (the typed refusal an honest third-party driver gives).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
@@ -23,6 +25,7 @@ from sessionstore import (
     PopOp,
     Session,
     SessionConflictError,
+    SessionFilter,
     SessionNotFoundError,
     SessionRecord,
     SessionUpdate,
@@ -250,6 +253,34 @@ class EventLogTests:
         assert final.version == s.version + 5  # a version step per op, as for every batch
         got = await ctx.store.get_event(s.id, key="k1")
         assert got is not None and (got.seq, got.type) == (7, "re")
+
+    @store_test
+    @requires("event_log")
+    async def test_batch_removals_see_earlier_bounds(self, ctx: ConformanceContext) -> None:
+        """Inside one batch a removal sees exactly what earlier removals kept: the event a
+        trim keeps last (its oldest) and the one a truncate keeps at ``after_seq`` are
+        still there for a following pop."""
+        s = await _numbered(ctx, 6, "trimmed")
+        # keeps 4..6, then pops 4..6 (4, the oldest kept, included); one more pop: nothing
+        await ctx.store.commit([TrimOp(s.id, keep_last=3), PopOp(s.id, 2), PopOp(s.id, 1)])
+        assert await _seqs(ctx, s.id) == []
+        s = await _numbered(ctx, 6, "truncated")
+        # keeps 1..4, then pops 4 and 3 (4, at after_seq, kept until popped)
+        await ctx.store.commit([TruncateOp(s.id, after_seq=4), PopOp(s.id, 2)])
+        assert await _seqs(ctx, s.id) == [1, 2]
+        final = await ctx.store.get_session(s.id)
+        assert final is not None and (final.event_count, final.last_seq) == (2, 6)
+        # a log without stored events: a pop and a trim in the batch see only its appends
+        empty = await ctx.store.create_session(id="empty")
+        await ctx.store.commit(
+            [
+                PopOp(empty.id, 2),
+                AppendOp(empty.id, [{"type": "x"}, {"type": "y"}, {"type": "z"}]),
+                PopOp(empty.id, 1),
+                TrimOp(empty.id, keep_last=1),
+            ]
+        )
+        assert await _seqs(ctx, empty.id) == [2]
 
     @store_test
     @requires("event_log")
@@ -496,6 +527,52 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_time_bounds_on_a_log_in_time_order(self, ctx: ConformanceContext) -> None:
+        """The usual log, each event later than the one before (a store may bisect it):
+        the time bounds are exclusive at an event's exact ``at`` and combine with the seq
+        window, ``types``, ``limit`` and ``last``."""
+        s = await ctx.store.create_session()
+        ctx.clock.set(_T0)
+        for i in range(12):
+            ctx.clock.advance(timedelta(milliseconds=1 + i % 3))
+            s = await ctx.store.append_events(s.id, [{"type": "ab"[i % 2], "data": {"i": i}}])
+        await ctx.store.delete_events(s.id, seqs=[5])
+        stored = await ctx.store.get_events(s.id)
+        ats = [e.at for e in stored]
+        assert ats == sorted(ats) and len(set(ats)) == len(ats)
+        ms = timedelta(milliseconds=1)
+        bounds = [None, ats[0], ats[3], ats[3] - ms, ats[7] + ms, ats[-1]]
+        for low in bounds:
+            for high in bounds:
+                windows: list[tuple[int, int, list[str], dict[str, Any]]] = [
+                    (0, 99, ["a", "b"], {}),
+                    (2, 99, ["a", "b"], {"after_seq": 2}),
+                    (0, 10, ["a", "b"], {"before_seq": 10}),
+                    (0, 99, ["a"], {"types": ["a"]}),
+                ]
+                for after, before, types, window in windows:
+                    want = [
+                        e.seq
+                        for e in stored
+                        if (low is None or e.at > low)
+                        and (high is None or e.at < high)
+                        and after < e.seq < before
+                        and e.type in types
+                    ]
+                    got = await _seqs(ctx, s.id, at_after=low, at_before=high, **window)
+                    assert got == want, (low, high, window)
+                    for n in (1, 3):
+                        assert (
+                            await _seqs(ctx, s.id, at_after=low, at_before=high, limit=n, **window)
+                            == want[:n]
+                        ), (low, high, window, n)
+                        assert (
+                            await _seqs(ctx, s.id, at_after=low, at_before=high, last=n, **window)
+                            == want[-n:]
+                        ), (low, high, window, n)
+
+    @store_test
+    @requires("event_log")
     async def test_caller_set_at_and_time_bounds(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session()
         east = timezone(timedelta(hours=2))
@@ -668,3 +745,15 @@ class EventLogTests:
         made = await ctx.store.append_events("made", [{"type": "x"}], create=True, ttl=60)
         assert (made.version, made.event_count) == (1, 1)
         assert made.expires_at == ctx.clock.now() + timedelta(seconds=60)
+        # records from a store with the event log: a gap or a key cannot be held here
+        three = await ctx.store.append_events("three", [{"type": "e"}] * 3, create=True)
+        (record,) = [r async for r in ctx.store.scan(filter=SessionFilter(ids=[three.id]))]
+        first, _, last = record.events
+        gapped = SessionRecord(
+            replace(record.session, id="gapped", event_count=2), [first, last], []
+        )
+        keyed = SessionRecord(
+            replace(record.session, id="keyed"), [replace(first, key="k"), *record.events[1:]]
+        )
+        for bad in (gapped, keyed):
+            await _unchanged(ctx, UnsupportedOperationError, partial(ctx.store.put_records, [bad]))

@@ -18,7 +18,7 @@ from ._harness import ConformanceContext, store_test
 
 __all__ = ["CorruptKind", "FaultTests"]
 
-CorruptKind = Literal["session", "events", "checkpoint", "checkpoint_content"]
+CorruptKind = Literal["session", "events", "checkpoint", "checkpoint_content", "checkpoint_moved"]
 
 
 class FaultTests:
@@ -36,7 +36,10 @@ class FaultTests:
         ``kind`` is ``"session"`` (the document), ``"events"`` (one event of its log),
         ``"checkpoint"`` (``checkpoint_id``, made undecodable) or ``"checkpoint_content"``
         (a value of ``checkpoint_id``'s ``data`` edited, still valid JSON: only its digest
-        tells). Override to enable the fault-injection tests.
+        tells) or ``"checkpoint_moved"`` (``checkpoint_id``'s record replaced by a copy of
+        the record of another checkpoint of the same session, valid and with its digest:
+        only the id it names tells; raise ``NotImplementedError`` for a kind you do
+        not offer, and its test is skipped). Override to enable the fault-injection tests.
         """
         raise NotImplementedError
 
@@ -46,7 +49,7 @@ class FaultTests:
         try:
             await self.corrupt(ctx.store, kind, sid, cp_id)
         except NotImplementedError:
-            pytest.skip("the test class offers no corrupt() hook (fault injection)")
+            pytest.skip(f"the test class's corrupt() hook does not offer {kind!r} (faults)")
 
     async def _three(self, ctx: ConformanceContext) -> str:
         for sid in ("fa", "fb", "fc"):
@@ -58,8 +61,8 @@ class FaultTests:
     async def _skipped_by_scan(self, ctx: ConformanceContext) -> None:
         scanned = sorted([r.session.id async for r in ctx.store.scan()])
         assert scanned == ["fa", "fc"]
-        reported = getattr(ctx.store, "corrupt_records", None)
-        if reported is not None:
+        if hasattr(ctx.store, "corrupt_records"):  # a store that offers it reports the skip
+            reported = ctx.store.corrupt_records
             assert any("fb" in name for name in reported), reported
         fresh = await ctx.store.create_session(data={"still": "working"})
         assert await ctx.store.get_session(fresh.id) == fresh
@@ -103,8 +106,8 @@ class FaultTests:
         assert sorted(records) == ["fa", "fb", "fc"]
         assert cp_id not in [c.id for c in records["fb"].checkpoints]
         assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
-        reported = getattr(ctx.store, "corrupt_records", None)
-        if reported is not None:
+        if hasattr(ctx.store, "corrupt_records"):
+            reported = ctx.store.corrupt_records
             assert any(cp_id in name for name in reported), reported
         fresh = await ctx.store.save_checkpoint("fb", label="after")
         assert [c.id for c in await ctx.store.list_checkpoints("fb")] == [fresh.id]
@@ -126,3 +129,24 @@ class FaultTests:
         assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
         fresh = await ctx.store.save_checkpoint("fa")  # other sessions are not affected
         assert await ctx.store.get_checkpoint("fa", fresh.id) == fresh
+
+    @store_test
+    async def test_checkpoint_naming_another_refused(self, ctx: ConformanceContext) -> None:
+        """A valid checkpoint record stored under another checkpoint's id (a misplaced
+        file, a wrong hash field) is not that checkpoint: reading it by the id it is
+        stored under raises ``IntegrityError``, never returns the other one."""
+        cp_id = await self._three(ctx)
+        other = await ctx.store.save_checkpoint("fb", label="other")
+        await ctx.store.update_session("fb", merge_data={"after": True})
+        before = await ctx.store.get_session("fb")
+        await self._corrupt_or_skip(ctx, "checkpoint_moved", "fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.restore_checkpoint("fb", cp_id)
+        assert await ctx.store.get_session("fb") == before  # nothing restored
+        assert await ctx.store.get_checkpoint("fb", other.id) == other
+        listed = await ctx.store.list_checkpoints("fb")
+        assert [c.id for c in listed] == [other.id], listed
+        records = {r.session.id: r async for r in ctx.store.scan()}
+        assert [c.id for c in records["fb"].checkpoints] == [other.id]

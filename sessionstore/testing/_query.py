@@ -6,6 +6,7 @@ Results are checked two ways: against explicit expectations, and against
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -308,6 +309,62 @@ class QueryTests:
                     expected = sorted(s.id for s in want)
                     assert sorted(got.ids) == expected, f"{name} {sort_by} {order}"
                     assert got.ids == evaluate(want, flt, opts, ctx.clock.now()).ids, name
+            assert await st.count_sessions(flt) == len(want), name
+
+    @store_test
+    async def test_sub_millisecond_upper_bounds(self, ctx: ConformanceContext) -> None:
+        """Times are stored at millisecond precision and the bounds are exclusive, so an
+        upper bound with a sub-millisecond part keeps the rows at its own millisecond:
+        ``created_before=X.0005`` matches a row created at ``X.000``, and
+        ``created_before=X.001001`` one at ``X.001`` (a store that floors the bound to
+        milliseconds, or rounds it up only past some threshold, loses them)."""
+        st = ctx.store
+        now = ctx.clock.now()
+        second = now.replace(microsecond=0) + timedelta(seconds=1)
+        us = timedelta(microseconds=1)
+        ctx.clock.set(second)
+        await st.create_session(id="sub0", ttl=60)
+        ctx.clock.set(second + 1000 * us)
+        await st.create_session(id="sub1", ttl=60)
+        ctx.clock.set(second + timedelta(seconds=1))  # updated_at / expires_at: X.000, X.001
+        a = await st.touch("sub0", ttl=60)
+        ctx.clock.set(second + timedelta(seconds=1, microseconds=1000))
+        b = await st.touch("sub1", ttl=60)
+        assert a.expires_at is not None and b.expires_at is not None
+        assert (a.created_at.microsecond, b.created_at.microsecond) == (0, 1000)
+        cases: dict[str, tuple[SessionFilter, list[Session]]] = {}
+        makers: list[tuple[str, Callable[[datetime], SessionFilter], datetime, datetime]] = [
+            (
+                "created_before",
+                lambda t: SessionFilter(created_before=t),
+                a.created_at,
+                b.created_at,
+            ),
+            (
+                "updated_before",
+                lambda t: SessionFilter(updated_before=t),
+                a.updated_at,
+                b.updated_at,
+            ),
+            (
+                "expires_before",
+                lambda t: SessionFilter(expires_before=t),
+                a.expires_at,
+                b.expires_at,
+            ),
+        ]
+        for field, make, at_a, at_b in makers:
+            cases[f"{field} +500us"] = (make(at_a + 500 * us), [a])
+            cases[f"{field} +1us"] = (make(at_b + us), [a, b])
+            cases[f"{field} exact"] = (make(at_b), [a])
+        for name, (flt, want) in cases.items():
+            for sort_by in SORT_FIELDS:
+                for order in ("asc", "desc"):
+                    opts = QueryOptions(sort_by=sort_by, order=order)
+                    got = await st.list_sessions(flt, opts)
+                    assert got.ids == evaluate(want, flt, opts, ctx.clock.now()).ids, (
+                        f"{name} {sort_by} {order}"
+                    )
             assert await st.count_sessions(flt) == len(want), name
 
     @store_test

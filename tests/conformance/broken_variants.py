@@ -22,6 +22,7 @@ from sessionstore import (
     AppendOp,
     Checkpoint,
     Clock,
+    DeleteEventsOp,
     DeleteOp,
     Event,
     EventInput,
@@ -31,6 +32,7 @@ from sessionstore import (
     Mutation,
     Op,
     Page,
+    PopOp,
     PoppedEvents,
     PutResult,
     QueryOptions,
@@ -38,7 +40,11 @@ from sessionstore import (
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
+    TrimOp,
+    TruncateOp,
 )
+from sessionstore._record_copy import check_record
+from sessionstore.codec import checkpoint_from_record, decode_json
 from sessionstore.planning import Planner, Prepared
 from sessionstore.protocol import MergeStrategy
 from sessionstore.query import (
@@ -800,6 +806,81 @@ class RecordsDropEventKeys(MemoryStore):
         return [replace(e, key=None) for e in events]
 
 
+# --------------------------------------------------------------------------- mutation survivors
+
+
+def _nearest_ms(at: datetime) -> datetime:
+    return at.replace(microsecond=0) + timedelta(milliseconds=round(at.microsecond / 1000))
+
+
+class UpperBoundsRoundedToNearestMs(_ScanningQueries):
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        fields = ("created_before", "updated_before", "expires_before")
+        changes = {f: _nearest_ms(getattr(flt, f)) for f in fields if getattr(flt, f) is not None}
+        return _filter_with(flt, **changes) if changes else flt  # X.001001 -> X.001
+
+
+class EventPagesUncapped(MemoryStore):
+    async def get_events(self, session_id: str, **kwargs: Any) -> list[Event]:
+        for name in ("limit", "last"):  # a page over the cap silently means "all of them"
+            if kwargs.get(name) is not None and kwargs[name] > 100_000:
+                kwargs[name] = None
+        return await super().get_events(session_id, **kwargs)
+
+
+class CheckpointIdNotChecked(MemoryStore):
+    def _decode(self, session_id: str, checkpoint_id: str, raw: bytes) -> Checkpoint:
+        where = f"{session_id}/checkpoints/{checkpoint_id}"
+        return checkpoint_from_record(decode_json(raw, where), where)  # trusts the id in it
+
+    async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
+        stored = self._space.checkpoints.get(session_id, {})
+        out = [self._decode(session_id, cp_id, raw) for cp_id, raw in stored.items()]
+        return sorted(out, key=lambda cp: (cp.created_at, cp.id))
+
+    async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
+        raw = self._space.checkpoints.get(session_id, {}).get(checkpoint_id)
+        return None if raw is None else self._decode(session_id, checkpoint_id, raw)
+
+
+class BatchPopIgnoresEarlierRemovals(MemoryStore):
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        planned: list[Op] = []
+        removed: set[str] = set()
+        for op in ops:
+            if isinstance(op, PopOp) and op.session_id in removed:
+                # the newest n of the log as stored before the batch, not as the batch left it
+                newest = await self.get_events(op.session_id, last=op.n)
+                op = DeleteEventsOp(op.session_id, seqs=[e.seq for e in newest])
+            if isinstance(op, PopOp | TruncateOp | TrimOp | DeleteEventsOp):
+                removed.add(op.session_id)
+            planned.append(op)
+        return await super().commit(planned)
+
+
+class ClockNotChecked(MemoryStore):
+    def __init__(self, *, clock: Any = None, **options: Any) -> None:
+        super().__init__(**options)
+        if clock is not None:
+            self.clock = clock  # whatever it is: the first write finds out
+
+
+class TimeOrderedLogBoundInclusive(MemoryStore):
+    async def _query_events(self, session_id: str, **window: Any) -> list[Event]:
+        log = self._space.logs.get(session_id)
+        if log is not None and log.at_sorted and window.get("at_before") is not None:
+            # the fast path (a bisect over a log in time order) keeps an event at the bound
+            window["at_before"] += timedelta(microseconds=1)
+        return await super()._query_events(session_id, **window)
+
+
+class WithoutEventLogTakesGappedRecords(MemoryStore):
+    CAPABILITIES = replace(MemoryStore.CAPABILITIES, event_log=False)
+
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        return check_record(record, self._limits, event_log=True)  # not what it declares
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -865,6 +946,13 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         EventTimeBoundsInclusive,
         RestoreRollsBackEvents,
         RecordsDropEventKeys,
+        UpperBoundsRoundedToNearestMs,
+        EventPagesUncapped,
+        CheckpointIdNotChecked,
+        BatchPopIgnoresEarlierRemovals,
+        ClockNotChecked,
+        TimeOrderedLogBoundInclusive,
+        WithoutEventLogTakesGappedRecords,
     )
 }
 
@@ -920,6 +1008,14 @@ CAUGHT_BY: dict[str, str] = {
     "EventTimeBoundsInclusive": "test_caller_set_at_and_time_bounds",
     "RestoreRollsBackEvents": "test_restore_checkpoint_leaves_the_event_log",
     "RecordsDropEventKeys": "test_records_carry_keys_times_and_gaps",
+    # mutation-testing survivors
+    "UpperBoundsRoundedToNearestMs": "test_sub_millisecond_upper_bounds",
+    "EventPagesUncapped": "test_documented_caps",
+    "CheckpointIdNotChecked": "test_checkpoint_naming_another_refused",
+    "BatchPopIgnoresEarlierRemovals": "test_batch_removals_see_earlier_bounds",
+    "ClockNotChecked": "test_store_refuses_a_clock_that_is_not_one",
+    "TimeOrderedLogBoundInclusive": "test_time_bounds_on_a_log_in_time_order",
+    "WithoutEventLogTakesGappedRecords": "test_event_log_refused_without_capability",
 }  # fmt: skip
 
 

@@ -65,9 +65,13 @@ class TestFileStore(StoreConformance):
             target = where / "session.json"
         elif kind == "events":
             (target,) = where.glob("events.*.jsonl")
-        else:  # "checkpoint" or "checkpoint_content"
+        else:  # "checkpoint", "checkpoint_content" or "checkpoint_moved"
             (target,) = where.glob(f"checkpoints.*/{checkpoint_id}.json")
         raw = target.read_bytes()
+        if kind == "checkpoint_moved":  # another checkpoint's valid file in its place
+            other = next(p for p in target.parent.glob("*.json") if p != target)
+            target.write_bytes(other.read_bytes())
+            return
         if kind == "checkpoint_content":  # an edited value: valid JSON, wrong digest
             target.write_bytes(raw.replace(b'"x":"fb"', b'"x":"ed"', 1))
             return

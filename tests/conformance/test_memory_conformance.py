@@ -38,6 +38,11 @@ class TestMemoryStore(StoreConformance):
         elif kind == "checkpoint":
             assert checkpoint_id is not None
             space.checkpoints[session_id][checkpoint_id] = b'{"torn'
+        elif kind == "checkpoint_moved":  # another checkpoint's valid record in its place
+            assert checkpoint_id is not None
+            stored = space.checkpoints[session_id]
+            other = next(cp for cp in stored if cp != checkpoint_id)
+            stored[checkpoint_id] = stored[other]
         else:  # an edited value: valid JSON, wrong digest
             assert checkpoint_id is not None
             record = orjson.loads(space.checkpoints[session_id][checkpoint_id])

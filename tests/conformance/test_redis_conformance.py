@@ -35,6 +35,10 @@ class _RedisSuite:
             await client.zadd(keys["events"], {b"\x80garbage": seq})
         elif kind == "checkpoint":
             await client.hset(keys["ckpt"], checkpoint_id, b"\x80garbage")
+        elif kind == "checkpoint_moved":  # another checkpoint's valid record in its place
+            stored = await client.hgetall(keys["ckpt"])
+            other = next(k for k in stored if k.decode() != checkpoint_id)
+            await client.hset(keys["ckpt"], checkpoint_id, stored[other])
         else:  # an edited value: valid JSON, wrong digest
             raw = await client.hget(keys["ckpt"], checkpoint_id)
             edited = raw.replace(b'"x":"fb"', b'"x":"ed"', 1)

@@ -1,0 +1,30 @@
+"""The third test command of ``scripts/mutation.py``: the conformance suite on the memory
+driver with the base store's generic event reads (``_query_events``, ``_find_events``,
+``_load_event_seqs``) instead of its indexed ones: the shape of a third-party driver that
+declares ``event_log`` and keeps the base's versions. Neither memory (its own reads) nor
+acme (no ``event_log``) runs that base code. Not part of the project's test run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sessionstore_memory import MemoryBackend, MemoryStore
+
+from sessionstore import BaseSessionStore, Clock
+from tests.conformance import test_memory_conformance as memory
+
+
+class MemoryWithBaseEventReads(MemoryStore):
+    _query_events = BaseSessionStore._query_events
+    _find_events = BaseSessionStore._find_events
+    _load_event_seqs = BaseSessionStore._load_event_seqs
+
+
+class TestMemoryBaseEventReads(memory.TestMemoryStore):
+    backend = MemoryBackend()
+
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
+        return MemoryWithBaseEventReads(
+            backend=self.backend, namespace=namespace, clock=clock, **options
+        )
