@@ -227,6 +227,8 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         await _listing(report, store, steps, hot)
         del hot
         await _counts(report, store, steps)
+        if not _RUN.copy:
+            return
         started, cpu = time.perf_counter(), time.process_time()
         made = await create_backup(store, backup)
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
@@ -428,9 +430,25 @@ def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:
         "--million-only", action="store_true",
         help="run only the --million steps (none of the other rows)",
     )  # fmt: skip
+    parser.add_argument(
+        "--million-no-copy", action="store_true",
+        help="skip the backup and restore steps (load, footprint, listing and counts only)",
+    )  # fmt: skip
     parser.add_argument("--million-size", type=size_arg, default=MILLION, help=argparse.SUPPRESS)
 
 
+@dataclass
+class _Run:
+    """What the command line chose for this process's ``--million`` steps."""
+
+    copy: bool = True
+
+
+_RUN = _Run()
+
+
 def million_size(args: argparse.Namespace) -> int | None:
-    """The ``--million`` run's size, or ``None`` without ``--million`` / ``--million-only``."""
+    """The ``--million`` run's size, or ``None`` without ``--million`` / ``--million-only``
+    (also takes ``--million-no-copy``: no backup and restore)."""
+    _RUN.copy = not getattr(args, "million_no_copy", False)
     return int(args.million_size) if args.million or args.million_only else None
