@@ -33,6 +33,10 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
             f"--junitxml={report}",
             "-o",
             "addopts=",
+            # two workers (pytest-xdist): this test waits meanwhile, and the run is the
+            # main suite's longest (~120 s on one core)
+            "-n",
+            "2",
         ],
         cwd=ROOT,
         capture_output=True,
