@@ -691,6 +691,16 @@ class EventLogTests:
         before = await snapshot(other)
         with pytest.raises(InvalidArgumentError):
             await other.put_records([twice], strategy="overwrite")
+        # each seq check alone (keys unique): a seq below 1, one above last_seq, one twice
+        evs = record.events
+        for events in (
+            [replace(evs[0], seq=0), *evs[1:]],
+            [*evs[:-1], replace(evs[-1], seq=record.session.last_seq + 1)],
+            [evs[0], replace(evs[1], seq=evs[0].seq), *evs[2:]],
+        ):
+            wrong = SessionRecord(record.session, events, record.checkpoints)
+            with pytest.raises(InvalidArgumentError):
+                await other.put_records([wrong], strategy="overwrite")
         assert await snapshot(other) == before
 
     @store_test
