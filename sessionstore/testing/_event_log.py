@@ -284,6 +284,31 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_batch_truncate_of_its_own_appends(self, ctx: ConformanceContext) -> None:
+        """A truncate in a batch removes the events appended earlier in that batch too, and
+        the session counts only what is kept (``last_seq`` still counts every seq used)."""
+        s = await ctx.store.create_session(id="fresh")
+        results = await ctx.store.commit(
+            [
+                AppendOp(s.id, [{"type": "x"}, {"type": "y"}, {"type": "z"}]),
+                TruncateOp(s.id, after_seq=1),
+            ]
+        )
+        assert await _seqs(ctx, s.id) == [1]
+        final = await ctx.store.get_session(s.id)
+        assert final is not None and (final.event_count, final.last_seq) == (1, 3)
+        assert results[-1] == final
+        # stored events and the batch's own: both sides of the bound
+        s = await _numbered(ctx, 2, "mixed")
+        await ctx.store.commit(
+            [AppendOp(s.id, [{"type": "x"}, {"type": "y"}]), TruncateOp(s.id, after_seq=3)]
+        )
+        assert await _seqs(ctx, s.id) == [1, 2, 3]
+        final = await ctx.store.get_session(s.id)
+        assert final is not None and (final.event_count, final.last_seq) == (3, 4)
+
+    @store_test
+    @requires("event_log")
     async def test_event_ops_in_a_failed_batch_write_nothing(self, ctx: ConformanceContext) -> None:
         s = await _numbered(ctx, 4)
         other = await ctx.store.create_session()
@@ -657,6 +682,26 @@ class EventLogTests:
         )
         with pytest.raises(InvalidArgumentError):
             await other.put_records([bad], strategy="overwrite")
+        # a key is unique in a session's log: a record with one key twice is refused
+        twice = SessionRecord(
+            record.session,
+            [*record.events[:-1], replace(record.events[-1], key="k1")],
+            record.checkpoints,
+        )
+        before = await snapshot(other)
+        with pytest.raises(InvalidArgumentError):
+            await other.put_records([twice], strategy="overwrite")
+        # each seq check alone (keys unique): a seq below 1, one above last_seq, one twice
+        evs = record.events
+        for events in (
+            [replace(evs[0], seq=0), *evs[1:]],
+            [*evs[:-1], replace(evs[-1], seq=record.session.last_seq + 1)],
+            [evs[0], replace(evs[1], seq=evs[0].seq), *evs[2:]],
+        ):
+            wrong = SessionRecord(record.session, events, record.checkpoints)
+            with pytest.raises(InvalidArgumentError):
+                await other.put_records([wrong], strategy="overwrite")
+        assert await snapshot(other) == before
 
     @store_test
     @requires("event_log")

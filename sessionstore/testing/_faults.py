@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-from sessionstore import IntegrityError, SessionStore
+from sessionstore import IntegrityError, SessionNotFoundError, SessionStore
 
 from ._harness import ConformanceContext, store_test
 
@@ -110,6 +110,12 @@ class FaultTests:
             reported = ctx.store.corrupt_records
             assert any(cp_id in name for name in reported), reported
         fresh = await ctx.store.save_checkpoint("fb", label="after")
+        assert [c.id for c in await ctx.store.list_checkpoints("fb")] == [fresh.id]
+        # deleting it is how a caller gets rid of it: found (True), then gone
+        assert await ctx.store.delete_checkpoint("fb", cp_id) is True
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        assert await ctx.store.delete_checkpoint("fb", cp_id) is False
         assert [c.id for c in await ctx.store.list_checkpoints("fb")] == [fresh.id]
 
     @store_test

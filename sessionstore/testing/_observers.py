@@ -31,6 +31,10 @@ class _Recorder:
     def sessionstore_session_deleted(self, store: Any, session_id: str) -> None:
         self.calls.append(("deleted", session_id))
 
+    @sessionstore.hookimpl
+    def sessionstore_session_expired(self, store: Any, session_id: str) -> None:
+        self.calls.append(("expired", session_id))
+
 
 class ObserverTests:
     """``sessionstore_session_created/updated/deleted`` fire once per write, for the
@@ -56,3 +60,45 @@ class ObserverTests:
             ("updated", s.id),
             ("deleted", s.id),
         ]
+
+    @store_test
+    async def test_put_records_fire_created_or_updated(self, ctx: ConformanceContext) -> None:
+        """``put_records`` fires ``created`` for a session it adds and ``updated`` for one
+        it replaces (docs/backup.md, "Hooks")."""
+        s = await ctx.store.create_session(id="copied", data={"v": 1})
+        records = [r async for r in ctx.store.scan() if r.session.id == s.id]
+        other = await ctx.open_store(ctx.fresh_namespace())
+        recorder = _Recorder()
+        pm = sessionstore.plugin_manager()
+        pm.register(recorder)
+        try:
+            assert (await other.put_records(records)).created == 1
+            assert (await other.put_records(records, strategy="overwrite")).overwritten == 1
+        finally:
+            pm.unregister(recorder)
+        assert [call for call in recorder.calls if call[1] == s.id] == [
+            ("created", s.id),
+            ("updated", s.id),
+        ]
+
+    @store_test
+    async def test_expired_fires_once_per_session(self, ctx: ConformanceContext) -> None:
+        """``sessionstore_session_expired`` fires once for a session that passed its
+        expiry: when ``expire_sessions`` marks it, or when ``cleanup_expired_sessions``
+        removes it unmarked; removing one already marked does not fire it again."""
+        st = ctx.store
+        recorder = _Recorder()
+        pm = sessionstore.plugin_manager()
+        pm.register(recorder)
+        try:
+            marked = await st.create_session(id="exp-marked", ttl=1)
+            ctx.clock.advance(2)
+            assert await st.expire_sessions() == [marked.id]
+            unmarked = await st.create_session(id="exp-unmarked", ttl=1)
+            ctx.clock.advance(2)
+            assert await st.cleanup_expired_sessions() == 2
+        finally:
+            pm.unregister(recorder)
+        ours = {marked.id, unmarked.id}
+        expired = [c for c in recorder.calls if c[0] == "expired" and c[1] in ours]
+        assert expired == [("expired", marked.id), ("expired", unmarked.id)]

@@ -434,11 +434,19 @@ class QueryTests:
                 [a.id, b.id],
             ),
         }
-        for name, (flt, want) in cases.items():
-            for sort_by in SORT_FIELDS:
-                page = await st.list_sessions(flt, QueryOptions(sort_by=sort_by))
-                assert sorted(page.ids) == want, f"{name} {sort_by}: {page.ids}"
-            assert await st.count_sessions(flt) == len(want), name
+        for when in ("", " after writes"):
+            for name, (flt, want) in cases.items():
+                for sort_by in SORT_FIELDS:
+                    page = await st.list_sessions(flt, QueryOptions(sort_by=sort_by))
+                    assert sorted(page.ids) == want, f"{name} {sort_by}{when}: {page.ids}"
+                assert await st.count_sessions(flt) == len(want), f"{name}{when}"
+            if not when:
+                # writes after those queries (whatever a query built to answer them): c
+                # gets a new updated_at with the same fields, b joins p1 and leaves again
+                ctx.clock.advance(1)
+                await st.update_session(c.id, merge_data={"n": 1})
+                await st.update_session(b.id, processor_id="p1")
+                await st.update_session(b.id, processor_id=None)
         by_expiry = await st.list_sessions(None, QueryOptions(sort_by="expires_at"))
         assert by_expiry.ids == [a.id, b.id, c.id]
         ctx.clock.advance(5)  # a expires (its new ttl), b and c do not

@@ -27,6 +27,7 @@ from sessionstore import (
     Event,
     EventInput,
     EventKeyConflictError,
+    IntegrityError,
     InvalidArgumentError,
     InvalidCursorError,
     Mutation,
@@ -40,6 +41,7 @@ from sessionstore import (
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
+    Status,
     TrimOp,
     TruncateOp,
 )
@@ -348,6 +350,20 @@ class ProcessorIndexIgnoresUpdates(MemoryStore):
         super().__init__(**kwargs)
         if not self._space.docs and not isinstance(self._space.index, _ProcessorIndexNotMoved):
             self._space.index = _ProcessorIndexNotMoved()
+
+
+class _CompositeEntriesNotMoved(Indexes):
+    def replace(self, old: Session, new: Session) -> None:
+        composites, self.composites = self.composites, {}
+        super().replace(old, new)  # the per-value ordered lists are left as they were
+        self.composites = composites
+
+
+class CompositeIndexIgnoresUpdates(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self._space.docs and not isinstance(self._space.index, _CompositeEntriesNotMoved):
+            self._space.index = _CompositeEntriesNotMoved()
 
 
 class NoDefaultPageLimit(MemoryStore):
@@ -881,6 +897,58 @@ class WithoutEventLogTakesGappedRecords(MemoryStore):
         return check_record(record, self._limits, event_log=True)  # not what it declares
 
 
+class RecordsOverwriteReportedAsCreate(MemoryStore):
+    def _after_write(self, mutations: Sequence[Mutation]) -> None:
+        for mut in mutations:  # a record that replaces a stored session: "created" again
+            if mut.reset and mut.session is not None:
+                mut.created = True
+        super()._after_write(mutations)
+
+
+class RecordsTakeAKeyTwice(MemoryStore):
+    def _check_record(self, record: SessionRecord) -> tuple[bytes, bytes]:
+        seen: set[str] = set()
+        events = []
+        for e in record.events:  # checks the record as if a repeated key were not there
+            events.append(replace(e, key=None) if e.key in seen else e)
+            if e.key is not None:
+                seen.add(e.key)
+        return check_record(replace(record, events=events), self._limits, event_log=True)
+
+
+class BatchTruncateSkipsItsAppends(MemoryStore):
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        appended: set[str] = set()
+        planned: list[Op] = []
+        for op in ops:
+            if isinstance(op, AppendOp):
+                appended.add(op.session_id)
+            if isinstance(op, TruncateOp) and op.session_id in appended:
+                planned.insert(0, op)  # applied to the stored log only, before the appends
+            else:
+                planned.append(op)
+        return await super().commit(planned)
+
+
+class CleanupReportsMarkedSessionsAgain(MemoryStore):
+    async def cleanup_expired_sessions(self) -> int:
+        due = await self._expired_sessions(self.clock.now())
+        removed = await super().cleanup_expired_sessions()
+        for s in due:  # "expired" again for the sessions expire_sessions marked already
+            if s.status is Status.EXPIRED:
+                self._notify("sessionstore_session_expired", session_id=s.id)
+        return removed
+
+
+class CorruptCheckpointNotDeletable(MemoryStore):
+    async def delete_checkpoint(self, session_id: str, checkpoint_id: str) -> bool:
+        try:
+            await self._load_checkpoint(session_id, checkpoint_id)
+        except IntegrityError:
+            return False  # unreadable, so "not there": it stays stored
+        return await super().delete_checkpoint(session_id, checkpoint_id)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -953,6 +1021,12 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         ClockNotChecked,
         TimeOrderedLogBoundInclusive,
         WithoutEventLogTakesGappedRecords,
+        RecordsOverwriteReportedAsCreate,
+        RecordsTakeAKeyTwice,
+        BatchTruncateSkipsItsAppends,
+        CompositeIndexIgnoresUpdates,
+        CleanupReportsMarkedSessionsAgain,
+        CorruptCheckpointNotDeletable,
     )
 }
 
@@ -1016,6 +1090,12 @@ CAUGHT_BY: dict[str, str] = {
     "ClockNotChecked": "test_store_refuses_a_clock_that_is_not_one",
     "TimeOrderedLogBoundInclusive": "test_time_bounds_on_a_log_in_time_order",
     "WithoutEventLogTakesGappedRecords": "test_event_log_refused_without_capability",
+    "RecordsOverwriteReportedAsCreate": "test_put_records_fire_created_or_updated",
+    "RecordsTakeAKeyTwice": "test_records_carry_keys_times_and_gaps",
+    "BatchTruncateSkipsItsAppends": "test_batch_truncate_of_its_own_appends",
+    "CompositeIndexIgnoresUpdates": "test_indexes_follow_changes_after_create",
+    "CleanupReportsMarkedSessionsAgain": "test_expired_fires_once_per_session",
+    "CorruptCheckpointNotDeletable": "test_corrupt_checkpoint_refused_and_skipped",
 }  # fmt: skip
 
 
