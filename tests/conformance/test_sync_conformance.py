@@ -32,6 +32,18 @@ def _via_sync(store: Any, per_thread_loops: bool = False) -> Any:
     return AsyncViaSync(SyncSessionStore(store, per_thread_loops=per_thread_loops))
 
 
+def _temp_root() -> Path:
+    """A store root for one test class, removed at exit."""
+    root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def _file_via_sync(root: Path, namespace: str, clock: Clock, per_thread_loops: bool) -> Any:
+    store = open_store(f"file://{root}?durability=none", namespace=namespace, clock=clock)
+    return _via_sync(store, per_thread_loops)
+
+
 class TestSyncMemory(StoreConformance):
     cleanup_namespaces = False
     backend = MemoryBackend()
@@ -51,13 +63,11 @@ class TestSyncMemoryPerThreadLoops(TestSyncMemory):
 @pytest.mark.integration
 class TestSyncFile(StoreConformance):
     cleanup_namespaces = False
-    root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-"))
-    atexit.register(shutil.rmtree, root, True)
+    root = _temp_root()
     per_thread_loops = False
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
-        store = open_store(f"file://{self.root}?durability=none", namespace=namespace, clock=clock)
-        return _via_sync(store, self.per_thread_loops)
+        return _file_via_sync(self.root, namespace, clock, self.per_thread_loops)
 
 
 class TestSyncRedis(StoreConformance):
@@ -111,13 +121,11 @@ class TestSyncRedisSentinelPerThreadLoops(TestSyncRedisSentinel):
 # whole suite runs per-thread on memory above, and through the loop thread on each).
 @pytest.mark.integration
 class TestSyncFilePerThreadLoops(_SyncRedisTopology):
-    root = Path(tempfile.mkdtemp(prefix="sessionstore-sync-conformance-pt-"))
-    atexit.register(shutil.rmtree, root, True)
+    root = _temp_root()
     per_thread_loops = True
 
     def make_store(self, *, namespace: str, clock: Clock) -> Any:
-        store = open_store(f"file://{self.root}?durability=none", namespace=namespace, clock=clock)
-        return _via_sync(store, self.per_thread_loops)
+        return _file_via_sync(self.root, namespace, clock, self.per_thread_loops)
 
 
 class TestSyncRedisPerThreadLoops(_SyncRedisTopology):
