@@ -138,12 +138,9 @@ def fast(pytest_args: list[str]) -> None:
     sets through ``test``."""
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
-    # One pytest worker per core (pytest-xdist), unless the caller chose (-n / -p no:xdist).
-    spread = (
-        []
-        if any(a.startswith(("-n", "--numprocesses", "-p")) for a in pytest_args)
-        else ["-n", "auto"]
-    )
+    # One pytest worker per core (pytest-xdist), unless the caller chose (-n, -p no:xdist).
+    chose = any(a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in pytest_args)
+    spread = [] if chose else ["-n", "auto"]
     code = run(py, "-m", "pytest", "-m", "not integration", *spread, *pytest_args, check=False)
     sys.exit(code)
 
