@@ -104,10 +104,12 @@ QUICK = Sizes(
 # --------------------------------------------------------------------------- raw floors
 
 
-def raw_save(directory: str, name: str, data: bytes) -> None:
-    """The durable-replace floor: temp, write, fsync, replace, fsync(dir)."""
+def raw_save(directory: str, name: str, data: bytes, *, new: bool = False) -> None:
+    """The durable-replace floor: temp, write, fsync, replace, fsync(dir). ``new``: the
+    create floor (the temp file must not exist; the name is new)."""
     tmp = os.path.join(directory, f".tmp.{name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    mode = os.O_EXCL if new else os.O_TRUNC
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | mode, 0o600)
     try:
         os.write(fd, data)
         os.fsync(fd)
@@ -139,23 +141,6 @@ def raw_append(path: str, line: bytes) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
-
-
-def raw_create(directory: str, name: str, data: bytes) -> None:
-    """The create floor's write: a new file made durable under its name."""
-    tmp = os.path.join(directory, f".tmp.{name}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, os.path.join(directory, name))
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class SqliteCreate:
@@ -199,7 +184,7 @@ async def bench_create(report: Report, sizes: Sizes, base: str) -> None:
 
         async def floor_create_get() -> None:
             name = f"{next(names)}.json"
-            await asyncio.to_thread(raw_create, floor_dir, name, doc_bytes)
+            await asyncio.to_thread(raw_save, floor_dir, name, doc_bytes, new=True)
             await asyncio.to_thread(raw_get, os.path.join(floor_dir, name))
 
         async def sqlite_create_get() -> None:
