@@ -1,4 +1,4 @@
-"""Observer hooks: telling plugins what happened, each in isolation (docs/guide.md, "Observing writes").
+"""Observer hooks: telling plugins what happened, each in isolation (guide: "Observing writes").
 
 Stores and backups call :func:`notify` after a write; the plugin manager it calls into is
 the registry's (``sessionstore.registry.plugin_manager()``), attached with :func:`attach`
