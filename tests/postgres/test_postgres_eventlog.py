@@ -51,6 +51,11 @@ async def test_every_event_log_operation_is_one_round_trip(
     await other.create_session(id="s")
     await other.append_events("s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)])
     calls = _trips(store, monkeypatch)
+
+    async def stale_append() -> object:  # another store's write makes this copy stale
+        await other.append_events("new", [{"type": "o"}])
+        return await store.append_events("new", [{"type": "t"}])
+
     ops: dict[str, Callable[[], Awaitable[object]]] = {
         "keyed append (no copy held)": lambda: store.append_events(
             "s", [EventInput("t", {"i": 10}, key="k10")]
@@ -64,12 +69,15 @@ async def test_every_event_log_operation_is_one_round_trip(
         "detailed append": lambda: store.append_events_detailed(
             "s", [EventInput("t", {"i": 11}, key="k11")]
         ),
+        "plain append (copy held)": lambda: store.append_events("s", [{"type": "t"}]),
+        "plain append, stale copy": stale_append,
         "pop": lambda: store.pop_events("s", 2),
         "truncate": lambda: store.truncate_events("s", 7),
         "delete by seq and key": lambda: store.delete_events("s", seqs=[1], keys=["k2"]),
         "trim": lambda: store.trim_events("s", keep_last=3),
         "get_event": lambda: store.get_event("s", key="k5"),
         "get_events types last": lambda: store.get_events("s", types=["t", "u"], last=2),
+        "get_events one type last": lambda: store.get_events("s", types=["t"], last=2),
         "get_events before_seq": lambda: store.get_events("s", before_seq=6, last=2),
     }
     for name, op in ops.items():
