@@ -72,8 +72,8 @@ class NewRow:
 @dataclass(slots=True)
 class OpResult:
     """What a call did: ``row`` is the session row (``_COLS`` order, data and metadata
-    filled in), ``new``/``events`` the per-input flags and events of an append or the
-    popped events of a pop."""
+    filled in), ``new``/``events`` the per-input flags and events of an append (only
+    when the call asked for them, ``need_events``) or the popped events of a pop."""
 
     code: int
     row: list[Any]
@@ -106,6 +106,7 @@ class EventLog:
         self._decode = decode
         params = ", ".join(f"${i}" for i in range(1, _ARITY + 1))
         self._sql = f"SELECT * FROM {prefix}events_op({params})"
+        self._sql_append = _append_sql(prefix, self._sql)
         self._verify_sql = (
             "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
             f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
@@ -151,6 +152,8 @@ class EventLog:
             None if create is None else create.expires_ms,
         )  # fmt: skip
         sql = self._sql
+        if op == "append" and cached is not None and events and all(e[2] is None for e in events):
+            sql = self._sql_append
         stashed: list[Any] = []
 
         async def call(conn: asyncpg.Connection) -> Any:
@@ -203,7 +206,7 @@ class EventLog:
         session = self._decode(row)
         self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
         result = OpResult(code, row)
-        if op == "append":
+        if op == "append" and need_events:
             result.new = list(reply[1])
             result.events = [
                 Event(seq, etype, from_ms(at), orjson.loads(data), key)
@@ -215,6 +218,39 @@ class EventLog:
                 for seq, etype, at, data, key in zip(*reply[2:7], strict=True)
             ]
         return result, session
+
+
+def _append_sql(prefix: str, events_op: str) -> str:
+    """The unkeyed append from a current copy as one statement with the same parameters
+    as ``events_op``: an ``UPDATE`` of the head whose ``WHERE`` is the compare-and-set
+    (this store's token, a live session, the expected version) and an ``INSERT`` of the
+    events numbered from the head it returns; only when that ``UPDATE`` matches no row
+    (a stale copy, an expired or missing session, a version mismatch, a concurrent writer
+    that committed first) does the statement call ``events_op`` (a one-time filter gates
+    it), which answers as it always has. The reply has ``events_op``'s columns; data and
+    metadata are NULL (the caller holds the current ones)."""
+    n = "cardinality($11::text[])"
+    head = "id, processor_id, status, tags, created_at, updated_at, expires_at, version, "
+    head += "event_count, last_seq, grp, wt"
+    return (
+        f"WITH u AS (UPDATE {prefix}sessions AS x SET version = x.version + 1, "
+        f"event_count = x.event_count + {n}, last_seq = x.last_seq + {n}, updated_at = $7, "
+        "expires_at = CASE WHEN $15 > 0 THEN $16 ELSE x.expires_at END, wt = $6 "
+        "WHERE x.ns = $1 AND x.id = $2 AND x.wt = $5 "
+        "AND (x.expires_at IS NULL OR x.expires_at > $7) "
+        "AND ($4::bigint IS NULL OR x.version = $4) "
+        f"RETURNING {', '.join('x.' + c for c in head.split(', '))}), "
+        f"i AS (INSERT INTO {prefix}events (ns, session_id, seq, type, at, data) "
+        f"SELECT $1, $2, u.last_seq - {n} + v.i, v.type, coalesce(v.at, $7), v.data "
+        "FROM u, unnest($11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
+        "AS v(type, at, data, i)) "
+        f"SELECT 1, array_fill(true, ARRAY[{n}]), "
+        f"ARRAY(SELECT generate_series(u.last_seq - {n} + 1, u.last_seq)), NULL::text[], "
+        "ARRAY(SELECT coalesce(a.at, $7) FROM unnest($12::bigint[]) AS a(at)), NULL::text[], "
+        "NULL::text[], u.id, u.processor_id, u.status, NULL::text, NULL::text, u.tags, "
+        "u.created_at, u.updated_at, u.expires_at, u.version, u.event_count, u.last_seq, "
+        f"u.grp, u.wt FROM u UNION ALL {events_op} WHERE NOT EXISTS (SELECT FROM u)"
+    )
 
 
 def _data(sid: str, seq: int, text: str) -> Any:

@@ -41,9 +41,9 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
-from sessionstore.driver import new_session, prepare
+from sessionstore.driver import encode_event_inputs, new_session, prepare
 from sessionstore.model import TTL, Status, Unset
-from sessionstore.planning import fast_session
+from sessionstore.planning import check_expected_version, fast_session
 from sessionstore.query import (
     OrderKey,
     decode_cursor,
@@ -714,6 +714,17 @@ class PostgresStore(BaseSessionStore):
         return AppendResult(session, result.events, result.new)
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
+        if op.create is False and op.ttl is None and op.expires_at is UNSET:
+            # the common append: the same checks as prepare(), in its order, and the
+            # events' JSON as the codec made it (prepare keeps only the copies)
+            sid = validate_session_id(op.session_id)
+            expected = check_expected_version(op.expected_version)
+            plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
+                op.events, self._limits)]  # fmt: skip
+            self._check_open()
+            return await self._event_op(
+                sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
+            )
         p = prepare(op, self._limits)
         self._check_open()
         now = self.clock.now()

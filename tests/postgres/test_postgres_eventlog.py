@@ -51,6 +51,11 @@ async def test_every_event_log_operation_is_one_round_trip(
     await other.create_session(id="s")
     await other.append_events("s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)])
     calls = _trips(store, monkeypatch)
+
+    async def stale_append() -> object:  # another store's write makes this copy stale
+        await other.append_events("new", [{"type": "o"}])
+        return await store.append_events("new", [{"type": "t"}])
+
     ops: dict[str, Callable[[], Awaitable[object]]] = {
         "keyed append (no copy held)": lambda: store.append_events(
             "s", [EventInput("t", {"i": 10}, key="k10")]
@@ -64,12 +69,15 @@ async def test_every_event_log_operation_is_one_round_trip(
         "detailed append": lambda: store.append_events_detailed(
             "s", [EventInput("t", {"i": 11}, key="k11")]
         ),
+        "plain append (copy held)": lambda: store.append_events("s", [{"type": "t"}]),
+        "plain append, stale copy": stale_append,
         "pop": lambda: store.pop_events("s", 2),
         "truncate": lambda: store.truncate_events("s", 7),
         "delete by seq and key": lambda: store.delete_events("s", seqs=[1], keys=["k2"]),
         "trim": lambda: store.trim_events("s", keep_last=3),
         "get_event": lambda: store.get_event("s", key="k5"),
         "get_events types last": lambda: store.get_events("s", types=["t", "u"], last=2),
+        "get_events one type last": lambda: store.get_events("s", types=["t"], last=2),
         "get_events before_seq": lambda: store.get_events("s", before_seq=6, last=2),
     }
     for name, op in ops.items():
@@ -450,3 +458,159 @@ def _plan_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     for child in node.get("Plans", []):
         out.extend(_plan_nodes(child))
     return out
+
+
+async def _auto_explain(store: PostgresStore) -> list[dict[str, Any]] | None:
+    """The plans of every statement the store's one connection runs from now on, nested
+    ones included (``auto_explain``); ``None`` when the server has no ``auto_explain``."""
+    plans: list[dict[str, Any]] = []
+
+    def listen(_conn: object, message: Any) -> None:
+        text = str(message.message)
+        if "plan:" in text:
+            plans.append(orjson.loads(text.split("plan:", 1)[1])["Plan"])
+
+    async def setup(conn: asyncpg.Connection) -> bool:
+        try:
+            await conn.execute("LOAD 'auto_explain'")
+        except asyncpg.PostgresError:
+            return False
+        for name, value in (
+            ("log_min_duration", "0"), ("log_nested_statements", "on"),
+            ("log_analyze", "on"), ("log_format", "json"),
+        ):  # fmt: skip
+            await conn.execute(f"SET auto_explain.{name} = '{value}'")
+        await conn.execute("SET client_min_messages = log")
+        conn.add_log_listener(listen)
+        return True
+
+    return plans if await store._pools.get().run(setup) else None
+
+
+@pytest.mark.asyncio
+async def test_an_unkeyed_append_from_a_current_copy_takes_no_row_lock(open_pg: OpenPg) -> None:
+    """An append of unkeyed events to a session whose row this store wrote last is one
+    statement of one ``UPDATE`` of the head (the token, liveness and expected version
+    checked in its ``WHERE``) and one ``INSERT``: no ``SELECT ... FOR UPDATE`` first (a
+    tuple write of its own) and no ``events_op``. A stale copy or a version mismatch
+    falls through to ``events_op`` in the same statement, which answers as before."""
+    store = await open_pg(min_size=1, max_size=1)
+    other = await open_pg()
+    await store.create_session(id="s")
+    plans = await _auto_explain(store)
+    if plans is None:
+        pytest.skip("auto_explain is not installed with this server")
+    t_sessions, t_events = store._t_sessions, store._t_events
+
+    def nodes() -> list[dict[str, Any]]:
+        return [n for p in plans for n in _plan_nodes(p)]
+
+    def writes(table: str, operation: str) -> int:
+        return sum(
+            1
+            for n in nodes()
+            if n["Node Type"] == "ModifyTable"
+            and n.get("Operation") == operation
+            and n.get("Relation Name") == table
+        )
+
+    plans.clear()
+    s = await store.append_events("s", [{"type": "t", "data": {"i": 1}}, {"type": "u"}])
+    assert not [n for n in nodes() if n["Node Type"] == "LockRows"]
+    assert writes(t_sessions, "Update") == 1 and writes(t_events, "Insert") == 1
+    assert (s.version, s.event_count, s.last_seq) == (2, 2, 2)
+    # another store's write makes this store's copy stale: the locked path
+    await other.append_events("s", [{"type": "v"}])
+    plans.clear()
+    s = await store.append_events("s", [{"type": "t"}])
+    assert [n for n in nodes() if n["Node Type"] == "LockRows"]
+    assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+    # a version mismatch on a current copy: refused, nothing written
+    with pytest.raises(SessionConflictError):
+        await store.append_events("s", [{"type": "t"}], expected_version=3)
+    s = await store.append_events("s", [{"type": "t"}], expected_version=4, ttl=60)
+    assert (s.version, s.event_count) == (5, 5) and s.expires_at is not None
+    got = await other.get_events("s")
+    assert [(e.seq, e.type, e.data) for e in got] == [
+        (1, "t", {"i": 1}), (2, "u", {}), (3, "v", {}), (4, "t", {}), (5, "t", {})
+    ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_an_append_to_an_expired_session_from_a_current_copy_is_not_written(
+    open_pg: OpenPg,
+) -> None:
+    from datetime import timedelta
+
+    from sessionstore import ManualClock, SessionNotFoundError
+
+    clock = ManualClock()
+    store = await open_pg(clock=clock)
+    await store.create_session(id="s", ttl=10)
+    await store.append_events("s", [{"type": "t"}])
+    clock.advance(timedelta(seconds=11))
+    with pytest.raises(SessionNotFoundError):
+        await store.append_events("s", [{"type": "t"}])
+    again = await store.append_events("s", [{"type": "u"}], create=True)
+    assert (again.version, again.event_count, again.last_seq) == (1, 1, 1)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("layout", ["many-short-sessions", "one-rare-type"])
+async def test_a_type_page_reads_only_the_page_whatever_the_statistics(
+    open_pg: OpenPg, layout: str
+) -> None:
+    """``get_events(types=[...], last=20)`` descends the type index once per type and
+    reads the page, in custom and generic plans. With many short sessions beside a long
+    one (the benchmark's table) the statistics make PostgreSQL expect a few events per
+    session and type; the former one-type page (``type = ANY``, which the type index
+    cannot return in seq order) then read every event of the type and sorted them."""
+    store = await open_pg(table_prefix=f"tp{uuid.uuid4().hex[:8]}_")
+    t, ns = store._t_events, store.namespace
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        # 300 short sessions (5 events each, four types): rows only the statistics see
+        await conn.execute(
+            f"INSERT INTO {t} (ns, session_id, seq, type, at, data) "
+            "SELECT $1, 'short-' || (g / 5), g % 5 + 1, 't' || (g % 4), 0, '{}' "
+            "FROM generate_series(0, 1499) AS g",
+            ns,
+        )
+        await store.create_session(id="s")
+        # four types in turn, or one type in 50 (the statistics see mostly t0)
+        kinds = ["t0", "t1", "t2", "t3"]
+        if layout == "one-rare-type":
+            kinds = [*["t0"] * 49, "t1"]
+        for start in range(0, 4000, 1000):
+            chunk = range(start, start + 1000)
+            await store.append_events("s", [EventInput(kinds[i % len(kinds)], {}) for i in chunk])
+        await conn.execute(f"ANALYZE {t}")
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            for i, (types, most) in enumerate(((["t1"], 20), (["t1", "t2"], 40))):
+                sql, args = page_sql(store._t_sessions, t, EventWindow(types=types, last=20))
+                name = f"page_{mode[6:12]}_{i}"
+                await conn.execute(f"PREPARE {name} AS {sql}")
+                values = ", ".join(str(a) if isinstance(a, int) else _arr(a) for a in args)
+                plan = await conn.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({_lit(ns)}, 's', {values})"
+                )
+                scans = _scans_of(plan, t)
+                shapes = [(n["Node Type"], n.get("Index Name")) for n in scans]
+                read = sum(
+                    (n["Actual Rows"] + n.get("Rows Removed by Filter", 0))
+                    * n.get("Actual Loops", 1)
+                    for n in scans
+                )
+                assert scans and read <= most, (mode, types, read, shapes)
+        page = await store.get_events("s", types=["t1"], last=20)
+        assert len(page) == 20 and all(e.type == "t1" for e in page)
+        assert [e.seq for e in page] == sorted(e.seq for e in page)
+    finally:
+        await conn.close()
+
+
+def _arr(values: Any) -> str:
+    return "ARRAY[" + ", ".join(_lit(v) for v in values) + "]::text[]"
