@@ -130,6 +130,8 @@ class LoopThread:
     def _start_queued(self) -> None:  # on the loop thread
         with self._wake_lock:
             self._wake_pending = False
+            if self._gone:  # stopping: what is queued fails instead (_fail_queued)
+                return
         queue = self._queue
         while queue:
             queue.popleft().start()
@@ -188,6 +190,8 @@ class LoopThread:
         loop.call_soon(ready.set)
         try:
             loop.run_forever()
+            with self._wake_lock:  # no call starts on a stopping loop: every task that
+                self._gone = True  # is cancelled below began in the turn it was made
             _wake(self._finished)  # the last turn ended without waiting for events
             pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
             for task in pending:
