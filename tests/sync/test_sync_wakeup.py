@@ -82,8 +82,11 @@ def test_each_thread_has_one_bell_closed_with_its_last_user() -> None:
         os.fstat(fd)
 
 
-def test_the_doorbell_is_readable_once_rung_until_drained() -> None:
-    doorbell = Doorbell()
+@pytest.mark.parametrize(
+    "eventfd", [True, False] if EVENTFD else [False], ids=lambda e: "eventfd" if e else "socketpair"
+)
+def test_the_doorbell_is_readable_once_rung_until_drained(eventfd: bool) -> None:
+    doorbell = Doorbell(eventfd=eventfd)
     assert select.select([doorbell.fd], [], [], 0)[0] == []
     doorbell.ring()
     doorbell.ring()
