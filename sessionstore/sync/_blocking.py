@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast, overload
+from types import CoroutineType
+from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._loop_thread import LoopThread
 
@@ -67,9 +68,11 @@ def blocking(
 
     def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> R:
         awaitable = getattr(self._target, name)(*args, **kwargs)
-        if not isinstance(awaitable, Coroutine):  # e.g. a driver method returning a Future
-            awaitable = _await(awaitable)
-        return cast(R, self._runner.call(awaitable))
+        # (the exact type first: the ABC check costs a Python-level call per call)
+        if type(awaitable) is not CoroutineType and not isinstance(awaitable, Coroutine):
+            awaitable = _await(awaitable)  # e.g. a driver method returning a Future
+        result: R = self._runner.call(awaitable)
+        return result
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = _doc(method, name)

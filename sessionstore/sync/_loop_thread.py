@@ -13,6 +13,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import BlockingCallError, StoreUnavailableError
+from ._wakeup import Bell, Doorbell, bell_for_this_thread
 
 __all__ = ["LoopThread", "run_before_threads_stop"]
 
@@ -64,8 +65,9 @@ class LoopThread:
         self._thread: threading.Thread | None = None
         self._closed = False
         # calls waiting to start, and the loop's state, under _wake_lock: whether it is
-        # blocked waiting for events (then a new call must wake it), whether a wake-up
-        # is already on its way, whether it is gone (no call will ever start)
+        # blocked waiting for events (then a new call must ring its doorbell), whether a
+        # wake-up is already on its way, whether it is gone (no call will ever start)
+        self._doorbell: Doorbell | None = None
         self._queue: deque[_Call] = deque()
         self._wake_lock = threading.Lock()
         self._polling = False
@@ -101,34 +103,35 @@ class LoopThread:
         loop = self._loop if not self._closed else None
         if loop is None:
             loop = self._start(coro)
-        call = _Call(loop, coro, self._finished)
-        self._submit(loop, call)
+        call = _Call(loop, coro, self._finished, bell_for_this_thread())
+        self._submit(call)
         result: R = call.wait(timeout)
         return result
 
-    def _submit(self, loop: asyncio.AbstractEventLoop, call: _Call) -> None:
-        """Queue ``call`` for the loop; wake the loop only if it is blocked waiting for
-        events and no wake-up is on its way.
+    def _submit(self, call: _Call) -> None:
+        """Queue ``call`` for the loop; ring the loop's doorbell only if it is blocked
+        waiting for events and no wake-up is on its way.
 
         A loop that is running a turn takes the queued calls itself before it next waits
         (``_WakingSelector``), so under load (many threads calling while the loop is
-        busy) most calls cost no wake-up at all, no write to the loop's self-pipe.
+        busy) most calls cost no wake-up at all.
         """
         with self._wake_lock:
             if self._gone:
                 call.coro.close()
-                raise StoreUnavailableError("this sessionstore.sync facade is closed")
+                raise _closed()
             self._queue.append(call)
             if not self._polling or self._wake_pending:
                 return
             self._wake_pending = True
-        # a loop closed meanwhile raises RuntimeError: _run fails what is queued
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._start_queued)
+        assert self._doorbell is not None  # set before the loop was
+        self._doorbell.ring()  # (a loop gone meanwhile fails what is queued: _run)
 
     def _start_queued(self) -> None:  # on the loop thread
         with self._wake_lock:
             self._wake_pending = False
+            if self._gone:  # stopping: what is queued fails instead (_fail_queued)
+                return
         queue = self._queue
         while queue:
             queue.popleft().start()
@@ -145,10 +148,16 @@ class LoopThread:
         self._start_queued()
         return 0
 
-    def _after_wait(self) -> None:  # on the loop thread
+    def _after_wait(self, rung: bool) -> None:  # on the loop thread
+        """Called by the selector once the wait is over; ``rung``: a caller rang the
+        doorbell, so start the calls queued meanwhile (in this turn)."""
         if self._polling:
             with self._wake_lock:
                 self._polling = False
+        if rung:
+            assert self._doorbell is not None
+            self._doorbell.drain()
+            self._start_queued()
 
     def _fail_queued(self) -> None:  # on the loop thread, its loop stopped for good
         with self._wake_lock:
@@ -157,16 +166,16 @@ class LoopThread:
             self._queue.clear()
         for call in queued:
             call.coro.close()
-            call.outcome = StoreUnavailableError("this sessionstore.sync facade is closed")
-            call.done.release()
+            call.fail(_closed())
 
     def _start(self, coro: Coroutine[Any, Any, Any]) -> asyncio.AbstractEventLoop:
         with self._lock:
             if self._closed:
                 coro.close()
-                raise StoreUnavailableError("this sessionstore.sync facade is closed")
+                raise _closed()
             if self._loop is None:
-                loop = asyncio.SelectorEventLoop(_WakingSelector(self))
+                self._doorbell = doorbell = Doorbell()
+                loop = asyncio.SelectorEventLoop(_WakingSelector(self, doorbell))
                 ready = threading.Event()
                 thread = threading.Thread(
                     target=self._run, args=(loop, ready), name=self._name, daemon=True
@@ -181,6 +190,8 @@ class LoopThread:
         loop.call_soon(ready.set)
         try:
             loop.run_forever()
+            with self._wake_lock:  # no call starts on a stopping loop: every task that
+                self._gone = True  # is cancelled below began in the turn it was made
             _wake(self._finished)  # the last turn ended without waiting for events
             pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
             for task in pending:
@@ -215,99 +226,150 @@ class LoopThread:
 
 
 def _wake(finished: deque[_Call]) -> None:
-    """Wake the threads of the calls that finished."""
+    """Wake the threads of the calls that finished (each ring releases the GIL around
+    its system call, so a woken thread does not wake to wait for the GIL)."""
     while finished:
-        finished.popleft().done.release()
+        call = finished.popleft()
+        call.done = True
+        call.bell.ring()
 
 
 class _WakingSelector(selectors.DefaultSelector):
     """The loop thread's selector: between two turns of the loop, before it waits for
     events, it wakes the threads whose calls finished during the turn, all at once, and
-    starts the calls queued meanwhile (``LoopThread._before_wait``).
+    starts the calls queued meanwhile (``LoopThread._before_wait``); it also watches the
+    loop's doorbell, which a caller rings when the loop is waiting, and starts the
+    queued calls when it rang (never reported to the loop: it is not the loop's).
 
     A thread woken by its call's done-callback wants the GIL at once, while the loop
     thread still runs the rest of its turn: every system call the loop thread makes then
-    (each socket send, reading its self-pipe) lets a caller take the GIL, and the loop
-    waits for it to block again. Woken here, the callers run while the loop thread waits
-    for events with the GIL released; and a call queued while the loop runs a turn needs
-    no wake-up (see ``docs/decisions.md``, *The sync facade's loop thread hands calls
-    over between turns*).
+    (each socket send) lets a caller take the GIL, and the loop waits for it to block
+    again. Woken here, the callers run while the loop thread waits for events with the
+    GIL released; and a call queued while the loop runs a turn needs no wake-up (see
+    ``docs/decisions.md``, *The sync facade's loop thread hands calls over between
+    turns*, and *The sync facade wakes its callers through eventfds*).
     """
 
-    def __init__(self, owner: LoopThread) -> None:
+    def __init__(self, owner: LoopThread, doorbell: Doorbell) -> None:
         super().__init__()
         self._owner = owner
+        self._doorbell = self.register(doorbell.fd, selectors.EVENT_READ)
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         owner = self._owner
         timeout = owner._before_wait(timeout)
+        rung = False
         try:
-            return super().select(timeout)
+            events = super().select(timeout)
+            doorbell = self._doorbell
+            for i, (key, _) in enumerate(events):
+                if key is doorbell:
+                    del events[i]
+                    rung = True
+                    break
+            return events
         finally:
-            owner._after_wait()
+            owner._after_wait(rung)
 
 
 class _Call:
     """One coroutine handed to the loop thread, and the calling thread waiting for it.
 
     Leaner than ``asyncio.run_coroutine_threadsafe`` (no ``concurrent.futures.Future``,
-    no condition variable, no future chaining): the waiter blocks on a plain lock that
-    the loop thread releases when it next waits for events (``_WakingSelector``), after
-    the task's done-callback queued it in ``finished``.
+    no condition variable, no future chaining, no done-callback): the coroutine runs
+    inside :meth:`_run`, which keeps its result and queues the call in ``finished`` as it
+    ends; the loop thread rings the caller's bell when it next waits for events
+    (``_WakingSelector``). ``done`` is set before the ring: a bell may ring late for a
+    call its thread gave up on, and the next call of that thread waits again then.
     """
 
-    __slots__ = ("coro", "done", "finished", "loop", "outcome", "task")
+    __slots__ = (
+        "abandoned",
+        "bell",
+        "coro",
+        "done",
+        "error",
+        "finished",
+        "loop",
+        "result",
+        "started",
+        "task",
+    )
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         coro: Coroutine[Any, Any, Any],
         finished: deque[_Call],
+        bell: Bell,
     ) -> None:
         self.loop = loop
         self.coro = coro
         self.finished = finished
-        self.task: asyncio.Task[Any] | None = None
-        self.outcome: asyncio.Task[Any] | BaseException | None = None
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.bell = bell
+        self.task: asyncio.Task[None] | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = False  # its coroutine began to run (in the turn it was queued)
+        self.abandoned = False  # its thread gave up waiting
+        self.done = False
 
     def start(self) -> None:  # on the loop thread
+        if self.abandoned:
+            self.coro.close()
+            return
         try:
-            task = self.loop.create_task(self.coro)
+            # (asyncio.Task, not loop.create_task: the loop is ours, with no task
+            # factory, and this skips three Python-level calls per call)
+            self.task = asyncio.Task(self._run(), loop=self.loop)
         except BaseException as exc:  # the loop is closing
             self.coro.close()
-            self.outcome = exc
-            self.done.release()
+            self.fail(exc)
+
+    async def _run(self) -> None:
+        self.started = True
+        try:
+            self.result = await self.coro
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            self.error = exc if isinstance(exc, asyncio.CancelledError) else _closed()
+            raise
+        except BaseException as exc:  # delivered to the caller, as a task's result would be
+            self.error = exc
+        finally:
+            self.finished.append(self)
+
+    def fail(self, error: BaseException) -> None:
+        """End the call with ``error`` and wake its thread at once."""
+        self.error = error
+        self.done = True
+        self.bell.ring()
+
+    def cancel(self) -> None:  # on the loop thread, after its thread gave up waiting
+        self.abandoned = True
+        task = self.task
+        if task is None:  # not started yet: start() will close it
             return
-        self.task = task
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:  # on the loop thread
-        self.outcome = task
-        self.finished.append(self)
-
-    def cancel(self) -> None:  # on the loop thread
-        if self.task is not None:
-            self.task.cancel()
-        elif self.outcome is None:  # not started yet: it never will
+        task.cancel()
+        if not self.started:  # cancelled before its first step: _run never runs
             self.coro.close()
 
     def wait(self, timeout: float | None) -> Any:
         try:
-            finished = self.done.acquire(timeout=-1 if timeout is None else timeout)
+            finished = self.bell.wait(self, timeout)
         except BaseException:  # KeyboardInterrupt in the waiting thread
             self._cancel_soon()
             raise
         if not finished:
             self._cancel_soon()
             raise TimeoutError(f"the call did not finish within {timeout} s (cancelled)")
-        outcome = self.outcome
-        if isinstance(outcome, BaseException):
-            raise outcome
-        assert outcome is not None
-        return outcome.result()  # its result, or its exception (CancelledError included)
+        if self.error is not None:
+            raise self.error  # its exception (CancelledError included)
+        return self.result
 
     def _cancel_soon(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is already closed
             self.loop.call_soon_threadsafe(self.cancel)
+
+
+def _closed() -> StoreUnavailableError:
+    return StoreUnavailableError("this sessionstore.sync facade is closed")
