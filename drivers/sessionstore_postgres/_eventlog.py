@@ -1,4 +1,7 @@
-"""The event-log writes of one session as one call of the schema's ``events_op``.
+"""The event-log writes of one session as one call of the schema's ``events_op``, or
+for the plain append (unkeyed events, a session whose row this store holds) one
+``UPDATE`` + ``INSERT`` statement that calls ``events_op`` only when its compare-and-set
+fails (``_append_sql``).
 
 Append (with ``create``, expiry and keys), pop, truncate, delete and trim each run as
 one statement: the function locks the session row, checks the expected version, reads
