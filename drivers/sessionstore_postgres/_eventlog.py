@@ -1,4 +1,7 @@
-"""The event-log writes of one session as one call of the schema's ``events_op``.
+"""The event-log writes of one session as one call of the schema's ``events_op``, or
+for the plain append (unkeyed events, a session whose row this store holds) one
+``UPDATE`` + ``INSERT`` statement that calls ``events_op`` only when its compare-and-set
+fails (``_append_sql``).
 
 Append (with ``create``, expiry and keys), pop, truncate, delete and trim each run as
 one statement: the function locks the session row, checks the expected version, reads
@@ -106,7 +109,8 @@ class EventLog:
         self._decode = decode
         params = ", ".join(f"${i}" for i in range(1, _ARITY + 1))
         self._sql = f"SELECT * FROM {prefix}events_op({params})"
-        self._sql_append = _append_sql(prefix, self._sql)
+        self._sql_append = _append_sql(prefix, self._sql, detailed=False)
+        self._sql_append_detailed = _append_sql(prefix, self._sql, detailed=True)
         self._verify_sql = (
             "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
             f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
@@ -153,7 +157,7 @@ class EventLog:
         )  # fmt: skip
         sql = self._sql
         if op == "append" and cached is not None and events and all(e[2] is None for e in events):
-            sql = self._sql_append
+            sql = self._sql_append_detailed if need_events else self._sql_append
         stashed: list[Any] = []
 
         async def call(conn: asyncpg.Connection) -> Any:
@@ -220,7 +224,7 @@ class EventLog:
         return result, session
 
 
-def _append_sql(prefix: str, events_op: str) -> str:
+def _append_sql(prefix: str, events_op: str, *, detailed: bool) -> str:
     """The unkeyed append from a current copy as one statement with the same parameters
     as ``events_op``: an ``UPDATE`` of the head whose ``WHERE`` is the compare-and-set
     (this store's token, a live session, the expected version) and an ``INSERT`` of the
@@ -228,8 +232,16 @@ def _append_sql(prefix: str, events_op: str) -> str:
     (a stale copy, an expired or missing session, a version mismatch, a concurrent writer
     that committed first) does the statement call ``events_op`` (a one-time filter gates
     it), which answers as it always has. The reply has ``events_op``'s columns; data and
-    metadata are NULL (the caller holds the current ones)."""
+    metadata are NULL (the caller holds the current ones), and so are the per-event
+    flags, seqs and times unless ``detailed``."""
     n = "cardinality($11::text[])"
+    events = "NULL::boolean[], NULL::bigint[], NULL::text[], NULL::bigint[], NULL::text[], "
+    if detailed:
+        events = (
+            f"array_fill(true, ARRAY[{n}]), "
+            f"ARRAY(SELECT generate_series(u.last_seq - {n} + 1, u.last_seq)), NULL::text[], "
+            "ARRAY(SELECT coalesce(a.at, $7) FROM unnest($12::bigint[]) AS a(at)), NULL::text[], "
+        )
     head = "id, processor_id, status, tags, created_at, updated_at, expires_at, version, "
     head += "event_count, last_seq, grp, wt"
     return (
@@ -244,9 +256,7 @@ def _append_sql(prefix: str, events_op: str) -> str:
         f"SELECT $1, $2, u.last_seq - {n} + v.i, v.type, coalesce(v.at, $7), v.data "
         "FROM u, unnest($11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
         "AS v(type, at, data, i)) "
-        f"SELECT 1, array_fill(true, ARRAY[{n}]), "
-        f"ARRAY(SELECT generate_series(u.last_seq - {n} + 1, u.last_seq)), NULL::text[], "
-        "ARRAY(SELECT coalesce(a.at, $7) FROM unnest($12::bigint[]) AS a(at)), NULL::text[], "
+        f"SELECT 1, {events}"
         "NULL::text[], u.id, u.processor_id, u.status, NULL::text, NULL::text, u.tags, "
         "u.created_at, u.updated_at, u.expires_at, u.version, u.event_count, u.last_seq, "
         f"u.grp, u.wt FROM u UNION ALL {events_op} WHERE NOT EXISTS (SELECT FROM u)"

@@ -12,9 +12,9 @@ one of ``types``, with ``at_after < at < at_before``, the first ``limit`` or the
   ``type = k.type`` (a scalar equality on the type index's third column, so
   ``events_type`` yields it in seq order), limited, then merged and limited again: at
   most types x page rows are read. A ``= ANY`` (the one-type page's former shape)
-  cannot be read from the index in seq order: with the
-  statistics of a table of many short sessions PostgreSQL read every event of the type
-  and sorted them (2,500 rows for a page of 20 at 10,000 events);
+  cannot be read from the index in seq order: with the statistics of a table of many
+  short sessions PostgreSQL read every event of the type and sorted them (2,500 rows
+  for a page of 20 at 10,000 events);
 * the session's expiry comes in the same statement (``LEFT JOIN LATERAL`` from its row),
   so ``get_events`` is one round trip that also tells a missing session from an empty
   page.
