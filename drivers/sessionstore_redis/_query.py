@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sessionstore import Page, QueryOptions, Session, SessionFilter, StoreUnavailableError
 from sessionstore.clock import to_ms
@@ -60,11 +60,14 @@ class _Segment:
     hi: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A row of a walk's reply (a named tuple: a page parses hundreds on Cluster, and a
+    frozen dataclass costs several times more to build)."""
+
     key: tuple[int, str]  # (score, id) position in the segment
     sid: str
-    record: str
+    record: bytes
+    doc: bytes | None  # the document, when the walk read it (single server)
 
 
 def _families(flt: SessionFilter, z: str) -> set[str]:
@@ -98,7 +101,8 @@ class Queries:
     ``rebuild_indexes`` for :class:`RedisStore` (which checks that it is open first).
 
     It reads the indexes through ``writes`` (connection, key layout, clock; ``release``
-    of a stale stub), documents through ``fetch``, every stored session through
+    of a stale stub), documents through ``fetch`` and, with their index records (given
+    the documents the walk read, if any), ``fetch_rows``; every stored session through
     ``iter_sessions``, and queues index repairs on ``index`` (the calling loop's queue)."""
 
     def __init__(
@@ -106,6 +110,9 @@ class Queries:
         writes: Writes,
         *,
         fetch: Callable[..., Awaitable[dict[str, Session]]],
+        fetch_rows: Callable[
+            [list[str], list[bytes] | None], Awaitable[dict[str, tuple[Session, bytes]]]
+        ],
         iter_sessions: Callable[[], AsyncIterator[Session]],
         index: Callable[[], IndexQueue],
     ) -> None:
@@ -114,6 +121,10 @@ class Queries:
         self._keys = writes.keys
         self._clock = writes.clock
         self._fetch = fetch
+        self._fetch_rows = fetch_rows
+        #: the walk reads the returned rows' documents itself (not on Cluster: a script
+        #: reaches one slot there)
+        self._docs_prefix = "" if writes.cluster else self._keys.prefix
         self._iter_sessions = iter_sessions
         self._index = index
         #: the composite families (``lua/ixadd.lua``) known complete on every shard
@@ -312,6 +323,7 @@ class Queries:
             len(comps),
             *(covered for _, covered in comps),
             self.force_plan,
+            self._docs_prefix if want > 0 else "",
         ]
         keys = [ix + "r", ix + seg.zset, ix + "x", ix + "c", ix + "u"]
         keys += [key for g in groups for key in g]
@@ -404,16 +416,28 @@ class Queries:
                 break
         return out
 
-    @staticmethod
-    def _parse(results: list[Any], desc: bool) -> tuple[tuple[int, str] | None, list[list[_Entry]]]:
+    def _parse(
+        self, results: list[Any], desc: bool
+    ) -> tuple[tuple[int, str] | None, list[list[_Entry]]]:
         frontier: tuple[int, str] | None = None
         runs = []
+        docs = self._docs_prefix != ""
         for res in results:
             entries = []
-            for row in res[4:]:
-                sid_b, score, record = row.split(b"\x01", 2)
-                sid = sid_b.decode()
-                entries.append(_Entry((int(float(score)), sid), sid, record.decode()))
+            if res[4]:
+                sizes = [int(n) for n in res[4].split(b",")]
+                blob = res[5]
+                at = 0
+                doc = None
+                for k in range(0, len(sizes), 2 if docs else 1):
+                    end = at + sizes[k]
+                    sid_b, score, record = blob[at:end].split(b"\x01", 2)
+                    if docs:
+                        at, end = end, end + sizes[k + 1]
+                        doc = blob[at:end]
+                    at = end
+                    sid = sid_b.decode()
+                    entries.append(_Entry((int(float(score)), sid), sid, record, doc))
             runs.append(entries)
             if res[0] != b"1":
                 last = (int(float(res[1] or 0)), res[2].decode())
@@ -434,16 +458,23 @@ class Queries:
     ) -> None:
         if not entries:
             return
-        docs = await self._fetch([e.sid for e in entries], strict=False)
+        blobs = [e.doc for e in entries if e.doc is not None]
+        docs = await self._fetch_rows(
+            [e.sid for e in entries], blobs if len(blobs) == len(entries) else None
+        )
         repairs: list[tuple[str, list[Any]]] = []
         for entry in entries:
-            s = docs.get(entry.sid)
-            if s is None:
-                repairs.append((entry.sid, ["X", entry.sid, entry.record]))
+            row = docs.get(entry.sid)
+            if row is None:
+                repairs.append((entry.sid, ["X", entry.sid, entry.record.decode()]))
                 continue
-            if record_of(s) != entry.record:
-                repairs.append((entry.sid, ["P", entry.sid, record_of(s)]))
-                continue
+            s, record = row
+            if record != entry.record:
+                # the stored fields' record (decode_listed): the session's own decides
+                record = record_of(s).encode()
+                if record != entry.record:
+                    repairs.append((entry.sid, ["P", entry.sid, record.decode()]))
+                    continue
             key = order_key(s, sort_by)  # type: ignore[arg-type]
             position = (key[1] if isinstance(key[1], int) else 0, s.id)
             if key[0] != seg.missing or position != entry.key:

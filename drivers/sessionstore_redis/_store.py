@@ -70,6 +70,8 @@ from ._encoding import (
     decode_checkpoint,
     decode_doc,
     decode_full,
+    decode_listed,
+    record_of,
 )
 from ._eventlog import EventLog
 from ._indexer import IndexQueue
@@ -148,7 +150,11 @@ class RedisStore(BaseSessionStore):
             writes, load=self._load, put_record=self._put_record, after_write=self._after_write
         )
         self._queries = Queries(
-            writes, fetch=self._fetch, iter_sessions=self._iter_sessions, index=self._here_index
+            writes,
+            fetch=self._fetch,
+            fetch_rows=self._fetch_rows,
+            iter_sessions=self._iter_sessions,
+            index=self._here_index,
         )
         self._log = EventLog(writes, self._written, self._session_of)
         self._appends = Appends(
@@ -292,6 +298,45 @@ class RedisStore(BaseSessionStore):
                     self._writes.remember(sid, None)
                     again.append((sid, self._keys.home(sid), {*tried, None}))
             pending = again
+        return out
+
+    async def _fetch_rows(
+        self, ids: list[str], blobs: list[bytes] | None
+    ) -> dict[str, tuple[Session, bytes]]:
+        """Stored sessions (expired included) with the index records their stored fields
+        make (``decode_listed``), for a listing's rows: from ``blobs`` (the documents as
+        the walk read them, in ``ids`` order) or read here. Anything but a plain document
+        at its place (a stub, a missing grouped document, anything corrupt) goes through
+        :meth:`_fetch`, which follows stubs and reports corrupt documents."""
+        read: list[Any] = blobs or []  # bytes, or an Exception: that document's failure
+        if blobs is None:
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                read += await self._read_docs([self._writes.loc(sid) for sid in chunk])
+        out: dict[str, tuple[Session, bytes]] = {}
+        slow: list[str] = []
+        groups = self._groups
+        for sid, blob in zip(ids, read, strict=True):
+            try:
+                if isinstance(blob, Exception):
+                    raise IntegrityError(f"unreadable document ({blob})", sid)
+                got = decode_listed(blob, sid)
+            except IntegrityError:
+                slow.append(sid)  # read again and reported there
+                continue
+            if isinstance(got, tuple):
+                session = got[0].session
+                if session.id != sid:
+                    slow.append(sid)
+                    continue
+                if session.group is not None and groups.get(sid) != session.group:
+                    self._writes.remember(sid, session.group)
+                out[sid] = (session, got[1])
+            elif got is not None or groups.get(sid) is not None:
+                slow.append(sid)  # a stub, or nothing where this store saw a group
+        if slow:
+            for sid, session in (await self._fetch(slow, strict=False)).items():
+                out[sid] = (session, record_of(session).encode())
         return out
 
     async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
