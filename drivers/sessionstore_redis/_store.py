@@ -300,6 +300,30 @@ class RedisStore(BaseSessionStore):
             pending = again
         return out
 
+    async def _read_by_node(self, locs: Sequence[Loc]) -> list[Any]:
+        """Cluster: documents as :meth:`_read_docs` sends them, one ``lua/read.lua`` call
+        per node instead of one per document (its first key routes the call, the node's
+        other documents ride in ``ARGV``: a script without flags may read any key of its
+        node). A document the call could not read (its slot moved meanwhile: ``'\\1'``,
+        or the whole call failed) is left to the exact path (:meth:`_fetch`)."""
+        client = self._backend.client
+        by_node: dict[str, list[int]] = {}
+        for i, loc in enumerate(locs):
+            by_node.setdefault(client.get_node_from_key(loc.doc).name, []).append(i)
+        groups = list(by_node.values())
+        calls: list[tuple[Any, ...]] = [
+            ("script", READ, [locs[g[0]].doc], [locs[i].doc for i in g[1:]]) for g in groups
+        ]
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="read"
+        )
+        out: list[Any] = [b"\x01"] * len(locs)
+        for group, reply in zip(groups, results, strict=True):
+            if isinstance(reply, list) and len(reply) == len(group):
+                for i, blob in zip(group, reply, strict=True):
+                    out[i] = blob
+        return out
+
     async def _fetch_rows(
         self, ids: list[str], blobs: list[bytes] | None
     ) -> dict[str, tuple[Session, bytes]]:
@@ -311,8 +335,11 @@ class RedisStore(BaseSessionStore):
         read: list[Any] = blobs or []  # bytes, or an Exception: that document's failure
         if blobs is None:
             for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                read += await self._read_docs([self._writes.loc(sid) for sid in chunk])
+                locs = [self._writes.loc(sid) for sid in ids[start : start + 1000]]
+                if self._cluster:
+                    read += await self._read_by_node(locs)
+                else:
+                    read += await self._read_docs(locs)
         out: dict[str, tuple[Session, bytes]] = {}
         slow: list[str] = []
         groups = self._groups
