@@ -47,6 +47,7 @@ __all__ = [
     "json_pairs",
     "record_of",
     "record_tail",
+    "strings",
     "type_json",
 ]
 
@@ -110,26 +111,32 @@ def decode_doc(blob: bytes, record: str) -> Session | str | None:
     session's stub; ``None`` for no document. Anything malformed raises
     :class:`IntegrityError`."""
     doc = _decode(blob, record, False)
-    return doc[0].session if isinstance(doc, tuple) else doc
+    return doc[0] if isinstance(doc, tuple) else doc
 
 
 def decode_full(blob: bytes, record: str) -> Doc | str | None:
     """:func:`decode_doc`, with the write token and the encoded data and metadata."""
     doc = _decode(blob, record, False)
-    return doc[0] if isinstance(doc, tuple) else doc
+    if isinstance(doc, tuple):
+        return Doc(doc[0], doc[1].decode(), doc[2], doc[3])
+    return doc
 
 
-def decode_listed(blob: bytes, record: str) -> tuple[Doc, bytes] | str | None:
-    """:func:`decode_full`, with the index record (``lua/index.lua``) the document's
+def decode_listed(blob: bytes, record: str) -> tuple[Session, bytes] | str | None:
+    """:func:`decode_doc`, with the index record (``lua/index.lua``) the document's
     stored fields make: :func:`record_of` of the session for every document the writes
     leave (a field stored in another spelling, e.g. a version ``01``, gives another
     record: callers compare with :func:`record_of` before they call a record stale)."""
-    return _decode(blob, record, True)
+    doc = _decode(blob, record, True)
+    return (doc[0], doc[4]) if isinstance(doc, tuple) else doc
 
 
-def _decode(blob: bytes, record: str, index: bool) -> tuple[Doc, bytes] | str | None:
-    """The one document decoder (see :func:`decode_doc`); with ``index``, the stored
-    fields' index record beside the document (``b""`` without)."""
+def _decode(
+    blob: bytes, record: str, index: bool
+) -> tuple[Session, bytes, bytes, bytes, bytes] | str | None:
+    """The one document decoder (see :func:`decode_doc`): the session, its write token,
+    its encoded data and metadata and, with ``index``, the index record its stored fields
+    make (``b""`` without)."""
     if not blob:
         return None
     if blob == b"\x01":
@@ -137,7 +144,8 @@ def _decode(blob: bytes, record: str, index: bool) -> tuple[Doc, bytes] | str | 
     parts = blob.split(b"\0")
     if len(parts) % 2:
         raise IntegrityError("malformed session document (a field holds a NUL byte)", record)
-    fields = dict(zip(parts[0::2], parts[1::2], strict=True))
+    pairs = iter(parts)
+    fields = dict(zip(pairs, pairs))  # noqa: B905 (an even count, checked above)
     if b"ver" not in fields:
         group = fields.get(b"grp")
         if group is not None and len(fields) == 1:
@@ -190,21 +198,36 @@ def _decode(blob: bytes, record: str, index: bool) -> tuple[Doc, bytes] | str | 
             int(ls),
             None if grp is None else grp.decode(),
         )
-        doc = Doc(session, token.decode(), data_raw, meta_raw)
+        token.decode()  # a malformed token is a malformed document, as before
     except UnsupportedFormatError:
         raise
     except (KeyError, ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise IntegrityError(f"malformed session document ({type(exc).__name__})", record) from None
     if not index:
-        return doc, b""
-    head = (ver, ca, ua, ea or b"", st, pid or b"", grp or b"", b"1" if events > 0 else b"0")
+        return session, token, data_raw, meta_raw, b""
+    head = [ver, ca, ua, ea or b"", st, pid or b"", grp or b"", b"1" if events > 0 else b"0"]
     if tags:
         tags.sort()  # bytes order: code point order, as record_of sorts them
-        return doc, b"\0".join(head + tuple(tags))
-    return doc, b"\0".join(head)
+        head += tags
+    return session, token, data_raw, meta_raw, b"\0".join(head)
 
 
 _NO_TAGS: Final[frozenset[str]] = frozenset()
+
+
+def strings(sizes: bytes, blob: bytes) -> list[bytes]:
+    """The strings a script sent as their concatenation ``blob`` and their lengths
+    ``sizes`` (``b"3,0,12"``; ``lua/read.lua``, ``lua/walk.lua``)."""
+    out: list[bytes] = []
+    if not sizes:
+        return out
+    append = out.append
+    at = 0
+    for size in sizes.split(b","):
+        end = at + int(size)
+        append(blob[at:end])
+        at = end
+    return out
 
 
 def record_of(s: Session) -> str:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sessionstore import Page, QueryOptions, Session, SessionFilter, StoreUnavailableError
@@ -32,7 +33,7 @@ from sessionstore.query import (
     search_matches,
 )
 
-from ._encoding import record_of
+from ._encoding import record_of, strings
 from ._scripts import COMPOSE, WALK
 from ._writes import Writes
 
@@ -424,20 +425,12 @@ class Queries:
         docs = self._docs_prefix != ""
         for res in results:
             entries = []
-            if res[4]:
-                sizes = [int(n) for n in res[4].split(b",")]
-                blob = res[5]
-                at = 0
-                doc = None
-                for k in range(0, len(sizes), 2 if docs else 1):
-                    end = at + sizes[k]
-                    sid_b, score, record = blob[at:end].split(b"\x01", 2)
-                    if docs:
-                        at, end = end, end + sizes[k + 1]
-                        doc = blob[at:end]
-                    at = end
-                    sid = sid_b.decode()
-                    entries.append(_Entry((int(float(score)), sid), sid, record, doc))
+            parts = strings(res[4], res[5]) if len(res) > 5 else []
+            rows = parts[0::2] if docs else parts
+            for row, doc in zip(rows, parts[1::2] if docs else repeat(None), strict=False):
+                sid_b, score, record = row.split(b"\x01", 2)
+                sid = sid_b.decode()
+                entries.append(_Entry((int(float(score)), sid), sid, record, doc))
             runs.append(entries)
             if res[0] != b"1":
                 last = (int(float(res[1] or 0)), res[2].decode())

@@ -72,6 +72,7 @@ from ._encoding import (
     decode_full,
     decode_listed,
     record_of,
+    strings,
 )
 from ._eventlog import EventLog
 from ._indexer import IndexQueue
@@ -249,7 +250,7 @@ class RedisStore(BaseSessionStore):
                 idempotent=True,
                 what="read",
             )
-            return [reply[0]]
+            return [reply]
         if self._cluster:
             calls = [("script", READ, [loc.doc], []) for loc in locs]
         else:
@@ -258,9 +259,8 @@ class RedisStore(BaseSessionStore):
             lambda: self._backend.pipeline(calls), idempotent=True, what="read"
         )
         if self._cluster:
-            return [r[0] if isinstance(r, list) else r for r in results]
-        reply = results[0]
-        return list(reply) if isinstance(reply, list) else [reply] * len(locs)
+            return list(results)
+        return _documents(results[0], len(locs)) or [results[0]] * len(locs)
 
     async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
         """Stored sessions (expired included), following stubs; corrupt ones raise
@@ -319,9 +319,8 @@ class RedisStore(BaseSessionStore):
         )
         out: list[Any] = [b"\x01"] * len(locs)
         for group, reply in zip(groups, results, strict=True):
-            if isinstance(reply, list) and len(reply) == len(group):
-                for i, blob in zip(group, reply, strict=True):
-                    out[i] = blob
+            for i, blob in zip(group, _documents(reply, len(group)) or (), strict=True):
+                out[i] = blob
         return out
 
     async def _fetch_rows(
@@ -352,7 +351,7 @@ class RedisStore(BaseSessionStore):
                 slow.append(sid)  # read again and reported there
                 continue
             if isinstance(got, tuple):
-                session = got[0].session
+                session = got[0]
                 if session.id != sid:
                     slow.append(sid)
                     continue
@@ -821,3 +820,15 @@ class RedisStore(BaseSessionStore):
         while the store is in use. Returns ``(indexed, removed)``."""
         self._check_open()
         return await self._queries.rebuild_indexes()
+
+
+def _documents(reply: Any, count: int) -> list[bytes] | None:
+    """The ``count`` document strings of a ``lua/read.lua`` reply (``None``: the call
+    failed, ``reply`` is its error)."""
+    if isinstance(reply, bytes) and count == 1:
+        return [reply]
+    if isinstance(reply, list) and len(reply) == 2:
+        found = strings(reply[0], reply[1])
+        if len(found) == count:
+            return found
+    return None

@@ -3,7 +3,10 @@
 -- the client parses one bulk string per document instead of two per field.
 -- KEYS: doc keys; ARGV: more doc keys (on Cluster, documents of other slots of the same
 -- node, which a script without flags may read; a key of another node answers '\1').
--- Reply: one string per key, KEYS then ARGV ('' = no such key, '\1' = not a hash).
+-- Reply: per key, KEYS then ARGV, a string ('' = no such key, '\1' = not a hash): for one
+-- key that string, else {sizes, strings}: the strings concatenated and their lengths,
+-- comma-separated (two reply elements for a page: the client's pure-Python reply parser
+-- costs microseconds per element).
 local out = {}
 local function read(key)
   local fields = redis.pcall('HGETALL', key)
@@ -15,4 +18,7 @@ local function read(key)
 end
 for _, key in ipairs(KEYS) do read(key) end
 for _, key in ipairs(ARGV) do read(key) end
-return out
+if #out == 1 then return out[1] end
+local sizes = {}
+for i, s in ipairs(out) do sizes[i] = #s end
+return {table.concat(sizes, ','), table.concat(out)}
