@@ -331,6 +331,28 @@ class Queries:
         keys += [key for key, _ in comps]
         return ("script", WALK, keys, args)
 
+    def _walk_calls(
+        self,
+        shards: int,
+        seg: _Segment,
+        start: tuple[int, str] | None,
+        want: int,
+        flt: SessionFilter,
+        now: datetime,
+        desc: bool,
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`_walk_call` on shards ``0 .. shards - 1``: the arguments are the same on
+        every shard and the keys differ only in the shard's prefix, so they are built once
+        (16 shards on Cluster)."""
+        first = self._walk_call(0, seg, start, want, flt, now, desc)
+        calls = [first]
+        _, script, keys, args = first
+        cut = len(self._keys.index(0))
+        for shard in range(1, shards):
+            ix = self._keys.index(shard)
+            calls.append(("script", script, [ix + key[cut:] for key in keys], args))
+        return calls
+
     async def compose(self, families: Iterable[str]) -> None:
         """Make composite ``families`` (``"pu"``: by processor and ``updated_at``, ...;
         ``lua/ixadd.lua``) complete on every shard: the first call has the writes keep a
@@ -396,10 +418,7 @@ class Queries:
                 # shard that holds more is asked again from the frontier
                 per_shard = want if shards == 1 else min(want, 2 * want // shards + 8)
                 results = await self._pipeline(
-                    [
-                        self._walk_call(k, seg, start, per_shard, flt, now, desc)
-                        for k in range(shards)
-                    ]
+                    self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
                 )
                 frontier, runs = self._parse(results, desc)
                 merged = heapq.merge(*runs, key=lambda e: e.key, reverse=desc)
