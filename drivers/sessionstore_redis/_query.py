@@ -16,7 +16,9 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import repeat
+from functools import partial
+from itertools import islice, repeat, takewhile
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sessionstore import Page, QueryOptions, Session, SessionFilter, StoreUnavailableError
@@ -92,9 +94,17 @@ def _ceil_ms(value: datetime) -> int:
     return to_ms(value) + (1 if value.microsecond % 1000 else 0)
 
 
+_position: Final = itemgetter(0)  # an _Entry's key
+
+
 def _before(a: tuple[int, str], b: tuple[int, str], desc: bool) -> bool:
     """``a`` comes strictly before ``b`` in the walk direction."""
     return a > b if desc else a < b
+
+
+def _within(frontier: tuple[int, str], desc: bool, entry: _Entry) -> bool:
+    """``entry`` is not past ``frontier`` (every shard has answered up to it)."""
+    return not _before(frontier, entry.key, desc)
 
 
 class Queries:
@@ -421,10 +431,12 @@ class Queries:
                     self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
                 )
                 frontier, runs = self._parse(results, desc)
-                merged = heapq.merge(*runs, key=lambda e: e.key, reverse=desc)
-                final = [
-                    e for e in merged if frontier is None or not _before(frontier, e.key, desc)
-                ][:want]
+                # the runs are in walk order, so the rows up to the frontier come first:
+                # merge only as far as the page needs (a Cluster page merges 16 runs)
+                merged: Iterable[_Entry] = heapq.merge(*runs, key=_position, reverse=desc)
+                if frontier is not None:
+                    merged = takewhile(partial(_within, frontier, desc), merged)
+                final = list(islice(merged, want))
                 await self._confirm(final, seg, flt, now, needle, need, out, sort_by)
                 if len(final) == want:
                     start = final[-1].key  # cut short: continue right after the last row
