@@ -41,11 +41,13 @@ __all__ = [
     "decode_doc",
     "decode_events",
     "decode_full",
+    "decode_listed",
     "event_args",
     "event_tail",
     "json_pairs",
     "record_of",
     "record_tail",
+    "strings",
     "type_json",
 ]
 
@@ -108,70 +110,124 @@ def decode_doc(blob: bytes, record: str) -> Session | str | None:
     """A :class:`Session` from a document string; a ``str`` (the group) for a grouped
     session's stub; ``None`` for no document. Anything malformed raises
     :class:`IntegrityError`."""
-    doc = decode_full(blob, record)
-    return doc.session if isinstance(doc, Doc) else doc
+    doc = _decode(blob, record, False)
+    return doc[0] if isinstance(doc, tuple) else doc
 
 
 def decode_full(blob: bytes, record: str) -> Doc | str | None:
     """:func:`decode_doc`, with the write token and the encoded data and metadata."""
+    doc = _decode(blob, record, False)
+    if isinstance(doc, tuple):
+        return Doc(doc[0], doc[1].decode(), doc[2], doc[3])
+    return doc
+
+
+def decode_listed(blob: bytes, record: str) -> tuple[Session, bytes] | str | None:
+    """:func:`decode_doc`, with the index record (``lua/index.lua``) the document's
+    stored fields make: :func:`record_of` of the session for every document the writes
+    leave (a field stored in another spelling, e.g. a version ``01``, gives another
+    record: callers compare with :func:`record_of` before they call a record stale)."""
+    doc = _decode(blob, record, True)
+    return (doc[0], doc[4]) if isinstance(doc, tuple) else doc
+
+
+def _decode(
+    blob: bytes, record: str, index: bool
+) -> tuple[Session, bytes, bytes, bytes, bytes] | str | None:
+    """The one document decoder (see :func:`decode_doc`): the session, its write token,
+    its encoded data and metadata and, with ``index``, the index record its stored fields
+    make (``b""`` without)."""
     if not blob:
         return None
-    names, values = _split(blob, record)
-    data: list[bytes] = []
-    meta: list[bytes] = []
-    tags: list[str] = []
-    head: dict[bytes, bytes] = {}
-    for key, value in zip(names, values, strict=True):
-        kind = key[:2]
-        if kind == b"d:":
-            data.append(key[2:] + b":" + value)
-        elif kind == b"m:":
-            meta.append(key[2:] + b":" + value)
-        elif kind == b"t:":
-            tags.append(key[2:].decode("utf-8", "replace"))
-        else:
-            head[key] = value
-    if not head and not data and not meta and not tags:
-        return None
-    if b"ver" not in head:
-        group = head.get(b"grp")
-        if group is not None and len(head) == 1 and not data and not meta and not tags:
+    if blob == b"\x01":
+        raise IntegrityError("a key of this session holds a value of the wrong type", record)
+    parts = blob.split(b"\0")
+    if len(parts) % 2:
+        raise IntegrityError("malformed session document (a field holds a NUL byte)", record)
+    pairs = iter(parts)
+    fields = dict(zip(pairs, pairs))  # noqa: B905 (an even count, checked above)
+    if b"ver" not in fields:
+        group = fields.get(b"grp")
+        if group is not None and len(fields) == 1:
             return group.decode()
         raise IntegrityError("not a session document (no version field)", record)
+    pop = fields.pop
     try:
-        version = int(head[b"v"])
+        version = int(fields[b"v"])
         if version > DOC_FORMAT:
             raise UnsupportedFormatError(
                 f"record format version {version} is newer than this sessionstore "
                 f"understands ({DOC_FORMAT}); upgrade sessionstore to read it",
                 record,
             )
-        status = _STATUSES[head[b"st"]]
-        ea = head.get(b"ea")
-        pid = head.get(b"pid")
-        grp = head.get(b"grp")
+        # the header fields, taken out by name: what is left is data, metadata and tags
+        del fields[b"v"]
+        sid, ver, ca, ua = pop(b"id"), pop(b"ver"), pop(b"ca"), pop(b"ua")
+        ec, ls, st = pop(b"ec"), pop(b"ls"), pop(b"st")
+        ea, pid, grp = pop(b"ea", None), pop(b"pid", None), pop(b"grp", None)
+        token = pop(b"wt", b"")
+        pop(b"ds", None)
+        pop(b"ms", None)
+        data: list[bytes] = []
+        meta: list[bytes] = []
+        tags: list[bytes] = []
+        for key, value in fields.items():
+            kind = key[:2]
+            if kind == b"d:":
+                data.append(key[2:] + b":" + value)
+            elif kind == b"m:":
+                meta.append(key[2:] + b":" + value)
+            elif kind == b"t:":
+                tags.append(key[2:])
+        status = _STATUSES[st]
         data_raw, data_value = _object(data, len(data), "data", record)
         meta_raw, meta_value = _object(meta, len(meta), "metadata", record)
+        events = int(ec)
         session = fast_session(
-            head[b"id"].decode(),
+            sid.decode(),
             None if pid is None else pid.decode(),
             status,
             data_value,
             meta_value,
-            frozenset(tags),
-            from_ms(int(head[b"ca"])),
-            from_ms(int(head[b"ua"])),
-            None if ea is None else from_ms(int(ea)),
-            int(head[b"ver"]),
-            int(head[b"ec"]),
-            int(head[b"ls"]),
+            frozenset([t.decode("utf-8", "replace") for t in tags]) if tags else _NO_TAGS,
+            _when(int(ca)),
+            _when(int(ua)),
+            None if ea is None else _when(int(ea)),
+            int(ver),
+            events,
+            int(ls),
             None if grp is None else grp.decode(),
         )
-        return Doc(session, head.get(b"wt", b"").decode(), data_raw, meta_raw)
+        token.decode()  # a malformed token is a malformed document, as before
     except UnsupportedFormatError:
         raise
     except (KeyError, ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise IntegrityError(f"malformed session document ({type(exc).__name__})", record) from None
+    if not index:
+        return session, token, data_raw, meta_raw, b""
+    head = [ver, ca, ua, ea or b"", st, pid or b"", grp or b"", b"1" if events > 0 else b"0"]
+    if tags:
+        tags.sort()  # bytes order: code point order, as record_of sorts them
+        head += tags
+    return session, token, data_raw, meta_raw, b"\0".join(head)
+
+
+_NO_TAGS: Final[frozenset[str]] = frozenset()
+
+
+def strings(sizes: bytes, blob: bytes) -> list[bytes]:
+    """The strings a script sent as their concatenation ``blob`` and their lengths
+    ``sizes`` (``b"3,0,12"``; ``lua/read.lua``, ``lua/walk.lua``)."""
+    out: list[bytes] = []
+    if not sizes:
+        return out
+    append = out.append
+    at = 0
+    for size in sizes.split(b","):
+        end = at + int(size)
+        append(blob[at:end])
+        at = end
+    return out
 
 
 def record_of(s: Session) -> str:
@@ -249,6 +305,16 @@ _SET_SEQ, _SET_TYPE, _SET_AT, _SET_DATA, _SET_KEY = (
 #: again; a datetime is immutable, so sharing one is safe)
 _AT: dict[int, datetime] = {}
 _MAX_AT = 8192
+
+
+def _when(ms: int) -> datetime:
+    """``from_ms(ms)``, from the bounded cache of recent values (``_AT``)."""
+    when = _AT.get(ms)
+    if when is None:
+        if len(_AT) >= _MAX_AT:
+            _AT.clear()
+        when = _AT[ms] = from_ms(ms)
+    return when
 
 
 def decode_events(blobs: Sequence[bytes], record: str) -> list[Event]:

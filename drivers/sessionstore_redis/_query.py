@@ -16,7 +16,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from functools import partial
+from itertools import islice, repeat, takewhile
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sessionstore import Page, QueryOptions, Session, SessionFilter, StoreUnavailableError
 from sessionstore.clock import to_ms
@@ -32,7 +35,7 @@ from sessionstore.query import (
     search_matches,
 )
 
-from ._encoding import record_of
+from ._encoding import record_of, strings
 from ._scripts import COMPOSE, WALK
 from ._writes import Writes
 
@@ -60,11 +63,14 @@ class _Segment:
     hi: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """A row of a walk's reply (a named tuple: a page parses hundreds on Cluster, and a
+    frozen dataclass costs several times more to build)."""
+
     key: tuple[int, str]  # (score, id) position in the segment
     sid: str
-    record: str
+    record: bytes
+    doc: bytes | None  # the document, when the walk read it (single server)
 
 
 def _families(flt: SessionFilter, z: str) -> set[str]:
@@ -88,9 +94,17 @@ def _ceil_ms(value: datetime) -> int:
     return to_ms(value) + (1 if value.microsecond % 1000 else 0)
 
 
+_position: Final = itemgetter(0)  # an _Entry's key
+
+
 def _before(a: tuple[int, str], b: tuple[int, str], desc: bool) -> bool:
     """``a`` comes strictly before ``b`` in the walk direction."""
     return a > b if desc else a < b
+
+
+def _within(frontier: tuple[int, str], desc: bool, entry: _Entry) -> bool:
+    """``entry`` is not past ``frontier`` (every shard has answered up to it)."""
+    return not _before(frontier, entry.key, desc)
 
 
 class Queries:
@@ -98,7 +112,8 @@ class Queries:
     ``rebuild_indexes`` for :class:`RedisStore` (which checks that it is open first).
 
     It reads the indexes through ``writes`` (connection, key layout, clock; ``release``
-    of a stale stub), documents through ``fetch``, every stored session through
+    of a stale stub), documents through ``fetch`` and, with their index records (given
+    the documents the walk read, if any), ``fetch_rows``; every stored session through
     ``iter_sessions``, and queues index repairs on ``index`` (the calling loop's queue)."""
 
     def __init__(
@@ -106,6 +121,9 @@ class Queries:
         writes: Writes,
         *,
         fetch: Callable[..., Awaitable[dict[str, Session]]],
+        fetch_rows: Callable[
+            [list[str], list[bytes] | None], Awaitable[dict[str, tuple[Session, bytes]]]
+        ],
         iter_sessions: Callable[[], AsyncIterator[Session]],
         index: Callable[[], IndexQueue],
     ) -> None:
@@ -114,6 +132,10 @@ class Queries:
         self._keys = writes.keys
         self._clock = writes.clock
         self._fetch = fetch
+        self._fetch_rows = fetch_rows
+        #: the walk reads the returned rows' documents itself (not on Cluster: a script
+        #: reaches one slot there)
+        self._docs_prefix = "" if writes.cluster else self._keys.prefix
         self._iter_sessions = iter_sessions
         self._index = index
         #: the composite families (``lua/ixadd.lua``) known complete on every shard
@@ -312,11 +334,34 @@ class Queries:
             len(comps),
             *(covered for _, covered in comps),
             self.force_plan,
+            self._docs_prefix if want > 0 else "",
         ]
         keys = [ix + "r", ix + seg.zset, ix + "x", ix + "c", ix + "u"]
         keys += [key for g in groups for key in g]
         keys += [key for key, _ in comps]
         return ("script", WALK, keys, args)
+
+    def _walk_calls(
+        self,
+        shards: int,
+        seg: _Segment,
+        start: tuple[int, str] | None,
+        want: int,
+        flt: SessionFilter,
+        now: datetime,
+        desc: bool,
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`_walk_call` on shards ``0 .. shards - 1``: the arguments are the same on
+        every shard and the keys differ only in the shard's prefix, so they are built once
+        (16 shards on Cluster)."""
+        first = self._walk_call(0, seg, start, want, flt, now, desc)
+        calls = [first]
+        _, script, keys, args = first
+        cut = len(self._keys.index(0))
+        for shard in range(1, shards):
+            ix = self._keys.index(shard)
+            calls.append(("script", script, [ix + key[cut:] for key in keys], args))
+        return calls
 
     async def compose(self, families: Iterable[str]) -> None:
         """Make composite ``families`` (``"pu"``: by processor and ``updated_at``, ...;
@@ -383,16 +428,15 @@ class Queries:
                 # shard that holds more is asked again from the frontier
                 per_shard = want if shards == 1 else min(want, 2 * want // shards + 8)
                 results = await self._pipeline(
-                    [
-                        self._walk_call(k, seg, start, per_shard, flt, now, desc)
-                        for k in range(shards)
-                    ]
+                    self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
                 )
                 frontier, runs = self._parse(results, desc)
-                merged = heapq.merge(*runs, key=lambda e: e.key, reverse=desc)
-                final = [
-                    e for e in merged if frontier is None or not _before(frontier, e.key, desc)
-                ][:want]
+                # the runs are in walk order, so the rows up to the frontier come first:
+                # merge only as far as the page needs (a Cluster page merges 16 runs)
+                merged: Iterable[_Entry] = heapq.merge(*runs, key=_position, reverse=desc)
+                if frontier is not None:
+                    merged = takewhile(partial(_within, frontier, desc), merged)
+                final = list(islice(merged, want))
                 await self._confirm(final, seg, flt, now, needle, need, out, sort_by)
                 if len(final) == want:
                     start = final[-1].key  # cut short: continue right after the last row
@@ -404,16 +448,20 @@ class Queries:
                 break
         return out
 
-    @staticmethod
-    def _parse(results: list[Any], desc: bool) -> tuple[tuple[int, str] | None, list[list[_Entry]]]:
+    def _parse(
+        self, results: list[Any], desc: bool
+    ) -> tuple[tuple[int, str] | None, list[list[_Entry]]]:
         frontier: tuple[int, str] | None = None
         runs = []
+        docs = self._docs_prefix != ""
         for res in results:
             entries = []
-            for row in res[4:]:
+            parts = strings(res[4], res[5]) if len(res) > 5 else []
+            rows = parts[0::2] if docs else parts
+            for row, doc in zip(rows, parts[1::2] if docs else repeat(None), strict=False):
                 sid_b, score, record = row.split(b"\x01", 2)
                 sid = sid_b.decode()
-                entries.append(_Entry((int(float(score)), sid), sid, record.decode()))
+                entries.append(_Entry((int(float(score)), sid), sid, record, doc))
             runs.append(entries)
             if res[0] != b"1":
                 last = (int(float(res[1] or 0)), res[2].decode())
@@ -434,16 +482,23 @@ class Queries:
     ) -> None:
         if not entries:
             return
-        docs = await self._fetch([e.sid for e in entries], strict=False)
+        blobs = [e.doc for e in entries if e.doc is not None]
+        docs = await self._fetch_rows(
+            [e.sid for e in entries], blobs if len(blobs) == len(entries) else None
+        )
         repairs: list[tuple[str, list[Any]]] = []
         for entry in entries:
-            s = docs.get(entry.sid)
-            if s is None:
-                repairs.append((entry.sid, ["X", entry.sid, entry.record]))
+            row = docs.get(entry.sid)
+            if row is None:
+                repairs.append((entry.sid, ["X", entry.sid, entry.record.decode()]))
                 continue
-            if record_of(s) != entry.record:
-                repairs.append((entry.sid, ["P", entry.sid, record_of(s)]))
-                continue
+            s, record = row
+            if record != entry.record:
+                # the stored fields' record (decode_listed): the session's own decides
+                record = record_of(s).encode()
+                if record != entry.record:
+                    repairs.append((entry.sid, ["P", entry.sid, record.decode()]))
+                    continue
             key = order_key(s, sort_by)  # type: ignore[arg-type]
             position = (key[1] if isinstance(key[1], int) else 0, s.id)
             if key[0] != seg.missing or position != entry.key:

@@ -70,6 +70,9 @@ from ._encoding import (
     decode_checkpoint,
     decode_doc,
     decode_full,
+    decode_listed,
+    record_of,
+    strings,
 )
 from ._eventlog import EventLog
 from ._indexer import IndexQueue
@@ -148,7 +151,11 @@ class RedisStore(BaseSessionStore):
             writes, load=self._load, put_record=self._put_record, after_write=self._after_write
         )
         self._queries = Queries(
-            writes, fetch=self._fetch, iter_sessions=self._iter_sessions, index=self._here_index
+            writes,
+            fetch=self._fetch,
+            fetch_rows=self._fetch_rows,
+            iter_sessions=self._iter_sessions,
+            index=self._here_index,
         )
         self._log = EventLog(writes, self._written, self._session_of)
         self._appends = Appends(
@@ -243,7 +250,7 @@ class RedisStore(BaseSessionStore):
                 idempotent=True,
                 what="read",
             )
-            return [reply[0]]
+            return [reply]
         if self._cluster:
             calls = [("script", READ, [loc.doc], []) for loc in locs]
         else:
@@ -252,9 +259,8 @@ class RedisStore(BaseSessionStore):
             lambda: self._backend.pipeline(calls), idempotent=True, what="read"
         )
         if self._cluster:
-            return [r[0] if isinstance(r, list) else r for r in results]
-        reply = results[0]
-        return list(reply) if isinstance(reply, list) else [reply] * len(locs)
+            return list(results)
+        return _documents(results[0], len(locs)) or [results[0]] * len(locs)
 
     async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
         """Stored sessions (expired included), following stubs; corrupt ones raise
@@ -292,6 +298,71 @@ class RedisStore(BaseSessionStore):
                     self._writes.remember(sid, None)
                     again.append((sid, self._keys.home(sid), {*tried, None}))
             pending = again
+        return out
+
+    async def _read_by_node(self, locs: Sequence[Loc]) -> list[Any]:
+        """Cluster: documents as :meth:`_read_docs` sends them, one ``lua/read.lua`` call
+        per node instead of one per document (its first key routes the call, the node's
+        other documents ride in ``ARGV``: a script without flags may read any key of its
+        node). A document the call could not read (its slot moved meanwhile: ``'\\1'``,
+        or the whole call failed) is left to the exact path (:meth:`_fetch`)."""
+        client = self._backend.client
+        by_node: dict[str, list[int]] = {}
+        for i, loc in enumerate(locs):
+            by_node.setdefault(client.get_node_from_key(loc.doc).name, []).append(i)
+        groups = list(by_node.values())
+        calls: list[tuple[Any, ...]] = [
+            ("script", READ, [locs[g[0]].doc], [locs[i].doc for i in g[1:]]) for g in groups
+        ]
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="read"
+        )
+        out: list[Any] = [b"\x01"] * len(locs)
+        for group, reply in zip(groups, results, strict=True):
+            for i, blob in zip(group, _documents(reply, len(group)) or (), strict=True):
+                out[i] = blob
+        return out
+
+    async def _fetch_rows(
+        self, ids: list[str], blobs: list[bytes] | None
+    ) -> dict[str, tuple[Session, bytes]]:
+        """Stored sessions (expired included) with the index records their stored fields
+        make (``decode_listed``), for a listing's rows: from ``blobs`` (the documents as
+        the walk read them, in ``ids`` order) or read here. Anything but a plain document
+        at its place (a stub, a missing grouped document, anything corrupt) goes through
+        :meth:`_fetch`, which follows stubs and reports corrupt documents."""
+        read: list[Any] = blobs or []  # bytes, or an Exception: that document's failure
+        if blobs is None:
+            for start in range(0, len(ids), 1000):
+                locs = [self._writes.loc(sid) for sid in ids[start : start + 1000]]
+                if self._cluster:
+                    read += await self._read_by_node(locs)
+                else:
+                    read += await self._read_docs(locs)
+        out: dict[str, tuple[Session, bytes]] = {}
+        slow: list[str] = []
+        groups = self._groups
+        for sid, blob in zip(ids, read, strict=True):
+            try:
+                if isinstance(blob, Exception):
+                    raise IntegrityError(f"unreadable document ({blob})", sid)
+                got = decode_listed(blob, sid)
+            except IntegrityError:
+                slow.append(sid)  # read again and reported there
+                continue
+            if isinstance(got, tuple):
+                session = got[0]
+                if session.id != sid:
+                    slow.append(sid)
+                    continue
+                if session.group is not None and groups.get(sid) != session.group:
+                    self._writes.remember(sid, session.group)
+                out[sid] = (session, got[1])
+            elif got is not None or groups.get(sid) is not None:
+                slow.append(sid)  # a stub, or nothing where this store saw a group
+        if slow:
+            for sid, session in (await self._fetch(slow, strict=False)).items():
+                out[sid] = (session, record_of(session).encode())
         return out
 
     async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
@@ -749,3 +820,15 @@ class RedisStore(BaseSessionStore):
         while the store is in use. Returns ``(indexed, removed)``."""
         self._check_open()
         return await self._queries.rebuild_indexes()
+
+
+def _documents(reply: Any, count: int) -> list[bytes] | None:
+    """The ``count`` document strings of a ``lua/read.lua`` reply (``None``: the call
+    failed, ``reply`` is its error)."""
+    if isinstance(reply, bytes) and count == 1:
+        return [reply]
+    if isinstance(reply, list) and len(reply) == 2:
+        found = strings(reply[0], reply[1])
+        if len(found) == count:
+            return found
+    return None

@@ -136,6 +136,59 @@ async def test_sharded_indexes_merge_into_one_order(
         assert await store.count_sessions(flt) == len(want)
 
 
+async def test_a_pages_documents_are_read_once_per_node(
+    redis_cluster: RedisCluster, open_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's documents are read with one ``read.lua`` call per node (the node's other
+    documents named in ``ARGV``), not one per document; a document its call cannot read
+    (the client's slot map sent it to the wrong node) is read the exact way: listed,
+    never reported as corrupt."""
+    clock = ManualClock()
+    store = await open_redis(redis_cluster.url, clock=clock)
+    made = []
+    for i in range(40):
+        made.append(await store.create_session(id=f"n{i:02d}", tags={"t"}, group=None))
+        clock.advance(1)
+    want = [s.id for s in reversed(made)]
+    opts = QueryOptions(sort_by="created_at", order="desc", limit=40)
+    flt = SessionFilter(tags_all={"t"})
+    assert (await store.list_sessions(flt, opts)).ids == want  # composes the family
+    client = store.client
+    nodes = {client.get_node_from_key(store.key_names(s.id)["doc"]).name for s in made}
+    assert len(nodes) == 3
+    calls: list[int] = []  # read.lua calls per request
+    pipeline, script = store._backend.pipeline, store._backend.script
+
+    async def counted(batch: Any, here: Any = None) -> Any:
+        if batch and batch[0][1].name == "read":
+            calls.append(len(batch))
+        return await pipeline(batch, here)
+
+    async def one(what: Any, *args: Any) -> Any:
+        if what.name == "read":
+            calls.append(1)
+        return await script(what, *args)
+
+    monkeypatch.setattr(store._backend, "pipeline", counted)
+    monkeypatch.setattr(store._backend, "script", one)
+    page = await store.list_sessions(flt, opts)
+    assert page.items == list(reversed(made))
+    assert calls == [3]  # one pipelined request: a call per node
+    # a stale slot map: one document's key sent with another node's call
+    wrong = store.key_names("n07")["doc"]
+    right = client.get_node_from_key(wrong)
+    other = next(n for n in client.get_primaries() if n.name != right.name)
+    real_node = client.get_node_from_key
+    monkeypatch.setattr(
+        client, "get_node_from_key", lambda key, *a: other if key == wrong else real_node(key, *a)
+    )
+    calls.clear()
+    page = await store.list_sessions(flt, opts)
+    assert page.items == list(reversed(made))
+    assert calls == [3, 1]  # then the exact read of that one document
+    assert store.corrupt_records == {}
+
+
 async def test_grouped_create_round_trips_on_cluster(
     redis_cluster: RedisCluster, open_redis: Any
 ) -> None:

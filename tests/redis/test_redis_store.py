@@ -265,6 +265,46 @@ async def test_filtered_page_reads_only_the_page(open_redis: Any, redis_url: str
     assert await store.count_sessions(flt) == 70
 
 
+async def test_the_walk_reads_the_pages_documents_as_every_read_does(
+    open_redis: Any, redis_url: str
+) -> None:
+    """On a single server the walk script reads the returned rows' documents itself (one
+    round trip for a page); what it cannot hand over as a plain document goes through
+    the store's exact read, so a page holds what ``get_session`` would return: grouped
+    sessions through their stubs (by a store that never saw their group), corrupt
+    documents left out and reported, an edited document's stale row left out and
+    repaired, a field in another spelling read as the session it is."""
+    store = await open_redis(redis_url)
+    opts = QueryOptions(sort_by="created_at")
+    made = [
+        await store.create_session(id="a", tags={"t"}, data={"x": 1}),
+        await store.create_session(id="b", tags={"t"}, group="g1", metadata={"m": [1]}),
+        await store.create_session(id="c", tags={"t"}, group="g2"),
+        await store.create_session(id="d", tags={"t", "u"}),
+        await store.create_session(id="e", tags={"t"}),
+        await store.create_session(id="f", tags={"t"}),
+        await store.create_session(id="g", tags={"t"}),
+    ]
+    fresh = await open_redis(redis_url)  # no group cached
+    flt = SessionFilter(tags_all={"t"})
+    assert (await fresh.list_sessions(flt, opts)).items == made
+    assert fresh._writes.groups == {"b": "g1", "c": "g2"}
+    await store.client.delete(store.key_names("c", "g2")["doc"])  # a stub, no document
+    await store.client.hset(store.key_names("d")["doc"], 'd:"x"', b"\x80garbage")
+    await store.client.delete(store.key_names("e")["doc"])
+    await store.client.set(store.key_names("e")["doc"], b"not a hash")
+    await store.client.hset(store.key_names("f")["doc"], "t:new", "")  # behind its back
+    await store.client.hset(store.key_names("g")["doc"], "ver", "01")  # version 1 still
+    fresh = await open_redis(redis_url)
+    page = await fresh.list_sessions(flt, opts)
+    assert page.ids == ["a", "b", "g"]
+    assert page.items[:2] == made[:2] and page.items[2] == made[6]
+    assert {"d", "e"} <= set(fresh.corrupt_records)
+    # the repair (queued) put f's row back from its document: listed with the new tag
+    await fresh.rebuild_indexes()
+    assert "f" in (await fresh.list_sessions(SessionFilter(tags_all={"new"}), opts)).ids
+
+
 async def test_cleanup_removes_index_entries(open_redis: Any, redis_url: str) -> None:
     clock = ManualClock()
     store = await open_redis(redis_url, clock=clock)

@@ -1,14 +1,24 @@
 -- Read session documents, each as one string "field\0value\0field\0value..." (NUL never
 -- occurs in a field or a value: JSON escapes it, ids, tags and headers exclude it), so
 -- the client parses one bulk string per document instead of two per field.
--- KEYS: doc keys. Reply: one string per key ('' = no such key, '\1' = not a hash).
+-- KEYS: doc keys; ARGV: more doc keys (on Cluster, documents of other slots of the same
+-- node, which a script without flags may read; a key of another node answers '\1').
+-- Reply: per key, KEYS then ARGV, a string ('' = no such key, '\1' = not a hash): for one
+-- key that string, else {sizes, strings}: the strings concatenated and their lengths,
+-- comma-separated (two reply elements for a page: the client's pure-Python reply parser
+-- costs microseconds per element).
 local out = {}
-for i, key in ipairs(KEYS) do
+local function read(key)
   local fields = redis.pcall('HGETALL', key)
   if type(fields) == 'table' and fields.err then
-    out[i] = '\1'
+    out[#out + 1] = '\1'
   else
-    out[i] = table.concat(fields, '\0')
+    out[#out + 1] = table.concat(fields, '\0')
   end
 end
-return out
+for _, key in ipairs(KEYS) do read(key) end
+for _, key in ipairs(ARGV) do read(key) end
+if #out == 1 then return out[1] end
+local sizes = {}
+for i, s in ipairs(out) do sizes[i] = #s end
+return {table.concat(sizes, ','), table.concat(out)}

@@ -9,12 +9,19 @@
 --   14 ea_before (matches ea < X), 15 has_events ('', '0', '1'),
 --   16 group count, then each group's key count (a group matches when the id is in ANY
 --      of its sets; every group must match), then the composite count, then per
---      composite the groups it covers ('1,3'); the last argument forces a plan ('' the
---      planner's choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep).
+--      composite the groups it covers ('1,3'); then a forced plan ('' the planner's
+--      choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep), then the
+--      namespace's key prefix ('' = none): the returned rows' documents are read too, by
+--      keys built here (single server and Sentinel only, where a script may read keys
+--      its call does not name; on Cluster the client reads them in a second step).
 --   The composites' keys (sorted sets in the order's sort key, see ixadd.lua) follow the
 --   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
 --   and the script reads one only when its family is complete on the shard (IX.."cd").
--- Reply: {done, last_score, last_member, count, 'id\1score\1record', ...}
+-- Reply: {done, last_score, last_member, count, sizes, rows}: rows is the returned rows
+-- 'id\1score\1record' concatenated, each followed by its document when documents are
+-- read (read.lua's string: 'field\0value...', '' none, '\1' not a hash), and sizes
+-- their lengths, comma-separated: one frame for the page (the client's pure-Python
+-- reply parser costs microseconds per element). A count (want 0) has no rows.
 -- The plan: walk the smallest composite when it is no larger than the smallest candidate
 -- group (it holds only candidates, already in order), else enumerate the smallest
 -- candidate group when it is small, else walk the order (a composite's, if any).
@@ -52,6 +59,7 @@ for ci = 1, NC do
   k = k + 1
 end
 local FORCE = ARGV[a + NC + 1] or ''
+local DOCP = ARGV[a + NC + 2] or ''
 local SKIP = {}  -- groups the walked composite covers
 
 local function blt(a, b)
@@ -118,9 +126,29 @@ local function passes(m, s)
   return true
 end
 
--- The rows {id, score string} with their records, in one HMGET, appended to out;
--- returns how many (a row whose record is gone, a stale order entry, is left out).
-local function emit(rows, out)
+local PARTS, SIZES = {}, {}
+local function put(s)
+  PARTS[#PARTS + 1] = s
+  SIZES[#SIZES + 1] = #s
+end
+
+-- Session id's document as read.lua sends it, following a grouped session's stub
+-- ({grp: group}) to the group's slot (the stub itself when the group holds none).
+local function read_doc(id)
+  local f = redis.pcall('HGETALL', DOCP .. '{' .. id .. '}:doc')
+  if f.err then return '\1' end
+  if #f == 2 and f[1] == 'grp' then
+    local g = redis.pcall('HGETALL', DOCP .. '{' .. f[2] .. '}:' .. id .. ':doc')
+    if g.err then return '\1' end
+    if #g > 0 then f = g end
+  end
+  return table.concat(f, '\0')
+end
+
+-- The rows {id, score string} with their records (one HMGET) and, with DOCP, their
+-- documents, added to the reply; returns how many (a row whose record is gone, a stale
+-- order entry, is left out).
+local function emit(rows)
   if #rows == 0 then return 0 end
   local ids = {}
   for i, f in ipairs(rows) do ids[i] = f[1] end
@@ -129,10 +157,17 @@ local function emit(rows, out)
   for i, f in ipairs(rows) do
     if recs[i] then
       n = n + 1
-      out[#out + 1] = f[1] .. '\1' .. f[2] .. '\1' .. recs[i]
+      put(f[1] .. '\1' .. f[2] .. '\1' .. recs[i])
+      if DOCP ~= '' then put(read_doc(f[1])) end
     end
   end
   return n
+end
+
+local function reply(out)
+  out[5] = table.concat(SIZES, ',')
+  out[6] = table.concat(PARTS)
+  return out
 end
 
 local function in_range(s)
@@ -214,10 +249,10 @@ if plan == 'sort' then
     local rows = {}
     for j = i, math.min(#found, i + WANT - n - 1) do rows[#rows + 1] = {found[j][1], found[j][3]} end
     i = i + #rows
-    n = n + emit(rows, out)
+    n = n + emit(rows)
   end
   out[4] = n
-  return out
+  return reply(out)
 end
 
 -- ------------------------------------------------------------------ walk
@@ -234,10 +269,10 @@ local function fmt(x, inf) if x then return string.format('%.0f', x) end; return
 local size = WANT > 0 and math.min(CH, math.max(16, WANT)) or CH
 -- a partial answer (page full or budget spent): the rows read, resumable after out[2..3]
 local function partial()
-  local n = emit(rows, out)
+  local n = emit(rows)
   out[1] = '0'
   out[4] = WANT > 0 and n or count
-  return out
+  return reply(out)
 end
 while true do
   local batch, step
@@ -275,10 +310,10 @@ while true do
   off = off + size
   size = math.min(CH * 4, size * 2)
 end
-local n = emit(rows, out)
+local n = emit(rows)
 if WANT > 0 and n < #rows then
   -- stale entries among the rows: the caller asks again from the last position
   out[1] = '0'
 end
 out[4] = WANT > 0 and n or count
-return out
+return reply(out)
