@@ -20,7 +20,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields
+from dataclasses import fields, make_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
@@ -123,21 +123,23 @@ _TIMES: dict[int, datetime] = {}
 _CACHE_MAX: Final = 8192
 _ONE_MS: Final = timedelta(milliseconds=1)
 _loads = orjson.loads
-_new = object.__new__
-#: ``Session``'s fields, set one by one through their slot descriptors by ``session_of``
-#: (the frozen dataclass's ``__init__`` sets each through ``object.__setattr__``, and
-#: ``fast_session`` costs a Python frame and a class swap: ~7k instructions a session
-#: against ~3k this way, callgrind).
+#: ``Session``'s twin: the same slots without the frozen ``__setattr__``; a row's session
+#: is built as one and re-classed (callgrind, per session: ~7k instructions through
+#: ``planning.fast_session``, which adds a call with ``*args``; ~14k setting the slots
+#: through their descriptors; ~5k this way).
 _SESSION_SLOTS: Final = tuple(f.name for f in fields(Session))
 if _SESSION_SLOTS != (
     "id", "processor_id", "status", "data", "metadata", "tags", "created_at", "updated_at",
     "expires_at", "version", "event_count", "last_seq", "group",
 ) or hasattr(Session, "__post_init__"):  # fmt: skip
     raise ImportError("sessionstore.Session changed: update session_of")  # pragma: no cover
-(
-    _SET_ID, _SET_PROCESSOR, _SET_STATUS, _SET_DATA, _SET_METADATA, _SET_TAGS, _SET_CREATED,
-    _SET_UPDATED, _SET_EXPIRES, _SET_VERSION, _SET_EVENT_COUNT, _SET_LAST_SEQ, _SET_GROUP,
-) = (getattr(Session, name).__set__ for name in _SESSION_SLOTS)  # fmt: skip
+_Twin = make_dataclass(
+    "Session", [(f.name, f.type) for f in fields(Session)], slots=True, eq=False, repr=False
+)
+if _Twin.__slots__ != Session.__slots__:  # type: ignore[attr-defined]
+    raise ImportError("sessionstore.Session's slots changed: update session_of")  # pragma: no cover
+
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _PLACEHOLDER: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -202,28 +204,21 @@ def session_of(row: Row) -> Session | None:
     times = _TIMES
     created_at = times.get(created) or _time(created)
     updated_at = created_at if updated == created else times.get(updated) or _time(updated)
-    session = _new(Session)
-    _SET_ID(session, sid)
-    _SET_PROCESSOR(session, processor)
-    _SET_STATUS(session, state)
-    _SET_DATA(session, data)
-    _SET_METADATA(session, meta)
-    _SET_TAGS(session, tag_set)
-    _SET_CREATED(session, created_at)
-    _SET_UPDATED(session, updated_at)
-    _SET_EXPIRES(session, None if expires is None else times.get(expires) or _time(expires))
-    _SET_VERSION(session, version)
-    _SET_EVENT_COUNT(session, count)
-    _SET_LAST_SEQ(session, last)
-    _SET_GROUP(session, grp)
-    return session
+    session = _Twin(
+        sid, processor, state, data, meta, tag_set, created_at, updated_at,
+        None if expires is None else times.get(expires) or _time(expires),
+        version, count, last, grp,
+    )  # fmt: skip
+    session.__class__ = Session
+    return session  # type: ignore[no-any-return]
 
 
 def _time(ms: int) -> datetime:
     """``clock.from_ms``, kept in ``_TIMES`` (a page is listed again and again)."""
     if len(_TIMES) >= _CACHE_MAX:
         _TIMES.clear()
-    when = _TIMES[ms] = _EPOCH + _ONE_MS * ms
+    when: datetime = _EPOCH + _ONE_MS * ms
+    _TIMES[ms] = when
     return when
 
 
@@ -437,14 +432,8 @@ class Index:
             params.append(limit)
         cur = self.conn().execute(sql, params)
         if post is None:
-            while rows := cur.fetchmany(256):
-                yield from rows
-            return
-        meta = _META if full else 1
-        while rows := cur.fetchmany(256):
-            for row in rows:
-                if post(bytes(row[meta])):
-                    yield row
+            return cur  # the cursor steps the statement row by row (C, no generator)
+        return _passing(cur, post, _META if full else 1)
 
     def count(self, flt: SessionFilter, now: datetime) -> int:
         if _metadata_check(flt, now) is not None:
@@ -454,6 +443,13 @@ class Index:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return int(self.conn().execute(sql, params).fetchone()[0])
+
+
+def _passing(cur: sqlite3.Cursor, post: Any, meta: int) -> Iterator[Row]:
+    """The rows of ``cur`` whose metadata (column ``meta``) passes ``post``."""
+    for row in cur:
+        if post(bytes(row[meta])):
+            yield row
 
 
 class _tx:
