@@ -100,13 +100,16 @@ ON CONFLICT(id) DO UPDATE SET processor_id = excluded.processor_id, status = exc
     data = excluded.data
 """
 # Only the columns that changed (SQLite rewrites the entries of every index on a column
-# it sets): an append moves the time, version and counts; a save also the data.
+# it sets): an append moves the time, version and counts; a save also the data. Never
+# on a row without data (upgraded in place, its other new columns not filled yet): that
+# one gets the whole row.
 _BUMP: Final = (
-    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, last_seq = ? WHERE id = ?"
+    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, last_seq = ?"
+    " WHERE id = ? AND data IS NOT NULL"
 )
 _BUMP_DATA: Final = (
     "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, last_seq = ?, data = ?"
-    " WHERE id = ?"
+    " WHERE id = ? AND data IS NOT NULL"
 )
 #: What a listing reads of a row (``session_of`` decodes it); metadata at ``_META``.
 _SELECT_FULL: Final = (

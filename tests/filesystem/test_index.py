@@ -224,3 +224,14 @@ async def test_a_row_without_its_session_is_read_from_the_files(
         reads[0] = 0
         assert (await store.list_sessions(*ALL)).items == before
         assert reads[0] == 0
+        # a write to a row without data (whose other new columns are the upgrade's
+        # defaults) rewrites the whole row, not only what the write changed
+        conn.execute("UPDATE sessions SET data = NULL, tag_list = NULL WHERE id = 'c'")
+        await store.update_session("c", data={"n": "c2"})
+        await store.append_events("a", [{"type": "e"}])
+        conn.execute("UPDATE sessions SET data = NULL, tag_list = NULL WHERE id = 'a'")
+        await store.append_events("a", [{"type": "e"}])
+        reads[0] = 0
+        listed = (await store.list_sessions(*ALL)).items
+        assert reads[0] == 0 and all(s.tags == {"t"} for s in listed)
+        assert listed == await _listed_as_read(store)
