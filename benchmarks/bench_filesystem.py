@@ -34,7 +34,12 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
    fsync(directory), then open + read + ``orjson.loads`` (issue 21 item 2), each side in
    two hops as the store's; a durable SQLite insert + commit + select (WAL,
    ``synchronous=FULL``) of the same document is reported beside it.
-10. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions on durable
+10. (issue 21) the 100 newest (``updated_at`` desc) of one processor's 1,000 sessions
+    among 10,000 (``_million``'s sessions, loaded with ``durability="none"``, the store
+    reopened durable) <= 2x an on-disk SQLite table of the same sessions with a
+    ``(processor, updated)`` index, the same 100 rows selected and each row's document
+    decoded with ``orjson``, in one hop;
+11. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions on durable
     stores: load by ``commit()`` of 1,000 creates, the bytes allocated on disk under the
     root (and the index's share), the listing against an on-disk SQLite floor of every
     session read in one hop, counts, backup and restore.
@@ -77,6 +82,7 @@ class Sizes:
     sessions: int
     query_repeat: int
     concurrent_saves: int
+    listing: int
 
 
 FULL = Sizes(
@@ -88,6 +94,7 @@ FULL = Sizes(
     sessions=100_000,
     query_repeat=3,
     concurrent_saves=25,
+    listing=10_000,
 )
 QUICK = Sizes(
     repeat=5,
@@ -98,6 +105,7 @@ QUICK = Sizes(
     sessions=5_000,
     query_repeat=3,
     concurrent_saves=10,
+    listing=2_000,
 )
 
 
@@ -429,6 +437,38 @@ async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
+async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
+    """Row 10: the 100 newest of a processor's 1,000 (issue 21) against SQLite + orjson."""
+    root, total = os.path.join(base, "listing"), sizes.listing
+    clock = ManualClock()
+    async with FileStore(root=root, clock=clock, durability="none") as store:
+        await _million.load(store, total, 1_000, clock, "commit")
+    async with FileStore(root=root, clock=clock) as store:
+        floor = await _million.sqlite_floor(store, os.path.join(base, "listing.db"), hop=True)
+        try:
+            page = await store.list_sessions(_million.LISTING_FILTER, _million.LISTING_OPTIONS)
+            if page.ids != await floor.ids():
+                raise SystemExit("BUG: the listing and its floor disagree")
+            op, low = await compare(
+                lambda: store.list_sessions(_million.LISTING_FILTER, _million.LISTING_OPTIONS),
+                floor.call,
+                repeat=sizes.repeat,
+            )
+        finally:
+            if floor.close is not None:
+                await floor.close()
+    report.add(
+        Row(
+            f"100 newest of a processor's 1,000 among {total:,}",
+            op,
+            floor.name,
+            low,
+            Target.at_most(2),
+            note="issue 21: one indexed query, every session decoded from its index row",
+        )
+    )
+
+
 async def bench_million(report: Report, base: str, total: int) -> None:
     """Row 7: ``_million.py``'s steps on fresh durable stores under ``base``."""
     source, target = os.path.join(base, "million"), os.path.join(base, "million-restored")
@@ -491,6 +531,7 @@ async def run(
             await bench_create(report, sizes, base)
             await bench_event_log(report, sizes, base)
             await bench_query(report, sizes, base)
+            await bench_listing(report, sizes, base)
         if million:
             await bench_million(report, base, million)
     finally:

@@ -134,6 +134,7 @@ FILESYSTEM_ROWS = {
     "get_events(last=20), 10,000 events",
     "list_sessions tag+range, 5,000",
     "durable create_session + get_session (2 KB)",
+    "100 newest of a processor's 1,000 among 2,000",
 }
 
 

@@ -67,7 +67,7 @@ from ._fs import (
     write_all,
 )
 from ._heads import HeadCache, Tokens
-from ._index import Index
+from ._index import Index, session_of
 from ._layout import MARKER, Layout, namespace_dir, session_ids
 from ._locks import Held, Locks
 from ._log import LogReader, Window
@@ -86,7 +86,9 @@ log = logging.getLogger("sessionstore.filesystem")
 # older process would read dropped lines as corruption, so it must refuse the store.
 # 4: a session without events or checkpoints may be one file, <shard>/<id>~.json, with no
 # directory (a create is one new durable file); an older process would not see it.
-STORE_FORMAT: Final = 4
+# 5: the index (format 3) holds what a listing returns and a listing reads only the
+# index; an older process would update rows without those columns, so it must refuse.
+STORE_FORMAT: Final = 5
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
@@ -111,6 +113,11 @@ def _evs(state: State, proven: Cover | None = None) -> list[EventChange]:
             return []
         ev.old = proven
     return [ev]
+
+
+def _encoded(mutations: Sequence[Mutation]) -> dict[str, bytes]:
+    """The new sessions' data as the mutations encoded it, by id (for their index rows)."""
+    return {m.session_id: m.data_json for m in mutations if m.data_json is not None}
 
 
 class Engine:
@@ -491,7 +498,7 @@ class Engine:
                 change = (mut.session_id, old, mut.session)
 
                 def hook() -> None:
-                    self._index_write([change], _evs(state))
+                    self._index_write([change], _evs(state), _encoded(mutations))
                     early.append(True)
 
             proven = None
@@ -503,7 +510,10 @@ class Engine:
                 self._resync(sids)
                 raise
             if not early:
-                self._index_write([(mut.session_id, old, new)], _evs(state, proven))
+                self._index_write(
+                    [(mut.session_id, old, new)], _evs(state, proven),
+                    _encoded(mutations) if new is mut.session else None,
+                )  # fmt: skip
         else:
             self._write_batch(mutations, states, atomic=atomic)
 
@@ -569,7 +579,11 @@ class Engine:
                     "written: re-read them"
                 ) from exc
             raise
-        self._index_write(changes, [ev for st in states.values() for ev in _evs(st)])  # no cuts
+        by_id = {m.session_id: m for m in mutations}
+        self._index_write(
+            changes, [ev for st in states.values() for ev in _evs(st)],  # no cuts
+            _encoded([by_id[sid] for sid, _, new in changes if new is by_id[sid].session]),
+        )  # fmt: skip
         if journal is not None:
             try:  # applied: a journal left (a failed unlink) is completed as a no-op later
                 with suppress(OSError):
@@ -613,9 +627,10 @@ class Engine:
         self,
         changes: list[tuple[str, Session | None, Session | None]],
         events: Sequence[EventChange] = (),
+        encoded: Mapping[str, bytes] | None = None,
     ) -> None:
         try:
-            self.index.write(changes, events)
+            self.index.write(changes, events, encoded)
         except sqlite3.Error as exc:
             log.warning("index update failed (%s); the rows are repaired from the files", exc)
             with self._mutex:
@@ -663,7 +678,8 @@ class Engine:
         return state.session
 
     def list_page(self, flt: SessionFilter, opts: QueryOptions, now: datetime) -> Page:
-        """One page, ordered by the index, sessions read from their files."""
+        """One page: one indexed query, the sessions decoded from their rows (a row
+        without them, in an index being upgraded, is read from the files)."""
         self.maintain()
         fingerprint = query_fingerprint(flt, opts)
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
@@ -674,7 +690,7 @@ class Engine:
             more = False
             seen = 0
             skip = opts.offset
-            for sid, _metadata in self.index.select(flt, now, opts, after, limit=bound):
+            for row in self.index.select(flt, now, opts, after, limit=bound, full=True):
                 seen += 1
                 if skip:
                     skip -= 1
@@ -682,6 +698,14 @@ class Engine:
                 if len(items) == opts.limit:
                     more = True
                     break
+                found = session_of(row)
+                if found is not None:
+                    items.append(found)
+                    continue
+                sid = row[0]
+                if row[-1] is not None:  # a row that does not decode: rewrite it
+                    with self._mutex:
+                        self._dirty.add(sid)
                 session = self._query_load(sid)
                 if session is None or not matches(session, flt, now):
                     if session is None and self.corrupt and self.corrupt[-1].record == sid:
@@ -711,7 +735,9 @@ class Engine:
     ) -> Page:
         self.maintain()
         sessions = [
-            s for sid, _ in self.index.select(flt, now) if (s := self._query_load(sid)) is not None
+            s
+            for row in self.index.select(flt, now, full=True)
+            if (s := session_of(row) or self._query_load(row[0])) is not None
         ]
         return evaluate(sessions, flt, opts, now, search=text)
 

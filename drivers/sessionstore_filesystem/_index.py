@@ -1,9 +1,12 @@
 """The query index: stdlib ``sqlite3`` in WAL mode, one row per session, rebuildable.
 
-The files are the truth; the index only answers "which ids, in which order". Every write
-updates it after the durable file write, under the session's lock, so rows change in the
-same order as the files, whichever process writes. A crash between the two is repaired
-from the in-flight markers (see ``_engine``); ``reindex`` rebuilds it from the files.
+The files are the truth; the index answers "which sessions, in which order" and holds
+what a listing returns (every field of the current session: a page is one indexed query,
+no file is read). Every write updates it after the durable file write, under the
+session's lock, so rows change in the same order as the files, whichever process writes.
+A crash between the two is repaired from the in-flight markers (see ``_engine``);
+``reindex`` rebuilds it from the files. A row without ``data`` (NULL: an index upgraded
+from format 2 and not yet rebuilt) or one that does not decode is read from the files.
 
 Times are stored as epoch milliseconds (the order key of ``sessionstore.query``);
 exclusive bounds given with sub-millisecond precision are rounded the way that keeps the
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields, make_dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -29,10 +33,13 @@ from sessionstore.query import OrderKey, matches
 
 from ._event_index import EventChange, apply_changes, invalidate
 
-__all__ = ["INDEX_FORMAT", "Index", "Row"]
+__all__ = ["INDEX_FORMAT", "Index", "Row", "session_of"]
 
 # 2: the event index (events, ev_cover); a format-1 index is rebuilt on open.
-INDEX_FORMAT: Final = "2"
+# 3: rows hold the whole session (last_seq, grp, tag_list, data) and the processor's
+# index is (processor_id, updated_ms, id); a format-2 index gains the columns and is
+# rebuilt on open (see Index.create).
+INDEX_FORMAT: Final = "3"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(
@@ -44,12 +51,16 @@ CREATE TABLE IF NOT EXISTS sessions(
     expires_ms INTEGER,
     version INTEGER NOT NULL,
     event_count INTEGER NOT NULL,
-    metadata BLOB NOT NULL
+    metadata BLOB NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    grp TEXT,
+    tag_list BLOB,
+    data BLOB
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_ms, id);
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_ms, id);
 CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires_ms, id);
-CREATE INDEX IF NOT EXISTS sessions_processor ON sessions(processor_id);
+CREATE INDEX IF NOT EXISTS sessions_proc_updated ON sessions(processor_id, updated_ms, id);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
 CREATE TABLE IF NOT EXISTS tags(
     tag TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(tag, id)
@@ -68,21 +79,76 @@ CREATE INDEX IF NOT EXISTS events_type ON events(id, type, seq);
 CREATE INDEX IF NOT EXISTS events_at ON events(id, at_us, seq);
 CREATE UNIQUE INDEX IF NOT EXISTS events_key ON events(id, key) WHERE key IS NOT NULL;
 """
+# Format 2 -> 3: the columns a listing returns (the table is rebuilt after this).
+_UPGRADE_3: Final = (
+    "ALTER TABLE sessions ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE sessions ADD COLUMN grp TEXT",
+    "ALTER TABLE sessions ADD COLUMN tag_list BLOB",
+    "ALTER TABLE sessions ADD COLUMN data BLOB",
+    "DROP INDEX IF EXISTS sessions_processor",
+    "DELETE FROM meta WHERE key = 'complete'",
+)
 _UPSERT: Final = """
 INSERT INTO sessions(id, processor_id, status, created_ms, updated_ms, expires_ms, version,
-                     event_count, metadata)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                     event_count, metadata, last_seq, grp, tag_list, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT(id) DO UPDATE SET processor_id = excluded.processor_id, status = excluded.status,
     created_ms = excluded.created_ms, updated_ms = excluded.updated_ms,
     expires_ms = excluded.expires_ms, version = excluded.version,
-    event_count = excluded.event_count, metadata = excluded.metadata
+    event_count = excluded.event_count, metadata = excluded.metadata,
+    last_seq = excluded.last_seq, grp = excluded.grp, tag_list = excluded.tag_list,
+    data = excluded.data
 """
-_BUMP: Final = "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ? WHERE id = ?"
+# Only the columns that changed (SQLite rewrites the entries of every index on a column
+# it sets): an append moves the time, version and counts; a save also the data. Never
+# on a row without data (upgraded in place, its other new columns not filled yet): that
+# one gets the whole row.
+_BUMP: Final = (
+    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, last_seq = ?"
+    " WHERE id = ? AND data IS NOT NULL"
+)
+_BUMP_DATA: Final = (
+    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, last_seq = ?, data = ?"
+    " WHERE id = ? AND data IS NOT NULL"
+)
+#: What a listing reads of a row (``session_of`` decodes it); metadata at ``_META``.
+_SELECT_FULL: Final = (
+    "SELECT id, processor_id, status, created_ms, updated_ms, expires_ms, version,"
+    " event_count, last_seq, grp, tag_list, metadata, data FROM sessions"
+)
+_META: Final = 11
+_STATUS: Final = {s.value: s for s in Status}
+_NO_TAGS: Final[frozenset[str]] = frozenset()
+#: Tag sets by their JSON and datetimes by their epoch milliseconds, as listings decoded
+#: them lately (immutable, so shared; a page is listed again and again).
+_TAG_SETS: dict[bytes, frozenset[str]] = {}
+_TIMES: dict[int, datetime] = {}
+_CACHE_MAX: Final = 8192
+_ONE_MS: Final = timedelta(milliseconds=1)
+_loads = orjson.loads
+#: ``Session``'s twin: the same slots without the frozen ``__setattr__``; a row's session
+#: is built as one and re-classed (callgrind, per session: ~7k instructions through
+#: ``planning.fast_session``, which adds a call with ``*args``; ~14k setting the slots
+#: through their descriptors; ~5k this way).
+_SESSION_SLOTS: Final = tuple(f.name for f in fields(Session))
+if _SESSION_SLOTS != (
+    "id", "processor_id", "status", "data", "metadata", "tags", "created_at", "updated_at",
+    "expires_at", "version", "event_count", "last_seq", "group",
+) or hasattr(Session, "__post_init__"):  # fmt: skip
+    raise ImportError("sessionstore.Session changed: update session_of")  # pragma: no cover
+_Twin = make_dataclass(
+    "Session", [(f.name, f.type) for f in fields(Session)], slots=True, eq=False, repr=False
+)
+if _Twin.__slots__ != Session.__slots__:  # type: ignore[attr-defined]
+    raise ImportError("sessionstore.Session's slots changed: update session_of")  # pragma: no cover
+
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _PLACEHOLDER: Final = datetime(2000, 1, 1, tzinfo=UTC)
 
-#: (id, metadata JSON) as a query yields them.
-Row = tuple[str, bytes]
+#: A row as a query yields it: ``(id, metadata JSON)``, or with ``full=True`` the columns
+#: of ``_SELECT_FULL`` (for :func:`session_of`).
+Row = tuple[Any, ...]
 
 
 def _us(value: datetime) -> int:
@@ -98,7 +164,8 @@ def _ceil_ms(value: datetime) -> int:
     return -(-_us(value) // 1000)
 
 
-def _row(s: Session) -> tuple[Any, ...]:
+def _row(s: Session, data_json: bytes | None = None) -> tuple[Any, ...]:
+    """The columns of ``s`` (``data_json``: its data already encoded, or None)."""
     return (
         s.id,
         s.processor_id,
@@ -109,7 +176,53 @@ def _row(s: Session) -> tuple[Any, ...]:
         s.version,
         s.event_count,
         orjson.dumps(s.metadata),
+        s.last_seq,
+        s.group,
+        orjson.dumps(sorted(s.tags)) if s.tags else None,
+        orjson.dumps(s.data) if data_json is None else data_json,
     )
+
+
+def session_of(row: Row) -> Session | None:
+    """The session of a ``full`` row; None when the row has no data (an index upgraded
+    in place, not yet rebuilt) or does not decode: read that one from its files."""
+    sid, processor, status, created, updated, expires, version, count, last, grp, tags, meta, data = row  # fmt: skip  # noqa: E501
+    if data is None:
+        return None
+    try:
+        data = _loads(data)
+        meta = {} if meta == b"{}" else _loads(meta)
+        if tags is None:
+            tag_set = _NO_TAGS
+        elif (tag_set := _TAG_SETS.get(tags)) is None:  # type: ignore[assignment]
+            tag_set = frozenset(_loads(tags))
+            if len(_TAG_SETS) >= _CACHE_MAX:
+                _TAG_SETS.clear()
+            _TAG_SETS[tags] = tag_set
+        state = _STATUS[status]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if type(data) is not dict or type(meta) is not dict:
+        return None
+    times = _TIMES
+    created_at = times.get(created) or _time(created)
+    updated_at = created_at if updated == created else times.get(updated) or _time(updated)
+    session = _Twin(
+        sid, processor, state, data, meta, tag_set, created_at, updated_at,
+        None if expires is None else times.get(expires) or _time(expires),
+        version, count, last, grp,
+    )  # fmt: skip
+    session.__class__ = Session
+    return session  # type: ignore[no-any-return]
+
+
+def _time(ms: int) -> datetime:
+    """``clock.from_ms``, kept in ``_TIMES`` (a page is listed again and again)."""
+    if len(_TIMES) >= _CACHE_MAX:
+        _TIMES.clear()
+    when: datetime = _EPOCH + _ONE_MS * ms
+    _TIMES[ms] = when
+    return when
 
 
 class Index:
@@ -156,6 +269,11 @@ class Index:
         conn.execute("PRAGMA page_size=1024")  # small rows, small WAL frames per commit
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(_SCHEMA)
+        with _tx(conn):  # one process upgrades a format-2 table; the others see it done
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
+            if "data" not in columns:
+                for step in _UPGRADE_3:
+                    conn.execute(step)
         fmt = self.get_meta("format")
         complete = self.get_meta("complete")
         return fmt != INDEX_FORMAT or complete != "1"
@@ -176,9 +294,11 @@ class Index:
         self,
         changes: Sequence[tuple[str, Session | None, Session | None]],
         events: Sequence[EventChange] = (),
+        encoded: Mapping[str, bytes] | None = None,
     ) -> None:
         """Apply ``(id, old, new)`` changes (``new`` None: deleted) and the event rows'
-        ``events`` in one transaction."""
+        ``events`` in one transaction (``encoded``: the new sessions' data as JSON, by
+        id, where the write already has it)."""
         conn = self.conn()
         if len(changes) == 1:
             sid, old, new = changes[0]
@@ -191,31 +311,48 @@ class Index:
                 and old.status is new.status
                 and old.created_at == new.created_at
                 and old.expires_at == new.expires_at
+                and old.group == new.group
             ):
-                args = (to_ms(new.updated_at), new.version, new.event_count, sid)
+                if old.data is new.data or old.data == new.data:
+                    sql = _BUMP
+                    args: tuple[Any, ...] = (
+                        to_ms(new.updated_at), new.version, new.event_count, new.last_seq, sid
+                    )  # fmt: skip
+                else:
+                    data_json = None if encoded is None else encoded.get(sid)
+                    sql = _BUMP_DATA
+                    args = (
+                        to_ms(new.updated_at), new.version, new.event_count, new.last_seq,
+                        orjson.dumps(new.data) if data_json is None else data_json, sid,
+                    )  # fmt: skip
                 if not events:
-                    cur = conn.execute(_BUMP, args)
+                    cur = conn.execute(sql, args)
                     if cur.rowcount == 1:
                         return
                 else:
                     with _tx(conn):
-                        if conn.execute(_BUMP, args).rowcount != 1:
-                            self._put(conn, sid, old, new)
+                        if conn.execute(sql, args).rowcount != 1:
+                            self._put(conn, sid, old, new, encoded)
                         apply_changes(conn, events)
                     return
         with _tx(conn):
             for sid, old, new in changes:
-                self._put(conn, sid, old, new)
+                self._put(conn, sid, old, new, encoded)
             apply_changes(conn, events)
 
     def _put(
-        self, conn: sqlite3.Connection, sid: str, old: Session | None, new: Session | None
+        self,
+        conn: sqlite3.Connection,
+        sid: str,
+        old: Session | None,
+        new: Session | None,
+        encoded: Mapping[str, bytes] | None = None,
     ) -> None:
         if new is None:
             conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
             conn.execute("DELETE FROM tags WHERE id = ?", (sid,))
             return
-        cur = conn.execute(_UPSERT, _row(new))
+        cur = conn.execute(_UPSERT, _row(new, None if encoded is None else encoded.get(sid)))
         del cur
         if old is None or old.tags != new.tags:
             conn.execute("DELETE FROM tags WHERE id = ?", (sid,))
@@ -272,9 +409,14 @@ class Index:
         after: OrderKey | None = None,
         *,
         limit: int | None = None,
+        full: bool = False,
     ) -> Iterator[Row]:
-        """Ids (with metadata) matching ``flt`` at ``now``, in ``options``' order."""
-        where, params = _where(flt, now, self.conn() if options is not None else None)
+        """Rows matching ``flt`` at ``now``, in ``options``' order: ``(id, metadata)``, or
+        with ``full`` every column a listing returns (:func:`session_of`)."""
+        where, params = _where(
+            flt, now, self.conn() if options is not None else None,
+            None if options is None else options.sort_by,
+        )  # fmt: skip
         order = ""
         if options is not None:
             desc = options.descending
@@ -283,7 +425,7 @@ class Index:
                 where.append(cond)
                 params.extend(more)
             order = " ORDER BY " + _order(options.sort_by, desc)
-        sql = "SELECT id, metadata FROM sessions"
+        sql = _SELECT_FULL if full else "SELECT id, metadata FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += order
@@ -292,10 +434,9 @@ class Index:
             sql += " LIMIT ?"
             params.append(limit)
         cur = self.conn().execute(sql, params)
-        while rows := cur.fetchmany(256):
-            for sid, metadata in rows:
-                if post is None or post(bytes(metadata)):
-                    yield sid, bytes(metadata)
+        if post is None:
+            return cur  # the cursor steps the statement row by row (C, no generator)
+        return _passing(cur, post, _META if full else 1)
 
     def count(self, flt: SessionFilter, now: datetime) -> int:
         if _metadata_check(flt, now) is not None:
@@ -305,6 +446,13 @@ class Index:
         if where:
             sql += " WHERE " + " AND ".join(where)
         return int(self.conn().execute(sql, params).fetchone()[0])
+
+
+def _passing(cur: sqlite3.Cursor, post: Any, meta: int) -> Iterator[Row]:
+    """The rows of ``cur`` whose metadata (column ``meta``) passes ``post``."""
+    for row in cur:
+        if post(bytes(row[meta])):
+            yield row
 
 
 class _tx:
@@ -334,9 +482,13 @@ _DRIVE_BELOW: Final = 2000
 
 
 def _where(
-    flt: SessionFilter, now: datetime, conn: sqlite3.Connection | None = None
+    flt: SessionFilter,
+    now: datetime,
+    conn: sqlite3.Connection | None = None,
+    sort_by: str | None = None,
 ) -> tuple[list[str], list[Any]]:
-    """SQL conditions for ``flt`` at ``now`` (with ``conn``: choosing the driving one)."""
+    """SQL conditions for ``flt`` at ``now`` (with ``conn``: choosing the driving one for
+    a query sorted by ``sort_by``)."""
     where: list[str] = []
     params: list[Any] = []
     if not flt.include_expired:
@@ -347,7 +499,19 @@ def _where(
         params.append(_json_list(flt.ids))
     # (sql that can drive, sql that cannot, params, capped count of the rows it selects)
     sets: list[tuple[str, str, list[Any], str]] = []
-    if flt.processor_id is not None:
+    # one processor, sorted by updated_at: (processor_id, updated_ms, id) is already in
+    # the page's order, so walking it is the plan unless a smaller set drives
+    walks = False
+    if flt.processor_id is not None and len(flt.processor_id) == 1:
+        (one,) = flt.processor_id
+        walks = sort_by == "updated_at"
+        sets.append((
+            "processor_id = ?",
+            "+processor_id = ?",
+            [one],
+            "SELECT COUNT(*) FROM (SELECT 1 FROM sessions WHERE processor_id = ? LIMIT ?)",
+        ))  # fmt: skip
+    elif flt.processor_id is not None:
         values = _json_list(flt.processor_id)
         sets.append((
             "processor_id IN (SELECT value FROM json_each(?))",
@@ -385,10 +549,14 @@ def _where(
     driver = -1
     if conn is not None and sets and flt.ids is None:
         best = _DRIVE_BELOW
-        for index, (_, _, args, counted) in enumerate(sets):
+        if walks and len(sets) == 1:
+            best = driver = 0  # nothing to weigh it against: no count
+        for index, (_, _, args, counted) in enumerate(sets if best else ()):
             rows = conn.execute(counted, [*args, _DRIVE_BELOW]).fetchone()[0]
             if rows < best:
                 driver, best = index, rows
+        if driver < 0 and walks:
+            driver = 0  # every set is big: walk the processor's index, not all sessions'
     for index, (drives, checks, args, _) in enumerate(sets):
         where.append(drives if index == driver or conn is None else checks)
         params.extend(args)

@@ -150,7 +150,7 @@ async def test_a_store_of_layout_3_is_upgraded(tmp_path: Path) -> None:
     for dirpath, _, _ in os.walk(root):
         os.chmod(dirpath, 0o700)
     async with FileStore(root=str(root), clock=ManualClock()) as store:
-        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 4
+        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 5
         keyed = await store.get_session("keyed")
         assert keyed is not None and (keyed.event_count, keyed.version) == (300, 301)
         odd = await store.get_events("keyed", types=["odd"], last=2)

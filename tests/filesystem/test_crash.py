@@ -17,7 +17,9 @@ opens the store again (``initialize()`` runs recovery) and checks:
   is either absent or whole;
 * nothing a crash leaves behind remains after ``initialize()`` (temp files, renamed-aside
   directories, uncommitted log tails, directories of creates that never committed);
-* every record's checksum verifies (``doctor(dry_run=True)`` finds nothing).
+* every record's checksum verifies (``doctor(dry_run=True)`` finds nothing);
+* the index's rows, which listings return without reading a file (issue 21), are
+  exactly the sessions of the files (the checked ones each cycle, all at the end).
 
 A SIGKILL cannot prove an fsync happened (the page cache survives it); that is what
 ``test_syscalls.py`` checks. This test proves the *ordering* and the recovery.
@@ -37,6 +39,8 @@ from pathlib import Path
 import orjson
 import pytest
 from sessionstore_filesystem import FileStore
+
+from sessionstore import QueryOptions, Session, SessionFilter
 
 from . import workers
 from .conftest import leftovers
@@ -144,6 +148,8 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
 
         nxt_batch = await _check_batches(store, acked, full)
         stack_next = await _check_stack(store, acked)
+        checked = {"counter", "log", "ta", "tb", "stack", *(f"c{c}" for c in live)}
+        await _check_index(store, None if full else checked)
 
         for cp in await store.list_checkpoints("counter"):
             await store.get_checkpoint("counter", cp.id)  # digest verified
@@ -159,6 +165,26 @@ async def _verify(root: str, acked: Acked, *, full: bool = False) -> dict[str, i
             "batch_next": nxt_batch,
             "stack_next": stack_next,
         }
+
+
+async def _check_index(store: FileStore, ids: set[str] | None) -> None:
+    """A listing (the index's rows alone) returns exactly the sessions of the files:
+    those of ``ids``, or (None) every session, compared with a walk of every file."""
+    flt = SessionFilter(include_expired=True, ids=ids)
+    listed: dict[str, Session] = {}
+    opts = QueryOptions(sort_by="id", limit=500)
+    while True:
+        page = await store.list_sessions(flt, opts)
+        listed.update((s.id, s) for s in page.items)
+        if page.next_cursor is None:
+            break
+        opts = QueryOptions(sort_by="id", limit=500, cursor=page.next_cursor)
+    if ids is None:
+        stored = {s.id: s async for s in store.primitives.iter_sessions()}
+    else:
+        stored = await store.primitives.load(sorted(ids))
+    differ = sorted(k for k in listed.keys() | stored.keys() if listed.get(k) != stored.get(k))
+    assert not differ, [(listed.get(k), stored.get(k)) for k in differ[:3]]
 
 
 async def _check_stack(store: FileStore, acked: Acked) -> int:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +19,7 @@ from sessionstore import (
     ManualClock,
     NewSession,
     QueryOptions,
+    Session,
     SessionFilter,
     Status,
 )
@@ -50,7 +55,7 @@ async def _populate(store: FileStore, clock: ManualClock, count: int, seed: int 
 
 
 @pytest.mark.asyncio
-async def test_a_filtered_page_reads_only_its_own_files(
+async def test_a_filtered_page_reads_no_files(
     make_store: MakeStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with make_store() as store:
@@ -66,10 +71,13 @@ async def test_a_filtered_page_reads_only_its_own_files(
         flt = SessionFilter(tags_any={"tag-1", "tag-2"}, status={"active", "paused"})
         page = await store.list_sessions(flt, QueryOptions(sort_by="created_at", limit=10))
         assert len(page) == 10
-        assert reads[0] == 10
-        reads[0] = 0
+        assert reads[0] == 0  # the rows hold the sessions
         assert await store.count_sessions(flt) > 10
         assert reads[0] == 0  # counted by the index alone
+        found = await store.search_sessions("u1", filter=flt)
+        assert reads[0] == 0 and found.items
+        for s in [*page.items, *found.items]:
+            assert await store.get_session(s.id) == s  # exactly the files' sessions
 
 
 @pytest.mark.asyncio
@@ -112,7 +120,7 @@ async def test_random_queries_match_the_reference_evaluator(
             now = clock.now()
             expected = evaluate(everything, flt, opts, now)
             got = await store.list_sessions(flt, opts)
-            assert got.ids == expected.ids, (flt, opts)
+            assert got.items == expected.items, (flt, opts)  # the files' sessions, exactly
             assert got.next_cursor == expected.next_cursor
             if got.next_cursor:  # the cursor continues exactly where the reference does
                 follow = QueryOptions(opts.sort_by, opts.order, opts.limit, cursor=got.next_cursor)
@@ -128,3 +136,102 @@ async def test_random_queries_match_the_reference_evaluator(
             await store.count_sessions(SessionFilter(include_expired=True))
             == len(everything) - expired
         )
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "layout4"
+ALL = SessionFilter(include_expired=True), QueryOptions(sort_by="id", limit=100)
+
+
+def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    reads = [0]
+    real = _session.read_state
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_engine, "read_state", counting)
+    return reads
+
+
+async def _listed_as_read(store: FileStore) -> list[Session]:
+    """Every session as a listing returns it, checked against a read of its files."""
+    page = await store.list_sessions(*ALL)
+    stored = await store.primitives.load(page.ids)  # expired ones too
+    assert [stored[sid] for sid in page.ids] == page.items
+    return page.items
+
+
+@pytest.mark.asyncio
+async def test_a_store_of_layout_4_is_upgraded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store written by layout 4 (index format 2: no data in the rows;
+    ``fixtures/make_layout4.py``) is marked layout 5 and its index gains the columns a
+    listing returns, filled from the files; pages then read no file."""
+    root = tmp_path / "old"
+    shutil.copytree(FIXTURE, root)
+    for dirpath, _, _ in os.walk(root):
+        os.chmod(dirpath, 0o700)
+    clock = ManualClock()
+    async with FileStore(root=str(root), clock=clock) as store:
+        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 5
+        conn = store._engine.index.conn()
+        assert store._engine.index.get_meta("format") == "3"
+        indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert "sessions_proc_updated" in indexes and "sessions_processor" not in indexes
+        assert conn.execute("SELECT COUNT(*) FROM sessions WHERE data IS NULL").fetchone() == (0,)
+        reads = _count_reads(monkeypatch)
+        items = await store.list_sessions(*ALL)
+        assert reads[0] == 0
+        monkeypatch.undo()
+        assert items.ids == ["c0", "c1", "c2", "c3", "c4", "c5", "logged", "saved"]
+        listed = {s.id: s for s in await _listed_as_read(store)}
+        assert listed["c4"].group == "g" and listed["c1"].data == {"n": 1, "text": "x" * 40, "m": 1}
+        assert (listed["logged"].event_count, listed["logged"].last_seq) == (300, 300)
+        assert listed["c0"].tags == {"t0", "all"} and listed["saved"].metadata == {"m": "x"}
+        newest = SessionFilter(processor_id="p1"), QueryOptions(sort_by="updated_at", order="desc")
+        expected = evaluate(list(listed.values()), *newest, clock.now())
+        assert (await store.list_sessions(*newest)).items == expected.items
+        await store.update_session("c2", merge_data={"after": True})
+        await store.append_events("logged", [{"type": "e", "key": "new"}])
+        await store.append_events("c3", [{"type": "first"}])  # compact -> directory
+        await _listed_as_read(store)
+        report = await store.doctor(dry_run=True)
+        assert report.healthy and report.removed == [], report
+
+
+@pytest.mark.asyncio
+async def test_a_row_without_its_session_is_read_from_the_files(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row whose data is NULL (upgraded in place, not rebuilt yet) or does not decode is
+    listed from the files; an undecodable one is rewritten before the next query."""
+    async with make_store() as store:
+        for sid in ("a", "b", "c"):
+            await store.create_session(id=sid, data={"n": sid}, tags={"t"})
+        before = await _listed_as_read(store)
+        conn = store._engine.index.conn()
+        conn.execute("UPDATE sessions SET data = NULL WHERE id = 'a'")
+        conn.execute("UPDATE sessions SET data = x'7b7b' WHERE id = 'b'")  # "{{"
+        reads = _count_reads(monkeypatch)
+        assert (await store.list_sessions(*ALL)).items == before
+        assert reads[0] == 2
+        reads[0] = 0
+        assert (await store.list_sessions(*ALL)).items == before
+        assert reads[0] == 1  # "b" was rewritten from its files; "a" waits for a rebuild
+        await store.reindex()
+        reads[0] = 0
+        assert (await store.list_sessions(*ALL)).items == before
+        assert reads[0] == 0
+        # a write to a row without data (whose other new columns are the upgrade's
+        # defaults) rewrites the whole row, not only what the write changed
+        conn.execute("UPDATE sessions SET data = NULL, tag_list = NULL WHERE id = 'c'")
+        await store.update_session("c", data={"n": "c2"})
+        await store.append_events("a", [{"type": "e"}])
+        conn.execute("UPDATE sessions SET data = NULL, tag_list = NULL WHERE id = 'a'")
+        await store.append_events("a", [{"type": "e"}])
+        reads[0] = 0
+        listed = (await store.list_sessions(*ALL)).items
+        assert reads[0] == 0 and all(s.tags == {"t"} for s in listed)
+        assert listed == await _listed_as_read(store)

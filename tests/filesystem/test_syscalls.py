@@ -8,11 +8,21 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sessionstore_filesystem._index import Index
 from sessionstore_filesystem._layout import shard_of
 
-from sessionstore import AppendOp, CreateOp, NewSession, SessionUpdate, UpdateOp
+from sessionstore import (
+    AppendOp,
+    CreateOp,
+    NewSession,
+    QueryOptions,
+    SessionFilter,
+    SessionUpdate,
+    UpdateOp,
+)
 
 from .conftest import MakeStore
 from .syscalls import Call, durable_appends, durable_new_files, durable_replaces, recording
@@ -166,6 +176,66 @@ async def test_every_mutating_path_is_durable_in_order(
                 c.op == "fsync" and c.fd == rec.calls[unlink].dir_fd
                 for c in rec.calls[unlink + 1 :]
             )
+
+
+@pytest.mark.asyncio
+async def test_index_rows_follow_the_durable_commit(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing returns the index's rows without reading a file (issue 21), so a row
+    must never say more than the files: it is written once the commit point is durable
+    (a crash in between leaves the in-flight marker, and recovery rewrites the row from
+    the files); a pure append's row goes just before its ``fdatasync`` (the commit is
+    that sync: a crash before it is repaired the same way, a failed one resyncs it)."""
+    async with make_store(durability="fsync") as store:
+        await store.create_session(id="base", data={"n": 0})
+        await store.append_events("base", [{"type": "warm"}])  # a directory now
+        with recording(monkeypatch) as rec:
+            real = Index.write
+
+            def write(self: Index, changes: Any, *args: Any, **kwargs: Any) -> None:
+                rec.add(Call("index", path=",".join(sorted(sid for sid, _, _ in changes))))
+                real(self, changes, *args, **kwargs)
+
+            monkeypatch.setattr(Index, "write", write)
+            everything = SessionFilter(include_expired=True), QueryOptions(sort_by="id")
+
+            async def listed_as_stored() -> None:
+                page = await store.list_sessions(*everything)
+                assert page.items == list((await store.primitives.load(page.ids)).values())
+
+            def sync_before(i: int) -> int:
+                return max(j for j, c in enumerate(rec.calls[:i]) if c.op in ("fsync", "fdatasync"))
+
+            for call in (
+                store.create_session(id="fresh", data={"n": 1}),  # compact: new file
+                store.update_session("fresh", merge_data={"n": 2}),  # compact replace
+                store.update_session("base", data={"n": 3}),  # session.json replace
+            ):
+                await call
+                (index,) = [i for i, c in enumerate(rec.calls) if c.op == "index"]
+                replace = _first(rec.calls, lambda c: c.op == "replace")
+                synced = sync_before(index)
+                assert replace < synced and rec.calls[synced].fd == rec.calls[replace].dst_dir_fd
+                await listed_as_stored()
+                rec.clear()
+
+            await store.append_events("base", [{"type": "e"}])
+            (index,) = [i for i, c in enumerate(rec.calls) if c.op == "index"]
+            data = _first(rec.calls, lambda c: c.op == "fdatasync")
+            assert _first(rec.calls, lambda c: c.op == "write") < index < data
+            await listed_as_stored()
+            rec.clear()
+
+            await store.commit([
+                UpdateOp("base", SessionUpdate(data={"n": 4})),
+                CreateOp(NewSession(id="born", data={"n": 5})),
+            ])  # fmt: skip
+            (index,) = [i for i, c in enumerate(rec.calls) if c.op == "index"]
+            assert rec.calls[index].path == "base,born"
+            last_commit = max(i for i, c in enumerate(rec.calls) if c.op == "replace")
+            assert last_commit < sync_before(index) < index  # the second barrier, then the row
+            await listed_as_stored()
 
 
 @pytest.mark.asyncio
