@@ -44,6 +44,7 @@ __all__ = [
     "event_args",
     "event_tail",
     "json_pairs",
+    "put_fields",
     "record_of",
     "record_tail",
     "type_json",
@@ -68,6 +69,30 @@ def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
         out.append(dumps(key))
         out.append(dumps(value))
     return out
+
+
+#: hash field names of data / metadata keys (``d:<json key>``): an application uses a few
+_FIELD_NAMES: dict[bytes, dict[str, bytes]] = {b"d:": {}, b"m:": {}}
+
+
+def put_fields(out: list[Any], prefix: bytes, values: Mapping[str, Any]) -> int:
+    """Append the document fields of a data (``prefix`` ``b"d:"``) or metadata (``b"m:"``)
+    dict of JSON-native values (already validated) to ``out``, name and value JSON in
+    turn; return their encoded size (``lua/write.lua``'s ``psize``: the JSON object's
+    length less one, 0 when empty)."""
+    names = _FIELD_NAMES[prefix]
+    dumps = orjson.dumps
+    size = 0
+    for key, value in values.items():
+        name = names.get(key)
+        if name is None:
+            if len(names) >= 4096:
+                names.clear()
+            name = names[key] = prefix + dumps(key)
+        raw = dumps(value)
+        out += (name, raw)
+        size += len(name) + len(raw)
+    return size
 
 
 def _split(blob: bytes, record: str) -> tuple[list[bytes], list[bytes]]:

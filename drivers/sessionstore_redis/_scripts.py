@@ -10,6 +10,7 @@ __all__ = [
     "APPEND",
     "CLAIM",
     "COMPOSE",
+    "CREATE",
     "EVENT",
     "EVENTS",
     "READ",
@@ -41,6 +42,7 @@ def _load(name: str, *parts: str, fixed: int = 0) -> Script:
 
 WRITE = _load("write", "ixadd", "index", "evlog", "evdrop", "write")
 APPEND = _load("append", "ixadd", "evlog", "append", fixed=3)  # grace, index prefix, id
+CREATE = _load("create", "ixadd", "index", "create")
 REINDEX = _load("reindex", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixadd", "index", "walk")
 COMPOSE = _load("compose", "ixadd", "index", "compose")

@@ -23,9 +23,9 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
-from ._encoding import event_args, json_pairs
+from ._encoding import event_args, json_pairs, put_fields
 from ._keys import Loc
-from ._scripts import APPEND, WRITE, Script
+from ._scripts import APPEND, CREATE, WRITE, Script
 
 __all__ = ["NO_COPY", "Moved", "Unclaimed", "WriteCall", "raise_failure"]
 
@@ -98,6 +98,8 @@ class WriteCall:
         """ARGV of the call."""
         if self.script is APPEND:
             return [self.grace_ms, self.index_prefix, *self.ops]
+        if self.script is CREATE:
+            return self.ops
         head = [self.now_ms, self.grace_ms, self.token, self.max_bytes, self.index_prefix]
         return [*head, self.count, *self.ops]
 
@@ -139,6 +141,29 @@ class WriteCall:
             ],
             home,
         )
+
+    def create_one(self, loc: Loc, p: Prepared, expires_ms: int | None) -> None:
+        """A create without a group: its own script (``lua/create.lua``), with the
+        document's fields made here, ready for one ``HSET``."""
+        assert p.data is not None and p.metadata is not None and p.status is not None
+        self.script = CREATE
+        self.keys = [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
+        self.locs.append(loc)
+        self.count = 1
+        fields: list[Any] = []
+        expiry: int | str = ""
+        if expires_ms is not None:
+            fields += (b"ea", expires_ms)
+            expiry = expires_ms + self.grace_ms
+        if isinstance(p.processor_id, str):
+            fields += (b"pid", p.processor_id)
+        tags = sorted(p.tags)
+        for tag in tags:
+            fields += ("t:" + tag, b"")
+        ds = put_fields(fields, b"d:", p.data[1])
+        ms = put_fields(fields, b"m:", p.metadata[1])
+        self.ops = [self.now_ms, self.token, self.index_prefix, loc.id, p.status.value, ds, ms]
+        self.ops += (expiry, len(tags), *fields)
 
     def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
         payload: list[Any] = []
