@@ -44,6 +44,7 @@ __all__ = [
     "event_args",
     "event_tail",
     "json_pairs",
+    "numbered_record",
     "put_fields",
     "record_of",
     "record_tail",
@@ -240,6 +241,12 @@ def event_tail(etype: bytes, at_ms: int, key: bytes | None, data_json: bytes) ->
     if key is None:
         return b'"t":%b,"a":%d,"d":%b}' % (etype, at_ms, data_json)
     return b'"t":%b,"a":%d,"k":%b,"d":%b}' % (etype, at_ms, key, data_json)
+
+
+def numbered_record(seq: bytes, etype: str, at_ms: bytes, data_json: bytes) -> bytes:
+    """The whole record of an event without a key, numbered ``seq`` (``lua/evlog.lua``;
+    :func:`event_tail` with its head); ``seq`` and ``at_ms`` as decimal text."""
+    return b'{"v":2,"s":%b,"t":%b,"a":%b,"d":%b}' % (seq, type_json(etype), at_ms, data_json)
 
 
 def content_digest(etype: str, data: Mapping[str, Any]) -> bytes:

@@ -47,6 +47,8 @@ def pack(args: Sequence[Any]) -> bytes:
     return b"".join(_bulk([b"*%d\r\n" % len(args)], args))
 
 
+#: RESP array headers of the requests most calls make
+_ARRAYS: Final = tuple(b"*%d\r\n" % n for n in range(256))
 #: RESP bulk string headers of the lengths most arguments have (``bytes % ...`` costs
 #: ~1k instructions a call; a list lookup a few dozen)
 _HEADERS: Final = tuple(b"$%d\r\n" % n for n in range(1024))
@@ -95,7 +97,8 @@ def pack_call(
                 _SESSION_HEADS.clear()
             fixed_part = (command, ref, len(keys), *keys, *args[:fixed])
             head = _SESSION_HEADS[head_key] = b"".join(_bulk([], fixed_part))
-        out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
+        count = 3 + len(keys) + len(args)
+        out = [_ARRAYS[count] if count < 256 else b"*%d\r\n" % count, head]
         return b"".join(_bulk(out, args[fixed:]))
     script_key = (command, ref, len(keys))
     head = _HEADS.get(script_key)

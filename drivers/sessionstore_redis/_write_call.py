@@ -206,29 +206,25 @@ class WriteCall:
         events: Sequence[Any],
         expect: int | None,
         known: str,
-        after: Sequence[Any] = NO_COPY,
+        copy: Sequence[Any] = NO_COPY,
         *,
-        keyed: bool = False,
-        numbered: int | str = "",
-        leaves: Sequence[Any] = ("", "", ""),
+        mode: str = "",
     ) -> None:
-        """An ``append_events`` call: its own script (``lua/append.lua``). ``events`` are
-        five arguments per event (``_encoding.event_args``); ``known`` is the token of the
-        document the client holds a copy of (``_cache.py``), or ``""``; ``after`` what
-        that copy says (version, event count, last seq, the events keys' expiry, the
-        index record after the append; see the script), used by the script only if the
-        document still is that copy. ``keyed``: some event has a key; ``numbered``: the
-        seq the events were numbered after (their records and type index entries made
-        whole by the client, see the script), ``""``: not numbered; ``leaves``: with
-        ``numbered``, the version, event count and last seq the append leaves."""
+        """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is
+        the token of the document the client holds a copy of (``_cache.py``), or ``""``;
+        ``copy`` what that copy says (the events keys' PEXPIREAT, the index record after
+        the append, then the version, event count and last seq: after the append with
+        ``mode`` ``"N"``, the copy's own with ``"K"``; see the script), used by the script
+        only if the document still is that copy. ``mode`` says how ``events`` are sent:
+        ``"N"`` numbered from the copy (three arguments per event: seq, record, at),
+        ``"K"`` (some event has a key) or ``""`` five arguments per event
+        (``_encoding.event_args``)."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect
-        k = "1" if keyed else ""
-        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, k, numbered, *leaves]
-        self.ops += events
+        self.ops = [loc.id, self.now_ms, self.token, e, known, *copy, mode, *events]
 
     def append_with(
         self,
