@@ -2,7 +2,8 @@
 -- for one session, kept apart so that a call carries and parses only what a create needs
 -- (as append.lua for appends). The client sends the document's fields ready for HSET;
 -- the script checks the id, writes them with the header in one HSET and indexes the
--- session (single server), atomically.
+-- session (single server), atomically. Loaded after ixcomp.lua and ixadd.lua, before
+-- index.lua and create_reindex.lua.
 --
 -- KEYS: doc, events, checkpoints, event types, event keys.
 -- ARGV: 1 now_ms, 2 token, 3 index prefix ('' = the client maintains the indexes, as on
@@ -40,12 +41,16 @@ for i = last + 1, #ARGV, 1000 do
 end
 if EXP ~= '' then redis.call('PEXPIREAT', doc, EXP) end
 
+local record, old = nil, false  -- the index record; the one stored (index.lua's ix_set)
 if IX ~= '' then
   local i, ea, pid = 10, '', ''
   if EXP ~= '' then ea, i = ARGV[11], 12 end
   if ARGV[i] == 'pid' then pid, i = ARGV[i + 1], i + 2 end
-  local r = {'1', NOW, NOW, ea, ST, pid, '', '0'}
-  for j = i, i + 2 * NT - 2, 2 do r[#r + 1] = string.sub(ARGV[j], 3) end
-  ix_set(IX, ID, r, redis.call('HGET', IX .. 'r', ID))
+  record = {'1', NOW, NOW, ea, ST, pid, '', '0'}
+  for j = i, i + 2 * NT - 2, 2 do record[#record + 1] = string.sub(ARGV[j], 3) end
+  old = redis.call('HGET', IX .. 'r', ID)
+  if not old then ix_add(IX, ID, record) end
 end
-return 1
+if not old then return 1 end
+-- the id had index entries (an expired session's, replaced): create_reindex.lua moves
+-- them, after index.lua (not defined on the common path)
