@@ -11,7 +11,7 @@
 --      of its sets; every group must match), then the composite count, then per
 --      composite the groups it covers ('1,3'); the last argument forces a plan ('' the
 --      planner's choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep).
---   The composites' keys (sorted sets in the order's sort key, see ixcomp.lua) follow the
+--   The composites' keys (sorted sets in the order's sort key, see ixadd.lua) follow the
 --   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
 --   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, 'id\1score\1record', ...}
