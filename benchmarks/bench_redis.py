@@ -16,7 +16,8 @@ and on Cluster:
 
 1. ``get_session`` <= 1.3x raw ``HGETALL`` + decoding the same bytes;
 2. ``create_session`` / ``update_session(merge_data=)`` <= 1.3x one raw ``EVALSHA`` of the
-   driver's write script with the same arguments (the same writes);
+   driver's script with the same arguments (the same writes: ``lua/create.lua`` for a
+   create, ``lua/write.lua`` for an update);
 3. ``append_events`` <= 1.3x a raw ``RPUSH`` of the event, and flat in history length
    (10,000 events <= 1.3x 10 events);
 3a. the event log (issue 17): ``pop_events(n=1)``, ``get_event(key=)``,
@@ -198,9 +199,10 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
         )
         counter = itertools.count()
         template = store._writes.call(0)
-        template.create(store._keys.home("ID"), prepared, "")
+        template.create_one(store._keys.home("ID"), prepared, None)
         args_template = template.args()
         id_at = args_template.index("ID")
+        script = template.script  # lua/create.lua
 
         def raw_create() -> object:
             sid = f"raw{next(counter)}"
@@ -209,7 +211,7 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             args[id_at] = sid
             args[0] = int(time.time() * 1000)
             keys = (base.doc, base.events, base.ckpt, base.etypes, base.ekeys)
-            return client.evalsha(WRITE.sha, len(keys), *keys, *args)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
 
         op, floor = await compare(
             lambda: store.create_session(

@@ -66,14 +66,25 @@ from ._lane import Lane
 from ._loops import PerLoop
 from ._loopstate import LoopState, close_states
 from ._options import RedisOptions
-from ._scripts import APPEND, CLAIM, COMPOSE, EVENTS, READ, REINDEX, WALK, WRITE, Script
+from ._scripts import (
+    APPEND,
+    CLAIM,
+    COMPOSE,
+    CREATE,
+    EVENTS,
+    READ,
+    REINDEX,
+    WALK,
+    WRITE,
+    Script,
+)
 from ._secret import Credentials
 
 __all__ = ["Backend", "Call", "LoopState"]
 
 log = logging.getLogger("sessionstore.redis")
 T = TypeVar("T")
-ALL_SCRIPTS = (WRITE, APPEND, REINDEX, WALK, CLAIM, EVENTS, READ, COMPOSE)
+ALL_SCRIPTS = (WRITE, APPEND, CREATE, REINDEX, WALK, CLAIM, EVENTS, READ, COMPOSE)
 #: One pipelined call: ("script", Script, keys, args) or ("cmd", name, *args).
 Call = tuple[Any, ...]
 

@@ -45,6 +45,8 @@ __all__ = [
     "event_args",
     "event_tail",
     "json_pairs",
+    "numbered_record",
+    "put_fields",
     "record_of",
     "record_tail",
     "strings",
@@ -70,6 +72,30 @@ def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
         out.append(dumps(key))
         out.append(dumps(value))
     return out
+
+
+#: hash field names of data / metadata keys (``d:<json key>``): an application uses a few
+_FIELD_NAMES: dict[bytes, dict[str, bytes]] = {b"d:": {}, b"m:": {}}
+
+
+def put_fields(out: list[Any], prefix: bytes, values: Mapping[str, Any]) -> int:
+    """Append the document fields of a data (``prefix`` ``b"d:"``) or metadata (``b"m:"``)
+    dict of JSON-native values (already validated) to ``out``, name and value JSON in
+    turn; return their encoded size (``lua/write.lua``'s ``psize``: the JSON object's
+    length less one, 0 when empty)."""
+    names = _FIELD_NAMES[prefix]
+    dumps = orjson.dumps
+    size = 0
+    for key, value in values.items():
+        name = names.get(key)
+        if name is None:
+            if len(names) >= 4096:
+                names.clear()
+            name = names[key] = prefix + dumps(key)
+        raw = dumps(value)
+        out += (name, raw)
+        size += len(name) + len(raw)
+    return size
 
 
 def _split(blob: bytes, record: str) -> tuple[list[bytes], list[bytes]]:
@@ -271,6 +297,12 @@ def event_tail(etype: bytes, at_ms: int, key: bytes | None, data_json: bytes) ->
     if key is None:
         return b'"t":%b,"a":%d,"d":%b}' % (etype, at_ms, data_json)
     return b'"t":%b,"a":%d,"k":%b,"d":%b}' % (etype, at_ms, key, data_json)
+
+
+def numbered_record(seq: bytes, etype: str, at_ms: bytes, data_json: bytes) -> bytes:
+    """The whole record of an event without a key, numbered ``seq`` (``lua/evlog.lua``;
+    :func:`event_tail` with its head); ``seq`` and ``at_ms`` as decimal text."""
+    return b'{"v":2,"s":%b,"t":%b,"a":%b,"d":%b}' % (seq, type_json(etype), at_ms, data_json)
 
 
 def content_digest(etype: str, data: Mapping[str, Any]) -> bytes:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
@@ -47,8 +47,18 @@ def pack(args: Sequence[Any]) -> bytes:
     return b"".join(_bulk([b"*%d\r\n" % len(args)], args))
 
 
+#: RESP array headers of the requests most calls make
+_ARRAYS: Final = tuple(b"*%d\r\n" % n for n in range(256))
+#: RESP bulk string headers of the lengths most arguments have (``bytes % ...`` costs
+#: ~1k instructions a call; a list lookup a few dozen)
+_HEADERS: Final = tuple(b"$%d\r\n" % n for n in range(1024))
+
+
 def _bulk(out: list[bytes], args: Iterable[Any]) -> list[bytes]:
-    """``out`` with each argument appended as a RESP bulk string."""
+    """``out`` with each argument appended as a RESP bulk string (three pieces each, for
+    the caller's ``b"".join``)."""
+    headers = _HEADERS
+    append = out.append
     for arg in args:
         kind = type(arg)
         if kind is str:
@@ -57,7 +67,10 @@ def _bulk(out: list[bytes], args: Iterable[Any]) -> list[bytes]:
             arg = b"%d" % arg
         elif kind is not bytes:
             arg = _other(arg)
-        out.append(b"$%d\r\n%b\r\n" % (len(arg), arg))
+        n = len(arg)
+        append(headers[n] if n < 1024 else b"$%d\r\n" % n)
+        append(arg)
+        append(b"\r\n")
     return out
 
 
@@ -84,7 +97,8 @@ def pack_call(
                 _SESSION_HEADS.clear()
             fixed_part = (command, ref, len(keys), *keys, *args[:fixed])
             head = _SESSION_HEADS[head_key] = b"".join(_bulk([], fixed_part))
-        out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
+        count = 3 + len(keys) + len(args)
+        out = [_ARRAYS[count] if count < 256 else b"*%d\r\n" % count, head]
         return b"".join(_bulk(out, args[fixed:]))
     script_key = (command, ref, len(keys))
     head = _HEADS.get(script_key)
@@ -93,7 +107,7 @@ def pack_call(
             _HEADS.clear()
         head = _HEADS[script_key] = pack(script_key)[4:]  # without the "*3\r\n"
     out = [b"*%d\r\n%b" % (3 + len(keys) + len(args), head)]
-    return b"".join(_bulk(out, (*keys, *args)))
+    return b"".join(_bulk(_bulk(out, keys), args))
 
 
 def _other(arg: Any) -> bytes:

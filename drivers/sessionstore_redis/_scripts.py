@@ -10,6 +10,7 @@ __all__ = [
     "APPEND",
     "CLAIM",
     "COMPOSE",
+    "CREATE",
     "EVENT",
     "EVENTS",
     "READ",
@@ -39,11 +40,15 @@ def _load(name: str, *parts: str, fixed: int = 0) -> Script:
     return Script(name, source, sha, fixed)
 
 
-WRITE = _load("write", "ixadd", "index", "evlog", "evdrop", "write")
-APPEND = _load("append", "ixadd", "evlog", "append", fixed=3)  # grace, index prefix, id
-REINDEX = _load("reindex", "ixadd", "index", "reindex")
-WALK = _load("walk", "ixadd", "index", "walk")
-COMPOSE = _load("compose", "ixadd", "index", "compose")
+WRITE = _load("write", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
+# append.lua's short path runs before ixadd.lua and evlog.lua define the helpers it does
+# not use (grace, index prefix and id are the same for every call on a session)
+APPEND = _load("append", "ixcomp", "append", "ixadd", "evlog", "append_general", fixed=3)
+# index.lua only for an id that still has index entries (after the common path returned)
+CREATE = _load("create", "ixcomp", "ixadd", "create", "index", "create_reindex")
+REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
+WALK = _load("walk", "ixcomp", "ixadd", "index", "walk")
+COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
 CLAIM = _load("claim", "claim")
 EVENTS = _load("events", "evlog", "evdrop", "events")
 EVENT = _load("event", "event")

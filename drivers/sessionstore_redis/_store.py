@@ -523,9 +523,9 @@ class RedisStore(BaseSessionStore):
     # ------------------------------------------------------------------ fast writes
 
     async def create_session(self, **fields: Unpack[NewSessionFields]) -> Session:
-        """Create a session in one round trip (also with a ``group``, whose id's stub the
-        script writes; on Cluster two when the id and the group hash to different slots:
-        the stub is claimed first)."""
+        """Create a session in one round trip (``lua/create.lua``; with a ``group``,
+        ``lua/write.lua``, which also writes the id's stub; on Cluster two when the id and
+        the group hash to different slots: the stub is claimed first)."""
         p = prepare(CreateOp(NewSession(**fields)), self._limits)
         self._check_open()
         assert p.data is not None and p.metadata is not None and p.status is not None
@@ -546,11 +546,13 @@ class RedisStore(BaseSessionStore):
             stub = self._writes.stub_key(loc)  # the id's stub, written by the same script
             if stub is None:  # Cluster, another slot: claim the id first
                 await self._writes.claim(sid, group, now_ms)
-        expires = session.expires_at
-        expires_ms = "" if expires is None else str(to_ms(expires))
+        expires = None if session.expires_at is None else to_ms(session.expires_at)
         for _ in range(4):
             call = self._writes.call(now_ms)
-            call.create(loc, p, expires_ms, stub)
+            if group is None:
+                call.create_one(loc, p, expires)
+            else:
+                call.create(loc, p, "" if expires is None else str(expires), stub)
             try:
                 await self._writes.run(call, idempotent=True, what=f"create {sid}")
                 break

@@ -23,9 +23,9 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
-from ._encoding import event_args, json_pairs
+from ._encoding import event_args, json_pairs, put_fields
 from ._keys import Loc
-from ._scripts import APPEND, WRITE, Script
+from ._scripts import APPEND, CREATE, WRITE, Script
 
 __all__ = ["NO_COPY", "Moved", "Unclaimed", "WriteCall", "raise_failure"]
 
@@ -98,6 +98,8 @@ class WriteCall:
         """ARGV of the call."""
         if self.script is APPEND:
             return [self.grace_ms, self.index_prefix, *self.ops]
+        if self.script is CREATE:
+            return self.ops
         head = [self.now_ms, self.grace_ms, self.token, self.max_bytes, self.index_prefix]
         return [*head, self.count, *self.ops]
 
@@ -140,6 +142,29 @@ class WriteCall:
             home,
         )
 
+    def create_one(self, loc: Loc, p: Prepared, expires_ms: int | None) -> None:
+        """A create without a group: its own script (``lua/create.lua``), with the
+        document's fields made here, ready for one ``HSET``."""
+        assert p.data is not None and p.metadata is not None and p.status is not None
+        self.script = CREATE
+        self.keys = [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
+        self.locs.append(loc)
+        self.count = 1
+        fields: list[Any] = []
+        expiry: int | str = ""
+        if expires_ms is not None:
+            fields += (b"ea", expires_ms)
+            expiry = expires_ms + self.grace_ms
+        if isinstance(p.processor_id, str):
+            fields += (b"pid", p.processor_id)
+        tags = sorted(p.tags)
+        for tag in tags:
+            fields += ("t:" + tag, b"")
+        ds = put_fields(fields, b"d:", p.data[1])
+        ms = put_fields(fields, b"m:", p.metadata[1])
+        self.ops = [self.now_ms, self.token, self.index_prefix, loc.id, p.status.value, ds, ms]
+        self.ops += (expiry, len(tags), *fields)
+
     def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
         payload: list[Any] = []
         for replace, merge, remove in (
@@ -181,29 +206,25 @@ class WriteCall:
         events: Sequence[Any],
         expect: int | None,
         known: str,
-        after: Sequence[Any] = NO_COPY,
+        copy: Sequence[Any] = NO_COPY,
         *,
-        keyed: bool = False,
-        numbered: int | str = "",
-        leaves: Sequence[Any] = ("", "", ""),
+        mode: str = "",
     ) -> None:
-        """An ``append_events`` call: its own script (``lua/append.lua``). ``events`` are
-        five arguments per event (``_encoding.event_args``); ``known`` is the token of the
-        document the client holds a copy of (``_cache.py``), or ``""``; ``after`` what
-        that copy says (version, event count, last seq, the events keys' expiry, the
-        index record after the append; see the script), used by the script only if the
-        document still is that copy. ``keyed``: some event has a key; ``numbered``: the
-        seq the events were numbered after (their records and type index entries made
-        whole by the client, see the script), ``""``: not numbered; ``leaves``: with
-        ``numbered``, the version, event count and last seq the append leaves."""
+        """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is
+        the token of the document the client holds a copy of (``_cache.py``), or ``""``;
+        ``copy`` what that copy says (the events keys' PEXPIREAT, the index record after
+        the append, then the version, event count and last seq: after the append with
+        ``mode`` ``"N"``, the copy's own with ``"K"``; see the script), used by the script
+        only if the document still is that copy. ``mode`` says how ``events`` are sent:
+        ``"N"`` numbered from the copy (three arguments per event: seq, record, at),
+        ``"K"`` (some event has a key) or ``""`` five arguments per event
+        (``_encoding.event_args``)."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect
-        k = "1" if keyed else ""
-        self.ops = [loc.id, self.now_ms, self.token, e, known, *after, k, numbered, *leaves]
-        self.ops += events
+        self.ops = [loc.id, self.now_ms, self.token, e, known, *copy, mode, *events]
 
     def append_with(
         self,

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 from sessionstore_redis import RedisStore
 
@@ -385,3 +386,33 @@ async def test_shutdown_waits_for_an_index_batch_on_its_way(
     await asyncio.wait_for(closing, 5)
     assert sent == [1]
     assert "index update failed" not in caplog.text
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["copy", "stale-copy"])
+async def test_appends_keep_a_type_index_they_find_kept(
+    open_redis: Any, redis_url: str, stale: bool
+) -> None:
+    """Once a read by type built a session's type index, every append keeps it: append.lua
+    makes an event's entry from the record the client numbered (the short path), or
+    numbers it again when the copy is stale, whatever the type holds."""
+    store = await open_redis(redis_url)
+    other = await open_redis(redis_url)
+    kinds = ["plain", 'x,"a":1,"t":', 'ü\\"q"']
+    s = await store.create_session()
+    s = await store.append_events(s.id, [{"type": k} for k in kinds])
+    assert [e.seq for e in await store.get_events(s.id, types=[kinds[1]])] == [2]
+    if stale:  # the store's copy is stale: the events it numbered are numbered again
+        await other.append_events(s.id, [{"type": "plain"}])
+    s = await store.append_events(
+        s.id, [{"type": k, "data": {"i": i}} for i, k in enumerate(kinds)]
+    )
+    everything = await store.get_events(s.id)
+    assert [e.seq for e in everything] == list(range(1, s.last_seq + 1))
+    for kind in kinds:
+        assert await store.get_events(s.id, types=[kind]) == [
+            e for e in everything if e.type == kind
+        ]
+    entries = await store.client.zrange(store.key_names(s.id)["etypes"], 0, -1)
+    assert sorted(entries) == sorted(
+        orjson.dumps(e.type) + b"\0" + b"%016x" % e.seq for e in everything
+    )

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.crc import key_slot
 from sessionstore_redis import RedisStore
@@ -22,6 +23,7 @@ from sessionstore import (
     SessionFilter,
 )
 from sessionstore.clock import to_ms
+from sessionstore.planning import prepare
 
 pytestmark = pytest.mark.asyncio
 
@@ -168,6 +170,83 @@ async def test_scripts_are_reloaded_after_script_flush(open_redis: Any, redis_ur
     assert (await store.list_sessions(SessionFilter(tags_all={"t"}))).ids == [s.id]
     await raw(store, "SCRIPT", "FLUSH")
     assert await store.count_sessions() == 1
+
+
+async def test_create_writes_the_document_a_batch_create_writes(
+    open_redis: Any, redis_url: str
+) -> None:
+    """``create_session`` runs its own script (``lua/create.lua``), a transaction's create
+    ``lua/write.lua``: the same document (the encoded sizes included, which later updates'
+    quota checks start from) and the same index record."""
+    store = await open_redis(redis_url)
+    fields: dict[str, Any] = {
+        "processor_id": "p",
+        "data": {"a": [1, 2.5, None], "b": {"c": "\u00fc\u2028"}, 'q"': ""},
+        "metadata": {"m": 1},
+        "tags": {"y", "x"},
+        "ttl": 60,
+    }
+    await store.create_session(id="one", **fields)
+    async with store.transaction() as tx:
+        await tx.create_session(id="two", **fields)
+    docs = [await store.client.hgetall(store.key_names(sid)["doc"]) for sid in ("one", "two")]
+    for doc in docs:
+        del doc[b"id"], doc[b"wt"]
+    assert docs[0] == docs[1]
+    assert docs[0][b"ds"] == str(len(orjson.dumps(fields["data"])) - 1).encode()
+    records = await store.client.hmget(store._keys.index(0) + "r", ["one", "two"])
+    assert records[0] == records[1] and records[0].endswith(b"\x00x\x00y")
+    names = [store.key_names(sid)["doc"] for sid in ("one", "two")]
+    assert len({await raw(store, "PEXPIRETIME", name) for name in names}) == 1
+
+
+async def test_create_of_thousands_of_fields(open_redis: Any, redis_url: str) -> None:
+    """The document's fields travel as script arguments: more than one HSET's worth."""
+    store = await open_redis(redis_url)
+    data = {f"k{i}": i for i in range(2500)}
+    tags = {f"t{i:02d}" for i in range(40)}
+    s = await store.create_session(data=data, metadata={"m": "v"}, tags=tags, processor_id="p")
+    got = await store.get_session(s.id)
+    assert got is not None and got.data == data and got.tags == tags and got == s
+    page = await store.list_sessions(SessionFilter(tags_all={"t39"}, processor_id="p"))
+    assert page.ids == [s.id]
+
+
+async def test_create_over_an_expired_id_moves_its_index_entries(
+    open_redis: Any, redis_url: str
+) -> None:
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    await store.create_session(id="r", ttl=1, tags={"old"}, processor_id="p1", status="paused")
+    clock.advance(2)
+    await store.create_session(id="r", tags={"new"}, processor_id="p2")
+    ix = store._keys.index(0)
+    assert await store.client.sismember(ix + "t:old", "r") == 0
+    assert await store.client.sismember(ix + "p:p1", "r") == 0
+    assert await store.client.sismember(ix + "s:paused", "r") == 0
+    assert await store.client.sismember(ix + "t:new", "r") == 1
+    assert await store.client.zscore(ix + "x", "r") is None  # no expiry now
+    assert await store.client.zscore(ix + "n", "r") == 0
+    assert (await store.list_sessions(SessionFilter(processor_id="p2"))).ids == ["r"]
+
+
+async def test_a_retried_create_finds_its_own_write(open_redis: Any, redis_url: str) -> None:
+    """A create whose reply was lost is sent again with its token: the script recognises
+    its own write; another create of the id is refused."""
+    store = await open_redis(redis_url)
+    p = prepare(CreateOp(NewSession(data={"a": 1}, tags={"t"})), store._limits)
+    loc = store._keys.home(p.session_id)
+    call = store._writes.call(to_ms(store.clock.now()))
+    call.create_one(loc, p, None)
+    first = await store._writes.run(call, idempotent=True, what="create")
+    again = await store._writes.run(call, idempotent=True, what="create")
+    assert not first.done and again.done
+    other = store._writes.call(to_ms(store.clock.now()))
+    other.create_one(loc, p, None)
+    with pytest.raises(SessionExistsError):
+        await store._writes.run(other, idempotent=True, what="create")
+    got = await store.get_session(p.session_id)
+    assert got is not None and got.data == {"a": 1} and got.version == 1
 
 
 class _Bomb:

@@ -1,4 +1,4 @@
--- Start keeping a composite family on one index shard (ixadd.lua) and back-fill it: a
+-- Start keeping a composite family on one index shard (ixcomp.lua) and back-fill it: a
 -- batch of sessions per call, in id order, atomic per call. The first call adds the
 -- family to IX.."cf", so every write from then on keeps it for the sessions it touches;
 -- once the walk reaches the end every session is in it and it joins IX.."cd" (complete:

@@ -8,7 +8,7 @@
 --   IX.."i"         zset  id, score 0 (every session, ordered by id)
 --   IX.."s:"..st, IX.."p:"..pid, IX.."t:"..tag   sets of ids
 -- Empty strings stand for "none" (ea, pid, grp); ev is "1" when the session has events.
--- SEP and ix_add are in ixadd.lua, loaded before this file.
+-- SEP and comp_families are in ixcomp.lua, ix_add in ixadd.lua, loaded before this file.
 
 local function split(s)
   local out, start = {}, 1

@@ -14,7 +14,7 @@
 --      namespace's key prefix ('' = none): the returned rows' documents are read too, by
 --      keys built here (single server and Sentinel only, where a script may read keys
 --      its call does not name; on Cluster the client reads them in a second step).
---   The composites' keys (sorted sets in the order's sort key, see ixadd.lua) follow the
+--   The composites' keys (sorted sets in the order's sort key, see ixcomp.lua) follow the
 --   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
 --   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, sizes, rows}: rows is the returned rows
