@@ -128,8 +128,26 @@ def test(pytest_args: list[str]) -> None:
     build_site(py)
     # The slowest tests are printed at the end: the main suite has a time budget in CI.
     durations = [] if any(a.startswith("--durations") for a in pytest_args) else ["--durations=15"]
-    code = run(py, "-m", "pytest", *durations, *pytest_args, check=False)
+    spread = spread_suite(pytest_args)
+    code = run(py, "-m", "pytest", *durations, *spread, *pytest_args, check=False)
     sys.exit(code)
+
+
+def chose_workers(pytest_args: list[str]) -> bool:
+    """The caller chose the pytest-xdist workers (-n / --numprocesses, -p no:xdist)."""
+    return any(a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in pytest_args)
+
+
+def spread_suite(pytest_args: list[str]) -> list[str]:
+    """The whole suite over pytest-xdist workers (docs/decisions.md, "The main suite spreads
+    over workers"): 2 (or one per core, at most 4), ``--dist loadgroup`` with the groups of
+    tests/xdist_groups.py (a Redis topology's tests on one worker, an integration class or
+    module on one worker, fast tests one by one). Each worker starts its own servers."""
+    if chose_workers(pytest_args):
+        return []
+    workers = min(max(os.cpu_count() or 1, 2), 4)
+    dist = [] if any(a.startswith("--dist") for a in pytest_args) else ["--dist", "loadgroup"]
+    return ["-n", str(workers), *dist]
 
 
 def fast(pytest_args: list[str]) -> None:
@@ -139,8 +157,7 @@ def fast(pytest_args: list[str]) -> None:
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
     # One pytest worker per core (pytest-xdist), unless the caller chose (-n, -p no:xdist).
-    chose = any(a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in pytest_args)
-    spread = [] if chose else ["-n", "auto"]
+    spread = [] if chose_workers(pytest_args) else ["-n", "auto"]
     code = run(py, "-m", "pytest", "-m", "not integration", *spread, *pytest_args, check=False)
     sys.exit(code)
 
