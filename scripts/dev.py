@@ -139,14 +139,14 @@ def chose_workers(pytest_args: list[str]) -> bool:
 
 
 def spread_suite(pytest_args: list[str]) -> list[str]:
-    """The whole suite over pytest-xdist workers (docs/decisions.md, "The main suite spreads
-    over workers"): 2 (or one per core, at most 4), ``--dist loadgroup`` with the groups of
-    tests/xdist_groups.py (a Redis topology's tests on one worker, an integration class or
-    module on one worker, fast tests one by one). Each worker starts its own servers."""
+    """The whole suite over pytest-xdist workers (docs/decisions.md, "The main suite runs
+    on two workers"): one per core, at least 2 and at most 4, ``--dist loadscope`` (a test
+    class, or a module's functions, on one worker, in the order written). Each worker
+    starts its own private servers when a test of it first needs one."""
     if chose_workers(pytest_args):
         return []
     workers = min(max(os.cpu_count() or 1, 2), 4)
-    dist = [] if any(a.startswith("--dist") for a in pytest_args) else ["--dist", "loadgroup"]
+    dist = [] if any(a.startswith("--dist") for a in pytest_args) else ["--dist", "loadscope"]
     return ["-n", str(workers), *dist]
 
 
@@ -206,7 +206,7 @@ def test_lowest(pytest_args: list[str]) -> None:
     """The lowest-versions run: the runtime dependencies at their floors, a subset."""
     py = ensure_env("lowest", LOWEST_VENV)
     run(py, "-c", "import redis, orjson, pluggy; print('redis', redis.__version__)")
-    pytest = (py, "-m", "pytest", "-p", "no:cacheprovider")
+    pytest = (py, "-m", "pytest", "-p", "no:cacheprovider", *spread_suite(pytest_args))
     code = run(*pytest, *LOWEST_TESTS, *pytest_args, check=False)
     sys.exit(code)
 

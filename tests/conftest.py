@@ -12,7 +12,6 @@ from sessionstore_memory import MemoryBackend, MemoryStore
 
 from sessionstore import ManualClock
 from tests.integration import mark_items
-from tests.xdist_groups import group_items
 
 # Private Redis and PostgreSQL servers (session-scoped fixtures yielding URLs) for the driver
 # tests and conformance runs; registered once here so every module shares the same servers
@@ -22,10 +21,8 @@ pytest_plugins = ["pytester", "tests.redis.servers", "tests.postgres.servers"]
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Server-backed and slow tests are ``integration`` (tests/integration.py); under
-    ``--dist loadgroup`` each test gets its worker group (tests/xdist_groups.py)."""
+    """Server-backed and slow tests are ``integration`` (tests/integration.py)."""
     mark_items(items)
-    group_items(config, items)
 
 
 @pytest.fixture(autouse=True)
