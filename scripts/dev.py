@@ -2,7 +2,7 @@
 """Set up and run sessionstore on a fresh machine that has only Python 3.11+.
 
     python3 scripts/dev.py demo           # create .venv, install, run the quickstart on file://./sessions
-    python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest
+    python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest -n 2
     python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py test --adapters  # the framework adapters (contrib/), from their wheels
@@ -11,7 +11,8 @@
     python3 scripts/dev.py lock adapters  # ... only requirements/adapters.txt (or dev, ...)
     python3 scripts/dev.py docs           # serve the docs site (mkdocs serve) on 127.0.0.1:8000
 
-Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``).
+Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``). ``test``
+runs pytest on pytest-xdist workers (``-n 2 --dist loadscope``); ``-n 0`` runs serially.
 
 Every install comes from a lock file in ``requirements/`` with pinned versions and
 hashes (``pip install --require-hashes``), including the build backend of the editable
