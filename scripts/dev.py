@@ -2,7 +2,7 @@
 """Set up and run sessionstore on a fresh machine that has only Python 3.11+.
 
     python3 scripts/dev.py demo           # create .venv, install, run the quickstart on file://./sessions
-    python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest -n 2
+    python3 scripts/dev.py test           # .venv from the lock, ruff, mypy, docs, pytest -n 2
     python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py test --adapters  # the framework adapters (contrib/), from their wheels
