@@ -2,7 +2,7 @@
 """Set up and run sessionstore on a fresh machine that has only Python 3.11+.
 
     python3 scripts/dev.py demo           # create .venv, install, run the quickstart on file://./sessions
-    python3 scripts/dev.py test           # create .venv from the lock, ruff, mypy, docs, pytest
+    python3 scripts/dev.py test           # .venv from the lock, ruff, mypy, docs, pytest -n 2
     python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py test --adapters  # the framework adapters (contrib/), from their wheels
@@ -11,7 +11,8 @@
     python3 scripts/dev.py lock adapters  # ... only requirements/adapters.txt (or dev, ...)
     python3 scripts/dev.py docs           # serve the docs site (mkdocs serve) on 127.0.0.1:8000
 
-Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``).
+Extra arguments after ``test`` go to pytest (e.g. ``-k cursor`` or ``-m slow``). ``test``
+runs pytest on pytest-xdist workers (``-n 2 --dist loadscope``); ``-n 0`` runs serially.
 
 Every install comes from a lock file in ``requirements/`` with pinned versions and
 hashes (``pip install --require-hashes``), including the build backend of the editable
@@ -128,8 +129,26 @@ def test(pytest_args: list[str]) -> None:
     build_site(py)
     # The slowest tests are printed at the end: the main suite has a time budget in CI.
     durations = [] if any(a.startswith("--durations") for a in pytest_args) else ["--durations=15"]
-    code = run(py, "-m", "pytest", *durations, *pytest_args, check=False)
+    spread = spread_suite(pytest_args)
+    code = run(py, "-m", "pytest", *durations, *spread, *pytest_args, check=False)
     sys.exit(code)
+
+
+def chose_workers(pytest_args: list[str]) -> bool:
+    """The caller chose the pytest-xdist workers (-n / --numprocesses, -p no:xdist)."""
+    return any(a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in pytest_args)
+
+
+def spread_suite(pytest_args: list[str]) -> list[str]:
+    """The whole suite over pytest-xdist workers (docs/decisions.md, "The main suite runs
+    on two workers"): one per core, at least 2 and at most 4, ``--dist loadscope`` (a test
+    class, or a module's functions, on one worker, in the order written). Each worker
+    starts its own private servers when a test of it first needs one."""
+    if chose_workers(pytest_args):
+        return []
+    workers = min(max(os.cpu_count() or 1, 2), 4)
+    dist = [] if any(a.startswith("--dist") for a in pytest_args) else ["--dist", "loadscope"]
+    return ["-n", str(workers), *dist]
 
 
 def fast(pytest_args: list[str]) -> None:
@@ -139,8 +158,7 @@ def fast(pytest_args: list[str]) -> None:
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
     # One pytest worker per core (pytest-xdist), unless the caller chose (-n, -p no:xdist).
-    chose = any(a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in pytest_args)
-    spread = [] if chose else ["-n", "auto"]
+    spread = [] if chose_workers(pytest_args) else ["-n", "auto"]
     code = run(py, "-m", "pytest", "-m", "not integration", *spread, *pytest_args, check=False)
     sys.exit(code)
 
@@ -189,7 +207,7 @@ def test_lowest(pytest_args: list[str]) -> None:
     """The lowest-versions run: the runtime dependencies at their floors, a subset."""
     py = ensure_env("lowest", LOWEST_VENV)
     run(py, "-c", "import redis, orjson, pluggy; print('redis', redis.__version__)")
-    pytest = (py, "-m", "pytest", "-p", "no:cacheprovider")
+    pytest = (py, "-m", "pytest", "-p", "no:cacheprovider", *spread_suite(pytest_args))
     code = run(*pytest, *LOWEST_TESTS, *pytest_args, check=False)
     sys.exit(code)
 

@@ -2,8 +2,9 @@
 
 A writer process (forked from a preloaded forkserver) creates, updates, appends, commits
 multi-session transactions, trims, checkpoints and deletes, acknowledging each write on a
-pipe once the call returned. The harness SIGKILLs it after a random few milliseconds,
-opens the store again (``initialize()`` runs recovery) and checks:
+pipe once the call returned. The harness SIGKILLs it a random few milliseconds after it
+opened its store (one kill in four: after the fork, which may land in the open and its
+recovery), opens the store again (``initialize()`` runs recovery) and checks:
 
 * every acknowledged write is there, and at most the one write in flight beyond it;
 * every session is a state some sequence of whole writes produced (``counter``'s ``n``
@@ -44,7 +45,7 @@ from sessionstore import QueryOptions, Session, SessionFilter
 
 from . import workers
 from .conftest import leftovers
-from .spawner import Spawner
+from .spawner import Child, Spawner
 
 # integration: crash soaks: processes killed at random moments
 pytestmark = pytest.mark.integration
@@ -235,6 +236,17 @@ async def _check_batches(store: FileStore, acked: Acked, full: bool) -> int:
     return acked.batch + 1
 
 
+def _until_ready(child: Child, timeout: float = 60.0) -> list[bytes]:
+    """The writer's messages up to its ``ready`` (sent once its store is open)."""
+    got: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while not any(orjson.loads(m)[0] == "ready" for m in got):
+        left = deadline - time.monotonic()
+        assert left > 0 and not child.closed, "the writer never opened its store"
+        got.extend(child.read(min(left, 0.05)))
+    return got
+
+
 def _run_kills(root: str, kills: int, seed: int) -> None:
     asyncio.run(_seed(root))
     rnd = random.Random(seed)
@@ -244,8 +256,13 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
     with Spawner() as spawner:
         for cycle in range(kills):
             child = spawner.start(workers.crash_writer, root=root, start=start, seed=seed + cycle)
-            deadline = time.monotonic() + rnd.uniform(0.002, 0.03)
-            raw: list[bytes] = []
+            window = rnd.uniform(0.002, 0.03)
+            # Three kills in four count their moment from the writer's "ready" (the store
+            # open, its recovery done), so they land among writes however slowly a loaded
+            # machine starts the child; the fourth counts from the fork and may land in the
+            # open and its recovery.
+            raw: list[bytes] = _until_ready(child) if cycle % 4 else []
+            deadline = time.monotonic() + window
             while (left := deadline - time.monotonic()) > 0:
                 raw.extend(child.read(left))
             raw.extend(child.kill())
