@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -179,6 +180,11 @@ class _Space:
     logs: dict[str, _Log] = field(default_factory=dict)
     checkpoints: dict[str, dict[str, bytes]] = field(default_factory=dict)
     index: Indexes = field(default_factory=Indexes)
+    # Writes (check-then-write) and the reads that walk the indexes hold it: on one event
+    # loop they never interleave anyway (no await inside), but a store used from several
+    # threads at once (each with its own loop, e.g. the sync facade's per-thread loops)
+    # would otherwise lose updates between a check and its write.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 class MemoryBackend:
@@ -294,24 +300,27 @@ class MemoryStore(BaseSessionStore):
         return {sid: _materialize(doc) for sid in session_ids if (doc := docs.get(sid)) is not None}
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
-        # No await below: the check-then-write is atomic on the event loop.
+        # No await below: the check-then-write is atomic on the event loop; the lock makes
+        # it atomic between threads too.
         space = self._space
         docs = space.docs
-        for mut in mutations:
-            doc = docs.get(mut.session_id)
-            actual = 0 if doc is None else doc.head.version
-            if actual != mut.expect:
-                raise SessionConflictError(mut.session_id, mut.expect, actual)
-        for mut in mutations:
-            self._apply_one(space, mut)
+        with space.lock:
+            for mut in mutations:
+                doc = docs.get(mut.session_id)
+                actual = 0 if doc is None else doc.head.version
+                if actual != mut.expect:
+                    raise SessionConflictError(mut.session_id, mut.expect, actual)
+            for mut in mutations:
+                self._apply_one(space, mut)
 
     async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
         """Insert-if-absent without building a :class:`Mutation` (the create hot path)."""
         space = self._space
         sid = session.id
-        if sid in space.docs:
-            return False
-        self._insert(space, session, data_json, metadata_json)
+        with space.lock:
+            if sid in space.docs:
+                return False
+            self._insert(space, session, data_json, metadata_json)
         return True
 
     @staticmethod
@@ -540,7 +549,8 @@ class MemoryStore(BaseSessionStore):
         self._check_open()
         flt = filter or SessionFilter()
         opts = options or QueryOptions()
-        return self._listing(flt, opts, self._plan(flt, opts))
+        with self._space.lock:
+            return self._listing(flt, opts, self._plan(flt, opts))
 
     def _plan(self, flt: SessionFilter, opts: QueryOptions) -> ListingPlan:
         """Choose how to read a page (see ``docs/decisions.md``, "Listing plans").
@@ -613,11 +623,12 @@ class MemoryStore(BaseSessionStore):
         self._check_open()
         flt = filter or SessionFilter()
         now = self.clock.now()
-        if flt == SessionFilter(include_expired=flt.include_expired):
-            return self._count_all(now, include_expired=flt.include_expired)
-        candidates = self._space.index.candidates(flt, self._space.docs)
-        ids = candidates if candidates is not None else self._space.docs.keys()
-        return sum(1 for sid in ids if matches(self._view(sid, flt), flt, now))
+        with self._space.lock:
+            if flt == SessionFilter(include_expired=flt.include_expired):
+                return self._count_all(now, include_expired=flt.include_expired)
+            candidates = self._space.index.candidates(flt, self._space.docs)
+            ids = candidates if candidates is not None else self._space.docs.keys()
+            return sum(1 for sid in ids if matches(self._view(sid, flt), flt, now))
 
     def _count_all(self, now: datetime, *, include_expired: bool) -> int:
         """Every session of the namespace, less the expired ones counted on the expiry
@@ -647,12 +658,12 @@ class MemoryStore(BaseSessionStore):
         normalize_search_text(text)
         self._check_open()
         flt = filter or SessionFilter()
-        candidates = self._space.index.candidates(flt, self._space.docs)
         docs = self._space.docs
-        ids = list(candidates) if candidates is not None else list(docs)
-        return evaluate(
-            (_materialize(docs[sid]) for sid in ids), flt, options, self.clock.now(), search=text
-        )
+        with self._space.lock:
+            candidates = self._space.index.candidates(flt, docs)
+            ids = list(candidates) if candidates is not None else list(docs)
+            found = [_materialize(docs[sid]) for sid in ids]
+        return evaluate(found, flt, options, self.clock.now(), search=text)
 
     async def _shutdown(self) -> None:
         """Nothing to release: the data lives as long as the backend object."""

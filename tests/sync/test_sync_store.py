@@ -502,3 +502,32 @@ def test_the_exit_hook_list_the_facade_relies_on_exists() -> None:
     this fails loudly if a Python release moves it (the facade would fall back to
     ``atexit``, too late for the file driver's worker threads)."""
     assert callable(getattr(threading, "_register_atexit", None))
+
+
+def test_memory_writes_from_many_threads_at_once_lose_nothing() -> None:
+    """Per-thread loops run calls on several threads at once: the memory store's
+    check-then-write must hold between threads too (a lost merge was seen once in a
+    loaded run of the facade's conformance suite). Thread switches are forced often so
+    that a switch between a check and its write is likely, not lucky."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with open_sync_store("memory://", per_thread_loops=True) as store:
+            sid = store.create_session().id
+
+            def writer(t: int) -> None:
+                for i in range(250):
+                    store.update_session(sid, merge_data={f"t{t}-{i}": i})
+                    store.list_sessions()  # a read that walks the indexes meanwhile
+
+            threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(60)
+            final = store.get_session(sid)
+            assert final is not None
+            assert len(final.data) == 8 * 250
+            assert final.version == 1 + 8 * 250
+    finally:
+        sys.setswitchinterval(before)
