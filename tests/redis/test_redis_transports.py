@@ -29,7 +29,9 @@ class TestRedisUnixSocket(StoreConformance):
         self.url = redis_unix_url
 
     def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+        # the oversized-payload tests send values of several MB; on a loaded 2-core machine
+        # the default 5 s reply timeout was reached twice (Unix socket, TLS)
+        return open_store(self.url, namespace=namespace, clock=clock, socket_timeout=30.0)
 
 
 class TestRedisTLS(StoreConformance):
@@ -44,7 +46,9 @@ class TestRedisTLS(StoreConformance):
         self.url = redis_tls.url()
 
     def make_store(self, *, namespace: str, clock: Clock) -> SessionStore:
-        return open_store(self.url, namespace=namespace, clock=clock)
+        # the oversized-payload tests send values of several MB; on a loaded 2-core machine
+        # the default 5 s reply timeout was reached twice (Unix socket, TLS)
+        return open_store(self.url, namespace=namespace, clock=clock, socket_timeout=30.0)
 
 
 # --------------------------------------------------------------------------- TLS settings
