@@ -475,6 +475,17 @@ def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
     return [SECOND_SUITE if acme else SUITE]  # run at import (module level): all of them
 
 
+def _import_fails(env: dict[str, str], module: str) -> bool:
+    """The mutated module cannot even be imported (e.g. a dataclass flag that makes the
+    class definition raise): every test of every suite fails, whatever it asserts."""
+    env = {**env, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    code = f"import mutation, importlib; importlib.import_module({module!r})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=300
+    )
+    return done.returncode != 0 and b"IndexError" not in done.stderr
+
+
 def run_mutant(mutant: Mutant) -> Mutant:
     env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
     start = time.monotonic()
@@ -486,9 +497,15 @@ def run_mutant(mutant: Mutant) -> Mutant:
         code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
         mutant.tests = len(tests)
         # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
-        # usage error, no tests) says nothing about the mutant and is not counted as a kill
+        # usage error, no tests) says nothing about the mutant and is not counted as a kill,
+        # unless the mutated module itself cannot be imported (the suite cannot start)
         mutant.status = _STATUS.get(code, f"error{code}")
-    mutant.killed_by = "memory" if mutant.status in ("killed", "timeout") else ""
+        if mutant.status.startswith("error") and _import_fails(env, mutant.module):
+            mutant.status = "killed"
+            mutant.killed_by = "import"
+    mutant.killed_by = mutant.killed_by or (
+        "memory" if mutant.status in ("killed", "timeout") else ""
+    )
     if mutant.status == "survived" and mutant.module in SHARED:
         # the second test command: the suite on acme, the tests that execute the line
         acme_tests = _tests_for(mutant, acme=True)

@@ -20,6 +20,7 @@ from sessionstore_memory._index import Indexes
 
 from sessionstore import (
     AppendOp,
+    Capabilities,
     Checkpoint,
     Clock,
     DeleteEventsOp,
@@ -949,6 +950,24 @@ class CorruptCheckpointNotDeletable(MemoryStore):
         return await super().delete_checkpoint(session_id, checkpoint_id)
 
 
+class MaxBatchNotEnforced(MemoryStore):
+    """Declares ``max_batch`` but its write path takes a batch of any size."""
+
+    _writing = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = super().capabilities
+        return caps if self._writing else replace(caps, max_batch=8)
+
+    async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        self._writing = True  # the base's check sees no limit
+        try:
+            return await super()._commit_prepared(prepared)
+        finally:
+            self._writing = False
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1027,6 +1046,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CompositeIndexIgnoresUpdates,
         CleanupReportsMarkedSessionsAgain,
         CorruptCheckpointNotDeletable,
+        MaxBatchNotEnforced,
     )
 }
 
@@ -1096,6 +1116,7 @@ CAUGHT_BY: dict[str, str] = {
     "CompositeIndexIgnoresUpdates": "test_indexes_follow_changes_after_create",
     "CleanupReportsMarkedSessionsAgain": "test_expired_fires_once_per_session",
     "CorruptCheckpointNotDeletable": "test_corrupt_checkpoint_refused_and_skipped",
+    "MaxBatchNotEnforced": "test_batch_over_max_batch_refused",
 }  # fmt: skip
 
 
