@@ -34,6 +34,10 @@ MAX_BATCH = 200
 
 class TestMemoryBaseEventReads(memory.TestMemoryStore):
     backend = MemoryBackend()
+    expected_capabilities = replace(
+        memory.TestMemoryStore.expected_capabilities,
+        max_batch=MAX_BATCH,
+    )
 
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
         return MemoryWithBaseEventReads(

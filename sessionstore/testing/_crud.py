@@ -38,6 +38,17 @@ class CrudTests:
     """Create, read, update and delete single sessions."""
 
     @store_test
+    async def test_declares_the_expected_capabilities(self, ctx: ConformanceContext) -> None:
+        """The store declares exactly the test class's ``expected_capabilities`` (a lost
+        capability would otherwise only skip the tests it gates)."""
+        expected = getattr(self, "expected_capabilities", None)
+        if expected is None:
+            pytest.skip("the test class sets no expected_capabilities")
+        assert ctx.store.capabilities == expected
+        other = await ctx.open_store()
+        assert other.capabilities == expected
+
+    @store_test
     async def test_integers_are_signed_64_bit(self, ctx: ConformanceContext) -> None:
         st = ctx.store
         s = await st.create_session(data=INT64_BOUNDS, metadata=INT64_BOUNDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 
-from sessionstore import Clock, SessionStore
+from sessionstore import Capabilities, Clock, SessionStore
 
 from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
@@ -41,6 +41,11 @@ class StoreConformanceBase:
 
     #: Empty every namespace a test used when it ends (needed for live servers).
     cleanup_namespaces: bool = True
+    #: The capabilities the stores of ``make_store`` must declare, exactly (``None``: not
+    #: checked). Each capability gates tests, so a driver that stops declaring one would
+    #: silently skip them; with this set, ``test_declares_the_expected_capabilities``
+    #: fails instead.
+    expected_capabilities: Capabilities | None = None
 
     def make_store(self, *, namespace: str, clock: Clock) -> SessionStore | Awaitable[SessionStore]:
         """A new store on ``namespace`` using ``clock`` (the suite initialises it).

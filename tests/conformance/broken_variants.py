@@ -968,6 +968,14 @@ class MaxBatchNotEnforced(MemoryStore):
             self._writing = False
 
 
+class DropsAnyEventLoop(MemoryStore):
+    """Stops declaring a capability it has: the tests it gates only skip."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(super().capabilities, any_event_loop=False)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1047,6 +1055,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CleanupReportsMarkedSessionsAgain,
         CorruptCheckpointNotDeletable,
         MaxBatchNotEnforced,
+        DropsAnyEventLoop,
     )
 }
 
@@ -1117,6 +1126,7 @@ CAUGHT_BY: dict[str, str] = {
     "CleanupReportsMarkedSessionsAgain": "test_expired_fires_once_per_session",
     "CorruptCheckpointNotDeletable": "test_corrupt_checkpoint_refused_and_skipped",
     "MaxBatchNotEnforced": "test_batch_over_max_batch_refused",
+    "DropsAnyEventLoop": "test_declares_the_expected_capabilities",
 }  # fmt: skip
 
 
@@ -1126,6 +1136,7 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
         backend = MemoryBackend()
         state_machine_examples = 10
         state_machine_shrink = False
+        expected_capabilities = memory_conformance.TestMemoryStore.expected_capabilities
 
         def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
             return variant(backend=self.backend, namespace=namespace, clock=clock, **options)
