@@ -976,6 +976,26 @@ class DropsAnyEventLoop(MemoryStore):
         return replace(super().capabilities, any_event_loop=False)
 
 
+class SweepSkipsTheRecheck(MemoryStore):
+    async def expire_sessions(self) -> list[str]:
+        done: list[str] = []
+        for session in await self._expired_sessions(self.clock.now()):
+            if session.status is Status.EXPIRED:
+                continue
+
+            def plan(planner: Planner, sid: str = session.id) -> bool:
+                current = planner.stored(sid)
+                if current is None:
+                    return False
+                planner.set_status_unchecked(current, Status.EXPIRED)  # due or not by now
+                return True
+
+            if await self._execute([session.id], plan):
+                done.append(session.id)
+                self._notify("sessionstore_session_expired", session_id=session.id)
+        return done
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1056,6 +1076,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CorruptCheckpointNotDeletable,
         MaxBatchNotEnforced,
         DropsAnyEventLoop,
+        SweepSkipsTheRecheck,
     )
 }
 
@@ -1127,6 +1148,7 @@ CAUGHT_BY: dict[str, str] = {
     "CorruptCheckpointNotDeletable": "test_corrupt_checkpoint_refused_and_skipped",
     "MaxBatchNotEnforced": "test_batch_over_max_batch_refused",
     "DropsAnyEventLoop": "test_declares_the_expected_capabilities",
+    "SweepSkipsTheRecheck": "test_sweeps_check_each_session_again_at_its_write",
 }  # fmt: skip
 
 
