@@ -116,7 +116,7 @@ class Mutant:
     function: str = ""
     code: str = ""  # the mutated line's text, stripped
     status: str = "pending"  # killed | survived | timeout | error<exit code>
-    killed_by: str = ""  # "memory" or "acme" (the second test command)
+    killed_by: str = ""  # "memory", "acme", "base-events" or "import" (unimportable)
     equivalent: str = ""  # the recorded reason, when this survivor is equivalent
     tests: int = 0
     seconds: float = 0.0
@@ -548,7 +548,10 @@ def main() -> None:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--module", action="append", help="only these modules")
     parser.add_argument(
-        "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
+        "--rerun",
+        type=Path,
+        help="only the survivors (and the unrunnable) of this results.json or .progress.jsonl"
+        " (same mutants); also prints that run's score with these results in place",
     )
     parser.add_argument(
         "--full",
@@ -583,8 +586,12 @@ def main() -> None:
         print(f"{len(mutants)} mutants")
         return
     if args.rerun:
-        previous = json.loads(args.rerun.read_text())["results"]
-        wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
+        previous = _results(args.rerun)
+        wanted = {
+            (r["module"], r["index"])
+            for r in previous
+            if r["status"] == "survived" or r["status"].startswith("error")
+        }
         mutants = [m for m in mutants if (m.module, m.index) in wanted]
     else:
         first = [m for m in mutants if m.module in args.full]
@@ -676,6 +683,18 @@ def main() -> None:
         "rerun": str(args.rerun or ""),
         "results": [asdict(m) for m in done],
     }
+    if args.rerun:
+        # the earlier run with these mutants' new results in place of its survivors, the
+        # equivalents as recorded now: the score of that run on the current suite
+        rerun = {(m.module, m.index): m for m in done}
+        merged = [rerun.get((r["module"], r["index"]), Mutant(**r)) for r in _results(args.rerun)]
+        for m in merged:
+            m.equivalent = (
+                equivalent.get((m.module, m.function, m.change, m.code), "")
+                if m.status == "survived"
+                else ""
+            )
+        report["merged"] = tally(merged)
     args.out.write_text(json.dumps(report, indent=1))
     for m in survivors:
         note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
@@ -686,6 +705,35 @@ def main() -> None:
         f"survived {len(survivors)}: score {killed}/{denominator} = {score:.1%} "
         f"in {report['seconds']} s"
     )
+    if "merged" in report:
+        t = report["merged"]
+        print(
+            f"with the earlier run ({args.rerun}): {t['mutants']} mutants, killed "
+            f"{t['killed']}, equivalent {t['equivalent']}, survived {t['survived']}: "
+            f"score {t['killed']}/{t['mutants'] - t['equivalent']} = {t['score']:.1%}"
+        )
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    """The mutants of a results.json, or of a .progress.jsonl (an unfinished run)."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return json.loads(path.read_text())["results"]  # type: ignore[no-any-return]
+
+
+def tally(mutants: list[Mutant]) -> dict[str, Any]:
+    """Totals and score of scored mutants (not run / not runnable ones left out)."""
+    scored = [m for m in mutants if m.status != "not run" and not m.status.startswith("error")]
+    killed = sum(m.status in ("killed", "timeout") for m in scored)
+    n_equivalent = sum(bool(m.equivalent) for m in scored if m.status == "survived")
+    denominator = len(scored) - n_equivalent
+    return {
+        "mutants": len(scored),
+        "killed": killed,
+        "equivalent": n_equivalent,
+        "survived": denominator - killed,
+        "score": round(killed / denominator, 4) if denominator else 0.0,
+    }
 
 
 if __name__ == "__main__":
