@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from sessionstore_memory import MemoryBackend, MemoryStore
 from sessionstore_memory._index import Indexes
+from sessionstore_memory._store import ListingPlan
 
 from sessionstore import (
     AppendOp,
@@ -996,6 +997,17 @@ class SweepSkipsTheRecheck(MemoryStore):
         return done
 
 
+class CandidateWalkSkipsEveryOther(MemoryStore):
+    """With many matches in id order (a walk of the id list that checks a candidate set),
+    it skips every other candidate."""
+
+    def _listing(self, flt: SessionFilter, opts: QueryOptions, plan: ListingPlan) -> Page:
+        if plan.kind == "walk" and plan.candidates is not None and plan.ordered is None:
+            kept = sorted(plan.candidates)[::2]
+            plan = ListingPlan("walk", set(kept), None)
+        return super()._listing(flt, opts, plan)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1077,6 +1089,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         MaxBatchNotEnforced,
         DropsAnyEventLoop,
         SweepSkipsTheRecheck,
+        CandidateWalkSkipsEveryOther,
     )
 }
 
@@ -1149,6 +1162,7 @@ CAUGHT_BY: dict[str, str] = {
     "MaxBatchNotEnforced": "test_batch_over_max_batch_refused",
     "DropsAnyEventLoop": "test_declares_the_expected_capabilities",
     "SweepSkipsTheRecheck": "test_sweeps_check_each_session_again_at_its_write",
+    "CandidateWalkSkipsEveryOther": "test_filter_matching_half_of_many_sessions",
 }  # fmt: skip
 
 
