@@ -120,6 +120,7 @@ class Mutant:
     equivalent: str = ""  # the recorded reason, when this survivor is equivalent
     tests: int = 0
     seconds: float = 0.0
+    last_line: int = 0  # the mutated code's last line (it may span several)
 
 
 # --------------------------------------------------------------------------- mutations
@@ -280,8 +281,19 @@ def all_mutants() -> list[Mutant]:
             line: int = node.lineno  # type: ignore[attr-defined]
             where = [name for first, last, name in functions if first <= line <= last]
             function = where[-1] if where else "<module>"
-            out.append(Mutant(module, i, line, what, function, lines[line - 1].strip()))
+            m = Mutant(module, i, line, what, function, lines[line - 1].strip())
+            m.last_line = _last_line(node)
+            out.append(m)
     return out
+
+
+def _last_line(node: ast.AST) -> int:
+    """The last line of what the mutant changes: a statement or expression may span
+    several lines, and the tracer reports the lines its code runs on (a parenthesized
+    ``if (`` condition runs on the lines below it, never on the ``if`` line itself)."""
+    part = node.test if isinstance(node, ast.If | ast.While) else node
+    end: int = getattr(part, "end_lineno", None) or getattr(node, "lineno", 0) or 0
+    return end
 
 
 def overridden_by_memory(m: Mutant) -> bool:
@@ -465,7 +477,11 @@ def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
     """The tests to run (fastest first), or ``None``: no test executes the line."""
     if acme not in _COVER:
         _COVER[acme] = coverage_map(acme)
-    tests = [t for t in _COVER[acme].get((mutant.module, mutant.line), []) if "_long" not in t]
+    cover = _COVER[acme]
+    found: dict[str, None] = {}  # the tests that run any line of the mutated code
+    for line in range(mutant.line, max(mutant.line, mutant.last_line) + 1):
+        found.update(dict.fromkeys(cover.get((mutant.module, line), [])))
+    tests = [t for t in found if "_long" not in t]
     if tests:
         return tests
     if in_body(mutant):
