@@ -3,8 +3,9 @@ driver with the base store's generic event reads (``_query_events``, ``_find_eve
 ``_load_event_seqs``) instead of its indexed ones: the shape of a third-party driver that
 declares ``event_log`` and keeps the base's versions. Neither memory (its own reads) nor
 acme (no ``event_log``) runs that base code. The store also declares a ``max_batch`` (the
-base's refusal of a larger batch, which no built-in driver declares). Not part of the
-project's test run.
+base's refusal of a larger batch, which no built-in driver declares) and ``durable`` (the
+base reads several sessions' checkpoints concurrently for a driver that does I/O). Not
+part of the project's test run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class MemoryWithBaseEventReads(MemoryStore):
 
     @property
     def capabilities(self) -> Capabilities:
-        return replace(super().capabilities, max_batch=MAX_BATCH)
+        return replace(super().capabilities, max_batch=MAX_BATCH, durable=True)
 
 
 #: larger than any batch the suite commits, but for the one that tests the refusal
@@ -37,6 +38,7 @@ class TestMemoryBaseEventReads(memory.TestMemoryStore):
     expected_capabilities = replace(
         memory.TestMemoryStore.expected_capabilities,
         max_batch=MAX_BATCH,
+        durable=True,
     )
 
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
