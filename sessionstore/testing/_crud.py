@@ -23,7 +23,7 @@ from sessionstore import (
     UpdateOp,
 )
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, drop_namespace, empty_namespace, store_test
 
 __all__ = ["CrudTests"]
 
@@ -36,6 +36,26 @@ INT64_OUTSIDE = (2**63, 2**64 - 1, -(2**63) - 1)
 
 class CrudTests:
     """Create, read, update and delete single sessions."""
+
+    @store_test
+    async def test_opened_from_its_url(self, ctx: ConformanceContext) -> None:
+        """The store class's ``from_url`` opens the test class's ``store_url`` on its
+        namespace; the store reports that URL and reads what it writes."""
+        namespace = ctx.fresh_namespace()
+        url = self.store_url(namespace)  # type: ignore[attr-defined]
+        if url is None:
+            pytest.skip("the test class gives no store_url")
+        assert ctx.store.url is None or isinstance(ctx.store.url, str)  # type: ignore[attr-defined]
+        store = type(ctx.store).from_url(url, clock=ctx.clock)  # type: ignore[attr-defined]
+        await store.initialize()
+        try:
+            assert store.url == url
+            assert store.namespace == namespace
+            s = await store.create_session(data={"via": "url"})
+            assert await store.get_session(s.id) == s
+        finally:
+            await empty_namespace(store)
+            await drop_namespace(store)
 
     @store_test
     async def test_declares_the_expected_capabilities(self, ctx: ConformanceContext) -> None:

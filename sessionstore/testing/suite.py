@@ -55,6 +55,11 @@ class StoreConformanceBase:
         overrides stay type-correct."""
         raise NotImplementedError("a conformance test class must implement make_store()")
 
+    def store_url(self, namespace: str) -> str | None:
+        """A URL (without a password) that the store class's ``from_url`` opens on
+        ``namespace``, for ``test_opened_from_its_url``; ``None`` (the default) skips it."""
+        return None
+
     def namespace_for_test(self) -> str:
         """A fresh namespace for one test."""
         return f"conf-{uuid.uuid4().hex[:12]}"

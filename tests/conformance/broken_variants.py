@@ -1008,6 +1008,12 @@ class CandidateWalkSkipsEveryOther(MemoryStore):
         return super()._listing(flt, opts, plan)
 
 
+class FromUrlDropsQueryOptions(MemoryStore):
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> FromUrlDropsQueryOptions:
+        return super().from_url(url.split("?", 1)[0], **overrides)  # namespace=... lost
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1090,6 +1096,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         DropsAnyEventLoop,
         SweepSkipsTheRecheck,
         CandidateWalkSkipsEveryOther,
+        FromUrlDropsQueryOptions,
     )
 }
 
@@ -1163,6 +1170,7 @@ CAUGHT_BY: dict[str, str] = {
     "DropsAnyEventLoop": "test_declares_the_expected_capabilities",
     "SweepSkipsTheRecheck": "test_sweeps_check_each_session_again_at_its_write",
     "CandidateWalkSkipsEveryOther": "test_filter_matching_half_of_many_sessions",
+    "FromUrlDropsQueryOptions": "test_opened_from_its_url",
 }  # fmt: skip
 
 
@@ -1173,6 +1181,7 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
         state_machine_examples = 10
         state_machine_shrink = False
         expected_capabilities = memory_conformance.TestMemoryStore.expected_capabilities
+        store_url = memory_conformance.TestMemoryStore.store_url
 
         def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
             return variant(backend=self.backend, namespace=namespace, clock=clock, **options)

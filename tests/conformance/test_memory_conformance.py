@@ -33,6 +33,9 @@ class TestMemoryStore(StoreConformance):
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
         return MemoryStore(backend=self.backend, namespace=namespace, clock=clock, **options)
 
+    def store_url(self, namespace: str) -> str:
+        return f"memory://?namespace={namespace}"
+
     async def corrupt(
         self,
         store: SessionStore,
