@@ -40,7 +40,9 @@ class CrudTests:
     @store_test
     async def test_opened_from_its_url(self, ctx: ConformanceContext) -> None:
         """The store class's ``from_url`` opens the test class's ``store_url`` on its
-        namespace; the store reports that URL and reads what it writes."""
+        namespace; the store reports that URL and reads what it writes, and when it
+        declares ``shared_namespace`` a second store opened from the URL sees the same
+        data (a private store must not declare it)."""
         namespace = ctx.fresh_namespace()
         url = self.store_url(namespace)  # type: ignore[attr-defined]
         if url is None:
@@ -53,6 +55,13 @@ class CrudTests:
             assert store.namespace == namespace
             s = await store.create_session(data={"via": "url"})
             assert await store.get_session(s.id) == s
+            other = type(ctx.store).from_url(url, clock=ctx.clock)  # type: ignore[attr-defined]
+            await other.initialize()
+            try:
+                if store.capabilities.shared_namespace:
+                    assert await other.get_session(s.id) == s
+            finally:
+                await other.shutdown()
         finally:
             await empty_namespace(store)
             await drop_namespace(store)

@@ -1014,6 +1014,12 @@ class FromUrlDropsQueryOptions(MemoryStore):
         return super().from_url(url.split("?", 1)[0], **overrides)  # namespace=... lost
 
 
+class PrivateBackendClaimsShared(MemoryStore):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._capabilities = self.CAPABILITIES  # shared_namespace even when private
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1097,6 +1103,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         SweepSkipsTheRecheck,
         CandidateWalkSkipsEveryOther,
         FromUrlDropsQueryOptions,
+        PrivateBackendClaimsShared,
     )
 }
 
@@ -1171,6 +1178,7 @@ CAUGHT_BY: dict[str, str] = {
     "SweepSkipsTheRecheck": "test_sweeps_check_each_session_again_at_its_write",
     "CandidateWalkSkipsEveryOther": "test_filter_matching_half_of_many_sessions",
     "FromUrlDropsQueryOptions": "test_opened_from_its_url",
+    "PrivateBackendClaimsShared": "test_opened_from_its_url",
 }  # fmt: skip
 
 
