@@ -566,8 +566,9 @@ def main() -> None:
     parser.add_argument(
         "--rerun",
         type=Path,
-        help="only the survivors (and the unrunnable) of this results.json or .progress.jsonl"
-        " (same mutants); also prints that run's score with these results in place",
+        help="only the survivors not recorded as equivalent (and the unrunnable) of this"
+        " results.json or .progress.jsonl (same mutants); also prints that run's score with"
+        " these results in place",
     )
     parser.add_argument(
         "--full",
@@ -603,10 +604,15 @@ def main() -> None:
         return
     if args.rerun:
         previous = _results(args.rerun)
+        recorded = load_equivalent()  # no test can kill those: not run again
         wanted = {
             (r["module"], r["index"])
             for r in previous
-            if r["status"] == "survived" or r["status"].startswith("error")
+            if (
+                r["status"] == "survived"
+                and (r["module"], r["function"], r["change"], r["code"]) not in recorded
+            )
+            or r["status"].startswith("error")
         }
         mutants = [m for m in mutants if (m.module, m.index) in wanted]
     else:
