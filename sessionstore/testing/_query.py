@@ -471,6 +471,14 @@ class QueryTests:
         expired = SessionFilter(status="expired", include_expired=True)
         assert (await st.list_sessions(expired)).ids == [a.id]
         assert await st.count_sessions(SessionFilter(status="completed", include_expired=True)) == 0
+        # deleted: no index keeps them under a value they had before (a stale entry would
+        # name a session that no longer exists)
+        assert await st.cleanup_expired_sessions() == 1  # a
+        for s in (b, c):
+            assert await st.delete_session(s.id) is True
+        for name, (flt, _) in cases.items():
+            assert (await st.list_sessions(flt)).ids == [], name
+            assert await st.count_sessions(flt) == 0, name
 
     @store_test
     async def test_default_page_size(self, ctx: ConformanceContext) -> None:

@@ -1020,6 +1020,20 @@ class PrivateBackendClaimsShared(MemoryStore):
         self._capabilities = self.CAPABILITIES  # shared_namespace even when private
 
 
+class _OldProcessorKept(Indexes):
+    def replace(self, old: Session, new: Session) -> None:
+        super().replace(old, new)
+        if old.processor_id is not None and old.processor_id != new.processor_id:
+            self._add(self.processor, old.processor_id, old.id)  # left under the old value
+
+
+class IndexKeepsOldProcessor(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self._space.docs and not isinstance(self._space.index, _OldProcessorKept):
+            self._space.index = _OldProcessorKept()
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1104,6 +1118,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CandidateWalkSkipsEveryOther,
         FromUrlDropsQueryOptions,
         PrivateBackendClaimsShared,
+        IndexKeepsOldProcessor,
     )
 }
 
@@ -1179,6 +1194,7 @@ CAUGHT_BY: dict[str, str] = {
     "CandidateWalkSkipsEveryOther": "test_filter_matching_half_of_many_sessions",
     "FromUrlDropsQueryOptions": "test_opened_from_its_url",
     "PrivateBackendClaimsShared": "test_opened_from_its_url",
+    "IndexKeepsOldProcessor": "test_indexes_follow_changes_after_create",
 }  # fmt: skip
 
 
