@@ -116,10 +116,11 @@ class Mutant:
     function: str = ""
     code: str = ""  # the mutated line's text, stripped
     status: str = "pending"  # killed | survived | timeout | error<exit code>
-    killed_by: str = ""  # "memory" or "acme" (the second test command)
+    killed_by: str = ""  # "memory", "acme", "base-events" or "import" (unimportable)
     equivalent: str = ""  # the recorded reason, when this survivor is equivalent
     tests: int = 0
     seconds: float = 0.0
+    last_line: int = 0  # the mutated code's last line (it may span several)
 
 
 # --------------------------------------------------------------------------- mutations
@@ -280,8 +281,19 @@ def all_mutants() -> list[Mutant]:
             line: int = node.lineno  # type: ignore[attr-defined]
             where = [name for first, last, name in functions if first <= line <= last]
             function = where[-1] if where else "<module>"
-            out.append(Mutant(module, i, line, what, function, lines[line - 1].strip()))
+            m = Mutant(module, i, line, what, function, lines[line - 1].strip())
+            m.last_line = _last_line(node)
+            out.append(m)
     return out
+
+
+def _last_line(node: ast.AST) -> int:
+    """The last line of what the mutant changes: a statement or expression may span
+    several lines, and the tracer reports the lines its code runs on (a parenthesized
+    ``if (`` condition runs on the lines below it, never on the ``if`` line itself)."""
+    part = node.test if isinstance(node, ast.If | ast.While) else node
+    end: int = getattr(part, "end_lineno", None) or getattr(node, "lineno", 0) or 0
+    return end
 
 
 def overridden_by_memory(m: Mutant) -> bool:
@@ -465,7 +477,11 @@ def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
     """The tests to run (fastest first), or ``None``: no test executes the line."""
     if acme not in _COVER:
         _COVER[acme] = coverage_map(acme)
-    tests = [t for t in _COVER[acme].get((mutant.module, mutant.line), []) if "_long" not in t]
+    cover = _COVER[acme]
+    found: dict[str, None] = {}  # the tests that run any line of the mutated code
+    for line in range(mutant.line, max(mutant.line, mutant.last_line) + 1):
+        found.update(dict.fromkeys(cover.get((mutant.module, line), [])))
+    tests = [t for t in found if "_long" not in t]
     if tests:
         return tests
     if in_body(mutant):
@@ -473,6 +489,17 @@ def _tests_for(mutant: Mutant, acme: bool | str) -> list[str] | None:
     if acme == "base-events":
         return [THIRD_SUITE]
     return [SECOND_SUITE if acme else SUITE]  # run at import (module level): all of them
+
+
+def _import_fails(env: dict[str, str], module: str) -> bool:
+    """The mutated module cannot even be imported (e.g. a dataclass flag that makes the
+    class definition raise): every test of every suite fails, whatever it asserts."""
+    env = {**env, "PYTHONPATH": f"{ROOT / 'scripts'}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+    code = f"import mutation, importlib; importlib.import_module({module!r})"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=300
+    )
+    return done.returncode != 0 and b"IndexError" not in done.stderr
 
 
 def run_mutant(mutant: Mutant) -> Mutant:
@@ -486,9 +513,15 @@ def run_mutant(mutant: Mutant) -> Mutant:
         code = _pytest(tests, env, timeout=900 if tests == [SUITE] else 300)
         mutant.tests = len(tests)
         # pytest exits 1 when a test failed; anything else (2-5: interrupted, internal or
-        # usage error, no tests) says nothing about the mutant and is not counted as a kill
+        # usage error, no tests) says nothing about the mutant and is not counted as a kill,
+        # unless the mutated module itself cannot be imported (the suite cannot start)
         mutant.status = _STATUS.get(code, f"error{code}")
-    mutant.killed_by = "memory" if mutant.status in ("killed", "timeout") else ""
+        if mutant.status.startswith("error") and _import_fails(env, mutant.module):
+            mutant.status = "killed"
+            mutant.killed_by = "import"
+    mutant.killed_by = mutant.killed_by or (
+        "memory" if mutant.status in ("killed", "timeout") else ""
+    )
     if mutant.status == "survived" and mutant.module in SHARED:
         # the second test command: the suite on acme, the tests that execute the line
         acme_tests = _tests_for(mutant, acme=True)
@@ -531,7 +564,11 @@ def main() -> None:
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--module", action="append", help="only these modules")
     parser.add_argument(
-        "--rerun", type=Path, help="only the survivors of this results.json (same mutants)"
+        "--rerun",
+        type=Path,
+        help="only the survivors not recorded as equivalent (and the unrunnable) of this"
+        " results.json or .progress.jsonl (same mutants); also prints that run's score with"
+        " these results in place",
     )
     parser.add_argument(
         "--full",
@@ -566,8 +603,17 @@ def main() -> None:
         print(f"{len(mutants)} mutants")
         return
     if args.rerun:
-        previous = json.loads(args.rerun.read_text())["results"]
-        wanted = {(r["module"], r["index"]) for r in previous if r["status"] == "survived"}
+        previous = _results(args.rerun)
+        recorded = load_equivalent()  # no test can kill those: not run again
+        wanted = {
+            (r["module"], r["index"])
+            for r in previous
+            if (
+                r["status"] == "survived"
+                and (r["module"], r["function"], r["change"], r["code"]) not in recorded
+            )
+            or r["status"].startswith("error")
+        }
         mutants = [m for m in mutants if (m.module, m.index) in wanted]
     else:
         first = [m for m in mutants if m.module in args.full]
@@ -659,6 +705,18 @@ def main() -> None:
         "rerun": str(args.rerun or ""),
         "results": [asdict(m) for m in done],
     }
+    if args.rerun:
+        # the earlier run with these mutants' new results in place of its survivors, the
+        # equivalents as recorded now: the score of that run on the current suite
+        rerun = {(m.module, m.index): m for m in done}
+        merged = [rerun.get((r["module"], r["index"]), Mutant(**r)) for r in _results(args.rerun)]
+        for m in merged:
+            m.equivalent = (
+                equivalent.get((m.module, m.function, m.change, m.code), "")
+                if m.status == "survived"
+                else ""
+            )
+        report["merged"] = tally(merged)
     args.out.write_text(json.dumps(report, indent=1))
     for m in survivors:
         note = " [overridden by the memory driver]" if overridden_by_memory(m) else ""
@@ -669,6 +727,35 @@ def main() -> None:
         f"survived {len(survivors)}: score {killed}/{denominator} = {score:.1%} "
         f"in {report['seconds']} s"
     )
+    if "merged" in report:
+        t = report["merged"]
+        print(
+            f"with the earlier run ({args.rerun}): {t['mutants']} mutants, killed "
+            f"{t['killed']}, equivalent {t['equivalent']}, survived {t['survived']}: "
+            f"score {t['killed']}/{t['mutants'] - t['equivalent']} = {t['score']:.1%}"
+        )
+
+
+def _results(path: Path) -> list[dict[str, Any]]:
+    """The mutants of a results.json, or of a .progress.jsonl (an unfinished run)."""
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    return json.loads(path.read_text())["results"]  # type: ignore[no-any-return]
+
+
+def tally(mutants: list[Mutant]) -> dict[str, Any]:
+    """Totals and score of scored mutants (not run / not runnable ones left out)."""
+    scored = [m for m in mutants if m.status != "not run" and not m.status.startswith("error")]
+    killed = sum(m.status in ("killed", "timeout") for m in scored)
+    n_equivalent = sum(bool(m.equivalent) for m in scored if m.status == "survived")
+    denominator = len(scored) - n_equivalent
+    return {
+        "mutants": len(scored),
+        "killed": killed,
+        "equivalent": n_equivalent,
+        "survived": denominator - killed,
+        "score": round(killed / denominator, 4) if denominator else 0.0,
+    }
 
 
 if __name__ == "__main__":

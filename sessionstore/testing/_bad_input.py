@@ -235,6 +235,7 @@ class BadInputTests:
             lambda: st.create_session(expires_at=datetime(2030, 1, 1)),  # naive
             lambda: st.create_session(status="sleeping"),
             lambda: st.create_session(tags="prod"),
+            lambda: st.create_session(tags=""),  # one string, even an empty one
             lambda: st.create_session(tags=[""]),
             lambda: st.create_session(processor_id=""),
             lambda: st.update_session(s.id, ttl=-1),
@@ -249,6 +250,8 @@ class BadInputTests:
             lambda: st.update_session(s.id, status="sleeping"),
             lambda: st.update_session(s.id, processor_id=""),
             lambda: st.update_session(s.id, add_tags=[""]),
+            lambda: st.update_session(s.id, tags=""),
+            lambda: st.commit([CreateOp(NewSession(tags=""))]),
             lambda: st.delete_session(s.id, expected_version=0),
             lambda: st.trim_events(s.id, keep_last=1, expected_version=-1),
             lambda: st.restore_checkpoint(s.id, "cp", expected_version=False),

@@ -23,7 +23,7 @@ from sessionstore import (
     UpdateOp,
 )
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, drop_namespace, empty_namespace, store_test
 
 __all__ = ["CrudTests"]
 
@@ -36,6 +36,46 @@ INT64_OUTSIDE = (2**63, 2**64 - 1, -(2**63) - 1)
 
 class CrudTests:
     """Create, read, update and delete single sessions."""
+
+    @store_test
+    async def test_opened_from_its_url(self, ctx: ConformanceContext) -> None:
+        """The store class's ``from_url`` opens the test class's ``store_url`` on its
+        namespace; the store reports that URL and reads what it writes, and when it
+        declares ``shared_namespace`` a second store opened from the URL sees the same
+        data (a private store must not declare it)."""
+        namespace = ctx.fresh_namespace()
+        url = self.store_url(namespace)  # type: ignore[attr-defined]
+        if url is None:
+            pytest.skip("the test class gives no store_url")
+        assert ctx.store.url is None or isinstance(ctx.store.url, str)  # type: ignore[attr-defined]
+        store = type(ctx.store).from_url(url, clock=ctx.clock)  # type: ignore[attr-defined]
+        await store.initialize()
+        try:
+            assert store.url == url
+            assert store.namespace == namespace
+            s = await store.create_session(data={"via": "url"})
+            assert await store.get_session(s.id) == s
+            other = type(ctx.store).from_url(url, clock=ctx.clock)  # type: ignore[attr-defined]
+            await other.initialize()
+            try:
+                if store.capabilities.shared_namespace:
+                    assert await other.get_session(s.id) == s
+            finally:
+                await other.shutdown()
+        finally:
+            await empty_namespace(store)
+            await drop_namespace(store)
+
+    @store_test
+    async def test_declares_the_expected_capabilities(self, ctx: ConformanceContext) -> None:
+        """The store declares exactly the test class's ``expected_capabilities`` (a lost
+        capability would otherwise only skip the tests it gates)."""
+        expected = getattr(self, "expected_capabilities", None)
+        if expected is None:
+            pytest.skip("the test class sets no expected_capabilities")
+        assert ctx.store.capabilities == expected
+        other = await ctx.open_store()
+        assert other.capabilities == expected
 
     @store_test
     async def test_integers_are_signed_64_bit(self, ctx: ConformanceContext) -> None:

@@ -17,7 +17,9 @@ import pytest
 
 from sessionstore import (
     AppendOp,
+    CreateOp,
     DeleteEventsOp,
+    DeleteOp,
     EventInput,
     EventKeyConflictError,
     InvalidArgumentError,
@@ -281,6 +283,26 @@ class EventLogTests:
             ]
         )
         assert await _seqs(ctx, empty.id) == [2]
+        # a pop after a delete in the batch reaches one event further back than it asks
+        s = await _numbered(ctx, 6, "deleted")
+        await ctx.store.commit([DeleteEventsOp(s.id, seqs=[6]), PopOp(s.id, 2)])
+        assert await _seqs(ctx, s.id) == [1, 2, 3]
+        # deleted and created again in the batch: the old log is gone for what follows
+        s = await _numbered(ctx, 4, "recreated")
+        results = await ctx.store.commit(
+            [
+                DeleteOp(s.id),
+                CreateOp(NewSession(id=s.id)),
+                AppendOp(s.id, [{"type": "x"}, {"type": "y"}, {"type": "z"}]),
+                PopOp(s.id, 1),
+                TrimOp(s.id, keep_last=1),
+                TruncateOp(s.id, after_seq=0),
+            ]
+        )
+        assert await ctx.store.get_events(s.id) == []
+        last = results[-1]
+        assert isinstance(last, Session) and last.event_count == 0
+        assert last == await ctx.store.get_session(s.id)
 
     @store_test
     @requires("event_log")

@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
+import sessionstore
 from sessionstore import PutResult, SessionFilter, SessionNotFoundError, SessionRecord, Status
 
 from ._harness import ConformanceContext, store_test
 
 __all__ = ["ExpiryTests"]
+
+
+class _SteppedClock:
+    """A clock the test sets to any instant, backwards too (as a wall clock may step)."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+
+class _StepBackOnce:
+    """An observer: on the first ``hook`` for one of ``ids``, step ``clock`` to ``to``."""
+
+    def __init__(self, hook: str, ids: set[str], clock: _SteppedClock, to: datetime) -> None:
+        self.hook, self.ids, self.clock, self.to = hook, ids, clock, to
+        self.first: list[str] = []
+
+    def _saw(self, hook: str, session_id: str) -> None:
+        if hook == self.hook and session_id in self.ids and not self.first:
+            self.first.append(session_id)
+            self.clock.at = self.to
+
+    @sessionstore.hookimpl
+    def sessionstore_session_expired(self, store: Any, session_id: str) -> None:
+        self._saw("expired", session_id)
+
+    @sessionstore.hookimpl
+    def sessionstore_session_deleted(self, store: Any, session_id: str) -> None:
+        self._saw("deleted", session_id)
 
 
 class ExpiryTests:
@@ -133,6 +170,41 @@ class ExpiryTests:
         assert c.event_count == 0
         assert await st.get_events(a.id) == []
         assert await st.list_checkpoints(a.id) == []
+
+    @store_test
+    async def test_sweeps_check_each_session_again_at_its_write(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """``expire_sessions`` and ``cleanup_expired_sessions`` list the due sessions, then
+        write each in a write of its own that checks again that it is due: one that is no
+        longer due by then is left alone and not counted. Here the clock steps back (as a
+        wall clock may) when the first of two due sessions is written."""
+        t0 = ctx.clock.now()
+        clock = _SteppedClock(t0)
+        ctx.clock = clock  # type: ignore[assignment]  # the stores opened from here on
+        st = await ctx.open_store()
+        a = await st.create_session(ttl=10)
+        b = await st.create_session(ttl=10)
+        pm = sessionstore.plugin_manager()
+        for hook, sweep in (
+            ("expired", st.expire_sessions),
+            ("deleted", st.cleanup_expired_sessions),
+        ):
+            before = {s.id: await st.get_session(s.id, include_expired=True) for s in (a, b)}
+            clock.at = t0 + timedelta(seconds=20)  # both due
+            observer = _StepBackOnce(hook, {a.id, b.id}, clock, t0)  # then neither
+            pm.register(observer)
+            try:
+                done = await sweep()
+            finally:
+                pm.unregister(observer)
+            assert len(observer.first) == 1, hook
+            (first,) = observer.first
+            (other,) = {a.id, b.id} - {first}
+            assert done == ([first] if hook == "expired" else 1)
+            # the other one was due when listed, not when written: untouched
+            assert await st.get_session(other, include_expired=True) == before[other]
+        assert await st.get_session(other) is not None  # live again at t0
 
     @store_test
     async def test_create_over_expired_id_replaces_it(self, ctx: ConformanceContext) -> None:

@@ -18,6 +18,7 @@ from sessionstore import (
     SessionNotFoundError,
     SessionRecord,
     SessionUpdate,
+    TransactionError,
     UpdateOp,
 )
 
@@ -248,3 +249,28 @@ class TransactionTests:
                 with pytest.raises(SessionConflictError):
                     await st.commit(ops)
                 assert await _state(ctx) == before, ops
+
+    @store_test
+    @requires("max_batch")
+    async def test_batch_over_max_batch_refused(self, ctx: ConformanceContext) -> None:
+        """A driver that declares ``max_batch`` takes a batch of exactly that many ops and
+        refuses a larger one, from ``commit`` and from ``transaction()``, with
+        ``TransactionError`` before writing anything."""
+        st = ctx.store
+        max_batch = st.capabilities.max_batch
+        assert max_batch is not None and max_batch >= 1, max_batch
+        if max_batch > 10_000:
+            pytest.skip(f"max_batch {max_batch} is too large to fill in a test")
+        s = await st.create_session()
+        ops: list[Op] = [AppendOp(s.id, [{"type": "e"}]) for _ in range(max_batch)]
+        results = await st.commit(ops)
+        assert len(results) == max_batch
+        before = await _state(ctx)
+        with pytest.raises(TransactionError):
+            await st.commit([*ops, AppendOp(s.id, [{"type": "e"}])])
+        assert await _state(ctx) == before
+        with pytest.raises(TransactionError):
+            async with st.transaction() as tx:
+                for _ in range(max_batch + 1):
+                    await tx.append_events(s.id, [{"type": "e"}])
+        assert await _state(ctx) == before

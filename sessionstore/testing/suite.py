@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 
-from sessionstore import Clock, SessionStore
+from sessionstore import Capabilities, Clock, SessionStore
 
 from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
@@ -41,6 +41,11 @@ class StoreConformanceBase:
 
     #: Empty every namespace a test used when it ends (needed for live servers).
     cleanup_namespaces: bool = True
+    #: The capabilities the stores of ``make_store`` must declare, exactly (``None``: not
+    #: checked). Each capability gates tests, so a driver that stops declaring one would
+    #: silently skip them; with this set, ``test_declares_the_expected_capabilities``
+    #: fails instead.
+    expected_capabilities: Capabilities | None = None
 
     def make_store(self, *, namespace: str, clock: Clock) -> SessionStore | Awaitable[SessionStore]:
         """A new store on ``namespace`` using ``clock`` (the suite initialises it).
@@ -49,6 +54,11 @@ class StoreConformanceBase:
         ``checkpoint_keep_last``); the base signature leaves them out so that existing
         overrides stay type-correct."""
         raise NotImplementedError("a conformance test class must implement make_store()")
+
+    def store_url(self, namespace: str) -> str | None:
+        """A URL (without a password) that the store class's ``from_url`` opens on
+        ``namespace``, for ``test_opened_from_its_url``; ``None`` (the default) skips it."""
+        return None
 
     def namespace_for_test(self) -> str:
         """A fresh namespace for one test."""

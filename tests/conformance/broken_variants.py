@@ -17,9 +17,11 @@ from typing import Any
 import orjson
 from sessionstore_memory import MemoryBackend, MemoryStore
 from sessionstore_memory._index import Indexes
+from sessionstore_memory._store import ListingPlan
 
 from sessionstore import (
     AppendOp,
+    Capabilities,
     Checkpoint,
     Clock,
     DeleteEventsOp,
@@ -949,6 +951,96 @@ class CorruptCheckpointNotDeletable(MemoryStore):
         return await super().delete_checkpoint(session_id, checkpoint_id)
 
 
+class MaxBatchNotEnforced(MemoryStore):
+    """Declares ``max_batch`` but its write path takes a batch of any size."""
+
+    _writing = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        caps = super().capabilities
+        return caps if self._writing else replace(caps, max_batch=8)
+
+    async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        self._writing = True  # the base's check sees no limit
+        try:
+            return await super()._commit_prepared(prepared)
+        finally:
+            self._writing = False
+
+
+class DropsAnyEventLoop(MemoryStore):
+    """Stops declaring a capability it has: the tests it gates only skip."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return replace(super().capabilities, any_event_loop=False)
+
+
+class SweepSkipsTheRecheck(MemoryStore):
+    async def expire_sessions(self) -> list[str]:
+        done: list[str] = []
+        for session in await self._expired_sessions(self.clock.now()):
+            if session.status is Status.EXPIRED:
+                continue
+
+            def plan(planner: Planner, sid: str = session.id) -> bool:
+                current = planner.stored(sid)
+                if current is None:
+                    return False
+                planner.set_status_unchecked(current, Status.EXPIRED)  # due or not by now
+                return True
+
+            if await self._execute([session.id], plan):
+                done.append(session.id)
+                self._notify("sessionstore_session_expired", session_id=session.id)
+        return done
+
+
+class CandidateWalkSkipsEveryOther(MemoryStore):
+    """With many matches in id order (a walk of the id list that checks a candidate set),
+    it skips every other candidate."""
+
+    def _listing(self, flt: SessionFilter, opts: QueryOptions, plan: ListingPlan) -> Page:
+        if plan.kind == "walk" and plan.candidates is not None and plan.ordered is None:
+            kept = sorted(plan.candidates)[::2]
+            plan = ListingPlan("walk", set(kept), None)
+        return super()._listing(flt, opts, plan)
+
+
+class FromUrlDropsQueryOptions(MemoryStore):
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> FromUrlDropsQueryOptions:
+        return super().from_url(url.split("?", 1)[0], **overrides)  # namespace=... lost
+
+
+class PrivateBackendClaimsShared(MemoryStore):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._capabilities = self.CAPABILITIES  # shared_namespace even when private
+
+
+class _OldProcessorKept(Indexes):
+    def replace(self, old: Session, new: Session) -> None:
+        super().replace(old, new)
+        if old.processor_id is not None and old.processor_id != new.processor_id:
+            self._add(self.processor, old.processor_id, old.id)  # left under the old value
+
+
+class IndexKeepsOldProcessor(MemoryStore):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not self._space.docs and not isinstance(self._space.index, _OldProcessorKept):
+            self._space.index = _OldProcessorKept()
+
+
+class EmptyTagStringAccepted(MemoryStore):
+    async def create_session(self, **fields: Any) -> Session:
+        if fields.get("tags") == "":  # taken as "no tags" instead of refused
+            fields["tags"] = ()
+        return await super().create_session(**fields)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1027,6 +1119,14 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CompositeIndexIgnoresUpdates,
         CleanupReportsMarkedSessionsAgain,
         CorruptCheckpointNotDeletable,
+        MaxBatchNotEnforced,
+        DropsAnyEventLoop,
+        SweepSkipsTheRecheck,
+        CandidateWalkSkipsEveryOther,
+        FromUrlDropsQueryOptions,
+        PrivateBackendClaimsShared,
+        IndexKeepsOldProcessor,
+        EmptyTagStringAccepted,
     )
 }
 
@@ -1096,6 +1196,14 @@ CAUGHT_BY: dict[str, str] = {
     "CompositeIndexIgnoresUpdates": "test_indexes_follow_changes_after_create",
     "CleanupReportsMarkedSessionsAgain": "test_expired_fires_once_per_session",
     "CorruptCheckpointNotDeletable": "test_corrupt_checkpoint_refused_and_skipped",
+    "MaxBatchNotEnforced": "test_batch_over_max_batch_refused",
+    "DropsAnyEventLoop": "test_declares_the_expected_capabilities",
+    "SweepSkipsTheRecheck": "test_sweeps_check_each_session_again_at_its_write",
+    "CandidateWalkSkipsEveryOther": "test_filter_matching_half_of_many_sessions",
+    "FromUrlDropsQueryOptions": "test_opened_from_its_url",
+    "PrivateBackendClaimsShared": "test_opened_from_its_url",
+    "IndexKeepsOldProcessor": "test_indexes_follow_changes_after_create",
+    "EmptyTagStringAccepted": "test_bad_arguments_refused",
 }  # fmt: skip
 
 
@@ -1105,6 +1213,8 @@ def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:
         backend = MemoryBackend()
         state_machine_examples = 10
         state_machine_shrink = False
+        expected_capabilities = memory_conformance.TestMemoryStore.expected_capabilities
+        store_url = memory_conformance.TestMemoryStore.store_url
 
         def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
             return variant(backend=self.backend, namespace=namespace, clock=clock, **options)

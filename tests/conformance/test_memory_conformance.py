@@ -8,7 +8,7 @@ import orjson
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
-from sessionstore import Clock, SessionStore
+from sessionstore import Capabilities, Clock, SessionStore
 from sessionstore.testing import CorruptKind, StoreConformance
 
 
@@ -17,9 +17,24 @@ class TestMemoryStore(StoreConformance):
 
     cleanup_namespaces = False
     backend = MemoryBackend()
+    # spelled out, not MemoryStore.CAPABILITIES: the check is against what the docs promise
+    expected_capabilities = Capabilities(
+        atomic_multi_session=True,
+        shared_namespace=True,  # a passed-in backend is shared
+        cross_process=False,
+        durable=False,
+        native_ttl=False,
+        indexed_query=True,
+        max_batch=None,
+        any_event_loop=True,
+        event_log=True,
+    )
 
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> MemoryStore:
         return MemoryStore(backend=self.backend, namespace=namespace, clock=clock, **options)
+
+    def store_url(self, namespace: str) -> str:
+        return f"memory://?namespace={namespace}"
 
     async def corrupt(
         self,
