@@ -15,10 +15,20 @@ from hypothesis import strategies as st
 from sessionstore_memory._index import Ordered
 from ulid import ULID
 
-from sessionstore import CreateOp, NewSession, Session, SessionUpdate, Status, UpdateOp, codec
+from sessionstore import (
+    CreateOp,
+    Event,
+    NewSession,
+    Session,
+    SessionUpdate,
+    Status,
+    UpdateOp,
+    codec,
+)
 from sessionstore.codec import new_id
 from sessionstore.model import (
     fast_create_op,
+    fast_event,
     fast_new_session,
     fast_session,
     fast_session_update,
@@ -129,6 +139,16 @@ def test_fast_session_equals_the_constructor_and_stays_frozen() -> None:
     assert repr(fast) == repr(Session(*args))
     with pytest.raises(AttributeError):
         fast.version = 9  # type: ignore[misc]
+
+
+def test_fast_event_equals_the_constructor_and_stays_frozen() -> None:
+    fast = fast_event(7, "tool_call", NOW, {"q": 1}, "k")
+    assert type(fast) is Event
+    assert fast == Event(7, "tool_call", NOW, {"q": 1}, "k")
+    assert fast_event(1, "t", NOW, {}) == Event(1, "t", NOW, {})  # key defaults to None
+    assert repr(fast) == repr(Event(7, "tool_call", NOW, {"q": 1}, "k"))
+    with pytest.raises(AttributeError):
+        fast.seq = 9  # type: ignore[misc]
 
 
 def test_fast_inputs_equal_their_constructors_with_defaults() -> None:

@@ -44,6 +44,7 @@ from sessionstore import (
     SessionNotFoundError,
 )
 from sessionstore.clock import from_ms, to_ms
+from sessionstore.planning import fast_session
 
 from ._cache import Cached, RowCache
 from ._conn import Outcome
@@ -138,7 +139,7 @@ class EventLog:
         token = secrets.token_hex(12)
         cached = self._cache.get(sid)
         now_ms = to_ms(now)
-        args = (
+        args: tuple[Any, ...] = (
             self._ns, sid, op, expected, None if cached is None else cached.token, token,
             now_ms, n, list(seqs), list(keys),
             [e[0] for e in events],
@@ -156,8 +157,13 @@ class EventLog:
             None if create is None else create.expires_ms,
         )  # fmt: skip
         sql = self._sql
-        if op == "append" and cached is not None and events and all(e[2] is None for e in events):
+        plain = (
+            op == "append" and cached is not None and events and create is None
+            and expires_mode == 0 and all(e[2] is None for e in events)
+        )  # fmt: skip
+        if plain:  # the narrow statement: its nine parameters, events_op's reply columns
             sql = self._sql_append_detailed if need_events else self._sql_append
+            args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
         stashed: list[Any] = []
 
         async def call(conn: asyncpg.Connection) -> Any:
@@ -202,6 +208,23 @@ class EventLog:
         if code == _MISMATCH:
             assert expected is not None
             raise SessionConflictError(sid, expected, int(reply["version"]))
+        if plain and reply[7] is None:  # the head's update matched: the copy plus counters
+            assert cached is not None
+            h = cached.head
+            session = fast_session(
+                h.id, h.processor_id, h.status, orjson.loads(cached.data),
+                orjson.loads(cached.metadata), h.tags, h.created_at, from_ms(now_ms),
+                h.expires_at, reply[16], reply[17], reply[18], h.group,
+            )  # fmt: skip
+            self._cache.put(sid, Cached(session, cached.data, cached.metadata, token))
+            result = OpResult(code, [])
+            if need_events:
+                result.new = list(reply[1])
+                result.events = [
+                    Event(seq, etype, from_ms(at), orjson.loads(data), None)
+                    for seq, at, (etype, data, _, _) in zip(reply[2], reply[4], events, strict=True)
+                ]
+            return result, session
         row = list(reply[7:])
         if row[3] is None or row[4] is None:  # the copy this store holds is current
             if cached is None:
@@ -225,41 +248,47 @@ class EventLog:
 
 
 def _append_sql(prefix: str, events_op: str, *, detailed: bool) -> str:
-    """The unkeyed append from a current copy as one statement with the same parameters
-    as ``events_op``: an ``UPDATE`` of the head whose ``WHERE`` is the compare-and-set
-    (this store's token, a live session, the expected version) and an ``INSERT`` of the
-    events numbered from the head it returns; only when that ``UPDATE`` matches no row
-    (a stale copy, an expired or missing session, a version mismatch, a concurrent writer
-    that committed first) does the statement call ``events_op`` (a one-time filter gates
-    it), which answers as it always has. The reply has ``events_op``'s columns; data and
-    metadata are NULL (the caller holds the current ones), and so are the per-event
-    flags, seqs and times unless ``detailed``."""
-    n = "cardinality($11::text[])"
+    """The unkeyed append from a current copy (no create, no expiry change) as one
+    statement of nine parameters: namespace, id, expected version, this store's token,
+    the new token, now, and the events' types, times and data. An ``UPDATE`` of the head
+    whose ``WHERE`` is the compare-and-set (this store's token, a live session, the
+    expected version) and an ``INSERT`` of the events numbered from the head it returns;
+    only when that ``UPDATE`` matches no row (a stale copy, an expired or missing
+    session, a version mismatch, a concurrent writer that committed first) does the
+    statement call ``events_op`` with the same append (a one-time filter gates it),
+    which answers as it always has. The reply has ``events_op``'s columns; when the
+    ``UPDATE`` matched, only the code, version, counters and ``updated_at`` are filled
+    in (the token matched, so every other column is the caller's copy: ``id`` is NULL to
+    say so), and the per-event flags, seqs and times only if ``detailed``."""
+    n = "cardinality($7::text[])"
     events = "NULL::boolean[], NULL::bigint[], NULL::text[], NULL::bigint[], NULL::text[], "
     if detailed:
         events = (
             f"array_fill(true, ARRAY[{n}]), "
             f"ARRAY(SELECT generate_series(u.last_seq - {n} + 1, u.last_seq)), NULL::text[], "
-            "ARRAY(SELECT coalesce(a.at, $7) FROM unnest($12::bigint[]) AS a(at)), NULL::text[], "
+            "ARRAY(SELECT coalesce(a.at, $6) FROM unnest($8::bigint[]) AS a(at)), NULL::text[], "
         )
-    head = "id, processor_id, status, tags, created_at, updated_at, expires_at, version, "
-    head += "event_count, last_seq, grp, wt"
+    call = events_op.split("(", 1)[0] + (
+        "($1, $2, 'append', $3::bigint, $4, $5, $6, 0, '{}'::bigint[], '{}'::text[], "
+        f"$7::text[], $8::bigint[], $9::text[], array_fill(NULL::text, ARRAY[{n}]), "
+        "0, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
     return (
         f"WITH u AS (UPDATE {prefix}sessions AS x SET version = x.version + 1, "
-        f"event_count = x.event_count + {n}, last_seq = x.last_seq + {n}, updated_at = $7, "
-        "expires_at = CASE WHEN $15 > 0 THEN $16 ELSE x.expires_at END, wt = $6 "
-        "WHERE x.ns = $1 AND x.id = $2 AND x.wt = $5 "
-        "AND (x.expires_at IS NULL OR x.expires_at > $7) "
-        "AND ($4::bigint IS NULL OR x.version = $4) "
-        f"RETURNING {', '.join('x.' + c for c in head.split(', '))}), "
+        f"event_count = x.event_count + {n}, last_seq = x.last_seq + {n}, updated_at = $6, "
+        "wt = $5 WHERE x.ns = $1 AND x.id = $2 AND x.wt = $4 "
+        "AND (x.expires_at IS NULL OR x.expires_at > $6) "
+        "AND ($3::bigint IS NULL OR x.version = $3) "
+        "RETURNING x.version, x.event_count, x.last_seq), "
         f"i AS (INSERT INTO {prefix}events (ns, session_id, seq, type, at, data) "
-        f"SELECT $1, $2, u.last_seq - {n} + v.i, v.type, coalesce(v.at, $7), v.data "
-        "FROM u, unnest($11::text[], $12::bigint[], $13::text[]) WITH ORDINALITY "
+        f"SELECT $1, $2, u.last_seq - {n} + v.i, v.type, coalesce(v.at, $6), v.data "
+        "FROM u, unnest($7::text[], $8::bigint[], $9::text[]) WITH ORDINALITY "
         "AS v(type, at, data, i)) "
         f"SELECT 1, {events}"
-        "NULL::text[], u.id, u.processor_id, u.status, NULL::text, NULL::text, u.tags, "
-        "u.created_at, u.updated_at, u.expires_at, u.version, u.event_count, u.last_seq, "
-        f"u.grp, u.wt FROM u UNION ALL {events_op} WHERE NOT EXISTS (SELECT FROM u)"
+        "NULL::text[], NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, "
+        "NULL::text[], NULL::bigint, NULL::bigint, NULL::bigint, u.version, u.event_count, "
+        f"u.last_seq, NULL::text, NULL::text FROM u UNION ALL {call} "
+        "WHERE NOT EXISTS (SELECT FROM u)"
     )
 
 

@@ -21,7 +21,22 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import canonical_json
 from sessionstore.query import OrderKey, status_values
 
-__all__ = ["Where", "bound_after", "bound_before", "build_where", "order_sql", "seek_sql"]
+__all__ = [
+    "METADATA_PRESENT",
+    "TAGS_PRESENT",
+    "Where",
+    "bound_after",
+    "bound_before",
+    "build_where",
+    "order_sql",
+    "seek_sql",
+]
+
+#: The predicates of the partial GIN indexes (schema version 5): sessions without tags or
+#: metadata are not in them, and a tag or metadata filter that needs some says so, which
+#: lets the planner use the index (it proves the index's predicate from the query's).
+TAGS_PRESENT = "tags <> '{}'"
+METADATA_PRESENT = "metadata_jsonb <> '{}'"
 
 _SORT_COLUMN = {"created_at": "created_at", "updated_at": "updated_at", "expires_at": "expires_at"}
 
@@ -92,6 +107,8 @@ def build_where(namespace: str, flt: SessionFilter, now: datetime) -> Where:
         w.add(f"tags @> {w.param(sorted(flt.tags_all))}::text[]")
     if flt.tags_any is not None:
         w.add(f"tags && {w.param(sorted(flt.tags_any))}::text[]")
+    if flt.tags_all or flt.tags_any is not None:  # both need a tag (&& of none: no row)
+        w.add(TAGS_PRESENT)
     for name, column in (("created", "created_at"), ("updated", "updated_at")):
         after = getattr(flt, f"{name}_after")
         before = getattr(flt, f"{name}_before")
@@ -104,6 +121,7 @@ def build_where(namespace: str, flt: SessionFilter, now: datetime) -> Where:
     if flt.has_events is not None:
         w.add("event_count > 0" if flt.has_events else "event_count = 0")
     if flt.metadata:
+        w.add(METADATA_PRESENT)  # every clause below asks for a key
         for path, value in flt.metadata.items():
             parts = tuple(path.split("."))
             canonical = orjson.loads(canonical_json(orjson.loads(orjson.dumps(value))))

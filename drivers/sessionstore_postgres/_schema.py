@@ -666,8 +666,23 @@ def _v4() -> str:
 
 _V4: Final = _v4()
 
+# Version 5: the GIN indexes of tags and metadata leave out the sessions that have none.
+# An append updates the session row (version, counters, the indexed ``updated_at``), so
+# the update is not HOT and every index of the row gets a new entry, GIN included: GIN
+# indexes an empty array or object too (an "empty item" entry), and its pending-list
+# insert was the costliest part of the append's WAL. A filter on tags or metadata only
+# matches rows that have some, so the listings add the index's predicate
+# (``_query.TAGS_PRESENT``, ``_query.METADATA_PRESENT``) and use the partial index.
+_V5: Final = """
+DROP INDEX {P}sessions_tags;
+CREATE INDEX {P}sessions_tags ON {P}sessions USING gin (tags) WHERE tags <> '{}';
+DROP INDEX {P}sessions_metadata;
+CREATE INDEX {P}sessions_metadata ON {P}sessions USING gin (metadata_jsonb jsonb_path_ops)
+    WHERE metadata_jsonb <> '{}';
+"""
+
 #: Migration ``n`` (1-based) upgrades a schema of version ``n - 1`` to version ``n``.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
 LATEST: Final = len(MIGRATIONS)
 
 #: The schema-version table: one row, created before any migration runs.

@@ -43,7 +43,7 @@ from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
 from sessionstore.driver import encode_event_inputs, new_session, prepare
 from sessionstore.model import TTL, Status, Unset
-from sessionstore.planning import check_expected_version, fast_session
+from sessionstore.planning import check_expected_version, fast_event, fast_session
 from sessionstore.query import (
     OrderKey,
     decode_cursor,
@@ -289,7 +289,7 @@ class PostgresStore(BaseSessionStore):
         times: dict[int, datetime] = {}  # events appended together share their time
         try:
             events = [
-                Event(
+                fast_event(
                     r[1],
                     r[2],
                     times.get(r[3]) or times.setdefault(r[3], from_ms(r[3])),

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
+from sessionstore_postgres._query import build_where
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
@@ -289,6 +290,78 @@ async def test_migrations_from_the_first_version(open_pg: OpenPg) -> None:
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST + 1
     finally:
         await conn.close()
+
+
+@pytest.mark.asyncio
+async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_indexes(
+    open_pg: OpenPg,
+) -> None:
+    prefix = f"gin{uuid.uuid4().hex[:8]}_"
+    old = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
+    assert isinstance(old, PostgresStore)
+    old._target_schema = 4
+    await old.initialize()
+    both = await old.create_session(tags=["x"], metadata={"k": 1, "deep": {"a": [1]}})
+    bare = await old.create_session()
+    tagged = await old.create_session(tags=["y"])
+    await old.append_events(bare.id, [{"type": "t"}])
+    await old.shutdown()
+    store = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
+    assert isinstance(store, PostgresStore)
+    await store.initialize()
+    conn = await asyncpg.connect(**_connect_args(store))
+    try:
+        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST >= 5
+        defs = dict(await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1",
+            f"{prefix}sessions",
+        ))  # fmt: skip
+        assert "WHERE (tags <> '{}'" in defs[f"{prefix}sessions_tags"]
+        assert "WHERE (metadata_jsonb <> '{}'" in defs[f"{prefix}sessions_metadata"]
+        # the filters' SQL implies the predicates: the planner uses the partial index
+        # (2,000 more sessions without tags or metadata make it the cheapest plan)
+        await conn.execute(
+            f"INSERT INTO {prefix}sessions SELECT ns, id || '-' || g, processor_id, status, "
+            "grp, tags, created_at, updated_at, expires_at, version, event_count, last_seq, "
+            f"data, metadata, metadata_jsonb, wt FROM {prefix}sessions, "
+            "generate_series(1, 2000) AS g WHERE id = $1",
+            bare.id,
+        )
+        await conn.execute(f"ANALYZE {prefix}sessions")
+        now = store.clock.now()
+        for flt, index in (
+            (SessionFilter(tags_all=["x"]), "sessions_tags"),
+            (SessionFilter(tags_any=["x", "y"]), "sessions_tags"),
+            (SessionFilter(metadata={"k": 1}), "sessions_metadata"),
+            (SessionFilter(metadata={"deep.a": [1]}), "sessions_metadata"),
+        ):
+            w = build_where("g", flt, now)
+            sql = f"SELECT id FROM {prefix}sessions WHERE {w.sql()}"
+            plan = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *w.params)
+            used = {n.get("Index Name") for n in _plan_nodes(orjson.loads(plan)[0]["Plan"])}
+            assert f"{prefix}{index}" in used, (flt, used)
+    finally:
+        await conn.close()
+    try:
+        listed = {
+            "all x": (await store.list_sessions(SessionFilter(tags_all=["x"]))).ids,
+            "any": sorted((await store.list_sessions(SessionFilter(tags_any=["x", "y"]))).ids),
+            "any of none": (await store.list_sessions(SessionFilter(tags_any=[]))).ids,
+            "all of none": await store.count_sessions(SessionFilter(tags_all=[])),
+            "metadata": (await store.list_sessions(SessionFilter(metadata={"k": 1}))).ids,
+        }
+        assert listed == {
+            "all x": [both.id],
+            "any": sorted([both.id, tagged.id]),
+            "any of none": [],
+            "all of none": 2_003,
+            "metadata": [both.id],
+        }
+        assert await store.count_sessions(SessionFilter(tags_any=["y"])) == 1
+        after = await store.append_events(bare.id, [{"type": "t"}])
+        assert after.event_count == 2 and after.version == 3
+    finally:
+        await store.shutdown()
 
 
 def _url(open_pg: Any) -> str:
