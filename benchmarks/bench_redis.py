@@ -6,6 +6,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_redis --quick    # small sizes, ~20 s
     .venv/bin/python -m benchmarks.bench_redis --json out.json
     .venv/bin/python -m benchmarks.bench_redis --url redis://127.0.0.1:7777/0 --no-cluster
+    .venv/bin/python -m benchmarks.bench_redis --no-cluster --writes-only  # rows 1-3 only
     .venv/bin/python -m benchmarks.bench_redis --million  # + 1,000,000 sessions, both
 
 Without ``--url`` / ``--cluster-url`` it starts private servers (a single server and a
@@ -155,7 +156,9 @@ def private_servers(single: bool, cluster: bool) -> Iterator[dict[str, str]]:
 # --------------------------------------------------------------------------- single ops
 
 
-async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -> None:
+async def bench_single_ops(
+    report: Report, url: str, label: str, sizes: Sizes, *, writes_only: bool = False
+) -> None:
     from sessionstore_redis import RedisStore
     from sessionstore_redis._scripts import WRITE
 
@@ -330,6 +333,8 @@ async def bench_single_ops(report: Report, url: str, label: str, sizes: Sizes) -
             number=sizes.append_number,
             repeat=sizes.repeat,
         )
+        if writes_only:  # --writes-only: the rows above, nothing after them
+            return
         await bench_bulk(report, store, label, sizes)
         await bench_event_log(report, store, label, sizes)
 
@@ -761,6 +766,9 @@ async def run(args: argparse.Namespace) -> Report:
         for label, url in urls.items():
             if args.million_only:
                 break
+            if args.writes_only:
+                await bench_single_ops(report, url, label, sizes, writes_only=True)
+                continue
             if not args.plans_only:
                 await bench_single_ops(report, url, label, sizes)
                 await bench_query(report, url, label, replace(sizes))
@@ -784,7 +792,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--plans-only", action="store_true", help="only the listing and the plan sweep"
     )
+    parser.add_argument(
+        "--writes-only",
+        action="store_true",
+        help="only the get, create, create + get, update and append rows (no bulk, event "
+        "log, query or plan rows)",
+    )
     args = parser.parse_args(argv)
+    if args.writes_only and args.plans_only:
+        parser.error("--writes-only and --plans-only exclude each other")
     return asyncio.run(run(args)).publish(args.json)
 
 

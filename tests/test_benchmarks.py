@@ -182,6 +182,29 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     assert all(isinstance(row["passed"], bool) for row in rows.values())
 
 
+def test_bench_redis_writes_only_runs_the_write_rows_alone(tmp_path: Path) -> None:
+    """``--writes-only`` (the quiet-machine A/B of the write rows, issue 21): exactly the
+    get, create, create + get, update and append rows, nothing else."""
+    from tests.redis.servers import find_binaries
+
+    if find_binaries() is None:
+        import pytest
+
+        pytest.skip("no redis-server to benchmark against")
+    report, _ = _run_quick("bench_redis", tmp_path, "--no-cluster", "--writes-only", title="redis")
+    assert [row["name"] for row in report["rows"]] == [
+        f"[single] {what}"
+        for what in (
+            "get_session (~2 KB)",
+            "create_session (~2 KB)",
+            "create_session + get_session (~2 KB)",
+            "update_session merge_data",
+            "append_events, 10,000 events",
+            "append flatness 10,000 vs 10",
+        )
+    ]
+
+
 def test_bench_backup_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     report, _ = _run_quick(
         "bench_backup", tmp_path, "--drivers", "memory,file", "--dir", str(tmp_path), title="backup"

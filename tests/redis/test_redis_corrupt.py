@@ -71,3 +71,21 @@ async def test_the_first_append_sets_the_events_key_expiry(open_redis: Any, redi
     await store.create_session(id="ttl", ttl=3600)
     await store.append_events("ttl", [{"type": "e"}])
     assert await store.client.pttl(store.key_names("ttl")["events"]) > 0
+
+
+async def test_get_session_of_a_document_key_of_the_wrong_type(
+    open_redis: Any, redis_url: str
+) -> None:
+    """``lua/read.lua``'s one-document path answers a key that is not a hash as such
+    (and a missing key as no session), as its several-document path does."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="wrong")
+    name = store.key_names("wrong")["doc"]
+    await store.client.delete(name)
+    await store.client.set(name, b"a string")
+    with pytest.raises(IntegrityError) as info:
+        await store.get_session("wrong")
+    assert info.value.record == "wrong"
+    assert "wrong type" in str(info.value)
+    await store.client.delete(name)
+    assert await store.get_session("wrong") is None

@@ -48,8 +48,13 @@ if IX ~= '' then
   if ARGV[i] == 'pid' then pid, i = ARGV[i + 1], i + 2 end
   record = {'1', NOW, NOW, ea, ST, pid, '', '0'}
   for j = i, i + 2 * NT - 2, 2 do record[#record + 1] = string.sub(ARGV[j], 3) end
-  old = redis.call('HGET', IX .. 'r', ID)
-  if not old then ix_add(IX, ID, record) end
+  -- the record first, if the id has none (one call, not HGET + HSET): its other entries
+  -- then; else the record stored is read and the entries moved (below)
+  if redis.call('HSETNX', IX .. 'r', ID, table.concat(record, SEP)) == 1 then
+    ix_add_entries(IX, ID, record)
+  else
+    old = redis.call('HGET', IX .. 'r', ID)
+  end
 end
 if not old then return 1 end
 -- the id had index entries (an expired session's, replaced): create_reindex.lua moves

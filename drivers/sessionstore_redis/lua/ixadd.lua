@@ -34,8 +34,9 @@ local function ix_comp_add(ix, id, r)
   for f in string.gmatch(cf, '%a%a') do comp_add(ix, f, id, r) end
 end
 
--- Index id with record r (a table in record order), which it does not have an entry for.
-local function ix_add(ix, id, r)
+-- The entries of id with record r (a table in record order) but its record: ix_add
+-- without the record's HSET (create.lua writes the record first, with HSETNX).
+local function ix_add_entries(ix, id, r)
   redis.call('ZADD', ix .. 'c', r[2], id)
   redis.call('ZADD', ix .. 'u', r[3], id)
   if r[4] == '' then redis.call('ZADD', ix .. 'n', 0, id) else redis.call('ZADD', ix .. 'x', r[4], id) end
@@ -44,5 +45,10 @@ local function ix_add(ix, id, r)
   if r[6] ~= '' then redis.call('SADD', ix .. 'p:' .. r[6], id) end
   for k = 9, #r do redis.call('SADD', ix .. 't:' .. r[k], id) end
   ix_comp_add(ix, id, r)
+end
+
+-- Index id with record r (a table in record order), which it does not have an entry for.
+local function ix_add(ix, id, r)
+  ix_add_entries(ix, id, r)
   redis.call('HSET', ix .. 'r', id, table.concat(r, SEP))
 end

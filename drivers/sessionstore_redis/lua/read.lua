@@ -7,6 +7,11 @@
 -- key that string, else {sizes, strings}: the strings concatenated and their lengths,
 -- comma-separated (two reply elements for a page: the client's pure-Python reply parser
 -- costs microseconds per element).
+if #KEYS == 1 and #ARGV == 0 then  -- one document (get_session): no closure, no table
+  local fields = redis.pcall('HGETALL', KEYS[1])
+  if type(fields) == 'table' and fields.err then return '\1' end
+  return table.concat(fields, '\0')
+end
 local out = {}
 local function read(key)
   local fields = redis.pcall('HGETALL', key)
