@@ -1041,6 +1041,14 @@ class EmptyTagStringAccepted(MemoryStore):
         return await super().create_session(**fields)
 
 
+
+class BulkWriteKeepsOnlyTheFirst(MemoryStore):
+    """A bulk write (``_apply(atomic=False)``, a restore's batch of sessions) writes its
+    first mutation and drops the rest without a word."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await super()._apply(mutations if atomic else mutations[:1], atomic=atomic)
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1127,6 +1135,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         PrivateBackendClaimsShared,
         IndexKeepsOldProcessor,
         EmptyTagStringAccepted,
+        BulkWriteKeepsOnlyTheFirst,
     )
 }
 
@@ -1204,6 +1213,7 @@ CAUGHT_BY: dict[str, str] = {
     "PrivateBackendClaimsShared": "test_opened_from_its_url",
     "IndexKeepsOldProcessor": "test_indexes_follow_changes_after_create",
     "EmptyTagStringAccepted": "test_bad_arguments_refused",
+    "BulkWriteKeepsOnlyTheFirst": "test_backup_restores_exactly",
 }  # fmt: skip
 
 
