@@ -40,10 +40,12 @@ from sessionstore import (
     PutResult,
     QueryOptions,
     Session,
+    SessionConflictError,
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
     Status,
+    StoreUnavailableError,
     TrimOp,
     TruncateOp,
 )
@@ -1041,13 +1043,36 @@ class EmptyTagStringAccepted(MemoryStore):
         return await super().create_session(**fields)
 
 
-
 class BulkWriteKeepsOnlyTheFirst(MemoryStore):
     """A bulk write (``_apply(atomic=False)``, a restore's batch of sessions) writes its
     first mutation and drops the rest without a word."""
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         await super()._apply(mutations if atomic else mutations[:1], atomic=atomic)
+
+
+class CreatesOverwriteARival(MemoryStore):
+    """A write that creates a session ("insert or replace" instead of "insert if absent")
+    skips the version check: a rival that created the id after the read is overwritten."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:
+            current = self._space.docs.get(mut.session_id)
+            if mut.created and current is not None:
+                mut.expect = current.head.version
+        await super()._apply(mutations, atomic=atomic)
+
+
+class ConflictEndsTheRetries(MemoryStore):
+    """A lost compare-and-set is reported as a store failure (not the conflict the base
+    re-reads and plans again after): a write that a rival beats fails at once."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        try:
+            await super()._apply(mutations, atomic=atomic)
+        except SessionConflictError as exc:
+            raise StoreUnavailableError(f"write failed: {exc}") from None
+
 
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
@@ -1136,6 +1161,8 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         IndexKeepsOldProcessor,
         EmptyTagStringAccepted,
         BulkWriteKeepsOnlyTheFirst,
+        CreatesOverwriteARival,
+        ConflictEndsTheRetries,
     )
 }
 
@@ -1214,6 +1241,8 @@ CAUGHT_BY: dict[str, str] = {
     "IndexKeepsOldProcessor": "test_indexes_follow_changes_after_create",
     "EmptyTagStringAccepted": "test_bad_arguments_refused",
     "BulkWriteKeepsOnlyTheFirst": "test_backup_restores_exactly",
+    "CreatesOverwriteARival": "test_put_records_that_loses_a_race_decides_again",
+    "ConflictEndsTheRetries": "test_a_write_that_loses_a_race_is_planned_again",
 }  # fmt: skip
 
 
