@@ -84,11 +84,11 @@ class WriteRace:
         return loaded
 
     def __enter__(self) -> WriteRace:
-        self.store._load = self._wrapped  # type: ignore[attr-defined, method-assign]
+        self.store._load = self._wrapped  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        del self.store._load  # type: ignore[attr-defined]
+        del self.store._load
 
     def require_fired(self) -> None:
         if not self.fired:

@@ -574,6 +574,46 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_filtered_reads_after_several_events_go_at_once(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A truncate and a pop of several events each, then appends: reads by type and
+        by key see only the kept events (an index that forgets only part of a run of
+        removed events answers with others); every filtered read of a session with no
+        kept events is ``[]``."""
+        st = ctx.store
+        s = await _numbered(ctx, 12)  # odd seqs "a", even "b", keys k<seq>
+        await st.truncate_events(s.id, after_seq=8)  # 9-12 in one removal
+        await st.pop_events(s.id, 3)  # 8, 7, 6 in one removal
+        await st.append_events(s.id, [{"type": "b"}, {"type": "c"}])  # 13, 14
+        kept = {1: "a", 2: "b", 3: "a", 4: "b", 5: "a", 13: "b", 14: "c"}
+        for types in (["a"], ["b"], ["c"], ["a", "b"], ["b", "c"]):
+            want = [q for q, kind in kept.items() if kind in types]
+            assert await _seqs(ctx, s.id, types=types) == want, types
+            assert await _seqs(ctx, s.id, types=types, last=2) == want[-2:], types
+            assert (
+                await _seqs(ctx, s.id, types=types, after_seq=4, limit=2)
+                == [q for q in want if q > 4][:2]
+            ), types
+        for q in range(6, 13):
+            assert await st.get_event(s.id, key=f"k{q}") is None, q
+        got = await st.get_event(s.id, key="k5")
+        assert got is not None and got.seq == 5
+        none_kept = await _numbered(ctx, 3, sid="none-kept")
+        await st.truncate_events(none_kept.id, after_seq=0)
+        never = await st.create_session(id="never")
+        for sid in (none_kept.id, never.id):
+            for window in (
+                {"types": ["a"]},
+                {"before_seq": 3},
+                {"at_after": _T0},
+                {"at_before": _T0 + timedelta(days=9999)},
+                {"after_seq": 1, "types": ["b"], "last": 2},
+            ):
+                assert await st.get_events(sid, **window) == [], (sid, window)
+
+    @store_test
+    @requires("event_log")
     async def test_time_bounds_on_a_log_in_time_order(self, ctx: ConformanceContext) -> None:
         """The usual log, each event later than the one before (a store may bisect it):
         the time bounds are exclusive at an event's exact ``at`` and combine with the seq
