@@ -258,6 +258,29 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_batch_deletes_its_own_appends(self, ctx: ConformanceContext) -> None:
+        """``DeleteEventsOp`` by seq only or by key only, of events appended earlier in the
+        same batch and of stored ones."""
+        s = await _numbered(ctx, 3)  # 1-3, keys k1-k3
+        appended = [EventInput("n", key="n4"), EventInput("n", key="n5"), EventInput("n")]
+        results = await ctx.store.commit(
+            [
+                AppendOp(s.id, appended),  # 4-6
+                DeleteEventsOp(s.id, seqs=[5]),  # appended above, by seq
+                DeleteEventsOp(s.id, keys=["n4"]),  # appended above, by key
+                DeleteEventsOp(s.id, seqs=[2]),  # stored, by seq
+                DeleteEventsOp(s.id, keys=["k3"]),  # stored, by key
+            ]
+        )
+        final = results[-1]
+        assert isinstance(final, Session)
+        assert [(e.seq, e.type) for e in await ctx.store.get_events(s.id)] == [(1, "a"), (6, "n")]
+        assert (final.event_count, final.last_seq) == (2, 6)
+        assert await ctx.store.get_session(s.id) == final
+        assert await ctx.store.get_event(s.id, key="n4") is None
+
+    @store_test
+    @requires("event_log")
     async def test_batch_removals_see_earlier_bounds(self, ctx: ConformanceContext) -> None:
         """Inside one batch a removal sees exactly what earlier removals kept: the event a
         trim keeps last (its oldest) and the one a truncate keeps at ``after_seq`` are
@@ -392,13 +415,15 @@ class EventLogTests:
                 "new-3", [{"type": "x"}], create=NewSession(id="other")
             ),
         )
-        await _unchanged(
+        lost = await _unchanged(
             ctx,
             SessionConflictError,
             lambda: ctx.store.append_events(
                 "new-3", [{"type": "x"}], create=True, expected_version=2
             ),
         )
+        assert isinstance(lost, SessionConflictError)
+        assert (lost.session_id, lost.expected, lost.actual) == ("new-3", 2, 0)  # 0: absent
         in_batch = await ctx.store.commit([AppendOp("new-4", [{"type": "b"}], create=True)])
         assert isinstance(in_batch[0], Session) and in_batch[0].event_count == 1
 
