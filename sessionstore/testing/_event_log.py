@@ -505,6 +505,9 @@ class EventLogTests:
             assert result.new == [False, True]
             assert [e.seq for e in result.events] == [1, 5]
             assert result.session == await ctx.store.get_session(s.id)
+            with pytest.raises(SessionNotFoundError):  # no create unless asked
+                await detailed("absent", [EventInput("y", key="m-5")])
+            assert await ctx.store.get_session("absent") is None
 
     @store_test
     @requires("event_log")
