@@ -821,6 +821,8 @@ class EventLogTests:
             lambda: ctx.store.truncate_events(s.id, "1"),  # type: ignore[arg-type]
             lambda: ctx.store.delete_events(s.id, seqs=[0]),
             lambda: ctx.store.delete_events(s.id, seqs=5),  # type: ignore[arg-type]
+            lambda: ctx.store.delete_events(s.id, seqs=b"\x01"),  # bytes iterate as ints
+            lambda: ctx.store.delete_events(s.id, seqs="1"),  # type: ignore[arg-type]
             lambda: ctx.store.delete_events(s.id, keys="k1"),
             lambda: ctx.store.delete_events(s.id, keys=[""]),
             lambda: ctx.store.get_event(s.id, key=""),
