@@ -278,6 +278,18 @@ class EventLogTests:
         assert (final.event_count, final.last_seq) == (2, 6)
         assert await ctx.store.get_session(s.id) == final
         assert await ctx.store.get_event(s.id, key="n4") is None
+        # a session the batch creates has no stored events to look up
+        results = await ctx.store.commit(
+            [
+                CreateOp(NewSession(id="fresh")),
+                AppendOp("fresh", [EventInput("n", key="f1"), EventInput("n")]),
+                DeleteEventsOp("fresh", seqs=[2], keys=["f1", "nope"]),
+            ]
+        )
+        fresh = results[-1]
+        assert isinstance(fresh, Session)
+        assert (fresh.event_count, fresh.last_seq) == (0, 2)
+        assert await ctx.store.get_events("fresh") == []
 
     @store_test
     @requires("event_log")
