@@ -90,6 +90,16 @@ class WriteRace:
     def __exit__(self, *exc: object) -> None:
         del self.store._load
 
+    async def outcome(self, call: Awaitable[object]) -> Exception | None:
+        """Await ``call`` with the race in place: the error it raised, or ``None`` (a
+        caller checks :meth:`require_fired` before asserting the error)."""
+        with self:
+            try:
+                await call
+            except Exception as error:  # handed back to the test
+                return error
+        return None
+
     def require_fired(self) -> None:
         if not self.fired:
             pytest.skip(
@@ -212,9 +222,10 @@ class ConcurrencyTests:
         async def rival_create() -> None:
             await st.create_session(id="taken", data={"v": "rival"})
 
-        with WriteRace(st, rival_create, after={1}) as race, pytest.raises(SessionExistsError):
-            await st.create_session(id="taken", data={"v": "mine"})
+        race = WriteRace(st, rival_create, after={1})
+        error = await race.outcome(st.create_session(id="taken", data={"v": "mine"}))
         if race.fired:  # the store read "taken" absent, the rival created it before the write
+            assert isinstance(error, SessionExistsError), error
             taken = await st.get_session("taken")
             assert taken is not None
             assert (taken.data, taken.version) == ({"v": "rival"}, 1)
@@ -265,11 +276,11 @@ class ConcurrencyTests:
             await st.update_session(s.id, data={"rivals": cur.data["rivals"] + 1})
 
         race = WriteRace(st, rival, after=ALWAYS)
-        with race, pytest.raises(SessionConflictError) as lost:
-            await st.update_session(s.id, merge_data={"mine": True})
+        lost = await race.outcome(st.update_session(s.id, merge_data={"mine": True}))
         race.require_fired()
-        assert lost.value.session_id == s.id
-        assert 1 <= lost.value.expected < lost.value.actual
+        assert isinstance(lost, SessionConflictError), lost
+        assert lost.session_id == s.id
+        assert 1 <= lost.expected < lost.actual
         assert race.fired == CAS_ATTEMPTS
         final = await st.get_session(s.id)
         assert final is not None
@@ -289,9 +300,10 @@ class ConcurrencyTests:
         async def rival() -> None:
             await st.append_events(s.id, [{"type": "rival"}])
 
-        with WriteRace(st, rival, before=ALWAYS) as race, pytest.raises(StoreUnavailableError):
-            await st.pop_events(s.id, 1)
+        race = WriteRace(st, rival, before=ALWAYS)
+        error = await race.outcome(st.pop_events(s.id, 1))
         race.require_fired()
+        assert isinstance(error, StoreUnavailableError), error
         events = await st.get_events(s.id)
         assert len(events) == 1 + race.fired  # nothing popped
         assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -345,11 +357,11 @@ class ConcurrencyTests:
             await st.update_session(s.id, data={"v": "rival"})
 
         race = WriteRace(st, rival, after=ALWAYS)
-        with race, pytest.raises(SessionConflictError) as lost:
-            await st.put_records([record], strategy="overwrite")
+        lost = await race.outcome(st.put_records([record], strategy="overwrite"))
         race.require_fired()
-        assert lost.value.session_id == s.id
-        assert 1 <= lost.value.expected < lost.value.actual  # what the last try met
+        assert isinstance(lost, SessionConflictError), lost
+        assert lost.session_id == s.id
+        assert 1 <= lost.expected < lost.actual  # what the last try met
         got = await st.get_session(s.id)
         assert got is not None
         assert got.data == {"v": "rival"}
