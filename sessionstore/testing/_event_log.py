@@ -520,6 +520,16 @@ class EventLogTests:
             with pytest.raises(SessionNotFoundError):  # no create unless asked
                 await detailed("absent", [EventInput("y", key="m-5")])
             assert await ctx.store.get_session("absent") is None
+        # one key in two appends of one batch: the second finds the first's event
+        before = await ctx.store.get_session(s.id)
+        assert before is not None
+        twice = AppendOp(s.id, [EventInput("z", key="m-6"), EventInput("plain")])
+        results = await ctx.store.commit([twice, twice])
+        final = results[-1]
+        assert isinstance(final, Session)
+        added = await ctx.store.get_events(s.id, after_seq=before.last_seq)
+        assert [e.key for e in added] == ["m-6", None, None]
+        assert final.event_count == before.event_count + 3
 
     @store_test
     @requires("event_log")
