@@ -92,7 +92,7 @@ class WriteRace:
 
     async def outcome(self, call: Awaitable[object]) -> Exception | None:
         """Await ``call`` with the race in place: the error it raised, or ``None`` (a
-        caller checks :meth:`require_fired` before asserting the error)."""
+        caller checks ``require_fired()`` before asserting the error)."""
         with self:
             try:
                 await call
