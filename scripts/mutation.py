@@ -270,10 +270,11 @@ def _functions(tree: ast.Module) -> list[tuple[int, int, str]]:
     return out
 
 
-def all_mutants() -> list[Mutant]:
+def all_mutants(root: Path = ROOT) -> list[Mutant]:
+    """Every mutant of the target modules (of the source tree at ``root``)."""
     out = []
     for module, path in TARGETS.items():
-        text = path.read_text()
+        text = (root / path.relative_to(ROOT)).read_text()
         lines = text.splitlines()
         tree = ast.parse(text, str(path))
         functions = _functions(tree)
@@ -284,6 +285,24 @@ def all_mutants() -> list[Mutant]:
             m = Mutant(module, i, line, what, function, lines[line - 1].strip())
             m.last_line = _last_line(node)
             out.append(m)
+    return out
+
+
+Key = tuple[str, str, str, str, int]
+
+
+def stable_keys(mutants: list[Mutant]) -> dict[tuple[str, int], Key]:
+    """(module, index) -> a key that survives edits elsewhere in the module: module,
+    function, change, the line's text and which of the mutants with those four it is.
+    Indices shift when code is removed (the sites are numbered breadth-first over the
+    whole module); a ``--rerun`` on edited sources matches the earlier run by these."""
+    seen: dict[tuple[str, str, str, str], int] = {}
+    out: dict[tuple[str, int], Key] = {}
+    for m in sorted(mutants, key=lambda m: (m.module, m.index)):
+        base = (m.module, m.function, m.change, m.code)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        out[(m.module, m.index)] = (*base, n)
     return out
 
 
@@ -581,6 +600,13 @@ def main() -> None:
         help="HH:MM (UTC): start no mutant after this; the rest run in a seeded random order"
         " (--seed), so what ran is a seeded random sample of them",
     )
+    parser.add_argument(
+        "--since",
+        type=Path,
+        help="with --rerun: the source tree (a worktree) the earlier run ran on, when the"
+        " target modules changed since: mutants of new or changed code run too, those of"
+        " removed code leave the tally (matched by module, function, change, line text)",
+    )
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
     parser.add_argument(
         "--resume",
@@ -597,24 +623,32 @@ def main() -> None:
     mutants = all_mutants()
     if args.module:
         mutants = [m for m in mutants if m.module in args.module]
-    if args.list:
-        for m in mutants:
-            print(f"{m.module}:{m.index}\tline {m.line}\t{m.change}")
-        print(f"{len(mutants)} mutants")
-        return
+    previous_by_key: dict[Key, Mutant] = {}
+    removed: list[Mutant] = []
     if args.rerun:
-        previous = _results(args.rerun)
+        previous = [Mutant(**r) for r in _results(args.rerun)]
         recorded = load_equivalent()  # no test can kill those: not run again
+        # the earlier run's mutants by stable key (its indices may differ from ours)
+        old_all = all_mutants(args.since) if args.since else all_mutants()
+        old_keys = stable_keys(old_all)
+        previous_by_key = {old_keys[(r.module, r.index)]: r for r in previous}
+        current_keys = stable_keys(mutants)
+        by_key = {current_keys[(m.module, m.index)]: m for m in mutants}
+        removed = [r for k, r in previous_by_key.items() if k not in by_key]
+        new_code = {k for k in by_key if k not in set(old_keys.values())}
         wanted = {
-            (r["module"], r["index"])
-            for r in previous
-            if (
-                r["status"] == "survived"
-                and (r["module"], r["function"], r["change"], r["code"]) not in recorded
+            k
+            for k, r in previous_by_key.items()
+            if (r.status == "survived" and (r.module, r.function, r.change, r.code) not in recorded)
+            or r.status.startswith("error")
+        } | new_code
+        mutants = [m for k, m in by_key.items() if k in wanted]
+        if removed or new_code:
+            print(
+                f"since {args.since}: {len(removed)} mutants of the earlier run are gone with"
+                f" their code, {len(new_code)} are new (run now)",
+                flush=True,
             )
-            or r["status"].startswith("error")
-        }
-        mutants = [m for m in mutants if (m.module, m.index) in wanted]
     else:
         first = [m for m in mutants if m.module in args.full]
         rest = [m for m in mutants if m.module not in args.full]
@@ -628,6 +662,11 @@ def main() -> None:
         mutants = first + rest
         if args.module_level_last:  # a stable partition: the seeded order is kept
             mutants = [m for m in mutants if in_body(m)] + [m for m in mutants if not in_body(m)]
+    if args.list:  # (with --rerun: those it would run)
+        for m in mutants:
+            print(f"{m.module}:{m.index}\tline {m.line}\t{m.change}")
+        print(f"{len(mutants)} mutants")
+        return
     resumed: dict[tuple[str, int], dict[str, Any]] = {}
     if args.resume:
         for line in args.resume.read_text().splitlines():
@@ -708,8 +747,13 @@ def main() -> None:
     if args.rerun:
         # the earlier run with these mutants' new results in place of its survivors, the
         # equivalents as recorded now: the score of that run on the current suite
-        rerun = {(m.module, m.index): m for m in done}
-        merged = [rerun.get((r["module"], r["index"]), Mutant(**r)) for r in _results(args.rerun)]
+        current_keys = stable_keys(all_mutants())
+        rerun = {current_keys[(m.module, m.index)]: m for m in done}
+        gone = {id(r) for r in removed}
+        merged = [rerun.pop(k, r) for k, r in previous_by_key.items() if id(r) not in gone] + list(
+            rerun.values()
+        )  # what is left: mutants of new code
+        report["removed_with_their_code"] = [asdict(r) for r in removed]
         for m in merged:
             m.equivalent = (
                 equivalent.get((m.module, m.function, m.change, m.code), "")
@@ -730,7 +774,8 @@ def main() -> None:
     if "merged" in report:
         t = report["merged"]
         print(
-            f"with the earlier run ({args.rerun}): {t['mutants']} mutants, killed "
+            f"with the earlier run ({args.rerun}; {len(removed)} of its mutants gone with"
+            f" their code): {t['mutants']} mutants, killed "
             f"{t['killed']}, equivalent {t['equivalent']}, survived {t['survived']}: "
             f"score {t['killed']}/{t['mutants'] - t['equivalent']} = {t['score']:.1%}"
         )

@@ -56,7 +56,6 @@ from .model import (
 )
 from .validation import (
     validate_event,
-    validate_event_input,
     validate_event_key,
     validate_expires_at,
     validate_positive_int,
@@ -76,7 +75,6 @@ __all__ = [
     "Planner",
     "Prepared",
     "encode_event_inputs",
-    "encode_events",
     "prepare",
 ]
 
@@ -1046,21 +1044,12 @@ def make_checkpoint(session: Session, label: str | None, now: datetime) -> Check
     return replace(cp, digest=checkpoint_digest(cp))
 
 
-def involved_ids(prepared: Sequence[Prepared]) -> list[str]:
-    """Ids a batch must load before planning (in first-seen order)."""
-    seen: dict[str, None] = {}
-    for p in prepared:
-        seen.setdefault(p.session_id, None)
-    return list(seen)
-
-
 def encode_event_inputs(
     events: object, limits: Limits
 ) -> list[tuple[str, bytes, JSONDict, str | None, datetime | None]]:
     """Validate and encode the events of an append: ``(type, data JSON, private copy of
     the data, key, at)`` for each (``key``/``at``: ``None`` when not given; ``at`` in UTC
-    at millisecond precision). :func:`encode_events` for a driver path that stores
-    neither."""
+    at millisecond precision)."""
     if type(events) is not list and (
         isinstance(events, Mapping | EventInput | str) or not isinstance(events, Sequence)
     ):
@@ -1077,36 +1066,3 @@ def encode_event_inputs(
             data, copy = encode_user_dict(payload, f"events[{index}].data", limit, MAX_EVENT)
         out.append((etype, data, copy, key, at))
     return out
-
-
-def encode_events(events: object, limits: Limits) -> list[tuple[str, bytes, JSONDict]]:
-    """Validate and encode the events of an append: ``(type, data JSON, private copy of
-    the data)`` for each, the rules of ``AppendOp``. Drivers that store the JSON as it
-    is (Redis) splice the bytes into their event record instead of encoding the copy
-    again. An event with a ``key`` or ``at`` raises
-    :class:`~sessionstore.UnsupportedOperationError` (a path that cannot store them);
-    :func:`encode_event_inputs` returns them."""
-    if type(events) is not list and (
-        isinstance(events, Mapping | EventInput | str) or not isinstance(events, Sequence)
-    ):
-        raise InvalidArgumentError("events must be a list of events")
-    if not events:
-        raise InvalidArgumentError("append_events needs at least one event")
-    limit = limits.max_event_bytes
-    out: list[tuple[str, bytes, JSONDict]] = []
-    for index, raw in enumerate(events):
-        etype, payload = validate_event_input(raw)
-        try:
-            data, copy = encode_user_dict(payload, "events[].data", limit, MAX_EVENT)
-        except (SerializationError, QuotaExceededError):
-            # again, naming the event in the error (its name is built only on this path)
-            data, copy = encode_user_dict(payload, f"events[{index}].data", limit, MAX_EVENT)
-        out.append((etype, data, copy))
-    return out
-
-
-def event_payloads(
-    events: Sequence[EventInput | Mapping[str, Any]], limits: Limits
-) -> list[tuple[str, JSONDict]]:
-    """Validate and encode events outside a batch (same rules as ``AppendOp``)."""
-    return prepare(AppendOp("x", events), limits).events

@@ -154,8 +154,10 @@ async def put_record(
     stored: Session | None,
 ) -> PutResult:
     """Write one checked record by ``strategy`` given the ``stored`` session (re-read and
-    decided again when a concurrent writer changed it)."""
+    decided again when a concurrent writer changed it; after ``CAS_ATTEMPTS`` lost races,
+    the last :class:`SessionConflictError`)."""
     new = record.session
+    lost: SessionConflictError | None = None
     for _ in range(CAS_ATTEMPTS):
         decision = merge_decision(strategy, new, stored, primitives.clock.now())
         if decision == "skip":
@@ -176,9 +178,11 @@ async def put_record(
         )
         try:
             await primitives.apply([mut])
-        except SessionConflictError:
+        except SessionConflictError as conflict:
+            lost = conflict
             stored = (await primitives.load([new.id])).get(new.id)
             continue
         primitives.after_write([mut])
         return PutResult(overwritten=1) if live else PutResult(created=1)
-    raise SessionConflictError(new.id, 0 if stored is None else stored.version, -1)
+    assert lost is not None  # every attempt lost a race
+    raise lost

@@ -828,27 +828,6 @@ class BaseSessionStore(ABC):
             at_before=high,
         )
 
-    @staticmethod
-    def _plain_events_read(
-        before_seq: int | None,
-        limit: int | None,
-        last: int | None,
-        types: Iterable[str] | None,
-        at_after: datetime | None,
-        at_before: datetime | None,
-    ) -> bool:
-        """True for a ``get_events`` call a driver's older native read (a window after
-        ``after_seq``, the first ``limit`` or last ``last``) answers: no filters, no
-        ``0`` page. Drivers without a native filtered read hand the others to the base."""
-        return (
-            before_seq is None
-            and types is None
-            and at_after is None
-            and at_before is None
-            and limit != 0
-            and last != 0
-        )
-
     def _require_event_log(self, what: str) -> None:
         if not self.capabilities.event_log:
             raise UnsupportedOperationError(

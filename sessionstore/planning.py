@@ -5,8 +5,8 @@ interface; this module stays so that code written against it keeps working. The 
 (see :mod:`sessionstore.driver` for each):
 
 * :func:`prepare`, :class:`Prepared`, :class:`Planner`, :class:`Mutation`, :class:`Limits`,
-  :func:`make_checkpoint`, :func:`new_session`, :func:`check_expected_version`,
-  :func:`encode_events`: the write planner;
+  :func:`make_checkpoint`, :func:`new_session`, :func:`check_expected_version`: the
+  write planner;
 * :func:`check_strategy` and :func:`merge_decision`: ``put_records``' merge rules;
 * :func:`fast_session` - builds a :class:`~sessionstore.Session` from all 13 fields
   positionally, several times faster than ``Session(...)``, for decoding hot paths.
@@ -25,7 +25,6 @@ from .driver import (
     Prepared,
     check_expected_version,
     check_strategy,
-    encode_events,
     make_checkpoint,
     merge_decision,
     new_session,
@@ -40,7 +39,6 @@ __all__ = [
     "Prepared",
     "check_expected_version",
     "check_strategy",
-    "encode_events",
     "fast_event",
     "fast_session",
     "make_checkpoint",

@@ -246,16 +246,18 @@ _json = st.recursive(
 def test_event_record_is_the_encoded_event(
     etype: str, data: dict[str, Any], at: int, key: str | None, seq: int
 ) -> None:
-    """The append splices the data's JSON (as ``encode_events`` checked it) into the
+    """The append splices the data's JSON (as ``encode_event_inputs`` checked it) into the
     stored record instead of encoding it again, and the script prepends the head: the
     bytes are those of encoding the whole record, and they decode to the event."""
     from sessionstore_redis._encoding import decode_events, event_tail, type_json
 
     from sessionstore import Event
     from sessionstore.clock import from_ms
-    from sessionstore.planning import Limits, encode_events
+    from sessionstore.driver import Limits, encode_event_inputs
 
-    [(t, raw, copy)] = encode_events([{"type": etype, "data": data}], Limits(2**30, 2**30))
+    [(t, raw, copy, _, _)] = encode_event_inputs(
+        [{"type": etype, "data": data}], Limits(2**30, 2**30)
+    )
     assert t == etype and copy == data
     kj = None if key is None else orjson.dumps(key)
     record = b'{"v":2,"s":%d,' % seq + event_tail(type_json(etype), at, kj, raw)

@@ -123,11 +123,6 @@ class Composite:
                     ordered = self.by_value[value] = Ordered()
                 ordered.add(new_key)
 
-    def size(self, value: str) -> int:
-        """How many sessions have ``value``."""
-        ordered = self.by_value.get(value)
-        return 0 if ordered is None else len(ordered)
-
 
 def _single(values: frozenset[str] | None) -> str | None:
     return next(iter(values)) if values is not None and len(values) == 1 else None

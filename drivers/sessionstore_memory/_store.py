@@ -204,11 +204,6 @@ class MemoryBackend:
         """Forget a namespace entirely."""
         self._spaces.pop(namespace, None)
 
-    @property
-    def namespaces(self) -> list[str]:
-        """Namespaces holding state."""
-        return sorted(self._spaces)
-
 
 def _kept(raw: bytes) -> bytes:
     """An exact-size copy of bytes the store keeps.

@@ -293,7 +293,7 @@ def type_json(etype: str) -> bytes:
 def event_tail(etype: bytes, at_ms: int, key: bytes | None, data_json: bytes) -> bytes:
     """An event record without its head (``{"v":2,"s":<seq>,``, which the script adds
     once the seq is known): ``"t":<type>,"a":<at>[,"k":<key>],"d":<data>}``. ``etype``
-    and ``key`` are JSON, ``data_json`` the data's JSON as ``encode_events`` made it."""
+    and ``key`` are JSON, ``data_json`` the data's JSON as ``encode_event_inputs`` made it."""
     if key is None:
         return b'"t":%b,"a":%d,"d":%b}' % (etype, at_ms, data_json)
     return b'"t":%b,"a":%d,"k":%b,"d":%b}' % (etype, at_ms, key, data_json)

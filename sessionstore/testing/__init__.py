@@ -15,9 +15,10 @@ declares it lacks. Test names are public API (see ``docs/driver-authors.md``).
 
 from __future__ import annotations
 
+from ._backup import BackupTests
 from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
-from ._concurrency import ConcurrencyTests
+from ._concurrency import ConcurrencyTests, WriteRace
 from ._crud import CrudTests
 from ._event_log import EventLogTests
 from ._event_loops import EventLoopTests
@@ -38,6 +39,7 @@ from .suite import MIXINS, StoreConformance, StoreConformanceBase
 
 __all__ = [
     "MIXINS",
+    "BackupTests",
     "BadInputTests",
     "CheckpointTests",
     "ConcurrencyTests",
@@ -60,6 +62,7 @@ __all__ = [
     "StoreConformanceBase",
     "TransactionTests",
     "VersioningTests",
+    "WriteRace",
     "make_state_machine",
     "requires",
     "store_test",

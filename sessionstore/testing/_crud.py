@@ -378,13 +378,20 @@ class CrudTests:
             ({"remove_data_keys": ["a"]}, {"b": 2, "c": 3}, {"x": 1, "y": 2}),
             ({"merge_metadata": {"z": 3}}, {"b": 2, "c": 3}, {"x": 1, "y": 2, "z": 3}),
             ({"remove_metadata_keys": ["x"]}, {"b": 2, "c": 3}, {"y": 2, "z": 3}),
-            ({"data": {"only": True}}, {"only": True}, {"y": 2, "z": 3}),
-            ({"metadata": {}}, {"only": True}, {}),
+            ({"data": {"only": 1}}, {"only": 1}, {"y": 2, "z": 3}),
+            ({"metadata": {}}, {"only": 1}, {}),
+            ({"merge_data": {"t": 1}, "merge_metadata": {"m": 2}}, {"only": 1, "t": 1}, {"m": 2}),
+            # keys as a tuple (the type of the defaults), then as a set
+            ({"remove_data_keys": ("t",)}, {"only": 1}, {"m": 2}),
+            ({"remove_metadata_keys": ("m",)}, {"only": 1}, {}),
+            ({"merge_data": {"u": 1}}, {"only": 1, "u": 1}, {}),
+            ({"remove_data_keys": {"u", "absent"}}, {"only": 1}, {}),
         ]
         for change, data, metadata in steps:
             s = await st.update_session(s.id, **change)  # type: ignore[arg-type]
             assert (s.data, s.metadata) == (data, metadata), change
             assert await st.get_session(s.id) == s
-        with pytest.raises(TypeError, match="bogus"):
+        # as a call of a method without that parameter would
+        with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
             await st.create_session(bogus=1)  # type: ignore[call-arg]
         assert await st.count_sessions() == 1

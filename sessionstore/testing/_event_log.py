@@ -258,6 +258,41 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_batch_deletes_its_own_appends(self, ctx: ConformanceContext) -> None:
+        """``DeleteEventsOp`` by seq only or by key only, of events appended earlier in the
+        same batch and of stored ones."""
+        s = await _numbered(ctx, 3)  # 1-3, keys k1-k3
+        appended = [EventInput("n", key="n4"), EventInput("n", key="n5"), EventInput("n")]
+        results = await ctx.store.commit(
+            [
+                AppendOp(s.id, appended),  # 4-6
+                DeleteEventsOp(s.id, seqs=[5]),  # appended above, by seq
+                DeleteEventsOp(s.id, keys=["n4"]),  # appended above, by key
+                DeleteEventsOp(s.id, seqs=[2]),  # stored, by seq
+                DeleteEventsOp(s.id, keys=["k3"]),  # stored, by key
+            ]
+        )
+        final = results[-1]
+        assert isinstance(final, Session)
+        assert [(e.seq, e.type) for e in await ctx.store.get_events(s.id)] == [(1, "a"), (6, "n")]
+        assert (final.event_count, final.last_seq) == (2, 6)
+        assert await ctx.store.get_session(s.id) == final
+        assert await ctx.store.get_event(s.id, key="n4") is None
+        # a session the batch creates has no stored events to look up
+        results = await ctx.store.commit(
+            [
+                CreateOp(NewSession(id="fresh")),
+                AppendOp("fresh", [EventInput("n", key="f1"), EventInput("n")]),
+                DeleteEventsOp("fresh", seqs=[2], keys=["f1", "nope"]),
+            ]
+        )
+        fresh = results[-1]
+        assert isinstance(fresh, Session)
+        assert (fresh.event_count, fresh.last_seq) == (0, 2)
+        assert await ctx.store.get_events("fresh") == []
+
+    @store_test
+    @requires("event_log")
     async def test_batch_removals_see_earlier_bounds(self, ctx: ConformanceContext) -> None:
         """Inside one batch a removal sees exactly what earlier removals kept: the event a
         trim keeps last (its oldest) and the one a truncate keeps at ``after_seq`` are
@@ -392,13 +427,15 @@ class EventLogTests:
                 "new-3", [{"type": "x"}], create=NewSession(id="other")
             ),
         )
-        await _unchanged(
+        lost = await _unchanged(
             ctx,
             SessionConflictError,
             lambda: ctx.store.append_events(
                 "new-3", [{"type": "x"}], create=True, expected_version=2
             ),
         )
+        assert isinstance(lost, SessionConflictError)
+        assert (lost.session_id, lost.expected, lost.actual) == ("new-3", 2, 0)  # 0: absent
         in_batch = await ctx.store.commit([AppendOp("new-4", [{"type": "b"}], create=True)])
         assert isinstance(in_batch[0], Session) and in_batch[0].event_count == 1
 
@@ -480,6 +517,19 @@ class EventLogTests:
             assert result.new == [False, True]
             assert [e.seq for e in result.events] == [1, 5]
             assert result.session == await ctx.store.get_session(s.id)
+            with pytest.raises(SessionNotFoundError):  # no create unless asked
+                await detailed("absent", [EventInput("y", key="m-5")])
+            assert await ctx.store.get_session("absent") is None
+        # one key in two appends of one batch: the second finds the first's event
+        before = await ctx.store.get_session(s.id)
+        assert before is not None
+        twice = AppendOp(s.id, [EventInput("z", key="m-6"), EventInput("plain")])
+        results = await ctx.store.commit([twice, twice])
+        final = results[-1]
+        assert isinstance(final, Session)
+        added = await ctx.store.get_events(s.id, after_seq=before.last_seq)
+        assert [e.key for e in added] == ["m-6", None, None]
+        assert final.event_count == before.event_count + 3
 
     @store_test
     @requires("event_log")
@@ -571,6 +621,47 @@ class EventLogTests:
         assert await ctx.store.get_events(s.id, last=0) == []
         assert await ctx.store.get_events(s.id, limit=0) == []
         assert await ctx.store.get_events(s.id, types=["a"], last=0) == []
+
+    @store_test
+    @requires("event_log")
+    async def test_filtered_reads_after_several_events_go_at_once(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A truncate and a pop of several events each, then appends: reads by type and
+        by key see only the kept events (an index that forgets only part of a run of
+        removed events answers with others); every filtered read of a session with no
+        kept events is ``[]``."""
+        st = ctx.store
+        s = await _numbered(ctx, 12)  # odd seqs "a", even "b", keys k<seq>
+        await st.truncate_events(s.id, after_seq=8)  # 9-12 in one removal
+        await st.pop_events(s.id, 2)  # 8, 7 in one removal
+        await st.pop_events(s.id, 1)  # 6
+        await st.append_events(s.id, [{"type": "b"}, {"type": "c"}])  # 13, 14
+        kept = {1: "a", 2: "b", 3: "a", 4: "b", 5: "a", 13: "b", 14: "c"}
+        for types in (["a"], ["b"], ["c"], ["a", "b"], ["b", "c"]):
+            want = [q for q, kind in kept.items() if kind in types]
+            assert await _seqs(ctx, s.id, types=types) == want, types
+            assert await _seqs(ctx, s.id, types=types, last=2) == want[-2:], types
+            assert (
+                await _seqs(ctx, s.id, types=types, after_seq=4, limit=2)
+                == [q for q in want if q > 4][:2]
+            ), types
+        for q in range(6, 13):
+            assert await st.get_event(s.id, key=f"k{q}") is None, q
+        got = await st.get_event(s.id, key="k5")
+        assert got is not None and got.seq == 5
+        none_kept = await _numbered(ctx, 3, sid="none-kept")
+        await st.truncate_events(none_kept.id, after_seq=0)
+        never = await st.create_session(id="never")
+        for sid in (none_kept.id, never.id):
+            for window in (
+                {"types": ["a"]},
+                {"before_seq": 3},
+                {"at_after": _T0},
+                {"at_before": _T0 + timedelta(days=9999)},
+                {"after_seq": 1, "types": ["b"], "last": 2},
+            ):
+                assert await st.get_events(sid, **window) == [], (sid, window)
 
     @store_test
     @requires("event_log")
@@ -752,6 +843,8 @@ class EventLogTests:
             lambda: ctx.store.truncate_events(s.id, "1"),  # type: ignore[arg-type]
             lambda: ctx.store.delete_events(s.id, seqs=[0]),
             lambda: ctx.store.delete_events(s.id, seqs=5),  # type: ignore[arg-type]
+            lambda: ctx.store.delete_events(s.id, seqs=b"\x01"),  # bytes iterate as ints
+            lambda: ctx.store.delete_events(s.id, seqs="1"),  # type: ignore[arg-type]
             lambda: ctx.store.delete_events(s.id, keys="k1"),
             lambda: ctx.store.delete_events(s.id, keys=[""]),
             lambda: ctx.store.get_event(s.id, key=""),

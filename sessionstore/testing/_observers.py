@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import sessionstore
-from sessionstore import Session
+from sessionstore import CreateOp, NewSession, Session
 
 from ._harness import ConformanceContext, store_test
 
@@ -51,6 +51,9 @@ class ObserverTests:
             await st.update_session(s.id, merge_data={"a": 1})
             await st.append_events(s.id, [{"type": "e"}])
             assert await st.delete_session(s.id) is True
+            # a create with its id and one in a batch: planned writes, not the fast path
+            await st.create_session(id="hook-id")
+            await st.commit([CreateOp(NewSession(id="hook-batch"))])
         finally:
             pm.unregister(recorder)
         calls = [call for call in recorder.calls if call[1] == s.id]  # this test's session
@@ -60,6 +63,8 @@ class ObserverTests:
             ("updated", s.id),
             ("deleted", s.id),
         ]
+        for sid in ("hook-id", "hook-batch"):
+            assert [call for call in recorder.calls if call[1] == sid] == [("created", sid)]
 
     @store_test
     async def test_put_records_fire_created_or_updated(self, ctx: ConformanceContext) -> None:

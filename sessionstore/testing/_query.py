@@ -422,6 +422,73 @@ class QueryTests:
         )
 
     @store_test
+    async def test_sorted_filters_follow_writes_after_a_query(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A filtered, time-sorted listing asked *before* the writes and again after each:
+        creates, updates that move ``updated_at`` (and nothing indexed), status changes and
+        deletes show in every order (an index built by the first query must follow)."""
+        st = ctx.store
+        flt_p = SessionFilter(processor_id="p")
+        flt_pa = SessionFilter(processor_id="p", status="active")
+        flt_active = SessionFilter(status="active")
+
+        async def check(want: dict[str, list[str]]) -> None:
+            for name, flt in (("p", flt_p), ("pa", flt_pa), ("active", flt_active)):
+                ids = want[name]
+                for sort_by in ("created_at", "updated_at"):
+                    by_time = sorted(ids, key=lambda sid: times[sid][sort_by])
+                    for order in ("asc", "desc"):
+                        got = await st.list_sessions(
+                            flt, QueryOptions(sort_by=sort_by, order=order)
+                        )
+                        expect = by_time if order == "asc" else by_time[::-1]
+                        assert got.ids == expect, (name, sort_by, order)
+                assert await st.count_sessions(flt) == len(ids), name
+
+        times: dict[str, dict[str, datetime]] = {}
+
+        async def write(session: Session) -> None:
+            times[session.id] = {"created_at": session.created_at, "updated_at": session.updated_at}
+            ctx.clock.advance(1)
+
+        await write(await st.create_session(id="w-a", processor_id="p"))
+        await write(await st.create_session(id="w-b", processor_id="p"))
+        await write(await st.create_session(id="w-c", processor_id="q"))
+        await check({"p": ["w-a", "w-b"], "pa": ["w-a", "w-b"], "active": ["w-a", "w-b", "w-c"]})
+        await write(await st.create_session(id="w-d", processor_id="p"))
+        await check(
+            {
+                "p": ["w-a", "w-b", "w-d"],
+                "pa": ["w-a", "w-b", "w-d"],
+                "active": ["w-a", "w-b", "w-c", "w-d"],
+            }
+        )
+        await write(await st.update_session("w-a", merge_data={"moved": True}))
+        await check(
+            {
+                "p": ["w-a", "w-b", "w-d"],
+                "pa": ["w-a", "w-b", "w-d"],
+                "active": ["w-a", "w-b", "w-c", "w-d"],
+            }
+        )
+        await write(await st.update_session("w-b", status="paused"))
+        await check(
+            {"p": ["w-a", "w-b", "w-d"], "pa": ["w-a", "w-d"], "active": ["w-a", "w-c", "w-d"]}
+        )
+        await write(await st.update_session("w-c", processor_id="p"))
+        await check(
+            {
+                "p": ["w-a", "w-b", "w-c", "w-d"],
+                "pa": ["w-a", "w-c", "w-d"],
+                "active": ["w-a", "w-c", "w-d"],
+            }
+        )
+        assert await st.delete_session("w-d") is True
+        del times["w-d"]
+        await check({"p": ["w-a", "w-b", "w-c"], "pa": ["w-a", "w-c"], "active": ["w-a", "w-c"]})
+
+    @store_test
     async def test_indexes_follow_changes_after_create(self, ctx: ConformanceContext) -> None:
         st = ctx.store
         a = await st.create_session(id="ix-a", processor_id="p1", tags={"t1", "t2"}, ttl=50)

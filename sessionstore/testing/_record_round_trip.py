@@ -9,6 +9,7 @@ import pytest
 
 from sessionstore import (
     IntegrityError,
+    InvalidArgumentError,
     PutResult,
     QueryOptions,
     SessionExistsError,
@@ -129,6 +130,24 @@ class RecordTests:
         with pytest.raises(IntegrityError):
             await ctx.store.put_records([record])
         assert await ctx.store.get_session("d2") is None
+
+    @store_test
+    async def test_put_records_refuses_events_that_disagree_with_counters(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A record whose events are more or fewer than its ``event_count`` says is
+        refused, and nothing of it written."""
+        st = ctx.store
+        s = await st.create_session(id="cnt")
+        s = await st.append_events(s.id, [{"type": "e"}, {"type": "e"}])
+        [record] = [r async for r in st.scan() if r.session.id == s.id]
+        target = await ctx.open_store(ctx.fresh_namespace())
+        for count in (1, 3):
+            bad = replace(record, session=replace(record.session, event_count=count))
+            with pytest.raises(InvalidArgumentError):
+                await target.put_records([bad])
+            assert await target.get_session("cnt", include_expired=True) is None, count
+        assert await target.put_records([record]) == PutResult(created=1)
 
     @store_test
     async def test_update_newer_decides_by_updated_at(self, ctx: ConformanceContext) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable
 
 from sessionstore import Capabilities, Clock, SessionStore
 
+from ._backup import BackupTests
 from ._bad_input import BadInputTests
 from ._checkpoints import CheckpointTests
 from ._concurrency import ConcurrencyTests
@@ -81,6 +82,7 @@ class StoreConformance(
     ObserverTests,
     BadInputTests,
     RecordTests,
+    BackupTests,
     FaultTests,
     PrimitiveTests,
     StateMachineTests,

@@ -40,10 +40,12 @@ from sessionstore import (
     PutResult,
     QueryOptions,
     Session,
+    SessionConflictError,
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
     Status,
+    StoreUnavailableError,
     TrimOp,
     TruncateOp,
 )
@@ -1041,6 +1043,73 @@ class EmptyTagStringAccepted(MemoryStore):
         return await super().create_session(**fields)
 
 
+class BulkWriteKeepsOnlyTheFirst(MemoryStore):
+    """A bulk write (``_apply(atomic=False)``, a restore's batch of sessions) writes its
+    first mutation and drops the rest without a word."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await super()._apply(mutations if atomic else mutations[:1], atomic=atomic)
+
+
+class CreatesOverwriteARival(MemoryStore):
+    """A write that creates a session ("insert or replace" instead of "insert if absent")
+    skips the version check: a rival that created the id after the read is overwritten."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:
+            current = self._space.docs.get(mut.session_id)
+            if mut.created and current is not None:
+                mut.expect = current.head.version
+        await super()._apply(mutations, atomic=atomic)
+
+
+class ConflictEndsTheRetries(MemoryStore):
+    """A lost compare-and-set is reported as a store failure (not the conflict the base
+    re-reads and plans again after): a write that a rival beats fails at once."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        try:
+            await super()._apply(mutations, atomic=atomic)
+        except SessionConflictError as exc:
+            raise StoreUnavailableError(f"write failed: {exc}") from None
+
+
+class TypeIndexKeepsPartOfARemoval(MemoryStore):
+    """A removal of several events at once (truncate, a pop of more than one) takes only
+    the first of them out of the per-type index: typed reads meet the others' seqs."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        stale: dict[str, list[tuple[str, int]]] = {}
+        for mut in mutations:
+            log = self._space.logs.get(mut.session_id)
+            if log is not None and mut.truncate_after is not None:
+                gone = [
+                    (log.items[pos][0], q)
+                    for pos, q in enumerate(log.seqs)
+                    if q > mut.truncate_after
+                ]
+                stale[mut.session_id] = gone[1:]
+        await super()._apply(mutations, atomic=atomic)
+        for sid, entries in stale.items():
+            kept = self._space.logs.get(sid)
+            for etype, q in entries:
+                if kept is not None:
+                    kept.by_type[etype] = sorted([*kept.by_type.get(etype, []), q])
+
+
+class SortedIndexMissesLaterCreates(MemoryStore):
+    """A session created after a filtered, time-sorted listing built its index (the
+    per-processor/status lists in time order) is left out of that index."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        await super()._apply(mutations, atomic=atomic)
+        for mut in mutations:
+            doc = self._space.docs.get(mut.session_id)
+            if mut.created and doc is not None:
+                for composite in self._space.index.composites.values():
+                    composite.remove(doc.head)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1127,6 +1196,11 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         PrivateBackendClaimsShared,
         IndexKeepsOldProcessor,
         EmptyTagStringAccepted,
+        BulkWriteKeepsOnlyTheFirst,
+        CreatesOverwriteARival,
+        ConflictEndsTheRetries,
+        TypeIndexKeepsPartOfARemoval,
+        SortedIndexMissesLaterCreates,
     )
 }
 
@@ -1204,6 +1278,11 @@ CAUGHT_BY: dict[str, str] = {
     "PrivateBackendClaimsShared": "test_opened_from_its_url",
     "IndexKeepsOldProcessor": "test_indexes_follow_changes_after_create",
     "EmptyTagStringAccepted": "test_bad_arguments_refused",
+    "BulkWriteKeepsOnlyTheFirst": "test_backup_restores_exactly",
+    "CreatesOverwriteARival": "test_put_records_that_loses_a_race_decides_again",
+    "ConflictEndsTheRetries": "test_a_write_that_loses_a_race_is_planned_again",
+    "TypeIndexKeepsPartOfARemoval": "test_filtered_reads_after_several_events_go_at_once",
+    "SortedIndexMissesLaterCreates": "test_sorted_filters_follow_writes_after_a_query",
 }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from sessionstore_memory import MemoryBackend, MemoryStore
 
-from sessionstore import Capabilities, Clock, SessionStore
+from sessionstore import Capabilities, Clock, ConfigurationError, SessionStore
 from sessionstore.testing import CorruptKind, StoreConformance
 
 
@@ -63,6 +63,15 @@ class TestMemoryStore(StoreConformance):
             record = orjson.loads(space.checkpoints[session_id][checkpoint_id])
             record["data"]["x"] = "edited"
             space.checkpoints[session_id][checkpoint_id] = orjson.dumps(record)
+
+    def test_url_takes_no_host_or_path(self) -> None:
+        """``memory://`` names no server and no file: a host or a path is refused (the
+        base's rule for a driver whose URLs take neither)."""
+        for url in ("memory://somehost", "memory:///a/path", "memory://h/p?namespace=x"):
+            with pytest.raises(ConfigurationError, match="take no host or path"):
+                MemoryStore.from_url(url)
+        for url in ("memory://", "memory:///", "memory://?namespace=x"):
+            assert isinstance(MemoryStore.from_url(url), MemoryStore)
 
     @pytest.mark.slow
     def test_state_machine_long(self) -> None:
