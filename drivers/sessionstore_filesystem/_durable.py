@@ -111,15 +111,17 @@ def sync_all(jobs: Iterable[tuple[int, bool]], threads: int = SYNC_THREADS) -> N
                 with lock:
                     failed.append(exc)
 
-    workers = [
-        threading.Thread(target=work, name="sessionstore-fsync", daemon=True)
-        for _ in range(min(threads, len(todo)) - 1)
-    ]
-    for worker in workers:
-        worker.start()
+    workers: list[threading.Thread] = []
+    for _ in range(min(threads, len(todo)) - 1):
+        worker = threading.Thread(target=work, name="sessionstore-fsync", daemon=True)
+        try:
+            worker.start()
+        except RuntimeError:  # no more threads to be had: fewer do the work
+            break
+        workers.append(worker)
     work()  # this thread is one of them
     for worker in workers:
-        worker.join()
+        worker.join()  # before the caller closes the descriptors
     if failed:
         raise failed[0]
 

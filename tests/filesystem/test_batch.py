@@ -338,3 +338,21 @@ def test_sync_all_runs_every_job_and_raises_the_first_error(
     done.clear()
     _durable.sync_all([(1, False), (2, True)])  # inline: too few for threads
     assert done == [("fsync", 1), ("fdatasync", 2)]
+
+
+def test_sync_all_without_threads_still_syncs_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When no thread can be started, the caller's thread does every job itself."""
+    import os
+    import threading
+
+    done: list[int] = []
+    monkeypatch.setattr(os, "fsync", done.append)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    _durable.sync_all([(fd, False) for fd in range(6)], threads=4)
+    assert sorted(done) == list(range(6))
