@@ -95,7 +95,7 @@ _ATTEMPTS: Final = 1000
 #: Write a pure append's index row before its fdatasync (see ``Engine._write``).
 EARLY_INDEX = True
 #: Batches of at least this many sessions share ``syncfs`` barriers where available;
-#: smaller ones fsync each file and each directory once.
+#: smaller ones fsync their files and then each directory once per barrier, concurrently.
 SYNCFS_FROM: Final = 4
 
 Build = Callable[[Mapping[str, Session]], list[Mutation]]
@@ -558,6 +558,7 @@ class Engine:
             sync.barrier(commit=True)
             changes = [(sid, old, finish(gen)) for sid, old, gen in gens]
         except BaseException as exc:
+            sync.close()  # what it still held for the next barrier
             for _, _, gen in gens:
                 gen.close()  # removes what it staged
             self._resync(sids)

@@ -35,6 +35,8 @@ class Call:
     dir_fd: int | None = None  # open/replace/rename: the directory fd used
     dst_dir_fd: int | None = None
     flags: int = 0  # open
+    ino: int = 0  # open / write / fsync / fdatasync: the inode behind fd (a batch may sync a
+    # file through a duplicate of its descriptor after the original was closed)
 
 
 @dataclass
@@ -75,17 +77,17 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
         if dir_fd is not None:
             name = f"{rec.name(dir_fd)}/{name}"
         rec.names[fd] = name
-        rec.add(Call("open", fd, name, dir_fd=dir_fd, flags=flags))
+        rec.add(Call("open", fd, name, dir_fd=dir_fd, flags=flags, ino=os.fstat(fd).st_ino))
         return fd
 
     def _write(fd: int, data: Any) -> int:
-        rec.add(Call("write", fd, rec.name(fd)))
+        rec.add(Call("write", fd, rec.name(fd), ino=os.fstat(fd).st_ino))
         written: int = real["write"](fd, data)
         return written
 
     def _sync(op: str) -> Any:
         def sync(fd: int) -> None:
-            rec.add(Call(op, fd, rec.name(fd)))
+            rec.add(Call(op, fd, rec.name(fd), ino=os.fstat(fd).st_ino))
             real[op](fd)
 
         return sync
@@ -169,10 +171,12 @@ def durable_replaces(calls: list[Call]) -> list[str]:
         )  # later calls on this descriptor number are another file's
         writes = [i for i, c in enumerate(window[:closed]) if c.op == "write" and c.fd == fd]
         assert writes, f"replace of {call.target}: nothing written to the temp file"
+        ino = calls[opened].ino
         synced = [
             i
             for i, c in enumerate(window)
-            if (c.op == "fsync" and c.fd == fd and i < closed) or c.op == "syncfs"
+            if (c.op == "fsync" and ((c.fd == fd and i < closed) or c.ino == ino))
+            or c.op == "syncfs"
         ]
         assert synced and synced[-1] > writes[-1], (
             f"replace of {call.target}: temp file not fsynced after its last write"
@@ -216,7 +220,8 @@ def durable_new_files(calls: list[Call]) -> list[str]:
         assert writes, f"{name}: nothing written"
         synced = [
             i for i, c in enumerate(later[:commit])
-            if (c.op == "fsync" and c.fd == call.fd and i < closed) or c.op == "syncfs"
+            if (c.op == "fsync" and ((c.fd == call.fd and i < closed) or c.ino == call.ino))
+            or c.op == "syncfs"
         ]  # fmt: skip
         assert synced and synced[-1] > writes[-1], f"{name}: not fsynced before its commit"
         entry = [
@@ -242,7 +247,10 @@ def durable_appends(calls: list[Call]) -> list[str]:
             None,
         )
         closed = next((i for i, c in enumerate(later) if c.op == "close" and c.fd == call.fd), None)
-        in_batch = any(c.op == "syncfs" for c in later)  # a barrier syncs it after the close
+        in_batch = any(  # a barrier syncs it after the close (through a duplicate descriptor)
+            c.op == "syncfs" or (c.op in ("fdatasync", "fsync") and c.ino == call.ino)
+            for c in later
+        )
         assert in_batch or (synced is not None and (closed is None or synced < closed)), (
             f"append to {call.path} not synced before close"
         )

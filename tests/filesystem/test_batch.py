@@ -229,3 +229,130 @@ async def test_a_failing_barrier(
         assert leftovers(Path(store.root)) == []
         await store.doctor()
         assert (await store.doctor(dry_run=True)).removed == []
+
+
+@pytest.mark.asyncio
+async def test_without_syncfs_a_barrier_fsyncs_concurrently(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files of a batch are fsynced from several threads at once (a disk takes many
+    writes together), all before the first commit, and never more than ``MAX_PENDING``
+    duplicated descriptors are held: past that the files are synced early."""
+    import os
+    import threading
+    import time
+
+    monkeypatch.setattr(_durable, "_SYNCFS", None)
+    monkeypatch.setattr(_durable, "MAX_PENDING", 5)
+    threads: set[str] = set()
+    held: list[int] = []
+    flight = [0, 0]  # fsyncs under way now, the most at once
+    mutex = threading.Lock()
+    real_dup = os.dup
+
+    def slow(real: Any) -> Any:
+        def fsync(fd: int) -> None:
+            with mutex:
+                threads.add(threading.current_thread().name)
+                flight[0] += 1
+                flight[1] = max(flight)
+            try:
+                time.sleep(0.005)  # long enough for the other threads' fsyncs to start
+                real(fd)
+            finally:
+                with mutex:
+                    flight[0] -= 1
+
+        return fsync
+
+    def dup(fd: int) -> int:
+        new = real_dup(fd)
+        held.append(new)
+        return new
+
+    async with make_store(durability="fsync") as store:
+        await _seed(store)
+        muts = await _batch(store, n=8)
+        with recording(monkeypatch) as rec:
+            monkeypatch.setattr(os, "fsync", slow(os.fsync))  # the recorder's, wrapped
+            monkeypatch.setattr(os, "dup", dup)
+            await store._apply(muts, atomic=False)
+            monkeypatch.setattr(os, "dup", real_dup)
+        assert "sessionstore-fsync" in threads and flight[1] >= 2
+        assert len(held) == 8 * 3 + 3  # per session its log, its checkpoint, its document
+        assert len(durable_replaces(rec.calls)) == len([c for c in rec.calls if c.op == "replace"])
+        await _check(store, n=8)
+
+
+def test_a_batch_sync_holds_few_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without syncfs, a batch keeps a duplicate of each written file's descriptor for its
+    barrier, syncs them early once ``MAX_PENDING`` are held, and closes every one."""
+    import os
+
+    monkeypatch.setattr(_durable, "MAX_PENDING", 3)
+    dir_fd = os.open(tmp_path, os.O_RDONLY)
+    sync = _durable.BatchSync(dir_fd, use_syncfs=False)
+    dups: list[int] = []
+    try:
+        for i in range(5):
+            fd = os.open(tmp_path / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o600)
+            os.write(fd, b"x")
+            sync.file(fd)
+            os.close(fd)  # the caller may close it at once
+            dups.append(sync.files[-1][0] if sync.files else -1)
+            assert len(sync.files) == (i + 1) % 3  # the third was synced (and closed) early
+        sync.dir(dir_fd, "tmp")
+        sync.barrier()
+        assert sync.files == [] and sync.dirs == {}
+        for fd in dups:
+            if fd >= 0:
+                with pytest.raises(OSError):
+                    os.fstat(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def test_sync_all_runs_every_job_and_raises_the_first_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    done: list[tuple[str, int]] = []
+
+    def fake(op: str) -> Any:
+        def sync(fd: int) -> None:
+            done.append((op, fd))
+            if fd in (3, 7):
+                raise OSError(errno.EIO, f"injected {fd}")
+
+        return sync
+
+    monkeypatch.setattr(os, "fsync", fake("fsync"))
+    monkeypatch.setattr(os, "fdatasync", fake("fdatasync"))
+    jobs = [(fd, fd % 2 == 0) for fd in range(10)]
+    with pytest.raises(OSError, match="injected"):
+        _durable.sync_all(jobs, threads=4)
+    assert sorted(done) == sorted(("fdatasync" if d else "fsync", fd) for fd, d in jobs)
+    done.clear()
+    _durable.sync_all([(1, False), (2, True)])  # inline: too few for threads
+    assert done == [("fsync", 1), ("fdatasync", 2)]
+
+
+def test_sync_all_without_threads_still_syncs_everything(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When no thread can be started, the caller's thread does every job itself."""
+    import os
+    import threading
+
+    done: list[int] = []
+    monkeypatch.setattr(os, "fsync", done.append)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    _durable.sync_all([(fd, False) for fd in range(6)], threads=4)
+    assert sorted(done) == list(range(6))
