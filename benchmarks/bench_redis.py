@@ -555,6 +555,18 @@ async def used_memory(client: Any, cluster: bool) -> int:
     return sum(int(node["used_memory"]) for node in got.values())
 
 
+async def server_cpu(client: Any, cluster: bool) -> float:
+    """``INFO cpu`` ``used_cpu_user`` + ``used_cpu_sys`` of the server, or summed over the
+    masters."""
+    if not cluster:
+        got = await client.info("cpu")
+        return float(got["used_cpu_user"]) + float(got["used_cpu_sys"])
+    nodes = await client.info("cpu", target_nodes=client.PRIMARIES)
+    if "used_cpu_user" in nodes:
+        nodes = {"one": nodes}
+    return sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes.values())
+
+
 async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
     """``ZREVRANGE`` of a sorted set of the processor's sessions by ``updated_at`` (ms)
     + ``MGET`` of their documents (one hash slot, so it also runs on Cluster) + decode."""
@@ -620,6 +632,7 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
             via="put_records",
             target=3.0 if cluster else 2.0,
             drop_source=flush,
+            server_cpu=lambda store: server_cpu(store.client, cluster),
         ),
     )
 
@@ -753,9 +766,10 @@ async def run(args: argparse.Namespace) -> Report:
     report.info["reply parser"] = "hiredis" if _hiredis() else "redis-py (pure Python)"
     print(report.title, flush=True)
     with private_servers(
-        single=args.url is None, cluster=args.cluster_url is None and not args.no_cluster
+        single=args.url is None and not args.no_single,
+        cluster=args.cluster_url is None and not args.no_cluster,
     ) as started:
-        urls = {"single": args.url or started["single"]}
+        urls = {} if args.no_single else {"single": args.url or started["single"]}
         if not args.no_cluster:
             urls["cluster"] = args.cluster_url or started["cluster"]
         for label, url in urls.items():
@@ -780,6 +794,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing single server (default: a private one)")
     parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
+    parser.add_argument(
+        "--no-single", action="store_true", help="skip the single-server rows (Cluster only)"
+    )
     _million.add_arguments(parser, "private servers only: they are flushed")
     parser.add_argument(
         "--plans-only", action="store_true", help="only the listing and the plan sweep"

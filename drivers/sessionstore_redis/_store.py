@@ -481,6 +481,10 @@ class RedisStore(BaseSessionStore):
         except IntegrityError as exc:  # the key holds no hash: no checkpoint is readable
             self._report_corrupt(exc)
             return []
+        return self._checkpoints_of(session_id, raw)
+
+    def _checkpoints_of(self, session_id: str, raw: Mapping[bytes, bytes]) -> list[Checkpoint]:
+        """The readable checkpoints of a ``ckpt`` hash's fields, oldest first."""
         out = []
         for cp_id, blob in raw.items():
             try:
@@ -488,6 +492,39 @@ class RedisStore(BaseSessionStore):
             except IntegrityError as exc:  # left out and reported (see the base class)
                 self._report_corrupt(exc)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
+        return out
+
+    async def _load_checkpoints_many(
+        self, session_ids: Sequence[str]
+    ) -> dict[str, list[Checkpoint]]:
+        """Checkpoints of a backup's window of sessions in two round trips whatever their
+        number: their documents (where each lives: a grouped session's hash is in its
+        group's slot), then one pipeline of ``HGETALL`` (the default read both per id)."""
+        ids = list(dict.fromkeys(session_ids))
+        if len(ids) < 2:
+            return {sid: await self._load_checkpoints(sid) for sid in ids}
+        found = await self._fetch(ids, strict=False)
+        keys = [
+            (self._writes.loc(sid) if sid in found else self._keys.home(sid)).ckpt for sid in ids
+        ]
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline([("cmd", "HGETALL", key) for key in keys]),
+            idempotent=True,
+            what="checkpoints",
+        )
+        out: dict[str, list[Checkpoint]] = {}
+        for sid, raw in zip(ids, results, strict=True):
+            if isinstance(raw, Exception):  # the key holds no hash: none is readable
+                where = f"{sid}/checkpoints"
+                self._report_corrupt(
+                    IntegrityError("a key of this store holds a value of the wrong type", where)
+                )
+                out[sid] = []
+            elif isinstance(raw, list):  # a reply left as pairs
+                pairs = iter(raw)
+                out[sid] = self._checkpoints_of(sid, dict(zip(pairs, pairs, strict=False)))
+            else:
+                out[sid] = self._checkpoints_of(sid, raw)
         return out
 
     async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
