@@ -497,35 +497,50 @@ class RedisStore(BaseSessionStore):
     async def _load_checkpoints_many(
         self, session_ids: Sequence[str]
     ) -> dict[str, list[Checkpoint]]:
-        """Checkpoints of a backup's window of sessions in two round trips whatever their
-        number: their documents (where each lives: a grouped session's hash is in its
-        group's slot), then one pipeline of ``HGETALL`` (the default read both per id)."""
+        """Checkpoints of a backup's window of sessions in one round trip whatever their
+        number (the default read a document and a hash per id): one pipeline of each
+        id's home ``ckpt`` hash and its home document's ``grp`` field; a grouped
+        session's hash lives in its group's slot, read in a second round trip."""
         ids = list(dict.fromkeys(session_ids))
         if len(ids) < 2:
             return {sid: await self._load_checkpoints(sid) for sid in ids}
-        found = await self._fetch(ids, strict=False)
-        keys = [
-            (self._writes.loc(sid) if sid in found else self._keys.home(sid)).ckpt for sid in ids
-        ]
-        results, _ = await self._backend.run(
-            lambda: self._backend.pipeline([("cmd", "HGETALL", key) for key in keys]),
-            idempotent=True,
-            what="checkpoints",
-        )
+        calls: list[tuple[Any, ...]] = []
+        for sid in ids:
+            home = self._keys.home(sid)
+            calls += [("cmd", "HGETALL", home.ckpt), ("cmd", "HGET", home.doc, "grp")]
+        results = await self._pipeline(calls)
         out: dict[str, list[Checkpoint]] = {}
-        for sid, raw in zip(ids, results, strict=True):
-            if isinstance(raw, Exception):  # the key holds no hash: none is readable
-                where = f"{sid}/checkpoints"
-                self._report_corrupt(
-                    IntegrityError("a key of this store holds a value of the wrong type", where)
-                )
-                out[sid] = []
-            elif isinstance(raw, list):  # a reply left as pairs
-                pairs = iter(raw)
-                out[sid] = self._checkpoints_of(sid, dict(zip(pairs, pairs, strict=False)))
+        grouped: list[tuple[str, str]] = []
+        for sid, raw, group in zip(ids, results[0::2], results[1::2], strict=True):
+            if isinstance(group, bytes):  # a stub: the session lives in its group's slot
+                grouped.append((sid, self._keys.grouped(sid, group.decode()).ckpt))
             else:
-                out[sid] = self._checkpoints_of(sid, raw)
+                out[sid] = self._checkpoints_reply(sid, raw)
+        if grouped:
+            replies = await self._pipeline([("cmd", "HGETALL", key) for _, key in grouped])
+            for (sid, _), raw in zip(grouped, replies, strict=True):
+                out[sid] = self._checkpoints_reply(sid, raw)
         return out
+
+    async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="checkpoints"
+        )
+        return list(results)
+
+    def _checkpoints_reply(self, sid: str, raw: Any) -> list[Checkpoint]:
+        """:meth:`_checkpoints_of` a pipelined ``HGETALL`` reply (an error: the key holds
+        no hash, no checkpoint is readable, reported)."""
+        if isinstance(raw, Exception):
+            where = f"{sid}/checkpoints"
+            self._report_corrupt(
+                IntegrityError("a key of this store holds a value of the wrong type", where)
+            )
+            return []
+        if isinstance(raw, list):  # a reply left as pairs
+            pairs = iter(raw)
+            raw = dict(zip(pairs, pairs, strict=False))
+        return self._checkpoints_of(sid, raw)
 
     async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
         """One field of the checkpoints hash (``HGET``); a corrupt record raises."""
