@@ -142,7 +142,10 @@ def private_servers(single: bool, cluster: bool) -> Iterator[dict[str, str]]:
             urls["single"] = server.url
         if cluster:
             (workdir / "cluster").mkdir()
-            nodes = start_cluster(binaries, workdir / "cluster")
+            # no failover in the middle of a run: a node of a starved machine may not
+            # answer its peers' pings for seconds (the 2 s of the tests' clusters declared
+            # the cluster down during a --million load at load average 20-30)
+            nodes = start_cluster(binaries, workdir / "cluster", node_timeout_ms=30_000)
             stops.append(nodes.stop)
             urls["cluster"] = nodes.url
         yield urls
