@@ -607,6 +607,9 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
     async def footprint(store: Any) -> int:
         return await used_memory(store.client, cluster)
 
+    async def cpu(store: Any) -> float:
+        return await server_cpu(store.client, cluster)
+
     async def flush() -> None:
         store: Any = open_store(url, namespace=f"million-flush-{run}")
         async with store:
@@ -635,7 +638,7 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
             via="put_records",
             target=3.0 if cluster else 2.0,
             drop_source=flush,
-            server_cpu=lambda store: server_cpu(store.client, cluster),
+            server_cpu=cpu,
         ),
     )
 

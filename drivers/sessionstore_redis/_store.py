@@ -508,7 +508,7 @@ class RedisStore(BaseSessionStore):
         for sid in ids:
             home = self._keys.home(sid)
             calls += [("cmd", "HGETALL", home.ckpt), ("cmd", "HGET", home.doc, "grp")]
-        results = await self._pipeline(calls)
+        results = await self._checkpoint_reads(calls)
         out: dict[str, list[Checkpoint]] = {}
         grouped: list[tuple[str, str]] = []
         for sid, raw, group in zip(ids, results[0::2], results[1::2], strict=True):
@@ -517,12 +517,12 @@ class RedisStore(BaseSessionStore):
             else:
                 out[sid] = self._checkpoints_reply(sid, raw)
         if grouped:
-            replies = await self._pipeline([("cmd", "HGETALL", key) for _, key in grouped])
+            replies = await self._checkpoint_reads([("cmd", "HGETALL", key) for _, key in grouped])
             for (sid, _), raw in zip(grouped, replies, strict=True):
                 out[sid] = self._checkpoints_reply(sid, raw)
         return out
 
-    async def _pipeline(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+    async def _checkpoint_reads(self, calls: list[tuple[Any, ...]]) -> list[Any]:
         results, _ = await self._backend.run(
             lambda: self._backend.pipeline(calls), idempotent=True, what="checkpoints"
         )
