@@ -188,6 +188,8 @@ class MillionSteps:
     repeat: int = 9
     #: called after the source store is closed, before the restore (frees its memory)
     drop_source: Callable[[], Awaitable[None]] | None = None
+    #: the server's CPU seconds so far (e.g. ``INFO cpu``), to report each step's share
+    server_cpu: Callable[[SessionStore], Awaitable[float]] | None = None
 
 
 async def run_million(report: Report, steps: MillionSteps) -> None:
@@ -199,16 +201,17 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
     async with steps.open_source(clock) as store:
         gc.collect()
         before = await steps.footprint.measure(store)
-        cpu = time.process_time()
+        cpu, server = time.process_time(), await _server(steps, store)
         seconds, hot = await load(store, total, steps.batch, clock, steps.via)
         cpu = time.process_time() - cpu
+        server = await _server(steps, store, server)
         how = f"{steps.via}() of {steps.batch:,}" if steps.via == "commit" else (
             f"put_records() of {steps.batch:,}")  # fmt: skip
         _note(
             report,
             f"[{label}] {total:,} load",
             f"{total:,} sessions by {how}: {seconds:.1f} s ({total / seconds:,.0f} sessions/s); "
-            f"{_cpu(cpu, total)}",
+            f"{_cpu(cpu, total, server)}",
         )
         gc.collect()
         gc.freeze()
@@ -229,16 +232,19 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         await _counts(report, store, steps)
         if not _RUN.copy:
             return
+        server = await _server(steps, store)
         started, cpu = time.perf_counter(), time.process_time()
         made = await create_backup(store, backup)
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server = await _server(steps, store, server)
         if made.sessions != total:
             raise SystemExit(f"BUG [{label}]: the backup holds {made.sessions} of {total}")
         _note(
             report,
             f"[{label}] {total:,} backup",
             f"create_backup of {total:,} sessions ({made.size / 2**20:,.0f} MiB "
-            f"JSON Lines): {took:.1f} s ({total / took:,.0f} sessions/s); {_cpu(cpu, total)}",
+            f"JSON Lines): {took:.1f} s ({total / took:,.0f} sessions/s); "
+            f"{_cpu(cpu, total, server)}",
         )
     del store
     gc.unfreeze()
@@ -246,16 +252,18 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
     if steps.drop_source is not None:
         await steps.drop_source()
     async with steps.open_target() as target:
+        server = await _server(steps, target)
         started, cpu = time.perf_counter(), time.process_time()
         result = await restore_from_backup(target, backup)
         took, cpu = time.perf_counter() - started, time.process_time() - cpu
+        server = await _server(steps, target, server)
         if result.restored != total or await target.count_sessions() != total:
             raise SystemExit(f"BUG [{label}]: restored {result.restored} of {total}")
         _note(
             report,
             f"[{label}] {total:,} restore",
             f"restore_from_backup of {total:,} sessions into a fresh store: {took:.1f} s "
-            f"({total / took:,.0f} sessions/s); {_cpu(cpu, total)}",
+            f"({total / took:,.0f} sessions/s); {_cpu(cpu, total, server)}",
         )
     os.unlink(backup)
     gc.collect()
@@ -267,10 +275,23 @@ def _note(report: Report, key: str, text: str) -> None:
     print(f"  {key}: {text}", flush=True)
 
 
-def _cpu(seconds: float, total: int) -> str:
+def _cpu(seconds: float, total: int, server: float | None = None) -> str:
     """This process's CPU time for a step (on a shared machine the wall time is mostly
-    waiting for a core; a server's CPU is not included)."""
-    return f"CPU of this process {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} sessions/CPU-s)"
+    waiting for a core) and, where the benchmark reads it, the server's."""
+    out = f"CPU of this process {seconds:.1f} s ({total / max(seconds, 1e-9):,.0f} sessions/CPU-s)"
+    if server is not None:
+        out += f"; server CPU {server:.1f} s ({server / total * 1e6:,.0f} µs a session)"
+    return out
+
+
+async def _server(
+    steps: MillionSteps, store: SessionStore, since: float | None = None
+) -> float | None:
+    """The server's CPU seconds (``steps.server_cpu``), less ``since`` when given."""
+    if steps.server_cpu is None:
+        return None
+    now = await steps.server_cpu(store)
+    return now if since is None else now - since
 
 
 async def _listing(

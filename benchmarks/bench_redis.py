@@ -61,7 +61,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -143,7 +143,10 @@ def private_servers(single: bool, cluster: bool) -> Iterator[dict[str, str]]:
             urls["single"] = server.url
         if cluster:
             (workdir / "cluster").mkdir()
-            nodes = start_cluster(binaries, workdir / "cluster")
+            # no failover in the middle of a run: a node of a starved machine may not
+            # answer its peers' pings for seconds (the 2 s of the tests' clusters declared
+            # the cluster down during a --million load at load average 20-30)
+            nodes = start_cluster(binaries, workdir / "cluster", node_timeout_ms=30_000)
             stops.append(nodes.stop)
             urls["cluster"] = nodes.url
         yield urls
@@ -560,6 +563,18 @@ async def used_memory(client: Any, cluster: bool) -> int:
     return sum(int(node["used_memory"]) for node in got.values())
 
 
+async def server_cpu(client: Any, cluster: bool) -> float:
+    """``INFO cpu`` ``used_cpu_user`` + ``used_cpu_sys`` of the server, or summed over the
+    masters."""
+    if not cluster:
+        got = await client.info("cpu")
+        return float(got["used_cpu_user"]) + float(got["used_cpu_sys"])
+    nodes = await client.info("cpu", target_nodes=client.PRIMARIES)
+    if "used_cpu_user" in nodes:
+        nodes = {"one": nodes}
+    return sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes.values())
+
+
 async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
     """``ZREVRANGE`` of a sorted set of the processor's sessions by ``updated_at`` (ms)
     + ``MGET`` of their documents (one hash slot, so it also runs on Cluster) + decode."""
@@ -589,6 +604,12 @@ async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
                           close)  # fmt: skip
 
 
+#: ``--million``'s store options: an hour-long run on a starved machine waits for its
+#: servers (the defaults, 5 s a command and 10 s of retries, lost two runs at load average
+#: 30 when a niced server was not scheduled for seconds); the timed listing is unaffected
+_PATIENT: Final = {"socket_timeout": 120.0, "connect_timeout": 30.0, "retry_deadline": 600.0}
+
+
 async def bench_million(report: Report, url: str, label: str, total: int, workdir: str) -> None:
     """Row 6: ``_million.py``'s steps; the server must be private (it is flushed)."""
     run = new_id()[-8:].lower()
@@ -597,8 +618,11 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
     async def footprint(store: Any) -> int:
         return await used_memory(store.client, cluster)
 
+    async def cpu(store: Any) -> float:
+        return await server_cpu(store.client, cluster)
+
     async def flush() -> None:
-        store: Any = open_store(url, namespace=f"million-flush-{run}")
+        store: Any = open_store(url, namespace=f"million-flush-{run}", **_PATIENT)
         async with store:
             client = store.client
             # ASYNC: freed in the background (a blocking flush of a million keys on a
@@ -612,8 +636,10 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
         report,
         _million.MillionSteps(
             label=label,
-            open_source=lambda clock: open_store(url, namespace=f"million-{run}", clock=clock),
-            open_target=lambda: open_store(url, namespace=f"million-restored-{run}"),
+            open_source=lambda clock: open_store(
+                url, namespace=f"million-{run}", clock=clock, **_PATIENT
+            ),
+            open_target=lambda: open_store(url, namespace=f"million-restored-{run}", **_PATIENT),
             floor=redis_floor,
             footprint=_million.Footprint(
                 "INFO memory used_memory" + (" (sum over the 3 masters)" if cluster else ""),
@@ -625,6 +651,7 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
             via="put_records",
             target=3.0 if cluster else 2.0,
             drop_source=flush,
+            server_cpu=cpu,
         ),
     )
 
@@ -758,9 +785,10 @@ async def run(args: argparse.Namespace) -> Report:
     report.info["reply parser"] = "hiredis" if _hiredis() else "redis-py (pure Python)"
     print(report.title, flush=True)
     with private_servers(
-        single=args.url is None, cluster=args.cluster_url is None and not args.no_cluster
+        single=args.url is None and not args.no_single,
+        cluster=args.cluster_url is None and not args.no_cluster,
     ) as started:
-        urls = {"single": args.url or started["single"]}
+        urls = {} if args.no_single else {"single": args.url or started["single"]}
         if not args.no_cluster:
             urls["cluster"] = args.cluster_url or started["cluster"]
         for label, url in urls.items():
@@ -788,6 +816,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", help="an existing single server (default: a private one)")
     parser.add_argument("--cluster-url", help="an existing cluster (redis+cluster://...)")
     parser.add_argument("--no-cluster", action="store_true", help="skip the Cluster rows")
+    parser.add_argument(
+        "--no-single", action="store_true", help="skip the single-server rows (Cluster only)"
+    )
     _million.add_arguments(parser, "private servers only: they are flushed")
     parser.add_argument(
         "--plans-only", action="store_true", help="only the listing and the plan sweep"

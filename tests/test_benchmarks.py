@@ -332,5 +332,8 @@ def test_bench_million_mode_runs_every_step_at_a_small_size(
         assert "count_sessions(processor) = 1,000" in info[f"[{label}] 2,000 count"]
         assert "create_backup of 2,000 sessions" in info[f"[{label}] 2,000 backup"]
         assert "restore_from_backup of 2,000 sessions" in info[f"[{label}] 2,000 restore"]
+        if module == "bench_redis":  # the servers' CPU beside this process's
+            for step in ("load", "backup", "restore"):
+                assert "server CPU" in info[f"[{label}] 2,000 {step}"]
     if module in ("bench_filesystem", "bench_sqlite"):
         assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores removed

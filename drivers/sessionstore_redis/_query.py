@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -88,6 +89,14 @@ def _families(flt: SessionFilter, z: str) -> set[str]:
     if flt.tags_all or (flt.tags_any is not None and len(flt.tags_any) == 1):
         out.add("t" + z)
     return out
+
+
+def _share(want: int, shards: int) -> int:
+    """Rows to ask of each of ``shards`` shards for ``want`` rows spread evenly over them:
+    the mean share plus three of its standard deviations and 3 (2x the mean + 8 before:
+    a page of 101 read 320 rows over 16 shards, now ~260)."""
+    mean = want / shards
+    return min(want, int(mean + 3 * math.sqrt(mean) + 3))
 
 
 def _ceil_ms(value: datetime) -> int:
@@ -424,9 +433,11 @@ class Queries:
                     want = max(want, 64)
                 want = min(want, 2_000)
                 shards = self._keys.shards
-                # rows spread over the shards: ask each for its share (with a margin); a
-                # shard that holds more is asked again from the frontier
-                per_shard = want if shards == 1 else min(want, 2 * want // shards + 8)
+                # rows spread over the shards: ask each for its share with a margin of
+                # about three standard deviations (ids hash evenly: a binomial count), so
+                # that few pages need a second round; a shard that holds more is asked
+                # again from the frontier
+                per_shard = want if shards == 1 else _share(want, shards)
                 results = await self._pipeline(
                     self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
                 )

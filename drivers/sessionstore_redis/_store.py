@@ -481,6 +481,10 @@ class RedisStore(BaseSessionStore):
         except IntegrityError as exc:  # the key holds no hash: no checkpoint is readable
             self._report_corrupt(exc)
             return []
+        return self._checkpoints_of(session_id, raw)
+
+    def _checkpoints_of(self, session_id: str, raw: Mapping[bytes, bytes]) -> list[Checkpoint]:
+        """The readable checkpoints of a ``ckpt`` hash's fields, oldest first."""
         out = []
         for cp_id, blob in raw.items():
             try:
@@ -489,6 +493,54 @@ class RedisStore(BaseSessionStore):
                 self._report_corrupt(exc)
         out.sort(key=lambda cp: (cp.created_at, cp.id))
         return out
+
+    async def _load_checkpoints_many(
+        self, session_ids: Sequence[str]
+    ) -> dict[str, list[Checkpoint]]:
+        """Checkpoints of a backup's window of sessions in one round trip whatever their
+        number (the default read a document and a hash per id): one pipeline of each
+        id's home ``ckpt`` hash and its home document's ``grp`` field; a grouped
+        session's hash lives in its group's slot, read in a second round trip."""
+        ids = list(dict.fromkeys(session_ids))
+        if len(ids) < 2:
+            return {sid: await self._load_checkpoints(sid) for sid in ids}
+        calls: list[tuple[Any, ...]] = []
+        for sid in ids:
+            home = self._keys.home(sid)
+            calls += [("cmd", "HGETALL", home.ckpt), ("cmd", "HGET", home.doc, "grp")]
+        results = await self._checkpoint_reads(calls)
+        out: dict[str, list[Checkpoint]] = {}
+        grouped: list[tuple[str, str]] = []
+        for sid, raw, group in zip(ids, results[0::2], results[1::2], strict=True):
+            if isinstance(group, bytes):  # a stub: the session lives in its group's slot
+                grouped.append((sid, self._keys.grouped(sid, group.decode()).ckpt))
+            else:
+                out[sid] = self._checkpoints_reply(sid, raw)
+        if grouped:
+            replies = await self._checkpoint_reads([("cmd", "HGETALL", key) for _, key in grouped])
+            for (sid, _), raw in zip(grouped, replies, strict=True):
+                out[sid] = self._checkpoints_reply(sid, raw)
+        return out
+
+    async def _checkpoint_reads(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        results, _ = await self._backend.run(
+            lambda: self._backend.pipeline(calls), idempotent=True, what="checkpoints"
+        )
+        return list(results)
+
+    def _checkpoints_reply(self, sid: str, raw: Any) -> list[Checkpoint]:
+        """:meth:`_checkpoints_of` a pipelined ``HGETALL`` reply (an error: the key holds
+        no hash, no checkpoint is readable, reported)."""
+        if isinstance(raw, Exception):
+            where = f"{sid}/checkpoints"
+            self._report_corrupt(
+                IntegrityError("a key of this store holds a value of the wrong type", where)
+            )
+            return []
+        if isinstance(raw, list):  # a reply left as pairs
+            pairs = iter(raw)
+            raw = dict(zip(pairs, pairs, strict=False))
+        return self._checkpoints_of(sid, raw)
 
     async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
         """One field of the checkpoints hash (``HGET``); a corrupt record raises."""

@@ -66,9 +66,16 @@ class RedisCluster:
 
 
 def start_cluster(
-    binaries: RedisBinaries, workdir: Path, *, masters: int = 3, replicas: int = 1
+    binaries: RedisBinaries,
+    workdir: Path,
+    *,
+    masters: int = 3,
+    replicas: int = 1,
+    node_timeout_ms: int = 2000,
 ) -> RedisCluster:
-    """A ``masters``-master Cluster with ``replicas`` replicas each, created by redis-cli."""
+    """A ``masters``-master Cluster with ``replicas`` replicas each, created by redis-cli.
+    ``node_timeout_ms``: how long a node may not answer before it is failed over (the
+    tests' failovers want it short; a long benchmark on a starved machine, long)."""
     if binaries.cli is None:
         raise RuntimeError("redis-cli is needed to create a cluster")
     nodes = []
@@ -85,7 +92,7 @@ def start_cluster(
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
-                    "2000",
+                    str(node_timeout_ms),
                     "--repl-diskless-sync-delay",
                     "0",
                     "--repl-diskless-sync",

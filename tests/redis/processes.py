@@ -236,7 +236,8 @@ class RedisServer:
                 self.process.wait(5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-                self.process.wait(5)
+                # a server holding GBs on a starved machine takes more than 5 s to go
+                self.process.wait(60)
 
     def kill(self) -> None:
         """SIGKILL by pid (a crash)."""

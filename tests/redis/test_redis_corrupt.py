@@ -10,6 +10,7 @@ import pytest
 from sessionstore_redis import RedisStore
 
 from sessionstore import BaseSessionStore, IntegrityError, ManualClock
+from sessionstore.driver import primitives_of
 from tests.corrupt_checkpoints import check_corrupt_checkpoint_is_skipped_and_reported
 
 pytestmark = pytest.mark.asyncio
@@ -89,3 +90,25 @@ async def test_get_session_of_a_document_key_of_the_wrong_type(
     assert "wrong type" in str(info.value)
     await store.client.delete(name)
     assert await store.get_session("wrong") is None
+
+
+async def test_checkpoints_of_a_window_read_at_once(open_redis: Any, redis_url: str) -> None:
+    """``load_checkpoints_many`` (a backup's window) reads each session's hash where it
+    lives (a grouped session's in its group's slot) and reports a key of the wrong type,
+    as ``load_checkpoints`` of each would."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="plain")
+    await store.create_session(id="in-group", group="g1")
+    await store.create_session(id="bare")
+    await store.create_session(id="broken")
+    one = await store.save_checkpoint("plain", label="one")
+    two = await store.save_checkpoint("in-group", label="two")
+    await store.client.set(store.key_names("broken")["ckpt"], b"not a hash")
+    store._writes.groups.clear()  # the group is learnt from the document, not a cache
+    many = await primitives_of(store).load_checkpoints_many(
+        ["plain", "in-group", "bare", "broken", "none"]
+    )
+    assert many["plain"] == [one]
+    assert many["in-group"] == [two]
+    assert many.get("bare", []) == many.get("broken", []) == many.get("none", []) == []
+    assert "broken/checkpoints" in store.corrupt_records
