@@ -147,6 +147,17 @@ def test_bench_filesystem_quick_runs_and_writes_every_row(tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the store was removed
 
 
+# The rows of bench_redis that --writes-only runs, in its order (also in the full run).
+_REDIS_WRITE_ROWS = (
+    "get_session (~2 KB)",
+    "create_session (~2 KB)",
+    "create_session + get_session (~2 KB)",
+    "update_session merge_data",
+    "append_events, 10,000 events",
+    "append flatness 10,000 vs 10",
+)
+
+
 def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     from tests.redis.servers import find_binaries
 
@@ -160,12 +171,7 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
         assert {name for name in rows if name.startswith(f"[{topology}]")} == {
             f"[{topology}] {what}"
             for what in (
-                "get_session (~2 KB)",
-                "create_session (~2 KB)",
-                "create_session + get_session (~2 KB)",
-                "update_session merge_data",
-                "append_events, 10,000 events",
-                "append flatness 10,000 vs 10",
+                *_REDIS_WRITE_ROWS,
                 "put_records x100 pipelined",
                 "list_sessions tag+range, 4,000",
                 "get_events(last=20) of 10,000",
@@ -193,15 +199,7 @@ def test_bench_redis_writes_only_runs_the_write_rows_alone(tmp_path: Path) -> No
         pytest.skip("no redis-server to benchmark against")
     report, _ = _run_quick("bench_redis", tmp_path, "--no-cluster", "--writes-only", title="redis")
     assert [row["name"] for row in report["rows"]] == [
-        f"[single] {what}"
-        for what in (
-            "get_session (~2 KB)",
-            "create_session (~2 KB)",
-            "create_session + get_session (~2 KB)",
-            "update_session merge_data",
-            "append_events, 10,000 events",
-            "append flatness 10,000 vs 10",
-        )
+        f"[single] {what}" for what in _REDIS_WRITE_ROWS
     ]
 
 
