@@ -335,3 +335,22 @@ def test_bench_million_mode_runs_every_step_at_a_small_size(
                 assert "server CPU" in info[f"[{label}] 2,000 {step}"]
     if module in ("bench_filesystem", "bench_sqlite"):
         assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores removed
+
+
+@pytest.mark.parametrize("module", ["bench_filesystem", "bench_sqlite"])
+def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: Path) -> None:
+    """``--million-no-copy``: load, footprint, listing and counts only; nothing backed up
+    or restored, and the store is still removed at the end (the file benchmark once
+    failed there, removing a restored store that did not exist)."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", "--million-only", "--million-no-copy",
+         "--million-size", "2000", "--json", str(out), "--dir", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    info = json.loads(out.read_text())["info"]
+    label = MILLION_DRIVERS[module][1][0]
+    assert "count_sessions(processor) = 1,000" in info[f"[{label}] 2,000 count"]
+    assert not any(key.endswith(("backup", "restore")) for key in info)
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # stores removed
