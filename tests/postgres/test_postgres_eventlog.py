@@ -382,26 +382,6 @@ async def test_event_log_writes_find_events_through_the_ordering_index_on_a_fres
     delete by seq."""
     store = await open_pg(table_prefix=f"fn{uuid.uuid4().hex[:8]}_", min_size=1, max_size=1)
     t = store._t_events
-    plans: list[dict[str, Any]] = []
-
-    def listen(_conn: object, message: Any) -> None:
-        text = str(message.message)
-        if "plan:" in text:
-            plans.append(orjson.loads(text.split("plan:", 1)[1])["Plan"])
-
-    async def setup(conn: asyncpg.Connection) -> bool:
-        try:
-            await conn.execute("LOAD 'auto_explain'")
-        except asyncpg.PostgresError:
-            return False
-        for name, value in (
-            ("log_min_duration", "0"), ("log_nested_statements", "on"),
-            ("log_analyze", "on"), ("log_format", "json"),
-        ):  # fmt: skip
-            await conn.execute(f"SET auto_explain.{name} = '{value}'")
-        await conn.execute("SET client_min_messages = log")
-        conn.add_log_listener(listen)
-        return True
 
     await store.create_session(id="other")
     await store.append_events("other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)])
@@ -417,7 +397,8 @@ async def test_event_log_writes_find_events_through_the_ordering_index_on_a_fres
         assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
     finally:
         await conn.close()
-    if not await store._pools.get().run(setup):
+    plans = await _auto_explain(store)
+    if plans is None:
         pytest.skip("auto_explain is not installed with this server")
     stored, fresh = EventInput("t", {"i": 7}, key="k7"), EventInput("t", {}, key="new")
     ops: list[tuple[str, Callable[[], Awaitable[object]], int]] = [
