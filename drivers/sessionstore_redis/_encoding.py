@@ -241,12 +241,15 @@ def _decode(
 _NO_TAGS: Final[frozenset[str]] = frozenset()
 
 
-def strings(sizes: bytes, blob: bytes) -> list[bytes]:
-    """The strings a script sent as their concatenation ``blob`` and their lengths
-    ``sizes`` (``b"3,0,12"``; ``lua/read.lua``, ``lua/walk.lua``)."""
+def strings(sizes: bytes, blob: bytes | list[bytes]) -> list[bytes]:
+    """The strings a script sent as their concatenation ``blob`` (or its pieces, in
+    order: ``lua/pieces.lua``) and their lengths ``sizes`` (``b"3,0,12"``;
+    ``lua/read.lua``, ``lua/walk.lua``)."""
     out: list[bytes] = []
     if not sizes:
         return out
+    if not isinstance(blob, bytes):
+        blob = blob[0] if len(blob) == 1 else b"".join(blob)
     append = out.append
     at = 0
     for size in sizes.split(b","):
