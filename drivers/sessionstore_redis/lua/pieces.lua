@@ -1,9 +1,13 @@
+-- Helpers of the scripts that answer many strings as one frame (walk.lua, read.lua).
+--
 -- pieces(parts, sizes): the strings `parts` (their lengths in `sizes`) concatenated in
--- pieces of at most 8,000 bytes, as a list (the client joins them). Redis's Lua hashes
--- every byte of each string it creates, and table.concat builds a result longer than its
--- 8 KB buffer through intermediate strings, each hashed in full: a page of 101 documents
--- (~45 KB) cost ~1.7M instructions as one string, ~0.5M in pieces. A part longer than a
--- piece is a piece of its own, not copied.
+-- pieces of at most 8,000 bytes, as a list the client joins; the one string when there is
+-- one piece or none (a list costs the client's reply parser one more element, and a
+-- Cluster page has 16 walks of a few rows each). Redis's Lua hashes every byte of each
+-- string it creates, and table.concat builds a result longer than its 8 KB buffer
+-- through intermediate strings, each hashed in full: a page of 101 documents (~45 KB)
+-- cost ~1.7M redis-server instructions as one string, ~0.5M in pieces. A part longer
+-- than a piece is a piece of its own, not copied.
 local function pieces(parts, sizes)
   local out, from, len = {}, 1, 0
   for i = 1, #parts do
@@ -19,6 +23,7 @@ local function pieces(parts, sizes)
   elseif from == #parts then
     out[#out + 1] = parts[from]
   end
+  if #out <= 1 then return out[1] or '' end
   return out
 end
 

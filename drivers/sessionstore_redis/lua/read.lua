@@ -4,9 +4,9 @@
 -- KEYS: doc keys; ARGV: more doc keys (on Cluster, documents of other slots of the same
 -- node, which a script without flags may read; a key of another node answers '\1').
 -- Reply: per key, KEYS then ARGV, a string ('' = no such key, '\1' = not a hash): for one
--- key that string, else {sizes, strings}: the strings concatenated (a list of pieces,
--- pieces.lua) and their lengths, comma-separated (two reply elements for a page: the client's pure-Python reply parser
--- costs microseconds per element).
+-- key that string, else {sizes, strings}: the strings concatenated (in pieces past 8 KB,
+-- pieces.lua) and their lengths, comma-separated (a few reply elements for a page: the
+-- client's pure-Python reply parser costs microseconds per element).
 if #KEYS == 1 and #ARGV == 0 then  -- one document (get_session): no closure, no table
   local fields = redis.pcall('HGETALL', KEYS[1])
   if type(fields) == 'table' and fields.err then return '\1' end
