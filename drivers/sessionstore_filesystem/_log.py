@@ -23,6 +23,7 @@ from typing import Final, TypeVar
 import orjson
 
 from sessionstore import Event, IntegrityError
+from sessionstore.planning import fast_event
 
 from ._file_formats import decode_line
 from ._fs import READ_FLAGS, pread_all
@@ -87,7 +88,7 @@ class _Decoded:
         hit = self._lines.get(raw)
         if hit is not None:
             seq, etype, at, data, key = hit
-            return Event(seq, etype, at, orjson.loads(data), key)
+            return fast_event(seq, etype, at, orjson.loads(data), key)
         event = decode_line(raw, record)[0]
         if keep and len(raw) <= _DECODED_LINE_MAX:
             entry = (event.seq, event.type, event.at, orjson.dumps(event.data), event.key)
