@@ -81,9 +81,7 @@ class _Decoded:
     def __init__(self) -> None:
         #: decoded lines by their bytes: (seq, type, at, data JSON, key); read without
         #: the lock (a lookup), changed under it
-        self.lines: OrderedDict[bytes, tuple[int, str, datetime, bytes, str | None]] = (
-            OrderedDict()
-        )
+        self.lines: OrderedDict[bytes, tuple[int, str, datetime, bytes, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def decode(self, raw: bytes, record: str, keep: bool) -> Event:
