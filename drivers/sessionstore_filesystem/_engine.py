@@ -284,10 +284,9 @@ class Engine:
     def _mark(self, sids: Sequence[str]) -> None:
         """Record the sessions this thread is about to lock and write ("id\n...\n\n").
 
-        Written before their lock files are taken (or created), so a writer that dies
-        anywhere after that leaves their ids for recovery: leftovers tidied, index rows
-        matched to the files, and the lock file of a session that does not exist
-        removed. The list stays until the thread's next write (a dead writer's marker
+        Written before their locks are taken, so a writer that dies anywhere after that
+        leaves their ids for recovery: leftovers tidied, index rows matched to the
+        files. The list stays until the thread's next write (a dead writer's marker
         may name sessions it had finished with: repairing them is harmless), so a
         thread that writes the same session again skips the ``pwrite``.
         """
@@ -399,7 +398,7 @@ class Engine:
         several sessions' writes are each atomic, not all together: no journal)."""
         ids = set(load_ids)
         for _ in range(_ATTEMPTS):
-            self._mark(sorted(ids))  # before any lock file is created: see _mark
+            self._mark(sorted(ids))  # before any lock is taken: see _mark
             held = self.locks.hold()
             try:
                 for sid in in_lock_order(ids):
