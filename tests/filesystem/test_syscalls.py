@@ -305,15 +305,15 @@ def _kernel_steps(lines: list[str]) -> list[str]:
     return steps
 
 
-def _strace(tmp_path: Path, source: str, calls: str) -> list[str]:
-    """The lines of ``strace -f -y -e trace=<calls>`` of ``source`` run on a store in
-    ``tmp_path`` (skips the test where strace cannot attach)."""
-    script = tmp_path / "traced.py"
-    script.write_text(textwrap.dedent(source))
+def _strace(tmp_path: Path, script: str, calls: str) -> list[str]:
+    """The lines of ``strace -f -y -e trace=<calls>`` of ``script`` run on a store under
+    ``tmp_path`` (skips where strace cannot attach)."""
+    path = tmp_path / "traced.py"
+    path.write_text(textwrap.dedent(script))
     out = tmp_path / "trace.txt"
     proc = subprocess.run(
         ["strace", "-f", "-y", "-o", str(out), "-e", f"trace={calls}",
-         sys.executable, str(script), str(tmp_path / "store")],
+         sys.executable, str(path), str(tmp_path / "store")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
@@ -327,12 +327,10 @@ def test_strace_agrees(tmp_path: Path) -> None:
     """The kernel's view of a create (one new file in the shard: two fsyncs; its lock is
     a stripe that exists, no lock file of its own), the first append (directory, log,
     link of the document: three) and an update (two)."""
-    traced = _strace(
-        tmp_path,
-        _STRACE_SCRIPT,
-        "access,openat,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat",
+    calls = (
+        "access,openat,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat"
     )
-    steps = _kernel_steps(traced)
+    steps = _kernel_steps(_strace(tmp_path, _STRACE_SCRIPT, calls))
     steps = steps[steps.index("create") : steps.index("done") + 1]
     assert steps == [
         "create", "lock(stripe)", "write", "fsync(file)", "replace", "fsync(shard)",
@@ -369,11 +367,9 @@ def test_strace_agrees_on_a_batch(tmp_path: Path) -> None:
 
     if not syncfs_supported():
         pytest.skip("no syncfs(2) here")
-    traced = _strace(
-        tmp_path, _STRACE_BATCH, "write,fsync,fdatasync,rename,renameat,renameat2,syncfs"
-    )
+    calls = "write,fsync,fdatasync,rename,renameat,renameat2,syncfs"
     steps = []
-    for line in traced:
+    for line in _strace(tmp_path, _STRACE_BATCH, calls):
         if re.search(r"\bwrite\(\d+<[^>]*/\.tmp\.traced\d~\.json", line):
             steps.append("write")
         elif re.search(r"\bsyncfs\(", line):
