@@ -25,7 +25,6 @@ from ._log import (
     iter_lines,
 )
 from ._session import (
-    DOC,
     State,
     cp_dir_name,
     read_checkpoint_file,
@@ -100,7 +99,7 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
                 )
                 continue
             _check_session(engine, name, report)
-    # 3. lock files of sessions that do not exist
+    # 3. per-session lock files of older layouts
     _stale_locks(engine, report)
     # 4. the index, from the files
     if not dry_run:
@@ -126,53 +125,25 @@ def _orphans(names: list[str]) -> set[str]:
 
 
 def _stale_locks(engine: Engine, report: DoctorReport) -> None:
-    """Remove (or with ``dry_run`` report) lock files whose session does not exist."""
-    layout = engine.layout
-    locks_fd = layout.fds["locks"]
+    """Remove (or with ``dry_run`` report) the per-session lock files of layouts before 6
+    (``locks/<xx>/<id>.lock``): locks are stripes now (``~<n>.lock``, see ``_locks``), so
+    nothing takes these any more (older processes refuse a layout-6 store)."""
+    locks_fd = engine.layout.fds["locks"]
     for shard in sorted(n for n in os.listdir(locks_fd) if len(n) == 2 and n[0] != "."):
         lfd = open_dir(shard, locks_fd, f"locks/{shard}")
         try:
-            names = sorted(n for n in os.listdir(lfd) if n.endswith(".lock"))
+            names = sorted(n for n in os.listdir(lfd) if n.endswith(".lock") and n[0] != "~")
+            for name in names:
+                try:
+                    validate_session_id(name[:-5])
+                except ValueError:
+                    continue  # not a lock file we made
+                report.removed.append(f"locks/{shard}/{name}")
+                if not report.dry_run:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name, dir_fd=lfd)
         finally:
             os.close(lfd)
-        for name in names:
-            sid = name[:-5]
-            try:
-                validate_session_id(sid)
-            except ValueError:
-                continue
-            sessions = layout.shard_fd("sessions", sid, create=False)
-            if sessions is not None:
-                try:
-                    os.stat(f"{sid}/{DOC}", dir_fd=sessions, follow_symlinks=False)
-                    continue  # a session (or a corrupt one, which step 2 reported)
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    continue
-                try:
-                    os.stat(compact_name(sid), dir_fd=sessions, follow_symlinks=False)
-                    continue  # a compact session
-                except FileNotFoundError:
-                    pass
-                except OSError:
-                    continue
-            held = engine.locks.hold(bump=not report.dry_run)
-            if not held.add(sid, wait=False):
-                report.sessions_busy += 1  # being written: not stale
-                continue
-            try:
-                try:
-                    state = read_state(layout, sid)
-                except IntegrityError:
-                    continue
-                state.close()
-                if state.session is None:
-                    report.removed.append(f"locks/{shard}/{name}")
-                    if not report.dry_run:
-                        held.prune.add(sid)
-            finally:
-                held.release()
 
 
 def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:

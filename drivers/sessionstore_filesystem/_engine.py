@@ -69,7 +69,7 @@ from ._fs import (
 from ._heads import HeadCache, Tokens
 from ._index import Index, session_of
 from ._layout import MARKER, Layout, namespace_dir, session_ids
-from ._locks import Held, Locks
+from ._locks import Held, Locks, in_lock_order
 from ._log import LogReader, Window
 from ._recovery import Recovery
 from ._session import State, read_checkpoint, read_checkpoints, read_state
@@ -88,7 +88,9 @@ log = logging.getLogger("sessionstore.filesystem")
 # directory (a create is one new durable file); an older process would not see it.
 # 5: the index (format 3) holds what a listing returns and a listing reads only the
 # index; an older process would update rows without those columns, so it must refuse.
-STORE_FORMAT: Final = 5
+# 6: session locks are 1,024 lock stripes (locks/<xx>/~<n>.lock), not a lock file per
+# session (a create makes no lock file); an older process would lock other files.
+STORE_FORMAT: Final = 6
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
@@ -282,10 +284,9 @@ class Engine:
     def _mark(self, sids: Sequence[str]) -> None:
         """Record the sessions this thread is about to lock and write ("id\n...\n\n").
 
-        Written before their lock files are taken (or created), so a writer that dies
-        anywhere after that leaves their ids for recovery: leftovers tidied, index rows
-        matched to the files, and the lock file of a session that does not exist
-        removed. The list stays until the thread's next write (a dead writer's marker
+        Written before their locks are taken, so a writer that dies anywhere after that
+        leaves their ids for recovery: leftovers tidied, index rows matched to the
+        files. The list stays until the thread's next write (a dead writer's marker
         may name sessions it had finished with: repairing them is harmless), so a
         thread that writes the same session again skips the ``pwrite``.
         """
@@ -300,10 +301,10 @@ class Engine:
 
     @contextmanager
     def _locked(self, sids: set[str]) -> Iterator[Held]:
-        """Lock ``sids`` (sorted), replacing their change tokens."""
+        """Lock ``sids`` (in lock order), replacing their change tokens."""
         held = self.locks.hold()
         try:
-            for sid in sorted(sids):
+            for sid in in_lock_order(sids):
                 held.add(sid)
             yield held
         finally:
@@ -397,10 +398,10 @@ class Engine:
         several sessions' writes are each atomic, not all together: no journal)."""
         ids = set(load_ids)
         for _ in range(_ATTEMPTS):
-            self._mark(sorted(ids))  # before any lock file is created: see _mark
+            self._mark(sorted(ids))  # before any lock is taken: see _mark
             held = self.locks.hold()
             try:
-                for sid in sorted(ids):
+                for sid in in_lock_order(ids):
                     held.add(sid)
                 blocker = self.recovery.journal_blocking(ids)
                 if blocker is None:
@@ -462,12 +463,10 @@ class Engine:
 
     def _settle(self, held: Held, states: dict[str, State], outcome: str) -> None:
         """Before unlocking: keep what we know for the next write (one session only),
-        mark the lock files of sessions that do not exist for removal, close."""
+        close."""
         single = len(states) == 1
         for sid, state in states.items():
-            if outcome != "failed" and state.session is None:
-                held.prune.add(sid)
-            elif outcome != "failed" and single and sid in held.tokens:
+            if outcome != "failed" and state.session is not None and single and sid in held.tokens:
                 try:
                     head = self.heads.make(
                         state, held.tokens[sid][1], held.fds[sid], held.inos[sid]

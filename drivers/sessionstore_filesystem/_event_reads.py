@@ -200,12 +200,11 @@ class EventReads:
         """Bring ``sid``'s event rows up to its log under its lock (indexing what was
         appended, or all of it when the cover cannot be proven), then read there."""
         self._mark([sid])
-        with self._locked({sid}) as held:
+        with self._locked({sid}):
             state = read_state(self.layout, sid)
             reader = None
             try:
                 if state.doc is None or state.session is None:
-                    held.prune.add(sid)  # no session: its lock file goes (see _locks)
                     self.index.write([], [EventChange(sid, None, None)])
                     return read(state, reader)
                 if state.valid_end:

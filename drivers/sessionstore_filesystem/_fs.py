@@ -215,7 +215,7 @@ def flock_file(name: str, dir_fd: int, *, timeout: float, what: str, shared: boo
     raises :class:`StoreUnavailableError`. Lock files are never removed while in use: a
     holder re-checks after locking that the path still names the file it locked, and
     locks the current file if not, so a lock file may be removed by whoever holds it
-    (the lock files of sessions that do not exist are: see ``_locks``).
+    (or by hand: session locks are stripes that are never removed, see ``_locks``).
     """
     return lock_file(name, dir_fd, timeout=timeout, what=what, shared=shared)[0]
 

@@ -26,7 +26,7 @@ An entry keeps the document's data and metadata as JSON bytes and decodes fresh 
 for each use, so nothing a caller gets back shares a dict with the cache. Entries are
 kept for at most 256 sessions (least recently used first out) and only for sessions
 whose data and metadata are under 64 KiB. The 32 most recent also keep the session's
-lock file, directory and log open, which saves three ``open``/``close`` pairs per write:
+lock stripe's file, directory and log open, which saves three ``open``/``close`` pairs per write:
 a head is taken out of the cache for the operation that uses it (so no two threads use
 one), and put back after its lock was released with ``LOCK_UN`` (another thread of the
 process never ``flock``s the same open file while it is held: ``flock`` belongs to the
@@ -129,7 +129,7 @@ class Head:
     session's data and metadata may be a caller's by now: fresh copies are decoded from
     ``data_json``/``meta_json`` for each use). ``tail``: (version, updated_at,
     event_count, last_seq) after the appends past the document, or None. ``lock_fd``,
-    ``dir_fd``, ``log_fd``: the session's lock file (unlocked), directory and event log
+    ``dir_fd``, ``log_fd``: the session's lock stripe (unlocked), directory and event log
     (opened for appending), or -1; a head is used by one operation at a time (it is
     taken out of the cache while in use), and its lock descriptor only to lock again.
     """

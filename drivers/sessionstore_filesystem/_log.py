@@ -23,6 +23,7 @@ from typing import Final, TypeVar
 import orjson
 
 from sessionstore import Event, IntegrityError
+from sessionstore.planning import fast_event
 
 from ._file_formats import decode_line
 from ._fs import READ_FLAGS, pread_all
@@ -78,21 +79,21 @@ class _Decoded:
     :data:`KEEP_PAGE`): keeping a line costs its first read ~2 µs more."""
 
     def __init__(self) -> None:
-        self._lines: OrderedDict[bytes, tuple[int, str, datetime, bytes, str | None]] = (
-            OrderedDict()
-        )
+        #: decoded lines by their bytes: (seq, type, at, data JSON, key); read without
+        #: the lock (a lookup), changed under it
+        self.lines: OrderedDict[bytes, tuple[int, str, datetime, bytes, str | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     def decode(self, raw: bytes, record: str, keep: bool) -> Event:
-        hit = self._lines.get(raw)
+        hit = self.lines.get(raw)
         if hit is not None:
             seq, etype, at, data, key = hit
-            return Event(seq, etype, at, orjson.loads(data), key)
+            return fast_event(seq, etype, at, orjson.loads(data), key)
         event = decode_line(raw, record)[0]
         if keep and len(raw) <= _DECODED_LINE_MAX:
             entry = (event.seq, event.type, event.at, orjson.dumps(event.data), event.key)
             with self._lock:
-                lines = self._lines
+                lines = self.lines
                 lines[raw] = entry
                 if len(lines) > _DECODED_LINES:
                     lines.popitem(last=False)
@@ -212,6 +213,22 @@ class LogReader:
                 stop = len(buf)
                 lo = start
 
+    def last_lines(self, end: int, n: int) -> list[bytes] | None:
+        """The last ``n`` lines before ``end`` (a line start), oldest first, when the
+        first chunk ``lines_back`` would read holds them all (or the whole log); else
+        None (read them with ``lines_back``)."""
+        if end <= 0:
+            return []
+        lo = max(0, end - END_CHUNK)
+        buf = self.read(lo, end)
+        if not buf.endswith(b"\n"):
+            raise IntegrityError("event log region does not end at a line end", self.record)
+        parts = buf.split(b"\n")  # the last part is empty; the first may be cut (lo > 0)
+        whole = len(parts) - 1 if lo == 0 else len(parts) - 2
+        if whole < n and lo > 0:
+            return None
+        return parts[-1 - min(n, whole) : -1]
+
     def _line_from(self, pos: int, end: int) -> tuple[int, int] | None:
         """``(start, stop)`` of the first whole line starting at or after ``pos`` (``stop``
         is past its newline), or ``None`` when no line starts before ``end``."""
@@ -317,13 +334,17 @@ def window_events(reader: LogReader, window: Window, last_seq: int) -> list[Even
     out: list[Event] = []
     if window.last is not None:
         keep = window.last <= KEEP_PAGE
-        for _, raw in reader.lines_back(stop):
-            if len(out) >= window.last:
-                break
-            event = reader.decode(raw, keep=keep)
-            if event.seq <= window.after_seq:
-                break
-            out.append(event)
+        raws = reader.last_lines(stop, window.last)
+        if raws is not None:  # the usual page: one split of the chunk already read
+            out = _decode_back(raws, reader.record, keep, window.after_seq)
+        else:
+            for _, raw in reader.lines_back(stop):
+                if len(out) >= window.last:
+                    break
+                event = reader.decode(raw, keep=keep)
+                if event.seq <= window.after_seq:
+                    break
+                out.append(event)
         out.reverse()
     else:
         keep = window.limit is not None and window.limit <= KEEP_PAGE
@@ -335,6 +356,24 @@ def window_events(reader: LogReader, window: Window, last_seq: int) -> list[Even
             if window.limit is not None and len(out) >= window.limit:
                 break
     check_ascending(out, last_seq)
+    return out
+
+
+def _decode_back(raws: list[bytes], record: str, keep: bool, after_seq: int) -> list[Event]:
+    """The events of ``raws`` newest first, down to the first at or below ``after_seq``
+    (left out): ``lines_back`` + ``decode`` with the decoded-line lookup inlined."""
+    out: list[Event] = []
+    known = _DECODED.lines
+    loads = orjson.loads
+    for raw in reversed(raws):
+        hit = known.get(raw)
+        if hit is None:
+            event = _DECODED.decode(raw, record, keep)
+        else:
+            event = fast_event(hit[0], hit[1], hit[2], loads(hit[3]), hit[4])
+        if event.seq <= after_seq:
+            break
+        out.append(event)
     return out
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Container
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final
 
-from sessionstore import IntegrityError, Session
+from sessionstore import IntegrityError, Session, StoreUnavailableError
 from sessionstore.validation import validate_session_id
 
 from ._file_formats import decode_journal, journal_sessions
@@ -175,7 +175,7 @@ class Recovery:
                 return True
             sids = {m.session_id for m in mutations}
             self._mark(sorted(sids))
-            with self._locked(sids) as held:
+            with self._locked(sids):
                 states = {sid: read_state(self.layout, sid) for sid in sorted(sids)}
                 try:
                     changes: list[tuple[str, Session | None, Session | None]] = []
@@ -194,7 +194,6 @@ class Recovery:
                                 name, mut.session_id, actual, mut.expect,
                             )  # fmt: skip
                     self._index_write(changes)
-                    held.prune.update(sid for sid, st in states.items() if st.session is None)
                 finally:
                     for state in states.values():
                         state.close()
@@ -274,9 +273,8 @@ class Recovery:
         return reaped
 
     def repair(self, sid: str) -> list[str]:
-        """Under the lock: remove leftovers, make the index row match the files (and
-        remove the lock file of a session that does not exist)."""
-        with self._locked({sid}) as held:
+        """Under the lock: remove leftovers, make the index row match the files."""
+        with self._locked({sid}):
             try:
                 state = read_state(self.layout, sid)
             except IntegrityError as exc:
@@ -286,8 +284,6 @@ class Recovery:
             try:
                 removed = tidy(self.layout, state)
                 self.index.replace_rows([(sid, state.session)])
-                if state.session is None:
-                    held.prune.add(sid)
                 return removed
             finally:
                 state.close()
@@ -335,18 +331,26 @@ class Recovery:
         finally:
             os.close(lock)
 
-    def _index_batch(self, sids: list[str], *, tidy_files: bool) -> int:
+    def _index_batch(self, sids: list[str], *, tidy_files: bool, wait: bool = False) -> int:
+        """Index ``sids`` from their files, each read under its lock. A session whose
+        lock stripe is busy is done alone afterwards, waiting for the stripe (its holder
+        may be writing another session of the stripe); one whose lock is still taken
+        after the lock timeout is left to its writer, which updates the row itself."""
         held = self._locks.hold(bump=tidy_files)
         rows: list[tuple[str, Session | None]] = []
-        absent: list[str] = []
+        busy: list[str] = []
         try:
             for sid in sids:
                 try:
                     validate_session_id(sid)
                 except ValueError:
                     continue  # not ours (a stray directory): doctor reports it
-                if not held.add(sid, wait=False):
-                    continue  # a live writer has it and updates the row itself
+                try:
+                    if not held.add(sid, wait=wait):
+                        busy.append(sid)
+                        continue
+                except StoreUnavailableError:
+                    continue  # still locked after the timeout: its writer updates the row
                 try:
                     state: State = read_state(self.layout, sid)
                 except IntegrityError as exc:
@@ -357,15 +361,15 @@ class Recovery:
                     if tidy_files:
                         tidy(self.layout, state)
                     rows.append((sid, state.session))
-                    if state.session is None:
-                        absent.append(sid)
                 finally:
                     state.close()
             self.index.replace_rows(rows)
-            held.prune.update(absent)  # their lock files (we hold them): no session
         finally:
             held.release()
-        return sum(1 for _, s in rows if s is not None)
+        done = sum(1 for _, s in rows if s is not None)
+        for sid in busy:
+            done += self._index_batch([sid], tidy_files=tidy_files, wait=True)
+        return done
 
 
 def _done(mut: Any, current: Session | None) -> bool:

@@ -54,3 +54,9 @@ def leftovers(root: Path) -> list[str]:
             if name.startswith((".tmp.", ".trash.")):
                 found.append(os.path.join(dirpath, name))
     return found
+
+
+def only_old_lock_files(removed: list[str]) -> bool:
+    """Whether ``doctor`` removed nothing but per-session lock files of a store written
+    before layout 6 (``locks/<xx>/<id>.lock``; locks are stripes, ``~<n>.lock``, now)."""
+    return all(r.startswith("locks/") and not r.rpartition("/")[2].startswith("~") for r in removed)

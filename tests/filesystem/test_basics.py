@@ -152,7 +152,7 @@ async def test_layout_1_store_is_upgraded_on_open(root: Path, make_store: MakeSt
         updated = await store.append_events(made.id, [{"type": "t"}])
         assert updated.version == 2
     marker = orjson.loads((root / "_sessionstore.json").read_bytes())
-    assert marker["layout"] == 5
+    assert marker["layout"] == 6
 
 
 @pytest.mark.asyncio

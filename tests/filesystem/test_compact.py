@@ -21,7 +21,7 @@ from sessionstore_filesystem._layout import shard_of
 
 from sessionstore import ManualClock
 
-from .conftest import MakeStore, leftovers, session_dir
+from .conftest import MakeStore, leftovers, only_old_lock_files, session_dir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layout3"
 
@@ -150,7 +150,7 @@ async def test_a_store_of_layout_3_is_upgraded(tmp_path: Path) -> None:
     for dirpath, _, _ in os.walk(root):
         os.chmod(dirpath, 0o700)
     async with FileStore(root=str(root), clock=ManualClock()) as store:
-        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 5
+        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 6
         keyed = await store.get_session("keyed")
         assert keyed is not None and (keyed.event_count, keyed.version) == (300, 301)
         odd = await store.get_events("keyed", types=["odd"], last=2)
@@ -174,6 +174,6 @@ async def test_a_store_of_layout_3_is_upgraded(tmp_path: Path) -> None:
         await store.create_session(id="gone", data={"back": 1})
         assert compact_doc(root, "gone").is_file()
         report = await store.doctor(dry_run=True)
-        assert report.healthy and report.removed == [], report
+        assert report.healthy and only_old_lock_files(report.removed), report
         await store.reindex()
         assert await store.count_sessions() == 3

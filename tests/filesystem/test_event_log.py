@@ -273,7 +273,7 @@ async def test_a_store_of_the_previous_layout_is_upgraded(tmp_path: Path) -> Non
     clock = ManualClock()
     async with FileStore(root=str(root), clock=clock) as store:
         marker = json.loads((root / "_sessionstore.json").read_text())
-        assert marker["layout"] == 5
+        assert marker["layout"] == 6
         folded = await store.get_session("folded")
         assert folded is not None and (folded.event_count, folded.version) == (300, 301)
         events = await store.get_events("folded")

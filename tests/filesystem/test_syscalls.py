@@ -255,12 +255,12 @@ async def test_durability_none_skips_every_fsync(
 _STRACE_SCRIPT = """
 import asyncio, os, sys
 from sessionstore_filesystem import FileStore
-from sessionstore_filesystem._layout import shard_of
+from sessionstore_filesystem._locks import stripe_of
 
 async def main() -> None:
     async with FileStore(root=sys.argv[1], durability="fsync") as store:
-        twin = next(f"t{i}" for i in range(10**4) if shard_of(f"t{i}") == shard_of("traced"))
-        await store.create_session(id=twin)  # its shard directory exists (made once)
+        twin = next(f"t{i}" for i in range(10**5) if stripe_of(f"t{i}") == stripe_of("traced"))
+        await store.create_session(id=twin)  # its shard and lock stripe exist (made once)
         os.access("/__create__", os.F_OK)
         s = await store.create_session(id="traced", data={"n": 1})
         os.access("/__append__", os.F_OK)
@@ -296,6 +296,10 @@ def _kernel_steps(lines: list[str]) -> list[str]:
             steps.append("fdatasync(log)")
         elif re.search(r"\blink(at)?\(.*traced~\.json.*session\.json", line):
             steps.append("link")
+        elif re.search(r"\bopenat\(.*\"~\d\.lock\", O_RDWR\|O_CREAT", line):
+            steps.append("lock(stripe)")
+        elif re.search(r"\bopenat\(.*\.lock\", O_RDWR\|O_CREAT", line):
+            steps.append("lock(own file)")  # layout 5 and before: one per session
         elif re.search(r"\bf(data)?sync\(", line):
             steps.append("other sync")
     return steps
@@ -320,13 +324,16 @@ def _strace(tmp_path: Path, script: str, calls: str) -> list[str]:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_strace_agrees(tmp_path: Path) -> None:
-    """The kernel's view of a create (one new file in the shard: two fsyncs), the first
-    append (directory, log, link of the document: three) and an update (two)."""
-    calls = "access,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat"
+    """The kernel's view of a create (one new file in the shard: two fsyncs; its lock is
+    a stripe that exists, no lock file of its own), the first append (directory, log,
+    link of the document: three) and an update (two)."""
+    calls = (
+        "access,openat,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat"
+    )
     steps = _kernel_steps(_strace(tmp_path, _STRACE_SCRIPT, calls))
     steps = steps[steps.index("create") : steps.index("done") + 1]
     assert steps == [
-        "create", "write", "fsync(file)", "replace", "fsync(shard)",
+        "create", "lock(stripe)", "write", "fsync(file)", "replace", "fsync(shard)",
         "append", "mkdir", "fsync(shard)", "write(log)", "fdatasync(log)", "link", "fsync(dir)",
         "update", "write", "fsync(file)", "replace", "fsync(dir)",
         "done",
