@@ -320,9 +320,10 @@ def test_bench_million_mode_runs_every_step_at_a_small_size(
     assert f"== sessionstore {title} benchmark ==" in proc.stdout
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["meta"]["million"] == 2_000
+    listing = "100 newest of a processor's 1,000 among 2,000"
     assert [row["name"] for row in report["rows"]] == [
-        f"[{label}] 100 newest of a processor's 1,000 among 2,000" for label in labels
-    ]
+        f"[{label}] {listing}" for label in labels
+    ] + ([f"[cluster] {listing}, per shard"] if "cluster" in labels else [])
     for row in report["rows"]:
         for key in ("op_s", "floor_s", "ratio", "target_limit"):
             assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])

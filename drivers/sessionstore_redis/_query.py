@@ -418,22 +418,13 @@ class Queries:
             calls.append(("script", script, [ix + key[cut:] for key in keys], args))
         return calls
 
-    async def _walk_round(
-        self,
-        seg: _Segment,
-        start: tuple[int, str] | None,
-        want: int,
-        flt: SessionFilter,
-        now: datetime,
-        desc: bool,
-    ) -> list[Any]:
-        """Every shard's walk reply, in shard order. On Cluster one ``lua/walkn.lua`` call
-        per node walks that node's shards (3 calls instead of 16, the nodes in parallel;
-        a node with one shard gets a plain walk call); the shards of a node call that
-        fails (a slot moved since the map was read: another node's key) are asked one by
-        one, as before."""
-        shards = self._keys.shards
-        calls = self._walk_calls(shards, seg, start, want, flt, now, desc)
+    async def _walk_round(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """The replies of :meth:`_walk_calls` ``calls`` (one a shard), in shard order. On
+        Cluster one ``lua/walkn.lua`` call per node walks that node's shards (3 calls
+        instead of 16, the nodes in parallel; a node with one shard gets a plain walk
+        call); the shards of a node call that fails (a slot moved since the map was
+        read: another node's key) are asked one by one, as before."""
+        shards = len(calls)
         if shards == 1:
             return await self._pipeline(calls)
         node_of = self._backend.client.nodes_manager.get_node_from_slot
@@ -534,7 +525,9 @@ class Queries:
                 # that few pages need a second round; a shard that holds more is asked
                 # again from the frontier
                 per_shard = want if shards == 1 else _share(want, shards)
-                results = await self._walk_round(seg, start, per_shard, flt, now, desc)
+                results = await self._walk_round(
+                    self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
+                )
                 frontier, runs = self._parse(results, desc)
                 # the runs are in walk order, so the rows up to the frontier come first:
                 # merge only as far as the page needs (a Cluster page merges 16 runs)
