@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sessionstore_redis._store
 from redis.crc import key_slot
 from sessionstore_redis import RedisStore
 from sessionstore_redis._indexer import IndexQueue
@@ -179,15 +180,17 @@ async def test_a_pages_documents_are_read_once_per_node(
     wrong = store.key_names("n07")["doc"]
     right = client.get_node_from_key(wrong)
     other = next(n for n in client.get_primaries() if n.name != right.name)
-    # (the documents' nodes are looked up by slot: ``nodes_manager.get_node_from_slot``)
-    # of the class: the manager's attributes are slots
-    wrong_slot = client.keyslot(wrong)
-    manager = type(client.nodes_manager)
-    real_node = manager.get_node_from_slot
+    # (the store finds a document's node from its key's slot: that slot is taken for one
+    # of the other node's, in the store's lookup only)
+    elsewhere = next(
+        key_slot(key.encode())
+        for key in (store.key_names(s.id)["doc"] for s in made)
+        if client.get_node_from_key(key).name == other.name
+    )
     monkeypatch.setattr(
-        manager,
-        "get_node_from_slot",
-        lambda self, slot, *a: other if slot == wrong_slot else real_node(self, slot, *a),
+        sessionstore_redis._store,
+        "key_slot",
+        lambda key: elsewhere if key == wrong.encode() else key_slot(key),
     )
     calls.clear()
     page = await store.list_sessions(flt, opts)
