@@ -116,10 +116,13 @@ def _score(score: bytes) -> int:
         return int(float(score))
 
 
-def _rows(sizes: bytes, blob: bytes, docs: bool) -> Iterator[_Entry]:
-    """A shard's rows (``lua/walk.lua``'s ``sizes`` and concatenated ``rows``), each
-    followed by its document when the walk read them (``docs``), parsed only as the
-    merge reaches them: a Cluster page takes ~101 of the ~260 rows its 16 shards send."""
+def _rows(sizes: bytes, blob: bytes | list[bytes], docs: bool) -> Iterator[_Entry]:
+    """A shard's rows (``lua/walk.lua``'s ``sizes`` and concatenated ``rows``, or their
+    pieces: ``lua/pieces.lua``), each followed by its document when the walk read them
+    (``docs``), parsed only as the merge reaches them: a Cluster page takes ~101 of the
+    ~260 rows its 16 shards send."""
+    if not isinstance(blob, bytes):
+        blob = blob[0] if len(blob) == 1 else b"".join(blob)
     lengths = iter(sizes.split(b","))
     at = 0
     for size in lengths:
@@ -135,10 +138,12 @@ def _rows(sizes: bytes, blob: bytes, docs: bool) -> Iterator[_Entry]:
         yield _Entry((_score(score), sid), sid, record, doc)
 
 
-def _node_reply(reply: list[bytes]) -> list[list[bytes]]:
+def _node_reply(reply: list[Any]) -> list[list[bytes]]:
     """A ``lua/walkn.lua`` reply as its shards' ``lua/walk.lua`` replies (done, last
     score, last member, count, sizes, rows)."""
     heads, sizes, blob = reply
+    if not isinstance(blob, bytes):  # in pieces (lua/pieces.lua)
+        blob = b"".join(blob)
     out = []
     at = 0
     for head, size in zip(heads.split(b";"), sizes.split(b";"), strict=True):

@@ -41,16 +41,16 @@ def _load(name: str, *parts: str, fixed: int = 0) -> Script:
     return Script(name, source, sha, fixed)
 
 
-def _wrap(name: str, inner: Script, function: str, outer: str) -> Script:
-    """``inner``'s source as ``local function <function>(KEYS, ARGV)``, then ``outer``,
-    which calls it (once per index shard)."""
+def _wrap(name: str, inner: Script, function: str, *outer: str) -> Script:
+    """``inner``'s source as ``local function <function>(KEYS, ARGV)``, then the
+    ``outer`` parts, the last of which calls it (once per index shard)."""
     root = resources.files(__package__).joinpath("lua")
-    source = b"".join(
+    source = b"\n".join(
         (
-            b"local function %s(KEYS, ARGV)\n" % function.encode(),
+            b"local function %s(KEYS, ARGV)" % function.encode(),
             inner.source,
-            b"\nend\n",
-            root.joinpath(f"{outer}.lua").read_bytes(),
+            b"end",
+            *(root.joinpath(f"{part}.lua").read_bytes() for part in outer),
         )
     )
     sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()
@@ -64,11 +64,11 @@ APPEND = _load("append", "ixcomp", "append", "ixadd", "evlog", "append_general",
 # index.lua only for an id that still has index entries (after the common path returned)
 CREATE = _load("create", "ixcomp", "ixadd", "create", "index", "create_reindex")
 REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
-WALK = _load("walk", "ixcomp", "ixadd", "index", "walk")
+WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "walk")
 # walk.lua on several shards of one Cluster node: the walk wrapped as a function
-WALKN = _wrap("walkn", WALK, "walk", "walkn")
+WALKN = _wrap("walkn", WALK, "walk", "pieces", "walkn")
 COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
 CLAIM = _load("claim", "claim")
 EVENTS = _load("events", "evlog", "evdrop", "events")
 EVENT = _load("event", "event")
-READ = _load("read", "read")
+READ = _load("read", "pieces", "read")

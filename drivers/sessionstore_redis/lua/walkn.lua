@@ -9,17 +9,28 @@
 -- walk's arguments (the same for every shard).
 -- Reply: {heads, sizes, rows}: per shard 'done,last_score,count,#last_member,#rows'
 -- (';'-separated), per shard its walk's sizes (';'-separated), and per shard its last
--- member followed by its walk's rows, concatenated: three reply elements a node.
+-- member followed by its walk's rows, concatenated in pieces (pieces.lua: a string, or
+-- a list the client joins): three reply elements a node (a few more past 8 KB).
 local n, k = tonumber(ARGV[1]), tonumber(ARGV[2])
 local args = {unpack(ARGV, 3 + (n - 1) * k)}
-local heads, sizes, rows = {}, {}, {}
+local heads, sizes, parts, lens = {}, {}, {}, {}
+local function part(p)
+  parts[#parts + 1] = p
+  lens[#lens + 1] = #p
+  return #p
+end
 for s = 1, n do
   local keys = KEYS
   if s > 1 then keys = {unpack(ARGV, 3 + (s - 2) * k, 2 + (s - 1) * k)} end
   local r = walk(keys, args)
-  local got = r[6] or ''
-  heads[s] = r[1] .. ',' .. r[2] .. ',' .. r[4] .. ',' .. #r[3] .. ',' .. #got
+  part(r[3])
+  local got = 0
+  if type(r[6]) == 'table' then
+    for _, p in ipairs(r[6]) do got = got + part(p) end
+  elseif r[6] then
+    got = part(r[6])
+  end
+  heads[s] = r[1] .. ',' .. r[2] .. ',' .. r[4] .. ',' .. #r[3] .. ',' .. got
   sizes[s] = r[5] or ''
-  rows[s] = r[3] .. got
 end
-return {table.concat(heads, ';'), table.concat(sizes, ';'), table.concat(rows)}
+return {table.concat(heads, ';'), table.concat(sizes, ';'), pieces(parts, lens)}
