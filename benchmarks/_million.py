@@ -190,6 +190,9 @@ class MillionSteps:
     drop_source: Callable[[], Awaitable[None]] | None = None
     #: the server's CPU seconds so far (e.g. ``INFO cpu``), to report each step's share
     server_cpu: Callable[[SessionStore], Awaitable[float]] | None = None
+    #: more listing rows after the listing (Redis Cluster: against a per-shard floor),
+    #: given the store and the queried processor's sessions
+    more_listings: Callable[[SessionStore, list[Session]], Awaitable[None]] | None = None
 
 
 async def run_million(report: Report, steps: MillionSteps) -> None:
@@ -228,6 +231,8 @@ async def run_million(report: Report, steps: MillionSteps) -> None:
         report.meta[f"million_{label}"] = {"total": total, "load_s": seconds,
                                            "bytes_per_session": grown / total}  # fmt: skip
         await _listing(report, store, steps, hot)
+        if steps.more_listings is not None:
+            await steps.more_listings(store, hot)
         del hot
         await _counts(report, store, steps)
         if not _RUN.copy:

@@ -170,9 +170,12 @@ def test_bench_redis_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
     report, _ = _run_quick("bench_redis", tmp_path, title="redis")
     rows = {row["name"]: row for row in report["rows"]}
     for topology in ("single", "cluster"):  # the same rows on a single server and Cluster
+        # (Cluster's listing also against the per-shard floor)
+        extra = ["list 100 newest of a processor's 1,000 among 10,000, per shard"]
         assert {name for name in rows if name.startswith(f"[{topology}]")} == {
             f"[{topology}] {what}"
             for what in (
+                *(extra if topology == "cluster" else []),
                 *_REDIS_WRITE_ROWS,
                 "put_records x100 pipelined",
                 "list_sessions tag+range, 4,000",
@@ -319,9 +322,10 @@ def test_bench_million_mode_runs_every_step_at_a_small_size(
     assert f"== sessionstore {title} benchmark ==" in proc.stdout
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["meta"]["million"] == 2_000
+    listing = "100 newest of a processor's 1,000 among 2,000"
     assert [row["name"] for row in report["rows"]] == [
-        f"[{label}] 100 newest of a processor's 1,000 among 2,000" for label in labels
-    ]
+        f"[{label}] {listing}" for label in labels
+    ] + ([f"[cluster] {listing}, per shard"] if "cluster" in labels else [])
     for row in report["rows"]:
         for key in ("op_s", "floor_s", "ratio", "target_limit"):
             assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])

@@ -75,6 +75,7 @@ from ._scripts import (
     READ,
     REINDEX,
     WALK,
+    WALKN,
     WRITE,
     Script,
 )
@@ -84,7 +85,7 @@ __all__ = ["Backend", "Call", "LoopState"]
 
 log = logging.getLogger("sessionstore.redis")
 T = TypeVar("T")
-ALL_SCRIPTS = (WRITE, APPEND, CREATE, REINDEX, WALK, CLAIM, EVENTS, READ, COMPOSE)
+ALL_SCRIPTS = (WRITE, APPEND, CREATE, REINDEX, WALK, WALKN, CLAIM, EVENTS, READ, COMPOSE)
 #: One pipelined call: ("script", Script, keys, args) or ("cmd", name, *args).
 Call = tuple[Any, ...]
 

@@ -16,6 +16,7 @@ __all__ = [
     "READ",
     "REINDEX",
     "WALK",
+    "WALKN",
     "WRITE",
     "Script",
 ]
@@ -40,6 +41,22 @@ def _load(name: str, *parts: str, fixed: int = 0) -> Script:
     return Script(name, source, sha, fixed)
 
 
+def _wrap(name: str, inner: Script, function: str, *outer: str) -> Script:
+    """``inner``'s source as ``local function <function>(KEYS, ARGV)``, then the
+    ``outer`` parts, the last of which calls it (once per index shard)."""
+    root = resources.files(__package__).joinpath("lua")
+    source = b"\n".join(
+        (
+            b"local function %s(KEYS, ARGV)" % function.encode(),
+            inner.source,
+            b"end",
+            *(root.joinpath(f"{part}.lua").read_bytes() for part in outer),
+        )
+    )
+    sha = hashlib.sha1(source, usedforsecurity=False).hexdigest()
+    return Script(name, source, sha)
+
+
 WRITE = _load("write", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
 # append.lua's short path runs before ixadd.lua and evlog.lua define the helpers it does
 # not use (grace, index prefix and id are the same for every call on a session)
@@ -48,6 +65,8 @@ APPEND = _load("append", "ixcomp", "append", "ixadd", "evlog", "append_general",
 CREATE = _load("create", "ixcomp", "ixadd", "create", "index", "create_reindex")
 REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "walk")
+# walk.lua on several shards of one Cluster node: the walk wrapped as a function
+WALKN = _wrap("walkn", WALK, "walk", "pieces", "walkn")
 COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
 CLAIM = _load("claim", "claim")
 EVENTS = _load("events", "evlog", "evdrop", "events")

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any, Unpack, cast
 from urllib.parse import SplitResult
 
+from redis.crc import key_slot
+
 from sessionstore import (
     UNSET,
     AppendOp,
@@ -306,10 +308,12 @@ class RedisStore(BaseSessionStore):
         other documents ride in ``ARGV``: a script without flags may read any key of its
         node). A document the call could not read (its slot moved meanwhile: ``'\\1'``,
         or the whole call failed) is left to the exact path (:meth:`_fetch`)."""
-        client = self._backend.client
+        # the node of each key from its slot (the same lookup as ``get_node_from_key``
+        # without its encoder and layers: ~3 µs of a page's 101 documents each)
+        node_of = self._backend.client.nodes_manager.get_node_from_slot
         by_node: dict[str, list[int]] = {}
         for i, loc in enumerate(locs):
-            by_node.setdefault(client.get_node_from_key(loc.doc).name, []).append(i)
+            by_node.setdefault(node_of(key_slot(loc.doc.encode())).name, []).append(i)
         groups = list(by_node.values())
         calls: list[tuple[Any, ...]] = [
             ("script", READ, [locs[g[0]].doc], [locs[i].doc for i in g[1:]]) for g in groups

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sessionstore_redis._store
 from redis.crc import key_slot
 from sessionstore_redis import RedisStore
 from sessionstore_redis._indexer import IndexQueue
@@ -180,15 +181,79 @@ async def test_a_pages_documents_are_read_once_per_node(
     wrong = store.key_names("n07")["doc"]
     right = client.get_node_from_key(wrong)
     other = next(n for n in client.get_primaries() if n.name != right.name)
-    real_node = client.get_node_from_key
+    # (the store finds a document's node from its key's slot: that slot is taken for one
+    # of the other node's, in the store's lookup only)
+    elsewhere = next(
+        key_slot(key.encode())
+        for key in (store.key_names(s.id)["doc"] for s in made)
+        if client.get_node_from_key(key).name == other.name
+    )
     monkeypatch.setattr(
-        client, "get_node_from_key", lambda key, *a: other if key == wrong else real_node(key, *a)
+        sessionstore_redis._store,
+        "key_slot",
+        lambda key: elsewhere if key == wrong.encode() else key_slot(key),
     )
     calls.clear()
     page = await store.list_sessions(flt, opts)
     assert page.items == list(reversed(made))
     assert calls == [3, 1]  # then the exact read of that one document
     assert store.corrupt_records == {}
+
+
+async def test_a_listing_walks_each_nodes_shards_in_one_call(
+    redis_cluster: RedisCluster, open_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 16 index shards are walked with one call per node (``lua/walkn.lua``: the
+    node's shards one after another), the nodes in parallel; when a node's call fails
+    (a stale slot map sent a shard to a node that does not hold it) its shards are walked
+    one by one, and the page is the same."""
+    clock = ManualClock()
+    store = await open_redis(redis_cluster.url, clock=clock)
+    made = []
+    for i in range(60):
+        made.append(await store.create_session(id=f"w{i:02d}", processor_id="p" if i % 2 else "q"))
+        clock.advance(1)
+    flt = SessionFilter(processor_id="p")
+    opts = QueryOptions(sort_by="updated_at", order="desc", limit=12)
+    want = [s.id for s in reversed(made) if s.processor_id == "p"]
+    assert (await store.list_sessions(flt, opts)).ids == want[:12]  # composes the family
+    batches: list[list[str]] = []  # the scripts of each pipelined request
+    pipeline = store._backend.pipeline
+
+    async def counted(batch: Any, here: Any = None) -> Any:
+        batches.append([call[1].name for call in batch])
+        return await pipeline(batch, here)
+
+    monkeypatch.setattr(store._backend, "pipeline", counted)
+    queries = store._queries
+
+    async def listed() -> list[str]:
+        got: list[str] = []
+        cursor = None
+        while True:
+            options = QueryOptions(sort_by="updated_at", order="desc", limit=12, cursor=cursor)
+            page = await queries.list_sessions(flt, options)
+            got += page.ids
+            if page.next_cursor is None:
+                return got
+            cursor = page.next_cursor
+
+    assert await listed() == want
+    walks = [names for names in batches if names[0].startswith("walk")]
+    assert len(walks) == 3  # a round a page
+    assert all(len(names) == 3 and "walkn" in names for names in walks), walks
+    # a stale map: shard 0 taken for a shard of another node, so its node's call names
+    # keys that node does not hold
+    slots = queries._slots
+    manager = store.client.nodes_manager
+    node = [manager.get_node_from_slot(slot).name for slot in slots]
+    other = next(k for k in range(16) if node[k] != node[0])
+    monkeypatch.setattr(queries, "_slots", [slots[other], *slots[1:]])
+    batches.clear()
+    assert await listed() == want
+    walks = [names for names in batches if names[0].startswith("walk")]
+    assert len(walks) == 6  # a round a page, then the failed call's shards one by one
+    assert all(set(names) == {"walk"} for names in walks[1::2]), walks
 
 
 async def test_grouped_create_round_trips_on_cluster(
