@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-__all__ = ["LATEST", "MIGRATIONS", "advisory_key", "migration"]
+__all__ = ["BODY_COLUMNS", "HEAD_COLUMNS", "LATEST", "MIGRATIONS", "advisory_key", "migration"]
 
 # Version 1: the tables and the write function (everything needed for correctness).
 _V1: Final = """
@@ -681,8 +681,216 @@ CREATE INDEX {P}sessions_metadata ON {P}sessions USING gin (metadata_jsonb jsonb
     WHERE metadata_jsonb <> '{}';
 """
 
+#: The columns of a session's head (what an append changes, and the ``updated_at``
+#: listings' columns) and of its body (the rest), schema version 6.
+HEAD_COLUMNS: Final = (
+    "ns, id, processor_id, status, updated_at, expires_at, version, event_count, last_seq, wt"
+)
+BODY_COLUMNS: Final = (
+    "ns, id, processor_id, grp, tags, created_at, expires_at, data, metadata, metadata_jsonb"
+)
+
+# Version 6: a session is a head row and a body row. An append changes the version, the
+# counters, the write token and ``updated_at``; ``updated_at`` is indexed, so that update
+# is never HOT and gave every index of the one sessions row a new entry (seven B-trees).
+# The head (``session_heads``) holds those columns and the columns of the listings by
+# ``updated_at`` (processor, status), with the key and the three ``updated_at`` indexes;
+# the body (the old ``sessions`` table, renamed ``session_bodies``) holds the documents
+# and the ``created_at``, ``expires_at``, tag and metadata indexes and is not written by
+# an append. ``expires_at`` is in both (the head's for the append's liveness check, the
+# body's for its index), always written together. ``{P}sessions`` becomes a view joining
+# the two in the old column order, so every read keeps its SQL; it adds ``b_processor_id``
+# and ``b_id`` (the body's copies: a filter or keyset seek on them lets the body's indexes
+# drive a listing by ``created_at`` or ``expires_at``; ``processor_id`` and ``id`` are
+# the head's). Writes name the tables: the head first (its row lock and the
+# compare-and-set on its version), then the body.
+_V6_TABLES: Final = """
+CREATE TABLE {P}session_heads (
+    ns text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    processor_id text COLLATE "C",
+    status text NOT NULL,
+    updated_at bigint NOT NULL,
+    expires_at bigint,
+    version bigint NOT NULL,
+    event_count bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    wt text NOT NULL,
+    PRIMARY KEY (ns, id)
+);
+INSERT INTO {P}session_heads (HEAD_COLUMNS) SELECT HEAD_COLUMNS FROM {P}sessions;
+DROP INDEX {P}sessions_updated;
+DROP INDEX {P}sessions_proc_updated;
+DROP INDEX {P}sessions_status_updated;
+CREATE INDEX {P}sessions_updated ON {P}session_heads (ns, updated_at, id);
+CREATE INDEX {P}sessions_proc_updated ON {P}session_heads (ns, processor_id, updated_at, id);
+CREATE INDEX {P}sessions_status_updated ON {P}session_heads (ns, status, updated_at, id);
+ALTER TABLE {P}sessions RENAME TO {P}session_bodies;
+ALTER TABLE {P}session_bodies DROP COLUMN status, DROP COLUMN updated_at,
+    DROP COLUMN version, DROP COLUMN event_count, DROP COLUMN last_seq, DROP COLUMN wt;
+CREATE VIEW {P}sessions AS SELECT h.ns, h.id, h.processor_id, h.status, b.grp, b.tags,
+    b.created_at, h.updated_at, b.expires_at, h.version, h.event_count, h.last_seq, b.data,
+    b.metadata, b.metadata_jsonb, h.wt, b.processor_id AS b_processor_id, b.id AS b_id
+    FROM {P}session_heads AS h JOIN {P}session_bodies AS b ON b.ns = h.ns AND b.id = h.id;
+""".replace("HEAD_COLUMNS", HEAD_COLUMNS)
+
+_V6_WRITE_EDITS: Final = (
+    (
+        """INSERT INTO {P}sessions VALUES (
+            p_ns, p_id, p_processor, p_status, p_grp, p_tags, p_created, p_updated,
+            p_expires, p_version, p_event_count, p_last_seq, p_data, p_metadata,
+            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt
+        ) ON CONFLICT (ns, id) DO NOTHING;
+        IF NOT FOUND THEN  -- it exists (a concurrent creator committed first)
+            RETURN coalesce((SELECT version FROM {P}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;""",
+        f"""INSERT INTO {{P}}session_heads ({HEAD_COLUMNS}) VALUES (
+            p_ns, p_id, p_processor, p_status, p_updated, p_expires, p_version,
+            p_event_count, p_last_seq, p_wt
+        ) ON CONFLICT (ns, id) DO NOTHING;
+        IF NOT FOUND THEN  -- it exists (a concurrent creator committed first)
+            RETURN coalesce((SELECT version FROM {{P}}sessions WHERE ns = p_ns AND id = p_id), 0);
+        END IF;
+        INSERT INTO {{P}}session_bodies ({BODY_COLUMNS}) VALUES (
+            p_ns, p_id, p_processor, p_grp, p_tags, p_created, p_expires, p_data, p_metadata,
+            replace(p_metadata, '\\u0000', '\\ufffd')::jsonb
+        );""",
+    ),
+    (
+        """SELECT version, wt INTO cur, cur_wt FROM {P}sessions
+            WHERE ns = p_ns AND id = p_id FOR UPDATE;""",
+        """SELECT version, wt INTO cur, cur_wt FROM {P}session_heads
+            WHERE ns = p_ns AND id = p_id FOR UPDATE;""",
+    ),
+    (
+        "DELETE FROM {P}sessions WHERE ns = p_ns AND id = p_id AND version = p_expect",
+        "DELETE FROM {P}session_heads WHERE ns = p_ns AND id = p_id AND version = p_expect",
+    ),
+    (
+        """        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
+        DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
+        RETURN -1;""",
+        """        DELETE FROM {P}session_bodies WHERE ns = p_ns AND id = p_id;
+        DELETE FROM {P}events WHERE ns = p_ns AND session_id = p_id;
+        DELETE FROM {P}checkpoints WHERE ns = p_ns AND session_id = p_id;
+        RETURN -1;""",
+    ),
+    (
+        """UPDATE {P}sessions SET
+            processor_id = p_processor, status = p_status, grp = p_grp, tags = p_tags,
+            created_at = p_created, updated_at = p_updated, expires_at = p_expires,
+            version = p_version, event_count = p_event_count, last_seq = p_last_seq,
+            data = coalesce(p_data, data), metadata = coalesce(p_metadata, metadata),
+            metadata_jsonb = CASE WHEN p_metadata IS NULL THEN metadata_jsonb
+                ELSE replace(p_metadata, '\\u0000', '\\ufffd')::jsonb END,
+            wt = p_wt
+        WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
+        END IF;""",
+        """UPDATE {P}session_heads SET
+            processor_id = p_processor, status = p_status, updated_at = p_updated,
+            expires_at = p_expires, version = p_version, event_count = p_event_count,
+            last_seq = p_last_seq, wt = p_wt
+        WHERE ns = p_ns AND id = p_id AND version = p_expect
+            AND (p_expect_wt IS NULL OR wt = p_expect_wt);
+        IF NOT FOUND THEN
+            SELECT version, wt INTO cur, cur_wt FROM {P}sessions WHERE ns = p_ns AND id = p_id;
+            IF cur = p_expect THEN RETURN -2; END IF;
+            RETURN coalesce(cur, 0);
+        END IF;
+        -- the body only when something of it changes (a status or counter write does not)
+        UPDATE {P}session_bodies AS b SET
+            processor_id = p_processor, grp = p_grp, tags = p_tags, created_at = p_created,
+            expires_at = p_expires, data = coalesce(p_data, b.data),
+            metadata = coalesce(p_metadata, b.metadata),
+            metadata_jsonb = CASE WHEN p_metadata IS NULL THEN b.metadata_jsonb
+                ELSE replace(p_metadata, '\\u0000', '\\ufffd')::jsonb END
+        WHERE b.ns = p_ns AND b.id = p_id AND (p_data IS NOT NULL OR p_metadata IS NOT NULL
+            OR (b.processor_id, b.grp, b.tags, b.created_at, b.expires_at)
+                IS DISTINCT FROM (p_processor, p_grp, p_tags, p_created, p_expires));""",
+    ),
+)
+
+_V6_OPS_EDITS: Final = (
+    (
+        "SELECT * INTO s FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id FOR UPDATE;",
+        # the head's row lock (the body is not written by an append), then the row, only
+        # if the lock found one: a row a concurrent creator commits in between is read
+        # (and locked) by the loop's next turn, after this call's insert finds it
+        """PERFORM FROM {P}session_heads AS x WHERE x.ns = p_ns AND x.id = p_id FOR UPDATE;
+        IF FOUND THEN
+            SELECT * INTO s FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id;
+        ELSE
+            s := NULL;
+        END IF;""",
+    ),
+    (
+        "DELETE FROM {P}sessions AS x WHERE x.ns = p_ns AND x.id = p_id;",
+        "DELETE FROM {P}session_heads AS x WHERE x.ns = p_ns AND x.id = p_id;\n"
+        "                DELETE FROM {P}session_bodies AS x WHERE x.ns = p_ns AND x.id = p_id;",
+    ),
+    (
+        "replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt);",
+        "replace(p_metadata, '\\u0000', '\\ufffd')::jsonb, p_wt, p_processor, p_id);",
+    ),
+    (
+        """INSERT INTO {P}sessions VALUES (s.*) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                CONTINUE;  -- created by a concurrent call: read it
+            END IF;""",
+        f"""INSERT INTO {{P}}session_heads ({HEAD_COLUMNS}) VALUES (s.ns, s.id,
+                s.processor_id, s.status, s.updated_at, s.expires_at, s.version,
+                s.event_count, s.last_seq, s.wt) ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                CONTINUE;  -- created by a concurrent call: read it
+            END IF;
+            INSERT INTO {{P}}session_bodies ({BODY_COLUMNS}) VALUES (s.ns, s.id,
+                s.processor_id, s.grp, s.tags, s.created_at, s.expires_at, s.data,
+                s.metadata, s.metadata_jsonb);""",
+    ),
+    (
+        """UPDATE {P}sessions AS x SET updated_at = s.updated_at, expires_at = s.expires_at,
+            version = s.version, event_count = s.event_count, last_seq = s.last_seq,
+            wt = s.wt
+        WHERE x.ns = p_ns AND x.id = p_id;""",
+        """UPDATE {P}session_heads AS x SET updated_at = s.updated_at,
+            expires_at = s.expires_at, version = s.version, event_count = s.event_count,
+            last_seq = s.last_seq, wt = s.wt
+        WHERE x.ns = p_ns AND x.id = p_id;
+        IF p_expires_mode > 0 THEN
+            UPDATE {P}session_bodies AS x SET expires_at = s.expires_at
+            WHERE x.ns = p_ns AND x.id = p_id AND x.expires_at IS DISTINCT FROM s.expires_at;
+        END IF;""",
+    ),
+)
+
+
+def _edited(text: str, edits: tuple[tuple[str, str], ...]) -> str:
+    for old, new in edits:
+        if text.count(old) != 1:  # pragma: no cover - a broken edit fails at import
+            raise AssertionError(f"schema v6 edit matches {text.count(old)} times: {old!r}")
+        text = text.replace(old, new)
+    return text
+
+
+def _v6() -> str:
+    """Version 6's tables and view, then version 4's ``write`` and ``events_op`` with
+    :data:`_V6_WRITE_EDITS` / :data:`_V6_OPS_EDITS` applied (``write_or_raise`` calls
+    ``write`` and is unchanged)."""
+    ops = _V4.index("CREATE OR REPLACE FUNCTION {P}events_op(")
+    write = _edited(_V4[:ops], _V6_WRITE_EDITS)
+    events_op = _edited(_V4[ops:], _V6_OPS_EDITS)
+    return _V6_TABLES + write + events_op
+
+
+_V6: Final = _v6()
+
 #: Migration ``n`` (1-based) upgrades a schema of version ``n - 1`` to version ``n``.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 LATEST: Final = len(MIGRATIONS)
 
 #: The schema-version table: one row, created before any migration runs.
