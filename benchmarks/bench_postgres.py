@@ -275,9 +275,8 @@ async def bench_query(report: Report, url: str, sizes: Sizes) -> None:
         conn = await asyncpg.connect(**_connect_args(store))
         from sessionstore_postgres._store import _COLS
 
-        source = store._listing_source(flt, "created_at")  # the driver's view (schema 6)
         sql = (
-            f"SELECT {_COLS} FROM {source} WHERE ns = $1 AND processor_id = $2 "
+            f"SELECT {_COLS} FROM {store._t_sessions} WHERE ns = $1 AND processor_id = $2 "
             "ORDER BY created_at DESC, id DESC LIMIT 100"
         )
         if [r[0] for r in await conn.fetch(sql, store.namespace, "agent-hot")] != page.ids:
@@ -304,18 +303,16 @@ async def bench_million(report: Report, url: str, total: int, workdir: str) -> N
 
     async def table_size(store: Any) -> int:
         async def size(c: asyncpg.Connection) -> int:
-            return sum([int(await c.fetchval("SELECT pg_total_relation_size($1::regclass)", t))
-                        for t in store._t_session_tables])  # fmt: skip
+            return int(await c.fetchval("SELECT pg_total_relation_size($1::regclass)",
+                                        store._t_sessions))  # fmt: skip
 
         return int(await store._pools.get().run(size))
 
     async def floor(store: Any, _hot: object) -> _million.Floor:
         conn = await asyncpg.connect(**_connect_args(store))
-        for table in store._t_session_tables:  # as autovacuum would by now
-            await conn.execute(f"ANALYZE {table}")
-        source = store._listing_source(SessionFilter(processor_id=_million.HOT), "updated_at")
+        await conn.execute(f"ANALYZE {store._t_sessions}")  # as autovacuum would by now
         sql = (
-            f"SELECT {_COLS} FROM {source} WHERE ns = $1 AND processor_id = $2 "
+            f"SELECT {_COLS} FROM {store._t_sessions} WHERE ns = $1 AND processor_id = $2 "
             "ORDER BY updated_at DESC, id DESC LIMIT 100"
         )
         args = (store.namespace, _million.HOT)

@@ -187,10 +187,6 @@ class PostgresStore(BaseSessionStore):
         self._split = schema >= 6
         heads = f"{self._prefix}session_heads" if self._split else self._t_sessions
         self._t_heads = heads
-        #: the tables that hold the sessions' rows (for sizes and ``ANALYZE``)
-        self._t_session_tables = (
-            (heads, f"{self._prefix}session_bodies") if self._split else (self._t_sessions,)
-        )
         self._eventlog.use_heads(heads)
         self._sql_event_by_key = event_by_key_sql(heads, self._t_events)
 
