@@ -702,13 +702,8 @@ BODY_COLUMNS: Final = (
 # the two in the old column order, so every read keeps its SQL; it adds ``b_processor_id``
 # and ``b_id`` (the body's copies: a filter or keyset seek on them lets the body's indexes
 # drive a listing by ``created_at`` or ``expires_at``; ``processor_id`` and ``id`` are
-# the head's). The planner may join the two by hashing one whole table when it holds few
-# rows, so a sorted listing reads ``sessions_by_head`` (by ``updated_at`` or ``id``) or
-# ``sessions_by_body`` (by ``created_at`` or ``expires_at``): the same columns, the
-# other row looked up per row of the index that yields the order (a ``LATERAL`` subquery
-# with ``OFFSET 0``, which the planner keeps as a per-row lookup). Writes name the
-# tables: the head first (its row lock and the compare-and-set on its version), then the
-# body.
+# the head's). Writes name the tables: the head first (its row lock and the
+# compare-and-set on its version), then the body.
 _V6_TABLES: Final = """
 CREATE TABLE {P}session_heads (
     ns text COLLATE "C" NOT NULL,
@@ -737,16 +732,6 @@ CREATE VIEW {P}sessions AS SELECT h.ns, h.id, h.processor_id, h.status, b.grp, b
     b.created_at, h.updated_at, b.expires_at, h.version, h.event_count, h.last_seq, b.data,
     b.metadata, b.metadata_jsonb, h.wt, b.processor_id AS b_processor_id, b.id AS b_id
     FROM {P}session_heads AS h JOIN {P}session_bodies AS b ON b.ns = h.ns AND b.id = h.id;
-CREATE VIEW {P}sessions_by_head AS SELECT h.ns, h.id, h.processor_id, h.status, b.grp, b.tags,
-    b.created_at, h.updated_at, h.expires_at, h.version, h.event_count, h.last_seq, b.data,
-    b.metadata, b.metadata_jsonb, h.wt, b.processor_id AS b_processor_id, b.id AS b_id
-    FROM {P}session_heads AS h CROSS JOIN LATERAL (SELECT * FROM {P}session_bodies AS x
-        WHERE x.ns = h.ns AND x.id = h.id OFFSET 0) AS b;
-CREATE VIEW {P}sessions_by_body AS SELECT b.ns, b.id, b.processor_id, h.status, b.grp, b.tags,
-    b.created_at, h.updated_at, b.expires_at, h.version, h.event_count, h.last_seq, b.data,
-    b.metadata, b.metadata_jsonb, h.wt, b.processor_id AS b_processor_id, b.id AS b_id
-    FROM {P}session_bodies AS b CROSS JOIN LATERAL (SELECT * FROM {P}session_heads AS x
-        WHERE x.ns = b.ns AND x.id = b.id OFFSET 0) AS h;
 """.replace("HEAD_COLUMNS", HEAD_COLUMNS)
 
 _V6_WRITE_EDITS: Final = (

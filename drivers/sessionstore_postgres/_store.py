@@ -837,19 +837,10 @@ class PostgresStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ queries
 
-    def _listing_source(self, flt: SessionFilter, sort_by: str) -> str:
-        """What a sorted listing reads: schema 6's view driven by the table whose index
-        yields ``sort_by`` (the other row looked up per row), unless a tag or metadata
-        filter may be answered better through its GIN index (the planner's join)."""
-        if not self._split or flt.tags_all or flt.tags_any is not None or flt.metadata:
-            return self._t_sessions
-        side = "head" if sort_by in ("updated_at", "id") else "body"
-        return f"{self._t_sessions}_by_{side}"
-
     async def _fetch_page(
-        self, w: Where, opts: QueryOptions, limit: int | None, offset: int, source: str
+        self, w: Where, opts: QueryOptions, limit: int | None, offset: int
     ) -> list[Any]:
-        sql = f"SELECT {_COLS} FROM {source} WHERE {w.sql()} ORDER BY " + order_sql(
+        sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()} ORDER BY " + order_sql(
             opts.sort_by, opts.descending
         )
         params = list(w.params)
@@ -870,7 +861,6 @@ class PostgresStore(BaseSessionStore):
         ns = self.namespace
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
         base = build_where(ns, flt, now, split=self._split)
-        source = self._listing_source(flt, opts.sort_by)
         exact = base.exact and needle is None
         picked: list[Session] = []
         wanted = opts.limit + 1
@@ -878,7 +868,7 @@ class PostgresStore(BaseSessionStore):
             w = Where(list(base.clauses), list(base.params))
             if after is not None:
                 seek_sql(w, opts.sort_by, opts.descending, after, split=self._split)
-            rows = await self._fetch_page(w, opts, wanted, opts.offset, source)
+            rows = await self._fetch_page(w, opts, wanted, opts.offset)
             try:
                 picked = [_session(r, ns) for r in rows]
             except IntegrityError:  # page again, reporting and skipping the corrupt rows
@@ -891,7 +881,7 @@ class PostgresStore(BaseSessionStore):
                 w = Where(list(base.clauses), list(base.params))
                 if position is not None:
                     seek_sql(w, opts.sort_by, opts.descending, position, split=self._split)
-                rows = await self._fetch_page(w, opts, batch, 0, source)
+                rows = await self._fetch_page(w, opts, batch, 0)
                 for r in rows:
                     position = _row_key(r, opts.sort_by)
                     s = self._row_or_report(r)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -15,9 +14,8 @@ import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
-from sessionstore_postgres._query import build_where, order_sql, seek_sql
+from sessionstore_postgres._query import build_where
 from sessionstore_postgres._schema import BODY_COLUMNS, HEAD_COLUMNS, LATEST
-from sessionstore_postgres._store import _COLS
 
 from sessionstore import (
     AppendOp,
@@ -366,141 +364,6 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
         after = await store.append_events(bare.id, [{"type": "t"}])
         assert after.event_count == 2 and after.version == 3
     finally:
-        await store.shutdown()
-
-
-@pytest.mark.asyncio
-async def test_schema_6_splits_sessions_into_heads_and_bodies(open_pg: OpenPg) -> None:
-    """The upgrade from version 5 keeps every session as it was (documents, counters,
-    tokens, expiry), an append then writes the head row only (the body row's ``xmin``
-    does not move), and a document write both."""
-    prefix = f"split{uuid.uuid4().hex[:8]}_"
-    old = open_store(_url(open_pg), table_prefix=prefix, namespace="h")
-    assert isinstance(old, PostgresStore)
-    old._target_schema = 5
-    await old.initialize()
-    made = [
-        await old.create_session(processor_id="p", data={"v": 1.0, "s": "\u0000x"}, tags=["x"],
-                                 metadata={"k": [1, 2]}, ttl=3600),
-        await old.create_session(status="paused", group="g"),
-    ]  # fmt: skip
-    await old.append_events(made[0].id, [{"type": "t", "data": {"i": 1}}, {"type": "u"}])
-    before = [await old.get_session(m.id) for m in made]
-    await old.shutdown()
-    store = open_store(_url(open_pg), table_prefix=prefix, namespace="h")
-    assert isinstance(store, PostgresStore)
-    await store.initialize()
-    conn = await asyncpg.connect(**_connect_args(store))
-    try:
-        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST == 6
-        assert [await store.get_session(m.id) for m in made] == before
-        assert await conn.fetchval(
-            f"SELECT relkind::text FROM pg_class WHERE relname = '{prefix}sessions'"
-        ) == "v"  # fmt: skip
-        assert await _indexes(conn, prefix, "session_heads") == {
-            f"{prefix}sessions_updated", f"{prefix}sessions_proc_updated",
-            f"{prefix}sessions_status_updated",
-        }  # fmt: skip
-        assert await _indexes(conn, prefix, "session_bodies") == {
-            f"{prefix}sessions_created", f"{prefix}sessions_proc_created",
-            f"{prefix}sessions_expires", f"{prefix}sessions_tags", f"{prefix}sessions_metadata",
-        }  # fmt: skip
-        body_xmin = f"SELECT xmin::text FROM {prefix}session_bodies WHERE ns = 'h' AND id = $1"
-        head_xmin = body_xmin.replace("session_bodies", "session_heads")
-        sid = made[0].id
-        body, head = await conn.fetchval(body_xmin, sid), await conn.fetchval(head_xmin, sid)
-        await store.get_session(sid)  # the copy: the plain append
-        after = await store.append_events(sid, [{"type": "t"}])
-        assert (after.version, after.event_count, after.last_seq) == (3, 3, 3)
-        assert await conn.fetchval(body_xmin, sid) == body  # the body was not written
-        assert await conn.fetchval(head_xmin, sid) != head
-        await store.append_events(sid, [{"type": "t", "key": "k1"}])  # events_op
-        assert await conn.fetchval(body_xmin, sid) == body
-        ttl = await store.append_events(sid, [{"type": "t"}], ttl=60)  # new expiry: both rows
-        assert await conn.fetchval(body_xmin, sid) != body
-        got = await store.get_session(sid)
-        assert got is not None and got.expires_at == ttl.expires_at != made[0].expires_at
-        assert got.expires_at is not None
-        assert (await store.list_sessions(SessionFilter(expires_before=got.expires_at
-                + timedelta(seconds=1)))).ids == [sid]  # fmt: skip
-        status = await store.update_session(made[1].id, status="active")
-        assert status.status == "active"
-        assert (await store.list_sessions(SessionFilter(status="active"))).ids == [sid, made[1].id]
-        await store.delete_session(made[1].id)
-        for table in ("session_heads", "session_bodies"):
-            assert await conn.fetchval(f"SELECT count(*) FROM {prefix}{table}") == 1
-    finally:
-        await conn.close()
-        await store.shutdown()
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("generic", [False, True])
-async def test_schema_6_listings_read_the_index_of_their_order(
-    open_pg: OpenPg, generic: bool
-) -> None:
-    """Through the ``sessions`` view each listing is still one index scan in its order:
-    by ``updated_at`` the head's indexes, by ``created_at`` and ``expires_at`` the
-    body's, a keyset page seeking in the index (its condition, not a filter)."""
-    prefix = f"plan{uuid.uuid4().hex[:8]}_"
-    store = open_store(_url(open_pg), table_prefix=prefix, namespace="q")
-    assert isinstance(store, PostgresStore)
-    await store.initialize()
-    conn = await asyncpg.connect(**_connect_args(store))
-    try:
-        for table, cols in (("session_heads", HEAD_COLUMNS), ("session_bodies", BODY_COLUMNS)):
-            values = {
-                "ns": "'q'", "id": "'s' || g", "processor_id": "'p' || (g % 20)",
-                "status": "CASE WHEN g % 4 = 0 THEN 'active' ELSE 'paused' END",
-                "updated_at": "g", "created_at": "g",
-                "expires_at": "CASE WHEN g % 2 = 0 THEN 10000000 + g END", "version": "1",
-                "event_count": "0", "last_seq": "0", "wt": "'w'", "grp": "NULL",
-                "tags": "'{}'::text[]", "data": "'{}'", "metadata": "'{}'",
-                "metadata_jsonb": "'{}'::jsonb",
-            }  # fmt: skip
-            picked = ", ".join(values[c.strip()] for c in cols.split(","))
-            await conn.execute(
-                f"INSERT INTO {prefix}{table} ({cols}) SELECT {picked} "
-                "FROM generate_series(1, 20000) AS g"
-            )
-            await conn.execute(f"ANALYZE {prefix}{table}")
-        if generic:  # the statement's generic plan, as a reused prepared statement gets
-            await conn.execute("SET plan_cache_mode = force_generic_plan")
-        now = store.clock.now()
-        cases = [
-            (SessionFilter(processor_id=["p3"]), "updated_at", "sessions_proc_updated"),
-            (SessionFilter(processor_id=["p3"]), "created_at", "sessions_proc_created"),
-            (SessionFilter(status=["active"]), "updated_at", "sessions_status_updated"),
-            (SessionFilter(), "updated_at", "sessions_updated"),
-            (SessionFilter(), "created_at", "sessions_created"),
-            (SessionFilter(), "expires_at", "sessions_expires"),
-        ]
-        for flt, sort_by, index in cases:
-            desc = sort_by != "expires_at"  # NULLS LAST: the index yields it ascending
-            for after in (None, (0, 15000, "s15000")):
-                w = build_where("q", flt, now, split=True)
-                if after is not None:
-                    seek_sql(w, sort_by, desc, after, split=True)
-                side = "head" if sort_by == "updated_at" else "body"
-                sql = (f"SELECT {_COLS} FROM {prefix}sessions_by_{side} WHERE {w.sql()} ORDER BY "
-                       f"{order_sql(sort_by, desc)} LIMIT 100")  # fmt: skip
-                plan = orjson.loads(await conn.fetchval(
-                    "EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *w.params))[0]["Plan"]  # fmt: skip
-                nodes = _plan_nodes(plan)
-                assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")], (
-                    flt,
-                    sort_by,
-                    after,
-                    generic,
-                    [(n["Node Type"], n.get("Index Name")) for n in nodes],
-                )
-                scan = [n for n in nodes if n.get("Index Name") == f"{prefix}{index}"]
-                assert scan, (flt, sort_by, after, [n.get("Index Name") for n in nodes])
-                assert scan[0]["Actual Rows"] <= 200, (flt, sort_by, after)
-                if after is not None and sort_by != "expires_at":
-                    assert "Index Cond" in scan[0] and "15000" in str(scan[0]), scan[0]
-    finally:
-        await conn.close()
         await store.shutdown()
 
 
