@@ -110,19 +110,13 @@ class EventLog:
         self._decode = decode
         params = ", ".join(f"${i}" for i in range(1, _ARITY + 1))
         self._sql = f"SELECT * FROM {prefix}events_op({params})"
-        self._prefix = prefix
-        self.use_heads(f"{prefix}session_heads")
+        self._sql_append = _append_sql(prefix, self._sql, detailed=False)
+        self._sql_append_detailed = _append_sql(prefix, self._sql, detailed=True)
         self._verify_sql = (
             "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
             f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
             "WHERE ns = $1 AND id = $2"
         )
-
-    def use_heads(self, heads: str) -> None:
-        """The plain append's statement for the table holding the sessions' heads
-        (``session_heads`` from schema version 6, ``sessions`` before)."""
-        self._sql_append = _append_sql(self._prefix, heads, self._sql, detailed=False)
-        self._sql_append_detailed = _append_sql(self._prefix, heads, self._sql, detailed=True)
 
     async def run(
         self,
@@ -253,7 +247,7 @@ class EventLog:
         return result, session
 
 
-def _append_sql(prefix: str, heads: str, events_op: str, *, detailed: bool) -> str:
+def _append_sql(prefix: str, events_op: str, *, detailed: bool) -> str:
     """The unkeyed append from a current copy (no create, no expiry change) as one
     statement of nine parameters: namespace, id, expected version, this store's token,
     the new token, now, and the events' types, times and data. An ``UPDATE`` of the head
@@ -265,9 +259,7 @@ def _append_sql(prefix: str, heads: str, events_op: str, *, detailed: bool) -> s
     which answers as it always has. The reply has ``events_op``'s columns; when the
     ``UPDATE`` matched, only the code, version, counters and ``updated_at`` are filled
     in (the token matched, so every other column is the caller's copy: ``id`` is NULL to
-    say so), and the per-event flags, seqs and times only if ``detailed``. The
-    ``UPDATE`` writes only ``heads`` (schema version 6: the narrow head row, whose
-    indexes are the key and the three ``updated_at`` listings)."""
+    say so), and the per-event flags, seqs and times only if ``detailed``."""
     n = "cardinality($7::text[])"
     events = "NULL::boolean[], NULL::bigint[], NULL::text[], NULL::bigint[], NULL::text[], "
     if detailed:
@@ -282,7 +274,7 @@ def _append_sql(prefix: str, heads: str, events_op: str, *, detailed: bool) -> s
         "0, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
     )
     return (
-        f"WITH u AS (UPDATE {heads} AS x SET version = x.version + 1, "
+        f"WITH u AS (UPDATE {prefix}sessions AS x SET version = x.version + 1, "
         f"event_count = x.event_count + {n}, last_seq = x.last_seq + {n}, updated_at = $6, "
         "wt = $5 WHERE x.ns = $1 AND x.id = $2 AND x.wt = $4 "
         "AND (x.expires_at IS NULL OR x.expires_at > $6) "

@@ -83,11 +83,8 @@ def _metadata_doc(parts: tuple[str, ...], value: Any) -> str:
     return text.replace("\\u0000", "\\ufffd")  # as the stored jsonb copy (see _schema)
 
 
-def build_where(namespace: str, flt: SessionFilter, now: datetime, *, split: bool = False) -> Where:
-    """The SQL conditions of ``flt`` over the sessions table (``split``: over schema
-    version 6's ``sessions`` view, whose ``processor_id`` is the head's: a processor
-    filter names the body's copy, ``b_processor_id``, too, so that the body's
-    ``(processor, created_at)`` index can drive a listing by ``created_at``)."""
+def build_where(namespace: str, flt: SessionFilter, now: datetime) -> Where:
+    """The SQL conditions of ``flt`` over the sessions table."""
     w = Where()
     w.add(f"ns = {w.param(namespace)}")
     if not flt.include_expired:
@@ -97,13 +94,9 @@ def build_where(namespace: str, flt: SessionFilter, now: datetime, *, split: boo
     if flt.processor_id is not None:
         values = sorted(flt.processor_id)
         if len(values) == 1:  # an equality keeps the (processor, time) index ordered
-            value = w.param(values[0])
-            w.add(f"processor_id = {value}")
+            w.add(f"processor_id = {w.param(values[0])}")
         else:
-            value = f"ANY({w.param(values)}::text[])"
-            w.add(f"processor_id = {value}")
-        if split:
-            w.add(f"b_processor_id = {value}")
+            w.add(f"processor_id = ANY({w.param(values)}::text[])")
     if flt.status is not None:
         statuses = status_values(flt.status)
         if len(statuses) == 1:
@@ -147,25 +140,19 @@ def order_sql(sort_by: str, descending: bool) -> str:
     return f"{column} {direction}{nulls}, id {direction}"
 
 
-def seek_sql(
-    w: Where, sort_by: str, descending: bool, after: OrderKey, *, split: bool = False
-) -> None:
-    """Add the keyset condition "strictly after ``after``" to ``w`` (``split``: schema
-    version 6's view, where the row comparison names the id of the table whose index
-    yields the order: the head's for ``updated_at``, the body's, ``b_id``, for
-    ``created_at`` and ``expires_at``)."""
+def seek_sql(w: Where, sort_by: str, descending: bool, after: OrderKey) -> None:
+    """Add the keyset condition "strictly after ``after``" to ``w``."""
     missing, value, sid = after
     op = "<" if descending else ">"
     if sort_by == "id":
         w.add(f"id {op} {w.param(sid)}")
         return
     column = _SORT_COLUMN[sort_by]
-    id_ = "b_id" if split and sort_by != "updated_at" else "id"
     if missing:  # only rows without the sort value remain, after sid
-        w.add(f"{column} IS NULL AND {id_} {op} {w.param(sid)}")
+        w.add(f"{column} IS NULL AND id {op} {w.param(sid)}")
         return
     assert isinstance(value, int)
-    seek = f"({column}, {id_}) {op} ({w.param(value)}::bigint, {w.param(sid)}::text)"
+    seek = f"({column}, id) {op} ({w.param(value)}::bigint, {w.param(sid)}::text)"
     if sort_by == "expires_at":
         w.add(f"({column} IS NULL OR {seek})")
     else:

@@ -162,10 +162,11 @@ class PostgresStore(BaseSessionStore):
         self._cache = RowCache()
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
+        self._write_statements(LATEST)
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
+        self._sql_event_by_key = event_by_key_sql(self._t_sessions, self._t_events)
         self._sql_find_events = find_sql(self._t_events)
         self._eventlog = EventLog(self._pools, self._cache, self.namespace, p, self._decode)
-        self._write_statements(LATEST)
         self._sql_load_many = (
             f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = ANY($2::text[])"
         )
@@ -182,13 +183,6 @@ class PostgresStore(BaseSessionStore):
         params = ", ".join(f"${i}" for i in range(1, self._write_arity + 1))
         self._sql_write = f"SELECT {self._prefix}write({params})"
         self._sql_write_batch = f"SELECT {self._prefix}write_or_raise({params})"
-        #: schema 6 splits a session into a head and a body (``sessions`` is their view):
-        #: the plain append and the event reads' liveness check read the narrow head
-        self._split = schema >= 6
-        heads = f"{self._prefix}session_heads" if self._split else self._t_sessions
-        self._t_heads = heads
-        self._eventlog.use_heads(heads)
-        self._sql_event_by_key = event_by_key_sql(heads, self._t_events)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,7 +279,7 @@ class PostgresStore(BaseSessionStore):
 
     async def _page(self, session_id: str, window: EventWindow) -> list[Any]:
         """The rows of :func:`page_sql` (one statement)."""
-        sql, args = page_sql(self._t_heads, self._t_events, window)
+        sql, args = page_sql(self._t_sessions, self._t_events, window)
         ns = self.namespace
         return await self._pools.get().run(lambda c: c.fetch(sql, ns, session_id, *args))
 
@@ -860,14 +854,14 @@ class PostgresStore(BaseSessionStore):
         now = self.clock.now()
         ns = self.namespace
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
-        base = build_where(ns, flt, now, split=self._split)
+        base = build_where(ns, flt, now)
         exact = base.exact and needle is None
         picked: list[Session] = []
         wanted = opts.limit + 1
         if exact:
             w = Where(list(base.clauses), list(base.params))
             if after is not None:
-                seek_sql(w, opts.sort_by, opts.descending, after, split=self._split)
+                seek_sql(w, opts.sort_by, opts.descending, after)
             rows = await self._fetch_page(w, opts, wanted, opts.offset)
             try:
                 picked = [_session(r, ns) for r in rows]
@@ -880,7 +874,7 @@ class PostgresStore(BaseSessionStore):
             while len(picked) < wanted:
                 w = Where(list(base.clauses), list(base.params))
                 if position is not None:
-                    seek_sql(w, opts.sort_by, opts.descending, position, split=self._split)
+                    seek_sql(w, opts.sort_by, opts.descending, position)
                 rows = await self._fetch_page(w, opts, batch, 0)
                 for r in rows:
                     position = _row_key(r, opts.sort_by)
@@ -937,7 +931,7 @@ class PostgresStore(BaseSessionStore):
         self._check_open()
         flt = filter or SessionFilter()
         now = self.clock.now()
-        w = build_where(self.namespace, flt, now, split=self._split)
+        w = build_where(self.namespace, flt, now)
         params = list(w.params)
         if w.exact:
             sql = f"SELECT count(*) FROM {self._t_sessions} WHERE {w.sql()}"

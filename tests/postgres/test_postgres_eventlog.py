@@ -481,7 +481,7 @@ async def test_an_unkeyed_append_from_a_current_copy_takes_no_row_lock(open_pg: 
     plans = await _auto_explain(store)
     if plans is None:
         pytest.skip("auto_explain is not installed with this server")
-    t_sessions, t_events = store._t_heads, store._t_events  # schema 6: the head row
+    t_sessions, t_events = store._t_sessions, store._t_events
 
     def nodes() -> list[dict[str, Any]]:
         return [n for p in plans for n in _plan_nodes(p)]

@@ -15,7 +15,7 @@ import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
 from sessionstore_postgres._query import build_where
-from sessionstore_postgres._schema import BODY_COLUMNS, HEAD_COLUMNS, LATEST
+from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
     AppendOp,
@@ -273,9 +273,7 @@ async def test_migrations_from_the_first_version(open_pg: OpenPg) -> None:
         stores = [open_store(_url(open_pg), table_prefix=prefix, namespace="m") for _ in range(4)]
         await asyncio.gather(*(st.initialize() for st in stores))  # concurrent upgrades
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST
-        # schema 6: the updated_at listings' indexes on the head, the rest on the body
-        assert f"{prefix}sessions_proc_updated" in await _indexes(conn, prefix, "session_heads")
-        assert f"{prefix}sessions_proc_created" in await _indexes(conn, prefix, "session_bodies")
+        assert f"{prefix}sessions_proc_updated" in await _indexes(conn, prefix)
         assert {f"{prefix}events_key", f"{prefix}events_type", f"{prefix}events_at"} <= (
             await _indexes(conn, prefix, "events")
         )
@@ -316,21 +314,20 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST >= 5
         defs = dict(await conn.fetch(
             "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1",
-            f"{prefix}session_bodies",
+            f"{prefix}sessions",
         ))  # fmt: skip
         assert "WHERE (tags <> '{}'" in defs[f"{prefix}sessions_tags"]
         assert "WHERE (metadata_jsonb <> '{}'" in defs[f"{prefix}sessions_metadata"]
         # the filters' SQL implies the predicates: the planner uses the partial index
         # (2,000 more sessions without tags or metadata make it the cheapest plan)
-        for table, cols in (("session_heads", HEAD_COLUMNS), ("session_bodies", BODY_COLUMNS)):
-            copied = cols.replace("ns, id,", "ns, id || '-' || g,")  # schema 6: both rows
-            await conn.execute(
-                f"INSERT INTO {prefix}{table} ({cols}) SELECT {copied} FROM {prefix}{table}, "
-                "generate_series(1, 2000) AS g WHERE id = $1",
-                bare.id,
-            )
-        await conn.execute(f"ANALYZE {prefix}session_heads")
-        await conn.execute(f"ANALYZE {prefix}session_bodies")
+        await conn.execute(
+            f"INSERT INTO {prefix}sessions SELECT ns, id || '-' || g, processor_id, status, "
+            "grp, tags, created_at, updated_at, expires_at, version, event_count, last_seq, "
+            f"data, metadata, metadata_jsonb, wt FROM {prefix}sessions, "
+            "generate_series(1, 2000) AS g WHERE id = $1",
+            bare.id,
+        )
+        await conn.execute(f"ANALYZE {prefix}sessions")
         now = store.clock.now()
         for flt, index in (
             (SessionFilter(tags_all=["x"]), "sessions_tags"),
@@ -489,7 +486,7 @@ async def test_a_corrupt_row_is_skipped_by_listings_and_reported(open_pg: OpenPg
     conn = await asyncpg.connect(**_connect_args(store))
     try:
         await conn.execute(
-            "UPDATE sessionstore_session_bodies SET data = 'not json' WHERE ns = $1 AND id = $2",
+            "UPDATE sessionstore_sessions SET data = 'not json' WHERE ns = $1 AND id = $2",
             store.namespace,
             ids[1],
         )
