@@ -11,7 +11,8 @@ The store lives in a fresh directory under ``--dir`` (default: the system temp d
 should be on the disk you care about: a tmpfs makes every fsync free.
 
 Targets (ratios to floors, never absolute times: docs/performance.md, "Method"). Every
-floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
+floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does. The rows are
+numbered as the benchmark prints them (docs/performance.md uses the same numbers):
 
 1. durable save (``update_session(data=<2 KB>)``) <= 1.5x the raw floor: temp file,
    write, fsync, ``os.replace``, fsync(directory);
@@ -19,30 +20,32 @@ floor does its I/O in one ``asyncio.to_thread`` hop, as the driver does:
 3. durable ``append_events`` (one small event) <= 1.5x raw open(O_APPEND) + write +
    fdatasync + close of one event line;
 4. the same append on a session with 10,000 events <= 1.3x on one with 10 events;
-5. the first page (100) of a tag + ``created_at`` range query over 100,000 sessions >= 50x
-   faster than reading every session file (``BaseSessionStore.list_sessions``: every
-   session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
-6. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
+5. aggregate durable saves of 8 concurrent tasks (8 sessions) >= 1.2x the throughput of
    one task doing the same saves one after another;
-7. the event-log rows shared with the other drivers (``_event_log``): ``pop_events(n=1)``,
-   ``get_event(key=)``, ``get_events(types=, last=20)`` and a backwards page on a session
-   with 10,000 events <= 1.3x the same on a short one (issue 17);
-8. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
-   and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop);
-9. durable ``create_session`` + ``get_session`` of a 2 KB session <= 1.5x a raw floor of
+6. durable ``create_session`` + ``get_session`` of a 2 KB session <= 1.5x a raw floor of
    one new durable file read back: temp file, write, fsync, rename into place,
    fsync(directory), then open + read + ``orjson.loads`` (issue 21 item 2), each side in
    two hops as the store's; a durable SQLite insert + commit + select (WAL,
-   ``synchronous=FULL``) of the same document is reported beside it.
-10. (issue 21) the 100 newest (``updated_at`` desc) of one processor's 1,000 sessions
+   ``synchronous=FULL``) of the same document is reported beside it;
+7-10. the four event-log rows shared with the other drivers (``_event_log``):
+   ``pop_events(n=1)``, ``get_event(key=)``, ``get_events(types=, last=20)`` and a
+   backwards page on a session with 10,000 events <= 1.3x the same on a short one
+   (issue 17);
+11. ``get_events(last=20)`` <= 1.5x one worker-thread hop that reads the log's last 8 KiB
+    and decodes those 20 lines (issue 21; the liveness check is part of the driver's hop);
+12. the first page (100) of a tag + ``created_at`` range query over 100,000 sessions >= 50x
+    faster than reading every session file (``BaseSessionStore.list_sessions``: every
+    session read through ``_iter_sessions`` and filtered by ``sessionstore.query.evaluate``);
+13. (issue 21) the 100 newest (``updated_at`` desc) of one processor's 1,000 sessions
     among 10,000 (``_million``'s sessions, loaded with ``durability="none"``, the store
     reopened durable) <= 2x an on-disk SQLite table of the same sessions with a
     ``(processor, updated)`` index, the same 100 rows selected and each row's document
     decoded with ``orjson``, in one hop;
-11. (``--million`` only) the steps of ``_million.py`` at 1,000,000 sessions on durable
-    stores: load by ``commit()`` of 1,000 creates, the bytes allocated on disk under the
-    root (and the index's share), the listing against an on-disk SQLite floor of every
-    session read in one hop, counts, backup and restore.
+14. (``--million`` only; the first row with ``--million-only``) the steps of
+    ``_million.py`` at 1,000,000 sessions on durable stores: load by ``commit()`` of 1,000
+    creates, the bytes allocated on disk under the root (and the index's share), the
+    listing against an on-disk SQLite floor of every session read in one hop, counts,
+    backup and restore.
 
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
@@ -172,7 +175,7 @@ class SqliteCreate:
 
 
 async def bench_create(report: Report, sizes: Sizes, base: str) -> None:
-    """Row 9: create + get of a new 2 KB session against one new durable file."""
+    """Row 6: create + get of a new 2 KB session against one new durable file."""
     doc = session_doc()
     floor_dir = os.path.join(base, "create-floor")
     os.makedirs(floor_dir)
@@ -231,7 +234,7 @@ async def bench_create(report: Report, sizes: Sizes, base: str) -> None:
     sql.conn.close()
 
 
-# --------------------------------------------------------------------------- 1-4, 6
+# --------------------------------------------------------------------------- 1-5
 
 
 async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
@@ -343,7 +346,7 @@ async def bench_single_ops(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------- 7-8: event log
+# --------------------------------------------------------------------------- 7-11: event log
 
 
 def raw_last_lines(path: str, n: int) -> list[Any]:
@@ -403,7 +406,7 @@ async def bench_event_log(report: Report, sizes: Sizes, base: str) -> None:
         )
 
 
-# --------------------------------------------------------------------------- 5: query
+# --------------------------------------------------------------------------- 12-13: queries
 
 
 async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
@@ -438,7 +441,7 @@ async def bench_query(report: Report, sizes: Sizes, base: str) -> None:
 
 
 async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
-    """Row 10: the 100 newest of a processor's 1,000 (issue 21) against SQLite + orjson."""
+    """Row 13: the 100 newest of a processor's 1,000 (issue 21) against SQLite + orjson."""
     root, total = os.path.join(base, "listing"), sizes.listing
     clock = ManualClock()
     async with FileStore(root=root, clock=clock, durability="none") as store:
@@ -470,7 +473,8 @@ async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
 
 
 async def bench_million(report: Report, base: str, total: int) -> None:
-    """Row 7: ``_million.py``'s steps on fresh durable stores under ``base``."""
+    """Row 14 (row 1 with ``--million-only``): ``_million.py``'s steps on fresh durable
+    stores under ``base``."""
     source, target = os.path.join(base, "million"), os.path.join(base, "million-restored")
 
     async def on_disk(_store: object) -> int:

@@ -521,6 +521,21 @@ def _import_fails(env: dict[str, str], module: str) -> bool:
     return done.returncode != 0 and b"IndexError" not in done.stderr
 
 
+def _run_more(mutant: Mutant, acme: bool | str, env: dict[str, str], label: str) -> None:
+    """One more test command (``acme`` as for :func:`_tests_for`) on a mutant that survived
+    the ones before: a kill or timeout is credited to ``label``, an error is its status."""
+    tests = _tests_for(mutant, acme=acme)
+    if tests is None:
+        return
+    code = _pytest(tests, env, timeout=900)
+    mutant.tests += len(tests)
+    status = _STATUS.get(code, f"error{code}")
+    if status in ("killed", "timeout"):
+        mutant.status, mutant.killed_by = status, label
+    elif status.startswith("error"):
+        mutant.status = status
+
+
 def run_mutant(mutant: Mutant) -> Mutant:
     env = {**os.environ, _ENV_MUTANT: f"{mutant.module}:{mutant.index}"}
     start = time.monotonic()
@@ -543,26 +558,10 @@ def run_mutant(mutant: Mutant) -> Mutant:
     )
     if mutant.status == "survived" and mutant.module in SHARED:
         # the second test command: the suite on acme, the tests that execute the line
-        acme_tests = _tests_for(mutant, acme=True)
-        if acme_tests is not None:
-            acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
-            code = _pytest(acme_tests, acme_env, timeout=900)
-            mutant.tests += len(acme_tests)
-            status = _STATUS.get(code, f"error{code}")
-            if status in ("killed", "timeout"):
-                mutant.status, mutant.killed_by = status, "acme"
-            elif status.startswith("error"):
-                mutant.status = status
+        acme_env = {**env, "PYTHONPATH": f"{ACME}{os.pathsep}{env.get('PYTHONPATH', '')}"}
+        _run_more(mutant, True, acme_env, "acme")
     if mutant.status == "survived" and mutant.module in SHARED:
-        third_tests = _tests_for(mutant, acme="base-events")
-        if third_tests is not None:
-            code = _pytest(third_tests, env, timeout=900)
-            mutant.tests += len(third_tests)
-            status = _STATUS.get(code, f"error{code}")
-            if status in ("killed", "timeout"):
-                mutant.status, mutant.killed_by = status, "base-events"
-            elif status.startswith("error"):
-                mutant.status = status
+        _run_more(mutant, "base-events", env, "base-events")  # the third test command
     mutant.seconds = round(time.monotonic() - start, 2)
     return mutant
 

@@ -39,13 +39,14 @@ from ._record_copy import STRATEGIES, check_record, check_strategy, merge_decisi
 from .base import BaseSessionStore
 from .options import StoreOptions
 from .protocol import Capabilities
-from .worker_threads import HotThreads
+from .worker_threads import EngineThreads, HotThreads
 
 __all__ = [
     "CAS_ATTEMPTS",
     "STRATEGIES",
     "BaseSessionStore",
     "Capabilities",
+    "EngineThreads",
     "EventFacts",
     "EventRequest",
     "HotThreads",

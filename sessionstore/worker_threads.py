@@ -23,6 +23,10 @@ request ids) set by the caller are visible inside it.
 
 Cancellation matches ``asyncio.to_thread``: a call cancelled before a worker picks it up
 never runs; one already running runs to its end (its result is dropped).
+
+:class:`EngineThreads` is what a store holds around its pool when it runs a synchronous
+engine on it (the file and SQLite drivers): the pool started at the first call and
+stopped with the engine, and the engine's I/O errors told as the store's own.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["HotThreads"]
+__all__ = ["EngineThreads", "HotThreads"]
 
 T = TypeVar("T")
 
@@ -160,6 +164,48 @@ class HotThreads:
         self._idle = []
         self._workers = set()
         self._backlog.clear()
+
+
+class EngineThreads:
+    """A store's synchronous engine on a :class:`HotThreads` pool of the store's own.
+
+    ``await run(fn, *args)`` is one hop: ``fn(*args)`` on a worker thread, the pool started
+    at the first call. An exception of one of ``errors`` (the engine's I/O errors, e.g.
+    ``OSError``) is raised as ``unavailable(exc)``, chained to it; any other goes through
+    unchanged. ``close(close_engine)`` runs ``close_engine`` on a thread of its own, then
+    lets the idle workers exit; a store initialised again starts a new pool at its next
+    call.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        errors: tuple[type[BaseException], ...],
+        unavailable: Callable[[Any], BaseException],
+    ) -> None:
+        self.name = name
+        self.pool: HotThreads | None = None
+        self._errors = errors
+        self._unavailable = unavailable
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on a worker thread (see the class)."""
+        pool = self.pool
+        if pool is None:
+            pool = self.pool = HotThreads(self.name)
+        try:
+            return await pool.run(fn, *args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    async def close(self, close_engine: Callable[[], object]) -> None:
+        """Run ``close_engine`` on a thread, then stop the pool (idle workers exit at once)."""
+        pool, self.pool = self.pool, None
+        try:
+            await asyncio.to_thread(close_engine)
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=False)
 
 
 _POOLS: weakref.WeakSet[HotThreads] = weakref.WeakSet()

@@ -19,7 +19,7 @@ from sessionstore import IntegrityError
 from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
-from ._fs import is_temp_name, open_dir, open_dir_or_none, try_flock
+from ._fs import is_temp_name, open_dir, open_dir_or_none
 from ._layout import COMPACT_SUFFIX, compact_name, session_ids
 from ._log import (
     iter_lines,
@@ -72,9 +72,9 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
     report = DoctorReport(engine.root, engine.namespace, dry_run)
     layout = engine.layout
     # 1. interrupted transactions and writers first: they explain most leftovers
-    report.removed += [f"journal/{n}" for n in _dead_journal_temps(engine)]
+    dead = engine.recovery.remove_dead_journal_temps(dry_run=dry_run)
+    report.removed += [f"journal/{n}" for n in dead]
     if not dry_run:
-        engine.recovery.remove_dead_journal_temps()
         report.journals_completed = engine.recovery.settle_journals(None)
         report.writers_repaired = engine.recovery.reap_writers()
     else:
@@ -173,24 +173,6 @@ def _stale_locks(engine: Engine, report: DoctorReport) -> None:
                         held.prune.add(sid)
             finally:
                 held.release()
-
-
-def _dead_journal_temps(engine: Engine) -> list[str]:
-    jfd = engine.layout.journal_fd
-    dead = []
-    for name in os.listdir(jfd):
-        if not is_temp_name(name):
-            continue
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=jfd)
-        except FileNotFoundError:
-            continue
-        try:
-            if try_flock(fd):
-                dead.append(name)
-        finally:
-            os.close(fd)
-    return dead
 
 
 def _check_session(engine: Engine, sid: str, report: DoctorReport) -> None:

@@ -98,7 +98,7 @@ class Recovery:
         """Everything recovery does; returns counts (for ``doctor`` and tests)."""
         counts = {"journals": 0, "journal_temps": 0, "writers": 0, "rebuilt": 0}
         needs_build = self.index.create()
-        counts["journal_temps"] = self.remove_dead_journal_temps()
+        counts["journal_temps"] = len(self.remove_dead_journal_temps())
         counts["journals"] = self.settle_journals(None)
         counts["writers"] = self.reap_writers()
         boot = boot_id()
@@ -206,10 +206,11 @@ class Recovery:
         finally:
             os.close(fd)
 
-    def remove_dead_journal_temps(self, *, dry_run: bool = False) -> int:
-        """Remove journal temp files whose writer died before renaming them."""
+    def remove_dead_journal_temps(self, *, dry_run: bool = False) -> list[str]:
+        """Remove journal temp files whose writer died before renaming them; returns their
+        names (with ``dry_run``: the names, nothing removed)."""
         jfd = self.layout.journal_fd
-        removed = 0
+        dead = []
         for name in os.listdir(jfd):
             if not is_temp_name(name):
                 continue
@@ -219,12 +220,12 @@ class Recovery:
                 continue
             try:
                 if try_flock(fd):
-                    removed += 1
+                    dead.append(name)
                     if not dry_run:
                         unlink_quiet(name, jfd)
             finally:
                 os.close(fd)
-        return removed
+        return dead
 
     def quarantine_file(self, dir_fd: int, name: str, kind: str) -> str:
         """Move a file or directory to ``quarantine/`` (same filesystem: a rename)."""

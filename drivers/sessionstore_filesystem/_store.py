@@ -1,7 +1,7 @@
 """FileStore: the ``file://`` driver. Durable, crash-safe, multi-process, indexed.
 
-Each call makes one worker-thread hop (the store's own :class:`HotThreads`, which reuses
-the most recently idle thread) into the synchronous
+Each call makes one worker-thread hop (the store's own :class:`EngineThreads`, a
+:class:`HotThreads` pool that reuses the most recently idle thread) into the synchronous
 :class:`~sessionstore_filesystem._engine.Engine`, which does the locking, the file I/O
 and the index update; no lock is ever waited for on the event loop.
 """
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import SplitResult, unquote
 
 from sessionstore import (
@@ -36,7 +36,7 @@ from sessionstore import (
     StoreOptions,
     StoreUnavailableError,
 )
-from sessionstore.driver import EventFacts, EventRequest, HotThreads
+from sessionstore.driver import EngineThreads, EventFacts, EventRequest
 from sessionstore.options import redact_url
 from sessionstore.query import normalize_search_text
 from sessionstore.validation import (
@@ -50,8 +50,6 @@ from ._engine import Engine
 from ._layout import namespace_dir
 
 __all__ = ["FileOptions", "FileStore"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -118,7 +116,9 @@ class FileStore(BaseSessionStore):
             lock_timeout=self.options.lock_timeout,
             create=self.options.create,
         )
-        self._threads: HotThreads | None = None
+        self._threads = EngineThreads(
+            "sessionstore-file", (OSError, sqlite3.Error), partial(_unavailable, self.root)
+        )
         self._capabilities = (
             self.CAPABILITIES
             if self.options.durability == "fsync"
@@ -152,45 +152,26 @@ class FileStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        threads = self._threads
-        if threads is None:
-            threads = self._threads = HotThreads("sessionstore-file")
-        try:
-            return await threads.run(fn, *args)
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise StoreUnavailableError(
-                f"I/O error in file store {self.root!r}: {exc.strerror or exc}{where}"
-            ) from exc
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"index error in file store {self.root!r}: {exc}") from exc
-
     def _report(self) -> None:
         while self._engine.corrupt:
             self._report_corrupt(self._engine.corrupt.pop(0))
 
     async def _initialize(self) -> None:
-        await self._run(self._engine.open)
+        await self._threads.run(self._engine.open)
         self._report()
 
     async def _shutdown(self) -> None:
-        threads, self._threads = self._threads, None
-        try:
-            await asyncio.to_thread(self._engine.close)
-        finally:
-            if threads is not None:
-                threads.shutdown(wait=False)  # idle workers exit at once
+        await self._threads.close(self._engine.close)
 
     # ------------------------------------------------------------------ primitives
 
     async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
-        return await self._run(self._engine.load, list(session_ids))
+        return await self._threads.run(self._engine.load, list(session_ids))
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         """Write ``mutations``; several share their fsyncs (``atomic=False``: no journal,
         each session's write atomic on its own)."""
-        await self._run(partial(self._engine.apply, list(mutations), atomic=atomic))
+        await self._threads.run(partial(self._engine.apply, list(mutations), atomic=atomic))
 
     async def _load_and_apply(
         self,
@@ -200,12 +181,14 @@ class FileStore(BaseSessionStore):
         atomic: bool = True,
     ) -> list[Mutation]:
         """Lock, read, plan and write in one worker-thread hop."""
-        return await self._run(partial(self._engine.transact, list(load_ids), build, atomic=atomic))
+        return await self._threads.run(
+            partial(self._engine.transact, list(load_ids), build, atomic=atomic)
+        )
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        return await self._run(self._engine.events, session_id, after_seq, limit, last)
+        return await self._threads.run(self._engine.events, session_id, after_seq, limit, last)
 
     # ------------------------------------------------------------------ the event log
 
@@ -228,7 +211,7 @@ class FileStore(BaseSessionStore):
         self._check_event_window(after_seq, limit, last)
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
-        return await self._run(
+        return await self._threads.run(
             self._engine.read_events, session_id, self.clock.now(),
             after_seq, before_seq, limit, last, kinds, low, high,
         )  # fmt: skip
@@ -239,7 +222,9 @@ class FileStore(BaseSessionStore):
         validate_session_id(session_id)
         validate_event_key(key, "key")
         self._check_open()
-        found = await self._run(self._engine.reads.find, session_id, self.clock.now(), (), (key,))
+        found = await self._threads.run(
+            self._engine.reads.find, session_id, self.clock.now(), (), (key,)
+        )
         return found[0] if found else None
 
     async def _query_events(
@@ -254,7 +239,7 @@ class FileStore(BaseSessionStore):
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event]:
-        return await self._run(
+        return await self._threads.run(
             self._engine.read_events, session_id, None,
             after_seq, before_seq, limit, last, types, at_after, at_before,
         )  # fmt: skip
@@ -264,34 +249,34 @@ class FileStore(BaseSessionStore):
     ) -> list[Event]:
         if not seqs and not keys:
             return []
-        return await self._run(self._engine.reads.find, session_id, None, seqs, keys)
+        return await self._threads.run(self._engine.reads.find, session_id, None, seqs, keys)
 
     async def _load_event_seqs(
         self, session_id: str, *, after_seq: int = 0, last: int | None = None
     ) -> list[int]:
-        return await self._run(self._engine.reads.seqs, session_id, after_seq, last)
+        return await self._threads.run(self._engine.reads.seqs, session_id, after_seq, last)
 
     async def _read_event_facts(
         self, requests: Mapping[str, EventRequest], facts: dict[str, EventFacts]
     ) -> None:
         """What the planner asks of the sessions' stored events, in one hop."""
-        await self._run(self._engine.reads.facts, dict(requests), facts)
+        await self._threads.run(self._engine.reads.facts, dict(requests), facts)
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
-        found = await self._run(self._engine.checkpoints, session_id)
+        found = await self._threads.run(self._engine.checkpoints, session_id)
         self._report()  # the unreadable ones, left out
         return found
 
     async def _load_checkpoint(self, session_id: str, checkpoint_id: str) -> Checkpoint | None:
         """One checkpoint file, read strictly."""
-        return await self._run(self._engine.checkpoint, session_id, checkpoint_id)
+        return await self._threads.run(self._engine.checkpoint, session_id, checkpoint_id)
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         self._check_open()
-        shards = await self._run(self._engine.layout.shard_names)
+        shards = await self._threads.run(self._engine.layout.shard_names)
         for shard in shards:
             try:
-                found, bad = await self._run(self._engine.shard_sessions, shard)
+                found, bad = await self._threads.run(self._engine.shard_sessions, shard)
             except IntegrityError as exc:
                 self._report_corrupt(exc)
                 continue
@@ -307,7 +292,7 @@ class FileStore(BaseSessionStore):
     ) -> Page:
         """Ordered and filtered by the index; only the page's files are read."""
         self._check_open()
-        page = await self._run(
+        page = await self._threads.run(
             self._engine.list_page, filter or SessionFilter(), options or QueryOptions(),
             self.clock.now(),
         )  # fmt: skip
@@ -317,7 +302,9 @@ class FileStore(BaseSessionStore):
     async def count_sessions(self, filter: SessionFilter | None = None) -> int:
         """Counted by the index (no file is read)."""
         self._check_open()
-        return await self._run(self._engine.count, filter or SessionFilter(), self.clock.now())
+        return await self._threads.run(
+            self._engine.count, filter or SessionFilter(), self.clock.now()
+        )
 
     async def search_sessions(
         self,
@@ -328,14 +315,14 @@ class FileStore(BaseSessionStore):
         """The index narrows by ``filter``; the candidates' files are searched."""
         normalize_search_text(text)
         self._check_open()
-        page = await self._run(
+        page = await self._threads.run(
             self._engine.search, text, filter or SessionFilter(), options, self.clock.now()
         )
         self._report()
         return page
 
     async def _expired_sessions(self, now: datetime) -> list[Session]:
-        expired = await self._run(self._engine.expired, now)
+        expired = await self._threads.run(self._engine.expired, now)
         self._report()
         return expired
 
@@ -344,14 +331,14 @@ class FileStore(BaseSessionStore):
     async def reindex(self) -> int:
         """Rebuild the query index from the files; returns the number of sessions."""
         self._check_open()
-        count = await self._run(self._engine.recovery.reindex)
+        count = await self._threads.run(self._engine.recovery.reindex)
         self._report()
         return count
 
     async def optimize(self) -> dict[str, int]:
         """Rebuild the index from the files and compact it (for the manager's ``optimize``)."""
         count = await self.reindex()
-        await self._run(self._engine.index.optimize)
+        await self._threads.run(self._engine.index.optimize)
         return {"indexed_sessions": count}
 
     async def doctor(self, *, dry_run: bool = False) -> DoctorReport:
@@ -360,7 +347,7 @@ class FileStore(BaseSessionStore):
         With ``dry_run`` nothing is changed; the report says what would be done.
         """
         self._check_open()
-        return await self._run(run_doctor, self._engine, dry_run)
+        return await self._threads.run(run_doctor, self._engine, dry_run)
 
     async def drop_namespace(self) -> None:
         """Shut the store down and remove its namespace directory, which must be empty.
@@ -374,6 +361,16 @@ class FileStore(BaseSessionStore):
         """
         await self.shutdown()
         await asyncio.to_thread(_remove_empty_namespace, self.root, self.namespace)
+
+
+def _unavailable(root: str, exc: OSError | sqlite3.Error) -> StoreUnavailableError:
+    """The store's error for an I/O error in its engine (a file, or the SQLite index)."""
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return StoreUnavailableError(
+            f"I/O error in file store {root!r}: {exc.strerror or exc}{where}"
+        )
+    return StoreUnavailableError(f"index error in file store {root!r}: {exc}")
 
 
 def _remove_empty_namespace(root: str, namespace: str) -> None:

@@ -207,18 +207,19 @@ def _decode(
                 tags.append(key[2:])
         status = _STATUSES[st]
         data_raw, data_value = _object(data, len(data), "data", record)
-        meta_raw, meta_value = _object(meta, len(meta), "metadata", record)
+        meta_raw, meta_value = _object(meta, len(meta), "metadata", record) if meta else (b"{}", {})
         events = int(ec)
+        at = _AT_RAW.get
         session = fast_session(
             sid.decode(),
-            None if pid is None else pid.decode(),
+            None if pid is None else (_NAMES.get(pid) or _name(pid)),
             status,
             data_value,
             meta_value,
-            frozenset([t.decode("utf-8", "replace") for t in tags]) if tags else _NO_TAGS,
-            _when(int(ca)),
-            _when(int(ua)),
-            None if ea is None else _when(int(ea)),
+            frozenset([_TAGS.get(t) or _tag(t) for t in tags]) if tags else _NO_TAGS,
+            at(ca) or _when_raw(ca),
+            at(ua) or _when_raw(ua),
+            None if ea is None else (at(ea) or _when_raw(ea)),
             int(ver),
             events,
             int(ls),
@@ -240,13 +241,50 @@ def _decode(
 
 _NO_TAGS: Final[frozenset[str]] = frozenset()
 
+# Bounded caches of what a listing decodes again and again (a page is read repeatedly,
+# processors and tags are few): stored epoch-ms fields -> datetime, processor ids and tag
+# names -> str. Only immutable values; cleared when full.
+_AT_RAW: dict[bytes, datetime] = {}
+_NAMES: dict[bytes, str] = {}
+_TAGS: dict[bytes, str] = {}
 
-def strings(sizes: bytes, blob: bytes) -> list[bytes]:
-    """The strings a script sent as their concatenation ``blob`` and their lengths
-    ``sizes`` (``b"3,0,12"``; ``lua/read.lua``, ``lua/walk.lua``)."""
+
+def _when_raw(raw: bytes) -> datetime:
+    """The datetime of a stored epoch-ms field (``ValueError`` when it is no integer)."""
+    when = _when(int(raw))
+    if len(_AT_RAW) >= _MAX_AT:
+        _AT_RAW.clear()
+    _AT_RAW[raw] = when
+    return when
+
+
+def _name(raw: bytes) -> str:
+    """A stored processor id as ``str`` (``UnicodeDecodeError`` when malformed)."""
+    name = raw.decode()
+    if len(_NAMES) >= 1024:
+        _NAMES.clear()
+    _NAMES[raw] = name
+    return name
+
+
+def _tag(raw: bytes) -> str:
+    """A stored tag name as ``str`` (undecodable bytes replaced, as before)."""
+    name = raw.decode("utf-8", "replace")
+    if len(_TAGS) >= 4096:
+        _TAGS.clear()
+    _TAGS[raw] = name
+    return name
+
+
+def strings(sizes: bytes, blob: bytes | list[bytes]) -> list[bytes]:
+    """The strings a script sent as their concatenation ``blob`` (or its pieces, in
+    order: ``lua/pieces.lua``) and their lengths ``sizes`` (``b"3,0,12"``;
+    ``lua/read.lua``, ``lua/walk.lua``)."""
     out: list[bytes] = []
     if not sizes:
         return out
+    if not isinstance(blob, bytes):
+        blob = blob[0] if len(blob) == 1 else b"".join(blob)
     append = out.append
     at = 0
     for size in sizes.split(b","):

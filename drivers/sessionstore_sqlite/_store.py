@@ -1,6 +1,6 @@
 """SqliteStore: the ``sqlite://`` driver. One database file, durable, multi-process, indexed.
 
-Each call makes one worker-thread hop (the store's own :class:`HotThreads`) into the
+Each call makes one worker-thread hop (the store's own :class:`EngineThreads`) into the
 synchronous :class:`~sessionstore_sqlite._engine.Engine`: a write reads, plans and
 writes inside one ``BEGIN IMMEDIATE`` transaction; a query is one SQL statement. No
 SQLite call and no lock wait ever runs on the event loop.
@@ -8,12 +8,12 @@ SQLite call and no lock wait ever runs on the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import SplitResult, unquote
 
@@ -41,9 +41,9 @@ from sessionstore import (
 )
 from sessionstore.clock import to_ms
 from sessionstore.driver import (
+    EngineThreads,
     EventFacts,
     EventRequest,
-    HotThreads,
     Planner,
     check_strategy,
     merge_decision,
@@ -123,6 +123,13 @@ def _window(
     )
 
 
+def _unavailable(path: str, exc: sqlite3.Error | OSError) -> StoreUnavailableError:
+    """The store's error for a failed SQLite call or I/O error in its engine."""
+    if isinstance(exc, sqlite3.Error):
+        return StoreUnavailableError(f"sqlite store {path!r}: {exc}")
+    return StoreUnavailableError(f"I/O error in sqlite store {path!r}: {exc.strerror or exc}")
+
+
 class _Refused(Exception):
     """The plan refused the write (the caller's expected version): not retried."""
 
@@ -157,7 +164,9 @@ class SqliteStore(BaseSessionStore):
             lock_timeout=self.options.lock_timeout,
             create=self.options.create,
         )
-        self._threads: HotThreads | None = None
+        self._threads = EngineThreads(
+            "sessionstore-sqlite", (sqlite3.Error, OSError), partial(_unavailable, self.path)
+        )
         self._capabilities = (
             self.CAPABILITIES
             if self.options.durability == "fsync"
@@ -194,46 +203,28 @@ class SqliteStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        threads = self._threads
-        if threads is None:
-            threads = self._threads = HotThreads("sessionstore-sqlite")
-        try:
-            return await threads.run(fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"sqlite store {self.path!r}: {exc}") from exc
-        except OSError as exc:
-            raise StoreUnavailableError(
-                f"I/O error in sqlite store {self.path!r}: {exc.strerror or exc}"
-            ) from exc
-
     def _report(self, bad: Sequence[IntegrityError]) -> None:
         for error in bad:
             self._report_corrupt(error)
 
     async def _initialize(self) -> None:
         try:
-            await self._run(self._engine.open)
+            await self._threads.run(self._engine.open)
         except BaseException:
             await self._shutdown()
             raise
 
     async def _shutdown(self) -> None:
-        threads, self._threads = self._threads, None
-        try:
-            await asyncio.to_thread(self._engine.close)
-        finally:
-            if threads is not None:
-                threads.shutdown(wait=False)  # idle workers exit at once
+        await self._threads.close(self._engine.close)
 
     # ------------------------------------------------------------------ primitives
 
     async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
-        return await self._run(self._engine.load, list(session_ids))
+        return await self._threads.run(self._engine.load, list(session_ids))
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         """Write ``mutations`` in one transaction (also with ``atomic=False``)."""
-        await self._run(self._engine.apply, list(mutations))
+        await self._threads.run(self._engine.apply, list(mutations))
 
     async def _execute(
         self,
@@ -263,7 +254,7 @@ class SqliteStore(BaseSessionStore):
             return planner.mutations()
 
         try:
-            mutations = await self._run(
+            mutations = await self._threads.run(
                 self._engine.transact, list(load_ids), build, dict(requests or {})
             )
         except _Refused as refused:
@@ -332,35 +323,35 @@ class SqliteStore(BaseSessionStore):
             totals[:] = [total]
             return mutations
 
-        mutations = await self._run(self._engine.transact, ids, build, {})
+        mutations = await self._threads.run(self._engine.transact, ids, build, {})
         if mutations:
             self._after_write(mutations)
         return totals[-1]
 
     async def _create_new(self, session: Session, data_json: bytes, metadata_json: bytes) -> bool:
         """One ``INSERT ... ON CONFLICT DO NOTHING`` (a fresh id needs no read)."""
-        return await self._run(self._engine.create_new, session, data_json, metadata_json)
+        return await self._threads.run(self._engine.create_new, session, data_json, metadata_json)
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        return await self._run(self._engine.events, session_id, after_seq, limit, last)
+        return await self._threads.run(self._engine.events, session_id, after_seq, limit, last)
 
     async def _load_checkpoints(self, session_id: str) -> list[Checkpoint]:
-        found = await self._run(self._engine.checkpoints_many, [session_id])
+        found = await self._threads.run(self._engine.checkpoints_many, [session_id])
         return found[session_id]
 
     async def _load_checkpoints_many(
         self, session_ids: Sequence[str]
     ) -> dict[str, list[Checkpoint]]:
         """One ``SELECT`` (one hop) for all of them."""
-        return await self._run(self._engine.checkpoints_many, list(session_ids))
+        return await self._threads.run(self._engine.checkpoints_many, list(session_ids))
 
     async def _iter_sessions(self) -> AsyncIterator[Session]:
         self._check_open()
         after: str | None = ""
         while after is not None:
-            found, bad, after = await self._run(self._engine.scan_page, after, _SCAN_PAGE)
+            found, bad, after = await self._threads.run(self._engine.scan_page, after, _SCAN_PAGE)
             self._report(bad)
             for session in found:
                 yield session
@@ -386,7 +377,9 @@ class SqliteStore(BaseSessionStore):
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         window = _window(after_seq, before_seq, limit, last, kinds, low, high)
-        found = await self._run(self._engine.live_events, session_id, self.clock.now(), window)
+        found = await self._threads.run(
+            self._engine.live_events, session_id, self.clock.now(), window
+        )
         if found is None:
             raise SessionNotFoundError(session_id)
         if limit == 0 or last == 0:
@@ -398,7 +391,9 @@ class SqliteStore(BaseSessionStore):
         validate_session_id(session_id)
         validate_event_key(key, "key")
         self._check_open()
-        live, event = await self._run(self._engine.live_event, session_id, self.clock.now(), key)
+        live, event = await self._threads.run(
+            self._engine.live_event, session_id, self.clock.now(), key
+        )
         if not live:
             raise SessionNotFoundError(session_id)
         return event
@@ -418,22 +413,22 @@ class SqliteStore(BaseSessionStore):
         if limit == 0 or last == 0:
             return []
         window = _window(after_seq, before_seq, limit, last, types, at_after, at_before)
-        return await self._run(self._engine.query_events, session_id, window)
+        return await self._threads.run(self._engine.query_events, session_id, window)
 
     async def _find_events(
         self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
     ) -> list[Event]:
         if not seqs and not keys:
             return []
-        return await self._run(self._engine.find_events, session_id, list(seqs), list(keys))
+        return await self._threads.run(self._engine.find_events, session_id, list(seqs), list(keys))
 
     async def _load_event_seqs(
         self, session_id: str, *, after_seq: int = 0, last: int | None = None
     ) -> list[int]:
-        return await self._run(self._engine.event_seqs, session_id, after_seq, last)
+        return await self._threads.run(self._engine.event_seqs, session_id, after_seq, last)
 
     async def _expired_sessions(self, now: datetime) -> list[Session]:
-        expired, bad = await self._run(self._engine.expired, now)
+        expired, bad = await self._threads.run(self._engine.expired, now)
         self._report(bad)
         return expired
 
@@ -446,7 +441,9 @@ class SqliteStore(BaseSessionStore):
     async def count_sessions(self, filter: SessionFilter | None = None) -> int:
         """``SELECT COUNT(*)`` with the filter in SQL."""
         self._check_open()
-        return await self._run(self._engine.count, filter or SessionFilter(), self.clock.now())
+        return await self._threads.run(
+            self._engine.count, filter or SessionFilter(), self.clock.now()
+        )
 
     async def search_sessions(
         self,
@@ -468,7 +465,7 @@ class SqliteStore(BaseSessionStore):
         fingerprint = query_fingerprint(flt, opts, text)
         after = decode_cursor(opts.cursor, fingerprint) if opts.cursor is not None else None
         needle = None if text is None else normalize_search_text(text)
-        page, bad = await self._run(
+        page, bad = await self._threads.run(
             self._engine.page, flt, opts, self.clock.now(), after, fingerprint, needle
         )
         self._report(bad)

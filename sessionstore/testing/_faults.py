@@ -12,7 +12,7 @@ from typing import Literal
 
 import pytest
 
-from sessionstore import IntegrityError, SessionNotFoundError, SessionStore
+from sessionstore import IntegrityError, Session, SessionNotFoundError, SessionStore
 
 from ._harness import ConformanceContext, store_test
 
@@ -68,6 +68,25 @@ class FaultTests:
         assert await ctx.store.get_session(fresh.id) == fresh
         assert await ctx.store.get_events("fa") != []
 
+    async def _bad_checkpoint_refused(
+        self, ctx: ConformanceContext, cp_id: str, before: Session | None
+    ) -> None:
+        """The bad checkpoint ``cp_id`` of "fb" is refused (``IntegrityError``) when read
+        and when restored, and the session is left as it was."""
+        with pytest.raises(IntegrityError):
+            await ctx.store.get_checkpoint("fb", cp_id)
+        with pytest.raises(IntegrityError):
+            await ctx.store.restore_checkpoint("fb", cp_id)
+        assert await ctx.store.get_session("fb") == before  # nothing restored
+
+    async def _bad_checkpoint_left_out(self, ctx: ConformanceContext, cp_id: str) -> None:
+        """A scan (so a backup) carries "fb" without the bad checkpoint ``cp_id``, and the
+        listing leaves it out."""
+        records = {r.session.id: r async for r in ctx.store.scan()}
+        assert sorted(records) == ["fa", "fb", "fc"]
+        assert cp_id not in [c.id for c in records["fb"].checkpoints]
+        assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
+
     @store_test
     async def test_corrupt_session_refused_and_skipped(self, ctx: ConformanceContext) -> None:
         await self._three(ctx)
@@ -94,18 +113,11 @@ class FaultTests:
         cp_id = await self._three(ctx)
         before = await ctx.store.get_session("fb")
         await self._corrupt_or_skip(ctx, "checkpoint", "fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.get_checkpoint("fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.restore_checkpoint("fb", cp_id)
-        assert await ctx.store.get_session("fb") == before  # nothing restored
+        await self._bad_checkpoint_refused(ctx, cp_id, before)
         # one bad checkpoint blocks neither its session nor a scan (so nor a backup): the
         # session is scanned without it, the checkpoint is reported, the listing keeps
         # the healthy ones and a new checkpoint can be saved
-        records = {r.session.id: r async for r in ctx.store.scan()}
-        assert sorted(records) == ["fa", "fb", "fc"]
-        assert cp_id not in [c.id for c in records["fb"].checkpoints]
-        assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
+        await self._bad_checkpoint_left_out(ctx, cp_id)
         if hasattr(ctx.store, "corrupt_records"):
             reported = ctx.store.corrupt_records
             assert any(cp_id in name for name in reported), reported
@@ -123,16 +135,9 @@ class FaultTests:
         cp_id = await self._three(ctx)
         before = await ctx.store.get_session("fb")
         await self._corrupt_or_skip(ctx, "checkpoint_content", "fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.get_checkpoint("fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.restore_checkpoint("fb", cp_id)
-        assert await ctx.store.get_session("fb") == before  # nothing restored
+        await self._bad_checkpoint_refused(ctx, cp_id, before)
         # a scan (so a backup) never carries it: its record leaves the checkpoint out
-        records = {r.session.id: r async for r in ctx.store.scan()}
-        assert sorted(records) == ["fa", "fb", "fc"]
-        assert cp_id not in [c.id for c in records["fb"].checkpoints]
-        assert cp_id not in [c.id for c in await ctx.store.list_checkpoints("fb")]
+        await self._bad_checkpoint_left_out(ctx, cp_id)
         fresh = await ctx.store.save_checkpoint("fa")  # other sessions are not affected
         assert await ctx.store.get_checkpoint("fa", fresh.id) == fresh
 
@@ -146,11 +151,7 @@ class FaultTests:
         await ctx.store.update_session("fb", merge_data={"after": True})
         before = await ctx.store.get_session("fb")
         await self._corrupt_or_skip(ctx, "checkpoint_moved", "fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.get_checkpoint("fb", cp_id)
-        with pytest.raises(IntegrityError):
-            await ctx.store.restore_checkpoint("fb", cp_id)
-        assert await ctx.store.get_session("fb") == before  # nothing restored
+        await self._bad_checkpoint_refused(ctx, cp_id, before)
         assert await ctx.store.get_checkpoint("fb", other.id) == other
         listed = await ctx.store.list_checkpoints("fb")
         assert [c.id for c in listed] == [other.id], listed

@@ -79,6 +79,23 @@ async def test_dry_run_reports_and_changes_nothing(root: Path, make_store: MakeS
 
 
 @pytest.mark.asyncio
+async def test_a_dead_writers_journal_temp_is_reported_then_removed(
+    root: Path, make_store: MakeStore
+) -> None:
+    """One left while the store is open (opening removes those found then): the dry run
+    names it and keeps it; the repair names it and removes it."""
+    async with make_store() as store:
+        await store.create_session(id="a")
+        temp = root / "_default" / "journal" / ".tmp.0-0.json.cafe"
+        temp.write_text("never renamed")
+        dry = await store.doctor(dry_run=True)
+        assert "journal/.tmp.0-0.json.cafe" in dry.removed and temp.exists()
+        report = await store.doctor()
+        assert "journal/.tmp.0-0.json.cafe" in report.removed and not temp.exists()
+        assert "journal/.tmp.0-0.json.cafe" not in (await store.doctor()).removed
+
+
+@pytest.mark.asyncio
 async def test_repair(root: Path, make_store: MakeStore) -> None:
     await _damage(root, make_store)
     async with make_store() as store:

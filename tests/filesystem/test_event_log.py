@@ -314,13 +314,13 @@ async def test_a_pop_and_a_keyed_append_take_two_hops(
     the planner would ask again), then lock + plan + write in another."""
     sid = await _filled(fstore, 30)
     hops: list[str] = []
-    real = fstore._run
+    real = fstore._threads.run
 
     async def counting(fn: object, *args: object) -> object:
         hops.append(getattr(fn, "__name__", repr(fn)))
         return await real(fn, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fstore, "_run", counting)
+    monkeypatch.setattr(fstore._threads, "run", counting)
     await fstore.pop_events(sid, 2)
     assert len(hops) == 2, hops
     hops.clear()

@@ -301,23 +301,29 @@ def _kernel_steps(lines: list[str]) -> list[str]:
     return steps
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
-def test_strace_agrees(tmp_path: Path) -> None:
-    """The kernel's view of a create (one new file in the shard: two fsyncs), the first
-    append (directory, log, link of the document: three) and an update (two)."""
-    script = tmp_path / "traced.py"
-    script.write_text(textwrap.dedent(_STRACE_SCRIPT))
+def _strace(tmp_path: Path, script: str, calls: str) -> list[str]:
+    """The lines of ``strace -f -y -e trace=<calls>`` of ``script`` run on a store under
+    ``tmp_path`` (skips where strace cannot attach)."""
+    path = tmp_path / "traced.py"
+    path.write_text(textwrap.dedent(script))
     out = tmp_path / "trace.txt"
     proc = subprocess.run(
-        ["strace", "-f", "-y", "-o", str(out), "-e",
-         "trace=access,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat",
-         sys.executable, str(script), str(tmp_path / "store")],
+        ["strace", "-f", "-y", "-o", str(out), "-e", f"trace={calls}",
+         sys.executable, str(path), str(tmp_path / "store")],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
         pytest.skip(f"strace cannot attach here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
-    steps = _kernel_steps(out.read_text().splitlines())
+    return out.read_text().splitlines()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_strace_agrees(tmp_path: Path) -> None:
+    """The kernel's view of a create (one new file in the shard: two fsyncs), the first
+    append (directory, log, link of the document: three) and an update (two)."""
+    calls = "access,write,fsync,fdatasync,rename,renameat,renameat2,link,linkat,mkdir,mkdirat"
+    steps = _kernel_steps(_strace(tmp_path, _STRACE_SCRIPT, calls))
     steps = steps[steps.index("create") : steps.index("done") + 1]
     assert steps == [
         "create", "write", "fsync(file)", "replace", "fsync(shard)",
@@ -354,20 +360,9 @@ def test_strace_agrees_on_a_batch(tmp_path: Path) -> None:
 
     if not syncfs_supported():
         pytest.skip("no syncfs(2) here")
-    script = tmp_path / "traced.py"
-    script.write_text(textwrap.dedent(_STRACE_BATCH))
-    out = tmp_path / "trace.txt"
-    proc = subprocess.run(
-        ["strace", "-f", "-y", "-o", str(out), "-e",
-         "trace=write,fsync,fdatasync,rename,renameat,renameat2,syncfs",
-         sys.executable, str(script), str(tmp_path / "store")],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0 and "ptrace" in proc.stderr.lower():
-        pytest.skip(f"strace cannot attach here: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 0, proc.stderr
+    calls = "write,fsync,fdatasync,rename,renameat,renameat2,syncfs"
     steps = []
-    for line in out.read_text().splitlines():
+    for line in _strace(tmp_path, _STRACE_BATCH, calls):
         if re.search(r"\bwrite\(\d+<[^>]*/\.tmp\.traced\d~\.json", line):
             steps.append("write")
         elif re.search(r"\bsyncfs\(", line):

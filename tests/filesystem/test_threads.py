@@ -1,4 +1,5 @@
-"""The drivers' worker threads (``sessionstore.worker_threads.HotThreads``)."""
+"""The drivers' worker threads (``sessionstore.worker_threads.HotThreads``, and the
+``EngineThreads`` the file and SQLite stores hold around theirs)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 from sessionstore_filesystem import FileStore
 
-from sessionstore.worker_threads import HotThreads
+from sessionstore import StoreUnavailableError
+from sessionstore.worker_threads import EngineThreads, HotThreads
 
 
 @pytest.mark.asyncio
@@ -126,6 +128,37 @@ async def test_shutdown_stops_the_workers_and_refuses_new_calls() -> None:
     with pytest.raises(RuntimeError):
         await pool.run(lambda: None)
     pool.shutdown()  # idempotent
+
+
+@pytest.mark.asyncio
+async def test_engine_threads_map_the_engines_errors_and_restart_after_close() -> None:
+    def unavailable(exc: OSError) -> StoreUnavailableError:
+        return StoreUnavailableError(f"mapped: {exc.strerror}")
+
+    def fail(exc: BaseException) -> None:
+        raise exc
+
+    hop = EngineThreads("t", (OSError,), unavailable)
+    before = hop.pool
+    assert before is None  # nothing started before the first call
+    assert await hop.run(lambda a, b: a + b, 2, 3) == 5
+    first = hop.pool
+    assert first is not None
+    with pytest.raises(StoreUnavailableError, match="mapped: gone") as caught:
+        await hop.run(fail, FileNotFoundError(2, "gone"))
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+    with pytest.raises(KeyError):  # not one of the engine's errors: unchanged
+        await hop.run(fail, KeyError("k"))
+    closed: list[str] = []
+    await hop.close(lambda: closed.append(threading.current_thread().name))
+    stopped = hop.pool
+    assert stopped is None and closed and closed[0] != threading.current_thread().name
+    with pytest.raises(RuntimeError):  # the old pool is shut down
+        await first.run(int)
+    assert await hop.run(int, "7") == 7  # a store initialised again: a new pool
+    again = hop.pool
+    assert again is not None and again is not first
+    await hop.close(lambda: None)
 
 
 @pytest.mark.integration

@@ -32,6 +32,7 @@ __all__ = [
     "TLSFiles",
     "command",
     "find_binaries",
+    "foreground_args",
     "free_port",
     "make_tls_files",
     "spawn",
@@ -170,6 +171,12 @@ def _open_socket(
         raise
 
 
+def foreground_args(workdir: Path) -> list[str]:
+    """The options every test server runs with: no persistence, in the foreground (a child
+    of the test run, stopped by its pid), its files in ``workdir``."""
+    return ["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", str(workdir)]
+
+
 def command(
     port: int,
     *args: str,
@@ -279,14 +286,7 @@ def start_server(
             str(chosen),
             "--bind",
             "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(workdir),
+            *foreground_args(workdir),
             *extra,
         ]
         server = RedisServer(chosen, spawn(args, workdir, chosen), workdir, args)

@@ -11,6 +11,7 @@ from tests.redis.processes import (
     RedisBinaries,
     RedisServer,
     TLSFiles,
+    foreground_args,
     free_port,
     make_tls_files,
     spawn,
@@ -35,14 +36,7 @@ def start_unix_server(binaries: RedisBinaries, workdir: Path) -> RedisServer:
         str(path),
         "--unixsocketperm",
         "700",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-        "--dir",
-        str(workdir),
+        *foreground_args(workdir),
     ]
     server = RedisServer(0, spawn(args, workdir, 0), workdir, args, unix=path)
     try:
@@ -108,14 +102,7 @@ def start_tls_server(binaries: RedisBinaries, workdir: Path) -> TLSServer:
             "yes",
             "--requirepass",
             TLS_PASSWORD,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            str(workdir),
+            *foreground_args(workdir),
         ]
         server = RedisServer(port, spawn(args, workdir, port), workdir, args, tls=files)
         try:

@@ -30,6 +30,7 @@ from sessionstore import (
     open_store,
 )
 from sessionstore.query import evaluate
+from tests.redis.processes import command
 from tests.redis.servers import RedisBinaries, RedisCluster, start_cluster
 
 pytestmark = pytest.mark.asyncio
@@ -336,19 +337,31 @@ def _owner(cluster_nodes: str, slot: int) -> str | None:
     return None
 
 
-async def _wait_for_owner(client: Any, slot: int, node_id: str) -> None:
-    deadline = asyncio.get_running_loop().time() + 20
+async def _wait_for_owner(cluster: RedisCluster, slot: int, node_id: str) -> None:
+    """Until every node of ``cluster``, replicas included (redis-py may load its slot map
+    from any of them), names ``node_id`` owner of ``slot``. The handover below leaves no
+    view that outranks the new owner's claim, so gossip always gets there; the deadline
+    only keeps a broken cluster from hanging the run."""
+    deadline = time.monotonic() + 120
     while True:
-        views = []
-        for node in client.get_nodes():
-            text = await client.execute_command("CLUSTER", "NODES", target_nodes=node)
-            text = text.decode() if isinstance(text, bytes) else text
-            views.append(_owner(text if isinstance(text, str) else str(text), slot))
+        views: list[str | None] = []
+        for node in cluster.nodes:
+            try:
+                text = await asyncio.to_thread(command, node.port, "CLUSTER", "NODES")
+            except OSError:  # a starved node did not answer in time: ask again
+                views.append(None)
+                continue
+            views.append(_owner(text.decode(errors="replace"), slot))
         if all(v == node_id for v in views):
             return
-        if asyncio.get_running_loop().time() > deadline:
+        if time.monotonic() > deadline:
             raise AssertionError(f"slot {slot}: nodes still name {views}, not {node_id}")
         await asyncio.sleep(0.05)
+
+
+async def _node_id(client: Any, node: Any) -> str:
+    found = await client.execute_command("CLUSTER", "MYID", target_nodes=node)
+    return str(found.decode() if isinstance(found, bytes) else found)
 
 
 async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis: Any) -> None:
@@ -369,18 +382,28 @@ async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis:
         raise AssertionError("no empty slot among 1,000 candidate ids")
     source = client.get_node_from_key(doc)
     target = next(n for n in client.get_primaries() if n.name != source.name)
-    ids = await client.execute_command("CLUSTER", "MYID", target_nodes=target)
-    target_id = ids.decode() if isinstance(ids, bytes) else ids
-    for node in client.get_primaries():
+    source_id, target_id = await _node_id(client, source), await _node_id(client, target)
+    # The handover as `redis-cli --cluster` makes it: the target imports the slot, the
+    # source migrates it (no key to move), then SETSLOT NODE goes to the target first,
+    # which claims the slot and bumps its config epoch past every node's in that one
+    # command, so no node's older view outranks the claim; then to the other primaries.
+    # (The test used to send SETSLOT NODE to every primary and then BUMPEPOCH to the
+    # target. Between the claim and the bump, a replica that still named the source with a
+    # higher epoch answered the claim with an UPDATE and the target handed the slot back;
+    # the other primaries, told it was the target's, no longer claimed it, and the nodes
+    # never agreed. A test process starved under load stretched that window to seconds.)
+    await client.execute_command(
+        "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id, target_nodes=target
+    )
+    await client.execute_command(
+        "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id, target_nodes=source
+    )
+    primaries = client.get_primaries()
+    for node in [target, *(n for n in primaries if n.name != target.name)]:
         await client.execute_command(
             "CLUSTER", "SETSLOT", slot, "NODE", target_id, target_nodes=node
         )
-    # SETSLOT NODE outside a migration does not bump the target's config epoch: without
-    # the bump, nodes that heard of the old owner with a higher epoch (the replicas) keep
-    # it, and a client that loads its slot map from one of them is sent back and forth
-    # until redis-py gives up ("TTL exhausted"). Bump, then wait until every node agrees.
-    await client.execute_command("CLUSTER", "BUMPEPOCH", target_nodes=target)
-    await _wait_for_owner(client, slot, target_id)
+    await _wait_for_owner(redis_cluster, slot, target_id)
     s = await store.create_session(id=sid, data={"moved": True})
     s = await store.append_events(sid, [{"type": "e"}])
     assert client.get_node_from_key(doc).name == target.name  # the map was updated

@@ -337,3 +337,59 @@ async def test_counts_agree_with_the_memory_store(
                     flt,
                     at,
                 )
+
+
+async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> None:
+    """A page's rows and documents longer than Lua's 8 KB buffer come as a list of pieces
+    of at most 8,000 bytes (a document longer than that as a piece of its own), shorter
+    ones as one string (``lua/pieces.lua``); the pages equal ``get_session``'s sessions
+    either way, on a single server (the walk reads the documents) and on Cluster (each
+    node's ``read.lua`` does)."""
+    from sessionstore_redis import _query, _store
+
+    from sessionstore import CreateOp, NewSession
+
+    clock = ManualClock()
+    store = await open_redis(url, clock=clock)
+    # ~1 KB a session, one of ~20 KB: 60 sessions make ~80 KB of documents
+    ops = [
+        CreateOp(NewSession(processor_id="p", data={"n": i, "text": "é" * (500 if i else 10_000)}))
+        for i in range(60)
+    ]
+    for op in ops:
+        await store.commit([op])
+        clock.advance(timedelta(milliseconds=1))
+    frames: list[Any] = []
+    pipeline = _query.Queries._pipeline
+
+    async def spy(self: Any, calls: list[Any]) -> list[Any]:
+        out = await pipeline(self, calls)
+        frames.extend(res[5] for res in out if isinstance(res, list) and len(res) > 5)
+        return out
+
+    documents = _store._documents
+    read_frames: list[Any] = []
+
+    def spy_documents(reply: Any, count: int) -> list[bytes] | None:
+        if isinstance(reply, list) and len(reply) == 2:
+            read_frames.append(reply[1])
+        return documents(reply, count)
+
+    opts = QueryOptions(sort_by="created_at", limit=100)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_query.Queries, "_pipeline", spy)
+        patch.setattr(_store, "_documents", spy_documents)
+        for flt in (SessionFilter(processor_id="p"), SessionFilter()):
+            page = await store.list_sessions(flt, opts)
+            assert len(page) == 60
+            for s in page:
+                assert s == await store.get_session(s.id)
+            small = await store.list_sessions(flt, QueryOptions(sort_by="created_at", limit=1))
+            assert small.ids == page.ids[:1]
+    lists = [f for f in frames + read_frames if isinstance(f, list)]
+    assert all(isinstance(f, bytes) for f in frames + read_frames if not isinstance(f, list))
+    assert lists  # single server: the walk's frame; Cluster: the nodes' read.lua frames
+    for pieces in lists:
+        assert len(pieces) >= 2
+        assert all(len(p) <= 8_000 or b'"text"' in p for p in pieces)
+    assert sum(len(p) > 8_000 for pieces in lists for p in pieces) >= 1  # the ~20 KB one

@@ -25,21 +25,9 @@ from sessionstore import (
     TruncateOp,
 )
 
+from .conftest import count_hops
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def _hops(store: SqliteStore) -> list[str]:
-    threads = store._threads
-    assert threads is not None
-    hops: list[str] = []
-    real_run = threads.run
-
-    async def counting(fn: Callable[..., Any], *args: Any) -> Any:
-        hops.append(getattr(fn, "__name__", repr(fn)))
-        return await real_run(fn, *args)
-
-    threads.run = counting  # type: ignore[method-assign]
-    return hops
 
 
 def test_every_event_log_operation_is_one_thread_hop(tmp_path: Path) -> None:
@@ -49,7 +37,7 @@ def test_every_event_log_operation_is_one_thread_hop(tmp_path: Path) -> None:
             await store.append_events(
                 s.id, [EventInput("t", {"i": i}, key=f"k{i}") for i in range(10)]
             )
-            hops = _hops(store)
+            hops = count_hops(store)
             batch: list[Op] = [
                 TruncateOp("s", 8),
                 AppendOp("s", [EventInput("t", {"i": 99}, key="k99")]),
@@ -93,7 +81,7 @@ def test_put_records_is_one_transaction(tmp_path: Path) -> None:
                 await src.append_events(f"s{n}", [EventInput("t", {}, key="k")])
             records: list[SessionRecord] = [r async for r in src.scan()]
         async with SqliteStore(path=str(tmp_path / "dst.db")) as dst:
-            hops = _hops(dst)
+            hops = count_hops(dst)
             result = await dst.put_records(records)
             assert result.created == 20
             assert len(hops) == 1, hops

@@ -6,27 +6,19 @@ import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from sessionstore_sqlite import SqliteStore
 
 from sessionstore import AppendOp, Op, QueryOptions, SessionFilter, SessionUpdate, UpdateOp
+
+from .conftest import count_hops
 
 
 def test_every_operation_is_one_thread_hop(tmp_path: Path) -> None:
     async def main() -> None:
         async with SqliteStore(path=str(tmp_path / "hops.db")) as store:
             await store.create_session(id="warm")
-            threads = store._threads
-            assert threads is not None
-            hops: list[str] = []
-            real_run = threads.run
-
-            async def counting(fn: Callable[..., Any], *args: Any) -> Any:
-                hops.append(getattr(fn, "__name__", repr(fn)))
-                return await real_run(fn, *args)
-
-            threads.run = counting  # type: ignore[method-assign]
+            hops = count_hops(store)
             batch: list[Op] = [
                 UpdateOp("s", SessionUpdate(status="paused")),
                 AppendOp("warm", [{"type": "e"}]),

@@ -4,9 +4,9 @@
 -- KEYS: doc keys; ARGV: more doc keys (on Cluster, documents of other slots of the same
 -- node, which a script without flags may read; a key of another node answers '\1').
 -- Reply: per key, KEYS then ARGV, a string ('' = no such key, '\1' = not a hash): for one
--- key that string, else {sizes, strings}: the strings concatenated and their lengths,
--- comma-separated (two reply elements for a page: the client's pure-Python reply parser
--- costs microseconds per element).
+-- key that string, else {sizes, strings}: the strings concatenated (in pieces past 8 KB,
+-- pieces.lua) and their lengths, comma-separated (a few reply elements for a page: the
+-- client's pure-Python reply parser costs microseconds per element).
 if #KEYS == 1 and #ARGV == 0 then  -- one document (get_session): no closure, no table
   local fields = redis.pcall('HGETALL', KEYS[1])
   if type(fields) == 'table' and fields.err then return '\1' end
@@ -26,4 +26,4 @@ for _, key in ipairs(ARGV) do read(key) end
 if #out == 1 then return out[1] end
 local sizes = {}
 for i, s in ipairs(out) do sizes[i] = #s end
-return {table.concat(sizes, ','), table.concat(out)}
+return {csv(sizes), pieces(out, sizes)}

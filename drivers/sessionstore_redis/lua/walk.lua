@@ -19,9 +19,10 @@
 --   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, sizes, rows}: rows is the returned rows
 -- 'id\1score\1record' concatenated, each followed by its document when documents are
--- read (read.lua's string: 'field\0value...', '' none, '\1' not a hash), and sizes
--- their lengths, comma-separated: one frame for the page (the client's pure-Python
--- reply parser costs microseconds per element). A count (want 0) has no rows.
+-- read (read.lua's string: 'field\0value...', '' none, '\1' not a hash), as a list of
+-- pieces (pieces.lua), and sizes their lengths, comma-separated: a few frames for the
+-- page (the client's pure-Python reply parser costs microseconds per element). A count
+-- (want 0) has no rows.
 -- The plan: walk the smallest composite when it is no larger than the smallest candidate
 -- group (it holds only candidates, already in order), else enumerate the smallest
 -- candidate group when it is small, else walk the order (a composite's, if any).
@@ -165,8 +166,8 @@ local function emit(rows)
 end
 
 local function reply(out)
-  out[5] = table.concat(SIZES, ',')
-  out[6] = table.concat(PARTS)
+  out[5] = csv(SIZES)
+  out[6] = pieces(PARTS, SIZES)
   return out
 end
 
