@@ -161,36 +161,40 @@ class EventLog:
         token = secrets.token_hex(12)
         cached = self._cache.get(sid)
         now_ms = to_ms(now)
-        args: tuple[Any, ...] = (
-            self._ns, sid, op, expected, None if cached is None else cached.token, token,
-            now_ms, n, list(seqs), list(keys),
-            [e[0] for e in events],
-            [None if e[3] is None else to_ms(e[3]) for e in events],
-            [e[1].decode() for e in events],
-            [e[2] for e in events],
-            expires_mode, None if expires is None else to_ms(expires),
-            create is not None,
-            None if create is None else create.processor_id,
-            None if create is None else create.status,
-            None if create is None else create.group,
-            None if create is None else create.tags,
-            None if create is None else create.data,
-            None if create is None else create.metadata,
-            None if create is None else create.expires_ms,
-        )  # fmt: skip
-        sql = self._sql
         plain = (
             op == "append" and cached is not None and events and create is None
             and expires_mode == 0 and all(e[2] is None for e in events)
         )  # fmt: skip
-        one = False
-        if plain and len(events) == 1 and not need_events:  # scalars, four reply columns
-            sql, one = self._sql_append_one, True
-            args = (args[0], args[1], expected, args[4], token, now_ms,
-                    args[10][0], args[11][0], args[12][0])  # fmt: skip
-        elif plain:  # the narrow statement: its nine parameters, events_op's reply columns
-            sql = self._sql_append_detailed if need_events else self._sql_append
-            args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
+        one = plain and len(events) == 1 and not need_events
+        args: tuple[Any, ...]
+        if one:  # scalars, four reply columns (the commonest call: built first, alone)
+            assert cached is not None
+            etype, edata, _, eat = events[0]
+            sql = self._sql_append_one
+            args = (self._ns, sid, expected, cached.token, token, now_ms, etype,
+                    None if eat is None else to_ms(eat), edata.decode())  # fmt: skip
+        else:
+            args = (
+                self._ns, sid, op, expected, None if cached is None else cached.token, token,
+                now_ms, n, list(seqs), list(keys),
+                [e[0] for e in events],
+                [None if e[3] is None else to_ms(e[3]) for e in events],
+                [e[1].decode() for e in events],
+                [e[2] for e in events],
+                expires_mode, None if expires is None else to_ms(expires),
+                create is not None,
+                None if create is None else create.processor_id,
+                None if create is None else create.status,
+                None if create is None else create.group,
+                None if create is None else create.tags,
+                None if create is None else create.data,
+                None if create is None else create.metadata,
+                None if create is None else create.expires_ms,
+            )  # fmt: skip
+            sql = self._sql
+            if plain:  # the narrow statement: nine parameters, events_op's reply columns
+                sql = self._sql_append_detailed if need_events else self._sql_append
+                args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
         stashed: list[Any] = []
 
         async def call(conn: asyncpg.Connection) -> Any:
