@@ -112,11 +112,33 @@ class EventLog:
         self._sql = f"SELECT * FROM {prefix}events_op({params})"
         self._sql_append = _append_sql(prefix, self._sql, detailed=False)
         self._sql_append_detailed = _append_sql(prefix, self._sql, detailed=True)
+        self._sql_append_one = _append_one_sql(prefix, self._sql)
         self._verify_sql = (
             "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
             f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
             "WHERE ns = $1 AND id = $2"
         )
+
+    def _from_copy(
+        self,
+        sid: str,
+        cached: Cached,
+        token: str,
+        now_ms: int,
+        version: int,
+        count: int,
+        last: int,
+    ) -> tuple[OpResult, Session]:
+        """The session after a plain append whose compare-and-set on this store's token
+        matched: the cached copy with the new version, counters and ``updated_at``."""
+        h = cached.head
+        session = fast_session(
+            h.id, h.processor_id, h.status, orjson.loads(cached.data),
+            orjson.loads(cached.metadata), h.tags, h.created_at, from_ms(now_ms),
+            h.expires_at, version, count, last, h.group,
+        )  # fmt: skip
+        self._cache.put(sid, Cached(session, cached.data, cached.metadata, token))
+        return OpResult(_WRITTEN, []), session
 
     async def run(
         self,
@@ -139,31 +161,40 @@ class EventLog:
         token = secrets.token_hex(12)
         cached = self._cache.get(sid)
         now_ms = to_ms(now)
-        args: tuple[Any, ...] = (
-            self._ns, sid, op, expected, None if cached is None else cached.token, token,
-            now_ms, n, list(seqs), list(keys),
-            [e[0] for e in events],
-            [None if e[3] is None else to_ms(e[3]) for e in events],
-            [e[1].decode() for e in events],
-            [e[2] for e in events],
-            expires_mode, None if expires is None else to_ms(expires),
-            create is not None,
-            None if create is None else create.processor_id,
-            None if create is None else create.status,
-            None if create is None else create.group,
-            None if create is None else create.tags,
-            None if create is None else create.data,
-            None if create is None else create.metadata,
-            None if create is None else create.expires_ms,
-        )  # fmt: skip
-        sql = self._sql
         plain = (
             op == "append" and cached is not None and events and create is None
             and expires_mode == 0 and all(e[2] is None for e in events)
         )  # fmt: skip
-        if plain:  # the narrow statement: its nine parameters, events_op's reply columns
-            sql = self._sql_append_detailed if need_events else self._sql_append
-            args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
+        one = plain and len(events) == 1 and not need_events
+        args: tuple[Any, ...]
+        if one:  # scalars, four reply columns (the commonest call: built first, alone)
+            assert cached is not None
+            etype, edata, _, eat = events[0]
+            sql = self._sql_append_one
+            args = (self._ns, sid, expected, cached.token, token, now_ms, etype,
+                    None if eat is None else to_ms(eat), edata.decode())  # fmt: skip
+        else:
+            args = (
+                self._ns, sid, op, expected, None if cached is None else cached.token, token,
+                now_ms, n, list(seqs), list(keys),
+                [e[0] for e in events],
+                [None if e[3] is None else to_ms(e[3]) for e in events],
+                [e[1].decode() for e in events],
+                [e[2] for e in events],
+                expires_mode, None if expires is None else to_ms(expires),
+                create is not None,
+                None if create is None else create.processor_id,
+                None if create is None else create.status,
+                None if create is None else create.group,
+                None if create is None else create.tags,
+                None if create is None else create.data,
+                None if create is None else create.metadata,
+                None if create is None else create.expires_ms,
+            )  # fmt: skip
+            sql = self._sql
+            if plain:  # the narrow statement: nine parameters, events_op's reply columns
+                sql = self._sql_append_detailed if need_events else self._sql_append
+                args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
         stashed: list[Any] = []
 
         async def call(conn: asyncpg.Connection) -> Any:
@@ -202,22 +233,22 @@ class EventLog:
             session = self._decode(row)
             self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
             return OpResult(_WRITTEN, row), session
+        if one:
+            if reply[3] is None:  # the head's update matched: the copy plus counters
+                assert cached is not None
+                return self._from_copy(sid, cached, token, now_ms, reply[0], reply[1], reply[2])
+            reply = _op_row(reply[3])  # events_op answered (its row as JSON text)
         code = reply[0]
         if code == _ABSENT:
             raise SessionNotFoundError(sid)
         if code == _MISMATCH:
             assert expected is not None
-            raise SessionConflictError(sid, expected, int(reply["version"]))
+            raise SessionConflictError(sid, expected, int(reply[16]))
         if plain and reply[7] is None:  # the head's update matched: the copy plus counters
             assert cached is not None
-            h = cached.head
-            session = fast_session(
-                h.id, h.processor_id, h.status, orjson.loads(cached.data),
-                orjson.loads(cached.metadata), h.tags, h.created_at, from_ms(now_ms),
-                h.expires_at, reply[16], reply[17], reply[18], h.group,
-            )  # fmt: skip
-            self._cache.put(sid, Cached(session, cached.data, cached.metadata, token))
-            result = OpResult(code, [])
+            result, session = self._from_copy(
+                sid, cached, token, now_ms, reply[16], reply[17], reply[18]
+            )
             if need_events:
                 result.new = list(reply[1])
                 result.events = [
@@ -245,6 +276,46 @@ class EventLog:
                 for seq, etype, at, data, key in zip(*reply[2:7], strict=True)
             ]
         return result, session
+
+
+def _append_one_sql(prefix: str, events_op: str) -> str:
+    """:func:`_append_sql` for one event, not ``detailed``: the event's type, time and
+    data as scalars (no arrays to encode or unnest), and a reply of four columns: the
+    version and counters when the head's ``UPDATE`` matched, else ``events_op``'s row
+    as one JSON text in the fourth (:func:`_op_row` reads it)."""
+    call = events_op.split("(", 1)[0].removeprefix("SELECT * FROM ") + (
+        "($1, $2, 'append', $3::bigint, $4, $5, $6, 0, '{}'::bigint[], '{}'::text[], "
+        "ARRAY[$7::text], ARRAY[$8::bigint], ARRAY[$9::text], ARRAY[NULL::text], "
+        "0, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    return (
+        f"WITH u AS (UPDATE {prefix}sessions AS x SET version = x.version + 1, "
+        "event_count = x.event_count + 1, last_seq = x.last_seq + 1, updated_at = $6, "
+        "wt = $5 WHERE x.ns = $1 AND x.id = $2 AND x.wt = $4 "
+        "AND (x.expires_at IS NULL OR x.expires_at > $6) "
+        "AND ($3::bigint IS NULL OR x.version = $3) "
+        "RETURNING x.version, x.event_count, x.last_seq), "
+        f"i AS (INSERT INTO {prefix}events (ns, session_id, seq, type, at, data) "
+        "SELECT $1, $2, u.last_seq, $7::text, coalesce($8::bigint, $6), $9::text FROM u) "
+        "SELECT u.version, u.event_count, u.last_seq, NULL::text FROM u UNION ALL "
+        f"SELECT NULL, NULL, NULL, row_to_json(f)::text FROM {call} AS f "
+        "WHERE NOT EXISTS (SELECT FROM u)"
+    )
+
+
+#: ``events_op``'s reply columns, in order (the keys of its row as JSON).
+_OP_COLUMNS: Final = (
+    "r_code", "r_new", "r_ev_seq", "r_ev_type", "r_ev_at", "r_ev_data", "r_ev_key", "id",
+    "processor_id", "status", "data", "metadata", "tags", "created_at", "updated_at",
+    "expires_at", "version", "event_count", "last_seq", "grp", "wt",
+)  # fmt: skip
+
+
+def _op_row(text: str) -> list[Any]:
+    """``events_op``'s row from its JSON (``row_to_json``: bigints as JSON integers,
+    arrays as lists, NULL as null), in reply-column order."""
+    d = orjson.loads(text)
+    return [d[k] for k in _OP_COLUMNS]
 
 
 def _append_sql(prefix: str, events_op: str, *, detailed: bool) -> str:

@@ -23,6 +23,7 @@ from sessionstore import (
     Op,
     PopOp,
     SessionConflictError,
+    SessionNotFoundError,
     TrimOp,
     TruncateOp,
 )
@@ -466,6 +467,45 @@ async def _auto_explain(store: PostgresStore) -> list[dict[str, Any]] | None:
         return True
 
     return plans if await store._pools.get().run(setup) else None
+
+
+@pytest.mark.asyncio
+async def test_a_one_event_append_gets_events_ops_row_as_json_when_its_copy_is_stale(
+    open_pg: OpenPg,
+) -> None:
+    """One unkeyed event from a current copy is the scalar statement with a four-column
+    reply; when another store wrote the session meanwhile, ``events_op`` answers in the
+    same statement and its row comes back as JSON: the returned session is the stored
+    one (the other store's documents, tags, times), exactly as ``get_session`` reads it."""
+    store = await open_pg()
+    other = await open_pg()
+    s = await store.create_session(data={"v": 1}, tags=["a"])
+    sent: list[str] = []
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetchrow(self, query, *args, **kw)
+
+    asyncpg.Connection.fetchrow = spy
+    try:
+        fresh = await store.append_events(s.id, [{"type": "t", "data": {"i": 1}}])
+        assert sent[-1] == store._eventlog._sql_append_one
+        assert (fresh.version, fresh.event_count, fresh.last_seq) == (2, 1, 1)
+        await other.update_session(s.id, data={"v": 2, "big": 2**62, "f": 1.0}, tags=["b", "c"])
+        stale = await store.append_events(s.id, [{"type": "u"}])
+        assert sent[-1] == store._eventlog._sql_append_one
+    finally:
+        asyncpg.Connection.fetchrow = fetchrow
+    assert stale == await other.get_session(s.id)
+    assert stale.data == {"v": 2, "big": 2**62, "f": 1.0} and stale.tags == {"b", "c"}
+    assert (stale.version, stale.event_count, stale.last_seq) == (4, 2, 2)
+    with pytest.raises(SessionConflictError) as err:
+        await store.append_events(s.id, [{"type": "t"}], expected_version=3)
+    assert err.value.actual == 4
+    await other.delete_session(s.id)
+    with pytest.raises(SessionNotFoundError):
+        await store.append_events(s.id, [{"type": "t"}])
 
 
 @pytest.mark.asyncio
