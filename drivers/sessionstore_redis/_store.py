@@ -5,7 +5,7 @@ operation. The layout is in ``_keys.py``, the scripts in ``lua/``, the query pla
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Unpack, cast
@@ -63,6 +63,7 @@ from sessionstore.validation import (
 )
 
 from ._appends import Appends
+from ._blocking_reads import RedisBlockingReads
 from ._cache import DocCache
 from ._conn import Backend
 from ._encoding import (
@@ -128,6 +129,7 @@ class RedisStore(BaseSessionStore):
         self.options = self._redis_options
         self._cluster = self._redis_options.mode == "cluster"
         self._backend = Backend(self._redis_options, main, sentinel)
+        self._blocking: RedisBlockingReads | None = None
         opts = self._redis_options
         self._keys = Keys(opts.key_prefix, self.namespace, opts.shards)
         keys = self._keys
@@ -215,6 +217,8 @@ class RedisStore(BaseSessionStore):
         await self._backend.open()
 
     async def _shutdown(self) -> None:
+        if self._blocking is not None:
+            self._blocking.close()
         await self._backend.close()  # every loop's index queue is sent first
 
     # ------------------------------------------------------------------ plumbing
@@ -264,16 +268,33 @@ class RedisStore(BaseSessionStore):
 
     async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
         """Stored sessions (expired included), following stubs; corrupt ones raise
-        (``strict``) or are reported and skipped."""
+        (``strict``) or are reported and skipped (:meth:`_fetch_steps`, its documents
+        read by :meth:`_read_docs`)."""
+        steps = self._fetch_steps(ids, strict=strict)
+        try:
+            locs = next(steps)
+            while True:
+                locs = steps.send(await self._read_docs(locs))
+        except StopIteration as done:
+            result: dict[str, Session] = done.value
+            return result
+
+    def _fetch_steps(
+        self, ids: Sequence[str], *, strict: bool
+    ) -> Generator[list[Loc], list[Any], dict[str, Session]]:
+        """The steps of :meth:`_fetch` without its I/O: yields the places of documents
+        to read (at most 1,000 at a time), is sent their raw replies in order (as
+        ``lua/read.lua`` returns them, or an Exception), returns the sessions. Shared by
+        the async reads and the blocking ones (``_blocking_reads.py``)."""
         out: dict[str, Session] = {}
         pending = [(sid, self._writes.loc(sid), {self._groups.get(sid)}) for sid in ids]
         for _ in range(3):
             if not pending:
                 break
-            results = []
+            results: list[Any] = []
             for start in range(0, len(pending), 1000):
                 chunk = pending[start : start + 1000]
-                results += await self._read_docs([loc for _, loc, _ in chunk])
+                results += yield [loc for _, loc, _ in chunk]
             again = []
             for (sid, loc, tried), raw in zip(pending, results, strict=True):
                 try:
@@ -372,12 +393,33 @@ class RedisStore(BaseSessionStore):
         self, session_id: str, *, include_expired: bool = False
     ) -> Session | None:
         """The session, or ``None`` when it does not exist or has expired. One HGETALL."""
+        self._check_get_session(session_id)
+        session = (await self._fetch([session_id], strict=True)).get(session_id)
+        return self._visible(session, include_expired)
+
+    def _check_get_session(self, session_id: str) -> None:
+        """What ``get_session`` checks before reading (shared with the blocking reads)."""
         validate_session_id(session_id)
         self._check_open()
-        session = (await self._fetch([session_id], strict=True)).get(session_id)
+
+    def _visible(self, session: Session | None, include_expired: bool) -> Session | None:
+        """``session`` as ``get_session`` returns it (``None`` if expired, unless asked)."""
         if session is None or (not include_expired and session.is_expired(self.clock.now())):
             return None
         return session
+
+    def blocking_reads(self) -> RedisBlockingReads | None:
+        """The store's one-round-trip reads (``get_session``) made by the calling thread
+        on a blocking connection of its own, for ``sessionstore.sync``
+        (:class:`sessionstore.sync.BlockingReads`): the same read logic and errors,
+        without the hand-off to an event loop. Made on the first call, closed by
+        :meth:`shutdown`. ``None`` on Sentinel and Cluster (their reads stay on the
+        loop)."""
+        if self._redis_options.mode != "single":
+            return None
+        if self._blocking is None:
+            self._blocking = RedisBlockingReads(self, self._backend)
+        return self._blocking
 
     async def get_events(
         self,

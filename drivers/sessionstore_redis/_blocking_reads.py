@@ -1,0 +1,191 @@
+"""Blocking reads for the sync facade: the store's own read logic over a second
+transport, a blocking redis-py connection of the calling thread (issue 18).
+
+``sessionstore.sync`` runs every call of an async store on an event loop, so a call from
+another thread is handed to the loop and its caller woken with the result: two thread
+hand-offs, each with its GIL hand-off, about as much CPU as the whole read. A read that
+is one round trip does not need a loop: the calling thread can send the request and
+wait for the reply on a socket of its own, one kernel wake-up per call.
+:meth:`RedisStore.blocking_reads <sessionstore_redis.RedisStore.blocking_reads>` offers
+this to the facade (:class:`sessionstore.sync.BlockingReads`) for a single server (TCP,
+Unix socket, TLS); Sentinel and Cluster are not offered it (their calls stay on the
+loop: finding the master or the slot's node is the async client's work).
+
+What is shared with the async path, not written twice: the read's steps (the store's
+``_fetch_steps``: the keys to read, following a grouped session's stub, decoding with
+``decode_doc``), its cache of where sessions live, the script (``lua/read.lua``, EVALSHA
+then EVAL on NOSCRIPT), the request packing (``_lane.pack_call``) and the retry policy
+(``Backend.retry_pause``: reads are retried until ``retry_deadline``, then
+``StoreUnavailableError``; authentication and TLS failures are ``ConfigurationError``;
+other Redis errors are translated as on the loop). Only the transport is this module's.
+
+Connections: one per calling thread, made on its first call with the store's
+connection settings (timeouts, credentials, TLS, database, client name), at most
+``max_connections`` of them (a thread beyond that has its calls run on the loop,
+:class:`~sessionstore.sync.DeferToLoop`; the connections of threads that have ended are
+closed and reused first). redis-py disconnects a connection whose request failed or
+whose reply was not read (an interrupt, a timeout), so it is never left a reply behind.
+Closing (the store's shutdown) disconnects the idle connections at once; a call in
+flight finishes on its connection, which its thread then disconnects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+from sessionstore.sync import DeferToLoop
+
+from ._conn import _RETRYABLE, Backend, _translate
+from ._lane import pack_call
+from ._scripts import READ, Script
+
+if TYPE_CHECKING:
+    from sessionstore import Session
+
+    from ._keys import Loc
+    from ._store import RedisStore
+
+__all__ = ["BlockingConnections", "RedisBlockingReads"]
+
+
+class _Slot:
+    """One thread's connection, and whether a call is using it."""
+
+    __slots__ = ("busy", "conn", "thread")
+
+    def __init__(self, conn: Any, thread: threading.Thread) -> None:
+        self.conn = conn
+        self.thread = thread
+        self.busy = False
+
+
+class BlockingConnections:
+    """Blocking redis-py connections, one per calling thread, to a single server."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._factory = backend.blocking_connection_factory()
+        self._limit = backend.options.max_connections
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def _slot(self) -> _Slot:
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot
+        with self._lock:
+            if self.closed:
+                raise RedisConnectionError("the store's blocking connections are closed")
+            if len(self._slots) >= self._limit:
+                self._forget_ended_threads()
+                if len(self._slots) >= self._limit:
+                    raise DeferToLoop  # max_connections threads have one: use the loop
+            slot = _Slot(self._factory(), threading.current_thread())
+            self._slots.append(slot)
+        self._local.slot = slot
+        return slot
+
+    def _forget_ended_threads(self) -> None:
+        ended = [slot for slot in self._slots if not slot.thread.is_alive()]
+        for slot in ended:
+            self._slots.remove(slot)
+            slot.conn.disconnect()
+
+    def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA on the calling thread's connection (EVAL on NOSCRIPT); redis-py's
+        errors as they are (the caller applies the retry policy)."""
+        slot = self._slot()
+        # busy before closed is read, closed before busy is read by close(): one of the
+        # two sees the other, so a connection is never disconnected under a call
+        slot.busy = True
+        try:
+            if self.closed:
+                raise RedisConnectionError("the store's blocking connections are closed")
+            conn = slot.conn
+            try:
+                conn.send_packed_command([pack_call("EVALSHA", script.sha, keys, args)], False)
+                return conn.read_response()
+            except NoScriptError:
+                conn.send_packed_command([pack_call("EVAL", script.source, keys, args)], False)
+                return conn.read_response()
+        finally:
+            slot.busy = False
+            if self.closed:
+                self._local.slot = None
+                slot.conn.disconnect()
+
+    def close(self) -> None:
+        """Disconnect every idle connection; one in use is disconnected by its thread
+        when its call ends. Idempotent; later calls fail (the store is shut down)."""
+        with self._lock:
+            self.closed = True
+            slots, self._slots = self._slots, []
+        for slot in slots:
+            if not slot.busy:
+                slot.conn.disconnect()
+
+
+class RedisBlockingReads:
+    """:class:`sessionstore.sync.BlockingReads` for a :class:`RedisStore` on a single
+    server: its one-round-trip reads made by the calling thread (see the module)."""
+
+    def __init__(self, store: RedisStore, backend: Backend) -> None:
+        self._store = store
+        self._backend = backend
+        self.connections = BlockingConnections(backend)
+
+    def get_session(self, session_id: str, *, include_expired: bool = False) -> Session | None:
+        """As :meth:`RedisStore.get_session`, blocking the calling thread."""
+        store = self._store
+        store._check_get_session(session_id)
+        steps = store._fetch_steps([session_id], strict=True)
+        return store._visible(self._drive(steps).get(session_id), include_expired)
+
+    def _drive(
+        self, steps: Generator[list[Loc], list[Any], dict[str, Session]]
+    ) -> dict[str, Session]:
+        """Run the read's steps, each step's documents read here."""
+        try:
+            locs = next(steps)
+            while True:
+                locs = steps.send([self._read_doc(loc.doc) for loc in locs])
+        except StopIteration as done:
+            result: dict[str, Session] = done.value
+            return result
+
+    def _read_doc(self, key: str) -> Any:
+        """One document (``lua/read.lua``), retried as ``Backend.run`` retries a read."""
+        started = time.monotonic()
+        delay = 0.02
+        while True:
+            try:
+                return self.connections.script(READ, [key], [])
+            except _RETRYABLE as exc:
+                self._store._check_open()  # shut down meanwhile: no retry
+                pause, _ = self._backend.retry_pause(
+                    exc,
+                    "read",
+                    idempotent=True,
+                    elapsed=time.monotonic() - started,
+                    delay=delay,
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, 0.5)
+                self._store._check_open()
+            except RedisError as exc:
+                raise _translate(exc, "read") from exc
+
+    def close(self) -> None:
+        """Close the connections (the store's shutdown calls it)."""
+        self.connections.close()
