@@ -13,7 +13,9 @@ user + system CPU, ``getrusage``):
 - ``sock-threads``: 8 threads, each its own blocking socket, the request packed as the
   driver packs it (``_lane.pack_call``), the reply read by a minimal bulk-string reader,
   + decode: the leanest blocking transport there could be;
-- ``facade``: 8 threads x N ``SyncSessionStore.get_session`` (today's facade).
+- ``facade``: 8 threads x N ``SyncSessionStore.get_session`` (the default: the store's
+  blocking reads);
+- ``facade-loop``: the same with ``blocking_reads=False`` (every call on the loop thread).
 
 Run: ``.venv/bin/python -m benchmarks.raw_blocking_ceiling [--rounds 9] [--calls 400]``.
 """
@@ -26,7 +28,6 @@ import functools
 import resource
 import socket
 import statistics
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -34,19 +35,12 @@ from typing import Any
 
 from .bench_memory import session_doc
 from .bench_redis import private_servers
+from .bench_sync import _run_threads
 
 
 def _usage() -> tuple[float, float]:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime, time.perf_counter()
-
-
-def _threads(bodies: list[Callable[[], None]]) -> None:
-    ts = [threading.Thread(target=b) for b in bodies]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
 
 
 def _read_exact_bulk(sock: socket.socket, buf: bytearray) -> bytes:
@@ -82,6 +76,9 @@ async def main(args: argparse.Namespace) -> None:
         store: Any = open_store(url, namespace=namespace)
         await store.initialize()
         facade = await asyncio.to_thread(open_sync_store, url, namespace=namespace)
+        facade_loop = await asyncio.to_thread(
+            functools.partial(open_sync_store, url, namespace=namespace, blocking_reads=False)
+        )
         ids = [(await store.create_session(data=session_doc(512, seed=n))).id for n in range(8)]
         keys = [store._writes.loc(sid).doc for sid in ids]
         calls = args.calls
@@ -118,7 +115,7 @@ async def main(args: argparse.Namespace) -> None:
                 for _ in range(calls):
                     decode_doc(c.execute_command("EVALSHA", READ.sha, 1, key), sid)
 
-            _threads([functools.partial(work, i) for i in range(8)])
+            _run_threads([functools.partial(work, i) for i in range(8)])
 
         def sock_threads() -> None:
             def work(i: int) -> None:
@@ -128,21 +125,22 @@ async def main(args: argparse.Namespace) -> None:
                     s.sendall(pack_call("EVALSHA", READ.sha, [key], []))
                     decode_doc(_read_exact_bulk(s, buf), sid)
 
-            _threads([functools.partial(work, i) for i in range(8)])
+            _run_threads([functools.partial(work, i) for i in range(8)])
 
-        def facade_threads() -> None:
+        def facade_threads(which: Any) -> None:
             def work(sid: str) -> None:
                 for _ in range(calls):
-                    facade.get_session(sid)
+                    which.get_session(sid)
 
-            _threads([functools.partial(work, sid) for sid in ids])
+            _run_threads([functools.partial(work, sid) for sid in ids])
 
         sides: dict[str, Callable[[], None]] = {
             "store-tasks": on_loop(store_tasks),
             "aio-tasks": on_loop(aio_tasks),
             "sync-threads": sync_threads,
             "sock-threads": sock_threads,
-            "facade": facade_threads,
+            "facade": functools.partial(facade_threads, facade),
+            "facade-loop": functools.partial(facade_threads, facade_loop),
         }
         if args.only:
             sides = {k: v for k, v in sides.items() if k in args.only or k == "store-tasks"}
@@ -177,6 +175,7 @@ async def main(args: argparse.Namespace) -> None:
                 f"              {cpu / aio_cpu:5.2f}x {wall / aio_wall:5.2f}x"
             )
         await asyncio.to_thread(facade.shutdown)
+        await asyncio.to_thread(facade_loop.shutdown)
         await store.shutdown()
         await aio.aclose()
         for c in syncs:

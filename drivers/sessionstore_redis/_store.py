@@ -413,7 +413,7 @@ class RedisStore(BaseSessionStore):
         on a blocking connection of its own, for ``sessionstore.sync``
         (:class:`sessionstore.sync.BlockingReads`): the same read logic and errors,
         without the hand-off to an event loop. Made on the first call, closed by
-        :meth:`shutdown`. ``None`` on Sentinel and Cluster (their reads stay on the
+        ``shutdown()``. ``None`` on Sentinel and Cluster (their reads stay on the
         loop)."""
         if self._redis_options.mode != "single":
             return None

@@ -37,4 +37,4 @@ class BlockingReads(Protocol):
     """
 
     def get_session(self, session_id: str, *, include_expired: bool = False) -> Session | None:
-        """As :meth:`SessionStore.get_session`, blocking."""
+        """As the async store's ``get_session``, blocking."""

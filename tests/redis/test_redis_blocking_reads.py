@@ -1,7 +1,8 @@
 """The Redis store's blocking reads (``_blocking_reads.py``), which ``sessionstore.sync``
 uses for ``get_session`` on a single server: the calling thread reads on a blocking
 connection of its own, with the store's read logic, retries and errors. (The whole
-conformance suite goes through them too: ``tests/conformance/test_sync_conformance.py``.)"""
+conformance suite goes through them too: ``tests/conformance/test_sync_conformance.py``;
+closing them at interpreter exit: ``tests/sync/test_sync_store.py``.)"""
 
 from __future__ import annotations
 
