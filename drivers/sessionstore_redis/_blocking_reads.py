@@ -172,7 +172,7 @@ class RedisBlockingReads:
             try:
                 return self.connections.script(READ, [key], [])
             except _RETRYABLE as exc:
-                self._store._check_open()  # shut down meanwhile: no retry
+                self._store._check_still_open()  # shut down meanwhile: no retry
                 pause, _ = self._backend.retry_pause(
                     exc,
                     "read",
@@ -182,7 +182,7 @@ class RedisBlockingReads:
                 )
                 time.sleep(pause)
                 delay = min(delay * 2, 0.5)
-                self._store._check_open()
+                self._store._check_still_open()
             except RedisError as exc:
                 raise _translate(exc, "read") from exc
 

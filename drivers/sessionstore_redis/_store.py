@@ -402,6 +402,11 @@ class RedisStore(BaseSessionStore):
         validate_session_id(session_id)
         self._check_open()
 
+    def _check_still_open(self) -> None:
+        """``StoreUnavailableError`` once the store is shut down (the blocking reads ask
+        before every retry, as ``Backend.run`` does through the loop's state)."""
+        self._check_open()
+
     def _visible(self, session: Session | None, include_expired: bool) -> Session | None:
         """``session`` as ``get_session`` returns it (``None`` if expired, unless asked)."""
         if session is None or (not include_expired and session.is_expired(self.clock.now())):

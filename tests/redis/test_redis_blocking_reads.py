@@ -187,3 +187,21 @@ def test_sentinel_and_cluster_reads_stay_on_the_loop(
             assert facade._direct is None
             s = facade.create_session()
             assert facade.get_session(s.id) == s
+
+
+def test_close_leaves_a_connection_in_use_to_its_thread(redis_url: str) -> None:
+    """A read in flight when the store shuts down keeps its connection (nothing is closed
+    under a thread reading it); the thread disconnects it when its call ends."""
+    facade = open_sync_store(redis_url, namespace=_ns())
+    s = facade.create_session()
+    assert facade.get_session(s.id) == s
+    connections = _reads(facade).connections
+    slot = connections._slots[0]
+    slot.busy = True  # as during a call of this thread
+    connections.close()
+    assert slot.conn._sock is not None  # left to the thread
+    slot.busy = False
+    with pytest.raises(redis.ConnectionError, match="closed"):
+        connections.script(READ, [s.id], [])  # its next call: refused, and it disconnects
+    assert slot.conn._sock is None
+    facade.shutdown()
