@@ -31,8 +31,10 @@ flight finishes on its connection, which its thread then disconnects.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,7 +68,11 @@ class _Slot:
 
 
 class BlockingConnections:
-    """Blocking redis-py connections, one per calling thread, to a single server."""
+    """Blocking redis-py connections, one per calling thread, to a single server.
+
+    A child process made by ``fork`` does not use its parent's connections (their
+    sockets are the parent's too: two processes reading one socket would take each
+    other's replies): it forgets them and connects anew (:func:`_forget_in_child`)."""
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
@@ -76,6 +82,14 @@ class BlockingConnections:
         self._lock = threading.Lock()
         self._slots: list[_Slot] = []
         self.closed = False
+        _EVERY.add(self)
+
+    def _forget(self) -> None:
+        """Drop every connection without a word to the server (in a forked child: the
+        sockets are the parent's; the objects close only the child's copies)."""
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._slots = []
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -134,6 +148,19 @@ class BlockingConnections:
         for slot in slots:
             if not slot.busy:
                 slot.conn.disconnect()
+
+
+#: every set of blocking connections of this process (for :func:`_forget_in_child`)
+_EVERY: weakref.WeakSet[BlockingConnections] = weakref.WeakSet()
+
+
+def _forget_in_child() -> None:
+    for connections in list(_EVERY):
+        connections._forget()
+
+
+if hasattr(os, "register_at_fork"):  # (not on Windows)
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class RedisBlockingReads:

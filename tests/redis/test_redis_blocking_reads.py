@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import subprocess
+import sys
+import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +209,37 @@ def test_close_leaves_a_connection_in_use_to_its_thread(redis_url: str) -> None:
         connections.script(READ, [s.id], [])  # its next call: refused, and it disconnects
     assert slot.conn._sock is None
     facade.shutdown()
+
+
+def test_a_forked_child_connects_anew(redis_url: str) -> None:
+    """A child made by fork never reads on its parent's sockets (each would take the
+    other's replies): its blocking reads forget the parent's connections."""
+    script = textwrap.dedent(
+        f"""
+        import os
+        from sessionstore.sync import open_sync_store
+        facade = open_sync_store({redis_url!r}, namespace={_ns()!r})
+        s = facade.create_session(data={{"v": 1}})
+        assert facade.get_session(s.id) == s
+        connections = facade._direct.connections
+        parent_conn = connections._slots[0].conn
+        pid = os.fork()
+        if pid == 0:
+            ok = len(connections) == 0 and facade.get_session(s.id) == s
+            ok = ok and connections._slots[0].conn is not parent_conn
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert facade.get_session(s.id) == s and connections._slots[0].conn is parent_conn
+        print("child", os.waitstatus_to_exitcode(status))
+        facade.shutdown()
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child 0" in done.stdout, done.stderr
