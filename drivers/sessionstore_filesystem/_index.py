@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields, make_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -225,6 +226,37 @@ def _time(ms: int) -> datetime:
     return when
 
 
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Switch a new index file to WAL and create its tables (each step idempotent)."""
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        conn.execute("PRAGMA page_size=1024")  # small rows, small WAL frames per commit
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise sqlite3.OperationalError("database is locked (journal mode not switched)")
+    conn.executescript(_SCHEMA)
+
+
+def _while_locked(step: Callable[[], None], timeout: float) -> None:
+    """Run ``step``, again while another process holds the file (up to ``timeout``).
+
+    Switching a new database to WAL, and the first read of one another connection is
+    switching, can fail with "database is locked" at once, without the busy handler
+    that ``timeout`` sets for ordinary statements: processes opening a new store at the
+    same moment retry here instead of failing their first open."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 class Index:
     """One namespace's index database; a connection per thread (WAL allows readers and
     one writer at a time across processes)."""
@@ -266,9 +298,7 @@ class Index:
     def create(self) -> bool:
         """Create the schema; True when the index must be (re)built from the files."""
         conn = self.conn()
-        conn.execute("PRAGMA page_size=1024")  # small rows, small WAL frames per commit
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(_SCHEMA)
+        _while_locked(lambda: _create_schema(conn), self.timeout)
         with _tx(conn):  # one process upgrades a format-2 table; the others see it done
             columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
             if "data" not in columns:

@@ -235,3 +235,44 @@ async def test_a_row_without_its_session_is_read_from_the_files(
         listed = (await store.list_sessions(*ALL)).items
         assert reads[0] == 0 and all(s.tags == {"t"} for s in listed)
         assert listed == await _listed_as_read(store)
+
+
+@pytest.mark.parametrize("lock", ["BEGIN IMMEDIATE", "BEGIN EXCLUSIVE"])
+def test_a_new_index_waits_for_another_process_holding_it(tmp_path: Path, lock: str) -> None:
+    """Switching a new index file to WAL fails with "database is locked" at once,
+    without SQLite's busy handler, while another connection (a process opening the same
+    new store) holds a write lock in the rollback journal mode the file starts in. The
+    first open waits for it instead of failing (seen as a flaky multi-process test)."""
+    import sqlite3
+    import threading
+
+    path = str(tmp_path / "index.sqlite")
+    rival = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    rival.execute("CREATE TABLE rival(x)")
+    rival.execute(lock)
+    release = threading.Timer(0.3, lambda: rival.execute("COMMIT"))
+    release.start()
+    index = _index.Index(path, timeout=10.0)
+    try:
+        assert index.create() is True  # a new index: built from the files
+        assert index.conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        release.join()
+        index.close()
+        rival.close()
+
+
+def test_a_new_index_held_past_the_timeout_fails_with_the_lock_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = str(tmp_path / "index.sqlite")
+    rival = sqlite3.connect(path, isolation_level=None)
+    rival.execute("CREATE TABLE rival(x)")
+    rival.execute("BEGIN IMMEDIATE")
+    index = _index.Index(path, timeout=0.2)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            index.create()
+    finally:
+        index.close()
+        rival.close()
