@@ -35,21 +35,25 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
+from sessionstore import SessionNotFoundError
 from sessionstore.sync import DeferToLoop
 
 from ._conn import _RETRYABLE, Backend, _translate
+from ._encoding import documents_or_failure
 from ._lane import pack_call
 from ._scripts import READ, Script
 
 if TYPE_CHECKING:
-    from sessionstore import Session
+    from sessionstore import Event, Session
 
+    from ._eventlog import Steps
     from ._keys import Loc
     from ._store import RedisStore
 
@@ -119,6 +123,16 @@ class BlockingConnections:
     def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the calling thread's connection (EVAL on NOSCRIPT); redis-py's
         errors as they are (the caller applies the retry policy)."""
+        return self._exchange(_script_call, script, keys, args)
+
+    def commands(self, packed: bytes, count: int) -> list[Any]:
+        """``count`` plain commands the caller packed, sent as one request on the calling
+        thread's connection; their replies, error replies as exception objects in their
+        places (as ``_lane.Lane.commands`` gives them)."""
+        return self._exchange(_commands_call, packed, count)  # type: ignore[no-any-return]
+
+    def _exchange(self, call: Any, *args: Any) -> Any:
+        """``call(connection, *args)`` on the calling thread's connection."""
         slot = self._slot()
         # busy before closed is read, closed before busy is read by close(): one of the
         # two sees the other, so a connection is never disconnected under a call
@@ -126,13 +140,7 @@ class BlockingConnections:
         try:
             if self.closed:
                 raise RedisConnectionError("the store's blocking connections are closed")
-            conn = slot.conn
-            try:
-                conn.send_packed_command([pack_call("EVALSHA", script.sha, keys, args)], False)
-                return conn.read_response()
-            except NoScriptError:
-                conn.send_packed_command([pack_call("EVAL", script.source, keys, args)], False)
-                return conn.read_response()
+            return call(slot.conn, *args)
         finally:
             slot.busy = False
             if self.closed:
@@ -148,6 +156,26 @@ class BlockingConnections:
         for slot in slots:
             if not slot.busy:
                 slot.conn.disconnect()
+
+
+def _script_call(conn: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    try:
+        conn.send_packed_command([pack_call("EVALSHA", script.sha, keys, args)], False)
+        return conn.read_response()
+    except NoScriptError:
+        conn.send_packed_command([pack_call("EVAL", script.source, keys, args)], False)
+        return conn.read_response()
+
+
+def _commands_call(conn: Any, packed: bytes, count: int) -> list[Any]:
+    conn.send_packed_command([packed], False)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:  # (redis-py raises an error reply only once it is read: the connection
+            replies.append(conn.read_response())  # stays in step)
+        except ResponseError as exc:
+            replies.append(exc)
+    return replies
 
 
 #: every set of blocking connections of this process (for :func:`_forget_in_child`)
@@ -179,30 +207,107 @@ class RedisBlockingReads:
         steps = store._fetch_steps([session_id], strict=True)
         return store._visible(self._drive(steps).get(session_id), include_expired)
 
+    def get_sessions(
+        self, session_ids: Iterable[str], *, include_expired: bool = False
+    ) -> dict[str, Session]:
+        """As :meth:`RedisStore.get_sessions`, blocking the calling thread."""
+        store = self._store
+        ids = store._check_get_sessions(session_ids)
+        if not ids:
+            return {}
+        loaded = self._drive(store._fetch_steps(ids, strict=True))
+        return store._live_sessions(ids, loaded, include_expired)
+
+    def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        """As :meth:`RedisStore.get_events`, blocking the calling thread: every filter
+        (a plain window by plain commands, the others by ``lua/events.lua``, as on the
+        loop)."""
+        steps = self._store._events_steps(
+            session_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            last=last,
+            types=types,
+            at_after=at_after,
+            at_before=at_before,
+        )
+        events = self._drive_events(steps)
+        if events is None:
+            raise SessionNotFoundError(session_id)
+        return events
+
     def _drive(
         self, steps: Generator[list[Loc], list[Any], dict[str, Session]]
     ) -> dict[str, Session]:
-        """Run the read's steps, each step's documents read here."""
+        """Run a session read's steps (``RedisStore._fetch_steps``), each step's
+        documents read by one ``lua/read.lua`` call, as ``RedisStore._read_docs`` does on
+        a single server."""
         try:
             locs = next(steps)
             while True:
-                locs = steps.send([self._read_doc(loc.doc) for loc in locs])
+                keys = [loc.doc for loc in locs]
+                if len(keys) == 1:
+                    docs = [self._retried(self.connections.script, "read", READ, keys, [])]
+                else:
+                    reply = self._retried(
+                        self.connections.script, "read", READ, keys, [], replies=True
+                    )
+                    docs = documents_or_failure(reply, len(keys))
+                locs = steps.send(docs)
         except StopIteration as done:
             result: dict[str, Session] = done.value
             return result
 
-    def _read_doc(self, key: str) -> Any:
-        """One document (``lua/read.lua``), retried as ``Backend.run`` retries a read."""
+    def _drive_events(self, steps: Steps) -> list[Event] | None:
+        """Run an event read's steps (``EventLog.query_steps``) as
+        ``EventLog.run_steps`` does on the loop, failures thrown in."""
+        connections = self.connections
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    if step[0] == "commands":
+                        _, _, packed, count = step
+                        reply = self._retried(connections.commands, "read events", packed, count)
+                    else:
+                        _, script, keys, args = step
+                        reply = self._retried(connections.script, "read events", script, keys, args)
+                except Exception as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(reply)
+        except StopIteration as done:
+            result: list[Event] | None = done.value
+            return result
+
+    def _retried(
+        self, call: Callable[..., Any], what: str, *args: Any, replies: bool = False
+    ) -> Any:
+        """``call(*args)``, retried as ``Backend.run`` retries a read (its policy,
+        ``Backend.retry_pause``); another Redis error translated as there, or with
+        ``replies`` returned as the reply (as a pipelined call's error reply is)."""
         started = time.monotonic()
         delay = 0.02
         while True:
             try:
-                return self.connections.script(READ, [key], [])
+                return call(*args)
             except _RETRYABLE as exc:
                 self._store._check_still_open()  # shut down meanwhile: no retry
                 pause, _ = self._backend.retry_pause(
                     exc,
-                    "read",
+                    what,
                     idempotent=True,
                     elapsed=time.monotonic() - started,
                     delay=delay,
@@ -210,8 +315,12 @@ class RedisBlockingReads:
                 time.sleep(pause)
                 delay = min(delay * 2, 0.5)
                 self._store._check_still_open()
+            except ResponseError as exc:
+                if replies:
+                    return exc
+                raise _translate(exc, what) from exc
             except RedisError as exc:
-                raise _translate(exc, "read") from exc
+                raise _translate(exc, what) from exc
 
     def close(self) -> None:
         """Close the connections (the store's shutdown calls it)."""

@@ -72,10 +72,11 @@ from ._encoding import (
     decode_doc,
     decode_full,
     decode_listed,
+    documents,
+    documents_or_failure,
     record_of,
-    strings,
 )
-from ._eventlog import EventLog
+from ._eventlog import EventLog, Steps
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._options import RedisOptions, options_from_url
@@ -264,7 +265,7 @@ class RedisStore(BaseSessionStore):
         )
         if self._cluster:
             return list(results)
-        return _documents(results[0], len(locs)) or [results[0]] * len(locs)
+        return documents_or_failure(results[0], len(locs))
 
     async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
         """Stored sessions (expired included), following stubs; corrupt ones raise
@@ -340,7 +341,7 @@ class RedisStore(BaseSessionStore):
         )
         out: list[Any] = [b"\x01"] * len(locs)
         for group, reply in zip(groups, results, strict=True):
-            for i, blob in zip(group, _documents(reply, len(group)) or (), strict=True):
+            for i, blob in zip(group, documents(reply, len(group)) or (), strict=True):
                 out[i] = blob
         return out
 
@@ -439,15 +440,46 @@ class RedisStore(BaseSessionStore):
         at_before: datetime | None = None,
     ) -> list[Event]:
         """A page of the event log in one round trip, O(log n + page) for every filter
-        (``lua/events.lua``; SessionNotFoundError if absent)."""
+        (``lua/events.lua``, or plain commands for a plain window; SessionNotFoundError if
+        absent)."""
+        events = await self._log.run_steps(
+            self._events_steps(
+                session_id,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
+        )
+        if events is None:
+            raise SessionNotFoundError(session_id)
+        return events
+
+    def _events_steps(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> Steps:
+        """``get_events``'s checks (now, before any I/O), then its steps
+        (:meth:`EventLog.query_steps`: ``None`` for a missing or expired session). Shared
+        with the blocking reads (``_blocking_reads.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
-        now = str(to_ms(self.clock.now()))
-        events = await self._log.query(
+        return self._log.query_steps(
             session_id,
-            now,
+            str(to_ms(self.clock.now())),
             after_seq=after_seq,
             before_seq=before_seq,
             limit=limit,
@@ -456,9 +488,6 @@ class RedisStore(BaseSessionStore):
             at_after=low,
             at_before=high,
         )
-        if events is None:
-            raise SessionNotFoundError(session_id)
-        return events
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
@@ -921,15 +950,3 @@ class RedisStore(BaseSessionStore):
         while the store is in use. Returns ``(indexed, removed)``."""
         self._check_open()
         return await self._queries.rebuild_indexes()
-
-
-def _documents(reply: Any, count: int) -> list[bytes] | None:
-    """The ``count`` document strings of a ``lua/read.lua`` reply (``None``: the call
-    failed, ``reply`` is its error)."""
-    if isinstance(reply, bytes) and count == 1:
-        return [reply]
-    if isinstance(reply, list) and len(reply) == 2:
-        found = strings(reply[0], reply[1])
-        if len(found) == count:
-            return found
-    return None

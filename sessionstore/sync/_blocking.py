@@ -107,12 +107,14 @@ def blocking_read(
                 raise blocking_call_error()
             if self._loop_thread.closed:
                 raise closed_error()
-            try:
-                result: R = getattr(direct, name)(*args, **kwargs)
-            except DeferToLoop:
-                pass
-            else:
-                return result
+            read = getattr(direct, name, None)  # (a driver may offer only some)
+            if read is not None:
+                try:
+                    result: R = read(*args, **kwargs)
+                except DeferToLoop:
+                    pass
+                else:
+                    return result
         return on_loop(self, *args, **kwargs)
 
     call.__name__ = call.__qualname__ = name

@@ -14,9 +14,11 @@ everything else still runs on the loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
-from ..model import Session
+from ..model import Event, Session
 
 __all__ = ["BlockingReads", "DeferToLoop"]
 
@@ -34,7 +36,31 @@ class BlockingReads(Protocol):
     (timeouts, retries, ``StoreUnavailableError`` once the store is shut down), shares
     the driver's read logic (only the transport differs), is safe from many threads at
     once, and may raise :class:`DeferToLoop`. The store closes it when it shuts down.
+    A driver may leave some of these methods out: the facade runs those on the loop.
     """
 
     def get_session(self, session_id: str, *, include_expired: bool = False) -> Session | None:
         """As the async store's ``get_session``, blocking."""
+
+    def get_sessions(
+        self, session_ids: Iterable[str], *, include_expired: bool = False
+    ) -> dict[str, Session]:
+        """As the async store's ``get_sessions``, blocking: the live sessions among
+        ``session_ids``, by id."""
+
+    def get_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[Event]:
+        """As the async store's ``get_events``, blocking: a page of the event log
+        (``SessionNotFoundError`` for a missing or expired session). A driver may serve
+        some windows only (e.g. no type or time filter) and raise :class:`DeferToLoop`
+        for the others."""

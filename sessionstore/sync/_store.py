@@ -85,7 +85,8 @@ class SyncSessionStore(Facade):
     thread and closes every loop the facade opened.
 
     Blocking reads (``blocking_reads=True``, the default): a store that offers them
-    (:class:`BlockingReads`; the Redis driver on a single server, for ``get_session``)
+    (:class:`BlockingReads`; the Redis driver on a single server, for ``get_session``,
+    ``get_sessions`` and ``get_events``)
     makes those reads on the calling thread itself, on a blocking connection of its own,
     with the same logic, results and errors, and no hand-off to an event loop (see
     ``docs/sync.md``, *Blocking reads*). ``blocking_reads=False`` runs every call on the
@@ -190,13 +191,13 @@ class SyncSessionStore(Facade):
     # -- sessions
     create_session = blocking(SessionStore.create_session)
     get_session = blocking_read(SessionStore.get_session)
-    get_sessions = blocking(SessionStore.get_sessions)
+    get_sessions = blocking_read(SessionStore.get_sessions)
     update_session = blocking(SessionStore.update_session)
     delete_session = blocking(SessionStore.delete_session)
     touch = blocking(SessionStore.touch)
     # -- events
     append_events = blocking(SessionStore.append_events)
-    get_events = blocking(SessionStore.get_events)
+    get_events = blocking_read(SessionStore.get_events)
     trim_events = blocking(SessionStore.trim_events)
     get_event = blocking(SessionStore.get_event)
     pop_events = blocking(SessionStore.pop_events)
