@@ -4,8 +4,9 @@ thread (``blocking_reads=False``) and against tasks on the async store.
 
 Reads: ``get_session``, ``get_sessions`` of 10 ids, ``get_events(last=20)`` and
 ``get_events(after_seq=100, limit=20)`` (plain windows: plain commands in one
-``MULTI``/``EXEC``), ``get_events(types=["a"], last=20)`` (``lua/events.lua``), each on
-a session of 200 events. Sides, for each read, ``--threads`` workers x ``--calls``:
+``MULTI``/``EXEC``), ``get_events(types=["a"], last=20)`` (``lua/events.lua``),
+``get_event(key=)`` (``lua/event.lua``), each on a session of 201 events. Sides, for
+each read, ``--threads`` workers x ``--calls``:
 
 - ``tasks``: that many tasks on the async store, one loop (the reference);
 - ``facade``: threads on the facade, the default (blocking reads);
@@ -39,7 +40,7 @@ def _cpu() -> float:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from sessionstore import open_store
+    from sessionstore import EventInput, open_store
     from sessionstore.sync import open_sync_store
 
     with private_servers(single=True, cluster=False) as urls:
@@ -55,6 +56,7 @@ async def main(args: argparse.Namespace) -> None:
         for i in range(10):
             batch = [{"type": "ab"[j % 2], "data": {"i": i * 20 + j}} for j in range(20)]
             await store.append_events(s.id, batch)
+        await store.append_events(s.id, [EventInput("a", {"i": 200}, key="k")])
         ids = [(await store.create_session(data={"i": i})).id for i in range(10)]
         reads: dict[str, Callable[[Any], Any]] = {
             "get_session": lambda on: on.get_session(s.id),
@@ -64,6 +66,7 @@ async def main(args: argparse.Namespace) -> None:
                 s.id, after_seq=100, limit=20
             ),
             "get_events(types, last=20)": lambda on: on.get_events(s.id, types=["a"], last=20),
+            "get_event(key=)": lambda on: on.get_event(s.id, key="k"),
         }
         loop = asyncio.get_running_loop()
         calls, threads = args.calls, args.threads

@@ -11,10 +11,15 @@ this to the facade (:class:`sessionstore.sync.BlockingReads`) for a single serve
 Unix socket, TLS); Sentinel and Cluster are not offered it (their calls stay on the
 loop: finding the master or the slot's node is the async client's work).
 
+The reads: ``get_session``, ``get_sessions``, ``get_events`` (every filter) and
+``get_event``.
+
 What is shared with the async path, not written twice: the read's steps (the store's
 ``_fetch_steps``: the keys to read, following a grouped session's stub, decoding with
-``decode_doc``), its cache of where sessions live, the script (``lua/read.lua``, EVALSHA
-then EVAL on NOSCRIPT), the request packing (``_lane.pack_call``) and the retry policy
+``decode_doc``; for events ``EventLog.query_steps``: a plain window's ``MULTI``/``EXEC``
+request and its reply's reading, else ``lua/events.lua``, a stub followed), the checks
+before them, its cache of where sessions live, the scripts (EVALSHA then EVAL on
+NOSCRIPT), the request packing (``_lane.pack_call``) and the retry policy
 (``Backend.retry_pause``: reads are retried until ``retry_deadline``, then
 ``StoreUnavailableError``; authentication and TLS failures are ``ConfigurationError``;
 other Redis errors are translated as on the loop). Only the transport is this module's.
@@ -248,6 +253,11 @@ class RedisBlockingReads:
             raise SessionNotFoundError(session_id)
         return events
 
+    def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """As :meth:`RedisStore.get_event`, blocking the calling thread."""
+        store = self._store
+        return store._the_event(session_id, self._drive_events(store._event_steps(session_id, key)))
+
     def _drive(
         self, steps: Generator[list[Loc], list[Any], dict[str, Session]]
     ) -> dict[str, Session]:
@@ -271,7 +281,7 @@ class RedisBlockingReads:
             return result
 
     def _drive_events(self, steps: Steps) -> list[Event] | None:
-        """Run an event read's steps (``EventLog.query_steps``) as
+        """Run an event read's steps (``EventLog.query_steps``, ``find_steps``) as
         ``EventLog.run_steps`` does on the loop, failures thrown in."""
         connections = self.connections
         try:

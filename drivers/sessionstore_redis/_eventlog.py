@@ -10,6 +10,7 @@ blocking connection of the calling thread."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -137,13 +138,22 @@ class EventLog:
         self._unchanged = unchanged
 
     async def run_steps(self, steps: Steps) -> list[Event] | None:
-        """Drive a read's steps on the event loop, each request's failure thrown into
-        the steps."""
+        """Drive a read's steps on the event loop: each request retried as every read is
+        (``Backend.run``), its failure thrown into the steps."""
+        writes = self._writes
+        backend = writes.backend
         try:
             step = next(steps)
             while True:
                 try:
-                    reply = await self._reply(step)
+                    if step[0] == "commands":
+                        reply, _ = await backend.run(
+                            functools.partial(backend.commands, *step[1:]),
+                            idempotent=True,
+                            what="read events",
+                        )
+                    else:
+                        reply = await writes.script(step[1], step[2], step[3], "read events")
                 except Exception as exc:
                     step = steps.throw(exc)
                 else:
@@ -151,18 +161,6 @@ class EventLog:
         except StopIteration as done:
             result: list[Event] | None = done.value
             return result
-
-    async def _reply(self, step: Step) -> Any:
-        """One step's request, retried as every read is (``Backend.run``)."""
-        writes = self._writes
-        if step[0] == "commands":
-            backend = writes.backend
-            _, key, packed, count = step
-            reply, _ = await backend.run(
-                lambda: backend.commands(key, packed, count), idempotent=True, what="read events"
-            )
-            return reply
-        return await writes.script(step[1], step[2], step[3], "read events")
 
     def _read_steps(
         self, sid: str, script: Any, keys_of: Callable[[Any], list[str]], args: list[Any]
@@ -198,34 +196,6 @@ class EventLog:
                 )
             else:
                 raise IntegrityError("the stored session document is corrupt", sid)
-
-    async def query(
-        self,
-        sid: str,
-        now: str,
-        *,
-        after_seq: int = 0,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        last: int | None = None,
-        types: frozenset[str] | None = None,
-        at_after: datetime | None = None,
-        at_before: datetime | None = None,
-    ) -> list[Event] | None:
-        """A page of the log (:meth:`query_steps` on the event loop)."""
-        return await self.run_steps(
-            self.query_steps(
-                sid,
-                now,
-                after_seq=after_seq,
-                before_seq=before_seq,
-                limit=limit,
-                last=last,
-                types=types,
-                at_after=at_after,
-                at_before=at_before,
-            )
-        )
 
     def query_steps(
         self,

@@ -415,7 +415,8 @@ class RedisStore(BaseSessionStore):
         return session
 
     def blocking_reads(self) -> RedisBlockingReads | None:
-        """The store's one-round-trip reads (``get_session``) made by the calling thread
+        """The store's one-round-trip reads (``get_session``, ``get_sessions``,
+        ``get_events``, ``get_event``) made by the calling thread
         on a blocking connection of its own, for ``sessionstore.sync``
         (:class:`sessionstore.sync.BlockingReads`): the same read logic and errors,
         without the hand-off to an event loop. Made on the first call, closed by
@@ -492,9 +493,9 @@ class RedisStore(BaseSessionStore):
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        return (
-            await self._log.query(session_id, "", after_seq=after_seq, limit=limit, last=last) or []
-        )
+        log = self._log
+        steps = log.query_steps(session_id, "", after_seq=after_seq, limit=limit, last=last)
+        return await log.run_steps(steps) or []
 
     async def _query_events(
         self,
@@ -510,16 +511,18 @@ class RedisStore(BaseSessionStore):
     ) -> list[Event]:
         if limit == 0 or last == 0:
             return []
-        found = await self._log.query(
-            session_id,
-            "",
-            after_seq=after_seq,
-            before_seq=before_seq,
-            limit=limit,
-            last=last,
-            types=types,
-            at_after=at_after,
-            at_before=at_before,
+        found = await self._log.run_steps(
+            self._log.query_steps(
+                session_id,
+                "",
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
         )
         return found or []
 
@@ -533,10 +536,21 @@ class RedisStore(BaseSessionStore):
     async def get_event(self, session_id: str, *, key: str) -> Event | None:
         """The kept event with this ``key`` (``None``: none), in one round trip: the key
         index gives its seq, the log its record (``lua/event.lua``)."""
+        return self._the_event(
+            session_id, await self._log.run_steps(self._event_steps(session_id, key))
+        )
+
+    def _event_steps(self, session_id: str, key: str) -> Steps:
+        """``get_event``'s checks (now, before any I/O), then its steps
+        (:meth:`EventLog.find_steps`). Shared with the blocking reads."""
         validate_session_id(session_id)
         validate_event_key(key, "key")
         self._check_open()
-        found = await self._log.find(session_id, str(to_ms(self.clock.now())), keys=[key])
+        return self._log.find_steps(session_id, str(to_ms(self.clock.now())), keys=[key])
+
+    @staticmethod
+    def _the_event(session_id: str, found: list[Event] | None) -> Event | None:
+        """``get_event``'s result from its steps' (``None``: no such session)."""
         if found is None:
             raise SessionNotFoundError(session_id)
         return found[0] if found else None

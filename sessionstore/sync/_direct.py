@@ -64,3 +64,7 @@ class BlockingReads(Protocol):
         (``SessionNotFoundError`` for a missing or expired session). A driver may serve
         some windows only (e.g. no type or time filter) and raise :class:`DeferToLoop`
         for the others."""
+
+    def get_event(self, session_id: str, *, key: str) -> Event | None:
+        """As the async store's ``get_event``, blocking: the kept event with this key,
+        or ``None``."""

@@ -86,7 +86,7 @@ class SyncSessionStore(Facade):
 
     Blocking reads (``blocking_reads=True``, the default): a store that offers them
     (:class:`BlockingReads`; the Redis driver on a single server, for ``get_session``,
-    ``get_sessions`` and ``get_events``)
+    ``get_sessions``, ``get_events`` and ``get_event``)
     makes those reads on the calling thread itself, on a blocking connection of its own,
     with the same logic, results and errors, and no hand-off to an event loop (see
     ``docs/sync.md``, *Blocking reads*). ``blocking_reads=False`` runs every call on the
@@ -199,7 +199,7 @@ class SyncSessionStore(Facade):
     append_events = blocking(SessionStore.append_events)
     get_events = blocking_read(SessionStore.get_events)
     trim_events = blocking(SessionStore.trim_events)
-    get_event = blocking(SessionStore.get_event)
+    get_event = blocking_read(SessionStore.get_event)
     pop_events = blocking(SessionStore.pop_events)
     truncate_events = blocking(SessionStore.truncate_events)
     delete_events = blocking(SessionStore.delete_events)

@@ -26,6 +26,7 @@ from sessionstore_redis._blocking_reads import RedisBlockingReads
 from sessionstore_redis._scripts import READ
 
 from sessionstore import (
+    EventInput,
     IntegrityError,
     InvalidSessionIdError,
     ManualClock,
@@ -544,3 +545,29 @@ def test_reads_after_shutdown_fail(redis_url: str) -> None:
     with pytest.raises(StoreUnavailableError, match="shut down"):
         facade.get_sessions([s.id])
     facade.shutdown()
+
+
+def test_get_event_is_read_by_the_calling_thread(redis_url: str) -> None:
+    clock = ManualClock()
+    namespace = _ns()
+    with open_sync_store(redis_url, namespace=namespace, clock=clock) as writer:
+        grouped = writer.create_session(id="g-4", group="team")
+        writer.append_events(grouped.id, [EventInput("a", {"n": 1}, key="k1")])
+        short = writer.create_session(ttl=timedelta(seconds=60))
+        writer.append_events(short.id, [EventInput("a", {"n": 2}, key="k2")])
+    with open_sync_store(redis_url, namespace=namespace, clock=clock) as facade:
+        drives = _spy(_reads(facade), "_drive_events")
+        kind, event = _same_as_the_loop(facade, "get_event", "g-4", key="k1")  # via the stub
+        assert kind == "ok" and event.data == {"n": 1}
+        kind, event = _same_as_the_loop(facade, "get_event", short.id, key="k2")
+        assert kind == "ok" and event.key == "k2"
+        assert _same_as_the_loop(facade, "get_event", "g-4", key="nope") == ("ok", None)
+        clock.advance(timedelta(seconds=61))
+        for sid in ("missing", short.id):
+            _, error_type, _ = _same_as_the_loop(facade, "get_event", sid, key="k2")
+            assert error_type is SessionNotFoundError
+        assert len(drives) == 5
+        for sid, key in (("", "k"), ("g-4", "")):
+            kind, *_ = _same_as_the_loop(facade, "get_event", sid, key=key)
+            assert kind == "error"
+        assert len(drives) == 5  # (refused before any step)
