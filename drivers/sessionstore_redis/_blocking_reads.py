@@ -217,11 +217,11 @@ class RedisBlockingReads:
     ) -> dict[str, Session]:
         """As :meth:`RedisStore.get_sessions`, blocking the calling thread."""
         store = self._store
-        ids = store._check_get_sessions(session_ids)
+        ids = store._sessions_to_get(session_ids)
         if not ids:
             return {}
         loaded = self._drive(store._fetch_steps(ids, strict=True))
-        return store._live_sessions(ids, loaded, include_expired)
+        return store._visible_sessions(ids, loaded, include_expired)
 
     def get_events(
         self,

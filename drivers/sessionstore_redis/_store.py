@@ -414,6 +414,16 @@ class RedisStore(BaseSessionStore):
             return None
         return session
 
+    def _sessions_to_get(self, session_ids: Iterable[str]) -> list[str]:
+        """``get_sessions``'s checks (the base store's), for the blocking reads."""
+        return self._check_get_sessions(session_ids)
+
+    def _visible_sessions(
+        self, ids: list[str], loaded: Mapping[str, Session], include_expired: bool
+    ) -> dict[str, Session]:
+        """``get_sessions``'s result (the base store's filter), for the blocking reads."""
+        return self._live_sessions(ids, loaded, include_expired)
+
     def blocking_reads(self) -> RedisBlockingReads | None:
         """The store's one-round-trip reads (``get_session``, ``get_sessions``,
         ``get_events``, ``get_event``) made by the calling thread
