@@ -15,7 +15,10 @@ Targets:
    tasks on the async store (shown as time for the same work, target <= 1.25x).
 
 Both rows are measured twice: with the facade's loop thread (the default) and with
-``per_thread_loops=True`` (each call on the calling thread's own event loop).
+``per_thread_loops=True`` (each call on the calling thread's own event loop). The Redis
+row runs three ways: with the store's blocking reads (the default: ``get_session`` made
+by the calling thread on a blocking connection, see ``docs/sync.md``), and with
+``blocking_reads=False`` on the loop thread and on per-thread loops (every call on a loop).
 """
 
 from __future__ import annotations
@@ -68,8 +71,11 @@ class RawLoopThread:
         self.thread.join()
 
 
-def _mode(per_thread_loops: bool) -> str:
-    return ", per-thread loops" if per_thread_loops else ""
+def _mode(per_thread_loops: bool, blocking_reads: bool = False) -> str:
+    """The row's label suffix: none for the default (on Redis, with blocking reads)."""
+    if per_thread_loops:
+        return ", per-thread loops"
+    return "" if blocking_reads else ", loop thread only"
 
 
 async def bench_call_overhead(report: Report, sizes: Sizes, per_thread_loops: bool) -> None:
@@ -95,7 +101,7 @@ async def bench_call_overhead(report: Report, sizes: Sizes, per_thread_loops: bo
         )
         report.add(
             Row(
-                f"facade get_session (memory{_mode(per_thread_loops)})",
+                f"facade get_session (memory{_mode(per_thread_loops, True)})",
                 op,
                 "run_coroutine_threadsafe(...).result()",
                 floor,
@@ -109,15 +115,20 @@ async def bench_call_overhead(report: Report, sizes: Sizes, per_thread_loops: bo
 
 
 async def bench_threads_vs_tasks(
-    report: Report, url: str, sizes: Sizes, per_thread_loops: bool
+    report: Report, url: str, sizes: Sizes, per_thread_loops: bool, blocking_reads: bool
 ) -> None:
     """Target 2: 8 threads on the facade against 8 tasks on the async store (Redis)."""
     namespace = f"bench-sync-{uuid.uuid4().hex[:8]}"
     facade = await asyncio.to_thread(
         functools.partial(
-            open_sync_store, url, namespace=namespace, per_thread_loops=per_thread_loops
+            open_sync_store,
+            url,
+            namespace=namespace,
+            per_thread_loops=per_thread_loops,
+            blocking_reads=blocking_reads,
         )
     )
+    mode = _mode(per_thread_loops, blocking_reads)
     store: SessionStore = open_store(url, namespace=namespace)
     await store.initialize()
     try:
@@ -161,14 +172,13 @@ async def bench_threads_vs_tasks(
             repeat=sizes.repeat,
             blocking=True,
         )
-        report.meta[f"threads_vs_tasks_usage_per_call{_mode(per_thread_loops)}"] = {
+        report.meta[f"threads_vs_tasks_usage_per_call{mode}"] = {
             "facade": facade_usage.medians(),
             "tasks": tasks_usage.medians(),
         }
         report.add(
             Row(
-                f"{sizes.threads} threads x {calls} facade get_session "
-                f"(Redis{_mode(per_thread_loops)})",
+                f"{sizes.threads} threads x {calls} facade get_session (Redis{mode})",
                 op,
                 f"{sizes.threads} tasks on the async store",
                 floor,
@@ -243,13 +253,16 @@ async def run(args: argparse.Namespace) -> Report:
     print(report.title, flush=True)
     for per_thread_loops in (False, True):
         await bench_call_overhead(report, sizes, per_thread_loops)
+    modes = [(False, True), (False, False), (True, False)]  # (per-thread loops, blocking reads)
     if args.url:
-        for per_thread_loops in (False, True):
-            await bench_threads_vs_tasks(report, args.url, sizes, per_thread_loops)
+        for per_thread_loops, blocking_reads in modes:
+            await bench_threads_vs_tasks(report, args.url, sizes, per_thread_loops, blocking_reads)
     else:
         with private_servers(single=True, cluster=False) as urls:
-            for per_thread_loops in (False, True):
-                await bench_threads_vs_tasks(report, urls["single"], sizes, per_thread_loops)
+            for per_thread_loops, blocking_reads in modes:
+                await bench_threads_vs_tasks(
+                    report, urls["single"], sizes, per_thread_loops, blocking_reads
+                )
     return report
 
 

@@ -680,13 +680,24 @@ class BaseSessionStore(ABC):
         self, session_ids: Iterable[str], *, include_expired: bool = False
     ) -> dict[str, Session]:
         """The live sessions among ``session_ids``, by id (missing ones left out)."""
+        ids = self._check_get_sessions(session_ids)
+        if not ids:
+            return {}
+        return self._live_sessions(ids, await self._load(ids), include_expired)
+
+    def _check_get_sessions(self, session_ids: Iterable[str]) -> list[str]:
+        """What ``get_sessions`` checks before reading: the ids, once each, in order (a
+        driver's blocking reads for ``sessionstore.sync`` share it)."""
         if isinstance(session_ids, str):
             raise InvalidArgumentError("get_sessions takes a collection of ids, not one string")
         ids = list(dict.fromkeys(validate_session_id(i) for i in session_ids))
         self._check_open()
-        if not ids:
-            return {}
-        loaded = await self._load(ids)
+        return ids
+
+    def _live_sessions(
+        self, ids: list[str], loaded: Mapping[str, Session], include_expired: bool
+    ) -> dict[str, Session]:
+        """``get_sessions``'s result from the sessions ``_load`` found."""
         now = self.clock.now()
         return {
             sid: s

@@ -234,6 +234,7 @@ def test_bench_sync_quick_runs_and_writes_every_row(tmp_path: Path, redis_url: s
         "facade get_session (memory)",
         "facade get_session (memory, per-thread loops)",
         "8 threads x 100 facade get_session (Redis)",
+        "8 threads x 100 facade get_session (Redis, loop thread only)",
         "8 threads x 100 facade get_session (Redis, per-thread loops)",
     }
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import random
 import socket
@@ -23,6 +24,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+import redis.connection
+import redis.retry
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
@@ -406,6 +409,25 @@ class Backend:
             )
         return kwargs
 
+    def blocking_connection_factory(self) -> Callable[[], Any]:
+        """Makes a blocking redis-py connection to the single server (TCP, Unix socket
+        or TLS) with this store's settings: the blocking reads' transport
+        (``_blocking_reads.py``). Not for Sentinel or Cluster."""
+        o = self.options
+        assert o.mode == "single"
+        kwargs = self._common(o.socket_timeout)
+        kwargs.pop("max_connections")
+        kwargs["retry"] = redis.retry.Retry(NoBackoff(), 0)
+        kwargs["db"] = o.db
+        cls: Any
+        if o.unix_socket_path:
+            cls = redis.connection.UnixDomainSocketConnection
+            kwargs["path"] = o.unix_socket_path
+        else:
+            cls = redis.connection.SSLConnection if o.tls else redis.connection.Connection
+            kwargs.update(host=o.host, port=o.port)
+        return functools.partial(cls, **kwargs)
+
     @property
     def _wait_read_timeout(self) -> float:
         """A write followed by WAIT may take the command timeout plus WAIT's own."""
@@ -563,42 +585,15 @@ class Backend:
                 return result, ambiguous
             except _RETRYABLE as exc:
                 state.stale_topology = self.cluster
-                if isinstance(exc, AuthenticationError | AuthorizationError):
-                    raise _translate(exc, self.options.target) from None
-                refused = _tls_refusal(exc) if self.options.tls else None
-                if refused is not None:
-                    raise ConfigurationError(
-                        f"{what}: {self.options.target}: the TLS handshake failed ({refused}); "
-                        "check ssl_ca_certs, ssl_certfile/ssl_keyfile and ssl_check_hostname"
-                    ) from exc
-                if isinstance(exc, RedisClusterException) and not _transient_cluster(exc):
-                    raise StoreUnavailableError(f"{what}: {exc}") from exc
-                sent = not _unsent(exc)
-                if sent and not idempotent:
-                    raise OutcomeUnknownError(
-                        f"{what}: the write was sent but its outcome is unknown "
-                        f"({type(exc).__name__}); re-read the session before retrying"
-                    ) from exc
-                ambiguous = ambiguous or sent
-                fast = unreachable_for is not None and _unreachable(exc)
-                budget = (
-                    unreachable_for
-                    if fast and unreachable_for is not None
-                    else (self.options.retry_deadline)
+                pause, sent = self.retry_pause(
+                    exc,
+                    what,
+                    idempotent=idempotent,
+                    elapsed=loop.time() - started,
+                    delay=delay,
+                    unreachable_for=unreachable_for,
                 )
-                remaining = started + budget - loop.time()
-                if remaining <= 0:
-                    if fast:
-                        raise StoreUnavailableError(
-                            f"{what}: cannot reach {self.options.target} "
-                            f"({type(exc).__name__}: {exc}); gave up after "
-                            f"connect_retry={budget:g} s"
-                        ) from exc
-                    raise StoreUnavailableError(
-                        f"{what}: {self.options.target} unavailable for "
-                        f"{budget:g} s ({type(exc).__name__}: {exc})"
-                    ) from exc
-                pause = min(delay * random.uniform(0.5, 1.0), remaining)
+                ambiguous = ambiguous or sent
                 log.debug("%s: %s, retrying in %.3f s", what, exc, pause)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, 0.5)
@@ -606,6 +601,57 @@ class Backend:
                     state = self.here()  # StoreUnavailableError once shut down
             except RedisError as exc:
                 raise _translate(exc, what) from exc
+
+    def retry_pause(
+        self,
+        exc: BaseException,
+        what: str,
+        *,
+        idempotent: bool,
+        elapsed: float,
+        delay: float,
+        unreachable_for: float | None = None,
+    ) -> tuple[float, bool]:
+        """The retry policy for one failed try (a ``_RETRYABLE`` error) of a call that
+        began ``elapsed`` seconds ago: raises the typed error the call ends with, or
+        returns how long to pause before the next try and whether this try was sent
+        (its outcome unknown). Shared by :meth:`run` and the blocking reads
+        (``_blocking_reads.py``)."""
+        if isinstance(exc, AuthenticationError | AuthorizationError):
+            raise _translate(exc, self.options.target) from None
+        refused = _tls_refusal(exc) if self.options.tls else None
+        if refused is not None:
+            raise ConfigurationError(
+                f"{what}: {self.options.target}: the TLS handshake failed ({refused}); "
+                "check ssl_ca_certs, ssl_certfile/ssl_keyfile and ssl_check_hostname"
+            ) from exc
+        if isinstance(exc, RedisClusterException) and not _transient_cluster(exc):
+            raise StoreUnavailableError(f"{what}: {exc}") from exc
+        sent = not _unsent(exc)
+        if sent and not idempotent:
+            raise OutcomeUnknownError(
+                f"{what}: the write was sent but its outcome is unknown "
+                f"({type(exc).__name__}); re-read the session before retrying"
+            ) from exc
+        fast = unreachable_for is not None and _unreachable(exc)
+        budget = (
+            unreachable_for
+            if fast and unreachable_for is not None
+            else (self.options.retry_deadline)
+        )
+        remaining = budget - elapsed
+        if remaining <= 0:
+            if fast:
+                raise StoreUnavailableError(
+                    f"{what}: cannot reach {self.options.target} "
+                    f"({type(exc).__name__}: {exc}); gave up after "
+                    f"connect_retry={budget:g} s"
+                ) from exc
+            raise StoreUnavailableError(
+                f"{what}: {self.options.target} unavailable for "
+                f"{budget:g} s ({type(exc).__name__}: {exc})"
+            ) from exc
+        return min(delay * random.uniform(0.5, 1.0), remaining), sent
 
     async def _refresh_topology(self, state: LoopState, what: str) -> None:
         """Re-read the cluster's slot map, one caller at a time (the others wait for it):

@@ -42,6 +42,8 @@ __all__ = [
     "decode_events",
     "decode_full",
     "decode_listed",
+    "documents",
+    "documents_or_failure",
     "event_args",
     "event_tail",
     "json_pairs",
@@ -292,6 +294,24 @@ def strings(sizes: bytes, blob: bytes | list[bytes]) -> list[bytes]:
         append(blob[at:end])
         at = end
     return out
+
+
+def documents_or_failure(reply: Any, count: int) -> list[Any]:
+    """The ``count`` documents of one ``lua/read.lua`` call over ``count`` keys, or the
+    call's failure (an error reply) in each place (shared with ``_blocking_reads.py``)."""
+    return documents(reply, count) or [reply] * count
+
+
+def documents(reply: Any, count: int) -> list[bytes] | None:
+    """The ``count`` document strings of a ``lua/read.lua`` reply (``None``: the call
+    failed, ``reply`` is its error)."""
+    if isinstance(reply, bytes) and count == 1:
+        return [reply]
+    if isinstance(reply, list) and len(reply) == 2:
+        found = strings(reply[0], reply[1])
+        if len(found) == count:
+            return found
+    return None
 
 
 def record_of(s: Session) -> str:

@@ -1,12 +1,19 @@
 """The event log of :class:`RedisStore` beyond appends: indexed reads (``lua/events.lua``,
 ``lua/event.lua``) and the removals (pop, truncate, trim, delete by seq or key; ops of
-``lua/write.lua``), each one script, one round trip. The layout is in ``lua/evlog.lua``."""
+``lua/write.lua``), each one script, one round trip. The layout is in ``lua/evlog.lua``.
+
+The reads are generators of steps without I/O (:meth:`EventLog.query_steps`,
+:meth:`EventLog.find_steps`): each step is a request (:data:`Step`), each reply is sent
+back in (a failure thrown in). :meth:`EventLog.run_steps` drives them on the event loop;
+the sync facade's blocking reads (``_blocking_reads.py``) drive the same steps on a
+blocking connection of the calling thread."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import orjson
 
@@ -19,7 +26,15 @@ from ._scripts import EVENT, EVENTS
 from ._write_call import WriteCall
 from ._writes import Reply, Writes
 
-__all__ = ["EventLog"]
+__all__ = ["EventLog", "Step", "Steps"]
+
+#: One request of a read's steps: ``("commands", key, packed, count)``, plain commands
+#: sent as one request (their ``count`` replies come back as a list, error replies as
+#: exception objects in their places; ``None`` where the transport has no plain path),
+#: or ``("script", script, keys, args)``, a read script (its reply; a failure thrown in).
+Step: TypeAlias = tuple[Any, ...]
+#: A read's steps: yields :data:`Step`, is sent each one's reply, returns its result.
+Steps: TypeAlias = Generator[Step, Any, "list[Event] | None"]
 
 
 def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
@@ -32,8 +47,8 @@ def _of_session(exc: IntegrityError, sid: str) -> IntegrityError:
 
 _MULTI = pack(["MULTI"])
 _EXEC = pack(["EXEC"])
-#: the packed requests of ``EventLog._plain``, by (doc key, events key, range command):
-#: a reader asks for the same window of a session again and again
+#: the packed requests of a plain window (``EventLog.query_steps``), by (doc key, events
+#: key, range command): a reader asks for the same window of a session again and again
 _REQUESTS: dict[tuple[Any, ...], bytes] = {}
 _MAX_REQUESTS = 4096
 
@@ -76,6 +91,37 @@ def _window(
     return ("ZRANGEBYSCORE", f"({after_seq}", hi)
 
 
+def _page(replies: list[Any] | None, now: str, window: tuple[Any, ...]) -> list[bytes] | None:
+    """The records of a plain window from the replies to :func:`_request`: one round trip,
+    atomic (``MULTI``/``EXEC``), ~35k server instructions against ~145k for
+    ``lua/events.lua`` (most of a script's cost is running Lua and copying the records
+    through it). ``None`` unless the reply is the common case, a live session of the
+    current layout: no plain path (``replies`` ``None``: ``lean=false``), the document
+    missing or expired, a grouped session's stub, a layout-1 log, a corrupt field, a key
+    of the wrong type or a redirection. The caller then runs the script, which decides
+    those exactly as before (the liveness test here is the script's own)."""
+    if replies is None:
+        return None
+    done = replies[3]
+    if type(done) is not list or len(done) != 2:
+        return None  # EXECABORT (e.g. a redirection) or an error reply
+    head, records = done
+    if type(head) is not list or type(records) is not list:
+        return None  # an error reply in its place (a key of the wrong type)
+    ver, expires, fmt = head
+    if ver is None or fmt != b"2":
+        return None
+    if expires is not None and now:
+        try:
+            if int(expires) <= int(now):
+                return None
+        except ValueError:
+            return None
+    if window[0] == "ZREVRANGEBYSCORE":
+        records.reverse()
+    return records
+
+
 class EventLog:
     """Reads and removals of one store's event logs, through its :class:`Writes`;
     ``written`` turns a write script's reply into the new session (cache, index queue,
@@ -91,9 +137,34 @@ class EventLog:
         self._written = written
         self._unchanged = unchanged
 
-    async def _read(
+    async def run_steps(self, steps: Steps) -> list[Event] | None:
+        """Drive a read's steps on the event loop: each request retried as every read is
+        (``Backend.run``), its failure thrown into the steps."""
+        writes = self._writes
+        backend = writes.backend
+        try:
+            step = next(steps)
+            while True:
+                try:
+                    if step[0] == "commands":
+                        reply, _ = await backend.run(
+                            functools.partial(backend.commands, *step[1:]),
+                            idempotent=True,
+                            what="read events",
+                        )
+                    else:
+                        reply = await writes.script(step[1], step[2], step[3], "read events")
+                except Exception as exc:
+                    step = steps.throw(exc)
+                else:
+                    step = steps.send(reply)
+        except StopIteration as done:
+            result: list[Event] | None = done.value
+            return result
+
+    def _read_steps(
         self, sid: str, script: Any, keys_of: Callable[[Any], list[str]], args: list[Any]
-    ) -> list[bytes] | None:
+    ) -> Generator[Step, Any, list[bytes] | None]:
         """Run a read script on the session's keys, following a grouped session's stub;
         ``None`` when the session is missing (or expired, when ``args[0]`` is a time)."""
         writes = self._writes
@@ -102,7 +173,7 @@ class EventLog:
             loc = writes.loc(sid)
             tried.add(loc.group)
             try:
-                reply = await writes.script(script, keys_of(loc), args, "read events")
+                reply = yield ("script", script, keys_of(loc), args)
             except IntegrityError as exc:  # a key of the session holds the wrong type
                 raise _of_session(exc, sid) from None
             code = reply[0]
@@ -126,7 +197,7 @@ class EventLog:
             else:
                 raise IntegrityError("the stored session document is corrupt", sid)
 
-    async def query(
+    def query_steps(
         self,
         sid: str,
         now: str,
@@ -138,14 +209,16 @@ class EventLog:
         types: frozenset[str] | None = None,
         at_after: datetime | None = None,
         at_before: datetime | None = None,
-    ) -> list[Event] | None:
-        """A page of the log; ``now`` ``""``: ignore expiry. A plain window (no type or
-        time filter) by ``_plain``, anything else (or what ``_plain`` leaves) by
-        ``lua/events.lua``."""
+    ) -> Steps:
+        """The steps of a page of the log; ``now`` ``""``: ignore expiry. A plain window
+        (no type or time filter) without a script (:func:`_request`, :func:`_page`),
+        anything else (or what :func:`_page` leaves) by ``lua/events.lua``."""
         if types is None and at_after is None and at_before is None:
             window = _window(after_seq, before_seq, limit, last)
             if window is not None:
-                page = await self._plain(sid, now, window)
+                loc = self._writes.loc(sid)
+                replies = yield ("commands", loc.doc, _request(loc.doc, loc.events, window), 4)
+                page = _page(replies, now, window)
                 if page is not None:
                     return decode_events(page, sid) if page else []
         args: list[Any] = [
@@ -161,52 +234,25 @@ class EventLog:
             if not types:  # no type at all: an empty page (the session is still checked)
                 args[3], args[4] = 0, ""
             args += sorted(type_json(t) for t in types)
-        records = await self._read(sid, EVENTS, lambda loc: [loc.doc, loc.events, loc.etypes], args)
-        return None if records is None else decode_events(records, sid)
-
-    async def _plain(self, sid: str, now: str, window: tuple[Any, ...]) -> list[bytes] | None:
-        """A plain window of the log without a script (``_request``): one round trip,
-        atomic (``MULTI``/``EXEC``), ~35k server instructions against ~145k for
-        ``lua/events.lua`` (most of a script's cost is running Lua and copying the
-        records through it). ``None`` unless the reply is the common case, a live
-        session of the current layout: no lane (``lean=false``), the document missing or
-        expired, a grouped session's stub, a layout-1 log, a corrupt field, a key of the
-        wrong type or a redirection. The caller then runs the script, which decides those
-        exactly as before (the liveness test here is the script's own)."""
-        writes = self._writes
-        loc = writes.loc(sid)
-        packed = _request(loc.doc, loc.events, window)
-        backend = writes.backend
-        replies, _ = await backend.run(
-            lambda: backend.commands(loc.doc, packed, 4), idempotent=True, what="read events"
+        records = yield from self._read_steps(
+            sid, EVENTS, lambda loc: [loc.doc, loc.events, loc.etypes], args
         )
-        if replies is None:
-            return None
-        done = replies[3]
-        if type(done) is not list or len(done) != 2:
-            return None  # EXECABORT (e.g. a redirection) or an error reply
-        head, records = done
-        if type(head) is not list or type(records) is not list:
-            return None  # an error reply in its place (a key of the wrong type)
-        ver, expires, fmt = head
-        if ver is None or fmt != b"2":
-            return None
-        if expires is not None and now:
-            try:
-                if int(expires) <= int(now):
-                    return None
-            except ValueError:
-                return None
-        if window[0] == "ZREVRANGEBYSCORE":
-            records.reverse()
-        return records
+        return None if records is None else decode_events(records, sid)
 
     async def find(
         self, sid: str, now: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
     ) -> list[Event] | None:
         """The events with these seqs or keys, ascending (``lua/event.lua``)."""
+        return await self.run_steps(self.find_steps(sid, now, seqs=seqs, keys=keys))
+
+    def find_steps(
+        self, sid: str, now: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> Steps:
+        """The steps of :meth:`find`."""
         args: list[Any] = [now, len(keys), *(orjson.dumps(k) for k in keys), *seqs]
-        records = await self._read(sid, EVENT, lambda loc: [loc.doc, loc.events, loc.ekeys], args)
+        records = yield from self._read_steps(
+            sid, EVENT, lambda loc: [loc.doc, loc.events, loc.ekeys], args
+        )
         return None if records is None else decode_events(records, sid)
 
     async def remove(

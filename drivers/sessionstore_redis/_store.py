@@ -5,7 +5,7 @@ operation. The layout is in ``_keys.py``, the scripts in ``lua/``, the query pla
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, Unpack, cast
@@ -65,6 +65,7 @@ from sessionstore.validation import (
 )
 
 from ._appends import Appends
+from ._blocking_reads import RedisBlockingReads
 from ._cache import DocCache
 from ._conn import Backend
 from ._encoding import (
@@ -73,10 +74,11 @@ from ._encoding import (
     decode_doc,
     decode_full,
     decode_listed,
+    documents,
+    documents_or_failure,
     record_of,
-    strings,
 )
-from ._eventlog import EventLog
+from ._eventlog import EventLog, Steps
 from ._indexer import IndexQueue
 from ._keys import Keys, Loc
 from ._options import RedisOptions, options_from_url
@@ -130,6 +132,7 @@ class RedisStore(BaseSessionStore):
         self.options = self._redis_options
         self._cluster = self._redis_options.mode == "cluster"
         self._backend = Backend(self._redis_options, main, sentinel)
+        self._blocking: RedisBlockingReads | None = None
         opts = self._redis_options
         self._keys = Keys(opts.key_prefix, self.namespace, opts.shards)
         keys = self._keys
@@ -217,6 +220,8 @@ class RedisStore(BaseSessionStore):
         await self._backend.open()
 
     async def _shutdown(self) -> None:
+        if self._blocking is not None:
+            self._blocking.close()
         await self._backend.close()  # every loop's index queue is sent first
 
     # ------------------------------------------------------------------ plumbing
@@ -262,20 +267,37 @@ class RedisStore(BaseSessionStore):
         )
         if self._cluster:
             return list(results)
-        return _documents(results[0], len(locs)) or [results[0]] * len(locs)
+        return documents_or_failure(results[0], len(locs))
 
     async def _fetch(self, ids: Sequence[str], *, strict: bool) -> dict[str, Session]:
         """Stored sessions (expired included), following stubs; corrupt ones raise
-        (``strict``) or are reported and skipped."""
+        (``strict``) or are reported and skipped (:meth:`_fetch_steps`, its documents
+        read by :meth:`_read_docs`)."""
+        steps = self._fetch_steps(ids, strict=strict)
+        try:
+            locs = next(steps)
+            while True:
+                locs = steps.send(await self._read_docs(locs))
+        except StopIteration as done:
+            result: dict[str, Session] = done.value
+            return result
+
+    def _fetch_steps(
+        self, ids: Sequence[str], *, strict: bool
+    ) -> Generator[list[Loc], list[Any], dict[str, Session]]:
+        """The steps of :meth:`_fetch` without its I/O: yields the places of documents
+        to read (at most 1,000 at a time), is sent their raw replies in order (as
+        ``lua/read.lua`` returns them, or an Exception), returns the sessions. Shared by
+        the async reads and the blocking ones (``_blocking_reads.py``)."""
         out: dict[str, Session] = {}
         pending = [(sid, self._writes.loc(sid), {self._groups.get(sid)}) for sid in ids]
         for _ in range(3):
             if not pending:
                 break
-            results = []
+            results: list[Any] = []
             for start in range(0, len(pending), 1000):
                 chunk = pending[start : start + 1000]
-                results += await self._read_docs([loc for _, loc, _ in chunk])
+                results += yield [loc for _, loc, _ in chunk]
             again = []
             for (sid, loc, tried), raw in zip(pending, results, strict=True):
                 try:
@@ -323,7 +345,7 @@ class RedisStore(BaseSessionStore):
         )
         out: list[Any] = [b"\x01"] * len(locs)
         for group, reply in zip(groups, results, strict=True):
-            for i, blob in zip(group, _documents(reply, len(group)) or (), strict=True):
+            for i, blob in zip(group, documents(reply, len(group)) or (), strict=True):
                 out[i] = blob
         return out
 
@@ -376,12 +398,49 @@ class RedisStore(BaseSessionStore):
         self, session_id: str, *, include_expired: bool = False
     ) -> Session | None:
         """The session, or ``None`` when it does not exist or has expired. One HGETALL."""
+        self._check_get_session(session_id)
+        session = (await self._fetch([session_id], strict=True)).get(session_id)
+        return self._visible(session, include_expired)
+
+    def _check_get_session(self, session_id: str) -> None:
+        """What ``get_session`` checks before reading (shared with the blocking reads)."""
         validate_session_id(session_id)
         self._check_open()
-        session = (await self._fetch([session_id], strict=True)).get(session_id)
+
+    def _check_still_open(self) -> None:
+        """``StoreUnavailableError`` once the store is shut down (the blocking reads ask
+        before every retry, as ``Backend.run`` does through the loop's state)."""
+        self._check_open()
+
+    def _visible(self, session: Session | None, include_expired: bool) -> Session | None:
+        """``session`` as ``get_session`` returns it (``None`` if expired, unless asked)."""
         if session is None or (not include_expired and session.is_expired(self.clock.now())):
             return None
         return session
+
+    def _sessions_to_get(self, session_ids: Iterable[str]) -> list[str]:
+        """``get_sessions``'s checks (the base store's), for the blocking reads."""
+        return self._check_get_sessions(session_ids)
+
+    def _visible_sessions(
+        self, ids: list[str], loaded: Mapping[str, Session], include_expired: bool
+    ) -> dict[str, Session]:
+        """``get_sessions``'s result (the base store's filter), for the blocking reads."""
+        return self._live_sessions(ids, loaded, include_expired)
+
+    def blocking_reads(self) -> RedisBlockingReads | None:
+        """The store's one-round-trip reads (``get_session``, ``get_sessions``,
+        ``get_events``, ``get_event``) made by the calling thread
+        on a blocking connection of its own, for ``sessionstore.sync``
+        (:class:`sessionstore.sync.BlockingReads`): the same read logic and errors,
+        without the hand-off to an event loop. Made on the first call, closed by
+        ``shutdown()``. ``None`` on Sentinel and Cluster (their reads stay on the
+        loop)."""
+        if self._redis_options.mode != "single":
+            return None
+        if self._blocking is None:
+            self._blocking = RedisBlockingReads(self, self._backend)
+        return self._blocking
 
     async def get_events(
         self,
@@ -396,15 +455,46 @@ class RedisStore(BaseSessionStore):
         at_before: datetime | None = None,
     ) -> list[Event]:
         """A page of the event log in one round trip, O(log n + page) for every filter
-        (``lua/events.lua``; SessionNotFoundError if absent)."""
+        (``lua/events.lua``, or plain commands for a plain window; SessionNotFoundError if
+        absent)."""
+        events = await self._log.run_steps(
+            self._events_steps(
+                session_id,
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
+        )
+        if events is None:
+            raise SessionNotFoundError(session_id)
+        return events
+
+    def _events_steps(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> Steps:
+        """``get_events``'s checks (now, before any I/O), then its steps
+        (:meth:`EventLog.query_steps`: ``None`` for a missing or expired session). Shared
+        with the blocking reads (``_blocking_reads.py``)."""
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
-        now = str(to_ms(self.clock.now()))
-        events = await self._log.query(
+        return self._log.query_steps(
             session_id,
-            now,
+            str(to_ms(self.clock.now())),
             after_seq=after_seq,
             before_seq=before_seq,
             limit=limit,
@@ -413,16 +503,13 @@ class RedisStore(BaseSessionStore):
             at_after=low,
             at_before=high,
         )
-        if events is None:
-            raise SessionNotFoundError(session_id)
-        return events
 
     async def _load_events(
         self, session_id: str, *, after_seq: int, limit: int | None, last: int | None
     ) -> list[Event]:
-        return (
-            await self._log.query(session_id, "", after_seq=after_seq, limit=limit, last=last) or []
-        )
+        log = self._log
+        steps = log.query_steps(session_id, "", after_seq=after_seq, limit=limit, last=last)
+        return await log.run_steps(steps) or []
 
     async def _query_events(
         self,
@@ -438,16 +525,18 @@ class RedisStore(BaseSessionStore):
     ) -> list[Event]:
         if limit == 0 or last == 0:
             return []
-        found = await self._log.query(
-            session_id,
-            "",
-            after_seq=after_seq,
-            before_seq=before_seq,
-            limit=limit,
-            last=last,
-            types=types,
-            at_after=at_after,
-            at_before=at_before,
+        found = await self._log.run_steps(
+            self._log.query_steps(
+                session_id,
+                "",
+                after_seq=after_seq,
+                before_seq=before_seq,
+                limit=limit,
+                last=last,
+                types=types,
+                at_after=at_after,
+                at_before=at_before,
+            )
         )
         return found or []
 
@@ -461,10 +550,21 @@ class RedisStore(BaseSessionStore):
     async def get_event(self, session_id: str, *, key: str) -> Event | None:
         """The kept event with this ``key`` (``None``: none), in one round trip: the key
         index gives its seq, the log its record (``lua/event.lua``)."""
+        return self._the_event(
+            session_id, await self._log.run_steps(self._event_steps(session_id, key))
+        )
+
+    def _event_steps(self, session_id: str, key: str) -> Steps:
+        """``get_event``'s checks (now, before any I/O), then its steps
+        (:meth:`EventLog.find_steps`). Shared with the blocking reads."""
         validate_session_id(session_id)
         validate_event_key(key, "key")
         self._check_open()
-        found = await self._log.find(session_id, str(to_ms(self.clock.now())), keys=[key])
+        return self._log.find_steps(session_id, str(to_ms(self.clock.now())), keys=[key])
+
+    @staticmethod
+    def _the_event(session_id: str, found: list[Event] | None) -> Event | None:
+        """``get_event``'s result from its steps' (``None``: no such session)."""
         if found is None:
             raise SessionNotFoundError(session_id)
         return found[0] if found else None
@@ -878,15 +978,3 @@ class RedisStore(BaseSessionStore):
         while the store is in use. Returns ``(indexed, removed)``."""
         self._check_open()
         return await self._queries.rebuild_indexes()
-
-
-def _documents(reply: Any, count: int) -> list[bytes] | None:
-    """The ``count`` document strings of a ``lua/read.lua`` reply (``None``: the call
-    failed, ``reply`` is its error)."""
-    if isinstance(reply, bytes) and count == 1:
-        return [reply]
-    if isinstance(reply, list) and len(reply) == 2:
-        found = strings(reply[0], reply[1])
-        if len(found) == count:
-            return found
-    return None

@@ -12,6 +12,7 @@ manager and its managed sessions. See ``docs/sync.md``.
 from __future__ import annotations
 
 from ..errors import BlockingCallError
+from ._direct import BlockingReads, DeferToLoop
 from ._loop_thread import LoopThread
 from ._manager import SyncManagedSession, SyncManagerTransaction, SyncSessionPersistenceManager
 from ._store import SyncSessionStore, SyncTransaction, open_sync_store
@@ -19,6 +20,8 @@ from ._thread_loops import ThreadLoops
 
 __all__ = [
     "BlockingCallError",
+    "BlockingReads",
+    "DeferToLoop",
     "LoopThread",
     "SyncManagedSession",
     "SyncManagerTransaction",

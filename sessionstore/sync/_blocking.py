@@ -8,14 +8,24 @@ result. One definition per method, no hand-copied signatures to drift.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
+from ._direct import DeferToLoop
 from ._loop_thread import LoopThread
+from ._thread_loops import blocking_call_error, closed_error
 
-__all__ = ["Facade", "attribute", "blocking", "blocking_iter", "blocking_wrap"]
+__all__ = [
+    "Facade",
+    "attribute",
+    "blocking",
+    "blocking_iter",
+    "blocking_read",
+    "blocking_wrap",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,6 +55,8 @@ class Facade:
     _target: Any
     _loop_thread: LoopThread
     _runner: Runner
+    #: the store's blocking reads (``_direct.py``), if it offers them
+    _direct: Any = None
 
     def _call(self, awaitable: Awaitable[R]) -> R:
         return self._runner.call(_await(awaitable))
@@ -76,6 +88,37 @@ def blocking(
 
     call.__name__ = call.__qualname__ = name
     call.__doc__ = _doc(method, name)
+    return call
+
+
+def blocking_read(
+    method: Callable[Concatenate[Any, P], Awaitable[R]],
+) -> Callable[Concatenate[Facade, P], R]:
+    """Like :func:`blocking`, made by the store's blocking reads when it offers them
+    (``_direct.py``: the calling thread does the round trip itself), else (or when they
+    defer) on the facade's runner."""
+    name = method.__name__
+    on_loop = blocking(method)
+
+    def call(self: Facade, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        direct = self._direct
+        if direct is not None:
+            if asyncio._get_running_loop() is not None:  # (as LoopThread.call checks)
+                raise blocking_call_error()
+            if self._loop_thread.closed:
+                raise closed_error()
+            read = getattr(direct, name, None)  # (a driver may offer only some)
+            if read is not None:
+                try:
+                    result: R = read(*args, **kwargs)
+                except DeferToLoop:
+                    pass
+                else:
+                    return result
+        return on_loop(self, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = on_loop.__doc__
     return call
 
 

@@ -14,7 +14,7 @@ from ..model import Session
 from ..protocol import SessionStore
 from ..registry import open_store
 from ..transaction import Transaction
-from ._blocking import Facade, Runner, attribute, blocking, blocking_iter
+from ._blocking import Facade, Runner, attribute, blocking, blocking_iter, blocking_read
 from ._loop_thread import LoopThread, run_before_threads_stop
 from ._thread_loops import ThreadLoops, blocking_call_error, in_plain_thread, run_on_new_loop
 
@@ -27,19 +27,29 @@ EXIT_TIMEOUT = 10.0
 
 
 def open_sync_store(
-    url: str | None = None, *, per_thread_loops: bool = False, **options: Any
+    url: str | None = None,
+    *,
+    per_thread_loops: bool = False,
+    blocking_reads: bool = True,
+    **options: Any,
 ) -> SyncSessionStore:
     """Open the store for ``url`` behind a blocking facade, initialised and ready.
 
     The same URLs and options as :func:`sessionstore.open_store` (``$SESSIONSTORE_URL``,
-    else ``memory://``); ``per_thread_loops`` as in :class:`SyncSessionStore`. Close it
+    else ``memory://``); ``per_thread_loops`` and ``blocking_reads`` as in
+    :class:`SyncSessionStore`. Close it
     with :meth:`SyncSessionStore.shutdown` or a ``with`` block; one left open is shut
     down at interpreter exit.
     """
     loop_thread = LoopThread()
     store = loop_thread.call(_build(url, options))
     try:
-        facade = SyncSessionStore(store, loop_thread=loop_thread, per_thread_loops=per_thread_loops)
+        facade = SyncSessionStore(
+            store,
+            loop_thread=loop_thread,
+            per_thread_loops=per_thread_loops,
+            blocking_reads=blocking_reads,
+        )
     except ValueError:
         loop_thread.close()
         raise
@@ -74,6 +84,14 @@ class SyncSessionStore(Facade):
     always run on the loop thread. :meth:`shutdown` (or interpreter exit) stops the loop
     thread and closes every loop the facade opened.
 
+    Blocking reads (``blocking_reads=True``, the default): a store that offers them
+    (:class:`BlockingReads`; the Redis driver on a single server, for ``get_session``,
+    ``get_sessions``, ``get_events`` and ``get_event``)
+    makes those reads on the calling thread itself, on a blocking connection of its own,
+    with the same logic, results and errors, and no hand-off to an event loop (see
+    ``docs/sync.md``, *Blocking reads*). ``blocking_reads=False`` runs every call on the
+    loop.
+
     Wrap a store you built yourself with ``SyncSessionStore(store)``; the facade then
     owns it (``shutdown`` shuts it down). Do not use that store from other event loops
     at the same time unless it works from any event loop.
@@ -87,6 +105,7 @@ class SyncSessionStore(Facade):
         *,
         loop_thread: LoopThread | None = None,
         per_thread_loops: bool = False,
+        blocking_reads: bool = True,
     ) -> None:
         if per_thread_loops:
             _check_per_thread_loops(store)
@@ -96,6 +115,8 @@ class SyncSessionStore(Facade):
         self._runner: Runner = self._loop_thread
         if self._thread_loops is not None:
             self._runner = self._thread_loops
+        offer = getattr(store, "blocking_reads", None) if blocking_reads else None
+        self._direct = offer() if callable(offer) else None
         self._closed = False
         self._finalizer = weakref.finalize(
             self, _close_quietly, self._loop_thread, self._thread_loops, store
@@ -112,6 +133,12 @@ class SyncSessionStore(Facade):
         """The facade's loop thread (shared by facades built on this one): where a store
         that needs one loop runs, and where transactions and iterators run."""
         return self._loop_thread
+
+    @property
+    def blocking_reads(self) -> bool:
+        """Whether some reads are made by the calling thread itself (the store offers
+        :class:`BlockingReads` and ``blocking_reads`` was not turned off)."""
+        return self._direct is not None
 
     @property
     def per_thread_loops(self) -> bool:
@@ -163,16 +190,16 @@ class SyncSessionStore(Facade):
 
     # -- sessions
     create_session = blocking(SessionStore.create_session)
-    get_session = blocking(SessionStore.get_session)
-    get_sessions = blocking(SessionStore.get_sessions)
+    get_session = blocking_read(SessionStore.get_session)
+    get_sessions = blocking_read(SessionStore.get_sessions)
     update_session = blocking(SessionStore.update_session)
     delete_session = blocking(SessionStore.delete_session)
     touch = blocking(SessionStore.touch)
     # -- events
     append_events = blocking(SessionStore.append_events)
-    get_events = blocking(SessionStore.get_events)
+    get_events = blocking_read(SessionStore.get_events)
     trim_events = blocking(SessionStore.trim_events)
-    get_event = blocking(SessionStore.get_event)
+    get_event = blocking_read(SessionStore.get_event)
     pop_events = blocking(SessionStore.pop_events)
     truncate_events = blocking(SessionStore.truncate_events)
     delete_events = blocking(SessionStore.delete_events)

@@ -280,7 +280,10 @@ def _thread_loop_states(facade: SyncSessionStore) -> int:
 @pytest.mark.integration
 def test_loops_of_threads_that_ended_are_closed_with_their_connections(redis_url: str) -> None:
     namespace = f"sync-{uuid.uuid4().hex[:12]}"
-    facade = open_sync_store(redis_url, namespace=namespace, per_thread_loops=True)
+    # (blocking reads off: get_session would not use the threads' loops)
+    facade = open_sync_store(
+        redis_url, namespace=namespace, per_thread_loops=True, blocking_reads=False
+    )
     s = facade.create_session()
 
     def work() -> None:
@@ -306,7 +309,7 @@ def test_loops_of_threads_that_ended_are_closed_with_their_connections(redis_url
 @pytest.mark.parametrize("url", ["memory", "redis"], indirect=True)
 def test_shutdown_from_another_thread_closes_idle_and_busy_threads_loops(url: str) -> None:
     namespace = f"sync-{uuid.uuid4().hex[:12]}"
-    facade = open_sync_store(url, namespace=namespace, per_thread_loops=True)
+    facade = open_sync_store(url, namespace=namespace, per_thread_loops=True, blocking_reads=False)
     runner = facade._thread_loops
     assert runner is not None
     s = facade.create_session()
@@ -449,16 +452,27 @@ def test_a_facade_left_open_is_shut_down_at_exit_without_hanging(kind: str, tmp_
         assert session.data == {"v": 1 if kind == "store" else 2}
 
 
+#: per mode: the facade's options, and how many per-thread things it holds at exit
+_EXIT_MODES = {
+    "thread-loops": ("per_thread_loops=True, blocking_reads=False", "_thread_loops.open_loops"),
+    # the Redis store's blocking reads: one connection per calling thread
+    "blocking-reads": ("blocking_reads=True", "_direct.connections.__len__()"),
+}
+
+
 @pytest.mark.integration
-def test_threads_loops_are_closed_at_exit_without_hanging(redis_url: str) -> None:
-    """At interpreter exit a facade left open closes the loops of threads that ended and
-    of a daemon thread still alive (idle), and the store, cleanly and without hanging."""
+@pytest.mark.parametrize("mode", sorted(_EXIT_MODES))
+def test_threads_loops_are_closed_at_exit_without_hanging(redis_url: str, mode: str) -> None:
+    """At interpreter exit a facade left open closes the loops (or the blocking read
+    connections) of threads that ended and of a daemon thread still alive (idle), and
+    the store, cleanly and without hanging."""
     namespace = f"sync-{uuid.uuid4().hex[:12]}"
+    options, held = _EXIT_MODES[mode]
     script = textwrap.dedent(
         f"""
         import threading
         from sessionstore.sync import open_sync_store
-        store = open_sync_store({redis_url!r}, namespace={namespace!r}, per_thread_loops=True)
+        store = open_sync_store({redis_url!r}, namespace={namespace!r}, {options})
         store.create_session(id="left-open", data={{"v": 1}})
 
         def work():
@@ -477,7 +491,7 @@ def test_threads_loops_are_closed_at_exit_without_hanging(redis_url: str) -> Non
 
         threading.Thread(target=idle, daemon=True).start()
         ready.wait()
-        print("exiting", store._thread_loops.open_loops)
+        print("exiting", store.{held})
         """
     )
     done = subprocess.run(
@@ -489,7 +503,8 @@ def test_threads_loops_are_closed_at_exit_without_hanging(redis_url: str) -> Non
     )
     assert done.returncode == 0, done.stderr
     # the main thread's loop and the idle thread's (the ended thread's loop was closed
-    # when the idle thread made its first call); the exit hook closes both
+    # when the idle thread made its first call); the exit hook closes both. Blocking
+    # reads: the ended thread's connection and the idle one's (closed at the limit only)
     assert "exiting 2" in done.stdout
     assert "Traceback" not in done.stderr and "ResourceWarning" not in done.stderr, done.stderr
     with open_sync_store(redis_url, namespace=namespace) as store:
