@@ -345,7 +345,7 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
     ones as one string (``lua/pieces.lua``); the pages equal ``get_session``'s sessions
     either way, on a single server (the walk reads the documents) and on Cluster (each
     node's ``read.lua`` does)."""
-    from sessionstore_redis import _query, _store
+    from sessionstore_redis import _encoding, _query, _store
 
     from sessionstore import CreateOp, NewSession
 
@@ -367,7 +367,7 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
         frames.extend(res[5] for res in out if isinstance(res, list) and len(res) > 5)
         return out
 
-    documents = _store._documents
+    documents = _encoding.documents
     read_frames: list[Any] = []
 
     def spy_documents(reply: Any, count: int) -> list[bytes] | None:
@@ -378,7 +378,8 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
     opts = QueryOptions(sort_by="created_at", limit=100)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_query.Queries, "_pipeline", spy)
-        patch.setattr(_store, "_documents", spy_documents)
+        patch.setattr(_store, "documents", spy_documents)  # the Cluster page's read
+        patch.setattr(_encoding, "documents", spy_documents)  # get_session's read
         for flt in (SessionFilter(processor_id="p"), SessionFilter()):
             page = await store.list_sessions(flt, opts)
             assert len(page) == 60
