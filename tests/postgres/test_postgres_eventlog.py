@@ -676,4 +676,5 @@ async def test_an_append_from_the_copy_returns_the_stored_updated_at(
     assert cached is not None and cached.token != before.token
     assert cached.data is before.data and store._cache._bytes == size
     assert after.updated_at.tzinfo is UTC and after.updated_at.microsecond == 123000
-    assert after.updated_at == (await store.get_session(s.id)).updated_at
+    stored = await store.get_session(s.id)
+    assert stored is not None and after.updated_at == stored.updated_at
