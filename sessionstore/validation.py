@@ -205,6 +205,15 @@ def validate_event(
 ) -> tuple[str, Any, str | None, datetime | None]:
     """Return ``(type, data, key, at)`` of an event to append (``key``/``at`` checked,
     ``at`` in UTC at millisecond precision); the data is validated by the codec."""
+    if type(value) is dict and value.keys() <= _EVENT_FIELDS:  # the commonest, first
+        if "type" not in value:
+            raise InvalidArgumentError("an event needs a 'type'")
+        etype = value["type"]
+        if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+            raise InvalidArgumentError(
+                f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+            )
+        return etype, value.get("data", {}), None, None
     if isinstance(value, EventInput):
         etype, data, key, at = value.type, value.data, value.key, value.at
     elif isinstance(value, Mapping):

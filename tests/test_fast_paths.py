@@ -306,3 +306,39 @@ def test_redis_key_and_event_type_caches_are_bounded() -> None:
     for n in range(1100):
         assert orjson.loads(_encoding.type_json(f"t{n}")) == f"t{n}"
         assert len(_encoding._TYPES) <= 1024
+
+
+# --------------------------------------------------------------------------- event checks
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "t"},
+        {"type": "t", "data": {"a": [1]}},
+        {"data": {}},
+        {},
+        {"type": ""},
+        {"type": 7, "data": {}},
+        {"type": "x" * 10_000},
+        {"type": "t", "key": "k"},
+        {"type": "t", "other": 1},
+    ],
+)
+def test_validate_events_plain_dict_path_answers_as_the_general_one(
+    event: dict[str, Any],
+) -> None:
+    """A plain dict of ``type``/``data`` takes validate_event's fast path: the same
+    result, or the same error, as the same event as another Mapping type."""
+    from types import MappingProxyType
+
+    from sessionstore.errors import InvalidArgumentError
+    from sessionstore.validation import validate_event
+
+    def outcome(value: Any) -> object:
+        try:
+            return validate_event(value)
+        except InvalidArgumentError as exc:
+            return str(exc)
+
+    assert outcome(event) == outcome(MappingProxyType(event))

@@ -64,16 +64,23 @@ class RowCache:
         return self._rows.get(session_id)
 
     def put(self, session_id: str, row: Cached) -> None:
-        size = len(row.data) + len(row.metadata)
         with self._lock:
+            rows = self._rows
+            old = rows.get(session_id)
+            if old is not None and old.data is row.data and old.metadata is row.metadata:
+                # the same documents (an append from the copy): same bytes, same bounds
+                rows[session_id] = row
+                rows.move_to_end(session_id)
+                return
             self._discard(session_id)
+            size = len(row.data) + len(row.metadata)
             if size > MAX_ENTRY_BYTES:
                 return
-            self._rows[session_id] = row
+            rows[session_id] = row
             self._bytes += size
-            while len(self._rows) > MAX_ENTRIES or self._bytes > MAX_TOTAL_BYTES:
-                _, old = self._rows.popitem(last=False)
-                self._bytes -= len(old.data) + len(old.metadata)
+            while len(rows) > MAX_ENTRIES or self._bytes > MAX_TOTAL_BYTES:
+                _, evicted = rows.popitem(last=False)
+                self._bytes -= len(evicted.data) + len(evicted.metadata)
 
     def _discard(self, session_id: str) -> None:
         old = self._rows.pop(session_id, None)

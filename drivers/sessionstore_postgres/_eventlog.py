@@ -25,10 +25,10 @@ is :class:`~sessionstore.OutcomeUnknownError`.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from os import urandom
 from typing import Any, Final
 
 import asyncpg
@@ -124,6 +124,7 @@ class EventLog:
         sid: str,
         cached: Cached,
         token: str,
+        now: datetime,
         now_ms: int,
         version: int,
         count: int,
@@ -132,9 +133,13 @@ class EventLog:
         """The session after a plain append whose compare-and-set on this store's token
         matched: the cached copy with the new version, counters and ``updated_at``."""
         h = cached.head
+        # the stored updated_at is now_ms: a clock's own now (UTC, whole milliseconds)
+        # is that instant already, without converting back
+        exact = now.tzinfo is UTC and not now.microsecond % 1000
         session = fast_session(
             h.id, h.processor_id, h.status, orjson.loads(cached.data),
-            orjson.loads(cached.metadata), h.tags, h.created_at, from_ms(now_ms),
+            orjson.loads(cached.metadata), h.tags, h.created_at,
+            now if exact else from_ms(now_ms),
             h.expires_at, version, count, last, h.group,
         )  # fmt: skip
         self._cache.put(sid, Cached(session, cached.data, cached.metadata, token))
@@ -158,14 +163,21 @@ class EventLog:
     ) -> tuple[OpResult, Session]:
         """One ``events_op`` call; raises the typed errors (missing session, version
         mismatch, key conflict) and returns the result with the session it leaves."""
-        token = secrets.token_hex(12)
+        token = urandom(12).hex()  # secrets.token_hex(12), without its two calls
         cached = self._cache.get(sid)
         now_ms = to_ms(now)
-        plain = (
-            op == "append" and cached is not None and events and create is None
-            and expires_mode == 0 and all(e[2] is None for e in events)
-        )  # fmt: skip
-        one = plain and len(events) == 1 and not need_events
+        if len(events) == 1:  # the commonest: no all() over the keys
+            plain = (
+                op == "append" and cached is not None and events[0][2] is None
+                and create is None and expires_mode == 0
+            )  # fmt: skip
+            one = plain and not need_events
+        else:
+            plain = (
+                op == "append" and cached is not None and bool(events) and create is None
+                and expires_mode == 0 and all(e[2] is None for e in events)
+            )  # fmt: skip
+            one = False
         args: tuple[Any, ...]
         if one:  # scalars, four reply columns (the commonest call: built first, alone)
             assert cached is not None
@@ -236,7 +248,9 @@ class EventLog:
         if one:
             if reply[3] is None:  # the head's update matched: the copy plus counters
                 assert cached is not None
-                return self._from_copy(sid, cached, token, now_ms, reply[0], reply[1], reply[2])
+                return self._from_copy(
+                    sid, cached, token, now, now_ms, reply[0], reply[1], reply[2]
+                )
             reply = _op_row(reply[3])  # events_op answered (its row as JSON text)
         code = reply[0]
         if code == _ABSENT:
@@ -247,7 +261,7 @@ class EventLog:
         if plain and reply[7] is None:  # the head's update matched: the copy plus counters
             assert cached is not None
             result, session = self._from_copy(
-                sid, cached, token, now_ms, reply[16], reply[17], reply[18]
+                sid, cached, token, now, now_ms, reply[16], reply[17], reply[18]
             )
             if need_events:
                 result.new = list(reply[1])

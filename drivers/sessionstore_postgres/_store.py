@@ -694,6 +694,12 @@ class PostgresStore(BaseSessionStore):
                 session_id, events, expected_version=expected_version, create=create, ttl=ttl,
                 expires_at=expires_at,
             )  # fmt: skip
+        if create is False and ttl is None and expires_at is UNSET:
+            # the common append, without building an AppendOp (see _append_plain)
+            _, session = await self._append_plain(
+                session_id, events, expected_version, detailed=False
+            )
+            return session
         op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
         _, session = await self._append(op, detailed=False)
         return session
@@ -715,15 +721,8 @@ class PostgresStore(BaseSessionStore):
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
         if op.create is False and op.ttl is None and op.expires_at is UNSET:
-            # the common append: the same checks as prepare(), in its order, and the
-            # events' JSON as the codec made it (prepare keeps only the copies)
-            sid = validate_session_id(op.session_id)
-            expected = check_expected_version(op.expected_version)
-            plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
-                op.events, self._limits)]  # fmt: skip
-            self._check_open()
-            return await self._event_op(
-                sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
+            return await self._append_plain(
+                op.session_id, op.events, op.expected_version, detailed=detailed
             )
         p = prepare(op, self._limits)
         self._check_open()
@@ -758,6 +757,26 @@ class PostgresStore(BaseSessionStore):
             events=events, expires_mode=mode, expires=expires, create=new_row,
             need_events=detailed,
         )  # fmt: skip
+
+    async def _append_plain(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        expected_version: int | None,
+        *,
+        detailed: bool,
+    ) -> tuple[OpResult, Session]:
+        """The common append (no ``create``, no expiry change): the same checks as
+        prepare(), in its order, and the events' JSON as the codec made it (prepare
+        keeps only the copies)."""
+        sid = validate_session_id(session_id)
+        expected = check_expected_version(expected_version)
+        plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
+            events, self._limits)]  # fmt: skip
+        self._check_open()
+        return await self._event_op(
+            sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
+        )
 
     async def _event_op(
         self, sid: str, op: str, now: datetime, expected: int | None, **kwargs: Any

@@ -7,6 +7,7 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import asyncpg
@@ -20,6 +21,7 @@ from sessionstore import (
     DeleteEventsOp,
     EventInput,
     EventKeyConflictError,
+    ManualClock,
     Op,
     PopOp,
     SessionConflictError,
@@ -635,3 +637,44 @@ async def test_a_type_page_reads_only_the_page_whatever_the_statistics(
 
 def _arr(values: Any) -> str:
     return "ARRAY[" + ", ".join(_lit(v) for v in values) + "]::text[]"
+
+
+class _OddClock(ManualClock):
+    """A clock whose ``now`` is not whole milliseconds in UTC (the Clock protocol asks
+    for both; the store must still return what it stored)."""
+
+    def __init__(self, now: datetime) -> None:
+        super().__init__()
+        self._odd = now
+
+    def now(self) -> datetime:
+        return self._odd
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(2031, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        datetime(2031, 1, 1, 14, 0, 0, 123000, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2031, 1, 1, 12, 0, 0, 123000, tzinfo=UTC),
+    ],
+)
+async def test_an_append_from_the_copy_returns_the_stored_updated_at(
+    open_pg: OpenPg, now: datetime
+) -> None:
+    """The plain append builds the returned session from the copy: its ``updated_at``
+    is the stored one (whole milliseconds, UTC) whatever the clock's ``now`` looks like,
+    and the cache entry keeps the same documents in place."""
+    store = await open_pg(clock=_OddClock(now))
+    s = await store.create_session(data={"v": 1}, metadata={"m": 2})
+    before = store._cache.get(s.id)
+    assert before is not None
+    size = store._cache._bytes
+    after = await store.append_events(s.id, [{"type": "t", "data": {"i": 1}}])
+    cached = store._cache.get(s.id)
+    assert cached is not None and cached.token != before.token
+    assert cached.data is before.data and store._cache._bytes == size
+    assert after.updated_at.tzinfo is UTC and after.updated_at.microsecond == 123000
+    stored = await store.get_session(s.id)
+    assert stored is not None and after.updated_at == stored.updated_at
