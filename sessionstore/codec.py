@@ -27,7 +27,7 @@ from typing import Any, Final
 import orjson
 
 from .errors import IntegrityError, QuotaExceededError, SerializationError, UnsupportedFormatError
-from .model import Checkpoint, Event, JSONDict, Session, Status
+from .model import Checkpoint, Event, JSONDict, Session, Status, fast_session
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -383,20 +383,21 @@ def session_from_record(rec: Any, record: str = "") -> Session:
         version, event_count, last_seq = rec["version"], rec["event_count"], rec["last_seq"]
         if not all(isinstance(n, int) and n >= 0 for n in (version, event_count, last_seq)):
             raise IntegrityError("version/event counters are not non-negative integers", record)
-        return Session(
-            id=str(rec["id"]),
-            processor_id=rec["processor_id"],
-            status=Status(rec["status"]),
-            data=data,
-            metadata=metadata,
-            tags=frozenset(tags),
-            created_at=_ts(rec["created_at"], "created_at", record),
-            updated_at=_ts(rec["updated_at"], "updated_at", record),
-            expires_at=None if expires is None else _ts(expires, "expires_at", record),
-            version=version,
-            event_count=event_count,
-            last_seq=last_seq,
-            group=rec.get("group"),
+        # fast_session: every field, in order (every stored session read builds one)
+        return fast_session(
+            str(rec["id"]),
+            rec["processor_id"],
+            Status(rec["status"]),
+            data,
+            metadata,
+            frozenset(tags),
+            _ts(rec["created_at"], "created_at", record),
+            _ts(rec["updated_at"], "updated_at", record),
+            None if expires is None else _ts(expires, "expires_at", record),
+            version,
+            event_count,
+            last_seq,
+            rec.get("group"),
         )
     except KeyError as exc:
         raise IntegrityError(f"session record lacks field {exc.args[0]!r}", record) from None

@@ -343,6 +343,10 @@ def test_session_record_round_trip_keeps_every_field(changes: dict[str, Any]) ->
     if session.expires_at is not None:
         _assert_utc_ms(back.expires_at)
     assert type(back.metadata["score"]) is float if "score" in back.metadata else True
+    # built without the frozen __init__ (fast_session): still a frozen Session
+    assert type(back) is Session
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.version = 99  # type: ignore[misc]
 
 
 def test_session_record_reuses_pre_encoded_payloads() -> None:

@@ -48,7 +48,8 @@ from typing import Final
 
 import orjson
 
-from sessionstore import IntegrityError, Session
+from sessionstore import IntegrityError
+from sessionstore.planning import fast_session
 
 from ._file_formats import Doc
 from ._fs import FILE_MODE, symlink_error
@@ -300,7 +301,7 @@ class HeadCache:
             d.event_count,
             d.last_seq,
         )
-        session = Session(
+        session = fast_session(  # (every write of a cached session builds one)
             d.id, d.processor_id, d.status, orjson.loads(head.data_json),
             orjson.loads(head.meta_json), d.tags, d.created_at, at, d.expires_at, version,
             count, last_seq, d.group,

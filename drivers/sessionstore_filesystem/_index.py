@@ -335,8 +335,8 @@ class Index:
             if (
                 new is not None
                 and old is not None
-                and old.tags == new.tags
-                and old.metadata == new.metadata
+                and (old.tags is new.tags or old.tags == new.tags)
+                and (old.metadata is new.metadata or old.metadata == new.metadata)
                 and old.processor_id == new.processor_id
                 and old.status is new.status
                 and old.created_at == new.created_at

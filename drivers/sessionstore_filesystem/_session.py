@@ -49,6 +49,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from sessionstore import Checkpoint, IntegrityError, Session
+from sessionstore.planning import fast_session
 from sessionstore.validation import validate_session_id
 
 from ._file_formats import (
@@ -450,8 +451,9 @@ assert len(fields(Session)) == 13, "Session changed: update advanced()"
 
 
 def advanced(s: Session, version: int, at: datetime, event_count: int, last_seq: int) -> Session:
-    """``s`` after appends (a direct construction: ``dataclasses.replace`` is slow)."""
-    return Session(
+    """``s`` after appends (``fast_session``: ``dataclasses.replace`` and the frozen
+    ``__init__`` are slow)."""
+    return fast_session(
         s.id, s.processor_id, s.status, s.data, s.metadata, s.tags, s.created_at, at,
         s.expires_at, version, event_count, last_seq, s.group,
     )  # fmt: skip

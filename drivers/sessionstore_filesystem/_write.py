@@ -280,12 +280,13 @@ def is_pure_append(cur: Session | None, mut: Mutation) -> bool:
         and new.event_count == cur.event_count + len(mut.append)
         and new.processor_id == cur.processor_id
         and new.status is cur.status
-        and new.tags == cur.tags
         and new.created_at == cur.created_at
         and new.expires_at == cur.expires_at
         and new.group == cur.group
-        and new.metadata == cur.metadata
-        and new.data == cur.data
+        # an append carries the same objects over: identity first (a dict's == walks it)
+        and (new.tags is cur.tags or new.tags == cur.tags)
+        and (new.metadata is cur.metadata or new.metadata == cur.metadata)
+        and (new.data is cur.data or new.data == cur.data)
     )
 
 
