@@ -36,6 +36,21 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _run_module(module: str, *args: str, timeout: float = 300) -> str:
+    """Run ``python -m benchmarks.<module> <args>`` from the repo; check it exited 0;
+    return what it printed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 def _run_quick(module: str, tmp_path: Path, *extra: str, title: str) -> tuple[dict[str, Any], str]:
     """Run ``python -m benchmarks.<module> --quick --json``; check it ran; return its
     report and what it printed.
@@ -44,21 +59,13 @@ def _run_quick(module: str, tmp_path: Path, *extra: str, title: str) -> tuple[di
     ratio is asserted: timing assertions do not belong in tests).
     """
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--quick", "--json", str(out), *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"== sessionstore {title} benchmark (quick) ==" in proc.stdout
+    stdout = _run_module(module, "--quick", "--json", str(out), *extra)
+    assert f"== sessionstore {title} benchmark (quick) ==" in stdout
     report: dict[str, Any] = json.loads(out.read_text())
     for row in report["rows"]:
         for key in ("op_s", "floor_s", "ratio", "target_limit"):
             assert _number(row[key]) and row[key] > 0, (row["name"], key, row[key])
-    return report, proc.stdout
+    return report, stdout
 
 
 def test_bench_memory_quick_runs_and_writes_every_row(tmp_path: Path) -> None:
@@ -314,13 +321,11 @@ def test_bench_million_mode_runs_every_step_at_a_small_size(
     if module == "bench_postgres":
         extra = ["--url", request.getfixturevalue("postgres_url")]
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--million-only", "--million-size",
-         "2000", "--json", str(out), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    stdout = _run_module(
+        module, "--million-only", "--million-size", "2000", "--json", str(out), *extra,
+        timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"== sessionstore {title} benchmark ==" in proc.stdout
+    assert f"== sessionstore {title} benchmark ==" in stdout
     report: dict[str, Any] = json.loads(out.read_text())
     assert report["meta"]["million"] == 2_000
     listing = "100 newest of a processor's 1,000 among 2,000"
@@ -350,12 +355,10 @@ def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: P
     or restored, and the store is still removed at the end (the file benchmark once
     failed there, removing a restored store that did not exist)."""
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", "--million-only", "--million-no-copy",
-         "--million-size", "2000", "--json", str(out), "--dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    _run_module(
+        module, "--million-only", "--million-no-copy", "--million-size", "2000",
+        "--json", str(out), "--dir", str(tmp_path), timeout=600,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     info = json.loads(out.read_text())["info"]
     label = MILLION_DRIVERS[module][1][0]
     assert "count_sessions(processor) = 1,000" in info[f"[{label}] 2,000 count"]
@@ -383,15 +386,7 @@ def test_the_blocking_reads_measurement_scripts_run(
 ) -> None:
     """The issue-18 measurement scripts (private servers of their own) still run and
     print every side they measure (no figure asserted)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{module}", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.splitlines()
+    stdout = _run_module(module, *args)
+    lines = stdout.splitlines()
     for side in expect:
-        assert any(line.startswith(side + " ") for line in lines), (side, proc.stdout)
+        assert any(line.startswith(side + " ") for line in lines), (side, stdout)
