@@ -20,7 +20,8 @@
   is caught by one watchdog per pool (:meth:`Pool._tick`, a timer every ``grace / 2``
   seconds, armed only while a connection is in use): a connection in use whose asyncpg
   statement counter has not moved for ``command_timeout + grace`` is terminated, which
-  is a lost connection to the retry rules;
+  is a lost connection to the retry rules (so between ``command_timeout + grace`` and
+  ``command_timeout + 2 * grace`` after the statement was sent);
 * TCP connections keep alive and give up on unacknowledged data after the same limit
   (``SO_KEEPALIVE``, ``TCP_USER_TIMEOUT``), so a dead idle connection is closed by the
   kernel before it is handed out.
