@@ -191,6 +191,9 @@ async def main(args: argparse.Namespace) -> None:
             pids = {side: await _pid(s) for side, s in stores.items()}
             raw_pid = int(await raw.fetchval("SELECT pg_backend_pid()"))
             t_events = stores["server"]._t_events
+            # statistics first: on a never-analysed table a generic plan of the raw floor's
+            # SELECT may read the whole log (one run: 9.5 ms of server CPU a call)
+            await raw.execute(f"ANALYZE {t_events}")
             raw_seq = itertools.count(1)
             raw_log = f"raw-{run}"
             event_json = orjson.dumps(EVENT["data"]).decode()
