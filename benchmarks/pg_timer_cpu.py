@@ -47,7 +47,7 @@ import asyncpg
 import orjson
 
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
-from .bench_postgres import _connect_args, private_server
+from .bench_postgres import _connect_args, floor_sql, private_server
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -197,15 +197,8 @@ async def main(args: argparse.Namespace) -> None:
             raw_seq = itertools.count(1)
             raw_log = f"raw-{run}"
             event_json = orjson.dumps(EVENT["data"]).decode()
-            insert_sql = (
-                f"INSERT INTO {t_events} (ns, session_id, seq, type, at, data) "
-                "VALUES ($1, $2, $3, $4, $5, $6)"
-            )
+            insert_sql, last_sql = floor_sql(t_events)
             ns = stores["server"].namespace
-            last_sql = (
-                f"SELECT seq, type, at, data FROM {t_events} WHERE ns = $1 AND session_id = $2 "
-                "ORDER BY seq DESC LIMIT 20"
-            )
 
             def raw_insert() -> Awaitable[object]:
                 call: Awaitable[object] = raw.execute(
@@ -225,26 +218,14 @@ async def main(args: argparse.Namespace) -> None:
                 store, sid = stores[side], sids[side]
                 return lambda: store.get_events(sid, last=20)
 
-            a = await _rounds(
-                "append",
-                {
-                    "timer": (appender("timer"), pids["timer"]),
-                    "server": (appender("server"), pids["server"]),
-                    "raw": (raw_insert, raw_pid),
-                },
-                args.rounds,
-                args.calls,
-            )
-            r = await _rounds(
-                "last-20",
-                {
-                    "timer": (reader("timer"), pids["timer"]),
-                    "server": (reader("server"), pids["server"]),
-                    "raw": (raw_last, raw_pid),
-                },
-                args.rounds,
-                args.calls,
-            )
+            medians: dict[str, dict[str, float]] = {}
+            for name, side_call, floor in (
+                ("append", appender, raw_insert),
+                ("last-20", reader, raw_last),
+            ):
+                sides = {side: (side_call(side), pids[side]) for side in ("timer", "server")}
+                sides["raw"] = (floor, raw_pid)
+                medians[name] = await _rounds(name, sides, args.rounds, args.calls)
             timed = await asyncpg.connect(**_connect_args(stores["server"]), command_timeout=30)
             try:
                 timed_pid = int(await timed.fetchval("SELECT pg_backend_pid()"))
@@ -266,7 +247,7 @@ async def main(args: argparse.Namespace) -> None:
             finally:
                 await timed.close()
             print(f"select: asyncpg's timer costs {q['timer'] - q['raw']:.1f} us a statement")
-            for name, m in (("append", a), ("last-20", r)):
+            for name, m in medians.items():
                 saved = m["timer"] - m["server"]
                 print(
                     f"{name} client CPU / raw: timer {m['timer'] / m['raw']:.2f}x, "
