@@ -259,24 +259,23 @@ class Pool:
     def abandon(self) -> None:
         """Close the pool without awaiting: on its own loop's thread, or once that loop
         has closed (then every connection goes, in use or not: no task is left to release
-        one). Connections in use on a live loop are dropped when released."""
+        one). Connections in use on a live loop are dropped when released (the watchdog
+        keeps watching them until then)."""
         self._open = False
-        self._unwatch()
         idle, self._idle = self._idle, []
         for conn in idle:
             self._dispose(conn)
         if self.loop is not None and self.loop.is_closed():
+            self._busy.clear()  # nothing runs on a closed loop: no timer to look again
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             for conn in list(self._conns):
                 self._dispose(conn)
         else:
             for waiter in self._waiters:
                 if not waiter.done():
                     waiter.set_result(None)
-
-    def _unwatch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
 
     def _refused(self, exc: BaseException) -> ConfigurationError:
         return ConfigurationError(
@@ -315,9 +314,9 @@ class Pool:
                 delay = min(delay * 2, 1.0)
 
     async def close(self) -> None:
-        """Close the idle connections (those in use are closed when released)."""
+        """Close the idle connections (those in use are closed when released; the
+        watchdog stops by itself once none is in use)."""
         self._open = False
-        self._unwatch()
         idle, self._idle = self._idle, []
         for conn in idle:
             self._size -= 1
