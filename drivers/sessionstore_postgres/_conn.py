@@ -241,7 +241,9 @@ class Pool:
             return
         now = asyncio.get_running_loop().time()
         for conn, seen in list(busy.items()):
-            count = conn._protocol.queries_count
+            # asyncpg counts statements as it sends them (without the counter, one
+            # operation is one statement to the watchdog)
+            count = getattr(conn._protocol, "queries_count", -1)
             if seen is None or seen[0] != count:
                 busy[conn] = (count, now)  # a new statement since the last look
             elif now - seen[1] >= self._limit and conn not in self._overran:

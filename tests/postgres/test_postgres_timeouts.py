@@ -143,6 +143,24 @@ async def test_an_overrunning_write_follows_the_outcome_rules(
 
 
 @pytest.mark.asyncio
+async def test_the_limit_is_per_statement_not_per_operation(open_pg: OpenPg) -> None:
+    """Ten statements of 0.3 s on one connection (3 s, past the watchdog's 1.55-2.6 s) are
+    not cut: its counter moves with each; one statement of 0.8 s is cancelled."""
+    store = await open_pg(command_timeout=TIMEOUT, retry_deadline=0.2)
+    pool = store._pools.get()
+
+    async def several(conn: asyncpg.Connection) -> list[object]:
+        return [await conn.fetchval("SELECT pg_sleep(0.3)") for _ in range(10)]
+
+    started = time.monotonic()
+    assert await _bounded(pool.run(several)) == [None] * 10
+    assert time.monotonic() - started >= TIMEOUT + grace(TIMEOUT)
+    with pytest.raises(StoreUnavailableError) as info:
+        await _bounded(pool.run(lambda c: c.fetchval("SELECT pg_sleep(0.8)")))
+    assert "57014" in str(info.value)
+
+
+@pytest.mark.asyncio
 async def test_a_hung_backend_is_terminated_within_the_bound(open_pg: OpenPg) -> None:
     store = await open_pg(
         table_prefix=_prefix(), command_timeout=TIMEOUT, retry_deadline=15, max_size=2
