@@ -117,6 +117,18 @@ def _connect_args(store: Any) -> dict[str, Any]:
     }
 
 
+def floor_sql(t_events: str) -> tuple[str, str]:
+    """The raw floors of rows 2 and 3: the event row's ``INSERT`` (``$1``-``$6``: ns,
+    session, seq, type, at, data) and the last 20 events of ``$1``/``$2`` by the primary
+    key."""
+    return (
+        f"INSERT INTO {t_events} (ns, session_id, seq, type, at, data) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+        f"SELECT seq, type, at, data FROM {t_events} WHERE ns = $1 AND session_id = $2 "
+        "ORDER BY seq DESC LIMIT 20",
+    )
+
+
 def _decode_row(row: Any) -> object:
     return orjson.loads(row[3]), orjson.loads(row[4])
 
@@ -174,10 +186,7 @@ async def _ops(
     raw_seq = itertools.count(1)
     raw_log = f"raw-{new_id()}"
     event_json = orjson.dumps(EVENT["data"]).decode()
-    insert_sql = (
-        f"INSERT INTO {t_events} (ns, session_id, seq, type, at, data) "
-        "VALUES ($1, $2, $3, $4, $5, $6)"
-    )
+    insert_sql, last_sql = floor_sql(t_events)
 
     def raw_insert() -> object:
         return conn.execute(
@@ -191,11 +200,6 @@ async def _ops(
     )  # fmt: skip
     report.add(Row(f"append_events (1 event, {sizes.big_log:,} in the log)", op,
                    "raw INSERT + commit", floor, Target.at_most(1.5)))  # fmt: skip
-
-    last_sql = (
-        f"SELECT seq, type, at, data FROM {t_events} WHERE ns = $1 AND session_id = $2 "
-        "ORDER BY seq DESC LIMIT 20"
-    )
 
     async def raw_last() -> object:
         rows = await conn.fetch(last_sql, store.namespace, big)

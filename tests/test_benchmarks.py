@@ -379,13 +379,24 @@ def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: P
             ["--rounds", "1", "--calls", "5", "--threads", "2"],
             ["get_session", "get_sessions(10 ids)", "get_events(last=20)", "get_event(key=)"],
         ),
+        (
+            "pg_timer_cpu",
+            ["--rounds", "1", "--calls", "5", "--big-log", "100", "--canned"],
+            [
+                "append timer:",
+                "append server:",
+                "last-20 raw:",
+                "select timer:",
+                "store get_events(last=20), canned reply:",
+            ],
+        ),
     ],
 )
 def test_the_blocking_reads_measurement_scripts_run(
     module: str, args: list[str], expect: list[str]
 ) -> None:
-    """The issue-18 measurement scripts (private servers of their own) still run and
-    print every side they measure (no figure asserted)."""
+    """The issue-18 measurement scripts and issue 20's ``pg_timer_cpu`` (private servers
+    of their own) still run and print every side they measure (no figure asserted)."""
     stdout = _run_module(module, *args)
     lines = stdout.splitlines()
     for side in expect:

@@ -9,13 +9,34 @@
   token): applied -> success; not applied -> sent again; anything else ->
   :class:`OutcomeUnknownError`.
 * Errors never carry the password: messages are built here, never copied from a DSN.
+
+``command_timeout`` (one statement may not run longer) costs nothing per statement:
+
+* the server enforces it: every connection opens with ``statement_timeout`` set to it, so
+  PostgreSQL cancels an overrunning statement itself (SQLSTATE 57014, a
+  :class:`~asyncpg.exceptions.QueryCanceledError`, which takes the "timed out after it
+  was sent" path above; the connection answered and stays in the pool);
+* a server or network that cannot answer (a hung host, a dead link, a stopped process)
+  is caught by one watchdog per pool (:meth:`Pool._tick`, a timer every ``grace / 2``
+  seconds, armed only while a connection is in use): a connection in use whose asyncpg
+  statement counter has not moved for ``command_timeout + grace`` is terminated, which
+  is a lost connection to the retry rules (so between ``command_timeout + grace`` and
+  ``command_timeout + 2 * grace`` after the statement was sent);
+* TCP connections keep alive and give up on unacknowledged data after the same limit
+  (``SO_KEEPALIVE``, ``TCP_USER_TIMEOUT``), so a dead idle connection is closed by the
+  kernel before it is handed out.
+
+asyncpg's own ``command_timeout`` is not used: it arms and cancels a ``call_later`` timer
+around every statement (8-20 us of client CPU each, docs/decisions.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -52,6 +73,31 @@ _FATAL_CONNECT: Final = (
     asyncpg.exceptions.InvalidAuthorizationSpecificationError,  # 28000, 28P01
     asyncpg.exceptions.InvalidCatalogNameError,  # no such database
 )
+
+
+def grace(command_timeout: float) -> float:
+    """Seconds the watchdog waits past ``command_timeout`` before it terminates a
+    connection: room for the server's own cancel (``statement_timeout``) to arrive first."""
+    return 1.0 + command_timeout / 10
+
+
+def _tcp_timeouts(conn: asyncpg.Connection, limit: float) -> None:
+    """Keepalive and ``TCP_USER_TIMEOUT`` of ``limit`` seconds on a TCP connection (not a
+    Unix socket; where the platform has them)."""
+    sock = conn._transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    seconds = max(1, math.ceil(limit))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (
+        ("TCP_KEEPIDLE", seconds),  # idle seconds before the first probe
+        ("TCP_KEEPINTVL", max(1, seconds // 3)),
+        ("TCP_KEEPCNT", 3),
+        ("TCP_USER_TIMEOUT", seconds * 1000),  # ms data (or a probe) may stay unacknowledged
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _describe(exc: BaseException) -> str:
@@ -109,6 +155,13 @@ class Pool:
         self._open = False
         self._conns: set[asyncpg.Connection] = set()  # every connection open, idle or not
         self._filling = False
+        # the watchdog (module docstring): connections in use -> None (not looked at yet)
+        # or (asyncpg's statement counter, when the watchdog first saw that value)
+        self._busy: dict[asyncpg.Connection, tuple[int, float] | None] = {}
+        self._overran: set[asyncpg.Connection] = set()  # terminated by the watchdog
+        self._watch: asyncio.TimerHandle | None = None
+        self._grace = grace(options.command_timeout)
+        self._limit = options.command_timeout + self._grace
 
     def _scrub(self, text: str) -> str:
         password = self.options.password
@@ -124,9 +177,16 @@ class Pool:
             database=opts.database,
             ssl=opts.sslmode,
             timeout=opts.connect_timeout,
-            command_timeout=opts.command_timeout,
-            server_settings={"application_name": opts.application_name},
+            server_settings={
+                "application_name": opts.application_name,
+                # the server cancels an overrunning statement (no client timer per statement)
+                "statement_timeout": str(max(1, math.ceil(opts.command_timeout * 1000))),
+            },
         )
+        try:
+            _tcp_timeouts(conn, self._limit)
+        except OSError:  # a socket that refuses an option keeps the kernel's defaults
+            log.debug("postgres: TCP keepalive/user timeout not set on a connection")
         if not self._open:  # closed while connecting (a shutdown from another loop)
             conn.terminate()
             raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
@@ -164,17 +224,54 @@ class Pool:
     def _dispose(self, conn: asyncpg.Connection) -> None:
         self._size -= 1
         self._conns.discard(conn)
+        self._overran.discard(conn)
         drop(conn, self.loop)
+
+    def _arm(self) -> None:
+        loop = self.loop or asyncio.get_running_loop()
+        self._watch = loop.call_later(self._grace / 2, self._tick)
+
+    def _tick(self) -> None:
+        """The watchdog: terminate each connection in use whose statement counter has not
+        moved for ``command_timeout + grace``, then look again in ``grace / 2`` (while
+        any connection is in use)."""
+        self._watch = None
+        busy = self._busy
+        if not busy:
+            return
+        now = asyncio.get_running_loop().time()
+        for conn, seen in list(busy.items()):
+            # asyncpg counts statements as it sends them (without the counter, one
+            # operation is one statement to the watchdog)
+            count = getattr(conn._protocol, "queries_count", -1)
+            if seen is None or seen[0] != count:
+                busy[conn] = (count, now)  # a new statement since the last look
+            elif now - seen[1] >= self._limit and conn not in self._overran:
+                log.warning(
+                    "postgres: a statement on %s got no reply for over %.1f s (command_timeout "
+                    "%.1f s): connection terminated",
+                    self.target,
+                    now - seen[1],
+                    self.options.command_timeout,
+                )
+                self._overran.add(conn)
+                conn.terminate()  # the awaiting call fails as a lost connection
+        self._arm()
 
     def abandon(self) -> None:
         """Close the pool without awaiting: on its own loop's thread, or once that loop
         has closed (then every connection goes, in use or not: no task is left to release
-        one). Connections in use on a live loop are dropped when released."""
+        one). Connections in use on a live loop are dropped when released (the watchdog
+        keeps watching them until then)."""
         self._open = False
         idle, self._idle = self._idle, []
         for conn in idle:
             self._dispose(conn)
         if self.loop is not None and self.loop.is_closed():
+            self._busy.clear()  # nothing runs on a closed loop: no timer to look again
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
             for conn in list(self._conns):
                 self._dispose(conn)
         else:
@@ -219,7 +316,8 @@ class Pool:
                 delay = min(delay * 2, 1.0)
 
     async def close(self) -> None:
-        """Close the idle connections (those in use are closed when released)."""
+        """Close the idle connections (those in use are closed when released; the
+        watchdog stops by itself once none is in use)."""
         self._open = False
         idle, self._idle = self._idle, []
         for conn in idle:
@@ -321,13 +419,28 @@ class Pool:
                 last = exc
             else:
                 broken = True
+                busy = self._busy
+                busy[conn] = None
+                if self._watch is None:
+                    self._arm()
                 try:
                     result = await call(conn)
                     broken = False
                     return result
+                except asyncpg.exceptions.QueryCanceledError as exc:
+                    # statement_timeout (or an operator's pg_cancel_backend): the statement
+                    # did not run to its end; the connection answered and is kept
+                    last, sent, broken = exc, True, False
+                    reason = self._scrub(_describe(exc))
+                    log.info("postgres: statement cancelled (%s), retrying", reason)
                 except _CONNECTION_ERRORS as exc:
                     last, sent = exc, True
-                    reason = self._scrub(_describe(exc))
+                    if conn in self._overran:
+                        last = TimeoutError(
+                            "no reply within command_timeout "
+                            f"({self.options.command_timeout:g} s + {self._grace:g} s)"
+                        )
+                    reason = self._scrub(_describe(last))
                     log.info("postgres: connection lost (%s), retrying", reason)
                 except Exception:
                     # an SQL error or the caller's own (a conflict in a batch): the
@@ -335,6 +448,7 @@ class Pool:
                     broken = False
                     raise
                 finally:
+                    busy.pop(conn, None)
                     self._release(conn, broken)
             if time.monotonic() + delay > deadline:
                 if sent and write:

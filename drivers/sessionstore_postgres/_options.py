@@ -36,8 +36,10 @@ class PostgresOptions(StoreOptions):
     #: Connections kept open / at most open.
     min_size: int = 1
     max_size: int = 10
-    #: Seconds one connection attempt / one statement may take.
+    #: Seconds one connection attempt may take.
     connect_timeout: float = 5.0
+    #: Seconds one statement may run: the server's ``statement_timeout``; a connection
+    #: with no reply for this plus a grace (1 s + 10 %) is terminated by the pool.
     command_timeout: float = 30.0
     #: Seconds an operation keeps retrying (with backoff) through an outage or a restart.
     retry_deadline: float = 10.0

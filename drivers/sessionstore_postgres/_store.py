@@ -79,6 +79,8 @@ _COLS: Final = (
     "version, event_count, last_seq, grp, wt"
 )
 _SCAN_BATCH: Final = 500
+#: Event times decoded and kept (epoch ms -> datetime), cleared when past this size.
+_EVENT_TIMES: Final = 4096
 #: Arguments of the write functions (schema version 3 added event keys, truncate_after
 #: and delete_seqs to the 29 of versions 1 and 2).
 _WRITE_ARITY: Final = 32
@@ -160,6 +162,10 @@ class PostgresStore(BaseSessionStore):
         where = f"{opts.host}:{opts.port}/{opts.database or opts.user or ''}"
         self._pools = LoopPools(opts, where)
         self._cache = RowCache()
+        # an event read decodes each time once: the events of one append share it, and a
+        # caller re-reading a log's tail (the last N after each append) finds the times
+        # decoded (from_ms is a third of a page's decoding); datetimes are immutable
+        self._event_times: dict[int, datetime] = {}
         #: The schema version ``initialize()`` upgrades to (tests pin older ones).
         self._target_schema = LATEST
         self._write_statements(LATEST)
@@ -286,7 +292,9 @@ class PostgresStore(BaseSessionStore):
     def _events_of(self, session_id: str, rows: Sequence[Any], window: EventWindow) -> list[Event]:
         if not rows or rows[0][1] is None:
             return []
-        times: dict[int, datetime] = {}  # events appended together share their time
+        times = self._event_times
+        if len(times) > _EVENT_TIMES:
+            times.clear()
         try:
             events = [
                 fast_event(

@@ -678,3 +678,33 @@ async def test_an_append_from_the_copy_returns_the_stored_updated_at(
     assert after.updated_at.tzinfo is UTC and after.updated_at.microsecond == 123000
     stored = await store.get_session(s.id)
     assert stored is not None and after.updated_at == stored.updated_at
+
+
+@pytest.mark.asyncio
+async def test_event_times_are_decoded_once_per_store_and_the_memo_is_bounded(
+    open_pg: OpenPg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sessionstore_postgres._store as store_module
+
+    clock = ManualClock(datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC))
+    store = await open_pg(clock=clock)
+    sid = (await store.create_session()).id
+    times = []
+    for i in range(6):
+        times.append(clock.now())
+        await store.append_events(sid, [{"type": "t", "data": {"i": i}}] * 2)
+        clock.advance(0.0015)
+    expect = [t for t in times for _ in range(2)]
+    assert [e.at for e in await store.get_events(sid)] == expect
+    memo = store._event_times
+    assert sorted(memo) == sorted({int(t.timestamp() * 1000) for t in times})
+    first = await store.get_events(sid, last=3)
+    again = await store.get_events(sid, last=3)
+    assert [e.at for e in again] == expect[-3:]
+    assert all(a.at is b.at for a, b in zip(first, again, strict=True))  # decoded once
+    # past the bound the memo starts again: it never holds more than bound + one page
+    monkeypatch.setattr(store_module, "_EVENT_TIMES", 4)
+    assert [e.at for e in await store.get_events(sid, last=4)] == expect[-4:]
+    assert len(memo) == 2
+    assert [e.at for e in await store.get_events(sid)] == expect
+    assert len(memo) == 6
