@@ -46,6 +46,7 @@ import asyncpg
 
 from sessionstore import ConfigurationError, OutcomeUnknownError, StoreUnavailableError
 
+from . import _asyncpg_internals as internals
 from ._options import PostgresOptions
 
 __all__ = ["Outcome", "Pool", "drop"]
@@ -84,7 +85,7 @@ def grace(command_timeout: float) -> float:
 def _tcp_timeouts(conn: asyncpg.Connection, limit: float) -> None:
     """Keepalive and ``TCP_USER_TIMEOUT`` of ``limit`` seconds on a TCP connection (not a
     Unix socket; where the platform has them)."""
-    sock = conn._transport.get_extra_info("socket")
+    sock = internals.socket_of(conn)
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return
     seconds = max(1, math.ceil(limit))
@@ -122,15 +123,7 @@ def drop(conn: asyncpg.Connection, loop: asyncio.AbstractEventLoop | None) -> No
             raise
     if loop is None or not loop.is_closed():
         return
-    transport = conn._transport
-    raw = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None)  # TLS
-    for t in (transport, raw):
-        lost = getattr(t, "_call_connection_lost", None)
-        if lost is not None and getattr(t, "_sock", None) is not None:
-            try:
-                lost(None)  # closes the socket in `finally`
-            except RuntimeError:  # connection_lost wanted the closed loop: the socket is shut
-                log.debug("postgres: connection of a closed event loop dropped")
+    internals.close_transport(conn)
 
 
 class Pool:
@@ -169,6 +162,7 @@ class Pool:
 
     async def _connect(self) -> asyncpg.Connection:
         opts = self.options
+        internals.verify()  # once a process: fails loudly if an asyncpg upgrade moved one
         conn: asyncpg.Connection = await asyncpg.connect(
             host=opts.host,
             port=opts.port,
@@ -241,9 +235,7 @@ class Pool:
             return
         now = asyncio.get_running_loop().time()
         for conn, seen in list(busy.items()):
-            # asyncpg counts statements as it sends them (without the counter, one
-            # operation is one statement to the watchdog)
-            count = getattr(conn._protocol, "queries_count", -1)
+            count = internals.statements_sent(conn)  # moves as each statement is sent
             if seen is None or seen[0] != count:
                 busy[conn] = (count, now)  # a new statement since the last look
             elif now - seen[1] >= self._limit and conn not in self._overran:
