@@ -14,7 +14,7 @@ user + system CPU, ``getrusage``):
   driver packs it (``_lane.pack_call``), the reply read by a minimal bulk-string reader,
   + decode: the leanest blocking transport there could be;
 - ``facade``: 8 threads x N ``SyncSessionStore.get_session`` (the default: the store's
-  blocking reads);
+  blocking reads; their pure-Python reply reader);
 - ``facade-loop``: the same with ``blocking_reads=False`` (every call on the loop thread);
 - ``facade-hiredis``: ``facade`` with its connections' replies parsed by ``hiredis.Reader``
   (``_wire.py``; only when hiredis is importable).
@@ -88,7 +88,8 @@ async def main(args: argparse.Namespace) -> None:
             functools.partial(open_sync_store, url, namespace=namespace, blocking_reads=False)
         )
         facade_hiredis: Any = None
-        if HIREDIS:
+        if HIREDIS:  # "facade" with the pure-Python reader, "facade-hiredis" with hiredis's
+            facade._direct.connections = BlockingConnections(facade._direct._backend, "python")
             facade_hiredis = await asyncio.to_thread(open_sync_store, url, namespace=namespace)
             reads = facade_hiredis._direct
             reads.connections = BlockingConnections(reads._backend, "hiredis")

@@ -88,7 +88,7 @@ class BlockingConnections:
     sockets are the parent's too: two processes reading one socket would take each
     other's replies): it forgets them and connects anew (:func:`_forget_in_child`)."""
 
-    def __init__(self, backend: Backend, reader: str = "python") -> None:
+    def __init__(self, backend: Backend, reader: str = "auto") -> None:
         self._backend = backend
         self._factory = backend.blocking_connection_factory(reader)
         self._limit = backend.options.max_connections

@@ -407,7 +407,7 @@ class Backend:
             )
         return kwargs
 
-    def blocking_connection_factory(self, reader: str = "python") -> Callable[[], Wire]:
+    def blocking_connection_factory(self, reader: str = "auto") -> Callable[[], Wire]:
         """Makes a blocking connection of the driver's own (``_wire.py``) to the single
         server (TCP, Unix socket or TLS) with this store's settings (timeouts,
         credentials, TLS, database, client name): the blocking reads' transport
