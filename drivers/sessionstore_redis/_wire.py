@@ -10,12 +10,14 @@ its health checks and timeout bookkeeping); this module is the short path:
 - **The socket.** TCP (``TCP_NODELAY``), a Unix socket, or TLS through the stdlib ``ssl``
   with the settings the async pool gets (``ssl_ca_certs``, ``ssl_certfile``/
   ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``). Connecting waits at most
-  ``connect_timeout``; after that the socket is left *blocking* and its timeout is the
-  kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO`` of ``socket_timeout``): a Python socket
-  timeout would ``poll()`` before every ``recv``, a second system call and a second
-  release of the GIL. A timeout raises redis-py's ``TimeoutError``, any other socket
-  failure its ``ConnectionError`` (the OS error as its cause, so the retry policy sees a
-  refused connection or a refused TLS handshake as it does on the loop).
+  ``connect_timeout``; after that a TCP or Unix socket is left *blocking* and its
+  timeout is the kernel's (``SO_RCVTIMEO``/``SO_SNDTIMEO`` of ``socket_timeout``): a
+  Python socket timeout would ``poll()`` before every ``recv``, a second system call and
+  a second release of the GIL. (A TLS socket keeps the Python timeout: CPython's ``ssl``
+  retries a read that the kernel's timeout ended on a blocking socket.) A timeout raises
+  redis-py's ``TimeoutError``, any other socket failure its ``ConnectionError`` (the OS
+  error as its cause, so the retry policy sees a refused connection or a refused TLS
+  handshake as it does on the loop).
 - **The handshake**, as redis-py's: ``AUTH`` (username and password, from the store's
   credentials), ``CLIENT SETNAME`` when a client name is set, ``SELECT`` for a database
   other than 0, sent as one request. RESP2 (no ``HELLO``): the reads get the same values
@@ -222,12 +224,13 @@ class WireSettings:
 #: the BSDs; elsewhere (Windows: milliseconds) the socket keeps a Python timeout
 _KERNEL_TIMEOUTS: Final = sys.platform != "win32"
 #: what ``recv``/``send`` raise when a kernel timeout ends them
-_TIMED_OUT: Final = (TimeoutError, BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-_NOT_ENOUGH: Final = object()
+_TIMED_OUT: Final = (TimeoutError, BlockingIOError)
 
 
 def _set_timeouts(sock: socket.socket, timeout: float) -> None:
-    if _KERNEL_TIMEOUTS and timeout > 0:
+    # (not under TLS: CPython's ssl module retries a read that the kernel's timeout ended
+    # on a blocking socket, so only a Python timeout ends it there)
+    if _KERNEL_TIMEOUTS and timeout > 0 and not isinstance(sock, ssl.SSLSocket):
         try:
             whole = int(timeout)
             value = struct.pack("ll", whole, int((timeout - whole) * 1_000_000))
@@ -282,7 +285,8 @@ class Wire:
         self._pos = 0
         if s.reader == "hiredis":
             assert _hiredis is not None
-            self._hiredis = _hiredis.Reader(replyError=reply_error, notEnoughData=_NOT_ENOUGH)
+            # (``gets()`` is False until a reply is complete: a RESP2 reply is never False)
+            self._hiredis = _hiredis.Reader(replyError=reply_error)
         credentials = s.credentials.get_credentials() if s.credentials is not None else None
         handshake = pack_handshake(credentials, s.client_name, s.db)
         if handshake:
@@ -378,7 +382,7 @@ class Wire:
     def _read_hiredis(self) -> Any:
         reader = self._hiredis
         reply = reader.gets()
-        while reply is _NOT_ENOUGH:
+        while reply is False:
             reader.feed(self._recv())
             reply = reader.gets()
         return reply

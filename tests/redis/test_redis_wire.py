@@ -275,6 +275,17 @@ def test_a_wrong_password(redis_tls: TLSServer, redis_url: str) -> None:
         assert "not-the-password" not in str(caught.value)
 
 
+def test_a_timeout_over_tls(redis_tls: TLSServer, reader: str) -> None:
+    """A TLS read ends at `socket_timeout` too (a Python timeout there: see `_wire.py`)."""
+    wire = Wire(_tls_settings(redis_tls, socket_timeout=0.2, reader=reader))
+    assert wire.request_one(_packed(("PING",))) == b"PONG"
+    with pytest.raises(RedisTimeoutError):
+        wire.request_one(_packed(("BLPOP", f"wire:{uuid.uuid4().hex}", 3)))
+    assert not wire.connected
+    assert wire.request_one(_packed(("PING",))) == b"PONG"
+    wire.disconnect()
+
+
 def test_a_certificate_from_another_ca(redis_tls: TLSServer) -> None:
     wire = Wire(_tls_settings(redis_tls, ssl_ca_certs=str(redis_tls.files.other_ca)))
     with pytest.raises(RedisConnectionError) as caught:
