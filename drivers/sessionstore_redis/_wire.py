@@ -345,10 +345,16 @@ class Wire:
 
     def request_one(self, packed: bytes) -> Any:
         """:meth:`request` of one command: its reply."""
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             self.connect()
+            sock = self.sock
+            assert sock is not None
         try:
-            self._send(packed)
+            try:
+                sock.sendall(packed)
+            except OSError as exc:
+                raise self._send_error(exc) from exc
             return self._read() if self._hiredis is None else self._read_hiredis()
         except BaseException:
             self.disconnect()
@@ -359,10 +365,13 @@ class Wire:
         assert sock is not None
         try:
             sock.sendall(packed)
-        except _TIMED_OUT as exc:
-            raise RedisTimeoutError(f"Timeout writing to {self._settings.address}.") from exc
         except OSError as exc:
-            raise RedisConnectionError(f"Error writing to {self._settings.address}: {exc}") from exc
+            raise self._send_error(exc) from exc
+
+    def _send_error(self, exc: OSError) -> RedisError:
+        if isinstance(exc, _TIMED_OUT):
+            return RedisTimeoutError(f"Timeout writing to {self._settings.address}.")
+        return RedisConnectionError(f"Error writing to {self._settings.address}: {exc}")
 
     def _recv(self) -> bytes:
         sock = self.sock
@@ -404,6 +413,9 @@ class Wire:
         """One reply (the pure-Python reader)."""
         buf = self._buf
         pos = self._pos
+        if pos >= len(buf):  # (the usual start of a request's reply: nothing buffered)
+            buf = self._buf = self._recv()
+            pos = self._pos = 0
         end = buf.find(b"\r\n", pos)
         while end < 0:
             buf = self._more(len(buf) - pos + 1)
