@@ -217,7 +217,7 @@ def test_close_leaves_a_connection_in_use_to_its_thread(redis_url: str) -> None:
     slot.busy = False
     with pytest.raises(redis.ConnectionError, match="closed"):
         connections.script(READ, [s.id], [])  # its next call: refused, and it disconnects
-    assert not slot.conn.connected
+    assert slot.conn.sock is None
     facade.shutdown()
 
 
