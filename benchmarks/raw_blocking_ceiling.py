@@ -14,8 +14,13 @@ user + system CPU, ``getrusage``):
   driver packs it (``_lane.pack_call``), the reply read by a minimal bulk-string reader,
   + decode: the leanest blocking transport there could be;
 - ``facade``: 8 threads x N ``SyncSessionStore.get_session`` (the default: the store's
-  blocking reads);
-- ``facade-loop``: the same with ``blocking_reads=False`` (every call on the loop thread).
+  blocking reads; their pure-Python reply reader);
+- ``facade-loop``: the same with ``blocking_reads=False`` (every call on the loop thread);
+- ``facade-hiredis``: ``facade`` with its connections' replies parsed by ``hiredis.Reader``
+  (``_wire.py``; only when hiredis is importable).
+
+Each side's figures are medians of the process's CPU (user + system), wall time and
+context switches (voluntary + involuntary, ``getrusage``) a call.
 
 Run: ``.venv/bin/python -m benchmarks.raw_blocking_ceiling [--rounds 9] [--calls 400]``.
 """
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import os
 import resource
 import socket
 import statistics
@@ -38,9 +44,9 @@ from .bench_redis import private_servers
 from .bench_sync import _run_threads
 
 
-def _usage() -> tuple[float, float]:
+def _usage() -> tuple[float, float, int]:
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime, time.perf_counter()
+    return r.ru_utime + r.ru_stime, time.perf_counter(), r.ru_nvcsw + r.ru_nivcsw
 
 
 def _read_exact_bulk(sock: socket.socket, buf: bytearray) -> bytes:
@@ -60,9 +66,11 @@ def _read_exact_bulk(sock: socket.socket, buf: bytearray) -> bytes:
 async def main(args: argparse.Namespace) -> None:
     import redis
     import redis.asyncio as aioredis
+    from sessionstore_redis._blocking_reads import BlockingConnections
     from sessionstore_redis._encoding import decode_doc
     from sessionstore_redis._lane import pack_call
     from sessionstore_redis._scripts import READ
+    from sessionstore_redis._wire import HIREDIS
 
     from sessionstore import open_store
     from sessionstore.sync import open_sync_store
@@ -79,6 +87,12 @@ async def main(args: argparse.Namespace) -> None:
         facade_loop = await asyncio.to_thread(
             functools.partial(open_sync_store, url, namespace=namespace, blocking_reads=False)
         )
+        facade_hiredis: Any = None
+        if HIREDIS:  # "facade" with the pure-Python reader, "facade-hiredis" with hiredis's
+            facade._direct.connections = BlockingConnections(facade._direct._backend, "python")
+            facade_hiredis = await asyncio.to_thread(open_sync_store, url, namespace=namespace)
+            reads = facade_hiredis._direct
+            reads.connections = BlockingConnections(reads._backend, "hiredis")
         ids = [(await store.create_session(data=session_doc(512, seed=n))).id for n in range(8)]
         keys = [store._writes.loc(sid).doc for sid in ids]
         calls = args.calls
@@ -142,9 +156,11 @@ async def main(args: argparse.Namespace) -> None:
             "facade": functools.partial(facade_threads, facade),
             "facade-loop": functools.partial(facade_threads, facade_loop),
         }
+        if facade_hiredis is not None:
+            sides["facade-hiredis"] = functools.partial(facade_threads, facade_hiredis)
         if args.only:
             sides = {k: v for k, v in sides.items() if k in args.only or k == "store-tasks"}
-        results: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+        results: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
 
         def run_rounds() -> None:
             for fn in sides.values():  # warm-up
@@ -154,28 +170,36 @@ async def main(args: argparse.Namespace) -> None:
                 if r % 2:
                     order.reverse()
                 for name, fn in order:
-                    cpu0, wall0 = _usage()
+                    cpu0, wall0, csw0 = _usage()
                     fn()
-                    cpu1, wall1 = _usage()
-                    results[name].append((cpu1 - cpu0, wall1 - wall0))
+                    cpu1, wall1, csw1 = _usage()
+                    results[name].append((cpu1 - cpu0, wall1 - wall0, csw1 - csw0))
 
         await asyncio.to_thread(run_rounds)
         n = 8 * calls
-        base_cpu = statistics.median(c for c, _ in results["store-tasks"])
-        base_wall = statistics.median(w for _, w in results["store-tasks"])
-        aio_cpu = statistics.median(c for c, _ in results.get("aio-tasks", [(1, 1)]))
-        aio_wall = statistics.median(w for _, w in results.get("aio-tasks", [(1, 1)]))
-        print(f"{'side':14} {'cpu/call':>9} {'wall/call':>9}  vs store-tasks (cpu, wall)  vs aio")
+        base_cpu = statistics.median(r[0] for r in results["store-tasks"])
+        base_wall = statistics.median(r[1] for r in results["store-tasks"])
+        aio_rows = results.get("aio-tasks", [(1.0, 1.0, 0)])
+        aio_cpu = statistics.median(r[0] for r in aio_rows)
+        aio_wall = statistics.median(r[1] for r in aio_rows)
+        print(
+            f"{'side':14} {'cpu/call':>9} {'wall/call':>9} {'csw/call':>8}"
+            "  vs store-tasks (cpu, wall)  vs aio"
+        )
         for name, rows in results.items():
-            cpu = statistics.median(c for c, _ in rows)
-            wall = statistics.median(w for _, w in rows)
+            cpu = statistics.median(r[0] for r in rows)
+            wall = statistics.median(r[1] for r in rows)
+            csw = statistics.median(r[2] for r in rows)
             print(
-                f"{name:14} {cpu / n * 1e6:7.1f}us {wall / n * 1e6:7.1f}us"
+                f"{name:14} {cpu / n * 1e6:7.1f}us {wall / n * 1e6:7.1f}us {csw / n:8.2f}"
                 f"  {cpu / base_cpu:5.2f}x {wall / base_wall:5.2f}x"
                 f"              {cpu / aio_cpu:5.2f}x {wall / aio_wall:5.2f}x"
             )
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         await asyncio.to_thread(facade.shutdown)
         await asyncio.to_thread(facade_loop.shutdown)
+        if facade_hiredis is not None:
+            await asyncio.to_thread(facade_hiredis.shutdown)
         await store.shutdown()
         await aio.aclose()
         for c in syncs:

@@ -1,5 +1,5 @@
 """Blocking reads for the sync facade: the store's own read logic over a second
-transport, a blocking redis-py connection of the calling thread (issue 18).
+transport, a blocking connection of the calling thread (issue 18; ``_wire.py``).
 
 ``sessionstore.sync`` runs every call of an async store on an event loop, so a call from
 another thread is handed to the loop and its caller woken with the result: two thread
@@ -22,14 +22,18 @@ before them, its cache of where sessions live, the scripts (EVALSHA then EVAL on
 NOSCRIPT), the request packing (``_lane.pack_call``) and the retry policy
 (``Backend.retry_pause``: reads are retried until ``retry_deadline``, then
 ``StoreUnavailableError``; authentication and TLS failures are ``ConfigurationError``;
-other Redis errors are translated as on the loop). Only the transport is this module's.
+other Redis errors are translated as on the loop). Only the transport is this module's,
+and ``_wire.py``'s: a socket and a minimal reply reader of the driver's own, not
+redis-py's blocking ``Connection`` (whose Python per call, held under the GIL, is what
+kept eight threads from the tasks' throughput: ``docs/decisions.md``).
 
 Connections: one per calling thread, made on its first call with the store's
 connection settings (timeouts, credentials, TLS, database, client name), at most
 ``max_connections`` of them (a thread beyond that has its calls run on the loop,
 :class:`~sessionstore.sync.DeferToLoop`; the connections of threads that have ended are
-closed and reused first). redis-py disconnects a connection whose request failed or
-whose reply was not read (an interrupt, a timeout), so it is never left a reply behind.
+closed and reused first). A connection whose request failed or whose reply was not
+read (an interrupt, a timeout) is disconnected (``Wire.request``), so it is never left a
+reply behind.
 Closing (the store's shutdown) disconnects the idle connections at once; a call in
 flight finishes on its connection, which its thread then disconnects.
 """
@@ -61,6 +65,7 @@ if TYPE_CHECKING:
     from ._eventlog import Steps
     from ._keys import Loc
     from ._store import RedisStore
+    from ._wire import Wire
 
 __all__ = ["BlockingConnections", "RedisBlockingReads"]
 
@@ -70,22 +75,22 @@ class _Slot:
 
     __slots__ = ("busy", "conn", "thread")
 
-    def __init__(self, conn: Any, thread: threading.Thread) -> None:
+    def __init__(self, conn: Wire, thread: threading.Thread) -> None:
         self.conn = conn
         self.thread = thread
         self.busy = False
 
 
 class BlockingConnections:
-    """Blocking redis-py connections, one per calling thread, to a single server.
+    """Blocking connections (``_wire.Wire``), one per calling thread, to a single server.
 
     A child process made by ``fork`` does not use its parent's connections (their
     sockets are the parent's too: two processes reading one socket would take each
     other's replies): it forgets them and connects anew (:func:`_forget_in_child`)."""
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, reader: str = "auto") -> None:
         self._backend = backend
-        self._factory = backend.blocking_connection_factory()
+        self._factory = backend.blocking_connection_factory(reader)
         self._limit = backend.options.max_connections
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -126,8 +131,8 @@ class BlockingConnections:
             slot.conn.disconnect()
 
     def script(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA on the calling thread's connection (EVAL on NOSCRIPT); redis-py's
-        errors as they are (the caller applies the retry policy)."""
+        """EVALSHA on the calling thread's connection (EVAL on NOSCRIPT); an error reply
+        raised as redis-py's exception (the caller applies the retry policy)."""
         return self._exchange(_script_call, script, keys, args)
 
     def commands(self, packed: bytes, count: int) -> list[Any]:
@@ -163,24 +168,17 @@ class BlockingConnections:
                 slot.conn.disconnect()
 
 
-def _script_call(conn: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    try:
-        conn.send_packed_command([pack_call("EVALSHA", script.sha, keys, args)], False)
-        return conn.read_response()
-    except NoScriptError:
-        conn.send_packed_command([pack_call("EVAL", script.source, keys, args)], False)
-        return conn.read_response()
+def _script_call(conn: Wire, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    reply = conn.request_one(pack_call("EVALSHA", script.sha, keys, args))
+    if type(reply) is NoScriptError:
+        reply = conn.request_one(pack_call("EVAL", script.source, keys, args))
+    if isinstance(reply, RedisError):  # an error reply (the connection stays in step)
+        raise reply
+    return reply
 
 
-def _commands_call(conn: Any, packed: bytes, count: int) -> list[Any]:
-    conn.send_packed_command([packed], False)
-    replies: list[Any] = []
-    for _ in range(count):
-        try:  # (redis-py raises an error reply only once it is read: the connection
-            replies.append(conn.read_response())  # stays in step)
-        except ResponseError as exc:
-            replies.append(exc)
-    return replies
+def _commands_call(conn: Wire, packed: bytes, count: int) -> list[Any]:
+    return conn.request(packed, count)  # (error replies in their places)
 
 
 #: every set of blocking connections of this process (for :func:`_forget_in_child`)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import logging
 import random
 import socket
@@ -24,8 +23,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-import redis.connection
-import redis.retry
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
@@ -83,6 +80,7 @@ from ._scripts import (
     Script,
 )
 from ._secret import Credentials
+from ._wire import Wire, WireSettings, wire_factory
 
 __all__ = ["Backend", "Call", "LoopState"]
 
@@ -409,24 +407,31 @@ class Backend:
             )
         return kwargs
 
-    def blocking_connection_factory(self) -> Callable[[], Any]:
-        """Makes a blocking redis-py connection to the single server (TCP, Unix socket
-        or TLS) with this store's settings: the blocking reads' transport
+    def blocking_connection_factory(self, reader: str = "auto") -> Callable[[], Wire]:
+        """Makes a blocking connection of the driver's own (``_wire.py``) to the single
+        server (TCP, Unix socket or TLS) with this store's settings (timeouts,
+        credentials, TLS, database, client name): the blocking reads' transport
         (``_blocking_reads.py``). Not for Sentinel or Cluster."""
         o = self.options
         assert o.mode == "single"
-        kwargs = self._common(o.socket_timeout)
-        kwargs.pop("max_connections")
-        kwargs["retry"] = redis.retry.Retry(NoBackoff(), 0)
-        kwargs["db"] = o.db
-        cls: Any
-        if o.unix_socket_path:
-            cls = redis.connection.UnixDomainSocketConnection
-            kwargs["path"] = o.unix_socket_path
-        else:
-            cls = redis.connection.SSLConnection if o.tls else redis.connection.Connection
-            kwargs.update(host=o.host, port=o.port)
-        return functools.partial(cls, **kwargs)
+        settings = WireSettings(
+            host=o.host,
+            port=o.port,
+            unix_socket_path=o.unix_socket_path,
+            db=o.db,
+            credentials=self._credentials,
+            client_name=o.client_name,
+            connect_timeout=o.connect_timeout,
+            socket_timeout=o.socket_timeout,
+            tls=o.tls,
+            ssl_ca_certs=o.ssl_ca_certs,
+            ssl_certfile=o.ssl_certfile,
+            ssl_keyfile=o.ssl_keyfile,
+            ssl_cert_reqs=o.ssl_cert_reqs,
+            ssl_check_hostname=o.ssl_check_hostname,
+            reader=reader,
+        )
+        return wire_factory(settings)
 
     @property
     def _wait_read_timeout(self) -> float:

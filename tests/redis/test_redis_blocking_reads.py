@@ -8,7 +8,8 @@ closing them at interpreter exit: ``tests/sync/test_sync_store.py``.)"""
 from __future__ import annotations
 
 import asyncio
-import functools
+import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -21,9 +22,9 @@ from typing import Any
 
 import pytest
 import redis
-import redis.connection
 from sessionstore_redis._blocking_reads import RedisBlockingReads
 from sessionstore_redis._scripts import READ
+from sessionstore_redis._wire import WireSettings, wire_factory
 
 from sessionstore import (
     EventInput,
@@ -113,8 +114,8 @@ def test_an_unreachable_server_is_retried_then_unavailable(redis_url: str) -> No
         s = facade.create_session()
         connections = _reads(facade).connections
         # every new connection of the blocking reads goes to a port nobody listens on
-        connections._factory = functools.partial(
-            redis.connection.Connection, host="127.0.0.1", port=free_port(), socket_timeout=1
+        connections._factory = wire_factory(
+            WireSettings(host="127.0.0.1", port=free_port(), socket_timeout=1)
         )
         with pytest.raises(StoreUnavailableError, match=r"unavailable for 0\.3 s"):
             facade.get_session(s.id)
@@ -130,7 +131,7 @@ def test_shutdown_closes_the_connections_and_later_reads_fail(redis_url: str) ->
     facade.shutdown()
     assert connections.closed
     assert len(connections) == 0
-    assert conn._sock is None  # disconnected
+    assert not conn.connected
     with pytest.raises(StoreUnavailableError, match="closed"):
         facade.get_session(s.id)
 
@@ -179,7 +180,7 @@ def test_unix_socket(redis_unix_url: str) -> None:
         s = facade.create_session()
         assert facade.get_session(s.id) == s
         conn = _reads(facade).connections._slots[0].conn
-        assert isinstance(conn, redis.connection.UnixDomainSocketConnection)
+        assert conn.sock is not None and conn.sock.family == socket.AF_UNIX
 
 
 def test_tls_and_a_password(redis_tls: TLSServer) -> None:
@@ -187,7 +188,7 @@ def test_tls_and_a_password(redis_tls: TLSServer) -> None:
         s = facade.create_session()
         assert facade.get_session(s.id) == s
         conn = _reads(facade).connections._slots[0].conn
-        assert isinstance(conn, redis.connection.SSLConnection)
+        assert isinstance(conn.sock, ssl.SSLSocket)
 
 
 def test_sentinel_and_cluster_reads_stay_on_the_loop(
@@ -212,11 +213,11 @@ def test_close_leaves_a_connection_in_use_to_its_thread(redis_url: str) -> None:
     slot = connections._slots[0]
     slot.busy = True  # as during a call of this thread
     connections.close()
-    assert slot.conn._sock is not None  # left to the thread
+    assert slot.conn.connected  # left to the thread
     slot.busy = False
     with pytest.raises(redis.ConnectionError, match="closed"):
         connections.script(READ, [s.id], [])  # its next call: refused, and it disconnects
-    assert slot.conn._sock is None
+    assert slot.conn.sock is None
     facade.shutdown()
 
 
@@ -492,8 +493,8 @@ def test_get_events_and_get_sessions_retry_then_fail_as_on_the_loop(redis_url: s
         s = facade.create_session()
         facade.append_events(s.id, [{"type": "a"}])
         connections = _reads(facade).connections
-        connections._factory = functools.partial(
-            redis.connection.Connection, host="127.0.0.1", port=free_port(), socket_timeout=1
+        connections._factory = wire_factory(
+            WireSettings(host="127.0.0.1", port=free_port(), socket_timeout=1)
         )
         with pytest.raises(StoreUnavailableError, match=r"read events: .*unavailable for 0\.3 s"):
             facade.get_events(s.id)
