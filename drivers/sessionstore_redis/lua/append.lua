@@ -34,12 +34,14 @@
 -- and the version is the unchanged one).
 local doc, ev, et, ek = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IX, ID, NOW, TOKEN, KNOWN, MODE = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[13]
--- (tu is not read: an event below the greatest `at` sets it, again if need be)
-local w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'ti')
+-- the fixed header of a layout-3 document (dochead.lua): wt, am, v, ti; none for a
+-- layout-2 hash (or no document)
+local head, hdr = d_head(doc)
+local w = head and {head.wt, head.am, '2', head.ti}  -- else append_general.lua reads it
 -- the document is the client's copy (the write token says so): the version check and
 -- the expiry check were done from it, nothing else to read (the client sends the copy's
 -- state only when its copy has the expected version and has not expired)
-local current = KNOWN ~= '' and ARGV[10] ~= '' and w[1] == KNOWN and w[3] == '2'
+local current = w and KNOWN ~= '' and ARGV[10] ~= '' and w[1] == KNOWN
 local index_in_full = false  -- the short path wrote all but a missing index entry
 
 if current and MODE == 'N' and (IX == '' or ARGV[9] ~= '') then
@@ -65,10 +67,14 @@ if current and MODE == 'N' and (IX == '' or ARGV[9] ~= '') then
       tu = true
     end
   end
-  if tu then
-    redis.call('HSET', doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am, 'tu', '1')
+  if hdr then  -- the counters in place: one SETRANGE of the header's first 133 bytes
+    redis.call('SETRANGE', doc, 1, d_pad(ARGV[10]) .. d_pad(NOW) .. d_pad(ARGV[11])
+      .. d_pad(ARGV[12]) .. d_pad(am) .. ((tu or string.byte(hdr, 102) == 49) and '1' or '0')
+      .. TOKEN .. string.rep(' ', 32 - #TOKEN))
+  elseif tu then
+    d_hset(doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am, 'tu', '1')
   else
-    redis.call('HSET', doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am)
+    d_hset(doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am)
   end
   -- after the writes: PEXPIREAT of a key that does not exist yet (a first append) is a no-op
   if ARGV[8] ~= '' then
