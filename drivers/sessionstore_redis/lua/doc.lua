@@ -150,6 +150,26 @@ local function d_build(f, o)
   return table.concat(out)
 end
 
+-- A script may defer its writes (D_DEFER, write.lua's phase 2: several field changes of
+-- one document, one SET): a changed document is then written by d_flush, which d_str
+-- and write.lua's expire() call first, and d_flush_all before the script returns.
+local D_DEFER, D_DIRTY = false, {}
+
+local function d_flush(key)
+  local d = D_DOCS[key]
+  if d and d.dirty then
+    d.dirty = nil
+    d.s = d_build(d.f, d.o)
+    d.hash = nil
+    redis.call('SET', key, d.s, 'KEEPTTL')
+  end
+end
+
+local function d_flush_all()
+  for _, key in ipairs(D_DIRTY) do d_flush(key) end
+  D_DIRTY = {}
+end
+
 -- store d at key: a string (the TTL kept), or a layout-1 hash's changed fields
 local function d_put(key, d, changed, removed)
   if d.hash and d.f.ver and d.f.v ~= '2' then
@@ -159,6 +179,11 @@ local function d_put(key, d, changed, removed)
     for i = 1, #(removed or {}), 1000 do
       redis.call('HDEL', key, unpack(removed, i, math.min(i + 999, #removed)))
     end
+    return
+  end
+  if D_DEFER then
+    if not d.dirty then D_DIRTY[#D_DIRTY + 1] = key end
+    d.dirty, d.s = true, nil
     return
   end
   d.s = d_build(d.f, d.o)
@@ -214,6 +239,7 @@ end
 -- the document as a reply sends it: the stored string, or a layout-2 hash's fields and
 -- values NUL-separated (read.lua); '' for none
 local function d_str(key)
+  d_flush(key)
   local d = d_get(key)
   if not d then return '' end
   if d.s then return d.s end

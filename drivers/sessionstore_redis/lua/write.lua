@@ -57,6 +57,7 @@ local function head(doc)
 end
 
 local function expire(o, ea)
+  d_flush(o.doc)  -- a deferred write first (doc.lua): the expiry is set on the key it makes
   if ea and ea ~= '' then
     local at = string.format('%.0f', tonumber(ea) + GRACE)
     redis.call('PEXPIREAT', o.doc, at)
@@ -277,6 +278,8 @@ for _, o in ipairs(ops) do
 end
 
 -- ------------------------------------------------------------------ phase 2: writes
+-- (a document's field changes are written once, by d_flush / d_flush_all: doc.lua)
+D_DEFER = true
 local results = {'OK'}
 for _, o in ipairs(ops) do
   local k, cur, res = o.kind, o.cur, 1
@@ -492,4 +495,5 @@ for _, o in ipairs(ops) do
   end
   results[#results + 1] = res
 end
+d_flush_all()
 return results
