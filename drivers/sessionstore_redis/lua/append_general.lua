@@ -17,7 +17,8 @@ if index_in_full then
   return tonumber(ARGV[10])
 end
 
-if not w then w = d_hmget(doc, 'wt', 'am', 'v', 'ti') end  -- a layout-2 hash (or none)
+local head = hdr and d_head(doc)  -- a layout-3 document's header, else doc.lua reads it
+w = head and {head.wt, head.am, '2', head.ti} or d_hmget(doc, 'wt', 'am', 'v', 'ti')
 local KEYED, NUMBERED = MODE == 'K', MODE == 'N'
 local FIRST, STEP = 14, NUMBERED and 3 or 5  -- the first event, arguments per event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
@@ -99,7 +100,12 @@ for i = FIRST, #ARGV, STEP do
   end
 end
 local nv = int(ver + 1)
-if tu then
+if hdr then  -- a layout-3 document: the header in place (the parse read above dropped)
+  redis.call('SETRANGE', doc, 1, d_pad(nv) .. d_pad(NOW) .. d_pad(int(ec + new))
+    .. d_pad(int(seq)) .. d_pad(int(am)) .. ((tu or string.byte(hdr, 102) == 49) and '1' or '0')
+    .. TOKEN .. string.rep(' ', 32 - #TOKEN))
+  D_DOCS[doc] = nil
+elseif tu then
   d_hset(doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am), 'tu', '1')
 else
   d_hset(doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am))
