@@ -31,6 +31,11 @@ from ._writes import Reply, Writes
 __all__ = ["Appends"]
 
 
+def _at(ms: int) -> tuple[bytes, bytes]:
+    """An event's ``at`` as the record holds it and zero-padded (``lua/append.lua``)."""
+    return b"%d" % ms, b"%020d" % ms
+
+
 class Appends:
     """Appends of one store through its :class:`Writes`, using its document copies
     (``cache``); ``session_of`` / ``written`` turn a reply into the session (without /
@@ -172,13 +177,22 @@ class Appends:
                 else:  # number the records here: the script need not build them
                     seq = c.last_seq
                     now_b = b"%d" % now_ms  # numbers as text once each (~1k instructions)
+                    now_p = b"%020d" % now_ms
                     args = []
                     for etype, data_json, _, _, at in items:
                         seq += 1
                         seq_b = b"%d" % seq
-                        at_b = now_b if at is None else b"%d" % to_ms(at)
-                        args += (seq_b, numbered_record(seq_b, etype, at_b, data_json), at_b)
-                    copy = (expiry, record, c.version + 1, c.event_count + n, seq_b)
+                        at_b, at_p = (now_b, now_p) if at is None else _at(to_ms(at))
+                        args += (seq_b, numbered_record(seq_b, etype, at_b, data_json), at_p)
+                    # zero-padded to the header's width (lua/dochead.lua): the script
+                    # writes them as they are and compares `at` as strings
+                    copy = (
+                        expiry,
+                        record,
+                        b"%020d" % (c.version + 1),
+                        b"%020d" % (c.event_count + n),
+                        b"%020d" % seq,
+                    )
                     mode = "N"
 
             if not keyed:

@@ -56,7 +56,7 @@ from sessionstore.sync import DeferToLoop
 
 from ._conn import _RETRYABLE, Backend, _translate
 from ._encoding import documents_or_failure
-from ._lane import pack_call
+from ._lane import pack, pack_call
 from ._scripts import READ, Script
 
 if TYPE_CHECKING:
@@ -168,6 +168,11 @@ class BlockingConnections:
                 slot.conn.disconnect()
 
 
+def _get(key: str) -> bytes:
+    """A packed ``GET`` of one document (layout 3, ``lua/doc.lua``)."""
+    return pack(["GET", key])
+
+
 def _script_call(conn: Wire, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
     reply = conn.request_one(pack_call("EVALSHA", script.sha, keys, args))
     if type(reply) is NoScriptError:
@@ -267,7 +272,11 @@ class RedisBlockingReads:
             while True:
                 keys = [loc.doc for loc in locs]
                 if len(keys) == 1:
-                    docs = [self._retried(self.connections.script, "read", READ, keys, [])]
+                    # a plain GET, as RedisStore._read_docs: the script for a layout-2 hash
+                    (doc,) = self._retried(self.connections.commands, "read", _get(keys[0]), 1)
+                    if isinstance(doc, Exception):
+                        doc = self._retried(self.connections.script, "read", READ, keys, [])
+                    docs = [doc or b""]
                 else:
                     reply = self._retried(
                         self.connections.script, "read", READ, keys, [], replies=True

@@ -1,14 +1,15 @@
-"""The session document hash and the event/checkpoint encodings (no JSON inside Lua).
+"""The session document and the event/checkpoint encodings (no JSON inside Lua).
 
-A session's ``doc`` hash holds header fields (``v`` format version, ``id``, ``ver``,
-``ca``/``ua``/``ea`` epoch milliseconds, ``ec``/``ls`` event counters, ``st``, ``pid``,
-``grp``, ``wt`` the last write token, ``ds``/``ms`` encoded sizes) plus one field per
-tag (``t:<tag>``) and per top-level key of ``data`` (``d:<json key>``) and ``metadata``
-(``m:<json key>``) holding that value's JSON bytes. The field name carries the key
-already JSON-encoded, so ``data`` is rebuilt by joining the fields into one JSON object
-and decoding it once. Event records (``lua/evlog.lua``) are JSON objects with short
-field names (``v`` layout, ``s`` seq, ``t`` type, ``a`` at, ``k`` key, ``d`` data), a page
-of them decoded with one ``orjson.loads``.
+A session's ``doc`` key holds one string (layout 3, ``lua/dochead.lua``): ``\x03``, a
+fixed-width header (version, updated_at, event counters, the last write token, expiry,
+...), then NUL-separated fields, the tags, and ``data`` and ``metadata`` as JSON objects
+whose members are separated by JSON whitespace (``"key"\t:value``, ``\n,``), each decoded
+with one ``orjson.loads``. Layout 2, a hash of header fields plus one field per tag
+(``t:<tag>``) and per top-level key of ``data`` (``d:<json key>``) and ``metadata``
+(``m:<json key>``) holding that value's JSON bytes, is still decoded (as ``lua/read.lua``
+sends it: fields and values NUL-separated). Event records (``lua/evlog.lua``) are JSON
+objects with short field names (``v`` layout, ``s`` seq, ``t`` type, ``a`` at, ``k`` key,
+``d`` data), a page of them decoded with one ``orjson.loads``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sessionstore.planning import fast_session
 
 __all__ = [
     "DOC_FORMAT",
+    "DOC_HEADER",
     "Doc",
     "content_digest",
     "decode_checkpoint",
@@ -46,9 +48,10 @@ __all__ = [
     "documents_or_failure",
     "event_args",
     "event_tail",
+    "json_object",
     "json_pairs",
+    "new_document",
     "numbered_record",
-    "put_fields",
     "record_of",
     "record_tail",
     "strings",
@@ -76,28 +79,64 @@ def json_pairs(values: Mapping[str, Any]) -> list[bytes]:
     return out
 
 
-#: hash field names of data / metadata keys (``d:<json key>``): an application uses a few
-_FIELD_NAMES: dict[bytes, dict[str, bytes]] = {b"d:": {}, b"m:": {}}
+_KEY_JSON: dict[str, bytes] = {}  # data / metadata keys as JSON (an application uses a few)
 
 
-def put_fields(out: list[Any], prefix: bytes, values: Mapping[str, Any]) -> int:
-    """Append the document fields of a data (``prefix`` ``b"d:"``) or metadata (``b"m:"``)
-    dict of JSON-native values (already validated) to ``out``, name and value JSON in
-    turn; return their encoded size (``lua/write.lua``'s ``psize``: the JSON object's
-    length less one, 0 when empty)."""
-    names = _FIELD_NAMES[prefix]
+def json_object(values: Mapping[str, Any]) -> tuple[bytes, int]:
+    """A data or metadata dict of JSON-native values (already validated) as the document
+    stores it (``lua/doc.lua``: members ``"key"\t:value`` separated by ``\n,``), and its
+    encoded size (``lua/write.lua``'s ``psize``: the compact JSON's length less one, 0
+    when empty)."""
+    if not values:
+        return b"{}", 0
+    names = _KEY_JSON
     dumps = orjson.dumps
+    members = []
     size = 0
     for key, value in values.items():
         name = names.get(key)
         if name is None:
             if len(names) >= 4096:
                 names.clear()
-            name = names[key] = prefix + dumps(key)
-        raw = dumps(value)
-        out += (name, raw)
-        size += len(name) + len(raw)
-    return size
+            name = names[key] = dumps(key)
+        member = name + b"\t:" + dumps(value)
+        members.append(member)
+        size += len(member)
+    return b"{" + b"\n,".join(members) + b"}", size
+
+
+_BLANK: Final = b" " * 20
+
+
+def new_document(
+    sid: str,
+    now_ms: int,
+    token: str,
+    status: str,
+    processor_id: str | None,
+    expires_ms: int | None,
+    tags: Sequence[str],
+    data: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+) -> bytes:
+    """The layout-3 string (``lua/doc.lua``) of a session created at ``now_ms`` by the
+    write ``token`` (version 1, no events, no group): what ``lua/create.lua`` stores."""
+    if len(token) > 32:  # pragma: no cover (tokens are 16 hex digits and a short counter)
+        raise ValueError("a write token longer than the header's 32 characters")
+    data_raw, ds = json_object(data)
+    meta_raw, ms = json_object(metadata)
+    head = b"\x03%020d%020d%s%s0%-32s%s0" % (
+        1,
+        now_ms,
+        b"0" * 40,
+        _BLANK,
+        token.encode(),
+        _BLANK if expires_ms is None else b"%020d" % expires_ms,
+    )
+    body = [sid.encode(), b"%d" % now_ms, status.encode(), (processor_id or "").encode(), b""]
+    body += [b"%d" % ds, b"%d" % ms, b"%d" % len(tags), *(t.encode() for t in tags)]
+    body += (data_raw, meta_raw)
+    return head + b"\0".join(body)
 
 
 def _split(blob: bytes, record: str) -> tuple[list[bytes], list[bytes]]:
@@ -159,14 +198,92 @@ def decode_listed(blob: bytes, record: str) -> tuple[Session, bytes] | str | Non
     return (doc[0], doc[4]) if isinstance(doc, tuple) else doc
 
 
+#: the layout-3 document's first byte and header length (``lua/doc.lua``)
+_LAYOUT3: Final = 3
+DOC_HEADER: Final = 155
+
+
+def _decode3(
+    blob: bytes, record: str, index: bool
+) -> tuple[Session, bytes, bytes, bytes, bytes] | str:
+    """:func:`_decode` of a layout-3 document (one string, ``lua/doc.lua``)."""
+    if blob[1:2] == b"G":
+        return blob[2:].decode()
+    try:
+        if len(blob) < DOC_HEADER:
+            raise ValueError
+        parts = blob[DOC_HEADER:].split(b"\0")
+        ntags = int(parts[7])
+        if len(parts) != 10 + ntags or ntags < 0:
+            raise ValueError
+        sid, ca, st, pid, grp = parts[0], parts[1], parts[2], parts[3], parts[4]
+        tags = parts[8 : 8 + ntags]
+        data_raw, meta_raw = parts[8 + ntags], parts[9 + ntags]
+        ver = int(blob[1:21])
+        ua, ea = blob[21:41], blob[134:154]
+        events = int(blob[41:61])
+        token = blob[102:134].rstrip(b" ")
+        at = _AT_RAW.get
+        try:
+            data_value = orjson.loads(data_raw)
+            meta_value = orjson.loads(meta_raw)
+        except orjson.JSONDecodeError:
+            raise IntegrityError("undecodable data or metadata", record) from None
+        if type(data_value) is not dict or type(meta_value) is not dict:
+            raise IntegrityError("malformed data or metadata", record)
+        session = fast_session(
+            sid.decode(),
+            (_NAMES.get(pid) or _name(pid)) if pid else None,
+            _STATUSES[st],
+            data_value,
+            meta_value,
+            frozenset([_TAGS.get(t) or _tag(t) for t in tags]) if tags else _NO_TAGS,
+            at(ca) or _when_raw(ca),
+            at(ua) or _when_raw(ua),
+            None if ea[0] == 32 else (at(ea) or _when_raw(ea)),
+            ver,
+            events,
+            int(blob[61:81]),
+            grp.decode() if grp else None,
+        )
+        token.decode()
+    except (KeyError, ValueError, IndexError, UnicodeDecodeError, OverflowError) as exc:
+        raise IntegrityError(f"malformed session document ({type(exc).__name__})", record) from None
+    if not index:
+        return session, token, data_raw, meta_raw, b""
+    head = [
+        b"%d" % ver,
+        ca,
+        b"%d" % int(ua),
+        b"" if ea[0] == 32 else b"%d" % int(ea),
+        st,
+        pid,
+        grp,
+        b"1" if events > 0 else b"0",
+    ]
+    if tags:
+        head += sorted(tags)  # bytes order: code point order, as record_of sorts them
+    return session, token, data_raw, meta_raw, b"\0".join(head)
+
+
 def _decode(
     blob: bytes, record: str, index: bool
 ) -> tuple[Session, bytes, bytes, bytes, bytes] | str | None:
     """The one document decoder (see :func:`decode_doc`): the session, its write token,
     its encoded data and metadata and, with ``index``, the index record its stored fields
-    make (``b""`` without)."""
+    make (``b""`` without). Layout 3 (one string) and layout 2 (a hash's fields, as
+    ``lua/read.lua`` sends them)."""
     if not blob:
         return None
+    first = blob[0]
+    if first == _LAYOUT3:
+        return _decode3(blob, record, index)
+    if 3 < first < 32:
+        raise UnsupportedFormatError(
+            f"document layout {first} is newer than this sessionstore understands "
+            f"({_LAYOUT3}); upgrade sessionstore to read it",
+            record,
+        )
     if blob == b"\x01":
         raise IntegrityError("a key of this session holds a value of the wrong type", record)
     parts = blob.split(b"\0")

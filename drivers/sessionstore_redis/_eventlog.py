@@ -20,7 +20,7 @@ import orjson
 from sessionstore import Event, IntegrityError, Session, UnsupportedFormatError
 from sessionstore.clock import to_ms
 
-from ._encoding import decode_events, type_json
+from ._encoding import DOC_HEADER, decode_events, type_json
 from ._lane import pack
 from ._scripts import EVENT, EVENTS
 from ._write_call import WriteCall
@@ -54,7 +54,7 @@ _MAX_REQUESTS = 4096
 
 
 def _request(doc: str, events: str, window: tuple[Any, ...]) -> bytes:
-    """``MULTI``, ``HMGET`` of the document's liveness and format fields, the window's
+    """``MULTI``, ``GETRANGE`` of the document's fixed header (liveness and format), the window's
     range command on ``events``, ``EXEC``: one request."""
     cache_key = (doc, events, *window)
     packed = _REQUESTS.get(cache_key)
@@ -64,7 +64,7 @@ def _request(doc: str, events: str, window: tuple[Any, ...]) -> bytes:
         packed = _REQUESTS[cache_key] = b"".join(
             (
                 _MULTI,
-                pack(["HMGET", doc, "ver", "ea", "v"]),
+                pack(["GETRANGE", doc, 0, DOC_HEADER - 1]),
                 pack([window[0], events, *window[1:]]),
                 _EXEC,
             )
@@ -97,8 +97,9 @@ def _page(replies: list[Any] | None, now: str, window: tuple[Any, ...]) -> list[
     ``lua/events.lua`` (most of a script's cost is running Lua and copying the records
     through it). ``None`` unless the reply is the common case, a live session of the
     current layout: no plain path (``replies`` ``None``: ``lean=false``), the document
-    missing or expired, a grouped session's stub, a layout-1 log, a corrupt field, a key
-    of the wrong type or a redirection. The caller then runs the script, which decides
+    missing or expired, a grouped session's stub, a layout-2 document (a hash: the
+    ``GETRANGE`` answers ``WRONGTYPE``), a corrupt header, a key of the wrong type or a
+    redirection. The caller then runs the script, which decides
     those exactly as before (the liveness test here is the script's own)."""
     if replies is None:
         return None
@@ -106,12 +107,12 @@ def _page(replies: list[Any] | None, now: str, window: tuple[Any, ...]) -> list[
     if type(done) is not list or len(done) != 2:
         return None  # EXECABORT (e.g. a redirection) or an error reply
     head, records = done
-    if type(head) is not list or type(records) is not list:
+    if type(head) is not bytes or type(records) is not list:
         return None  # an error reply in its place (a key of the wrong type)
-    ver, expires, fmt = head
-    if ver is None or fmt != b"2":
-        return None
-    if expires is not None and now:
+    if len(head) != DOC_HEADER or head[0] != 3 or head[1] == 71:
+        return None  # missing, a stub, a newer layout or malformed: the script decides
+    expires = head[134:154]
+    if expires[0] != 32 and now:
         try:
             if int(expires) <= int(now):
                 return None

@@ -2,12 +2,13 @@
 
 Every key of a namespace starts with ``P = <key_prefix><namespace or "_">:``.
 
-* a session: ``P{<id>}:doc`` (hash), ``P{<id>}:events`` (sorted set; a list in layout
+* a session: ``P{<id>}:doc`` (a string, layout 3, ``lua/dochead.lua``; a hash in layout
+  2), ``P{<id>}:events`` (sorted set; a list in layout
   1, see ``lua/evlog.lua``), ``P{<id>}:etypes`` (sorted set, the event type index),
   ``P{<id>}:ekeys`` (hash, the event key index), ``P{<id>}:ckpt`` (hash);
 * a session created with a ``group``: ``P{<group>}:<id>:doc|events|etypes|ekeys|ckpt`` (one slot for
-  the whole group), plus a stub ``P{<id>}:doc`` = ``{grp: <group>}`` so that the session
-  is found from its id;
+  the whole group), plus a stub ``P{<id>}:doc`` = ``\x03G<group>`` (layout 2: a hash
+  ``{grp: <group>}``) so that the session is found from its id;
 * index shard ``k``: ``P{~<k>}:<name>`` (``~`` never starts an id, so index keys never
   share a hash tag with a session).
 """

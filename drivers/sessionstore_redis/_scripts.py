@@ -57,18 +57,30 @@ def _wrap(name: str, inner: Script, function: str, *outer: str) -> Script:
     return Script(name, source, sha)
 
 
-WRITE = _load("write", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
+WRITE = _load("write", "dochead", "doc", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
 # append.lua's short path runs before ixadd.lua and evlog.lua define the helpers it does
 # not use (grace, index prefix and id are the same for every call on a session)
-APPEND = _load("append", "ixcomp", "append", "ixadd", "evlog", "append_general", fixed=3)
+APPEND = _load(
+    "append", "dochead", "ixcomp", "append", "doc", "ixadd", "evlog", "append_general", fixed=3
+)
 # index.lua only for an id that still has index entries (after the common path returned)
-CREATE = _load("create", "ixcomp", "ixadd", "create", "index", "create_reindex")
+CREATE = _load(
+    "create",
+    "dochead",
+    "ixcomp",
+    "ixadd",
+    "create",
+    "doc",
+    "create_check",
+    "index",
+    "create_reindex",
+)
 REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
 WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "walk")
 # walk.lua on several shards of one Cluster node: the walk wrapped as a function
 WALKN = _wrap("walkn", WALK, "walk", "pieces", "walkn")
 COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
-CLAIM = _load("claim", "claim")
-EVENTS = _load("events", "evlog", "evdrop", "events")
-EVENT = _load("event", "event")
+CLAIM = _load("claim", "dochead", "doc", "claim")
+EVENTS = _load("events", "dochead", "doc", "evlog", "evdrop", "events")
+EVENT = _load("event", "dochead", "doc", "event")
 READ = _load("read", "pieces", "read")

@@ -23,7 +23,7 @@ from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION, checkpoint_to_record, dumps_record
 from sessionstore.planning import Prepared
 
-from ._encoding import event_args, json_pairs, put_fields
+from ._encoding import event_args, json_pairs, new_document
 from ._keys import Loc
 from ._scripts import APPEND, CREATE, WRITE, Script
 
@@ -144,26 +144,28 @@ class WriteCall:
 
     def create_one(self, loc: Loc, p: Prepared, expires_ms: int | None) -> None:
         """A create without a group: its own script (``lua/create.lua``), with the
-        document's fields made here, ready for one ``HSET``."""
+        document string (``lua/doc.lua``) made here, ready for one ``SET``."""
         assert p.data is not None and p.metadata is not None and p.status is not None
         self.script = CREATE
         self.keys = [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
-        fields: list[Any] = []
-        expiry: int | str = ""
-        if expires_ms is not None:
-            fields += (b"ea", expires_ms)
-            expiry = expires_ms + self.grace_ms
-        if isinstance(p.processor_id, str):
-            fields += (b"pid", p.processor_id)
+        pid = p.processor_id if isinstance(p.processor_id, str) else None
         tags = sorted(p.tags)
-        for tag in tags:
-            fields += ("t:" + tag, b"")
-        ds = put_fields(fields, b"d:", p.data[1])
-        ms = put_fields(fields, b"m:", p.metadata[1])
-        self.ops = [self.now_ms, self.token, self.index_prefix, loc.id, p.status.value, ds, ms]
-        self.ops += (expiry, len(tags), *fields)
+        doc = new_document(
+            loc.id,
+            self.now_ms,
+            self.token,
+            p.status.value,
+            pid,
+            expires_ms,
+            tags,
+            p.data[1],
+            p.metadata[1],
+        )
+        expiry: int | str = "" if expires_ms is None else expires_ms + self.grace_ms
+        self.ops = [self.now_ms, self.token, self.index_prefix, loc.id, p.status.value, doc]
+        self.ops += (expiry, "" if expires_ms is None else expires_ms, pid or "", *tags)
 
     def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
         payload: list[Any] = []

@@ -10,6 +10,7 @@ import pytest
 
 from sessionstore import Clock, SessionStore, open_store
 from sessionstore.testing import CorruptKind, StoreConformance
+from tests.redis.docs import write_fields
 from tests.redis.servers import RedisCluster, SentinelSetup
 
 # A live server given by URL may hold other data: then every test empties its namespace.
@@ -28,7 +29,7 @@ class _RedisSuite:
         keys = store.key_names(session_id)  # type: ignore[attr-defined]
         client = store.client  # type: ignore[attr-defined]
         if kind == "session":
-            await client.hset(keys["doc"], 'd:"x"', b"\x80garbage")
+            await write_fields(client, keys["doc"], {'d:"x"': b"\x80garbage"})
         elif kind == "events":  # the oldest record of the log (a sorted set by seq)
             ((record, seq),) = await client.zrange(keys["events"], 0, 0, withscores=True)
             await client.zrem(keys["events"], record)

@@ -36,6 +36,7 @@ from sessionstore import (
     open_store,
 )
 from sessionstore.sync import BlockingCallError, DeferToLoop, SyncSessionStore, open_sync_store
+from tests.redis.docs import fields_of
 from tests.redis.servers import RedisCluster, SentinelSetup, TLSServer, free_port
 
 
@@ -572,3 +573,24 @@ def test_get_event_is_read_by_the_calling_thread(redis_url: str) -> None:
             kind, *_ = _same_as_the_loop(facade, "get_event", sid, key=key)
             assert kind == "error"
         assert len(drives) == 5  # (refused before any step)
+
+
+def test_a_layout_2_document_is_read_by_the_blocking_reads(redis_url: str) -> None:
+    """The blocking ``get_session`` is a plain ``GET`` of the document string (layout 3);
+    a layout-2 hash answers ``WRONGTYPE`` and is read by ``lua/read.lua``, unconverted."""
+    with open_sync_store(redis_url, namespace=_ns()) as facade:
+        s = facade.create_session(data={"x": [1, {}], "n": 2**63 - 1}, tags={"t"}, ttl=3600)
+        key = facade.store.key_names(s.id)["doc"]  # type: ignore[attr-defined]
+        client = redis.Redis.from_url(redis_url)
+        try:
+            blob = client.get(key)
+            assert isinstance(blob, bytes) and blob[:1] == b"\x03"
+            assert facade.get_session(s.id) == s
+            ttl = client.pttl(key)
+            client.delete(key)
+            client.hset(key, mapping=dict(fields_of(blob)))  # type: ignore[arg-type]
+            client.pexpire(key, ttl)
+            assert facade.get_session(s.id) == s
+            assert client.type(key) == b"hash"
+        finally:
+            client.close()

@@ -172,8 +172,16 @@ async def test_a_pages_documents_are_read_once_per_node(
             calls.append(1)
         return await script(what, *args)
 
+    commands = store._backend.commands
+
+    async def plain(key: str, packed: bytes, count: int) -> Any:
+        if packed.startswith(b"*2\r\n$3\r\nGET\r\n"):  # one document by a plain GET
+            calls.append(1)
+        return await commands(key, packed, count)
+
     monkeypatch.setattr(store._backend, "pipeline", counted)
     monkeypatch.setattr(store._backend, "script", one)
+    monkeypatch.setattr(store._backend, "commands", plain)
     page = await store.list_sessions(flt, opts)
     assert page.items == list(reversed(made))
     assert calls == [3]  # one pipelined request: a call per node

@@ -58,7 +58,7 @@ async def test_get_events_on_a_key_of_the_wrong_type_names_the_session(
     await store.append_events("wt", [{"type": "e"}])
     name = store.key_names("wt")[key]
     await store.client.delete(name)
-    await store.client.set(name, b"a string")
+    await store.client.sadd(name, b"a set")  # a string is a document (layout 3)
     with pytest.raises(IntegrityError) as info:
         await store.get_events("wt")
     assert info.value.record == "wt"
@@ -77,13 +77,13 @@ async def test_the_first_append_sets_the_events_key_expiry(open_redis: Any, redi
 async def test_get_session_of_a_document_key_of_the_wrong_type(
     open_redis: Any, redis_url: str
 ) -> None:
-    """``lua/read.lua``'s one-document path answers a key that is not a hash as such
-    (and a missing key as no session), as its several-document path does."""
+    """``lua/read.lua``'s one-document path answers a key that is neither a string nor a
+    hash as such (and a missing key as no session), as its several-document path does."""
     store: RedisStore = await open_redis(redis_url)
     await store.create_session(id="wrong")
     name = store.key_names("wrong")["doc"]
     await store.client.delete(name)
-    await store.client.set(name, b"a string")
+    await store.client.sadd(name, b"a set")
     with pytest.raises(IntegrityError) as info:
         await store.get_session("wrong")
     assert info.value.record == "wrong"

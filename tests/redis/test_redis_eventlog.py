@@ -31,6 +31,8 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 from tests.redis.servers import RedisCluster
 
+from .docs import as_layout_2, read_fields
+
 pytestmark = pytest.mark.asyncio
 
 
@@ -55,6 +57,7 @@ async def _layout_1(store: RedisStore, sid: str, types: list[str], first_seq: in
     client = store.client
     await client.delete(keys["events"], keys["etypes"], keys["ekeys"])
     last = first_seq + len(types) - 1
+    await as_layout_2(client, keys["doc"])  # layout 1 was a hash too
     await client.hset(keys["doc"], mapping={"v": "1", "ec": len(types), "ls": last})
     await client.hdel(keys["doc"], "am", "tu")
     for i, etype in enumerate(types):
@@ -109,7 +112,7 @@ async def test_a_layout_1_log_is_read_and_converted(
         assert s.event_count == 3
         expected = expected[1:]
     assert await store.client.type(keys["events"]) == b"zset"
-    assert await store.client.hget(keys["doc"], "v") == b"2"
+    assert (await read_fields(store.client, keys["doc"]))[b"v"] == b"2"  # a string now
     assert await store.client.pttl(keys["events"]) > 0
     assert [(e.seq, e.type) for e in await store.get_events("old")] == expected
     want_a = [seq for seq, t in expected if t == "a"]
@@ -123,13 +126,14 @@ async def test_a_newer_layout_is_refused(open_redis: Any, redis_url: str) -> Non
     store: RedisStore = await open_redis(redis_url)
     await store.create_session(id="new")
     await store.append_events("new", [{"type": "a"}])
-    await store.client.hset(store.key_names("new")["doc"], "v", "3")
+    await store.client.setrange(store.key_names("new")["doc"], 0, b"\x04")  # layout 4
     other: RedisStore = await open_redis(redis_url)
     for call in (
         lambda: other.get_events("new"),
         lambda: other.get_event("new", key="k"),
         lambda: other.append_events("new", [{"type": "b"}]),
         lambda: other.pop_events("new"),
+        lambda: other.get_session("new"),
     ):
         with pytest.raises(UnsupportedFormatError):
             await call()
@@ -379,10 +383,10 @@ async def test_the_type_index_is_built_by_the_first_read_by_type(
     await store.append_events("ti", [{"type": "a"}, {"type": "b"}, {"type": "a"}])
     keys = store.key_names("ti")
     assert await store.client.exists(keys["etypes"]) == 0
-    assert await store.client.hget(keys["doc"], "ti") is None
+    assert b"ti" not in await read_fields(store.client, keys["doc"])
     assert [e.seq for e in await store.get_events("ti", types=["a"])] == [1, 3]
     assert await store.client.zcard(keys["etypes"]) == 3
-    assert await store.client.hget(keys["doc"], "ti") == b"1"
+    assert (await read_fields(store.client, keys["doc"]))[b"ti"] == b"1"
     other: RedisStore = await open_redis(redis_url)  # no copy: append.lua's read path
     await other.append_events("ti", [{"type": "a"}])
     await store.append_events("ti", [EventInput("a", key="k")])  # keyed

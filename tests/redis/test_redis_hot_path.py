@@ -22,33 +22,44 @@ from sessionstore import (
     Status,
 )
 
+from .docs import read_fields
+
 pytestmark = pytest.mark.asyncio
 NOW = ManualClock().now()
 
 
-async def _hgetall_in_scripts(store: RedisStore) -> int:
-    """HGETALLs since CONFIG RESETSTAT: an append that returns the whole document runs one."""
-    stats = await store.client.info("commandstats")
-    return int(stats.get("cmdstat_hgetall", {}).get("calls", 0))
+def _spy_replies(store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The first result of every write script the store runs from now on: an append from
+    a current copy answers the version (an integer), else the whole document (bytes)."""
+    seen: list[Any] = []
+    run = store._writes.run
+
+    async def spied(*args: Any, **kwargs: Any) -> Any:
+        reply = await run(*args, **kwargs)
+        seen.append(reply.results[0])
+        return reply
+
+    monkeypatch.setattr(store._writes, "run", spied)
+    return seen
 
 
 async def test_append_returns_the_version_only_when_the_copy_is_current(
-    open_redis: Any, redis_url: str
+    open_redis: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await open_redis(redis_url)
     other = await open_redis(redis_url)
     s = await store.create_session(data={"a": 1}, metadata={"m": [1]}, tags={"t"})
-    await store.client.config_resetstat()
+    replies = _spy_replies(store, monkeypatch)
     for n in range(1, 4):
         s = await store.append_events(s.id, [{"type": "e", "data": {"n": n}}])
-    assert await _hgetall_in_scripts(store) == 0, "the copy should have been used"
+    assert replies == [2, 3, 4], "the copy should have been used"
     assert (s.version, s.event_count, s.last_seq) == (4, 3, 3)
     assert await store.get_session(s.id) == s
     # another client writes: the copy is stale, the script sends the whole document
     await other.update_session(s.id, merge_data={"b": 2}, add_tags={"u"})
-    await store.client.config_resetstat()
+    replies.clear()
     s = await store.append_events(s.id, [{"type": "e"}])
-    assert await _hgetall_in_scripts(store) == 1
+    assert len(replies) == 1 and isinstance(replies[0], bytes)
     assert s.data == {"a": 1, "b": 2} and s.tags == {"t", "u"} and s.version == 6
     assert await other.get_session(s.id) == s
 
@@ -295,13 +306,11 @@ async def test_an_append_from_a_copy_writes_what_an_append_without_one_writes(
         assert (s.version, s.event_count, s.last_seq) == (3, 3, 3)
         assert s == await store.get_session(s.id)
         keys.append(store.key_names(s.id, s.group))
-    (with_copy, without) = keys
-    head = ["ver", "ec", "ls", "ea", "v", "st", "pid"]
-    assert await store.client.hmget(with_copy["doc"], head) == await store.client.hmget(
-        without["doc"], head
-    )
-    for k in keys:  # the events key expires at expires_at + grace (PTTL: Redis 6 too)
-        expires_ms = int(await store.client.hget(k["doc"], "ea"))
+    head = [b"ver", b"ec", b"ls", b"ea", b"v", b"st", b"pid"]
+    docs = [await read_fields(store.client, k["doc"]) for k in keys]
+    assert [docs[0].get(n) for n in head] == [docs[1].get(n) for n in head]
+    for k, doc in zip(keys, docs, strict=True):  # the events key expires at expires_at + grace
+        expires_ms = int(doc[b"ea"])
         left = await store.client.pttl(k["events"])
         assert abs(expires_ms + store._grace_ms - (time.time() * 1000 + left)) < 5000
 

@@ -25,6 +25,8 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 from sessionstore.planning import prepare
 
+from .docs import fields_of, read_fields, write_fields
+
 pytestmark = pytest.mark.asyncio
 
 
@@ -49,7 +51,7 @@ async def test_key_layout_is_the_documented_one(open_redis: Any, redis_url: str)
         "etypes": prefix + "{s1}:etypes",
         "ekeys": prefix + "{s1}:ekeys",
     }
-    assert await raw(store, "TYPE", names["doc"]) == b"hash"
+    assert await raw(store, "TYPE", names["doc"]) == b"string"  # layout 3: lua/doc.lua
     assert await raw(store, "TYPE", names["events"]) == b"zset"
     assert await raw(store, "TYPE", names["ckpt"]) == b"hash"
     # the event log (lua/evlog.lua): records by seq, the type index, the key index
@@ -59,8 +61,10 @@ async def test_key_layout_is_the_documented_one(open_redis: Any, redis_url: str)
     assert await store.client.zrange(names["etypes"], 0, -1) == [b'"e"\x00' + b"0" * 15 + b"1"]
     (entry,) = (await store.client.hgetall(names["ekeys"])).items()
     assert entry[0] == b'"k1"' and entry[1].startswith(b"1\x00")
-    doc = await store.client.hgetall(names["doc"])
-    # one field per top-level key holding its JSON bytes; tags as fields; header fields
+    blob = await store.client.get(names["doc"])
+    assert blob.endswith(b'\x00prod\x00{"goal"\t:"triage"}\x00{"user"\t:"u1"}')
+    doc = fields_of(blob)
+    # read as the hash fields of layout 2: each top-level key's JSON bytes, tags, header
     assert doc[b'd:"goal"'] == b'"triage"'
     assert doc[b'm:"user"'] == b'"u1"'
     assert doc[b"t:prod"] == b""
@@ -92,7 +96,7 @@ async def test_group_colocates_and_is_found_by_id(open_redis: Any, redis_url: st
     assert len(slots) == 1, "a group's keys must share one hash slot"
     assert "{team-1}:ga:doc" in store.key_names("ga", "team-1")["doc"]
     home = store.key_names("ga")["doc"]
-    assert await store.client.hgetall(home) == {b"grp": b"team-1"}  # the id's stub
+    assert await store.client.get(home) == b"\x03Gteam-1"  # the id's stub
     fresh = await open_redis(redis_url)  # no cached group: found through the stub
     assert await fresh.get_session("ga") == a
     assert (await fresh.update_session("ga", merge_data={"y": 2})).data == {"x": 1, "y": 2}
@@ -189,7 +193,7 @@ async def test_create_writes_the_document_a_batch_create_writes(
     await store.create_session(id="one", **fields)
     async with store.transaction() as tx:
         await tx.create_session(id="two", **fields)
-    docs = [await store.client.hgetall(store.key_names(sid)["doc"]) for sid in ("one", "two")]
+    docs = [await read_fields(store.client, store.key_names(sid)["doc"]) for sid in ("one", "two")]
     for doc in docs:
         del doc[b"id"], doc[b"wt"]
     assert docs[0] == docs[1]
@@ -268,14 +272,14 @@ async def test_garbage_and_pickles_are_integrity_errors(
     await store.client.set(store.key_names("str")["doc"], payload)
     # a document whose field holds a pickle instead of JSON
     good = await store.create_session(id="field", data={"x": 1})
-    await store.client.hset(store.key_names("field")["doc"], 'd:"x"', payload)
+    await write_fields(store.client, store.key_names("field")["doc"], {'d:"x"': payload})
     # a hash without the header
     await store.client.hset(store.key_names("nohead")["doc"], "junk", payload)
     # garbage in an event log and a checkpoint
     ev = await store.create_session(id="ev")
     await store.append_events(ev.id, [{"type": "ok"}])
     await store.client.zadd(store.key_names("ev")["events"], {payload: 2})
-    await store.client.hset(store.key_names("ev")["doc"], mapping={"ec": 2, "ls": 2})
+    await write_fields(store.client, store.key_names("ev")["doc"], {"ec": 2, "ls": 2})
     await store.client.hset(store.key_names("ev")["ckpt"], "cp1", payload)
     for sid in ("str", "field", "nohead"):
         with pytest.raises(IntegrityError) as info:
@@ -338,8 +342,8 @@ async def test_filtered_page_reads_only_the_page(open_redis: Any, redis_url: str
     page = await store.list_sessions(flt, QueryOptions(limit=10, order="desc"))
     assert len(page) == 10
     stats = await store.client.info("commandstats")
-    hgetall = stats.get("cmdstat_hgetall", {}).get("calls", 0)
-    assert hgetall <= 11, f"read {hgetall} documents for a page of 10"
+    gets = stats.get("cmdstat_get", {}).get("calls", 0)
+    assert gets <= 12, f"read {gets} documents for a page of 10"
     assert stats["cmdstat_evalsha"]["calls"] <= 2
     assert await store.count_sessions(flt) == 70
 
@@ -369,11 +373,11 @@ async def test_the_walk_reads_the_pages_documents_as_every_read_does(
     assert (await fresh.list_sessions(flt, opts)).items == made
     assert fresh._writes.groups == {"b": "g1", "c": "g2"}
     await store.client.delete(store.key_names("c", "g2")["doc"])  # a stub, no document
-    await store.client.hset(store.key_names("d")["doc"], 'd:"x"', b"\x80garbage")
+    await write_fields(store.client, store.key_names("d")["doc"], {'d:"x"': b"\x80garbage"})
     await store.client.delete(store.key_names("e")["doc"])
     await store.client.set(store.key_names("e")["doc"], b"not a hash")
-    await store.client.hset(store.key_names("f")["doc"], "t:new", "")  # behind its back
-    await store.client.hset(store.key_names("g")["doc"], "ver", "01")  # version 1 still
+    await write_fields(store.client, store.key_names("f")["doc"], {"t:new": ""})  # behind its back
+    await write_fields(store.client, store.key_names("g")["doc"], {"ver": "01"})  # version 1 still
     fresh = await open_redis(redis_url)
     page = await fresh.list_sessions(flt, opts)
     assert page.ids == ["a", "b", "g"]
@@ -436,7 +440,7 @@ async def test_grouped_create_is_one_round_trip(open_redis: Any, redis_url: str)
     await raw(store, "CONFIG", "RESETSTAT")
     s = await store.create_session(id="one", group="g", data={"a": 1})
     assert await _script_calls(store) == 1
-    assert await store.client.hgetall(store.key_names("one")["doc"]) == {b"grp": b"g"}
+    assert await store.client.get(store.key_names("one")["doc"]) == b"\x03Gg"
     await raw(store, "CONFIG", "RESETSTAT")
     results = await store.commit([CreateOp(NewSession(id=f"tx{i}", group="g")) for i in range(3)])
     assert [r.version for r in results] == [1, 1, 1]
@@ -470,5 +474,5 @@ async def test_grouped_create_when_the_id_is_taken(open_redis: Any, redis_url: s
     assert await fresh.get_session("old") == s
     assert await fresh.get_session("old-tx") == tx
     assert await fresh.get_session("old-grouped") == t
-    assert await store.client.hgetall(store.key_names("old-grouped")["doc"]) == {b"grp": b"b"}
+    assert await store.client.get(store.key_names("old-grouped")["doc"]) == b"\x03Gb"
     assert await store.client.exists(store.key_names("old-grouped", "a")["doc"]) == 0

@@ -34,18 +34,27 @@
 -- and the version is the unchanged one).
 local doc, ev, et, ek = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local IX, ID, NOW, TOKEN, KNOWN, MODE = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7], ARGV[13]
--- (tu is not read: an event below the greatest `at` sets it, again if need be)
-local w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'ti')
+-- the fixed header of a layout-3 document (dochead.lua; nil for a layout-2 hash or no
+-- document: append_general.lua reads it). Few strings are made here: each new Lua string
+-- costs ~1k instructions (Redis's Lua hashes every byte), so the token is compared in
+-- place and `am` kept padded.
+local hdr = redis.pcall('GETRANGE', doc, 0, D_HDR - 1)
+if type(hdr) ~= 'string' or #hdr ~= D_HDR or string.byte(hdr, 1) ~= 3 then hdr = nil end
+local w = nil  -- the document's wt, am, v, ti (append_general.lua)
 -- the document is the client's copy (the write token says so): the version check and
 -- the expiry check were done from it, nothing else to read (the client sends the copy's
 -- state only when its copy has the expected version and has not expired)
-local current = KNOWN ~= '' and ARGV[10] ~= '' and w[1] == KNOWN and w[3] == '2'
+local current = hdr and KNOWN ~= '' and ARGV[10] ~= ''
+  and string.sub(hdr, 103, 102 + #KNOWN) == KNOWN
+  and (#KNOWN == 32 or string.byte(hdr, 103 + #KNOWN) == 32)
 local index_in_full = false  -- the short path wrote all but a missing index entry
 
 if current and MODE == 'N' and (IX == '' or ARGV[9] ~= '') then
   -- numbered from the copy, which is the document: strings only (no number is formatted
-  -- or parsed; two `at` of the same number of digits compare as strings)
-  local TI, am, tu = w[4] == '1', w[2], false
+  -- or parsed: the client sends `at`, the version and the counters zero-padded to the
+  -- header's width, and two such `at` compare as strings)
+  local TI, tu = string.byte(hdr, 155) == 49, string.byte(hdr, 102) == 49
+  local am = string.byte(hdr, 82) ~= 32 and string.sub(hdr, 82, 101)
   for i = 14, #ARGV, 3 do
     local seq, rec, at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
     redis.call('ZADD', ev, seq, rec)
@@ -56,7 +65,7 @@ if current and MODE == 'N' and (IX == '' or ARGV[9] ~= '') then
     end
     if not am then
       am = at
-    elseif #at ~= #am or string.byte(at) == 45 or string.byte(am) == 45 then
+    elseif string.byte(at) == 45 or string.byte(am) == 45 then
       local a, m = tonumber(at), tonumber(am)
       if a > m then am = at elseif a < m then tu = true end
     elseif at > am then
@@ -65,11 +74,9 @@ if current and MODE == 'N' and (IX == '' or ARGV[9] ~= '') then
       tu = true
     end
   end
-  if tu then
-    redis.call('HSET', doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am, 'tu', '1')
-  else
-    redis.call('HSET', doc, 'ver', ARGV[10], 'ec', ARGV[11], 'ls', ARGV[12], 'ua', NOW, 'wt', TOKEN, 'am', am)
-  end
+  -- the counters in place: one SETRANGE of the header's first 133 bytes (ver..wt)
+  redis.call('SETRANGE', doc, 1, ARGV[10] .. d_pad(NOW) .. ARGV[11] .. ARGV[12] .. am
+    .. (tu and '1' or '0') .. TOKEN .. string.rep(' ', 32 - #TOKEN))
   -- after the writes: PEXPIREAT of a key that does not exist yet (a first append) is a no-op
   if ARGV[8] ~= '' then
     redis.call('PEXPIREAT', ev, ARGV[8])

@@ -17,6 +17,8 @@ if index_in_full then
   return tonumber(ARGV[10])
 end
 
+local head = hdr and d_head(doc)  -- a layout-3 document's header, else doc.lua reads it
+w = head and {head.wt, head.am, '2', head.ti} or d_hmget(doc, 'wt', 'am', 'v', 'ti')
 local KEYED, NUMBERED = MODE == 'K', MODE == 'N'
 local FIRST, STEP = 14, NUMBERED and 3 or 5  -- the first event, arguments per event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
@@ -31,7 +33,7 @@ if current and not NUMBERED then
   ver, ec, ls = ARGV[10], ARGV[11], ARGV[12]
   if ARGV[8] ~= '' then expire_at = ARGV[8] end
 else
-  local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
+  local h = d_hmget(doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
   if not h[1] then
     if h[4] then return fail('PTR', h[4]) end
     if redis.call('EXISTS', doc) == 1 then return fail('CORRUPT') end
@@ -43,14 +45,14 @@ else
   if format > 2 then return fail('FORMAT') end
   local expect = tonumber(ARGV[6])
   if expect and ver == expect + 1 and h[3] == TOKEN then
-    return {'DONE', table.concat(redis.call('HGETALL', doc), '\0')}
+    return {'DONE', d_str(doc)}
   end
   if h[2] and tonumber(h[2]) <= tonumber(NOW) then return fail('NOTFOUND') end
   if expect and ver ~= expect then return fail('CONFLICT', expect, ver) end
   if format < 2 then
     if not ev_upgrade(doc, ev, et) then return fail('CORRUPT') end
-    w = redis.call('HMGET', doc, 'wt', 'am', 'v', 'ti')
-    h[6] = redis.call('HGET', doc, 'ec')
+    w = d_hmget(doc, 'wt', 'am', 'v', 'ti')
+    h[6] = d_hget(doc, 'ec')
   end
   current = KNOWN ~= '' and h[3] == KNOWN
   ec, ls = tonumber(h[6]) or 0, tonumber(h[7]) or 0
@@ -67,7 +69,7 @@ if KEYED then
   if bad then return fail('EVKEY', bad) end
   if new == 0 then  -- every event is stored already: nothing to write
     if current then return {'K', tonumber(ver), ev_flags_out(flags)} end
-    return {'K', table.concat(redis.call('HGETALL', doc), '\0'), ev_flags_out(flags)}
+    return {'K', d_str(doc), ev_flags_out(flags)}
   end
 else
   new = (#ARGV - FIRST + 1) / STEP
@@ -98,10 +100,15 @@ for i = FIRST, #ARGV, STEP do
   end
 end
 local nv = int(ver + 1)
-if tu then
-  redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am), 'tu', '1')
+if hdr then  -- a layout-3 document: the header in place (the parse read above dropped)
+  redis.call('SETRANGE', doc, 1, d_pad(nv) .. d_pad(NOW) .. d_pad(int(ec + new))
+    .. d_pad(int(seq)) .. d_pad(int(am)) .. ((tu or string.byte(hdr, 102) == 49) and '1' or '0')
+    .. TOKEN .. string.rep(' ', 32 - #TOKEN))
+  D_DOCS[doc] = nil
+elseif tu then
+  d_hset(doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am), 'tu', '1')
 else
-  redis.call('HSET', doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am))
+  d_hset(doc, 'ver', nv, 'ec', int(ec + new), 'ls', int(seq), 'ua', NOW, 'wt', TOKEN, 'am', int(am))
 end
 -- after the writes: PEXPIREAT of a key that does not exist yet (a first append) is a no-op
 if expire_at then
@@ -138,15 +145,15 @@ if IX ~= '' then
     end
   end
   if full then
-    local f = redis.call('HMGET', doc, 'ca', 'ea', 'st', 'pid', 'grp')
+    local f = d_hmget(doc, 'ca', 'ea', 'st', 'pid', 'grp')
     local r = {nv, f[1], NOW, f[2] or '', f[3], f[4] or '', f[5] or '', '1'}
-    for _, k in ipairs(redis.call('HKEYS', doc)) do
+    for _, k in ipairs(d_keys(doc)) do
       if string.sub(k, 1, 2) == 't:' then r[#r + 1] = string.sub(k, 3) end
     end
     ix_add(IX, ID, r)
   end
 end
 local out
-if current then out = tonumber(nv) else out = table.concat(redis.call('HGETALL', doc), '\0') end
+if current then out = tonumber(nv) else out = d_str(doc) end
 if KEYED then return {'K', out, ev_flags_out(flags)} end
 return out

@@ -6,7 +6,7 @@
 --   replace  -> OK if the stub still points to ARGV[4] (then it points to ARGV[2]) | RETRY
 --   release  -> OK (the stub is removed if it points to ARGV[2])
 local doc, mode, grp = KEYS[1], ARGV[1], ARGV[2]
-local h = redis.call('HMGET', doc, 'ver', 'ea', 'grp')
+local h = d_hmget(doc, 'ver', 'ea', 'grp')
 if mode == 'claim' then
   if h[1] then
     if (not h[2]) or tonumber(h[2]) > tonumber(ARGV[3]) then return {'EXISTS'} end
@@ -17,14 +17,14 @@ if mode == 'claim' then
     return {'PTR', h[3]}
   end
   if redis.call('EXISTS', doc) == 1 then return {'CORRUPT'} end
-  redis.call('HSET', doc, 'grp', grp)
+  d_hset(doc, 'grp', grp)
   return {'OK'}
 elseif mode == 'replace' then
   if (not h[1]) and h[3] == ARGV[4] then
-    redis.call('HSET', doc, 'grp', grp)
+    d_hset(doc, 'grp', grp)
     return {'OK'}
   end
   return {'RETRY'}
 end
-if (not h[1]) and h[3] == grp then redis.call('DEL', doc) end
+if (not h[1]) and h[3] == grp then d_del(doc) end
 return {'OK'}

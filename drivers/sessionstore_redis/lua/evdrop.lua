@@ -44,7 +44,7 @@ local function ev_types(doc, ev, et)
   for i = 1, #tys, 1000 do redis.call('ZADD', et, unpack(tys, i, math.min(i + 999, #tys))) end
   local ttl = redis.call('PTTL', ev)
   if ttl > 0 and #tys > 0 then redis.call('PEXPIRE', et, ttl) end
-  redis.call('HSET', doc, 'ti', '1')
+  d_hset(doc, 'ti', '1')
   return true
 end
 
@@ -53,10 +53,10 @@ end
 local function ev_settle(doc, ev)
   local lastrec = redis.call('ZRANGE', ev, -1, -1)[1]
   if not lastrec then
-    redis.call('HDEL', doc, 'am', 'tu')
-  elseif redis.call('HGET', doc, 'tu') ~= '1' then
+    d_hdel(doc, 'am', 'tu')
+  elseif d_hget(doc, 'tu') ~= '1' then
     local _, _, a = ev_parse(lastrec)
-    if a then redis.call('HSET', doc, 'am', a) end
+    if a then d_hset(doc, 'am', a) end
   end
 end
 

@@ -4,7 +4,7 @@
 -- Reply: {'OK', record...} (found ones, each once, in seq order) | {'NOTFOUND'} |
 -- {'PTR', group} | {'CORRUPT'}
 local doc = KEYS[1]
-local h = redis.call('HMGET', doc, 'ver', 'ea', 'v', 'grp')
+local h = d_hmget(doc, 'ver', 'ea', 'v', 'grp')
 if not h[1] then
   if h[4] then return {'PTR', h[4]} end
   if redis.call('EXISTS', doc) == 1 then return {'CORRUPT'} end
@@ -30,7 +30,7 @@ local out = {}
 if format < 2 then
   -- layout 1 (not converted yet: reads do not write): no keys; seq = first + position
   if redis.call('TYPE', KEYS[2])['ok'] ~= 'list' then return {'OK', out} end
-  local c = redis.call('HMGET', doc, 'ec', 'ls')
+  local c = d_hmget(doc, 'ec', 'ls')
   local first = (tonumber(c[2]) or 0) - (tonumber(c[1]) or 0) + 1
   for _, s in ipairs(seqs) do
     local b = redis.call('LINDEX', KEYS[2], s - first)

@@ -9,7 +9,9 @@
 -- `at` than one before it ('tu'), a time bound is applied by filtering (O(events in the
 -- other bounds)).
 local doc, ev, et = KEYS[1], KEYS[2], KEYS[3]
-local h = redis.call('HMGET', doc, 'ver', 'ea', 'v', 'tu', 'grp', 'ti')
+local head = d_head(doc)  -- a layout-3 header: no parse of the document
+local h = head and {head.ver, head.ea, '2', head.tu, false, head.ti}
+  or d_hmget(doc, 'ver', 'ea', 'v', 'tu', 'grp', 'ti')
 if not h[1] then
   if h[5] then return {'PTR', h[5]} end
   if redis.call('EXISTS', doc) == 1 then return {'CORRUPT'} end

@@ -29,7 +29,7 @@ end
 -- Convert a layout-1 log (a list, seq = first seq + position) to layout 2, keeping the
 -- keys' expiry. Returns false (nothing changed) when a record is not a layout-1 record.
 local function ev_upgrade(doc, ev, et)
-  local h = redis.call('HMGET', doc, 'ec', 'ls')
+  local h = d_hmget(doc, 'ec', 'ls')
   local ec, ls = tonumber(h[1]) or 0, tonumber(h[2]) or 0
   local am, tu = nil, false
   if redis.call('TYPE', ev)['ok'] == 'list' then
@@ -53,11 +53,11 @@ local function ev_upgrade(doc, ev, et)
     ec = #items
   end
   redis.call('DEL', et)  -- the type index is built on the first read by type
-  redis.call('HDEL', doc, 'ti')
+  d_hdel(doc, 'ti')
   local f = {'v', '2', 'ec', string.format('%d', ec)}
   if am then f[#f + 1] = 'am'; f[#f + 1] = string.format('%d', am) end
   if tu then f[#f + 1] = 'tu'; f[#f + 1] = '1' end
-  redis.call('HSET', doc, unpack(f))
+  d_hsetl(doc, f)
   return true
 end
 

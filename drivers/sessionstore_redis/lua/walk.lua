@@ -133,17 +133,27 @@ local function put(s)
   SIZES[#SIZES + 1] = #s
 end
 
--- Session id's document as read.lua sends it, following a grouped session's stub
--- ({grp: group}) to the group's slot (the stub itself when the group holds none).
-local function read_doc(id)
-  local f = redis.pcall('HGETALL', DOCP .. '{' .. id .. '}:doc')
-  if f.err then return '\1' end
-  if #f == 2 and f[1] == 'grp' then
-    local g = redis.pcall('HGETALL', DOCP .. '{' .. f[2] .. '}:' .. id .. ':doc')
-    if g.err then return '\1' end
-    if #g > 0 then f = g end
+-- Session id's document as read.lua sends it (doc.lua's string; a layout-2 hash's
+-- fields NUL-separated), following a grouped session's stub to the group's slot (the
+-- stub itself when the group holds none).
+local function read_one(key)
+  local s = redis.pcall('GET', key)
+  if type(s) == 'table' then  -- a layout-2 hash (or another type: '\1')
+    local f = redis.pcall('HGETALL', key)
+    if f.err then return '\1' end
+    if #f == 2 and f[1] == 'grp' then return '\3G' .. f[2] end
+    return table.concat(f, '\0')
   end
-  return table.concat(f, '\0')
+  return s or ''
+end
+
+local function read_doc(id)
+  local s = read_one(DOCP .. '{' .. id .. '}:doc')
+  if string.byte(s, 2) == 71 and string.byte(s, 1) == 3 then
+    local g = read_one(DOCP .. '{' .. string.sub(s, 3) .. '}:' .. id .. ':doc')
+    if g ~= '' then return g end
+  end
+  return s
 end
 
 -- The rows {id, score string} with their records (one HMGET) and, with DOCP, their

@@ -36,7 +36,7 @@ local function psize(ps) local s = 0; for _, p in ipairs(ps) do s = s + #p[1] + 
 local function objsize(s) if s == 0 then return 2 end; return 1 + s end
 
 local function head(doc)
-  local h = redis.call('HMGET', doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ca', 'ua')
+  local h = d_hmget(doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ca', 'ua')
   local st = {ver = 0, wt = h[3], grp = h[4], ca = h[6] or '', ua = tonumber(h[7]) or 0}
   if h[1] then
     st.ver = tonumber(h[1])
@@ -57,6 +57,7 @@ local function head(doc)
 end
 
 local function expire(o, ea)
+  d_flush(o.doc)  -- a deferred write first (doc.lua): the expiry is set on the key it makes
   if ea and ea ~= '' then
     local at = string.format('%.0f', tonumber(ea) + GRACE)
     redis.call('PEXPIREAT', o.doc, at)
@@ -79,7 +80,7 @@ end
 
 local function ix_refresh(o, tags)
   local old = redis.call('HGET', IX .. 'r', o.id)
-  local h = redis.call('HMGET', o.doc, 'ver', 'ca', 'ua', 'ea', 'st', 'pid', 'grp', 'ec')
+  local h = d_hmget(o.doc, 'ver', 'ca', 'ua', 'ea', 'st', 'pid', 'grp', 'ec')
   local r = {h[1], h[2], h[3], h[4] or '', h[5], h[6] or '', h[7] or '',
              (tonumber(h[8]) or 0) > 0 and '1' or '0'}
   if tags == 'keep' and old then
@@ -89,7 +90,7 @@ local function ix_refresh(o, tags)
     -- in byte order, as record_of sorts them (HKEYS gives insertion order): a record that
     -- differs from the document's makes readers drop the row as stale
     local tl = {}
-    for _, f in ipairs(redis.call('HKEYS', o.doc)) do
+    for _, f in ipairs(d_keys(o.doc)) do
       if string.sub(f, 1, 2) == 't:' then tl[#tl + 1] = string.sub(f, 3) end
     end
     table.sort(tl, function(a, b)
@@ -161,7 +162,7 @@ local function resize(o, pre, mode, ps, rem, size)
   local over = {}
   local function oldlen(f)
     local l = over[f]
-    if l == nil then l = redis.call('HSTRLEN', o.doc, f) end
+    if l == nil then l = #(d_hget(o.doc, f) or '') end
     return l
   end
   for _, p in ipairs(ps) do
@@ -189,7 +190,7 @@ for _, o in ipairs(ops) do
     -- claim.lua's 'claim' in the same step: fine when the home key is free or already
     -- points here; anything else (a session or another group holds the id, a corrupt
     -- home key) is left to the client's separate claim, which sorts it out
-    local h = redis.call('HMGET', o.home, 'ver', 'grp')
+    local h = d_hmget(o.home, 'ver', 'grp')
     if h[1] or (h[2] and h[2] ~= o.grp) or (not h[2] and redis.call('EXISTS', o.home) == 1) then
       return fail('CLAIM', o.id)
     end
@@ -198,13 +199,13 @@ for _, o in ipairs(ops) do
   local k, expect = o.kind, tonumber(o.expect)
   if k == 'C' then
     if cur.exists and cur.live then
-      if cur.wt == TOKEN then return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')} end
+      if cur.wt == TOKEN then return {'DONE', d_str(o.doc)} end
       return fail('EXISTS', o.id)
     end
     o.ds, o.ms = psize(o.dp), psize(o.mp)
   elseif k == 'A' then
     if cur.exists and cur.live and cur.wt == TOKEN then  -- this call, applied by an earlier try
-      return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+      return {'DONE', d_str(o.doc)}
     end
     if not (cur.exists and cur.live) then
       if o.create ~= 'c' then return fail('NOTFOUND', o.id) end
@@ -231,7 +232,7 @@ for _, o in ipairs(ops) do
   elseif k == 'F' then
     if cur.ver ~= expect then
       if o.newver ~= '' and cur.wt == TOKEN and cur.ver == tonumber(o.newver) then
-        return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+        return {'DONE', d_str(o.doc)}
       end
       return fail('CONFLICT', o.id, expect, cur.ver)
     end
@@ -244,12 +245,12 @@ for _, o in ipairs(ops) do
     end
   else
     if expect and cur.ver == expect + 1 and cur.wt == TOKEN then
-      return {'DONE', table.concat(redis.call('HGETALL', o.doc), '\0')}
+      return {'DONE', d_str(o.doc)}
     end
     if not (cur.exists and cur.live) then return fail('NOTFOUND', o.id) end
     if expect and cur.ver ~= expect then return fail('CONFLICT', o.id, expect, cur.ver) end
     if k == 'U' then
-      local sz = redis.call('HMGET', o.doc, 'ds', 'ms')
+      local sz = d_hmget(o.doc, 'ds', 'ms')
       o.ds = resize(o, 'd:', o.dmode, o.dp, o.drem, tonumber(sz[1]) or 0)
       o.ms = resize(o, 'm:', o.mmode, o.mp, o.mrem, tonumber(sz[2]) or 0)
       local total = objsize(o.ds) + objsize(o.ms)
@@ -277,6 +278,8 @@ for _, o in ipairs(ops) do
 end
 
 -- ------------------------------------------------------------------ phase 2: writes
+-- (a document's field changes are written once, by d_flush / d_flush_all: doc.lua)
+D_DEFER = true
 local results = {'OK'}
 for _, o in ipairs(ops) do
   local k, cur, res = o.kind, o.cur, 1
@@ -286,17 +289,17 @@ for _, o in ipairs(ops) do
   elseif o.outcome then
     res = o.outcome
   end
-  if o.claim and k ~= 'skip' then redis.call('HSET', o.home, 'grp', o.grp) end
+  if o.claim and k ~= 'skip' then d_hset(o.home, 'grp', o.grp) end
   if k == 'C' or (k == 'F' and o.ca) or (k == 'A' and o.creating) then
     if k ~= 'F' then
       o.ca, o.ua, o.ec, o.ls, o.newver = NOW, NOW, '0', '0', '1'
     end
     local keep_t = nil  -- the log's time order (evlog.lua) outlives the document
     if k ~= 'F' or string.find(o.flags, 'r', 1, true) then
-      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
+      d_del(o.doc, o.ev, o.ck, o.et, o.ek)
     else
-      keep_t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
-      redis.call('DEL', o.doc)
+      keep_t = d_hmget(o.doc, 'am', 'tu', 'ti')
+      d_del(o.doc)
     end
     local f = {'v', '2', 'id', o.id, 'ver', o.newver, 'ca', o.ca, 'ua', o.ua, 'ec', o.ec,
                'ls', o.ls, 'st', o.st, 'wt', TOKEN, 'ds', o.ds, 'ms', o.ms}
@@ -309,7 +312,7 @@ for _, o in ipairs(ops) do
     for _, t in ipairs(o.tags) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
     put_fields(o.doc, 'd:', o.dp, f)
     put_fields(o.doc, 'm:', o.mp, f)
-    call_chunked('HSET', o.doc, f)
+    d_hsetl(o.doc, f)
     if IX ~= '' then
       local r = {o.newver, o.ca, o.ua, o.ea, o.st, o.pid, o.grp,
                  tonumber(o.ec) > 0 and '1' or '0'}
@@ -319,13 +322,13 @@ for _, o in ipairs(ops) do
   end
   if k == 'F' then
     if string.find(o.flags, 'd', 1, true) then
-      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
+      d_del(o.doc, o.ev, o.ck, o.et, o.ek)
       if IX ~= '' then ix_del(IX, o.id) end
       res = {1, cur.ca, cur.ver}
     else
       if not o.ca and string.find(o.flags, 'r', 1, true) then
         redis.call('DEL', o.ev, o.ck, o.et, o.ek)
-        redis.call('HDEL', o.doc, 'am', 'tu', 'ti')
+        d_hdel(o.doc, 'am', 'tu', 'ti')
       end
       -- removals first (they concern stored events), then the appended events
       local removed = false
@@ -341,7 +344,7 @@ for _, o in ipairs(ops) do
       if o.trim ~= '' then drop('-inf', '(' .. o.trim) end
       for _, s in ipairs(o.dseqs) do drop(s, s) end
       if #o.events > 0 then
-        local t = redis.call('HMGET', o.doc, 'am', 'tu', 'ti')
+        local t = d_hmget(o.doc, 'am', 'tu', 'ti')
         local am, tu, ti = tonumber(t[1]), t[2] == '1', t[3] == '1'
         for i = 1, #o.events, 6 do
           local e = o.events
@@ -350,8 +353,8 @@ for _, o in ipairs(ops) do
           if am and at < am then tu = true end
           if not am or at > am then am = at end
         end
-        redis.call('HSET', o.doc, 'am', string.format('%d', am))
-        if tu then redis.call('HSET', o.doc, 'tu', '1') end
+        d_hset(o.doc, 'am', string.format('%d', am))
+        if tu then d_hset(o.doc, 'tu', '1') end
       elseif removed then
         ev_settle(o.doc, o.ev)
       end
@@ -361,7 +364,7 @@ for _, o in ipairs(ops) do
         put_fields(o.ck, '', o.cps, f)
         call_chunked('HSET', o.ck, f)
       end
-      expire(o, o.ca and o.ea or redis.call('HGET', o.doc, 'ea'))
+      expire(o, o.ca and o.ea or d_hget(o.doc, 'ea'))
     end
   elseif k == 'C' then
     expire(o, o.ea)
@@ -370,7 +373,7 @@ for _, o in ipairs(ops) do
     if o.eamode == 'S' then ea = o.newea elseif o.eamode == 'N' then ea = '' end
     local changed = o.creating or o.new > 0 or o.force == '1' or ea ~= (cur.ea or '')
     if changed then
-      local h = redis.call('HMGET', o.doc, 'ec', 'ls', 'am', 'tu', 'ti')
+      local h = d_hmget(o.doc, 'ec', 'ls', 'am', 'tu', 'ti')
       local seq, am, tu, ti = tonumber(h[2]) or 0, tonumber(h[3]), h[4] == '1', h[5] == '1'
       local j = 0
       for i = 1, #o.events, 5 do
@@ -389,31 +392,31 @@ for _, o in ipairs(ops) do
                  'ls', string.format('%d', seq), 'ua', NOW, 'wt', TOKEN}
       if am then f[#f + 1] = 'am'; f[#f + 1] = string.format('%d', am) end
       if tu then f[#f + 1] = 'tu'; f[#f + 1] = '1' end
-      if ea ~= '' then f[#f + 1] = 'ea'; f[#f + 1] = ea else redis.call('HDEL', o.doc, 'ea') end
-      redis.call('HSET', o.doc, unpack(f))
-      if not o.creating then redis.call('HINCRBY', o.doc, 'ver', 1) end
+      if ea ~= '' then f[#f + 1] = 'ea'; f[#f + 1] = ea else d_hdel(o.doc, 'ea') end
+      d_hsetl(o.doc, f)
+      if not o.creating then d_incr(o.doc, 'ver') end
       expire(o, ea)
       if IX ~= '' then ix_refresh(o, o.creating and 'scan' or 'keep') end
     end
-    res = {table.concat(redis.call('HGETALL', o.doc), '\0'), ev_flags_out(o.flags),
+    res = {d_str(o.doc), ev_flags_out(o.flags),
            o.creating and '1' or '0'}
   elseif k == 'D' then
     res = {(cur.exists and cur.live) and 1 or 0, cur.ca, cur.ver}
     if cur.exists then
-      redis.call('DEL', o.doc, o.ev, o.ck, o.et, o.ek)
+      d_del(o.doc, o.ev, o.ck, o.et, o.ek)
       if IX ~= '' then ix_del(IX, o.id) end
     end
   elseif k == 'U' then
     if o.dmode == 'R' or o.mmode == 'R' or o.tmode == 'R' then
       local del = {}
-      for _, f in ipairs(redis.call('HKEYS', o.doc)) do
+      for _, f in ipairs(d_keys(o.doc)) do
         local p = string.sub(f, 1, 2)
         if (p == 'd:' and o.dmode == 'R') or (p == 'm:' and o.mmode == 'R')
             or (p == 't:' and o.tmode == 'R') then
           del[#del + 1] = f
         end
       end
-      if #del > 0 then call_chunked('HDEL', o.doc, del) end
+      if #del > 0 then d_hdell(o.doc, del) end
     end
     local f = {'ua', NOW, 'wt', TOKEN, 'ds', o.ds, 'ms', o.ms}
     put_fields(o.doc, 'd:', o.dp, f)
@@ -422,27 +425,27 @@ for _, o in ipairs(ops) do
     if o.pidmode == 'S' then f[#f + 1] = 'pid'; f[#f + 1] = o.pid end
     for _, t in ipairs(o.tadd) do f[#f + 1] = 't:' .. t; f[#f + 1] = '' end
     if o.eamode == 'S' then f[#f + 1] = 'ea'; f[#f + 1] = o.ea end
-    call_chunked('HSET', o.doc, f)
+    d_hsetl(o.doc, f)
     local del = {}
     for _, key in ipairs(o.drem) do del[#del + 1] = 'd:' .. key end
     for _, key in ipairs(o.mrem) do del[#del + 1] = 'm:' .. key end
     for _, t in ipairs(o.trem) do del[#del + 1] = 't:' .. t end
     if o.pidmode == 'N' then del[#del + 1] = 'pid' end
     if o.eamode == 'N' then del[#del + 1] = 'ea' end
-    if #del > 0 then call_chunked('HDEL', o.doc, del) end
-    redis.call('HINCRBY', o.doc, 'ver', 1)
+    if #del > 0 then d_hdell(o.doc, del) end
+    d_incr(o.doc, 'ver')
     if o.eamode == 'S' then expire(o, o.ea) elseif o.eamode == 'N' then expire(o, nil) end
     if IX ~= '' then ix_refresh(o, o.tmode == '' and 'keep' or 'scan') end
-    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+    res = d_str(o.doc)
   elseif k == 'T' then
-    redis.call('HINCRBY', o.doc, 'ver', 1)
-    redis.call('HSET', o.doc, 'ua', NOW, 'wt', TOKEN)
+    d_incr(o.doc, 'ver')
+    d_hset(o.doc, 'ua', NOW, 'wt', TOKEN)
     if o.eamode == 'S' then
-      redis.call('HSET', o.doc, 'ea', o.ea)
+      d_hset(o.doc, 'ea', o.ea)
       expire(o, o.ea)
     end
     if IX ~= '' then ix_refresh(o, 'keep') end
-    res = table.concat(redis.call('HGETALL', o.doc), '\0')
+    res = d_str(o.doc)
   elseif k == 'R' or k == 'P' or k == 'X' or k == 'E' then
     -- trim, pop, truncate, delete events: no write when nothing is removed
     local recs = {}
@@ -480,16 +483,17 @@ for _, o in ipairs(ops) do
     end
     if #recs > 0 then
       ev_unindex(o.et, o.ek, recs, 1)
-      redis.call('HSET', o.doc, 'ec', redis.call('ZCARD', o.ev), 'ua', NOW, 'wt', TOKEN)
-      redis.call('HINCRBY', o.doc, 'ver', 1)
+      d_hset(o.doc, 'ec', redis.call('ZCARD', o.ev), 'ua', NOW, 'wt', TOKEN)
+      d_incr(o.doc, 'ver')
       ev_settle(o.doc, o.ev)
       if IX ~= '' then ix_refresh(o, 'keep') end
     end
-    res = {table.concat(redis.call('HGETALL', o.doc), '\0'), #recs}
+    res = {d_str(o.doc), #recs}
     if k == 'P' then
       for _, rec in ipairs(recs) do res[#res + 1] = rec end
     end
   end
   results[#results + 1] = res
 end
+d_flush_all()
 return results
