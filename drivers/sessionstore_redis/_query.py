@@ -163,10 +163,11 @@ def _rows(
             key = (int(record.split(b"\0", field + 1)[field]), sid)
         except (ValueError, IndexError):
             raise _Unordered from None
-        if bound is not None and _before(bound, key, desc):
+        # inline _before (a call per row is a tenth of this loop)
+        if bound is not None and ((bound > key) if desc else (bound < key)):
             raise _Unordered
         if held is not None:
-            if _before(key, held.key, desc):
+            if (key > held.key) if desc else (key < held.key):
                 raise _Unordered
             yield held
         held = _Entry(key, sid, record, doc)
