@@ -116,15 +116,36 @@ def _score(score: bytes) -> int:
         return int(float(score))
 
 
-def _rows(sizes: bytes, blob: bytes | list[bytes], docs: bool) -> Iterator[_Entry]:
+class _Unordered(Exception):
+    """A shard's rows, their scores taken from their records, are out of order."""
+
+
+#: the index record's field (``lua/index.lua``) that holds an order's score
+_RECORD_FIELD: Final = {"c": 1, "u": 2}
+
+
+def _rows(
+    sizes: bytes,
+    blob: bytes | list[bytes],
+    docs: bool,
+    field: int,
+    desc: bool,
+    bound: tuple[int, str] | None,
+) -> Iterator[_Entry]:
     """A shard's rows (``lua/walk.lua``'s ``sizes`` and concatenated ``rows``, or their
     pieces: ``lua/pieces.lua``), each followed by its document when the walk read them
     (``docs``), parsed only as the merge reaches them: a Cluster page takes ~101 of the
-    ~260 rows its 16 shards send."""
+    ~260 rows its 16 shards send. A row without a score (the walk read its order without
+    ``WITHSCORES``) takes it from its record's ``field``, and is given to the merge only
+    once the next row is seen to follow it: rows out of order, or past the shard's last
+    position (``bound``, when it answered in part), raise :class:`_Unordered` (an order
+    entry and its record disagree: a stale entry), and the round is asked again with
+    scores."""
     if not isinstance(blob, bytes):
         blob = blob[0] if len(blob) == 1 else b"".join(blob)
     lengths = iter(sizes.split(b","))
     at = 0
+    held: _Entry | None = None  # a row scored from its record, not yet checked
     for size in lengths:
         end = at + int(size)
         sid_b, score, record = blob[at:end].split(b"\x01", 2)
@@ -135,7 +156,23 @@ def _rows(sizes: bytes, blob: bytes | list[bytes], docs: bool) -> Iterator[_Entr
             doc = blob[at:end]
             at = end
         sid = sid_b.decode()
-        yield _Entry((_score(score), sid), sid, record, doc)
+        if score:
+            yield _Entry((_score(score), sid), sid, record, doc)
+            continue
+        try:
+            key = (int(record.split(b"\0", field + 1)[field]), sid)
+        except (ValueError, IndexError):
+            raise _Unordered from None
+        # inline _before (a call per row is a tenth of this loop)
+        if bound is not None and ((bound > key) if desc else (bound < key)):
+            raise _Unordered
+        if held is not None:
+            if (key > held.key) if desc else (key < held.key):
+                raise _Unordered
+            yield held
+        held = _Entry(key, sid, record, doc)
+    if held is not None:
+        yield held
 
 
 def _node_reply(reply: list[Any]) -> list[list[bytes]]:
@@ -328,6 +365,7 @@ class Queries:
         flt: SessionFilter,
         now: datetime,
         desc: bool,
+        scores: bool = False,
     ) -> tuple[Any, ...]:
         ix = self._keys.index(shard)
         groups: list[list[str]] = []
@@ -395,6 +433,7 @@ class Queries:
             *(covered for _, covered in comps),
             self.force_plan,
             self._docs_prefix if want > 0 else "",
+            "1" if scores else "",
         ]
         keys = [ix + "r", ix + seg.zset, ix + "x", ix + "c", ix + "u"]
         keys += [key for g in groups for key in g]
@@ -410,11 +449,12 @@ class Queries:
         flt: SessionFilter,
         now: datetime,
         desc: bool,
+        scores: bool = False,
     ) -> list[tuple[Any, ...]]:
         """:meth:`_walk_call` on shards ``0 .. shards - 1``: the arguments are the same on
         every shard and the keys differ only in the shard's prefix, so they are built once
         (16 shards on Cluster)."""
-        first = self._walk_call(0, seg, start, want, flt, now, desc)
+        first = self._walk_call(0, seg, start, want, flt, now, desc, scores)
         calls = [first]
         _, script, keys, args = first
         cut = len(self._keys.index(0))
@@ -430,7 +470,7 @@ class Queries:
         call); the shards of a node call that fails (a slot moved since the map was
         read: another node's key) are asked one by one, as before."""
         shards = len(calls)
-        if shards == 1:
+        if shards == 1 or not self._writes.cluster:  # one server: index_shards > 1 too
             return await self._pipeline(calls)
         node_of = self._backend.client.nodes_manager.get_node_from_slot
         by_node: dict[str, list[int]] = {}
@@ -530,16 +570,14 @@ class Queries:
                 # that few pages need a second round; a shard that holds more is asked
                 # again from the frontier
                 per_shard = want if shards == 1 else _share(want, shards)
-                results = await self._walk_round(
-                    self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
-                )
-                frontier, runs = self._parse(results, desc)
-                # the runs are in walk order, so the rows up to the frontier come first:
-                # merge only as far as the page needs (a Cluster page merges 16 runs)
-                merged: Iterable[_Entry] = heapq.merge(*runs, key=_position, reverse=desc)
-                if frontier is not None:
-                    merged = takewhile(partial(_within, frontier, desc), merged)
-                final = list(islice(merged, want))
+                calls = self._walk_calls(shards, seg, start, per_shard, flt, now, desc)
+                try:
+                    frontier, final = await self._round(calls, seg, desc, want)
+                except _Unordered:  # a stale entry: the same round with the index's scores
+                    calls = self._walk_calls(
+                        shards, seg, start, per_shard, flt, now, desc, scores=True
+                    )
+                    frontier, final = await self._round(calls, seg, desc, want)
                 await self._confirm(final, seg, flt, now, needle, need, out, sort_by)
                 if len(final) == want:
                     start = final[-1].key  # cut short: continue right after the last row
@@ -551,19 +589,36 @@ class Queries:
                 break
         return out
 
+    async def _round(
+        self, calls: list[tuple[Any, ...]], seg: _Segment, desc: bool, want: int
+    ) -> tuple[tuple[int, str] | None, list[_Entry]]:
+        """One walk round: the frontier and the first ``want`` rows of the merged runs."""
+        results = await self._walk_round(calls)
+        frontier, runs = self._parse(results, desc, _RECORD_FIELD.get(seg.zset, 0))
+        # the runs are in walk order, so the rows up to the frontier come first: merge
+        # only as far as the page needs (a Cluster page merges 16 runs)
+        merged: Iterable[_Entry] = heapq.merge(*runs, key=_position, reverse=desc)
+        if frontier is not None:
+            merged = takewhile(partial(_within, frontier, desc), merged)
+        return frontier, list(islice(merged, want))
+
     def _parse(
-        self, results: list[Any], desc: bool
+        self, results: list[Any], desc: bool, field: int
     ) -> tuple[tuple[int, str] | None, list[Iterator[_Entry]]]:
+        """The shards' replies as the frontier (how far every shard has answered; ``None``
+        when all are done) and their runs of rows (``_rows``; ``field``: the records' field
+        of the order's score, for rows sent without one)."""
         frontier: tuple[int, str] | None = None
         runs = []
         docs = self._docs_prefix != ""
         for res in results:
-            if len(res) > 5 and res[4]:
-                runs.append(_rows(res[4], res[5], docs))
+            last = None
             if res[0] != b"1":
                 last = (int(float(res[1] or 0)), res[2].decode())
                 if frontier is None or _before(last, frontier, desc):
                     frontier = last
+            if len(res) > 5 and res[4]:
+                runs.append(_rows(res[4], res[5], docs, field, desc, last))
         return frontier, runs
 
     async def _confirm(

@@ -13,12 +13,13 @@
 --      choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep), then the
 --      namespace's key prefix ('' = none): the returned rows' documents are read too, by
 --      keys built here (single server and Sentinel only, where a script may read keys
---      its call does not name; on Cluster the client reads them in a second step).
+--      its call does not name; on Cluster the client reads them in a second step), then
+--      '1' to have the order walked with its scores always (see NOSC).
 --   The composites' keys (sorted sets in the order's sort key, see ixcomp.lua) follow the
 --   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
 --   and the script reads one only when its family is complete on the shard (IX.."cd").
 -- Reply: {done, last_score, last_member, count, sizes, rows}: rows is the returned rows
--- 'id\1score\1record' concatenated, each followed by its document when documents are
+-- 'id\1score\1record' (score '' when walked without scores: NOSC) concatenated, each followed by its document when documents are
 -- read (read.lua's string: 'field\0value...', '' none, '\1' not a hash), as a list of
 -- pieces (pieces.lua), and sizes their lengths, comma-separated: a few frames for the
 -- page (the client's pure-Python reply parser costs microseconds per element). A count
@@ -61,6 +62,7 @@ for ci = 1, NC do
 end
 local FORCE = ARGV[a + NC + 1] or ''
 local DOCP = ARGV[a + NC + 2] or ''
+local SCORES = ARGV[a + NC + 3] == '1'  -- the order's scores asked for (see NOSC)
 local SKIP = {}  -- groups the walked composite covers
 
 local function blt(a, b)
@@ -189,36 +191,50 @@ local function in_range(s)
 end
 
 -- ------------------------------------------------------------------ plan
-local best, bestn = nil, nil
-for gi, g in ipairs(groups) do
-  local n = 0
-  for _, key in ipairs(g) do n = n + redis.call('SCARD', key) end
-  if not bestn or n < bestn then best, bestn = gi, n end
-end
-local comp, compn = nil, nil
-if WANT > 0 and not LEX then
+-- a composite that covers every group holds exactly the candidates, in order: no other
+-- plan reads fewer entries, so it is taken without counting the sets (the planner's
+-- SCARD and ZCARD calls: a third of a Cluster page's walk calls)
+local comp, plan = nil, nil
+if FORCE == '' and WANT > 0 and not LEX then
   for _, c in ipairs(comps) do
-    local n = redis.call('ZCARD', c[1])
-    if not compn or n < compn then comp, compn = c, n end
+    local all = true
+    for gi = 1, NG do
+      if not c[2][gi] then all = false; break end
+    end
+    if all then comp, plan = c, 'comp'; break end
   end
 end
-local total = compn or redis.call('ZCARD', ORDER)
-local plan
-if FORCE ~= '' then
-  plan = FORCE
-  if plan == 'sort' and not best then plan = 'walk' end
-  if plan == 'comp' and not comp then plan = 'walk' end
-elseif comp and compn <= bestn then
-  plan = 'comp'
-elseif best and WANT == 0 then
-  -- a count enumerates a candidate set in one go only within the budget; a larger one
-  -- is walked in budgeted, resumable steps (one script must never hold the server for
-  -- long: a million-member SMEMBERS ran past the busy-script limit)
-  plan = (bestn < total and bestn <= BUDGET) and 'sort' or 'walk'
-elseif best and (bestn <= 256 or bestn * bestn <= WANT * total) then
-  plan = 'sort'
-else
-  plan = comp and 'comp' or 'walk'
+local best, bestn = nil, nil
+if not plan then
+  for gi, g in ipairs(groups) do
+    local n = 0
+    for _, key in ipairs(g) do n = n + redis.call('SCARD', key) end
+    if not bestn or n < bestn then best, bestn = gi, n end
+  end
+  local compn = nil
+  if WANT > 0 and not LEX then
+    for _, c in ipairs(comps) do
+      local n = redis.call('ZCARD', c[1])
+      if not compn or n < compn then comp, compn = c, n end
+    end
+  end
+  local total = compn or redis.call('ZCARD', ORDER)
+  if FORCE ~= '' then
+    plan = FORCE
+    if plan == 'sort' and not best then plan = 'walk' end
+    if plan == 'comp' and not comp then plan = 'walk' end
+  elseif comp and compn <= bestn then
+    plan = 'comp'
+  elseif best and WANT == 0 then
+    -- a count enumerates a candidate set in one go only within the budget; a larger one
+    -- is walked in budgeted, resumable steps (one script must never hold the server for
+    -- long: a million-member SMEMBERS ran past the busy-script limit)
+    plan = (bestn < total and bestn <= BUDGET) and 'sort' or 'walk'
+  elseif best and (bestn <= 256 or bestn * bestn <= WANT * total) then
+    plan = 'sort'
+  else
+    plan = comp and 'comp' or 'walk'
+  end
 end
 if plan == 'comp' then ORDER, SKIP = comp[1], comp[2] end
 
@@ -269,6 +285,17 @@ end
 -- ------------------------------------------------------------------ walk
 local CH = 256
 local out = {'1', '', '', 0}
+-- Walked without scores (no WITHSCORES) when nothing here needs an entry's order score:
+-- a created_at / updated_at order (the record holds the score: ca, ua) read from its top,
+-- no bounds. Redis formats each score with '%.17g' and tonumber() parses it back (~10 %
+-- of a Cluster page's walks); rows carry an empty score instead (the client takes it from
+-- the record) and a partial answer's last score is asked for once (ZSCORE).
+local NOSC = not SCORES and not LEX and ORDK ~= '' and M0 == '' and not LO and not HI
+  and not (ORDK == 'c' and (CA_LO or CA_HI)) and not (ORDK == 'u' and (UA_LO or UA_HI))
+local function resumable()
+  out[1] = '0'
+  if NOSC and out[3] ~= '' then out[2] = redis.call('ZSCORE', ORDER, out[3]) end
+end
 local count, examined, off = 0, 0, 0
 local rows = {}  -- matches whose records are not read yet
 local lo, hi = LO, HI
@@ -281,7 +308,7 @@ local size = WANT > 0 and math.min(CH, math.max(16, WANT)) or CH
 -- a partial answer (page full or budget spent): the rows read, resumable after out[2..3]
 local function partial()
   local n = emit(rows)
-  out[1] = '0'
+  resumable()
   out[4] = WANT > 0 and n or count
   return reply(out)
 end
@@ -295,17 +322,25 @@ while true do
     end
     step = 1
   else
-    if DESC then
+    if NOSC then
+      if DESC then
+        batch = redis.call('ZRANGE', ORDER, '+inf', '-inf', 'BYSCORE', 'REV', 'LIMIT', off, size)
+      else
+        batch = redis.call('ZRANGE', ORDER, '-inf', '+inf', 'BYSCORE', 'LIMIT', off, size)
+      end
+      step = 1
+    elseif DESC then
       batch = redis.call('ZRANGE', ORDER, fmt(hi, '+inf'), fmt(lo, '-inf'), 'BYSCORE', 'REV', 'LIMIT', off, size, 'WITHSCORES')
+      step = 2
     else
       batch = redis.call('ZRANGE', ORDER, fmt(lo, '-inf'), fmt(hi, '+inf'), 'BYSCORE', 'LIMIT', off, size, 'WITHSCORES')
+      step = 2
     end
-    step = 2
   end
   for i = 1, #batch, step do
     local m = batch[i]
-    local sc = step == 2 and batch[i + 1] or '0'
-    local s = tonumber(sc)
+    local sc = step == 2 and batch[i + 1] or (NOSC and '' or '0')
+    local s = tonumber(sc)  -- nil without scores: nothing below reads it then
     examined = examined + 1
     out[2], out[3] = sc, m
     if after_start(s, m) and in_sets(m, nil) and passes(m, s) then
@@ -324,7 +359,7 @@ end
 local n = emit(rows)
 if WANT > 0 and n < #rows then
   -- stale entries among the rows: the caller asks again from the last position
-  out[1] = '0'
+  resumable()
 end
 out[4] = WANT > 0 and n or count
 return reply(out)

@@ -30,7 +30,8 @@ for s = 1, n do
   elseif r[6] then
     got = part(r[6])
   end
-  heads[s] = r[1] .. ',' .. r[2] .. ',' .. r[4] .. ',' .. #r[3] .. ',' .. got
+  -- '%d', not '..': Lua turns a number into a string with '%.14g', several times dearer
+  heads[s] = string.format('%s,%s,%d,%d,%d', r[1], r[2], r[4], #r[3], got)
   sizes[s] = r[5] or ''
 end
 return {table.concat(heads, ';'), table.concat(sizes, ';'), pieces(parts, lens)}
