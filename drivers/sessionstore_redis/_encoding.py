@@ -212,13 +212,25 @@ def _decode3(
     try:
         if len(blob) < DOC_HEADER:
             raise ValueError
-        parts = blob[DOC_HEADER:].split(b"\0")
+        # the short fields and the tags split off, data and metadata split from the end:
+        # the ~2 KB of data is never scanned for NULs (a split of all of it was ~10k
+        # instructions a read); a NUL too many anywhere leaves one in data or metadata,
+        # which then fails to decode
+        parts = blob[DOC_HEADER:].split(b"\0", 8)
         ntags = int(parts[7])
-        if len(parts) != 10 + ntags or ntags < 0:
+        if len(parts) != 9 or ntags < 0:
             raise ValueError
         sid, ca, st, pid, grp = parts[0], parts[1], parts[2], parts[3], parts[4]
-        tags = parts[8 : 8 + ntags]
-        data_raw, meta_raw = parts[8 + ntags], parts[9 + ntags]
+        if ntags:
+            tags = parts[8].split(b"\0", ntags)
+            if len(tags) != ntags + 1:
+                raise ValueError
+            data_raw, sep, meta_raw = tags.pop().rpartition(b"\0")
+        else:
+            tags = []
+            data_raw, sep, meta_raw = parts[8].rpartition(b"\0")
+        if not sep:
+            raise ValueError
         ver = int(blob[1:21])
         ua, ea = blob[21:41], blob[134:154]
         events = int(blob[41:61])

@@ -63,13 +63,14 @@ WRITE = _load("write", "dochead", "doc", "ixcomp", "ixadd", "index", "evlog", "e
 APPEND = _load(
     "append", "dochead", "ixcomp", "append", "doc", "ixadd", "evlog", "append_general", fixed=3
 )
-# index.lua only for an id that still has index entries (after the common path returned)
+# index.lua only for an id that still has index entries (after the common path returned);
+# dochead.lua and doc.lua only when something holds the id (inside create.lua's `else`)
 CREATE = _load(
     "create",
-    "dochead",
     "ixcomp",
     "ixadd",
     "create",
+    "dochead",
     "doc",
     "create_check",
     "index",

@@ -113,6 +113,22 @@ async def test_returned_sessions_share_no_state_with_the_copy(
     assert c.data == {"list": [1]} and c == await store.get_session(s.id)
 
 
+async def test_a_copy_keeps_the_encoded_data_not_the_decoded_session(
+    open_redis: Any, redis_url: str
+) -> None:
+    store = await open_redis(redis_url)
+    s = await store.create_session(data={"list": [1]}, metadata={"k": 1}, tags={"t"})
+    copy = store._cache.get(s.id)
+    assert copy is not None
+    # the session kept has no data or metadata of its own: only the bytes are kept
+    assert copy.session.data == {} and copy.session.metadata == {}
+    assert copy.session.data is not s.data and copy.session.tags == s.tags
+    a = await store.append_events(s.id, [{"type": "e"}])
+    assert a.data == {"list": [1]} and a.metadata == {"k": 1} and a.tags == {"t"}
+    assert store._cache.get(s.id).session.data == {}
+    assert a == await store.get_session(s.id)
+
+
 async def test_expiry_and_conflicts_are_still_decided_by_the_script(
     open_redis: Any, redis_url: str
 ) -> None:
