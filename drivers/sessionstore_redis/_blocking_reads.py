@@ -56,8 +56,9 @@ from sessionstore.sync import DeferToLoop
 
 from ._conn import _RETRYABLE, Backend, _translate
 from ._encoding import documents_or_failure
-from ._lane import pack, pack_call
+from ._lane import pack_call, pack_get
 from ._scripts import READ, Script
+from ._wire import Wire
 
 if TYPE_CHECKING:
     from sessionstore import Event, Session
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from ._eventlog import Steps
     from ._keys import Loc
     from ._store import RedisStore
-    from ._wire import Wire
 
 __all__ = ["BlockingConnections", "RedisBlockingReads"]
 
@@ -139,11 +139,17 @@ class BlockingConnections:
         """``count`` plain commands the caller packed, sent as one request on the calling
         thread's connection; their replies, error replies as exception objects in their
         places (as ``_lane.Lane.commands`` gives them)."""
-        return self._exchange(_commands_call, packed, count)  # type: ignore[no-any-return]
+        return self._exchange(Wire.request, packed, count)  # type: ignore[no-any-return]
+
+    def get(self, key: str) -> Any:
+        """``GET key`` on the calling thread's connection: its reply, an error reply as
+        the exception object (a layout-2 hash's ``WRONGTYPE``)."""
+        return self._exchange(Wire.request_one, pack_get(key))
 
     def _exchange(self, call: Any, *args: Any) -> Any:
         """``call(connection, *args)`` on the calling thread's connection."""
-        slot = self._slot()
+        # (the thread's slot looked up here: :meth:`_slot` makes it on the first call)
+        slot = getattr(self._local, "slot", None) or self._slot()
         # busy before closed is read, closed before busy is read by close(): one of the
         # two sees the other, so a connection is never disconnected under a call
         slot.busy = True
@@ -168,11 +174,6 @@ class BlockingConnections:
                 slot.conn.disconnect()
 
 
-def _get(key: str) -> bytes:
-    """A packed ``GET`` of one document (layout 3, ``lua/doc.lua``)."""
-    return pack(["GET", key])
-
-
 def _script_call(conn: Wire, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
     reply = conn.request_one(pack_call("EVALSHA", script.sha, keys, args))
     if type(reply) is NoScriptError:
@@ -180,10 +181,6 @@ def _script_call(conn: Wire, script: Script, keys: Sequence[str], args: Sequence
     if isinstance(reply, RedisError):  # an error reply (the connection stays in step)
         raise reply
     return reply
-
-
-def _commands_call(conn: Wire, packed: bytes, count: int) -> list[Any]:
-    return conn.request(packed, count)  # (error replies in their places)
 
 
 #: every set of blocking connections of this process (for :func:`_forget_in_child`)
@@ -267,20 +264,20 @@ class RedisBlockingReads:
         """Run a session read's steps (``RedisStore._fetch_steps``), each step's
         documents read by one ``lua/read.lua`` call, as ``RedisStore._read_docs`` does on
         a single server."""
+        connections = self.connections
         try:
             locs = next(steps)
             while True:
-                keys = [loc.doc for loc in locs]
-                if len(keys) == 1:
+                if len(locs) == 1:
                     # a plain GET, as RedisStore._read_docs: the script for a layout-2 hash
-                    (doc,) = self._retried(self.connections.commands, "read", _get(keys[0]), 1)
+                    key = locs[0].doc
+                    doc = self._retried(connections.get, "read", key)
                     if isinstance(doc, Exception):
-                        doc = self._retried(self.connections.script, "read", READ, keys, [])
+                        doc = self._retried(connections.script, "read", READ, [key], [])
                     docs = [doc or b""]
                 else:
-                    reply = self._retried(
-                        self.connections.script, "read", READ, keys, [], replies=True
-                    )
+                    keys = [loc.doc for loc in locs]
+                    reply = self._retried(connections.script, "read", READ, keys, [], replies=True)
                     docs = documents_or_failure(reply, len(keys))
                 locs = steps.send(docs)
         except StopIteration as done:

@@ -103,7 +103,8 @@ class Writes:
 
     def loc(self, sid: str) -> Loc:
         """Where the session is, as far as this store knows (its group, if grouped)."""
-        return self.keys.loc(sid, self.groups.get(sid))
+        group = self.groups.get(sid)  # (Keys.loc inlined: every operation asks)
+        return self.keys.home(sid) if group is None else self.keys.grouped(sid, group)
 
     def remember(self, sid: str, group: str | None) -> None:
         """Note the group of a session (``None``: not grouped)."""

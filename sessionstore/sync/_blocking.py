@@ -105,7 +105,7 @@ def blocking_read(
         if direct is not None:
             if asyncio._get_running_loop() is not None:  # (as LoopThread.call checks)
                 raise blocking_call_error()
-            if self._loop_thread.closed:
+            if self._loop_thread._closed:  # (``closed``'s attribute: no property call)
                 raise closed_error()
             read = getattr(direct, name, None)  # (a driver may offer only some)
             if read is not None:
