@@ -62,6 +62,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._lane import pack
+
 _hiredis: Any
 try:  # the optional extra sessionstore[hiredis] (no type stubs: imported by name)
     _hiredis = importlib.import_module("hiredis")
@@ -107,11 +109,6 @@ def reply_error(text: str) -> RedisError:
     return ResponseError(text)
 
 
-def _bulk(value: str | bytes | int) -> bytes:
-    data = value if isinstance(value, bytes) else str(value).encode()
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
 def pack_handshake(
     credentials: Sequence[str] | None, client_name: str | None, db: int
 ) -> list[bytes]:
@@ -123,7 +120,7 @@ def pack_handshake(
         commands.append(["CLIENT", "SETNAME", client_name])
     if db:
         commands.append(["SELECT", db])
-    return [b"*%d\r\n" % len(c) + b"".join(_bulk(v) for v in c) for c in commands]
+    return [pack(c) for c in commands]
 
 
 _CERT_REQS: Final = {
