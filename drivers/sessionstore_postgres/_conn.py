@@ -7,7 +7,10 @@
   outcome unknown. Reads are simply retried. A write is resolved by the caller's
   ``verify`` callback, which reads the stored state back (every write stores a unique
   token): applied -> success; not applied -> sent again; anything else ->
-  :class:`OutcomeUnknownError`.
+  :class:`OutcomeUnknownError`. A write that the stored state alone cannot guard (no
+  expected version, no event keys: ``"pending"``) is sent again only once the server
+  process that ran the lost statement is gone (:meth:`Pool._fence`): a hung or cut-off
+  backend could otherwise still commit the first copy after the second.
 * Errors never carry the password: messages are built here, never copied from a DSN.
 
 ``command_timeout`` (one statement may not run longer) costs nothing per statement:
@@ -53,7 +56,21 @@ __all__ = ["Outcome", "Pool", "drop"]
 
 log = logging.getLogger("sessionstore.postgres")
 T = TypeVar("T")
-Outcome = Literal["applied", "not_applied", "unknown"]
+#: What ``verify`` found after a lost connection: the write is stored; it is not and may be
+#: sent again (a compare-and-set or its keys keep the lost statement from applying it
+#: too); ``"pending"``: it is not stored, but the lost statement could still apply it (a
+#: write with no such guard), so it may be sent again only once the server process that
+#: ran that statement is gone; or the stored state does not tell.
+Outcome = Literal["applied", "not_applied", "pending", "unknown"]
+
+# The server process that ran a statement whose reply was lost, if it is still there:
+# ended (SIGTERM; a backend waiting on a lock or a client ends at once) and reported
+# while it lasts. Only this pool's own processes: same role, database and
+# application_name (a process id reused by another's backend is left alone).
+_FENCE_SQL: Final = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 "
+    "AND usename = current_user AND datname = current_database() AND application_name = $2"
+)
 
 # The connection could not be had or was lost; the server is restarting or shutting down.
 _CONNECTION_ERRORS: Final = (
@@ -146,7 +163,9 @@ class Pool:
         self._size = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._open = False
-        self._conns: set[asyncpg.Connection] = set()  # every connection open, idle or not
+        # every connection open, idle or not -> its server process id (asyncpg forgets it
+        # once the connection is terminated; a lost write's process is ended by it)
+        self._conns: dict[asyncpg.Connection, int | None] = {}
         self._filling = False
         # the watchdog (module docstring): connections in use -> None (not looked at yet)
         # or (asyncpg's statement counter, when the watchdog first saw that value)
@@ -184,7 +203,7 @@ class Pool:
         if not self._open:  # closed while connecting (a shutdown from another loop)
             conn.terminate()
             raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
-        self._conns.add(conn)
+        self._conns[conn] = conn.get_server_pid()
         return conn
 
     async def _fill(self) -> None:
@@ -217,7 +236,7 @@ class Pool:
 
     def _dispose(self, conn: asyncpg.Connection) -> None:
         self._size -= 1
-        self._conns.discard(conn)
+        self._conns.pop(conn, None)
         self._overran.discard(conn)
         drop(conn, self.loop)
 
@@ -314,7 +333,7 @@ class Pool:
         idle, self._idle = self._idle, []
         for conn in idle:
             self._size -= 1
-            self._conns.discard(conn)
+            self._conns.pop(conn, None)
             try:
                 await asyncio.wait_for(conn.close(), 2)
             except (TimeoutError, *_CONNECTION_ERRORS, asyncpg.exceptions.PostgresError):
@@ -332,7 +351,7 @@ class Pool:
                 if not conn.is_closed():
                     return conn
                 self._size -= 1
-                self._conns.discard(conn)
+                self._conns.pop(conn, None)
             if self._size < self.options.max_size:
                 self._size += 1
                 try:
@@ -385,15 +404,18 @@ class Pool:
 
         ``write=True`` with ``verify``: after a lost connection the stored state is read
         back with ``verify``; ``"applied"`` returns ``applied()``, ``"not_applied"``
-        sends the write again, ``"unknown"`` raises :class:`OutcomeUnknownError`.
+        sends the write again, ``"pending"`` sends it again once the server process that
+        ran the lost statement is gone (:meth:`_fence`), ``"unknown"`` raises
+        :class:`OutcomeUnknownError`.
         """
         deadline = time.monotonic() + self.options.retry_deadline
         delay = 0.02
         sent = False
+        lost_pid: int | None = None  # the server process of a statement whose reply was lost
         last: BaseException | None = None
         while True:
             if sent and write:
-                outcome = await self._resolve(verify, deadline)
+                outcome = await self._resolve(verify, deadline, lost_pid)
                 if outcome == "applied":
                     assert applied is not None
                     return applied()
@@ -422,11 +444,11 @@ class Pool:
                 except asyncpg.exceptions.QueryCanceledError as exc:
                     # statement_timeout (or an operator's pg_cancel_backend): the statement
                     # did not run to its end; the connection answered and is kept
-                    last, sent, broken = exc, True, False
+                    last, sent, broken, lost_pid = exc, True, False, None
                     reason = self._scrub(_describe(exc))
                     log.info("postgres: statement cancelled (%s), retrying", reason)
                 except _CONNECTION_ERRORS as exc:
-                    last, sent = exc, True
+                    last, sent, lost_pid = exc, True, self._conns.get(conn)
                     if conn in self._overran:
                         last = TimeoutError(
                             "no reply within command_timeout "
@@ -455,14 +477,51 @@ class Pool:
             delay = min(delay * 2, 0.5)
 
     async def _resolve(
-        self, verify: Callable[[asyncpg.Connection], Awaitable[Outcome]] | None, deadline: float
+        self,
+        verify: Callable[[asyncpg.Connection], Awaitable[Outcome]] | None,
+        deadline: float,
+        lost_pid: int | None,
     ) -> Outcome:
+        """Whether a write whose reply was lost was applied (``verify``), the statement
+        that carried it ended first where the stored state cannot guard a second copy."""
         if verify is None:
             return "unknown"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "unknown"
         try:
-            return await self.run(verify)
+            outcome = await self.run(verify)
+            if outcome != "pending":
+                return outcome
+            if lost_pid is None:  # the server answered (a cancelled statement): it ended
+                return "not_applied"
+            if not await self._fence(lost_pid, deadline):
+                return "unknown"
+            outcome = await self.run(verify)  # it may have committed before it ended
         except StoreUnavailableError:
             return "unknown"
+        return "not_applied" if outcome == "pending" else outcome
+
+    async def _fence(self, pid: int, deadline: float) -> bool:
+        """End server process ``pid`` (it ran a write whose reply was lost) and wait until
+        it is gone, at most ``grace`` and never past ``deadline``: True when it is gone,
+        so that the statement it ran is committed or rolled back for good. A backend
+        waiting on a lock, or on a client that is no longer there, ends at once; a
+        stopped or hung one does not (then the write's outcome stays unknown)."""
+        until = min(deadline, time.monotonic() + self._grace)
+        app = self.options.application_name
+        delay = 0.005
+        while True:
+            rows = await self.run(lambda c: c.fetch(_FENCE_SQL, pid, app))
+            if not rows:
+                return True
+            if time.monotonic() + delay > until:
+                log.warning(
+                    "postgres: the server process of a write whose reply was lost on %s did "
+                    "not end within %.1f s: its outcome is unknown",
+                    self.target,
+                    self._grace,
+                )
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)

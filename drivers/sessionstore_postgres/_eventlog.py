@@ -222,12 +222,14 @@ class EventLog:
             if row is not None and row[13] == token:
                 stashed.append(row)
                 return "applied"
-            if row is not None and cached is not None and row[13] == cached.token:
-                return "not_applied"  # every write changes the token: none happened
             if expected is not None and row is not None and row[9] == expected:
-                return "not_applied"
+                return "not_applied"  # the lost statement's compare-and-set now fails
             if op == "append" and events and all(e[2] is not None for e in events):
                 return "not_applied"  # sending it again writes nothing twice
+            if row is not None and cached is not None and row[13] == cached.token:
+                # every write changes the token: none happened yet, but nothing stops
+                # the lost statement from still applying it (Pool._fence ends it first)
+                return "pending"
             return "unknown"
 
         def applied() -> Any:

@@ -12,14 +12,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sessionstore_postgres import PostgresStore
 
 from sessionstore import OutcomeUnknownError, StoreUnavailableError
+from tests.postgres.proxy import CuttableProxy
 from tests.postgres.servers import ENV_URL, PostgresServer
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 ROOT = Path(__file__).resolve().parents[2]
+EVENT = {"type": "t", "data": {"n": 1}}
 
 
 def _writer(url: str, namespace: str, mode: str, *ids: str) -> subprocess.Popen[str]:
@@ -131,6 +134,71 @@ async def test_server_restart_under_load(open_pg: OpenPg, private_server: Postgr
         assert s is not None
         assert acked[sid] <= s.event_count <= acked[sid] + unknown[sid]
         assert [e.seq for e in await store.get_events(sid)] == list(range(1, s.event_count + 1))
+
+
+async def _waiting_on_a_lock(store: PostgresStore, table: str, other_than: int = 0) -> int:
+    """The pid of a server process (not ``other_than``) whose statement waits on a lock
+    on ``table``."""
+    sql = (
+        "SELECT a.pid FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid "
+        "WHERE NOT l.granted AND a.application_name = 'sessionstore' AND a.query LIKE $1 "
+        "AND a.pid <> $2"
+    )
+    for _ in range(500):
+        pid = await store._pools.get().run(
+            lambda c: c.fetchval(sql, f"%{table.removesuffix('sessions')}%", other_than)
+        )
+        if pid is not None:
+            return int(pid)
+        await asyncio.sleep(0.01)
+    raise AssertionError("no statement waits on the lock")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+async def test_a_write_cut_off_from_its_running_statement_is_applied_once(
+    open_pg: OpenPg, private_server: PostgresServer, keyed: bool
+) -> None:
+    """The client loses its connection (a network cut) while the server process keeps
+    running the statement, blocked on a row lock. An append with nothing to stop a
+    second copy (no expected version, no keys) must not be sent again while that
+    process can still commit the first: the pool ends it, then reads back, then sends
+    again; one event is stored, not two."""
+    proxy = CuttableProxy("127.0.0.1", private_server.port)
+    await proxy.start()
+    try:
+        store = await open_pg(url=f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres")
+        s = await store.create_session(data={"n": 1})
+        await store.append_events(s.id, [EVENT])
+        table = f"{store._prefix}sessions"  # (the statements name it or events_op)
+        locker = await asyncpg.connect(private_server.url)
+        try:
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute(f"SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE", s.id)
+            event = {**EVENT, "key": "k1"} if keyed else EVENT
+            append = asyncio.create_task(store.append_events(s.id, [event]))
+            first = await _waiting_on_a_lock(store, table)
+            proxy.cut()  # the client's connection is gone; the server process waits on
+            await asyncio.sleep(0.2)  # (the pool reads back and sends again meanwhile)
+            second = await _waiting_on_a_lock(store, table, other_than=first)
+            alive = await locker.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first
+            )
+            # keyed: sending again is safe as is (the key is stored once), the first
+            # process may live on; plain: it was ended before the append was sent again
+            assert second != first
+            assert alive == (1 if keyed else 0)
+            await tx.rollback()
+        finally:
+            await locker.close()
+        done = await asyncio.wait_for(append, 10)
+        await asyncio.sleep(0.2)  # a surviving first statement (keyed) has run by now
+        events = await store.get_events(s.id)
+        assert [e.seq for e in events] == [1, 2]
+        assert done.event_count == 2
+    finally:
+        await proxy.close()
 
 
 @pytest.mark.asyncio
