@@ -191,25 +191,17 @@ async def test_a_hung_backend_is_terminated_within_the_bound(open_pg: OpenPg) ->
     await asyncio.sleep(0.3)  # the resumed backend runs the stale statement, then exits
     assert [e.seq for e in await store.get_events(s.id)] == [1, 2]
 
-
-@pytest.mark.asyncio
-async def test_a_plain_append_on_a_hung_backend_is_never_sent_twice(open_pg: OpenPg) -> None:
-    """An append with no expected version and no keys whose backend hangs: nothing in
-    the stored state could stop the hung statement from applying it after a second copy,
-    and a stopped process cannot be ended, so the outcome is unknown (never sent again)."""
-    store = await open_pg(
-        table_prefix=_prefix(), command_timeout=TIMEOUT, retry_deadline=15, max_size=2
-    )
-    s = await store.create_session(data={"n": 1})
-    await store.append_events(s.id, [EVENT])
+    # a plain append (no expected version, no keys): nothing stored could stop the stale
+    # statement from applying it after a second copy, and a stopped process cannot be
+    # ended (the pool tries, for at most grace), so the outcome is unknown: never resent
     pid = await _backend_pid(store)
     with _stopped([pid]):
         started = time.monotonic()
         with pytest.raises(OutcomeUnknownError):
             await _bounded(store.append_events(s.id, [EVENT]))
         took = time.monotonic() - started
-    # the watchdog's bound, then at most grace waiting for the process to end
     assert took < WATCHDOG_BOUND + grace(TIMEOUT) + SLACK
+    gone = False
     for _ in range(100):  # the resumed process ends (SIGTERM): its statement is settled
         gone = await store._pools.get().run(
             lambda c: c.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", pid)
@@ -218,7 +210,7 @@ async def test_a_plain_append_on_a_hung_backend_is_never_sent_twice(open_pg: Ope
             break
         await asyncio.sleep(0.05)
     assert gone
-    assert [e.seq for e in await store.get_events(s.id)] in ([1], [1, 2])
+    assert [e.seq for e in await store.get_events(s.id)] in ([1, 2], [1, 2, 3])
 
 
 def _server_pids(server: PostgresServer) -> list[int]:
