@@ -184,15 +184,11 @@ class Appends:
                         seq_b = b"%d" % seq
                         at_b, at_p = (now_b, now_p) if at is None else _at(to_ms(at))
                         args += (seq_b, numbered_record(seq_b, etype, at_b, data_json), at_p)
-                    # zero-padded to the header's width (lua/dochead.lua): the script
-                    # writes them as they are and compares `at` as strings
-                    copy = (
-                        expiry,
-                        record,
-                        b"%020d" % (c.version + 1),
-                        b"%020d" % (c.event_count + n),
-                        b"%020d" % seq,
-                    )
+                    # the header's version, updated_at, event count and last seq after
+                    # the append, zero-padded to its width (lua/dochead.lua): the script
+                    # writes them as they are (and compares `at` as strings)
+                    head = b"%020d%b%020d%020d" % (c.version + 1, now_p, c.event_count + n, seq)
+                    copy = (expiry, record, head)
                     mode = "N"
 
             if not keyed:

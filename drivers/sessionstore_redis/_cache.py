@@ -171,7 +171,14 @@ class DocCache:
 
     def appended(self, cached: Cached, token: str, session: Session) -> None:
         """Remember ``session`` (:meth:`after_append` of ``cached``), which the append
-        with ``token`` left."""
+        with ``token`` left. While ``cached`` is still the entry, the new copy takes its
+        place without :meth:`put`'s accounting (the same bytes: nothing to evict)."""
+        items = self._items
+        sid = session.id
+        if items.get(sid) is cached:
+            items[sid] = Cached(token, _shell(session), cached.data, cached.metadata, cached.ix)
+            items.move_to_end(sid)  # the newest, as put leaves it
+            return
         self.put(token, session, cached.data, cached.metadata, cached.ix)
 
     def drop(self, sid: str) -> None:

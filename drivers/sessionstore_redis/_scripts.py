@@ -58,10 +58,20 @@ def _wrap(name: str, inner: Script, function: str, *outer: str) -> Script:
 
 
 WRITE = _load("write", "dochead", "doc", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
-# append.lua's short path runs before ixadd.lua and evlog.lua define the helpers it does
-# not use (grace, index prefix and id are the same for every call on a session)
+# append.lua's short path runs before any helper is defined (each definition costs every
+# call); append_touch.lua needs ixcomp.lua's, append_general.lua the rest (grace, index
+# prefix and id are the same for every call on a session)
 APPEND = _load(
-    "append", "dochead", "ixcomp", "append", "doc", "ixadd", "evlog", "append_general", fixed=3
+    "append",
+    "append",
+    "dochead",
+    "ixcomp",
+    "append_touch",
+    "doc",
+    "ixadd",
+    "evlog",
+    "append_general",
+    fixed=3,
 )
 # index.lua only for an id that still has index entries (after the common path returned);
 # dochead.lua and doc.lua only when something holds the id (inside create.lua's `else`)

@@ -215,18 +215,20 @@ class WriteCall:
         """An ``append_events`` call: its own script (``lua/append.lua``). ``known`` is
         the token of the document the client holds a copy of (``_cache.py``), or ``""``;
         ``copy`` what that copy says (the events keys' PEXPIREAT, the index record after
-        the append, then the version, event count and last seq: after the append with
-        ``mode`` ``"N"``, the copy's own with ``"K"``; see the script), used by the script
-        only if the document still is that copy. ``mode`` says how ``events`` are sent:
-        ``"N"`` numbered from the copy (three arguments per event: seq, record, at),
-        ``"K"`` (some event has a key) or ``""`` five arguments per event
-        (``_encoding.event_args``)."""
+        the append, then with ``mode`` ``"N"`` the header's first 80 bytes the append
+        leaves, with ``"K"`` the copy's version, event count and last seq; see the
+        script), used by the script only if the document still is that copy. ``mode``
+        says how ``events`` are sent: ``"N"`` numbered from the copy (three arguments
+        per event: seq, record, at), ``"K"`` (some event has a key) or ``""`` five
+        arguments per event (``_encoding.event_args``)."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect
-        self.ops = [loc.id, self.now_ms, self.token, e, known, *copy, mode, *events]
+        self.ops = [loc.id, self.now_ms, self.token, e, known, copy[0], copy[1], mode]
+        self.ops += copy[2:]
+        self.ops += events
 
     def append_with(
         self,

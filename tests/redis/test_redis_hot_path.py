@@ -202,6 +202,32 @@ async def test_the_copies_are_bounded() -> None:
     assert cache.get("b150") is None
 
 
+async def test_an_appended_copy_takes_its_entry_s_place_as_the_newest() -> None:
+    """The copy an append leaves replaces its entry (the same bytes: the accounting is
+    unchanged) and becomes the newest: the next entry over the bound evicts another."""
+    from sessionstore_redis._cache import DocCache
+
+    cache = DocCache()
+    for n in range(cache.MAX_ENTRIES):
+        s = Session(f"s{n}", None, Status.ACTIVE, {}, {}, frozenset(), NOW, NOW, None, 1)
+        cache.put(f"t{n}", s, b"{}", b"{}")
+    first = cache.get("s0")
+    assert first is not None
+    cache.appended(first, "t-append", DocCache.after_append(first, NOW, 2))
+    kept = cache.get("s0")
+    assert kept is not None and kept is not first and kept.token == "t-append"
+    assert (kept.session.version, kept.session.event_count, kept.data) == (2, 2, b"{}")
+    assert cache._bytes == 4 * cache.MAX_ENTRIES
+    over = Session("over", None, Status.ACTIVE, {}, {}, frozenset(), NOW, NOW, None, 1)
+    cache.put("t-over", over, b"{}", b"{}")
+    assert cache.get("s0") is kept and cache.get("s1") is None
+    cache.drop("s0")  # gone meanwhile (deleted): the append's copy is kept, as put keeps it
+    cache.appended(kept, "t-again", DocCache.after_append(kept, NOW, 1))
+    again = cache.get("s0")
+    assert again is not None and again.token == "t-again" and again.session.version == 3
+    assert cache._bytes == 4 * cache.MAX_ENTRIES
+
+
 async def test_requests_are_packed_as_redis_py_packs_them() -> None:
     from enum import IntEnum
 

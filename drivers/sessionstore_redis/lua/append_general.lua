@@ -14,13 +14,13 @@ if index_in_full then
   end
   r[#r + 1] = string.sub(rec, p)
   ix_add(IX, ID, r)
-  return tonumber(ARGV[10])
+  return tonumber(string.sub(ARGV[11], 1, 20))
 end
 
 local head = hdr and d_head(doc)  -- a layout-3 document's header, else doc.lua reads it
 w = head and {head.wt, head.am, '2', head.ti} or d_hmget(doc, 'wt', 'am', 'v', 'ti')
 local KEYED, NUMBERED = MODE == 'K', MODE == 'N'
-local FIRST, STEP = 14, NUMBERED and 3 or 5  -- the first event, arguments per event
+local FIRST, STEP = NUMBERED and 12 or 14, NUMBERED and 3 or 5  -- the first event, arguments per event
 local RECORD = '^[^%z]*%z([^%z]*)%z([^%z]*)%z([^%z]*%z[^%z]*%z[^%z]*%z[^%z]*)%z[^%z]*(.*)$'
 
 -- numbers as integers: tostring would print a version near 2^62 as 4.6116860184274e+18
@@ -29,8 +29,8 @@ local function int(x) return string.format('%.0f', x) end
 local function fail(code, a, b) return {'!', code, ID, str(a), str(b)} end
 local ver, ec, ls, expire_at
 if current and not NUMBERED then
-  -- keyed events and the client's copy is the document: 10-12 are its state
-  ver, ec, ls = ARGV[10], ARGV[11], ARGV[12]
+  -- keyed events and the client's copy is the document: 11-13 are its state
+  ver, ec, ls = ARGV[11], ARGV[12], ARGV[13]
   if ARGV[8] ~= '' then expire_at = ARGV[8] end
 else
   local h = d_hmget(doc, 'ver', 'ea', 'wt', 'grp', 'v', 'ec', 'ls')
@@ -77,7 +77,7 @@ end
 
 ver, ec, ls = tonumber(ver), tonumber(ec), tonumber(ls)
 local am, tu = tonumber(w[2]), false
-local pred = NUMBERED and tonumber(ARGV[12]) - new  -- the seq the client numbered after
+local pred = NUMBERED and tonumber(string.sub(ARGV[11], 61, 80)) - new  -- the seq the client numbered after
 local seq, j = ls, 0
 for i = FIRST, #ARGV, STEP do
   j = j + 1
@@ -101,7 +101,7 @@ for i = FIRST, #ARGV, STEP do
 end
 local nv = int(ver + 1)
 if hdr then  -- a layout-3 document: the header in place (the parse read above dropped)
-  redis.call('SETRANGE', doc, 1, d_pad(nv) .. d_pad(NOW) .. d_pad(int(ec + new))
+  redis.call('SETRANGE', doc, '1', d_pad(nv) .. d_pad(NOW) .. d_pad(int(ec + new))
     .. d_pad(int(seq)) .. d_pad(int(am)) .. ((tu or string.byte(hdr, 102) == 49) and '1' or '0')
     .. TOKEN .. string.rep(' ', 32 - #TOKEN))
   D_DOCS[doc] = nil
