@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from sessionstore_redis import RedisStore
-from sessionstore_redis._encoding import decode_full, decode_listed, record_of
+from sessionstore_redis._encoding import decode_full, decode_listed, json_object, record_of
 
 from sessionstore import (
     EventInput,
@@ -167,3 +168,17 @@ async def test_a_malformed_or_newer_document_is_refused(open_redis: Any, redis_u
         await store.get_session("m")
     with pytest.raises(UnsupportedFormatError):
         await store.update_session("m", merge_data={"b": 2})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"a": 1}, {"a": [1, {"b": "x\n,\t:"}], "é": None, "c": {"d": 1.5e300}, "": ""}],
+)
+async def test_json_object_members_and_size(value: dict[str, Any]) -> None:
+    """The document's data/metadata bytes: members ``"key"\t:value`` joined by ``\n,``,
+    decoding to the value; the size is the compact JSON's length less one (0 if empty)."""
+    raw, size = json_object(value)
+    members = [orjson.dumps(k) + b"\t:" + orjson.dumps(v) for k, v in value.items()]
+    assert raw == b"{" + b"\n,".join(members) + b"}"
+    assert orjson.loads(raw) == value
+    assert size == (len(orjson.dumps(value)) - 1 if value else 0)

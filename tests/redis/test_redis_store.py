@@ -250,10 +250,9 @@ async def test_create_over_index_entries_left_without_a_document(
     assert await store.client.sismember(ix + "t:new", "g") == 1
     assert await store.client.zscore(ix + "x", "g") is None
     assert await store.client.zscore(ix + "n", "g") == 0
-    assert await store.client.hget(ix + "r", "g") == b"\0".join(
-        [b"1", b"%d" % to_ms(s.created_at), b"%d" % to_ms(s.created_at), b"", b"active"]
-        + [b"p2", b"", b"0", b"new"]
-    )
+    at = b"%d" % to_ms(s.created_at)
+    record = [b"1", at, at, b"", b"active", b"p2", b"", b"0", b"new"]
+    assert await store.client.hget(ix + "r", "g") == b"\0".join(record)
     assert (await store.list_sessions(SessionFilter(tags_all={"old"}))).ids == []
     assert (await store.list_sessions(SessionFilter(processor_id="p2"))).ids == ["g"]
 
