@@ -16,6 +16,7 @@ from sessionstore import (
     IntegrityError,
     QueryOptions,
     Session,
+    SessionExistsError,
     SessionFilter,
     UnsupportedFormatError,
 )
@@ -150,6 +151,20 @@ async def test_a_layout_2_session_keeps_its_expiry_through_the_conversion(
     await store.append_events("x", [{"type": "e"}])
     assert await store.client.type(key) == b"string"
     assert await store.client.pexpiretime(key) == before
+
+
+async def test_a_create_over_a_layout_2_session_is_refused(open_redis: Any, redis_url: str) -> None:
+    """``lua/create.lua`` stores the document with ``SET NX``: a layout-2 document (a
+    hash) holds the id as a string does; the live session stays as it was."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="h", data={"a": 1}, tags={"t"})
+    key = store.key_names("h")["doc"]
+    await as_layout_2(store.client, key)
+    with pytest.raises(SessionExistsError):
+        await store.create_session(id="h", data={"b": 2})
+    assert await store.client.type(key) == b"hash"
+    got = await store.get_session("h")
+    assert got is not None and got.data == {"a": 1} and got.tags == {"t"}
 
 
 async def test_a_malformed_or_newer_document_is_refused(open_redis: Any, redis_url: str) -> None:

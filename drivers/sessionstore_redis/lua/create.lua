@@ -21,17 +21,17 @@ local EXP, EA, PID = ARGV[7], ARGV[8], ARGV[9]
 -- the index record (a table in record order, index.lua), the one the id still had (an
 -- expired session's, replaced: create_reindex.lua moves its entries) and IX.."cf"
 local record, old, cf = nil, false, false
--- nothing holds the id (a GET, not MGET with IX.."cf": MGET answers nil for a key of
--- another type, a layout-2 document): the document, then the index entries (ixadd.lua's
+-- the document, if nothing holds the id (SET NX: one call, not GET + SET; a key of any
+-- type, a layout-2 document's hash too, holds it), then the index entries (ixadd.lua's
 -- ix_add_entries, written out: see create_rest.lua's write_new for the other case)
-local free = not redis.pcall('GET', doc)
+local free
+if EXP ~= '' then
+  free = redis.call('SET', doc, ARGV[6], 'NX', 'PXAT', EXP)
+else
+  free = redis.call('SET', doc, ARGV[6], 'NX')
+end
 if free then
   redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-  if EXP ~= '' then
-    redis.call('SET', doc, ARGV[6], 'PXAT', EXP)
-  else
-    redis.call('SET', doc, ARGV[6])
-  end
   if IX == '' then return 1 end
   record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
   -- the record first, if the id has none (one call, not HGET + HSET): its other entries
