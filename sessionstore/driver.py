@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._eventlog import session_tag
 from ._planner import (
+    CREATE_OP,
     EventFacts,
     EventRequest,
     Limits,
@@ -29,10 +30,12 @@ from ._planner import (
     Planner,
     Prepared,
     check_expected_version,
+    check_new_fields,
     encode_event_inputs,
     make_checkpoint,
     new_session,
     prepare,
+    prepare_new,
 )
 from ._primitives import CAS_ATTEMPTS, StorePrimitives, primitives_of, sound_checkpoints
 from ._record_copy import STRATEGIES, check_record, check_strategy, merge_decision
@@ -43,6 +46,7 @@ from .worker_threads import EngineThreads, HotThreads
 
 __all__ = [
     "CAS_ATTEMPTS",
+    "CREATE_OP",
     "STRATEGIES",
     "BaseSessionStore",
     "Capabilities",
@@ -58,6 +62,7 @@ __all__ = [
     "StoreOptions",
     "StorePrimitives",
     "check_expected_version",
+    "check_new_fields",
     "check_record",
     "check_strategy",
     "encode_event_inputs",
@@ -65,6 +70,7 @@ __all__ = [
     "merge_decision",
     "new_session",
     "prepare",
+    "prepare_new",
     "primitives_of",
     "session_tag",
     "sound_checkpoints",

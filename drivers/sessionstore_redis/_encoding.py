@@ -91,18 +91,21 @@ def json_object(values: Mapping[str, Any]) -> tuple[bytes, int]:
         return b"{}", 0
     names = _KEY_JSON
     dumps = orjson.dumps
-    members = []
-    size = 0
+    parts = [b"{"]  # one join of the pieces, no member made apart
+    append = parts.append
     for key, value in values.items():
         name = names.get(key)
         if name is None:
             if len(names) >= 4096:
                 names.clear()
             name = names[key] = dumps(key)
-        member = name + b"\t:" + dumps(value)
-        members.append(member)
-        size += len(member)
-    return b"{" + b"\n,".join(members) + b"}", size
+        append(name)
+        append(b"\t:")
+        append(dumps(value))
+        append(b"\n,")
+    parts[-1] = b"}"
+    out = b"".join(parts)
+    return out, len(out) - 2 * len(values)  # the members' lengths: less 2 a member
 
 
 _BLANK: Final = b" " * 20

@@ -73,13 +73,15 @@ APPEND = _load(
     "append_general",
     fixed=3,
 )
-# index.lua only for an id that still has index entries (after the common path returned);
-# dochead.lua and doc.lua only when something holds the id (inside create.lua's `else`)
+# create.lua's common path returns before any helper is defined; index.lua only for an id
+# that still has index entries; dochead.lua and doc.lua only when something holds the id
+# (inside create_rest.lua's `if`)
 CREATE = _load(
+    "create",
     "create",
     "ixcomp",
     "ixadd",
-    "create",
+    "create_rest",
     "dochead",
     "doc",
     "create_check",

@@ -21,7 +21,6 @@ from sessionstore import (
     BaseSessionStore,
     Capabilities,
     Checkpoint,
-    CreateOp,
     DeleteEventsOp,
     Event,
     EventInput,
@@ -49,6 +48,7 @@ from sessionstore import (
 )
 from sessionstore.clock import to_ms
 from sessionstore.codec import MAX_SESSION
+from sessionstore.driver import CREATE_OP, check_new_fields, prepare_new
 from sessionstore.model import TTL, Unset
 from sessionstore.planning import (
     check_expected_version,
@@ -737,7 +737,8 @@ class RedisStore(BaseSessionStore):
         """Create a session in one round trip (``lua/create.lua``; with a ``group``,
         ``lua/write.lua``, which also writes the id's stub; on Cluster two when the id and
         the group hash to different slots: the stub is claimed first)."""
-        p = prepare(CreateOp(NewSession(**fields)), self._limits)
+        check_new_fields(fields)  # (the base engine's way: no NewSession, no CreateOp built)
+        p = prepare_new(self._limits, CREATE_OP, **fields)
         self._check_open()
         assert p.data is not None and p.metadata is not None and p.status is not None
         size = len(p.data[0]) + len(p.metadata[0])

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from sessionstore_redis import RedisStore
-from sessionstore_redis._encoding import decode_full, decode_listed, record_of
+from sessionstore_redis._encoding import decode_full, decode_listed, json_object, record_of
 
 from sessionstore import (
     EventInput,
     IntegrityError,
     QueryOptions,
     Session,
+    SessionExistsError,
     SessionFilter,
     UnsupportedFormatError,
 )
@@ -151,6 +153,20 @@ async def test_a_layout_2_session_keeps_its_expiry_through_the_conversion(
     assert await store.client.pexpiretime(key) == before
 
 
+async def test_a_create_over_a_layout_2_session_is_refused(open_redis: Any, redis_url: str) -> None:
+    """``lua/create.lua`` stores the document with ``SET NX``: a layout-2 document (a
+    hash) holds the id as a string does; the live session stays as it was."""
+    store: RedisStore = await open_redis(redis_url)
+    await store.create_session(id="h", data={"a": 1}, tags={"t"})
+    key = store.key_names("h")["doc"]
+    await as_layout_2(store.client, key)
+    with pytest.raises(SessionExistsError):
+        await store.create_session(id="h", data={"b": 2})
+    assert await store.client.type(key) == b"hash"
+    got = await store.get_session("h")
+    assert got is not None and got.data == {"a": 1} and got.tags == {"t"}
+
+
 async def test_a_malformed_or_newer_document_is_refused(open_redis: Any, redis_url: str) -> None:
     store: RedisStore = await open_redis(redis_url)
     await store.create_session(id="m", data={"a": 1})
@@ -167,3 +183,17 @@ async def test_a_malformed_or_newer_document_is_refused(open_redis: Any, redis_u
         await store.get_session("m")
     with pytest.raises(UnsupportedFormatError):
         await store.update_session("m", merge_data={"b": 2})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{}, {"a": 1}, {"a": [1, {"b": "x\n,\t:"}], "é": None, "c": {"d": 1.5e300}, "": ""}],
+)
+async def test_json_object_members_and_size(value: dict[str, Any]) -> None:
+    """The document's data/metadata bytes: members ``"key"\t:value`` joined by ``\n,``,
+    decoding to the value; the size is the compact JSON's length less one (0 if empty)."""
+    raw, size = json_object(value)
+    members = [orjson.dumps(k) + b"\t:" + orjson.dumps(v) for k, v in value.items()]
+    assert raw == b"{" + b"\n,".join(members) + b"}"
+    assert orjson.loads(raw) == value
+    assert size == (len(orjson.dumps(value)) - 1 if value else 0)

@@ -234,6 +234,29 @@ async def test_create_over_an_expired_id_moves_its_index_entries(
     assert (await store.list_sessions(SessionFilter(processor_id="p2"))).ids == ["r"]
 
 
+async def test_create_over_index_entries_left_without_a_document(
+    open_redis: Any, redis_url: str
+) -> None:
+    """``lua/create.lua``'s common path (nothing holds the id) finds an index record left
+    behind (its document removed behind the store's back): the entries are moved to the
+    new session's after the helpers are defined, not added beside the old ones."""
+    store = await open_redis(redis_url)
+    await store.create_session(id="g", ttl=60, tags={"old"}, processor_id="p1")
+    await store.client.delete(store.key_names("g")["doc"])
+    s = await store.create_session(id="g", tags={"new"}, processor_id="p2")
+    ix = store._keys.index(0)
+    assert await store.client.sismember(ix + "t:old", "g") == 0
+    assert await store.client.sismember(ix + "p:p1", "g") == 0
+    assert await store.client.sismember(ix + "t:new", "g") == 1
+    assert await store.client.zscore(ix + "x", "g") is None
+    assert await store.client.zscore(ix + "n", "g") == 0
+    at = b"%d" % to_ms(s.created_at)
+    record = [b"1", at, at, b"", b"active", b"p2", b"", b"0", b"new"]
+    assert await store.client.hget(ix + "r", "g") == b"\0".join(record)
+    assert (await store.list_sessions(SessionFilter(tags_all={"old"}))).ids == []
+    assert (await store.list_sessions(SessionFilter(processor_id="p2"))).ids == ["g"]
+
+
 async def test_a_retried_create_finds_its_own_write(open_redis: Any, redis_url: str) -> None:
     """A create whose reply was lost is sent again with its token: the script recognises
     its own write; another create of the id is refused."""

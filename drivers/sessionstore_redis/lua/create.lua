@@ -3,9 +3,11 @@
 -- (as append.lua for appends). The client sends the whole document string (doc.lua); the
 -- script checks the id, stores it with one SET and indexes the session (single server),
 -- atomically (no string is built here: Redis's Lua hashes every byte of a new string).
--- Loaded after ixcomp.lua and ixadd.lua, before dochead.lua, doc.lua, create_check.lua
--- (inside the `else` below: a local function costs every call that defines it, ~0.5k
--- instructions), index.lua and create_reindex.lua.
+-- The common case (nothing holds the id, the id has no index record, no composite index
+-- kept) runs here, first, and returns before any helper is defined: a local function
+-- costs every call that defines it. Loaded before ixcomp.lua, ixadd.lua, create_rest.lua
+-- (the composites, and the `if` of the rest), dochead.lua, doc.lua, create_check.lua
+-- (inside that `if`), index.lua and create_reindex.lua.
 --
 -- KEYS: doc, events, checkpoints, event types, event keys.
 -- ARGV: 1 now_ms, 2 token, 3 index prefix ('' = the client maintains the indexes, as on
@@ -14,35 +16,38 @@
 -- Reply: 1 | {'DONE', doc} (a retried call that had already been applied) |
 -- {'!', code, id, a, b} (nothing was written).
 local doc, NOW, TOKEN, IX, ID, ST = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local EXP = ARGV[7]
+local EXP, EA, PID = ARGV[7], ARGV[8], ARGV[9]
 
--- the document, and the index entries; true when the id still had index entries (an
--- expired session's, replaced: create_reindex.lua moves them, after index.lua)
-local record, old = nil, false  -- the index record; the one stored (index.lua's ix_set)
-local function write_new()
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-  if EXP ~= '' then
-    redis.call('SET', doc, ARGV[6], 'PXAT', EXP)
-  else
-    redis.call('SET', doc, ARGV[6])
-  end
-  if IX ~= '' then
-    record = {'1', NOW, NOW, ARGV[8], ST, ARGV[9], '', '0'}
-    for j = 10, #ARGV do record[#record + 1] = ARGV[j] end
-    -- the record first, if the id has none (one call, not HGET + HSET): its other entries
-    -- then; else the record stored is read and the entries moved (below)
-    if redis.call('HSETNX', IX .. 'r', ID, table.concat(record, SEP)) == 1 then
-      ix_add_entries(IX, ID, record)
-    else
-      old = redis.call('HGET', IX .. 'r', ID)
-    end
-  end
-  return old
-end
-
--- nothing holds the id (the common case): no document helper is defined (dochead.lua,
--- doc.lua, create_check.lua)
-if not redis.pcall('GET', doc) then
-  if not write_new() then return 1 end
-  -- the id had index entries: create_reindex.lua moves them
+-- the index record (a table in record order, index.lua), the one the id still had (an
+-- expired session's, replaced: create_reindex.lua moves its entries) and IX.."cf"
+local record, old, cf = nil, false, false
+-- the document, if nothing holds the id (SET NX: one call, not GET + SET; a key of any
+-- type, a layout-2 document's hash too, holds it), then the index entries (ixadd.lua's
+-- ix_add_entries, written out: see create_rest.lua's write_new for the other case)
+local free
+if EXP ~= '' then
+  free = redis.call('SET', doc, ARGV[6], 'NX', 'PXAT', EXP)
 else
+  free = redis.call('SET', doc, ARGV[6], 'NX')
+end
+if free then
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  if IX == '' then return 1 end
+  record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
+  -- the record first, if the id has none (one call, not HGET + HSET): its other entries
+  -- then; else the record stored is read and the entries moved (create_reindex.lua)
+  if redis.call('HSETNX', IX .. 'r', ID, table.concat(record, '\0')) == 1 then
+    redis.call('ZADD', IX .. 'c', NOW, ID)
+    redis.call('ZADD', IX .. 'u', NOW, ID)
+    if EA == '' then redis.call('ZADD', IX .. 'n', '0', ID) else redis.call('ZADD', IX .. 'x', EA, ID) end
+    redis.call('ZADD', IX .. 'i', '0', ID)
+    redis.call('SADD', IX .. 's:' .. ST, ID)
+    if PID ~= '' then redis.call('SADD', IX .. 'p:' .. PID, ID) end
+    for j = 10, #ARGV do redis.call('SADD', IX .. 't:' .. ARGV[j], ID) end
+    cf = redis.call('GET', IX .. 'cf')
+    if not cf then return 1 end
+    -- composites kept: create_rest.lua adds the session to them
+  else
+    old = redis.call('HGET', IX .. 'r', ID)
+  end
+end

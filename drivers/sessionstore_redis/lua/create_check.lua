@@ -1,5 +1,5 @@
 -- The rest of create.lua when something holds the id (loaded after doc.lua, inside the
--- `else` that create.lua opens and this file closes): a live session (EXISTS, or this
+-- `if` that create_rest.lua opens and this file closes): a live session (EXISTS, or this
 -- call applied by an earlier try), a stub, a corrupt document, else an expired session,
 -- replaced.
 local h = d_hmget(doc, 'ver', 'ea', 'wt', 'grp', 'v')

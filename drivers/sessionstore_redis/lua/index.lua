@@ -82,7 +82,7 @@ local function ix_set(ix, id, r, old)
       if o[4] == '' then redis.call('ZREM', ix .. 'n', id) end
       if r[4] == '' then
         redis.call('ZREM', ix .. 'x', id)
-        redis.call('ZADD', ix .. 'n', 0, id)
+        redis.call('ZADD', ix .. 'n', '0', id)
       else
         redis.call('ZADD', ix .. 'x', r[4], id)
       end

@@ -39,8 +39,8 @@ end
 local function ix_add_entries(ix, id, r)
   redis.call('ZADD', ix .. 'c', r[2], id)
   redis.call('ZADD', ix .. 'u', r[3], id)
-  if r[4] == '' then redis.call('ZADD', ix .. 'n', 0, id) else redis.call('ZADD', ix .. 'x', r[4], id) end
-  redis.call('ZADD', ix .. 'i', 0, id)
+  if r[4] == '' then redis.call('ZADD', ix .. 'n', '0', id) else redis.call('ZADD', ix .. 'x', r[4], id) end
+  redis.call('ZADD', ix .. 'i', '0', id)
   redis.call('SADD', ix .. 's:' .. r[5], id)
   if r[6] ~= '' then redis.call('SADD', ix .. 'p:' .. r[6], id) end
   for k = 9, #r do redis.call('SADD', ix .. 't:' .. r[k], id) end

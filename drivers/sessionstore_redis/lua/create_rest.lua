@@ -1,0 +1,30 @@
+-- The rest of create.lua once the index helpers are defined (after ixcomp.lua and
+-- ixadd.lua): the composites of a session create.lua indexed, then, when something holds
+-- the id, the `if` that create_check.lua closes (after dochead.lua and doc.lua).
+if free and not old then
+  CF = cf  -- read by create.lua (ixcomp.lua's comp_families)
+  ix_comp_add(IX, ID, record)
+  return 1
+end
+
+-- the document and the index entries of a session written over an expired one; true when
+-- the id still had index entries (create_reindex.lua moves them, after index.lua)
+local function write_new()
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  if EXP ~= '' then
+    redis.call('SET', doc, ARGV[6], 'PXAT', EXP)
+  else
+    redis.call('SET', doc, ARGV[6])
+  end
+  if IX ~= '' then
+    record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
+    if redis.call('HSETNX', IX .. 'r', ID, table.concat(record, SEP)) == 1 then
+      ix_add_entries(IX, ID, record)
+    else
+      old = redis.call('HGET', IX .. 'r', ID)
+    end
+  end
+  return old
+end
+
+if not free then
