@@ -104,6 +104,10 @@ async def compare(
     """Median seconds per call of ``ours`` and ``floor``, interleaved batches."""
     counts = [await _calibrate(ours, min_seconds), await _calibrate(floor, min_seconds)]
     number = max(counts)
+    # a warm-up round of each side at the final batch size, not sampled: calibration ran
+    # ours first, alone, while the process and the stores were still warming up
+    await _batch(floor, number)
+    await _batch(ours, number)
     samples: tuple[list[float], list[float]] = ([], [])
     for index in range(repeat):
         order = ((0, ours), (1, floor)) if index % 2 == 0 else ((1, floor), (0, ours))
