@@ -808,14 +808,6 @@ class PostgresStore(BaseSessionStore):
         _, session = await self._event_op(sid, "append", now, expected, events=plain)
         return session
 
-    def _notify_conflict(self, exc: SessionConflictError) -> None:
-        self._notify(
-            "sessionstore_conflict",
-            session_id=exc.session_id,
-            expected=exc.expected,
-            actual=exc.actual,
-        )
-
     async def _event_op(
         self, sid: str, op: str, now: datetime, expected: int | None, **kwargs: Any
     ) -> tuple[OpResult, Session]:
