@@ -1,7 +1,8 @@
 """The event-log writes of one session as one call of the schema's ``events_op``, or
 for the plain append (unkeyed events, a session whose row this store holds) one
 ``UPDATE`` + ``INSERT`` statement that calls ``events_op`` only when its compare-and-set
-fails (``_append_sql``).
+fails (``_append_sql``; for one event, the commonest call, ``EventLog.append_one`` with
+``_append_one_sql``).
 
 Append (with ``create``, expiry and keys), pop, truncate, delete and trim each run as
 one statement: the function locks the session row, checks the expected version, reads
