@@ -475,6 +475,15 @@ class BaseSessionStore(ABC):
         if observers.has_observers(hook):
             observers.notify(hook, store=self, **kwargs)
 
+    def _notify_conflict(self, exc: SessionConflictError) -> None:
+        """Fire ``sessionstore_conflict`` for a refused write (before it is raised)."""
+        self._notify(
+            "sessionstore_conflict",
+            session_id=exc.session_id,
+            expected=exc.expected,
+            actual=exc.actual,
+        )
+
     def _after_write(self, mutations: Sequence[Mutation]) -> None:
         for mut in mutations:
             if mut.delete:
@@ -563,12 +572,7 @@ class BaseSessionStore(ABC):
                 mutations = await self._load_and_apply(load_ids, build, atomic=atomic)
             except _PlanConflict as planned:
                 exc = planned.error
-                self._notify(
-                    "sessionstore_conflict",
-                    session_id=exc.session_id,
-                    expected=exc.expected,
-                    actual=exc.actual,
-                )
+                self._notify_conflict(exc)
                 raise exc from None
             except NeedEvents as need:
                 await self._read_event_facts({need.session_id: need.request}, facts)

@@ -342,16 +342,25 @@ class Pool:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def _take(self) -> asyncpg.Connection | None:
+        """An idle connection that is still open, without awaiting (``None``: none idle,
+        or the pool is closed); closed ones found on the way are forgotten."""
+        idle = self._idle
+        while idle and self._open:
+            conn = idle.pop()
+            if not conn.is_closed():
+                return conn
+            self._size -= 1
+            self._conns.pop(conn, None)
+        return None
+
     async def _acquire(self) -> asyncpg.Connection:
         while True:
             if not self._open:
                 raise StoreUnavailableError(f"the PostgreSQL pool for {self.target} is closed")
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.is_closed():
-                    return conn
-                self._size -= 1
-                self._conns.pop(conn, None)
+            conn = self._take()
+            if conn is not None:
+                return conn
             if self._size < self.options.max_size:
                 self._size += 1
                 try:
@@ -390,7 +399,8 @@ class Pool:
             self._dispose(conn)
         else:
             self._idle.append(conn)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     async def run(
         self,
@@ -426,7 +436,8 @@ class Pool:
                     )
                 sent = False
             try:
-                conn = await self._acquire()
+                # an idle connection without a coroutine (the common case), else wait
+                conn = self._take() or await self._acquire()
             except _FATAL_CONNECT as exc:
                 raise self._refused(exc) from None
             except _CONNECTION_ERRORS as exc:

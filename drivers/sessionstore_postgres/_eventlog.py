@@ -1,7 +1,8 @@
 """The event-log writes of one session as one call of the schema's ``events_op``, or
 for the plain append (unkeyed events, a session whose row this store holds) one
 ``UPDATE`` + ``INSERT`` statement that calls ``events_op`` only when its compare-and-set
-fails (``_append_sql``).
+fails (``_append_sql``; for one event, the commonest call, ``EventLog.append_one`` with
+``_append_one_sql``).
 
 Append (with ``create``, expiry and keys), pop, truncate, delete and trim each run as
 one statement: the function locks the session row, checks the expected version, reads
@@ -25,10 +26,9 @@ is :class:`~sessionstore.OutcomeUnknownError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from os import urandom
 from typing import Any, Final
 
 import asyncpg
@@ -46,7 +46,7 @@ from sessionstore import (
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.planning import fast_session
 
-from ._cache import Cached, RowCache
+from ._cache import Cached, RowCache, new_token
 from ._conn import Outcome
 from ._loops import LoopPools
 
@@ -129,7 +129,7 @@ class EventLog:
         version: int,
         count: int,
         last: int,
-    ) -> tuple[OpResult, Session]:
+    ) -> Session:
         """The session after a plain append whose compare-and-set on this store's token
         matched: the cached copy with the new version, counters and ``updated_at``."""
         h = cached.head
@@ -143,7 +143,108 @@ class EventLog:
             h.expires_at, version, count, last, h.group,
         )  # fmt: skip
         self._cache.put(sid, Cached(session, cached.data, cached.metadata, token))
-        return OpResult(_WRITTEN, []), session
+        return session
+
+    def _resolvers(
+        self,
+        sid: str,
+        op: str,
+        token: str,
+        cached: Cached | None,
+        expected: int | None,
+        *,
+        resend: bool,
+        need_events: bool,
+    ) -> tuple[Callable[[asyncpg.Connection], Awaitable[Outcome]], Callable[[], Any]]:
+        """``verify`` and ``applied`` for the pool's retry rules (module docstring):
+        ``resend``: sending the call again writes nothing twice (every event keyed)."""
+        stashed: list[Any] = []
+
+        async def verify(conn: asyncpg.Connection) -> Outcome:
+            row = await conn.fetchrow(self._verify_sql, self._ns, sid)
+            if row is not None and row[13] == token:
+                stashed.append(row)
+                return "applied"
+            if expected is not None and row is not None and row[9] == expected:
+                return "not_applied"  # the lost statement's compare-and-set now fails
+            if resend:
+                return "not_applied"  # sending it again writes nothing twice
+            if row is not None and cached is not None and row[13] == cached.token:
+                # every write changes the token: none happened yet, but nothing stops
+                # the lost statement from still applying it (Pool._fence ends it first)
+                return "pending"
+            return "unknown"
+
+        def applied() -> Any:
+            if need_events:
+                raise OutcomeUnknownError(
+                    f"the {op} of session {sid!r} was applied, but its reply (the events) "
+                    "was lost with the connection"
+                )
+            return ("applied", stashed[-1])
+
+        return verify, applied
+
+    def _resolved(self, sid: str, reply: tuple[str, Any]) -> tuple[OpResult, Session]:
+        """The result of a call found applied after a lost connection (the row read back)."""
+        row = list(reply[1])
+        self._cache.discard(sid)
+        session = self._decode(row)
+        self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
+        return OpResult(_WRITTEN, row), session
+
+    def _settled(
+        self, sid: str, reply: Sequence[Any], cached: Cached | None, expected: int | None
+    ) -> tuple[OpResult, Session]:
+        """``events_op``'s reply: the typed errors, else its row decoded and cached."""
+        code = reply[0]
+        if code == _ABSENT:
+            raise SessionNotFoundError(sid)
+        if code == _MISMATCH:
+            assert expected is not None
+            raise SessionConflictError(sid, expected, int(reply[16]))
+        row = list(reply[7:])
+        if row[3] is None or row[4] is None:  # the copy this store holds is current
+            if cached is None:
+                raise IntegrityError("events_op left out a document it was not sent", sid)
+            row[3], row[4] = cached.data, cached.metadata
+        session = self._decode(row)
+        self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
+        return OpResult(code, row), session
+
+    async def append_one(
+        self,
+        sid: str,
+        expected: int | None,
+        etype: str,
+        edata: bytes,
+        eat: datetime | None,
+        now: datetime,
+    ) -> tuple[bool, Session] | None:
+        """The commonest call on a path of its own: one unkeyed event appended from this
+        store's copy of the session (``None``: no copy, the caller takes :meth:`run`).
+        The one-event statement (:func:`_append_one_sql`): scalars, a reply of four
+        columns; ``(written, session)``."""
+        cached = self._cache.get(sid)
+        if cached is None:
+            return None
+        token = new_token()
+        now_ms = to_ms(now)
+        sql = self._sql_append_one
+        args = (self._ns, sid, expected, cached.token, token, now_ms, etype,
+                None if eat is None else to_ms(eat), edata.decode())  # fmt: skip
+        verify, applied = self._resolvers(
+            sid, "append", token, cached, expected, resend=False, need_events=False
+        )
+        reply = await self._pools.get().run(
+            lambda conn: conn.fetchrow(sql, *args), write=True, verify=verify, applied=applied
+        )
+        if type(reply) is tuple:  # resolved after a lost connection
+            return True, self._resolved(sid, reply)[1]
+        if reply[3] is None:  # the head's update matched: the copy plus counters
+            return True, self._from_copy(sid, cached, token, now, now_ms, *reply[:3])
+        result, session = self._settled(sid, _op_row(reply[3]), cached, expected)
+        return result.written, session
 
     async def run(
         self,
@@ -163,51 +264,34 @@ class EventLog:
     ) -> tuple[OpResult, Session]:
         """One ``events_op`` call; raises the typed errors (missing session, version
         mismatch, key conflict) and returns the result with the session it leaves."""
-        token = urandom(12).hex()  # secrets.token_hex(12), without its two calls
+        token = new_token()
         cached = self._cache.get(sid)
         now_ms = to_ms(now)
-        if len(events) == 1:  # the commonest: no all() over the keys
-            plain = (
-                op == "append" and cached is not None and events[0][2] is None
-                and create is None and expires_mode == 0
-            )  # fmt: skip
-            one = plain and not need_events
-        else:
-            plain = (
-                op == "append" and cached is not None and bool(events) and create is None
-                and expires_mode == 0 and all(e[2] is None for e in events)
-            )  # fmt: skip
-            one = False
-        args: tuple[Any, ...]
-        if one:  # scalars, four reply columns (the commonest call: built first, alone)
-            assert cached is not None
-            etype, edata, _, eat = events[0]
-            sql = self._sql_append_one
-            args = (self._ns, sid, expected, cached.token, token, now_ms, etype,
-                    None if eat is None else to_ms(eat), edata.decode())  # fmt: skip
-        else:
-            args = (
-                self._ns, sid, op, expected, None if cached is None else cached.token, token,
-                now_ms, n, list(seqs), list(keys),
-                [e[0] for e in events],
-                [None if e[3] is None else to_ms(e[3]) for e in events],
-                [e[1].decode() for e in events],
-                [e[2] for e in events],
-                expires_mode, None if expires is None else to_ms(expires),
-                create is not None,
-                None if create is None else create.processor_id,
-                None if create is None else create.status,
-                None if create is None else create.group,
-                None if create is None else create.tags,
-                None if create is None else create.data,
-                None if create is None else create.metadata,
-                None if create is None else create.expires_ms,
-            )  # fmt: skip
-            sql = self._sql
-            if plain:  # the narrow statement: nine parameters, events_op's reply columns
-                sql = self._sql_append_detailed if need_events else self._sql_append
-                args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
-        stashed: list[Any] = []
+        plain = (
+            op == "append" and cached is not None and bool(events) and create is None
+            and expires_mode == 0 and all(e[2] is None for e in events)
+        )  # fmt: skip
+        args: tuple[Any, ...] = (
+            self._ns, sid, op, expected, None if cached is None else cached.token, token,
+            now_ms, n, list(seqs), list(keys),
+            [e[0] for e in events],
+            [None if e[3] is None else to_ms(e[3]) for e in events],
+            [e[1].decode() for e in events],
+            [e[2] for e in events],
+            expires_mode, None if expires is None else to_ms(expires),
+            create is not None,
+            None if create is None else create.processor_id,
+            None if create is None else create.status,
+            None if create is None else create.group,
+            None if create is None else create.tags,
+            None if create is None else create.data,
+            None if create is None else create.metadata,
+            None if create is None else create.expires_ms,
+        )  # fmt: skip
+        sql = self._sql
+        if plain:  # the narrow statement: nine parameters, events_op's reply columns
+            sql = self._sql_append_detailed if need_events else self._sql_append
+            args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
 
         async def call(conn: asyncpg.Connection) -> Any:
             try:
@@ -217,54 +301,20 @@ class EventLog:
                     raise EventKeyConflictError(sid, str(exc.detail)) from None
                 raise
 
-        async def verify(conn: asyncpg.Connection) -> Outcome:
-            row = await conn.fetchrow(self._verify_sql, self._ns, sid)
-            if row is not None and row[13] == token:
-                stashed.append(row)
-                return "applied"
-            if expected is not None and row is not None and row[9] == expected:
-                return "not_applied"  # the lost statement's compare-and-set now fails
-            if op == "append" and events and all(e[2] is not None for e in events):
-                return "not_applied"  # sending it again writes nothing twice
-            if row is not None and cached is not None and row[13] == cached.token:
-                # every write changes the token: none happened yet, but nothing stops
-                # the lost statement from still applying it (Pool._fence ends it first)
-                return "pending"
-            return "unknown"
-
-        def applied() -> Any:
-            if need_events:
-                raise OutcomeUnknownError(
-                    f"the {op} of session {sid!r} was applied, but its reply (the events) "
-                    "was lost with the connection"
-                )
-            return ("applied", stashed[-1])
-
+        resend = op == "append" and bool(events) and all(e[2] is not None for e in events)
+        verify, applied = self._resolvers(
+            sid, op, token, cached, expected, resend=resend, need_events=need_events
+        )
         reply = await self._pools.get().run(call, write=True, verify=verify, applied=applied)
         if type(reply) is tuple:  # resolved after a lost connection
-            row = list(reply[1])
-            self._cache.discard(sid)
-            session = self._decode(row)
-            self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
-            return OpResult(_WRITTEN, row), session
-        if one:
-            if reply[3] is None:  # the head's update matched: the copy plus counters
-                assert cached is not None
-                return self._from_copy(
-                    sid, cached, token, now, now_ms, reply[0], reply[1], reply[2]
-                )
-            reply = _op_row(reply[3])  # events_op answered (its row as JSON text)
-        code = reply[0]
-        if code == _ABSENT:
-            raise SessionNotFoundError(sid)
-        if code == _MISMATCH:
-            assert expected is not None
-            raise SessionConflictError(sid, expected, int(reply[16]))
-        if plain and reply[7] is None:  # the head's update matched: the copy plus counters
+            return self._resolved(sid, reply)
+        if plain and reply[0] == _WRITTEN and reply[7] is None:
+            # the head's update matched: the copy plus counters
             assert cached is not None
-            result, session = self._from_copy(
+            session = self._from_copy(
                 sid, cached, token, now, now_ms, reply[16], reply[17], reply[18]
             )
+            result = OpResult(_WRITTEN, [])
             if need_events:
                 result.new = list(reply[1])
                 result.events = [
@@ -272,14 +322,7 @@ class EventLog:
                     for seq, at, (etype, data, _, _) in zip(reply[2], reply[4], events, strict=True)
                 ]
             return result, session
-        row = list(reply[7:])
-        if row[3] is None or row[4] is None:  # the copy this store holds is current
-            if cached is None:
-                raise IntegrityError("events_op left out a document it was not sent", sid)
-            row[3], row[4] = cached.data, cached.metadata
-        session = self._decode(row)
-        self._cache.put(sid, Cached(session, row[3], row[4], row[13]))
-        result = OpResult(code, row)
+        result, session = self._settled(sid, reply, cached, expected)
         if op == "append" and need_events:
             result.new = list(reply[1])
             result.events = [

@@ -3,7 +3,6 @@ single-session operation (see ``docs/postgres.md``)."""
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
@@ -60,7 +59,7 @@ from sessionstore.validation import (
     validate_session_id,
 )
 
-from ._cache import Cached, RowCache
+from ._cache import Cached, RowCache, new_token
 from ._conn import Outcome
 from ._eventlog import EventLog, NewRow, OpResult
 from ._events import EventWindow, event_by_key_sql, find_sql, page_sql
@@ -520,7 +519,7 @@ class PostgresStore(BaseSessionStore):
         session; for several, one pipelined atomic ``executemany`` (ids in order, so
         batches never deadlock). ``atomic=False`` (restores) is written the same way: all
         or nothing is allowed, and a conflict makes the caller retry one by one."""
-        token = secrets.token_hex(12)
+        token = new_token()
         sql = self._sql_write
         arity = self._write_arity
         calls = [(m, self._args(m, bases.get(m.session_id), token)[:arity]) for m in mutations]
@@ -704,10 +703,7 @@ class PostgresStore(BaseSessionStore):
             )  # fmt: skip
         if create is False and ttl is None and expires_at is UNSET:
             # the common append, without building an AppendOp (see _append_plain)
-            _, session = await self._append_plain(
-                session_id, events, expected_version, detailed=False
-            )
-            return session
+            return await self._append_plain(session_id, events, expected_version)
         op = AppendOp(session_id, events, expected_version, create, ttl, expires_at)
         _, session = await self._append(op, detailed=False)
         return session
@@ -729,8 +725,12 @@ class PostgresStore(BaseSessionStore):
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
         if op.create is False and op.ttl is None and op.expires_at is UNSET:
-            return await self._append_plain(
-                op.session_id, op.events, op.expected_version, detailed=detailed
+            sid, expected, encoded = self._plain_inputs(
+                op.session_id, op.events, op.expected_version
+            )
+            plain = [(t, data, key, at) for t, data, _, key, at in encoded]
+            return await self._event_op(
+                sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
             )
         p = prepare(op, self._limits)
         self._check_open()
@@ -766,25 +766,47 @@ class PostgresStore(BaseSessionStore):
             need_events=detailed,
         )  # fmt: skip
 
+    def _plain_inputs(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        expected_version: int | None,
+    ) -> tuple[str, int | None, list[tuple[str, bytes, Any, str | None, datetime | None]]]:
+        """The checks of a plain append (no ``create``, no expiry change), as prepare()
+        makes them and in its order, with the events' JSON as the codec made it (prepare
+        keeps only the copies)."""
+        sid = validate_session_id(session_id)
+        expected = check_expected_version(expected_version)
+        encoded = encode_event_inputs(events, self._limits)
+        self._check_open()
+        return sid, expected, encoded
+
     async def _append_plain(
         self,
         session_id: str,
         events: Sequence[EventInput | Mapping[str, Any]],
         expected_version: int | None,
-        *,
-        detailed: bool,
-    ) -> tuple[OpResult, Session]:
-        """The common append (no ``create``, no expiry change): the same checks as
-        prepare(), in its order, and the events' JSON as the codec made it (prepare
-        keeps only the copies)."""
-        sid = validate_session_id(session_id)
-        expected = check_expected_version(expected_version)
-        plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
-            events, self._limits)]  # fmt: skip
-        self._check_open()
-        return await self._event_op(
-            sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
-        )
+    ) -> Session:
+        """``append_events`` without ``create`` or an expiry change. One unkeyed event
+        appended from this store's copy, the commonest call, takes
+        :meth:`EventLog.append_one` (no lists, no ``OpResult``); anything else
+        :meth:`_event_op`."""
+        sid, expected, encoded = self._plain_inputs(session_id, events, expected_version)
+        now = self.clock.now()
+        if len(encoded) == 1 and encoded[0][3] is None:
+            etype, data, _, _, at = encoded[0]
+            try:
+                done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
+            except SessionConflictError as exc:
+                self._notify_conflict(exc)
+                raise
+            if done is not None:
+                if done[0]:
+                    self._notify("sessionstore_session_updated", session=done[1])
+                return done[1]
+        plain = [(t, data, key, at) for t, data, _, key, at in encoded]
+        _, session = await self._event_op(sid, "append", now, expected, events=plain)
+        return session
 
     async def _event_op(
         self, sid: str, op: str, now: datetime, expected: int | None, **kwargs: Any
@@ -792,12 +814,7 @@ class PostgresStore(BaseSessionStore):
         try:
             result, session = await self._eventlog.run(sid, op, now, expected=expected, **kwargs)
         except SessionConflictError as exc:
-            self._notify(
-                "sessionstore_conflict",
-                session_id=exc.session_id,
-                expected=exc.expected,
-                actual=exc.actual,
-            )
+            self._notify_conflict(exc)
             raise
         if result.created:
             self._notify("sessionstore_session_created", session=session)

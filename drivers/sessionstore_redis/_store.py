@@ -38,7 +38,6 @@ from sessionstore import (
     QuotaExceededError,
     Session,
     SessionChanges,
-    SessionConflictError,
     SessionExistsError,
     SessionFilter,
     SessionNotFoundError,
@@ -157,7 +156,7 @@ class RedisStore(BaseSessionStore):
             grace_ms=self._grace_ms,
             wait_replicas=bool(self._redis_options.wait_replicas),
             index=self._here_index,
-            on_conflict=self._conflicted,
+            on_conflict=self._notify_conflict,
         )
         self._groups = writes.groups
         self._records = RecordWriter(
@@ -237,14 +236,6 @@ class RedisStore(BaseSessionStore):
     def _here_index(self) -> IndexQueue:
         index: IndexQueue = self._backend.here().index
         return index
-
-    def _conflicted(self, exc: SessionConflictError) -> None:
-        self._notify(
-            "sessionstore_conflict",
-            session_id=exc.session_id,
-            expected=exc.expected,
-            actual=exc.actual,
-        )
 
     def _session_of(self, reply: Reply, sid: str) -> Session:
         doc = decode_full(reply.results[0], sid)

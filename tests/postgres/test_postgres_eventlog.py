@@ -16,6 +16,7 @@ import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
 
+import sessionstore
 from sessionstore import (
     AppendOp,
     DeleteEventsOp,
@@ -708,3 +709,48 @@ async def test_event_times_are_decoded_once_per_store_and_the_memo_is_bounded(
     assert len(memo) == 2
     assert [e.at for e in await store.get_events(sid)] == expect
     assert len(memo) == 6
+
+
+class _Hooks:
+    """Records the observer hooks a store fires."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    @sessionstore.hookimpl
+    def sessionstore_session_updated(self, store: Any, session: Any) -> None:
+        self.calls.append(("updated", session.id, session.version, session.event_count))
+
+    @sessionstore.hookimpl
+    def sessionstore_conflict(
+        self, store: Any, session_id: str, expected: int, actual: int
+    ) -> None:
+        self.calls.append(("conflict", session_id, expected, actual))
+
+
+@pytest.mark.asyncio
+async def test_the_one_event_append_fires_the_hooks_of_every_outcome(open_pg: OpenPg) -> None:
+    """``EventLog.append_one`` (one unkeyed event from a copy) fires ``updated`` with the
+    session it returns, from the copy and after ``events_op`` answered a stale copy,
+    and ``conflict`` with the stored version on a mismatch, as the general path does;
+    a session this store holds no copy of takes the general path, which fires the same."""
+    store = await open_pg()
+    other = await open_pg()
+    s = await store.create_session(id="hooked")
+    hooks = _Hooks()
+    pm = sessionstore.plugin_manager()
+    pm.register(hooks)
+    try:
+        await store.append_events(s.id, [{"type": "t"}])  # from the copy
+        await other.append_events(s.id, [{"type": "o"}])  # no copy in `other`
+        await store.append_events(s.id, [{"type": "t"}])  # a stale copy: events_op
+        with pytest.raises(SessionConflictError):
+            await store.append_events(s.id, [{"type": "t"}], expected_version=2)
+    finally:
+        pm.unregister(hooks)
+    assert [c for c in hooks.calls if c[1] == s.id] == [
+        ("updated", s.id, 2, 1),
+        ("updated", s.id, 3, 2),
+        ("updated", s.id, 4, 3),
+        ("conflict", s.id, 2, 4),
+    ]

@@ -532,3 +532,31 @@ async def test_pool_options_reach_the_connections(open_pg: OpenPg) -> None:
 
     await asyncio.gather(*(hold(0.2) for _ in range(6)))  # 6 callers share 3 connections
     assert store._pools.get()._size == 3
+
+
+def test_write_tokens_are_distinct_and_a_forked_child_draws_its_own_prefix() -> None:
+    """Write tokens are a random prefix per process and a counter: distinct within the
+    process, 24 hex digits, and a forked child (which inherits the counter) starts from
+    a prefix of its own, so parent and child never store the same token."""
+    import os
+
+    from sessionstore_postgres._cache import new_token
+
+    tokens = [new_token() for _ in range(1000)]
+    assert len(set(tokens)) == 1000
+    assert all(len(t) == 24 and int(t, 16) >= 0 for t in tokens)
+    assert len({t[:16] for t in tokens}) == 1  # one prefix, the counter moves
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next token, then leave without pytest's teardown
+        try:
+            os.write(write, new_token().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = new_token()
+    assert len(child) == 24 and child != mine
+    assert child[:16] != mine[:16]
