@@ -257,6 +257,46 @@ async def test_create_over_index_entries_left_without_a_document(
     assert (await store.list_sessions(SessionFilter(processor_id="p2"))).ids == ["g"]
 
 
+async def _index_membership(store: RedisStore, sid: str) -> dict[str, bool]:
+    """Every key of index shard 0 -> whether ``sid`` is in it (sets, sorted sets, the
+    record hash)."""
+    ix = store._keys.index(0)
+    found: dict[str, bool] = {}
+    async for raw in store.client.scan_iter(match=ix.replace("{", "[{]") + "*"):
+        key = raw.decode()
+        kind = (await store.client.type(key)).decode()
+        if kind == "zset":
+            found[key] = await store.client.zscore(key, sid) is not None
+        elif kind == "set":
+            found[key] = bool(await store.client.sismember(key, sid))
+        elif kind == "hash":
+            found[key] = bool(await store.client.hexists(key, sid))
+    return found
+
+
+@pytest.mark.parametrize("composites", [False, True], ids=["plain", "composites"])
+async def test_the_creates_inline_entries_are_the_general_paths(
+    open_redis: Any, redis_url: str, composites: bool
+) -> None:
+    """``lua/create.lua`` writes a new session's index entries inline on its common path
+    (ixadd.lua's ``ix_add_entries`` written out): the same keys as a create through
+    ``commit`` (``write.lua``), with or without composite families kept."""
+    store = await open_redis(redis_url)
+    if composites:  # a listing that a composite serves: its family is kept from now on
+        await store.list_sessions(SessionFilter(processor_id="p"))
+        await store.list_sessions(SessionFilter(tags_all={"t1"}))
+    for ttl in (None, 60):
+        a, b = f"a{ttl}", f"b{ttl}"
+        await store.create_session(id=a, processor_id="p", tags={"t1", "t2"}, ttl=ttl)
+        await store.commit(
+            [CreateOp(NewSession(id=b, processor_id="p", tags=("t1", "t2"), ttl=ttl))]
+        )
+        ours, general = await _index_membership(store, a), await _index_membership(store, b)
+        assert set(ours) == set(general)
+        assert {k for k, v in ours.items() if v} == {k for k, v in general.items() if v}
+        assert sum(ours.values()) >= 7 + (2 if composites else 0)
+
+
 async def test_a_retried_create_finds_its_own_write(open_redis: Any, redis_url: str) -> None:
     """A create whose reply was lost is sent again with its token: the script recognises
     its own write; another create of the id is refused."""

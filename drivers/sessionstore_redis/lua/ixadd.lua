@@ -35,7 +35,8 @@ local function ix_comp_add(ix, id, r)
 end
 
 -- The entries of id with record r (a table in record order) but its record: ix_add
--- without the record's HSET (create.lua writes the record first, with HSETNX).
+-- without the record's HSET (create.lua writes the record first, with HSETNX). create.lua
+-- writes these same entries out inline on its common path: a change here goes there too.
 local function ix_add_entries(ix, id, r)
   redis.call('ZADD', ix .. 'c', r[2], id)
   redis.call('ZADD', ix .. 'u', r[3], id)
