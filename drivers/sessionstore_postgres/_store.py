@@ -725,10 +725,7 @@ class PostgresStore(BaseSessionStore):
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
         if op.create is False and op.ttl is None and op.expires_at is UNSET:
-            sid, expected, encoded = self._plain_inputs(
-                op.session_id, op.events, op.expected_version
-            )
-            plain = [(t, data, key, at) for t, data, _, key, at in encoded]
+            sid, expected, plain = self._plain_inputs(op.session_id, op.events, op.expected_version)
             return await self._event_op(
                 sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
             )
@@ -771,15 +768,16 @@ class PostgresStore(BaseSessionStore):
         session_id: str,
         events: Sequence[EventInput | Mapping[str, Any]],
         expected_version: int | None,
-    ) -> tuple[str, int | None, list[tuple[str, bytes, Any, str | None, datetime | None]]]:
+    ) -> tuple[str, int | None, list[tuple[str, bytes, str | None, datetime | None]]]:
         """The checks of a plain append (no ``create``, no expiry change), as prepare()
         makes them and in its order, with the events' JSON as the codec made it (prepare
-        keeps only the copies)."""
+        keeps only the copies): type, data, key and time of each event."""
         sid = validate_session_id(session_id)
         expected = check_expected_version(expected_version)
-        encoded = encode_event_inputs(events, self._limits)
+        plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
+            events, self._limits)]  # fmt: skip
         self._check_open()
-        return sid, expected, encoded
+        return sid, expected, plain
 
     async def _append_plain(
         self,
@@ -791,10 +789,10 @@ class PostgresStore(BaseSessionStore):
         appended from this store's copy, the commonest call, takes
         :meth:`EventLog.append_one` (no lists, no ``OpResult``); anything else
         :meth:`_event_op`."""
-        sid, expected, encoded = self._plain_inputs(session_id, events, expected_version)
+        sid, expected, plain = self._plain_inputs(session_id, events, expected_version)
         now = self.clock.now()
-        if len(encoded) == 1 and encoded[0][3] is None:
-            etype, data, _, _, at = encoded[0]
+        if len(plain) == 1 and plain[0][2] is None:
+            etype, data, _, at = plain[0]
             try:
                 done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
             except SessionConflictError as exc:
@@ -804,7 +802,6 @@ class PostgresStore(BaseSessionStore):
                 if done[0]:
                     self._notify("sessionstore_session_updated", session=done[1])
                 return done[1]
-        plain = [(t, data, key, at) for t, data, _, key, at in encoded]
         _, session = await self._event_op(sid, "append", now, expected, events=plain)
         return session
 
