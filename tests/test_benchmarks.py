@@ -380,6 +380,11 @@ def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: P
             ["get_session", "get_sessions(10 ids)", "get_events(last=20)", "get_event(key=)"],
         ),
         (
+            "cluster_colocation_probe",
+            ["--rounds", "1", "--repeat", "1", "--sessions", "300", "--replicas", "0"],
+            ["two-round round", "one-round round"],
+        ),
+        (
             "pg_timer_cpu",
             ["--rounds", "1", "--calls", "5", "--big-log", "100", "--canned"],
             [
@@ -395,8 +400,9 @@ def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: P
 def test_the_blocking_reads_measurement_scripts_run(
     module: str, args: list[str], expect: list[str]
 ) -> None:
-    """The issue-18 measurement scripts and issue 20's ``pg_timer_cpu`` (private servers
-    of their own) still run and print every side they measure (no figure asserted)."""
+    """The issue-18 measurement scripts, issue 20's ``pg_timer_cpu`` and issue 21's
+    ``cluster_colocation_probe`` (private servers of their own) still run and print every
+    side they measure (no figure asserted; the probe checks that its sides agree)."""
     stdout = _run_module(module, *args)
     lines = stdout.splitlines()
     for side in expect:
