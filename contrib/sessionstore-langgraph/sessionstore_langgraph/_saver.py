@@ -92,8 +92,10 @@ _RUN_CACHE: Final = 4096
 #: The most links from a list value back to its chain's full value: the next value of
 #: the channel is stored whole, so a read decodes at most this many links' items.
 LINKS: Final = 32
-#: How many (thread, namespace, channel) list values the saver remembers having written.
+#: How many (thread, namespace, channel) list values the saver remembers (it holds their
+#: items), and how many items in all: the least recently used go first.
 _LIST_CACHE: Final = 256
+_LIST_ITEMS: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +147,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     and a link to that value, not whole again; every :data:`LINKS` links the value is
     stored whole. Items are compared by identity, so an item changed in place after it
     was stored is not stored again: pass ``list_links=False`` for graphs that mutate
-    their state's list items in place.
+    their state's list items in place. To compare, the saver holds the items of the
+    lists it last wrote or returned from ``aget_tuple``, for at most 256 (thread,
+    namespace, channel) slots and 100,000 items in all, least recently used dropped
+    first (a dropped slot's next value is stored whole).
     """
 
     def __init__(
@@ -178,6 +183,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self.list_links = list_links
         # (session id, namespace, channel) -> the list value last written there
         self._written: OrderedDict[tuple[str, str, str], _Written] = OrderedDict()
+        self._items = 0  # the items self._written holds
         self._lock = threading.Lock()
 
     # -- opening and closing
@@ -354,16 +360,20 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         split, or as a link), or ``MISSING``."""
         return (await self._located(session_id, key))[0]
 
-    async def _located(self, session_id: str, key: str) -> tuple[Any, _Written | None]:
-        """The channel value stored under ``key`` (or ``MISSING``) and, when it is a
-        plain list, where it sits in its chain."""
+    async def _located(
+        self, session_id: str, key: str, *, whole: bool = False
+    ) -> tuple[Any, _Written | None]:
+        """The channel value stored under ``key`` (or ``MISSING``; also for a link when
+        ``whole`` asks for a value stored whole) and, when it is a plain list, where it
+        sits in its chain."""
         event = await self._event(session_id, key)
-        if event is None:
+        if event is None or (whole and event.type.startswith(LINK_PREFIX)):
             return MISSING, None
         data = event.data
         if event.type.startswith(LINK_PREFIX):  # a link: its snapshot and its chain
-            base, links = await asyncio.gather(
-                self._value(session_id, data["s"]), self._events(session_id, types=[event.type])
+            (base, _), links = await asyncio.gather(
+                self._located(session_id, data["s"], whole=True),
+                self._events(session_id, types=[event.type]),
             )
             value, path = chain_value(self.serde, event, links, base)
             if value is MISSING:
@@ -643,17 +653,18 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         """Remember ``written`` as the last list values of their slots."""
         with self._lock:
             for slot, entry in written.items():
+                old = self._written.pop(slot, None)
+                self._items += len(entry.items) - (len(old.items) if old else 0)
                 self._written[slot] = entry
-                self._written.move_to_end(slot)
-            while len(self._written) > _LIST_CACHE:
-                self._written.popitem(last=False)
+            while len(self._written) > _LIST_CACHE or self._items > _LIST_ITEMS:
+                self._items -= len(self._written.popitem(last=False)[1].items)
 
     def _forget(self, session_id: str) -> None:
         """Link no new value to what this saver wrote to the session (it was deleted,
         pruned, copied over, or a write's outcome is unknown)."""
         with self._lock:
             for slot in [slot for slot in self._written if slot[0] == session_id]:
-                del self._written[slot]
+                self._items -= len(self._written.pop(slot).items)
 
     async def aput_writes(
         self,

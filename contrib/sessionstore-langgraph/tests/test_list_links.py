@@ -15,6 +15,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from sessionstore_langgraph import SessionStoreSaver, _saver, thread_session_id
 from sessionstore_langgraph._ids import blob_key
+from sessionstore_memory import MemoryStore
 
 from sessionstore import Event, SessionStore
 
@@ -203,3 +204,22 @@ async def test_a_fork_that_extends_the_last_list_links_across_checkpoints(
     assert await _value(saver, fork) == c
     keys = {e.key for e in await _values(adapter_store)}
     assert blob_key("", "ch", "00000002") in keys
+
+
+async def test_the_remembered_lists_are_bounded_by_their_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_saver, "_LIST_ITEMS", 8)
+    async with MemoryStore() as store:
+        saver = SessionStoreSaver(store)
+        one, two = _Step(saver, "one"), _Step(saver, "two")
+        await one.put(a := ["a1", "a2", "a3"])
+        await two.put(b := ["b1", "b2", "b3"])
+        await one.put(a := [*a, "a4"])  # 4 + 3 items held
+        await two.put(b := [*b, "b4"])  # 4 + 4: still within 8
+        await one.put(a := [*a, "a5"])  # 5 + 4: "two" is dropped
+        await two.put([*b, "b5"])
+        assert _kinds(await _values(store, "one")) == "FLL"
+        assert _kinds(await _values(store, "two")) == "FLF"
+        assert saver._items == 5  # "two"'s 5: then "one" was dropped
+        assert list(saver._written) == [(thread_session_id("two"), "", "ch")]
