@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Final
 from sessionstore import Event, EventInput, SessionNotFoundError
 
 from ._ids import (
+    LINK_TYPE,
     blob_key,
     checkpoint_key,
     run_index_id,
     thread_session_id,
     writes_type,
 )
-from ._records import LINK_PREFIX, CheckpointRecord, blob_base, is_value_event
+from ._records import CheckpointRecord, blob_base, is_value_event
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -40,19 +41,12 @@ class _Thread:
     records: list[CheckpointRecord] = field(default_factory=list)
     writes: dict[str, list[int]] = field(default_factory=dict)  # writes type -> seqs
     blobs: set[str] = field(default_factory=set)
-    parents: dict[str, str] = field(default_factory=dict)  # a link's key -> its parent's
+    snapshots: dict[str, str] = field(default_factory=dict)  # a link's key -> its snapshot's
 
-    def with_parents(self, keys: Iterable[str]) -> set[str]:
-        """``keys`` and every value they are links to, back to their chains' snapshots."""
-        closed: set[str] = set()
-        for key in keys:
-            while key not in closed:
-                closed.add(key)
-                parent = self.parents.get(key)
-                if parent is None:
-                    break
-                key = parent
-        return closed
+    def with_snapshots(self, keys: Iterable[str]) -> set[str]:
+        """``keys`` and the snapshots of those that are links."""
+        keys = set(keys)
+        return keys | {self.snapshots[k] for k in keys if k in self.snapshots}
 
     def heads(self) -> dict[str, CheckpointRecord]:
         """The newest checkpoint of each namespace."""
@@ -71,8 +65,8 @@ async def _read(saver: SessionStoreSaver, session_id: str) -> _Thread:
             thread.writes.setdefault(event.type, []).append(event.seq)
         elif is_value_event(event.type) and event.key is not None:
             thread.blobs.add(event.key)
-            if event.type.startswith(LINK_PREFIX):
-                thread.parents[event.key] = event.data["p"]
+            if event.type == LINK_TYPE:
+                thread.snapshots[event.key] = event.data["s"]
     return thread
 
 
@@ -80,14 +74,16 @@ async def _remove(
     saver: SessionStoreSaver, session_id: str, thread: _Thread, doomed: Iterable[CheckpointRecord]
 ) -> None:
     """Delete ``doomed`` checkpoints with their writes and every value that no other
-    checkpoint of the thread uses (directly, or as a link's parent), in one atomic
+    checkpoint of the thread uses (directly, or as a link's snapshot), in one atomic
     ``delete_events``."""
     doomed_ids = {id(r) for r in doomed}
     gone = [r for r in thread.records if id(r) in doomed_ids]
     if not gone:
         return
     kept = [r for r in thread.records if id(r) not in doomed_ids]
-    used = thread.with_parents(blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items())
+    used = thread.with_snapshots(
+        blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()
+    )
     keys = [checkpoint_key(r.ns, r.id) for r in gone]
     keys.extend(k for k in thread.blobs if blob_base(k) not in used)
     seqs = [seq for r in gone for seq in thread.writes.get(writes_type(r.ns, r.id), ())]

@@ -10,11 +10,11 @@ JSON what reading needs without decoding: the parent id, the run id, the channel
 versions, the versions this step wrote (``nv``) and which of those had a value (``sv``).
 
 A plain ``list`` value that extends the same channel's previous value (a message list
-under ``add_messages``) may be stored as a *link* instead: only the new items, each
-encoded on its own, and the key of the value it extends (its parent), which is a link
-or a full value (the chain's *snapshot*). Links of one chain share a type made from
-the snapshot's key, so a value is rebuilt from two reads whatever the chain's length:
-the snapshot by key and the chain by type.
+under ``add_messages``) may be stored as a *link* instead (type ``lg.link``): the key of
+a value of the channel stored whole (its *snapshot*) and every item after the
+snapshot's, each encoded on its own, so it is rebuilt from two reads by key whatever
+how many links came before it. A step encodes only its new items: the pairs of the
+link before are reused.
 """
 
 from __future__ import annotations
@@ -30,22 +30,20 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from sessionstore import Event, EventInput
 
-from ._ids import BLOB_TYPE, digest
+from ._ids import BLOB_TYPE, LINK_TYPE, digest
 
 __all__ = [
     "CHUNK",
-    "LINK_PREFIX",
     "MISSING",
     "CheckpointRecord",
     "blob_base",
     "blob_events",
     "blob_value",
-    "chain_value",
     "decode",
     "encode",
     "is_value_event",
     "link_event",
-    "link_type",
+    "link_value",
     "pending_writes",
     "write_rows",
     "writes_digest",
@@ -145,69 +143,27 @@ def blob_value(serde: SerializerProtocol, head: Mapping[str, Any], raw: str) -> 
     return serde.loads_typed((head["t"], packed))
 
 
-#: The type prefix of the link events of a value chain (``lg.bl.`` + the snapshot key's
-#: digest); a full value's events have the type ``BLOB_TYPE``.
-LINK_PREFIX: Final = "lg.bl."
-
-
-def link_type(snapshot_key: str) -> str:
-    """The type of every link of the chain whose full value is stored under
-    ``snapshot_key`` (a blob key, ``b.`` + a digest)."""
-    return LINK_PREFIX + snapshot_key.removeprefix("b.")
-
-
 def is_value_event(event_type: str) -> bool:
     """Whether events of ``event_type`` hold a channel value (a full one or a link)."""
-    return event_type == BLOB_TYPE or event_type.startswith(LINK_PREFIX)
+    return event_type in (BLOB_TYPE, LINK_TYPE)
 
 
 def link_event(
-    serde: SerializerProtocol,
-    key: str,
-    *,
-    snapshot: str,
-    parent: str,
-    depth: int,
-    items: Sequence[Any],
-    length: int,
+    key: str, *, snapshot: str, depth: int, pairs: Sequence[Sequence[str]], length: int
 ) -> EventInput:
-    """The link event storing, under ``key``, the value made of ``parent``'s value and
-    ``items`` (``length`` items in all, ``depth`` links from ``snapshot``)."""
-    data = {
-        "s": snapshot,
-        "p": parent,
-        "d": depth,
-        "len": length,
-        "x": [encode(serde, item) for item in items],
-    }
-    return EventInput(type=link_type(snapshot), key=key, data=data)
+    """The link event storing, under ``key``, the value made of ``snapshot``'s value and
+    the items encoded in ``pairs`` (every item after the snapshot's, as :func:`encode`
+    pairs; ``length`` items in all, the ``depth``-th link on that snapshot)."""
+    data = {"s": snapshot, "d": depth, "len": length, "x": list(pairs)}
+    return EventInput(type=LINK_TYPE, key=key, data=data)
 
 
-def chain_value(
-    serde: SerializerProtocol, target: Event, links: Iterable[Event], base: Any
-) -> tuple[Any, list[str]]:
-    """The list the link ``target`` stands for: ``base`` (its snapshot's value) and the
-    items of every link from the snapshot down to ``target``, found among ``links`` (the
-    chain's events, in any order, possibly with other branches); and those links' keys.
-    ``MISSING`` when a link on the way is gone or the result is not the length the
-    link recorded."""
-    by_key = {event.key: event for event in links}
-    by_key[target.key] = target
-    snapshot = target.data["s"]
-    path: list[Event] = []
-    key: str | None = target.key
-    while key != snapshot:
-        event = by_key.get(key)
-        if event is None or len(path) > len(by_key) or not isinstance(base, list):
-            return MISSING, []
-        path.append(event)
-        key = event.data["p"]
-    value = list(base)
-    for event in reversed(path):
-        value.extend(decode(serde, pair) for pair in event.data["x"])
-    if len(value) != target.data["len"]:
-        return MISSING, []
-    return value, [event.key for event in path if event.key is not None]
+def link_value(serde: SerializerProtocol, link: Mapping[str, Any], base: Any) -> Any:
+    """The list a link event's data ``link`` stands for, given ``base``, the value of
+    its snapshot; ``MISSING`` unless that is a list of the length the link expects."""
+    if not isinstance(base, list) or len(base) + len(link["x"]) != link["len"]:
+        return MISSING
+    return [*base, *(decode(serde, pair) for pair in link["x"])]
 
 
 def blob_base(key: str) -> str:

@@ -55,6 +55,7 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
 from ._ids import (
+    LINK_TYPE,
     RUN_TYPE,
     blob_key,
     checkpoint_key,
@@ -66,14 +67,14 @@ from ._ids import (
     writes_type,
 )
 from ._records import (
-    LINK_PREFIX,
     MISSING,
     CheckpointRecord,
     blob_events,
     blob_value,
-    chain_value,
     checkpoint_data,
+    encode,
     link_event,
+    link_value,
     pending_writes,
     write_rows,
     writes_digest,
@@ -89,8 +90,8 @@ PAGE: Final = 50
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
 _RUN_CACHE: Final = 4096
-#: The most links from a list value back to its chain's full value: the next value of
-#: the channel is stored whole, so a read decodes at most this many links' items.
+#: The most links on one value stored whole: the next value of the channel is stored
+#: whole again, so a link holds at most this many steps' items.
 LINKS: Final = 32
 #: How many (thread, namespace, channel) list values the saver remembers (it holds their
 #: items), and how many items in all: the least recently used go first.
@@ -100,23 +101,25 @@ _LIST_ITEMS: Final = 100_000
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """A list value this saver stored: where, and the items it held (by identity)."""
+    """A list value this saver stored or read: where, and the items it held (by
+    identity)."""
 
     key: str
-    snapshot: str  # the key of its chain's full value (its own key if it is one)
-    chain: frozenset[str]  # the keys from the snapshot down to ``key``
+    snapshot: str  # the key of the value stored whole it is a link to (its own if whole)
+    depth: int  # links on the snapshot up to this one (0: stored whole)
     items: tuple[Any, ...]
-    base: int  # how many items the snapshot holds
+    pairs: tuple[Sequence[str], ...]  # the encoded items after the snapshot's
 
     def extended_by(self, key: str, items: tuple[Any, ...]) -> bool:
-        """Whether ``items`` may be stored under ``key`` as a link to this value: they
-        start with this value's items (the same objects), the chain stays within
-        :data:`LINKS` links holding no more items than its full value, and ``key`` is
-        not on it already (a version stored again)."""
+        """Whether ``items`` may be stored under ``key`` as a link to this value's
+        snapshot: they start with this value's items (the same objects), the link
+        stays within :data:`LINKS` and holds no more items than the snapshot, and
+        ``key`` is not the snapshot's (a version stored again)."""
+        base = len(self.items) - len(self.pairs)
         return (
-            len(self.chain) <= LINKS
-            and len(self.items) <= len(items) <= 2 * self.base
-            and key not in self.chain
+            self.depth < LINKS
+            and len(self.items) <= len(items) <= 2 * base
+            and key != self.snapshot
             and all(map(operator.is_, self.items, items))
         )
 
@@ -364,22 +367,17 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self, session_id: str, key: str, *, whole: bool = False
     ) -> tuple[Any, _Written | None]:
         """The channel value stored under ``key`` (or ``MISSING``; also for a link when
-        ``whole`` asks for a value stored whole) and, when it is a plain list, where it
-        sits in its chain."""
+        ``whole`` asks for a value stored whole) and, when it is a plain list, how."""
         event = await self._event(session_id, key)
-        if event is None or (whole and event.type.startswith(LINK_PREFIX)):
+        if event is None or (whole and event.type == LINK_TYPE):
             return MISSING, None
         data = event.data
-        if event.type.startswith(LINK_PREFIX):  # a link: its snapshot and its chain
-            (base, _), links = await asyncio.gather(
-                self._located(session_id, data["s"], whole=True),
-                self._events(session_id, types=[event.type]),
-            )
-            value, path = chain_value(self.serde, event, links, base)
+        if event.type == LINK_TYPE:  # the items after its snapshot's: read that one
+            base, _ = await self._located(session_id, data["s"], whole=True)
+            value = link_value(self.serde, data, base)
             if value is MISSING:
                 return MISSING, None
-            chain = frozenset((data["s"], *path))
-            return value, _Written(key, data["s"], chain, tuple(value), len(base))
+            return value, _Written(key, data["s"], data["d"], tuple(value), tuple(data["x"]))
         raw = data["b"]
         if "n" in data:
             rest = await asyncio.gather(
@@ -391,7 +389,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         value = blob_value(self.serde, data, raw)
         if type(value) is not list:
             return value, None
-        return value, _Written(key, key, frozenset((key,)), tuple(value), len(value))
+        return value, _Written(key, key, 0, tuple(value), ())
 
     async def _writes(self, session_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])
@@ -634,19 +632,20 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             last = self._written.get(slot)
         items = tuple(value)
         if last is not None and last.extended_by(key, items):
-            written[slot] = _Written(key, last.snapshot, last.chain | {key}, items, last.base)
+            pairs = last.pairs + tuple(
+                encode(self.serde, item) for item in items[len(last.items) :]
+            )
+            written[slot] = _Written(key, last.snapshot, last.depth + 1, items, pairs)
             return [
                 link_event(
-                    self.serde,
                     key,
                     snapshot=last.snapshot,
-                    parent=last.key,
-                    depth=len(last.chain),
-                    items=items[len(last.items) :],
+                    depth=last.depth + 1,
+                    pairs=pairs,
                     length=len(items),
                 )
             ]
-        written[slot] = _Written(key, key, frozenset((key,)), items, len(items))
+        written[slot] = _Written(key, key, 0, items, ())
         return blob_events(self.serde, key, value)
 
     def _note(self, written: Mapping[tuple[str, str, str], _Written]) -> None:

@@ -1,8 +1,9 @@
-"""A plain list value that extends the one written or read before it is stored as its
-new items and a link (``lg.bl.*`` events), rebuilt from its chain on read; a full value
-every ``LINKS`` links, once links would hold more items than the full value, after a
-prefix that differs, and after a restart; values stored whole before links existed
-still read; prunes, run deletes and copies keep chains whole."""
+"""A plain list value that extends the one written or read before it is stored as a link
+(``lg.link``: the items after those of a value stored whole, and that value's key),
+rebuilt from the two on read; a full value every ``LINKS`` links, once a link would
+hold more items than its full value, after a prefix that differs, and after a restart;
+values stored whole before links existed still read; prunes, run deletes and copies
+keep what links need."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class _Step:
 async def _values(store: SessionStore, thread: str = "t") -> list[Event]:
     """The thread's value events (full values and links), oldest first."""
     events = await store.get_events(thread_session_id(thread))
-    return [e for e in events if e.type == "lg.blob" or e.type.startswith("lg.bl.")]
+    return [e for e in events if e.type in ("lg.blob", "lg.link")]
 
 
 async def _value(saver: SessionStoreSaver, config: RunnableConfig) -> Any:
@@ -56,7 +57,7 @@ async def _value(saver: SessionStoreSaver, config: RunnableConfig) -> Any:
 
 
 def _kinds(events: list[Event]) -> str:
-    return "".join("L" if e.type.startswith("lg.bl.") else "F" for e in events)
+    return "".join("L" if e.type == "lg.link" else "F" for e in events)
 
 
 async def test_a_growing_list_stores_only_its_new_items_and_reads_back_whole(
@@ -72,9 +73,9 @@ async def test_a_growing_list_stores_only_its_new_items_and_reads_back_whole(
         expected.append(value)
     events = await _values(adapter_store)
     assert _kinds(events) == "FLLLLL"
-    assert all(len(e.data["x"]) == 2 and e.data["s"] == events[0].key for e in events[1:])
+    assert all(e.data["s"] == events[0].key for e in events[1:])
     assert [e.data["d"] for e in events[1:]] == [1, 2, 3, 4, 5]
-    assert len({e.type for e in events[1:]}) == 1  # one chain: one type
+    assert [len(e.data["x"]) for e in events[1:]] == [2, 4, 6, 8, 10]  # since the full one
     for config, value in zip(configs, expected, strict=True):
         assert await _value(saver, config) == value
     # a new saver (an empty cache) stores whole, then links again
@@ -158,7 +159,7 @@ async def test_links_go_through_the_savers_serde(adapter_store: SessionStore) ->
     await step.put(value := [{"secret": 1}])
     await step.put(value := [*value, {"secret": 2}])
     link = (await _values(adapter_store))[-1]
-    assert link.type.startswith("lg.bl.") and link.data["x"][0][0].startswith("x+")
+    assert link.type == "lg.link" and link.data["x"][0][0].startswith("x+")
     assert await _value(saver, step.config) == value
 
 
@@ -175,11 +176,12 @@ async def test_prune_run_deletes_and_copies_keep_a_chain_whole(
     value = [*value, "m4"]
     head = await step.put(value, run=run_2)
     assert _kinds(await _values(adapter_store)) == "FLLLL"
-    await saver.adelete_for_runs([run_1])  # its checkpoints go, their values stay linked
+    await saver.adelete_for_runs([run_1])  # its checkpoints and links go, not the full one
+    assert _kinds(await _values(adapter_store)) == "FLL"
     assert await _value(saver, head) == value
     await saver.acopy_thread("t", "copy")
     await saver.aprune(["t"], strategy="keep_latest")
-    assert _kinds(await _values(adapter_store)) == "FLLLL"  # the head's chain, all of it
+    assert _kinds(await _values(adapter_store)) == "FL"  # the head's link and its full value
     assert len([t async for t in saver.alist(_config("t"))]) == 1
     # after a prune the saver stores whole again: nothing links to what it may delete
     await step.put([*value, "m5"])
@@ -190,7 +192,7 @@ async def test_prune_run_deletes_and_copies_keep_a_chain_whole(
     assert await _value(saver, copy_head) == value
 
 
-async def test_a_fork_that_extends_the_last_list_links_across_checkpoints(
+async def test_a_fork_that_extends_the_last_list_links_to_its_full_value(
     adapter_store: SessionStore,
 ) -> None:
     saver = SessionStoreSaver(adapter_store)
@@ -200,10 +202,10 @@ async def test_a_fork_that_extends_the_last_list_links_across_checkpoints(
     step.config = first  # a fork from the first checkpoint, whose value extends b's
     fork = await step.put(c := [*b, "c"])
     assert _kinds(await _values(adapter_store)) == "FLL"
-    await saver.aprune(["t"], strategy="keep_latest")  # keeps the fork and b's value
+    await saver.aprune(["t"], strategy="keep_latest")  # keeps the fork and a's value
     assert await _value(saver, fork) == c
     keys = {e.key for e in await _values(adapter_store)}
-    assert blob_key("", "ch", "00000002") in keys
+    assert keys == {blob_key("", "ch", "00000001"), blob_key("", "ch", "00000003")}
 
 
 async def test_the_remembered_lists_are_bounded_by_their_items(
