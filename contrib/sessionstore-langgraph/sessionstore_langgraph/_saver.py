@@ -145,10 +145,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     expiry); an expired thread reads as missing and the store's cleanup removes it.
 
     ``list_links``: a channel value that is a plain ``list`` extending the value of the
-    same channel this saver last wrote for the thread (the same item objects, then new
-    ones: what ``add_messages`` and ``operator.add`` produce) is stored as the new items
-    and a link to that value, not whole again; every :data:`LINKS` links the value is
-    stored whole. Items are compared by identity, so an item changed in place after it
+    same channel this saver last wrote or read for the thread (the same item objects,
+    then new ones: what ``add_messages`` and ``operator.add`` produce) is stored as a
+    link: the key of the channel's last value stored whole and the items after it, not
+    the whole list again; after :data:`LINKS` links the value is stored whole. Items are compared by identity, so an item changed in place after it
     was stored is not stored again: pass ``list_links=False`` for graphs that mutate
     their state's list items in place. To compare, the saver holds the items of the
     lists it last wrote or returned from ``aget_tuple``, for at most 256 (thread,
