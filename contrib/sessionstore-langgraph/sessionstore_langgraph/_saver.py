@@ -148,12 +148,13 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     same channel this saver last wrote or read for the thread (the same item objects,
     then new ones: what ``add_messages`` and ``operator.add`` produce) is stored as a
     link: the key of the channel's last value stored whole and the items after it, not
-    the whole list again; after :data:`LINKS` links the value is stored whole. Items are compared by identity, so an item changed in place after it
-    was stored is not stored again: pass ``list_links=False`` for graphs that mutate
-    their state's list items in place. To compare, the saver holds the items of the
-    lists it last wrote or returned from ``aget_tuple``, for at most 256 (thread,
-    namespace, channel) slots and 100,000 items in all, least recently used dropped
-    first (a dropped slot's next value is stored whole).
+    the whole list again; after :data:`LINKS` links the value is stored whole. Items
+    are compared by identity, so an item changed in place after it was stored is not
+    stored again: pass ``list_links=False`` for graphs that mutate their state's list
+    items in place. To compare, the saver holds the items of the lists it last wrote or
+    returned from ``aget_tuple``, for at most 256 (thread, namespace, channel) slots and
+    100,000 items in all, least recently used dropped first (a dropped slot's next
+    value is stored whole).
     """
 
     def __init__(
