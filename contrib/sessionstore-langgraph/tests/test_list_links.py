@@ -99,8 +99,7 @@ async def test_a_full_value_every_links_limit_and_after_a_prefix_differs(
     adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_saver, "LINKS", 2)
-    saver = SessionStoreSaver(adapter_store)
-    step = _Step(saver)
+    step = _Step(saver := SessionStoreSaver(adapter_store))
     value: list[Any] = ["a"]
     for item in "bcdef":  # full, 2 links, full, link
         value = [*value, {"item": item}]
@@ -115,7 +114,7 @@ async def test_a_full_value_every_links_limit_and_after_a_prefix_differs(
     subclass = type("Items", (list,), {})  # not a plain list: stored whole
     await step.put(subclass([*value, "h"]))
     assert _kinds(await _values(adapter_store))[-1] == "F"
-    # links never hold more items than their chain's full value
+    # a link never holds more items than its full value
     small = _Step(saver, "small")
     await small.put(value := ["a", "b"])
     for item in "cdef":
