@@ -23,6 +23,7 @@ from typing import Final
 
 __all__ = [
     "BLOB_TYPE",
+    "LINK_TYPE",
     "RUN_TYPE",
     "blob_key",
     "checkpoint_key",
@@ -39,6 +40,8 @@ _SAFE: Final = re.compile(r"[A-Za-z0-9-]")
 _MAX_ID: Final = 128
 #: The type of every channel-value event (they are found by key, never by type).
 BLOB_TYPE: Final = "lg.blob"
+#: The type of a channel value stored as a link to a value stored whole (``_records``).
+LINK_TYPE: Final = "lg.link"
 #: The type of the events of a run index session (one per thread the run wrote to).
 RUN_TYPE: Final = "lg.run"
 

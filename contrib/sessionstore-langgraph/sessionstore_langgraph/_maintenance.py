@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Final
 from sessionstore import Event, EventInput, SessionNotFoundError
 
 from ._ids import (
-    BLOB_TYPE,
+    LINK_TYPE,
     blob_key,
     checkpoint_key,
     run_index_id,
     thread_session_id,
     writes_type,
 )
-from ._records import CheckpointRecord, blob_base
+from ._records import CheckpointRecord, blob_base, is_value_event
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -41,6 +41,12 @@ class _Thread:
     records: list[CheckpointRecord] = field(default_factory=list)
     writes: dict[str, list[int]] = field(default_factory=dict)  # writes type -> seqs
     blobs: set[str] = field(default_factory=set)
+    snapshots: dict[str, str] = field(default_factory=dict)  # a link's key -> its snapshot's
+
+    def with_snapshots(self, keys: Iterable[str]) -> set[str]:
+        """``keys`` and the snapshots of those that are links."""
+        keys = set(keys)
+        return keys | {self.snapshots[k] for k in keys if k in self.snapshots}
 
     def heads(self) -> dict[str, CheckpointRecord]:
         """The newest checkpoint of each namespace."""
@@ -57,8 +63,10 @@ async def _read(saver: SessionStoreSaver, session_id: str) -> _Thread:
             thread.records.append(CheckpointRecord.of(event))
         elif event.type.startswith("lg.w."):
             thread.writes.setdefault(event.type, []).append(event.seq)
-        elif event.type == BLOB_TYPE and event.key is not None:
+        elif is_value_event(event.type) and event.key is not None:
             thread.blobs.add(event.key)
+            if event.type == LINK_TYPE:
+                thread.snapshots[event.key] = event.data["s"]
     return thread
 
 
@@ -66,16 +74,20 @@ async def _remove(
     saver: SessionStoreSaver, session_id: str, thread: _Thread, doomed: Iterable[CheckpointRecord]
 ) -> None:
     """Delete ``doomed`` checkpoints with their writes and every value that no other
-    checkpoint of the thread uses, in one atomic ``delete_events``."""
+    checkpoint of the thread uses (directly, or as a link's snapshot), in one atomic
+    ``delete_events``."""
     doomed_ids = {id(r) for r in doomed}
     gone = [r for r in thread.records if id(r) in doomed_ids]
     if not gone:
         return
     kept = [r for r in thread.records if id(r) not in doomed_ids]
-    used = {blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()}
+    used = thread.with_snapshots(
+        blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()
+    )
     keys = [checkpoint_key(r.ns, r.id) for r in gone]
     keys.extend(k for k in thread.blobs if blob_base(k) not in used)
     seqs = [seq for r in gone for seq in thread.writes.get(writes_type(r.ns, r.id), ())]
+    saver._forget(session_id)
     with contextlib.suppress(SessionNotFoundError):  # deleted meanwhile
         await saver.store.delete_events(session_id, seqs=seqs, keys=keys)
 
@@ -102,6 +114,7 @@ async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> Non
     if source == target:
         return
     source_id, target_id = thread_session_id(source), thread_session_id(target)
+    saver._forget(target_id)
     batch: list[EventInput] = []
     runs: dict[str, None] = {}
 
@@ -136,6 +149,7 @@ async def prune(saver: SessionStoreSaver, thread_ids: Sequence[str], strategy: s
     for thread_id in thread_ids:
         session_id = thread_session_id(str(thread_id))
         if strategy == "delete":
+            saver._forget(session_id)
             await saver.store.delete_session(session_id)
             continue
         thread = await _read(saver, session_id)

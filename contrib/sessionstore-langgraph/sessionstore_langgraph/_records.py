@@ -8,6 +8,13 @@ every step, so what each step writes and syncs is mostly that value. A checkpoin
 event carries the checkpoint without its channel values, the metadata, and in plain
 JSON what reading needs without decoding: the parent id, the run id, the channel
 versions, the versions this step wrote (``nv``) and which of those had a value (``sv``).
+
+A plain ``list`` value that extends the same channel's previous value (a message list
+under ``add_messages``) may be stored as a *link* instead (type ``lg.link``): the key of
+a value of the channel stored whole (its *snapshot*) and every item after the
+snapshot's, each encoded on its own, so it is rebuilt from two reads by key whatever
+how many links came before it. A step encodes only its new items: the pairs of the
+link before are reused.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from sessionstore import Event, EventInput
 
-from ._ids import BLOB_TYPE, digest
+from ._ids import BLOB_TYPE, LINK_TYPE, digest
 
 __all__ = [
     "CHUNK",
@@ -34,6 +41,9 @@ __all__ = [
     "blob_value",
     "decode",
     "encode",
+    "is_value_event",
+    "link_event",
+    "link_value",
     "pending_writes",
     "write_rows",
     "writes_digest",
@@ -131,6 +141,29 @@ def blob_value(serde: SerializerProtocol, head: Mapping[str, Any], raw: str) -> 
     if head.get("z"):
         packed = zlib.decompress(packed)
     return serde.loads_typed((head["t"], packed))
+
+
+def is_value_event(event_type: str) -> bool:
+    """Whether events of ``event_type`` hold a channel value (a full one or a link)."""
+    return event_type in (BLOB_TYPE, LINK_TYPE)
+
+
+def link_event(
+    key: str, *, snapshot: str, depth: int, pairs: Sequence[Sequence[str]], length: int
+) -> EventInput:
+    """The link event storing, under ``key``, the value made of ``snapshot``'s value and
+    the items encoded in ``pairs`` (every item after the snapshot's, as :func:`encode`
+    pairs; ``length`` items in all, the ``depth``-th link on that snapshot)."""
+    data = {"s": snapshot, "d": depth, "len": length, "x": list(pairs)}
+    return EventInput(type=LINK_TYPE, key=key, data=data)
+
+
+def link_value(serde: SerializerProtocol, link: Mapping[str, Any], base: Any) -> Any:
+    """The list a link event's data ``link`` stands for, given ``base``, the value of
+    its snapshot; ``MISSING`` unless that is a list of the length the link expects."""
+    if not isinstance(base, list) or len(base) + len(link["x"]) != link["len"]:
+        return MISSING
+    return [*base, *(decode(serde, pair) for pair in link["x"])]
 
 
 def blob_base(key: str) -> str:

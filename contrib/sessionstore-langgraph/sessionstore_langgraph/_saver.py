@@ -11,11 +11,13 @@ by key and type, so their cost follows what they return, not the thread's histor
 from __future__ import annotations
 
 import asyncio
+import operator
 import random
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -53,6 +55,7 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
 from ._ids import (
+    LINK_TYPE,
     RUN_TYPE,
     blob_key,
     checkpoint_key,
@@ -69,6 +72,9 @@ from ._records import (
     blob_events,
     blob_value,
     checkpoint_data,
+    encode,
+    link_event,
+    link_value,
     pending_writes,
     write_rows,
     writes_digest,
@@ -84,6 +90,38 @@ PAGE: Final = 50
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
 _RUN_CACHE: Final = 4096
+#: The most links on one value stored whole: the next value of the channel is stored
+#: whole again, so a link holds at most this many steps' items.
+LINKS: Final = 32
+#: How many (thread, namespace, channel) list values the saver remembers (it holds their
+#: items), and how many items in all: the least recently used go first.
+_LIST_CACHE: Final = 256
+_LIST_ITEMS: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A list value this saver stored or read: where, and the items it held (by
+    identity)."""
+
+    key: str
+    snapshot: str  # the key of the value stored whole it is a link to (its own if whole)
+    depth: int  # links on the snapshot up to this one (0: stored whole)
+    items: tuple[Any, ...]
+    pairs: tuple[Sequence[str], ...]  # the encoded items after the snapshot's
+
+    def extended_by(self, key: str, items: tuple[Any, ...]) -> bool:
+        """Whether ``items`` may be stored under ``key`` as a link to this value's
+        snapshot: they start with this value's items (the same objects), the link
+        stays within :data:`LINKS` and holds no more items than the snapshot, and
+        ``key`` is not the snapshot's (a version stored again)."""
+        base = len(self.items) - len(self.pairs)
+        return (
+            self.depth < LINKS
+            and len(self.items) <= len(items) <= 2 * base
+            and key != self.snapshot
+            and all(map(operator.is_, self.items, items))
+        )
 
 
 class SessionStoreSaver(BaseCheckpointSaver[str]):
@@ -105,6 +143,18 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     ``ttl`` (seconds or a ``timedelta``) makes threads expire that long after their
     last write: each write sets the thread's expiry in the same atomic append (sliding
     expiry); an expired thread reads as missing and the store's cleanup removes it.
+
+    ``list_links``: a channel value that is a plain ``list`` extending the value of the
+    same channel this saver last wrote or read for the thread (the same item objects,
+    then new ones: what ``add_messages`` and ``operator.add`` produce) is stored as a
+    link: the key of the channel's last value stored whole and the items after it, not
+    the whole list again; after :data:`LINKS` links the value is stored whole. Items
+    are compared by identity, so an item changed in place after it was stored is not
+    stored again: pass ``list_links=False`` for graphs that mutate their state's list
+    items in place. To compare, the saver holds the items of the lists it last wrote or
+    returned from ``aget_tuple``, for at most 256 (thread, namespace, channel) slots and
+    100,000 items in all, least recently used dropped first (a dropped slot's next
+    value is stored whole).
     """
 
     def __init__(
@@ -114,6 +164,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         processor_id: str = "langgraph",
         ttl: TTL | None = None,
+        list_links: bool = True,
     ) -> None:
         super().__init__(serde=serde)
         if not getattr(store.capabilities, "event_log", False):
@@ -133,6 +184,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self.ttl = ttl
         self.runs_processor_id = f"{processor_id}.runs"
         self._indexed_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.list_links = list_links
+        # (session id, namespace, channel) -> the list value last written there
+        self._written: OrderedDict[tuple[str, str, str], _Written] = OrderedDict()
+        self._items = 0  # the items self._written holds
         self._lock = threading.Lock()
 
     # -- opening and closing
@@ -276,7 +331,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         ns: str,
         versions: Mapping[str, str | int | float],
         record: CheckpointRecord | None = None,
+        *,
+        remember: bool = False,
     ) -> dict[str, Any]:
+        """The values of ``versions``; with ``remember``, the plain lists among them are
+        noted as the channels' last values, so a next step that extends one links to it."""
         # A version this very step wrote without a value (a delta channel's sentinel) has
         # no event to look for.
         channels = [
@@ -284,29 +343,54 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             for ch, version in versions.items()
             if record is None or ch in record.stored or record.new_versions.get(ch) != version
         ]
-        found = await asyncio.gather(
-            *(self._value(session_id, blob_key(ns, ch, versions[ch])) for ch in channels)
-        )
+        keys = [blob_key(ns, ch, versions[ch]) for ch in channels]
+        found = await asyncio.gather(*(self._located(session_id, key) for key in keys))
+        if remember and self.list_links:
+            self._note(
+                {
+                    (session_id, ns, ch): written
+                    for ch, (_, written) in zip(channels, found, strict=True)
+                    if written is not None
+                }
+            )
         return {
-            ch: value for ch, value in zip(channels, found, strict=True) if value is not MISSING
+            ch: value
+            for ch, (value, _) in zip(channels, found, strict=True)
+            if value is not MISSING
         }
 
     async def _value(self, session_id: str, key: str) -> Any:
         """The channel value stored under ``key`` (over several events if it was
-        split), or ``MISSING``."""
+        split, or as a link), or ``MISSING``."""
+        return (await self._located(session_id, key))[0]
+
+    async def _located(
+        self, session_id: str, key: str, *, whole: bool = False
+    ) -> tuple[Any, _Written | None]:
+        """The channel value stored under ``key`` (or ``MISSING``; also for a link when
+        ``whole`` asks for a value stored whole) and, when it is a plain list, how."""
         event = await self._event(session_id, key)
-        if event is None:
-            return MISSING
+        if event is None or (whole and event.type == LINK_TYPE):
+            return MISSING, None
         data = event.data
+        if event.type == LINK_TYPE:  # the items after its snapshot's: read that one
+            base, _ = await self._located(session_id, data["s"], whole=True)
+            value = link_value(self.serde, data, base)
+            if value is MISSING:
+                return MISSING, None
+            return value, _Written(key, data["s"], data["d"], tuple(value), tuple(data["x"]))
         raw = data["b"]
         if "n" in data:
             rest = await asyncio.gather(
                 *(self._event(session_id, f"{key}.{i}") for i in range(1, data["n"]))
             )
             if any(part is None for part in rest):  # deleted meanwhile
-                return MISSING
+                return MISSING, None
             raw = "".join([raw, *(part.data["b"] for part in rest if part is not None)])
-        return blob_value(self.serde, data, raw)
+        value = blob_value(self.serde, data, raw)
+        if type(value) is not list:
+            return value, None
+        return value, _Written(key, key, 0, tuple(value), ())
 
     async def _writes(self, session_id: str, ns: str, checkpoint_id: str) -> list[Any]:
         events = await self._events(session_id, types=[writes_type(ns, checkpoint_id)])
@@ -326,11 +410,13 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             by_kind.setdefault(event.type, []).append(event)
         return [pending_writes(self.serde, by_kind.get(kind, ())) for kind in kinds]
 
-    async def _tuple(self, thread_id: str, record: CheckpointRecord) -> CheckpointTuple:
-        return (await self._tuples(thread_id, [record]))[0]
+    async def _tuple(
+        self, thread_id: str, record: CheckpointRecord, *, remember: bool = False
+    ) -> CheckpointTuple:
+        return (await self._tuples(thread_id, [record], remember=remember))[0]
 
     async def _tuples(
-        self, thread_id: str, records: Sequence[CheckpointRecord]
+        self, thread_id: str, records: Sequence[CheckpointRecord], *, remember: bool = False
     ) -> list[CheckpointTuple]:
         """The tuples of ``records``: their writes in one read, their values concurrently."""
         session_id = thread_session_id(thread_id)
@@ -341,7 +427,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
             asyncio.gather(
                 *(
-                    self._values(session_id, r.ns, cp["channel_versions"], r)
+                    self._values(session_id, r.ns, cp["channel_versions"], r, remember=remember)
                     for r, cp in zip(records, checkpoints, strict=True)
                 )
             ),
@@ -378,7 +464,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         record = await self._record(thread_session_id(thread_id), ns, get_checkpoint_id(config))
         if record is None:
             return None
-        return await self._tuple(thread_id, record)
+        # the graph's next step extends what it reads here: remember its lists
+        return await self._tuple(thread_id, record, remember=True)
 
     async def alist(
         self,
@@ -497,9 +584,12 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         full_metadata = get_checkpoint_metadata(config, metadata)
         events: list[EventInput] = []
         stored: list[str] = []
+        written: dict[tuple[str, str, str], _Written] = {}
         for channel, version in new_versions.items():
             if channel in values:
-                events += blob_events(self.serde, blob_key(ns, channel, version), values[channel])
+                slot = (session_id, ns, channel)
+                key = blob_key(ns, channel, version)
+                events += self._value_events(slot, key, values[channel], written)
                 stored.append(channel)
         events.append(
             EventInput(
@@ -519,8 +609,62 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         run_id = full_metadata.get("run_id")
         if isinstance(run_id, str) and run_id:
             await self._index_run(thread_id, session_id, run_id)
-        await self._append(session_id, thread_id, events)
+        try:
+            await self._append(session_id, thread_id, events)
+        except BaseException:
+            self._forget(session_id)  # stored or not: link nothing to it
+            raise
+        self._note(written)
         return _config(thread_id, ns, checkpoint["id"])
+
+    def _value_events(
+        self,
+        slot: tuple[str, str, str],
+        key: str,
+        value: Any,
+        written: dict[tuple[str, str, str], _Written],
+    ) -> list[EventInput]:
+        """The events storing ``value`` under ``key``: a link to the list last written
+        for ``slot`` when ``value`` extends it (its items, by identity, then new ones),
+        else the whole value. What a list becomes is noted in ``written``."""
+        if not self.list_links or type(value) is not list:
+            return blob_events(self.serde, key, value)
+        with self._lock:
+            last = self._written.get(slot)
+        items = tuple(value)
+        if last is not None and last.extended_by(key, items):
+            pairs = last.pairs + tuple(
+                encode(self.serde, item) for item in items[len(last.items) :]
+            )
+            written[slot] = _Written(key, last.snapshot, last.depth + 1, items, pairs)
+            return [
+                link_event(
+                    key,
+                    snapshot=last.snapshot,
+                    depth=last.depth + 1,
+                    pairs=pairs,
+                    length=len(items),
+                )
+            ]
+        written[slot] = _Written(key, key, 0, items, ())
+        return blob_events(self.serde, key, value)
+
+    def _note(self, written: Mapping[tuple[str, str, str], _Written]) -> None:
+        """Remember ``written`` as the last list values of their slots."""
+        with self._lock:
+            for slot, entry in written.items():
+                old = self._written.pop(slot, None)
+                self._items += len(entry.items) - (len(old.items) if old else 0)
+                self._written[slot] = entry
+            while len(self._written) > _LIST_CACHE or self._items > _LIST_ITEMS:
+                self._items -= len(self._written.popitem(last=False)[1].items)
+
+    def _forget(self, session_id: str) -> None:
+        """Link no new value to what this saver wrote to the session (it was deleted,
+        pruned, copied over, or a write's outcome is unknown)."""
+        with self._lock:
+            for slot in [slot for slot in self._written if slot[0] == session_id]:
+                self._items -= len(self._written.pop(slot).items)
 
     async def aput_writes(
         self,
@@ -545,7 +689,9 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete the thread's session: every checkpoint, value and write of it."""
-        await self._store.delete_session(thread_session_id(str(thread_id)))
+        session_id = thread_session_id(str(thread_id))
+        self._forget(session_id)
+        await self._store.delete_session(session_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete every checkpoint the runs wrote, in every thread and namespace, with
