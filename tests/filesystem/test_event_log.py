@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sessionstore_filesystem import FileStore, _log, _write
-from sessionstore_filesystem._file_formats import decode_line
+from sessionstore_filesystem import FileStore, _log, _session, _write
+from sessionstore_filesystem._file_formats import Doc, decode_doc, decode_line
 
 from sessionstore import (
     Event,
@@ -450,3 +450,50 @@ async def test_lines_read_again_are_not_decoded_again(
     with pytest.raises(IntegrityError, match="checksum"):
         await fstore.get_events(sid, last=20)
     assert decoded > 0
+
+
+@pytest.mark.asyncio
+async def test_the_document_read_again_is_not_decoded_again(
+    fstore: FileStore,
+    make_store: MakeStore,
+    root: Path,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event read's liveness check decodes the session document once per distinct
+    bytes: the same bytes again come from the kept decode; a write by another store object
+    (as by another process) is seen at once; bytes changed in place are checked in full."""
+    sid = await _filled(fstore, 30)
+    await fstore.get_events(sid, last=5)
+    decoded = 0
+    real = decode_doc
+
+    def counting(raw: bytes, record: str) -> Doc:
+        nonlocal decoded
+        decoded += 1
+        return real(raw, record)
+
+    monkeypatch.setattr(_session, "decode_doc", counting)
+    assert [e.seq for e in await fstore.get_events(sid, last=2)] == [29, 30]
+    assert decoded == 0
+    got = await fstore.get_session(sid)  # a caller's session is never the kept one
+    assert got is not None and decoded == 1
+    async with make_store() as other:
+        await other.update_session(sid, ttl=5, data={"n": 1})
+    decoded = 0  # the write decoded the old document: count the reads' own from here
+    assert [e.seq for e in await fstore.get_events(sid, last=1)] == [30]
+    assert decoded == 1
+    clock.advance(6)
+    with pytest.raises(SessionNotFoundError):
+        await fstore.get_events(sid, last=1)
+    with pytest.raises(SessionNotFoundError):
+        await fstore.get_event(sid, key="k3")
+    assert decoded == 1  # the same bytes: expired by the clock, not by a new decode
+    # the document's bytes changed in place (same size, same inode): checked, refused
+    path = session_dir(root, sid) / "session.json"
+    raw = path.read_bytes()
+    at = raw.index(b'"n":1')
+    path.write_bytes(raw[:at] + b'"n":2' + raw[at + 5 :])
+    with pytest.raises(IntegrityError, match="checksum"):
+        await fstore.get_events(sid, last=1)
+    assert decoded == 2
