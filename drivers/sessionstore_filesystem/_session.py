@@ -197,8 +197,10 @@ def read_state(layout: Layout, sid: str, *, kept: bool = False) -> State:
     return _read_state(layout, sid, retry=False, kept=kept)
 
 
-#: Session documents the event reads keep decoded (one per session, at most this many).
-KEPT_DOCS: Final = 1024
+#: Session documents the event reads keep decoded: one per session, at most this many,
+#: each at most ``KEPT_DOC_MAX`` bytes (a few MB at most with the decoded objects).
+KEPT_DOCS: Final = 256
+KEPT_DOC_MAX: Final = 1 << 14
 
 
 class _KeptDocs:
@@ -211,9 +213,11 @@ class _KeptDocs:
     and again. A document's meaning depends on its bytes and the session id alone, so
     bytes equal to the ones decoded last time decode to the same :class:`Doc`: they are
     compared (``==``), not hashed or checked again. Bytes that differ in any way (a new
-    version, a corrupt copy) are decoded and checked in full. The kept ``Doc``'s session
-    is shared between such reads, so only reads that never hand it to a caller (its
-    ``data`` is a mutable dict) may use it: ``read_state(kept=True)``."""
+    version, a corrupt copy) are decoded and checked in full. Memory is bounded: documents
+    over ``KEPT_DOC_MAX`` bytes are not kept, and past ``KEPT_DOCS`` sessions the entry
+    kept first goes. The kept ``Doc``'s session is shared between such reads, so only
+    reads that never hand it to a caller (its ``data`` is a mutable dict) may use it:
+    ``read_state(kept=True)``."""
 
     def __init__(self) -> None:
         self.docs: dict[str, tuple[bytes, Doc]] = {}
@@ -223,6 +227,8 @@ class _KeptDocs:
         if hit is not None and hit[0] == raw:
             return hit[1]
         doc = decode_doc(raw, sid)
+        if len(raw) > KEPT_DOC_MAX:
+            return doc
         docs = self.docs
         if len(docs) >= KEPT_DOCS and sid not in docs:
             with contextlib.suppress(KeyError, StopIteration, RuntimeError):

@@ -497,3 +497,10 @@ async def test_the_document_read_again_is_not_decoded_again(
     with pytest.raises(IntegrityError, match="checksum"):
         await fstore.get_events(sid, last=1)
     assert decoded == 2
+    # a document over KEPT_DOC_MAX bytes is decoded every time, never kept
+    big = await fstore.create_session(data={"text": "x" * _session.KEPT_DOC_MAX})
+    await fstore.append_events(big.id, [{"type": "a"}])
+    decoded = 0
+    for _ in range(2):
+        assert [e.seq for e in await fstore.get_events(big.id, last=1)] == [1]
+    assert big.id not in _session._KEPT.docs and decoded == 2
