@@ -31,6 +31,15 @@ def _index(root: Path) -> sqlite3.Connection:
     return sqlite3.connect(root / "_default" / "index.sqlite3")
 
 
+def _edit_in_place(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the first ``old`` in the file by ``new`` (same length: the file keeps its
+    size and inode, as a bit flip or a hand edit would)."""
+    assert len(old) == len(new)
+    raw = path.read_bytes()
+    at = raw.index(old)
+    path.write_bytes(raw[:at] + new + raw[at + len(old) :])
+
+
 async def _filled(store: FileStore, n: int, *, keyed: bool = True) -> str:
     s = await store.create_session()
     for start in range(0, n, 200):
@@ -443,10 +452,7 @@ async def test_lines_read_again_are_not_decoded_again(
     assert (await fstore.get_events(sid, last=20)) == first  # nothing shared
     assert first[0].data == {"i": 20}
     # the same bytes on disk changed (one digit of a line's data): decoded, and refused
-    path = session_dir(root, sid) / "events.1.jsonl"
-    raw = path.read_bytes()
-    at = raw.index(b'"i":25')
-    path.write_bytes(raw[:at] + b'"i":26' + raw[at + 6 :])
+    _edit_in_place(session_dir(root, sid) / "events.1.jsonl", b'"i":25', b'"i":26')
     with pytest.raises(IntegrityError, match="checksum"):
         await fstore.get_events(sid, last=20)
     assert decoded > 0
@@ -490,10 +496,7 @@ async def test_the_document_read_again_is_not_decoded_again(
         await fstore.get_event(sid, key="k3")
     assert decoded == 1  # the same bytes: expired by the clock, not by a new decode
     # the document's bytes changed in place (same size, same inode): checked, refused
-    path = session_dir(root, sid) / "session.json"
-    raw = path.read_bytes()
-    at = raw.index(b'"n":1')
-    path.write_bytes(raw[:at] + b'"n":2' + raw[at + 5 :])
+    _edit_in_place(session_dir(root, sid) / "session.json", b'"n":1', b'"n":2')
     with pytest.raises(IntegrityError, match="checksum"):
         await fstore.get_events(sid, last=1)
     assert decoded == 2
