@@ -404,7 +404,7 @@ def read_with_log(layout: Layout, sid: str, fn: Callable[[State, LogReader | Non
     Raises :class:`Changed` when writers kept changing the session through every attempt
     (the caller reads under the lock then)."""
     for _ in range(_READ_ATTEMPTS):
-        state = read_state(layout, sid)
+        state = read_state(layout, sid, kept=True)
         try:
             reader = None
             try:

@@ -181,21 +181,66 @@ class _Moved(Exception):
     """The log named by the document we read was replaced meanwhile: read again."""
 
 
-def read_state(layout: Layout, sid: str) -> State:
+def read_state(layout: Layout, sid: str, *, kept: bool = False) -> State:
     """Read ``sid``'s document and the committed appends after it (the caller closes).
 
     Without the lock a concurrent trim or re-create may replace the log between our
-    reading the document and opening the log: then we read again.
+    reading the document and opening the log: then we read again. ``kept``: the
+    document may be the one decoded before from the same bytes (see :class:`_KeptDocs`);
+    only for reads whose ``state.session`` never reaches a caller.
     """
     for _ in range(5):
         try:
-            return _read_state(layout, sid, retry=True)
+            return _read_state(layout, sid, retry=True, kept=kept)
         except _Moved:
             continue
-    return _read_state(layout, sid, retry=False)
+    return _read_state(layout, sid, retry=False, kept=kept)
 
 
-def _read_compact(layout: Layout, state: State, *, retry: bool) -> State:
+#: Session documents the event reads keep decoded: one per session, at most this many,
+#: each at most ``KEPT_DOC_MAX`` bytes (a few MB at most with the decoded objects).
+KEPT_DOCS: Final = 256
+KEPT_DOC_MAX: Final = 1 << 14
+
+
+class _KeptDocs:
+    """The last document decoded per session for the event reads, by its exact bytes.
+
+    An event read checks that the session is there and live and takes its ``last_seq``:
+    it reads the whole document (it must: the bytes are the only proof of what is there
+    now) but checking and decoding them (SHA-256, JSON, the record's checks) is most of
+    that read's CPU, and a reader polling a session's tail reads the same document again
+    and again. A document's meaning depends on its bytes and the session id alone, so
+    bytes equal to the ones decoded last time decode to the same :class:`Doc`: they are
+    compared (``==``), not hashed or checked again. Bytes that differ in any way (a new
+    version, a corrupt copy) are decoded and checked in full. Memory is bounded: documents
+    over ``KEPT_DOC_MAX`` bytes are not kept, and past ``KEPT_DOCS`` sessions the entry
+    kept first goes. The kept ``Doc``'s session is shared between such reads, so only
+    reads that never hand it to a caller (its ``data`` is a mutable dict) may use it:
+    ``read_state(kept=True)``."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[bytes, Doc]] = {}
+
+    def decode(self, raw: bytes, sid: str) -> Doc:
+        hit = self.docs.get(sid)
+        if hit is not None and hit[0] == raw:
+            return hit[1]
+        doc = decode_doc(raw, sid)
+        if len(raw) > KEPT_DOC_MAX:
+            return doc
+        docs = self.docs
+        if len(docs) >= KEPT_DOCS and sid not in docs:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del docs[next(iter(docs))]  # the oldest kept (another thread may race)
+        docs[sid] = (raw, doc)
+        return doc
+
+
+_KEPT = _KeptDocs()
+
+
+def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> State:
     """The compact document, when the session directory has no ``session.json``."""
     sid = state.sid
     shard = state.shard_fd
@@ -210,7 +255,7 @@ def _read_compact(layout: Layout, state: State, *, retry: bool) -> State:
         os.close(state.dir_fd)
         state.dir_fd = -1
     raw, st = found
-    doc = decode_doc(raw, sid)
+    doc = _KEPT.decode(raw, sid) if kept else decode_doc(raw, sid)
     if doc.log_end:
         raise IntegrityError("a compact session document names events", sid)
     state.compact = True
@@ -228,7 +273,7 @@ def _has_doc(shard: int, sid: str) -> bool:
     return True
 
 
-def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
+def _read_state(layout: Layout, sid: str, *, retry: bool, kept: bool) -> State:
     validate_session_id(sid)  # again: every path below is built from it
     state = State(sid)
     shard = layout.shard_fd("sessions", sid, create=False)
@@ -240,9 +285,9 @@ def _read_state(layout: Layout, sid: str, *, retry: bool) -> State:
     try:
         found = None if fd is None else read_file_stat(DOC, fd, sid)
         if found is None:
-            return _read_compact(layout, state, retry=retry)
+            return _read_compact(layout, state, retry=retry, kept=kept)
         raw, st = found
-        doc = decode_doc(raw, sid)
+        doc = _KEPT.decode(raw, sid) if kept else decode_doc(raw, sid)
         state.doc = doc
         state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
         state.session = doc.session

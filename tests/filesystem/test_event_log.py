@@ -8,8 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sessionstore_filesystem import FileStore, _log, _write
-from sessionstore_filesystem._file_formats import decode_line
+from sessionstore_filesystem import FileStore, _log, _session, _write
+from sessionstore_filesystem._file_formats import Doc, decode_doc, decode_line
 
 from sessionstore import (
     Event,
@@ -29,6 +29,15 @@ def _log_files(root: Path, sid: str) -> list[str]:
 
 def _index(root: Path) -> sqlite3.Connection:
     return sqlite3.connect(root / "_default" / "index.sqlite3")
+
+
+def _edit_in_place(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the first ``old`` in the file by ``new`` (same length: the file keeps its
+    size and inode, as a bit flip or a hand edit would)."""
+    assert len(old) == len(new)
+    raw = path.read_bytes()
+    at = raw.index(old)
+    path.write_bytes(raw[:at] + new + raw[at + len(old) :])
 
 
 async def _filled(store: FileStore, n: int, *, keyed: bool = True) -> str:
@@ -443,10 +452,58 @@ async def test_lines_read_again_are_not_decoded_again(
     assert (await fstore.get_events(sid, last=20)) == first  # nothing shared
     assert first[0].data == {"i": 20}
     # the same bytes on disk changed (one digit of a line's data): decoded, and refused
-    path = session_dir(root, sid) / "events.1.jsonl"
-    raw = path.read_bytes()
-    at = raw.index(b'"i":25')
-    path.write_bytes(raw[:at] + b'"i":26' + raw[at + 6 :])
+    _edit_in_place(session_dir(root, sid) / "events.1.jsonl", b'"i":25', b'"i":26')
     with pytest.raises(IntegrityError, match="checksum"):
         await fstore.get_events(sid, last=20)
     assert decoded > 0
+
+
+@pytest.mark.asyncio
+async def test_the_document_read_again_is_not_decoded_again(
+    fstore: FileStore,
+    make_store: MakeStore,
+    root: Path,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An event read's liveness check decodes the session document once per distinct
+    bytes: the same bytes again come from the kept decode; a write by another store object
+    (as by another process) is seen at once; bytes changed in place are checked in full."""
+    sid = await _filled(fstore, 30)
+    await fstore.get_events(sid, last=5)
+    decoded = 0
+    real = decode_doc
+
+    def counting(raw: bytes, record: str) -> Doc:
+        nonlocal decoded
+        decoded += 1
+        return real(raw, record)
+
+    monkeypatch.setattr(_session, "decode_doc", counting)
+    assert [e.seq for e in await fstore.get_events(sid, last=2)] == [29, 30]
+    assert decoded == 0
+    got = await fstore.get_session(sid)  # a caller's session is never the kept one
+    assert got is not None and decoded == 1
+    async with make_store() as other:
+        await other.update_session(sid, ttl=5, data={"n": 1})
+    decoded = 0  # the write decoded the old document: count the reads' own from here
+    assert [e.seq for e in await fstore.get_events(sid, last=1)] == [30]
+    assert decoded == 1
+    clock.advance(6)
+    with pytest.raises(SessionNotFoundError):
+        await fstore.get_events(sid, last=1)
+    with pytest.raises(SessionNotFoundError):
+        await fstore.get_event(sid, key="k3")
+    assert decoded == 1  # the same bytes: expired by the clock, not by a new decode
+    # the document's bytes changed in place (same size, same inode): checked, refused
+    _edit_in_place(session_dir(root, sid) / "session.json", b'"n":1', b'"n":2')
+    with pytest.raises(IntegrityError, match="checksum"):
+        await fstore.get_events(sid, last=1)
+    assert decoded == 2
+    # a document over KEPT_DOC_MAX bytes is decoded every time, never kept
+    big = await fstore.create_session(data={"text": "x" * _session.KEPT_DOC_MAX})
+    await fstore.append_events(big.id, [{"type": "a"}])
+    decoded = 0
+    for _ in range(2):
+        assert [e.seq for e in await fstore.get_events(big.id, last=1)] == [1]
+    assert big.id not in _session._KEPT.docs and decoded == 2
