@@ -37,6 +37,7 @@ from sessionstore import (
     TrimOp,
     TruncateOp,
     UnsupportedFormatError,
+    observers,
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
@@ -728,10 +729,13 @@ class PostgresStore(BaseSessionStore):
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
         if op.create is False and op.ttl is None and op.expires_at is UNSET:
-            sid, expected, plain = self._plain_inputs(op.session_id, op.events, op.expected_version)
-            return await self._event_op(
-                sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
+            sid, expected, encoded = self._plain_inputs(
+                op.session_id, op.events, op.expected_version
             )
+            return await self._event_op(
+                sid, "append", self.clock.now(), expected, events=_plain(encoded),
+                need_events=detailed,
+            )  # fmt: skip
         p = prepare(op, self._limits)
         self._check_open()
         now = self.clock.now()
@@ -771,16 +775,16 @@ class PostgresStore(BaseSessionStore):
         session_id: str,
         events: Sequence[EventInput | Mapping[str, Any]],
         expected_version: int | None,
-    ) -> tuple[str, int | None, list[tuple[str, bytes, str | None, datetime | None]]]:
+    ) -> tuple[str, int | None, list[tuple[str, bytes, Any, str | None, datetime | None]]]:
         """The checks of a plain append (no ``create``, no expiry change), as prepare()
         makes them and in its order, with the events' JSON as the codec made it (prepare
-        keeps only the copies): type, data, key and time of each event."""
+        keeps only the copies): ``encode_event_inputs``'s type, data, copy, key and time
+        of each event (:func:`_plain` drops the copies)."""
         sid = validate_session_id(session_id)
         expected = check_expected_version(expected_version)
-        plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
-            events, self._limits)]  # fmt: skip
+        encoded = encode_event_inputs(events, self._limits)
         self._check_open()
-        return sid, expected, plain
+        return sid, expected, encoded
 
     async def _append_plain(
         self,
@@ -792,20 +796,21 @@ class PostgresStore(BaseSessionStore):
         appended from this store's copy, the commonest call, takes
         :meth:`EventLog.append_one` (no lists, no ``OpResult``); anything else
         :meth:`_event_op`."""
-        sid, expected, plain = self._plain_inputs(session_id, events, expected_version)
+        sid, expected, encoded = self._plain_inputs(session_id, events, expected_version)
         now = self.clock.now()
-        if len(plain) == 1 and plain[0][2] is None:
-            etype, data, _, at = plain[0]
-            try:
-                done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
-            except SessionConflictError as exc:
-                self._notify_conflict(exc)
-                raise
-            if done is not None:
-                if done[0]:
-                    self._notify("sessionstore_session_updated", session=done[1])
-                return done[1]
-        _, session = await self._event_op(sid, "append", now, expected, events=plain)
+        if len(encoded) == 1:
+            etype, data, _, key, at = encoded[0]
+            if key is None:
+                try:
+                    done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
+                except SessionConflictError as exc:
+                    self._notify_conflict(exc)
+                    raise
+                if done is not None:
+                    if done[0] and observers.has_observers(_UPDATED):
+                        observers.notify(_UPDATED, store=self, session=done[1])
+                    return done[1]
+        _, session = await self._event_op(sid, "append", now, expected, events=_plain(encoded))
         return session
 
     async def _event_op(
@@ -1002,6 +1007,17 @@ class PostgresStore(BaseSessionStore):
             if s is not _CORRUPT and matches(s, flt, now):
                 total += 1
         return total
+
+
+_UPDATED: Final = "sessionstore_session_updated"
+
+
+def _plain(
+    encoded: Sequence[tuple[str, bytes, Any, str | None, datetime | None]],
+) -> list[tuple[str, bytes, str | None, datetime | None]]:
+    """``encode_event_inputs``' events without their decoded copies: type, data JSON,
+    key and time, as :meth:`EventLog.run` takes them."""
+    return [(t, data, key, at) for t, data, _, key, at in encoded]
 
 
 def _row_key(r: Any, sort_by: str) -> OrderKey:
