@@ -299,18 +299,13 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
     open_pg: OpenPg,
 ) -> None:
     prefix = f"gin{uuid.uuid4().hex[:8]}_"
-    old = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
-    assert isinstance(old, PostgresStore)
-    old._target_schema = 4
-    await old.initialize()
+    old = await _initialized(open_pg, prefix, "g", 4)
     both = await old.create_session(tags=["x"], metadata={"k": 1, "deep": {"a": [1]}})
     bare = await old.create_session()
     tagged = await old.create_session(tags=["y"])
     await old.append_events(bare.id, [{"type": "t"}])
     await old.shutdown()
-    store = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
-    assert isinstance(store, PostgresStore)
-    await store.initialize()
+    store = await _initialized(open_pg, prefix, "g")
     conn = await asyncpg.connect(**_connect_args(store))
     try:
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST >= 5
@@ -370,20 +365,18 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
 async def test_schema_6_keeps_sessions_without_expiry_or_processor_out_of_their_indexes(
     open_pg: OpenPg,
 ) -> None:
+    """A v5 store upgraded: the three partial indexes, the queries that must use them
+    (sweep, ``expires_before``, processor listings, the expiry listing's two parts) and
+    the expiry listing's order across its parts by cursor and by offset."""
     prefix = f"exp{uuid.uuid4().hex[:8]}_"
-    old = open_store(_url(open_pg), table_prefix=prefix, namespace="x")
-    assert isinstance(old, PostgresStore)
-    old._target_schema = 5
-    await old.initialize()
+    old = await _initialized(open_pg, prefix, "x", 5)
     now = old.clock.now()
     soon = [await old.create_session(processor_id="p", expires_at=now + timedelta(hours=h))
             for h in (3, 1, 2)]  # fmt: skip
     bare = [await old.create_session() for _ in range(3)]
     await old.append_events(bare[0].id, [{"type": "t"}])
     await old.shutdown()
-    store = open_store(_url(open_pg), table_prefix=prefix, namespace="x")
-    assert isinstance(store, PostgresStore)
-    await store.initialize()
+    store = await _initialized(open_pg, prefix, "x")
     t = f"{prefix}sessions"
     conn = await asyncpg.connect(**_connect_args(store))
     try:
@@ -468,6 +461,18 @@ async def test_schema_6_keeps_sessions_without_expiry_or_processor_out_of_their_
         assert appended.event_count == 2
     finally:
         await store.shutdown()
+
+
+async def _initialized(
+    open_pg: OpenPg, prefix: str, namespace: str, schema: int = LATEST
+) -> PostgresStore:
+    """A store of the fixture's server on tables ``prefix``, initialised (so upgraded) to
+    schema version ``schema``."""
+    store = open_store(_url(open_pg), table_prefix=prefix, namespace=namespace)
+    assert isinstance(store, PostgresStore)
+    store._target_schema = schema
+    await store.initialize()
+    return store
 
 
 def _url(open_pg: Any) -> str:
