@@ -28,6 +28,7 @@ __all__ = [
     "bound_after",
     "bound_before",
     "build_where",
+    "expiry_parts",
     "order_sql",
     "seek_sql",
 ]
@@ -38,7 +39,7 @@ __all__ = [
 TAGS_PRESENT = "tags <> '{}'"
 METADATA_PRESENT = "metadata_jsonb <> '{}'"
 
-_SORT_COLUMN = {"created_at": "created_at", "updated_at": "updated_at", "expires_at": "expires_at"}
+_SORT_COLUMN = {"created_at": "created_at", "updated_at": "updated_at"}
 
 
 @dataclass
@@ -131,29 +132,44 @@ def build_where(namespace: str, flt: SessionFilter, now: datetime) -> Where:
 
 
 def order_sql(sort_by: str, descending: bool) -> str:
-    """ORDER BY of the keyset ``(sort key, id)``; a missing expiry sorts last either way."""
+    """ORDER BY of the keyset ``(sort key, id)`` (``expires_at``: :func:`expiry_parts`)."""
     direction = "DESC" if descending else "ASC"
     if sort_by == "id":
         return f"id {direction}"
-    column = _SORT_COLUMN[sort_by]
-    nulls = " NULLS LAST" if sort_by == "expires_at" else ""
-    return f"{column} {direction}{nulls}, id {direction}"
+    return f"{_SORT_COLUMN[sort_by]} {direction}, id {direction}"
 
 
 def seek_sql(w: Where, sort_by: str, descending: bool, after: OrderKey) -> None:
-    """Add the keyset condition "strictly after ``after``" to ``w``."""
-    missing, value, sid = after
+    """Add the keyset condition "strictly after ``after``" to ``w`` (``expires_at``:
+    :func:`expiry_parts`)."""
+    _, value, sid = after
     op = "<" if descending else ">"
     if sort_by == "id":
         w.add(f"id {op} {w.param(sid)}")
         return
-    column = _SORT_COLUMN[sort_by]
-    if missing:  # only rows without the sort value remain, after sid
-        w.add(f"{column} IS NULL AND id {op} {w.param(sid)}")
-        return
     assert isinstance(value, int)
-    seek = f"({column}, id) {op} ({w.param(value)}::bigint, {w.param(sid)}::text)"
-    if sort_by == "expires_at":
-        w.add(f"({column} IS NULL OR {seek})")
-    else:
-        w.add(seek)
+    column = _SORT_COLUMN[sort_by]
+    w.add(f"({column}, id) {op} ({w.param(value)}::bigint, {w.param(sid)}::text)")
+
+
+def expiry_parts(base: Where, descending: bool, after: OrderKey | None) -> list[tuple[Where, str]]:
+    """The listing sorted by ``expires_at`` as its two parts in the listing's order, each
+    a WHERE and an ORDER BY: the sessions with an expiry by ``(expires_at, id)``, read
+    through the partial index of schema version 6, then those without one (sorted last
+    in both directions) by ``id``, read through the primary key. A position in the
+    second part leaves out the first."""
+    direction = "DESC" if descending else "ASC"
+    op = "<" if descending else ">"
+    parts = []
+    if after is None or not after[0]:
+        w = Where(list(base.clauses), list(base.params))
+        w.add("expires_at IS NOT NULL")
+        if after is not None:
+            w.add(f"(expires_at, id) {op} ({w.param(after[1])}::bigint, {w.param(after[2])}::text)")
+        parts.append((w, f"expires_at {direction}, id {direction}"))
+    w = Where(list(base.clauses), list(base.params))
+    w.add("expires_at IS NULL")
+    if after is not None and after[0]:
+        w.add(f"id {op} {w.param(after[2])}")
+    parts.append((w, f"id {direction}"))
+    return parts

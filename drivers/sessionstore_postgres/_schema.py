@@ -681,8 +681,28 @@ CREATE INDEX {P}sessions_metadata ON {P}sessions USING gin (metadata_jsonb jsonb
     WHERE metadata_jsonb <> '{}';
 """
 
+# Version 6: the B-tree indexes leave out the sessions whose key column is NULL. The
+# append's update is not HOT (see version 5), so a session without an expiry paid for an
+# ``expires_at`` entry, and one without a processor for two processor entries, on every
+# write. Nothing looks them up through those indexes: the expiry sweep and
+# ``expires_before`` compare ``expires_at`` (which implies it is not NULL), a processor
+# filter is an equality; the listing sorted by expiry reads the sessions that have one
+# through the index and the others (sorted last) by the primary key
+# (``_query.expiry_parts``).
+_V6: Final = """
+DROP INDEX {P}sessions_expires;
+CREATE INDEX {P}sessions_expires ON {P}sessions (ns, expires_at, id)
+    WHERE expires_at IS NOT NULL;
+DROP INDEX {P}sessions_proc_created;
+CREATE INDEX {P}sessions_proc_created ON {P}sessions (ns, processor_id, created_at, id)
+    WHERE processor_id IS NOT NULL;
+DROP INDEX {P}sessions_proc_updated;
+CREATE INDEX {P}sessions_proc_updated ON {P}sessions (ns, processor_id, updated_at, id)
+    WHERE processor_id IS NOT NULL;
+"""
+
 #: Migration ``n`` (1-based) upgrades a schema of version ``n - 1`` to version ``n``.
-MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 LATEST: Final = len(MIGRATIONS)
 
 #: The schema-version table: one row, created before any migration runs.

@@ -37,6 +37,7 @@ from sessionstore import (
     TrimOp,
     TruncateOp,
     UnsupportedFormatError,
+    observers,
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
@@ -65,7 +66,7 @@ from ._eventlog import EventLog, NewRow, OpResult
 from ._events import EventWindow, event_by_key_sql, find_sql, page_sql
 from ._loops import LoopPools
 from ._options import PostgresOptions, options_from_url
-from ._query import Where, build_where, order_sql, seek_sql
+from ._query import Where, build_where, expiry_parts, order_sql, seek_sql
 from ._schema import LATEST, VERSION_TABLE, advisory_key, migration
 
 __all__ = ["PostgresStore"]
@@ -169,6 +170,12 @@ class PostgresStore(BaseSessionStore):
         self._target_schema = LATEST
         self._write_statements(LATEST)
         self._sql_load_one = f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND id = $2"
+        #: The expiry sweep's read (``expires_at <= $2`` implies the partial index's
+        #: ``expires_at IS NOT NULL``).
+        self._sql_expired = (
+            f"SELECT {_COLS} FROM {p}sessions WHERE ns = $1 AND expires_at <= $2 "
+            "ORDER BY expires_at, id"
+        )
         self._sql_event_by_key = event_by_key_sql(self._t_sessions, self._t_events)
         self._sql_find_events = find_sql(self._t_events)
         self._eventlog = EventLog(self._pools, self._cache, self.namespace, p, self._decode)
@@ -440,10 +447,7 @@ class PostgresStore(BaseSessionStore):
             after = rows[-1][0]
 
     async def _expired_sessions(self, now: datetime) -> list[Session]:
-        sql = (
-            f"SELECT {_COLS} FROM {self._t_sessions} WHERE ns = $1 AND expires_at <= $2 "
-            "ORDER BY expires_at, id"
-        )
+        sql = self._sql_expired
         ns = self.namespace
         rows = await self._pools.get().run(lambda c: c.fetch(sql, ns, to_ms(now)))
         out = []
@@ -725,10 +729,13 @@ class PostgresStore(BaseSessionStore):
 
     async def _append(self, op: AppendOp, *, detailed: bool) -> tuple[OpResult, Session]:
         if op.create is False and op.ttl is None and op.expires_at is UNSET:
-            sid, expected, plain = self._plain_inputs(op.session_id, op.events, op.expected_version)
-            return await self._event_op(
-                sid, "append", self.clock.now(), expected, events=plain, need_events=detailed
+            sid, expected, encoded = self._plain_inputs(
+                op.session_id, op.events, op.expected_version
             )
+            return await self._event_op(
+                sid, "append", self.clock.now(), expected, events=_plain(encoded),
+                need_events=detailed,
+            )  # fmt: skip
         p = prepare(op, self._limits)
         self._check_open()
         now = self.clock.now()
@@ -768,16 +775,16 @@ class PostgresStore(BaseSessionStore):
         session_id: str,
         events: Sequence[EventInput | Mapping[str, Any]],
         expected_version: int | None,
-    ) -> tuple[str, int | None, list[tuple[str, bytes, str | None, datetime | None]]]:
+    ) -> tuple[str, int | None, list[tuple[str, bytes, Any, str | None, datetime | None]]]:
         """The checks of a plain append (no ``create``, no expiry change), as prepare()
         makes them and in its order, with the events' JSON as the codec made it (prepare
-        keeps only the copies): type, data, key and time of each event."""
+        keeps only the copies): ``encode_event_inputs``'s type, data, copy, key and time
+        of each event (:func:`_plain` drops the copies)."""
         sid = validate_session_id(session_id)
         expected = check_expected_version(expected_version)
-        plain = [(t, data, key, at) for t, data, _, key, at in encode_event_inputs(
-            events, self._limits)]  # fmt: skip
+        encoded = encode_event_inputs(events, self._limits)
         self._check_open()
-        return sid, expected, plain
+        return sid, expected, encoded
 
     async def _append_plain(
         self,
@@ -789,20 +796,21 @@ class PostgresStore(BaseSessionStore):
         appended from this store's copy, the commonest call, takes
         :meth:`EventLog.append_one` (no lists, no ``OpResult``); anything else
         :meth:`_event_op`."""
-        sid, expected, plain = self._plain_inputs(session_id, events, expected_version)
+        sid, expected, encoded = self._plain_inputs(session_id, events, expected_version)
         now = self.clock.now()
-        if len(plain) == 1 and plain[0][2] is None:
-            etype, data, _, at = plain[0]
-            try:
-                done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
-            except SessionConflictError as exc:
-                self._notify_conflict(exc)
-                raise
-            if done is not None:
-                if done[0]:
-                    self._notify("sessionstore_session_updated", session=done[1])
-                return done[1]
-        _, session = await self._event_op(sid, "append", now, expected, events=plain)
+        if len(encoded) == 1:
+            etype, data, _, key, at = encoded[0]
+            if key is None:
+                try:
+                    done = await self._eventlog.append_one(sid, expected, etype, data, at, now)
+                except SessionConflictError as exc:
+                    self._notify_conflict(exc)
+                    raise
+                if done is not None:
+                    if done[0] and observers.has_observers(_UPDATED):
+                        observers.notify(_UPDATED, store=self, session=done[1])
+                    return done[1]
+        _, session = await self._event_op(sid, "append", now, expected, events=_plain(encoded))
         return session
 
     async def _event_op(
@@ -873,16 +881,36 @@ class PostgresStore(BaseSessionStore):
     # ------------------------------------------------------------------ queries
 
     async def _fetch_page(
-        self, w: Where, opts: QueryOptions, limit: int | None, offset: int
+        self, base: Where, opts: QueryOptions, after: OrderKey | None, limit: int, offset: int
     ) -> list[Any]:
-        sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()} ORDER BY " + order_sql(
-            opts.sort_by, opts.descending
-        )
-        params = list(w.params)
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        if offset:
-            sql += f" OFFSET {int(offset)}"
+        """Up to ``limit`` rows of ``base`` in the listing's order after ``after``,
+        ``offset`` skipped. A listing by expiry reads its two parts in turn
+        (:func:`~._query.expiry_parts`), the second only when the first runs out."""
+        if opts.sort_by == "expires_at":
+            parts = expiry_parts(base, opts.descending, after)
+        else:
+            w = Where(list(base.clauses), list(base.params))
+            if after is not None:
+                seek_sql(w, opts.sort_by, opts.descending, after)
+            parts = [(w, order_sql(opts.sort_by, opts.descending))]
+        rows: list[Any] = []
+        for i, (w, order) in enumerate(parts):
+            sql = f"SELECT {_COLS} FROM {self._t_sessions} WHERE {w.sql()} ORDER BY {order}"
+            sql += f" LIMIT {int(limit - len(rows))}"
+            if offset:
+                sql += f" OFFSET {int(offset)}"
+            got = await self._fetch(sql, w.params)
+            rows.extend(got)
+            if len(rows) >= limit or i == len(parts) - 1:
+                break
+            if offset and not got:  # the offset may reach past this part: skip its rows
+                count = f"SELECT count(*) FROM {self._t_sessions} WHERE {w.sql()}"
+                offset = max(0, offset - (await self._fetch(count, w.params))[0][0])
+            else:
+                offset = 0
+        return rows
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
         return await self._pools.get().run(lambda c: c.fetch(sql, *params))
 
     async def _query(
@@ -900,10 +928,7 @@ class PostgresStore(BaseSessionStore):
         picked: list[Session] = []
         wanted = opts.limit + 1
         if exact:
-            w = Where(list(base.clauses), list(base.params))
-            if after is not None:
-                seek_sql(w, opts.sort_by, opts.descending, after)
-            rows = await self._fetch_page(w, opts, wanted, opts.offset)
+            rows = await self._fetch_page(base, opts, after, wanted, opts.offset)
             try:
                 picked = [_session(r, ns) for r in rows]
             except IntegrityError:  # page again, reporting and skipping the corrupt rows
@@ -913,10 +938,7 @@ class PostgresStore(BaseSessionStore):
             batch = max(64, min(wanted + skip, 2000))
             position = after
             while len(picked) < wanted:
-                w = Where(list(base.clauses), list(base.params))
-                if position is not None:
-                    seek_sql(w, opts.sort_by, opts.descending, position)
-                rows = await self._fetch_page(w, opts, batch, 0)
+                rows = await self._fetch_page(base, opts, position, batch, 0)
                 for r in rows:
                     position = _row_key(r, opts.sort_by)
                     s = self._row_or_report(r)
@@ -985,6 +1007,17 @@ class PostgresStore(BaseSessionStore):
             if s is not _CORRUPT and matches(s, flt, now):
                 total += 1
         return total
+
+
+_UPDATED: Final = "sessionstore_session_updated"
+
+
+def _plain(
+    encoded: Sequence[tuple[str, bytes, Any, str | None, datetime | None]],
+) -> list[tuple[str, bytes, str | None, datetime | None]]:
+    """``encode_event_inputs``' events without their decoded copies: type, data JSON,
+    key and time, as :meth:`EventLog.run` takes them."""
+    return [(t, data, key, at) for t, data, _, key, at in encoded]
 
 
 def _row_key(r: Any, sort_by: str) -> OrderKey:

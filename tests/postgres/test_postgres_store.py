@@ -7,14 +7,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import timedelta
+from typing import Any, Literal
 
 import asyncpg
 import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
-from sessionstore_postgres._query import build_where
+from sessionstore_postgres._query import build_where, expiry_parts
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
@@ -30,6 +31,7 @@ from sessionstore import (
     UpdateOp,
     open_store,
 )
+from sessionstore.clock import to_ms
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 PASSWORD = "pg-s3cret-Pw"
@@ -297,18 +299,13 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
     open_pg: OpenPg,
 ) -> None:
     prefix = f"gin{uuid.uuid4().hex[:8]}_"
-    old = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
-    assert isinstance(old, PostgresStore)
-    old._target_schema = 4
-    await old.initialize()
+    old = await _initialized(open_pg, prefix, "g", 4)
     both = await old.create_session(tags=["x"], metadata={"k": 1, "deep": {"a": [1]}})
     bare = await old.create_session()
     tagged = await old.create_session(tags=["y"])
     await old.append_events(bare.id, [{"type": "t"}])
     await old.shutdown()
-    store = open_store(_url(open_pg), table_prefix=prefix, namespace="g")
-    assert isinstance(store, PostgresStore)
-    await store.initialize()
+    store = await _initialized(open_pg, prefix, "g")
     conn = await asyncpg.connect(**_connect_args(store))
     try:
         assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST >= 5
@@ -362,6 +359,120 @@ async def test_schema_5_keeps_sessions_without_tags_or_metadata_out_of_the_gin_i
         assert after.event_count == 2 and after.version == 3
     finally:
         await store.shutdown()
+
+
+@pytest.mark.asyncio
+async def test_schema_6_keeps_sessions_without_expiry_or_processor_out_of_their_indexes(
+    open_pg: OpenPg,
+) -> None:
+    """A v5 store upgraded: the three partial indexes, the queries that must use them
+    (sweep, ``expires_before``, processor listings, the expiry listing's two parts) and
+    the expiry listing's order across its parts by cursor and by offset."""
+    prefix = f"exp{uuid.uuid4().hex[:8]}_"
+    old = await _initialized(open_pg, prefix, "x", 5)
+    now = old.clock.now()
+    soon = [await old.create_session(processor_id="p", expires_at=now + timedelta(hours=h))
+            for h in (3, 1, 2)]  # fmt: skip
+    bare = [await old.create_session() for _ in range(3)]
+    await old.append_events(bare[0].id, [{"type": "t"}])
+    await old.shutdown()
+    store = await _initialized(open_pg, prefix, "x")
+    t = f"{prefix}sessions"
+    conn = await asyncpg.connect(**_connect_args(store))
+    try:
+        assert await conn.fetchval(f"SELECT version FROM {prefix}schema") == LATEST >= 6
+        defs = dict(await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1", t
+        ))  # fmt: skip
+        assert "WHERE (expires_at IS NOT NULL)" in defs[f"{prefix}sessions_expires"]
+        for name in ("proc_created", "proc_updated"):
+            assert "WHERE (processor_id IS NOT NULL)" in defs[f"{prefix}sessions_{name}"]
+        # 4,000 more sessions without expiry or processor, 2,000 with both: the partial
+        # indexes are the cheapest plan, and must be usable from the queries' SQL
+        await conn.execute(
+            f"INSERT INTO {t} SELECT ns, id || '-' || g, processor_id, status, grp, tags, "
+            "created_at, updated_at, expires_at, version, event_count, last_seq, data, "
+            f"metadata, metadata_jsonb, wt FROM {t}, generate_series(1, 2000) AS g "
+            "WHERE id = ANY($1::text[])",
+            [soon[0].id, bare[1].id, bare[2].id],
+        )
+        await conn.execute(f"ANALYZE {t}")
+        ms = to_ms(now)
+        base = build_where("x", SessionFilter(), now)
+        checks: list[tuple[str, list[Any], str]] = [
+            (store._sql_expired, ["x", ms + 3_600_000], "sessions_expires"),
+        ]
+        w = build_where("x", SessionFilter(expires_before=now + timedelta(hours=2)), now)
+        checks.append((f"SELECT count(*) FROM {t} WHERE {w.sql()}", w.params, "sessions_expires"))
+        for flt, index in ((SessionFilter(processor_id="p"), "sessions_proc_created"),):
+            w = build_where("x", flt, now)
+            checks.append((f"SELECT id FROM {t} WHERE {w.sql()} ORDER BY created_at DESC, "
+                           "id DESC LIMIT 10", w.params, index))  # fmt: skip
+        w = build_where("x", SessionFilter(processor_id=["q", "r"]), now)  # = ANY(...)
+        checks.append((f"SELECT count(*) FROM {t} WHERE {w.sql()}", w.params, "sessions_proc_"))
+        w = build_where("x", SessionFilter(processor_id="p"), now)
+        checks.append((f"SELECT id FROM {t} WHERE {w.sql()} ORDER BY updated_at, id LIMIT 10",
+                       w.params, "sessions_proc_updated"))  # fmt: skip
+        for descending in (False, True):
+            first, second = expiry_parts(base, descending, None)
+            for (w, order), index in ((first, "sessions_expires"), (second, "sessions_pkey")):
+                checks.append((f"SELECT id FROM {t} WHERE {w.sql()} ORDER BY {order} LIMIT 10",
+                               w.params, index))  # fmt: skip
+            after = (0, ms + 3_600_000, soon[1].id)
+            first, _ = expiry_parts(base, descending, after)
+            checks.append((f"SELECT id FROM {t} WHERE {first[0].sql()} ORDER BY {first[1]} "
+                           "LIMIT 10", first[0].params, "sessions_expires"))  # fmt: skip
+        for sql, params, index in checks:
+            plan = orjson.loads(await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *params))
+            nodes = _plan_nodes(plan[0]["Plan"])
+            used = {n.get("Index Name") for n in nodes}
+            assert any(str(u).startswith(f"{prefix}{index}") for u in used), (sql, used)
+            assert not any(n["Node Type"] in ("Seq Scan", "Sort") for n in nodes), (sql, nodes)
+    finally:
+        await conn.close()
+    try:
+        # the listing by expiry: the sessions with one by time, then the others by id,
+        # in both directions, by cursor and by offset across the two parts
+        keep = {s.id for s in soon + bare}
+        timed = [soon[1].id, soon[2].id, soon[0].id]
+        untimed = sorted(s.id for s in bare)
+        flt = SessionFilter(ids=keep)
+        orders: list[tuple[Literal["asc", "desc"], list[str]]] = [
+            ("asc", timed + untimed),
+            ("desc", timed[::-1] + untimed[::-1]),
+        ]
+        for order, expected in orders:
+            seen: list[str] = []
+            cursor = None
+            while True:
+                page = await store.list_sessions(flt, QueryOptions(
+                    sort_by="expires_at", order=order, limit=2, cursor=cursor))  # fmt: skip
+                seen += page.ids
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            assert seen == expected, order
+            for offset in range(7):
+                page = await store.list_sessions(flt, QueryOptions(
+                    sort_by="expires_at", order=order, limit=2, offset=offset))  # fmt: skip
+                assert page.ids == expected[offset : offset + 2], (order, offset)
+        assert len(await store._expired_sessions(now + timedelta(hours=2, minutes=1))) == 2
+        appended = await store.append_events(bare[0].id, [{"type": "t"}])
+        assert appended.event_count == 2
+    finally:
+        await store.shutdown()
+
+
+async def _initialized(
+    open_pg: OpenPg, prefix: str, namespace: str, schema: int = LATEST
+) -> PostgresStore:
+    """A store of the fixture's server on tables ``prefix``, initialised (so upgraded) to
+    schema version ``schema``."""
+    store = open_store(_url(open_pg), table_prefix=prefix, namespace=namespace)
+    assert isinstance(store, PostgresStore)
+    store._target_schema = schema
+    await store.initialize()
+    return store
 
 
 def _url(open_pg: Any) -> str:
