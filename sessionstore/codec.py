@@ -107,9 +107,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_id_state.reset)
 
 
+#: Every pair of Crockford characters, by the 10 bits they encode.
+_PAIRS: Final = tuple(high + low for high in _CROCKFORD for low in _CROCKFORD)
+
+
 def _time_prefix(ms: int) -> str:
-    """The 10 characters encoding a ULID's 48-bit millisecond timestamp."""
-    return "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -5, -5))
+    """The 10 characters encoding a ULID's 48-bit millisecond timestamp (five pairs of
+    5-bit characters: no generator, ~1/8 of the instructions of one a character)."""
+    pairs = _PAIRS
+    return (
+        pairs[(ms >> 40) & 1023]
+        + pairs[(ms >> 30) & 1023]
+        + pairs[(ms >> 20) & 1023]
+        + pairs[(ms >> 10) & 1023]
+        + pairs[ms & 1023]
+    )
 
 
 def _fresh_random() -> str:

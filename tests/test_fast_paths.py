@@ -51,6 +51,15 @@ def test_new_ids_are_ulids_with_the_current_time() -> None:
         assert set(sid) <= set(codec._CROCKFORD)
 
 
+@pytest.mark.parametrize(
+    "ms", [0, 1, 31, 32, 1023, 1024, 2**48 - 1, *(1 << bit for bit in range(48)), 1_765_000_123_456]
+)
+def test_time_prefix_is_the_ulid_timestamp(ms: int) -> None:
+    """Each of the 10 characters (five pairs from a table) encodes its 5 bits."""
+    reference = str(ULID.from_bytes(ms.to_bytes(6, "big") + bytes(10)))[:10]
+    assert codec._time_prefix(ms) == reference
+
+
 def test_new_ids_strictly_increase_within_a_process() -> None:
     ids = [new_id() for _ in range(50_000)]  # many share a millisecond
     assert ids == sorted(ids)

@@ -137,7 +137,9 @@ def new_document(
         _BLANK if expires_ms is None else b"%020d" % expires_ms,
     )
     body = [sid.encode(), b"%d" % now_ms, status.encode(), (processor_id or "").encode(), b""]
-    body += [b"%d" % ds, b"%d" % ms, b"%d" % len(tags), *(t.encode() for t in tags)]
+    body += (b"%d" % ds, b"%d" % ms, b"%d" % len(tags))
+    if tags:  # one string for them all (a tag holds no NUL), no generator
+        body.append("\0".join(tags).encode())
     body += (data_raw, meta_raw)
     return head + b"\0".join(body)
 
