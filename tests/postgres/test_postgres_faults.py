@@ -35,14 +35,31 @@ def _writer(url: str, namespace: str, mode: str, *ids: str) -> subprocess.Popen[
     )
 
 
+async def _backends_gone(url: str, application_name: str, timeout: float = 30.0) -> None:
+    """Wait until the server has no process left for ``application_name``'s connections."""
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        ):
+            assert time.monotonic() < deadline, f"{application_name}'s backends did not end"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
+
+
 @pytest.mark.asyncio
 async def test_sigkill_mid_transaction_loses_no_acknowledged_write(
     open_pg: OpenPg, postgres_url: str, namespace: str
 ) -> None:
     store = await open_pg()
     ids = [(await store.create_session()).id for _ in range(4)]
+    app = f"crash-writer-{namespace}"  # the writer's connections, found by this name
+    sep = "&" if "?" in postgres_url else "?"
     for round_ in range(3):
-        proc = _writer(postgres_url, namespace, "batch", *ids)
+        proc = _writer(f"{postgres_url}{sep}application_name={app}", namespace, "batch", *ids)
         acked = 0
         try:
             assert proc.stdout is not None
@@ -58,6 +75,11 @@ async def test_sigkill_mid_transaction_loses_no_acknowledged_write(
                 proc.stdout.close()
             if proc.stderr is not None:
                 proc.stderr.close()
+        # A killed client's server process finishes the statement it is running (its
+        # COMMIT too) before it notices: the sessions are read one by one, so wait until
+        # the writer's server processes are gone, or a commit landing between two reads
+        # would look like a half-applied batch.
+        await _backends_gone(postgres_url, app)
         logs = [[e.data["i"] for e in await store.get_events(sid)] for sid in ids]
         assert all(log == logs[0] for log in logs), "a batch was applied to some sessions only"
         seen = set(logs[0])
