@@ -202,6 +202,10 @@ class BaseSessionStore(ABC):
     Options: ClassVar[type[StoreOptions]] = StoreOptions
     #: What this driver promises (instances may refine it through :attr:`capabilities`).
     CAPABILITIES: ClassVar[Capabilities] = Capabilities()
+    #: A write that lost a race to another writer tries again at once twice, then after a
+    #: random pause of up to this many seconds times the attempt's number (about 2.5 s in
+    #: all for a write that loses all ``CAS_ATTEMPTS``).
+    _cas_backoff: float = 0.001
 
     def __init__(self, *, clock: Clock | None = None, **options: Any) -> None:
         self.options = build_options(self.Options, options)
@@ -581,7 +585,8 @@ class BaseSessionStore(ABC):
                 # Another writer got in between our read and our write: re-read and
                 # re-plan. A caller's expected_version is re-checked by the new plan.
                 last_error = exc
-                await asyncio.sleep(0 if attempt < 3 else random.uniform(0, 0.001 * attempt))
+                pause = 0.0 if attempt < 3 else random.uniform(0, self._cas_backoff * attempt)
+                await asyncio.sleep(pause)
                 continue
             if mutations:
                 self._after_write(mutations)
