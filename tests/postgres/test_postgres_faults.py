@@ -35,11 +35,11 @@ def _writer(url: str, namespace: str, mode: str, *ids: str) -> subprocess.Popen[
     )
 
 
-async def _backends_gone(url: str, application_name: str, timeout: float = 30.0) -> None:
+async def _backends_gone(url: str, application_name: str) -> None:
     """Wait until the server has no process left for ``application_name``'s connections."""
     conn = await asyncpg.connect(url)
     try:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + 30.0
         while await conn.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
             application_name,
