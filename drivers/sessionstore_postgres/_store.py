@@ -37,7 +37,6 @@ from sessionstore import (
     TrimOp,
     TruncateOp,
     UnsupportedFormatError,
-    observers,
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
@@ -807,8 +806,8 @@ class PostgresStore(BaseSessionStore):
                     self._notify_conflict(exc)
                     raise
                 if done is not None:
-                    if done[0] and observers.has_observers(_UPDATED):
-                        observers.notify(_UPDATED, store=self, session=done[1])
+                    if done[0]:
+                        self._notify("sessionstore_session_updated", session=done[1])
                     return done[1]
         _, session = await self._event_op(sid, "append", now, expected, events=_plain(encoded))
         return session
@@ -1007,9 +1006,6 @@ class PostgresStore(BaseSessionStore):
             if s is not _CORRUPT and matches(s, flt, now):
                 total += 1
         return total
-
-
-_UPDATED: Final = "sessionstore_session_updated"
 
 
 def _plain(
