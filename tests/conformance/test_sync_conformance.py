@@ -54,6 +54,9 @@ class TestSyncMemory(StoreConformance):
         return _via_sync(store, self.per_thread_loops)
 
 
+# The facade's second mode over the whole suite (~9 s): the full run has it, the fast run
+# keeps the loop-thread mode above and tests/sync's own tests of both modes.
+@pytest.mark.integration
 class TestSyncMemoryPerThreadLoops(TestSyncMemory):
     per_thread_loops = True
 
