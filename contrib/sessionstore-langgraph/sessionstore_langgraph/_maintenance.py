@@ -103,10 +103,10 @@ async def delete_for_runs(saver: SessionStoreSaver, run_ids: Sequence[str]) -> N
         session_id = thread_session_id(thread_id)
         thread = await _read(saver, session_id)
         await _remove(saver, session_id, thread, [r for r in thread.records if r.run_id in runs])
-    for run_id in runs:
-        await saver.store.delete_session(run_index_id(run_id))
-    with saver._lock:
-        saver._indexed_runs.clear()
+    # The runs' index sessions stay (a few bytes a thread; they expire with the saver's
+    # ttl): another process that already indexed a (thread, run) pair does not index it
+    # again, so a checkpoint it writes for the run after this call (a run still going,
+    # or retried under its id) is found by the next delete_for_runs only through them.
 
 
 async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> None:

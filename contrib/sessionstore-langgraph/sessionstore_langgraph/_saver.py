@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
+from time import monotonic
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
@@ -183,7 +185,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self.processor_id = processor_id
         self.ttl = ttl
         self.runs_processor_id = f"{processor_id}.runs"
-        self._indexed_runs: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # (thread session id, run id) -> when this saver last wrote that pair to the run's
+        # index (monotonic()); written again once half the ttl has passed
+        self._indexed_runs: OrderedDict[tuple[str, str], float] = OrderedDict()
+        seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+        self._reindex_after = None if seconds is None else seconds / 2
         self.list_links = list_links
         # (session id, namespace, channel) -> the list value last written there
         self._written: OrderedDict[tuple[str, str, str], _Written] = OrderedDict()
@@ -293,9 +299,16 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
 
     async def _index_run(self, thread_id: str, session_id: str, run_id: str) -> None:
         """Record in the run's index session that the run wrote to this thread (before
-        the write itself, so a crash can only leave an index entry too many)."""
+        the write itself, so a crash can only leave an index entry too many). Once per
+        pair, and again when half the ttl has passed since (the entry is keyed, so that
+        write only refreshes the index session's expiry). Index sessions outlive
+        ``delete_for_runs``, so what this saver remembers writing stays true whichever
+        process deleted the run since."""
         pair = (session_id, run_id)
-        if pair in self._indexed_runs:
+        indexed = self._indexed_runs.get(pair)
+        if indexed is not None and (
+            self._reindex_after is None or monotonic() - indexed < self._reindex_after
+        ):
             return
         await self._store.append_events(
             run_index_id(run_id),
@@ -304,7 +317,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             ttl=self.ttl,
         )
         with self._lock:  # the async and the sync methods may run on two threads
-            self._indexed_runs[pair] = None
+            self._indexed_runs[pair] = monotonic()
+            self._indexed_runs.move_to_end(pair)
             if len(self._indexed_runs) > _RUN_CACHE:
                 self._indexed_runs.popitem(last=False)
 
