@@ -107,6 +107,18 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
             self.store: SessionStore = made
             self.run(self.store.initialize())
             self.event_log = self.store.capabilities.event_log
+            # Where several store objects share a namespace, a second one on the same data
+            # (another process's view). The steps take turns in pairs (two steps and their
+            # checks through one object, two through the other), so a copy one object
+            # keeps past the other's write is read or written on, and shows.
+            self.stores: list[SessionStore] = [self.store]
+            self.steps = 0
+            if self.store.capabilities.shared_namespace:
+                other = suite.make_store(namespace=namespace, clock=self.clock)
+                if inspect.isawaitable(other):
+                    other = self.run(other)
+                self.stores.append(other)
+                self.run(other.initialize())
 
         def run(self, coro: Any) -> Any:
             return self.loop.run_until_complete(coro)
@@ -116,7 +128,8 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
                 if suite.cleanup_namespaces:
                     self.run(empty_namespace(self.store))
                     self.run(drop_namespace(self.store))
-                self.run(self.store.shutdown())  # idempotent
+                for store in self.stores:
+                    self.run(store.shutdown())  # idempotent
             finally:
                 self.loop.close()
 
@@ -543,6 +556,8 @@ def make_state_machine(suite: StoreConformanceBase) -> type[RuleBasedStateMachin
                 self.run(self.store.list_sessions(with_events, QueryOptions(sort_by="id"))).ids
                 == want
             )
+            self.steps += 1
+            self.store = self.stores[self.steps // 2 % len(self.stores)]
 
     StoreMachine.__name__ = f"{type(suite).__name__}Machine"
     return StoreMachine
