@@ -17,7 +17,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from time import monotonic
 from types import TracebackType
@@ -99,6 +99,10 @@ LINKS: Final = 32
 #: items), and how many items in all: the least recently used go first.
 _LIST_CACHE: Final = 256
 _LIST_ITEMS: Final = 100_000
+#: Seconds after which the saver checks, before linking to a value stored whole, that
+#: the value is still stored (another process's prune or run delete may have removed
+#: it): one read of a small checkpoint event, at most once a second per channel.
+CONFIRM_AFTER: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,10 @@ class _Written:
     depth: int  # links on the snapshot up to this one (0: stored whole)
     items: tuple[Any, ...]
     pairs: tuple[Sequence[str], ...]  # the encoded items after the snapshot's
+    # the key of a checkpoint whose value this is: while it exists, so does the snapshot
+    # (maintenance deletes a value only when no kept checkpoint needs it)
+    holder: str | None = None
+    confirmed: float = 0.0  # when the snapshot was last known stored (monotonic())
 
     def extended_by(self, key: str, items: tuple[Any, ...]) -> bool:
         """Whether ``items`` may be stored under ``key`` as a link to this value's
@@ -156,7 +164,9 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     items in place. To compare, the saver holds the items of the lists it last wrote or
     returned from ``aget_tuple``, for at most 256 (thread, namespace, channel) slots and
     100,000 items in all, least recently used dropped first (a dropped slot's next
-    value is stored whole).
+    value is stored whole). Before linking to a value stored whole that it last knew
+    stored over :data:`CONFIRM_AFTER` seconds ago, a put checks that a checkpoint
+    needing it still exists (another process's maintenance may have removed it).
     """
 
     def __init__(
@@ -360,9 +370,13 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         keys = [blob_key(ns, ch, versions[ch]) for ch in channels]
         found = await asyncio.gather(*(self._located(session_id, key) for key in keys))
         if remember and self.list_links:
+            # read just now, whole or through its link: stored while the checkpoint read
+            # (which needs it) exists
+            holder = checkpoint_key(ns, record.id) if record is not None else None
+            now = monotonic()
             self._note(
                 {
-                    (session_id, ns, ch): written
+                    (session_id, ns, ch): replace(written, holder=holder, confirmed=now)
                     for ch, (_, written) in zip(channels, found, strict=True)
                     if written is not None
                 }
@@ -599,16 +613,19 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         events: list[EventInput] = []
         stored: list[str] = []
         written: dict[tuple[str, str, str], _Written] = {}
+        holder = checkpoint_key(ns, checkpoint["id"])
+        if self.list_links:
+            await self._confirm(session_id, ns, values, new_versions)
         for channel, version in new_versions.items():
             if channel in values:
                 slot = (session_id, ns, channel)
                 key = blob_key(ns, channel, version)
-                events += self._value_events(slot, key, values[channel], written)
+                events += self._value_events(slot, key, values[channel], written, holder)
                 stored.append(channel)
         events.append(
             EventInput(
                 type=checkpoint_type(ns),
-                key=checkpoint_key(ns, checkpoint["id"]),
+                key=holder,
                 data=checkpoint_data(
                     self.serde,
                     ns=ns,
@@ -631,16 +648,57 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self._note(written)
         return _config(thread_id, ns, checkpoint["id"])
 
+    async def _confirm(
+        self,
+        session_id: str,
+        ns: str,
+        values: Mapping[str, Any],
+        new_versions: ChannelVersions,
+    ) -> None:
+        """Before a put links lists to values stored whole that this saver last knew
+        stored more than :data:`CONFIRM_AFTER` seconds ago, check that each still is
+        (its holder checkpoint still exists): another process's ``prune`` or
+        ``delete_for_runs`` may have removed it since. A channel whose value is gone is
+        forgotten, so this put stores it whole instead of linking to nothing."""
+        now = monotonic()
+        stale: list[tuple[tuple[str, str, str], _Written]] = []
+        with self._lock:
+            for channel in new_versions:
+                slot = (session_id, ns, channel)
+                last = self._written.get(slot)
+                if (
+                    last is not None
+                    and now - last.confirmed > CONFIRM_AFTER
+                    and type(values.get(channel)) is list
+                ):
+                    stale.append((slot, last))
+        if not stale:
+            return
+        holders = list(dict.fromkeys(last.holder for _, last in stale if last.holder))
+        found = await asyncio.gather(*(self._event(session_id, h) for h in holders))
+        alive = {h for h, event in zip(holders, found, strict=True) if event is not None}
+        with self._lock:
+            for slot, last in stale:
+                if self._written.get(slot) is not last:
+                    continue  # replaced meanwhile (a concurrent put or read)
+                if last.holder in alive:
+                    self._written[slot] = replace(last, confirmed=now)
+                else:
+                    del self._written[slot]
+                    self._items -= len(last.items)
+
     def _value_events(
         self,
         slot: tuple[str, str, str],
         key: str,
         value: Any,
         written: dict[tuple[str, str, str], _Written],
+        holder: str,
     ) -> list[EventInput]:
         """The events storing ``value`` under ``key``: a link to the list last written
         for ``slot`` when ``value`` extends it (its items, by identity, then new ones),
-        else the whole value. What a list becomes is noted in ``written``."""
+        else the whole value. What a list becomes is noted in ``written``, held by the
+        checkpoint ``holder`` (the one being put)."""
         if not self.list_links or type(value) is not list:
             return blob_events(self.serde, key, value)
         with self._lock:
@@ -650,7 +708,9 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             pairs = last.pairs + tuple(
                 encode(self.serde, item) for item in items[len(last.items) :]
             )
-            written[slot] = _Written(key, last.snapshot, last.depth + 1, items, pairs)
+            written[slot] = _Written(
+                key, last.snapshot, last.depth + 1, items, pairs, holder, last.confirmed
+            )
             return [
                 link_event(
                     key,
@@ -660,7 +720,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                     length=len(items),
                 )
             ]
-        written[slot] = _Written(key, key, 0, items, ())
+        written[slot] = _Written(key, key, 0, items, (), holder, monotonic())
         return blob_events(self.serde, key, value)
 
     def _note(self, written: Mapping[tuple[str, str, str], _Written]) -> None:
