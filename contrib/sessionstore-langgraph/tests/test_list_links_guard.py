@@ -51,6 +51,19 @@ async def _kinds(store: SessionStore) -> str:
     return "".join({"lg.blob": "F", "lg.link": "L"}.get(e.type, "") for e in events)
 
 
+def _count_reads_by_key(store: SessionStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the store's ``get_event`` calls from now on (a list that grows)."""
+    checks: list[str] = []
+    get_event = store.get_event
+
+    async def counted(session_id: str, *, key: str) -> Any:
+        checks.append(key)
+        return await get_event(session_id, key=key)
+
+    monkeypatch.setattr(store, "get_event", counted)
+    return checks
+
+
 def _messages(*names: str) -> list[Any]:
     return [HumanMessage(content=name, id=name) for name in names]
 
@@ -85,14 +98,7 @@ async def test_a_chain_checks_its_value_once_a_second_and_stays_links(
     store: SessionStore, clock: list[float], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     saver = SessionStoreSaver(store)
-    checks: list[str] = []
-    get_event = store.get_event
-
-    async def counted(session_id: str, *, key: str) -> Any:
-        checks.append(key)
-        return await get_event(session_id, key=key)
-
-    monkeypatch.setattr(store, "get_event", counted)
+    checks = _count_reads_by_key(store, monkeypatch)
     value = _messages(*(f"m{i}" for i in range(10)))
     parent = await _put(saver, None, value, 1)
     for n in range(2, 10):  # a step every 0.3 s: checks at 1.2 s and 2.4 s
@@ -112,14 +118,7 @@ async def test_a_read_list_links_without_a_check_within_the_second(
     c1 = await _put(writer, None, _messages("m1", "m2"), 1)
     read = await reader.aget_tuple(_config())
     assert read is not None
-    checks: list[str] = []
-    get_event = store.get_event
-
-    async def counted(session_id: str, *, key: str) -> Any:
-        checks.append(key)
-        return await get_event(session_id, key=key)
-
-    monkeypatch.setattr(store, "get_event", counted)
+    checks = _count_reads_by_key(store, monkeypatch)
     clock[0] += 0.5
     await _put(reader, c1, [*read.checkpoint["channel_values"]["ch"], *_messages("m3")], 2)
     assert await _kinds(store) == "FL"
