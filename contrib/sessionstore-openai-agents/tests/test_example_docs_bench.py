@@ -121,3 +121,54 @@ def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str)
         ("redis", "get_items(limit=20)", "RedisSession"),
     ]
     assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
+
+
+@pytest.mark.integration
+def test_the_side_by_side_benchmark_runs_and_writes_every_row(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``--versus``: ours against the SDK's SQLAlchemySession on PostgreSQL, and against
+    its SQLiteSession and SQLAlchemySession(aiosqlite) on SQLite (smoke sizes)."""
+    out = tmp_path / "bench.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ADAPTER / "benchmarks" / "bench_openai_agents.py"),
+            "--smoke",
+            "--drivers",
+            "",
+            "--versus",
+            "postgres,sqlite",
+            "--postgres-url",
+            postgres_url,
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=ADAPTER,
+        timeout=300,
+        check=False,
+    )
+    assert out.exists(), run.stdout[-2000:] + run.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    ops = [
+        "add_items([1 item]) @20",
+        "add_items([1 item]) @50",
+        "get_items(limit=20) of 20",
+        "get_items() of 20",
+        "pop_item() @20",
+        "clear_session() of 20",
+        "turn: get_items(20)+add_items(3) @20",
+    ]
+    pairs = [
+        ("postgres", "SQLAlchemySession"),
+        ("sqlite/fsync", "SQLiteSession"),
+        ("sqlite/fsync", "SQLAlchemySession(aiosqlite)"),
+    ]
+    assert [(row["driver"], row["floor_name"], row["name"]) for row in rows] == [
+        (backend, theirs, op) for backend, theirs in pairs for op in ops
+    ]
+    assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
+    assert run.returncode == 0, run.stderr[-3000:]
