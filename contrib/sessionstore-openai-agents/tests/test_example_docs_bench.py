@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -87,18 +88,15 @@ def test_the_docs_page_runs(
     assert not run.skipped
 
 
-@pytest.mark.integration
-def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str) -> None:
+def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """The benchmark's ``--smoke`` run with ``args``; the rows of its ``--json``."""
     out = tmp_path / "bench.json"
     run = subprocess.run(
         [
             sys.executable,
             str(ADAPTER / "benchmarks" / "bench_openai_agents.py"),
             "--smoke",
-            "--drivers",
-            "memory,redis",
-            "--redis-url",
-            redis_url,
+            *args,
             "--json",
             str(out),
         ],
@@ -110,7 +108,14 @@ def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str)
         check=False,
     )
     assert out.exists(), run.stdout[-2000:] + run.stderr[-3000:]
-    rows = json.loads(out.read_text())["rows"]
+    rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"]
+    assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
+    return rows
+
+
+@pytest.mark.integration
+def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str) -> None:
+    rows = _run_benchmark(tmp_path, "--drivers", "memory,redis", "--redis-url", redis_url)
     names = [(row["driver"], row["name"], row["floor_name"]) for row in rows]
     assert names == [
         ("memory", "add_items([1 item])", "append_events"),
@@ -120,4 +125,31 @@ def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str)
         ("redis", "add_items([1 item])", "RedisSession"),
         ("redis", "get_items(limit=20)", "RedisSession"),
     ]
-    assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
+
+
+@pytest.mark.integration
+def test_the_side_by_side_benchmark_runs_and_writes_every_row(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """``--versus``: ours against the SDK's SQLAlchemySession on PostgreSQL, and against
+    its SQLiteSession and SQLAlchemySession(aiosqlite) on SQLite (smoke sizes)."""
+    rows = _run_benchmark(
+        tmp_path, "--drivers", "", "--versus", "postgres,sqlite", "--postgres-url", postgres_url
+    )
+    ops = [
+        "add_items([1 item]) @20",
+        "add_items([1 item]) @50",
+        "get_items(limit=20) of 20",
+        "get_items() of 20",
+        "pop_item() @20",
+        "clear_session() of 20",
+        "turn: get_items(20)+add_items(3) @20",
+    ]
+    pairs = [
+        ("postgres", "SQLAlchemySession"),
+        ("sqlite/fsync", "SQLiteSession"),
+        ("sqlite/fsync", "SQLAlchemySession(aiosqlite)"),
+    ]
+    assert [(row["driver"], row["floor_name"], row["name"]) for row in rows] == [
+        (backend, theirs, op) for backend, theirs in pairs for op in ops
+    ]
