@@ -86,6 +86,8 @@ R = TypeVar("R")
 
 #: How many checkpoint events one backwards read fetches while listing.
 PAGE: Final = 50
+#: Checkpoints whose stored values one read fetches when at most this many events apart.
+GAP: Final = 16
 #: Checkpoints whose writes one read fetches.
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
@@ -97,6 +99,8 @@ LINKS: Final = 32
 #: items), and how many items in all: the least recently used go first.
 _LIST_CACHE: Final = 256
 _LIST_ITEMS: Final = 100_000
+#: No event read already (the default of ``_located``'s ``known``).
+_NONE_KNOWN: Final[Mapping[str, Event | None]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,37 +329,62 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 ]
             )
 
+    def _wanted(
+        self, record: CheckpointRecord, versions: Mapping[str, str | int | float]
+    ) -> list[tuple[str, str]]:
+        """The channels whose values ``record``'s tuple reads: (channel, key)."""
+        # A version this very step wrote without a value (a delta channel's sentinel) has
+        # no event to look for.
+        return [
+            (ch, blob_key(record.ns, ch, version))
+            for ch, version in versions.items()
+            if ch in record.stored or record.new_versions.get(ch) != version
+        ]
+
+    async def _near(
+        self, session_id: str, records: Sequence[CheckpointRecord]
+    ) -> dict[str, Event | None]:
+        """The keyed events just before each of ``records`` (where its step's values
+        are), by key: a read per run of records at most :data:`GAP` events apart (one for
+        a page of consecutive checkpoints), run concurrently."""
+        spans = sorted(
+            (max(1, r.event.seq - len(r.stored)), r.event.seq) for r in records if r.stored
+        )
+        merged: list[list[int]] = []
+        for low, high in spans:
+            if merged and low <= merged[-1][1] + GAP:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        pages = await asyncio.gather(
+            *(self._events(session_id, after_seq=low - 1, before_seq=high) for low, high in merged)
+        )
+        return {e.key: e for page in pages for e in page if e.key is not None}
+
     async def _values(
         self,
         session_id: str,
         ns: str,
-        versions: Mapping[str, str | int | float],
-        record: CheckpointRecord | None = None,
+        wanted: Sequence[tuple[str, str]],
+        known: Mapping[str, Event | None],
         *,
         remember: bool = False,
     ) -> dict[str, Any]:
-        """The values of ``versions``; with ``remember``, the plain lists among them are
-        noted as the channels' last values, so a next step that extends one links to it."""
-        # A version this very step wrote without a value (a delta channel's sentinel) has
-        # no event to look for.
-        channels = [
-            ch
-            for ch, version in versions.items()
-            if record is None or ch in record.stored or record.new_versions.get(ch) != version
-        ]
-        keys = [blob_key(ns, ch, versions[ch]) for ch in channels]
-        found = await asyncio.gather(*(self._located(session_id, key) for key in keys))
+        """The values of the ``wanted`` channels (their events read already when in
+        ``known``); with ``remember``, the plain lists among them are noted as the
+        channels' last values, so a next step that extends one links to it."""
+        found = await asyncio.gather(*(self._located(session_id, key, known) for _, key in wanted))
         if remember and self.list_links:
             self._note(
                 {
                     (session_id, ns, ch): written
-                    for ch, (_, written) in zip(channels, found, strict=True)
+                    for (ch, _), (_, written) in zip(wanted, found, strict=True)
                     if written is not None
                 }
             )
         return {
             ch: value
-            for ch, (value, _) in zip(channels, found, strict=True)
+            for (ch, _), (value, _) in zip(wanted, found, strict=True)
             if value is not MISSING
         }
 
@@ -365,24 +394,34 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         return (await self._located(session_id, key))[0]
 
     async def _located(
-        self, session_id: str, key: str, *, whole: bool = False
+        self,
+        session_id: str,
+        key: str,
+        known: Mapping[str, Event | None] = _NONE_KNOWN,
+        *,
+        whole: bool = False,
     ) -> tuple[Any, _Written | None]:
         """The channel value stored under ``key`` (or ``MISSING``; also for a link when
-        ``whole`` asks for a value stored whole) and, when it is a plain list, how."""
-        event = await self._event(session_id, key)
+        ``whole`` asks for a value stored whole) and, when it is a plain list, how.
+        Events in ``known`` (by key, ``None``: none stored) are not read again."""
+        event = known[key] if key in known else await self._event(session_id, key)
         if event is None or (whole and event.type == LINK_TYPE):
             return MISSING, None
         data = event.data
         if event.type == LINK_TYPE:  # the items after its snapshot's: read that one
-            base, _ = await self._located(session_id, data["s"], whole=True)
+            base, _ = await self._located(session_id, data["s"], known, whole=True)
             value = link_value(self.serde, data, base)
             if value is MISSING:
                 return MISSING, None
             return value, _Written(key, data["s"], data["d"], tuple(value), tuple(data["x"]))
         raw = data["b"]
         if "n" in data:
+            parts = [f"{key}.{i}" for i in range(1, data["n"])]
             rest = await asyncio.gather(
-                *(self._event(session_id, f"{key}.{i}") for i in range(1, data["n"]))
+                *(
+                    _ready(known[part]) if part in known else self._event(session_id, part)
+                    for part in parts
+                )
             )
             if any(part is None for part in rest):  # deleted meanwhile
                 return MISSING, None
@@ -418,19 +457,46 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     async def _tuples(
         self, thread_id: str, records: Sequence[CheckpointRecord], *, remember: bool = False
     ) -> list[CheckpointTuple]:
-        """The tuples of ``records``: their writes in one read, their values concurrently."""
+        """The tuples of ``records``: their writes in one read; concurrently the values
+        each step stored with its checkpoint (the events just before it, a read per run
+        of nearby records: :meth:`_near`) and by key those stored at earlier steps."""
         session_id = thread_session_id(thread_id)
         checkpoints = [r.checkpoint(self.serde) for r in records]
-        writes, values = await asyncio.gather(
+        wanted = [
+            self._wanted(r, cp["channel_versions"])
+            for r, cp in zip(records, checkpoints, strict=True)
+        ]
+        # the values stored with these checkpoints: those they read at their own step,
+        # and those a later one of them reads at an unchanged version
+        near = {
+            blob_key(r.ns, ch, r.new_versions[ch])
+            for r in records
+            for ch in r.stored
+            if ch in r.new_versions
+        }
+        # a version one of them wrote without a value (a delta channel's sentinel, a
+        # channel left empty) has no event: versions are unique (get_next_version)
+        absent = {
+            blob_key(r.ns, ch, version)
+            for r in records
+            for ch, version in r.new_versions.items()
+            if ch not in r.stored and _unique(version)
+        }
+        far = list({key for w in wanted for _, key in w if key not in near and key not in absent})
+        writes, known, far_events = await asyncio.gather(
             self._writes_many(session_id, records)
             if len(records) > 1
             else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
-            asyncio.gather(
-                *(
-                    self._values(session_id, r.ns, cp["channel_versions"], r, remember=remember)
-                    for r, cp in zip(records, checkpoints, strict=True)
-                )
-            ),
+            self._near(session_id, records),
+            asyncio.gather(*(self._event(session_id, key) for key in far)),
+        )
+        known.update(zip(far, far_events, strict=True))
+        known.update((key, None) for key in absent - near)
+        values = await asyncio.gather(
+            *(
+                self._values(session_id, r.ns, w, known, remember=remember)
+                for r, w in zip(records, wanted, strict=True)
+            )
         )
         return [
             CheckpointTuple(
@@ -493,7 +559,9 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             only_id = None
         async for thread_id in threads:
             batch: list[CheckpointRecord] = []
-            records = self._records(thread_id, ns, before_id, only_id)
+            # without a filter, the first page need hold no more than the limit
+            first = min(PAGE, remaining) if remaining is not None and not filter else PAGE
+            records = self._records(thread_id, ns, before_id, only_id, first)
             while True:  # a page of records at a time: their writes in one read
                 record = await anext(records, None)
                 if record is not None:
@@ -530,8 +598,15 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             cursor = page.next_cursor
 
     async def _records(
-        self, thread_id: str, ns: str | None, before_id: str | None, only_id: str | None
+        self,
+        thread_id: str,
+        ns: str | None,
+        before_id: str | None,
+        only_id: str | None,
+        first: int = PAGE,
     ) -> AsyncGenerator[CheckpointRecord, None]:
+        """The checkpoint records of a thread, newest id first (of one namespace: read
+        backwards a page at a time, ``first`` in the first page)."""
         session_id = thread_session_id(thread_id)
         if ns is not None and only_id is not None:
             record = await self._record(session_id, ns, only_id)
@@ -557,14 +632,15 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             start = await self._event(session_id, checkpoint_key(ns, before_id))
             before_seq = start.seq if start is not None else None
         while True:
-            page = await self._events(session_id, types=[kind], before_seq=before_seq, last=PAGE)
+            page = await self._events(session_id, types=[kind], before_seq=before_seq, last=first)
             for event in reversed(page):
                 record = CheckpointRecord.of(event)
                 if before_id is None or record.id < before_id:
                     yield record
-            if len(page) < PAGE:
+            if len(page) < first:
                 return
             before_seq = page[0].seq
+            first = PAGE
 
     async def aput(
         self,
@@ -792,6 +868,16 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         else:
             current_v = int(current.split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
+
+
+def _unique(version: object) -> bool:
+    """Whether ``version`` is one :meth:`SessionStoreSaver.get_next_version` made (a
+    counter and a random fraction: no other write of the channel has it)."""
+    return isinstance(version, str) and len(version) > 35 and version[32:35] == ".0."
+
+
+async def _ready(event: Event | None) -> Event | None:
+    return event
 
 
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:

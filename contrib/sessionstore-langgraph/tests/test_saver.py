@@ -15,6 +15,7 @@ import pytest
 from delta_spec import build_delta_chain
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
@@ -299,3 +300,35 @@ async def test_the_native_delta_history_equals_the_default_walk_with_fewer_reads
         )
         assert native == default
         assert native_reads <= 4 < store.reads / 5  # the target, one page, the writes, a seed
+
+
+async def test_a_page_of_checkpoints_reads_its_step_values_in_one_read() -> None:
+    """``list(limit=10)`` of a long thread: the page of checkpoints, their writes, and
+    the values each step stored with its checkpoint in one read of the events just
+    before them (not one read per value); the tuples are those ``InMemorySaver`` gives."""
+    store = _CountingStore()
+    async with store:
+        saver, memory = SessionStoreSaver(store), InMemorySaver()
+        for checkpointer in (saver, memory):
+            graph = delta_graph(checkpointer)
+            for turn in range(12):
+                await graph.ainvoke({"messages": [f"m{turn}"], "turns": turn}, _config("t"))
+        config = _config("t")
+        config["configurable"]["checkpoint_ns"] = ""
+        store.reads = 0
+        ours = [t async for t in saver.alist(config, limit=10)]
+        # the page, its writes, the events before its checkpoints, a value stored before
+        # the page (one read per checkpoint and value before: 12)
+        assert store.reads <= 4
+        theirs = [t async for t in memory.alist(config, limit=10)]
+
+        def seen(tuples: list[Any]) -> list[Any]:
+            return [
+                (t.checkpoint["channel_values"], t.metadata["step"], t.pending_writes)
+                for t in tuples
+            ]
+
+        assert [(v, s) for v, s, _ in seen(ours)] == [(v, s) for v, s, _ in seen(theirs)]
+        assert [[w[1:] for w in ws] for _, _, ws in seen(ours)] == [
+            [w[1:] for w in ws] for _, _, ws in seen(theirs)
+        ]
