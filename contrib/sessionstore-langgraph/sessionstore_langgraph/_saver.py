@@ -56,11 +56,13 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 from . import _history, _maintenance
 from ._ids import (
     LINK_TYPE,
+    NS_TYPE,
     RUN_TYPE,
     blob_key,
     checkpoint_key,
     checkpoint_type,
     digest,
+    namespace_key,
     run_index_id,
     thread_session_id,
     writes_key,
@@ -88,6 +90,9 @@ R = TypeVar("R")
 PAGE: Final = 50
 #: Checkpoints whose stored values one read fetches when at most this many events apart.
 GAP: Final = 16
+#: The events a listing of every namespace of a thread reads first (with the thread's
+#: namespace markers): a thread this short is listed from them.
+PROBE: Final = 64
 #: Checkpoints whose writes one read fetches.
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
@@ -285,8 +290,21 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         except SessionNotFoundError:
             return None
 
-    async def _all_events(self, session_id: str, page: int = 500) -> AsyncIterator[Event]:
-        after = 0
+    async def _namespaces(self, session_id: str) -> tuple[list[str] | None, list[Event]]:
+        """The checkpoint namespaces of a thread, from its markers (a thread whose first
+        event is a marker has one for every namespace: each ``put`` sends its own);
+        else the first :data:`PROBE` events, read at the same time (a thread that short
+        is read whole; one written before the markers, whole from there)."""
+        probe, markers = await asyncio.gather(
+            self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
+        )
+        if len(probe) == PROBE and probe[0].type == NS_TYPE:
+            return [e.data["ns"] for e in markers], probe
+        return None, probe
+
+    async def _all_events(
+        self, session_id: str, page: int = 500, after: int = 0
+    ) -> AsyncIterator[Event]:
         while True:
             events = await self._events(session_id, after_seq=after, limit=page)
             for event in events:
@@ -321,7 +339,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 session_id, events, create=self._new_thread(thread_id), ttl=self.ttl
             )
         except EventKeyConflictError:
-            keys = [e.key for e in events if e.key is not None]
+            # (a namespace marker is never replaced: the same content each time)
+            keys = [e.key for e in events if e.key is not None and e.type != NS_TYPE]
             await self._store.commit(
                 [
                     DeleteEventsOp(session_id, keys=keys),
@@ -613,12 +632,22 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             if record is not None and (before_id is None or record.id < before_id):
                 yield record
             return
-        if ns is None:  # every namespace: one pass over the thread, newest id first
-            records = [
-                CheckpointRecord.of(e)
-                async for e in self._all_events(session_id)
-                if e.type.startswith("lg.cp.")
-            ]
+        if ns is None:
+            namespaces, probe = await self._namespaces(session_id)
+            if namespaces is not None:  # the thread's namespaces, merged by id
+                async for record in _newest_first(
+                    [self._records(thread_id, n, before_id, only_id, first) for n in namespaces]
+                ):
+                    yield record
+                return
+            # a short thread, or one without markers: one pass, newest id first
+            records = [CheckpointRecord.of(e) for e in probe if e.type.startswith("lg.cp.")]
+            if len(probe) == PROBE:
+                records += [
+                    CheckpointRecord.of(e)
+                    async for e in self._all_events(session_id, after=probe[-1].seq)
+                    if e.type.startswith("lg.cp.")
+                ]
             records.sort(key=lambda r: r.id, reverse=True)
             for record in records:
                 if only_id is not None and record.id != only_id:
@@ -658,7 +687,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         saved: dict[str, Any] = dict(checkpoint)
         values: dict[str, Any] = saved.pop("channel_values")
         full_metadata = get_checkpoint_metadata(config, metadata)
-        events: list[EventInput] = []
+        # the namespace's marker first (stored once: the same content each time)
+        events = [EventInput(type=NS_TYPE, key=namespace_key(ns), data={"ns": ns})]
         stored: list[str] = []
         written: dict[tuple[str, str, str], _Written] = {}
         for channel, version in new_versions.items():
@@ -868,6 +898,27 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         else:
             current_v = int(current.split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
+
+
+async def _newest_first(
+    streams: Sequence[AsyncGenerator[CheckpointRecord, None]],
+) -> AsyncIterator[CheckpointRecord]:
+    """The records of ``streams`` (each newest id first) merged, newest id first; the
+    first of each read concurrently."""
+    try:
+        heads = list(await asyncio.gather(*(anext(s, None) for s in streams)))
+        while True:
+            live = [i for i, head in enumerate(heads) if head is not None]
+            if not live:
+                return
+            i = max(live, key=lambda j: heads[j].id)  # type: ignore[union-attr]
+            record = heads[i]
+            assert record is not None
+            yield record
+            heads[i] = await anext(streams[i], None)
+    finally:
+        for stream in streams:
+            await stream.aclose()
 
 
 def _unique(version: object) -> bool:
