@@ -14,9 +14,9 @@ import asyncio
 import operator
 import random
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -93,6 +93,8 @@ GAP: Final = 16
 #: The events a listing of every namespace of a thread reads first (with the thread's
 #: namespace markers): a thread this short is listed from them.
 PROBE: Final = 64
+#: Threads whose first read a listing of every thread starts ahead.
+LOOKAHEAD: Final = 8
 #: Checkpoints whose writes one read fetches.
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
@@ -106,6 +108,10 @@ _LIST_CACHE: Final = 256
 _LIST_ITEMS: Final = 100_000
 #: No event read already (the default of ``_located``'s ``known``).
 _NONE_KNOWN: Final[Mapping[str, Event | None]] = {}
+
+
+#: A thread's namespaces (``None``: no markers) and its first events, being read.
+_Probe = asyncio.Future[tuple[list[str] | None, list[Event]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,39 +575,62 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         before_id = get_checkpoint_id(before) if before else None
         remaining = limit
         if config is not None:
-            threads: AsyncIterator[str] = _one(str(config["configurable"]["thread_id"]))
+            threads: AsyncGenerator[tuple[str, _Probe | None], None] = _one(
+                str(config["configurable"]["thread_id"])
+            )
             ns = config["configurable"].get("checkpoint_ns")
             only_id = get_checkpoint_id(config)
         else:
-            threads = self._threads()
+            threads = self._probed(self._threads())
             ns = None
             only_id = None
-        async for thread_id in threads:
-            batch: list[CheckpointRecord] = []
-            # without a filter, the first page need hold no more than the limit
-            first = min(PAGE, remaining) if remaining is not None and not filter else PAGE
-            records = self._records(thread_id, ns, before_id, only_id, first)
-            while True:  # a page of records at a time: their writes in one read
-                record = await anext(records, None)
-                if record is not None:
-                    if filter:
-                        metadata = record.metadata(self.serde)
-                        if not all(metadata.get(k) == v for k, v in filter.items()):
+        async with aclosing(threads):
+            async for thread_id, probe in threads:
+                batch: list[CheckpointRecord] = []
+                # without a filter, the first page need hold no more than the limit
+                first = min(PAGE, remaining) if remaining is not None and not filter else PAGE
+                records = self._records(thread_id, ns, before_id, only_id, first, probe)
+                while True:  # a page of records at a time: their writes in one read
+                    record = await anext(records, None)
+                    if record is not None:
+                        if filter:
+                            metadata = record.metadata(self.serde)
+                            if not all(metadata.get(k) == v for k, v in filter.items()):
+                                continue
+                        batch.append(record)
+                        if len(batch) < min(PAGE, remaining or PAGE):
                             continue
-                    batch.append(record)
-                    if len(batch) < min(PAGE, remaining or PAGE):
-                        continue
-                if batch:
-                    for tup in await self._tuples(thread_id, batch):
-                        yield tup
-                        if remaining is not None:
-                            remaining -= 1
-                            if remaining == 0:
-                                await records.aclose()
-                                return
-                    batch = []
-                if record is None:
-                    break
+                    if batch:
+                        for tup in await self._tuples(thread_id, batch):
+                            yield tup
+                            if remaining is not None:
+                                remaining -= 1
+                                if remaining == 0:
+                                    await records.aclose()
+                                    return
+                        batch = []
+                    if record is None:
+                        break
+
+    async def _probed(
+        self, threads: AsyncIterator[str]
+    ) -> AsyncGenerator[tuple[str, _Probe | None], None]:
+        """``threads``, each with the first read of its listing (:meth:`_namespaces`)
+        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently."""
+        ahead: deque[tuple[str, _Probe]] = deque()
+        try:
+            async for thread_id in threads:
+                task = asyncio.ensure_future(self._namespaces(thread_session_id(thread_id)))
+                ahead.append((thread_id, task))
+                if len(ahead) >= LOOKAHEAD:
+                    yield ahead.popleft()
+            while ahead:
+                yield ahead.popleft()
+        finally:
+            for _, started in ahead:
+                started.cancel()
+            if ahead:
+                await asyncio.gather(*(started for _, started in ahead), return_exceptions=True)
 
     async def _threads(self) -> AsyncIterator[str]:
         cursor: str | None = None
@@ -623,6 +652,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         before_id: str | None,
         only_id: str | None,
         first: int = PAGE,
+        probe: _Probe | None = None,
     ) -> AsyncGenerator[CheckpointRecord, None]:
         """The checkpoint records of a thread, newest id first (of one namespace: read
         backwards a page at a time, ``first`` in the first page)."""
@@ -633,7 +663,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 yield record
             return
         if ns is None:
-            namespaces, probe = await self._namespaces(session_id)
+            namespaces, events = await (probe or self._namespaces(session_id))
             if namespaces is not None:  # the thread's namespaces, merged by id
                 async for record in _newest_first(
                     [self._records(thread_id, n, before_id, only_id, first) for n in namespaces]
@@ -641,11 +671,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                     yield record
                 return
             # a short thread, or one without markers: one pass, newest id first
-            records = [CheckpointRecord.of(e) for e in probe if e.type.startswith("lg.cp.")]
-            if len(probe) == PROBE:
+            records = [CheckpointRecord.of(e) for e in events if e.type.startswith("lg.cp.")]
+            if len(events) == PROBE:
                 records += [
                     CheckpointRecord.of(e)
-                    async for e in self._all_events(session_id, after=probe[-1].seq)
+                    async for e in self._all_events(session_id, after=events[-1].seq)
                     if e.type.startswith("lg.cp.")
                 ]
             records.sort(key=lambda r: r.id, reverse=True)
@@ -946,5 +976,5 @@ def _thread_of(session: Session) -> str:
     return thread_id if isinstance(thread_id, str) else session.id
 
 
-async def _one(thread_id: str) -> AsyncIterator[str]:
-    yield thread_id
+async def _one(thread_id: str) -> AsyncGenerator[tuple[str, _Probe | None], None]:
+    yield thread_id, None
