@@ -381,9 +381,16 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 merged[-1][1] = max(merged[-1][1], high)
             else:
                 merged.append([low, high])
-        pages = await asyncio.gather(
-            *(self._events(session_id, after_seq=low - 1, before_seq=high) for low, high in merged)
-        )
+        if len(merged) == 1:
+            low, high = merged[0]
+            pages = [await self._events(session_id, after_seq=low - 1, before_seq=high)]
+        else:
+            pages = await asyncio.gather(
+                *(
+                    self._events(session_id, after_seq=low - 1, before_seq=high)
+                    for low, high in merged
+                )
+            )
         return {e.key: e for page in pages for e in page if e.key is not None}
 
     async def _values(
@@ -398,7 +405,12 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         """The values of the ``wanted`` channels (their events read already when in
         ``known``); with ``remember``, the plain lists among them are noted as the
         channels' last values, so a next step that extends one links to it."""
-        found = await asyncio.gather(*(self._located(session_id, key, known) for _, key in wanted))
+        if all(_whole_in(known, key) for _, key in wanted):  # no read left: no tasks
+            found = [await self._located(session_id, key, known) for _, key in wanted]
+        else:
+            found = await asyncio.gather(
+                *(self._located(session_id, key, known) for _, key in wanted)
+            )
         if remember and self.list_links:
             self._note(
                 {
@@ -517,12 +529,18 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         )
         known.update(zip(far, far_events, strict=True))
         known.update((key, None) for key in absent - near)
-        values = await asyncio.gather(
-            *(
-                self._values(session_id, r.ns, w, known, remember=remember)
+        if all(_whole_in(known, key) for w in wanted for _, key in w):
+            values = [
+                await self._values(session_id, r.ns, w, known, remember=remember)
                 for r, w in zip(records, wanted, strict=True)
+            ]
+        else:
+            values = await asyncio.gather(
+                *(
+                    self._values(session_id, r.ns, w, known, remember=remember)
+                    for r, w in zip(records, wanted, strict=True)
+                )
             )
-        )
         return [
             CheckpointTuple(
                 config=_config(thread_id, r.ns, r.id),
@@ -949,6 +967,19 @@ async def _newest_first(
     finally:
         for stream in streams:
             await stream.aclose()
+
+
+def _whole_in(known: Mapping[str, Event | None], key: str) -> bool:
+    """Whether the value under ``key`` is read from ``known`` alone (its event, and a
+    link's snapshot, are there; not split over several events)."""
+    if key not in known:
+        return False
+    event = known[key]
+    if event is None:
+        return True
+    if event.type == LINK_TYPE:
+        return _whole_in(known, event.data["s"])
+    return "n" not in event.data
 
 
 def _unique(version: object) -> bool:
