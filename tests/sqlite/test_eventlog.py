@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sessionstore_sqlite import SqliteStore
+from sessionstore_sqlite._engine import find_sql
 from sessionstore_sqlite._events import EventWindow, events_sql
 
 from sessionstore import (
@@ -121,6 +122,30 @@ def test_event_pages_are_index_range_scans(tmp_path: Path) -> None:
     two = _plan(path, *events_sql(cols, ref, EventWindow(types=("t1", "t2"), last=20)))
     # one ordered, limited arm per type: only the merge of 2 x 20 rows is sorted
     assert two.count("events_type") == 2, two
+
+
+def test_events_by_key_are_index_lookups(tmp_path: Path) -> None:
+    """A keyed append checks its keys (and ``delete_events(keys=)``, ``get_event`` find
+    them) through the key index: no read of every event of the session, so a keyed
+    append costs the same at 10 events as at 10,000."""
+    path = tmp_path / "keys.db"
+
+    async def main() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            await store.create_session(id="s")
+            await store.append_events("s", [EventInput("t", {}, key=f"k{i}") for i in range(500)])
+            await store.append_events("s", [EventInput("t", {}, key="k3"), {"type": "t"}])
+            assert len(await store.get_events("s")) == 501  # k3 stored once
+            found = await store._find_events("s", seqs=[2, 7], keys=["k1", "k9", "nope"])
+            assert [(e.seq, e.key) for e in found] == [(2, "k1"), (7, "k6"), (10, "k9")]
+
+    asyncio.run(main())
+    ref = ["", "s"]
+    for n in (1, 3):
+        by_key = _plan(path, find_sql("key", n), [*ref, *(f"k{i}" for i in range(n))])
+        assert "events_key (sk=? AND key=?)" in by_key, by_key
+    by_seq = _plan(path, find_sql("seq", 3), [*ref, 1, 2, 3])
+    assert "PRIMARY KEY (sk=? AND seq=?)" in by_seq, by_seq
 
 
 def test_filters_and_pages_agree_with_a_scan(tmp_path: Path) -> None:

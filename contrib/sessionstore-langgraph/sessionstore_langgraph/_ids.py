@@ -24,11 +24,13 @@ from typing import Final
 __all__ = [
     "BLOB_TYPE",
     "LINK_TYPE",
+    "NS_TYPE",
     "RUN_TYPE",
     "blob_key",
     "checkpoint_key",
     "checkpoint_type",
     "digest",
+    "namespace_key",
     "run_index_id",
     "thread_session_id",
     "version_text",
@@ -44,6 +46,9 @@ BLOB_TYPE: Final = "lg.blob"
 LINK_TYPE: Final = "lg.link"
 #: The type of the events of a run index session (one per thread the run wrote to).
 RUN_TYPE: Final = "lg.run"
+#: The type of a thread's namespace markers (one per checkpoint namespace, keyed
+#: :func:`namespace_key`; every ``put`` sends its namespace's, stored once).
+NS_TYPE: Final = "lg.ns"
 
 
 def _escape(text: str) -> str:
@@ -67,6 +72,11 @@ def thread_session_id(thread_id: str) -> str:
     """The session id of a LangGraph thread: ``lg.`` + the escaped thread id, or
     ``lgh.`` + its SHA-256 when that would be longer than 128 characters."""
     return _mapped("lg", thread_id)
+
+
+def namespace_key(ns: str) -> str:
+    """The event key of the marker of checkpoint namespace ``ns`` in a thread."""
+    return f"n.{digest(ns)}"
 
 
 def run_index_id(run_id: str) -> str:

@@ -14,9 +14,9 @@ import asyncio
 import operator
 import random
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from time import monotonic
@@ -58,11 +58,13 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 from . import _history, _maintenance
 from ._ids import (
     LINK_TYPE,
+    NS_TYPE,
     RUN_TYPE,
     blob_key,
     checkpoint_key,
     checkpoint_type,
     digest,
+    namespace_key,
     run_index_id,
     thread_session_id,
     writes_key,
@@ -88,6 +90,13 @@ R = TypeVar("R")
 
 #: How many checkpoint events one backwards read fetches while listing.
 PAGE: Final = 50
+#: Checkpoints whose stored values one read fetches when at most this many events apart.
+GAP: Final = 16
+#: The events a listing of every namespace of a thread reads first (with the thread's
+#: namespace markers): a thread this short is listed from them.
+PROBE: Final = 64
+#: Threads whose first read a listing of every thread starts ahead.
+LOOKAHEAD: Final = 8
 #: Checkpoints whose writes one read fetches.
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
@@ -103,6 +112,12 @@ _LIST_ITEMS: Final = 100_000
 #: the value is still stored (another process's prune or run delete may have removed
 #: it): one read of a small checkpoint event, at most once a second per channel.
 CONFIRM_AFTER: Final = 1.0
+#: No event read already (the default of ``_located``'s ``known``).
+_NONE_KNOWN: Final[Mapping[str, Event | None]] = {}
+
+
+#: A thread's namespaces (``None``: no markers) and its first events, being read.
+_Probe = asyncio.Future[tuple[list[str] | None, list[Event]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +312,21 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         except SessionNotFoundError:
             return None
 
-    async def _all_events(self, session_id: str, page: int = 500) -> AsyncIterator[Event]:
-        after = 0
+    async def _namespaces(self, session_id: str) -> tuple[list[str] | None, list[Event]]:
+        """The checkpoint namespaces of a thread, from its markers (a thread whose first
+        event is a marker has one for every namespace: each ``put`` sends its own);
+        else the first :data:`PROBE` events, read at the same time (a thread that short
+        is read whole; one written before the markers, whole from there)."""
+        probe, markers = await asyncio.gather(
+            self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
+        )
+        if len(probe) == PROBE and probe[0].type == NS_TYPE:
+            return [e.data["ns"] for e in markers], probe
+        return None, probe
+
+    async def _all_events(
+        self, session_id: str, page: int = 500, after: int = 0
+    ) -> AsyncIterator[Event]:
         while True:
             events = await self._events(session_id, after_seq=after, limit=page)
             for event in events:
@@ -341,7 +369,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 session_id, events, create=self._new_thread(thread_id), ttl=self.ttl
             )
         except EventKeyConflictError:
-            keys = [e.key for e in events if e.key is not None]
+            # (a namespace marker is never replaced: the same content each time)
+            keys = [e.key for e in events if e.key is not None and e.type != NS_TYPE]
             await self._store.commit(
                 [
                     DeleteEventsOp(session_id, keys=keys),
@@ -349,41 +378,79 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 ]
             )
 
+    def _wanted(
+        self, record: CheckpointRecord, versions: Mapping[str, str | int | float]
+    ) -> list[tuple[str, str]]:
+        """The channels whose values ``record``'s tuple reads: (channel, key)."""
+        # A version this very step wrote without a value (a delta channel's sentinel) has
+        # no event to look for.
+        return [
+            (ch, blob_key(record.ns, ch, version))
+            for ch, version in versions.items()
+            if ch in record.stored or record.new_versions.get(ch) != version
+        ]
+
+    async def _near(
+        self, session_id: str, records: Sequence[CheckpointRecord]
+    ) -> dict[str, Event | None]:
+        """The keyed events just before each of ``records`` (where its step's values
+        are), by key: a read per run of records at most :data:`GAP` events apart (one for
+        a page of consecutive checkpoints), run concurrently."""
+        spans = sorted(
+            (max(1, r.event.seq - len(r.stored)), r.event.seq) for r in records if r.stored
+        )
+        merged: list[list[int]] = []
+        for low, high in spans:
+            if merged and low <= merged[-1][1] + GAP:
+                merged[-1][1] = max(merged[-1][1], high)
+            else:
+                merged.append([low, high])
+        if len(merged) == 1:
+            low, high = merged[0]
+            pages = [await self._events(session_id, after_seq=low - 1, before_seq=high)]
+        else:
+            pages = await asyncio.gather(
+                *(
+                    self._events(session_id, after_seq=low - 1, before_seq=high)
+                    for low, high in merged
+                )
+            )
+        return {e.key: e for page in pages for e in page if e.key is not None}
+
     async def _values(
         self,
         session_id: str,
         ns: str,
-        versions: Mapping[str, str | int | float],
-        record: CheckpointRecord | None = None,
+        wanted: Sequence[tuple[str, str]],
+        known: Mapping[str, Event | None],
         *,
         remember: bool = False,
+        holder: str | None = None,
     ) -> dict[str, Any]:
-        """The values of ``versions``; with ``remember``, the plain lists among them are
-        noted as the channels' last values, so a next step that extends one links to it."""
-        # A version this very step wrote without a value (a delta channel's sentinel) has
-        # no event to look for.
-        channels = [
-            ch
-            for ch, version in versions.items()
-            if record is None or ch in record.stored or record.new_versions.get(ch) != version
-        ]
-        keys = [blob_key(ns, ch, versions[ch]) for ch in channels]
-        found = await asyncio.gather(*(self._located(session_id, key) for key in keys))
+        """The values of the ``wanted`` channels (their events read already when in
+        ``known``); with ``remember``, the plain lists among them are noted as the
+        channels' last values, so a next step that extends one links to it (held by
+        ``holder``, the key of the checkpoint they are read for)."""
+        if all(_whole_in(known, key) for _, key in wanted):  # no read left: no tasks
+            found = [await self._located(session_id, key, known) for _, key in wanted]
+        else:
+            found = await asyncio.gather(
+                *(self._located(session_id, key, known) for _, key in wanted)
+            )
         if remember and self.list_links:
             # read just now, whole or through its link: stored while the checkpoint read
             # (which needs it) exists
-            holder = checkpoint_key(ns, record.id) if record is not None else None
             now = monotonic()
             self._note(
                 {
                     (session_id, ns, ch): replace(written, holder=holder, confirmed=now)
-                    for ch, (_, written) in zip(channels, found, strict=True)
+                    for (ch, _), (_, written) in zip(wanted, found, strict=True)
                     if written is not None
                 }
             )
         return {
             ch: value
-            for ch, (value, _) in zip(channels, found, strict=True)
+            for (ch, _), (value, _) in zip(wanted, found, strict=True)
             if value is not MISSING
         }
 
@@ -393,24 +460,34 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         return (await self._located(session_id, key))[0]
 
     async def _located(
-        self, session_id: str, key: str, *, whole: bool = False
+        self,
+        session_id: str,
+        key: str,
+        known: Mapping[str, Event | None] = _NONE_KNOWN,
+        *,
+        whole: bool = False,
     ) -> tuple[Any, _Written | None]:
         """The channel value stored under ``key`` (or ``MISSING``; also for a link when
-        ``whole`` asks for a value stored whole) and, when it is a plain list, how."""
-        event = await self._event(session_id, key)
+        ``whole`` asks for a value stored whole) and, when it is a plain list, how.
+        Events in ``known`` (by key, ``None``: none stored) are not read again."""
+        event = known[key] if key in known else await self._event(session_id, key)
         if event is None or (whole and event.type == LINK_TYPE):
             return MISSING, None
         data = event.data
         if event.type == LINK_TYPE:  # the items after its snapshot's: read that one
-            base, _ = await self._located(session_id, data["s"], whole=True)
+            base, _ = await self._located(session_id, data["s"], known, whole=True)
             value = link_value(self.serde, data, base)
             if value is MISSING:
                 return MISSING, None
             return value, _Written(key, data["s"], data["d"], tuple(value), tuple(data["x"]))
         raw = data["b"]
         if "n" in data:
+            parts = [f"{key}.{i}" for i in range(1, data["n"])]
             rest = await asyncio.gather(
-                *(self._event(session_id, f"{key}.{i}") for i in range(1, data["n"]))
+                *(
+                    _ready(known[part]) if part in known else self._event(session_id, part)
+                    for part in parts
+                )
             )
             if any(part is None for part in rest):  # deleted meanwhile
                 return MISSING, None
@@ -446,20 +523,62 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
     async def _tuples(
         self, thread_id: str, records: Sequence[CheckpointRecord], *, remember: bool = False
     ) -> list[CheckpointTuple]:
-        """The tuples of ``records``: their writes in one read, their values concurrently."""
+        """The tuples of ``records``: their writes in one read; concurrently the values
+        each step stored with its checkpoint (the events just before it, a read per run
+        of nearby records: :meth:`_near`) and by key those stored at earlier steps."""
         session_id = thread_session_id(thread_id)
         checkpoints = [r.checkpoint(self.serde) for r in records]
-        writes, values = await asyncio.gather(
+        wanted = [
+            self._wanted(r, cp["channel_versions"])
+            for r, cp in zip(records, checkpoints, strict=True)
+        ]
+        # the values stored with these checkpoints: those they read at their own step,
+        # and those a later one of them reads at an unchanged version
+        near = {
+            blob_key(r.ns, ch, r.new_versions[ch])
+            for r in records
+            for ch in r.stored
+            if ch in r.new_versions
+        }
+        # a version one of them wrote without a value (a delta channel's sentinel, a
+        # channel left empty) has no event: versions are unique (get_next_version)
+        absent = {
+            blob_key(r.ns, ch, version)
+            for r in records
+            for ch, version in r.new_versions.items()
+            if ch not in r.stored and _unique(version)
+        }
+        far = list({key for w in wanted for _, key in w if key not in near and key not in absent})
+        writes, known, far_events = await asyncio.gather(
             self._writes_many(session_id, records)
             if len(records) > 1
             else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
-            asyncio.gather(
-                *(
-                    self._values(session_id, r.ns, cp["channel_versions"], r, remember=remember)
-                    for r, cp in zip(records, checkpoints, strict=True)
-                )
-            ),
+            self._near(session_id, records),
+            asyncio.gather(*(self._event(session_id, key) for key in far)),
         )
+        known.update(zip(far, far_events, strict=True))
+        known.update((key, None) for key in absent - near)
+        if all(_whole_in(known, key) for w in wanted for _, key in w):
+            values = [
+                await self._values(
+                    session_id, r.ns, w, known, remember=remember, holder=checkpoint_key(r.ns, r.id)
+                )
+                for r, w in zip(records, wanted, strict=True)
+            ]
+        else:
+            values = await asyncio.gather(
+                *(
+                    self._values(
+                        session_id,
+                        r.ns,
+                        w,
+                        known,
+                        remember=remember,
+                        holder=checkpoint_key(r.ns, r.id),
+                    )
+                    for r, w in zip(records, wanted, strict=True)
+                )
+            )
         return [
             CheckpointTuple(
                 config=_config(thread_id, r.ns, r.id),
@@ -512,37 +631,62 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         before_id = get_checkpoint_id(before) if before else None
         remaining = limit
         if config is not None:
-            threads: AsyncIterator[str] = _one(str(config["configurable"]["thread_id"]))
+            threads: AsyncGenerator[tuple[str, _Probe | None], None] = _one(
+                str(config["configurable"]["thread_id"])
+            )
             ns = config["configurable"].get("checkpoint_ns")
             only_id = get_checkpoint_id(config)
         else:
-            threads = self._threads()
+            threads = self._probed(self._threads())
             ns = None
             only_id = None
-        async for thread_id in threads:
-            batch: list[CheckpointRecord] = []
-            records = self._records(thread_id, ns, before_id, only_id)
-            while True:  # a page of records at a time: their writes in one read
-                record = await anext(records, None)
-                if record is not None:
-                    if filter:
-                        metadata = record.metadata(self.serde)
-                        if not all(metadata.get(k) == v for k, v in filter.items()):
+        async with aclosing(threads):
+            async for thread_id, probe in threads:
+                batch: list[CheckpointRecord] = []
+                # without a filter, the first page need hold no more than the limit
+                first = min(PAGE, remaining) if remaining is not None and not filter else PAGE
+                records = self._records(thread_id, ns, before_id, only_id, first, probe)
+                while True:  # a page of records at a time: their writes in one read
+                    record = await anext(records, None)
+                    if record is not None:
+                        if filter:
+                            metadata = record.metadata(self.serde)
+                            if not all(metadata.get(k) == v for k, v in filter.items()):
+                                continue
+                        batch.append(record)
+                        if len(batch) < min(PAGE, remaining or PAGE):
                             continue
-                    batch.append(record)
-                    if len(batch) < min(PAGE, remaining or PAGE):
-                        continue
-                if batch:
-                    for tup in await self._tuples(thread_id, batch):
-                        yield tup
-                        if remaining is not None:
-                            remaining -= 1
-                            if remaining == 0:
-                                await records.aclose()
-                                return
-                    batch = []
-                if record is None:
-                    break
+                    if batch:
+                        for tup in await self._tuples(thread_id, batch):
+                            yield tup
+                            if remaining is not None:
+                                remaining -= 1
+                                if remaining == 0:
+                                    await records.aclose()
+                                    return
+                        batch = []
+                    if record is None:
+                        break
+
+    async def _probed(
+        self, threads: AsyncIterator[str]
+    ) -> AsyncGenerator[tuple[str, _Probe | None], None]:
+        """``threads``, each with the first read of its listing (:meth:`_namespaces`)
+        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently."""
+        ahead: deque[tuple[str, _Probe]] = deque()
+        try:
+            async for thread_id in threads:
+                task = asyncio.ensure_future(self._namespaces(thread_session_id(thread_id)))
+                ahead.append((thread_id, task))
+                if len(ahead) >= LOOKAHEAD:
+                    yield ahead.popleft()
+            while ahead:
+                yield ahead.popleft()
+        finally:
+            for _, started in ahead:
+                started.cancel()
+            if ahead:
+                await asyncio.gather(*(started for _, started in ahead), return_exceptions=True)
 
     async def _threads(self) -> AsyncIterator[str]:
         cursor: str | None = None
@@ -558,20 +702,38 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             cursor = page.next_cursor
 
     async def _records(
-        self, thread_id: str, ns: str | None, before_id: str | None, only_id: str | None
+        self,
+        thread_id: str,
+        ns: str | None,
+        before_id: str | None,
+        only_id: str | None,
+        first: int = PAGE,
+        probe: _Probe | None = None,
     ) -> AsyncGenerator[CheckpointRecord, None]:
+        """The checkpoint records of a thread, newest id first (of one namespace: read
+        backwards a page at a time, ``first`` in the first page)."""
         session_id = thread_session_id(thread_id)
         if ns is not None and only_id is not None:
             record = await self._record(session_id, ns, only_id)
             if record is not None and (before_id is None or record.id < before_id):
                 yield record
             return
-        if ns is None:  # every namespace: one pass over the thread, newest id first
-            records = [
-                CheckpointRecord.of(e)
-                async for e in self._all_events(session_id)
-                if e.type.startswith("lg.cp.")
-            ]
+        if ns is None:
+            namespaces, events = await (probe or self._namespaces(session_id))
+            if namespaces is not None:  # the thread's namespaces, merged by id
+                async for record in _newest_first(
+                    [self._records(thread_id, n, before_id, only_id, first) for n in namespaces]
+                ):
+                    yield record
+                return
+            # a short thread, or one without markers: one pass, newest id first
+            records = [CheckpointRecord.of(e) for e in events if e.type.startswith("lg.cp.")]
+            if len(events) == PROBE:
+                records += [
+                    CheckpointRecord.of(e)
+                    async for e in self._all_events(session_id, after=events[-1].seq)
+                    if e.type.startswith("lg.cp.")
+                ]
             records.sort(key=lambda r: r.id, reverse=True)
             for record in records:
                 if only_id is not None and record.id != only_id:
@@ -585,14 +747,15 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             start = await self._event(session_id, checkpoint_key(ns, before_id))
             before_seq = start.seq if start is not None else None
         while True:
-            page = await self._events(session_id, types=[kind], before_seq=before_seq, last=PAGE)
+            page = await self._events(session_id, types=[kind], before_seq=before_seq, last=first)
             for event in reversed(page):
                 record = CheckpointRecord.of(event)
                 if before_id is None or record.id < before_id:
                     yield record
-            if len(page) < PAGE:
+            if len(page) < first:
                 return
             before_seq = page[0].seq
+            first = PAGE
 
     async def aput(
         self,
@@ -610,7 +773,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         saved: dict[str, Any] = dict(checkpoint)
         values: dict[str, Any] = saved.pop("channel_values")
         full_metadata = get_checkpoint_metadata(config, metadata)
-        events: list[EventInput] = []
+        # the namespace's marker first (stored once: the same content each time)
+        events = [EventInput(type=NS_TYPE, key=namespace_key(ns), data={"ns": ns})]
         stored: list[str] = []
         written: dict[tuple[str, str, str], _Written] = {}
         holder = checkpoint_key(ns, checkpoint["id"])
@@ -868,6 +1032,50 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         return f"{current_v + 1:032}.{random.random():016}"
 
 
+async def _newest_first(
+    streams: Sequence[AsyncGenerator[CheckpointRecord, None]],
+) -> AsyncIterator[CheckpointRecord]:
+    """The records of ``streams`` (each newest id first) merged, newest id first; the
+    first of each read concurrently."""
+    try:
+        heads = list(await asyncio.gather(*(anext(s, None) for s in streams)))
+        while True:
+            live = [i for i, head in enumerate(heads) if head is not None]
+            if not live:
+                return
+            i = max(live, key=lambda j: heads[j].id)  # type: ignore[union-attr]
+            record = heads[i]
+            assert record is not None
+            yield record
+            heads[i] = await anext(streams[i], None)
+    finally:
+        for stream in streams:
+            await stream.aclose()
+
+
+def _whole_in(known: Mapping[str, Event | None], key: str) -> bool:
+    """Whether the value under ``key`` is read from ``known`` alone (its event, and a
+    link's snapshot, are there; not split over several events)."""
+    if key not in known:
+        return False
+    event = known[key]
+    if event is None:
+        return True
+    if event.type == LINK_TYPE:
+        return _whole_in(known, event.data["s"])
+    return "n" not in event.data
+
+
+def _unique(version: object) -> bool:
+    """Whether ``version`` is one :meth:`SessionStoreSaver.get_next_version` made (a
+    counter and a random fraction: no other write of the channel has it)."""
+    return isinstance(version, str) and len(version) > 35 and version[32:35] == ".0."
+
+
+async def _ready(event: Event | None) -> Event | None:
+    return event
+
+
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
     return {
         "configurable": {
@@ -883,5 +1091,5 @@ def _thread_of(session: Session) -> str:
     return thread_id if isinstance(thread_id, str) else session.id
 
 
-async def _one(thread_id: str) -> AsyncIterator[str]:
-    yield thread_id
+async def _one(thread_id: str) -> AsyncGenerator[tuple[str, _Probe | None], None]:
+    yield thread_id, None

@@ -15,10 +15,11 @@ import pytest
 from delta_spec import build_delta_chain
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
-from sessionstore_langgraph._ids import blob_key
+from sessionstore_langgraph._ids import blob_key, namespace_key
 from sessionstore_memory import MemoryStore
 
 from sessionstore import (
@@ -299,3 +300,103 @@ async def test_the_native_delta_history_equals_the_default_walk_with_fewer_reads
         )
         assert native == default
         assert native_reads <= 4 < store.reads / 5  # the target, one page, the writes, a seed
+
+
+async def test_a_page_of_checkpoints_reads_its_step_values_in_one_read() -> None:
+    """``list(limit=10)`` of a long thread: the page of checkpoints, their writes, and
+    the values each step stored with its checkpoint in one read of the events just
+    before them (not one read per value); the tuples are those ``InMemorySaver`` gives."""
+    store = _CountingStore()
+    async with store:
+        saver, memory = SessionStoreSaver(store), InMemorySaver()
+        for checkpointer in (saver, memory):
+            graph = delta_graph(checkpointer)
+            for turn in range(12):
+                await graph.ainvoke({"messages": [f"m{turn}"], "turns": turn}, _config("t"))
+        config = _config("t")
+        config["configurable"]["checkpoint_ns"] = ""
+        store.reads = 0
+        ours = [t async for t in saver.alist(config, limit=10)]
+        # the page, its writes, the events before its checkpoints, a value stored before
+        # the page (one read per checkpoint and value before: 12)
+        assert store.reads <= 4
+        theirs = [t async for t in memory.alist(config, limit=10)]
+
+        def seen(tuples: list[Any]) -> list[Any]:
+            return [
+                (t.checkpoint["channel_values"], t.metadata["step"], t.pending_writes)
+                for t in tuples
+            ]
+
+        assert [(v, s) for v, s, _ in seen(ours)] == [(v, s) for v, s, _ in seen(theirs)]
+        assert [[w[1:] for w in ws] for _, _, ws in seen(ours)] == [
+            [w[1:] for w in ws] for _, _, ws in seen(theirs)
+        ]
+
+
+async def _two_namespaces(saver: SessionStoreSaver, thread: str, steps: int) -> None:
+    """``steps`` checkpoints in the root namespace, each followed by one of a subgraph's."""
+    parents: dict[str, str | None] = {"": None, "sub": None}
+    versions: dict[str, Any] = {}
+    for step in range(steps):
+        for ns in ("", "sub"):
+            versions["n"] = saver.get_next_version(versions.get("n"), None)
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"n": step}
+            cp["channel_versions"] = dict(versions)
+            configurable: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ns}
+            if parents[ns]:
+                configurable["checkpoint_id"] = parents[ns]
+            config: Any = {"configurable": configurable}
+            stored = await saver.aput(config, cp, {"step": step}, {"n": versions["n"]})
+            await saver.aput_writes(stored, [("n", step)], f"task{step}")
+            parents[ns] = stored["configurable"]["checkpoint_id"]
+
+
+async def test_listing_every_namespace_reads_each_namespaces_newest(
+    adapter_store: SessionStore,
+) -> None:
+    """``list`` of a thread without ``checkpoint_ns``: its namespaces from their markers,
+    then each namespace's newest checkpoints, merged newest id first (not a read of the
+    whole thread); a thread whose first event is no marker (written before them) is read
+    whole, and lists the same."""
+    saver = SessionStoreSaver(adapter_store)
+    await _two_namespaces(saver, "t", 60)
+    sid = thread_session_id("t")
+    first = (await adapter_store.get_events(sid, limit=1))[0]
+    assert first.type == "lg.ns"
+    # the same checkpoints without markers: an older saver's thread
+    await _two_namespaces(saver, "old", 60)
+    old = thread_session_id("old")
+    await adapter_store.delete_events(old, keys=[namespace_key(""), namespace_key("sub")])
+
+    async def ids(thread: str, **options: Any) -> list[tuple[str, int]]:
+        found = [t async for t in saver.alist(_config(thread), **options)]
+        assert all(t.pending_writes for t in found)
+        return [(t.config["configurable"]["checkpoint_ns"], t.metadata["step"]) for t in found]
+
+    every = await ids("t")
+    assert every == await ids("old")
+    assert len(every) == 120
+    by_id = [
+        (t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"])
+        async for t in saver.alist(_config("t"))
+    ]
+    assert [i for _, i in by_id] == sorted((i for _, i in by_id), reverse=True)
+    assert every[:4] == [("sub", 59), ("", 59), ("sub", 58), ("", 58)]
+    assert await ids("t", limit=5) == every[:5] == (await ids("old", limit=5))
+    before = {"configurable": {"checkpoint_id": by_id[10][1]}}
+    assert await ids("t", before=before, limit=3) == every[11:14]
+    assert await ids("t", filter={"step": 7}) == [("sub", 7), ("", 7)]
+
+
+async def test_listing_every_namespace_of_a_long_thread_reads_a_few_pages() -> None:
+    store = _CountingStore()
+    async with store:
+        saver = SessionStoreSaver(store)
+        await _two_namespaces(saver, "t", 60)
+        store.reads = 0
+        assert len([t async for t in saver.alist(_config("t"), limit=10)]) == 10
+        # the first events and the markers, a page of each namespace, the writes, the
+        # values (a read of every event of the thread: 600 events, two pages of 500)
+        assert store.reads <= 6

@@ -592,9 +592,9 @@ async def run(
                 print(f"== side by side: {backend} ==", flush=True)
                 if backend == "postgres":
                     if postgres_url is None:
-                        from tests.postgres.servers import private_server
+                        from tests.postgres.servers import durable_server_url
 
-                        postgres_url = servers.enter_context(private_server())
+                        postgres_url = servers.enter_context(durable_server_url())
                     rows += await versus_postgres(
                         postgres_url, mode, repeat=repeat, min_seconds=min_seconds
                     )
