@@ -21,7 +21,32 @@ and seq must be index-driven either way (docs/postgres.md, "Event-log indexes").
 Each pair is timed in interleaved batches (a, b, b, a, ...), each side's figure being the
 median over the batches of the mean time per call. ``N`` is 10,000 (``--quick``: 1,000).
 
+``--vs sqlite`` and ``--vs postgresql`` add side-by-side rows: the adapter against the
+services of ADK's own a user would pick for that backend, on the same backend, each
+ratio ours / theirs (below 1: we are faster) with both times per call:
+
+* ``sqlite``: ADK's ``SqliteSessionService`` (aiosqlite, a connection per call) and its
+  ``DatabaseSessionService`` on ``sqlite+aiosqlite://`` (SQLAlchemy 2 asyncio), each on
+  a file of its own in one temporary directory, against ``sqlite://`` files with
+  ``durability=fsync`` (the default: WAL, ``synchronous=FULL``) and ``durability=none``
+  (``synchronous=NORMAL``). ADK's services leave SQLite's defaults (rollback journal,
+  ``synchronous`` as compiled, FULL in CPython's builds); the labels print what each
+  file runs with.
+* ``postgresql``: ADK's ``DatabaseSessionService`` on ``postgresql+asyncpg://`` against
+  ``postgresql://`` (tables of its own, dropped afterwards) on the same server: a private
+  one with the default durability (fsync, synchronous commit), started as
+  ``benchmarks/bench_postgres.py`` does, or ``--vs-url``.
+
+The rows: ``create_session`` with session, ``app:`` and ``user:`` state; ``append_event``
+(an event with text content and a session, ``app:`` and ``user:`` delta) on a session of
+100 and of 2,000 events; ``get_session`` of that session whole and with
+``num_recent_events=20``; ``list_sessions(app, user)`` of 200 sessions; ``delete_session``
+of a session of 3 events. Each service builds its own sessions through its own API
+(``--quick``: 10 and 100 events, 10 sessions, fewer rounds). With ``--vs`` and no
+``--url`` only the side-by-side rows run.
+
     python benchmarks/bench_adk.py [--quick] [--url URL ...] [--json FILE]
+    python benchmarks/bench_adk.py [--quick] --vs sqlite --vs postgresql [--vs-url URL]
 """
 
 from __future__ import annotations
@@ -30,13 +55,14 @@ import argparse
 import asyncio
 import gc
 import json
+import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +72,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions import BaseSessionService, Session
 from google.adk.sessions.base_session_service import GetSessionConfig
 from google.adk.sessions.in_memory_session_service import InMemorySessionService
+from google.genai import types
 from sessionstore_adk import SessionStoreService, _ids
 from sessionstore_adk.service import EVENT_TYPE, _at, _decode, _event_key, _event_record
 
@@ -218,6 +245,205 @@ async def run(urls: list[str], n: int, quick: bool) -> list[Row]:
     return rows
 
 
+# -- side by side: ADK's own services on the same backend
+
+
+@dataclass(frozen=True)
+class VsSizes:
+    small: int  # events of the small session
+    big: int  # events of the big one
+    sessions: int  # sessions of the listed user
+    rounds: int
+    number: int  # calls per batch
+    heavy: int  # calls per batch of get_session(all events)
+
+
+VS_FULL = VsSizes(small=100, big=2_000, sessions=200, rounds=8, number=10, heavy=2)
+VS_QUICK = VsSizes(small=10, big=100, sessions=10, rounds=2, number=2, heavy=1)
+#: create_session's state: session, app: and user: keys (temp: is never stored)
+VS_STATE: dict[str, Any] = {
+    "topic": "billing",
+    "lang": "en",
+    "step": 0,
+    "app:model": "m-1",
+    "user:tier": "pro",
+    "temp:draft": "...",
+}
+
+
+def _vs_event(i: int) -> Event:
+    # a model turn of ~200 characters with a delta in every scope
+    return Event(
+        author="agent",
+        invocation_id=f"inv-{i}",
+        content=types.Content(role="model", parts=[types.Part(text=f"step {i} " + "x" * 200)]),
+        actions=EventActions(state_delta={"step": i, "app:calls": i, "user:seen": i}),
+        timestamp=time.time(),
+    )
+
+
+@dataclass
+class Side:
+    """One service with its sessions, built through its own API."""
+
+    label: str
+    service: BaseSessionService
+    app: str
+    small: Session
+    big: Session
+    doomed: list[str]  # sessions for the delete row
+    counter: Any
+
+    @classmethod
+    async def build(
+        cls, label: str, service: BaseSessionService, sizes: VsSizes, doomed: int
+    ) -> Side:
+        app = f"vs-{uuid.uuid4().hex[:8]}"
+        counter = iter(range(10**9))
+
+        async def session_of(n: int, app_name: str = app) -> Session:
+            session = await service.create_session(app_name=app_name, user_id="u", state=VS_STATE)
+            for _ in range(n):
+                await service.append_event(session, _vs_event(next(counter)))
+            return session
+
+        small = await session_of(sizes.small)
+        big = await session_of(sizes.big)
+        for _ in range(sizes.sessions):
+            await session_of(0, f"{app}-list")
+        for user in ("v", "w"):  # other users' sessions of the same app
+            for _ in range(sizes.sessions // 4):
+                await service.create_session(app_name=f"{app}-list", user_id=user)
+        pool = [(await session_of(3, f"{app}-del")).id for _ in range(doomed)]
+        return cls(label, service, app, small, big, pool, counter)
+
+    def ops(self, sizes: VsSizes) -> list[tuple[str, Call, bool]]:
+        """(row name, call, heavy) for each row."""
+        svc, app = self.service, self.app
+        recent = GetSessionConfig(num_recent_events=RECENT)
+
+        def append(session: Session) -> Call:
+            return lambda: svc.append_event(session, _vs_event(next(self.counter)))
+
+        async def delete() -> None:
+            name = self.doomed.pop()
+            await svc.delete_session(app_name=f"{app}-del", user_id="u", session_id=name)
+
+        big = self.big.id
+        return [
+            (
+                "create_session (session, app: and user: state)",
+                lambda: svc.create_session(app_name=f"{app}-new", user_id="u", state=VS_STATE),
+                False,
+            ),
+            (f"append_event at {sizes.small:,} events", append(self.small), False),
+            (f"append_event at {sizes.big:,} events", append(self.big), False),
+            (
+                f"get_session, all {sizes.big:,} events",
+                lambda: svc.get_session(app_name=app, user_id="u", session_id=big),
+                True,
+            ),
+            (
+                f"get_session(num_recent_events=20) at {sizes.big:,}",
+                lambda: svc.get_session(app_name=app, user_id="u", session_id=big, config=recent),
+                False,
+            ),
+            (
+                f"list_sessions(app, user), {sizes.sessions:,} sessions",
+                lambda: svc.list_sessions(app_name=f"{app}-list", user_id="u"),
+                False,
+            ),
+            ("delete_session (3 events)", delete, False),
+        ]
+
+
+def _doomed(sizes: VsSizes, pairs: int) -> int:
+    """Sessions a side deletes in ``pairs`` comparisons (each warms up with one call)."""
+    return pairs * (sizes.rounds * sizes.number + 1)
+
+
+async def side_by_side(ours: Side, theirs: Side, sizes: VsSizes) -> list[Row]:
+    rows = []
+    label = f"{ours.label} / {theirs.label}"
+    for (name, mine, heavy), (_, other, _) in zip(ours.ops(sizes), theirs.ops(sizes), strict=True):
+        number = sizes.heavy if heavy else sizes.number
+        op, floor = await compare(mine, other, rounds=sizes.rounds, number=number)
+        rows.append(Row(label, name, op, floor, None))
+    return rows
+
+
+def _sqlite_mode(path: Path) -> str:
+    """What a new connection to ``path`` runs with, as ADK's services leave it."""
+    with sqlite3.connect(path) as conn:
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    return f"{journal}, {['OFF', 'NORMAL', 'FULL', 'EXTRA'][sync]}"
+
+
+async def run_vs_sqlite(
+    sizes: VsSizes, tmp: Path, durabilities: Sequence[str] = ("fsync", "none")
+) -> list[Row]:
+    from google.adk.sessions.database_session_service import DatabaseSessionService
+    from google.adk.sessions.sqlite_session_service import SqliteSessionService
+
+    async with AsyncExitStack() as stack:
+        ours: list[Side] = []
+        for durability in durabilities:
+            file = tmp / f"ours-{durability}.db"
+            store = await stack.enter_async_context(
+                open_store(f"sqlite://{file}", durability=durability)
+            )
+            side = await Side.build("", SessionStoreService(store), sizes, _doomed(sizes, 2))
+            # the driver sets synchronous on each of its connections (docs/sqlite.md)
+            sync = {"fsync": "FULL", "none": "NORMAL"}[durability]
+            journal = _sqlite_mode(file).split(",")[0]
+            side.label = f"sqlite: ours, durability={durability} ({journal}, {sync})"
+            ours.append(side)
+        theirs: list[Side] = []
+        adk_sqlite = SqliteSessionService(str(tmp / "adk-sqlite.db"))
+        stack.push_async_callback(adk_sqlite.close)
+        adk_db = DatabaseSessionService(f"sqlite+aiosqlite:///{tmp}/adk-database.db")
+        stack.push_async_callback(adk_db.close)
+        for name, db_file, service in (
+            ("SqliteSessionService", "adk-sqlite.db", adk_sqlite),
+            ("DatabaseSessionService(aiosqlite)", "adk-database.db", adk_db),
+        ):
+            side = await Side.build(name, service, sizes, _doomed(sizes, len(durabilities)))
+            side.label = f"{name} ({_sqlite_mode(tmp / db_file)})"
+            theirs.append(side)
+        rows: list[Row] = []
+        for mine in ours:
+            for other in theirs:
+                rows += await side_by_side(mine, other, sizes)
+        return rows
+
+
+async def run_vs_postgres(sizes: VsSizes, url: str) -> list[Row]:
+    from google.adk.sessions.database_session_service import DatabaseSessionService
+
+    async with _postgres_tables(url) as (store, conn, _events):
+        mine = await Side.build(
+            "postgresql: ours", SessionStoreService(store), sizes, _doomed(sizes, 1)
+        )
+        # ADK's tables in a schema of their own, dropped afterwards
+        schema = f"adkbench_{uuid.uuid4().hex[:8]}"
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        o = store.options  # type: ignore[attr-defined]  # the PostgreSQL driver's options
+        auth = o.user if not o.password else f"{o.user}:{o.password}"
+        adk = DatabaseSessionService(
+            f"postgresql+asyncpg://{auth}@{o.host}:{o.port}/{o.database}",
+            connect_args={"server_settings": {"search_path": schema}},
+        )
+        try:
+            other = await Side.build(
+                "ADK DatabaseSessionService(asyncpg)", adk, sizes, _doomed(sizes, 1)
+            )
+            return await side_by_side(mine, other, sizes)
+        finally:
+            await adk.close()
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
 @asynccontextmanager
 async def _postgres_tables(url: str) -> AsyncIterator[tuple[SessionStore, Any, str]]:
     """A store on tables of its own (dropped on exit), a raw connection to the same
@@ -245,18 +471,41 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 events, fewer rounds")
     parser.add_argument("--url", action="append", default=[], help="a store URL (repeatable)")
+    parser.add_argument(
+        "--vs",
+        action="append",
+        default=[],
+        choices=("sqlite", "postgresql"),
+        help="side by side with ADK's own services on this backend (repeatable)",
+    )
+    parser.add_argument("--vs-url", help="the PostgreSQL server of --vs postgresql")
     parser.add_argument("--json", type=Path, help="write the rows there")
     args = parser.parse_args(argv)
     n = 1_000 if args.quick else 10_000
+    sizes = VS_QUICK if args.quick else VS_FULL
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        urls = args.url or ["memory://", f"file://{tmp}/files", f"sqlite://{tmp}/s.db"]
-        rows = asyncio.run(run(urls, n, args.quick))
+        if args.url or not args.vs:
+            urls = args.url or ["memory://", f"file://{tmp}/files", f"sqlite://{tmp}/s.db"]
+            rows += asyncio.run(run(urls, n, args.quick))
+        if "sqlite" in args.vs:
+            rows += asyncio.run(run_vs_sqlite(sizes, Path(tmp)))
+        if "postgresql" in args.vs:
+            if args.vs_url:
+                rows += asyncio.run(run_vs_postgres(sizes, args.vs_url))
+            else:
+                from tests.postgres.servers import durable_server_url
+
+                with durable_server_url() as url:
+                    rows += asyncio.run(run_vs_postgres(sizes, url))
+    store_width = max(len(r.store) for r in rows)
     width = max(len(r.name) for r in rows)
     for row in rows:
         verdict = "" if row.target is None else ("  ok" if row.ratio <= row.target else "  MISSED")
         target = "" if row.target is None else f" (target <= {row.target})"
         print(
-            f"{row.store:28} {row.name:{width}}  {row.op * 1e6:9.1f} us / {row.floor * 1e6:9.1f} us"
+            f"{row.store:{store_width}} {row.name:{width}}"
+            f"  {row.op * 1e6:9.1f} us / {row.floor * 1e6:9.1f} us"
             f" = {row.ratio:5.2f}x{target}{verdict}"
         )
     if args.json:

@@ -11,6 +11,7 @@ of returning another user's session.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Final
@@ -31,11 +32,17 @@ PROCESSOR_ID: Final = "google-adk"
 GROUP_PREFIX: Final = "adk-g-"
 
 
+# json.dumps(parts, ensure_ascii=True, separators=(",", ":")) without building an encoder
+# per call (the same bytes: the stored ids must never change).
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
+@functools.lru_cache(maxsize=1024)
 def _digest(*parts: str) -> str:
     # A JSON array of strings is an injective encoding (quotes and separators are escaped
     # inside the strings; ensure_ascii also escapes lone surrogates, which UTF-8 cannot
-    # encode).
-    encoded = json.dumps(list(parts), ensure_ascii=True, separators=(",", ":"))
+    # encode). Cached: every call of the service derives its app's and user's ids again.
+    encoded = _ENCODER.encode(list(parts))
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()
 
 

@@ -408,11 +408,14 @@ class SessionStoreService(BaseSessionService):
             cursor = page.next_cursor
             if cursor is None:
                 break
-        users = sorted({str(s.metadata[_USER]) for s in stored})
-        scoped_ids = [_ids.app_state_id(app_name)]
-        scoped_ids += [_ids.user_state_id(app_name, u) for u in users]
-        scoped = await store.get_sessions(scoped_ids) if stored else {}
-        app = scoped.get(scoped_ids[0])
+        # each user's state id once (a digest each), not once per session
+        user_ids = {
+            u: _ids.user_state_id(app_name, u)
+            for u in sorted({str(s.metadata[_USER]) for s in stored})
+        }
+        app_id = _ids.app_state_id(app_name)
+        scoped = await store.get_sessions([app_id, *user_ids.values()]) if stored else {}
+        app = scoped.get(app_id)
         sessions = []
         for s in stored:
             owner = str(s.metadata[_USER])
@@ -420,7 +423,7 @@ class SessionStoreService(BaseSessionService):
                 id=str(s.metadata[_SESSION]),
                 app_name=app_name,
                 user_id=owner,
-                state=_merged(s.data, app, scoped.get(_ids.user_state_id(app_name, owner))),
+                state=_merged(s.data, app, scoped.get(user_ids[owner])),
                 last_update_time=float(s.metadata.get(_TIME, 0.0)),
             )
             write_marker(session, s.version)

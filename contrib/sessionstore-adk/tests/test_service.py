@@ -56,6 +56,24 @@ def test_the_id_rule_is_valid_for_sessionstore_and_separates_names() -> None:
     assert len({_ids.app_state_id("x"), _ids.user_state_id("x", ""), _ids.group_id("x")}) == 3
 
 
+def test_the_ids_of_stored_data_never_change() -> None:
+    # ids already stored must keep resolving: pinned to the first release's encoding
+    # (json.dumps of the kind and names, ASCII, no spaces; SHA-256), cache or no cache
+    for _ in range(2):
+        assert _ids.session_id("support", "ada", "s/1 \u00e9\ud800") == (
+            "adk-s-0f414208e285121df8c93382162cb79348d9e6727aacd25e3e1cc0d6fc18fa34"
+        )
+        digest = "a0caefd7187df67b17c6e777d0099ff551c3dadd8694d1a6ad1af4021484a653"
+        assert _ids.user_state_id("support", "ada") == "adk-u-" + digest
+        assert _ids.user_tag("support", "ada") == "adk-user:" + digest
+        digest = "88f63b860a9f73b77594567f94ff818ee233ba24ba68cca64b0b26d58c62ef59"
+        assert _ids.app_state_id("support") == "adk-a-" + digest
+        assert _ids.app_tag("support") == "adk-app:" + digest
+        assert _ids.group_id("support") == (
+            "adk-g-0f5f67b7af595748f6442ce5ae912edb8d8aa775a97edb436a6f782245eda78e"
+        )
+
+
 @pytest.mark.parametrize(("app", "user", "sid"), NAMES)
 async def test_free_text_names_round_trip(
     service: SessionStoreService, app: str, user: str, sid: str
