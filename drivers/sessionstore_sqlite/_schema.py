@@ -4,13 +4,15 @@ Version 1 holds the tables; version 2 adds the composite indexes of the common l
 (a processor's or a status's sessions by time); version 3 gives tag rows the session's
 namespace, creation time and id, indexed, for a tag's sessions in creation order;
 version 4 gives events their optional ``key`` (unique per session) and the indexes of
-event queries by type and by time. A
-database is upgraded step by step on open, every step and the new version number in the
-one ``BEGIN IMMEDIATE`` transaction (SQLite DDL is transactional), so a crash mid-upgrade
-leaves the old version, and two processes opening an old database at once upgrade it
-once. A database of a newer version than this code knows is refused with
-:class:`UnsupportedFormatError`; a SQLite file of another application (its
-``application_id`` is not ours) with :class:`ConfigurationError`.
+event queries by type and by time; version 5 makes the two processor indexes partial
+(``WHERE processor_id IS NOT NULL``: a session without a processor has no entry to
+rewrite when an append changes its ``updated_ms``). A database is upgraded step by step
+on open, every step and the new version number in the one ``BEGIN IMMEDIATE``
+transaction (SQLite DDL is transactional), so a crash mid-upgrade leaves the old
+version, and two processes opening an old database at once upgrade it once. A database
+of a newer version than this code knows is refused with :class:`UnsupportedFormatError`;
+a SQLite file of another application (its ``application_id`` is not ours) with
+:class:`ConfigurationError`.
 
 Times are epoch milliseconds (the model's resolution and the query order key); ``data``
 and ``metadata`` are the exact JSON bytes the codec produced (a BLOB, never re-encoded);
@@ -114,6 +116,18 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE UNIQUE INDEX events_key ON events(sk, key) WHERE key IS NOT NULL;
     CREATE INDEX events_type ON events(sk, type, seq);
     CREATE INDEX events_at ON events(sk, at_ms, seq);
+    """,
+    # 5: the processor indexes leave out the sessions without a processor (most of an
+    # agent framework's), so their append rewrites two updated_ms index entries, not three.
+    # A processor filter is `processor_id = ?` or `IN (...)`, which implies the predicate:
+    # SQLite still reads such a listing or count from the partial index
+    """
+    DROP INDEX sessions_processor_updated;
+    DROP INDEX sessions_processor_created;
+    CREATE INDEX sessions_processor_updated
+        ON sessions(namespace, processor_id, updated_ms, id) WHERE processor_id IS NOT NULL;
+    CREATE INDEX sessions_processor_created
+        ON sessions(namespace, processor_id, created_ms, id) WHERE processor_id IS NOT NULL;
     """,
 )
 

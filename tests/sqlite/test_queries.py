@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sessionstore_sqlite import SqliteStore
 from sessionstore_sqlite._engine import COLUMNS
-from sessionstore_sqlite._query import page_sql
+from sessionstore_sqlite._query import page_sql, where_sql
 
 from sessionstore import ManualClock, QueryOptions, SessionFilter
-from sessionstore.query import evaluate
+from sessionstore.query import OrderKey, evaluate
 
 KEYS = st.sampled_from(["a", "b", 'q"t', "b\\s", "sp ace", "ünï", "c\x01", "0", "[x]", "$"])
 SCALARS = st.one_of(
@@ -108,6 +108,55 @@ def test_listings_use_the_composite_indexes(tmp_path: Path) -> None:
     ).fetchall()
     assert "PRIMARY KEY" in events[0][3] and "TEMP" not in str(events)
     conn.close()
+
+
+def test_processor_queries_use_the_partial_processor_indexes(tmp_path: Path) -> None:
+    """Schema 5 keeps sessions without a processor out of the two processor indexes
+    (``WHERE processor_id IS NOT NULL``); SQLite proves that predicate from a
+    ``processor_id = ?`` or ``IN (...)`` term, so every listing, cursor and count of a
+    processor (with or without a status) still reads the partial index in order, with
+    the planner's default estimates and after ``ANALYZE``."""
+    path = tmp_path / "partial.db"
+
+    async def create() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            for n in range(300):  # most sessions without a processor, as an adapter's
+                processor = f"p{n % 3}" if n % 10 == 0 else None
+                await store.create_session(id=f"s{n:03d}", processor_id=processor)
+
+    asyncio.run(create())
+    now = ManualClock().now()
+    p, ps = SessionFilter(processor_id="p1"), SessionFilter(processor_id="p1", status=["active"])
+    pages: list[tuple[SessionFilter, QueryOptions, OrderKey | None]] = [
+        (flt, QueryOptions(sort_by=sort, order=order), after)
+        for flt in (p, ps)
+        for sort in ("updated_at", "created_at")
+        for order in ("asc", "desc")
+        for after in (None, (False, 1000, "s010"))
+    ]
+    conn = sqlite3.connect(path)
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_schema WHERE name LIKE 'sessions_processor_%'"
+    ).fetchall()
+    assert len(indexes) == 2 and all("WHERE processor_id IS NOT NULL" in q for _, q in indexes)
+    for analyzed in (False, True):
+        if analyzed:
+            conn.execute("ANALYZE")
+        for flt, opts, after in pages:
+            sql, params = page_sql(COLUMNS, "", flt, opts, now, after)
+            plan = _plan(conn, sql + " LIMIT 101", params)
+            column = "created" if opts.sort_by == "created_at" else "updated"
+            assert f"INDEX sessions_processor_{column} (" in plan, (flt, opts, after, plan)
+            assert "TEMP B-TREE" not in plan, (flt, opts, after, plan)
+        for flt in (p, ps, SessionFilter(processor_id=["p1", "p2"])):
+            where, params = where_sql("", flt, now)
+            plan = _plan(conn, f"SELECT COUNT(*) FROM sessions s WHERE {where}", params)
+            assert "INDEX sessions_processor_" in plan, (analyzed, flt, plan)
+    conn.close()
+
+
+def _plan(conn: sqlite3.Connection, sql: str, params: list[Any]) -> str:
+    return " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
 
 
 TRICKY: list[Any] = [

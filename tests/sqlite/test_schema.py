@@ -11,7 +11,7 @@ import pytest
 from sessionstore_sqlite import SCHEMA_VERSION, SqliteStore
 from sessionstore_sqlite._schema import APPLICATION_ID, MIGRATIONS, migrate
 
-from sessionstore import ConfigurationError, SessionFilter, UnsupportedFormatError
+from sessionstore import ConfigurationError, QueryOptions, SessionFilter, UnsupportedFormatError
 
 
 def _indexes(path: Path) -> set[str]:
@@ -118,3 +118,74 @@ def test_a_file_that_is_not_a_sessionstore_database_is_refused(tmp_path: Path, k
 
     asyncio.run(main())
     assert path.read_bytes() == before
+
+
+def test_a_version_4_store_gets_partial_processor_indexes_and_lists_the_same(
+    tmp_path: Path,
+) -> None:
+    """Version 5 rebuilds the processor indexes without the sessions that have no
+    processor: a store with version 4's full indexes upgrades on open and every
+    processor listing and count is what it was."""
+    path = tmp_path / "v4.db"
+    filters = [
+        SessionFilter(processor_id="p1"),
+        SessionFilter(processor_id=["p0", "p2"], status=["active"]),
+        SessionFilter(),
+    ]
+    orders = [QueryOptions(sort_by=s, order=o, limit=500) for s in ("updated_at", "created_at")
+              for o in ("asc", "desc")]  # fmt: skip
+
+    async def listings(store: SqliteStore) -> list[object]:
+        got: list[object] = []
+        for flt in filters:
+            got.append(await store.count_sessions(flt))
+            for opts in orders:
+                got.append((await store.list_sessions(flt, opts)).ids)
+            got.append((await store.list_sessions(flt, QueryOptions(limit=7, order="desc"))).ids)
+        return got
+
+    async def write() -> list[object]:
+        async with SqliteStore(path=str(path)) as store:
+            for n in range(120):
+                processor = f"p{n % 3}" if n % 4 == 0 else None
+                s = await store.create_session(id=f"s{n:03d}", processor_id=processor)
+                if n % 3:
+                    await store.append_events(s.id, [{"type": "e"}] * (n % 3))
+            await store.update_session("s008", status="completed")
+            return await listings(store)
+
+    before = asyncio.run(write())
+    # the file as version 4 left it: full processor indexes (every session has entries)
+    conn = sqlite3.connect(path, isolation_level=None)
+    for column in ("updated", "created"):
+        conn.execute(f"DROP INDEX sessions_processor_{column}")
+        conn.execute(
+            f"CREATE INDEX sessions_processor_{column} "
+            f"ON sessions(namespace, processor_id, {column}_ms, id)"
+        )
+    conn.execute("PRAGMA user_version = 4")
+    entries = "SELECT COUNT(*) FROM sessions INDEXED BY sessions_processor_updated"
+    assert conn.execute(entries).fetchone() == (120,)
+    conn.close()
+
+    async def reopen() -> list[object]:
+        async with SqliteStore(path=str(path)) as store:
+            got = await listings(store)
+            await store.append_events("s001", [{"type": "f"}])  # no processor
+            await store.append_events("s004", [{"type": "f"}])  # p1
+            assert (await store.list_sessions(filters[0], QueryOptions(limit=1))).ids == ["s004"]
+            return got
+
+    assert asyncio.run(reopen()) == before
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'index'"))
+        for column in ("updated", "created"):
+            assert sql[f"sessions_processor_{column}"].endswith("WHERE processor_id IS NOT NULL")
+        # only the 30 sessions with a processor have entries (INDEXED BY a partial
+        # index needs the WHERE term that implies its predicate)
+        assert conn.execute(
+            "SELECT COUNT(*) FROM sessions INDEXED BY sessions_processor_updated "
+            "WHERE namespace = '' AND processor_id IS NOT NULL"
+        ).fetchone() == (30,)
