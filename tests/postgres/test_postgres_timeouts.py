@@ -101,7 +101,9 @@ async def test_an_overrunning_read_is_cancelled_and_its_connection_kept(
                 await store.get_events(sid, last=2)
             took = time.monotonic() - started
         assert "57014" in str(info.value)  # query_canceled: the server's statement_timeout
-        assert TIMEOUT <= took < TIMEOUT + SLACK
+        # The server times the statement by its own clock, from when it received it: seen
+        # from here it can end a millisecond or two before TIMEOUT (one CI run: 0.4988 s).
+        assert TIMEOUT * 0.9 <= took < TIMEOUT + SLACK
     finally:
         await locker.close()
     assert [e.seq for e in await store.get_events(sid, last=2)] == [2, 3]
