@@ -121,7 +121,9 @@ class DocCache:
         the copy's write stored it, is byte for byte the document that write stored (kept
         for a create, whose client made it): decoding it would give the copy's session,
         so it is made from the copy (:meth:`copy`). ``None``: no such copy, or any other
-        document (a later write's, a corrupt one...): decode it."""
+        document (a later write's, a corrupt one...): decode it. (The blocking reads call
+        this from their own threads: one lookup, and a copy's fields used here are never
+        changed once made.)"""
         cached = self._items.get(sid)
         if cached is None or cached.doc is None or raw != cached.doc:
             return None
