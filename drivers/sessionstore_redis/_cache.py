@@ -10,6 +10,13 @@ otherwise it returns the whole document as before. The server decides, inside th
 atomic script as the write, so a copy made stale by another client, a restore or a
 re-created session can never be used.
 
+A create's copy also keeps the whole document string the client made for it: a read
+(``get_session``, ``get_sessions``) that finds exactly those bytes where the create stored
+them makes the session from the copy instead of decoding the document (the server sent
+them, so nothing written since, and nothing corrupt, can pass: any other byte string is
+decoded and checked as before). The first later write replaces the copy with one that keeps
+no document string.
+
 The copy keeps ``data``/``metadata`` as their JSON bytes: every session returned is decoded
 from them afresh, so callers never share mutable state with the cache or each other.
 Memory is bounded (entries, bytes per entry and in total); eviction is oldest first.
@@ -62,7 +69,7 @@ def _shell(s: Session) -> Session:
 class Cached:
     """One document as a write or a read left it (treat as read-only)."""
 
-    __slots__ = ("data", "ix", "metadata", "session", "token")
+    __slots__ = ("data", "doc", "ix", "metadata", "session", "size", "token")
 
     def __init__(
         self,
@@ -71,6 +78,7 @@ class Cached:
         data: bytes,
         metadata: bytes,
         ix: tuple[str, str] | None = None,
+        doc: bytes | None = None,
     ) -> None:
         self.token = token
         self.session = session  # without data and metadata (``_shell``)
@@ -78,6 +86,10 @@ class Cached:
         self.metadata = metadata
         # the parts of the session's index record an append keeps, made on first use
         self.ix = ix
+        # the whole document string the write stored, when the client made it (a create):
+        # a read that finds exactly these bytes is answered from the copy (``current``)
+        self.doc = doc
+        self.size = len(data) + len(metadata) + (0 if doc is None else len(doc))
 
     def append_record(self, now_ms: int) -> str:
         """The index record (``lua/index.lua``) of this document after an append at
@@ -104,6 +116,19 @@ class DocCache:
         """The copy of ``sid``'s document, if any."""
         return self._items.get(sid)
 
+    def current(self, sid: str, raw: object) -> Session | None:
+        """The session of ``sid``'s copy when ``raw``, the document just read from where
+        the copy's write stored it, is byte for byte the document that write stored (kept
+        for a create, whose client made it): decoding it would give the copy's session,
+        so it is made from the copy (:meth:`copy`). ``None``: no such copy, or any other
+        document (a later write's, a corrupt one...): decode it. (The blocking reads call
+        this from their own threads: one lookup, and a copy's fields used here are never
+        changed once made.)"""
+        cached = self._items.get(sid)
+        if cached is None or cached.doc is None or raw != cached.doc:
+            return None
+        return self.copy(cached)
+
     def put(
         self,
         token: str,
@@ -111,21 +136,22 @@ class DocCache:
         data: bytes,
         metadata: bytes,
         ix: tuple[str, str] | None = None,
+        doc: bytes | None = None,
     ) -> None:
-        """Remember the document ``token``'s write left (or a read found)."""
+        """Remember the document ``token``'s write left (or a read found); ``doc``: the
+        whole document string, when the client made it."""
         sid = session.id
         items = self._items
         old = items.pop(sid, None)
         if old is not None:
-            self._bytes -= len(old.data) + len(old.metadata)
-        size = len(data) + len(metadata)
-        if not token or size > self.MAX_ENTRY_BYTES:
+            self._bytes -= old.size
+        if not token or len(data) + len(metadata) > self.MAX_ENTRY_BYTES:
             return
-        items[sid] = Cached(token, _shell(session), data, metadata, ix)
-        self._bytes += size
+        cached = items[sid] = Cached(token, _shell(session), data, metadata, ix, doc)
+        self._bytes += cached.size
         while len(items) > self.MAX_ENTRIES or self._bytes > self.MAX_BYTES:
             _, gone = items.popitem(last=False)
-            self._bytes -= len(gone.data) + len(gone.metadata)
+            self._bytes -= gone.size
 
     @staticmethod
     def after_append(cached: Cached, updated_at: datetime, count: int) -> Session:
@@ -176,7 +202,11 @@ class DocCache:
         items = self._items
         sid = session.id
         if items.get(sid) is cached:
-            items[sid] = Cached(token, _shell(session), cached.data, cached.metadata, cached.ix)
+            # (the document stored is no longer the one kept, if any: no longer counted)
+            new = items[sid] = Cached(
+                token, _shell(session), cached.data, cached.metadata, cached.ix
+            )
+            self._bytes -= cached.size - new.size
             items.move_to_end(sid)  # the newest, as put leaves it
             return
         self.put(token, session, cached.data, cached.metadata, cached.ix)
@@ -185,7 +215,7 @@ class DocCache:
         """Forget ``sid`` (deleted, or written by a path that does not keep copies)."""
         old = self._items.pop(sid, None)
         if old is not None:
-            self._bytes -= len(old.data) + len(old.metadata)
+            self._bytes -= old.size
 
     def __len__(self) -> int:
         return len(self._items)

@@ -302,6 +302,7 @@ class RedisStore(BaseSessionStore):
         # expected it; each list comprehension, ``zip(strict=True)``, ``range`` or frame
         # costs ~1-2k instructions, a tenth of a blocking read's Python)
         out: dict[str, Session] = {}
+        current = self._cache.current
         sids: Sequence[str] = ids
         locs = list(map(self._writes.loc, ids))
         # the groups tried for each place: None on the first pass (its own group only)
@@ -320,15 +321,18 @@ class RedisStore(BaseSessionStore):
                 raise ValueError("a read step's replies do not match its places")
             again: list[tuple[str, Loc, set[str | None]]] = []
             for sid, loc, raw, seen in zip(sids, locs, results, tried):  # noqa: B905 (checked)
-                try:
-                    if isinstance(raw, Exception):
-                        raise IntegrityError(f"unreadable document ({raw})", sid)
-                    doc = decode_doc(raw, sid)
-                except IntegrityError as exc:
-                    if strict:
-                        raise
-                    self._report_corrupt(exc)
-                    continue
+                # the very document this store's create stored: its copy (_cache.py)
+                doc: Session | str | None = current(sid, raw)
+                if doc is None:
+                    try:
+                        if isinstance(raw, Exception):
+                            raise IntegrityError(f"unreadable document ({raw})", sid)
+                        doc = decode_doc(raw, sid)
+                    except IntegrityError as exc:
+                        if strict:
+                            raise
+                        self._report_corrupt(exc)
+                        continue
                 if isinstance(doc, Session):
                     if doc.id != sid:
                         raise IntegrityError("the document holds another session's id", sid)
@@ -750,10 +754,11 @@ class RedisStore(BaseSessionStore):
             if stub is None:  # Cluster, another slot: claim the id first
                 await self._writes.claim(sid, group, now_ms)
         expires = None if session.expires_at is None else to_ms(session.expires_at)
+        fresh = fields.get("id") is None  # a new ULID: nothing of it to clear (create.lua)
         for _ in range(4):
             call = self._writes.call(now_ms)
             if group is None:
-                call.create_one(loc, p, expires)
+                call.create_one(loc, p, expires, fresh=fresh)
             else:
                 call.create(loc, p, "" if expires is None else str(expires), stub)
             try:
@@ -769,7 +774,8 @@ class RedisStore(BaseSessionStore):
         else:
             raise SessionExistsError(sid)
         self._writes.remember(sid, group)
-        self._cache.put(call.token, session, p.data[0], p.metadata[0])
+        doc = call.document() if group is None else None  # (write.lua builds a grouped one)
+        self._cache.put(call.token, session, p.data[0], p.metadata[0], doc=doc)
         if self._cluster:
             self._writes.reindex_later([session])
         self._notify("sessionstore_session_created", session=session)

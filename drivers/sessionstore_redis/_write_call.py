@@ -142,12 +142,16 @@ class WriteCall:
             home,
         )
 
-    def create_one(self, loc: Loc, p: Prepared, expires_ms: int | None) -> None:
+    def create_one(
+        self, loc: Loc, p: Prepared, expires_ms: int | None, *, fresh: bool = False
+    ) -> None:
         """A create without a group: its own script (``lua/create.lua``), with the
-        document string (``lua/doc.lua``) made here, ready for one ``SET``."""
+        document string (``lua/doc.lua``) made here, ready for one ``SET``. ``fresh``: the
+        id was generated for this create (a new ULID), so no key of it can exist: the
+        script gets the document's key alone and clears no other."""
         assert p.data is not None and p.metadata is not None and p.status is not None
         self.script = CREATE
-        self.keys = [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
+        self.keys = [loc.doc] if fresh else [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
         self.locs.append(loc)
         self.count = 1
         pid = p.processor_id if isinstance(p.processor_id, str) else None
@@ -166,6 +170,11 @@ class WriteCall:
         expiry: int | str = "" if expires_ms is None else expires_ms + self.grace_ms
         self.ops = [self.now_ms, self.token, self.index_prefix, loc.id, p.status.value, doc]
         self.ops += (expiry, "" if expires_ms is None else expires_ms, pid or "", *tags)
+
+    def document(self) -> bytes:
+        """The document string a :meth:`create_one` call stores."""
+        doc: bytes = self.ops[5]
+        return doc
 
     def update(self, loc: Loc, p: Prepared, expect: int | None) -> None:
         payload: list[Any] = []

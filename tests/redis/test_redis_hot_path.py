@@ -14,6 +14,7 @@ import pytest
 from sessionstore_redis import RedisStore
 
 from sessionstore import (
+    IntegrityError,
     ManualClock,
     Session,
     SessionConflictError,
@@ -174,6 +175,31 @@ async def test_few_connections_are_shared_with_the_pool(open_redis: Any, redis_u
         assert await store.client.ping()
     page = await store.list_sessions()
     assert page.ids == [s.id]
+
+
+async def test_a_creates_document_string_is_counted_until_a_write_replaces_it() -> None:
+    """A create's copy keeps the document string it stored (counted in the bytes bound);
+    it answers a read of exactly those bytes; an append's copy no longer keeps it."""
+    from sessionstore_redis._cache import DocCache
+
+    s = Session("c", None, Status.ACTIVE, {"a": 1}, {}, frozenset(), NOW, NOW, None, 1)
+    doc = b"\x03" + b"d" * 200
+    cache = DocCache()
+    cache.put("t1", s, b'{"a":1}', b"{}", doc=doc)
+    assert cache._bytes == 9 + 201
+    assert cache.current("c", bytes(doc)) == s and cache.current("c", doc[:-1] + b"e") is None
+    assert cache.current("c", None) is None and cache.current("other", doc) is None
+    cached = cache.get("c")
+    assert cached is not None
+    after = cache.after_append(cached, NOW, 1)
+    cache.appended(cached, "t2", after)
+    assert cache._bytes == 9 and cache.current("c", doc) is None
+    assert cache.copy(cache.get("c")) == after  # type: ignore[arg-type]
+    cache.put("t3", s, b'{"a":1}', b"{}", doc=doc)
+    cache.put("t4", s, b'{"a":1}', b"{}")
+    assert cache._bytes == 9
+    cache.drop("c")
+    assert cache._bytes == 0 and len(cache) == 0
 
 
 async def test_the_copies_are_bounded() -> None:
@@ -467,3 +493,86 @@ async def test_appends_keep_a_type_index_they_find_kept(
     assert sorted(entries) == sorted(
         orjson.dumps(e.type) + b"\0" + b"%016x" % e.seq for e in everything
     )
+
+
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the documents the reads decode from now on (a read of the document a
+    write of the same store left is made from its copy instead)."""
+    import sessionstore_redis._store as store_module
+
+    decoded: list[str] = []
+    decode = getattr(store_module, "decode_doc")  # noqa: B009 (not exported)
+
+    def spied(blob: bytes, record: str) -> Any:
+        decoded.append(record)
+        return decode(blob, record)
+
+    monkeypatch.setattr(store_module, "decode_doc", spied)
+    return decoded
+
+
+async def test_a_read_of_the_document_the_stores_write_left_is_its_copy(
+    open_redis: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get_session`` after a create of the same store: the document read is byte for
+    byte the one the create stored (``_cache.py``), so the session is made from the copy,
+    equal to what a decode of the document gives, with data of its own; any other
+    document is decoded (a later write's, another client's, a corrupt one)."""
+    from sessionstore import SystemClock
+
+    store = await open_redis(redis_url, clock=SystemClock())
+    other = await open_redis(redis_url, clock=SystemClock())
+    decoded = _count_decodes(monkeypatch)
+    s = await store.create_session(
+        processor_id="p",
+        data={"list": [1, 2.5, None], "u": "\u00fc\u2028"},
+        metadata={"m": {"k": 1}},
+        tags={"b", "a"},
+        ttl=timedelta(seconds=60, microseconds=1500),
+        status="paused",
+    )
+    got = await store.get_session(s.id)
+    assert decoded == [], "the copy should have been used"
+    assert got == s == await other.get_session(s.id) and decoded == [s.id]
+    assert got is not None and got.data is not s.data and got.data["list"] is not s.data["list"]
+    got.data["list"].clear()
+    assert (await store.get_session(s.id)) == s  # the copy keeps bytes, not the dict
+    assert await store.get_sessions([s.id]) == {s.id: s} and decoded == [s.id]
+    # a corrupt document that keeps the create's header (its token) is still refused
+    key = store.key_names(s.id)["doc"]
+    blob = await store.client.get(key)
+    await store.client.set(key, blob[:-1] + b"\n", keepttl=True)
+    with pytest.raises(IntegrityError):
+        await store.get_session(s.id)
+    await store.client.set(key, blob, keepttl=True)
+    assert await store.get_session(s.id) == s
+    # any later write changes the document: decoded (the store's own append, or update)
+    decoded.clear()
+    s = await store.append_events(s.id, [{"type": "e"}])
+    assert await store.get_session(s.id) == s and decoded == [s.id]
+    s = await store.update_session(s.id, merge_data={"n": 1}, add_tags={"c"})
+    assert await store.get_session(s.id) == s and decoded == [s.id] * 2
+    changed = await other.update_session(s.id, merge_data={"n": 2})
+    assert await store.get_session(s.id) == changed and decoded == [s.id] * 3
+    # the same version again, by another client: never taken for the copy
+    await store.append_events(s.id, [{"type": "e"}])
+    await other.delete_session(s.id)
+    again = await other.create_session(id=s.id, data={"new": True})
+    assert await store.get_session(s.id) == again
+    # a grouped session's stub where the copy's document was: followed, not the copy
+    await store.update_session(s.id, merge_data={"mine": 1})
+    await other.delete_session(s.id)
+    grouped = await other.create_session(id=s.id, group="g", data={"grouped": True})
+    assert await store.get_session(s.id) == grouped
+    assert await store.get_session("never-created") is None
+
+
+async def test_a_read_from_the_copy_still_honours_the_expiry(
+    open_redis: Any, redis_url: str
+) -> None:
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    s = await store.create_session(ttl=10, data={"a": 1})
+    clock.advance(11)
+    assert await store.get_session(s.id) is None
+    assert await store.get_session(s.id, include_expired=True) == s

@@ -297,23 +297,73 @@ async def test_the_creates_inline_entries_are_the_general_paths(
         assert sum(ours.values()) >= 7 + (2 if composites else 0)
 
 
-async def test_a_retried_create_finds_its_own_write(open_redis: Any, redis_url: str) -> None:
+@pytest.mark.parametrize("fresh", [False, True], ids=["all-keys", "doc-key-only"])
+async def test_a_retried_create_finds_its_own_write(
+    open_redis: Any, redis_url: str, fresh: bool
+) -> None:
     """A create whose reply was lost is sent again with its token: the script recognises
-    its own write; another create of the id is refused."""
+    its own write; another create of the id is refused (with the id's five keys, or, for
+    an id generated for the create, its document's key alone)."""
     store = await open_redis(redis_url)
     p = prepare(CreateOp(NewSession(data={"a": 1}, tags={"t"})), store._limits)
     loc = store._keys.home(p.session_id)
     call = store._writes.call(to_ms(store.clock.now()))
-    call.create_one(loc, p, None)
+    call.create_one(loc, p, None, fresh=fresh)
+    assert len(call.keys) == (1 if fresh else 5)
     first = await store._writes.run(call, idempotent=True, what="create")
     again = await store._writes.run(call, idempotent=True, what="create")
     assert not first.done and again.done
     other = store._writes.call(to_ms(store.clock.now()))
-    other.create_one(loc, p, None)
+    other.create_one(loc, p, None, fresh=fresh)
     with pytest.raises(SessionExistsError):
         await store._writes.run(other, idempotent=True, what="create")
     got = await store.get_session(p.session_id)
     assert got is not None and got.data == {"a": 1} and got.version == 1
+
+
+async def test_a_generated_id_is_created_with_its_document_key_alone(
+    open_redis: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``create_session`` without an ``id`` sends ``lua/create.lua`` the new id's document
+    key alone (a new ULID: nothing of it to clear); with an ``id`` all five keys, whose
+    event keys the script clears. Should the document key be held after all (an expired
+    session), the script names the other keys itself and clears them."""
+    clock = ManualClock()
+    store = await open_redis(redis_url, clock=clock)
+    sent: list[int] = []
+    script = store._backend.script
+
+    async def spied(s: Any, keys: Any, args: Any, during: Any = None) -> Any:
+        sent.append(len(keys))
+        return await script(s, keys, args, during)
+
+    monkeypatch.setattr(store._backend, "script", spied)
+    await store.create_session(data={"a": 1})
+    await store.create_session(id="given", data={"a": 1})
+    assert sent == [1, 5]
+    monkeypatch.undo()
+    # an expired session with events, checkpoints and keyed events holds the id
+    old = await store.create_session(id="taken", ttl=1, tags={"old"})
+    await store.append_events(old.id, [{"type": "a", "key": "k1"}, {"type": "b"}])
+    await store.save_checkpoint(old.id, label="c1")
+    names = store.key_names(old.id)
+    parts = ("events", "ckpt", "etypes", "ekeys")
+    # (the type index is made by the first read that filters on types)
+    assert [await store.client.exists(names[part]) for part in parts] == [1, 1, 0, 1]
+    await store.get_events(old.id, types=["a"])
+    assert [await store.client.exists(names[part]) for part in parts] == [1, 1, 1, 1]
+    clock.advance(2)
+    p = prepare(CreateOp(NewSession(id="taken", data={"b": 2})), store._limits)
+    call = store._writes.call(to_ms(clock.now()))
+    call.create_one(store._keys.home("taken"), p, None, fresh=True)
+    assert call.keys == [names["doc"]]
+    await store._writes.run(call, idempotent=True, what="create")
+    assert [await store.client.exists(names[part]) for part in parts] == [0, 0, 0, 0]
+    got = await store.get_session("taken")
+    assert got is not None and got.data == {"b": 2} and got.event_count == 0
+    assert await store.get_events("taken") == []
+    ix = store._keys.index(0)
+    assert await store.client.sismember(ix + "t:old", "taken") == 0
 
 
 class _Bomb:

@@ -9,7 +9,10 @@
 -- (the composites, and the `if` of the rest), dochead.lua, doc.lua, create_check.lua
 -- (inside that `if`), index.lua and create_reindex.lua.
 --
--- KEYS: doc, events, checkpoints, event types, event keys.
+-- KEYS: doc, events, checkpoints, event types, event keys; or the doc alone for an id the
+--   client has just generated (a new ULID: no key of it can exist, so the fast path has
+--   no other key to clear; should the slow path run, create_rest.lua names the others
+--   from the doc's, which share its hash tag).
 -- ARGV: 1 now_ms, 2 token, 3 index prefix ('' = the client maintains the indexes, as on
 --   Cluster), 4 id, 5 status, 6 the document string, 7 the keys' PEXPIREAT (expires_at +
 --   grace; '' none), 8 expires_at ('' none), 9 the processor ('' none), 10... the tags.
@@ -31,7 +34,7 @@ else
   free = redis.call('SET', doc, ARGV[6], 'NX')
 end
 if free then
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  if KEYS[2] then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
   if IX == '' then return 1 end
   record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
   -- the record first, if the id has none (one call, not HGET + HSET): its other entries

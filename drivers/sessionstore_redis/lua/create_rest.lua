@@ -10,7 +10,12 @@ end
 -- the document and the index entries of a session written over an expired one; true when
 -- the id still had index entries (create_reindex.lua moves them, after index.lua)
 local function write_new()
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  if KEYS[2] then
+    redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  else  -- a generated id (create.lua): 'P{id}:doc' names the others 'P{id}:events', ...
+    local base = string.sub(doc, 1, -4)
+    redis.call('DEL', base .. 'events', base .. 'ckpt', base .. 'etypes', base .. 'ekeys')
+  end
   if EXP ~= '' then
     redis.call('SET', doc, ARGV[6], 'PXAT', EXP)
   else
