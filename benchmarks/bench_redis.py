@@ -174,6 +174,9 @@ async def bench_single_ops(
     assert isinstance(store, RedisStore)
     async with store:
         client = store.client
+        # the raw floors' EVALSHA: every script on every node (the store loads one where a
+        # call finds it missing)
+        await store._backend.load_scripts()
         s = await store.create_session(
             processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
         )
@@ -611,6 +614,15 @@ async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
 #: 30 when a niced server was not scheduled for seconds); the timed listing is unaffected
 _PATIENT: Final = {"socket_timeout": 120.0, "connect_timeout": 30.0, "retry_deadline": 600.0}
 
+#: ``--key-layout``: the Cluster key layout of the namespaces the listing rows create (3:
+#: each session under its own id's slot, its index updated by the queue, the listing in
+#: two rounds; 4: in its index shard's slot, one round), so both run on the same build
+_CLUSTER: dict[str, Any] = {}
+
+
+def _layout(label: str) -> dict[str, Any]:
+    return dict(_CLUSTER) if label == "cluster" else {}
+
 
 async def bench_million(report: Report, url: str, label: str, total: int, workdir: str) -> None:
     """Row 6: ``_million.py``'s steps; the server must be private (it is flushed)."""
@@ -639,9 +651,11 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
         _million.MillionSteps(
             label=label,
             open_source=lambda clock: open_store(
-                url, namespace=f"million-{run}", clock=clock, **_PATIENT
+                url, namespace=f"million-{run}", clock=clock, **_PATIENT, **_layout(label)
             ),
-            open_target=lambda: open_store(url, namespace=f"million-restored-{run}", **_PATIENT),
+            open_target=lambda: open_store(
+                url, namespace=f"million-restored-{run}", **_PATIENT, **_layout(label)
+            ),
             floor=redis_floor,
             footprint=_million.Footprint(
                 "INFO memory used_memory" + (" (sum over the 3 masters)" if cluster else ""),
@@ -678,7 +692,7 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
 
     clock = ManualClock()
     total = 10_000
-    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock)
+    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock, **_layout(label))
     assert isinstance(store, RedisStore)
     async with store:
         # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
@@ -977,7 +991,15 @@ def main(argv: list[str] | None = None) -> int:
         help="only the get, create, create + get, update and append rows (no bulk, event "
         "log, query or plan rows)",
     )
+    parser.add_argument(
+        "--key-layout",
+        type=int,
+        choices=(3, 4),
+        help="the Cluster key layout of the listing rows' namespaces (default: the driver's)",
+    )
     args = parser.parse_args(argv)
+    if args.key_layout:
+        _CLUSTER["key_layout"] = args.key_layout
     if args.writes_only and args.plans_only:
         parser.error("--writes-only and --plans-only exclude each other")
     return asyncio.run(run(args)).publish(args.json)

@@ -89,9 +89,9 @@ CREATE = _load(
     "create_reindex",
 )
 REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
-WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "walk")
+WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "docread", "walk")
 # walk.lua on several shards of one Cluster node: the walk wrapped as a function
-WALKN = _wrap("walkn", WALK, "walk", "pieces", "walkn")
+WALKN = _wrap("walkn", WALK, "walk", "pieces", "docread", "walkn")
 COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
 CLAIM = _load("claim", "dochead", "doc", "claim")
 EVENTS = _load("events", "dochead", "doc", "evlog", "evdrop", "events")
