@@ -213,6 +213,9 @@ async def bench_single_ops(
         template.create_one(store._keys.home("ID"), prepared, None)
         args_template = template.args()
         id_at = args_template.index("ID")
+        # the index shard's prefix, when the script writes the index (key layout 4 on
+        # Cluster: each id's own shard, in its slot)
+        ix_at = args_template.index(template.index_prefix) if template.index_prefix else None
         script = template.script  # lua/create.lua
 
         def raw_create() -> object:
@@ -220,6 +223,8 @@ async def bench_single_ops(
             base = store._keys.home(sid)
             args = list(args_template)
             args[id_at] = sid
+            if ix_at is not None:
+                args[ix_at] = store._keys.index(store._keys.shard(sid))
             args[0] = int(time.time() * 1000)
             keys = (base.doc, base.events, base.ckpt, base.etypes, base.ekeys)
             return client.evalsha(script.sha, len(keys), *keys, *args)
