@@ -170,7 +170,9 @@ async def bench_single_ops(
     from sessionstore_redis._scripts import WRITE
 
     doc = session_doc()
-    store = open_store(url, namespace=f"bench-{label}", clock=NewMillisecondClock())
+    store = open_store(
+        url, namespace=f"bench-{label}", clock=NewMillisecondClock(), **_layout(label)
+    )
     assert isinstance(store, RedisStore)
     async with store:
         client = store.client
@@ -521,7 +523,7 @@ async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> Non
     t0 = ManualClock().now()
     clock = ManualClock(t0)
     records = make_records(clock, sizes)
-    store = open_store(url, namespace=f"bench-q-{label}", clock=clock)
+    store = open_store(url, namespace=f"bench-q-{label}", clock=clock, **_layout(label))
     async with store:
         start = time.perf_counter()
         for i in range(0, len(records), 2_000):
@@ -619,7 +621,7 @@ async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
 #: 30 when a niced server was not scheduled for seconds); the timed listing is unaffected
 _PATIENT: Final = {"socket_timeout": 120.0, "connect_timeout": 30.0, "retry_deadline": 600.0}
 
-#: ``--key-layout``: the Cluster key layout of the namespaces the listing rows create (3:
+#: ``--key-layout``: the Cluster key layout of the namespaces the Cluster rows create (3:
 #: each session under its own id's slot, its index updated by the queue, the listing in
 #: two rounds; 4: in its index shard's slot, one round), so both run on the same build
 _CLUSTER: dict[str, Any] = {}
@@ -1000,7 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
         "--key-layout",
         type=int,
         choices=(3, 4),
-        help="the Cluster key layout of the listing rows' namespaces (default: the driver's)",
+        help="the Cluster key layout of the Cluster rows' namespaces (default: the driver's)",
     )
     args = parser.parse_args(argv)
     if args.key_layout:
