@@ -170,10 +170,15 @@ async def bench_single_ops(
     from sessionstore_redis._scripts import WRITE
 
     doc = session_doc()
-    store = open_store(url, namespace=f"bench-{label}", clock=NewMillisecondClock())
+    store = open_store(
+        url, namespace=f"bench-{label}", clock=NewMillisecondClock(), **_layout(label)
+    )
     assert isinstance(store, RedisStore)
     async with store:
         client = store.client
+        # the raw floors' EVALSHA: every script on every node (the store loads one where a
+        # call finds it missing)
+        await store._backend.load_scripts()
         s = await store.create_session(
             processor_id="agent-7", data=doc, tags={"prod", "eu"}, metadata={"user": "u1"}
         )
@@ -210,6 +215,9 @@ async def bench_single_ops(
         template.create_one(store._keys.home("ID"), prepared, None, fresh=True)
         args_template = template.args()
         id_at = args_template.index("ID")
+        # the index shard's prefix, when the script writes the index (key layout 4 on
+        # Cluster: each id's own shard, in its slot)
+        ix_at = args_template.index(template.index_prefix) if template.index_prefix else None
         script = template.script  # lua/create.lua
 
         def raw_create() -> object:
@@ -217,6 +225,8 @@ async def bench_single_ops(
             base = store._keys.home(sid)
             args = list(args_template)
             args[id_at] = sid
+            if ix_at is not None:
+                args[ix_at] = store._keys.index(store._keys.shard(sid))
             args[0] = int(time.time() * 1000)
             # (a generated id: the document's key alone, as create_session sends it)
             return client.evalsha(script.sha, 1, base.doc, *args)
@@ -513,7 +523,7 @@ async def bench_query(report: Report, url: str, label: str, sizes: Sizes) -> Non
     t0 = ManualClock().now()
     clock = ManualClock(t0)
     records = make_records(clock, sizes)
-    store = open_store(url, namespace=f"bench-q-{label}", clock=clock)
+    store = open_store(url, namespace=f"bench-q-{label}", clock=clock, **_layout(label))
     async with store:
         start = time.perf_counter()
         for i in range(0, len(records), 2_000):
@@ -611,6 +621,15 @@ async def redis_floor(store: Any, hot: list[Session]) -> _million.Floor:
 #: 30 when a niced server was not scheduled for seconds); the timed listing is unaffected
 _PATIENT: Final = {"socket_timeout": 120.0, "connect_timeout": 30.0, "retry_deadline": 600.0}
 
+#: ``--key-layout``: the Cluster key layout of the namespaces the Cluster rows create (3:
+#: each session under its own id's slot, its index updated by the queue, the listing in
+#: two rounds; 4: in its index shard's slot, one round), so both run on the same build
+_CLUSTER: dict[str, Any] = {}
+
+
+def _layout(label: str) -> dict[str, Any]:
+    return dict(_CLUSTER) if label == "cluster" else {}
+
 
 async def bench_million(report: Report, url: str, label: str, total: int, workdir: str) -> None:
     """Row 6: ``_million.py``'s steps; the server must be private (it is flushed)."""
@@ -639,9 +658,11 @@ async def bench_million(report: Report, url: str, label: str, total: int, workdi
         _million.MillionSteps(
             label=label,
             open_source=lambda clock: open_store(
-                url, namespace=f"million-{run}", clock=clock, **_PATIENT
+                url, namespace=f"million-{run}", clock=clock, **_PATIENT, **_layout(label)
             ),
-            open_target=lambda: open_store(url, namespace=f"million-restored-{run}", **_PATIENT),
+            open_target=lambda: open_store(
+                url, namespace=f"million-restored-{run}", **_PATIENT, **_layout(label)
+            ),
             floor=redis_floor,
             footprint=_million.Footprint(
                 "INFO memory used_memory" + (" (sum over the 3 masters)" if cluster else ""),
@@ -678,7 +699,7 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
 
     clock = ManualClock()
     total = 10_000
-    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock)
+    store = open_store(url, namespace=f"bench-plans-{label}", clock=clock, **_layout(label))
     assert isinstance(store, RedisStore)
     async with store:
         # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
@@ -977,7 +998,15 @@ def main(argv: list[str] | None = None) -> int:
         help="only the get, create, create + get, update and append rows (no bulk, event "
         "log, query or plan rows)",
     )
+    parser.add_argument(
+        "--key-layout",
+        type=int,
+        choices=(3, 4),
+        help="the Cluster key layout of the Cluster rows' namespaces (default: the driver's)",
+    )
     args = parser.parse_args(argv)
+    if args.key_layout:
+        _CLUSTER["key_layout"] = args.key_layout
     if args.writes_only and args.plans_only:
         parser.error("--writes-only and --plans-only exclude each other")
     return asyncio.run(run(args)).publish(args.json)

@@ -1,5 +1,6 @@
 """Issue 21, Redis Cluster: what a key layout with each index shard beside its sessions'
-documents would buy the listing (a probe of a layout the driver does not have).
+documents would buy the listing (the probe that led to the driver's key layout 4, built
+since: ``bench_redis --key-layout 3|4`` times the store itself both ways).
 
 The listing is the 100 newest (by ``updated_at``) of one processor's sessions. The
 driver on Cluster is at its own fan-out floor (docs/performance.md, *Redis and Redis

@@ -107,16 +107,14 @@ class Appends:
             session = self._session_of(reply, sid)
             if created == b"1":
                 self._writes.remember(sid, None)
-                if self._cluster:
-                    self._writes.reindex_later([session])
+                self._writes.reindex_later([session])
                 self._notify("sessionstore_session_created", session=session)
             elif (
                 any(type(f) is int and f > 0 for f in flags)
                 or p.ttl is not None
                 or (p.expires_at is not UNSET)
             ):
-                if self._cluster:
-                    self._writes.reindex_later([session])
+                self._writes.reindex_later([session])
                 self._notify("sessionstore_session_updated", session=session)
         stored, new = self._appended(sid, items, now_ms, session, flags)
         return AppendResult(session, stored, new)
@@ -171,7 +169,7 @@ class Appends:
                 # what the copy says (append.lua uses it instead of reading the document
                 # if the document still is this copy)
                 expiry = "" if ea is None else ea + self._grace_ms
-                record = "" if self._cluster else cached.append_record(now_ms)
+                record = "" if self._writes.queued else cached.append_record(now_ms)
                 if keyed:
                     copy = (expiry, record, c.version, c.event_count, c.last_seq)
                 else:  # number the records here: the script need not build them
@@ -239,8 +237,7 @@ class Appends:
             count = n if flags is None else fresh
             session = made[-1] if made else self._cache.after_append(cached, from_ms(now_ms), count)
             self._cache.appended(cached, reply.token, session)
-            if self._cluster:
-                self._writes.reindex_later([session])
+            self._writes.reindex_later([session])
             self._notify("sessionstore_session_updated", session=session)
         if not detailed:
             return session, None

@@ -1,12 +1,13 @@
 """The index queue: index updates sent to the index shards in the background.
 
-On Cluster a write script cannot touch the index shards (other hash slots), so each write
-queues its index update here and returns after one round trip; a background task sends
-the queue, pipelined and grouped by shard (``lua/reindex.lua``, guarded by each record's
-(created_at, version), so late or repeated updates never go backwards). Every query of the
-same store waits for the queue first, so a client always sees its own writes; other
-clients see them once the queue is sent (about one more round trip). Readers' repairs of
-stale entries go through the same queue, on every topology.
+On Cluster with key layout 3 a write script cannot touch the index shards (other hash
+slots), so each write queues its index update here and returns after one round trip; a
+background task sends the queue, pipelined and grouped by shard (``lua/reindex.lua``,
+guarded by each record's (created_at, version), so late or repeated updates never go
+backwards). Every query of the same store waits for the queue first, so a client always
+sees its own writes; other clients see them once the queue is sent (about one more round
+trip). Readers' repairs of stale entries go through the same queue, on every topology
+and layout (with key layout 4 a write script updates its session's shard itself).
 
 Each event loop that uses the store has a queue of its own (its timer task and lock
 belong to that loop; see ``_loops.py``): a query flushes the queue of its loop, so a loop
@@ -136,7 +137,7 @@ class IndexQueue:
         for sid, item in _newest_only(items):
             if item[0] == "P" and not isinstance(item[2], str):
                 item = ["P", item[1], record_of(item[2])]
-            shard = self._keys.shard(sid)
+            shard = self._keys.ix_shard(sid, _group(item))
             by_shard.setdefault(shard, []).extend(item)
             counts[shard] = counts.get(shard, 0) + 1
         calls = []
@@ -147,6 +148,16 @@ class IndexQueue:
         await backend.run(
             lambda: backend.pipeline(calls, here), idempotent=True, what="index update", here=here
         )
+
+
+def _group(item: list[Any]) -> str | None:
+    """The group of an upsert's or a repair's record (its 7th field, ``lua/index.lua``):
+    with key layout 4 a grouped session's entry lives in its group's shard. A delete
+    (``D``, queued on layout 3 only) names none."""
+    if item[0] == "D":
+        return None
+    fields = item[2].split("\0", 7)
+    return fields[6] if len(fields) > 6 and fields[6] else None
 
 
 def _version(record: str | Session) -> tuple[int, int]:

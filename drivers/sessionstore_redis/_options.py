@@ -81,6 +81,10 @@ class RedisOptions(StoreOptions):
     #: Index shards; 0 = automatic (1 on a single server and Sentinel, 16 on Cluster).
     #: Fixed for the life of a namespace's data.
     index_shards: int = 0
+    #: The key layout a namespace gets on Cluster when it has none yet: 4 (each session's
+    #: keys in its index shard's slot) or 3 (the layout older versions read: for a fleet
+    #: still running them). A namespace keeps the layout it was given (``docs/redis.md``).
+    key_layout: int = 4
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,6 +107,8 @@ class RedisOptions(StoreOptions):
             raise ConfigurationError("option 'wait_replicas' must be in [0, 100]")
         if not 0 <= self.index_shards <= 1024:
             raise ConfigurationError("option 'index_shards' must be in [0, 1024]")
+        if self.key_layout not in (3, 4):
+            raise ConfigurationError("option 'key_layout' must be 3 or 4")
         if not 0 <= self.db <= 1_000_000:
             raise ConfigurationError("option 'db' must be a non-negative database number")
         self._check_tls()

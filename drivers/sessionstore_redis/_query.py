@@ -5,8 +5,9 @@ either enumerates the smallest candidate set (processor / status / tags) or walk
 order index from the cursor, checking set membership and the index record (expiry, time
 bounds, has_events) server-side. The client merges the shards' answers, loads the
 documents and checks each one with the reference matcher (``sessionstore.query``), so a
-stale index entry (possible on Cluster, where indexes are updated in a second step) is
-skipped and repaired, never returned.
+stale index entry (possible on Cluster with key layout 3, where indexes are updated in a
+second step, or after native expiry) is skipped and repaired, never returned. On Cluster
+with key layout 4 a node's walk also sends the documents of its share of the page.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class _Entry(NamedTuple):
     key: tuple[int, str]  # (score, id) position in the segment
     sid: str
     record: bytes
-    doc: bytes | None  # the document, when the walk read it (single server)
+    doc: bytes | None  # the document, when the walk read it (single server, layout 4)
 
 
 def _families(flt: SessionFilter, z: str) -> set[str]:
@@ -97,7 +98,13 @@ def _share(want: int, shards: int) -> int:
     """Rows to ask of each of ``shards`` shards for ``want`` rows spread evenly over them:
     the mean share plus three of its standard deviations and 3 (2x the mean + 8 before:
     a page of 101 read 320 rows over 16 shards, now ~260)."""
-    mean = want / shards
+    return _part_share(want, 1, shards)
+
+
+def _part_share(want: int, part: int, shards: int) -> int:
+    """:func:`_share` of ``part`` shards together (a Cluster node's: ``lua/walkn.lua``
+    sends the documents of that many of its rows)."""
+    mean = want * part / shards
     return min(want, int(mean + 3 * math.sqrt(mean) + 3))
 
 
@@ -152,9 +159,11 @@ def _rows(
         at = end
         doc = None
         if docs:
-            end = at + int(next(lengths))
-            doc = blob[at:end]
-            at = end
+            size = next(lengths)
+            if size != b"-":  # b"-": not sent (lua/walkn.lua: past its node's share)
+                end = at + int(size)
+                doc = blob[at:end]
+                at = end
         sid = sid_b.decode()
         if score:
             yield _Entry((_score(score), sid), sid, record, doc)
@@ -217,7 +226,7 @@ class Queries:
         *,
         fetch: Callable[..., Awaitable[dict[str, Session]]],
         fetch_rows: Callable[
-            [list[str], list[bytes] | None], Awaitable[dict[str, tuple[Session, bytes]]]
+            [list[str], list[bytes | None] | None], Awaitable[dict[str, tuple[Session, bytes]]]
         ],
         iter_sessions: Callable[[], AsyncIterator[Session]],
         index: Callable[[], IndexQueue],
@@ -228,9 +237,6 @@ class Queries:
         self._clock = writes.clock
         self._fetch = fetch
         self._fetch_rows = fetch_rows
-        #: the walk reads the returned rows' documents itself (not on Cluster: a script
-        #: reaches one slot there)
-        self._docs_prefix = "" if writes.cluster else self._keys.prefix
         self._iter_sessions = iter_sessions
         self._index = index
         #: each index shard's hash slot (its node is looked up per call: the map moves)
@@ -240,6 +246,15 @@ class Queries:
         #: force a plan in ``lua/walk.lua`` ("walk", "sort", "comp"; "" the planner's
         #: choice): the benchmark's plan sweep times each
         self.force_plan = ""
+
+    @property
+    def _docs_prefix(self) -> str:
+        """The walk reads the returned rows' documents itself: on one server by the
+        namespace's prefix, on Cluster with key layout 4 by each shard's own (``"~"``,
+        its sessions share its slot); not with layout 3 (a script reaches one slot)."""
+        if not self._writes.cluster:
+            return self._keys.prefix
+        return "~" if self._keys.colocated else ""
 
     # ------------------------------------------------------------------ public
 
@@ -463,12 +478,13 @@ class Queries:
             calls.append(("script", script, [ix + key[cut:] for key in keys], args))
         return calls
 
-    async def _walk_round(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+    async def _walk_round(self, calls: list[tuple[Any, ...]], want: int = 0) -> list[Any]:
         """The replies of :meth:`_walk_calls` ``calls`` (one a shard), in shard order. On
         Cluster one ``lua/walkn.lua`` call per node walks that node's shards (3 calls
         instead of 16, the nodes in parallel; a node with one shard gets a plain walk
         call); the shards of a node call that fails (a slot moved since the map was
-        read: another node's key) are asked one by one, as before."""
+        read: another node's key) are asked one by one, as before. With key layout 4
+        each node sends the documents of its share of ``want`` rows only."""
         shards = len(calls)
         if shards == 1 or not self._writes.cluster:  # one server: index_shards > 1 too
             return await self._pipeline(calls)
@@ -478,13 +494,15 @@ class Queries:
             by_node.setdefault(node_of(slot).name, []).append(shard)
         groups = list(by_node.values())
         node_calls: list[tuple[Any, ...]] = []
+        docs = want > 0 and self._keys.colocated
         for group in groups:
             _, _, keys, args = calls[group[0]]
             if len(group) == 1:
                 node_calls.append(calls[group[0]])
                 continue
             more = [key for shard in group[1:] for key in calls[shard][2]]
-            node_calls.append(("script", WALKN, keys, [len(group), len(keys), *more, *args]))
+            share = _part_share(want, len(group), shards) if docs else 0
+            node_calls.append(("script", WALKN, keys, [len(group), len(keys), share, *more, *args]))
         replies, _ = await self._backend.run(
             lambda: self._backend.pipeline(node_calls), idempotent=True, what="query"
         )
@@ -593,7 +611,7 @@ class Queries:
         self, calls: list[tuple[Any, ...]], seg: _Segment, desc: bool, want: int
     ) -> tuple[tuple[int, str] | None, list[_Entry]]:
         """One walk round: the frontier and the first ``want`` rows of the merged runs."""
-        results = await self._walk_round(calls)
+        results = await self._walk_round(calls, want)
         frontier, runs = self._parse(results, desc, _RECORD_FIELD.get(seg.zset, 0))
         # the runs are in walk order, so the rows up to the frontier come first: merge
         # only as far as the page needs (a Cluster page merges 16 runs)
@@ -634,9 +652,9 @@ class Queries:
     ) -> None:
         if not entries:
             return
-        blobs = [e.doc for e in entries if e.doc is not None]
+        blobs = [e.doc for e in entries]
         docs = await self._fetch_rows(
-            [e.sid for e in entries], blobs if len(blobs) == len(entries) else None
+            [e.sid for e in entries], None if all(b is None for b in blobs) else blobs
         )
         repairs: list[tuple[str, list[Any]]] = []
         for entry in entries:

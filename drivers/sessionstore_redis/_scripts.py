@@ -57,7 +57,9 @@ def _wrap(name: str, inner: Script, function: str, *outer: str) -> Script:
     return Script(name, source, sha)
 
 
-WRITE = _load("write", "dochead", "doc", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write")
+WRITE = _load(
+    "write", "blt", "dochead", "doc", "ixcomp", "ixadd", "index", "evlog", "evdrop", "write"
+)
 # append.lua's short path runs before any helper is defined (each definition costs every
 # call); append_touch.lua needs ixcomp.lua's, append_general.lua the rest (grace, index
 # prefix and id are the same for every call on a session)
@@ -89,9 +91,9 @@ CREATE = _load(
     "create_reindex",
 )
 REINDEX = _load("reindex", "ixcomp", "ixadd", "index", "reindex")
-WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "walk")
+WALK = _load("walk", "ixcomp", "ixadd", "index", "pieces", "blt", "docread", "walk")
 # walk.lua on several shards of one Cluster node: the walk wrapped as a function
-WALKN = _wrap("walkn", WALK, "walk", "pieces", "walkn")
+WALKN = _wrap("walkn", WALK, "walk", "pieces", "blt", "docread", "walkn")
 COMPOSE = _load("compose", "ixcomp", "ixadd", "index", "compose")
 CLAIM = _load("claim", "dochead", "doc", "claim")
 EVENTS = _load("events", "dochead", "doc", "evlog", "evdrop", "events")

@@ -21,6 +21,7 @@ from sessionstore import (
     BaseSessionStore,
     Capabilities,
     Checkpoint,
+    ConfigurationError,
     DeleteEventsOp,
     Event,
     EventInput,
@@ -43,6 +44,8 @@ from sessionstore import (
     SessionNotFoundError,
     SessionRecord,
     SessionUpdate,
+    StoreUnavailableError,
+    UnsupportedFormatError,
     UpdateOp,
 )
 from sessionstore.clock import to_ms
@@ -223,8 +226,66 @@ class RedisStore(BaseSessionStore):
             "ekeys": loc.ekeys,
         }
 
+    @property
+    def key_layout(self) -> int:
+        """The key layout of this store's namespace (``docs/redis.md``, *Key layout*): 3
+        on one server and Sentinel, and on Cluster for a namespace that held data before
+        layout 4; 4 on Cluster for a namespace created since (each session's keys in its
+        index shard's slot). Known once the store is open."""
+        return self._keys.layout
+
     async def _initialize(self) -> None:
         await self._backend.open()
+        if self._cluster:
+            self._keys.use_layout(await self._cluster_layout())
+            self._writes.use_layout()
+
+    async def _cluster_layout(self) -> int:
+        """The namespace's key layout on Cluster, from its marker ``P{~0}:layout``
+        (``"<layout>:<index shards>"``). A namespace without one is given one, once (``SET
+        NX``: concurrent openers agree): 3 if any index shard holds an entry (data
+        written before layout 4 existed: it stays where it is), else the option
+        ``key_layout`` (4 unless set to 3)."""
+        keys = self._keys
+        marker = keys.layout_key
+
+        async def get() -> Any:
+            return await self._backend.client.get(marker)
+
+        found, _ = await self._backend.run(get, idempotent=True, what="key layout")
+        if found is None:
+            calls: list[tuple[Any, ...]] = [
+                ("cmd", "EXISTS", keys.index(k) + "r") for k in range(keys.shards)
+            ]
+            replies, _ = await self._backend.run(
+                lambda: self._backend.pipeline(calls), idempotent=True, what="key layout"
+            )
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise StoreUnavailableError(f"key layout: {reply}")
+            old = any(int(r) for r in replies)
+            layout = 3 if old else self._redis_options.key_layout
+            value = f"{layout}:{keys.shards}"
+
+            async def claim() -> Any:
+                await self._backend.client.set(marker, value, nx=True)
+                return await self._backend.client.get(marker)
+
+            found, _ = await self._backend.run(claim, idempotent=True, what="key layout")
+        text = found.decode(errors="replace") if isinstance(found, bytes) else str(found)
+        layout_s, _, shards_s = text.partition(":")
+        if layout_s not in ("3", "4"):
+            raise UnsupportedFormatError(
+                f"key layout {text!r} of namespace {self.namespace!r} is not one this "
+                "sessionstore understands (upgrade sessionstore)"
+            )
+        if layout_s == "4" and shards_s != str(keys.shards):
+            raise ConfigurationError(
+                f"namespace {self.namespace!r} was created with index_shards={shards_s}, "
+                f"opened with {keys.shards}: a session's keys are placed by its index shard "
+                "(key layout 4), so the count cannot change"
+            )
+        return int(layout_s)
 
     async def _shutdown(self) -> None:
         if self._blocking is not None:
@@ -355,6 +416,18 @@ class RedisStore(BaseSessionStore):
             tried = [entry[2] for entry in again]
         return out
 
+    async def _read_places(self, ids: Sequence[str]) -> list[Any]:
+        """The documents of ``ids`` where this store expects them (:meth:`_read_by_node`
+        on Cluster, else :meth:`_read_docs`), 1,000 a call."""
+        read: list[Any] = []
+        for start in range(0, len(ids), 1000):
+            locs = [self._writes.loc(sid) for sid in ids[start : start + 1000]]
+            if self._cluster:
+                read += await self._read_by_node(locs)
+            else:
+                read += await self._read_docs(locs)
+        return read
+
     async def _read_by_node(self, locs: Sequence[Loc]) -> list[Any]:
         """Cluster: documents as :meth:`_read_docs` sends them, one ``lua/read.lua`` call
         per node instead of one per document (its first key routes the call, the node's
@@ -381,21 +454,26 @@ class RedisStore(BaseSessionStore):
         return out
 
     async def _fetch_rows(
-        self, ids: list[str], blobs: list[bytes] | None
+        self, ids: list[str], blobs: list[bytes | None] | None
     ) -> dict[str, tuple[Session, bytes]]:
         """Stored sessions (expired included) with the index records their stored fields
         make (``decode_listed``), for a listing's rows: from ``blobs`` (the documents as
-        the walk read them, in ``ids`` order) or read here. Anything but a plain document
-        at its place (a stub, a missing grouped document, anything corrupt) goes through
-        :meth:`_fetch`, which follows stubs and reports corrupt documents."""
-        read: list[Any] = blobs or []  # bytes, or an Exception: that document's failure
+        the walk read them, in ``ids`` order; ``None`` for one it did not send) or read
+        here. Anything but a plain document at its place (a stub, a missing grouped
+        document, anything corrupt) goes through :meth:`_fetch`, which follows stubs and
+        reports corrupt documents."""
+        read: list[Any]  # bytes, or an Exception: that document's failure
         if blobs is None:
-            for start in range(0, len(ids), 1000):
-                locs = [self._writes.loc(sid) for sid in ids[start : start + 1000]]
-                if self._cluster:
-                    read += await self._read_by_node(locs)
-                else:
-                    read += await self._read_docs(locs)
+            read = await self._read_places(ids)
+        elif None in blobs:  # a Cluster node sent only its share's (lua/walkn.lua)
+            missing = [i for i, blob in enumerate(blobs) if blob is None]
+            read = list(blobs)
+            for i, blob in zip(
+                missing, await self._read_places([ids[i] for i in missing]), strict=True
+            ):
+                read[i] = blob
+        else:
+            read = blobs
         out: dict[str, tuple[Session, bytes]] = {}
         slow: list[str] = []
         groups = self._groups
@@ -776,8 +854,7 @@ class RedisStore(BaseSessionStore):
         self._writes.remember(sid, group)
         doc = call.document() if group is None else None  # (write.lua builds a grouped one)
         self._cache.put(call.token, session, p.data[0], p.metadata[0], doc=doc)
-        if self._cluster:
-            self._writes.reindex_later([session])
+        self._writes.reindex_later([session])
         self._notify("sessionstore_session_created", session=session)
         return session
 
@@ -803,8 +880,7 @@ class RedisStore(BaseSessionStore):
 
     async def _written(self, reply: Reply, sid: str) -> Session:
         session = self._session_of(reply, sid)
-        if self._cluster:
-            self._writes.reindex_later([session])
+        self._writes.reindex_later([session])
         self._notify("sessionstore_session_updated", session=session)
         return session
 

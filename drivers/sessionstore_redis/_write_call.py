@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -71,6 +71,7 @@ class WriteCall:
         "count",
         "grace_ms",
         "index_prefix",
+        "ix_of",
         "keys",
         "locs",
         "max_bytes",
@@ -81,13 +82,22 @@ class WriteCall:
     )
 
     def __init__(
-        self, now_ms: int, grace_ms: int, token: str, max_bytes: int, index_prefix: str
+        self,
+        now_ms: int,
+        grace_ms: int,
+        token: str,
+        max_bytes: int,
+        index_prefix: str,
+        ix_of: Callable[[Loc], str] | None = None,
     ) -> None:
         self.now_ms = now_ms
         self.grace_ms = grace_ms
         self.token = token
         self.max_bytes = max_bytes
         self.index_prefix = index_prefix
+        #: key layout 4 (Cluster): the index prefix is the first session's shard's (every
+        #: session of one call shares its slot, so its shard: ``Writes.apply`` checks)
+        self.ix_of = ix_of
         self.keys: list[str] = []
         self.ops: list[Any] = []
         self.count = 0
@@ -117,6 +127,8 @@ class WriteCall:
         if home is not None:  # the id's home key, where the script writes the stub
             self.keys.append(home)
             stub = base + 5
+        if self.ix_of is not None and not self.locs:
+            self.index_prefix = self.ix_of(loc)
         self.locs.append(loc)
         self.ops += [kind, base, loc.id, loc.group or "", "" if expect is None else expect, stub]
         self.ops += payload
@@ -152,6 +164,8 @@ class WriteCall:
         assert p.data is not None and p.metadata is not None and p.status is not None
         self.script = CREATE
         self.keys = [loc.doc] if fresh else [loc.doc, loc.events, loc.ckpt, loc.etypes, loc.ekeys]
+        if self.ix_of is not None and not self.locs:
+            self.index_prefix = self.ix_of(loc)
         self.locs.append(loc)
         self.count = 1
         pid = p.processor_id if isinstance(p.processor_id, str) else None
@@ -232,6 +246,8 @@ class WriteCall:
         arguments per event (``_encoding.event_args``)."""
         self.script = APPEND
         self.keys = [loc.doc, loc.events, loc.etypes, loc.ekeys]
+        if self.ix_of is not None and not self.locs:
+            self.index_prefix = self.ix_of(loc)
         self.locs.append(loc)
         self.count = 1
         e = "" if expect is None else expect

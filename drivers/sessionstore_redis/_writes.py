@@ -65,9 +65,9 @@ class Writes:
     with retries, follows grouped sessions' stubs, and writes the base engine's mutations.
 
     It depends on the connection (``backend``), the key layout, the clock and limits, the
-    document cache (a generic write drops its sessions' copies),
-    ``index`` (the calling loop's index queue, used on Cluster only) and ``on_conflict``
-    (the store's observer notification for a version conflict)."""
+    document cache (a generic write drops its sessions' copies), ``index`` (the calling
+    loop's index queue, used on Cluster with key layout 3 only) and ``on_conflict`` (the
+    store's observer notification for a version conflict)."""
 
     def __init__(
         self,
@@ -96,8 +96,22 @@ class Writes:
         self._on_conflict = on_conflict
         self._token_prefix = secrets.token_hex(8)
         self._token_seq = itertools.count()
-        # the write scripts update the index themselves except on Cluster (see _indexer)
         self._ix_prefix = "" if cluster else keys.index(0)
+        self._ix_of: Callable[[Loc], str] | None = None
+
+    def use_layout(self) -> None:
+        """Follow the key layout ``keys`` uses (set when the store opens)."""
+        if self.cluster and self.keys.colocated:
+            self._ix_prefix, self._ix_of = "", self.keys.ix_prefix
+        else:
+            self._ix_prefix, self._ix_of = ("" if self.cluster else self.keys.index(0)), None
+
+    @property
+    def queued(self) -> bool:
+        """The index is updated by the client's queue (``_indexer.py``), not by the write
+        scripts: Cluster with key layout 3, where a session's keys and its index shard
+        live in different slots."""
+        return self.cluster and not self.keys.colocated
 
     # ------------------------------------------------------------------ calls
 
@@ -119,7 +133,12 @@ class Writes:
         """A new write call with its own token."""
         token = f"{self._token_prefix}{next(self._token_seq):x}"
         return WriteCall(
-            now_ms, self.grace_ms, token, self._limits.max_session_bytes, self._ix_prefix
+            now_ms,
+            self.grace_ms,
+            token,
+            self._limits.max_session_bytes,
+            self._ix_prefix,
+            self._ix_of,
         )
 
     async def run(
@@ -197,15 +216,15 @@ class Writes:
         return reply
 
     def reindex_later(self, sessions: Sequence[Session]) -> None:
-        """Cluster: queue the index records of written sessions (on a single server the
-        write script updated the index itself)."""
-        if self.cluster:
+        """Cluster with key layout 3: queue the index records of written sessions
+        (elsewhere the write script updated the index itself)."""
+        if self.queued:
             self._index().put([index_put(s) for s in sessions])
 
     async def reindex(self, items: Sequence[tuple[str, list[Any]]]) -> None:
-        """Cluster: queue the index update of a write (sent in the background, see
-        ``_indexer.py``); on a single server the write script did it already."""
-        if self.cluster:
+        """Cluster with key layout 3: queue the index update of a write (sent in the
+        background, see ``_indexer.py``); elsewhere the write script did it already."""
+        if self.queued:
             self._index().put(items)
 
     # ------------------------------------------------------------------ grouped sessions
@@ -272,10 +291,11 @@ class Writes:
             new = mut.session.group if mut.session is not None and not mut.delete else old
             plans.append((mut, old, new))
         if self.cluster and len(plans) > 1:
-            slots = {
-                self.backend.client.keyslot(self.keys.loc(m.session_id, g).doc) for m, _, g in plans
-            }
-            if len(slots) > 1:
+            locs = [self.keys.loc(m.session_id, g) for m, _, g in plans]
+            slots = {self.backend.client.keyslot(loc.doc) for loc in locs}
+            # layout 4: one index shard too (two shards' tags may share a slot)
+            shards = {self.keys.ix_prefix(loc) for loc in locs} if self.keys.colocated else ()
+            if len(slots) > 1 or len(shards) > 1:
                 raise TransactionError(
                     "a batch over sessions in different hash slots cannot be atomic on Redis "
                     "Cluster: create them with one group= to keep them in one slot"

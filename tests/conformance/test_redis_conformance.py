@@ -110,3 +110,12 @@ class TestRedisCluster(_RedisSuite, StoreConformance):
 
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
         return open_store(self.url, namespace=namespace, clock=clock, **options)
+
+
+class TestRedisClusterLayout3(TestRedisCluster):
+    """Cluster with key layout 3 (``key_layout=3``: what a namespace written before layout
+    4 keeps, each session under its own id's slot and its index updated by the queue)."""
+
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> SessionStore:
+        options.setdefault("key_layout", 3)
+        return super().make_store(namespace=namespace, clock=clock, **options)

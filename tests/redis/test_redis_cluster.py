@@ -31,6 +31,7 @@ from sessionstore import (
     open_store,
 )
 from sessionstore.query import evaluate
+from tests.redis.calls import count_reads
 from tests.redis.processes import command
 from tests.redis.servers import RedisBinaries, RedisCluster, start_cluster
 
@@ -147,7 +148,10 @@ async def test_a_pages_documents_are_read_once_per_node(
     (the client's slot map sent it to the wrong node) is read the exact way: listed,
     never reported as corrupt."""
     clock = ManualClock()
-    store = await open_redis(redis_cluster.url, clock=clock)
+    # key layout 3: the walk cannot read the documents (another slot); with layout 4 it
+    # does (test_redis_cluster_layout.py)
+    store = await open_redis(redis_cluster.url, clock=clock, key_layout=3)
+    assert store.key_layout == 3
     made = []
     for i in range(40):
         made.append(await store.create_session(id=f"n{i:02d}", tags={"t"}, group=None))
@@ -159,19 +163,7 @@ async def test_a_pages_documents_are_read_once_per_node(
     client = store.client
     nodes = {client.get_node_from_key(store.key_names(s.id)["doc"]).name for s in made}
     assert len(nodes) == 3
-    calls: list[int] = []  # read.lua calls per request
-    pipeline, script = store._backend.pipeline, store._backend.script
-
-    async def counted(batch: Any, here: Any = None) -> Any:
-        if batch and batch[0][1].name == "read":
-            calls.append(len(batch))
-        return await pipeline(batch, here)
-
-    async def one(what: Any, *args: Any) -> Any:
-        if what.name == "read":
-            calls.append(1)
-        return await script(what, *args)
-
+    calls = count_reads(store, monkeypatch)  # read.lua calls per request
     commands = store._backend.commands
 
     async def plain(key: str, packed: bytes, count: int) -> Any:
@@ -179,8 +171,6 @@ async def test_a_pages_documents_are_read_once_per_node(
             calls.append(1)
         return await commands(key, packed, count)
 
-    monkeypatch.setattr(store._backend, "pipeline", counted)
-    monkeypatch.setattr(store._backend, "script", one)
     monkeypatch.setattr(store._backend, "commands", plain)
     page = await store.list_sessions(flt, opts)
     assert page.items == list(reversed(made))
@@ -441,7 +431,9 @@ async def test_a_moved_slot_is_followed(redis_cluster: RedisCluster, open_redis:
     """A slot handed to another primary behind the store's back: the first call gets
     MOVED, is sent again through redis-py's cluster client (which follows it and updates
     its slot map), and the session lands on the new owner."""
-    store = await open_redis(redis_cluster.url)
+    # key layout 3: a session's keys in a slot of their own (with layout 4 every
+    # namespace's sessions share the 16 index shards' slots: none is empty to move)
+    store = await open_redis(redis_cluster.url, key_layout=3)
     client = store.client
     # The cluster is shared by the module's tests: take an id whose slot holds no key yet,
     # so that moving the slot strands nothing another test wrote.

@@ -27,12 +27,14 @@ _FAMILIES = ("pc", "pu", "sc", "su", "tc", "tu", "qc", "qu")
 _FAMILY_KEYS = frozenset(f"{family}:" for family in _FAMILIES)
 
 
-@pytest.fixture(params=["single", "cluster"])
+@pytest.fixture(params=["single", "cluster", "cluster-layout3"])
 def url(request: pytest.FixtureRequest) -> str:
+    """A single server, a Cluster (a new namespace: key layout 4) and a Cluster namespace
+    of key layout 3 (its sessions in their own slots, its index updated by the queue)."""
     if request.param == "single":
         return str(request.getfixturevalue("redis_url"))
     cluster: RedisCluster = request.getfixturevalue("redis_cluster")
-    return cluster.url
+    return cluster.url + ("?key_layout=3" if request.param == "cluster-layout3" else "")
 
 
 async def _records(store: RedisStore) -> dict[int, dict[str, list[str]]]:
@@ -347,7 +349,7 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
     of at most 8,000 bytes (a document longer than that as a piece of its own), shorter
     ones as one string (``lua/pieces.lua``); the pages equal ``get_session``'s sessions
     either way, on a single server (the walk reads the documents) and on Cluster (each
-    node's ``read.lua`` does)."""
+    node's ``walkn.lua`` with key layout 4, each node's ``read.lua`` with layout 3)."""
     from sessionstore_redis import _encoding, _query, _store
 
     from sessionstore import CreateOp, NewSession
@@ -378,9 +380,16 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
             read_frames.append(reply[1])
         return documents(reply, count)
 
+    node_reply = _query._node_reply
+
+    def spy_nodes(reply: list[Any]) -> list[list[bytes]]:
+        frames.append(reply[2])
+        return node_reply(reply)
+
     opts = QueryOptions(sort_by="created_at", limit=100)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_query.Queries, "_pipeline", spy)
+        patch.setattr(_query, "_node_reply", spy_nodes)  # Cluster, key layout 4
         patch.setattr(_store, "documents", spy_documents)  # the Cluster page's read
         patch.setattr(_encoding, "documents", spy_documents)  # get_session's read
         for flt in (SessionFilter(processor_id="p"), SessionFilter()):
@@ -392,7 +401,7 @@ async def test_a_page_past_8_kb_comes_in_pieces(open_redis: Any, url: str) -> No
             assert small.ids == page.ids[:1]
     lists = [f for f in frames + read_frames if isinstance(f, list)]
     assert all(isinstance(f, bytes) for f in frames + read_frames if not isinstance(f, list))
-    assert lists  # single server: the walk's frame; Cluster: the nodes' read.lua frames
+    assert lists  # single server: the walk's frame; Cluster: the nodes' walkn / read.lua's
     for pieces in lists:
         assert len(pieces) >= 2
         assert all(len(p) <= 8_000 or b'"text"' in p for p in pieces)

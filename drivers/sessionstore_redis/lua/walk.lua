@@ -12,8 +12,10 @@
 --      composite the groups it covers ('1,3'); then a forced plan ('' the planner's
 --      choice; 'walk', 'sort', 'comp': for the benchmark's plan sweep), then the
 --      namespace's key prefix ('' = none): the returned rows' documents are read too, by
---      keys built here (single server and Sentinel only, where a script may read keys
---      its call does not name; on Cluster the client reads them in a second step), then
+--      keys built here (docread.lua; single server and Sentinel, where a script may read
+--      keys its call does not name, and Cluster with key layout 4, where '~' stands for
+--      this shard's own prefix: its sessions' keys share its slot; with layout 3 the
+--      client reads them in a second step), then
 --      '1' to have the order walked with its scores always (see NOSC).
 --   The composites' keys (sorted sets in the order's sort key, see ixcomp.lua) follow the
 --   groups' keys in KEYS; the client passes them only for created_at / updated_at orders,
@@ -62,17 +64,10 @@ for ci = 1, NC do
 end
 local FORCE = ARGV[a + NC + 1] or ''
 local DOCP = ARGV[a + NC + 2] or ''
+-- '~': key layout 4 (Cluster, _keys.py): the documents live under this shard's own prefix
+if DOCP == '~' then DOCP = string.sub(KEYS[1], 1, -2) end
 local SCORES = ARGV[a + NC + 3] == '1'  -- the order's scores asked for (see NOSC)
 local SKIP = {}  -- groups the walked composite covers
-
-local function blt(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
 
 local function after_start(s, m)
   if M0 == '' then return true end
@@ -135,29 +130,6 @@ local function put(s)
   SIZES[#SIZES + 1] = #s
 end
 
--- Session id's document as read.lua sends it (doc.lua's string; a layout-2 hash's
--- fields NUL-separated), following a grouped session's stub to the group's slot (the
--- stub itself when the group holds none).
-local function read_one(key)
-  local s = redis.pcall('GET', key)
-  if type(s) == 'table' then  -- a layout-2 hash (or another type: '\1')
-    local f = redis.pcall('HGETALL', key)
-    if f.err then return '\1' end
-    if #f == 2 and f[1] == 'grp' then return '\3G' .. f[2] end
-    return table.concat(f, '\0')
-  end
-  return s or ''
-end
-
-local function read_doc(id)
-  local s = read_one(DOCP .. '{' .. id .. '}:doc')
-  if string.byte(s, 2) == 71 and string.byte(s, 1) == 3 then
-    local g = read_one(DOCP .. '{' .. string.sub(s, 3) .. '}:' .. id .. ':doc')
-    if g ~= '' then return g end
-  end
-  return s
-end
-
 -- The rows {id, score string} with their records (one HMGET) and, with DOCP, their
 -- documents, added to the reply; returns how many (a row whose record is gone, a stale
 -- order entry, is left out).
@@ -171,7 +143,7 @@ local function emit(rows)
     if recs[i] then
       n = n + 1
       put(f[1] .. '\1' .. f[2] .. '\1' .. recs[i])
-      if DOCP ~= '' then put(read_doc(f[1])) end
+      if DOCP ~= '' then put(read_doc(DOCP, f[1], recs[i])) end
     end
   end
   return n

@@ -93,14 +93,7 @@ local function ix_refresh(o, tags)
     for _, f in ipairs(d_keys(o.doc)) do
       if string.sub(f, 1, 2) == 't:' then tl[#tl + 1] = string.sub(f, 3) end
     end
-    table.sort(tl, function(a, b)
-      local n = math.min(#a, #b)
-      for i = 1, n do
-        local x, y = string.byte(a, i), string.byte(b, i)
-        if x ~= y then return x < y end
-      end
-      return #a < #b
-    end)
+    table.sort(tl, blt)
     for _, t in ipairs(tl) do r[#r + 1] = t end
   end
   ix_set(IX, o.id, r, old)
