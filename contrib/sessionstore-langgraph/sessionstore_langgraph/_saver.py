@@ -332,14 +332,24 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         except SessionNotFoundError:
             return None
 
-    async def _namespaces(self, session_id: str) -> tuple[list[str] | None, list[Event]]:
+    async def _namespaces(
+        self, session_id: str, *, ahead: bool = False
+    ) -> tuple[list[str] | None, list[Event]]:
         """The checkpoint namespaces of a thread, from its markers (a thread whose first
         event is a marker has one for every namespace: each ``put`` sends its own);
         else the first :data:`PROBE` events, read at the same time (a thread that short
-        is read whole; one written before the markers, whole from there)."""
-        probe, markers = await asyncio.gather(
-            self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
-        )
+        is read whole; one written before the markers, whole from there). ``ahead``
+        (a read started ahead of its use): the markers are read only after the first
+        events, when the thread is longer (one read for a short thread)."""
+        if ahead:
+            probe = await self._events(session_id, limit=PROBE)
+            if len(probe) < PROBE or probe[0].type != NS_TYPE:
+                return None, probe
+            markers = await self._events(session_id, types=[NS_TYPE])
+        else:
+            probe, markers = await asyncio.gather(
+                self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
+            )
         if len(probe) == PROBE and probe[0].type == NS_TYPE:
             return [e.data["ns"] for e in markers], probe
         return None, probe
@@ -838,19 +848,26 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self, threads: AsyncIterator[str]
     ) -> AsyncGenerator[tuple[str, _Probe | None], None]:
         """``threads``, each with the first read of its listing (:meth:`_namespaces`)
-        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently."""
+        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently, one more
+        for each thread taken (a listing whose ``limit`` the first threads fill reads
+        few others)."""
         ahead: deque[tuple[str, _Probe]] = deque()
+        window = 2
         try:
             async for thread_id in threads:
-                task = asyncio.ensure_future(self._namespaces(thread_session_id(thread_id)))
+                task = asyncio.ensure_future(
+                    self._namespaces(thread_session_id(thread_id), ahead=True)
+                )
                 ahead.append((thread_id, task))
-                if len(ahead) >= LOOKAHEAD:
+                if len(ahead) >= window:
+                    window = min(LOOKAHEAD, window + 1)
                     yield ahead.popleft()
             while ahead:
                 yield ahead.popleft()
         finally:
-            for _, started in ahead:
-                started.cancel()
+            # the reads left are let finish, not cancelled: a driver may close the
+            # connection of a cancelled query (PostgreSQL's does), which the next call
+            # then opens again
             if ahead:
                 await asyncio.gather(*(started for _, started in ahead), return_exceptions=True)
 
