@@ -848,11 +848,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self, threads: AsyncIterator[str]
     ) -> AsyncGenerator[tuple[str, _Probe | None], None]:
         """``threads``, each with the first read of its listing (:meth:`_namespaces`)
-        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently, one more
-        for each thread taken (a listing whose ``limit`` the first threads fill reads
-        few others)."""
+        started ahead: two threads' reads at first, one more for every 4 threads taken,
+        up to :data:`LOOKAHEAD` (a listing whose ``limit`` the first threads fill reads
+        one other)."""
         ahead: deque[tuple[str, _Probe]] = deque()
-        window = 2
+        window, taken = 2, 0
         try:
             async for thread_id in threads:
                 task = asyncio.ensure_future(
@@ -860,7 +860,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 )
                 ahead.append((thread_id, task))
                 if len(ahead) >= window:
-                    window = min(LOOKAHEAD, window + 1)
+                    taken += 1
+                    window = min(LOOKAHEAD, 2 + taken // 4)
                     yield ahead.popleft()
             while ahead:
                 yield ahead.popleft()
