@@ -122,7 +122,7 @@ LINKS: Final = 32
 #: items), and how many items in all: the least recently used go first.
 _LIST_CACHE: Final = 256
 _LIST_ITEMS: Final = 100_000
-#: How many threads' metadata tags the saver remembers having stored.
+#: How many threads' metadata tags, and that they exist, the saver remembers.
 _TAG_CACHE: Final = 4096
 #: Seconds after which the saver checks, before linking to a value stored whole, that
 #: the value is still stored (another process's prune or run delete may have removed
@@ -237,6 +237,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self._items = 0  # the items self._written holds
         # thread session id -> the metadata tags (metadata_tags) it was last seen with
         self._tags: OrderedDict[str, frozenset[str]] = OrderedDict()
+        # thread session ids this saver last saw exist (its appends need not create them)
+        self._live: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- opening and closing
@@ -443,11 +445,31 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             )
             session = done[-1]
             assert isinstance(session, Session)
+        elif self._exists(session_id):
+            # (an append that may create costs the store more: ~9 % on PostgreSQL)
+            try:
+                session = await self._store.append_events(session_id, events, ttl=self.ttl)
+            except SessionNotFoundError:  # deleted meanwhile (expired, another process)
+                session = await self._store.append_events(
+                    session_id, events, create=create, ttl=self.ttl
+                )
         else:
             session = await self._store.append_events(
                 session_id, events, create=create, ttl=self.ttl
             )
+        self._exists(session_id, True)
         await self._tagged(session, tags)
+
+    def _exists(self, session_id: str, seen: bool = False) -> bool:
+        """Whether this saver last saw the thread session ``session_id`` exist; with
+        ``seen``, note that it does (a write to it just succeeded)."""
+        with self._lock:
+            if seen:
+                self._live[session_id] = None
+                self._live.move_to_end(session_id)
+                if len(self._live) > _TAG_CACHE:
+                    self._live.popitem(last=False)
+            return session_id in self._live
 
     async def _tagged(self, session: Session, tags: frozenset[str]) -> None:
         """Note the metadata tags ``session`` has after a write that needed ``tags``;
@@ -1092,6 +1114,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             for slot in [slot for slot in self._written if slot[0] == session_id]:
                 self._items -= len(self._written.pop(slot).items)
             self._tags.pop(session_id, None)
+            self._live.pop(session_id, None)
 
     async def aput_writes(
         self,

@@ -537,3 +537,24 @@ async def test_a_metadata_filter_over_every_thread_reads_only_threads_tagged_wit
     await saver.aput(_config("t4", metadata={"user": "u1"}), empty_checkpoint(), {"step": 1}, {})
     found = [t async for t in saver.alist(None, filter={"user": "u1"})]
     assert sorted(t.config["configurable"]["thread_id"] for t in found) == ["c1", "c1", "t4"]
+
+
+async def test_a_thread_deleted_by_another_saver_is_made_again_by_the_next_write(
+    adapter_store: SessionStore,
+) -> None:
+    """The saver appends without ``create`` to a thread it saw exist; one deleted since
+    (by another process, or expired) is made again, as a new thread would be."""
+    saver = SessionStoreSaver(adapter_store)
+    await saver.aput(_config("t"), empty_checkpoint(), {"step": 0, "user": "u"}, {})
+    await SessionStoreSaver(adapter_store).adelete_thread("t")
+    stored = await saver.aput(_config("t"), empty_checkpoint(), {"step": 1, "user": "u"}, {})
+    tup = await saver.aget_tuple(_config("t"))
+    assert tup is not None and tup.config == stored and tup.metadata["step"] == 1
+    assert [t.config for t in [t async for t in saver.alist(None, filter={"user": "u"})]] == [
+        stored
+    ]
+    await SessionStoreSaver(adapter_store).adelete_thread("t")
+    await saver.aput_writes(stored, [("a", 1)], "task-1")
+    session = await adapter_store.get_session(thread_session_id("t"))
+    assert session is not None and session.processor_id == "langgraph"
+    assert session.metadata == {"thread_id": "t"}
