@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite, get_checkpoint_id
 
 from ._ids import blob_key, checkpoint_key, checkpoint_type, thread_session_id
-from ._records import MISSING, CheckpointRecord
+from ._records import MISSING, CheckpointRecord, decode
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -121,7 +121,8 @@ class _Walk:
                     i += 1
                     continue
                 pair = (ch, version)
-                has = self._decided.get(pair)
+                # a small value is carried in the checkpoint itself
+                has = True if ch in self.chain[i].inline else self._decided.get(pair)
                 if has is None:
                     status = self._status(i, ch, version)
                     if status == _MORE and not at_end:
@@ -153,6 +154,9 @@ class _Walk:
 
     async def value(self, ch: str) -> Any:
         """The seed value of ``ch`` (its walk found one)."""
-        version = self.chain[self.seed_at[ch]].versions[ch]
+        record = self.chain[self.seed_at[ch]]
+        if ch in record.inline:
+            return decode(self.saver.serde, record.inline[ch])
+        version = record.versions[ch]
         value = await self.saver._value(self.session_id, blob_key(self.ns, ch, version))
         return None if value is MISSING else value

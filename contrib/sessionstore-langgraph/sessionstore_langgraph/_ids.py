@@ -24,12 +24,17 @@ from typing import Final
 __all__ = [
     "BLOB_TYPE",
     "LINK_TYPE",
+    "MARK_TYPE",
     "NS_TYPE",
     "RUN_TYPE",
+    "TAG_PREFIX",
+    "UNINDEXED",
     "blob_key",
     "checkpoint_key",
     "checkpoint_type",
     "digest",
+    "mark_key",
+    "metadata_tag",
     "namespace_key",
     "run_index_id",
     "thread_session_id",
@@ -49,6 +54,18 @@ RUN_TYPE: Final = "lg.run"
 #: The type of a thread's namespace markers (one per checkpoint namespace, keyed
 #: :func:`namespace_key`; every ``put`` sends its namespace's, stored once).
 NS_TYPE: Final = "lg.ns"
+#: The type of a checkpoint's mark (keyed :func:`mark_key`, stored once): ``put``
+#: appends it just before the checkpoint and each ``put_writes`` before its writes, so
+#: every write of the checkpoint comes after it in the thread's log (``aget_tuple``
+#: reads the newest checkpoint with its writes from the thread's tail when the mark is
+#: there too).
+MARK_TYPE: Final = "lg.mk"
+#: The prefix of the session tags that index checkpoint metadata (:func:`metadata_tag`).
+TAG_PREFIX: Final = "lg.md."
+#: Checkpoint metadata keys not indexed as session tags (their values change every step
+#: or run: a thread would gather a tag each time): a listing filtered on them alone
+#: reads every thread.
+UNINDEXED: Final = frozenset({"step", "run_id"})
 
 
 def _escape(text: str) -> str:
@@ -126,3 +143,25 @@ def writes_key(ns: str, checkpoint_id: str, task_id: str, content_digest: str) -
     """The event key of one ``put_writes`` call: the same call delivered twice is stored
     once."""
     return f"w.{digest(ns, checkpoint_id, task_id, content_digest)}"
+
+
+def mark_key(ns: str, checkpoint_id: str) -> str:
+    """The event key of the mark of checkpoint ``checkpoint_id`` in namespace ``ns``."""
+    return f"m.{digest(ns, checkpoint_id)}"
+
+
+def metadata_tag(key: str, value: object) -> str | None:
+    """The session tag saying that some checkpoint of the thread has metadata ``key``
+    equal to ``value``, for a top-level value that is a bool, a number or a string
+    (else ``None``: not indexed; a filter on ``None`` also matches a checkpoint without
+    the key). Values equal in Python (``1``, ``1.0``, ``True``) give the same tag, as
+    the listing's filter compares them with ``==``."""
+    if isinstance(value, bool | int):
+        text = f"n:{int(value)}"
+    elif isinstance(value, float):
+        text = f"n:{int(value)}" if value.is_integer() else f"f:{value!r}"
+    elif isinstance(value, str):
+        text = f"s:{value}"
+    else:
+        return None
+    return TAG_PREFIX + digest(key, text)

@@ -18,11 +18,12 @@ from ._ids import (
     LINK_TYPE,
     blob_key,
     checkpoint_key,
+    mark_key,
     run_index_id,
     thread_session_id,
     writes_type,
 )
-from ._records import CheckpointRecord, blob_base, is_value_event
+from ._records import CheckpointRecord, blob_base, is_value_event, metadata_tags
 
 if TYPE_CHECKING:
     from ._saver import SessionStoreSaver
@@ -85,6 +86,7 @@ async def _remove(
         blob_key(r.ns, ch, v) for r in kept for ch, v in r.versions.items()
     )
     keys = [checkpoint_key(r.ns, r.id) for r in gone]
+    keys += [mark_key(r.ns, r.id) for r in gone]
     keys.extend(k for k in thread.blobs if blob_base(k) not in used)
     seqs = [seq for r in gone for seq in thread.writes.get(writes_type(r.ns, r.id), ())]
     saver._forget(session_id)
@@ -117,15 +119,20 @@ async def copy_thread(saver: SessionStoreSaver, source: str, target: str) -> Non
     saver._forget(target_id)
     batch: list[EventInput] = []
     runs: dict[str, None] = {}
+    # the metadata tags of the checkpoints copied go with them (listings filter by
+    # them; a source written before the tags existed is tagged on its copy)
+    tags: set[str] = set()
 
     async def flush() -> None:
-        await saver.store.append_events(
-            target_id, batch, create=saver._new_thread(target), ttl=saver.ttl
-        )
+        await saver._append_tagged(target_id, target, batch, frozenset(tags))
         batch.clear()
+        tags.clear()
 
     async for event in saver._all_events(source_id):
-        run = event.data.get("run") if event.type.startswith("lg.cp.") else None
+        run = None
+        if event.type.startswith("lg.cp."):
+            run = event.data.get("run")
+            tags.update(metadata_tags(CheckpointRecord.of(event).metadata(saver.serde)))
         if isinstance(run, str) and run not in runs:
             runs[run] = None
             await saver._index_run(target, target_id, run)
@@ -172,7 +179,9 @@ def _kept(saver: SessionStoreSaver, thread: _Thread) -> set[int]:
         while record is not None and open_channels:
             for ch in list(open_channels):
                 version = record.versions.get(ch)
-                if version is not None and blob_key(record.ns, ch, version) in thread.blobs:
+                if version is not None and (
+                    ch in record.inline or blob_key(record.ns, ch, version) in thread.blobs
+                ):
                     open_channels.discard(ch)
             keep.add(id(record))
             record = by_id.get((record.ns, record.parent)) if record.parent else None

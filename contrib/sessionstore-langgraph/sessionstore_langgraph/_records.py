@@ -8,6 +8,11 @@ every step, so what each step writes and syncs is mostly that value. A checkpoin
 event carries the checkpoint without its channel values, the metadata, and in plain
 JSON what reading needs without decoding: the parent id, the run id, the channel
 versions, the versions this step wrote (``nv``) and which of those had a value (``sv``).
+Small values (``None``, a bool, a number, a string of at most :data:`INLINE_STR`
+characters) are not stored as events of their own: every checkpoint carries the
+current small value of each channel (``iv``, encoded pairs), as ``AsyncPostgresSaver``
+inlines primitive values in its checkpoint row, so a step appends one event fewer per
+such channel and a read finds them in the checkpoint.
 
 A plain ``list`` value that extends the same channel's previous value (a message list
 under ``add_messages``) may be stored as a *link* instead (type ``lg.link``): the key of
@@ -30,10 +35,11 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from sessionstore import Event, EventInput
 
-from ._ids import BLOB_TYPE, LINK_TYPE, digest
+from ._ids import BLOB_TYPE, LINK_TYPE, UNINDEXED, digest, metadata_tag
 
 __all__ = [
     "CHUNK",
+    "INLINE_STR",
     "MISSING",
     "CheckpointRecord",
     "blob_base",
@@ -41,9 +47,11 @@ __all__ = [
     "blob_value",
     "decode",
     "encode",
+    "inline_pairs",
     "is_value_event",
     "link_event",
     "link_value",
+    "metadata_tags",
     "pending_writes",
     "write_rows",
     "writes_digest",
@@ -62,6 +70,9 @@ CHUNK: Final = 512 * 1024
 #: ~0.4 ms for 225 KB, a fifth of what base64 and the write's checksum cost without it)
 #: when that makes them at least a quarter smaller (not, e.g., an encrypting serde's output).
 COMPRESS_FROM: Final = 1024
+#: The longest string a checkpoint carries inline (a longer one is a value event).
+INLINE_STR: Final = 256
+_INLINE_TYPES: Final = (type(None), bool, int, float, str)
 
 
 def encode(serde: SerializerProtocol, value: Any) -> list[str]:
@@ -87,6 +98,7 @@ class CheckpointRecord:
     versions: Versions
     new_versions: Versions
     stored: frozenset[str]
+    inline: Mapping[str, Sequence[str]]  # channel -> encoded value, carried in the event
 
     @classmethod
     def of(cls, event: Event) -> CheckpointRecord:
@@ -100,7 +112,13 @@ class CheckpointRecord:
             versions=data["cv"],
             new_versions=data["nv"],
             stored=frozenset(data["sv"]),
+            inline=data.get("iv") or {},
         )
+
+    @property
+    def evented(self) -> frozenset[str]:
+        """The channels whose value this step stored as events (not inline)."""
+        return self.stored.difference(self.inline) if self.inline else self.stored
 
     def checkpoint(self, serde: SerializerProtocol) -> dict[str, Any]:
         """The checkpoint, without channel values."""
@@ -180,10 +198,12 @@ def checkpoint_data(
     metadata: Mapping[str, Any],
     new_versions: Mapping[str, str | int | float],
     stored: Iterable[str],
+    inline: Mapping[str, Sequence[str]],
 ) -> dict[str, Any]:
-    """The data of a checkpoint event (``checkpoint`` without its channel values)."""
+    """The data of a checkpoint event (``checkpoint`` without its channel values;
+    ``inline``: the small ones, encoded)."""
     run_id = metadata.get("run_id")
-    return {
+    data = {
         "ns": ns,
         "id": checkpoint["id"],
         "parent": parent,
@@ -193,6 +213,19 @@ def checkpoint_data(
         "sv": sorted(stored),
         "cp": encode(serde, checkpoint),
         "md": encode(serde, metadata),
+    }
+    if inline:
+        data["iv"] = dict(inline)
+    return data
+
+
+def inline_pairs(serde: SerializerProtocol, values: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The small channel values among ``values`` (``None``, bools, numbers, strings of
+    at most :data:`INLINE_STR` characters; exact types only), encoded."""
+    return {
+        channel: encode(serde, value)
+        for channel, value in values.items()
+        if type(value) in _INLINE_TYPES and (type(value) is not str or len(value) <= INLINE_STR)
     }
 
 
@@ -231,3 +264,11 @@ def pending_writes(serde: SerializerProtocol, events: Iterable[Event]) -> list[P
             chosen[slot] = (path, channel, [kind, raw])
     ordered = sorted(chosen.items(), key=lambda item: (item[1][0], item[0][0], item[0][1]))
     return [(task_id, channel, decode(serde, pair)) for (task_id, _), (_, channel, pair) in ordered]
+
+
+def metadata_tags(metadata: Mapping[str, Any]) -> frozenset[str]:
+    """The session tags indexing a checkpoint's ``metadata``: one per top-level key
+    (but :data:`~sessionstore_langgraph._ids.UNINDEXED`) whose value is a bool, a
+    number or a string (:func:`~sessionstore_langgraph._ids.metadata_tag`)."""
+    tags = (metadata_tag(k, v) for k, v in metadata.items() if k not in UNINDEXED)
+    return frozenset(t for t in tags if t)

@@ -45,11 +45,14 @@ from sessionstore import (
     EventInput,
     EventKeyConflictError,
     NewSession,
+    Op,
     QueryOptions,
     Session,
     SessionFilter,
     SessionNotFoundError,
     SessionStore,
+    SessionUpdate,
+    UpdateOp,
     open_store,
 )
 from sessionstore.model import TTL
@@ -58,12 +61,17 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 from . import _history, _maintenance
 from ._ids import (
     LINK_TYPE,
+    MARK_TYPE,
     NS_TYPE,
     RUN_TYPE,
+    TAG_PREFIX,
+    UNINDEXED,
     blob_key,
     checkpoint_key,
     checkpoint_type,
     digest,
+    mark_key,
+    metadata_tag,
     namespace_key,
     run_index_id,
     thread_session_id,
@@ -76,9 +84,12 @@ from ._records import (
     blob_events,
     blob_value,
     checkpoint_data,
+    decode,
     encode,
+    inline_pairs,
     link_event,
     link_value,
+    metadata_tags,
     pending_writes,
     write_rows,
     writes_digest,
@@ -97,6 +108,9 @@ GAP: Final = 16
 PROBE: Final = 64
 #: Threads whose first read a listing of every thread starts ahead.
 LOOKAHEAD: Final = 8
+#: The events at the end of a thread that ``aget_tuple`` of the newest checkpoint reads
+#: first: its checkpoint, mark, values and writes are there after a usual step.
+TAIL: Final = 8
 #: Checkpoints whose writes one read fetches.
 TYPES_PER_READ: Final = 256
 #: How many (thread, run) pairs the saver remembers having indexed.
@@ -108,6 +122,8 @@ LINKS: Final = 32
 #: items), and how many items in all: the least recently used go first.
 _LIST_CACHE: Final = 256
 _LIST_ITEMS: Final = 100_000
+#: How many threads' metadata tags, and that they exist, the saver remembers.
+_TAG_CACHE: Final = 4096
 #: Seconds after which the saver checks, before linking to a value stored whole, that
 #: the value is still stored (another process's prune or run delete may have removed
 #: it): one read of a small checkpoint event, at most once a second per channel.
@@ -219,6 +235,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         # (session id, namespace, channel) -> the list value last written there
         self._written: OrderedDict[tuple[str, str, str], _Written] = OrderedDict()
         self._items = 0  # the items self._written holds
+        # thread session id -> the metadata tags (metadata_tags) it was last seen with
+        self._tags: OrderedDict[str, frozenset[str]] = OrderedDict()
+        # thread session ids this saver last saw exist (its appends need not create them)
+        self._live: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- opening and closing
@@ -297,8 +317,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
 
     # -- helpers
 
-    def _new_thread(self, thread_id: str) -> NewSession:
-        return NewSession(processor_id=self.processor_id, metadata={"thread_id": thread_id})
+    def _new_thread(self, thread_id: str, tags: frozenset[str] = frozenset()) -> NewSession:
+        return NewSession(
+            processor_id=self.processor_id, metadata={"thread_id": thread_id}, tags=tags
+        )
 
     async def _events(self, session_id: str, **query: Any) -> list[Event]:
         try:
@@ -312,14 +334,24 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         except SessionNotFoundError:
             return None
 
-    async def _namespaces(self, session_id: str) -> tuple[list[str] | None, list[Event]]:
+    async def _namespaces(
+        self, session_id: str, *, ahead: bool = False
+    ) -> tuple[list[str] | None, list[Event]]:
         """The checkpoint namespaces of a thread, from its markers (a thread whose first
         event is a marker has one for every namespace: each ``put`` sends its own);
         else the first :data:`PROBE` events, read at the same time (a thread that short
-        is read whole; one written before the markers, whole from there)."""
-        probe, markers = await asyncio.gather(
-            self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
-        )
+        is read whole; one written before the markers, whole from there). ``ahead``
+        (a read started ahead of its use): the markers are read only after the first
+        events, when the thread is longer (one read for a short thread)."""
+        if ahead:
+            probe = await self._events(session_id, limit=PROBE)
+            if len(probe) < PROBE or probe[0].type != NS_TYPE:
+                return None, probe
+            markers = await self._events(session_id, types=[NS_TYPE])
+        else:
+            probe, markers = await asyncio.gather(
+                self._events(session_id, limit=PROBE), self._events(session_id, types=[NS_TYPE])
+            )
         if len(probe) == PROBE and probe[0].type == NS_TYPE:
             return [e.data["ns"] for e in markers], probe
         return None, probe
@@ -360,23 +392,99 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             if len(self._indexed_runs) > _RUN_CACHE:
                 self._indexed_runs.popitem(last=False)
 
-    async def _append(self, session_id: str, thread_id: str, events: list[EventInput]) -> None:
-        """Append ``events``, creating the thread's session if needed. A key stored with
-        other content (a checkpoint id or channel version put twice with new content)
-        is replaced, as LangGraph's own savers overwrite it."""
+    async def _append(
+        self,
+        session_id: str,
+        thread_id: str,
+        events: list[EventInput],
+        tags: frozenset[str] = frozenset(),
+    ) -> None:
+        """Append ``events``, creating the thread's session if needed, and give the
+        session ``tags`` (:func:`metadata_tags`) in the same atomic write unless it is
+        known to have them. A key stored with other content (a checkpoint id or channel
+        version put twice with new content) is replaced, as LangGraph's own savers
+        overwrite it."""
         try:
-            await self._store.append_events(
-                session_id, events, create=self._new_thread(thread_id), ttl=self.ttl
-            )
+            await self._append_tagged(session_id, thread_id, events, tags)
         except EventKeyConflictError:
-            # (a namespace marker is never replaced: the same content each time)
-            keys = [e.key for e in events if e.key is not None and e.type != NS_TYPE]
-            await self._store.commit(
+            # (a namespace marker or a checkpoint's mark is never replaced: the same
+            # content each time, and a mark stays before the checkpoint's writes)
+            keys = [
+                e.key
+                for e in events
+                if e.key is not None and e.type != NS_TYPE and e.type != MARK_TYPE
+            ]
+            ops: list[Op] = [
+                DeleteEventsOp(session_id, keys=keys),
+                AppendOp(session_id, events, ttl=self.ttl),
+            ]
+            if tags:
+                ops.append(UpdateOp(session_id, SessionUpdate(add_tags=tags)))
+            session = (await self._store.commit(ops))[-1]
+            assert isinstance(session, Session)
+            await self._tagged(session, tags)
+
+    async def _append_tagged(
+        self,
+        session_id: str,
+        thread_id: str,
+        events: list[EventInput],
+        tags: frozenset[str],
+    ) -> None:
+        """One append of ``events`` (see :meth:`_append`), without replacing a key."""
+        with self._lock:
+            known = self._tags.get(session_id)
+        create = self._new_thread(thread_id, tags)
+        if tags and (known is None or not tags <= known):
+            # the session's tags cover every checkpoint's: added with the checkpoint
+            done = await self._store.commit(
                 [
-                    DeleteEventsOp(session_id, keys=keys),
-                    AppendOp(session_id, events, ttl=self.ttl),
+                    AppendOp(session_id, events, create=create, ttl=self.ttl),
+                    UpdateOp(session_id, SessionUpdate(add_tags=tags)),
                 ]
             )
+            session = done[-1]
+            assert isinstance(session, Session)
+        elif self._exists(session_id):
+            # (an append that may create costs the store more: ~9 % on PostgreSQL)
+            try:
+                session = await self._store.append_events(session_id, events, ttl=self.ttl)
+            except SessionNotFoundError:  # deleted meanwhile (expired, another process)
+                session = await self._store.append_events(
+                    session_id, events, create=create, ttl=self.ttl
+                )
+        else:
+            session = await self._store.append_events(
+                session_id, events, create=create, ttl=self.ttl
+            )
+        self._exists(session_id, True)
+        await self._tagged(session, tags)
+
+    def _exists(self, session_id: str, seen: bool = False) -> bool:
+        """Whether this saver last saw the thread session ``session_id`` exist; with
+        ``seen``, note that it does (a write to it just succeeded)."""
+        with self._lock:
+            if seen:
+                self._live[session_id] = None
+                self._live.move_to_end(session_id)
+                if len(self._live) > _TAG_CACHE:
+                    self._live.popitem(last=False)
+            return session_id in self._live
+
+    async def _tagged(self, session: Session, tags: frozenset[str]) -> None:
+        """Note the metadata tags ``session`` has after a write that needed ``tags``;
+        add those it lacks (it was deleted and made again by another process since this
+        saver last saw it)."""
+        if not tags:
+            return
+        if missing := tags - session.tags:
+            session = await self._store.update_session(session.id, add_tags=missing)
+        mine = frozenset(t for t in session.tags if t.startswith(TAG_PREFIX))
+        with self._lock:
+            self._tags[session.id] = mine
+            self._tags.move_to_end(session.id)
+            if len(self._tags) > _TAG_CACHE:
+                self._tags.popitem(last=False)
 
     def _wanted(
         self, record: CheckpointRecord, versions: Mapping[str, str | int | float]
@@ -384,10 +492,12 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         """The channels whose values ``record``'s tuple reads: (channel, key)."""
         # A version this very step wrote without a value (a delta channel's sentinel) has
         # no event to look for.
+        # A small value is in the checkpoint itself (``inline``).
         return [
             (ch, blob_key(record.ns, ch, version))
             for ch, version in versions.items()
-            if ch in record.stored or record.new_versions.get(ch) != version
+            if (ch in record.stored or record.new_versions.get(ch) != version)
+            and ch not in record.inline
         ]
 
     async def _near(
@@ -396,9 +506,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         """The keyed events just before each of ``records`` (where its step's values
         are), by key: a read per run of records at most :data:`GAP` events apart (one for
         a page of consecutive checkpoints), run concurrently."""
-        spans = sorted(
-            (max(1, r.event.seq - len(r.stored)), r.event.seq) for r in records if r.stored
-        )
+        spans = sorted(_span(r) for r in records if r.evented)
         merged: list[list[int]] = []
         for low, high in spans:
             if merged and low <= merged[-1][1] + GAP:
@@ -521,11 +629,23 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         return (await self._tuples(thread_id, [record], remember=remember))[0]
 
     async def _tuples(
-        self, thread_id: str, records: Sequence[CheckpointRecord], *, remember: bool = False
+        self,
+        thread_id: str,
+        records: Sequence[CheckpointRecord],
+        *,
+        remember: bool = False,
+        tail: Sequence[Event] = (),
+        whole: bool = False,
     ) -> list[CheckpointTuple]:
         """The tuples of ``records``: their writes in one read; concurrently the values
         each step stored with its checkpoint (the events just before it, a read per run
-        of nearby records: :meth:`_near`) and by key those stored at earlier steps."""
+        of nearby records: :meth:`_near`) and by key those stored at earlier steps.
+
+        ``tail``: the thread's last events, read already (the one record is among
+        them). What it holds is not read again: the values just before the checkpoint
+        when it reaches back to them, and the writes when it holds the checkpoint's
+        mark (each of its writes comes after the mark). ``whole``: ``tail`` is every
+        event of the thread, so nothing is read."""
         session_id = thread_session_id(thread_id)
         checkpoints = [r.checkpoint(self.serde) for r in records]
         wanted = [
@@ -537,26 +657,69 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         near = {
             blob_key(r.ns, ch, r.new_versions[ch])
             for r in records
-            for ch in r.stored
+            for ch in r.evented
             if ch in r.new_versions
         }
         # a version one of them wrote without a value (a delta channel's sentinel, a
         # channel left empty) has no event: versions are unique (get_next_version)
+        # (or one of the checkpoints in the tail)
+        seen = [*records, *(CheckpointRecord.of(e) for e in tail if e.type.startswith("lg.cp."))]
         absent = {
             blob_key(r.ns, ch, version)
-            for r in records
+            for r in seen
             for ch, version in r.new_versions.items()
             if ch not in r.stored and _unique(version)
         }
-        far = list({key for w in wanted for _, key in w if key not in near and key not in absent})
-        writes, known, far_events = await asyncio.gather(
-            self._writes_many(session_id, records)
-            if len(records) > 1
-            else asyncio.gather(self._writes(session_id, records[0].ns, records[0].id)),
-            self._near(session_id, records),
-            asyncio.gather(*(self._event(session_id, key) for key in far)),
+        had: dict[str, Event | None] = {e.key: e for e in tail if e.key is not None}
+        far = list(
+            {
+                key
+                for w in wanted
+                for _, key in w
+                if key not in near and key not in absent and key not in had
+            }
         )
-        known.update(zip(far, far_events, strict=True))
+        first = records[0]
+        read_writes: Coroutine[Any, Any, list[list[PendingWrite]]] | None
+        if whole:
+            # not in the thread: not stored
+            had.update((key, None) for w in wanted for _, key in w if key not in had)
+            far = []
+            read_writes = None
+            by_kind: dict[str, list[Event]] = {}
+            for event in tail:
+                by_kind.setdefault(event.type, []).append(event)
+            writes = [
+                pending_writes(self.serde, by_kind.get(writes_type(r.ns, r.id), ()))
+                for r in records
+            ]
+        elif len(records) > 1:
+            read_writes = self._writes_many(session_id, records)
+        elif mark_key(first.ns, first.id) in had:
+            read_writes = None
+            kind = writes_type(first.ns, first.id)
+            writes = [pending_writes(self.serde, (e for e in tail if e.type == kind))]
+        else:
+            read_writes = asyncio.gather(self._writes(session_id, first.ns, first.id))
+        read_near = (
+            None
+            if whole
+            or not any(r.evented for r in records)
+            or (tail and tail[0].seq <= _span(first)[0])
+            else self._near
+        )
+        if read_writes is None and read_near is None and not far:
+            known = had  # all in the tail: no other read
+        else:
+            found_writes, known, far_events = await asyncio.gather(
+                read_writes or _ready(None),
+                read_near(session_id, records) if read_near else _ready({}),
+                asyncio.gather(*(self._event(session_id, key) for key in far)),
+            )
+            if found_writes is not None:
+                writes = found_writes
+            known = {**had, **known}
+            known.update(zip(far, far_events, strict=True))
         known.update((key, None) for key in absent - near)
         if all(_whole_in(known, key) for w in wanted for _, key in w):
             values = [
@@ -579,6 +742,14 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                     for r, w in zip(records, wanted, strict=True)
                 )
             )
+        for r, cp, v in zip(records, checkpoints, values, strict=True):
+            if r.inline:  # the small values, carried in the checkpoint
+                versions = cp["channel_versions"]
+                v.update(
+                    (ch, decode(self.serde, pair))
+                    for ch, pair in r.inline.items()
+                    if ch in versions
+                )
         return [
             CheckpointTuple(
                 config=_config(thread_id, r.ns, r.id),
@@ -608,11 +779,27 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
         ns = configurable.get("checkpoint_ns", "")
-        record = await self._record(thread_session_id(thread_id), ns, get_checkpoint_id(config))
+        session_id = thread_session_id(thread_id)
+        checkpoint_id = get_checkpoint_id(config)
+        tail: list[Event] = []
+        if checkpoint_id:
+            record = await self._record(session_id, ns, checkpoint_id)
+        else:
+            # the newest: usually in the thread's last events, with its values and writes
+            tail = await self._events(session_id, last=TAIL)
+            kind = checkpoint_type(ns)
+            newest = next((e for e in reversed(tail) if e.type == kind), None)
+            if newest is not None:
+                record = CheckpointRecord.of(newest)
+            elif len(tail) < TAIL:  # the whole thread: no checkpoint in the namespace
+                return None
+            else:
+                tail = []
+                record = await self._record(session_id, ns, None)
         if record is None:
             return None
         # the graph's next step extends what it reads here: remember its lists
-        return await self._tuple(thread_id, record, remember=True)
+        return (await self._tuples(thread_id, [record], remember=True, tail=tail))[0]
 
     async def alist(
         self,
@@ -637,7 +824,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             ns = config["configurable"].get("checkpoint_ns")
             only_id = get_checkpoint_id(config)
         else:
-            threads = self._probed(self._threads())
+            # only threads tagged with the filter's values (a tag for each value some
+            # checkpoint of the thread has): the session index finds them
+            tags = [metadata_tag(k, v) for k, v in (filter or {}).items() if k not in UNINDEXED]
+            threads = self._probed(self._threads(frozenset(t for t in tags if t)))
             ns = None
             only_id = None
         async with aclosing(threads):
@@ -646,6 +836,11 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 # without a filter, the first page need hold no more than the limit
                 first = min(PAGE, remaining) if remaining is not None and not filter else PAGE
                 records = self._records(thread_id, ns, before_id, only_id, first, probe)
+                # a thread its first read held whole (a short one): nothing else to read
+                thread: list[Event] = []
+                if probe is not None:
+                    _, events = await probe
+                    thread = events if len(events) < PROBE else []
                 while True:  # a page of records at a time: their writes in one read
                     record = await anext(records, None)
                     if record is not None:
@@ -657,7 +852,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                         if len(batch) < min(PAGE, remaining or PAGE):
                             continue
                     if batch:
-                        for tup in await self._tuples(thread_id, batch):
+                        tuples = await self._tuples(
+                            thread_id, batch, tail=thread, whole=bool(thread)
+                        )
+                        for tup in tuples:
                             yield tup
                             if remaining is not None:
                                 remaining -= 1
@@ -672,25 +870,33 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         self, threads: AsyncIterator[str]
     ) -> AsyncGenerator[tuple[str, _Probe | None], None]:
         """``threads``, each with the first read of its listing (:meth:`_namespaces`)
-        started ahead: up to :data:`LOOKAHEAD` threads' reads run concurrently."""
+        started ahead: two threads' reads at first, one more for every 4 threads taken,
+        up to :data:`LOOKAHEAD` (a listing whose ``limit`` the first threads fill reads
+        one other)."""
         ahead: deque[tuple[str, _Probe]] = deque()
+        window, taken = 2, 0
         try:
             async for thread_id in threads:
-                task = asyncio.ensure_future(self._namespaces(thread_session_id(thread_id)))
+                task = asyncio.ensure_future(
+                    self._namespaces(thread_session_id(thread_id), ahead=True)
+                )
                 ahead.append((thread_id, task))
-                if len(ahead) >= LOOKAHEAD:
+                if len(ahead) >= window:
+                    taken += 1
+                    window = min(LOOKAHEAD, 2 + taken // 4)
                     yield ahead.popleft()
             while ahead:
                 yield ahead.popleft()
         finally:
-            for _, started in ahead:
-                started.cancel()
+            # the reads left are let finish, not cancelled: a driver may close the
+            # connection of a cancelled query (PostgreSQL's does), which the next call
+            # then opens again
             if ahead:
                 await asyncio.gather(*(started for _, started in ahead), return_exceptions=True)
 
-    async def _threads(self) -> AsyncIterator[str]:
+    async def _threads(self, tags: frozenset[str] = frozenset()) -> AsyncIterator[str]:
         cursor: str | None = None
-        flt = SessionFilter(processor_id=self.processor_id)
+        flt = SessionFilter(processor_id=self.processor_id, tags_all=tags or None)
         while True:
             page = await self._store.list_sessions(
                 flt, QueryOptions(sort_by="updated_at", order="desc", limit=100, cursor=cursor)
@@ -780,12 +986,15 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         holder = checkpoint_key(ns, checkpoint["id"])
         if self.list_links:
             await self._confirm(session_id, ns, values, new_versions)
+        inline = inline_pairs(self.serde, values)
         for channel, version in new_versions.items():
             if channel in values:
-                slot = (session_id, ns, channel)
-                key = blob_key(ns, channel, version)
-                events += self._value_events(slot, key, values[channel], written, holder)
+                if channel not in inline:
+                    slot = (session_id, ns, channel)
+                    key = blob_key(ns, channel, version)
+                    events += self._value_events(slot, key, values[channel], written, holder)
                 stored.append(channel)
+        events.append(_mark(ns, checkpoint["id"]))
         events.append(
             EventInput(
                 type=checkpoint_type(ns),
@@ -798,6 +1007,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                     metadata=full_metadata,
                     new_versions=new_versions,
                     stored=stored,
+                    inline=inline,
                 ),
             )
         )
@@ -805,7 +1015,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         if isinstance(run_id, str) and run_id:
             await self._index_run(thread_id, session_id, run_id)
         try:
-            await self._append(session_id, thread_id, events)
+            await self._append(session_id, thread_id, events, metadata_tags(full_metadata))
         except BaseException:
             self._forget(session_id)  # stored or not: link nothing to it
             raise
@@ -903,6 +1113,8 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         with self._lock:
             for slot in [slot for slot in self._written if slot[0] == session_id]:
                 self._items -= len(self._written.pop(slot).items)
+            self._tags.pop(session_id, None)
+            self._live.pop(session_id, None)
 
     async def aput_writes(
         self,
@@ -923,7 +1135,10 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             key=writes_key(ns, checkpoint_id, task_id, writes_digest(task_path, rows)),
             data={"cid": checkpoint_id, "task": task_id, "path": task_path, "w": rows},
         )
-        await self._append(thread_session_id(thread_id), thread_id, [event])
+        # the checkpoint's mark first (stored once, by its put or the first writes)
+        await self._append(
+            thread_session_id(thread_id), thread_id, [_mark(ns, checkpoint_id), event]
+        )
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete the thread's session: every checkpoint, value and write of it."""
@@ -1053,6 +1268,17 @@ async def _newest_first(
             await stream.aclose()
 
 
+def _mark(ns: str, checkpoint_id: str) -> EventInput:
+    """The mark of a checkpoint (:data:`~sessionstore_langgraph._ids.MARK_TYPE`)."""
+    return EventInput(type=MARK_TYPE, key=mark_key(ns, checkpoint_id), data={})
+
+
+def _span(record: CheckpointRecord) -> tuple[int, int]:
+    """The seqs of the events a put appended with ``record``'s checkpoint that a read of
+    it may need: its values (then its mark) just before it."""
+    return max(1, record.event.seq - len(record.evented) - 1), record.event.seq
+
+
 def _whole_in(known: Mapping[str, Event | None], key: str) -> bool:
     """Whether the value under ``key`` is read from ``known`` alone (its event, and a
     link's snapshot, are there; not split over several events)."""
@@ -1072,8 +1298,8 @@ def _unique(version: object) -> bool:
     return isinstance(version, str) and len(version) > 35 and version[32:35] == ".0."
 
 
-async def _ready(event: Event | None) -> Event | None:
-    return event
+async def _ready(value: R) -> R:
+    return value
 
 
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:

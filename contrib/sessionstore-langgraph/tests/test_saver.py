@@ -69,8 +69,16 @@ async def test_put_writes_only_the_channels_that_changed(adapter_store: SessionS
     count = len(await _events(adapter_store, "t"))
     second = await saver.aput(first, cp2, {"step": 1}, {"small": "2"})
     added = (await _events(adapter_store, "t"))[count:]
-    assert [e.type for e in added] == ["lg.blob", added[-1].type]  # one value, one checkpoint
-    assert "big" not in str(added[0].data)
+    # the checkpoint's mark and the checkpoint, which carries the small value inline
+    assert [e.type for e in added] == ["lg.mk", added[-1].type]
+    assert set(added[-1].data["iv"]) == {"small"}  # not the big one, unchanged
+    cp3 = empty_checkpoint()
+    cp3["channel_values"] = {"big": ["y"] * 100, "small": 2}
+    cp3["channel_versions"] = {"big": "2", "small": "2"}
+    count = len(await _events(adapter_store, "t"))
+    await saver.aput(second, cp3, {"step": 2}, {"big": "2"})
+    added = (await _events(adapter_store, "t"))[count:]
+    assert [e.type for e in added] == ["lg.blob", "lg.mk", added[-1].type]
     tup = await saver.aget_tuple(second)
     assert tup is not None and tup.checkpoint["channel_values"] == cp2["channel_values"]
 
@@ -400,3 +408,153 @@ async def test_listing_every_namespace_of_a_long_thread_reads_a_few_pages() -> N
         # the first events and the markers, a page of each namespace, the writes, the
         # values (a read of every event of the thread: 600 events, two pages of 500)
         assert store.reads <= 6
+
+
+class _CountingReads:
+    """A store that counts the event reads made through it, by session id."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self._store = store
+        self.reads: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get_events(self, session_id: str, **query: Any) -> list[Event]:
+        self.reads.append(session_id)
+        return await self._store.get_events(session_id, **query)
+
+    async def get_event(self, session_id: str, *, key: str) -> Event | None:
+        self.reads.append(session_id)
+        return await self._store.get_event(session_id, key=key)
+
+
+async def test_the_newest_checkpoint_is_one_read_of_the_thread_tail(
+    adapter_store: SessionStore,
+) -> None:
+    counting = _CountingReads(adapter_store)
+    saver = SessionStoreSaver(counting)  # type: ignore[arg-type]
+    config = _config("t")
+    versions: dict[str, Any] = {}
+    for step in range(5):  # steps as a graph with a delta channel makes them
+        new = {ch: saver.get_next_version(versions.get(ch), None) for ch in ("msgs", "n", "d")}
+        versions.update(new)
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"n": step, "d": {"step": step}}  # (msgs: a sentinel)
+        cp["channel_versions"] = dict(versions)
+        config = await saver.aput(config, cp, {"step": step}, new)
+        await saver.aput_writes(config, [("msgs", [f"m{step}"]), ("n", step)], f"task-{step}")
+    expected = await SessionStoreSaver(adapter_store).aget_tuple(config)  # by id
+    assert expected is not None and expected.pending_writes
+    assert expected.checkpoint["channel_values"] == {"n": 4, "d": {"step": 4}}
+    counting.reads.clear()
+    assert await saver.aget_tuple(_config("t")) == expected
+    assert counting.reads == [thread_session_id("t")]  # one read: the thread's last events
+    # a step whose writes are not there yet, and a value stored at an earlier step
+    cp = {**expected.checkpoint, "id": "2099-later"}
+    cp["channel_values"] = {"n": 9, "d": {"step": 4}}
+    new = {"n": saver.get_next_version(versions["n"], None)}
+    cp["channel_versions"] = {**versions, **new}
+    later = await saver.aput(config, cp, {"step": 9}, new)  # type: ignore[arg-type]
+    counting.reads.clear()
+    tup = await saver.aget_tuple(_config("t"))
+    assert tup is not None and tup.config == later and tup.pending_writes == []
+    assert tup.checkpoint["channel_values"] == cp["channel_values"]
+    assert len(counting.reads) == 1  # the dict was stored a step before: in the tail
+
+
+@pytest.mark.parametrize("writes_first", [True, False])
+async def test_the_newest_checkpoint_has_writes_stored_before_it(
+    adapter_store: SessionStore, writes_first: bool
+) -> None:
+    """Writes put before their checkpoint (LangGraph's async durability may do that), or
+    before the checkpoint was put again with new content, are all read with it, however
+    far back they are."""
+    saver = SessionStoreSaver(adapter_store)
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"a": "x" * 300, "n": 1}
+    cp["channel_versions"] = {"a": "1", "n": "1"}
+    config = _config(
+        "t", configurable={"thread_id": "t", "checkpoint_ns": "", "checkpoint_id": cp["id"]}
+    )
+    if not writes_first:
+        config = await saver.aput(_config("t"), cp, {"step": 1}, {"a": "1", "n": "1"})
+    tasks = [f"task-{i:02}" for i in range(20)]  # more events than the tail read holds
+    for task in tasks:
+        await saver.aput_writes(config, [("a", task)], task)
+    cp["channel_values"] = {"a": "y" * 300, "n": 2}  # (again with new content)
+    await saver.aput(_config("t"), cp, {"step": 2}, {"a": "1", "n": "1"})
+    tup = await saver.aget_tuple(_config("t"))
+    assert tup is not None
+    assert tup.pending_writes == [(task, "a", task) for task in tasks]
+    assert tup.checkpoint["channel_values"] == {"a": "y" * 300, "n": 2}
+    assert tup.metadata["step"] == 2
+
+
+async def test_a_metadata_filter_over_every_thread_reads_only_threads_tagged_with_it(
+    adapter_store: SessionStore,
+) -> None:
+    counting = _CountingReads(adapter_store)
+    saver = SessionStoreSaver(counting)  # type: ignore[arg-type]
+    for i in range(6):
+        config = _config(f"t{i}")
+        for step in range(2):
+            metadata: Any = {"source": "loop", "step": step, "user": f"u{i % 3}"}
+            config = await saver.aput(config, empty_checkpoint(), metadata, {})
+    # a later checkpoint of t0 with a new value of the key: t0 is tagged with both
+    cp = empty_checkpoint()
+    await saver.aput(_config("t0", metadata={"user": "u2"}), cp, {"source": "loop", "step": 2}, {})
+    counting.reads.clear()
+    found = [t async for t in saver.alist(None, filter={"user": "u2"})]
+    assert sorted({t.config["configurable"]["thread_id"] for t in found}) == ["t0", "t2", "t5"]
+    assert len(found) == 5 and all(t.metadata["user"] == "u2" for t in found)
+    # one read a thread: its first events hold it whole (a short thread)
+    assert sorted(counting.reads) == [thread_session_id(t) for t in ("t0", "t2", "t5")]
+    # 1.0 == 1 == True, as the filter compares
+    await saver.aput(_config("n", metadata={"level": 1}), empty_checkpoint(), {"step": 0}, {})
+    for value in (1, 1.0, True):
+        found = [t async for t in saver.alist(None, filter={"level": value})]
+        assert [t.config["configurable"]["thread_id"] for t in found] == ["n"]
+    # keys not indexed (step) and None (a missing key matches too) read every thread
+    found = [t async for t in saver.alist(None, filter={"step": 2})]
+    assert [t.config["configurable"]["thread_id"] for t in found] == ["t0"]
+    found = [t async for t in saver.alist(None, filter={"level": None, "user": "u1"})]
+    assert sorted(t.config["configurable"]["thread_id"] for t in found) == ["t1", "t1", "t4", "t4"]
+    # a copy is tagged by the checkpoints it copies (here of a source without tags, as a
+    # thread written before them); a thread deleted and written again by another saver
+    # (this one remembers its old tags) is tagged again
+    source = await adapter_store.get_session(thread_session_id("t1"))
+    assert source is not None and source.tags
+    await adapter_store.update_session(source.id, remove_tags=source.tags)
+    assert [t async for t in saver.alist(None, filter={"user": "u1"})] != []  # (t4)
+    await saver.acopy_thread("t1", "c1")
+    found = [t async for t in saver.alist(None, filter={"user": "u1"})]
+    # (the untagged source is not found: a thread written before the tags)
+    assert {t.config["configurable"]["thread_id"] for t in found} == {"t4", "c1"}
+    await SessionStoreSaver(adapter_store).adelete_thread("t4")
+    other = SessionStoreSaver(adapter_store)
+    await other.aput(_config("t4", metadata={"user": "u0"}), empty_checkpoint(), {"step": 0}, {})
+    await saver.aput(_config("t4", metadata={"user": "u1"}), empty_checkpoint(), {"step": 1}, {})
+    found = [t async for t in saver.alist(None, filter={"user": "u1"})]
+    assert sorted(t.config["configurable"]["thread_id"] for t in found) == ["c1", "c1", "t4"]
+
+
+async def test_a_thread_deleted_by_another_saver_is_made_again_by_the_next_write(
+    adapter_store: SessionStore,
+) -> None:
+    """The saver appends without ``create`` to a thread it saw exist; one deleted since
+    (by another process, or expired) is made again, as a new thread would be."""
+    saver = SessionStoreSaver(adapter_store)
+    await saver.aput(_config("t"), empty_checkpoint(), {"step": 0, "user": "u"}, {})
+    await SessionStoreSaver(adapter_store).adelete_thread("t")
+    stored = await saver.aput(_config("t"), empty_checkpoint(), {"step": 1, "user": "u"}, {})
+    tup = await saver.aget_tuple(_config("t"))
+    assert tup is not None and tup.config == stored and tup.metadata["step"] == 1
+    assert [t.config for t in [t async for t in saver.alist(None, filter={"user": "u"})]] == [
+        stored
+    ]
+    await SessionStoreSaver(adapter_store).adelete_thread("t")
+    await saver.aput_writes(stored, [("a", 1)], "task-1")
+    session = await adapter_store.get_session(thread_session_id("t"))
+    assert session is not None and session.processor_id == "langgraph"
+    assert session.metadata == {"thread_id": "t"}
