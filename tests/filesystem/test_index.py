@@ -276,3 +276,45 @@ def test_a_new_index_held_past_the_timeout_fails_with_the_lock_error(tmp_path: P
     finally:
         index.close()
         rival.close()
+
+
+@pytest.mark.asyncio
+async def test_the_index_checkpoints_on_its_own_thread(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's commit does not wait for a WAL checkpoint (issue 21, ``filecg``): the
+    writers' own threshold is ``WRITER_CHECKPOINT`` pages, and every ``CHECKPOINT_EVERY``
+    writes the index's thread runs a ``PASSIVE`` checkpoint; closing the store stops it."""
+    import asyncio
+    import sqlite3
+    import threading
+    import time
+
+    seen: list[tuple[str, str]] = []  # (thread, statement) on every index connection
+    real = _index.Index._connect
+
+    def connect(self: _index.Index) -> sqlite3.Connection:
+        conn = real(self)
+        conn.set_trace_callback(lambda sql: seen.append((threading.current_thread().name, sql)))
+        return conn
+
+    monkeypatch.setattr(_index.Index, "_connect", connect)
+    name = "sessionstore-index-checkpoint"
+    async with make_store() as store:
+        for n in range(2 * _index.CHECKPOINT_EVERY):
+            await store.create_session(data={"n": n})
+        conn = store._engine.index.conn()
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == _index.WRITER_CHECKPOINT
+        deadline = time.monotonic() + 60  # not a speed bound: the thread runs eventually
+        while not any("wal_checkpoint" in sql for _, sql in seen):
+            assert time.monotonic() < deadline, "no checkpoint ran"
+            await asyncio.sleep(0.01)
+        assert {thread for thread, sql in seen if "wal_checkpoint" in sql} == {name}
+        assert any(t.name == name for t in threading.enumerate())
+    assert not any(t.name == name for t in threading.enumerate())
+    assert (await _reopened_rows(make_store)) == 2 * _index.CHECKPOINT_EVERY
+
+
+async def _reopened_rows(make_store: MakeStore) -> int:
+    async with make_store() as store:
+        return len(store._engine.index.all_ids())
