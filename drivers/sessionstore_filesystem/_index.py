@@ -17,7 +17,6 @@ exactly the reference rule.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -36,20 +35,6 @@ from sessionstore.query import OrderKey, matches
 from ._event_index import EventChange, apply_changes, invalidate
 
 __all__ = ["INDEX_FORMAT", "Index", "Row", "session_of"]
-
-#: Index writes (of this process, to this index) between two checkpoints run by the
-#: index's own thread (a create writes ~13 WAL pages of 1 KiB: ~830 pages, close to
-#: SQLite's default of 1,000 at which the committing writer would checkpoint itself).
-CHECKPOINT_EVERY: Final = 64
-#: WAL pages past which a writer still checkpoints itself, as SQLite does by default
-#: at 1,000: only when the checkpoint thread fell behind (other processes' writes, a
-#: slow disk) or could not be started.
-WRITER_CHECKPOINT: Final = 8192
-#: Checkpoint passes one wake-up runs at most to catch up with the writers.
-_CATCH_UP: Final = 8
-#: Switch for measurements (docs/performance.md): False leaves the checkpoints to the
-#: committing writer at SQLite's default, as before the checkpoint thread.
-BACKGROUND_CHECKPOINT: bool = True
 
 # 2: the event index (events, ev_cover); a format-1 index is rebuilt on open.
 # 3: rows hold the whole session (last_seq, grp, tag_list, data) and the processor's
@@ -282,7 +267,6 @@ class Index:
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
-        self._checkpoints = _Checkpointer(self._connect)
 
     # ------------------------------------------------------------------ connections
 
@@ -290,28 +274,21 @@ class Index:
         """This thread's connection."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
-            if BACKGROUND_CHECKPOINT:
-                conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT}")
+            conn = sqlite3.connect(
+                f"file:{quote(self.path)}?nofollow=1",
+                uri=True,
+                timeout=self.timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._mutex:
                 self._all.append(conn)
         return conn
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            f"file:{quote(self.path)}?nofollow=1",
-            uri=True,
-            timeout=self.timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
     def close(self) -> None:
         """Close every connection (of every thread)."""
-        self._checkpoints.close()
         with self._mutex:
             for conn in self._all:
                 conn.close()
@@ -381,20 +358,17 @@ class Index:
                 if not events:
                     cur = conn.execute(sql, args)
                     if cur.rowcount == 1:
-                        self._checkpoints.wrote()
                         return
                 else:
                     with _tx(conn):
                         if conn.execute(sql, args).rowcount != 1:
                             self._put(conn, sid, old, new, encoded)
                         apply_changes(conn, events)
-                    self._checkpoints.wrote()
                     return
         with _tx(conn):
             for sid, old, new in changes:
                 self._put(conn, sid, old, new, encoded)
             apply_changes(conn, events)
-        self._checkpoints.wrote(len(changes))
 
     def _put(
         self,
@@ -421,7 +395,6 @@ class Index:
         are rebuilt when next needed (a repair follows a write that may have failed
         after its index update, whose lines were then cut off: their seqs come again)."""
         conn = self.conn()
-        count = 0
         with _tx(conn):
             for sid, session in rows:
                 self._put(conn, sid, None, session)
@@ -429,8 +402,6 @@ class Index:
                     apply_changes(conn, [EventChange(sid, None, None)])  # rows and cover
                 else:
                     invalidate(conn, (sid,))
-                count += 1
-        self._checkpoints.wrote(count)
 
     def optimize(self) -> None:
         """Refresh the planner's statistics and fold the WAL back into the database."""
@@ -512,98 +483,6 @@ def _passing(cur: sqlite3.Cursor, post: Any, meta: int) -> Iterator[Row]:
     for row in cur:
         if post(bytes(row[meta])):
             yield row
-
-
-class _Checkpointer:
-    """Runs the index's WAL checkpoints on a thread of its own, off the writers' path.
-
-    With SQLite's default, the commit that takes the WAL past 1,000 pages checkpoints it
-    (``fsync`` of the WAL, its pages copied into the database, ``fsync`` of that) before
-    the commit returns: one write in ~70 creates waited 4-8 ms for it. Here the writers'
-    own threshold is :data:`WRITER_CHECKPOINT` and, every :data:`CHECKPOINT_EVERY`
-    writes, this thread runs a ``PASSIVE`` checkpoint (it waits for no reader or writer;
-    frames it cannot copy yet wait for the next one). The same syncs as before, made by
-    another thread: the index stays what it was, rebuildable, ``synchronous=NORMAL``
-    (see "Queries and the index" in docs/filesystem.md). Started at the first write a
-    process makes (again in a child after ``fork``), stopped by ``close``."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._connect = connect
-        self._writes = 0
-        self._wake = threading.Event()
-        self._stop = False
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-
-    def wrote(self, sessions: int = 1) -> None:
-        """A write of ``sessions`` sessions' rows committed (counted without a lock: a
-        count lost to a race only moves a checkpoint by one write)."""
-        if not BACKGROUND_CHECKPOINT:
-            return
-        self._writes += sessions
-        if self._writes >= CHECKPOINT_EVERY:
-            self._writes = 0
-            self._start()
-            self._wake.set()
-
-    def _start(self) -> None:
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            return
-        if os.getpid() != self._pid:  # a child after fork(): none of the parent's threads
-            self._pid = os.getpid()
-            self._lock = threading.Lock()
-            self._wake = threading.Event()
-            self._thread = None
-        with self._lock:
-            if self._stop or (self._thread is not None and self._thread.is_alive()):
-                return
-            thread = threading.Thread(
-                target=self._run, name="sessionstore-index-checkpoint", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError:  # no thread to be had: the writers checkpoint themselves
-                return
-            self._thread = thread
-
-    def _run(self) -> None:
-        try:
-            conn = self._connect()
-        except sqlite3.Error:
-            return  # the writers checkpoint themselves
-        try:
-            while True:
-                self._wake.wait()
-                self._wake.clear()
-                if self._stop:
-                    return
-                self._checkpoint(conn)
-        finally:
-            conn.close()
-
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
-        """Copy the WAL into the database until a pass copies all of it: a writer
-        restarts the WAL from its start only after such a pass (frames appended during
-        a pass are copied by a short next one), so the WAL stays at the size of
-        :data:`CHECKPOINT_EVERY` writes instead of growing to :data:`WRITER_CHECKPOINT`."""
-        for _ in range(_CATCH_UP):
-            try:
-                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error:
-                return  # busy or failed: the next one, or the writers' own, copies the pages
-            if busy or copied >= frames or self._stop:
-                return
-
-    def close(self) -> None:
-        """Stop the thread (after the checkpoint it may be running)."""
-        with self._lock:
-            self._stop = True
-            thread, self._thread = self._thread, None
-        self._wake.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
 
 
 class _tx:
