@@ -15,7 +15,15 @@ import operator
 import random
 import threading
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -680,7 +688,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             }
         )
         first = records[0]
-        read_writes: Coroutine[Any, Any, list[list[PendingWrite]]] | None
+        read_writes: Awaitable[list[list[PendingWrite]] | None] | None
         if whole:
             # not in the thread: not stored
             had.update((key, None) for w in wanted for _, key in w if key not in had)
@@ -700,7 +708,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             kind = writes_type(first.ns, first.id)
             writes = [pending_writes(self.serde, (e for e in tail if e.type == kind))]
         else:
-            read_writes = asyncio.gather(self._writes(session_id, first.ns, first.id))
+            read_writes = _listed(self._writes(session_id, first.ns, first.id))
         read_near = (
             None
             if whole
@@ -712,7 +720,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             known = had  # all in the tail: no other read
         else:
             found_writes, known, far_events = await asyncio.gather(
-                read_writes or _ready(None),
+                read_writes if read_writes is not None else _nothing(),
                 read_near(session_id, records) if read_near else _ready({}),
                 asyncio.gather(*(self._event(session_id, key) for key in far)),
             )
@@ -1300,6 +1308,15 @@ def _unique(version: object) -> bool:
 
 async def _ready(value: R) -> R:
     return value
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _listed(value: Awaitable[R]) -> list[R]:
+    """``[await value]``: one checkpoint's writes in the shape of several's."""
+    return [await value]
 
 
 def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:

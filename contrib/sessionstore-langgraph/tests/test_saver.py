@@ -433,11 +433,13 @@ async def test_the_newest_checkpoint_is_one_read_of_the_thread_tail(
     adapter_store: SessionStore,
 ) -> None:
     counting = _CountingReads(adapter_store)
-    saver = SessionStoreSaver(counting)  # type: ignore[arg-type]
+    saver = SessionStoreSaver(counting)
     config = _config("t")
     versions: dict[str, Any] = {}
     for step in range(5):  # steps as a graph with a delta channel makes them
-        new = {ch: saver.get_next_version(versions.get(ch), None) for ch in ("msgs", "n", "d")}
+        new: dict[str, Any] = {
+            ch: saver.get_next_version(versions.get(ch), None) for ch in ("msgs", "n", "d")
+        }
         versions.update(new)
         cp = empty_checkpoint()
         cp["channel_values"] = {"n": step, "d": {"step": step}}  # (msgs: a sentinel)
@@ -455,7 +457,7 @@ async def test_the_newest_checkpoint_is_one_read_of_the_thread_tail(
     cp["channel_values"] = {"n": 9, "d": {"step": 4}}
     new = {"n": saver.get_next_version(versions["n"], None)}
     cp["channel_versions"] = {**versions, **new}
-    later = await saver.aput(config, cp, {"step": 9}, new)  # type: ignore[arg-type]
+    later = await saver.aput(config, cp, {"step": 9}, new)
     counting.reads.clear()
     tup = await saver.aget_tuple(_config("t"))
     assert tup is not None and tup.config == later and tup.pending_writes == []
@@ -495,7 +497,7 @@ async def test_a_metadata_filter_over_every_thread_reads_only_threads_tagged_wit
     adapter_store: SessionStore,
 ) -> None:
     counting = _CountingReads(adapter_store)
-    saver = SessionStoreSaver(counting)  # type: ignore[arg-type]
+    saver = SessionStoreSaver(counting)
     for i in range(6):
         config = _config(f"t{i}")
         for step in range(2):
@@ -507,7 +509,7 @@ async def test_a_metadata_filter_over_every_thread_reads_only_threads_tagged_wit
     counting.reads.clear()
     found = [t async for t in saver.alist(None, filter={"user": "u2"})]
     assert sorted({t.config["configurable"]["thread_id"] for t in found}) == ["t0", "t2", "t5"]
-    assert len(found) == 5 and all(t.metadata["user"] == "u2" for t in found)
+    assert len(found) == 5 and all(dict(t.metadata)["user"] == "u2" for t in found)
     # one read a thread: its first events hold it whole (a short thread)
     assert sorted(counting.reads) == [thread_session_id(t) for t in ("t0", "t2", "t5")]
     # 1.0 == 1 == True, as the filter compares
@@ -545,9 +547,11 @@ async def test_a_thread_deleted_by_another_saver_is_made_again_by_the_next_write
     """The saver appends without ``create`` to a thread it saw exist; one deleted since
     (by another process, or expired) is made again, as a new thread would be."""
     saver = SessionStoreSaver(adapter_store)
-    await saver.aput(_config("t"), empty_checkpoint(), {"step": 0, "user": "u"}, {})
+    first: Any = {"step": 0, "user": "u"}
+    await saver.aput(_config("t"), empty_checkpoint(), first, {})
     await SessionStoreSaver(adapter_store).adelete_thread("t")
-    stored = await saver.aput(_config("t"), empty_checkpoint(), {"step": 1, "user": "u"}, {})
+    second: Any = {"step": 1, "user": "u"}
+    stored = await saver.aput(_config("t"), empty_checkpoint(), second, {})
     tup = await saver.aget_tuple(_config("t"))
     assert tup is not None and tup.config == stored and tup.metadata["step"] == 1
     assert [t.config for t in [t async for t in saver.alist(None, filter={"user": "u"})]] == [
