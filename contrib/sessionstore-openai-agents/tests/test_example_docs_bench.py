@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +154,43 @@ def test_the_side_by_side_benchmark_runs_and_writes_every_row(
     assert [(row["driver"], row["floor_name"], row["name"]) for row in rows] == [
         (backend, theirs, op) for backend, theirs in pairs for op in ops
     ]
+
+
+@pytest.mark.integration
+def test_the_sqlite_append_probe_runs_and_prints_every_side(tmp_path: Path) -> None:
+    """``benchmarks/sqlite_append_probe.py`` at tiny sizes: every side is printed, and the
+    WAL counts hold what docs/performance.md reads from them (our append writes more pages
+    than SQLiteSession's; the copy without the four indexes fewer than ours)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ADAPTER / "benchmarks" / "sqlite_append_probe.py"),
+            "--dir",
+            str(tmp_path),
+            *("--history", "5", "--calls", "5", "--rounds", "2", "--batch", "2"),
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=ADAPTER,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    pages = {
+        found[1]: float(found[2])
+        for line in run.stdout.splitlines()
+        if (found := re.match(r"\s+(.+?)\s{2,}([\d.]+) pages a commit", line))
+    }
+    assert set(pages) == {
+        "SQLiteSession.add_items",
+        "adapter add_items",
+        "store.append_events",
+        "raw statements (to_thread)",
+        "raw statements, 4 indexes dropped",
+    }, run.stdout
+    assert pages["adapter add_items"] > pages["SQLiteSession.add_items"]
+    assert pages["raw statements, 4 indexes dropped"] < pages["raw statements (to_thread)"]
+    for side in ("adapter get_items(limit=20)", "SQLiteSession.get_items(limit=20)"):
+        assert side in run.stdout
+    assert "synchronous=FULL" in run.stdout
