@@ -89,18 +89,10 @@ def test_the_docs_page_runs(
     assert not run.skipped
 
 
-def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
-    """The benchmark's ``--smoke`` run with ``args``; the rows of its ``--json``."""
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ADAPTER / "benchmarks" / "bench_openai_agents.py"),
-            "--smoke",
-            *args,
-            "--json",
-            str(out),
-        ],
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of the adapter's benchmarks/ scripts, offline, from the adapter's directory."""
+    return subprocess.run(
+        [sys.executable, str(ADAPTER / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         env=_offline_env(),
@@ -108,6 +100,12 @@ def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
         timeout=300,
         check=False,
     )
+
+
+def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """The benchmark's ``--smoke`` run with ``args``; the rows of its ``--json``."""
+    out = tmp_path / "bench.json"
+    run = _run_script("bench_openai_agents.py", "--smoke", *args, "--json", str(out))
     assert out.exists(), run.stdout[-2000:] + run.stderr[-3000:]
     rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"]
     assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
@@ -161,20 +159,10 @@ def test_the_sqlite_append_probe_runs_and_prints_every_side(tmp_path: Path) -> N
     """``benchmarks/sqlite_append_probe.py`` at tiny sizes: every side is printed, and the
     WAL counts hold what docs/performance.md reads from them (our append writes more pages
     than SQLiteSession's; the copy without the four indexes fewer than ours)."""
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ADAPTER / "benchmarks" / "sqlite_append_probe.py"),
-            "--dir",
-            str(tmp_path),
-            *("--history", "5", "--calls", "5", "--rounds", "2", "--batch", "2"),
-        ],
-        capture_output=True,
-        text=True,
-        env=_offline_env(),
-        cwd=ADAPTER,
-        timeout=120,
-        check=False,
+    run = _run_script(
+        "sqlite_append_probe.py",
+        *("--dir", str(tmp_path), "--history", "5", "--calls", "5", "--rounds", "2"),
+        *("--batch", "2"),
     )
     assert run.returncode == 0, run.stderr[-3000:]
     pages = {
