@@ -363,12 +363,32 @@ def _doomed(sizes: VsSizes, pairs: int) -> int:
 
 
 async def side_by_side(ours: Side, theirs: Side, sizes: VsSizes) -> list[Row]:
+    """Every row of one pair, with the objects alive before it (the fixtures: every
+    service's sessions, their events held in ADK's ``Session`` objects, ~270,000 objects
+    after the ``--vs sqlite`` fills) frozen out of the garbage collector's scans.
+
+    Without that, whether a batch of the whole-history read pays a full collection of the
+    fixtures' heap depended on the heap's size, not on the call: each batch starts after a
+    ``gc.collect()``, and CPython collects the oldest generation once the objects promoted
+    into it since then exceed a quarter of it. Two reads of 2,000 events promote ~70,000
+    objects with the adapter (the store's decoded events and ADK's ``Event`` objects) and
+    fewer with ADK's own services, so at ~273,000 fixture objects every batch of ours paid
+    a full collection (~120 ms of 204) and theirs none, and a few thousand objects more
+    turned that off (docs/performance.md, the ``sqlside`` subsection). Frozen, a
+    collection costs what the measured calls' own objects cost, on both sides."""
     rows = []
     label = f"{ours.label} / {theirs.label}"
-    for (name, mine, heavy), (_, other, _) in zip(ours.ops(sizes), theirs.ops(sizes), strict=True):
-        number = sizes.heavy if heavy else sizes.number
-        op, floor = await compare(mine, other, rounds=sizes.rounds, number=number)
-        rows.append(Row(label, name, op, floor, None))
+    gc.collect()
+    gc.freeze()
+    try:
+        for (name, mine, heavy), (_, other, _) in zip(
+            ours.ops(sizes), theirs.ops(sizes), strict=True
+        ):
+            number = sizes.heavy if heavy else sizes.number
+            op, floor = await compare(mine, other, rounds=sizes.rounds, number=number)
+            rows.append(Row(label, name, op, floor, None))
+    finally:
+        gc.unfreeze()
     return rows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import json
 import math
@@ -66,8 +67,24 @@ VS_ROWS = {
 async def test_bench_adk_side_by_side_sqlite(tmp_path: Path) -> None:
     bench = _bench()
     sizes = bench.VsSizes(small=2, big=4, sessions=4, rounds=2, number=1, heavy=1)
+    # every row runs with the fixtures frozen out of the collector's scans (what was alive
+    # before the pair), and the process is left unfrozen
+    frozen: list[int] = []
+    compare = bench.compare
+
+    async def watched(a: Any, b: Any, *, rounds: int, number: int) -> tuple[float, float]:
+        frozen.append(gc.get_freeze_count())
+        result: tuple[float, float] = await compare(a, b, rounds=rounds, number=number)
+        return result
+
+    bench.compare = watched
     # durability=none only: ADK's services fsync every write already
-    rows = await bench.run_vs_sqlite(sizes, tmp_path, durabilities=("none",))
+    try:
+        rows = await bench.run_vs_sqlite(sizes, tmp_path, durabilities=("none",))
+    finally:
+        bench.compare = compare
+    assert len(frozen) == 2 * len(VS_ROWS) and min(frozen) > 0
+    assert gc.get_freeze_count() == 0
     pairs = {r.store for r in rows}
     assert len(pairs) == 2  # against ADK's two SQLite services
     assert all(r.store.startswith("sqlite: ours, durability=none (wal, NORMAL) / ") for r in rows)

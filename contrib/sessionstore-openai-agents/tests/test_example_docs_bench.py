@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,18 +89,10 @@ def test_the_docs_page_runs(
     assert not run.skipped
 
 
-def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
-    """The benchmark's ``--smoke`` run with ``args``; the rows of its ``--json``."""
-    out = tmp_path / "bench.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(ADAPTER / "benchmarks" / "bench_openai_agents.py"),
-            "--smoke",
-            *args,
-            "--json",
-            str(out),
-        ],
+def _run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """One of the adapter's benchmarks/ scripts, offline, from the adapter's directory."""
+    return subprocess.run(
+        [sys.executable, str(ADAPTER / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         env=_offline_env(),
@@ -107,6 +100,12 @@ def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
         timeout=300,
         check=False,
     )
+
+
+def _run_benchmark(tmp_path: Path, *args: str) -> list[dict[str, Any]]:
+    """The benchmark's ``--smoke`` run with ``args``; the rows of its ``--json``."""
+    out = tmp_path / "bench.json"
+    run = _run_script("bench_openai_agents.py", "--smoke", *args, "--json", str(out))
     assert out.exists(), run.stdout[-2000:] + run.stderr[-3000:]
     rows: list[dict[str, Any]] = json.loads(out.read_text())["rows"]
     assert all(row["ours_s"] > 0 and row["floor_s"] > 0 for row in rows)
@@ -153,3 +152,33 @@ def test_the_side_by_side_benchmark_runs_and_writes_every_row(
     assert [(row["driver"], row["floor_name"], row["name"]) for row in rows] == [
         (backend, theirs, op) for backend, theirs in pairs for op in ops
     ]
+
+
+@pytest.mark.integration
+def test_the_sqlite_append_probe_runs_and_prints_every_side(tmp_path: Path) -> None:
+    """``benchmarks/sqlite_append_probe.py`` at tiny sizes: every side is printed, and the
+    WAL counts hold what docs/performance.md reads from them (our append writes more pages
+    than SQLiteSession's; the copy without the four indexes fewer than ours)."""
+    run = _run_script(
+        "sqlite_append_probe.py",
+        *("--dir", str(tmp_path), "--history", "5", "--calls", "5", "--rounds", "2"),
+        *("--batch", "2"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    pages = {
+        found[1]: float(found[2])
+        for line in run.stdout.splitlines()
+        if (found := re.match(r"\s+(.+?)\s{2,}([\d.]+) pages a commit", line))
+    }
+    assert set(pages) == {
+        "SQLiteSession.add_items",
+        "adapter add_items",
+        "store.append_events",
+        "raw statements (to_thread)",
+        "raw statements, 4 indexes dropped",
+    }, run.stdout
+    assert pages["adapter add_items"] > pages["SQLiteSession.add_items"]
+    assert pages["raw statements, 4 indexes dropped"] < pages["raw statements (to_thread)"]
+    for side in ("adapter get_items(limit=20)", "SQLiteSession.get_items(limit=20)"):
+        assert side in run.stdout
+    assert "synchronous=FULL" in run.stdout
