@@ -23,8 +23,10 @@ from typing import Final
 
 __all__ = [
     "BLOB_TYPE",
+    "CAPPED_TAG",
     "LINK_TYPE",
     "MARK_TYPE",
+    "MAX_THREAD_TAGS",
     "NS_TYPE",
     "RUN_TYPE",
     "TAG_PREFIX",
@@ -62,6 +64,14 @@ NS_TYPE: Final = "lg.ns"
 MARK_TYPE: Final = "lg.mk"
 #: The prefix of the session tags that index checkpoint metadata (:func:`metadata_tag`).
 TAG_PREFIX: Final = "lg.md."
+#: How many metadata tags a thread gathers at most (about: a saver that does not know a
+#: thread's tags yet adds one put's). A metadata key given a new value every run (a
+#: request id, a timestamp) would otherwise grow the thread's session without bound.
+MAX_THREAD_TAGS: Final = 64
+#: The tag of a thread whose metadata tags reached :data:`MAX_THREAD_TAGS`: it gets no
+#: more, and every filtered listing reads it (it may hold any value). Not a digest (those
+#: are 32 hex digits), so no metadata value's tag can equal it.
+CAPPED_TAG: Final = TAG_PREFIX + "capped"
 #: Checkpoint metadata keys not indexed as session tags (their values change every step
 #: or run: a thread would gather a tag each time): a listing filtered on them alone
 #: reads every thread.

@@ -68,8 +68,10 @@ from sessionstore.sync import LoopThread, SyncSessionStore, open_sync_store
 
 from . import _history, _maintenance
 from ._ids import (
+    CAPPED_TAG,
     LINK_TYPE,
     MARK_TYPE,
+    MAX_THREAD_TAGS,
     NS_TYPE,
     RUN_TYPE,
     TAG_PREFIX,
@@ -415,6 +417,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         try:
             await self._append_tagged(session_id, thread_id, events, tags)
         except EventKeyConflictError:
+            tags = self._capped(session_id, tags)
             # (a namespace marker or a checkpoint's mark is never replaced: the same
             # content each time, and a mark stays before the checkpoint's writes)
             keys = [
@@ -440,6 +443,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
         tags: frozenset[str],
     ) -> None:
         """One append of ``events`` (see :meth:`_append`), without replacing a key."""
+        tags = self._capped(session_id, tags)
         with self._lock:
             known = self._tags.get(session_id)
         create = self._new_thread(thread_id, tags)
@@ -467,6 +471,22 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
             )
         self._exists(session_id, True)
         await self._tagged(session, tags)
+
+    def _capped(self, session_id: str, tags: frozenset[str]) -> frozenset[str]:
+        """The metadata tags a write to ``session_id`` adds: ``tags``, or, once the
+        thread's would pass :data:`MAX_THREAD_TAGS`, those it has and :data:`CAPPED_TAG`
+        instead of new ones (a listing filtered on any value reads a capped thread)."""
+        if not tags:
+            return tags
+        with self._lock:
+            known = self._tags.get(session_id)
+        if known is None:  # (not known yet: one put's tags at the most)
+            return tags if len(tags) <= MAX_THREAD_TAGS else frozenset({CAPPED_TAG})
+        if tags <= known:
+            return tags
+        if CAPPED_TAG in known or len(known | tags) > MAX_THREAD_TAGS:
+            return (tags & known) | {CAPPED_TAG}
+        return tags
 
     def _exists(self, session_id: str, seen: bool = False) -> bool:
         """Whether this saver last saw the thread session ``session_id`` exist; with
@@ -903,6 +923,24 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 await asyncio.gather(*(started for _, started in ahead), return_exceptions=True)
 
     async def _threads(self, tags: frozenset[str] = frozenset()) -> AsyncIterator[str]:
+        """Thread ids, most recently written first: every thread, or those tagged with
+        every one of ``tags`` and those whose tags were capped (:meth:`_capped`)."""
+        if not tags:
+            async for session in self._sessions(None):
+                yield _thread_of(session)
+            return
+        seen: set[str] = set()  # (a thread in both listings, or moved between pages)
+        async with (
+            aclosing(self._sessions(tags)) as tagged,
+            aclosing(self._sessions(frozenset({CAPPED_TAG}))) as capped,
+        ):
+            async for session in _newest_of(tagged, capped):
+                if session.id not in seen:
+                    seen.add(session.id)
+                    yield _thread_of(session)
+
+    async def _sessions(self, tags: frozenset[str] | None) -> AsyncGenerator[Session, None]:
+        """The saver's thread sessions with every one of ``tags``, newest first."""
         cursor: str | None = None
         flt = SessionFilter(processor_id=self.processor_id, tags_all=tags or None)
         while True:
@@ -910,7 +948,7 @@ class SessionStoreSaver(BaseCheckpointSaver[str]):
                 flt, QueryOptions(sort_by="updated_at", order="desc", limit=100, cursor=cursor)
             )
             for session in page.items:
-                yield _thread_of(session)
+                yield session
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -1308,6 +1346,21 @@ def _unique(version: object) -> bool:
 
 async def _ready(value: R) -> R:
     return value
+
+
+async def _newest_of(
+    a: AsyncIterator[Session], b: AsyncIterator[Session]
+) -> AsyncGenerator[Session, None]:
+    """The sessions of two newest-first listings, merged newest first."""
+    x, y = await anext(a, None), await anext(b, None)
+    while x is not None or y is not None:
+        if y is None or (x is not None and x.updated_at >= y.updated_at):
+            assert x is not None
+            yield x
+            x = await anext(a, None)
+        else:
+            yield y
+            y = await anext(b, None)
 
 
 async def _nothing() -> None:

@@ -19,7 +19,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 from scenarios import delta_graph, review_graph
 from sessionstore_langgraph import SessionStoreSaver, _records, thread_session_id
-from sessionstore_langgraph._ids import blob_key, namespace_key
+from sessionstore_langgraph._ids import (
+    CAPPED_TAG,
+    MAX_THREAD_TAGS,
+    TAG_PREFIX,
+    blob_key,
+    namespace_key,
+)
 from sessionstore_memory import MemoryStore
 
 from sessionstore import (
@@ -539,6 +545,44 @@ async def test_a_metadata_filter_over_every_thread_reads_only_threads_tagged_wit
     await saver.aput(_config("t4", metadata={"user": "u1"}), empty_checkpoint(), {"step": 1}, {})
     found = [t async for t in saver.alist(None, filter={"user": "u1"})]
     assert sorted(t.config["configurable"]["thread_id"] for t in found) == ["c1", "c1", "t4"]
+
+
+async def test_a_thread_gathers_a_bounded_number_of_tags_and_a_capped_one_is_still_found(
+    adapter_store: SessionStore,
+) -> None:
+    """A metadata key given a new value every run (a request id) would tag a thread once
+    a run, without bound: past MAX_THREAD_TAGS the thread is capped instead, and every
+    filtered listing reads a capped thread."""
+
+    async def metadata_tags_of(thread_id: str) -> set[str]:
+        session = await adapter_store.get_session(thread_session_id(thread_id))
+        assert session is not None
+        return {t for t in session.tags if t.startswith(TAG_PREFIX)}
+
+    saver = SessionStoreSaver(adapter_store)
+    config = _config("busy")
+    for run in range(MAX_THREAD_TAGS + 10):
+        metadata: Any = {"source": "loop", "step": run, "request": f"r{run}"}
+        config = await saver.aput(config, empty_checkpoint(), metadata, {})
+    other: Any = {"source": "loop", "step": 0, "request": "elsewhere"}
+    await saver.aput(_config("quiet"), empty_checkpoint(), other, {})
+    tags = await metadata_tags_of("busy")
+    assert CAPPED_TAG in tags and len(tags) <= MAX_THREAD_TAGS + 1
+    assert CAPPED_TAG not in await metadata_tags_of("quiet")
+    last = f"r{MAX_THREAD_TAGS + 9}"  # a value first put after the cap, one before it
+    for value, threads in ((last, ["busy"]), ("r0", ["busy"]), ("elsewhere", ["quiet"])):
+        found = [t async for t in saver.alist(None, filter={"request": value})]
+        assert [t.config["configurable"]["thread_id"] for t in found] == threads, value
+        assert len(found) == 1 and dict(found[0].metadata)["request"] == value
+    assert [t async for t in saver.alist(None, filter={"request": "never"})] == []
+    # a saver that does not know the thread's tags yet adds one put's at the most
+    fresh = SessionStoreSaver(adapter_store)
+    for value in ("new-1", "new-2", "new-3"):
+        metadata = {"source": "loop", "step": 99, "request": value}
+        config = await fresh.aput(config, empty_checkpoint(), metadata, {})
+    assert len(await metadata_tags_of("busy")) <= len(tags) + 1
+    found = [t async for t in fresh.alist(None, filter={"request": "new-3"})]
+    assert [t.config["configurable"]["thread_id"] for t in found] == ["busy"]
 
 
 async def test_a_thread_deleted_by_another_saver_is_made_again_by_the_next_write(
