@@ -1577,6 +1577,23 @@ class ZeroLimitLeaksOne(MemoryStore):
         return await super().get_events(session_id, **window)
 
 
+class NulCharactersStripped(MemoryStore):
+    """Autumn-27/ARTEX#112, dashjoin/platform#488, SciPhi-AI/R2R#1264: PostgreSQL's
+    jsonb cannot hold U+0000, and the fix that ships strips it: session data and metadata
+    lose their NUL characters on the way in."""
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        for mut in mutations:
+            if mut.session is not None and mut.data_json is not None and mut.metadata_json:
+                data_json = mut.data_json.replace(b"\\u0000", b"")
+                meta_json = mut.metadata_json.replace(b"\\u0000", b"")
+                mut.session = replace(
+                    mut.session, data=orjson.loads(data_json), metadata=orjson.loads(meta_json)
+                )
+                mut.data_json, mut.metadata_json = data_json, meta_json
+        await super()._apply(mutations, atomic=atomic)
+
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -1695,6 +1712,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
         CheckpointsInIdOrder,
         PoppedKeysStayTaken,
         ZeroLimitLeaksOne,
+        NulCharactersStripped,
     )
 }
 
@@ -1730,6 +1748,7 @@ REAL_BUG_VARIANTS: frozenset[str] = frozenset(
         CheckpointsInIdOrder,
         PoppedKeysStayTaken,
         ZeroLimitLeaksOne,
+        NulCharactersStripped,
     )
 )
 
@@ -1840,6 +1859,7 @@ CAUGHT_BY: dict[str, str] = {
     "CheckpointsInIdOrder": "test_checkpoints_order_by_time_not_by_id",
     "PoppedKeysStayTaken": "test_get_event_by_key",
     "ZeroLimitLeaksOne": "test_get_events_by_type_and_backwards",
+    "NulCharactersStripped": "test_nul_characters_round_trip_and_filter_exactly",
 }  # fmt: skip
 
 
