@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from sessionstore import SessionFilter, SessionNotFoundError, Status
+from sessionstore import SessionFilter, SessionNotFoundError, SessionRecord, Status
 from sessionstore.codec import checkpoint_digest
 
 from ._harness import ConformanceContext, store_test
@@ -28,6 +30,48 @@ class CheckpointTests:
         assert cp.digest == checkpoint_digest(cp)
         assert await ctx.store.get_checkpoint(s.id, cp.id) == cp
         assert await ctx.store.list_checkpoints(s.id) == [cp]
+
+    @store_test
+    async def test_checkpoints_list_in_save_order_within_a_second(
+        self, ctx: ConformanceContext
+    ) -> None:
+        # checkpoints a millisecond apart, and several at one instant, come back in the
+        # order they were saved (not by a coarser time or by their ids' hash); pruning
+        # keeps the newest
+        s = await ctx.store.create_session()
+        saved = []
+        for i in range(8):
+            if i < 5:
+                ctx.clock.advance(0.001)
+            s = await ctx.store.update_session(s.id, data={"i": i})
+            saved.append(await ctx.store.save_checkpoint(s.id, label=f"c{i}"))
+        listed = await ctx.store.list_checkpoints(s.id)
+        assert [cp.label for cp in listed] == [cp.label for cp in saved]
+        assert listed == saved
+        newest = await ctx.store.save_checkpoint(s.id, label="last", keep_last=3)
+        kept = await ctx.store.list_checkpoints(s.id)
+        assert [cp.label for cp in kept] == ["c6", "c7", "last"]
+        assert kept[-1] == newest
+
+    @store_test
+    async def test_checkpoints_order_by_time_not_by_id(self, ctx: ConformanceContext) -> None:
+        # restored checkpoints keep their ids, which need not sort like their times ("2"
+        # before "10"): the list and the pruning go by created_at
+        s = await ctx.store.create_session(data={"v": 0})
+        made = []
+        for i, cp_id in enumerate(("cp-2", "cp-10", "CP-3")):
+            ctx.clock.advance(1)
+            s = await ctx.store.update_session(s.id, data={"v": i})
+            cp = await ctx.store.save_checkpoint(s.id, label=cp_id)
+            cp = replace(cp, id=cp_id)
+            made.append(replace(cp, digest=checkpoint_digest(cp)))
+        assert await ctx.store.delete_session(s.id)
+        await ctx.store.put_records([SessionRecord(s, (), made)])
+        assert await ctx.store.list_checkpoints(s.id) == made
+        ctx.clock.advance(1)
+        await ctx.store.save_checkpoint(s.id, label="new", keep_last=2)
+        kept = await ctx.store.list_checkpoints(s.id)
+        assert [cp.label for cp in kept] == ["CP-3", "new"]
 
     @store_test
     async def test_restore_checkpoint(self, ctx: ConformanceContext) -> None:

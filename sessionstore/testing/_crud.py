@@ -271,6 +271,69 @@ class CrudTests:
         assert await ctx.store.list_checkpoints("again") == []
 
     @store_test
+    async def test_delete_leaves_sessions_whose_id_extends_it(
+        self, ctx: ConformanceContext
+    ) -> None:
+        # a delete (or an expiry sweep) removes exactly one session's records, never those
+        # of ids it is a prefix of (a key scan by "<id>*")
+        ids = ["a", "ab", "a-b", "a.b", "a_", "A", "xa"]
+        for sid in ids:
+            await ctx.store.create_session(
+                id=sid, data={"id": sid}, ttl=10 if sid == "a_" else None
+            )
+            await ctx.store.append_events(sid, [{"type": "t", "data": {"id": sid}}])
+            await ctx.store.save_checkpoint(sid)
+        assert await ctx.store.delete_session("a") is True
+        ctx.clock.advance(10)
+        assert await ctx.store.cleanup_expired_sessions() == 1
+        for sid in ("ab", "a-b", "a.b", "A", "xa"):
+            got = await ctx.store.get_session(sid)
+            assert got is not None and got.data == {"id": sid}, sid
+            assert [e.data for e in await ctx.store.get_events(sid)] == [{"id": sid}], sid
+            assert len(await ctx.store.list_checkpoints(sid)) == 1, sid
+        assert await ctx.store.count_sessions() == 5
+        for sid in ("a", "a_"):  # a new session under a removed id starts empty
+            await ctx.store.create_session(id=sid)
+            assert await ctx.store.get_events(sid) == []
+            assert await ctx.store.list_checkpoints(sid) == []
+
+    @store_test
+    async def test_ids_are_case_sensitive(self, ctx: ConformanceContext) -> None:
+        # "Case-Id" and "case-id" are two sessions (not one under a case-insensitive
+        # collation or a case-folded key)
+        upper = await ctx.store.create_session(id="Case-Id", data={"who": "upper"})
+        assert await ctx.store.get_session("case-id") is None
+        assert await ctx.store.get_sessions(["case-id", "CASE-ID"]) == {}
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.get_events("case-id")
+        lower = await ctx.store.create_session(id="case-id", data={"who": "lower"})
+        await ctx.store.append_events(lower.id, [{"type": "t"}])
+        assert await ctx.store.get_session(upper.id) == upper
+        assert await ctx.store.get_events(upper.id) == []
+        found = await ctx.store.list_sessions(SessionFilter(ids=["case-id"]))
+        assert found.ids == ["case-id"]
+        assert await ctx.store.delete_session("CASE-ID") is False
+        assert await ctx.store.delete_session(upper.id) is True
+        assert (await ctx.store.get_session("case-id")) is not None
+
+    @store_test
+    async def test_large_values_round_trip_exactly(self, ctx: ConformanceContext) -> None:
+        # values past the 64 KiB of a MySQL TEXT column, in characters and in bytes, come
+        # back whole from every place they are stored
+        big = "x" * 70_000 + "\u00e9" * 20_000 + "\U0001f600" * 5_000
+        s = await ctx.store.create_session(data={"big": big, "n": 1}, metadata={"m": big})
+        got = await ctx.store.get_session(s.id)
+        assert got is not None and got.data == {"big": big, "n": 1}
+        assert got.metadata == {"m": big}
+        s = await ctx.store.append_events(s.id, [{"type": "t", "data": {"big": big}}])
+        assert [e.data for e in await ctx.store.get_events(s.id)] == [{"big": big}]
+        s = await ctx.store.update_session(s.id, merge_data={"more": big[::-1]})
+        cp = await ctx.store.save_checkpoint(s.id)
+        assert (await ctx.store.get_checkpoint(s.id, cp.id)).data["more"] == big[::-1]
+        got = await ctx.store.get_session(s.id)
+        assert got is not None and got.data == {"big": big, "n": 1, "more": big[::-1]}
+
+    @store_test
     async def test_group_survives_every_write(self, ctx: ConformanceContext) -> None:
         st = ctx.store
         s = await st.create_session(id="grouped", group="team-1", ttl=100, data={"a": 1})

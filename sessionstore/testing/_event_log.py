@@ -7,6 +7,7 @@ that does not (the typed refusal an honest third-party driver gives).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
@@ -110,6 +111,27 @@ class EventLogTests:
         assert [e.seq for e in popped.events] == [3]
 
     # ------------------------------------------------------------------ truncate
+
+    @store_test
+    @requires("event_log")
+    async def test_concurrent_pops_hand_out_each_event_once(self, ctx: ConformanceContext) -> None:
+        # a pop is one atomic read-and-remove: callers racing for the tail never get the
+        # same event, and nothing is left behind that a caller was handed
+        s = await _numbered(ctx, 12)
+        stores = [ctx.store]
+        if ctx.store.capabilities.shared_namespace:
+            stores.append(await ctx.open_store())
+        results = await asyncio.gather(
+            *(stores[i % len(stores)].pop_events(s.id, 2) for i in range(9))
+        )
+        popped = [e.seq for r in results for e in r.events]
+        assert sorted(popped) == list(range(1, 13))
+        for r in results:  # each pop's events are adjacent newest-first slices, ascending
+            assert [e.seq for e in r.events] == sorted(e.seq for e in r.events)
+        final = await ctx.store.get_session(s.id)
+        assert final is not None
+        assert (final.event_count, final.last_seq) == (0, 12)
+        assert await ctx.store.get_events(s.id) == []
 
     @store_test
     @requires("event_log")

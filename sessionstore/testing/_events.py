@@ -8,7 +8,9 @@ from sessionstore import (
     AppendOp,
     EventInput,
     InvalidArgumentError,
+    QueryOptions,
     Session,
+    SessionFilter,
     SessionNotFoundError,
 )
 
@@ -43,6 +45,35 @@ class EventTests:
         assert first_at != ctx.clock.now()
         ctx.clock.advance(1)
         assert [e.at for e in await ctx.store.get_events(s.id)] == [e.at for e in events]
+
+    @store_test
+    async def test_event_writes_move_the_stored_updated_at(self, ctx: ConformanceContext) -> None:
+        # an append is a write like any other: the stored session (not only the returned
+        # one) moves its updated_at, and listings by updated_at follow it
+        a = await ctx.store.create_session()
+        ctx.clock.advance(1)
+        b = await ctx.store.create_session()
+        ctx.clock.advance(1)
+        appended = await ctx.store.append_events(a.id, [{"type": "t"}, {"type": "u"}])
+        assert appended.updated_at == ctx.clock.now()
+        assert await ctx.store.get_session(a.id) == appended
+        newest_first = QueryOptions(sort_by="updated_at", order="desc")
+        assert (await ctx.store.list_sessions(None, newest_first)).ids == [a.id, b.id]
+        since = SessionFilter(updated_after=b.updated_at)
+        assert (await ctx.store.list_sessions(since)).ids == [a.id]
+        assert await ctx.store.count_sessions(since) == 1
+        ctx.clock.advance(1)
+        trimmed = await ctx.store.trim_events(a.id, keep_last=1)
+        assert trimmed.updated_at == ctx.clock.now()
+        assert await ctx.store.get_session(a.id) == trimmed
+        if ctx.store.capabilities.event_log:
+            ctx.clock.advance(1)
+            await ctx.store.append_events(b.id, [{"type": "t"}])
+            ctx.clock.advance(1)
+            popped = await ctx.store.pop_events(a.id)
+            assert popped.session.updated_at == ctx.clock.now()
+            assert await ctx.store.get_session(a.id) == popped.session
+            assert (await ctx.store.list_sessions(None, newest_first)).ids == [a.id, b.id]
 
     @store_test
     async def test_get_events_paging(self, ctx: ConformanceContext) -> None:

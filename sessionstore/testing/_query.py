@@ -185,6 +185,68 @@ class QueryTests:
         assert missing.ids == []
 
     @store_test
+    async def test_filter_metadata_objects_and_lists_by_equality(
+        self, ctx: ConformanceContext
+    ) -> None:
+        # the whole value must be equal, not contain the filter's (PostgreSQL's @>): part of
+        # an object or a list matches only a session that holds exactly that part
+        whole = await ctx.store.create_session(metadata={"o": {"x": 1, "y": 2}, "l": [1, 2]})
+        part = await ctx.store.create_session(metadata={"o": {"x": 1}, "l": [1]})
+        empty = await ctx.store.create_session(metadata={"o": {}, "l": []})
+        scalar = await ctx.store.create_session(metadata={"o": "x", "l": 1})
+        cases: list[tuple[dict[str, object], list[str]]] = [
+            ({"o": {"x": 1}}, [part.id]),
+            ({"o": {"y": 2, "x": 1}}, [whole.id]),  # key order is no part of an object
+            ({"o": {}}, [empty.id]),
+            ({"o": "x"}, [scalar.id]),
+            ({"l": [1]}, [part.id]),
+            ({"l": [1, 2]}, [whole.id]),
+            ({"l": [2, 1]}, []),  # a list's order is
+            ({"l": []}, [empty.id]),
+            ({"l": 1}, [scalar.id]),
+            ({"o.x": 1}, [whole.id, part.id]),
+        ]
+        for condition, want in cases:
+            flt = SessionFilter(metadata=condition)
+            page = await ctx.store.list_sessions(flt, QueryOptions(sort_by="id"))
+            assert page.ids == sorted(want), f"metadata {condition!r}"
+            assert await ctx.store.count_sessions(flt) == len(want), f"metadata {condition!r}"
+
+    @store_test
+    async def test_filters_take_pattern_characters_literally(self, ctx: ConformanceContext) -> None:
+        # values with the wildcards of glob (Redis MATCH), LIKE and regular expressions
+        # match only themselves
+        names = ["a*", "ab", "a?", "a_c", "abc", "a%", "a[b]", "a.c", "a\\c", "A*"]
+        made = {n: (await ctx.store.create_session(processor_id=n, tags={n})).id for n in names}
+        for n in names:
+            for flt in (SessionFilter(processor_id=n), SessionFilter(tags_any=[n])):
+                assert (await ctx.store.list_sessions(flt)).ids == [made[n]], flt
+                assert await ctx.store.count_sessions(flt) == 1, flt
+            found = await ctx.store.list_sessions(SessionFilter(tags_all=[n]))
+            assert found.ids == [made[n]], n
+
+    @store_test
+    async def test_nul_characters_round_trip_and_filter_exactly(
+        self, ctx: ConformanceContext
+    ) -> None:
+        # U+0000 (which PostgreSQL's jsonb and text cannot hold) is stored and compared like
+        # any other character: never dropped, and never equal to U+FFFD or the empty string
+        values = ["a\x00b", "a\ufffdb", "ab", "\x00", ""]
+        made = []
+        for v in values:
+            s = await ctx.store.create_session(data={v: v}, metadata={"m": v, "n": {v: 1}})
+            s = await ctx.store.append_events(s.id, [{"type": "t", "data": {v: [v]}}])
+            made.append(s.id)
+        for sid, v in zip(made, values, strict=True):
+            got = await ctx.store.get_session(sid)
+            assert got is not None and (got.data, got.metadata) == ({v: v}, {"m": v, "n": {v: 1}})
+            assert [e.data for e in await ctx.store.get_events(sid)] == [{v: [v]}]
+            for condition in ({"m": v}, {"n": {v: 1}}):
+                found = await ctx.store.list_sessions(SessionFilter(metadata=condition))
+                assert found.ids == [sid], condition
+                assert await ctx.store.count_sessions(SessionFilter(metadata=condition)) == 1
+
+    @store_test
     async def test_filter_created_range(self, ctx: ConformanceContext) -> None:
         await self._check_filter(ctx, "created_after")
         await ctx.close_namespace_data()
