@@ -107,7 +107,7 @@ async def test_a_running_call_that_is_cancelled_still_finishes() -> None:
 
         task = asyncio.ensure_future(pool.run(slow))
         # running, not still queued (a call cancelled while queued never runs): a fixed
-        # sleep here lost the race to a worker thread slow to start on a loaded machine
+        # sleep here can lose the race to a worker thread slow to start on a loaded machine
         assert await asyncio.to_thread(started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
