@@ -97,19 +97,24 @@ async def test_a_call_cancelled_while_queued_never_runs() -> None:
 @pytest.mark.asyncio
 async def test_a_running_call_that_is_cancelled_still_finishes() -> None:
     pool = HotThreads("t")
-    done = threading.Event()
+    started, release, done = threading.Event(), threading.Event(), threading.Event()
     try:
 
         def slow() -> None:
-            time.sleep(0.05)
+            started.set()
+            release.wait(10)
             done.set()
 
         task = asyncio.ensure_future(pool.run(slow))
-        await asyncio.sleep(0.01)
+        # running, not still queued (a call cancelled while queued never runs): a fixed
+        # sleep here can lose the race to a worker thread slow to start on a loaded machine
+        assert await asyncio.to_thread(started.wait, 10)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert done.wait(5)
+        assert not done.is_set()
+        release.set()
+        assert done.wait(10)
         assert await pool.run(lambda: 1) == 1  # the worker went back to the pool
     finally:
         pool.shutdown()
@@ -165,15 +170,18 @@ async def test_engine_threads_map_the_engines_errors_and_restart_after_close() -
 def test_a_running_call_finishes_before_the_interpreter_exits(tmp_path: Path) -> None:
     flag = tmp_path / "flag"
     script = (
-        "import asyncio, sys, time\n"
+        "import asyncio, sys, threading, time\n"
         "from sessionstore.worker_threads import HotThreads\n"
         "pool = HotThreads('x')\n"
+        "started = threading.Event()\n"
         "def slow():\n"
+        "    started.set()\n"
         "    time.sleep(0.3)\n"
         f"    open({str(flag)!r}, 'w').write('done')\n"
         "async def main():\n"
         "    asyncio.ensure_future(pool.run(slow))\n"
-        "    await asyncio.sleep(0.05)\n"
+        # running when the loop ends (a call still queued then is cancelled, never run)
+        "    await asyncio.to_thread(started.wait, 30)\n"
         "asyncio.run(main())\n"
     )
     began = time.monotonic()

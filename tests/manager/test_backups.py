@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,8 @@ from sessionstore_memory import MemoryStore
 
 import sessionstore
 from sessionstore import ConfigurationError, ManagerConfig, ManualClock, SessionPersistenceManager
+
+from .conftest import eventually
 
 
 class _Seen:
@@ -31,17 +33,29 @@ async def test_scheduled_backups_with_retention(tmp_path: Path) -> None:
         config = ManagerConfig(backup_interval=60, backup_dir=tmp_path / "bk", max_backups=2)
         async with SessionPersistenceManager(MemoryStore(clock=clock), config=config) as manager:
             ms = await manager.create_managed_session(processor_id="p", data={"n": 1})
+            loops = manager._supervisor
+
+            def runs() -> int:
+                return {t.name: t for t in loops.statuses()}["backup"].runs
+
+            def ran(done: int) -> Callable[[], bool]:
+                return lambda: runs() == done
+
+            def asleep(done: int) -> Callable[[], bool]:
+                return lambda: runs() == done and clock.sleepers == len(loops.statuses())
+
             for step in range(3):
                 await ms.add_interaction({"step": step})
+                # Time moves only once every loop sleeps on the clock again, the backup
+                # loop after the whole of its previous run (its hook fires and its file is
+                # listed before it prunes): moved during that run, the tick was lost, as
+                # the loop's next sleep counts from after it (a loaded machine).
+                await eventually(asleep(step), within=30)
                 before = len(seen.infos)
                 clock.advance(60)
-                for _ in range(6000):  # up to ~30 s on a loaded machine; exits at once
-                    if len(seen.infos) > before and len(await manager.list_backups()) >= min(
-                        step + 1, 2
-                    ):
-                        break
-                    await asyncio.sleep(0.005)
-                assert len(seen.infos) == before + 1, f"no backup after tick {step}"
+                await eventually(ran(step + 1), within=30)
+                assert len(seen.infos) == before + 1, f"one backup after tick {step}"
+                assert len(await manager.list_backups()) == min(step + 1, 2)
             backups = await manager.list_backups()
             assert len(backups) == 2  # retention kept the newest two
             assert all(b.complete for b in backups)

@@ -16,6 +16,7 @@ at the end of the test session.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -27,14 +28,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.integration import forbid_servers_in_fast_run
 
+if TYPE_CHECKING:
+    from sessionstore_postgres import PostgresStore
+
 __all__ = [
     "ENV_URL",
     "PostgresServer",
+    "backend_ended",
     "durable_server_url",
     "embedded_bindir",
     "find_bindir",
@@ -92,6 +98,20 @@ def free_port() -> int:
         if port != SHARED_PORT:
             return port
     raise RuntimeError("no free port found")
+
+
+async def backend_ended(store: PostgresStore, pid: int, within: float = 30.0) -> bool:
+    """Wait (at most ``within`` seconds) until server process ``pid`` is gone, asking
+    through ``store``'s pool: a statement it still held has committed or rolled back for
+    good (a fixed sleep instead passes without looking when the process is slow)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await store._pools.get().run(
+            lambda c: c.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", pid)
+        ):
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def _as_postgres_user() -> tuple[dict[str, str], list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from sessionstore_postgres import PostgresStore
 
 from sessionstore import OutcomeUnknownError, StoreUnavailableError
 from tests.postgres.proxy import CuttableProxy
-from tests.postgres.servers import ENV_URL, PostgresServer
+from tests.postgres.servers import ENV_URL, PostgresServer, backend_ended
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +124,7 @@ async def test_server_restart_under_load(open_pg: OpenPg, private_server: Postgr
     acked = dict.fromkeys(sessions, 0)
     unknown = dict.fromkeys(sessions, 0)
     errors: list[BaseException] = []
-    stop = asyncio.Event()
+    stop, progress = asyncio.Event(), asyncio.Event()
 
     async def load(sid: str) -> None:
         while not stop.is_set():
@@ -136,6 +137,7 @@ async def test_server_restart_under_load(open_pg: OpenPg, private_server: Postgr
                 await asyncio.sleep(0.05)
             else:
                 acked[sid] += 1
+                progress.set()
 
     tasks = [asyncio.create_task(load(sid)) for sid in sessions]
     await asyncio.sleep(0.5)
@@ -146,7 +148,12 @@ async def test_server_restart_under_load(open_pg: OpenPg, private_server: Postgr
     await asyncio.to_thread(thread.join)
     restart_took = time.monotonic() - started
     mark = sum(acked.values())
-    await asyncio.sleep(1.0)
+    # writes resume once the server is back: wait for the next acknowledged one (a fixed
+    # 1 s sleep here raced the retries' backoff, up to 0.75 s, and the reconnects on a
+    # loaded machine)
+    progress.clear()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(progress.wait(), 30.0)
     stop.set()
     await asyncio.gather(*tasks)
     assert sum(acked.values()) > mark > before, (before, mark, restart_took)
@@ -215,7 +222,7 @@ async def test_a_write_cut_off_from_its_running_statement_is_applied_once(
         finally:
             await locker.close()
         done = await asyncio.wait_for(append, 10)
-        await asyncio.sleep(0.2)  # a surviving first statement (keyed) has run by now
+        assert await backend_ended(store, first)  # a surviving first statement (keyed) ran
         events = await store.get_events(s.id)
         assert [e.seq for e in events] == [1, 2]
         assert done.event_count == 2

@@ -23,7 +23,7 @@ from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._conn import grace
 
 from sessionstore import OutcomeUnknownError, StoreUnavailableError
-from tests.postgres.servers import ENV_URL, PostgresServer
+from tests.postgres.servers import ENV_URL, PostgresServer, backend_ended
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 EVENT = {"type": "t", "data": {"n": 1}}
@@ -190,7 +190,7 @@ async def test_a_hung_backend_is_terminated_within_the_bound(open_pg: OpenPg) ->
         took = time.monotonic() - started
     assert done.event_count == 2
     assert took < WATCHDOG_BOUND + SLACK
-    await asyncio.sleep(0.3)  # the resumed backend runs the stale statement, then exits
+    assert await backend_ended(store, pid)  # the resumed backend ran the stale statement, exited
     assert [e.seq for e in await store.get_events(s.id)] == [1, 2]
 
     # a plain append (no expected version, no keys): nothing stored could stop the stale
@@ -203,15 +203,7 @@ async def test_a_hung_backend_is_terminated_within_the_bound(open_pg: OpenPg) ->
             await _bounded(store.append_events(s.id, [EVENT]))
         took = time.monotonic() - started
     assert took < WATCHDOG_BOUND + grace(TIMEOUT) + SLACK
-    gone = False
-    for _ in range(100):  # the resumed process ends (SIGTERM): its statement is settled
-        gone = await store._pools.get().run(
-            lambda c: c.fetchval("SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = $1", pid)
-        )
-        if gone:
-            break
-        await asyncio.sleep(0.05)
-    assert gone
+    assert await backend_ended(store, pid)  # the resumed process ends (SIGTERM): statement settled
     assert [e.seq for e in await store.get_events(s.id)] in ([1, 2], [1, 2, 3])
 
 
