@@ -251,10 +251,18 @@ class Engine:
             self.tokens = None  # type: ignore[assignment]
         self.heads.clear()
         with self._mutex:
+            # index rows still behind their files (an index write failed, a full disk):
+            # one marker is left naming them, so the next opener's recovery repairs them
+            behind = "".join(f"{sid}\n" for sid in sorted(self._dirty)).encode()
             for name, fd in self._markers.items():
                 if self.layout is not None:
-                    with suppress(OSError):
-                        os.unlink(name, dir_fd=self.layout.writers_fd)
+                    if behind:
+                        with suppress(OSError):
+                            os.pwrite(fd, behind + b"\n", 0)
+                            behind = b""
+                    else:
+                        with suppress(OSError):
+                            os.unlink(name, dir_fd=self.layout.writers_fd)
                 os.close(fd)
             self._markers.clear()
         if self.layout is not None:
@@ -291,6 +299,10 @@ class Engine:
         thread that writes the same session again skips the ``pwrite``.
         """
         listed = "".join(f"{sid}\n" for sid in sids)
+        if self._dirty:  # rows an index write failed to update, named until repaired:
+            with self._mutex:  # a death now leaves them to recovery as well
+                behind = sorted(self._dirty.difference(sids))
+            listed += "".join(f"{sid}\n" for sid in behind)
         if getattr(self._local, "marked", None) == listed:
             return
         self._local.marked = None
@@ -665,8 +677,13 @@ class Engine:
         if self._dirty:
             with self._mutex:
                 dirty, self._dirty = sorted(self._dirty), set()
-            for sid in dirty:
-                self.recovery.repair(sid)
+            for n, sid in enumerate(dirty):
+                try:
+                    self.recovery.repair(sid)
+                except BaseException:  # (a full disk): those left are repaired next time
+                    with self._mutex:
+                        self._dirty.update(dirty[n:])
+                    raise
 
     def _query_load(self, sid: str) -> Session | None:
         try:

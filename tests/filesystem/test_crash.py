@@ -42,6 +42,7 @@ import pytest
 from sessionstore_filesystem import FileStore
 
 from sessionstore import QueryOptions, Session, SessionFilter
+from tests import crashmix
 
 from . import workers
 from .conftest import leftovers
@@ -304,3 +305,15 @@ def test_sigkill_at_random_moments(crash_root: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_long_run(crash_root: Path) -> None:
     _run_kills(str(crash_root), 2000, seed=99)
+
+
+def test_sigkill_during_a_mixed_workload(crash_root: Path) -> None:
+    """The drivers' shared workload (``tests/crashmix.py``): versioned updates, keyed
+    appends and their retries, pops, truncates, commits, creates with events, versioned
+    deletes and ``put_records`` batches, each acknowledged write exactly there after a
+    kill, listings agreeing with the files, keys still deduplicating."""
+    kills = int(os.environ.get("SESSIONSTORE_CRASH_KILLS_MIXED", "6"))
+    totals = crashmix.run_kills(f"file://{crash_root}", {}, kills, seed=32)
+    assert totals.kills == kills
+    assert totals.acked >= kills * 3 // 4  # three kills in four come after a write
+    assert leftovers(crash_root) == []

@@ -41,6 +41,7 @@ __all__ = [
     "ENV_URL",
     "PostgresServer",
     "backend_ended",
+    "backends_gone",
     "durable_server_url",
     "embedded_bindir",
     "find_bindir",
@@ -262,6 +263,25 @@ def durable_server_url(prefix: str = "ss-pgb-") -> Iterator[str]:
     finally:
         server.stop("immediate")
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def backends_gone(url: str, application_name: str) -> None:
+    """Wait until the server has no process left for ``application_name``'s connections
+    (a killed client's server process finishes the statement it runs, a COMMIT too,
+    before it notices)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        deadline = time.monotonic() + 30.0
+        while await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            application_name,
+        ):
+            assert time.monotonic() < deadline, f"{application_name}'s backends did not end"
+            await asyncio.sleep(0.02)
+    finally:
+        await conn.close()
 
 
 # --------------------------------------------------------------------------- fixtures

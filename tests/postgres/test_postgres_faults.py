@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,9 +18,10 @@ import asyncpg
 import pytest
 from sessionstore_postgres import PostgresStore
 
-from sessionstore import OutcomeUnknownError, StoreUnavailableError
+from sessionstore import AppendOp, OutcomeUnknownError, Session, StoreUnavailableError
+from tests import crashmix
 from tests.postgres.proxy import CuttableProxy
-from tests.postgres.servers import ENV_URL, PostgresServer, backend_ended
+from tests.postgres.servers import ENV_URL, PostgresServer, backend_ended, backends_gone
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,21 +36,6 @@ def _writer(url: str, namespace: str, mode: str, *ids: str) -> subprocess.Popen[
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-async def _backends_gone(url: str, application_name: str) -> None:
-    """Wait until the server has no process left for ``application_name``'s connections."""
-    conn = await asyncpg.connect(url)
-    try:
-        deadline = time.monotonic() + 30.0
-        while await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-            application_name,
-        ):
-            assert time.monotonic() < deadline, f"{application_name}'s backends did not end"
-            await asyncio.sleep(0.02)
-    finally:
-        await conn.close()
 
 
 @pytest.mark.asyncio
@@ -80,7 +67,7 @@ async def test_sigkill_mid_transaction_loses_no_acknowledged_write(
         # COMMIT too) before it notices: the sessions are read one by one, so wait until
         # the writer's server processes are gone, or a commit landing between two reads
         # would look like a half-applied batch.
-        await _backends_gone(postgres_url, app)
+        await backends_gone(postgres_url, app)
         logs = [[e.data["i"] for e in await store.get_events(sid)] for sid in ids]
         assert all(log == logs[0] for log in logs), "a batch was applied to some sessions only"
         seen = set(logs[0])
@@ -118,8 +105,28 @@ def private_server(request: pytest.FixtureRequest) -> PostgresServer:
 
 
 @pytest.mark.asyncio
-async def test_server_restart_under_load(open_pg: OpenPg, private_server: PostgresServer) -> None:
-    store = await open_pg(retry_deadline=30.0)
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_server_restart_under_load(
+    open_pg: OpenPg, private_server: PostgresServer, mode: str
+) -> None:
+    """A restart (``immediate``: the server processes killed, WAL recovery at the start)
+    while appends run: ridden out within ``retry_deadline``, every acknowledged append
+    stored once, at most the ones of unknown outcome more, the logs gap-free."""
+    url = None
+    if mode == "immediate":
+        # The test server commits asynchronously (synchronous_commit=off): a commit it
+        # acknowledged may sit in its WAL buffers, which a kill loses. A role with
+        # synchronous commit has its WAL written to the kernel before the reply (no
+        # fsync: the kernel outlives the kill), as a durable server's would be.
+        conn = await asyncpg.connect(private_server.url)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = 'synced'"):
+                await conn.execute("CREATE ROLE synced SUPERUSER LOGIN")
+                await conn.execute("ALTER ROLE synced SET synchronous_commit = on")
+        finally:
+            await conn.close()
+        url = f"postgresql://synced@127.0.0.1:{private_server.port}/postgres"
+    store = await open_pg(url, retry_deadline=30.0)
     sessions = [(await store.create_session()).id for _ in range(6)]
     acked = dict.fromkeys(sessions, 0)
     unknown = dict.fromkeys(sessions, 0)
@@ -143,7 +150,7 @@ async def test_server_restart_under_load(open_pg: OpenPg, private_server: Postgr
     await asyncio.sleep(0.5)
     before = sum(acked.values())
     started = time.monotonic()
-    thread = threading.Thread(target=private_server.restart, args=("fast",))
+    thread = threading.Thread(target=private_server.restart, args=(mode,))
     thread.start()
     await asyncio.to_thread(thread.join)
     restart_took = time.monotonic() - started
@@ -239,3 +246,127 @@ async def test_unix_socket_through_the_host_option(
     s = await store.create_session(data={"over": "unix"})
     got = await store.get_session(s.id)
     assert got is not None and got.data == {"over": "unix"}
+
+
+def test_sigkill_during_a_mixed_workload(postgres_url: str, namespace: str) -> None:
+    """The drivers' shared crash workload (``tests/crashmix.py``) on PostgreSQL: each
+    acknowledged write exactly there after a client SIGKILL, the one in flight whole or
+    absent (a commit all or nothing), listings and keys consistent, the store usable."""
+    app = f"crashmix-{namespace}"  # the writer's connections, found by this name
+    kills = int(os.environ.get("SESSIONSTORE_CRASH_KILLS_MIXED", "6"))
+    totals = crashmix.run_kills(
+        postgres_url,
+        {"namespace": namespace, "application_name": app},
+        kills,
+        seed=33,
+        # a killed client's server process finishes its statement (a COMMIT too): wait
+        # for it to end before reading, or a late commit looks like a half-applied one
+        after_kill=lambda: asyncio.run(backends_gone(postgres_url, app)),
+    )
+    assert totals.kills == kills
+    assert totals.acked >= kills * 3 // 4  # three kills in four come after a write
+
+
+async def _terminate(url: str, application_name: str, rounds: int, seed: int) -> int:
+    """``pg_terminate_backend`` every server process of ``application_name``, ``rounds``
+    times at random moments; how many it ended."""
+    rnd = random.Random(seed)
+    ended = 0
+    conn = await asyncpg.connect(url)
+    try:
+        for _ in range(rounds):
+            await asyncio.sleep(rnd.uniform(0.005, 0.06))
+            ended += await conn.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) AS done "
+                "FROM pg_stat_activity WHERE application_name = $1) t WHERE done",
+                application_name,
+            )
+    finally:
+        await conn.close()
+    return ended
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("retry_deadline", [5.0, 0.05], ids=["retried", "no-retry"])
+async def test_backends_terminated_mid_transaction(
+    open_pg: OpenPg, postgres_url: str, namespace: str, retry_deadline: float
+) -> None:
+    """Server processes ended (``pg_terminate_backend``) at random moments while commits
+    over three sessions and versioned updates run: every call either returns (and its
+    write is there, once), or raises :class:`StoreUnavailableError` (``OutcomeUnknown``:
+    there at most once; else not there), nothing else; the same store object writes on
+    afterwards."""
+    app = f"term-{namespace}"
+    store = await open_pg(application_name=app, retry_deadline=retry_deadline)
+    ids = [(await store.create_session(id=f"s{i}")).id for i in range(3)]
+    await store.create_session(id="u", data={"n": 0})  # versioned updates alone
+    acked: list[int] = []
+    unknown: list[int] = []
+    failed: list[int] = []
+    counter = {"acked": 1, "maybe": 0}  # u's version acknowledged; updates unknown
+    errors: list[StoreUnavailableError] = []
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                await store.commit(
+                    [AppendOp(sid, [{"type": "m", "data": {"i": i}}]) for sid in ids]
+                )
+            except OutcomeUnknownError as exc:
+                unknown.append(i)
+                errors.append(exc)
+            except StoreUnavailableError as exc:
+                failed.append(i)
+                errors.append(exc)
+            else:
+                acked.append(i)
+            cur = await _read_retrying(store, "u")
+            try:
+                done = await store.update_session(
+                    "u", merge_data={"n": cur.version}, expected_version=cur.version
+                )
+            except StoreUnavailableError as exc:
+                counter["maybe"] += isinstance(exc, OutcomeUnknownError)
+                errors.append(exc)
+            else:
+                assert done.version == cur.version + 1
+                counter["acked"] = done.version
+
+    writer = asyncio.create_task(write())
+    await asyncio.sleep(0.2)
+    ended = await _terminate(postgres_url, app, 40, seed=len(namespace))
+    stop.set()
+    await writer
+    assert ended > 0
+    if retry_deadline < 1:
+        assert errors, "no call saw a terminated connection"
+    # after the outage, the same store object: a write and a read
+    after = await store.append_events(ids[1], [{"type": "after"}])
+    logs = [[e.data.get("i") for e in await store.get_events(sid)] for sid in ids]
+    assert logs[1][-1] is None  # the "after" event, then drop it for the comparison
+    logs[1] = logs[1][:-1]
+    assert after.event_count == len(logs[1]) + 1
+    assert logs[0] == logs[1] == logs[2], "a commit was applied to some sessions only"
+    seen = logs[0]
+    assert len(seen) == len(set(seen)), "a commit was applied twice"
+    assert set(acked) <= set(seen), "an acknowledged commit is missing"
+    assert set(seen) <= set(acked) | set(unknown), "a commit reported failed was applied"
+    u = await store.get_session("u")
+    assert u is not None
+    assert u.data["n"] == u.version - 1  # whole updates only, none applied twice
+    assert counter["acked"] <= u.version <= counter["acked"] + counter["maybe"]
+
+
+async def _read_retrying(store: PostgresStore, sid: str) -> Session:
+    """The session, read again while the store is unavailable (a read is always safe)."""
+    while True:
+        try:
+            got = await store.get_session(sid)
+        except StoreUnavailableError:
+            await asyncio.sleep(0.01)
+            continue
+        assert got is not None
+        return got

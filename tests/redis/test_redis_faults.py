@@ -216,3 +216,111 @@ async def test_a_late_reply_times_out_after_the_socket_timeout(server: RedisServ
         assert not _armed(lane)
         # the next call reconnects and is answered
         assert await lane.script("EVALSHA", READ.sha, keys, []) is not None
+
+
+@pytest.mark.parametrize("aof", [True, False], ids=["aof", "no-persistence"])
+async def test_server_killed_mid_workload_then_restarted(
+    redis_binaries: RedisBinaries, tmp_path: Path, aof: bool
+) -> None:
+    """SIGKILL the server while keyed appends and versioned updates run, restart it a
+    moment later. During the outage calls raise :class:`StoreUnavailableError` (nothing
+    else); a call that raised it plainly wrote nothing, one that returned is stored (with
+    ``appendfsync always``: across the kill; without persistence: since the session was
+    made again); the same store object writes on after the restart."""
+    extra = ("--appendonly", "yes", "--appendfsync", "always") if aof else ()
+    server = start_server(redis_binaries, tmp_path, *extra)
+    try:
+        async with _store(server.url, retry_deadline=0.5) as store:
+            await _kill_and_restart_under_load(store, server, aof)
+    finally:
+        server.stop()
+
+
+async def _kill_and_restart_under_load(store: RedisStore, server: RedisServer, aof: bool) -> None:
+    ids = ["s0", "s1", "s2", "u"]
+    for sid in ids:
+        await store.create_session(id=sid, data={"n": 0})
+    gen = dict.fromkeys(ids, 0)  # bumped when a session lost in the restart is made again
+    acked: dict[str, list[tuple[int, str]]] = {sid: [] for sid in ids}
+    unknown: dict[str, set[str]] = {sid: set() for sid in ids}
+    errors: list[StoreUnavailableError] = []
+    after_restart = [0]
+    restarted, written_on = asyncio.Event(), asyncio.Event()
+    stop = asyncio.Event()
+
+    async def again(sid: str) -> None:
+        assert not aof, f"{sid} was lost although every write was in the AOF"
+        gen[sid] += 1
+        while True:
+            try:
+                await store.create_session(id=sid, data={"n": 0})
+                return
+            except StoreUnavailableError as exc:
+                errors.append(exc)
+                await asyncio.sleep(0.02)
+
+    async def append(sid: str) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            key = f"g{gen[sid]}-{i}"
+            try:
+                await store.append_events(sid, [{"type": "e", "key": key, "data": {"i": i}}])
+            except OutcomeUnknownError as exc:
+                unknown[sid].add(key)
+                errors.append(exc)
+            except SessionNotFoundError:
+                await again(sid)
+            except StoreUnavailableError as exc:
+                errors.append(exc)
+                await asyncio.sleep(0.02)
+            else:
+                acked[sid].append((gen[sid], key))
+                after_restart[0] += restarted.is_set()
+                if after_restart[0] >= 20:
+                    written_on.set()
+
+    async def update() -> None:
+        while not stop.is_set():
+            try:
+                cur = await store.get_session("u")
+                if cur is None:
+                    await again("u")
+                    continue
+                done = await store.update_session(
+                    "u", merge_data={"n": cur.version}, expected_version=cur.version
+                )
+            except SessionNotFoundError:
+                await again("u")
+            except StoreUnavailableError as exc:
+                errors.append(exc)
+                await asyncio.sleep(0.02)
+            else:
+                acked["u"].append((gen["u"], str(done.version)))
+
+    tasks = [asyncio.create_task(append(sid)) for sid in ids[:3]]
+    tasks.append(asyncio.create_task(update()))
+    await asyncio.sleep(random.Random(5).uniform(0.1, 0.3))
+    server.kill()
+    await asyncio.sleep(0.8)  # longer than retry_deadline: calls fail, typed
+    during = len(errors)
+    await asyncio.to_thread(server.restart)
+    restarted.set()
+    await asyncio.wait_for(written_on.wait(), 60)  # the same store object writes on
+    stop.set()
+    await asyncio.gather(*tasks)
+    assert during > 0, "no call failed while the server was down"
+    for sid in ids[:3]:
+        events = await store.get_events(sid)
+        keys = [e.key for e in events]
+        assert len(keys) == len(set(keys)) and [e.seq for e in events] == sorted(
+            e.seq for e in events
+        )
+        want = {key for g, key in acked[sid] if g == gen[sid]}
+        assert want <= set(keys), f"{sid}: acknowledged appends lost: {sorted(want - set(keys))}"
+        assert set(keys) <= want | unknown[sid], "an append reported as failed was stored"
+        s = await store.get_session(sid)
+        assert s is not None and s.event_count == len(events)
+    u = await store.get_session("u")
+    assert u is not None and u.data["n"] == u.version - 1  # whole updates, none doubled
+    assert all(int(v) <= u.version for g, v in acked["u"] if g == gen["u"])

@@ -30,6 +30,7 @@ import pytest
 from sessionstore_sqlite import SqliteStore
 
 from sessionstore import QueryOptions, SessionFilter, SessionUpdate, UpdateOp
+from tests import crashmix
 
 from .conftest import spawn
 
@@ -157,4 +158,15 @@ def test_sigkill_inside_a_transaction_leaves_no_half_and_no_lock(crash_dir: Path
 
     asyncio.run(check())
     with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_sigkill_during_a_mixed_workload(crash_dir: Path) -> None:
+    """Every kind of write (``tests/crashmix.py``): each acknowledged one exactly there,
+    the one in flight whole or absent, listings and keys consistent, the store usable."""
+    kills = int(os.environ.get("SESSIONSTORE_CRASH_KILLS_MIXED", "6"))
+    totals = crashmix.run_kills(f"sqlite://{crash_dir}/mixed.db", {}, kills, seed=31)
+    assert totals.kills == kills
+    assert totals.acked >= kills * 3 // 4  # three kills in four come after a write
+    with sqlite3.connect(crash_dir / "mixed.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
