@@ -248,6 +248,9 @@ def _until_ready(child: Child, timeout: float = 60.0) -> list[bytes]:
     return got
 
 
+_EXTRA_KILLS = 12
+
+
 def _run_kills(root: str, kills: int, seed: int) -> None:
     asyncio.run(_seed(root))
     rnd = random.Random(seed)
@@ -255,14 +258,23 @@ def _run_kills(root: str, kills: int, seed: int) -> None:
     start = asyncio.run(_verify(root, acked))
     writes = 0
     with Spawner() as spawner:
-        for cycle in range(kills):
+        cycle = 0
+        # Past ``kills``, cycles go on (with ever longer windows, at most _EXTRA_KILLS more)
+        # until a batch and a keyed append have been acknowledged: on a loaded machine a
+        # 2-30 ms window can end every time before the writer reaches either, and the run
+        # would then check nothing of them.
+        while cycle < kills or (
+            (acked.batch == 0 or acked.stack == 0) and cycle < kills + _EXTRA_KILLS
+        ):
             child = spawner.start(workers.crash_writer, root=root, start=start, seed=seed + cycle)
-            window = rnd.uniform(0.002, 0.03)
+            window = rnd.uniform(0.002, 0.03) * 2 ** min(max(cycle - kills + 1, 0), 6)
+            from_fork = cycle % 4 == 0
+            cycle += 1
             # Three kills in four count their moment from the writer's "ready" (the store
             # open, its recovery done), so they land among writes however slowly a loaded
             # machine starts the child; the fourth counts from the fork and may land in the
             # open and its recovery.
-            raw: list[bytes] = _until_ready(child) if cycle % 4 else []
+            raw: list[bytes] = [] if from_fork else _until_ready(child)
             deadline = time.monotonic() + window
             while (left := deadline - time.monotonic()) > 0:
                 raw.extend(child.read(left))
