@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from sessionstore_filesystem import FileStore, _session
-from sessionstore_filesystem._file_formats import Doc, decode_doc
+from sessionstore_filesystem._file_formats import decode_doc
 from sessionstore_filesystem._layout import shard_of
 
 from sessionstore import IntegrityError, ManualClock
 
-from .conftest import MakeStore, leftovers, only_old_lock_files, session_dir
+from .conftest import DocDecodes, MakeStore, leftovers, only_old_lock_files, session_dir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layout3"
 
@@ -196,30 +196,22 @@ async def test_a_read_of_the_bytes_this_process_wrote_is_not_decoded_again(
     """``get_session`` of a document this process wrote, read back byte for byte, rebuilds
     the session the write encoded (no checksum or JSON of the whole document), with data
     and metadata of the caller's own; bytes changed in any way are decoded and checked."""
-    decoded = 0
-    real = decode_doc
-
-    def counting(raw: bytes, record: str) -> Doc:
-        nonlocal decoded
-        decoded += 1
-        return real(raw, record)
-
-    monkeypatch.setattr(_session, "decode_doc", counting)
+    decodes = DocDecodes(monkeypatch)
     async with make_store() as store:
         s = await store.create_session(data={"n": 1}, metadata={"m": [1]}, tags={"a", "b"})
-        assert decoded == 0  # a generated id: nothing on disk to decode under the lock
+        assert decodes.n == 0  # a generated id: nothing on disk to decode under the lock
         got = await store.get_session(s.id)
-        assert got == s and decoded == 0
+        assert got == s and decodes.n == 0
         assert got is not None and got.data is not s.data and got.metadata is not s.metadata
         got.data["n"] = 99
         got.metadata["m"].append(2)
         again = await store.get_session(s.id)
-        assert again == s and decoded == 0  # nothing the caller holds is shared
+        assert again == s and decodes.n == 0  # nothing the caller holds is shared
         # the same bytes changed in place (same inode, same size): decoded, and refused
         _edit_in_place(compact_doc(root, s.id), b'"n":1', b'"n":2')
         with pytest.raises(IntegrityError, match="checksum"):
             await store.get_session(s.id)
-        assert decoded == 1
+        assert decodes.n == 1
 
 
 @pytest.mark.asyncio
