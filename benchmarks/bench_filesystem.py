@@ -6,6 +6,7 @@ Run::
     .venv/bin/python -m benchmarks.bench_filesystem --quick    # small sizes, ~20 s
     .venv/bin/python -m benchmarks.bench_filesystem --json out.json --dir /var/tmp
     .venv/bin/python -m benchmarks.bench_filesystem --million --dir /var/tmp  # + 1M: long
+    .venv/bin/python -m benchmarks.bench_filesystem --part create --dir /var/tmp  # row 6 only
 
 The store lives in a fresh directory under ``--dir`` (default: the system temp dir), which
 should be on the disk you care about: a tmpfs makes every fsync free.
@@ -59,6 +60,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -523,22 +525,36 @@ async def bench_million(report: Report, base: str, total: int) -> None:
     await asyncio.to_thread(shutil.rmtree, target, ignore_errors=True)
 
 
+#: ``--part``: the groups of rows, in the order a full run runs them.
+PARTS: dict[str, Callable[[Report, Sizes, str], Awaitable[None]]] = {
+    "single": bench_single_ops,  # rows 1-5
+    "create": bench_create,  # row 6
+    "events": bench_event_log,
+    "query": bench_query,
+    "listing": bench_listing,
+}
+
+
 async def run(
-    quick: bool, directory: str | None, million: int | None = None, only: bool = False
+    quick: bool,
+    directory: str | None,
+    million: int | None = None,
+    only: bool = False,
+    parts: Sequence[str] | None = None,
 ) -> Report:
     sizes = QUICK if quick else FULL
     report = Report("sessionstore file:// benchmark" + (" (quick)" if quick else ""))
     report.meta.update({"quick": quick, "million": million, "sizes": asdict(sizes)})
+    if parts is not None:
+        report.meta["parts"] = list(parts)
     base = tempfile.mkdtemp(prefix="sessionstore-bench-", dir=directory)
     report.info["directory"] = base
     print(report.title, flush=True)
     try:
         if not only:
-            await bench_single_ops(report, sizes, base)
-            await bench_create(report, sizes, base)
-            await bench_event_log(report, sizes, base)
-            await bench_query(report, sizes, base)
-            await bench_listing(report, sizes, base)
+            for name, part in PARTS.items():
+                if parts is None or name in parts:
+                    await part(report, sizes, base)
         if million:
             await bench_million(report, base, million)
     finally:
@@ -551,10 +567,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (5k sessions)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--dir", help="where to create the store (default: system temp dir)")
+    parser.add_argument(
+        "--part", action="append", choices=list(PARTS),
+        help="run only this group of rows (repeatable): single (rows 1-5), create (row 6), "
+        "events, query, listing",
+    )  # fmt: skip
     _million.add_arguments(parser, "durable: long; see docs/performance.md")
     args = parser.parse_args(argv)
     million = _million.million_size(args)
-    return asyncio.run(run(args.quick, args.dir, million, args.million_only)).publish(args.json)
+    report = asyncio.run(run(args.quick, args.dir, million, args.million_only, args.part))
+    return report.publish(args.json)
 
 
 if __name__ == "__main__":

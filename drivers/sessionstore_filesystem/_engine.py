@@ -471,7 +471,7 @@ class Engine:
             head.close_files()
             if state is not None:
                 return state
-        return read_state(self.layout, sid)
+        return read_state(self.layout, sid, locked=True)
 
     def _settle(self, held: Held, states: dict[str, State], outcome: str) -> None:
         """Before unlocking: keep what we know for the next write (one session only),

@@ -45,8 +45,10 @@ import secrets
 import shutil
 import stat
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
+
+import orjson
 
 from sessionstore import Checkpoint, IntegrityError, Session
 from sessionstore.planning import fast_session
@@ -89,6 +91,7 @@ __all__ = [
     "read_state",
     "rmtree_quiet",
     "tidy",
+    "written",
 ]
 
 DOC: Final = "session.json"
@@ -181,20 +184,22 @@ class _Moved(Exception):
     """The log named by the document we read was replaced meanwhile: read again."""
 
 
-def read_state(layout: Layout, sid: str, *, kept: bool = False) -> State:
+def read_state(layout: Layout, sid: str, *, kept: bool = False, locked: bool = False) -> State:
     """Read ``sid``'s document and the committed appends after it (the caller closes).
 
     Without the lock a concurrent trim or re-create may replace the log between our
     reading the document and opening the log: then we read again. ``kept``: the
     document may be the one decoded before from the same bytes (see :class:`_KeptDocs`);
-    only for reads whose ``state.session`` never reaches a caller.
+    only for reads whose ``state.session`` never reaches a caller. ``locked``: the caller
+    holds the session's lock, so no conversion of a compact session can commit between
+    two looks (an absent session is absent after looking once at each of its names).
     """
     for _ in range(5):
         try:
-            return _read_state(layout, sid, retry=True, kept=kept)
+            return _read_state(layout, sid, retry=True, kept=kept, locked=locked)
         except _Moved:
             continue
-    return _read_state(layout, sid, retry=False, kept=kept)
+    return _read_state(layout, sid, retry=False, kept=kept, locked=locked)
 
 
 #: Session documents the event reads keep decoded: one per session, at most this many,
@@ -240,6 +245,60 @@ class _KeptDocs:
 _KEPT = _KeptDocs()
 
 
+class _WrittenDocs:
+    """The last document this process wrote per session, by its exact bytes, for reads
+    that hand the session to a caller (``get_session``, a write's own read).
+
+    A write knows what it put on disk: the bytes, and the session they encode (a
+    :class:`Doc` whose session is the one encoded, with its data and metadata as the
+    JSON it wrote). A read whose bytes are equal (``==``) to those decodes to that session
+    - a document's meaning is a function of its bytes and the session id alone, as for
+    :class:`_KeptDocs` - so the checksum, the record's checks and the whole-document JSON
+    are skipped: the session is rebuilt from the written one's fields, its data and
+    metadata decoded afresh from the written JSON (a caller gets dicts of its own). Bytes
+    that differ in any way (another writer, a corrupt copy, a hand edit) are decoded and
+    checked in full. Only sessions whose times are in UTC (as every validated time and
+    clock reading is) are kept, so the rebuilt session equals the decoded one field for
+    field. Bounded as :class:`_KeptDocs`."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[bytes, Doc, bytes, bytes]] = {}
+
+    def put(self, sid: str, raw: bytes, doc: Doc, data_json: bytes, meta_json: bytes) -> None:
+        s = doc.session
+        if (
+            len(raw) > KEPT_DOC_MAX
+            or s.created_at.tzinfo is not UTC
+            or s.updated_at.tzinfo is not UTC
+            or (s.expires_at is not None and s.expires_at.tzinfo is not UTC)
+        ):
+            self.docs.pop(sid, None)
+            return
+        docs = self.docs
+        if len(docs) >= KEPT_DOCS and sid not in docs:
+            with contextlib.suppress(KeyError, StopIteration, RuntimeError):
+                del docs[next(iter(docs))]  # the oldest kept (another thread may race)
+        docs[sid] = (raw, doc, data_json, meta_json)
+
+    def decode(self, raw: bytes, sid: str) -> Doc:
+        hit = self.docs.get(sid)
+        if hit is None or hit[0] != raw:
+            return decode_doc(raw, sid)
+        _, doc, data_json, meta_json = hit
+        s = doc.session
+        session = fast_session(
+            s.id, s.processor_id, s.status, orjson.loads(data_json), orjson.loads(meta_json),
+            s.tags, s.created_at, s.updated_at, s.expires_at, s.version, s.event_count,
+            s.last_seq, s.group,
+        )  # fmt: skip
+        return Doc(session, doc.gen, doc.log_end, doc.inc)
+
+
+_WRITTEN = _WrittenDocs()
+#: What a write calls once its new document is in place (see :class:`_WrittenDocs`).
+written = _WRITTEN.put
+
+
 def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> State:
     """The compact document, when the session directory has no ``session.json``."""
     sid = state.sid
@@ -247,7 +306,8 @@ def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> S
     found = read_file_stat(compact_name(sid), shard, sid)
     if found is None:
         # A conversion (the first append) may have committed its session.json and removed
-        # the compact file between our two looks: look at the directory again.
+        # the compact file between our two looks: look at the directory again (not under
+        # the session's lock, which every conversion holds: ``retry`` is False there).
         if retry and _has_doc(shard, sid):
             raise _Moved
         return state
@@ -255,7 +315,7 @@ def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> S
         os.close(state.dir_fd)
         state.dir_fd = -1
     raw, st = found
-    doc = _KEPT.decode(raw, sid) if kept else decode_doc(raw, sid)
+    doc = _KEPT.decode(raw, sid) if kept else _WRITTEN.decode(raw, sid)
     if doc.log_end:
         raise IntegrityError("a compact session document names events", sid)
     state.compact = True
@@ -273,7 +333,7 @@ def _has_doc(shard: int, sid: str) -> bool:
     return True
 
 
-def _read_state(layout: Layout, sid: str, *, retry: bool, kept: bool) -> State:
+def _read_state(layout: Layout, sid: str, *, retry: bool, kept: bool, locked: bool) -> State:
     validate_session_id(sid)  # again: every path below is built from it
     state = State(sid)
     shard = layout.shard_fd("sessions", sid, create=False)
@@ -285,9 +345,9 @@ def _read_state(layout: Layout, sid: str, *, retry: bool, kept: bool) -> State:
     try:
         found = None if fd is None else read_file_stat(DOC, fd, sid)
         if found is None:
-            return _read_compact(layout, state, retry=retry, kept=kept)
+            return _read_compact(layout, state, retry=retry and not locked, kept=kept)
         raw, st = found
-        doc = _KEPT.decode(raw, sid) if kept else decode_doc(raw, sid)
+        doc = _KEPT.decode(raw, sid) if kept else _WRITTEN.decode(raw, sid)
         state.doc = doc
         state.doc_key = (st.st_ino, st.st_size, st.st_mtime_ns)
         state.session = doc.session

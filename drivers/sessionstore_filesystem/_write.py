@@ -64,6 +64,7 @@ from ._session import (
     log_name,
     new_inc,
     rmtree_quiet,
+    written,
 )
 
 __all__ = ["Steps", "apply_one", "finish", "is_pure_append", "steps", "sync_for"]
@@ -215,6 +216,7 @@ class _DocStage:
         """Rename the new document into place: the commit point."""
         state = self.state
         os.replace(self.tmp, self.name, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+        written(state.sid, self.raw, self.doc, *self.json)  # a read of these bytes: no decode
         temps.files.remove((self.dir_fd, self.tmp))
         temps.named.clear()  # what the new document names is the session's now
         state.committed = True

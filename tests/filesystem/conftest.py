@@ -8,12 +8,27 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sessionstore_filesystem import FileStore
+from sessionstore_filesystem import FileStore, _session
+from sessionstore_filesystem._file_formats import Doc, decode_doc
 from sessionstore_filesystem._layout import namespace_dir, shard_of
 
 from sessionstore import ManualClock
 
 MakeStore = Callable[..., FileStore]
+
+
+class DocDecodes:
+    """Counts the session documents decoded in full from here on (``n``; set it to 0 to
+    count again), by patching the decoder the reads call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.n = 0
+
+        def counting(raw: bytes, record: str) -> Doc:
+            self.n += 1
+            return decode_doc(raw, record)
+
+        monkeypatch.setattr(_session, "decode_doc", counting)
 
 
 @pytest.fixture

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sessionstore_filesystem import FileStore, _session
+from sessionstore_filesystem._file_formats import decode_doc
 from sessionstore_filesystem._layout import shard_of
 
-from sessionstore import ManualClock
+from sessionstore import IntegrityError, ManualClock
 
-from .conftest import MakeStore, leftovers, only_old_lock_files, session_dir
+from .conftest import DocDecodes, MakeStore, leftovers, only_old_lock_files, session_dir
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layout3"
 
@@ -177,3 +179,75 @@ async def test_a_store_of_layout_3_is_upgraded(tmp_path: Path) -> None:
         assert report.healthy and only_old_lock_files(report.removed), report
         await store.reindex()
         assert await store.count_sessions() == 3
+
+
+def _edit_in_place(path: Path, old: bytes, new: bytes) -> None:
+    """Change bytes of ``path`` without replacing it (same inode, same size)."""
+    raw = path.read_bytes()
+    assert len(old) == len(new) and raw.count(old) == 1
+    with open(path, "r+b") as f:
+        f.write(raw.replace(old, new))
+
+
+@pytest.mark.asyncio
+async def test_a_read_of_the_bytes_this_process_wrote_is_not_decoded_again(
+    root: Path, make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``get_session`` of a document this process wrote, read back byte for byte, rebuilds
+    the session the write encoded (no checksum or JSON of the whole document), with data
+    and metadata of the caller's own; bytes changed in any way are decoded and checked."""
+    decodes = DocDecodes(monkeypatch)
+    async with make_store() as store:
+        s = await store.create_session(data={"n": 1}, metadata={"m": [1]}, tags={"a", "b"})
+        assert decodes.n == 0  # a generated id: nothing on disk to decode under the lock
+        got = await store.get_session(s.id)
+        assert got == s and decodes.n == 0
+        assert got is not None and got.data is not s.data and got.metadata is not s.metadata
+        got.data["n"] = 99
+        got.metadata["m"].append(2)
+        again = await store.get_session(s.id)
+        assert again == s and decodes.n == 0  # nothing the caller holds is shared
+        # the same bytes changed in place (same inode, same size): decoded, and refused
+        _edit_in_place(compact_doc(root, s.id), b'"n":1', b'"n":2')
+        with pytest.raises(IntegrityError, match="checksum"):
+            await store.get_session(s.id)
+        assert decodes.n == 1
+
+
+@pytest.mark.asyncio
+async def test_the_written_session_is_the_decoded_one_field_for_field(
+    root: Path, make_store: MakeStore
+) -> None:
+    """What a read of the written bytes rebuilds equals what decoding them gives, every
+    field and its type (times in UTC), for the shapes a session takes."""
+    plus2 = timezone(timedelta(hours=2))
+    async with make_store() as store:
+        made = [
+            await store.create_session(),
+            await store.create_session(
+                id="x1",
+                processor_id="p",
+                data={"f": 1.5, "l": [None, True]},
+                metadata={"k": "v"},
+                tags={"t1", "t2", "t3"},
+                status="paused",
+                ttl=60,
+                group="g1",
+            ),
+            await store.create_session(
+                expires_at=datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=plus2)
+            ),
+        ]
+        updated = await store.update_session("x1", data={"new": "data"}, tags={"t9"})
+        for s in [*made, updated]:
+            raw = compact_doc(root, s.id).read_bytes()
+            assert _session._WRITTEN.docs[s.id][0] == raw
+            kept = _session._WRITTEN.decode(raw, s.id).session
+            full = decode_doc(raw, s.id).session
+            assert kept == full
+            for name in ("created_at", "updated_at", "expires_at"):
+                a, b = getattr(kept, name), getattr(full, name)
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert a.tzinfo is b.tzinfo is UTC
+            assert type(kept.status) is type(full.status) and type(kept.tags) is frozenset
