@@ -61,6 +61,7 @@ from sessionstore import (
 )
 
 from . import _redis_internals as internals
+from ._errors import script_error
 from ._gate import FairPool
 from ._lane import Lane
 from ._loops import PerLoop
@@ -227,11 +228,29 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class _SentinelConn(_Unsent, _MasterOnly, SentinelManagedConnection):
+class _NestedErrors:
+    """Connection mixin, below redis-py's sentinel connection: a script's failed call
+    raises the error Redis 7 replies on Redis 6.2 too (``_errors.script_error``), so a
+    ``READONLY`` there makes redis-py ask the sentinel again (``lean=false``; the lean
+    path reads its replies itself, ``_lane.py``)."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            nested = script_error(exc)
+            if nested is None:
+                raise
+            raise nested from exc
+
+
+class _SentinelConn(_Unsent, _MasterOnly, SentinelManagedConnection, _NestedErrors, Connection):
     pass
 
 
-class _SentinelSSLConn(_Unsent, _MasterOnly, SentinelManagedSSLConnection):
+class _SentinelSSLConn(
+    _Unsent, _MasterOnly, SentinelManagedSSLConnection, _NestedErrors, SSLConnection
+):
     pass
 
 
@@ -333,6 +352,8 @@ def check_tls_files(options: RedisOptions) -> None:
 
 def _translate(exc: RedisError, where: str) -> Exception:
     """A redis-py error that retrying cannot fix, as a sessionstore error."""
+    if isinstance(exc, ResponseError):
+        exc = script_error(exc) or exc
     text = str(exc)
     if isinstance(exc, AuthenticationError | AuthorizationError | NoPermissionError) or (
         "NOAUTH" in text or "WRONGPASS" in text or "invalid password" in text
@@ -584,7 +605,13 @@ class Backend:
                     # a failover or a dead node: re-read the slot map (cluster pipelines
                     # do not do it by themselves); a new loop's client reads it first
                     await self._refresh_topology(state, what)
-                result = await attempt()
+                try:
+                    result = await attempt()
+                except ResponseError as exc:  # redis-py's own requests (lean=false)
+                    nested = script_error(exc)
+                    if nested is None:
+                        raise
+                    raise nested from exc
                 if task is not None and task.cancelling() > cancels:
                     raise asyncio.CancelledError
                 return result, ambiguous

@@ -37,6 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _redis_internals as internals
+from ._errors import script_error
 from ._gate import FairGate, FairPool
 
 __all__ = ["Deadlines", "Lane", "pack", "pack_call", "pack_get"]
@@ -178,7 +179,9 @@ async def _exchange(
                 raise RedisConnectionError(f"Error while reading from {where}: {exc}") from exc
             raise
         watch.end(conn)
-        replies.append(reply)  # an error reply is a ResponseError object here
+        if type(reply) is ResponseError:  # an error reply is an exception object here
+            reply = script_error(reply) or reply  # Redis 6.2's wrapping of a call's error
+        replies.append(reply)
     return replies
 
 

@@ -47,21 +47,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ExecAbortError,
-    MasterDownError,
-    NoPermissionError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-)
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ._errors import reply_error
 from ._lane import pack
 
 _hiredis: Any
@@ -74,39 +64,6 @@ __all__ = ["HIREDIS", "Wire", "WireSettings", "pack_handshake", "reply_error"]
 
 #: whether ``reader="hiredis"`` is available
 HIREDIS: Final = _hiredis is not None
-
-#: error-reply codes and the redis-py exception each is (its ``EXCEPTION_CLASSES``, the
-#: ones a single server's reads and handshake can meet)
-_CODES: Final[dict[str, type[RedisError]]] = {
-    "NOSCRIPT": NoScriptError,
-    "WRONGPASS": AuthenticationError,
-    "NOAUTH": AuthenticationError,
-    "NOPERM": NoPermissionError,
-    "LOADING": BusyLoadingError,
-    "READONLY": ReadOnlyError,
-    "EXECABORT": ExecAbortError,
-    "OOM": OutOfMemoryError,
-    "MASTERDOWN": MasterDownError,
-}
-#: ``ERR`` replies that redis-py makes an ``AuthenticationError``: a bad password on
-#: servers before 6, and a password sent to a server that has none
-_AUTH_ERRS: Final = (
-    "invalid password",
-    "AUTH <password> called without any password configured",
-    "Client sent AUTH, but no password is set",
-)
-
-
-def reply_error(text: str) -> RedisError:
-    """The exception redis-py makes of the error reply ``text`` (as its parser does: a
-    known code is the class, and is left out of the message)."""
-    code, _, rest = text.partition(" ")
-    cls = _CODES.get(code)
-    if cls is not None:
-        return cls(rest)
-    if code == "ERR" and rest.startswith(_AUTH_ERRS):
-        return AuthenticationError(rest)
-    return ResponseError(text)
 
 
 def pack_handshake(

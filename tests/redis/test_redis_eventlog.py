@@ -31,7 +31,7 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 from tests.redis.servers import RedisCluster
 
-from .docs import as_layout_2, read_fields
+from .docs import as_layout_2, pexpiretime, read_fields
 
 pytestmark = pytest.mark.asyncio
 
@@ -354,7 +354,7 @@ async def test_an_append_that_creates_or_sets_the_expiry_is_one_round_trip(
     assert r.session.expires_at is not None
     backstop = to_ms(r.session.expires_at) + store._grace_ms
     for name in ("doc", "events", "ekeys"):  # (no type index before a read by type)
-        assert await store.client.execute_command("PEXPIRETIME", keys[name]) == backstop
+        assert await pexpiretime(store.client, keys[name]) == backstop
     fresh: RedisStore = await open_redis(redis_url, clock=clock)
     assert await fresh.get_session("made") == r.session
     assert (await fresh.list_sessions(SessionFilter(tags_all={"t"}))).ids == ["made"]

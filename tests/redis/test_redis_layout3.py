@@ -21,7 +21,7 @@ from sessionstore import (
     UnsupportedFormatError,
 )
 
-from .docs import as_layout_2, build, fields_of
+from .docs import as_layout_2, build, fields_of, pexpiretime
 
 pytestmark = pytest.mark.asyncio
 
@@ -147,10 +147,10 @@ async def test_a_layout_2_session_keeps_its_expiry_through_the_conversion(
     await store.create_session(id="x", ttl=3600, data={"a": 1})
     key = store.key_names("x")["doc"]
     await as_layout_2(store.client, key)
-    before = await store.client.pexpiretime(key)
+    before = await pexpiretime(store.client, key)
     await store.append_events("x", [{"type": "e"}])
     assert await store.client.type(key) == b"string"
-    assert await store.client.pexpiretime(key) == before
+    assert await pexpiretime(store.client, key) == before
 
 
 async def test_a_create_over_a_layout_2_session_is_refused(open_redis: Any, redis_url: str) -> None:

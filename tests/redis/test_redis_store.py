@@ -25,7 +25,7 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 from sessionstore.planning import prepare
 
-from .docs import fields_of, read_fields, write_fields
+from .docs import fields_of, pexpiretime, read_fields, write_fields
 
 pytestmark = pytest.mark.asyncio
 
@@ -149,7 +149,7 @@ async def test_native_expiry_is_a_backstop_at_expiry_plus_grace(
     names = store.key_names(s.id)
 
     async def expiry_times() -> set[int]:  # of the keys there are (-2: no such key)
-        return {int(await raw(store, "PEXPIRETIME", key)) for key in names.values()} - {-2}
+        return {await pexpiretime(store.client, key) for key in names.values()} - {-2}
 
     assert await expiry_times() == {want}
     clock.advance(10)
@@ -201,7 +201,7 @@ async def test_create_writes_the_document_a_batch_create_writes(
     records = await store.client.hmget(store._keys.index(0) + "r", ["one", "two"])
     assert records[0] == records[1] and records[0].endswith(b"\x00x\x00y")
     names = [store.key_names(sid)["doc"] for sid in ("one", "two")]
-    assert len({await raw(store, "PEXPIRETIME", name) for name in names}) == 1
+    assert len({await pexpiretime(store.client, name) for name in names}) == 1
 
 
 async def test_create_of_thousands_of_fields(open_redis: Any, redis_url: str) -> None:

@@ -85,7 +85,8 @@ local function d_get(key)
   if type(s) == 'table' and s.err then
     local t = redis.pcall('HGETALL', key)
     if t.err then
-      error(t)  -- neither a string nor a hash: the call fails with WRONGTYPE
+      error(t.err, 0)  -- neither a string nor a hash: the call fails with WRONGTYPE (a string:
+      -- Redis 6.2's error handler cannot take the table; 7 replies the same to both)
     else
       d = {f = {}, o = {}, hash = true}
       for i = 1, #t, 2 do
