@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -204,11 +205,22 @@ def _too_deep(value: Any, depth: int = 1) -> bool:
     return False
 
 
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE_RE.search(text) is not None
+
+
 def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """Walk ``value`` (error path only) and name the first non-JSON-native spot."""
     if depth >= 254 and isinstance(value, dict | list):  # the 255th container
         return path, "nested deeper than the encoder's limit (254 levels)"
-    if value is None or isinstance(value, bool | str):
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            return path, "str with a lone surrogate (no UTF-8 encoding)"
         return None
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -225,6 +237,8 @@ def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] 
                     f"{path}[{key!r}]",
                     f"dict key of type {type(key).__name__} (keys must be str)",
                 )
+            if _has_surrogate(key):
+                return f"{path}[{key!r}]", "dict key with a lone surrogate (no UTF-8 encoding)"
             found = _describe_invalid(item, f"{path}.{key}", depth + 1)
             if found:
                 return found
