@@ -567,3 +567,69 @@ def test_direct_construction_validates_too() -> None:
         MemoryStore(bogus=1)
     with pytest.raises(ConfigurationError, match="clock"):
         MemoryStore(clock=object())
+
+
+_SECRET = "Pw-s3cr3t"
+#: One URL per built-in driver, with a password where the driver takes one (opening a
+#: store parses its options; nothing connects).
+_DRIVER_URLS = [
+    "memory://",
+    "sqlite:////tmp/sessionstore-bad-input/x.db",
+    "file:///tmp/sessionstore-bad-input/fs",
+    f"redis://:{_SECRET}@h:6379/0",
+    f"redis+cluster://:{_SECRET}@h1:7000",
+    f"redis+sentinel://:{_SECRET}@h1:26379/mymaster",
+    f"postgresql://app:{_SECRET}@localhost/db",
+]
+
+
+@pytest.mark.parametrize("base", _DRIVER_URLS)
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("bogus=1", "bogus"),
+        (f"bogus={_SECRET}", "bogus"),
+        ("max_session_bytes=10&max_session_bytes=20", "max_session_bytes"),
+        ("max_session_bytes=-1", "max_session_bytes"),
+        ("max_session_bytes=1e3", "max_session_bytes"),
+        ("max_session_bytes=1_000", "max_session_bytes"),
+        ("max_session_bytes=%201", "max_session_bytes"),
+        ("max_session_bytes=\u0661\u0662", "max_session_bytes"),  # Arabic-Indic digits
+        ("max_event_bytes=0x10", "max_event_bytes"),
+        ("checkpoint_keep_last=-1", "checkpoint_keep_last"),
+        ("namespace=a%2Fb", "namespace"),
+    ],
+)
+def test_bad_url_options_on_every_driver(base: str, query: str, named: str) -> None:
+    """Every driver refuses the same bad option the same way: ConfigurationError naming
+    the option, never the password."""
+    with pytest.raises(ConfigurationError, match=named) as info:
+        open_store(f"{base}?{query}")
+    assert _SECRET not in str(info.value) and _SECRET not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    ("base", "option"),
+    [
+        ("sqlite:////tmp/sessionstore-bad-input/x.db", "lock_timeout"),
+        ("file:///tmp/sessionstore-bad-input/fs", "lock_timeout"),
+        (f"redis://:{_SECRET}@h:6379/0", "socket_timeout"),
+        (f"redis+cluster://:{_SECRET}@h1:7000", "connect_timeout"),
+        (f"redis+sentinel://:{_SECRET}@h1:26379/mymaster", "retry_deadline"),
+        (f"postgresql://app:{_SECRET}@localhost/db", "connect_timeout"),
+        (f"postgresql://app:{_SECRET}@localhost/db", "command_timeout"),
+    ],
+)
+def test_timeouts_are_finite_positive_numbers(base: str, option: str) -> None:
+    """A timeout is a finite positive number of seconds, in a URL or a keyword (an
+    infinite one would fail only when a socket or lock is made, untyped)."""
+    for raw in ("-1", "0", "nan", "inf", "-inf", "1e400", "soon", "", "1_0"):
+        with pytest.raises(ConfigurationError, match=option) as info:
+            open_store(f"{base}?{option}={raw}")
+        assert _SECRET not in str(info.value)
+    for value in (math.inf, math.nan, -1.0):
+        with pytest.raises(ConfigurationError, match=option):
+            open_store(base, **{option: value})
+    store = open_store(f"{base}?{option}=2.5")
+    assert getattr(store.options, option) == 2.5
+    assert _SECRET not in repr(store) and _SECRET not in repr(store.options)
