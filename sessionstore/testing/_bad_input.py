@@ -30,6 +30,7 @@ from sessionstore import (
     TrimOp,
     UpdateOp,
 )
+from sessionstore.codec import MAX_DEPTH
 
 from ._harness import ConformanceContext, accepts_options, snapshot, store_test
 
@@ -302,6 +303,35 @@ class BadInputTests:
                 page = await st.list_sessions(flt, QueryOptions(limit=100))
                 assert page.ids == [s.id], (text, flt, page.ids)
                 assert await st.count_sessions(flt) == 1, (text, flt)
+
+    @store_test
+    async def test_deepest_values_work_everywhere(self, ctx: ConformanceContext) -> None:
+        """A value nested exactly :data:`~sessionstore.codec.MAX_DEPTH` containers deep is
+        stored, checkpointed, restored, filtered on and copied whole on every driver (the
+        formats that wrap it must still encode); one level more is refused."""
+        st = ctx.store
+        deepest = _deep(MAX_DEPTH - 1)  # _deep(n) nests n dicts in the top-level one
+        s = await st.create_session(id="deep", data=deepest, metadata=deepest)
+        s = await st.append_events(s.id, [{"type": "t", "data": deepest}])
+        cp = await st.save_checkpoint(s.id)
+        assert (await st.get_checkpoint(s.id, cp.id)).data == deepest
+        s = await st.update_session(s.id, data={})
+        s = await st.restore_checkpoint(s.id, cp.id)
+        assert s.data == deepest and (await st.get_session(s.id)) == s
+        assert (await st.get_events(s.id))[0].data == deepest
+        page = await st.list_sessions(SessionFilter(metadata={"d": deepest["d"]}))
+        assert page.ids == [s.id]
+        (record,) = await _fingerprint(st)
+        await st.put_records([record], strategy="overwrite")
+        assert await _fingerprint(st) == [record]
+        too_deep = {"d": deepest}
+        for call in (
+            partial(st.create_session, data=too_deep),
+            partial(st.update_session, s.id, merge_metadata=too_deep),
+            partial(st.append_events, s.id, [{"type": "t", "data": too_deep}]),
+        ):
+            err = await self._refused(ctx, SerializationError, call)
+            assert f"({MAX_DEPTH} levels)" in str(err)
 
     @store_test
     async def test_too_deep_refused(self, ctx: ConformanceContext) -> None:
