@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sessionstore_filesystem import FileStore
 from sessionstore_memory import MemoryBackend, MemoryStore
+from sessionstore_sqlite import SqliteStore
 
 from sessionstore import (
     AppendOp,
@@ -19,6 +25,7 @@ from sessionstore import (
     CreateOp,
     DeleteOp,
     DriverNotFoundError,
+    EventInput,
     InvalidArgumentError,
     InvalidCursorError,
     InvalidSessionIdError,
@@ -29,6 +36,7 @@ from sessionstore import (
     SerializationError,
     SessionConflictError,
     SessionFilter,
+    SessionStore,
     SessionStoreError,
     SessionUpdate,
     UpdateOp,
@@ -633,3 +641,70 @@ def test_timeouts_are_finite_positive_numbers(base: str, option: str) -> None:
     store = open_store(f"{base}?{option}=2.5")
     assert getattr(store.options, option) == 2.5
     assert _SECRET not in repr(store) and _SECRET not in repr(store.options)
+
+
+# --------------------------------------------------------------------------- any text
+
+#: Any text, lone surrogates, NULs, controls and separators more often than chance.
+_ANY_TEXT = st.text(
+    st.one_of(
+        st.characters(),
+        st.characters(categories=["Cs"]),
+        st.sampled_from("\x00\x1f\x7f.:/\\*%_{}e\u0301\u00e9 "),
+    ),
+    max_size=12,
+)
+
+
+async def _text_outcomes(store: SessionStore, texts: list[str]) -> list[Any]:
+    """What each text field does with each text: the value read back, or the error type."""
+    out: list[Any] = []
+    async with store:
+        base = await store.create_session(id="base")
+        for n, text in enumerate(texts):
+            sid = f"t{n}"
+            flt = SessionFilter(processor_id=text, metadata={text or "k": text})
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
+                "tag": partial(store.create_session, id=sid, tags={text}),
+                "processor": partial(store.create_session, id=sid, processor_id=text),
+                "data_key": partial(store.create_session, id=sid, data={text: text}),
+                "event_type": partial(store.append_events, base.id, [{"type": text}]),
+                "event_key": partial(store.append_events, base.id, [EventInput("k", key=text)]),
+                "label": partial(store.save_checkpoint, base.id, label=text),
+                "filter": partial(store.count_sessions, flt),
+            }
+            for field, call in calls.items():
+                try:
+                    got = await call()
+                except (InvalidArgumentError, SerializationError) as exc:
+                    out.append((field, text, type(exc).__name__))
+                    continue
+                if field in ("tag", "processor", "data_key"):
+                    assert await store.get_session(sid) == got, (field, text)
+                    await store.delete_session(sid)
+                    got = (got.tags, got.processor_id, got.data)
+                elif field == "label":
+                    got = got.label
+                elif field != "filter":
+                    (event,) = await store.get_events(base.id, last=1)
+                    got = (event.type, event.key)
+                out.append((field, text, got))
+    return out
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_ANY_TEXT, min_size=1, max_size=12))
+def test_any_text_is_refused_typed_or_kept_exactly_alike_on_every_local_driver(
+    texts: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """For any text in any text field, the memory, SQLite and file drivers agree: each
+    keeps it exactly, or each refuses it with the same typed error (never an untyped
+    one, never a partial write)."""
+    root = tmp_path_factory.mktemp("anytext")
+    stores: list[SessionStore] = [
+        MemoryStore(),
+        SqliteStore(path=str(root / "s.db"), durability="none"),
+        FileStore(root=str(root / "fs"), durability="none"),
+    ]
+    outcomes = [asyncio.run(_text_outcomes(store, texts)) for store in stores]
+    assert outcomes[0] == outcomes[1] == outcomes[2]
