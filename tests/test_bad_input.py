@@ -42,6 +42,7 @@ from sessionstore import (
     UpdateOp,
     open_store,
 )
+from tests.strategies import any_text
 
 Call = Callable[[MemoryStore], Awaitable[Any]]
 
@@ -645,15 +646,7 @@ def test_timeouts_are_finite_positive_numbers(base: str, option: str) -> None:
 
 # --------------------------------------------------------------------------- any text
 
-#: Any text, lone surrogates, NULs, controls and separators more often than chance.
-_ANY_TEXT = st.text(
-    st.one_of(
-        st.characters(),
-        st.characters(categories=["Cs"]),
-        st.sampled_from("\x00\x1f\x7f.:/\\*%_{}e\u0301\u00e9 "),
-    ),
-    max_size=12,
-)
+_ANY_TEXT = any_text(max_size=12)
 
 
 async def _text_outcomes(store: SessionStore, texts: list[str]) -> list[Any]:

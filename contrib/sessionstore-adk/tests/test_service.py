@@ -29,6 +29,7 @@ from sessionstore import (
     open_store,
 )
 from sessionstore.validation import validate_session_id
+from tests.strategies import any_text
 
 APP = "my_app"
 OpenService = Callable[[], Awaitable[SessionStoreService]]
@@ -307,15 +308,7 @@ async def test_an_expired_session_is_gone_and_its_id_free() -> None:
         assert again.state == {"user:kept": True}  # user state never expires
 
 
-#: Any text, lone surrogates and separators more often than chance.
-ANY_TEXT = st.text(
-    st.one_of(
-        st.characters(),
-        st.characters(categories=["Cs"]),
-        st.sampled_from('_.-/ \\:,"[]\x00e\u0301\u00e9'),
-    ),
-    max_size=40,
-)
+ANY_TEXT = any_text(max_size=40)
 
 
 @settings(max_examples=300, deadline=None)

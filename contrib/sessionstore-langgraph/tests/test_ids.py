@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from langgraph.checkpoint.base import empty_checkpoint
 from sessionstore_langgraph import SessionStoreSaver, run_index_id, thread_session_id
 from sessionstore_langgraph._ids import (
@@ -19,6 +18,7 @@ from sessionstore_langgraph._ids import (
 from sessionstore import SessionStore
 from sessionstore.errors import SerializationError
 from sessionstore.validation import validate_session_id
+from tests.strategies import any_text
 
 TRICKY = [
     "t",
@@ -86,15 +86,7 @@ def test_parts_cannot_run_into_each_other() -> None:
     assert blob_key("", "ch", 1) != blob_key("", "ch", "1") != blob_key("", "ch", 1.0)
 
 
-#: Any text, lone surrogates and separators more often than chance.
-ANY_TEXT = st.text(
-    st.one_of(
-        st.characters(),
-        st.characters(categories=["Cs"]),
-        st.sampled_from("_.-/ \\:\x00e\u0301\u00e9"),
-    ),
-    max_size=140,
-)
+ANY_TEXT = any_text(max_size=140)
 
 
 @settings(max_examples=300, deadline=None)
