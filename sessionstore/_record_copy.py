@@ -21,10 +21,19 @@ from .errors import (
     SessionConflictError,
     UnsupportedOperationError,
 )
-from .model import Session, SessionRecord
+from .model import Checkpoint, Event, Session, SessionRecord, Status
 from .protocol import MergeStrategy, PutResult
 from .query import SessionFilter, matches
-from .validation import validate_event_key, validate_session_id
+from .validation import (
+    validate_datetime,
+    validate_event_key,
+    validate_event_type,
+    validate_label,
+    validate_positive_int,
+    validate_processor_id,
+    validate_session_id,
+    validate_tags,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -120,6 +129,71 @@ def _check_events(record: SessionRecord, event_log: bool) -> None:
         )
 
 
+_MAX_COUNTER: Final = 2**62
+
+
+def _check_fields(
+    what: str, status: object, tags: object, stamps: dict[str, object], counters: dict[str, object]
+) -> None:
+    """The plain fields a session and a checkpoint share, as the write paths check them."""
+    if not isinstance(status, Status):
+        raise InvalidArgumentError(f"{what}: status must be a Status, not {status!r}")
+    if not isinstance(tags, frozenset) or validate_tags(tags) != tags:
+        raise InvalidArgumentError(f"{what}: tags must be a frozenset of str")
+    for name, stamp in stamps.items():
+        if stamp is not None or name != "expires_at":
+            validate_datetime(stamp, f"{what}: {name}")
+    for name, count in counters.items():
+        validate_positive_int(count, f"{what}: {name}", maximum=_MAX_COUNTER, allow_zero=True)
+
+
+def _check_session(s: Session) -> None:
+    """A record's session holds what the write paths would accept (no naive datetime, no
+    tag or processor id a create refuses), so every driver stores and reads it back."""
+    what = f"record {s.id!r}"
+    if s.group is not None:
+        validate_session_id(s.group, "group")
+    validate_processor_id(s.processor_id)
+    _check_fields(
+        what,
+        s.status,
+        s.tags,
+        {"created_at": s.created_at, "updated_at": s.updated_at, "expires_at": s.expires_at},
+        {"version": s.version, "event_count": s.event_count, "last_seq": s.last_seq},
+    )
+    if s.version < 1:
+        raise InvalidArgumentError(f"{what} has version {s.version}")
+
+
+def _check_event(what: str, event: object) -> None:
+    if not isinstance(event, Event):
+        raise InvalidArgumentError(f"{what}: events must be Event values, got {event!r}")
+    validate_positive_int(event.seq, f"{what}: event seq", maximum=_MAX_COUNTER)
+    validate_event_type(event.type)
+    validate_datetime(event.at, f"{what}: event at")
+
+
+def _check_checkpoint(s: Session, cp: object, limits: Limits) -> None:
+    what = f"record {s.id!r}"
+    if not isinstance(cp, Checkpoint):
+        raise InvalidArgumentError(f"{what}: checkpoints must be Checkpoint values, got {cp!r}")
+    validate_session_id(cp.id, "checkpoint id")
+    validate_label(cp.label)
+    _check_fields(
+        f"{what}: checkpoint {cp.id!r}",
+        cp.status,
+        cp.tags,
+        {"created_at": cp.created_at},
+        {"version": cp.version, "event_count": cp.event_count, "last_seq": cp.last_seq},
+    )
+    encode_user_dict(cp.data, f"checkpoints[{cp.id}].data", limits.max_session_bytes, MAX_SESSION)
+    encode_user_dict(
+        cp.metadata, f"checkpoints[{cp.id}].metadata", limits.max_session_bytes, MAX_SESSION
+    )
+    if cp.session_id != s.id or checkpoint_digest(cp) != cp.digest:
+        raise IntegrityError("checkpoint digest does not match its content", f"{s.id}/{cp.id}")
+
+
 def check_record(
     record: SessionRecord, limits: Limits, *, event_log: bool = False
 ) -> tuple[bytes, bytes]:
@@ -131,17 +205,19 @@ def check_record(
     if not isinstance(record, SessionRecord):
         raise InvalidArgumentError(f"put_records takes SessionRecord values, got {record!r}")
     s = record.session
+    if not isinstance(s, Session):
+        raise InvalidArgumentError(f"a SessionRecord holds a Session, got {s!r}")
     validate_session_id(s.id)
-    if s.version < 1:
-        raise InvalidArgumentError(f"record {s.id!r} has version {s.version}")
+    _check_session(s)
+    for event in record.events:
+        _check_event(f"record {s.id!r}", event)
     data_json, _ = encode_user_dict(s.data, "data", limits.max_session_bytes, MAX_SESSION)
     meta_json, _ = encode_user_dict(s.metadata, "metadata", limits.max_session_bytes, MAX_SESSION)
     _check_events(record, event_log)
     for event in record.events:
         encode_user_dict(event.data, f"events[{event.seq}].data", limits.max_event_bytes, MAX_EVENT)
     for cp in record.checkpoints:
-        if cp.session_id != s.id or checkpoint_digest(cp) != cp.digest:
-            raise IntegrityError("checkpoint digest does not match its content", f"{s.id}/{cp.id}")
+        _check_checkpoint(s, cp, limits)
     return data_json, meta_json
 
 

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -165,23 +166,28 @@ def _carry(state: _IdState, rand: str) -> str:
     return rand[:pos] + _NEXT_CHAR[rand[pos]] + "0" * zeros
 
 
+#: orjson's recursion limit: since orjson 3.10.1 it refuses the 255th container.
+_ENCODER_DEPTH: Final = 254
+#: How many containers the stored formats put around a user value at most (a backup's
+#: ``events`` line: the line, its list, the event record), so that every record holding
+#: a value of :data:`MAX_DEPTH` still encodes (a checkpoint's digest, a file record).
+_WRAPPERS: Final = 4
 #: The deepest nesting a stored value may have, in containers (the top-level dict is 1).
-#: orjson's own recursion limit sets it: since orjson 3.10.1 it refuses the 255th container.
-MAX_DEPTH = 254
+MAX_DEPTH: Final = _ENCODER_DEPTH - _WRAPPERS
 #: The fewest encoded bytes a value nested deeper than MAX_DEPTH can have (two brackets
 #: per container).
 _MIN_TOO_DEEP_BYTES = 2 * (MAX_DEPTH + 1)
 
 
 def _encoder_allows_too_deep() -> bool:
-    """Whether the installed orjson encodes one container more than :data:`MAX_DEPTH`.
+    """Whether the installed orjson encodes one container more than its documented limit.
 
     orjson 3.10.0 does (its limit was one level higher); the codec then checks the depth
     itself, for values long enough to be that deep, so the limit is the same on every
     supported orjson (tested by the lowest-versions run).
     """
     value: list[Any] = []
-    for _ in range(MAX_DEPTH):
+    for _ in range(_ENCODER_DEPTH):
         value = [value]
     try:
         orjson.dumps(value)
@@ -204,11 +210,36 @@ def _too_deep(value: Any, depth: int = 1) -> bool:
     return False
 
 
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogate(text: str) -> bool:
+    return not text.isascii() and _SURROGATE_RE.search(text) is not None
+
+
+_TOO_DEEP: Final = f"nested deeper than the limit ({MAX_DEPTH} levels)"
+
+
+def _dumps(value: Any, option: int) -> bytes:
+    """orjson's encoding of ``value``, refusing (orjson's recursion error) one deeper than
+    :data:`MAX_DEPTH`: a value long enough to be that deep is encoded again inside
+    :data:`_WRAPPERS` lists, so orjson's own limit decides with no walk of the value in
+    Python (a shorter one, the common case, costs nothing more)."""
+    raw = orjson.dumps(value, default=_reject, option=option)
+    if len(raw) >= _MIN_TOO_DEEP_BYTES:
+        orjson.dumps([[[[value]]]], default=_reject, option=option)
+    return raw
+
+
 def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """Walk ``value`` (error path only) and name the first non-JSON-native spot."""
-    if depth >= 254 and isinstance(value, dict | list):  # the 255th container
-        return path, "nested deeper than the encoder's limit (254 levels)"
-    if value is None or isinstance(value, bool | str):
+    if depth >= MAX_DEPTH and isinstance(value, dict | list):  # one container too many
+        return path, _TOO_DEEP
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            return path, "str with a lone surrogate (no UTF-8 encoding)"
         return None
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
@@ -225,6 +256,8 @@ def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] 
                     f"{path}[{key!r}]",
                     f"dict key of type {type(key).__name__} (keys must be str)",
                 )
+            if _has_surrogate(key):
+                return f"{path}[{key!r}]", "dict key with a lone surrogate (no UTF-8 encoding)"
             found = _describe_invalid(item, f"{path}.{key}", depth + 1)
             if found:
                 return found
@@ -248,7 +281,7 @@ def _serialization_error(value: Any, what: str, cause: BaseException | None) -> 
         return SerializationError(found[1], found[0])
     message = str(cause) if cause else "value does not survive a JSON round trip"
     if "recursion" in message.lower():
-        message = "nested deeper than the encoder's limit (254 levels)"
+        message = _TOO_DEEP
     return SerializationError(message, what)
 
 
@@ -257,14 +290,14 @@ def _dumps_strict(value: Any, what: str) -> bytes:
     64-bit range and nesting deeper than :data:`MAX_DEPTH` (:class:`SerializationError`
     naming the path)."""
     try:
-        raw = orjson.dumps(value, default=_reject, option=_STRICT_OPTS)
+        raw = _dumps(value, _STRICT_OPTS)
     except (orjson.JSONEncodeError, TypeError, RecursionError):
         # also an integer beyond 2**53 (the strict-integer limit): the walk decides
         found = _describe_invalid(value, what)
         if found is not None:
             raise SerializationError(found[1], found[0]) from None
         try:  # only integers within the signed 64-bit range were over the strict limit
-            raw = orjson.dumps(value, default=_reject, option=_WIDE_OPTS)
+            raw = _dumps(value, _WIDE_OPTS)
         except (orjson.JSONEncodeError, TypeError, RecursionError) as exc:
             raise _serialization_error(value, what, exc) from None
     if _CHECK_DEPTH and len(raw) >= _MIN_TOO_DEEP_BYTES and _too_deep(value):

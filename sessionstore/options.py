@@ -10,6 +10,7 @@ keyword arguments override the URL.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -24,6 +25,9 @@ from .errors import ConfigurationError
 __all__ = ["StoreOptions", "build_options", "options_from_query", "redact_url", "split_url"]
 
 _NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: A URL's numbers: ASCII digits, an optional sign (and for a float a point, an exponent).
+_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE: Final = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 OptionsT = TypeVar("OptionsT", bound="StoreOptions")
 
 
@@ -97,15 +101,13 @@ def _convert_str(name: str, raw: str, tp: Any) -> Any:
             return False
         raise ConfigurationError(f"option {name!r}: {raw!r} is not a boolean")
     if tp is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigurationError(f"option {name!r}: {raw!r} is not an integer") from None
+        if _INT_RE.fullmatch(raw) is None:  # int() also takes " 1", "1_000", other digits
+            raise ConfigurationError(f"option {name!r}: {raw!r} is not an integer")
+        return int(raw)
     if tp is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigurationError(f"option {name!r}: {raw!r} is not a number") from None
+        if _FLOAT_RE.fullmatch(raw) is None or not math.isfinite(float(raw)):
+            raise ConfigurationError(f"option {name!r}: {raw!r} is not a finite number")
+        return float(raw)
     if tp is str:
         return raw
     raise ConfigurationError(f"option {name!r} cannot be given in a URL")
@@ -160,6 +162,8 @@ def build_options(cls: type[OptionsT], values: Mapping[str, Any]) -> OptionsT:
             raise ConfigurationError(
                 f"option {name!r} must be {_type_name(types_[name])}, got {type(value).__name__}"
             )
+        if isinstance(value, float) and not math.isfinite(value):  # no option means "never"
+            raise ConfigurationError(f"option {name!r} must be a finite number, got {value!r}")
     return cls(**values)
 
 

@@ -34,7 +34,7 @@ from .clock import to_ms
 from .codec import canonical_json, encode_json
 from .errors import InvalidArgumentError, InvalidCursorError
 from .model import Session, Status
-from .validation import validate_session_id, validate_status, validate_tags
+from .validation import has_lone_surrogate, validate_session_id, validate_status, validate_tags
 
 __all__ = [
     "MAX_LIMIT",
@@ -70,10 +70,10 @@ def _str_set(value: str | Iterable[str] | None, what: str) -> frozenset[str] | N
     if value is None:
         return None
     if isinstance(value, str):
-        return frozenset((value,))
+        value = (value,)
     items = frozenset(value)
     for item in items:
-        if not isinstance(item, str):
+        if not isinstance(item, str) or "\x00" in item or has_lone_surrogate(item):
             raise InvalidArgumentError(f"{what} must hold str values, got {item!r}")
     return items
 
@@ -158,7 +158,7 @@ class SessionFilter:
                 raise InvalidArgumentError("metadata filter must be a mapping of path -> value")
             for path, value in metadata.items():
                 parts = tuple(path.split(".")) if isinstance(path, str) else ()
-                if not parts or not all(parts):
+                if not parts or not all(parts) or has_lone_surrogate(path):
                     raise InvalidArgumentError(f"invalid metadata path {path!r}")
                 keys.append((parts, canonical_json(orjson.loads(encode_json(value, path)))))
             metadata = dict(metadata)
@@ -380,8 +380,8 @@ def _search_value(value: Any, needle: str) -> bool:
 
 def normalize_search_text(text: object) -> str:
     """Validate search text (plain text, 1..1000 chars) and lower-case it."""
-    if not isinstance(text, str) or not text.strip():
-        raise InvalidArgumentError("search text must be a non-empty str")
+    if not isinstance(text, str) or not text.strip() or has_lone_surrogate(text):
+        raise InvalidArgumentError("search text must be a non-empty str (no lone surrogate)")
     if len(text) > MAX_SEARCH_LENGTH:
         raise InvalidArgumentError(f"search text is longer than {MAX_SEARCH_LENGTH} characters")
     return text.lower()

@@ -20,11 +20,13 @@ __all__ = [
     "MAX_LABEL_LENGTH",
     "MAX_TAG_LENGTH",
     "MAX_TTL_SECONDS",
+    "has_lone_surrogate",
     "validate_datetime",
     "validate_event",
     "validate_event_filters",
     "validate_event_input",
     "validate_event_key",
+    "validate_event_type",
     "validate_expires_at",
     "validate_label",
     "validate_processor_id",
@@ -46,6 +48,24 @@ _MAX_TYPE_LENGTH: Final = 128
 _ONE_MS: Final = timedelta(milliseconds=1)
 MAX_EVENT_KEY_LENGTH: Final = 256
 _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+
+
+def has_lone_surrogate(value: str) -> bool:
+    """Whether ``value`` holds a surrogate code point (``"\\ud800"``): such a str has no
+    UTF-8 encoding, so no store can keep it (refused on every driver alike)."""
+    return not value.isascii() and _SURROGATE_RE.search(value) is not None
+
+
+def _bad_text(value: object, maximum: int) -> bool:
+    """Not a non-empty, NUL-free, UTF-8-encodable str of at most ``maximum`` characters."""
+    return (
+        not isinstance(value, str)
+        or not value
+        or len(value) > maximum
+        or "\x00" in value
+        or has_lone_surrogate(value)
+    )
 
 
 def validate_session_id(value: object, what: str = "session id") -> str:
@@ -72,9 +92,10 @@ def validate_processor_id(value: object) -> str | None:
     """A processor id is ``None`` or a non-empty str of at most 256 characters."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value or len(value) > MAX_TAG_LENGTH or "\x00" in value:
+    if _bad_text(value, MAX_TAG_LENGTH):
         raise InvalidArgumentError(
-            f"processor_id must be a non-empty str of at most {MAX_TAG_LENGTH} characters"
+            f"processor_id must be a non-empty str of at most {MAX_TAG_LENGTH} characters "
+            "(no NUL, no lone surrogate)"
         )
     return str(value)
 
@@ -87,9 +108,10 @@ def validate_tags(tags: Iterable[str] | None) -> frozenset[str]:
         raise InvalidArgumentError("tags must be a collection of str, not a single string")
     out = []
     for tag in tags:
-        if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or "\x00" in tag:
+        if _bad_text(tag, MAX_TAG_LENGTH):
             raise InvalidArgumentError(
-                f"invalid tag {tag!r}: tags are non-empty str of at most {MAX_TAG_LENGTH} chars"
+                f"invalid tag {tag!r}: tags are non-empty str of at most {MAX_TAG_LENGTH} chars "
+                "(no NUL, no lone surrogate)"
             )
         out.append(str(tag))
     return frozenset(out)
@@ -152,10 +174,11 @@ def validate_event_key(value: object, what: str = "event key") -> str:
         or not value
         or len(value) > MAX_EVENT_KEY_LENGTH
         or _CONTROL_RE.search(value) is not None
+        or has_lone_surrogate(value)
     ):
         raise InvalidArgumentError(
             f"{what} must be a non-empty str of at most {MAX_EVENT_KEY_LENGTH} characters "
-            f"without control characters, got {value!r}"
+            f"without control characters or lone surrogates, got {value!r}"
         )
     return value
 
@@ -176,8 +199,8 @@ def validate_event_filters(
         if isinstance(types, str | bytes) or not isinstance(types, Iterable):
             raise InvalidArgumentError("types must be a collection of event types")
         kinds = frozenset(types)
-        if not all(isinstance(t, str) and t for t in kinds):
-            raise InvalidArgumentError("types must hold non-empty str event types")
+        if not all(isinstance(t, str) and not _bad_type(t) for t in kinds):
+            raise InvalidArgumentError("types must hold event types (non-empty str)")
     low = None if at_after is None else validate_datetime(at_after, "at_after")
     high = None
     if at_before is not None:
@@ -187,12 +210,37 @@ def validate_event_filters(
     return kinds, low, high
 
 
+def validate_event_type(value: object) -> str:
+    """An event type: a non-empty str of at most 128 characters (no NUL, no lone
+    surrogate)."""
+    if _bad_type(value):
+        raise InvalidArgumentError(
+            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters "
+            f"(no NUL, no lone surrogate), got {value!r}"
+        )
+    return value  # type: ignore[return-value]  # checked by _bad_type
+
+
+def _bad_type(etype: object) -> bool:
+    """Not a valid event type: a non-empty str of at most 128 characters, no NUL (a
+    PostgreSQL text cannot hold one), encodable."""
+    return (
+        not isinstance(etype, str)
+        or not etype
+        or len(etype) > _MAX_TYPE_LENGTH
+        or "\x00" in etype
+        or has_lone_surrogate(etype)
+    )
+
+
 def validate_label(value: object) -> str | None:
     """A checkpoint label: ``None`` or a str of at most 256 characters."""
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH:
-        raise InvalidArgumentError(f"label must be a str of at most {MAX_LABEL_LENGTH} chars")
+    if not isinstance(value, str) or len(value) > MAX_LABEL_LENGTH or has_lone_surrogate(value):
+        raise InvalidArgumentError(
+            f"label must be a str of at most {MAX_LABEL_LENGTH} chars (no lone surrogate)"
+        )
     return value
 
 
@@ -209,9 +257,10 @@ def validate_event(
         if "type" not in value:
             raise InvalidArgumentError("an event needs a 'type'")
         etype = value["type"]
-        if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+        if _bad_type(etype):
             raise InvalidArgumentError(
-                f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+                f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters "
+                "(no NUL, no lone surrogate)"
             )
         return etype, value.get("data", {}), None, None
     if isinstance(value, EventInput):
@@ -229,9 +278,10 @@ def validate_event(
         key, at = value.get("key"), value.get("at")
     else:
         raise InvalidArgumentError(f"an event must be a mapping or EventInput, not {value!r}")
-    if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+    if _bad_type(etype):
         raise InvalidArgumentError(
-            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters "
+            "(no NUL, no lone surrogate)"
         )
     return (
         etype,
@@ -275,9 +325,10 @@ def validate_event_input(value: EventInput | Mapping[str, Any]) -> tuple[str, An
         etype, data = value["type"], value.get("data", {})
     else:
         raise InvalidArgumentError(f"an event must be a mapping or EventInput, not {value!r}")
-    if not isinstance(etype, str) or not etype or len(etype) > _MAX_TYPE_LENGTH:
+    if _bad_type(etype):
         raise InvalidArgumentError(
-            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters"
+            f"event type must be a non-empty str of at most {_MAX_TYPE_LENGTH} characters "
+            "(no NUL, no lone surrogate)"
         )
     return etype, data
 

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sessionstore_filesystem import FileStore
 from sessionstore_memory import MemoryBackend, MemoryStore
+from sessionstore_sqlite import SqliteStore
 
 from sessionstore import (
     AppendOp,
@@ -19,6 +25,7 @@ from sessionstore import (
     CreateOp,
     DeleteOp,
     DriverNotFoundError,
+    EventInput,
     InvalidArgumentError,
     InvalidCursorError,
     InvalidSessionIdError,
@@ -29,11 +36,13 @@ from sessionstore import (
     SerializationError,
     SessionConflictError,
     SessionFilter,
+    SessionStore,
     SessionStoreError,
     SessionUpdate,
     UpdateOp,
     open_store,
 )
+from tests.strategies import any_text
 
 Call = Callable[[MemoryStore], Awaitable[Any]]
 
@@ -567,3 +576,128 @@ def test_direct_construction_validates_too() -> None:
         MemoryStore(bogus=1)
     with pytest.raises(ConfigurationError, match="clock"):
         MemoryStore(clock=object())
+
+
+_SECRET = "Pw-s3cr3t"
+#: One URL per built-in driver, with a password where the driver takes one (opening a
+#: store parses its options; nothing connects).
+_DRIVER_URLS = [
+    "memory://",
+    "sqlite:////tmp/sessionstore-bad-input/x.db",
+    "file:///tmp/sessionstore-bad-input/fs",
+    f"redis://:{_SECRET}@h:6379/0",
+    f"redis+cluster://:{_SECRET}@h1:7000",
+    f"redis+sentinel://:{_SECRET}@h1:26379/mymaster",
+    f"postgresql://app:{_SECRET}@localhost/db",
+]
+
+
+@pytest.mark.parametrize("base", _DRIVER_URLS)
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ("bogus=1", "bogus"),
+        (f"bogus={_SECRET}", "bogus"),
+        ("max_session_bytes=10&max_session_bytes=20", "max_session_bytes"),
+        ("max_session_bytes=-1", "max_session_bytes"),
+        ("max_session_bytes=1e3", "max_session_bytes"),
+        ("max_session_bytes=1_000", "max_session_bytes"),
+        ("max_session_bytes=%201", "max_session_bytes"),
+        ("max_session_bytes=\u0661\u0662", "max_session_bytes"),  # Arabic-Indic digits
+        ("max_event_bytes=0x10", "max_event_bytes"),
+        ("checkpoint_keep_last=-1", "checkpoint_keep_last"),
+        ("namespace=a%2Fb", "namespace"),
+    ],
+)
+def test_bad_url_options_on_every_driver(base: str, query: str, named: str) -> None:
+    """Every driver refuses the same bad option the same way: ConfigurationError naming
+    the option, never the password."""
+    with pytest.raises(ConfigurationError, match=named) as info:
+        open_store(f"{base}?{query}")
+    assert _SECRET not in str(info.value) and _SECRET not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    ("base", "option"),
+    [
+        ("sqlite:////tmp/sessionstore-bad-input/x.db", "lock_timeout"),
+        ("file:///tmp/sessionstore-bad-input/fs", "lock_timeout"),
+        (f"redis://:{_SECRET}@h:6379/0", "socket_timeout"),
+        (f"redis+cluster://:{_SECRET}@h1:7000", "connect_timeout"),
+        (f"redis+sentinel://:{_SECRET}@h1:26379/mymaster", "retry_deadline"),
+        (f"postgresql://app:{_SECRET}@localhost/db", "connect_timeout"),
+        (f"postgresql://app:{_SECRET}@localhost/db", "command_timeout"),
+    ],
+)
+def test_timeouts_are_finite_positive_numbers(base: str, option: str) -> None:
+    """A timeout is a finite positive number of seconds, in a URL or a keyword (an
+    infinite one would fail only when a socket or lock is made, untyped)."""
+    for raw in ("-1", "0", "nan", "inf", "-inf", "1e400", "soon", "", "1_0"):
+        with pytest.raises(ConfigurationError, match=option) as info:
+            open_store(f"{base}?{option}={raw}")
+        assert _SECRET not in str(info.value)
+    for value in (math.inf, math.nan, -1.0):
+        with pytest.raises(ConfigurationError, match=option):
+            open_store(base, **{option: value})
+    store = open_store(f"{base}?{option}=2.5")
+    assert getattr(store.options, option) == 2.5
+    assert _SECRET not in repr(store) and _SECRET not in repr(store.options)
+
+
+# --------------------------------------------------------------------------- any text
+
+_ANY_TEXT = any_text(max_size=12)
+
+
+async def _text_outcomes(store: SessionStore, texts: list[str]) -> list[Any]:
+    """What each text field does with each text: the value read back, or the error type."""
+    out: list[Any] = []
+    async with store:
+        base = await store.create_session(id="base")
+        for n, text in enumerate(texts):
+            sid = f"t{n}"
+            flt = SessionFilter(processor_id=text, metadata={text or "k": text})
+            calls: dict[str, Callable[[], Awaitable[Any]]] = {
+                "tag": partial(store.create_session, id=sid, tags={text}),
+                "processor": partial(store.create_session, id=sid, processor_id=text),
+                "data_key": partial(store.create_session, id=sid, data={text: text}),
+                "event_type": partial(store.append_events, base.id, [{"type": text}]),
+                "event_key": partial(store.append_events, base.id, [EventInput("k", key=text)]),
+                "label": partial(store.save_checkpoint, base.id, label=text),
+                "filter": partial(store.count_sessions, flt),
+            }
+            for field, call in calls.items():
+                try:
+                    got = await call()
+                except (InvalidArgumentError, SerializationError) as exc:
+                    out.append((field, text, type(exc).__name__))
+                    continue
+                if field in ("tag", "processor", "data_key"):
+                    assert await store.get_session(sid) == got, (field, text)
+                    await store.delete_session(sid)
+                    got = (got.tags, got.processor_id, got.data)
+                elif field == "label":
+                    got = got.label
+                elif field != "filter":
+                    (event,) = await store.get_events(base.id, last=1)
+                    got = (event.type, event.key)
+                out.append((field, text, got))
+    return out
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(_ANY_TEXT, min_size=1, max_size=12))
+def test_any_text_is_refused_typed_or_kept_exactly_alike_on_every_local_driver(
+    texts: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """For any text in any text field, the memory, SQLite and file drivers agree: each
+    keeps it exactly, or each refuses it with the same typed error (never an untyped
+    one, never a partial write)."""
+    root = tmp_path_factory.mktemp("anytext")
+    stores: list[SessionStore] = [
+        MemoryStore(),
+        SqliteStore(path=str(root / "s.db"), durability="none"),
+        FileStore(root=str(root / "fs"), durability="none"),
+    ]
+    outcomes = [asyncio.run(_text_outcomes(store, texts)) for store in stores]
+    assert outcomes[0] == outcomes[1] == outcomes[2]

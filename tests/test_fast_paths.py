@@ -246,7 +246,7 @@ _json = st.recursive(
 
 @settings(max_examples=200, deadline=None)
 @given(
-    etype=st.text(min_size=1, max_size=64),
+    etype=st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=64),
     data=st.dictionaries(st.text(), _json, max_size=5),
     at=st.integers(-(2**45), 2**45),
     key=st.none() | st.text(min_size=1, max_size=20),

@@ -30,10 +30,11 @@ from sessionstore import (
     TrimOp,
     UpdateOp,
 )
+from sessionstore.codec import MAX_DEPTH
 
 from ._harness import ConformanceContext, accepts_options, snapshot, store_test
 
-__all__ = ["BAD_IDS", "BAD_VALUES", "BadInputTests"]
+__all__ = ["AWKWARD_TEXT", "BAD_IDS", "BAD_VALUES", "BadInputTests"]
 
 BAD_IDS: tuple[Any, ...] = (
     "",
@@ -72,7 +73,43 @@ BAD_VALUES: dict[str, Any] = {
     "int_key": {1: "x"},
     "huge_int": 2**64,
     "int64_over": 2**63,
+    "lone_surrogate": "a\ud800b",  # no UTF-8 encoding
+    "lone_surrogate_key": {"\udc00": 1},
 }
+
+#: Strings every field that takes text keeps exactly, each distinct from the others: the
+#: two spellings of "é" (precomposed, decomposed) and a case pair must not collide, and
+#: the characters that mean something to a query language, a key layout or a file system
+#: are plain characters.
+AWKWARD_TEXT: tuple[str, ...] = (
+    "\u00e9",
+    "e\u0301",
+    "Tag",
+    "tag",
+    "a:b",
+    "a,b",
+    "a|b",
+    "{x}",
+    "*",
+    "a?",
+    "[ab]",
+    "%",
+    "_",
+    "a'b",
+    'a"b',
+    "\\",
+    "/",
+    "..",
+    " lead",
+    "tab\there",
+    "line\nbreak",
+    "\x7f\x1b",
+    "\U0001f600",
+    "\ufeffbom",
+    "\u202eRTL",
+    "CON",
+    "nul.txt",
+)
 
 
 def _deep(levels: int) -> dict[str, Any]:
@@ -157,6 +194,144 @@ class BadInputTests:
                     await call()
                 assert "outer[1].inner" in info.value.path, (name, info.value.path)
                 assert await _fingerprint(st) == before
+
+    @store_test
+    async def test_unstorable_text_refused(self, ctx: ConformanceContext) -> None:
+        """A str holding a lone surrogate has no UTF-8 encoding: every driver refuses it
+        alike, before writing (``InvalidArgumentError`` for an argument,
+        ``SerializationError`` naming the path for a value), in a write or a query.
+        A NUL is refused in a tag, a processor id and an event type, kept in a value."""
+        st = ctx.store
+        s = await st.create_session(id="ls", tags={"t"}, processor_id="p")
+        await st.append_events(s.id, [{"type": "e"}])
+        cp = await st.save_checkpoint(s.id)
+        bad = "a\ud800b"
+        arguments: list[Callable[[], Awaitable[Any]]] = [
+            partial(st.create_session, tags={bad}),
+            partial(st.create_session, processor_id=bad),
+            partial(st.update_session, s.id, add_tags={bad}),
+            partial(st.update_session, s.id, tags={"ok", bad}),
+            partial(st.update_session, s.id, processor_id=bad),
+            partial(st.append_events, s.id, [{"type": "ok"}, {"type": bad}]),
+            partial(st.append_events, s.id, [EventInput("t", key=bad)]),
+            partial(st.save_checkpoint, s.id, label=bad),
+            partial(st.search_sessions, bad),
+            partial(st.get_events, s.id, types=[bad]),
+            partial(
+                st.commit, [CreateOp(NewSession(id="ls-new")), CreateOp(NewSession(tags={bad}))]
+            ),
+            lambda: st.list_sessions(SessionFilter(processor_id=bad)),
+            lambda: st.count_sessions(SessionFilter(processor_id=[bad])),
+            lambda: st.list_sessions(SessionFilter(tags_any=[bad])),
+            lambda: st.list_sessions(SessionFilter(tags_all=["t", bad])),
+            lambda: st.list_sessions(SessionFilter(metadata={bad: 1})),
+        ]
+        if not st.capabilities.event_log:
+            arguments.remove(arguments[6])  # no event keys there
+        for call in arguments:
+            await self._refused(ctx, InvalidArgumentError, call)
+        values: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("data.k", partial(st.create_session, data={"k": bad})),
+            ("merge_metadata.k[0]", partial(st.update_session, s.id, merge_metadata={"k": [bad]})),
+            (f"data[{bad!r}]", partial(st.update_session, s.id, data={bad: 1})),
+            (
+                "events[1].data.k",
+                partial(st.append_events, s.id, [{"type": "t"}, {"type": "t", "data": {"k": bad}}]),
+            ),
+            ("k", lambda: st.list_sessions(SessionFilter(metadata={"k": bad}))),
+        ]
+        for path, call in values:
+            err = await self._refused(ctx, SerializationError, call)
+            assert isinstance(err, SerializationError) and err.path == path, (path, err)
+        assert (await st.get_checkpoint(s.id, cp.id)) == cp
+        # NUL: no tag, processor id or event type holds one (a PostgreSQL text cannot)
+        nul = "a\x00b"
+        for call in (
+            partial(st.append_events, s.id, [{"type": nul}]),
+            partial(st.get_events, s.id, types=["e", nul]),
+            lambda: st.list_sessions(SessionFilter(processor_id=nul)),
+            lambda: st.list_sessions(SessionFilter(tags_any=[nul])),
+        ):
+            await self._refused(ctx, InvalidArgumentError, call)
+        # ...while a value or a label keeps it
+        s = await st.update_session(s.id, merge_data={nul: nul}, merge_metadata={"m": nul})
+        s = await st.append_events(s.id, [{"type": "t", "data": {nul: [nul]}}])
+        labelled = await st.save_checkpoint(s.id, label=nul)
+        assert await st.get_session(s.id) == s
+        assert (await st.get_events(s.id, after_seq=1))[0].data == {nul: [nul]}
+        assert await st.get_checkpoint(s.id, labelled.id) == labelled
+        assert labelled.label == nul
+        page = await st.list_sessions(SessionFilter(metadata={"m": nul}))
+        assert page.ids == [s.id]
+
+    @store_test
+    async def test_awkward_text_round_trips(self, ctx: ConformanceContext) -> None:
+        """Text fields keep any encodable str exactly (no normalisation, no case folding,
+        no escaping leak): each of :data:`AWKWARD_TEXT` as a tag, a processor id, a
+        metadata key and value, an event type and a checkpoint label is read back as
+        written and selects its own session only."""
+        st = ctx.store
+        made: dict[str, Any] = {}
+        for i, text in enumerate(AWKWARD_TEXT):
+            s = await st.create_session(
+                id=f"aw-{i}",
+                tags={text},
+                processor_id=text,
+                metadata={text: text},
+                data={text: [text]},
+            )
+            s = await st.append_events(s.id, [{"type": text, "data": {text: text}}])
+            cp = await st.save_checkpoint(s.id, label=text)
+            made[text] = (s, cp)
+        for text in AWKWARD_TEXT:
+            s, cp = made[text]
+            got = await st.get_session(s.id)
+            assert got == s, (text, got)
+            assert got is not None and got.tags == {text} and got.processor_id == text
+            (event,) = await st.get_events(s.id)
+            assert (event.type, event.data) == (text, {text: text})
+            assert [e.seq for e in await st.get_events(s.id, types=[text])] == [1]
+            assert [c.label for c in await st.list_checkpoints(s.id)] == [text]
+            for flt in (
+                SessionFilter(tags_any=[text]),
+                SessionFilter(tags_all=[text]),
+                SessionFilter(processor_id=text),
+                SessionFilter(metadata={text: text}) if "." not in text else None,
+            ):
+                if flt is None:
+                    continue
+                page = await st.list_sessions(flt, QueryOptions(limit=100))
+                assert page.ids == [s.id], (text, flt, page.ids)
+                assert await st.count_sessions(flt) == 1, (text, flt)
+
+    @store_test
+    async def test_deepest_values_work_everywhere(self, ctx: ConformanceContext) -> None:
+        """A value nested exactly :data:`~sessionstore.codec.MAX_DEPTH` containers deep is
+        stored, checkpointed, restored, filtered on and copied whole on every driver (the
+        formats that wrap it must still encode); one level more is refused."""
+        st = ctx.store
+        deepest = _deep(MAX_DEPTH - 1)  # _deep(n) nests n dicts in the top-level one
+        s = await st.create_session(id="deep", data=deepest, metadata=deepest)
+        s = await st.append_events(s.id, [{"type": "t", "data": deepest}])
+        cp = await st.save_checkpoint(s.id)
+        assert (await st.get_checkpoint(s.id, cp.id)).data == deepest
+        s = await st.update_session(s.id, data={})
+        s = await st.restore_checkpoint(s.id, cp.id)
+        assert s.data == deepest and (await st.get_session(s.id)) == s
+        assert (await st.get_events(s.id))[0].data == deepest
+        page = await st.list_sessions(SessionFilter(metadata={"d": deepest["d"]}))
+        assert page.ids == [s.id]
+        (record,) = await _fingerprint(st)
+        await st.put_records([record], strategy="overwrite")
+        assert await _fingerprint(st) == [record]
+        too_deep = {"d": deepest}
+        for call in (
+            partial(st.create_session, data=too_deep),
+            partial(st.update_session, s.id, merge_metadata=too_deep),
+            partial(st.append_events, s.id, [{"type": "t", "data": too_deep}]),
+        ):
+            err = await self._refused(ctx, SerializationError, call)
+            assert f"({MAX_DEPTH} levels)" in str(err)
 
     @store_test
     async def test_too_deep_refused(self, ctx: ConformanceContext) -> None:
@@ -436,5 +611,48 @@ class BadInputTests:
                 ],
             ),
         ]
+        # every field a create or append would refuse, refused in a record too (a store
+        # must not keep what it cannot read back: a naive time, an unencodable tag)
+        (cp,) = good.checkpoints
+        whole = good.session  # overwritten by each record, were it taken
+        naive = datetime(2030, 1, 1)
+        sessions: list[dict[str, Any]] = [
+            {"tags": frozenset({""})},
+            {"tags": frozenset({"a\x00"})},
+            {"tags": frozenset({"x" * 300})},
+            {"tags": frozenset({"a\ud800"})},
+            {"tags": ["list"]},
+            {"processor_id": ""},
+            {"processor_id": "\udc00"},
+            {"processor_id": 5},
+            {"group": "../up"},
+            {"group": 5},
+            {"status": "bogus"},
+            {"created_at": naive},
+            {"updated_at": "2030-01-01"},
+            {"expires_at": naive},
+            {"version": True},
+            {"last_seq": -1},
+        ]
+        for change in sessions:
+            bad_records.append(
+                (InvalidArgumentError, [SessionRecord(replace(whole, **change), good.events)])
+            )
+        for change in ({"type": ""}, {"type": "\ud800"}, {"at": naive}, {"seq": "1"}):
+            events = [replace(good.events[0], **change), good.events[1]]
+            bad_records.append((InvalidArgumentError, [SessionRecord(whole, events)]))
+        for change in ({"label": "\ud800"}, {"id": "../cp"}, {"created_at": naive}):
+            bad = replace(cp, **change)
+            bad_records.append((InvalidArgumentError, [SessionRecord(whole, good.events, [bad])]))
+        bad_records.append(
+            (
+                SerializationError,
+                [SessionRecord(whole, good.events, [replace(cp, data={"s": "\ud800"})])],
+            )
+        )
         for error, records in bad_records:
             await self._refused(ctx, error, partial(st.put_records, records, strategy="overwrite"))
+        # the sound record is taken
+        result = await st.put_records([good], strategy="overwrite")
+        assert result.overwritten == 1
+        assert await _fingerprint(st) == [good]

@@ -17,9 +17,19 @@ from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sessionstore_adk import EVENT_TYPE, SessionStoreService, _ids
 
-from sessionstore import ManualClock, SessionStore, UnsupportedOperationError, open_store
+from sessionstore import (
+    ManualClock,
+    SerializationError,
+    SessionStore,
+    UnsupportedOperationError,
+    open_store,
+)
+from sessionstore.validation import validate_session_id
+from tests.strategies import any_text
 
 APP = "my_app"
 OpenService = Callable[[], Awaitable[SessionStoreService]]
@@ -296,3 +306,67 @@ async def test_an_expired_session_is_gone_and_its_id_free() -> None:
             await service.append_event(session, _event())
         again = await service.create_session(app_name=APP, user_id="u", session_id="s")
         assert again.state == {"user:kept": True}  # user state never expires
+
+
+ANY_TEXT = any_text(max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.tuples(ANY_TEXT, ANY_TEXT, ANY_TEXT), st.tuples(ANY_TEXT, ANY_TEXT, ANY_TEXT))
+def test_the_id_rule_is_injective_on_any_text(
+    a: tuple[str, str, str], b: tuple[str, str, str]
+) -> None:
+    """Distinct names (lone surrogates, separators, quotes included) never share an id,
+    a group or a listing tag; every id is a valid sessionstore id."""
+    for app, user, sid in (a, b):
+        for made in (
+            _ids.session_id(app, user, sid),
+            _ids.user_state_id(app, user),
+            _ids.app_state_id(app),
+            _ids.group_id(app),
+        ):
+            assert validate_session_id(made) == made
+    assert (a == b) == (_ids.session_id(*a) == _ids.session_id(*b))
+    assert (a[:2] == b[:2]) == (_ids.user_state_id(*a[:2]) == _ids.user_state_id(*b[:2]))
+    assert (a[:2] == b[:2]) == (_ids.user_tag(*a[:2]) == _ids.user_tag(*b[:2]))
+    assert (a[0] == b[0]) == (_ids.app_tag(a[0]) == _ids.app_tag(b[0]))
+    assert (a[0] == b[0]) == (_ids.group_id(a[0]) == _ids.group_id(b[0]))
+
+
+AWKWARD_USERS = ["\u00e9", "e\u0301", "Ada", "ada", "a,b", "a/b", " ada", "ada\x00", ""]
+
+
+async def test_awkward_names_are_separate_and_list_back_exactly(
+    service: SessionStoreService,
+) -> None:
+    """Users whose names differ only by normalisation, case, separators or a NUL are
+    different users: each lists exactly its own sessions, names read back exactly."""
+    for n, user in enumerate(AWKWARD_USERS):
+        for sid in (f"s{n}", f"s{n}/\u00e9"):
+            await service.create_session(app_name=APP, user_id=user, session_id=sid)
+    for n, user in enumerate(AWKWARD_USERS):
+        listed = await service.list_sessions(app_name=APP, user_id=user)
+        assert sorted(s.id for s in listed.sessions) == [f"s{n}", f"s{n}/\u00e9"], user
+        assert {s.user_id for s in listed.sessions} == {user}
+        got = await service.get_session(app_name=APP, user_id=user, session_id=f"s{n}/\u00e9")
+        assert got is not None and (got.user_id, got.id) == (user, f"s{n}/\u00e9")
+        other = AWKWARD_USERS[n - 1]
+        assert await service.get_session(app_name=APP, user_id=other, session_id=f"s{n}") is None
+
+
+@pytest.mark.parametrize(
+    "names", [("a\ud800", "u", "s"), (APP, "u\udc00", "s"), (APP, "u", "s\ud800")]
+)
+async def test_a_lone_surrogate_name_is_refused_typed_and_writes_nothing(
+    service: SessionStoreService, adapter_store: SessionStore, names: tuple[str, str, str]
+) -> None:
+    """A lone surrogate has no UTF-8 encoding: the create is refused with
+    SerializationError and nothing is stored; reads find nothing."""
+    app, user, sid = names
+    await service.create_session(app_name=APP, user_id="kept", session_id="k")
+    before = await adapter_store.count_sessions()
+    with pytest.raises(SerializationError):
+        await service.create_session(app_name=app, user_id=user, session_id=sid)
+    assert await adapter_store.count_sessions() == before
+    assert await service.get_session(app_name=app, user_id=user, session_id=sid) is None
+    assert (await service.list_sessions(app_name=app, user_id=user)).sessions == []

@@ -36,10 +36,15 @@ _KEEP: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 _ENCODED: Final = re.compile(r"(?:[A-Za-z0-9-]|_[0-9a-f]{2})*")
 
 
+def _utf8(session_id: str) -> bytes:
+    # "surrogatepass": a lone surrogate (which UTF-8 cannot encode) maps too, still to one
+    # id of its own; writing it is refused by the store (SerializationError: the SDK id in
+    # the metadata), as it is by the other adapters. Other text encodes as plain UTF-8.
+    return session_id.encode("utf-8", "surrogatepass")
+
+
 def _encode(session_id: str) -> str:
-    return "".join(
-        chr(byte) if byte in _KEEP else f"_{byte:02x}" for byte in session_id.encode("utf-8")
-    )
+    return "".join(chr(byte) if byte in _KEEP else f"_{byte:02x}" for byte in _utf8(session_id))
 
 
 def store_id(session_id: str) -> str:
@@ -55,7 +60,7 @@ def store_id(session_id: str) -> str:
     encoded = _encode(session_id)
     if len(PREFIX) + len(encoded) <= _MAX_ID:
         return PREFIX + encoded
-    return HASHED_PREFIX + hashlib.sha256(session_id.encode("utf-8")).hexdigest()
+    return HASHED_PREFIX + hashlib.sha256(_utf8(session_id)).hexdigest()
 
 
 def decode_session_id(stored: str) -> str | None:
@@ -76,7 +81,7 @@ def decode_session_id(stored: str) -> str | None:
             raw.append(ord(encoded[i]))
             i += 1
     try:
-        decoded = raw.decode("utf-8")
+        decoded = raw.decode("utf-8", "surrogatepass")
     except UnicodeDecodeError:
         return None
     # Only the canonical encoding decodes (an escape of a kept byte, "_41" for "A", is not
