@@ -267,7 +267,7 @@ class BadInputTests:
     @store_test
     async def test_awkward_text_round_trips(self, ctx: ConformanceContext) -> None:
         """Text fields keep any encodable str exactly (no normalisation, no case folding,
-        no escaping leak): each of :data:`AWKWARD_TEXT` as a tag, a processor id, a
+        no escaping leak): each of ``AWKWARD_TEXT`` as a tag, a processor id, a
         metadata key and value, an event type and a checkpoint label is read back as
         written and selects its own session only."""
         st = ctx.store
@@ -306,7 +306,7 @@ class BadInputTests:
 
     @store_test
     async def test_deepest_values_work_everywhere(self, ctx: ConformanceContext) -> None:
-        """A value nested exactly :data:`~sessionstore.codec.MAX_DEPTH` containers deep is
+        """A value nested exactly ``sessionstore.codec.MAX_DEPTH`` containers deep is
         stored, checkpointed, restored, filtered on and copied whole on every driver (the
         formats that wrap it must still encode); one level more is refused."""
         st = ctx.store
