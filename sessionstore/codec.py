@@ -18,7 +18,6 @@ import hashlib
 import itertools
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ import orjson
 
 from .errors import IntegrityError, QuotaExceededError, SerializationError, UnsupportedFormatError
 from .model import Checkpoint, Event, JSONDict, Session, Status, fast_session
+from .validation import has_lone_surrogate
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -210,13 +210,6 @@ def _too_deep(value: Any, depth: int = 1) -> bool:
     return False
 
 
-_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
-
-
-def _has_surrogate(text: str) -> bool:
-    return not text.isascii() and _SURROGATE_RE.search(text) is not None
-
-
 _TOO_DEEP: Final = f"nested deeper than the limit ({MAX_DEPTH} levels)"
 
 
@@ -237,7 +230,7 @@ def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] 
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
-        if _has_surrogate(value):
+        if has_lone_surrogate(value):
             return path, "str with a lone surrogate (no UTF-8 encoding)"
         return None
     if isinstance(value, int):
@@ -255,7 +248,7 @@ def _describe_invalid(value: Any, path: str, depth: int = 0) -> tuple[str, str] 
                     f"{path}[{key!r}]",
                     f"dict key of type {type(key).__name__} (keys must be str)",
                 )
-            if _has_surrogate(key):
+            if has_lone_surrogate(key):
                 return f"{path}[{key!r}]", "dict key with a lone surrogate (no UTF-8 encoding)"
             found = _describe_invalid(item, f"{path}.{key}", depth + 1)
             if found:
