@@ -20,7 +20,7 @@ import random
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -222,6 +222,46 @@ async def _server_role(conn: Any) -> str | None:
             fields = {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
         return _text(fields["role"])
     return None
+
+
+#: The oldest Redis the scripts run on (``SET ... PXAT``, ``ZRANGE ... BYSCORE``,
+#: ``HELLO`` without arguments); docs/redis.md, its opening paragraph.
+OLDEST_SERVER: Final = (6, 2)
+# What a server before 6.2 answers ``HELLO`` without arguments: 6.0 wants a protocol
+# version ("wrong number of arguments"), 5.0 and older do not know the command
+_OLD_HELLO: Final = ("unknown command", "wrong number of arguments")
+
+
+def check_server(reply: Any, error: ResponseError | None, target: str) -> None:
+    """Refuse a server older than Redis 6.2 with a :class:`ConfigurationError` naming
+    its version, from its reply to ``HELLO`` without arguments (RESP3: a map; RESP2: a
+    flat list of names and values) or the error it answered. Any other refusal (a proxy
+    that does not pass ``HELLO`` on) and a version that does not read as numbers (a server that
+    speaks Redis's protocol under another numbering) are let through: only what is
+    known to be too old is refused."""
+    if error is not None:
+        if any(text in str(error).lower() for text in _OLD_HELLO):
+            raise ConfigurationError(
+                f"{target}: the server does not answer HELLO without arguments "
+                f"({error}): it is older than Redis "
+                f"{OLDEST_SERVER[0]}.{OLDEST_SERVER[1]}, which the Redis driver needs"
+            )
+        return
+    if isinstance(reply, dict):
+        fields = {_text(k): v for k, v in reply.items()}
+    elif isinstance(reply, list | tuple) and len(reply) % 2 == 0:
+        fields = {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+    else:
+        return
+    version = _text(fields.get("version", ""))
+    numbers = version.split(".")[:2]
+    if len(numbers) < 2 or not all(n.isdigit() for n in numbers):
+        return
+    if (int(numbers[0]), int(numbers[1])) < OLDEST_SERVER:
+        raise ConfigurationError(
+            f"{target}: the server is Redis {version}; the Redis driver needs "
+            f"{OLDEST_SERVER[0]}.{OLDEST_SERVER[1]} or newer"
+        )
 
 
 def _text(value: Any) -> str:
@@ -553,10 +593,22 @@ class Backend:
             raise
 
     async def _ping(self) -> None:
+        """The open's round trip: ``HELLO`` without arguments, which also names the
+        server's version (a server older than 6.2 is refused: :func:`check_server`);
+        ``PING`` where ``HELLO`` is refused otherwise (a proxy in front of the server:
+        Redis itself lets every client, authenticated or not, send ``HELLO``)."""
         client = self.here().client
+        where: dict[str, Any] = {}
         if self.cluster:
             await client.initialize()
-        await client.ping()
+            where["target_nodes"] = RedisCluster.RANDOM
+        try:
+            reply = await client.execute_command("HELLO", **where)
+        except ResponseError as exc:
+            check_server(None, exc, self.options.target)
+            await client.ping()
+            return
+        check_server(reply, None, self.options.target)
 
     async def close(self, *, final: bool = True) -> None:
         """Close every connection of every event loop (see ``docs/redis.md``, *Event

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.exceptions import NoPermissionError, ResponseError
 from sessionstore_redis import RedisOptions, RedisStore
+from sessionstore_redis._conn import check_server
 
 from sessionstore import (
     ConfigurationError,
@@ -133,6 +135,27 @@ async def test_wrong_password_is_a_configuration_error(
             assert await good.get_session(s.id) == s
     finally:
         server.stop()
+
+
+def test_a_server_older_than_6_2_is_refused_with_its_version() -> None:
+    """What ``HELLO`` without arguments answers: Redis 6.0 wants a protocol version, 5.0
+    does not know the command (their command tables), 6.2 and later name the version."""
+    target = "redis://127.0.0.1:7000/0"
+    for old in (
+        "wrong number of arguments for 'hello' command",
+        "unknown command `HELLO`, with args beginning with: ",
+    ):
+        with pytest.raises(ConfigurationError, match=r"older than Redis 6\.2"):
+            check_server(None, ResponseError(old), target)
+    # another refusal (a proxy's) says nothing of the version: the open pings instead
+    check_server(None, NoPermissionError("NOPERM no permission to run 'hello'"), target)
+    check_server(None, ResponseError("ERR unsupported command"), target)
+    resp2 = [b"server", b"redis", b"version", b"6.0.16", b"proto", 2, b"mode", b"standalone"]
+    with pytest.raises(ConfigurationError, match=r"Redis 6\.0\.16; .* needs 6\.2 or newer"):
+        check_server(resp2, None, target)
+    for version in (b"6.2.14", b"7.0.15", b"10.0.0", b"df-v1.2", b""):
+        check_server({b"server": b"redis", b"version": version}, None, target)
+        check_server([b"version", version], None, target)
 
 
 @pytest.mark.asyncio
