@@ -58,6 +58,10 @@ COMPACT_SUFFIX: Final = "~.json"
 CASE_MARK: Final = "+"
 
 
+#: ``bytes.translate`` table: ``A``-``Z`` to ``1``, every other byte to ``0``.
+_CAPITAL_BITS: Final = bytes(49 if 65 <= c <= 90 else 48 for c in range(256))
+
+
 def cased_name(name: str) -> str:
     """The file name of an id (or namespace) on a ``"cased"`` store: unchanged without
     capitals; ``<id>+`` when every letter is a capital (a generated ULID); else
@@ -67,10 +71,7 @@ def cased_name(name: str) -> str:
         return name + CASE_MARK
     if name.lower() == name:
         return name
-    mask = 0
-    for i, c in enumerate(name):
-        if "A" <= c <= "Z":
-            mask |= 1 << i
+    mask = int(name.encode().translate(_CAPITAL_BITS)[::-1], 2)  # bit i: character i
     return f"{name}{CASE_MARK}{mask:x}"
 
 

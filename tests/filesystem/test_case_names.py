@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -38,6 +39,13 @@ from .conftest import session_dir
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", fullmatch=True).filter(
     lambda s: ".." not in s
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_forced_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests choose the rule themselves (``SESSIONSTORE_FILE_NAMES`` left out)."""
+    monkeypatch.delenv(NAMES_ENV, raising=False)
+
 
 # --------------------------------------------------------------------------- the rule
 
@@ -304,7 +312,9 @@ async def test_exfat_store_gets_cased_names_and_keeps_ids_apart(exfat: Path) -> 
 
 
 @pytest.mark.asyncio
-async def test_exfat_plain_store_collides_until_upgraded(exfat: Path) -> None:
+async def test_exfat_plain_store_collides_until_upgraded(
+    exfat: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     root = exfat / "plain"
     upper, lower = _pair_in_one_shard(1)
     async with FileStore(root=str(root), durability="none", names="plain") as store:
@@ -313,11 +323,17 @@ async def test_exfat_plain_store_collides_until_upgraded(exfat: Path) -> None:
             await store.create_session(id=lower, data={"id": lower})
     before = await _read_back(root, [lower])
     assert "IntegrityError" in str(before["got"])  # as before the upgrade: reported
+    with caplog.at_level(logging.WARNING, "sessionstore.filesystem"):
+        async with FileStore(root=str(root), durability="none") as store:  # "auto": plain
+            assert _data(await store.get_session(upper)) == {"id": upper}
+            await store.update_session(upper, merge_data={"more": 1})
+    assert "case-insensitive file system with plain file names" in caplog.text
+    assert json.loads((root / "_sessionstore.json").read_text())["names"] == "plain"
     async with FileStore(root=str(root), durability="none", names="cased") as store:
         await store.create_session(id=lower, data={"id": lower})
         await store.append_events(lower, [{"type": "e"}])
     back = await _read_back(root, [upper, lower])
-    assert back["got"] == {upper: {"id": upper}, lower: {"id": lower}}
+    assert back["got"] == {upper: {"id": upper, "more": 1}, lower: {"id": lower}}
     assert back["scanned"] == sorted([upper, lower])
 
 
