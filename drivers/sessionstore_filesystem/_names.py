@@ -166,6 +166,8 @@ def upgrade(root: str, root_fd: int, *, durable: bool, layout: int) -> None:
                 continue
             if entry != DEFAULT_NAMESPACE_DIR and not _ours(entry):
                 continue
+            if not _is_dir(f"{entry}/sessions", root_fd):
+                continue  # not a namespace directory: not ours to rename
             ns_fd = open_dir(entry, root_fd, f"namespace {entry!r}")
             try:
                 _upgrade_namespace(ns_fd, durable=durable, insensitive=insensitive)

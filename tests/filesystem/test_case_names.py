@@ -136,6 +136,7 @@ async def _fill_plain(root: Path) -> dict[str, dict[str, int]]:
 @pytest.mark.asyncio
 async def test_upgrade_of_a_plain_store(root: Path) -> None:
     made = await _fill_plain(root)
+    (root / "NotOurs").mkdir()  # something else in the root: left alone
     assert (session_dir(root, "Compact1").parent / "Compact1~.json").is_file()
     async with FileStore(root=str(root), durability="none", names="cased") as store:
         found = await store.get_sessions(list(made))
@@ -148,6 +149,7 @@ async def test_upgrade_of_a_plain_store(root: Path) -> None:
     assert session_dir(root, "WithEvents").name == "WithEvents+11"
     assert (session_dir(root, "lower1").parent / "lower1~.json").is_file()
     assert (root / "Prod+1").is_dir() and not (root / "Prod").exists()
+    assert (root / "NotOurs").is_dir()
     async with FileStore(root=str(root), durability="none", namespace="Prod") as store:
         assert _data(await store.get_session("InProd")) == {"p": 1}
 
