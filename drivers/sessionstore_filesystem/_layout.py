@@ -41,7 +41,6 @@ __all__ = [
     "Layout",
     "cased_id",
     "cased_name",
-    "compact_name",
     "session_ids",
     "shard_of",
 ]
@@ -79,11 +78,6 @@ def cased_id(name: str) -> str | None:
     """The id whose :func:`cased_name` is ``name``, or ``None`` (not such a name)."""
     base = name.partition(CASE_MARK)[0]
     return base if cased_name(base) == name else None
-
-
-def compact_name(session_id: str) -> str:
-    """The name of a compact session's document in its shard directory."""
-    return session_id + COMPACT_SUFFIX
 
 
 def session_ids(names: list[str]) -> list[str]:
