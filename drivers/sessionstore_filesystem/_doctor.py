@@ -20,7 +20,7 @@ from sessionstore.codec import checkpoint_digest
 from sessionstore.validation import validate_session_id
 
 from ._fs import is_temp_name, open_dir, open_dir_or_none
-from ._layout import COMPACT_SUFFIX, compact_name, session_ids
+from ._layout import COMPACT_SUFFIX, Layout
 from ._log import (
     iter_lines,
 )
@@ -86,11 +86,11 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
             names = sorted(os.listdir(sfd))
         finally:
             os.close(sfd)
-        for sid in sorted(_orphans(names)):
+        for sid in sorted(_orphans(layout, names)):
             # leftovers of a session that is gone (a delete interrupted after its commit):
             # uniquely named, so they can go without the lock
-            report.removed += tidy(layout, State(sid), dry_run=dry_run)
-        for name in session_ids(names):  # temp / renamed-aside entries: tidy() removes them
+            report.removed += tidy(layout, State(sid, name=layout.name(sid)), dry_run=dry_run)
+        for name in layout.session_ids(names):  # temp / renamed-aside entries: tidy() removes them
             try:
                 validate_session_id(name)
             except ValueError:
@@ -108,20 +108,21 @@ def run_doctor(engine: Engine, dry_run: bool) -> DoctorReport:
     return report
 
 
-def _orphans(names: list[str]) -> set[str]:
-    """Ids of sessions with leftovers (``.trash.<id>.*``, ``.tmp.<id>.*``,
-    ``.tmp.<id>~.json.*``) but neither a directory nor a compact document."""
+def _orphans(layout: Layout, names: list[str]) -> set[str]:
+    """Ids of sessions with leftovers (``.trash.<name>.*``, ``.tmp.<name>.*``,
+    ``.tmp.<name>~.json.*``) but neither a directory nor a compact document."""
     found = set()
     for name in names:
         for prefix in (".trash.", ".tmp."):
             if name.startswith(prefix):
-                sid = name[len(prefix) :].rpartition(".")[0].removesuffix(COMPACT_SUFFIX)
+                stem = name[len(prefix) :].rpartition(".")[0].removesuffix(COMPACT_SUFFIX)
+                sid = layout.id_of(stem)
                 try:
                     validate_session_id(sid)
                 except ValueError:
                     continue
                 found.add(sid)
-    return found - set(session_ids(names))
+    return found - set(layout.session_ids(names))
 
 
 def _stale_locks(engine: Engine, report: DoctorReport) -> None:
@@ -252,7 +253,7 @@ def _corrupt_session(
     shard = engine.layout.shard_fd("sessions", sid, create=False)
     if shard is None:
         return
-    for name in (sid, compact_name(sid)):
+    for name in (engine.layout.name(sid), engine.layout.compact(sid)):
         with contextlib.suppress(FileNotFoundError):
             os.stat(name, dir_fd=shard, follow_symlinks=False)
             report.quarantined.append(engine.recovery.quarantine_file(shard, name, "session"))

@@ -41,9 +41,7 @@ from sessionstore import (
     SessionFilter,
     StoreNotFoundError,
     StoreUnavailableError,
-    UnsupportedFormatError,
 )
-from sessionstore.codec import FORMAT_VERSION, decode_json, dumps_record
 from sessionstore.query import (
     decode_cursor,
     encode_cursor,
@@ -59,18 +57,17 @@ from ._event_reads import EventReads
 from ._file_formats import encode_journal
 from ._fs import (
     FILE_MODE,
-    atomic_write,
     ensure_dir,
     open_dir_or_none,
-    read_file,
     temp_name,
     write_all,
 )
 from ._heads import HeadCache, Tokens
 from ._index import Index, session_of
-from ._layout import MARKER, Layout, namespace_dir, session_ids
+from ._layout import Layout, namespace_dir
 from ._locks import Held, Locks, in_lock_order
 from ._log import LogReader, Window
+from ._names import Names, check_marker
 from ._recovery import Recovery
 from ._session import State, read_checkpoint, read_checkpoints, read_state
 from ._write import Steps, apply_one, finish, is_pure_append, steps
@@ -90,7 +87,9 @@ log = logging.getLogger("sessionstore.filesystem")
 # index; an older process would update rows without those columns, so it must refuse.
 # 6: session locks are 1,024 lock stripes (locks/<xx>/~<n>.lock), not a lock file per
 # session (a create makes no lock file); an older process would lock other files.
-STORE_FORMAT: Final = 6
+# 7: the marker says how files are named ("names": "plain", or "cased" on a volume that
+# ignores case, see _names); an older process would name them after the plain ids.
+STORE_FORMAT: Final = 7
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _REAP_EVERY: Final = 1.0  # seconds between checks for writers that died mid-write
 _ATTEMPTS: Final = 1000
@@ -128,9 +127,19 @@ class Engine:
     ``locks`` (both set by :meth:`open`)."""
 
     def __init__(
-        self, root: str, namespace: str, *, durable: bool, lock_timeout: float, create: bool
+        self,
+        root: str,
+        namespace: str,
+        *,
+        durable: bool,
+        lock_timeout: float,
+        create: bool,
+        names: Names = "auto",
     ) -> None:
         self.root = root
+        self.names: Names = names
+        #: the store names files in cased form (read from its marker by :meth:`open`)
+        self.cased = False
         self.namespace = namespace
         self.durable = durable
         self.lock_timeout = lock_timeout
@@ -177,26 +186,28 @@ class Engine:
         except FileNotFoundError:
             raise StoreNotFoundError(f"file store root {self.root!r} does not exist") from None
         try:
-            self._check_marker()
+            self.cased = check_marker(
+                self.root, self._root_fd, create=self.create_root, durable=self.durable,
+                names=self.names, layout=STORE_FORMAT,
+            )  # fmt: skip
+            ns_dir = namespace_dir(self.namespace, cased=self.cased)
             if self.create_root:
                 ns_fd = ensure_dir(
-                    namespace_dir(self.namespace), self._root_fd, durable=self.durable,
+                    ns_dir, self._root_fd, durable=self.durable,
                     record=f"namespace {self.namespace!r}",
                 )  # fmt: skip
             else:
-                found = open_dir_or_none(
-                    namespace_dir(self.namespace), self._root_fd, f"namespace {self.namespace!r}"
-                )
+                found = open_dir_or_none(ns_dir, self._root_fd, f"namespace {self.namespace!r}")
                 if found is None:
                     raise StoreNotFoundError(
                         f"file store {self.root!r} has no namespace {self.namespace!r} "
                         "(nothing was ever written to it)"
                     )
                 ns_fd = found
-            self.layout = Layout(ns_fd, durable=self.durable)
+            self.layout = Layout(ns_fd, durable=self.durable, cased=self.cased)
             self.tokens = Tokens(self.layout.fds["locks"])
             self.locks = Locks(self.layout, self.heads, self.tokens, self.lock_timeout)
-            index_path = os.path.join(self.root, namespace_dir(self.namespace), "index.sqlite3")
+            index_path = os.path.join(self.root, ns_dir, "index.sqlite3")
             fd = os.open(
                 "index.sqlite3", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | _CLOEXEC, FILE_MODE,
                 dir_fd=ns_fd,
@@ -216,31 +227,6 @@ class Engine:
         except BaseException:
             self.close()
             raise
-
-    def _check_marker(self) -> None:
-        raw = read_file(MARKER, self._root_fd, MARKER)
-        if raw is None and not self.create_root:
-            raise StoreNotFoundError(
-                f"{self.root!r} is not a sessionstore file store (it has no {MARKER}); "
-                "nothing was written to it"
-            )
-        if raw is None:
-            rec = {"v": FORMAT_VERSION, "format": "sessionstore-file", "layout": STORE_FORMAT}
-            atomic_write(self._root_fd, MARKER, dumps_record(rec) + b"\n", durable=self.durable)
-            return
-        rec = decode_json(raw, f"{self.root}/{MARKER}")
-        layout = rec.get("layout") if isinstance(rec, dict) else None
-        if not isinstance(layout, int):
-            raise IntegrityError("store marker is malformed", f"{self.root}/{MARKER}")
-        if layout > STORE_FORMAT:
-            raise UnsupportedFormatError(
-                f"file store layout {layout} is newer than this sessionstore understands "
-                f"({STORE_FORMAT}); upgrade sessionstore to open it",
-                self.root,
-            )
-        if layout < STORE_FORMAT:  # nothing to convert: newer writers only add files
-            rec = {"v": FORMAT_VERSION, "format": "sessionstore-file", "layout": STORE_FORMAT}
-            atomic_write(self._root_fd, MARKER, dumps_record(rec) + b"\n", durable=self.durable)
 
     def close(self) -> None:
         """Release every handle (the store is shut down)."""
@@ -382,7 +368,7 @@ class Engine:
         bad: list[IntegrityError] = []
         fd = self.layout.open_shard(shard)
         try:
-            names = session_ids(os.listdir(fd))
+            names = self.layout.session_ids(os.listdir(fd))
         finally:
             os.close(fd)
         for sid in names:

@@ -53,7 +53,7 @@ from sessionstore.planning import fast_session
 
 from ._file_formats import Doc
 from ._fs import FILE_MODE, symlink_error
-from ._layout import Layout, compact_name
+from ._layout import COMPACT_SUFFIX, Layout
 from ._session import DOC, State, log_name, open_session_dir
 
 __all__ = ["HeadCache", "Tokens"]
@@ -254,12 +254,13 @@ class HeadCache:
             shard = layout.shard_fd("sessions", sid, create=False)
             if shard is None:
                 raise _Miss
+            name = layout.name(sid)
             if head.compact:  # still the same document (and no directory: see below)
-                st = os.stat(compact_name(sid), dir_fd=shard, follow_symlinks=False)
+                st = os.stat(name + COMPACT_SUFFIX, dir_fd=shard, follow_symlinks=False)
                 if (st.st_ino, st.st_size, st.st_mtime_ns) != head.doc_key:
                     raise _Miss
             elif dir_fd >= 0:  # still the directory of the session?
-                st = os.stat(sid, dir_fd=shard, follow_symlinks=False)
+                st = os.stat(name, dir_fd=shard, follow_symlinks=False)
                 if st.st_ino != dir_ino or not stat.S_ISDIR(st.st_mode):
                     raise _Miss
             else:
@@ -309,7 +310,7 @@ class HeadCache:
         return State(
             sid, dir_fd, head.doc, session, head.valid_end, head.log_size, head.tail_batches,
             head.doc_key, (head.data_json, head.meta_json), log_fd=log_fd, dir_ino=dir_ino,
-            compact=head.compact, shard_fd=shard,
+            compact=head.compact, shard_fd=shard, name=name,
         )  # fmt: skip
 
     def make(self, state: State, token: bytes, lock_fd: int, lock_ino: int) -> Head | None:

@@ -14,6 +14,11 @@
         writers/<store>.<n>.writer          in-flight markers of live writers
         index.sqlite3                       the query index (rebuildable)
         quarantine/                         what doctor moved aside
+
+Names on a case-insensitive volume: a store whose marker says ``"names": "cased"`` names
+a session's files, and a namespace's directory, after :func:`cased_name` of its id (the
+id, then ``+`` and where its capital letters are, when it has any), so two ids that differ
+only in case never share a name; a ``"plain"`` store uses the id as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from ._fs import DIR_MODE, ensure_dir, open_dir, open_dir_or_none
 if TYPE_CHECKING:
     from ._durable import Sync
 
-__all__ = ["COMPACT_SUFFIX", "Layout", "compact_name", "session_ids", "shard_of"]
+__all__ = [
+    "CASE_MARK",
+    "COMPACT_SUFFIX",
+    "Layout",
+    "cased_id",
+    "cased_name",
+    "session_ids",
+    "shard_of",
+]
 
 DEFAULT_NAMESPACE_DIR: Final = "_default"
 MARKER: Final = "_sessionstore.json"
@@ -40,9 +53,31 @@ SUBDIRS: Final = ("sessions", "locks", "journal", "writers")
 COMPACT_SUFFIX: Final = "~.json"
 
 
-def compact_name(session_id: str) -> str:
-    """The name of a compact session's document in its shard directory."""
-    return session_id + COMPACT_SUFFIX
+#: Starts the case suffix of a cased name; not in the id alphabet (nor ``~``, ``.``).
+CASE_MARK: Final = "+"
+
+
+#: ``bytes.translate`` table: ``A``-``Z`` to ``1``, every other byte to ``0``.
+_CAPITAL_BITS: Final = bytes(49 if 65 <= c <= 90 else 48 for c in range(256))
+
+
+def cased_name(name: str) -> str:
+    """The file name of an id (or namespace) on a ``"cased"`` store: unchanged without
+    capitals; ``<id>+`` when every letter is a capital (a generated ULID); else
+    ``<id>+<hex>``, bit *i* of the lower-case hex number set when character *i* is a
+    capital. Two ids equal but for case never get names equal but for case."""
+    if name.isupper():  # every cased character upper, and at least one
+        return name + CASE_MARK
+    if name.lower() == name:
+        return name
+    mask = int(name.encode().translate(_CAPITAL_BITS)[::-1], 2)  # bit i: character i
+    return f"{name}{CASE_MARK}{mask:x}"
+
+
+def cased_id(name: str) -> str | None:
+    """The id whose :func:`cased_name` is ``name``, or ``None`` (not such a name)."""
+    base = name.partition(CASE_MARK)[0]
+    return base if cased_name(base) == name else None
 
 
 def session_ids(names: list[str]) -> list[str]:
@@ -60,22 +95,53 @@ def shard_of(session_id: str) -> str:
     return hashlib.blake2b(session_id.encode(), digest_size=1).hexdigest()
 
 
-def namespace_dir(namespace: str) -> str:
+def namespace_dir(namespace: str, *, cased: bool = False) -> str:
     """The directory name of a namespace (validated names cannot start with ``_``)."""
-    return namespace or DEFAULT_NAMESPACE_DIR
+    if not namespace:
+        return DEFAULT_NAMESPACE_DIR
+    return cased_name(namespace) if cased else namespace
+
+
+def _same(name: str) -> str:
+    return name
 
 
 class Layout:
-    """Open directory handles of one namespace; shard handles are opened on demand."""
+    """Open directory handles of one namespace; shard handles are opened on demand.
 
-    def __init__(self, ns_fd: int, *, durable: bool) -> None:
+    ``name(sid)`` is the name of a session's files in its shard (the id itself, or on a
+    ``cased`` store its :func:`cased_name`), ``compact(sid)`` its compact document's.
+    """
+
+    def __init__(self, ns_fd: int, *, durable: bool, cased: bool = False) -> None:
         self.ns_fd = ns_fd
         self.durable = durable
+        self.cased = cased
+        self.name = cased_name if cased else _same
         self.fds: dict[str, int] = {}
         for name in SUBDIRS:
             self.fds[name] = ensure_dir(name, ns_fd, durable=durable)
         self._shards: dict[tuple[str, str], int] = {}
         self._mutex = threading.Lock()
+
+    def compact(self, session_id: str) -> str:
+        """The name of a compact session's document in its shard directory."""
+        return self.name(session_id) + COMPACT_SUFFIX
+
+    def id_of(self, name: str) -> str:
+        """The id a shard entry's name (without suffix) stands for; a name that is not one
+        the store makes is returned as it is (the caller validates it)."""
+        if not self.cased:
+            return name
+        found = cased_id(name)
+        return name if found is None else found
+
+    def session_ids(self, names: list[str]) -> list[str]:
+        """:func:`session_ids` of a shard's entries, names turned into ids (sorted)."""
+        found = session_ids(names)
+        if not self.cased:
+            return found
+        return sorted({self.id_of(n) for n in found})
 
     @property
     def sessions_fd(self) -> int:

@@ -31,7 +31,6 @@ from sessionstore.validation import validate_session_id
 from ._file_formats import decode_journal, journal_sessions
 from ._fs import ensure_dir, flock_file, is_temp_name, pread_all, try_flock, unlink_quiet
 from ._index import INDEX_FORMAT
-from ._layout import session_ids
 from ._locks import Held, Locks
 from ._session import State, read_state, tidy
 from ._write import apply_one
@@ -316,7 +315,7 @@ class Recovery:
             for shard in self.layout.shard_names():
                 sfd = self.layout.open_shard(shard)
                 try:
-                    names = session_ids(os.listdir(sfd))
+                    names = self.layout.session_ids(os.listdir(sfd))
                 finally:
                     os.close(sfd)
                 for start in range(0, len(names), _BATCH):

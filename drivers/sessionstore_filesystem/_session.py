@@ -70,7 +70,7 @@ from ._fs import (
     symlink_error,
     unlink_quiet,
 )
-from ._layout import Layout, compact_name
+from ._layout import COMPACT_SUFFIX, Layout
 
 if TYPE_CHECKING:
     from ._event_index import EventChange
@@ -149,6 +149,8 @@ class State:
     compact: bool = False
     #: the session's shard directory when known (the layout's descriptor: never closed)
     shard_fd: int = -1
+    #: the name of the session's files in its shard (``Layout.name``; set with ``shard_fd``)
+    name: str = ""
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -176,7 +178,7 @@ def open_session_dir(layout: Layout, sid: str) -> int:
     shard = layout.shard_fd("sessions", sid, create=False)
     if shard is None:
         return -1
-    fd = open_dir_or_none(sid, shard, sid)
+    fd = open_dir_or_none(layout.name(sid), shard, sid)
     return -1 if fd is None else fd
 
 
@@ -303,12 +305,12 @@ def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> S
     """The compact document, when the session directory has no ``session.json``."""
     sid = state.sid
     shard = state.shard_fd
-    found = read_file_stat(compact_name(sid), shard, sid)
+    found = read_file_stat(state.name + COMPACT_SUFFIX, shard, sid)
     if found is None:
         # A conversion (the first append) may have committed its session.json and removed
         # the compact file between our two looks: look at the directory again (not under
         # the session's lock, which every conversion holds: ``retry`` is False there).
-        if retry and _has_doc(shard, sid):
+        if retry and _has_doc(shard, state.name):
             raise _Moved
         return state
     if state.dir_fd >= 0:  # a conversion that has not committed (or never will)
@@ -325,9 +327,9 @@ def _read_compact(layout: Layout, state: State, *, retry: bool, kept: bool) -> S
     return state
 
 
-def _has_doc(shard: int, sid: str) -> bool:
+def _has_doc(shard: int, name: str) -> bool:
     try:
-        os.stat(f"{sid}/{DOC}", dir_fd=shard, follow_symlinks=False)
+        os.stat(f"{name}/{DOC}", dir_fd=shard, follow_symlinks=False)
     except OSError:
         return False
     return True
@@ -335,12 +337,13 @@ def _has_doc(shard: int, sid: str) -> bool:
 
 def _read_state(layout: Layout, sid: str, *, retry: bool, kept: bool, locked: bool) -> State:
     validate_session_id(sid)  # again: every path below is built from it
-    state = State(sid)
+    state = State(sid, name=layout.name(sid))
     shard = layout.shard_fd("sessions", sid, create=False)
     if shard is None:
         return state
     state.shard_fd = shard
-    fd = open_dir_or_none(sid, shard, sid)
+    name = state.name
+    fd = open_dir_or_none(name, shard, sid)
     state.dir_fd = -1 if fd is None else fd
     try:
         found = None if fd is None else read_file_stat(DOC, fd, sid)
@@ -411,7 +414,7 @@ def doc_key_now(state: State) -> tuple[int, int, int] | None:
     (``None``: gone), the compact one's or ``session.json``'s."""
     if state.compact:
         try:
-            st = os.stat(compact_name(state.sid), dir_fd=state.shard_fd, follow_symlinks=False)
+            st = os.stat(state.name + COMPACT_SUFFIX, dir_fd=state.shard_fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
@@ -668,35 +671,36 @@ def tidy(layout: Layout, state: State, *, dry_run: bool = False) -> list[str]:
     (or, with ``dry_run``, would be) removed, as paths relative to the namespace.
     """
     sid = state.sid
+    own = layout.name(sid)  # the session's name in its shard
+    compact = own + COMPACT_SUFFIX
     removed: list[str] = []
     shard = layout.shard_fd("sessions", sid, create=False)
     if shard is not None:
         for name in os.listdir(shard):
-            if name.startswith(f".trash.{sid}.") or (
-                is_temp_name(name)
-                and name.startswith((f".tmp.{sid}.", f".tmp.{compact_name(sid)}."))
+            if name.startswith(f".trash.{own}.") or (
+                is_temp_name(name) and name.startswith((f".tmp.{own}.", f".tmp.{compact}."))
             ):
                 removed.append(f"sessions/{name}")
                 if not dry_run and not unlink_quiet(name, shard):
                     rmtree_quiet(name, shard)
         if state.compact:
-            if _exists(sid, shard):  # a conversion that never committed
+            if _exists(own, shard):  # a conversion that never committed
                 removed.append(f"{sid}/ (no session.json)")
                 if not dry_run:
-                    rmtree_quiet(sid, shard)
-        elif state.doc is not None and _exists(compact_name(sid), shard):
+                    rmtree_quiet(own, shard)
+        elif state.doc is not None and _exists(compact, shard):
             # the compact document of a session converted to a directory (its writer
             # died before removing it): the directory's session.json is the session
-            removed.append(f"sessions/{compact_name(sid)} (converted)")
+            removed.append(f"sessions/{compact} (converted)")
             if not dry_run:
-                unlink_quiet(compact_name(sid), shard)
+                unlink_quiet(compact, shard)
     if state.dir_fd < 0:
         return removed
     if state.doc is None:  # a create that never committed its document
         removed.append(f"{sid}/ (no session.json)")
         if not dry_run and shard is not None:
             state.close()
-            rmtree_quiet(sid, shard)
+            rmtree_quiet(own, shard)
         return removed
     keep = {DOC}
     if state.doc is not None:

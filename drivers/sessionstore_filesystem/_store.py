@@ -48,6 +48,7 @@ from sessionstore.validation import (
 from ._doctor import DoctorReport, run_doctor
 from ._engine import Engine
 from ._layout import namespace_dir
+from ._names import marker_cased
 
 __all__ = ["FileOptions", "FileStore"]
 
@@ -67,12 +68,19 @@ class FileOptions(StoreOptions):
       may lose the last seconds of writes (for caches and tests).
     * ``lock_timeout`` - seconds to wait for a session's lock before
       :class:`StoreUnavailableError`.
+    * ``names`` - how files are named after session ids. ``"auto"`` (default): a new
+      store probes its volume and takes ``"cased"`` names where it ignores case (macOS's
+      default APFS, exFAT, SMB), ``"plain"`` ones elsewhere; an existing store keeps what
+      its marker says. ``"cased"``: a new store uses cased names, and an existing plain
+      store is upgraded to them at open (no other process may use it meanwhile).
+      ``"plain"``: a new store uses plain names (an existing cased store refuses it).
     """
 
     root: str = ""
     durability: Literal["fsync", "none"] = "fsync"
     lock_timeout: float = 30.0
     create: bool = True
+    names: Literal["auto", "plain", "cased"] = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -83,6 +91,8 @@ class FileOptions(StoreOptions):
             )
         if not self.lock_timeout > 0:
             raise ConfigurationError("option 'lock_timeout' must be positive")
+        if self.names not in ("auto", "plain", "cased"):
+            raise ConfigurationError("option 'names' must be 'auto', 'plain' or 'cased'")
 
 
 class FileStore(BaseSessionStore):
@@ -115,6 +125,7 @@ class FileStore(BaseSessionStore):
             durable=self.options.durability == "fsync",
             lock_timeout=self.options.lock_timeout,
             create=self.options.create,
+            names=self.options.names,
         )
         self._threads = EngineThreads(
             "sessionstore-file", (OSError, sqlite3.Error), partial(_unavailable, self.root)
@@ -374,7 +385,7 @@ def _unavailable(root: str, exc: OSError | sqlite3.Error) -> StoreUnavailableErr
 
 
 def _remove_empty_namespace(root: str, namespace: str) -> None:
-    path = os.path.join(root, namespace_dir(namespace))
+    path = os.path.join(root, namespace_dir(namespace, cased=marker_cased(root)))
     if not os.path.isdir(path):
         return
     leftovers: list[str] = []

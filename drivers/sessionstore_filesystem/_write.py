@@ -29,6 +29,7 @@ the state describes the session as it now is on disk (the head cache keeps it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -45,12 +46,14 @@ from ._file_formats import Doc, encode_batch, encode_checkpoint, encode_doc
 from ._fs import (
     DIR_MODE,
     FILE_MODE,
+    READ_FLAGS,
     open_dir,
+    pread_all,
     temp_name,
     unlink_quiet,
     write_all,
 )
-from ._layout import Layout, compact_name
+from ._layout import COMPACT_SUFFIX, Layout
 from ._log import (
     LogReader,
     iter_lines,
@@ -75,6 +78,8 @@ _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
 # a name nobody reads yet: what a crashed attempt left there is overwritten
 _NEW_NAMED: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | _CLOEXEC
+#: ``link()`` refused because the file system has no hard links (exFAT: EPERM)
+_NO_LINKS: Final = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 #: A mutation being written: yields after staging and after committing, returns the
 #: session's new state (``None``: deleted).
@@ -198,7 +203,7 @@ class _DocStage:
         self.state = state
         self.shard = shard
         self.dir_fd, self.name = (
-            (shard, compact_name(state.sid)) if shard >= 0 else (state.dir_fd, DOC)
+            (shard, state.name + COMPACT_SUFFIX) if shard >= 0 else (state.dir_fd, DOC)
         )
         self.doc = Doc(new, gen, end, inc)
         data_json, meta_json = mut.data_json, mut.metadata_json
@@ -397,9 +402,9 @@ def _first_append(state: State, mut: Mutation, new: Session, sync: Sync, temps: 
     directory synced; then the compact name is removed. Three syncs, one more than the
     first append of a session made with a directory: the one the create saved."""
     assert state.doc is not None
-    sid, shard = state.sid, state.shard_fd
-    rmtree_quiet(sid, shard)  # what a conversion that never committed left (we hold the lock)
-    state.dir_fd = _make_dir(sid, shard, sync, sid, temps)  # removed if given up
+    sid, shard, name = state.sid, state.shard_fd, state.name
+    rmtree_quiet(name, shard)  # what a conversion that never committed left (we hold the lock)
+    state.dir_fd = _make_dir(name, shard, sync, sid, temps)  # removed if given up
     gen = state.doc.gen
     data = encode_batch(mut.append, version=new.version, pending=False)
     fd = os.open(log_name(gen), _NEW_NAMED | os.O_APPEND, FILE_MODE, dir_fd=state.dir_fd)
@@ -407,9 +412,7 @@ def _first_append(state: State, mut: Mutation, new: Session, sync: Sync, temps: 
     write_all(fd, data)
     sync.file(fd, data_only=True)
     yield
-    os.link(
-        compact_name(sid), DOC, src_dir_fd=shard, dst_dir_fd=state.dir_fd, follow_symlinks=False
-    )
+    _link_doc(name + COMPACT_SUFFIX, shard, state.dir_fd, sync, temps)
     temps.named.clear()  # the directory is the session's now
     state.committed = True
     state.compact = False
@@ -418,8 +421,29 @@ def _first_append(state: State, mut: Mutation, new: Session, sync: Sync, temps: 
     state.tail_batches = 1
     sync.dir(state.dir_fd, f"{sid}/{DOC}", commit=True)  # the link and the log's entry
     yield
-    unlink_quiet(compact_name(sid), shard)  # a leftover loses to session.json anyway
+    unlink_quiet(name + COMPACT_SUFFIX, shard)  # a leftover loses to session.json anyway
     return new
+
+
+def _link_doc(compact: str, shard: int, dir_fd: int, sync: Sync, temps: _Temps) -> None:
+    """Put the compact document in the new session directory as ``session.json`` (the
+    first append's commit): a hard link, or where the file system has none (exFAT, some
+    SMB shares) a copy of its bytes, synced, renamed in: the same document either way."""
+    try:
+        os.link(compact, DOC, src_dir_fd=shard, dst_dir_fd=dir_fd, follow_symlinks=False)
+        return
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+    fd = os.open(compact, READ_FLAGS, dir_fd=shard)
+    try:
+        raw = pread_all(fd, 0, os.fstat(fd).st_size, compact)
+    finally:
+        os.close(fd)
+    tmp, _ = _stage(dir_fd, DOC, raw, sync, temps)
+    sync.barrier()  # the copy's bytes durable before its name commits
+    os.replace(tmp, DOC, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    temps.files.remove((dir_fd, tmp))
 
 
 def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
@@ -428,7 +452,7 @@ def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
     sid = state.sid
     if state.compact:
         yield
-        os.unlink(compact_name(sid), dir_fd=state.shard_fd)
+        os.unlink(state.name + COMPACT_SUFFIX, dir_fd=state.shard_fd)
         state.forget()
         state.committed = True
         state.ev = EventChange(sid, None, None)
@@ -441,7 +465,7 @@ def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
         state.dir_fd >= 0
         and state.doc is not None
         and state.shard_fd >= 0
-        and unlink_quiet(compact_name(sid), state.shard_fd)
+        and unlink_quiet(state.name + COMPACT_SUFFIX, state.shard_fd)
     ):
         sync.dir(state.shard_fd, f"{sid} (converted)")
     yield
@@ -450,8 +474,8 @@ def _delete(layout: Layout, state: State, sync: Sync) -> Steps:
         return None
     shard = layout.shard_fd("sessions", sid, create=False)
     assert shard is not None
-    trash = f".trash.{sid}.{secrets.token_hex(4)}"
-    os.rename(sid, trash, src_dir_fd=shard, dst_dir_fd=shard)
+    trash = f".trash.{state.name}.{secrets.token_hex(4)}"
+    os.rename(state.name, trash, src_dir_fd=shard, dst_dir_fd=shard)
     try:
         state.forget()
         state.committed = True
@@ -474,8 +498,8 @@ def _reset(
         shard = layout.shard_fd("sessions", state.sid, create=True, sync=sync)
         assert shard is not None
         if convert:  # what a conversion that never committed left (we hold the lock)
-            rmtree_quiet(state.sid, shard)
-        state.dir_fd = _make_dir(state.sid, shard, sync, state.sid, temps)
+            rmtree_quiet(state.name, shard)
+        state.dir_fd = _make_dir(state.name, shard, sync, state.sid, temps)
     old = state.doc
     if convert and old is not None and not mut.reset:  # the same incarnation, first files
         gen, inc = old.gen, old.inc
@@ -496,7 +520,7 @@ def _reset(
     state.ev = EventChange(state.sid, None, cover_of(state, tail), rows_of_lines(events, data, 0))
     yield
     if convert:  # the directory's session.json is the session now
-        unlink_quiet(compact_name(state.sid), state.shard_fd)
+        unlink_quiet(state.name + COMPACT_SUFFIX, state.shard_fd)
     elif old is not None:
         unlink_quiet(log_name(old.gen), state.dir_fd)
         rmtree_quiet(cp_dir_name(old.inc), state.dir_fd)

@@ -95,3 +95,14 @@ class TestFileStoreDurable(
 
     def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
         return FileStore(root=str(self.root), namespace=namespace, clock=clock, **options)
+
+
+@pytest.mark.slow
+class TestFileStoreCasedNames(TestFileStore):
+    """The whole suite again with the names of a case-insensitive volume forced
+    (``names="cased"``: ids with capitals get a ``+`` suffix) on this volume."""
+
+    root = _scratch("sessionstore-conformance-cased-")
+
+    def make_store(self, *, namespace: str, clock: Clock, **options: Any) -> FileStore:
+        return super().make_store(namespace=namespace, clock=clock, names="cased", **options)

@@ -10,7 +10,8 @@ import pytest
 import pytest_asyncio
 from sessionstore_filesystem import FileStore, _session
 from sessionstore_filesystem._file_formats import Doc, decode_doc
-from sessionstore_filesystem._layout import namespace_dir, shard_of
+from sessionstore_filesystem._layout import COMPACT_SUFFIX, cased_name, namespace_dir, shard_of
+from sessionstore_filesystem._names import marker_cased
 
 from sessionstore import ManualClock
 
@@ -57,8 +58,16 @@ async def fstore(make_store: MakeStore) -> AsyncIterator[FileStore]:
 
 
 def session_dir(root: Path, sid: str, namespace: str = "") -> Path:
-    """The directory of session ``sid``."""
-    return root / namespace_dir(namespace) / "sessions" / shard_of(sid) / sid
+    """The directory of session ``sid`` (named as the store's marker says)."""
+    cased = marker_cased(str(root))
+    name = cased_name(sid) if cased else sid
+    return root / namespace_dir(namespace, cased=cased) / "sessions" / shard_of(sid) / name
+
+
+def compact_path(root: Path, sid: str, namespace: str = "") -> Path:
+    """The compact document of session ``sid`` (named as the store's marker says)."""
+    where = session_dir(root, sid, namespace)
+    return where.with_name(where.name + COMPACT_SUFFIX)
 
 
 def leftovers(root: Path) -> list[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 from sessionstore_filesystem import FileStore
+from sessionstore_filesystem._engine import STORE_FORMAT
 
 from sessionstore import (
     ConfigurationError,
@@ -152,7 +153,7 @@ async def test_layout_1_store_is_upgraded_on_open(root: Path, make_store: MakeSt
         updated = await store.append_events(made.id, [{"type": "t"}])
         assert updated.version == 2
     marker = orjson.loads((root / "_sessionstore.json").read_bytes())
-    assert marker["layout"] == 6
+    assert marker["layout"] == STORE_FORMAT
 
 
 @pytest.mark.asyncio

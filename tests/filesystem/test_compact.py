@@ -18,18 +18,25 @@ from pathlib import Path
 
 import pytest
 from sessionstore_filesystem import FileStore, _session
+from sessionstore_filesystem._engine import STORE_FORMAT
 from sessionstore_filesystem._file_formats import decode_doc
-from sessionstore_filesystem._layout import shard_of
 
 from sessionstore import IntegrityError, ManualClock
 
-from .conftest import DocDecodes, MakeStore, leftovers, only_old_lock_files, session_dir
+from .conftest import (
+    DocDecodes,
+    MakeStore,
+    compact_path,
+    leftovers,
+    only_old_lock_files,
+    session_dir,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "layout3"
 
 
 def compact_doc(root: Path, sid: str) -> Path:
-    return root / "_default" / "sessions" / shard_of(sid) / f"{sid}~.json"
+    return compact_path(root, sid)
 
 
 @pytest.mark.asyncio
@@ -152,7 +159,7 @@ async def test_a_store_of_layout_3_is_upgraded(tmp_path: Path) -> None:
     for dirpath, _, _ in os.walk(root):
         os.chmod(dirpath, 0o700)
     async with FileStore(root=str(root), clock=ManualClock()) as store:
-        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 6
+        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == STORE_FORMAT
         keyed = await store.get_session("keyed")
         assert keyed is not None and (keyed.event_count, keyed.version) == (300, 301)
         odd = await store.get_events("keyed", types=["odd"], last=2)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sessionstore_filesystem import FileStore, _log, _session, _write
+from sessionstore_filesystem._engine import STORE_FORMAT
 from sessionstore_filesystem._file_formats import decode_line
 
 from sessionstore import (
@@ -282,7 +283,7 @@ async def test_a_store_of_the_previous_layout_is_upgraded(tmp_path: Path) -> Non
     clock = ManualClock()
     async with FileStore(root=str(root), clock=clock) as store:
         marker = json.loads((root / "_sessionstore.json").read_text())
-        assert marker["layout"] == 6
+        assert marker["layout"] == STORE_FORMAT
         folded = await store.get_session("folded")
         assert folded is not None and (folded.event_count, folded.version) == (300, 301)
         events = await store.get_events("folded")

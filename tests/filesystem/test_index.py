@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sessionstore_filesystem import FileStore, _engine, _index, _session
+from sessionstore_filesystem._engine import STORE_FORMAT
 
 from sessionstore import (
     BaseSessionStore,
@@ -175,7 +176,7 @@ async def test_a_store_of_layout_4_is_upgraded(
         os.chmod(dirpath, 0o700)
     clock = ManualClock()
     async with FileStore(root=str(root), clock=clock) as store:
-        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == 6
+        assert json.loads((root / "_sessionstore.json").read_text())["layout"] == STORE_FORMAT
         conn = store._engine.index.conn()
         assert store._engine.index.get_meta("format") == "3"
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}

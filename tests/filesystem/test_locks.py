@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from sessionstore_filesystem._engine import STORE_FORMAT
 from sessionstore_filesystem._fs import flock_file, lock_file
 from sessionstore_filesystem._layout import shard_of
 from sessionstore_filesystem._locks import STRIPES, in_lock_order, stripe_name, stripe_of
@@ -230,7 +231,7 @@ async def test_a_layout5_store_is_upgraded_and_doctor_removes_its_lock_files(
         path.touch()
         old.append(f"locks/{shard_of(sid)}/{sid}.lock")
     async with make_store() as store:
-        assert json.loads(marker.read_text())["layout"] == 6
+        assert json.loads(marker.read_text())["layout"] == STORE_FORMAT
         live = await store.update_session("live", merge_data={"n": 2})
         assert live.version == 2
         await store.append_events("logged", [{"type": "f"}])

@@ -249,7 +249,8 @@ async def test_durability_none_skips_every_fsync(
             await store.update_session(s.id, merge_data={"n": 2})
         assert not [c for c in rec.calls if c.op in ("fsync", "fdatasync")]
         replaced = [c.target for c in rec.calls if c.op == "replace"]
-        assert replaced == [f"{s.id}~.json", "session.json"]  # the append linked it in
+        compact = store._engine.layout.compact(s.id)  # cased on a cased store (a ULID: "+")
+        assert replaced == [compact, "session.json"]  # the append linked it in
 
 
 _STRACE_SCRIPT = """
