@@ -36,7 +36,6 @@ from sessionstore import (
     PoppedEvents,
     PutResult,
     QueryOptions,
-    QuotaExceededError,
     Session,
     SessionChanges,
     SessionExistsError,
@@ -49,7 +48,6 @@ from sessionstore import (
     UpdateOp,
 )
 from sessionstore.clock import to_ms
-from sessionstore.codec import MAX_SESSION
 from sessionstore.driver import CREATE_OP, check_new_fields, prepare_new
 from sessionstore.model import TTL, Unset
 from sessionstore.planning import (
@@ -814,13 +812,7 @@ class RedisStore(BaseSessionStore):
         p = prepare_new(self._limits, CREATE_OP, **fields)
         self._check_open()
         assert p.data is not None and p.metadata is not None and p.status is not None
-        size = len(p.data[0]) + len(p.metadata[0])
-        if size > self._limits.max_session_bytes:
-            raise QuotaExceededError(
-                f"session {p.session_id!r} would be {size} bytes encoded, over the limit of "
-                f"{self._limits.max_session_bytes}",
-                option=MAX_SESSION,
-            )
+        # (prepare_new has refused a session over max_session_bytes)
         now = self.clock.now()
         now_ms = to_ms(now)
         session = new_session(p, now)

@@ -3,11 +3,11 @@
 -- (as append.lua for appends). The client sends the whole document string (doc.lua); the
 -- script checks the id, stores it with one SET and indexes the session (single server),
 -- atomically (no string is built here: Redis's Lua hashes every byte of a new string).
--- The common case (nothing holds the id, the id has no index record, no composite index
--- kept) runs here, first, and returns before any helper is defined: a local function
--- costs every call that defines it. Loaded before ixcomp.lua, ixadd.lua, create_rest.lua
--- (the composites, and the `if` of the rest), dochead.lua, doc.lua, create_check.lua
--- (inside that `if`), index.lua and create_reindex.lua.
+-- The common case (nothing holds the id, the id has no index record; composite indexes
+-- kept or not) runs here, first, and returns before any helper is defined: a local
+-- function costs every call that defines it. Loaded before ixcomp.lua, ixadd.lua,
+-- create_rest.lua (the `if` of the rest), dochead.lua, doc.lua, create_check.lua (inside
+-- that `if`), index.lua and create_reindex.lua.
 --
 -- KEYS: doc, events, checkpoints, event types, event keys; or the doc alone for an id the
 --   client has just generated (a new ULID: no key of it can exist, so the fast path has
@@ -21,9 +21,9 @@
 local doc, NOW, TOKEN, IX, ID, ST = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local EXP, EA, PID = ARGV[7], ARGV[8], ARGV[9]
 
--- the index record (a table in record order, index.lua), the one the id still had (an
--- expired session's, replaced: create_reindex.lua moves its entries) and IX.."cf"
-local record, old, cf = nil, false, false
+-- the index record (a table in record order, index.lua) and the one the id still had (an
+-- expired session's, replaced: create_reindex.lua moves its entries), for the rarer paths
+local record, old = nil, false
 -- the document, if nothing holds the id (SET NX: one call, not GET + SET; a key of any
 -- type, a layout-2 document's hash too, holds it), then the index entries (ixadd.lua's
 -- ix_add_entries, written out: see create_rest.lua's write_new for the other case)
@@ -36,21 +36,42 @@ end
 if free then
   if KEYS[2] then redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5]) end
   if IX == '' then return 1 end
-  record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
+  -- the record (index.lua's layout) made by one concatenation, not a table and its
+  -- table.concat; the table only on the rarer paths, below
+  local rec = '1\0' .. NOW .. '\0' .. NOW .. '\0' .. EA .. '\0' .. ST .. '\0' .. PID .. '\0\0' .. '0'
+  if ARGV[10] then rec = rec .. '\0' .. table.concat(ARGV, '\0', 10) end
+  local call = redis.call
   -- the record first, if the id has none (one call, not HGET + HSET): its other entries
   -- then; else the record stored is read and the entries moved (create_reindex.lua)
-  if redis.call('HSETNX', IX .. 'r', ID, table.concat(record, '\0')) == 1 then
-    redis.call('ZADD', IX .. 'c', NOW, ID)
-    redis.call('ZADD', IX .. 'u', NOW, ID)
-    if EA == '' then redis.call('ZADD', IX .. 'n', '0', ID) else redis.call('ZADD', IX .. 'x', EA, ID) end
-    redis.call('ZADD', IX .. 'i', '0', ID)
-    redis.call('SADD', IX .. 's:' .. ST, ID)
-    if PID ~= '' then redis.call('SADD', IX .. 'p:' .. PID, ID) end
-    for j = 10, #ARGV do redis.call('SADD', IX .. 't:' .. ARGV[j], ID) end
-    cf = redis.call('GET', IX .. 'cf')
+  if call('HSETNX', IX .. 'r', ID, rec) == 1 then
+    call('ZADD', IX .. 'c', NOW, ID)
+    call('ZADD', IX .. 'u', NOW, ID)
+    if EA == '' then call('ZADD', IX .. 'n', '0', ID) else call('ZADD', IX .. 'x', EA, ID) end
+    call('ZADD', IX .. 'i', '0', ID)
+    call('SADD', IX .. 's:' .. ST, ID)
+    if PID ~= '' then call('SADD', IX .. 'p:' .. PID, ID) end
+    for j = 10, #ARGV do call('SADD', IX .. 't:' .. ARGV[j], ID) end
+    local cf = call('GET', IX .. 'cf')
     if not cf then return 1 end
-    -- composites kept: create_rest.lua adds the session to them
+    -- the composites of the families kept (IX.."cf", e.g. ',pu,tc,'), written out here as
+    -- ixadd.lua's ix_comp_add would (no helper defined): the key of family f is its field's
+    -- value (st, pid, st..':'..pid, each tag) and its score created_at or updated_at, both
+    -- NOW for a new session
+    for f in string.gmatch(cf, '%a%a') do
+      local pre, field = IX .. f .. ':', string.byte(f, 1)
+      if field == 115 then  -- 's'
+        call('ZADD', pre .. ST, NOW, ID)
+      elseif field == 112 then  -- 'p'
+        if PID ~= '' then call('ZADD', pre .. PID, NOW, ID) end
+      elseif field == 113 then  -- 'q'
+        if PID ~= '' then call('ZADD', pre .. ST .. ':' .. PID, NOW, ID) end
+      else  -- 't'
+        for j = 10, #ARGV do call('ZADD', pre .. ARGV[j], NOW, ID) end
+      end
+    end
+    return 1
   else
-    old = redis.call('HGET', IX .. 'r', ID)
+    old = call('HGET', IX .. 'r', ID)
   end
+  record = {'1', NOW, NOW, EA, ST, PID, '', '0', unpack(ARGV, 10)}
 end

@@ -1,11 +1,7 @@
 -- The rest of create.lua once the index helpers are defined (after ixcomp.lua and
--- ixadd.lua): the composites of a session create.lua indexed, then, when something holds
--- the id, the `if` that create_check.lua closes (after dochead.lua and doc.lua).
-if free and not old then
-  CF = cf  -- read by create.lua (ixcomp.lua's comp_families)
-  ix_comp_add(IX, ID, record)
-  return 1
-end
+-- ixadd.lua): when something holds the id, the `if` that create_check.lua closes (after
+-- dochead.lua and doc.lua); create_reindex.lua ends the case of an id whose index record
+-- outlived its document.
 
 -- the document and the index entries of a session written over an expired one; true when
 -- the id still had index entries (create_reindex.lua moves them, after index.lua)
