@@ -561,6 +561,129 @@ async def test_an_unkeyed_append_from_a_current_copy_takes_no_row_lock(open_pg: 
 
 
 @pytest.mark.asyncio
+async def test_a_keyed_append_from_a_current_copy_is_the_narrow_statement(
+    open_pg: OpenPg,
+) -> None:
+    """Keyed events appended from a current copy take ``_sql_append_keyed`` (no
+    ``events_op`` unless needed) and answer as ``events_op`` does: a stored key with the
+    same type and JSON is not written again, a stored key with other content (or keys
+    repeated in the call with other content) raises and writes nothing, the same JSON in
+    another key order is the same event, nothing new leaves the version, and a stale copy
+    is answered by ``events_op`` in the same statement."""
+    store = await open_pg()
+    other = await open_pg()
+    await store.create_session(id="s")
+    sent: list[str] = []
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetchrow(self, query, *args, **kw)
+
+    asyncpg.Connection.fetchrow = spy
+    try:
+        a = EventInput("t", {"a": 1, "b": [1, 2.5]}, key="a")
+        s = await store.append_events("s", [a, EventInput("t", {"i": 0}), a])
+        assert sent[-1] == store._eventlog._sql_append_keyed
+        assert (s.version, s.event_count, s.last_seq) == (2, 2, 2)  # a once (repeated)
+        s = await store.append_events("s", [a, EventInput("u", {}, key="b")])
+        assert (s.version, s.event_count, s.last_seq) == (3, 3, 3)
+        # the same JSON in another key order: the same event (events_op compares jsonb)
+        same = EventInput("t", {"b": [1, 2.5], "a": 1}, key="a")
+        s = await store.append_events("s", [same, EventInput("v", {}, key="c")])
+        assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+        s = await store.append_events("s", [a, same])  # nothing new: unchanged
+        assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+        for bad in (
+            [EventInput("x", {}, key="new"), EventInput("t", {"a": 2}, key="a")],
+            [EventInput("x", {}, key="d"), EventInput("x", {"o": 1}, key="d")],
+            [EventInput("u", {"other": True}, key="b")],
+        ):
+            with pytest.raises(EventKeyConflictError):
+                await store.append_events("s", bad)
+            assert sent[-1] == store._eventlog._sql_append_keyed
+        assert (await other.get_session("s")).event_count == 4  # type: ignore[union-attr]
+        # another store's write makes the copy stale: events_op answers in the statement
+        await other.append_events("s", [EventInput("w", {}, key="e")])
+        s = await store.append_events("s", [EventInput("w", {}, key="e"), a, {"type": "y"}])
+        assert sent[-1] == store._eventlog._sql_append_keyed
+        assert s == await other.get_session("s")
+        assert (s.version, s.event_count, s.last_seq) == (6, 6, 6)
+        with pytest.raises(SessionConflictError):
+            await store.append_events("s", [EventInput("z", {}, key="f")], expected_version=5)
+    finally:
+        asyncpg.Connection.fetchrow = fetchrow
+    got = await other.get_events("s")
+    assert [(e.seq, e.type, e.key) for e in got] == [
+        (1, "t", "a"), (2, "t", None), (3, "u", "b"), (4, "v", "c"), (5, "w", "e"),
+        (6, "y", None),
+    ]  # fmt: skip
+    assert got[0].data == {"a": 1, "b": [1, 2.5]}
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analysed", "analysed"])
+@pytest.mark.asyncio
+async def test_the_keyed_append_looks_each_key_up_in_custom_and_generic_plans(
+    open_pg: OpenPg, analyzed: bool
+) -> None:
+    """``_sql_append_keyed`` descends ``events_key`` once per input, on a never-analysed
+    table as on an analysed one, in custom and generic plans (a join on the keys was
+    planned, generically, as a hash join over every keyed event of the session), and
+    PostgreSQL keeps the generic plan (the inputs' row estimate does not depend on the
+    arrays, so planning each call would buy nothing)."""
+    store = await open_pg(table_prefix=f"kapp{uuid.uuid4().hex[:8]}_")
+    t = store._t_events
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    try:
+        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
+        await store.create_session(id="s")
+        for start in range(0, 3000, 1000):
+            await store.append_events(
+                "s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(start, start + 1000)]
+            )
+        if analyzed:
+            await conn.execute(f"ANALYZE {t}")
+        token = store._eventlog._cache.get("s").token  # type: ignore[union-attr]
+        args = (
+            f"{_lit(store.namespace)}, 's', NULL, {_lit(token)}, 'tok', 1, "
+            "'{t,t,t}', '{NULL,NULL,NULL}', "
+            '\'{"{\\"i\\":7}","{}","{}"}\', \'{k7,new1,new2}\''
+        )
+        types = "text, text, bigint, text, text, bigint, text[], bigint[], text[], text[]"
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            name = f"keyed_{mode[6:12]}"
+            await conn.execute(f"PREPARE {name}({types}) AS {store._eventlog._sql_append_keyed}")
+            await conn.execute("BEGIN")  # (EXPLAIN ANALYZE writes: rolled back)
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})")
+            await conn.execute("ROLLBACK")
+            scans = [n for n in _scans_of(plan, t) if "Scan" in n["Node Type"]]
+            shapes = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in scans]
+            read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
+            assert scans and read <= 1, (mode, read, shapes)
+            assert all(n.get("Index Name") == f"{t}_key" for n in scans), (mode, shapes)
+            called = [
+                n
+                for n in _plan_nodes(orjson.loads(plan)[0]["Plan"])
+                if str(n.get("Function Name", "")).endswith("events_op") and n.get("Actual Loops")
+            ]
+            assert not called, mode  # the narrow path wrote it
+        await conn.execute("RESET plan_cache_mode")
+        await conn.execute(f"PREPARE auto({types}) AS {store._eventlog._sql_append_keyed}")
+        for _ in range(7):
+            await conn.execute("BEGIN")
+            await conn.execute(f"EXECUTE auto({args})")
+            await conn.execute("ROLLBACK")
+        generic = await conn.fetchval(
+            "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'auto'"
+        )
+        assert generic >= 1
+    finally:
+        await conn.close()
+
+
+@pytest.mark.asyncio
 async def test_an_append_to_an_expired_session_from_a_current_copy_is_not_written(
     open_pg: OpenPg,
 ) -> None:
