@@ -704,9 +704,9 @@ class Engine:
                 if expected is not None and row[8] != expected:
                     return None
                 stored: dict[str, tuple[str, Any]] = {}
-                if keys:
-                    if len(set(keys)) != len(keys):
-                        return None
+                if len(set(keys)) != len(keys):
+                    return None
+                if keys and row[9]:  # (no stored events: none looked up, as the planner)
                     found = self._find_rows(conn, sid, "key", keys)
                     stored = {key: (etype, data) for _, etype, _, data, key in found}
                 sk, seq = row[0], row[10]

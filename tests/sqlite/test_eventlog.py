@@ -28,6 +28,7 @@ from sessionstore import (
     SessionRecord,
     TruncateOp,
 )
+from tests.eventlog_differential import KEY_CONFLICTS
 
 from .conftest import count_hops
 
@@ -122,11 +123,7 @@ def test_an_append_without_create_or_expiry_skips_the_planner_when_it_can(
             s = await store.append_events("s", [a, a])  # repeated, nothing new: unchanged
             assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
             assert answered[2:] == ["planner", "planner"] and updated == [2, 3, 4]
-            for bad in (
-                [EventInput("x", {}, key="new"), EventInput("t", {"a": 2}, key="a")],
-                [EventInput("x", {}, key="d"), EventInput("x", {"o": 1}, key="d")],
-                [EventInput("u", {"other": True}, key="b")],
-            ):
+            for bad in KEY_CONFLICTS:
                 with pytest.raises(EventKeyConflictError):
                     await store.append_events("s", bad)
             with pytest.raises(SessionConflictError):
