@@ -26,7 +26,16 @@ from sessionstore import (
     TruncateOp,
 )
 
-__all__ = ["run_differential"]
+__all__ = ["KEY_CONFLICTS", "run_differential"]
+
+#: Appends that conflict with a session holding ``EventInput("t", {"a": 1, "b": [1, 2.5]},
+#: key="a")`` and ``EventInput("u", {}, key="b")``: a stored key with other data after a
+#: new key, a key repeated in the call with other content, a stored key with other data.
+KEY_CONFLICTS: list[list[EventInput]] = [
+    [EventInput("x", {}, key="new"), EventInput("t", {"a": 2}, key="a")],
+    [EventInput("x", {}, key="d"), EventInput("x", {"o": 1}, key="d")],
+    [EventInput("u", {"other": True}, key="b")],
+]
 
 
 def _norm(value: Any) -> Any:

@@ -113,6 +113,7 @@ class EventLog:
         self._sql_append = _append_sql(prefix, self._sql, detailed=False)
         self._sql_append_detailed = _append_sql(prefix, self._sql, detailed=True)
         self._sql_append_one = _append_one_sql(prefix, self._sql)
+        self._sql_append_keyed = _append_keyed_sql(prefix, self._sql)
         self._verify_sql = (
             "SELECT id, processor_id, status, data, metadata, tags, created_at, updated_at, "
             f"expires_at, version, event_count, last_seq, grp, wt FROM {prefix}sessions "
@@ -269,8 +270,11 @@ class EventLog:
         now_ms = to_ms(now)
         plain = (
             op == "append" and cached is not None and bool(events) and create is None
-            and expires_mode == 0 and all(e[2] is None for e in events)
+            and expires_mode == 0
         )  # fmt: skip
+        keyed = plain and any(e[2] is not None for e in events)
+        if keyed and need_events:  # (the per-input flags and seqs: events_op's reply)
+            plain = keyed = False
         args: tuple[Any, ...] = (
             self._ns, sid, op, expected, None if cached is None else cached.token, token,
             now_ms, n, list(seqs), list(keys),
@@ -289,7 +293,10 @@ class EventLog:
             None if create is None else create.expires_ms,
         )  # fmt: skip
         sql = self._sql
-        if plain:  # the narrow statement: nine parameters, events_op's reply columns
+        if keyed:  # the narrow statement and the keys: ten parameters
+            sql = self._sql_append_keyed
+            args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:14])
+        elif plain:  # the narrow statement: nine parameters, events_op's reply columns
             sql = self._sql_append_detailed if need_events else self._sql_append
             args = (args[0], args[1], expected, args[4], token, now_ms, *args[10:13])
 
@@ -419,6 +426,64 @@ def _append_sql(prefix: str, events_op: str, *, detailed: bool) -> str:
         "NULL::text[], NULL::bigint, NULL::bigint, NULL::bigint, u.version, u.event_count, "
         f"u.last_seq, NULL::text, NULL::text FROM u UNION ALL {call} "
         "WHERE NOT EXISTS (SELECT FROM u)"
+    )
+
+
+def _append_keyed_sql(prefix: str, events_op: str) -> str:
+    """:func:`_append_sql` (not ``detailed``) for events some of which carry a key; a
+    tenth parameter, the keys (NULL for none). Each key is looked up once; the
+    ``UPDATE`` of the head also requires that the call's keys are distinct, that at
+    least one input is new, and that every key already stored holds the same type and
+    the same JSON text (that input is then not written again, as ``events_op``
+    answers). Anything else (a key stored with other text, even equal JSON; a key
+    repeated in the call; nothing new) and every case the plain append hands over (a
+    stale copy, an expired or missing session, a version mismatch) makes the statement
+    call ``events_op`` with the same append, which answers as it always has: a conflict
+    raises, nothing new returns the stored row.
+
+    Each lookup is a scalar subquery that descends ``events_key`` as
+    :func:`~._events.event_by_key_sql` does (a join on the keys was planned,
+    generically, as a hash join over the session's keyed events; an equality, on a
+    never-analysed table, as a filter over the session's events). The inputs are
+    numbered by ``generate_subscripts``, whose row estimate does not depend on the
+    arrays, so PostgreSQL keeps the generic plan after five calls (``unnest`` estimates
+    a custom plan's arrays exactly, so every custom plan looked cheaper and each call
+    was planned again: ~0.4 ms). The lookups read the statement's snapshot; the
+    ``UPDATE`` re-checks this store's token on the newest row, and every write of the
+    session changes it, so the keys read are the keys stored."""
+    n = "c.n"
+    call = events_op.split("(", 1)[0] + (
+        "($1, $2, 'append', $3::bigint, $4, $5, $6, 0, '{}'::bigint[], '{}'::text[], "
+        "$7::text[], $8::bigint[], $9::text[], $10::text[], "
+        "0, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+    )
+    return (
+        "WITH f AS MATERIALIZED (SELECT v.i, ($7::text[])[v.i] AS type, "
+        "($8::bigint[])[v.i] AS at, ($9::text[])[v.i] AS data, ($10::text[])[v.i] AS key, "
+        f"(SELECT e FROM {prefix}events AS e WHERE e.ns = $1 AND e.session_id = $2 "
+        'AND e.key >= ($10::text[])[v.i] COLLATE "C" ORDER BY e.key LIMIT 1) AS s '
+        "FROM generate_subscripts($7::text[], 1) AS v(i)), "
+        "v AS (SELECT f.i, f.type, f.at, f.data, f.key, "
+        "CASE WHEN (f.s).key = f.key THEN (f.s).seq END AS sseq, "
+        "(f.s).type AS stype, (f.s).data AS sdata FROM f), "
+        "c AS (SELECT count(*) FILTER (WHERE v.sseq IS NULL) AS n, "
+        "coalesce(bool_and(v.sseq IS NULL OR (v.stype = v.type AND v.sdata = v.data)), true) "
+        "AND count(v.key) = count(DISTINCT v.key) AS ok FROM v), "
+        f"u AS (UPDATE {prefix}sessions AS x SET version = x.version + 1, "
+        f"event_count = x.event_count + {n}, last_seq = x.last_seq + {n}, updated_at = $6, "
+        "wt = $5 FROM c WHERE x.ns = $1 AND x.id = $2 AND x.wt = $4 "
+        "AND (x.expires_at IS NULL OR x.expires_at > $6) "
+        "AND ($3::bigint IS NULL OR x.version = $3) AND c.ok AND c.n > 0 "
+        f"RETURNING x.version, x.event_count, x.last_seq, {n}), "
+        f"i AS (INSERT INTO {prefix}events (ns, session_id, seq, type, at, data, key) "
+        "SELECT $1, $2, u.last_seq - u.n + w.r, w.type, coalesce(w.at, $6), w.data, w.key "
+        "FROM u, (SELECT v.*, row_number() OVER (ORDER BY v.i) AS r FROM v "
+        "WHERE v.sseq IS NULL) AS w) "
+        "SELECT 1, NULL::boolean[], NULL::bigint[], NULL::text[], NULL::bigint[], "
+        "NULL::text[], NULL::text[], NULL::text, NULL::text, NULL::text, NULL::text, "
+        "NULL::text, NULL::text[], NULL::bigint, NULL::bigint, NULL::bigint, u.version, "
+        "u.event_count, u.last_seq, NULL::text, NULL::text FROM u UNION ALL "
+        f"{call} WHERE NOT EXISTS (SELECT FROM u)"
     )
 
 

@@ -43,7 +43,7 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
-from sessionstore.driver import EventFacts, EventRequest, NeedEvents, session_tag
+from sessionstore.driver import EventFacts, EventRequest, NeedEvents, Prepared, session_tag
 from sessionstore.planning import fast_session
 from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
 
@@ -396,13 +396,22 @@ class Engine:
         self, conn: sqlite3.Connection, sid: str, seqs: Sequence[int], keys: Sequence[str]
     ) -> list[Event]:
         rows: dict[int, Row] = {}
-        head = [self.namespace, sid]
-        for column, values in (("seq", list(seqs)), ("key", list(keys))):
-            for start in range(0, len(values), _CHUNK):
-                chunk = values[start : start + _CHUNK]
-                for row in conn.execute(find_sql(column, len(chunk)), [*head, *chunk]):
-                    rows[row[0]] = row
+        for column, values in (("seq", seqs), ("key", keys)):
+            for row in self._find_rows(conn, sid, column, values):
+                rows[row[0]] = row
         return self._decode_events(sid, [rows[q] for q in sorted(rows)])
+
+    def _find_rows(
+        self, conn: sqlite3.Connection, sid: str, column: str, values: Sequence[Any]
+    ) -> list[Row]:
+        """The rows (``seq, type, at_ms, data, key``) of the session's events with one of
+        these seqs or keys (:func:`find_sql`), undecoded, in no particular order."""
+        out: list[Row] = []
+        head = [self.namespace, sid]
+        for start in range(0, len(values), _CHUNK):
+            chunk = list(values[start : start + _CHUNK])
+            out += conn.execute(find_sql(column, len(chunk)), [*head, *chunk]).fetchall()
+        return out
 
     def event_seqs(self, sid: str, after_seq: int, last: int | None) -> list[int]:
         """The seqs above ``after_seq`` (the newest ``last``), ascending: the primary key
@@ -669,6 +678,74 @@ class Engine:
                         have.by_seq[e.seq] = e
                     if e.key is not None and e.key in missing.keys:
                         have.by_key[e.key] = e
+
+    def append_plain(self, prepared: Prepared, now: datetime) -> Session | None:
+        """A prepared append without ``create`` or an expiry change in one ``BEGIN
+        IMMEDIATE`` transaction, without the planner: the session's row, the stored events
+        of the call's keys, then the events' rows and the row's changed columns. The
+        session after it; ``None`` (nothing written) for whatever the planner must
+        answer: a missing session or one at or near its expiry, a version mismatch, a key
+        repeated in the call, a key stored with another type or other JSON bytes (a
+        conflict, or equal JSON stored otherwise), nothing new. A key stored with the
+        same type and the bytes the planner's write would store (``orjson.dumps`` of the
+        event's data) is not written again, as the planner does."""
+        sid, expected = prepared.session_id, prepared.expected_version
+        ats = prepared.event_ats
+        keys_in = prepared.event_keys
+        conn = self.conn()
+        now_ms = to_ms(now)
+        keys = [] if keys_in is None else [k for k in keys_in if k is not None]
+
+        def run() -> Session | None:
+            with self._write(conn):
+                row = conn.execute(_ONE, (self.namespace, sid)).fetchone()
+                if row is None or (row[7] is not None and row[7] <= now_ms + 1):
+                    return None
+                if expected is not None and row[8] != expected:
+                    return None
+                stored: dict[str, tuple[str, Any]] = {}
+                if len(set(keys)) != len(keys):
+                    return None
+                if keys and row[9]:  # (no stored events: none looked up, as the planner)
+                    found = self._find_rows(conn, sid, "key", keys)
+                    stored = {key: (etype, data) for _, etype, _, data, key in found}
+                sk, seq = row[0], row[10]
+                rows: list[tuple[Any, ...]] = []
+                for i, (etype, payload) in enumerate(prepared.events):
+                    data = orjson.dumps(payload)
+                    key = None if keys_in is None else keys_in[i]
+                    if key is not None and (have := stored.get(key)) is not None:
+                        if have != (etype, data):
+                            return None
+                        continue
+                    at = None if ats is None else ats[i]
+                    seq += 1
+                    rows.append((sk, seq, etype, now_ms if at is None else to_ms(at), data, key))
+                if not rows:
+                    return None
+                cur = self._session(row)
+                conn.executemany(_EVENT, rows)
+                conn.execute(
+                    "UPDATE sessions SET updated_ms = ?, version = ?, event_count = ?, "
+                    "last_seq = ? WHERE sk = ?"
+                    if row[6] != now_ms
+                    else "UPDATE sessions SET version = ?, event_count = ?, last_seq = ? "
+                    "WHERE sk = ?",
+                    (
+                        *((now_ms,) if row[6] != now_ms else ()),
+                        row[8] + 1,
+                        row[9] + len(rows),
+                        seq,
+                        sk,
+                    ),
+                )
+                return fast_session(
+                    cur.id, cur.processor_id, cur.status, cur.data, cur.metadata, cur.tags,
+                    cur.created_at, now, cur.expires_at, cur.version + 1,
+                    cur.event_count + len(rows), seq, cur.group,
+                )  # fmt: skip
+
+        return self._retry(run)
 
     def apply(self, mutations: Sequence[Mutation]) -> None:
         """Check every ``expect`` against the stored versions, then write all of them."""

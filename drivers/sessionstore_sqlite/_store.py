@@ -14,19 +14,22 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import SplitResult, unquote
 
 from sessionstore import (
+    UNSET,
     BaseSessionStore,
     Capabilities,
     Checkpoint,
     ConfigurationError,
     Event,
+    EventInput,
     IntegrityError,
     InvalidArgumentError,
     MergeStrategy,
     Mutation,
+    NewSession,
     Page,
     PutResult,
     QueryOptions,
@@ -45,9 +48,12 @@ from sessionstore.driver import (
     EventFacts,
     EventRequest,
     Planner,
+    Prepared,
     check_strategy,
     merge_decision,
+    prepare,
 )
+from sessionstore.model import TTL, Unset, fast_append_op
 from sessionstore.options import redact_url
 from sessionstore.query import decode_cursor, normalize_search_text, query_fingerprint
 from sessionstore.validation import (
@@ -121,6 +127,10 @@ def _window(
         None if at_after is None else to_ms(at_after),
         None if at_before is None else to_ms(at_before),
     )
+
+
+def _apply_one(prepared: Prepared, planner: Planner) -> Session | bool:
+    return planner.apply(prepared)
 
 
 def _unavailable(path: str, exc: sqlite3.Error | OSError) -> StoreUnavailableError:
@@ -219,6 +229,36 @@ class SqliteStore(BaseSessionStore):
 
     # ------------------------------------------------------------------ primitives
 
+    async def append_events(
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        create: bool | NewSession = False,
+        ttl: TTL | None = None,
+        expires_at: datetime | Unset | None = UNSET,
+    ) -> Session:
+        """The base store's ``append_events``. An append without ``create`` or an expiry
+        change is first tried by :meth:`Engine.append_plain` (no planner), in the same
+        worker-thread hop; what that leaves (nothing written: a missing or expiring
+        session, a version mismatch, a key conflict, nothing new) is planned as before."""
+        if create is not False or ttl is not None or expires_at is not UNSET:
+            return await super().append_events(
+                session_id, events, expected_version=expected_version, create=create,
+                ttl=ttl, expires_at=expires_at,
+            )  # fmt: skip
+        prepared = prepare(fast_append_op(session_id, events, expected_version), self._limits)
+        self._check_capable(prepared)
+        session = await self._execute(
+            [prepared.session_id],
+            partial(_apply_one, prepared),
+            requests=self._requests([prepared]),
+            first=partial(self._engine.append_plain, prepared),
+        )
+        assert isinstance(session, Session)
+        return session
+
     async def _load(self, session_ids: Sequence[str]) -> dict[str, Session]:
         return await self._threads.run(self._engine.load, list(session_ids))
 
@@ -233,13 +273,16 @@ class SqliteStore(BaseSessionStore):
         *,
         atomic: bool = True,
         requests: Mapping[str, EventRequest] | None = None,
+        first: Callable[[datetime], Session | None] | None = None,
     ) -> T:
         """Every planned write in one worker-thread hop and one ``BEGIN IMMEDIATE``
         transaction: read the rows and the stored events the plan needs (``requests``,
         then whatever the planner asks for with ``NeedEvents``), plan, write. The write
         lock is held from the first read, so the plan never meets a concurrent change
         (the base store reads events, then loads, plans and writes with a version check,
-        and plans again when a writer came in between)."""
+        and plans again when a writer came in between). ``first``: a write without the
+        planner tried first in the same hop (given the write's time), whose session is
+        the outcome (an update) unless it returns ``None`` (it wrote nothing)."""
         self._check_open()
         now = self.clock.now()
         outcome: list[T] = []
@@ -253,10 +296,16 @@ class SqliteStore(BaseSessionStore):
                 raise _Refused(error) from None
             return planner.mutations()
 
+        engine = self._engine
+        ids, wanted = list(load_ids), dict(requests or {})
+
+        def work() -> list[Mutation] | Session:
+            if first is not None and (done := first(now)) is not None:
+                return done
+            return engine.transact(ids, build, wanted)
+
         try:
-            mutations = await self._threads.run(
-                self._engine.transact, list(load_ids), build, dict(requests or {})
-            )
+            got = await self._threads.run(work)
         except _Refused as refused:
             exc = refused.error
             self._notify(
@@ -266,8 +315,11 @@ class SqliteStore(BaseSessionStore):
                 actual=exc.actual,
             )
             raise exc from None
-        if mutations:
-            self._after_write(mutations)
+        if isinstance(got, Session):
+            self._notify("sessionstore_session_updated", session=got)
+            return cast(T, got)
+        if got:
+            self._after_write(got)
         return outcome[-1]
 
     async def put_records(

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -30,6 +31,7 @@ from sessionstore import (
     TrimOp,
     TruncateOp,
 )
+from tests.eventlog_differential import KEY_CONFLICTS
 
 OpenPg = Callable[..., Awaitable[PostgresStore]]
 
@@ -370,6 +372,38 @@ async def test_key_and_seq_lookups_use_their_index_whatever_the_statistics(
         await conn.close()
 
 
+async def _keyed_log(store: PostgresStore) -> asyncpg.Connection:
+    """A connection to ``store``'s database (the caller closes it) after autovacuum was
+    turned off on its events table and session ``s`` got 3,000 events keyed ``k0`` ..
+    ``k2999`` in three appends."""
+    o = store.options
+    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    await conn.execute(f"ALTER TABLE {store._t_events} SET (autovacuum_enabled = off)")
+    await store.create_session(id="s")
+    for start in range(0, 3000, 1000):
+        await store.append_events(
+            "s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(start, start + 1000)]
+        )
+    return conn
+
+
+@contextmanager
+def _sent() -> Iterator[list[str]]:
+    """The text of every ``fetchrow`` any connection sends meanwhile, in order."""
+    sent: list[str] = []
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        sent.append(query)
+        return await fetchrow(self, query, *args, **kw)
+
+    asyncpg.Connection.fetchrow = spy
+    try:
+        yield sent
+    finally:
+        asyncpg.Connection.fetchrow = fetchrow
+
+
 def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -389,15 +423,8 @@ async def test_event_log_writes_find_events_through_the_ordering_index_on_a_fres
 
     await store.create_session(id="other")
     await store.append_events("other", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(50)])
-    o = store.options
-    conn = await asyncpg.connect(host=o.host, port=o.port, user=o.user, database=o.database)
+    conn = await _keyed_log(store)
     try:
-        await conn.execute(f"ALTER TABLE {t} SET (autovacuum_enabled = off)")
-        await store.create_session(id="s")
-        for start in range(0, 3000, 1000):
-            await store.append_events(
-                "s", [EventInput("t", {"i": i}, key=f"k{i}") for i in range(start, start + 1000)]
-            )
         assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = $1", t) == 0
     finally:
         await conn.close()
@@ -483,23 +510,13 @@ async def test_a_one_event_append_gets_events_ops_row_as_json_when_its_copy_is_s
     store = await open_pg()
     other = await open_pg()
     s = await store.create_session(data={"v": 1}, tags=["a"])
-    sent: list[str] = []
-    fetchrow = asyncpg.Connection.fetchrow
-
-    async def spy(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
-        sent.append(query)
-        return await fetchrow(self, query, *args, **kw)
-
-    asyncpg.Connection.fetchrow = spy
-    try:
+    with _sent() as sent:
         fresh = await store.append_events(s.id, [{"type": "t", "data": {"i": 1}}])
         assert sent[-1] == store._eventlog._sql_append_one
         assert (fresh.version, fresh.event_count, fresh.last_seq) == (2, 1, 1)
         await other.update_session(s.id, data={"v": 2, "big": 2**62, "f": 1.0}, tags=["b", "c"])
         stale = await store.append_events(s.id, [{"type": "u"}])
         assert sent[-1] == store._eventlog._sql_append_one
-    finally:
-        asyncpg.Connection.fetchrow = fetchrow
     assert stale == await other.get_session(s.id)
     assert stale.data == {"v": 2, "big": 2**62, "f": 1.0} and stale.tags == {"b", "c"}
     assert (stale.version, stale.event_count, stale.last_seq) == (4, 2, 2)
@@ -558,6 +575,108 @@ async def test_an_unkeyed_append_from_a_current_copy_takes_no_row_lock(open_pg: 
     assert [(e.seq, e.type, e.data) for e in got] == [
         (1, "t", {"i": 1}), (2, "u", {}), (3, "v", {}), (4, "t", {}), (5, "t", {})
     ]  # fmt: skip
+
+
+@pytest.mark.asyncio
+async def test_a_keyed_append_from_a_current_copy_is_the_narrow_statement(
+    open_pg: OpenPg,
+) -> None:
+    """Keyed events appended from a current copy take ``_sql_append_keyed`` (no
+    ``events_op`` unless needed) and answer as ``events_op`` does: a stored key with the
+    same type and JSON is not written again, a stored key with other content (or keys
+    repeated in the call with other content) raises and writes nothing, the same JSON in
+    another key order is the same event, nothing new leaves the version, and a stale copy
+    is answered by ``events_op`` in the same statement."""
+    store = await open_pg()
+    other = await open_pg()
+    await store.create_session(id="s")
+    with _sent() as sent:
+        a = EventInput("t", {"a": 1, "b": [1, 2.5]}, key="a")
+        s = await store.append_events("s", [a, EventInput("t", {"i": 0}), a])
+        assert sent[-1] == store._eventlog._sql_append_keyed
+        assert (s.version, s.event_count, s.last_seq) == (2, 2, 2)  # a once (repeated)
+        s = await store.append_events("s", [a, EventInput("u", {}, key="b")])
+        assert (s.version, s.event_count, s.last_seq) == (3, 3, 3)
+        # the same JSON in another key order: the same event (events_op compares jsonb)
+        same = EventInput("t", {"b": [1, 2.5], "a": 1}, key="a")
+        s = await store.append_events("s", [same, EventInput("v", {}, key="c")])
+        assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+        s = await store.append_events("s", [a, same])  # nothing new: unchanged
+        assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+        for bad in KEY_CONFLICTS:
+            with pytest.raises(EventKeyConflictError):
+                await store.append_events("s", bad)
+            assert sent[-1] == store._eventlog._sql_append_keyed
+        assert (await other.get_session("s")).event_count == 4  # type: ignore[union-attr]
+        # another store's write makes the copy stale: events_op answers in the statement
+        await other.append_events("s", [EventInput("w", {}, key="e")])
+        s = await store.append_events("s", [EventInput("w", {}, key="e"), a, {"type": "y"}])
+        assert sent[-1] == store._eventlog._sql_append_keyed
+        assert s == await other.get_session("s")
+        assert (s.version, s.event_count, s.last_seq) == (6, 6, 6)
+        with pytest.raises(SessionConflictError):
+            await store.append_events("s", [EventInput("z", {}, key="f")], expected_version=5)
+    got = await other.get_events("s")
+    assert [(e.seq, e.type, e.key) for e in got] == [
+        (1, "t", "a"), (2, "t", None), (3, "u", "b"), (4, "v", "c"), (5, "w", "e"),
+        (6, "y", None),
+    ]  # fmt: skip
+    assert got[0].data == {"a": 1, "b": [1, 2.5]}
+
+
+@pytest.mark.parametrize("analyzed", [False, True], ids=["never-analysed", "analysed"])
+@pytest.mark.asyncio
+async def test_the_keyed_append_looks_each_key_up_in_custom_and_generic_plans(
+    open_pg: OpenPg, analyzed: bool
+) -> None:
+    """``_sql_append_keyed`` descends ``events_key`` once per input, on a never-analysed
+    table as on an analysed one, in custom and generic plans (a join on the keys was
+    planned, generically, as a hash join over every keyed event of the session), and
+    PostgreSQL keeps the generic plan (the inputs' row estimate does not depend on the
+    arrays, so planning each call would buy nothing)."""
+    store = await open_pg(table_prefix=f"kapp{uuid.uuid4().hex[:8]}_")
+    t = store._t_events
+    conn = await _keyed_log(store)
+    try:
+        if analyzed:
+            await conn.execute(f"ANALYZE {t}")
+        token = store._eventlog._cache.get("s").token  # type: ignore[union-attr]
+        args = (
+            f"{_lit(store.namespace)}, 's', NULL, {_lit(token)}, 'tok', 1, "
+            "'{t,t,t}', '{NULL,NULL,NULL}', "
+            '\'{"{\\"i\\":7}","{}","{}"}\', \'{k7,new1,new2}\''
+        )
+        types = "text, text, bigint, text, text, bigint, text[], bigint[], text[], text[]"
+        for mode in ("force_custom_plan", "force_generic_plan"):
+            await conn.execute(f"SET plan_cache_mode = {mode}")
+            name = f"keyed_{mode[6:12]}"
+            await conn.execute(f"PREPARE {name}({types}) AS {store._eventlog._sql_append_keyed}")
+            await conn.execute("BEGIN")  # (EXPLAIN ANALYZE writes: rolled back)
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({args})")
+            await conn.execute("ROLLBACK")
+            scans = [n for n in _scans_of(plan, t) if "Scan" in n["Node Type"]]
+            shapes = [(n["Node Type"], n.get("Index Name"), n.get("Index Cond")) for n in scans]
+            read = sum(n["Actual Rows"] * n.get("Actual Loops", 1) for n in scans)
+            assert scans and read <= 1, (mode, read, shapes)
+            assert all(n.get("Index Name") == f"{t}_key" for n in scans), (mode, shapes)
+            called = [
+                n
+                for n in _plan_nodes(orjson.loads(plan)[0]["Plan"])
+                if str(n.get("Function Name", "")).endswith("events_op") and n.get("Actual Loops")
+            ]
+            assert not called, mode  # the narrow path wrote it
+        await conn.execute("RESET plan_cache_mode")
+        await conn.execute(f"PREPARE auto({types}) AS {store._eventlog._sql_append_keyed}")
+        for _ in range(7):
+            await conn.execute("BEGIN")
+            await conn.execute(f"EXECUTE auto({args})")
+            await conn.execute("ROLLBACK")
+        generic = await conn.fetchval(
+            "SELECT generic_plans FROM pg_prepared_statements WHERE name = 'auto'"
+        )
+        assert generic >= 1
+    finally:
+        await conn.close()
 
 
 @pytest.mark.asyncio

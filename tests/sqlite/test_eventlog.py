@@ -20,11 +20,15 @@ from sessionstore import (
     AppendOp,
     EventInput,
     EventKeyConflictError,
+    ManualClock,
     Op,
     PopOp,
+    SessionConflictError,
+    SessionNotFoundError,
     SessionRecord,
     TruncateOp,
 )
+from tests.eventlog_differential import KEY_CONFLICTS
 
 from .conftest import count_hops
 
@@ -70,6 +74,73 @@ def test_every_event_log_operation_is_one_thread_hop(tmp_path: Path) -> None:
                 hops.clear()
                 await op()
                 assert len(hops) == 1, (name, hops)
+
+    asyncio.run(main())
+
+
+def test_an_append_without_create_or_expiry_skips_the_planner_when_it_can(
+    tmp_path: Path,
+) -> None:
+    """``Engine.append_plain`` writes an append without ``create`` or an expiry change
+    and answers as the planner does; whatever it leaves (a key stored with other
+    content, or the same JSON in another key order; a key repeated in the call; nothing
+    new; a version mismatch; an expired session) the planner answers, in the same hop.
+    The hook fires once per write."""
+
+    async def main() -> None:
+        clock = ManualClock(T0)
+        async with SqliteStore(path=str(tmp_path / "plain.db"), clock=clock) as store:
+            await store.create_session(id="s")
+            await store.create_session(id="x", ttl=60)
+            answered: list[str] = []
+            real = store._engine.append_plain
+
+            def spy(prepared: Any, now: datetime) -> Any:
+                done = real(prepared, now)
+                answered.append("plain" if done is not None else "planner")
+                return done
+
+            store._engine.append_plain = spy  # type: ignore[method-assign]
+            updated: list[int] = []
+            notify = store._notify
+
+            def spy_notify(hook: str, **kwargs: Any) -> None:
+                if hook == "sessionstore_session_updated":
+                    updated.append(kwargs["session"].version)
+                notify(hook, **kwargs)
+
+            store._notify = spy_notify  # type: ignore[method-assign]
+            a = EventInput("t", {"a": 1, "b": [1, 2.5]}, key="a")
+            s = await store.append_events("s", [a, EventInput("t", {"i": 0})])
+            assert (s.version, s.event_count, s.last_seq) == (2, 2, 2)
+            s = await store.append_events("s", [a, EventInput("u", {}, key="b")])
+            assert (s.version, s.event_count, s.last_seq) == (3, 3, 3)
+            assert answered == ["plain", "plain"] and updated == [2, 3]
+            assert s == await store.get_session("s")
+            same = EventInput("t", {"b": [1, 2.5], "a": 1}, key="a")  # other bytes, same JSON
+            s = await store.append_events("s", [same, EventInput("v", {}, key="c")])
+            assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+            s = await store.append_events("s", [a, a])  # repeated, nothing new: unchanged
+            assert (s.version, s.event_count, s.last_seq) == (4, 4, 4)
+            assert answered[2:] == ["planner", "planner"] and updated == [2, 3, 4]
+            for bad in KEY_CONFLICTS:
+                with pytest.raises(EventKeyConflictError):
+                    await store.append_events("s", bad)
+            with pytest.raises(SessionConflictError):
+                await store.append_events("s", [{"type": "z"}], expected_version=3)
+            s = await store.append_events("s", [{"type": "z", "at": T0}], expected_version=4)
+            assert (s.version, s.event_count, s.last_seq) == (5, 5, 5)
+            clock.advance(timedelta(seconds=60))
+            with pytest.raises(SessionNotFoundError):
+                await store.append_events("x", [{"type": "t"}])
+            assert answered[-1] == "planner" and updated == [2, 3, 4, 5]
+            got = await store.get_events("s")
+            assert [(e.seq, e.type, e.key, e.data) for e in got] == [
+                (1, "t", "a", {"a": 1, "b": [1, 2.5]}), (2, "t", None, {"i": 0}),
+                (3, "u", "b", {}), (4, "v", "c", {}), (5, "z", None, {}),
+            ]  # fmt: skip
+            assert got[-1].at == T0 and got[0].at == T0
+            assert s == await store.get_session("s")
 
     asyncio.run(main())
 
