@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 import pytest
 from sessionstore_filesystem import FileStore, _recovery
-from sessionstore_filesystem._event_reads import EventReads
 
 from sessionstore import BaseSessionStore, ManualClock, QueryOptions, SessionFilter
 from sessionstore.query import evaluate
+
+from .conftest import spy_rebuilds
 
 FIXTURE = Path(__file__).parent / "fixtures" / "index3"
 ALL = SessionFilter(include_expired=True)
@@ -132,14 +133,7 @@ async def test_a_format_3_index_is_upgraded_in_place(
         assert _tag_rows(conn)["c1"] == {"t1", "fresh"} and "c5" not in _tag_rows(conn)
         await _check_listings(store, clock)
         # the events: old covers (empty ones, a proven one) serve without a rebuild
-        rebuilt: list[str] = []
-        real_rebuilt = EventReads._rebuilt
-
-        def spy_rebuilt(self: EventReads, sid: str, read: object) -> object:
-            rebuilt.append(sid)
-            return real_rebuilt(self, sid, read)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(EventReads, "_rebuilt", spy_rebuilt)
+        rebuilt = spy_rebuilds(monkeypatch)
         assert [e.seq for e in await store.get_events("logged", types=["e1"])] == [2, 4]
         assert (await store.get_event("logged", key="k3")) is not None
         await store.append_events("c3", [{"type": "first", "key": "f"}])  # compact -> dir
@@ -190,14 +184,7 @@ async def test_a_new_session_writes_no_cover_until_its_first_append(
     assert conn.execute(
         "SELECT COUNT(*) FROM sessions INDEXED BY sessions_expires WHERE expires_ms IS NOT NULL"
     ).fetchone() == (0,)
-    rebuilt: list[str] = []
-    real = EventReads._rebuilt
-
-    def spy(self: EventReads, sid: str, read: object) -> object:
-        rebuilt.append(sid)
-        return real(self, sid, read)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(EventReads, "_rebuilt", spy)
+    rebuilt = spy_rebuilds(monkeypatch)
     assert await fstore.get_events(s.id, types=["a"]) == []
     assert await fstore.get_event(s.id, key="k") is None
     await fstore.append_events(s.id, [{"type": "a", "key": "k"}, {"type": "b"}])
