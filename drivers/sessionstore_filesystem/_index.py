@@ -40,7 +40,11 @@ __all__ = ["INDEX_FORMAT", "Index", "Row", "session_of"]
 # 3: rows hold the whole session (last_seq, grp, tag_list, data) and the processor's
 # index is (processor_id, updated_ms, id); a format-2 index gains the columns and is
 # rebuilt on open (see Index.create).
-INDEX_FORMAT: Final = "3"
+# 4: fewer pages a create writes: no ``tags_id`` (a row's tag rows are found by the keys
+# of its ``tag_list``), ``sessions_expires`` only holds sessions that expire, and a new
+# session's empty event cover is written by its first append. A format-3 index is
+# upgraded in place on open (see ``_upgrade_4``); a format-3 process would rebuild it.
+INDEX_FORMAT: Final = "4"
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sessions(
@@ -60,13 +64,13 @@ CREATE TABLE IF NOT EXISTS sessions(
 );
 CREATE INDEX IF NOT EXISTS sessions_created ON sessions(created_ms, id);
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions(updated_ms, id);
-CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires_ms, id);
+CREATE INDEX IF NOT EXISTS sessions_expires ON sessions(expires_ms, id)
+    WHERE expires_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sessions_proc_updated ON sessions(processor_id, updated_ms, id);
 CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
 CREATE TABLE IF NOT EXISTS tags(
     tag TEXT NOT NULL, id TEXT NOT NULL, PRIMARY KEY(tag, id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS tags_id ON tags(id);
 CREATE TABLE IF NOT EXISTS ev_cover(
     id TEXT PRIMARY KEY, inc TEXT NOT NULL, gen INTEGER NOT NULL,
     end_off INTEGER NOT NULL, tail_seq INTEGER NOT NULL
@@ -88,6 +92,12 @@ _UPGRADE_3: Final = (
     "ALTER TABLE sessions ADD COLUMN data BLOB",
     "DROP INDEX IF EXISTS sessions_processor",
     "DELETE FROM meta WHERE key = 'complete'",
+)
+# Format 3 -> 4: the expiry index made partial (``tags_id`` is dropped by _upgrade_4 once
+# every row's tag_list is filled).
+_UPGRADE_4: Final = (
+    "DROP INDEX sessions_expires",
+    "CREATE INDEX sessions_expires ON sessions(expires_ms, id) WHERE expires_ms IS NOT NULL",
 )
 _UPSERT: Final = """
 INSERT INTO sessions(id, processor_id, status, created_ms, updated_ms, expires_ms, version,
@@ -299,11 +309,12 @@ class Index:
         """Create the schema; True when the index must be (re)built from the files."""
         conn = self.conn()
         _while_locked(lambda: _create_schema(conn), self.timeout)
-        with _tx(conn):  # one process upgrades a format-2 table; the others see it done
+        with _tx(conn):  # one process upgrades an older index; the others see it done
             columns = {row[1] for row in conn.execute("PRAGMA table_info(sessions)")}
             if "data" not in columns:
                 for step in _UPGRADE_3:
                     conn.execute(step)
+            _upgrade_4(conn)
         fmt = self.get_meta("format")
         complete = self.get_meta("complete")
         return fmt != INDEX_FORMAT or complete != "1"
@@ -379,16 +390,15 @@ class Index:
         encoded: Mapping[str, bytes] | None = None,
     ) -> None:
         if new is None:
+            _retag(conn, sid, _stored_tags(conn, sid), _NO_TAGS)
             conn.execute("DELETE FROM sessions WHERE id = ?", (sid,))
-            conn.execute("DELETE FROM tags WHERE id = ?", (sid,))
             return
-        cur = conn.execute(_UPSERT, _row(new, None if encoded is None else encoded.get(sid)))
-        del cur
         if old is None or old.tags != new.tags:
-            conn.execute("DELETE FROM tags WHERE id = ?", (sid,))
-            conn.executemany(
-                "INSERT INTO tags(tag, id) VALUES (?, ?)", [(t, sid) for t in new.tags]
-            )
+            stored = _stored_tags(conn, sid)  # read before the upsert replaces tag_list
+            conn.execute(_UPSERT, _row(new, None if encoded is None else encoded.get(sid)))
+            _retag(conn, sid, stored, new.tags)
+        else:
+            conn.execute(_UPSERT, _row(new, None if encoded is None else encoded.get(sid)))
 
     def replace_rows(self, rows: Iterable[tuple[str, Session | None]]) -> None:
         """Make rows exactly match the given sessions (tags rewritten); their event rows
@@ -472,6 +482,11 @@ class Index:
         if _metadata_check(flt, now) is not None:
             return sum(1 for _ in self.select(flt, now))
         where, params = _where(flt, now)
+        if where == [_LIVE]:
+            # the live sessions are all but the expired ones: the expiry index holds only
+            # sessions that expire, so it cannot cover ``expires_ms IS NULL`` (a count of
+            # the condition itself would read every row)
+            return int(self.conn().execute(_COUNT_LIVE, params).fetchone()[0])
         sql = "SELECT COUNT(*) FROM sessions"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -483,6 +498,56 @@ def _passing(cur: sqlite3.Cursor, post: Any, meta: int) -> Iterator[Row]:
     for row in cur:
         if post(bytes(row[meta])):
             yield row
+
+
+def _upgrade_4(conn: sqlite3.Connection) -> None:
+    """Bring a format-3 schema to format 4 (in the caller's transaction; no rebuild:
+    the rows are the same). ``tags_id`` stays while a row has no ``data`` (an index
+    upgraded from format 2, not yet rebuilt: its ``tag_list`` is not filled), so those
+    rows' tags are still found by id; a later open drops it."""
+    schema = dict(conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'index'"))
+    if "WHERE" not in (schema.get("sessions_expires") or "WHERE"):
+        for step in _UPGRADE_4:
+            conn.execute(step)
+    if (
+        "tags_id" in schema
+        and conn.execute("SELECT 1 FROM sessions WHERE data IS NULL LIMIT 1").fetchone() is None
+    ):
+        conn.execute("DROP INDEX tags_id")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'format' AND value = '3'", (INDEX_FORMAT,))
+
+
+_STORED_TAGS: Final = "SELECT tag_list, data IS NULL FROM sessions WHERE id = ?"
+
+
+def _stored_tags(conn: sqlite3.Connection, sid: str) -> frozenset[str] | None:
+    """The tags of ``sid``'s row as its ``tag_list`` holds them (none: no row); None
+    when the row has no ``data`` (upgraded in place: ``tag_list`` not filled)."""
+    row = conn.execute(_STORED_TAGS, (sid,)).fetchone()
+    if row is None:
+        return _NO_TAGS
+    if row[1]:
+        return None
+    return _NO_TAGS if row[0] is None else frozenset(_loads(row[0]))
+
+
+def _retag(
+    conn: sqlite3.Connection, sid: str, stored: frozenset[str] | None, tags: frozenset[str]
+) -> None:
+    """Make ``sid``'s tag rows ``tags`` from ``stored`` (None: unknown, so every row of
+    ``sid`` is deleted first: by ``tags_id`` while such rows exist, see _upgrade_4)."""
+    if stored is None:
+        conn.execute("DELETE FROM tags WHERE id = ?", (sid,))
+        stored = _NO_TAGS
+    if stored:
+        gone = stored - tags
+        if gone:
+            conn.executemany("DELETE FROM tags WHERE tag = ? AND id = ?", [(t, sid) for t in gone])
+        tags = tags - stored
+    if tags:
+        conn.executemany(
+            "INSERT OR REPLACE INTO tags(tag, id) VALUES (?, ?)", [(t, sid) for t in tags]
+        )
 
 
 class _tx:
@@ -505,6 +570,12 @@ def _json_list(values: Iterable[str]) -> bytes:
     return orjson.dumps(sorted(values))
 
 
+#: A session not expired at the parameter (epoch ms); all sessions less the expired ones.
+_LIVE: Final = "(expires_ms IS NULL OR expires_ms > ?)"
+_COUNT_LIVE: Final = (
+    "SELECT (SELECT COUNT(*) FROM sessions)"
+    " - (SELECT COUNT(*) FROM sessions WHERE expires_ms IS NOT NULL AND expires_ms <= ?)"
+)
 #: A set condition (a tag, processors, statuses) matching fewer rows than this drives the
 #: query (its rows are fetched, then sorted); otherwise the query walks the sort index and
 #: checks the conditions row by row, stopping once the page is full.
@@ -522,7 +593,7 @@ def _where(
     where: list[str] = []
     params: list[Any] = []
     if not flt.include_expired:
-        where.append("(expires_ms IS NULL OR expires_ms > ?)")
+        where.append(_LIVE)
         params.append(_floor_ms(now))
     if flt.ids is not None:
         where.append("id IN (SELECT value FROM json_each(?))")

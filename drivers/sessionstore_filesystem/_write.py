@@ -388,8 +388,10 @@ def _compact(
     yield
     doc.commit(sync, temps)  # the commit
     state.log_size = -1
-    if fresh:  # an empty log: its cover is exact (no rows)
-        state.ev = EventChange(state.sid, None, cover_of(state, 0), [])
+    if fresh and old is not None:  # a new incarnation: the old one's rows and cover go
+        state.ev = EventChange(state.sid, None, None)
+    # A new session's rows need no cover while its log is empty (every indexed read of
+    # an empty log answers without the index); its first append writes the empty one.
     yield
     return new
 
@@ -403,6 +405,9 @@ def _first_append(state: State, mut: Mutation, new: Session, sync: Sync, temps: 
     first append of a session made with a directory: the one the create saved."""
     assert state.doc is not None
     sid, shard, name = state.sid, state.shard_fd, state.name
+    # the empty cover (the create wrote none): the lines appended are after it, so the
+    # next indexed read finds it a proven prefix and indexes them without the lock
+    state.ev = EventChange(sid, None, (state.doc.inc, state.doc.gen, 0, 0), [])
     rmtree_quiet(name, shard)  # what a conversion that never committed left (we hold the lock)
     state.dir_fd = _make_dir(name, shard, sync, sid, temps)  # removed if given up
     gen = state.doc.gen

@@ -18,6 +18,22 @@ from sessionstore import ManualClock
 MakeStore = Callable[..., FileStore]
 
 
+def spy_rebuilds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sessions whose event rows are rebuilt under their lock from here on (event
+    reads that found the cover stale), in order."""
+    from sessionstore_filesystem._event_reads import EventReads
+
+    rebuilt: list[str] = []
+    real = EventReads._rebuilt
+
+    def spy(self: EventReads, sid: str, read: object) -> object:
+        rebuilt.append(sid)
+        return real(self, sid, read)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(EventReads, "_rebuilt", spy)
+    return rebuilt
+
+
 class DocDecodes:
     """Counts the session documents decoded in full from here on (``n``; set it to 0 to
     count again), by patching the decoder the reads call."""

@@ -21,7 +21,7 @@ from sessionstore import (
 )
 from sessionstore.codec import EVENT_FORMAT_VERSION
 
-from .conftest import DocDecodes, MakeStore, session_dir
+from .conftest import DocDecodes, MakeStore, session_dir, spy_rebuilds
 
 
 def _log_files(root: Path, sid: str) -> list[str]:
@@ -229,17 +229,8 @@ async def test_rows_follow_every_write(
     """Appends leave the rows alone and the next indexed read indexes what they added;
     cuts and rewrites keep a proven cover proven: no write forces a rebuild under the
     lock, and the rows always equal the log's."""
-    from sessionstore_filesystem._event_reads import EventReads
-
     sid = await _filled(fstore, 20)
-    rebuilt: list[str] = []
-    real = EventReads._rebuilt
-
-    def spy(self: EventReads, sid: str, read: object) -> object:
-        rebuilt.append(sid)
-        return real(self, sid, read)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(EventReads, "_rebuilt", spy)
+    rebuilt = spy_rebuilds(monkeypatch)
 
     async def check() -> None:
         events = await fstore.get_events(sid)

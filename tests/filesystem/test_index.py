@@ -178,9 +178,10 @@ async def test_a_store_of_layout_4_is_upgraded(
     async with FileStore(root=str(root), clock=clock) as store:
         assert json.loads((root / "_sessionstore.json").read_text())["layout"] == STORE_FORMAT
         conn = store._engine.index.conn()
-        assert store._engine.index.get_meta("format") == "3"
+        assert store._engine.index.get_meta("format") == "4"
         indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         assert "sessions_proc_updated" in indexes and "sessions_processor" not in indexes
+        assert "tags_id" in indexes  # kept until every row's tag_list is filled (rebuilt)
         assert conn.execute("SELECT COUNT(*) FROM sessions WHERE data IS NULL").fetchone() == (0,)
         reads = _count_reads(monkeypatch)
         items = await store.list_sessions(*ALL)
@@ -200,6 +201,12 @@ async def test_a_store_of_layout_4_is_upgraded(
         await _listed_as_read(store)
         report = await store.doctor(dry_run=True)
         assert report.healthy and only_old_lock_files(report.removed), report
+    async with FileStore(root=str(root), clock=clock) as store:  # rebuilt: tags_id goes
+        conn = store._engine.index.conn()
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'tags_id'").fetchone() is None
+        tagged = await store.list_sessions(SessionFilter(tags_all={"t0"}), ALL[1])
+        assert tagged.ids == ["c0", "c3"]
+        await _listed_as_read(store)
 
 
 @pytest.mark.asyncio
