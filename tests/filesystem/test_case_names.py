@@ -175,6 +175,7 @@ _KILLED_UPGRADE = textwrap.dedent(
 )
 
 
+@pytest.mark.integration  # a subprocess killed at each rename
 @pytest.mark.asyncio
 async def test_an_upgrade_killed_at_any_rename_is_finished_by_the_next_open(
     tmp_path: Path,
@@ -293,6 +294,7 @@ async def _read_back(root: Path, wanted: list[str]) -> dict[str, object]:
     return result
 
 
+@pytest.mark.integration  # a volume mounted through FUSE
 @pytest.mark.asyncio
 async def test_exfat_store_gets_cased_names_and_keeps_ids_apart(exfat: Path) -> None:
     root = exfat / "auto"
@@ -313,6 +315,7 @@ async def test_exfat_store_gets_cased_names_and_keeps_ids_apart(exfat: Path) -> 
     assert back["got"] == {sid: {"id": sid} for sid in pairs}
 
 
+@pytest.mark.integration  # a volume mounted through FUSE
 @pytest.mark.asyncio
 async def test_exfat_plain_store_collides_until_upgraded(
     exfat: Path, caplog: pytest.LogCaptureFixture
@@ -339,6 +342,7 @@ async def test_exfat_plain_store_collides_until_upgraded(
     assert back["scanned"] == sorted([upper, lower])
 
 
+@pytest.mark.integration  # a volume mounted through FUSE
 @pytest.mark.asyncio
 async def test_exfat_upgrade_keeps_a_document_under_its_own_id(exfat: Path) -> None:
     """A plain store's file holding the other id's document (what a writer that does not
