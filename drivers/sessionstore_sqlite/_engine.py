@@ -695,6 +695,8 @@ class Engine:
         conn = self.conn()
         now_ms = to_ms(now)
         keys = [] if keys_in is None else [k for k in keys_in if k is not None]
+        if len(set(keys)) != len(keys):  # a key repeated in the call: the planner's
+            return None
 
         def run() -> Session | None:
             with self._write(conn):
@@ -704,8 +706,6 @@ class Engine:
                 if expected is not None and row[8] != expected:
                     return None
                 stored: dict[str, tuple[str, Any]] = {}
-                if len(set(keys)) != len(keys):
-                    return None
                 if keys and row[9]:  # (no stored events: none looked up, as the planner)
                     found = self._find_rows(conn, sid, "key", keys)
                     stored = {key: (etype, data) for _, etype, _, data, key in found}
