@@ -33,10 +33,16 @@ def test_suite_fails_every_broken_variant(tmp_path: Path) -> None:
             f"--junitxml={report}",
             "-o",
             "addopts=",
+            # a variant's later tests are skipped once it has failed (first_failure.py),
+            # each class on one worker so that its worker sees its failures
+            "-p",
+            "tests.conformance.first_failure",
             # two workers (pytest-xdist): this test waits meanwhile, and the run is the
-            # main suite's longest (~120 s on one core)
+            # main suite's longest
             "-n",
             "2",
+            "--dist",
+            "loadscope",
         ],
         cwd=ROOT,
         capture_output=True,
