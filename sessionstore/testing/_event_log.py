@@ -653,6 +653,16 @@ class EventLogTests:
         assert await _seqs(ctx, s.id, types=["a"]) == [1, 3]
         assert await _seqs(ctx, s.id, types=["A"]) == [2]
         assert await _seqs(ctx, s.id, types=["A"], last=5) == [2]
+        # a key is unique within its session only: another session's k1 is its own
+        other = await st.create_session()
+        other = await st.append_events(other.id, [EventInput("a", {"v": 1}, key="k1")])
+        assert (other.event_count, other.last_seq) == (1, 1)
+        other = await st.append_events(other.id, [EventInput("z", {}, key="K1")])
+        assert other.event_count == 2
+        for sid, etype in ((s.id, "A"), (other.id, "z")):
+            got = await st.get_event(sid, key="K1")
+            assert got is not None and got.type == etype, sid
+        assert await st.get_event(other.id, key="K\u0131") is None
 
     @store_test
     @requires("event_log")
@@ -745,7 +755,8 @@ class EventLogTests:
         def kind(q: int) -> str:
             return "c" if q > 30 else ("a" if q % 2 else "b")
 
-        for types in (None, ["a"], ["b"], ["c"], ["a", "c"], ["a", "b", "c"], [], ["zzz"]):
+        some: list[list[str] | None] = [None, ["a"], ["b"], ["c"], ["a", "c"], ["a", "b", "c"]]
+        for types in [*some, [], ["zzz"], ["a", "a"], ["c", "a", "c"]]:  # a type twice: once
             for after_seq, before_seq in ((0, None), (4, None), (0, 20), (3, 8), (10, 11)):
                 match = [
                     q
@@ -898,6 +909,9 @@ class EventLogTests:
         assert await between(_T0 + timedelta(seconds=1, microseconds=1500), None) == [3, 4]
         assert await between(None, None, types=["t"], last=2) == [4, 5]
         assert await between(_T0, None, last=1) == [4]
+        # a bound in another zone is that instant, not its wall clock read as UTC
+        assert await between(datetime(2030, 1, 1, 2, 0, 1, tzinfo=east), None) == [2, 3, 4]
+        assert await between(None, datetime(2030, 1, 1, 2, 0, 2, tzinfo=east)) == [1, 2, 5]
         assert await between(_T0 - timedelta(days=2), _T0, last=1) == [5]
 
     # ------------------------------------------------------------------ other contracts

@@ -123,6 +123,10 @@ class EventTests:
         assert same == s
         same = await ctx.store.trim_events(s.id, keep_last=1)  # exactly as many as stored
         assert same == s
+        empty = await ctx.store.create_session()  # no events at all: nothing to write
+        for keep in (0, 1):
+            assert await ctx.store.trim_events(empty.id, keep_last=keep) == empty
+        assert await ctx.store.get_session(empty.id) == empty
 
     @store_test
     async def test_events_of_missing_session(self, ctx: ConformanceContext) -> None:

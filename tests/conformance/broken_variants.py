@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -1455,14 +1455,17 @@ class LongStringsTruncated(MemoryStore):
         await super()._apply(mutations, atomic=atomic)
 
 
-def _cut_strings(value: Any) -> Any:
-    if isinstance(value, str):
-        return value[:65535]
+def _map_scalars(value: Any, change: Any) -> Any:
+    """A JSON value with ``change`` applied to each of its scalars."""
     if isinstance(value, dict):
-        return {k: _cut_strings(v) for k, v in value.items()}
+        return {k: _map_scalars(v, change) for k, v in value.items()}
     if isinstance(value, list):
-        return [_cut_strings(v) for v in value]
-    return value
+        return [_map_scalars(v, change) for v in value]
+    return change(value)
+
+
+def _cut_strings(value: Any) -> Any:
+    return _map_scalars(value, lambda v: v[:65535] if isinstance(v, str) else v)
 
 
 class AppendKeepsUpdatedAt(MemoryStore):
@@ -1616,13 +1619,7 @@ def _parsed(events: Any) -> list[tuple[str, Any, str | None, Any]] | None:
 
 
 def _whole_floats_as_ints(value: Any) -> Any:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole_floats_as_ints(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole_floats_as_ints(v) for v in value]
-    return value
+    return _map_scalars(value, lambda v: int(v) if isinstance(v, float) and v.is_integer() else v)
 
 
 class EventKeysCaseInsensitive(MemoryStore):
@@ -1679,21 +1676,13 @@ class DeleteCountsAnEventTwice(MemoryStore):
 
     _twice = 0
 
-    async def delete_events(
-        self,
-        session_id: str,
-        *,
-        seqs: Iterable[int] = (),
-        keys: Iterable[str] = (),
-        expected_version: int | None = None,
-    ) -> Session:
+    async def delete_events(self, session_id: str, **kwargs: Any) -> Session:
         log = self._space.logs.get(session_id) if isinstance(session_id, str) else None
+        seqs, keys = kwargs.get("seqs", ()), kwargs.get("keys", ())
         if log is not None and isinstance(seqs, list | tuple) and isinstance(keys, list | tuple):
             self._twice = sum(1 for k in keys if isinstance(k, str) and log.by_key.get(k) in seqs)
         try:
-            return await super().delete_events(
-                session_id, seqs=seqs, keys=keys, expected_version=expected_version
-            )
+            return await super().delete_events(session_id, **kwargs)
         finally:
             self._twice = 0
 
@@ -1820,40 +1809,42 @@ class DeletedSessionKeysStayTaken(MemoryStore):
         return await super().append_events(session_id, events, **kwargs)
 
 
-class RecordsLastSeqFromKeptEvents(MemoryStore):
+class _RecordsWrittenChanged(MemoryStore):
+    """``put_records`` writes each (checked) record as ``_written`` changes it."""
+
+    def _written(self, record: SessionRecord) -> SessionRecord:
+        raise NotImplementedError
+
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        return await super()._put_record(
+            self._written(record), data_json, meta_json, strategy, stored
+        )
+
+
+class RecordsLastSeqFromKeptEvents(_RecordsWrittenChanged):
     """``put_records`` sets ``last_seq`` from the record's newest event (the restore
     recomputes the counter): a copy of a session whose tail was popped numbers its next
     events with seqs already handed out."""
 
-    async def _put_record(
-        self,
-        record: SessionRecord,
-        data_json: bytes,
-        meta_json: bytes,
-        strategy: str,
-        stored: Session | None,
-    ) -> PutResult:
+    def _written(self, record: SessionRecord) -> SessionRecord:
         top = record.events[-1].seq if record.events else 0
-        record = replace(record, session=replace(record.session, last_seq=top))
-        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+        return replace(record, session=replace(record.session, last_seq=top))
 
 
-class RecordsEventTimesToTheSecond(MemoryStore):
+class RecordsEventTimesToTheSecond(_RecordsWrittenChanged):
     """``put_records`` writes event times without their fraction (the restore formats
     them with ``%Y-%m-%dT%H:%M:%S``)."""
 
-    async def _put_record(
-        self,
-        record: SessionRecord,
-        data_json: bytes,
-        meta_json: bytes,
-        strategy: str,
-        stored: Session | None,
-    ) -> PutResult:
+    def _written(self, record: SessionRecord) -> SessionRecord:
         events = [replace(e, at=e.at.replace(microsecond=0)) for e in record.events]
-        return await super()._put_record(
-            replace(record, events=events), data_json, meta_json, strategy, stored
-        )
+        return replace(record, events=events)
 
 
 class ScanReadsOnePageOfEvents(MemoryStore):
@@ -2047,6 +2038,70 @@ class KeyedAppendsSkipTheCheck(MemoryStore):
                 mut.data_json, mut.metadata_json = doc.data_json, doc.metadata_json
                 mut.expect = cur.version
         await super()._apply(mutations, atomic=atomic)
+
+
+class TimeBoundsReadAsUtcWallClock(MemoryStore):
+    """``at_after`` / ``at_before`` given in another zone are compared by their wall
+    clock (the offset dropped, as a ``timestamp without time zone`` parameter does):
+    ``02:00+02:00`` is read as ``02:00Z``."""
+
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        for name in ("at_after", "at_before"):
+            at = window.get(name)
+            if isinstance(at, datetime) and at.utcoffset():
+                window[name] = at.replace(tzinfo=UTC)
+        return await super().get_events(session_id, **window)
+
+
+class TrimOfAnEmptyLogWrites(MemoryStore):
+    """A trim of a session that keeps no events still writes it (``LTRIM`` answers OK and
+    the driver bumps the version whatever it removed)."""
+
+    async def trim_events(self, session_id: str, **kwargs: Any) -> Session:
+        current = await self.get_session(session_id) if isinstance(session_id, str) else None
+        trimmed = await super().trim_events(session_id, **kwargs)
+        if current is not None and current.event_count == 0:
+            return await self.update_session(session_id, merge_metadata={})
+        return trimmed
+
+
+class RepeatedTypesReturnEventsTwice(MemoryStore):
+    """``types`` read as one query per listed type joined by ``UNION ALL``: a type
+    listed twice returns each of its events twice."""
+
+    async def get_events(self, session_id: str, **window: Any) -> list[Event]:
+        from collections import Counter
+
+        types = window.get("types")
+        got = await super().get_events(session_id, **window)
+        if not isinstance(types, list | tuple):
+            return got
+        listed = Counter(t for t in types if isinstance(t, str))
+        out = [e for e in got for _ in range(listed[e.type])]
+        if window.get("limit") is not None:
+            return out[: window["limit"]]
+        if window.get("last") is not None:
+            return out[-window["last"] :] if window["last"] else []
+        return out
+
+
+class EventKeysUniquePerNamespace(MemoryStore):
+    """Event keys looked up by namespace and key, without the session (a unique index
+    that forgot the session column): another session's event answers for a key."""
+
+    async def _find_events(
+        self, session_id: str, *, seqs: Sequence[int] = (), keys: Sequence[str] = ()
+    ) -> list[Event]:
+        found = await super()._find_events(session_id, seqs=seqs, keys=keys)
+        log = self._space.logs.get(session_id)
+        for key in keys:
+            if log is not None and key in log.by_key:
+                continue
+            for other, other_log in list(self._space.logs.items()):
+                if other != session_id and key in other_log.by_key:
+                    found += await super()._find_events(other, keys=[key])
+                    break
+        return sorted(found, key=lambda e: e.seq)
 
 
 #: The variants planted from bugs reported against other stores (the last section above):
@@ -2317,6 +2372,10 @@ _EVENT_LOG_BUGS: tuple[type[MemoryStore], ...] = (
     GetEventSharesData,
     FilteredReadsShareData,
     KeyedAppendsSkipTheCheck,
+    TimeBoundsReadAsUtcWallClock,
+    TrimOfAnEmptyLogWrites,
+    RepeatedTypesReturnEventsTwice,
+    EventKeysUniquePerNamespace,
 )
 VARIANTS.update((cls.__name__, cls) for cls in _EVENT_LOG_BUGS)
 _HOOK_TEST = "test_event_and_checkpoint_writes_fire_once_with_what_was_written"
@@ -2346,6 +2405,10 @@ CAUGHT_BY.update(
         "GetEventSharesData": "test_event_reads_hand_out_copies",
         "FilteredReadsShareData": "test_event_reads_hand_out_copies",
         "KeyedAppendsSkipTheCheck": "test_racing_retries_of_a_keyed_event_write_it_once",
+        "TimeBoundsReadAsUtcWallClock": "test_caller_set_at_and_time_bounds",
+        "TrimOfAnEmptyLogWrites": "test_trim_with_nothing_to_drop_writes_nothing",
+        "RepeatedTypesReturnEventsTwice": "test_get_events_by_type_and_backwards",
+        "EventKeysUniquePerNamespace": "test_keys_and_types_match_exactly",
     }
 )
 SHORT_MACHINE: frozenset[str] = REAL_BUG_VARIANTS | {cls.__name__ for cls in _EVENT_LOG_BUGS}
