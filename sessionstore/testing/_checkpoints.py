@@ -30,6 +30,8 @@ class CheckpointTests:
         assert cp.digest == checkpoint_digest(cp)
         assert await ctx.store.get_checkpoint(s.id, cp.id) == cp
         assert await ctx.store.list_checkpoints(s.id) == [cp]
+        # saving a checkpoint is no write to the session: version and updated_at stay
+        assert await ctx.store.get_session(s.id) == s
 
     @store_test
     async def test_checkpoints_list_in_save_order_within_a_second(

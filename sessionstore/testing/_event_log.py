@@ -499,6 +499,14 @@ class EventLogTests:
         assert a.expires_at == at
         a = await ctx.store.append_events(s.id, [{"type": "z"}], expires_at=None)
         assert a.expires_at is None
+        # a retry of stored keyed events writes nothing of them, but still the expiry
+        keyed = [EventInput("k", {"n": 1}, key="ttl-k")]
+        a = await ctx.store.append_events(s.id, keyed)
+        ctx.clock.advance(1)
+        retried = await ctx.store.append_events(s.id, keyed, ttl=90)
+        assert retried.expires_at == ctx.clock.now() + timedelta(seconds=90)
+        assert (retried.version, retried.event_count) == (a.version + 1, a.event_count)
+        assert await ctx.store.get_session(s.id) == retried
         made = await ctx.store.append_events("ttl-new", [{"type": "x"}], create=True, ttl=5)
         assert made.expires_at == ctx.clock.now() + timedelta(seconds=5)
         ctx.clock.advance(6)
@@ -555,6 +563,28 @@ class EventLogTests:
 
     @store_test
     @requires("event_log")
+    async def test_racing_retries_of_a_keyed_event_write_it_once(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Several deliveries of one keyed event race (a retry that overtakes the first
+        try): exactly one writes it, the others find it stored; from several store
+        objects too."""
+        stores = [ctx.store]
+        if ctx.store.capabilities.shared_namespace:
+            stores.append(await ctx.open_store())
+        s = await ctx.store.create_session()
+        for round_ in range(3):
+            event = EventInput("msg", {"round": round_}, key=f"race-{round_}")
+            results = await asyncio.gather(
+                *(stores[i % len(stores)].append_events(s.id, [event]) for i in range(6))
+            )
+            events = await ctx.store.get_events(s.id)
+            assert [e.key for e in events] == [f"race-{r}" for r in range(round_ + 1)]
+            assert max(r.version for r in results) == s.version + round_ + 1
+            assert {r.event_count for r in results} == {round_ + 1}
+
+    @store_test
+    @requires("event_log")
     async def test_event_key_conflict_writes_nothing(self, ctx: ConformanceContext) -> None:
         s = await ctx.store.create_session()
         await ctx.store.append_events(s.id, [EventInput("msg", {"v": 1}, key="k")])
@@ -603,6 +633,115 @@ class EventLogTests:
         with pytest.raises(SessionNotFoundError):
             await ctx.store.get_event(s.id, key="k1")
 
+    @store_test
+    @requires("event_log")
+    async def test_keys_and_types_match_exactly(self, ctx: ConformanceContext) -> None:
+        """Keys and types are compared as exact strings: ``K1`` is not ``k1`` (no
+        case-insensitive collation), neither for idempotency nor for ``get_event`` nor for
+        the ``types`` filter."""
+        st = ctx.store
+        s = await st.create_session()
+        s = await st.append_events(s.id, [EventInput("a", {"v": 1}, key="k1")])
+        s = await st.append_events(
+            s.id, [EventInput("A", {"v": 1}, key="K1"), EventInput("a", {"v": 2}, key="K\u0131")]
+        )
+        assert (s.event_count, s.last_seq) == (3, 3)
+        for key, seq in (("k1", 1), ("K1", 2), ("K\u0131", 3)):
+            got = await st.get_event(s.id, key=key)
+            assert got is not None and (got.seq, got.key) == (seq, key), key
+        assert await st.get_event(s.id, key="K\u0130") is None
+        assert await _seqs(ctx, s.id, types=["a"]) == [1, 3]
+        assert await _seqs(ctx, s.id, types=["A"]) == [2]
+        assert await _seqs(ctx, s.id, types=["A"], last=5) == [2]
+        # a key is unique within its session only: another session's k1 is its own
+        other = await st.create_session()
+        other = await st.append_events(other.id, [EventInput("a", {"v": 1}, key="k1")])
+        assert (other.event_count, other.last_seq) == (1, 1)
+        other = await st.append_events(other.id, [EventInput("z", {}, key="K1")])
+        assert other.event_count == 2
+        for sid, etype in ((s.id, "A"), (other.id, "z")):
+            got = await st.get_event(sid, key="K1")
+            assert got is not None and got.type == etype, sid
+        assert await st.get_event(other.id, key="K\u0131") is None
+
+    @store_test
+    @requires("event_log")
+    async def test_delete_events_naming_one_event_twice(self, ctx: ConformanceContext) -> None:
+        """An event named by its seq and by its key (or a seq given twice) goes once, and
+        ``event_count`` drops by one for it."""
+        s = await _numbered(ctx, 5)
+        d = await ctx.store.delete_events(s.id, seqs=[3, 3, 4], keys=["k3", "k4", "k4"])
+        assert (d.event_count, d.last_seq, d.version) == (3, 5, s.version + 1)
+        assert await _seqs(ctx, s.id) == [1, 2, 5]
+        assert await ctx.store.get_session(s.id) == d
+        (done,) = await ctx.store.commit([DeleteEventsOp(s.id, seqs=[5], keys=["k5"])])
+        assert isinstance(done, Session) and done.event_count == 2
+        assert await ctx.store.get_session(s.id) == done
+
+    @store_test
+    @requires("event_log")
+    async def test_a_deleted_sessions_keys_are_free_again(self, ctx: ConformanceContext) -> None:
+        """A session deleted and created again under its id (or replaced by a record)
+        starts with no keys: an append with one of the old keys is written, whatever its
+        content."""
+        st = ctx.store
+        s = await _numbered(ctx, 3, sid="reborn")
+        assert await st.delete_session(s.id)
+        await st.create_session(id=s.id)
+        again = await st.append_events(
+            s.id, [EventInput("a", {"i": 1}, key="k1"), EventInput("new", {}, key="k2")]
+        )
+        assert (again.event_count, again.last_seq) == (2, 2)
+        got = await st.get_event(s.id, key="k2")
+        assert got is not None and (got.seq, got.type) == (2, "new")
+        # a record put over the session replaces its log, keys included
+        (record,) = [r async for r in st.scan(filter=SessionFilter(ids=[s.id]))]
+        await _numbered(ctx, 2, sid="other-log")
+        (other,) = [r async for r in st.scan(filter=SessionFilter(ids=["other-log"]))]
+        replaced = SessionRecord(replace(other.session, id=s.id), other.events)
+        assert (await st.put_records([replaced], strategy="overwrite")).overwritten == 1
+        assert [e.key for e in await st.get_events(s.id)] == ["k1", "k2"]
+        got = await st.get_event(s.id, key="k2")
+        assert got is not None and got.type == "b"
+        assert record.events[1].key == "k2"
+
+    @store_test
+    @requires("event_log")
+    async def test_event_reads_hand_out_copies(self, ctx: ConformanceContext) -> None:
+        """Every event a read returns (by key, filtered, backwards, popped, in a record)
+        is the caller's own: changing it changes nothing stored or read later."""
+        st = ctx.store
+        s = await st.create_session()
+        await st.append_events(
+            s.id,
+            [EventInput("a", {"v": [1]}, key="x"), EventInput("b", {"v": [2]}, key="y")],
+        )
+
+        def spoil(found: Any) -> None:
+            for event in found:
+                event.data["v"].append("spoiled")
+                event.data["new"] = True
+
+        for _ in range(2):  # each read twice: a cached event would be spoiled the second time
+            spoil([e for k in ("x", "y") if (e := await st.get_event(s.id, key=k))])
+            spoil(await st.get_events(s.id, types=["a", "b"]))
+            spoil(await st.get_events(s.id, before_seq=3, last=2))
+            spoil(await st.get_events(s.id, at_after=_T0 - timedelta(days=1)))
+            spoil(await st.get_events(s.id, last=2))
+        got = await st.get_event(s.id, key="x")
+        assert got is not None and got.data == {"v": [1]}
+        assert [e.data for e in await st.get_events(s.id, types=["a", "b"])] == [
+            {"v": [1]},
+            {"v": [2]},
+        ]
+        popped = await st.pop_events(s.id)
+        spoil(popped.events)
+        assert (await st.get_events(s.id))[0].data == {"v": [1]}
+        again = await st.append_events(s.id, [EventInput("b", {"v": [2]}, key="y")])
+        assert again.event_count == 2  # the popped one's key is free: written again
+        got = await st.get_event(s.id, key="y")
+        assert got is not None and got.data == {"v": [2]}
+
     # ------------------------------------------------------------------ reads
 
     @store_test
@@ -616,7 +755,8 @@ class EventLogTests:
         def kind(q: int) -> str:
             return "c" if q > 30 else ("a" if q % 2 else "b")
 
-        for types in (None, ["a"], ["b"], ["c"], ["a", "c"], ["a", "b", "c"], [], ["zzz"]):
+        some: list[list[str] | None] = [None, ["a"], ["b"], ["c"], ["a", "c"], ["a", "b", "c"]]
+        for types in [*some, [], ["zzz"], ["a", "a"], ["c", "a", "c"]]:  # a type twice: once
             for after_seq, before_seq in ((0, None), (4, None), (0, 20), (3, 8), (10, 11)):
                 match = [
                     q
@@ -769,6 +909,9 @@ class EventLogTests:
         assert await between(_T0 + timedelta(seconds=1, microseconds=1500), None) == [3, 4]
         assert await between(None, None, types=["t"], last=2) == [4, 5]
         assert await between(_T0, None, last=1) == [4]
+        # a bound in another zone is that instant, not its wall clock read as UTC
+        assert await between(datetime(2030, 1, 1, 2, 0, 1, tzinfo=east), None) == [2, 3, 4]
+        assert await between(None, datetime(2030, 1, 1, 2, 0, 2, tzinfo=east)) == [1, 2, 5]
         assert await between(_T0 - timedelta(days=2), _T0, last=1) == [5]
 
     # ------------------------------------------------------------------ other contracts
@@ -837,6 +980,34 @@ class EventLogTests:
             with pytest.raises(InvalidArgumentError):
                 await other.put_records([wrong], strategy="overwrite")
         assert await snapshot(other) == before
+
+    @store_test
+    @requires("event_log")
+    async def test_records_keep_counters_above_the_kept_events(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A record copies ``last_seq`` as stored, above its newest kept event (a popped
+        tail, an emptied log), and each event's time to the millisecond: the copy goes on
+        numbering where the original would."""
+        st = ctx.store
+        ctx.clock.advance(timedelta(milliseconds=1234))
+        s = await _numbered(ctx, 5, sid="popped")
+        await st.pop_events(s.id, 2)  # kept 1..3, last_seq 5
+        ctx.clock.advance(timedelta(milliseconds=567))
+        e = await _numbered(ctx, 3, sid="emptied")
+        await st.truncate_events(e.id, 0)  # none kept, last_seq 3
+        ids = SessionFilter(ids=[s.id, e.id])
+        records = sorted([r async for r in st.scan(filter=ids)], key=lambda r: r.session.id)
+        assert [(r.session.event_count, r.session.last_seq) for r in records] == [(0, 3), (3, 5)]
+        assert {ev.at.microsecond for ev in records[1].events} == {234_000}
+        other = await ctx.open_store(ctx.fresh_namespace())
+        assert (await other.put_records(records)).created == 2
+        copied = sorted([r async for r in other.scan()], key=lambda r: r.session.id)
+        assert copied == records
+        for sid, seq in ((s.id, 6), (e.id, 4)):
+            after = await other.append_events(sid, [{"type": "next"}])
+            assert after.last_seq == seq
+            assert [ev.seq for ev in await other.get_events(sid, last=1)] == [seq]
 
     @store_test
     @requires("event_log")

@@ -14,7 +14,7 @@ from sessionstore import (
     SessionNotFoundError,
 )
 
-from ._harness import ConformanceContext, store_test
+from ._harness import ConformanceContext, requires, store_test
 
 __all__ = ["EventTests"]
 
@@ -123,6 +123,10 @@ class EventTests:
         assert same == s
         same = await ctx.store.trim_events(s.id, keep_last=1)  # exactly as many as stored
         assert same == s
+        empty = await ctx.store.create_session()  # no events at all: nothing to write
+        for keep in (0, 1):
+            assert await ctx.store.trim_events(empty.id, keep_last=keep) == empty
+        assert await ctx.store.get_session(empty.id) == empty
 
     @store_test
     async def test_events_of_missing_session(self, ctx: ConformanceContext) -> None:
@@ -145,12 +149,27 @@ class EventTests:
 
     @store_test
     async def test_event_data_round_trips(self, ctx: ConformanceContext) -> None:
-        payload = {"list": [], "obj": {}, "n": 2**62, "f": 1.5, "s": "ü", "none": None}
+        payload = {
+            "list": [],
+            "obj": {},
+            "n": 2**62,
+            "f": 1.5,
+            "whole": 1.0,
+            "in_list": [2.0, 2],
+            "s": "ü",
+            "none": None,
+        }
         s = await ctx.store.create_session()
         await ctx.store.append_events(s.id, [{"type": "t", "data": payload}])
         (event,) = await ctx.store.get_events(s.id)
         assert event.data == payload
         assert isinstance(event.data["list"], list)
+        # a whole float stays a float (1.0 == 1 in Python: the types are compared)
+        assert [type(v) for v in (event.data["whole"], *event.data["in_list"])] == [
+            float,
+            float,
+            int,
+        ]
         assert event.at.utcoffset() is not None
 
     @store_test
@@ -178,6 +197,43 @@ class EventTests:
                     assert [e.type for e in got] == [
                         f"e{q - 1}" if q <= 7 else f"f{q - 8}" for q in want
                     ]
+
+    @store_test
+    async def test_a_long_log_is_read_whole(self, ctx: ConformanceContext) -> None:
+        """A log longer than any backend's default page (1,001 events) comes back whole
+        from ``get_events()`` and in its record, and a copy of the record holds it all."""
+        s = await ctx.store.create_session()
+        s = await ctx.store.append_events(
+            s.id, [{"type": "t", "data": {"i": i}} for i in range(1001)]
+        )
+        assert (s.event_count, s.last_seq) == (1001, 1001)
+        events = await ctx.store.get_events(s.id)
+        assert [e.seq for e in events] == list(range(1, 1002))
+        assert events[-1].data == {"i": 1000}
+        (record,) = [r async for r in ctx.store.scan(filter=SessionFilter(ids=[s.id]))]
+        assert list(record.events) == events
+        other = await ctx.open_store(ctx.fresh_namespace())
+        assert (await other.put_records([record])).created == 1
+        assert await other.get_events(s.id) == events
+
+    @store_test
+    @requires("shared_namespace")
+    async def test_store_objects_take_turns_on_one_log(self, ctx: ConformanceContext) -> None:
+        """Two store objects on one namespace append to one session in turn: each goes
+        on from the seq the other used last (no counter kept per store object)."""
+        st, other = ctx.store, await ctx.open_store()
+        s = await st.create_session()
+        writers = [st, other, st, other, st]
+        for i, writer in enumerate(writers):
+            done = await writer.append_events(s.id, [{"type": f"w{i}"}, {"type": f"w{i}"}])
+            assert (done.last_seq, done.event_count) == (2 * i + 2, 2 * i + 2)
+        for reader in (st, other):
+            events = await reader.get_events(s.id)
+            assert [e.seq for e in events] == list(range(1, 11))
+            assert [e.type for e in events] == [f"w{q // 2}" for q in range(10)]
+        await other.trim_events(s.id, keep_last=1)
+        done = await st.append_events(s.id, [{"type": "after"}])
+        assert (done.last_seq, done.event_count) == (11, 2)
 
     @store_test
     async def test_append_accepts_any_sequence(self, ctx: ConformanceContext) -> None:

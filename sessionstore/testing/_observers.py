@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import sessionstore
-from sessionstore import CreateOp, NewSession, Session
+from sessionstore import (
+    Checkpoint,
+    CreateOp,
+    EventInput,
+    NewSession,
+    Session,
+    SessionConflictError,
+)
 
 from ._harness import ConformanceContext, store_test
 
@@ -34,6 +43,49 @@ class _Recorder:
     @sessionstore.hookimpl
     def sessionstore_session_expired(self, store: Any, session_id: str) -> None:
         self.calls.append(("expired", session_id))
+
+
+class _PayloadRecorder:
+    """Records every session, conflict and checkpoint hook with what it was handed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    @sessionstore.hookimpl
+    def sessionstore_session_created(self, store: Any, session: Session) -> None:
+        self.calls.append(("created", session))
+
+    @sessionstore.hookimpl
+    def sessionstore_session_updated(self, store: Any, session: Session) -> None:
+        self.calls.append(("updated", session))
+
+    @sessionstore.hookimpl
+    def sessionstore_session_deleted(self, store: Any, session_id: str) -> None:
+        self.calls.append(("deleted", session_id))
+
+    @sessionstore.hookimpl
+    def sessionstore_conflict(
+        self, store: Any, session_id: str, expected: int, actual: int
+    ) -> None:
+        self.calls.append(("conflict", (session_id, expected, actual)))
+
+    @sessionstore.hookimpl
+    def sessionstore_checkpoint_created(self, store: Any, checkpoint: Checkpoint) -> None:
+        self.calls.append(("checkpoint", checkpoint))
+
+    def take(self, session_id: str) -> list[tuple[str, Any]]:
+        """The calls about ``session_id`` since the last ``take``."""
+        calls, self.calls = self.calls, []
+        return [call for call in calls if _about(call) == session_id]
+
+
+def _about(call: tuple[str, Any]) -> str:
+    payload = call[1]
+    if isinstance(payload, str):
+        return payload
+    if isinstance(payload, tuple):
+        return str(payload[0])
+    return str(payload.session_id if isinstance(payload, Checkpoint) else payload.id)
 
 
 class ObserverTests:
@@ -107,3 +159,45 @@ class ObserverTests:
         ours = {marked.id, unmarked.id}
         expired = [c for c in recorder.calls if c[0] == "expired" and c[1] in ours]
         assert expired == [("expired", marked.id), ("expired", unmarked.id)]
+
+    @store_test
+    async def test_event_and_checkpoint_writes_fire_once_with_what_was_written(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Each write fires its hook once, with the session (or checkpoint) it wrote and
+        returned: an append that creates its session fires ``created``; an append that
+        writes nothing (its keyed events are stored already) fires nothing; a write refused
+        by ``expected_version`` fires ``sessionstore_conflict`` only; a saved checkpoint
+        fires ``sessionstore_checkpoint_created``."""
+        st = ctx.store
+        keyed = st.capabilities.event_log
+        recorder = _PayloadRecorder()
+        pm = sessionstore.plugin_manager()
+        pm.register(recorder)
+        try:
+            made = await st.append_events("hooked", [{"type": "first"}], create=True)
+            assert recorder.take("hooked") == [("created", made)]
+            ctx.clock.advance(1)
+            appended = await st.append_events(made.id, [EventInput("e", {"n": 1})])
+            assert recorder.take(made.id) == [("updated", appended)]
+            if keyed:
+                once = EventInput("k", {"n": 2}, key="once")
+                appended = await st.append_events(made.id, [once])
+                assert recorder.take(made.id) == [("updated", appended)]
+                assert await st.append_events(made.id, [once]) == appended  # a retry
+                assert recorder.take(made.id) == []
+                popped = await st.pop_events(made.id)
+                assert recorder.take(made.id) == [("updated", popped.session)]
+                appended = popped.session
+            with pytest.raises(SessionConflictError):
+                await st.append_events(made.id, [{"type": "late"}], expected_version=1)
+            assert recorder.take(made.id) == [("conflict", (made.id, 1, appended.version))]
+            with pytest.raises(SessionConflictError):
+                await st.update_session(made.id, data={}, expected_version=1)
+            assert recorder.take(made.id) == [("conflict", (made.id, 1, appended.version))]
+            cp = await st.save_checkpoint(made.id, label="hooked")
+            assert recorder.take(made.id) == [("checkpoint", cp)]
+            restored = await st.restore_checkpoint(made.id, cp.id)
+            assert recorder.take(made.id) == [("updated", restored)]
+        finally:
+            pm.unregister(recorder)
