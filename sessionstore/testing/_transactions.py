@@ -274,3 +274,30 @@ class TransactionTests:
                 for _ in range(max_batch + 1):
                     await tx.append_events(s.id, [{"type": "e"}])
         assert await _state(ctx) == before
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_batch_results_in_op_order_and_creates_over_expired(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A batch's results follow its ops (not its session ids), and a ``CreateOp``
+        replaces an expired session under its id, as ``create_session`` does."""
+        st = ctx.store
+        for sid in ("z", "a", "m"):
+            await st.create_session(id=sid)
+        await st.create_session(id="old", ttl=1, data={"v": "old"})
+        ctx.clock.advance(1)
+        results = await st.commit(
+            [
+                UpdateOp("z", SessionUpdate(merge_data={"n": 1})),
+                DeleteOp("a"),
+                UpdateOp("m", SessionUpdate(merge_data={"n": 3})),
+                CreateOp(NewSession(id="old", data={"v": "new"})),
+                CreateOp(NewSession(id="b0")),
+            ]
+        )
+        got = [r if isinstance(r, bool) else r.id for r in results]
+        assert got == ["z", True, "m", "old", "b0"]
+        fresh = await st.get_session("old")
+        assert fresh is not None and (fresh.data, fresh.version) == ({"v": "new"}, 1)
+        assert results[3] == fresh
