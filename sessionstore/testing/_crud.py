@@ -247,6 +247,8 @@ class CrudTests:
     async def test_update_missing_raises_not_found(self, ctx: ConformanceContext) -> None:
         with pytest.raises(SessionNotFoundError):
             await ctx.store.update_session("ghost", merge_data={"a": 1})
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.touch("ghost", ttl=10)  # not an upsert
         assert await ctx.store.get_session("ghost") is None
 
     @store_test
@@ -467,7 +469,7 @@ class CrudTests:
         st = ctx.store
         s = await st.create_session(
             data={"k": 1, "a.b": "literal", "a": {"b": "nested"}},
-            metadata={"m": 1},
+            metadata={"m": 1, "n": {"x": 1, "y": 2}},
             tags={"t", "u"},
         )
         s = await st.update_session(s.id, add_tags={"t", "v"}, remove_tags={"t"})
@@ -475,7 +477,9 @@ class CrudTests:
         s = await st.update_session(s.id, merge_data={"k": 2}, remove_data_keys=["k"])
         assert s.data == {"a.b": "literal", "a": {"b": "nested"}}
         s = await st.update_session(s.id, merge_metadata={"m": 2}, remove_metadata_keys=["m"])
-        assert s.metadata == {}
+        assert s.metadata == {"n": {"x": 1, "y": 2}}
+        s = await st.update_session(s.id, merge_metadata={"n": {"x": 9}})  # shallow
+        assert s.metadata == {"n": {"x": 9}}
         s = await st.update_session(s.id, remove_data_keys=["a.b"])
         assert s.data == {"a": {"b": "nested"}}
         s = await st.update_session(s.id, tags=[])

@@ -92,6 +92,8 @@ class ExpiryTests:
         ctx.clock.advance(1)
         with pytest.raises(SessionNotFoundError):
             await ctx.store.update_session(s.id, merge_data={"a": 1})
+        with pytest.raises(SessionNotFoundError):  # gone, whatever version is expected
+            await ctx.store.update_session(s.id, merge_data={"a": 1}, expected_version=9)
         with pytest.raises(SessionNotFoundError):
             await ctx.store.append_events(s.id, [{"type": "x"}])
         with pytest.raises(SessionNotFoundError):

@@ -69,7 +69,7 @@ from sessionstore.query import (
     sort_sessions,
 )
 from sessionstore.testing import StoreConformance
-from sessionstore.validation import validate_event
+from sessionstore.validation import validate_event, validate_session_id
 from tests.conformance import test_memory_conformance as memory_conformance
 
 
@@ -2066,6 +2066,139 @@ _SESSION_QUERY_BUGS: tuple[type[MemoryStore], ...] = (
     CleanupDeletesByStatus,
     OverwriteKeepsOldTags,
 )
+
+
+class TouchCreatesMissing(MemoryStore):
+    """``touch`` as an upsert (``INSERT ... ON CONFLICT DO UPDATE SET updated_at``): a
+    missing id is created empty where it should raise ``SessionNotFoundError``."""
+
+    async def touch(self, session_id: str, **kwargs: Any) -> Session:
+        valid = isinstance(session_id, str) and _valid_id(session_id)
+        if valid and await self.get_session(session_id, include_expired=True) is None:
+            await self.create_session(id=session_id)
+        return await super().touch(session_id, **kwargs)
+
+
+def _valid_id(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class MergeMetadataIsDeep(MemoryStore):
+    """``merge_metadata`` as a deep merge (``jsonb_set`` per leaf, a JSON merge patch):
+    a nested object keeps the keys the merge does not name; the merge is shallow."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        merge = kwargs.get("merge_metadata")
+        if not isinstance(merge, dict) or not any(isinstance(v, dict) for v in merge.values()):
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        del kwargs["merge_metadata"]
+        metadata = _deep_merge(cur.metadata, merge)
+        for key in kwargs.pop("remove_metadata_keys", None) or ():
+            metadata.pop(key, None)
+        return await super().update_session(session_id, metadata=metadata, **kwargs)
+
+
+class OverwriteKeepsCreatedAt(MemoryStore):
+    """An upsert whose ``DO UPDATE`` leaves ``created_at`` out: a restored record that
+    overwrites a live session keeps the stored creation time."""
+
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        if stored is not None and not stored.is_expired(self.clock.now()):
+            kept = replace(record.session, created_at=stored.created_at)
+            record = SessionRecord(kept, record.events, record.checkpoints)
+        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+
+
+class _BatchOpsRewritten(MemoryStore):
+    """A batch path that rewrites its ops (a field the single-op path has, forgotten)."""
+
+    def _rewrite(self, op: Op) -> Op:
+        return op
+
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        if isinstance(ops, list):
+            ops = [self._rewrite(op) for op in ops]
+        return await super().commit(ops)
+
+
+class BatchCreateDropsGroup(_BatchOpsRewritten):
+    """A ``CreateOp`` written without its ``group`` (the column added after the batch
+    path was written)."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, CreateOp) and isinstance(op.new, NewSession):
+            return CreateOp(replace(op.new, group=None))
+        return op
+
+
+class BatchCreateDropsExpiry(_BatchOpsRewritten):
+    """A ``CreateOp`` written without its ``ttl`` / ``expires_at``: the session never
+    expires."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, CreateOp) and isinstance(op.new, NewSession):
+            return CreateOp(replace(op.new, ttl=None, expires_at=None))
+        return op
+
+
+class BatchDeleteIgnoresMissingOk(_BatchOpsRewritten):
+    """``DeleteOp(missing_ok=True)`` of a missing session fails the batch anyway."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, DeleteOp):
+            return replace(op, missing_ok=False)
+        return op
+
+
+class ConflictBeforeExpiry(MemoryStore):
+    """The version compared before the expiry: a stale ``expected_version`` on an expired
+    session raises ``SessionConflictError`` (a retry loop re-reads nothing, forever)
+    where the session is gone (``SessionNotFoundError``)."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        expected = kwargs.get("expected_version")
+        if type(expected) is int and expected > 0 and _valid_id(session_id):
+            stored = await self.get_session(session_id, include_expired=True)
+            gone = stored is not None and stored.is_expired(self.clock.now())
+            if gone and stored is not None and stored.version != expected:
+                raise SessionConflictError(session_id, expected, stored.version)
+        return await super().update_session(session_id, **kwargs)
+
+
+_SESSION_QUERY_BUGS += (
+    TouchCreatesMissing,
+    MergeMetadataIsDeep,
+    OverwriteKeepsCreatedAt,
+    BatchCreateDropsGroup,
+    BatchCreateDropsExpiry,
+    BatchDeleteIgnoresMissingOk,
+    ConflictBeforeExpiry,
+)
+
 SESSION_QUERY_VARIANTS: frozenset[str] = frozenset(cls.__name__ for cls in _SESSION_QUERY_BUGS)
 
 VARIANTS: dict[str, type[MemoryStore]] = {
@@ -2303,6 +2436,13 @@ CAUGHT_BY.update(
         "BatchCreateOverExpiredRefused": "test_batch_results_in_op_order_and_creates_over_expired",
         "ExpiryMarkKeepsTheVersion": "test_expire_sessions_marks_expired",
         "OverwriteKeepsOldTags": "test_put_records_overwrite_reindexes",
+        "TouchCreatesMissing": "test_update_missing_raises_not_found",
+        "MergeMetadataIsDeep": "test_update_changes_in_the_documented_order",
+        "OverwriteKeepsCreatedAt": "test_overwrite_takes_every_field_of_the_record",
+        "BatchCreateDropsGroup": "test_batch_ops_take_every_field",
+        "BatchCreateDropsExpiry": "test_batch_ops_take_every_field",
+        "BatchDeleteIgnoresMissingOk": "test_batch_ops_take_every_field",
+        "ConflictBeforeExpiry": "test_writes_to_expired_session_raise_not_found",
     }
 )
 
