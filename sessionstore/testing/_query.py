@@ -984,3 +984,25 @@ class QueryTests:
             flt = SessionFilter(metadata=condition)
             assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == want, condition
             assert await st.count_sessions(flt) == len(want), condition
+
+    @store_test
+    async def test_tag_sets_and_expiry_bound_combine_with_and(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """``tags_all`` and ``tags_any`` must both hold (never either), and
+        ``expires_before`` leaves the expired sessions out unless ``include_expired``
+        (it is a bound, not a read of the expiry index from its start)."""
+        st = ctx.store
+        for sid, tags in (("ta", {"a"}), ("tb", {"b"}), ("tab", {"a", "b"}), ("tc", {"c"})):
+            await st.create_session(id=sid, tags=tags)
+        flt = SessionFilter(tags_all={"a"}, tags_any={"b", "c"})
+        assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == ["tab"]
+        assert await st.count_sessions(flt) == 1
+        await st.create_session(id="x-soon", ttl=1)
+        await st.create_session(id="x-later", ttl=100)
+        ctx.clock.advance(2)
+        bound = ctx.clock.now() + timedelta(seconds=1000)
+        for include_expired, want in ((False, ["x-later"]), (True, ["x-later", "x-soon"])):
+            flt = SessionFilter(expires_before=bound, include_expired=include_expired)
+            assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == want
+            assert await st.count_sessions(flt) == len(want)

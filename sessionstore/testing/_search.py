@@ -146,3 +146,6 @@ class SearchTests:
         for text, want in cases.items():
             page = await st.search_sessions(text, QueryOptions(sort_by="id"))
             assert page.ids == want, repr(text)
+        for offset in (1, 2):  # paged by offset as well as by cursor
+            page = await st.search_sessions("on", QueryOptions(sort_by="id", offset=offset))
+            assert page.ids == ["q2", "q3"][offset:], offset

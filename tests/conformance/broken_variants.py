@@ -2199,6 +2199,42 @@ _SESSION_QUERY_BUGS += (
     ConflictBeforeExpiry,
 )
 
+
+class TagsAllOrTagsAny(_ScanningQueries):
+    """``tags_all`` and ``tags_any`` joined with ``OR`` by a query builder: a session with
+    every tag of one or any tag of the other matches, where both must hold."""
+
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        if flt.tags_all is None or flt.tags_any is None:
+            return session
+        if flt.tags_all <= session.tags or not flt.tags_any.isdisjoint(session.tags):
+            return replace(session, tags=session.tags | flt.tags_all | flt.tags_any)
+        return session
+
+
+class ExpiresBeforeIncludesExpired(_ScanningQueries):
+    """``expires_before`` read off the expiry index from its start: the sessions already
+    expired come back without ``include_expired``."""
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if flt.expires_before is not None and not flt.include_expired:
+            return _filter_with(flt, include_expired=True)
+        return flt
+
+
+class SearchIgnoresOffset(MemoryStore):
+    """A search that pages by cursor only: ``offset`` is dropped."""
+
+    async def search_sessions(
+        self, text: str, options: QueryOptions | None = None, filter: SessionFilter | None = None
+    ) -> Page:
+        if options is not None and options.offset:
+            options = replace(options, offset=0)
+        return await super().search_sessions(text, options, filter)
+
+
+_SESSION_QUERY_BUGS += (TagsAllOrTagsAny, ExpiresBeforeIncludesExpired, SearchIgnoresOffset)
+
 SESSION_QUERY_VARIANTS: frozenset[str] = frozenset(cls.__name__ for cls in _SESSION_QUERY_BUGS)
 
 VARIANTS: dict[str, type[MemoryStore]] = {
@@ -2443,6 +2479,9 @@ CAUGHT_BY.update(
         "BatchCreateDropsExpiry": "test_batch_ops_take_every_field",
         "BatchDeleteIgnoresMissingOk": "test_batch_ops_take_every_field",
         "ConflictBeforeExpiry": "test_writes_to_expired_session_raise_not_found",
+        "TagsAllOrTagsAny": "test_tag_sets_and_expiry_bound_combine_with_and",
+        "ExpiresBeforeIncludesExpired": "test_tag_sets_and_expiry_bound_combine_with_and",
+        "SearchIgnoresOffset": "test_search_is_a_substring_in_any_case",
     }
 )
 
