@@ -2019,9 +2019,12 @@ class CleanupDeletesByStatus(MemoryStore):
         return removed
 
 
-class OverwriteKeepsOldTags(MemoryStore):
-    """An overwrite that ``SADD`` s the record's tags to the stored set without clearing
-    it: the stored session keeps tags the record does not have."""
+class _RestoredSessionRewritten(MemoryStore):
+    """A restore that writes over a stored session with part of it kept (the variant's
+    ``_kept``)."""
+
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        return incoming
 
     async def _put_record(
         self,
@@ -2031,10 +2034,20 @@ class OverwriteKeepsOldTags(MemoryStore):
         strategy: str,
         stored: Session | None,
     ) -> PutResult:
-        if stored is not None and strategy in ("overwrite", "update_newer"):
-            merged = replace(record.session, tags=record.session.tags | stored.tags)
-            record = SessionRecord(merged, record.events, record.checkpoints)
+        if stored is not None:
+            kept = self._kept(record.session, stored, strategy)
+            record = SessionRecord(kept, record.events, record.checkpoints)
         return await super()._put_record(record, data_json, meta_json, strategy, stored)
+
+
+class OverwriteKeepsOldTags(_RestoredSessionRewritten):
+    """An overwrite that ``SADD`` s the record's tags to the stored set without clearing
+    it: the stored session keeps tags the record does not have."""
+
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        if strategy in ("overwrite", "update_newer"):
+            return replace(incoming, tags=incoming.tags | stored.tags)
+        return incoming
 
 
 #: The variants of the sessions-and-queries section: each has a test of its own
@@ -2115,22 +2128,14 @@ class MergeMetadataIsDeep(MemoryStore):
         return await super().update_session(session_id, metadata=metadata, **kwargs)
 
 
-class OverwriteKeepsCreatedAt(MemoryStore):
+class OverwriteKeepsCreatedAt(_RestoredSessionRewritten):
     """An upsert whose ``DO UPDATE`` leaves ``created_at`` out: a restored record that
     overwrites a live session keeps the stored creation time."""
 
-    async def _put_record(
-        self,
-        record: SessionRecord,
-        data_json: bytes,
-        meta_json: bytes,
-        strategy: str,
-        stored: Session | None,
-    ) -> PutResult:
-        if stored is not None and not stored.is_expired(self.clock.now()):
-            kept = replace(record.session, created_at=stored.created_at)
-            record = SessionRecord(kept, record.events, record.checkpoints)
-        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        if stored.is_expired(self.clock.now()):
+            return incoming
+        return replace(incoming, created_at=stored.created_at)
 
 
 class _BatchOpsRewritten(MemoryStore):
