@@ -11,7 +11,7 @@ reference evaluator's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -61,8 +61,13 @@ class Where:
         return " AND ".join(self.clauses) if self.clauses else "true"
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _us(value: datetime) -> int:
-    delta = value - datetime(1970, 1, 1, tzinfo=value.tzinfo)
+    # from the UTC epoch: the epoch in the value's own zone (``tzinfo=value.tzinfo``)
+    # read a bound given with another offset as its wall-clock time in UTC
+    delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

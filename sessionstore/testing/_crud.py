@@ -247,6 +247,8 @@ class CrudTests:
     async def test_update_missing_raises_not_found(self, ctx: ConformanceContext) -> None:
         with pytest.raises(SessionNotFoundError):
             await ctx.store.update_session("ghost", merge_data={"a": 1})
+        with pytest.raises(SessionNotFoundError):
+            await ctx.store.touch("ghost", ttl=10)  # not an upsert
         assert await ctx.store.get_session("ghost") is None
 
     @store_test
@@ -458,3 +460,34 @@ class CrudTests:
         with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
             await st.create_session(bogus=1)  # type: ignore[call-arg]
         assert await st.count_sessions() == 1
+
+    @store_test
+    async def test_update_changes_in_the_documented_order(self, ctx: ConformanceContext) -> None:
+        """One update: tags are ``(tags | add_tags) - remove_tags``, data is ``{**data,
+        **merge_data}`` less ``remove_data_keys`` (keys, not paths), an empty ``tags`` or
+        ``data`` replaces (clears), and an update without changes is still a write."""
+        st = ctx.store
+        s = await st.create_session(
+            data={"k": 1, "a.b": "literal", "a": {"b": "nested"}},
+            metadata={"m": 1, "n": {"x": 1, "y": 2}},
+            tags={"t", "u"},
+        )
+        s = await st.update_session(s.id, add_tags={"t", "v"}, remove_tags={"t"})
+        assert s.tags == frozenset({"u", "v"})
+        s = await st.update_session(s.id, merge_data={"k": 2}, remove_data_keys=["k"])
+        assert s.data == {"a.b": "literal", "a": {"b": "nested"}}
+        s = await st.update_session(s.id, merge_metadata={"m": 2}, remove_metadata_keys=["m"])
+        assert s.metadata == {"n": {"x": 1, "y": 2}}
+        s = await st.update_session(s.id, merge_metadata={"n": {"x": 9}})  # shallow
+        assert s.metadata == {"n": {"x": 9}}
+        s = await st.update_session(s.id, remove_data_keys=["a.b"])
+        assert s.data == {"a": {"b": "nested"}}
+        s = await st.update_session(s.id, tags=[])
+        assert s.tags == frozenset()
+        s = await st.update_session(s.id, data={})
+        assert s.data == {}
+        assert await st.get_session(s.id) == s
+        ctx.clock.advance(1)
+        again = await st.update_session(s.id)
+        assert (again.version, again.updated_at) == (s.version + 1, ctx.clock.now())
+        assert await st.get_session(s.id) == again

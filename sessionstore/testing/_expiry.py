@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 import sessionstore
-from sessionstore import PutResult, SessionFilter, SessionNotFoundError, SessionRecord, Status
+from sessionstore import (
+    PutResult,
+    QueryOptions,
+    SessionFilter,
+    SessionNotFoundError,
+    SessionRecord,
+    Status,
+)
 
 from ._harness import ConformanceContext, store_test
 
@@ -85,6 +92,8 @@ class ExpiryTests:
         ctx.clock.advance(1)
         with pytest.raises(SessionNotFoundError):
             await ctx.store.update_session(s.id, merge_data={"a": 1})
+        with pytest.raises(SessionNotFoundError):  # gone, whatever version is expected
+            await ctx.store.update_session(s.id, merge_data={"a": 1}, expected_version=9)
         with pytest.raises(SessionNotFoundError):
             await ctx.store.append_events(s.id, [{"type": "x"}])
         with pytest.raises(SessionNotFoundError):
@@ -307,3 +316,49 @@ class ExpiryTests:
             assert await st.get_session("exp") == incoming, strategy
             assert await st.get_events("exp") == [], strategy
             assert await st.list_checkpoints("exp") == [], strategy
+
+    @store_test
+    async def test_expiry_keeps_fractions_and_zones(self, ctx: ConformanceContext) -> None:
+        """A fractional ttl keeps its milliseconds on every write that takes one (not
+        whole seconds, as Redis ``EXPIRE`` takes), and an ``expires_at`` with another UTC
+        offset is the same instant when it comes through an update."""
+        st = ctx.store
+        s = await st.create_session(ttl=1.5)
+        assert s.expires_at == ctx.clock.now() + timedelta(milliseconds=1500)
+        t = await st.create_session(ttl=timedelta(milliseconds=2500))
+        assert t.expires_at == ctx.clock.now() + timedelta(milliseconds=2500)
+        ctx.clock.advance(1)
+        s = await st.update_session(s.id, ttl=2.25)
+        assert s.expires_at == ctx.clock.now() + timedelta(milliseconds=2250)
+        s = await st.touch(s.id, ttl=timedelta(seconds=3, milliseconds=750))
+        assert s.expires_at == ctx.clock.now() + timedelta(milliseconds=3750)
+        when = (ctx.clock.now() + timedelta(hours=2)).astimezone(timezone(-timedelta(hours=3)))
+        t = await st.update_session(t.id, expires_at=when)
+        assert t.expires_at == when
+        assert await st.get_session(t.id) == t
+        ctx.clock.advance(timedelta(milliseconds=3749))
+        assert await st.get_session(s.id) == s
+        ctx.clock.advance(timedelta(milliseconds=1))
+        assert await st.get_session(s.id) is None
+        assert (await st.list_sessions()).ids == [t.id]
+
+    @store_test
+    async def test_status_expired_is_a_status_not_an_expiry(self, ctx: ConformanceContext) -> None:
+        """``status="expired"`` selects by status alone: sessions past their expiry stay
+        hidden without ``include_expired``, and the cleanup removes sessions by expiry,
+        never a live one whose status a caller set to ``expired``."""
+        st = ctx.store
+        await st.create_session(id="due", ttl=1)
+        await st.create_session(id="marked", status="expired")  # no expiry: live
+        ctx.clock.advance(1)
+        assert await st.expire_sessions() == ["due"]
+        flt = SessionFilter(status="expired")
+        assert (await st.list_sessions(flt)).ids == ["marked"]
+        assert await st.count_sessions(flt) == 1
+        both = SessionFilter(status="expired", include_expired=True)
+        page = await st.list_sessions(both, QueryOptions(sort_by="id"))
+        assert page.ids == ["due", "marked"]
+        assert await st.cleanup_expired_sessions() == 1
+        assert await st.get_session("due", include_expired=True) is None
+        got = await st.get_session("marked")
+        assert got is not None and got.status == Status.EXPIRED

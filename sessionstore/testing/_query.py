@@ -7,7 +7,7 @@ Results are checked two ways: against explicit expectations, and against
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -886,3 +886,123 @@ class QueryTests:
             )
         with pytest.raises(InvalidArgumentError):
             QueryOptions(limit=2, cursor=page.next_cursor, offset=1)
+
+    @store_test
+    async def test_empty_collections_in_a_filter(self, ctx: ConformanceContext) -> None:
+        """An empty collection is a condition, not a missing one: ``ids=[]``,
+        ``processor_id=[]``, ``status=[]`` and ``tags_any=[]`` match no session (an
+        ``IN ()`` left out of a query matches them all); ``tags_all=[]`` matches every
+        session (each holds all of no tags)."""
+        st = ctx.store
+        made = []
+        for i in range(3):
+            tags = {"t"} if i else set()
+            s = await st.create_session(id=f"e{i}", processor_id="p", tags=tags, data={"w": "word"})
+            made.append(s.id)
+        nothing = (
+            SessionFilter(ids=[]),
+            SessionFilter(processor_id=[]),
+            SessionFilter(status=[]),
+            SessionFilter(tags_any=[]),
+        )
+        for flt in nothing:
+            for sort_by in SORT_FIELDS:
+                page = await st.list_sessions(flt, QueryOptions(sort_by=sort_by))
+                assert page.ids == [], (flt, sort_by)
+            assert await st.count_sessions(flt) == 0, flt
+            assert (await st.search_sessions("word", None, flt)).ids == [], flt
+        for flt in (SessionFilter(tags_all=[]), SessionFilter(tags_all=[], processor_id="p")):
+            for field in SORT_FIELDS:
+                page = await st.list_sessions(flt, QueryOptions(sort_by=field))
+                assert page.ids == made, (flt, field)  # ties on every time: by id
+            assert await st.count_sessions(flt) == 3, flt
+            found = await st.search_sessions("word", QueryOptions(sort_by="id"), flt)
+            assert found.ids == made, flt
+
+    @store_test
+    async def test_ids_sort_by_code_point(self, ctx: ConformanceContext) -> None:
+        """Ids order by code point (``"B" < "_" < "a"``), not by a collation that folds
+        case or weighs punctuation apart, in the id order and as every order's tie-break."""
+        ids = ["b", "B", "a-1", "a_1", "a.1", "A1", "a1", "10", "9", "Z", "a"]
+        for sid in ids:
+            await ctx.store.create_session(id=sid)  # one created_at: ties in every order
+        for sort_by in SORT_FIELDS:
+            for order in ("asc", "desc"):
+                want = sorted(ids, reverse=order == "desc")
+                opts = QueryOptions(sort_by=sort_by, order=order)
+                assert (await ctx.store.list_sessions(None, opts)).ids == want, (sort_by, order)
+                paged = await all_pages(
+                    ctx.store, SessionFilter(), QueryOptions(sort_by=sort_by, order=order, limit=4)
+                )
+                assert paged == want, (sort_by, order)
+
+    @store_test
+    async def test_filter_bounds_in_other_time_zones(self, ctx: ConformanceContext) -> None:
+        """A bound is an instant: one given with another UTC offset selects what the same
+        instant in UTC does (never its wall-clock reading taken as UTC)."""
+        st = ctx.store
+        made = []
+        for i in range(4):
+            ctx.clock.advance(timedelta(minutes=30))
+            made.append(await st.create_session(id=f"z{i}", ttl=86_400 + 60 * i))
+        a, b, c, d = made
+        assert a.expires_at is not None and c.expires_at is not None
+        for zone in (timezone(timedelta(hours=5)), timezone(-timedelta(hours=8, minutes=30))):
+            cases = [
+                (SessionFilter(created_after=a.created_at.astimezone(zone)), [b, c, d]),
+                (SessionFilter(created_before=c.created_at.astimezone(zone)), [a, b]),
+                (
+                    SessionFilter(
+                        updated_after=b.updated_at.astimezone(zone),
+                        updated_before=d.updated_at.astimezone(zone),
+                    ),
+                    [c],
+                ),
+                (SessionFilter(expires_before=c.expires_at.astimezone(zone)), [a, b]),
+            ]
+            for flt, want in cases:
+                page = await st.list_sessions(flt, QueryOptions(sort_by="id"))
+                assert page.ids == [s.id for s in want], (zone, flt)
+                assert await st.count_sessions(flt) == len(want), (zone, flt)
+
+    @store_test
+    async def test_filter_metadata_paths_walk_objects_only(self, ctx: ConformanceContext) -> None:
+        """A dotted path walks object keys: ``"a.0"`` does not index into a list (as
+        PostgreSQL's ``#>`` or JSONPath would), and ``"x.y"`` is the path ``x`` then ``y``,
+        never a top-level key spelled ``"x.y"``."""
+        st = ctx.store
+        await st.create_session(id="listed", metadata={"a": [1, {"b": 2}]})
+        await st.create_session(id="nested", metadata={"a": {"0": 1, "1": {"b": 2}}})
+        await st.create_session(id="literal", metadata={"x.y": 1})
+        await st.create_session(id="walked", metadata={"x": {"y": 1}})
+        cases: list[tuple[dict[str, object], list[str]]] = [
+            ({"a.0": 1}, ["nested"]),
+            ({"a.1.b": 2}, ["nested"]),
+            ({"x.y": 1}, ["walked"]),
+        ]
+        for condition, want in cases:
+            flt = SessionFilter(metadata=condition)
+            assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == want, condition
+            assert await st.count_sessions(flt) == len(want), condition
+
+    @store_test
+    async def test_tag_sets_and_expiry_bound_combine_with_and(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """``tags_all`` and ``tags_any`` must both hold (never either), and
+        ``expires_before`` leaves the expired sessions out unless ``include_expired``
+        (it is a bound, not a read of the expiry index from its start)."""
+        st = ctx.store
+        for sid, tags in (("ta", {"a"}), ("tb", {"b"}), ("tab", {"a", "b"}), ("tc", {"c"})):
+            await st.create_session(id=sid, tags=tags)
+        flt = SessionFilter(tags_all={"a"}, tags_any={"b", "c"})
+        assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == ["tab"]
+        assert await st.count_sessions(flt) == 1
+        await st.create_session(id="x-soon", ttl=1)
+        await st.create_session(id="x-later", ttl=100)
+        ctx.clock.advance(2)
+        bound = ctx.clock.now() + timedelta(seconds=1000)
+        for include_expired, want in ((False, ["x-later"]), (True, ["x-later", "x-soon"])):
+            flt = SessionFilter(expires_before=bound, include_expired=include_expired)
+            assert (await st.list_sessions(flt, QueryOptions(sort_by="id"))).ids == want
+            assert await st.count_sessions(flt) == len(want)

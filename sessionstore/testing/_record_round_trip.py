@@ -280,3 +280,29 @@ class RecordTests:
         assert await st.delete_session("t3") is True
         page = await st.list_sessions(None, QueryOptions(sort_by="updated_at"))
         assert page.ids == ["t0", "t1", "t2"]
+
+    @store_test
+    async def test_overwrite_takes_every_field_of_the_record(self, ctx: ConformanceContext) -> None:
+        """``overwrite`` and a winning ``update_newer`` store the record's every field,
+        ``created_at`` too (an upsert's ``DO UPDATE`` that leaves it out keeps the stored
+        one), and the listings see the record's times."""
+        st = ctx.store
+        for strategy in ("overwrite", "update_newer"):
+            stored = await st.create_session(id=f"w-{strategy}", data={"v": 1}, tags={"old"})
+            day = timedelta(days=1)
+            incoming = replace(
+                stored,
+                created_at=stored.created_at - day,
+                updated_at=stored.updated_at + day,
+                processor_id="restored",
+                tags=frozenset({"new"}),
+                metadata={"m": 2},
+                data={"v": 2},
+                version=stored.version + 3,
+            )
+            result = await st.put_records([SessionRecord(incoming)], strategy=strategy)
+            assert result == PutResult(overwritten=1), strategy
+            assert await st.get_session(stored.id) == incoming, strategy
+            flt = SessionFilter(ids=[stored.id], created_before=stored.created_at)
+            assert (await st.list_sessions(flt)).ids == [stored.id], strategy
+            ctx.clock.advance(1)

@@ -125,3 +125,27 @@ class SearchTests:
             found = (await st.search_sessions(text)).ids
             assert found == ([with_events.id] if text == "plain" else []), text
         assert misses
+
+    @store_test
+    async def test_search_is_a_substring_in_any_case(self, ctx: ConformanceContext) -> None:
+        """Case folds beyond ASCII (SQLite's ``lower()`` and ``LIKE`` fold ASCII only),
+        text inside a word is found (a full-text index finds word starts only), and the
+        text's spaces count (it is not stripped)."""
+        st = ctx.store
+        await st.create_session(id="q1", data={"city": "CAFÉ ÄRGER"})
+        await st.create_session(id="q2", data={"msg": "the kettle is on"})
+        await st.create_session(id="q3", data={"msg": "only"})
+        cases = {
+            "café": ["q1"],
+            "é ä": ["q1"],
+            "ettl": ["q2"],
+            "on": ["q2", "q3"],
+            " on": ["q2"],
+            "is on ": [],
+        }
+        for text, want in cases.items():
+            page = await st.search_sessions(text, QueryOptions(sort_by="id"))
+            assert page.ids == want, repr(text)
+        for offset in (1, 2):  # paged by offset as well as by cursor
+            page = await st.search_sessions("on", QueryOptions(sort_by="id", offset=offset))
+            assert page.ids == ["q2", "q3"][offset:], offset

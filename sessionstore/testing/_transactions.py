@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 
@@ -274,3 +275,56 @@ class TransactionTests:
                 for _ in range(max_batch + 1):
                     await tx.append_events(s.id, [{"type": "e"}])
         assert await _state(ctx) == before
+
+    @store_test
+    @requires("atomic_multi_session")
+    async def test_batch_results_in_op_order_and_creates_over_expired(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """A batch's results follow its ops (not its session ids), and a ``CreateOp``
+        replaces an expired session under its id, as ``create_session`` does."""
+        st = ctx.store
+        for sid in ("z", "a", "m"):
+            await st.create_session(id=sid)
+        await st.create_session(id="old", ttl=1, data={"v": "old"})
+        ctx.clock.advance(1)
+        results = await st.commit(
+            [
+                UpdateOp("z", SessionUpdate(merge_data={"n": 1})),
+                DeleteOp("a"),
+                UpdateOp("m", SessionUpdate(merge_data={"n": 3})),
+                CreateOp(NewSession(id="old", data={"v": "new"})),
+                CreateOp(NewSession(id="b0")),
+            ]
+        )
+        got = [r if isinstance(r, bool) else r.id for r in results]
+        assert got == ["z", True, "m", "old", "b0"]
+        fresh = await st.get_session("old")
+        assert fresh is not None and (fresh.data, fresh.version) == ({"v": "new"}, 1)
+        assert results[3] == fresh
+
+    @store_test
+    async def test_batch_ops_take_every_field(self, ctx: ConformanceContext) -> None:
+        """A ``CreateOp`` keeps every field ``create_session`` takes (its ``group`` and
+        expiry too), in a ``commit`` and in a transaction, and a ``DeleteOp`` with
+        ``missing_ok=True`` of a missing session is a no-op (``False``)."""
+        st = ctx.store
+        new = NewSession(
+            id="c1", ttl=5, group="team", processor_id="p", tags={"t"}, metadata={"m": 1}
+        )
+        (made,) = await st.commit([CreateOp(new)])
+        async with st.transaction() as tx:
+            await tx.create_session(
+                id="c2", ttl=5, group="team", processor_id="p", tags={"t"}, metadata={"m": 1}
+            )
+        for sid, result in (("c1", made), ("c2", tx.results[0])):
+            got = await st.get_session(sid)
+            assert got == result, sid
+            assert got is not None and (got.group, got.processor_id) == ("team", "p"), sid
+            assert (got.tags, got.metadata) == (frozenset({"t"}), {"m": 1}), sid
+            assert got.expires_at == ctx.clock.now() + timedelta(seconds=5), sid
+        assert await st.commit([DeleteOp("missing", missing_ok=True)]) == [False]
+        with pytest.raises(SessionNotFoundError):
+            await st.commit([DeleteOp("missing")])
+        ctx.clock.advance(5)
+        assert await st.count_sessions() == 0

@@ -26,6 +26,7 @@ from sessionstore import (
     Capabilities,
     Checkpoint,
     Clock,
+    CreateOp,
     DeleteEventsOp,
     DeleteOp,
     Event,
@@ -35,6 +36,7 @@ from sessionstore import (
     InvalidArgumentError,
     InvalidCursorError,
     Mutation,
+    NewSession,
     Op,
     Page,
     PopOp,
@@ -43,6 +45,7 @@ from sessionstore import (
     QueryOptions,
     Session,
     SessionConflictError,
+    SessionExistsError,
     SessionFilter,
     SessionNotFoundError,
     SessionRecord,
@@ -61,11 +64,14 @@ from sessionstore.query import (
     encode_cursor,
     evaluate,
     matches,
+    normalize_search_text,
     order_key,
+    paginate,
     query_fingerprint,
+    sort_sessions,
 )
 from sessionstore.testing import StoreConformance
-from sessionstore.validation import validate_event
+from sessionstore.validation import validate_event, validate_session_id
 from tests.conformance import test_memory_conformance as memory_conformance
 
 
@@ -2138,6 +2144,614 @@ _REAL_BUGS: tuple[type[MemoryStore], ...] = (
 )
 REAL_BUG_VARIANTS: frozenset[str] = frozenset(cls.__name__ for cls in _REAL_BUGS)
 
+
+# --------------------------------------------------------------------------- sessions and queries
+# Bugs of the kind session stores ship: a falsy check where an empty value means something,
+# an SQL ``IN ()`` left out, a collation, a time zone dropped, an FTS instead of a substring,
+# a JSON path that indexes lists, an order of operations inside one update.
+
+
+class _EmptySetIgnored(_ScanningQueries):
+    """``if flt.<field>:`` where the field is an empty set: the condition is left out."""
+
+    field = "ids"
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if getattr(flt, self.field) == frozenset():
+            return _filter_with(flt, **{self.field: None})
+        return flt
+
+
+class EmptyIdsMatchEverything(_EmptySetIgnored):
+    """``WHERE id IN (...)`` built only for a non-empty list: ``ids=[]`` lists everything."""
+
+    field = "ids"
+
+
+class EmptyStatusSetMatchesEverything(_EmptySetIgnored):
+    """``status=[]`` treated as no status condition (it matches no session)."""
+
+    field = "status"
+
+
+class EmptyTagsAnyMatchesEverything(_EmptySetIgnored):
+    """``tags_any=[]`` treated as no condition (at least one of no tags: nothing matches)."""
+
+    field = "tags_any"
+
+
+class EmptyTagsAllMatchesNothing(_ScanningQueries):
+    """``tags_all=[]`` as ``tags @> '{}' AND cardinality(...) > 0``-style code: a session
+    needs some tag, where every session holds all of no tags."""
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if flt.tags_all == frozenset():
+            return _filter_with(flt, tags_all=None, tags_any=frozenset({"\U0010ffff"}))
+        return flt
+
+
+class IdOrderUnderCaseInsensitiveCollation(MemoryStore):
+    """A database collation (``en_US.UTF-8``, MySQL's ``_ci``) orders ids by their folded
+    text, not by code point: ``B`` sorts after ``a`` and punctuation is weighed apart."""
+
+    async def list_sessions(
+        self, filter: SessionFilter | None = None, options: QueryOptions | None = None
+    ) -> Page:
+        page = await super().list_sessions(filter, options)
+        opts = options or QueryOptions()
+        if opts.sort_by != "id":
+            return page
+        items = sorted(page.items, key=lambda s: (s.id.casefold(), s.id), reverse=opts.descending)
+        return Page(items, page.next_cursor)
+
+
+class FilterBoundsDropTheirOffset(_ScanningQueries):
+    """``bound.replace(tzinfo=None)`` before the query (a naive timestamp column): a bound
+    given in another zone is read as UTC wall time, hours off."""
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        changes = {}
+        for name in (
+            "created_after", "created_before", "updated_after", "updated_before",
+            "expires_before",
+        ):  # fmt: skip
+            bound = getattr(flt, name)
+            if bound is not None and bound.utcoffset() != timedelta(0):
+                changes[name] = bound.replace(tzinfo=UTC)
+        return _filter_with(flt, **changes) if changes else flt
+
+
+class UpdateExpiresAtDropsItsOffset(MemoryStore):
+    """The create path converts ``expires_at`` to UTC, the update path strips the zone."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        when = kwargs.get("expires_at")
+        if isinstance(when, datetime) and when.utcoffset() not in (None, timedelta(0)):
+            kwargs["expires_at"] = when.replace(tzinfo=UTC)
+        return await super().update_session(session_id, **kwargs)
+
+
+def _whole_seconds(ttl: Any) -> Any:
+    if isinstance(ttl, timedelta):
+        ttl = ttl.total_seconds()
+    if isinstance(ttl, float) and ttl >= 1:
+        return int(ttl)  # Redis EXPIRE takes whole seconds
+    return ttl
+
+
+class FractionalTtlTruncated(MemoryStore):
+    """A ttl handed to ``EXPIRE`` (whole seconds) instead of ``PEXPIRE``: ``ttl=1.5`` and
+    ``timedelta(milliseconds=2500)`` lose their fraction."""
+
+    async def create_session(self, **fields: Any) -> Session:
+        if fields.get("ttl") is not None:
+            fields["ttl"] = _whole_seconds(fields["ttl"])
+        return await super().create_session(**fields)
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        if kwargs.get("ttl") is not None:
+            kwargs["ttl"] = _whole_seconds(kwargs["ttl"])
+        return await super().update_session(session_id, **kwargs)
+
+    async def touch(self, session_id: str, **kwargs: Any) -> Session:
+        if kwargs.get("ttl") is not None:
+            kwargs["ttl"] = _whole_seconds(kwargs["ttl"])
+        return await super().touch(session_id, **kwargs)
+
+
+def _session_strings(session: Session) -> list[str]:
+    out = [session.id, *session.tags]
+    if session.processor_id is not None:
+        out.append(session.processor_id)
+    stack: list[Any] = [session.metadata, session.data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
+class _OwnSearch(MemoryStore):
+    """Search by a scan with the variant's own text matcher."""
+
+    def _found(self, value: str, text: str) -> bool:
+        return text.lower() in value.lower()
+
+    async def search_sessions(
+        self, text: str, options: QueryOptions | None = None, filter: SessionFilter | None = None
+    ) -> Page:
+        normalize_search_text(text)
+        flt = filter or SessionFilter()
+        opts = options or QueryOptions()
+        now = self.clock.now()
+        picked = [
+            s
+            for s in await self._all_sessions()
+            if matches(s, flt, now) and any(self._found(v, text) for v in _session_strings(s))
+        ]
+        return paginate(
+            sort_sessions(picked, opts.sort_by, opts.descending), flt, opts, search=text
+        )
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+class SearchFoldsAsciiOnly(_OwnSearch):
+    """SQLite's ``LIKE`` / ``lower()`` (and PostgreSQL's under the C locale) fold ASCII
+    letters only: ``"café"`` does not find ``"CAFÉ"``."""
+
+    def _found(self, value: str, text: str) -> bool:
+        return text.translate(_ASCII_LOWER) in value.translate(_ASCII_LOWER)
+
+
+class SearchTextStripped(_OwnSearch):
+    """The search text is ``strip()`` ped first: ``" on"`` finds ``"only"``."""
+
+    def _found(self, value: str, text: str) -> bool:
+        return text.strip().lower() in value.lower()
+
+
+class SearchMatchesWordStarts(_OwnSearch):
+    """A full-text index (``tsvector``, FTS5 prefix queries) instead of a substring match:
+    text inside a word (``"ettl"`` in ``"kettle"``) is not found."""
+
+    def _found(self, value: str, text: str) -> bool:
+        import re
+
+        return re.search(r"(?<!\w)" + re.escape(text.lower()), value.lower()) is not None
+
+
+def _index_lists(node: Any, parts: tuple[str, ...]) -> Any:
+    if not parts:
+        return node
+    if isinstance(node, list) and parts[0].isdigit():
+        node = {str(i): v for i, v in enumerate(node)}
+    if isinstance(node, dict) and parts[0] in node:
+        return {**node, parts[0]: _index_lists(node[parts[0]], parts[1:])}
+    return node
+
+
+class MetadataPathIndexesLists(_ScanningQueries):
+    """PostgreSQL's ``metadata #> '{a,0}'`` (and JSONPath ``$.a[0]``) index into arrays:
+    ``{"a.0": 1}`` matches ``{"a": [1]}``, where a path walks objects only."""
+
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        meta = session.metadata
+        for parts, _ in flt.metadata_conditions:
+            meta = _index_lists(meta, parts)
+        return session if meta is session.metadata else replace(session, metadata=meta)
+
+
+class MetadataDottedKeyReadLiterally(_ScanningQueries):
+    """A path ``"a.b"`` also matches a top-level key spelled ``"a.b"`` (a lookup that
+    tries the literal key first), where a dotted path always walks ``a`` then ``b``."""
+
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        meta = dict(session.metadata)
+        for path in flt.metadata or {}:
+            if "." in path and path in meta:
+                node: Any = meta.pop(path)
+                for part in reversed(path.split(".")[1:]):
+                    node = {part: node}
+                meta[path.split(".")[0]] = node
+        return replace(session, metadata=meta)
+
+
+class StatusExpiredFilterIncludesExpired(_ScanningQueries):
+    """``status="expired"`` taken to mean "the expired ones" by expiry as well: sessions
+    past their ``expires_at`` come back without ``include_expired``."""
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if flt.status and Status.EXPIRED in flt.status and not flt.include_expired:
+            return _filter_with(flt, include_expired=True)
+        return flt
+
+
+class RemoveDataKeysAsPaths(MemoryStore):
+    """``remove_data_keys=["a.b"]`` as a path (MongoDB's ``$unset``): it removes
+    ``data["a"]["b"]`` and leaves the top-level key ``"a.b"``."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        keys = list(kwargs.get("remove_data_keys") or ())
+        if not any("." in k for k in keys if isinstance(k, str)):
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        data = {**cur.data, **(kwargs.pop("merge_data", None) or {})}
+        kwargs.pop("remove_data_keys")
+        for key in keys:
+            *path, last = key.split(".")
+            node: Any = data
+            for part in path:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node.pop(last, None)
+        return await super().update_session(session_id, data=data, **kwargs)
+
+
+class TagsRemovedBeforeAdded(MemoryStore):
+    """``SREM`` then ``SADD``: a tag both added and removed in one update stays, where the
+    contract is ``(tags | add) - remove``."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        add, remove = kwargs.get("add_tags"), kwargs.get("remove_tags")
+        kinds = (set, frozenset, list, tuple)
+        if not isinstance(add, kinds) or not isinstance(remove, kinds):
+            return await super().update_session(session_id, **kwargs)
+        add, remove = frozenset(add), frozenset(remove)
+        if not add & remove:
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        del kwargs["add_tags"], kwargs["remove_tags"]
+        return await super().update_session(session_id, tags=(cur.tags - remove) | add, **kwargs)
+
+
+class KeysRemovedBeforeMerge(MemoryStore):
+    """Removal first, merge second: a key both merged and removed in one update stays,
+    where the contract is ``{**data, **merge}`` less the removed keys."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        merge, remove = kwargs.get("merge_data"), kwargs.get("remove_data_keys")
+        if (
+            not isinstance(merge, dict)
+            or not isinstance(remove, list)
+            or not set(merge) & set(remove)
+        ):
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        del kwargs["merge_data"], kwargs["remove_data_keys"]
+        data = {k: v for k, v in cur.data.items() if k not in remove}
+        return await super().update_session(session_id, data={**data, **merge}, **kwargs)
+
+
+class EmptyTagsReplaceIgnored(MemoryStore):
+    """``if tags:`` where ``tags=[]`` means "clear them": the old tags stay."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        if isinstance(kwargs.get("tags"), list | set | frozenset | tuple) and not kwargs["tags"]:
+            del kwargs["tags"]
+        return await super().update_session(session_id, **kwargs)
+
+
+class EmptyDataReplaceIgnored(MemoryStore):
+    """``if data:`` where ``data={}`` means "replace with nothing": the old data stays."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        if kwargs.get("data") == {} and "merge_data" not in kwargs:
+            del kwargs["data"]
+        return await super().update_session(session_id, **kwargs)
+
+
+class EmptyUpdateWritesNothing(MemoryStore):
+    """An update without changes returns the stored session (no write, same version and
+    ``updated_at``), where every write moves the version by one."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        expected = kwargs.get("expected_version")
+        if any(k != "expected_version" for k in kwargs):
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        if expected is not None and expected != cur.version:
+            raise SessionConflictError(session_id, expected, cur.version)
+        return cur
+
+
+class CommitResultsInIdOrder(MemoryStore):
+    """The batch's results collected in a dict keyed by session id and returned in key
+    order, not in the order of the ops."""
+
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        results = await super().commit(ops)
+        keyed = [
+            (getattr(op, "session_id", None) or (r.id if isinstance(r, Session) else ""), r)
+            for op, r in zip(ops, results, strict=True)
+        ]
+        return [r for _, r in sorted(keyed, key=lambda item: item[0])]
+
+
+class BatchCreateOverExpiredRefused(MemoryStore):
+    """``create_session`` replaces an expired session under the same id; a ``CreateOp`` in
+    a batch (an ``INSERT`` without the expired-row check) refuses it."""
+
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        for op in ops if isinstance(ops, list) else ():
+            new = op.new if isinstance(op, CreateOp) else None
+            if isinstance(new, NewSession) and new.id is not None:
+                stored = await self.get_session(new.id, include_expired=True)
+                if stored is not None and stored.is_expired(self.clock.now()):
+                    raise SessionExistsError(new.id)
+        return await super().commit(ops)
+
+
+class ExpiryMarkKeepsTheVersion(MemoryStore):
+    """``expire_sessions`` as ``UPDATE ... SET status = 'expired'`` without the version:
+    a caller holding the old version still writes over the mark."""
+
+    _expiring = False
+
+    async def expire_sessions(self) -> list[str]:
+        self._expiring = True
+        try:
+            return await super().expire_sessions()
+        finally:
+            self._expiring = False
+
+    async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
+        if self._expiring:
+            for mut in mutations:
+                if mut.session is not None:
+                    mut.session = replace(mut.session, version=mut.session.version - 1)
+        await super()._apply(mutations, atomic=atomic)
+
+
+class CleanupDeletesByStatus(MemoryStore):
+    """``DELETE ... WHERE status = 'expired' OR expires_at <= now``: a live session whose
+    status is ``expired`` (set by a caller, or marked and then given a new ttl) is
+    removed too."""
+
+    async def cleanup_expired_sessions(self) -> int:
+        removed = await super().cleanup_expired_sessions()
+        flt = SessionFilter(status="expired", include_expired=True)
+        for session in (await self.list_sessions(flt, QueryOptions(limit=10_000))).items:
+            removed += await self.delete_session(session.id)
+        return removed
+
+
+class _RestoredSessionRewritten(MemoryStore):
+    """A restore that writes over a stored session with part of it kept (the variant's
+    ``_kept``)."""
+
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        return incoming
+
+    async def _put_record(
+        self,
+        record: SessionRecord,
+        data_json: bytes,
+        meta_json: bytes,
+        strategy: str,
+        stored: Session | None,
+    ) -> PutResult:
+        if stored is not None:
+            kept = self._kept(record.session, stored, strategy)
+            record = SessionRecord(kept, record.events, record.checkpoints)
+        return await super()._put_record(record, data_json, meta_json, strategy, stored)
+
+
+class OverwriteKeepsOldTags(_RestoredSessionRewritten):
+    """An overwrite that ``SADD`` s the record's tags to the stored set without clearing
+    it: the stored session keeps tags the record does not have."""
+
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        if strategy in ("overwrite", "update_newer"):
+            return replace(incoming, tags=incoming.tags | stored.tags)
+        return incoming
+
+
+#: The variants of the sessions-and-queries section: each has a test of its own
+#: (``CAUGHT_BY``), so their suites run the short state machine too.
+_SESSION_QUERY_BUGS: tuple[type[MemoryStore], ...] = (
+    EmptyIdsMatchEverything,
+    EmptyStatusSetMatchesEverything,
+    EmptyTagsAnyMatchesEverything,
+    EmptyTagsAllMatchesNothing,
+    IdOrderUnderCaseInsensitiveCollation,
+    FilterBoundsDropTheirOffset,
+    UpdateExpiresAtDropsItsOffset,
+    FractionalTtlTruncated,
+    SearchFoldsAsciiOnly,
+    SearchTextStripped,
+    SearchMatchesWordStarts,
+    MetadataPathIndexesLists,
+    MetadataDottedKeyReadLiterally,
+    StatusExpiredFilterIncludesExpired,
+    RemoveDataKeysAsPaths,
+    TagsRemovedBeforeAdded,
+    KeysRemovedBeforeMerge,
+    EmptyTagsReplaceIgnored,
+    EmptyDataReplaceIgnored,
+    EmptyUpdateWritesNothing,
+    CommitResultsInIdOrder,
+    BatchCreateOverExpiredRefused,
+    ExpiryMarkKeepsTheVersion,
+    CleanupDeletesByStatus,
+    OverwriteKeepsOldTags,
+)
+
+
+class TouchCreatesMissing(MemoryStore):
+    """``touch`` as an upsert (``INSERT ... ON CONFLICT DO UPDATE SET updated_at``): a
+    missing id is created empty where it should raise ``SessionNotFoundError``."""
+
+    async def touch(self, session_id: str, **kwargs: Any) -> Session:
+        valid = isinstance(session_id, str) and _valid_id(session_id)
+        if valid and await self.get_session(session_id, include_expired=True) is None:
+            await self.create_session(id=session_id)
+        return await super().touch(session_id, **kwargs)
+
+
+def _valid_id(session_id: str) -> bool:
+    try:
+        validate_session_id(session_id)
+    except InvalidArgumentError:
+        return False
+    return True
+
+
+def _deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class MergeMetadataIsDeep(MemoryStore):
+    """``merge_metadata`` as a deep merge (``jsonb_set`` per leaf, a JSON merge patch):
+    a nested object keeps the keys the merge does not name; the merge is shallow."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        merge = kwargs.get("merge_metadata")
+        if not isinstance(merge, dict) or not any(isinstance(v, dict) for v in merge.values()):
+            return await super().update_session(session_id, **kwargs)
+        cur = await self.get_session(session_id)
+        if cur is None:
+            raise SessionNotFoundError(session_id)
+        del kwargs["merge_metadata"]
+        metadata = _deep_merge(cur.metadata, merge)
+        for key in kwargs.pop("remove_metadata_keys", None) or ():
+            metadata.pop(key, None)
+        return await super().update_session(session_id, metadata=metadata, **kwargs)
+
+
+class OverwriteKeepsCreatedAt(_RestoredSessionRewritten):
+    """An upsert whose ``DO UPDATE`` leaves ``created_at`` out: a restored record that
+    overwrites a live session keeps the stored creation time."""
+
+    def _kept(self, incoming: Session, stored: Session, strategy: str) -> Session:
+        if stored.is_expired(self.clock.now()):
+            return incoming
+        return replace(incoming, created_at=stored.created_at)
+
+
+class _BatchOpsRewritten(MemoryStore):
+    """A batch path that rewrites its ops (a field the single-op path has, forgotten)."""
+
+    def _rewrite(self, op: Op) -> Op:
+        return op
+
+    async def commit(self, ops: Sequence[Op]) -> list[Session | bool]:
+        if isinstance(ops, list):
+            ops = [self._rewrite(op) for op in ops]
+        return await super().commit(ops)
+
+
+class BatchCreateDropsGroup(_BatchOpsRewritten):
+    """A ``CreateOp`` written without its ``group`` (the column added after the batch
+    path was written)."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, CreateOp) and isinstance(op.new, NewSession):
+            return CreateOp(replace(op.new, group=None))
+        return op
+
+
+class BatchCreateDropsExpiry(_BatchOpsRewritten):
+    """A ``CreateOp`` written without its ``ttl`` / ``expires_at``: the session never
+    expires."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, CreateOp) and isinstance(op.new, NewSession):
+            return CreateOp(replace(op.new, ttl=None, expires_at=None))
+        return op
+
+
+class BatchDeleteIgnoresMissingOk(_BatchOpsRewritten):
+    """``DeleteOp(missing_ok=True)`` of a missing session fails the batch anyway."""
+
+    def _rewrite(self, op: Op) -> Op:
+        if isinstance(op, DeleteOp):
+            return replace(op, missing_ok=False)
+        return op
+
+
+class ConflictBeforeExpiry(MemoryStore):
+    """The version compared before the expiry: a stale ``expected_version`` on an expired
+    session raises ``SessionConflictError`` (a retry loop re-reads nothing, forever)
+    where the session is gone (``SessionNotFoundError``)."""
+
+    async def update_session(self, session_id: str, **kwargs: Any) -> Session:
+        expected = kwargs.get("expected_version")
+        if type(expected) is int and expected > 0 and _valid_id(session_id):
+            stored = await self.get_session(session_id, include_expired=True)
+            gone = stored is not None and stored.is_expired(self.clock.now())
+            if gone and stored is not None and stored.version != expected:
+                raise SessionConflictError(session_id, expected, stored.version)
+        return await super().update_session(session_id, **kwargs)
+
+
+_SESSION_QUERY_BUGS += (
+    TouchCreatesMissing,
+    MergeMetadataIsDeep,
+    OverwriteKeepsCreatedAt,
+    BatchCreateDropsGroup,
+    BatchCreateDropsExpiry,
+    BatchDeleteIgnoresMissingOk,
+    ConflictBeforeExpiry,
+)
+
+
+class TagsAllOrTagsAny(_ScanningQueries):
+    """``tags_all`` and ``tags_any`` joined with ``OR`` by a query builder: a session with
+    every tag of one or any tag of the other matches, where both must hold."""
+
+    def _view_for(self, session: Session, flt: SessionFilter) -> Session:
+        if flt.tags_all is None or flt.tags_any is None:
+            return session
+        if flt.tags_all <= session.tags or not flt.tags_any.isdisjoint(session.tags):
+            return replace(session, tags=session.tags | flt.tags_all | flt.tags_any)
+        return session
+
+
+class ExpiresBeforeIncludesExpired(_ScanningQueries):
+    """``expires_before`` read off the expiry index from its start: the sessions already
+    expired come back without ``include_expired``."""
+
+    def _filter_for(self, flt: SessionFilter) -> SessionFilter:
+        if flt.expires_before is not None and not flt.include_expired:
+            return _filter_with(flt, include_expired=True)
+        return flt
+
+
+class SearchIgnoresOffset(MemoryStore):
+    """A search that pages by cursor only: ``offset`` is dropped."""
+
+    async def search_sessions(
+        self, text: str, options: QueryOptions | None = None, filter: SessionFilter | None = None
+    ) -> Page:
+        if options is not None and options.offset:
+            options = replace(options, offset=0)
+        return await super().search_sessions(text, options, filter)
+
+
+_SESSION_QUERY_BUGS += (TagsAllOrTagsAny, ExpiresBeforeIncludesExpired, SearchIgnoresOffset)
+
+SESSION_QUERY_VARIANTS: frozenset[str] = frozenset(cls.__name__ for cls in _SESSION_QUERY_BUGS)
+
 VARIANTS: dict[str, type[MemoryStore]] = {
     cls.__name__: cls
     for cls in (
@@ -2233,6 +2847,7 @@ VARIANTS: dict[str, type[MemoryStore]] = {
     )
 }
 VARIANTS.update((cls.__name__, cls) for cls in _REAL_BUGS)
+VARIANTS.update((cls.__name__, cls) for cls in _SESSION_QUERY_BUGS)
 
 #: The test that must catch each variant of issue 16 (others may fail too).
 CAUGHT_BY: dict[str, str] = {
@@ -2344,6 +2959,47 @@ CAUGHT_BY: dict[str, str] = {
     "NulCharactersStripped": "test_nul_characters_round_trip_and_filter_exactly",
 }  # fmt: skip
 
+#: The test that must catch each variant of the sessions-and-queries section.
+CAUGHT_BY.update(
+    {
+        "EmptyIdsMatchEverything": "test_empty_collections_in_a_filter",
+        "EmptyStatusSetMatchesEverything": "test_empty_collections_in_a_filter",
+        "EmptyTagsAnyMatchesEverything": "test_empty_collections_in_a_filter",
+        "EmptyTagsAllMatchesNothing": "test_empty_collections_in_a_filter",
+        "IdOrderUnderCaseInsensitiveCollation": "test_ids_sort_by_code_point",
+        "FilterBoundsDropTheirOffset": "test_filter_bounds_in_other_time_zones",
+        "UpdateExpiresAtDropsItsOffset": "test_expiry_keeps_fractions_and_zones",
+        "FractionalTtlTruncated": "test_expiry_keeps_fractions_and_zones",
+        "SearchFoldsAsciiOnly": "test_search_is_a_substring_in_any_case",
+        "SearchTextStripped": "test_search_is_a_substring_in_any_case",
+        "SearchMatchesWordStarts": "test_search_is_a_substring_in_any_case",
+        "MetadataPathIndexesLists": "test_filter_metadata_paths_walk_objects_only",
+        "MetadataDottedKeyReadLiterally": "test_filter_metadata_paths_walk_objects_only",
+        "StatusExpiredFilterIncludesExpired": "test_status_expired_is_a_status_not_an_expiry",
+        "CleanupDeletesByStatus": "test_status_expired_is_a_status_not_an_expiry",
+        "RemoveDataKeysAsPaths": "test_update_changes_in_the_documented_order",
+        "TagsRemovedBeforeAdded": "test_update_changes_in_the_documented_order",
+        "KeysRemovedBeforeMerge": "test_update_changes_in_the_documented_order",
+        "EmptyTagsReplaceIgnored": "test_update_changes_in_the_documented_order",
+        "EmptyDataReplaceIgnored": "test_update_changes_in_the_documented_order",
+        "EmptyUpdateWritesNothing": "test_update_changes_in_the_documented_order",
+        "CommitResultsInIdOrder": "test_batch_results_in_op_order_and_creates_over_expired",
+        "BatchCreateOverExpiredRefused": "test_batch_results_in_op_order_and_creates_over_expired",
+        "ExpiryMarkKeepsTheVersion": "test_expire_sessions_marks_expired",
+        "OverwriteKeepsOldTags": "test_put_records_overwrite_reindexes",
+        "TouchCreatesMissing": "test_update_missing_raises_not_found",
+        "MergeMetadataIsDeep": "test_update_changes_in_the_documented_order",
+        "OverwriteKeepsCreatedAt": "test_overwrite_takes_every_field_of_the_record",
+        "BatchCreateDropsGroup": "test_batch_ops_take_every_field",
+        "BatchCreateDropsExpiry": "test_batch_ops_take_every_field",
+        "BatchDeleteIgnoresMissingOk": "test_batch_ops_take_every_field",
+        "ConflictBeforeExpiry": "test_writes_to_expired_session_raise_not_found",
+        "TagsAllOrTagsAny": "test_tag_sets_and_expiry_bound_combine_with_and",
+        "ExpiresBeforeIncludesExpired": "test_tag_sets_and_expiry_bound_combine_with_and",
+        "SearchIgnoresOffset": "test_search_is_a_substring_in_any_case",
+    }
+)
+
 
 #: Event log, checkpoints and records (the last class section): each has a test of its
 #: own in ``CAUGHT_BY``, so their suites run the short state machine too.
@@ -2411,7 +3067,9 @@ CAUGHT_BY.update(
         "EventKeysUniquePerNamespace": "test_keys_and_types_match_exactly",
     }
 )
-SHORT_MACHINE: frozenset[str] = REAL_BUG_VARIANTS | {cls.__name__ for cls in _EVENT_LOG_BUGS}
+SHORT_MACHINE: frozenset[str] = (
+    REAL_BUG_VARIANTS | SESSION_QUERY_VARIANTS | {cls.__name__ for cls in _EVENT_LOG_BUGS}
+)
 
 
 def _suite_for(variant: type[MemoryStore]) -> type[StoreConformance]:

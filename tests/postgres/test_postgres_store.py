@@ -7,7 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal
 
 import asyncpg
@@ -15,7 +15,7 @@ import orjson
 import pytest
 from sessionstore_postgres import PostgresStore
 from sessionstore_postgres._events import EventWindow, page_sql
-from sessionstore_postgres._query import build_where, expiry_parts
+from sessionstore_postgres._query import bound_after, bound_before, build_where, expiry_parts
 from sessionstore_postgres._schema import LATEST
 
 from sessionstore import (
@@ -57,6 +57,16 @@ def test_url_sets_connection_and_pool_options() -> None:
     assert (o.min_size, o.max_size, o.connect_timeout, o.command_timeout) == (2, 7, 1.5, 9.0)
     assert (o.sslmode, o.application_name) == ("require", "worker")
     assert isinstance(open_store("postgres://localhost/x"), PostgresStore)
+
+
+def test_time_bounds_are_instants_in_any_zone() -> None:
+    """A bound with another UTC offset is the same instant in epoch milliseconds (the
+    epoch was once taken in the bound's own zone: a +05:00 bound read 5 h late)."""
+    utc = datetime(2030, 1, 1, 12, 0, 0, 500, tzinfo=UTC)
+    ms = to_ms(utc)
+    for zone in (UTC, timezone(timedelta(hours=5)), timezone(-timedelta(hours=8, minutes=30))):
+        local = utc.astimezone(zone)
+        assert (bound_after(local), bound_before(local)) == (ms, ms + 1), zone
 
 
 @pytest.mark.parametrize(
