@@ -189,6 +189,8 @@ async def _exchange(
                 raise RedisConnectionError(f"Error while reading from {where}: {exc}") from exc
             if isinstance(exc, asyncio.IncompleteReadError):  # the lean reader's end of stream
                 raise RedisConnectionError(internals.SERVER_CLOSED) from None
+            if isinstance(exc, asyncio.LimitOverrunError):  # a line past the stream's limit
+                raise ValueError(exc.args[0]) from exc  # (as StreamReader.readline raises)
             raise
         watch.end(conn)
         if type(reply) is ResponseError:  # an error reply is an exception object here
@@ -214,8 +216,10 @@ async def read_reply(stream: asyncio.StreamReader, conn: Any) -> Any:
     see ``_redis_internals.read_after``): the same value, error or ``InvalidResponse``.
 
     The end of the stream raises ``IncompleteReadError`` (``_exchange`` makes it
-    redis-py's ``ConnectionError``). The caller disconnects the connection on any failure
-    (the stream is then mid-reply)."""
+    redis-py's ``ConnectionError``), a line longer than the stream's limit
+    ``LimitOverrunError`` (``_exchange``: ``ValueError``, as the parser's ``readline``).
+    The caller disconnects the connection on any failure (the stream is then
+    mid-reply)."""
     line = await stream.readuntil(b"\r\n")
     kind = line[0]
     if kind == 36 or kind == 42:  # $ bulk string (most replies), * array

@@ -72,8 +72,8 @@ PROBES: Final = {
         "redis._parsers._AsyncRESP2Parser and _AsyncRESP3Parser (classes, the parsers of "
         "RESP2 and RESP3 connections without hiredis), their parse_error (an error "
         "reply's exception), _chunks (a list: the lines read before read_response), "
-        "_buffer (bytes) and _connected (a bool), and asyncio.StreamReader._buffer "
-        "(a bytearray)"
+        "and on redis-py 8 _buffer (bytes) and _connected (a bool); "
+        "asyncio.StreamReader._buffer (a bytearray)"
     ),
     "host for messages": "Connection._host_error() (a str)",
     "stream writer": "Connection._writer (asyncio.StreamWriter once connected)",
@@ -357,8 +357,9 @@ def _pure_parsers_resolve() -> bool:
         if not (
             inspect.iscoroutinefunction(getattr(parser, "read_response", None))
             and type(getattr(parser, "_chunks", None)) is list
-            and type(getattr(parser, "_buffer", None)) is bytes
-            and type(getattr(parser, "_connected", None)) is bool
+            # (what stale_now reads: redis-py 8 only)
+            and (not _HAS_CAN_READ or type(getattr(parser, "_buffer", None)) is bytes)
+            and (not _HAS_CAN_READ or type(getattr(parser, "_connected", None)) is bool)
             and type(parser.parse_error("NOSCRIPT x")) is NoScriptError
             and type(parser.parse_error("ERR x")) is ResponseError
         ):

@@ -217,6 +217,19 @@ async def test_a_reply_split_into_small_pieces(size: int) -> None:
     assert got == [await _outcome(parser.read_response) for _ in every]
 
 
+async def test_a_line_past_the_streams_limit() -> None:
+    """(``_exchange`` makes the reader's ``LimitOverrunError`` the parser's ValueError.)"""
+    data = b"+" + b"x" * 40 + b"\r\n"
+    stream = asyncio.StreamReader(limit=16)
+    stream.feed_data(data)
+    with pytest.raises(asyncio.LimitOverrunError):
+        await _ours(stream, _AsyncRESP3Parser)()
+    theirs = asyncio.StreamReader(limit=16)
+    theirs.feed_data(data)
+    with pytest.raises(ValueError):
+        await _redis_py_parser(theirs, _AsyncRESP3Parser).read_response()
+
+
 async def test_the_end_of_the_stream_mid_reply() -> None:
     for cut in (b"$5\r\nhel", b"$5", b"*2\r\n:1\r\n", b"+OK"):
         with pytest.raises(asyncio.IncompleteReadError):
