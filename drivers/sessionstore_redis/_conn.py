@@ -406,6 +406,10 @@ def _translate(exc: RedisError, where: str) -> Exception:
     return StoreUnavailableError(f"{where}: redis error: {text[:300]}")
 
 
+async def _none() -> None:
+    return None
+
+
 class Backend:
     """The connected clients of one store (one set per event loop, see ``_loops.py``)
     plus script execution and retries."""
@@ -791,13 +795,14 @@ class Backend:
         except NoScriptError:
             return await lane.script("EVAL", script.source, keys, args)
 
-    async def commands(self, key: str, packed: bytes, count: int) -> list[Any] | None:
+    def commands(self, key: str, packed: bytes, count: int) -> Awaitable[list[Any] | None]:
         """Plain commands through the lean request path (:meth:`._lane.Lane.commands`);
-        ``None`` when there is no lane (``lean=false``): the caller then uses a script."""
+        ``None`` when there is no lane (``lean=false``): the caller then uses a script.
+        (Not a coroutine itself: the lane's, one layer fewer to await.)"""
         lane = self.here().lane
         if lane is None:
-            return None
-        return await lane.commands(key, packed, count)
+            return _none()
+        return lane.commands(key, packed, count)
 
     async def script_wait(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """A write script followed by WAIT on the same connection (``wait_replicas``)."""

@@ -5,8 +5,10 @@ work (observability hooks, a retry wrapper, the pool's lock and bookkeeping, pac
 argument through the encoder, a task for ``asyncio.wait_for`` around every send): a third
 of a whole round trip on loopback. A script call here packs its own RESP request, sends
 it with the connection's ``send_request`` (``_conn._Unsent``: a direct write, the timeout
-only when the socket buffer is full) and reads the reply with the connection's parser,
-the read timeout enforced by :class:`Deadlines` (one timer per lane, not one per reply).
+only when the socket buffer is full) and reads the reply itself (:func:`read_reply`,
+what redis-py's pure-Python parser returns in a third of its layers; hiredis's parser
+when it is installed), the read timeout enforced by :class:`Deadlines` (one timer per
+lane, not one per reply).
 It keeps redis-py's protection: a failure or a cancellation between sending and reading
 the reply disconnects the connection, so it is never left one reply behind
 (CVE-2023-28858/9).
@@ -27,7 +29,7 @@ follows the redirection and updates the map.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final
 
 from redis.asyncio.cluster import ClusterNode
@@ -40,7 +42,7 @@ from . import _redis_internals as internals
 from ._errors import script_error
 from ._gate import FairGate, FairPool
 
-__all__ = ["Deadlines", "Lane", "pack", "pack_call", "pack_get"]
+__all__ = ["Deadlines", "Lane", "pack", "pack_call", "pack_get", "read_reply"]
 
 
 def pack(args: Sequence[Any]) -> bytes:
@@ -154,19 +156,27 @@ async def _exchange(
     leaves the connection disconnected. ``during`` is called once the requests are sent,
     before the replies are read: work that does not need them runs while the server
     works (it must not raise). ``watch`` enforces the read timeout."""
-    if conn.is_connected and await internals.is_stale(conn):
-        await conn.disconnect()  # closed by the server, or data nobody asked for
+    if conn.is_connected:
+        stale = internals.stale_now(conn)
+        if stale is None:
+            stale = await internals.is_stale(conn)
+        if stale:
+            await conn.disconnect()  # closed by the server, or data nobody asked for
     if not conn.is_connected:
         await _connect(conn)
     await conn.send_request(packed)  # _conn._Unsent.send_request
     if during is not None:
         during()
     replies: list[Any] = []
-    read = internals.reply_reader(conn)  # (RESP2 or 3: the parser reads either)
+    # the lane's own reader (:func:`read_reply`) where redis-py's pure-Python parser would
+    # read; hiredis's parser reads itself
+    stream = internals.lean_stream(conn)
+    read = internals.reply_reader(conn) if stream is None else None
+    timeout = conn.socket_timeout
     for _ in range(count):
-        watch.begin(conn, conn.socket_timeout)
+        watch.begin(conn, timeout)
         try:
-            reply = await read()
+            reply = await (read_reply(stream, conn) if read is None else read())  # type: ignore[arg-type]
         except BaseException as exc:
             # as redis-py's read_response: never leave the connection a reply behind
             late = watch.end(conn)
@@ -177,12 +187,104 @@ async def _exchange(
             if isinstance(exc, OSError):
                 where = internals.host_error(conn)
                 raise RedisConnectionError(f"Error while reading from {where}: {exc}") from exc
+            if isinstance(exc, asyncio.IncompleteReadError):  # the lean reader's end of stream
+                raise RedisConnectionError(internals.SERVER_CLOSED) from None
+            if isinstance(exc, asyncio.LimitOverrunError):  # a line past the stream's limit
+                raise ValueError(exc.args[0]) from exc  # (as StreamReader.readline raises)
             raise
         watch.end(conn)
         if type(reply) is ResponseError:  # an error reply is an exception object here
             reply = script_error(reply) or reply  # Redis 6.2's wrapping of a call's error
         replies.append(reply)
     return replies
+
+
+async def read_reply(stream: asyncio.StreamReader, conn: Any) -> Any:
+    """One reply read from the connection's stream, as redis-py's pure-Python parser of
+    the connection (``_AsyncRESP3Parser``, or ``_AsyncRESP2Parser`` on a RESP2
+    connection; replies not decoded) returns it, in ~2 awaits a reply instead of the
+    parser's ~6 layers (``_read_response``, ``_readline``, ``readline``, ``_read``,
+    ``readexactly``).
+
+    Read here: bulk strings and simple strings (bytes), integers, arrays (nested, as
+    lists), error replies (the exception redis-py's ``parse_error`` makes of the text,
+    raised when it is a ``ConnectionError``, as there): every reply the lane's calls
+    get but a nil. Anything else (a nil: ``$-1``, ``*-1``, RESP3's ``_``; RESP3's
+    doubles, booleans, big numbers, verbatim strings, maps, sets, blob errors, push
+    messages; a malformed header) is handed, its first line already read, to the
+    connection's parser, which reads the rest of it as it would have (its ``_chunks``,
+    see ``_redis_internals.read_after``): the same value, error or ``InvalidResponse``.
+
+    The end of the stream raises ``IncompleteReadError`` (``_exchange`` makes it
+    redis-py's ``ConnectionError``), a line longer than the stream's limit
+    ``LimitOverrunError`` (``_exchange``: ``ValueError``, as the parser's ``readline``).
+    The caller disconnects the connection on any failure (the stream is then
+    mid-reply)."""
+    line = await stream.readuntil(b"\r\n")
+    kind = line[0]
+    if kind == 36 or kind == 42:  # $ bulk string (most replies), * array
+        try:
+            size = int(line[1:-2])
+        except ValueError:
+            size = -1
+        if size >= 0:
+            if kind == 36:
+                return (await stream.readexactly(size + 2))[:-2]
+            return await _array(stream, conn, size)
+    else:
+        value = _simple(line, conn)
+        if value is not _OTHER:
+            return value
+    return await internals.read_after(conn, line)
+
+
+async def _array(stream: asyncio.StreamReader, conn: Any, size: int) -> list[Any]:
+    """An array's ``size`` elements (see :func:`read_reply`)."""
+    out: list[Any] = []
+    append = out.append
+    for _ in range(size):
+        line = await stream.readuntil(b"\r\n")
+        kind = line[0]
+        if kind == 36 or kind == 42:
+            try:
+                length = int(line[1:-2])
+            except ValueError:
+                length = -1
+            if length >= 0:
+                if kind == 36:
+                    append((await stream.readexactly(length + 2))[:-2])
+                else:
+                    append(await _array(stream, conn, length))
+                continue
+        else:
+            value = _simple(line, conn)
+            if value is not _OTHER:
+                append(value)
+                continue
+        append(await internals.read_after(conn, line))
+    return out
+
+
+#: :func:`_simple`'s answer for a line it does not read
+_OTHER: Final = object()
+
+
+def _simple(line: bytes, conn: Any) -> Any:
+    """A one-line reply: an integer, a simple string, an error; else ``_OTHER``."""
+    kind = line[0]
+    if kind == 58:  # : integer
+        try:
+            return int(line[1:-2])
+        except ValueError:
+            return _OTHER
+    if kind == 43:  # + simple string
+        return line[1:-2]
+    if kind == 45:  # - error: redis-py's exception (a ConnectionError raised, as there)
+        error = internals.parse_error(conn, line[1:-2].decode("utf-8", errors="replace"))
+        if isinstance(error, RedisConnectionError):
+            raise error
+        return error
+    return _OTHER
 
 
 async def _connect(conn: Any) -> None:
@@ -344,15 +446,16 @@ class Lane:
             raise reply
         return reply
 
-    async def commands(self, key: str, packed: bytes, count: int) -> list[Any]:
+    def commands(self, key: str, packed: bytes, count: int) -> Awaitable[list[Any]]:
         """Plain commands the caller packed (``count`` of them, e.g. ``MULTI`` ... ``EXEC``
         on the keys of one slot), sent as one request to the node of ``key``; their
         replies, error replies (a redirection included) as exception objects in their
-        places: the caller decides what to do with them."""
+        places: the caller decides what to do with them. (The coroutine of
+        ``_on_pool`` or ``_on_node`` itself: one layer fewer to await.)"""
         if self._cluster:
             node = self._client.get_node_from_key(key)
-            return await _on_node(node, self.gate(node), packed, count, None, self.deadlines)
-        return await self._on_pool(packed, count)
+            return _on_node(node, self.gate(node), packed, count, None, self.deadlines)
+        return self._on_pool(packed, count)
 
     async def pipeline(
         self, calls: Sequence[tuple[str, str | bytes, Sequence[str], Sequence[Any]]]

@@ -2,10 +2,12 @@
 
 The lean request path (``_lane.py``) and the connection classes (``_conn.py``) reach
 into redis-py where its public API has no equivalent: the pool's idle list and busy set
-(checked out and back without the pool's lock), the connection's parser, stream writer
-and reader, its ``_host_error`` for messages, and on Cluster the connection arguments
-its nodes are built from and each node's own connection list. Nothing else in the driver
-touches a ``_name`` of redis-py; this module is the list.
+(checked out and back without the pool's lock), the connection's parser (its class, to
+read its replies in its place, and its buffers, to hand it a reply's rest or to tell a
+stale connection without a coroutine), stream writer and reader (and asyncio's buffer of
+the reader, as redis-py reads it), its ``_host_error`` for messages, and on Cluster the
+connection arguments its nodes are built from and each node's own connection list.
+Nothing else in the driver touches a ``_name`` of redis-py; this module is the list.
 
 Where redis-py 5.0 and 8 differ, both shapes are spelled out here, chosen once at import
 from what the installed redis-py has. There is no silent fallback: :func:`verify` checks
@@ -28,6 +30,7 @@ from collections.abc import Awaitable, Callable, MutableSet
 from typing import Any, Final
 
 import redis
+import redis._parsers
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
@@ -44,12 +47,16 @@ __all__ = [
     "host_error",
     "idle_connections",
     "is_stale",
+    "lean_stream",
     "mark_cluster_connections",
     "node_acquire",
     "node_release",
+    "parse_error",
+    "read_after",
     "reply_reader",
     "restore_seeds",
     "should_reconnect",
+    "stale_now",
     "stream_writer",
     "verify",
 ]
@@ -61,6 +68,13 @@ PROBES: Final = {
     "pool idle list": "ConnectionPool._available_connections (a list)",
     "pool busy set": "ConnectionPool._in_use_connections (a set)",
     "reply parser": "Connection._parser.read_response (a coroutine function)",
+    "pure-Python parsers": (
+        "redis._parsers._AsyncRESP2Parser and _AsyncRESP3Parser (classes, the parsers of "
+        "RESP2 and RESP3 connections without hiredis), their parse_error (an error "
+        "reply's exception), _chunks (a list: the lines read before read_response), "
+        "and on redis-py 8 _buffer (bytes) and _connected (a bool); "
+        "asyncio.StreamReader._buffer (a bytearray)"
+    ),
     "host for messages": "Connection._host_error() (a str)",
     "stream writer": "Connection._writer (asyncio.StreamWriter once connected)",
     "stream reader": "Connection._reader (asyncio.StreamReader once connected)",
@@ -98,6 +112,15 @@ _HAS_SHOULD_RECONNECT: Final = callable(getattr(AbstractConnection, "should_reco
 _HAS_CAN_READ: Final = callable(getattr(AbstractConnection, "can_read", None))
 #: redis-py 5.0 requires ``get_connection``'s ``command_name`` (ignored); 8 warns when
 #: it is given.
+#: redis-py's pure-Python parsers (RESP2, and RESP3: redis-py 8's default protocol; 5.0's
+#: is RESP2): the lane's own reader (``_lane.read_reply``) reads in their place. Missing
+#: ones (None) fail ``verify``.
+_PURE_PARSERS: Final = (
+    getattr(redis._parsers, "_AsyncRESP2Parser", None),
+    getattr(redis._parsers, "_AsyncRESP3Parser", None),
+)
+#: redis-py's message of a connection closed by the server (its parsers' own)
+SERVER_CLOSED: Final = "Connection closed by server."
 _NEEDS_COMMAND_NAME: Final = (
     inspect.signature(ConnectionPool.get_connection).parameters.get("command_name") is not None
     and inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
@@ -149,6 +172,37 @@ def reply_reader(conn: AbstractConnection) -> Callable[[], Awaitable[Any]]:
     return read
 
 
+def lean_stream(conn: AbstractConnection) -> asyncio.StreamReader | None:
+    """The connection's stream, when the lane's own reader can read its replies in place
+    of redis-py's parser: the parser is one of redis-py's pure-Python ones (not hiredis)
+    and replies are not decoded. None otherwise (or while it is not connected): then
+    :func:`reply_reader`."""
+    parser: Any = conn._parser
+    if type(parser) not in _PURE_PARSERS or conn.encoder.decode_responses:
+        return None
+    reader: asyncio.StreamReader | None = conn._reader
+    return reader
+
+
+def read_after(conn: AbstractConnection, line: bytes) -> Awaitable[Any]:
+    """The rest of a reply whose first ``line`` (with its CRLF) the lane's reader took
+    from the stream, read by the connection's pure-Python parser as if it had read that
+    line itself (it reads the lines it kept in ``_chunks`` before the stream; they are
+    empty between replies)."""
+    parser: Any = conn._parser
+    parser._chunks.append(line)
+    reply: Awaitable[Any] = parser.read_response()
+    return reply
+
+
+def parse_error(conn: AbstractConnection, text: str) -> Exception:
+    """The exception redis-py's parser makes of the error reply ``text`` (its class from
+    the error code: ``NOSCRIPT``, ``MOVED``, ``READONLY``, ...)."""
+    parser: Any = conn._parser
+    error: Exception = parser.parse_error(text)
+    return error
+
+
 def host_error(conn: AbstractConnection) -> str:
     """``host:port`` (or the socket path) as redis-py writes it in its messages."""
     return str(conn._host_error())
@@ -173,6 +227,22 @@ def should_reconnect(conn: AbstractConnection) -> bool:
     if not _HAS_SHOULD_RECONNECT:
         return False
     return bool(conn.should_reconnect())  # type: ignore[no-untyped-call]
+
+
+def stale_now(conn: AbstractConnection) -> bool | None:
+    """:func:`is_stale`'s answer without awaiting, where it is known without: redis-py 8's
+    ``can_read`` of its pure-Python parsers (three coroutines a call) looks only at what
+    is here (the parser's own buffer, its stream's end, its stream's buffer: asyncio's
+    ``StreamReader._buffer``, as redis-py reads it). None elsewhere (hiredis, redis-py
+    5.0): then await :func:`is_stale`."""
+    parser: Any = conn._parser
+    if not _HAS_CAN_READ or type(parser) not in _PURE_PARSERS:
+        return None
+    reader: Any = conn._reader
+    if reader is None or reader.at_eof() or reader.exception() is not None:
+        return True
+    # (not connected: redis-py's can_read raises, is_stale answers True)
+    return not parser._connected or bool(parser._buffer) or bool(reader._buffer)
 
 
 async def is_stale(conn: AbstractConnection) -> bool:
@@ -269,6 +339,7 @@ def _problems() -> list[tuple[str, str]]:
     check("pool idle list", lambda: type(idle_connections(pool)) is list)
     check("pool busy set", lambda: isinstance(busy_connections(pool), MutableSet))
     check("reply parser", lambda: inspect.iscoroutinefunction(reply_reader(conn)))
+    check("pure-Python parsers", _pure_parsers_resolve)
     check("host for messages", lambda: isinstance(host_error(conn), str))
     check("stream writer", lambda: hasattr(conn, "_writer") and stream_writer(conn) is None)
     check("stream reader", lambda: hasattr(conn, "_reader") and conn._reader is None)
@@ -276,6 +347,32 @@ def _problems() -> list[tuple[str, str]]:
     check("cluster node connections", _node_connections_resolve)
     check("every connection of a client", _all_connections_resolve)
     return out
+
+
+def _pure_parsers_resolve() -> bool:
+    from redis.exceptions import NoScriptError, ResponseError
+
+    for parser_class in _PURE_PARSERS:
+        parser: Any = parser_class(65536) if isinstance(parser_class, type) else None
+        if not (
+            inspect.iscoroutinefunction(getattr(parser, "read_response", None))
+            and type(getattr(parser, "_chunks", None)) is list
+            # (what stale_now reads: redis-py 8 only)
+            and (not _HAS_CAN_READ or type(getattr(parser, "_buffer", None)) is bytes)
+            and (not _HAS_CAN_READ or type(getattr(parser, "_connected", None)) is bool)
+            and type(parser.parse_error("NOSCRIPT x")) is NoScriptError
+            and type(parser.parse_error("ERR x")) is ResponseError
+        ):
+            return False
+    loop = asyncio.new_event_loop()  # (a StreamReader outside a loop warns)
+    try:
+        stream_buffer = getattr(asyncio.StreamReader(loop=loop), "_buffer", None)
+    finally:
+        loop.close()
+    conn = Connection()
+    return (
+        type(parse_error(conn, "NOSCRIPT x")) is NoScriptError and type(stream_buffer) is bytearray
+    )
 
 
 def _cluster_kwargs_resolve() -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -154,13 +154,13 @@ class Writes:
         if self._wait_replicas:
             run_script = backend.script_wait
 
-            async def attempt() -> Any:
-                return await run_script(call.script, call.keys, call.args())
+            def attempt() -> Awaitable[Any]:
+                return run_script(call.script, call.keys, call.args())
         else:
             script = backend.script
 
-            async def attempt() -> Any:
-                return await script(call.script, call.keys, call.args(), during)
+            def attempt() -> Awaitable[Any]:  # (the script call's coroutine: no layer)
+                return script(call.script, call.keys, call.args(), during)
 
         reply, ambiguous = await backend.run(attempt, idempotent=idempotent, what=what)
         if type(reply) is not list:  # append.lua's bare success reply
