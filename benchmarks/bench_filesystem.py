@@ -632,10 +632,11 @@ async def bench_sweep(report: Report, sizes: Sizes, base: str) -> None:
             # every plan in interleaved rounds (a noisy spell hits them all), medians; the
             # process's CPU time beside the wall clock (on a loaded machine the wall clock
             # also counts the waits for a core)
-            number = {
-                name: max(1, round(sizes.sweep_batch / (await measure(call, repeat=1)).median))
+            once = {
+                name: (await measure(call, repeat=1, min_batch_seconds=sizes.sweep_batch)).median
                 for name, call in calls.items()
             }
+            number = {name: max(1, round(sizes.sweep_batch / t)) for name, t in once.items()}
             samples: dict[str, list[float]] = {name: [] for name in calls}
             cpu_samples: dict[str, list[float]] = {name: [] for name in calls}
             for _ in range(sizes.sweep_rounds):
