@@ -48,6 +48,14 @@ numbered as the benchmark prints them (docs/performance.md uses the same numbers
     listing against an on-disk SQLite floor of every session read in one hop, counts,
     backup and restore.
 
+The plan sweep (issue 21, ``--part sweep``; 2,000 sessions with ``--quick``): ``bench_memory``'s
+10,000 sessions and filters (a tag on 0.01 % ... 100 %, and a processor + that tag) on a
+store loaded with ``durability="none"`` and reopened durable, ``updated_at`` desc, 100 a
+page; the store's ``list_sessions`` <= 3x the best of every other plan SQLite can run the
+driver's own SQL by (each set condition written to drive or to check, times ``INDEXED BY``
+each usable index or ``NOT INDEXED``), each forced plan in the store's hop with the rows
+decoded by the store's decoder; printed per filter, in ``meta["plan_sweep"]``.
+
 The script exits 0 when it ran (a missed target is a finding, not a crash); it exits
 non-zero only if the indexed query and the full scan disagree.
 """
@@ -56,13 +64,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import itertools
 import os
+import re
 import shutil
 import sqlite3
+import statistics
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, Final
 
 import orjson
 from sessionstore_filesystem import FileStore
@@ -71,7 +85,16 @@ from sessionstore import CreateOp, ManualClock, NewSession, QueryOptions, Sessio
 
 from . import _million, bench_memory
 from ._event_log import event_log_rows
-from ._harness import Report, Row, Target, append_flatness_row, compare, indexed_query_row
+from ._harness import (
+    Report,
+    Row,
+    Target,
+    append_flatness_row,
+    compare,
+    format_seconds,
+    indexed_query_row,
+    measure,
+)
 from .bench_memory import EVENT, NewMillisecondClock, load_sessions, session_doc
 
 
@@ -88,6 +111,9 @@ class Sizes:
     query_repeat: int
     concurrent_saves: int
     listing: int
+    sweep: int
+    sweep_rounds: int
+    sweep_batch: float
 
 
 FULL = Sizes(
@@ -100,6 +126,9 @@ FULL = Sizes(
     query_repeat=3,
     concurrent_saves=25,
     listing=10_000,
+    sweep=10_000,
+    sweep_rounds=9,
+    sweep_batch=0.005,
 )
 QUICK = Sizes(
     repeat=5,
@@ -111,6 +140,9 @@ QUICK = Sizes(
     query_repeat=3,
     concurrent_saves=10,
     listing=2_000,
+    sweep=2_000,
+    sweep_rounds=3,
+    sweep_batch=0.001,
 )
 
 
@@ -476,6 +508,172 @@ async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
     )
 
 
+def _index_of(store: FileStore) -> tuple[Any, Callable[[Any], Any], Any]:
+    """The store's index (``_index.Index``: its ``select`` and a thread's ``conn``), the
+    decoder its listing runs on each row (``_index.session_of``) and its worker threads'
+    ``run`` (the hop a listing takes): the plan sweep's one reach into the driver."""
+    from sessionstore_filesystem._index import session_of
+
+    return store._engine.index, session_of, store._threads.run
+
+
+# The two forms the driver writes a set condition in (``_index._where``): one that lets
+# SQLite drive the query by it, one that only checks it row by row ({}: the value).
+_FORMS: Final = (
+    ("processor_id = {}", "+processor_id = {}"),
+    (
+        "id IN (SELECT id FROM tags WHERE tag = {})",
+        "EXISTS (SELECT 1 FROM tags t WHERE t.tag = {} AND t.id = sessions.id)",
+    ),
+)
+
+
+def _form_pattern(form: str) -> re.Pattern[str]:
+    """``form`` with its value inlined (a quoted literal), as a whole condition."""
+    return re.compile(r"(?<![\w+.])" + re.escape(form).replace(r"\{\}", "('[^']*')"))
+
+
+#: How the forced plans may read ``sessions``: SQLite's choice, each index a listing
+#: sorted by ``updated_at`` can use, or none (a scan of the table).
+_HINTS: Final = (
+    "",
+    " INDEXED BY sessions_updated",
+    " INDEXED BY sessions_proc_updated",
+    " INDEXED BY sqlite_autoindex_sessions_1",
+    " NOT INDEXED",
+)
+
+
+def _forced_sql(conn: sqlite3.Connection, sql: str) -> dict[str, str]:
+    """Every plan SQLite can run ``sql`` (the driver's listing, parameters inlined) by:
+    each set condition written to drive or to check, times each of ``_HINTS``; one SQL
+    per distinct query plan, keyed by that plan (EXPLAIN QUERY PLAN, one line)."""
+    slots: list[tuple[str, str, str]] = []  # (text in sql, driving form, checking form)
+    for forms in _FORMS:
+        for form in forms:
+            for m in _form_pattern(form).finditer(sql):
+                slots.append((m[0], forms[0].format(m[1]), forms[1].format(m[1])))
+    plans: dict[str, str] = {}
+    for choice in itertools.product((0, 1), repeat=len(slots)):
+        text = sql
+        for (found, drives, checks), pick in zip(slots, choice, strict=True):
+            text = text.replace(found, checks if pick else drives, 1)
+        for hint in _HINTS:
+            forced = text.replace("FROM sessions WHERE", f"FROM sessions{hint} WHERE", 1)
+            try:
+                plan = _plan_of(conn, forced)
+            except sqlite3.OperationalError:  # "no query solution": the index cannot serve
+                continue
+            plans.setdefault(plan, forced)
+    return plans
+
+
+def _plan_of(conn: Any, sql: str) -> str:
+    """``sql``'s query plan on one line (``conn``: a connection, or the ``Index``)."""
+    if not isinstance(conn, sqlite3.Connection):
+        conn = conn.conn()
+    return "; ".join(step[-1] for step in conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+
+async def bench_sweep(report: Report, sizes: Sizes, base: str) -> None:
+    """The plan sweep (issue 21; ``bench_memory``'s sessions and filters): for each
+    filter, the store's ``list_sessions`` (the driver's SQL, the plan SQLite picks for it)
+    against every other plan forced on that SQL on the same index database, each forced
+    plan in one hop that decodes its 100 rows with the driver's decoder as the store's
+    listing does (the store's side also pays its choice: the counts that pick the driving
+    condition)."""
+    root, total = os.path.join(base, "sweep"), sizes.sweep
+    clock = ManualClock()
+    started = time.perf_counter()
+    async with FileStore(root=root, clock=clock, durability="none") as store:
+        for start in range(0, total, 500):
+            await store.commit(bench_memory.sweep_ops(start, start + 500, total))
+            clock.advance(timedelta(seconds=1))
+    report.info["plan sweep load"] = (
+        f"{total:,} sessions via commit() of 500 (durability=none): "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+    sweep: dict[str, dict[str, Any]] = {}
+    async with FileStore(root=root, clock=clock) as store:  # reopened durable, as row 13
+        index, decode, hop = _index_of(store)
+        now = clock.now()
+
+        def statements(flt: SessionFilter) -> tuple[str, dict[str, str]]:
+            conn = index.conn()
+            traced: list[str] = []
+            conn.set_trace_callback(traced.append)
+            try:
+                for _ in index.select(flt, now, opts, limit=opts.limit + 8, full=True):
+                    break
+            finally:
+                conn.set_trace_callback(None)
+            (sql,) = [s for s in traced if s.startswith("SELECT id, processor_id,")]
+            return sql, _forced_sql(conn, sql)
+
+        def page(sql: str) -> list[Any]:
+            # as ``list_page``: the first 100 rows decoded, one more read (a next page)
+            cur = index.conn().execute(sql)
+            items = [decode(row) for row in itertools.islice(cur, opts.limit)]
+            cur.fetchone()
+            return items
+
+        for label, flt in bench_memory.sweep_filters(total):
+            chosen_sql, forced = await hop(statements, flt)
+            want = (await store.list_sessions(flt, opts)).ids
+            for plan, sql in forced.items():
+                got = [s.id for s in await hop(page, sql)]
+                if got != want:
+                    raise SystemExit(f"BUG: plan {plan!r} disagrees with the store on {label}")
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "chosen": functools.partial(store.list_sessions, flt, opts),
+                **{plan: functools.partial(hop, page, sql) for plan, sql in forced.items()},
+            }
+            # every plan in interleaved rounds (a noisy spell hits them all), medians; the
+            # process's CPU time beside the wall clock (on a loaded machine the wall clock
+            # also counts the waits for a core)
+            once = {
+                name: (await measure(call, repeat=1, min_batch_seconds=sizes.sweep_batch)).median
+                for name, call in calls.items()
+            }
+            number = {name: max(1, round(sizes.sweep_batch / t)) for name, t in once.items()}
+            samples: dict[str, list[float]] = {name: [] for name in calls}
+            cpu_samples: dict[str, list[float]] = {name: [] for name in calls}
+            for _ in range(sizes.sweep_rounds):
+                for name, call in calls.items():
+                    wall, used = time.perf_counter(), time.process_time()
+                    for _ in range(number[name]):
+                        await call()
+                    samples[name].append((time.perf_counter() - wall) / number[name])
+                    cpu_samples[name].append((time.process_time() - used) / number[name])
+            seconds = {name: statistics.median(values) for name, values in samples.items()}
+            cpu = {name: statistics.median(values) for name, values in cpu_samples.items()}
+            best_plan = min((k for k in seconds if k != "chosen"), key=seconds.__getitem__)
+            best = seconds[best_plan]
+            ratio = seconds["chosen"] / best
+            cpu_ratio = cpu["chosen"] / min(v for k, v in cpu.items() if k != "chosen")
+            chosen = await hop(_plan_of, index, chosen_sql)
+            sweep[label] = {
+                "plan": chosen, "best_plan": best_plan, "ratio_to_best": ratio,
+                "seconds": seconds, "plans": len(forced), "cpu_seconds": cpu,
+                "cpu_ratio_to_best": cpu_ratio,
+            }  # fmt: skip
+            print(
+                f"  {'PASS' if ratio <= 3 else 'FAIL'}  plan sweep {label}: [{chosen}] "
+                f"{format_seconds(seconds['chosen'])}, best of {len(forced)} forced "
+                f"[{best_plan}] {format_seconds(best)} -> {ratio:.2f}x (target <= 3x; "
+                f"CPU time {cpu_ratio:.2f}x)",
+                flush=True,
+            )
+    report.meta["plan_sweep"] = sweep
+    worst = max(v["ratio_to_best"] for v in sweep.values())
+    worst_cpu = max(v["cpu_ratio_to_best"] for v in sweep.values())
+    report.info["plan sweep"] = (
+        f"worst chosen/best ratio {worst:.2f}x over {len(sweep)} filters "
+        f"(CPU time {worst_cpu:.2f}x)"
+    )
+
+
 async def bench_million(report: Report, base: str, total: int) -> None:
     """Row 14 (row 1 with ``--million-only``): ``_million.py``'s steps on fresh durable
     stores under ``base``."""
@@ -532,6 +730,7 @@ PARTS: dict[str, Callable[[Report, Sizes, str], Awaitable[None]]] = {
     "events": bench_event_log,
     "query": bench_query,
     "listing": bench_listing,
+    "sweep": bench_sweep,
 }
 
 
@@ -570,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--part", action="append", choices=list(PARTS),
         help="run only this group of rows (repeatable): single (rows 1-5), create (row 6), "
-        "events, query, listing",
+        "events, query, listing, sweep (the plan sweep)",
     )  # fmt: skip
     _million.add_arguments(parser, "durable: long; see docs/performance.md")
     args = parser.parse_args(argv)

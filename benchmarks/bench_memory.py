@@ -341,12 +341,7 @@ async def bench_plans(report: Report, sizes: Sizes) -> None:
         # tag "sel-<n>" on n sessions (n = 1 ... total), spread evenly over time;
         # processor "p-1000" on 1,000 of them, the others on 9 more processors
         for start in range(0, total, 500):
-            ops = []
-            for i in range(start, start + 500):
-                tags = [f"sel-{n}" for n in SWEEP if i % (total // n) == 0]
-                processor = "p-1000" if i % 10 == 0 else f"p-{i % 10}"
-                ops.append(CreateOp(NewSession(processor_id=processor, tags=tags, data=_SMALL)))
-            await store.commit(ops)
+            await store.commit(sweep_ops(start, start + 500, total))
             clock.advance(timedelta(seconds=1))
         sessions = [r.session async for r in store.scan()]
         opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
@@ -373,7 +368,7 @@ async def bench_plans(report: Report, sizes: Sizes) -> None:
             )
         )
         sweep: dict[str, dict[str, Any]] = {}
-        for label, flt in _sweep_filters():
+        for label, flt in sweep_filters():
             chosen = store._plan(flt, opts)
             plans = {"chosen": chosen, **_forced_plans(store, flt, opts)}
             # every plan in interleaved rounds (a noisy spell hits them all), medians
@@ -406,10 +401,24 @@ SWEEP = (1, 10, 100, 1_000, 10_000)
 _SMALL = {"goal": "answer", "summary": "x" * 200}
 
 
-def _sweep_filters() -> list[tuple[str, SessionFilter]]:
+def sweep_ops(start: int, stop: int, total: int) -> list[CreateOp]:
+    """Creates of the sweep's sessions ``start`` to ``stop`` of ``total``: tag
+    ``sel-<n>`` on n of them (n in ``SWEEP``, spread evenly); processor ``p-1000`` on a
+    tenth, the others on 9 more processors (with fewer than 10,000, the tags on more
+    than ``total`` are on every session)."""
+    ops = []
+    for i in range(start, stop):
+        tags = [f"sel-{n}" for n in SWEEP if i % max(1, total // n) == 0]
+        processor = "p-1000" if i % 10 == 0 else f"p-{i % 10}"
+        ops.append(CreateOp(NewSession(processor_id=processor, tags=tags, data=_SMALL)))
+    return ops
+
+
+def sweep_filters(total: int = 10_000) -> list[tuple[str, SessionFilter]]:
+    """The sweep's filters and their labels, over ``total`` sessions of ``sweep_ops``."""
     out = []
     for n in SWEEP:
-        pct = f"{100 * n / 10_000:g}%"
+        pct = f"{100 * min(n, total) / total:g}%"
         out.append((f"tag on {pct}", SessionFilter(tags_all={f"sel-{n}"})))
         out.append(
             (

@@ -104,8 +104,8 @@ from .bench_memory import (
     SWEEP,
     TAGS,
     NewMillisecondClock,
-    _sweep_filters,
     session_doc,
+    sweep_filters,
 )
 
 
@@ -774,7 +774,7 @@ async def bench_plans(report: Report, url: str, label: str, sizes: Sizes) -> Non
         if not hasattr(queries, "force_plan"):  # a driver without plans (a before run)
             return
         sweep: dict[str, dict[str, Any]] = {}
-        for name, flt in _sweep_filters():
+        for name, flt in sweep_filters():
             # sorting all 10,000 candidates in one script can outlast Redis's busy-script
             # limit on a loaded machine (BUSY replies): no planner picks it there
             plans = ("", "walk", "comp") if name == "tag on 100%" else ("", "walk", "sort", "comp")

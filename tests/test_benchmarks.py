@@ -153,6 +153,13 @@ def test_bench_filesystem_quick_runs_and_writes_every_row(tmp_path: Path) -> Non
     assert [row["name"] for row in report["rows"]] == list(FILESYSTEM_ROWS)
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert _number(report["meta"]["load_seconds"]) and _number(report["meta"]["query_ms"])
+    sweep = report["meta"]["plan_sweep"]
+    assert len(sweep) == 10  # five selectivities, two filter shapes
+    for entry in sweep.values():
+        # the store's plan is one of the forced ones (EXPLAIN QUERY PLAN, one line)
+        assert entry["plan"] in entry["seconds"] and entry["best_plan"] in entry["seconds"]
+        assert entry["plans"] == len(entry["seconds"]) - 1 >= 3
+        assert _number(entry["ratio_to_best"]) and entry["ratio_to_best"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # the store was removed
 
 

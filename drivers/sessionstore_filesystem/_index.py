@@ -17,6 +17,7 @@ exactly the reference rule.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
@@ -453,9 +454,11 @@ class Index:
     ) -> Iterator[Row]:
         """Rows matching ``flt`` at ``now``, in ``options``' order: ``(id, metadata)``, or
         with ``full`` every column a listing returns (:func:`session_of`)."""
+        post = _metadata_check(flt, now)
         where, params = _where(
             flt, now, self.conn() if options is not None else None,
             None if options is None else options.sort_by,
+            limit if post is None else None,
         )  # fmt: skip
         order = ""
         if options is not None:
@@ -469,7 +472,6 @@ class Index:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += order
-        post = _metadata_check(flt, now)
         if limit is not None and post is None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -576,10 +578,26 @@ _COUNT_LIVE: Final = (
     "SELECT (SELECT COUNT(*) FROM sessions)"
     " - (SELECT COUNT(*) FROM sessions WHERE expires_ms IS NOT NULL AND expires_ms <= ?)"
 )
-#: A set condition (a tag, processors, statuses) matching fewer rows than this drives the
-#: query (its rows are fetched, then sorted); otherwise the query walks the sort index and
-#: checks the conditions row by row, stopping once the page is full.
-_DRIVE_BELOW: Final = 2000
+#: What a row a set condition drives to costs (fetched, then sorted with the others), in
+#: rows of a walk (a sort index's entry, its row, the conditions checked): ~3 us against
+#: ~0.8 us (``benchmarks/bench_filesystem.py``'s plan sweep, 10,000 sessions).
+_SORT_COST: Final = 4
+#: Estimated sessions: the largest rowid (one step down the table's b-tree; deleted rows
+#: make it an overestimate, which only moves the choice towards driving).
+_TOTAL: Final = "SELECT max(rowid) FROM sessions"
+
+
+def _drive_below(conn: sqlite3.Connection, want: int | None) -> int:
+    """A set condition (a tag, processors, statuses) matching fewer rows than this drives
+    the query (its n rows fetched, then sorted); otherwise the query walks the sort index
+    and checks the conditions row by row, stopping once ``want`` rows passed (None: no
+    limit). Spread evenly, the walk reads ``want * total / n`` rows (at most ``total``):
+    the set drives when ``n * _SORT_COST`` is less, as memory's planner weighs it."""
+    total = conn.execute(_TOTAL).fetchone()[0] or 0
+    every = total // _SORT_COST
+    if want is None:
+        return every
+    return min(every, math.isqrt(want * total // _SORT_COST))
 
 
 def _where(
@@ -587,9 +605,10 @@ def _where(
     now: datetime,
     conn: sqlite3.Connection | None = None,
     sort_by: str | None = None,
+    want: int | None = None,
 ) -> tuple[list[str], list[Any]]:
     """SQL conditions for ``flt`` at ``now`` (with ``conn``: choosing the driving one for
-    a query sorted by ``sort_by``)."""
+    a query sorted by ``sort_by`` that stops after ``want`` rows, None: reads them all)."""
     where: list[str] = []
     params: list[Any] = []
     if not flt.include_expired:
@@ -649,11 +668,14 @@ def _where(
         ))  # fmt: skip
     driver = -1
     if conn is not None and sets and flt.ids is None:
-        best = _DRIVE_BELOW
         if walks and len(sets) == 1:
             best = driver = 0  # nothing to weigh it against: no count
-        for index, (_, _, args, counted) in enumerate(sets if best else ()):
-            rows = conn.execute(counted, [*args, _DRIVE_BELOW]).fetchone()[0]
+        else:
+            best = _drive_below(conn, want)
+        # each count stops at the smallest so far; the tags (narrow, as a rule) first
+        for index in reversed(range(len(sets)) if best else ()):
+            _, _, args, counted = sets[index]
+            rows = conn.execute(counted, [*args, best]).fetchone()[0]
             if rows < best:
                 driver, best = index, rows
         if driver < 0 and walks:

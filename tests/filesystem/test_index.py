@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ async def test_random_queries_match_the_reference_evaluator(
     make_store: MakeStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch, drive_below: int
 ) -> None:
     """Both query shapes: a small set drives (fetch, then sort), or the sort index is walked."""
-    monkeypatch.setattr(_index, "_DRIVE_BELOW", drive_below)
+    monkeypatch.setattr(_index, "_drive_below", lambda conn, want: drive_below)
     rnd = random.Random(3)
     async with make_store() as store:
         await _populate(store, clock, 300)
@@ -284,3 +285,66 @@ def test_a_new_index_held_past_the_timeout_fails_with_the_lock_error(tmp_path: P
     finally:
         index.close()
         rival.close()
+
+
+def test_a_set_drives_below_the_square_root_of_the_walk() -> None:
+    """The driving threshold (issue 21's plan sweep): a set of n rows drives while fetching
+    and sorting them (``_SORT_COST`` walked rows each) beats walking ``want * total / n``
+    rows; without a limit the walk reads every row."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE sessions(x)")
+    assert _index._drive_below(conn, 108) == 0  # empty: nothing drives
+    conn.execute("INSERT INTO sessions(rowid) VALUES (10000)")
+    below = _index._drive_below(conn, 108)
+    # 10,000 sessions, a page of 100: a tag on 1% drives, one on 10% walks (the sweep's
+    # cliff was a tag on 10% fetched and sorted: 4.5x the walk)
+    assert 100 < below < 1000
+    assert _index._drive_below(conn, None) == 10000 // _index._SORT_COST
+    assert _index._drive_below(conn, 1) < 100  # one row wanted: the walk is short
+    conn.execute("INSERT INTO sessions(rowid) VALUES (1000000)")
+    assert 1000 < _index._drive_below(conn, 108) < 10000
+
+
+@pytest.mark.asyncio
+async def test_the_listing_plan_follows_the_selectivity(
+    make_store: MakeStore, clock: ManualClock
+) -> None:
+    """Pinned plans at 400 sessions, 100 a page by ``updated_at``: a tag on 1% drives (its
+    rows fetched by id, then sorted); one on half walks ``sessions_updated``; with a
+    processor, a tag on half walks the processor's index, a tag on 1% still drives."""
+    async with make_store() as store:
+        for start in range(0, 400, 100):
+            await store.commit([
+                CreateOp(NewSession(
+                    processor_id="hot" if i % 10 == 0 else "cold",
+                    tags=["rare"] * (i % 100 == 0) + ["half"] * (i % 2 == 0),
+                ))
+                for i in range(start, start + 100)
+            ])  # fmt: skip
+            clock.advance(timedelta(seconds=1))
+        index = store._engine.index
+        conn = index.conn()
+        opts = QueryOptions(sort_by="updated_at", order="desc", limit=100)
+
+        def plan(flt: SessionFilter) -> str:
+            traced: list[str] = []
+            conn.set_trace_callback(traced.append)
+            try:
+                next(index.select(flt, clock.now(), opts, limit=108, full=True))
+            finally:
+                conn.set_trace_callback(None)
+            (sql,) = [s for s in traced if s.startswith("SELECT id, processor_id")]
+            return " | ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+        assert "SEARCH sessions USING INDEX sqlite_autoindex" in plan(
+            SessionFilter(tags_all={"rare"})
+        )
+        assert "SCAN sessions USING INDEX sessions_updated" in plan(
+            SessionFilter(tags_all={"half"})
+        )
+        assert "SEARCH sessions USING INDEX sqlite_autoindex" in plan(
+            SessionFilter(processor_id="hot", tags_all={"rare"})
+        )
+        assert "SEARCH sessions USING INDEX sessions_proc_updated (processor_id=?)" in plan(
+            SessionFilter(processor_id="hot", tags_all={"half"})
+        )
