@@ -23,6 +23,7 @@ from redis.exceptions import (
     NoScriptError,
     ReadOnlyError,
     RedisError,
+    ResponseError,
 )
 from redis.utils import HIREDIS_AVAILABLE
 from sessionstore_redis import RedisStore, _lane
@@ -99,7 +100,8 @@ RAISED: list[bytes] = [
     b"-ERR invalid password\r\n",
 ]
 
-#: Malformed replies: redis-py's InvalidResponse
+#: Malformed replies: redis-py's InvalidResponse (redis-py 5's parsers raise ValueError
+#: for a length or an integer that does not parse; the reader hands those lines to them)
 MALFORMED: list[bytes] = [b"?what\r\n", b"$x\r\n", b":1.5\r\n", b"*y\r\n"]
 
 PARSERS = [_AsyncRESP2Parser, _AsyncRESP3Parser]
@@ -135,7 +137,7 @@ async def _outcome(read: Callable[[], Awaitable[Any]]) -> tuple[str, Any]:
     message and status code, returned or raised."""
     try:
         value = await read()
-    except (RedisError, asyncio.IncompleteReadError) as exc:
+    except (RedisError, asyncio.IncompleteReadError, ValueError) as exc:
         return "raised", _shape(exc)
     return "returned", _shape(value)
 
@@ -167,14 +169,16 @@ async def test_each_reply_reads_as_redis_py_reads_it(data: bytes, parser_class: 
     elif data in RAISED:
         assert ours[0] == "raised"
     elif data in MALFORMED:
-        assert ours == ("raised", (InvalidResponse, ours[1][1], None))
+        assert ours[0] == "raised" and ours[1][0] in (InvalidResponse, ValueError)
 
 
 async def test_error_replies_are_redis_py_s_classes() -> None:
-    """(A few spelled out, besides the comparison above.)"""
+    """(A few spelled out, besides the comparison above. redis-py 5's plain parsers leave
+    MOVED a ResponseError: its cluster connections' parser maps it.)"""
+    moved = MovedError if "MOVED" in _AsyncRESP3Parser.EXCEPTION_CLASSES else ResponseError
     for data, cls in [
         (b"-NOSCRIPT x\r\n", NoScriptError),
-        (b"-MOVED 1 h:1\r\n", MovedError),
+        (b"-MOVED 1 h:1\r\n", moved),
         (b"-READONLY x\r\n", ReadOnlyError),
     ]:
         assert type(await _ours(_fed(data), _AsyncRESP3Parser)()) is cls
