@@ -184,7 +184,7 @@ class SessionQueries:
 
     # ------------------------------------------------------------------ bulk
 
-    def _chunks(self, ops: Sequence[Op]) -> list[Sequence[Op]]:
+    def _op_batches(self, ops: Sequence[Op]) -> list[Sequence[Op]]:
         caps = self.store.capabilities
         size = len(ops) if caps.atomic_multi_session else 1
         if caps.max_batch is not None:
@@ -203,7 +203,7 @@ class SessionQueries:
         updated = 0
         async for page in self.iter_pages(flt):
             ops = [UpdateOp(s.id, _for_session(update, s), s.version) for s in page]
-            for chunk in self._chunks(ops):
+            for chunk in self._op_batches(ops):
                 try:
                     await self.store.commit(chunk)
                     updated += len(chunk)
@@ -241,7 +241,7 @@ class SessionQueries:
         deleted = 0
         async for page in self.iter_pages(flt):
             ops = [DeleteOp(s.id, s.version) for s in page]
-            for chunk in self._chunks(ops):
+            for chunk in self._op_batches(ops):
                 try:
                     await self.store.commit(chunk)
                     deleted += len(chunk)
