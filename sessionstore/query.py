@@ -93,7 +93,9 @@ class SessionFilter:
     ``processor_id`` and ``status`` accept one value or several (any of them matches).
     ``tags_all`` needs every tag, ``tags_any`` at least one. ``metadata`` maps dotted paths
     to values compared by canonical JSON equality. Expired sessions (by the store's clock)
-    are left out unless ``include_expired=True``.
+    are left out unless ``include_expired=True``. An empty collection is a condition, not a
+    missing one: empty ``ids``, ``processor_id``, ``status`` or ``tags_any`` match no
+    session, an empty ``tags_all`` matches every session.
     """
 
     ids: frozenset[str] | None
