@@ -110,8 +110,6 @@ _HAS_SHOULD_RECONNECT: Final = callable(getattr(AbstractConnection, "should_reco
 #: has only ``can_read_destructive``, which consumes a byte (the connection is dropped
 #: then anyway).
 _HAS_CAN_READ: Final = callable(getattr(AbstractConnection, "can_read", None))
-#: redis-py 5.0 requires ``get_connection``'s ``command_name`` (ignored); 8 warns when
-#: it is given.
 #: redis-py's pure-Python parsers (RESP2, and RESP3: redis-py 8's default protocol; 5.0's
 #: is RESP2): the lane's own reader (``_lane.read_reply``) reads in their place. Missing
 #: ones (None) fail ``verify``.
@@ -121,6 +119,8 @@ _PURE_PARSERS: Final = (
 )
 #: redis-py's message of a connection closed by the server (its parsers' own)
 SERVER_CLOSED: Final = "Connection closed by server."
+#: redis-py 5.0 requires ``get_connection``'s ``command_name`` (ignored); 8 warns when
+#: it is given.
 _NEEDS_COMMAND_NAME: Final = (
     inspect.signature(ConnectionPool.get_connection).parameters.get("command_name") is not None
     and inspect.signature(ConnectionPool.get_connection).parameters["command_name"].default
