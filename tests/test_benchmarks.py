@@ -392,6 +392,11 @@ def test_bench_million_no_copy_skips_backup_and_restore(module: str, tmp_path: P
             ["two-round round", "one-round round"],
         ),
         (
+            "redis_wait_probe",
+            ["--rounds", "1", "--calls", "5"],
+            ["create wall", "get wall", "SET wall", "GET wall", "server EVALSHA"],
+        ),
+        (
             "sqlite_partial_probe",
             ["--sessions", "50", "--appends", "5", "--rounds", "1", "--batch", "3"],
             ["schema 4 target", "schema 5 target", "schema 5 ptarget", "CPU an append:"],
@@ -413,8 +418,8 @@ def test_the_blocking_reads_measurement_scripts_run(
     module: str, args: list[str], expect: list[str]
 ) -> None:
     """The issue-18 measurement scripts, issue 20's ``pg_timer_cpu``, issue 21's
-    ``cluster_colocation_probe`` (private servers of their own) and the SQLite schema-5
-    ``sqlite_partial_probe`` still run and print every
+    ``cluster_colocation_probe`` and ``redis_wait_probe`` (private servers of their own)
+    and the SQLite schema-5 ``sqlite_partial_probe`` still run and print every
     side they measure (no figure asserted; the probe checks that its sides agree)."""
     stdout = _run_module(module, *args)
     lines = stdout.splitlines()
