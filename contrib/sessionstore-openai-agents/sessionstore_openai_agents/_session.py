@@ -109,7 +109,11 @@ async def finish_despite_cancellation(write: Awaitable[_T]) -> _T:
     (a failure of the write is then not reported: the caller asked to stop), so a
     cancelled ``add_items`` has written everything or nothing, never a part, and the
     caller never mistakes a committed write for a lost one. The write runs in the
-    caller's task (no task is created; see ``_uncancellable``)."""
+    caller's task (no task is created; see ``_uncancellable``). The contract is that of
+    the SDK's ``agents.memory.await_session_mutation`` (public since openai-agents 0.25,
+    whose tests of it run on this function): repeated cancellations wait for the write
+    and the first one is raised; cancelling the write itself (not its caller) still
+    interrupts it."""
     if isinstance(write, Coroutine):
         return await _uncancellable(write)
     return await _uncancellable(_awaited(write))

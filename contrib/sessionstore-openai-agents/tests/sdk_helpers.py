@@ -1,6 +1,6 @@
-"""Helpers of the SDK's own tests, as they are there (openai-agents 0.24.0,
-tests/test_responses.py and tests/memory/test_session.py; MIT licence, Copyright OpenAI),
-so the ported tests read like the originals. The model is the SDK's own
+"""Helpers of the SDK's own tests, as they are there (openai-agents 0.25.0, the same in
+0.24.0: tests/test_responses.py and tests/memory/test_session.py; MIT licence, Copyright
+OpenAI), so the ported tests read like the originals. The model is the SDK's own
 ``agents.testing.ScriptedModel``: no network."""
 
 from __future__ import annotations

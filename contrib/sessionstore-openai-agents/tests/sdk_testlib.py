@@ -1,7 +1,7 @@
-"""Test helpers of the OpenAI Agents SDK's own suite (openai-agents 0.24.0:
-tests/model_test_helpers.py, tests/utils/simple_session.py and two functions of
+"""Test helpers of the OpenAI Agents SDK's own suite (openai-agents 0.25.0, the same in
+0.24.0: tests/model_test_helpers.py, tests/utils/simple_session.py and two functions of
 tests/test_responses.py; MIT licence, Copyright OpenAI), vendored as they are for the
-ported tests: the SDK's wheel does not ship its tests."""
+ported tests: the SDK's wheel does not ship its tests (its sdist does)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The SDK's own compaction tests (openai-agents 0.24.0,
+"""The SDK's own compaction tests (openai-agents 0.25.0,
 tests/memory/test_compaction_model_visibility.py; MIT licence, Copyright OpenAI), whose
 atomic backend is ``SQLiteSession`` with its ``_get_compaction_snapshot`` hook, ported to
 ``SessionStoreSession`` on every built-in driver: the SDK's compaction drives the
@@ -6,14 +6,16 @@ adapter's snapshot hook (bounded reads, ``replace_suffix`` with ``prune_prefix``
 
 The only changes: ``SQLiteSession(id, session_settings=...)`` makes a
 ``SessionStoreSession`` on the test's store (``SQLiteSession`` below), its ``close()`` is
-awaited, and the SDK's test helpers come from ``sdk_testlib`` (vendored). The module runs
-on memory and Redis (a store whose writes suspend: the cancellation shield is in the
+awaited, the SDK's test helpers come from ``sdk_testlib`` (vendored), and the default
+compaction model the original names (changed in 0.25) is the installed SDK's. The module
+runs on memory and Redis (a store whose writes suspend: the cancellation shield is in the
 path); all five drivers pass it (405 tests, 90 s: too long for CI's adapters budget, and
 the hooks use the same store calls on every driver, each covered by the ports above).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any, Literal, cast
@@ -67,6 +69,11 @@ def SQLiteSession(session_id: str, session_settings: Any = None) -> SessionStore
 
 
 LOCAL_OUTPUT = "synthetic-local-only-result"
+# The compaction's default model, which the original names ("gpt-6-luna" in 0.25,
+# "gpt-4.1" before): the installed SDK's, so the port runs on every release in range.
+DEFAULT_COMPACTION_MODEL = (
+    inspect.signature(OpenAIResponsesCompactionSession.__init__).parameters["model"].default
+)
 
 
 async def run(
@@ -789,7 +796,7 @@ async def test_manual_compaction_refreshes_expired_encrypted_history(
         clock[0] += 11
         assert await session.get_items() == []
         await session.run_compaction({"force": True})
-        client.responses.compact.assert_awaited_once_with(model="gpt-4.1", input=[])
+        client.responses.compact.assert_awaited_once_with(model=DEFAULT_COMPACTION_MODEL, input=[])
         assert await session.get_items() == []
 
         live: TResponseInputItem = {"role": "user", "content": "synthetic live item"}

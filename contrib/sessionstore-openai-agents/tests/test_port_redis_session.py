@@ -1,4 +1,4 @@
-"""The SDK's own ``RedisSession`` tests (openai-agents 0.24.0,
+"""The SDK's own ``RedisSession`` tests (openai-agents 0.25.0, the same in 0.24.0:
 tests/extensions/memory/test_redis_session.py; MIT licence, Copyright OpenAI), ported to
 ``SessionStoreSession`` on every built-in driver.
 

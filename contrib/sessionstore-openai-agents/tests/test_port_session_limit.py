@@ -1,7 +1,8 @@
-"""The SDK's own session-limit tests (openai-agents 0.24.0, tests/memory/test_session_limit.py;
-MIT licence, Copyright OpenAI), ported to ``SessionStoreSession`` on every built-in driver.
-The only changes: ``SQLiteSession(id, db_path)`` makes a ``SessionStoreSession`` on the
-test's store, its ``close()`` is awaited, the helpers come from ``sdk_helpers``."""
+"""The SDK's own session-limit tests (openai-agents 0.25.0, the same in 0.24.0:
+tests/memory/test_session_limit.py; MIT licence, Copyright OpenAI), ported to
+``SessionStoreSession`` on every built-in driver. The only changes: ``SQLiteSession(id,
+db_path)`` makes a ``SessionStoreSession`` on the test's store, its ``close()`` is
+awaited, the helpers come from ``sdk_helpers``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The SDK's own ``SQLiteSession`` tests (openai-agents 0.24.0, tests/memory/test_session.py;
-MIT licence, Copyright OpenAI), ported to ``SessionStoreSession`` on every built-in driver.
+"""The SDK's own ``SQLiteSession`` tests (openai-agents 0.25.0, the same in 0.24.0:
+tests/memory/test_session.py; MIT licence, Copyright OpenAI), ported to
+``SessionStoreSession`` on every built-in driver.
 
 Each test keeps the original's name, steps and assertions; what changed is how a session
 is made (``make_session``, on the parametrized driver's store) and, where a test pokes at
