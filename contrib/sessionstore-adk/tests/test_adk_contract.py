@@ -628,3 +628,14 @@ async def test_append_events_to_a_missing_session_raises_not_found(
     with pytest.raises(SessionNotFoundError):
         await service.append_events(session, [_event(), _event()])
     assert await service.get_session(app_name=APP, user_id="u", session_id="s") is None
+
+
+async def test_create_session_drops_temp_state(service: SessionStoreService) -> None:
+    # temp: keys live for one invocation: never stored, from create_session either (2.14
+    # made the Vertex AI service drop them too, as the others did).
+    created = await service.create_session(
+        app_name=APP, user_id="u", session_id="s", state={"temp:t": 1, "k": 1, "user:u": 2}
+    )
+    assert created.state == {"k": 1, "user:u": 2}
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None and got.state == {"k": 1, "user:u": 2}
