@@ -13,6 +13,7 @@ deltas) that is atomic on every built-in driver, Redis Cluster included.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import time
@@ -34,7 +35,8 @@ from google.adk.sessions.base_session_service import (
     GetSessionConfig,
     ListSessionsResponse,
 )
-from pydantic_core import to_jsonable_python
+from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from sessionstore import (
     AppendOp,
@@ -102,10 +104,32 @@ class _Deltas:
     session: dict[str, Any]
 
 
+def _bytes_as_text(value: Any) -> Any:
+    """``value`` with every ``bytes`` made text: UTF-8 as it decodes, anything else as
+    standard base64 (pydantic models are unwrapped first, to reach their bytes)."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError:
+            return base64.b64encode(value).decode("ascii")
+    if isinstance(value, BaseModel):
+        return _bytes_as_text(value.model_dump(mode="python"))
+    if isinstance(value, Mapping):
+        return {_bytes_as_text(k): _bytes_as_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_bytes_as_text(v) for v in value]
+    return value
+
+
 def _json_safe(state: Mapping[str, Any]) -> dict[str, Any]:
     # ADK state may hold datetimes, pydantic models, enums: stored as ADK's own persistent
     # services store them (pydantic's JSON mode); anything without a JSON form as its repr.
-    safe = to_jsonable_python(dict(state), fallback=repr)
+    # Bytes that are not UTF-8 (which pydantic's JSON mode refuses) as base64 text, as
+    # ADK's persistent services store them from 2.14 on (2.13's failed the write).
+    try:
+        safe = to_jsonable_python(dict(state), fallback=repr)
+    except (PydanticSerializationError, UnicodeDecodeError):
+        safe = to_jsonable_python(_bytes_as_text(state), fallback=repr)
     assert isinstance(safe, dict)
     return safe
 
@@ -369,20 +393,21 @@ class SessionStoreService(BaseSessionService):
     ) -> list[AdkEvent]:
         last = config.num_recent_events if config is not None else None
         after = config.after_timestamp if config is not None else None
-        # The store keeps ``at`` to the millisecond and its bound is exclusive: ask from a
-        # millisecond before, then apply ADK's exact bound (timestamp >= after) here.
         if after is None:
-            stored = await store.get_events(sid, last=last)
-        else:
-            stored = await store.get_events(sid, last=last, at_after=_at(after) - _MS)
-        events = [_decode(e) for e in stored]
-        if after is not None:
-            # ADK's rule: the events after the newest one older than the bound.
-            i = len(events) - 1
-            while i >= 0 and events[i].timestamp >= after:
-                i -= 1
-            events = events[i + 1 :]
-        return events
+            return [_decode(e) for e in await store.get_events(sid, last=last)]
+        # ADK's documented rule (its database and SQLite services, and its in-memory one
+        # from 2.15): the events whose timestamp is at or after the bound, then the newest
+        # ``last`` of those. The store keeps ``at`` to the millisecond and its bound is
+        # exclusive: ask from a millisecond before, then apply the exact bound here.
+        low = _at(after) - _MS
+        want = last
+        while True:
+            stored = await store.get_events(sid, last=want, at_after=low)
+            events = [e for e in map(_decode, stored) if e.timestamp >= after]
+            if last is None or want is None or len(events) >= last or len(stored) < want:
+                return events if last is None else events[-last:]
+            # events just below the bound in its millisecond took places: ask for more
+            want += last - len(events)
 
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
@@ -531,29 +556,59 @@ class SessionStoreService(BaseSessionService):
         stored session changed since ``session`` was read; the same event delivered again
         (equal id and content) is stored once.
         """
-        if event.partial:
-            return event
-        if any(e.id == event.id and e == event for e in session.events[-_RECENT_CHECK:]):
-            return event  # the caller's session already holds this very event
-        self._apply_temp_state(session, event)
-        event = self._trim_temp_delta_state(event)
+        (appended,) = await self._append(session, [event])
+        return appended
+
+    async def append_events(self, session: AdkSession, events: list[AdkEvent]) -> list[AdkEvent]:
+        """Persist ``events``, in order, with their state deltas in one atomic commit: all
+        of them or none (ADK 2.15's batch write, which its ``BufferedSessionService``
+        uses; callable on every ADK version).
+
+        The effect on ``session`` and on the store is that of :meth:`append_event` for
+        each event in turn (partial events skipped, ``temp:`` keys applied to ``session``
+        only, an equal re-delivery stored once), in one write: ``StaleSessionError``
+        when the stored session changed since ``session`` was read, and then none of the
+        events is stored. Returns the events as :meth:`append_event` returns each.
+        """
+        return await self._append(session, list(events))
+
+    async def _append(self, session: AdkSession, events: list[AdkEvent]) -> list[AdkEvent]:
+        results = list(events)
+        # The events to store, in order: a re-delivery is looked for as append_event
+        # would look for it, among the caller's newest events and those before it here.
+        window = list(session.events[-_RECENT_CHECK:])
+        writes: list[tuple[AdkEvent, str, EventInput]] = []
+        for i, event in enumerate(events):
+            if event.partial or any(e.id == event.id and e == event for e in window):
+                continue
+            self._apply_temp_state(session, event)
+            event = results[i] = self._trim_temp_delta_state(event)
+            raw, record = _event_record(event)
+            key = _event_key(event, raw)
+            if any(key == k for _, k, _ in writes):
+                continue  # equal once its temp: keys are gone: stored once
+            at = _at(event.timestamp)
+            writes.append((event, key, EventInput(type=EVENT_TYPE, data=record, key=key, at=at)))
+            window = [*window[1 - _RECENT_CHECK :], event]
+        if not writes:
+            return results
         store = await self._writable()
         app_name, user_id, name = session.app_name, session.user_id, session.id
         sid = _ids.session_id(app_name, user_id, name)
-        raw, record = _event_record(event)
-        key = _event_key(event, raw)
-        delta = event.actions.state_delta if event.actions else None
-        deltas = _split(delta)
+        deltas = _Deltas({}, {}, {})
+        for event, _, _ in writes:
+            split = _split(event.actions.state_delta if event.actions else None)
+            deltas.app.update(split.app)
+            deltas.user.update(split.user)
+            deltas.session.update(split.session)
         expected = read_marker(session)
         if expected is None:
             expected = await self._revision_of_unmarked(store, session, sid)
-        stored_event = EventInput(type=EVENT_TYPE, data=record, key=key, at=_at(event.timestamp))
-        update = SessionUpdate(
-            merge_data=deltas.session or None, merge_metadata={_TIME: event.timestamp}
-        )
+        newest = writes[-1][0].timestamp
+        update = SessionUpdate(merge_data=deltas.session or None, merge_metadata={_TIME: newest})
         ops: list[Op] = [
             UpdateOp(sid, update, expected_version=expected),
-            AppendOp(sid, [stored_event], ttl=self._ttl),
+            AppendOp(sid, [stored for _, _, stored in writes], ttl=self._ttl),
         ]
         scoped = (
             (_ids.app_state_id(app_name), deltas.app, {_KIND: "app", _APP: app_name}),
@@ -566,11 +621,11 @@ class SessionStoreService(BaseSessionService):
         ops += [UpdateOp(i, SessionUpdate(merge_data=d)) for i, d, _ in scoped if d]
         for attempt in range(_ATTEMPTS):
             try:
-                results = await store.commit(ops)
+                commit = await store.commit(ops)
                 break
             except SessionConflictError as exc:
-                if await self._already_stored(store, sid, key):
-                    return event  # re-delivered after a write whose outcome was unknown
+                if await self._already_stored(store, sid, [key for _, key, _ in writes]):
+                    return results  # re-delivered after a write whose outcome was unknown
                 raise StaleSessionError(_STALE) from exc
             except SessionNotFoundError as exc:
                 if exc.session_id == sid:
@@ -581,18 +636,25 @@ class SessionStoreService(BaseSessionService):
                 await self._ensure_scoped(store, _ids.group_id(app_name), scoped)
         else:  # pragma: no cover
             raise AssertionError("unreachable")
-        appended = results[1]
+        appended = commit[1]
         assert isinstance(appended, Session)
-        session.last_update_time = event.timestamp
+        session.last_update_time = newest
         write_marker(session, appended.version)
-        return self._commit_event_to_session(session, event)
+        for event, _, _ in writes:
+            self._commit_event_to_session(session, event)
+        return results
 
     @staticmethod
-    async def _already_stored(store: SessionStore, sid: str, key: str) -> bool:
+    async def _already_stored(store: SessionStore, sid: str, keys: Sequence[str]) -> bool:
+        """Every event of ``keys`` is stored (a write is all or none: the first missing
+        one ends the look)."""
         try:
-            return await store.get_event(sid, key=key) is not None
+            for key in keys:
+                if await store.get_event(sid, key=key) is None:
+                    return False
         except SessionNotFoundError:
             return False
+        return True
 
     async def _revision_of_unmarked(
         self, store: SessionStore, session: AdkSession, sid: str

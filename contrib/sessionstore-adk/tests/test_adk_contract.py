@@ -15,11 +15,14 @@ import time
 from typing import Any
 
 import pytest
+from google.adk import __version__ as adk_version
 from google.adk.errors import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
-from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
+from google.adk.sessions.in_memory_session_service import InMemorySessionService
 from google.genai import types
 from sessionstore_adk import SessionStoreService
 
@@ -424,3 +427,215 @@ async def test_distinct_events_sharing_an_id_are_both_kept(service: SessionStore
     got = await service.get_session(app_name=APP, user_id="u", session_id=session.id)
     assert got is not None
     assert [e.invocation_id for e in got.events] == ["a", "b"]
+
+
+# -- ADK 2.14 and 2.15 (docs/decisions.md, "ADK 2.14 and 2.15"): what their session
+# services changed, restated for the adapter on every driver.
+
+ADK_VERSION = tuple(int(p) for p in adk_version.split(".")[:2])
+
+
+async def _timestamps(
+    service: BaseSessionService, session_id: str, config: GetSessionConfig
+) -> list[float]:
+    got = await service.get_session(app_name=APP, user_id="u", session_id=session_id, config=config)
+    assert got is not None
+    return [e.timestamp for e in got.events]
+
+
+async def test_get_session_after_timestamp_filters_then_takes_the_newest(
+    service: SessionStoreService,
+) -> None:
+    # GetSessionConfig's rule: the events with timestamp >= after_timestamp (each of them,
+    # in the order appended, also when timestamps go back), then the newest
+    # num_recent_events of those. ADK 2.15's in-memory service follows it (2.13's cut
+    # after the newest older event); its database and SQLite services always did.
+    stamps = [1.0, 5.0, 3.0, 6.0, 2.0, 4.0]
+    reference = InMemorySessionService()
+    for side in (service, reference):
+        session = await side.create_session(app_name=APP, user_id="u", session_id="s")
+        for stamp in stamps:
+            await side.append_event(session, _event(timestamp=stamp))
+    cases = [
+        (GetSessionConfig(after_timestamp=3.0), [5.0, 3.0, 6.0, 4.0]),
+        (GetSessionConfig(after_timestamp=3.0, num_recent_events=3), [3.0, 6.0, 4.0]),
+        (GetSessionConfig(after_timestamp=6.0, num_recent_events=5), [6.0]),
+        (GetSessionConfig(after_timestamp=0.0, num_recent_events=2), [2.0, 4.0]),
+        (GetSessionConfig(after_timestamp=7.0), []),
+    ]
+    for config, want in cases:
+        assert await _timestamps(service, "s", config) == want, config
+        if ADK_VERSION >= (2, 15):
+            assert await _timestamps(reference, "s", config) == want, config
+
+
+async def test_get_session_after_timestamp_in_the_millisecond_of_older_events(
+    service: SessionStoreService,
+) -> None:
+    # The store keeps event times to the millisecond: events just below the bound in its
+    # millisecond must neither be returned nor take the places of older matching ones.
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    stamps = [1000.0009, 999.5, 1000.0001, 1000.0002, 1000.0008, 1000.0003]
+    for stamp in stamps:
+        await service.append_event(session, _event(timestamp=stamp))
+    both = GetSessionConfig(after_timestamp=1000.0008, num_recent_events=2)
+    assert await _timestamps(service, "s", both) == [1000.0009, 1000.0008]
+    only = GetSessionConfig(after_timestamp=1000.0002)
+    assert await _timestamps(service, "s", only) == [1000.0009, 1000.0002, 1000.0008, 1000.0003]
+
+
+async def test_create_session_with_an_empty_id_generates_one(service: SessionStoreService) -> None:
+    # 2.14: an empty session_id is no id at all (the database service used to store "").
+    first = await service.create_session(app_name=APP, user_id="u", session_id="")
+    second = await service.create_session(app_name=APP, user_id="u", session_id="  ")
+    assert first.id and second.id and first.id != second.id
+    listed = (await service.list_sessions(app_name=APP, user_id="u")).sessions
+    assert sorted(s.id for s in listed) == sorted([first.id, second.id])
+
+
+async def test_non_utf8_bytes_in_state_are_stored_as_base64(service: SessionStoreService) -> None:
+    # 2.14: bytes in state that are not UTF-8 are written as base64 text by ADK's
+    # persistent services (2.13's failed the write); UTF-8 bytes as their text.
+    session = await service.create_session(
+        app_name=APP, user_id="u", session_id="s", state={"raw": b"\xff\x00", "text": b"ok"}
+    )
+    delta = {"user:blob": [b"\xfe"], "app:nested": {"b": b"\x80"}, "n": 1}
+    await service.append_event(session, _event(delta=delta))
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None
+    assert got.state == {
+        "raw": "/wA=",
+        "text": "ok",
+        "n": 1,
+        "user:blob": ["/g=="],
+        "app:nested": {"b": "gA=="},
+    }
+    assert got.events[0].actions.state_delta["n"] == 1
+
+
+async def test_append_events_has_the_effect_of_append_event_for_each(
+    service: SessionStoreService,
+) -> None:
+    # 2.15's BaseSessionService.append_events: all of the events or none, in order, with
+    # the same effect on the session object and the store as append_event for each.
+    batched = await service.create_session(app_name=APP, user_id="u", session_id="batched")
+    single = await service.create_session(app_name="other", user_id="u", session_id="single")
+
+    def events() -> list[Event]:
+        return [
+            _event(id="e1", invocation_id="i", timestamp=10.0, delta={"a": 1, "temp:t": 1}),
+            _event(id="e2", invocation_id="i", timestamp=11.0, partial=True),
+            _event(id="e3", invocation_id="i", timestamp=12.0, delta={"a": 2, "app:x": 1}),
+            _event(id="e4", invocation_id="i", timestamp=13.0, delta={"user:y": [1]}),
+        ]
+
+    returned = await service.append_events(batched, events())
+    one_by_one = [await service.append_event(single, e) for e in events()]
+    assert [e.model_dump() for e in returned] == [e.model_dump() for e in one_by_one]
+    assert [e.id for e in returned] == ["e1", "e2", "e3", "e4"]
+    for session in (batched, single):
+        assert [e.id for e in session.events] == ["e1", "e3", "e4"]
+        assert session.state == {"a": 2, "temp:t": 1, "app:x": 1, "user:y": [1]}
+        assert session.last_update_time == 13.0
+        stored = await service.get_session(
+            app_name=session.app_name, user_id="u", session_id=session.id
+        )
+        assert stored is not None
+        assert stored.events == session.events
+        assert stored.state == {"a": 2, "app:x": 1, "user:y": [1]}
+    assert await service.get_user_state(app_name=APP, user_id="u") == {"y": [1]}
+    assert await service.append_events(batched, []) == []
+    # the session object still writes: its revision is the stored one
+    await service.append_event(batched, _event(timestamp=14.0))
+
+
+async def test_append_events_to_a_stale_session_stores_none(service: SessionStoreService) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    fresh = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert fresh is not None
+    await service.append_event(fresh, _event(invocation_id="first", delta={"k": 0}))
+    batch = [_event(invocation_id=f"stale{i}", delta={"k": i, "user:u": i}) for i in range(3)]
+    with pytest.raises(StaleSessionError, match="modified in storage"):
+        await service.append_events(session, batch)
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None
+    assert [e.invocation_id for e in got.events] == ["first"]
+    assert got.state == {"k": 0}
+    assert await service.get_user_state(app_name=APP, user_id="u") == {}
+
+
+async def test_append_events_concurrent_stale_sessions_reject_stale_writer(
+    service: SessionStoreService,
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    for i in range(4):
+        latest = await service.get_session(app_name=APP, user_id="u", session_id=session.id)
+        assert latest is not None
+        copies = (latest.model_copy(deep=True), latest.model_copy(deep=True))
+        results = await asyncio.gather(
+            *(
+                service.append_events(
+                    copy, [_event(invocation_id=f"{i}-{n}-{j}", delta={f"k{i}": n}) for j in "ab"]
+                )
+                for n, copy in enumerate(copies)
+            ),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], StaleSessionError), results
+    final = await service.get_session(app_name=APP, user_id="u", session_id=session.id)
+    assert final is not None
+    # each round stored one writer's two events, together
+    ids = [e.invocation_id for e in final.events]
+    assert len(ids) == 8
+    pairs = zip(ids[::2], ids[1::2], strict=True)
+    assert all(a[:-1] == b[:-1] and (a[-1], b[-1]) == ("a", "b") for a, b in pairs)
+
+
+async def test_append_events_redelivered_after_an_unknown_outcome_is_stored_once(
+    service: SessionStoreService,
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    before = session.model_copy(deep=True)
+    batch = [_event(invocation_id=f"i{n}", delta={"user:n": n}) for n in range(3)]
+    await service.append_events(session, batch)
+    retried = await service.append_events(before, [e.model_copy(deep=True) for e in batch])
+    assert [e.id for e in retried] == [e.id for e in batch]
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None
+    assert [e.id for e in got.events] == [e.id for e in batch]
+    # part of a stored batch and a new event: a stale write, refused whole
+    with pytest.raises(StaleSessionError):
+        await service.append_events(before, [batch[0].model_copy(deep=True), _event()])
+
+
+async def test_append_events_stores_an_equal_redelivery_once(service: SessionStoreService) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    event = _event(invocation_id="inv", delta={"user:n": 1})
+    await service.append_events(session, [event, event, event.model_copy(deep=True)])
+    await service.append_events(session, [event.model_copy(deep=True)])
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None
+    assert [e.id for e in got.events] == [event.id]
+    assert len(session.events) == 1
+
+
+async def test_append_events_to_a_missing_session_raises_not_found(
+    service: SessionStoreService,
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    await service.delete_session(app_name=APP, user_id="u", session_id="s")
+    with pytest.raises(SessionNotFoundError):
+        await service.append_events(session, [_event(), _event()])
+    assert await service.get_session(app_name=APP, user_id="u", session_id="s") is None
+
+
+async def test_create_session_drops_temp_state(service: SessionStoreService) -> None:
+    # temp: keys live for one invocation: never stored, from create_session either (2.14
+    # made the Vertex AI service drop them too, as the others did).
+    created = await service.create_session(
+        app_name=APP, user_id="u", session_id="s", state={"temp:t": 1, "k": 1, "user:u": 2}
+    )
+    assert created.state == {"k": 1, "user:u": 2}
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None and got.state == {"k": 1, "user:u": 2}

@@ -2,7 +2,8 @@
 random sequence of creates, appends (with session, ``app:``, ``user:`` and ``temp:``
 deltas), reads with every ``GetSessionConfig`` shape, listings and deletes must give the
 same observable results on every driver, each call through one of two services on two
-store objects over the same data (two processes' views)."""
+store objects over the same data (two processes' views); appends are sometimes batched
+through ``append_events``."""
 
 from __future__ import annotations
 
@@ -97,11 +98,18 @@ async def test_same_results_as_adks_in_memory_service(
                 "invocation_id": f"i{step}",
                 "timestamp": clock,
             }
-            for side, session in ((reference, ref), (rng.choice(services), ours)):
-                event = Event(
-                    actions=EventActions(state_delta=dict(delta)), id=f"e{step}", **fields
-                )
-                await side.append_event(session, event)
+            # sometimes a batch (ADK 2.15's append_events) of 1-3 events on our side, one
+            # append_event per event on the reference's (the base class's own default)
+            count = rng.choice((1, 1, 1, 2, 3))
+            batch = count > 1 or rng.random() < 0.2
+            for event in _events(step, count, delta, fields):
+                await reference.append_event(ref, event)
+            writer = rng.choice(services)
+            if batch:
+                await writer.append_events(ours, _events(step, count, delta, fields))
+            else:
+                for event in _events(step, count, delta, fields):
+                    await writer.append_event(ours, event)
             assert _view(ours)[3:] == _view(ref)[3:], step
         elif op < 0.8:
             config = rng.choice(
@@ -144,6 +152,14 @@ async def test_same_results_as_adks_in_memory_service(
             for side in (reference, rng.choice(services)):
                 await side.delete_session(app_name=app, user_id=user, session_id=name)
             held.pop((app, user, name), None)
+
+
+def _events(step: int, count: int, delta: dict[str, Any], fields: dict[str, Any]) -> list[Event]:
+    # a fresh copy for each side: a service trims the temp: keys of the events it is given
+    return [
+        Event(actions=EventActions(state_delta=dict(delta)), id=f"e{step}-{n}", **fields)
+        for n in range(count)
+    ]
 
 
 def _key(session: Session) -> Any:

@@ -19,7 +19,9 @@ from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic_core import PydanticSerializationError
 from sessionstore_adk import EVENT_TYPE, SessionStoreService, _ids
+from sessionstore_adk._adk_probes import read_marker
 
 from sessionstore import (
     ManualClock,
@@ -154,6 +156,35 @@ async def test_redelivery_after_an_unknown_outcome_is_stored_once(
     # a different event on the stale copy is still refused
     with pytest.raises(StaleSessionError):
         await service.append_event(before, _event(invocation_id="other"))
+
+
+async def test_append_events_is_one_atomic_commit(
+    service: SessionStoreService, adapter_store: SessionStore
+) -> None:
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    sid = _ids.session_id(APP, "u", "s")
+    start = await adapter_store.get_session(sid)
+    await service.append_event(session, _event(delta={"n": 0}))
+    one = await adapter_store.get_session(sid)
+    await service.append_events(session, [_event(delta={"n": n, "user:m": n}) for n in (1, 2, 3)])
+    three = await adapter_store.get_session(sid)
+    assert start is not None and one is not None and three is not None
+    # three events move the stored version as far as one: a single write
+    assert three.version - one.version == one.version - start.version
+    assert read_marker(session) == three.version
+    assert [e.data["actions"]["state_delta"]["n"] for e in await adapter_store.get_events(sid)] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    # an event that cannot be written stops the whole batch before anything is stored
+    bad = _event(delta={"n": "\ud800"})
+    with pytest.raises(PydanticSerializationError):
+        await service.append_events(session, [_event(delta={"n": 4}), bad])
+    after = await adapter_store.get_session(sid)
+    assert after is not None and after.version == three.version
+    assert len(session.events) == 4
 
 
 async def test_append_to_a_deleted_session_raises_not_found(service: SessionStoreService) -> None:
