@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields, make_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -298,6 +299,46 @@ class Index:
                 self._all.append(conn)
         return conn
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Let the listings inside (:meth:`select` with options) read one snapshot of the
+        index and reuse what they weigh their plan by while the index is unchanged.
+
+        A listing whose filter has a set condition to weigh (a tag, statuses, several
+        processors) reads ``PRAGMA data_version`` and the connection's ``total_changes``
+        (any commit by another connection, of this process or another, moves the
+        first; this connection's own writes the second): while both are as before, the
+        counts that chose the driving condition and the soonest expiry are this
+        thread's memo's (:func:`_where`). That listing then runs in a read transaction,
+        begun before the version is read and ended when the block ends, so its query
+        sees exactly the rows the memo was checked against. No index write may run
+        inside the block (on this thread)."""
+        local = self._local
+        local.snapshot = True
+        try:
+            yield
+        finally:
+            local.snapshot = False
+            if getattr(local, "began", False):
+                local.began = False
+                self.conn().execute("COMMIT")
+
+    def _memo(self, conn: sqlite3.Connection) -> dict[Any, Any] | None:
+        """This thread's memo, valid for the index as ``conn`` now sees it (None outside
+        :meth:`snapshot`: nothing is reused)."""
+        local = self._local
+        if not getattr(local, "snapshot", False):
+            return None
+        if not conn.in_transaction:
+            conn.execute("BEGIN")  # the version and the query read one snapshot
+            local.began = True
+        version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        memo: dict[Any, Any] | None = getattr(local, "memo", None)
+        if memo is None or local.version != version or len(memo) >= _MEMO_MAX:
+            memo = local.memo = {}
+            local.version = version
+        return memo
+
     def close(self) -> None:
         """Close every connection (of every thread)."""
         with self._mutex:
@@ -455,10 +496,12 @@ class Index:
         """Rows matching ``flt`` at ``now``, in ``options``' order: ``(id, metadata)``, or
         with ``full`` every column a listing returns (:func:`session_of`)."""
         post = _metadata_check(flt, now)
+        conn = self.conn()
         where, params = _where(
-            flt, now, self.conn() if options is not None else None,
+            flt, now, conn if options is not None else None,
             None if options is None else options.sort_by,
             limit if post is None else None,
+            None if options is None else self._memo,
         )  # fmt: skip
         order = ""
         if options is not None:
@@ -475,7 +518,7 @@ class Index:
         if limit is not None and post is None:
             sql += " LIMIT ?"
             params.append(limit)
-        cur = self.conn().execute(sql, params)
+        cur = conn.execute(sql, params)
         if post is None:
             return cur  # the cursor steps the statement row by row (C, no generator)
         return _passing(cur, post, _META if full else 1)
@@ -585,6 +628,10 @@ _SORT_COST: Final = 4
 #: Estimated sessions: the largest rowid (one step down the table's b-tree; deleted rows
 #: make it an overestimate, which only moves the choice towards driving).
 _TOTAL: Final = "SELECT max(rowid) FROM sessions"
+#: The soonest expiry (None: no session expires), also the key of its memo entry.
+_SOONEST: Final = "SELECT min(expires_ms) FROM sessions WHERE expires_ms IS NOT NULL"
+#: Entries of a thread's memo (choices by sets and page size) before it starts over.
+_MEMO_MAX: Final = 256
 
 
 def _drive_below(conn: sqlite3.Connection, want: int | None) -> int:
@@ -600,15 +647,50 @@ def _drive_below(conn: sqlite3.Connection, want: int | None) -> int:
     return min(every, math.isqrt(want * total // _SORT_COST))
 
 
+#: A set condition of a filter: (sql that can drive, sql that cannot, params, the sql
+#: that counts its rows, capped).
+_Set = tuple[str, str, list[Any], str]
+
+
+def _choose(conn: sqlite3.Connection, sets: Sequence[_Set], walks: bool, want: int | None) -> int:
+    """Which of ``sets`` drives the query (-1: none, the sort index is walked), counting
+    each set's rows up to the threshold (:func:`_drive_below`)."""
+    driver = -1
+    best = _drive_below(conn, want)
+    # each count stops at the smallest so far; the tags (narrow, as a rule) first
+    for index in reversed(range(len(sets)) if best else ()):
+        _, _, args, counted = sets[index]
+        rows = conn.execute(counted, [*args, best]).fetchone()[0]
+        if rows < best:
+            driver, best = index, rows
+    if driver < 0 and walks:
+        driver = 0  # every set is big: walk the processor's index, not all sessions'
+    return driver
+
+
+def _none_expired(conn: sqlite3.Connection, facts: dict[Any, Any], now_ms: int) -> bool:
+    """No session of the snapshot has expired at ``now_ms`` (the soonest expiry, one
+    step into the partial expiry index, kept in ``facts``)."""
+    soonest = facts.get(_SOONEST, -1)
+    if soonest == -1:
+        soonest = facts[_SOONEST] = conn.execute(_SOONEST).fetchone()[0]
+    return soonest is None or soonest > now_ms
+
+
 def _where(
     flt: SessionFilter,
     now: datetime,
     conn: sqlite3.Connection | None = None,
     sort_by: str | None = None,
     want: int | None = None,
+    memo: Callable[[sqlite3.Connection], dict[Any, Any] | None] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """SQL conditions for ``flt`` at ``now`` (with ``conn``: choosing the driving one for
-    a query sorted by ``sort_by`` that stops after ``want`` rows, None: reads them all)."""
+    a query sorted by ``sort_by`` that stops after ``want`` rows, None: reads them all).
+
+    ``memo`` (:meth:`Index._memo`) is asked only when there is a choice to weigh: it
+    gives the facts of the index's current snapshot that earlier listings read (the
+    choice for the same sets and ``want``; the soonest expiry), or None (count)."""
     where: list[str] = []
     params: list[Any] = []
     if not flt.include_expired:
@@ -617,8 +699,7 @@ def _where(
     if flt.ids is not None:
         where.append("id IN (SELECT value FROM json_each(?))")
         params.append(_json_list(flt.ids))
-    # (sql that can drive, sql that cannot, params, capped count of the rows it selects)
-    sets: list[tuple[str, str, list[Any], str]] = []
+    sets: list[_Set] = []
     # one processor, sorted by updated_at: (processor_id, updated_ms, id) is already in
     # the page's order, so walking it is the plan unless a smaller set drives
     walks = False
@@ -669,17 +750,19 @@ def _where(
     driver = -1
     if conn is not None and sets and flt.ids is None:
         if walks and len(sets) == 1:
-            best = driver = 0  # nothing to weigh it against: no count
+            driver = 0  # nothing to weigh it against: no count
         else:
-            best = _drive_below(conn, want)
-        # each count stops at the smallest so far; the tags (narrow, as a rule) first
-        for index in reversed(range(len(sets)) if best else ()):
-            _, _, args, counted = sets[index]
-            rows = conn.execute(counted, [*args, best]).fetchone()[0]
-            if rows < best:
-                driver, best = index, rows
-        if driver < 0 and walks:
-            driver = 0  # every set is big: walk the processor's index, not all sessions'
+            facts = None if memo is None else memo(conn)
+            if facts is None:
+                driver = _choose(conn, sets, walks, want)
+            else:
+                key = (want, walks, *((counted, *args) for _, _, args, counted in sets))
+                driver = facts.get(key, -2)
+                if driver == -2:
+                    driver = facts[key] = _choose(conn, sets, walks, want)
+                if not flt.include_expired and _none_expired(conn, facts, params[0]):
+                    # a walk need not look up each passed-over entry's row for its expiry
+                    del where[0], params[0]
     for index, (drives, checks, args, _) in enumerate(sets):
         where.append(drives if index == driver or conn is None else checks)
         params.extend(args)
