@@ -22,7 +22,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import fields, make_dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -269,6 +268,40 @@ def _while_locked(step: Callable[[], None], timeout: float) -> None:
         pause = min(pause * 2, 0.05)
 
 
+class _Local(threading.local):
+    """A thread's state of an :class:`Index`: its connection; whether it is inside a
+    :meth:`Index.snapshot` block and began the block's read transaction; its memo of
+    listing plans and the index version the memo holds for."""
+
+    conn: sqlite3.Connection | None = None
+    snapshot = False
+    began = False
+    memo: dict[Any, Any] | None = None
+    version: tuple[int, int] | None = None
+
+
+class _Snapshot:
+    """:meth:`Index.snapshot`'s block (one object per index: entering it costs two
+    attribute writes, where a generator-based context manager cost ~1 us a listing)."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def __enter__(self) -> None:
+        self._index._local.snapshot = True
+
+    def __exit__(self, *exc: object) -> None:
+        local = self._index._local
+        local.snapshot = False
+        if local.began:
+            local.began = False
+            conn = local.conn
+            if conn is not None:
+                conn.execute("COMMIT")
+
+
 class Index:
     """One namespace's index database; a connection per thread (WAL allows readers and
     one writer at a time across processes)."""
@@ -276,7 +309,8 @@ class Index:
     def __init__(self, path: str, *, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
-        self._local = threading.local()
+        self._local = _Local()
+        self._snapshot = _Snapshot(self)
         self._all: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
 
@@ -284,7 +318,7 @@ class Index:
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn = self._local.conn
         if conn is None:
             conn = sqlite3.connect(
                 f"file:{quote(self.path)}?nofollow=1",
@@ -299,10 +333,10 @@ class Index:
                 self._all.append(conn)
         return conn
 
-    @contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """Let the listings inside (:meth:`select` with options) read one snapshot of the
-        index and reuse what they weigh their plan by while the index is unchanged.
+    def snapshot(self) -> _Snapshot:
+        """A block (``with index.snapshot():``) whose listings (:meth:`select` with
+        options) read one snapshot of the index and reuse what they weigh their plan by
+        while the index is unchanged.
 
         A listing whose filter has a set condition to weigh (a tag, statuses, several
         processors) reads ``PRAGMA data_version`` and the connection's ``total_changes``
@@ -313,27 +347,19 @@ class Index:
         begun before the version is read and ended when the block ends, so its query
         sees exactly the rows the memo was checked against. No index write may run
         inside the block (on this thread)."""
-        local = self._local
-        local.snapshot = True
-        try:
-            yield
-        finally:
-            local.snapshot = False
-            if getattr(local, "began", False):
-                local.began = False
-                self.conn().execute("COMMIT")
+        return self._snapshot
 
     def _memo(self, conn: sqlite3.Connection) -> dict[Any, Any] | None:
         """This thread's memo, valid for the index as ``conn`` now sees it (None outside
         :meth:`snapshot`: nothing is reused)."""
         local = self._local
-        if not getattr(local, "snapshot", False):
+        if not local.snapshot:
             return None
         if not conn.in_transaction:
             conn.execute("BEGIN")  # the version and the query read one snapshot
             local.began = True
         version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
-        memo: dict[Any, Any] | None = getattr(local, "memo", None)
+        memo = local.memo
         if memo is None or local.version != version or len(memo) >= _MEMO_MAX:
             memo = local.memo = {}
             local.version = version
@@ -345,7 +371,7 @@ class Index:
             for conn in self._all:
                 conn.close()
             self._all.clear()
-        self._local = threading.local()
+        self._local = _Local()
 
     def create(self) -> bool:
         """Create the schema; True when the index must be (re)built from the files."""
