@@ -157,6 +157,8 @@ class Floor:
     ids: Callable[[], Awaitable[list[str]]]
     call: Callable[[], object]
     close: Callable[[], Awaitable[None]] | None = None
+    #: The same floor for the ``n`` newest (the small pages beside row 13), where built.
+    page: Callable[[int], Callable[[], object]] | None = None
 
 
 @dataclass(frozen=True)
@@ -426,24 +428,27 @@ async def sqlite_floor(store: SessionStore, path: str = ":memory:", *, hop: bool
              for s in chunk],
         )  # fmt: skip
         db.commit()
-    query = "SELECT id, doc FROM s WHERE processor = ? ORDER BY updated DESC, id DESC LIMIT 100"
+    query = "SELECT id, doc FROM s WHERE processor = ? ORDER BY updated DESC, id DESC LIMIT ?"
     loads = orjson.loads
 
     async def ids() -> list[str]:
-        return [sid for sid, _ in db.execute(query, (HOT,))]
+        return [sid for sid, _ in db.execute(query, (HOT, 100))]
 
-    def page() -> object:
-        return [(sid, loads(doc)) for sid, doc in db.execute(query, (HOT,))]
+    def page_of(n: int) -> Callable[[], object]:
+        def page() -> object:
+            return [(sid, loads(doc)) for sid, doc in db.execute(query, (HOT, n))]
 
-    def in_hop() -> object:
-        return asyncio.to_thread(page)
+        def in_hop() -> object:
+            return asyncio.to_thread(page)
+
+        return in_hop if hop else page
 
     async def close() -> None:
         db.close()
 
     where = "in memory" if path == ":memory:" else "on disk"
     name = f"SQLite {where}, (processor, updated) index + orjson" + (", 1 hop" if hop else "")
-    return Floor(name, ids, in_hop if hop else page, close)
+    return Floor(name, ids, page_of(100), close, page_of)
 
 
 def add_arguments(parser: argparse.ArgumentParser, what: str) -> None:

@@ -41,7 +41,8 @@ numbered as the benchmark prints them (docs/performance.md uses the same numbers
     among 10,000 (``_million``'s sessions, loaded with ``durability="none"``, the store
     reopened durable) <= 2x an on-disk SQLite table of the same sessions with a
     ``(processor, updated)`` index, the same 100 rows selected and each row's document
-    decoded with ``orjson``, in one hop;
+    decoded with ``orjson``, in one hop; beside it (no target: ``meta["small_pages"]``)
+    the 1 and the 10 newest against the same floor with that ``LIMIT``;
 14. (``--million`` only; the first row with ``--million-only``) the steps of
     ``_million.py`` at 1,000,000 sessions on durable stores: load by ``commit()`` of 1,000
     creates, the bytes allocated on disk under the root (and the index's share), the
@@ -74,7 +75,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any, Final
 
@@ -493,6 +494,7 @@ async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
                 floor.call,
                 repeat=sizes.repeat,
             )
+            small = await _small_pages(store, floor, sizes.repeat, page.ids)
         finally:
             if floor.close is not None:
                 await floor.close()
@@ -506,6 +508,36 @@ async def bench_listing(report: Report, sizes: Sizes, base: str) -> None:
             note="issue 21: one indexed query, every session decoded from its index row",
         )
     )
+    report.meta["small_pages"] = small
+    report.info["listing, small pages"] = ", ".join(
+        f"{n} newest {v['ratio']:.2f}x the floor" for n, v in small.items()
+    )
+
+
+async def _small_pages(
+    store: FileStore, floor: _million.Floor, repeat: int, newest: list[str]
+) -> dict[int, dict[str, float]]:
+    """Beside row 13 (issue 21): the 1 and the 10 newest of the same processor against
+    the same floor with that ``LIMIT``, where the listing's fixed cost (the hop, the
+    plan, the next page's cursor) weighs most; in ``meta["small_pages"]``."""
+    assert floor.page is not None
+    out: dict[int, dict[str, float]] = {}
+    for n in (1, 10):
+        opts = replace(_million.LISTING_OPTIONS, limit=n)
+        if (await store.list_sessions(_million.LISTING_FILTER, opts)).ids != newest[:n]:
+            raise SystemExit("BUG: a small page and its floor disagree")
+        op, low = await compare(
+            functools.partial(store.list_sessions, _million.LISTING_FILTER, opts),
+            floor.page(n),
+            repeat=repeat,
+        )
+        out[n] = {"op_s": op.median, "floor_s": low.median, "ratio": op.median / low.median}
+        print(
+            f"  (small page) {n} newest of a processor's 1,000: {format_seconds(op.median)} "
+            f"vs {format_seconds(low.median)} -> {op.median / low.median:.2f}x",
+            flush=True,
+        )
+    return out
 
 
 def _index_of(store: FileStore) -> tuple[Any, Callable[[Any], Any], Any]:
@@ -604,8 +636,9 @@ async def bench_sweep(report: Report, sizes: Sizes, base: str) -> None:
             traced: list[str] = []
             conn.set_trace_callback(traced.append)
             try:
-                for _ in index.select(flt, now, opts, limit=opts.limit + 8, full=True):
-                    break
+                with index.snapshot():  # as ``list_page``: the SQL the store runs
+                    for _ in index.select(flt, now, opts, limit=opts.limit + 8, full=True):
+                        break
             finally:
                 conn.set_trace_callback(None)
             (sql,) = [s for s in traced if s.startswith("SELECT id, processor_id,")]

@@ -153,6 +153,8 @@ def test_bench_filesystem_quick_runs_and_writes_every_row(tmp_path: Path) -> Non
     assert [row["name"] for row in report["rows"]] == list(FILESYSTEM_ROWS)
     assert all(isinstance(row["passed"], bool) for row in rows.values())
     assert _number(report["meta"]["load_seconds"]) and _number(report["meta"]["query_ms"])
+    small = report["meta"]["small_pages"]  # the 1 and 10 newest beside row 13
+    assert sorted(small) == ["1", "10"] and all(_number(v["ratio"]) for v in small.values())
     sweep = report["meta"]["plan_sweep"]
     assert len(sweep) == 10  # five selectivities, two filter shapes
     for entry in sweep.values():

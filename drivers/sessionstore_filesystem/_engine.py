@@ -697,29 +697,32 @@ class Engine:
             more = False
             seen = 0
             skip = opts.offset
-            for row in self.index.select(flt, now, opts, after, limit=bound, full=True):
-                seen += 1
-                if skip:
-                    skip -= 1
-                    continue
-                if len(items) == opts.limit:
-                    more = True
-                    break
-                found = session_of(row)
-                if found is not None:
-                    items.append(found)
-                    continue
-                sid = row[0]
-                if row[-1] is not None:  # a row that does not decode: rewrite it
-                    with self._mutex:
-                        self._dirty.add(sid)
-                session = self._query_load(sid)
-                if session is None or not matches(session, flt, now):
-                    if session is None and self.corrupt and self.corrupt[-1].record == sid:
-                        continue  # reported; the rest of the page goes on
-                    stale.append(sid)
-                    continue
-                items.append(session)
+            # one read snapshot; a filter with a choice to weigh reuses the counts that
+            # made it while the index is unchanged (see Index.snapshot)
+            with self.index.snapshot():
+                for row in self.index.select(flt, now, opts, after, limit=bound, full=True):
+                    seen += 1
+                    if skip:
+                        skip -= 1
+                        continue
+                    if len(items) == opts.limit:
+                        more = True
+                        break
+                    found = session_of(row)
+                    if found is not None:
+                        items.append(found)
+                        continue
+                    sid = row[0]
+                    if row[-1] is not None:  # a row that does not decode: rewrite it
+                        with self._mutex:
+                            self._dirty.add(sid)
+                    session = self._query_load(sid)
+                    if session is None or not matches(session, flt, now):
+                        if session is None and self.corrupt and self.corrupt[-1].record == sid:
+                            continue  # reported; the rest of the page goes on
+                        stale.append(sid)
+                        continue
+                    items.append(session)
             if stale:
                 for sid in stale:
                     self.recovery.repair(sid)

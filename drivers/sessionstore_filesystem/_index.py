@@ -268,6 +268,40 @@ def _while_locked(step: Callable[[], None], timeout: float) -> None:
         pause = min(pause * 2, 0.05)
 
 
+class _Local(threading.local):
+    """A thread's state of an :class:`Index`: its connection; whether it is inside a
+    :meth:`Index.snapshot` block and began the block's read transaction; its memo of
+    listing plans and the index version the memo holds for."""
+
+    conn: sqlite3.Connection | None = None
+    snapshot = False
+    began = False
+    memo: dict[Any, Any] | None = None
+    version: tuple[int, int] | None = None
+
+
+class _Snapshot:
+    """:meth:`Index.snapshot`'s block (one object per index: entering it costs two
+    attribute writes, where a generator-based context manager cost ~1 us a listing)."""
+
+    __slots__ = ("_index",)
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def __enter__(self) -> None:
+        self._index._local.snapshot = True
+
+    def __exit__(self, *exc: object) -> None:
+        local = self._index._local
+        local.snapshot = False
+        if local.began:
+            local.began = False
+            conn = local.conn
+            if conn is not None:
+                conn.execute("COMMIT")
+
+
 class Index:
     """One namespace's index database; a connection per thread (WAL allows readers and
     one writer at a time across processes)."""
@@ -275,7 +309,8 @@ class Index:
     def __init__(self, path: str, *, timeout: float) -> None:
         self.path = path
         self.timeout = timeout
-        self._local = threading.local()
+        self._local = _Local()
+        self._snapshot = _Snapshot(self)
         self._all: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
 
@@ -283,7 +318,7 @@ class Index:
 
     def conn(self) -> sqlite3.Connection:
         """This thread's connection."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        conn = self._local.conn
         if conn is None:
             conn = sqlite3.connect(
                 f"file:{quote(self.path)}?nofollow=1",
@@ -298,13 +333,45 @@ class Index:
                 self._all.append(conn)
         return conn
 
+    def snapshot(self) -> _Snapshot:
+        """A block (``with index.snapshot():``) whose listings (:meth:`select` with
+        options) read one snapshot of the index and reuse what they weigh their plan by
+        while the index is unchanged.
+
+        A listing whose filter has a set condition to weigh (a tag, statuses, several
+        processors) reads ``PRAGMA data_version`` and the connection's ``total_changes``
+        (any commit by another connection, of this process or another, moves the
+        first; this connection's own writes the second): while both are as before, the
+        counts that chose the driving condition and the soonest expiry are this
+        thread's memo's (:func:`_where`). That listing then runs in a read transaction,
+        begun before the version is read and ended when the block ends, so its query
+        sees exactly the rows the memo was checked against. No index write may run
+        inside the block (on this thread)."""
+        return self._snapshot
+
+    def _memo(self, conn: sqlite3.Connection) -> dict[Any, Any] | None:
+        """This thread's memo, valid for the index as ``conn`` now sees it (None outside
+        :meth:`snapshot`: nothing is reused)."""
+        local = self._local
+        if not local.snapshot:
+            return None
+        if not conn.in_transaction:
+            conn.execute("BEGIN")  # the version and the query read one snapshot
+            local.began = True
+        version = (conn.execute("PRAGMA data_version").fetchone()[0], conn.total_changes)
+        memo = local.memo
+        if memo is None or local.version != version or len(memo) >= _MEMO_MAX:
+            memo = local.memo = {}
+            local.version = version
+        return memo
+
     def close(self) -> None:
         """Close every connection (of every thread)."""
         with self._mutex:
             for conn in self._all:
                 conn.close()
             self._all.clear()
-        self._local = threading.local()
+        self._local = _Local()
 
     def create(self) -> bool:
         """Create the schema; True when the index must be (re)built from the files."""
@@ -455,10 +522,12 @@ class Index:
         """Rows matching ``flt`` at ``now``, in ``options``' order: ``(id, metadata)``, or
         with ``full`` every column a listing returns (:func:`session_of`)."""
         post = _metadata_check(flt, now)
+        conn = self.conn()
         where, params = _where(
-            flt, now, self.conn() if options is not None else None,
+            flt, now, conn if options is not None else None,
             None if options is None else options.sort_by,
             limit if post is None else None,
+            None if options is None else self._memo,
         )  # fmt: skip
         order = ""
         if options is not None:
@@ -475,7 +544,7 @@ class Index:
         if limit is not None and post is None:
             sql += " LIMIT ?"
             params.append(limit)
-        cur = self.conn().execute(sql, params)
+        cur = conn.execute(sql, params)
         if post is None:
             return cur  # the cursor steps the statement row by row (C, no generator)
         return _passing(cur, post, _META if full else 1)
@@ -585,6 +654,10 @@ _SORT_COST: Final = 4
 #: Estimated sessions: the largest rowid (one step down the table's b-tree; deleted rows
 #: make it an overestimate, which only moves the choice towards driving).
 _TOTAL: Final = "SELECT max(rowid) FROM sessions"
+#: The soonest expiry (None: no session expires), also the key of its memo entry.
+_SOONEST: Final = "SELECT min(expires_ms) FROM sessions WHERE expires_ms IS NOT NULL"
+#: Entries of a thread's memo (choices by sets and page size) before it starts over.
+_MEMO_MAX: Final = 256
 
 
 def _drive_below(conn: sqlite3.Connection, want: int | None) -> int:
@@ -600,15 +673,50 @@ def _drive_below(conn: sqlite3.Connection, want: int | None) -> int:
     return min(every, math.isqrt(want * total // _SORT_COST))
 
 
+#: A set condition of a filter: (sql that can drive, sql that cannot, params, the sql
+#: that counts its rows, capped).
+_Set = tuple[str, str, list[Any], str]
+
+
+def _choose(conn: sqlite3.Connection, sets: Sequence[_Set], walks: bool, want: int | None) -> int:
+    """Which of ``sets`` drives the query (-1: none, the sort index is walked), counting
+    each set's rows up to the threshold (:func:`_drive_below`)."""
+    driver = -1
+    best = _drive_below(conn, want)
+    # each count stops at the smallest so far; the tags (narrow, as a rule) first
+    for index in reversed(range(len(sets)) if best else ()):
+        _, _, args, counted = sets[index]
+        rows = conn.execute(counted, [*args, best]).fetchone()[0]
+        if rows < best:
+            driver, best = index, rows
+    if driver < 0 and walks:
+        driver = 0  # every set is big: walk the processor's index, not all sessions'
+    return driver
+
+
+def _none_expired(conn: sqlite3.Connection, facts: dict[Any, Any], now_ms: int) -> bool:
+    """No session of the snapshot has expired at ``now_ms`` (the soonest expiry, one
+    step into the partial expiry index, kept in ``facts``)."""
+    soonest = facts.get(_SOONEST, -1)
+    if soonest == -1:
+        soonest = facts[_SOONEST] = conn.execute(_SOONEST).fetchone()[0]
+    return soonest is None or soonest > now_ms
+
+
 def _where(
     flt: SessionFilter,
     now: datetime,
     conn: sqlite3.Connection | None = None,
     sort_by: str | None = None,
     want: int | None = None,
+    memo: Callable[[sqlite3.Connection], dict[Any, Any] | None] | None = None,
 ) -> tuple[list[str], list[Any]]:
     """SQL conditions for ``flt`` at ``now`` (with ``conn``: choosing the driving one for
-    a query sorted by ``sort_by`` that stops after ``want`` rows, None: reads them all)."""
+    a query sorted by ``sort_by`` that stops after ``want`` rows, None: reads them all).
+
+    ``memo`` (:meth:`Index._memo`) is asked only when there is a choice to weigh: it
+    gives the facts of the index's current snapshot that earlier listings read (the
+    choice for the same sets and ``want``; the soonest expiry), or None (count)."""
     where: list[str] = []
     params: list[Any] = []
     if not flt.include_expired:
@@ -617,8 +725,7 @@ def _where(
     if flt.ids is not None:
         where.append("id IN (SELECT value FROM json_each(?))")
         params.append(_json_list(flt.ids))
-    # (sql that can drive, sql that cannot, params, capped count of the rows it selects)
-    sets: list[tuple[str, str, list[Any], str]] = []
+    sets: list[_Set] = []
     # one processor, sorted by updated_at: (processor_id, updated_ms, id) is already in
     # the page's order, so walking it is the plan unless a smaller set drives
     walks = False
@@ -669,17 +776,19 @@ def _where(
     driver = -1
     if conn is not None and sets and flt.ids is None:
         if walks and len(sets) == 1:
-            best = driver = 0  # nothing to weigh it against: no count
+            driver = 0  # nothing to weigh it against: no count
         else:
-            best = _drive_below(conn, want)
-        # each count stops at the smallest so far; the tags (narrow, as a rule) first
-        for index in reversed(range(len(sets)) if best else ()):
-            _, _, args, counted = sets[index]
-            rows = conn.execute(counted, [*args, best]).fetchone()[0]
-            if rows < best:
-                driver, best = index, rows
-        if driver < 0 and walks:
-            driver = 0  # every set is big: walk the processor's index, not all sessions'
+            facts = None if memo is None else memo(conn)
+            if facts is None:
+                driver = _choose(conn, sets, walks, want)
+            else:
+                key = (want, walks, *((counted, *args) for _, _, args, counted in sets))
+                driver = facts.get(key, -2)
+                if driver == -2:
+                    driver = facts[key] = _choose(conn, sets, walks, want)
+                if not flt.include_expired and _none_expired(conn, facts, params[0]):
+                    # a walk need not look up each passed-over entry's row for its expiry
+                    del where[0], params[0]
     for index, (drives, checks, args, _) in enumerate(sets):
         where.append(drives if index == driver or conn is None else checks)
         params.extend(args)

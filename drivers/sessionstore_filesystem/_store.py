@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import SplitResult, unquote
 
 from sessionstore import (
@@ -51,6 +51,11 @@ from ._layout import namespace_dir
 from ._names import marker_cased
 
 __all__ = ["FileOptions", "FileStore"]
+
+#: What a query without a filter or options means (both immutable, so built once: ~2 us
+#: a call otherwise).
+_EVERY: Final = SessionFilter()
+_FIRST_PAGE: Final = QueryOptions()
 
 
 @dataclass(frozen=True)
@@ -304,7 +309,7 @@ class FileStore(BaseSessionStore):
         """Ordered and filtered by the index; only the page's files are read."""
         self._check_open()
         page = await self._threads.run(
-            self._engine.list_page, filter or SessionFilter(), options or QueryOptions(),
+            self._engine.list_page, filter or _EVERY, options or _FIRST_PAGE,
             self.clock.now(),
         )  # fmt: skip
         self._report()
@@ -313,9 +318,7 @@ class FileStore(BaseSessionStore):
     async def count_sessions(self, filter: SessionFilter | None = None) -> int:
         """Counted by the index (no file is read)."""
         self._check_open()
-        return await self._threads.run(
-            self._engine.count, filter or SessionFilter(), self.clock.now()
-        )
+        return await self._threads.run(self._engine.count, filter or _EVERY, self.clock.now())
 
     async def search_sessions(
         self,
@@ -327,7 +330,7 @@ class FileStore(BaseSessionStore):
         normalize_search_text(text)
         self._check_open()
         page = await self._threads.run(
-            self._engine.search, text, filter or SessionFilter(), options, self.clock.now()
+            self._engine.search, text, filter or _EVERY, options, self.clock.now()
         )
         self._report()
         return page

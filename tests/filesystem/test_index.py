@@ -348,3 +348,35 @@ async def test_the_listing_plan_follows_the_selectivity(
         assert "SEARCH sessions USING INDEX sessions_proc_updated (processor_id=?)" in plan(
             SessionFilter(processor_id="hot", tags_all={"half"})
         )
+
+
+@pytest.mark.asyncio
+async def test_a_listing_weighs_its_plan_again_after_this_store_writes(
+    make_store: MakeStore, clock: ManualClock
+) -> None:
+    """The memo of a listing's plan (``Index.snapshot``) ends with any write of the
+    store's own, on the listing thread's connection (its ``total_changes``: SQLite's
+    ``data_version`` moves only for other connections) or another's: a session that
+    expires after the memo said nothing has expired is left out once it has expired."""
+    flt = SessionFilter(tags_all={"t"})
+    opts = QueryOptions(sort_by="updated_at", order="desc", limit=10)
+    async with make_store() as store:
+        engine = store._engine
+        await store.commit([CreateOp(NewSession(tags={"t"} if i < 2 else {"u"})) for i in range(9)])
+        kept = (await store.list_sessions(flt, opts)).ids
+        assert len(kept) == 2
+
+        async def via_store() -> list[str]:
+            # the worker thread that writes next lists (the last idle one is reused)
+            return (await store.list_sessions(flt, opts)).ids
+
+        async def on_this_thread() -> list[str]:
+            # this thread's own connection, while the store writes on the worker's
+            return engine.list_page(flt, opts, clock.now()).ids
+
+        for page in (via_store, on_this_thread):
+            assert await page() == kept  # nothing has expired: the memo says so
+            gone = await store.create_session(tags={"t"}, ttl=1)
+            clock.advance(timedelta(seconds=2))
+            assert await page() == kept
+            await store.delete_session(gone.id)  # nothing expired again

@@ -13,9 +13,11 @@ from sessionstore_filesystem import FileStore
 
 from sessionstore import (
     AppendOp,
+    CreateOp,
     DeleteEventsOp,
     Event,
     Mutation,
+    NewSession,
     PopOp,
     Session,
     SessionConflictError,
@@ -55,6 +57,18 @@ async def _cas_increments(root: str, sid: str, times: int) -> int:
                     assert exc.actual > current.version
                     conflicts += 1
     return conflicts
+
+
+def tagged_creates(send: Send, root: str, tag: str, count: int, ttl: float | None) -> None:
+    """Create ``count`` sessions tagged ``tag`` (expiring after ``ttl`` seconds of this
+    process's clock) in one commit; reports how many it created."""
+    send(orjson.dumps(asyncio.run(_tagged_creates(root, tag, count, ttl))))
+
+
+async def _tagged_creates(root: str, tag: str, count: int, ttl: float | None) -> int:
+    async with FileStore(root=root, durability="none") as store:
+        ops = [CreateOp(NewSession(tags={tag}, ttl=ttl)) for _ in range(count)]
+        return sum(isinstance(s, Session) for s in await store.commit(ops))
 
 
 # --------------------------------------------------------------------------- lock pruning
