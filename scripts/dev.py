@@ -6,6 +6,7 @@
     python3 scripts/dev.py fast           # ruff + the fast tests (-m "not integration"): no servers
     python3 scripts/dev.py test --lowest  # a second venv at the lowest supported versions, a subset
     python3 scripts/dev.py test --adapters  # the framework adapters (contrib/), from their wheels
+    python3 scripts/dev.py test --adapters-lowest  # ... each framework at its range's floor
     python3 scripts/dev.py bench          # run the benchmarks (ratios to same-run floors)
     python3 scripts/dev.py lock           # refresh requirements/*.txt from pyproject.toml
     python3 scripts/dev.py lock adapters  # ... only requirements/adapters.txt (or dev, ...)
@@ -17,9 +18,9 @@ runs pytest on pytest-xdist workers (``-n 2 --dist loadscope``); ``-n 0`` runs s
 Every install comes from a lock file in ``requirements/`` with pinned versions and
 hashes (``pip install --require-hashes``), including the build backend of the editable
 install, so a fresh clone tests exactly the versions that were tested before it. The
-virtualenvs live in ``.venv``, ``.venv-lowest`` and ``.venv-adapters`` (override the first
-with $SESSIONSTORE_VENV); each is reinstalled only when its lock file or pyproject.toml
-changes.
+virtualenvs live in ``.venv``, ``.venv-lowest``, ``.venv-adapters`` and
+``.venv-adapters-lowest`` (override the first with $SESSIONSTORE_VENV); each is
+reinstalled only when its lock file or pyproject.toml changes.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ REQUIREMENTS = ROOT / "requirements"
 VENV = Path(os.environ.get("SESSIONSTORE_VENV", ROOT / ".venv"))
 LOWEST_VENV = ROOT / ".venv-lowest"
 ADAPTERS_VENV = ROOT / ".venv-adapters"
+# The same adapters with each framework at the floor of its range (requirements/
+# adapters-lowest.txt, from adapters.in constrained by adapters-lowest.in).
+ADAPTERS_LOWEST_VENV = ROOT / ".venv-adapters-lowest"
 # The framework adapters: the extra of the main package -> its distribution's directory
 # (contrib/sessionstore-<extra>/, package sessionstore_<extra with _>). One environment
 # holds the three frameworks (requirements/adapters.txt, from requirements/adapters.in).
@@ -119,8 +123,12 @@ def test(pytest_args: list[str]) -> None:
         pytest_args = [a for a in pytest_args if a != "--lowest"]
         test_lowest(pytest_args)
         return
+    if "--adapters-lowest" in pytest_args:
+        rest = [a for a in pytest_args if a != "--adapters-lowest"]
+        test_adapters(rest, "adapters-lowest", ADAPTERS_LOWEST_VENV)
+        return
     if "--adapters" in pytest_args:
-        test_adapters([a for a in pytest_args if a != "--adapters"])
+        test_adapters([a for a in pytest_args if a != "--adapters"], "adapters", ADAPTERS_VENV)
         return
     py = ensure_env("dev")
     run(py, "-m", "ruff", "check", ".")
@@ -236,13 +244,15 @@ def link_repo_tests(py: Path, env_dir: Path) -> None:
     Path(out.stdout.strip(), "sessionstore_repo_tests.pth").write_text(f"{holder}\n")
 
 
-def test_adapters(pytest_args: list[str]) -> None:
+def test_adapters(pytest_args: list[str], lock_name: str, env_dir: Path) -> None:
     """The framework adapters, as their users get them: every ``contrib/sessionstore-<x>``
     adapter and sessionstore are built into wheels, installed into ``.venv-adapters``
     (the three frameworks, requirements/adapters.txt) as extras of sessionstore from those
     wheels only (``--no-index --find-links``), then each adapter's mypy --strict and its
     tests run (in the adapter's directory, its own pytest config). An adapter whose
-    directory does not exist yet is skipped."""
+    directory does not exist yet is skipped. ``--adapters-lowest`` does the same in
+    ``.venv-adapters-lowest`` from requirements/adapters-lowest.txt: each framework at the
+    floor of its adapter's range."""
     started = time.monotonic()
     present = [extra for extra in ADAPTERS if (adapter_dir(extra) / "pyproject.toml").exists()]
     for extra in ADAPTERS:
@@ -251,7 +261,7 @@ def test_adapters(pytest_args: list[str]) -> None:
     if not present:
         say("no adapter to test")
         return
-    py = ensure_env("adapters", ADAPTERS_VENV, editable=False)
+    py = ensure_env(lock_name, env_dir, editable=False)
     pip = (py, "-m", "pip", "--disable-pip-version-check")
     wheels = Path(tempfile.mkdtemp(prefix="sessionstore-wheels-"))
     try:
@@ -267,7 +277,7 @@ def test_adapters(pytest_args: list[str]) -> None:
         run(*pip, "check")
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
-    link_repo_tests(py, ADAPTERS_VENV)
+    link_repo_tests(py, env_dir)
     failed: list[str] = []
     for extra in present:
         where = adapter_dir(extra)
@@ -277,9 +287,9 @@ def test_adapters(pytest_args: list[str]) -> None:
         pytest = (py, "-m", "pytest", "-p", "no:cacheprovider", *pytest_args)
         if run(*pytest, check=False, cwd=where) != 0:
             failed.append(f"{extra} (pytest)")
-    say(f"adapters: {', '.join(present)} in {time.monotonic() - started:.0f} s")
+    say(f"{lock_name}: {', '.join(present)} in {time.monotonic() - started:.0f} s")
     if failed:
-        sys.exit(f"[dev] adapters failed: {', '.join(failed)}")
+        sys.exit(f"[dev] {lock_name} failed: {', '.join(failed)}")
 
 
 def bench(args: list[str]) -> None:
@@ -306,6 +316,16 @@ def lock(args: list[str]) -> None:
         # The three frameworks of the adapters and their test dependencies, with the dev
         # toolchain (the adapters' mypy, pytest, the private servers' fallbacks).
         "adapters": ("pyproject.toml", build, REQUIREMENTS / "adapters.in", "--extra", "dev"),
+        # The same, each framework at the floor of its adapter's range (adapters-lowest.in).
+        "adapters-lowest": (
+            "pyproject.toml",
+            build,
+            REQUIREMENTS / "adapters.in",
+            "--extra",
+            "dev",
+            "-c",
+            REQUIREMENTS / "adapters-lowest.in",
+        ),
     }
     # `lock adapters` refreshes that lock only; the other arguments go to uv.
     chosen = [a for a in args if a in locks] or list(locks)
