@@ -624,9 +624,20 @@ class SessionStoreService(BaseSessionService):
                 commit = await store.commit(ops)
                 break
             except SessionConflictError as exc:
-                if await self._already_stored(store, sid, [key for _, key, _ in writes]):
-                    return results  # re-delivered after a write whose outcome was unknown
-                raise StaleSessionError(_STALE) from exc
+                last = await self._already_stored(store, sid, [key for _, key, _ in writes])
+                if last is None:
+                    raise StaleSessionError(_STALE) from exc
+                # Re-delivered after a write whose outcome was unknown. When that write is
+                # still the newest, ``session`` is brought up to date as if it had
+                # succeeded: else its next write (a retry of ADK's BufferedSessionService
+                # keeps the object) would be refused as stale with no one else writing.
+                stored = await store.get_session(sid)
+                if stored is not None and stored.last_seq == last.seq:
+                    session.last_update_time = newest
+                    write_marker(session, stored.version)
+                    for event, _, _ in writes:
+                        self._commit_event_to_session(session, event)
+                return results
             except SessionNotFoundError as exc:
                 if exc.session_id == sid:
                     raise AdkNotFound(f"Session {name} not found.") from exc
@@ -645,16 +656,20 @@ class SessionStoreService(BaseSessionService):
         return results
 
     @staticmethod
-    async def _already_stored(store: SessionStore, sid: str, keys: Sequence[str]) -> bool:
-        """Every event of ``keys`` is stored (a write is all or none: the first missing
-        one ends the look)."""
+    async def _already_stored(
+        store: SessionStore, sid: str, keys: Sequence[str]
+    ) -> StoredEvent | None:
+        """The stored event of the last of ``keys`` when every one is stored, else None
+        (a write is all or none: the first missing one ends the look)."""
+        found = None
         try:
             for key in keys:
-                if await store.get_event(sid, key=key) is None:
-                    return False
+                found = await store.get_event(sid, key=key)
+                if found is None:
+                    return None
         except SessionNotFoundError:
-            return False
-        return True
+            return None
+        return found
 
     async def _revision_of_unmarked(
         self, store: SessionStore, session: AdkSession, sid: str
