@@ -79,6 +79,8 @@ _APP: Final = "adk_app"
 _USER: Final = "adk_user"
 _SESSION: Final = "adk_session"
 _TIME: Final = "adk_time"
+# The token of the append that last wrote a session (a hash of its events' keys).
+_WRITE: Final = "adk_write"
 _LIST_PAGE: Final = 1000
 _IMPORT_BATCH: Final = 1000
 # How far back append_event looks in the caller's session for an equal re-delivery:
@@ -605,7 +607,12 @@ class SessionStoreService(BaseSessionService):
         if expected is None:
             expected = await self._revision_of_unmarked(store, session, sid)
         newest = writes[-1][0].timestamp
-        update = SessionUpdate(merge_data=deltas.session or None, merge_metadata={_TIME: newest})
+        keys = [key for _, key, _ in writes]
+        # the write's token: which write made the stored session (a re-delivery's check)
+        token = hashlib.sha256("\x00".join(keys).encode()).hexdigest()[:32]
+        update = SessionUpdate(
+            merge_data=deltas.session or None, merge_metadata={_TIME: newest, _WRITE: token}
+        )
         ops: list[Op] = [
             UpdateOp(sid, update, expected_version=expected),
             AppendOp(sid, [stored for _, _, stored in writes], ttl=self._ttl),
@@ -624,15 +631,20 @@ class SessionStoreService(BaseSessionService):
                 commit = await store.commit(ops)
                 break
             except SessionConflictError as exc:
-                last = await self._already_stored(store, sid, [key for _, key, _ in writes])
-                if last is None:
+                if not await self._already_stored(store, sid, keys):
                     raise StaleSessionError(_STALE) from exc
-                # Re-delivered after a write whose outcome was unknown. When that write is
-                # still the newest, ``session`` is brought up to date as if it had
-                # succeeded: else its next write (a retry of ADK's BufferedSessionService
-                # keeps the object) would be refused as stale with no one else writing.
+                # Re-delivered after a write whose outcome was unknown. When that very
+                # write made the stored session (its token; the two version steps of its
+                # ops on ``sid`` since ``expected``: no write after it), ``session`` is
+                # brought up to date as if it had succeeded: else its next write (a retry
+                # of ADK's BufferedSessionService keeps the object) would be refused as
+                # stale with no one else writing.
                 stored = await store.get_session(sid)
-                if stored is not None and stored.last_seq == last.seq:
+                if (
+                    stored is not None
+                    and stored.version == expected + 2
+                    and stored.metadata.get(_WRITE) == token
+                ):
                     session.last_update_time = newest
                     write_marker(session, stored.version)
                     for event, _, _ in writes:
@@ -656,20 +668,16 @@ class SessionStoreService(BaseSessionService):
         return results
 
     @staticmethod
-    async def _already_stored(
-        store: SessionStore, sid: str, keys: Sequence[str]
-    ) -> StoredEvent | None:
-        """The stored event of the last of ``keys`` when every one is stored, else None
-        (a write is all or none: the first missing one ends the look)."""
-        found = None
+    async def _already_stored(store: SessionStore, sid: str, keys: Sequence[str]) -> bool:
+        """Every event of ``keys`` is stored (a write is all or none: the first missing
+        one ends the look)."""
         try:
             for key in keys:
-                found = await store.get_event(sid, key=key)
-                if found is None:
-                    return None
+                if await store.get_event(sid, key=key) is None:
+                    return False
         except SessionNotFoundError:
-            return None
-        return found
+            return False
+        return True
 
     async def _revision_of_unmarked(
         self, store: SessionStore, session: AdkSession, sid: str

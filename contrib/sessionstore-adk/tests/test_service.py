@@ -426,3 +426,19 @@ async def test_a_lone_surrogate_name_is_refused_typed_and_writes_nothing(
     assert await adapter_store.count_sessions() == before
     assert await service.get_session(app_name=app, user_id=user, session_id=sid) is None
     assert (await service.list_sessions(app_name=app, user_id=user)).sessions == []
+
+
+async def test_a_redelivered_tail_of_anothers_batch_leaves_the_copy_stale(
+    service: SessionStoreService,
+) -> None:
+    """Only the write that the copy's own re-delivery made brings it up to date: a copy
+    that re-delivers the last event of a batch written by another object (the event is
+    the newest, but the batch's first one is not on the copy) stays stale."""
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    copy = session.model_copy(deep=True)
+    first, last = _event(invocation_id="1", delta={"n": 1}), _event(invocation_id="2")
+    await service.append_events(session, [first, last.model_copy(deep=True)])
+    await service.append_events(copy, [last])
+    assert [e.id for e in copy.events] != [first.id, last.id]
+    with pytest.raises(StaleSessionError):
+        await service.append_events(copy, [_event(invocation_id="3")])
