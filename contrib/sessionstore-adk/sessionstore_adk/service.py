@@ -79,6 +79,8 @@ _APP: Final = "adk_app"
 _USER: Final = "adk_user"
 _SESSION: Final = "adk_session"
 _TIME: Final = "adk_time"
+# The token of the append that last wrote a session (a hash of its events' keys).
+_WRITE: Final = "adk_write"
 _LIST_PAGE: Final = 1000
 _IMPORT_BATCH: Final = 1000
 # How far back append_event looks in the caller's session for an equal re-delivery:
@@ -605,7 +607,12 @@ class SessionStoreService(BaseSessionService):
         if expected is None:
             expected = await self._revision_of_unmarked(store, session, sid)
         newest = writes[-1][0].timestamp
-        update = SessionUpdate(merge_data=deltas.session or None, merge_metadata={_TIME: newest})
+        keys = [key for _, key, _ in writes]
+        # the write's token: which write made the stored session (a re-delivery's check)
+        token = hashlib.sha256("\x00".join(keys).encode()).hexdigest()[:32]
+        update = SessionUpdate(
+            merge_data=deltas.session or None, merge_metadata={_TIME: newest, _WRITE: token}
+        )
         ops: list[Op] = [
             UpdateOp(sid, update, expected_version=expected),
             AppendOp(sid, [stored for _, _, stored in writes], ttl=self._ttl),
@@ -624,9 +631,25 @@ class SessionStoreService(BaseSessionService):
                 commit = await store.commit(ops)
                 break
             except SessionConflictError as exc:
-                if await self._already_stored(store, sid, [key for _, key, _ in writes]):
-                    return results  # re-delivered after a write whose outcome was unknown
-                raise StaleSessionError(_STALE) from exc
+                if not await self._already_stored(store, sid, keys):
+                    raise StaleSessionError(_STALE) from exc
+                # Re-delivered after a write whose outcome was unknown. When that very
+                # write made the stored session (its token; the two version steps of its
+                # ops on ``sid`` since ``expected``: no write after it), ``session`` is
+                # brought up to date as if it had succeeded: else its next write (a retry
+                # of ADK's BufferedSessionService keeps the object) would be refused as
+                # stale with no one else writing.
+                stored = await store.get_session(sid)
+                if (
+                    stored is not None
+                    and stored.version == expected + 2
+                    and stored.metadata.get(_WRITE) == token
+                ):
+                    session.last_update_time = newest
+                    write_marker(session, stored.version)
+                    for event, _, _ in writes:
+                        self._commit_event_to_session(session, event)
+                return results
             except SessionNotFoundError as exc:
                 if exc.session_id == sid:
                     raise AdkNotFound(f"Session {name} not found.") from exc

@@ -597,6 +597,7 @@ async def test_append_events_redelivered_after_an_unknown_outcome_is_stored_once
 ) -> None:
     session = await service.create_session(app_name=APP, user_id="u", session_id="s")
     before = session.model_copy(deep=True)
+    stale = session.model_copy(deep=True)
     batch = [_event(invocation_id=f"i{n}", delta={"user:n": n}) for n in range(3)]
     await service.append_events(session, batch)
     retried = await service.append_events(before, [e.model_copy(deep=True) for e in batch])
@@ -604,9 +605,10 @@ async def test_append_events_redelivered_after_an_unknown_outcome_is_stored_once
     got = await service.get_session(app_name=APP, user_id="u", session_id="s")
     assert got is not None
     assert [e.id for e in got.events] == [e.id for e in batch]
-    # part of a stored batch and a new event: a stale write, refused whole
+    # part of a stored batch and a new event, on a copy from before it: a stale write,
+    # refused whole
     with pytest.raises(StaleSessionError):
-        await service.append_events(before, [batch[0].model_copy(deep=True), _event()])
+        await service.append_events(stale, [batch[0].model_copy(deep=True), _event()])
 
 
 async def test_append_events_stores_an_equal_redelivery_once(service: SessionStoreService) -> None:

@@ -13,7 +13,7 @@ from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from sessionstore_adk import SessionStoreService, _ids
 
-from sessionstore import SessionStore
+from sessionstore import OutcomeUnknownError, SessionStore
 
 sessions = pytest.importorskip("google.adk.sessions")
 if not hasattr(sessions, "BufferedSessionService"):
@@ -86,5 +86,46 @@ async def test_a_stale_batch_is_refused_whole(service: SessionStoreService) -> N
         assert got is not None
         assert got.state == {"k": "other"}
         assert len(got.events) == 1
+    finally:
+        await buffered.aclose()
+
+
+async def test_a_batch_stored_despite_an_error_is_retried_and_the_chain_goes_on(
+    service: SessionStoreService, adapter_store: SessionStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's commit that is stored but reports OutcomeUnknownError (a lost reply):
+    the buffered service's retry finds it stored, and the session's next batch (no one
+    else wrote) is stored too, not refused as stale."""
+    commit = adapter_store.commit
+    lost: list[bool] = []
+
+    async def reply_lost_once(ops: Any) -> Any:
+        results = await commit(ops)
+        if not lost:
+            lost.append(True)
+            raise OutcomeUnknownError("the reply was lost")
+        return results
+
+    config = sessions.BufferedSessionServiceConfig(
+        max_write_delay=timedelta(hours=1),
+        retry_config=pytest.importorskip("google.adk.workflow").RetryConfig(
+            max_attempts=3, initial_delay=0.0
+        ),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # [EXPERIMENTAL]
+        buffered = sessions.BufferedSessionService(service, config=config)
+    try:
+        live = await buffered.create_session(app_name=APP, user_id="u", session_id="s")
+        monkeypatch.setattr(adapter_store, "commit", reply_lost_once)
+        for n in range(3):
+            await buffered.append_event(live, _event({"n": n}))
+        await buffered.flush_session(app_name=APP, user_id="u", session_id="s")
+        assert lost
+        await buffered.append_event(live, _event({"n": 3}))
+        await buffered.flush_session(app_name=APP, user_id="u", session_id="s")
+        got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+        assert got is not None
+        assert [e.actions.state_delta for e in got.events] == [{"n": n} for n in range(4)]
     finally:
         await buffered.aclose()

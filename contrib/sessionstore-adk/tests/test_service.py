@@ -148,14 +148,39 @@ async def test_redelivery_after_an_unknown_outcome_is_stored_once(
     before = session.model_copy(deep=True)
     event = _event(invocation_id="inv", delta={"n": 1, "user:m": 1})
     await service.append_event(session, event)
+    later = _event(invocation_id="later")
+    await service.append_event(session, later)
     retried = await service.append_event(before, event.model_copy(deep=True))
     assert retried.id == event.id
     got = await service.get_session(app_name=APP, user_id="u", session_id="s")
     assert got is not None
-    assert [e.id for e in got.events] == [event.id]
-    # a different event on the stale copy is still refused
+    assert [e.id for e in got.events] == [event.id, later.id]
+    # a different event on the copy, stale since ``later``, is still refused
     with pytest.raises(StaleSessionError):
         await service.append_event(before, _event(invocation_id="other"))
+
+
+async def test_a_copy_whose_batch_is_redelivered_keeps_writing(
+    service: SessionStoreService,
+) -> None:
+    """A batch whose write's outcome was unknown (stored, but the caller saw an error) is
+    sent again on the same session object, as ADK's BufferedSessionService retries it:
+    found stored, it brings the object up to date, and the object's next write (no one
+    else wrote) is not refused as stale."""
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    unknown = session.model_copy(deep=True)  # the object whose write raised
+    batch = [_event(invocation_id="b", delta={"n": n, "user:m": n}) for n in (1, 2)]
+    await service.append_events(session, [e.model_copy(deep=True) for e in batch])
+    await service.append_events(unknown, batch)  # the retry: stored once
+    assert [e.id for e in unknown.events] == [e.id for e in batch]
+    assert unknown.state == {"n": 2, "user:m": 2}
+    assert read_marker(unknown) == read_marker(session)
+    after = _event(invocation_id="after", delta={"n": 3})
+    await service.append_events(unknown, [after])
+    got = await service.get_session(app_name=APP, user_id="u", session_id="s")
+    assert got is not None
+    assert [e.id for e in got.events] == [*(e.id for e in batch), after.id]
+    assert got.state == {"n": 3, "user:m": 2}
 
 
 async def test_append_events_is_one_atomic_commit(
@@ -401,3 +426,19 @@ async def test_a_lone_surrogate_name_is_refused_typed_and_writes_nothing(
     assert await adapter_store.count_sessions() == before
     assert await service.get_session(app_name=app, user_id=user, session_id=sid) is None
     assert (await service.list_sessions(app_name=app, user_id=user)).sessions == []
+
+
+async def test_a_redelivered_tail_of_anothers_batch_leaves_the_copy_stale(
+    service: SessionStoreService,
+) -> None:
+    """Only the write that the copy's own re-delivery made brings it up to date: a copy
+    that re-delivers the last event of a batch written by another object (the event is
+    the newest, but the batch's first one is not on the copy) stays stale."""
+    session = await service.create_session(app_name=APP, user_id="u", session_id="s")
+    copy = session.model_copy(deep=True)
+    first, last = _event(invocation_id="1", delta={"n": 1}), _event(invocation_id="2")
+    await service.append_events(session, [first, last.model_copy(deep=True)])
+    await service.append_events(copy, [last])
+    assert [e.id for e in copy.events] != [first.id, last.id]
+    with pytest.raises(StaleSessionError):
+        await service.append_events(copy, [_event(invocation_id="3")])
