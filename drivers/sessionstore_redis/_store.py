@@ -9,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any, Final, Unpack, cast
 from urllib.parse import SplitResult
 
@@ -825,14 +826,23 @@ class RedisStore(BaseSessionStore):
                 await self._writes.claim(sid, group, now_ms)
         expires = None if session.expires_at is None else to_ms(session.expires_at)
         fresh = fields.get("id") is None  # a new ULID: nothing of it to clear (create.lua)
+        data, metadata = p.data[0], p.metadata[0]
         for _ in range(4):
             call = self._writes.call(now_ms)
+            during = None
             if group is None:
                 call.create_one(loc, p, expires, fresh=fresh)
+                # the copy of the document (_cache.py), made while the request is on its
+                # way: the lane's CPU would otherwise idle until the reply. Harmless if
+                # the create fails: a copy is used only when the server finds its token
+                # or its bytes stored, which no other write has.
+                during = partial(
+                    self._cache.put, call.token, session, data, metadata, doc=call.document()
+                )
             else:
                 call.create(loc, p, "" if expires is None else str(expires), stub)
             try:
-                await self._writes.run(call, idempotent=True, what=f"create {sid}")
+                await self._writes.run(call, idempotent=True, what=f"create {sid}", during=during)
                 break
             except Unclaimed:  # something holds the id: the separate claim sorts it out
                 assert group is not None
@@ -844,8 +854,8 @@ class RedisStore(BaseSessionStore):
         else:
             raise SessionExistsError(sid)
         self._writes.remember(sid, group)
-        doc = call.document() if group is None else None  # (write.lua builds a grouped one)
-        self._cache.put(call.token, session, p.data[0], p.metadata[0], doc=doc)
+        if group is not None:  # (write.lua builds a grouped session's document)
+            self._cache.put(call.token, session, data, metadata)
         self._writes.reindex_later([session])
         self._notify("sessionstore_session_created", session=session)
         return session

@@ -155,6 +155,8 @@ class Writes:
             run_script = backend.script_wait
 
             def attempt() -> Awaitable[Any]:
+                if during is not None:  # (no lane call to run it in: before sending)
+                    during()
                 return run_script(call.script, call.keys, call.args())
         else:
             script = backend.script

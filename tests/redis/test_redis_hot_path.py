@@ -576,3 +576,25 @@ async def test_a_read_from_the_copy_still_honours_the_expiry(
     clock.advance(11)
     assert await store.get_session(s.id) is None
     assert await store.get_session(s.id, include_expired=True) == s
+
+
+async def test_a_create_that_fails_leaves_no_copy_a_read_or_an_append_takes(
+    open_redis: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A create makes its copy while the request is on its way (before the reply says
+    whether the id was free): when the id is taken, the copy it made is never taken for
+    the stored document, by a read (other bytes are stored) or an append (another token)."""
+    from sessionstore import SessionExistsError
+
+    store = await open_redis(redis_url)
+    other = await open_redis(redis_url)
+    theirs = await other.create_session(id="taken", data={"theirs": True}, tags={"o"})
+    with pytest.raises(SessionExistsError):
+        await store.create_session(id="taken", data={"mine": True}, tags={"m"})
+    decoded = _count_decodes(monkeypatch)
+    assert await store.get_session("taken") == theirs and decoded == ["taken"]
+    replies = _spy_replies(store, monkeypatch)
+    after = await store.append_events("taken", [{"type": "e"}])
+    assert type(replies[0]) is bytes, "the whole document, not the version from a copy"
+    assert after.data == {"theirs": True} and after.tags == {"o"} and after.version == 2
+    assert after == await other.get_session("taken")
