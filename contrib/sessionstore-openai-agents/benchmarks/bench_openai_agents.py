@@ -16,7 +16,8 @@ Targets (issue #19), per driver, on one store in one run:
 
 1. ``add_items([one item])`` <= 1.15x the store's own ``append_events(id, [one event])``;
 2. ``get_items(limit=20)`` <= 1.15x the store's own ``get_events(id, last=20)``;
-3. on Redis, both >= 3x faster than the SDK's own ``RedisSession`` on the same server.
+3. on Redis, both >= 3x faster than the SDK's own ``RedisSession`` on the same server
+   (``get_items`` also on a history of tool-using turns, ``RICH_ITEMS``, ~600 B an item).
 
 Side by side (``--versus``, no targets: the ratio ours/theirs, below 1 when ours is
 faster), the SDK's own sessions a user would otherwise pick, on the same backend:
@@ -70,6 +71,49 @@ ITEM: TResponseInputItem = {
     "content": "What is the weather like in Paris today? Please answer briefly.",
 }
 HISTORY = 200  # items in each session before the reads are timed
+
+_TEXT = (
+    "The forecast for Paris today is mostly sunny with a light breeze from the west; "
+    "temperatures will reach 21 degrees in the afternoon. "
+) * 8
+_HOURS = ",".join(f'{{"h": {h}, "t": {15 + h % 7}, "p": 0.{h % 9}}}' for h in range(24))
+#: A tool-using turn as the Responses API items an agent's history holds (~600 B an item
+#: on average): the user's message, a reasoning summary, a function call and its output
+#: (a JSON document), the assistant's answer. The ``get_items`` rows against
+#: ``RedisSession`` also run on a history of these: the per-item decoding, where orjson
+#: (ours) and the standard library's json (theirs) differ most, weighs more than with
+#: ``ITEM``'s ~90 bytes.
+RICH_ITEMS: list[TResponseInputItem] = cast(
+    "list[TResponseInputItem]",
+    [
+        {"role": "user", "content": "Plan my afternoon in Paris given the weather: three options."},
+        {
+            "type": "reasoning",
+            "id": "rs_1",
+            "summary": [{"type": "summary_text", "text": _TEXT[:400]}],
+        },
+        {
+            "type": "function_call",
+            "id": "fc_1",
+            "call_id": "call_1",
+            "name": "get_weather",
+            "arguments": '{"city": "Paris", "units": "metric"}',
+            "status": "completed",
+        },
+        {
+            "type": "function_call_output",
+            "call_id": "call_1",
+            "output": '{"temp": 21, "sky": "sunny", "hourly": [' + _HOURS + "]}",
+        },
+        {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": _TEXT, "annotations": [], "logprobs": []}],
+        },
+    ],
+)
 
 
 @dataclass(frozen=True)
@@ -257,6 +301,30 @@ async def bench_against_redis_session(
         )
         rows.append(
             Row("redis", "get_items(limit=20)", "RedisSession", ours, floor, "faster_by", 3.0)
+        )
+        print(rows[-1].line(), flush=True)
+        # the same read of a history of tool-using turns (RICH_ITEMS, ~600 B an item)
+        rich = (RICH_ITEMS * (HISTORY // len(RICH_ITEMS) + 1))[:HISTORY]
+        await ours_session.clear_session()
+        await theirs.clear_session()
+        await ours_session.add_items(rich)
+        await theirs.add_items(rich)
+        ours, floor = await compare(
+            lambda: ours_session.get_items(limit=20),
+            lambda: theirs.get_items(limit=20),
+            repeat=repeat,
+            min_seconds=min_seconds,
+        )
+        rows.append(
+            Row(
+                "redis",
+                "get_items(limit=20), ~600 B items",
+                "RedisSession",
+                ours,
+                floor,
+                "faster_by",
+                3.0,
+            )
         )
         print(rows[-1].line(), flush=True)
         return rows

@@ -123,6 +123,7 @@ def test_the_benchmark_runs_and_writes_every_row(tmp_path: Path, redis_url: str)
         ("redis", "get_items(limit=20)", "get_events(last=20)"),
         ("redis", "add_items([1 item])", "RedisSession"),
         ("redis", "get_items(limit=20)", "RedisSession"),
+        ("redis", "get_items(limit=20), ~600 B items", "RedisSession"),
     ]
 
 
