@@ -283,50 +283,32 @@ async def bench_against_redis_session(
         await ours_session.add_items([ITEM] * HISTORY)
         await theirs.add_items([ITEM] * HISTORY)
         rows = []
-        ours, floor = await compare(
+
+        async def row(name: str, op: Call, floor_op: Call) -> None:
+            ours, floor = await compare(op, floor_op, repeat=repeat, min_seconds=min_seconds)
+            rows.append(Row("redis", name, "RedisSession", ours, floor, "faster_by", 3.0))
+            print(rows[-1].line(), flush=True)
+
+        await row(
+            "add_items([1 item])",
             lambda: ours_session.add_items([ITEM]),
             lambda: theirs.add_items([ITEM]),
-            repeat=repeat,
-            min_seconds=min_seconds,
         )
-        rows.append(
-            Row("redis", "add_items([1 item])", "RedisSession", ours, floor, "faster_by", 3.0)
+        get20_ours, get20_theirs = ours_session.get_items, theirs.get_items
+        await row(
+            "get_items(limit=20)", lambda: get20_ours(limit=20), lambda: get20_theirs(limit=20)
         )
-        print(rows[-1].line(), flush=True)
-        ours, floor = await compare(
-            lambda: ours_session.get_items(limit=20),
-            lambda: theirs.get_items(limit=20),
-            repeat=repeat,
-            min_seconds=min_seconds,
-        )
-        rows.append(
-            Row("redis", "get_items(limit=20)", "RedisSession", ours, floor, "faster_by", 3.0)
-        )
-        print(rows[-1].line(), flush=True)
         # the same read of a history of tool-using turns (RICH_ITEMS, ~600 B an item)
         rich = (RICH_ITEMS * (HISTORY // len(RICH_ITEMS) + 1))[:HISTORY]
         await ours_session.clear_session()
         await theirs.clear_session()
         await ours_session.add_items(rich)
         await theirs.add_items(rich)
-        ours, floor = await compare(
-            lambda: ours_session.get_items(limit=20),
-            lambda: theirs.get_items(limit=20),
-            repeat=repeat,
-            min_seconds=min_seconds,
+        await row(
+            "get_items(limit=20), ~600 B items",
+            lambda: get20_ours(limit=20),
+            lambda: get20_theirs(limit=20),
         )
-        rows.append(
-            Row(
-                "redis",
-                "get_items(limit=20), ~600 B items",
-                "RedisSession",
-                ours,
-                floor,
-                "faster_by",
-                3.0,
-            )
-        )
-        print(rows[-1].line(), flush=True)
         return rows
     finally:
         await theirs.clear_session()
