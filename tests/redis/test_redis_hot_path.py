@@ -598,3 +598,18 @@ async def test_a_create_that_fails_leaves_no_copy_a_read_or_an_append_takes(
     assert type(replies[0]) is bytes, "the whole document, not the version from a copy"
     assert after.data == {"theirs": True} and after.tags == {"o"} and after.version == 2
     assert after == await other.get_session("taken")
+
+
+async def test_a_create_under_wait_replicas_keeps_its_copy(
+    open_redis: Any, redis_sentinel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait_replicas`` sends through ``WAIT``'s own path, which has no ``during`` hook:
+    the create's copy is made before sending there, so a read of the created session is
+    still answered from it and an append still gets the version alone back."""
+    store = await open_redis(redis_sentinel.url, wait_replicas=1)
+    s = await store.create_session(data={"a": 1}, tags={"t"})
+    decoded = _count_decodes(monkeypatch)
+    assert await store.get_session(s.id) == s and decoded == [], "the copy should be used"
+    replies = _spy_replies(store, monkeypatch)
+    after = await store.append_events(s.id, [{"type": "e"}])
+    assert replies == [2] and after.version == 2 and after.data == {"a": 1}
