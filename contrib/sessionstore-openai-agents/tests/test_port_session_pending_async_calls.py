@@ -317,25 +317,22 @@ async def test_session_still_prunes_sync_and_unsupported_orphans(
 async def test_session_callback_edits_are_not_restored(
     make_session: MakeSession, edit: str
 ) -> None:
-    history = imported_history()
-    expected = deepcopy(history)
-    if edit == "remove":
-        del expected[1:3]
-    elif edit == "redact":
-        cast(dict[str, Any], expected[2])["arguments"] = '{"redacted":true}'
-    else:
-        cast(dict[str, Any], expected[2])["async"] = False
-
-    def edit_history(
-        items: list[TResponseInputItem], new: list[TResponseInputItem]
-    ) -> list[TResponseInputItem]:
+    def apply_edit(items: list[TResponseInputItem]) -> list[TResponseInputItem]:
         if edit == "remove":
             del items[1:3]
         elif edit == "redact":
             cast(dict[str, Any], items[2])["arguments"] = '{"redacted":true}'
         else:
             cast(dict[str, Any], items[2])["async"] = False
-        return items + new
+        return items
+
+    history = imported_history()
+    expected = apply_edit(deepcopy(history))
+
+    def edit_history(
+        items: list[TResponseInputItem], new: list[TResponseInputItem]
+    ) -> list[TResponseInputItem]:
+        return apply_edit(items) + new
 
     if edit == "make-sync":
         del expected[1:3]
