@@ -6,6 +6,7 @@ keyed and timed events, the short path from the store's copy of the document, se
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,20 +21,82 @@ from sessionstore import (
 )
 from sessionstore.clock import from_ms, to_ms
 from sessionstore.driver import Limits, encode_event_inputs
-from sessionstore.planning import check_expected_version, prepare
+from sessionstore.planning import Prepared, check_expected_version, prepare
 from sessionstore.validation import validate_session_id
 
 from ._cache import DocCache
 from ._encoding import decode_events, event_args, event_tail, numbered_record, type_json
-from ._write_call import NO_COPY, Moved
+from ._keys import Loc
+from ._write_call import NO_COPY, Moved, WriteCall
 from ._writes import Reply, Writes
 
-__all__ = ["Appends"]
+__all__ = ["AppendPart", "Appends"]
 
 
 def _at(ms: int) -> tuple[bytes, bytes]:
     """An event's ``at`` as the record holds it and zero-padded (``lua/append.lua``)."""
     return b"%d" % ms, b"%020d" % ms
+
+
+#: an appended event as encode_event_inputs gives it: type, data JSON, the private copy
+#: of the data, key, at
+Item = tuple[str, bytes, Any, str | None, datetime | None]
+
+
+def _event_args(items: Sequence[Item], now_ms: int) -> tuple[list[Any], bool]:
+    """The script arguments of appended events (five each), and whether any has a key."""
+    args: list[Any] = []
+    keyed = False
+    for etype, data_json, copy, key, at in items:
+        at_ms = now_ms if at is None else to_ms(at)
+        if key is None:
+            tj = type_json(etype)
+            args += (event_tail(tj, at_ms, None, data_json), tj, at_ms, b"", b"")
+        else:
+            keyed = True
+            args += event_args(etype, at_ms, key, copy, data_json)
+    return args, keyed
+
+
+@dataclass(frozen=True, slots=True)
+class AppendPart:
+    """An :class:`AppendOp` as ``write.lua``'s 'A' op (an append that may create the
+    session or set its expiry): its encoded events (``items``), their arguments, and the
+    expiry to set (``("S", ms)``, ``("N", "")`` or ``("", "")``; ``force``: write even
+    if nothing else changes, as a ``ttl`` does)."""
+
+    items: list[Item]
+    args: list[Any]
+    keyed: bool
+    expiry: tuple[str, Any]
+    force: bool
+
+    @classmethod
+    def of(cls, p: Prepared, limits: Limits, now_ms: int) -> AppendPart:
+        """The part of the prepared append ``p`` (its op's events encoded)."""
+        assert isinstance(p.op, AppendOp)
+        items = encode_event_inputs(p.op.events, limits)
+        args, keyed = _event_args(items, now_ms)
+        expiry: tuple[str, Any] = ("", "")
+        if p.ttl is not None:
+            expiry = ("S", now_ms + p.ttl // timedelta(milliseconds=1))
+        elif p.expires_at is None:
+            expiry = ("N", "")
+        elif isinstance(p.expires_at, datetime):
+            expiry = ("S", to_ms(p.expires_at))
+        return cls(items, args, keyed, expiry, p.ttl is not None)
+
+    def add_to(self, call: WriteCall, loc: Loc, p: Prepared) -> None:
+        """Add the op to ``call`` for the session at ``loc``."""
+        call.append_with(
+            loc,
+            self.args,
+            p.expected_version,
+            keyed=self.keyed,
+            create=p.create,
+            expiry=self.expiry,
+            force=self.force,
+        )
 
 
 class Appends:
@@ -72,28 +135,13 @@ class Appends:
         p = prepare(op, self._limits)
         if p.create is not None and p.create.group is not None:
             return await self._generic(op)
-        items = encode_event_inputs(op.events, self._limits)
         now_ms = to_ms(self._writes.clock.now())
-        args, keyed = self._event_args(items, now_ms)
-        expiry: tuple[str, Any] = ("", "")
-        if p.ttl is not None:
-            expiry = ("S", now_ms + p.ttl // timedelta(milliseconds=1))
-        elif p.expires_at is None:
-            expiry = ("N", "")
-        elif isinstance(p.expires_at, datetime):
-            expiry = ("S", to_ms(p.expires_at))
+        part = AppendPart.of(p, self._limits, now_ms)
+        items = part.items
         sid = p.session_id
         reply, _ = await self._writes.run_on(
             sid,
-            lambda call, loc: call.append_with(
-                loc,
-                args,
-                p.expected_version,
-                keyed=keyed,
-                create=p.create,
-                expiry=expiry,
-                force=p.ttl is not None,
-            ),
+            lambda call, loc: part.add_to(call, loc, p),
             now_ms,
             idempotent=True,  # the script recognises its own earlier write (the token)
             what=f"append to {sid}",
@@ -118,23 +166,6 @@ class Appends:
                 self._notify("sessionstore_session_updated", session=session)
         stored, new = self._appended(sid, items, now_ms, session, flags)
         return AppendResult(session, stored, new)
-
-    @staticmethod
-    def _event_args(
-        items: Sequence[tuple[str, bytes, Any, str | None, datetime | None]], now_ms: int
-    ) -> tuple[list[Any], bool]:
-        """The script arguments of appended events (five each), and whether any has a key."""
-        args: list[Any] = []
-        keyed = False
-        for etype, data_json, copy, key, at in items:
-            at_ms = now_ms if at is None else to_ms(at)
-            if key is None:
-                tj = type_json(etype)
-                args += (event_tail(tj, at_ms, None, data_json), tj, at_ms, b"", b"")
-            else:
-                keyed = True
-                args += event_args(etype, at_ms, key, copy, data_json)
-        return args, keyed
 
     async def append(
         self,
@@ -195,7 +226,7 @@ class Appends:
                     made.append(self._cache.after_append(cached, from_ms(now_ms), n))
 
         if args is None:
-            args, keyed = self._event_args(items, now_ms)
+            args, keyed = _event_args(items, now_ms)
         reply = None
         if sid not in self._writes.groups:  # the common case, without run_on's bookkeeping
             call = self._writes.call(now_ms)

@@ -52,6 +52,7 @@ from sessionstore.clock import to_ms
 from sessionstore.driver import CREATE_OP, check_new_fields, prepare_new
 from sessionstore.model import TTL, Unset
 from sessionstore.planning import (
+    Prepared,
     check_expected_version,
     check_strategy,
     new_session,
@@ -69,6 +70,7 @@ from sessionstore.validation import (
 from ._appends import Appends
 from ._blocking_reads import RedisBlockingReads
 from ._cache import DocCache
+from ._commits import Commits
 from ._conn import Backend
 from ._encoding import (
     Doc,
@@ -190,6 +192,13 @@ class RedisStore(BaseSessionStore):
                 ttl=op.ttl,
                 expires_at=op.expires_at,
             ),
+        )
+        self._commits = Commits(
+            writes,
+            self._cache,
+            self._limits,
+            fetch=lambda ids: self._fetch(ids, strict=True),
+            notify=self._notify,
         )
         self._caps = (
             replace(self.CAPABILITIES, atomic_multi_session=False)
@@ -1055,6 +1064,19 @@ class RedisStore(BaseSessionStore):
         return bool(flag)
 
     # ------------------------------------------------------------------ collaborators
+
+    async def _commit_prepared(self, prepared: Sequence[Prepared]) -> list[Session | bool]:
+        """Updates and appends in one round trip (``_commits.py``: ``lua/write.lua``'s
+        ``U`` and ``A`` ops as ``update_session`` and ``append_events`` send them); any
+        other batch by the base engine (read, plan, write the documents)."""
+        if self._commits.takes(prepared):
+            for p in prepared:
+                self._check_capable(p)
+            self._check_open()
+            done = await self._commits.commit(prepared)
+            if done is not None:
+                return done
+        return await super()._commit_prepared(prepared)
 
     async def _apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         await self._writes.apply(mutations, atomic=atomic)

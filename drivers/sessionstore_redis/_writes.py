@@ -281,6 +281,16 @@ class Writes:
 
     # ------------------------------------------------------------------ generic writes
 
+    def one_slot(self, locs: Sequence[Loc]) -> bool:
+        """Whether one write script may write the sessions at ``locs`` together: always
+        on a single server and Sentinel; on Cluster when their keys share a hash slot
+        (and, with key layout 4, an index shard: two shards' tags may share a slot)."""
+        if not self.cluster:
+            return True
+        slots = {self.backend.client.keyslot(loc.doc) for loc in locs}
+        shards = {self.keys.ix_prefix(loc) for loc in locs} if self.keys.colocated else ()
+        return len(slots) <= 1 and len(shards) <= 1
+
     async def apply(self, mutations: Sequence[Mutation], *, atomic: bool = True) -> None:
         if not atomic and len(mutations) > 1:
             for mut in mutations:
@@ -292,16 +302,13 @@ class Writes:
             old = self.groups.get(mut.session_id)
             new = mut.session.group if mut.session is not None and not mut.delete else old
             plans.append((mut, old, new))
-        if self.cluster and len(plans) > 1:
-            locs = [self.keys.loc(m.session_id, g) for m, _, g in plans]
-            slots = {self.backend.client.keyslot(loc.doc) for loc in locs}
-            # layout 4: one index shard too (two shards' tags may share a slot)
-            shards = {self.keys.ix_prefix(loc) for loc in locs} if self.keys.colocated else ()
-            if len(slots) > 1 or len(shards) > 1:
-                raise TransactionError(
-                    "a batch over sessions in different hash slots cannot be atomic on Redis "
-                    "Cluster: create them with one group= to keep them in one slot"
-                )
+        if len(plans) > 1 and not self.one_slot(
+            [self.keys.loc(m.session_id, g) for m, _, g in plans]
+        ):
+            raise TransactionError(
+                "a batch over sessions in different hash slots cannot be atomic on Redis "
+                "Cluster: create them with one group= to keep them in one slot"
+            )
         expects: list[int | str] = []
         stubs: list[str | None] = []
         for mut, old, new in plans:

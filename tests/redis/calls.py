@@ -1,4 +1,5 @@
-"""Counting the document reads a Redis store sends (the Cluster listing tests)."""
+"""Counting what a Redis store sends: its document reads (the Cluster listing tests), its
+requests, and the server's calls of named commands."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["count_reads"]
+__all__ = ["command_calls", "count_reads", "count_requests"]
 
 
 def count_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -28,3 +29,27 @@ def count_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(store._backend, "pipeline", counted)
     monkeypatch.setattr(store._backend, "script", one)
     return calls
+
+
+def count_requests(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now on, the name of each of the store's calls to its server (``script``,
+    ``script_wait``, ``commands``, ``pipeline``: each a round trip), appended to the
+    list returned."""
+    sent: list[str] = []
+    backend = store._backend
+    for name in ("script", "script_wait", "commands", "pipeline"):
+        real = getattr(backend, name)
+
+        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
+            sent.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(backend, name, counted)
+    return sent
+
+
+async def command_calls(store: Any, *names: str) -> int:
+    """How often the server ran the commands ``names`` since its last ``CONFIG
+    RESETSTAT`` (``INFO commandstats``; commands a script runs count too)."""
+    stats = await store.client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)

@@ -29,6 +29,7 @@ from sessionstore import (
     UnsupportedFormatError,
 )
 from sessionstore.clock import to_ms
+from tests.redis.calls import command_calls
 from tests.redis.servers import RedisCluster
 
 from .docs import as_layout_2, pexpiretime, read_fields
@@ -36,18 +37,13 @@ from .docs import as_layout_2, pexpiretime, read_fields
 pytestmark = pytest.mark.asyncio
 
 
-async def _calls(store: RedisStore, *names: str) -> int:
-    stats = await store.client.info("commandstats")
-    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0) for name in names)
-
-
 async def _script_calls(store: RedisStore) -> int:
-    return await _calls(store, "evalsha", "eval")
+    return await command_calls(store, "evalsha", "eval")
 
 
 async def _round_trips(store: RedisStore) -> int:
     """Script calls and transactions (a plain window is read by ``MULTI``/``EXEC``)."""
-    return await _calls(store, "evalsha", "eval", "exec")
+    return await command_calls(store, "evalsha", "eval", "exec")
 
 
 async def _layout_1(store: RedisStore, sid: str, types: list[str], first_seq: int) -> None:
@@ -199,7 +195,7 @@ async def test_a_plain_window_is_read_without_a_script(open_redis: Any, redis_ur
         await store.client.execute_command("CONFIG", "RESETSTAT")
         got = await store.get_events("pw", **window)
         assert await _script_calls(store) == 0, window
-        assert await _calls(store, "exec") == 1, window
+        assert await command_calls(store, "exec") == 1, window
         # the script's page (a type filter naming every type takes the script's path)
         same = await store.get_events("pw", types=["a", "b"], **window)
         assert got == same, window

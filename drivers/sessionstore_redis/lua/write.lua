@@ -174,8 +174,13 @@ local function resize(o, pre, mode, ps, rem, size)
   return size
 end
 
+-- A batch may hold an update and an append of one session (a commit, _commits.py): the
+-- later op is checked against the head the earlier one leaves (its version, its
+-- expiry), never against the stored one, and has no retry check of its own (wt false:
+-- the session's first op has it)
+local after = {}
 for _, o in ipairs(ops) do
-  local cur = head(o.doc)
+  local cur = after[o.doc] or head(o.doc)
   o.cur = cur
   if cur.bad then return fail(cur.bad, o.id) end
   if cur.stub then return fail('PTR', o.id, cur.grp) end
@@ -237,7 +242,9 @@ for _, o in ipairs(ops) do
       return fail('CONFLICT', o.id, expect, cur.ver)
     end
   else
-    if expect and cur.ver == expect + 1 and cur.wt == TOKEN then
+    -- this call's token: its earlier attempt was applied (an update followed by an
+    -- append of the session in the same call left it a version further on)
+    if expect and cur.ver > expect and cur.wt == TOKEN then
       return {'DONE', d_str(o.doc)}
     end
     if not (cur.exists and cur.live) then return fail('NOTFOUND', o.id) end
@@ -267,6 +274,20 @@ for _, o in ipairs(ops) do
       o.flags, o.new = {}, #o.events / 5
       for j = 1, o.new do o.flags[j] = true end
     end
+  end
+  if k == 'U' or k == 'A' then
+    local nxt = {exists = true, live = true, ver = cur.ver, ea = cur.ea, v = cur.v, wt = false,
+                 ca = cur.ca, ua = NOWN, grp = cur.grp}
+    local eamode, ea = o.eamode, k == 'U' and o.ea or o.newea
+    if o.creating then nxt.ver, nxt.ea, nxt.v = 1, o.ea ~= '' and o.ea or nil, 2
+    elseif k == 'U' or o.new > 0 or o.force == '1' or (eamode == 'S' and ea ~= (cur.ea or ''))
+        or (eamode == 'N' and cur.ea) then
+      nxt.ver = cur.ver + 1
+    end
+    if eamode == 'S' then nxt.ea = ea elseif eamode == 'N' then nxt.ea = nil end
+    after[o.doc] = nxt
+  else
+    after[o.doc] = nil
   end
 end
 
