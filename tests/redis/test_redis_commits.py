@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 import pytest
 from sessionstore_memory import MemoryStore
 from sessionstore_redis import RedisStore
@@ -31,6 +32,7 @@ from sessionstore import (
 from sessionstore.clock import to_ms
 from sessionstore.planning import prepare
 from tests.redis.calls import command_calls, count_requests
+from tests.redis.docs import as_layout_2
 from tests.redis.servers import RedisCluster
 
 pytestmark = pytest.mark.asyncio
@@ -137,6 +139,40 @@ async def test_a_retried_call_finds_its_first_attempt_applied(
     # what the commit returns then: the sessions as they are
     results = await commits._applied(prepared)
     assert results == [stored, stored, await store.get_session(state.id)]
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+async def test_an_older_layout_is_written_as_the_current_one(
+    open_redis: Any, redis_url: str, layout: int
+) -> None:
+    """A session stored by an older sessionstore (layout 2: the document a hash; layout
+    1: the events a list, too) takes the one-call commit as a current one does."""
+    store = await open_redis(redis_url)
+    old, now = [await store.create_session(data={"a": 1}) for _ in range(2)]
+    state = await store.create_session()
+    for s in (old, now):
+        await store.append_events(s.id, [EventInput(type="t", data={"i": 1})])
+    keys = store.key_names(old.id)
+    await as_layout_2(store.client, keys["doc"])
+    if layout == 1:
+        record = {"v": 1, "type": "t", "at": 1_700_000_000_000, "data": {"i": 1}}
+        await store.client.delete(keys["events"], keys["etypes"], keys["ekeys"])
+        await store.client.hset(keys["doc"], mapping={"v": "1", "ec": 1, "ls": 1})
+        await store.client.hdel(keys["doc"], "am", "tu")
+        await store.client.rpush(keys["events"], orjson.dumps(record))
+    fresh = await open_redis(redis_url)  # (no copy of either document)
+    results = []
+    for s in (old, now):
+        current = await fresh.get_session(s.id)
+        assert current is not None
+        results.append(await fresh.commit(_adk_batch(current, state, 7)))
+    views = [[_view(r)[1:] for r in done[:2]] for done in results]
+    assert views[0] == views[1]
+    events = [
+        [(e.seq, e.type, e.data, e.key) for e in await fresh.get_events(s.id)] for s in (old, now)
+    ]
+    assert events[0] == events[1] == [(1, "t", {"i": 1}, None), (2, "adk", {"n": 7}, "e7")]
+    assert await store.client.type(keys["doc"]) == b"string"  # written as the current layout
 
 
 async def test_errors_and_all_or_nothing(open_redis: Any, redis_url: str) -> None:
