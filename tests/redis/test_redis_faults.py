@@ -18,9 +18,14 @@ import pytest
 from sessionstore_redis import RedisStore
 
 from sessionstore import (
+    AppendOp,
+    EventInput,
     OutcomeUnknownError,
+    Session,
     SessionNotFoundError,
+    SessionUpdate,
     StoreUnavailableError,
+    UpdateOp,
     open_store,
 )
 from tests.redis.servers import RedisBinaries, RedisServer, start_server
@@ -129,6 +134,39 @@ async def test_versioned_write_is_retried_and_applied_once(server: RedisServer) 
         got = await store.get_session(s.id)
         assert got == done
         assert [e.type for e in await store.get_events(s.id)] == ["once"]
+
+
+async def test_a_one_call_commit_is_retried_and_applied_once(server: RedisServer) -> None:
+    """The ADK adapter's batch (an update against the version read, a keyed append of
+    that session, an update of another) in one call (``_commits.py``), sent again and
+    again while the server is stopped: it is applied once, the other session's update
+    (which has no version check of its own) included."""
+    async with _store(server.url, retry_deadline=15.0) as store:
+        s = await store.create_session()
+        state = await store.create_session()
+        batch = [
+            UpdateOp(s.id, SessionUpdate(merge_data={"n": 1}), expected_version=s.version),
+            AppendOp(s.id, [EventInput(type="e", key="k1")]),
+            UpdateOp(state.id, SessionUpdate(merge_data={"calls": 1})),
+        ]
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            task = asyncio.create_task(store.commit(batch))
+            await asyncio.sleep(1.2)  # several timed-out attempts are queued on the server
+            assert not task.done()
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        results = await task
+        got, other = await store.get_session(s.id), await store.get_session(state.id)
+        assert got is not None and (got.version, got.event_count) == (s.version + 2, 1)
+        assert other is not None and other.version == state.version + 1
+        # (the update's own result, or, when the reply that came back was a retry's that
+        # found the first attempt applied, the session after both)
+        first = results[0]
+        assert isinstance(first, Session) and first.data == got.data
+        assert first.version in (got.version - 1, got.version)
+        assert results[1:] == [got, other]
+        assert [e.key for e in await store.get_events(s.id)] == ["k1"]
 
 
 @pytest.mark.parametrize("connections", [3, 32])
