@@ -235,6 +235,19 @@ async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, se
             change["status"] = rng.choice(["active", "completed"])
         if rng.random() < 0.2:
             change["merge_metadata"] = {"m": rng.randrange(3)}
+        if rng.random() < 0.1:
+            change.pop("merge_data", None)
+            change.pop("remove_data_keys", None)
+            change["data"] = {"r": rng.randrange(3)}
+        if rng.random() < 0.1:
+            change["processor_id"] = rng.choice([None, "p1"])
+        if rng.random() < 0.1:
+            change.pop("add_tags", None)
+            change["tags"] = {rng.choice(["t", "w"])}
+        if rng.random() < 0.1:  # (a pair with an expiry takes the base path)
+            change["ttl"] = 0.002 if rng.random() < 0.1 else 3600
+        elif rng.random() < 0.05:
+            change["expires_at"] = None
         return UpdateOp(sid, SessionUpdate(**change), expected_version=expect)
 
     def append(sid: str, expect: int | None) -> AppendOp:
@@ -242,24 +255,29 @@ async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, se
         for _ in range(rng.randrange(1, 3)):
             key = rng.choice([None, None, "k1", "k2", "k3"])
             events.append(EventInput(type=rng.choice("pq"), data={"v": rng.randrange(2)}, key=key))
-        return AppendOp(sid, events, expected_version=expect)
+        extra: dict[str, Any] = {}
+        if rng.random() < 0.3:  # (a missing session is created; in a pair: the base path)
+            extra["create"] = True
+        if rng.random() < 0.1:
+            extra["ttl"] = 3600
+        return AppendOp(sid, events, expected_version=expect, **extra)
 
     def expect_for(sid: str) -> int:
-        return versions.get(sid, 1) + (1 if rng.random() < 0.1 else 0)  # now and then stale
+        return max(versions.get(sid, 1), 1) + (1 if rng.random() < 0.1 else 0)  # now and then stale
 
-    for _ in range(60):
+    for _ in range(100):
         clock.advance(0.001 * rng.randrange(1, 5))
-        first = rng.choice([*ids, "missing"]) if rng.random() < 0.9 else "a"
+        first = rng.choice(ids) if rng.random() < 0.95 else "missing"
         make = update if rng.random() < 0.85 else append  # (an append first: the base path)
         batch: list[Any] = [make(first, expect_for(first))]
         for _ in range(rng.randrange(3)):
-            sid = rng.choice(ids)
+            sid = rng.choice([*ids, "d"])
             kinds = [type(op) for op in batch if op.session_id == sid]
             if len(kinds) == 2:
                 continue
             make = append if UpdateOp in kinds else update if AppendOp in kinds else make
             pair = bool(kinds)
-            expect = None if rng.random() < 0.6 else versions[sid] + (1 if pair else 0)
+            expect = None if rng.random() < 0.6 else max(versions.get(sid, 1), 1) + pair
             batch.append(make(sid, expect))
         prepared = [prepare(op, redis._limits) for op in batch]
         taken += redis._commits.takes(prepared)
@@ -270,11 +288,11 @@ async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, se
             except SessionStoreError as exc:
                 outcomes.append([type(exc).__name__])
         assert outcomes[0] == outcomes[1], batch
-        for sid in ids:
+        for sid in [*ids, "d"]:
             got = [await _state(store, sid) for store in (redis, memory)]
             assert got[0] == got[1], (sid, batch)
             versions[sid] = got[0][0]
-    assert taken >= 40  # (most batches are the path's)
+    assert taken >= 60  # (most batches are the path's)
 
 
 def _view(result: Any) -> Any:
@@ -290,11 +308,15 @@ def _view(result: Any) -> Any:
         result.event_count,
         result.last_seq,
         result.updated_at,
+        result.expires_at,
+        result.processor_id,
     )
 
 
 async def _state(store: Any, sid: str) -> tuple[Any, ...]:
     s = await store.get_session(sid)
+    if s is None:
+        return (0, None, [])
     events = [(e.seq, e.type, e.data, e.key, e.at) for e in await store.get_events(sid)]
     return (s.version, _view(s), events)
 
