@@ -144,7 +144,7 @@ async def test_a_one_call_commit_is_retried_and_applied_once(server: RedisServer
     async with _store(server.url, retry_deadline=15.0) as store:
         s = await store.create_session()
         state = await store.create_session()
-        batch = [
+        batch: list[UpdateOp | AppendOp] = [
             UpdateOp(s.id, SessionUpdate(merge_data={"n": 1}), expected_version=s.version),
             AppendOp(s.id, [EventInput(type="e", key="k1")]),
             UpdateOp(state.id, SessionUpdate(merge_data={"calls": 1})),
