@@ -162,7 +162,9 @@ class Commits:
         self, prepared: Sequence[Prepared], parts: Sequence[AppendPart | None], replies: list[Any]
     ) -> list[Session | bool]:
         results: list[Session | bool] = []
-        final: dict[str, Session] = {}  # each session after its last op
+        # each session after its last op: the only document of it cached (an update
+        # followed by an append leaves two documents with the call's token)
+        final: dict[str, Doc] = {}
         hooks: dict[str, str] = {}  # the observers' hook of each session written
         for p, part, reply in zip(prepared, parts, replies, strict=True):
             sid = p.session_id
@@ -181,14 +183,14 @@ class Commits:
                     or p.expires_at is not UNSET
                 ):
                     hook = ""  # every event already stored: nothing written
-            self._cache.put(doc.token, doc.session, doc.data, doc.metadata)
             results.append(doc.session)
-            final[sid] = doc.session
+            final[sid] = doc
             if hook and hooks.get(sid) != _CREATED:
                 hooks[sid] = hook
-        for sid, session in final.items():
+        for sid, doc in final.items():
+            self._cache.put(doc.token, doc.session, doc.data, doc.metadata)
             if sid in hooks:
-                self._notify(hooks[sid], session=session)
+                self._notify(hooks[sid], session=doc.session)
         return results
 
     @staticmethod
@@ -204,13 +206,12 @@ class Commits:
         gets the session after both (its own result is not known any more)."""
         ids = list(dict.fromkeys(p.session_id for p in prepared))
         found = await self._fetch(ids)
-        results: list[Session | bool] = []
-        for p in prepared:
-            session = found.get(p.session_id)
-            if session is None:
+        for sid in ids:
+            if sid not in found:
                 raise OutcomeUnknownError(
                     f"commit: a retried write found its first attempt applied, and "
-                    f"{p.session_id!r} gone since; re-read the sessions"
+                    f"{sid!r} gone since; re-read the sessions"
                 )
-            results.append(session)
-        return results
+        for sid in ids:  # (their observers have not heard of the write yet)
+            self._notify(_UPDATED, session=found[sid])
+        return [found[p.session_id] for p in prepared]

@@ -14,6 +14,7 @@ from sessionstore_memory import MemoryStore
 from sessionstore_redis import RedisStore
 from sessionstore_redis._appends import AppendPart
 
+import sessionstore
 from sessionstore import (
     AppendOp,
     BaseSessionStore,
@@ -41,6 +42,24 @@ pytestmark = pytest.mark.asyncio
 async def _reset(store: RedisStore) -> None:
     await store._backend.load_scripts()  # (a script's first NOSCRIPT is a call more)
     await store.client.execute_command("CONFIG", "RESETSTAT")
+
+
+class _Hooks:
+    """The session hooks each store fired: (hook, session id, version)."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, list[tuple[str, str, int]]] = {}
+
+    def take(self, store: Any) -> list[tuple[str, str, int]]:
+        return self.calls.pop(id(store), [])
+
+    @sessionstore.hookimpl
+    def sessionstore_session_created(self, store: Any, session: Session) -> None:
+        self.calls.setdefault(id(store), []).append(("created", session.id, session.version))
+
+    @sessionstore.hookimpl
+    def sessionstore_session_updated(self, store: Any, session: Session) -> None:
+        self.calls.setdefault(id(store), []).append(("updated", session.id, session.version))
 
 
 def _adk_batch(s: Session, state: Session, n: int) -> list[Any]:
@@ -207,10 +226,13 @@ async def test_errors_and_all_or_nothing(open_redis: Any, redis_url: str) -> Non
 
 
 @pytest.mark.parametrize("seed", range(4))
-async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, seed: int) -> None:
+async def test_commits_match_the_base_engine(
+    open_redis: Any, redis_url: str, seed: int, request: pytest.FixtureRequest
+) -> None:
     """Random batches of the shapes the one-call path takes, on Redis and on the memory
     store (the base engine's read-plan-write) side by side: the same results, the same
-    errors, the same stored sessions and events after every batch."""
+    errors, the same observer hooks, the same stored sessions and events after every
+    batch."""
     rng = random.Random(seed)
     clock = ManualClock()
     redis = await open_redis(redis_url, clock=clock)
@@ -221,6 +243,9 @@ async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, se
         for store in (redis, memory):
             await store.create_session(id=sid, group="g" if sid == "c" else None, tags={"t"})
     versions = dict.fromkeys(ids, 1)
+    hooks = _Hooks()
+    sessionstore.plugin_manager().register(hooks)
+    request.addfinalizer(lambda: sessionstore.plugin_manager().unregister(hooks))
     taken = 0
 
     def update(sid: str, expect: int | None) -> UpdateOp:
@@ -287,6 +312,7 @@ async def test_commits_match_the_base_engine(open_redis: Any, redis_url: str, se
                 outcomes.append([_view(r) for r in await store.commit(batch)])
             except SessionStoreError as exc:
                 outcomes.append([type(exc).__name__])
+            outcomes[-1].append(hooks.take(store))
         assert outcomes[0] == outcomes[1], batch
         for sid in [*ids, "d"]:
             got = [await _state(store, sid) for store in (redis, memory)]
