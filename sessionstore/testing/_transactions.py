@@ -155,6 +155,34 @@ class TransactionTests:
         assert [e.seq for e in await ctx.store.get_events("seq")] == [1, 2]
 
     @store_test
+    async def test_an_update_then_an_append_of_a_stored_session(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """Each op of a batch is checked against the session the earlier ops leave, an
+        existing session too (the batch an agent framework's event write commits): the
+        append's ``expected_version`` is the version after the update."""
+        st = ctx.store
+        s = await st.create_session(data={"n": 0})
+        up, appended = await st.commit(
+            [
+                UpdateOp(s.id, SessionUpdate(merge_data={"n": 1}), expected_version=1),
+                AppendOp(s.id, [{"type": "a"}], expected_version=2),
+            ]
+        )
+        assert isinstance(up, Session) and isinstance(appended, Session)
+        assert (up.version, up.data, up.event_count) == (2, {"n": 1}, 0)
+        assert (appended.version, appended.data, appended.event_count) == (3, {"n": 1}, 1)
+        before = await snapshot(st)
+        with pytest.raises(SessionConflictError):  # (3 is the version before the batch)
+            await st.commit(
+                [
+                    UpdateOp(s.id, SessionUpdate(merge_data={"n": 2}), expected_version=3),
+                    AppendOp(s.id, [{"type": "b"}], expected_version=3),
+                ]
+            )
+        assert await snapshot(st) == before
+
+    @store_test
     async def test_empty_transaction_is_a_no_op(self, ctx: ConformanceContext) -> None:
         async with ctx.store.transaction() as tx:
             pass
