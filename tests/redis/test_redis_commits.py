@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from sessionstore_memory import MemoryStore
 from sessionstore_redis import RedisStore
 from sessionstore_redis._appends import AppendPart
@@ -365,6 +366,31 @@ async def test_other_batches_take_the_base_engine(open_redis: Any, redis_url: st
     results = await store.commit(not_taken[0])
     assert isinstance(results[0], Session) and results[0].version == 2
     assert await BaseSessionStore.get_session(store, s.id) == results[0]
+
+
+async def test_a_commit_under_wait_replicas(
+    open_redis: Any, redis_sentinel: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``wait_replicas`` the one call goes through ``WAIT``'s own path
+    (``script_wait``), and a replica has the batch once it returns."""
+    store = await open_redis(redis_sentinel.url, wait_replicas=1)
+    s = await store.create_session(group="g")
+    state = await store.create_session(group="g")
+    sent = count_requests(store, monkeypatch)
+    up, appended, other = await store.commit(_adk_batch(s, state, 1))
+    assert sent == ["script_wait"]
+    assert isinstance(up, Session) and up.version == s.version + 1
+    assert isinstance(appended, Session) and appended.version == s.version + 2
+    assert isinstance(other, Session) and other.data == {"calls": 1}
+    assert await store.get_session(s.id) == appended
+    master = redis_sentinel.master_port()
+    (port,) = {redis_sentinel.master.port, redis_sentinel.replica.port} - {master}
+    replica = redis.Redis(host="127.0.0.1", port=port)  # (a plain blocking read)
+    try:
+        for key in (store.key_names(s.id, "g")["doc"], store.key_names(state.id, "g")["doc"]):
+            assert replica.get(key) == await store.client.get(key)
+    finally:
+        replica.close()
 
 
 async def test_cluster_commits_in_one_slot(open_redis: Any, redis_cluster: RedisCluster) -> None:
