@@ -38,7 +38,7 @@ from ._appends import AppendPart
 from ._cache import DocCache
 from ._encoding import Doc, decode_full
 from ._keys import Loc
-from ._write_call import Moved
+from ._write_call import Moved, WriteCall
 from ._writes import Writes
 
 __all__ = ["Commits"]
@@ -105,23 +105,14 @@ class Commits:
         engine's path then reports that). Only for a batch :meth:`takes`."""
         writes = self._writes
         now_ms = to_ms(writes.clock.now())
-        parts = [
-            AppendPart.of(p, self._limits, now_ms) if type(p.op) is AppendOp else None
-            for p in prepared
-        ]
+        parts = self.parts(prepared, now_ms)
         ids = list(dict.fromkeys(p.session_id for p in prepared))
         tried: dict[str, set[str | None]] = {}
         for _ in range(_ATTEMPTS):
             locs = {sid: writes.loc(sid) for sid in ids}
             if len(locs) > 1 and not writes.one_slot(list(locs.values())):
                 return None
-            call = writes.call(now_ms)
-            for p, part in zip(prepared, parts, strict=True):
-                loc = locs[p.session_id]
-                if part is None:
-                    call.update(loc, p, p.expected_version)
-                else:
-                    part.add_to(call, loc, p)
+            call = self.call(prepared, parts, locs, now_ms)
             try:
                 reply = await writes.run(call, idempotent=True, what="commit")
             except Moved as moved:  # a grouped session: follow its stub
@@ -135,6 +126,30 @@ class Commits:
                 return await self._applied(prepared)
             return self._results(prepared, parts, reply.results)
         raise StoreUnavailableError("commit: the sessions kept moving between groups")
+
+    def parts(self, prepared: Sequence[Prepared], now_ms: int) -> list[AppendPart | None]:
+        """Each append's events encoded (``None`` for an update)."""
+        return [
+            AppendPart.of(p, self._limits, now_ms) if type(p.op) is AppendOp else None
+            for p in prepared
+        ]
+
+    def call(
+        self,
+        prepared: Sequence[Prepared],
+        parts: Sequence[AppendPart | None],
+        locs: dict[str, Loc],
+        now_ms: int,
+    ) -> WriteCall:
+        """The ``write.lua`` call of the batch, its sessions at ``locs``."""
+        call = self._writes.call(now_ms)
+        for p, part in zip(prepared, parts, strict=True):
+            loc = locs[p.session_id]
+            if part is None:
+                call.update(loc, p, p.expected_version)
+            else:
+                part.add_to(call, loc, p)
+        return call
 
     def _retry(
         self,

@@ -13,7 +13,6 @@ import pytest
 import redis
 from sessionstore_memory import MemoryStore
 from sessionstore_redis import RedisStore
-from sessionstore_redis._appends import AppendPart
 
 import sessionstore
 from sessionstore import (
@@ -143,13 +142,9 @@ async def test_a_retried_call_finds_its_first_attempt_applied(
     commits = store._commits
     assert commits.takes(prepared)
     writes = store._writes
-    call = writes.call(to_ms(store.clock.now()))
-    for p in prepared:
-        loc = writes.loc(p.session_id)
-        if isinstance(p.op, AppendOp):
-            AppendPart.of(p, store._limits, call.now_ms).add_to(call, loc, p)
-        else:
-            call.update(loc, p, p.expected_version)
+    now_ms = to_ms(store.clock.now())
+    locs = {p.session_id: writes.loc(p.session_id) for p in prepared}
+    call = commits.call(prepared, commits.parts(prepared, now_ms), locs, now_ms)
     first = await writes.run(call, idempotent=True, what="commit")
     second = await writes.run(call, idempotent=True, what="commit")
     assert not first.done and second.done
