@@ -33,6 +33,8 @@ from functools import cached_property, partial
 from typing import Any, ClassVar, Final, Self, TypeVar, Unpack
 from urllib.parse import SplitResult
 
+import orjson
+
 from . import observers
 from ._eventlog import read_event_facts
 from ._expiry import expire_due, remove_due
@@ -84,6 +86,7 @@ from .model import (
     Op,
     PopOp,
     PoppedEvents,
+    RawEvent,
     Session,
     SessionChanges,
     SessionRecord,
@@ -92,6 +95,7 @@ from .model import (
     Unset,
     UpdateOp,
     fast_append_op,
+    fast_raw_event,
     fast_session_update,
     fast_update_op,
 )
@@ -847,6 +851,40 @@ class BaseSessionStore(ABC):
             at_after=low,
             at_before=high,
         )
+
+    async def get_raw_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[RawEvent]:
+        """:meth:`get_events`, each event's data left as JSON (:class:`RawEvent`'s
+        ``data_json``), for a caller that parses or forwards it itself: the same events,
+        arguments and errors.
+
+        This generic version encodes the data :meth:`get_events` decoded (the memory,
+        file and Redis drivers use it: their stored records hold more than the data, and
+        are parsed whole to be checked); the SQLite and PostgreSQL drivers hand over the
+        JSON of each event's row without parsing it.
+        """
+        events = await self.get_events(
+            session_id,
+            after_seq=after_seq,
+            before_seq=before_seq,
+            limit=limit,
+            last=last,
+            types=types,
+            at_after=at_after,
+            at_before=at_before,
+        )
+        dumps = orjson.dumps
+        return [fast_raw_event(e.seq, e.type, e.at, dumps(e.data), e.key) for e in events]
 
     def _require_event_log(self, what: str) -> None:
         if not self.capabilities.event_log:

@@ -30,6 +30,7 @@ __all__ = [
     "Op",
     "PopOp",
     "PoppedEvents",
+    "RawEvent",
     "Session",
     "SessionChanges",
     "SessionRecord",
@@ -117,6 +118,23 @@ class Event:
     type: str
     at: datetime
     data: JSONDict
+    key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RawEvent:
+    """An event as :meth:`~sessionstore.SessionStore.get_raw_events` reads it: ``data``
+    left as the JSON the store keeps it in (``data_json``: the UTF-8 bytes of one JSON
+    object, compact or not, its members in any order), for a caller that hands it on or
+    parses it itself (``model_validate_json``, an HTTP response) and would otherwise pay
+    for a decode and an encode of every event. ``orjson.loads(data_json)`` equals the
+    :class:`Event`'s ``data``; the other fields are the :class:`Event`'s.
+    """
+
+    seq: int
+    type: str
+    at: datetime
+    data_json: bytes
     key: str | None = None
 
 
@@ -383,6 +401,8 @@ fast_session: Callable[..., Session] = _fast_constructor(Session)
 and drivers build a few per write)."""
 fast_event: Callable[..., Event] = _fast_constructor(Event)
 """``Event(...)`` from its fields, several times faster (drivers build one per event read)."""
+fast_raw_event: Callable[..., RawEvent] = _fast_constructor(RawEvent)
+"""``RawEvent(...)`` from its fields, several times faster (one per event of a raw read)."""
 #: Fast constructors of the write inputs, for the single-op store methods.
 fast_new_session: Callable[..., NewSession] = _fast_constructor(NewSession)
 fast_session_update: Callable[..., SessionUpdate] = _fast_constructor(SessionUpdate)

@@ -10,7 +10,8 @@ interface; this module stays so that code written against it keeps working. The 
 * :func:`check_strategy` and :func:`merge_decision`: ``put_records``' merge rules;
 * :func:`fast_session` - builds a :class:`~sessionstore.Session` from all 13 fields
   positionally, several times faster than ``Session(...)``, for decoding hot paths.
-* :func:`fast_event` - the same for :class:`~sessionstore.Event` (one per event read).
+* :func:`fast_event` - the same for :class:`~sessionstore.Event` (one per event read),
+  :func:`fast_raw_event` for :class:`~sessionstore.RawEvent`.
   **CPython only**: it relies on ``__class__`` assignment between slot classes of one
   layout, and on the field order of ``Session`` (a new field breaks positional callers).
   It is deliberately not part of :mod:`sessionstore.driver`.
@@ -30,7 +31,7 @@ from .driver import (
     new_session,
     prepare,
 )
-from .model import fast_event, fast_session
+from .model import fast_event, fast_raw_event, fast_session
 
 __all__ = [
     "Limits",
@@ -40,6 +41,7 @@ __all__ = [
     "check_expected_version",
     "check_strategy",
     "fast_event",
+    "fast_raw_event",
     "fast_session",
     "make_checkpoint",
     "merge_decision",

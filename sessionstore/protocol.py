@@ -23,6 +23,7 @@ from .model import (
     NewSessionFields,
     Op,
     PoppedEvents,
+    RawEvent,
     Session,
     SessionChanges,
     SessionRecord,
@@ -167,6 +168,19 @@ class SessionStore(Protocol):
         at_after: datetime | None = None,
         at_before: datetime | None = None,
     ) -> list[Event]: ...
+
+    async def get_raw_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[RawEvent]: ...
 
     async def get_event(self, session_id: str, *, key: str) -> Event | None: ...
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import SplitResult
 
 import asyncpg
@@ -30,6 +30,7 @@ from sessionstore import (
     PopOp,
     PoppedEvents,
     QueryOptions,
+    RawEvent,
     Session,
     SessionConflictError,
     SessionFilter,
@@ -42,7 +43,12 @@ from sessionstore.clock import from_ms, to_ms
 from sessionstore.codec import checkpoint_from_record, checkpoint_to_record, dumps_record
 from sessionstore.driver import encode_event_inputs, new_session, prepare
 from sessionstore.model import TTL, Status, Unset
-from sessionstore.planning import check_expected_version, fast_event, fast_session
+from sessionstore.planning import (
+    check_expected_version,
+    fast_event,
+    fast_raw_event,
+    fast_session,
+)
 from sessionstore.query import (
     OrderKey,
     decode_cursor,
@@ -67,6 +73,8 @@ from ._loops import LoopPools
 from ._options import PostgresOptions, options_from_url
 from ._query import Where, build_where, expiry_parts, order_sql, seek_sql
 from ._schema import LATEST, VERSION_TABLE, advisory_key, migration
+
+E = TypeVar("E", Event, RawEvent)
 
 __all__ = ["PostgresStore"]
 
@@ -317,6 +325,29 @@ class PostgresStore(BaseSessionStore):
             events.reverse()
         return events
 
+    def _raw_events_of(
+        self, session_id: str, rows: Sequence[Any], window: EventWindow
+    ) -> list[RawEvent]:
+        """:meth:`_events_of` with each event's data its row's JSON text as UTF-8 bytes,
+        not parsed (a caller's parse finds a corrupt one), only checked to be an
+        object's (``{`` ... ``}``)."""
+        if not rows or rows[0][1] is None:
+            return []
+        times = self._event_times
+        if len(times) > _EVENT_TIMES:
+            times.clear()
+        events = []
+        for r in rows:
+            data = r[4]
+            if data[:1] != "{" or data[-1:] != "}":
+                record = f"{self.namespace}/{session_id}/{r[1]}"
+                raise IntegrityError("corrupt event row", record)
+            at = times.get(r[3]) or times.setdefault(r[3], from_ms(r[3]))
+            events.append(fast_raw_event(r[1], r[2], at, data.encode(), r[5]))
+        if window.last is not None:
+            events.reverse()
+        return events
+
     def _event(self, session_id: str, r: Any) -> Event:
         try:
             data = orjson.loads(r[3])
@@ -340,6 +371,42 @@ class PostgresStore(BaseSessionStore):
     ) -> list[Event]:
         """Events in seq order (one statement: the session's liveness and the page, read
         through the index that yields it in order, see ``_events.py``)."""
+        return await self._live_page(
+            self._events_of, session_id, after_seq, before_seq, limit, last, types,
+            at_after, at_before,
+        )  # fmt: skip
+
+    async def get_raw_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[RawEvent]:
+        """:meth:`get_events` with each event's data the JSON text of its row (the same
+        statement; the JSON not parsed)."""
+        return await self._live_page(
+            self._raw_events_of, session_id, after_seq, before_seq, limit, last, types,
+            at_after, at_before,
+        )  # fmt: skip
+
+    async def _live_page(
+        self,
+        decode: Callable[[str, Sequence[Any], EventWindow], list[E]],
+        session_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int | None,
+        last: int | None,
+        types: Iterable[str] | None,
+        at_after: datetime | None,
+        at_before: datetime | None,
+    ) -> list[E]:
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
@@ -357,7 +424,7 @@ class PostgresStore(BaseSessionStore):
             raise SessionNotFoundError(session_id)
         if limit == 0 or last == 0:
             return []
-        return self._events_of(session_id, rows, window)
+        return decode(session_id, rows, window)
 
     async def get_event(self, session_id: str, *, key: str) -> Event | None:
         """One lookup in the event-key index, with the session's liveness (one statement)."""

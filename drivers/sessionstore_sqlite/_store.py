@@ -33,6 +33,7 @@ from sessionstore import (
     Page,
     PutResult,
     QueryOptions,
+    RawEvent,
     Session,
     SessionConflictError,
     SessionExistsError,
@@ -68,6 +69,7 @@ from ._events import EventWindow
 __all__ = ["SqliteOptions", "SqliteStore"]
 
 T = TypeVar("T")
+E = TypeVar("E", Event, RawEvent)
 _SCAN_PAGE = 256
 
 
@@ -424,14 +426,48 @@ class SqliteStore(BaseSessionStore):
     ) -> list[Event]:
         """Events in seq order (one hop: the session check and one indexed ``SELECT``
         reading only the page, see ``_events.py``)."""
+        return await self._live_page(
+            self._engine.live_events, session_id, after_seq, before_seq, limit, last,
+            types, at_after, at_before,
+        )  # fmt: skip
+
+    async def get_raw_events(
+        self,
+        session_id: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        last: int | None = None,
+        types: Iterable[str] | None = None,
+        at_after: datetime | None = None,
+        at_before: datetime | None = None,
+    ) -> list[RawEvent]:
+        """:meth:`get_events` with each event's data the JSON stored in its row (one hop,
+        the same ``SELECT``; the JSON not parsed)."""
+        return await self._live_page(
+            self._engine.live_raw_events, session_id, after_seq, before_seq, limit, last,
+            types, at_after, at_before,
+        )  # fmt: skip
+
+    async def _live_page(
+        self,
+        read: Callable[[str, datetime, EventWindow], list[E] | None],
+        session_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int | None,
+        last: int | None,
+        types: Iterable[str] | None,
+        at_after: datetime | None,
+        at_before: datetime | None,
+    ) -> list[E]:
         validate_session_id(session_id)
         self._check_event_window(after_seq, limit, last)
         kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
         self._check_open()
         window = _window(after_seq, before_seq, limit, last, kinds, low, high)
-        found = await self._threads.run(
-            self._engine.live_events, session_id, self.clock.now(), window
-        )
+        found = await self._threads.run(read, session_id, self.clock.now(), window)
         if found is None:
             raise SessionNotFoundError(session_id)
         if limit == 0 or last == 0:

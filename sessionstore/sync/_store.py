@@ -198,6 +198,7 @@ class SyncSessionStore(Facade):
     # -- events
     append_events = blocking(SessionStore.append_events)
     get_events = blocking_read(SessionStore.get_events)
+    get_raw_events = blocking(SessionStore.get_raw_events)
     trim_events = blocking(SessionStore.trim_events)
     get_event = blocking_read(SessionStore.get_event)
     pop_events = blocking(SessionStore.pop_events)

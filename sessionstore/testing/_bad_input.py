@@ -167,6 +167,7 @@ class BadInputTests:
                 partial(st.touch, bad),
                 partial(st.append_events, bad, [{"type": "x"}]),
                 partial(st.get_events, bad),
+                partial(st.get_raw_events, bad),
                 partial(st.trim_events, bad, keep_last=1),
                 partial(st.save_checkpoint, bad),
                 partial(st.list_checkpoints, bad),

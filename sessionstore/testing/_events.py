@@ -1,14 +1,20 @@
-"""Events: append, paging, trim, sequence numbers never reused."""
+"""Events: append, paging, trim, sequence numbers never reused; raw reads."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
+import orjson
 import pytest
 
 from sessionstore import (
     AppendOp,
+    Event,
     EventInput,
     InvalidArgumentError,
     QueryOptions,
+    RawEvent,
     Session,
     SessionFilter,
     SessionNotFoundError,
@@ -197,6 +203,86 @@ class EventTests:
                     assert [e.type for e in got] == [
                         f"e{q - 1}" if q <= 7 else f"f{q - 8}" for q in want
                     ]
+
+    @store_test
+    async def test_raw_events_are_the_events_with_their_data_as_json(
+        self, ctx: ConformanceContext
+    ) -> None:
+        """``get_raw_events`` reads what ``get_events`` reads, in every window and with
+        every filter, each event's data as the JSON of one object (bytes) that decodes
+        to the event's data, types included (a whole float stays a float)."""
+        st = ctx.store
+        s = await st.create_session()
+        payload = {"n": 2**62, "f": 1.5, "whole": 1.0, "s": 'ü\n"', "l": [{}, []], "z": None}
+        keyed = ctx.store.capabilities.event_log
+        for i in range(12):
+            ctx.clock.advance(1)
+            await st.append_events(
+                s.id,
+                [
+                    {
+                        "type": "a" if i % 3 else "b",
+                        "data": {"i": i, **(payload if i % 4 == 0 else {})},
+                        **({"key": f"k{i}-{j}"} if keyed and i % 2 else {}),
+                    }
+                    for j in range(1 + i % 2)
+                ],
+            )
+        await st.trim_events(s.id, keep_last=15)
+        every = await st.get_events(s.id)
+        assert len(every) == 15
+        t0, t1 = every[2].at, every[-3].at
+        windows: list[dict[str, Any]] = [
+            {},
+            {"after_seq": every[4].seq},
+            {"before_seq": every[6].seq},
+            {"limit": 4},
+            {"last": 4},
+            {"after_seq": every[1].seq, "limit": 3},
+            {"after_seq": every[1].seq, "last": 3},
+            {"types": ["b"]},
+            {"types": ["a", "b"], "last": 5},
+            {"at_after": t0},
+            {"at_before": t1, "last": 2},
+            {"at_after": t0, "at_before": t1, "types": ["a"]},
+            {"last": 0},
+            {"limit": 0},
+            {"after_seq": every[-1].seq},
+        ]
+        for window in windows:
+            events = await st.get_events(s.id, **window)
+            raw = await st.get_raw_events(s.id, **window)
+            assert all(type(e) is RawEvent and type(e.data_json) is bytes for e in raw), window
+            decoded = [Event(e.seq, e.type, e.at, orjson.loads(e.data_json), e.key) for e in raw]
+            assert decoded == events, window
+            for a, b in zip(decoded, events, strict=True):
+                assert [type(v) for v in a.data.values()] == [type(v) for v in b.data.values()]
+        assert any("whole" in e.data for e in every)
+
+    @store_test
+    async def test_raw_events_of_missing_expired_or_emptied_sessions(
+        self, ctx: ConformanceContext
+    ) -> None:
+        st = ctx.store
+        with pytest.raises(SessionNotFoundError):
+            await st.get_raw_events("missing")
+        with pytest.raises(SessionNotFoundError):
+            await st.get_raw_events("missing", last=0)
+        brief = await st.create_session(ttl=1)
+        await st.append_events(brief.id, [{"type": "t"}])
+        assert [e.seq for e in await st.get_raw_events(brief.id)] == [1]
+        ctx.clock.advance(timedelta(seconds=2))
+        for window in ({}, {"last": 5}, {"types": ["t"]}):
+            with pytest.raises(SessionNotFoundError):
+                await st.get_raw_events(brief.id, **window)
+        empty = await st.create_session()
+        assert await st.get_raw_events(empty.id) == []
+        await st.append_events(empty.id, [{"type": "t"}] * 3)
+        await st.trim_events(empty.id, keep_last=0)
+        assert await st.get_raw_events(empty.id) == []
+        assert await st.get_raw_events(empty.id, types=["t"], last=2) == []
+        with pytest.raises(InvalidArgumentError):
+            await st.get_raw_events(empty.id, limit=1, last=1)
 
     @store_test
     async def test_a_long_log_is_read_whole(self, ctx: ConformanceContext) -> None:
