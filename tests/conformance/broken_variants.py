@@ -3001,6 +3001,26 @@ CAUGHT_BY.update(
 )
 
 
+class RawReadDropsTypes(MemoryStore):
+    """A raw read written beside the decoded one that forgets one of its filters:
+    ``get_raw_events(types=...)`` returns events of every type."""
+
+    async def get_raw_events(self, session_id: str, **kwargs: Any) -> Any:
+        kwargs.pop("types", None)
+        return await super().get_raw_events(session_id, **kwargs)
+
+
+class RawLastTakesTheOldest(MemoryStore):
+    """A raw read whose window is rebuilt by hand, wrongly: ``last=n`` read as the first
+    ``n`` events."""
+
+    async def get_raw_events(self, session_id: str, **kwargs: Any) -> Any:
+        last = kwargs.pop("last", None)
+        if last is not None:
+            kwargs["limit"] = last
+        return await super().get_raw_events(session_id, **kwargs)
+
+
 #: Event log, checkpoints and records (the last class section): each has a test of its
 #: own in ``CAUGHT_BY``, so their suites run the short state machine too.
 _EVENT_LOG_BUGS: tuple[type[MemoryStore], ...] = (
@@ -3032,6 +3052,8 @@ _EVENT_LOG_BUGS: tuple[type[MemoryStore], ...] = (
     TrimOfAnEmptyLogWrites,
     RepeatedTypesReturnEventsTwice,
     EventKeysUniquePerNamespace,
+    RawReadDropsTypes,
+    RawLastTakesTheOldest,
 )
 VARIANTS.update((cls.__name__, cls) for cls in _EVENT_LOG_BUGS)
 _HOOK_TEST = "test_event_and_checkpoint_writes_fire_once_with_what_was_written"
@@ -3065,6 +3087,8 @@ CAUGHT_BY.update(
         "TrimOfAnEmptyLogWrites": "test_trim_with_nothing_to_drop_writes_nothing",
         "RepeatedTypesReturnEventsTwice": "test_get_events_by_type_and_backwards",
         "EventKeysUniquePerNamespace": "test_keys_and_types_match_exactly",
+        "RawReadDropsTypes": "test_raw_events_are_the_events_with_their_data_as_json",
+        "RawLastTakesTheOldest": "test_raw_events_are_the_events_with_their_data_as_json",
     }
 )
 SHORT_MACHINE: frozenset[str] = (
