@@ -7,8 +7,8 @@ directory; add ``--url redis://...`` and ``--url postgresql://...``):
   target is <= 1.3), and ``append_event`` / the store's own ``append_events`` of the same
   stored event at ``N`` events (what the adapter adds: the state deltas' commit);
 * ``get_session(num_recent_events=20)`` of ``N`` events / of 100 events (O(20): <= 1.3),
-  and / the store's own ``get_sessions`` + ``get_events(last=20)`` at ``N`` with the 20
-  events decoded into ADK ``Event`` objects (what any read must do).
+  and / the store's own ``get_sessions`` + ``get_raw_events(last=20)`` at ``N`` with the
+  20 events decoded into ADK ``Event`` objects (what any read must do).
 
 ADK's own ``InMemorySessionService`` runs the same two flatness rows for comparison.
 
@@ -206,7 +206,7 @@ async def bench_service(
 
         async def raw_recent() -> None:
             await store.get_sessions(scoped)
-            for stored in await store.get_events(sid, last=RECENT):
+            for stored in await store.get_raw_events(sid, last=RECENT):
                 _decode(stored)  # building ADK's Event objects is part of any read
 
         op, floor = await compare(append_to(big), raw_append, rounds=rounds, number=number)
