@@ -625,6 +625,44 @@ async def test_a_corrupt_row_is_skipped_by_listings_and_reported(open_pg: OpenPg
 
 
 @pytest.mark.asyncio
+async def test_a_raw_read_hands_over_the_rows_json(open_pg: OpenPg) -> None:
+    """``get_raw_events`` returns each row's JSON text as bytes, unparsed: a row that is
+    no object's JSON is refused by the read, one with an object's brackets is left to the
+    caller's parse (``get_events`` refuses both)."""
+    from sessionstore import IntegrityError
+
+    store = await open_pg()
+    s = await store.create_session()
+    await store.append_events(s.id, [{"type": "a", "data": {"k": "ü"}}, {"type": "b"}])
+    assert [e.data_json for e in await store.get_raw_events(s.id)] == [
+        '{"k":"ü"}'.encode(),
+        b"{}",
+    ]
+
+    async def set_data(text: str) -> None:
+        conn = await asyncpg.connect(**_connect_args(store))
+        try:
+            await conn.execute(
+                "UPDATE sessionstore_events SET data = $3"
+                " WHERE ns = $1 AND session_id = $2 AND seq = 2",
+                store.namespace,
+                s.id,
+                text,
+            )
+        finally:
+            await conn.close()
+
+    await set_data("{x}")
+    assert [e.data_json for e in await store.get_raw_events(s.id)][1] == b"{x}"
+    with pytest.raises(IntegrityError):
+        await store.get_events(s.id)
+    await set_data("[]")
+    with pytest.raises(IntegrityError, match="corrupt event row"):
+        await store.get_raw_events(s.id)
+    assert [e.seq for e in await store.get_raw_events(s.id, last=1, types=["a"])] == [1]
+
+
+@pytest.mark.asyncio
 async def test_a_server_older_than_the_minimum_is_refused(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 from sessionstore_sqlite import SqliteStore
 
@@ -59,6 +60,18 @@ def test_a_corrupt_event_or_checkpoint(tmp_path: Path) -> None:
             assert [e.type for e in await store.get_events("s", limit=1)] == ["a"]
             with pytest.raises(IntegrityError, match="corrupt event"):
                 await store.get_events("s")
+            # a raw read hands the row's JSON over unparsed: an object's brackets are all it
+            # checks, so the caller's parse finds this one; a row that is no object's JSON
+            # is refused by the read itself
+            _corrupt(path, "UPDATE events SET data = x'7b787d' WHERE seq = 2")
+            raw = await store.get_raw_events("s")
+            assert [e.data_json for e in raw] == [b"{}", b"{x}"]
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(raw[1].data_json)
+            _corrupt(path, "UPDATE events SET data = x'5b5d' WHERE seq = 2")
+            with pytest.raises(IntegrityError, match="event data is not an object"):
+                await store.get_raw_events("s")
+            assert [e.seq for e in await store.get_raw_events("s", limit=1)] == [1]
             assert [r.session.id async for r in store.scan()] == ["t"]  # s skipped, reported
             assert any("/events/2" in name for name in store.corrupt_records)
             _corrupt(path, "UPDATE checkpoints SET body = x'00'")
