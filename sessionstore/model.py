@@ -123,11 +123,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class RawEvent:
-    """An event as :meth:`~sessionstore.SessionStore.get_raw_events` reads it: ``data``
-    left as the JSON the store keeps it in (``data_json``: the UTF-8 bytes of one JSON
-    object, compact or not, its members in any order), for a caller that hands it on or
-    parses it itself (``model_validate_json``, an HTTP response) and would otherwise pay
-    for a decode and an encode of every event. ``orjson.loads(data_json)`` equals the
+    """An event as :meth:`~sessionstore.base.BaseSessionStore.get_raw_events` reads it:
+    ``data`` left as the JSON the store keeps it in (``data_json``: the UTF-8 bytes of one
+    JSON object, compact or not, its members in any order), for a caller that hands it on
+    or parses it itself (``model_validate_json``, an HTTP response) and would otherwise
+    pay for a decode and an encode of every event. ``orjson.loads(data_json)`` equals the
     :class:`Event`'s ``data``; the other fields are the :class:`Event`'s.
     """
 
