@@ -11,7 +11,13 @@ at_before``, the first ``limit`` or the newest ``last``:
   ``seq``), so a backwards page of one type reads the page;
 * several types with a limit: one such ordered, limited arm per type, merged by a
   ``UNION ALL`` and limited again, so the rows read are at most types x page (an
-  ``IN`` list would make SQLite read every event of the types and sort them).
+  ``IN`` list would make SQLite read every event of the types and sort them);
+* several types without a limit: ``events_type``, named (``INDEXED BY``), one range per
+  type, then sorted. Left to itself, SQLite without statistics reads the session's whole
+  log by the primary key (the order it needs) and filters it: a read of the 10 events of
+  10 types in a log of 4,000 took 0.4 ms against 0.02 ms, and grew with the log (the
+  LangGraph adapter reads a page of checkpoints' writes this way). The index costs at
+  most ~2x the scan where the types are most of the log.
 
 Time bounds are exclusive and rounded as the session queries round them (``at >
 low`` is ``at_ms > floor(low)``, ``at < high`` is ``at_ms < ceil(high)``).
@@ -56,11 +62,14 @@ def events_sql(columns: str, ref: tuple[str, list[Any]], w: EventWindow) -> tupl
     order = "seq DESC" if w.last is not None else "seq"
     count = w.last if w.last is not None else w.limit
     types = w.types
+    index = ""
     if types is not None and (len(types) <= 1 or count is None):
+        if len(types) > 1:
+            index = " INDEXED BY events_type"
         where.append(f"type IN ({', '.join('?' * len(types))})")
         args.extend(types)
         types = None
-    base = f"SELECT {columns} FROM events WHERE {' AND '.join(where)}"
+    base = f"SELECT {columns} FROM events{index} WHERE {' AND '.join(where)}"
     if types is None:
         sql = f"{base} ORDER BY {order}"
         if count is not None:
