@@ -48,7 +48,7 @@ from sessionstore.driver import EventFacts, EventRequest, NeedEvents, Prepared, 
 from sessionstore.planning import fast_session
 from sessionstore.query import OrderKey, encode_cursor, order_key, search_matches
 
-from ._events import EventWindow, events_sql
+from ._events import RANGE_DRIVES_BELOW, EventWindow, events_sql, range_count_sql, range_read
 from ._query import canonical_at, floor_ms, page_sql, where_sql
 from ._schema import check, migrate
 
@@ -110,6 +110,19 @@ def _fast_constructor(cls: type[T]) -> Callable[..., T]:
 _event: Callable[..., Event] = _fast_constructor(Event)
 #: ``RawEvent(seq, type, at, data JSON, key)``, for ``get_raw_events``.
 _raw_event: Callable[..., RawEvent] = _fast_constructor(RawEvent)
+
+
+def _page_sql(
+    conn: sqlite3.Connection, ref: tuple[str, list[Any]], window: EventWindow
+) -> tuple[str, list[Any]]:
+    """:func:`events_sql` for ``window``; a time range with a page size is counted first
+    (one more statement, in the caller's read: few events in it make ``events_at`` drive
+    the read, see :func:`range_read`)."""
+    drives = range_read(window)
+    if drives is None:
+        counted = conn.execute(*range_count_sql(ref, window)).fetchone()[0]
+        drives = counted < RANGE_DRIVES_BELOW
+    return events_sql(_EVENT_COLS, ref, window, range_drives=drives)
 
 
 def find_sql(column: str, n: int) -> str:
@@ -362,10 +375,9 @@ class Engine:
     ) -> list[E] | None:  # fmt: skip
         conn = self.conn()
         ref = self._live_ref(sid, now)
-        sql, args = events_sql(_EVENT_COLS, ref, window)
 
         def read() -> list[E] | None:
-            rows = conn.execute(sql, args).fetchall()
+            rows = conn.execute(*_page_sql(conn, ref, window)).fetchall()
             if rows:
                 if window.last is not None:
                     rows.reverse()
@@ -456,7 +468,7 @@ class Engine:
         self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
         window: EventWindow,
     ) -> list[Event]:  # fmt: skip
-        sql, args = events_sql(_EVENT_COLS, ref or (_SK, [self.namespace, sid]), window)
+        sql, args = _page_sql(conn, ref or (_SK, [self.namespace, sid]), window)
         rows = conn.execute(sql, args).fetchall()
         if window.last is not None:
             rows.reverse()

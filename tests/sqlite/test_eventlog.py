@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sessionstore_sqlite import SqliteStore
-from sessionstore_sqlite._engine import find_sql
+from sessionstore_sqlite._engine import _page_sql, find_sql
 from sessionstore_sqlite._events import EventWindow, events_sql
 
 from sessionstore import (
@@ -206,6 +206,48 @@ def test_event_pages_are_index_range_scans(tmp_path: Path) -> None:
             window = EventWindow(types=("t1", "t2"), after_ms=after_ms)
             several = _plan(path, *events_sql(cols, r, window))
             assert "events_type" in several and "PRIMARY KEY" not in several, several
+
+
+def test_time_bounded_pages_read_their_range(tmp_path: Path) -> None:
+    """A time bound without types: its range drives the read when the window has no page
+    size, or has one and the range holds few events; a page of a wide range walks the
+    primary key and stops at the page. (Without statistics SQLite walked the primary key
+    for every bound: a recent bound with a few events after it read the whole log.)"""
+    path = tmp_path / "times.db"
+    at = [T0 + timedelta(seconds=i) for i in range(3000)]
+
+    async def main() -> None:
+        async with SqliteStore(path=str(path)) as store:
+            await store.create_session(id="s")
+            await store.append_events(
+                "s", [EventInput("t", {"i": i}, at=at[i]) for i in range(3000)]
+            )
+            every = await store.get_events("s")
+            for kw, want in (
+                ({"at_after": at[2994]}, every[2995:]),
+                ({"at_after": at[2994], "last": 20}, every[2995:]),
+                ({"at_after": at[10], "at_before": at[21]}, every[11:21]),
+                ({"at_after": at[10], "last": 3}, every[-3:]),
+                ({"at_before": at[50], "last": 3}, every[47:50]),
+                ({"at_after": at[10], "limit": 3}, every[11:14]),
+            ):
+                assert await store.get_events("s", **kw) == want, kw
+
+    asyncio.run(main())
+    ref = ("(SELECT sk FROM sessions WHERE namespace = ? AND id = ?)", ["", "s"])
+    ms = [int(t.timestamp() * 1000) for t in at]
+    with sqlite3.connect(path) as conn:
+        for window, index in (
+            (EventWindow(after_ms=ms[2994]), "events_at"),
+            (EventWindow(after_ms=ms[2994], last=20), "events_at"),
+            (EventWindow(after_ms=ms[10], before_ms=ms[21]), "events_at"),
+            (EventWindow(after_ms=ms[10]), "events_at"),  # no page: the range, not the log
+            (EventWindow(after_ms=ms[10], last=3), "PRIMARY KEY"),  # a page of a wide range
+            (EventWindow(types=("t",), after_ms=ms[2994]), "events_type"),
+        ):
+            sql, args = _page_sql(conn, ref, window)
+            plan = _plan(path, sql, args)
+            assert index in plan, (window, plan)
 
 
 def test_events_by_key_are_index_lookups(tmp_path: Path) -> None:
