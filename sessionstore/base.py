@@ -805,7 +805,21 @@ class BaseSessionStore(ABC):
         return await self._execute([prepared.session_id], plan, requests=self._requests([prepared]))
 
     @staticmethod
-    def _check_event_window(after_seq: int, limit: int | None, last: int | None) -> None:
+    def _check_event_read(
+        session_id: str,
+        after_seq: int,
+        before_seq: int | None,
+        limit: int | None,
+        last: int | None,
+        types: Iterable[str] | None,
+        at_after: datetime | None,
+        at_before: datetime | None,
+    ) -> tuple[frozenset[str] | None, datetime | None, datetime | None]:
+        """``get_events``' (and ``get_raw_events``') arguments checked, with the same
+        errors on every driver: the id, the window, then the filters; returns
+        :func:`~sessionstore.validation.validate_event_filters`' ``(types, at_after,
+        at_before)``."""
+        validate_session_id(session_id)
         validate_positive_int(after_seq, "after_seq", maximum=2**62, allow_zero=True)
         if limit is not None:
             validate_positive_int(limit, "limit", maximum=MAX_EVENTS_PAGE, allow_zero=True)
@@ -813,6 +827,7 @@ class BaseSessionStore(ABC):
             validate_positive_int(last, "last", maximum=MAX_EVENTS_PAGE, allow_zero=True)
         if limit is not None and last is not None:
             raise InvalidArgumentError("give limit or last, not both")
+        return validate_event_filters(before_seq, types, at_after, at_before)
 
     async def get_events(
         self,
@@ -832,9 +847,9 @@ class BaseSessionStore(ABC):
 
         Raises :class:`SessionNotFoundError` for a missing or expired session.
         """
-        validate_session_id(session_id)
-        self._check_event_window(after_seq, limit, last)
-        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = self._check_event_read(
+            session_id, after_seq, before_seq, limit, last, types, at_after, at_before
+        )
         if await self.get_session(session_id) is None:
             raise SessionNotFoundError(session_id)
         if limit == 0 or last == 0:

@@ -40,7 +40,6 @@ from sessionstore.driver import EngineThreads, EventFacts, EventRequest
 from sessionstore.options import redact_url
 from sessionstore.query import normalize_search_text
 from sessionstore.validation import (
-    validate_event_filters,
     validate_event_key,
     validate_session_id,
 )
@@ -223,9 +222,9 @@ class FileStore(BaseSessionStore):
         """Events in ascending seq order (see the protocol), read in one worker-thread
         hop that also checks the session is there and live: a window of the log by
         binary search, types and time bounds through the event index (O(page))."""
-        validate_session_id(session_id)
-        self._check_event_window(after_seq, limit, last)
-        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = self._check_event_read(
+            session_id, after_seq, before_seq, limit, last, types, at_after, at_before
+        )
         self._check_open()
         return await self._threads.run(
             self._engine.read_events, session_id, self.clock.now(),

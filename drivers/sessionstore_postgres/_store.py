@@ -60,7 +60,6 @@ from sessionstore.query import (
     search_matches,
 )
 from sessionstore.validation import (
-    validate_event_filters,
     validate_event_key,
     validate_session_id,
 )
@@ -407,9 +406,9 @@ class PostgresStore(BaseSessionStore):
         at_after: datetime | None,
         at_before: datetime | None,
     ) -> list[E]:
-        validate_session_id(session_id)
-        self._check_event_window(after_seq, limit, last)
-        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = self._check_event_read(
+            session_id, after_seq, before_seq, limit, last, types, at_after, at_before
+        )
         self._check_open()
         # a zero count reads one row: the statement still tells a missing session
         window = _window(

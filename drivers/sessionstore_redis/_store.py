@@ -60,7 +60,6 @@ from sessionstore.planning import (
 )
 from sessionstore.query import normalize_search_text
 from sessionstore.validation import (
-    validate_event_filters,
     validate_event_key,
     validate_positive_int,
     validate_session_id,
@@ -608,9 +607,9 @@ class RedisStore(BaseSessionStore):
         """``get_events``'s checks (now, before any I/O), then its steps
         (:meth:`EventLog.query_steps`: ``None`` for a missing or expired session). Shared
         with the blocking reads (``_blocking_reads.py``)."""
-        validate_session_id(session_id)
-        self._check_event_window(after_seq, limit, last)
-        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = self._check_event_read(
+            session_id, after_seq, before_seq, limit, last, types, at_after, at_before
+        )
         self._check_open()
         return self._log.query_steps(
             session_id,

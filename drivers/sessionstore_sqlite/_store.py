@@ -58,7 +58,6 @@ from sessionstore.model import TTL, Unset, fast_append_op
 from sessionstore.options import redact_url
 from sessionstore.query import decode_cursor, normalize_search_text, query_fingerprint
 from sessionstore.validation import (
-    validate_event_filters,
     validate_event_key,
     validate_session_id,
 )
@@ -462,9 +461,9 @@ class SqliteStore(BaseSessionStore):
         at_after: datetime | None,
         at_before: datetime | None,
     ) -> list[E]:
-        validate_session_id(session_id)
-        self._check_event_window(after_seq, limit, last)
-        kinds, low, high = validate_event_filters(before_seq, types, at_after, at_before)
+        kinds, low, high = self._check_event_read(
+            session_id, after_seq, before_seq, limit, last, types, at_after, at_before
+        )
         self._check_open()
         window = _window(after_seq, before_seq, limit, last, kinds, low, high)
         found = await self._threads.run(read, session_id, self.clock.now(), window)
