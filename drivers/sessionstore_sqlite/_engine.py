@@ -499,6 +499,8 @@ class Engine:
         out = []
         stamps: dict[int, datetime] = {}
         for seq, etype, at_ms, data, key in rows:
+            if type(data) is str:  # (a row some other writer stored as TEXT)
+                data = data.encode()
             if data[:1] != b"{" or data[-1:] != b"}":
                 name = f"{self._name(sid)}/events/{seq}"
                 raise IntegrityError("event data is not an object", name)

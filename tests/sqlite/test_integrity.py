@@ -77,6 +77,10 @@ def test_a_corrupt_event_or_checkpoint(tmp_path: Path) -> None:
             _corrupt(path, "UPDATE checkpoints SET body = x'00'")
             with pytest.raises(IntegrityError, match="corrupt checkpoint"):
                 await store.list_checkpoints("s")
+            # a row another writer stored as TEXT comes back as its UTF-8 bytes
+            _corrupt(path, 'UPDATE events SET data = \'{"k":"ü"}\' WHERE seq = 2')
+            assert (await store.get_raw_events("s"))[1].data_json == '{"k":"ü"}'.encode()
+            assert (await store.get_events("s"))[1].data == {"k": "ü"}
 
     asyncio.run(main())
 
