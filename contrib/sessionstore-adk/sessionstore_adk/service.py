@@ -176,8 +176,8 @@ def _event_key(event: AdkEvent, raw: bytes) -> str:
 
 def _decode(stored: RawEvent) -> AdkEvent:
     # the stored JSON straight to pydantic's JSON mode (get_raw_events): no dict per
-    # event made and dropped, which on a whole history was ~15 % of the read and most of
-    # its garbage-collector passes (docs/performance.md)
+    # event made and dropped, which on a whole history was ~15 % of the read and a third
+    # of its garbage-collector passes (docs/performance.md)
     return AdkEvent.model_validate_json(stored.data_json)
 
 
