@@ -8,8 +8,8 @@ one of ``types``, with ``at_after < at < at_before``, the first ``limit`` or the
 
 * no type: the primary key in seq order (either direction) from the seq bound; with a
   time bound, the range in ``(at, seq)`` order (which only ``events_at`` yields without a
-  sort), then sorted by seq, for a window without a page size, or with one when the range
-  holds fewer than :data:`RANGE_DRIVES_BELOW` events (counted once on ``events_at``, a
+  sort), then sorted by seq, for a window without a page size or seq bound, or when the
+  range holds fewer than :data:`RANGE_DRIVES_BELOW` events (counted once on ``events_at``, a
   ``MATERIALIZED`` CTE); else the seq walk with each row's time checked (``at + 0``: no
   index). The branch not taken is skipped by its one-time filter. Left to the planner,
   a table never analysed, or one of many short sessions, had every time bound walk the
@@ -104,13 +104,13 @@ def page_sql(t_sessions: str, t_events: str, w: EventWindow) -> tuple[str, list[
         # the time range in (at, seq) order, which only events_at yields without a sort:
         # the planner reads the range whatever it believes about the session's size
         in_range = f"SELECT {cols} FROM {t_events} WHERE {' AND '.join(where)} ORDER BY at, seq"
-        if count is None:
+        if count is None and w.after_seq == 0 and w.before_seq is None:
             page = f"SELECT r.* FROM ({in_range}) r ORDER BY r.seq {order}"
         else:
-            # a page: the range when it holds few events (counted on events_at, at most
-            # RANGE_DRIVES_BELOW), else the walk in seq order, each row's time checked
-            # (at + 0: no index on it), which stops at the page; the branch not taken is
-            # skipped by its one-time filter
+            # a page or a seq bound: the range when it holds few events (counted on
+            # events_at, at most RANGE_DRIVES_BELOW), else the walk in seq order, each
+            # row's time checked (at + 0: no index on it), which stops at the page or
+            # starts at the bound; the branch not taken is skipped by its one-time filter
             bounds = [c for c in where if c.startswith("at ")]
             with_few = (
                 f"WITH few AS MATERIALIZED (SELECT count(*) < {RANGE_DRIVES_BELOW} AS yes "

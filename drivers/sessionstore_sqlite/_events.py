@@ -7,7 +7,7 @@ at_before``, the first ``limit`` or the newest ``last``:
 
 * no type: the primary key in seq order (forwards or backwards), bounded by the seqs;
   with a time bound, ``events_at`` (named), its rows then sorted by seq, for a window
-  without a page size, or with one when the range holds fewer than
+  without a page size or seq bound, or when the range holds fewer than
   :data:`RANGE_DRIVES_BELOW` events (:func:`range_count_sql` counts them, in the same
   read); else the primary key's walk, each row's time checked (``+at_ms``: no index).
   Left to itself, SQLite without statistics walked the primary key for every time
@@ -59,12 +59,12 @@ class EventWindow:
 def range_read(w: EventWindow) -> bool | None:
     """Whether a window's time range drives its read (``events_sql``'s ``range_drives``):
     ``False`` without a time bound or with types (the type index drives); ``True`` without
-    a page size (the walk would read the whole log past ``after_seq``, the range only its
-    own events); ``None`` with a page size, where the walk may stop early: the range's
+    a page size or seq bound (the walk would read the whole log, the range only its own
+    events); ``None`` otherwise, where the walk may stop early or start late: the range's
     size decides (:func:`range_count_sql`)."""
     if w.types is not None or (w.after_ms is None and w.before_ms is None):
         return False
-    if w.limit is None and w.last is None:
+    if w.limit is None and w.last is None and w.after_seq == 0 and w.before_seq is None:
         return True
     return None
 

@@ -229,6 +229,7 @@ async def test_time_bounded_pages_read_their_range(open_pg: OpenPg) -> None:
         ({"at_before": at[50], "last": 3}, every[47:50]),
         ({"at_after": at[10], "last": 3}, every[-3:]),
         ({"at_after": at[10], "limit": 3}, every[11:14]),
+        ({"at_after": at[10], "after_seq": 2990}, every[2990:]),
     ):
         assert await store.get_events("s", **kw) == want, kw
     ms = [int(t.timestamp() * 1000) for t in at]
@@ -237,6 +238,7 @@ async def test_time_bounded_pages_read_their_range(open_pg: OpenPg) -> None:
         (EventWindow(after_ms=ms[10], before_ms=ms[21]), 10),
         (EventWindow(before_ms=ms[50], last=3), 100),
         (EventWindow(after_ms=ms[10], last=3), 1003),  # counted up to 1,000, then walked
+        (EventWindow(after_ms=ms[10], after_seq=2990), 1010),  # the same, from a late seq
     ):
         # as on a table autovacuum has not analysed yet (analysed, this small table's
         # statistics lead the planner to the range by themselves)

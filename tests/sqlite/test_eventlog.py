@@ -230,6 +230,7 @@ def test_time_bounded_pages_read_their_range(tmp_path: Path) -> None:
                 ({"at_after": at[10], "last": 3}, every[-3:]),
                 ({"at_before": at[50], "last": 3}, every[47:50]),
                 ({"at_after": at[10], "limit": 3}, every[11:14]),
+                ({"at_after": at[10], "after_seq": 2990}, every[2990:]),
             ):
                 assert await store.get_events("s", **kw) == want, kw
 
@@ -243,6 +244,7 @@ def test_time_bounded_pages_read_their_range(tmp_path: Path) -> None:
             (EventWindow(after_ms=ms[10], before_ms=ms[21]), "events_at"),
             (EventWindow(after_ms=ms[10]), "events_at"),  # no page: the range, not the log
             (EventWindow(after_ms=ms[10], last=3), "PRIMARY KEY"),  # a page of a wide range
+            (EventWindow(after_ms=ms[10], after_seq=2990), "PRIMARY KEY"),  # from a late seq
             (EventWindow(types=("t",), after_ms=ms[2994]), "events_type"),
         ):
             sql, args = _page_sql(conn, ref, window)
