@@ -377,10 +377,8 @@ class Engine:
         ref = self._live_ref(sid, now)
 
         def read() -> list[E] | None:
-            rows = conn.execute(*_page_sql(conn, ref, window)).fetchall()
+            rows = self._event_rows(conn, sid, ref, window)
             if rows:
-                if window.last is not None:
-                    rows.reverse()
                 return decode(sid, rows)
             return [] if self._is_live(conn, ref) else None
 
@@ -468,11 +466,19 @@ class Engine:
         self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
         window: EventWindow,
     ) -> list[Event]:  # fmt: skip
+        return self._decode_events(sid, self._event_rows(conn, sid, ref, window))
+
+    def _event_rows(
+        self, conn: sqlite3.Connection, sid: str, ref: tuple[str, list[Any]] | None,
+        window: EventWindow,
+    ) -> list[Row]:  # fmt: skip
+        """The window's rows in ascending seq (``ref``: the session's ``sk`` subquery,
+        ``None`` for the plain one)."""
         sql, args = _page_sql(conn, ref or (_SK, [self.namespace, sid]), window)
-        rows = conn.execute(sql, args).fetchall()
+        rows: list[Row] = conn.execute(sql, args).fetchall()
         if window.last is not None:
             rows.reverse()
-        return self._decode_events(sid, rows)
+        return rows
 
     def _decode_events(self, sid: str, rows: Sequence[Row]) -> list[Event]:
         out = []
